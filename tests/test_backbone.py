@@ -1,0 +1,94 @@
+"""The Backbone stack: streaming state across calls, intermediates, checkpointing, config errors."""
+
+import pytest
+import torch
+
+from ttt_mm.backbone import Backbone, state_tensors
+
+CONFIGS = [
+    ("ttt_linear", "transformer"),
+    ("ttt_mlp", "transformer"),
+    ("attention", "transformer"),
+    ("ttt_linear", "mamba"),
+    ("ttt_mlp", "mamba"),
+]
+
+
+def tiny(mixer, variant, **kw):
+    return Backbone(dim=32, depth=2, num_heads=4, mixer=mixer, variant=variant, mini_batch_size=8, **kw)
+
+
+
+
+@pytest.mark.parametrize("mixer,variant", CONFIGS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)], ids=["f64", "f32"])
+def test_streaming_in_pieces_equals_one_pass(mixer, variant, dtype, tol):
+    model = tiny(mixer, variant).to(dtype).eval()
+    x = torch.randn(2, 53, 32, dtype=dtype)
+    with torch.no_grad():
+        full, full_state = model(x)
+        outs, state = [], None
+        for a, b in [(0, 1), (1, 6), (6, 7), (7, 40), (40, 53)]:
+            y, state = model(x[:, a:b], state)
+            outs.append(y)
+    assert (torch.cat(outs, 1) - full).abs().max().item() <= tol
+    assert len(state_tensors(state)) >= 4
+    for a, b in zip(state_tensors(state), state_tensors(full_state), strict=True):
+        assert (a - b).abs().max().item() <= tol
+
+
+@pytest.mark.parametrize("mixer", ["ttt_linear", "ttt_mlp"])
+def test_ttt_state_has_a_fixed_size(mixer):
+    model = tiny(mixer, "mamba").eval()
+    with torch.no_grad():
+        _, short = model(torch.randn(1, 17, 32))
+        _, long = model(torch.randn(1, 300, 32))
+    assert [t.shape for t in state_tensors(short)] == [t.shape for t in state_tensors(long)]
+
+
+def test_intermediates_agree_with_forward():
+    model = tiny("ttt_linear", "transformer").eval()
+    x = torch.randn(1, 20, 32)
+    with torch.no_grad():
+        y, _ = model(x)
+        y2, hidden, _ = model.forward_intermediates(x)
+        _, last_only, _ = model.forward_intermediates(x, layers=(-1,))
+    assert torch.equal(y, y2)
+    assert len(hidden) == 2 and torch.equal(last_only[0], hidden[-1])
+    assert torch.allclose(model.norm(hidden[-1]), y)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    x = torch.randn(2, 24, 32)
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = tiny("ttt_linear", "mamba", checkpoint_activations=ckpt).train()
+        y, _ = model(x)
+        y.square().mean().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_detached_state_carries_values_but_no_graph():
+    model = tiny("ttt_linear", "transformer")
+    _, state = model(torch.randn(1, 10, 32))
+    assert any(t.requires_grad for t in state_tensors(state))
+    detached = state.detach()
+    assert not any(t.requires_grad for t in state_tensors(detached))
+    assert all(torch.equal(a, b) for a, b in zip(state_tensors(state), state_tensors(detached)))
+
+
+def test_bf16_autocast_16k_tokens_through_the_backbone_stays_finite():
+    model = Backbone(dim=32, depth=1, num_heads=2, mixer="ttt_linear").eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y, state = model(torch.randn(1, 16384, 32))
+    assert torch.isfinite(y.float()).all()
+    assert all(t.dtype == torch.float32 for t in state.blocks[0].mixer.core.params)
+
+
+@pytest.mark.parametrize("kw,message", [({"mixer": "mamba2"}, "unknown mixer"), ({"variant": "rwkv"}, "unknown variant"), ({"depth": 0}, "positive")])
+def test_bad_configuration_is_a_clear_error(kw, message):
+    with pytest.raises(ValueError, match=message):
+        Backbone(**{"dim": 32, "num_heads": 4, **kw})

@@ -1,0 +1,144 @@
+"""Pre-norm residual blocks and the embedding-agnostic ``Backbone`` stack, with explicit streaming state."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from .layers import AttentionLayer, CausalDepthwiseConv, KVCache, SwiGLU, TTTLayer, TTTLayerState
+
+MixerState = TTTLayerState | KVCache
+MIXERS = ("ttt_linear", "ttt_mlp", "attention")
+VARIANTS = ("transformer", "mamba")
+
+
+@dataclass
+class BlockState:
+    mixer: MixerState
+    conv: Tensor | None = None  # cache of the mamba variant's pre-mixer conv
+
+    def detach(self) -> "BlockState":
+        return BlockState(self.mixer.detach(), None if self.conv is None else self.conv.detach())
+
+
+@dataclass
+class BackboneState:
+    """Per-block state; pass it back in to continue the same sequence (fixed size for TTT mixers)."""
+
+    blocks: list[BlockState] = field(default_factory=list)
+
+    def detach(self) -> "BackboneState":
+        return BackboneState([b.detach() for b in self.blocks])
+
+
+def state_tensors(state) -> list[Tensor]:
+    """Every tensor inside a (nested) state, in a fixed order: for sizes, comparisons and device moves."""
+    if isinstance(state, Tensor):
+        return [state]
+    if dataclasses.is_dataclass(state):
+        state = [getattr(state, f.name) for f in dataclasses.fields(state)]
+    if isinstance(state, (list, tuple)):
+        return [t for item in state for t in state_tensors(item)]
+    return []
+
+
+class Block(nn.Module):
+    """``x += mixer(RMSNorm(x)); x += SwiGLU(RMSNorm(x))``; the mamba variant first adds
+    ``x += conv(RMSNorm(x))`` with a depthwise causal conv."""
+
+    def __init__(self, dim: int, mixer: nn.Module, mlp_hidden: int, pre_conv: bool = False, conv_kernel: int = 4):
+        super().__init__()
+        self.conv_norm = nn.RMSNorm(dim, eps=1e-6) if pre_conv else None
+        self.conv = CausalDepthwiseConv(dim, conv_kernel) if pre_conv else None
+        self.mixer_norm = nn.RMSNorm(dim, eps=1e-6)
+        self.mixer = mixer
+        self.mlp_norm = nn.RMSNorm(dim, eps=1e-6)
+        self.mlp = SwiGLU(dim, mlp_hidden)
+
+    def forward(self, x: Tensor, state: BlockState | None = None) -> tuple[Tensor, BlockState]:
+        conv_cache = None
+        if self.conv is not None:
+            h, conv_cache = self.conv(self.conv_norm(x), None if state is None else state.conv)
+            x = x + h
+        h, mixer_state = self.mixer(self.mixer_norm(x), None if state is None else state.mixer)
+        x = x + h
+        x = x + self.mlp(self.mlp_norm(x))
+        return x, BlockState(mixer_state, conv_cache)
+
+
+def build_mixer(mixer: str, dim: int, num_heads: int, mini_batch_size: int, base_lr: float | None, variant: str) -> nn.Module:
+    """The one place mixer names map to classes."""
+    if mixer == "attention":
+        return AttentionLayer(dim, num_heads)
+    mamba = variant == "mamba"
+    inner = "linear" if mixer == "ttt_linear" else "mlp"
+    return TTTLayer(dim, num_heads, inner, mini_batch_size, base_lr, use_gate=mamba, share_qk=mamba)
+
+
+class Backbone(nn.Module):
+    """A stack of blocks mapping ``[B, T, C]`` vectors to ``[B, T, C]``; knows nothing of modalities.
+
+    Args:
+        dim: width ``C``. depth: number of blocks. num_heads: heads per mixer.
+        mixer: ``"ttt_linear"``, ``"ttt_mlp"`` or ``"attention"`` (the quadratic baseline).
+        mini_batch_size: TTT inner mini-batch ``K``. base_lr: TTT inner lr scale (None: paper default).
+        variant: ``"transformer"`` (plain pre-norm blocks) or ``"mamba"`` (pre-conv, shared qk with
+            convs, output gate: the release's Mamba backbone).
+        mlp_ratio: SwiGLU hidden width over ``dim``.
+        checkpoint_activations: recompute each block in the backward pass to save memory.
+    """
+
+    def __init__(
+        self,
+        dim: int = 256,
+        depth: int = 4,
+        num_heads: int = 4,
+        mixer: Literal["ttt_linear", "ttt_mlp", "attention"] = "ttt_linear",
+        mini_batch_size: int = 16,
+        base_lr: float | None = None,
+        variant: Literal["transformer", "mamba"] = "transformer",
+        mlp_ratio: float = 4.0,
+        checkpoint_activations: bool = False,
+    ):
+        super().__init__()
+        if mixer not in MIXERS:
+            raise ValueError(f"unknown mixer {mixer!r}; choose one of {MIXERS}")
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+        if depth < 1 or dim < 1 or mini_batch_size < 1:
+            raise ValueError(f"depth, dim and mini_batch_size must be positive; got {depth}, {dim}, {mini_batch_size}")
+        self.dim, self.depth, self.mixer, self.checkpoint_activations = dim, depth, mixer, checkpoint_activations
+        hidden = int(round(mlp_ratio * dim))
+        self.blocks = nn.ModuleList(
+            Block(dim, build_mixer(mixer, dim, num_heads, mini_batch_size, base_lr, variant), hidden, pre_conv=variant == "mamba")
+            for _ in range(depth)
+        )
+        self.norm = nn.RMSNorm(dim, eps=1e-6)
+
+    def forward(self, x: Tensor, state: BackboneState | None = None) -> tuple[Tensor, BackboneState]:
+        """``x [B, T, C]`` -> ``y [B, T, C]`` (after the final norm) and the state after ``x``."""
+        y, _, state = self.forward_intermediates(x, state, layers=())
+        return y, state
+
+    def forward_intermediates(
+        self, x: Tensor, state: BackboneState | None = None, layers: tuple[int, ...] | None = None
+    ) -> tuple[Tensor, list[Tensor], BackboneState]:
+        """Like :meth:`forward`, also returning the outputs of the blocks in ``layers``
+        (indices into ``range(depth)``, negatives allowed; ``None`` = all), for embedding and probing."""
+        wanted = set(range(self.depth)) if layers is None else {i % self.depth for i in layers}
+        hidden, new_states = [], []
+        for i, block in enumerate(self.blocks):
+            block_state = None if state is None else state.blocks[i]
+            if self.checkpoint_activations and self.training and torch.is_grad_enabled():
+                x, block_state = checkpoint(block, x, block_state, use_reentrant=False)
+            else:
+                x, block_state = block(x, block_state)
+            new_states.append(block_state)
+            if i in wanted:
+                hidden.append(x)
+        return self.norm(x), hidden, BackboneState(new_states)

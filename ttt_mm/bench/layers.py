@@ -1,0 +1,120 @@
+"""Tokens/s and peak memory of one mixer layer (TTT-Linear, TTT-MLP, attention) against sequence length.
+
+    python -m ttt_mm.bench layers                      # CPU, fp32 forward, no grad
+    python -m ttt_mm.bench layers --device cuda --dtype bf16
+
+On the CPU each measurement runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``)
+belongs to that layer and length alone; on CUDA the allocator's peak is used. The table's last column
+divides each layer's tokens/s by the attention layer's at the same length (same run, same machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from ..layers import AttentionLayer, TTTLayer
+
+LAYERS = ("ttt_linear", "ttt_mlp", "attention")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def build(name: str, dim: int, heads: int, mini_batch: int) -> torch.nn.Module:
+    if name == "attention":
+        return AttentionLayer(dim, heads)
+    return TTTLayer(dim, heads, inner=name.removeprefix("ttt_"), mini_batch_size=mini_batch)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(name: str, T: int, args: argparse.Namespace) -> dict:
+    """Best-of-N forward time and peak memory above the inputs and weights, in this process."""
+    torch.manual_seed(0)
+    device, dtype = args.device, DTYPES[args.dtype]
+    layer = build(name, args.dim, args.heads, args.mini_batch).to(device).eval()
+    x = torch.randn(args.batch, T, args.dim, device=device)
+    autocast = torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
+    with torch.no_grad(), autocast:
+        layer(x[:, : min(T, 256)])  # warm-up: lazy init, kernel selection
+        _sync(device)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        best = float("inf")
+        for _ in range(max(1, min(args.repeats, 16384 // T))):
+            t0 = time.perf_counter()
+            layer(x)
+            _sync(device)
+            best = min(best, time.perf_counter() - t0)
+        if device == "cuda":
+            peak = torch.cuda.max_memory_allocated() - base
+        else:
+            peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+    return {"layer": name, "T": T, "seconds": best, "tokens_per_s": args.batch * T / best, "peak_mib": peak / 2**20}
+
+
+def run_isolated(name: str, T: int, argv: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "ttt_mm.bench", "layers", *argv, "--worker", name, str(T)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker {name} T={T} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ttt_mm.bench layers", description=__doc__.split("\n")[0])
+    p.add_argument("--layers", nargs="+", choices=LAYERS, default=list(LAYERS))
+    p.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 16384, 65536])
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--mini-batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
+    p.add_argument("--repeats", type=int, default=3, help="best of N (fewer at long lengths)")
+    p.add_argument("--worker", nargs=2, metavar=("LAYER", "T"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    if args.worker:
+        print(json.dumps(measure(args.worker[0], int(args.worker[1]), args)))
+        return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    print(f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, {args.device} {args.dtype}, dim {args.dim}, heads {args.heads}, "
+          f"K {args.mini_batch}, batch {args.batch}")  # fmt: skip
+    rows = []
+    for T in args.lengths:
+        for name in args.layers:
+            row = run_isolated(name, T, argv) if args.device == "cpu" else measure(name, T, args)
+            rows.append(row)
+            print(f"  measured {name:<10} T={T:>6}: {row['tokens_per_s']:>10,.0f} tok/s", file=sys.stderr, flush=True)
+    attn = {r["T"]: r["tokens_per_s"] for r in rows if r["layer"] == "attention"}
+    print(f"| {'layer':<10} | {'T':>6} | {'tokens/s':>11} | {'ms':>9} | {'peak MiB':>8} | {'x attention':>11} |")
+    print(f"|{'-' * 12}|{'-' * 8}|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 13}|")
+    for r in rows:
+        ratio = f"{r['tokens_per_s'] / attn[r['T']]:.2f}" if r["T"] in attn else "-"
+        print(f"| {r['layer']:<10} | {r['T']:>6} | {r['tokens_per_s']:>11,.0f} | {r['seconds'] * 1e3:>9.1f} "
+              f"| {r['peak_mib']:>8.1f} | {ratio:>11} |")  # fmt: skip
+    for name in args.layers:
+        per = {r["T"]: r["seconds"] / r["T"] for r in rows if r["layer"] == name}
+        if len(per) > 1:
+            lo, hi = min(per), max(per)
+            print(f"{name}: cost per token at T={hi} is {per[hi] / per[lo]:.2f}x that at T={lo}")
+    return 0

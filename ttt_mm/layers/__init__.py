@@ -1,0 +1,8 @@
+"""Sequence mixers and channel mixers, each a plain ``nn.Module`` with typed arguments."""
+
+from .attention import AttentionLayer, KVCache
+from .conv import CausalDepthwiseConv
+from .mlp import SwiGLU
+from .ttt import TTTLayer, TTTLayerState
+
+__all__ = ["AttentionLayer", "CausalDepthwiseConv", "KVCache", "SwiGLU", "TTTLayer", "TTTLayerState"]

@@ -1,0 +1,55 @@
+"""Causal softmax attention (SDPA) with a KV cache: the quadratic baseline, same interface as TTTLayer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .rope import apply_rope, rope_rotation
+from .ttt import INIT_STD
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every token seen so far, ``[B, H, L, F]`` each (RoPE already applied)."""
+
+    k: Tensor
+    v: Tensor
+
+    def detach(self) -> "KVCache":
+        return KVCache(self.k.detach(), self.v.detach())
+
+
+class AttentionLayer(nn.Module):
+    """Multi-head causal attention with RoPE at absolute positions; memory grows with the context."""
+
+    def __init__(self, dim: int, num_heads: int, rope_theta: float = 10000.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads, self.head_dim, self.rope_theta = num_heads, dim // num_heads, rope_theta
+        self.wqkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+        for lin in (self.wqkv, self.wo):
+            nn.init.normal_(lin.weight, std=INIT_STD)
+
+    def forward(self, x: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
+        B, T, C = x.shape
+        H = self.num_heads
+        qkv = self.wqkv(x).unflatten(-1, (3 * H, self.head_dim))  # [B, T, 3H, F]
+        past = 0 if state is None else state.k.shape[2]
+        rotation = rope_rotation(torch.arange(past, past + T, device=x.device), self.head_dim, self.rope_theta)
+        qk = apply_rope(qkv[:, :, : 2 * H], rotation).transpose(1, 2)  # [B, 2H, T, F]
+        q, k = qk[:, :H], qk[:, H:]
+        v = qkv[:, :, 2 * H :].transpose(1, 2)
+        if state is not None:
+            k, v = torch.cat([state.k.to(k.dtype), k], dim=2), torch.cat([state.v.to(v.dtype), v], dim=2)
+        if past == 0:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # query i sits at absolute position past + i and sees keys 0 .. past + i
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.wo(o.transpose(1, 2).reshape(B, T, C)), KVCache(k, v)

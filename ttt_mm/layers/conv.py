@@ -1,0 +1,27 @@
+"""Depthwise causal 1D convolution that streams: it carries its last ``kernel - 1`` inputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class CausalDepthwiseConv(nn.Module):
+    """``y_t = sum_i w_i * x_{t-i} (+ bias)`` per channel, on ``[B, T, C]`` inputs.
+
+    ``forward(x, cache)`` returns ``(y, cache)`` where ``cache [B, kernel-1, C]`` holds the inputs
+    the next call needs; ``None`` means the sequence starts here (zeros before it).
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 4, bias: bool = True):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, bias=bias)
+
+    def forward(self, x: Tensor, cache: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if cache is None:
+            cache = x.new_zeros(x.shape[0], self.kernel_size - 1, x.shape[2])
+        padded = torch.cat([cache.to(x.dtype), x], dim=1)  # [B, kernel-1+T, C]
+        y = F.conv1d(padded.transpose(1, 2), self.conv.weight, self.conv.bias, groups=x.shape[2])
+        return y.transpose(1, 2), padded[:, padded.shape[1] - (self.kernel_size - 1) :]

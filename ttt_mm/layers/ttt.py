@@ -1,0 +1,142 @@
+"""The TTT layer (spec section 4): projections, RoPE, learned inner step size, the core, post-norm, gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import TTTState, ttt_linear, ttt_mlp
+from .conv import CausalDepthwiseConv
+from .rope import apply_rope, rope_rotation
+
+INIT_STD = 0.02
+
+
+@dataclass
+class TTTLayerState:
+    """Everything a TTT layer carries between calls: the core's state and, with ``share_qk``, the
+    caches of the q and k convolutions."""
+
+    core: TTTState
+    conv_q: Tensor | None = None
+    conv_k: Tensor | None = None
+
+    def detach(self) -> "TTTLayerState":
+        conv = lambda c: None if c is None else c.detach()  # noqa: E731
+        return replace(self, core=self.core.detach(), conv_q=conv(self.conv_q), conv_k=conv(self.conv_k))
+
+
+class TTTLayer(nn.Module):
+    """Sequence mixer whose hidden state is a linear map or a 2-layer MLP trained while reading.
+
+    Args:
+        dim: model width ``C``; ``num_heads`` heads of ``F = C / num_heads``.
+        inner: ``"linear"`` (TTT-Linear) or ``"mlp"`` (TTT-MLP, hidden width ``4F``).
+        mini_batch_size: ``K``, tokens per inner gradient step.
+        base_lr: inner learning-rate scale; ``None`` is the paper's 1.0 (linear) or 0.1 (mlp).
+        use_gate: multiply the output by ``gelu_tanh(x Wg)``.
+        share_qk: one projection for q and k followed by separate depthwise causal convs
+            (the "mamba" backbone variant).
+        conv_kernel: kernel of those convs.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        inner: Literal["linear", "mlp"] = "linear",
+        mini_batch_size: int = 16,
+        base_lr: float | None = None,
+        use_gate: bool = False,
+        share_qk: bool = False,
+        conv_kernel: int = 4,
+        rope_theta: float = 10000.0,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        if inner not in ("linear", "mlp"):
+            raise ValueError(f"inner must be 'linear' or 'mlp'; got {inner!r}")
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim = dim / num_heads must be even for RoPE; got {self.head_dim}")
+        self.inner, self.mini_batch_size = inner, mini_batch_size
+        self.base_lr = (1.0 if inner == "linear" else 0.1) if base_lr is None else base_lr
+        self.share_qk, self.use_gate = share_qk, use_gate
+        H, Fd, K = num_heads, self.head_dim, mini_batch_size
+
+        # q, k, v projections in one matrix (q and v only with share_qk): one large product is
+        # cheaper than three on a CPU, and the same function as separate Wq, Wk, Wv.
+        self.wqkv = nn.Linear(dim, (2 if share_qk else 3) * dim, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+        self.wg = nn.Linear(dim, dim, bias=False) if use_gate else None
+        self.conv_q = CausalDepthwiseConv(dim, conv_kernel) if share_qk else None
+        self.conv_k = CausalDepthwiseConv(dim, conv_kernel) if share_qk else None
+        self.lr_gate = nn.Linear(dim, H)  # a_h and c_h of all heads
+        self.token_scale_delta = nn.Parameter(torch.zeros(K))
+        if inner == "linear":
+            self.W = nn.Parameter(torch.empty(H, Fd, Fd))
+            self.b = nn.Parameter(torch.zeros(H, Fd))
+        else:
+            self.W1 = nn.Parameter(torch.empty(H, Fd, 4 * Fd))
+            self.b1 = nn.Parameter(torch.zeros(H, 4 * Fd))
+            self.W2 = nn.Parameter(torch.empty(H, 4 * Fd, Fd))
+            self.b2 = nn.Parameter(torch.zeros(H, Fd))
+        self.ln_weight = nn.Parameter(torch.ones(H, Fd))
+        self.ln_bias = nn.Parameter(torch.zeros(H, Fd))
+        self.post_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.rope_theta = rope_theta
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialisation as released: weights ~ N(0, 0.02); biases and the token-scale offset 0."""
+        for lin in (self.wqkv, self.wo, self.wg, self.lr_gate):
+            if lin is not None:
+                nn.init.normal_(lin.weight, std=INIT_STD)
+        nn.init.zeros_(self.lr_gate.bias)
+        for p in self.inner_params():
+            if p.dim() == 3:
+                nn.init.normal_(p, std=INIT_STD)
+
+    def inner_params(self) -> tuple[Tensor, ...]:
+        """The inner model's initial weights, in the order the core takes them."""
+        return (self.W, self.b) if self.inner == "linear" else (self.W1, self.b1, self.W2, self.b2)
+
+    def forward(self, x: Tensor, state: TTTLayerState | None = None) -> tuple[Tensor, TTTLayerState]:
+        """``x [B, T, C]`` (the block's normed input) -> ``y [B, T, C]`` and the state after ``x``."""
+        B, T, C = x.shape
+        H, Fd = self.num_heads, self.head_dim
+        conv_q = conv_k = None
+        if self.share_qk:
+            qk, v = self.wqkv(x).chunk(2, dim=-1)
+            q, conv_q = self.conv_q(qk, None if state is None else state.conv_q)
+            k, conv_k = self.conv_k(qk, None if state is None else state.conv_k)
+            qk = torch.stack([q, k], dim=2).unflatten(-1, (H, Fd)).flatten(2, 3)  # [B, T, 2H, F]
+        else:
+            qkv = self.wqkv(x).unflatten(-1, (3 * H, Fd))  # [B, T, 3H, F]
+            qk, v = qkv[:, :, : 2 * H], qkv[:, :, 2 * H :]
+            v = v.flatten(2)
+
+        pos = 0 if state is None else state.core.pos  # RoPE uses the position inside the mini-batch
+        rotation = rope_rotation(torch.arange(self.mini_batch_size, device=x.device), Fd, self.rope_theta)
+        qk = apply_rope(qk, rotation[(pos + torch.arange(T, device=x.device)) % self.mini_batch_size])
+        q, k = qk.transpose(1, 2).chunk(2, dim=1)  # [B, H, T, F] each
+        v = v.unflatten(-1, (H, Fd)).transpose(1, 2)
+
+        lr = self.base_lr / self.head_dim * torch.sigmoid(self.lr_gate(x)).transpose(1, 2)  # [B, H, T]
+        delta = self.token_scale_delta
+        token_scale = 1.0 / torch.arange(1, self.mini_batch_size + 1, device=x.device, dtype=delta.dtype) + delta
+        core = ttt_linear if self.inner == "linear" else ttt_mlp
+        o, core_state = core(
+            q, k, v, lr, *self.inner_params(), self.ln_weight, self.ln_bias,
+            mini_batch_size=self.mini_batch_size, token_scale=token_scale,
+            state=None if state is None else state.core,
+        )  # fmt: skip
+        o = self.post_norm(o.transpose(1, 2).reshape(B, T, C))
+        if self.use_gate:
+            o = F.gelu(self.wg(x), approximate="tanh") * o
+        return self.wo(o), TTTLayerState(core_state, conv_q, conv_k)

@@ -1,0 +1,46 @@
+"""The state a TTT core carries from one call to the next (spec section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class TTTState:
+    """Inner model at the last mini-batch boundary plus the partial mini-batch seen since.
+
+    ``params`` are the inner weights at the last boundary, per batch row and head:
+    ``(W [B, H, F, F], b [B, H, F])`` for TTT-Linear and
+    ``(W1 [B, H, F, 4F], b1 [B, H, 4F], W2 [B, H, 4F, F], b2 [B, H, F])`` for TTT-MLP.
+    ``grads`` has the same shapes: the sums ``sum_j lr_j * grad_j`` over the tokens already seen in
+    the current, unfinished mini-batch (zeros when ``pos == 0``). ``pos`` is how many tokens of that
+    mini-batch were seen, ``0 <= pos < K``. The state never grows with the sequence length.
+    """
+
+    params: tuple[Tensor, ...]
+    grads: tuple[Tensor, ...]
+    pos: int
+
+    @classmethod
+    def initial(cls, params: tuple[Tensor, ...], batch_size: int, dtype: torch.dtype) -> "TTTState":
+        """The state before the first token: the shared initial weights, copied for each batch row."""
+        expanded = tuple(p.to(dtype).unsqueeze(0).expand(batch_size, *p.shape) for p in params)
+        return cls(expanded, tuple(torch.zeros_like(p) for p in expanded), 0)
+
+    def detach(self) -> "TTTState":
+        """The same state cut from the autograd graph (for carrying state across training windows)."""
+        return replace(
+            self,
+            params=tuple(p.detach() for p in self.params),
+            grads=tuple(g.detach() for g in self.grads),
+        )
+
+    def to(self, dtype: torch.dtype) -> "TTTState":
+        return replace(
+            self,
+            params=tuple(p.to(dtype) for p in self.params),
+            grads=tuple(g.to(dtype) for g in self.grads),
+        )
