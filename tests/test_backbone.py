@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ttt_mm.backbone import Backbone, state_tensors
+from ttt_mm.backbone import Backbone, reset_rows, state_tensors
 
 CONFIGS = [
     ("ttt_linear", "transformer"),
@@ -92,3 +92,30 @@ def test_bf16_autocast_16k_tokens_through_the_backbone_stays_finite():
 def test_bad_configuration_is_a_clear_error(kw, message):
     with pytest.raises(ValueError, match=message):
         Backbone(**{"dim": 32, "num_heads": 4, **kw})
+
+
+@pytest.mark.parametrize("mixer,variant", [c for c in CONFIGS if c[0] != "attention"])
+def test_explicit_initial_state_equals_none(mixer, variant):
+    model = tiny(mixer, variant).eval()
+    x = torch.randn(2, 21, 32)
+    with torch.no_grad():
+        y0, s0 = model(x)
+        y1, s1 = model(x, model.initial_state(2))
+    assert torch.allclose(y0, y1, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(state_tensors(s0), state_tensors(s1), strict=True))
+
+
+def test_reset_rows_restarts_only_those_rows():
+    model = tiny("ttt_linear", "mamba").eval()
+    a, b = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
+    with torch.no_grad():
+        _, state = model(a)
+        state = reset_rows(model, state, torch.tensor([True, False]))
+        y, _ = model(b, state)
+        fresh, _ = model(b[:1])
+        carried, _ = model(torch.cat([a[1:], b[1:]], 1))
+    assert torch.allclose(y[:1], fresh, atol=1e-5)
+    assert torch.allclose(y[1:], carried[:, 16:], atol=1e-5)
+    with pytest.raises(ValueError, match="middle of a TTT mini-batch"):
+        _, mid = model(a[:, :5])
+        reset_rows(model, mid, torch.tensor([True, False]))

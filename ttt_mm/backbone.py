@@ -47,6 +47,31 @@ def state_tensors(state) -> list[Tensor]:
     return []
 
 
+def reset_rows(backbone: "Backbone", state: BackboneState, rows: Tensor) -> BackboneState:
+    """``state`` with the batch rows where ``rows [B]`` is true replaced by the initial state
+    (a new stream starts in those rows while the others go on)."""
+    if not bool(rows.any()):
+        return state
+    return _merge_rows(state, backbone.initial_state(rows.shape[0]), rows)
+
+
+def _merge_rows(old, fresh, rows: Tensor):
+    if isinstance(old, Tensor):
+        keep_shape = rows.view(-1, *[1] * (old.dim() - 1)).to(old.device)
+        return torch.where(keep_shape, fresh.to(device=old.device, dtype=old.dtype), old)
+    if dataclasses.is_dataclass(old):
+        merged = {f.name: _merge_rows(getattr(old, f.name), getattr(fresh, f.name), rows) for f in dataclasses.fields(old)}
+        return dataclasses.replace(old, **merged)
+    if isinstance(old, (list, tuple)):
+        return type(old)(_merge_rows(a, b, rows) for a, b in zip(old, fresh, strict=True))
+    if old != fresh:  # a position inside a TTT mini-batch: shared by all rows
+        raise ValueError(
+            f"cannot restart some rows of a batch in the middle of a TTT mini-batch (position {old}); "
+            "use windows whose token count is a multiple of the mini-batch size"
+        )
+    return old
+
+
 class Block(nn.Module):
     """``x += mixer(RMSNorm(x)); x += SwiGLU(RMSNorm(x))``; the mamba variant first adds
     ``x += conv(RMSNorm(x))`` with a depthwise causal conv."""
@@ -59,6 +84,14 @@ class Block(nn.Module):
         self.mixer = mixer
         self.mlp_norm = nn.RMSNorm(dim, eps=1e-6)
         self.mlp = SwiGLU(dim, mlp_hidden)
+
+    def initial_state(self, batch_size: int) -> BlockState:
+        if not hasattr(self.mixer, "initial_state"):
+            raise ValueError(f"{type(self.mixer).__name__} has no fixed-size initial state")
+        conv = None
+        if self.conv is not None:
+            conv = self.conv.conv.weight.new_zeros(batch_size, self.conv.kernel_size - 1, self.conv.conv.weight.shape[0])
+        return BlockState(self.mixer.initial_state(batch_size), conv)
 
     def forward(self, x: Tensor, state: BlockState | None = None) -> tuple[Tensor, BlockState]:
         conv_cache = None
@@ -119,6 +152,10 @@ class Backbone(nn.Module):
             for _ in range(depth)
         )
         self.norm = nn.RMSNorm(dim, eps=1e-6)
+
+    def initial_state(self, batch_size: int) -> BackboneState:
+        """The state before the first token (TTT mixers only), the same as passing ``None``."""
+        return BackboneState([block.initial_state(batch_size) for block in self.blocks])
 
     def forward(self, x: Tensor, state: BackboneState | None = None) -> tuple[Tensor, BackboneState]:
         """``x [B, T, C]`` -> ``y [B, T, C]`` (after the final norm) and the state after ``x``."""

@@ -14,6 +14,8 @@ from .conv import CausalDepthwiseConv
 from .rope import apply_rope, rope_rotation
 
 INIT_STD = 0.02
+# Tokens per internal step of a long forward pass (a multiple of any usual mini-batch size).
+CHUNK_TOKENS = 2048
 
 
 @dataclass
@@ -106,8 +108,30 @@ class TTTLayer(nn.Module):
         """The inner model's initial weights, in the order the core takes them."""
         return (self.W, self.b) if self.inner == "linear" else (self.W1, self.b1, self.W2, self.b2)
 
+    def initial_state(self, batch_size: int) -> TTTLayerState:
+        """The state before the first token, as explicit tensors (``None`` passed to ``forward`` means the same)."""
+        core = TTTState.initial(tuple(p.detach() for p in self.inner_params()), batch_size, torch.float32)
+        conv = None
+        if self.share_qk:
+            w = self.wqkv.weight
+            conv = w.new_zeros(batch_size, self.conv_q.kernel_size - 1, self.dim)
+        return TTTLayerState(core, conv, None if conv is None else conv.clone())
+
     def forward(self, x: Tensor, state: TTTLayerState | None = None) -> tuple[Tensor, TTTLayerState]:
-        """``x [B, T, C]`` (the block's normed input) -> ``y [B, T, C]`` and the state after ``x``."""
+        """``x [B, T, C]`` (the block's normed input) -> ``y [B, T, C]`` and the state after ``x``.
+
+        Long inputs are processed ``CHUNK_TOKENS`` at a time with the state carried, which gives the
+        same result (the layer streams exactly) while every temporary stays small.
+        """
+        if x.shape[1] <= CHUNK_TOKENS:
+            return self._forward(x, state)
+        ys = []
+        for piece in x.split(CHUNK_TOKENS, dim=1):
+            y, state = self._forward(piece, state)
+            ys.append(y)
+        return torch.cat(ys, dim=1), state
+
+    def _forward(self, x: Tensor, state: TTTLayerState | None) -> tuple[Tensor, TTTLayerState]:
         B, T, C = x.shape
         H, Fd = self.num_heads, self.head_dim
         conv_q = conv_k = None

@@ -24,6 +24,11 @@ from .state import TTTState
 
 Params = tuple[Tensor, ...]
 
+# Mini-batches per vectorised scan. Longer sequences are scanned chunk by chunk: the per-chunk
+# temporaries stay a few MiB, are reused from the allocator instead of being freshly page-faulted
+# (which made the cost per token grow with T), and inference memory stays flat beyond the outputs.
+SCAN_CHUNK = 64
+
 
 def gelu_tanh(x: Tensor) -> Tensor:
     return Fn.gelu(x, approximate="tanh")
@@ -234,12 +239,11 @@ def _run(partial: Step, scan: Step, q, k, v, lr, params: Params, ln_weight, ln_b
             out, inner = partial(q_[:, :n], k_[:, :n], v_[:, :n], lr_[:, :n], tau[inner.pos : inner.pos + n], ln_w, ln_b, inner, K)
             outs.append(out)
             t = n
-        whole = (T - t) // K * K
-        if whole:
-            s = slice(t, t + whole)
+        while T - t >= K:  # whole mini-batches, a bounded number per scan so temporaries stay small
+            s = slice(t, t + min((T - t) // K, SCAN_CHUNK) * K)
             out, inner = scan(q_[:, s], k_[:, s], v_[:, s], lr_[:, s], tau, ln_w, ln_b, inner, K)
             outs.append(out)
-            t += whole
+            t = s.stop
         if t < T:  # open a new mini-batch with the remaining tokens
             s = slice(t, T)
             out, inner = partial(q_[:, s], k_[:, s], v_[:, s], lr_[:, s], tau[: T - t], ln_w, ln_b, inner, K)
