@@ -83,7 +83,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
-    p.add_argument("--repeats", type=int, default=3, help="best of N (fewer at long lengths)")
+    p.add_argument("--repeats", type=int, default=5, help="best of N (fewer at long lengths)")
     p.add_argument("--worker", nargs=2, metavar=("LAYER", "T"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

@@ -13,10 +13,10 @@ inner LayerNorm ``ln_w, ln_b [BH, 1, F]``.
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as Fn
 from torch import Tensor
 
 from ..ln import l2_target_offset, layer_norm, ln_l2_grad
@@ -30,19 +30,36 @@ Params = tuple[Tensor, ...]
 SCAN_CHUNK = 64
 
 
+# gelu_tanh(x) = 0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3). The sigmoid
+# form is the same function and runs about 3x faster than tanh on a CPU, where gelu sits in the scan.
+_GELU_A = 2.0 * math.sqrt(2.0 / math.pi)
+_GELU_B = _GELU_A * 0.044715
+
+
 def gelu_tanh(x: Tensor) -> Tensor:
-    return Fn.gelu(x, approximate="tanh")
+    return x * torch.sigmoid(x * (_GELU_A + _GELU_B * (x * x)))
 
 
-def _gelu_tanh_grad(grad: Tensor, x: Tensor) -> Tensor:
-    return torch.ops.aten.gelu_backward(grad, x, approximate="tanh")
+def gelu_tanh_with_slope(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``gelu_tanh(x)`` and its derivative, sharing the sigmoid."""
+    x2 = x * x
+    s = torch.sigmoid(x * (_GELU_A + _GELU_B * x2))
+    y = x * s
+    return y, s + y * (1 - s) * (_GELU_A + 3 * _GELU_B * x2)
+
+
+def _sub_product(W: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``W - a @ b``, in place when nothing needs gradients (``W`` is then a private copy)."""
+    if torch.is_grad_enabled():
+        return torch.baddbmm(W, a, b, alpha=-1)
+    return W.baddbmm_(a, b, alpha=-1)
 
 
 @contextmanager
 def _single_thread():
     """Run the sequential scan single-threaded: its kernels are too small for intra-op threads,
     whose wake-up cost made them several times slower on a 2-core CPU."""
-    if not torch.get_num_threads() > 1 or torch.is_grad_enabled():
+    if torch.get_num_threads() <= 1:
         yield
         return
     n = torch.get_num_threads()
@@ -90,8 +107,8 @@ def _linear_scan(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
     """``M`` whole mini-batches starting at a boundary (``state.pos == 0``).
 
     The bias is folded into the weights (``W_aug = [W; b]``, inputs get a constant 1), and each step
-    processes the mini-batch's k rows and q rows in one product: the q rows get a zero step size and
-    a zero target, so no slicing (and no copy) happens inside the loop.
+    processes the mini-batch's k rows and q rows in one product; the q rows get a zero target and a
+    zero decay column, so only views are taken inside the loop.
     """
     (W, b), grads = state.params, state.grads
     BH, T, F = q.shape
@@ -99,30 +116,29 @@ def _linear_scan(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
     # Mini-batch-major copies so that each scan step reads contiguous memory.
     qm, km, vm = (x.reshape(BH, M, K, F).transpose(0, 1) for x in (q, k, v))  # [M, BH, K, F]
     lrm = lr.reshape(BH, M, K).transpose(0, 1)  # [M, BH, K]
-    decay = _decay_matrix(qm, km, lrm, tau)  # [M, BH, K, K]
-    # Inputs of each step: k rows then q rows, plus the constant-1 column; q rows get no step, no target.
+    # Inputs of each step: k rows then q rows, plus the constant-1 column.
     kq = q.new_empty(M, BH, 2 * K, F + 1)
     kq[:, :, :K, :F] = km
     kq[:, :, K:, :F] = qm
     kq[..., F] = 1
-    offset = q.new_zeros(M, BH, 2 * K, F)
+    offset = q.new_empty(M, BH, 2 * K, F)
     offset[:, :, :K] = l2_target_offset(vm - km, ln_w, ln_b)
-    step = q.new_zeros(M, BH, F + 1, 2 * K)  # lr-and-tau-scaled inputs: W -= step @ g
-    step[..., :K] = (kq[:, :, :K] * (tau[-1] * lrm).unsqueeze(-1)).transpose(-1, -2)
+    offset[:, :, K:] = 0
+    step = (kq[:, :, :K] * (tau[-1] * lrm).unsqueeze(-1)).transpose(-1, -2).contiguous()  # W -= step @ g_k
+    decay = q.new_empty(M, BH, K, 2 * K)  # how much each k row's gradient moves each q row's output
+    decay[..., :K] = _decay_matrix(qm, km, lrm, tau)
+    decay[..., K:] = 0
     w_sq = ln_w * ln_w
 
-    W = torch.cat([W, b.unsqueeze(1)], dim=1)  # [BH, F+1, F]
-    xs, gs = [], []
+    W = torch.cat([W, b.unsqueeze(1)], dim=1)  # [BH, F+1, F], a new tensor: safe to update in place
+    z_bar = []
     with _single_thread():
         for m in range(M):
             x = torch.bmm(kq[m], W)  # k rows: z at the start weights; q rows: q W + b
-            g = ln_l2_grad(x, w_sq, offset[m])  # q rows: unused, their step size is zero
-            W = torch.baddbmm(W, step[m], g, alpha=-1)
-            xs.append(x)
-            gs.append(g)
-    x, g = torch.stack(xs), torch.stack(gs)  # [M, BH, 2K, F]
-    z_bar = x[:, :, K:] - torch.matmul(decay, g[:, :, :K])
-    out = qm + layer_norm(z_bar, ln_w, ln_b)
+            g = ln_l2_grad(x, w_sq, offset[m])  # q rows: finite, unused
+            z_bar.append(torch.baddbmm(x[:, K:], decay[m], g, alpha=-1))
+            W = _sub_product(W, step[m], g[:, :K])
+    out = qm + layer_norm(torch.stack(z_bar), ln_w, ln_b)  # [M, BH, K, F]
     return out.transpose(0, 1).reshape(BH, T, F), TTTState((W[:, :F], W[:, F]), grads, 0)
 
 
@@ -133,11 +149,10 @@ def _mlp_partial(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
     """Any run of ``n <= K - pos`` tokens inside one mini-batch, continuing ``state``."""
     (W1, b1, W2, b2), (sW1, sb1, sW2, sb2), pos = state.params, state.grads, state.pos
     ones = torch.ones_like(tau)
-    x1 = torch.baddbmm(b1.unsqueeze(1), k, W1)
-    xh = gelu_tanh(x1)
+    xh, slope = gelu_tanh_with_slope(torch.baddbmm(b1.unsqueeze(1), k, W1))
     z2 = torch.baddbmm(b2.unsqueeze(1), xh, W2)
     g2 = ln_l2_grad(z2, ln_w * ln_w, l2_target_offset(v - k, ln_w, ln_b))
-    g1 = _gelu_tanh_grad(torch.bmm(g2, W2.transpose(1, 2)), x1)
+    g1 = torch.bmm(g2, W2.transpose(1, 2)) * slope
 
     seen1 = torch.baddbmm(sb1.unsqueeze(1), q, sW1) + torch.bmm(_decay_matrix(q, k, lr, ones), g1)
     h = gelu_tanh(torch.baddbmm(b1.unsqueeze(1), q, W1) - tau[:, None] * seen1)
@@ -161,40 +176,42 @@ def _mlp_partial(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
 
 
 def _mlp_scan(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
-    """``M`` whole mini-batches starting at a boundary (``state.pos == 0``)."""
+    """``M`` whole mini-batches starting at a boundary (``state.pos == 0``). As in `_linear_scan`,
+    ``b1`` is folded into ``W1`` and the k and q rows share the first product."""
     (W1, b1, W2, b2), grads = state.params, state.grads
     BH, T, F = q.shape
     M = T // K
     qm, km, vm = (x.reshape(BH, M, K, F).transpose(0, 1) for x in (q, k, v))  # [M, BH, K, F]
     lrm = lr.reshape(BH, M, K).transpose(0, 1)  # [M, BH, K]
+    kq = q.new_empty(M, BH, 2 * K, F + 1)
+    kq[:, :, :K, :F] = km
+    kq[:, :, K:, :F] = qm
+    kq[..., F] = 1
     decay1 = _decay_matrix(qm, km, lrm, tau).contiguous()  # [M, BH, K, K]
     scale = torch.tril(tau.unsqueeze(-1) * lrm.unsqueeze(-2)).contiguous()  # tau_i * lr_j, [M, BH, K, K]
-    kq = torch.cat([km, qm], dim=2).contiguous()  # [M, BH, 2K, F]
-    offset = l2_target_offset(vm - km, ln_w, ln_b).contiguous()
+    offset = l2_target_offset(vm - km, ln_w, ln_b).contiguous()  # [M, BH, K, F]
     e_last = (tau[-1] * lrm).unsqueeze(-1).contiguous()  # [M, BH, K, 1]
-    step1 = (km * e_last).transpose(-1, -2).contiguous()  # [M, BH, F, K]
+    step1 = (kq[:, :, :K] * e_last).transpose(-1, -2).contiguous()  # [M, BH, F+1, K]
     w_sq = ln_w * ln_w
 
-    b1, b2 = b1.unsqueeze(1), b2.unsqueeze(1)  # [BH, 1, 4F], [BH, 1, F]
+    W1 = torch.cat([W1, b1.unsqueeze(1)], dim=1)  # [BH, F+1, D], a new tensor: safe to update in place
+    W2, b2 = W2.clone(), b2.unsqueeze(1).clone()  # [BH, D, F], [BH, 1, F]
     outs = []
     with _single_thread():
         for m in range(M):
-            x1 = torch.baddbmm(b1, kq[m], W1)  # [BH, 2K, 4F]
-            x1k = x1[:, :K]
-            xh = gelu_tanh(x1k)
+            x1 = torch.bmm(kq[m], W1)  # [BH, 2K, D]: k rows, then q rows
+            xh, slope = gelu_tanh_with_slope(x1[:, :K])
             g2 = ln_l2_grad(torch.baddbmm(b2, xh, W2), w_sq, offset[m])
-            g1 = _gelu_tanh_grad(torch.bmm(g2, W2.transpose(1, 2)), x1k)
+            g1 = torch.bmm(g2, W2.transpose(1, 2)) * slope
             h = gelu_tanh(torch.baddbmm(x1[:, K:], decay1[m], g1, alpha=-1))
             decay2 = torch.addcmul(scale[m], torch.bmm(h, xh.transpose(1, 2)), scale[m])
-            z_bar = torch.baddbmm(torch.baddbmm(b2, h, W2), decay2, g2, alpha=-1)
-            outs.append(z_bar)
+            outs.append(torch.baddbmm(torch.baddbmm(b2, h, W2), decay2, g2, alpha=-1))
             e = e_last[m]
-            W1 = torch.baddbmm(W1, step1[m], g1, alpha=-1)
-            b1 = torch.baddbmm(b1, e.transpose(1, 2), g1, alpha=-1)
-            W2 = torch.baddbmm(W2, (xh * e).transpose(1, 2), g2, alpha=-1)
-            b2 = torch.baddbmm(b2, e.transpose(1, 2), g2, alpha=-1)
+            W1 = _sub_product(W1, step1[m], g1)
+            W2 = _sub_product(W2, (xh * e).transpose(1, 2), g2)
+            b2 = _sub_product(b2, e.transpose(1, 2), g2)
     out = qm + layer_norm(torch.stack(outs), ln_w, ln_b)
-    return out.transpose(0, 1).reshape(BH, T, F), TTTState((W1, b1.squeeze(1), W2, b2.squeeze(1)), grads, 0)
+    return out.transpose(0, 1).reshape(BH, T, F), TTTState((W1[:, :F], W1[:, F], W2, b2.squeeze(1)), grads, 0)
 
 
 # --------------------------------------------------------------------------------------------- driver

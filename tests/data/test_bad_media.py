@@ -1,0 +1,144 @@
+"""Every bad-input case: one clear error for a single file, one log line and a skip in a dataset."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import decord
+import pytest
+import torch
+
+from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, io
+from ttt_mm.data import guard
+from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
+
+AV = ReadSpec(("audio", "video"), size=32)
+AUDIO = ReadSpec(("audio",))
+VIDEO = ReadSpec(("video",), size=32)
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "reason"),
+    [
+        ("zero", "probe", "empty file (0 bytes)"),
+        ("truncated", "probe", "not a readable media container"),
+        ("truncated_faststart", "probe", "truncated or corrupt"),
+        ("corrupt", "probe", "not a readable media container"),
+        ("nan", "audio", "NaN/Inf audio samples, the first at 0.250 s"),
+        ("wav16k", "video", "no video stream"),
+        ("video_only", "audio", "no audio stream"),
+    ],
+)
+def test_single_file_calls_raise_one_clear_error(media, name, call, reason):
+    path = media[name]
+    with pytest.raises(MediaError) as caught:
+        {"probe": lambda: io.probe(path, verify=True), "audio": lambda: io.read_audio(path, 0.0, 1.0), "video": lambda: io.read_video(path, 0.0, 1.0)}[call]()
+    assert caught.value.path == str(path)
+    assert reason in caught.value.reason
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_wrong_extensions_are_read_by_content(media):
+    wav = io.read_audio(media["wav_as_mp4"], 0.0, 1.0)  # a WAV named .mp4
+    assert torch.equal(wav, io.read_audio(media["wav16k"], 0.0, 1.0))
+    info = io.probe(media["mp4_as_wav"])  # an MP4 named .wav
+    assert info.has_video and info.has_audio
+    assert io.read_video(media["mp4_as_wav"], 0.0, 0.5, fps=8, size=32).shape == (4, 3, 32, 32)
+
+
+def test_lying_frame_count_is_caught_without_hanging(media):
+    assert len(decord.VideoReader(str(media["lying"]))) == 60  # the index claims 60 frames; 30 hold pictures
+    started = time.monotonic()
+    with pytest.raises(MediaError, match=r"decoding frame.* failed: .*\(corrupt or missing frame data\)"):
+        io.probe(media["lying"], verify=True)  # decodes frame 0 and the last indexed frame
+    for _ in range(3):  # decord decodes ahead on a thread, so even early frames may hit the bad tail
+        io.clear_caches()
+        try:
+            frames = io.read_video(media["lying"], 0.0, None, fps=8, size=32)
+        except MediaError as exc:
+            assert "(corrupt or missing frame data)" in exc.reason
+        else:
+            assert len(frames) == 8
+    assert time.monotonic() - started < 10
+
+
+def test_a_decoder_that_never_returns_is_abandoned(media, monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr(decord.VideoReader, "get_batch", lambda self, idx: release.wait(30))
+    monkeypatch.setattr(io, "DECODE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(guard, "_hung", [])
+    started = time.monotonic()
+    try:
+        with pytest.raises(MediaError, match="did not return within"):
+            io.read_video(media["video_only"], 0.0, 0.5, fps=8, size=32)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 5
+    assert len(guard._hung) == 1
+
+
+def test_too_many_hung_decoders_stop_the_process(monkeypatch):
+    monkeypatch.setattr(guard, "_hung", ["x"] * guard.MAX_HUNG_THREADS)
+    with pytest.raises(RuntimeError, match="never returned"):
+        guard.run_with_timeout(lambda: 1, 1.0, "test")
+
+
+def test_one_frame_video_reads_but_is_too_short_for_a_dataset(media, tmp_path, caplog):
+    assert io.read_video(media["one_frame"], 0.0, 1.0, fps=8, size=32).shape == (1, 3, 32, 32)
+    skip_file = tmp_path / "skip.tsv"
+    dataset = WindowDataset([ClipInfo(str(media["one_frame"])), ClipInfo(str(media["video_only"]))], 1.0, VIDEO, skip_list=str(skip_file))
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        items = [dataset[(0, epoch)] for epoch in range(3)]
+    assert all(item["path"] == str(media["video_only"]) for item in items)
+    assert "min_seconds=0.5" in skip_file.read_text()
+    assert len([r for r in caplog.records if "skipping" in r.message]) == 1
+
+
+def test_silence_gives_finite_tokens(media):
+    info = io.probe(media["silence"], verify=True)
+    assert info.silent is True and io.probe(media["wav16k"], verify=True).silent is False
+    audio = io.read_audio(media["silence"], 0.0, 1.0)
+    tokens = AudioTokenizer()({"audio": audio[None]})
+    assert torch.isfinite(tokens.targets).all() and torch.isfinite(tokens.embeddings).all()
+    video = VideoTokenizer(size=32)({"video": torch.zeros(1, 4, 3, 32, 32, dtype=torch.uint8)})
+    assert torch.isfinite(video.targets).all() and video.targets.abs().max() == 0
+
+
+def test_dataset_skips_every_bad_case_once_and_records_it(media, tmp_path, caplog):
+    bad = ["zero", "truncated", "truncated_faststart", "corrupt", "nan", "video_only", "wav16k", "one_frame", "lying"]
+    clips = [ClipInfo(str(media[name])) for name in bad] + [ClipInfo(str(media["av"]))]
+    skip_file = tmp_path / "run" / "skip.tsv"
+    dataset = WindowDataset(clips, 1.0, AV, seed=0, skip_list=str(skip_file), max_retries=50)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        for i in range(len(clips)):
+            for epoch in range(4):
+                item = dataset[(i, epoch)]
+                assert item["path"] == str(media["av"])
+    lines = skip_file.read_text().splitlines()
+    recorded = {line.split("\t")[0] for line in lines}
+    missing = {str(media[n]) for n in bad if n != "lying"} - recorded
+    assert not missing, f"not recorded: {missing}"
+    assert len(lines) == len(recorded)  # one line per bad file
+    warnings = [r.message for r in caplog.records if r.message.startswith("skipping ")]
+    assert len(warnings) == len(lines)
+    assert any("no audio stream" in line for line in lines) and any("no video stream" in line for line in lines)
+
+
+def test_retries_are_bounded(media, tmp_path):
+    clips = [ClipInfo(str(media["zero"])), ClipInfo(str(media["corrupt"]))]
+    dataset = WindowDataset(clips, 1.0, AV, skip_list=str(tmp_path / "skip.tsv"), max_retries=3)
+    with pytest.raises(RuntimeError, match="4 clips in a row could not be read"):
+        dataset[0]
+
+
+def test_a_known_skip_list_is_not_retried(media, tmp_path, monkeypatch):
+    skip_file = tmp_path / "skip.tsv"
+    SkipList(skip_file).add(str(media["corrupt"]), "corrupt")
+    opened = []
+    real_probe = io.probe
+    monkeypatch.setattr(io, "probe", lambda path, **kw: opened.append(str(path)) or real_probe(path, **kw))
+    dataset = WindowDataset([ClipInfo(str(media["corrupt"])), ClipInfo(str(media["av"]))], 1.0, AV, skip_list=str(skip_file))
+    assert len(dataset) == 1 and dataset.clips[0].name == str(media["av"])
+    assert dataset[0]["path"] == str(media["av"]) and opened == [str(media["av"])]

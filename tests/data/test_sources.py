@@ -1,0 +1,86 @@
+"""Clip sources: folders, class folders, manifests, LibriSpeech trees, synthetic; split hashing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ttt_mm.data import ClassFolderSource, ClipInfo, FolderSource, LibriSpeechSource, ManifestSource, SyntheticSource
+
+
+def test_folder_source_is_recursive_and_filters_by_extension(media, tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    shutil.copy(media["av"], tmp_path / "a" / "b" / "clip.MP4")
+    shutil.copy(media["wav16k"], tmp_path / "a" / "tone.wav")
+    (tmp_path / "notes.txt").write_text("not media")
+    clips = FolderSource(str(tmp_path)).clips()
+    assert [c.key for c in clips] == ["a/b/clip.MP4", "a/tone.wav"]
+    assert [c.key for c in FolderSource(str(tmp_path), (".wav",)).clips()] == ["a/tone.wav"]
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        FolderSource(str(tmp_path / "missing")).clips()
+
+
+def test_class_folders_give_sorted_labels(media, tmp_path):
+    for name in ("walk", "run", "jump"):
+        (tmp_path / name).mkdir()
+        shutil.copy(media["video_only"], tmp_path / name / f"{name}1.mp4")
+    shutil.copy(media["video_only"], tmp_path / "run" / "run2.avi")
+    source = ClassFolderSource(str(tmp_path))
+    assert source.classes() == ["jump", "run", "walk"]
+    assert [(c.key, c.label) for c in source.clips()] == [("jump/jump1.mp4", 0), ("run/run1.mp4", 1), ("run/run2.avi", 1), ("walk/walk1.mp4", 2)]
+
+
+def test_librispeech_tree(tmp_path):
+    for speaker, chapter, utt in [(19, 198, 1), (19, 198, 2), (103, 1240, 0), (7, 11, 3)]:
+        folder = tmp_path / str(speaker) / str(chapter)
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"{speaker}-{chapter}-{utt:04d}.flac", np.zeros(1600, np.float32), 16000)
+        (folder / f"{speaker}-{chapter}.trans.txt").write_text("HELLO\n")
+    (tmp_path / "stray.flac").write_bytes(b"")  # not in the layout: ignored
+    clips = LibriSpeechSource(str(tmp_path)).clips()
+    assert sorted((c.key, c.label) for c in clips) == [
+        ("103/1240/103-1240-0000.flac", 2),
+        ("19/198/19-198-0001.flac", 1),
+        ("19/198/19-198-0002.flac", 1),
+        ("7/11/7-11-0003.flac", 0),
+    ]
+    (tmp_path / "other").mkdir()
+    sf.write(tmp_path / "other" / "note.flac", np.zeros(160, np.float32), 16000)
+    with pytest.raises(FileNotFoundError, match="no LibriSpeech files"):
+        LibriSpeechSource(str(tmp_path / "other")).clips()
+
+
+def test_csv_and_jsonl_manifests(tmp_path):
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "list.csv").write_text("path,start,end,label,split\na.wav,1.5,3,dog,train\n/abs/b.mp4,,,cat,\nc.flac,0,,,test\n")
+    clips = ManifestSource(str(tmp_path / "clips" / "list.csv")).clips()
+    assert clips[0] == ClipInfo(str(tmp_path / "clips" / "a.wav"), 1.5, 3.0, 1, "train", "a.wav")
+    assert (clips[1].media, clips[1].start, clips[1].end, clips[1].label, clips[1].split) == ("/abs/b.mp4", 0.0, None, 0, None)
+    assert (clips[2].label, clips[2].split) == (-1, "test")
+    rows = [{"path": "x.mp4", "label": 3, "duration": 2.0}, {"path": "bad.mp4", "error": "empty file (0 bytes)"}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    clips = ManifestSource(str(tmp_path / "m.jsonl")).clips()
+    assert [(c.media, c.label) for c in clips] == [(str(tmp_path / "x.mp4"), 3)]  # error rows left out
+    (tmp_path / "broken.csv").write_text("file,label\na.wav,1\n")
+    with pytest.raises(ValueError, match="row 1 has no 'path'"):
+        ManifestSource(str(tmp_path / "broken.csv")).clips()
+
+
+def test_split_hash_is_deterministic_and_per_file():
+    clips = [ClipInfo(f"/data/v{i}.mp4", key=f"v{i}.mp4") for i in range(2000)]
+    splits = [c.split_of(0.1, 0.05) for c in clips]
+    assert splits == [ClipInfo(f"/elsewhere/v{i}.mp4", key=f"v{i}.mp4").split_of(0.1, 0.05) for i in range(2000)]
+    assert splits.count("val") == pytest.approx(200, abs=45) and splits.count("test") == pytest.approx(100, abs=35)
+    segments = {ClipInfo("/data/long.mp4", start=s, key="long.mp4").split_of(0.3, 0.3) for s in range(20)}
+    assert len(segments) == 1  # every segment of one file lands in the same split
+    assert ClipInfo("/x.mp4", split="val").split_of(0.0, 0.0) == "val"
+
+
+def test_synthetic_source_lists_without_generating():
+    clips = SyntheticSource(num_clips=5, duration=30.0, seed=3).clips()
+    assert [str(c.media) for c in clips] == [f"synthetic/seed=3/index={i}" for i in range(5)]
+    assert all(c.end == 30.0 and 0 <= c.label <= 2 for c in clips)

@@ -1,0 +1,103 @@
+"""Training windows, evaluation walks, collate, and streaming equality with one-pass tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ttt_mm.data import ClipInfo, EpochSampler, MediaError, ReadSpec, SequentialWindows, SyntheticClip, SyntheticSource, WindowDataset, collate, iter_windows
+from ttt_mm.data.datasets import clip_span, read_item
+from ttt_mm.tokenizers import AudioTokenizer, AVTokenizer, VideoTokenizer, cat_tokens
+
+SPEC = ReadSpec(size=32)
+
+
+def test_training_windows_are_reproducible_and_change_per_epoch():
+    clips = SyntheticSource(num_clips=3, duration=30.0).clips()
+    dataset = WindowDataset(clips, clip_seconds=2.0, spec=SPEC, seed=5)
+    first = [dataset[(i, 0)]["start"] for i in range(3)]
+    assert first == [dataset[(i, 0)]["start"] for i in range(3)]
+    assert first != [dataset[(i, 1)]["start"] for i in range(3)]
+    starts = [dataset[(1, e)]["start"] for e in range(20)]
+    assert all(0 <= s <= 28.0 and (s * 8) == round(s * 8) for s in starts)  # inside, on the 1/fps grid
+    item = dataset[(0, 0)]
+    assert item["audio"].shape == (32000,) and item["video"].shape == (16, 3, 32, 32)
+    assert item["audio_context"].shape == (400,) and item["label"] == clips[0].media.label
+    assert torch.equal(item["audio_context"], clips[0].media.audio(item["start"] - 0.025, 0.025))
+
+
+def test_short_clips_are_read_whole(media):
+    dataset = WindowDataset([ClipInfo(str(media["av"]), start=0.5, end=1.75)], clip_seconds=4.0, spec=SPEC)
+    item = dataset[0]
+    assert item["start"] == 0.5 and len(item["video"]) == 10 and len(item["audio"]) == 20000
+
+
+def test_epoch_sampler_pairs_indices_with_the_epoch():
+    sampler = EpochSampler(5, shuffle=True, seed=1)
+    sampler.set_epoch(3)
+    pairs = list(sampler)
+    assert sorted(i for i, _ in pairs) == list(range(5)) and {e for _, e in pairs} == {3}
+    sampler.set_epoch(4)
+    assert [i for i, _ in sampler] != [i for i, _ in pairs]  # a new order each epoch
+
+
+def test_evaluation_walks_files_in_order_whole(media):
+    clips = [ClipInfo(str(media["av"])), ClipInfo(SyntheticClip(0, 1, 2.5))]
+    items = list(SequentialWindows(clips, window_seconds=1.0, spec=SPEC))
+    assert [(it["path"], it["start"], it["window_index"]) for it in items] == [
+        (str(media["av"]), 0.0, 0), (str(media["av"]), 1.0, 1), (str(media["av"]), 2.0, 2),
+        ("synthetic/seed=0/index=1", 0.0, 0), ("synthetic/seed=0/index=1", 1.0, 1), ("synthetic/seed=0/index=1", 2.0, 2),
+    ]
+    assert len(items[-1]["video"]) == 4 and len(items[-1]["audio"]) == 8000  # the last window is shorter
+    with pytest.raises(ValueError, match="not a whole number of 1/fps"):
+        SequentialWindows(clips, window_seconds=0.3, spec=SPEC)
+
+
+def test_collate_pads_and_masks():
+    items = [read_item(ClipInfo(SyntheticClip(0, 0, 10.0)), 0.0, d, SPEC) for d in (1.0, 0.5)]
+    batch = collate(items)
+    assert batch["audio"].shape == (2, 16000) and batch["audio_lengths"].tolist() == [16000, 8000]
+    assert batch["video"].shape == (2, 8, 3, 32, 32) and batch["video_lengths"].tolist() == [8, 4]
+    assert batch["video_mask"].sum(1).tolist() == [8, 4] and batch["audio_mask"][1, 8000:].any().item() is False
+    assert batch["audio"][1, 8000:].abs().max() == 0 and batch["video"][1, 4:].max() == 0
+    assert batch["start"].dtype == torch.float64 and batch["label"].tolist() == [items[0]["label"]] * 2
+    assert batch["sample_rate"] == 16000 and batch["fps"] == 8.0 and batch["audio_context"].shape == (2, 400)
+
+
+def _one_pass(media, spec: ReadSpec):
+    clip = ClipInfo(media)
+    start, end = clip_span(clip, spec)
+    return collate([read_item(clip, start, end - start, spec)])
+
+
+@pytest.mark.parametrize("source", ["av", "av44k", "synthetic"])
+def test_streamed_windows_give_the_one_pass_tokens(media, source):
+    """Audio from decord (av.mp4, av44k.mkv) and generated clips: windows of 0.5 s, AV tokens."""
+    path = SyntheticClip(2, 7, 3.25) if source == "synthetic" else str(media[source])
+    tokenizer = AVTokenizer(dim=32, video=VideoTokenizer(dim=32, size=32), audio=AudioTokenizer(dim=32, frames_per_token=5))
+    with torch.no_grad():
+        whole = tokenizer(_one_pass(path, SPEC))
+        streamed = cat_tokens([tokenizer(w) for w in iter_windows(path, 0.5, SPEC)])
+    assert streamed.mask.shape == whole.mask.shape and whole.mask.sum() > 0
+    assert torch.equal(streamed.timestamps, whole.timestamps) and torch.equal(streamed.modality, whole.modality)
+    assert torch.allclose(streamed.targets, whole.targets, atol=1e-4)
+    assert torch.allclose(streamed.embeddings, whole.embeddings, atol=1e-4)
+
+
+def test_streamed_resampled_audio_gives_the_one_pass_tokens(media):
+    spec = ReadSpec(("audio",))
+    tokenizer = AudioTokenizer(dim=16)
+    with torch.no_grad():
+        whole = tokenizer(_one_pass(str(media["wav44k"]), spec))
+        windows = list(iter_windows(str(media["wav44k"]), 0.32, spec))
+        streamed = cat_tokens([tokenizer(w) for w in windows])
+    assert len(windows) == 8 and whole.mask.shape == (1, 62)
+    assert torch.allclose(streamed.targets, whole.targets, atol=1e-4)
+    assert torch.allclose(streamed.timestamps, whole.timestamps)
+
+
+def test_iter_windows_raises_for_a_bad_file(media):
+    with pytest.raises(MediaError, match="no audio stream"):
+        next(iter_windows(str(media["video_only"]), 1.0, SPEC))
+    assert np.isclose(sum(len(w["audio"][0]) for w in iter_windows(str(media["wav16k"]), 1.0, ReadSpec(("audio",)))), 40000)

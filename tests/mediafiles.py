@@ -1,0 +1,122 @@
+"""Small real media files for the data tests, written with PyAV and soundfile.
+
+Video frame ``i`` is a flat gray of `gray(i, n)` (so a decoded frame tells which source frame it
+was), with an optional red/green/blue vertical band layout to check the crop. Audio is a tone.
+"""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+
+
+def gray(i: int, n: int) -> float:
+    """Brightness of source frame ``i`` of ``n``: distinct, increasing, away from 0 and 255."""
+    return 20.0 + 200.0 * i / max(n - 1, 1)
+
+
+def tone(seconds: float, rate: int, hz: float = 440.0, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def write_video(
+    path: Path,
+    seconds: float = 2.0,
+    fps: int = 30,
+    width: int = 160,
+    height: int = 120,
+    audio_rate: int | None = 16000,
+    stereo: bool = False,
+    bands: bool = False,
+    faststart: bool = False,
+    times_ms: list[int] | None = None,
+) -> Path:
+    """H.264 (+ AAC) file. ``times_ms`` gives explicit frame times (variable frame rate, mkv)."""
+    options = {"movflags": "faststart"} if faststart else {}
+    out = av.open(str(path), "w", options=options)
+    video = out.add_stream("libx264", rate=fps)
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video.options = {"preset": "ultrafast"}
+    if times_ms is not None:
+        video.time_base = video.codec_context.time_base = Fraction(1, 1000)
+    n = len(times_ms) if times_ms is not None else round(seconds * fps)
+    audio = None
+    if audio_rate:
+        audio = out.add_stream("aac", rate=audio_rate, layout="stereo" if stereo else "mono")
+        wave = tone(seconds, audio_rate)
+        samples = 0
+    for i in range(n):
+        img = np.full((height, width, 3), round(gray(i, n)), np.uint8)
+        if bands:
+            third = width // 3
+            img[:, :third] = (200, 20, 20)
+            img[:, third : 2 * third] = (20, 200, 20)
+            img[:, 2 * third :] = (20, 20, 200)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        if times_ms is not None:
+            frame.pts, frame.time_base = times_ms[i], Fraction(1, 1000)
+        for packet in video.encode(frame):
+            out.mux(packet)
+        while audio is not None and samples < min(len(wave), (i + 1) * len(wave) // n):
+            chunk = wave[samples : samples + 1024]
+            planes = np.stack([chunk, chunk]) if stereo else chunk[None]
+            aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes), format="fltp", layout="stereo" if stereo else "mono")
+            aframe.sample_rate, aframe.pts = audio_rate, samples
+            for packet in audio.encode(aframe):
+                out.mux(packet)
+            samples += len(chunk)
+    for stream in (video, audio):
+        if stream is not None:
+            for packet in stream.encode():
+                out.mux(packet)
+    out.close()
+    return path
+
+
+def write_lying_frame_count(path: Path, real: int = 30, fake: int = 30) -> Path:
+    """An mp4 whose index lists ``real + fake`` frames but whose last ``fake`` hold no picture.
+
+    The extra packets carry only an access-unit delimiter, so the container (and decord's
+    ``len``) claims twice the frames that can be decoded: the "header frame count lies" case.
+    """
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=30)
+    video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+    video.options = {"preset": "ultrafast", "tune": "zerolatency"}
+    last = None
+    for i in range(real):
+        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * i % 256, np.uint8), format="rgb24")
+        frame.pts = i
+        for packet in video.encode(frame):
+            out.mux(packet)
+            last = packet
+    for packet in video.encode():
+        out.mux(packet)
+        last = packet
+    step = last.duration or 1
+    delimiter = b"\x09\xf0"
+    for k in range(fake):
+        packet = av.Packet(struct.pack(">I", len(delimiter)) + delimiter)
+        packet.stream, packet.time_base = video, last.time_base
+        packet.pts = packet.dts = last.pts + (k + 1) * step
+        packet.duration = step
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int, subtype: str | None = None) -> Path:
+    sf.write(str(path), samples, rate, subtype=subtype)
+    return path
+
+
+def truncate(src: Path, dst: Path, fraction: float = 0.5) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst

@@ -1,0 +1,69 @@
+"""AVTokenizer: step layout, alignment of audio and video clocks, padded targets, inverse."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ttt_mm.data import ReadSpec, SyntheticClip, collate
+from ttt_mm.data.datasets import read_item
+from ttt_mm.data.sources import ClipInfo
+from ttt_mm.tokenizers import AUDIO, VIDEO, AudioTokenizer, AVTokenizer, VideoTokenizer
+
+
+@pytest.fixture
+def tokenizer() -> AVTokenizer:
+    torch.manual_seed(0)
+    return AVTokenizer(dim=32, audio=AudioTokenizer(dim=32, frames_per_token=5), video=VideoTokenizer(dim=32, size=32))
+
+
+@pytest.fixture
+def batch() -> dict:
+    items = [read_item(ClipInfo(SyntheticClip(0, i)), 3.0, 1.375, ReadSpec(size=32)) for i in range(2)]
+    return collate(items)
+
+
+def test_defaults():
+    tokenizer = AVTokenizer()
+    assert (tokenizer.tokens_per_step, tokenizer.tokens_per_second, tokenizer.target_dim) == (69, 276.0, 1536)
+    assert tokenizer.target_dims == {AUDIO: 400, VIDEO: 1536}
+
+
+def test_interleaving_order_and_alignment(tokenizer, batch):
+    tokens = tokenizer(batch)
+    steps = 5  # 1.375 s: 5 whole steps of 0.25 s (the last 0.125 s fills no tubelet)
+    assert tokens.mask.shape == (2, steps * 9) and tokens.mask.all()
+    layout = torch.tensor([AUDIO] * 5 + [VIDEO] * 4).repeat(steps)
+    assert torch.equal(tokens.modality[0], layout)
+    clock = tokens.timestamps[0].reshape(steps, 9)
+    video_time = clock[:, 5:]
+    assert torch.allclose(video_time, 3.0 + torch.arange(steps)[:, None] * 0.25 + torch.zeros(1, 4))
+    audio_time = clock[:, :5]  # the audio of each step lies within the step's video interval
+    assert ((audio_time >= video_time[:, :1] - 1e-6) & (audio_time < video_time[:, :1] + 0.25)).all()
+    assert torch.allclose(audio_time.flatten(), 3.0 + torch.arange(25) * 0.05)
+
+
+def test_targets_are_padded_per_modality_and_invert(tokenizer, batch):
+    tokens = tokenizer(batch)
+    audio_rows = tokens.modality == AUDIO
+    assert tokens.targets[audio_rows][:, 400:].abs().max() == 0
+    assert tokens.targets[~audio_rows].abs().sum() > 0
+    media = tokenizer.invert(tokens.targets, tokens.target_stats)
+    assert torch.equal(media["video"], batch["video"][:, :10])
+    expected_mel = tokenizer.audio.invert(tokenizer.audio(batch).targets[:, :25])["audio"]
+    assert torch.allclose(media["audio"], expected_mel, atol=1e-5)
+
+
+def test_a_shorter_modality_is_masked(tokenizer, batch):
+    batch = dict(batch, audio_lengths=torch.tensor([22000, 8000]))  # row 1: audio for 0.5 s only
+    tokens = tokenizer(batch)
+    audio_valid = (tokens.mask & (tokens.modality == AUDIO)).sum(1)
+    assert audio_valid.tolist() == [25, 10] and (tokens.mask & (tokens.modality == VIDEO)).sum(1).tolist() == [20, 20]
+    assert tokens.embeddings[1][~tokens.mask[1]].abs().sum() == 0
+
+
+def test_mismatched_rates_are_refused():
+    with pytest.raises(ValueError, match="giving 6.25 audio tokens per step"):
+        AVTokenizer(dim=16, audio=AudioTokenizer(dim=16), video=VideoTokenizer(dim=16))
+    with pytest.raises(ValueError, match="must both equal dim 16"):
+        AVTokenizer(dim=16, audio=AudioTokenizer(dim=8, frames_per_token=5), video=VideoTokenizer(dim=16))

@@ -1,0 +1,66 @@
+"""VideoTokenizer: counts, time-major raster order, per-patch targets, exact inverse, clock."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ttt_mm.tokenizers import VIDEO, VideoTokenizer
+
+
+@pytest.fixture
+def tokenizer() -> VideoTokenizer:
+    torch.manual_seed(0)
+    return VideoTokenizer(dim=32, size=64, patch=16, tubelet=2)
+
+
+@pytest.mark.parametrize("frames", [2, 7, 16], ids=lambda t: f"T{t}")
+def test_token_count_and_clock(tokenizer, frames):
+    video = torch.randint(0, 256, (2, frames, 3, 64, 64), dtype=torch.uint8)
+    tokens = tokenizer({"video": video, "start": torch.tensor([1.0, 2.0]), "video_lengths": torch.tensor([frames, 2])})
+    steps = frames // 2
+    assert tokens.embeddings.shape == (2, steps * 16, 32) and tokens.targets.shape == (2, steps * 16, 1536)
+    seconds = frames / 8  # tokens per second times the whole steps in the clip
+    assert steps * 16 == tokenizer.tokens_per_second * (seconds // tokenizer.seconds_per_step) * tokenizer.seconds_per_step
+    assert torch.allclose(tokens.timestamps[0], 1.0 + torch.arange(steps).repeat_interleave(16) * 0.25)
+    assert tokens.mask.sum(1).tolist() == [steps * 16, 16] and (tokens.modality == VIDEO).all()
+
+
+def test_order_is_time_major_then_raster(tokenizer):
+    video = torch.zeros(1, 6, 3, 64, 64, dtype=torch.uint8)
+    step, row, col = 2, 1, 3
+    patch = video[0, 2 * step + 1, :, 16 * row : 16 * row + 16, 16 * col : 16 * col + 16]
+    patch[:, ::2] = 255  # stripes: the only patch whose normalized target is not zero
+    tokens = tokenizer({"video": video})
+    busy = tokens.targets.abs().sum(-1)[0].nonzero().flatten().tolist()
+    assert busy == [step * 16 + row * 4 + col]
+
+
+def test_targets_are_per_patch_normalized_and_invert_exactly(tokenizer):
+    video = torch.randint(0, 256, (2, 4, 3, 64, 64), dtype=torch.uint8)
+    tokens = tokenizer({"video": video})
+    per_channel = tokens.targets.reshape(2, 32, 2 * 16 * 16, 3)
+    assert torch.allclose(per_channel.mean(2), torch.zeros(2, 32, 3), atol=1e-4)
+    assert torch.allclose(per_channel.std(2, unbiased=False), torch.ones(2, 32, 3), atol=1e-3)
+    assert torch.equal(tokenizer.invert(tokens.targets, tokens.target_stats)["video"], video)
+    assert tokenizer.invert(tokens.targets)["video"].shape == video.shape  # display without stats
+
+
+def test_fewer_frames_than_a_tubelet_give_no_tokens(tokenizer):
+    tokens = tokenizer({"video": torch.zeros(2, 1, 3, 64, 64, dtype=torch.uint8)})
+    assert tokens.embeddings.shape == (2, 0, 32) and tokens.targets.shape == (2, 0, 1536) and tokens.mask.shape == (2, 0)
+
+
+def test_flat_frames_are_finite_and_sizes_are_checked(tokenizer):
+    tokens = tokenizer({"video": torch.full((1, 2, 3, 64, 64), 77, dtype=torch.uint8)})
+    assert torch.isfinite(tokens.targets).all() and tokens.targets.abs().max() == 0
+    with pytest.raises(ValueError, match=r"expects \(3, 64, 64\)"):
+        tokenizer({"video": torch.zeros(1, 2, 3, 32, 32, dtype=torch.uint8)})
+    with pytest.raises(ValueError, match="not a multiple of patch"):
+        VideoTokenizer(size=60, patch=16)
+
+
+def test_gradients_reach_the_embedding(tokenizer):
+    tokens = tokenizer({"video": torch.randint(0, 256, (1, 4, 3, 64, 64), dtype=torch.uint8)})
+    tokens.embeddings.square().mean().backward()
+    assert tokenizer.proj.weight.grad.abs().sum() > 0 and tokenizer.pos.grad.abs().sum() > 0

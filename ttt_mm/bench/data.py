@@ -1,0 +1,156 @@
+"""Decode + tokenize throughput on one CPU worker: ``python -m ttt_mm.bench data [--real DIR]``.
+
+Sources are written with PyAV and soundfile into a temporary folder (PyAV is in the ``dev``
+extra); ``--real`` adds rows for files unpacked by ``fetch-real-media.sh``. Each row reads a file
+from the start as consecutive windows, the way evaluation and embedding stream it (or at random
+window starts, the way training samples), tokenizes on CPU, and reports media seconds per wall
+second ("x real time"). Decoder caches are cleared before each timed pass, so opening files and
+decoding container audio tracks is counted. Targets: audio >= 200x, video >= 20x real time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ttt_mm.data import io
+from ttt_mm.data.datasets import ReadSpec, clip_span, read_item
+from ttt_mm.data.sources import ClipInfo
+from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.tokenizers import AudioTokenizer, AVTokenizer, VideoTokenizer
+
+
+def _write_sources(folder: Path, seconds: float) -> dict[str, Path]:
+    import av  # dev extra
+
+    clip = SyntheticClip(0, 0, seconds)
+    speech = clip.audio(0, seconds, 16000).numpy()
+    sf.write(folder / "mono16k.flac", speech, 16000)
+    t = np.arange(round(seconds * 48000)) / 48000
+    music = np.stack([0.2 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 0.3 * t), 0.1 * np.sin(2 * np.pi * 330 * t)], 1)
+    with sf.SoundFile(folder / "stereo48k.ogg", "w", 48000, 2, format="OGG", subtype="VORBIS") as f:
+        for i in range(0, len(music), 48000):  # libsndfile's Vorbis writer crashes on huge writes
+            f.write(music[i : i + 48000].astype(np.float32))
+
+    out = av.open(str(folder / "h264_320x240_30fps.mp4"), "w")
+    video = out.add_stream("libx264", rate=30)
+    video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+    video.options = {"preset": "veryfast", "crf": "23"}
+    audio = out.add_stream("aac", rate=44100, layout="stereo")
+    yy, xx = np.mgrid[0:240, 0:320]
+    samples = 0
+    for i in range(round(seconds * 30)):
+        img = np.stack([(xx + 3 * i) % 256, (2 * yy + i) % 256, (xx * yy // 64 + 5 * i) % 256], -1).astype(np.uint8)
+        x = (4 * i) % 280
+        img[100:140, x : x + 40] = 255
+        for packet in video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            out.mux(packet)
+        while samples < (i + 1) * 44100 / 30:
+            tone = 0.2 * np.sin(2 * np.pi * 440 * (samples + np.arange(1024)) / 44100).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = 44100, samples
+            for packet in audio.encode(frame):
+                out.mux(packet)
+            samples += 1024
+    for stream in (video, audio):
+        for packet in stream.encode():
+            out.mux(packet)
+    out.close()
+    return {"flac": folder / "mono16k.flac", "ogg": folder / "stereo48k.ogg", "mp4": folder / "h264_320x240_30fps.mp4"}
+
+
+def _time(fn: Callable[[], tuple[float, int, int]], repeat: int) -> tuple[float, float, int, int]:
+    """Best of ``repeat`` cold passes: (wall s, media s, video frames, tokens)."""
+    best = None
+    for _ in range(repeat):
+        io.clear_caches()
+        t0 = time.perf_counter()
+        media, frames, tokens = fn()
+        wall = time.perf_counter() - t0
+        if best is None or wall < best[0]:
+            best = (wall, media, frames, tokens)
+    return best
+
+
+@torch.inference_mode()
+def _pass(clip: ClipInfo, spec: ReadSpec, tokenizer, window: float, random_starts: bool = False) -> Callable:
+    def run() -> tuple[float, int, int]:
+        start, end = clip_span(clip, spec)
+        starts = np.arange(start, end - 1e-9, window)
+        if random_starts:
+            starts = np.random.default_rng(0).permutation(starts)
+        media = frames = tokens = 0
+        for t in starts:
+            item = read_item(clip, float(t), min(window, end - t), spec)
+            batch = {k: (v[None] if torch.is_tensor(v) else v) for k, v in item.items()}
+            media += min(window, end - t)
+            frames += len(item["video"]) if "video" in item else 0
+            if tokenizer is not None:
+                tokens += int(tokenizer(batch).mask.sum())
+        return media, frames, tokens
+
+    return run
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ttt_mm.bench data", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the generated sources")
+    parser.add_argument("--window", type=float, default=4.0, help="window length in seconds")
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many cold passes")
+    parser.add_argument("--real", default=None, help="folder of fetch-real-media.sh (e.g. /tmp/ttt-mm-media)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # one DataLoader worker's worth of CPU
+    audio_spec, video_spec, av_spec = ReadSpec(("audio",)), ReadSpec(("video",)), ReadSpec()
+    audio_tok, video_tok, av_tok = AudioTokenizer(), VideoTokenizer(), AVTokenizer()
+    rows: list[tuple[str, str, Callable]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            src = _write_sources(Path(tmp), args.seconds)
+        except ImportError:
+            print("PyAV is needed to write the benchmark sources: pip install -e '.[dev]'")
+            return 2
+        w = args.window
+        audio_sources = (
+            ("FLAC 16 kHz mono (soundfile)", src["flac"]),
+            ("Ogg Vorbis 48 kHz stereo (soundfile)", src["ogg"]),
+            ("AAC 44.1 kHz stereo in MP4 (decord)", src["mp4"]),
+        )
+        for name, path in audio_sources:
+            rows.append(("audio", f"{name}, decode only", _pass(ClipInfo(str(path)), audio_spec, None, w)))
+            rows.append(("audio", f"{name}, + tokenize", _pass(ClipInfo(str(path)), audio_spec, audio_tok, w)))
+        mp4 = ClipInfo(str(src["mp4"]))
+        rows.append(("video", "H.264 320x240 30 fps -> 8 fps 128 px, decode only", _pass(mp4, video_spec, None, w)))
+        rows.append(("video", "same, + tokenize", _pass(mp4, video_spec, video_tok, w)))
+        rows.append(("video", "same, + tokenize, random window order", _pass(mp4, video_spec, video_tok, w, True)))
+        rows.append(("av", "same file, audio + video, + AV tokenize", _pass(mp4, av_spec, av_tok, w)))
+        synthetic = ClipInfo(SyntheticClip(0, 1, args.seconds))
+        rows.append(("av", "synthetic generate 128 px, + AV tokenize", _pass(synthetic, av_spec, av_tok, w)))
+        small = AVTokenizer(video=VideoTokenizer(size=32))
+        rows.append(("av", "synthetic generate 32 px, + AV tokenize", _pass(synthetic, ReadSpec(size=32), small, w)))
+        if args.real:
+            root = Path(args.real)
+            for kind, rel, spec, tok in (
+                ("audio", "root/usr/share/games/singularity/music/Awakening.ogg", audio_spec, audio_tok),
+                ("video", "root/usr/share/games/fillets-ng/images/menu/intro.mpg", video_spec, video_tok),
+                ("av", "root/usr/share/games/fillets-ng/images/menu/intro.mpg", av_spec, av_tok),
+                ("video", "root/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4", video_spec, video_tok),
+                ("video", "wheels/unpacked/arcade/resources/assets/video/earth.mp4", video_spec, video_tok),
+            ):
+                if (root / rel).is_file():
+                    rows.append((kind, f"real: {Path(rel).name}, + tokenize", _pass(ClipInfo(str(root / rel)), spec, tok, w)))
+
+        print(f"decode + tokenize, one worker (torch threads 1, decord threads 1), {w:g} s windows, best of {args.repeat}")
+        print(f"{'kind':<6} {'source':<58} {'media s':>8} {'wall s':>7} {'x real time':>12} {'frames/s':>9} {'tokens/s':>9}")
+        for kind, name, fn in rows:
+            wall, media, frames, tokens = _time(fn, args.repeat)
+            fps = f"{frames / wall:9.0f}" if frames else f"{'':>9}"
+            tps = f"{tokens / wall:9.0f}" if tokens else f"{'':>9}"
+            print(f"{kind:<6} {name:<58} {media:8.1f} {wall:7.3f} {media / wall:11.1f}x {fps} {tps}")
+    return 0

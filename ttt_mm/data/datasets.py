@@ -1,0 +1,279 @@
+"""Clip datasets: random windows for training, every file in order for evaluation, and streams.
+
+Items are dicts (see `collate` for the batch form):
+
+- ``"audio"`` float32 ``[n]`` at ``sample_rate`` and ``"audio_context"`` float32 ``[c]``, the ``c``
+  samples just before the window (zeros before the file start): the audio tokenizer needs them so
+  a window's tokens equal the same span of a one-pass tokenization;
+- ``"video"`` uint8 ``[T, 3, size, size]`` at ``fps``;
+- ``"start"`` (seconds from the file start), ``"path"``, ``"label"`` (-1 if none), and in
+  evaluation ``"window_index"`` (0 at the first window of each file: reset streaming state there).
+
+Bad files (`MediaError`) are logged once, recorded in a `SkipList` and replaced by another clip,
+at most ``max_retries`` times in a row before the dataset raises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
+
+from ttt_mm.data import io
+from ttt_mm.data.io import MediaError
+from ttt_mm.data.skiplist import SkipList
+from ttt_mm.data.sources import ClipInfo
+from ttt_mm.data.synthetic import SyntheticClip
+
+MODALITIES = ("audio", "video")
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """What to decode for each window (the tokenizer defaults: 16 kHz, 8 fps, 128 px)."""
+
+    modalities: tuple[str, ...] = MODALITIES
+    sample_rate: int = 16000
+    fps: float = 8.0
+    size: int = 128
+    audio_context_seconds: float = 0.025  # >= win_length - hop_length of the audio tokenizer
+    min_seconds: float = 0.5  # shorter clips (e.g. 1-frame videos) are bad files
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown or not self.modalities:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
+
+    @property
+    def context_samples(self) -> int:
+        return round(self.audio_context_seconds * self.sample_rate) if "audio" in self.modalities else 0
+
+
+def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
+    """``(start, end)`` seconds of the clip where every requested stream has data."""
+    if isinstance(clip.media, SyntheticClip):
+        end = clip.media.duration
+    else:
+        info = io.probe(clip.media, streams=spec.modalities)
+        ends = []
+        for modality in spec.modalities:
+            if not getattr(info, f"has_{modality}"):
+                raise MediaError(clip.media, f"no {modality} stream (the dataset reads {' and '.join(spec.modalities)})")
+            ends.append(getattr(info, f"{modality}_duration"))
+        end = min(ends)
+    end = end if clip.end is None else min(end, clip.end)
+    if end - clip.start < spec.min_seconds:
+        what = " and ".join(spec.modalities)
+        seconds = max(0.0, end - clip.start)
+        raise MediaError(clip.name, f"only {seconds:.3f} s of {what} in the clip (min_seconds={spec.min_seconds})")
+    return clip.start, end
+
+
+def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> dict:
+    """One window ``[start, start + duration)`` of a clip as an item dict (raises `MediaError`)."""
+    item: dict = {"start": start, "path": clip.name, "label": clip.label, "sample_rate": spec.sample_rate, "fps": spec.fps}
+    media = clip.media
+    if "audio" in spec.modalities:
+        sr, context = spec.sample_rate, spec.context_samples
+        first = round(start * sr)
+        if isinstance(media, SyntheticClip):
+            samples = media.audio((first - context) / sr, (context + round(duration * sr)) / sr, sr)
+        else:
+            samples = io.read_audio(media, (first - context) / sr, (context + round(duration * sr)) / sr, sr)
+        if len(samples) <= context:
+            raise MediaError(clip.name, f"no audio samples at {start:.3f} s")
+        item["audio_context"], item["audio"] = samples[:context], samples[context:]
+    if "video" in spec.modalities:
+        if isinstance(media, SyntheticClip):
+            frames = media.video(start, duration, spec.fps, spec.size)
+        else:
+            frames = io.read_video(media, start, duration, spec.fps, spec.size)
+        if len(frames) == 0:
+            raise MediaError(clip.name, f"no video frames at {start:.3f} s")
+        item["video"] = frames
+    return item
+
+
+def _pad(values: list[Tensor]) -> tuple[Tensor, Tensor]:
+    lengths = torch.tensor([len(v) for v in values], dtype=torch.long)
+    out = values[0].new_zeros((len(values), int(lengths.max())) + tuple(values[0].shape[1:]))
+    for row, value in enumerate(values):
+        out[row, : len(value)] = value
+    return out, lengths
+
+
+def collate(items: Sequence[dict]) -> dict:
+    """Batch items, zero-padding audio and video to the longest; ``*_lengths`` and ``*_mask`` mark valid data.
+
+    Keys: ``audio [B, n]``, ``audio_lengths [B]``, ``audio_mask [B, n]``, ``audio_context [B, c]``,
+    ``video [B, T, 3, S, S]``, ``video_lengths [B]``, ``video_mask [B, T]``, ``start [B]`` float64,
+    ``label [B]``, ``path`` list, ``sample_rate`` and ``fps`` (plain numbers), and ``window_index``
+    when items have it.
+    """
+    batch: dict = {
+        "start": torch.tensor([float(x["start"]) for x in items], dtype=torch.float64),
+        "path": [x["path"] for x in items],
+        "label": torch.tensor([int(x["label"]) for x in items], dtype=torch.long),
+    }
+    for key in ("sample_rate", "fps"):
+        if key in items[0]:
+            values = {x[key] for x in items}
+            if len(values) != 1:
+                raise ValueError(f"items in one batch disagree on {key}: {sorted(values)}")
+            batch[key] = values.pop()
+    for modality in MODALITIES:
+        if modality in items[0]:
+            data, lengths = _pad([x[modality] for x in items])
+            batch[modality], batch[f"{modality}_lengths"] = data, lengths
+            batch[f"{modality}_mask"] = torch.arange(data.shape[1])[None, :] < lengths[:, None]
+    if "audio_context" in items[0]:
+        batch["audio_context"] = torch.stack([x["audio_context"] for x in items])
+    if "window_index" in items[0]:
+        batch["window_index"] = torch.tensor([x["window_index"] for x in items], dtype=torch.long)
+    return batch
+
+
+class EpochSampler(Sampler):
+    """Shuffled indices paired with the epoch, ``(index, epoch)``, so that random windows change
+    every epoch yet depend only on (seed, epoch, index), whatever the number of workers.
+
+    Lightning calls `set_epoch` before each epoch.
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int = 0) -> None:
+        self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size) if self.shuffle else range(self.size)
+        return iter([(int(i), self.epoch) for i in order])
+
+
+class WindowDataset(Dataset):
+    """Training: item ``i`` is a random window of ``clip_seconds`` from clip ``i`` (whole clip if shorter).
+
+    The window start is on the ``1 / fps`` grid and drawn from ``(seed, epoch, i)``; index with
+    ``(i, epoch)`` (as `EpochSampler` does) or a plain ``i`` for epoch 0.
+    """
+
+    def __init__(
+        self,
+        clips: Sequence[ClipInfo],
+        clip_seconds: float = 4.0,
+        spec: ReadSpec = ReadSpec(),
+        seed: int = 0,
+        skip_list: SkipList | str | None = None,
+        max_retries: int = 8,
+    ) -> None:
+        self.skips = skip_list if isinstance(skip_list, SkipList) else SkipList(skip_list)
+        self.clips = [c for c in clips if c.name not in self.skips]
+        if not self.clips:
+            raise ValueError(f"no clips to read ({len(clips)} given, all in the skip list or none at all)")
+        self.clip_seconds, self.spec, self.seed, self.max_retries = clip_seconds, spec, seed, max_retries
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        index, epoch = index if isinstance(index, tuple) else (index, 0)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        failures: list[str] = []
+        for _ in range(self.max_retries + 1):
+            clip = self.clips[index]
+            if clip.name in self.skips:
+                index = int(rng.integers(len(self.clips)))
+                continue
+            try:
+                start, end = clip_span(clip, self.spec)
+                length = min(self.clip_seconds, end - start)
+                slots = math.floor((end - start - length) * self.spec.fps + 1e-6)
+                offset = int(rng.integers(slots + 1)) / self.spec.fps
+                return read_item(clip, start + offset, length, self.spec)
+            except MediaError as exc:
+                self.skips.add(exc.path, exc.reason)
+                failures.append(str(exc))
+                index = int(rng.integers(len(self.clips)))
+        raise RuntimeError(
+            f"{self.max_retries + 1} clips in a row could not be read or were skipped; last failures: "
+            + "; ".join(failures[-3:])
+        )
+
+
+def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec) -> Iterator[dict]:
+    """Consecutive windows covering the clip; the last may be shorter. Raises `MediaError`."""
+    start, end = clip_span(clip, spec)
+    for k in range(math.ceil((end - start) / window_seconds - 1e-9)):
+        t = start + k * window_seconds
+        item = read_item(clip, t, min(window_seconds, end - t), spec)
+        item["window_index"] = k
+        yield item
+
+
+class SequentialWindows(IterableDataset):
+    """Evaluation: every clip in order, whole, as consecutive windows; ranks and workers take every n-th clip.
+
+    A file that fails is logged, recorded in the skip list and left (windows already yielded stay).
+    """
+
+    def __init__(
+        self,
+        clips: Sequence[ClipInfo],
+        window_seconds: float = 4.0,
+        spec: ReadSpec = ReadSpec(),
+        skip_list: SkipList | str | None = None,
+    ) -> None:
+        self.skips = skip_list if isinstance(skip_list, SkipList) else SkipList(skip_list)
+        self.clips, self.window_seconds, self.spec = list(clips), window_seconds, spec
+        _check_grid(window_seconds, spec)
+
+    def __iter__(self) -> Iterator[dict]:
+        clips = self.clips
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # one share per rank
+            clips = clips[torch.distributed.get_rank() :: torch.distributed.get_world_size()]
+        worker = get_worker_info()
+        clips = clips if worker is None else clips[worker.id :: worker.num_workers]
+        for clip in clips:
+            if clip.name in self.skips:
+                continue
+            try:
+                yield from walk(clip, self.window_seconds, self.spec)
+            except MediaError as exc:
+                self.skips.add(exc.path, exc.reason)
+
+
+def _check_grid(window_seconds: float, spec: ReadSpec) -> None:
+    rates = {"audio": (spec.sample_rate, "sample_rate"), "video": (spec.fps, "fps")}
+    for rate, name in (rates[m] for m in spec.modalities):
+        ticks = window_seconds * rate
+        if abs(ticks - round(ticks)) > 1e-6:
+            raise ValueError(f"window_seconds={window_seconds} is not a whole number of 1/{name} ({ticks:g} ticks)")
+
+
+def iter_windows(
+    media: str | SyntheticClip,
+    window_seconds: float,
+    spec: ReadSpec = ReadSpec(),
+    start: float = 0.0,
+    end: float | None = None,
+) -> Iterator[dict]:
+    """Stream one file (or synthetic clip) as consecutive collated windows (batch size 1).
+
+    Tokenizing the windows and joining the tokens gives the tokens of one pass over the whole span
+    when ``window_seconds`` is a multiple of the tokenizer's ``seconds_per_step`` (0.04 s audio,
+    0.25 s video and audio-visual at the defaults). A bad file raises `MediaError`.
+    """
+    _check_grid(window_seconds, spec)
+    clip = ClipInfo(media, start=start, end=end)
+    for item in walk(clip, window_seconds, spec):
+        yield collate([item])

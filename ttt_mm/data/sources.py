@@ -1,0 +1,196 @@
+"""Where clips come from: folders, class folders, manifests, LibriSpeech, or the synthetic set.
+
+Each source is a small typed object (Hydra builds it) whose `clips()` lists `ClipInfo` records
+without opening any media, so listing is cheap and happens before DataLoader workers start.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ttt_mm.data.synthetic import SyntheticClip
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma")
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv", ".3gp")
+MEDIA_EXTENSIONS = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """One clip: a file (or synthetic clip) and the span of it to use.
+
+    ``key`` names the clip stably (the path relative to the dataset root) and decides its split
+    when ``split`` is not given; every segment of one file shares it, so a file never straddles
+    train and validation.
+    """
+
+    media: str | SyntheticClip
+    start: float = 0.0
+    end: float | None = None  # None: to the end of the media
+    label: int = -1
+    split: str | None = None  # "train", "val" or "test"; None: decided by hashing `key`
+    key: str = ""
+
+    @property
+    def name(self) -> str:
+        """What batches report as ``"path"`` and what the skip list records."""
+        return str(self.media)
+
+    def split_of(self, val_fraction: float, test_fraction: float) -> str:
+        """The clip's split: its own, or a deterministic hash of its key."""
+        if self.split is not None:
+            return self.split
+        digest = hashlib.sha1((self.key or self.name).encode()).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+
+
+class ClipSource(Protocol):
+    def clips(self) -> list[ClipInfo]: ...
+
+
+def _media_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} is not a directory")
+    wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in wanted and p.is_file())
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    """Every media file under ``root``, recursively, chosen by extension; no labels."""
+
+    root: str
+    extensions: tuple[str, ...] = MEDIA_EXTENSIONS
+
+    def clips(self) -> list[ClipInfo]:
+        root = Path(self.root)
+        return [ClipInfo(str(p), key=p.relative_to(root).as_posix()) for p in _media_files(root, tuple(self.extensions))]
+
+
+@dataclass(frozen=True)
+class ClassFolderSource:
+    """``root/<class>/<file>`` (UCF101, Kinetics): the label is the index of the sorted class name."""
+
+    root: str
+    extensions: tuple[str, ...] = MEDIA_EXTENSIONS
+
+    def classes(self) -> list[str]:
+        return sorted(d.name for d in Path(self.root).iterdir() if d.is_dir())
+
+    def clips(self) -> list[ClipInfo]:
+        root = Path(self.root)
+        names = self.classes() if root.is_dir() else []
+        out = []
+        for label, name in enumerate(names):
+            for p in _media_files(root / name, tuple(self.extensions)):
+                out.append(ClipInfo(str(p), label=label, key=p.relative_to(root).as_posix()))
+        if not out:
+            raise FileNotFoundError(f"no media files in class folders under {root} (expected root/<class>/<file>)")
+        return out
+
+
+_LIBRISPEECH = re.compile(r"(\d+)-(\d+)-(\d+)\.flac$")
+
+
+@dataclass(frozen=True)
+class LibriSpeechSource:
+    """A LibriSpeech split (``root/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``).
+
+    The label is the speaker's index among the sorted speaker ids of the split.
+    """
+
+    root: str
+
+    def clips(self) -> list[ClipInfo]:
+        root = Path(self.root)
+        files = [p for p in _media_files(root, (".flac",)) if _LIBRISPEECH.search(p.name)]
+        files = [p for p in files if p.parent.parent.name == p.name.split("-")[0]]
+        if not files:
+            raise FileNotFoundError(
+                f"no LibriSpeech files under {root} (expected <speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac)"
+            )
+        speakers = sorted({p.parent.parent.name for p in files}, key=int)
+        index = {s: i for i, s in enumerate(speakers)}
+        return [ClipInfo(str(p), label=index[p.parent.parent.name], key=p.relative_to(root).as_posix()) for p in files]
+
+
+@dataclass(frozen=True)
+class ManifestSource:
+    """A CSV (with a header) or JSONL manifest: ``path`` and optional ``start``, ``end``, ``label``, ``split``.
+
+    Relative paths are taken from the manifest's folder. String labels become indices of their
+    sorted set. Rows with an ``error`` field (unreadable files listed by the probe command) are left
+    out.
+    """
+
+    path: str
+
+    def rows(self) -> list[dict]:
+        manifest = Path(self.path)
+        if not manifest.is_file():
+            raise FileNotFoundError(f"manifest {manifest} not found")
+        text = manifest.read_text()
+        if manifest.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            rows = list(csv.DictReader(text.splitlines()))
+        for number, row in enumerate(rows, 1):
+            if not row.get("path"):
+                raise ValueError(f"{manifest}: row {number} has no 'path'")
+        return [r for r in rows if not r.get("error")]
+
+    def clips(self) -> list[ClipInfo]:
+        base = Path(self.path).parent
+        rows = self.rows()
+        labels = [r.get("label") for r in rows]
+        names = sorted({str(x) for x in labels if x not in (None, "") and not _is_int(x)})
+        index = {n: i for i, n in enumerate(names)}
+        out = []
+        for row in rows:
+            path = Path(row["path"])
+            full = path if path.is_absolute() else base / path
+            label = row.get("label")
+            label = -1 if label in (None, "") else int(label) if _is_int(label) else index[str(label)]
+            end = row.get("end")
+            out.append(
+                ClipInfo(
+                    str(full),
+                    start=float(row.get("start") or 0.0),
+                    end=None if end in (None, "") else float(end),
+                    label=label,
+                    split=row.get("split") or None,
+                    key=str(row["path"]),
+                )
+            )
+        return out
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """``num_clips`` procedural clips of ``duration`` seconds (see `ttt_mm.data.synthetic`)."""
+
+    num_clips: int = 256
+    duration: float = 60.0
+    seed: int = 0
+
+    def clips(self) -> list[ClipInfo]:
+        clips = [SyntheticClip(self.seed, i, self.duration) for i in range(self.num_clips)]
+        return [ClipInfo(c, end=self.duration, label=c.label, key=str(c)) for c in clips]
+
+
+def relative_to(path: str, root: str) -> str:
+    """``path`` relative to ``root`` when inside it, else absolute (for portable manifests)."""
+    path, root = os.path.abspath(path), os.path.abspath(root)
+    return os.path.relpath(path, root) if os.path.commonpath([path, root]) == root else path

@@ -1,0 +1,200 @@
+"""LightningModule: tokenizer -> backbone -> head that predicts the target of a later token.
+
+The module is built from plain config mappings (each with a ``_target_``) rather than from built
+objects, so that ``save_hyperparameters`` records everything needed to rebuild it and
+``SequenceModel.load_from_checkpoint(path)`` works with no other argument.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from .backbone import Backbone, BackboneState, reset_rows
+from .layers import TTTLayer
+
+LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+PREDICT = ("next_token", "next_step")
+
+
+def _plain(cfg: Mapping | None) -> dict | None:
+    """Config -> plain dict (resolved), so hyperparameters pickle and print cleanly."""
+    if cfg is None:
+        return None
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg)
+
+
+class SequenceModel(L.LightningModule):
+    """Next-token or next-step prediction on token sequences from any tokenizer.
+
+    Args:
+        tokenizer, backbone: config mappings with ``_target_`` (see ``conf/tokenizer``, ``conf/model``).
+        predict: ``"next_token"`` predicts token ``i + 1``; ``"next_step"`` predicts token
+            ``i + tokenizer.tokens_per_step`` (for video: the same patch one tubelet step later).
+        loss: ``"mse"`` or ``"l1"`` on the tokenizer's normalised targets, masked by validity.
+        lr, betas, weight_decay: AdamW; norms, biases and the TTT inner initial weights get no decay.
+        warmup_steps, min_lr_ratio: linear warm-up, then cosine decay to ``min_lr_ratio * lr`` at the
+            trainer's last step.
+        carry_state: train consecutive windows of one stream in order, carrying the backbone state
+            (detached) across batches; rows whose batch entry ``reset`` is true start afresh.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Mapping,
+        backbone: Mapping,
+        predict: Literal["next_token", "next_step"] = "next_step",
+        loss: Literal["mse", "l1"] = "mse",
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.05,
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        carry_state: bool = False,
+    ):
+        super().__init__()
+        if predict not in PREDICT:
+            raise ValueError(f"predict must be one of {PREDICT}; got {predict!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {loss!r}")
+        self.save_hyperparameters({"tokenizer": _plain(tokenizer), "backbone": _plain(backbone)} | {
+            k: v for k, v in locals().items() if k not in ("self", "tokenizer", "backbone", "__class__")
+        })  # fmt: skip
+        self.tokenizer = instantiate(self.hparams.tokenizer)
+        self.backbone: Backbone = instantiate(self.hparams.backbone)
+        if self.tokenizer.dim != self.backbone.dim:
+            raise ValueError(f"tokenizer.dim ({self.tokenizer.dim}) must equal backbone.dim ({self.backbone.dim})")
+        if carry_state and self.backbone.mixer == "attention":
+            raise ValueError("carry_state=true needs a TTT mixer: an attention KV cache would grow without bound")
+        self.head = nn.Linear(self.backbone.dim, self.tokenizer.target_dim)
+        dims = self.tokenizer.target_dims
+        self._target_dims = torch.tensor([dims.get(m, self.tokenizer.target_dim) for m in range(max(dims) + 1)])
+        self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
+        self._train_state: BackboneState | None = None
+        self._val_sums = torch.zeros(3, dtype=torch.float64)  # loss * n, copy loss * n, n
+
+    # ------------------------------------------------------------------------------------ forward
+
+    def forward(self, batch: Mapping[str, Any], state: BackboneState | None = None):
+        """Returns (tokens, predictions [B, N, target_dim], new state)."""
+        tokens = self.tokenizer(batch)
+        hidden, state = self.backbone(tokens.embeddings, state)
+        return tokens, self.head(hidden), state
+
+    def _pair_mask(self, mask: Tensor) -> Tensor:
+        """Token i is scored when it and its target token i + offset are both real."""
+        return mask[:, : -self.offset] & mask[:, self.offset :]
+
+    def _loss(self, pred: Tensor, target: Tensor, mask: Tensor, modality: Tensor) -> Tensor:
+        """Mean over scored tokens of the per-token loss, each averaged over its modality's real target
+        entries (audio-visual targets are zero-padded to a common width)."""
+        dims = self._target_dims.to(target.device)[modality]  # [B, N]
+        real = torch.arange(target.shape[-1], device=target.device) < dims.unsqueeze(-1)
+        err = LOSSES[self.hparams.loss](pred, target, reduction="none") * real
+        per = err.sum(-1) / dims
+        return (per * mask).sum() / mask.sum().clamp_min(1)
+
+    def losses(self, tokens, pred: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Model loss, copy-the-last-step loss, and the number of scored tokens."""
+        o = self.offset
+        if tokens.targets.shape[1] <= o:
+            raise ValueError(f"a window of {tokens.targets.shape[1]} tokens is too short to predict {o} tokens ahead")
+        mask = self._pair_mask(tokens.mask)
+        target, modality = tokens.targets[:, o:], tokens.modality[:, o:]
+        loss = self._loss(pred[:, :-o], target, mask, modality)
+        copy = self._loss(tokens.targets[:, :-o], target, mask, modality)
+        return loss, copy, mask.sum()
+
+    # ----------------------------------------------------------------------------------- training
+
+    def training_step(self, batch, batch_idx):
+        state = None
+        if self.hparams.carry_state:
+            state = self._carried_state(batch)
+        tokens, pred, state = self(batch, state)
+        if self.hparams.carry_state:
+            self._train_state = state.detach()
+        loss, copy, n = self.losses(tokens, pred)
+        B = tokens.mask.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=B)
+        self.log("train/loss_ratio_copy", loss.detach() / copy.clamp_min(1e-12), batch_size=B)
+        return loss
+
+    def _carried_state(self, batch) -> BackboneState | None:
+        if self._train_state is None:
+            return None
+        reset = batch.get("reset")
+        if reset is None:
+            raise ValueError("carry_state=true needs batches with a 'reset' flag per row (a streaming data module)")
+        reset = torch.as_tensor(reset, device=self.device)
+        return reset_rows(self.backbone, self._train_state, reset)
+
+    def on_train_epoch_start(self) -> None:
+        self._train_state = None
+
+    # --------------------------------------------------------------------------------- validation
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums.zero_()
+
+    def validation_step(self, batch, batch_idx):
+        tokens, pred, _ = self(batch)
+        loss, copy, n = self.losses(tokens, pred)
+        self._val_sums += torch.stack([loss.detach() * n, copy * n, n.to(loss.dtype)]).double().cpu()
+        self.log("val/loss", loss, batch_size=tokens.mask.shape[0], sync_dist=True)
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._val_sums.to(self.device), reduce_op="sum").cpu()
+        if sums[2] > 0:
+            self.log("val/loss_copy", float(sums[1] / sums[2]))
+            self.log("val/loss_ratio_copy", float(sums[0] / sums[1].clamp_min(1e-12)), prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        tokens, pred, _ = self(batch)
+        loss, copy, _ = self.losses(tokens, pred)
+        B = tokens.mask.shape[0]
+        self.log("test/loss", loss, batch_size=B, sync_dist=True)
+        self.log("test/loss_ratio_copy", loss / copy.clamp_min(1e-12), batch_size=B, sync_dist=True)
+
+    # --------------------------------------------------------------------------------- optimizers
+
+    def _no_decay(self) -> set[int]:
+        """Norms, biases, embeddings of size < 2D, and the TTT inner model's initial weights."""
+        skip = {id(p) for p in self.parameters() if p.dim() < 2}
+        for m in self.modules():
+            if isinstance(m, TTTLayer):
+                skip |= {id(p) for p in (*m.inner_params(), m.ln_weight, m.ln_bias, m.token_scale_delta)}
+            if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
+                skip |= {id(p) for p in m.parameters()}
+        return skip
+
+    def configure_optimizers(self):
+        skip = self._no_decay()
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if id(p) not in skip], "weight_decay": self.hparams.weight_decay},
+            {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0},
+        ]
+        opt = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup, floor = min(self.hparams.warmup_steps, total // 2), self.hparams.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

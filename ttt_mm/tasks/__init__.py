@@ -1,0 +1,2 @@
+"""Entry points: ``train`` (fit then test), ``embed`` and ``evaluate``; each keeps ``run(cfg)`` apart
+from its Hydra ``main`` so tests can call it with a composed config."""

@@ -1,0 +1,100 @@
+"""``python train.py [overrides]``: build data, model, callbacks, loggers and trainer from the config, fit.
+
+Config errors end in one ``error:`` line and exit code 2 rather than a deep traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _run_dir(ckpt_path: str | None, default: str) -> str:
+    """Resuming from ``<run>/checkpoints/<name>.ckpt`` continues in ``<run>``; otherwise ``default``."""
+    if not ckpt_path:
+        return default
+    return str(Path(ckpt_path).resolve().parent.parent)
+
+
+OmegaConf.register_new_resolver("run_dir", _run_dir, replace=True)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message says which key and why."""
+
+
+def check(cfg: DictConfig) -> None:
+    """Catch the mistakes that would otherwise surface deep inside a run."""
+    for key in ("data", "model", "trainer"):
+        if key not in cfg or cfg[key] is None:
+            raise ConfigError(f"config group '{key}' is missing")
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist")
+    batch = cfg.data.get("batch_size")
+    if batch is not None and int(batch) < 1:
+        raise ConfigError(f"data.batch_size must be >= 1; got {batch}")
+
+
+def build(cfg: DictConfig):
+    """Instantiate every part; returns (datamodule, model, trainer)."""
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def run(cfg: DictConfig) -> dict:
+    """Fit (and optionally test); returns the final metrics and where things were written."""
+    check(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = build(cfg)
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.get("test"):
+        trainer.test(model, datamodule=datamodule, ckpt_path="best" if trainer.checkpoint_callback else None)
+        metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
+    ckpt = trainer.checkpoint_callback
+    out = {
+        "metrics": metrics,
+        "run_dir": cfg.paths.output_dir,
+        "best_ckpt": getattr(ckpt, "best_model_path", None) or None,
+        "last_ckpt": (getattr(ckpt, "last_model_path", None) or None),
+        "log_dirs": [lg.log_dir for lg in trainer.loggers],
+    }
+    return out
+
+
+def report(out: dict) -> None:
+    shown = {k: out["metrics"][k] for k in sorted(out["metrics"]) if k.startswith(("val/", "test/"))}
+    lines = [
+        "run directory:   " + str(out["run_dir"]),
+        "last checkpoint: " + str(out["last_ckpt"]),
+        "best checkpoint: " + str(out["best_ckpt"]),
+        "logs:            " + ", ".join(map(str, out["log_dirs"])),
+        *(f"{k}: {v:.4f}" for k, v in shown.items()),
+    ]
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        report(run(cfg))
+    except (ConfigError, InstantiationException) as err:
+        message = str(err).strip().splitlines()
+        print("error: " + " | ".join(line for line in message if line), file=sys.stderr)
+        sys.exit(2)
+    log.debug("resolved config:\n%s", OmegaConf.to_yaml(cfg))

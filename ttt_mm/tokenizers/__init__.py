@@ -1,0 +1,22 @@
+"""Tokenizers: media batches to token sequences with timestamps, modality ids and targets.
+
+Token rates of the defaults (tokens per second of media; a step is what ``tokens_per_step`` covers):
+
+==========================================================  ==========  ============  ==========
+tokenizer (defaults)                                        tokens/s    tokens/step   target_dim
+==========================================================  ==========  ============  ==========
+AudioTokenizer: 16 kHz, 10 ms hop, 80 mels, 4 frames/token  25          1 (0.04 s)    320
+VideoTokenizer: 8 fps, 128 px, patch 16, tubelet 2          256         64 (0.25 s)   1536
+VideoTokenizer at 64 px / 32 px (fast CPU runs)             64 / 16     16 / 4        1536
+AVTokenizer: audio at 5 frames/token (20/s) + video         276         69 (0.25 s)   1536
+==========================================================  ==========  ============  ==========
+
+An hour of media is 90,000 audio tokens, 921,600 video tokens or 993,600 audio-visual tokens.
+"""
+
+from ttt_mm.tokenizers.audio import AudioTokenizer
+from ttt_mm.tokenizers.av import AVTokenizer
+from ttt_mm.tokenizers.base import AUDIO, VIDEO, Tokenizer, Tokens, cat_tokens
+from ttt_mm.tokenizers.video import VideoTokenizer
+
+__all__ = ["AUDIO", "VIDEO", "AVTokenizer", "AudioTokenizer", "Tokenizer", "Tokens", "VideoTokenizer", "cat_tokens"]

@@ -1,0 +1,114 @@
+"""Audio and video in one sequence, interleaved step by step, with modality embeddings.
+
+Step ``k`` covers ``[k, k + 1) * seconds_per_step`` (one video tubelet): first the audio tokens of
+that interval, then the step's video patches. Every step has the same layout, so the token
+``tokens_per_step`` positions later is the same slot one step later. That needs a whole number of
+audio tokens per step: with 8 fps and tubelets of 2 frames a step is 0.25 s, and 4 mel frames per
+token (0.04 s) would give 6.25, so the default audio tokenizer here uses 5 frames per token
+(20 tokens/s, 5 per step); any other mismatch raises with the numbers.
+
+Targets of the two modalities differ in size (audio ``frames_per_token * n_mels``, video
+``tubelet * patch**2 * 3``); both are zero-padded to ``target_dim`` = the larger, and
+``target_dims[modality]`` says how many leading entries are real: compute losses on those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ttt_mm.tokenizers.audio import AudioTokenizer
+from ttt_mm.tokenizers.base import AUDIO, VIDEO, Tokenizer, Tokens, batch_start
+from ttt_mm.tokenizers.video import VideoTokenizer
+
+
+class AVTokenizer(Tokenizer):
+    """Interleaves an `AudioTokenizer` and a `VideoTokenizer` of the same width ``dim``.
+
+    Defaults: audio 16 kHz / 80 mels / 5 frames per token, video 8 fps / 128 px / patch 16 /
+    tubelet 2: 5 audio + 64 video = 69 tokens per 0.25 s step, 276 tokens/s, ``target_dim`` 1536.
+    """
+
+    def __init__(self, dim: int = 256, audio: AudioTokenizer | None = None, video: VideoTokenizer | None = None) -> None:
+        super().__init__()
+        audio = AudioTokenizer(dim=dim, frames_per_token=5) if audio is None else audio
+        video = VideoTokenizer(dim=dim) if video is None else video
+        if audio.dim != dim or video.dim != dim:
+            raise ValueError(f"audio dim {audio.dim} and video dim {video.dim} must both equal dim {dim}")
+        per_step = video.seconds_per_step / audio.seconds_per_step
+        if abs(per_step - round(per_step)) > 1e-9 or round(per_step) < 1:
+            raise ValueError(
+                f"a video step lasts {video.seconds_per_step} s and an audio token {audio.seconds_per_step} s, "
+                f"giving {per_step:g} audio tokens per step; choose frames_per_token, hop_length, fps or "
+                "tubelet so that this is a whole number (e.g. frames_per_token=5 at 8 fps, tubelet 2)"
+            )
+        self.audio, self.video, self.dim = audio, video, dim
+        self.audio_per_step = round(per_step)
+        self.tokens_per_step = self.audio_per_step + video.tokens_per_step
+        self.seconds_per_step = video.seconds_per_step
+        self.tokens_per_second = self.tokens_per_step / self.seconds_per_step
+        self.target_dims = {AUDIO: audio.target_dim, VIDEO: video.target_dim}
+        self.target_dim = max(self.target_dims.values())
+        self.modality_embed = nn.Embedding(2, dim)
+        nn.init.normal_(self.modality_embed.weight, std=0.02)
+
+    def _steps(self, tokens: Tokens, per_step: int, steps: int) -> dict[str, Tensor]:
+        """Tokens cut to whole steps, zero-padded to ``steps``, shaped ``[B, steps, per_step, ...]``."""
+        b, n = tokens.mask.shape
+        keep = min(n // per_step, steps) * per_step
+        stats = tokens.target_stats
+        if stats is None:  # audio targets are not normalized per token: mean 0, std 1
+            stats = torch.stack([torch.zeros(b, n, 3), torch.ones(b, n, 3)], dim=2).to(tokens.targets)
+        out = {}
+        for name, value in (
+            ("embeddings", tokens.embeddings),
+            ("targets", F.pad(tokens.targets, (0, self.target_dim - tokens.targets.shape[-1]))),
+            ("mask", tokens.mask),
+            ("stats", stats),
+        ):
+            value = value[:, :keep]
+            fill = value.new_zeros((b, steps * per_step - keep) + value.shape[2:])
+            value = torch.cat([value, fill], dim=1)
+            out[name] = value.reshape((b, steps, per_step) + value.shape[2:])
+        return out
+
+    def forward(self, batch: Mapping[str, Any]) -> Tokens:
+        """``[B, steps * tokens_per_step]`` tokens; a step missing one modality is masked for it."""
+        audio, video = self.audio(batch), self.video(batch)
+        steps = max(audio.mask.shape[1] // self.audio_per_step, video.mask.shape[1] // self.video.tokens_per_step)
+        a = self._steps(audio, self.audio_per_step, steps)
+        v = self._steps(video, self.video.tokens_per_step, steps)
+        merged = {name: torch.cat([a[name], v[name]], dim=2).flatten(1, 2) for name in a}
+
+        device = merged["mask"].device
+        slot = torch.arange(self.tokens_per_step, device=device)
+        modality = (slot >= self.audio_per_step).long()  # AUDIO = 0, VIDEO = 1
+        offset = torch.where(modality == AUDIO, slot * self.audio.seconds_per_step, 0.0)
+        clock = torch.arange(steps, device=device)[:, None] * self.seconds_per_step + offset  # [steps, per_step]
+        start = batch_start(batch, merged["mask"].shape[0], device)
+        mask = merged["mask"]
+        return Tokens(
+            embeddings=merged["embeddings"] + self.modality_embed(modality).repeat(steps, 1) * mask[..., None],
+            targets=merged["targets"],
+            timestamps=(start[:, None] + clock.reshape(1, -1)).float(),
+            modality=modality.repeat(steps).expand_as(mask).clone(),
+            mask=mask,
+            target_stats=merged["stats"],
+        )
+
+    def invert(self, targets: Tensor, target_stats: Tensor | None = None) -> dict[str, Tensor]:
+        """``{"audio": log-mel [B, F, n_mels], "video": uint8 [B, T, 3, S, S]}`` from AV targets."""
+        b, n, _ = targets.shape
+        if n % self.tokens_per_step:
+            raise ValueError(f"{n} tokens is not a whole number of steps of {self.tokens_per_step}")
+        steps = targets.reshape(b, n // self.tokens_per_step, self.tokens_per_step, -1)
+        audio = steps[:, :, : self.audio_per_step, : self.audio.target_dim].flatten(1, 2)
+        video = steps[:, :, self.audio_per_step :, : self.video.target_dim].flatten(1, 2)
+        stats = None
+        if target_stats is not None:
+            stats = target_stats.reshape(b, -1, self.tokens_per_step, 2, 3)[:, :, self.audio_per_step :].flatten(1, 2)
+        return self.audio.invert(audio) | self.video.invert(video, stats)
