@@ -15,7 +15,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from .backbone import Backbone, BackboneState, reset_rows
@@ -25,13 +25,16 @@ LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 PREDICT = ("next_token", "next_step")
 
 
-def _plain(cfg: Mapping | None) -> dict | None:
-    """Config -> plain dict (resolved), so hyperparameters pickle and print cleanly."""
-    if cfg is None:
-        return None
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return dict(cfg)
+def _plain(value: Any) -> Any:
+    """Config nodes -> plain (resolved) dicts and lists, so that checkpoints hold only builtin types
+    and load with ``torch.load(weights_only=True)``."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 class SequenceModel(L.LightningModule):
@@ -67,9 +70,7 @@ class SequenceModel(L.LightningModule):
             raise ValueError(f"predict must be one of {PREDICT}; got {predict!r}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {loss!r}")
-        self.save_hyperparameters({"tokenizer": _plain(tokenizer), "backbone": _plain(backbone)} | {
-            k: v for k, v in locals().items() if k not in ("self", "tokenizer", "backbone", "__class__")
-        })  # fmt: skip
+        self.save_hyperparameters({k: _plain(v) for k, v in locals().items() if k not in ("self", "__class__")})
         self.tokenizer = instantiate(self.hparams.tokenizer)
         self.backbone: Backbone = instantiate(self.hparams.backbone)
         if self.tokenizer.dim != self.backbone.dim:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ttt_mm.data import ClipInfo, EpochSampler, MediaError, ReadSpec, SequentialWindows, SyntheticClip, SyntheticSource, WindowDataset, collate, iter_windows
+from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SequentialWindows, SyntheticClip, SyntheticSource, WindowDataset, collate, iter_windows
 from ttt_mm.data.datasets import clip_span, read_item
 from ttt_mm.tokenizers import AudioTokenizer, AVTokenizer, VideoTokenizer, cat_tokens
 
@@ -31,15 +31,6 @@ def test_short_clips_are_read_whole(media):
     dataset = WindowDataset([ClipInfo(str(media["av"]), start=0.5, end=1.75)], clip_seconds=4.0, spec=SPEC)
     item = dataset[0]
     assert item["start"] == 0.5 and len(item["video"]) == 10 and len(item["audio"]) == 20000
-
-
-def test_epoch_sampler_pairs_indices_with_the_epoch():
-    sampler = EpochSampler(5, shuffle=True, seed=1)
-    sampler.set_epoch(3)
-    pairs = list(sampler)
-    assert sorted(i for i, _ in pairs) == list(range(5)) and {e for _, e in pairs} == {3}
-    sampler.set_epoch(4)
-    assert [i for i, _ in sampler] != [i for i, _ in pairs]  # a new order each epoch
 
 
 def test_evaluation_walks_files_in_order_whole(media):

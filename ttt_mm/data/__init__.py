@@ -6,7 +6,7 @@ workers do not pay for importing Lightning.
 
 from typing import Any
 
-from ttt_mm.data.datasets import EpochSampler, ReadSpec, SequentialWindows, WindowDataset, collate, iter_windows
+from ttt_mm.data.datasets import ReadSpec, SequentialWindows, WindowDataset, collate, iter_windows
 from ttt_mm.data.io import MediaError, MediaInfo, probe, read_audio, read_video
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import (
@@ -22,7 +22,6 @@ from ttt_mm.data.synthetic import SyntheticClip
 __all__ = [
     "ClassFolderSource",
     "ClipInfo",
-    "EpochSampler",
     "FolderSource",
     "LibriSpeechSource",
     "ManifestSource",

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ttt_mm.data.datasets import EpochSampler, ReadSpec, SequentialWindows, WindowDataset, collate
+from ttt_mm.data.datasets import ReadSpec, SequentialWindows, WindowDataset, collate
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClipInfo, ClipSource, SyntheticSource
+from ttt_mm.data.training import ResumableSampler, StreamWindows
 
 SPLITS = ("train", "val", "test")
 
@@ -24,7 +25,8 @@ SPLITS = ("train", "val", "test")
 class MediaDataModule(L.LightningDataModule):
     """Batches of media windows (see `ttt_mm.data.datasets.collate` for the keys).
 
-    ``clip_seconds`` is the training window; evaluation walks each val/test clip whole in windows
+    ``clip_seconds`` is the training window (random windows of random clips; with ``stream`` each
+    batch row instead walks whole clips window by window, for training with carried state); evaluation walks each val/test clip whole in windows
     of ``eval_window_seconds`` (default ``clip_seconds``), which should be a multiple of the
     tokenizer's ``seconds_per_step``. The default source is the synthetic audio-visual set.
     """
@@ -51,6 +53,8 @@ class MediaDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         timeout: float = 0.0,
+        stream: bool = False,
+        root: str | None = None,
     ) -> None:
         super().__init__()
         self.source = SyntheticSource() if source is None else source
@@ -63,6 +67,7 @@ class MediaDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.skip_list_path, self.max_retries = skip_list, max_retries
+        self.stream, self.root = stream, root
         self.splits: dict[str, list[ClipInfo]] = {}
         self.skips: SkipList | None = None
 
@@ -96,9 +101,26 @@ class MediaDataModule(L.LightningDataModule):
             timeout=self.timeout if self.num_workers > 0 else 0.0,
         )
 
+    def _position(self) -> tuple[int, int, int]:
+        """(optimizer steps done, rank, world size): where a resumed run's data continues."""
+        trainer = self.trainer
+        if trainer is None or not hasattr(trainer, "global_step"):
+            return 0, 0, 1
+        return trainer.global_step * trainer.accumulate_grad_batches, trainer.global_rank, trainer.world_size
+
     def train_dataloader(self) -> DataLoader:
+        """Endless: training is counted in steps, and a resumed run continues with the next batch."""
+        steps, rank, world = self._position()
+        if self.stream:
+            dataset = StreamWindows(
+                self.splits["train"], self.clip_seconds, self.batch_size, self.spec, self.seed, self.skips,
+                start_step=steps, rank=rank, world=world,
+            )  # fmt: skip
+            # one process walks all rows in order: more workers would each repeat the same stream
+            return DataLoader(dataset, batch_size=None, num_workers=min(self.num_workers, 1), pin_memory=self.pin_memory)
         dataset = WindowDataset(self.splits["train"], self.clip_seconds, self.spec, self.seed, self.skips, self.max_retries)
-        return self._loader(dataset, self.batch_size, EpochSampler(len(dataset), shuffle=True, seed=self.seed))
+        sampler = ResumableSampler(len(dataset), self.seed, start=steps * self.batch_size, rank=rank, world=world)
+        return self._loader(dataset, self.batch_size, sampler)
 
     def _eval(self, split: str) -> DataLoader:
         dataset = SequentialWindows(self.splits[split], self.eval_window_seconds, self.spec, self.skips)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ttt_mm.data import io
 from ttt_mm.data.io import MediaError
@@ -139,32 +139,11 @@ def collate(items: Sequence[dict]) -> dict:
     return batch
 
 
-class EpochSampler(Sampler):
-    """Shuffled indices paired with the epoch, ``(index, epoch)``, so that random windows change
-    every epoch yet depend only on (seed, epoch, index), whatever the number of workers.
-
-    Lightning calls `set_epoch` before each epoch.
-    """
-
-    def __init__(self, size: int, shuffle: bool = True, seed: int = 0) -> None:
-        self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size) if self.shuffle else range(self.size)
-        return iter([(int(i), self.epoch) for i in order])
-
-
 class WindowDataset(Dataset):
     """Training: item ``i`` is a random window of ``clip_seconds`` from clip ``i`` (whole clip if shorter).
 
     The window start is on the ``1 / fps`` grid and drawn from ``(seed, epoch, i)``; index with
-    ``(i, epoch)`` (as `EpochSampler` does) or a plain ``i`` for epoch 0.
+    ``(i, epoch)`` (as `ttt_mm.data.training.ResumableSampler` does) or a plain ``i`` for epoch 0.
     """
 
     def __init__(

@@ -14,6 +14,7 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -60,6 +61,10 @@ def run(cfg: DictConfig) -> dict:
     check(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
+        datamodule.setup("fit")
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"data: {err}") from None
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -89,12 +94,24 @@ def report(out: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
+def config_error_message(err: BaseException) -> str:
+    """The root cause of a (nested) instantiation error and the config key it came from, on one line."""
+    key = next((line.split(":", 1)[1].strip() for line in str(err).splitlines() if line.startswith("full_key:")), None)
+    while err.__cause__ is not None:
+        err = err.__cause__
+    where = f" (config key '{key}')" if key else ""
+    return f"{err}{where}" if isinstance(err, (ConfigError, InstantiationException)) else f"{type(err).__name__}: {err}{where}"
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     try:
         report(run(cfg))
     except (ConfigError, InstantiationException) as err:
-        message = str(err).strip().splitlines()
-        print("error: " + " | ".join(line for line in message if line), file=sys.stderr)
+        print("error: " + config_error_message(err), file=sys.stderr)
+        sys.exit(2)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", None) or str(err)
+        print(f"error: {key} must be set, e.g. {key}=/path/to/your/data", file=sys.stderr)
         sys.exit(2)
     log.debug("resolved config:\n%s", OmegaConf.to_yaml(cfg))

@@ -1,0 +1,63 @@
+"""Training orders: the endless resumable sampler and per-row streams of whole clips."""
+
+import itertools
+
+import pytest
+
+from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip
+from ttt_mm.data.training import ResumableSampler, StreamWindows
+
+SPEC = ReadSpec(sample_rate=8000, fps=8.0, size=32)
+
+
+def test_sampler_visits_every_clip_once_per_epoch_and_resumes_exactly():
+    sampler = ResumableSampler(5, seed=3)
+    pairs = list(itertools.islice(sampler, 15))
+    for epoch in range(3):
+        chunk = pairs[5 * epoch : 5 * epoch + 5]
+        assert sorted(i for i, _ in chunk) == list(range(5)) and {e for _, e in chunk} == {epoch}
+    assert [i for i, _ in pairs[:5]] != [i for i, _ in pairs[5:10]]
+    assert list(itertools.islice(ResumableSampler(5, seed=3, start=7), 8)) == pairs[7:15]
+
+
+def test_ranks_split_the_stream_without_overlap():
+    ranks = [list(itertools.islice(ResumableSampler(6, seed=0, rank=r, world=2), 3)) for r in range(2)]
+    assert sorted(i for r in ranks for i, _ in r) == list(range(6))
+
+
+def clips(durations):
+    return [ClipInfo(SyntheticClip(0, i, d), end=d, key=str(i)) for i, d in enumerate(durations)]
+
+
+def test_stream_rows_walk_whole_clips_in_order_and_flag_new_clips():
+    stream = StreamWindows(clips([2.0, 3.0, 1.0]), window_seconds=1.0, batch_size=2, spec=SPEC, seed=1)
+    batches = list(itertools.islice(stream, 6))
+    for row in range(2):
+        walk = [(b["path"][row], float(b["start"][row]), bool(b["reset"][row])) for b in batches]
+        for (path, start, reset), (prev_path, prev_start, _) in zip(walk[1:], walk[:-1]):
+            if reset:
+                assert start == 0.0  # a new clip starts at its beginning
+            else:
+                assert path == prev_path and start == prev_start + 1.0  # the next window of the same clip
+        assert walk[0][2]  # the first batch starts every row afresh
+    assert all(b["audio"].shape[1] == 8000 and b["video"].shape[1] == 8 for b in batches)
+
+
+def test_stream_resumes_at_a_step_without_decoding_the_skipped_windows():
+    full = list(itertools.islice(StreamWindows(clips([2.0, 3.0, 1.0, 2.0]), 1.0, 2, SPEC, seed=1), 5))
+    resumed = list(itertools.islice(StreamWindows(clips([2.0, 3.0, 1.0, 2.0]), 1.0, 2, SPEC, seed=1, start_step=3), 2))
+    for a, b in zip(full[3:], resumed):
+        assert a["path"] == b["path"] and a["start"].tolist() == b["start"].tolist()
+    assert resumed[0]["reset"].all()  # carried state is not in the checkpoint: rows restart
+
+
+def test_stream_skips_unreadable_clips(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    spec = ReadSpec(modalities=("audio",), sample_rate=8000)
+    stream = StreamWindows([ClipInfo(str(bad)), *clips([2.0])], 1.0, 1, spec, skip_list=str(tmp_path / "skip.tsv"))
+    batch = next(iter(stream))
+    assert batch["path"] == ["synthetic/seed=0/index=0"] and bool(batch["reset"][0])
+    assert "bad.wav" in (tmp_path / "skip.tsv").read_text()
+    with pytest.raises(ValueError, match="no clips"):
+        StreamWindows([], 1.0, 1, spec)

@@ -1,0 +1,135 @@
+"""Training orders that survive a restart: an endless, seeded stream of random windows, and
+streams of consecutive windows (whole files as one context) for training with carried state.
+
+Both are pure functions of (seed, position), so a run resumed from a checkpoint at optimizer step
+``n`` continues with exactly the data it would have seen, and each distributed rank takes its own
+share without a distributed sampler.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, Sampler
+
+from ttt_mm.data.datasets import ReadSpec, clip_span, collate, read_item
+from ttt_mm.data.io import MediaError
+from ttt_mm.data.skiplist import SkipList
+from ttt_mm.data.sources import ClipInfo
+
+log = logging.getLogger(__name__)
+
+
+def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled clip order of one pass over the training clips."""
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+class ResumableSampler(Sampler):
+    """Endless ``(index, epoch)`` pairs for `WindowDataset`, starting at per-rank position ``start``.
+
+    Global position ``g = p * world + rank`` is clip ``epoch_order(epoch)[g % size]`` of epoch
+    ``g // size``. It has no length: training is counted in steps (``trainer.max_steps``).
+    """
+
+    def __init__(self, size: int, seed: int = 0, start: int = 0, rank: int = 0, world: int = 1) -> None:
+        if size < 1:
+            raise ValueError("no training clips to sample from")
+        self.size, self.seed, self.start, self.rank, self.world = size, seed, start, rank, world
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        p, cached = self.start, (None, None)
+        while True:
+            epoch, i = divmod(p * self.world + self.rank, self.size)
+            if cached[0] != epoch:
+                cached = (epoch, epoch_order(self.size, self.seed, epoch))
+            yield int(cached[1][i]), epoch
+            p += 1
+
+
+class StreamWindows(IterableDataset):
+    """Batches in which row ``r`` walks its own run of clips, window by window, in order.
+
+    Yields collated batches (use ``DataLoader(batch_size=None)``) with ``batch["reset"] [B]`` true
+    where a row starts a new clip: the model restarts that row's state and carries the others.
+    Clips come from the seeded epoch orders, row ``r`` of rank ``k`` taking every ``B * world``-th.
+    ``start_step`` batches are skipped by arithmetic over clip durations, without decoding.
+    A clip that fails is logged, recorded in the skip list, and its row moves on to the next clip.
+    """
+
+    def __init__(
+        self,
+        clips: Sequence[ClipInfo],
+        window_seconds: float,
+        batch_size: int,
+        spec: ReadSpec,
+        seed: int = 0,
+        skip_list: SkipList | str | None = None,
+        start_step: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        self.skips = skip_list if isinstance(skip_list, SkipList) else SkipList(skip_list)
+        self.clips = [c for c in clips if c.name not in self.skips]
+        if not self.clips:
+            raise ValueError("no clips to stream")
+        self.window, self.batch_size, self.spec, self.seed = window_seconds, batch_size, spec, seed
+        self.start_step, self.rank, self.world = start_step, rank, world
+
+    def _row_clips(self, row: int) -> Iterator[ClipInfo]:
+        lane, lanes = row * self.world + self.rank, self.batch_size * self.world
+        p = lane
+        while True:
+            epoch, i = divmod(p, len(self.clips))
+            yield self.clips[int(epoch_order(len(self.clips), self.seed, epoch)[i])]
+            p += lanes
+
+    def _row_windows(self, row: int) -> Iterator[tuple[ClipInfo, float, float, bool]]:
+        """``(clip, start, duration, first)`` for every window of the row, in order; unreadable clips left out."""
+        failures = 0
+        for clip in self._row_clips(row):
+            if clip.name in self.skips:
+                continue
+            try:
+                start, end = clip_span(clip, self.spec)
+            except MediaError as exc:
+                self.skips.add(exc.path, exc.reason)
+                failures += 1
+                if failures > 8 * len(self.clips):
+                    raise RuntimeError("no readable clip left to stream") from exc
+                continue
+            for k in range(math.ceil((end - start) / self.window - 1e-9)):
+                t = start + k * self.window
+                yield clip, t, min(self.window, end - t), k == 0
+
+    def __iter__(self) -> Iterator[dict]:
+        rows = [self._row_windows(r) for r in range(self.batch_size)]
+        for _ in range(self.start_step):  # fast-forward without decoding
+            for windows in rows:
+                next(windows)
+        first_step = True
+        while True:
+            items, reset = [], []
+            for windows in rows:
+                restart = first_step  # a resumed run starts every row's state afresh
+                while True:
+                    clip, start, duration, first = next(windows)
+                    if clip.name in self.skips:  # failed earlier in this clip: leave the rest of it
+                        restart = True
+                        continue
+                    try:
+                        items.append(read_item(clip, start, duration, self.spec))
+                    except MediaError as exc:
+                        self.skips.add(exc.path, exc.reason)
+                        restart = True
+                        continue
+                    reset.append(first or restart)
+                    break
+            first_step = False
+            batch = collate(items)
+            batch["reset"] = torch.tensor(reset)
+            yield batch

@@ -1,0 +1,255 @@
+"""``python -m ttt_mm.tasks.embed ckpt=<path> input=<file|folder|manifest> output=<dir> [key=value ...]``
+
+Embeds every input with a trained checkpoint, streaming each file window by window with the
+backbone state carried (constant memory, the same rows as one pass over the file), and writes per
+input ``<output>/<relative path>.npy`` (rows ``[N, D]``) and ``.json`` (timestamps, pooled vector,
+provenance; see `ttt_mm.embed_files`). ``input`` is a media file, a folder (searched recursively by
+extension) or a CSV/JSONL manifest (``path`` and optional ``start``, ``end``, ``label`` columns, as
+``python -m ttt_mm.data.probe`` writes). Options are in ``conf/embed.yaml``. Quote paths with
+characters Hydra parses (``'input="/data/clip (1).mp4"'``).
+
+Finished outputs are skipped unless ``overwrite=true``. A file that cannot be read is reported and
+the others go on; the run ends with a summary listing every failed file and its reason, and exits
+with status 1 if any failed (2 for a config error, 130 when interrupted). A single bad input gives
+one ``error: <file>: <reason>`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from ttt_mm.data.guard import native_stderr_silenced
+from ttt_mm.data.io import MediaError
+from ttt_mm.data.sources import MEDIA_EXTENSIONS, ClipInfo, FolderSource, ManifestSource
+from ttt_mm.embed_files import DTYPES, NpyRowWriter, config_hash, temporary_path, write_json
+from ttt_mm.embedder import POOLS, Embedder, load_parts
+
+log = logging.getLogger("ttt_mm.embed")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message says which key and why."""
+
+
+class InputError(ValueError):
+    """An input that was read but gives nothing to write (too short, values not finite)."""
+
+
+@dataclass
+class Summary:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    single: bool = False  # the input was one file
+
+    def report(self, output: str) -> str:
+        lines = [f"embedded {len(self.written)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)} -> {output}"]
+        if self.failed:
+            lines.append(f"{len(self.failed)} failed:")
+            lines += [f"  {name}: {reason}" for name, reason in self.failed]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- inputs
+
+
+def list_inputs(path: str, extensions: tuple[str, ...]) -> tuple[list[ClipInfo], bool]:
+    """The clips to embed and whether ``path`` was a single media file."""
+    target = Path(path)
+    if target.is_dir():
+        clips = FolderSource(str(target), extensions).clips()
+        if not clips:
+            raise ConfigError(f"input={path}: no files with extensions {' '.join(extensions)} under it")
+        return clips, False
+    if target.is_file() and target.suffix.lower() in MANIFEST_SUFFIXES:
+        try:
+            return ManifestSource(str(target)).clips(), False
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"input={path}: not a readable manifest: {exc}") from None
+    if target.exists() or target.is_symlink():
+        return [ClipInfo(str(target), key=target.name)], True
+    raise ConfigError(f"input={path} does not exist")
+
+
+def output_stem(clip: ClipInfo, output: Path) -> Path:
+    """``<output>/<key>[@start-end]``: the key is the path relative to the input folder or manifest
+    (absolute manifest paths lose their root, ``..`` becomes ``__``)."""
+    parts = [("__" if p == ".." else p) for p in PurePosixPath(clip.key or Path(clip.name).name).parts if p not in ("/", ".")]
+    stem = output.joinpath(*parts)
+    if clip.start or clip.end is not None:
+        end = "end" if clip.end is None else f"{clip.end:g}"
+        stem = stem.with_name(f"{stem.name}@{clip.start:g}-{end}")
+    return stem
+
+
+def _paths(stem: Path) -> tuple[Path, Path]:
+    return stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".json")
+
+
+# ----------------------------------------------------------------------------------------- embed
+
+
+def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype: str, progress: bool = False) -> dict:
+    """Stream one clip into ``<stem>.npy`` and ``<stem>.json``; returns the sidecar.
+
+    Raises `MediaError` (unreadable) or `InputError`; nothing is left at the final names then.
+    """
+    with native_stderr_silenced():  # libsndfile's mp3 decoder prints its own notes on a bad file
+        first, end = embedder.span(clip.media, clip.start, clip.end)
+    npy, sidecar = _paths(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(npy)
+    stream = embedder.stream(first)
+    bar = tqdm(total=round(end - first, 2), unit="s", desc=Path(clip.name).name[-30:], leave=False, disable=not progress or None)
+    try:
+        with open(tmp, "wb") as f:
+            writer = NpyRowWriter(f, embedder.dim, dtype)
+            done = first
+            try:
+                for batch in embedder.windows(clip.media, clip.start, clip.end):
+                    writer.write(stream.push(batch)[0].numpy())
+                    reached = min(float(batch["start"][0]) + embedder.window_seconds, end)
+                    bar.update(round(reached - done, 2))
+                    done = reached
+                writer.write(stream.finish()[0].numpy())
+            except ValueError as exc:  # values that do not fit the dtype
+                raise InputError(str(exc)) from None
+            writer.close()
+        if stream.num_tokens == 0:
+            raise InputError(f"no whole token step in {end - first:.3f} s (a step is {embedder.seconds_per_step} s)")
+        pooled = stream.pooled()
+        data = meta | {
+            "source": os.path.abspath(clip.name),
+            "start": first,
+            "end": end,
+            "duration": end - first,
+            "embeddings": npy.name,
+            "shape": [writer.rows, embedder.dim],
+            "dtype": dtype,
+            "tokens": stream.num_tokens,
+            "clock": stream.clock.to_json(),
+            "pooled": None if pooled is None else [float(x) for x in pooled[0]],
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if clip.label != -1:
+            data["label"] = clip.label
+        sidecar.unlink(missing_ok=True)  # an old sidecar must never describe the new rows
+        os.replace(tmp, npy)
+        write_json(sidecar, data)
+        return data
+    finally:
+        bar.close()
+        tmp.unlink(missing_ok=True)
+
+
+def _done(stem: Path, digest: str) -> bool:
+    npy, sidecar = _paths(stem)
+    if not (npy.is_file() and sidecar.is_file()):
+        return False
+    try:
+        old = json.loads(sidecar.read_text()).get("config_hash")
+    except ValueError:
+        return False  # unreadable sidecar: redo
+    if old != digest:
+        log.warning("%s was embedded with other settings (config_hash %s, now %s); overwrite=true redoes it", sidecar, old, digest)
+    return True
+
+
+def build(cfg: DictConfig) -> tuple[Embedder, dict]:
+    """The embedder and the sidecar fields shared by every input."""
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {DTYPES}; got {cfg.dtype!r}")
+    if cfg.pool is not None and cfg.pool not in POOLS:
+        raise ConfigError(f"pool must be one of {POOLS} or null; got {cfg.pool!r}")
+    if not Path(cfg.ckpt).is_file():
+        raise ConfigError(f"ckpt={cfg.ckpt} does not exist")
+    try:
+        tokenizer, backbone, hparams = load_parts(cfg.ckpt)
+        embedder = Embedder(
+            tokenizer, backbone, cfg.layer, cfg.norm, cfg.hop_seconds, cfg.pool, cfg.window_seconds, cfg.device
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    model = {"tokenizer": hparams["tokenizer"], "backbone": hparams["backbone"]}
+    options = {"layer": embedder.layer, "norm": embedder.norm, "hop_seconds": embedder.hop_seconds, "pool": embedder.pool, "dtype": cfg.dtype}
+    meta = {
+        "checkpoint": os.path.abspath(cfg.ckpt),
+        "config_hash": config_hash(model, options),
+        **options,
+        "depth": backbone.depth,
+        "window_seconds": embedder.window_seconds,
+        "modalities": list(embedder.modalities),
+        "model": model,
+    }
+    return embedder, meta
+
+
+def run(cfg: DictConfig) -> Summary:
+    """Embed every input of ``cfg.input`` into ``cfg.output``; bad files are collected, not raised."""
+    for key in ("ckpt", "input", "output"):
+        if OmegaConf.is_missing(cfg, key) or not cfg[key]:
+            raise ConfigError(f"{key}=<path> is required")
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    extensions = tuple(cfg.extensions) if cfg.extensions else MEDIA_EXTENSIONS
+    clips, single = list_inputs(str(cfg.input), extensions)
+    embedder, meta = build(cfg)
+    output = Path(cfg.output)
+    summary = Summary(single=single)
+    progress = bool(cfg.progress)
+    bar = tqdm(clips, unit="file", desc="embed", disable=not progress or len(clips) == 1 or None)
+    with logging_redirect_tqdm():
+        for clip in bar:
+            stem = output_stem(clip, output)
+            if not cfg.overwrite and _done(stem, meta["config_hash"]):
+                summary.skipped.append(clip.name)
+                continue
+            try:
+                embed_one(embedder, clip, stem, meta, cfg.dtype, progress)
+            except (MediaError, InputError) as exc:
+                reason = exc.reason if isinstance(exc, MediaError) else str(exc)
+                summary.failed.append((clip.name, reason))
+                if not single:
+                    log.warning("failed: %s: %s", clip.name, reason)
+                bar.set_postfix(failed=len(summary.failed))
+            else:
+                summary.written.append(clip.name)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="embed")
+def main(cfg: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", stream=sys.stderr)
+    try:
+        summary = run(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished outputs are kept, the file in progress was not written", file=sys.stderr)
+        sys.exit(130)
+    if summary.single and summary.failed:
+        name, reason = summary.failed[0]
+        print(f"error: {name}: {reason}", file=sys.stderr)
+        sys.exit(1)
+    print(summary.report(str(cfg.output)), file=sys.stderr)
+    if summary.failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
