@@ -160,3 +160,18 @@ def test_missing_or_wrong_data_paths_are_clear_errors(overrides, message, tmp_pa
     done = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={tmp_path}"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_long_context_training_carries_state_across_windows(tmp_path):
+    cfg = compose_train(tmp_path, ["experiment=long_context", "debug=default", "data.clip_seconds=4.0", "data.batch_size=2",
+                                   "data.source.num_clips=6", "data.source.duration=8.0", "trainer.max_steps=4",
+                                   "trainer.val_check_interval=4", "data.eval_window_seconds=4.0"])  # fmt: skip
+    datamodule, model, trainer = build(cfg)
+    datamodule.setup("fit")
+    seen = []
+    original = model._carried_state
+    model._carried_state = lambda batch: seen.append(batch["reset"].clone()) or original(batch)
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 4
+    assert [r.tolist() for r in seen] == [[True, True], [False, False], [True, True], [False, False]]
+    assert model._train_state is not None  # the carried (detached) state of the last window

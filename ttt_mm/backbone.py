@@ -52,6 +52,8 @@ def reset_rows(backbone: "Backbone", state: BackboneState, rows: Tensor) -> Back
     (a new stream starts in those rows while the others go on)."""
     if not bool(rows.any()):
         return state
+    if bool(rows.all()):
+        return backbone.initial_state(rows.shape[0])
     return _merge_rows(state, backbone.initial_state(rows.shape[0]), rows)
 
 

@@ -2,6 +2,7 @@
 
     python -m ttt_mm.bench layers                      # CPU, fp32 forward, no grad
     python -m ttt_mm.bench layers --device cuda --dtype bf16
+    python -m ttt_mm.bench layers --train               # forward + backward (training cost per length)
 
 On the CPU each measurement runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``)
 belongs to that layer and length alone; on CUDA the allocator's peak is used. The table's last column
@@ -44,8 +45,15 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
     layer = build(name, args.dim, args.heads, args.mini_batch).to(device).eval()
     x = torch.randn(args.batch, T, args.dim, device=device)
     autocast = torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
-    with torch.no_grad(), autocast:
-        layer(x[:, : min(T, 256)])  # warm-up: lazy init, kernel selection
+
+    def step(inp):
+        if not args.train:
+            return layer(inp)
+        y, _ = layer(inp)
+        y.float().square().mean().backward()
+
+    with torch.set_grad_enabled(args.train), autocast:
+        step(x[:, : min(T, 256)])  # warm-up: lazy init, kernel selection
         _sync(device)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -55,7 +63,7 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
         best = float("inf")
         for _ in range(max(1, min(args.repeats, 16384 // T))):
             t0 = time.perf_counter()
-            layer(x)
+            step(x)
             _sync(device)
             best = min(best, time.perf_counter() - t0)
         if device == "cuda":
@@ -84,6 +92,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
     p.add_argument("--repeats", type=int, default=5, help="best of N (fewer at long lengths)")
+    p.add_argument("--train", action="store_true", help="time forward + backward instead of forward alone")
     p.add_argument("--worker", nargs=2, metavar=("LAYER", "T"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -98,7 +107,7 @@ def main(argv: list[str]) -> int:
         return 2
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, {args.device} {args.dtype}, dim {args.dim}, heads {args.heads}, "
-          f"K {args.mini_batch}, batch {args.batch}")  # fmt: skip
+          f"K {args.mini_batch}, batch {args.batch}, {'forward+backward' if args.train else 'forward, no grad'}")  # fmt: skip
     rows = []
     for T in args.lengths:
         for name in args.layers:
