@@ -24,6 +24,7 @@ import csv
 import json
 import logging
 import math
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,21 +63,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_models(ckpts: list[str], names: list[str] | None, device: torch.device) -> dict[str, tuple[str, SequenceModel]]:
-    """``{name: (path, model)}`` in eval mode on ``device``."""
+def load_models(
+    ckpts: list[str], names: list[str] | None, device: torch.device, weights_only: bool = True
+) -> dict[str, tuple[str, SequenceModel]]:
+    """``{name: (path, model)}`` in eval mode on ``device``. ``weights_only=False`` also unpickles
+    arbitrary objects (checkpoints written before hyperparameters were plain types): trusted files only."""
     if names is not None and len(names) != len(ckpts):
         raise ConfigError(f"names has {len(names)} entries but ckpt has {len(ckpts)}")
     out: dict[str, tuple[str, SequenceModel]] = {}
     for i, path in enumerate(ckpts):
         if not Path(path).is_file():
             raise ConfigError(f"checkpoint {path} does not exist")
-        # Lightning checkpoints are pickles (hyperparameters hold OmegaConf containers): only load trusted files
-        model = SequenceModel.load_from_checkpoint(path, map_location=device, weights_only=False).eval()
+        try:
+            model = SequenceModel.load_from_checkpoint(path, map_location=device, weights_only=weights_only).eval()
+        except pickle.UnpicklingError as err:
+            lines = str(err).strip().splitlines()
+            first = next((line.strip() for line in lines if "Unsupported global" in line), lines[0])
+            raise ConfigError(
+                f"checkpoint {path} holds objects other than tensors and plain types ({first}); "
+                "if you trust the file, pass weights_only=false"
+            ) from None
         name = names[i] if names is not None else model.hparams.backbone.get("mixer", "model")
-        if name in out:
-            if names is not None:
-                raise ConfigError(f"names must be unique; {name!r} is repeated")
-            name = f"{name}_{sum(n.split('_')[0] == name.split('_')[0] for n in out) + 1}"
+        if name in out and names is not None:
+            raise ConfigError(f"names must be unique; {name!r} is repeated")
+        base, number = name, 2
+        while name in out:  # the same mixer twice: ttt_linear, ttt_linear_2, ...
+            name, number = f"{base}_{number}", number + 1
         out[name] = (path, model)
     return out
 
@@ -124,12 +136,12 @@ def model_info(path: str, model: SequenceModel, rollout_steps: int) -> dict:
 
 
 def select_clips(datamodule, split: str, max_files: int | None) -> list[ClipInfo]:
+    if split not in ("all", "train", "val", "test"):
+        raise ConfigError(f"split must be all, train, val or test; got {split!r}")
     if split == "all":
         clips = list(datamodule.source.clips())
     else:
         datamodule.setup("validate" if split == "val" else split)
-        if split not in datamodule.splits:
-            raise ConfigError(f"split must be all, train, val or test; got {split!r}")
         clips = datamodule.splits[split]
     if not clips:
         raise ConfigError(f"no clips in split {split!r} of the data config")
@@ -316,7 +328,7 @@ def run(cfg: DictConfig) -> dict:
     torch.set_grad_enabled(False)
     datamodule = instantiate(cfg.data)
     window = cfg.get("window_seconds") or datamodule.eval_window_seconds
-    models = load_models(ckpts, names, resolve_device(str(cfg.device)))
+    models = load_models(ckpts, names, resolve_device(str(cfg.device)), bool(cfg.weights_only))
     check_data(models, datamodule.spec, float(window))
     clips = select_clips(datamodule, str(cfg.split), cfg.get("max_files"))
     skips = SkipList(datamodule.skip_list_path)

@@ -1,0 +1,273 @@
+"""Long-clip evaluation: streamed scores equal one pass, rollouts feed back exactly, and the command
+writes every output and skips bad files. Models are tiny audio-visual ones saved by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from mediafiles import write_video
+
+from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
+from ttt_mm.module import SequenceModel
+from ttt_mm.rollout import embed_targets, rollout
+from ttt_mm.scoring import ClipScorer
+from ttt_mm.tasks.evaluate import report, run
+from ttt_mm.tasks.train import CONF_DIR, ConfigError
+from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = ReadSpec(("audio", "video"), size=32)
+STEP = 9  # 5 audio + (32 / 16)^2 video tokens per 0.25 s step
+
+
+def tiny_model(mixer: str = "ttt_linear") -> SequenceModel:
+    dim = 16
+    tokenizer = {
+        "_target_": "ttt_mm.tokenizers.AVTokenizer",
+        "dim": dim,
+        "audio": {"_target_": "ttt_mm.tokenizers.AudioTokenizer", "dim": dim, "frames_per_token": 5},
+        "video": {"_target_": "ttt_mm.tokenizers.VideoTokenizer", "dim": dim, "size": 32},
+    }
+    backbone = {"_target_": "ttt_mm.backbone.Backbone", "dim": dim, "depth": 1, "num_heads": 2, "mixer": mixer, "mini_batch_size": 4}
+    return SequenceModel(tokenizer, backbone).eval()
+
+
+def save(model: SequenceModel, path: Path) -> Path:
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": lightning.__version__},
+        path,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def model() -> SequenceModel:
+    torch.manual_seed(0)
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def clip_windows():
+    clip = SyntheticClip(0, 3, 3.0)
+    return list(iter_windows(clip, 0.75, SPEC)), next(iter_windows(clip, 3.0, SPEC))
+
+
+def scores(model, windows, rollout_steps=0, keep_plot=False):
+    scorer = ClipScorer(model, "clip", rollout_steps=rollout_steps, keep_plot=keep_plot)
+    for batch in windows:
+        scorer.push(batch)
+    return scorer.finish()
+
+
+def test_streamed_scores_equal_one_pass(model, clip_windows):
+    windows, whole = clip_windows  # 0.75 s windows = 27 tokens: mini-batches of 4 straddle them
+    result = scores(model, windows)
+    with torch.no_grad():
+        tokens, pred, _ = model(whole)
+        loss, copy, n = model.losses(tokens, pred)
+    assert len(result.losses) == int(n) == 12 * STEP - STEP
+    assert result.losses[:, 0].mean() == pytest.approx(loss.item(), rel=1e-5)
+    assert result.losses[:, 1].mean() == pytest.approx(copy.item(), rel=1e-5)
+    assert result.position.tolist() == list(range(STEP, 12 * STEP))
+    assert result.seconds[:5].tolist() == pytest.approx([0.25, 0.30, 0.35, 0.40, 0.45])  # audio tokens of step 1
+    assert result.duration == 3.0 and result.tokens == 12 * STEP
+
+    # running mean, brute force: token t is predicted by the mean of tokens t - P, t - 2P, ...
+    targets = tokens.targets[0].double()
+    brute = []
+    for t in range(STEP, targets.shape[0]):
+        guess = targets[t % STEP : t - STEP + 1 : STEP].mean(0)
+        dim = 400 if t % STEP < 5 else 1536  # audio tokens: 5 frames x 80 mels are real
+        brute.append(float((guess[:dim] - targets[t, :dim]).square().mean()))
+    assert result.losses[:, 2] == pytest.approx(np.array(brute), rel=1e-4, abs=1e-6)
+
+
+def test_frames_and_mel_are_scored(model, clip_windows):
+    result = scores(model, clip_windows[0])
+    assert result.frames.shape == (11 * 2, 6)  # steps 1..11, 2 frames per tubelet
+    assert result.frames[:, 0].tolist() == list(range(2, 24))
+    assert np.isfinite(result.frames).all()
+    assert (result.frames[:, 4:] <= 1).all()  # SSIM
+    assert result.mel.shape == (11 * 5, 2) and (result.mel > 0).all()
+
+
+def test_copy_baseline_frames_are_the_previous_frames(model, clip_windows):
+    """The copy-last-frame PSNR equals a PSNR computed directly on the decoded frames."""
+    from ttt_mm.metrics import psnr
+
+    result = scores(model, clip_windows[0])
+    frames = clip_windows[1]["video"][0]  # [24, 3, 32, 32] uint8
+    direct = psnr(frames[0:22].reshape(11, 2, 3, 32, 32), frames[2:24].reshape(11, 2, 3, 32, 32)).reshape(-1)
+    assert result.frames[:, 3] == pytest.approx(direct.numpy(), abs=1e-6)
+
+
+def test_rollouts_leave_the_stream_unchanged(model, clip_windows):
+    plain = scores(model, clip_windows[0])
+    rolled = scores(model, clip_windows[0], rollout_steps=3, keep_plot=True)
+    assert np.array_equal(plain.losses, rolled.losses)
+    assert rolled.rollouts == 4  # after every window
+    # origins at steps 2, 5, 8 are scored at all 3 horizons (the one at 11 runs past the clip)
+    assert rolled.horizon_counts[:, 0].tolist() == [3, 3, 3]
+    assert rolled.horizon_counts[:, 2].tolist() == [6, 6, 6]  # PSNR: 2 frames per step
+    assert np.isfinite(rolled.horizon_sums).all()
+    assert rolled.plot is not None and len(rolled.plot["rollout"]) == 3
+
+
+@pytest.mark.parametrize("part", ["av", "audio", "video"])
+def test_feedback_embeddings_of_true_targets_are_the_tokenizer_embeddings(model, clip_windows, part):
+    whole = clip_windows[1]
+    tok = {"av": model.tokenizer, "audio": AudioTokenizer(16, frames_per_token=5), "video": VideoTokenizer(16, size=32)}[part]
+    tokens = tok(whole)
+    with torch.no_grad():
+        assert torch.allclose(embed_targets(tok, tokens.targets, tokens.target_stats), tokens.embeddings, atol=1e-5)
+
+
+def test_rollout_fed_the_truth_is_teacher_forcing(model, clip_windows):
+    whole = clip_windows[1]
+    with torch.no_grad():
+        tokens, pred, _ = model(whole)
+        _, state = model.backbone(tokens.embeddings[:, : 4 * STEP])  # context: steps 0..3
+        step4 = slice(4 * STEP, 5 * STEP)
+        out = rollout(model, state, tokens.targets[:, step4], tokens.target_stats[:, step4], steps=2)
+    # horizon 2 was predicted from the fed-back true step 4: the one-pass prediction made at step 4
+    assert torch.allclose(out[:, 1], pred[:, step4], atol=1e-4)
+
+
+def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
+    ckpt = save(model, tmp_path / "tiny.ckpt")
+    cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "data.size=64")
+    with pytest.raises(ConfigError, match="expects 8.0 fps at 32 px; data has fps=8.0, size=64"):
+        run(cfg)
+
+
+# ------------------------------------------------------------------------------------ the command
+
+
+def compose_evaluate(*overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("evaluate", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two good videos with sound, three bad files, a TTT and an attention checkpoint."""
+    root = tmp_path_factory.mktemp("evaluate")
+    media = root / "media"
+    media.mkdir()
+    write_video(media / "a.mp4", seconds=2.0, fps=8, width=64, height=48, audio_rate=16000)
+    write_video(media / "b.mp4", seconds=1.5, fps=8, width=32, height=32, audio_rate=16000)
+    write_video(media / "no_audio.mp4", seconds=2.0, fps=8, width=32, height=32, audio_rate=None)
+    (media / "empty.mp4").write_bytes(b"")
+    (media / "noise.mkv").write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    torch.manual_seed(0)
+    ttt, attention = save(tiny_model(), root / "ttt.ckpt"), save(tiny_model("attention"), root / "attention.ckpt")
+    return root, media, [ttt, attention]
+
+
+def command_args(folder, out: Path) -> list[str]:
+    _, media, ckpts = folder
+    return [
+        f"ckpt=[{','.join(map(str, ckpts))}]",
+        "data=av_folder",
+        f"data.root={media}",
+        "data.size=32",
+        f"output={out}",
+        "window_seconds=0.5",
+        "rollout_steps=2",
+        "edge_fraction=0.25",  # the first 10% of these short clips is their first, unscored step
+        "plot_clips=1",
+        "device=cpu",
+    ]
+
+
+OUTPUTS = (
+    "metrics.json",
+    "summary.csv",
+    "loss_vs_context.csv",
+    "horizons.csv",
+    "frames.csv",
+    "files.csv",
+    "loss_vs_context.png",
+    "loss_vs_context_audio.png",
+    "loss_vs_context_video.png",
+    "rollout_1.png",
+    "spectrogram_1.png",
+)
+
+
+@pytest.fixture(scope="module")
+def evaluated(folder):
+    """``run`` as the command calls it, in this process (the CLI itself is tested under ``slow``)."""
+    out = folder[0] / "out"
+    return run(compose_evaluate(*command_args(folder, out), f"paths.output_dir={out}")), out
+
+
+def test_evaluate_writes_every_output(evaluated, capsys):
+    result, out = evaluated
+    for name in OUTPUTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"ttt_linear", "attention"}
+    assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4"]
+    for m in metrics["models"].values():
+        assert all(np.isfinite(v) for v in m["loss"].values())
+        assert m["tokens_scored"] == (8 + 6 - 2) * STEP  # 2 s + 1.5 s of 0.25 s steps, first step of each unscored
+        assert set(m["by_modality"]) == {"audio", "video"}
+        assert all(v is not None for v in m["length_extrapolation"]["all"]["model"].values())
+        assert m["video"]["frames"] == (8 + 6 - 2) * 2 and m["audio"]["tokens"] == (8 + 6 - 2) * 5
+        assert [h["horizon"] for h in m["rollout"]["horizons"]] == [1, 2]
+        assert m["loss_vs_context"]["all"]["tokens"][0]["count"] > 0
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 3 * 3  # models x (all, audio, video) x series
+    with open(out / "loss_vs_context.csv") as f:
+        assert set(next(csv.DictReader(f))) >= {"model", "loss_model", "loss_copy_last_step", "loss_running_mean"}
+    report(result)
+    printed = capsys.readouterr().out
+    assert "ttt_linear: loss" in printed and "attention: loss" in printed
+
+
+def test_bad_files_are_reported_and_skipped(evaluated, capsys):
+    result, out = evaluated
+    metrics = json.loads((out / "metrics.json").read_text())
+    reasons = {Path(s["path"]).name: s["reason"] for s in metrics["skipped"]}
+    assert set(reasons) == {"no_audio.mp4", "empty.mp4", "noise.mkv"}
+    assert "no audio stream" in reasons["no_audio.mp4"]
+    assert "empty file" in reasons["empty.mp4"]
+    skip_list = (out / "skipped_media.tsv").read_text().splitlines()
+    assert sorted(Path(line.split("\t")[0]).name for line in skip_list) == ["empty.mp4", "no_audio.mp4", "noise.mkv"]
+    assert metrics["settings"]["skipped"] == 3 and metrics["settings"]["evaluated"] == 2
+    report(result)
+    assert "skipped 3 file(s)" in capsys.readouterr().out
+
+
+def test_missing_checkpoint_is_a_config_error(tmp_path):
+    cfg = compose_evaluate(f"ckpt={tmp_path}/missing.ckpt", f"output={tmp_path}", f"paths.output_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="missing.ckpt does not exist"):
+        run(cfg)
+
+
+@pytest.mark.slow
+def test_command_line(folder, tmp_path):
+    """The real command: outputs written, bad files listed, and a config error is one line with exit 2."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    call = [sys.executable, "-m", "ttt_mm.tasks.evaluate"]
+    proc = subprocess.run(call + command_args(folder, tmp_path / "out"), cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all((tmp_path / "out" / name).is_file() for name in OUTPUTS)
+    assert "skipped 3 file(s)" in proc.stdout and "ttt_linear: loss" in proc.stdout
+    proc = subprocess.run(
+        call + [f"ckpt={tmp_path}/missing.ckpt", f"output={tmp_path}/bad"], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint {tmp_path}/missing.ckpt does not exist"
