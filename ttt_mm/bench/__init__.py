@@ -1,1 +1,1 @@
-"""Benchmarks that print tables: ``python -m ttt_mm.bench {layers,data} --help``."""
+"""Benchmarks that print tables: ``python -m ttt_mm.bench {layers,data,embed} --help``."""

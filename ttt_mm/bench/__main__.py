@@ -8,6 +8,7 @@ import sys
 SUITES = {
     "layers": "ttt_mm.bench.layers",
     "data": "ttt_mm.bench.data",
+    "embed": "ttt_mm.bench.embed",
 }
 
 

@@ -159,7 +159,8 @@ def _sf_info(path: str):
     cached = _sf_infos.get(key)
     if cached is None:
         try:
-            cached = (sf.info(path),)
+            with native_stderr_silenced():  # libmpg123 prints "Note: ..." lines on bad MP3 data
+                cached = (sf.info(path),)
         except (sf.LibsndfileError, RuntimeError, TypeError):
             cached = (None,)
         _sf_infos.put(key, cached)

@@ -33,7 +33,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ttt_mm.data.guard import native_stderr_silenced
 from ttt_mm.data.io import MediaError
 from ttt_mm.data.sources import MEDIA_EXTENSIONS, ClipInfo, FolderSource, ManifestSource
-from ttt_mm.embed_files import DTYPES, NpyRowWriter, config_hash, temporary_path, write_json
+from ttt_mm.embed_files import DTYPES, NpyRowWriter, RowError, config_hash, temporary_path, write_json
 from ttt_mm.embedder import POOLS, Embedder, load_parts
 
 log = logging.getLogger("ttt_mm.embed")
@@ -57,7 +57,8 @@ class Summary:
     single: bool = False  # the input was one file
 
     def report(self, output: str) -> str:
-        lines = [f"embedded {len(self.written)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)} -> {output}"]
+        counts = f"embedded {len(self.written)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}"
+        lines = [f"{counts} -> {output}"]
         if self.failed:
             lines.append(f"{len(self.failed)} failed:")
             lines += [f"  {name}: {reason}" for name, reason in self.failed]
@@ -103,7 +104,9 @@ def _paths(stem: Path) -> tuple[Path, Path]:
 # ----------------------------------------------------------------------------------------- embed
 
 
-def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype: str, progress: bool = False) -> dict:
+def embed_one(
+    embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype: str, progress: bool = False
+) -> dict:
     """Stream one clip into ``<stem>.npy`` and ``<stem>.json``; returns the sidecar.
 
     Raises `MediaError` (unreadable) or `InputError`; nothing is left at the final names then.
@@ -114,7 +117,8 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
     stem.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(npy)
     stream = embedder.stream(first)
-    bar = tqdm(total=round(end - first, 2), unit="s", desc=Path(clip.name).name[-30:], leave=False, disable=not progress or None)
+    name = Path(clip.name).name[-30:]
+    bar = tqdm(total=round(end - first, 2), unit="s", desc=name, leave=False, disable=not progress or None)
     try:
         with open(tmp, "wb") as f:
             writer = NpyRowWriter(f, embedder.dim, dtype)
@@ -126,7 +130,7 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
                     bar.update(round(reached - done, 2))
                     done = reached
                 writer.write(stream.finish()[0].numpy())
-            except ValueError as exc:  # values that do not fit the dtype
+            except RowError as exc:
                 raise InputError(str(exc)) from None
             writer.close()
         if stream.num_tokens == 0:
@@ -165,7 +169,10 @@ def _done(stem: Path, digest: str) -> bool:
     except ValueError:
         return False  # unreadable sidecar: redo
     if old != digest:
-        log.warning("%s was embedded with other settings (config_hash %s, now %s); overwrite=true redoes it", sidecar, old, digest)
+        log.warning(
+            "%s was embedded with other settings (config_hash %s, now %s); overwrite=true redoes it",
+            sidecar, old, digest,
+        )
     return True
 
 
@@ -185,7 +192,13 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     model = {"tokenizer": hparams["tokenizer"], "backbone": hparams["backbone"]}
-    options = {"layer": embedder.layer, "norm": embedder.norm, "hop_seconds": embedder.hop_seconds, "pool": embedder.pool, "dtype": cfg.dtype}
+    options = {
+        "layer": embedder.layer,
+        "norm": embedder.norm,
+        "hop_seconds": embedder.hop_seconds,
+        "pool": embedder.pool,
+        "dtype": cfg.dtype,
+    }
     meta = {
         "checkpoint": os.path.abspath(cfg.ckpt),
         "config_hash": config_hash(model, options),

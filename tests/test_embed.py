@@ -1,0 +1,281 @@
+"""Embedding: streaming equals one pass, timestamps match the media, the embed command's outputs,
+bad files and interruptions. Tiny models and seconds-long files written to tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from embedhelpers import TOKENIZERS, one_pass, save_checkpoint
+from hydra import compose, initialize_config_dir
+from mediafiles import tone, write_video, write_wav
+
+from ttt_mm.data import io
+from ttt_mm.embed_files import NpyRowWriter, load
+from ttt_mm.embed_stream import Stream
+from ttt_mm.embedder import Embedder, load_parts
+from ttt_mm.tasks import embed as task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine two threads spin-wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    return {name: save_checkpoint(root / f"{name}.ckpt", tok) for name, tok in TOKENIZERS.items()}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("embed_media")
+    noise = np.random.default_rng(0).normal(0, 0.05, round(2.5 * 22050)).astype(np.float32)
+    return {
+        "audio": write_wav(root / "speech22k.wav", tone(2.5, 22050, 300) + noise, 22050),  # resampled to 16 kHz
+        "av": write_video(root / "clip.mp4", seconds=3.0, fps=16, width=64, height=48, audio_rate=16000),
+    }
+
+
+def _reference(embedder: Embedder, path: Path, layer: int = -1, norm: bool = True):
+    """Rows of one pass over the whole file (the steps whose tokens are all real), and its tokens."""
+    start, end = embedder.span(path)
+    batch: dict = {}
+    if "audio" in embedder.modalities:
+        rate = embedder.sample_rate
+        batch |= {"audio": io.read_audio(path, start, end - start, rate)[None], "sample_rate": rate}
+    if "video" in embedder.modalities:
+        batch |= {"video": io.read_video(path, start, end - start, embedder.fps, embedder.size)[None], "fps": embedder.fps}
+    rows, tokens = one_pass(embedder.tokenizer, embedder.backbone, batch, layer, norm)
+    k = embedder.tokens_per_step
+    keep = tokens.mask[0].reshape(-1, k).all(-1).repeat_interleave(k)
+    return rows[0, keep], tokens.timestamps[0, keep].double(), tokens.modality[0, keep]
+
+
+# ------------------------------------------------------------------------------------ streaming
+
+
+@pytest.mark.parametrize(
+    "kind,media,window,layer,norm",
+    [
+        ("audio", "audio", 0.4, -1, True),  # 10 tokens per window: windows cut TTT mini-batches of 8
+        ("audio", "audio", 0.4, 0, False),
+        ("av", "av", 0.5, -1, True),  # 18 tokens per window
+        ("video", "av", 0.75, -1, True),  # 12 tokens per window
+    ],
+    ids=["audio", "audio-layer0-nonorm", "av", "video"],
+)
+def test_streaming_equals_one_pass(ckpts, files, kind, media, window, layer, norm):
+    embedder = Embedder.from_checkpoint(ckpts[kind], layer=layer, norm=norm, window_seconds=window, device="cpu")
+    out = embedder.embed_file(files[media])
+    assert embedder.window_seconds < embedder.span(files[media])[1] / 3  # several windows
+    rows, timestamps, modality = _reference(embedder, files[media], layer, norm)
+    assert out.embeddings.shape == rows.shape and rows.shape[0] > 0
+    assert (out.embeddings - rows).abs().max().item() < 1e-4
+    torch.testing.assert_close(out.timestamps, timestamps, atol=1e-5, rtol=0)
+    assert torch.equal(out.modality.long(), modality)
+    torch.testing.assert_close(out.pooled, rows.mean(0), atol=1e-5, rtol=0)
+
+
+def test_timestamps_match_the_media(ckpts, files):
+    audio = Embedder.from_checkpoint(ckpts["audio"], device="cpu").embed_file(files["audio"])
+    duration = io.probe(files["audio"]).audio_duration  # 2.5 s
+    n = int(duration / 0.04 + 1e-9)  # every whole 40 ms token, none past the end
+    assert audio.embeddings.shape[0] == n == 62
+    torch.testing.assert_close(audio.timestamps, torch.arange(n, dtype=torch.float64) * 0.04)
+    assert audio.clock.steps == [(0, n)]
+
+    av = Embedder.from_checkpoint(ckpts["av"], window_seconds=0.5, device="cpu").embed_file(files["av"])
+    steps = av.embeddings.shape[0] // 9  # 5 audio tokens then 4 patches per 0.25 s step
+    assert steps == 12 and av.embeddings.shape[0] == steps * 9
+    first = av.timestamps[:9].tolist()
+    assert first == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2, 0.0, 0.0, 0.0, 0.0])
+    assert av.modality[:9].tolist() == [0] * 5 + [1] * 4
+    torch.testing.assert_close(av.timestamps.reshape(steps, 9)[:, 0], torch.arange(steps, dtype=torch.float64) * 0.25)
+
+
+def test_a_span_of_a_file_keeps_file_time(ckpts, files):
+    embedder = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu")
+    whole = embedder.embed_file(files["audio"])
+    part = embedder.embed_file(files["audio"], start=0.6, end=2.0)
+    assert part.embeddings.shape[0] == 35
+    torch.testing.assert_close(part.timestamps, 0.6 + torch.arange(35, dtype=torch.float64) * 0.04)
+    assert not torch.allclose(part.embeddings[0], whole.embeddings[15])  # a fresh state at 0.6 s
+
+
+def test_embed_tensor_equals_embed_file_and_batch_rows_are_independent(ckpts, files):
+    embedder = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu")
+    samples = io.read_audio(files["audio"], 0, None, 16000)
+    single = embedder.embed_tensor(audio=samples)
+    from_file = embedder.embed_file(files["audio"])
+    assert (single.embeddings - from_file.embeddings).abs().max().item() < 1e-5
+    batch = embedder.embed_tensor(audio=torch.stack([samples, 0.5 * samples.flip(0)]))
+    assert batch.embeddings.shape == (2, *single.embeddings.shape) and batch.pooled.shape == (2, 32)
+    assert (batch.embeddings[0] - single.embeddings).abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="reads audio"):
+        embedder.embed_tensor(video=torch.zeros(8, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_downsampling_and_pooling(ckpts, files):
+    plain = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, pool="mean_std", device="cpu")
+    tokens = plain.embed_file(files["audio"])
+    binned = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, hop_seconds=0.5, pool="max", device="cpu")
+    out = binned.embed_file(files["audio"])
+    bins = torch.floor(tokens.timestamps / 0.5 + 1e-9).long()  # 62 tokens of 40 ms -> 5 bins of 0.5 s
+    expected = torch.stack([tokens.embeddings[bins == b].mean(0) for b in range(5)])
+    assert out.embeddings.shape == (5, 32)
+    torch.testing.assert_close(out.embeddings, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.timestamps, torch.arange(5, dtype=torch.float64) * 0.5)
+    torch.testing.assert_close(out.pooled, tokens.embeddings.amax(0))
+    x = tokens.embeddings.double()
+    torch.testing.assert_close(tokens.pooled.double(), torch.cat([x.mean(0), x.std(0, unbiased=False)]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="shorter than one token step"):
+        Embedder.from_checkpoint(ckpts["audio"], hop_seconds=0.01)
+
+
+def test_loader_matches_lightning(ckpts):
+    from ttt_mm.module import SequenceModel
+
+    model = SequenceModel.load_from_checkpoint(ckpts["av"], map_location="cpu")
+    tokenizer, backbone, hparams = load_parts(ckpts["av"])
+    for ours, theirs in ((tokenizer, model.tokenizer), (backbone, model.backbone)):
+        a, b = ours.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert hparams["tokenizer"]["_target_"] == "ttt_mm.tokenizers.AVTokenizer"
+
+
+# --------------------------------------------------------------------------------------- command
+
+
+def _cfg(**overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("embed", overrides=[f"{k}={v}" for k, v in ({"progress": "false"} | overrides).items()])
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    write_wav(root / "a.wav", tone(1.3, 16000), 16000)
+    write_wav(root / "sub" / "b.flac", tone(0.9, 16000, 660), 16000)
+    (root / "empty.wav").write_bytes(b"")
+    (root / "sub" / "corrupt.mp4").write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    (root / "notes.txt").write_text("not media")
+    return root
+
+
+def test_folder_with_bad_files(ckpts, folder, tmp_path):
+    out = tmp_path / "out"
+    summary = task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=out, window_seconds=0.4))
+    assert sorted(Path(p).name for p in summary.written) == ["a.wav", "b.flac"]
+    failed = dict(summary.failed)
+    assert failed.keys() == {str(folder / "empty.wav"), str(folder / "sub" / "corrupt.mp4")}
+    assert "empty" in failed[str(folder / "empty.wav")] and "ffmpeg" in failed[str(folder / "sub" / "corrupt.mp4")]
+    report = summary.report(str(out))
+    assert "failed 2" in report and all(f"{name}: {reason}" in report for name, reason in failed.items())
+
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "a.wav.json", "a.wav.npy", "sub", "sub/b.flac.json", "sub/b.flac.npy",
+    ]  # fmt: skip
+    rows = np.load(out / "a.wav.npy", mmap_mode="r")
+    meta = json.loads((out / "a.wav.json").read_text())
+    assert isinstance(rows, np.memmap) and rows.dtype == np.float16 and rows.shape == (32, 32) == tuple(meta["shape"])
+    assert meta["source"] == str(folder / "a.wav") and meta["duration"] == pytest.approx(1.3)
+    assert meta["checkpoint"] == str(ckpts["audio"]) and len(meta["config_hash"]) == 16 and meta["layer"] == 1
+    loaded = load(out / "a.wav.npy")
+    np.testing.assert_allclose(loaded.timestamps, np.arange(32) * 0.04)
+    assert loaded.pooled.shape == (32,) and set(loaded.modality.tolist()) == {0}
+    direct = Embedder.from_checkpoint(ckpts["audio"], device="cpu").embed_file(folder / "a.wav")
+    np.testing.assert_allclose(rows, direct.embeddings.numpy(), atol=2e-3, rtol=2e-3)  # float16 on disk
+
+    again = task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=out))
+    assert len(again.skipped) == 2 and not again.written and len(again.failed) == 2
+    redo = task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=out, overwrite="true", dtype="float32", hop_seconds=0.5))
+    assert len(redo.written) == 2
+    assert np.load(out / "a.wav.npy").shape == (3, 32) and load(out / "a.wav").timestamps.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_manifest_spans_and_labels(ckpts, files, tmp_path):
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f"path,start,end,label\n{files['av']},0.5,2.5,dog\n{files['av']},,,cat\n")
+    out = tmp_path / "out"
+    summary = task.run(_cfg(ckpt=ckpts["av"], input=manifest, output=out, window_seconds=0.5))
+    assert len(summary.written) == 2 and not summary.failed
+    stem = out.joinpath(*[p for p in Path(str(files["av"])).parts if p != "/"])
+    part = load(stem.with_name("clip.mp4@0.5-2.5.npy"))
+    assert part.embeddings.shape == (8 * 9, 32) and part.timestamps[0] == 0.5 and part.meta["label"] == 1
+    assert load(stem.with_name("clip.mp4.json")).meta["label"] == 0
+
+
+def test_interrupted_run_leaves_no_partial_output(ckpts, folder, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    push = Stream.push
+
+    def interrupt_on_the_fourth_window(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 4:  # a.wav has 4 windows of 0.4 s: Ctrl-C in its last one
+            raise KeyboardInterrupt
+        return push(self, batch)
+
+    monkeypatch.setattr(Stream, "push", interrupt_on_the_fourth_window)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=out, window_seconds=0.4))
+    assert [p.name for p in out.rglob("*") if p.is_file()] == []  # nothing final, no temporaries
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ttt_mm.tasks.embed", "progress=false", "threads=1", *args]
+
+
+def test_single_bad_file_is_one_error_line(ckpts, folder, tmp_path):
+    proc = subprocess.run(
+        _command(f"ckpt={ckpts['audio']}", f"input={folder / 'empty.wav'}", f"output={tmp_path / 'out'}"),
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: {folder / 'empty.wav'}: empty file (0 bytes)"
+    assert os.listdir(tmp_path) == ["in"]  # no output, no Hydra run directory or log file
+
+
+def test_killed_run_leaves_no_partial_npy(ckpts, tmp_path):
+    long = write_wav(tmp_path / "long.wav", tone(60.0, 16000), 16000)
+    out = tmp_path / "out"
+    args = _command(f"ckpt={ckpts['audio']}", f"input={long}", f"output={out}", "window_seconds=0.08")  # 750 windows
+    proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".long.wav.npy.*.tmp")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed: make the file longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(out.glob("*.npy")) == [] and list(out.glob("*.json")) == []
+
+
+def test_npy_writer_header_and_float16_overflow(tmp_path):
+    path = tmp_path / "x.npy"
+    with open(path, "wb") as f:
+        writer = NpyRowWriter(f, 3, "float32")
+        writer.write(np.arange(6, dtype=np.float32).reshape(2, 3))
+        writer.write(np.ones((0, 3), np.float32))
+        writer.write(np.full((1, 3), 7, np.float32))
+        writer.close()
+    np.testing.assert_array_equal(np.load(path), [[0, 1, 2], [3, 4, 5], [7, 7, 7]])
+    with open(tmp_path / "y.npy", "wb") as f:
+        with pytest.raises(ValueError, match="overflow float16"):
+            NpyRowWriter(f, 1, "float16").write(np.array([[1e6]], np.float32))

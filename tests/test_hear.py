@@ -1,0 +1,52 @@
+"""The HEAR common API over a tiny audio checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from embedhelpers import TOKENIZERS, one_pass, save_checkpoint
+
+from ttt_mm import hear
+from ttt_mm.embedder import Embedder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: threads only spin-wait on a busy CPU
+    ckpt = save_checkpoint(tmp_path_factory.mktemp("hear") / "audio.ckpt", TOKENIZERS["audio"])
+    assert isinstance(hear.load_model(ckpt, device="cpu"), hear.HearModel)
+    # windows of 0.4 s: 2 s of audio spans several, so the carried state is exercised
+    yield hear.HearModel(Embedder.from_checkpoint(ckpt, window_seconds=0.4, device="cpu"))
+    torch.set_num_threads(threads)
+
+
+def test_attributes(model):
+    assert isinstance(model, torch.nn.Module)
+    assert model.sample_rate == 16000 and model.timestamp_embedding_size == model.scene_embedding_size == 32
+
+
+def test_timestamp_and_scene_embeddings(model):
+    audio = 0.1 * torch.randn(3, 16000 * 2 + 100)  # 2 s and a bit: 50 whole tokens of 40 ms
+    emb, ms = hear.get_timestamp_embeddings(audio, model)
+    assert emb.shape == (3, 50, 32) and ms.shape == (3, 50)
+    torch.testing.assert_close(ms[1], 20.0 + 40.0 * torch.arange(50, dtype=torch.float32))  # centre of each token
+    reference, _ = one_pass(model.embedder.tokenizer, model.embedder.backbone, {"audio": audio})
+    assert (emb - reference).abs().max().item() < 1e-4
+    scene = hear.get_scene_embeddings(audio, model)
+    assert scene.shape == (3, 32)
+    torch.testing.assert_close(scene, emb.mean(1), atol=1e-5, rtol=0)
+    single, _ = hear.get_timestamp_embeddings(audio[2:], model)
+    assert (single[0] - emb[2]).abs().max().item() < 1e-5  # sounds in a batch do not mix
+
+
+def test_clear_errors(model, tmp_path):
+    with pytest.raises(ValueError, match="shorter than one token"):
+        hear.get_scene_embeddings(torch.zeros(2, 100), model)
+    with pytest.raises(ValueError, match=r"\[n_sounds, n_samples\]"):
+        hear.get_scene_embeddings(torch.zeros(100), model)
+    with pytest.raises(ValueError, match="needs the path"):
+        hear.load_model("")
+    av = save_checkpoint(tmp_path / "av.ckpt", TOKENIZERS["av"])
+    with pytest.raises(ValueError, match="reads audio only; this one reads audio and video"):
+        hear.load_model(av)

@@ -1,0 +1,224 @@
+"""Embedding speed and memory of long files on this machine: ``python -m ttt_mm.bench embed [options]``.
+
+Inputs are generated into a temporary folder (or ``--keep DIR``, reused when present) from the
+synthetic clips of `ttt_mm.data.synthetic`: a 60-minute 16 kHz mono FLAC and a 10-minute H.264 +
+AAC video (256 x 256, 24 fps, 16 kHz mono), plus 1-minute versions of both for the memory target.
+Models are the default training config (``conf/train.yaml``: TTT-Linear, 128 wide, 4 blocks) with
+random weights, which cost the same as trained ones: the audio tokenizer for the FLAC and the
+default audio-visual tokenizer for the video (32 px video tokens as ``python train.py`` trains
+it; ``--video-size 128`` for the tokenizer's own default), and the video tokenizer alone on the
+same video, which separates the cost of its audio track.
+
+Each (model, input) runs in a fresh subprocess that embeds the file exactly as the embed command
+does (`ttt_mm.tasks.embed.embed_one`: windows streamed with the state carried, rows written to a
+float16 ``.npy``) and reports wall time, the part of it spent decoding windows (``decode s``; the
+rest is tokenizing, the model and writing), tokens, its RSS before embedding and its peak RSS
+(``VmHWM``). Target: the peak RSS for the 60-minute audio file within 1.2x of that for the
+1-minute file. (Audio tracks inside video containers are decoded whole by decord when first read,
+see `ttt_mm.data.io`, so the peak of the audio-visual rows grows with the video's length.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from ttt_mm.data.synthetic import SyntheticClip
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+TARGET_RATIO = 1.2
+
+
+# ------------------------------------------------------------------------------------------ media
+
+
+def write_flac(path: Path, minutes: float, sample_rate: int = 16000) -> Path:
+    """Synthetic tones and noise, written a minute at a time."""
+    clip = SyntheticClip(0, 0, minutes * 60)
+    with sf.SoundFile(path, "w", sample_rate, 1, format="FLAC", subtype="PCM_16") as f:
+        for start in range(0, round(minutes * 60), 60):
+            f.write(clip.audio(start, min(60, minutes * 60 - start), sample_rate).numpy().clip(-1, 1))
+    return path
+
+
+def write_video(path: Path, minutes: float, fps: int = 24, size: int = 256, sample_rate: int = 16000) -> Path:
+    """Synthetic moving squares with their sounds: H.264 (veryfast) + AAC, 10 s at a time."""
+    import av  # dev extra
+
+    clip, seconds = SyntheticClip(0, 1, minutes * 60), minutes * 60
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=fps)
+    video.width = video.height = size
+    video.pix_fmt, video.options = "yuv420p", {"preset": "veryfast", "crf": "23"}
+    audio = out.add_stream("aac", rate=sample_rate, layout="mono")
+    samples = 0
+    for start in np.arange(0, seconds, 10.0):
+        length = min(10.0, seconds - start)
+        frames = clip.video(float(start), length, fps, size).permute(0, 2, 3, 1).numpy()
+        for frame in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                out.mux(packet)
+        wave = clip.audio(float(start), length, sample_rate).numpy()
+        for i in range(0, len(wave), 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[None, i : i + 1024]), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = sample_rate, samples
+            samples += chunk.samples
+            for packet in audio.encode(chunk):
+                out.mux(packet)
+    for stream in (video, audio):
+        for packet in stream.encode():
+            out.mux(packet)
+    out.close()
+    return path
+
+
+def write_checkpoint(path: Path, overrides: list[str]) -> str:
+    """Save the default training model (``conf/train.yaml`` + ``overrides``) with random weights the
+    way Lightning does; returns its backbone in words."""
+    import lightning as L
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    model = instantiate(cfg.model)
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+    trainer = L.Trainer(accelerator="cpu", **quiet)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path, weights_only=False)
+    b = model.backbone
+    return f"{b.mixer} {b.dim} wide x {b.depth} blocks"
+
+
+# ------------------------------------------------------------------------------------------ child
+
+
+def _status_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in MB.
+
+    Not ``ru_maxrss``: Linux carries it over ``exec`` from the parent, so a child started by a big
+    parent reports the parent's peak. ``VmHWM`` belongs to the process's own address space.
+    """
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+    return kb / 1024
+
+
+def child(ckpt: str, media: str, out: str, threads: int) -> dict:
+    """Embed one file as the command does; timings and memory of this process."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from ttt_mm.data.sources import ClipInfo
+    from ttt_mm.tasks import embed as task
+
+    torch.set_num_threads(threads)
+    options = {"ckpt": ckpt, "layer": -1, "norm": True, "hop_seconds": None, "pool": "mean", "dtype": "float16"}
+    embedder, meta = task.build(OmegaConf.create(options | {"window_seconds": None, "device": "cpu"}))
+    decode = [0.0]
+    windows = embedder.windows
+
+    def timed_windows(*args, **kwargs):  # time spent decoding, apart from tokenizer, model and writer
+        it = windows(*args, **kwargs)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            decode[0] += time.perf_counter() - t0
+            if batch is None:
+                return
+            yield batch
+
+    embedder.windows = timed_windows
+    rss_before = _status_mb("VmRSS")
+    t0 = time.perf_counter()
+    data = task.embed_one(embedder, ClipInfo(media, key=Path(media).name), Path(out) / Path(media).name, meta, "float16")
+    wall = time.perf_counter() - t0
+    return {
+        "wall": wall,
+        "decode": decode[0],
+        "media": data["duration"],
+        "tokens": data["tokens"],
+        "rss_before_mb": rss_before,
+        "peak_rss_mb": _status_mb("VmHWM"),
+    }
+
+
+def _run_child(ckpt: Path, media: Path, out: Path, threads: int) -> dict:
+    call = f"child({str(ckpt)!r}, {str(media)!r}, {str(out)!r}, {threads})"
+    code = f"import json; from ttt_mm.bench.embed import child; print(json.dumps({call}))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"embedding {media} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ttt_mm.bench embed", description=__doc__.splitlines()[0])
+    parser.add_argument("--audio-minutes", type=float, default=60.0)
+    parser.add_argument("--video-minutes", type=float, default=10.0)
+    parser.add_argument("--short-minutes", type=float, default=1.0, help="the reference file for the memory ratio")
+    parser.add_argument("--video-size", type=int, default=32, help="video tokenizer frame size (32: the default training data)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in each embedding process")
+    parser.add_argument("--keep", default=None, help="folder for the generated media (reused if present)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        media = Path(args.keep or tmp)
+        media.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        files: dict[tuple[str, float], Path] = {}
+        for kind in ("audio", "video"):
+            for minutes in (args.short_minutes, args.audio_minutes if kind == "audio" else args.video_minutes):
+                path = media / (f"audio_{minutes:g}min.flac" if kind == "audio" else f"video_{minutes:g}min.mp4")
+                if not path.is_file():
+                    try:
+                        (write_flac if kind == "audio" else write_video)(path, minutes)
+                    except ImportError:
+                        print("PyAV is needed to write the benchmark video: pip install -e '.[dev]'")
+                        return 2
+                files[kind, minutes] = path
+        print(f"media ready in {time.perf_counter() - t0:.0f} s under {media}", flush=True)
+        size = args.video_size
+        models = {  # name: (train.yaml overrides, input kind)
+            "audio tokenizer (25 tok/s)": (["tokenizer=audio"], "audio"),
+            f"AV tokenizer, {size} px": ([f"data.size={size}"], "video"),
+            f"video tokenizer, {size} px": (["tokenizer=video", f"data.size={size}"], "video"),
+        }
+        ckpts = {name: Path(tmp) / f"model{i}.ckpt" for i, name in enumerate(models)}
+        backbones = {write_checkpoint(ckpts[name], overrides) for name, (overrides, _) in models.items()}
+        print(f"default training config ({', '.join(sorted(backbones))}), random weights, ", end="")
+        print(f"torch threads {args.threads}, float16 .npy output")
+        print(
+            f"{'input':<24} {'model':<28} {'media s':>8} {'tokens':>9} {'wall s':>8} {'decode s':>9} {'x real time':>12} "
+            f"{'RTF':>7} {'RSS before MB':>14} {'peak RSS MB':>12} {'peak - before':>14}"
+        )
+        ratios = {}
+        for name, (_, kind) in models.items():
+            peaks = []
+            for (file_kind, _), path in files.items():
+                if file_kind != kind:
+                    continue
+                r = _run_child(ckpts[name], path, Path(tmp) / "out", args.threads)
+                peaks.append(r["peak_rss_mb"])
+                print(
+                    f"{path.name:<24} {name:<28} {r['media']:8.0f} {r['tokens']:9d} {r['wall']:8.1f} {r['decode']:9.1f} "
+                    f"{r['media'] / r['wall']:11.1f}x {r['wall'] / r['media']:7.4f} {r['rss_before_mb']:14.0f} "
+                    f"{r['peak_rss_mb']:12.0f} {r['peak_rss_mb'] - r['rss_before_mb']:14.0f}",
+                    flush=True,
+                )
+            ratios[name] = peaks[1] / peaks[0]
+        for name, ratio in ratios.items():
+            target = f"target <= {TARGET_RATIO}" if name.startswith("audio") else "no target"
+            print(f"peak RSS, long / {args.short_minutes:g}-minute file, {name}: {ratio:.3f} ({target})")
+    return 0 if next(iter(ratios.values())) <= TARGET_RATIO else 1

@@ -1,0 +1,130 @@
+"""Embedding files: a ``.npy`` written row by row (constant memory) and its ``.json`` sidecar.
+
+Layout of one output, e.g. ``talk.flac.npy`` + ``talk.flac.json``:
+
+- ``.npy``: ``[N, D]`` float16 or float32, a plain NumPy array (``np.load(path, mmap_mode="r")``);
+- ``.json``: ``source``, ``start``/``end``/``duration`` (seconds of the file that were embedded),
+  ``shape``, ``dtype``, ``layer``, ``norm``, ``hop_seconds``, ``clock`` (the row timestamps in
+  compact form, see `ttt_mm.embedder.Clock`), ``pool`` and ``pooled`` (the pooled vector),
+  ``checkpoint``, ``config_hash`` (of the model and the embedding options) and ``model``.
+
+Both are written under hidden temporary names in the same folder and renamed into place, the
+``.npy`` first: an interrupted run leaves no ``.npy`` or ``.json`` that is partial, and an output
+counts as done only when its ``.json`` exists. `load` reads both back with the timestamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from ttt_mm.embed_stream import Clock
+
+DTYPES = ("float16", "float32")
+
+
+class RowError(ValueError):
+    """Rows that cannot be stored as asked (not finite, or beyond float16's range)."""
+
+_HEADER_BYTES = 128  # whole .npy header; the shape is rewritten in place when the rows are known
+
+
+def _npy_header(dtype: np.dtype, rows: int, dim: int) -> bytes:
+    """A version-1.0 ``.npy`` header padded to exactly `_HEADER_BYTES` (so it can be rewritten)."""
+    text = f"{{'descr': '{dtype.str}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
+    room = _HEADER_BYTES - 10 - 1  # magic (6) + version (2) + length (2), then text and "\n"
+    if len(text) > room:
+        raise ValueError(f"{rows} x {dim} rows do not fit a {_HEADER_BYTES}-byte .npy header")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", room + 1) + text.ljust(room).encode("latin1") + b"\n"
+
+
+class NpyRowWriter:
+    """Append ``[n, D]`` blocks to a ``.npy`` file whose row count is only known at the end.
+
+    Rows are cast to ``dtype``; a value that overflows float16 raises `RowError` (use float32). `close`
+    writes the final shape into the header.
+    """
+
+    def __init__(self, file: BinaryIO, dim: int, dtype: str = "float16") -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}")
+        self.file, self.dim, self.dtype, self.rows = file, dim, np.dtype(dtype).newbyteorder("<"), 0
+        self.file.write(_npy_header(self.dtype, 0, dim))
+
+    def write(self, block: np.ndarray) -> None:
+        if block.ndim != 2 or block.shape[1] != self.dim:
+            raise ValueError(f"expected rows [n, {self.dim}]; got {block.shape}")
+        with np.errstate(over="ignore"):  # checked just below, with a clearer message
+            out = block.astype(self.dtype, copy=False)
+        if not np.isfinite(out).all():
+            where = "overflow float16: use dtype=float32" if np.isfinite(block).all() else "are not finite"
+            raise RowError(f"embedding values {where} (rows {self.rows}..{self.rows + len(block) - 1})")
+        self.file.write(np.ascontiguousarray(out).tobytes())
+        self.rows += len(block)
+
+    def close(self) -> None:
+        """Write the final shape into the header (the caller closes the file)."""
+        self.file.flush()
+        self.file.seek(0)
+        self.file.write(_npy_header(self.dtype, self.rows, self.dim))
+        self.file.flush()
+
+
+def temporary_path(final: Path) -> Path:
+    """Hidden per-process name next to ``final`` that never ends in ``.npy`` or ``.json``."""
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def config_hash(model: dict, options: dict) -> str:
+    """Short hash of the model config and the embedding options (what decides the numbers)."""
+    text = json.dumps({"model": model, "options": options}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Loaded:
+    """An embedding file read back: ``embeddings`` is a read-only memory map ``[N, D]``."""
+
+    embeddings: np.ndarray
+    timestamps: np.ndarray  # [N] float64 seconds from the file start
+    modality: np.ndarray  # [N] int8 (0 audio, 1 video, -1 mixed)
+    pooled: np.ndarray | None
+    meta: dict
+
+
+def load(path: str | os.PathLike) -> Loaded:
+    """Read ``x.npy`` (memory-mapped) and ``x.json`` given either path (or the common stem)."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".npy", ".json") else path
+    meta = json.loads(stem.with_name(stem.name + ".json").read_text())
+    rows = np.load(stem.with_name(stem.name + ".npy"), mmap_mode="r")
+    clock = Clock.from_json(meta["clock"])
+    if clock.num_rows != len(rows):
+        raise ValueError(f"{stem}: the sidecar describes {clock.num_rows} rows but the .npy holds {len(rows)}")
+    pooled = meta.get("pooled")
+    return Loaded(
+        rows,
+        clock.timestamps().numpy(),
+        clock.modality().numpy(),
+        None if pooled is None else np.asarray(pooled, dtype=np.float32),
+        meta,
+    )
