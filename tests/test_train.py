@@ -82,7 +82,7 @@ def read_metrics(folder: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_loss_goes_down_on_synthetic_data(tmp_path):
-    cfg = compose_train(tmp_path, [*TINY, "data.source.num_clips=24", "trainer.max_steps=60", "trainer.val_check_interval=30", "model.warmup_steps=5"])
+    cfg = compose_train(tmp_path, [*TINY, "data.source.num_clips=24", "data.val_fraction=0.25", "trainer.max_steps=60", "trainer.val_check_interval=30", "model.warmup_steps=5"])
     out = run(cfg)
     losses = [float(r["train/loss"]) for r in read_metrics(tmp_path) if r.get("train/loss")]
     assert len(losses) >= 50
