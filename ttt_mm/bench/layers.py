@@ -61,7 +61,7 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
         else:
             base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         best = float("inf")
-        for _ in range(max(1, min(args.repeats, 16384 // T))):
+        for _ in range(max(2, min(args.repeats, 16384 // T))):  # best of at least 2 at every length
             t0 = time.perf_counter()
             step(x)
             _sync(device)
@@ -91,7 +91,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
-    p.add_argument("--repeats", type=int, default=5, help="best of N (fewer at long lengths)")
+    p.add_argument("--repeats", type=int, default=5, help="best of N (down to 2 at long lengths)")
     p.add_argument("--train", action="store_true", help="time forward + backward instead of forward alone")
     p.add_argument("--worker", nargs=2, metavar=("LAYER", "T"), help=argparse.SUPPRESS)
     return p.parse_args(argv)

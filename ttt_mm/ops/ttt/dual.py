@@ -12,9 +12,8 @@ inner LayerNorm ``ln_w, ln_b [BH, 1, F]``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import math
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -53,21 +52,6 @@ def _sub_product(W: Tensor, a: Tensor, b: Tensor) -> Tensor:
     if torch.is_grad_enabled():
         return torch.baddbmm(W, a, b, alpha=-1)
     return W.baddbmm_(a, b, alpha=-1)
-
-
-@contextmanager
-def _single_thread():
-    """Run the sequential scan single-threaded: its kernels are too small for intra-op threads,
-    whose wake-up cost made them several times slower on a 2-core CPU."""
-    if torch.get_num_threads() <= 1:
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _decay_matrix(q: Tensor, k: Tensor, lr: Tensor, tau: Tensor) -> Tensor:
@@ -132,12 +116,11 @@ def _linear_scan(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
 
     W = torch.cat([W, b.unsqueeze(1)], dim=1)  # [BH, F+1, F], a new tensor: safe to update in place
     z_bar = []
-    with _single_thread():
-        for m in range(M):
-            x = torch.bmm(kq[m], W)  # k rows: z at the start weights; q rows: q W + b
-            g = ln_l2_grad(x, w_sq, offset[m])  # q rows: finite, unused
-            z_bar.append(torch.baddbmm(x[:, K:], decay[m], g, alpha=-1))
-            W = _sub_product(W, step[m], g[:, :K])
+    for m in range(M):
+        x = torch.bmm(kq[m], W)  # k rows: z at the start weights; q rows: q W + b
+        g = ln_l2_grad(x, w_sq, offset[m])  # q rows: finite, unused
+        z_bar.append(torch.baddbmm(x[:, K:], decay[m], g, alpha=-1))
+        W = _sub_product(W, step[m], g[:, :K])
     out = qm + layer_norm(torch.stack(z_bar), ln_w, ln_b)  # [M, BH, K, F]
     return out.transpose(0, 1).reshape(BH, T, F), TTTState((W[:, :F], W[:, F]), grads, 0)
 
@@ -198,20 +181,19 @@ def _mlp_scan(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
     W2, b2 = W2.clone(), b2.unsqueeze(1).clone()  # [BH, D, F], [BH, 1, F]
     ones_row = q.new_ones(BH, 1, K)
     outs = []
-    with _single_thread():
-        for m in range(M):
-            x1 = torch.bmm(kq[m], W1)  # [BH, 2K, D]: k rows, then q rows
-            xh, slope = gelu_tanh_with_slope(x1[:, :K])
-            g2 = ln_l2_grad(torch.baddbmm(b2, xh, W2), w_sq, offset[m])
-            g1 = torch.bmm(g2, W2.transpose(1, 2)) * slope
-            h = gelu_tanh(torch.baddbmm(x1[:, K:], decay1[m], g1, alpha=-1))
-            decay2 = torch.addcmul(scale[m], torch.bmm(h, xh.transpose(1, 2)), scale[m])
-            outs.append(torch.baddbmm(torch.baddbmm(b2, h, W2), decay2, g2, alpha=-1))
-            e = e_last[m]
-            W1 = _sub_product(W1, step1[m], g1)
-            eg2 = g2 * e  # scale the narrow side of the outer products
-            W2 = _sub_product(W2, xh.transpose(1, 2), eg2)
-            b2 = _sub_product(b2, ones_row, eg2)
+    for m in range(M):
+        x1 = torch.bmm(kq[m], W1)  # [BH, 2K, D]: k rows, then q rows
+        xh, slope = gelu_tanh_with_slope(x1[:, :K])
+        g2 = ln_l2_grad(torch.baddbmm(b2, xh, W2), w_sq, offset[m])
+        g1 = torch.bmm(g2, W2.transpose(1, 2)) * slope
+        h = gelu_tanh(torch.baddbmm(x1[:, K:], decay1[m], g1, alpha=-1))
+        decay2 = torch.addcmul(scale[m], torch.bmm(h, xh.transpose(1, 2)), scale[m])
+        outs.append(torch.baddbmm(torch.baddbmm(b2, h, W2), decay2, g2, alpha=-1))
+        e = e_last[m]
+        W1 = _sub_product(W1, step1[m], g1)
+        eg2 = g2 * e  # scale the narrow side of the outer products
+        W2 = _sub_product(W2, xh.transpose(1, 2), eg2)
+        b2 = _sub_product(b2, ones_row, eg2)
     out = qm + layer_norm(torch.stack(outs), ln_w, ln_b)
     return out.transpose(0, 1).reshape(BH, T, F), TTTState((W1[:, :F], W1[:, F], W2, b2.squeeze(1)), grads, 0)
 
