@@ -87,6 +87,21 @@ def _linear_partial(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
     return out, TTTState((W, b), (sW, sb), pos)
 
 
+def _scan_inputs(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, K: int):
+    """Mini-batch-major views ``qm, km, vm [M, BH, K, F]`` and ``lrm [M, BH, K]``, and the
+    contiguous inputs of each scan step, ``kq [M, BH, 2K, F+1]``: the k rows, then the q rows,
+    each with a constant-1 column that folds the inner bias into the weights."""
+    BH, T, F = q.shape
+    M = T // K
+    qm, km, vm = (x.reshape(BH, M, K, F).transpose(0, 1) for x in (q, k, v))
+    lrm = lr.reshape(BH, M, K).transpose(0, 1)
+    kq = q.new_empty(M, BH, 2 * K, F + 1)
+    kq[:, :, :K, :F] = km
+    kq[:, :, K:, :F] = qm
+    kq[..., F] = 1
+    return qm, km, vm, lrm, kq
+
+
 def _linear_scan(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
     """``M`` whole mini-batches starting at a boundary (``state.pos == 0``).
 
@@ -97,14 +112,7 @@ def _linear_scan(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
     (W, b), grads = state.params, state.grads
     BH, T, F = q.shape
     M = T // K
-    # Mini-batch-major copies so that each scan step reads contiguous memory.
-    qm, km, vm = (x.reshape(BH, M, K, F).transpose(0, 1) for x in (q, k, v))  # [M, BH, K, F]
-    lrm = lr.reshape(BH, M, K).transpose(0, 1)  # [M, BH, K]
-    # Inputs of each step: k rows then q rows, plus the constant-1 column.
-    kq = q.new_empty(M, BH, 2 * K, F + 1)
-    kq[:, :, :K, :F] = km
-    kq[:, :, K:, :F] = qm
-    kq[..., F] = 1
+    qm, km, vm, lrm, kq = _scan_inputs(q, k, v, lr, K)
     offset = q.new_empty(M, BH, 2 * K, F)
     offset[:, :, :K] = l2_target_offset(vm - km, ln_w, ln_b)
     offset[:, :, K:] = 0
@@ -164,12 +172,7 @@ def _mlp_scan(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
     (W1, b1, W2, b2), grads = state.params, state.grads
     BH, T, F = q.shape
     M = T // K
-    qm, km, vm = (x.reshape(BH, M, K, F).transpose(0, 1) for x in (q, k, v))  # [M, BH, K, F]
-    lrm = lr.reshape(BH, M, K).transpose(0, 1)  # [M, BH, K]
-    kq = q.new_empty(M, BH, 2 * K, F + 1)
-    kq[:, :, :K, :F] = km
-    kq[:, :, K:, :F] = qm
-    kq[..., F] = 1
+    qm, km, vm, lrm, kq = _scan_inputs(q, k, v, lr, K)
     decay1 = _decay_matrix(qm, km, lrm, tau).contiguous()  # [M, BH, K, K]
     scale = torch.tril(tau.unsqueeze(-1) * lrm.unsqueeze(-2)).contiguous()  # tau_i * lr_j, [M, BH, K, K]
     offset = l2_target_offset(vm - km, ln_w, ln_b).contiguous()  # [M, BH, K, F]
@@ -230,9 +233,7 @@ def _run(partial: Step, scan: Step, q, k, v, lr, params: Params, ln_weight, ln_b
         q_, k_, v_, lr_ = (flat(x) for x in (q, k, v, lr))
         ln_w = ln_weight.to(dtype).repeat(B, 1).unsqueeze(1)  # [BH, 1, F], head = row % H
         ln_b = ln_bias.to(dtype).repeat(B, 1).unsqueeze(1)
-        inner = TTTState(
-            tuple(flat(p) for p in state.params), tuple(flat(g) for g in state.grads), state.pos
-        ).to(dtype)
+        inner = TTTState(tuple(flat(p) for p in state.params), tuple(flat(g) for g in state.grads), state.pos)
 
         outs, t = [], 0
         if inner.pos > 0:  # finish the mini-batch an earlier call left open

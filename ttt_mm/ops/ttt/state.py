@@ -37,10 +37,3 @@ class TTTState:
             params=tuple(p.detach() for p in self.params),
             grads=tuple(g.detach() for g in self.grads),
         )
-
-    def to(self, dtype: torch.dtype) -> "TTTState":
-        return replace(
-            self,
-            params=tuple(p.to(dtype) for p in self.params),
-            grads=tuple(g.to(dtype) for g in self.grads),
-        )
