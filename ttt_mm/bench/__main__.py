@@ -9,6 +9,7 @@ SUITES = {
     "layers": "ttt_mm.bench.layers",
     "data": "ttt_mm.bench.data",
     "embed": "ttt_mm.bench.embed",
+    "kernels": "ttt_mm.bench.kernels",
 }
 
 

@@ -7,6 +7,13 @@
 On the CPU each measurement runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``)
 belongs to that layer and length alone; on CUDA the allocator's peak is used. The table's last column
 divides each layer's tokens/s by the attention layer's at the same length (same run, same machine).
+
+Every timed sample does the same amount of work at every length: ``--work`` tokens (64k by default)
+as independent sequences of length ``T``, each with its own data. A short length is then not timed in
+a lucky fraction of a second that a long one cannot fit into, so "cost per token against T" compares
+like with like on a shared, noisy machine. For the same reason the measurements are taken in
+``--rounds`` round-robin passes over all layers and lengths and each keeps its best round: a slow
+spell of the machine then costs one round of every row instead of every round of one row.
 """
 
 from __future__ import annotations
@@ -42,11 +49,13 @@ def _sync(device: str) -> None:
 
 
 def measure(name: str, T: int, args: argparse.Namespace) -> dict:
-    """Best-of-N forward time and peak memory above the inputs and weights, in this process."""
+    """Time of one sample (``max(1, work // T)`` sequences of ``T`` tokens) after a warm-up, and the
+    peak memory of one sequence above the inputs and weights, in this process."""
     torch.manual_seed(0)
     device, dtype = args.device, DTYPES[args.dtype]
     layer = build(name, args.dim, args.heads, args.mini_batch).to(device).eval()
-    x = torch.randn(args.batch, T, args.dim, device=device)
+    count = max(1, args.work // T)
+    xs = torch.randn(count, args.batch, T, args.dim, device=device).unbind(0)
     autocast = torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
 
     def step(inp):
@@ -57,26 +66,25 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
 
     scratch = torch.ones(CACHE_FLUSH_BYTES // 4) if device == "cpu" else None  # resident before the baseline
     with torch.set_grad_enabled(args.train), autocast:
-        step(x[:, : min(T, 256)])  # warm-up: lazy init, kernel selection
+        step(xs[0][:, : min(T, 256)])  # warm-up: lazy init, kernel selection
         _sync(device)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         else:
             base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        best = float("inf")
-        for _ in range(max(2, min(args.repeats, 16384 // T))):  # best of at least 2 at every length
-            if scratch is not None:  # start every call from DRAM, as a stream does, at every length
-                scratch.fill_(1.0)
-            t0 = time.perf_counter()
+        if scratch is not None:  # start the sample from DRAM, as a stream does, at every length
+            scratch.fill_(1.0)
+        t0 = time.perf_counter()
+        for x in xs:
             step(x)
-            _sync(device)
-            best = min(best, time.perf_counter() - t0)
+        _sync(device)
+        seconds = (time.perf_counter() - t0) / count
         if device == "cuda":
             peak = torch.cuda.max_memory_allocated() - base
         else:
             peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
-    return {"layer": name, "T": T, "seconds": best, "tokens_per_s": args.batch * T / best, "peak_mib": peak / 2**20}
+    return {"layer": name, "T": T, "seconds": seconds, "tokens_per_s": args.batch * T / seconds, "peak_mib": peak / 2**20}
 
 
 def run_isolated(name: str, T: int, argv: list[str]) -> dict:
@@ -97,7 +105,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
-    p.add_argument("--repeats", type=int, default=5, help="best of N (down to 2 at long lengths)")
+    p.add_argument("--rounds", type=int, default=3, help="round-robin passes; each row keeps its best")
+    p.add_argument("--work", type=int, default=65536, help="tokens per timed sample (sequences of T tokens)")
     p.add_argument("--train", action="store_true", help="time forward + backward instead of forward alone")
     p.add_argument("--worker", nargs=2, metavar=("LAYER", "T"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -114,12 +123,15 @@ def main(argv: list[str]) -> int:
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, {args.device} {args.dtype}, dim {args.dim}, heads {args.heads}, "
           f"K {args.mini_batch}, batch {args.batch}, {'forward+backward' if args.train else 'forward, no grad'}")  # fmt: skip
-    rows = []
-    for T in args.lengths:
-        for name in args.layers:
-            row = run_isolated(name, T, argv) if args.device == "cpu" else measure(name, T, args)
-            rows.append(row)
-            print(f"  measured {name:<10} T={T:>6}: {row['tokens_per_s']:>10,.0f} tok/s", file=sys.stderr, flush=True)
+    best: dict[tuple[str, int], dict] = {}
+    for r in range(args.rounds):
+        for T in args.lengths:
+            for name in args.layers:
+                row = run_isolated(name, T, argv) if args.device == "cpu" else measure(name, T, args)
+                print(f"  round {r + 1}: {name:<10} T={T:>6}: {row['tokens_per_s']:>10,.0f} tok/s", file=sys.stderr, flush=True)
+                if (name, T) not in best or row["seconds"] < best[name, T]["seconds"]:
+                    best[name, T] = row
+    rows = list(best.values())
     attn = {r["T"]: r["tokens_per_s"] for r in rows if r["layer"] == "attention"}
     print(f"| {'layer':<10} | {'T':>6} | {'tokens/s':>11} | {'ms':>9} | {'peak MiB':>8} | {'x attention':>11} |")
     print(f"|{'-' * 12}|{'-' * 8}|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 13}|")
@@ -129,7 +141,7 @@ def main(argv: list[str]) -> int:
               f"| {r['peak_mib']:>8.1f} | {ratio:>11} |")  # fmt: skip
     for name in args.layers:
         per = {r["T"]: r["seconds"] / r["T"] for r in rows if r["layer"] == name}
-        if len(per) > 1:
-            lo, hi = min(per), max(per)
-            print(f"{name}: cost per token at T={hi} is {per[hi] / per[lo]:.2f}x that at T={lo}")
+        ref = 4096 if 4096 in per else min(per)
+        for T in sorted(t for t in per if t > ref):
+            print(f"{name}: cost per token at T={T} is {per[T] / per[ref]:.2f}x that at T={ref}")
     return 0

@@ -1,4 +1,5 @@
-"""TTT-Linear and TTT-MLP cores in the mini-batch dual form, plain PyTorch (the CPU default).
+"""TTT-Linear and TTT-MLP cores in the mini-batch dual form: the public entry points and the plain
+PyTorch path (the default everywhere but CUDA, where TTT-Linear's whole mini-batches go to `fused`).
 
 Everything that does not depend on the inner weights is computed for all mini-batches at once;
 the sequential scan over mini-batches runs only the few batched matrix products and fused
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..ln import l2_target_offset, layer_norm, ln_l2_grad
+from . import fused
 from .state import TTTState
 
 Params = tuple[Tensor, ...]
@@ -201,14 +203,38 @@ def _mlp_scan(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
     return out.transpose(0, 1).reshape(BH, T, F), TTTState((W1[:, :F], W1[:, F], W2, b2.squeeze(1)), grads, 0)
 
 
+def _linear_fused(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
+    """All whole mini-batches in one Triton launch (inputs in their own dtype, state float32)."""
+    (W, b), grads = state.params, state.grads
+    out, W, b = fused.linear_scan(q, k, v, lr, tau, ln_w[:, 0], ln_b[:, 0], W, b)
+    return out, TTTState((W, b), grads, 0)
+
+
 # --------------------------------------------------------------------------------------------- driver
 
 Step = Callable[..., tuple[Tensor, TTTState]]
+KERNELS = (None, "torch", "triton")
 
 
-def _run(partial: Step, scan: Step, q, k, v, lr, params: Params, ln_weight, ln_bias, K, token_scale, state):
-    """Shared driver: check shapes, go to float32/64, then finish the open mini-batch, scan the
-    whole ones and start the next, so that any split of a sequence gives the same result."""
+def _fused_wanted(kernel: str | None, fused_scan: Step | None, q: Tensor, K: int) -> bool:
+    """``kernel=None`` picks Triton on CUDA where it applies; ``"triton"`` insists (e.g. on the CPU under
+    ``TRITON_INTERPRET=1``), ``"torch"`` never uses it."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
+    usable = fused_scan is not None and fused.supported(q, K)
+    if kernel == "triton" and not usable:
+        raise ValueError(
+            "kernel='triton' needs Triton, a TTT-Linear core, float16/bfloat16/float32 inputs and a head dim "
+            f"and mini-batch size that are powers of two >= 16; got {q.dtype}, head dim {q.shape[-1]}, K={K}"
+        )
+    return kernel == "triton" or (kernel is None and usable and q.is_cuda)
+
+
+def _run(partial: Step, scan: Step, fused_scan: Step | None, q, k, v, lr, params: Params, ln_weight, ln_bias, K,
+         token_scale, state, kernel):  # fmt: skip
+    """Shared driver: check shapes, then finish the open mini-batch, scan the whole ones and start the
+    next, so that any split of a sequence gives the same result. The PyTorch steps run in float32/64;
+    the fused scan reads the inputs in their own dtype."""
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must all be [B, H, T, F]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     B, H, T, F = q.shape
@@ -229,32 +255,39 @@ def _run(partial: Step, scan: Step, q, k, v, lr, params: Params, ln_weight, ln_b
             tau = token_scale.to(dtype).clamp_min(0)
         if state is None:
             state = TTTState.initial(params, B, dtype)
-        flat = lambda x: x.to(dtype).reshape(B * H, *x.shape[2:])  # noqa: E731
-        q_, k_, v_, lr_ = (flat(x) for x in (q, k, v, lr))
+        use_fused = _fused_wanted(kernel, fused_scan, q, K)
+        flat = lambda x: x.reshape(B * H, *x.shape[2:])  # noqa: E731
+        q_, k_, v_, lr_ = (flat(x) for x in (q, k, v, lr))  # the PyTorch steps cast their slices
+        seq = lambda s: tuple(x[:, s].to(dtype) for x in (q_, k_, v_, lr_))  # noqa: E731
         ln_w = ln_weight.to(dtype).repeat(B, 1).unsqueeze(1)  # [BH, 1, F], head = row % H
         ln_b = ln_bias.to(dtype).repeat(B, 1).unsqueeze(1)
-        inner = TTTState(tuple(flat(p) for p in state.params), tuple(flat(g) for g in state.grads), state.pos)
+        inner = TTTState(tuple(flat(p.to(dtype)) for p in state.params), tuple(flat(g.to(dtype)) for g in state.grads), state.pos)
 
         outs, t = [], 0
         if inner.pos > 0:  # finish the mini-batch an earlier call left open
             n = min(K - inner.pos, T)
-            out, inner = partial(q_[:, :n], k_[:, :n], v_[:, :n], lr_[:, :n], tau[inner.pos : inner.pos + n], ln_w, ln_b, inner, K)
-            outs.append(out)
+            out, inner = partial(*seq(slice(0, n)), tau[inner.pos : inner.pos + n], ln_w, ln_b, inner, K)
+            outs.append(out.to(q.dtype))
             t = n
+        if use_fused and T - t >= K:  # all whole mini-batches in one launch
+            s = slice(t, t + (T - t) // K * K)
+            out, inner = fused_scan(q_[:, s], k_[:, s], v_[:, s], lr_[:, s], tau, ln_w, ln_b, inner, K)
+            outs.append(out.to(q.dtype))
+            t = s.stop
         while T - t >= K:  # whole mini-batches, a bounded number per scan so temporaries stay small
             s = slice(t, t + min((T - t) // K, SCAN_CHUNK) * K)
-            out, inner = scan(q_[:, s], k_[:, s], v_[:, s], lr_[:, s], tau, ln_w, ln_b, inner, K)
-            outs.append(out)
+            out, inner = scan(*seq(s), tau, ln_w, ln_b, inner, K)
+            outs.append(out.to(q.dtype))
             t = s.stop
         if t < T:  # open a new mini-batch with the remaining tokens
             s = slice(t, T)
-            out, inner = partial(q_[:, s], k_[:, s], v_[:, s], lr_[:, s], tau[: T - t], ln_w, ln_b, inner, K)
-            outs.append(out)
+            out, inner = partial(*seq(s), tau[: T - t], ln_w, ln_b, inner, K)
+            outs.append(out.to(q.dtype))
 
-    out = torch.cat(outs, dim=1) if outs else q_.new_zeros(B * H, 0, F)
+    out = torch.cat(outs, dim=1) if outs else q.new_zeros(B * H, 0, F)
     unflat = lambda x: x.reshape(B, H, *x.shape[1:])  # noqa: E731
     new_state = TTTState(tuple(unflat(p) for p in inner.params), tuple(unflat(g) for g in inner.grads), inner.pos)
-    return unflat(out).to(q.dtype), new_state
+    return unflat(out), new_state
 
 
 def ttt_linear(
@@ -270,6 +303,7 @@ def ttt_linear(
     mini_batch_size: int = 16,
     token_scale: Tensor | None = None,
     state: TTTState | None = None,
+    kernel: str | None = None,
 ) -> tuple[Tensor, TTTState]:
     """TTT-Linear core (spec sections 1 and 3): ``out_t = q_t + LN(q_t W_t' + b_t')``.
 
@@ -281,13 +315,16 @@ def ttt_linear(
         mini_batch_size: ``K``, tokens per inner gradient step.
         token_scale: ``[K]`` scale of position ``p`` inside a mini-batch (clamped at 0); ``None`` is ``1/(p+1)``.
         state: what an earlier call returned, to continue the same sequence; ``None`` starts it.
+        kernel: ``None`` uses the Triton kernels of `fused` on CUDA where they apply and PyTorch elsewhere;
+            ``"torch"`` or ``"triton"`` forces one (Triton runs on the CPU under ``TRITON_INTERPRET=1``).
 
     Returns:
         ``out [B, H, T, F]`` in ``q``'s dtype, and the :class:`TTTState` after the last token (float32,
         or float64 for float64 inputs). Any ``T`` works, and any split of a sequence into calls gives
         the same outputs and final state as one call. Under autocast, everything runs in float32.
     """
-    return _run(_linear_partial, _linear_scan, q, k, v, lr, (W, b), ln_weight, ln_bias, mini_batch_size, token_scale, state)
+    return _run(_linear_partial, _linear_scan, _linear_fused, q, k, v, lr, (W, b), ln_weight, ln_bias, mini_batch_size,
+                token_scale, state, kernel)  # fmt: skip
 
 
 def ttt_mlp(
@@ -305,10 +342,13 @@ def ttt_mlp(
     mini_batch_size: int = 16,
     token_scale: Tensor | None = None,
     state: TTTState | None = None,
+    kernel: str | None = None,
 ) -> tuple[Tensor, TTTState]:
     """TTT-MLP core (spec section 2): the inner model is ``gelu_tanh(x W1 + b1) W2 + b2``.
 
     Args as :func:`ttt_linear`, with ``W1 [H, F, D]``, ``b1 [H, D]``, ``W2 [H, D, F]``, ``b2 [H, F]``
-    (``D = 4F`` in the paper; any ``D`` works).
+    (``D = 4F`` in the paper; any ``D`` works). There is no Triton kernel for it yet: ``kernel`` may
+    only be ``None`` or ``"torch"``.
     """
-    return _run(_mlp_partial, _mlp_scan, q, k, v, lr, (W1, b1, W2, b2), ln_weight, ln_bias, mini_batch_size, token_scale, state)
+    return _run(_mlp_partial, _mlp_scan, None, q, k, v, lr, (W1, b1, W2, b2), ln_weight, ln_bias, mini_batch_size,
+                token_scale, state, kernel)  # fmt: skip

@@ -1,0 +1,111 @@
+"""The Triton TTT-Linear kernels against the PyTorch core: outputs, final state and every input gradient.
+
+Without a GPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set in the root
+conftest), so these tests check the kernels' arithmetic on any machine; speed is for the GPU benchmark.
+"""
+
+import pytest
+import torch
+
+from ttt_mm.ops import TTTState, ttt_linear, ttt_mlp
+from ttt_mm.ops.ttt import fused
+
+pytest.importorskip("triton")
+
+K, F = 16, 16
+
+
+def inputs(B=2, H=2, T=5 * K + 3, dtype=torch.float32):
+    q, k, v = (torch.randn(B, H, T, F, dtype=dtype) for _ in range(3))
+    lr = torch.rand(B, H, T, dtype=dtype) * 0.5
+    W, b = torch.randn(H, F, F) * 0.3, torch.randn(H, F) * 0.1
+    ln = (1 + 0.1 * torch.randn(H, F), 0.1 * torch.randn(H, F))
+    tau = torch.linspace(-0.1, 1.0, K)  # negative entries are clamped to 0: the clamp's gradient is tested too
+    return [q, k, v, lr, W, b, *ln, tau]
+
+
+def core(args, kernel, state=None):
+    q, k, v, lr, W, b, ln_w, ln_b, tau = args
+    return ttt_linear(q, k, v, lr, W, b, ln_w, ln_b, mini_batch_size=K, token_scale=tau, state=state, kernel=kernel)
+
+
+def close(a, b, tol):
+    return (a - b).abs().max().item() <= tol * (1 + b.abs().max().item())
+
+
+@pytest.fixture(params=[16, 2], ids=["one_span", "spans_of_2"])
+def checkpoint(request, monkeypatch):
+    """Checkpoints every 16 mini-batches (one span here) or every 2 (several spans, the last one short)."""
+    monkeypatch.setattr(fused, "CHECKPOINT", request.param)
+    return request.param
+
+
+def test_forward_and_backward_match_pytorch_core(checkpoint):
+    args = inputs()
+    results = {}
+    for kernel in ("torch", "triton"):
+        leaves = [x.clone().requires_grad_(True) for x in args]
+        out, state = core(leaves, kernel)
+        upstream = torch.Generator().manual_seed(1)
+        loss = sum((t * torch.randn(t.shape, generator=upstream)).sum() for t in (out, *state.params, *state.grads))
+        loss.backward()
+        results[kernel] = (out, state, [x.grad for x in leaves])
+    (out_t, st_t, grads_t), (out_f, st_f, grads_f) = results["torch"], results["triton"]
+    assert st_f.pos == st_t.pos == 3
+    assert close(out_f, out_t, 1e-5)
+    for a, b in zip(st_f.params + st_f.grads, st_t.params + st_t.grads):
+        assert close(a, b, 1e-5)
+    for name, a, b in zip("q k v lr W b ln_w ln_b tau".split(), grads_f, grads_t):
+        assert a is not None and torch.isfinite(a).all(), name
+        assert close(a, b, 1e-4), f"d{name}: {(a - b).abs().max().item():.2e}"
+
+
+def test_streaming_through_the_kernels_matches_one_call():
+    args = inputs(T=4 * K + 5)
+    whole, whole_state = core(args, "triton")
+    pieces, state, t = [], None, 0
+    for n in (5, 2 * K + 3, 1, K + 1, 11):  # pieces ending mid-mini-batch, a single token, whole runs
+        q, k, v, lr = (x[:, :, t : t + n] for x in args[:4])
+        out, state = core([q, k, v, lr, *args[4:]], "triton", state)
+        pieces.append(out)
+        t += n
+    assert t == args[0].shape[2]
+    assert close(torch.cat(pieces, dim=2), whole, 1e-5)
+    for a, b in zip(state.params + state.grads, whole_state.params + whole_state.grads):
+        assert close(a, b, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs_keep_a_float32_state(dtype):
+    args = inputs(T=3 * K)
+    low = [x.to(dtype) if i < 4 else x for i, x in enumerate(args)]
+    out, state = core(low, "triton")
+    ref, ref_state = core([x.to(dtype).float() if i < 4 else x for i, x in enumerate(args)], "torch")
+    assert out.dtype == dtype and all(p.dtype == torch.float32 for p in state.params)
+    assert close(out.float(), ref, 2e-2)
+    for a, b in zip(state.params, ref_state.params):
+        assert close(a, b, 1e-3)
+
+
+def test_kernel_selection():
+    args = inputs(T=K)
+    calls = []
+    scan = fused.linear_scan
+    try:
+        fused.linear_scan = lambda *a: calls.append(1) or scan(*a)
+        core(args, None)  # CPU tensors: the PyTorch core
+        assert calls == []
+        core(args, "triton")
+        assert calls == [1]
+    finally:
+        fused.linear_scan = scan
+    with pytest.raises(ValueError, match="powers of two"):
+        narrow = [x[..., :8] if i < 3 else x for i, x in enumerate(args)]
+        ttt_linear(*narrow[:4], torch.zeros(2, 8, 8), torch.zeros(2, 8), torch.ones(2, 8), torch.zeros(2, 8), kernel="triton")
+    with pytest.raises(ValueError, match="TTT-Linear"):
+        q, k, v, lr = args[:4]
+        ttt_mlp(q, k, v, lr, torch.zeros(2, F, 4 * F), torch.zeros(2, 4 * F), torch.zeros(2, 4 * F, F), torch.zeros(2, F),
+                torch.ones(2, F), torch.zeros(2, F), mini_batch_size=K, kernel="triton")  # fmt: skip
+    with pytest.raises(ValueError, match="kernel must be"):
+        core(args, "cuda")
+    assert isinstance(core(args, "torch")[1], TTTState)

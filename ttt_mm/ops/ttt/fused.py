@@ -1,0 +1,278 @@
+"""TTT-Linear scan over whole mini-batches as Triton kernels, forward and backward (the CUDA default).
+
+One program per (batch row, head) walks the mini-batches in order with the inner weights ``W [F, F]``
+and bias ``b [F]`` held on chip in float32, whatever the input dtype: each mini-batch costs a handful
+of ``[K, F] x [F, F]`` products and row reductions, the dual form of spec section 1.
+
+Memory for training: the forward pass stores the weights only every ``CHECKPOINT`` mini-batches.
+The backward pass walks those spans from last to first; for each it recomputes and stashes the span's
+weights, then runs the reverse pass mini-batch by mini-batch, carrying the adjoints of ``W`` and ``b``.
+So a 64k-token sequence keeps ``4096 / CHECKPOINT`` weight copies per head instead of 4096.
+
+The reverse pass of one mini-batch (``r`` the reciprocal std of a LayerNorm input row, ``Zh`` the
+normalized row, ``e`` the upstream gradient of the inner loss, ``G = r (e - mean e - Zh mean(e Zh))``,
+``c_j = tau_last lr_j``), given ``dO`` and the adjoints ``dW', db'`` of the weights after it:
+
+    update   W' = W - K^T diag(c) G:   dG = -c (K dW' + db'),  dK = -c (G dW'^T),  dc = -(K . G dW'^T) - G . db'
+    output   O = Q + LN(Zb):            LayerNorm backward, dQ = dO
+    readout  Zb = Q W + b - M G:        dQ += dZb W^T, dW += Q^T dZb, dM = -tril(dZb G^T), dG -= M^T dZb
+    decay    M = tril(tau lr^T (Q K^T + 1))
+    gradient G(Z, e):                   de = r P dG (P the projection above), plus the terms through r and Zh
+    inner    Z = K W + b
+
+The kernels need ``K`` and ``F`` to be powers of two, at least 16 (the smallest Triton matrix product).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch on Linux
+    triton = None
+
+# Mini-batches between stored weight checkpoints in the forward pass (training only).
+CHECKPOINT = 16
+
+
+def supported(q: Tensor, mini_batch_size: int) -> bool:
+    """Whether the kernels can run these inputs: Triton present, shapes the kernels tile."""
+    F = q.shape[-1]
+    ok = lambda n: n >= 16 and n & (n - 1) == 0  # noqa: E731
+    return triton is not None and ok(F) and ok(mini_batch_size) and q.dtype != torch.float64
+
+
+if triton is not None:
+
+    @triton.jit
+    def _ln_rows(x, F: tl.constexpr, EPS: tl.constexpr):
+        """Normalized rows of ``x`` and their reciprocal standard deviations."""
+        xc = x - (tl.sum(x, 1) / F)[:, None]
+        r = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / F + EPS)
+        return xc * r[:, None], r
+
+    @triton.jit
+    def _inner_grad(Km, Vm, W, b, gam, bet, F: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
+        """Gradient of the inner loss w.r.t. ``Z = K W + b`` for each row, with what its backward needs."""
+        Z = tl.dot(Km, W, input_precision=PREC) + b[None, :]
+        Zh, r = _ln_rows(Z, F, EPS)
+        e = (gam[None, :] * Zh + bet[None, :] - (Vm - Km)) * gam[None, :]
+        me = tl.sum(e, 1) / F
+        meZ = tl.sum(e * Zh, 1) / F
+        G = r[:, None] * (e - me[:, None] - Zh * meZ[:, None])
+        return G, Zh, r, e, meZ
+
+    @triton.jit
+    def _linear_fwd(
+        q, k, v, lr, tau, lnw, lnb, W0, b0,  # inputs
+        out, Wn, bn, Wc, bc,  # outputs: tokens, final state, checkpoints
+        M, n_ckpt,
+        K: tl.constexpr, F: tl.constexpr, CKPT: tl.constexpr, SAVE: tl.constexpr,
+        EPS: tl.constexpr, PREC: tl.constexpr,
+    ):  # fmt: skip
+        bh = tl.program_id(0).to(tl.int64)
+        rk, rf = tl.arange(0, K), tl.arange(0, F)
+        ff = rf[:, None] * F + rf[None, :]
+        W = tl.load(W0 + bh * F * F + ff).to(tl.float32)
+        b = tl.load(b0 + bh * F + rf).to(tl.float32)
+        gam = tl.load(lnw + bh * F + rf).to(tl.float32)
+        bet = tl.load(lnb + bh * F + rf).to(tl.float32)
+        ta = tl.load(tau + rk).to(tl.float32)
+        t_last = tl.load(tau + K - 1).to(tl.float32)
+        causal = rk[:, None] >= rk[None, :]
+        T = M * K
+        for m in range(M):
+            if SAVE:
+                if m % CKPT == 0:
+                    c = bh * n_ckpt + m // CKPT
+                    tl.store(Wc + c * F * F + ff, W)
+                    tl.store(bc + c * F + rf, b)
+            tok = bh * T + m * K + rk
+            kf = tok[:, None] * F + rf[None, :]
+            Qm = tl.load(q + kf).to(tl.float32)
+            Km = tl.load(k + kf).to(tl.float32)
+            Vm = tl.load(v + kf).to(tl.float32)
+            L = tl.load(lr + tok).to(tl.float32)
+            G, Zh, r, e, meZ = _inner_grad(Km, Vm, W, b, gam, bet, F, EPS, PREC)
+            A = tl.dot(Qm, tl.trans(Km), input_precision=PREC)
+            Mm = tl.where(causal, ta[:, None] * L[None, :] * (A + 1.0), 0.0)
+            Zb = tl.dot(Qm, W, input_precision=PREC) + b[None, :] - tl.dot(Mm, G, input_precision=PREC)
+            Zbh, r2 = _ln_rows(Zb, F, EPS)
+            tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
+            cG = G * (t_last * L)[:, None]
+            W -= tl.dot(tl.trans(Km), cG, input_precision=PREC)
+            b -= tl.sum(cG, 0)
+        tl.store(Wn + bh * F * F + ff, W)
+        tl.store(bn + bh * F + rf, b)
+
+    @triton.jit
+    def _linear_bwd(
+        q, k, v, lr, tau, lnw, lnb, Wc, bc, dout, dWn, dbn,  # inputs
+        dq, dk, dv, dlr, dtau, dlnw, dlnb, dW0, db0, Ws, bs,  # outputs; Ws, bs: scratch for one span
+        M, n_ckpt,
+        K: tl.constexpr, F: tl.constexpr, CKPT: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr,
+    ):  # fmt: skip
+        bh = tl.program_id(0).to(tl.int64)
+        rk, rf = tl.arange(0, K), tl.arange(0, F)
+        ff = rf[:, None] * F + rf[None, :]
+        gam = tl.load(lnw + bh * F + rf).to(tl.float32)
+        bet = tl.load(lnb + bh * F + rf).to(tl.float32)
+        ta = tl.load(tau + rk).to(tl.float32)
+        t_last = tl.load(tau + K - 1).to(tl.float32)
+        causal = rk[:, None] >= rk[None, :]
+        is_last = rk == K - 1
+        dW = tl.load(dWn + bh * F * F + ff).to(tl.float32)
+        db = tl.load(dbn + bh * F + rf).to(tl.float32)
+        d_gam = tl.zeros([F], dtype=tl.float32)
+        d_bet = tl.zeros([F], dtype=tl.float32)
+        d_tau = tl.zeros([K], dtype=tl.float32)
+        T = M * K
+        for back in range(n_ckpt):
+            span = n_ckpt - 1 - back
+            m0 = span * CKPT
+            m1 = tl.minimum(M, m0 + CKPT)
+            W = tl.load(Wc + (bh * n_ckpt + span) * F * F + ff)
+            b = tl.load(bc + (bh * n_ckpt + span) * F + rf)
+            for m in range(m0, m1):  # recompute the span's weights at each mini-batch start
+                tl.store(Ws + (bh * CKPT + m - m0) * F * F + ff, W)
+                tl.store(bs + (bh * CKPT + m - m0) * F + rf, b)
+                tok = bh * T + m * K + rk
+                kf = tok[:, None] * F + rf[None, :]
+                Km = tl.load(k + kf).to(tl.float32)
+                Vm = tl.load(v + kf).to(tl.float32)
+                L = tl.load(lr + tok).to(tl.float32)
+                G, Zh, r, e, meZ = _inner_grad(Km, Vm, W, b, gam, bet, F, EPS, PREC)
+                cG = G * (t_last * L)[:, None]
+                W -= tl.dot(tl.trans(Km), cG, input_precision=PREC)
+                b -= tl.sum(cG, 0)
+            tl.debug_barrier()
+            for back_m in range(m1 - m0):
+                m = m1 - 1 - back_m
+                W = tl.load(Ws + (bh * CKPT + m - m0) * F * F + ff)
+                b = tl.load(bs + (bh * CKPT + m - m0) * F + rf)
+                tok = bh * T + m * K + rk
+                kf = tok[:, None] * F + rf[None, :]
+                Qm = tl.load(q + kf).to(tl.float32)
+                Km = tl.load(k + kf).to(tl.float32)
+                Vm = tl.load(v + kf).to(tl.float32)
+                L = tl.load(lr + tok).to(tl.float32)
+                dO = tl.load(dout + kf).to(tl.float32)
+                # recompute the mini-batch
+                G, Zh, r, e, meZ = _inner_grad(Km, Vm, W, b, gam, bet, F, EPS, PREC)
+                A = tl.dot(Qm, tl.trans(Km), input_precision=PREC)
+                E = tl.where(causal, ta[:, None] * L[None, :], 0.0)
+                Mm = E * (A + 1.0)
+                Zb = tl.dot(Qm, W, input_precision=PREC) + b[None, :] - tl.dot(Mm, G, input_precision=PREC)
+                Zbh, r2 = _ln_rows(Zb, F, EPS)
+                c = t_last * L
+                # the state update
+                P = tl.dot(G, tl.trans(dW), input_precision=PREC)  # row j: dW' G_j
+                dc = -tl.sum(Km * P, 1) - tl.sum(G * db[None, :], 1)
+                dK = -c[:, None] * P
+                dG = -c[:, None] * (tl.dot(Km, dW, input_precision=PREC) + db[None, :])
+                dL = t_last * dc
+                d_tau += tl.where(is_last, tl.sum(L * dc, 0), 0.0)
+                # the output LayerNorm and the residual
+                d_gam += tl.sum(dO * Zbh, 0)
+                d_bet += tl.sum(dO, 0)
+                dZbh = dO * gam[None, :]
+                dZb = r2[:, None] * (dZbh - (tl.sum(dZbh, 1) / F)[:, None] - Zbh * (tl.sum(dZbh * Zbh, 1) / F)[:, None])
+                dQ = dO + tl.dot(dZb, tl.trans(W), input_precision=PREC)
+                dWm = tl.dot(tl.trans(Qm), dZb, input_precision=PREC)
+                dbm = tl.sum(dZb, 0)
+                dM = -tl.where(causal, tl.dot(dZb, tl.trans(G), input_precision=PREC), 0.0)
+                dG -= tl.dot(tl.trans(Mm), dZb, input_precision=PREC)
+                # the decay matrix
+                dE = dM * (A + 1.0)
+                dA = dM * E
+                d_tau += tl.sum(dE * L[None, :], 1)
+                dL += tl.sum(dE * ta[:, None], 0)
+                dQ += tl.dot(dA, Km, input_precision=PREC)
+                dK += tl.dot(tl.trans(dA), Qm, input_precision=PREC)
+                # the inner gradient G(Z, e)
+                mdG = tl.sum(dG, 1) / F
+                mdGZ = tl.sum(dG * Zh, 1) / F
+                de = r[:, None] * (dG - mdG[:, None] - Zh * mdGZ[:, None])
+                dZh = -r[:, None] * (meZ[:, None] * dG + mdGZ[:, None] * e) + de * (gam * gam)[None, :]
+                dr = tl.sum(dG * G, 1) / r
+                d_gam += tl.sum(de * (2.0 * gam[None, :] * Zh + bet[None, :] - (Vm - Km)), 0)
+                d_bet += tl.sum(de * gam[None, :], 0)
+                dV = -de * gam[None, :]
+                dK += de * gam[None, :]
+                dZ = r[:, None] * (dZh - (tl.sum(dZh, 1) / F)[:, None] - Zh * (tl.sum(dZh * Zh, 1) / F)[:, None])
+                dZ -= (dr * r * r / F)[:, None] * Zh
+                # the inner model's input
+                dK += tl.dot(dZ, tl.trans(W), input_precision=PREC)
+                dWm += tl.dot(tl.trans(Km), dZ, input_precision=PREC)
+                dbm += tl.sum(dZ, 0)
+                dW += dWm
+                db += dbm
+                tl.store(dq + kf, dQ.to(dq.dtype.element_ty))
+                tl.store(dk + kf, dK.to(dk.dtype.element_ty))
+                tl.store(dv + kf, dV.to(dv.dtype.element_ty))
+                tl.store(dlr + tok, dL.to(dlr.dtype.element_ty))
+            tl.debug_barrier()
+        tl.store(dW0 + bh * F * F + ff, dW)
+        tl.store(db0 + bh * F + rf, db)
+        tl.store(dlnw + bh * F + rf, d_gam)
+        tl.store(dlnb + bh * F + rf, d_bet)
+        tl.store(dtau + bh * K + rk, d_tau)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """Exact float32 products for float32 inputs; TF32 where the inputs are 16-bit anyway."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+class _LinearScan(torch.autograd.Function):
+    """``(out, W', b')`` of whole mini-batches; inputs ``q, k, v [BH, T, F]``, ``lr [BH, T]``,
+    ``tau [K]``, ``ln_w, ln_b [BH, F]``, ``W [BH, F, F]``, ``b [BH, F]``."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, lr, tau, ln_w, ln_b, W, b):
+        q, k, v, lr, ln_w, ln_b = (x.contiguous() for x in (q, k, v, lr, ln_w, ln_b))
+        W, b = W.float().contiguous(), b.float().contiguous()
+        tau = tau.float().contiguous()
+        BH, T, F = q.shape
+        K = tau.shape[0]
+        M = T // K
+        save = any(ctx.needs_input_grad)
+        n_ckpt = triton.cdiv(M, CHECKPOINT)
+        out = torch.empty_like(q)
+        Wn, bn = torch.empty_like(W), torch.empty_like(b)
+        Wc = W.new_empty(BH, n_ckpt, F, F) if save else W
+        bc = b.new_empty(BH, n_ckpt, F) if save else b
+        prec = _precision(q.dtype)
+        _linear_fwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, W, b, out, Wn, bn, Wc, bc, M, n_ckpt,
+                           K=K, F=F, CKPT=CHECKPOINT, SAVE=save, EPS=1e-6, PREC=prec)  # fmt: skip
+        if save:
+            ctx.save_for_backward(q, k, v, lr, tau, ln_w, ln_b, Wc, bc)
+            ctx.prec, ctx.M = prec, M
+        return out, Wn, bn
+
+    @staticmethod
+    def backward(ctx, d_out, dWn, dbn):
+        q, k, v, lr, tau, ln_w, ln_b, Wc, bc = ctx.saved_tensors
+        BH, T, F = q.shape
+        K, n_ckpt = tau.shape[0], Wc.shape[1]
+        d_out = d_out.contiguous() if d_out is not None else torch.zeros_like(q)
+        dWn = dWn.float().contiguous() if dWn is not None else Wc.new_zeros(BH, F, F)
+        dbn = dbn.float().contiguous() if dbn is not None else bc.new_zeros(BH, F)
+        dq, dk, dv, dlr = (torch.empty_like(x) for x in (q, k, v, lr))
+        dtau = tau.new_empty(BH, K)
+        dlnw, dlnb = ln_w.new_empty(BH, F, dtype=torch.float32), ln_b.new_empty(BH, F, dtype=torch.float32)
+        dW0, db0 = torch.empty_like(dWn), torch.empty_like(dbn)
+        Ws, bs = Wc.new_empty(BH, CHECKPOINT, F, F), bc.new_empty(BH, CHECKPOINT, F)
+        _linear_bwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, Wc, bc, d_out, dWn, dbn,
+                           dq, dk, dv, dlr, dtau, dlnw, dlnb, dW0, db0, Ws, bs, ctx.M, n_ckpt,
+                           K=K, F=F, CKPT=CHECKPOINT, EPS=1e-6, PREC=ctx.prec)  # fmt: skip
+        return dq, dk, dv, dlr, dtau.sum(0), dlnw.to(ln_w.dtype), dlnb.to(ln_b.dtype), dW0, db0
+
+
+def linear_scan(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tau: Tensor, ln_w: Tensor, ln_b: Tensor, W: Tensor, b: Tensor):
+    """Whole mini-batches from a boundary with the Triton kernels: ``out [BH, T, F]`` (``q``'s dtype)
+    and the float32 weights after them. ``T`` must be a multiple of ``K = len(tau)``."""
+    return _LinearScan.apply(q, k, v, lr, tau, ln_w, ln_b, W, b)
