@@ -1,4 +1,5 @@
-"""The Triton TTT-Linear kernels against the PyTorch core: outputs, final state and every input gradient.
+"""The Triton kernels against the PyTorch core: TTT-Linear outputs, final state and every input
+gradient; TTT-MLP outputs and final state (its kernel is forward only).
 
 Without a GPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set in the root
 conftest), so these tests check the kernels' arithmetic on any machine; speed is for the GPU benchmark.
@@ -102,10 +103,37 @@ def test_kernel_selection():
     with pytest.raises(ValueError, match="powers of two"):
         narrow = [x[..., :8] if i < 3 else x for i, x in enumerate(args)]
         ttt_linear(*narrow[:4], torch.zeros(2, 8, 8), torch.zeros(2, 8), torch.ones(2, 8), torch.zeros(2, 8), kernel="triton")
-    with pytest.raises(ValueError, match="TTT-Linear"):
-        q, k, v, lr = args[:4]
-        ttt_mlp(q, k, v, lr, torch.zeros(2, F, 4 * F), torch.zeros(2, 4 * F), torch.zeros(2, 4 * F, F), torch.zeros(2, F),
-                torch.ones(2, F), torch.zeros(2, F), mini_batch_size=K, kernel="triton")  # fmt: skip
+    with pytest.raises(ValueError, match="no gradients"):
+        mlp(args[:4], mlp_params(requires_grad=True), "triton")
     with pytest.raises(ValueError, match="kernel must be"):
         core(args, "cuda")
     assert isinstance(core(args, "torch")[1], TTTState)
+
+
+def mlp_params(requires_grad=False, H=2, D=4 * F):
+    params = [torch.randn(H, F, D) * 0.3, torch.randn(H, D) * 0.1, torch.randn(H, D, F) * 0.3, torch.randn(H, F) * 0.1]
+    return [p.requires_grad_(requires_grad) for p in params]
+
+
+def mlp(seq, params, kernel, state=None, tau=None):
+    ln = (1 + 0.1 * torch.randn(2, F, generator=torch.Generator().manual_seed(2)), torch.full((2, F), 0.05))
+    return ttt_mlp(*seq, *params, *ln, mini_batch_size=K, token_scale=tau, state=state, kernel=kernel)
+
+
+@torch.no_grad()
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # the interpreter's sigmoid of very negative inputs: 0, as it should
+def test_mlp_forward_kernel_matches_pytorch_core():
+    args = inputs(T=4 * K + 7)
+    params = mlp_params()
+    runs = {kernel: mlp(args[:4], params, kernel, tau=args[-1]) for kernel in ("torch", "triton")}
+    (out_t, st_t), (out_f, st_f) = runs["torch"], runs["triton"]
+    assert st_f.pos == st_t.pos == 7
+    assert close(out_f, out_t, 1e-5)
+    for a, b in zip(st_f.params + st_f.grads, st_t.params + st_t.grads):
+        assert close(a, b, 1e-5)
+    # and streamed: a piece ending mid-mini-batch, then the rest
+    first, state = mlp([x[:, :, :21] for x in args[:4]], params, "triton", tau=args[-1])
+    rest, state = mlp([x[:, :, 21:] for x in args[:4]], params, "triton", state, tau=args[-1])
+    assert close(torch.cat([first, rest], dim=2), out_t, 1e-5)
+    for a, b in zip(state.params, st_t.params):
+        assert close(a, b, 1e-5)

@@ -1,15 +1,17 @@
-"""GPU benchmark of the TTT-Linear core and layer: Triton kernels against the PyTorch core and SDPA attention.
+"""GPU benchmark of the TTT cores and layer: Triton kernels against the PyTorch core and SDPA attention.
 
     python -m ttt_mm.bench kernels                 # needs CUDA; bf16, batch 1, 12 heads of 64
     python -m ttt_mm.bench kernels --quick         # the correctness check and T = 4k only
 
-Correctness comes first: on small shapes the Triton core must match the PyTorch core (float32:
-outputs, final state and every input gradient) or nothing is timed. Then, in one run, for each
-length: the core forward and forward+backward with ``kernel="triton"`` and ``kernel="torch"`` (the
-PyTorch core only up to ``--torch-max`` tokens: it is slow), and the full TTT-Linear layer
-(projections included) against a causal SDPA attention layer of the same width. Printed: tokens/s,
-peak memory above the inputs, and the fraction of the card's dense bf16 peak FLOP/s that the core's
-arithmetic represents (``2 F (3 F + 2 K)`` FLOPs per token and head forward, about 2.5x that backward).
+Correctness comes first: on small shapes the Triton cores must match the PyTorch core (float32:
+TTT-Linear outputs, final state and every input gradient; TTT-MLP outputs and state) or nothing is
+timed. Then, in one run, for each length: the TTT-Linear core forward and forward+backward and the
+TTT-MLP core forward, each with ``kernel="triton"`` and ``kernel="torch"`` (the PyTorch core only up
+to ``--torch-max`` tokens: it is slow), and the full TTT-Linear layer (projections included) against
+a causal SDPA attention layer of the same width. Printed: tokens/s, peak memory above the inputs,
+and the fraction of the card's dense bf16 peak FLOP/s that the core's matrix products represent
+(TTT-Linear ``2 F (3 F + 2 K)`` FLOPs per token and head forward, about 2.5x that backward;
+TTT-MLP ``2 F D (6 + ...)``, counted exactly below).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 import torch
 
 from ..layers import AttentionLayer, TTTLayer
-from ..ops import ttt_linear
+from ..ops import ttt_linear, ttt_mlp
 
 # Dense bf16 tensor-core peak FLOP/s (no sparsity) from the vendors' data sheets, by device-name substring.
 PEAK_BF16 = {"H200": 989e12, "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12}
@@ -31,19 +33,18 @@ def peak_flops(name: str) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-def core_inputs(B, H, T, F, dtype, device, grad=False):
+def core_inputs(B, H, T, F, dtype, device, grad=False, mlp=False):
     g = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.randn(B, H, T, F, device=device, generator=g).to(dtype) for _ in range(3))
     lr = (torch.rand(B, H, T, device=device, generator=g) * 0.5 / F).to(dtype)
-    W = torch.randn(H, F, F, device=device, generator=g) * 0.02
-    b = torch.zeros(H, F, device=device)
+    shapes = [(H, F, 4 * F), (H, 4 * F), (H, 4 * F, F), (H, F)] if mlp else [(H, F, F), (H, F)]
+    params = [torch.randn(*s, device=device, generator=g) * 0.02 for s in shapes]
     ln = torch.ones(H, F, device=device), torch.zeros(H, F, device=device)
-    args = [q, k, v, lr, W, b, *ln]
-    return [x.requires_grad_(grad) for x in args]
+    return [x.requires_grad_(grad) for x in (q, k, v, lr, *params, *ln)]
 
 
 def check(device: str) -> float:
-    """Largest relative error of the Triton core against the PyTorch core, float32, forward and backward."""
+    """Largest relative error of the Triton cores against the PyTorch core, float32."""
     worst = 0.0
     for T in (16 * 37 + 5, 16 * 4):
         results = []
@@ -51,7 +52,9 @@ def check(device: str) -> float:
             args = core_inputs(2, 3, T, 64, torch.float32, device, grad=True)
             out, state = ttt_linear(*args, kernel=kernel)
             (out.square().sum() + state.params[0].square().sum() + state.params[1].sum()).backward()
-            results.append([out, *state.params, *(a.grad for a in args)])
+            with torch.no_grad():
+                out_mlp, state_mlp = ttt_mlp(*core_inputs(2, 3, T, 64, torch.float32, device, mlp=True), kernel=kernel)
+            results.append([out, *state.params, *(a.grad for a in args), out_mlp, *state_mlp.params])
         for a, b in zip(*results):
             worst = max(worst, ((a - b).abs().max() / (1 + b.abs().max())).item())
     return worst
@@ -94,7 +97,9 @@ def main(argv: list[str]) -> int:
         return 1
     H, F, K = args.heads, args.head_dim, args.mini_batch
     peak = peak_flops(name)
-    flops_fwd = 2 * F * (3 * F + 2 * K) * H  # per token
+    flops_fwd = 2 * F * (3 * F + 2 * K) * H  # per token: K W, Q W, the update (F x F); Q K^T, M G (K x K)
+    D = 4 * F  # TTT-MLP per token: 6 products with W1 or W2 (k, q, update; 2 F D each), G2 W2^T, 4 K x K ones
+    flops_mlp = (6 * 2 * F * D + 2 * F * D + 2 * K * (2 * F + 2 * D)) * H
     lengths = [4096] if args.quick else args.lengths
     cases = [(1, T) for T in lengths] + [(8, 4096)]
     print(f"| what | B | T | tokens/s | ms | peak MiB | % bf16 peak |")
@@ -121,6 +126,10 @@ def main(argv: list[str]) -> int:
 
             s, mib = timed(fwd_bwd, args.repeats)
             report(f"core fwd+bwd ({kernel})", B, T, s, mib, 3.5 * flops_fwd)
+            inputs = core_inputs(B, H, T, F, torch.bfloat16, device, mlp=True)
+            with torch.no_grad():
+                s, mib = timed(lambda: ttt_mlp(*inputs, mini_batch_size=K, kernel=kernel), args.repeats)
+            report(f"TTT-MLP core fwd ({kernel})", B, T, s, mib, flops_mlp)
         dim = H * F
         for what, layer in (("TTT-Linear layer fwd", TTTLayer(dim, H, inner="linear", mini_batch_size=K)), ("attention layer fwd", AttentionLayer(dim, H))):
             layer = layer.to(device)

@@ -12,8 +12,8 @@ Every timed sample does the same amount of work at every length: ``--work`` toke
 as independent sequences of length ``T``, each with its own data. A short length is then not timed in
 a lucky fraction of a second that a long one cannot fit into, so "cost per token against T" compares
 like with like on a shared, noisy machine. For the same reason the measurements are taken in
-``--rounds`` round-robin passes over all layers and lengths and each keeps its best round: a slow
-spell of the machine then costs one round of every row instead of every round of one row.
+``--rounds`` round-robin passes over all layers and lengths, and each row reports its median round:
+a slow (or unusually fast) spell of the machine then moves one round of every row, not one row.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
-    p.add_argument("--rounds", type=int, default=3, help="round-robin passes; each row keeps its best")
+    p.add_argument("--rounds", type=int, default=5, help="round-robin passes; each row reports its median")
     p.add_argument("--work", type=int, default=65536, help="tokens per timed sample (sequences of T tokens)")
     p.add_argument("--train", action="store_true", help="time forward + backward instead of forward alone")
     p.add_argument("--worker", nargs=2, metavar=("LAYER", "T"), help=argparse.SUPPRESS)
@@ -123,15 +123,14 @@ def main(argv: list[str]) -> int:
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, {args.device} {args.dtype}, dim {args.dim}, heads {args.heads}, "
           f"K {args.mini_batch}, batch {args.batch}, {'forward+backward' if args.train else 'forward, no grad'}")  # fmt: skip
-    best: dict[tuple[str, int], dict] = {}
+    rounds: dict[tuple[str, int], list[dict]] = {}
     for r in range(args.rounds):
         for T in args.lengths:
             for name in args.layers:
                 row = run_isolated(name, T, argv) if args.device == "cpu" else measure(name, T, args)
                 print(f"  round {r + 1}: {name:<10} T={T:>6}: {row['tokens_per_s']:>10,.0f} tok/s", file=sys.stderr, flush=True)
-                if (name, T) not in best or row["seconds"] < best[name, T]["seconds"]:
-                    best[name, T] = row
-    rows = list(best.values())
+                rounds.setdefault((name, T), []).append(row)
+    rows = [sorted(rs, key=lambda row: row["seconds"])[(len(rs) - 1) // 2] for rs in rounds.values()]  # median
     attn = {r["T"]: r["tokens_per_s"] for r in rows if r["layer"] == "attention"}
     print(f"| {'layer':<10} | {'T':>6} | {'tokens/s':>11} | {'ms':>9} | {'peak MiB':>8} | {'x attention':>11} |")
     print(f"|{'-' * 12}|{'-' * 8}|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 13}|")

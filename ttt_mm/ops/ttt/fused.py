@@ -1,4 +1,5 @@
-"""TTT-Linear scan over whole mini-batches as Triton kernels, forward and backward (the CUDA default).
+"""TTT scans over whole mini-batches as Triton kernels (the CUDA default): TTT-Linear forward and
+backward, TTT-MLP forward (inference; its training falls back to the PyTorch core).
 
 One program per (batch row, head) walks the mini-batches in order with the inner weights ``W [F, F]``
 and bias ``b [F]`` held on chip in float32, whatever the input dtype: each mini-batch costs a handful
@@ -20,7 +21,8 @@ normalized row, ``e`` the upstream gradient of the inner loss, ``G = r (e - mean
     gradient G(Z, e):                   de = r P dG (P the projection above), plus the terms through r and Zh
     inner    Z = K W + b
 
-The kernels need ``K`` and ``F`` to be powers of two, at least 16 (the smallest Triton matrix product).
+The kernels need ``K``, ``F`` (and TTT-MLP's hidden width ``D``) to be powers of two, at least 16
+(the smallest Triton matrix product).
 """
 
 from __future__ import annotations
@@ -38,11 +40,11 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
 CHECKPOINT = 16
 
 
-def supported(q: Tensor, mini_batch_size: int) -> bool:
+def supported(q: Tensor, mini_batch_size: int, hidden: int | None = None) -> bool:
     """Whether the kernels can run these inputs: Triton present, shapes the kernels tile."""
-    F = q.shape[-1]
     ok = lambda n: n >= 16 and n & (n - 1) == 0  # noqa: E731
-    return triton is not None and ok(F) and ok(mini_batch_size) and q.dtype != torch.float64
+    shapes = ok(q.shape[-1]) and ok(mini_batch_size) and (hidden is None or ok(hidden))
+    return triton is not None and shapes and q.dtype != torch.float64
 
 
 if triton is not None:
@@ -53,6 +55,36 @@ if triton is not None:
         xc = x - (tl.sum(x, 1) / F)[:, None]
         r = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / F + EPS)
         return xc * r[:, None], r
+
+    @triton.jit
+    def _per_head(lnw, lnb, tau, bh, K: tl.constexpr, F: tl.constexpr):
+        """The inner LayerNorm of head ``bh``, the token scales, the last one, and the causal mask."""
+        rk, rf = tl.arange(0, K), tl.arange(0, F)
+        gam = tl.load(lnw + bh * F + rf).to(tl.float32)
+        bet = tl.load(lnb + bh * F + rf).to(tl.float32)
+        ta = tl.load(tau + rk).to(tl.float32)
+        t_last = tl.load(tau + K - 1).to(tl.float32)
+        return gam, bet, ta, t_last, rk[:, None] >= rk[None, :]
+
+    @triton.jit
+    def _minibatch(q, k, v, lr, bh, T, m, K: tl.constexpr, F: tl.constexpr):
+        """Mini-batch ``m`` of row ``bh`` in float32, and its offsets per token and per element."""
+        tok = bh * T + m * K + tl.arange(0, K)
+        kf = tok[:, None] * F + tl.arange(0, F)[None, :]
+        Qm = tl.load(q + kf).to(tl.float32)
+        Km = tl.load(k + kf).to(tl.float32)
+        Vm = tl.load(v + kf).to(tl.float32)
+        return Qm, Km, Vm, tl.load(lr + tok).to(tl.float32), tok, kf
+
+    @triton.jit
+    def _linear_readout(Qm, Km, L, W, b, G, ta, causal, F: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
+        """``Zb = Q W + b - M G`` normalized, with ``M = E (Q K^T + 1)``, ``E = tril(tau lr^T)``."""
+        A = tl.dot(Qm, tl.trans(Km), input_precision=PREC)
+        E = tl.where(causal, ta[:, None] * L[None, :], 0.0)
+        Mm = E * (A + 1.0)
+        Zb = tl.dot(Qm, W, input_precision=PREC) + b[None, :] - tl.dot(Mm, G, input_precision=PREC)
+        Zbh, r2 = _ln_rows(Zb, F, EPS)
+        return Zbh, r2, A, E, Mm
 
     @triton.jit
     def _inner_grad(Km, Vm, W, b, gam, bet, F: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
@@ -74,15 +106,11 @@ if triton is not None:
         EPS: tl.constexpr, PREC: tl.constexpr,
     ):  # fmt: skip
         bh = tl.program_id(0).to(tl.int64)
-        rk, rf = tl.arange(0, K), tl.arange(0, F)
+        rf = tl.arange(0, F)
         ff = rf[:, None] * F + rf[None, :]
         W = tl.load(W0 + bh * F * F + ff).to(tl.float32)
         b = tl.load(b0 + bh * F + rf).to(tl.float32)
-        gam = tl.load(lnw + bh * F + rf).to(tl.float32)
-        bet = tl.load(lnb + bh * F + rf).to(tl.float32)
-        ta = tl.load(tau + rk).to(tl.float32)
-        t_last = tl.load(tau + K - 1).to(tl.float32)
-        causal = rk[:, None] >= rk[None, :]
+        gam, bet, ta, t_last, causal = _per_head(lnw, lnb, tau, bh, K, F)
         T = M * K
         for m in range(M):
             if SAVE:
@@ -90,23 +118,69 @@ if triton is not None:
                     c = bh * n_ckpt + m // CKPT
                     tl.store(Wc + c * F * F + ff, W)
                     tl.store(bc + c * F + rf, b)
-            tok = bh * T + m * K + rk
-            kf = tok[:, None] * F + rf[None, :]
-            Qm = tl.load(q + kf).to(tl.float32)
-            Km = tl.load(k + kf).to(tl.float32)
-            Vm = tl.load(v + kf).to(tl.float32)
-            L = tl.load(lr + tok).to(tl.float32)
+            Qm, Km, Vm, L, tok, kf = _minibatch(q, k, v, lr, bh, T, m, K, F)
             G, Zh, r, e, meZ = _inner_grad(Km, Vm, W, b, gam, bet, F, EPS, PREC)
-            A = tl.dot(Qm, tl.trans(Km), input_precision=PREC)
-            Mm = tl.where(causal, ta[:, None] * L[None, :] * (A + 1.0), 0.0)
-            Zb = tl.dot(Qm, W, input_precision=PREC) + b[None, :] - tl.dot(Mm, G, input_precision=PREC)
-            Zbh, r2 = _ln_rows(Zb, F, EPS)
+            Zbh, r2, A, E, Mm = _linear_readout(Qm, Km, L, W, b, G, ta, causal, F, EPS, PREC)
             tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
             cG = G * (t_last * L)[:, None]
             W -= tl.dot(tl.trans(Km), cG, input_precision=PREC)
             b -= tl.sum(cG, 0)
         tl.store(Wn + bh * F * F + ff, W)
         tl.store(bn + bh * F + rf, b)
+
+    @triton.jit
+    def _gelu_tanh(x):
+        """``gelu_tanh(x) = x * sigmoid(2u)``, ``u = sqrt(2/pi) (x + 0.044715 x^3)``, and its slope."""
+        a: tl.constexpr = 1.5957691216057308  # 2 sqrt(2/pi)
+        b: tl.constexpr = 1.5957691216057308 * 0.044715
+        x2 = x * x
+        s = tl.sigmoid(x * (a + b * x2))
+        y = x * s
+        return y, s + y * (1.0 - s) * (a + 3.0 * b * x2)
+
+    @triton.jit
+    def _mlp_fwd(
+        q, k, v, lr, tau, lnw, lnb, W1_0, b1_0, W2_0, b2_0,  # inputs
+        out, W1n, b1n, W2n, b2n,  # outputs
+        M,
+        K: tl.constexpr, F: tl.constexpr, D: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr,
+    ):  # fmt: skip
+        bh = tl.program_id(0).to(tl.int64)
+        rf, rd = tl.arange(0, F), tl.arange(0, D)
+        fd = rf[:, None] * D + rd[None, :]
+        df = rd[:, None] * F + rf[None, :]
+        W1 = tl.load(W1_0 + bh * F * D + fd).to(tl.float32)
+        b1 = tl.load(b1_0 + bh * D + rd).to(tl.float32)
+        W2 = tl.load(W2_0 + bh * D * F + df).to(tl.float32)
+        b2 = tl.load(b2_0 + bh * F + rf).to(tl.float32)
+        gam, bet, ta, t_last, causal = _per_head(lnw, lnb, tau, bh, K, F)
+        T = M * K
+        for m in range(M):
+            Qm, Km, Vm, L, tok, kf = _minibatch(q, k, v, lr, bh, T, m, K, F)
+            # the inner gradients at the mini-batch's start weights
+            Xh, slope = _gelu_tanh(tl.dot(Km, W1, input_precision=PREC) + b1[None, :])
+            Z2 = tl.dot(Xh, W2, input_precision=PREC) + b2[None, :]
+            Zh, r = _ln_rows(Z2, F, EPS)
+            e = (gam[None, :] * Zh + bet[None, :] - (Vm - Km)) * gam[None, :]
+            G2 = r[:, None] * (e - (tl.sum(e, 1) / F)[:, None] - Zh * (tl.sum(e * Zh, 1) / F)[:, None])
+            G1 = tl.dot(G2, tl.trans(W2), input_precision=PREC) * slope
+            # the readout through both layers, each token with the steps of the tokens up to it
+            E = tl.where(causal, ta[:, None] * L[None, :], 0.0)
+            M1 = E * (tl.dot(Qm, tl.trans(Km), input_precision=PREC) + 1.0)
+            Hh, _ = _gelu_tanh(tl.dot(Qm, W1, input_precision=PREC) + b1[None, :] - tl.dot(M1, G1, input_precision=PREC))
+            M2 = E * (tl.dot(Hh, tl.trans(Xh), input_precision=PREC) + 1.0)
+            Zb = tl.dot(Hh, W2, input_precision=PREC) + b2[None, :] - tl.dot(M2, G2, input_precision=PREC)
+            Zbh, _ = _ln_rows(Zb, F, EPS)
+            tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
+            c = (t_last * L)[:, None]
+            W1 -= tl.dot(tl.trans(Km), c * G1, input_precision=PREC)
+            b1 -= tl.sum(c * G1, 0)
+            W2 -= tl.dot(tl.trans(Xh), c * G2, input_precision=PREC)
+            b2 -= tl.sum(c * G2, 0)
+        tl.store(W1n + bh * F * D + fd, W1)
+        tl.store(b1n + bh * D + rd, b1)
+        tl.store(W2n + bh * D * F + df, W2)
+        tl.store(b2n + bh * F + rf, b2)
 
     @triton.jit
     def _linear_bwd(
@@ -118,11 +192,7 @@ if triton is not None:
         bh = tl.program_id(0).to(tl.int64)
         rk, rf = tl.arange(0, K), tl.arange(0, F)
         ff = rf[:, None] * F + rf[None, :]
-        gam = tl.load(lnw + bh * F + rf).to(tl.float32)
-        bet = tl.load(lnb + bh * F + rf).to(tl.float32)
-        ta = tl.load(tau + rk).to(tl.float32)
-        t_last = tl.load(tau + K - 1).to(tl.float32)
-        causal = rk[:, None] >= rk[None, :]
+        gam, bet, ta, t_last, causal = _per_head(lnw, lnb, tau, bh, K, F)
         is_last = rk == K - 1
         dW = tl.load(dWn + bh * F * F + ff).to(tl.float32)
         db = tl.load(dbn + bh * F + rf).to(tl.float32)
@@ -139,11 +209,7 @@ if triton is not None:
             for m in range(m0, m1):  # recompute the span's weights at each mini-batch start
                 tl.store(Ws + (bh * CKPT + m - m0) * F * F + ff, W)
                 tl.store(bs + (bh * CKPT + m - m0) * F + rf, b)
-                tok = bh * T + m * K + rk
-                kf = tok[:, None] * F + rf[None, :]
-                Km = tl.load(k + kf).to(tl.float32)
-                Vm = tl.load(v + kf).to(tl.float32)
-                L = tl.load(lr + tok).to(tl.float32)
+                _, Km, Vm, L, _, _ = _minibatch(q, k, v, lr, bh, T, m, K, F)
                 G, Zh, r, e, meZ = _inner_grad(Km, Vm, W, b, gam, bet, F, EPS, PREC)
                 cG = G * (t_last * L)[:, None]
                 W -= tl.dot(tl.trans(Km), cG, input_precision=PREC)
@@ -153,20 +219,11 @@ if triton is not None:
                 m = m1 - 1 - back_m
                 W = tl.load(Ws + (bh * CKPT + m - m0) * F * F + ff)
                 b = tl.load(bs + (bh * CKPT + m - m0) * F + rf)
-                tok = bh * T + m * K + rk
-                kf = tok[:, None] * F + rf[None, :]
-                Qm = tl.load(q + kf).to(tl.float32)
-                Km = tl.load(k + kf).to(tl.float32)
-                Vm = tl.load(v + kf).to(tl.float32)
-                L = tl.load(lr + tok).to(tl.float32)
+                Qm, Km, Vm, L, tok, kf = _minibatch(q, k, v, lr, bh, T, m, K, F)
                 dO = tl.load(dout + kf).to(tl.float32)
                 # recompute the mini-batch
                 G, Zh, r, e, meZ = _inner_grad(Km, Vm, W, b, gam, bet, F, EPS, PREC)
-                A = tl.dot(Qm, tl.trans(Km), input_precision=PREC)
-                E = tl.where(causal, ta[:, None] * L[None, :], 0.0)
-                Mm = E * (A + 1.0)
-                Zb = tl.dot(Qm, W, input_precision=PREC) + b[None, :] - tl.dot(Mm, G, input_precision=PREC)
-                Zbh, r2 = _ln_rows(Zb, F, EPS)
+                Zbh, r2, A, E, Mm = _linear_readout(Qm, Km, L, W, b, G, ta, causal, F, EPS, PREC)
                 c = t_last * L
                 # the state update
                 P = tl.dot(G, tl.trans(dW), input_precision=PREC)  # row j: dW' G_j
@@ -276,3 +333,16 @@ def linear_scan(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tau: Tensor, ln_w: 
     """Whole mini-batches from a boundary with the Triton kernels: ``out [BH, T, F]`` (``q``'s dtype)
     and the float32 weights after them. ``T`` must be a multiple of ``K = len(tau)``."""
     return _LinearScan.apply(q, k, v, lr, tau, ln_w, ln_b, W, b)
+
+
+def mlp_scan(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tau: Tensor, ln_w: Tensor, ln_b: Tensor, params: tuple[Tensor, ...]):
+    """TTT-MLP over whole mini-batches, forward only (no autograd): ``out`` and the float32 weights after."""
+    q, k, v, lr, ln_w, ln_b = (x.contiguous() for x in (q, k, v, lr, ln_w, ln_b))
+    W1, b1, W2, b2 = (p.float().contiguous() for p in params)
+    BH, T, F = q.shape
+    K, D = tau.shape[0], W1.shape[-1]
+    out = torch.empty_like(q)
+    new = tuple(torch.empty_like(p) for p in (W1, b1, W2, b2))
+    _mlp_fwd[(BH,)](q, k, v, lr, tau.float().contiguous(), ln_w, ln_b, W1, b1, W2, b2, out, *new, T // K,
+                    K=K, F=F, D=D, EPS=1e-6, PREC=_precision(q.dtype), num_warps=8)  # fmt: skip
+    return out, new
