@@ -1,5 +1,5 @@
-"""The Triton kernels against the PyTorch core: TTT-Linear outputs, final state and every input
-gradient; TTT-MLP outputs and final state (its kernel is forward only).
+"""The Triton kernels against the PyTorch core: outputs, final state and every input gradient, for
+TTT-Linear and TTT-MLP.
 
 Without a GPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set in the root
 conftest), so these tests check the kernels' arithmetic on any machine; speed is for the GPU benchmark.
@@ -103,37 +103,55 @@ def test_kernel_selection():
     with pytest.raises(ValueError, match="powers of two"):
         narrow = [x[..., :8] if i < 3 else x for i, x in enumerate(args)]
         ttt_linear(*narrow[:4], torch.zeros(2, 8, 8), torch.zeros(2, 8), torch.ones(2, 8), torch.zeros(2, 8), kernel="triton")
-    with pytest.raises(ValueError, match="no gradients"):
-        mlp(args[:4], mlp_params(requires_grad=True), "triton")
+    with pytest.raises(ValueError, match="MLP width 24"):
+        mlp(args[:4], mlp_params(D=24), "triton")
     with pytest.raises(ValueError, match="kernel must be"):
         core(args, "cuda")
     assert isinstance(core(args, "torch")[1], TTTState)
 
 
-def mlp_params(requires_grad=False, H=2, D=4 * F):
-    params = [torch.randn(H, F, D) * 0.3, torch.randn(H, D) * 0.1, torch.randn(H, D, F) * 0.3, torch.randn(H, F) * 0.1]
-    return [p.requires_grad_(requires_grad) for p in params]
+def mlp_params(H=2, D=4 * F):
+    """``W1, b1, W2, b2`` and the inner LayerNorm's weight and bias."""
+    return [torch.randn(H, F, D) * 0.3, torch.randn(H, D) * 0.1, torch.randn(H, D, F) * 0.3, torch.randn(H, F) * 0.1,
+            1 + 0.1 * torch.randn(H, F), 0.1 * torch.randn(H, F)]  # fmt: skip
 
 
 def mlp(seq, params, kernel, state=None, tau=None):
-    ln = (1 + 0.1 * torch.randn(2, F, generator=torch.Generator().manual_seed(2)), torch.full((2, F), 0.05))
-    return ttt_mlp(*seq, *params, *ln, mini_batch_size=K, token_scale=tau, state=state, kernel=kernel)
+    return ttt_mlp(*seq, *params, mini_batch_size=K, token_scale=tau, state=state, kernel=kernel)
 
 
-@torch.no_grad()
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # the interpreter's sigmoid of very negative inputs: 0, as it should
-def test_mlp_forward_kernel_matches_pytorch_core():
+def test_mlp_kernels_match_pytorch_core(checkpoint):
     args = inputs(T=4 * K + 7)
-    params = mlp_params()
-    runs = {kernel: mlp(args[:4], params, kernel, tau=args[-1]) for kernel in ("torch", "triton")}
-    (out_t, st_t), (out_f, st_f) = runs["torch"], runs["triton"]
+    base = mlp_params()
+    results = {}
+    for kernel in ("torch", "triton"):
+        seq = [x.clone().requires_grad_(True) for x in args[:4]]
+        params = [p.clone().requires_grad_(True) for p in base]
+        tau = args[-1].clone().requires_grad_(True)
+        out, state = mlp(seq, params, kernel, tau=tau)
+        upstream = torch.Generator().manual_seed(1)
+        loss = sum((t * torch.randn(t.shape, generator=upstream)).sum() for t in (out, *state.params, *state.grads))
+        loss.backward()
+        results[kernel] = (out, state, [x.grad for x in (*seq, *params, tau)])
+    (out_t, st_t, grads_t), (out_f, st_f, grads_f) = results["torch"], results["triton"]
     assert st_f.pos == st_t.pos == 7
     assert close(out_f, out_t, 1e-5)
     for a, b in zip(st_f.params + st_f.grads, st_t.params + st_t.grads):
         assert close(a, b, 1e-5)
-    # and streamed: a piece ending mid-mini-batch, then the rest
+    for name, a, b in zip("q k v lr W1 b1 W2 b2 ln_w ln_b tau".split(), grads_f, grads_t):
+        assert a is not None and torch.isfinite(a).all(), name
+        assert close(a, b, 1e-4), f"d{name}: {(a - b).abs().max().item():.2e}"
+
+
+@torch.no_grad()
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")
+def test_mlp_streams_through_the_kernels():
+    args = inputs(T=4 * K + 7)
+    params = mlp_params()
+    whole, whole_state = mlp(args[:4], params, "triton", tau=args[-1])
     first, state = mlp([x[:, :, :21] for x in args[:4]], params, "triton", tau=args[-1])
     rest, state = mlp([x[:, :, 21:] for x in args[:4]], params, "triton", state, tau=args[-1])
-    assert close(torch.cat([first, rest], dim=2), out_t, 1e-5)
-    for a, b in zip(state.params, st_t.params):
+    assert close(torch.cat([first, rest], dim=2), whole, 1e-5)
+    for a, b in zip(state.params + state.grads, whole_state.params + whole_state.grads):
         assert close(a, b, 1e-5)

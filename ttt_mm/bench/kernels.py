@@ -4,14 +4,14 @@
     python -m ttt_mm.bench kernels --quick         # the correctness check and T = 4k only
 
 Correctness comes first: on small shapes the Triton cores must match the PyTorch core (float32:
-TTT-Linear outputs, final state and every input gradient; TTT-MLP outputs and state) or nothing is
-timed. Then, in one run, for each length: the TTT-Linear core forward and forward+backward and the
-TTT-MLP core forward, each with ``kernel="triton"`` and ``kernel="torch"`` (the PyTorch core only up
-to ``--torch-max`` tokens: it is slow), and the full TTT-Linear layer (projections included) against
-a causal SDPA attention layer of the same width. Printed: tokens/s, peak memory above the inputs,
+outputs, final state and every input gradient of TTT-Linear and TTT-MLP) or nothing is timed.
+Then, in one run, for each length: the TTT-Linear and TTT-MLP cores, forward and forward+backward,
+each with ``kernel="triton"`` and ``kernel="torch"`` (the PyTorch core only up to ``--torch-max``
+tokens: it is slow), and the full TTT-Linear layer (projections included) against a causal SDPA
+attention layer of the same width. Printed: tokens/s, peak memory above the inputs,
 and the fraction of the card's dense bf16 peak FLOP/s that the core's matrix products represent
 (TTT-Linear ``2 F (3 F + 2 K)`` FLOPs per token and head forward, about 2.5x that backward;
-TTT-MLP ``2 F D (6 + ...)``, counted exactly below).
+TTT-MLP counted the same way below).
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ def check(device: str) -> float:
             args = core_inputs(2, 3, T, 64, torch.float32, device, grad=True)
             out, state = ttt_linear(*args, kernel=kernel)
             (out.square().sum() + state.params[0].square().sum() + state.params[1].sum()).backward()
-            with torch.no_grad():
-                out_mlp, state_mlp = ttt_mlp(*core_inputs(2, 3, T, 64, torch.float32, device, mlp=True), kernel=kernel)
-            results.append([out, *state.params, *(a.grad for a in args), out_mlp, *state_mlp.params])
+            args_mlp = core_inputs(2, 3, T, 64, torch.float32, device, grad=True, mlp=True)
+            out_mlp, state_mlp = ttt_mlp(*args_mlp, kernel=kernel)
+            (out_mlp.square().sum() + sum(p.square().sum() for p in state_mlp.params)).backward()
+            results.append([out, *state.params, *(a.grad for a in args), out_mlp, *state_mlp.params, *(a.grad for a in args_mlp)])
         for a, b in zip(*results):
             worst = max(worst, ((a - b).abs().max() / (1 + b.abs().max())).item())
     return worst
@@ -113,23 +114,19 @@ def main(argv: list[str]) -> int:
         for kernel in ("triton", "torch"):
             if kernel == "torch" and T > args.torch_max:
                 continue
-            inputs = core_inputs(B, H, T, F, torch.bfloat16, device)
-            fwd = lambda: ttt_linear(*inputs, mini_batch_size=K, kernel=kernel)  # noqa: E731
-            with torch.no_grad():
-                s, mib = timed(fwd, args.repeats)
-            report(f"core fwd ({kernel})", B, T, s, mib, flops_fwd)
-            inputs = core_inputs(B, H, T, F, torch.bfloat16, device, grad=True)
+            for name, core, mlp, flops in (("TTT-Linear", ttt_linear, False, flops_fwd), ("TTT-MLP", ttt_mlp, True, flops_mlp)):
+                inputs = core_inputs(B, H, T, F, torch.bfloat16, device, mlp=mlp)
+                with torch.no_grad():
+                    s, mib = timed(lambda: core(*inputs, mini_batch_size=K, kernel=kernel), args.repeats)
+                report(f"{name} core fwd ({kernel})", B, T, s, mib, flops)
+                inputs = core_inputs(B, H, T, F, torch.bfloat16, device, grad=True, mlp=mlp)
 
-            def fwd_bwd():
-                out, state = ttt_linear(*inputs, mini_batch_size=K, kernel=kernel)
-                out.float().square().mean().backward()
+                def fwd_bwd():
+                    out, _ = core(*inputs, mini_batch_size=K, kernel=kernel)
+                    out.float().square().mean().backward()
 
-            s, mib = timed(fwd_bwd, args.repeats)
-            report(f"core fwd+bwd ({kernel})", B, T, s, mib, 3.5 * flops_fwd)
-            inputs = core_inputs(B, H, T, F, torch.bfloat16, device, mlp=True)
-            with torch.no_grad():
-                s, mib = timed(lambda: ttt_mlp(*inputs, mini_batch_size=K, kernel=kernel), args.repeats)
-            report(f"TTT-MLP core fwd ({kernel})", B, T, s, mib, flops_mlp)
+                s, mib = timed(fwd_bwd, args.repeats)
+                report(f"{name} core fwd+bwd ({kernel})", B, T, s, mib, 3.5 * flops)
         dim = H * F
         for what, layer in (("TTT-Linear layer fwd", TTTLayer(dim, H, inner="linear", mini_batch_size=K)), ("attention layer fwd", AttentionLayer(dim, H))):
             layer = layer.to(device)

@@ -211,7 +211,7 @@ def _linear_fused(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
 
 
 def _mlp_fused(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
-    """All whole mini-batches in one Triton launch; inference only (the driver checks)."""
+    """All whole mini-batches in one Triton launch (inputs in their own dtype, state float32)."""
     out, params = fused.mlp_scan(q, k, v, lr, tau, ln_w[:, 0], ln_b[:, 0], state.params)
     return out, TTTState(params, state.grads, 0)
 
@@ -222,18 +222,18 @@ Step = Callable[..., tuple[Tensor, TTTState]]
 KERNELS = (None, "torch", "triton")
 
 
-def _fused_wanted(kernel: str | None, fused_scan: Step | None, q: Tensor, K: int, params: Params, differentiable: bool) -> bool:
+def _fused_wanted(kernel: str | None, fused_scan: Step | None, q: Tensor, K: int, params: Params) -> bool:
     """``kernel=None`` picks Triton on CUDA where it applies; ``"triton"`` insists (e.g. on the CPU under
     ``TRITON_INTERPRET=1``), ``"torch"`` never uses it."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
-    mlp = len(params) == 4
-    usable = fused_scan is not None and fused.supported(q, K, params[0].shape[-1] if mlp else None)
-    why = "a head dim, mini-batch size (and MLP width) that are powers of two >= 16 and 16/32-bit floats"
-    if mlp and differentiable:
-        usable, why = False, "no gradients (the TTT-MLP kernel is forward only)"
+    hidden = params[0].shape[-1] if len(params) == 4 else None
+    usable = fused_scan is not None and fused.supported(q, K, hidden)
     if kernel == "triton" and not usable:
-        raise ValueError(f"kernel='triton' needs Triton and {why}; got {q.dtype}, head dim {q.shape[-1]}, K={K}")
+        raise ValueError(
+            "kernel='triton' needs Triton, 16/32-bit floats and a head dim, mini-batch size (and MLP width) that "
+            f"are powers of two >= 16; got {q.dtype}, head dim {q.shape[-1]}, K={K}, MLP width {hidden}"
+        )
     return kernel == "triton" or (kernel is None and usable and q.is_cuda)
 
 
@@ -262,9 +262,7 @@ def _run(partial: Step, scan: Step, fused_scan: Step | None, q, k, v, lr, params
             tau = token_scale.to(dtype).clamp_min(0)
         if state is None:
             state = TTTState.initial(params, B, dtype)
-        tensors = (q, k, v, lr, ln_weight, ln_bias, tau, *state.params, *state.grads)
-        differentiable = torch.is_grad_enabled() and any(x.requires_grad for x in tensors)
-        use_fused = _fused_wanted(kernel, fused_scan, q, K, state.params, differentiable)
+        use_fused = _fused_wanted(kernel, fused_scan, q, K, state.params)
         flat = lambda x: x.reshape(B * H, *x.shape[2:])  # noqa: E731
         q_, k_, v_, lr_ = (flat(x) for x in (q, k, v, lr))  # the PyTorch steps cast their slices
         seq = lambda s: tuple(x[:, s].to(dtype) for x in (q_, k_, v_, lr_))  # noqa: E731
@@ -356,8 +354,7 @@ def ttt_mlp(
     """TTT-MLP core (spec section 2): the inner model is ``gelu_tanh(x W1 + b1) W2 + b2``.
 
     Args as :func:`ttt_linear`, with ``W1 [H, F, D]``, ``b1 [H, D]``, ``W2 [H, D, F]``, ``b2 [H, F]``
-    (``D = 4F`` in the paper; any ``D`` works). Its Triton kernel is forward only: with gradients
-    the PyTorch core runs (``kernel="triton"`` then raises).
+    (``D = 4F`` in the paper; any ``D`` works).
     """
     return _run(_mlp_partial, _mlp_scan, _mlp_fused, q, k, v, lr, (W1, b1, W2, b2), ln_weight, ln_bias, mini_batch_size,
                 token_scale, state, kernel)  # fmt: skip

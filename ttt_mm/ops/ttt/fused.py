@@ -1,5 +1,5 @@
-"""TTT scans over whole mini-batches as Triton kernels (the CUDA default): TTT-Linear forward and
-backward, TTT-MLP forward (inference; its training falls back to the PyTorch core).
+"""TTT scans over whole mini-batches as Triton kernels (the CUDA default): TTT-Linear and TTT-MLP,
+forward and backward.
 
 One program per (batch row, head) walks the mini-batches in order with the inner weights ``W [F, F]``
 and bias ``b [F]`` held on chip in float32, whatever the input dtype: each mini-batch costs a handful
@@ -88,8 +88,12 @@ if triton is not None:
 
     @triton.jit
     def _inner_grad(Km, Vm, W, b, gam, bet, F: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
-        """Gradient of the inner loss w.r.t. ``Z = K W + b`` for each row, with what its backward needs."""
-        Z = tl.dot(Km, W, input_precision=PREC) + b[None, :]
+        """Gradient of TTT-Linear's inner loss w.r.t. ``Z = K W + b`` per row, with what its backward needs."""
+        return _ln_l2_grad(tl.dot(Km, W, input_precision=PREC) + b[None, :], Km, Vm, gam, bet, F, EPS)
+
+    @triton.jit
+    def _ln_l2_grad(Z, Km, Vm, gam, bet, F: tl.constexpr, EPS: tl.constexpr):
+        """Gradient of ``0.5 ||LN(Z) - (V - K)||^2`` w.r.t. ``Z`` per row, with what its backward needs."""
         Zh, r = _ln_rows(Z, F, EPS)
         e = (gam[None, :] * Zh + bet[None, :] - (Vm - Km)) * gam[None, :]
         me = tl.sum(e, 1) / F
@@ -139,11 +143,47 @@ if triton is not None:
         return y, s + y * (1.0 - s) * (a + 3.0 * b * x2)
 
     @triton.jit
+    def _gelu_curvature(x):
+        """Second derivative of ``gelu_tanh``: ``s (1 - s) (2 u' + x (1 - 2 s) u'^2 + x u'')``."""
+        a: tl.constexpr = 1.5957691216057308
+        b: tl.constexpr = 1.5957691216057308 * 0.044715
+        x2 = x * x
+        s = tl.sigmoid(x * (a + b * x2))
+        du = a + 3.0 * b * x2
+        return s * (1.0 - s) * (2.0 * du + x * (1.0 - 2.0 * s) * du * du + 6.0 * b * x2)
+
+    @triton.jit
+    def _mlp_inner(Km, Vm, W1, b1, W2, b2, gam, bet, F: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
+        """TTT-MLP's inner gradients at the mini-batch's start weights: w.r.t. the hidden layer's input
+        (``G1``) and the output (``G2``), with what their backward needs."""
+        X1 = tl.dot(Km, W1, input_precision=PREC) + b1[None, :]
+        Xh, S = _gelu_tanh(X1)
+        G2, Zh, r, e, meZ = _ln_l2_grad(tl.dot(Xh, W2, input_precision=PREC) + b2[None, :], Km, Vm, gam, bet, F, EPS)
+        G2W = tl.dot(G2, tl.trans(W2), input_precision=PREC)
+        return G2W * S, G2, X1, Xh, S, G2W, Zh, r, e, meZ
+
+    @triton.jit
+    def _mlp_readout(Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
+        """Both layers with the steps of the tokens up to each: ``H = gelu(Q W1 + b1 - M1 G1)``,
+        ``Zb = H W2 + b2 - M2 G2`` normalized, ``M1 = E (Q K^T + 1)``, ``M2 = E (H Xh^T + 1)``."""
+        E = tl.where(causal, ta[:, None] * L[None, :], 0.0)
+        A1 = tl.dot(Qm, tl.trans(Km), input_precision=PREC)
+        M1 = E * (A1 + 1.0)
+        H1 = tl.dot(Qm, W1, input_precision=PREC) + b1[None, :] - tl.dot(M1, G1, input_precision=PREC)
+        Hh, _ = _gelu_tanh(H1)
+        A2 = tl.dot(Hh, tl.trans(Xh), input_precision=PREC)
+        M2 = E * (A2 + 1.0)
+        Zb = tl.dot(Hh, W2, input_precision=PREC) + b2[None, :] - tl.dot(M2, G2, input_precision=PREC)
+        Zbh, r2 = _ln_rows(Zb, F, EPS)
+        return Zbh, r2, E, A1, M1, H1, Hh, A2, M2
+
+    @triton.jit
     def _mlp_fwd(
         q, k, v, lr, tau, lnw, lnb, W1_0, b1_0, W2_0, b2_0,  # inputs
-        out, W1n, b1n, W2n, b2n,  # outputs
-        M,
-        K: tl.constexpr, F: tl.constexpr, D: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr,
+        out, W1n, b1n, W2n, b2n, W1c, b1c, W2c, b2c,  # outputs: tokens, final state, checkpoints
+        M, n_ckpt,
+        K: tl.constexpr, F: tl.constexpr, D: tl.constexpr, CKPT: tl.constexpr, SAVE: tl.constexpr,
+        EPS: tl.constexpr, PREC: tl.constexpr,
     ):  # fmt: skip
         bh = tl.program_id(0).to(tl.int64)
         rf, rd = tl.arange(0, F), tl.arange(0, D)
@@ -156,31 +196,165 @@ if triton is not None:
         gam, bet, ta, t_last, causal = _per_head(lnw, lnb, tau, bh, K, F)
         T = M * K
         for m in range(M):
+            if SAVE:
+                if m % CKPT == 0:
+                    c = bh * n_ckpt + m // CKPT
+                    tl.store(W1c + c * F * D + fd, W1)
+                    tl.store(b1c + c * D + rd, b1)
+                    tl.store(W2c + c * D * F + df, W2)
+                    tl.store(b2c + c * F + rf, b2)
             Qm, Km, Vm, L, tok, kf = _minibatch(q, k, v, lr, bh, T, m, K, F)
-            # the inner gradients at the mini-batch's start weights
-            Xh, slope = _gelu_tanh(tl.dot(Km, W1, input_precision=PREC) + b1[None, :])
-            Z2 = tl.dot(Xh, W2, input_precision=PREC) + b2[None, :]
-            Zh, r = _ln_rows(Z2, F, EPS)
-            e = (gam[None, :] * Zh + bet[None, :] - (Vm - Km)) * gam[None, :]
-            G2 = r[:, None] * (e - (tl.sum(e, 1) / F)[:, None] - Zh * (tl.sum(e * Zh, 1) / F)[:, None])
-            G1 = tl.dot(G2, tl.trans(W2), input_precision=PREC) * slope
-            # the readout through both layers, each token with the steps of the tokens up to it
-            E = tl.where(causal, ta[:, None] * L[None, :], 0.0)
-            M1 = E * (tl.dot(Qm, tl.trans(Km), input_precision=PREC) + 1.0)
-            Hh, _ = _gelu_tanh(tl.dot(Qm, W1, input_precision=PREC) + b1[None, :] - tl.dot(M1, G1, input_precision=PREC))
-            M2 = E * (tl.dot(Hh, tl.trans(Xh), input_precision=PREC) + 1.0)
-            Zb = tl.dot(Hh, W2, input_precision=PREC) + b2[None, :] - tl.dot(M2, G2, input_precision=PREC)
-            Zbh, _ = _ln_rows(Zb, F, EPS)
+            G1, G2, X1, Xh, S, G2W, Zh, r, e, meZ = _mlp_inner(Km, Vm, W1, b1, W2, b2, gam, bet, F, EPS, PREC)
+            Zbh, r2, E, A1, M1, H1, Hh, A2, M2 = _mlp_readout(Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F, EPS, PREC)
             tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
-            c = (t_last * L)[:, None]
-            W1 -= tl.dot(tl.trans(Km), c * G1, input_precision=PREC)
-            b1 -= tl.sum(c * G1, 0)
-            W2 -= tl.dot(tl.trans(Xh), c * G2, input_precision=PREC)
-            b2 -= tl.sum(c * G2, 0)
+            cL = (t_last * L)[:, None]
+            W1 -= tl.dot(tl.trans(Km), cL * G1, input_precision=PREC)
+            b1 -= tl.sum(cL * G1, 0)
+            W2 -= tl.dot(tl.trans(Xh), cL * G2, input_precision=PREC)
+            b2 -= tl.sum(cL * G2, 0)
         tl.store(W1n + bh * F * D + fd, W1)
         tl.store(b1n + bh * D + rd, b1)
         tl.store(W2n + bh * D * F + df, W2)
         tl.store(b2n + bh * F + rf, b2)
+
+    @triton.jit
+    def _mlp_bwd(
+        q, k, v, lr, tau, lnw, lnb, W1c, b1c, W2c, b2c, dout,  # inputs
+        dq, dk, dv, dlr, dtau, dlnw, dlnb, dW1, db1, dW2, db2,  # outputs (dW1..db2 enter as the final state's adjoints)
+        W1s, b1s, W2s, b2s,  # scratch: one span's weights
+        M, n_ckpt,
+        K: tl.constexpr, F: tl.constexpr, D: tl.constexpr, CKPT: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr,
+    ):  # fmt: skip
+        """As `_linear_bwd`, through both layers. The adjoints of ``W1, W2`` stay in global memory
+        (four ``F x D`` matrices would not fit in registers) and are updated in place."""
+        bh = tl.program_id(0).to(tl.int64)
+        rk, rf, rd = tl.arange(0, K), tl.arange(0, F), tl.arange(0, D)
+        fd = rf[:, None] * D + rd[None, :]
+        df = rd[:, None] * F + rf[None, :]
+        gam, bet, ta, t_last, causal = _per_head(lnw, lnb, tau, bh, K, F)
+        is_last = rk == K - 1
+        db1_acc = tl.load(db1 + bh * D + rd)
+        db2_acc = tl.load(db2 + bh * F + rf)
+        d_gam = tl.zeros([F], dtype=tl.float32)
+        d_bet = tl.zeros([F], dtype=tl.float32)
+        d_tau = tl.zeros([K], dtype=tl.float32)
+        T = M * K
+        for back in range(n_ckpt):
+            span = n_ckpt - 1 - back
+            m0 = span * CKPT
+            m1 = tl.minimum(M, m0 + CKPT)
+            c = bh * n_ckpt + span
+            W1 = tl.load(W1c + c * F * D + fd)
+            b1 = tl.load(b1c + c * D + rd)
+            W2 = tl.load(W2c + c * D * F + df)
+            b2 = tl.load(b2c + c * F + rf)
+            for m in range(m0, m1):  # recompute the span's weights at each mini-batch start
+                j = bh * CKPT + m - m0
+                tl.store(W1s + j * F * D + fd, W1)
+                tl.store(b1s + j * D + rd, b1)
+                tl.store(W2s + j * D * F + df, W2)
+                tl.store(b2s + j * F + rf, b2)
+                _, Km, Vm, L, _, _ = _minibatch(q, k, v, lr, bh, T, m, K, F)
+                G1, G2, X1, Xh, S, G2W, Zh, r, e, meZ = _mlp_inner(Km, Vm, W1, b1, W2, b2, gam, bet, F, EPS, PREC)
+                cL = (t_last * L)[:, None]
+                W1 -= tl.dot(tl.trans(Km), cL * G1, input_precision=PREC)
+                b1 -= tl.sum(cL * G1, 0)
+                W2 -= tl.dot(tl.trans(Xh), cL * G2, input_precision=PREC)
+                b2 -= tl.sum(cL * G2, 0)
+            tl.debug_barrier()
+            for back_m in range(m1 - m0):
+                m = m1 - 1 - back_m
+                j = bh * CKPT + m - m0
+                W1 = tl.load(W1s + j * F * D + fd)
+                b1 = tl.load(b1s + j * D + rd)
+                W2 = tl.load(W2s + j * D * F + df)
+                b2 = tl.load(b2s + j * F + rf)
+                Qm, Km, Vm, L, tok, kf = _minibatch(q, k, v, lr, bh, T, m, K, F)
+                dO = tl.load(dout + kf).to(tl.float32)
+                G1, G2, X1, Xh, S, G2W, Zh, r, e, meZ = _mlp_inner(Km, Vm, W1, b1, W2, b2, gam, bet, F, EPS, PREC)
+                Zbh, r2, E, A1, M1, H1, Hh, A2, M2 = _mlp_readout(Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F, EPS, PREC)
+                cL = (t_last * L)[:, None]
+                dW1n = tl.load(dW1 + bh * F * D + fd)  # adjoints of the weights after this mini-batch
+                dW2n = tl.load(dW2 + bh * D * F + df)
+                # the state update
+                U1 = tl.dot(Km, dW1n, input_precision=PREC) + db1_acc[None, :]
+                U2 = tl.dot(Xh, dW2n, input_precision=PREC) + db2_acc[None, :]
+                dG1 = -cL * U1
+                dG2 = -cL * U2
+                dc = -tl.sum(G1 * U1, 1) - tl.sum(G2 * U2, 1)
+                dK = -tl.dot(cL * G1, tl.trans(dW1n), input_precision=PREC)
+                dXh = -tl.dot(cL * G2, tl.trans(dW2n), input_precision=PREC)
+                dL = t_last * dc
+                d_tau += tl.where(is_last, tl.sum(L * dc, 0), 0.0)
+                # the output LayerNorm and the residual
+                d_gam += tl.sum(dO * Zbh, 0)
+                d_bet += tl.sum(dO, 0)
+                dy = dO * gam[None, :]
+                dZb = r2[:, None] * (dy - (tl.sum(dy, 1) / F)[:, None] - Zbh * (tl.sum(dy * Zbh, 1) / F)[:, None])
+                # second layer of the readout
+                dHh = tl.dot(dZb, tl.trans(W2), input_precision=PREC)
+                dW2m = tl.dot(tl.trans(Hh), dZb, input_precision=PREC)
+                db2m = tl.sum(dZb, 0)
+                dM2 = -tl.where(causal, tl.dot(dZb, tl.trans(G2), input_precision=PREC), 0.0)
+                dG2 -= tl.dot(tl.trans(M2), dZb, input_precision=PREC)
+                dE = dM2 * (A2 + 1.0)
+                dA2 = dM2 * E
+                dHh += tl.dot(dA2, Xh, input_precision=PREC)
+                dXh += tl.dot(tl.trans(dA2), Hh, input_precision=PREC)
+                # first layer of the readout
+                _, slope_h = _gelu_tanh(H1)
+                dH1 = dHh * slope_h
+                dQ = dO + tl.dot(dH1, tl.trans(W1), input_precision=PREC)
+                dW1m = tl.dot(tl.trans(Qm), dH1, input_precision=PREC)
+                db1m = tl.sum(dH1, 0)
+                dM1 = -tl.where(causal, tl.dot(dH1, tl.trans(G1), input_precision=PREC), 0.0)
+                dG1 -= tl.dot(tl.trans(M1), dH1, input_precision=PREC)
+                dE += dM1 * (A1 + 1.0)
+                dA1 = dM1 * E
+                dQ += tl.dot(dA1, Km, input_precision=PREC)
+                dK += tl.dot(tl.trans(dA1), Qm, input_precision=PREC)
+                d_tau += tl.sum(dE * L[None, :], 1)
+                dL += tl.sum(dE * ta[:, None], 0)
+                # G1 = (G2 W2^T) * gelu'(X1)
+                P = dG1 * S
+                dX1 = dG1 * G2W * _gelu_curvature(X1)
+                dG2 += tl.dot(P, W2, input_precision=PREC)
+                dW2m += tl.dot(tl.trans(P), G2, input_precision=PREC)
+                # G2 = the LayerNorm-L2 gradient at Z2 = Xh W2 + b2
+                mdG = tl.sum(dG2, 1) / F
+                mdGZ = tl.sum(dG2 * Zh, 1) / F
+                de = r[:, None] * (dG2 - mdG[:, None] - Zh * mdGZ[:, None])
+                dZh = -r[:, None] * (meZ[:, None] * dG2 + mdGZ[:, None] * e) + de * (gam * gam)[None, :]
+                dr = tl.sum(dG2 * G2, 1) / r
+                d_gam += tl.sum(de * (2.0 * gam[None, :] * Zh + bet[None, :] - (Vm - Km)), 0)
+                d_bet += tl.sum(de * gam[None, :], 0)
+                dV = -de * gam[None, :]
+                dK += de * gam[None, :]
+                dZ2 = r[:, None] * (dZh - (tl.sum(dZh, 1) / F)[:, None] - Zh * (tl.sum(dZh * Zh, 1) / F)[:, None])
+                dZ2 -= (dr * r * r / F)[:, None] * Zh
+                dXh += tl.dot(dZ2, tl.trans(W2), input_precision=PREC)
+                dW2m += tl.dot(tl.trans(Xh), dZ2, input_precision=PREC)
+                db2m += tl.sum(dZ2, 0)
+                # the hidden layer's input X1 = K W1 + b1
+                dX1 += dXh * S
+                dK += tl.dot(dX1, tl.trans(W1), input_precision=PREC)
+                dW1m += tl.dot(tl.trans(Km), dX1, input_precision=PREC)
+                db1m += tl.sum(dX1, 0)
+                tl.store(dW1 + bh * F * D + fd, dW1n + dW1m)
+                tl.store(dW2 + bh * D * F + df, dW2n + dW2m)
+                db1_acc += db1m
+                db2_acc += db2m
+                tl.store(dq + kf, dQ.to(dq.dtype.element_ty))
+                tl.store(dk + kf, dK.to(dk.dtype.element_ty))
+                tl.store(dv + kf, dV.to(dv.dtype.element_ty))
+                tl.store(dlr + tok, dL.to(dlr.dtype.element_ty))
+                tl.debug_barrier()
+            tl.debug_barrier()
+        tl.store(db1 + bh * D + rd, db1_acc)
+        tl.store(db2 + bh * F + rf, db2_acc)
+        tl.store(dlnw + bh * F + rf, d_gam)
+        tl.store(dlnb + bh * F + rf, d_bet)
+        tl.store(dtau + bh * K + rk, d_tau)
 
     @triton.jit
     def _linear_bwd(
@@ -335,14 +509,50 @@ def linear_scan(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tau: Tensor, ln_w: 
     return _LinearScan.apply(q, k, v, lr, tau, ln_w, ln_b, W, b)
 
 
+class _MLPScan(torch.autograd.Function):
+    """``(out, W1', b1', W2', b2')`` of whole mini-batches; as `_LinearScan` with the MLP's weights."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, lr, tau, ln_w, ln_b, W1, b1, W2, b2):
+        q, k, v, lr, ln_w, ln_b = (x.contiguous() for x in (q, k, v, lr, ln_w, ln_b))
+        params = tuple(p.float().contiguous() for p in (W1, b1, W2, b2))
+        tau = tau.float().contiguous()
+        BH, T, F = q.shape
+        K, D = tau.shape[0], params[0].shape[-1]
+        M = T // K
+        save = any(ctx.needs_input_grad)
+        n_ckpt = triton.cdiv(M, CHECKPOINT)
+        out = torch.empty_like(q)
+        new = tuple(torch.empty_like(p) for p in params)
+        ckpts = tuple(p.new_empty(BH, n_ckpt, *p.shape[1:]) for p in params) if save else params
+        prec = _precision(q.dtype)
+        _mlp_fwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *params, out, *new, *ckpts, M, n_ckpt,
+                        K=K, F=F, D=D, CKPT=CHECKPOINT, SAVE=save, EPS=1e-6, PREC=prec, num_warps=8)  # fmt: skip
+        if save:
+            ctx.save_for_backward(q, k, v, lr, tau, ln_w, ln_b, *ckpts)
+            ctx.prec, ctx.M = prec, M
+        return (out, *new)
+
+    @staticmethod
+    def backward(ctx, d_out, *d_new):
+        q, k, v, lr, tau, ln_w, ln_b, *ckpts = ctx.saved_tensors
+        BH, T, F = q.shape
+        K, D, n_ckpt = tau.shape[0], ckpts[0].shape[-1], ckpts[0].shape[1]
+        d_out = d_out.contiguous() if d_out is not None else torch.zeros_like(q)
+        shapes = ((BH, F, D), (BH, D), (BH, D, F), (BH, F))
+        # the kernel updates these in place: they enter as the final state's adjoints, leave as the initial's
+        grads = [d.float().clone() if d is not None else q.new_zeros(s, dtype=torch.float32) for d, s in zip(d_new, shapes)]
+        dq, dk, dv, dlr = (torch.empty_like(x) for x in (q, k, v, lr))
+        dtau = tau.new_empty(BH, K)
+        dlnw, dlnb = (x.new_empty(BH, F, dtype=torch.float32) for x in (ln_w, ln_b))
+        scratch = tuple(c.new_empty(BH, CHECKPOINT, *c.shape[2:]) for c in ckpts)
+        _mlp_bwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *ckpts, d_out, dq, dk, dv, dlr, dtau, dlnw, dlnb, *grads,
+                        *scratch, ctx.M, n_ckpt, K=K, F=F, D=D, CKPT=CHECKPOINT, EPS=1e-6, PREC=ctx.prec, num_warps=8)  # fmt: skip
+        return (dq, dk, dv, dlr, dtau.sum(0), dlnw.to(ln_w.dtype), dlnb.to(ln_b.dtype), *grads)
+
+
 def mlp_scan(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tau: Tensor, ln_w: Tensor, ln_b: Tensor, params: tuple[Tensor, ...]):
-    """TTT-MLP over whole mini-batches, forward only (no autograd): ``out`` and the float32 weights after."""
-    q, k, v, lr, ln_w, ln_b = (x.contiguous() for x in (q, k, v, lr, ln_w, ln_b))
-    W1, b1, W2, b2 = (p.float().contiguous() for p in params)
-    BH, T, F = q.shape
-    K, D = tau.shape[0], W1.shape[-1]
-    out = torch.empty_like(q)
-    new = tuple(torch.empty_like(p) for p in (W1, b1, W2, b2))
-    _mlp_fwd[(BH,)](q, k, v, lr, tau.float().contiguous(), ln_w, ln_b, W1, b1, W2, b2, out, *new, T // K,
-                    K=K, F=F, D=D, EPS=1e-6, PREC=_precision(q.dtype), num_warps=8)  # fmt: skip
-    return out, new
+    """TTT-MLP over whole mini-batches with the Triton kernels: ``out [BH, T, F]`` (``q``'s dtype) and
+    the float32 weights ``(W1, b1, W2, b2)`` after them."""
+    out, *new = _MLPScan.apply(q, k, v, lr, tau, ln_w, ln_b, *params)
+    return out, tuple(new)
