@@ -21,6 +21,10 @@ normalized row, ``e`` the upstream gradient of the inner loss, ``G = r (e - mean
     gradient G(Z, e):                   de = r P dG (P the projection above), plus the terms through r and Zh
     inner    Z = K W + b
 
+TTT-MLP runs the same steps through both layers: its readout is ``gelu(Q W1 + b1 - M1 G1) W2 + ...``,
+and ``G1 = (G2 W2^T) gelu'(X1)`` brings in gelu's second derivative. Each derivation was checked
+against autograd in float64 before it became a kernel; `tests/ops/test_fused.py` keeps checking it.
+
 The kernels need ``K``, ``F`` (and TTT-MLP's hidden width ``D``) to be powers of two, at least 16
 (the smallest Triton matrix product).
 """
@@ -55,6 +59,25 @@ if triton is not None:
         xc = x - (tl.sum(x, 1) / F)[:, None]
         r = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / F + EPS)
         return xc * r[:, None], r
+
+    @triton.jit
+    def _ln_rows_bwd(d_xh, xh, r, F: tl.constexpr):
+        """Gradient w.r.t. the rows ``x`` of ``d_xh``, the gradient w.r.t. ``xh = LN(x)`` (no affine part)."""
+        return r[:, None] * (d_xh - (tl.sum(d_xh, 1) / F)[:, None] - xh * (tl.sum(d_xh * xh, 1) / F)[:, None])
+
+    @triton.jit
+    def _ln_l2_grad_bwd(dG, G, Zh, r, e, meZ, Km, Vm, gam, bet, F: tl.constexpr):
+        """Backward of `_ln_l2_grad`: gradients w.r.t. ``Z``, ``V``, the ``K`` in the target, and the
+        LayerNorm's weight and bias (summed over rows). ``G = r P e`` with the symmetric projection
+        ``P = I - 11^T/F - Zh Zh^T/F``, and ``e`` depends on ``Zh``."""
+        mdGZ = tl.sum(dG * Zh, 1) / F
+        de = r[:, None] * (dG - (tl.sum(dG, 1) / F)[:, None] - Zh * mdGZ[:, None])
+        dZh = -r[:, None] * (meZ[:, None] * dG + mdGZ[:, None] * e) + de * (gam * gam)[None, :]
+        dr = tl.sum(dG * G, 1) / r
+        dZ = _ln_rows_bwd(dZh, Zh, r, F) - (dr * r * r / F)[:, None] * Zh
+        d_gam = tl.sum(de * (2.0 * gam[None, :] * Zh + bet[None, :] - (Vm - Km)), 0)
+        dV = -de * gam[None, :]
+        return dZ, dV, -dV, d_gam, tl.sum(de * gam[None, :], 0)
 
     @triton.jit
     def _per_head(lnw, lnb, tau, bh, K: tl.constexpr, F: tl.constexpr):
@@ -290,7 +313,7 @@ if triton is not None:
                 d_gam += tl.sum(dO * Zbh, 0)
                 d_bet += tl.sum(dO, 0)
                 dy = dO * gam[None, :]
-                dZb = r2[:, None] * (dy - (tl.sum(dy, 1) / F)[:, None] - Zbh * (tl.sum(dy * Zbh, 1) / F)[:, None])
+                dZb = _ln_rows_bwd(dy, Zbh, r2, F)
                 # second layer of the readout
                 dHh = tl.dot(dZb, tl.trans(W2), input_precision=PREC)
                 dW2m = tl.dot(tl.trans(Hh), dZb, input_precision=PREC)
@@ -321,17 +344,10 @@ if triton is not None:
                 dG2 += tl.dot(P, W2, input_precision=PREC)
                 dW2m += tl.dot(tl.trans(P), G2, input_precision=PREC)
                 # G2 = the LayerNorm-L2 gradient at Z2 = Xh W2 + b2
-                mdG = tl.sum(dG2, 1) / F
-                mdGZ = tl.sum(dG2 * Zh, 1) / F
-                de = r[:, None] * (dG2 - mdG[:, None] - Zh * mdGZ[:, None])
-                dZh = -r[:, None] * (meZ[:, None] * dG2 + mdGZ[:, None] * e) + de * (gam * gam)[None, :]
-                dr = tl.sum(dG2 * G2, 1) / r
-                d_gam += tl.sum(de * (2.0 * gam[None, :] * Zh + bet[None, :] - (Vm - Km)), 0)
-                d_bet += tl.sum(de * gam[None, :], 0)
-                dV = -de * gam[None, :]
-                dK += de * gam[None, :]
-                dZ2 = r[:, None] * (dZh - (tl.sum(dZh, 1) / F)[:, None] - Zh * (tl.sum(dZh * Zh, 1) / F)[:, None])
-                dZ2 -= (dr * r * r / F)[:, None] * Zh
+                dZ2, dV, dK_target, dg, db_ = _ln_l2_grad_bwd(dG2, G2, Zh, r, e, meZ, Km, Vm, gam, bet, F)
+                dK += dK_target
+                d_gam += dg
+                d_bet += db_
                 dXh += tl.dot(dZ2, tl.trans(W2), input_precision=PREC)
                 dW2m += tl.dot(tl.trans(Xh), dZ2, input_precision=PREC)
                 db2m += tl.sum(dZ2, 0)
@@ -410,7 +426,7 @@ if triton is not None:
                 d_gam += tl.sum(dO * Zbh, 0)
                 d_bet += tl.sum(dO, 0)
                 dZbh = dO * gam[None, :]
-                dZb = r2[:, None] * (dZbh - (tl.sum(dZbh, 1) / F)[:, None] - Zbh * (tl.sum(dZbh * Zbh, 1) / F)[:, None])
+                dZb = _ln_rows_bwd(dZbh, Zbh, r2, F)
                 dQ = dO + tl.dot(dZb, tl.trans(W), input_precision=PREC)
                 dWm = tl.dot(tl.trans(Qm), dZb, input_precision=PREC)
                 dbm = tl.sum(dZb, 0)
@@ -424,17 +440,10 @@ if triton is not None:
                 dQ += tl.dot(dA, Km, input_precision=PREC)
                 dK += tl.dot(tl.trans(dA), Qm, input_precision=PREC)
                 # the inner gradient G(Z, e)
-                mdG = tl.sum(dG, 1) / F
-                mdGZ = tl.sum(dG * Zh, 1) / F
-                de = r[:, None] * (dG - mdG[:, None] - Zh * mdGZ[:, None])
-                dZh = -r[:, None] * (meZ[:, None] * dG + mdGZ[:, None] * e) + de * (gam * gam)[None, :]
-                dr = tl.sum(dG * G, 1) / r
-                d_gam += tl.sum(de * (2.0 * gam[None, :] * Zh + bet[None, :] - (Vm - Km)), 0)
-                d_bet += tl.sum(de * gam[None, :], 0)
-                dV = -de * gam[None, :]
-                dK += de * gam[None, :]
-                dZ = r[:, None] * (dZh - (tl.sum(dZh, 1) / F)[:, None] - Zh * (tl.sum(dZh * Zh, 1) / F)[:, None])
-                dZ -= (dr * r * r / F)[:, None] * Zh
+                dZ, dV, dK_target, dg, db_ = _ln_l2_grad_bwd(dG, G, Zh, r, e, meZ, Km, Vm, gam, bet, F)
+                dK += dK_target
+                d_gam += dg
+                d_bet += db_
                 # the inner model's input
                 dK += tl.dot(dZ, tl.trans(W), input_precision=PREC)
                 dWm += tl.dot(tl.trans(Km), dZ, input_precision=PREC)
