@@ -105,6 +105,15 @@ def test_kernel_selection():
         ttt_linear(*narrow[:4], torch.zeros(2, 8, 8), torch.zeros(2, 8), torch.ones(2, 8), torch.zeros(2, 8), kernel="triton")
     with pytest.raises(ValueError, match="MLP width 24"):
         mlp(args[:4], mlp_params(D=24), "triton")
+
+
+def test_mlp_training_too_wide_for_the_backward_kernel(monkeypatch):
+    monkeypatch.setattr(fused, "MLP_BACKWARD_MAX_FD", F * 4 * F - 1)  # the test's MLP is now "too wide" to train
+    args = inputs(T=K)
+    with torch.no_grad():
+        mlp(args[:4], mlp_params(), "triton")  # inference is still fine
+    with pytest.raises(ValueError, match="to train TTT-MLP"):
+        mlp(args[:4], [p.requires_grad_(True) for p in mlp_params()], "triton")
     with pytest.raises(ValueError, match="kernel must be"):
         core(args, "cuda")
     assert isinstance(core(args, "torch")[1], TTTState)

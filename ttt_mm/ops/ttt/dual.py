@@ -222,17 +222,18 @@ Step = Callable[..., tuple[Tensor, TTTState]]
 KERNELS = (None, "torch", "triton")
 
 
-def _fused_wanted(kernel: str | None, fused_scan: Step | None, q: Tensor, K: int, params: Params) -> bool:
+def _fused_wanted(kernel: str | None, fused_scan: Step | None, q: Tensor, K: int, params: Params, training: bool) -> bool:
     """``kernel=None`` picks Triton on CUDA where it applies; ``"triton"`` insists (e.g. on the CPU under
     ``TRITON_INTERPRET=1``), ``"torch"`` never uses it."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
     hidden = params[0].shape[-1] if len(params) == 4 else None
-    usable = fused_scan is not None and fused.supported(q, K, hidden)
+    usable = fused_scan is not None and fused.supported(q, K, hidden, training)
     if kernel == "triton" and not usable:
         raise ValueError(
             "kernel='triton' needs Triton, 16/32-bit floats and a head dim, mini-batch size (and MLP width) that "
-            f"are powers of two >= 16; got {q.dtype}, head dim {q.shape[-1]}, K={K}, MLP width {hidden}"
+            f"are powers of two >= 16 (and, to train TTT-MLP, head dim x MLP width <= {fused.MLP_BACKWARD_MAX_FD}); "
+            f"got {q.dtype}, head dim {q.shape[-1]}, K={K}, MLP width {hidden}"
         )
     return kernel == "triton" or (kernel is None and usable and q.is_cuda)
 
@@ -262,7 +263,9 @@ def _run(partial: Step, scan: Step, fused_scan: Step | None, q, k, v, lr, params
             tau = token_scale.to(dtype).clamp_min(0)
         if state is None:
             state = TTTState.initial(params, B, dtype)
-        use_fused = _fused_wanted(kernel, fused_scan, q, K, state.params)
+        inputs = (q, k, v, lr, ln_weight, ln_bias, tau, *state.params, *state.grads)
+        training = torch.is_grad_enabled() and any(x.requires_grad for x in inputs)
+        use_fused = _fused_wanted(kernel, fused_scan, q, K, state.params, training)
         flat = lambda x: x.reshape(B * H, *x.shape[2:])  # noqa: E731
         q_, k_, v_, lr_ = (flat(x) for x in (q, k, v, lr))  # the PyTorch steps cast their slices
         seq = lambda s: tuple(x[:, s].to(dtype) for x in (q_, k_, v_, lr_))  # noqa: E731

@@ -31,6 +31,8 @@ The kernels need ``K``, ``F`` (and TTT-MLP's hidden width ``D``) to be powers of
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -42,13 +44,18 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
 
 # Mini-batches between stored weight checkpoints in the forward pass (training only).
 CHECKPOINT = 16
+# TTT-MLP's backward keeps W1, W2 and their adjoints (four F x D float32 matrices) in shared memory
+# as matrix-product operands: beyond F * D = 8192 that exceeds an H100's 227 KiB (measured by
+# compiling for sm_90 with Triton 3.6), so larger inner MLPs train with the PyTorch core.
+MLP_BACKWARD_MAX_FD = 8192
 
 
-def supported(q: Tensor, mini_batch_size: int, hidden: int | None = None) -> bool:
-    """Whether the kernels can run these inputs: Triton present, shapes the kernels tile."""
+def supported(q: Tensor, mini_batch_size: int, hidden: int | None = None, training: bool = False) -> bool:
+    """Whether the kernels can run these inputs: Triton present, shapes the kernels tile and fit."""
     ok = lambda n: n >= 16 and n & (n - 1) == 0  # noqa: E731
     shapes = ok(q.shape[-1]) and ok(mini_batch_size) and (hidden is None or ok(hidden))
-    return triton is not None and shapes and q.dtype != torch.float64
+    fits = hidden is None or not training or q.shape[-1] * hidden <= MLP_BACKWARD_MAX_FD
+    return triton is not None and shapes and fits and q.dtype != torch.float64
 
 
 if triton is not None:
@@ -462,9 +469,17 @@ if triton is not None:
         tl.store(dtau + bh * K + rk, d_tau)
 
 
-def _precision(dtype: torch.dtype) -> str:
-    """Exact float32 products for float32 inputs; TF32 where the inputs are 16-bit anyway."""
-    return "ieee" if dtype == torch.float32 else "tf32"
+def _precision(x: Tensor) -> str:
+    """TF32 where the inputs are 16-bit anyway; for float32 inputs, three-pass TF32 on a GPU (float32
+    accuracy on tensor cores; plain float32 products spill and crawl there) and exact in the interpreter."""
+    if x.dtype != torch.float32:
+        return "tf32"
+    return "tf32x3" if x.is_cuda else "ieee"
+
+
+def _on(x: Tensor):
+    """Launch on ``x``'s GPU (Triton launches on the current device otherwise)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
 class _LinearScan(torch.autograd.Function):
@@ -485,9 +500,10 @@ class _LinearScan(torch.autograd.Function):
         Wn, bn = torch.empty_like(W), torch.empty_like(b)
         Wc = W.new_empty(BH, n_ckpt, F, F) if save else W
         bc = b.new_empty(BH, n_ckpt, F) if save else b
-        prec = _precision(q.dtype)
-        _linear_fwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, W, b, out, Wn, bn, Wc, bc, M, n_ckpt,
-                           K=K, F=F, CKPT=CHECKPOINT, SAVE=save, EPS=1e-6, PREC=prec)  # fmt: skip
+        prec = _precision(q)
+        with _on(q):
+            _linear_fwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, W, b, out, Wn, bn, Wc, bc, M, n_ckpt,
+                               K=K, F=F, CKPT=CHECKPOINT, SAVE=save, EPS=1e-6, PREC=prec)  # fmt: skip
         if save:
             ctx.save_for_backward(q, k, v, lr, tau, ln_w, ln_b, Wc, bc)
             ctx.prec, ctx.M = prec, M
@@ -506,9 +522,11 @@ class _LinearScan(torch.autograd.Function):
         dlnw, dlnb = ln_w.new_empty(BH, F, dtype=torch.float32), ln_b.new_empty(BH, F, dtype=torch.float32)
         dW0, db0 = torch.empty_like(dWn), torch.empty_like(dbn)
         Ws, bs = Wc.new_empty(BH, CHECKPOINT, F, F), bc.new_empty(BH, CHECKPOINT, F)
-        _linear_bwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, Wc, bc, d_out, dWn, dbn,
-                           dq, dk, dv, dlr, dtau, dlnw, dlnb, dW0, db0, Ws, bs, ctx.M, n_ckpt,
-                           K=K, F=F, CKPT=CHECKPOINT, EPS=1e-6, PREC=ctx.prec)  # fmt: skip
+        # num_stages=1: no loads prefetched across iterations (shared memory at F = 128, float32)
+        with _on(q):
+            _linear_bwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, Wc, bc, d_out, dWn, dbn,
+                               dq, dk, dv, dlr, dtau, dlnw, dlnb, dW0, db0, Ws, bs, ctx.M, n_ckpt,
+                               K=K, F=F, CKPT=CHECKPOINT, EPS=1e-6, PREC=ctx.prec, num_stages=1)  # fmt: skip
         return dq, dk, dv, dlr, dtau.sum(0), dlnw.to(ln_w.dtype), dlnb.to(ln_b.dtype), dW0, db0
 
 
@@ -534,9 +552,10 @@ class _MLPScan(torch.autograd.Function):
         out = torch.empty_like(q)
         new = tuple(torch.empty_like(p) for p in params)
         ckpts = tuple(p.new_empty(BH, n_ckpt, *p.shape[1:]) for p in params) if save else params
-        prec = _precision(q.dtype)
-        _mlp_fwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *params, out, *new, *ckpts, M, n_ckpt,
-                        K=K, F=F, D=D, CKPT=CHECKPOINT, SAVE=save, EPS=1e-6, PREC=prec, num_warps=8)  # fmt: skip
+        prec = _precision(q)
+        with _on(q):
+            _mlp_fwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *params, out, *new, *ckpts, M, n_ckpt,
+                            K=K, F=F, D=D, CKPT=CHECKPOINT, SAVE=save, EPS=1e-6, PREC=prec, num_warps=8)  # fmt: skip
         if save:
             ctx.save_for_backward(q, k, v, lr, tau, ln_w, ln_b, *ckpts)
             ctx.prec, ctx.M = prec, M
@@ -550,13 +569,18 @@ class _MLPScan(torch.autograd.Function):
         d_out = d_out.contiguous() if d_out is not None else torch.zeros_like(q)
         shapes = ((BH, F, D), (BH, D), (BH, D, F), (BH, F))
         # the kernel updates these in place: they enter as the final state's adjoints, leave as the initial's
-        grads = [d.float().clone() if d is not None else q.new_zeros(s, dtype=torch.float32) for d, s in zip(d_new, shapes)]
+        grads = [d.float().clone(memory_format=torch.contiguous_format) if d is not None else q.new_zeros(s, dtype=torch.float32)
+                 for d, s in zip(d_new, shapes)]  # fmt: skip
         dq, dk, dv, dlr = (torch.empty_like(x) for x in (q, k, v, lr))
         dtau = tau.new_empty(BH, K)
         dlnw, dlnb = (x.new_empty(BH, F, dtype=torch.float32) for x in (ln_w, ln_b))
         scratch = tuple(c.new_empty(BH, CHECKPOINT, *c.shape[2:]) for c in ckpts)
-        _mlp_bwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *ckpts, d_out, dq, dk, dv, dlr, dtau, dlnw, dlnb, *grads,
-                        *scratch, ctx.M, n_ckpt, K=K, F=F, D=D, CKPT=CHECKPOINT, EPS=1e-6, PREC=ctx.prec, num_warps=8)  # fmt: skip
+        # num_stages=1: the adjoints of W1, W2 are re-read from global memory right after being stored,
+        # and a software-pipelined load would run ahead of the store
+        with _on(q):
+            _mlp_bwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *ckpts, d_out, dq, dk, dv, dlr, dtau, dlnw, dlnb, *grads,
+                            *scratch, ctx.M, n_ckpt, K=K, F=F, D=D, CKPT=CHECKPOINT, EPS=1e-6, PREC=ctx.prec,
+                            num_warps=8, num_stages=1)  # fmt: skip
         return (dq, dk, dv, dlr, dtau.sum(0), dlnw.to(ln_w.dtype), dlnb.to(ln_b.dtype), *grads)
 
 
