@@ -222,13 +222,13 @@ Step = Callable[..., tuple[Tensor, TTTState]]
 KERNELS = (None, "torch", "triton")
 
 
-def _fused_wanted(kernel: str | None, fused_scan: Step | None, q: Tensor, K: int, params: Params, training: bool) -> bool:
+def _fused_wanted(kernel: str | None, q: Tensor, K: int, params: Params, training: bool) -> bool:
     """``kernel=None`` picks Triton on CUDA where it applies; ``"triton"`` insists (e.g. on the CPU under
     ``TRITON_INTERPRET=1``), ``"torch"`` never uses it."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
     hidden = params[0].shape[-1] if len(params) == 4 else None
-    usable = fused_scan is not None and fused.supported(q, K, hidden, training)
+    usable = fused.supported(q, K, hidden, training)
     if kernel == "triton" and not usable:
         raise ValueError(
             "kernel='triton' needs Triton, 16/32-bit floats and a head dim, mini-batch size (and MLP width) that "
@@ -238,7 +238,7 @@ def _fused_wanted(kernel: str | None, fused_scan: Step | None, q: Tensor, K: int
     return kernel == "triton" or (kernel is None and usable and q.is_cuda)
 
 
-def _run(partial: Step, scan: Step, fused_scan: Step | None, q, k, v, lr, params: Params, ln_weight, ln_bias, K,
+def _run(partial: Step, scan: Step, fused_scan: Step, q, k, v, lr, params: Params, ln_weight, ln_bias, K,
          token_scale, state, kernel):  # fmt: skip
     """Shared driver: check shapes, then finish the open mini-batch, scan the whole ones and start the
     next, so that any split of a sequence gives the same result. The PyTorch steps run in float32/64;
@@ -265,7 +265,7 @@ def _run(partial: Step, scan: Step, fused_scan: Step | None, q, k, v, lr, params
             state = TTTState.initial(params, B, dtype)
         inputs = (q, k, v, lr, ln_weight, ln_bias, tau, *state.params, *state.grads)
         training = torch.is_grad_enabled() and any(x.requires_grad for x in inputs)
-        use_fused = _fused_wanted(kernel, fused_scan, q, K, state.params, training)
+        use_fused = _fused_wanted(kernel, q, K, state.params, training)
         flat = lambda x: x.reshape(B * H, *x.shape[2:])  # noqa: E731
         q_, k_, v_, lr_ = (flat(x) for x in (q, k, v, lr))  # the PyTorch steps cast their slices
         seq = lambda s: tuple(x[:, s].to(dtype) for x in (q_, k_, v_, lr_))  # noqa: E731
