@@ -41,24 +41,30 @@ def checkpoint(request, monkeypatch):
     return request.param
 
 
-def test_forward_and_backward_match_pytorch_core(checkpoint):
-    args = inputs()
+def assert_kernels_agree(run, args, names, pos):
+    """``run(leaves, kernel)`` with the PyTorch core and with the kernels, on copies of ``args`` that need
+    gradients and under the same random upstream gradient of the outputs and the final state: outputs,
+    state and every input gradient must agree."""
     results = {}
     for kernel in ("torch", "triton"):
         leaves = [x.clone().requires_grad_(True) for x in args]
-        out, state = core(leaves, kernel)
+        out, state = run(leaves, kernel)
         upstream = torch.Generator().manual_seed(1)
         loss = sum((t * torch.randn(t.shape, generator=upstream)).sum() for t in (out, *state.params, *state.grads))
         loss.backward()
         results[kernel] = (out, state, [x.grad for x in leaves])
     (out_t, st_t, grads_t), (out_f, st_f, grads_f) = results["torch"], results["triton"]
-    assert st_f.pos == st_t.pos == 3
+    assert st_f.pos == st_t.pos == pos
     assert close(out_f, out_t, 1e-5)
     for a, b in zip(st_f.params + st_f.grads, st_t.params + st_t.grads):
         assert close(a, b, 1e-5)
-    for name, a, b in zip("q k v lr W b ln_w ln_b tau".split(), grads_f, grads_t):
+    for name, a, b in zip(names.split(), grads_f, grads_t, strict=True):
         assert a is not None and torch.isfinite(a).all(), name
         assert close(a, b, 1e-4), f"d{name}: {(a - b).abs().max().item():.2e}"
+
+
+def test_forward_and_backward_match_pytorch_core(checkpoint):
+    assert_kernels_agree(core, inputs(), "q k v lr W b ln_w ln_b tau", pos=3)
 
 
 def test_streaming_through_the_kernels_matches_one_call():
@@ -88,23 +94,23 @@ def test_half_precision_inputs_keep_a_float32_state(dtype):
         assert close(a, b, 1e-3)
 
 
-def test_kernel_selection():
+def test_kernel_selection(monkeypatch):
     args = inputs(T=K)
     calls = []
-    scan = fused.linear_scan
-    try:
-        fused.linear_scan = lambda *a: calls.append(1) or scan(*a)
-        core(args, None)  # CPU tensors: the PyTorch core
-        assert calls == []
-        core(args, "triton")
-        assert calls == [1]
-    finally:
-        fused.linear_scan = scan
+    scan = fused.scan
+    monkeypatch.setattr(fused, "scan", lambda *a: calls.append(1) or scan(*a))
+    core(args, None)  # CPU tensors: the PyTorch core
+    assert calls == []
+    core(args, "triton")
+    assert calls == [1]
     with pytest.raises(ValueError, match="powers of two"):
         narrow = [x[..., :8] if i < 3 else x for i, x in enumerate(args)]
         ttt_linear(*narrow[:4], torch.zeros(2, 8, 8), torch.zeros(2, 8), torch.ones(2, 8), torch.zeros(2, 8), kernel="triton")
     with pytest.raises(ValueError, match="MLP width 24"):
         mlp(args[:4], mlp_params(D=24), "triton")
+    with pytest.raises(ValueError, match="kernel must be"):
+        core(args, "cuda")
+    assert isinstance(core(args, "torch")[1], TTTState)
 
 
 def test_mlp_training_too_wide_for_the_backward_kernel(monkeypatch):
@@ -114,9 +120,6 @@ def test_mlp_training_too_wide_for_the_backward_kernel(monkeypatch):
         mlp(args[:4], mlp_params(), "triton")  # inference is still fine
     with pytest.raises(ValueError, match="to train TTT-MLP"):
         mlp(args[:4], [p.requires_grad_(True) for p in mlp_params()], "triton")
-    with pytest.raises(ValueError, match="kernel must be"):
-        core(args, "cuda")
-    assert isinstance(core(args, "torch")[1], TTTState)
 
 
 def mlp_params(H=2, D=4 * F):
@@ -132,25 +135,8 @@ def mlp(seq, params, kernel, state=None, tau=None):
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # the interpreter's sigmoid of very negative inputs: 0, as it should
 def test_mlp_kernels_match_pytorch_core(checkpoint):
     args = inputs(T=4 * K + 7)
-    base = mlp_params()
-    results = {}
-    for kernel in ("torch", "triton"):
-        seq = [x.clone().requires_grad_(True) for x in args[:4]]
-        params = [p.clone().requires_grad_(True) for p in base]
-        tau = args[-1].clone().requires_grad_(True)
-        out, state = mlp(seq, params, kernel, tau=tau)
-        upstream = torch.Generator().manual_seed(1)
-        loss = sum((t * torch.randn(t.shape, generator=upstream)).sum() for t in (out, *state.params, *state.grads))
-        loss.backward()
-        results[kernel] = (out, state, [x.grad for x in (*seq, *params, tau)])
-    (out_t, st_t, grads_t), (out_f, st_f, grads_f) = results["torch"], results["triton"]
-    assert st_f.pos == st_t.pos == 7
-    assert close(out_f, out_t, 1e-5)
-    for a, b in zip(st_f.params + st_f.grads, st_t.params + st_t.grads):
-        assert close(a, b, 1e-5)
-    for name, a, b in zip("q k v lr W1 b1 W2 b2 ln_w ln_b tau".split(), grads_f, grads_t):
-        assert a is not None and torch.isfinite(a).all(), name
-        assert close(a, b, 1e-4), f"d{name}: {(a - b).abs().max().item():.2e}"
+    run = lambda leaves, kernel: mlp(leaves[:4], leaves[4:10], kernel, tau=leaves[10])  # noqa: E731
+    assert_kernels_agree(run, [*args[:4], *mlp_params(), args[-1]], "q k v lr W1 b1 W2 b2 ln_w ln_b tau", pos=7)
 
 
 @torch.no_grad()

@@ -203,19 +203,6 @@ def _mlp_scan(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
     return out.transpose(0, 1).reshape(BH, T, F), TTTState((W1[:, :F], W1[:, F], W2, b2.squeeze(1)), grads, 0)
 
 
-def _linear_fused(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
-    """All whole mini-batches in one Triton launch (inputs in their own dtype, state float32)."""
-    (W, b), grads = state.params, state.grads
-    out, W, b = fused.linear_scan(q, k, v, lr, tau, ln_w[:, 0], ln_b[:, 0], W, b)
-    return out, TTTState((W, b), grads, 0)
-
-
-def _mlp_fused(q, k, v, lr, tau, ln_w, ln_b, state: TTTState, K: int):
-    """All whole mini-batches in one Triton launch (inputs in their own dtype, state float32)."""
-    out, params = fused.mlp_scan(q, k, v, lr, tau, ln_w[:, 0], ln_b[:, 0], state.params)
-    return out, TTTState(params, state.grads, 0)
-
-
 # --------------------------------------------------------------------------------------------- driver
 
 Step = Callable[..., tuple[Tensor, TTTState]]
@@ -238,7 +225,7 @@ def _fused_wanted(kernel: str | None, q: Tensor, K: int, params: Params, trainin
     return kernel == "triton" or (kernel is None and usable and q.is_cuda)
 
 
-def _run(partial: Step, scan: Step, fused_scan: Step, q, k, v, lr, params: Params, ln_weight, ln_bias, K,
+def _run(partial: Step, scan: Step, q, k, v, lr, params: Params, ln_weight, ln_bias, K,
          token_scale, state, kernel):  # fmt: skip
     """Shared driver: check shapes, then finish the open mini-batch, scan the whole ones and start the
     next, so that any split of a sequence gives the same result. The PyTorch steps run in float32/64;
@@ -279,10 +266,11 @@ def _run(partial: Step, scan: Step, fused_scan: Step, q, k, v, lr, params: Param
             out, inner = partial(*seq(slice(0, n)), tau[inner.pos : inner.pos + n], ln_w, ln_b, inner, K)
             outs.append(out.to(q.dtype))
             t = n
-        if use_fused and T - t >= K:  # all whole mini-batches in one launch
+        if use_fused and T - t >= K:  # all whole mini-batches in one launch, inputs in their own dtype
             s = slice(t, t + (T - t) // K * K)
-            out, inner = fused_scan(q_[:, s], k_[:, s], v_[:, s], lr_[:, s], tau, ln_w, ln_b, inner, K)
-            outs.append(out.to(q.dtype))
+            out, params = fused.scan(q_[:, s], k_[:, s], v_[:, s], lr_[:, s], tau, ln_w[:, 0], ln_b[:, 0], inner.params)
+            inner = TTTState(params, inner.grads, 0)
+            outs.append(out)
             t = s.stop
         while T - t >= K:  # whole mini-batches, a bounded number per scan so temporaries stay small
             s = slice(t, t + min((T - t) // K, SCAN_CHUNK) * K)
@@ -333,7 +321,7 @@ def ttt_linear(
         or float64 for float64 inputs). Any ``T`` works, and any split of a sequence into calls gives
         the same outputs and final state as one call. Under autocast, everything runs in float32.
     """
-    return _run(_linear_partial, _linear_scan, _linear_fused, q, k, v, lr, (W, b), ln_weight, ln_bias, mini_batch_size,
+    return _run(_linear_partial, _linear_scan, q, k, v, lr, (W, b), ln_weight, ln_bias, mini_batch_size,
                 token_scale, state, kernel)  # fmt: skip
 
 
@@ -359,5 +347,5 @@ def ttt_mlp(
     Args as :func:`ttt_linear`, with ``W1 [H, F, D]``, ``b1 [H, D]``, ``W2 [H, D, F]``, ``b2 [H, F]``
     (``D = 4F`` in the paper; any ``D`` works).
     """
-    return _run(_mlp_partial, _mlp_scan, _mlp_fused, q, k, v, lr, (W1, b1, W2, b2), ln_weight, ln_bias, mini_batch_size,
+    return _run(_mlp_partial, _mlp_scan, q, k, v, lr, (W1, b1, W2, b2), ln_weight, ln_bias, mini_batch_size,
                 token_scale, state, kernel)  # fmt: skip

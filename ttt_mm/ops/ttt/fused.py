@@ -132,6 +132,12 @@ if triton is not None:
         return G, Zh, r, e, meZ
 
     @triton.jit
+    def _linear_step(Km, G, L, t_last, W, b, PREC: tl.constexpr):
+        """The end-of-mini-batch step: ``W -= K^T diag(tau_last lr) G``, ``b -= sum_j tau_last lr_j G_j``."""
+        cG = G * (t_last * L)[:, None]
+        return W - tl.dot(tl.trans(Km), cG, input_precision=PREC), b - tl.sum(cG, 0)
+
+    @triton.jit
     def _linear_fwd(
         q, k, v, lr, tau, lnw, lnb, W0, b0,  # inputs
         out, Wn, bn, Wc, bc,  # outputs: tokens, final state, checkpoints
@@ -156,9 +162,7 @@ if triton is not None:
             G, Zh, r, e, meZ = _inner_grad(Km, Vm, W, b, gam, bet, F, EPS, PREC)
             Zbh, r2, A, E, Mm = _linear_readout(Qm, Km, L, W, b, G, ta, causal, F, EPS, PREC)
             tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
-            cG = G * (t_last * L)[:, None]
-            W -= tl.dot(tl.trans(Km), cG, input_precision=PREC)
-            b -= tl.sum(cG, 0)
+            W, b = _linear_step(Km, G, L, t_last, W, b, PREC)
         tl.store(Wn + bh * F * F + ff, W)
         tl.store(bn + bh * F + rf, b)
 
@@ -208,6 +212,31 @@ if triton is not None:
         return Zbh, r2, E, A1, M1, H1, Hh, A2, M2
 
     @triton.jit
+    def _mlp_load(W1p, b1p, W2p, b2p, j, F: tl.constexpr, D: tl.constexpr):
+        """TTT-MLP weights number ``j`` of a ``[n, F, D], [n, D], [n, D, F], [n, F]`` set, in float32."""
+        rf, rd = tl.arange(0, F), tl.arange(0, D)
+        W1 = tl.load(W1p + j * F * D + rf[:, None] * D + rd[None, :]).to(tl.float32)
+        W2 = tl.load(W2p + j * D * F + rd[:, None] * F + rf[None, :]).to(tl.float32)
+        return W1, tl.load(b1p + j * D + rd).to(tl.float32), W2, tl.load(b2p + j * F + rf).to(tl.float32)
+
+    @triton.jit
+    def _mlp_store(W1p, b1p, W2p, b2p, j, W1, b1, W2, b2, F: tl.constexpr, D: tl.constexpr):
+        """Store TTT-MLP weights as number ``j`` of a set laid out as in `_mlp_load`."""
+        rf, rd = tl.arange(0, F), tl.arange(0, D)
+        tl.store(W1p + j * F * D + rf[:, None] * D + rd[None, :], W1)
+        tl.store(b1p + j * D + rd, b1)
+        tl.store(W2p + j * D * F + rd[:, None] * F + rf[None, :], W2)
+        tl.store(b2p + j * F + rf, b2)
+
+    @triton.jit
+    def _mlp_step(Km, Xh, G1, G2, L, t_last, W1, b1, W2, b2, PREC: tl.constexpr):
+        """The end-of-mini-batch step of both layers: each moves by ``tau_last sum_j lr_j grad_j``."""
+        cL = (t_last * L)[:, None]
+        W1 -= tl.dot(tl.trans(Km), cL * G1, input_precision=PREC)
+        W2 -= tl.dot(tl.trans(Xh), cL * G2, input_precision=PREC)
+        return W1, b1 - tl.sum(cL * G1, 0), W2, b2 - tl.sum(cL * G2, 0)
+
+    @triton.jit
     def _mlp_fwd(
         q, k, v, lr, tau, lnw, lnb, W1_0, b1_0, W2_0, b2_0,  # inputs
         out, W1n, b1n, W2n, b2n, W1c, b1c, W2c, b2c,  # outputs: tokens, final state, checkpoints
@@ -216,36 +245,19 @@ if triton is not None:
         EPS: tl.constexpr, PREC: tl.constexpr,
     ):  # fmt: skip
         bh = tl.program_id(0).to(tl.int64)
-        rf, rd = tl.arange(0, F), tl.arange(0, D)
-        fd = rf[:, None] * D + rd[None, :]
-        df = rd[:, None] * F + rf[None, :]
-        W1 = tl.load(W1_0 + bh * F * D + fd).to(tl.float32)
-        b1 = tl.load(b1_0 + bh * D + rd).to(tl.float32)
-        W2 = tl.load(W2_0 + bh * D * F + df).to(tl.float32)
-        b2 = tl.load(b2_0 + bh * F + rf).to(tl.float32)
+        W1, b1, W2, b2 = _mlp_load(W1_0, b1_0, W2_0, b2_0, bh, F, D)
         gam, bet, ta, t_last, causal = _per_head(lnw, lnb, tau, bh, K, F)
         T = M * K
         for m in range(M):
             if SAVE:
                 if m % CKPT == 0:
-                    c = bh * n_ckpt + m // CKPT
-                    tl.store(W1c + c * F * D + fd, W1)
-                    tl.store(b1c + c * D + rd, b1)
-                    tl.store(W2c + c * D * F + df, W2)
-                    tl.store(b2c + c * F + rf, b2)
+                    _mlp_store(W1c, b1c, W2c, b2c, bh * n_ckpt + m // CKPT, W1, b1, W2, b2, F, D)
             Qm, Km, Vm, L, tok, kf = _minibatch(q, k, v, lr, bh, T, m, K, F)
             G1, G2, X1, Xh, S, G2W, Zh, r, e, meZ = _mlp_inner(Km, Vm, W1, b1, W2, b2, gam, bet, F, EPS, PREC)
             Zbh, r2, E, A1, M1, H1, Hh, A2, M2 = _mlp_readout(Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F, EPS, PREC)
             tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
-            cL = (t_last * L)[:, None]
-            W1 -= tl.dot(tl.trans(Km), cL * G1, input_precision=PREC)
-            b1 -= tl.sum(cL * G1, 0)
-            W2 -= tl.dot(tl.trans(Xh), cL * G2, input_precision=PREC)
-            b2 -= tl.sum(cL * G2, 0)
-        tl.store(W1n + bh * F * D + fd, W1)
-        tl.store(b1n + bh * D + rd, b1)
-        tl.store(W2n + bh * D * F + df, W2)
-        tl.store(b2n + bh * F + rf, b2)
+            W1, b1, W2, b2 = _mlp_step(Km, Xh, G1, G2, L, t_last, W1, b1, W2, b2, PREC)
+        _mlp_store(W1n, b1n, W2n, b2n, bh, W1, b1, W2, b2, F, D)
 
     @triton.jit
     def _mlp_bwd(
@@ -273,32 +285,16 @@ if triton is not None:
             span = n_ckpt - 1 - back
             m0 = span * CKPT
             m1 = tl.minimum(M, m0 + CKPT)
-            c = bh * n_ckpt + span
-            W1 = tl.load(W1c + c * F * D + fd)
-            b1 = tl.load(b1c + c * D + rd)
-            W2 = tl.load(W2c + c * D * F + df)
-            b2 = tl.load(b2c + c * F + rf)
+            W1, b1, W2, b2 = _mlp_load(W1c, b1c, W2c, b2c, bh * n_ckpt + span, F, D)
             for m in range(m0, m1):  # recompute the span's weights at each mini-batch start
-                j = bh * CKPT + m - m0
-                tl.store(W1s + j * F * D + fd, W1)
-                tl.store(b1s + j * D + rd, b1)
-                tl.store(W2s + j * D * F + df, W2)
-                tl.store(b2s + j * F + rf, b2)
+                _mlp_store(W1s, b1s, W2s, b2s, bh * CKPT + m - m0, W1, b1, W2, b2, F, D)
                 _, Km, Vm, L, _, _ = _minibatch(q, k, v, lr, bh, T, m, K, F)
                 G1, G2, X1, Xh, S, G2W, Zh, r, e, meZ = _mlp_inner(Km, Vm, W1, b1, W2, b2, gam, bet, F, EPS, PREC)
-                cL = (t_last * L)[:, None]
-                W1 -= tl.dot(tl.trans(Km), cL * G1, input_precision=PREC)
-                b1 -= tl.sum(cL * G1, 0)
-                W2 -= tl.dot(tl.trans(Xh), cL * G2, input_precision=PREC)
-                b2 -= tl.sum(cL * G2, 0)
+                W1, b1, W2, b2 = _mlp_step(Km, Xh, G1, G2, L, t_last, W1, b1, W2, b2, PREC)
             tl.debug_barrier()
             for back_m in range(m1 - m0):
                 m = m1 - 1 - back_m
-                j = bh * CKPT + m - m0
-                W1 = tl.load(W1s + j * F * D + fd)
-                b1 = tl.load(b1s + j * D + rd)
-                W2 = tl.load(W2s + j * D * F + df)
-                b2 = tl.load(b2s + j * F + rf)
+                W1, b1, W2, b2 = _mlp_load(W1s, b1s, W2s, b2s, bh * CKPT + m - m0, F, D)
                 Qm, Km, Vm, L, tok, kf = _minibatch(q, k, v, lr, bh, T, m, K, F)
                 dO = tl.load(dout + kf).to(tl.float32)
                 G1, G2, X1, Xh, S, G2W, Zh, r, e, meZ = _mlp_inner(Km, Vm, W1, b1, W2, b2, gam, bet, F, EPS, PREC)
@@ -381,8 +377,9 @@ if triton is not None:
 
     @triton.jit
     def _linear_bwd(
-        q, k, v, lr, tau, lnw, lnb, Wc, bc, dout, dWn, dbn,  # inputs
-        dq, dk, dv, dlr, dtau, dlnw, dlnb, dW0, db0, Ws, bs,  # outputs; Ws, bs: scratch for one span
+        q, k, v, lr, tau, lnw, lnb, Wc, bc, dout,  # inputs
+        dq, dk, dv, dlr, dtau, dlnw, dlnb, dW_io, db_io,  # outputs (dW_io, db_io enter as the final state's adjoints)
+        Ws, bs,  # scratch: one span's weights
         M, n_ckpt,
         K: tl.constexpr, F: tl.constexpr, CKPT: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr,
     ):  # fmt: skip
@@ -391,8 +388,8 @@ if triton is not None:
         ff = rf[:, None] * F + rf[None, :]
         gam, bet, ta, t_last, causal = _per_head(lnw, lnb, tau, bh, K, F)
         is_last = rk == K - 1
-        dW = tl.load(dWn + bh * F * F + ff).to(tl.float32)
-        db = tl.load(dbn + bh * F + rf).to(tl.float32)
+        dW = tl.load(dW_io + bh * F * F + ff)
+        db = tl.load(db_io + bh * F + rf)
         d_gam = tl.zeros([F], dtype=tl.float32)
         d_bet = tl.zeros([F], dtype=tl.float32)
         d_tau = tl.zeros([K], dtype=tl.float32)
@@ -408,9 +405,7 @@ if triton is not None:
                 tl.store(bs + (bh * CKPT + m - m0) * F + rf, b)
                 _, Km, Vm, L, _, _ = _minibatch(q, k, v, lr, bh, T, m, K, F)
                 G, Zh, r, e, meZ = _inner_grad(Km, Vm, W, b, gam, bet, F, EPS, PREC)
-                cG = G * (t_last * L)[:, None]
-                W -= tl.dot(tl.trans(Km), cG, input_precision=PREC)
-                b -= tl.sum(cG, 0)
+                W, b = _linear_step(Km, G, L, t_last, W, b, PREC)
             tl.debug_barrier()
             for back_m in range(m1 - m0):
                 m = m1 - 1 - back_m
@@ -462,8 +457,8 @@ if triton is not None:
                 tl.store(dv + kf, dV.to(dv.dtype.element_ty))
                 tl.store(dlr + tok, dL.to(dlr.dtype.element_ty))
             tl.debug_barrier()
-        tl.store(dW0 + bh * F * F + ff, dW)
-        tl.store(db0 + bh * F + rf, db)
+        tl.store(dW_io + bh * F * F + ff, dW)
+        tl.store(db_io + bh * F + rf, db)
         tl.store(dlnw + bh * F + rf, d_gam)
         tl.store(dlnb + bh * F + rf, d_bet)
         tl.store(dtau + bh * K + rk, d_tau)
@@ -482,110 +477,59 @@ def _on(x: Tensor):
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
-class _LinearScan(torch.autograd.Function):
-    """``(out, W', b')`` of whole mini-batches; inputs ``q, k, v [BH, T, F]``, ``lr [BH, T]``,
-    ``tau [K]``, ``ln_w, ln_b [BH, F]``, ``W [BH, F, F]``, ``b [BH, F]``."""
+class _Scan(torch.autograd.Function):
+    """``(out, *params')`` of whole mini-batches for either core; inputs ``q, k, v [BH, T, F]``,
+    ``lr [BH, T]``, ``tau [K]``, ``ln_w, ln_b [BH, F]`` and the inner weights, ``(W, b)`` or
+    ``(W1, b1, W2, b2)``. Both cores' kernels take the same arguments in the same order."""
 
     @staticmethod
-    def forward(ctx, q, k, v, lr, tau, ln_w, ln_b, W, b):
+    def forward(ctx, q, k, v, lr, tau, ln_w, ln_b, *params):
         q, k, v, lr, ln_w, ln_b = (x.contiguous() for x in (q, k, v, lr, ln_w, ln_b))
-        W, b = W.float().contiguous(), b.float().contiguous()
+        params = tuple(p.float().contiguous() for p in params)
         tau = tau.float().contiguous()
         BH, T, F = q.shape
-        K = tau.shape[0]
-        M = T // K
-        save = any(ctx.needs_input_grad)
-        n_ckpt = triton.cdiv(M, CHECKPOINT)
-        out = torch.empty_like(q)
-        Wn, bn = torch.empty_like(W), torch.empty_like(b)
-        Wc = W.new_empty(BH, n_ckpt, F, F) if save else W
-        bc = b.new_empty(BH, n_ckpt, F) if save else b
-        prec = _precision(q)
-        with _on(q):
-            _linear_fwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, W, b, out, Wn, bn, Wc, bc, M, n_ckpt,
-                               K=K, F=F, CKPT=CHECKPOINT, SAVE=save, EPS=1e-6, PREC=prec)  # fmt: skip
-        if save:
-            ctx.save_for_backward(q, k, v, lr, tau, ln_w, ln_b, Wc, bc)
-            ctx.prec, ctx.M = prec, M
-        return out, Wn, bn
-
-    @staticmethod
-    def backward(ctx, d_out, dWn, dbn):
-        q, k, v, lr, tau, ln_w, ln_b, Wc, bc = ctx.saved_tensors
-        BH, T, F = q.shape
-        K, n_ckpt = tau.shape[0], Wc.shape[1]
-        d_out = d_out.contiguous() if d_out is not None else torch.zeros_like(q)
-        dWn = dWn.float().contiguous() if dWn is not None else Wc.new_zeros(BH, F, F)
-        dbn = dbn.float().contiguous() if dbn is not None else bc.new_zeros(BH, F)
-        dq, dk, dv, dlr = (torch.empty_like(x) for x in (q, k, v, lr))
-        dtau = tau.new_empty(BH, K)
-        dlnw, dlnb = ln_w.new_empty(BH, F, dtype=torch.float32), ln_b.new_empty(BH, F, dtype=torch.float32)
-        dW0, db0 = torch.empty_like(dWn), torch.empty_like(dbn)
-        Ws, bs = Wc.new_empty(BH, CHECKPOINT, F, F), bc.new_empty(BH, CHECKPOINT, F)
-        # num_stages=1: no loads prefetched across iterations (shared memory at F = 128, float32)
-        with _on(q):
-            _linear_bwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, Wc, bc, d_out, dWn, dbn,
-                               dq, dk, dv, dlr, dtau, dlnw, dlnb, dW0, db0, Ws, bs, ctx.M, n_ckpt,
-                               K=K, F=F, CKPT=CHECKPOINT, EPS=1e-6, PREC=ctx.prec, num_stages=1)  # fmt: skip
-        return dq, dk, dv, dlr, dtau.sum(0), dlnw.to(ln_w.dtype), dlnb.to(ln_b.dtype), dW0, db0
-
-
-def linear_scan(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tau: Tensor, ln_w: Tensor, ln_b: Tensor, W: Tensor, b: Tensor):
-    """Whole mini-batches from a boundary with the Triton kernels: ``out [BH, T, F]`` (``q``'s dtype)
-    and the float32 weights after them. ``T`` must be a multiple of ``K = len(tau)``."""
-    return _LinearScan.apply(q, k, v, lr, tau, ln_w, ln_b, W, b)
-
-
-class _MLPScan(torch.autograd.Function):
-    """``(out, W1', b1', W2', b2')`` of whole mini-batches; as `_LinearScan` with the MLP's weights."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, lr, tau, ln_w, ln_b, W1, b1, W2, b2):
-        q, k, v, lr, ln_w, ln_b = (x.contiguous() for x in (q, k, v, lr, ln_w, ln_b))
-        params = tuple(p.float().contiguous() for p in (W1, b1, W2, b2))
-        tau = tau.float().contiguous()
-        BH, T, F = q.shape
-        K, D = tau.shape[0], params[0].shape[-1]
-        M = T // K
+        mlp = len(params) == 4
+        fwd, bwd = (_mlp_fwd, _mlp_bwd) if mlp else (_linear_fwd, _linear_bwd)
+        sizes = dict(K=tau.shape[0], F=F, CKPT=CHECKPOINT, EPS=1e-6, PREC=_precision(q))
+        if mlp:  # the MLP kernels hold F x D tiles: more warps share them
+            sizes.update(D=params[0].shape[-1], num_warps=8)
+        M = T // sizes["K"]
         save = any(ctx.needs_input_grad)
         n_ckpt = triton.cdiv(M, CHECKPOINT)
         out = torch.empty_like(q)
         new = tuple(torch.empty_like(p) for p in params)
         ckpts = tuple(p.new_empty(BH, n_ckpt, *p.shape[1:]) for p in params) if save else params
-        prec = _precision(q)
         with _on(q):
-            _mlp_fwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *params, out, *new, *ckpts, M, n_ckpt,
-                            K=K, F=F, D=D, CKPT=CHECKPOINT, SAVE=save, EPS=1e-6, PREC=prec, num_warps=8)  # fmt: skip
+            fwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *params, out, *new, *ckpts, M, n_ckpt, SAVE=save, **sizes)
         if save:
             ctx.save_for_backward(q, k, v, lr, tau, ln_w, ln_b, *ckpts)
-            ctx.prec, ctx.M = prec, M
+            ctx.bwd, ctx.sizes, ctx.M = bwd, sizes, M
         return (out, *new)
 
     @staticmethod
     def backward(ctx, d_out, *d_new):
         q, k, v, lr, tau, ln_w, ln_b, *ckpts = ctx.saved_tensors
-        BH, T, F = q.shape
-        K, D, n_ckpt = tau.shape[0], ckpts[0].shape[-1], ckpts[0].shape[1]
+        BH, K, F, n_ckpt = q.shape[0], tau.shape[0], q.shape[-1], ckpts[0].shape[1]
         d_out = d_out.contiguous() if d_out is not None else torch.zeros_like(q)
-        shapes = ((BH, F, D), (BH, D), (BH, D, F), (BH, F))
         # the kernel updates these in place: they enter as the final state's adjoints, leave as the initial's
-        grads = [d.float().clone(memory_format=torch.contiguous_format) if d is not None else q.new_zeros(s, dtype=torch.float32)
-                 for d, s in zip(d_new, shapes)]  # fmt: skip
+        grads = [d.float().clone(memory_format=torch.contiguous_format) if d is not None else torch.zeros_like(c[:, 0])
+                 for d, c in zip(d_new, ckpts)]  # fmt: skip
         dq, dk, dv, dlr = (torch.empty_like(x) for x in (q, k, v, lr))
         dtau = tau.new_empty(BH, K)
         dlnw, dlnb = (x.new_empty(BH, F, dtype=torch.float32) for x in (ln_w, ln_b))
         scratch = tuple(c.new_empty(BH, CHECKPOINT, *c.shape[2:]) for c in ckpts)
-        # num_stages=1: the adjoints of W1, W2 are re-read from global memory right after being stored,
-        # and a software-pipelined load would run ahead of the store
+        # num_stages=1: no load is software-pipelined ahead of the store it depends on (TTT-MLP's
+        # adjoints are re-read from global memory right after being written), and TTT-Linear at
+        # F = 128 in float32 stays within shared memory
         with _on(q):
-            _mlp_bwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *ckpts, d_out, dq, dk, dv, dlr, dtau, dlnw, dlnb, *grads,
-                            *scratch, ctx.M, n_ckpt, K=K, F=F, D=D, CKPT=CHECKPOINT, EPS=1e-6, PREC=ctx.prec,
-                            num_warps=8, num_stages=1)  # fmt: skip
+            ctx.bwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *ckpts, d_out, dq, dk, dv, dlr, dtau, dlnw, dlnb, *grads,
+                           *scratch, ctx.M, n_ckpt, num_stages=1, **ctx.sizes)  # fmt: skip
         return (dq, dk, dv, dlr, dtau.sum(0), dlnw.to(ln_w.dtype), dlnb.to(ln_b.dtype), *grads)
 
 
-def mlp_scan(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tau: Tensor, ln_w: Tensor, ln_b: Tensor, params: tuple[Tensor, ...]):
-    """TTT-MLP over whole mini-batches with the Triton kernels: ``out [BH, T, F]`` (``q``'s dtype) and
-    the float32 weights ``(W1, b1, W2, b2)`` after them."""
-    out, *new = _MLPScan.apply(q, k, v, lr, tau, ln_w, ln_b, *params)
+def scan(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tau: Tensor, ln_w: Tensor, ln_b: Tensor, params: tuple[Tensor, ...]):
+    """Whole mini-batches from a boundary with the Triton kernels of the core that ``params`` belong
+    to (``(W, b)``: TTT-Linear, ``(W1, b1, W2, b2)``: TTT-MLP): ``out [BH, T, F]`` in ``q``'s dtype
+    and the float32 weights after them. ``T`` must be a multiple of ``K = len(tau)``."""
+    out, *new = _Scan.apply(q, k, v, lr, tau, ln_w, ln_b, *params)
     return out, tuple(new)
