@@ -1,4 +1,4 @@
-"""The synthetic audio-visual clips: deterministic, cut anywhere, sounds on events, a recurring motif."""
+"""The synthetic audio-visual clips: deterministic, cut anywhere, sounds on events, a per-clip chain rule."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ttt_mm.data import SyntheticClip
+from ttt_mm.data.synthetic import NOTE_HZ, NOTE_PATTERN, NOTES, RUN, TILE
 
 
 def test_deterministic_by_seed_and_index():
@@ -46,20 +47,53 @@ def test_every_bounce_makes_a_tone_at_the_squares_pitch():
     for turn in turns:
         t = times[turn + 1]
         assert min(abs(t - e) for e, _ in bounce_events) < 2e-3, f"no sound at the bounce at {t:.3f} s"
-    notes = [e.time for e in events if e.kind == "note"]
-    quiet = [(t, hz) for t, hz in bounce_events if min(abs(t - n) for n in notes) > 0.4]
-    t, hz = quiet[0]
+    notes = [e for e in events if e.kind == "note"]
+    clear = [  # bounces with no chain note near their pitch (or its octave) just before or after
+        (t, hz) for t, hz in bounce_events
+        if all(min(abs(n.hz - hz), abs(2 * n.hz - hz)) > 0.05 * hz for n in notes if -0.4 < n.time - t < 0.1)
+    ]
+    t, hz = clear[0]
     assert hz in scene.pitch
-    spectrum = torch.fft.rfft(clip.audio(t, 0.1) * torch.hann_window(1600)).abs()  # 10 Hz per bin
-    assert abs(int(spectrum.argmax()) * 10 - hz) <= 10
-    assert clip.audio(t - 0.1, 0.09).abs().max() < 0.5 * clip.audio(t, 0.05).abs().max()
+
+    def level(at: float) -> float:  # magnitude at the bounce pitch in 0.1 s from `at`
+        return float(torch.fft.rfft(clip.audio(at, 0.1) * torch.hann_window(1600)).abs()[round(hz / 10)])
+
+    assert level(t) > 4 * level(t - 0.1)
 
 
-def test_the_motif_recurs_every_period():
+def _walk(successor: np.ndarray, steps: int) -> list[int]:
+    notes = [0]
+    for _ in range(steps):
+        notes.append(int(successor[notes[-1]]))
+    return notes
+
+
+def test_the_chain_follows_its_clips_rule_between_jumps():
     clip = SyntheticClip(0, 9)
-    grid = round(clip.scene.period * 16000) / 16000  # a period in whole samples
-    one, later = clip.audio(20.0, 2.0), clip.audio(20.0 + 3 * grid, 2.0)
-    other = SyntheticClip(0, 10).audio(20.0, 2.0)
-    corr = float(torch.corrcoef(torch.stack([one, later]))[0, 1])
-    corr_other = float(torch.corrcoef(torch.stack([one, other]))[0, 1])
-    assert corr > 0.5 and abs(corr_other) < 0.1, (corr, corr_other)
+    assert sorted(_walk(clip.scene.successor, NOTES - 1)) == list(range(NOTES))  # one cycle through every note
+    steps = np.arange(1, 2000)
+    notes = clip.chain(np.arange(2000))
+    follows = notes[1:] == clip.scene.successor[notes[:-1]]
+    assert follows[steps % RUN != 0].all()
+    assert 0.8 / NOTES < 1 - follows[steps % RUN == 0].mean() < 1  # a jump lands anywhere
+    assert np.array_equal(clip.chain(np.arange(500, 700)), notes[500:700])  # any stretch, the same notes
+    assert not np.array_equal(SyntheticClip(0, 10).scene.successor, clip.scene.successor)
+
+
+def test_each_chain_note_is_seen_and_heard():
+    clip = SyntheticClip(0, 9)
+    frames = clip.video(0.0, 6.0, 8, 32).permute(0, 2, 3, 1).float() / 255  # [48, 32, 32, 3]
+    notes = clip.chain(clip.step_at(np.arange(48) / 8))
+    cells = np.arange(32) * 2 * TILE // 32 % TILE  # 2 x 2 tiles of TILE x TILE cells
+    expected = torch.from_numpy(NOTE_PATTERN[notes][:, cells][:, :, cells]).float()
+    match = ((frames - expected).abs().amax(-1) < 1 / 255).float().mean(dim=(1, 2))
+    assert (match > 0.8).all()  # the note's picture, except where a square covers it
+    assert clip.step_at(np.arange(48) / 8).tolist() == [(k + 1) // 2 for k in range(48)]  # a change inside every tubelet
+    onsets = [e for e in clip.events(0.0, 6.0) if e.kind == "note"]
+    assert [round(e.time / 0.125) for e in onsets] == [0] + list(range(1, 48, 2))
+    heard = 0
+    for e in onsets[1:]:
+        spectrum = torch.fft.rfft(clip.audio(e.time + 0.005, 0.1) * torch.hann_window(1600)).abs()
+        heard += abs(int(spectrum.argmax()) * 10 - e.hz) <= 20
+        assert e.hz in NOTE_HZ
+    assert heard >= 0.8 * (len(onsets) - 1)

@@ -46,6 +46,23 @@ def test_targets_are_per_patch_normalized_and_invert_exactly(tokenizer):
     assert tokenizer.invert(tokens.targets)["video"].shape == video.shape  # display without stats
 
 
+def test_pooled_targets_are_block_means_and_invert_to_the_blocks():
+    tokenizer = VideoTokenizer(dim=32, size=64, patch=16, tubelet=2, target_pool=4)
+    assert tokenizer.target_dim == 2 * 4 * 4 * 3
+    video = torch.randint(0, 256, (2, 4, 3, 64, 64), dtype=torch.uint8)
+    tokens = tokenizer({"video": video})
+    assert tokens.targets.shape == (2, 32, 96)
+    blocks = torch.nn.functional.avg_pool2d(video.flatten(0, 1).float() / 255, 4).unflatten(0, (2, 4))  # [2, 4, 3, 16, 16]
+    token = blocks[1, 2:4, :, 4:8, 8:12].permute(0, 2, 3, 1).reshape(-1, 3)  # step 1, patch row 1, column 2
+    expected = (token - token.mean(0)) / (token.var(0, unbiased=False) + 1e-6).sqrt()
+    assert torch.allclose(tokens.targets[1, 16 + 4 + 2].reshape(-1, 3), expected, atol=1e-4)
+    shown = tokenizer.invert(tokens.targets, tokens.target_stats)["video"].float()
+    upsampled = blocks.flatten(0, 1).repeat_interleave(4, -1).repeat_interleave(4, -2).unflatten(0, (2, 4)) * 255
+    assert (shown - upsampled).abs().max() <= 0.5 + 1e-3  # the block means, rounded to uint8
+    with pytest.raises(ValueError, match="does not divide patch"):
+        VideoTokenizer(patch=16, target_pool=3)
+
+
 def test_fewer_frames_than_a_tubelet_give_no_tokens(tokenizer):
     tokens = tokenizer({"video": torch.zeros(2, 1, 3, 64, 64, dtype=torch.uint8)})
     assert tokens.embeddings.shape == (2, 0, 32) and tokens.targets.shape == (2, 0, 1536) and tokens.mask.shape == (2, 0)

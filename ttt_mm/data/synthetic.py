@@ -7,9 +7,11 @@ Each clip has:
 - 1 to 3 colored squares bouncing off the frame edges; every bounce plays a short decaying tone
   at the square's own pitch, so sound events line up with visible events (the label of a clip is
   its number of squares minus one, for probes);
-- a motif: 3 to 6 notes with a random rhythm, repeated every 2 to 4 s for the whole clip, heard as
-  tones and seen as a colored bar at the top of the frame. The motif is random per clip, so a model
-  can only predict it after it has seen one repetition: prediction gets better with context;
+- a chain of notes, one every 0.25 s, each seen as its own mosaic filling the frame and heard as a
+  tone. Every second the chain jumps to a random note, then follows a successor rule drawn per clip
+  (a random cycle through the 16 notes) for three steps. The rule can only be learned from the
+  clip itself, one transition at a time, so prediction keeps improving while new transitions are
+  seen: at 3 a second, seeing all 16 takes about 15 s (10 to 26 s);
 - a faint noise floor (seeded per second of audio, so windows agree wherever they are cut).
 """
 
@@ -26,6 +28,10 @@ from torch import Tensor
 
 _NOISE = 0.003
 _PENTATONIC = np.array([0, 2, 4, 7, 9])
+NOTES = 16  # entries of the chain: pentatonic degrees from C4 up, each with its own picture
+STEP = 0.25  # seconds between chain notes
+OFFSET = 0.125  # first change: at 8 fps every 2-frame tubelet holds one change
+RUN = 4  # chain notes per random jump (one jump a second)
 
 
 def _midi_hz(note: np.ndarray | float) -> np.ndarray:
@@ -38,8 +44,16 @@ def _hue_rgb(hue: np.ndarray) -> np.ndarray:
     return np.clip(np.minimum(k, 4 - k), 0, 1) * 0.8 + 0.2
 
 
+_DEGREES = np.arange(NOTES)
+NOTE_HZ = _midi_hz(60 + 12 * (_DEGREES // len(_PENTATONIC)) + _PENTATONIC[_DEGREES % len(_PENTATONIC)])
+TILE = 3  # cells per side of a note's tile; the frame shows 2 x 2 tiles
+# Each note's picture: a fixed mosaic of random colors, so different notes look unrelated even
+# after a linear patch embedding (a plain color per note would give only 3 numbers to tell 16 apart)
+NOTE_PATTERN = np.random.default_rng(20261127).uniform(0.1, 0.9, (NOTES, TILE, TILE, 3))
+
+
 class Event(NamedTuple):
-    """A sound: a bounce of a square or a motif note."""
+    """A sound: a bounce of a square or a chain note."""
 
     time: float
     hz: float
@@ -51,18 +65,13 @@ class Event(NamedTuple):
 
 @dataclass(frozen=True)
 class _Scene:
-    background: np.ndarray  # [3] in [0, 1]
     start: np.ndarray  # [K, 2] top-left corner (x, y) at t = 0, in frame units
     velocity: np.ndarray  # [K, 2] frame units per second
     half: np.ndarray  # [K] half side, frame units
     color: np.ndarray  # [K, 3]
     pitch: np.ndarray  # [K] Hz of each square's bounce tone
     decay: np.ndarray  # [K] seconds
-    onsets: np.ndarray  # [M] motif note onsets within one period, seconds
-    notes: np.ndarray  # [M] Hz
-    note_color: np.ndarray  # [M, 3]
-    period: float
-    phase: float
+    successor: np.ndarray  # [NOTES] the clip's chain rule: note n is followed by successor[n] (one cycle)
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,6 @@ class SyntheticClip:
     seed: int
     index: int
     duration: float = 60.0
-    note_seconds: float = 0.25  # how long a motif note sounds and its bar shows
 
     def __str__(self) -> str:
         return f"synthetic/seed={self.seed}/index={self.index}"
@@ -85,30 +93,39 @@ class SyntheticClip:
         speed, angle = rng.uniform(0.15, 0.5, k), rng.uniform(0, 2 * math.pi, k)
         velocity = np.stack([speed * np.cos(angle), speed * np.sin(angle)], axis=1)
         velocity[np.abs(velocity) < 0.05] = 0.05  # every square bounces on both axes eventually
-        m = int(rng.integers(3, 7))
-        gaps = rng.uniform(0.15, 0.45, m)
-        onsets = np.concatenate([[0.0], np.cumsum(gaps[:-1])])
-        period = float(max(rng.uniform(2.0, 4.0), onsets[-1] + 2 * self.note_seconds))
-        degrees = rng.choice(len(_PENTATONIC) * 2, m)
-        notes = 60 + 12 * (degrees // len(_PENTATONIC)) + _PENTATONIC[degrees % len(_PENTATONIC)]
+        order = rng.permutation(NOTES)  # the chain rule walks one cycle through all notes
         return _Scene(
-            background=rng.uniform(0.0, 0.25, 3),
             start=rng.uniform(0, 1, (k, 2)) * (1 - 2 * half[:, None]),
             velocity=velocity,
             half=half,
             color=_hue_rgb(rng.uniform(0, 1, k)),
             pitch=_midi_hz(rng.choice(np.arange(48, 84, 3), k, replace=False)),
             decay=rng.uniform(0.05, 0.2, k),
-            onsets=onsets,
-            notes=_midi_hz(notes),
-            note_color=_hue_rgb((notes % 12) / 12.0),
-            period=period,
-            phase=float(rng.uniform(0, period)),
+            successor=np.roll(order, -1)[np.argsort(order)],
         )
+
+    @cached_property
+    def _powers(self) -> np.ndarray:
+        """``[RUN, NOTES]``: row ``r`` maps a note to the one ``r`` steps later along the chain."""
+        rows = [np.arange(NOTES)]
+        for _ in range(RUN - 1):
+            rows.append(self.scene.successor[rows[-1]])
+        return np.stack(rows)
 
     @property
     def label(self) -> int:
         return len(self.scene.half) - 1
+
+    def chain(self, steps: np.ndarray) -> np.ndarray:
+        """The chain note of each step index (step ``j`` sounds from ``(j - 0.5) * STEP``, 0 for j = 0)."""
+        steps = np.asarray(steps, dtype=np.int64)
+        blocks = steps // RUN
+        first = {int(b): int(np.random.default_rng([self.seed, self.index, int(b), 3]).integers(NOTES)) for b in np.unique(blocks)}
+        return self._powers[steps % RUN, np.array([first[int(b)] for b in blocks.ravel()]).reshape(steps.shape)]
+
+    def step_at(self, times: np.ndarray) -> np.ndarray:
+        """The chain step sounding at each time (>= 0)."""
+        return np.floor((np.asarray(times, dtype=np.float64) + STEP - OFFSET) / STEP + 1e-9).astype(np.int64)
 
     def positions(self, times: np.ndarray) -> np.ndarray:
         """Top-left corners ``[T, K, 2]`` at ``times``: straight motion folded into the frame."""
@@ -133,12 +150,11 @@ class SyntheticClip:
                     t = (m * span - p0) / v
                     if t0 <= t < t1:
                         events.append(Event(t, s.pitch[j], 0.3 / len(s.half), s.decay[j], 6 * s.decay[j], "bounce"))
-        first = math.floor((t0 - s.phase) / s.period)
-        for r in range(first, math.floor((t1 - s.phase) / s.period) + 1):  # motif repetitions
-            for onset, hz in zip(s.onsets, s.notes):
-                t = s.phase + r * s.period + onset
-                if t0 <= t < t1:
-                    events.append(Event(t, hz, 0.25, self.note_seconds / 3, self.note_seconds, "note"))
+        steps = np.arange(math.floor(t0 / STEP), math.ceil(t1 / STEP) + 2)
+        onsets = np.maximum((steps - 0.5) * STEP, 0.0)
+        keep = (onsets >= t0) & (onsets < t1)
+        for t, note in zip(onsets[keep], self.chain(steps[keep])):
+            events.append(Event(float(t), float(NOTE_HZ[note]), 0.2, STEP / 3, STEP, "note"))
         return events
 
     def audio(self, start: float, duration: float, sample_rate: int = 16000) -> Tensor:
@@ -150,7 +166,7 @@ class SyntheticClip:
             noise = np.random.default_rng([self.seed, self.index, block, 1]).standard_normal(sample_rate)
             lo, hi = max(block * sample_rate, first, 0), min((block + 1) * sample_rate, first + n)
             out[lo - first : hi - first] = _NOISE * noise[lo - block * sample_rate : hi - block * sample_rate]
-        longest = max(6 * 0.2, self.note_seconds)
+        longest = max(6 * 0.2, STEP)
         for t, hz, amp, decay, length, _ in self.events(start - longest, start + duration):
             i0 = max(0, math.ceil(t * sample_rate) - first)
             i1 = min(n, math.ceil((t + length) * sample_rate) - first)
@@ -166,8 +182,9 @@ class SyntheticClip:
         count = max(0, math.ceil(duration * fps - 1e-6))
         times = start + np.arange(count) / fps
         s = self.scene
-        frames = np.empty((count, size, size, 3), dtype=np.uint8)
-        frames[:] = (s.background * 255).astype(np.uint8)
+        cells = np.arange(size) * 2 * TILE // size % TILE
+        notes = self.chain(self.step_at(np.maximum(times, 0.0)))
+        frames = (NOTE_PATTERN[notes][:, cells][:, :, cells] * 255).astype(np.uint8)  # [T, size, size, 3]
         corners = np.round(self.positions(times) * size).astype(int)  # [T, K, 2]
         sides = np.maximum(1, np.round(2 * s.half * size).astype(int))
         colors = (s.color * 255).astype(np.uint8)
@@ -175,9 +192,4 @@ class SyntheticClip:
             for j in range(len(sides)):
                 x, y = corners[k, j]
                 frames[k, y : y + sides[j], x : x + sides[j]] = colors[j]
-        bar = max(1, size // 8)
-        since = np.mod(times[:, None] - s.phase - s.onsets[None, :], s.period)  # [T, M]
-        playing = (since < self.note_seconds) & (times[:, None] - since >= 0)  # nothing before t = 0
-        for k in np.flatnonzero(playing.any(axis=1)):
-            frames[k, :bar] = (s.note_color[np.flatnonzero(playing[k])[-1]] * 255).astype(np.uint8)
         return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))

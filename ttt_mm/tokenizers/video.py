@@ -4,7 +4,9 @@ A step is ``tubelet`` frames (``tubelet / fps`` seconds) and yields one token pe
 ``patch x patch`` square, in row-major order; steps follow each other in time. Targets are the
 tubelet's pixels normalized per patch and per channel (mean 0, std 1, as VideoMAE does), so the
 model predicts structure rather than brightness; ``Tokens.target_stats`` keeps the mean and std
-so `VideoTokenizer.invert` can give back exact pixels.
+so `VideoTokenizer.invert` can give back exact pixels. With ``target_pool = k`` the targets are the
+tubelet's ``k x k`` block means instead of its pixels (and `invert` gives back those blocks): a
+compact target, which a small model learns in-context rules on far sooner than on 1536 pixels.
 """
 
 from __future__ import annotations
@@ -39,18 +41,24 @@ class VideoTokenizer(Tokenizer):
     Defaults: 8 fps, 128 px, 16 px patches, tubelets of 2 frames: 64 tokens per 0.25 s step,
     256 tokens/s; targets have ``tubelet * patch * patch * 3 = 1536`` values laid out as
     ``(frame, row, column, channel)``. Position embeddings are learned, initialized to 2D sin-cos.
+    ``target_pool = k`` predicts ``k x k`` block means: ``tubelet * (patch / k)**2 * 3`` values.
     """
 
-    def __init__(self, dim: int = 256, fps: float = 8.0, size: int = 128, patch: int = 16, tubelet: int = 2) -> None:
+    def __init__(
+        self, dim: int = 256, fps: float = 8.0, size: int = 128, patch: int = 16, tubelet: int = 2, target_pool: int = 1
+    ) -> None:
         super().__init__()
         if size % patch:
             raise ValueError(f"frame size {size} is not a multiple of patch {patch}")
+        if target_pool < 1 or patch % target_pool:
+            raise ValueError(f"target_pool {target_pool} does not divide patch {patch}")
         self.dim, self.fps, self.size, self.patch, self.tubelet = dim, fps, size, patch, tubelet
+        self.target_pool = target_pool
         self.grid = size // patch
         self.tokens_per_step = self.grid**2
         self.seconds_per_step = tubelet / fps
         self.tokens_per_second = self.tokens_per_step / self.seconds_per_step
-        self.target_dim = tubelet * patch * patch * 3
+        self.target_dim = tubelet * (patch // target_pool) ** 2 * 3
         self.target_dims = {VIDEO: self.target_dim}
         self.proj = nn.Conv3d(3, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
         self.pos = nn.Parameter(sincos_2d(self.grid, dim))  # [P, dim]
@@ -64,6 +72,25 @@ class VideoTokenizer(Tokenizer):
         x = pixels.reshape(b, k, self.tubelet, c, g, p, g, p)
         x = x.permute(0, 1, 4, 6, 2, 5, 7, 3)  # [B, K, gy, gx, tubelet, py, px, C]
         return x.reshape(b, k * g * g, self.tubelet * p * p, c)
+
+    def pool_targets(self, patches: Tensor) -> Tensor:
+        """``[B, N, tubelet * p * p, 3]`` pixels to their ``k x k`` block means (``k = target_pool``)."""
+        k = self.target_pool
+        if k == 1:
+            return patches
+        b, n, _, c = patches.shape
+        q = self.patch // k
+        return patches.reshape(b, n, self.tubelet, q, k, q, k, c).mean(dim=(4, 6)).reshape(b, n, -1, c)
+
+    def unpool_targets(self, patches: Tensor) -> Tensor:
+        """Inverse of `pool_targets` up to the pooling: every block mean repeated over its block."""
+        k = self.target_pool
+        if k == 1:
+            return patches
+        b, n, _, c = patches.shape
+        q = self.patch // k
+        blocks = patches.reshape(b, n, self.tubelet, q, 1, q, 1, c).expand(b, n, self.tubelet, q, k, q, k, c)
+        return blocks.reshape(b, n, -1, c)
 
     def unpatchify(self, patches: Tensor) -> Tensor:
         """Inverse of `patchify`."""
@@ -96,7 +123,7 @@ class VideoTokenizer(Tokenizer):
         emb = self.proj(x.to(self.proj.weight.dtype)).flatten(2).transpose(1, 2)  # [B, K * P, dim]
         emb = emb + self.pos.repeat(steps, 1)
 
-        patches = self.patchify(pixels)  # [B, N, tubelet * p * p, 3]
+        patches = self.pool_targets(self.patchify(pixels))  # [B, N, tubelet * (p / k)**2, 3]
         mean = patches.mean(dim=2, keepdim=True)
         std = (patches.var(dim=2, unbiased=False, keepdim=True) + 1e-6).sqrt()
         targets = ((patches - mean) / std).flatten(2)  # [B, N, target_dim]
@@ -131,6 +158,6 @@ class VideoTokenizer(Tokenizer):
             patches = patches * 0.25 + 0.5
         else:
             patches = patches * target_stats[:, :, 1:2].float() + target_stats[:, :, 0:1].float()
-        frames = self.unpatchify(patches)
+        frames = self.unpatchify(self.unpool_targets(patches))
         return {"video": (frames.clamp(0, 1) * 255).round().to(torch.uint8)}
 
