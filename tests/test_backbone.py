@@ -119,3 +119,28 @@ def test_reset_rows_restarts_only_those_rows():
     with pytest.raises(ValueError, match="middle of a TTT mini-batch"):
         _, mid = model(a[:, :5])
         reset_rows(model, mid, torch.tensor([True, False]))
+
+
+def test_reset_rows_without_restarts_keeps_the_state_and_uses_every_parameter():
+    model = tiny("ttt_linear", "mamba")
+    a, b = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
+    _, state = model(a)
+    state = state.detach()
+    kept = reset_rows(model, state, torch.tensor([False, False]))
+    assert all(torch.equal(x, y) for x, y in zip(state_tensors(state), state_tensors(kept), strict=True))
+    y, _ = model(b, kept)
+    y.square().mean().backward()
+    unused = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not unused  # data-parallel training needs every parameter in each step's graph
+    _, mid = model(a[:, :5])
+    reset_rows(model, mid.detach(), torch.tensor([False, False]))  # no restart: a mid-mini-batch state is fine
+
+
+def test_a_restarted_row_trains_the_initial_inner_weights():
+    model = tiny("ttt_linear", "transformer")
+    _, state = model(torch.randn(2, 16, 32))
+    restarted = reset_rows(model, state.detach(), torch.tensor([True, False]))
+    y, _ = model(torch.randn(2, 16, 32), restarted)
+    y[:1].square().mean().backward()  # only the restarted row's output
+    W = model.blocks[0].mixer.W
+    assert W.grad is not None and W.grad.abs().sum() > 0

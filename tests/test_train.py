@@ -65,6 +65,19 @@ def test_every_group_option_composes_and_instantiates(group, tmp_path):
         assert isinstance(model, SequenceModel) and trainer.max_steps == expected
 
 
+def test_default_run_carries_state_over_streamed_windows_and_attention_starts_fresh(tmp_path):
+    ttt = compose_train(tmp_path, [])
+    assert ttt.data.stream and ttt.model.carry_state and ttt.model.tokenizer.video.target_pool == 4
+    _, model, _ = build(ttt)
+    assert model.hparams.carry_state is True  # the checkpoint records the resolved value
+    tokens = ttt.data.clip_seconds / model.tokenizer.seconds_per_step * model.tokenizer.tokens_per_step
+    assert tokens % ttt.model.backbone.mini_batch_size == 0  # rows can restart between windows
+    attention = compose_train(tmp_path, ["experiment=attention_baseline"])
+    assert attention.data.stream and not attention.model.carry_state  # same windows, no state
+    assert build(attention)[1].backbone.mixer == "attention"
+    assert not compose_train(tmp_path, ["data=video_folder", "data.root=/x"]).model.carry_state
+
+
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("data", DATA)
 def test_fast_dev_run(data, model, tmp_path, media_tree):

@@ -49,24 +49,24 @@ def state_tensors(state) -> list[Tensor]:
 
 def reset_rows(backbone: "Backbone", state: BackboneState, rows: Tensor) -> BackboneState:
     """``state`` with the batch rows where ``rows [B]`` is true replaced by the initial state
-    (a new stream starts in those rows while the others go on)."""
-    if not bool(rows.any()):
-        return state
+    (a new stream starts in those rows while the others go on). The merge runs even when no row
+    restarts, so the initial state's parameters take part in every training step (with zero
+    gradient), as data-parallel training requires."""
     if bool(rows.all()):
         return backbone.initial_state(rows.shape[0])
-    return _merge_rows(state, backbone.initial_state(rows.shape[0]), rows)
+    return _merge_rows(state, backbone.initial_state(rows.shape[0]), rows, bool(rows.any()))
 
 
-def _merge_rows(old, fresh, rows: Tensor):
+def _merge_rows(old, fresh, rows: Tensor, restart: bool):
     if isinstance(old, Tensor):
         keep_shape = rows.view(-1, *[1] * (old.dim() - 1)).to(old.device)
         return torch.where(keep_shape, fresh.to(device=old.device, dtype=old.dtype), old)
     if dataclasses.is_dataclass(old):
-        merged = {f.name: _merge_rows(getattr(old, f.name), getattr(fresh, f.name), rows) for f in dataclasses.fields(old)}
+        merged = {f.name: _merge_rows(getattr(old, f.name), getattr(fresh, f.name), rows, restart) for f in dataclasses.fields(old)}
         return dataclasses.replace(old, **merged)
     if isinstance(old, (list, tuple)):
-        return type(old)(_merge_rows(a, b, rows) for a, b in zip(old, fresh, strict=True))
-    if old != fresh:  # a position inside a TTT mini-batch: shared by all rows
+        return type(old)(_merge_rows(a, b, rows, restart) for a, b in zip(old, fresh, strict=True))
+    if restart and old != fresh:  # a position inside a TTT mini-batch: shared by all rows
         raise ValueError(
             f"cannot restart some rows of a batch in the middle of a TTT mini-batch (position {old}); "
             "use windows whose token count is a multiple of the mini-batch size"

@@ -109,8 +109,9 @@ class TTTLayer(nn.Module):
         return (self.W, self.b) if self.inner == "linear" else (self.W1, self.b1, self.W2, self.b2)
 
     def initial_state(self, batch_size: int) -> TTTLayerState:
-        """The state before the first token, as explicit tensors (``None`` passed to ``forward`` means the same)."""
-        core = TTTState.initial(tuple(p.detach() for p in self.inner_params()), batch_size, torch.float32)
+        """The state before the first token, as explicit tensors (``None`` passed to ``forward`` means the
+        same). It stays attached to the initial weights, so a stream restarted in training trains them."""
+        core = TTTState.initial(self.inner_params(), batch_size, torch.float32)
         conv = None
         if self.share_qk:
             w = self.wqkv.weight
