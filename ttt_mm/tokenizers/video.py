@@ -78,19 +78,16 @@ class VideoTokenizer(Tokenizer):
         k = self.target_pool
         if k == 1:
             return patches
-        b, n, _, c = patches.shape
-        q = self.patch // k
-        return patches.reshape(b, n, self.tubelet, q, k, q, k, c).mean(dim=(4, 6)).reshape(b, n, -1, c)
+        q = self.patch // k  # blocks per side
+        return patches.unflatten(2, (self.tubelet, q, k, q, k)).mean(dim=(4, 6)).flatten(2, 4)
 
     def unpool_targets(self, patches: Tensor) -> Tensor:
         """Inverse of `pool_targets` up to the pooling: every block mean repeated over its block."""
         k = self.target_pool
         if k == 1:
             return patches
-        b, n, _, c = patches.shape
-        q = self.patch // k
-        blocks = patches.reshape(b, n, self.tubelet, q, 1, q, 1, c).expand(b, n, self.tubelet, q, k, q, k, c)
-        return blocks.reshape(b, n, -1, c)
+        q = self.patch // k  # blocks per side
+        return patches.unflatten(2, (self.tubelet, q, 1, q, 1)).expand(-1, -1, -1, -1, k, -1, k, -1).flatten(2, 6)
 
     def unpatchify(self, patches: Tensor) -> Tensor:
         """Inverse of `patchify`."""
