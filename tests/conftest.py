@@ -24,7 +24,9 @@ def media_tree(tmp_path_factory):
         (videos / cls).mkdir(parents=True, exist_ok=True)
         write_video(videos / cls / name, seconds=3.0, fps=16, width=64, height=48, audio_rate=16000)
     manifest = root / "manifest.csv"
-    manifest.write_text("path,label\n" + "".join(f"videos/{c}/{n},{c}\n" for c, n in (("bounce", "a.mp4"), ("still", "c.mp4"))))
+    manifest.write_text(
+        "path,label\n" + "".join(f"videos/{c}/{n},{c}\n" for c, n in (("bounce", "a.mp4"), ("still", "c.mp4")))
+    )
     libri = root / "librispeech"
     for speaker, chapter, utt in (("19", "198", 0), ("19", "198", 1), ("26", "495", 0)):
         folder = libri / speaker / chapter

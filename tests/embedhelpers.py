@@ -28,10 +28,21 @@ def save_checkpoint(path: Path, tokenizer: dict, mixer: str = "ttt_linear", dept
 
     from ttt_mm.module import SequenceModel
 
-    backbone = {"_target_": "ttt_mm.backbone.Backbone", "dim": DIM, "depth": depth, "num_heads": 2, "mini_batch_size": 8}
+    backbone = {
+        "_target_": "ttt_mm.backbone.Backbone",
+        "dim": DIM,
+        "depth": depth,
+        "num_heads": 2,
+        "mini_batch_size": 8,
+    }
     backbone["mixer"] = mixer
     model = SequenceModel(tokenizer, backbone, betas=OmegaConf.create([0.9, 0.95]))
-    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+    quiet = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     trainer = L.Trainer(accelerator="cpu", max_steps=0, **quiet)
     trainer.strategy.connect(model)
     trainer.save_checkpoint(path, weights_only=False)

@@ -66,7 +66,9 @@ def write_video(
         while audio is not None and samples < min(len(wave), (i + 1) * len(wave) // n):
             chunk = wave[samples : samples + 1024]
             planes = np.stack([chunk, chunk]) if stereo else chunk[None]
-            aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes), format="fltp", layout="stereo" if stereo else "mono")
+            aframe = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(planes), format="fltp", layout="stereo" if stereo else "mono"
+            )
             aframe.sample_rate, aframe.pts = audio_rate, samples
             for packet in audio.encode(aframe):
                 out.mux(packet)

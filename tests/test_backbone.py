@@ -18,8 +18,6 @@ def tiny(mixer, variant, **kw):
     return Backbone(dim=32, depth=2, num_heads=4, mixer=mixer, variant=variant, mini_batch_size=8, **kw)
 
 
-
-
 @pytest.mark.parametrize("mixer,variant", CONFIGS)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)], ids=["f64", "f32"])
 def test_streaming_in_pieces_equals_one_pass(mixer, variant, dtype, tol):
@@ -88,7 +86,10 @@ def test_bf16_autocast_16k_tokens_through_the_backbone_stays_finite():
     assert all(t.dtype == torch.float32 for t in state.blocks[0].mixer.core.params)
 
 
-@pytest.mark.parametrize("kw,message", [({"mixer": "mamba2"}, "unknown mixer"), ({"variant": "rwkv"}, "unknown variant"), ({"depth": 0}, "positive")])
+@pytest.mark.parametrize(
+    "kw,message",
+    [({"mixer": "mamba2"}, "unknown mixer"), ({"variant": "rwkv"}, "unknown variant"), ({"depth": 0}, "positive")],
+)
 def test_bad_configuration_is_a_clear_error(kw, message):
     with pytest.raises(ValueError, match=message):
         Backbone(**{"dim": 32, "num_heads": 4, **kw})

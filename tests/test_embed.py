@@ -60,7 +60,10 @@ def _reference(embedder: Embedder, path: Path, layer: int = -1, norm: bool = Tru
         rate = embedder.sample_rate
         batch |= {"audio": io.read_audio(path, start, end - start, rate)[None], "sample_rate": rate}
     if "video" in embedder.modalities:
-        batch |= {"video": io.read_video(path, start, end - start, embedder.fps, embedder.size)[None], "fps": embedder.fps}
+        batch |= {
+            "video": io.read_video(path, start, end - start, embedder.fps, embedder.size)[None],
+            "fps": embedder.fps,
+        }
     rows, tokens = one_pass(embedder.tokenizer, embedder.backbone, batch, layer, norm)
     k = embedder.tokens_per_step
     keep = tokens.mask[0].reshape(-1, k).all(-1).repeat_interleave(k)
@@ -143,7 +146,9 @@ def test_downsampling_and_pooling(ckpts, files):
     torch.testing.assert_close(out.timestamps, torch.arange(5, dtype=torch.float64) * 0.5)
     torch.testing.assert_close(out.pooled, tokens.embeddings.amax(0))
     x = tokens.embeddings.double()
-    torch.testing.assert_close(tokens.pooled.double(), torch.cat([x.mean(0), x.std(0, unbiased=False)]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        tokens.pooled.double(), torch.cat([x.mean(0), x.std(0, unbiased=False)]), atol=1e-5, rtol=0
+    )
     with pytest.raises(ValueError, match="shorter than one token step"):
         Embedder.from_checkpoint(ckpts["audio"], hop_seconds=0.01)
 
@@ -174,7 +179,9 @@ def folder(tmp_path) -> Path:
     write_wav(root / "a.wav", tone(1.3, 16000), 16000)
     write_wav(root / "sub" / "b.flac", tone(0.9, 16000, 660), 16000)
     (root / "empty.wav").write_bytes(b"")
-    (root / "sub" / "corrupt.mp4").write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    (root / "sub" / "corrupt.mp4").write_bytes(
+        np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes()
+    )
     (root / "notes.txt").write_text("not media")
     return root
 
@@ -190,8 +197,12 @@ def test_folder_with_bad_files(ckpts, folder, tmp_path):
     assert "failed 2" in report and all(f"{name}: {reason}" in report for name, reason in failed.items())
 
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
-        "a.wav.json", "a.wav.npy", "sub", "sub/b.flac.json", "sub/b.flac.npy",
-    ]  # fmt: skip
+        "a.wav.json",
+        "a.wav.npy",
+        "sub",
+        "sub/b.flac.json",
+        "sub/b.flac.npy",
+    ]
     rows = np.load(out / "a.wav.npy", mmap_mode="r")
     meta = json.loads((out / "a.wav.json").read_text())
     assert isinstance(rows, np.memmap) and rows.dtype == np.float16 and rows.shape == (32, 32) == tuple(meta["shape"])
@@ -205,7 +216,9 @@ def test_folder_with_bad_files(ckpts, folder, tmp_path):
 
     again = task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=out))
     assert len(again.skipped) == 2 and not again.written and len(again.failed) == 2
-    redo = task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=out, overwrite="true", dtype="float32", hop_seconds=0.5))
+    redo = task.run(
+        _cfg(ckpt=ckpts["audio"], input=folder, output=out, overwrite="true", dtype="float32", hop_seconds=0.5)
+    )
     assert len(redo.written) == 2
     assert np.load(out / "a.wav.npy").shape == (3, 32) and load(out / "a.wav").timestamps.tolist() == [0.0, 0.5, 1.0]
 
@@ -246,8 +259,11 @@ def _command(*args: str) -> list[str]:
 def test_single_bad_file_is_one_error_line(ckpts, folder, tmp_path):
     proc = subprocess.run(
         _command(f"ckpt={ckpts['audio']}", f"input={folder / 'empty.wav'}", f"output={tmp_path / 'out'}"),
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {folder / 'empty.wav'}: empty file (0 bytes)"
     assert os.listdir(tmp_path) == ["in"]  # no output, no Hydra run directory or log file
@@ -276,6 +292,5 @@ def test_npy_writer_header_and_float16_overflow(tmp_path):
         writer.write(np.full((1, 3), 7, np.float32))
         writer.close()
     np.testing.assert_array_equal(np.load(path), [[0, 1, 2], [3, 4, 5], [7, 7, 7]])
-    with open(tmp_path / "y.npy", "wb") as f:
-        with pytest.raises(ValueError, match="overflow float16"):
-            NpyRowWriter(f, 1, "float16").write(np.array([[1e6]], np.float32))
+    with open(tmp_path / "y.npy", "wb") as f, pytest.raises(ValueError, match="overflow float16"):
+        NpyRowWriter(f, 1, "float16").write(np.array([[1e6]], np.float32))

@@ -38,13 +38,24 @@ def tiny_model(mixer: str = "ttt_linear") -> SequenceModel:
         "audio": {"_target_": "ttt_mm.tokenizers.AudioTokenizer", "dim": dim, "frames_per_token": 5},
         "video": {"_target_": "ttt_mm.tokenizers.VideoTokenizer", "dim": dim, "size": 32},
     }
-    backbone = {"_target_": "ttt_mm.backbone.Backbone", "dim": dim, "depth": 1, "num_heads": 2, "mixer": mixer, "mini_batch_size": 4}
+    backbone = {
+        "_target_": "ttt_mm.backbone.Backbone",
+        "dim": dim,
+        "depth": 1,
+        "num_heads": 2,
+        "mixer": mixer,
+        "mini_batch_size": 4,
+    }
     return SequenceModel(tokenizer, backbone).eval()
 
 
 def save(model: SequenceModel, path: Path) -> Path:
     torch.save(
-        {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": lightning.__version__},
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
         path,
     )
     return path
@@ -126,7 +137,11 @@ def test_rollouts_leave_the_stream_unchanged(model, clip_windows):
 @pytest.mark.parametrize("part", ["av", "audio", "video"])
 def test_feedback_embeddings_of_true_targets_are_the_tokenizer_embeddings(model, clip_windows, part):
     whole = clip_windows[1]
-    tok = {"av": model.tokenizer, "audio": AudioTokenizer(16, frames_per_token=5), "video": VideoTokenizer(16, size=32)}[part]
+    tok = {
+        "av": model.tokenizer,
+        "audio": AudioTokenizer(16, frames_per_token=5),
+        "video": VideoTokenizer(16, size=32),
+    }[part]
     tokens = tok(whole)
     with torch.no_grad():
         assert torch.allclose(embed_targets(tok, tokens.targets, tokens.target_stats), tokens.embeddings, atol=1e-5)
@@ -262,12 +277,19 @@ def test_command_line(folder, tmp_path):
     """The real command: outputs written, bad files listed, and a config error is one line with exit 2."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     call = [sys.executable, "-m", "ttt_mm.tasks.evaluate"]
-    proc = subprocess.run(call + command_args(folder, tmp_path / "out"), cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        call + command_args(folder, tmp_path / "out"), cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all((tmp_path / "out" / name).is_file() for name in OUTPUTS)
     assert "skipped 3 file(s)" in proc.stdout and "ttt_linear: loss" in proc.stdout
     proc = subprocess.run(
-        call + [f"ckpt={tmp_path}/missing.ckpt", f"output={tmp_path}/bad"], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+        call + [f"ckpt={tmp_path}/missing.ckpt", f"output={tmp_path}/bad"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint {tmp_path}/missing.ckpt does not exist"

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.train import build, run
@@ -28,10 +27,18 @@ TINY = ["debug=default", "data.clip_seconds=1.0", "data.batch_size=2", "data.eva
 
 def data_overrides(name: str, media_tree) -> list[str]:
     root = {
-        "audio_folder": media_tree["videos"], "video_folder": media_tree["videos"], "av_folder": media_tree["videos"],
-        "class_folders": media_tree["videos"], "manifest": media_tree["manifest"], "librispeech": media_tree["librispeech"],
-    }.get(name)  # fmt: skip
-    return [f"data={name}"] + ([f"data.root={root}"] if root else []) + (["data.source.num_clips=24"] if name == "synthetic" else [])
+        "audio_folder": media_tree["videos"],
+        "video_folder": media_tree["videos"],
+        "av_folder": media_tree["videos"],
+        "class_folders": media_tree["videos"],
+        "manifest": media_tree["manifest"],
+        "librispeech": media_tree["librispeech"],
+    }.get(name)
+    return (
+        [f"data={name}"]
+        + ([f"data.root={root}"] if root else [])
+        + (["data.source.num_clips=24"] if name == "synthetic" else [])
+    )
 
 
 def compose_train(tmp_path: Path, overrides: list[str]):
@@ -45,7 +52,15 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes_and_builds(experiment, tmp_path, media_tree):
-    cfg = compose_train(tmp_path, [f"experiment={experiment}", "size=tiny", "trainer=cpu", "data.root=" + str(media_tree["librispeech" if "librispeech" in experiment else "videos"])])
+    cfg = compose_train(
+        tmp_path,
+        [
+            f"experiment={experiment}",
+            "size=tiny",
+            "trainer=cpu",
+            "data.root=" + str(media_tree["librispeech" if "librispeech" in experiment else "videos"]),
+        ],
+    )
     datamodule, model, trainer = build(cfg)
     assert isinstance(model, SequenceModel) and model.tokenizer.dim == model.backbone.dim
     datamodule.setup("fit")
@@ -95,7 +110,17 @@ def read_metrics(folder: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_loss_goes_down_on_synthetic_data(tmp_path):
-    cfg = compose_train(tmp_path, [*TINY, "data.source.num_clips=24", "data.val_fraction=0.25", "trainer.max_steps=60", "trainer.val_check_interval=30", "model.warmup_steps=5"])
+    cfg = compose_train(
+        tmp_path,
+        [
+            *TINY,
+            "data.source.num_clips=24",
+            "data.val_fraction=0.25",
+            "trainer.max_steps=60",
+            "trainer.val_check_interval=30",
+            "model.warmup_steps=5",
+        ],
+    )
     out = run(cfg)
     losses = [float(r["train/loss"]) for r in read_metrics(tmp_path) if r.get("train/loss")]
     assert len(losses) >= 50
@@ -106,16 +131,28 @@ def test_loss_goes_down_on_synthetic_data(tmp_path):
 
 
 def train_cmd(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), *TINY, "data.source.num_clips=24", f"hydra.run.dir={run_dir}",
-            "callbacks.model_checkpoint.every_n_train_steps=5", "callbacks.progress_bar.refresh_rate=0", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *TINY,
+        "data.source.num_clips=24",
+        f"hydra.run.dir={run_dir}",
+        "callbacks.model_checkpoint.every_n_train_steps=5",
+        "callbacks.progress_bar.refresh_rate=0",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_the_run(tmp_path):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(train_cmd(run_dir, "trainer.max_steps=400", "trainer.val_check_interval=50"), cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        train_cmd(run_dir, "trainer.max_steps=400", "trainer.val_check_interval=50"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline, killed_at = time.time() + 240, None
     while time.time() < deadline and proc.poll() is None:
         if last.exists():
@@ -129,10 +166,17 @@ def test_resume_after_sigkill_continues_the_run(tmp_path):
                 killed_at = step
                 break
         time.sleep(0.2)
-    assert killed_at is not None, proc.stderr.read().decode()[-3000:] if proc.poll() is not None else "no checkpoint in time"
+    assert killed_at is not None, (
+        proc.stderr.read().decode()[-3000:] if proc.poll() is not None else "no checkpoint in time"
+    )
     target = killed_at + 20
-    done = subprocess.run(train_cmd(run_dir, f"trainer.max_steps={target}", "trainer.val_check_interval=10", f"ckpt_path={last}"),
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        train_cmd(run_dir, f"trainer.max_steps={target}", "trainer.val_check_interval=10", f"ckpt_path={last}"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert str(run_dir) in done.stdout  # the resumed run reports the same directory
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
@@ -148,9 +192,19 @@ def test_resume_after_sigkill_continues_the_run(tmp_path):
 def test_ddp_on_two_cpu_processes(tmp_path):
     run_dir = tmp_path / "ddp"
     done = subprocess.run(
-        train_cmd(run_dir, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-                  "trainer.max_steps=3", "trainer.val_check_interval=3"),  # fmt: skip
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        train_cmd(
+            run_dir,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            "trainer.max_steps=3",
+            "trainer.val_check_interval=3",
+        ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 3
@@ -158,8 +212,17 @@ def test_ddp_on_two_cpu_processes(tmp_path):
 
 def test_bad_config_values_end_in_one_clear_line(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "debug=default", "model.backbone.mixer=mamba9", f"hydra.run.dir={tmp_path}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "debug=default",
+            "model.backbone.mixer=mamba9",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert "unknown mixer 'mamba9'" in done.stderr and "Traceback" not in done.stderr
@@ -167,18 +230,37 @@ def test_bad_config_values_end_in_one_clear_line(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides,message",
-    [(["data=video_folder"], "data.root must be set"), (["data=video_folder", "data.root=/no/such/folder"], "is not a directory")],
+    [
+        (["data=video_folder"], "data.root must be set"),
+        (["data=video_folder", "data.root=/no/such/folder"], "is not a directory"),
+    ],
 )
 def test_missing_or_wrong_data_paths_are_clear_errors(overrides, message, tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={tmp_path}"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={tmp_path}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_long_context_training_carries_state_across_windows(tmp_path):
-    cfg = compose_train(tmp_path, ["experiment=long_context", "debug=default", "data.clip_seconds=4.0", "data.batch_size=2",
-                                   "data.source.num_clips=6", "data.source.duration=8.0", "trainer.max_steps=4",
-                                   "trainer.val_check_interval=4", "data.eval_window_seconds=4.0"])  # fmt: skip
+    cfg = compose_train(
+        tmp_path,
+        [
+            "experiment=long_context",
+            "debug=default",
+            "data.clip_seconds=4.0",
+            "data.batch_size=2",
+            "data.source.num_clips=6",
+            "data.source.duration=8.0",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=4",
+            "data.eval_window_seconds=4.0",
+        ],
+    )
     datamodule, model, trainer = build(cfg)
     datamodule.setup("fit")
     seen = []

@@ -22,7 +22,7 @@ class BlockState:
     mixer: MixerState
     conv: Tensor | None = None  # cache of the mamba variant's pre-mixer conv
 
-    def detach(self) -> "BlockState":
+    def detach(self) -> BlockState:
         return BlockState(self.mixer.detach(), None if self.conv is None else self.conv.detach())
 
 
@@ -32,7 +32,7 @@ class BackboneState:
 
     blocks: list[BlockState] = field(default_factory=list)
 
-    def detach(self) -> "BackboneState":
+    def detach(self) -> BackboneState:
         return BackboneState([b.detach() for b in self.blocks])
 
 
@@ -47,7 +47,7 @@ def state_tensors(state) -> list[Tensor]:
     return []
 
 
-def reset_rows(backbone: "Backbone", state: BackboneState, rows: Tensor) -> BackboneState:
+def reset_rows(backbone: Backbone, state: BackboneState, rows: Tensor) -> BackboneState:
     """``state`` with the batch rows where ``rows [B]`` is true replaced by the initial state
     (a new stream starts in those rows while the others go on). The merge runs even when no row
     restarts, so the initial state's parameters take part in every training step (with zero
@@ -62,7 +62,10 @@ def _merge_rows(old, fresh, rows: Tensor, restart: bool):
         keep_shape = rows.view(-1, *[1] * (old.dim() - 1)).to(old.device)
         return torch.where(keep_shape, fresh.to(device=old.device, dtype=old.dtype), old)
     if dataclasses.is_dataclass(old):
-        merged = {f.name: _merge_rows(getattr(old, f.name), getattr(fresh, f.name), rows, restart) for f in dataclasses.fields(old)}
+        merged = {
+            f.name: _merge_rows(getattr(old, f.name), getattr(fresh, f.name), rows, restart)
+            for f in dataclasses.fields(old)
+        }
         return dataclasses.replace(old, **merged)
     if isinstance(old, (list, tuple)):
         return type(old)(_merge_rows(a, b, rows, restart) for a, b in zip(old, fresh, strict=True))
@@ -92,7 +95,9 @@ class Block(nn.Module):
             raise ValueError(f"{type(self.mixer).__name__} has no fixed-size initial state")
         conv = None
         if self.conv is not None:
-            conv = self.conv.conv.weight.new_zeros(batch_size, self.conv.kernel_size - 1, self.conv.conv.weight.shape[0])
+            conv = self.conv.conv.weight.new_zeros(
+                batch_size, self.conv.kernel_size - 1, self.conv.conv.weight.shape[0]
+            )
         return BlockState(self.mixer.initial_state(batch_size), conv)
 
     def forward(self, x: Tensor, state: BlockState | None = None) -> tuple[Tensor, BlockState]:
@@ -106,7 +111,9 @@ class Block(nn.Module):
         return x, BlockState(mixer_state, conv_cache)
 
 
-def build_mixer(mixer: str, dim: int, num_heads: int, mini_batch_size: int, base_lr: float | None, variant: str) -> nn.Module:
+def build_mixer(
+    mixer: str, dim: int, num_heads: int, mini_batch_size: int, base_lr: float | None, variant: str
+) -> nn.Module:
     """The one place mixer names map to classes."""
     if mixer == "attention":
         return AttentionLayer(dim, num_heads)
@@ -150,7 +157,12 @@ class Backbone(nn.Module):
         self.dim, self.depth, self.mixer, self.checkpoint_activations = dim, depth, mixer, checkpoint_activations
         hidden = int(round(mlp_ratio * dim))
         self.blocks = nn.ModuleList(
-            Block(dim, build_mixer(mixer, dim, num_heads, mini_batch_size, base_lr, variant), hidden, pre_conv=variant == "mamba")
+            Block(
+                dim,
+                build_mixer(mixer, dim, num_heads, mini_batch_size, base_lr, variant),
+                hidden,
+                pre_conv=variant == "mamba",
+            )
             for _ in range(depth)
         )
         self.norm = nn.RMSNorm(dim, eps=1e-6)

@@ -33,6 +33,7 @@ DTYPES = ("float16", "float32")
 class RowError(ValueError):
     """Rows that cannot be stored as asked (not finite, or beyond float16's range)."""
 
+
 _HEADER_BYTES = 128  # whole .npy header; the shape is rewritten in place when the rows are known
 
 

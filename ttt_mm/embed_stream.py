@@ -56,12 +56,16 @@ class Clock:
     def timestamps(self) -> Tensor:
         """Seconds from the file start of every row, ``[N]`` float64."""
         steps = self.step_indices().double()
-        offsets = torch.tensor(self.slot_offsets, dtype=torch.float64).repeat(len(steps) // max(1, len(self.slot_offsets)))
+        offsets = torch.tensor(self.slot_offsets, dtype=torch.float64).repeat(
+            len(steps) // max(1, len(self.slot_offsets))
+        )
         return self.start + steps * self.seconds_per_step + offsets
 
     def modality(self) -> Tensor:
         """Modality of every row ``[N]`` (int8: 0 audio, 1 video, -1 mixed)."""
-        return torch.tensor(self.slot_modality, dtype=torch.int8).repeat(self.num_rows // max(1, len(self.slot_offsets)))
+        return torch.tensor(self.slot_modality, dtype=torch.int8).repeat(
+            self.num_rows // max(1, len(self.slot_offsets))
+        )
 
     def add(self, first: int, count: int) -> None:
         """Record steps ``first .. first + count - 1`` (in order), merging contiguous ranges."""
@@ -82,7 +86,7 @@ class Clock:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping) -> "Clock":
+    def from_json(cls, data: Mapping) -> Clock:
         return cls(
             float(data["start"]),
             float(data["seconds_per_step"]),
@@ -102,7 +106,7 @@ class Stream:
     `clock` and `pooled` describe everything returned so far.
     """
 
-    def __init__(self, embedder: "Embedder", start: float = 0.0) -> None:
+    def __init__(self, embedder: Embedder, start: float = 0.0) -> None:
         self.embedder, self.start = embedder, float(start)
         self.state: BackboneState | None = None
         if embedder.hop_seconds is None:

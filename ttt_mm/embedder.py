@@ -109,7 +109,9 @@ class Embedder:
             raise ValueError(f"pool must be one of {POOLS} or None; got {pool!r}")
         step = float(tokenizer.seconds_per_step)
         if hop_seconds is not None and hop_seconds < step - 1e-9:
-            raise ValueError(f"hop_seconds={hop_seconds} is shorter than one token step ({step} s): some bins would be empty")
+            raise ValueError(
+                f"hop_seconds={hop_seconds} is shorter than one token step ({step} s): some bins would be empty"
+            )
         steps = max(1, round(DEFAULT_WINDOW_TOKENS / tokenizer.tokens_per_step))
         window = steps * step if window_seconds is None else float(window_seconds)
         if window < step or abs(window / step - round(window / step)) > 1e-6:
@@ -139,7 +141,7 @@ class Embedder:
         hop_seconds: float | None = None,
         pool: Literal["mean", "max", "mean_std"] | None = "mean",
         window_seconds: float | None = None,
-    ) -> "Embedder":
+    ) -> Embedder:
         """Build from a ``SequenceModel`` checkpoint (see `load_parts`); arguments as in the constructor."""
         tokenizer, backbone, _ = load_parts(path)
         return cls(tokenizer, backbone, layer, norm, hop_seconds, pool, window_seconds, device)
@@ -189,12 +191,7 @@ class Embedder:
         out.pooled = None if out.pooled is None else out.pooled[0]
         return out
 
-    def embed_tensor(
-        self,
-        audio: Tensor | None = None,
-        video: Tensor | None = None,
-        start: float = 0.0,
-    ) -> Embeddings:
+    def embed_tensor(self, audio: Tensor | None = None, video: Tensor | None = None, start: float = 0.0) -> Embeddings:
         """Rows of decoded media, streamed in windows like a file.
 
         ``audio``: float ``[n]`` or ``[B, n]`` mono at `sample_rate`; ``video``: uint8
@@ -253,7 +250,9 @@ def _media(tokenizer: Tokenizer) -> tuple[tuple[str, ...], tuple[int, ...], int 
         return ("audio",), (AUDIO,), tokenizer.sample_rate, None, None
     if isinstance(tokenizer, VideoTokenizer):
         return ("video",), (VIDEO,), None, tokenizer.fps, tokenizer.size
-    raise TypeError(f"cannot tell which media a {type(tokenizer).__name__} reads (expected an Audio, Video or AV tokenizer)")
+    raise TypeError(
+        f"cannot tell which media a {type(tokenizer).__name__} reads (expected an Audio, Video or AV tokenizer)"
+    )
 
 
 def _slots(tokenizer: Tokenizer) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -280,7 +279,9 @@ def _tensor_batch(e: Embedder, audio: Tensor | None, video: Tensor | None) -> di
         if value is None:
             continue
         if value.dim() not in (dims, dims + 1):
-            raise ValueError(f"{name} must have {dims} dimensions, or {dims + 1} with a batch axis; got {tuple(value.shape)}")
+            raise ValueError(
+                f"{name} must have {dims} dimensions, or {dims + 1} with a batch axis; got {tuple(value.shape)}"
+            )
         is_batched = value.dim() == dims + 1
         if batched is not None and batched != is_batched:
             raise ValueError("give audio and video both with or both without a batch axis")
@@ -289,7 +290,9 @@ def _tensor_batch(e: Embedder, audio: Tensor | None, video: Tensor | None) -> di
     if "video" in out:
         v = out["video"]
         if v.dtype != torch.uint8 or tuple(v.shape[2:]) != (3, e.size, e.size):
-            raise ValueError(f"video must be uint8 [.., T, 3, {e.size}, {e.size}] at {e.fps} fps; got {v.dtype} {tuple(v.shape)}")
+            raise ValueError(
+                f"video must be uint8 [.., T, 3, {e.size}, {e.size}] at {e.fps} fps; got {v.dtype} {tuple(v.shape)}"
+            )
     if "audio" in out:
         out["audio"] = out["audio"].float()
     if len({x.shape[0] for k, x in out.items()}) > 1:

@@ -69,7 +69,9 @@ def ssim(
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     *lead, c, h, w = pred.shape
     if h < window or w < window:
-        raise ValueError(f"images of {h}x{w} px are smaller than the {window}x{window} SSIM window; pass a smaller window")
+        raise ValueError(
+            f"images of {h}x{w} px are smaller than the {window}x{window} SSIM window; pass a smaller window"
+        )
     x = pred.double().reshape(-1, 1, h, w)  # every channel of every image on its own
     y = target.double().reshape(-1, 1, h, w)
     g = _window_1d(window, sigma).to(x.device)
@@ -185,7 +187,14 @@ class LogBins:
             lo, hi = log_bin_edges(int(k), self.start, self.per_octave)
             n = int(self.counts[k])
             out.append(
-                {"bin": int(k), "lo": lo, "hi": hi, "x_mean": self.x_sums[k] / n, "count": n, "means": list(self.sums[k] / n)}
+                {
+                    "bin": int(k),
+                    "lo": lo,
+                    "hi": hi,
+                    "x_mean": self.x_sums[k] / n,
+                    "count": n,
+                    "means": list(self.sums[k] / n),
+                }
             )
         return out
 

@@ -16,7 +16,9 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("the evaluation figures need matplotlib: pip install matplotlib (or set plots=false)") from err
+        raise ImportError(
+            "the evaluation figures need matplotlib: pip install matplotlib (or set plots=false)"
+        ) from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -36,7 +38,10 @@ def loss_vs_context(curves: dict[str, dict], path: str | Path, group: str = "all
         lines = {}
         for name, curve in curves.items():
             rows = [r for r in curve[group][axis] if r["x_mean"] > 0]
-            lines[name] = {s: (np.array([r["x_mean"] for r in rows]), np.array([r[s] for r in rows], dtype=float)) for s in SERIES_STYLE}
+            lines[name] = {
+                s: (np.array([r["x_mean"] for r in rows]), np.array([r[s] for r in rows], dtype=float))
+                for s in SERIES_STYLE
+            }
         for k, (name, series) in enumerate(lines.items()):
             color = colors[k % len(colors)]
             x, y = series["model"]
@@ -47,7 +52,14 @@ def loss_vs_context(curves: dict[str, dict], path: str | Path, group: str = "all
                     continue  # drawn with the first model that has the same baseline
                 shared = len(same) == len(lines)
                 x, y = series[s]
-                ax.plot(x, y, SERIES_STYLE[s], color="gray" if shared else color, alpha=0.8, label=s if shared else f"{s} ({name})")
+                ax.plot(
+                    x,
+                    y,
+                    SERIES_STYLE[s],
+                    color="gray" if shared else color,
+                    alpha=0.8,
+                    label=s if shared else f"{s} ({name})",
+                )
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("prediction loss")

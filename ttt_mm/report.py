@@ -93,7 +93,10 @@ class ModelReport:
         self.horizon_sums += r.horizon_sums
         self.horizon_counts += r.horizon_counts
         self.rollouts += r.rollouts
-        mean = lambda m: [safe_mean(float(x), int(m.sum())) for x in r.losses[m].sum(0)]  # noqa: E731
+
+        def mean(m):
+            return [safe_mean(float(x), int(m.sum())) for x in r.losses[m].sum(0)]
+
         self.files.append(
             {
                 "path": r.path,
@@ -112,7 +115,11 @@ class ModelReport:
     def horizons(self) -> list[dict]:
         out = []
         for h in range(self.rollout_steps):
-            row = {"horizon": h + 1, "seconds": (h + 1) * self.seconds_per_step, "count": int(self.horizon_counts[h, 0])}
+            row = {
+                "horizon": h + 1,
+                "seconds": (h + 1) * self.seconds_per_step,
+                "count": int(self.horizon_counts[h, 0]),
+            }
             for j, name in enumerate(HORIZON_FIELDS):
                 row[name] = safe_mean(self.horizon_sums[h, j], int(self.horizon_counts[h, j]))
             out.append(row)
@@ -130,14 +137,17 @@ class ModelReport:
             "ratio_to_copy_last_step": loss["model"] / loss["copy_last_step"] if loss["copy_last_step"] else math.nan,
             "ratio_to_running_mean": loss["model"] / loss["running_mean"] if loss["running_mean"] else math.nan,
             "beats_both_baselines": bool(loss["model"] < min(loss["copy_last_step"], loss["running_mean"])),
-            "by_modality": {g: {"tokens": grp.count, "loss": grp.means()} for g, grp in self.groups.items() if g != "all"},
+            "by_modality": {
+                g: {"tokens": grp.count, "loss": grp.means()} for g, grp in self.groups.items() if g != "all"
+            },
             "length_extrapolation": {
                 "fraction": self.edge_fraction,
                 "model_last_below_first": bool(edges["all"]["model"]["last"] < edges["all"]["model"]["first"]),
                 **edges,
             },
             "loss_vs_context": {
-                g: {"tokens": grp.curve(grp.by_token), "seconds": grp.curve(grp.by_second)} for g, grp in self.groups.items()
+                g: {"tokens": grp.curve(grp.by_token), "seconds": grp.curve(grp.by_second)}
+                for g, grp in self.groups.items()
             },
         }
         frames = np.concatenate(self.frames) if self.frames else np.zeros((0, len(FRAME_COLUMNS)))
@@ -150,7 +160,10 @@ class ModelReport:
             }
         mel = np.concatenate(self.mel) if self.mel else np.zeros((0, 2))
         if len(mel):
-            out["audio"] = {"tokens": len(mel), "mel_l1": {"model": mel[:, 0].mean(), "copy_last_step": mel[:, 1].mean()}}
+            out["audio"] = {
+                "tokens": len(mel),
+                "mel_l1": {"model": mel[:, 0].mean(), "copy_last_step": mel[:, 1].mean()},
+            }
         out["rollout"] = {"steps": self.rollout_steps, "started": self.rollouts, "horizons": self.horizons()}
         out["per_file"] = self.files
         return out

@@ -33,7 +33,16 @@ from ttt_mm.rollout import audio_part, rollout, video_part
 from ttt_mm.tokenizers import AUDIO, AVTokenizer, Tokens
 
 SERIES = ("model", "copy_last_step", "running_mean")
-HORIZON_FIELDS = ("loss_model", "loss_copy", "psnr_model", "psnr_copy", "ssim_model", "ssim_copy", "mel_l1_model", "mel_l1_copy")
+HORIZON_FIELDS = (
+    "loss_model",
+    "loss_copy",
+    "psnr_model",
+    "psnr_copy",
+    "ssim_model",
+    "ssim_copy",
+    "mel_l1_model",
+    "mel_l1_copy",
+)
 FRAME_COLUMNS = ("frame", "seconds", "psnr_model", "psnr_copy", "ssim_model", "ssim_copy")
 
 
@@ -91,7 +100,9 @@ class _Pending:
 class ClipScorer:
     """Streams one clip through one `ttt_mm.module.SequenceModel`; see the module docstring."""
 
-    def __init__(self, model, path: str, rollout_steps: int = 0, keep_plot: bool = False, ssim_window: int = 11) -> None:
+    def __init__(
+        self, model, path: str, rollout_steps: int = 0, keep_plot: bool = False, ssim_window: int = 11
+    ) -> None:
         tok = model.tokenizer
         self.model, self.tokenizer, self.path = model, tok, path
         self.P, self.offset = int(tok.tokens_per_step), int(model.offset)
@@ -110,14 +121,21 @@ class ClipScorer:
         self.steps_real = 0  # steps holding at least one real token
         self.real_tokens = 0
         self.lag_pred, self.lag_mask_off = Lag(self.offset), Lag(self.offset)
-        self.lag_prev, self.lag_stats, self.lag_mask_prev, self.lag_mean = Lag(self.P), Lag(self.P), Lag(self.P), Lag(self.P)
+        self.lag_prev, self.lag_stats, self.lag_mask_prev, self.lag_mean = (
+            Lag(self.P),
+            Lag(self.P),
+            Lag(self.P),
+            Lag(self.P),
+        )
         self.mean_sum: Tensor | None = None  # [1, P, D] float64 running sums of real targets per slot
         self.mean_count: Tensor | None = None  # [1, P, 1]
         self.pending: list[_Pending] = []
         self.rollouts = 0
         self.horizon_sums = np.zeros((self.rollout_steps, len(HORIZON_FIELDS)))
         self.horizon_counts = np.zeros((self.rollout_steps, len(HORIZON_FIELDS)))
-        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("position", "seconds", "modality", "losses", "frames", "mel")}
+        self.parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("position", "seconds", "modality", "losses", "frames", "mel")
+        }
         self.plot: dict | None = None
 
     # ---------------------------------------------------------------------------------- streaming
@@ -142,7 +160,8 @@ class ClipScorer:
         valid = tokens.mask & self.lag_mask_off(tokens.mask, False) & self.lag_mask_prev(tokens.mask, False)
 
         losses = torch.stack(
-            [token_loss(x, targets, tokens.modality, self.dims, self.kind) for x in (pred_t, prev, mean_t.float())], dim=-1
+            [token_loss(x, targets, tokens.modality, self.dims, self.kind) for x in (pred_t, prev, mean_t.float())],
+            dim=-1,
         )  # [1, n, 3]
         keep = valid[0]
         position = self.seen + torch.arange(n, device=keep.device)
@@ -283,6 +302,7 @@ class ClipScorer:
 
     def finish(self) -> ClipResult:
         """The scores of everything pushed so far."""
+
         def cat(key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
             parts = self.parts[key]
             return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)

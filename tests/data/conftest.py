@@ -24,7 +24,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
         "lying": write_lying_frame_count(root / "lying.mp4"),
         "wav16k": write_wav(root / "tone16k.wav", tone(2.5, 16000), 16000),
         "wav44k": write_wav(root / "tone44k.wav", np.stack([tone(2.5, 44100), tone(2.5, 44100, 660)], 1), 44100),
-        "flac16k": write_wav(root / "noise16k.flac", np.random.default_rng(0).uniform(-0.5, 0.5, 40000).astype(np.float32), 16000),
+        "flac16k": write_wav(
+            root / "noise16k.flac", np.random.default_rng(0).uniform(-0.5, 0.5, 40000).astype(np.float32), 16000
+        ),
         "silence": write_wav(root / "silence.wav", np.zeros(16000, np.float32), 16000),
     }
     nan = tone(1.0, 16000)

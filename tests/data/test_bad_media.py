@@ -10,8 +10,7 @@ import decord
 import pytest
 import torch
 
-from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, io
-from ttt_mm.data import guard
+from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, guard, io
 from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
 
 AV = ReadSpec(("audio", "video"), size=32)
@@ -34,7 +33,11 @@ VIDEO = ReadSpec(("video",), size=32)
 def test_single_file_calls_raise_one_clear_error(media, name, call, reason):
     path = media[name]
     with pytest.raises(MediaError) as caught:
-        {"probe": lambda: io.probe(path, verify=True), "audio": lambda: io.read_audio(path, 0.0, 1.0), "video": lambda: io.read_video(path, 0.0, 1.0)}[call]()
+        {
+            "probe": lambda: io.probe(path, verify=True),
+            "audio": lambda: io.read_audio(path, 0.0, 1.0),
+            "video": lambda: io.read_video(path, 0.0, 1.0),
+        }[call]()
     assert caught.value.path == str(path)
     assert reason in caught.value.reason
     assert str(caught.value).startswith(f"{path}: ")
@@ -88,7 +91,9 @@ def test_too_many_hung_decoders_stop_the_process(monkeypatch):
 def test_one_frame_video_reads_but_is_too_short_for_a_dataset(media, tmp_path, caplog):
     assert io.read_video(media["one_frame"], 0.0, 1.0, fps=8, size=32).shape == (1, 3, 32, 32)
     skip_file = tmp_path / "skip.tsv"
-    dataset = WindowDataset([ClipInfo(str(media["one_frame"])), ClipInfo(str(media["video_only"]))], 1.0, VIDEO, skip_list=str(skip_file))
+    dataset = WindowDataset(
+        [ClipInfo(str(media["one_frame"])), ClipInfo(str(media["video_only"]))], 1.0, VIDEO, skip_list=str(skip_file)
+    )
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         items = [dataset[(0, epoch)] for epoch in range(3)]
     assert all(item["path"] == str(media["video_only"]) for item in items)
@@ -139,6 +144,8 @@ def test_a_known_skip_list_is_not_retried(media, tmp_path, monkeypatch):
     opened = []
     real_probe = io.probe
     monkeypatch.setattr(io, "probe", lambda path, **kw: opened.append(str(path)) or real_probe(path, **kw))
-    dataset = WindowDataset([ClipInfo(str(media["corrupt"])), ClipInfo(str(media["av"]))], 1.0, AV, skip_list=str(skip_file))
+    dataset = WindowDataset(
+        [ClipInfo(str(media["corrupt"])), ClipInfo(str(media["av"]))], 1.0, AV, skip_list=str(skip_file)
+    )
     assert len(dataset) == 1 and dataset.clips[0].name == str(media["av"])
     assert dataset[0]["path"] == str(media["av"]) and opened == [str(media["av"])]

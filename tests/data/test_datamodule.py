@@ -12,7 +12,14 @@ from ttt_mm.data import FolderSource, MediaDataModule, SyntheticSource, io
 
 
 def test_synthetic_default_batches():
-    dm = MediaDataModule(SyntheticSource(num_clips=30, duration=6.0), batch_size=3, size=32, clip_seconds=1.0, val_fraction=0.2, test_fraction=0.1)
+    dm = MediaDataModule(
+        SyntheticSource(num_clips=30, duration=6.0),
+        batch_size=3,
+        size=32,
+        clip_seconds=1.0,
+        val_fraction=0.2,
+        test_fraction=0.1,
+    )
     dm.setup("fit")
     sizes = {k: len(v) for k, v in dm.splits.items()}
     assert sum(sizes.values()) == 30 and sizes["val"] > 0 and sizes["test"] > 0
@@ -30,7 +37,16 @@ def test_workers_open_their_own_decoders_and_share_the_skip_list(media, tmp_path
     for name in ("av", "faststart", "zero", "corrupt"):
         shutil.copy(media[name], tmp_path / f"{name}.mp4" if name != "corrupt" else tmp_path / "corrupt.mkv")
     root = tmp_path / "run"
-    dm = MediaDataModule(FolderSource(str(tmp_path)), batch_size=2, num_workers=2, size=32, clip_seconds=1.0, val_fraction=0.0, test_fraction=0.0, max_retries=20)
+    dm = MediaDataModule(
+        FolderSource(str(tmp_path)),
+        batch_size=2,
+        num_workers=2,
+        size=32,
+        clip_seconds=1.0,
+        val_fraction=0.0,
+        test_fraction=0.0,
+        max_retries=20,
+    )
     dm.trainer = SimpleNamespace(default_root_dir=str(root))  # what Lightning attaches
     dm.setup("fit")
     io.clear_caches()
@@ -48,11 +64,20 @@ def test_workers_open_their_own_decoders_and_share_the_skip_list(media, tmp_path
 
 
 def test_epochs_draw_new_windows_and_a_resumed_run_continues_the_stream():
-    dm = MediaDataModule(SyntheticSource(num_clips=4, duration=20.0), batch_size=4, size=32, clip_seconds=1.0, val_fraction=0.0, test_fraction=0.0)
+    dm = MediaDataModule(
+        SyntheticSource(num_clips=4, duration=20.0),
+        batch_size=4,
+        size=32,
+        clip_seconds=1.0,
+        val_fraction=0.0,
+        test_fraction=0.0,
+    )
     dm.setup("fit")
     first, second, third = itertools.islice(dm.train_dataloader(), 3)  # 4 clips: one batch is one epoch
     assert sorted(first["path"]) == sorted(second["path"])  # every clip once per epoch ...
     assert not torch.equal(first["start"], second["start"])  # ... at new random windows
-    dm.trainer = SimpleNamespace(global_step=2, accumulate_grad_batches=1, global_rank=0, world_size=1, default_root_dir=".")
+    dm.trainer = SimpleNamespace(
+        global_step=2, accumulate_grad_batches=1, global_rank=0, world_size=1, default_root_dir="."
+    )
     resumed = next(iter(dm.train_dataloader()))
     assert resumed["path"] == third["path"] and torch.equal(resumed["start"], third["start"])

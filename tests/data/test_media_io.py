@@ -59,7 +59,9 @@ def test_video_window_is_cut_at_the_end(media):
 def test_video_windows_decode_only_their_frames(media, monkeypatch):
     asked: list[list[int]] = []
     original = decord.VideoReader.get_batch
-    monkeypatch.setattr(decord.VideoReader, "get_batch", lambda self, idx: asked.append(list(idx)) or original(self, idx))
+    monkeypatch.setattr(
+        decord.VideoReader, "get_batch", lambda self, idx: asked.append(list(idx)) or original(self, idx)
+    )
     io.read_video(media["av"], 2.0, 0.5, fps=8, size=32)
     assert asked[-1] == [60, 63, 67, 71]  # frames at 2.0, 2.125, 2.25, 2.375 s of a 30 fps file
 
@@ -85,7 +87,9 @@ def test_resampled_windows_join_into_the_one_shot_resample(media):
 def test_audio_windows_read_only_their_samples(media, monkeypatch):
     counts: list[int] = []
     original = sf.SoundFile.read
-    monkeypatch.setattr(sf.SoundFile, "read", lambda self, frames=-1, **kw: counts.append(frames) or original(self, frames, **kw))
+    monkeypatch.setattr(
+        sf.SoundFile, "read", lambda self, frames=-1, **kw: counts.append(frames) or original(self, frames, **kw)
+    )
     io.read_audio(media["flac16k"], 2.0, 0.25, 16000)
     assert counts == [4000]
 
@@ -102,11 +106,12 @@ def test_container_audio_is_mono_resampled_and_sliced(media):
 def test_readers_are_cached_per_file(media, monkeypatch):
     opened: list[str] = []
     original = decord.VideoReader.__init__
-    monkeypatch.setattr(decord.VideoReader, "__init__", lambda self, *a, **k: opened.append(a[0]) or original(self, *a, **k))
+    monkeypatch.setattr(
+        decord.VideoReader, "__init__", lambda self, *a, **k: opened.append(a[0]) or original(self, *a, **k)
+    )
     for t in (0.0, 0.5, 1.0, 1.5):
         io.read_video(media["video_only"], t, 0.5, fps=8, size=32)
     assert len(opened) == 2  # one native open for the index, one scaled reader for all windows
-
 
 
 def test_windows_deep_into_long_files_read_only_the_window(tmp_path, monkeypatch):

@@ -31,7 +31,12 @@ def test_class_folders_give_sorted_labels(media, tmp_path):
     shutil.copy(media["video_only"], tmp_path / "run" / "run2.avi")
     source = ClassFolderSource(str(tmp_path))
     assert source.classes() == ["jump", "run", "walk"]
-    assert [(c.key, c.label) for c in source.clips()] == [("jump/jump1.mp4", 0), ("run/run1.mp4", 1), ("run/run2.avi", 1), ("walk/walk1.mp4", 2)]
+    assert [(c.key, c.label) for c in source.clips()] == [
+        ("jump/jump1.mp4", 0),
+        ("run/run1.mp4", 1),
+        ("run/run2.avi", 1),
+        ("walk/walk1.mp4", 2),
+    ]
 
 
 def test_librispeech_tree(tmp_path):
@@ -56,10 +61,18 @@ def test_librispeech_tree(tmp_path):
 
 def test_csv_and_jsonl_manifests(tmp_path):
     (tmp_path / "clips").mkdir()
-    (tmp_path / "clips" / "list.csv").write_text("path,start,end,label,split\na.wav,1.5,3,dog,train\n/abs/b.mp4,,,cat,\nc.flac,0,,,test\n")
+    (tmp_path / "clips" / "list.csv").write_text(
+        "path,start,end,label,split\na.wav,1.5,3,dog,train\n/abs/b.mp4,,,cat,\nc.flac,0,,,test\n"
+    )
     clips = ManifestSource(str(tmp_path / "clips" / "list.csv")).clips()
     assert clips[0] == ClipInfo(str(tmp_path / "clips" / "a.wav"), 1.5, 3.0, 1, "train", "a.wav")
-    assert (clips[1].media, clips[1].start, clips[1].end, clips[1].label, clips[1].split) == ("/abs/b.mp4", 0.0, None, 0, None)
+    assert (clips[1].media, clips[1].start, clips[1].end, clips[1].label, clips[1].split) == (
+        "/abs/b.mp4",
+        0.0,
+        None,
+        0,
+        None,
+    )
     assert (clips[2].label, clips[2].split) == (-1, "test")
     rows = [{"path": "x.mp4", "label": 3, "duration": 2.0}, {"path": "bad.mp4", "error": "empty file (0 bytes)"}]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")

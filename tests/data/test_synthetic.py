@@ -13,7 +13,9 @@ from ttt_mm.data.synthetic import NOTE_HZ, NOTE_PATTERN, NOTES, RUN, TILE
 
 def test_deterministic_by_seed_and_index():
     a, b = SyntheticClip(1, 4), SyntheticClip(1, 4)
-    assert torch.equal(a.audio(3.0, 1.0), b.audio(3.0, 1.0)) and torch.equal(a.video(3.0, 1.0, 8, 32), b.video(3.0, 1.0, 8, 32))
+    assert torch.equal(a.audio(3.0, 1.0), b.audio(3.0, 1.0)) and torch.equal(
+        a.video(3.0, 1.0, 8, 32), b.video(3.0, 1.0, 8, 32)
+    )
     assert not torch.equal(a.audio(3.0, 1.0), SyntheticClip(1, 5).audio(3.0, 1.0))
     assert not torch.equal(a.audio(3.0, 1.0), SyntheticClip(2, 4).audio(3.0, 1.0))
 
@@ -49,7 +51,8 @@ def test_every_bounce_makes_a_tone_at_the_squares_pitch():
         assert min(abs(t - e) for e, _ in bounce_events) < 2e-3, f"no sound at the bounce at {t:.3f} s"
     notes = [e for e in events if e.kind == "note"]
     clear = [  # bounces with no chain note near their pitch (or its octave) just before or after
-        (t, hz) for t, hz in bounce_events
+        (t, hz)
+        for t, hz in bounce_events
         if all(min(abs(n.hz - hz), abs(2 * n.hz - hz)) > 0.05 * hz for n in notes if -0.4 < n.time - t < 0.1)
     ]
     t, hz = clear[0]
@@ -88,7 +91,9 @@ def test_each_chain_note_is_seen_and_heard():
     expected = torch.from_numpy(NOTE_PATTERN[notes][:, cells][:, :, cells]).float()
     match = ((frames - expected).abs().amax(-1) < 1 / 255).float().mean(dim=(1, 2))
     assert (match > 0.8).all()  # the note's picture, except where a square covers it
-    assert clip.step_at(np.arange(48) / 8).tolist() == [(k + 1) // 2 for k in range(48)]  # a change inside every tubelet
+    assert clip.step_at(np.arange(48) / 8).tolist() == [
+        (k + 1) // 2 for k in range(48)
+    ]  # a change inside every tubelet
     onsets = [e for e in clip.events(0.0, 6.0) if e.kind == "note"]
     assert [round(e.time / 0.125) for e in onsets] == [0] + list(range(1, 48, 2))
     heard = 0

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SequentialWindows, SyntheticClip, SyntheticSource, WindowDataset, collate, iter_windows
+from ttt_mm.data import (
+    ClipInfo,
+    MediaError,
+    ReadSpec,
+    SequentialWindows,
+    SyntheticClip,
+    SyntheticSource,
+    WindowDataset,
+    collate,
+    iter_windows,
+)
 from ttt_mm.data.datasets import clip_span, read_item
 from ttt_mm.tokenizers import AudioTokenizer, AVTokenizer, VideoTokenizer, cat_tokens
 
@@ -37,8 +47,12 @@ def test_evaluation_walks_files_in_order_whole(media):
     clips = [ClipInfo(str(media["av"])), ClipInfo(SyntheticClip(0, 1, 2.5))]
     items = list(SequentialWindows(clips, window_seconds=1.0, spec=SPEC))
     assert [(it["path"], it["start"], it["window_index"]) for it in items] == [
-        (str(media["av"]), 0.0, 0), (str(media["av"]), 1.0, 1), (str(media["av"]), 2.0, 2),
-        ("synthetic/seed=0/index=1", 0.0, 0), ("synthetic/seed=0/index=1", 1.0, 1), ("synthetic/seed=0/index=1", 2.0, 2),
+        (str(media["av"]), 0.0, 0),
+        (str(media["av"]), 1.0, 1),
+        (str(media["av"]), 2.0, 2),
+        ("synthetic/seed=0/index=1", 0.0, 0),
+        ("synthetic/seed=0/index=1", 1.0, 1),
+        ("synthetic/seed=0/index=1", 2.0, 2),
     ]
     assert len(items[-1]["video"]) == 4 and len(items[-1]["audio"]) == 8000  # the last window is shorter
     with pytest.raises(ValueError, match="not a whole number of 1/fps"):
@@ -66,7 +80,9 @@ def _one_pass(media, spec: ReadSpec):
 def test_streamed_windows_give_the_one_pass_tokens(media, source):
     """Audio from decord (av.mp4, av44k.mkv) and generated clips: windows of 0.5 s, AV tokens."""
     path = SyntheticClip(2, 7, 3.25) if source == "synthetic" else str(media[source])
-    tokenizer = AVTokenizer(dim=32, video=VideoTokenizer(dim=32, size=32), audio=AudioTokenizer(dim=32, frames_per_token=5))
+    tokenizer = AVTokenizer(
+        dim=32, video=VideoTokenizer(dim=32, size=32), audio=AudioTokenizer(dim=32, frames_per_token=5)
+    )
     with torch.no_grad():
         whole = tokenizer(_one_pass(path, SPEC))
         streamed = cat_tokens([tokenizer(w) for w in iter_windows(path, 0.5, SPEC)])
@@ -91,4 +107,6 @@ def test_streamed_resampled_audio_gives_the_one_pass_tokens(media):
 def test_iter_windows_raises_for_a_bad_file(media):
     with pytest.raises(MediaError, match="no audio stream"):
         next(iter_windows(str(media["video_only"]), 1.0, SPEC))
-    assert np.isclose(sum(len(w["audio"][0]) for w in iter_windows(str(media["wav16k"]), 1.0, ReadSpec(("audio",)))), 40000)
+    assert np.isclose(
+        sum(len(w["audio"][0]) for w in iter_windows(str(media["wav16k"]), 1.0, ReadSpec(("audio",)))), 40000
+    )

@@ -52,7 +52,10 @@ def test_ttt_layer_is_spec_section_4(name):
     B, T, C, H, K = 2, 13, 32, 4, 4
     Fd = C // H
     x = torch.randn(B, T, C, dtype=torch.float64)
-    heads = lambda t: t.view(B, T, H, Fd).transpose(1, 2)  # noqa: E731
+
+    def heads(t):
+        return t.view(B, T, H, Fd).transpose(1, 2)
+
     if layer.share_qk:
         Wqk, Wv = layer.wqkv.weight.split(C)
         q = causal_conv_by_hand(x @ Wqk.T, layer.conv_q)
@@ -66,8 +69,18 @@ def test_ttt_layer_is_spec_section_4(name):
     lr = layer.base_lr * torch.sigmoid(x @ layer.lr_gate.weight.T + layer.lr_gate.bias) / Fd  # [B, T, H]
     tau = (1.0 / torch.arange(1, K + 1, dtype=torch.float64) + layer.token_scale_delta).clamp_min(0)
     model = linear_model if layer.inner == "linear" else mlp_model
-    o, _ = ttt_naive(model, q, k, v, lr.transpose(1, 2), layer.inner_params(), layer.ln_weight, layer.ln_bias,
-                     mini_batch_size=K, token_scale=tau)  # fmt: skip
+    o, _ = ttt_naive(
+        model,
+        q,
+        k,
+        v,
+        lr.transpose(1, 2),
+        layer.inner_params(),
+        layer.ln_weight,
+        layer.ln_bias,
+        mini_batch_size=K,
+        token_scale=tau,
+    )
     o = F.layer_norm(o.transpose(1, 2).reshape(B, T, C), (C,), layer.post_norm.weight, layer.post_norm.bias, eps=1e-6)
     if layer.use_gate:
         o = F.gelu(x @ layer.wg.weight.T, approximate="tanh") * o

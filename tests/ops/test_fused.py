@@ -105,7 +105,9 @@ def test_kernel_selection(monkeypatch):
     assert calls == [1]
     with pytest.raises(ValueError, match="powers of two"):
         narrow = [x[..., :8] if i < 3 else x for i, x in enumerate(args)]
-        ttt_linear(*narrow[:4], torch.zeros(2, 8, 8), torch.zeros(2, 8), torch.ones(2, 8), torch.zeros(2, 8), kernel="triton")
+        ttt_linear(
+            *narrow[:4], torch.zeros(2, 8, 8), torch.zeros(2, 8), torch.ones(2, 8), torch.zeros(2, 8), kernel="triton"
+        )
     with pytest.raises(ValueError, match="MLP width 24"):
         mlp(args[:4], mlp_params(D=24), "triton")
     with pytest.raises(ValueError, match="kernel must be"):
@@ -124,18 +126,29 @@ def test_mlp_training_too_wide_for_the_backward_kernel(monkeypatch):
 
 def mlp_params(H=2, D=4 * F):
     """``W1, b1, W2, b2`` and the inner LayerNorm's weight and bias."""
-    return [torch.randn(H, F, D) * 0.3, torch.randn(H, D) * 0.1, torch.randn(H, D, F) * 0.3, torch.randn(H, F) * 0.1,
-            1 + 0.1 * torch.randn(H, F), 0.1 * torch.randn(H, F)]  # fmt: skip
+    return [
+        torch.randn(H, F, D) * 0.3,
+        torch.randn(H, D) * 0.1,
+        torch.randn(H, D, F) * 0.3,
+        torch.randn(H, F) * 0.1,
+        1 + 0.1 * torch.randn(H, F),
+        0.1 * torch.randn(H, F),
+    ]
 
 
 def mlp(seq, params, kernel, state=None, tau=None):
     return ttt_mlp(*seq, *params, mini_batch_size=K, token_scale=tau, state=state, kernel=kernel)
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # the interpreter's sigmoid of very negative inputs: 0, as it should
+@pytest.mark.filterwarnings(
+    "ignore:overflow encountered in exp"
+)  # the interpreter's sigmoid of very negative inputs: 0, as it should
 def test_mlp_kernels_match_pytorch_core(checkpoint):
     args = inputs(T=4 * K + 7)
-    run = lambda leaves, kernel: mlp(leaves[:4], leaves[4:10], kernel, tau=leaves[10])  # noqa: E731
+
+    def run(leaves, kernel):
+        return mlp(leaves[:4], leaves[4:10], kernel, tau=leaves[10])
+
     assert_kernels_agree(run, [*args[:4], *mlp_params(), args[-1]], "q k v lr W1 b1 W2 b2 ln_w ln_b tau", pos=7)
 
 

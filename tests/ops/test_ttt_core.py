@@ -6,10 +6,7 @@ import torch
 from ttt_mm.ops import TTTState, ttt_linear, ttt_mlp
 from ttt_mm.ops.ttt.naive import linear_model, mlp_model, ttt_naive
 
-INNER = {
-    "linear": (ttt_linear, linear_model),
-    "mlp": (ttt_mlp, mlp_model),
-}
+INNER = {"linear": (ttt_linear, linear_model), "mlp": (ttt_mlp, mlp_model)}
 
 
 def make_inputs(inner, B=2, H=2, T=37, F=8, K=8, dtype=torch.float64, scale_lr=0.5):
@@ -72,7 +69,7 @@ def test_any_split_gives_the_same_outputs_and_state(inner, dtype, tol):
     inputs, params, ln = make_inputs(inner, T=T, K=K, dtype=dtype)
     out, state = run(inner, inputs, params, ln, K)
     gen = torch.Generator().manual_seed(1)
-    for trial in range(3):
+    for _ in range(3):
         pieces, s, start = [], None, 0
         for end in random_splits(T, K, gen):
             piece = tuple(x[:, :, start:end] for x in inputs)
@@ -134,7 +131,7 @@ def test_empty_sequence_returns_the_state_unchanged():
 )
 def test_bad_shapes_are_rejected_with_the_numbers(change, message):
     (q, k, v, lr), (W, b), (lw, lb) = make_inputs("linear")
-    args = dict(q=q, k=k, v=v, lr=lr, W=W, b=b, ln_weight=lw, ln_bias=lb, token_scale=None)
+    args = {"q": q, "k": k, "v": v, "lr": lr, "W": W, "b": b, "ln_weight": lw, "ln_bias": lb, "token_scale": None}
     args = change(args)
     ts = args.pop("token_scale")
     with pytest.raises(ValueError, match=message):

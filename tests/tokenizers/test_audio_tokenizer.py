@@ -31,7 +31,9 @@ def test_token_count_and_clock(tokenizer, n):
 def test_targets_are_normalized_log_mel_and_invert_back(tokenizer):
     audio = torch.randn(1, 8000) * 0.2
     tokens = tokenizer({"audio": audio})
-    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=400, hop_length=160, n_mels=80, center=False, norm="slaney", mel_scale="slaney")
+    mel = torchaudio.transforms.MelSpectrogram(
+        16000, n_fft=400, hop_length=160, n_mels=80, center=False, norm="slaney", mel_scale="slaney"
+    )
     reference = torch.log(mel(torch.cat([torch.zeros(1, 240), audio], 1)) + 1e-6).transpose(1, 2)  # [1, 50, 80]
     inverted = tokenizer.invert(tokens.targets)["audio"]
     assert inverted.shape == (1, 48, 80)  # 12 tokens x 4 frames (the last partial token is dropped)

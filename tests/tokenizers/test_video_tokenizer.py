@@ -21,7 +21,9 @@ def test_token_count_and_clock(tokenizer, frames):
     steps = frames // 2
     assert tokens.embeddings.shape == (2, steps * 16, 32) and tokens.targets.shape == (2, steps * 16, 1536)
     seconds = frames / 8  # tokens per second times the whole steps in the clip
-    assert steps * 16 == tokenizer.tokens_per_second * (seconds // tokenizer.seconds_per_step) * tokenizer.seconds_per_step
+    assert (
+        steps * 16 == tokenizer.tokens_per_second * (seconds // tokenizer.seconds_per_step) * tokenizer.seconds_per_step
+    )
     assert torch.allclose(tokens.timestamps[0], 1.0 + torch.arange(steps).repeat_interleave(16) * 0.25)
     assert tokens.mask.sum(1).tolist() == [steps * 16, 16] and (tokens.modality == VIDEO).all()
 
@@ -52,7 +54,9 @@ def test_pooled_targets_are_block_means_and_invert_to_the_blocks():
     video = torch.randint(0, 256, (2, 4, 3, 64, 64), dtype=torch.uint8)
     tokens = tokenizer({"video": video})
     assert tokens.targets.shape == (2, 32, 96)
-    blocks = torch.nn.functional.avg_pool2d(video.flatten(0, 1).float() / 255, 4).unflatten(0, (2, 4))  # [2, 4, 3, 16, 16]
+    blocks = torch.nn.functional.avg_pool2d(video.flatten(0, 1).float() / 255, 4).unflatten(
+        0, (2, 4)
+    )  # [2, 4, 3, 16, 16]
     token = blocks[1, 2:4, :, 4:8, 8:12].permute(0, 2, 3, 1).reshape(-1, 3)  # step 1, patch row 1, column 2
     expected = (token - token.mean(0)) / (token.var(0, unbiased=False) + 1e-6).sqrt()
     assert torch.allclose(tokens.targets[1, 16 + 4 + 2].reshape(-1, 3), expected, atol=1e-4)
@@ -65,7 +69,9 @@ def test_pooled_targets_are_block_means_and_invert_to_the_blocks():
 
 def test_fewer_frames_than_a_tubelet_give_no_tokens(tokenizer):
     tokens = tokenizer({"video": torch.zeros(2, 1, 3, 64, 64, dtype=torch.uint8)})
-    assert tokens.embeddings.shape == (2, 0, 32) and tokens.targets.shape == (2, 0, 1536) and tokens.mask.shape == (2, 0)
+    assert (
+        tokens.embeddings.shape == (2, 0, 32) and tokens.targets.shape == (2, 0, 1536) and tokens.mask.shape == (2, 0)
+    )
 
 
 def test_flat_frames_are_finite_and_sizes_are_checked(tokenizer):

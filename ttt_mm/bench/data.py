@@ -34,7 +34,9 @@ def _write_sources(folder: Path, seconds: float) -> dict[str, Path]:
     speech = clip.audio(0, seconds, 16000).numpy()
     sf.write(folder / "mono16k.flac", speech, 16000)
     t = np.arange(round(seconds * 48000)) / 48000
-    music = np.stack([0.2 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 0.3 * t), 0.1 * np.sin(2 * np.pi * 330 * t)], 1)
+    music = np.stack(
+        [0.2 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 0.3 * t), 0.1 * np.sin(2 * np.pi * 330 * t)], 1
+    )
     with sf.SoundFile(folder / "stereo48k.ogg", "w", 48000, 2, format="OGG", subtype="VORBIS") as f:
         for i in range(0, len(music), 48000):  # libsndfile's Vorbis writer crashes on huge writes
             f.write(music[i : i + 48000].astype(np.float32))
@@ -140,14 +142,26 @@ def main(argv: list[str]) -> int:
                 ("audio", "root/usr/share/games/singularity/music/Awakening.ogg", audio_spec, audio_tok),
                 ("video", "root/usr/share/games/fillets-ng/images/menu/intro.mpg", video_spec, video_tok),
                 ("av", "root/usr/share/games/fillets-ng/images/menu/intro.mpg", av_spec, av_tok),
-                ("video", "root/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4", video_spec, video_tok),
+                (
+                    "video",
+                    "root/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4",
+                    video_spec,
+                    video_tok,
+                ),
                 ("video", "wheels/unpacked/arcade/resources/assets/video/earth.mp4", video_spec, video_tok),
             ):
                 if (root / rel).is_file():
-                    rows.append((kind, f"real: {Path(rel).name}, + tokenize", _pass(ClipInfo(str(root / rel)), spec, tok, w)))
+                    rows.append(
+                        (kind, f"real: {Path(rel).name}, + tokenize", _pass(ClipInfo(str(root / rel)), spec, tok, w))
+                    )
 
-        print(f"decode + tokenize, one worker (torch threads 1, decord threads 1), {w:g} s windows, best of {args.repeat}")
-        print(f"{'kind':<6} {'source':<58} {'media s':>8} {'wall s':>7} {'x real time':>12} {'frames/s':>9} {'tokens/s':>9}")
+        print(
+            f"decode + tokenize, one worker (torch threads 1, decord threads 1), {w:g} s windows, best of {args.repeat}"
+        )
+        print(
+            f"{'kind':<6} {'source':<58} {'media s':>8} {'wall s':>7} {'x real time':>12} "
+            f"{'frames/s':>9} {'tokens/s':>9}"
+        )
         for kind, name, fn in rows:
             wall, media, frames, tokens = _time(fn, args.repeat)
             fps = f"{frames / wall:9.0f}" if frames else f"{'':>9}"

@@ -68,7 +68,9 @@ def write_video(path: Path, minutes: float, fps: int = 24, size: int = 256, samp
                 out.mux(packet)
         wave = clip.audio(float(start), length, sample_rate).numpy()
         for i in range(0, len(wave), 1024):
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[None, i : i + 1024]), format="fltp", layout="mono")
+            chunk = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(wave[None, i : i + 1024]), format="fltp", layout="mono"
+            )
             chunk.sample_rate, chunk.pts = sample_rate, samples
             samples += chunk.samples
             for packet in audio.encode(chunk):
@@ -90,7 +92,12 @@ def write_checkpoint(path: Path, overrides: list[str]) -> str:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     model = instantiate(cfg.model)
-    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+    quiet = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     trainer = L.Trainer(accelerator="cpu", **quiet)
     trainer.strategy.connect(model)
     trainer.save_checkpoint(path, weights_only=False)
@@ -139,7 +146,9 @@ def child(ckpt: str, media: str, out: str, threads: int) -> dict:
     embedder.windows = timed_windows
     rss_before = _status_mb("VmRSS")
     t0 = time.perf_counter()
-    data = task.embed_one(embedder, ClipInfo(media, key=Path(media).name), Path(out) / Path(media).name, meta, "float16")
+    data = task.embed_one(
+        embedder, ClipInfo(media, key=Path(media).name), Path(out) / Path(media).name, meta, "float16"
+    )
     wall = time.perf_counter() - t0
     return {
         "wall": wall,
@@ -168,7 +177,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--audio-minutes", type=float, default=60.0)
     parser.add_argument("--video-minutes", type=float, default=10.0)
     parser.add_argument("--short-minutes", type=float, default=1.0, help="the reference file for the memory ratio")
-    parser.add_argument("--video-size", type=int, default=32, help="video tokenizer frame size (32: the default training data)")
+    parser.add_argument(
+        "--video-size", type=int, default=32, help="video tokenizer frame size (32: the default training data)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each embedding process")
     parser.add_argument("--keep", default=None, help="folder for the generated media (reused if present)")
     args = parser.parse_args(argv)
@@ -200,8 +211,8 @@ def main(argv: list[str]) -> int:
         print(f"default training config ({', '.join(sorted(backbones))}), random weights, ", end="")
         print(f"torch threads {args.threads}, float16 .npy output")
         print(
-            f"{'input':<24} {'model':<28} {'media s':>8} {'tokens':>9} {'wall s':>8} {'decode s':>9} {'x real time':>12} "
-            f"{'RTF':>7} {'RSS before MB':>14} {'peak RSS MB':>12} {'peak - before':>14}"
+            f"{'input':<24} {'model':<28} {'media s':>8} {'tokens':>9} {'wall s':>8} {'decode s':>9} "
+            f"{'x real time':>12} {'RTF':>7} {'RSS before MB':>14} {'peak RSS MB':>12} {'peak - before':>14}"
         )
         ratios = {}
         for name, (_, kind) in models.items():
@@ -212,9 +223,10 @@ def main(argv: list[str]) -> int:
                 r = _run_child(ckpts[name], path, Path(tmp) / "out", args.threads)
                 peaks.append(r["peak_rss_mb"])
                 print(
-                    f"{path.name:<24} {name:<28} {r['media']:8.0f} {r['tokens']:9d} {r['wall']:8.1f} {r['decode']:9.1f} "
-                    f"{r['media'] / r['wall']:11.1f}x {r['wall'] / r['media']:7.4f} {r['rss_before_mb']:14.0f} "
-                    f"{r['peak_rss_mb']:12.0f} {r['peak_rss_mb'] - r['rss_before_mb']:14.0f}",
+                    f"{path.name:<24} {name:<28} {r['media']:8.0f} {r['tokens']:9d} {r['wall']:8.1f} "
+                    f"{r['decode']:9.1f} {r['media'] / r['wall']:11.1f}x {r['wall'] / r['media']:7.4f} "
+                    f"{r['rss_before_mb']:14.0f} {r['peak_rss_mb']:12.0f} "
+                    f"{r['peak_rss_mb'] - r['rss_before_mb']:14.0f}",
                     flush=True,
                 )
             ratios[name] = peaks[1] / peaks[0]

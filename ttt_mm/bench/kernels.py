@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 
 import torch
 
@@ -26,7 +27,14 @@ from ..layers import AttentionLayer, TTTLayer
 from ..ops import ttt_linear, ttt_mlp
 
 # Dense bf16 tensor-core peak FLOP/s (no sparsity) from the vendors' data sheets, by device-name substring.
-PEAK_BF16 = {"H200": 989e12, "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12}
+PEAK_BF16 = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+}
 
 
 def peak_flops(name: str) -> float | None:
@@ -55,7 +63,9 @@ def check(device: str) -> float:
             args_mlp = core_inputs(2, 3, T, 64, torch.float32, device, grad=True, mlp=True)
             out_mlp, state_mlp = ttt_mlp(*args_mlp, kernel=kernel)
             (out_mlp.square().sum() + sum(p.square().sum() for p in state_mlp.params)).backward()
-            results.append([out, *state.params, *(a.grad for a in args), out_mlp, *state_mlp.params, *(a.grad for a in args_mlp)])
+            results.append(
+                [out, *state.params, *(a.grad for a in args), out_mlp, *state_mlp.params, *(a.grad for a in args_mlp)]
+            )
         for a, b in zip(*results):
             worst = max(worst, ((a - b).abs().max() / (1 + b.abs().max())).item())
     return worst
@@ -75,6 +85,11 @@ def timed(fn, repeats: int) -> tuple[float, float]:
         torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return best, (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def _fwd_bwd(core, inputs, K: int, kernel: str) -> None:
+    out, _ = core(*inputs, mini_batch_size=K, kernel=kernel)
+    out.float().square().mean().backward()
 
 
 def main(argv: list[str]) -> int:
@@ -103,8 +118,8 @@ def main(argv: list[str]) -> int:
     flops_mlp = (6 * 2 * F * D + 2 * F * D + 2 * K * (2 * F + 2 * D)) * H
     lengths = [4096] if args.quick else args.lengths
     cases = [(1, T) for T in lengths] + [(8, 4096)]
-    print(f"| what | B | T | tokens/s | ms | peak MiB | % bf16 peak |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| what | B | T | tokens/s | ms | peak MiB | % bf16 peak |")
+    print("|---|---|---|---|---|---|---|")
 
     def report(what, B, T, seconds, mib, flops_per_token):
         frac = f"{100 * flops_per_token * B * T / seconds / peak:.2f}" if peak and flops_per_token else "-"
@@ -112,27 +127,29 @@ def main(argv: list[str]) -> int:
 
     for B, T in cases:
         for kernel in ("triton", "torch"):
-            if kernel == "torch" and T > args.torch_max:
+            if kernel == "torch" and args.torch_max < T:
                 continue
-            for name, core, mlp, flops in (("TTT-Linear", ttt_linear, False, flops_fwd), ("TTT-MLP", ttt_mlp, True, flops_mlp)):
+            for name, core, mlp, flops in (
+                ("TTT-Linear", ttt_linear, False, flops_fwd),
+                ("TTT-MLP", ttt_mlp, True, flops_mlp),
+            ):
                 inputs = core_inputs(B, H, T, F, torch.bfloat16, device, mlp=mlp)
                 with torch.no_grad():
-                    s, mib = timed(lambda: core(*inputs, mini_batch_size=K, kernel=kernel), args.repeats)
+                    s, mib = timed(partial(core, *inputs, mini_batch_size=K, kernel=kernel), args.repeats)
                 report(f"{name} core fwd ({kernel})", B, T, s, mib, flops)
                 inputs = core_inputs(B, H, T, F, torch.bfloat16, device, grad=True, mlp=mlp)
 
-                def fwd_bwd():
-                    out, _ = core(*inputs, mini_batch_size=K, kernel=kernel)
-                    out.float().square().mean().backward()
-
-                s, mib = timed(fwd_bwd, args.repeats)
+                s, mib = timed(partial(_fwd_bwd, core, inputs, K, kernel), args.repeats)
                 report(f"{name} core fwd+bwd ({kernel})", B, T, s, mib, 3.5 * flops)
         dim = H * F
-        for what, layer in (("TTT-Linear layer fwd", TTTLayer(dim, H, inner="linear", mini_batch_size=K)), ("attention layer fwd", AttentionLayer(dim, H))):
+        for what, layer in (
+            ("TTT-Linear layer fwd", TTTLayer(dim, H, inner="linear", mini_batch_size=K)),
+            ("attention layer fwd", AttentionLayer(dim, H)),
+        ):
             layer = layer.to(device)
             x = torch.randn(B, T, dim, device=device)
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-                s, mib = timed(lambda: layer(x), args.repeats)
+                s, mib = timed(partial(layer, x), args.repeats)
             report(what, B, T, s, mib, None)
             del layer, x
         torch.cuda.empty_cache()

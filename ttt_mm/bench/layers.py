@@ -84,7 +84,13 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
             peak = torch.cuda.max_memory_allocated() - base
         else:
             peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
-    return {"layer": name, "T": T, "seconds": seconds, "tokens_per_s": args.batch * T / seconds, "peak_mib": peak / 2**20}
+    return {
+        "layer": name,
+        "T": T,
+        "seconds": seconds,
+        "tokens_per_s": args.batch * T / seconds,
+        "peak_mib": peak / 2**20,
+    }
 
 
 def run_isolated(name: str, T: int, argv: list[str]) -> dict:
@@ -120,15 +126,21 @@ def main(argv: list[str]) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
         return 2
-    print(f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, {args.device} {args.dtype}, dim {args.dim}, heads {args.heads}, "
-          f"K {args.mini_batch}, batch {args.batch}, {'forward+backward' if args.train else 'forward, no grad'}")  # fmt: skip
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, {args.device} {args.dtype}, dim {args.dim}, heads {args.heads}, "
+        f"K {args.mini_batch}, batch {args.batch}, {'forward+backward' if args.train else 'forward, no grad'}"
+    )
     rounds: dict[tuple[str, int], list[dict]] = {}
     for r in range(args.rounds):
         for T in args.lengths:
             for name in args.layers:
                 row = run_isolated(name, T, argv) if args.device == "cpu" else measure(name, T, args)
-                print(f"  round {r + 1}: {name:<10} T={T:>6}: {row['tokens_per_s']:>10,.0f} tok/s", file=sys.stderr, flush=True)
+                print(
+                    f"  round {r + 1}: {name:<10} T={T:>6}: {row['tokens_per_s']:>10,.0f} tok/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 rounds.setdefault((name, T), []).append(row)
     rows = [sorted(rs, key=lambda row: row["seconds"])[(len(rs) - 1) // 2] for rs in rounds.values()]  # median
     attn = {r["T"]: r["tokens_per_s"] for r in rows if r["layer"] == "attention"}
@@ -136,8 +148,10 @@ def main(argv: list[str]) -> int:
     print(f"|{'-' * 12}|{'-' * 8}|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 13}|")
     for r in rows:
         ratio = f"{r['tokens_per_s'] / attn[r['T']]:.2f}" if r["T"] in attn else "-"
-        print(f"| {r['layer']:<10} | {r['T']:>6} | {r['tokens_per_s']:>11,.0f} | {r['seconds'] * 1e3:>9.1f} "
-              f"| {r['peak_mib']:>8.1f} | {ratio:>11} |")  # fmt: skip
+        print(
+            f"| {r['layer']:<10} | {r['T']:>6} | {r['tokens_per_s']:>11,.0f} | {r['seconds'] * 1e3:>9.1f} "
+            f"| {r['peak_mib']:>8.1f} | {ratio:>11} |"
+        )
     for name in args.layers:
         per = {r["T"]: r["seconds"] / r["T"] for r in rows if r["layer"] == name}
         ref = 4096 if 4096 in per else min(per)

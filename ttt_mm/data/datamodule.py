@@ -26,9 +26,10 @@ class MediaDataModule(L.LightningDataModule):
     """Batches of media windows (see `ttt_mm.data.datasets.collate` for the keys).
 
     ``clip_seconds`` is the training window (random windows of random clips; with ``stream`` each
-    batch row instead walks whole clips window by window, for training with carried state); evaluation walks each val/test clip whole in windows
-    of ``eval_window_seconds`` (default ``clip_seconds``), which should be a multiple of the
-    tokenizer's ``seconds_per_step``. The default source is the synthetic audio-visual set.
+    batch row instead walks whole clips window by window, for training with carried state); evaluation
+    walks each val/test clip whole in windows of ``eval_window_seconds`` (default ``clip_seconds``),
+    which should be a multiple of the tokenizer's ``seconds_per_step``. The default source is the
+    synthetic audio-visual set.
     """
 
     def __init__(
@@ -113,12 +114,23 @@ class MediaDataModule(L.LightningDataModule):
         steps, rank, world = self._position()
         if self.stream:
             dataset = StreamWindows(
-                self.splits["train"], self.clip_seconds, self.batch_size, self.spec, self.seed, self.skips,
-                start_step=steps, rank=rank, world=world,
-            )  # fmt: skip
+                self.splits["train"],
+                self.clip_seconds,
+                self.batch_size,
+                self.spec,
+                self.seed,
+                self.skips,
+                start_step=steps,
+                rank=rank,
+                world=world,
+            )
             # one process walks all rows in order: more workers would each repeat the same stream
-            return DataLoader(dataset, batch_size=None, num_workers=min(self.num_workers, 1), pin_memory=self.pin_memory)
-        dataset = WindowDataset(self.splits["train"], self.clip_seconds, self.spec, self.seed, self.skips, self.max_retries)
+            return DataLoader(
+                dataset, batch_size=None, num_workers=min(self.num_workers, 1), pin_memory=self.pin_memory
+            )
+        dataset = WindowDataset(
+            self.splits["train"], self.clip_seconds, self.spec, self.seed, self.skips, self.max_retries
+        )
         sampler = ResumableSampler(len(dataset), self.seed, start=steps * self.batch_size, rank=rank, world=world)
         return self._loader(dataset, self.batch_size, sampler)
 

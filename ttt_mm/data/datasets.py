@@ -64,7 +64,9 @@ def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
         ends = []
         for modality in spec.modalities:
             if not getattr(info, f"has_{modality}"):
-                raise MediaError(clip.media, f"no {modality} stream (the dataset reads {' and '.join(spec.modalities)})")
+                raise MediaError(
+                    clip.media, f"no {modality} stream (the dataset reads {' and '.join(spec.modalities)})"
+                )
             ends.append(getattr(info, f"{modality}_duration"))
         end = min(ends)
     end = end if clip.end is None else min(end, clip.end)
@@ -77,7 +79,13 @@ def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
 
 def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> dict:
     """One window ``[start, start + duration)`` of a clip as an item dict (raises `MediaError`)."""
-    item: dict = {"start": start, "path": clip.name, "label": clip.label, "sample_rate": spec.sample_rate, "fps": spec.fps}
+    item: dict = {
+        "start": start,
+        "path": clip.name,
+        "label": clip.label,
+        "sample_rate": spec.sample_rate,
+        "fps": spec.fps,
+    }
     media = clip.media
     if "audio" in spec.modalities:
         sr, context = spec.sample_rate, spec.context_samples

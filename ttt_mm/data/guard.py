@@ -24,7 +24,7 @@ T = TypeVar("T")
 MAX_HUNG_THREADS = 8
 """Stuck decoder threads one process may leave behind before every further decode is refused."""
 
-_caches: list["LRUCache[Any]"] = []
+_caches: list[LRUCache[Any]] = []
 _abandoned: list[Any] = []  # handles that must never be freed in this process
 _hung: list[str] = []  # descriptions of calls that never returned
 
@@ -59,9 +59,7 @@ class LRUCache(Generic[T]):
         self.pop(key)
         self._items[key] = (value, cost)
         self._cost += cost
-        while len(self._items) > 1 and (
-            len(self._items) > self.max_items or self._cost > self.max_cost
-        ):
+        while len(self._items) > 1 and (len(self._items) > self.max_items or self._cost > self.max_cost):
             _, (_, old_cost) = self._items.popitem(last=False)
             self._cost -= old_cost
         return value

@@ -217,7 +217,6 @@ def _index(path: str) -> _VideoIndex:
     last = stops[-1] if stops[-1] > starts[-1] else starts[-1] + 1.0 / (fps if fps > 0 else 30.0)
     if not fps > 0:
         fps = n / last
-    del reader
     return _video_index.put(key, _VideoIndex(starts, float(last), fps, (int(width), int(height))))
 
 

@@ -18,7 +18,21 @@ from typing import Protocol
 from ttt_mm.data.synthetic import SyntheticClip
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma")
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv", ".3gp")
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".mts",
+    ".wmv",
+    ".flv",
+    ".3gp",
+)
 MEDIA_EXTENSIONS = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
 
 
@@ -72,7 +86,9 @@ class FolderSource:
 
     def clips(self) -> list[ClipInfo]:
         root = Path(self.root)
-        return [ClipInfo(str(p), key=p.relative_to(root).as_posix()) for p in _media_files(root, tuple(self.extensions))]
+        return [
+            ClipInfo(str(p), key=p.relative_to(root).as_posix()) for p in _media_files(root, tuple(self.extensions))
+        ]
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,10 @@ class SyntheticClip:
         """The chain note of each step index (step ``j`` sounds from ``(j - 0.5) * STEP``, 0 for j = 0)."""
         steps = np.asarray(steps, dtype=np.int64)
         blocks = steps // RUN
-        first = {int(b): int(np.random.default_rng([self.seed, self.index, int(b), 3]).integers(NOTES)) for b in np.unique(blocks)}
+        first = {
+            int(b): int(np.random.default_rng([self.seed, self.index, int(b), 3]).integers(NOTES))
+            for b in np.unique(blocks)
+        }
         return self._powers[steps % RUN, np.array([first[int(b)] for b in blocks.ravel()]).reshape(steps.shape)]
 
     def step_at(self, times: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ class KVCache:
     k: Tensor
     v: Tensor
 
-    def detach(self) -> "KVCache":
+    def detach(self) -> KVCache:
         return KVCache(self.k.detach(), self.v.detach())
 
 

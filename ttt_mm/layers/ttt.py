@@ -27,8 +27,10 @@ class TTTLayerState:
     conv_q: Tensor | None = None
     conv_k: Tensor | None = None
 
-    def detach(self) -> "TTTLayerState":
-        conv = lambda c: None if c is None else c.detach()  # noqa: E731
+    def detach(self) -> TTTLayerState:
+        def conv(c):
+            return None if c is None else c.detach()
+
         return replace(self, core=self.core.detach(), conv_q=conv(self.conv_q), conv_k=conv(self.conv_k))
 
 
@@ -157,10 +159,17 @@ class TTTLayer(nn.Module):
         token_scale = 1.0 / torch.arange(1, self.mini_batch_size + 1, device=x.device, dtype=delta.dtype) + delta
         core = ttt_linear if self.inner == "linear" else ttt_mlp
         o, core_state = core(
-            q, k, v, lr, *self.inner_params(), self.ln_weight, self.ln_bias,
-            mini_batch_size=self.mini_batch_size, token_scale=token_scale,
+            q,
+            k,
+            v,
+            lr,
+            *self.inner_params(),
+            self.ln_weight,
+            self.ln_bias,
+            mini_batch_size=self.mini_batch_size,
+            token_scale=token_scale,
             state=None if state is None else state.core,
-        )  # fmt: skip
+        )
         o = self.post_norm(o.transpose(1, 2).reshape(B, T, C))
         if self.use_gate:
             o = F.gelu(self.wg(x), approximate="tanh") * o

@@ -89,7 +89,9 @@ def list_inputs(path: str, extensions: tuple[str, ...]) -> tuple[list[ClipInfo],
 def output_stem(clip: ClipInfo, output: Path) -> Path:
     """``<output>/<key>[@start-end]``: the key is the path relative to the input folder or manifest
     (absolute manifest paths lose their root, ``..`` becomes ``__``)."""
-    parts = [("__" if p == ".." else p) for p in PurePosixPath(clip.key or Path(clip.name).name).parts if p not in ("/", ".")]
+    parts = [
+        ("__" if p == ".." else p) for p in PurePosixPath(clip.key or Path(clip.name).name).parts if p not in ("/", ".")
+    ]
     stem = output.joinpath(*parts)
     if clip.start or clip.end is not None:
         end = "end" if clip.end is None else f"{clip.end:g}"
@@ -104,9 +106,7 @@ def _paths(stem: Path) -> tuple[Path, Path]:
 # ----------------------------------------------------------------------------------------- embed
 
 
-def embed_one(
-    embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype: str, progress: bool = False
-) -> dict:
+def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype: str, progress: bool = False) -> dict:
     """Stream one clip into ``<stem>.npy`` and ``<stem>.json``; returns the sidecar.
 
     Raises `MediaError` (unreadable) or `InputError`; nothing is left at the final names then.
@@ -171,7 +171,9 @@ def _done(stem: Path, digest: str) -> bool:
     if old != digest:
         log.warning(
             "%s was embedded with other settings (config_hash %s, now %s); overwrite=true redoes it",
-            sidecar, old, digest,
+            sidecar,
+            old,
+            digest,
         )
     return True
 
@@ -246,7 +248,9 @@ def run(cfg: DictConfig) -> Summary:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="embed")
 def main(cfg: DictConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", stream=sys.stderr
+    )
     try:
         summary = run(cfg)
     except ConfigError as err:

@@ -104,7 +104,9 @@ def check_data(models: dict[str, tuple[str, SequenceModel]], spec: ReadSpec, win
         if audio is not None and spec.sample_rate != audio.sample_rate:
             raise ConfigError(f"model {name} expects {audio.sample_rate} Hz audio; data.sample_rate={spec.sample_rate}")
         if video is not None and (abs(spec.fps - video.fps) > 1e-9 or spec.size != video.size):
-            raise ConfigError(f"model {name} expects {video.fps} fps at {video.size} px; data has fps={spec.fps}, size={spec.size}")
+            raise ConfigError(
+                f"model {name} expects {video.fps} fps at {video.size} px; data has fps={spec.fps}, size={spec.size}"
+            )
         steps = window_seconds / tok.seconds_per_step
         if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
             raise ConfigError(
@@ -152,7 +154,9 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def evaluate(models, clips, spec: ReadSpec, window_seconds: float, options: Options, skips: SkipList, output: Path) -> dict:
+def evaluate(
+    models, clips, spec: ReadSpec, window_seconds: float, options: Options, skips: SkipList, output: Path
+) -> dict:
     """Stream every clip through every model; returns reports, evaluated files and skipped files."""
     device = next(iter(models.values()))[1].device
     reports = {}
@@ -273,25 +277,41 @@ def write_outputs(output: Path, result: dict, settings: dict, options: Options) 
             tokens = d["tokens_scored"] if group == "all" else d["by_modality"][group]["tokens"]
             loss = d["loss"] if group == "all" else d["by_modality"][group]["loss"]
             for s in SERIES:
-                summary.append({"model": name, "group": group, "series": s, "tokens": tokens, "loss": loss[s], **edges[s]})
+                summary.append(
+                    {"model": name, "group": group, "series": s, "tokens": tokens, "loss": loss[s], **edges[s]}
+                )
         for group, axes in d["loss_vs_context"].items():
             for axis, rows in axes.items():
                 curves += [{"model": name, "group": group, "axis": axis, **_prefixed(r)} for r in rows]
         horizons += [{"model": name, **h} for h in d["rollout"]["horizons"]]
         for f in d["per_file"]:
-            row = {"model": name, "path": f["path"], "start": f["start"], "seconds": f["seconds"], "tokens": f["tokens"], "scored": f["scored"]}
+            row = {
+                "model": name,
+                "path": f["path"],
+                "start": f["start"],
+                "seconds": f["seconds"],
+                "tokens": f["tokens"],
+                "scored": f["scored"],
+            }
             for part in ("loss", "first", "last"):
                 row |= {f"{part}_{s}": f[part][s] for s in SERIES}
             files.append(row)
     tables = {
         "summary": (summary, ["model", "group", "series", "tokens", "loss", "first", "last", "last_over_first"]),
-        "loss_vs_context": (curves, ["model", "group", "axis", "lo", "hi", "x_mean", "count", *(f"loss_{s}" for s in SERIES)]),
+        "loss_vs_context": (
+            curves,
+            ["model", "group", "axis", "lo", "hi", "x_mean", "count", *(f"loss_{s}" for s in SERIES)],
+        ),
         "horizons": (horizons, ["model", "horizon", "seconds", "count", *HORIZON_FIELDS]),
         "frames": (
             [row for r in reports.values() for row in r.frame_rows()],
             ["model", "path", "frame", "seconds", "psnr_model", "psnr_copy", "ssim_model", "ssim_copy"],
         ),
-        "files": (files, ["model", "path", "start", "seconds", "tokens", "scored"] + [f"{p}_{s}" for p in ("loss", "first", "last") for s in SERIES]),
+        "files": (
+            files,
+            ["model", "path", "start", "seconds", "tokens", "scored"]
+            + [f"{p}_{s}" for p in ("loss", "first", "last") for s in SERIES],
+        ),
     }
     for key, (rows, columns) in tables.items():
         paths[key] = output / f"{key}.csv"
@@ -319,7 +339,12 @@ def run(cfg: DictConfig) -> dict:
     ckpts = [str(c) for c in cfg.ckpt] if isinstance(cfg.ckpt, (list, ListConfig)) else [str(cfg.ckpt)]
     names = None if cfg.get("names") is None else [str(n) for n in cfg.names]
     options = Options(
-        int(cfg.rollout_steps), int(cfg.ssim_window), float(cfg.edge_fraction), int(cfg.bins_per_octave), bool(cfg.plots), int(cfg.plot_clips)
+        int(cfg.rollout_steps),
+        int(cfg.ssim_window),
+        float(cfg.edge_fraction),
+        int(cfg.bins_per_octave),
+        bool(cfg.plots),
+        int(cfg.plot_clips),
     )
     if options.rollout_steps < 0 or options.bins_per_octave < 1 or not 0 < options.edge_fraction <= 0.5:
         raise ConfigError("need rollout_steps >= 0, bins_per_octave >= 1 and 0 < edge_fraction <= 0.5")
@@ -332,7 +357,9 @@ def run(cfg: DictConfig) -> dict:
     check_data(models, datamodule.spec, float(window))
     clips = select_clips(datamodule, str(cfg.split), cfg.get("max_files"))
     skips = SkipList(datamodule.skip_list_path)
-    log.info("evaluating %d model(s) on %d clip(s) in windows of %g s; output %s", len(models), len(clips), window, output)
+    log.info(
+        "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s", len(models), len(clips), window, output
+    )
     result = evaluate(models, clips, datamodule.spec, float(window), options, skips, output)
     settings = {
         "split": str(cfg.split),
@@ -363,7 +390,8 @@ def report(out: dict) -> None:
         pct = f"{100 * d['length_extrapolation']['fraction']:g}%"
         lines.append(
             f"{name}: loss {_fmt(loss['model'])} | copy-last-step {_fmt(loss['copy_last_step'])} | "
-            f"running-mean {_fmt(loss['running_mean'])} | first {pct} {_fmt(edge['first'])} -> last {pct} {_fmt(edge['last'])}"
+            f"running-mean {_fmt(loss['running_mean'])} | "
+            f"first {pct} {_fmt(edge['first'])} -> last {pct} {_fmt(edge['last'])}"
         )
         if "video" in d:
             v = d["video"]
@@ -375,7 +403,10 @@ def report(out: dict) -> None:
             a = d["audio"]["mel_l1"]
             lines.append(f"  audio log-mel L1 {a['model']:.3f} (copy {a['copy_last_step']:.3f})")
     if out["skipped"]:
-        lines.append(f"skipped {len(out['skipped'])} file(s): " + "; ".join(f"{s['path']} ({s['reason']})" for s in out["skipped"]))
+        lines.append(
+            f"skipped {len(out['skipped'])} file(s): "
+            + "; ".join(f"{s['path']} ({s['reason']})" for s in out["skipped"])
+        )
     print("\n".join(lines), flush=True)
 
 

@@ -103,7 +103,11 @@ def config_error_message(err: BaseException) -> str:
     while err.__cause__ is not None:
         err = err.__cause__
     where = f" (config key '{key}')" if key else ""
-    return f"{err}{where}" if isinstance(err, (ConfigError, InstantiationException)) else f"{type(err).__name__}: {err}{where}"
+    return (
+        f"{err}{where}"
+        if isinstance(err, (ConfigError, InstantiationException))
+        else f"{type(err).__name__}: {err}{where}"
+    )
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

@@ -33,7 +33,9 @@ class AVTokenizer(Tokenizer):
     tubelet 2: 5 audio + 64 video = 69 tokens per 0.25 s step, 276 tokens/s, ``target_dim`` 1536.
     """
 
-    def __init__(self, dim: int = 256, audio: AudioTokenizer | None = None, video: VideoTokenizer | None = None) -> None:
+    def __init__(
+        self, dim: int = 256, audio: AudioTokenizer | None = None, video: VideoTokenizer | None = None
+    ) -> None:
         super().__init__()
         audio = AudioTokenizer(dim=dim, frames_per_token=5) if audio is None else audio
         video = VideoTokenizer(dim=dim) if video is None else video

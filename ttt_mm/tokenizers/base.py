@@ -51,16 +51,18 @@ class Tokens:
         """(batch, tokens)."""
         return tuple(self.mask.shape)
 
-    def to(self, device: torch.device | str) -> "Tokens":
+    def to(self, device: torch.device | str) -> Tokens:
         """The same tokens on another device."""
         return self._map(lambda value: value.to(device))
 
-    def __getitem__(self, index: slice | Tensor) -> "Tokens":
+    def __getitem__(self, index: slice | Tensor) -> Tokens:
         """Select tokens along the sequence axis, e.g. ``tokens[:, 10:20]`` is written ``tokens[10:20]``."""
         return self._map(lambda value: value[:, index])
 
-    def _map(self, fn) -> "Tokens":
-        return Tokens(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name)) for f in fields(self)})
+    def _map(self, fn) -> Tokens:
+        return Tokens(
+            **{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name)) for f in fields(self)}
+        )
 
 
 def cat_tokens(parts: list[Tokens]) -> Tokens:

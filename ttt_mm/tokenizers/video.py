@@ -26,7 +26,9 @@ def sincos_2d(grid: int, dim: int) -> Tensor:
     """Fixed 2D sine-cosine position codes ``[grid * grid, dim]`` (row-major), as in MAE."""
     quarter = dim // 4
     omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / max(quarter, 1))
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
     parts = []
     for coord in (ys.reshape(-1), xs.reshape(-1)):
         angle = coord[:, None] * omega[None, :]
@@ -103,7 +105,9 @@ class VideoTokenizer(Tokenizer):
         video = batch["video"]
         b, t = video.shape[:2]
         if tuple(video.shape[2:]) != (3, self.size, self.size):
-            raise ValueError(f"video frames are {tuple(video.shape[2:])}, the tokenizer expects (3, {self.size}, {self.size})")
+            raise ValueError(
+                f"video frames are {tuple(video.shape[2:])}, the tokenizer expects (3, {self.size}, {self.size})"
+            )
         steps = t // self.tubelet
         pixels = video[:, : steps * self.tubelet].float() / 255.0  # [B, T, 3, S, S] in [0, 1]
         if steps == 0:  # shorter than one tubelet (Conv3d would refuse it)
@@ -157,4 +161,3 @@ class VideoTokenizer(Tokenizer):
             patches = patches * target_stats[:, :, 1:2].float() + target_stats[:, :, 0:1].float()
         frames = self.unpatchify(self.unpool_targets(patches))
         return {"video": (frames.clamp(0, 1) * 255).round().to(torch.uint8)}
-

@@ -225,8 +225,7 @@ def _fused_wanted(kernel: str | None, q: Tensor, K: int, params: Params, trainin
     return kernel == "triton" or (kernel is None and usable and q.is_cuda)
 
 
-def _run(partial: Step, scan: Step, q, k, v, lr, params: Params, ln_weight, ln_bias, K,
-         token_scale, state, kernel):  # fmt: skip
+def _run(partial: Step, scan: Step, q, k, v, lr, params: Params, ln_weight, ln_bias, K, token_scale, state, kernel):
     """Shared driver: check shapes, then finish the open mini-batch, scan the whole ones and start the
     next, so that any split of a sequence gives the same result. The PyTorch steps run in float32/64;
     the fused scan reads the inputs in their own dtype."""
@@ -253,12 +252,20 @@ def _run(partial: Step, scan: Step, q, k, v, lr, params: Params, ln_weight, ln_b
         inputs = (q, k, v, lr, ln_weight, ln_bias, tau, *state.params, *state.grads)
         training = torch.is_grad_enabled() and any(x.requires_grad for x in inputs)
         use_fused = _fused_wanted(kernel, q, K, state.params, training)
-        flat = lambda x: x.reshape(B * H, *x.shape[2:])  # noqa: E731
+
+        def flat(x):
+            return x.reshape(B * H, *x.shape[2:])
+
         q_, k_, v_, lr_ = (flat(x) for x in (q, k, v, lr))  # the PyTorch steps cast their slices
-        seq = lambda s: tuple(x[:, s].to(dtype) for x in (q_, k_, v_, lr_))  # noqa: E731
+
+        def seq(s):
+            return tuple(x[:, s].to(dtype) for x in (q_, k_, v_, lr_))
+
         ln_w = ln_weight.to(dtype).repeat(B, 1).unsqueeze(1)  # [BH, 1, F], head = row % H
         ln_b = ln_bias.to(dtype).repeat(B, 1).unsqueeze(1)
-        inner = TTTState(tuple(flat(p.to(dtype)) for p in state.params), tuple(flat(g.to(dtype)) for g in state.grads), state.pos)
+        inner = TTTState(
+            tuple(flat(p.to(dtype)) for p in state.params), tuple(flat(g.to(dtype)) for g in state.grads), state.pos
+        )
 
         outs, t = [], 0
         if inner.pos > 0:  # finish the mini-batch an earlier call left open
@@ -283,7 +290,10 @@ def _run(partial: Step, scan: Step, q, k, v, lr, params: Params, ln_weight, ln_b
             outs.append(out.to(q.dtype))
 
     out = torch.cat(outs, dim=1) if outs else q.new_zeros(B * H, 0, F)
-    unflat = lambda x: x.reshape(B, H, *x.shape[1:])  # noqa: E731
+
+    def unflat(x):
+        return x.reshape(B, H, *x.shape[1:])
+
     new_state = TTTState(tuple(unflat(p) for p in inner.params), tuple(unflat(g) for g in inner.grads), inner.pos)
     return unflat(out), new_state
 
@@ -321,8 +331,21 @@ def ttt_linear(
         or float64 for float64 inputs). Any ``T`` works, and any split of a sequence into calls gives
         the same outputs and final state as one call. Under autocast, everything runs in float32.
     """
-    return _run(_linear_partial, _linear_scan, q, k, v, lr, (W, b), ln_weight, ln_bias, mini_batch_size,
-                token_scale, state, kernel)  # fmt: skip
+    return _run(
+        _linear_partial,
+        _linear_scan,
+        q,
+        k,
+        v,
+        lr,
+        (W, b),
+        ln_weight,
+        ln_bias,
+        mini_batch_size,
+        token_scale,
+        state,
+        kernel,
+    )
 
 
 def ttt_mlp(
@@ -347,5 +370,18 @@ def ttt_mlp(
     Args as :func:`ttt_linear`, with ``W1 [H, F, D]``, ``b1 [H, D]``, ``W2 [H, D, F]``, ``b2 [H, F]``
     (``D = 4F`` in the paper; any ``D`` works).
     """
-    return _run(_mlp_partial, _mlp_scan, q, k, v, lr, (W1, b1, W2, b2), ln_weight, ln_bias, mini_batch_size,
-                token_scale, state, kernel)  # fmt: skip
+    return _run(
+        _mlp_partial,
+        _mlp_scan,
+        q,
+        k,
+        v,
+        lr,
+        (W1, b1, W2, b2),
+        ln_weight,
+        ln_bias,
+        mini_batch_size,
+        token_scale,
+        state,
+        kernel,
+    )

@@ -52,7 +52,10 @@ MLP_BACKWARD_MAX_FD = 8192
 
 def supported(q: Tensor, mini_batch_size: int, hidden: int | None = None, training: bool = False) -> bool:
     """Whether the kernels can run these inputs: Triton present, shapes the kernels tile and fit."""
-    ok = lambda n: n >= 16 and n & (n - 1) == 0  # noqa: E731
+
+    def ok(n):
+        return n >= 16 and n & (n - 1) == 0
+
     shapes = ok(q.shape[-1]) and ok(mini_batch_size) and (hidden is None or ok(hidden))
     fits = hidden is None or not training or q.shape[-1] * hidden <= MLP_BACKWARD_MAX_FD
     return triton is not None and shapes and fits and q.dtype != torch.float64
@@ -139,12 +142,29 @@ if triton is not None:
 
     @triton.jit
     def _linear_fwd(
-        q, k, v, lr, tau, lnw, lnb, W0, b0,  # inputs
-        out, Wn, bn, Wc, bc,  # outputs: tokens, final state, checkpoints
-        M, n_ckpt,
-        K: tl.constexpr, F: tl.constexpr, CKPT: tl.constexpr, SAVE: tl.constexpr,
-        EPS: tl.constexpr, PREC: tl.constexpr,
-    ):  # fmt: skip
+        q,
+        k,
+        v,
+        lr,
+        tau,
+        lnw,
+        lnb,
+        W0,
+        b0,  # inputs
+        out,
+        Wn,
+        bn,
+        Wc,
+        bc,  # outputs: tokens, final state, checkpoints
+        M,
+        n_ckpt,
+        K: tl.constexpr,
+        F: tl.constexpr,
+        CKPT: tl.constexpr,
+        SAVE: tl.constexpr,
+        EPS: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
         bh = tl.program_id(0).to(tl.int64)
         rf = tl.arange(0, F)
         ff = rf[:, None] * F + rf[None, :]
@@ -197,7 +217,9 @@ if triton is not None:
         return G2W * S, G2, X1, Xh, S, G2W, Zh, r, e, meZ
 
     @triton.jit
-    def _mlp_readout(Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
+    def _mlp_readout(
+        Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr
+    ):
         """Both layers with the steps of the tokens up to each: ``H = gelu(Q W1 + b1 - M1 G1)``,
         ``Zb = H W2 + b2 - M2 G2`` normalized, ``M1 = E (Q K^T + 1)``, ``M2 = E (H Xh^T + 1)``."""
         E = tl.where(causal, ta[:, None] * L[None, :], 0.0)
@@ -238,12 +260,36 @@ if triton is not None:
 
     @triton.jit
     def _mlp_fwd(
-        q, k, v, lr, tau, lnw, lnb, W1_0, b1_0, W2_0, b2_0,  # inputs
-        out, W1n, b1n, W2n, b2n, W1c, b1c, W2c, b2c,  # outputs: tokens, final state, checkpoints
-        M, n_ckpt,
-        K: tl.constexpr, F: tl.constexpr, D: tl.constexpr, CKPT: tl.constexpr, SAVE: tl.constexpr,
-        EPS: tl.constexpr, PREC: tl.constexpr,
-    ):  # fmt: skip
+        q,
+        k,
+        v,
+        lr,
+        tau,
+        lnw,
+        lnb,
+        W1_0,
+        b1_0,
+        W2_0,
+        b2_0,  # inputs
+        out,
+        W1n,
+        b1n,
+        W2n,
+        b2n,
+        W1c,
+        b1c,
+        W2c,
+        b2c,  # outputs: tokens, final state, checkpoints
+        M,
+        n_ckpt,
+        K: tl.constexpr,
+        F: tl.constexpr,
+        D: tl.constexpr,
+        CKPT: tl.constexpr,
+        SAVE: tl.constexpr,
+        EPS: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
         bh = tl.program_id(0).to(tl.int64)
         W1, b1, W2, b2 = _mlp_load(W1_0, b1_0, W2_0, b2_0, bh, F, D)
         gam, bet, ta, t_last, causal = _per_head(lnw, lnb, tau, bh, K, F)
@@ -254,19 +300,51 @@ if triton is not None:
                     _mlp_store(W1c, b1c, W2c, b2c, bh * n_ckpt + m // CKPT, W1, b1, W2, b2, F, D)
             Qm, Km, Vm, L, tok, kf = _minibatch(q, k, v, lr, bh, T, m, K, F)
             G1, G2, X1, Xh, S, G2W, Zh, r, e, meZ = _mlp_inner(Km, Vm, W1, b1, W2, b2, gam, bet, F, EPS, PREC)
-            Zbh, r2, E, A1, M1, H1, Hh, A2, M2 = _mlp_readout(Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F, EPS, PREC)
+            Zbh, r2, E, A1, M1, H1, Hh, A2, M2 = _mlp_readout(
+                Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F, EPS, PREC
+            )
             tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
             W1, b1, W2, b2 = _mlp_step(Km, Xh, G1, G2, L, t_last, W1, b1, W2, b2, PREC)
         _mlp_store(W1n, b1n, W2n, b2n, bh, W1, b1, W2, b2, F, D)
 
     @triton.jit
     def _mlp_bwd(
-        q, k, v, lr, tau, lnw, lnb, W1c, b1c, W2c, b2c, dout,  # inputs
-        dq, dk, dv, dlr, dtau, dlnw, dlnb, dW1, db1, dW2, db2,  # outputs (dW1..db2 enter as the final state's adjoints)
-        W1s, b1s, W2s, b2s,  # scratch: one span's weights
-        M, n_ckpt,
-        K: tl.constexpr, F: tl.constexpr, D: tl.constexpr, CKPT: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr,
-    ):  # fmt: skip
+        q,
+        k,
+        v,
+        lr,
+        tau,
+        lnw,
+        lnb,
+        W1c,
+        b1c,
+        W2c,
+        b2c,
+        dout,  # inputs
+        dq,
+        dk,
+        dv,
+        dlr,
+        dtau,
+        dlnw,
+        dlnb,
+        dW1,
+        db1,
+        dW2,
+        db2,  # outputs (dW1..db2 enter as the final state's adjoints)
+        W1s,
+        b1s,
+        W2s,
+        b2s,  # scratch: one span's weights
+        M,
+        n_ckpt,
+        K: tl.constexpr,
+        F: tl.constexpr,
+        D: tl.constexpr,
+        CKPT: tl.constexpr,
+        EPS: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
         """As `_linear_bwd`, through both layers. The adjoints of ``W1, W2`` stay in global memory
         (four ``F x D`` matrices would not fit in registers) and are updated in place."""
         bh = tl.program_id(0).to(tl.int64)
@@ -298,7 +376,9 @@ if triton is not None:
                 Qm, Km, Vm, L, tok, kf = _minibatch(q, k, v, lr, bh, T, m, K, F)
                 dO = tl.load(dout + kf).to(tl.float32)
                 G1, G2, X1, Xh, S, G2W, Zh, r, e, meZ = _mlp_inner(Km, Vm, W1, b1, W2, b2, gam, bet, F, EPS, PREC)
-                Zbh, r2, E, A1, M1, H1, Hh, A2, M2 = _mlp_readout(Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F, EPS, PREC)
+                Zbh, r2, E, A1, M1, H1, Hh, A2, M2 = _mlp_readout(
+                    Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F, EPS, PREC
+                )
                 cL = (t_last * L)[:, None]
                 dW1n = tl.load(dW1 + bh * F * D + fd)  # adjoints of the weights after this mini-batch
                 dW2n = tl.load(dW2 + bh * D * F + df)
@@ -377,12 +457,35 @@ if triton is not None:
 
     @triton.jit
     def _linear_bwd(
-        q, k, v, lr, tau, lnw, lnb, Wc, bc, dout,  # inputs
-        dq, dk, dv, dlr, dtau, dlnw, dlnb, dW_io, db_io,  # outputs (dW_io, db_io enter as the final state's adjoints)
-        Ws, bs,  # scratch: one span's weights
-        M, n_ckpt,
-        K: tl.constexpr, F: tl.constexpr, CKPT: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr,
-    ):  # fmt: skip
+        q,
+        k,
+        v,
+        lr,
+        tau,
+        lnw,
+        lnb,
+        Wc,
+        bc,
+        dout,  # inputs
+        dq,
+        dk,
+        dv,
+        dlr,
+        dtau,
+        dlnw,
+        dlnb,
+        dW_io,
+        db_io,  # outputs (dW_io, db_io enter as the final state's adjoints)
+        Ws,
+        bs,  # scratch: one span's weights
+        M,
+        n_ckpt,
+        K: tl.constexpr,
+        F: tl.constexpr,
+        CKPT: tl.constexpr,
+        EPS: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
         bh = tl.program_id(0).to(tl.int64)
         rk, rf = tl.arange(0, K), tl.arange(0, F)
         ff = rf[:, None] * F + rf[None, :]
@@ -490,7 +593,7 @@ class _Scan(torch.autograd.Function):
         BH, T, F = q.shape
         mlp = len(params) == 4
         fwd, bwd = (_mlp_fwd, _mlp_bwd) if mlp else (_linear_fwd, _linear_bwd)
-        sizes = dict(K=tau.shape[0], F=F, CKPT=CHECKPOINT, EPS=1e-6, PREC=_precision(q))
+        sizes = {"K": tau.shape[0], "F": F, "CKPT": CHECKPOINT, "EPS": 1e-6, "PREC": _precision(q)}
         if mlp:  # the MLP kernels hold F x D tiles: more warps share them
             sizes.update(D=params[0].shape[-1], num_warps=8)
         M = T // sizes["K"]
@@ -512,8 +615,10 @@ class _Scan(torch.autograd.Function):
         BH, K, F, n_ckpt = q.shape[0], tau.shape[0], q.shape[-1], ckpts[0].shape[1]
         d_out = d_out.contiguous() if d_out is not None else torch.zeros_like(q)
         # the kernel updates these in place: they enter as the final state's adjoints, leave as the initial's
-        grads = [d.float().clone(memory_format=torch.contiguous_format) if d is not None else torch.zeros_like(c[:, 0])
-                 for d, c in zip(d_new, ckpts)]  # fmt: skip
+        grads = [
+            d.float().clone(memory_format=torch.contiguous_format) if d is not None else torch.zeros_like(c[:, 0])
+            for d, c in zip(d_new, ckpts)
+        ]
         dq, dk, dv, dlr = (torch.empty_like(x) for x in (q, k, v, lr))
         dtau = tau.new_empty(BH, K)
         dlnw, dlnb = (x.new_empty(BH, F, dtype=torch.float32) for x in (ln_w, ln_b))
@@ -522,12 +627,36 @@ class _Scan(torch.autograd.Function):
         # adjoints are re-read from global memory right after being written), and TTT-Linear at
         # F = 128 in float32 stays within shared memory
         with _on(q):
-            ctx.bwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *ckpts, d_out, dq, dk, dv, dlr, dtau, dlnw, dlnb, *grads,
-                           *scratch, ctx.M, n_ckpt, num_stages=1, **ctx.sizes)  # fmt: skip
+            ctx.bwd[(BH,)](
+                q,
+                k,
+                v,
+                lr,
+                tau,
+                ln_w,
+                ln_b,
+                *ckpts,
+                d_out,
+                dq,
+                dk,
+                dv,
+                dlr,
+                dtau,
+                dlnw,
+                dlnb,
+                *grads,
+                *scratch,
+                ctx.M,
+                n_ckpt,
+                num_stages=1,
+                **ctx.sizes,
+            )
         return (dq, dk, dv, dlr, dtau.sum(0), dlnw.to(ln_w.dtype), dlnb.to(ln_b.dtype), *grads)
 
 
-def scan(q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tau: Tensor, ln_w: Tensor, ln_b: Tensor, params: tuple[Tensor, ...]):
+def scan(
+    q: Tensor, k: Tensor, v: Tensor, lr: Tensor, tau: Tensor, ln_w: Tensor, ln_b: Tensor, params: tuple[Tensor, ...]
+):
     """Whole mini-batches from a boundary with the Triton kernels of the core that ``params`` belong
     to (``(W, b)``: TTT-Linear, ``(W1, b1, W2, b2)``: TTT-MLP): ``out [BH, T, F]`` in ``q``'s dtype
     and the float32 weights after them. ``T`` must be a multiple of ``K = len(tau)``."""

@@ -31,6 +31,10 @@ def _ln(x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
     return gamma * (x - mean) / torch.sqrt(var + EPS) + beta
 
 
+def _inner_loss(model, theta, k_t, v_t, gamma, beta):
+    return 0.5 * ((_ln(model(theta, k_t), gamma, beta) - (v_t - k_t)) ** 2).sum()
+
+
 def ttt_naive(model, q, k, v, lr, params, ln_weight, ln_bias, *, mini_batch_size=16, token_scale=None):
     """Reference for ``ttt_linear`` (``model=linear_model``) and ``ttt_mlp`` (``model=mlp_model``).
 
@@ -49,16 +53,14 @@ def ttt_naive(model, q, k, v, lr, params, ln_weight, ln_bias, *, mini_batch_size
             gamma, beta = ln_weight[h], ln_bias[h]
             theta = tuple(p[h] for p in params)  # weights at the start of the current mini-batch
 
-            def loss(theta_, k_t, v_t):
-                return 0.5 * ((_ln(model(theta_, k_t), gamma, beta) - (v_t - k_t)) ** 2).sum()
-
             sums = tuple(torch.zeros_like(p) for p in theta)
             for t in range(T):
                 p = t % K
                 if p == 0:
                     sums = tuple(torch.zeros_like(x) for x in theta)
                 theta_leaf = tuple(x.detach().requires_grad_() for x in theta)
-                grads = torch.autograd.grad(loss(theta_leaf, k[bi, h, t], v[bi, h, t]), theta_leaf)
+                loss = _inner_loss(model, theta_leaf, k[bi, h, t], v[bi, h, t], gamma, beta)
+                grads = torch.autograd.grad(loss, theta_leaf)
                 sums = tuple(s + lr[bi, h, t] * g for s, g in zip(sums, grads))
                 theta_t = tuple(x - tau[p] * s for x, s in zip(theta, sums))
                 out[bi, h, t] = q[bi, h, t] + _ln(model(theta_t, q[bi, h, t]), gamma, beta)

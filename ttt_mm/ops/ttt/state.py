@@ -25,15 +25,11 @@ class TTTState:
     pos: int
 
     @classmethod
-    def initial(cls, params: tuple[Tensor, ...], batch_size: int, dtype: torch.dtype) -> "TTTState":
+    def initial(cls, params: tuple[Tensor, ...], batch_size: int, dtype: torch.dtype) -> TTTState:
         """The state before the first token: the shared initial weights, copied for each batch row."""
         expanded = tuple(p.to(dtype).unsqueeze(0).expand(batch_size, *p.shape) for p in params)
         return cls(expanded, tuple(torch.zeros_like(p) for p in expanded), 0)
 
-    def detach(self) -> "TTTState":
+    def detach(self) -> TTTState:
         """The same state cut from the autograd graph (for carrying state across training windows)."""
-        return replace(
-            self,
-            params=tuple(p.detach() for p in self.params),
-            grads=tuple(g.detach() for g in self.grads),
-        )
+        return replace(self, params=tuple(p.detach() for p in self.params), grads=tuple(g.detach() for g in self.grads))
