@@ -42,9 +42,10 @@ class AttentionLayer(nn.Module):
         qkv = self.wqkv(x).unflatten(-1, (3 * H, self.head_dim))  # [B, T, 3H, F]
         past = 0 if state is None else state.k.shape[2]
         rotation = rope_rotation(torch.arange(past, past + T, device=x.device), self.head_dim, self.rope_theta)
-        qk = apply_rope(qkv[:, :, : 2 * H], rotation).transpose(1, 2)  # [B, 2H, T, F]
+        qk, v = qkv.split([2 * H, H], dim=2)  # split, not slices: its backward fills no zeros
+        qk = apply_rope(qk, rotation).transpose(1, 2)  # [B, 2H, T, F]
         q, k = qk[:, :H], qk[:, H:]
-        v = qkv[:, :, 2 * H :].transpose(1, 2)
+        v = v.transpose(1, 2)
         if state is not None:
             k, v = torch.cat([state.k.to(k.dtype), k], dim=2), torch.cat([state.v.to(v.dtype), v], dim=2)
         if past == 0:

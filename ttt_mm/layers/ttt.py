@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..ops import TTTState, ttt_linear, ttt_mlp
 from .conv import CausalDepthwiseConv
@@ -145,7 +146,7 @@ class TTTLayer(nn.Module):
             qk = torch.stack([q, k], dim=2).unflatten(-1, (H, Fd)).flatten(2, 3)  # [B, T, 2H, F]
         else:
             qkv = self.wqkv(x).unflatten(-1, (3 * H, Fd))  # [B, T, 3H, F]
-            qk, v = qkv[:, :, : 2 * H], qkv[:, :, 2 * H :]
+            qk, v = qkv.split([2 * H, H], dim=2)  # split, not slices: its backward fills no zeros
             v = v.flatten(2)
 
         pos = 0 if state is None else state.core.pos  # RoPE uses the position inside the mini-batch
@@ -170,7 +171,16 @@ class TTTLayer(nn.Module):
             token_scale=token_scale,
             state=None if state is None else state.core,
         )
-        o = self.post_norm(o.transpose(1, 2).reshape(B, T, C))
+        o = o.transpose(1, 2).reshape(B, T, C)
+        if torch.is_grad_enabled() and o.requires_grad:  # keep o alone for the backward, not also LN(o)
+            y = checkpoint(self._output, o, x, use_reentrant=False)
+        else:
+            y = self._output(o, x)
+        return y, TTTLayerState(core_state, conv_q, conv_k)
+
+    def _output(self, o: Tensor, x: Tensor) -> Tensor:
+        """Post-norm, gate and output projection of the heads' concatenated outputs ``o [B, T, C]``."""
+        o = self.post_norm(o)
         if self.use_gate:
             o = F.gelu(self.wg(x), approximate="tanh") * o
-        return self.wo(o), TTTLayerState(core_state, conv_q, conv_k)
+        return self.wo(o)

@@ -7,6 +7,8 @@ that broadcast against them (typically ``[BH, 1, F]``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import torch
 from torch import Tensor
 
@@ -36,3 +38,62 @@ def ln_l2_grad(z: Tensor, weight_sq: Tensor, offset: Tensor, eps: float = EPS) -
 def l2_target_offset(target: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``gamma * (beta - target)``: the target-dependent half of :func:`ln_l2_grad`'s upstream gradient."""
     return weight * (bias - target)
+
+
+def ln_l2_grad_recorded(z: Tensor, weight_sq: Tensor, offset: Tensor, eps: float = EPS):
+    """:func:`ln_l2_grad` plus what its backward needs: ``g`` and ``(zhat, mean, rstd, dy)``."""
+    F = z.shape[-1]
+    zhat, mean, rstd = torch.native_layer_norm(z, [F], None, None, eps)
+    dy = torch.addcmul(offset, zhat, weight_sq)
+    g = torch.ops.aten.native_layer_norm_backward(dy, z, [F], mean, rstd, None, None, [True, False, False])[0]
+    return g, (zhat, mean, rstd, dy)
+
+
+@dataclass
+class LnL2GradBackward:
+    """The backward of :func:`ln_l2_grad` for recorded rows, split so that the part applied to each
+    upstream gradient is eight small kernels (the TTT reverse passes call it inside their sequential loop).
+
+    With ``r`` the reciprocal std, ``zhat`` the normalized row, ``e = dy`` the upstream gradient of the
+    LayerNorm and ``P = I - 11^T/F - zhat zhat^T/F``, the forward is ``g = r P e`` with ``e`` depending on
+    ``zhat``. For an upstream ``s = dL/dg``: ``de = r P s`` (a LayerNorm backward) and
+
+        dz = r P (gamma^2 de) - r mean(e zhat) de - (r/F) (s . zhat) g - (r/F) (s . g) zhat,
+
+    the terms through ``e``, through ``P``'s ``zhat`` and through ``r``. Every tensor holds rows ``[..., F]``
+    (``mean``, ``rstd`` and ``a`` end in 1); ``weight_sq`` is ``gamma^2``, broadcast against them.
+    """
+
+    z: Tensor
+    zhat: Tensor
+    g: Tensor
+    mean: Tensor
+    rstd: Tensor
+    a: Tensor  # r mean(e zhat)
+    g_scaled: Tensor  # (r/F) g
+    zhat_scaled: Tensor  # (r/F) zhat
+    weight_sq: Tensor
+
+    @classmethod
+    def of(cls, z: Tensor, g: Tensor, recorded, weight_sq: Tensor) -> LnL2GradBackward:
+        """From :func:`ln_l2_grad_recorded`'s outputs; the per-row factors are computed here, for all rows at once."""
+        zhat, mean, rstd, dy = recorded
+        rf = rstd / z.shape[-1]
+        a = rstd * (dy * zhat).mean(-1, keepdim=True)
+        return cls(z, zhat, g, mean, rstd, a, rf * g, rf * zhat, weight_sq)
+
+    def unbind(self) -> list[LnL2GradBackward]:
+        """One backward per entry of the leading dimension (views; the sequential loops index a list)."""
+        parts = [getattr(self, f.name).unbind(0) for f in fields(self) if f.name != "weight_sq"]
+        return [LnL2GradBackward(*row, self.weight_sq) for row in zip(*parts)]
+
+    def __call__(self, s: Tensor) -> tuple[Tensor, Tensor]:
+        """``(dz, de)``: the gradients w.r.t. ``z`` and w.r.t. ``e`` (from which the target's follow)."""
+        F = s.shape[-1]
+        bwd = torch.ops.aten.native_layer_norm_backward
+        de = bwd(s, self.z, [F], self.mean, self.rstd, None, None, [True, False, False])[0]
+        dz = bwd(de * self.weight_sq, self.z, [F], self.mean, self.rstd, None, None, [True, False, False])[0]
+        dz = torch.addcmul(dz, self.a, de, value=-1)
+        dz = torch.addcmul(dz, torch.linalg.vecdot(s, self.zhat).unsqueeze(-1), self.g_scaled, value=-1)
+        dz = torch.addcmul(dz, torch.linalg.vecdot(s, self.g).unsqueeze(-1), self.zhat_scaled, value=-1)
+        return dz, de

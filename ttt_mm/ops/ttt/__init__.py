@@ -1,6 +1,7 @@
-"""The TTT core: one folder per op, the reference (``naive``) beside the fast path (``dual``)."""
+"""The TTT core: one folder per op, the reference (``naive``) beside the fast paths (``dual`` with its
+hand-written ``backward``, and the Triton kernels in ``fused``), driven by ``core``."""
 
-from .dual import ttt_linear, ttt_mlp
+from .core import ttt_linear, ttt_mlp
 from .state import TTTState
 
 __all__ = ["TTTState", "ttt_linear", "ttt_mlp"]

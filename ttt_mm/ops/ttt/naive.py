@@ -39,7 +39,9 @@ def ttt_naive(model, q, k, v, lr, params, ln_weight, ln_bias, *, mini_batch_size
     """Reference for ``ttt_linear`` (``model=linear_model``) and ``ttt_mlp`` (``model=mlp_model``).
 
     Shapes as in :func:`ttt_mm.ops.ttt_linear`; ``params`` are the initial inner weights, one set per
-    head. Returns ``out [B, H, T, F]`` and the final :class:`TTTState`.
+    head. Returns ``out [B, H, T, F]`` and the final :class:`TTTState`. When an input requires grad, the
+    inner gradients are themselves differentiated (``create_graph``), so that autograd through this
+    function is a reference for the fast paths' backward.
     """
     B, H, T, F = q.shape
     K = mini_batch_size
@@ -47,20 +49,27 @@ def ttt_naive(model, q, k, v, lr, params, ln_weight, ln_bias, *, mini_batch_size
     out = torch.empty_like(q)
     final_params = [[None] * H for _ in range(B)]
     final_sums = [[None] * H for _ in range(B)]
+    inputs = (q, k, v, lr, *params, ln_weight, ln_bias, token_scale)
+    differentiable = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs)
+
+    def as_variable(x):  # something autograd.grad can differentiate with respect to
+        return x if x.requires_grad else x.detach().requires_grad_()
 
     for bi in range(B):
         for h in range(H):
             gamma, beta = ln_weight[h], ln_bias[h]
             theta = tuple(p[h] for p in params)  # weights at the start of the current mini-batch
+            if differentiable:
+                theta = tuple(as_variable(x) for x in theta)
 
             sums = tuple(torch.zeros_like(p) for p in theta)
             for t in range(T):
                 p = t % K
                 if p == 0:
                     sums = tuple(torch.zeros_like(x) for x in theta)
-                theta_leaf = tuple(x.detach().requires_grad_() for x in theta)
-                loss = _inner_loss(model, theta_leaf, k[bi, h, t], v[bi, h, t], gamma, beta)
-                grads = torch.autograd.grad(loss, theta_leaf)
+                theta_in = theta if differentiable else tuple(as_variable(x.detach()) for x in theta)
+                loss = _inner_loss(model, theta_in, k[bi, h, t], v[bi, h, t], gamma, beta)
+                grads = torch.autograd.grad(loss, theta_in, create_graph=differentiable)
                 sums = tuple(s + lr[bi, h, t] * g for s, g in zip(sums, grads))
                 theta_t = tuple(x - tau[p] * s for x, s in zip(theta, sums))
                 out[bi, h, t] = q[bi, h, t] + _ln(model(theta_t, q[bi, h, t]), gamma, beta)
