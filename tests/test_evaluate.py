@@ -18,11 +18,11 @@ from hydra import compose, initialize_config_dir
 from mediafiles import write_video
 
 from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
+from ttt_mm.eval.rollout import embed_targets, rollout
+from ttt_mm.eval.scoring import ClipScorer
 from ttt_mm.module import SequenceModel
-from ttt_mm.rollout import embed_targets, rollout
-from ttt_mm.scoring import ClipScorer
+from ttt_mm.tasks.common import CONF_DIR, ConfigError
 from ttt_mm.tasks.evaluate import report, run
-from ttt_mm.tasks.train import CONF_DIR, ConfigError
 from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def test_frames_and_mel_are_scored(model, clip_windows):
 
 def test_copy_baseline_frames_are_the_previous_frames(model, clip_windows):
     """The copy-last-frame PSNR equals a PSNR computed directly on the decoded frames."""
-    from ttt_mm.metrics import psnr
+    from ttt_mm.eval.metrics import psnr
 
     result = scores(model, clip_windows[0])
     frames = clip_windows[1]["video"][0]  # [24, 3, 32, 32] uint8

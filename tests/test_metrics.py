@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ttt_mm.metrics import LogBins, edge_masks, log_bin_edges, log_bin_index, mel_l1, psnr, ssim, token_loss
+from ttt_mm.eval.metrics import LogBins, edge_masks, log_bin_edges, log_bin_index, mel_l1, psnr, ssim, token_loss
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2  # 6.5025, 58.5225
 

@@ -32,8 +32,8 @@ import numpy as np
 import soundfile as sf
 
 from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.tasks.common import CONF_DIR
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 TARGET_RATIO = 1.2
 
 

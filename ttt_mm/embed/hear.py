@@ -1,7 +1,7 @@
 """The HEAR common API (Holistic Evaluation of Audio Representations) for checkpoints whose
 tokenizer reads audio only, so audio benchmarks can call a ttt-mm model like any other:
 
-    from ttt_mm import hear
+    from ttt_mm.embed import hear
     model = hear.load_model("last.ckpt")                               # model.sample_rate: 16000
     emb, ms = hear.get_timestamp_embeddings(audio, model)              # audio [n_sounds, n_samples]
     scene = hear.get_scene_embeddings(audio, model)                    # [n_sounds, scene_embedding_size]
@@ -9,7 +9,7 @@ tokenizer reads audio only, so audio benchmarks can call a ttt-mm model like any
 Timestamp embeddings are one per audio token (every 40 ms at the defaults), taken from the chosen
 block (default the last, after the final norm), timestamped at the centre of the token's span in
 milliseconds. Scene embeddings are their mean. Audio of any length is streamed in windows with the
-backbone state carried (see `ttt_mm.embedder`), so long sounds need no cropping.
+backbone state carried (see `ttt_mm.embed.embedder`), so long sounds need no cropping.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 
 from torch import Tensor, nn
 
-from ttt_mm.embedder import Embedder
+from ttt_mm.embed.embedder import Embedder
 
 
 class HearModel(nn.Module):
@@ -33,7 +33,7 @@ class HearModel(nn.Module):
         if embedder.modalities != ("audio",):
             raise ValueError(
                 f"the HEAR interface needs a model whose tokenizer reads audio only; this one reads "
-                f"{' and '.join(embedder.modalities)} (use ttt_mm.embedder.Embedder for it)"
+                f"{' and '.join(embedder.modalities)} (use ttt_mm.embed.Embedder for it)"
             )
         if embedder.hop_seconds is not None or embedder.pool != "mean":
             raise ValueError("build the embedder with hop_seconds=None and pool='mean' for HEAR")

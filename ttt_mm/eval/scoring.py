@@ -14,7 +14,7 @@ Token ``t`` is scored when it, token ``t - offset`` and token ``t - P`` are all 
 ``offset == P`` this is exactly the set ``SequenceModel.losses`` scores). Predictions and targets of
 the previous window reach the next one through `Lag` buffers, so scores do not depend on where the
 windows are cut. Video steps also get per-frame PSNR and SSIM of the predicted frames (see
-`ttt_mm.rollout` for how normalized patches become pixels); audio tokens get the log-mel L1.
+`ttt_mm.eval.rollout` for how normalized patches become pixels); audio tokens get the log-mel L1.
 After each window the scorer starts a rollout of ``rollout_steps`` steps from the state it reached
 and scores each horizon when the true steps arrive in later windows.
 """
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ttt_mm.metrics import mel_l1, psnr, ssim, token_loss
-from ttt_mm.rollout import audio_part, rollout, video_part
+from ttt_mm.eval.metrics import mel_l1, psnr, ssim, token_loss
+from ttt_mm.eval.rollout import audio_part, rollout, video_part
 from ttt_mm.tokenizers import AUDIO, AVTokenizer, Tokens
 
 SERIES = ("model", "copy_last_step", "running_mean")

@@ -1,7 +1,7 @@
 """Embeddings from a trained checkpoint: media of any length in, one vector per token (or per fixed
 hop) with its timestamp and modality out, plus a pooled vector per input.
 
-    from ttt_mm.embedder import Embedder
+    from ttt_mm.embed import Embedder
     embedder = Embedder.from_checkpoint("last.ckpt")           # layer=-1: the last block
     out = embedder.embed_file("talk.flac")                     # streamed window by window
     out.embeddings.shape, out.timestamps[:3], out.pooled.shape   # [N, D], seconds, [D]
@@ -18,7 +18,7 @@ Which tokens become rows: tokens come in steps (``tokens_per_step`` tokens cover
 audio tokens then patches). A step becomes rows only when all of its tokens are real, so the end
 of an input that does not fill a whole step (at most one step: 40 ms of audio or 0.25 s of video at
 the defaults) is left out. Row timestamps are the start of each token's media span, in seconds from
-the file start; `Clock` describes them compactly (this is what the ``.json`` sidecar stores).
+the file start; `ttt_mm.embed.clock.Clock` describes them compactly (this is what the ``.json`` sidecar stores).
 
 Downsampling (``hop_seconds``, e.g. 0.5): rows are means over the tokens of the steps whose start
 falls in ``[start + k * hop, start + (k + 1) * hop)``, timestamped at the bin start. The hop must be
@@ -31,30 +31,26 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
-import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from torch import Tensor
 
-from ttt_mm.backbone import Backbone
+from ttt_mm.backbone import Backbone, BackboneState
 from ttt_mm.data.datasets import ReadSpec, clip_span, iter_windows
 from ttt_mm.data.sources import ClipInfo
-from ttt_mm.embed_stream import MIXED, Clock, Stream
+from ttt_mm.embed.checkpoint import load_parts
+from ttt_mm.embed.clock import MIXED, Clock
+from ttt_mm.embed.reducers import POOLS, HopBins, Pool
 from ttt_mm.tokenizers import AUDIO, VIDEO, AudioTokenizer, AVTokenizer, Tokenizer, VideoTokenizer
 
 log = logging.getLogger(__name__)
 
-POOLS = ("mean", "max", "mean_std")
 DEFAULT_WINDOW_TOKENS = 1024
 """Tokens per streaming window by default: what one window costs in memory does not depend on the
 tokenizer (41 s of audio at 25 tokens/s, 3.75 s of 128 px audio-visual media at 276 tokens/s)."""
-__all__ = ["MIXED", "POOLS", "Clock", "Embedder", "Embeddings", "Stream", "load_parts"]
 
 
 @dataclass
@@ -211,34 +207,75 @@ class Embedder:
         return t if isinstance(t, AudioTokenizer) else t.audio if isinstance(t, AVTokenizer) else None
 
 
-def load_parts(path: str | os.PathLike) -> tuple[Tokenizer, Backbone, dict]:
-    """Tokenizer, backbone and hyperparameters of a ``SequenceModel`` checkpoint, without Lightning.
+# ------------------------------------------------------------------------------------- streaming
 
-    They are built exactly as ``SequenceModel.__init__`` builds them (``instantiate`` of the saved
-    ``tokenizer`` and ``backbone`` mappings) and their weights loaded strictly. Checkpoints are
-    pickles (Lightning saves Hydra containers in them): load only files you trust.
+
+class Stream:
+    """One input being embedded: `push` its window batches in order, then `finish`.
+
+    Each call returns the rows that became final, ``[B, n, D]`` float32 on the CPU (n may be 0);
+    `clock` and `pooled` describe everything returned so far.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {str(exc).splitlines()[0]}") from None
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hparams or "tokenizer" not in hparams or "backbone" not in hparams or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a ttt_mm SequenceModel checkpoint (no tokenizer/backbone hyperparameters)")
-    try:
-        tokenizer, backbone = instantiate(hparams["tokenizer"]), instantiate(hparams["backbone"])
-    except InstantiationException as exc:  # e.g. a checkpoint from a version with other classes
-        raise ValueError(f"cannot rebuild the model of {path}: {str(exc).splitlines()[0]}") from None
-    for name, module in (("tokenizer", tokenizer), ("backbone", backbone)):
-        prefix = name + "."
-        weights = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-        module.load_state_dict(weights, strict=True)
-    return tokenizer, backbone, dict(hparams)
+
+    def __init__(self, embedder: Embedder, start: float = 0.0) -> None:
+        self.embedder, self.start = embedder, float(start)
+        self.state: BackboneState | None = None
+        self.batch_size = 1
+        self.num_tokens = 0
+        self._pool = None if embedder.pool is None else Pool(embedder.pool)
+        self._bins = None
+        if embedder.hop_seconds is None:
+            self.clock = Clock(self.start, embedder.seconds_per_step, embedder.slot_offsets, embedder.slot_modality)
+        else:
+            modalities = set(embedder.slot_modality)
+            mixed = modalities.pop() if len(modalities) == 1 else MIXED
+            self.clock = Clock(self.start, embedder.hop_seconds, (0.0,), (mixed,))
+            self._bins = HopBins(embedder.seconds_per_step, embedder.hop_seconds, embedder.tokens_per_step, self.clock)
+
+    @torch.inference_mode()
+    def push(self, batch: Mapping[str, Any]) -> Tensor:
+        """Embed the next window (a collated batch as `ttt_mm.data.iter_windows` yields)."""
+        e = self.embedder
+        batch = {k: v.to(e.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        tokens = e.tokenizer(batch)
+        _, hidden, self.state = e.backbone.forward_intermediates(tokens.embeddings, self.state, layers=(e.layer,))
+        h = e.backbone.norm(hidden[0]) if e.norm else hidden[0]  # [B, N, D]
+        B, N, D = h.shape
+        k = e.tokens_per_step
+        if N % k:
+            raise ValueError(f"the tokenizer returned {N} tokens, not a whole number of steps of {k}")
+        window_start = float(torch.as_tensor(batch.get("start", 0.0), dtype=torch.float64).reshape(-1)[0])
+        first = (window_start - self.start) / e.seconds_per_step
+        if abs(first - round(first)) > 1e-6:
+            raise ValueError(
+                f"a window starts {window_start - self.start:.6f} s into the input, not on the "
+                f"{e.seconds_per_step} s step grid: use windows whose length is a multiple of it"
+            )
+        self.batch_size = B
+        keep = tokens.mask.reshape(B, N // k, k).all(-1).all(0)  # [S] steps whose tokens are all real
+        steps = round(first) + keep.nonzero().squeeze(1).cpu()
+        rows = h.reshape(B, N // k, k, D)[:, keep].reshape(B, -1, D).float().cpu()
+        self.num_tokens += rows.shape[1]
+        if self._pool is not None:
+            self._pool.add(rows)
+        if self._bins is None:
+            self.clock.add_runs(steps)
+            return rows
+        return self._bins.push(rows, steps)
+
+    def finish(self) -> Tensor:
+        """Rows still held back (the last open bin when downsampling)."""
+        if self._bins is None:
+            return torch.zeros(self.batch_size, 0, self.embedder.dim)
+        return self._bins.finish(self.batch_size, self.embedder.dim)
+
+    def pooled(self) -> Tensor | None:
+        """The pooled vector of every batch row ``[B, P]`` over all tokens so far (None: pooling off)."""
+        if self._pool is None:
+            return None
+        if self.num_tokens == 0:
+            raise ValueError("no token to pool: the input is shorter than one token step")
+        return self._pool.result()
 
 
 def _media(tokenizer: Tokenizer) -> tuple[tuple[str, ...], tuple[int, ...], int | None, float | None, int | None]:
