@@ -13,15 +13,14 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from .backbone import Backbone, BackboneState, reset_rows
+from .eval.metrics import TOKEN_LOSSES, token_loss
 from .layers import TTTLayer
 
-LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 PREDICT = ("next_token", "next_step")
 
 
@@ -68,8 +67,8 @@ class SequenceModel(L.LightningModule):
         super().__init__()
         if predict not in PREDICT:
             raise ValueError(f"predict must be one of {PREDICT}; got {predict!r}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {loss!r}")
+        if loss not in TOKEN_LOSSES:
+            raise ValueError(f"loss must be one of {TOKEN_LOSSES}; got {loss!r}")
         self.save_hyperparameters({k: _plain(v) for k, v in locals().items() if k not in ("self", "__class__")})
         self.tokenizer = instantiate(self.hparams.tokenizer)
         self.backbone: Backbone = instantiate(self.hparams.backbone)
@@ -78,8 +77,6 @@ class SequenceModel(L.LightningModule):
         if carry_state and self.backbone.mixer == "attention":
             raise ValueError("carry_state=true needs a TTT mixer: an attention KV cache would grow without bound")
         self.head = nn.Linear(self.backbone.dim, self.tokenizer.target_dim)
-        dims = self.tokenizer.target_dims
-        self._target_dims = torch.tensor([dims.get(m, self.tokenizer.target_dim) for m in range(max(dims) + 1)])
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
         self._train_state: BackboneState | None = None
         self._val_sums = torch.zeros(3, dtype=torch.float64)  # loss * n, copy loss * n, n
@@ -97,12 +94,8 @@ class SequenceModel(L.LightningModule):
         return mask[:, : -self.offset] & mask[:, self.offset :]
 
     def _loss(self, pred: Tensor, target: Tensor, mask: Tensor, modality: Tensor) -> Tensor:
-        """Mean over scored tokens of the per-token loss, each averaged over its modality's real target
-        entries (audio-visual targets are zero-padded to a common width)."""
-        dims = self._target_dims.to(target.device)[modality]  # [B, N]
-        real = torch.arange(target.shape[-1], device=target.device) < dims.unsqueeze(-1)
-        err = LOSSES[self.hparams.loss](pred, target, reduction="none") * real
-        per = err.sum(-1) / dims
+        """Mean over scored tokens of `token_loss` (each token averaged over its real target entries)."""
+        per = token_loss(pred, target, self.tokenizer.target_widths(modality), self.hparams.loss)
         return (per * mask).sum() / mask.sum().clamp_min(1)
 
     def losses(self, tokens, pred: Tensor) -> tuple[Tensor, Tensor, Tensor]:

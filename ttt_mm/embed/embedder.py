@@ -44,7 +44,7 @@ from ttt_mm.data.sources import ClipInfo
 from ttt_mm.embed.checkpoint import load_parts
 from ttt_mm.embed.clock import MIXED, Clock
 from ttt_mm.embed.reducers import POOLS, HopBins, Pool
-from ttt_mm.tokenizers import AUDIO, VIDEO, AudioTokenizer, AVTokenizer, Tokenizer, VideoTokenizer
+from ttt_mm.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,9 @@ class Embedder:
         self.window_seconds, self.seconds_per_step = window, step
         self.tokens_per_step = int(tokenizer.tokens_per_step)
         self.dim = backbone.dim
-        self.modalities, self.modality_ids, self.sample_rate, self.fps, self.size = _media(tokenizer)
-        self.slot_offsets, self.slot_modality = _slots(tokenizer)
+        self.decoding = tokenizer.decoding
+        d = self.decoding  # shortcuts to what the model reads
+        self.modalities, self.sample_rate, self.fps, self.size = d.modalities, d.sample_rate, d.fps, d.size
 
     @classmethod
     def from_checkpoint(
@@ -143,14 +144,14 @@ class Embedder:
         return cls(tokenizer, backbone, layer, norm, hop_seconds, pool, window_seconds, device)
 
     def read_spec(self) -> ReadSpec:
-        """What to decode for this tokenizer: its streams, rates and frame size."""
-        context = getattr(self._audio_tokenizer(), "context_samples", 0)
+        """What to decode for this tokenizer: its streams, rates and frame size (the others unused)."""
+        d = ReadSpec()  # the defaults fill the fields of a stream the tokenizer does not read
         return ReadSpec(
-            self.modalities,
-            sample_rate=self.sample_rate or 16000,
-            fps=self.fps or 8.0,
-            size=self.size or 128,
-            audio_context_seconds=max(0.025, context / (self.sample_rate or 16000)),
+            self.decoding.modalities,
+            sample_rate=self.decoding.sample_rate or d.sample_rate,
+            fps=self.decoding.fps or d.fps,
+            size=self.decoding.size or d.size,
+            audio_context_seconds=self.decoding.context_samples / (self.decoding.sample_rate or d.sample_rate),
             min_seconds=self.seconds_per_step,
         )
 
@@ -202,10 +203,6 @@ class Embedder:
             out.pooled = None if out.pooled is None else out.pooled[0]
         return out
 
-    def _audio_tokenizer(self) -> AudioTokenizer | None:
-        t = self.tokenizer
-        return t if isinstance(t, AudioTokenizer) else t.audio if isinstance(t, AVTokenizer) else None
-
 
 # ------------------------------------------------------------------------------------- streaming
 
@@ -225,9 +222,10 @@ class Stream:
         self._pool = None if embedder.pool is None else Pool(embedder.pool)
         self._bins = None
         if embedder.hop_seconds is None:
-            self.clock = Clock(self.start, embedder.seconds_per_step, embedder.slot_offsets, embedder.slot_modality)
+            tok = embedder.tokenizer
+            self.clock = Clock(self.start, embedder.seconds_per_step, tok.slot_offsets, tok.slot_modality)
         else:
-            modalities = set(embedder.slot_modality)
+            modalities = set(embedder.tokenizer.slot_modality)
             mixed = modalities.pop() if len(modalities) == 1 else MIXED
             self.clock = Clock(self.start, embedder.hop_seconds, (0.0,), (mixed,))
             self._bins = HopBins(embedder.seconds_per_step, embedder.hop_seconds, embedder.tokens_per_step, self.clock)
@@ -278,32 +276,6 @@ class Stream:
         return self._pool.result()
 
 
-def _media(tokenizer: Tokenizer) -> tuple[tuple[str, ...], tuple[int, ...], int | None, float | None, int | None]:
-    """(streams to decode, modality ids, sample rate, fps, frame size) of a tokenizer."""
-    if isinstance(tokenizer, AVTokenizer):
-        a, v = tokenizer.audio, tokenizer.video
-        return ("audio", "video"), (AUDIO, VIDEO), a.sample_rate, v.fps, v.size
-    if isinstance(tokenizer, AudioTokenizer):
-        return ("audio",), (AUDIO,), tokenizer.sample_rate, None, None
-    if isinstance(tokenizer, VideoTokenizer):
-        return ("video",), (VIDEO,), None, tokenizer.fps, tokenizer.size
-    raise TypeError(
-        f"cannot tell which media a {type(tokenizer).__name__} reads (expected an Audio, Video or AV tokenizer)"
-    )
-
-
-def _slots(tokenizer: Tokenizer) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    """Offset (seconds from the step start) and modality of each token of a step, in token order
-    (see `ttt_mm.tokenizers.av`: a step's audio tokens, then its video patches)."""
-    if isinstance(tokenizer, AVTokenizer):
-        audio = tuple(round(j * tokenizer.audio.seconds_per_step, 9) for j in range(tokenizer.audio_per_step))
-        patches = tokenizer.video.tokens_per_step
-        return audio + (0.0,) * patches, (AUDIO,) * len(audio) + (VIDEO,) * patches
-    if isinstance(tokenizer, AudioTokenizer):
-        return (0.0,), (AUDIO,)
-    return (0.0,) * tokenizer.tokens_per_step, (VIDEO,) * tokenizer.tokens_per_step
-
-
 def _tensor_batch(e: Embedder, audio: Tensor | None, video: Tensor | None) -> dict:
     """Check and batch ``embed_tensor``'s inputs: ``{"audio": [B, n], "video": [B, T, 3, S, S], "batched"}``."""
     out: dict = {}
@@ -348,7 +320,7 @@ def _tensor_windows(e: Embedder, batch: dict, start: float) -> Iterator[dict]:
         seconds.append(batch["video"].shape[1] / e.fps)
     count = max(1, math.ceil(max(seconds) / w - 1e-9))
     size = next(v.shape[0] for k, v in batch.items() if k != "batched")
-    context = getattr(e._audio_tokenizer(), "context_samples", 0)
+    context = e.decoding.context_samples
     for i in range(count):
         item: dict = {"start": torch.full((size,), start + i * w, dtype=torch.float64)}
         if "audio" in batch:

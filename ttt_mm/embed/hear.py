@@ -48,7 +48,7 @@ class HearModel(nn.Module):
         """Embeddings of ``audio [n_sounds, n_samples]`` (see `Embedder.embed_tensor`)."""
         if audio.dim() != 2:
             raise ValueError(f"audio must be [n_sounds, n_samples]; got shape {tuple(audio.shape)}")
-        samples = self.embedder.tokenizer.samples_per_token
+        samples = round(self.embedder.seconds_per_step * self.sample_rate)  # one audio token
         if audio.shape[1] < samples:
             raise ValueError(
                 f"audio of {audio.shape[1]} samples is shorter than one token "

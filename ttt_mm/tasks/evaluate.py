@@ -33,7 +33,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data import ClipInfo, ReadSpec, SkipList
 from ttt_mm.eval.loop import Options, evaluate
-from ttt_mm.eval.rollout import audio_part, video_part
 from ttt_mm.eval.tables import write_outputs
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
@@ -80,16 +79,16 @@ def load_models(
 def check_data(models: dict[str, tuple[str, SequenceModel]], spec: ReadSpec, window_seconds: float) -> None:
     """The decoded data must be what every model's tokenizer expects; fail with the numbers."""
     for name, (_, model) in models.items():
-        tok = model.tokenizer
-        audio, video = audio_part(tok), video_part(tok)
-        wanted = tuple(m for m, part in (("audio", audio), ("video", video)) if part is not None)
-        if set(wanted) != set(spec.modalities):
-            raise ConfigError(f"model {name} reads {list(wanted)} but data.modalities={list(spec.modalities)}")
-        if audio is not None and spec.sample_rate != audio.sample_rate:
-            raise ConfigError(f"model {name} expects {audio.sample_rate} Hz audio; data.sample_rate={spec.sample_rate}")
-        if video is not None and (abs(spec.fps - video.fps) > 1e-9 or spec.size != video.size):
+        tok, wants = model.tokenizer, model.tokenizer.decoding
+        if set(wants.modalities) != set(spec.modalities):
             raise ConfigError(
-                f"model {name} expects {video.fps} fps at {video.size} px; data has fps={spec.fps}, size={spec.size}"
+                f"model {name} reads {list(wants.modalities)} but data.modalities={list(spec.modalities)}"
+            )
+        if "audio" in wants.modalities and spec.sample_rate != wants.sample_rate:
+            raise ConfigError(f"model {name} expects {wants.sample_rate} Hz audio; data.sample_rate={spec.sample_rate}")
+        if "video" in wants.modalities and (abs(spec.fps - wants.fps) > 1e-9 or spec.size != wants.size):
+            raise ConfigError(
+                f"model {name} expects {wants.fps} fps at {wants.size} px; data has fps={spec.fps}, size={spec.size}"
             )
         steps = window_seconds / tok.seconds_per_step
         if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
