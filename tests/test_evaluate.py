@@ -39,13 +39,15 @@ def tiny_model(mixer: str = "ttt_linear") -> SequenceModel:
         # pixel targets: fed back, true targets give the very frames that were read (see the rollout tests)
         "video": {"_target_": "ttt_mm.tokenizers.VideoTokenizer", "dim": dim, "size": 32, "target_pool": 1},
     }
+    layer = {
+        "ttt_linear": {"_target_": "ttt_mm.layers.TTTLayer", "mini_batch_size": 4},
+        "attention": {"_target_": "ttt_mm.layers.AttentionLayer"},
+    }[mixer]
     backbone = {
         "_target_": "ttt_mm.backbone.Backbone",
         "dim": dim,
         "depth": 1,
-        "num_heads": 2,
-        "mixer": mixer,
-        "mini_batch_size": 4,
+        "mixer": layer | {"_partial_": True, "num_heads": 2},
     }
     return SequenceModel(tokenizer, backbone).eval()
 
@@ -233,7 +235,7 @@ def test_evaluate_writes_every_output(evaluated, capsys):
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"ttt_linear", "attention"}
+    assert set(metrics["models"]) == {"ttt", "attention"}  # named after the mixer class
     assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4"]
     for m in metrics["models"].values():
         assert all(np.isfinite(v) for v in m["loss"].values())
@@ -250,7 +252,7 @@ def test_evaluate_writes_every_output(evaluated, capsys):
         assert set(next(csv.DictReader(f))) >= {"model", "loss_model", "loss_copy_last_step", "loss_running_mean"}
     report(result)
     printed = capsys.readouterr().out
-    assert "ttt_linear: loss" in printed and "attention: loss" in printed
+    assert "ttt: loss" in printed and "attention: loss" in printed
 
 
 def test_bad_files_are_reported_and_skipped(evaluated, capsys):
@@ -283,7 +285,7 @@ def test_command_line(folder, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all((tmp_path / "out" / name).is_file() for name in OUTPUTS)
-    assert "skipped 3 file(s)" in proc.stdout and "ttt_linear: loss" in proc.stdout
+    assert "skipped 3 file(s)" in proc.stdout and "ttt: loss" in proc.stdout
     proc = subprocess.run(
         call + [f"ckpt={tmp_path}/missing.ckpt", f"output={tmp_path}/bad"],
         cwd=REPO,

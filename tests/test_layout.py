@@ -86,6 +86,28 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def test_nothing_outside_the_tokenizers_names_a_concrete_tokenizer():
+    """Callers use the `Tokenizer` interface; only configs (and the old-checkpoint translation,
+    which rewrites configs) name a concrete class, as a ``_target_`` string."""
+    concrete = {"AudioTokenizer", "VideoTokenizer", "AVTokenizer"}
+    users = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.is_relative_to(PACKAGE / "tokenizers"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Name | ast.Attribute | ast.alias):
+                name = (
+                    node.id
+                    if isinstance(node, ast.Name)
+                    else node.attr
+                    if isinstance(node, ast.Attribute)
+                    else node.name
+                )
+                if name in concrete:
+                    users.append(f"{path.relative_to(PACKAGE)}: {name}")
+    assert users == []
+
+
 def test_the_top_level_holds_only_the_backbone_the_module_and_packages():
     files = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert files == ["__init__.py", "backbone.py", "module.py"]

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from .backbone import Backbone, BackboneState, reset_rows
 from .eval.metrics import TOKEN_LOSSES, token_loss
-from .layers import TTTLayer
 
 PREDICT = ("next_token", "next_step")
 
@@ -44,7 +43,8 @@ class SequenceModel(L.LightningModule):
         predict: ``"next_token"`` predicts token ``i + 1``; ``"next_step"`` predicts token
             ``i + tokenizer.tokens_per_step`` (for video: the same patch one tubelet step later).
         loss: ``"mse"`` or ``"l1"`` on the tokenizer's normalised targets, masked by validity.
-        lr, betas, weight_decay: AdamW; norms, biases and the TTT inner initial weights get no decay.
+        lr, betas, weight_decay: AdamW; norms, biases and what the mixers name (e.g. the TTT inner
+            initial weights) get no decay.
         warmup_steps, min_lr_ratio: linear warm-up, then cosine decay to ``min_lr_ratio * lr`` at the
             trainer's last step.
         carry_state: train consecutive windows of one stream in order, carrying the backbone state
@@ -57,10 +57,10 @@ class SequenceModel(L.LightningModule):
         backbone: Mapping,
         predict: Literal["next_token", "next_step"] = "next_step",
         loss: Literal["mse", "l1"] = "mse",
-        lr: float = 1e-3,
+        lr: float = 2e-3,
         betas: tuple[float, float] = (0.9, 0.95),
         weight_decay: float = 0.05,
-        warmup_steps: int = 100,
+        warmup_steps: int = 50,
         min_lr_ratio: float = 0.1,
         carry_state: bool = False,
     ):
@@ -74,8 +74,11 @@ class SequenceModel(L.LightningModule):
         self.backbone: Backbone = instantiate(self.hparams.backbone)
         if self.tokenizer.dim != self.backbone.dim:
             raise ValueError(f"tokenizer.dim ({self.tokenizer.dim}) must equal backbone.dim ({self.backbone.dim})")
-        if carry_state and self.backbone.mixer == "attention":
-            raise ValueError("carry_state=true needs a TTT mixer: an attention KV cache would grow without bound")
+        if carry_state and not self.backbone.bounded_state:
+            raise ValueError(
+                "carry_state=true needs a mixer with a bounded state (e.g. TTT): an attention KV cache "
+                "would grow without bound"
+            )
         self.head = nn.Linear(self.backbone.dim, self.tokenizer.target_dim)
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
         self._train_state: BackboneState | None = None
@@ -164,14 +167,13 @@ class SequenceModel(L.LightningModule):
     # --------------------------------------------------------------------------------- optimizers
 
     def _no_decay(self) -> set[int]:
-        """Norms, biases, embeddings of size < 2D, and the TTT inner model's initial weights."""
+        """Tensors of < 2 dims (biases, scales), norm weights, and what the mixers name (e.g. TTT's
+        inner initial weights)."""
         skip = {id(p) for p in self.parameters() if p.dim() < 2}
         for m in self.modules():
-            if isinstance(m, TTTLayer):
-                skip |= {id(p) for p in (*m.inner_params(), m.ln_weight, m.ln_bias, m.token_scale_delta)}
             if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
                 skip |= {id(p) for p in m.parameters()}
-        return skip
+        return skip | {id(p) for p in self.backbone.no_weight_decay()}
 
     def configure_optimizers(self):
         skip = self._no_decay()

@@ -29,18 +29,19 @@ from ttt_mm.data.io import MediaError
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 MODALITIES = ("audio", "video")
 
 
 @dataclass(frozen=True)
 class ReadSpec:
-    """What to decode for each window (the tokenizer defaults: 16 kHz, 8 fps, 128 px)."""
+    """What to decode for each window (the tokenizers' default media clock: 16 kHz, 8 fps, 128 px)."""
 
     modalities: tuple[str, ...] = MODALITIES
-    sample_rate: int = 16000
-    fps: float = 8.0
-    size: int = 128
+    sample_rate: int = SAMPLE_RATE
+    fps: float = FPS
+    size: int = FRAME_SIZE
     audio_context_seconds: float = 0.025  # >= win_length - hop_length of the audio tokenizer
     min_seconds: float = 0.5  # shorter clips (e.g. 1-frame videos) are bad files
 

@@ -115,8 +115,8 @@ class Embedder:
                 f"window_seconds={window} must be a multiple of the tokenizer's step of {step} s "
                 f"(e.g. {max(1, round(window / step)) * step:g})"
             )
-        if backbone.mixer == "attention":
-            log.warning("attention backbone: its KV cache grows with the input, so memory is not constant")
+        if not backbone.bounded_state:
+            log.warning("the backbone's state grows with the input (an attention KV cache): memory is not constant")
         self.device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer, self.backbone = tokenizer.eval().to(self.device), backbone.eval().to(self.device)
         self.layer, self.norm, self.pool = layer % backbone.depth, norm, pool
@@ -138,9 +138,11 @@ class Embedder:
         hop_seconds: float | None = None,
         pool: Literal["mean", "max", "mean_std"] | None = "mean",
         window_seconds: float | None = None,
+        weights_only: bool = True,
     ) -> Embedder:
-        """Build from a ``SequenceModel`` checkpoint (see `load_parts`); arguments as in the constructor."""
-        tokenizer, backbone, _ = load_parts(path)
+        """Build from a ``SequenceModel`` checkpoint; arguments as in the constructor, ``weights_only`` as
+        in `ttt_mm.embed.checkpoint` (the one loader: ``False`` only for files you trust)."""
+        tokenizer, backbone, _ = load_parts(path, weights_only)
         return cls(tokenizer, backbone, layer, norm, hop_seconds, pool, window_seconds, device)
 
     def read_spec(self) -> ReadSpec:

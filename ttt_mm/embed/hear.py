@@ -58,15 +58,17 @@ class HearModel(nn.Module):
         return self.embedder.embed_tensor(audio=audio)
 
 
-def load_model(model_file_path: str | os.PathLike = "", layer: int = -1, device: str | None = None) -> HearModel:
+def load_model(
+    model_file_path: str | os.PathLike = "", layer: int = -1, device: str | None = None, weights_only: bool = True
+) -> HearModel:
     """Load a ttt-mm checkpoint (``SequenceModel``, audio tokenizer) as a HEAR model.
 
     ``layer`` picks the block whose output is the embedding (-1: the last); ``device`` defaults to
-    CUDA when available.
+    CUDA when available; ``weights_only`` as in `ttt_mm.embed.checkpoint`.
     """
     if not model_file_path:
         raise ValueError("load_model needs the path of a ttt-mm checkpoint (there are no built-in weights)")
-    return HearModel(Embedder.from_checkpoint(model_file_path, layer=layer, device=device))
+    return HearModel(Embedder.from_checkpoint(model_file_path, layer=layer, device=device, weights_only=weights_only))
 
 
 def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,5 @@
-"""What every entry point shares: the config folder, the config error, and the config's resolvers."""
+"""What every entry point shares: the config folder, the config error, and the config's resolvers
+(registered on import, so anything that composes ``conf/`` imports this module first)."""
 
 from __future__ import annotations
 
@@ -20,4 +21,10 @@ def _run_dir(ckpt_path: str | None, default: str) -> str:
     return str(Path(ckpt_path).resolve().parent.parent)
 
 
+def _eq(a, b) -> bool:
+    """``${eq:${model.backbone.variant},mamba}``: one config value switching another on."""
+    return a == b
+
+
 OmegaConf.register_new_resolver("run_dir", _run_dir, replace=True)
+OmegaConf.register_new_resolver("eq", _eq, replace=True)

@@ -183,7 +183,7 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
     if not Path(cfg.ckpt).is_file():
         raise ConfigError(f"ckpt={cfg.ckpt} does not exist")
     try:
-        tokenizer, backbone, hparams = load_parts(cfg.ckpt)
+        tokenizer, backbone, hparams = load_parts(cfg.ckpt, bool(cfg.weights_only))
         embedder = Embedder(
             tokenizer, backbone, cfg.layer, cfg.norm, cfg.hop_seconds, cfg.pool, cfg.window_seconds, cfg.device
         )

@@ -21,7 +21,6 @@ one ``error:`` line and exit code 2.
 from __future__ import annotations
 
 import logging
-import pickle
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data import ClipInfo, ReadSpec, SkipList
+from ttt_mm.embed.checkpoint import load_model
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.tables import write_outputs
 from ttt_mm.module import SequenceModel
@@ -49,28 +49,24 @@ def resolve_device(name: str) -> torch.device:
 def load_models(
     ckpts: list[str], names: list[str] | None, device: torch.device, weights_only: bool = True
 ) -> dict[str, tuple[str, SequenceModel]]:
-    """``{name: (path, model)}`` in eval mode on ``device``. ``weights_only=False`` also unpickles
-    arbitrary objects (checkpoints written before hyperparameters were plain types): trusted files only."""
+    """``{name: (path, model)}`` in eval mode on ``device``, through the one checkpoint loader.
+    Unnamed models are called after their mixer class (``ttt``, ``attention``), numbered if repeated."""
     if names is not None and len(names) != len(ckpts):
         raise ConfigError(f"names has {len(names)} entries but ckpt has {len(ckpts)}")
     out: dict[str, tuple[str, SequenceModel]] = {}
     for i, path in enumerate(ckpts):
-        if not Path(path).is_file():
-            raise ConfigError(f"checkpoint {path} does not exist")
         try:
-            model = SequenceModel.load_from_checkpoint(path, map_location=device, weights_only=weights_only).eval()
-        except pickle.UnpicklingError as err:
-            lines = str(err).strip().splitlines()
-            first = next((line.strip() for line in lines if "Unsupported global" in line), lines[0])
-            raise ConfigError(
-                f"checkpoint {path} holds objects other than tensors and plain types ({first}); "
-                "if you trust the file, pass weights_only=false"
-            ) from None
-        name = names[i] if names is not None else model.hparams.backbone.get("mixer", "model")
+            model = load_model(path, device, weights_only)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(str(err)) from None
+        if names is not None:
+            name = names[i]
+        else:
+            name = type(model.backbone.blocks[0].mixer).__name__.removesuffix("Layer").lower()
         if name in out and names is not None:
             raise ConfigError(f"names must be unique; {name!r} is repeated")
         base, number = name, 2
-        while name in out:  # the same mixer twice: ttt_linear, ttt_linear_2, ...
+        while name in out:  # the same mixer twice: ttt, ttt_2, ...
             name, number = f"{base}_{number}", number + 1
         out[name] = (path, model)
     return out
