@@ -28,7 +28,7 @@ from ttt_mm.data import io
 from ttt_mm.data.io import MediaError
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClipInfo
-from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.data.windows import Media
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 MODALITIES = ("audio", "video")
@@ -58,7 +58,7 @@ class ReadSpec:
 
 def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
     """``(start, end)`` seconds of the clip where every requested stream has data."""
-    if isinstance(clip.media, SyntheticClip):
+    if isinstance(clip.media, Media):
         end = clip.media.duration
     else:
         info = io.probe(clip.media, streams=spec.modalities)
@@ -91,7 +91,7 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
     if "audio" in spec.modalities:
         sr, context = spec.sample_rate, spec.context_samples
         first = round(start * sr)
-        if isinstance(media, SyntheticClip):
+        if isinstance(media, Media):
             samples = media.audio((first - context) / sr, (context + round(duration * sr)) / sr, sr)
         else:
             samples = io.read_audio(media, (first - context) / sr, (context + round(duration * sr)) / sr, sr)
@@ -99,7 +99,7 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
             raise MediaError(clip.name, f"no audio samples at {start:.3f} s")
         item["audio_context"], item["audio"] = samples[:context], samples[context:]
     if "video" in spec.modalities:
-        if isinstance(media, SyntheticClip):
+        if isinstance(media, Media):
             frames = media.video(start, duration, spec.fps, spec.size)
         else:
             frames = io.read_video(media, start, duration, spec.fps, spec.size)
@@ -249,13 +249,9 @@ def _check_grid(window_seconds: float, spec: ReadSpec) -> None:
 
 
 def iter_windows(
-    media: str | SyntheticClip,
-    window_seconds: float,
-    spec: ReadSpec = ReadSpec(),
-    start: float = 0.0,
-    end: float | None = None,
+    media: str | Media, window_seconds: float, spec: ReadSpec = ReadSpec(), start: float = 0.0, end: float | None = None
 ) -> Iterator[dict]:
-    """Stream one file (or synthetic clip) as consecutive collated windows (batch size 1).
+    """Stream one file (or other `Media`: a synthetic clip, tensors) as consecutive collated windows (batch size 1).
 
     Tokenizing the windows and joining the tokens gives the tokens of one pass over the whole span
     when ``window_seconds`` is a multiple of the tokenizer's ``seconds_per_step`` (0.04 s audio,

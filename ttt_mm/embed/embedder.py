@@ -29,7 +29,6 @@ downsampling: ``"mean"``, ``"max"`` or ``"mean_std"`` (mean and standard deviati
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,8 +38,10 @@ import torch
 from torch import Tensor
 
 from ttt_mm.backbone import Backbone, BackboneState
-from ttt_mm.data.datasets import ReadSpec, clip_span, iter_windows
+from ttt_mm.data.datasets import ReadSpec, clip_span, collate, iter_windows, walk
+from ttt_mm.data.io import MediaError
 from ttt_mm.data.sources import ClipInfo
+from ttt_mm.data.windows import TensorMedia, to_device
 from ttt_mm.embed.checkpoint import load_parts
 from ttt_mm.embed.clock import MIXED, Clock
 from ttt_mm.embed.reducers import POOLS, HopBins, Pool
@@ -196,11 +197,16 @@ class Embedder:
         ``audio``: float ``[n]`` or ``[B, n]`` mono at `sample_rate`; ``video``: uint8
         ``[T, 3, size, size]`` or ``[B, T, 3, size, size]`` at `fps` (what the tokenizer reads). With
         a batch axis, every row is a separate input of the same length and the result has a batch
-        axis too.
+        axis too. The tensors are cut into windows by the same code as files
+        (`ttt_mm.data.windows.TensorMedia`), with ``start`` the time of their first sample.
         """
-        batch = _tensor_batch(self, audio, video)
-        out = self.embed_windows(_tensor_windows(self, batch, start), start=start)
-        if not batch["batched"]:
+        inputs, batched = _tensor_inputs(self, audio, video, start)
+        rows = [walk(ClipInfo(media, start=start), self.window_seconds, self.read_spec()) for media in inputs]
+        try:  # the rows have the same length, so the same windows: each window is one batch
+            out = self.embed_windows((collate(items) for items in zip(*rows)), start=start)
+        except MediaError as exc:
+            raise ValueError(f"in-memory input: {exc.reason}") from None
+        if not batched:
             out.embeddings = out.embeddings[0]
             out.pooled = None if out.pooled is None else out.pooled[0]
         return out
@@ -236,7 +242,7 @@ class Stream:
     def push(self, batch: Mapping[str, Any]) -> Tensor:
         """Embed the next window (a collated batch as `ttt_mm.data.iter_windows` yields)."""
         e = self.embedder
-        batch = {k: v.to(e.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        batch = to_device(batch, e.device)
         tokens = e.tokenizer(batch)
         _, hidden, self.state = e.backbone.forward_intermediates(tokens.embeddings, self.state, layers=(e.layer,))
         h = e.backbone.norm(hidden[0]) if e.norm else hidden[0]  # [B, N, D]
@@ -278,60 +284,44 @@ class Stream:
         return self._pool.result()
 
 
-def _tensor_batch(e: Embedder, audio: Tensor | None, video: Tensor | None) -> dict:
-    """Check and batch ``embed_tensor``'s inputs: ``{"audio": [B, n], "video": [B, T, 3, S, S], "batched"}``."""
-    out: dict = {}
+def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, start: float) -> tuple[list, bool]:
+    """``embed_tensor``'s inputs checked and split into one `TensorMedia` per batch row; and whether
+    they had a batch axis."""
+    given: dict[str, Tensor] = {}
     batched = None
     for name, value, dims in (("audio", audio, 1), ("video", video, 4)):
-        wanted = name in e.modalities
-        if (value is not None) != wanted:
-            given = "a tensor" if value is not None else None
-            raise ValueError(f"this model reads {' and '.join(e.modalities)}; got {name}={given}")
+        if (value is not None) != (name in e.modalities):
+            given_text = "a tensor" if value is not None else None
+            raise ValueError(f"this model reads {' and '.join(e.modalities)}; got {name}={given_text}")
         if value is None:
             continue
         if value.dim() not in (dims, dims + 1):
             raise ValueError(
                 f"{name} must have {dims} dimensions, or {dims + 1} with a batch axis; got {tuple(value.shape)}"
             )
-        is_batched = value.dim() == dims + 1
-        if batched is not None and batched != is_batched:
+        if batched is not None and batched != (value.dim() == dims + 1):
             raise ValueError("give audio and video both with or both without a batch axis")
-        batched = is_batched
-        out[name] = value if is_batched else value.unsqueeze(0)
-    if "video" in out:
-        v = out["video"]
+        batched = value.dim() == dims + 1
+        given[name] = value if batched else value.unsqueeze(0)
+    if "video" in given:
+        v = given["video"]
         if v.dtype != torch.uint8 or tuple(v.shape[2:]) != (3, e.size, e.size):
             raise ValueError(
                 f"video must be uint8 [.., T, 3, {e.size}, {e.size}] at {e.fps} fps; got {v.dtype} {tuple(v.shape)}"
             )
-    if "audio" in out:
-        out["audio"] = out["audio"].float()
-    if len({x.shape[0] for k, x in out.items()}) > 1:
-        raise ValueError(f"audio and video batch sizes differ: {[tuple(x.shape) for x in out.values()]}")
-    out["batched"] = bool(batched)
-    return out
-
-
-def _tensor_windows(e: Embedder, batch: dict, start: float) -> Iterator[dict]:
-    """Consecutive window batches of in-memory media, with the audio context each window needs."""
-    w = e.window_seconds
-    seconds = []
-    if "audio" in batch:
-        seconds.append(batch["audio"].shape[1] / e.sample_rate)
-    if "video" in batch:
-        seconds.append(batch["video"].shape[1] / e.fps)
-    count = max(1, math.ceil(max(seconds) / w - 1e-9))
-    size = next(v.shape[0] for k, v in batch.items() if k != "batched")
-    context = e.decoding.context_samples
-    for i in range(count):
-        item: dict = {"start": torch.full((size,), start + i * w, dtype=torch.float64)}
-        if "audio" in batch:
-            a, n = batch["audio"], round(w * e.sample_rate)
-            lo = i * n
-            ctx = a[:, max(0, lo - context) : lo]
-            item["audio_context"] = torch.cat([ctx.new_zeros(size, context - ctx.shape[1]), ctx], dim=1)
-            item["audio"], item["sample_rate"] = a[:, lo : lo + n], e.sample_rate
-        if "video" in batch:
-            f = round(w * e.fps)
-            item["video"], item["fps"] = batch["video"][:, i * f : (i + 1) * f], e.fps
-        yield item
+    if len({x.shape[0] for x in given.values()}) > 1:
+        raise ValueError(f"audio and video batch sizes differ: {[tuple(x.shape) for x in given.values()]}")
+    rows = next(iter(given.values())).shape[0]
+    samples, frames = given.get("audio"), given.get("video")
+    inputs = [
+        TensorMedia(
+            None if samples is None else samples[r].float().cpu(),
+            None if frames is None else frames[r].cpu(),
+            e.sample_rate,
+            e.fps,
+            offset=start,
+            name=f"<tensor row {r}>",
+        )
+        for r in range(rows)
+    ]
+    return inputs, bool(batched)

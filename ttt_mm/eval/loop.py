@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from ttt_mm.data import MediaError, ReadSpec, SkipList, iter_windows
+from ttt_mm.data.windows import to_device
 from ttt_mm.eval import plots
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.scoring import ClipScorer
@@ -55,10 +54,6 @@ def model_info(path: str, model: SequenceModel, rollout_steps: int) -> dict:
     return info
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def evaluate(
     models, clips, spec: ReadSpec, window_seconds: float, options: Options, skips: SkipList, output: Path
 ) -> dict:
@@ -89,7 +84,7 @@ def evaluate(
         }
         try:
             for batch in iter_windows(clip.media, window_seconds, spec, start=clip.start, end=clip.end):
-                batch = _to_device(batch, device)
+                batch = to_device(batch, device)
                 for scorer in scorers.values():
                     scorer.push(batch)
         except MediaError as exc:  # the whole file is left out, also the windows already scored
