@@ -20,6 +20,10 @@ AV = {  # 5 audio tokens + 4 patches per 0.25 s step
     "video": VIDEO,
 }
 TOKENIZERS = {"audio": AUDIO, "video": VIDEO, "av": AV}
+MIXERS = {  # the mixer factories as conf/model/<name>.yaml gives them
+    "ttt_linear": {"_target_": "ttt_mm.layers.TTTLayer", "_partial_": True, "num_heads": 2, "mini_batch_size": 8},
+    "attention": {"_target_": "ttt_mm.layers.AttentionLayer", "_partial_": True, "num_heads": 2},
+}
 
 
 def save_checkpoint(path: Path, tokenizer: dict, mixer: str = "ttt_linear", depth: int = 2) -> Path:
@@ -28,14 +32,7 @@ def save_checkpoint(path: Path, tokenizer: dict, mixer: str = "ttt_linear", dept
 
     from ttt_mm.module import SequenceModel
 
-    backbone = {
-        "_target_": "ttt_mm.backbone.Backbone",
-        "dim": DIM,
-        "depth": depth,
-        "num_heads": 2,
-        "mini_batch_size": 8,
-    }
-    backbone["mixer"] = mixer
+    backbone = {"_target_": "ttt_mm.backbone.Backbone", "dim": DIM, "depth": depth, "mixer": MIXERS[mixer]}
     model = SequenceModel(tokenizer, backbone, betas=OmegaConf.create([0.9, 0.95]))
     quiet = {
         "logger": False,

@@ -1,9 +1,12 @@
 """The Backbone stack: streaming state across calls, intermediates, checkpointing, config errors."""
 
+from functools import partial
+
 import pytest
 import torch
 
 from ttt_mm.backbone import Backbone, reset_rows, state_tensors
+from ttt_mm.layers import AttentionLayer, TTTLayer
 
 CONFIGS = [
     ("ttt_linear", "transformer"),
@@ -14,8 +17,17 @@ CONFIGS = [
 ]
 
 
+def mixer_factory(name: str, variant: str = "transformer", num_heads: int = 4):
+    """What conf/model/<name>.yaml builds: a partial the backbone calls with dim=."""
+    if name == "attention":
+        return partial(AttentionLayer, num_heads=num_heads)
+    mamba = variant == "mamba"
+    inner = name.removeprefix("ttt_")
+    return partial(TTTLayer, num_heads=num_heads, inner=inner, mini_batch_size=8, use_gate=mamba, share_qk=mamba)
+
+
 def tiny(mixer, variant, **kw):
-    return Backbone(dim=32, depth=2, num_heads=4, mixer=mixer, variant=variant, mini_batch_size=8, **kw)
+    return Backbone(dim=32, depth=2, mixer=mixer_factory(mixer, variant), variant=variant, **kw)
 
 
 @pytest.mark.parametrize("mixer,variant", CONFIGS)
@@ -79,7 +91,7 @@ def test_detached_state_carries_values_but_no_graph():
 
 
 def test_bf16_autocast_16k_tokens_through_the_backbone_stays_finite():
-    model = Backbone(dim=32, depth=1, num_heads=2, mixer="ttt_linear").eval()
+    model = Backbone(dim=32, depth=1, mixer=partial(TTTLayer, num_heads=2)).eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         y, state = model(torch.randn(1, 16384, 32))
     assert torch.isfinite(y.float()).all()
@@ -88,14 +100,38 @@ def test_bf16_autocast_16k_tokens_through_the_backbone_stays_finite():
 
 @pytest.mark.parametrize(
     "kw,message",
-    [({"mixer": "mamba2"}, "unknown mixer"), ({"variant": "rwkv"}, "unknown variant"), ({"depth": 0}, "positive")],
+    [
+        ({"mixer": "mamba2"}, "unknown mixer 'mamba2'"),
+        ({"variant": "rwkv"}, "unknown variant"),
+        ({"depth": 0}, "positive"),
+    ],
 )
 def test_bad_configuration_is_a_clear_error(kw, message):
     with pytest.raises(ValueError, match=message):
-        Backbone(**{"dim": 32, "num_heads": 4, **kw})
+        Backbone(**{"dim": 32, "depth": 2, "mixer": mixer_factory("ttt_linear"), **kw})
 
 
-@pytest.mark.parametrize("mixer,variant", [c for c in CONFIGS if c[0] != "attention"])
+def test_the_backbone_asks_its_mixers_about_state_and_weight_decay():
+    ttt, attention = tiny("ttt_mlp", "mamba"), tiny("attention", "transformer")
+    assert ttt.bounded_state and not attention.bounded_state
+    assert attention.no_weight_decay() == []
+    names = {n for n, p in ttt.named_parameters() if any(p is q for q in ttt.no_weight_decay())}
+    per_block = {"W1", "b1", "W2", "b2", "ln_weight", "ln_bias", "token_scale_delta"}
+    assert names == {f"blocks.{i}.mixer.{n}" for i in range(2) for n in per_block}
+
+
+def test_every_block_gets_its_own_mixer_built_with_the_backbone_width():
+    made = []
+
+    def factory(dim):
+        made.append(dim)
+        return AttentionLayer(dim, num_heads=2)
+
+    model = Backbone(dim=16, depth=3, mixer=factory)
+    assert made == [16, 16, 16] and len({id(b.mixer) for b in model.blocks}) == 3
+
+
+@pytest.mark.parametrize("mixer,variant", CONFIGS)
 def test_explicit_initial_state_equals_none(mixer, variant):
     model = tiny(mixer, variant).eval()
     x = torch.randn(2, 21, 32)

@@ -19,9 +19,8 @@ from hydra import compose, initialize_config_dir
 from mediafiles import tone, write_video, write_wav
 
 from ttt_mm.data import io
-from ttt_mm.embed_files import NpyRowWriter, load
-from ttt_mm.embed_stream import Stream
-from ttt_mm.embedder import Embedder, load_parts
+from ttt_mm.embed import Embedder, Stream, load_parts
+from ttt_mm.embed.files import NpyRowWriter, load
 from ttt_mm.tasks import embed as task
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,8 +6,7 @@ import pytest
 import torch
 from embedhelpers import TOKENIZERS, one_pass, save_checkpoint
 
-from ttt_mm import hear
-from ttt_mm.embedder import Embedder
+from ttt_mm.embed import Embedder, hear
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.train import build, run
@@ -67,17 +69,41 @@ def test_every_experiment_composes_and_builds(experiment, tmp_path, media_tree):
     assert datamodule.splits["train"]
 
 
-@pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "size", "debug", "tokenizer"])
+@pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "size", "debug", "tokenizer", "model"])
 def test_every_group_option_composes_and_instantiates(group, tmp_path):
-    for option in options(group) + (["default"] if (CONF / group / "default.yaml").exists() else []):
+    for option in options(group) + (
+        ["default"] if group != "model" and (CONF / group / "default.yaml").exists() else []
+    ):
         cfg = compose_train(tmp_path, [f"{group}={option}"])
         if group == "trainer" and cfg.trainer.accelerator == "gpu":
             cfg.trainer.accelerator, cfg.trainer.precision = "cpu", "32-true"  # no GPU here: build the rest
-            if not isinstance(cfg.trainer.get("strategy", "auto"), str):
-                continue  # FSDP needs CUDA to be constructed
+            if option == "fsdp":
+                continue  # Lightning refuses FSDP without CUDA: see the test below
         _, model, trainer = build(cfg)
         expected = 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.get("max_steps", -1)
         assert isinstance(model, SequenceModel) and trainer.max_steps == expected
+
+
+def test_the_fsdp_config_builds_on_cpu_with_gloo_up_to_the_trainer(tmp_path):
+    """The FSDP strategy and its wrap policy are built from ``trainer=fsdp`` on the CPU with the gloo
+    backend, and the policy wraps exactly the backbone's blocks. The Trainer itself cannot be built
+    here: Lightning refuses FSDPStrategy with a CPU accelerator, and torch's FSDP (which Lightning
+    uses) needs an accelerator device to wrap a model, so a run needs GPUs."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from ttt_mm.backbone import Block
+
+    cfg = compose_train(
+        tmp_path, ["trainer=fsdp", "trainer.accelerator=cpu", "+trainer.strategy.process_group_backend=gloo"]
+    )
+    strategy = instantiate(cfg.trainer.strategy)
+    assert isinstance(strategy, FSDPStrategy) and strategy._process_group_backend == "gloo"
+    policy = strategy.kwargs["auto_wrap_policy"]
+    _, model, _ = build(compose_train(tmp_path, ["trainer=cpu"]))
+    wrapped = [m for m in model.modules() if policy(m, recurse=False)]
+    assert len(wrapped) == model.backbone.depth and all(isinstance(m, Block) for m in wrapped)
+    with pytest.raises(InstantiationException, match="requires a GPU accelerator"):
+        build(cfg)
 
 
 def test_default_run_carries_state_over_streamed_windows_and_attention_starts_fresh(tmp_path):
@@ -86,10 +112,10 @@ def test_default_run_carries_state_over_streamed_windows_and_attention_starts_fr
     _, model, _ = build(ttt)
     assert model.hparams.carry_state is True  # the checkpoint records the resolved value
     tokens = ttt.data.clip_seconds / model.tokenizer.seconds_per_step * model.tokenizer.tokens_per_step
-    assert tokens % ttt.model.backbone.mini_batch_size == 0  # rows can restart between windows
+    assert tokens % ttt.model.backbone.mixer.mini_batch_size == 0  # rows can restart between windows
     attention = compose_train(tmp_path, ["experiment=attention_baseline"])
     assert attention.data.stream and not attention.model.carry_state  # same windows, no state
-    assert build(attention)[1].backbone.mixer == "attention"
+    assert not build(attention)[1].backbone.bounded_state
     assert not compose_train(tmp_path, ["data=video_folder", "data.root=/x"]).model.carry_state
 
 
@@ -216,7 +242,7 @@ def test_bad_config_values_end_in_one_clear_line(tmp_path):
             sys.executable,
             str(ROOT / "train.py"),
             "debug=default",
-            "model.backbone.mixer=mamba9",
+            "model.backbone.mixer=mamba9",  # a name where the mixer factory belongs
             f"hydra.run.dir={tmp_path}",
         ],
         cwd=tmp_path,

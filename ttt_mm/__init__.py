@@ -1,3 +1,52 @@
-"""ttt-mm: Test-Time Training backbones for very long audio and video sequences."""
+"""ttt-mm: Test-Time Training backbones for very long audio and video sequences.
+
+Old import paths of modules that moved into ``ttt_mm.embed`` and ``ttt_mm.eval`` still work for
+one release: importing one gives the module at its new home and a DeprecationWarning. They are
+resolved by a small import hook rather than by shim files, so the package's top level holds only
+``backbone`` and ``module`` beside its sub-packages.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import warnings
 
 __version__ = "0.1.0"
+
+MOVED = {
+    "ttt_mm.embedder": "ttt_mm.embed",
+    "ttt_mm.embed_stream": "ttt_mm.embed",
+    "ttt_mm.embed_files": "ttt_mm.embed.files",
+    "ttt_mm.hear": "ttt_mm.embed.hear",
+    "ttt_mm.metrics": "ttt_mm.eval.metrics",
+    "ttt_mm.plots": "ttt_mm.eval.plots",
+    "ttt_mm.report": "ttt_mm.eval.report",
+    "ttt_mm.rollout": "ttt_mm.eval.rollout",
+    "ttt_mm.scoring": "ttt_mm.eval.scoring",
+}
+"""Deprecated module path -> its home since 0.2 (removed in the release after)."""
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds the paths in `MOVED` and loads each as the module at its new home (the same object)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec):
+        new = MOVED[spec.name]
+        # stacklevel 2 is the importing line: the import system's own frames are skipped
+        warnings.warn(f"{spec.name} is deprecated; import {new} instead", DeprecationWarning, stacklevel=2)
+        return importlib.import_module(new)
+
+    def exec_module(self, module) -> None:
+        """The module was executed at its new home."""
+
+
+if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _MovedModules())  # before the path finders: the old files may linger

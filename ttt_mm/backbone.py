@@ -1,25 +1,28 @@
-"""Pre-norm residual blocks and the embedding-agnostic ``Backbone`` stack, with explicit streaming state."""
+"""Pre-norm residual blocks and the embedding-agnostic ``Backbone`` stack, with explicit streaming state.
+
+The sequence mixer is injected: the backbone calls a factory (``mixer(dim=C)``) once per block and
+then only asks the mixers the questions of `ttt_mm.layers.Mixer` (is the state bounded, which
+parameters take no weight decay), so it never knows which mixer it holds.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import AttentionLayer, CausalDepthwiseConv, KVCache, SwiGLU, TTTLayer, TTTLayerState
+from .layers import CausalDepthwiseConv, MixerFactory, SwiGLU
 
-MixerState = TTTLayerState | KVCache
-MIXERS = ("ttt_linear", "ttt_mlp", "attention")
 VARIANTS = ("transformer", "mamba")
 
 
 @dataclass
 class BlockState:
-    mixer: MixerState
+    mixer: Any  # the mixer's own state dataclass (e.g. TTTLayerState, KVCache)
     conv: Tensor | None = None  # cache of the mamba variant's pre-mixer conv
 
     def detach(self) -> BlockState:
@@ -28,7 +31,7 @@ class BlockState:
 
 @dataclass
 class BackboneState:
-    """Per-block state; pass it back in to continue the same sequence (fixed size for TTT mixers)."""
+    """Per-block state; pass it back in to continue the same sequence (fixed size for bounded mixers)."""
 
     blocks: list[BlockState] = field(default_factory=list)
 
@@ -69,7 +72,7 @@ def _merge_rows(old, fresh, rows: Tensor, restart: bool):
         return dataclasses.replace(old, **merged)
     if isinstance(old, (list, tuple)):
         return type(old)(_merge_rows(a, b, rows, restart) for a, b in zip(old, fresh, strict=True))
-    if restart and old != fresh:  # a position inside a TTT mini-batch: shared by all rows
+    if restart and old != fresh:  # a plain-int field (e.g. a position in a TTT mini-batch): shared by all rows
         raise ValueError(
             f"cannot restart some rows of a batch in the middle of a TTT mini-batch (position {old}); "
             "use windows whose token count is a multiple of the mini-batch size"
@@ -91,8 +94,6 @@ class Block(nn.Module):
         self.mlp = SwiGLU(dim, mlp_hidden)
 
     def initial_state(self, batch_size: int) -> BlockState:
-        if not hasattr(self.mixer, "initial_state"):
-            raise ValueError(f"{type(self.mixer).__name__} has no fixed-size initial state")
         conv = None
         if self.conv is not None:
             conv = self.conv.conv.weight.new_zeros(
@@ -111,64 +112,59 @@ class Block(nn.Module):
         return x, BlockState(mixer_state, conv_cache)
 
 
-def build_mixer(
-    mixer: str, dim: int, num_heads: int, mini_batch_size: int, base_lr: float | None, variant: str
-) -> nn.Module:
-    """The one place mixer names map to classes."""
-    if mixer == "attention":
-        return AttentionLayer(dim, num_heads)
-    mamba = variant == "mamba"
-    inner = "linear" if mixer == "ttt_linear" else "mlp"
-    return TTTLayer(dim, num_heads, inner, mini_batch_size, base_lr, use_gate=mamba, share_qk=mamba)
-
-
 class Backbone(nn.Module):
     """A stack of blocks mapping ``[B, T, C]`` vectors to ``[B, T, C]``; knows nothing of modalities.
 
     Args:
-        dim: width ``C``. depth: number of blocks. num_heads: heads per mixer.
-        mixer: ``"ttt_linear"``, ``"ttt_mlp"`` or ``"attention"`` (the quadratic baseline).
-        mini_batch_size: TTT inner mini-batch ``K``. base_lr: TTT inner lr scale (None: paper default).
-        variant: ``"transformer"`` (plain pre-norm blocks) or ``"mamba"`` (pre-conv, shared qk with
-            convs, output gate: the release's Mamba backbone).
+        dim: width ``C``. depth: number of blocks (both from ``conf/size``).
+        mixer: the sequence-mixer factory, called as ``mixer(dim=dim)`` once per block (see
+            `ttt_mm.layers.Mixer`; in the configs a ``_partial_`` node of ``conf/model/<name>.yaml``,
+            in Python e.g. ``functools.partial(TTTLayer, num_heads=4, inner="mlp")``).
+        variant: ``"transformer"`` (plain pre-norm blocks) or ``"mamba"`` (a causal depthwise conv
+            before each mixer, as in the release's Mamba backbone; the TTT configs also give the mixer
+            its shared-qk convs and output gate then).
         mlp_ratio: SwiGLU hidden width over ``dim``.
         checkpoint_activations: recompute each block in the backward pass to save memory.
     """
 
     def __init__(
         self,
-        dim: int = 256,
-        depth: int = 4,
-        num_heads: int = 4,
-        mixer: Literal["ttt_linear", "ttt_mlp", "attention"] = "ttt_linear",
-        mini_batch_size: int = 16,
-        base_lr: float | None = None,
+        dim: int,
+        depth: int,
+        mixer: MixerFactory,
         variant: Literal["transformer", "mamba"] = "transformer",
         mlp_ratio: float = 4.0,
         checkpoint_activations: bool = False,
     ):
         super().__init__()
-        if mixer not in MIXERS:
-            raise ValueError(f"unknown mixer {mixer!r}; choose one of {MIXERS}")
+        if isinstance(mixer, str) or not callable(mixer):
+            raise ValueError(
+                f"unknown mixer {mixer!r}: the mixer is a factory, chosen with model=<name> "
+                "(conf/model/<name>.yaml: ttt_linear, ttt_mlp, attention), or in Python e.g. "
+                "functools.partial(TTTLayer, num_heads=4)"
+            )
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
-        if depth < 1 or dim < 1 or mini_batch_size < 1:
-            raise ValueError(f"depth, dim and mini_batch_size must be positive; got {depth}, {dim}, {mini_batch_size}")
-        self.dim, self.depth, self.mixer, self.checkpoint_activations = dim, depth, mixer, checkpoint_activations
+        if depth < 1 or dim < 1:
+            raise ValueError(f"depth and dim must be positive; got {depth}, {dim}")
+        self.dim, self.depth, self.checkpoint_activations = dim, depth, checkpoint_activations
         hidden = int(round(mlp_ratio * dim))
         self.blocks = nn.ModuleList(
-            Block(
-                dim,
-                build_mixer(mixer, dim, num_heads, mini_batch_size, base_lr, variant),
-                hidden,
-                pre_conv=variant == "mamba",
-            )
-            for _ in range(depth)
+            Block(dim, mixer(dim=dim), hidden, pre_conv=variant == "mamba") for _ in range(depth)
         )
         self.norm = nn.RMSNorm(dim, eps=1e-6)
 
+    @property
+    def bounded_state(self) -> bool:
+        """True when every mixer's state has a fixed size (it can be carried across training windows)."""
+        return all(block.mixer.bounded_state for block in self.blocks)
+
+    def no_weight_decay(self) -> list[nn.Parameter]:
+        """The mixers' parameters that take no weight decay (beyond tensors of < 2 dims and norms)."""
+        return [p for block in self.blocks for p in block.mixer.no_weight_decay()]
+
     def initial_state(self, batch_size: int) -> BackboneState:
-        """The state before the first token (TTT mixers only), the same as passing ``None``."""
+        """The state before the first token, the same as passing ``None``."""
         return BackboneState([block.initial_state(batch_size) for block in self.blocks])
 
     def forward(self, x: Tensor, state: BackboneState | None = None) -> tuple[Tensor, BackboneState]:

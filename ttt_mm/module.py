@@ -13,15 +13,13 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from .backbone import Backbone, BackboneState, reset_rows
-from .layers import TTTLayer
+from .eval.metrics import TOKEN_LOSSES, token_loss
 
-LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 PREDICT = ("next_token", "next_step")
 
 
@@ -45,7 +43,8 @@ class SequenceModel(L.LightningModule):
         predict: ``"next_token"`` predicts token ``i + 1``; ``"next_step"`` predicts token
             ``i + tokenizer.tokens_per_step`` (for video: the same patch one tubelet step later).
         loss: ``"mse"`` or ``"l1"`` on the tokenizer's normalised targets, masked by validity.
-        lr, betas, weight_decay: AdamW; norms, biases and the TTT inner initial weights get no decay.
+        lr, betas, weight_decay: AdamW; norms, biases and what the mixers name (e.g. the TTT inner
+            initial weights) get no decay.
         warmup_steps, min_lr_ratio: linear warm-up, then cosine decay to ``min_lr_ratio * lr`` at the
             trainer's last step.
         carry_state: train consecutive windows of one stream in order, carrying the backbone state
@@ -58,28 +57,29 @@ class SequenceModel(L.LightningModule):
         backbone: Mapping,
         predict: Literal["next_token", "next_step"] = "next_step",
         loss: Literal["mse", "l1"] = "mse",
-        lr: float = 1e-3,
+        lr: float = 2e-3,
         betas: tuple[float, float] = (0.9, 0.95),
         weight_decay: float = 0.05,
-        warmup_steps: int = 100,
+        warmup_steps: int = 50,
         min_lr_ratio: float = 0.1,
         carry_state: bool = False,
     ):
         super().__init__()
         if predict not in PREDICT:
             raise ValueError(f"predict must be one of {PREDICT}; got {predict!r}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {loss!r}")
+        if loss not in TOKEN_LOSSES:
+            raise ValueError(f"loss must be one of {TOKEN_LOSSES}; got {loss!r}")
         self.save_hyperparameters({k: _plain(v) for k, v in locals().items() if k not in ("self", "__class__")})
         self.tokenizer = instantiate(self.hparams.tokenizer)
         self.backbone: Backbone = instantiate(self.hparams.backbone)
         if self.tokenizer.dim != self.backbone.dim:
             raise ValueError(f"tokenizer.dim ({self.tokenizer.dim}) must equal backbone.dim ({self.backbone.dim})")
-        if carry_state and self.backbone.mixer == "attention":
-            raise ValueError("carry_state=true needs a TTT mixer: an attention KV cache would grow without bound")
+        if carry_state and not self.backbone.bounded_state:
+            raise ValueError(
+                "carry_state=true needs a mixer with a bounded state (e.g. TTT): an attention KV cache "
+                "would grow without bound"
+            )
         self.head = nn.Linear(self.backbone.dim, self.tokenizer.target_dim)
-        dims = self.tokenizer.target_dims
-        self._target_dims = torch.tensor([dims.get(m, self.tokenizer.target_dim) for m in range(max(dims) + 1)])
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
         self._train_state: BackboneState | None = None
         self._val_sums = torch.zeros(3, dtype=torch.float64)  # loss * n, copy loss * n, n
@@ -97,12 +97,8 @@ class SequenceModel(L.LightningModule):
         return mask[:, : -self.offset] & mask[:, self.offset :]
 
     def _loss(self, pred: Tensor, target: Tensor, mask: Tensor, modality: Tensor) -> Tensor:
-        """Mean over scored tokens of the per-token loss, each averaged over its modality's real target
-        entries (audio-visual targets are zero-padded to a common width)."""
-        dims = self._target_dims.to(target.device)[modality]  # [B, N]
-        real = torch.arange(target.shape[-1], device=target.device) < dims.unsqueeze(-1)
-        err = LOSSES[self.hparams.loss](pred, target, reduction="none") * real
-        per = err.sum(-1) / dims
+        """Mean over scored tokens of `token_loss` (each token averaged over its real target entries)."""
+        per = token_loss(pred, target, self.tokenizer.target_widths(modality), self.hparams.loss)
         return (per * mask).sum() / mask.sum().clamp_min(1)
 
     def losses(self, tokens, pred: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -171,14 +167,13 @@ class SequenceModel(L.LightningModule):
     # --------------------------------------------------------------------------------- optimizers
 
     def _no_decay(self) -> set[int]:
-        """Norms, biases, embeddings of size < 2D, and the TTT inner model's initial weights."""
+        """Tensors of < 2 dims (biases, scales), norm weights, and what the mixers name (e.g. TTT's
+        inner initial weights)."""
         skip = {id(p) for p in self.parameters() if p.dim() < 2}
         for m in self.modules():
-            if isinstance(m, TTTLayer):
-                skip |= {id(p) for p in (*m.inner_params(), m.ln_weight, m.ln_bias, m.token_scale_delta)}
             if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
                 skip |= {id(p) for p in m.parameters()}
-        return skip
+        return skip | {id(p) for p in self.backbone.no_weight_decay()}
 
     def configure_optimizers(self):
         skip = self._no_decay()

@@ -8,13 +8,14 @@ import torch
 from ttt_mm.data import ReadSpec, SyntheticClip, collate
 from ttt_mm.data.datasets import read_item
 from ttt_mm.data.sources import ClipInfo
-from ttt_mm.tokenizers import AUDIO, VIDEO, AudioTokenizer, AVTokenizer, VideoTokenizer
+from ttt_mm.tokenizers import AUDIO, VIDEO, AudioTokenizer, AVTokenizer, Decoding, VideoTokenizer
 
 
 @pytest.fixture
 def tokenizer() -> AVTokenizer:
     torch.manual_seed(0)
-    return AVTokenizer(dim=32, audio=AudioTokenizer(dim=32, frames_per_token=5), video=VideoTokenizer(dim=32, size=32))
+    pixels = VideoTokenizer(dim=32, size=32, target_pool=1)  # video targets wider than audio ones, inverted exactly
+    return AVTokenizer(dim=32, audio=AudioTokenizer(dim=32, frames_per_token=5), video=pixels)
 
 
 @pytest.fixture
@@ -25,8 +26,12 @@ def batch() -> dict:
 
 def test_defaults():
     tokenizer = AVTokenizer()
-    assert (tokenizer.tokens_per_step, tokenizer.tokens_per_second, tokenizer.target_dim) == (69, 276.0, 1536)
-    assert tokenizer.target_dims == {AUDIO: 400, VIDEO: 1536}
+    assert (tokenizer.tokens_per_step, tokenizer.tokens_per_second, tokenizer.target_dim) == (69, 276.0, 400)
+    assert tokenizer.target_dims == {AUDIO: 400, VIDEO: 96}  # video: 2 frames x 4 x 4 block means x 3
+    assert tokenizer.decoding == Decoding(("audio", "video"), 16000, 8.0, 128, context_samples=240)
+    assert tokenizer.slot_modality == (AUDIO,) * 5 + (VIDEO,) * 64
+    assert tokenizer.slot_offsets[:6] == (0.0, 0.05, 0.1, 0.15, 0.2, 0.0)
+    assert tokenizer.media_per_step == {"audio": 25, "video": 2}  # mel frames, video frames
 
 
 def test_interleaving_order_and_alignment(tokenizer, batch):

@@ -5,7 +5,9 @@ extra); ``--real`` adds rows for files unpacked by ``fetch-real-media.sh``. Each
 from the start as consecutive windows, the way evaluation and embedding stream it (or at random
 window starts, the way training samples), tokenizes on CPU, and reports media seconds per wall
 second ("x real time"). Decoder caches are cleared before each timed pass, so opening files and
-decoding container audio tracks is counted. Targets: audio >= 200x, video >= 20x real time.
+decoding container audio tracks is counted. The tokenizers are the configured ones
+(``conf/tokenizer/<name>.yaml`` at the default model width). Targets: audio >= 200x, video >= 20x
+real time.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ttt_mm.data import io
 from ttt_mm.data.datasets import ReadSpec, clip_span, read_item
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
-from ttt_mm.tokenizers import AudioTokenizer, AVTokenizer, VideoTokenizer
+from ttt_mm.tokenizers import FRAME_SIZE, Tokenizer
 
 
 def _write_sources(folder: Path, seconds: float) -> dict[str, Path]:
@@ -66,6 +68,18 @@ def _write_sources(folder: Path, seconds: float) -> dict[str, Path]:
             out.mux(packet)
     out.close()
     return {"flac": folder / "mono16k.flac", "ogg": folder / "stereo48k.ogg", "mp4": folder / "h264_320x240_30fps.mp4"}
+
+
+def configured_tokenizer(name: str, size: int = FRAME_SIZE) -> Tokenizer:
+    """``conf/tokenizer/<name>.yaml`` as the default training config builds it, for frames of ``size`` px."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from ttt_mm.tasks.common import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"tokenizer={name}", f"data.size={size}"])
+    return instantiate(cfg.tokenizer)
 
 
 def _time(fn: Callable[[], tuple[float, int, int]], repeat: int) -> tuple[float, float, int, int]:
@@ -110,7 +124,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one DataLoader worker's worth of CPU
     audio_spec, video_spec, av_spec = ReadSpec(("audio",)), ReadSpec(("video",)), ReadSpec()
-    audio_tok, video_tok, av_tok = AudioTokenizer(), VideoTokenizer(), AVTokenizer()
+    audio_tok, video_tok, av_tok = (configured_tokenizer(name) for name in ("audio", "video", "av"))
     rows: list[tuple[str, str, Callable]] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -134,7 +148,7 @@ def main(argv: list[str]) -> int:
         rows.append(("av", "same file, audio + video, + AV tokenize", _pass(mp4, av_spec, av_tok, w)))
         synthetic = ClipInfo(SyntheticClip(0, 1, args.seconds))
         rows.append(("av", "synthetic generate 128 px, + AV tokenize", _pass(synthetic, av_spec, av_tok, w)))
-        small = AVTokenizer(video=VideoTokenizer(size=32))
+        small = configured_tokenizer("av", size=32)
         rows.append(("av", "synthetic generate 32 px, + AV tokenize", _pass(synthetic, ReadSpec(size=32), small, w)))
         if args.real:
             root = Path(args.real)

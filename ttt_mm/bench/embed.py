@@ -32,8 +32,8 @@ import numpy as np
 import soundfile as sf
 
 from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.tasks.common import CONF_DIR
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 TARGET_RATIO = 1.2
 
 
@@ -102,7 +102,7 @@ def write_checkpoint(path: Path, overrides: list[str]) -> str:
     trainer.strategy.connect(model)
     trainer.save_checkpoint(path, weights_only=False)
     b = model.backbone
-    return f"{b.mixer} {b.dim} wide x {b.depth} blocks"
+    return f"{type(b.blocks[0].mixer).__name__} {b.dim} wide x {b.depth} blocks"
 
 
 # ------------------------------------------------------------------------------------------ child

@@ -18,6 +18,7 @@ from ttt_mm.data.datasets import ReadSpec, SequentialWindows, WindowDataset, col
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClipInfo, ClipSource, SyntheticSource
 from ttt_mm.data.training import ResumableSampler, StreamWindows
+from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 SPLITS = ("train", "val", "test")
 
@@ -36,14 +37,14 @@ class MediaDataModule(L.LightningDataModule):
         self,
         source: ClipSource | None = None,
         modalities: Sequence[str] = ("audio", "video"),
-        clip_seconds: float = 4.0,
+        clip_seconds: float = 8.0,
         eval_window_seconds: float | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        sample_rate: int = 16000,
-        fps: float = 8.0,
-        size: int = 128,
+        sample_rate: int = SAMPLE_RATE,
+        fps: float = FPS,
+        size: int = FRAME_SIZE,
         audio_context_seconds: float = 0.025,
         min_seconds: float = 0.5,
         val_fraction: float = 0.05,

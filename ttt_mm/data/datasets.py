@@ -28,19 +28,20 @@ from ttt_mm.data import io
 from ttt_mm.data.io import MediaError
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClipInfo
-from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.data.windows import Media
+from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 MODALITIES = ("audio", "video")
 
 
 @dataclass(frozen=True)
 class ReadSpec:
-    """What to decode for each window (the tokenizer defaults: 16 kHz, 8 fps, 128 px)."""
+    """What to decode for each window (the tokenizers' default media clock: 16 kHz, 8 fps, 128 px)."""
 
     modalities: tuple[str, ...] = MODALITIES
-    sample_rate: int = 16000
-    fps: float = 8.0
-    size: int = 128
+    sample_rate: int = SAMPLE_RATE
+    fps: float = FPS
+    size: int = FRAME_SIZE
     audio_context_seconds: float = 0.025  # >= win_length - hop_length of the audio tokenizer
     min_seconds: float = 0.5  # shorter clips (e.g. 1-frame videos) are bad files
 
@@ -57,7 +58,7 @@ class ReadSpec:
 
 def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
     """``(start, end)`` seconds of the clip where every requested stream has data."""
-    if isinstance(clip.media, SyntheticClip):
+    if isinstance(clip.media, Media):
         end = clip.media.duration
     else:
         info = io.probe(clip.media, streams=spec.modalities)
@@ -90,7 +91,7 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
     if "audio" in spec.modalities:
         sr, context = spec.sample_rate, spec.context_samples
         first = round(start * sr)
-        if isinstance(media, SyntheticClip):
+        if isinstance(media, Media):
             samples = media.audio((first - context) / sr, (context + round(duration * sr)) / sr, sr)
         else:
             samples = io.read_audio(media, (first - context) / sr, (context + round(duration * sr)) / sr, sr)
@@ -98,7 +99,7 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
             raise MediaError(clip.name, f"no audio samples at {start:.3f} s")
         item["audio_context"], item["audio"] = samples[:context], samples[context:]
     if "video" in spec.modalities:
-        if isinstance(media, SyntheticClip):
+        if isinstance(media, Media):
             frames = media.video(start, duration, spec.fps, spec.size)
         else:
             frames = io.read_video(media, start, duration, spec.fps, spec.size)
@@ -248,13 +249,9 @@ def _check_grid(window_seconds: float, spec: ReadSpec) -> None:
 
 
 def iter_windows(
-    media: str | SyntheticClip,
-    window_seconds: float,
-    spec: ReadSpec = ReadSpec(),
-    start: float = 0.0,
-    end: float | None = None,
+    media: str | Media, window_seconds: float, spec: ReadSpec = ReadSpec(), start: float = 0.0, end: float | None = None
 ) -> Iterator[dict]:
-    """Stream one file (or synthetic clip) as consecutive collated windows (batch size 1).
+    """Stream one file (or other `Media`: a synthetic clip, tensors) as consecutive collated windows (batch size 1).
 
     Tokenizing the windows and joining the tokens gives the tokens of one pass over the whole span
     when ``window_seconds`` is a multiple of the tokenizer's ``seconds_per_step`` (0.04 s audio,

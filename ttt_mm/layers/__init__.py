@@ -2,7 +2,17 @@
 
 from .attention import AttentionLayer, KVCache
 from .conv import CausalDepthwiseConv
+from .mixer import Mixer, MixerFactory
 from .mlp import SwiGLU
 from .ttt import TTTLayer, TTTLayerState
 
-__all__ = ["AttentionLayer", "CausalDepthwiseConv", "KVCache", "SwiGLU", "TTTLayer", "TTTLayerState"]
+__all__ = [
+    "AttentionLayer",
+    "CausalDepthwiseConv",
+    "KVCache",
+    "Mixer",
+    "MixerFactory",
+    "SwiGLU",
+    "TTTLayer",
+    "TTTLayerState",
+]

@@ -26,6 +26,9 @@ class KVCache:
 class AttentionLayer(nn.Module):
     """Multi-head causal attention with RoPE at absolute positions; memory grows with the context."""
 
+    bounded_state = False
+    """The KV cache holds every token seen: it cannot be carried across training windows."""
+
     def __init__(self, dim: int, num_heads: int, rope_theta: float = 10000.0):
         super().__init__()
         if dim % num_heads:
@@ -35,6 +38,15 @@ class AttentionLayer(nn.Module):
         self.wo = nn.Linear(dim, dim, bias=False)
         for lin in (self.wqkv, self.wo):
             nn.init.normal_(lin.weight, std=INIT_STD)
+
+    def initial_state(self, batch_size: int) -> KVCache:
+        """An empty cache (the same as passing ``None``)."""
+        empty = self.wo.weight.new_zeros(batch_size, self.num_heads, 0, self.head_dim)
+        return KVCache(empty, empty.clone())
+
+    def no_weight_decay(self) -> list[nn.Parameter]:
+        """Nothing beyond the generic rule (tensors of < 2 dims, norms)."""
+        return []
 
     def forward(self, x: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
         B, T, C = x.shape

@@ -36,7 +36,8 @@ class TTTLayerState:
 
 
 class TTTLayer(nn.Module):
-    """Sequence mixer whose hidden state is a linear map or a 2-layer MLP trained while reading.
+    """Sequence mixer whose hidden state is a linear map or a 2-layer MLP trained while reading
+    (the mixer protocol: ``forward(x, state)``, `initial_state`, `bounded_state`, `no_weight_decay`).
 
     Args:
         dim: model width ``C``; ``num_heads`` heads of ``F = C / num_heads``.
@@ -48,6 +49,9 @@ class TTTLayer(nn.Module):
             (the "mamba" backbone variant).
         conv_kernel: kernel of those convs.
     """
+
+    bounded_state = True
+    """The state is the inner weights and one mini-batch of sums: a fixed size whatever the length."""
 
     def __init__(
         self,
@@ -110,6 +114,11 @@ class TTTLayer(nn.Module):
     def inner_params(self) -> tuple[Tensor, ...]:
         """The inner model's initial weights, in the order the core takes them."""
         return (self.W, self.b) if self.inner == "linear" else (self.W1, self.b1, self.W2, self.b2)
+
+    def no_weight_decay(self) -> list[nn.Parameter]:
+        """The inner model's initial weights, its LayerNorm and the token-scale offset: decaying them
+        would pull the inner model towards zero rather than regularise the projections."""
+        return [*self.inner_params(), self.ln_weight, self.ln_bias, self.token_scale_delta]
 
     def initial_state(self, batch_size: int) -> TTTLayerState:
         """The state before the first token, as explicit tensors (``None`` passed to ``forward`` means the

@@ -3,7 +3,7 @@
 Embeds every input with a trained checkpoint, streaming each file window by window with the
 backbone state carried (constant memory, the same rows as one pass over the file), and writes per
 input ``<output>/<relative path>.npy`` (rows ``[N, D]``) and ``.json`` (timestamps, pooled vector,
-provenance; see `ttt_mm.embed_files`). ``input`` is a media file, a folder (searched recursively by
+provenance; see `ttt_mm.embed.files`). ``input`` is a media file, a folder (searched recursively by
 extension) or a CSV/JSONL manifest (``path`` and optional ``start``, ``end``, ``label`` columns, as
 ``python -m ttt_mm.data.probe`` writes). Options are in ``conf/embed.yaml``. Quote paths with
 characters Hydra parses (``'input="/data/clip (1).mp4"'``).
@@ -33,16 +33,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ttt_mm.data.guard import native_stderr_silenced
 from ttt_mm.data.io import MediaError
 from ttt_mm.data.sources import MEDIA_EXTENSIONS, ClipInfo, FolderSource, ManifestSource
-from ttt_mm.embed_files import DTYPES, NpyRowWriter, RowError, config_hash, temporary_path, write_json
-from ttt_mm.embedder import POOLS, Embedder, load_parts
+from ttt_mm.embed import POOLS, Embedder, load_parts
+from ttt_mm.embed.files import DTYPES, NpyRowWriter, RowError, config_hash, temporary_path, write_json
+from ttt_mm.tasks.common import CONF_DIR, ConfigError
 
 log = logging.getLogger("ttt_mm.embed")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message says which key and why."""
 
 
 class InputError(ValueError):
@@ -187,7 +183,7 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
     if not Path(cfg.ckpt).is_file():
         raise ConfigError(f"ckpt={cfg.ckpt} does not exist")
     try:
-        tokenizer, backbone, hparams = load_parts(cfg.ckpt)
+        tokenizer, backbone, hparams = load_parts(cfg.ckpt, bool(cfg.weights_only))
         embedder = Embedder(
             tokenizer, backbone, cfg.layer, cfg.norm, cfg.hop_seconds, cfg.pool, cfg.window_seconds, cfg.device
         )

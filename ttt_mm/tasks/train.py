@@ -17,22 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from ttt_mm.tasks.common import CONF_DIR, ConfigError
+
 log = logging.getLogger(__name__)
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-
-
-def _run_dir(ckpt_path: str | None, default: str) -> str:
-    """Resuming from ``<run>/checkpoints/<name>.ckpt`` continues in ``<run>``; otherwise ``default``."""
-    if not ckpt_path:
-        return default
-    return str(Path(ckpt_path).resolve().parent.parent)
-
-
-OmegaConf.register_new_resolver("run_dir", _run_dir, replace=True)
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message says which key and why."""
 
 
 def check(cfg: DictConfig) -> None:

@@ -6,9 +6,10 @@ Token rates of the defaults (tokens per second of media; a step is what ``tokens
 tokenizer (defaults)                                        tokens/s    tokens/step   target_dim
 ==========================================================  ==========  ============  ==========
 AudioTokenizer: 16 kHz, 10 ms hop, 80 mels, 4 frames/token  25          1 (0.04 s)    320
-VideoTokenizer: 8 fps, 128 px, patch 16, tubelet 2          256         64 (0.25 s)   1536
-VideoTokenizer at 64 px / 32 px (fast CPU runs)             64 / 16     16 / 4        1536
-AVTokenizer: audio at 5 frames/token (20/s) + video         276         69 (0.25 s)   1536
+VideoTokenizer: 8 fps, 128 px, patch 16, tubelet 2, pool 4  256         64 (0.25 s)   96
+VideoTokenizer at 64 px / 32 px (fast CPU runs)             64 / 16     16 / 4        96
+VideoTokenizer with target_pool=1 (every pixel)             256         64 (0.25 s)   1536
+AVTokenizer: audio at 5 frames/token (20/s) + video         276         69 (0.25 s)   400
 ==========================================================  ==========  ============  ==========
 
 An hour of media is 90,000 audio tokens, 921,600 video tokens or 993,600 audio-visual tokens.
@@ -16,7 +17,20 @@ An hour of media is 90,000 audio tokens, 921,600 video tokens or 993,600 audio-v
 
 from ttt_mm.tokenizers.audio import AudioTokenizer
 from ttt_mm.tokenizers.av import AVTokenizer
-from ttt_mm.tokenizers.base import AUDIO, VIDEO, Tokenizer, Tokens, cat_tokens
+from ttt_mm.tokenizers.base import AUDIO, FPS, FRAME_SIZE, SAMPLE_RATE, VIDEO, Decoding, Tokenizer, Tokens, cat_tokens
 from ttt_mm.tokenizers.video import VideoTokenizer
 
-__all__ = ["AUDIO", "VIDEO", "AVTokenizer", "AudioTokenizer", "Tokenizer", "Tokens", "VideoTokenizer", "cat_tokens"]
+__all__ = [
+    "AUDIO",
+    "FPS",
+    "FRAME_SIZE",
+    "SAMPLE_RATE",
+    "VIDEO",
+    "AVTokenizer",
+    "AudioTokenizer",
+    "Decoding",
+    "Tokenizer",
+    "Tokens",
+    "VideoTokenizer",
+    "cat_tokens",
+]

@@ -18,7 +18,16 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from ttt_mm.tokenizers.base import AUDIO, Tokenizer, Tokens, batch_lengths, batch_start, check_rate
+from ttt_mm.tokenizers.base import (
+    AUDIO,
+    SAMPLE_RATE,
+    Decoding,
+    Tokenizer,
+    Tokens,
+    batch_lengths,
+    batch_start,
+    check_rate,
+)
 
 
 class AudioTokenizer(Tokenizer):
@@ -33,8 +42,8 @@ class AudioTokenizer(Tokenizer):
 
     def __init__(
         self,
-        dim: int = 256,
-        sample_rate: int = 16000,
+        dim: int = 128,
+        sample_rate: int = SAMPLE_RATE,
         win_length: int = 400,
         hop_length: int = 160,
         n_mels: int = 80,
@@ -53,6 +62,9 @@ class AudioTokenizer(Tokenizer):
         self.seconds_per_step = self.samples_per_token / sample_rate
         self.tokens_per_second = sample_rate / self.samples_per_token
         self.tokens_per_step = 1
+        self.slot_modality, self.slot_offsets = (AUDIO,), (0.0,)
+        self.media_per_step = {"audio": frames_per_token}
+        self.decoding = Decoding(("audio",), sample_rate=sample_rate, context_samples=self.context_samples)
         self.target_dim = frames_per_token * n_mels
         self.target_dims = {AUDIO: self.target_dim}
         self.mel = torchaudio.transforms.MelSpectrogram(
@@ -115,3 +127,7 @@ class AudioTokenizer(Tokenizer):
         batch, count, _ = targets.shape
         mel = targets[..., : self.target_dim].reshape(batch, count * self.frames_per_token, self.n_mels)
         return {"audio": mel * self.mel_std + self.mel_mean}
+
+    def embed_targets(self, targets: Tensor, target_stats: Tensor | None = None) -> Tensor:
+        """The embedding is a linear map of the normalized log-mel target (``target_stats`` unused)."""
+        return self.proj(targets[..., : self.target_dim].to(self.proj.weight.dtype))

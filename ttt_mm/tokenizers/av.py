@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ttt_mm.tokenizers.audio import AudioTokenizer
-from ttt_mm.tokenizers.base import AUDIO, VIDEO, Tokenizer, Tokens, batch_start
+from ttt_mm.tokenizers.base import AUDIO, VIDEO, Decoding, Tokenizer, Tokens, batch_start
 from ttt_mm.tokenizers.video import VideoTokenizer
 
 
@@ -30,11 +30,12 @@ class AVTokenizer(Tokenizer):
     """Interleaves an `AudioTokenizer` and a `VideoTokenizer` of the same width ``dim``.
 
     Defaults: audio 16 kHz / 80 mels / 5 frames per token, video 8 fps / 128 px / patch 16 /
-    tubelet 2: 5 audio + 64 video = 69 tokens per 0.25 s step, 276 tokens/s, ``target_dim`` 1536.
+    tubelet 2 / 4 x 4 block-mean targets: 5 audio + 64 video = 69 tokens per 0.25 s step, 276 tokens/s,
+    ``target_dim`` 400 (the audio's 5 x 80; video targets are 96 wide).
     """
 
     def __init__(
-        self, dim: int = 256, audio: AudioTokenizer | None = None, video: VideoTokenizer | None = None
+        self, dim: int = 128, audio: AudioTokenizer | None = None, video: VideoTokenizer | None = None
     ) -> None:
         super().__init__()
         audio = AudioTokenizer(dim=dim, frames_per_token=5) if audio is None else audio
@@ -53,6 +54,12 @@ class AVTokenizer(Tokenizer):
         self.tokens_per_step = self.audio_per_step + video.tokens_per_step
         self.seconds_per_step = video.seconds_per_step
         self.tokens_per_second = self.tokens_per_step / self.seconds_per_step
+        audio_offsets = tuple(round(j * audio.seconds_per_step, 9) for j in range(self.audio_per_step))
+        self.slot_modality = (AUDIO,) * self.audio_per_step + video.slot_modality
+        self.slot_offsets = audio_offsets + video.slot_offsets
+        self.media_per_step = {"audio": self.audio_per_step * audio.media_per_step["audio"]} | video.media_per_step
+        a, v = audio.decoding, video.decoding
+        self.decoding = Decoding(("audio", "video"), a.sample_rate, v.fps, v.size, a.context_samples)
         self.target_dims = {AUDIO: audio.target_dim, VIDEO: video.target_dim}
         self.target_dim = max(self.target_dims.values())
         self.modality_embed = nn.Embedding(2, dim)
@@ -114,3 +121,20 @@ class AVTokenizer(Tokenizer):
         if target_stats is not None:
             stats = target_stats.reshape(b, -1, self.tokens_per_step, 2, 3)[:, :, self.audio_per_step :].flatten(1, 2)
         return self.audio.invert(audio) | self.video.invert(video, stats)
+
+    def embed_targets(self, targets: Tensor, target_stats: Tensor | None) -> Tensor:
+        """Each step's audio and video parts embedded by their tokenizers, plus the modality embeddings."""
+        if target_stats is None:
+            raise ValueError("video targets need their patch statistics (target_stats) to become pixels")
+        b, n, _ = targets.shape
+        per_step, a = self.tokens_per_step, self.audio_per_step
+        if n % per_step:
+            raise ValueError(f"{n} tokens is not a whole number of steps of {per_step}")
+        k = n // per_step
+        steps = targets.reshape(b, k, per_step, -1)  # [B, K, per_step, D]
+        audio = self.audio.embed_targets(steps[:, :, :a].flatten(1, 2))  # [B, K * a, dim]
+        video_stats = target_stats.reshape(b, k, per_step, 2, 3)[:, :, a:].flatten(1, 2)
+        video = self.video.embed_targets(steps[:, :, a:].flatten(1, 2), video_stats)  # [B, K * v, dim]
+        emb = torch.cat([audio.reshape(b, k, a, -1), video.reshape(b, k, per_step - a, -1)], dim=2)
+        modality = torch.tensor(self.slot_modality, device=targets.device)
+        return (emb + self.modality_embed(modality)).flatten(1, 2)

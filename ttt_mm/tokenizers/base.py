@@ -4,16 +4,24 @@ A tokenizer is an ``nn.Module`` built from typed arguments. It reads the batch d
 `ttt_mm.data` produces (``"audio"`` ``[B, n]`` float32, ``"video"`` ``[B, T, 3, S, S]`` uint8, their
 ``"*_lengths"``, ``"start"`` seconds, optional ``"audio_context"``) and returns `Tokens`. Each token
 also gets a prediction target (what the model should reconstruct or predict for it) and the
-tokenizer can map targets back to media (`invert`) for plots and metrics.
+tokenizer can map targets back to media (`invert`) and to the embeddings it would have produced
+from that media (`embed_targets`, for rollouts).
 
-Clock attributes every tokenizer sets:
+`Tokenizer` is the whole interface its callers use; nothing outside ``ttt_mm.tokenizers`` names a
+concrete tokenizer. Every tokenizer sets, in ``__init__``:
 
-- ``tokens_per_second``: tokens per second of media;
-- ``seconds_per_step`` and ``tokens_per_step``: the sequence is a run of identical steps, each
-  covering ``seconds_per_step`` of media with ``tokens_per_step`` tokens in a fixed layout, so the
-  token at ``i + tokens_per_step`` is "the same slot, one step later" (next-frame prediction);
+- ``decoding``: what to decode for it (`Decoding`: streams, sample rate, fps, frame size, audio
+  context);
+- ``tokens_per_second``, ``seconds_per_step`` and ``tokens_per_step``: the sequence is a run of
+  identical steps, each covering ``seconds_per_step`` of media with ``tokens_per_step`` tokens in a
+  fixed layout, so the token at ``i + tokens_per_step`` is "the same slot, one step later"
+  (next-frame prediction);
+- ``slot_modality`` and ``slot_offsets``: that layout, the modality of each token of a step and its
+  start in seconds after the step's start;
+- ``media_per_step``: how many rows of each medium `invert` gives per step (video frames, log-mel
+  frames);
 - ``target_dim`` (width of ``Tokens.targets``) and ``target_dims`` (modality id -> how many leading
-  target entries are meaningful for that modality; the rest are zero padding).
+  target entries are meaningful for that modality; the rest are zero padding; see `target_widths`).
 """
 
 from __future__ import annotations
@@ -27,6 +35,23 @@ from torch import Tensor, nn
 
 AUDIO, VIDEO = 0, 1
 """Modality ids used in ``Tokens.modality``."""
+
+SAMPLE_RATE, FPS, FRAME_SIZE = 16000, 8.0, 128
+"""The default media clock: 16 kHz audio, 8 video frames per second of 128 x 128 px. The
+tokenizers, `ttt_mm.data.ReadSpec` and the data module take their defaults from here."""
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """What a tokenizer reads: ``modalities`` (``"audio"``, ``"video"``, in that order), and for those
+    it reads the sample rate, the frame rate and square frame size, and ``context_samples``, how many
+    samples before each audio window it needs (see `ttt_mm.tokenizers.audio`)."""
+
+    modalities: tuple[str, ...]
+    sample_rate: int | None = None
+    fps: float | None = None
+    size: int | None = None
+    context_samples: int = 0
 
 
 @dataclass
@@ -46,24 +71,6 @@ class Tokens:
     mask: Tensor  # [B, N] bool, True for real tokens
     target_stats: Tensor | None = None  # [B, N, 2, 3]
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(batch, tokens)."""
-        return tuple(self.mask.shape)
-
-    def to(self, device: torch.device | str) -> Tokens:
-        """The same tokens on another device."""
-        return self._map(lambda value: value.to(device))
-
-    def __getitem__(self, index: slice | Tensor) -> Tokens:
-        """Select tokens along the sequence axis, e.g. ``tokens[:, 10:20]`` is written ``tokens[10:20]``."""
-        return self._map(lambda value: value[:, index])
-
-    def _map(self, fn) -> Tokens:
-        return Tokens(
-            **{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name)) for f in fields(self)}
-        )
-
 
 def cat_tokens(parts: list[Tokens]) -> Tokens:
     """Join token sequences along time (e.g. the windows of a stream)."""
@@ -75,21 +82,37 @@ def cat_tokens(parts: list[Tokens]) -> Tokens:
 
 
 class Tokenizer(nn.Module):
-    """Base class: subclasses set the clock attributes in ``__init__`` and implement both methods."""
+    """Base class: subclasses set the attributes below in ``__init__`` and implement the three methods."""
 
     dim: int
-    target_dim: int
-    target_dims: dict[int, int]
+    decoding: Decoding
     tokens_per_second: float
     tokens_per_step: int
     seconds_per_step: float
+    slot_modality: tuple[int, ...]  # [tokens_per_step]
+    slot_offsets: tuple[float, ...]  # [tokens_per_step] seconds after the step's start
+    media_per_step: dict[str, int]
+    target_dim: int
+    target_dims: dict[int, int]
 
     def forward(self, batch: Mapping[str, Any]) -> Tokens:
         raise NotImplementedError
 
     def invert(self, targets: Tensor, target_stats: Tensor | None = None) -> dict[str, Tensor]:
-        """Targets ``[B, N, target_dim]`` back to media: ``{"audio": log-mel, "video": uint8 frames}``."""
+        """Targets ``[B, N, target_dim]`` back to media: ``{"audio": log-mel [B, F, n_mels], "video":
+        uint8 frames [B, T, 3, S, S]}`` with ``media_per_step[name]`` rows of each per step."""
         raise NotImplementedError
+
+    def embed_targets(self, targets: Tensor, target_stats: Tensor | None) -> Tensor:
+        """Embeddings ``[B, N, dim]`` of tokens whose targets are ``targets [B, N, target_dim]``: what
+        `forward` gives for the media those targets invert to (``N`` a whole number of steps;
+        ``target_stats [B, N, 2, 3]`` as in `Tokens`, required when there is video)."""
+        raise NotImplementedError
+
+    def target_widths(self, modality: Tensor) -> Tensor:
+        """How many leading target entries are real for each token: ``target_dims[modality]`` ``[B, N]``."""
+        table = [self.target_dims.get(m, self.target_dim) for m in range(max(self.target_dims) + 1)]
+        return torch.tensor(table, device=modality.device)[modality]
 
 
 def batch_start(batch: Mapping[str, Any], size: int, device: torch.device) -> Tensor:

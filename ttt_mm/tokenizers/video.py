@@ -17,7 +17,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ttt_mm.tokenizers.base import VIDEO, Tokenizer, Tokens, batch_lengths, batch_start, check_rate
+from ttt_mm.tokenizers.base import (
+    FPS,
+    FRAME_SIZE,
+    VIDEO,
+    Decoding,
+    Tokenizer,
+    Tokens,
+    batch_lengths,
+    batch_start,
+    check_rate,
+)
 
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, for the embedding input only
 
@@ -41,13 +51,19 @@ class VideoTokenizer(Tokenizer):
     """uint8 frames ``[B, T, 3, size, size]`` at ``fps`` to ``(T // tubelet) * (size // patch)**2`` tokens.
 
     Defaults: 8 fps, 128 px, 16 px patches, tubelets of 2 frames: 64 tokens per 0.25 s step,
-    256 tokens/s; targets have ``tubelet * patch * patch * 3 = 1536`` values laid out as
-    ``(frame, row, column, channel)``. Position embeddings are learned, initialized to 2D sin-cos.
-    ``target_pool = k`` predicts ``k x k`` block means: ``tubelet * (patch / k)**2 * 3`` values.
+    256 tokens/s. ``target_pool = k`` predicts ``k x k`` block means, ``tubelet * (patch / k)**2 * 3``
+    values laid out as ``(frame, row, column, channel)``: 96 at the default ``k = 4``, every pixel
+    (1536) at ``k = 1``. Position embeddings are learned, initialized to 2D sin-cos.
     """
 
     def __init__(
-        self, dim: int = 256, fps: float = 8.0, size: int = 128, patch: int = 16, tubelet: int = 2, target_pool: int = 1
+        self,
+        dim: int = 128,
+        fps: float = FPS,
+        size: int = FRAME_SIZE,
+        patch: int = 16,
+        tubelet: int = 2,
+        target_pool: int = 4,
     ) -> None:
         super().__init__()
         if size % patch:
@@ -60,6 +76,9 @@ class VideoTokenizer(Tokenizer):
         self.tokens_per_step = self.grid**2
         self.seconds_per_step = tubelet / fps
         self.tokens_per_second = self.tokens_per_step / self.seconds_per_step
+        self.slot_modality, self.slot_offsets = (VIDEO,) * self.tokens_per_step, (0.0,) * self.tokens_per_step
+        self.media_per_step = {"video": tubelet}
+        self.decoding = Decoding(("video",), fps=fps, size=size)
         self.target_dim = tubelet * (patch // target_pool) ** 2 * 3
         self.target_dims = {VIDEO: self.target_dim}
         self.proj = nn.Conv3d(3, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
@@ -161,3 +180,10 @@ class VideoTokenizer(Tokenizer):
             patches = patches * target_stats[:, :, 1:2].float() + target_stats[:, :, 0:1].float()
         frames = self.unpatchify(self.unpool_targets(patches))
         return {"video": (frames.clamp(0, 1) * 255).round().to(torch.uint8)}
+
+    def embed_targets(self, targets: Tensor, target_stats: Tensor | None) -> Tensor:
+        """Targets become frames with their patch statistics, and the frames are tokenized again."""
+        if target_stats is None:
+            raise ValueError("video targets need their patch statistics (target_stats) to become pixels")
+        frames = self.invert(targets[..., : self.target_dim], target_stats)["video"]  # [B, T, 3, S, S] uint8
+        return self({"video": frames}).embeddings

@@ -1,7 +1,7 @@
 """The HEAR common API (Holistic Evaluation of Audio Representations) for checkpoints whose
 tokenizer reads audio only, so audio benchmarks can call a ttt-mm model like any other:
 
-    from ttt_mm import hear
+    from ttt_mm.embed import hear
     model = hear.load_model("last.ckpt")                               # model.sample_rate: 16000
     emb, ms = hear.get_timestamp_embeddings(audio, model)              # audio [n_sounds, n_samples]
     scene = hear.get_scene_embeddings(audio, model)                    # [n_sounds, scene_embedding_size]
@@ -9,7 +9,7 @@ tokenizer reads audio only, so audio benchmarks can call a ttt-mm model like any
 Timestamp embeddings are one per audio token (every 40 ms at the defaults), taken from the chosen
 block (default the last, after the final norm), timestamped at the centre of the token's span in
 milliseconds. Scene embeddings are their mean. Audio of any length is streamed in windows with the
-backbone state carried (see `ttt_mm.embedder`), so long sounds need no cropping.
+backbone state carried (see `ttt_mm.embed.embedder`), so long sounds need no cropping.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 
 from torch import Tensor, nn
 
-from ttt_mm.embedder import Embedder
+from ttt_mm.embed.embedder import Embedder
 
 
 class HearModel(nn.Module):
@@ -33,7 +33,7 @@ class HearModel(nn.Module):
         if embedder.modalities != ("audio",):
             raise ValueError(
                 f"the HEAR interface needs a model whose tokenizer reads audio only; this one reads "
-                f"{' and '.join(embedder.modalities)} (use ttt_mm.embedder.Embedder for it)"
+                f"{' and '.join(embedder.modalities)} (use ttt_mm.embed.Embedder for it)"
             )
         if embedder.hop_seconds is not None or embedder.pool != "mean":
             raise ValueError("build the embedder with hop_seconds=None and pool='mean' for HEAR")
@@ -48,7 +48,7 @@ class HearModel(nn.Module):
         """Embeddings of ``audio [n_sounds, n_samples]`` (see `Embedder.embed_tensor`)."""
         if audio.dim() != 2:
             raise ValueError(f"audio must be [n_sounds, n_samples]; got shape {tuple(audio.shape)}")
-        samples = self.embedder.tokenizer.samples_per_token
+        samples = round(self.embedder.seconds_per_step * self.sample_rate)  # one audio token
         if audio.shape[1] < samples:
             raise ValueError(
                 f"audio of {audio.shape[1]} samples is shorter than one token "
@@ -58,15 +58,17 @@ class HearModel(nn.Module):
         return self.embedder.embed_tensor(audio=audio)
 
 
-def load_model(model_file_path: str | os.PathLike = "", layer: int = -1, device: str | None = None) -> HearModel:
+def load_model(
+    model_file_path: str | os.PathLike = "", layer: int = -1, device: str | None = None, weights_only: bool = True
+) -> HearModel:
     """Load a ttt-mm checkpoint (``SequenceModel``, audio tokenizer) as a HEAR model.
 
     ``layer`` picks the block whose output is the embedding (-1: the last); ``device`` defaults to
-    CUDA when available.
+    CUDA when available; ``weights_only`` as in `ttt_mm.embed.checkpoint`.
     """
     if not model_file_path:
         raise ValueError("load_model needs the path of a ttt-mm checkpoint (there are no built-in weights)")
-    return HearModel(Embedder.from_checkpoint(model_file_path, layer=layer, device=device))
+    return HearModel(Embedder.from_checkpoint(model_file_path, layer=layer, device=device, weights_only=weights_only))
 
 
 def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, Tensor]:

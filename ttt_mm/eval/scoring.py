@@ -14,7 +14,7 @@ Token ``t`` is scored when it, token ``t - offset`` and token ``t - P`` are all 
 ``offset == P`` this is exactly the set ``SequenceModel.losses`` scores). Predictions and targets of
 the previous window reach the next one through `Lag` buffers, so scores do not depend on where the
 windows are cut. Video steps also get per-frame PSNR and SSIM of the predicted frames (see
-`ttt_mm.rollout` for how normalized patches become pixels); audio tokens get the log-mel L1.
+`ttt_mm.eval.rollout` for how normalized patches become pixels); audio tokens get the log-mel L1.
 After each window the scorer starts a rollout of ``rollout_steps`` steps from the state it reached
 and scores each horizon when the true steps arrive in later windows.
 """
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ttt_mm.metrics import mel_l1, psnr, ssim, token_loss
-from ttt_mm.rollout import audio_part, rollout, video_part
-from ttt_mm.tokenizers import AUDIO, AVTokenizer, Tokens
+from ttt_mm.eval.metrics import mel_l1, psnr, ssim, token_loss
+from ttt_mm.eval.rollout import rollout
+from ttt_mm.tokenizers import AUDIO, VIDEO, Tokens
 
 SERIES = ("model", "copy_last_step", "running_mean")
 HORIZON_FIELDS = (
@@ -106,14 +106,17 @@ class ClipScorer:
         tok = model.tokenizer
         self.model, self.tokenizer, self.path = model, tok, path
         self.P, self.offset = int(tok.tokens_per_step), int(model.offset)
-        self.dims = torch.tensor([tok.target_dims.get(m, tok.target_dim) for m in range(max(tok.target_dims) + 1)])
         self.kind = model.hparams.loss
-        self.audio, self.video = audio_part(tok), video_part(tok)
-        self.audio_per_step = tok.audio_per_step if isinstance(tok, AVTokenizer) else (1 if self.audio else 0)
+        self.decoding = tok.decoding
+        self.audio, self.video = "audio" in tok.decoding.modalities, "video" in tok.decoding.modalities
+        self.video_slots = torch.tensor(tok.slot_modality) == VIDEO  # [P]
+        self.per_step = tok.media_per_step  # rows of each inverted medium per step
+        if self.audio:  # log-mel frames per audio token
+            self.mel_per_token = self.per_step["audio"] // tok.slot_modality.count(AUDIO)
         self.rollout_steps = rollout_steps if self.offset == self.P else 0
         self.keep_plot = keep_plot and self.rollout_steps > 0
-        if self.video is not None and self.video.size < ssim_window:
-            raise ValueError(f"frames of {self.video.size} px are smaller than ssim_window={ssim_window}")
+        if self.video and self.decoding.size < ssim_window:
+            raise ValueError(f"frames of {self.decoding.size} px are smaller than ssim_window={ssim_window}")
         self.ssim_window = ssim_window
         self.state = None
         self.seen = 0  # tokens pushed so far
@@ -159,9 +162,9 @@ class ClipScorer:
         mean_t = self.lag_mean(self._running_mean(targets, tokens.mask))  # mean of same-slot targets up to t - P
         valid = tokens.mask & self.lag_mask_off(tokens.mask, False) & self.lag_mask_prev(tokens.mask, False)
 
+        widths = self.tokenizer.target_widths(tokens.modality)
         losses = torch.stack(
-            [token_loss(x, targets, tokens.modality, self.dims, self.kind) for x in (pred_t, prev, mean_t.float())],
-            dim=-1,
+            [token_loss(x, targets, widths, self.kind) for x in (pred_t, prev, mean_t.float())], dim=-1
         )  # [1, n, 3]
         keep = valid[0]
         position = self.seen + torch.arange(n, device=keep.device)
@@ -172,9 +175,9 @@ class ClipScorer:
 
         media = self._media(tokens, pred_t, prev, prev_stats)
         step0 = self.seen // self.P
-        if self.video is not None:
+        if self.video:
             self._score_frames(media, valid, step0)
-        if self.audio is not None:
+        if self.audio:
             self._score_mel(media, tokens, valid)
         self._resolve(tokens, media, step0)
         self.steps_real += int(tokens.mask[0].reshape(-1, self.P).any(-1).sum())
@@ -213,8 +216,8 @@ class ClipScorer:
         }
 
     def _score_frames(self, media: dict, valid: Tensor, step0: int) -> None:
-        tub, steps = self.video.tubelet, valid.shape[1] // self.P
-        video_slots = valid[0].reshape(steps, self.P)[:, self.audio_per_step :]
+        tub, steps = self.per_step["video"], valid.shape[1] // self.P
+        video_slots = valid[0].reshape(steps, self.P)[:, self.video_slots.to(valid.device)]
         ok = torch.nonzero(video_slots.all(-1)).flatten()  # steps whose every patch is scored
         if len(ok) == 0:
             return
@@ -227,7 +230,7 @@ class ClipScorer:
             ssim(frames["copy"], frames["truth"], window=size),
         ]  # each [s, tub]
         index = ((step0 + ok)[:, None] * tub + torch.arange(tub, device=ok.device)).double()
-        table = torch.stack([index, index / self.video.fps, *cols], dim=-1).reshape(-1, len(FRAME_COLUMNS))
+        table = torch.stack([index, index / self.decoding.fps, *cols], dim=-1).reshape(-1, len(FRAME_COLUMNS))
         self._append("frames", table)
 
     def _score_mel(self, media: dict, tokens: Tokens, valid: Tensor) -> None:
@@ -235,7 +238,7 @@ class ClipScorer:
         ok = valid[0][is_audio]
         if not bool(ok.any()):
             return
-        fpt = self.audio.frames_per_token
+        fpt = self.mel_per_token
 
         def per_token(mel: Tensor) -> Tensor:  # [1, A * fpt, n_mels] -> [A, fpt, n_mels]
             return mel[0].reshape(-1, fpt, mel.shape[-1])[ok]
@@ -247,14 +250,7 @@ class ClipScorer:
 
     def _step_media(self, media: dict, index: int) -> dict[str, Tensor]:
         """Step ``index`` of a window's media: ``"video"`` ``[tubelet, 3, S, S]``, ``"audio"`` ``[F, n_mels]``."""
-        out = {}
-        if self.video is not None:
-            tub = self.video.tubelet
-            out["video"] = media["video"][0, index * tub : (index + 1) * tub]
-        if self.audio is not None:
-            per = self.audio_per_step * self.audio.frames_per_token
-            out["audio"] = media["audio"][0, index * per : (index + 1) * per]
-        return out
+        return {name: media[name][0, index * per : (index + 1) * per] for name, per in self.per_step.items()}
 
     def _resolve(self, tokens: Tokens, media: dict, step0: int) -> None:
         """Score the horizons of pending rollouts whose true step is in this window."""
@@ -269,18 +265,19 @@ class ClipScorer:
                 span = slice(i * self.P, (i + 1) * self.P)
                 truth, modality = tokens.targets[:, span].float(), tokens.modality[:, span]
                 guess = r.preds[:, h - 1]
+                widths = self.tokenizer.target_widths(modality)
                 row = {
-                    "loss_model": token_loss(guess, truth, modality, self.dims, self.kind).mean(),
-                    "loss_copy": token_loss(r.targets, truth, modality, self.dims, self.kind).mean(),
+                    "loss_model": token_loss(guess, truth, widths, self.kind).mean(),
+                    "loss_copy": token_loss(r.targets, truth, widths, self.kind).mean(),
                 }
                 true_m = self._step_media(media["truth"], i)
                 model_m = self._step_media(invert(guess, r.stats), 0)
                 copy_m = self._step_media(invert(r.targets, r.stats), 0)
-                if self.video is not None:
+                if self.video:
                     for name, x in (("model", model_m), ("copy", copy_m)):
                         row[f"psnr_{name}"] = psnr(x["video"], true_m["video"])  # [tubelet]
                         row[f"ssim_{name}"] = ssim(x["video"], true_m["video"], window=self.ssim_window)
-                if self.audio is not None:
+                if self.audio:
                     row["mel_l1_model"] = mel_l1(model_m["audio"], true_m["audio"])
                     row["mel_l1_copy"] = mel_l1(copy_m["audio"], true_m["audio"])
                 for j, name in enumerate(HORIZON_FIELDS):

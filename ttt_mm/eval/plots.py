@@ -5,9 +5,12 @@ matplotlib is imported on first use (Agg backend, no display needed) and is only
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 SERIES_STYLE = {"model": "-", "copy_last_step": "--", "running_mean": ":"}
 
@@ -143,3 +146,23 @@ def spectrograms(plots: dict[str, dict], path: str | Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def clip_figures(results: dict, index: int, title: str, output: Path) -> list[str]:
+    """``rollout_<index>.png`` and ``spectrogram_<index>.png`` of one clip's `ClipResult` per model
+    (when they rolled out from the same time); returns the paths written."""
+    shown = {n: r.plot for n, r in results.items() if r.plot is not None}
+    origins = {p["origin_seconds"] for p in shown.values()}
+    if not shown or len(origins) > 1:
+        if len(origins) > 1:
+            log.warning("models rolled out from different times in %s (%s); no figures for it", title, sorted(origins))
+        return []
+    out = []
+    some = next(iter(shown.values()))
+    if "video" in some["last"]:
+        out.append(str(output / f"rollout_{index}.png"))
+        frame_strip(shown, out[-1], title)
+    if "audio" in some["last"]:
+        out.append(str(output / f"spectrogram_{index}.png"))
+        spectrograms(shown, out[-1], title)
+    return out

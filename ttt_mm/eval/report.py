@@ -1,4 +1,4 @@
-"""Pools the `ttt_mm.scoring.ClipResult` of every clip into one model's report (dict, CSV rows).
+"""Pools the `ttt_mm.eval.scoring.ClipResult` of every clip into one model's report (dict, CSV rows).
 
 Means are pooled over tokens (or frames) of all clips, so a long clip weighs more than a short
 one, as in a one-pass loss. "First" and "last" are the first and last ``edge_fraction`` of each
@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from ttt_mm.metrics import LogBins, edge_masks, safe_mean
-from ttt_mm.scoring import FRAME_COLUMNS, HORIZON_FIELDS, SERIES, ClipResult
+from ttt_mm.eval.metrics import LogBins, edge_masks, safe_mean
+from ttt_mm.eval.scoring import FRAME_COLUMNS, HORIZON_FIELDS, SERIES, ClipResult
 from ttt_mm.tokenizers import AUDIO, VIDEO
 
 MODALITY_NAMES = {AUDIO: "audio", VIDEO: "video"}

@@ -2,8 +2,8 @@
 
 - `psnr` and `ssim` compare frames ``[..., C, H, W]`` (uint8 or float on a ``max_value`` scale) and
   return one number per frame;
-- `token_loss` is the training loss of `ttt_mm.module.SequenceModel` per token, so its masked mean
-  equals ``SequenceModel.losses``;
+- `token_loss` is the training loss per token: `ttt_mm.module.SequenceModel` trains on its masked
+  mean;
 - `log_bin_index` / `log_bin_edges` / `LogBins` bin a loss by context position (token index or
   seconds) in log-spaced bins, as in the loss-versus-position figure of Sun et al. 2024;
 - `mel_l1` is the mean absolute difference of two log-mel spectrograms;
@@ -93,16 +93,16 @@ def ssim(
 TOKEN_LOSSES = ("mse", "l1")
 
 
-def token_loss(pred: Tensor, target: Tensor, modality: Tensor, target_dims: Tensor, kind: str = "mse") -> Tensor:
-    """Per-token loss ``[B, N]``, each averaged over its modality's real target entries.
+def token_loss(pred: Tensor, target: Tensor, widths: Tensor, kind: str = "mse") -> Tensor:
+    """Per-token loss ``[B, N]``, each averaged over its real target entries: the training loss.
 
-    ``pred``, ``target``: ``[B, N, D]``; ``modality``: ``[B, N]`` long; ``target_dims``: ``[M]``,
-    how many leading entries of a target are real for each modality id (audio-visual targets are
-    zero-padded to a common width ``D``). The masked mean of this is ``SequenceModel._loss``.
+    ``pred``, ``target``: ``[B, N, D]``; ``widths``: ``[B, N]``, how many leading entries of each
+    token's target are real (`ttt_mm.tokenizers.Tokenizer.target_widths`: audio-visual targets are
+    zero-padded to a common width ``D``). ``SequenceModel`` trains on its masked mean.
     """
     if kind not in TOKEN_LOSSES:
         raise ValueError(f"kind must be one of {TOKEN_LOSSES}; got {kind!r}")
-    dims = target_dims.to(target.device)[modality]  # [B, N]
+    dims = widths.to(target.device)
     real = torch.arange(target.shape[-1], device=target.device) < dims.unsqueeze(-1)  # [B, N, D]
     diff = pred.float() - target.float()
     err = diff.square() if kind == "mse" else diff.abs()

@@ -1,7 +1,7 @@
 """Embeddings from a trained checkpoint: media of any length in, one vector per token (or per fixed
 hop) with its timestamp and modality out, plus a pooled vector per input.
 
-    from ttt_mm.embedder import Embedder
+    from ttt_mm.embed import Embedder
     embedder = Embedder.from_checkpoint("last.ckpt")           # layer=-1: the last block
     out = embedder.embed_file("talk.flac")                     # streamed window by window
     out.embeddings.shape, out.timestamps[:3], out.pooled.shape   # [N, D], seconds, [D]
@@ -18,7 +18,7 @@ Which tokens become rows: tokens come in steps (``tokens_per_step`` tokens cover
 audio tokens then patches). A step becomes rows only when all of its tokens are real, so the end
 of an input that does not fill a whole step (at most one step: 40 ms of audio or 0.25 s of video at
 the defaults) is left out. Row timestamps are the start of each token's media span, in seconds from
-the file start; `Clock` describes them compactly (this is what the ``.json`` sidecar stores).
+the file start; `ttt_mm.embed.clock.Clock` describes them compactly (this is what the ``.json`` sidecar stores).
 
 Downsampling (``hop_seconds``, e.g. 0.5): rows are means over the tokens of the steps whose start
 falls in ``[start + k * hop, start + (k + 1) * hop)``, timestamped at the bin start. The hop must be
@@ -29,32 +29,29 @@ downsampling: ``"mean"``, ``"max"`` or ``"mean_std"`` (mean and standard deviati
 from __future__ import annotations
 
 import logging
-import math
 import os
-import pickle
-import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from torch import Tensor
 
-from ttt_mm.backbone import Backbone
-from ttt_mm.data.datasets import ReadSpec, clip_span, iter_windows
+from ttt_mm.backbone import Backbone, BackboneState
+from ttt_mm.data.datasets import ReadSpec, clip_span, collate, iter_windows, walk
+from ttt_mm.data.io import MediaError
 from ttt_mm.data.sources import ClipInfo
-from ttt_mm.embed_stream import MIXED, Clock, Stream
-from ttt_mm.tokenizers import AUDIO, VIDEO, AudioTokenizer, AVTokenizer, Tokenizer, VideoTokenizer
+from ttt_mm.data.windows import TensorMedia, to_device
+from ttt_mm.embed.checkpoint import load_parts
+from ttt_mm.embed.clock import MIXED, Clock
+from ttt_mm.embed.reducers import POOLS, HopBins, Pool
+from ttt_mm.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
-POOLS = ("mean", "max", "mean_std")
 DEFAULT_WINDOW_TOKENS = 1024
 """Tokens per streaming window by default: what one window costs in memory does not depend on the
 tokenizer (41 s of audio at 25 tokens/s, 3.75 s of 128 px audio-visual media at 276 tokens/s)."""
-__all__ = ["MIXED", "POOLS", "Clock", "Embedder", "Embeddings", "Stream", "load_parts"]
 
 
 @dataclass
@@ -119,8 +116,8 @@ class Embedder:
                 f"window_seconds={window} must be a multiple of the tokenizer's step of {step} s "
                 f"(e.g. {max(1, round(window / step)) * step:g})"
             )
-        if backbone.mixer == "attention":
-            log.warning("attention backbone: its KV cache grows with the input, so memory is not constant")
+        if not backbone.bounded_state:
+            log.warning("the backbone's state grows with the input (an attention KV cache): memory is not constant")
         self.device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer, self.backbone = tokenizer.eval().to(self.device), backbone.eval().to(self.device)
         self.layer, self.norm, self.pool = layer % backbone.depth, norm, pool
@@ -128,8 +125,9 @@ class Embedder:
         self.window_seconds, self.seconds_per_step = window, step
         self.tokens_per_step = int(tokenizer.tokens_per_step)
         self.dim = backbone.dim
-        self.modalities, self.modality_ids, self.sample_rate, self.fps, self.size = _media(tokenizer)
-        self.slot_offsets, self.slot_modality = _slots(tokenizer)
+        self.decoding = tokenizer.decoding
+        d = self.decoding  # shortcuts to what the model reads
+        self.modalities, self.sample_rate, self.fps, self.size = d.modalities, d.sample_rate, d.fps, d.size
 
     @classmethod
     def from_checkpoint(
@@ -141,20 +139,22 @@ class Embedder:
         hop_seconds: float | None = None,
         pool: Literal["mean", "max", "mean_std"] | None = "mean",
         window_seconds: float | None = None,
+        weights_only: bool = True,
     ) -> Embedder:
-        """Build from a ``SequenceModel`` checkpoint (see `load_parts`); arguments as in the constructor."""
-        tokenizer, backbone, _ = load_parts(path)
+        """Build from a ``SequenceModel`` checkpoint; arguments as in the constructor, ``weights_only`` as
+        in `ttt_mm.embed.checkpoint` (the one loader: ``False`` only for files you trust)."""
+        tokenizer, backbone, _ = load_parts(path, weights_only)
         return cls(tokenizer, backbone, layer, norm, hop_seconds, pool, window_seconds, device)
 
     def read_spec(self) -> ReadSpec:
-        """What to decode for this tokenizer: its streams, rates and frame size."""
-        context = getattr(self._audio_tokenizer(), "context_samples", 0)
+        """What to decode for this tokenizer: its streams, rates and frame size (the others unused)."""
+        d = ReadSpec()  # the defaults fill the fields of a stream the tokenizer does not read
         return ReadSpec(
-            self.modalities,
-            sample_rate=self.sample_rate or 16000,
-            fps=self.fps or 8.0,
-            size=self.size or 128,
-            audio_context_seconds=max(0.025, context / (self.sample_rate or 16000)),
+            self.decoding.modalities,
+            sample_rate=self.decoding.sample_rate or d.sample_rate,
+            fps=self.decoding.fps or d.fps,
+            size=self.decoding.size or d.size,
+            audio_context_seconds=self.decoding.context_samples / (self.decoding.sample_rate or d.sample_rate),
             min_seconds=self.seconds_per_step,
         )
 
@@ -197,130 +197,131 @@ class Embedder:
         ``audio``: float ``[n]`` or ``[B, n]`` mono at `sample_rate`; ``video``: uint8
         ``[T, 3, size, size]`` or ``[B, T, 3, size, size]`` at `fps` (what the tokenizer reads). With
         a batch axis, every row is a separate input of the same length and the result has a batch
-        axis too.
+        axis too. The tensors are cut into windows by the same code as files
+        (`ttt_mm.data.windows.TensorMedia`), with ``start`` the time of their first sample.
         """
-        batch = _tensor_batch(self, audio, video)
-        out = self.embed_windows(_tensor_windows(self, batch, start), start=start)
-        if not batch["batched"]:
+        inputs, batched = _tensor_inputs(self, audio, video, start)
+        rows = [walk(ClipInfo(media, start=start), self.window_seconds, self.read_spec()) for media in inputs]
+        try:  # the rows have the same length, so the same windows: each window is one batch
+            out = self.embed_windows((collate(items) for items in zip(*rows)), start=start)
+        except MediaError as exc:
+            raise ValueError(f"in-memory input: {exc.reason}") from None
+        if not batched:
             out.embeddings = out.embeddings[0]
             out.pooled = None if out.pooled is None else out.pooled[0]
         return out
 
-    def _audio_tokenizer(self) -> AudioTokenizer | None:
-        t = self.tokenizer
-        return t if isinstance(t, AudioTokenizer) else t.audio if isinstance(t, AVTokenizer) else None
+
+# ------------------------------------------------------------------------------------- streaming
 
 
-def load_parts(path: str | os.PathLike) -> tuple[Tokenizer, Backbone, dict]:
-    """Tokenizer, backbone and hyperparameters of a ``SequenceModel`` checkpoint, without Lightning.
+class Stream:
+    """One input being embedded: `push` its window batches in order, then `finish`.
 
-    They are built exactly as ``SequenceModel.__init__`` builds them (``instantiate`` of the saved
-    ``tokenizer`` and ``backbone`` mappings) and their weights loaded strictly. Checkpoints are
-    pickles (Lightning saves Hydra containers in them): load only files you trust.
+    Each call returns the rows that became final, ``[B, n, D]`` float32 on the CPU (n may be 0);
+    `clock` and `pooled` describe everything returned so far.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {str(exc).splitlines()[0]}") from None
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hparams or "tokenizer" not in hparams or "backbone" not in hparams or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a ttt_mm SequenceModel checkpoint (no tokenizer/backbone hyperparameters)")
-    try:
-        tokenizer, backbone = instantiate(hparams["tokenizer"]), instantiate(hparams["backbone"])
-    except InstantiationException as exc:  # e.g. a checkpoint from a version with other classes
-        raise ValueError(f"cannot rebuild the model of {path}: {str(exc).splitlines()[0]}") from None
-    for name, module in (("tokenizer", tokenizer), ("backbone", backbone)):
-        prefix = name + "."
-        weights = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-        module.load_state_dict(weights, strict=True)
-    return tokenizer, backbone, dict(hparams)
+
+    def __init__(self, embedder: Embedder, start: float = 0.0) -> None:
+        self.embedder, self.start = embedder, float(start)
+        self.state: BackboneState | None = None
+        self.batch_size = 1
+        self.num_tokens = 0
+        self._pool = None if embedder.pool is None else Pool(embedder.pool)
+        self._bins = None
+        if embedder.hop_seconds is None:
+            tok = embedder.tokenizer
+            self.clock = Clock(self.start, embedder.seconds_per_step, tok.slot_offsets, tok.slot_modality)
+        else:
+            modalities = set(embedder.tokenizer.slot_modality)
+            mixed = modalities.pop() if len(modalities) == 1 else MIXED
+            self.clock = Clock(self.start, embedder.hop_seconds, (0.0,), (mixed,))
+            self._bins = HopBins(embedder.seconds_per_step, embedder.hop_seconds, embedder.tokens_per_step, self.clock)
+
+    @torch.inference_mode()
+    def push(self, batch: Mapping[str, Any]) -> Tensor:
+        """Embed the next window (a collated batch as `ttt_mm.data.iter_windows` yields)."""
+        e = self.embedder
+        batch = to_device(batch, e.device)
+        tokens = e.tokenizer(batch)
+        _, hidden, self.state = e.backbone.forward_intermediates(tokens.embeddings, self.state, layers=(e.layer,))
+        h = e.backbone.norm(hidden[0]) if e.norm else hidden[0]  # [B, N, D]
+        B, N, D = h.shape
+        k = e.tokens_per_step
+        if N % k:
+            raise ValueError(f"the tokenizer returned {N} tokens, not a whole number of steps of {k}")
+        window_start = float(torch.as_tensor(batch.get("start", 0.0), dtype=torch.float64).reshape(-1)[0])
+        first = (window_start - self.start) / e.seconds_per_step
+        if abs(first - round(first)) > 1e-6:
+            raise ValueError(
+                f"a window starts {window_start - self.start:.6f} s into the input, not on the "
+                f"{e.seconds_per_step} s step grid: use windows whose length is a multiple of it"
+            )
+        self.batch_size = B
+        keep = tokens.mask.reshape(B, N // k, k).all(-1).all(0)  # [S] steps whose tokens are all real
+        steps = round(first) + keep.nonzero().squeeze(1).cpu()
+        rows = h.reshape(B, N // k, k, D)[:, keep].reshape(B, -1, D).float().cpu()
+        self.num_tokens += rows.shape[1]
+        if self._pool is not None:
+            self._pool.add(rows)
+        if self._bins is None:
+            self.clock.add_runs(steps)
+            return rows
+        return self._bins.push(rows, steps)
+
+    def finish(self) -> Tensor:
+        """Rows still held back (the last open bin when downsampling)."""
+        if self._bins is None:
+            return torch.zeros(self.batch_size, 0, self.embedder.dim)
+        return self._bins.finish(self.batch_size, self.embedder.dim)
+
+    def pooled(self) -> Tensor | None:
+        """The pooled vector of every batch row ``[B, P]`` over all tokens so far (None: pooling off)."""
+        if self._pool is None:
+            return None
+        if self.num_tokens == 0:
+            raise ValueError("no token to pool: the input is shorter than one token step")
+        return self._pool.result()
 
 
-def _media(tokenizer: Tokenizer) -> tuple[tuple[str, ...], tuple[int, ...], int | None, float | None, int | None]:
-    """(streams to decode, modality ids, sample rate, fps, frame size) of a tokenizer."""
-    if isinstance(tokenizer, AVTokenizer):
-        a, v = tokenizer.audio, tokenizer.video
-        return ("audio", "video"), (AUDIO, VIDEO), a.sample_rate, v.fps, v.size
-    if isinstance(tokenizer, AudioTokenizer):
-        return ("audio",), (AUDIO,), tokenizer.sample_rate, None, None
-    if isinstance(tokenizer, VideoTokenizer):
-        return ("video",), (VIDEO,), None, tokenizer.fps, tokenizer.size
-    raise TypeError(
-        f"cannot tell which media a {type(tokenizer).__name__} reads (expected an Audio, Video or AV tokenizer)"
-    )
-
-
-def _slots(tokenizer: Tokenizer) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    """Offset (seconds from the step start) and modality of each token of a step, in token order
-    (see `ttt_mm.tokenizers.av`: a step's audio tokens, then its video patches)."""
-    if isinstance(tokenizer, AVTokenizer):
-        audio = tuple(round(j * tokenizer.audio.seconds_per_step, 9) for j in range(tokenizer.audio_per_step))
-        patches = tokenizer.video.tokens_per_step
-        return audio + (0.0,) * patches, (AUDIO,) * len(audio) + (VIDEO,) * patches
-    if isinstance(tokenizer, AudioTokenizer):
-        return (0.0,), (AUDIO,)
-    return (0.0,) * tokenizer.tokens_per_step, (VIDEO,) * tokenizer.tokens_per_step
-
-
-def _tensor_batch(e: Embedder, audio: Tensor | None, video: Tensor | None) -> dict:
-    """Check and batch ``embed_tensor``'s inputs: ``{"audio": [B, n], "video": [B, T, 3, S, S], "batched"}``."""
-    out: dict = {}
+def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, start: float) -> tuple[list, bool]:
+    """``embed_tensor``'s inputs checked and split into one `TensorMedia` per batch row; and whether
+    they had a batch axis."""
+    given: dict[str, Tensor] = {}
     batched = None
     for name, value, dims in (("audio", audio, 1), ("video", video, 4)):
-        wanted = name in e.modalities
-        if (value is not None) != wanted:
-            given = "a tensor" if value is not None else None
-            raise ValueError(f"this model reads {' and '.join(e.modalities)}; got {name}={given}")
+        if (value is not None) != (name in e.modalities):
+            given_text = "a tensor" if value is not None else None
+            raise ValueError(f"this model reads {' and '.join(e.modalities)}; got {name}={given_text}")
         if value is None:
             continue
         if value.dim() not in (dims, dims + 1):
             raise ValueError(
                 f"{name} must have {dims} dimensions, or {dims + 1} with a batch axis; got {tuple(value.shape)}"
             )
-        is_batched = value.dim() == dims + 1
-        if batched is not None and batched != is_batched:
+        if batched is not None and batched != (value.dim() == dims + 1):
             raise ValueError("give audio and video both with or both without a batch axis")
-        batched = is_batched
-        out[name] = value if is_batched else value.unsqueeze(0)
-    if "video" in out:
-        v = out["video"]
+        batched = value.dim() == dims + 1
+        given[name] = value if batched else value.unsqueeze(0)
+    if "video" in given:
+        v = given["video"]
         if v.dtype != torch.uint8 or tuple(v.shape[2:]) != (3, e.size, e.size):
             raise ValueError(
                 f"video must be uint8 [.., T, 3, {e.size}, {e.size}] at {e.fps} fps; got {v.dtype} {tuple(v.shape)}"
             )
-    if "audio" in out:
-        out["audio"] = out["audio"].float()
-    if len({x.shape[0] for k, x in out.items()}) > 1:
-        raise ValueError(f"audio and video batch sizes differ: {[tuple(x.shape) for x in out.values()]}")
-    out["batched"] = bool(batched)
-    return out
-
-
-def _tensor_windows(e: Embedder, batch: dict, start: float) -> Iterator[dict]:
-    """Consecutive window batches of in-memory media, with the audio context each window needs."""
-    w = e.window_seconds
-    seconds = []
-    if "audio" in batch:
-        seconds.append(batch["audio"].shape[1] / e.sample_rate)
-    if "video" in batch:
-        seconds.append(batch["video"].shape[1] / e.fps)
-    count = max(1, math.ceil(max(seconds) / w - 1e-9))
-    size = next(v.shape[0] for k, v in batch.items() if k != "batched")
-    context = getattr(e._audio_tokenizer(), "context_samples", 0)
-    for i in range(count):
-        item: dict = {"start": torch.full((size,), start + i * w, dtype=torch.float64)}
-        if "audio" in batch:
-            a, n = batch["audio"], round(w * e.sample_rate)
-            lo = i * n
-            ctx = a[:, max(0, lo - context) : lo]
-            item["audio_context"] = torch.cat([ctx.new_zeros(size, context - ctx.shape[1]), ctx], dim=1)
-            item["audio"], item["sample_rate"] = a[:, lo : lo + n], e.sample_rate
-        if "video" in batch:
-            f = round(w * e.fps)
-            item["video"], item["fps"] = batch["video"][:, i * f : (i + 1) * f], e.fps
-        yield item
+    if len({x.shape[0] for x in given.values()}) > 1:
+        raise ValueError(f"audio and video batch sizes differ: {[tuple(x.shape) for x in given.values()]}")
+    rows = next(iter(given.values())).shape[0]
+    samples, frames = given.get("audio"), given.get("video")
+    inputs = [
+        TensorMedia(
+            None if samples is None else samples[r].float().cpu(),
+            None if frames is None else frames[r].cpu(),
+            e.sample_rate,
+            e.fps,
+            offset=start,
+            name=f"<tensor row {r}>",
+        )
+        for r in range(rows)
+    ]
+    return inputs, bool(batched)

@@ -5,7 +5,7 @@ Layout of one output, e.g. ``talk.flac.npy`` + ``talk.flac.json``:
 - ``.npy``: ``[N, D]`` float16 or float32, a plain NumPy array (``np.load(path, mmap_mode="r")``);
 - ``.json``: ``source``, ``start``/``end``/``duration`` (seconds of the file that were embedded),
   ``shape``, ``dtype``, ``layer``, ``norm``, ``hop_seconds``, ``clock`` (the row timestamps in
-  compact form, see `ttt_mm.embedder.Clock`), ``pool`` and ``pooled`` (the pooled vector),
+  compact form, see `ttt_mm.embed.clock.Clock`), ``pool`` and ``pooled`` (the pooled vector),
   ``checkpoint``, ``config_hash`` (of the model and the embedding options) and ``model``.
 
 Both are written under hidden temporary names in the same folder and renamed into place, the
@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ttt_mm.embed_stream import Clock
+from ttt_mm.embed.clock import Clock
 
 DTYPES = ("float16", "float32")
 

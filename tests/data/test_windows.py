@@ -1,0 +1,49 @@
+"""Media in hand is windowed exactly like other media: tensors against the synthetic clip they hold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
+from ttt_mm.data.windows import Media, TensorMedia, to_device
+
+SPEC = ReadSpec(("audio", "video"), size=32)
+
+
+def decoded(clip: SyntheticClip, start: float, seconds: float) -> TensorMedia:
+    return TensorMedia(
+        clip.audio(start, seconds, SPEC.sample_rate), clip.video(start, seconds, SPEC.fps, SPEC.size), 16000, 8.0, start
+    )
+
+
+@pytest.mark.parametrize("start", [0.0, 1.0])
+def test_tensors_give_the_windows_of_the_clip_they_hold(start):
+    clip = SyntheticClip(0, 2, 3.0)
+    media = decoded(clip, start, 3.0 - start)
+    assert isinstance(media, Media) and isinstance(clip, Media) and not isinstance("a.wav", Media)
+    ours = list(iter_windows(media, 0.75, SPEC, start=start))
+    theirs = list(iter_windows(clip, 0.75, SPEC, start=start))
+    assert len(ours) == len(theirs) == round((3.0 - start) / 0.75)
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        for key in ("audio", "video", "start", "audio_lengths", "video_lengths"):
+            assert torch.equal(a[key], b[key]), key
+        if i or not start:
+            assert torch.equal(a["audio_context"], b["audio_context"])
+        else:  # before the tensors' first sample there is nothing: the context is zeros
+            assert a["audio_context"].abs().sum() == 0 < b["audio_context"].abs().sum()
+
+
+def test_tensors_are_never_resampled():
+    media = TensorMedia(torch.zeros(16000), None, sample_rate=16000)
+    with pytest.raises(ValueError, match="at 16000 Hz, not 22050 Hz"):
+        media.audio(0.0, 0.5, 22050)
+    with pytest.raises(ValueError, match="holds no video"):
+        media.video(0.0, 0.5, 8.0, 32)
+    with pytest.raises(ValueError, match="needs samples, frames or both"):
+        TensorMedia()
+
+
+def test_to_device_moves_tensors_only():
+    batch = to_device({"audio": torch.zeros(2), "path": ["a"], "fps": 8.0}, "cpu")
+    assert batch["path"] == ["a"] and batch["fps"] == 8.0 and batch["audio"].device.type == "cpu"

@@ -1,0 +1,120 @@
+"""The one checkpoint loader: the weights_only rule, and checkpoints of the string-mixer era."""
+
+from __future__ import annotations
+
+import pathlib
+from functools import partial
+
+import lightning
+import pytest
+import torch
+
+from ttt_mm.backbone import Backbone
+from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
+from ttt_mm.embed import Embedder
+from ttt_mm.embed.checkpoint import load_model, load_parts
+from ttt_mm.layers import AttentionLayer, TTTLayer
+from ttt_mm.tokenizers import AudioTokenizer, AVTokenizer, VideoTokenizer
+
+OLD_TOKENIZER = {  # as the 0.1 configs saved it: no target_pool (then 1 by default)
+    "_target_": "ttt_mm.tokenizers.AVTokenizer",
+    "dim": 32,
+    "audio": {"_target_": "ttt_mm.tokenizers.AudioTokenizer", "dim": 32, "n_mels": 16, "frames_per_token": 5},
+    "video": {"_target_": "ttt_mm.tokenizers.VideoTokenizer", "dim": 32, "fps": 8.0, "size": 32, "patch": 16},
+}
+
+
+def old_backbone(mixer: str, variant: str) -> dict:
+    return {
+        "_target_": "ttt_mm.backbone.Backbone",
+        "dim": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "mixer": mixer,
+        "mini_batch_size": 8,
+        "base_lr": None,
+        "variant": variant,
+        "mlp_ratio": 4.0,
+        "checkpoint_activations": False,
+    }
+
+
+def the_model_it_meant(mixer: str, variant: str) -> tuple[AVTokenizer, Backbone]:
+    tokenizer = AVTokenizer(
+        32, audio=AudioTokenizer(32, n_mels=16, frames_per_token=5), video=VideoTokenizer(32, size=32, target_pool=1)
+    )
+    mamba = variant == "mamba"
+    if mixer == "attention":
+        factory = partial(AttentionLayer, num_heads=2)
+    else:
+        inner = mixer.removeprefix("ttt_")
+        factory = partial(TTTLayer, num_heads=2, inner=inner, mini_batch_size=8, use_gate=mamba, share_qk=mamba)
+    return tokenizer, Backbone(32, 2, factory, variant=variant)
+
+
+def save_old(path: pathlib.Path, mixer: str, variant: str) -> tuple[pathlib.Path, AVTokenizer, Backbone]:
+    """A checkpoint as the code before the injected mixer wrote it (the weights' names are unchanged)."""
+    torch.manual_seed(0)
+    tokenizer, backbone = the_model_it_meant(mixer, variant)
+    head = torch.nn.Linear(32, tokenizer.target_dim)
+    state = {f"tokenizer.{k}": v for k, v in tokenizer.state_dict().items()}
+    state |= {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    state |= {f"head.{k}": v for k, v in head.state_dict().items()}
+    hparams = {"tokenizer": OLD_TOKENIZER, "backbone": old_backbone(mixer, variant), "predict": "next_step"}
+    hparams |= {"loss": "mse", "lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.05, "warmup_steps": 100}
+    payload = {"state_dict": state, "hyper_parameters": hparams, "pytorch-lightning_version": lightning.__version__}
+    torch.save(payload, path)
+    return path, tokenizer, backbone
+
+
+@pytest.fixture(scope="module")
+def window():
+    return next(iter_windows(SyntheticClip(0, 1, 2.0), 2.0, ReadSpec(("audio", "video"), size=32)))
+
+
+@pytest.mark.parametrize("mixer,variant", [("ttt_linear", "mamba"), ("ttt_mlp", "transformer"), ("attention", "mamba")])
+def test_a_checkpoint_naming_its_mixer_loads_as_the_model_it_was(tmp_path, window, mixer, variant):
+    path, tokenizer, backbone = save_old(tmp_path / "old.ckpt", mixer, variant)
+    parts = load_parts(path)
+    assert parts.hparams["backbone"]["mixer"]["_partial_"] is True
+    assert parts.tokenizer.video.target_pool == 1 and parts.decoding.size == 32
+    with torch.no_grad():
+        expected = backbone(tokenizer(window).embeddings)[0]
+        torch.testing.assert_close(parts.backbone(parts.tokenizer(window).embeddings)[0], expected)
+
+    model = load_model(path)  # what evaluate loads
+    assert not model.training and model.hparams.lr == 1e-3
+    with torch.no_grad():
+        tokens, pred, _ = model(window)
+        loss, copy, n = model.losses(tokens, pred)
+    assert torch.isfinite(loss) and n > 0
+    embedded = Embedder.from_checkpoint(path, device="cpu").embed_tensor(
+        audio=window["audio"][0], video=window["video"][0]
+    )
+    assert embedded.embeddings.shape == (8 * 9, 32)  # 8 steps of 5 audio tokens and 4 patches
+
+
+class NotPlain:
+    """Anything but tensors and plain types: unpickling it could run code."""
+
+
+def test_checkpoints_load_weights_only_unless_the_caller_trusts_the_file(tmp_path):
+    path, _, _ = save_old(tmp_path / "plain.ckpt", "ttt_linear", "transformer")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"]["note"] = NotPlain()
+    torch.save(ckpt, tmp_path / "pickled.ckpt")
+    with pytest.raises(ValueError, match="holds objects other than tensors and plain types.*weights_only=false"):
+        load_parts(tmp_path / "pickled.ckpt")
+    with pytest.raises(ValueError, match="weights_only=false"):
+        load_model(tmp_path / "pickled.ckpt")
+    assert load_parts(tmp_path / "pickled.ckpt", weights_only=False).hparams["note"].__class__ is NotPlain
+    model = load_model(tmp_path / "pickled.ckpt", weights_only=False)  # the unknown key is left out
+    assert model.backbone.depth == 2
+
+
+def test_not_a_checkpoint_is_one_clear_error(tmp_path):
+    (tmp_path / "notes.ckpt").write_text("hello")
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint"):
+        load_parts(tmp_path / "notes.ckpt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "missing.ckpt")

@@ -1,0 +1,62 @@
+"""One source per default: where a config file states a constructor argument that has a default in
+the signature, the two agree, unless the file makes a deliberate choice listed here with its reason."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ttt_mm.tokenizers import FPS, FRAME_SIZE, SAMPLE_RATE
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+CHOICES = {  # (file, key): why it differs from the signature's default
+    ("tokenizer/av.yaml", "audio.frames_per_token"): "a 0.25 s audio-visual step needs a whole number of audio tokens",
+    ("data/synthetic.yaml", "data.source.num_clips"): "the size of the default run's synthetic set",
+}
+
+
+def built_nodes(node, path=()):
+    """``(key path, class, node)`` of every node with a ``_target_`` in a raw (uncomposed) config."""
+    if not isinstance(node, DictConfig):
+        return
+    if "_target_" in node:
+        yield path, get_class(node._target_), node
+    for key in node:
+        if not (OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key)):
+            yield from built_nodes(node[key], (*path, str(key)))
+
+
+def disagreements() -> dict[tuple[str, str], tuple]:
+    out = {}
+    for file in sorted(CONF.glob("*/*.yaml")):
+        for path, cls, node in built_nodes(OmegaConf.load(file)):
+            if not cls.__module__.startswith("ttt_mm"):
+                continue  # Lightning's and torch's own classes
+            params = inspect.signature(cls).parameters
+            for key in node:
+                param = params.get(key)
+                if param is None or param.default is inspect.Parameter.empty:
+                    continue
+                if OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key):
+                    continue
+                value = node[key]
+                if isinstance(value, DictConfig):
+                    continue  # a nested object: its own arguments are checked on their own
+                value = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+                default = list(param.default) if isinstance(param.default, tuple) else param.default
+                if value != default:
+                    out[(file.relative_to(CONF).as_posix(), ".".join((*path, key)))] = (value, default)
+    return out
+
+
+def test_config_files_restate_signature_defaults_only_as_they_are():
+    found = disagreements()
+    assert set(found) == set(CHOICES), {k: v for k, v in found.items() if k not in CHOICES}
+
+
+def test_the_media_clock_is_the_data_config_default():
+    data = OmegaConf.load(CONF / "data" / "default.yaml")
+    assert (data.sample_rate, data.fps, data.size) == (SAMPLE_RATE, FPS, FRAME_SIZE) == (16000, 8.0, 128)

@@ -1,0 +1,102 @@
+"""What callers read from the `Tokenizer` interface agrees with the tokens each tokenizer makes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ttt_mm.data import ReadSpec, SyntheticClip, collate
+from ttt_mm.data.datasets import read_item
+from ttt_mm.data.sources import ClipInfo
+from ttt_mm.tokenizers import AUDIO, VIDEO, AudioTokenizer, AVTokenizer, Tokenizer, VideoTokenizer
+
+TOKENIZERS = {
+    "audio": lambda: AudioTokenizer(dim=16, n_mels=20),
+    "video": lambda: VideoTokenizer(dim=16, size=32),
+    "video-pixels": lambda: VideoTokenizer(dim=16, size=32, target_pool=1),
+    "av": lambda: AVTokenizer(
+        dim=16, audio=AudioTokenizer(dim=16, n_mels=20, frames_per_token=5), video=VideoTokenizer(dim=16, size=32)
+    ),
+    "av-pixels": lambda: AVTokenizer(
+        dim=16,
+        audio=AudioTokenizer(dim=16, n_mels=20, frames_per_token=5),
+        video=VideoTokenizer(dim=16, size=32, target_pool=1),
+    ),
+}
+EXACT = ("audio", "video-pixels", "av-pixels")  # targets that invert to the very media that was read
+
+
+def batch_for(tokenizer: Tokenizer, seconds: float = 1.25) -> dict:
+    d = tokenizer.decoding
+    spec = ReadSpec(
+        d.modalities, sample_rate=d.sample_rate or 16000, fps=d.fps or 8.0, size=d.size or 128, min_seconds=0.1
+    )
+    return collate([read_item(ClipInfo(SyntheticClip(0, i)), 2.0, seconds, spec) for i in range(2)])
+
+
+@pytest.fixture(params=sorted(TOKENIZERS))
+def tokenizer(request) -> Tokenizer:
+    return TOKENIZERS[request.param]()
+
+
+def test_the_slot_layout_is_the_layout_of_the_tokens(tokenizer):
+    tokens = tokenizer(batch_for(tokenizer))
+    P = tokenizer.tokens_per_step
+    assert len(tokenizer.slot_modality) == len(tokenizer.slot_offsets) == P
+    steps = tokens.mask.shape[1] // P
+    assert steps == int(1.25 / tokenizer.seconds_per_step) and tokens.mask.all()  # 5 steps of 0.25 s, 31 of 0.04 s
+    assert torch.equal(tokens.modality[0], torch.tensor(tokenizer.slot_modality).repeat(steps))
+    start = 2.0 + torch.arange(steps)[:, None] * tokenizer.seconds_per_step
+    expected = (start + torch.tensor(tokenizer.slot_offsets)[None]).reshape(-1).float()
+    torch.testing.assert_close(tokens.timestamps[1], expected)
+
+
+def test_decoding_names_the_streams_and_rates_the_tokenizer_checks(tokenizer):
+    d = tokenizer.decoding
+    assert set(d.modalities) == {{AUDIO: "audio", VIDEO: "video"}[m] for m in tokenizer.slot_modality}
+    assert ("audio" in d.modalities) == (d.sample_rate is not None) and ("video" in d.modalities) == (d.fps is not None)
+    batch = batch_for(tokenizer) | {"sample_rate": 8000, "fps": 4.0}
+    with pytest.raises(ValueError, match="was decoded with"):
+        tokenizer(batch)
+
+
+def test_invert_gives_media_per_step_rows_per_step(tokenizer):
+    tokens = tokenizer(batch_for(tokenizer))
+    steps = tokens.mask.shape[1] // tokenizer.tokens_per_step
+    media = tokenizer.invert(tokens.targets, tokens.target_stats)
+    assert media.keys() == tokenizer.media_per_step.keys() == set(tokenizer.decoding.modalities)
+    for name, per_step in tokenizer.media_per_step.items():
+        assert media[name].shape[1] == steps * per_step
+
+
+def test_target_widths_mark_the_real_target_entries(tokenizer):
+    tokens = tokenizer(batch_for(tokenizer))
+    widths = tokenizer.target_widths(tokens.modality)
+    assert widths.shape == tokens.mask.shape
+    for modality, width in tokenizer.target_dims.items():
+        chosen = tokens.modality == modality
+        assert (widths[chosen] == width).all()
+        assert tokens.targets[chosen][:, width:].abs().sum() == 0  # the rest is padding
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_embed_targets_of_true_targets_are_the_embeddings(name):
+    tokenizer = TOKENIZERS[name]()
+    tokens = tokenizer(batch_for(tokenizer))
+    with torch.no_grad():
+        again = tokenizer.embed_targets(tokens.targets, tokens.target_stats)
+    torch.testing.assert_close(again, tokens.embeddings, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["video", "av"])
+def test_embed_targets_of_block_means_embed_the_block_frames(name):
+    tokenizer = TOKENIZERS[name]()
+    batch = batch_for(tokenizer)
+    tokens = tokenizer(batch)
+    blocks = tokenizer.invert(tokens.targets, tokens.target_stats)["video"]  # each 4 x 4 block one colour
+    assert not torch.equal(blocks, batch["video"][:, : blocks.shape[1]])
+    with torch.no_grad():
+        again = tokenizer.embed_targets(tokens.targets, tokens.target_stats)
+        expected = tokenizer(batch | {"video": blocks}).embeddings
+    video = tokens.modality == VIDEO
+    torch.testing.assert_close(again[video], expected[video], atol=1e-5, rtol=0)

@@ -1,0 +1,9 @@
+"""Embeddings from a trained checkpoint: the one checkpoint loader, the streaming `Embedder`, the row
+clock, running reducers, ``.npy`` + ``.json`` files and the HEAR interface (`ttt_mm.embed.hear`)."""
+
+from ttt_mm.embed.checkpoint import load_parts
+from ttt_mm.embed.clock import MIXED, Clock
+from ttt_mm.embed.embedder import DEFAULT_WINDOW_TOKENS, Embedder, Embeddings, Stream
+from ttt_mm.embed.reducers import POOLS
+
+__all__ = ["DEFAULT_WINDOW_TOKENS", "MIXED", "POOLS", "Clock", "Embedder", "Embeddings", "Stream", "load_parts"]

@@ -1,0 +1,164 @@
+"""The one checkpoint loader: embed, evaluate and HEAR read ``SequenceModel`` checkpoints through it.
+
+The rule: checkpoints are read with ``torch.load(weights_only=True)``, which unpickles only tensors
+and plain types, so a file cannot run code when it is opened. ``SequenceModel`` saves its
+hyperparameters as plain types, so what training writes loads this way. ``weights_only=False``
+also unpickles arbitrary objects (e.g. checkpoints whose hyperparameters hold other objects): pass it
+only for files you trust.
+
+Checkpoints written before the mixer was injected (``backbone: {mixer: "ttt_linear", ...}``) are
+translated to today's hyperparameters on load (`translate`), weights unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import pickle
+import zipfile
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from ttt_mm.backbone import Backbone
+from ttt_mm.tokenizers import Decoding, Tokenizer
+
+if TYPE_CHECKING:
+    from ttt_mm.module import SequenceModel
+
+
+class Parts(NamedTuple):
+    """What embedding needs from a checkpoint: the trained tokenizer and backbone, the (translated)
+    hyperparameters, and, through the tokenizer, what to decode for it."""
+
+    tokenizer: Tokenizer
+    backbone: Backbone
+    hparams: dict
+
+    @property
+    def decoding(self) -> Decoding:
+        """Streams, sample rate, fps and frame size the model reads (see `ttt_mm.tokenizers.Decoding`)."""
+        return self.tokenizer.decoding
+
+
+def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
+    """The checkpoint dict with its hyperparameters translated to today's form (see the module docstring).
+
+    Raises FileNotFoundError, or ValueError with one line saying what is wrong with the file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except pickle.UnpicklingError as exc:
+        lines = str(exc).strip().splitlines()
+        first = next((line.strip() for line in lines if "Unsupported global" in line), lines[0])
+        if weights_only:
+            raise ValueError(
+                f"checkpoint {path} holds objects other than tensors and plain types ({first}); "
+                "if you trust the file, pass weights_only=false"
+            ) from None
+        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {first}") from None
+    except (RuntimeError, EOFError) as exc:
+        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {str(exc).splitlines()[0]}") from None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not hparams or "tokenizer" not in hparams or "backbone" not in hparams or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a ttt_mm SequenceModel checkpoint (no tokenizer/backbone hyperparameters)")
+    return {**ckpt, "hyper_parameters": translate(dict(hparams))}
+
+
+def load_parts(path: str | os.PathLike, weights_only: bool = True) -> Parts:
+    """Tokenizer, backbone and hyperparameters of a checkpoint, without Lightning.
+
+    They are built exactly as ``SequenceModel.__init__`` builds them (``instantiate`` of the saved
+    ``tokenizer`` and ``backbone`` mappings) and their weights loaded strictly.
+    """
+    ckpt = read_checkpoint(path, weights_only)
+    hparams = ckpt["hyper_parameters"]
+    try:
+        tokenizer, backbone = instantiate(hparams["tokenizer"]), instantiate(hparams["backbone"])
+    except InstantiationException as exc:  # e.g. a checkpoint from a version with other classes
+        raise ValueError(f"cannot rebuild the model of {os.fspath(path)}: {str(exc).splitlines()[0]}") from None
+    for name, module in (("tokenizer", tokenizer), ("backbone", backbone)):
+        prefix = name + "."
+        weights = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        module.load_state_dict(weights, strict=True)
+    return Parts(tokenizer, backbone, hparams)
+
+
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", weights_only: bool = True
+) -> SequenceModel:
+    """The whole ``SequenceModel`` (prediction head included) in eval mode, weights loaded strictly."""
+    from ttt_mm.module import SequenceModel  # Lightning is imported only when the whole model is wanted
+
+    ckpt = read_checkpoint(path, weights_only)
+    accepted = inspect.signature(SequenceModel).parameters  # hyperparameters of older versions are left out
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}
+    try:
+        model = SequenceModel(**hparams)
+    except InstantiationException as exc:
+        raise ValueError(f"cannot rebuild the model of {os.fspath(path)}: {str(exc).splitlines()[0]}") from None
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.to(map_location).eval()
+
+
+# ------------------------------------------------------------------------------------ old checkpoints
+
+_TOKENIZERS = "ttt_mm.tokenizers."
+
+
+def translate(hparams: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters saved before the mixer was injected, in today's form (others unchanged).
+
+    Then ``backbone`` named its mixer (``"ttt_linear"``, ``"ttt_mlp"``, ``"attention"``) and held the
+    mixer's ``num_heads``, ``mini_batch_size`` and ``base_lr``; tokenizer dims defaulted to 256, the
+    backbone's to 256 and VideoTokenizer's ``target_pool`` to 1. Those defaults are written out, so
+    the rebuilt model is the one that was trained.
+    """
+    backbone = hparams["backbone"]
+    if not isinstance(backbone.get("mixer", "ttt_linear"), str):
+        return hparams
+    old = copy.deepcopy(dict(backbone))
+    name = old.pop("mixer", "ttt_linear")
+    heads, mini_batch, base_lr = old.pop("num_heads", 4), old.pop("mini_batch_size", 16), old.pop("base_lr", None)
+    mamba = old.get("variant", "transformer") == "mamba"
+    if name == "attention":
+        mixer = {"_target_": "ttt_mm.layers.AttentionLayer", "_partial_": True, "num_heads": heads}
+    elif name in ("ttt_linear", "ttt_mlp"):
+        mixer = {
+            "_target_": "ttt_mm.layers.TTTLayer",
+            "_partial_": True,
+            "num_heads": heads,
+            "inner": name.removeprefix("ttt_"),
+            "mini_batch_size": mini_batch,
+            "base_lr": base_lr,
+            "use_gate": mamba,
+            "share_qk": mamba,
+        }
+    else:
+        raise ValueError(f"a checkpoint with the unknown mixer {name!r}")
+    new_backbone = {"dim": 256, "depth": 4, **old, "mixer": mixer}
+    return {**hparams, "backbone": new_backbone, "tokenizer": _old_tokenizer(hparams["tokenizer"])}
+
+
+def _old_tokenizer(node: dict[str, Any]) -> dict[str, Any]:
+    node = copy.deepcopy(dict(node))
+    target = node.get("_target_", "")
+    if target.startswith(_TOKENIZERS):
+        node.setdefault("dim", 256)
+    if target == _TOKENIZERS + "VideoTokenizer":
+        node.setdefault("target_pool", 1)
+    if target == _TOKENIZERS + "AVTokenizer":  # its parts were built from the old defaults when absent
+        dim = node["dim"]
+        node["audio"] = _old_tokenizer(
+            node.get("audio") or {"_target_": _TOKENIZERS + "AudioTokenizer", "dim": dim, "frames_per_token": 5}
+        )
+        node["video"] = _old_tokenizer(node.get("video") or {"_target_": _TOKENIZERS + "VideoTokenizer", "dim": dim})
+    return node

@@ -1,0 +1,112 @@
+"""Every clip streamed whole through every model: the evaluation loop behind ``ttt_mm.tasks.evaluate``."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ttt_mm.data import MediaError, ReadSpec, SkipList, iter_windows
+from ttt_mm.data.windows import to_device
+from ttt_mm.eval import plots
+from ttt_mm.eval.report import ModelReport
+from ttt_mm.eval.scoring import ClipScorer
+
+if TYPE_CHECKING:
+    from ttt_mm.module import SequenceModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What `evaluate` computes besides the losses (see ``conf/evaluate.yaml``)."""
+
+    rollout_steps: int = 8
+    ssim_window: int = 11
+    edge_fraction: float = 0.1
+    bins_per_octave: int = 2
+    plots: bool = True
+    plot_clips: int = 3
+
+
+def model_info(path: str, model: SequenceModel, rollout_steps: int) -> dict:
+    tok, bb = model.tokenizer, model.hparams.backbone
+    info = {
+        "checkpoint": str(path),
+        "mixer": bb.get("mixer"),
+        "variant": bb.get("variant"),
+        "dim": bb.get("dim"),
+        "depth": bb.get("depth"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "tokenizer": type(tok).__name__,
+        "predict": model.hparams.predict,
+        "offset": model.offset,
+        "tokens_per_step": tok.tokens_per_step,
+        "seconds_per_step": tok.seconds_per_step,
+        "tokens_per_second": tok.tokens_per_second,
+        "loss_kind": model.hparams.loss,
+    }
+    if rollout_steps and model.offset != tok.tokens_per_step:
+        info["rollout_note"] = "no rollouts: they need next-step prediction (offset == tokens_per_step)"
+    return info
+
+
+def evaluate(
+    models, clips, spec: ReadSpec, window_seconds: float, options: Options, skips: SkipList, output: Path
+) -> dict:
+    """Stream every clip through every model; returns reports, evaluated files and skipped files."""
+    device = next(iter(models.values()))[1].device
+    reports = {}
+    for name, (path, model) in models.items():
+        steps = options.rollout_steps if model.offset == model.tokenizer.tokens_per_step else 0
+        modalities = tuple(sorted(model.tokenizer.target_dims))
+        reports[name] = ModelReport(
+            name,
+            model_info(path, model, options.rollout_steps),
+            modalities,
+            float(model.tokenizer.seconds_per_step),
+            steps,
+            options.bins_per_octave,
+            options.edge_fraction,
+        )
+    files, skipped, figures = [], [], []
+    for number, clip in enumerate(clips, 1):
+        if clip.name in skips:
+            skipped.append({"path": clip.name, "reason": "in the skip list: " + skips.reasons.get(clip.name, "")})
+            continue
+        keep_plot = options.plots and len(files) < options.plot_clips
+        scorers = {
+            name: ClipScorer(model, clip.name, options.rollout_steps, keep_plot, options.ssim_window)
+            for name, (_, model) in models.items()
+        }
+        try:
+            for batch in iter_windows(clip.media, window_seconds, spec, start=clip.start, end=clip.end):
+                batch = to_device(batch, device)
+                for scorer in scorers.values():
+                    scorer.push(batch)
+        except MediaError as exc:  # the whole file is left out, also the windows already scored
+            skips.add(exc.path, exc.reason)
+            skipped.append({"path": exc.path, "reason": exc.reason})
+            continue
+        results = {name: s.finish() for name, s in scorers.items()}
+        for name, result in results.items():
+            reports[name].add(result)
+        first = next(iter(results.values()))
+        files.append({"path": clip.name, "start": clip.start, "seconds": first.duration})
+        summary = ", ".join(
+            f"{n} {_fmt(r.losses[:, 0].mean() if len(r.losses) else math.nan)} "
+            f"(copy {_fmt(r.losses[:, 1].mean() if len(r.losses) else math.nan)}, "
+            f"mean {_fmt(r.losses[:, 2].mean() if len(r.losses) else math.nan)})"
+            for n, r in results.items()
+        )
+        log.info("[%d/%d] %s: %.1f s; loss %s", number, len(clips), clip.name, first.duration, summary)
+        if keep_plot:
+            figures += plots.clip_figures(results, len(files), clip.name, output)
+    return {"reports": reports, "files": files, "skipped": skipped, "figures": figures}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4f}"

@@ -1,0 +1,105 @@
+"""The outputs of an evaluation: ``metrics.json`` and the CSV tables (summary, loss versus context,
+rollout horizons, frames, files), plus the loss-versus-context figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from ttt_mm.eval.report import ModelReport
+from ttt_mm.eval.scoring import HORIZON_FIELDS, SERIES
+
+
+def _clean(value):
+    """NaN and infinities to None (JSON has no NaN), numpy scalars to Python ones."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in _clean(row).items()})
+
+
+def _prefixed(row: dict) -> dict:
+    """A loss-versus-context row with its series renamed ``loss_<series>`` (a CSV column is already called model)."""
+    return {f"loss_{k}" if k in SERIES else k: v for k, v in row.items()}
+
+
+def write_outputs(output: Path, result: dict, settings: dict, plots: bool) -> dict[str, str]:
+    """metrics.json, the CSV tables and the loss-versus-context figures; returns their paths."""
+    reports: dict[str, ModelReport] = result["reports"]
+    dicts = {name: r.to_dict() for name, r in reports.items()}
+    metrics = {"settings": settings, "files": result["files"], "skipped": result["skipped"], "models": dicts}
+    paths = {"metrics": output / "metrics.json"}
+    paths["metrics"].write_text(json.dumps(_clean(metrics), indent=2) + "\n")
+
+    summary, curves, horizons, files = [], [], [], []
+    for name, d in dicts.items():
+        for group, edges in d["length_extrapolation"].items():
+            if not isinstance(edges, dict):
+                continue
+            tokens = d["tokens_scored"] if group == "all" else d["by_modality"][group]["tokens"]
+            loss = d["loss"] if group == "all" else d["by_modality"][group]["loss"]
+            for s in SERIES:
+                summary.append(
+                    {"model": name, "group": group, "series": s, "tokens": tokens, "loss": loss[s], **edges[s]}
+                )
+        for group, axes in d["loss_vs_context"].items():
+            for axis, rows in axes.items():
+                curves += [{"model": name, "group": group, "axis": axis, **_prefixed(r)} for r in rows]
+        horizons += [{"model": name, **h} for h in d["rollout"]["horizons"]]
+        for f in d["per_file"]:
+            row = {
+                "model": name,
+                "path": f["path"],
+                "start": f["start"],
+                "seconds": f["seconds"],
+                "tokens": f["tokens"],
+                "scored": f["scored"],
+            }
+            for part in ("loss", "first", "last"):
+                row |= {f"{part}_{s}": f[part][s] for s in SERIES}
+            files.append(row)
+    tables = {
+        "summary": (summary, ["model", "group", "series", "tokens", "loss", "first", "last", "last_over_first"]),
+        "loss_vs_context": (
+            curves,
+            ["model", "group", "axis", "lo", "hi", "x_mean", "count", *(f"loss_{s}" for s in SERIES)],
+        ),
+        "horizons": (horizons, ["model", "horizon", "seconds", "count", *HORIZON_FIELDS]),
+        "frames": (
+            [row for r in reports.values() for row in r.frame_rows()],
+            ["model", "path", "frame", "seconds", "psnr_model", "psnr_copy", "ssim_model", "ssim_copy"],
+        ),
+        "files": (
+            files,
+            ["model", "path", "start", "seconds", "tokens", "scored"]
+            + [f"{p}_{s}" for p in ("loss", "first", "last") for s in SERIES],
+        ),
+    }
+    for key, (rows, columns) in tables.items():
+        paths[key] = output / f"{key}.csv"
+        _write_csv(paths[key], rows, columns)
+    if plots and any(r.groups["all"].count for r in reports.values()):
+        from ttt_mm.eval import plots
+
+        groups = next(iter(dicts.values()))["loss_vs_context"].keys()
+        for group in groups:
+            if all(group in d["loss_vs_context"] for d in dicts.values()):
+                key = "loss_vs_context_png" + ("" if group == "all" else f"_{group}")
+                paths[key] = output / ("loss_vs_context.png" if group == "all" else f"loss_vs_context_{group}.png")
+                plots.loss_vs_context({n: d["loss_vs_context"] for n, d in dicts.items()}, paths[key], group)
+    return {k: str(v) for k, v in paths.items()}
