@@ -125,7 +125,7 @@ class SequenceModel(L.LightningModule):
         B = tokens.mask.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         self.log("train/loss_ratio_copy", loss.detach() / copy.clamp_min(1e-12), batch_size=B)
-        return loss
+        return {"loss": loss, "tokens": tokens.mask.sum().detach()}  # real tokens, for `callbacks.Throughput`
 
     def _carried_state(self, batch) -> BackboneState | None:
         if self._train_state is None:

@@ -1,0 +1,61 @@
+"""Training throughput, and whether the data or the model is the bottleneck.
+
+Every ``log_every_n_steps`` batches this logs ``train/tokens_per_s``: real tokens (padding excluded,
+as counted by the training step) per second of wall time over the interval, summed over processes,
+and shown in the progress bar; and ``train/data_wait``: the fraction of the interval the training
+loop spent between one batch's end and the next one's start, which is where it waits for the data
+loader (validation runs are left out of both). A data wait near 1 means decoding or tokenizing sets
+the pace (more ``data.num_workers``, smaller frames); near 0, the model does.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+
+
+class Throughput(L.Callback):
+    """Logs ``train/tokens_per_s`` and ``train/data_wait`` once per logging interval."""
+
+    def __init__(self) -> None:
+        self._reset(None)
+        self._val_start: float | None = None
+
+    def _reset(self, now: float | None) -> None:
+        self._start = now  # when the interval began (the end of the batch before it)
+        self._last_end = now
+        self._wait = 0.0
+        self._paused = 0.0  # validation time inside the interval
+        self._tokens: torch.Tensor | int = 0  # summed on the device: no sync per batch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset(time.perf_counter())
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._val_start is not None:
+            self._paused += time.perf_counter() - self._val_start
+            self._val_start = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._last_end is not None:
+            self._wait += time.perf_counter() - self._last_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if isinstance(outputs, dict) and "tokens" in outputs:
+            self._tokens = self._tokens + outputs["tokens"]
+        self._last_end = now
+        if (batch_idx + 1) % max(1, trainer.log_every_n_steps) or self._start is None:
+            return
+        wall = max(now - self._start - self._paused, 1e-9)
+        wait = max(self._wait - self._paused, 0.0)
+        tokens = torch.as_tensor(self._tokens, dtype=torch.float64, device=pl_module.device)
+        tokens = float(trainer.strategy.reduce(tokens, reduce_op="sum"))
+        pl_module.log("train/tokens_per_s", tokens / wall, prog_bar=True, rank_zero_only=True)
+        pl_module.log("train/data_wait", wait / wall, rank_zero_only=True)
+        self._reset(now)
