@@ -2,7 +2,17 @@
 
 from .attention import AttentionLayer, KVCache
 from .conv import CausalDepthwiseConv
+from .lact import LaCTLayer, LaCTLayerState
 from .mlp import SwiGLU
 from .ttt import TTTLayer, TTTLayerState
 
-__all__ = ["AttentionLayer", "CausalDepthwiseConv", "KVCache", "SwiGLU", "TTTLayer", "TTTLayerState"]
+__all__ = [
+    "AttentionLayer",
+    "CausalDepthwiseConv",
+    "KVCache",
+    "LaCTLayer",
+    "LaCTLayerState",
+    "SwiGLU",
+    "TTTLayer",
+    "TTTLayerState",
+]
