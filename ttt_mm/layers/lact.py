@@ -216,15 +216,17 @@ class LaCTLayer(nn.Module):
         """Causal sliding-window attention over the cached and the new tokens, block by block.
 
         Returns ``o [B, T, C]`` and the new ``keys``, ``values``, ``cached``. Keys live in one sequence
-        ``[cache (P = window - 1 slots), new tokens]``; the queries of a block of ``Q`` new tokens see
-        a span of ``Q + P`` keys of it (strided views, no copies), masked to each query's own window
-        and to the cache slots that hold this sequence's tokens.
+        ``[cache (P = window - 1 slots), new tokens]``, front-padded to ``R * Q`` slots before the new
+        tokens; the queries of a block of ``Q`` new tokens see a span of ``(R + 1) Q`` keys (an
+        overlapping view, not a copy), masked to each query's own window and to the cache slots
+        that hold this sequence's tokens.
         """
         B, T, C = q.shape
         H, Fh, P = self.num_heads, self.head_dim, self.window - 1
         Q = min(QUERY_BLOCK, T)
-        nb = -(-T // Q)
-        span = Q + P
+        nb, R = -(-T // Q), -(-P // Q)
+        front, end = R * Q - P, nb * Q - T  # zero slots before the cache and after the new tokens
+        span = (R + 1) * Q
         cache_dtype = state.keys.dtype
 
         def heads(t):  # [B, T, C] -> [B, T, H, F]
@@ -236,26 +238,51 @@ class LaCTLayer(nn.Module):
         new_keys, new_values = k_all[:, T:].transpose(1, 2), v_all[:, T:].transpose(1, 2)
 
         rotation = rope_rotation(torch.arange(-P, T, device=q.device), Fh, self.rope_theta)
-        q_rot = apply_rope(heads(q), rotation[P:])  # [B, T, H, F]
-        k_rot = apply_rope(k_all, rotation)
-        pad = nb * Q - T  # the last block is padded at the end; its padded rows are dropped
-        q_rot, k_rot, v_pad = (F.pad(t.transpose(1, 2), (0, 0, 0, pad)) for t in (q_rot, k_rot, v_all))
-        k_rot, v_pad = k_rot.to(q_rot.dtype), v_pad.to(q_rot.dtype)
+        q_rot = F.pad(apply_rope(heads(q), rotation[P:]).transpose(1, 2), (0, 0, 0, end))  # [B, H, nb Q, F]
+        k_rot = F.pad(apply_rope(k_all, rotation).transpose(1, 2), (0, 0, front, end)).to(q_rot.dtype)
+        v_pad = F.pad(v_all.transpose(1, 2), (0, 0, front, end)).to(q_rot.dtype)  # [B, H, (R + nb) Q, F]
 
-        # query j of a block sees span positions j .. j + P: its own and the P tokens before it
+        # query j of a block sees span slots j + front .. j + R Q: itself and the P tokens before it
         j = torch.arange(Q, device=q.device)[:, None]
         m = torch.arange(span, device=q.device)[None]
-        band = (m >= j) & (m <= j + P)  # [Q, span]
-        slot = torch.arange(P + nb * Q, device=q.device)
-        real = slot[None] >= (P - state.cached)[:, None]  # [B, P + nb Q]: empty cache slots are not
+        band = (m >= j + front) & (m <= j + R * Q)  # [Q, span]
+        slot = torch.arange((R + nb) * Q, device=q.device)
+        real = slot[None] >= (R * Q - state.cached)[:, None]  # [B, (R + nb) Q]: empty cache slots are not
         outs = []
-        for b in range(B):  # one SDPA call per row: the mask then broadcasts over heads
-            qb = q_rot[b].unflatten(1, (nb, Q)).transpose(0, 1)  # [nb, H, Q, F]
-            kb = k_rot[b].unfold(1, span, Q).permute(1, 0, 3, 2)  # [nb, H, span, F], a strided view
-            vb = v_pad[b].unfold(1, span, Q).permute(1, 0, 3, 2)
-            mask = band & real[b].unfold(0, span, Q)[:, None, :]  # [nb, Q, span]
-            ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.unsqueeze(1))
-            outs.append(ob.transpose(0, 1).flatten(1, 2)[:, :T])  # [H, T, F]
-        o = torch.stack(outs).transpose(1, 2).reshape(B, T, C)
+        for b in range(B):  # one SDPA call per row (batch = heads, then blocks): the mask broadcasts over heads
+            qb = q_rot[b].unflatten(1, (nb, Q))  # [H, nb, Q, F]
+            kb, vb = (_OverlappingBlocks.apply(t[b], Q, R) for t in (k_rot, v_pad))  # [H, nb, span, F]
+            mask = band & _windows(real[b], Q, R)[:, None, :]  # [nb, Q, span]
+            # (a 4-D mask: with a 3-D one, SDPA on the CPU falls back to its quadratic-memory math path)
+            outs.append(F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask[None]).flatten(1, 2)[:, :T])
+        o = torch.stack(outs).transpose(1, 2).reshape(B, T, C)  # [B, H, T, F] -> [B, T, C]
         cached = torch.clamp(state.cached + T, max=P)
         return o, new_keys, new_values, cached
+
+
+def _windows(x: Tensor, Q: int, R: int) -> Tensor:
+    """``x [..., (n + R) Q]`` -> ``[..., n, (R + 1) Q]``: the windows starting every ``Q`` entries."""
+    return x.unfold(-1, (R + 1) * Q, Q)
+
+
+class _OverlappingBlocks(torch.autograd.Function):
+    """``x [N, (n + R) Q, F]`` -> the view ``[N, n, (R + 1) Q, F]`` of its windows starting every ``Q``
+    rows. Autograd's own backward of such a view (``unfold``) scatters element by element; here
+    it is ``R + 1`` shifted block additions."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, Q: int, R: int) -> Tensor:
+        x = x.contiguous()
+        N, L, F_ = x.shape
+        n = L // Q - R
+        ctx.dims = (N, n, R, Q, F_)
+        return x.as_strided((N, n, (R + 1) * Q, F_), (L * F_, Q * F_, F_, 1))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        N, n, R, Q, F_ = ctx.dims
+        grad = grad.reshape(N, n, R + 1, Q, F_)
+        out = grad.new_zeros(N, n + R, Q, F_)
+        for i in range(R + 1):
+            out[:, i : i + n] += grad[:, :, i]
+        return out.reshape(N, (n + R) * Q, F_), None, None

@@ -45,17 +45,20 @@ def _chunk(W02: Tensor, W1: Tensor, q: Tensor, k: Tensor, v: Tensor, lr: Tensor)
     ``G02 [BH, 2M, D]`` (W0's over W2's) and ``G1 [BH, E, M]``: the SwiGLU backward written out.
     """
     n, M = q.shape[1], W1.shape[-1]
-    z = torch.bmm(torch.cat([q, k], dim=1), W02.mT)  # [BH, 2n, 2M]: q rows then k rows, W0 then W2
-    out = torch.bmm(F.silu(z[:, :n, :M]) * z[:, :n, M:], W1.mT)  # f(q) = W1 (silu(W0 q) * (W2 q))
+    # split (not slicing) so that the backward concatenates instead of zero-filling per piece
+    zq, zk = torch.bmm(torch.cat([q, k], dim=1), W02.mT).split(n, dim=1)  # q rows, k rows: [BH, n, 2M]
+    gate_q, up_q = zq.split(M, dim=-1)
+    out = torch.bmm(F.silu(gate_q) * up_q, W1.mT)  # f(q) = W1 (silu(W0 q) * (W2 q))
 
-    a, b = z[:, n:, :M], z[:, n:, M:]  # W0 k, W2 k
+    a, b = zk.split(M, dim=-1)  # W0 k, W2 k
     sig = torch.sigmoid(a)
     s = a * sig  # silu(W0 k)
     dh = torch.bmm(v, W1)  # d<f(k), v>/d hidden, [BH, n, M]
-    da = dh * b * sig * (1 + a * (1 - sig))  # through silu: silu'(a) = sig (1 + a (1 - sig))
+    da = dh * b * (sig + s * (1 - sig))  # through silu: silu'(a) = sig (1 + a (1 - sig))
     db = dh * s
-    G02 = torch.bmm(torch.cat([da * lr[..., 0:1], db * lr[..., 2:3]], dim=-1).mT, k)  # [BH, 2M, D]
-    G1 = torch.bmm((v * lr[..., 1:2]).mT, s * b)  # sum_t lr1 v_t hidden_t^T, [BH, E, M]
+    lr0, lr1, lr2 = lr.unsqueeze(-1).unbind(-2)  # [BH, n, 1] each
+    G02 = torch.bmm(torch.cat([da * lr0, db * lr2], dim=-1).mT, k)  # [BH, 2M, D]
+    G1 = torch.bmm((v * lr1).mT, s * b)  # sum_t lr1 v_t hidden_t^T, [BH, E, M]
     return out, G02, G1
 
 
@@ -83,20 +86,23 @@ def _scan(W, G, velocity, gate_sum, pos: int, q, k, v, lr, gate, norms, C: int, 
     finish the open chunk, take whole chunks, then open the next. ``G`` and ``gate_sum`` are the
     open chunk's partial sums; returns the outputs and the updated ``(W, G, velocity, gate_sum)``."""
     T = q.shape[1]
-    outs, t = [], 0
-    while t < T:
-        n = min(C - pos, T - t)
-        s = slice(t, t + n)
-        out, G02, G1 = _chunk(*W, q[:, s], k[:, s], v[:, s], lr[:, s])
+    first = min(C - pos, T)
+    sizes = [first] + [C] * ((T - first) // C) + ([(T - first) % C] if (T - first) % C else [])
+    # split (not slicing) so that the backward concatenates instead of zero-filling per piece
+    pieces = zip(*(x.split(sizes, dim=1) for x in (q, k, v, lr)))
+    gates = gate.split(sizes, dim=1) if gate is not None else [None] * len(sizes)
+    outs = []
+    for (q_, k_, v_, lr_), gate_ in zip(pieces, gates):
+        out, G02, G1 = _chunk(*W, q_, k_, v_, lr_)
         outs.append(out)
         G = (G[0] + G02, G[1] + G1) if pos else (G02, G1)
-        if gate is not None:
-            gate_sum = gate_sum + gate[:, s].sum(1) if pos else gate[:, s].sum(1)
-        pos, t = pos + n, t + n
+        if gate_ is not None:
+            gate_sum = gate_sum + gate_.sum(1) if pos else gate_.sum(1)
+        pos += q_.shape[1]
         if pos == C:  # the chunk is complete
-            W, velocity = _update(W, G, velocity, None if gate is None else gate_sum / C, norms, muon)
+            W, velocity = _update(W, G, velocity, None if gate_ is None else gate_sum / C, norms, muon)
             G = (torch.zeros_like(W[0]), torch.zeros_like(W[1]))
-            gate_sum = None if gate is None else torch.zeros_like(gate_sum)
+            gate_sum = None if gate_ is None else torch.zeros_like(gate_sum)
             pos = 0
     return torch.cat(outs, dim=1), (W, G, velocity, gate_sum)
 
