@@ -248,13 +248,21 @@ class LaCTLayer(nn.Module):
         band = (m >= j + front) & (m <= j + R * Q)  # [Q, span]
         slot = torch.arange((R + nb) * Q, device=q.device)
         real = slot[None] >= (R * Q - state.cached)[:, None]  # [B, (R + nb) Q]: empty cache slots are not
+        # Only the first R blocks reach back to the padding and cache slots, where rows differ; the
+        # others share the band: two SDPA calls per row. (4-D masks: with 3-D ones, SDPA on the CPU
+        # takes its math path.)
+        head = min(R, nb)
+        groups = [(0, head, band & _windows(real[b], Q, R)[:head, None, :]) for b in range(B)]  # [head, Q, span]
         outs = []
-        for b in range(B):  # one SDPA call per row (batch = heads, then blocks): the mask broadcasts over heads
-            qb = q_rot[b].unflatten(1, (nb, Q))  # [H, nb, Q, F]
-            kb, vb = (_OverlappingBlocks.apply(t[b], Q, R) for t in (k_rot, v_pad))  # [H, nb, span, F]
-            mask = band & _windows(real[b], Q, R)[:, None, :]  # [nb, Q, span]
-            # (a 4-D mask: with a 3-D one, SDPA on the CPU falls back to its quadratic-memory math path)
-            outs.append(F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask[None]).flatten(1, 2)[:, :T])
+        for b in range(B):  # batch = heads, then blocks: the masks broadcast over heads
+            o_b = []
+            for first, count, mask in (groups[b], (head, nb - head, band)):
+                if count == 0:
+                    continue
+                qb = q_rot[b, :, first * Q : (first + count) * Q].unflatten(1, (count, Q))  # [H, count, Q, F]
+                kb, vb = (_OverlappingBlocks.apply(t[b], Q, R, first, count) for t in (k_rot, v_pad))
+                o_b.append(F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.expand(1, count, Q, span)))
+            outs.append(torch.cat(o_b, dim=1).flatten(1, 2)[:, :T])  # [H, T, F]
         o = torch.stack(outs).transpose(1, 2).reshape(B, T, C)  # [B, H, T, F] -> [B, T, C]
         cached = torch.clamp(state.cached + T, max=P)
         return o, new_keys, new_values, cached
@@ -266,23 +274,22 @@ def _windows(x: Tensor, Q: int, R: int) -> Tensor:
 
 
 class _OverlappingBlocks(torch.autograd.Function):
-    """``x [N, (n + R) Q, F]`` -> the view ``[N, n, (R + 1) Q, F]`` of its windows starting every ``Q``
-    rows. Autograd's own backward of such a view (``unfold``) scatters element by element; here
-    it is ``R + 1`` shifted block additions."""
+    """``x [N, (n + R) Q, F]`` -> the view ``[N, count, (R + 1) Q, F]`` of its windows number
+    ``first .. first + count - 1``, window ``i`` starting at row ``i Q``. Autograd's own backward of
+    such a view (``unfold``) scatters element by element; here it is ``R + 1`` shifted additions."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, Q: int, R: int) -> Tensor:
+    def forward(ctx, x: Tensor, Q: int, R: int, first: int, count: int) -> Tensor:
         x = x.contiguous()
         N, L, F_ = x.shape
-        n = L // Q - R
-        ctx.dims = (N, n, R, Q, F_)
-        return x.as_strided((N, n, (R + 1) * Q, F_), (L * F_, Q * F_, F_, 1))
+        ctx.dims = (N, L, F_, Q, R, first, count)
+        return x.as_strided((N, count, (R + 1) * Q, F_), (L * F_, Q * F_, F_, 1), x.storage_offset() + first * Q * F_)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        N, n, R, Q, F_ = ctx.dims
-        grad = grad.reshape(N, n, R + 1, Q, F_)
-        out = grad.new_zeros(N, n + R, Q, F_)
+        N, L, F_, Q, R, first, count = ctx.dims
+        grad = grad.reshape(N, count, R + 1, Q, F_)
+        out = grad.new_zeros(N, L // Q, Q, F_)
         for i in range(R + 1):
-            out[:, i : i + n] += grad[:, :, i]
-        return out.reshape(N, (n + R) * Q, F_), None, None
+            out[:, first + i : first + i + count] += grad[:, :, i]
+        return out.reshape(N, L, F_), None, None, None, None

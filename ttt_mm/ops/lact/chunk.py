@@ -20,7 +20,7 @@ that last update because its outputs do not need it; a stream does); a trailing 
 kept as exact partial sums in the state; the Newton-Schulz steps run in float32/64, not bfloat16.
 
 Speed: each chunk is a handful of batched products over all ``C`` tokens (W0 and W2 are stacked
-into one ``[2M, D]`` matrix so that q and k rows share one product), so the Python loop runs
+into one ``[2M, D]`` matrix, so one product gives both), so the Python loop runs
 ``T / C`` times, not ``T`` times; autograd differentiates it. Layout inside this module: batch
 and heads flattened to one leading dim ``BH``; ``W02 [BH, 2M, D]`` is ``W0`` over ``W2``.
 """
@@ -44,20 +44,18 @@ def _chunk(W02: Tensor, W1: Tensor, q: Tensor, k: Tensor, v: Tensor, lr: Tensor)
     ``q, k [BH, n, D]``, ``v [BH, n, E]``, ``lr [BH, n, 3]``. Returns ``out [BH, n, E]``, the step
     ``G02 [BH, 2M, D]`` (W0's over W2's) and ``G1 [BH, E, M]``: the SwiGLU backward written out.
     """
-    n, M = q.shape[1], W1.shape[-1]
-    # split (not slicing) so that the backward concatenates instead of zero-filling per piece
-    zq, zk = torch.bmm(torch.cat([q, k], dim=1), W02.mT).split(n, dim=1)  # q rows, k rows: [BH, n, 2M]
-    gate_q, up_q = zq.split(M, dim=-1)
+    M = W1.shape[-1]
+    gate_q, up_q = torch.bmm(q, W02.mT).split(M, dim=-1)  # W0 q, W2 q: [BH, n, M] each
     out = torch.bmm(F.silu(gate_q) * up_q, W1.mT)  # f(q) = W1 (silu(W0 q) * (W2 q))
 
-    a, b = zk.split(M, dim=-1)  # W0 k, W2 k
+    a, b = torch.bmm(k, W02.mT).split(M, dim=-1)  # W0 k, W2 k
     sig = torch.sigmoid(a)
     s = a * sig  # silu(W0 k)
     dh = torch.bmm(v, W1)  # d<f(k), v>/d hidden, [BH, n, M]
     da = dh * b * (sig + s * (1 - sig))  # through silu: silu'(a) = sig (1 + a (1 - sig))
     db = dh * s
     lr0, lr1, lr2 = lr.unsqueeze(-1).unbind(-2)  # [BH, n, 1] each
-    G02 = torch.bmm(torch.cat([da * lr0, db * lr2], dim=-1).mT, k)  # [BH, 2M, D]
+    G02 = torch.cat([torch.bmm((da * lr0).mT, k), torch.bmm((db * lr2).mT, k)], dim=1)  # [BH, 2M, D]
     G1 = torch.bmm((v * lr1).mT, s * b)  # sum_t lr1 v_t hidden_t^T, [BH, E, M]
     return out, G02, G1
 
