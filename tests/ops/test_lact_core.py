@@ -149,7 +149,8 @@ def test_no_output_depends_on_a_later_token_even_inside_a_chunk(variant):
 
 def test_rows_restarted_mid_chunk_run_as_fresh_sequences():
     """After some rows restart (their state replaced with the initial one by ``torch.where``), rows sit
-    at different places in their chunks; each must still equal its own sequence run alone."""
+    at different places in their chunks; each must still equal its own sequence run alone, gradients
+    included."""
     inputs = make_inputs(B=3, T=17, momentum=True)
     first = {n: x if n.startswith("w") else x[:, :, :6] for n, x in inputs.items()}
     then = {n: x if n.startswith("w") else x[:, :, 6:] for n, x in inputs.items()}
@@ -167,17 +168,22 @@ def test_rows_restarted_mid_chunk_run_as_fresh_sequences():
         ]
     )
     assert mixed.count.tolist() == [2, 0, 2]
-    out, after = lact_swiglu(**then, chunk_size=C, muon=True, state=mixed)
+    then_in = leaves(then)
+    out, after = lact_swiglu(**then_in, chunk_size=C, muon=True, state=mixed)
+    cotangent = torch.randn(out.shape, dtype=out.dtype)
+    k_grad, lr_grad = torch.autograd.grad((out * cotangent).sum(), [then_in["k"], then_in["lr"]])
 
     for b in range(3):
         alone_first = {n: x if n.startswith("w") else x[b : b + 1] for n, x in first.items()}
-        alone_then = {n: x if n.startswith("w") else x[b : b + 1] for n, x in then.items()}
+        alone_then = leaves({n: x if n.startswith("w") else x[b : b + 1] for n, x in then.items()})
         s = None
         if not restart[b]:
             _, s = lact_swiglu(**alone_first, chunk_size=C, muon=True)
         o, s = lact_swiglu(**alone_then, chunk_size=C, muon=True, state=s)
         assert (out[b : b + 1] - o).abs().max().item() <= 1e-12
         assert max_diff([x[b : b + 1] for x in state_tensors(after)], state_tensors(s)) <= 1e-12
+        grads = torch.autograd.grad((o * cotangent[b : b + 1]).sum(), [alone_then["k"], alone_then["lr"]])
+        assert max_diff(grads, [k_grad[b : b + 1], lr_grad[b : b + 1]]) <= 1e-10
 
 
 def test_updates_keep_every_row_at_its_initial_norm():
