@@ -199,6 +199,16 @@ def test_a_restarted_row_continues_as_a_fresh_sequence_while_the_others_go_on():
                 assert torch.allclose(a[b : b + 1], c, rtol=0, atol=1e-12)
 
 
+def test_an_empty_input_returns_the_state_unchanged():
+    layer = make()
+    with torch.no_grad():
+        _, state = layer(torch.randn(2, 7, DIM, dtype=torch.float64))
+        y, same = layer(torch.randn(2, 0, DIM, dtype=torch.float64), state)
+    assert y.shape == (2, 0, DIM)
+    for a, b in zip(state_tensors(same), state_tensors(state), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_state_size_does_not_depend_on_the_length():
     layer = make(chunk=4, window=6)
     shapes = set()

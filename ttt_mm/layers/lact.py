@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import LaCTState, lact_swiglu
+from .pieces import in_pieces
 from .rope import apply_rope, rope_rotation
 from .ttt import INIT_STD
 
@@ -170,14 +171,9 @@ class LaCTLayer(nn.Module):
         """``x [B, T, C]`` (the block's normed input) -> ``y [B, T, C]`` and the state after ``x``."""
         if state is None:
             state = self.initial_state(x.shape[0])
-        piece = -(-PIECE_TOKENS // self.chunk_size) * self.chunk_size
-        if x.shape[1] <= piece:
-            return self._forward(x, state)
-        ys = []
-        for part in x.split(piece, dim=1):
-            y, state = self._forward(part, state)
-            ys.append(y)
-        return torch.cat(ys, dim=1), state
+        if x.shape[1] == 0:
+            return self.wo(x), state
+        return in_pieces(self._forward, x, state, -(-PIECE_TOKENS // self.chunk_size) * self.chunk_size)
 
     def _forward(self, x: Tensor, state: LaCTLayerState) -> tuple[Tensor, LaCTLayerState]:
         B, T, C = x.shape
