@@ -83,10 +83,13 @@ class LaCTLayer(nn.Module):
     Args:
         dim: model width ``C``.
         num_heads: attention heads (head dim ``C / num_heads``, even for RoPE).
-        chunk_size: tokens per fast-weight update. Large chunks make few large matrix products; a
-            chunk should be well under the training window when the state is carried across
-            windows (the gradient reaches the step sizes only through updates inside one window).
-        window: tokens each query attends to, itself included (``>= 1``).
+        chunk_size: tokens per fast-weight update (default 2048, as released). Large chunks make few
+            large matrix products; a chunk should be well under the training window when the state
+            is carried across windows (the gradient reaches the step sizes only through updates
+            that land inside one window), and a chunk that divides that window keeps every row at
+            the same place in its chunk (rows restarted mid-chunk are run in separate groups).
+        window: tokens each query attends to, itself included (default 2048, as released; ``>= 1``).
+            ``window >= chunk_size`` leaves no blind spot; attention costs ``O(T * window)``.
         fast_heads: heads of the fast-weight path (width ``C / fast_heads`` each: the release uses
             few, wide ones).
         fast_hidden_mult: SwiGLU hidden width of the fast weights over their head width.
