@@ -2,6 +2,7 @@
 
 from .attention import AttentionLayer, KVCache
 from .conv import CausalDepthwiseConv
+from .lact import LaCTLayer, LaCTLayerState
 from .mixer import Mixer, MixerFactory
 from .mlp import SwiGLU
 from .ttt import TTTLayer, TTTLayerState
@@ -10,6 +11,8 @@ __all__ = [
     "AttentionLayer",
     "CausalDepthwiseConv",
     "KVCache",
+    "LaCTLayer",
+    "LaCTLayerState",
     "Mixer",
     "MixerFactory",
     "SwiGLU",

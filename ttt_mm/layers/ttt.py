@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..ops import TTTState, ttt_linear, ttt_mlp
 from .conv import CausalDepthwiseConv
+from .pieces import in_pieces
 from .rope import apply_rope, rope_rotation
 
 INIT_STD = 0.02
@@ -136,13 +137,7 @@ class TTTLayer(nn.Module):
         Long inputs are processed ``CHUNK_TOKENS`` at a time with the state carried, which gives the
         same result (the layer streams exactly) while every temporary stays small.
         """
-        if x.shape[1] <= CHUNK_TOKENS:
-            return self._forward(x, state)
-        ys = []
-        for piece in x.split(CHUNK_TOKENS, dim=1):
-            y, state = self._forward(piece, state)
-            ys.append(y)
-        return torch.cat(ys, dim=1), state
+        return in_pieces(self._forward, x, state, CHUNK_TOKENS)
 
     def _forward(self, x: Tensor, state: TTTLayerState | None) -> tuple[Tensor, TTTLayerState]:
         B, T, C = x.shape

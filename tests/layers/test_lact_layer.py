@@ -1,0 +1,261 @@
+"""The LaCT layer against its formulation written out by hand; streaming, causality, gradients, state."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ttt_mm.layers.lact as lact_module
+from ttt_mm.backbone import state_tensors
+from ttt_mm.layers import LaCTLayer
+from ttt_mm.layers.lact import _OverlappingBlocks
+from ttt_mm.layers.rope import apply_rope, rope_rotation
+from ttt_mm.ops.lact.naive import lact_naive
+
+DIM, HEADS = 32, 4
+# (chunk, window): the window covers a chunk and the chunk does not divide it; a window smaller than
+# the chunk; the chunk divides the window; attention to the token itself only
+SHAPES = {"c4_w6": (4, 6), "c8_w3": (8, 3), "c3_w9": (3, 9), "c4_w1": (4, 1)}
+
+
+def make(chunk=4, window=6, momentum=True, muon=True, dtype=torch.float64):
+    """A small layer with every zero-initialised parameter moved off zero, so that every term counts."""
+    layer = LaCTLayer(DIM, HEADS, chunk_size=chunk, window=window, fast_heads=2, momentum=momentum, muon=muon)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return layer.to(dtype)
+
+
+def by_hand(layer: LaCTLayer, x):
+    """The layer from its definition: full-length masked softmax attention at absolute positions, and
+    the token-by-token LaCT reference for the fast weights."""
+    B, T, C = x.shape
+    H, Fh, Hf, Df = layer.num_heads, layer.head_dim, layer.fast_heads, layer.fast_dim
+    q, k, v = (x @ w.T for w in layer.wqkv.weight.split(C))
+
+    rotation = rope_rotation(torch.arange(T), Fh)
+    qh, kh = (apply_rope(t.view(B, T, H, Fh), rotation).transpose(1, 2) for t in (q, k))
+    vh = v.view(B, T, H, Fh).transpose(1, 2)
+    t, s = torch.arange(T)[:, None], torch.arange(T)[None]
+    allowed = (s <= t) & (s > t - layer.window)
+    scores = (qh @ kh.transpose(-1, -2) / Fh**0.5).masked_fill(~allowed, float("-inf"))
+    attn = (scores.softmax(-1) @ vh).transpose(1, 2).reshape(B, T, C)
+
+    def fast_heads(t):
+        return t.view(B, T, Hf, Df).transpose(1, 2)
+
+    def l2(t):  # as released: x / (|x| + 1e-5)
+        return t / (t.norm(dim=-1, keepdim=True) + 1e-5)
+
+    fq = l2(fast_heads(F.silu(q * layer.qk_scale[0] + layer.qk_offset[0])))
+    fk = l2(fast_heads(F.silu(k * layer.qk_scale[1] + layer.qk_offset[1])))
+    fv = fast_heads(F.silu(v))
+    base = torch.log(torch.expm1(torch.tensor(1e-3, dtype=x.dtype)))  # softplus(base) = 1e-3
+    lr = F.softplus(x @ layer.lr_proj.weight.T + layer.lr_proj.bias + base).view(B, T, Hf, 3).transpose(1, 2)
+    gate = None
+    if layer.momentum:
+        gate = torch.sigmoid(x @ layer.momentum_proj.weight.T + layer.momentum_proj.bias).transpose(1, 2)
+    o, _ = lact_naive(fq, fk, fv, lr, layer.w0, layer.w1, layer.w2, gate, chunk_size=layer.chunk_size, muon=layer.muon)
+    o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-6) * layer.fast_norm.weight
+    scale = F.silu(x @ layer.fast_scale_proj.weight.T + layer.fast_scale_proj.bias).transpose(1, 2)
+    fast = (o * scale.unsqueeze(-1)).transpose(1, 2).reshape(B, T, C)
+    return (attn + fast) @ layer.wo.weight.T
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("T", [13, 3], ids=["T13", "T3_shorter_than_a_chunk"])
+def test_layer_is_the_formulation_written_out_by_hand(shape, T):
+    chunk, window = SHAPES[shape]
+    layer = make(chunk, window)
+    x = torch.randn(2, T, DIM, dtype=torch.float64)
+    with torch.no_grad():
+        y, state = layer(x)
+        expected = by_hand(layer, x)
+    assert (y - expected).abs().max().item() <= 1e-12
+    assert state.fast.count.tolist() == [T % chunk] * 2
+
+
+def test_without_momentum_or_muon_it_is_still_the_formulation():
+    layer = make(momentum=False, muon=False)
+    assert layer.momentum_proj is None
+    x = torch.randn(1, 11, DIM, dtype=torch.float64)
+    with torch.no_grad():
+        y, state = layer(x)
+        expected = by_hand(layer, x)
+    assert (y - expected).abs().max().item() <= 1e-12
+    assert state.fast.velocity is None
+
+
+def test_gradients_match_the_formulation_written_out_by_hand():
+    """Every parameter's gradient and the input's, through the blocked attention (its hand-written
+    backward included) and the fast weights."""
+    layer = make(chunk=4, window=6)
+    x = torch.randn(2, 13, DIM, dtype=torch.float64, requires_grad=True)
+    cotangent = torch.randn(2, 13, DIM, dtype=torch.float64)
+    params = [x, *layer.parameters()]
+    y, _ = layer(x)
+    grads = torch.autograd.grad((y * cotangent).sum(), params)
+    expected = torch.autograd.grad((by_hand(layer, x) * cotangent).sum(), params)
+    for (name, _), a, b in zip([("x", x), *layer.named_parameters()], grads, expected):
+        assert (a - b).abs().max().item() <= 1e-10 * (1 + b.abs().max().item()), name
+
+
+def random_cuts(T, gen):
+    cuts, t = [], 0
+    while t < T:
+        t = min(T, t + [1, 2, 5, 9][int(torch.randint(4, (1,), generator=gen))])
+        cuts.append(t)
+    return cuts
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+# float32: chunks of 4 tokens give rank-4 updates of 16 x 16 weights, whose null directions (rounding
+# noise) Newton-Schulz inflates ~500x; real chunks are far longer than the weights are wide
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-3)], ids=["f64", "f32"])
+def test_streaming_in_random_pieces_equals_one_pass(shape, dtype, tol):
+    layer = make(*SHAPES[shape], dtype=dtype)
+    x = torch.randn(2, 41, DIM, dtype=dtype)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        full, full_state = layer(x)
+        for _ in range(2):
+            outs, state, start = [], None, 0
+            for end in random_cuts(41, gen):
+                y, state = layer(x[:, start:end], state)
+                outs.append(y)
+                start = end
+            assert (torch.cat(outs, 1) - full).abs().max().item() <= tol
+            for a, b in zip(state_tensors(state), state_tensors(full_state), strict=True):
+                assert a.shape == b.shape and (a.numel() == 0 or (a - b).abs().max().item() <= tol)
+
+
+def test_long_inputs_processed_in_pieces_give_the_same_result(monkeypatch):
+    layer = make(chunk=4, window=6)
+    x = torch.randn(1, 37, DIM, dtype=torch.float64)
+    with torch.no_grad():
+        whole, _ = layer(x)
+        monkeypatch.setattr(lact_module, "PIECE_TOKENS", 6)  # pieces of 8 tokens: two chunks
+        pieces, _ = layer(x)
+    assert (pieces - whole).abs().max().item() <= 1e-12
+
+
+def test_no_output_depends_on_a_later_token_and_every_parameter_learns():
+    layer = make(chunk=4, window=3)
+    x = torch.randn(1, 19, DIM, dtype=torch.float64, requires_grad=True)
+    y, _ = layer(x)
+    for t in (9, 13):  # second token of a chunk, with earlier chunks outside the window
+        (grad,) = torch.autograd.grad(y[0, t].sum(), x, retain_graph=True)
+        assert grad[0, t + 1 :].abs().max() == 0, "output depends on future inputs"
+        assert grad[0, t - 2 : t + 1].abs().amin(-1).min() > 0  # the window
+        assert grad[0, : t - t % 4 - 4].abs().max() > 0  # chunks before the window, via the fast weights
+    y.pow(2).sum().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.abs().max() > 0, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), name
+
+
+def test_initial_state_is_the_same_as_none_and_trains_the_initial_weights():
+    layer = make()
+    x = torch.randn(2, 10, DIM, dtype=torch.float64)
+    y_none, s_none = layer(x)
+    y_init, s_init = layer(x, layer.initial_state(2))
+    assert torch.equal(y_none, y_init)
+    for a, b in zip(state_tensors(s_none), state_tensors(s_init), strict=True):
+        assert torch.equal(a, b)
+    (w0_grad,) = torch.autograd.grad(s_init.fast.weights[0].sum(), layer.w0)
+    assert w0_grad.abs().max() > 0
+
+
+def merge_rows(old, fresh, rows):
+    """What the backbone's ``reset_rows`` does: ``torch.where`` on every tensor of the state."""
+    if isinstance(old, torch.Tensor):
+        return torch.where(rows.view(-1, *[1] * (old.dim() - 1)), fresh, old)
+    if dataclasses.is_dataclass(old):
+        return dataclasses.replace(
+            old,
+            **{f.name: merge_rows(getattr(old, f.name), getattr(fresh, f.name), rows) for f in dataclasses.fields(old)},
+        )
+    if isinstance(old, tuple):
+        return tuple(merge_rows(a, b, rows) for a, b in zip(old, fresh, strict=True))
+    assert old is None and fresh is None
+    return None
+
+
+def test_a_restarted_row_continues_as_a_fresh_sequence_while_the_others_go_on():
+    layer = make(chunk=4, window=6)
+    x = torch.randn(3, 16, DIM, dtype=torch.float64)
+    restart = torch.tensor([False, True, False])
+    with torch.no_grad():
+        _, state = layer(x[:, :7])  # 7 tokens: every row is mid-chunk and its cache is not yet full
+        state = merge_rows(state, layer.initial_state(3), restart)
+        y, after = layer(x[:, 7:], state)
+        for b in range(3):
+            s = None if restart[b] else layer(x[b : b + 1, :7])[1]
+            y_alone, s_alone = layer(x[b : b + 1, 7:], s)
+            assert (y[b : b + 1] - y_alone).abs().max().item() <= 1e-12
+            for a, c in zip(state_tensors(after), state_tensors(s_alone), strict=True):
+                assert torch.allclose(a[b : b + 1], c, rtol=0, atol=1e-12)
+
+
+def test_an_empty_input_returns_the_state_unchanged():
+    layer = make()
+    with torch.no_grad():
+        _, state = layer(torch.randn(2, 7, DIM, dtype=torch.float64))
+        y, same = layer(torch.randn(2, 0, DIM, dtype=torch.float64), state)
+    assert y.shape == (2, 0, DIM)
+    for a, b in zip(state_tensors(same), state_tensors(state), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_state_size_does_not_depend_on_the_length():
+    layer = make(chunk=4, window=6)
+    shapes = set()
+    with torch.no_grad():
+        for T in (1, 9, 50):
+            _, state = layer(torch.randn(2, T, DIM, dtype=torch.float64))
+            shapes.add(tuple(tuple(t.shape) for t in state_tensors(state)))
+    assert len(shapes) == 1
+    assert LaCTLayer.bounded_state
+
+
+def test_bf16_autocast_stays_finite_with_a_float32_state():
+    layer = make(chunk=64, window=64, dtype=torch.float32)
+    x = torch.randn(1, 300, DIM)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, state = layer(x)
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    assert all(t.dtype in (torch.float32, torch.int64) and torch.isfinite(t).all() for t in state_tensors(state))
+
+
+def test_the_fast_weight_initial_values_and_qk_affine_are_exempt_from_weight_decay():
+    layer = LaCTLayer(DIM, HEADS, fast_heads=2)
+    exempt = {id(p) for p in layer.no_weight_decay()}
+    assert exempt == {id(p) for p in (layer.w0, layer.w1, layer.w2, layer.qk_scale, layer.qk_offset)}
+    # at initialisation every step size is the base step size
+    x = torch.zeros(1, 1, DIM)
+    assert torch.allclose(F.softplus(layer.lr_proj(x) + layer.lr_offset), torch.full((1, 1, 6), 1e-3))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"dim": 30}, "num_heads"),
+        ({"dim": 24, "num_heads": 4, "fast_heads": 5}, "fast_heads"),
+        ({"chunk_size": 0}, "positive"),
+        ({"window": 0}, "positive"),
+        ({"base_lr": 0.0}, "positive"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(kwargs, message):
+    args = {"dim": DIM, "num_heads": HEADS, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        LaCTLayer(**args)
+
+
+def test_overlapping_blocks_backward_sums_every_window_a_slot_is_in():
+    x = torch.randn(2, 3, 5 * 4, 2, dtype=torch.float64, requires_grad=True)  # (n + R) Q rows: n = 3, R = 2, Q = 4
+    blocks = _OverlappingBlocks.apply(x[1], 4, 2, 1, 2)  # windows 1 and 2 of 3, of a view into x
+    assert torch.equal(blocks, x[1].unfold(1, 12, 4).transpose(-1, -2)[:, 1:3])
+    assert torch.autograd.gradcheck(lambda t: _OverlappingBlocks.apply(t[1], 4, 2, 1, 2), (x,))

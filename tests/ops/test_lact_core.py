@@ -1,0 +1,258 @@
+"""The fast LaCT core against the token-by-token reference: outputs, state and every input gradient,
+with and without momentum and Muon; streaming over any split; causality; restarted rows."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ttt_mm.ops import LaCTState, lact_swiglu
+from ttt_mm.ops.lact.muon import NEWTON_SCHULZ_STEPS, orthogonalize
+from ttt_mm.ops.lact.naive import lact_naive, newton_schulz
+
+C = 4  # chunk size of the small tests
+VARIANTS = {"plain": (False, False), "momentum": (True, False), "muon": (False, True), "momentum_muon": (True, True)}
+
+
+def make_inputs(B=2, H=2, T=13, D=4, M=6, E=5, dtype=torch.float64, momentum=True, seed=0):
+    """Random inputs shaped as the layer makes them: unit q and k, positive step sizes, gates in [0, 1].
+    D, M and E differ so that a transposed weight cannot go unnoticed."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype)
+
+    q, k = F.normalize(randn(B, H, T, D), dim=-1), F.normalize(randn(B, H, T, D), dim=-1)
+    v = randn(B, H, T, E)
+    lr = torch.rand(B, H, T, 3, generator=g, dtype=dtype) * 0.5
+    gate = torch.rand(B, H, T, generator=g, dtype=dtype) if momentum else None
+    weights = (randn(H, M, D) / D**0.5, randn(H, E, M) / M**0.5, randn(H, M, D) / D**0.5)
+    return {"q": q, "k": k, "v": v, "lr": lr, "w0": weights[0], "w1": weights[1], "w2": weights[2], "momentum": gate}
+
+
+def state_tensors(s: LaCTState) -> list[torch.Tensor]:
+    out = [*s.weights, *s.grads, s.count]
+    if s.velocity is not None:
+        out += [*s.velocity, s.gate_sum]
+    return out
+
+
+def max_diff(a, b) -> float:
+    return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
+
+
+def leaves(inputs):
+    return {n: None if x is None else x.clone().requires_grad_() for n, x in inputs.items()}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("T", [13, 12, 3], ids=lambda t: f"T{t}")
+def test_outputs_state_and_all_gradients_match_the_reference(variant, T):
+    """T=13 ends mid-chunk, T=12 on a boundary, T=3 is shorter than one chunk."""
+    momentum, muon = VARIANTS[variant]
+    inputs = make_inputs(T=T, momentum=momentum)
+    fast_in, ref_in = leaves(inputs), leaves(inputs)
+    out, state = lact_swiglu(**fast_in, chunk_size=C, muon=muon)
+    ref_out, ref_state = lact_naive(**ref_in, chunk_size=C, muon=muon)
+
+    assert out.shape == ref_out.shape == (2, 2, T, 5)
+    assert (out - ref_out).abs().max().item() <= 1e-12
+    assert max_diff(state_tensors(state), state_tensors(ref_state)) <= 1e-12
+    assert int(state.count[0]) == T % C
+
+    # one random cotangent through the outputs and every floating tensor of the final state
+    g = torch.Generator().manual_seed(1)
+    # (a chunk that just ended leaves constant zero sums: nothing to differentiate there)
+    outs = [out, *[x for x in state_tensors(state) if x.requires_grad]]
+    ref_outs = [ref_out, *[x for x in state_tensors(ref_state) if x.requires_grad]]
+    assert len(outs) == len(ref_outs) >= 4
+    cotangents = [torch.randn(x.shape, generator=g, dtype=x.dtype) for x in outs]
+    names = [n for n, x in fast_in.items() if x is not None]
+    grads = torch.autograd.grad(outs, [fast_in[n] for n in names], cotangents, allow_unused=True)
+    ref_grads = torch.autograd.grad(ref_outs, [ref_in[n] for n in names], cotangents, allow_unused=True)
+    for name, a, b in zip(names, grads, ref_grads):
+        assert a is not None and b is not None, name
+        assert b.abs().max() > 0, f"the reference gives {name} no gradient"
+        assert (a - b).abs().max().item() <= 1e-10 * (1 + b.abs().max().item()), name
+
+
+def random_splits(T, chunk, gen):
+    """Cut points mixing single tokens, pieces that end mid-chunk and pieces spanning several chunks."""
+    cuts, t = [], 0
+    kinds = [1, chunk // 2 + 1, 3 * chunk + 1, chunk - 1, chunk]
+    while t < T:
+        t = min(T, t + kinds[int(torch.randint(len(kinds), (1,), generator=gen))])
+        cuts.append(t)
+    return cuts
+
+
+def run_in_pieces(inputs, cuts, **kw):
+    outs, state, start = [], None, 0
+    for end in cuts:
+        piece = {n: x if n.startswith("w") or x is None else x[:, :, start:end] for n, x in inputs.items()}
+        o, state = lact_swiglu(**piece, state=state, **kw)
+        outs.append(o)
+        start = end
+    return torch.cat(outs, dim=2), state
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)], ids=["f64", "f32"])
+def test_any_split_gives_the_same_outputs_state_and_gradients(variant, dtype, tol):
+    """Chunks of 8 tokens here: with fewer tokens than the weights' sides, an update is rank-deficient and
+    Newton-Schulz inflates its null directions (rounding noise) by ~500x, which float32 cannot match."""
+    momentum, muon = VARIANTS[variant]
+    T, chunk = 43, 8
+    inputs = make_inputs(T=T, dtype=dtype, momentum=momentum)
+    whole_in = leaves(inputs)
+    out, state = lact_swiglu(**whole_in, chunk_size=chunk, muon=muon)
+    weight = torch.randn(out.shape, dtype=dtype)
+    whole_grads = torch.autograd.grad((out * weight).sum(), [whole_in["k"], whole_in["lr"], whole_in["w1"]])
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        split_in = leaves(inputs)
+        pieces, s = run_in_pieces(split_in, random_splits(T, chunk, gen), chunk_size=chunk, muon=muon)
+        assert (pieces - out).abs().max().item() <= tol
+        assert max_diff(state_tensors(s), state_tensors(state)) <= tol
+        grads = torch.autograd.grad((pieces * weight).sum(), [split_in["k"], split_in["lr"], split_in["w1"]])
+        # float32 gradients through five Newton-Schulz steps carry ~2e-4 relative rounding
+        grad_tol = tol if dtype == torch.float64 else 1e-3
+        for a, b in zip(grads, whole_grads):
+            assert (a - b).abs().max().item() <= grad_tol * (1 + b.abs().max().item())
+
+
+@pytest.mark.parametrize("variant", ["momentum", "muon"])
+def test_no_output_depends_on_a_later_token_even_inside_a_chunk(variant):
+    momentum, muon = VARIANTS[variant]
+    inputs = leaves(make_inputs(B=1, H=1, T=14, momentum=momentum))
+    out, _ = lact_swiglu(**inputs, chunk_size=C, muon=muon)
+    per_token = [n for n in ("q", "k", "v", "lr", "momentum") if inputs[n] is not None]
+    for t in (5, 9, 12):  # second place of chunks 1 and 2, and the first of chunk 3
+        grads = dict(
+            zip(
+                per_token,
+                torch.autograd.grad(
+                    out[0, 0, t].sum(), [inputs[n] for n in per_token], retain_graph=True, allow_unused=True
+                ),
+            )
+        )
+        for name, g in grads.items():
+            if g is not None:
+                assert g[0, 0, t + 1 :].abs().max() == 0, f"output {t} depends on a later {name}"
+        assert grads["q"][0, 0, t].abs().max() > 0
+        # earlier chunks shape the weights token t is answered with; its own chunk's keys do not
+        start = t - t % C
+        assert grads["k"][0, 0, :start].abs().max() > 0
+        assert grads["k"][0, 0, start:].abs().max() == 0
+
+
+def test_rows_restarted_mid_chunk_run_as_fresh_sequences():
+    """After some rows restart (their state replaced with the initial one by ``torch.where``), rows sit
+    at different places in their chunks; each must still equal its own sequence run alone, gradients
+    included."""
+    inputs = make_inputs(B=3, T=17, momentum=True)
+    first = {n: x if n.startswith("w") else x[:, :, :6] for n, x in inputs.items()}
+    then = {n: x if n.startswith("w") else x[:, :, 6:] for n, x in inputs.items()}
+    _, state = lact_swiglu(**first, chunk_size=C, muon=True)
+    fresh = LaCTState.initial((inputs["w0"], inputs["w1"], inputs["w2"]), 3, torch.float64, momentum=True)
+    restart = torch.tensor([False, True, False])
+
+    def merge(old, new):
+        return torch.where(restart.view(-1, *[1] * (old.dim() - 1)), new, old)
+
+    mixed = LaCTState(
+        *[
+            tuple(merge(o, n) for o, n in zip(a, b)) if isinstance(a, tuple) else merge(a, b)
+            for a, b in zip(dataclasses.astuple(state), dataclasses.astuple(fresh))
+        ]
+    )
+    assert mixed.count.tolist() == [2, 0, 2]
+    then_in = leaves(then)
+    out, after = lact_swiglu(**then_in, chunk_size=C, muon=True, state=mixed)
+    cotangent = torch.randn(out.shape, dtype=out.dtype)
+    k_grad, lr_grad = torch.autograd.grad((out * cotangent).sum(), [then_in["k"], then_in["lr"]])
+
+    for b in range(3):
+        alone_first = {n: x if n.startswith("w") else x[b : b + 1] for n, x in first.items()}
+        alone_then = leaves({n: x if n.startswith("w") else x[b : b + 1] for n, x in then.items()})
+        s = None
+        if not restart[b]:
+            _, s = lact_swiglu(**alone_first, chunk_size=C, muon=True)
+        o, s = lact_swiglu(**alone_then, chunk_size=C, muon=True, state=s)
+        assert (out[b : b + 1] - o).abs().max().item() <= 1e-12
+        assert max_diff([x[b : b + 1] for x in state_tensors(after)], state_tensors(s)) <= 1e-12
+        grads = torch.autograd.grad((o * cotangent[b : b + 1]).sum(), [alone_then["k"], alone_then["lr"]])
+        assert max_diff(grads, [k_grad[b : b + 1], lr_grad[b : b + 1]]) <= 1e-10
+
+
+def test_updates_keep_every_row_at_its_initial_norm():
+    inputs = make_inputs(T=4 * C, momentum=True)
+    inputs["lr"] = inputs["lr"] * 20  # large steps: the rescaling has work to do
+    _, state = lact_swiglu(**inputs, chunk_size=C)
+    for w, w_init in zip(state.weights, (inputs["w0"], inputs["w1"], inputs["w2"])):
+        assert (w - w_init).abs().max() > 0.1
+        torch.testing.assert_close(w.norm(dim=-1), w_init.norm(dim=-1).expand_as(w.norm(dim=-1)), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 4), (3, 4, 6), (2, 5, 5)], ids=["tall", "wide", "square"])
+def test_newton_schulz_pushes_singular_values_near_one_and_matches_the_polynomial(shape):
+    G = torch.randn(*shape, dtype=torch.float64)
+    X = orthogonalize(G)
+    s = torch.linalg.svdvals(X)
+    assert s.min() > 0.6 and s.max() < 1.25
+    # the same singular vectors, each singular value mapped by the scalar polynomials
+    U, sigma, Vh = torch.linalg.svd(G, full_matrices=False)
+    x = sigma / torch.linalg.matrix_norm(G)[:, None]
+    for a, b, c in NEWTON_SCHULZ_STEPS:
+        x = a * x + b * x**3 + c * x**5
+    assert torch.allclose(X, U @ torch.diag_embed(x) @ Vh, atol=1e-10)
+    assert torch.allclose(X, torch.stack([newton_schulz(g) for g in G]), atol=1e-12)
+    assert orthogonalize(torch.zeros(shape, dtype=torch.float64)).abs().max() == 0
+
+
+def test_state_has_the_same_shapes_whatever_the_length():
+    shapes = set()
+    for T in (1, 7, 40):
+        _, s = lact_swiglu(**make_inputs(T=T), chunk_size=C, muon=True)
+        shapes.add(tuple(tuple(x.shape) for x in state_tensors(s)))
+    assert len(shapes) == 1
+
+
+def test_empty_sequence_returns_the_state_unchanged():
+    inputs = make_inputs(T=7)
+    _, state = lact_swiglu(**inputs, chunk_size=C)
+    empty = {n: x if n.startswith("w") else x[:, :, :0] for n, x in inputs.items()}
+    out, same = lact_swiglu(**empty, chunk_size=C, state=state)
+    assert out.shape == (2, 2, 0, 5)
+    assert max_diff(state_tensors(same), state_tensors(state)) == 0
+
+
+def test_bf16_autocast_runs_in_float32():
+    inputs = make_inputs(B=1, T=300, D=16, M=16, E=16, dtype=torch.float32)
+    inputs.update({n: inputs[n].bfloat16() for n in ("q", "k", "v")})
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, state = lact_swiglu(**inputs, chunk_size=64, muon=True)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    assert all(x.dtype == torch.float32 and torch.isfinite(x).all() for x in state.weights + state.velocity)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda a: {**a, "lr": a["lr"][..., :2]}, "lr must be"),
+        (lambda a: {**a, "k": a["k"][:, :1]}, "q, k must be"),
+        (lambda a: {**a, "w1": a["w1"].mT}, "w1"),
+        (lambda a: {**a, "momentum": a["momentum"][..., :-1]}, "momentum must be"),
+    ],
+)
+def test_bad_shapes_are_rejected_with_the_numbers(change, message):
+    with pytest.raises(ValueError, match=message):
+        lact_swiglu(**change(make_inputs()), chunk_size=C)
+
+
+def test_a_state_without_momentum_cannot_continue_with_momentum():
+    inputs = make_inputs(T=5, momentum=True)
+    _, plain = lact_swiglu(**{**inputs, "momentum": None}, chunk_size=C)
+    with pytest.raises(ValueError, match="momentum"):
+        lact_swiglu(**inputs, chunk_size=C, state=plain)

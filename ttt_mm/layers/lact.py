@@ -1,0 +1,294 @@
+"""The LaCT layer (large-chunk test-time training, Zhang et al., ICLR 2026): causal sliding-window
+attention and SwiGLU fast weights updated once per chunk, read from the same projections and summed.
+
+As released (``LaCTSWIGLULayer`` of the language-model code, with its 760M/3B configs):
+
+- One ``[C, 3C]`` projection gives q, k, v. Attention heads use them with RoPE and a causal window
+  of ``window`` tokens (a token sees itself and the ``window - 1`` before it).
+- The fast-weight path reads the same q, k, v: q and k get a learned per-channel scale and offset,
+  then q, k, v a SiLU, then q and k an L2 norm per fast head. Per-token step sizes
+  ``softplus(x W_lr + b + softplus^-1(base_lr))``, one per fast head and weight; momentum gates
+  ``sigmoid(x W_m + b)`` per fast head. The core is :func:`ttt_mm.ops.lact_swiglu`.
+- Its output is RMS-normed per fast head and scaled by ``silu(x W_s + b)`` per fast head, added to
+  the attention output, and the sum goes through the output projection.
+
+Deliberate differences, for causal streaming over unbounded recordings:
+
+- Strictly causal inside a chunk: a token's fast-weight output uses only the weights from before
+  its chunk (the release's language model does the same; its video and view-synthesis layers
+  apply a chunk's own update to it, which would leak later tokens into earlier outputs).
+- No RoPE on the fast path (the release's ``ttt_nope`` option, which its authors report works as
+  well): the fast weights then hold no absolute positions, so a state carried over hours of media
+  means the same as one over a minute. Order inside the window comes from the attention.
+- Attention RoPE uses positions relative to each call (the cache holds keys before RoPE), which is
+  exact because attention scores depend only on position differences.
+- Full-rank initial fast weights (the 760M/3B configs use a rank-32 factorisation plus identity
+  to save parameters) and no q/k RMSNorm before attention (those configs turn it off).
+
+Chunk and window are independent, and any combination streams exactly. With ``window >= chunk_size``
+every earlier token is seen by attention or by the fast weights; with a smaller window, a token
+also misses the tokens of its own chunk that lie more than ``window - 1`` back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import LaCTState, lact_swiglu
+from .pieces import in_pieces
+from .rope import apply_rope, rope_rotation
+from .ttt import INIT_STD
+
+# Queries per attention block: each block attends to its own keys and the ``window - 1`` before, so
+# the work is ``(QUERY_BLOCK + window - 1) / window`` times the exact band's, in a few large SDPA calls.
+QUERY_BLOCK = 256
+# Tokens per internal step of a long forward pass (rounded up to whole chunks): keeps the attention
+# masks and block views small; exact, since the layer streams exactly.
+PIECE_TOKENS = 8192
+# Added to a vector's norm before the L2 normalisation of fast q and k (as released).
+L2_EPS = 1e-5
+
+
+@dataclass
+class LaCTLayerState:
+    """Everything a LaCT layer carries between calls; fixed size whatever the length.
+
+    ``fast``: the core's state (fast weights, momentum, the open chunk's partial step).
+    ``keys``, ``values``: ``[B, H, window - 1, F]``, attention keys (before RoPE) and values of the
+    last ``window - 1`` tokens, oldest first. ``cached``: ``[B]`` int64, how many of those slots (the
+    last ones) hold tokens of the current sequence; fewer than ``window - 1`` only near its start.
+    """
+
+    fast: LaCTState
+    keys: Tensor
+    values: Tensor
+    cached: Tensor
+
+    def detach(self) -> LaCTLayerState:
+        return replace(self, fast=self.fast.detach(), keys=self.keys.detach(), values=self.values.detach())
+
+
+def _inv_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class LaCTLayer(nn.Module):
+    """Sequence mixer: sliding-window attention plus large-chunk test-time-trained SwiGLU fast weights.
+
+    Args:
+        dim: model width ``C``.
+        num_heads: attention heads (head dim ``C / num_heads``, even for RoPE).
+        chunk_size: tokens per fast-weight update (default 2048, as released). Large chunks make few
+            large matrix products; a chunk should be well under the training window when the state
+            is carried across windows (the gradient reaches the step sizes only through updates
+            that land inside one window), and a chunk that divides that window keeps every row at
+            the same place in its chunk (rows restarted mid-chunk are run in separate groups).
+        window: tokens each query attends to, itself included (default 2048, as released; ``>= 1``).
+            ``window >= chunk_size`` leaves no blind spot; attention costs ``O(T * window)``.
+        fast_heads: heads of the fast-weight path (width ``C / fast_heads`` each: the release uses
+            few, wide ones).
+        fast_hidden_mult: SwiGLU hidden width of the fast weights over their head width.
+        momentum: gated momentum on the fast-weight updates.
+        muon: orthogonalise each update (Newton-Schulz), the paper's best variant.
+        base_lr: the step size at initialisation (softplus offset).
+        rope_theta: RoPE base of the attention.
+    """
+
+    bounded_state = True
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        chunk_size: int = 2048,
+        window: int = 2048,
+        fast_heads: int = 4,
+        fast_hidden_mult: float = 1.0,
+        momentum: bool = True,
+        muon: bool = True,
+        base_lr: float = 1e-3,
+        rope_theta: float = 10000.0,
+    ):
+        super().__init__()
+        if dim % num_heads or (dim // num_heads) % 2:
+            raise ValueError(f"dim ({dim}) must split into num_heads ({num_heads}) heads of even width (RoPE)")
+        if dim % fast_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by fast_heads ({fast_heads})")
+        if chunk_size < 1 or window < 1:
+            raise ValueError(f"chunk_size and window must be positive; got {chunk_size}, {window}")
+        if base_lr <= 0 or fast_hidden_mult <= 0:
+            raise ValueError(f"base_lr and fast_hidden_mult must be positive; got {base_lr}, {fast_hidden_mult}")
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.fast_heads, self.fast_dim = fast_heads, dim // fast_heads
+        self.fast_hidden = max(1, round(self.fast_dim * fast_hidden_mult))
+        self.chunk_size, self.window, self.momentum, self.muon = chunk_size, window, momentum, muon
+        self.lr_offset, self.rope_theta = _inv_softplus(base_lr), rope_theta
+        Hf, Df, M = fast_heads, self.fast_dim, self.fast_hidden
+
+        self.wqkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+        self.qk_scale = nn.Parameter(torch.ones(2, dim))  # fast q, fast k
+        self.qk_offset = nn.Parameter(torch.zeros(2, dim))
+        self.lr_proj = nn.Linear(dim, 3 * Hf)  # per fast head: step sizes of W0, W1, W2
+        self.momentum_proj = nn.Linear(dim, Hf) if momentum else None
+        self.fast_scale_proj = nn.Linear(dim, Hf)
+        self.w0 = nn.Parameter(torch.empty(Hf, M, Df))
+        self.w1 = nn.Parameter(torch.empty(Hf, Df, M))
+        self.w2 = nn.Parameter(torch.empty(Hf, M, Df))
+        self.fast_norm = nn.RMSNorm(Df, eps=1e-6)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Projections ~ N(0, 0.02) with zero biases; fast weights ~ N(0, 1 / fan-in), as released."""
+        for lin in (self.wqkv, self.wo, self.lr_proj, self.momentum_proj, self.fast_scale_proj):
+            if lin is not None:
+                nn.init.normal_(lin.weight, std=INIT_STD)
+                if lin.bias is not None:
+                    nn.init.zeros_(lin.bias)
+        nn.init.normal_(self.w0, std=self.fast_dim**-0.5)
+        nn.init.normal_(self.w2, std=self.fast_dim**-0.5)
+        nn.init.normal_(self.w1, std=self.fast_hidden**-0.5)
+        nn.init.ones_(self.qk_scale)
+        nn.init.zeros_(self.qk_offset)
+
+    def no_weight_decay(self) -> list[nn.Parameter]:
+        """The initial fast weights (their row norms are what every update is rescaled to) and the
+        per-channel scale and offset of fast q and k."""
+        return [self.w0, self.w1, self.w2, self.qk_scale, self.qk_offset]
+
+    def initial_state(self, batch_size: int) -> LaCTLayerState:
+        """The state before the first token (``None`` passed to ``forward`` means the same). The fast
+        weights stay attached to the initial ones, so a stream restarted in training trains them."""
+        dtype = torch.float64 if self.w0.dtype == torch.float64 else torch.float32
+        fast = LaCTState.initial((self.w0, self.w1, self.w2), batch_size, dtype, self.momentum)
+        cache = self.w0.new_zeros(batch_size, self.num_heads, self.window - 1, self.head_dim, dtype=dtype)
+        cached = torch.zeros(batch_size, dtype=torch.int64, device=self.w0.device)
+        return LaCTLayerState(fast, cache, cache.clone(), cached)
+
+    def forward(self, x: Tensor, state: LaCTLayerState | None = None) -> tuple[Tensor, LaCTLayerState]:
+        """``x [B, T, C]`` (the block's normed input) -> ``y [B, T, C]`` and the state after ``x``."""
+        if state is None:
+            state = self.initial_state(x.shape[0])
+        if x.shape[1] == 0:
+            return self.wo(x), state
+        return in_pieces(self._forward, x, state, -(-PIECE_TOKENS // self.chunk_size) * self.chunk_size)
+
+    def _forward(self, x: Tensor, state: LaCTLayerState) -> tuple[Tensor, LaCTLayerState]:
+        B, T, C = x.shape
+        q, k, v = self.wqkv(x).chunk(3, dim=-1)  # [B, T, C] each
+        o, keys, values, cached = self._window_attention(q, k, v, state)
+        fast, fast_state = self._fast_weights(x, q, k, v, state.fast)
+        y = self.wo(o + fast)
+        return y, LaCTLayerState(fast_state, keys, values, cached)
+
+    def _fast_weights(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, state: LaCTState) -> tuple[Tensor, LaCTState]:
+        B, T, C = x.shape
+        Hf, Df = self.fast_heads, self.fast_dim
+
+        def heads(t):  # [B, T, C] -> [B, Hf, T, Df]
+            return t.unflatten(-1, (Hf, Df)).transpose(1, 2)
+
+        def l2(t):
+            return t / (torch.linalg.vector_norm(t, dim=-1, keepdim=True) + L2_EPS)
+
+        fq = l2(heads(F.silu(q * self.qk_scale[0] + self.qk_offset[0])))
+        fk = l2(heads(F.silu(k * self.qk_scale[1] + self.qk_offset[1])))
+        fv = heads(F.silu(v))
+        wide = torch.promote_types(x.dtype, torch.float32)  # step sizes and gates at least in float32
+        lr = F.softplus(self.lr_proj(x).to(wide) + self.lr_offset)  # [B, T, 3 Hf]
+        lr = lr.unflatten(-1, (Hf, 3)).transpose(1, 2)  # [B, Hf, T, 3]
+        gate = None
+        if self.momentum_proj is not None:
+            gate = torch.sigmoid(self.momentum_proj(x).to(wide)).transpose(1, 2)  # [B, Hf, T]
+        out, state = lact_swiglu(
+            fq, fk, fv, lr, self.w0, self.w1, self.w2, gate, chunk_size=self.chunk_size, muon=self.muon, state=state
+        )
+        out = self.fast_norm(out.to(x.dtype)) * F.silu(self.fast_scale_proj(x)).transpose(1, 2).unsqueeze(-1)
+        return out.transpose(1, 2).reshape(B, T, C), state
+
+    def _window_attention(self, q: Tensor, k: Tensor, v: Tensor, state: LaCTLayerState):
+        """Causal sliding-window attention over the cached and the new tokens, block by block.
+
+        Returns ``o [B, T, C]`` and the new ``keys``, ``values``, ``cached``. Keys live in one sequence
+        ``[cache (P = window - 1 slots), new tokens]``, front-padded to ``R * Q`` slots before the new
+        tokens; the queries of a block of ``Q`` new tokens see a span of ``(R + 1) Q`` keys (an
+        overlapping view, not a copy), masked to each query's own window and to the cache slots
+        that hold this sequence's tokens.
+        """
+        B, T, C = q.shape
+        H, Fh, P = self.num_heads, self.head_dim, self.window - 1
+        Q = min(QUERY_BLOCK, T)
+        nb, R = -(-T // Q), -(-P // Q)
+        front, end = R * Q - P, nb * Q - T  # zero slots before the cache and after the new tokens
+        span = (R + 1) * Q
+        cache_dtype = state.keys.dtype
+
+        def heads(t):  # [B, T, C] -> [B, T, H, F]
+            return t.unflatten(-1, (H, Fh))
+
+        # Raw keys and values of cache + new tokens: [B, P + T, H, F]; the last P become the new cache.
+        k_all = torch.cat([state.keys.transpose(1, 2), heads(k).to(cache_dtype)], dim=1)
+        v_all = torch.cat([state.values.transpose(1, 2), heads(v).to(cache_dtype)], dim=1)
+        new_keys, new_values = k_all[:, T:].transpose(1, 2), v_all[:, T:].transpose(1, 2)
+
+        rotation = rope_rotation(torch.arange(-P, T, device=q.device), Fh, self.rope_theta)
+        q_rot = F.pad(apply_rope(heads(q), rotation[P:]).transpose(1, 2), (0, 0, 0, end))  # [B, H, nb Q, F]
+        k_rot = F.pad(apply_rope(k_all, rotation).transpose(1, 2), (0, 0, front, end)).to(q_rot.dtype)
+        v_pad = F.pad(v_all.transpose(1, 2), (0, 0, front, end)).to(q_rot.dtype)  # [B, H, (R + nb) Q, F]
+
+        # query j of a block sees span slots j + front .. j + R Q: itself and the P tokens before it
+        j = torch.arange(Q, device=q.device)[:, None]
+        m = torch.arange(span, device=q.device)[None]
+        band = (m >= j + front) & (m <= j + R * Q)  # [Q, span]
+        slot = torch.arange((R + nb) * Q, device=q.device)
+        real = slot[None] >= (R * Q - state.cached)[:, None]  # [B, (R + nb) Q]: empty cache slots are not
+        # Only the first R blocks reach back to the padding and cache slots, where rows differ; the
+        # others share the band: two SDPA calls per row. (4-D masks: with 3-D ones, SDPA on the CPU
+        # takes its math path.)
+        head = min(R, nb)
+        groups = [(0, head, band & _windows(real[b], Q, R)[:head, None, :]) for b in range(B)]  # [head, Q, span]
+        outs = []
+        for b in range(B):  # batch = heads, then blocks: the masks broadcast over heads
+            o_b = []
+            for first, count, mask in (groups[b], (head, nb - head, band)):
+                if count == 0:
+                    continue
+                qb = q_rot[b, :, first * Q : (first + count) * Q].unflatten(1, (count, Q))  # [H, count, Q, F]
+                kb, vb = (_OverlappingBlocks.apply(t[b], Q, R, first, count) for t in (k_rot, v_pad))
+                o_b.append(F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.expand(1, count, Q, span)))
+            outs.append(torch.cat(o_b, dim=1).flatten(1, 2)[:, :T])  # [H, T, F]
+        o = torch.stack(outs).transpose(1, 2).reshape(B, T, C)  # [B, H, T, F] -> [B, T, C]
+        cached = torch.clamp(state.cached + T, max=P)
+        return o, new_keys, new_values, cached
+
+
+def _windows(x: Tensor, Q: int, R: int) -> Tensor:
+    """``x [..., (n + R) Q]`` -> ``[..., n, (R + 1) Q]``: the windows starting every ``Q`` entries."""
+    return x.unfold(-1, (R + 1) * Q, Q)
+
+
+class _OverlappingBlocks(torch.autograd.Function):
+    """``x [N, (n + R) Q, F]`` -> the view ``[N, count, (R + 1) Q, F]`` of its windows number
+    ``first .. first + count - 1``, window ``i`` starting at row ``i Q``. Autograd's own backward of
+    such a view (``unfold``) scatters element by element; here it is ``R + 1`` shifted additions."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, Q: int, R: int, first: int, count: int) -> Tensor:
+        x = x.contiguous()
+        N, L, F_ = x.shape
+        ctx.dims = (N, L, F_, Q, R, first, count)
+        return x.as_strided((N, count, (R + 1) * Q, F_), (L * F_, Q * F_, F_, 1), x.storage_offset() + first * Q * F_)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        N, L, F_, Q, R, first, count = ctx.dims
+        grad = grad.reshape(N, count, R + 1, Q, F_)
+        out = grad.new_zeros(N, L // Q, Q, F_)
+        for i in range(R + 1):
+            out[:, first + i : first + i + count] += grad[:, :, i]
+        return out.reshape(N, L, F_), None, None, None, None

@@ -1,0 +1,65 @@
+"""The state a LaCT core carries from one call to the next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+Weights = tuple[Tensor, Tensor, Tensor]
+
+
+@dataclass
+class LaCTState:
+    """Fast weights at the last chunk boundary plus what the open chunk has contributed since.
+
+    Every tensor has a fixed shape, whatever the number of tokens seen, and a leading batch dim, so
+    single rows can be restarted with ``torch.where`` (rows may then sit at different places in
+    their chunks: ``count`` is per row).
+
+    - ``weights``: ``(W0 [B, H, M, D], W1 [B, H, E, M], W2 [B, H, M, D])``, the SwiGLU fast weights
+      ``f(x) = W1 (silu(W0 x) * (W2 x))`` that the open chunk's tokens are answered with.
+    - ``grads``: same shapes: the step the open chunk asks for so far, ``sum_t lr_t * grad_t`` of the
+      inner objective over its tokens (zeros when ``count == 0``). Apply-then-update makes every
+      token's gradient depend only on ``weights``, so the sum is exact whatever the call boundaries.
+    - ``velocity``: same shapes: the last chunk's update after momentum (the momentum buffer), or
+      ``None`` for a core run without momentum.
+    - ``gate_sum``: ``[B, H]``, the sum of the open chunk's momentum gates (``None`` without momentum).
+    - ``count``: ``[B]`` int64, tokens of the open chunk seen, ``0 <= count < chunk_size``.
+    """
+
+    weights: Weights
+    grads: Weights
+    velocity: Weights | None
+    gate_sum: Tensor | None
+    count: Tensor
+
+    @classmethod
+    def initial(cls, weights: Weights, batch_size: int, dtype: torch.dtype, momentum: bool) -> LaCTState:
+        """The state before the first token: the shared initial weights ``[H, ...]``, one copy per row.
+        The copies stay attached to ``weights``, so a stream that starts in training trains them."""
+        expanded = tuple(w.to(dtype).unsqueeze(0).expand(batch_size, *w.shape) for w in weights)
+        zeros = tuple(torch.zeros_like(w) for w in expanded)
+        H, device = weights[0].shape[0], weights[0].device
+        return cls(
+            expanded,
+            zeros,
+            tuple(torch.zeros_like(w) for w in expanded) if momentum else None,
+            torch.zeros(batch_size, H, dtype=dtype, device=device) if momentum else None,
+            torch.zeros(batch_size, dtype=torch.int64, device=device),
+        )
+
+    def detach(self) -> LaCTState:
+        """The same state cut from the autograd graph (for carrying state across training windows)."""
+
+        def cut(ws):
+            return None if ws is None else tuple(w.detach() for w in ws)
+
+        return replace(
+            self,
+            weights=cut(self.weights),
+            grads=cut(self.grads),
+            velocity=cut(self.velocity),
+            gate_sum=None if self.gate_sum is None else self.gate_sum.detach(),
+        )
