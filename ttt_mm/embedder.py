@@ -156,6 +156,7 @@ class Embedder:
             size=self.size or 128,
             audio_context_seconds=max(0.025, context / (self.sample_rate or 16000)),
             min_seconds=self.seconds_per_step,
+            missing_audio="silence",  # an audio-visual model embeds videos without sound too
         )
 
     def span(self, path: str | os.PathLike, start: float = 0.0, end: float | None = None) -> tuple[float, float]:

@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, iter_windows
+from ttt_mm.data.settings import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.module import SequenceModel
 from ttt_mm.report import ModelReport
 from ttt_mm.rollout import audio_part, video_part
@@ -115,6 +116,17 @@ def check_data(models: dict[str, tuple[str, SequenceModel]], spec: ReadSpec, win
             )
 
 
+def decoding_of(model: SequenceModel) -> dict:
+    """The streams, sample rate, fps and frame size the model's tokenizer reads (None: a stream it does not read)."""
+    audio, video = audio_part(model.tokenizer), video_part(model.tokenizer)
+    return {
+        "modalities": [m for m, part in (("audio", audio), ("video", video)) if part is not None],
+        "sample_rate": audio.sample_rate if audio is not None else None,
+        "fps": video.fps if video is not None else None,
+        "size": video.size if video is not None else None,
+    }
+
+
 def model_info(path: str, model: SequenceModel, rollout_steps: int) -> dict:
     tok, bb = model.tokenizer, model.hparams.backbone
     info = {
@@ -140,11 +152,11 @@ def model_info(path: str, model: SequenceModel, rollout_steps: int) -> dict:
 def select_clips(datamodule, split: str, max_files: int | None) -> list[ClipInfo]:
     if split not in ("all", "train", "val", "test"):
         raise ConfigError(f"split must be all, train, val or test; got {split!r}")
-    if split == "all":
-        clips = list(datamodule.source.clips())
-    else:
-        datamodule.setup("validate" if split == "val" else split)
-        clips = datamodule.splits[split]
+    try:  # indexes the files (probed in subprocesses) and leaves out those that cannot be read
+        datamodule.setup("validate" if split in ("all", "val") else split)
+    except ValueError as err:
+        raise ConfigError(f"data: {err}") from None
+    clips = datamodule.clips if split == "all" else datamodule.splits[split]
     if not clips:
         raise ConfigError(f"no clips in split {split!r} of the data config")
     return clips if max_files is None else clips[: int(max_files)]
@@ -183,7 +195,7 @@ def evaluate(
             for name, (_, model) in models.items()
         }
         try:
-            for batch in iter_windows(clip.media, window_seconds, spec, start=clip.start, end=clip.end):
+            for batch in iter_windows(clip.media, window_seconds, spec, clip.start, clip.end, clip.info):
                 batch = _to_device(batch, device)
                 for scorer in scorers.values():
                     scorer.push(batch)
@@ -351,9 +363,15 @@ def run(cfg: DictConfig) -> dict:
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     torch.set_grad_enabled(False)
-    datamodule = instantiate(cfg.data)
-    window = cfg.get("window_seconds") or datamodule.eval_window_seconds
     models = load_models(ckpts, names, resolve_device(str(cfg.device)), bool(cfg.weights_only))
+    try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)
+        decoding = checkpoint_decoding(
+            {n: decoding_of(m) for n, (_, m) in models.items()}, {k: cfg.data.get(k) for k in DECODING_KEYS}
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    datamodule = instantiate(cfg.data, **decoding)
+    window = cfg.get("window_seconds") or datamodule.eval_window_seconds
     check_data(models, datamodule.spec, float(window))
     clips = select_clips(datamodule, str(cfg.split), cfg.get("max_files"))
     skips = SkipList(datamodule.skip_list_path)
@@ -361,6 +379,7 @@ def run(cfg: DictConfig) -> dict:
         "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s", len(models), len(clips), window, output
     )
     result = evaluate(models, clips, datamodule.spec, float(window), options, skips, output)
+    result["skipped"] = [{"path": p, "reason": r} for p, r in datamodule.rejected.items()] + result["skipped"]
     settings = {
         "split": str(cfg.split),
         "window_seconds": float(window),
