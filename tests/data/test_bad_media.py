@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, guard, io
+from ttt_mm.data.skiplist import count_reasons, reason_kind
 from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
 
 AV = ReadSpec(("audio", "video"), size=32)
@@ -164,3 +165,17 @@ def test_a_known_skip_list_is_not_retried(media, tmp_path, monkeypatch):
     )
     assert len(dataset) == 1 and dataset.clips[0].name == str(media["av"])
     assert dataset[0]["path"] == str(media["av"]) and set(opened) == {str(media["av"])}
+
+
+def test_reasons_are_counted_by_kind():
+    reasons = [
+        "opening the video failed: the container is truncated or corrupt (av_read_frame failed with 1 (invalid data))",
+        "opening the video failed: the container is truncated or corrupt (av_read_frame failed with 2 (end of file))",
+        "10 NaN/Inf audio samples, the first at 0.250 s",
+        "decoder crashed: SIGABRT (terminate called after throwing an instance of 'std::bad_alloc')",
+    ]
+    assert reason_kind(reasons[2]) == "NaN/Inf audio samples"
+    assert count_reasons(reasons) == (
+        "2 x opening the video failed: the container is truncated or corrupt, 1 x NaN/Inf audio samples, "
+        "1 x decoder crashed: SIGABRT"
+    )

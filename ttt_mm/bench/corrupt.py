@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         ("per file (s)", f"{seconds / max(1, len(paths)):.3f}"),
         ("files listed / written", f"{len(listed & {p.resolve() for p in paths})} / {len(paths)}"),
         ("usable", sum(1 for r in records if not r.get("error"))),
+        ("decoder crashed (a worker died)", sum(n for kind, n in bad.items() if kind.startswith("decoder crashed"))),
+        ("decoder hung (a worker was killed)", sum(n for kind, n in bad.items() if kind.startswith("decoder hung"))),
         *((f"bad: {kind}", n) for kind, n in bad.most_common()),
     ]
     print("| measure | value |\n| --- | --- |")

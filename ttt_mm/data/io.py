@@ -223,6 +223,11 @@ def _sf_info(path: str):
     return cached[0]
 
 
+def _av_open(path: str):
+    """A PyAV input container; broken text tags (title, artist) do not make a file unreadable."""
+    return av.open(path, metadata_errors="ignore")
+
+
 def _video_stream(container):
     """The first video stream that is a picture sequence (cover art is not video), or None."""
     for stream in container.streams.video:
@@ -244,13 +249,13 @@ class _Streams:
 def _streams_present(path: str) -> _Streams | None:
     """What the container holds as FFmpeg (PyAV) sees it, or None if it cannot open the file."""
     try:
-        with av.open(path) as container:
+        with _av_open(path) as container:
             audio = container.streams.audio[0] if container.streams.audio else None
             video = _video_stream(container) is not None
             if audio is None:
                 return _Streams(False, video)
             return _Streams(True, video, audio.codec_context.sample_rate or None, audio.codec_context.channels or None)
-    except _DECODER_ERRORS:
+    except (av.error.FFmpegError, ValueError, MemoryError):
         return None
 
 
@@ -310,7 +315,7 @@ def _decord_index(path: str, st: os.stat_result) -> _VideoIndex:
 
 def _pyav_index(path: str, st: os.stat_result) -> _VideoIndex:
     def first_frame():
-        with av.open(path) as container:
+        with _av_open(path) as container:
             stream = _video_stream(container)
             if stream is None:
                 raise MediaError(path, "no video stream")
@@ -318,7 +323,7 @@ def _pyav_index(path: str, st: os.stat_result) -> _VideoIndex:
             return None if frame is None else (frame.width, frame.height)
 
     def scan():  # demuxing reads packet headers only: no decoding
-        with av.open(path) as container:
+        with _av_open(path) as container:
             stream = _video_stream(container)
             rows = [(p.pts, p.dts, p.duration or 0, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
             rate = stream.average_rate or stream.guessed_rate
@@ -368,7 +373,7 @@ class _PyAVVideo:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.container = av.open(path)
+        self.container = _av_open(path)
         self.stream = _video_stream(self.container)
         self.stream.codec_context.thread_count = 1  # as decord's num_threads=1: workers are the parallelism
         self.frames = None  # decoded-frame iterator, None before the first seek
@@ -558,7 +563,7 @@ def _decord_samples(path: str, sample_rate: int) -> np.ndarray:
 def _pyav_samples(path: str, sample_rate: int) -> np.ndarray:
     """The first audio track, mono at its own rate, then resampled as soundfile audio is (no
     resampler delay: sample k is at k / sample_rate)."""
-    with av.open(path) as container:
+    with _av_open(path) as container:
         if not container.streams.audio:
             raise MediaError(path, "no audio stream")
         stream = container.streams.audio[0]

@@ -90,7 +90,10 @@ class SkipList:
 def reason_kind(reason: str) -> str:
     """A reason without its particulars (numbers, parenthesised details, what follows a comma), to
     count reasons by kind: "10 NaN/Inf audio samples, the first at 0.250 s" -> "NaN/Inf audio samples"."""
-    kind = re.sub(r"\s*\([^()]*\)", "", reason).split(", ")[0]
+    kind, previous = reason, None
+    while kind != previous:  # innermost parentheses first: "(... (invalid data))"
+        kind, previous = re.sub(r"\s*\([^()]*\)", "", kind), kind
+    kind = kind.split(", ")[0]
     kind = re.sub(r"\d+(\.\d+)?", "N", kind)
     return re.sub(r"^N ", "", kind).strip() or reason
 

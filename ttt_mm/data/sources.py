@@ -20,7 +20,7 @@ from typing import Protocol
 from ttt_mm.data.io import MediaInfo
 from ttt_mm.data.synthetic import SyntheticClip
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".g722")
 VIDEO_EXTENSIONS = (
     ".mp4",
     ".m4v",
