@@ -223,7 +223,7 @@ def index_files(
     run.cache.parent.mkdir(parents=True, exist_ok=True)
     with open(run.cache.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another rank or run indexing the same folder: wait, then reuse
-        cached = {} if refresh else _load(run.cache)
+        cached = _load(run.cache)
         out, todo = {}, []
         for path in files:
             try:
@@ -231,7 +231,7 @@ def index_files(
             except OSError as exc:
                 out[path] = {"path": path, "error": f"cannot stat: {exc.strerror}"}
                 continue
-            if _current(cached.get(path), st, verify):
+            if not refresh and _current(cached.get(path), st, verify):
                 out[path] = cached[path]
             else:
                 todo.append(path)
