@@ -25,6 +25,20 @@ def tone(seconds: float, rate: int, hz: float = 440.0, amplitude: float = 0.3) -
     return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
+def _audio_frame(chunk: np.ndarray, stereo: bool, fmt: str, rate: int, pts: int) -> av.AudioFrame:
+    """A frame of ``chunk`` (float mono) in the encoder's sample format."""
+    planes = np.stack([chunk, chunk]) if stereo else chunk[None]
+    if not fmt.endswith("p"):  # packed: channels interleaved in one plane
+        planes = planes.T.reshape(1, -1)
+    if fmt.startswith("s16"):
+        planes = (planes * 32767).astype(np.int16)
+    elif fmt.startswith("u8"):
+        planes = ((planes + 1.0) * 127.5).astype(np.uint8)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes), format=fmt, layout="stereo" if stereo else "mono")
+    frame.sample_rate, frame.pts = rate, pts
+    return frame
+
+
 def write_video(
     path: Path,
     seconds: float = 2.0,
@@ -36,20 +50,28 @@ def write_video(
     bands: bool = False,
     faststart: bool = False,
     times_ms: list[int] | None = None,
+    video_codec: str = "libx264",
+    audio_codec: str = "aac",
 ) -> Path:
-    """H.264 (+ AAC) file. ``times_ms`` gives explicit frame times (variable frame rate, mkv)."""
+    """H.264 (+ AAC) file by default. ``times_ms`` gives explicit frame times (variable frame rate, mkv).
+
+    Other codecs make files only one backend reads: ``video_codec="libsvtav1"`` (AV1, which decord's
+    FFmpeg cannot decode), ``audio_codec="dfpwm"`` in ``.avi`` (likewise for audio).
+    """
     options = {"movflags": "faststart"} if faststart else {}
     out = av.open(str(path), "w", options=options)
-    video = out.add_stream("libx264", rate=fps)
+    video = out.add_stream(video_codec, rate=fps)
     video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    video.options = {"preset": "ultrafast"}
+    video.options = {"preset": "ultrafast"} if video_codec == "libx264" else {"preset": "12"}
     if times_ms is not None:
         video.time_base = video.codec_context.time_base = Fraction(1, 1000)
     n = len(times_ms) if times_ms is not None else round(seconds * fps)
     audio = None
     if audio_rate:
-        audio = out.add_stream("aac", rate=audio_rate, layout="stereo" if stereo else "mono")
+        audio = out.add_stream(audio_codec, rate=audio_rate, layout="stereo" if stereo else "mono")
+        block, fmt = audio.codec_context.frame_size or 1024, audio.codec_context.format.name
         wave = tone(seconds, audio_rate)
+        wave = np.pad(wave, (0, -len(wave) % block))  # whole frames: some encoders take no short last frame
         samples = 0
     for i in range(n):
         img = np.full((height, width, 3), round(gray(i, n)), np.uint8)
@@ -64,13 +86,8 @@ def write_video(
         for packet in video.encode(frame):
             out.mux(packet)
         while audio is not None and samples < min(len(wave), (i + 1) * len(wave) // n):
-            chunk = wave[samples : samples + 1024]
-            planes = np.stack([chunk, chunk]) if stereo else chunk[None]
-            aframe = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(planes), format="fltp", layout="stereo" if stereo else "mono"
-            )
-            aframe.sample_rate, aframe.pts = audio_rate, samples
-            for packet in audio.encode(aframe):
+            chunk = wave[samples : samples + block]
+            for packet in audio.encode(_audio_frame(chunk, stereo, fmt, audio_rate, samples)):
                 out.mux(packet)
             samples += len(chunk)
     for stream in (video, audio):
@@ -115,6 +132,20 @@ def write_lying_frame_count(path: Path, real: int = 30, fake: int = 30) -> Path:
 
 def write_wav(path: Path, samples: np.ndarray, rate: int, subtype: str | None = None) -> Path:
     sf.write(str(path), samples, rate, subtype=subtype)
+    return path
+
+
+def write_short_flac(path: Path, seconds: float, missing: float, rate: int = 16000) -> Path:
+    """A FLAC whose header (STREAMINFO) promises ``missing`` seconds more than it holds, as a muxer
+    that got the last packet's length wrong writes them."""
+    write_wav(path, tone(seconds, rate), rate)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # the first metadata block is STREAMINFO
+    field = 8 + 13  # STREAMINFO bytes 13-17: 4 bits of bits-per-sample, then 36 bits of total samples
+    value = int.from_bytes(data[field : field + 5], "big")
+    total = (value & (2**36 - 1)) + round(missing * rate)
+    data[field : field + 5] = ((value & ~(2**36 - 1)) | total).to_bytes(5, "big")
+    path.write_bytes(bytes(data))
     return path
 
 

@@ -164,7 +164,7 @@ def test_rollout_fed_the_truth_is_teacher_forcing(model, clip_windows):
 def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
     ckpt = save(model, tmp_path / "tiny.ckpt")
     cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "data.size=64")
-    with pytest.raises(ConfigError, match="expects 8.0 fps at 32 px; data has fps=8.0, size=64"):
+    with pytest.raises(ConfigError, match="data.size=64 conflicts with checkpoint ttt, which was trained on size=32"):
         run(cfg)
 
 
@@ -178,7 +178,8 @@ def compose_evaluate(*overrides: str):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """Two good videos with sound, three bad files, a TTT and an attention checkpoint."""
+    """Two good videos with sound, one without (read with a silent track), two bad files, a TTT and
+    an attention checkpoint."""
     root = tmp_path_factory.mktemp("evaluate")
     media = root / "media"
     media.mkdir()
@@ -197,8 +198,7 @@ def command_args(folder, out: Path) -> list[str]:
     return [
         f"ckpt=[{','.join(map(str, ckpts))}]",
         "data=av_folder",
-        f"data.root={media}",
-        "data.size=32",
+        f"data.root={media}",  # no data.size: the checkpoint's decoding settings are used
         f"output={out}",
         "window_seconds=0.5",
         "rollout_steps=2",
@@ -236,13 +236,14 @@ def test_evaluate_writes_every_output(evaluated, capsys):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {"ttt", "attention"}  # named after the mixer class
-    assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4"]
+    assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4", "no_audio.mp4"]
     for m in metrics["models"].values():
         assert all(np.isfinite(v) for v in m["loss"].values())
-        assert m["tokens_scored"] == (8 + 6 - 2) * STEP  # 2 s + 1.5 s of 0.25 s steps, first step of each unscored
+        # 2 s + 1.5 s + 2 s of 0.25 s steps, the first step of each unscored
+        assert m["tokens_scored"] == (8 + 6 + 8 - 3) * STEP
         assert set(m["by_modality"]) == {"audio", "video"}
         assert all(v is not None for v in m["length_extrapolation"]["all"]["model"].values())
-        assert m["video"]["frames"] == (8 + 6 - 2) * 2 and m["audio"]["tokens"] == (8 + 6 - 2) * 5
+        assert m["video"]["frames"] == (8 + 6 + 8 - 3) * 2 and m["audio"]["tokens"] == (8 + 6 + 8 - 3) * 5
         assert [h["horizon"] for h in m["rollout"]["horizons"]] == [1, 2]
         assert m["loss_vs_context"]["all"]["tokens"][0]["count"] > 0
     with open(out / "summary.csv") as f:
@@ -259,14 +260,13 @@ def test_bad_files_are_reported_and_skipped(evaluated, capsys):
     result, out = evaluated
     metrics = json.loads((out / "metrics.json").read_text())
     reasons = {Path(s["path"]).name: s["reason"] for s in metrics["skipped"]}
-    assert set(reasons) == {"no_audio.mp4", "empty.mp4", "noise.mkv"}
-    assert "no audio stream" in reasons["no_audio.mp4"]
-    assert "empty file" in reasons["empty.mp4"]
+    assert set(reasons) == {"empty.mp4", "noise.mkv"}  # no_audio.mp4 is evaluated with a silent track
+    assert "empty file" in reasons["empty.mp4"] and "not a readable media container" in reasons["noise.mkv"]
     skip_list = (out / "skipped_media.tsv").read_text().splitlines()
-    assert sorted(Path(line.split("\t")[0]).name for line in skip_list) == ["empty.mp4", "no_audio.mp4", "noise.mkv"]
-    assert metrics["settings"]["skipped"] == 3 and metrics["settings"]["evaluated"] == 2
+    assert sorted(Path(line.split("\t")[0]).name for line in skip_list) == ["empty.mp4", "noise.mkv"]
+    assert metrics["settings"]["skipped"] == 2 and metrics["settings"]["evaluated"] == 3
     report(result)
-    assert "skipped 3 file(s)" in capsys.readouterr().out
+    assert "skipped 2 file(s)" in capsys.readouterr().out
 
 
 def test_missing_checkpoint_is_a_config_error(tmp_path):
@@ -285,7 +285,7 @@ def test_command_line(folder, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all((tmp_path / "out" / name).is_file() for name in OUTPUTS)
-    assert "skipped 3 file(s)" in proc.stdout and "ttt: loss" in proc.stdout
+    assert "skipped 2 file(s)" in proc.stdout and "ttt: loss" in proc.stdout
     proc = subprocess.run(
         call + [f"ckpt={tmp_path}/missing.ckpt", f"output={tmp_path}/bad"],
         cwd=REPO,

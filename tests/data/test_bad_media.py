@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, guard, io
+from ttt_mm.data.skiplist import count_reasons, reason_kind
 from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
 
 AV = ReadSpec(("audio", "video"), size=32)
@@ -23,7 +25,7 @@ VIDEO = ReadSpec(("video",), size=32)
     [
         ("zero", "probe", "empty file (0 bytes)"),
         ("truncated", "probe", "not a readable media container"),
-        ("truncated_faststart", "probe", "truncated or corrupt"),
+        ("truncated_faststart", "video_decord", "truncated or corrupt"),
         ("corrupt", "probe", "not a readable media container"),
         ("nan", "audio", "NaN/Inf audio samples, the first at 0.250 s"),
         ("wav16k", "video", "no video stream"),
@@ -37,6 +39,7 @@ def test_single_file_calls_raise_one_clear_error(media, name, call, reason):
             "probe": lambda: io.probe(path, verify=True),
             "audio": lambda: io.read_audio(path, 0.0, 1.0),
             "video": lambda: io.read_video(path, 0.0, 1.0),
+            "video_decord": lambda: io.read_video(path, 0.0, 1.0, backend="decord"),
         }[call]()
     assert caught.value.path == str(path)
     assert reason in caught.value.reason
@@ -55,16 +58,26 @@ def test_lying_frame_count_is_caught_without_hanging(media):
     assert len(decord.VideoReader(str(media["lying"]))) == 60  # the index claims 60 frames; 30 hold pictures
     started = time.monotonic()
     with pytest.raises(MediaError, match=r"decoding frame.* failed: .*\(corrupt or missing frame data\)"):
-        io.probe(media["lying"], verify=True)  # decodes frame 0 and the last indexed frame
+        last = float(io.video_timeline(media["lying"], "decord")[0][-1])
+        io.read_video(media["lying"], last, 1e-3, fps=1.0, size=16, backend="decord")  # the last indexed frame
     for _ in range(3):  # decord decodes ahead on a thread, so even early frames may hit the bad tail
         io.clear_caches()
         try:
-            frames = io.read_video(media["lying"], 0.0, None, fps=8, size=32)
+            frames = io.read_video(media["lying"], 0.0, None, fps=8, size=32, backend="decord")
         except MediaError as exc:
             assert "(corrupt or missing frame data)" in exc.reason
         else:
             assert len(frames) == 8
     assert time.monotonic() - started < 10
+    info = io.probe(media["lying"], verify=True)  # decord fails the last frame: PyAV reads what is there
+    assert (info.video_backend, info.n_frames) == ("pyav", 30) and info.video_duration == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_truncated_file_is_read_as_far_as_it_goes(media):
+    info = io.probe(media["truncated_faststart"], verify=True)  # the index (moov) survives, half the data not
+    assert info.video_backend == "pyav" and 0.5 < info.video_duration < 1.5 and info.audio_duration < 1.5
+    frames = io.read_video(media["truncated_faststart"], 0.0, None, fps=8, size=32)
+    assert len(frames) == math.ceil(info.video_duration * 8 - 1e-6)
 
 
 def test_a_decoder_that_never_returns_is_abandoned(media, monkeypatch):
@@ -75,7 +88,7 @@ def test_a_decoder_that_never_returns_is_abandoned(media, monkeypatch):
     started = time.monotonic()
     try:
         with pytest.raises(MediaError, match="did not return within"):
-            io.read_video(media["video_only"], 0.0, 0.5, fps=8, size=32)
+            io.read_video(media["video_only"], 0.0, 0.5, fps=8, size=32, backend="decord")
     finally:
         release.set()
     assert time.monotonic() - started < 5
@@ -112,10 +125,10 @@ def test_silence_gives_finite_tokens(media):
 
 
 def test_dataset_skips_every_bad_case_once_and_records_it(media, tmp_path, caplog):
-    bad = ["zero", "truncated", "truncated_faststart", "corrupt", "nan", "video_only", "wav16k", "one_frame", "lying"]
+    bad = ["zero", "truncated", "corrupt", "nan", "video_only", "wav16k", "one_frame", "lying"]
     clips = [ClipInfo(str(media[name])) for name in bad] + [ClipInfo(str(media["av"]))]
     skip_file = tmp_path / "run" / "skip.tsv"
-    dataset = WindowDataset(clips, 1.0, AV, seed=0, skip_list=str(skip_file), max_retries=50)
+    dataset = WindowDataset(clips, 1.0, AV, seed=0, skip_list=str(skip_file))
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         for i in range(len(clips)):
             for epoch in range(4):
@@ -131,11 +144,14 @@ def test_dataset_skips_every_bad_case_once_and_records_it(media, tmp_path, caplo
     assert any("no audio stream" in line for line in lines) and any("no video stream" in line for line in lines)
 
 
-def test_retries_are_bounded(media, tmp_path):
-    clips = [ClipInfo(str(media["zero"])), ClipInfo(str(media["corrupt"]))]
-    dataset = WindowDataset(clips, 1.0, AV, skip_list=str(tmp_path / "skip.tsv"), max_retries=3)
-    with pytest.raises(RuntimeError, match="4 clips in a row could not be read"):
+def test_a_dataset_fails_only_when_no_clip_is_left_and_says_why(media, tmp_path):
+    clips = [ClipInfo(str(media[name])) for name in ("zero", "corrupt", "truncated", "wav16k")]
+    dataset = WindowDataset(clips, 1.0, AV, skip_list=str(tmp_path / "skip.tsv"))
+    with pytest.raises(RuntimeError) as caught:
         dataset[0]
+    assert str(caught.value).startswith(
+        "none of the 4 clips can be read: 2 x not a readable media container, 1 x empty file, 1 x no video stream"
+    )
 
 
 def test_a_known_skip_list_is_not_retried(media, tmp_path, monkeypatch):
@@ -148,4 +164,18 @@ def test_a_known_skip_list_is_not_retried(media, tmp_path, monkeypatch):
         [ClipInfo(str(media["corrupt"])), ClipInfo(str(media["av"]))], 1.0, AV, skip_list=str(skip_file)
     )
     assert len(dataset) == 1 and dataset.clips[0].name == str(media["av"])
-    assert dataset[0]["path"] == str(media["av"]) and opened == [str(media["av"])]
+    assert dataset[0]["path"] == str(media["av"]) and set(opened) == {str(media["av"])}
+
+
+def test_reasons_are_counted_by_kind():
+    reasons = [
+        "opening the video failed: the container is truncated or corrupt (av_read_frame failed with 1 (invalid data))",
+        "opening the video failed: the container is truncated or corrupt (av_read_frame failed with 2 (end of file))",
+        "10 NaN/Inf audio samples, the first at 0.250 s",
+        "decoder crashed: SIGABRT (terminate called after throwing an instance of 'std::bad_alloc')",
+    ]
+    assert reason_kind(reasons[2]) == "NaN/Inf audio samples"
+    assert count_reasons(reasons) == (
+        "2 x opening the video failed: the container is truncated or corrupt, 1 x NaN/Inf audio samples, "
+        "1 x decoder crashed: SIGABRT"
+    )

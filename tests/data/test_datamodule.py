@@ -1,12 +1,16 @@
-"""MediaDataModule: splits, loaders, workers that open their own decoders, the run's skip list."""
+"""MediaDataModule: splits, loaders, workers that open their own decoders, the run's skip list,
+files chosen by their streams from the dataset index, small folders that still get validation."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 from types import SimpleNamespace
 
+import pytest
 import torch
+from mediafiles import write_video
 
 from ttt_mm.data import FolderSource, MediaDataModule, SyntheticSource, io
 
@@ -45,7 +49,6 @@ def test_workers_open_their_own_decoders_and_share_the_skip_list(media, tmp_path
         clip_seconds=1.0,
         val_fraction=0.0,
         test_fraction=0.0,
-        max_retries=20,
     )
     dm.trainer = SimpleNamespace(default_root_dir=str(root))  # what Lightning attaches
     dm.setup("fit")
@@ -81,3 +84,79 @@ def test_epochs_draw_new_windows_and_a_resumed_run_continues_the_stream():
     )
     resumed = next(iter(dm.train_dataloader()))
     assert resumed["path"] == third["path"] and torch.equal(resumed["start"], third["start"])
+
+
+def folder_module(root, run_dir, **kwargs) -> MediaDataModule:
+    dm = MediaDataModule(FolderSource(str(root)), size=32, clip_seconds=1.0, batch_size=2, **kwargs)
+    dm.trainer = SimpleNamespace(default_root_dir=str(run_dir))
+    return dm
+
+
+def test_a_video_config_trains_on_the_videos_of_a_mixed_folder(media, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, target in [("av", "a.mp4"), ("video_only", "b.mp4"), ("wav16k", "c.wav"), ("flac16k", "d.flac")]:
+        shutil.copy(media[name], data / target)
+    dm = folder_module(data, tmp_path / "run", modalities=["video"], val_fraction=0.0, test_fraction=0.0)
+    dm.setup("fit")
+    assert sorted(c.key for c in dm.splits["train"]) == ["a.mp4", "b.mp4"]
+    assert all(c.info.video_backend == "decord" for c in dm.clips)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["video"].shape == (2, 8, 3, 32, 32)
+    skipped = dict(line.split("\t") for line in (tmp_path / "run" / "skipped_media.tsv").read_text().splitlines())
+    assert skipped == {str(data / n): "no video stream (this run reads video)" for n in ("c.wav", "d.flac")}
+    audio = folder_module(data, tmp_path / "run2", modalities=["audio"], val_fraction=0.0, test_fraction=0.0)
+    audio.setup("fit")
+    assert sorted(c.key for c in audio.splits["train"]) == ["a.mp4", "c.wav", "d.flac"]
+
+
+@pytest.mark.parametrize("policy", ["skip", "silence"])
+def test_videos_without_sound_follow_the_missing_audio_policy(media, tmp_path, policy):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(media["av"], data / "a.mp4")
+    shutil.copy(media["video_only"], data / "silent.mp4")
+    dm = folder_module(data, tmp_path / "run", missing_audio=policy, val_fraction=0.0, test_fraction=0.0)
+    dm.setup("fit")
+    keys = sorted(c.key for c in dm.splits["train"])
+    if policy == "skip":
+        assert keys == ["a.mp4"] and "no audio stream" in dm.rejected[str(data / "silent.mp4")]
+        return
+    assert keys == ["a.mp4", "silent.mp4"]
+    batches = list(itertools.islice(dm.train_dataloader(), 2))
+    rows = [(p, a) for b in batches for p, a in zip(b["path"], b["audio"])]
+    silent = [a for p, a in rows if p.endswith("silent.mp4")]
+    assert silent and all(a.shape == (16000,) and a.abs().max() == 0 for a in silent)
+    assert all(a.abs().max() > 0 for p, a in rows if p.endswith("a.mp4"))
+
+
+def test_no_usable_file_is_one_error_with_the_reasons_counted(media, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, target in [("zero", "a.mp4"), ("corrupt", "b.mkv"), ("truncated", "c.mp4"), ("wav16k", "d.wav")]:
+        shutil.copy(media[name], data / target)
+    dm = folder_module(data, tmp_path / "run", modalities=["video"])
+    with pytest.raises(ValueError) as caught:
+        dm.setup("fit")
+    assert str(caught.value) == (
+        "none of the 4 files can be used: 2 x not a readable media container, 1 x empty file, 1 x no video stream; "
+        f"each is listed with its reason in {tmp_path / 'run' / 'skipped_media.tsv'}"
+    )
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_small_folders_still_validate(tmp_path, caplog, count):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(count):
+        write_video(data / f"v{i}.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=None)
+    dm = folder_module(data, tmp_path / "run", modalities=["video"], val_fraction=0.05, test_fraction=0.0)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        dm.setup("fit")
+    train, val = ({c.key for c in dm.splits[s]} for s in ("train", "val"))
+    warnings = [r.message for r in caplog.records if "validating on the training files" in r.message]
+    if count >= 3:  # one file moves to validation, the others train
+        assert len(val) == 1 and not val & train and len(train) == count - 1 and not warnings
+    else:  # too few to spare one: validate on the training files, and say so once
+        assert val == train and len(train) == count and len(warnings) == 1
+    assert sum(len(b["path"]) for b in dm.val_dataloader()) > 0  # a validation metric will be logged

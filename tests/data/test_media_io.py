@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import decord
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
-from mediafiles import gray, write_video
+from mediafiles import gray, tone, write_short_flac, write_video
 
 from ttt_mm.data import io
 
@@ -141,3 +143,27 @@ def test_decode_tokenize_invert_round_trip(media):
     inverted = mel.invert(mel({"audio": audio[None]}).targets)["audio"]
     assert torch.allclose(inverted, mel.log_mel(audio[None]) * 4.0 - 9.0, atol=1e-4)
     assert inverted.shape == (1, 100, 80)
+
+
+@pytest.mark.parametrize("missing", [0.0005, 0.05, io.AUDIO_SHORTFALL_S])
+def test_audio_ending_a_little_before_its_header_is_read_as_far_as_it_goes(tmp_path, caplog, missing):
+    path = write_short_flac(tmp_path / "short.flac", 2.0, missing)  # 0.0005 s: 8 samples, like a real Opus album track
+    assert sf.info(path).frames == 32000 + round(missing * 16000)
+    with caplog.at_level(logging.DEBUG, logger="ttt_mm.data.io"):
+        audio = io.read_audio(path, 1.5, None, 16000, backend="soundfile")
+    assert len(audio) == 8000 + round(missing * 16000)
+    assert torch.allclose(audio[:8000], torch.from_numpy(tone(2.0, 16000)[24000:]), atol=1e-4)
+    assert audio[8000:].abs().max() == 0  # the missing tail reads as silence
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG] and "before its header says" in caplog.text
+    assert io.probe(path, verify=True).audio_backend == "soundfile"  # a good file, not a failure
+
+
+@pytest.mark.parametrize("missing", [io.AUDIO_SHORTFALL_S + 0.01, 0.5])
+def test_audio_ending_well_before_its_header_is_not_read_with_the_header(tmp_path, missing):
+    path = write_short_flac(tmp_path / "short.flac", 2.0, missing)
+    promised = 32000 + round(missing * 16000)
+    with pytest.raises(io.MediaError, match=f"file ends at sample 32000 but its header promises {promised}"):
+        io.read_audio(path, 1.5, None, 16000, backend="soundfile")
+    assert len(io.read_audio(path, 0.0, 1.0, 16000, backend="soundfile")) == 16000  # windows before the end read
+    info = io.probe(path, verify=True)  # the header is wrong: a backend that does not trust it reads what is there
+    assert info.audio_backend != "soundfile" and info.audio_duration == pytest.approx(2.0, abs=0.01)

@@ -1,17 +1,28 @@
-"""``python -m ttt_mm.data.probe``: a manifest with reasons for bad files, clear exits for one file."""
+"""``python -m ttt_mm.tasks.probe``: every file listed, good or with its reason; clear exits for one
+file; the old ``python -m ttt_mm.data.probe`` still works, with a deprecation warning."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
-from ttt_mm.data import ManifestSource
-from ttt_mm.data.probe import main
+import pytest
+
+import ttt_mm.data
+from ttt_mm.data import ManifestSource, io
+from ttt_mm.tasks.probe import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
-def test_folder_manifest_lists_good_and_bad_files(media, tmp_path, capsys):
-    data = tmp_path / "data"
-    (data / "sub").mkdir(parents=True)
+@pytest.fixture
+def data(media, tmp_path) -> Path:
+    root = tmp_path / "data"
+    (root / "sub").mkdir(parents=True)
     for name, target in [
         ("av", "sub/a.mp4"),
         ("wav16k", "b.wav"),
@@ -19,39 +30,63 @@ def test_folder_manifest_lists_good_and_bad_files(media, tmp_path, capsys):
         ("nan", "d.wav"),
         ("corrupt", "e.mkv"),
     ]:
-        shutil.copy(media[name], data / target)
-    (data / "readme.txt").write_text("ignored")
+        shutil.copy(media[name], root / target)
+    (root / "readme.txt").write_text("ignored")
+    return root
+
+
+def test_folder_manifest_lists_good_and_bad_files(data, tmp_path, capsys):
     manifest = tmp_path / "manifest.jsonl"
-    assert main([str(data), "-o", str(manifest)]) == 0
+    assert main([str(data), "-o", str(manifest), "--index-cache", str(tmp_path / "cache")]) == 0
     rows = {r["path"]: r for r in map(json.loads, manifest.read_text().splitlines())}
-    assert sorted(rows) == [
-        "data/b.wav",
-        "data/c.mp4",
-        "data/d.wav",
-        "data/e.mkv",
-        "data/sub/a.mp4",
-    ]  # relative to the manifest
+    assert sorted(rows) == ["data/b.wav", "data/c.mp4", "data/d.wav", "data/e.mkv", "data/sub/a.mp4"]  # relative
     good = rows["data/sub/a.mp4"]
-    assert (
-        good["has_audio"]
-        and good["has_video"]
-        and good["n_frames"] == 90
-        and (good["width"], good["height"]) == (160, 120)
-    )
+    assert good["has_audio"] and good["has_video"] and good["n_frames"] == 90
+    assert (good["width"], good["height"], good["video_backend"]) == (160, 120, "decord")
     assert rows["data/b.wav"]["sample_rate"] == 16000 and rows["data/b.wav"]["silent"] is False
     assert rows["data/c.mp4"]["error"] == "empty file (0 bytes)"
     assert "NaN/Inf" in rows["data/d.wav"]["error"] and "not a readable media container" in rows["data/e.mkv"]["error"]
-    assert "5 files" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "5 files under" in err and "2 usable, 3 not" in err and "5 probed, 0 from the index cache" in err
     clips = ManifestSource(str(manifest)).clips()
     assert sorted(c.name for c in clips) == [str(data / "b.wav"), str(data / "sub" / "a.mp4")]
+    assert main([str(data), "-o", str(manifest), "--index-cache", str(tmp_path / "cache")]) == 0
+    assert "0 probed, 5 from the index cache" in capsys.readouterr().err  # the second run opens nothing
+
+
+def test_without_an_output_the_records_go_to_stdout(data, tmp_path, capsys):
+    assert main([str(data / "b.wav"), "--index-cache", str(tmp_path / "cache")]) == 0
+    (record,) = map(json.loads, capsys.readouterr().out.splitlines())
+    assert record["path"] == str(data / "b.wav") and record["audio_backend"] == "soundfile"
 
 
 def test_single_bad_file_exits_nonzero_with_the_reason(media, tmp_path, capfd):
-    assert main([str(media["truncated"]), "-o", str(tmp_path / "m.jsonl")]) == 1
-    out, err = capfd.readouterr()  # file-descriptor level: decord's native prints would show here
+    assert main([str(media["truncated"]), "-o", str(tmp_path / "m.jsonl"), "--index-cache", str(tmp_path)]) == 1
+    out, err = capfd.readouterr()  # file-descriptor level: decoders' native prints would show here
     assert err == f"error: {media['truncated']}: not a readable media container (ffmpeg could not open it)\n"
 
 
 def test_missing_path_exits_2(tmp_path, capsys):
     assert main([str(tmp_path / "nope"), "-o", str(tmp_path / "m.jsonl")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_the_probe_function_has_one_name_and_the_old_one_warns():
+    with pytest.warns(DeprecationWarning, match="ttt_mm.data.io.probe"):
+        old = ttt_mm.data.__getattr__("probe")
+    assert old is io.probe and "probe" not in ttt_mm.data.__all__
+
+
+@pytest.mark.slow
+def test_the_old_command_forwards_with_a_warning(media, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ttt_mm.data.probe", str(media["wav16k"]), "--index-cache", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "DeprecationWarning: python -m ttt_mm.data.probe is deprecated" in proc.stderr
+    assert json.loads(proc.stdout)["audio_backend"] == "soundfile"

@@ -110,3 +110,19 @@ def test_iter_windows_raises_for_a_bad_file(media):
     assert np.isclose(
         sum(len(w["audio"][0]) for w in iter_windows(str(media["wav16k"]), 1.0, ReadSpec(("audio",)))), 40000
     )
+
+
+def test_a_video_without_sound_reads_as_silence_only_when_asked(media):
+    clip = ClipInfo(str(media["video_only"]))  # 2 s of video, no audio track
+    silence = ReadSpec(size=32, missing_audio="silence")
+    assert clip_span(clip, silence) == (0.0, pytest.approx(2.0))
+    item = read_item(clip, 0.5, 1.0, silence)
+    assert item["audio"].shape == (16000,) and item["audio_context"].shape == (400,)
+    assert item["audio"].abs().max() == 0 and item["audio_context"].abs().max() == 0
+    assert item["video"].shape == (8, 3, 32, 32) and item["video"].float().mean() > 0
+    windows = list(iter_windows(str(media["video_only"]), 0.5, silence))
+    assert len(windows) == 4 and all(w["audio"].shape == (1, 8000) for w in windows)
+    with pytest.raises(MediaError, match="no audio stream"):
+        clip_span(clip, ReadSpec(size=32))  # the default: a file without the stream is a bad file
+    with pytest.raises(ValueError, match="missing_audio must be one of"):
+        ReadSpec(missing_audio="zeros")

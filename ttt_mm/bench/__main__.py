@@ -8,6 +8,8 @@ import sys
 SUITES = {
     "layers": "ttt_mm.bench.layers",
     "data": "ttt_mm.bench.data",
+    "index": "ttt_mm.bench.index",
+    "corrupt": "ttt_mm.bench.corrupt",
     "embed": "ttt_mm.bench.embed",
     "kernels": "ttt_mm.bench.kernels",
 }

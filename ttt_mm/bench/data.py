@@ -1,13 +1,12 @@
 """Decode + tokenize throughput on one CPU worker: ``python -m ttt_mm.bench data [--real DIR]``.
 
-Sources are written with PyAV and soundfile into a temporary folder (PyAV is in the ``dev``
-extra); ``--real`` adds rows for files unpacked by ``fetch-real-media.sh``. Each row reads a file
-from the start as consecutive windows, the way evaluation and embedding stream it (or at random
-window starts, the way training samples), tokenizes on CPU, and reports media seconds per wall
-second ("x real time"). Decoder caches are cleared before each timed pass, so opening files and
-decoding container audio tracks is counted. The tokenizers are the configured ones
-(``conf/tokenizer/<name>.yaml`` at the default model width). Targets: audio >= 200x, video >= 20x
-real time.
+Sources are written with PyAV and soundfile into a temporary folder; ``--real`` adds rows for
+files unpacked by ``fetch-real-media.sh``. Each row reads a file from the start as consecutive
+windows, the way evaluation and embedding stream it (or at random window starts, the way training
+samples), tokenizes on CPU, and reports media seconds per wall second ("x real time"). Decoder
+caches are cleared before each timed pass, so opening files and decoding container audio tracks is
+counted. The tokenizers are the configured ones (``conf/tokenizer/<name>.yaml`` at the default model
+width). Targets: audio >= 200x, video >= 20x real time.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import av
 import numpy as np
 import soundfile as sf
 import torch
@@ -30,8 +30,6 @@ from ttt_mm.tokenizers import FRAME_SIZE, Tokenizer
 
 
 def _write_sources(folder: Path, seconds: float) -> dict[str, Path]:
-    import av  # dev extra
-
     clip = SyntheticClip(0, 0, seconds)
     speech = clip.audio(0, seconds, 16000).numpy()
     sf.write(folder / "mono16k.flac", speech, 16000)

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import soundfile as sf
 
@@ -51,8 +52,6 @@ def write_flac(path: Path, minutes: float, sample_rate: int = 16000) -> Path:
 
 def write_video(path: Path, minutes: float, fps: int = 24, size: int = 256, sample_rate: int = 16000) -> Path:
     """Synthetic moving squares with their sounds: H.264 (veryfast) + AAC, 10 s at a time."""
-    import av  # dev extra
-
     clip, seconds = SyntheticClip(0, 1, minutes * 60), minutes * 60
     out = av.open(str(path), "w")
     video = out.add_stream("libx264", rate=fps)

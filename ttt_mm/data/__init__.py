@@ -1,13 +1,16 @@
-"""Media in, tensors out: decoding (`io`), clip sources, datasets, and the Lightning DataModule.
+"""Media in, tensors out: decoding (`io`), the dataset index (`index`: every file probed once, in a
+subprocess), clip sources, datasets, and the Lightning DataModule.
 
 `MediaDataModule` is imported on first use, so that the probe command, benchmarks and DataLoader
 workers do not pay for importing Lightning.
 """
 
+import warnings
 from typing import Any
 
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, WindowDataset, collate, iter_windows
-from ttt_mm.data.io import MediaError, MediaInfo, probe, read_audio, read_video
+from ttt_mm.data.index import Selection, index_clips, index_files
+from ttt_mm.data.io import MediaError, MediaInfo, read_audio, read_video
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import (
     ClassFolderSource,
@@ -30,13 +33,15 @@ __all__ = [
     "MediaInfo",
     "ReadSpec",
     "SequentialWindows",
+    "Selection",
     "SkipList",
     "SyntheticClip",
     "SyntheticSource",
     "WindowDataset",
     "collate",
+    "index_clips",
+    "index_files",
     "iter_windows",
-    "probe",
     "read_audio",
     "read_video",
 ]
@@ -47,4 +52,14 @@ def __getattr__(name: str) -> Any:
         from ttt_mm.data.datamodule import MediaDataModule
 
         return MediaDataModule
+    if name == "probe":  # the name also of the old command module, ttt_mm.data.probe
+        warnings.warn(
+            "ttt_mm.data.probe (the function) is deprecated: use ttt_mm.data.io.probe for one file in this "
+            "process, or ttt_mm.data.index_files to probe files in subprocesses",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from ttt_mm.data.io import probe
+
+        return probe
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,26 +1,37 @@
 """LightningDataModule over any clip source: splits, random training windows, whole-file evaluation.
 
-Nothing is decoded in the main process: `setup` only lists clips, and every decoder is opened in
-the process that reads (each DataLoader worker gets its own, see `ttt_mm.data.guard`). Splits come
-from the source (a manifest ``split`` column) or from a hash of each clip's key, so they never
-change when files are added. The skip list defaults to ``<trainer.default_root_dir>/skipped_media.tsv``.
+Nothing is decoded in the main process: `setup` lists clips and looks their files up in the dataset
+index (`ttt_mm.data.index`), which probes new files in subprocesses; files without the streams the
+config reads, or that no decoder reads, are left out there and listed in the skip list with their
+reason. Every decoder is then opened in the process that reads (each DataLoader worker gets its
+own, see `ttt_mm.data.guard`). Splits come from the source (a manifest ``split`` column) or from a
+hash of each clip's key, so they never change when files are added; with three files or more,
+validation gets at least one, and with fewer the training files are validated on (with a warning).
+The skip list defaults to ``<trainer.default_root_dir>/skipped_media.tsv``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, WindowDataset, collate
-from ttt_mm.data.skiplist import SkipList
+from ttt_mm.data.index import index_clips
+from ttt_mm.data.skiplist import SkipList, count_reasons
 from ttt_mm.data.sources import ClipInfo, ClipSource, SyntheticSource
 from ttt_mm.data.training import ResumableSampler, StreamWindows
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "val", "test")
+MIN_FILES_FOR_VALIDATION = 3
+"""With fewer usable files than this, validation runs on the training files (with a warning)."""
 
 
 class MediaDataModule(L.LightningDataModule):
@@ -31,6 +42,11 @@ class MediaDataModule(L.LightningDataModule):
     walks each val/test clip whole in windows of ``eval_window_seconds`` (default ``clip_seconds``),
     which should be a multiple of the tokenizer's ``seconds_per_step``. The default source is the
     synthetic audio-visual set.
+
+    ``missing_audio`` (``"skip"`` or ``"silence"``, see `ReadSpec`) decides what happens to videos
+    without sound when both streams are read. ``index_cache`` is the folder of the dataset index
+    (None: ``~/.cache/ttt-mm/index``); ``probe_jobs`` processes probe new files (None: up to 4),
+    each allowed ``probe_timeout`` seconds (plus 1 s per 20 MB) before it counts as hung.
     """
 
     def __init__(
@@ -51,7 +67,10 @@ class MediaDataModule(L.LightningDataModule):
         test_fraction: float = 0.05,
         seed: int = 0,
         skip_list: str | None = None,
-        max_retries: int = 8,
+        missing_audio: str = "skip",
+        index_cache: str | None = None,
+        probe_jobs: int | None = None,
+        probe_timeout: float = 60.0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
         timeout: float = 0.0,
@@ -60,7 +79,9 @@ class MediaDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.source = SyntheticSource() if source is None else source
-        self.spec = ReadSpec(tuple(modalities), sample_rate, fps, size, audio_context_seconds, min_seconds)
+        self.spec = ReadSpec(
+            tuple(modalities), sample_rate, fps, size, audio_context_seconds, min_seconds, missing_audio
+        )
         self.clip_seconds = clip_seconds
         self.eval_window_seconds = clip_seconds if eval_window_seconds is None else eval_window_seconds
         self.batch_size = batch_size
@@ -68,8 +89,11 @@ class MediaDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory, self.timeout = num_workers, pin_memory, timeout
         self.persistent_workers = persistent_workers and num_workers > 0
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
-        self.skip_list_path, self.max_retries = skip_list, max_retries
+        self.skip_list_path = skip_list
+        self.index_cache, self.probe_jobs, self.probe_timeout = index_cache, probe_jobs, probe_timeout
         self.stream, self.root = stream, root
+        self.clips: list[ClipInfo] = []  # the usable clips, in the source's order
+        self.rejected: dict[str, str] = {}  # the files left out, with their reasons
         self.splits: dict[str, list[ClipInfo]] = {}
         self.skips: SkipList | None = None
 
@@ -80,16 +104,50 @@ class MediaDataModule(L.LightningDataModule):
         if path is None and self.trainer is not None:
             path = os.path.join(self.trainer.default_root_dir, "skipped_media.tsv")
         self.skips = SkipList(path)
-        clips = [c for c in self.source.clips() if c.name not in self.skips]
+        listed = self.source.clips()
+        known_bad = [c for c in listed if c.name in self.skips]
+        selection = index_clips(
+            [c for c in listed if c.name not in self.skips],
+            self.spec,
+            self.index_cache,
+            self.probe_jobs,
+            self.probe_timeout,
+        )
+        self.skips.add_many(selection.rejected, total=len(listed))
+        self.rejected = {c.name: self.skips.reasons[c.name] for c in known_bad} | selection.rejected
+        if not selection.clips:
+            where = f"; each is listed with its reason in {self.skips.path}" if self.skips.path else ""
+            reasons = count_reasons(self.rejected.values())
+            raise ValueError(f"none of the {len(listed)} files can be used: {reasons}{where}")
+        self.clips = selection.clips
         self.splits = {name: [] for name in SPLITS}
-        for clip in clips:
+        for clip in self.clips:
             split = clip.split_of(self.val_fraction, self.test_fraction)
             if split not in self.splits:
                 raise ValueError(f"clip {clip.name} has split {split!r}; expected one of {SPLITS}")
             self.splits[split].append(clip)
         if not self.splits["train"] and stage in (None, "fit"):
             fractions = f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction}"
-            raise ValueError(f"no training clips among {len(clips)} ({fractions})")
+            raise ValueError(f"no training clips among {len(self.clips)} ({fractions})")
+        if self.val_fraction > 0 and not self.splits["val"] and self.splits["train"]:
+            self._ensure_validation()
+
+    def _ensure_validation(self) -> None:
+        """Give validation one file when there are enough (moved from training), else the training files."""
+        files = {c.key or c.name for c in self.clips}
+        train = self.splits["train"]
+        movable = sorted({(c.split_hash(), c.key or c.name) for c in train if c.split is None})
+        if len(files) >= MIN_FILES_FOR_VALIDATION and len({c.key or c.name for c in train}) >= 2 and movable:
+            key = movable[0][1]  # the training file whose hash lies nearest the validation range
+            self.splits["val"] = [replace(c, split="val") for c in train if (c.key or c.name) == key]
+            self.splits["train"] = [c for c in train if (c.key or c.name) != key]
+            log.info("no file hashed into validation (val_fraction=%g): validating on %s", self.val_fraction, key)
+            return
+        log.warning(
+            "only %d usable file(s): validating on the training files, so val/* measures fit, not generalisation",
+            len(files),
+        )
+        self.splits["val"] = list(train)
 
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
         return DataLoader(
@@ -129,9 +187,7 @@ class MediaDataModule(L.LightningDataModule):
             return DataLoader(
                 dataset, batch_size=None, num_workers=min(self.num_workers, 1), pin_memory=self.pin_memory
             )
-        dataset = WindowDataset(
-            self.splits["train"], self.clip_seconds, self.spec, self.seed, self.skips, self.max_retries
-        )
+        dataset = WindowDataset(self.splits["train"], self.clip_seconds, self.spec, self.seed, self.skips)
         sampler = ResumableSampler(len(dataset), self.seed, start=steps * self.batch_size, rank=rank, world=world)
         return self._loader(dataset, self.batch_size, sampler)
 

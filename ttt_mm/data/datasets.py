@@ -9,8 +9,10 @@ Items are dicts (see `collate` for the batch form):
 - ``"start"`` (seconds from the file start), ``"path"``, ``"label"`` (-1 if none), and in
   evaluation ``"window_index"`` (0 at the first window of each file: reset streaming state there).
 
-Bad files (`MediaError`) are logged once, recorded in a `SkipList` and replaced by another clip,
-at most ``max_retries`` times in a row before the dataset raises.
+Files are normally screened before a dataset sees them (`ttt_mm.data.index`); one that still
+fails (`MediaError`, e.g. a corrupt packet in the middle) is logged once, recorded in a `SkipList`
+and replaced by another clip. A dataset raises only when every clip it has is in the skip list,
+with the reasons counted by kind.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,18 +28,23 @@ from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ttt_mm.data import io
-from ttt_mm.data.io import MediaError
-from ttt_mm.data.skiplist import SkipList
+from ttt_mm.data.io import MediaError, MediaInfo
+from ttt_mm.data.skiplist import SkipList, unusable_message
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.windows import Media
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 MODALITIES = ("audio", "video")
+MISSING_AUDIO = ("skip", "silence")
 
 
 @dataclass(frozen=True)
 class ReadSpec:
-    """What to decode for each window (the tokenizers' default media clock: 16 kHz, 8 fps, 128 px)."""
+    """What to decode for each window (the tokenizers' default media clock: 16 kHz, 8 fps, 128 px).
+
+    ``missing_audio`` applies when both streams are read and a video has no sound: ``"skip"``
+    leaves the file out (a bad file), ``"silence"`` reads it with a silent audio track.
+    """
 
     modalities: tuple[str, ...] = MODALITIES
     sample_rate: int = SAMPLE_RATE
@@ -44,16 +52,29 @@ class ReadSpec:
     size: int = FRAME_SIZE
     audio_context_seconds: float = 0.025  # >= win_length - hop_length of the audio tokenizer
     min_seconds: float = 0.5  # shorter clips (e.g. 1-frame videos) are bad files
+    missing_audio: Literal["skip", "silence"] = "skip"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))
         unknown = set(self.modalities) - set(MODALITIES)
         if unknown or not self.modalities:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
+        if self.missing_audio not in MISSING_AUDIO:
+            raise ValueError(f"missing_audio must be one of {MISSING_AUDIO}, got {self.missing_audio!r}")
 
     @property
     def context_samples(self) -> int:
         return round(self.audio_context_seconds * self.sample_rate) if "audio" in self.modalities else 0
+
+
+def _file_info(clip: ClipInfo, spec: ReadSpec) -> MediaInfo:
+    """What the index found in the clip's file, or a probe of it in this process."""
+    return clip.info if clip.info is not None else io.probe(clip.media, streams=spec.modalities)
+
+
+def reads_silence(info: MediaInfo, spec: ReadSpec) -> bool:
+    """Whether a file's audio is read as silence: a video without sound and ``missing_audio="silence"``."""
+    return spec.missing_audio == "silence" and "video" in spec.modalities and info.has_video and not info.has_audio
 
 
 def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
@@ -61,14 +82,14 @@ def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
     if isinstance(clip.media, Media):
         end = clip.media.duration
     else:
-        info = io.probe(clip.media, streams=spec.modalities)
+        info = _file_info(clip, spec)
         ends = []
         for modality in spec.modalities:
-            if not getattr(info, f"has_{modality}"):
-                raise MediaError(
-                    clip.media, f"no {modality} stream (the dataset reads {' and '.join(spec.modalities)})"
-                )
-            ends.append(getattr(info, f"{modality}_duration"))
+            if getattr(info, f"has_{modality}"):
+                ends.append(getattr(info, f"{modality}_duration"))
+            elif not (modality == "audio" and reads_silence(info, spec)):
+                reads = " and ".join(spec.modalities)
+                raise MediaError(clip.media, f"no {modality} stream (the dataset reads {reads})")
         end = min(ends)
     end = end if clip.end is None else min(end, clip.end)
     if end - clip.start < spec.min_seconds:
@@ -88,13 +109,17 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
         "fps": spec.fps,
     }
     media = clip.media
+    info = clip.info
     if "audio" in spec.modalities:
         sr, context = spec.sample_rate, spec.context_samples
         first = round(start * sr)
         if isinstance(media, Media):
             samples = media.audio((first - context) / sr, (context + round(duration * sr)) / sr, sr)
+        elif spec.missing_audio == "silence" and reads_silence(_file_info(clip, spec), spec):
+            samples = torch.zeros(context + round(duration * sr))
         else:
-            samples = io.read_audio(media, (first - context) / sr, (context + round(duration * sr)) / sr, sr)
+            backend = info.audio_backend if info is not None else None
+            samples = io.read_audio(media, (first - context) / sr, (context + round(duration * sr)) / sr, sr, backend)
         if len(samples) <= context:
             raise MediaError(clip.name, f"no audio samples at {start:.3f} s")
         item["audio_context"], item["audio"] = samples[:context], samples[context:]
@@ -102,7 +127,8 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
         if isinstance(media, Media):
             frames = media.video(start, duration, spec.fps, spec.size)
         else:
-            frames = io.read_video(media, start, duration, spec.fps, spec.size)
+            backend = info.video_backend if info is not None else None
+            frames = io.read_video(media, start, duration, spec.fps, spec.size, backend)
         if len(frames) == 0:
             raise MediaError(clip.name, f"no video frames at {start:.3f} s")
         item["video"] = frames
@@ -153,6 +179,7 @@ class WindowDataset(Dataset):
 
     The window start is on the ``1 / fps`` grid and drawn from ``(seed, epoch, i)``; index with
     ``(i, epoch)`` (as `ttt_mm.data.training.ResumableSampler` does) or a plain ``i`` for epoch 0.
+    A clip that fails is replaced by a random other clip not in the skip list.
     """
 
     def __init__(
@@ -162,13 +189,12 @@ class WindowDataset(Dataset):
         spec: ReadSpec = ReadSpec(),
         seed: int = 0,
         skip_list: SkipList | str | None = None,
-        max_retries: int = 8,
     ) -> None:
         self.skips = skip_list if isinstance(skip_list, SkipList) else SkipList(skip_list)
         self.clips = [c for c in clips if c.name not in self.skips]
         if not self.clips:
             raise ValueError(f"no clips to read ({len(clips)} given, all in the skip list or none at all)")
-        self.clip_seconds, self.spec, self.seed, self.max_retries = clip_seconds, spec, seed, max_retries
+        self.clip_seconds, self.spec, self.seed = clip_seconds, spec, seed
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -176,26 +202,21 @@ class WindowDataset(Dataset):
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         index, epoch = index if isinstance(index, tuple) else (index, 0)
         rng = np.random.default_rng([self.seed, epoch, index])
-        failures: list[str] = []
-        for _ in range(self.max_retries + 1):
+        while True:  # each failure puts a clip in the skip list, so this ends
             clip = self.clips[index]
-            if clip.name in self.skips:
-                index = int(rng.integers(len(self.clips)))
-                continue
-            try:
-                start, end = clip_span(clip, self.spec)
-                length = min(self.clip_seconds, end - start)
-                slots = math.floor((end - start - length) * self.spec.fps + 1e-6)
-                offset = int(rng.integers(slots + 1)) / self.spec.fps
-                return read_item(clip, start + offset, length, self.spec)
-            except MediaError as exc:
-                self.skips.add(exc.path, exc.reason)
-                failures.append(str(exc))
-                index = int(rng.integers(len(self.clips)))
-        raise RuntimeError(
-            f"{self.max_retries + 1} clips in a row could not be read or were skipped; last failures: "
-            + "; ".join(failures[-3:])
-        )
+            if clip.name not in self.skips:
+                try:
+                    start, end = clip_span(clip, self.spec)
+                    length = min(self.clip_seconds, end - start)
+                    slots = math.floor((end - start - length) * self.spec.fps + 1e-6)
+                    offset = int(rng.integers(slots + 1)) / self.spec.fps
+                    return read_item(clip, start + offset, length, self.spec)
+                except MediaError as exc:
+                    self.skips.add(exc.path, exc.reason)
+            alive = [i for i, c in enumerate(self.clips) if c.name not in self.skips]
+            if not alive:
+                raise RuntimeError(unusable_message(self.clips, self.skips))
+            index = alive[int(rng.integers(len(alive)))]
 
 
 def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec) -> Iterator[dict]:
@@ -209,7 +230,8 @@ def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec) -> Iterator[dict
 
 
 class SequentialWindows(IterableDataset):
-    """Evaluation: every clip in order, whole, as consecutive windows; ranks and workers take every n-th clip.
+    """Evaluation: every clip in order, whole, as consecutive windows; ranks and workers take every n-th clip
+    (every rank at least one).
 
     A file that fails is logged, recorded in the skip list and left (windows already yielded stay).
     """
@@ -227,8 +249,11 @@ class SequentialWindows(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         clips = self.clips
-        if torch.distributed.is_available() and torch.distributed.is_initialized():  # one share per rank
-            clips = clips[torch.distributed.get_rank() :: torch.distributed.get_world_size()]
+        if clips and torch.distributed.is_available() and torch.distributed.is_initialized():  # one share per rank
+            rank = torch.distributed.get_rank()
+            # a rank with nothing to evaluate would never join the others' metric reduction (a hang):
+            # with fewer clips than ranks, such a rank evaluates a clip another rank also does
+            clips = clips[rank :: torch.distributed.get_world_size()] or [clips[rank % len(clips)]]
         worker = get_worker_info()
         clips = clips if worker is None else clips[worker.id :: worker.num_workers]
         for clip in clips:
@@ -249,15 +274,21 @@ def _check_grid(window_seconds: float, spec: ReadSpec) -> None:
 
 
 def iter_windows(
-    media: str | Media, window_seconds: float, spec: ReadSpec = ReadSpec(), start: float = 0.0, end: float | None = None
+    media: str | Media,
+    window_seconds: float,
+    spec: ReadSpec = ReadSpec(),
+    start: float = 0.0,
+    end: float | None = None,
+    info: MediaInfo | None = None,
 ) -> Iterator[dict]:
     """Stream one file (or other `Media`: a synthetic clip, tensors) as consecutive collated windows (batch size 1).
 
     Tokenizing the windows and joining the tokens gives the tokens of one pass over the whole span
     when ``window_seconds`` is a multiple of the tokenizer's ``seconds_per_step`` (0.04 s audio,
-    0.25 s video and audio-visual at the defaults). A bad file raises `MediaError`.
+    0.25 s video and audio-visual at the defaults). A bad file raises `MediaError`. ``info`` is the
+    file's entry in the dataset index (`ClipInfo.info`): with it, the file is not probed again.
     """
     _check_grid(window_seconds, spec)
-    clip = ClipInfo(media, start=start, end=end)
+    clip = ClipInfo(media, start=start, end=end, info=info)
     for item in walk(clip, window_seconds, spec):
         yield collate([item])

@@ -1,9 +1,10 @@
 """Process-local decoder caches and a watchdog, so that decoding is fork-safe and never hangs.
 
-Decoder handles (decord readers) own native threads. A forked DataLoader worker inherits the
-parent's Python objects but not those threads, so freeing an inherited handle can crash or block:
-`LRUCache` therefore forgets everything it held in a forked child without freeing it, and each
-worker opens its own readers. decord can also loop forever inside native code (a container that
+Decoder handles (decord readers, PyAV containers) own native state, decord's also native threads.
+A forked DataLoader worker inherits the parent's Python objects but not those threads, so freeing
+an inherited handle can crash or block: `LRUCache` therefore forgets everything it held in a
+forked child, never freeing a native handle (``native=True`` caches), and each worker opens its
+own readers. decord can also loop forever inside native code (a container that
 claims frames it cannot decode), so `run_with_timeout` runs a call on a daemon thread and gives up
 after a deadline: the caller gets an exception it can log and skip, and the stuck thread is left
 behind (it cannot be killed from Python), counted, and capped.
@@ -30,20 +31,20 @@ _hung: list[str] = []  # descriptions of calls that never returned
 
 
 def abandon(handle: Any) -> None:
-    """Keep a native reader alive forever and detach its handle so its finalizer frees nothing.
-
-    Plain values (tensors, metadata) are not native handles and are simply dropped.
-    """
+    """Keep a native reader alive forever (its finalizer never runs); decord's is also detached."""
     if hasattr(handle, "_handle"):
         handle._handle = None  # decord readers free their native object only when this is set
-        _abandoned.append(handle)
+    _abandoned.append(handle)
 
 
 class LRUCache(Generic[T]):
-    """Least-recently-used cache bounded by entry count and by a summed cost (e.g. samples)."""
+    """Least-recently-used cache bounded by entry count and by a summed cost (e.g. samples).
 
-    def __init__(self, max_items: int, max_cost: float = float("inf")) -> None:
-        self.max_items, self.max_cost = max_items, max_cost
+    ``native``: the values are decoder handles, which a forked child must never free.
+    """
+
+    def __init__(self, max_items: int, max_cost: float = float("inf"), native: bool = False) -> None:
+        self.max_items, self.max_cost, self.native = max_items, max_cost, native
         self._items: OrderedDict[Hashable, tuple[T, float]] = OrderedDict()
         self._cost = 0.0
         _caches.append(self)
@@ -77,9 +78,10 @@ class LRUCache(Generic[T]):
         self._cost = 0.0
 
     def forget_inherited(self) -> None:
-        """In a forked child: drop every entry without running its finalizer."""
-        for value, _ in self._items.values():
-            abandon(value)
+        """In a forked child: drop every entry, without running the finalizer of a native handle."""
+        if self.native:
+            for value, _ in self._items.values():
+                abandon(value)
         self._items.clear()
         self._cost = 0.0
 
@@ -130,6 +132,11 @@ def native_stderr_silenced() -> Iterator[None]:
                 os.dup2(_stderr_saved, 2)
                 os.close(_stderr_saved)
                 _stderr_saved = None
+
+
+def hung_calls() -> int:
+    """Decoder calls in this process that never returned (their threads may still be spinning)."""
+    return len(_hung)
 
 
 class DecodeTimeout(TimeoutError):

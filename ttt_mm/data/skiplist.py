@@ -2,7 +2,8 @@
 
 Each line is ``<path>\\t<reason>``. A file is logged (one WARNING) only when it is first added,
 whichever worker finds it: additions take an exclusive lock and re-read the file first. A run
-that starts with an existing skip list never opens those files again.
+that starts with an existing skip list never opens those files again. Files the dataset index
+leaves out are added together (`SkipList.add_many`), with one log line counting them by kind.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 
 log = logging.getLogger("ttt_mm.data")
 
@@ -50,23 +54,57 @@ class SkipList:
 
     def add(self, name: str, reason: str) -> bool:
         """Record a bad file; returns False (and logs nothing) if it was already known."""
-        reason = " ".join(reason.split())  # one line, no tabs
-        if name in self:
+        if not self._append({name: reason}):
             return False
-        if self.path is not None:
+        where = f" (added to {self.path})" if self.path else ""
+        log.warning("skipping %s: %s%s", name, self.reasons[name], where)
+        return True
+
+    def add_many(self, reasons: Mapping[str, str], total: int) -> int:
+        """Record many bad files at once (of ``total`` listed) with one log line; returns how many were new."""
+        added = self._append(reasons)
+        if added:
+            where = f"; each with its reason in {self.path}" if self.path else ""
+            log.warning("skipping %d of %d files (%s)%s", len(added), total, count_reasons(added.values()), where)
+        return len(added)
+
+    def _append(self, reasons: Mapping[str, str]) -> dict[str, str]:
+        """Add the entries not known yet, under the file lock; returns them."""
+        new = {name: " ".join(reason.split()) for name, reason in reasons.items() if name not in self}  # one line
+        if new and self.path is not None:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             with open(self.path, "a+") as f:
                 fcntl.flock(f, fcntl.LOCK_EX)
                 try:
                     f.seek(0)
                     self._parse(f.read())
-                    if name in self.reasons:
-                        return False
-                    f.write(f"{name}\t{reason}\n")
+                    new = {name: reason for name, reason in new.items() if name not in self.reasons}
+                    f.write("".join(f"{name}\t{reason}\n" for name, reason in new.items()))
                     f.flush()
                 finally:
                     fcntl.flock(f, fcntl.LOCK_UN)
-        self.reasons[name] = reason
-        where = f" (added to {self.path})" if self.path else ""
-        log.warning("skipping %s: %s%s", name, reason, where)
-        return True
+        self.reasons.update(new)
+        return new
+
+
+def reason_kind(reason: str) -> str:
+    """A reason without its particulars (numbers, parenthesised details, what follows a comma), to
+    count reasons by kind: "10 NaN/Inf audio samples, the first at 0.250 s" -> "NaN/Inf audio samples"."""
+    kind, previous = reason, None
+    while kind != previous:  # innermost parentheses first: "(... (invalid data))"
+        kind, previous = re.sub(r"\s*\([^()]*\)", "", kind), kind
+    kind = kind.split(", ")[0]
+    kind = re.sub(r"\d+(\.\d+)?", "N", kind)
+    return re.sub(r"^N ", "", kind).strip() or reason
+
+
+def count_reasons(reasons: Iterable[str]) -> str:
+    """``"3 x not a readable media container, 1 x decoder crashed: SIGABRT"``, the commonest first."""
+    return ", ".join(f"{n} x {kind}" for kind, n in Counter(map(reason_kind, reasons)).most_common())
+
+
+def unusable_message(clips: Sequence, skips: SkipList) -> str:
+    """The error when no clip is left: how many there were and why each kind failed."""
+    reasons = [skips.reasons.get(c.name, "unknown") for c in clips]
+    where = f" (each listed with its reason in {skips.path})" if skips.path else ""
+    return f"none of the {len(clips)} clips can be read: {count_reasons(reasons)}{where}"

@@ -1,7 +1,9 @@
 """Where clips come from: folders, class folders, manifests, LibriSpeech, or the synthetic set.
 
 Each source is a small typed object (Hydra builds it) whose `clips()` lists `ClipInfo` records
-without opening any media, so listing is cheap and happens before DataLoader workers start.
+without opening any media, so listing is cheap and happens before DataLoader workers start. Which
+of the listed files a dataset reads (their streams, whether they decode at all) is decided from the
+dataset index (`ttt_mm.data.index`), the same for every source.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ttt_mm.data.io import MediaInfo
 from ttt_mm.data.synthetic import SyntheticClip
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".g722")
 VIDEO_EXTENSIONS = (
     ".mp4",
     ".m4v",
@@ -42,7 +45,8 @@ class ClipInfo:
 
     ``key`` names the clip stably (the path relative to the dataset root) and decides its split
     when ``split`` is not given; every segment of one file shares it, so a file never straddles
-    train and validation.
+    train and validation. ``info`` is what the dataset index found in the file (its streams,
+    durations and the backend to read each with); readers probe the file themselves without it.
     """
 
     media: str | SyntheticClip
@@ -51,18 +55,23 @@ class ClipInfo:
     label: int = -1
     split: str | None = None  # "train", "val" or "test"; None: decided by hashing `key`
     key: str = ""
+    info: MediaInfo | None = None
 
     @property
     def name(self) -> str:
         """What batches report as ``"path"`` and what the skip list records."""
         return str(self.media)
 
+    def split_hash(self) -> float:
+        """A number in [0, 1) drawn from the key: what decides the split when the clip has none."""
+        digest = hashlib.sha1((self.key or self.name).encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
     def split_of(self, val_fraction: float, test_fraction: float) -> str:
         """The clip's split: its own, or a deterministic hash of its key."""
         if self.split is not None:
             return self.split
-        digest = hashlib.sha1((self.key or self.name).encode()).digest()
-        u = int.from_bytes(digest[:8], "big") / 2**64
+        u = self.split_hash()
         return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
 
 

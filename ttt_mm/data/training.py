@@ -18,7 +18,7 @@ from torch.utils.data import IterableDataset, Sampler
 
 from ttt_mm.data.datasets import ReadSpec, clip_span, collate, read_item
 from ttt_mm.data.io import MediaError
-from ttt_mm.data.skiplist import SkipList
+from ttt_mm.data.skiplist import SkipList, unusable_message
 from ttt_mm.data.sources import ClipInfo
 
 log = logging.getLogger(__name__)
@@ -90,21 +90,22 @@ class StreamWindows(IterableDataset):
 
     def _row_windows(self, row: int) -> Iterator[tuple[ClipInfo, float, float, bool]]:
         """``(clip, start, duration, first)`` for every window of the row, in order; unreadable clips left out."""
-        failures = 0
+        passed = 0  # clips passed over in a row: when that is all of them, check whether any is left
         for clip in self._row_clips(row):
-            if clip.name in self.skips:
-                continue
-            try:
-                start, end = clip_span(clip, self.spec)
-            except MediaError as exc:
-                self.skips.add(exc.path, exc.reason)
-                failures += 1
-                if failures > 8 * len(self.clips):
-                    raise RuntimeError("no readable clip left to stream") from exc
-                continue
-            for k in range(math.ceil((end - start) / self.window - 1e-9)):
-                t = start + k * self.window
-                yield clip, t, min(self.window, end - t), k == 0
+            if clip.name not in self.skips:
+                try:
+                    start, end = clip_span(clip, self.spec)
+                except MediaError as exc:
+                    self.skips.add(exc.path, exc.reason)
+                else:
+                    passed = 0
+                    for k in range(math.ceil((end - start) / self.window - 1e-9)):
+                        t = start + k * self.window
+                        yield clip, t, min(self.window, end - t), k == 0
+                    continue
+            passed += 1
+            if passed >= len(self.clips) and all(c.name in self.skips for c in self.clips):
+                raise RuntimeError(unusable_message(self.clips, self.skips))
 
     def __iter__(self) -> Iterator[dict]:
         rows = [self._row_windows(r) for r in range(self.batch_size)]

@@ -156,6 +156,7 @@ class Embedder:
             size=self.decoding.size or d.size,
             audio_context_seconds=self.decoding.context_samples / (self.decoding.sample_rate or d.sample_rate),
             min_seconds=self.seconds_per_step,
+            missing_audio="silence",  # an audio-visual model embeds videos without sound too
         )
 
     def span(self, path: str | os.PathLike, start: float = 0.0, end: float | None = None) -> tuple[float, float]:

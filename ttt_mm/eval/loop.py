@@ -83,7 +83,7 @@ def evaluate(
             for name, (_, model) in models.items()
         }
         try:
-            for batch in iter_windows(clip.media, window_seconds, spec, start=clip.start, end=clip.end):
+            for batch in iter_windows(clip.media, window_seconds, spec, clip.start, clip.end, clip.info):
                 batch = to_device(batch, device)
                 for scorer in scorers.values():
                     scorer.push(batch)

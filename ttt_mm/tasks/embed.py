@@ -5,8 +5,10 @@ backbone state carried (constant memory, the same rows as one pass over the file
 input ``<output>/<relative path>.npy`` (rows ``[N, D]``) and ``.json`` (timestamps, pooled vector,
 provenance; see `ttt_mm.embed.files`). ``input`` is a media file, a folder (searched recursively by
 extension) or a CSV/JSONL manifest (``path`` and optional ``start``, ``end``, ``label`` columns, as
-``python -m ttt_mm.data.probe`` writes). Options are in ``conf/embed.yaml``. Quote paths with
-characters Hydra parses (``'input="/data/clip (1).mp4"'``).
+``python -m ttt_mm.tasks.probe`` writes). Every input is probed first in a subprocess (the dataset
+index), so a file that crashes a decoder is reported, never opened here; videos without sound are
+read with a silent track when the model reads audio and video. Options are in ``conf/embed.yaml``.
+Quote paths with characters Hydra parses (``'input="/data/clip (1).mp4"'``).
 
 Finished outputs are skipped unless ``overwrite=true``. A file that cannot be read is reported and
 the others go on; the run ends with a summary listing every failed file and its reason, and exits
@@ -31,6 +33,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data.guard import native_stderr_silenced
+from ttt_mm.data.index import index_clips
 from ttt_mm.data.io import MediaError
 from ttt_mm.data.sources import MEDIA_EXTENSIONS, ClipInfo, FolderSource, ManifestSource
 from ttt_mm.embed import POOLS, Embedder, load_parts
@@ -221,6 +224,12 @@ def run(cfg: DictConfig) -> Summary:
     embedder, meta = build(cfg)
     output = Path(cfg.output)
     summary = Summary(single=single)
+    selection = index_clips(clips, embedder.read_spec(), cfg.get("index_cache"))  # probed in subprocesses first
+    for name, reason in selection.rejected.items():
+        summary.failed.append((name, reason))
+        if not single:
+            log.warning("failed: %s: %s", name, reason)
+    clips = selection.clips
     progress = bool(cfg.progress)
     bar = tqdm(clips, unit="file", desc="embed", disable=not progress or len(clips) == 1 or None)
     with logging_redirect_tqdm():

@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data import ClipInfo, ReadSpec, SkipList
+from ttt_mm.data.settings import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.embed.checkpoint import load_model
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.tables import write_outputs
@@ -94,14 +95,20 @@ def check_data(models: dict[str, tuple[str, SequenceModel]], spec: ReadSpec, win
             )
 
 
+def decoding_of(model: SequenceModel) -> dict:
+    """The streams, sample rate, fps and frame size the model's tokenizer reads (None: a stream it does not read)."""
+    d = model.tokenizer.decoding
+    return {"modalities": list(d.modalities), "sample_rate": d.sample_rate, "fps": d.fps, "size": d.size}
+
+
 def select_clips(datamodule, split: str, max_files: int | None) -> list[ClipInfo]:
     if split not in ("all", "train", "val", "test"):
         raise ConfigError(f"split must be all, train, val or test; got {split!r}")
-    if split == "all":
-        clips = list(datamodule.source.clips())
-    else:
-        datamodule.setup("validate" if split == "val" else split)
-        clips = datamodule.splits[split]
+    try:  # indexes the files (probed in subprocesses) and leaves out those that cannot be read
+        datamodule.setup("validate" if split in ("all", "val") else split)
+    except ValueError as err:
+        raise ConfigError(f"data: {err}") from None
+    clips = datamodule.clips if split == "all" else datamodule.splits[split]
     if not clips:
         raise ConfigError(f"no clips in split {split!r} of the data config")
     return clips if max_files is None else clips[: int(max_files)]
@@ -130,9 +137,15 @@ def run(cfg: DictConfig) -> dict:
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     torch.set_grad_enabled(False)
-    datamodule = instantiate(cfg.data)
-    window = cfg.get("window_seconds") or datamodule.eval_window_seconds
     models = load_models(ckpts, names, resolve_device(str(cfg.device)), bool(cfg.weights_only))
+    try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)
+        decoding = checkpoint_decoding(
+            {n: decoding_of(m) for n, (_, m) in models.items()}, {k: cfg.data.get(k) for k in DECODING_KEYS}
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    datamodule = instantiate(cfg.data, **decoding)
+    window = cfg.get("window_seconds") or datamodule.eval_window_seconds
     check_data(models, datamodule.spec, float(window))
     clips = select_clips(datamodule, str(cfg.split), cfg.get("max_files"))
     skips = SkipList(datamodule.skip_list_path)
@@ -140,6 +153,7 @@ def run(cfg: DictConfig) -> dict:
         "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s", len(models), len(clips), window, output
     )
     result = evaluate(models, clips, datamodule.spec, float(window), options, skips, output)
+    result["skipped"] = [{"path": p, "reason": r} for p, r in datamodule.rejected.items()] + result["skipped"]
     settings = {
         "split": str(cfg.split),
         "window_seconds": float(window),

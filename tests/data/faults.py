@@ -1,0 +1,24 @@
+"""Probe tasks that fail the way decoders do, for the index's worker processes (imported there by
+name, so they live in a module of their own rather than in a test file)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ttt_mm.data.index import describe
+
+
+def abort_on_boom(path: str) -> dict:
+    """`describe`, except that a file named ``*boom*`` aborts the process, as decord's ``std::bad_alloc`` does."""
+    if "boom" in os.path.basename(path):
+        os.write(2, b"terminate called after throwing an instance of 'std::bad_alloc'\n")
+        os.abort()
+    return describe(path)
+
+
+def hang_on_slow(path: str) -> dict:
+    """`describe`, except that a file named ``*slow*`` never returns."""
+    if "slow" in os.path.basename(path):
+        time.sleep(3600)
+    return describe(path)

@@ -1,0 +1,136 @@
+"""The dataset index: probes in worker processes that may crash or hang, records cached on disk,
+and the clips a reader can use chosen from them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+from faults import abort_on_boom, hang_on_slow
+from mediafiles import write_video
+
+from ttt_mm.data import ClipInfo, ReadSpec, index_clips, index_files
+from ttt_mm.data.index import cache_file, media_info, select
+from ttt_mm.data.isolation import IsolatedPool
+
+
+@pytest.fixture
+def folder(media, tmp_path):
+    """Good and bad files of every kind, copied so that tests may touch them."""
+    names = {
+        "av": "av.mp4",
+        "video_only": "video.mp4",
+        "wav16k": "tone.wav",
+        "corrupt": "noise.mkv",
+        "zero": "zero.mp4",
+    }
+    root = tmp_path / "data"
+    root.mkdir()
+    for key, name in names.items():
+        shutil.copy(media[key], root / name)
+    return root
+
+
+def test_records_list_streams_and_the_backend_of_each(folder, tmp_path):
+    write_video(folder / "av1.mkv", seconds=1.0, fps=8, audio_rate=None, video_codec="libsvtav1")
+    write_video(folder / "dfpwm.avi", seconds=1.0, fps=8, audio_rate=22050, audio_codec="dfpwm")
+    records, run = index_files(sorted(folder.iterdir()), tmp_path / "cache")
+    by_name = {os.path.basename(p): r for p, r in records.items()}
+    av = by_name["av.mp4"]
+    assert (av["has_audio"], av["has_video"], av["audio_backend"], av["video_backend"]) == (
+        True,
+        True,
+        "decord",
+        "decord",
+    )
+    assert av["n_frames"] == 90 and (av["width"], av["height"]) == (160, 120) and av["sample_rate"] == 16000
+    assert by_name["tone.wav"]["audio_backend"] == "soundfile" and by_name["tone.wav"]["has_video"] is False
+    assert by_name["video.mp4"]["has_audio"] is False and "error" not in by_name["video.mp4"]
+    assert by_name["av1.mkv"]["video_backend"] == "pyav"  # AV1: decord's FFmpeg has no decoder for it
+    assert (by_name["dfpwm.avi"]["video_backend"], by_name["dfpwm.avi"]["audio_backend"]) == ("decord", "pyav")
+    assert by_name["noise.mkv"]["error"] == "not a readable media container (ffmpeg could not open it)"
+    assert by_name["zero.mp4"]["error"] == "empty file (0 bytes)"
+    assert run.probed == 7 and run.cached == 0 and not run.failures
+    info = media_info(by_name["dfpwm.avi"])
+    assert info.has_audio and info.audio_backend == "pyav" and info.size == (160, 120)
+
+
+def test_a_second_run_probes_nothing_and_a_touched_file_again(folder, tmp_path):
+    files = sorted(folder.iterdir())
+    first, run = index_files(files, tmp_path / "cache")
+    assert run.probed == len(files)
+    cached = [p.name for p in (tmp_path / "cache").iterdir()]
+    assert sorted(cached) == sorted([run.cache.name, run.cache.with_suffix(".lock").name])  # no temporary left
+    again, run2 = index_files(files, tmp_path / "cache")
+    assert (run2.probed, run2.cached) == (0, len(files)) and again == first
+    later = time.time() + 5
+    os.utime(folder / "tone.wav", (later, later))
+    third, run3 = index_files(files, tmp_path / "cache")
+    assert (
+        run3.probed == 1 and third[str(folder / "tone.wav")]["mtime_ns"] != first[str(folder / "tone.wav")]["mtime_ns"]
+    )
+    lines = [json.loads(line) for line in run3.cache.read_text().splitlines()]
+    assert sorted(r["path"] for r in lines) == sorted(map(str, files))  # one record per file, rewritten whole
+    assert cache_file([str(f) for f in files], tmp_path / "cache") == run.cache
+
+
+def test_a_decoder_that_aborts_costs_its_file_not_the_caller(folder, tmp_path):
+    shutil.copy(folder / "av.mp4", folder / "boom.mp4")
+    files = sorted(folder.iterdir())
+    records, run = index_files(files, tmp_path / "cache", jobs=2, task=abort_on_boom)
+    boom = records[str(folder / "boom.mp4")]
+    assert boom["error"].startswith("decoder crashed: SIGABRT")
+    assert "std::bad_alloc" in boom["error"]  # the worker's last words are kept
+    assert records[str(folder / "av.mp4")]["video_backend"] == "decord"  # the replacement worker went on
+    assert all("error" not in records[str(folder / n)] for n in ("av.mp4", "video.mp4", "tone.wav"))
+    _, again = index_files(files, tmp_path / "cache", task=abort_on_boom)
+    assert again.probed == 0  # the crash is remembered: the file is never opened again
+
+
+def test_a_decoder_that_hangs_is_killed_after_the_timeout(folder, tmp_path):
+    shutil.copy(folder / "tone.wav", folder / "slow.wav")
+    started = time.monotonic()
+    records, run = index_files(sorted(folder.iterdir()), tmp_path / "cache", jobs=2, timeout=1.0, task=hang_on_slow)
+    assert time.monotonic() - started < 30
+    assert records[str(folder / "slow.wav")]["error"] == "decoder hung: no answer in 1 s"
+    assert "error" not in records[str(folder / "tone.wav")]
+    assert list(run.failures) == [str(folder / "slow.wav")]
+
+
+def test_the_pool_answers_every_path_with_one_worker():
+    paths = [f"/nonexistent/{i}.wav" for i in range(5)]
+    answers = dict(IsolatedPool(abort_on_boom, jobs=1, timeout=30).map(paths))
+    assert sorted(answers) == paths and all(a["error"].startswith("cannot stat") for a in answers.values())
+
+
+def names(selection) -> list[str]:
+    return sorted(os.path.basename(c.name) for c in selection.clips)
+
+
+def test_configs_take_the_files_with_their_streams(folder, tmp_path):
+    clips = [ClipInfo(str(p), key=p.name) for p in sorted(folder.iterdir())]
+    records, _ = index_files([c.media for c in clips], tmp_path / "cache")
+    video = select(clips, records, ReadSpec(("video",), size=32))
+    assert names(video) == ["av.mp4", "video.mp4"]
+    assert video.rejected[str(folder / "tone.wav")] == "no video stream (this run reads video)"
+    assert names(select(clips, records, ReadSpec(("audio",)))) == ["av.mp4", "tone.wav"]
+    skip = select(clips, records, ReadSpec(("audio", "video"), size=32))
+    assert names(skip) == ["av.mp4"]
+    assert (
+        "no audio stream" in skip.rejected[str(folder / "video.mp4")]
+        and "missing_audio=skip" in (skip.rejected[str(folder / "video.mp4")])
+    )
+    silence = select(clips, records, ReadSpec(("audio", "video"), size=32, missing_audio="silence"))
+    assert names(silence) == ["av.mp4", "video.mp4"] and silence.silent == [str(folder / "video.mp4")]
+    assert all(c.info is not None for c in silence.clips)
+    assert silence.rejected[str(folder / "zero.mp4")] == "empty file (0 bytes)"
+
+
+def test_too_short_files_are_left_out_at_index_time(media, tmp_path, caplog):
+    clips = [ClipInfo(str(media["one_frame"])), ClipInfo(str(media["video_only"]))]
+    selection = index_clips(clips, ReadSpec(("video",), size=32), tmp_path / "cache")
+    assert [c.name for c in selection.clips] == [str(media["video_only"])]
+    assert "min_seconds=0.5" in selection.rejected[str(media["one_frame"])]

@@ -1,0 +1,117 @@
+"""Cost of the dataset index per file, cold and cached: ``python -m ttt_mm.bench index [--real DIR]``.
+
+Generated sources (written with PyAV and soundfile into a temporary folder: H.264 + AAC in MP4,
+MPEG-4 + AC3 in AVI, FLAC, Ogg Vorbis, WAV; ``--seconds`` long each) or, with ``--real``, the media
+files under a folder (``--limit`` of them). Each set is indexed twice into a fresh cache: cold
+(every file probed and verified in worker processes) and cached (each file only stat'ed and looked
+up). Prints files, megabytes, and wall time per file for both; the one-off start of the worker
+processes (a forkserver that imports the decoders, paid once per process) is timed apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+
+from ttt_mm.data.index import default_jobs, index_files
+from ttt_mm.data.sources import MEDIA_EXTENSIONS
+
+
+def _write_video(path: Path, seconds: float, vcodec: str, acodec: str, rate: int) -> None:
+    out = av.open(str(path), "w")
+    video = out.add_stream(vcodec, rate=25)
+    video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+    audio = out.add_stream(acodec, rate=rate, layout="stereo")
+    size, fmt = audio.codec_context.frame_size or 1024, audio.codec_context.format.name
+    yy, xx = np.mgrid[0:240, 0:320]
+    done = 0
+    for i in range(round(seconds * 25)):
+        img = np.stack([(xx + 3 * i) % 256, (2 * yy + i) % 256, (xx * yy // 64 + 5 * i) % 256], -1).astype(np.uint8)
+        for packet in video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            out.mux(packet)
+        while done < (i + 1) * rate // 25:
+            tone = (0.2 * np.sin(2 * np.pi * 440 * (done + np.arange(size)) / rate)).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format=fmt, layout="stereo")
+            frame.sample_rate, frame.pts = rate, done
+            for packet in audio.encode(frame):
+                out.mux(packet)
+            done += size
+    for stream in (video, audio):
+        for packet in stream.encode():
+            out.mux(packet)
+    out.close()
+
+
+def generate(folder: Path, count: int, seconds: float) -> list[Path]:
+    """``count`` files cycling through five formats."""
+    t = np.arange(round(seconds * 44100)) / 44100
+    music = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    paths = []
+    for i in range(count):
+        kind = i % 5
+        path = folder / f"{i:03d}.{('mp4', 'avi', 'flac', 'ogg', 'wav')[kind]}"
+        if kind == 0:
+            _write_video(path, seconds, "libx264", "aac", 44100)
+        elif kind == 1:
+            _write_video(path, seconds, "mpeg4", "ac3", 48000)
+        else:
+            sf.write(path, music * (1 + i / count), 44100)
+        paths.append(path)
+    return paths
+
+
+def measure(paths: list[Path], jobs: int) -> dict:
+    with tempfile.TemporaryDirectory() as cache:
+        started = time.monotonic()
+        records, _ = index_files(paths, cache, jobs)
+        cold = time.monotonic() - started
+        started = time.monotonic()
+        _, run = index_files(paths, cache, jobs)
+        cached = time.monotonic() - started
+    assert run.probed == 0, "the second pass probed files again"
+    return {
+        "files": len(paths),
+        "mb": sum(p.stat().st_size for p in paths) / 1e6,
+        "bad": sum(1 for r in records.values() if r.get("error")),
+        "cold": cold,
+        "cached": cached,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ttt_mm.bench index", description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=40, help="generated files")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each generated file")
+    parser.add_argument("--real", help="a folder of media files (e.g. from fetch-real-media.sh)")
+    parser.add_argument("--limit", type=int, default=100, help="real files to take (sorted by path)")
+    parser.add_argument("--jobs", type=int, default=default_jobs())
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as cache:
+        warm = Path(folder) / "warm-up.wav"
+        sf.write(warm, np.zeros(1600, np.float32), 16000)
+        started = time.monotonic()
+        index_files([warm], cache, args.jobs)
+        startup = time.monotonic() - started
+        warm.unlink()
+        generated = generate(Path(folder), args.count, args.seconds)
+        rows.append((f"generated, {args.seconds:g} s each", measure(generated, args.jobs)))
+    if args.real:
+        files = sorted(p for p in Path(args.real).rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file())
+        rows.append((f"real media under {args.real}", measure(files[: args.limit], args.jobs)))
+    print(f"{args.jobs} probe processes; starting them took {startup:.1f} s (once per process)")
+    print("| files | n | MB | bad | cold s | cold ms/file | cached ms | cached ms/file |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, m in rows:
+        n = m["files"]
+        print(
+            f"| {name} | {n} | {m['mb']:.1f} | {m['bad']} | {m['cold']:.1f} | {1000 * m['cold'] / n:.0f} "
+            f"| {1000 * m['cached']:.1f} | {1000 * m['cached'] / n:.2f} |"
+        )
+    return 0

@@ -1,0 +1,338 @@
+"""The dataset index: what every media file holds, probed once in a subprocess and cached on disk.
+
+`index_files` describes files with `ttt_mm.data.io.probe` (verified: the last frame and all of the
+audio decoded) in an `IsolatedPool`, so a file that crashes or hangs a decoder is recorded as bad
+("decoder crashed: SIGABRT", "decoder hung: no answer in 60 s") and is never opened by the process
+that trains, embeds or evaluates. The records are cached as JSONL, one line per file keyed by its
+absolute path, size and modification time, under ``<cache dir>/<folder name>-<hash of the folder>.jsonl``
+for the folder that holds the files; a second run probes only new or changed files. The file is
+rewritten whole under a temporary name and renamed, under a lock (ranks of one job share it).
+
+A record (plain JSON)::
+
+    {"path": "/data/a.avi", "bytes": 74946, "mtime_ns": 1700000000000000000, "version": 2, "verified": true,
+     "has_video": true, "video_backend": "decord", "video_duration": 2.0, "fps": 25.0, "n_frames": 50,
+     "width": 160, "height": 120,
+     "has_audio": true, "audio_backend": "pyav", "audio_duration": 2.0, "sample_rate": 48000, "channels": 2,
+     "silent": false}
+
+``has_<stream>`` says the stream is present; ``<stream>_error`` (when set) why it cannot be read;
+``error`` (when set) why the file is of no use at all. `select` then keeps the clips a reader can
+use: the streams the config reads (a video config takes files with a video stream, an audio config
+files with an audio stream), `ReadSpec.missing_audio` for videos without sound, and ``min_seconds``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+from ttt_mm.data import io
+from ttt_mm.data.datasets import ReadSpec, clip_span
+from ttt_mm.data.io import MediaError, MediaInfo
+from ttt_mm.data.isolation import Failure, IsolatedPool
+from ttt_mm.data.sources import ClipInfo
+from ttt_mm.data.synthetic import SyntheticClip
+
+log = logging.getLogger(__name__)
+
+VERSION = 2
+"""Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
+
+STREAMS = ("audio", "video")
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/ttt-mm/index`` (``~/.cache/ttt-mm/index``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ttt-mm" / "index"
+
+
+def default_jobs() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------------------------ one file
+
+
+def usable(record: dict, stream: str) -> bool:
+    """Whether a record's stream is present and readable."""
+    return bool(record.get(f"has_{stream}")) and not record.get(f"{stream}_error") and not record.get("error")
+
+
+def media_info(record: dict) -> MediaInfo:
+    """The `MediaInfo` of a record's readable streams (a present but unreadable stream counts as absent)."""
+    audio, video = usable(record, "audio"), usable(record, "video")
+    width, height = record.get("width"), record.get("height")
+    return MediaInfo(
+        path=record["path"],
+        num_bytes=record["bytes"],
+        has_audio=audio,
+        has_video=video,
+        audio_duration=record.get("audio_duration") if audio else None,
+        sample_rate=record.get("sample_rate") if audio else None,
+        channels=record.get("channels") if audio else None,
+        audio_backend=record.get("audio_backend") if audio else None,
+        video_duration=record.get("video_duration") if video else None,
+        fps=record.get("fps") if video else None,
+        n_frames=record.get("n_frames") if video else None,
+        size=(width, height) if video and width and height else None,
+        video_backend=record.get("video_backend") if video else None,
+        silent=record.get("silent") if audio else None,
+    )
+
+
+def _stream_fields(info: MediaInfo, stream: str) -> dict:
+    if stream == "audio":
+        fields = {
+            "audio_backend": info.audio_backend,
+            "audio_duration": info.audio_duration,
+            "sample_rate": info.sample_rate,
+            "channels": info.channels,
+            "silent": info.silent,
+        }
+    else:
+        width, height = info.size or (None, None)
+        fields = {
+            "video_backend": info.video_backend,
+            "video_duration": info.video_duration,
+            "fps": info.fps,
+            "n_frames": info.n_frames,
+            "width": width,
+            "height": height,
+        }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def describe(path: str, verify: bool = True) -> dict:
+    """The index record of one file (a bad file gets an ``error``). Run in a worker (`IsolatedPool`):
+    this opens the file with every decoder it needs."""
+    record: dict = {"path": path, "version": VERSION, "verified": verify}
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return record | {"error": f"cannot stat: {exc.strerror}"}
+    record |= {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    errors = {}
+    for stream in STREAMS:
+        try:
+            info = io.probe(path, (stream,), verify)
+        except MediaError as exc:
+            record[f"has_{stream}"] = exc.reason != f"no {stream} stream"
+            if record[f"has_{stream}"]:
+                errors[stream] = exc.reason
+        else:
+            record |= {f"has_{stream}": True} | _stream_fields(info, stream)
+    io.clear_caches()  # each file is probed once: keep the worker small
+    if len(errors) == 2 and len(set(errors.values())) == 1:  # the file itself (empty, not a container, ...)
+        return {k: v for k, v in record.items() if not k.startswith("has_")} | {"error": errors["audio"]}
+    if not errors:
+        try:
+            io.check_audio_covers_video(media_info(record))
+        except MediaError as exc:
+            errors["audio"] = exc.reason
+    record |= {f"{stream}_error": reason for stream, reason in errors.items()}
+    if not any(usable(record, s) for s in STREAMS):
+        record["error"] = "; ".join(f"{s}: {r}" for s, r in errors.items()) or "no audio or video stream"
+        if len(errors) == 1:
+            record["error"] = next(iter(errors.values()))
+    return record
+
+
+# ---------------------------------------------------------------------------------------- index
+
+
+def cache_file(paths: Sequence[str], cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the index of these files is cached: one file per folder that holds them all."""
+    root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else "/"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(root) or "root")[:40]
+    digest = hashlib.sha1(root.encode()).hexdigest()[:12]
+    return Path(cache_dir or default_cache_dir()) / f"{name}-{digest}.jsonl"
+
+
+def _load(path: Path) -> dict[str, dict]:
+    records = {}
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return records
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            record = json.loads(line)
+            records[record["path"]] = record
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: line %d is not an index record; that file will be probed again", path, number)
+    return records
+
+
+def _save(path: Path, records: dict[str, dict]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        for record in records.values():
+            f.write(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+
+
+def _current(record: dict | None, st: os.stat_result, verify: bool) -> bool:
+    """Whether a cached record still describes this version of the file."""
+    return (
+        record is not None
+        and record.get("bytes") == st.st_size
+        and record.get("mtime_ns") == st.st_mtime_ns
+        and record.get("version") == VERSION
+        and (record.get("verified") or not verify)
+    )
+
+
+@dataclass
+class IndexRun:
+    """What one `index_files` call did (for logs and benchmarks)."""
+
+    cache: Path
+    probed: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)  # path -> crash/hang reason
+
+
+def index_files(
+    paths: Iterable[str | os.PathLike],
+    cache_dir: str | os.PathLike | None = None,
+    jobs: int | None = None,
+    timeout: float = 60.0,
+    verify: bool = True,
+    refresh: bool = False,
+    task: Callable[[str], dict] | None = None,
+) -> tuple[dict[str, dict], IndexRun]:
+    """Index records of ``paths`` (absolute path -> record), probing only files the cache does not
+    describe. ``timeout``: seconds a probe may take before its worker is killed (plus 1 s per 20 MB).
+    ``refresh`` probes every file again. ``task`` replaces `describe` (tests inject faults with it)."""
+    files = list(dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths))
+    run = IndexRun(cache_file(files, cache_dir))
+    if not files:
+        return {}, run
+    started = time.monotonic()
+    run.cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(run.cache.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another rank or run indexing the same folder: wait, then reuse
+        cached = _load(run.cache)
+        out, todo = {}, []
+        for path in files:
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                out[path] = {"path": path, "error": f"cannot stat: {exc.strerror}"}
+                continue
+            if not refresh and _current(cached.get(path), st, verify):
+                out[path] = cached[path]
+            else:
+                todo.append(path)
+        run.cached = len(files) - len(todo)
+        if todo:
+            level = logging.INFO if len(todo) >= 10 else logging.DEBUG  # a few files are quick: no line for them
+            log.log(level, "indexing %d new or changed files (%d cached) into %s", len(todo), run.cached, run.cache)
+            out |= _probe(todo, task or partial(describe, verify=verify), jobs or default_jobs(), timeout, run)
+            kept = {p: r for p, r in cached.items() if p not in out and _exists(r)}
+            _save(run.cache, kept | {p: r for p, r in out.items() if "bytes" in r})
+        run.probed = len(todo)
+    run.seconds = time.monotonic() - started
+    return {p: out[p] for p in files}, run
+
+
+def _exists(record: dict) -> bool:
+    try:
+        st = os.stat(record["path"])
+    except OSError:
+        return False
+    return st.st_size == record.get("bytes") and st.st_mtime_ns == record.get("mtime_ns")
+
+
+def _probe(paths: list[str], task: Callable, jobs: int, timeout: float, run: IndexRun) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    last_log = time.monotonic()
+    for path, result in IsolatedPool(task, jobs=jobs, timeout=timeout).map(paths):
+        if isinstance(result, Failure):
+            run.failures[path] = result.reason
+            try:
+                st = os.stat(path)
+                result = {"path": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "version": VERSION}
+                result |= {"verified": True, "error": run.failures[path]}
+            except OSError as exc:
+                result = {"path": path, "error": f"cannot stat: {exc.strerror}"}
+        out[path] = result
+        if time.monotonic() - last_log > 10.0:
+            log.info("indexed %d of %d files", len(out), len(paths))
+            last_log = time.monotonic()
+    return out
+
+
+# ------------------------------------------------------------------------------------ selection
+
+
+@dataclass
+class Selection:
+    """Clips a reader can use (each with its file's `MediaInfo`), and the rest with their reasons."""
+
+    clips: list[ClipInfo]
+    rejected: dict[str, str]  # clip name -> reason
+    silent: list[str]  # videos without sound that are read with a silent track
+
+
+def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) -> Selection:
+    """The clips whose files have the streams ``spec`` reads (see `ReadSpec.missing_audio`)."""
+    kept, rejected, silent = [], {}, []
+    reads = " and ".join(spec.modalities)
+    for clip in clips:
+        if isinstance(clip.media, SyntheticClip):
+            kept.append(clip)
+            continue
+        record = records[os.path.abspath(clip.media)]
+        if record.get("error"):
+            rejected[clip.name] = record["error"]
+            continue
+        missing = [s for s in spec.modalities if not usable(record, s)]
+        if missing == ["audio"] and spec.missing_audio == "silence" and "video" in spec.modalities:
+            silent.append(clip.name)
+        elif missing:
+            stream = missing[0]
+            hint = f"this run reads {reads}"
+            if stream == "audio" and "video" in spec.modalities:
+                hint += f"; data.missing_audio={spec.missing_audio}"
+            rejected[clip.name] = f"{record.get(f'{stream}_error') or f'no {stream} stream'} ({hint})"
+            continue
+        clip = replace(clip, info=media_info(record))
+        try:
+            clip_span(clip, spec)
+        except MediaError as exc:
+            rejected[clip.name] = exc.reason
+            continue
+        kept.append(clip)
+    return Selection(kept, rejected, silent)
+
+
+def index_clips(
+    clips: Sequence[ClipInfo],
+    spec: ReadSpec,
+    cache_dir: str | os.PathLike | None = None,
+    jobs: int | None = None,
+    timeout: float = 60.0,
+) -> Selection:
+    """Index the clips' files (probing new ones in subprocesses) and keep those a reader can use.
+
+    Logs one line per video read with a silent track. This is what training, embedding and
+    evaluation call before they open any file.
+    """
+    files = [c.media for c in clips if not isinstance(c.media, SyntheticClip)]
+    records, _ = index_files(files, cache_dir, jobs, timeout)
+    selection = select(clips, records, spec)
+    for name in selection.silent:
+        log.info("%s has no audio stream: read with a silent track (data.missing_audio=silence)", name)
+    return selection

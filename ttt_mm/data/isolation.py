@@ -1,0 +1,202 @@
+"""Run the first open of each file in a worker process, so a decoder that crashes or hangs on a
+corrupt file costs that file, never the caller.
+
+A watchdog thread cannot help here: decord throws ``std::bad_alloc`` on some corrupt AVIs and the
+process aborts (SIGABRT), and a decoder stuck in native code cannot be stopped from Python.
+`IsolatedPool` keeps ``jobs`` worker processes (forked from a forkserver that has imported the
+decoders once, so a replacement starts in milliseconds), hands each one path at a time over a
+pipe, and waits with a deadline. A worker that dies (a signal or an exit) or gives no answer in
+time is killed and replaced, and the file is reported with the reason: ``decoder crashed: SIGABRT``
+or ``decoder hung: no answer in 60 s``. Workers also run under an address-space limit, so a file
+that makes a decoder allocate without bound fails in its worker rather than exhausting the
+machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+from ttt_mm.data import guard
+
+log = logging.getLogger(__name__)
+
+PRELOAD = ["ttt_mm.data.io"]
+"""Imported once by the forkserver, so workers start with the decoders loaded."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file whose worker crashed, exited or hung: ``reason`` says which, in words."""
+
+    reason: str
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _serve(conn: Connection, task: Callable, stderr_path: str, memory_bytes: int | None) -> None:
+    """Worker loop: receive a path, send back ``task(path)``, until the pipe closes."""
+    # native decoders print to fd 2: keep it in a file the parent reads when a worker dies
+    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crashing decoder leaves no core file behind
+    if memory_bytes is not None:
+        with open("/proc/self/statm") as f:
+            base = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (base + memory_bytes, resource.RLIM_INFINITY))
+    while True:
+        try:
+            path = conn.recv()
+        except EOFError:
+            return
+        os.ftruncate(2, 0)
+        os.lseek(2, 0, os.SEEK_SET)
+        conn.send(task(path))
+        if guard.hung_calls():  # a decoder thread still spins in this process: make way for a fresh one
+            return
+
+
+class _Worker:
+    def __init__(self, context, task: Callable, memory_bytes: int | None) -> None:
+        handle, self.stderr_path = tempfile.mkstemp(prefix="ttt-mm-probe-", suffix=".stderr")
+        os.close(handle)
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(child, task, self.stderr_path, memory_bytes), daemon=True, name="ttt-mm-probe"
+        )
+        self.process.start()
+        child.close()
+        self.path: str | None = None
+        self.deadline = 0.0
+
+    def give(self, path: str, timeout: float) -> None:
+        self.path, self.deadline = path, time.monotonic() + timeout
+        self.conn.send(path)
+
+    def last_message(self) -> str:
+        """The last line the worker printed to stderr (e.g. a C++ ``terminate called ...``)."""
+        try:
+            with open(self.stderr_path, errors="replace") as f:
+                lines = [line.strip() for line in f.read()[-4000:].splitlines() if line.strip()]
+        except OSError:
+            return ""
+        return lines[-1][:200] if lines else ""
+
+    def stop(self) -> None:
+        self.conn.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.stderr_path)
+
+
+class IsolatedPool:
+    """``task(path)`` for many paths, each in a worker process; crashes and hangs become `Failure`s.
+
+    Args:
+        task: a module-level function (it is pickled by reference) returning something picklable.
+        jobs: worker processes.
+        timeout: seconds ``task`` may take for one file before its worker is killed (see ``budget``).
+        budget: extra seconds per byte of the file (opening demuxes all of it), so large files get longer.
+        memory_gb: address space a worker may add on top of what it has after start-up (None: no limit).
+    """
+
+    def __init__(
+        self,
+        task: Callable[[str], object],
+        jobs: int = 2,
+        timeout: float = 60.0,
+        budget: float = 1 / 20e6,
+        memory_gb: float | None = 4.0,
+    ) -> None:
+        if jobs < 1:
+            raise ValueError(f"jobs must be >= 1; got {jobs}")
+        self.task, self.jobs, self.timeout, self.budget = task, jobs, timeout, budget
+        self.memory_bytes = None if memory_gb is None else int(memory_gb * 2**30)
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(PRELOAD)
+
+    def deadline(self, path: str) -> float:
+        """Seconds allowed for one file."""
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = 0
+        return self.timeout + size * self.budget
+
+    def map(self, paths: Iterable[str]) -> Iterator[tuple[str, object]]:
+        """``(path, task(path) or Failure)`` for every path, in completion order."""
+        todo = list(paths)[::-1]
+        workers: list[_Worker] = []
+        try:
+            while todo or workers:
+                for worker in [w for w in workers if w.path is None and not w.process.is_alive()]:
+                    workers.remove(worker)  # it exited after answering (it had left a decoder thread running)
+                    worker.stop()
+                while todo and len(workers) < self.jobs:
+                    workers.append(_Worker(self.context, self.task, self.memory_bytes))
+                for worker in workers:
+                    if worker.path is None and todo:
+                        path = todo.pop()
+                        worker.give(path, self.deadline(path))
+                busy = [w for w in workers if w.path is not None]
+                if not busy:
+                    break
+                ready = wait(
+                    [w.conn for w in busy] + [w.process.sentinel for w in busy],
+                    timeout=max(0.0, min(w.deadline for w in busy) - time.monotonic()),
+                )
+                for worker in busy:
+                    result = self._collect(worker, ready)
+                    if result is None:
+                        continue
+                    yield worker.path, result
+                    worker.path = None
+                    if isinstance(result, Failure):
+                        workers.remove(worker)
+                        worker.stop()
+                if not todo:
+                    for worker in [w for w in workers if w.path is None]:
+                        workers.remove(worker)
+                        worker.stop()
+        finally:
+            for worker in workers:
+                worker.stop()
+
+    def _collect(self, worker: _Worker, ready: list) -> object | None:
+        """The worker's answer, a `Failure` if it died or ran out of time, or None while it works."""
+        if worker.conn in ready:
+            try:
+                return worker.conn.recv()
+            except (EOFError, ConnectionResetError):
+                pass  # it died while answering: see below
+        elif worker.process.sentinel not in ready:
+            if time.monotonic() < worker.deadline:
+                return None
+            limit = self.deadline(worker.path)
+            log.warning("%s: no answer from its decoder in %.0f s; the worker was killed", worker.path, limit)
+            return Failure(f"decoder hung: no answer in {limit:.0f} s")
+        worker.process.join(5.0)
+        code = worker.process.exitcode
+        message = worker.last_message()
+        if code is not None and code < 0:
+            reason = f"decoder crashed: {_signal_name(-code)}"
+        else:
+            reason = f"decoder exited with status {code}"
+        return Failure(reason + (f" ({message})" if message else ""))

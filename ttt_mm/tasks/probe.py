@@ -1,0 +1,77 @@
+"""``python -m ttt_mm.tasks.probe <folder|file> [-o manifest.jsonl]``: index media files and list them.
+
+Every media file (found recursively by extension) is probed in a worker process, as training does
+before it opens any file (see `ttt_mm.data.index`): its streams, the decoder that reads each,
+durations, rates and size, or for a file that cannot be used ``"error": "<reason>"`` (a decoder
+that crashed or hung on it included). Results are cached, so a second run probes only new or
+changed files. The records are written as JSONL to ``-o`` (paths relative to its folder, a manifest
+that ``data=manifest`` reads, leaving out the ``error`` rows) or to stdout; a summary with the bad
+files counted by reason goes to stderr. Exit status 0 for a folder, whatever its files hold; for a
+single file, 1 and the reason if the file is unusable; 2 if the path does not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ttt_mm.data.index import default_jobs, index_files
+from ttt_mm.data.skiplist import count_reasons
+from ttt_mm.data.sources import MEDIA_EXTENSIONS, FolderSource, relative_to
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ttt_mm.tasks.probe", description=__doc__.splitlines()[0])
+    parser.add_argument("path", help="a folder (searched recursively) or one media file")
+    parser.add_argument("-o", "--output", help="JSONL file to write (default: stdout)")
+    parser.add_argument("--extensions", nargs="+", default=list(MEDIA_EXTENSIONS), help="file extensions to include")
+    parser.add_argument("--no-verify", dest="verify", action="store_false", help="read headers only (faster)")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="probe in this many processes")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per file (+1 s per 20 MB) before hung")
+    parser.add_argument("--index-cache", help="folder of the index cache (default: ~/.cache/ttt-mm/index)")
+    parser.add_argument("--refresh", action="store_true", help="probe every file again, ignoring the cache")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    target = Path(args.path)
+    if not target.exists():
+        print(f"error: {target}: no such file or directory", file=sys.stderr)
+        return 2
+    files = [str(target)] if target.is_file() else [c.name for c in FolderSource(str(target), args.extensions).clips()]
+    records, run = index_files(
+        files, args.index_cache, args.jobs, args.timeout, verify=args.verify, refresh=args.refresh
+    )
+    base = str(Path(args.output).parent) if args.output else None
+    lines = [json.dumps(r | {"path": relative_to(r["path"], base)} if base else r) + "\n" for r in records.values()]
+    if args.output:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text("".join(lines))
+        tmp.replace(output)
+    else:
+        sys.stdout.writelines(lines)
+    bad = [r for r in records.values() if r.get("error")]
+    if target.is_file() and bad:
+        print(f"error: {target}: {bad[0]['error']}", file=sys.stderr)
+        return 1
+    files = f"{len(records)} file{'s' if len(records) != 1 else ''}"
+    summary = f"{files} under {target}: {len(records) - len(bad)} usable, {len(bad)} not"
+    if bad:
+        summary += f" ({count_reasons(r['error'] for r in bad)})"
+    where = f"; wrote {args.output}" if args.output else ""
+    print(
+        f"{summary}. {run.probed} probed, {run.cached} from the index cache {run.cache}, in {run.seconds:.1f} s{where}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
