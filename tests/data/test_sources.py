@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from ttt_mm.data import ClassFolderSource, ClipInfo, FolderSource, LibriSpeechSource, ManifestSource, SyntheticSource
+from ttt_mm.data.sources import MANIFEST_COLUMNS, write_manifest
 
 
 def test_folder_source_is_recursive_and_filters_by_extension(media, tmp_path):
@@ -81,6 +82,35 @@ def test_csv_and_jsonl_manifests(tmp_path):
     (tmp_path / "broken.csv").write_text("file,label\na.wav,1\n")
     with pytest.raises(ValueError, match="row 1 has no 'path'"):
         ManifestSource(str(tmp_path / "broken.csv")).clips()
+
+
+def test_a_written_manifest_reads_back_with_its_groups_and_class_names(tmp_path):
+    rows = [
+        {"path": "a.ogg", "label": "small_fish", "split": "train", "group": "airplane"},
+        {"path": "/abs/b.ogg", "start": 1.0, "end": 2.5, "label": "big_fish", "split": "val", "group": "share/jokes"},
+        {"path": "c.ogg"},
+    ]
+    write_manifest(tmp_path / "m" / "list.csv", rows)
+    assert (tmp_path / "m" / "list.csv").read_text().splitlines()[0] == ",".join(MANIFEST_COLUMNS)
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["list.csv"]  # no temporary left behind
+    source = ManifestSource(str(tmp_path / "m" / "list.csv"))
+    assert source.classes() == ["big_fish", "small_fish"]
+    clips = source.clips()
+    assert [(c.label, c.split, c.group) for c in clips] == [
+        (1, "train", "airplane"),
+        (0, "val", "share/jokes"),
+        (-1, None, None),
+    ]
+    assert (clips[1].media, clips[1].start, clips[1].end) == ("/abs/b.ogg", 1.0, 2.5)
+
+
+def test_manifest_class_names_of_integer_labels_and_mixed_labels(tmp_path):
+    (tmp_path / "n.jsonl").write_text('{"path": "a.wav", "label": 2}\n{"path": "b.wav", "label": -1}\n')
+    source = ManifestSource(str(tmp_path / "n.jsonl"))
+    assert source.classes() == ["0", "1", "2"] and [c.label for c in source.clips()] == [2, -1]
+    (tmp_path / "mixed.csv").write_text("path,label\na.wav,3\nb.wav,dog\n")
+    with pytest.raises(ValueError, match="mixes numbers and names"):
+        ManifestSource(str(tmp_path / "mixed.csv")).clips()
 
 
 def test_split_hash_is_deterministic_and_per_file():

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ttt_mm.data import io
 from ttt_mm.data.datasets import ReadSpec, clip_span
-from ttt_mm.data.io import MediaError, MediaInfo
+from ttt_mm.data.io import MediaError, MediaInfo, stat_reason
 from ttt_mm.data.isolation import Failure, IsolatedPool
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
@@ -119,7 +119,7 @@ def describe(path: str, verify: bool = True) -> dict:
     try:
         st = os.stat(path)
     except OSError as exc:
-        return record | {"error": f"cannot stat: {exc.strerror}"}
+        return record | {"error": stat_reason(exc)}
     record |= {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     errors = {}
     for stream in STREAMS:
@@ -229,7 +229,7 @@ def index_files(
             try:
                 st = os.stat(path)
             except OSError as exc:
-                out[path] = {"path": path, "error": f"cannot stat: {exc.strerror}"}
+                out[path] = {"path": path, "error": stat_reason(exc)}
                 continue
             if not refresh and _current(cached.get(path), st, verify):
                 out[path] = cached[path]
@@ -266,7 +266,7 @@ def _probe(paths: list[str], task: Callable, jobs: int, timeout: float, run: Ind
                 result = {"path": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "version": VERSION}
                 result |= {"verified": True, "error": run.failures[path]}
             except OSError as exc:
-                result = {"path": path, "error": f"cannot stat: {exc.strerror}"}
+                result = {"path": path, "error": stat_reason(exc)}
         out[path] = result
         if time.monotonic() - last_log > 10.0:
             log.info("indexed %d of %d files", len(out), len(paths))

@@ -122,13 +122,16 @@ class MediaInfo:
 # ---------------------------------------------------------------------------------------- helpers
 
 
+def stat_reason(exc: OSError) -> str:
+    """Why a file cannot be used, when ``os.stat`` fails."""
+    return "file not found" if isinstance(exc, FileNotFoundError) else f"cannot stat: {exc.strerror}"
+
+
 def _stat(path: str) -> os.stat_result:
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        raise MediaError(path, "file not found") from None
     except OSError as exc:
-        raise MediaError(path, f"cannot stat: {exc.strerror}") from None
+        raise MediaError(path, stat_reason(exc)) from None
     if not os.path.isfile(path):
         raise MediaError(path, "not a regular file")
     if st.st_size == 0:

@@ -47,6 +47,8 @@ class ClipInfo:
     when ``split`` is not given; every segment of one file shares it, so a file never straddles
     train and validation. ``info`` is what the dataset index found in the file (its streams,
     durations and the backend to read each with); readers probe the file themselves without it.
+    ``group`` (a manifest's ``group`` column, e.g. a conversation or a recording session) keeps
+    related clips together: cross-validation never splits a group.
     """
 
     media: str | SyntheticClip
@@ -56,6 +58,7 @@ class ClipInfo:
     split: str | None = None  # "train", "val" or "test"; None: decided by hashing `key`
     key: str = ""
     info: MediaInfo | None = None
+    group: str | None = None
 
     @property
     def name(self) -> str:
@@ -147,13 +150,18 @@ class LibriSpeechSource:
         return [ClipInfo(str(p), label=index[p.parent.parent.name], key=p.relative_to(root).as_posix()) for p in files]
 
 
+MANIFEST_COLUMNS = ("path", "start", "end", "label", "split", "group")
+"""The columns `ManifestSource` reads (only ``path`` is required) and `write_manifest` writes."""
+
+
 @dataclass(frozen=True)
 class ManifestSource:
-    """A CSV (with a header) or JSONL manifest: ``path`` and optional ``start``, ``end``, ``label``, ``split``.
+    """A CSV (with a header) or JSONL manifest: ``path`` and optional ``start``, ``end``, ``label``,
+    ``split`` (train, val or test) and ``group`` columns.
 
     Relative paths are taken from the manifest's folder. String labels become indices of their
-    sorted set. Rows with an ``error`` field (unreadable files listed by the probe command) are left
-    out.
+    sorted set (`classes` names them). Rows with an ``error`` field (unreadable files listed by the
+    probe command) are left out.
     """
 
     path: str
@@ -172,30 +180,65 @@ class ManifestSource:
                 raise ValueError(f"{manifest}: row {number} has no 'path'")
         return [r for r in rows if not r.get("error")]
 
+    def classes(self) -> list[str]:
+        """Label names by index (``ClipInfo.label``): the sorted string labels, or the numbers of integer labels."""
+        return _label_names(self.path, self.rows())
+
     def clips(self) -> list[ClipInfo]:
         base = Path(self.path).parent
         rows = self.rows()
-        labels = [r.get("label") for r in rows]
-        names = sorted({str(x) for x in labels if x not in (None, "") and not _is_int(x)})
+        names = _label_names(self.path, rows)
         index = {n: i for i, n in enumerate(names)}
         out = []
         for row in rows:
             path = Path(row["path"])
             full = path if path.is_absolute() else base / path
             label = row.get("label")
-            label = -1 if label in (None, "") else int(label) if _is_int(label) else index[str(label)]
             end = row.get("end")
             out.append(
                 ClipInfo(
                     str(full),
                     start=float(row.get("start") or 0.0),
                     end=None if end in (None, "") else float(end),
-                    label=label,
+                    label=-1 if _unlabelled(label) else index[str(label)],
                     split=row.get("split") or None,
                     key=str(row["path"]),
+                    group=None if row.get("group") in (None, "") else str(row["group"]),
                 )
             )
         return out
+
+
+def _label_names(manifest: str, rows: list[dict]) -> list[str]:
+    labels = {str(r["label"]) for r in rows if not _unlabelled(r.get("label"))}
+    numbers = {x for x in labels if _is_int(x)}
+    if numbers and numbers != labels:
+        raise ValueError(f"{manifest}: the label column mixes numbers and names; use one or the other")
+    if numbers:
+        return [str(i) for i in range(max(int(x) for x in numbers) + 1)]
+    return sorted(labels)
+
+
+def _unlabelled(label: object) -> bool:
+    """An empty label, or a negative number (-1 is what unlabelled clips carry)."""
+    return label in (None, "") or (_is_int(label) and int(label) < 0)
+
+
+def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write a CSV manifest with the `MANIFEST_COLUMNS` (missing fields empty), under a temporary name
+    renamed into place."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if row.get(k) is None else row[k] for k in MANIFEST_COLUMNS})
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _is_int(value: object) -> bool:

@@ -81,15 +81,22 @@ def load_parts(path: str | os.PathLike, weights_only: bool = True) -> Parts:
     """
     ckpt = read_checkpoint(path, weights_only)
     hparams = ckpt["hyper_parameters"]
-    try:
-        tokenizer, backbone = instantiate(hparams["tokenizer"]), instantiate(hparams["backbone"])
-    except InstantiationException as exc:  # e.g. a checkpoint from a version with other classes
-        raise ValueError(f"cannot rebuild the model of {os.fspath(path)}: {str(exc).splitlines()[0]}") from None
+    tokenizer, backbone = build_parts(hparams, os.fspath(path))
     for name, module in (("tokenizer", tokenizer), ("backbone", backbone)):
         prefix = name + "."
         weights = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
         module.load_state_dict(weights, strict=True)
     return Parts(tokenizer, backbone, hparams)
+
+
+def build_parts(hparams: dict, source: str) -> tuple[Tokenizer, Backbone]:
+    """The tokenizer and backbone that a checkpoint's ``tokenizer`` and ``backbone`` hyperparameters
+    describe, freshly initialised from torch's current seed (the random-weights baseline of a
+    probe); ``source`` names where they came from in the error. Raises ValueError."""
+    try:
+        return instantiate(hparams["tokenizer"]), instantiate(hparams["backbone"])
+    except InstantiationException as exc:  # e.g. a checkpoint from a version with other classes
+        raise ValueError(f"cannot rebuild the model of {source}: {str(exc).splitlines()[0]}") from None
 
 
 def load_model(

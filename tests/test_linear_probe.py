@@ -1,0 +1,262 @@
+"""The linear probe: folds that keep groups whole, a classifier that separates what is separable and
+not noise, and the command on generated labelled media (tones, noise, video, bad files)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from embedhelpers import AUDIO, VIDEO, save_checkpoint
+from hydra import compose, initialize_config_dir
+from mediafiles import write_video, write_wav
+
+from ttt_mm.eval.folds import assign_folds
+from ttt_mm.eval.linear_probe import Features, cross_validate, macro_f1
+from ttt_mm.tasks import embed as embed_task
+from ttt_mm.tasks.common import CONF_DIR, ConfigError
+from ttt_mm.tasks.linear_probe import report, run
+
+RATE = 16000
+
+
+# ------------------------------------------------------------------------------------------ folds
+
+
+def test_grouped_folds_never_put_a_group_in_two_folds_and_keep_class_shares():
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, 600)
+    labels = (rng.random(600) < 0.3).astype(int)  # 30% / 70%
+    folds = assign_folds(labels, groups, 5, seed=1)
+    for k in range(5):
+        test, train = set(groups[folds == k]), set(groups[folds != k])
+        assert test and not test & train
+    shares = [labels[folds == k].mean() for k in range(5)]
+    assert max(shares) - min(shares) < 0.1
+    assert np.array_equal(folds, assign_folds(labels, groups, 5, seed=1))  # seeded
+
+
+def test_folds_without_groups_are_stratified_and_every_fold_gets_files():
+    labels = np.repeat([0, 1, 2], [50, 30, 7])
+    folds = assign_folds(labels, None, 5)
+    counts = np.array([np.bincount(labels[folds == k], minlength=3) for k in range(5)])
+    assert (counts.max(0) - counts.min(0) <= 1).all()  # every class spread as evenly as it can be
+    tight = assign_folds(np.array([0, 0, 0, 1, 1, 1]), np.array([1, 1, 2, 3, 4, 5]), 5)
+    assert sorted(set(tight)) == [0, 1, 2, 3, 4]  # as many groups as folds: one group each
+    with pytest.raises(ValueError, match="3 groups cannot fill 5 folds"):
+        assign_folds(np.array([0, 1, 0, 1]), np.array(["a", "b", "c", "c"]), 5)
+
+
+# ------------------------------------------------------------------------------------- classifier
+
+
+def test_macro_f1_by_hand():
+    y, pred = np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0])
+    # class 0: tp 1 fp 1 fn 1 -> 0.5; class 1: tp 2 fp 1 fn 0 -> 0.8; class 2: tp 0 -> 0
+    assert macro_f1(y, pred) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert macro_f1(y, y) == 1.0
+
+
+def test_probe_separates_separable_vectors_and_is_at_chance_on_noise():
+    gen = torch.Generator().manual_seed(0)
+    y = np.repeat([0, 1, 2], 20)
+    signal = 6 * torch.nn.functional.one_hot(torch.as_tensor(y), 8)  # class k: +6 on feature k
+    x = torch.randn(60, 8, generator=gen)
+    folds = assign_folds(y, None, 5)
+    good = cross_validate(Features.per_file(x + signal), y, folds, 3)
+    assert [s.accuracy for s in good] == [1.0] * 5 and [s.macro_f1 for s in good] == [1.0] * 5
+    noise = cross_validate(Features.per_file(x), y, folds, 3)
+    assert abs(np.mean([s.accuracy for s in noise]) - 1 / 3) < 0.2
+    # rows: each file is 4 rows, one of which carries the signal; the file's mean log-probability decides
+    rows = torch.randn(240, 8, generator=gen)
+    rows[::4] += 8 / 6 * signal
+    by_rows = cross_validate(Features(rows, torch.arange(60).repeat_interleave(4)), y, folds, 3)
+    assert np.mean([s.accuracy for s in by_rows]) > 0.9 and all(len(s.predictions) == 12 for s in by_rows)
+
+
+# ---------------------------------------------------------------------------------------- command
+
+
+def _cfg(**overrides):
+    base = {"progress": "false", "threads": 1, "device": "cpu"}
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("linear_probe", overrides=[f"{k}={v}" for k, v in (base | overrides).items()])
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    return {"audio": save_checkpoint(root / "audio.ckpt", AUDIO), "video": save_checkpoint(root / "video.ckpt", VIDEO)}
+
+
+def _sound(kind: str, rng: np.random.Generator, seconds: float = 0.8) -> np.ndarray:
+    t = np.arange(round(seconds * RATE)) / RATE
+    noise = 0.05 * rng.standard_normal(len(t))
+    if kind == "noise":
+        return (0.3 * rng.standard_normal(len(t))).astype(np.float32)
+    hz = {"low": 250.0, "high": 1500.0}[kind] * (1 + 0.03 * rng.standard_normal())
+    return (0.3 * np.sin(2 * np.pi * hz * t) + noise).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory) -> Path:
+    """``root/<low|high>/<i>.wav``: 10 tones per class, pitch apart by construction."""
+    root = tmp_path_factory.mktemp("tones")
+    rng = np.random.default_rng(0)
+    for kind in ("low", "high"):
+        (root / kind).mkdir()
+        for i in range(10):
+            write_wav(root / kind / f"{i}.wav", _sound(kind, rng), RATE)
+    return root
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tones_of_two_pitches_are_told_apart_by_every_feature_set_on_the_same_folds(ckpts, tones, tmp_path, capsys):
+    out = run(_cfg(ckpt=ckpts["audio"], input=tones, output=tmp_path / "out"))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(out["metrics"]))
+    results = metrics["results"]
+    assert list(results) == ["model", "logmel", "random_weights", "majority"]
+    for name in ("model", "logmel", "random_weights"):
+        assert results[name]["accuracy"]["mean"] == 1.0 and results[name]["macro_f1"]["mean"] == 1.0
+    assert results["majority"]["accuracy"]["mean"] == pytest.approx(0.5, abs=0.1)
+    assert metrics["classes"] == [{"name": "high", "files": 10}, {"name": "low", "files": 10}]
+    assert metrics["settings"]["grouped_by"] is None and metrics["files"] == 20
+
+    folds = _read_csv(tmp_path / "out" / "folds.csv")
+    by_feature = {}
+    for row in folds:
+        by_feature.setdefault(row["features"], []).append((row["fold"], row["train_files"], row["test_files"]))
+    assert len(by_feature) == 4 and len({tuple(v) for v in by_feature.values()}) == 1  # the same folds for all
+    files = _read_csv(tmp_path / "out" / "files.csv")
+    assert len(files) == 20 and Counter(f["fold"] for f in files) == {str(k): 4 for k in range(5)}
+    assert all(f["predicted_model"] == f["label"] == f["predicted_logmel"] for f in files)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporaries left
+
+    report(out)
+    table = capsys.readouterr().out
+    assert "log-mel mean+std" in table and "random weights" in table and "1.000 ± 0.000" in table
+
+
+def _manifest(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_noise_with_random_labels_is_at_chance_and_grouped_folds_keep_groups_whole(ckpts, tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(40):
+        write_wav(tmp_path / f"n{i}.wav", _sound("noise", rng), RATE)
+        rows.append({"path": f"n{i}.wav", "label": ["a", "b"][i % 2], "group": f"g{i // 4}"})
+    manifest = _manifest(tmp_path / "noise.csv", rows)
+    metrics = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out"))["metrics"]
+    for name in ("model", "logmel", "random_weights"):
+        assert abs(metrics["results"][name]["accuracy"]["mean"] - 0.5) < 0.25, name
+    assert metrics["settings"]["grouped_by"] == "group" and metrics["settings"]["groups"] == 10
+    files = _read_csv(tmp_path / "out" / "files.csv")
+    folds_of_group = {}
+    for f in files:
+        folds_of_group.setdefault(f["group"], set()).add(f["fold"])
+    assert len(folds_of_group) == 10 and all(len(v) == 1 for v in folds_of_group.values())
+
+
+def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog):
+    rows = [{"path": str(p), "label": p.parent.name, "group": ""} for p in sorted(tones.rglob("*.wav"))]
+    write_wav(tmp_path / "rare.wav", _sound("low", np.random.default_rng(2)), RATE)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    rows += [
+        {"path": "rare.wav", "label": "rare"},  # 1 clip < 5 folds: dropped with a warning
+        {"path": "missing.wav", "label": "low"},
+        {"path": "empty.wav", "label": "high"},
+        {"path": "unlabelled.wav", "label": ""},
+    ]
+    manifest = _manifest(tmp_path / "list.csv", rows)
+    metrics = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out"))["metrics"]
+    assert metrics["files"] == 20 and [c["name"] for c in metrics["classes"]] == ["high", "low"]
+    assert metrics["dropped_classes"] == [{"name": "rare", "files": 1}]
+    assert "class 'rare' has 1 clips, fewer than min_clips=5" in caplog.text
+    skipped = {Path(s["path"]).name: s["reason"] for s in metrics["skipped"]}
+    assert skipped == {"missing.wav": "file not found", "empty.wav": "empty file (0 bytes)"}
+    assert metrics["left_out_before_reading"] == ["1 rows without a label"]
+    assert metrics["results"]["model"]["accuracy"]["mean"] == 1.0
+
+    few = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "few", min_clips=1, folds=2))["metrics"]
+    assert [c["name"] for c in few["classes"]] == ["high", "low", "rare"]
+
+    (tmp_path / "nolabel.csv").write_text("path\nrare.wav\n")
+    with pytest.raises(ConfigError, match=r"manifest .*nolabel.csv has no 'label' column"):
+        run(_cfg(ckpt=ckpts["audio"], input=tmp_path / "nolabel.csv"))
+    (tmp_path / "emptylabel.csv").write_text("path,label\nrare.wav,\nempty.wav,\n")
+    with pytest.raises(ConfigError, match=r"emptylabel.csv: the 'label' column is empty"):
+        run(_cfg(ckpt=ckpts["audio"], input=tmp_path / "emptylabel.csv"))
+    with pytest.raises(ConfigError, match="3 groups cannot fill 5 folds"):
+        grouped = [dict(r, group=f"g{i % 3}") for i, r in enumerate(rows[:20])]
+        run(_cfg(ckpt=ckpts["audio"], input=_manifest(tmp_path / "g.csv", grouped), output=tmp_path / "g"))
+
+
+def test_a_manifest_without_labels_is_one_error_line(ckpts, tmp_path):
+    (tmp_path / "nolabel.csv").write_text("path\na.wav\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ttt_mm.tasks.linear_probe", f"ckpt={ckpts['audio']}", "input=nolabel.csv"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: manifest nolabel.csv has no 'label' column"
+
+
+def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path):
+    rows = [{"path": str(p), "label": p.parent.name} for p in sorted(tones.rglob("*.wav"))]
+    manifest = _manifest(tmp_path / "list.csv", rows)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("embed", overrides=[f"ckpt={ckpts['audio']}", f"input={manifest}", f"output={tmp_path / 'emb'}"])
+    cfg.progress = False
+    assert len(embed_task.run(cfg).written) == 20
+    (tmp_path / "emb" / "notes.json").write_text("{}")  # not an embedding: ignored
+    direct = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "a"))["metrics"]
+    stored = run(_cfg(embeddings=tmp_path / "emb", input=manifest, output=tmp_path / "b"))["metrics"]
+    assert stored["settings"]["embeddings"] == str(tmp_path / "emb")
+    for name in ("model", "random_weights", "logmel"):
+        assert stored["results"][name]["accuracy"] == direct["results"][name]["accuracy"], name
+    with pytest.raises(ConfigError, match="either ckpt"):
+        run(_cfg(ckpt=ckpts["audio"], embeddings=tmp_path / "emb", input=manifest))
+
+
+def test_rows_probe_predicts_files_from_their_hops(ckpts, tones, tmp_path):
+    metrics = run(_cfg(ckpt=ckpts["audio"], input=tones, output=tmp_path / "out", rows="true", hop_seconds=0.2))
+    m = metrics["metrics"]
+    assert m["settings"]["rows"] and m["settings"]["hop_seconds"] == 0.2
+    assert all(m["results"][n]["accuracy"]["mean"] == 1.0 for n in ("model", "logmel", "random_weights"))
+
+
+def test_videos_are_probed_and_the_log_mel_baseline_needs_their_sound(ckpts, tmp_path):
+    root = tmp_path / "videos"
+    for cls, audio in (("sound", 16000), ("silent", None)):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            write_video(root / cls / f"{i}.mp4", seconds=1.0, fps=8, width=64, height=48, audio_rate=audio)
+    metrics = run(_cfg(ckpt=ckpts["video"], input=root, output=tmp_path / "out", folds=3))["metrics"]
+    assert metrics["files"] == 6 and set(metrics["results"]) == {"model", "random_weights", "majority"}
+    assert metrics["unavailable"] == {"logmel": "3 of 6 files have no audio track"}
+    (root / "silent").rename(tmp_path / "elsewhere")
+    (root / "sound2").mkdir()
+    for i in range(3):
+        write_video(root / "sound2" / f"{i}.mp4", seconds=1.0, fps=8, width=64, height=48, audio_rate=16000)
+    with_sound = run(_cfg(ckpt=ckpts["video"], input=root, output=tmp_path / "out2", folds=3))["metrics"]
+    assert "logmel" in with_sound["results"] and not with_sound["unavailable"]

@@ -1,0 +1,153 @@
+"""Per-file features for the linear probe, each read through `ttt_mm.data` (a bad file raises `MediaError`).
+
+- `ModelFeatures`: the pooled embedding (and, for a row probe, one row per hop) of one or more
+  embedders that read the same media, such as a trained model and the same architecture with
+  random weights: each window of a clip is decoded once and pushed through every embedder's stream;
+- `LogMelStats`: the mean and standard deviation of every mel band over the clip's log-mel frames
+  (per hop for a row probe), the frames from an audio tokenizer's ``invert`` (the project's
+  log-mel front end), the audio read on its own so that it works beside video-only models;
+- `EmbeddingFolder`: what ``python -m ttt_mm.tasks.embed`` wrote, found by source file and start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ttt_mm.data import ClipInfo, MediaError, ReadSpec, iter_windows
+from ttt_mm.embed import Clock, Embedder
+from ttt_mm.embed.files import load
+from ttt_mm.embed.reducers import HopBins, Pool
+from ttt_mm.tokenizers import Tokenizer
+
+
+@dataclass
+class FileFeatures:
+    """``pooled [P]`` and, for a row probe, ``rows [n, D]`` (n >= 1), float32."""
+
+    pooled: np.ndarray
+    rows: np.ndarray | None = None
+
+
+class ModelFeatures:
+    """Embeddings of a clip from several embedders at once (same tokenizer settings, so the same windows)."""
+
+    def __init__(self, embedders: dict[str, Embedder]) -> None:
+        first = next(iter(embedders.values()))
+        for name, e in embedders.items():
+            if e.read_spec() != first.read_spec() or e.window_seconds != first.window_seconds:
+                raise ValueError(f"embedder {name} reads other media or windows than the first")
+        self.embedders, self.first = embedders, first
+        self.rows = first.hop_seconds is not None
+
+    @torch.inference_mode()
+    def __call__(self, clip: ClipInfo) -> dict[str, FileFeatures]:
+        start, _ = self.first.span(clip.media, clip.start, clip.end)
+        streams = {name: e.stream(start) for name, e in self.embedders.items()}
+        rows: dict[str, list] = {name: [] for name in streams}
+        for batch in self.first.windows(clip.media, clip.start, clip.end):
+            for name, stream in streams.items():
+                rows[name].append(stream.push(batch)[0])
+        out = {}
+        for name, stream in streams.items():
+            rows[name].append(stream.finish()[0])
+            if stream.num_tokens == 0:
+                raise MediaError(clip.name, f"no whole token step ({self.first.seconds_per_step} s) in the clip")
+            pooled = stream.pooled()[0].numpy()
+            out[name] = FileFeatures(pooled, torch.cat(rows[name]).numpy() if self.rows else None)
+        return out
+
+
+class LogMelStats:
+    """Mean and standard deviation of each mel band over a clip (``[2 * n_mels]``), and per hop of
+    ``hop_seconds`` for a row probe, from the log-mel frames of an audio ``tokenizer``."""
+
+    def __init__(self, tokenizer: Tokenizer, hop_seconds: float | None = None, window_seconds: float = 30.0) -> None:
+        d = tokenizer.decoding
+        if d.modalities != ("audio",):
+            raise ValueError(f"the log-mel baseline needs an audio tokenizer; this one reads {d.modalities}")
+        self.tokenizer = tokenizer.eval()
+        self.frame_seconds = tokenizer.seconds_per_step / tokenizer.media_per_step["audio"]
+        self.spec = ReadSpec(
+            ("audio",),
+            sample_rate=d.sample_rate,
+            audio_context_seconds=d.context_samples / d.sample_rate,
+            min_seconds=tokenizer.seconds_per_step,
+        )
+        steps = round(window_seconds / tokenizer.seconds_per_step)
+        self.window_seconds = steps * tokenizer.seconds_per_step  # whole tokens: frames continue across windows
+        self.hop_seconds = hop_seconds
+
+    @torch.inference_mode()
+    def __call__(self, clip: ClipInfo) -> FileFeatures:
+        pool = Pool("mean_std")
+        bins = None
+        if self.hop_seconds is not None:
+            bins = HopBins(self.frame_seconds, self.hop_seconds, 1, Clock(clip.start, self.hop_seconds, (0.0,), (0,)))
+        hops = []
+        for batch in iter_windows(clip.media, self.window_seconds, self.spec, clip.start, clip.end):
+            tokens = self.tokenizer(batch)
+            frames = self.tokenizer.invert(tokens.targets[:, tokens.mask[0]])["audio"]  # [1, F, n_mels]
+            pool.add(frames)
+            if bins is not None:
+                first = round((float(batch["start"][0]) - clip.start) / self.frame_seconds)
+                hops.append(bins.push(torch.cat([frames, frames.square()], -1), first + torch.arange(frames.shape[1])))
+        if pool.count == 0:
+            raise MediaError(clip.name, f"no whole log-mel frame ({self.frame_seconds} s) in the clip")
+        rows = None
+        if bins is not None:
+            moments = torch.cat([*hops, bins.finish(1, 2 * frames.shape[-1])], 1)[0].double()  # [n, 2 * n_mels]
+            mean, square = moments.chunk(2, -1)
+            rows = torch.cat([mean, (square - mean.square()).clamp_min(0).sqrt()], -1).float().numpy()
+        return FileFeatures(pool.result()[0].numpy(), rows)
+
+
+class EmbeddingFolder:
+    """The ``.npy`` + ``.json`` pairs under ``root`` written by one embedding run, by ``(source, start)``.
+
+    Raises ValueError when the folder holds none, or pairs of different models or settings
+    (``config_hash``), or two of the same span.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"embeddings={root} is not a folder")
+        self.stems: dict[tuple[str, float], Path] = {}
+        self.meta: dict | None = None
+        for sidecar in sorted(self.root.rglob("*.json")):
+            stem = sidecar.with_suffix("")
+            if not stem.with_name(stem.name + ".npy").is_file():
+                continue  # not an embedding (e.g. a metrics.json)
+            meta = json.loads(sidecar.read_text())
+            if "source" not in meta or "config_hash" not in meta:
+                continue
+            if self.meta is None:
+                self.meta = meta
+            elif meta["config_hash"] != self.meta["config_hash"]:
+                raise ValueError(
+                    f"{root} mixes embedding runs: {sidecar} has config_hash {meta['config_hash']}, "
+                    f"others {self.meta['config_hash']} (other checkpoint or settings)"
+                )
+            key = (os.path.abspath(meta["source"]), round(float(meta["start"]), 6))
+            if key in self.stems:
+                raise ValueError(f"{root}: {self.stems[key]} and {stem} both embed {key[0]} from {key[1]} s")
+            self.stems[key] = stem
+        if self.meta is None:
+            raise ValueError(f"embeddings={root} holds no .npy + .json pairs written by the embed task")
+
+    def __call__(self, clip: ClipInfo, rows: bool) -> FileFeatures:
+        stem = self.stems.get((os.path.abspath(clip.name), round(clip.start, 6)))
+        if stem is None:
+            raise MediaError(clip.name, f"not embedded in {self.root} (run the embed task on the same manifest)")
+        loaded = load(stem)
+        if loaded.pooled is None:
+            raise MediaError(clip.name, f"{stem}.json has no pooled vector (embedded with pool=null)")
+        if len(loaded.embeddings) == 0:
+            raise MediaError(clip.name, f"{stem}.npy holds no rows")
+        return FileFeatures(loaded.pooled, np.asarray(loaded.embeddings, dtype=np.float32) if rows else None)

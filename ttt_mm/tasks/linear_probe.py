@@ -1,0 +1,459 @@
+"""``python -m ttt_mm.tasks.linear_probe ckpt=<path> input=<class folders | manifest> [output=<dir>]``
+
+Are a model's embeddings good for classifying labelled media? A linear probe answers it: a
+multinomial logistic regression on each file's pooled embedding (``rows=true``: on per-hop rows,
+see `ttt_mm.eval.linear_probe`), scored by k-fold cross-validation (``folds``, default 5; the folds
+keep each class's share and, when the manifest has a ``group`` column, never split a group). On the
+same folds it scores three baselines: pooled log-mel statistics (mean and standard deviation of
+every mel band), the same architecture with random weights (seeded, through the same embedding
+path) and the majority class (chance). ``embeddings=<folder>`` probes what the embed task wrote
+instead of a checkpoint (the random-weights model is rebuilt from the sidecars' model config).
+
+Inputs: ``input`` is a class folder tree (``root/<class>/<file>``) or a CSV/JSONL manifest with a
+``label`` column (optional ``start``, ``end``, ``split``, ``group``). Video works too; the
+log-mel baseline reads the audio track, and is left out (with a line saying so) when a file has
+none. Writes ``metrics.json``, ``folds.csv`` (one row per feature set and fold) and ``files.csv``
+(fold and predictions of every file), each under a temporary name renamed into place, and prints
+a table. Options are in ``conf/linear_probe.yaml``.
+
+Bad input: a file that cannot be read is reported and left out; a class with fewer clips than
+``min_clips`` (default: the number of folds) is dropped with a warning; a manifest without labels,
+too few classes, groups or files for the folds end in one ``error:`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource, MediaError, ReadSpec
+from ttt_mm.data.index import index_clips
+from ttt_mm.data.sources import MEDIA_EXTENSIONS
+from ttt_mm.embed import Embedder, load_parts
+from ttt_mm.embed.checkpoint import build_parts
+from ttt_mm.embed.files import temporary_path, write_json
+from ttt_mm.eval.features import EmbeddingFolder, FileFeatures, LogMelStats, ModelFeatures
+from ttt_mm.eval.folds import assign_folds
+from ttt_mm.eval.linear_probe import Features, FoldScore, cross_validate, majority_class
+from ttt_mm.tasks.common import CONF_DIR, ConfigError
+
+log = logging.getLogger("ttt_mm.linear_probe")
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson")
+BASELINES = ("logmel", "random_weights", "majority")
+TITLES = {
+    "model": "model",
+    "logmel": "log-mel mean+std",
+    "random_weights": "random weights",
+    "majority": "majority class",
+}
+
+
+# ----------------------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Labelled:
+    """The labelled clips to probe and their class names (``names[clip.label]``)."""
+
+    clips: list[ClipInfo]
+    names: list[str]
+    notes: list[str] = field(default_factory=list)  # what was left out before reading, in words
+
+
+def labelled_clips(path: str, extensions: tuple[str, ...]) -> Labelled:
+    """Clips of a class folder tree or a manifest with labels; unlabelled manifest rows are left out."""
+    target = Path(path)
+    if target.is_dir():
+        source = ClassFolderSource(str(target), extensions)
+        try:
+            return Labelled(source.clips(), source.classes())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"input={path}: {exc}") from None
+    if not target.is_file() or target.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise ConfigError(f"input={path} must be a folder of class folders or a CSV/JSONL manifest with a label column")
+    source = ManifestSource(str(target))
+    try:
+        clips, names = source.clips(), source.classes()
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"input={path}: not a readable manifest: {exc}") from None
+    if clips and all(c.label < 0 for c in clips):
+        if not any("label" in row for row in source.rows()):
+            raise ConfigError(f"manifest {path} has no 'label' column")
+        raise ConfigError(f"manifest {path}: the 'label' column is empty in every row")
+    labelled = [c for c in clips if c.label >= 0]
+    notes = [f"{len(clips) - len(labelled)} rows without a label"] if len(labelled) < len(clips) else []
+    if not labelled:
+        raise ConfigError(f"manifest {path} has no rows")
+    return Labelled(labelled, names, notes)
+
+
+def select(data: Labelled, cfg: DictConfig) -> Labelled:
+    """The clips of ``split`` and ``classes``, at most ``max_files`` of them."""
+    clips = data.clips
+    if cfg.split != "all":
+        if cfg.split not in ("train", "val", "test"):
+            raise ConfigError(f"split must be all, train, val or test; got {cfg.split!r}")
+        if not any(c.split for c in clips):
+            raise ConfigError(f"split={cfg.split} needs a manifest with a 'split' column")
+        clips = [c for c in clips if c.split == cfg.split]
+    if cfg.classes:
+        unknown = sorted(set(cfg.classes) - set(data.names))
+        if unknown:
+            raise ConfigError(f"classes: {unknown} are not among the labels {data.names}")
+        wanted = {data.names.index(name) for name in cfg.classes}
+        clips = [c for c in clips if c.label in wanted]
+    if cfg.max_files:
+        clips = clips[: int(cfg.max_files)]
+    if not clips:
+        raise ConfigError(f"no clips left in input={cfg.input} after split={cfg.split} and classes={cfg.classes}")
+    return replace(data, clips=clips)
+
+
+def drop_rare(clips: list[ClipInfo], names: list[str], min_clips: int) -> tuple[list[ClipInfo], dict[str, int]]:
+    """The clips of classes with at least ``min_clips`` clips, and the dropped classes with their counts."""
+    counts = Counter(c.label for c in clips)
+    rare = {names[label]: n for label, n in sorted(counts.items()) if n < min_clips}
+    for name, n in rare.items():
+        log.warning("class %r has %d clips, fewer than min_clips=%d: left out of the probe", name, n, min_clips)
+    return [c for c in clips if counts[c.label] >= min_clips], rare
+
+
+# --------------------------------------------------------------------------------------- features
+
+
+@dataclass
+class Extractors:
+    """What turns a clip into features: the model's (and random weights') embeddings, or an embedding
+    folder plus the random-weights embedder, and the log-mel statistics."""
+
+    model: ModelFeatures | None = None
+    folder: EmbeddingFolder | None = None
+    random: ModelFeatures | None = None
+    logmel: LogMelStats | None = None
+    description: dict = field(default_factory=dict)
+    spec: ReadSpec | None = None  # what the probed model reads: the dataset index selects files by it
+
+
+def _embedder(tokenizer, backbone, cfg: DictConfig, options: dict) -> Embedder:
+    try:
+        return Embedder(
+            tokenizer,
+            backbone,
+            options["layer"],
+            options["norm"],
+            options["hop_seconds"],
+            options["pool"],
+            options["window_seconds"],
+            cfg.device,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
+    out = Extractors()
+    if cfg.ckpt:
+        if not Path(cfg.ckpt).is_file():
+            raise ConfigError(f"ckpt={cfg.ckpt} does not exist")
+        try:
+            tokenizer, backbone, hparams = load_parts(cfg.ckpt, bool(cfg.weights_only))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        model = {"tokenizer": hparams["tokenizer"], "backbone": hparams["backbone"]}
+        options = {k: cfg[k] for k in ("layer", "norm", "pool", "window_seconds")}
+        options["hop_seconds"] = float(cfg.hop_seconds) if cfg.rows else None
+        embedders = {"model": _embedder(tokenizer, backbone, cfg, options)}
+        out.spec = embedders["model"].read_spec()
+        out.description = {"checkpoint": os.path.abspath(cfg.ckpt), **options}
+    else:
+        try:
+            out.folder = EmbeddingFolder(cfg.embeddings)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        meta = out.folder.meta
+        model = meta["model"]
+        options = {k: meta[k] for k in ("layer", "norm", "hop_seconds", "pool", "window_seconds")}
+        embedders = {}
+        out.description = {"embeddings": os.path.abspath(cfg.embeddings), "checkpoint": meta.get("checkpoint")}
+        out.description |= options
+    if options["pool"] is None:
+        raise ConfigError("pool must be mean, max or mean_std for a probe (it needs one vector per file)")
+    if "random_weights" in baselines or out.spec is None:
+        torch.manual_seed(int(cfg.seed))
+        try:
+            tokenizer, backbone = build_parts(model, "the probed model")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        random = _embedder(tokenizer, backbone, cfg, options)
+        out.spec = out.spec or random.read_spec()
+        if "random_weights" in baselines:
+            embedders["random_weights"] = random
+    if embedders:
+        features = ModelFeatures(embedders)
+        out.model = features if "model" in embedders else None
+        out.random = features if "model" not in embedders else None
+    if "logmel" in baselines:
+        try:
+            out.logmel = LogMelStats(instantiate(cfg.logmel), float(cfg.hop_seconds) if cfg.rows else None)
+        except ValueError as exc:
+            raise ConfigError(f"logmel: {exc}") from None
+    return out
+
+
+@dataclass
+class Gathered:
+    clips: list[ClipInfo] = field(default_factory=list)
+    features: dict[str, list[FileFeatures]] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    no_audio: list[str] = field(default_factory=list)
+
+
+def gather(clips: list[ClipInfo], ex: Extractors, rows: bool, progress: bool) -> Gathered:
+    """Features of every clip; a clip that cannot be read is reported and left out (a clip whose only
+    fault is having no audio track keeps its model features, and the log-mel baseline is dropped)."""
+    out = Gathered()
+    bar = tqdm(clips, unit="file", desc="features", disable=not progress or None)
+    with logging_redirect_tqdm():
+        for clip in bar:
+            try:
+                found = ex.model(clip) if ex.model is not None else {}
+                if ex.folder is not None:
+                    found["model"] = ex.folder(clip, rows)
+                    if ex.random is not None:
+                        found |= ex.random(clip)
+                if ex.logmel is not None:
+                    try:
+                        found["logmel"] = ex.logmel(clip)
+                    except MediaError as exc:
+                        if not exc.reason.startswith("no audio stream"):
+                            raise
+                        out.no_audio.append(clip.name)
+            except MediaError as exc:
+                out.skipped.append((clip.name, exc.reason))
+                log.warning("left out: %s: %s", clip.name, exc.reason)
+                bar.set_postfix(skipped=len(out.skipped))
+                continue
+            out.clips.append(clip)
+            for name, value in found.items():
+                out.features.setdefault(name, []).append(value)
+    return out
+
+
+def stack(files: list[FileFeatures], rows: bool) -> Features:
+    """One `Features` of every file: pooled vectors, or every file's rows with their owner."""
+    if not rows:
+        return Features.per_file(torch.from_numpy(np.stack([f.pooled for f in files]).astype(np.float32)))
+    x = torch.from_numpy(np.concatenate([f.rows for f in files]).astype(np.float32))
+    owner = torch.repeat_interleave(torch.arange(len(files)), torch.tensor([len(f.rows) for f in files]))
+    return Features(x, owner)
+
+
+# -------------------------------------------------------------------------------------------- run
+
+
+def summarize(scores: list[FoldScore]) -> dict:
+    acc, f1 = np.array([s.accuracy for s in scores]), np.array([s.macro_f1 for s in scores])
+    std = {"ddof": 1} if len(scores) > 1 else {}
+    return {
+        "accuracy": {"mean": float(acc.mean()), "std": float(acc.std(**std))},
+        "macro_f1": {"mean": float(f1.mean()), "std": float(f1.std(**std))},
+        "folds": [
+            {k: getattr(s, k) for k in ("fold", "train_files", "test_files", "accuracy", "macro_f1", "l2")}
+            for s in scores
+        ],
+    }
+
+
+def run(cfg: DictConfig) -> dict:
+    """Probe the labelled clips of ``cfg.input``; returns the metrics and where they were written."""
+    if OmegaConf.is_missing(cfg, "input") or not cfg.input:
+        raise ConfigError("input=<class folder or manifest> is required")
+    if bool(cfg.ckpt) == bool(cfg.embeddings):
+        raise ConfigError("give either ckpt=<checkpoint> or embeddings=<folder written by the embed task>")
+    baselines = set(cfg.baselines or ())
+    if baselines - set(BASELINES):
+        raise ConfigError(f"baselines must be among {list(BASELINES)}; got {sorted(baselines)}")
+    folds = int(cfg.folds)
+    if folds < 2:
+        raise ConfigError(f"folds must be >= 2; got {folds}")
+    min_clips = folds if cfg.min_clips is None else int(cfg.min_clips)
+    grid = tuple(float(x) for x in cfg.l2)
+    if not grid or min(grid) <= 0:
+        raise ConfigError(f"l2 must be a list of positive numbers; got {list(grid)}")
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    extensions = tuple(cfg.extensions) if cfg.extensions else MEDIA_EXTENSIONS
+
+    data = select(labelled_clips(str(cfg.input), extensions), cfg)
+    clips, dropped = drop_rare(data.clips, data.names, min_clips)  # before reading: no time spent on them
+    extractors = build_extractors(cfg, baselines)
+    rows = bool(cfg.rows)
+    selection = index_clips(clips, extractors.spec, cfg.get("index_cache"))  # probed in subprocesses first
+    for name, reason in selection.rejected.items():
+        log.warning("left out: %s: %s", name, reason)
+    got = gather(selection.clips, extractors, rows, bool(cfg.progress))
+    got.skipped[:0] = list(selection.rejected.items())
+    clips, thinned = drop_rare(got.clips, data.names, min_clips)  # again: unreadable files may thin a class
+    dropped |= thinned
+    keep = {c.name for c in clips}
+    kept = [i for i, c in enumerate(got.clips) if c.name in keep]
+    if len({c.label for c in clips}) < 2:
+        raise ConfigError(
+            f"fewer than 2 classes with at least min_clips={min_clips} readable clips in input={cfg.input}"
+        )
+
+    y = np.unique([c.label for c in clips], return_inverse=True)[1]
+    label_ids = sorted({c.label for c in clips})
+    names = [data.names[i] for i in label_ids]
+    grouped = bool(cfg.group) and any(c.group for c in clips)
+    groups = np.array([c.group or f"file:{c.key or c.name}" for c in clips]) if grouped else None
+    try:
+        fold_of = assign_folds(y, groups, folds, int(cfg.seed))
+    except ValueError as exc:
+        raise ConfigError(f"input={cfg.input}: {exc}") from None
+
+    scores: dict[str, list[FoldScore]] = {}
+    unavailable: dict[str, str] = {}
+    order = ["model", "logmel", "random_weights"]
+    for name in order:
+        if name != "model" and name not in baselines:
+            continue
+        if name == "logmel" and got.no_audio:
+            unavailable[name] = f"{len(got.no_audio)} of {len(got.clips)} files have no audio track"
+            log.warning("log-mel baseline left out: %s (e.g. %s)", unavailable[name], got.no_audio[0])
+            continue
+        feats = stack([got.features[name][i] for i in kept], rows)
+        log.info("fitting probes on %s: %d files, %d rows of %d", name, len(clips), len(feats.x), feats.x.shape[1])
+        scores[name] = cross_validate(feats, y, fold_of, len(names), groups, grid, int(cfg.seed))
+    if "majority" in baselines:
+        scores["majority"] = majority_class(y, fold_of)
+
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "settings": {
+            "input": os.path.abspath(str(cfg.input)),
+            **extractors.description,
+            "folds": folds,
+            "grouped_by": "group" if grouped else None,
+            "groups": len(set(groups)) if grouped else None,
+            "rows": rows,
+            "l2_grid": list(grid),
+            "min_clips": min_clips,
+            "split": str(cfg.split),
+            "seed": int(cfg.seed),
+        },
+        "files": len(clips),
+        "classes": [{"name": n, "files": int((y == i).sum())} for i, n in enumerate(names)],
+        "dropped_classes": [{"name": n, "files": k} for n, k in dropped.items()],
+        "left_out_before_reading": data.notes,
+        "skipped": [{"path": p, "reason": r} for p, r in got.skipped],
+        "unavailable": unavailable,
+        "results": {name: summarize(s) for name, s in scores.items()},
+    }
+    paths = write_outputs(output, metrics, scores, clips, y, names, fold_of)
+    return {"output": str(output), "paths": paths, "metrics": metrics}
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_outputs(output: Path, metrics: dict, scores: dict, clips, y, names, fold_of) -> dict[str, str]:
+    paths = {"metrics": output / "metrics.json", "folds": output / "folds.csv", "files": output / "files.csv"}
+    write_json(paths["metrics"], metrics)
+    fold_rows = [
+        {"features": name, **{k: getattr(s, k) for k in ("fold", "train_files", "test_files", "accuracy", "macro_f1")}}
+        | {"l2": "" if s.l2 is None else s.l2}
+        for name, fold_scores in scores.items()
+        for s in fold_scores
+    ]
+    _write_csv(
+        paths["folds"], fold_rows, ["features", "fold", "train_files", "test_files", "accuracy", "macro_f1", "l2"]
+    )
+    predicted = {name: np.empty(len(clips), dtype=np.int64) for name in scores}
+    for name, fold_scores in scores.items():
+        for s in fold_scores:
+            predicted[name][fold_of == s.fold] = s.predictions
+    file_rows = [
+        {
+            "path": c.name,
+            "start": c.start,
+            "end": "" if c.end is None else c.end,
+            "label": names[y[i]],
+            "group": c.group or "",
+            "fold": int(fold_of[i]),
+        }
+        | {f"predicted_{name}": names[p[i]] for name, p in predicted.items()}
+        for i, c in enumerate(clips)
+    ]
+    columns = ["path", "start", "end", "label", "group", "fold", *(f"predicted_{n}" for n in scores)]
+    _write_csv(paths["files"], file_rows, columns)
+    return {k: str(v) for k, v in paths.items()}
+
+
+def report(out: dict) -> None:
+    m = out["metrics"]
+    s = m["settings"]
+    classes = ", ".join(f"{c['name']} {c['files']}" for c in m["classes"])
+    grouping = f"grouped by '{s['grouped_by']}' ({s['groups']} groups)" if s["grouped_by"] else "stratified"
+    what = "per-hop rows" if s["rows"] else "pooled embeddings"
+    lines = [
+        f"linear probe on {what}: {m['files']} files, {len(m['classes'])} classes ({classes})",
+        f"{s['folds']}-fold cross-validation, {grouping}; mean ± std over folds",
+        "",
+        f"{'features':<22} {'accuracy':>15}   {'macro-F1':>15}",
+    ]
+    for name, r in m["results"].items():
+        acc, f1 = r["accuracy"], r["macro_f1"]
+        lines.append(
+            f"{TITLES[name]:<22} {acc['mean']:>7.3f} ± {acc['std']:<5.3f}   {f1['mean']:>7.3f} ± {f1['std']:<5.3f}"
+        )
+    for name, why in m["unavailable"].items():
+        lines.append(f"{TITLES[name]:<22} not computed: {why}")
+    lines.append("")
+    for c in m["dropped_classes"]:
+        lines.append(f"dropped class {c['name']!r}: {c['files']} clips (min_clips={s['min_clips']})")
+    for note in m["left_out_before_reading"]:
+        lines.append(f"left out: {note}")
+    if m["skipped"]:
+        shown = "; ".join(f"{x['path']} ({x['reason']})" for x in m["skipped"][:5])
+        more = f" and {len(m['skipped']) - 5} more" if len(m["skipped"]) > 5 else ""
+        lines.append(f"skipped {len(m['skipped'])} unreadable file(s): {shown}{more}")
+    lines.append(f"output: {out['output']} (metrics.json, folds.csv, files.csv)")
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="linear_probe")
+def main(cfg: DictConfig) -> None:
+    try:
+        report(run(cfg))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
