@@ -259,3 +259,22 @@ def test_overlapping_blocks_backward_sums_every_window_a_slot_is_in():
     blocks = _OverlappingBlocks.apply(x[1], 4, 2, 1, 2)  # windows 1 and 2 of 3, of a view into x
     assert torch.equal(blocks, x[1].unfold(1, 12, 4).transpose(-1, -2)[:, 1:3])
     assert torch.autograd.gradcheck(lambda t: _OverlappingBlocks.apply(t[1], 4, 2, 1, 2), (x,))
+
+
+@pytest.mark.parametrize("chunk,learns", [(4, True), (12, False)], ids=["chunks_inside_the_window", "window_long"])
+def test_with_a_carried_state_step_sizes_learn_only_from_updates_inside_the_window(chunk, learns):
+    """Training windows of 12 tokens with the state carried (detached) between them. The step sizes
+    learn from an update only when later tokens of the same window use it: chunks of 4 give two such
+    updates per window; a chunk as long as the window always completes at its end and teaches them
+    nothing (the reason the config's chunk is a quarter of the training window)."""
+    layer = make(chunk=chunk, window=6)
+    x = torch.randn(2, 36, DIM, dtype=torch.float64)
+    state = None
+    for window in x.split(12, dim=1):
+        layer.zero_grad()
+        y, state = layer(window, None if state is None else state.detach())
+        y.square().sum().backward()
+    for proj in (layer.lr_proj, layer.momentum_proj):
+        grad = proj.weight.grad  # None: not in the last window's graph at all
+        assert (grad is not None and grad.abs().max() > 0) == learns
+    assert layer.wqkv.weight.grad.abs().max() > 0  # the rest of the layer learns either way
