@@ -11,6 +11,7 @@ from ttt_mm.backbone import state_tensors
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.layers.lact import _OverlappingBlocks
 from ttt_mm.layers.rope import apply_rope, rope_rotation
+from ttt_mm.ops.lact import features
 from ttt_mm.ops.lact.naive import lact_naive
 
 DIM, HEADS = 32, 4
@@ -139,6 +140,26 @@ def test_long_inputs_processed_in_pieces_give_the_same_result(monkeypatch):
         monkeypatch.setattr(lact_module, "PIECE_TOKENS", 6)  # pieces of 8 tokens: two chunks
         pieces, _ = layer(x)
     assert (pieces - whole).abs().max().item() <= 1e-12
+
+
+def test_many_attention_blocks_and_feature_tiles_streamed_are_the_formulation(monkeypatch):
+    """Query blocks of 4 (the first ones reach into a partly filled cache) and feature tiles of 5
+    tokens, over two calls: outputs and every gradient as written by hand."""
+    monkeypatch.setattr(lact_module, "QUERY_BLOCK_RANGE", (4, 4))
+    monkeypatch.setattr(features, "TILE_TOKENS", 5)
+    layer = make(chunk=4, window=9)
+    x = torch.randn(2, 37, DIM, dtype=torch.float64, requires_grad=True)
+    first, state = layer(x[:, :7])
+    rest, _ = layer(x[:, 7:], state)
+    y = torch.cat([first, rest], dim=1)
+    expected = by_hand(layer, x)
+    assert (y - expected).abs().max().item() <= 1e-12
+    cotangent = torch.randn_like(y)
+    params = [x, *layer.parameters()]
+    grads = torch.autograd.grad((y * cotangent).sum(), params)
+    ref = torch.autograd.grad((expected * cotangent).sum(), params)
+    for (name, _), a, b in zip([("x", x), *layer.named_parameters()], grads, ref):
+        assert (a - b).abs().max().item() <= 1e-10 * (1 + b.abs().max().item()), name
 
 
 def test_no_output_depends_on_a_later_token_and_every_parameter_learns():
