@@ -2,9 +2,9 @@
 the fast path's inputs from the layer's q, k, v projection, and its gated, RMS-normed output.
 
 Each is a handful of passes over ``[T, C]`` activations. Autograd runs every op over the whole
-input and back, a pass through memory each, and keeps their intermediates. Here tiles of
-``TILE_TOKENS`` tokens go through all passes while they are in the core's cache, the forward keeps
-only its inputs (and a norm per token and head), and the backward recomputes the rest.
+input and back, a pass through memory each, and keeps their intermediates. Here (on the CPU) tiles
+of ``TILE_TOKENS`` tokens go through all passes while they are in the core's cache, the forward
+keeps only its inputs (and a norm per token and head), and the backward recomputes the rest.
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Tokens per tile (all batch rows): the temporaries of a tile are a few [B, TILE_TOKENS, C] tensors.
+from .tiles import token_tiles
+
+# Tokens per tile on the CPU (all batch rows): the temporaries of a tile are a few [B, TILE_TOKENS, C].
 TILE_TOKENS = 128
 
 _silu_backward = torch.ops.aten.silu_backward
-
-
-def _tiles(T: int):
-    return [slice(i, min(i + TILE_TOKENS, T)) for i in range(0, T, TILE_TOKENS)]
 
 
 def fast_inputs(qkv: Tensor, scale: Tensor, offset: Tensor, heads: int, eps: float) -> Tensor:
@@ -53,7 +51,7 @@ class _FastInputs(torch.autograd.Function):
         C = C3 // 3
         out = qkv.new_empty(3, B, heads, T, C // heads)
         norms = qkv.new_empty(B, T, 2, heads, 1, dtype=torch.promote_types(qkv.dtype, scale.dtype))
-        for t in _tiles(T):
+        for t in token_tiles(T, TILE_TOKENS, qkv.device):
             x = qkv[:, t].unflatten(-1, (3, heads, -1))  # [B, t, 3, H, D]
             act = F.silu(torch.addcmul(offset, x[:, :, :2].flatten(-2), scale), inplace=True).unflatten(-1, (heads, -1))
             n = torch.linalg.vector_norm(act, dim=-1, keepdim=True, out=norms[:, t])
@@ -70,7 +68,7 @@ class _FastInputs(torch.autograd.Function):
         heads = norms.shape[3]
         d_qkv = torch.empty_like(qkv)
         d_scale, d_offset = torch.zeros_like(scale), torch.zeros_like(offset)
-        for t in _tiles(T):
+        for t in token_tiles(T, TILE_TOKENS, grad.device):
             x = qkv[:, t].unflatten(-1, (3, heads, -1))  # [B, t, 3, H, D]
             dx = d_qkv[:, t].unflatten(-1, (3, heads, -1))
             g = _token_major(grad, t)
@@ -97,7 +95,7 @@ class _GatedRMSNorm(torch.autograd.Function):
         B, H, T, D = o.shape
         out = o.new_empty(B, T, H, D)
         rms = o.new_empty(B, H, T, 1)  # 1 / RMS(o) per token and head
-        for t in _tiles(T):
+        for t in token_tiles(T, TILE_TOKENS, o.device):
             o_t = o[:, :, t]
             r = torch.rsqrt(torch.linalg.vecdot(o_t, o_t).unsqueeze(-1).div_(D).add_(eps), out=rms[:, :, t])
             g = F.silu(gate[:, t].to(o.dtype)).transpose(1, 2).unsqueeze(-1)  # [B, H, t, 1]
@@ -113,7 +111,7 @@ class _GatedRMSNorm(torch.autograd.Function):
         d_o, d_gate = torch.empty_like(o), torch.empty_like(gate)
         d_weight = torch.zeros_like(weight)
         weight = weight.to(o.dtype)
-        for t in _tiles(T):
+        for t in token_tiles(T, TILE_TOKENS, grad.device):
             o_t, r = o[:, :, t], rms[:, :, t]
             dy = grad[:, t].transpose(1, 2)  # [B, H, t, D]
             g = F.silu(gate[:, t].to(o.dtype)).transpose(1, 2).unsqueeze(-1)

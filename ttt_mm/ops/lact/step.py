@@ -4,7 +4,7 @@ the step they ask for, both at the weights from before the chunk.
 Autograd through the same products and elementwise ops keeps every full-size intermediate of every
 chunk and replays some twenty elementwise kernels per chunk and head from memory. Here the forward
 keeps only its inputs; the backward recomputes the three products it needs, tile by tile
-(``TILE_TOKENS`` tokens of one head, so a tile's temporaries stay in the core's cache), with the
+(``TILE_TOKENS`` tokens of all heads on the CPU, so a tile's temporaries stay in cache), with the
 SwiGLU derivatives fused into as few passes as the ops allow, and the weights' gradients
 accumulate in place. Memory is that of the inputs, whatever the chunk size.
 
@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Tokens per tile: every temporary of a tile is at most [TILE_TOKENS, 2M] of one head.
+from .tiles import token_tiles
+
+# Tokens per tile on the CPU: every temporary of a tile is at most [BH, TILE_TOKENS, 2M].
 TILE_TOKENS = 512
 
 # ``grad * silu'(x)`` and ``grad * s (1 - s)`` for ``s = sigmoid(x)`` in one pass each (autograd's kernels).
@@ -37,11 +39,6 @@ def swiglu_chunk(W02: Tensor, W1: Tensor, q: Tensor, k: Tensor, v: Tensor, lr: T
     return _SwiGLUChunk.apply(W02, W1, q, k, v, lr)
 
 
-def _tiles(BH: int, n: int):
-    """``(head, token slice)`` of every tile."""
-    return [(h, slice(i, min(i + TILE_TOKENS, n))) for h in range(BH) for i in range(0, n, TILE_TOKENS)]
-
-
 class _SwiGLUChunk(torch.autograd.Function):
     @staticmethod
     def forward(ctx, W02, W1, q, k, v, lr):
@@ -49,16 +46,16 @@ class _SwiGLUChunk(torch.autograd.Function):
         M = W1.shape[-1]
         out = q.new_empty(BH, n, W1.shape[1])
         G02, G1 = torch.zeros_like(W02), torch.zeros_like(W1)
-        for h, t in _tiles(BH, n):
-            w02, w1, k_, lr_ = W02[h], W1[h], k[h, t], lr[h, t]
-            g, u = (q[h, t] @ w02.T).split(M, dim=-1)
-            torch.mm(F.silu(g, inplace=True).mul_(u), w1.T, out=out[h, t])
-            a, b = (k_ @ w02.T).split(M, dim=-1)
-            dh = v[h, t] @ w1
-            G02[h, :M].addmm_(_silu_backward(dh * b, a).mul_(lr_[:, :1]).T, k_)
+        for t in token_tiles(n, TILE_TOKENS, q.device):
+            k_, lr_ = k[:, t], lr[:, t]
+            g, u = torch.bmm(q[:, t], W02.mT).split(M, dim=-1)
+            torch.bmm(F.silu(g, inplace=True).mul_(u), W1.mT, out=out[:, t])
+            a, b = torch.bmm(k_, W02.mT).split(M, dim=-1)
+            dh = torch.bmm(v[:, t], W1)
+            G02[:, :M].baddbmm_(_silu_backward(dh * b, a).mul_(lr_[..., :1]).mT, k_)
             s = F.silu(a)
-            G02[h, M:].addmm_((dh * s).mul_(lr_[:, 2:]).T, k_)
-            G1[h].addmm_((v[h, t] * lr_[:, 1:2]).T, s.mul_(b))
+            G02[:, M:].baddbmm_((dh * s).mul_(lr_[..., 2:]).mT, k_)
+            G1.baddbmm_((v[:, t] * lr_[..., 1:2]).mT, s.mul_(b))
         ctx.save_for_backward(W02, W1, q, k, v, lr)
         ctx.set_materialize_grads(False)
         return out, G02, G1
@@ -74,27 +71,27 @@ class _SwiGLUChunk(torch.autograd.Function):
         dW02, dW1 = torch.zeros_like(W02), torch.zeros_like(W1)
         dq = torch.zeros_like(q) if d_out is None else torch.empty_like(q)  # tiles write what they reach
         dk, dv, dlr = (torch.empty_like(x) if stepped else torch.zeros_like(x) for x in (k, v, lr))
-        for h, t in _tiles(BH, n):
+        for t in token_tiles(n, TILE_TOKENS, q.device):
             if d_out is not None:
-                _apply_backward(W02[h], W1[h], q[h, t], d_out[h, t], dq[h, t], dW02[h], dW1[h])
+                _apply_backward(W02, W1, q[:, t], d_out[:, t], dq[:, t], dW02, dW1)
             if stepped:
-                inputs = (W02[h], W1[h], k[h, t], v[h, t], lr[h, t])
-                _step_backward(*inputs, dG02[h], dG1[h], dk[h, t], dv[h, t], dlr[h, t], dW02[h], dW1[h])
+                inputs = (W02, W1, k[:, t], v[:, t], lr[:, t])
+                _step_backward(*inputs, dG02, dG1, dk[:, t], dv[:, t], dlr[:, t], dW02, dW1)
         return dW02, dW1, dq, dk, dv, dlr
 
 
 def _apply_backward(w02, w1, q, d_out, dq, dW02, dW1) -> None:
     """Writes the outputs' contribution to ``dq``; adds theirs to ``dW02`` and ``dW1``."""
     M = w1.shape[-1]
-    g, u = (q @ w02.T).split(M, dim=-1)
-    d_hidden = d_out @ w1  # d out / d (silu(g) u), [t, M]
-    dQ = torch.empty(q.shape[0], 2 * M, dtype=q.dtype, device=q.device)  # [d/dg, d/du]
-    _silu_backward.grad_input(d_hidden * u, g, grad_input=dQ[:, :M])
+    g, u = torch.bmm(q, w02.mT).split(M, dim=-1)
+    d_hidden = torch.bmm(d_out, w1)
+    dQ = q.new_empty(*q.shape[:2], 2 * M)
+    _silu_backward.grad_input(d_hidden * u, g, grad_input=dQ[..., :M])
     sg = F.silu(g)
-    torch.mul(d_hidden, sg, out=dQ[:, M:])
-    torch.mm(dQ, w02, out=dq)
-    dW02.addmm_(dQ.T, q)
-    dW1.addmm_(d_out.T, sg.mul_(u))
+    torch.mul(d_hidden, sg, out=dQ[..., M:])
+    torch.bmm(dQ, w02, out=dq)
+    dW02.baddbmm_(dQ.mT, q)
+    dW1.baddbmm_(d_out.mT, sg.mul_(u))
 
 
 def _step_backward(w02, w1, k, v, lr, dG02, dG1, dk, dv, dlr, dW02, dW1) -> None:
@@ -104,27 +101,27 @@ def _step_backward(w02, w1, k, v, lr, dG02, dG1, dk, dv, dlr, dW02, dW1) -> None
     ``dk = P dG02 + dA W02``; ``G1 = (v lr1)^T h`` gives ``d(v lr1) = h dG1^T`` and ``dh_h = (v lr1) dG1``;
     then back through ``da``, ``db``, ``h`` to ``dh``, ``a``, ``b`` and the products that made them."""
     M = w1.shape[-1]
-    lr0, lr1, lr2 = lr[:, :1], lr[:, 1:2], lr[:, 2:]
-    a, b = (k @ w02.T).split(M, dim=-1)
-    dh = v @ w1
+    lr0, lr1, lr2 = lr[..., :1], lr[..., 1:2], lr[..., 2:]
+    a, b = torch.bmm(k, w02.mT).split(M, dim=-1)
+    dh = torch.bmm(v, w1)
     sig = torch.sigmoid(a)
     s = a * sig
     slope = torch.sub(a, s).add_(1).mul_(sig)  # silu'(a) = sig (1 + a (1 - sig))
     b_slope = b * slope
     da, db = dh * b_slope, dh * s
 
-    dP = k @ dG02.T  # [t, 2M]
+    dP = torch.bmm(k, dG02.mT)  # [t, 2M]
     dP0, dP2 = dP.split(M, dim=-1)
-    dlr[:, 0] = torch.linalg.vecdot(dP0, da)
-    dlr[:, 2] = torch.linalg.vecdot(dP2, db)
+    dlr[..., 0] = torch.linalg.vecdot(dP0, da)
+    dlr[..., 2] = torch.linalg.vecdot(dP2, db)
     P = torch.cat([da.mul_(lr0), db.mul_(lr2)], dim=-1)
-    torch.mm(P, dG02, out=dk)
+    torch.bmm(P, dG02, out=dk)
     dda, ddb = dP0.mul_(lr0), dP2.mul_(lr2)
 
     vl = v * lr1
-    dvl = (s * b) @ dG1.T  # d G1 / d (v lr1), [t, E]
-    dh_h = vl @ dG1  # d G1 / d h, [t, M]
-    dlr[:, 1] = torch.linalg.vecdot(dvl, v)
+    dvl = torch.bmm(s * b, dG1.mT)  # d G1 / d (v lr1), [t, E]
+    dh_h = torch.bmm(vl, dG1)  # d G1 / d h, [t, M]
+    dlr[..., 1] = torch.linalg.vecdot(dvl, v)
     torch.mul(dvl, lr1, out=dv)
 
     d_dh = torch.mul(dda, b_slope).addcmul_(ddb, s)
@@ -137,7 +134,7 @@ def _step_backward(w02, w1, k, v, lr, dG02, dG1, dk, dv, dlr, dW02, dW1) -> None
     curvature = _sigmoid_backward(torch.add(a, s, alpha=-2).add_(2), sig)
     torch.mul(dda_dh.mul_(b), curvature, out=d_a).addcmul_(d_s, slope)
 
-    dk.addmm_(dA, w02)
-    dW02.addmm_(dA.T, k)
-    dv.addmm_(d_dh, w1.T)
-    dW1.addmm_(v.T, d_dh)
+    dk.baddbmm_(dA, w02)
+    dW02.baddbmm_(dA.mT, k)
+    dv.baddbmm_(d_dh, w1.mT)
+    dW1.baddbmm_(v.mT, d_dh)
