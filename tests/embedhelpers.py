@@ -23,6 +23,7 @@ TOKENIZERS = {"audio": AUDIO, "video": VIDEO, "av": AV}
 MIXERS = {  # the mixer factories as conf/model/<name>.yaml gives them
     "ttt_linear": {"_target_": "ttt_mm.layers.TTTLayer", "_partial_": True, "num_heads": 2, "mini_batch_size": 8},
     "attention": {"_target_": "ttt_mm.layers.AttentionLayer", "_partial_": True, "num_heads": 2},
+    "lact": {"_target_": "ttt_mm.layers.LaCTLayer", "_partial_": True, "num_heads": 2, "chunk_size": 8, "window": 6},
 }
 
 

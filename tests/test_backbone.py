@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ttt_mm.backbone import Backbone, reset_rows, state_tensors
-from ttt_mm.layers import AttentionLayer, TTTLayer
+from ttt_mm.layers import AttentionLayer, LaCTLayer, TTTLayer
 
 CONFIGS = [
     ("ttt_linear", "transformer"),
@@ -14,6 +14,8 @@ CONFIGS = [
     ("attention", "transformer"),
     ("ttt_linear", "mamba"),
     ("ttt_mlp", "mamba"),
+    ("lact", "transformer"),
+    ("lact", "mamba"),
 ]
 
 
@@ -21,6 +23,8 @@ def mixer_factory(name: str, variant: str = "transformer", num_heads: int = 4):
     """What conf/model/<name>.yaml builds: a partial the backbone calls with dim=."""
     if name == "attention":
         return partial(AttentionLayer, num_heads=num_heads)
+    if name == "lact":  # chunks of 8 and a window of 6: the cuts below fall inside both
+        return partial(LaCTLayer, num_heads=num_heads, chunk_size=8, window=6, fast_heads=2)
     mamba = variant == "mamba"
     inner = name.removeprefix("ttt_")
     return partial(TTTLayer, num_heads=num_heads, inner=inner, mini_batch_size=8, use_gate=mamba, share_qk=mamba)

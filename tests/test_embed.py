@@ -38,7 +38,8 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpt")
-    return {name: save_checkpoint(root / f"{name}.ckpt", tok) for name, tok in TOKENIZERS.items()}
+    ckpts = {name: save_checkpoint(root / f"{name}.ckpt", tok) for name, tok in TOKENIZERS.items()}
+    return ckpts | {"av_lact": save_checkpoint(root / "av_lact.ckpt", TOKENIZERS["av"], mixer="lact")}
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +80,9 @@ def _reference(embedder: Embedder, path: Path, layer: int = -1, norm: bool = Tru
         ("audio", "audio", 0.4, 0, False),
         ("av", "av", 0.5, -1, True),  # 18 tokens per window
         ("video", "av", 0.75, -1, True),  # 12 tokens per window
+        ("av_lact", "av", 0.5, -1, True),  # LaCT: windows cut its chunks of 8 and attention windows of 6
     ],
-    ids=["audio", "audio-layer0-nonorm", "av", "video"],
+    ids=["audio", "audio-layer0-nonorm", "av", "video", "av-lact"],
 )
 def test_streaming_equals_one_pass(ckpts, files, kind, media, window, layer, norm):
     embedder = Embedder.from_checkpoint(ckpts[kind], layer=layer, norm=norm, window_seconds=window, device="cpu")

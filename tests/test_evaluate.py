@@ -42,6 +42,7 @@ def tiny_model(mixer: str = "ttt_linear") -> SequenceModel:
     layer = {
         "ttt_linear": {"_target_": "ttt_mm.layers.TTTLayer", "mini_batch_size": 4},
         "attention": {"_target_": "ttt_mm.layers.AttentionLayer"},
+        "lact": {"_target_": "ttt_mm.layers.LaCTLayer", "chunk_size": 8, "window": 6, "fast_heads": 2},
     }[mixer]
     backbone = {
         "_target_": "ttt_mm.backbone.Backbone",
@@ -83,8 +84,12 @@ def scores(model, windows, rollout_steps=0, keep_plot=False):
     return scorer.finish()
 
 
-def test_streamed_scores_equal_one_pass(model, clip_windows):
-    windows, whole = clip_windows  # 0.75 s windows = 27 tokens: mini-batches of 4 straddle them
+@pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])
+def test_streamed_scores_equal_one_pass(mixer, model, clip_windows):
+    windows, whole = clip_windows  # 0.75 s windows = 27 tokens: mini-batches of 4 and chunks of 8 straddle them
+    if mixer != "ttt_linear":
+        torch.manual_seed(0)
+        model = tiny_model(mixer)
     result = scores(model, windows)
     with torch.no_grad():
         tokens, pred, _ = model(whole)
@@ -178,8 +183,8 @@ def compose_evaluate(*overrides: str):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """Two good videos with sound, one without (read with a silent track), two bad files, a TTT and
-    an attention checkpoint."""
+    """Two good videos with sound, one without (read with a silent track), two bad files, a TTT, an
+    attention and a LaCT checkpoint."""
     root = tmp_path_factory.mktemp("evaluate")
     media = root / "media"
     media.mkdir()
@@ -190,7 +195,7 @@ def folder(tmp_path_factory):
     (media / "noise.mkv").write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     torch.manual_seed(0)
     ttt, attention = save(tiny_model(), root / "ttt.ckpt"), save(tiny_model("attention"), root / "attention.ckpt")
-    return root, media, [ttt, attention]
+    return root, media, [ttt, attention, save(tiny_model("lact"), root / "lact.ckpt")]
 
 
 def command_args(folder, out: Path) -> list[str]:
@@ -235,7 +240,7 @@ def test_evaluate_writes_every_output(evaluated, capsys):
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"ttt", "attention"}  # named after the mixer class
+    assert set(metrics["models"]) == {"ttt", "attention", "lact"}  # named after the mixer class
     assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4", "no_audio.mp4"]
     for m in metrics["models"].values():
         assert all(np.isfinite(v) for v in m["loss"].values())
@@ -248,12 +253,12 @@ def test_evaluate_writes_every_output(evaluated, capsys):
         assert m["loss_vs_context"]["all"]["tokens"][0]["count"] > 0
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 3 * 3  # models x (all, audio, video) x series
+    assert len(rows) == 3 * 3 * 3  # models x (all, audio, video) x series
     with open(out / "loss_vs_context.csv") as f:
         assert set(next(csv.DictReader(f))) >= {"model", "loss_model", "loss_copy_last_step", "loss_running_mean"}
     report(result)
     printed = capsys.readouterr().out
-    assert "ttt: loss" in printed and "attention: loss" in printed
+    assert "ttt: loss" in printed and "attention: loss" in printed and "lact: loss" in printed
 
 
 def test_bad_files_are_reported_and_skipped(evaluated, capsys):

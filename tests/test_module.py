@@ -26,5 +26,15 @@ def test_weight_decay_skips_small_tensors_norms_and_what_the_mixers_name():
 
 def test_carrying_state_needs_a_bounded_mixer():
     assert model("ttt_linear", carry_state=True).hparams.carry_state
+    assert model("lact", carry_state=True).hparams.carry_state
     with pytest.raises(ValueError, match="carry_state=true needs a mixer with a bounded state"):
         model("attention", carry_state=True)
+
+
+def test_lact_initial_fast_weights_and_qk_affine_take_no_weight_decay():
+    m = model("lact")
+    skip = m._no_decay()
+    mixer = "backbone.blocks.0.mixer"
+    for name in ("w0", "w1", "w2", "qk_scale", "qk_offset"):
+        assert id(m.get_parameter(f"{mixer}.{name}")) in skip, name
+    assert id(m.get_parameter(f"{mixer}.wqkv.weight")) not in skip

@@ -17,13 +17,17 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
+from ttt_mm.backbone import state_tensors
+from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.train import build, run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 DATA = ["synthetic", "audio_folder", "video_folder", "av_folder", "class_folders", "manifest", "librispeech"]
-MODELS = ["ttt_linear", "ttt_mlp", "attention"]
+MODELS = ["ttt_linear", "ttt_mlp", "attention", "lact"]
+# LaCT's default chunk is 8 s of the default data: in the 1 s windows below it would never complete
+SHORT_CHUNKS = ["model.backbone.mixer.chunk_size=8", "model.backbone.mixer.window=8"]
 TINY = ["debug=default", "data.clip_seconds=1.0", "data.batch_size=2", "data.eval_window_seconds=1.0"]
 
 
@@ -52,12 +56,14 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "default")
 
 
+@pytest.mark.parametrize("mixer", [None, "lact"], ids=["as_pinned", "lact"])
 @pytest.mark.parametrize("experiment", options("experiment"))
-def test_every_experiment_composes_and_builds(experiment, tmp_path, media_tree):
+def test_every_experiment_composes_and_builds(experiment, mixer, tmp_path, media_tree):
     cfg = compose_train(
         tmp_path,
         [
             f"experiment={experiment}",
+            *([f"model={mixer}"] if mixer else []),
             "size=tiny",
             "trainer=cpu",
             "data.root=" + str(media_tree["librispeech" if "librispeech" in experiment else "videos"]),
@@ -65,6 +71,9 @@ def test_every_experiment_composes_and_builds(experiment, tmp_path, media_tree):
     )
     datamodule, model, trainer = build(cfg)
     assert isinstance(model, SequenceModel) and model.tokenizer.dim == model.backbone.dim
+    if mixer == "lact":
+        assert all(isinstance(block.mixer, LaCTLayer) for block in model.backbone.blocks)
+        assert model.hparams.carry_state == cfg.data.stream  # a bounded state is carried whenever data streams
     datamodule.setup("fit")
     assert datamodule.splits["train"]
 
@@ -122,7 +131,10 @@ def test_default_run_carries_state_over_streamed_windows_and_attention_starts_fr
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("data", DATA)
 def test_fast_dev_run(data, model, tmp_path, media_tree):
-    cfg = compose_train(tmp_path, [*TINY, "debug=fast_dev_run", f"model={model}", *data_overrides(data, media_tree)])
+    extra = SHORT_CHUNKS if model == "lact" else []
+    cfg = compose_train(
+        tmp_path, [*TINY, "debug=fast_dev_run", f"model={model}", *extra, *data_overrides(data, media_tree)]
+    )
     out = run(cfg)
     assert torch.isfinite(torch.tensor(out["metrics"]["train/loss"]))
 
@@ -272,21 +284,21 @@ def test_missing_or_wrong_data_paths_are_clear_errors(overrides, message, tmp_pa
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
+# Two rows, each walking 8 s clips in two 4 s windows (144 tokens of the default data), four steps.
+TWO_WINDOW_STREAMS = [
+    "debug=default",
+    "data.clip_seconds=4.0",
+    "data.batch_size=2",
+    "data.source.num_clips=6",
+    "data.source.duration=8.0",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=4",
+    "data.eval_window_seconds=4.0",
+]
+
+
 def test_long_context_training_carries_state_across_windows(tmp_path):
-    cfg = compose_train(
-        tmp_path,
-        [
-            "experiment=long_context",
-            "debug=default",
-            "data.clip_seconds=4.0",
-            "data.batch_size=2",
-            "data.source.num_clips=6",
-            "data.source.duration=8.0",
-            "trainer.max_steps=4",
-            "trainer.val_check_interval=4",
-            "data.eval_window_seconds=4.0",
-        ],
-    )
+    cfg = compose_train(tmp_path, ["experiment=long_context", *TWO_WINDOW_STREAMS])
     datamodule, model, trainer = build(cfg)
     datamodule.setup("fit")
     seen = []
@@ -296,3 +308,35 @@ def test_long_context_training_carries_state_across_windows(tmp_path):
     assert trainer.global_step == 4
     assert [r.tolist() for r in seen] == [[True, True], [False, False], [True, True], [False, False]]
     assert model._train_state is not None  # the carried (detached) state of the last window
+
+
+def test_lact_training_carries_its_state_across_windows_detached_and_restarts_rows(tmp_path):
+    """model=lact on the streamed default data, with 1 s chunks (36 tokens): four updates per window."""
+    chunks = ["model.backbone.mixer.chunk_size=36", "model.backbone.mixer.window=36"]
+    cfg = compose_train(tmp_path, [*TWO_WINDOW_STREAMS, "model=lact", *chunks])
+    datamodule, model, trainer = build(cfg)
+    assert model.hparams.carry_state
+    datamodule.setup("fit")
+    steps = []  # per training step: reset flags, the state the last window left, the state carried in, a fresh one
+    original = model._carried_state
+
+    def spy(batch):
+        left, carried = model._train_state, original(batch)
+        steps.append((batch["reset"].tolist(), left, carried, model.backbone.initial_state(len(batch["reset"]))))
+        return carried
+
+    step_size_grads = []
+    model._carried_state = spy
+    model.on_after_backward = lambda: step_size_grads.append(model.backbone.blocks[0].mixer.lr_proj.weight.grad.norm())
+    trainer.fit(model, datamodule=datamodule)
+
+    assert [reset for reset, *_ in steps] == [[True, True], [False, False], [True, True], [False, False]]
+    assert steps[0][2] is None  # a stream starts from the initial state
+    for reset, left, carried, fresh in steps[1:]:
+        assert not any(t.requires_grad for t in state_tensors(left))  # cut from the last step's graph
+        for a, b in zip(state_tensors(carried), state_tensors(fresh if all(reset) else left), strict=True):
+            assert torch.equal(a, b)
+    _, left, _, fresh = steps[1]
+    fast = left.blocks[0].mixer.fast  # after a whole window: four complete chunks
+    assert fast.count.tolist() == [0, 0] and not torch.allclose(fast.weights[0], fresh.blocks[0].mixer.fast.weights[0])
+    assert len(step_size_grads) == 4 and all(g > 0 for g in step_size_grads)  # updates inside each window

@@ -11,6 +11,7 @@ from ttt_mm.backbone import state_tensors
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.layers.lact import _OverlappingBlocks
 from ttt_mm.layers.rope import apply_rope, rope_rotation
+from ttt_mm.ops.lact import features
 from ttt_mm.ops.lact.naive import lact_naive
 
 DIM, HEADS = 32, 4
@@ -141,6 +142,26 @@ def test_long_inputs_processed_in_pieces_give_the_same_result(monkeypatch):
     assert (pieces - whole).abs().max().item() <= 1e-12
 
 
+def test_many_attention_blocks_and_feature_tiles_streamed_are_the_formulation(monkeypatch):
+    """Query blocks of 4 (the first ones reach into a partly filled cache) and feature tiles of 5
+    tokens, over two calls: outputs and every gradient as written by hand."""
+    monkeypatch.setattr(lact_module, "QUERY_BLOCK_RANGE", (4, 4))
+    monkeypatch.setattr(features, "TILE_TOKENS", 5)
+    layer = make(chunk=4, window=9)
+    x = torch.randn(2, 37, DIM, dtype=torch.float64, requires_grad=True)
+    first, state = layer(x[:, :7])
+    rest, _ = layer(x[:, 7:], state)
+    y = torch.cat([first, rest], dim=1)
+    expected = by_hand(layer, x)
+    assert (y - expected).abs().max().item() <= 1e-12
+    cotangent = torch.randn_like(y)
+    params = [x, *layer.parameters()]
+    grads = torch.autograd.grad((y * cotangent).sum(), params)
+    ref = torch.autograd.grad((expected * cotangent).sum(), params)
+    for (name, _), a, b in zip([("x", x), *layer.named_parameters()], grads, ref):
+        assert (a - b).abs().max().item() <= 1e-10 * (1 + b.abs().max().item()), name
+
+
 def test_no_output_depends_on_a_later_token_and_every_parameter_learns():
     layer = make(chunk=4, window=3)
     x = torch.randn(1, 19, DIM, dtype=torch.float64, requires_grad=True)
@@ -259,3 +280,22 @@ def test_overlapping_blocks_backward_sums_every_window_a_slot_is_in():
     blocks = _OverlappingBlocks.apply(x[1], 4, 2, 1, 2)  # windows 1 and 2 of 3, of a view into x
     assert torch.equal(blocks, x[1].unfold(1, 12, 4).transpose(-1, -2)[:, 1:3])
     assert torch.autograd.gradcheck(lambda t: _OverlappingBlocks.apply(t[1], 4, 2, 1, 2), (x,))
+
+
+@pytest.mark.parametrize("chunk,learns", [(4, True), (12, False)], ids=["chunks_inside_the_window", "window_long"])
+def test_with_a_carried_state_step_sizes_learn_only_from_updates_inside_the_window(chunk, learns):
+    """Training windows of 12 tokens with the state carried (detached) between them. The step sizes
+    learn from an update only when later tokens of the same window use it: chunks of 4 give two such
+    updates per window; a chunk as long as the window always completes at its end and teaches them
+    nothing (the reason the config's chunk is a quarter of the training window)."""
+    layer = make(chunk=chunk, window=6)
+    x = torch.randn(2, 36, DIM, dtype=torch.float64)
+    state = None
+    for window in x.split(12, dim=1):
+        layer.zero_grad()
+        y, state = layer(window, None if state is None else state.detach())
+        y.square().sum().backward()
+    for proj in (layer.lr_proj, layer.momentum_proj):
+        grad = proj.weight.grad  # None: not in the last window's graph at all
+        assert (grad is not None and grad.abs().max() > 0) == learns
+    assert layer.wqkv.weight.grad.abs().max() > 0  # the rest of the layer learns either way

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ttt_mm.ops import LaCTState, lact_swiglu
+from ttt_mm.ops.lact import step
 from ttt_mm.ops.lact.muon import NEWTON_SCHULZ_STEPS, orthogonalize
 from ttt_mm.ops.lact.naive import lact_naive, newton_schulz
 
@@ -46,10 +47,13 @@ def leaves(inputs):
     return {n: None if x is None else x.clone().requires_grad_() for n, x in inputs.items()}
 
 
+@pytest.mark.parametrize("tile", [512, 3], ids=["one_tile", "tiles_of_3"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("T", [13, 12, 3], ids=lambda t: f"T{t}")
-def test_outputs_state_and_all_gradients_match_the_reference(variant, T):
-    """T=13 ends mid-chunk, T=12 on a boundary, T=3 is shorter than one chunk."""
+def test_outputs_state_and_all_gradients_match_the_reference(variant, T, tile, monkeypatch):
+    """T=13 ends mid-chunk, T=12 on a boundary, T=3 is shorter than one chunk; tiles of 3 tokens cut
+    every chunk of the hand-written step (forward and backward) in two."""
+    monkeypatch.setattr(step, "TILE_TOKENS", tile)
     momentum, muon = VARIANTS[variant]
     inputs = make_inputs(T=T, momentum=momentum)
     fast_in, ref_in = leaves(inputs), leaves(inputs)

@@ -8,7 +8,8 @@ outputs, final state and every input gradient of TTT-Linear and TTT-MLP) or noth
 Then, in one run, for each length: the TTT-Linear and TTT-MLP cores, forward and forward+backward,
 each with ``kernel="triton"`` and ``kernel="torch"`` (the PyTorch core only up to ``--torch-max``
 tokens: it is slow), and the full TTT-Linear layer (projections included) against a causal SDPA
-attention layer of the same width. Printed: tokens/s, peak memory above the inputs,
+attention layer and a LaCT layer (PyTorch ops, no fused kernels; chunk and window as in ``bench
+layers``) of the same width. Printed: tokens/s, peak memory above the inputs,
 and the fraction of the card's dense bf16 peak FLOP/s that the core's matrix products represent
 (TTT-Linear ``2 F (3 F + 2 K)`` FLOPs per token and head forward, about 2.5x that backward;
 TTT-MLP counted the same way below).
@@ -23,7 +24,7 @@ from functools import partial
 
 import torch
 
-from ..layers import AttentionLayer, TTTLayer
+from ..layers import AttentionLayer, LaCTLayer, TTTLayer
 from ..ops import ttt_linear, ttt_mlp
 
 # Dense bf16 tensor-core peak FLOP/s (no sparsity) from the vendors' data sheets, by device-name substring.
@@ -100,6 +101,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--mini-batch", type=int, default=16)
     p.add_argument("--torch-max", type=int, default=16384, help="longest T for the (slow) PyTorch core")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--lact-chunk", type=int, default=2048, help="LaCT tokens per fast-weight update")
+    p.add_argument("--lact-window", type=int, default=256, help="LaCT attention window (tokens)")
     p.add_argument("--quick", action="store_true", help="correctness check and T = 4096 only")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -145,6 +148,7 @@ def main(argv: list[str]) -> int:
         for what, layer in (
             ("TTT-Linear layer fwd", TTTLayer(dim, H, inner="linear", mini_batch_size=K)),
             ("attention layer fwd", AttentionLayer(dim, H)),
+            ("LaCT layer fwd", LaCTLayer(dim, H, chunk_size=args.lact_chunk, window=args.lact_window)),
         ):
             layer = layer.to(device)
             x = torch.randn(B, T, dim, device=device)

@@ -1,4 +1,4 @@
-"""Tokens/s and peak memory of one mixer layer (TTT-Linear, TTT-MLP, attention) against sequence length.
+"""Tokens/s and peak memory of one mixer layer (TTT-Linear, TTT-MLP, attention, LaCT) against sequence length.
 
     python -m ttt_mm.bench layers                      # CPU, fp32 forward, no grad
     python -m ttt_mm.bench layers --device cuda --dtype bf16
@@ -14,6 +14,12 @@ a lucky fraction of a second that a long one cannot fit into, so "cost per token
 like with like on a shared, noisy machine. For the same reason the measurements are taken in
 ``--rounds`` round-robin passes over all layers and lengths, and each row reports its median round:
 a slow (or unusually fast) spell of the machine then moves one round of every row, not one row.
+
+LaCT runs with chunks of ``--lact-chunk`` tokens (2048: as released, and about 7 s of 128 px
+audio-visual tokens, the stream these lengths stand for) and an attention window of
+``--lact-window`` tokens (256: about 1 s of such tokens; attention's cost grows with the window
+and would otherwise dominate the layer), with the layer's other defaults (4 fast-weight heads,
+momentum, Muon).
 """
 
 from __future__ import annotations
@@ -28,19 +34,21 @@ import time
 
 import torch
 
-from ..layers import AttentionLayer, TTTLayer
+from ..layers import AttentionLayer, LaCTLayer, TTTLayer
 
-LAYERS = ("ttt_linear", "ttt_mlp", "attention")
+LAYERS = ("ttt_linear", "ttt_mlp", "attention", "lact")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Written before each timed CPU call to evict the caches: otherwise a short input stays resident in
 # L3 across repeats and short lengths look faster per token than long ones for that reason alone.
 CACHE_FLUSH_BYTES = 256 * 2**20
 
 
-def build(name: str, dim: int, heads: int, mini_batch: int) -> torch.nn.Module:
+def build(name: str, args: argparse.Namespace) -> torch.nn.Module:
     if name == "attention":
-        return AttentionLayer(dim, heads)
-    return TTTLayer(dim, heads, inner=name.removeprefix("ttt_"), mini_batch_size=mini_batch)
+        return AttentionLayer(args.dim, args.heads)
+    if name == "lact":
+        return LaCTLayer(args.dim, args.heads, chunk_size=args.lact_chunk, window=args.lact_window)
+    return TTTLayer(args.dim, args.heads, inner=name.removeprefix("ttt_"), mini_batch_size=args.mini_batch)
 
 
 def _sync(device: str) -> None:
@@ -53,7 +61,7 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
     peak memory of one sequence above the inputs and weights, in this process."""
     torch.manual_seed(0)
     device, dtype = args.device, DTYPES[args.dtype]
-    layer = build(name, args.dim, args.heads, args.mini_batch).to(device).eval()
+    layer = build(name, args).to(device).eval()
     count = max(1, args.work // T)
     xs = torch.randn(count, args.batch, T, args.dim, device=device).unbind(0)
     autocast = torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
@@ -108,6 +116,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--mini-batch", type=int, default=16)
+    p.add_argument("--lact-chunk", type=int, default=2048, help="LaCT tokens per fast-weight update")
+    p.add_argument("--lact-window", type=int, default=256, help="LaCT attention window (tokens)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
@@ -129,7 +139,8 @@ def main(argv: list[str]) -> int:
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, {args.device} {args.dtype}, dim {args.dim}, heads {args.heads}, "
-        f"K {args.mini_batch}, batch {args.batch}, {'forward+backward' if args.train else 'forward, no grad'}"
+        f"K {args.mini_batch}, LaCT chunk {args.lact_chunk} window {args.lact_window}, batch {args.batch}, "
+        f"{'forward+backward' if args.train else 'forward, no grad'}"
     )
     rounds: dict[tuple[str, int], list[dict]] = {}
     for r in range(args.rounds):

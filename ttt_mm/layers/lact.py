@@ -28,6 +28,19 @@ Deliberate differences, for causal streaming over unbounded recordings:
 Chunk and window are independent, and any combination streams exactly. With ``window >= chunk_size``
 every earlier token is seen by attention or by the fast weights; with a smaller window, a token
 also misses the tokens of its own chunk that lie more than ``window - 1`` back.
+
+Choosing them (in tokens, so they follow the token rate; ``conf/model/lact.yaml`` has a table):
+a chunk of about a quarter of the training window, a whole number of tokenizer steps that divides
+the window's token count, so that several updates land inside every window (the step sizes learn
+from an update only when later tokens of its window use it) and rows restarted at window
+boundaries stay aligned; a window of one chunk, or less where attention dominates the cost. For
+32 s training windows that is an 8 s chunk: 288 tokens for the default 32 px audio-visual data
+(36 tokens/s), 200 for audio alone (25 tokens/s), 2208 for 128 px audio-visual (276 tokens/s,
+with a window of 256 to 2208: at 256, about 1 s, attention costs about what the fast weights do;
+at 2208 several times that).
+
+Speed: the fast path's feature maps and its gated output norm (`ttt_mm.ops.lact.features`) and
+the core's chunk step have hand-written backward passes; attention is SDPA on query blocks.
 """
 
 from __future__ import annotations
@@ -40,13 +53,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import LaCTState, lact_swiglu
+from ..ops.lact.features import fast_inputs, gated_rms_norm
 from .pieces import in_pieces
 from .rope import apply_rope, rope_rotation
 from .ttt import INIT_STD
 
-# Queries per attention block: each block attends to its own keys and the ``window - 1`` before, so
-# the work is ``(QUERY_BLOCK + window - 1) / window`` times the exact band's, in a few large SDPA calls.
-QUERY_BLOCK = 256
+# Queries per attention block: about half the window, a multiple of 32 in [64, 256]. Each block attends
+# to its own keys and the ``window - 1`` before, so the work is ``(Q + window - 1) / window`` times the
+# exact band's (about 1.5); smaller blocks waste less but cost more per SDPA block on the CPU.
+QUERY_BLOCK_RANGE = (64, 256)
 # Tokens per internal step of a long forward pass (rounded up to whole chunks): keeps the attention
 # masks and block views small; exact, since the layer streams exactly.
 PIECE_TOKENS = 8192
@@ -179,26 +194,15 @@ class LaCTLayer(nn.Module):
         return in_pieces(self._forward, x, state, -(-PIECE_TOKENS // self.chunk_size) * self.chunk_size)
 
     def _forward(self, x: Tensor, state: LaCTLayerState) -> tuple[Tensor, LaCTLayerState]:
-        B, T, C = x.shape
-        q, k, v = self.wqkv(x).chunk(3, dim=-1)  # [B, T, C] each
-        o, keys, values, cached = self._window_attention(q, k, v, state)
-        fast, fast_state = self._fast_weights(x, q, k, v, state.fast)
+        qkv = self.wqkv(x)  # [B, T, 3C]
+        o, keys, values, cached = self._window_attention(*qkv.chunk(3, dim=-1), state)
+        fast, fast_state = self._fast_weights(x, qkv, state.fast)
         y = self.wo(o + fast)
         return y, LaCTLayerState(fast_state, keys, values, cached)
 
-    def _fast_weights(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, state: LaCTState) -> tuple[Tensor, LaCTState]:
-        B, T, C = x.shape
-        Hf, Df = self.fast_heads, self.fast_dim
-
-        def heads(t):  # [B, T, C] -> [B, Hf, T, Df]
-            return t.unflatten(-1, (Hf, Df)).transpose(1, 2)
-
-        def l2(t):
-            return t / (torch.linalg.vector_norm(t, dim=-1, keepdim=True) + L2_EPS)
-
-        fq = l2(heads(F.silu(q * self.qk_scale[0] + self.qk_offset[0])))
-        fk = l2(heads(F.silu(k * self.qk_scale[1] + self.qk_offset[1])))
-        fv = heads(F.silu(v))
+    def _fast_weights(self, x: Tensor, qkv: Tensor, state: LaCTState) -> tuple[Tensor, LaCTState]:
+        Hf = self.fast_heads
+        fq, fk, fv = fast_inputs(qkv, self.qk_scale, self.qk_offset, Hf, L2_EPS)  # [B, Hf, T, Df] each
         wide = torch.promote_types(x.dtype, torch.float32)  # step sizes and gates at least in float32
         lr = F.softplus(self.lr_proj(x).to(wide) + self.lr_offset)  # [B, T, 3 Hf]
         lr = lr.unflatten(-1, (Hf, 3)).transpose(1, 2)  # [B, Hf, T, 3]
@@ -208,8 +212,8 @@ class LaCTLayer(nn.Module):
         out, state = lact_swiglu(
             fq, fk, fv, lr, self.w0, self.w1, self.w2, gate, chunk_size=self.chunk_size, muon=self.muon, state=state
         )
-        out = self.fast_norm(out.to(x.dtype)) * F.silu(self.fast_scale_proj(x)).transpose(1, 2).unsqueeze(-1)
-        return out.transpose(1, 2).reshape(B, T, C), state
+        norm = self.fast_norm
+        return gated_rms_norm(out.to(x.dtype), norm.weight, self.fast_scale_proj(x), norm.eps), state
 
     def _window_attention(self, q: Tensor, k: Tensor, v: Tensor, state: LaCTLayerState):
         """Causal sliding-window attention over the cached and the new tokens, block by block.
@@ -222,7 +226,7 @@ class LaCTLayer(nn.Module):
         """
         B, T, C = q.shape
         H, Fh, P = self.num_heads, self.head_dim, self.window - 1
-        Q = min(QUERY_BLOCK, T)
+        Q = min(query_block(self.window), T)
         nb, R = -(-T // Q), -(-P // Q)
         front, end = R * Q - P, nb * Q - T  # zero slots before the cache and after the new tokens
         span = (R + 1) * Q
@@ -265,6 +269,12 @@ class LaCTLayer(nn.Module):
         o = torch.stack(outs).transpose(1, 2).reshape(B, T, C)  # [B, H, T, F] -> [B, T, C]
         cached = torch.clamp(state.cached + T, max=P)
         return o, new_keys, new_values, cached
+
+
+def query_block(window: int) -> int:
+    """Queries per attention block for a window: ``R = ceil((window - 1) / Q)`` earlier blocks are in reach."""
+    low, high = QUERY_BLOCK_RANGE
+    return max(low, min(high, -(-(window - 1) // 64) * 32))
 
 
 def _windows(x: Tensor, Q: int, R: int) -> Tensor:

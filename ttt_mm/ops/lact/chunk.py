@@ -19,45 +19,25 @@ deliberate differences: a chunk that ends the input still updates the weights (t
 that last update because its outputs do not need it; a stream does); a trailing partial chunk is
 kept as exact partial sums in the state; the Newton-Schulz steps run in float32/64, not bfloat16.
 
-Speed: each chunk is a handful of batched products over all ``C`` tokens (W0 and W2 are stacked
-into one ``[2M, D]`` matrix, so one product gives both), so the Python loop runs
-``T / C`` times, not ``T`` times; autograd differentiates it. Layout inside this module: batch
-and heads flattened to one leading dim ``BH``; ``W02 [BH, 2M, D]`` is ``W0`` over ``W2``.
+Speed: each chunk is a handful of large products over all ``C`` tokens (W0 and W2 are stacked
+into one ``[2M, D]`` matrix, so one product gives both), so the Python loop runs ``T / C`` times,
+not ``T`` times. A chunk's outputs and step are `step.swiglu_chunk`, whose backward is written by
+hand; autograd differentiates only the few ops per chunk between them (momentum, Muon, the row
+renormalisation) on weight-sized tensors. Layout inside this module: batch and heads flattened to
+one leading dim ``BH``; ``W02 [BH, 2M, D]`` is ``W0`` over ``W2``.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .muon import orthogonalize
 from .state import LaCTState
+from .step import swiglu_chunk
 
 # Added to a row's norm before rescaling it to its initial norm (as released).
 RENORM_EPS = 1e-5
-
-
-def _chunk(W02: Tensor, W1: Tensor, q: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Outputs of ``n`` tokens of one chunk and the step they ask for, both at weights ``W02, W1``.
-
-    ``q, k [BH, n, D]``, ``v [BH, n, E]``, ``lr [BH, n, 3]``. Returns ``out [BH, n, E]``, the step
-    ``G02 [BH, 2M, D]`` (W0's over W2's) and ``G1 [BH, E, M]``: the SwiGLU backward written out.
-    """
-    M = W1.shape[-1]
-    gate_q, up_q = torch.bmm(q, W02.mT).split(M, dim=-1)  # W0 q, W2 q: [BH, n, M] each
-    out = torch.bmm(F.silu(gate_q) * up_q, W1.mT)  # f(q) = W1 (silu(W0 q) * (W2 q))
-
-    a, b = torch.bmm(k, W02.mT).split(M, dim=-1)  # W0 k, W2 k
-    sig = torch.sigmoid(a)
-    s = a * sig  # silu(W0 k)
-    dh = torch.bmm(v, W1)  # d<f(k), v>/d hidden, [BH, n, M]
-    da = dh * b * (sig + s * (1 - sig))  # through silu: silu'(a) = sig (1 + a (1 - sig))
-    db = dh * s
-    lr0, lr1, lr2 = lr.unsqueeze(-1).unbind(-2)  # [BH, n, 1] each
-    G02 = torch.cat([torch.bmm((da * lr0).mT, k), torch.bmm((db * lr2).mT, k)], dim=1)  # [BH, 2M, D]
-    G1 = torch.bmm((v * lr1).mT, s * b)  # sum_t lr1 v_t hidden_t^T, [BH, E, M]
-    return out, G02, G1
 
 
 def _renorm(W: Tensor, norms: Tensor) -> Tensor:
@@ -91,7 +71,7 @@ def _scan(W, G, velocity, gate_sum, pos: int, q, k, v, lr, gate, norms, C: int, 
     gates = gate.split(sizes, dim=1) if gate is not None else [None] * len(sizes)
     outs = []
     for (q_, k_, v_, lr_), gate_ in zip(pieces, gates):
-        out, G02, G1 = _chunk(*W, q_, k_, v_, lr_)
+        out, G02, G1 = swiglu_chunk(*W, q_, k_, v_, lr_)
         outs.append(out)
         G = (G[0] + G02, G[1] + G1) if pos else (G02, G1)
         if gate_ is not None:

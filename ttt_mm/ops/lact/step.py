@@ -1,0 +1,140 @@
+"""One chunk of the LaCT core with its backward written by hand: the outputs of a chunk's tokens and
+the step they ask for, both at the weights from before the chunk.
+
+Autograd through the same products and elementwise ops keeps every full-size intermediate of every
+chunk and replays some twenty elementwise kernels per chunk and head from memory. Here the forward
+keeps only its inputs; the backward recomputes the three products it needs, tile by tile
+(``TILE_TOKENS`` tokens of all heads on the CPU, so a tile's temporaries stay in cache), with the
+SwiGLU derivatives fused into as few passes as the ops allow, and the weights' gradients
+accumulate in place. Memory is that of the inputs, whatever the chunk size.
+
+Notation (per head; rows are tokens; ``W02 [2M, D]`` is ``W0`` over ``W2``, ``W1 [E, M]``):
+
+- apply: ``[g, u] = q W02^T``, ``out = (silu(g) * u) W1^T``;
+- the objective ``<f(k), v>`` and its gradient: ``[a, b] = k W02^T``, ``s = silu(a)``, ``h = s * b``,
+  ``dh = v W1``; ``d/da = dh * b * silu'(a)``, ``d/db = dh * s``;
+- step: ``G02 = [d/da * lr0, d/db * lr2]^T k``, ``G1 = (v * lr1)^T h``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .tiles import token_tiles
+
+# Tokens per tile on the CPU: every temporary of a tile is at most [BH, TILE_TOKENS, 2M].
+TILE_TOKENS = 512
+
+# ``grad * silu'(x)`` and ``grad * s (1 - s)`` for ``s = sigmoid(x)`` in one pass each (autograd's kernels).
+_silu_backward = torch.ops.aten.silu_backward
+_sigmoid_backward = torch.ops.aten.sigmoid_backward
+
+
+def swiglu_chunk(W02: Tensor, W1: Tensor, q: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``out [BH, n, E]``, ``G02 [BH, 2M, D]``, ``G1 [BH, E, M]`` of ``n`` tokens at weights ``W02, W1``.
+
+    ``q, k [BH, n, D]``, ``v [BH, n, E]``, ``lr [BH, n, 3]`` (step sizes of W0, W1, W2)."""
+    return _SwiGLUChunk.apply(W02, W1, q, k, v, lr)
+
+
+class _SwiGLUChunk(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, W02, W1, q, k, v, lr):
+        BH, n, _ = q.shape
+        M = W1.shape[-1]
+        out = q.new_empty(BH, n, W1.shape[1])
+        G02, G1 = torch.zeros_like(W02), torch.zeros_like(W1)
+        for t in token_tiles(n, TILE_TOKENS, q.device):
+            k_, lr_ = k[:, t], lr[:, t]
+            g, u = torch.bmm(q[:, t], W02.mT).split(M, dim=-1)
+            torch.bmm(F.silu(g, inplace=True).mul_(u), W1.mT, out=out[:, t])
+            a, b = torch.bmm(k_, W02.mT).split(M, dim=-1)
+            dh = torch.bmm(v[:, t], W1)
+            G02[:, :M].baddbmm_(_silu_backward(dh * b, a).mul_(lr_[..., :1]).mT, k_)
+            s = F.silu(a)
+            G02[:, M:].baddbmm_((dh * s).mul_(lr_[..., 2:]).mT, k_)
+            G1.baddbmm_((v[:, t] * lr_[..., 1:2]).mT, s.mul_(b))
+        ctx.save_for_backward(W02, W1, q, k, v, lr)
+        ctx.set_materialize_grads(False)
+        return out, G02, G1
+
+    @staticmethod
+    def backward(ctx, d_out, dG02, dG1):
+        W02, W1, q, k, v, lr = ctx.saved_tensors
+        BH, n, _ = q.shape
+        stepped = dG02 is not None or dG1 is not None  # None: the chunk's step reaches no loss
+        if stepped:
+            dG02 = torch.zeros_like(W02) if dG02 is None else dG02
+            dG1 = torch.zeros_like(W1) if dG1 is None else dG1
+        dW02, dW1 = torch.zeros_like(W02), torch.zeros_like(W1)
+        dq = torch.zeros_like(q) if d_out is None else torch.empty_like(q)  # tiles write what they reach
+        dk, dv, dlr = (torch.empty_like(x) if stepped else torch.zeros_like(x) for x in (k, v, lr))
+        for t in token_tiles(n, TILE_TOKENS, q.device):
+            if d_out is not None:
+                _apply_backward(W02, W1, q[:, t], d_out[:, t], dq[:, t], dW02, dW1)
+            if stepped:
+                inputs = (W02, W1, k[:, t], v[:, t], lr[:, t])
+                _step_backward(*inputs, dG02, dG1, dk[:, t], dv[:, t], dlr[:, t], dW02, dW1)
+        return dW02, dW1, dq, dk, dv, dlr
+
+
+def _apply_backward(w02, w1, q, d_out, dq, dW02, dW1) -> None:
+    """Writes the outputs' contribution to ``dq``; adds theirs to ``dW02`` and ``dW1``."""
+    M = w1.shape[-1]
+    g, u = torch.bmm(q, w02.mT).split(M, dim=-1)
+    d_hidden = torch.bmm(d_out, w1)
+    dQ = q.new_empty(*q.shape[:2], 2 * M)
+    _silu_backward.grad_input(d_hidden * u, g, grad_input=dQ[..., :M])
+    sg = F.silu(g)
+    torch.mul(d_hidden, sg, out=dQ[..., M:])
+    torch.bmm(dQ, w02, out=dq)
+    dW02.baddbmm_(dQ.mT, q)
+    dW1.baddbmm_(d_out.mT, sg.mul_(u))
+
+
+def _step_backward(w02, w1, k, v, lr, dG02, dG1, dk, dv, dlr, dW02, dW1) -> None:
+    """Writes the step's contribution to ``dk``, ``dv`` and ``dlr``; adds theirs to ``dW02`` and ``dW1``.
+
+    With ``P = [da * lr0, db * lr2]`` (``da = dh b silu'(a)``, ``db = dh s``): ``dP = k dG02^T``,
+    ``dk = P dG02 + dA W02``; ``G1 = (v lr1)^T h`` gives ``d(v lr1) = h dG1^T`` and ``dh_h = (v lr1) dG1``;
+    then back through ``da``, ``db``, ``h`` to ``dh``, ``a``, ``b`` and the products that made them."""
+    M = w1.shape[-1]
+    lr0, lr1, lr2 = lr[..., :1], lr[..., 1:2], lr[..., 2:]
+    a, b = torch.bmm(k, w02.mT).split(M, dim=-1)
+    dh = torch.bmm(v, w1)
+    sig = torch.sigmoid(a)
+    s = a * sig
+    slope = torch.sub(a, s).add_(1).mul_(sig)  # silu'(a) = sig (1 + a (1 - sig))
+    b_slope = b * slope
+    da, db = dh * b_slope, dh * s
+
+    dP = torch.bmm(k, dG02.mT)  # [t, 2M]
+    dP0, dP2 = dP.split(M, dim=-1)
+    dlr[..., 0] = torch.linalg.vecdot(dP0, da)
+    dlr[..., 2] = torch.linalg.vecdot(dP2, db)
+    P = torch.cat([da.mul_(lr0), db.mul_(lr2)], dim=-1)
+    torch.bmm(P, dG02, out=dk)
+    dda, ddb = dP0.mul_(lr0), dP2.mul_(lr2)
+
+    vl = v * lr1
+    dvl = torch.bmm(s * b, dG1.mT)  # d G1 / d (v lr1), [t, E]
+    dh_h = torch.bmm(vl, dG1)  # d G1 / d h, [t, M]
+    dlr[..., 1] = torch.linalg.vecdot(dvl, v)
+    torch.mul(dvl, lr1, out=dv)
+
+    d_dh = torch.mul(dda, b_slope).addcmul_(ddb, s)
+    dA = torch.empty_like(dP)  # [d/da, d/db]
+    d_a, d_b = dA.split(M, dim=-1)
+    dda_dh = dda.mul_(dh)
+    torch.mul(dda_dh, slope, out=d_b).addcmul_(dh_h, s)
+    d_s = ddb.mul_(dh).addcmul_(dh_h, b)
+    # d/da of dh b silu'(a): silu''(a) = sig (1 - sig) (2 + a - 2 s)
+    curvature = _sigmoid_backward(torch.add(a, s, alpha=-2).add_(2), sig)
+    torch.mul(dda_dh.mul_(b), curvature, out=d_a).addcmul_(d_s, slope)
+
+    dk.baddbmm_(dA, w02)
+    dW02.baddbmm_(dA.mT, k)
+    dv.baddbmm_(d_dh, w1.mT)
+    dW1.baddbmm_(v.mT, d_dh)
