@@ -117,6 +117,7 @@ def select_clips(datamodule, split: str, max_files: int | None) -> list[ClipInfo
 # -------------------------------------------------------------------------------------------- run
 
 
+@torch.no_grad()
 def run(cfg: DictConfig) -> dict:
     """Evaluate the checkpoints in ``cfg.ckpt`` on the clips of ``cfg.data``; returns the metrics
     per model, the output paths and the skipped files."""
@@ -136,7 +137,6 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError("need rollout_steps >= 0, bins_per_octave >= 1 and 0 < edge_fraction <= 0.5")
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
-    torch.set_grad_enabled(False)
     models = load_models(ckpts, names, resolve_device(str(cfg.device)), bool(cfg.weights_only))
     try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)
         decoding = checkpoint_decoding(
