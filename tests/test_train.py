@@ -56,6 +56,14 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "default")
 
 
+def data_layout(experiment: str) -> str:
+    """Which of the media tree's layouts an experiment's data config reads."""
+    if "librispeech" in experiment:
+        return "librispeech"
+    text = (CONF / "experiment" / f"{experiment}.yaml").read_text()
+    return "manifest" if "override /data: manifest" in text else "videos"
+
+
 @pytest.mark.parametrize("mixer", [None, "lact"], ids=["as_pinned", "lact"])
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes_and_builds(experiment, mixer, tmp_path, media_tree):
@@ -66,7 +74,7 @@ def test_every_experiment_composes_and_builds(experiment, mixer, tmp_path, media
             *([f"model={mixer}"] if mixer else []),
             "size=tiny",
             "trainer=cpu",
-            "data.root=" + str(media_tree["librispeech" if "librispeech" in experiment else "videos"]),
+            "data.root=" + str(media_tree[data_layout(experiment)]),
         ],
     )
     datamodule, model, trainer = build(cfg)
