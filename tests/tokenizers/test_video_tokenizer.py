@@ -38,6 +38,13 @@ def test_order_is_time_major_then_raster(tokenizer):
     assert busy == [step * 16 + row * 4 + col]
 
 
+def test_embeddings_are_the_tubelet_convolution_of_the_normalized_frames(tokenizer):
+    video = torch.randint(0, 256, (2, 4, 3, 64, 64), dtype=torch.uint8)
+    x = (video.float().div(255).transpose(1, 2) - tokenizer.mean) / tokenizer.std  # [B, 3, T, S, S]
+    conv = tokenizer.proj(x).flatten(2).transpose(1, 2) + tokenizer.pos.repeat(2, 1)
+    assert torch.allclose(tokenizer({"video": video}).embeddings, conv, atol=1e-5)
+
+
 def test_targets_are_per_patch_normalized_and_invert_exactly(tokenizer):
     video = torch.randint(0, 256, (2, 4, 3, 64, 64), dtype=torch.uint8)
     tokens = tokenizer({"video": video})
