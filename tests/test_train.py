@@ -125,7 +125,7 @@ def test_the_fsdp_config_builds_on_cpu_with_gloo_up_to_the_trainer(tmp_path):
 
 def test_default_run_carries_state_over_streamed_windows_and_attention_starts_fresh(tmp_path):
     ttt = compose_train(tmp_path, [])
-    assert ttt.data.stream and ttt.model.carry_state and ttt.model.tokenizer.video.target_pool == 4
+    assert ttt.data.stream and ttt.model.carry_state and ttt.model.tokenizer.target_pool == 4
     _, model, _ = build(ttt)
     assert model.hparams.carry_state is True  # the checkpoint records the resolved value
     tokens = ttt.data.clip_seconds / model.tokenizer.seconds_per_step * model.tokenizer.tokens_per_step
@@ -134,6 +134,9 @@ def test_default_run_carries_state_over_streamed_windows_and_attention_starts_fr
     assert attention.data.stream and not attention.model.carry_state  # same windows, no state
     assert not build(attention)[1].backbone.bounded_state
     assert not compose_train(tmp_path, ["data=video_folder", "data.root=/x"]).model.carry_state
+    av = compose_train(tmp_path, ["experiment=synthetic_av"])  # the same clips read with sound
+    assert list(av.data.modalities) == ["audio", "video"] and av.model.tokenizer.video.target_pool == 4
+    assert av.data.clip_seconds * build(av)[1].tokenizer.tokens_per_second % 16 == 0
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -319,8 +322,8 @@ def test_long_context_training_carries_state_across_windows(tmp_path):
 
 
 def test_lact_training_carries_its_state_across_windows_detached_and_restarts_rows(tmp_path):
-    """model=lact on the streamed default data, with 1 s chunks (36 tokens): four updates per window."""
-    chunks = ["model.backbone.mixer.chunk_size=36", "model.backbone.mixer.window=36"]
+    """model=lact on the streamed default data, with 1 s chunks (16 tokens): four updates per window."""
+    chunks = ["model.backbone.mixer.chunk_size=16", "model.backbone.mixer.window=16"]
     cfg = compose_train(tmp_path, [*TWO_WINDOW_STREAMS, "model=lact", *chunks])
     datamodule, model, trainer = build(cfg)
     assert model.hparams.carry_state
