@@ -35,9 +35,9 @@ the window's token count, so that several updates land inside every window (the 
 from an update only when later tokens of its window use it) and rows restarted at window
 boundaries stay aligned; a window of one chunk, or less where attention dominates the cost. For
 32 s training windows that is an 8 s chunk: 128 tokens for the default synthetic video (16
-tokens/s), 288 for its 32 px audio-visual version (36 tokens/s), 200 for audio alone (25 tokens/s), 2208 for 128 px audio-visual (276 tokens/s,
-with a window of 256 to 2208: at 256, about 1 s, attention costs about what the fast weights do;
-at 2208 several times that).
+tokens/s), 288 for its 32 px audio-visual version (36 tokens/s), 200 for audio alone (25
+tokens/s), 2208 for 128 px audio-visual (276 tokens/s, with a window of 256 to 2208: at 256,
+about 1 s, attention costs about what the fast weights do; at 2208 several times that).
 
 Speed: the fast path's feature maps and its gated output norm (`ttt_mm.ops.lact.features`) and
 the core's chunk step have hand-written backward passes; attention is SDPA on query blocks.
