@@ -40,7 +40,8 @@ def test_order_is_time_major_then_raster(tokenizer):
 
 def test_embeddings_are_the_tubelet_convolution_of_the_normalized_frames(tokenizer):
     video = torch.randint(0, 256, (2, 4, 3, 64, 64), dtype=torch.uint8)
-    x = (video.float().div(255).transpose(1, 2) - tokenizer.mean) / tokenizer.std  # [B, 3, T, S, S]
+    x = (video.float().div(255) - tokenizer.mean[:, None, None]) / tokenizer.std[:, None, None]
+    x = x.transpose(1, 2)  # [B, 3, T, S, S]
     conv = tokenizer.proj(x).flatten(2).transpose(1, 2) + tokenizer.pos.repeat(2, 1)
     assert torch.allclose(tokenizer({"video": video}).embeddings, conv, atol=1e-5)
 

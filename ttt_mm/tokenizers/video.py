@@ -84,8 +84,8 @@ class VideoTokenizer(Tokenizer):
         self.target_dims = {VIDEO: self.target_dim}
         self.proj = nn.Conv3d(3, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
         self.pos = nn.Parameter(sincos_2d(self.grid, dim))  # [P, dim]
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(_MEAN), persistent=False)  # [3]: channels last, as patches are
+        self.register_buffer("std", torch.tensor(_STD), persistent=False)
 
     def patchify(self, pixels: Tensor) -> Tensor:
         """``[B, K * tubelet, 3, S, S]`` to ``[B, K * P, tubelet * patch * patch, 3]`` (token order)."""
@@ -100,7 +100,7 @@ class VideoTokenizer(Tokenizer):
         product: the same numbers, and on the CPU its backward costs a few percent of mkldnn's Conv3d
         weight gradient, which was 13% of a default training step."""
         weight = self.proj.weight.permute(0, 2, 3, 4, 1).flatten(1)  # [dim, tubelet * p * p * 3]
-        normed = (patches - self.mean.view(3)) / self.std.view(3)
+        normed = (patches - self.mean) / self.std
         return F.linear(normed.to(weight.dtype).flatten(2), weight, self.proj.bias)
 
     def pool_targets(self, patches: Tensor) -> Tensor:
@@ -138,7 +138,7 @@ class VideoTokenizer(Tokenizer):
             )
         steps = t // self.tubelet
         pixels = video[:, : steps * self.tubelet].float() / 255.0  # [B, T, 3, S, S] in [0, 1]
-        if steps == 0:  # shorter than one tubelet (Conv3d would refuse it)
+        if steps == 0:  # shorter than one tubelet: no tokens, and no per-patch statistics to take
             empty = pixels.new_zeros(b, 0)
             return Tokens(
                 embeddings=pixels.new_zeros(b, 0, self.dim),
