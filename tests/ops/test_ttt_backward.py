@@ -1,19 +1,16 @@
 """The hand-written backward of the PyTorch scans (`ttt_mm.ops.ttt.backward`) against autograd through the
 token-by-token reference, in float64: outputs, final state and every input gradient."""
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from test_train import compose_train
 from test_ttt_core import INNER, make_inputs
 
 from ttt_mm.ops import TTTState
 from ttt_mm.ops.ttt.naive import ttt_naive
 
 TOL = 1e-10
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def weighted_sum(out, state: TTTState, seed=1):
@@ -170,8 +167,7 @@ def test_training_keeps_only_the_inputs_and_the_weights_at_span_starts(inner):
 
 def test_default_backbone_trains_through_the_hand_written_backward(tmp_path):
     """The default training config's backbone, on the CPU, records the hand-written scan in its graph."""
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}"])
+    cfg = compose_train(tmp_path, [])
     model = instantiate(cfg.model, _recursive_=False)
     x = torch.randn(1, 64, model.backbone.dim, requires_grad=True)
     y, _ = model.backbone(x)

@@ -87,13 +87,14 @@ class LnL2GradBackward:
         parts = [getattr(self, f.name).unbind(0) for f in fields(self) if f.name != "weight_sq"]
         return [LnL2GradBackward(*row, self.weight_sq) for row in zip(*parts)]
 
-    def __call__(self, s: Tensor) -> tuple[Tensor, Tensor]:
-        """``(dz, de)``: the gradients w.r.t. ``z`` and w.r.t. ``e`` (from which the target's follow)."""
+    def __call__(self, s: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(dz, de)``: the gradients w.r.t. ``z`` (written into ``out`` if given) and w.r.t. ``e`` (from
+        which the target's follow)."""
         F = s.shape[-1]
         bwd = torch.ops.aten.native_layer_norm_backward
         de = bwd(s, self.z, [F], self.mean, self.rstd, None, None, [True, False, False])[0]
         dz = bwd(de * self.weight_sq, self.z, [F], self.mean, self.rstd, None, None, [True, False, False])[0]
         dz = torch.addcmul(dz, self.a, de, value=-1)
         dz = torch.addcmul(dz, torch.linalg.vecdot(s, self.zhat).unsqueeze(-1), self.g_scaled, value=-1)
-        dz = torch.addcmul(dz, torch.linalg.vecdot(s, self.g).unsqueeze(-1), self.zhat_scaled, value=-1)
+        dz = torch.addcmul(dz, torch.linalg.vecdot(s, self.g).unsqueeze(-1), self.zhat_scaled, value=-1, out=out)
         return dz, de

@@ -224,40 +224,63 @@ def _linear_reverse(ch: _Chunk, sl: slice, W0: Tensor, dW: Tensor, d_out: Tensor
 # ------------------------------------------------------------------------------------------------ mlp
 
 
+class _Workspace:
+    """Stacks reused span after span within one backward pass. Every span needs the same large stacks;
+    allocated afresh, each would be page-faulted in again (glibc hands large freed blocks back to the
+    system), which on a CPU costs more than the arithmetic that fills them."""
+
+    def __init__(self, span: int, like: Tensor):
+        self.span, self.like = span, like
+        self.buffers: dict[str, Tensor] = {}
+
+    def stack(self, name: str, n: int, *shape: int, extra: int = 0) -> Tensor:
+        """``[n + extra, *shape]``, uninitialised, for ``n <= span``."""
+        if name not in self.buffers:
+            self.buffers[name] = self.like.new_empty(self.span + extra, *shape)
+        return self.buffers[name][: n + extra]
+
+
 @dataclass
-class _MLPStep:
-    """One mini-batch of a recomputed span: its start weights and its inner forward."""
+class _MLPSpan:
+    """A recomputed span of TTT-MLP, stacked ``[S, BH, ...]``: each mini-batch's start weights and its inner
+    forward ``Xh = gelu(X1)``, ``X1 = K W1 + b1``, ``Z2 = Xh W2 + b2``, with what its backward needs."""
 
-    W1: Tensor  # [BH, F+1, D] with the bias row
-    W2: Tensor  # [BH, D, F]
-    b2: Tensor  # [BH, 1, F]
-    xh: Tensor  # [BH, K, D] gelu of the k rows' hidden pre-activation x1
-    slope: Tensor  # gelu'(x1)
-    g1: Tensor  # (g2 W2^T) gelu'(x1): the inner gradient w.r.t. x1
-    g2: Tensor  # [BH, K, F] the inner gradient w.r.t. z2 = xh W2 + b2
-    curvature: Tensor  # (g2 W2^T) gelu''(x1)
-    inner: LnL2GradBackward  # g2 as a function of z2
+    W1: Tensor  # [S, BH, F+1, D] with the bias row
+    W2: Tensor  # [S, BH, D, F]
+    b2: Tensor  # [S, BH, 1, F]
+    xh: Tensor  # [S, BH, K, D]
+    slope: Tensor  # gelu'(X1)
+    curvature: Tensor  # (G2 W2^T) gelu''(X1)
+    g1: Tensor  # (G2 W2^T) gelu'(X1): the inner gradient w.r.t. X1
+    g2: Tensor  # [S, BH, K, F] the inner gradient w.r.t. Z2
+    inner: LnL2GradBackward  # G2 as a function of Z2
 
 
-def _mlp_span(ch: _Chunk, sl: slice, W1: Tensor, W2: Tensor, b2: Tensor, w_sq: Tensor) -> list[_MLPStep]:
-    """Recompute a span from its first mini-batch's weights (TTT-MLP's weights are large: each
-    mini-batch's reverse pass then runs on weights that stay in cache, rather than as one batched
-    product over the span)."""
-    steps = []
-    for m in range(sl.start, sl.stop):
-        x1 = torch.bmm(ch.ka[m], W1)
+def _mlp_span(ch: _Chunk, sl: slice, weights, w_sq: Tensor, ws: _Workspace) -> _MLPSpan:
+    """Recompute a span from its first mini-batch's weights. Only what the next weights need runs per
+    mini-batch, writing the weights straight into the span's stacks; the rest is derived for the span at once."""
+    S = sl.stop - sl.start
+    W1s, W2s, b2s = (ws.stack(name, S, *w.shape) for name, w in zip(("W1", "W2", "b2"), weights))
+    for stacked, w in zip((W1s, W2s, b2s), weights):
+        stacked[0] = w
+    step1 = _t(ch.ka[sl] * ch.c[sl])  # [S, BH, F+1, K]
+    rows = []
+    for i, m in enumerate(range(sl.start, sl.stop)):
+        x1 = torch.bmm(ch.ka[m], W1s[i])
         xh, slope = gelu_tanh_with_slope(x1)
-        z2 = torch.baddbmm(b2, xh, W2)
-        g2, rec = ln_l2_grad_recorded(z2, w_sq, ch.offset[m])
-        g2w = torch.bmm(g2, _t(W2))
+        z2 = torch.baddbmm(b2s[i], xh, W2s[i])
+        g2, recorded = ln_l2_grad_recorded(z2, w_sq, ch.offset[m])
+        g2w = torch.bmm(g2, _t(W2s[i]))
         g1 = g2w * slope
-        inner = LnL2GradBackward.of(z2, g2, rec, w_sq)
-        steps.append(_MLPStep(W1, W2, b2, xh, slope, g1, g2, g2w * gelu_tanh_curvature(x1), inner))
-        cg2 = g2 * ch.c[m]
-        W1 = torch.baddbmm(W1, _t(ch.ka[m] * ch.c[m]), g1, alpha=-1)
-        W2 = torch.baddbmm(W2, _t(xh), cg2, alpha=-1)
-        b2 = b2 - cg2.sum(1, keepdim=True)
-    return steps
+        rows.append((x1, xh, slope, g2w, g1, z2, g2, *recorded))
+        if i + 1 < S:
+            cg2 = g2 * ch.c[m]
+            torch.baddbmm(W1s[i], step1[i], g1, alpha=-1, out=W1s[i + 1])
+            torch.baddbmm(W2s[i], _t(xh), cg2, alpha=-1, out=W2s[i + 1])
+            torch.sub(b2s[i], cg2.sum(1, keepdim=True), out=b2s[i + 1])
+    x1, xh, slope, g2w, g1, z2, g2, *recorded = (torch.stack(xs) for xs in zip(*rows))
+    inner = LnL2GradBackward.of(z2, g2, recorded, w_sq)
+    return _MLPSpan(W1s, W2s, b2s, xh, slope, g2w.mul_(gelu_tanh_curvature(x1)), g1, g2, inner)
 
 
 class MLPScan(torch.autograd.Function):
@@ -276,86 +299,96 @@ class MLPScan(torch.autograd.Function):
         kq, target, lrm, tau, ln_w, ln_b, *checkpoints = ctx.saved_tensors
         mb = MiniBatches(kq, target, lrm)
         M, BH, K, F = target.shape
+        D = checkpoints[1].shape[1]
         S = ctx.span
         ch = _Chunk.derive(mb, tau, ln_w, ln_b)
         d_out = _d_out(d_out, mb)
         grads = _Grads.start(d_out, ch, tau, ln_w)
         w_sq = ln_w * ln_w
-        dW1, dW2, db2 = (torch.zeros_like(c) for c in checkpoints[:3])  # adjoints after the last mini-batch
-        if d_W1 is not None:
-            dW1[:, :F] += d_W1
-        if d_b1 is not None:
-            dW1[:, F] += d_b1
-        if d_W2 is not None:
-            dW2 += d_W2
-        if d_b2 is not None:
-            db2 += d_b2.unsqueeze(1)
-        adjoints = (dW1, dW2, db2)
+        ws = _Workspace(S, target)
+        # adjoints of [W1; b1] and [W2; b2] after the last mini-batch
+        dW1, dW2 = target.new_zeros(BH, F + 1, D), target.new_zeros(BH, D + 1, F)
+        for adjoint, row, grad in ((dW1, F, d_b1), (dW2, D, d_b2)):
+            if grad is not None:
+                adjoint[:, row] += grad
+        for adjoint, rows, grad in ((dW1, F, d_W1), (dW2, D, d_W2)):
+            if grad is not None:
+                adjoint[:, :rows] += grad
         for first in reversed(range(0, M, S)):
             sl = slice(first, min(M, first + S))
-            weights = checkpoints[3 * (first // S) : 3 * (first // S) + 3]
-            adjoints = _mlp_reverse(ch, sl, weights, adjoints, d_out[sl], grads, tau, ln_w, ln_b, w_sq)
-        dW1, dW2, db2 = adjoints
-        return (*grads.flat(mb), grads.tau, grads.ln_w, grads.ln_b, dW1[:, :F], dW1[:, F], dW2, db2[:, 0], None)
+            sp = _mlp_span(ch, sl, checkpoints[3 * (first // S) : 3 * (first // S) + 3], w_sq, ws)
+            dW1, dW2 = _mlp_reverse(ch, sl, sp, dW1, dW2, d_out[sl], grads, tau, ln_w, ln_b, ws)
+        return (*grads.flat(mb), grads.tau, grads.ln_w, grads.ln_b, dW1[:, :F], dW1[:, F], dW2[:, :D], dW2[:, D], None)
 
 
-def _mlp_reverse(ch: _Chunk, sl: slice, weights, adjoints, d_out: Tensor, grads: _Grads, tau, ln_w, ln_b, w_sq):
-    """As `_linear_reverse`, through both layers of the inner MLP ``gelu(x W1 + b1) W2 + b2``, one
-    mini-batch at a time."""
-    steps = _mlp_span(ch, sl, *weights, w_sq)
-    decay1 = ch.scale[sl] * ch.scores[sl]
-    dW1, dW2, db2 = adjoints
-    d_scores1, d_scales, dq, dk, dc, de2 = [], [], [], [], [], []
-    for i, st in reversed(list(enumerate(steps))):
-        m = sl.start + i
-        ka, qa, c, scale = ch.ka[m], ch.qa[m], ch.c[m], ch.scale[m]
-        # the readout: H = gelu(Q W1 + b1 - M1 G1), Z_bar = H W2 + b2 - M2 G2, M2 = tril(tau lr^T) (H Xh^T + 1)
-        h, h_slope = gelu_tanh_with_slope(torch.baddbmm(torch.bmm(qa, st.W1), decay1[i], st.g1, alpha=-1))
-        scores2 = torch.bmm(h, _t(st.xh)) + 1
-        decay2 = scale * scores2
-        z_bar = torch.baddbmm(torch.baddbmm(st.b2, h, st.W2), decay2, st.g2, alpha=-1)
-        dz_bar = grads.output_norm(d_out[i], z_bar, ln_w)
-        d_decay2 = -torch.tril(torch.bmm(dz_bar, _t(st.g2)))
-        d_scores2 = d_decay2 * scale
-        dh = torch.baddbmm(torch.bmm(dz_bar, _t(st.W2)), d_scores2, st.xh) * h_slope
-        d_decay1 = -torch.tril(torch.bmm(dh, _t(st.g1)))
-        d_scales.append(d_decay2 * scores2 + d_decay1 * ch.scores[m])
-        d_scores1.append(d_decay1 * scale)
-        # the end-of-mini-batch step, with the adjoints of the weights after it:
-        # dG1 = -M1^T dH - c (K dW1'), dG2 = -M2^T dZ_bar - c (Xh dW2' + db2'), dXh = dM2^T H - c (G2 dW2'^T)
-        u1 = torch.bmm(ka, dW1)
-        u2 = torch.baddbmm(db2, st.xh, dW2)
-        dc.append(torch.linalg.vecdot(st.g1, u1) + torch.linalg.vecdot(st.g2, u2))
-        dg1 = torch.addcmul(-torch.bmm(_t(decay1[i]), dh), c, u1, value=-1)
-        dg2 = torch.addcmul(-torch.bmm(_t(decay2), dz_bar), c, u2, value=-1)
-        dxh = torch.addcmul(torch.bmm(_t(d_scores2), h), c, torch.bmm(st.g2, _t(dW2)), value=-1)
-        dk_step = -c * torch.bmm(st.g1, _t(dW1))
-        # G1 = (G2 W2^T) gelu'(X1), G2 the LayerNorm-L2 gradient at Z2 = Xh W2 + b2, Xh = gelu(K W1 + b1)
-        dg2w = dg1 * st.slope
-        dg2 = torch.baddbmm(dg2, dg2w, st.W2)
-        dz2, de = st.inner(dg2)
-        de2.append(de)
-        dxh = torch.baddbmm(dxh, dz2, _t(st.W2))
-        dx1 = torch.addcmul(dg1 * st.curvature, dxh, st.slope)
-        dqk = torch.bmm(torch.cat([dh, dx1], dim=1), _t(st.W1))  # [BH, 2K, F+1]: through Q W1 and K W1
-        K = dh.shape[1]
-        dq.append(dqk[:, :K, :-1])
-        dk.append(dqk[:, K:, :-1] + dk_step[..., :-1])
-        dW1 = torch.baddbmm(torch.baddbmm(dW1, _t(qa), dh), _t(ka), dx1)
-        dW2 = torch.baddbmm(torch.baddbmm(torch.baddbmm(dW2, _t(h), dz_bar), _t(dg2w), st.g2), _t(st.xh), dz2)
-        db2 = db2 + (dz_bar + dz2).sum(1, keepdim=True)
+def _mlp_reverse(ch: _Chunk, sl: slice, sp: _MLPSpan, dW1, dW2, d_out, grads: _Grads, tau, ln_w, ln_b, ws: _Workspace):
+    """As `_linear_reverse`, through both layers of the inner MLP ``gelu(x W1 + b1) W2 + b2``: the readout
+    for the whole span, then the adjoints of ``[W1; b1]`` and ``[W2; b2]`` mini-batch by mini-batch."""
+    ka, qa, c, scale, scores1 = ch.ka[sl], ch.qa[sl], ch.c[sl], ch.scale[sl], ch.scores[sl]
+    decay1 = scale * scores1
 
-    # the decay matrices and the step weights c, for the whole span
-    stack = lambda xs: torch.stack(xs[::-1])  # noqa: E731
-    d_scores1 = stack(d_scores1)
-    grads.q[sl] += stack(dq) + torch.matmul(d_scores1, ch.km[sl])
-    grads.k[sl] += stack(dk) + torch.matmul(_t(d_scores1), ch.qm[sl])
-    d_scale = stack(d_scales)
-    grads.tau += (d_scale * ch.lr[sl].unsqueeze(-2)).sum((0, 1, 3))
-    grads.lr[sl] += (d_scale * tau.unsqueeze(-1)).sum(-2)
-    grads.step_weights(sl, ch, -stack(dc), tau)
-    grads.target(sl, ch, stack(de2), torch.stack([st.inner.zhat for st in steps]), ln_w, ln_b)
-    return dW1, dW2, db2
+    # the readout H = gelu(Q W1 + b1 - M1 G1), Z_bar = H W2 + b2 - M2 G2, M2 = tril(tau lr^T) (H Xh^T + 1),
+    # and the output LayerNorm, for the whole span
+    h, h_slope = gelu_tanh_with_slope(torch.matmul(qa, sp.W1).sub_(torch.matmul(decay1, sp.g1)))
+    scores2 = torch.matmul(h, _t(sp.xh)).add_(1)
+    decay2 = scale * scores2
+    z_bar = torch.matmul(h, sp.W2).add_(sp.b2).sub_(torch.matmul(decay2, sp.g2))
+    dz_bar = grads.output_norm(d_out, z_bar, ln_w)
+    d_decay2 = -torch.tril(torch.matmul(dz_bar, _t(sp.g2)))
+    d_scores2 = d_decay2 * scale
+    dh = torch.matmul(dz_bar, _t(sp.W2)).add_(torch.matmul(d_scores2, sp.xh)).mul_(h_slope)
+    d_scores1 = grads.decay(sl, ch, -torch.tril(torch.matmul(dh, _t(sp.g1))), scores1, tau)
+    grads.decay(sl, ch, d_decay2, scores2, tau)
+    # the readout's shares of the adjoints of the inner gradients
+    dg1_readout = -torch.matmul(_t(decay1), dh)
+    dg2_readout = -torch.matmul(_t(decay2), dz_bar)
+    dxh_readout = torch.matmul(_t(d_scores2), h)
+    c_g2 = c * sp.g2
+
+    # Each mini-batch adds to the weights' adjoints one product of stacked rows: [W1; b1] gains
+    # [K, 1; Q, 1]^T [dX1; dH], [W2; b2] gains [Xh, 1; H, 1; dG2w, 0]^T [dZ2; dZ_bar; G2]. The readout's
+    # rows are filled in here, the loop writes the others in place.
+    S, BH, K, D = sp.xh.shape
+    F = sp.g2.shape[-1]
+    rows1 = ws.stack("rows1", S, BH, 2 * K, D)  # [dX1; dH]
+    rows1[:, :, K:] = dh
+    left2 = ws.stack("left2", S, BH, 3 * K, D + 1)  # [Xh, 1; H, 1; dG2w, 0]
+    left2[:, :, :K, :D], left2[:, :, K : 2 * K, :D], left2[:, :, : 2 * K, D], left2[:, :, 2 * K :, D] = sp.xh, h, 1, 0
+    right2 = ws.stack("right2", S, BH, 3 * K, F)  # [dZ2; dZ_bar; G2]
+    right2[:, :, K : 2 * K], right2[:, :, 2 * K :] = dz_bar, sp.g2
+    xha = left2[:, :, :K]
+
+    # the sequential part. Slot i + 1 of each adjoint stack holds the adjoint of the weights after
+    # mini-batch i; the step W1' = W1 - (c K)^T G1, [W2; b2]' = [W2; b2] - [Xh, 1]^T (c G2) gives
+    # dG1 = -M1^T dH - c u1 with u1 = K dW1', dG2 = -M2^T dZ_bar - c u2 with u2 = [Xh, 1] d[W2; b2]', and
+    # dXh = dM2^T H - c G2 dW2'^T; then back through G1 = (G2 W2^T) gelu'(X1) and G2 = the LayerNorm-L2
+    # gradient at Z2
+    dW1s, dW2s = ws.stack("dW1", S, *dW1.shape, extra=1), ws.stack("dW2", S, *dW2.shape, extra=1)
+    dW1s[S], dW2s[S] = dW1, dW2
+    u1s, u2s = ws.stack("u1", S, BH, K, D), ws.stack("u2", S, BH, K, F)
+    des = []
+    for i, inner in reversed(list(enumerate(sp.inner.unbind()))):
+        dW1, dW2, W2 = dW1s[i + 1], dW2s[i + 1], sp.W2[i]
+        u1 = torch.bmm(ka[i], dW1, out=u1s[i])
+        u2 = torch.bmm(xha[i], dW2, out=u2s[i])
+        dg1 = torch.addcmul(dg1_readout[i], c[i], u1, value=-1)
+        dg2w = torch.mul(dg1, sp.slope[i], out=left2[i, :, 2 * K :, :D])
+        dg2 = torch.addcmul(dg2_readout[i], c[i], u2, value=-1).baddbmm_(dg2w, W2)
+        dz2, de = inner(dg2, out=right2[i, :, :K])
+        dxh = torch.baddbmm(dxh_readout[i], c_g2[i], _t(dW2[:, :D]), alpha=-1).baddbmm_(dz2, _t(W2))
+        torch.addcmul(dg1 * sp.curvature[i], dxh, sp.slope[i], out=rows1[i, :, :K])
+        torch.baddbmm(dW1, _t(ch.kq[sl.start + i]), rows1[i], out=dW1s[i])
+        torch.baddbmm(dW2, _t(left2[i]), right2[i], out=dW2s[i])
+        des.append(de)
+
+    # what the loop's results give the inputs, for the whole span
+    grads.step_weights(sl, ch, -(torch.linalg.vecdot(sp.g1, u1s) + torch.linalg.vecdot(sp.g2, u2s)), tau)
+    d_kq = torch.matmul(rows1, _t(sp.W1))  # [S, BH, 2K, F+1]: through K W1 and Q W1
+    d_kq[:, :, :K] -= c * torch.matmul(sp.g1, _t(dW1s[1:]))
+    grads.q[sl] += d_kq[:, :, K:, :-1] + torch.matmul(d_scores1, ch.km[sl])
+    grads.k[sl] += d_kq[:, :, :K, :-1] + torch.matmul(_t(d_scores1), ch.qm[sl])
+    grads.target(sl, ch, torch.stack(des[::-1]), sp.inner.zhat, ln_w, ln_b)
+    return dW1s[0].clone(), dW2s[0].clone()  # not views: the workspace is reused
 
 
 def scan(q, k, v, lr, tau, ln_w, ln_b, params: Params, span: int = SPAN) -> tuple[Tensor, Params]:

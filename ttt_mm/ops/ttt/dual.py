@@ -32,15 +32,16 @@ _GELU_B = _GELU_A * 0.044715
 
 
 def gelu_tanh(x: Tensor) -> Tensor:
-    return x * torch.sigmoid(x * (_GELU_A + _GELU_B * (x * x)))
+    return x * torch.sigmoid((x * x).mul_(_GELU_B).add_(_GELU_A).mul_(x))
 
 
 def gelu_tanh_with_slope(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``gelu_tanh(x)`` and its derivative, sharing the sigmoid."""
+    """``gelu_tanh(x)`` and its derivative ``s + y (1 - s) (A + 3 B x^2)``, sharing the sigmoid (in place
+    where autograd allows: five temporaries instead of a dozen)."""
     x2 = x * x
-    s = torch.sigmoid(x * (_GELU_A + _GELU_B * x2))
+    s = torch.sigmoid(x2.mul(_GELU_B).add_(_GELU_A).mul_(x))
     y = x * s
-    return y, s + y * (1 - s) * (_GELU_A + 3 * _GELU_B * x2)
+    return y, (y - y * s).mul_(x2.mul_(3 * _GELU_B).add_(_GELU_A)).add_(s)
 
 
 def gelu_tanh_curvature(x: Tensor) -> Tensor:
