@@ -277,9 +277,9 @@ def test_bad_configuration_is_a_clear_error(kwargs, message):
 
 def test_overlapping_blocks_backward_sums_every_window_a_slot_is_in():
     x = torch.randn(2, 3, 5 * 4, 2, dtype=torch.float64, requires_grad=True)  # (n + R) Q rows: n = 3, R = 2, Q = 4
-    blocks = _OverlappingBlocks.apply(x[1], 4, 2, 1, 2)  # windows 1 and 2 of 3, of a view into x
-    assert torch.equal(blocks, x[1].unfold(1, 12, 4).transpose(-1, -2)[:, 1:3])
-    assert torch.autograd.gradcheck(lambda t: _OverlappingBlocks.apply(t[1], 4, 2, 1, 2), (x,))
+    blocks = _OverlappingBlocks.apply(x[1], 4, 2, 3)  # the 3 windows of a view into x
+    assert torch.equal(blocks, x[1].unfold(1, 12, 4).transpose(-1, -2))
+    assert torch.autograd.gradcheck(lambda t: _OverlappingBlocks.apply(t[1], 4, 2, 3), (x,))
 
 
 @pytest.mark.parametrize("chunk,learns", [(4, True), (12, False)], ids=["chunks_inside_the_window", "window_long"])

@@ -253,18 +253,18 @@ class LaCTLayer(nn.Module):
         real = slot[None] >= (R * Q - state.cached)[:, None]  # [B, (R + nb) Q]: empty cache slots are not
         # Only the first R blocks reach back to the padding and cache slots, where rows differ; the
         # others share the band: two SDPA calls per row. (4-D masks: with 3-D ones, SDPA on the CPU
-        # takes its math path.)
+        # takes its math path.) Rows by unbind and groups by split, not by indexing: their backward
+        # passes stack and concatenate, where indexing's would zero-fill a whole tensor per use.
         head = min(R, nb)
-        groups = [(0, head, band & _windows(real[b], Q, R)[:head, None, :]) for b in range(B)]  # [head, Q, span]
+        counts = [c for c in (head, nb - head) if c]
         outs = []
-        for b in range(B):  # batch = heads, then blocks: the masks broadcast over heads
-            o_b = []
-            for first, count, mask in (groups[b], (head, nb - head, band)):
-                if count == 0:
-                    continue
-                qb = q_rot[b, :, first * Q : (first + count) * Q].unflatten(1, (count, Q))  # [H, count, Q, F]
-                kb, vb = (_OverlappingBlocks.apply(t[b], Q, R, first, count) for t in (k_rot, v_pad))
-                o_b.append(F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.expand(1, count, Q, span)))
+        for q_b, k_b, v_b, real_b in zip(q_rot.unbind(0), k_rot.unbind(0), v_pad.unbind(0), real.unbind(0)):
+            masks = ([band & _windows(real_b, Q, R)[:head, None, :]] if head else []) + ([band] if nb > head else [])
+            blocks = (_OverlappingBlocks.apply(t, Q, R, nb).split(counts, dim=1) for t in (k_b, v_b))
+            o_b = [
+                F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask.expand(1, c, Q, span))
+                for qs, ks, vs, mask, c in zip(q_b.unflatten(1, (nb, Q)).split(counts, dim=1), *blocks, masks, counts)
+            ]
             outs.append(torch.cat(o_b, dim=1).flatten(1, 2)[:, :T])  # [H, T, F]
         o = torch.stack(outs).transpose(1, 2).reshape(B, T, C)  # [B, H, T, F] -> [B, T, C]
         cached = torch.clamp(state.cached + T, max=P)
@@ -283,22 +283,22 @@ def _windows(x: Tensor, Q: int, R: int) -> Tensor:
 
 
 class _OverlappingBlocks(torch.autograd.Function):
-    """``x [N, (n + R) Q, F]`` -> the view ``[N, count, (R + 1) Q, F]`` of its windows number
-    ``first .. first + count - 1``, window ``i`` starting at row ``i Q``. Autograd's own backward of
-    such a view (``unfold``) scatters element by element; here it is ``R + 1`` shifted additions."""
+    """``x [N, (n + R) Q, F]`` -> the view ``[N, n, (R + 1) Q, F]`` of its windows, window ``i`` starting
+    at row ``i Q``. Autograd's own backward of such a view (``unfold``) scatters element by element;
+    here it is ``R + 1`` shifted additions."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, Q: int, R: int, first: int, count: int) -> Tensor:
+    def forward(ctx, x: Tensor, Q: int, R: int, n: int) -> Tensor:
         x = x.contiguous()
         N, L, F_ = x.shape
-        ctx.dims = (N, L, F_, Q, R, first, count)
-        return x.as_strided((N, count, (R + 1) * Q, F_), (L * F_, Q * F_, F_, 1), x.storage_offset() + first * Q * F_)
+        ctx.dims = (N, L, F_, Q, R, n)
+        return x.as_strided((N, n, (R + 1) * Q, F_), (L * F_, Q * F_, F_, 1), x.storage_offset())
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        N, L, F_, Q, R, first, count = ctx.dims
-        grad = grad.reshape(N, count, R + 1, Q, F_)
+        N, L, F_, Q, R, n = ctx.dims
+        grad = grad.reshape(N, n, R + 1, Q, F_)
         out = grad.new_zeros(N, L // Q, Q, F_)
         for i in range(R + 1):
-            out[:, first + i : first + i + count] += grad[:, :, i]
-        return out.reshape(N, L, F_), None, None, None, None
+            out[:, i : i + n] += grad[:, :, i]
+        return out.reshape(N, L, F_), None, None, None
