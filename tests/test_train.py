@@ -56,12 +56,13 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "default")
 
 
-def data_layout(experiment: str) -> str:
-    """Which of the media tree's layouts an experiment's data config reads."""
-    if "librispeech" in experiment:
-        return "librispeech"
-    text = (CONF / "experiment" / f"{experiment}.yaml").read_text()
-    return "manifest" if "override /data: manifest" in text else "videos"
+LAYOUTS = {"LibriSpeechSource": "librispeech", "ManifestSource": "manifest"}  # the others read folders of videos
+
+
+def data_layout(experiment: str, tmp_path: Path) -> str:
+    """Which of the media tree's layouts an experiment's data config reads, from its composed source."""
+    source = compose_train(tmp_path, [f"experiment={experiment}"]).data.source._target_
+    return LAYOUTS.get(source.rsplit(".", 1)[-1], "videos")
 
 
 @pytest.mark.parametrize("mixer", [None, "lact"], ids=["as_pinned", "lact"])
@@ -74,7 +75,7 @@ def test_every_experiment_composes_and_builds(experiment, mixer, tmp_path, media
             *([f"model={mixer}"] if mixer else []),
             "size=tiny",
             "trainer=cpu",
-            "data.root=" + str(media_tree[data_layout(experiment)]),
+            "data.root=" + str(media_tree[data_layout(experiment, tmp_path)]),
         ],
     )
     datamodule, model, trainer = build(cfg)

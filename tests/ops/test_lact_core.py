@@ -215,6 +215,15 @@ def test_newton_schulz_pushes_singular_values_near_one_and_matches_the_polynomia
     assert orthogonalize(torch.zeros(shape, dtype=torch.float64)).abs().max() == 0
 
 
+@pytest.mark.parametrize("shape", [(3, 6, 4), (3, 4, 6), (2, 5, 5)], ids=["tall", "wide", "square"])
+def test_newton_schulz_hand_written_backward_matches_finite_differences(shape):
+    G = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(orthogonalize, (G,))
+    zero = torch.zeros(shape, dtype=torch.float64, requires_grad=True)  # a zero update: finite, zero gradient
+    orthogonalize(zero).sum().backward()
+    assert torch.isfinite(zero.grad).all()
+
+
 def test_state_has_the_same_shapes_whatever_the_length():
     shapes = set()
     for T in (1, 7, 40):

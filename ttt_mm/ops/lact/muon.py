@@ -28,11 +28,59 @@ def orthogonalize(G: Tensor) -> Tensor:
 
     Works on the wide orientation, so the Gram matrix ``X X^T`` is the smaller of the two.
     The Frobenius norm bounds the spectral norm, so dividing by it puts every singular value in [0, 1].
+    Differentiable with a hand-written backward that keeps only ``G`` and recomputes the iterates,
+    where autograd would keep three weight-sized products per step for every chunk of a sequence.
     """
+    return _Orthogonalize.apply(G)
+
+
+def _wide(G: Tensor) -> tuple[Tensor, bool]:
     tall = G.shape[-2] > G.shape[-1]
-    X = G.mT if tall else G
-    X = X / (torch.linalg.matrix_norm(X, keepdim=True) + NORM_EPS)
-    for a, b, c in NEWTON_SCHULZ_STEPS:
-        A = torch.bmm(X, X.mT)
-        X = torch.baddbmm(X, torch.baddbmm(A, A, A, beta=b, alpha=c), X, beta=a)  # a X + (b A + c A^2) X
-    return X.mT if tall else X
+    return (G.mT if tall else G), tall
+
+
+def _normalized(X: Tensor) -> tuple[Tensor, Tensor]:
+    """``X / (|X|_F + eps)`` and ``|X|_F`` (``[N, 1, 1]``)."""
+    norm = torch.linalg.matrix_norm(X, keepdim=True)
+    return X / (norm + NORM_EPS), norm
+
+
+def _step(X: Tensor, a: float, b: float, c: float) -> tuple[Tensor, Tensor, Tensor]:
+    """One Newton-Schulz step ``a X + (b A + c A^2) X`` with ``A = X X^T``; also returns ``A`` and
+    ``b A + c A^2`` (both symmetric)."""
+    A = torch.bmm(X, X.mT)
+    B = torch.baddbmm(A, A, A, beta=b, alpha=c)
+    return torch.baddbmm(X, B, X, beta=a), A, B
+
+
+class _Orthogonalize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, G: Tensor) -> Tensor:
+        ctx.save_for_backward(G)
+        X, tall = _wide(G)
+        X, _ = _normalized(X)
+        for a, b, c in NEWTON_SCHULZ_STEPS:
+            X, _, _ = _step(X, a, b, c)
+        return X.mT if tall else X
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (G,) = ctx.saved_tensors
+        G, tall = _wide(G)
+        X, norm = _normalized(G)
+        iterates = [X]
+        for a, b, c in NEWTON_SCHULZ_STEPS[:-1]:
+            iterates.append(_step(iterates[-1], a, b, c)[0])
+        dY = grad.mT if tall else grad
+        for X, (a, b, c) in zip(reversed(iterates), reversed(NEWTON_SCHULZ_STEPS)):
+            # Y = a X + B X, B = b A + c A^2, A = X X^T: dB = dY X^T, dA = b dB + c (dB A + A dB),
+            # dX = a dY + B dY + (dA + dA^T) X (A and B are symmetric)
+            _, A, B = _step(X, a, b, c)
+            dB = torch.bmm(dY, X.mT)
+            dA = torch.baddbmm(torch.baddbmm(dB, dB, A, beta=b, alpha=c), A, dB, alpha=c)
+            dY = torch.baddbmm(dY, B, dY, beta=a).baddbmm_(dA + dA.mT, X)
+        # X0 = G / (n + eps), n = |G|_F: dG = dX0 / (n + eps) - <dX0, G> G / ((n + eps)^2 n), zero where G is
+        inner = (dY * G).sum((-2, -1), keepdim=True)
+        coef = torch.where(norm > 0, inner / ((norm + NORM_EPS) ** 2 * norm), 0)
+        dG = dY / (norm + NORM_EPS) - coef * G
+        return dG.mT if tall else dG
