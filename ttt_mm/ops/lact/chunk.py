@@ -23,8 +23,8 @@ Speed: each chunk is a handful of large products over all ``C`` tokens (W0 and W
 into one ``[2M, D]`` matrix, so one product gives both), so the Python loop runs ``T / C`` times,
 not ``T`` times. A chunk's outputs and step are `step.swiglu_chunk`, whose backward is written by
 hand, as is Muon's (`muon.orthogonalize`); autograd differentiates only the few ops per chunk
-between them (momentum, the row renormalisation) on weight-sized tensors. Layout inside this module: batch and heads flattened to
-one leading dim ``BH``; ``W02 [BH, 2M, D]`` is ``W0`` over ``W2``.
+between them (momentum, the row renormalisation) on weight-sized tensors. Layout inside this
+module: batch and heads flattened to one leading dim ``BH``; ``W02 [BH, 2M, D]`` is ``W0`` over ``W2``.
 """
 
 from __future__ import annotations
