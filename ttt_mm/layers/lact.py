@@ -260,7 +260,8 @@ class LaCTLayer(nn.Module):
         counts = [c for c in (head, nb - head) if c]
         outs = []
         for q_b, k_b, v_b, real_b in zip(q_rot.unbind(0), k_rot.unbind(0), v_pad.unbind(0), real.unbind(0)):
-            masks = ([band & _windows(real_b, Q, R)[:head, None, :]] if head else []) + ([band] if nb > head else [])
+            reach = band & _windows(real_b, Q, R)[:head, None, :]  # [head, Q, span]: the blocks that reach the cache
+            masks = [m for m, c in ((reach, head), (band, nb - head)) if c]
             blocks = (_OverlappingBlocks.apply(t, Q, R, nb).split(counts, dim=1) for t in (k_b, v_b))
             o_b = [
                 F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask.expand(1, c, Q, span))

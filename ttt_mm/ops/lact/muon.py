@@ -68,14 +68,15 @@ class _Orthogonalize(torch.autograd.Function):
         (G,) = ctx.saved_tensors
         G, tall = _wide(G)
         X, norm = _normalized(G)
-        iterates = [X]
-        for a, b, c in NEWTON_SCHULZ_STEPS[:-1]:
-            iterates.append(_step(iterates[-1], a, b, c)[0])
+        steps = []  # each step's input X and its A, B
+        for a, b, c in NEWTON_SCHULZ_STEPS:
+            Y, A, B = _step(X, a, b, c)
+            steps.append((X, A, B))
+            X = Y
         dY = grad.mT if tall else grad
-        for X, (a, b, c) in zip(reversed(iterates), reversed(NEWTON_SCHULZ_STEPS)):
+        for (X, A, B), (a, b, c) in zip(reversed(steps), reversed(NEWTON_SCHULZ_STEPS)):
             # Y = a X + B X, B = b A + c A^2, A = X X^T: dB = dY X^T, dA = b dB + c (dB A + A dB),
             # dX = a dY + B dY + (dA + dA^T) X (A and B are symmetric)
-            _, A, B = _step(X, a, b, c)
             dB = torch.bmm(dY, X.mT)
             dA = torch.baddbmm(torch.baddbmm(dB, dB, A, beta=b, alpha=c), A, dB, alpha=c)
             dY = torch.baddbmm(dY, B, dY, beta=a).baddbmm_(dA + dA.mT, X)

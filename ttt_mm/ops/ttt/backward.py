@@ -122,6 +122,17 @@ class _Grads:
         return tuple(mb.flat(x) for x in (self.q, self.k, self.v, self.lr))
 
 
+def _augmented_adjoint(d_W: Tensor | None, d_b: Tensor | None, like: Tensor, rows: int, cols: int) -> Tensor:
+    """The adjoint ``[BH, rows + 1, cols]`` of augmented weights ``[W; b]`` from the upstream gradients of
+    ``W`` and ``b`` (``None``: they reach no loss); ``like`` is any ``[BH, ...]`` tensor of the scan."""
+    adjoint = like.new_zeros(like.shape[0], rows + 1, cols)
+    if d_W is not None:
+        adjoint[:, :rows] += d_W
+    if d_b is not None:
+        adjoint[:, rows] += d_b
+    return adjoint
+
+
 def _d_out(d_out: Tensor | None, mb: MiniBatches) -> Tensor:
     """The upstream gradient of the outputs, mini-batch-major ``[M, BH, K, F]``."""
     M, BH, K, F = mb.target.shape
@@ -171,12 +182,7 @@ class LinearScan(torch.autograd.Function):
         d_out = _d_out(d_out, mb)
         grads = _Grads.start(d_out, ch, tau, ln_w)
         w_sq = ln_w * ln_w
-        # adjoint of the augmented weights [W; b] after the last mini-batch
-        dW = checkpoints[0].new_zeros(checkpoints[0].shape)
-        if d_W is not None:
-            dW[:, :F] += d_W
-        if d_b is not None:
-            dW[:, F] += d_b
+        dW = _augmented_adjoint(d_W, d_b, checkpoints[0], F, F)  # of [W; b] after the last mini-batch
         for first in reversed(range(0, M, S)):
             sl = slice(first, min(M, first + S))
             dW = _linear_reverse(ch, sl, checkpoints[first // S], dW, d_out[sl], grads, tau, ln_w, ln_b, w_sq)
@@ -307,13 +313,8 @@ class MLPScan(torch.autograd.Function):
         w_sq = ln_w * ln_w
         ws = _Workspace(S, target)
         # adjoints of [W1; b1] and [W2; b2] after the last mini-batch
-        dW1, dW2 = target.new_zeros(BH, F + 1, D), target.new_zeros(BH, D + 1, F)
-        for adjoint, row, grad in ((dW1, F, d_b1), (dW2, D, d_b2)):
-            if grad is not None:
-                adjoint[:, row] += grad
-        for adjoint, rows, grad in ((dW1, F, d_W1), (dW2, D, d_W2)):
-            if grad is not None:
-                adjoint[:, :rows] += grad
+        dW1 = _augmented_adjoint(d_W1, d_b1, checkpoints[0], F, D)
+        dW2 = _augmented_adjoint(d_W2, d_b2, checkpoints[0], D, F)
         for first in reversed(range(0, M, S)):
             sl = slice(first, min(M, first + S))
             sp = _mlp_span(ch, sl, checkpoints[3 * (first // S) : 3 * (first // S) + 3], w_sq, ws)
@@ -335,10 +336,9 @@ def _mlp_reverse(ch: _Chunk, sl: slice, sp: _MLPSpan, dW1, dW2, d_out, grads: _G
     z_bar = torch.matmul(h, sp.W2).add_(sp.b2).sub_(torch.matmul(decay2, sp.g2))
     dz_bar = grads.output_norm(d_out, z_bar, ln_w)
     d_decay2 = -torch.tril(torch.matmul(dz_bar, _t(sp.g2)))
-    d_scores2 = d_decay2 * scale
+    d_scores2 = grads.decay(sl, ch, d_decay2, scores2, tau)
     dh = torch.matmul(dz_bar, _t(sp.W2)).add_(torch.matmul(d_scores2, sp.xh)).mul_(h_slope)
     d_scores1 = grads.decay(sl, ch, -torch.tril(torch.matmul(dh, _t(sp.g1))), scores1, tau)
-    grads.decay(sl, ch, d_decay2, scores2, tau)
     # the readout's shares of the adjoints of the inner gradients
     dg1_readout = -torch.matmul(_t(decay1), dh)
     dg2_readout = -torch.matmul(_t(decay2), dz_bar)
