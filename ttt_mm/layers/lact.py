@@ -252,22 +252,15 @@ class LaCTLayer(nn.Module):
         band = (m >= j + front) & (m <= j + R * Q)  # [Q, span]
         slot = torch.arange((R + nb) * Q, device=q.device)
         real = slot[None] >= (R * Q - state.cached)[:, None]  # [B, (R + nb) Q]: empty cache slots are not
-        # Only the first R blocks reach back to the padding and cache slots, where rows differ; the
-        # others share the band: two SDPA calls per row. (4-D masks: with 3-D ones, SDPA on the CPU
-        # takes its math path.) Rows by unbind and groups by split, not by indexing: their backward
-        # passes stack and concatenate, where indexing's would zero-fill a whole tensor per use.
-        head = min(R, nb)
-        counts = [c for c in (head, nb - head) if c]
+        # One SDPA call per row, with a 4-D mask (with 3-D ones, SDPA on the CPU takes its math path).
+        # Rows by unbind, not by indexing: unbind's backward stacks, indexing's would zero-fill a
+        # whole tensor per row.
         outs = []
         for q_b, k_b, v_b, real_b in zip(q_rot.unbind(0), k_rot.unbind(0), v_pad.unbind(0), real.unbind(0)):
-            reach = band & _windows(real_b, Q, R)[:head, None, :]  # [head, Q, span]: the blocks that reach the cache
-            masks = [m for m, c in ((reach, head), (band, nb - head)) if c]
-            blocks = (_OverlappingBlocks.apply(t, Q, R, nb).split(counts, dim=1) for t in (k_b, v_b))
-            o_b = [
-                F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask.expand(1, c, Q, span))
-                for qs, ks, vs, mask, c in zip(q_b.unflatten(1, (nb, Q)).split(counts, dim=1), *blocks, masks, counts)
-            ]
-            outs.append(torch.cat(o_b, dim=1).flatten(1, 2)[:, :T])  # [H, T, F]
+            mask = band & _windows(real_b, Q, R)[:, None, :]  # [nb, Q, span]
+            k_blocks, v_blocks = (_OverlappingBlocks.apply(t, Q, R, nb) for t in (k_b, v_b))
+            o_b = F.scaled_dot_product_attention(q_b.unflatten(1, (nb, Q)), k_blocks, v_blocks, attn_mask=mask[None])
+            outs.append(o_b.flatten(1, 2)[:, :T])  # [H, T, F]
         o = torch.stack(outs).transpose(1, 2).reshape(B, T, C)  # [B, H, T, F] -> [B, T, C]
         cached = torch.clamp(state.cached + T, max=P)
         return o, new_keys, new_values, cached
