@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from . import native
+
 EPS = 1e-6
 
 
@@ -29,6 +31,9 @@ def ln_l2_grad(z: Tensor, weight_sq: Tensor, offset: Tensor, eps: float = EPS) -
     ``offset = gamma * (beta - target)`` precomputed for a whole sequence, so that the sequential scan
     runs only three fused kernels per mini-batch.
     """
+    fused = native.ln_l2_grad(z, weight_sq, offset, eps)  # one C loop where it applies (CPU, no autograd)
+    if fused is not None:
+        return fused
     F = z.shape[-1]
     zhat, mean, rstd = torch.native_layer_norm(z, [F], None, None, eps)
     dy = torch.addcmul(offset, zhat, weight_sq)
@@ -42,6 +47,9 @@ def l2_target_offset(target: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
 def ln_l2_grad_recorded(z: Tensor, weight_sq: Tensor, offset: Tensor, eps: float = EPS):
     """:func:`ln_l2_grad` plus what its backward needs: ``g`` and ``(zhat, mean, rstd, dy)``."""
+    fused = native.ln_l2_grad(z, weight_sq, offset, eps, record=True)
+    if fused is not None:
+        return fused
     F = z.shape[-1]
     zhat, mean, rstd = torch.native_layer_norm(z, [F], None, None, eps)
     dy = torch.addcmul(offset, zhat, weight_sq)
@@ -90,6 +98,9 @@ class LnL2GradBackward:
     def __call__(self, s: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(dz, de)``: the gradients w.r.t. ``z`` (written into ``out`` if given) and w.r.t. ``e`` (from
         which the target's follow)."""
+        fused = native.ln_l2_grad_backward(s, self.zhat, self.g, self.rstd, self.a, self.weight_sq, out)
+        if fused is not None:
+            return fused
         F = s.shape[-1]
         bwd = torch.ops.aten.native_layer_norm_backward
         de = bwd(s, self.z, [F], self.mean, self.rstd, None, None, [True, False, False])[0]

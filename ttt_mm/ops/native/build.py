@@ -1,0 +1,91 @@
+"""Compiles `kernels.c` with the system C compiler the first time it is needed and loads it with ctypes.
+
+The library is cached per machine (``$TTT_MM_CACHE``, default ``~/.cache/ttt_mm``) under a name that
+hashes the source, the compiler, the flags and the CPU's features, since ``-march=native`` code may not
+run on another CPU. It is written under a temporary name and renamed, so processes starting together
+(DDP) never load a half-written file. Any failure (no compiler, a build error, another platform) is
+logged once and the callers keep their PyTorch ops; ``TTT_MM_NATIVE=0`` turns the library off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kernels.c")
+FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared")
+
+_P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+SIGNATURES = {
+    "gelu_tanh": [_P, _I, _I, _I, _P, _P],  # x, outer, inner, stride, y, slope
+    "gelu_tanh_curvature": [_P, _I, _I, _I, _P],  # x, outer, inner, stride, y
+    # z, w_sq, offset, groups, rows, width, eps, g, then (or NULL) zhat, means, rstds, dys
+    "ln_l2_grad": [_P, _P, _P, _I, _I, _I, _D, _P, _P, _P, _P, _P],
+    # s, zhat, g, r, a, w_sq, groups, rows, width, de, dz, dz_stride
+    "ln_l2_grad_backward": [_P, _P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _I],
+}
+
+
+def _cpu_features() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("TTT_MM_CACHE") or Path.home() / ".cache" / "ttt_mm")
+
+
+def _compile(cc: str) -> Path:
+    source = SOURCE.read_bytes()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256(b"\0".join(s.encode() for s in (cc, version, *FLAGS, platform.machine(), _cpu_features())))
+    key.update(source)
+    target = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, or None (logged once) where they cannot be built or are turned off."""
+    if os.environ.get("TTT_MM_NATIVE", "1") == "0":
+        return None
+    cc = os.environ.get("CC", "cc")
+    try:
+        if shutil.which(cc) is None:
+            raise RuntimeError(f"no C compiler ({cc!r} not found)")
+        lib = ctypes.CDLL(str(_compile(cc)))
+        for name, args in SIGNATURES.items():
+            for suffix in ("f32", "f64"):
+                getattr(lib, f"{name}_{suffix}").argtypes = args
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        log.warning("ttt_mm: fused CPU kernels unavailable, using PyTorch ops (slower on CPU): %s", err)
+        return None
+    return lib

@@ -1,0 +1,122 @@
+/* Fused CPU loops for the elementwise chains inside the TTT scans (see __init__.py for why).
+ * Every function exists for float (f32) and double (f64). Built by build.py; no Python headers. */
+#include <math.h>
+#include <stdint.h>
+
+/* gelu_tanh(x) = x sigmoid(x (A + B x^2)), the tanh form's exact equivalent (sigmoid(2u) = (1 + tanh u) / 2) */
+#define GELU_A 1.5957691216057308  /* 2 sqrt(2 / pi) */
+#define GELU_B 0.07135481627286025 /* GELU_A * 0.044715 */
+#define CLAMP 40.0 /* |u| beyond this saturates the sigmoid (e^-40 is below double precision); keeps exp far from overflow */
+
+#define DEFINE_KERNELS(T, SUF, EXP, SQRT)                                                              \
+    /* x: `outer` blocks of `inner` contiguous values, `stride` apart; y, slope: contiguous (slope may \
+     * be NULL). slope = gelu_tanh'(x) = s + y (1 - s) (A + 3 B x^2) with s the sigmoid. */           \
+    void gelu_tanh_##SUF(const T *x, int64_t outer, int64_t inner, int64_t stride, T *y, T *slope) {   \
+        for (int64_t o = 0; o < outer; o++) {                                                          \
+            const T *xo = x + o * stride;                                                              \
+            T *yo = y + o * inner;                                                                     \
+            T *so = slope ? slope + o * inner : 0;                                                     \
+            for (int64_t i = 0; i < inner; i++) {                                                      \
+                T v = xo[i], v2 = v * v;                                                               \
+                T u = v * ((T)GELU_A + (T)GELU_B * v2);                                                \
+                u = u < (T)-CLAMP ? (T)-CLAMP : (u > (T)CLAMP ? (T)CLAMP : u);                         \
+                T e = EXP(-u), s = (T)1 / ((T)1 + e); /* 1 - s = e s, exact where s rounds to 1 */       \
+                T out = v * s;                                                                         \
+                yo[i] = out;                                                                           \
+                if (so) so[i] = s + out * e * s * ((T)GELU_A + (T)3 * (T)GELU_B * v2);                 \
+            }                                                                                          \
+        }                                                                                              \
+    }                                                                                                  \
+    /* y = gelu_tanh''(x) = s (1 - s) (2 v' + x (1 - 2 s) v'^2 + x v''), v = x (A + B x^2); layout as above */ \
+    void gelu_tanh_curvature_##SUF(const T *x, int64_t outer, int64_t inner, int64_t stride, T *y) {   \
+        for (int64_t o = 0; o < outer; o++) {                                                          \
+            const T *xo = x + o * stride;                                                              \
+            T *yo = y + o * inner;                                                                     \
+            for (int64_t i = 0; i < inner; i++) {                                                      \
+                T v = xo[i], v2 = v * v;                                                               \
+                T u = v * ((T)GELU_A + (T)GELU_B * v2);                                                \
+                u = u < (T)-CLAMP ? (T)-CLAMP : (u > (T)CLAMP ? (T)CLAMP : u);                         \
+                T e = EXP(-u), s = (T)1 / ((T)1 + e), dv = (T)GELU_A + (T)3 * (T)GELU_B * v2;          \
+                T q = e * s * s; /* s (1 - s) */                                                       \
+                yo[i] = q * ((T)2 * dv + v * (e * s - s) * dv * dv + (T)6 * (T)GELU_B * v2);           \
+            }                                                                                          \
+        }                                                                                              \
+    }                                                                                                  \
+    /* g = d/dz of 0.5 |gamma LN(z) + beta - target|^2 per row of `width`, given w_sq = gamma^2 [groups, \
+     * width] and offset = gamma (beta - target): the LayerNorm backward of dy = offset + w_sq zhat.  \
+     * z, offset, g (and zhat, dys): [groups, rows, width] contiguous; means, rstds: [groups, rows].  \
+     * With zhat non-NULL also records zhat, mean, 1/std and dy for the backward. */                  \
+    void ln_l2_grad_##SUF(const T *z, const T *w_sq, const T *offset, int64_t groups, int64_t rows,     \
+                          int64_t width, double eps, T *g, T *zhat, T *means, T *rstds, T *dys) {      \
+        for (int64_t gi = 0; gi < groups; gi++) {                                                      \
+            const T *w = w_sq + gi * width;                                                            \
+            for (int64_t r = 0; r < rows; r++) {                                                       \
+                int64_t base = (gi * rows + r) * width;                                                \
+                const T *zr = z + base, *orow = offset + base;                                         \
+                T *gr = g + base;                                                                      \
+                T mean = 0, var = 0, mdy = 0, mdyx = 0;                                                \
+                for (int64_t i = 0; i < width; i++) mean += zr[i];                                     \
+                mean /= (T)width;                                                                      \
+                for (int64_t i = 0; i < width; i++) var += (zr[i] - mean) * (zr[i] - mean);            \
+                T rstd = (T)1 / SQRT(var / (T)width + (T)eps);                                         \
+                for (int64_t i = 0; i < width; i++) {                                                  \
+                    T xh = (zr[i] - mean) * rstd, dy = orow[i] + w[i] * xh;                            \
+                    mdy += dy;                                                                         \
+                    mdyx += dy * xh;                                                                   \
+                }                                                                                      \
+                mdy /= (T)width;                                                                       \
+                mdyx /= (T)width;                                                                      \
+                for (int64_t i = 0; i < width; i++) {                                                  \
+                    T xh = (zr[i] - mean) * rstd, dy = orow[i] + w[i] * xh;                            \
+                    gr[i] = rstd * (dy - mdy - xh * mdyx);                                             \
+                    if (zhat) {                                                                        \
+                        zhat[base + i] = xh;                                                           \
+                        dys[base + i] = dy;                                                            \
+                    }                                                                                  \
+                }                                                                                      \
+                if (zhat) {                                                                            \
+                    means[gi * rows + r] = mean;                                                       \
+                    rstds[gi * rows + r] = rstd;                                                       \
+                }                                                                                      \
+            }                                                                                          \
+        }                                                                                              \
+    }                                                                                                  \
+    /* The backward of ln_l2_grad for an upstream gradient s (ttt_mm.ops.ln.LnL2GradBackward): per row, \
+     * de = r P s and dz = r P (w_sq de) - a de - (r / F)(s . zhat) g - (r / F)(s . g) zhat, with     \
+     * P v = v - mean(v) - zhat mean(v zhat). s, zhat, g, de: [groups, rows, width] contiguous; r, a:  \
+     * [groups, rows]; dz: rows of group gi start at dz + gi * dz_stride. */                          \
+    void ln_l2_grad_backward_##SUF(const T *s, const T *zhat, const T *g, const T *r, const T *a,       \
+                                   const T *w_sq, int64_t groups, int64_t rows, int64_t width, T *de,  \
+                                   T *dz, int64_t dz_stride) {                                         \
+        for (int64_t gi = 0; gi < groups; gi++) {                                                      \
+            const T *w = w_sq + gi * width;                                                            \
+            for (int64_t row = 0; row < rows; row++) {                                                 \
+                int64_t k = gi * rows + row, base = k * width;                                         \
+                const T *sr = s + base, *zr = zhat + base, *gr = g + base;                             \
+                T *der = de + base, *dzr = dz + gi * dz_stride + row * width;                          \
+                T rs = r[k], ms = 0, msz = 0, msg = 0, mt = 0, mtz = 0;                                \
+                for (int64_t i = 0; i < width; i++) {                                                  \
+                    ms += sr[i];                                                                       \
+                    msz += sr[i] * zr[i];                                                              \
+                    msg += sr[i] * gr[i];                                                              \
+                }                                                                                      \
+                ms /= (T)width;                                                                        \
+                msz /= (T)width;                                                                       \
+                for (int64_t i = 0; i < width; i++) {                                                  \
+                    T d = rs * (sr[i] - ms - zr[i] * msz);                                             \
+                    der[i] = d;                                                                        \
+                    mt += w[i] * d;                                                                    \
+                    mtz += w[i] * d * zr[i];                                                           \
+                }                                                                                      \
+                mt /= (T)width;                                                                        \
+                mtz /= (T)width;                                                                       \
+                T cg = rs * msz, cz = rs * msg / (T)width; /* (r/F)(s . zhat) = r msz */               \
+                for (int64_t i = 0; i < width; i++)                                                    \
+                    dzr[i] = rs * (w[i] * der[i] - mt - zr[i] * mtz) - a[k] * der[i] - cg * gr[i] -    \
+                             cz * zr[i];                                                               \
+            }                                                                                          \
+        }                                                                                              \
+    }
+
+DEFINE_KERNELS(float, f32, expf, sqrtf)
+DEFINE_KERNELS(double, f64, exp, sqrt)
