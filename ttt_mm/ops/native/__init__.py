@@ -69,7 +69,10 @@ def ln_l2_grad(z: Tensor, weight_sq: Tensor, offset: Tensor, eps: float, record:
     if kernel is None or not _rows(z, weight_sq, offset):
         return None
     g = torch.empty_like(z)
-    recorded = (torch.empty_like(z), z.new_empty(*z.shape[:2], 1), z.new_empty(*z.shape[:2], 1), torch.empty_like(z))
+    recorded = ()
+    if record:  # zhat, mean, rstd, dy
+        row = z.new_empty(*z.shape[:2], 1)
+        recorded = (torch.empty_like(z), row, torch.empty_like(row), torch.empty_like(z))
     pointers = [t.data_ptr() for t in recorded] if record else [None] * 4
     kernel(z.data_ptr(), weight_sq.data_ptr(), offset.data_ptr(), *z.shape, eps, g.data_ptr(), *pointers)
     return (g, recorded) if record else g
