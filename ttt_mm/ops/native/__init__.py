@@ -41,25 +41,27 @@ def _blocks(x: Tensor) -> tuple[int, int, int] | None:
     return None
 
 
-def gelu_tanh(x: Tensor, slope: bool = False) -> Tensor | tuple[Tensor, Tensor] | None:
-    """``gelu_tanh(x)``, and with ``slope`` also its derivative; None where the kernels do not apply."""
-    kernel, blocks = _kernel("gelu_tanh", x), _blocks(x)
+def _map(name: str, x: Tensor, count: int, slots: int) -> tuple[Tensor, ...] | None:
+    """An elementwise kernel over ``x`` into ``count`` new tensors shaped like it (the kernel takes ``slots``
+    output pointers; those past ``count`` are NULL); None where the kernels do not apply."""
+    kernel, blocks = _kernel(name, x), _blocks(x)
     if kernel is None or blocks is None:
         return None
-    y = torch.empty(x.shape, dtype=x.dtype)
-    s = torch.empty(x.shape, dtype=x.dtype) if slope else None
-    kernel(x.data_ptr(), *blocks, y.data_ptr(), None if s is None else s.data_ptr())
-    return (y, s) if slope else y
+    outs = tuple(torch.empty(x.shape, dtype=x.dtype) for _ in range(count))
+    kernel(x.data_ptr(), *blocks, *(t.data_ptr() for t in outs), *[None] * (slots - count))
+    return outs
+
+
+def gelu_tanh(x: Tensor, slope: bool = False) -> Tensor | tuple[Tensor, Tensor] | None:
+    """``gelu_tanh(x)``, and with ``slope`` also its derivative; None where the kernels do not apply."""
+    outs = _map("gelu_tanh", x, 2 if slope else 1, slots=2)
+    return outs if outs is None or slope else outs[0]
 
 
 def gelu_tanh_curvature(x: Tensor) -> Tensor | None:
     """The second derivative of ``gelu_tanh`` at ``x``; None where the kernels do not apply."""
-    kernel, blocks = _kernel("gelu_tanh_curvature", x), _blocks(x)
-    if kernel is None or blocks is None:
-        return None
-    y = torch.empty(x.shape, dtype=x.dtype)
-    kernel(x.data_ptr(), *blocks, y.data_ptr())
-    return y
+    outs = _map("gelu_tanh_curvature", x, 1, slots=1)
+    return None if outs is None else outs[0]
 
 
 def ln_l2_grad(z: Tensor, weight_sq: Tensor, offset: Tensor, eps: float, record: bool = False):

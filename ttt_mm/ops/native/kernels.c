@@ -9,6 +9,13 @@
 #define CLAMP 40.0 /* |u| beyond this saturates the sigmoid (e^-40 is below double precision); keeps exp far from overflow */
 
 #define DEFINE_KERNELS(T, SUF, EXP, SQRT)                                                              \
+    /* s = sigmoid(u), u = v (A + B v^2) clamped, and e = exp(-u): 1 - s = e s, exact where s rounds to 1 */ \
+    static inline T gelu_sigmoid_##SUF(T v, T v2, T *e) {                                              \
+        T u = v * ((T)GELU_A + (T)GELU_B * v2);                                                        \
+        u = u < (T)-CLAMP ? (T)-CLAMP : (u > (T)CLAMP ? (T)CLAMP : u);                                 \
+        *e = EXP(-u);                                                                                  \
+        return (T)1 / ((T)1 + *e);                                                                     \
+    }                                                                                                  \
     /* x: `outer` blocks of `inner` contiguous values, `stride` apart; y, slope: contiguous (slope may \
      * be NULL). slope = gelu_tanh'(x) = s + y (1 - s) (A + 3 B x^2) with s the sigmoid. */           \
     void gelu_tanh_##SUF(const T *x, int64_t outer, int64_t inner, int64_t stride, T *y, T *slope) {   \
@@ -17,11 +24,7 @@
             T *yo = y + o * inner;                                                                     \
             T *so = slope ? slope + o * inner : 0;                                                     \
             for (int64_t i = 0; i < inner; i++) {                                                      \
-                T v = xo[i], v2 = v * v;                                                               \
-                T u = v * ((T)GELU_A + (T)GELU_B * v2);                                                \
-                u = u < (T)-CLAMP ? (T)-CLAMP : (u > (T)CLAMP ? (T)CLAMP : u);                         \
-                T e = EXP(-u), s = (T)1 / ((T)1 + e); /* 1 - s = e s, exact where s rounds to 1 */       \
-                T out = v * s;                                                                         \
+                T v = xo[i], v2 = v * v, e, s = gelu_sigmoid_##SUF(v, v2, &e), out = v * s;            \
                 yo[i] = out;                                                                           \
                 if (so) so[i] = s + out * e * s * ((T)GELU_A + (T)3 * (T)GELU_B * v2);                 \
             }                                                                                          \
@@ -33,10 +36,8 @@
             const T *xo = x + o * stride;                                                              \
             T *yo = y + o * inner;                                                                     \
             for (int64_t i = 0; i < inner; i++) {                                                      \
-                T v = xo[i], v2 = v * v;                                                               \
-                T u = v * ((T)GELU_A + (T)GELU_B * v2);                                                \
-                u = u < (T)-CLAMP ? (T)-CLAMP : (u > (T)CLAMP ? (T)CLAMP : u);                         \
-                T e = EXP(-u), s = (T)1 / ((T)1 + e), dv = (T)GELU_A + (T)3 * (T)GELU_B * v2;          \
+                T v = xo[i], v2 = v * v, e, s = gelu_sigmoid_##SUF(v, v2, &e);                         \
+                T dv = (T)GELU_A + (T)3 * (T)GELU_B * v2;                                              \
                 T q = e * s * s; /* s (1 - s) */                                                       \
                 yo[i] = q * ((T)2 * dv + v * (e * s - s) * dv * dv + (T)6 * (T)GELU_B * v2);           \
             }                                                                                          \
