@@ -67,6 +67,97 @@ def test_layer_norm_loops_match_pytorch(dtype, pytorch_ops):
     assert close(dz, dz_ref, dtype) and close(de, de_ref, dtype)
 
 
+@needs_cc
+def test_the_loops_write_into_given_outputs_and_the_fallback_does_too(pytorch_ops):
+    x = torch.randn(2, 6, 32) * 2
+    z, offset = torch.randn(2, 6, 16), torch.randn(2, 6, 16)
+    w_sq = torch.rand(2, 1, 16) + 0.5
+    y_ref, slope_ref = pytorch_ops(dual.gelu_tanh_with_slope, x)
+    g_ref, recorded_ref = pytorch_ops(ln.ln_l2_grad_recorded, z, w_sq, offset)
+    for run in (lambda fn, *a, **k: fn(*a, **k), pytorch_ops):
+        buffers = torch.zeros(2, *x.shape)
+        y, slope = run(dual.gelu_tanh_with_slope, x, out=tuple(buffers))
+        assert y.data_ptr() == buffers[0].data_ptr() and slope.data_ptr() == buffers[1].data_ptr()
+        assert close(buffers[0], y_ref, x.dtype) and close(buffers[1], slope_ref, x.dtype)
+        rows = z.new_zeros(2, 6, 1)
+        out = (torch.zeros_like(z), torch.zeros_like(z), rows, rows.clone(), torch.zeros_like(z))
+        g, recorded = run(ln.ln_l2_grad_recorded, z, w_sq, offset, out=out)
+        assert g.data_ptr() == out[0].data_ptr() and [r.data_ptr() for r in recorded] == [o.data_ptr() for o in out[1:]]
+        assert all(close(a, b, z.dtype) for a, b in zip(out, (g_ref, *recorded_ref)))
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_loops_give_the_same_values_on_one_thread_and_on_several(dtype):
+    """Large enough to be split across threads; the split must not change a value (beyond rounding: a
+    thread's first values may take the scalar path where one thread took the vector path)."""
+    x = torch.randn(4, 32, 256, dtype=dtype)[:, :16] * 3  # strided blocks: the split crosses their boundaries
+    z, offset, s = (torch.randn(8, 32, 64, dtype=dtype) for _ in range(3))
+    w_sq = torch.rand(8, 1, 64, dtype=dtype) + 0.5
+
+    def run():
+        g, recorded = ln.ln_l2_grad_recorded(z, w_sq, offset)
+        backward = ln.LnL2GradBackward.of(z, g, recorded, w_sq)
+        return (*dual.gelu_tanh_with_slope(x), dual.gelu_tanh_curvature(x), g, *recorded, *backward(s))
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run()
+        torch.set_num_threads(3)
+        several = run()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(close(a, b, dtype) for a, b in zip(one, several))
+
+
+@needs_cc
+def test_a_compiler_without_openmp_gives_the_single_threaded_build(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("TTT_MM_CACHE", str(tmp_path))
+    monkeypatch.setattr(build, "OPENMP", ("-fno-such-option-ttt-mm",))  # the OpenMP build fails to compile
+    build.library.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger=build.__name__):
+            assert build.library() is not None
+        assert any("without OpenMP" in r.message for r in caplog.records)
+        assert len(list(tmp_path.iterdir())) == 1  # the plain build, no leftovers of the failed one
+        x = torch.randn(3, 8, 40)
+        assert close(native.gelu_tanh(x), x * torch.sigmoid(x * (dual._GELU_A + dual._GELU_B * x * x)), x.dtype)
+    finally:
+        build.library.cache_clear()
+
+
+@needs_cc
+@pytest.mark.parametrize("inner", ["linear", "mlp"])
+def test_the_scans_run_every_loop_they_can(inner, monkeypatch):
+    """Each call the TTT scans make (forward, recompute, reverse pass) must take the fused loops: one
+    input in an unexpected layout would silently fall back to the slower PyTorch ops."""
+    from ttt_mm.ops import ttt_linear, ttt_mlp
+
+    fell_back = []
+    for name in ("gelu_tanh", "gelu_tanh_curvature", "ln_l2_grad", "ln_l2_grad_backward"):
+        loop = getattr(native, name)
+
+        def spy(*args, _loop=loop, _name=name, **kwargs):
+            result = _loop(*args, **kwargs)
+            if result is None:
+                fell_back.append(_name)
+            return result
+
+        monkeypatch.setattr(native, name, spy)
+    B, H, T, F, D = 1, 2, 64, 8, 16
+    q, k, v = (torch.randn(B, H, T, F, requires_grad=True) for _ in range(3))
+    lr = torch.rand(B, H, T) * 0.1
+    norm = (torch.ones(H, F), torch.zeros(H, F))
+    if inner == "linear":
+        out, _ = ttt_linear(q, k, v, lr, torch.randn(H, F, F) * 0.1, torch.zeros(H, F), *norm)
+    else:
+        weights = (torch.randn(H, F, D) * 0.1, torch.zeros(H, D), torch.randn(H, D, F) * 0.1, torch.zeros(H, F))
+        out, _ = ttt_mlp(q, k, v, lr, *weights, *norm)
+    out.square().mean().backward()
+    assert fell_back == [] and q.grad is not None
+
+
 def test_tensors_autograd_tracks_take_the_pytorch_ops():
     x = torch.randn(2, 4, 8, requires_grad=True)
     assert native.gelu_tanh(x) is None and native.gelu_tanh_curvature(x) is None

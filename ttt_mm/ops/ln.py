@@ -45,16 +45,20 @@ def l2_target_offset(target: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return weight * (bias - target)
 
 
-def ln_l2_grad_recorded(z: Tensor, weight_sq: Tensor, offset: Tensor, eps: float = EPS):
-    """:func:`ln_l2_grad` plus what its backward needs: ``g`` and ``(zhat, mean, rstd, dy)``."""
-    fused = native.ln_l2_grad(z, weight_sq, offset, eps, record=True)
+def ln_l2_grad_recorded(z: Tensor, weight_sq: Tensor, offset: Tensor, eps: float = EPS, out=None):
+    """:func:`ln_l2_grad` plus what its backward needs: ``g`` and ``(zhat, mean, rstd, dy)`` (written into
+    ``out = (g, zhat, mean, rstd, dy)`` if given)."""
+    fused = native.ln_l2_grad(z, weight_sq, offset, eps, record=True, out=out)
     if fused is not None:
         return fused
     F = z.shape[-1]
     zhat, mean, rstd = torch.native_layer_norm(z, [F], None, None, eps)
     dy = torch.addcmul(offset, zhat, weight_sq)
     g = torch.ops.aten.native_layer_norm_backward(dy, z, [F], mean, rstd, None, None, [True, False, False])[0]
-    return g, (zhat, mean, rstd, dy)
+    if out is None:
+        return g, (zhat, mean, rstd, dy)
+    g, *recorded = (o.copy_(t) for o, t in zip(out, (g, zhat, mean, rstd, dy)))
+    return g, tuple(recorded)
 
 
 @dataclass

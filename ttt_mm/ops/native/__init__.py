@@ -3,9 +3,11 @@
 On a CPU the scans' sequential loops run a few dozen small kernels per mini-batch of 16 tokens, and
 each PyTorch kernel is a dispatch plus a pass over memory: ``gelu_tanh`` and its slope are a dozen of
 them, the inner loss's LayerNorm gradient three. Here each chain is one C loop over the values
-(`kernels.c`, built by `build`). They apply to CPU float32/float64 tensors that autograd does not
-track (inference, and the hand-written forward and backward of the scans); each function returns
-None where they do not apply or the library is unavailable, and the caller runs its PyTorch ops.
+(`kernels.c`, built by `build`), split across PyTorch's threads (``torch.get_num_threads()``; PyTorch
+itself runs tensors this small on one). They apply to CPU float32/float64 tensors that autograd does
+not track (inference, and the hand-written forward and backward of the scans), writing into given
+outputs where the scans keep stacks; each function returns None where they do not apply or the
+library is unavailable, and the caller runs its PyTorch ops.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 def _kernel(name: str, *tensors: Tensor):
     """The kernel for the tensors' dtype, or None: not all on the CPU in one float dtype, or tracked by autograd."""
     x = tensors[0]
-    if x.device.type != "cpu" or x.dtype not in _SUFFIX:
+    if not x.is_cpu or x.dtype not in _SUFFIX:
         return None
-    if any(t.dtype != x.dtype or t.device != x.device for t in tensors):
+    if any(not t.is_cpu or t.dtype != x.dtype for t in tensors):
         return None
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return None
@@ -41,20 +43,31 @@ def _blocks(x: Tensor) -> tuple[int, int, int] | None:
     return None
 
 
-def _map(name: str, x: Tensor, count: int, slots: int) -> tuple[Tensor, ...] | None:
-    """An elementwise kernel over ``x`` into ``count`` new tensors shaped like it (the kernel takes ``slots``
-    output pointers; those past ``count`` are NULL); None where the kernels do not apply."""
+def _outputs(like: Tensor, out, count: int, shapes=None) -> tuple[Tensor, ...] | None:
+    """``out`` if given and each is contiguous, of ``like``'s dtype and of its shape (or ``shapes``), else new
+    tensors; None where ``out`` does not fit."""
+    shapes = shapes or [like.shape] * count
+    if out is None:
+        return tuple(like.new_empty(shape) for shape in shapes)
+    fits = all(t.is_contiguous() and t.dtype == like.dtype and t.shape == shape for t, shape in zip(out, shapes))
+    return tuple(out) if fits and len(out) == count else None
+
+
+def _map(name: str, x: Tensor, count: int, slots: int, out=None) -> tuple[Tensor, ...] | None:
+    """An elementwise kernel over ``x`` into ``count`` tensors shaped like it (``out`` or new ones; the kernel
+    takes ``slots`` output pointers, those past ``count`` NULL); None where the kernels do not apply."""
     kernel, blocks = _kernel(name, x), _blocks(x)
-    if kernel is None or blocks is None:
+    outs = _outputs(x, out, count)
+    if kernel is None or blocks is None or outs is None:
         return None
-    outs = tuple(torch.empty(x.shape, dtype=x.dtype) for _ in range(count))
-    kernel(x.data_ptr(), *blocks, *(t.data_ptr() for t in outs), *[None] * (slots - count))
+    kernel(x.data_ptr(), *blocks, *(t.data_ptr() for t in outs), *[None] * (slots - count), torch.get_num_threads())
     return outs
 
 
-def gelu_tanh(x: Tensor, slope: bool = False) -> Tensor | tuple[Tensor, Tensor] | None:
-    """``gelu_tanh(x)``, and with ``slope`` also its derivative; None where the kernels do not apply."""
-    outs = _map("gelu_tanh", x, 2 if slope else 1, slots=2)
+def gelu_tanh(x: Tensor, slope: bool = False, out=None) -> Tensor | tuple[Tensor, Tensor] | None:
+    """``gelu_tanh(x)``, and with ``slope`` also its derivative (into ``out``, a tuple, if given); None where
+    the kernels do not apply."""
+    outs = _map("gelu_tanh", x, 2 if slope else 1, slots=2, out=out)
     return outs if outs is None or slope else outs[0]
 
 
@@ -64,20 +77,22 @@ def gelu_tanh_curvature(x: Tensor) -> Tensor | None:
     return None if outs is None else outs[0]
 
 
-def ln_l2_grad(z: Tensor, weight_sq: Tensor, offset: Tensor, eps: float, record: bool = False):
-    """`ttt_mm.ops.ln.ln_l2_grad` (with ``record``, `ln_l2_grad_recorded`'s ``g, (zhat, mean, rstd, dy)``)
-    for ``z, offset [G, R, F]`` and ``weight_sq [G, 1, F]``; None where the kernels do not apply."""
+def ln_l2_grad(z: Tensor, weight_sq: Tensor, offset: Tensor, eps: float, record: bool = False, out=None):
+    """`ttt_mm.ops.ln.ln_l2_grad` (with ``record``, `ln_l2_grad_recorded`'s ``g, (zhat, mean, rstd, dy)``,
+    into ``out = (g, zhat, mean, rstd, dy)`` if given) for ``z, offset [G, R, F]`` and ``weight_sq [G, 1, F]``;
+    None where the kernels do not apply."""
     kernel = _kernel("ln_l2_grad", z, weight_sq, offset)
     if kernel is None or not _rows(z, weight_sq, offset):
         return None
-    g = torch.empty_like(z)
-    recorded = ()
-    if record:  # zhat, mean, rstd, dy
-        row = z.new_empty(*z.shape[:2], 1)
-        recorded = (torch.empty_like(z), row, torch.empty_like(row), torch.empty_like(z))
+    row = (*z.shape[:2], 1)
+    outs = _outputs(z, out, 5, [z.shape, z.shape, row, row, z.shape]) if record else _outputs(z, out, 1)
+    if outs is None:
+        return None
+    g, *recorded = outs
     pointers = [t.data_ptr() for t in recorded] if record else [None] * 4
-    kernel(z.data_ptr(), weight_sq.data_ptr(), offset.data_ptr(), *z.shape, eps, g.data_ptr(), *pointers)
-    return (g, recorded) if record else g
+    threads = torch.get_num_threads()
+    kernel(z.data_ptr(), weight_sq.data_ptr(), offset.data_ptr(), *z.shape, eps, g.data_ptr(), *pointers, threads)
+    return (g, tuple(recorded)) if record else g
 
 
 def ln_l2_grad_backward(s: Tensor, zhat: Tensor, g: Tensor, rstd: Tensor, a: Tensor, weight_sq: Tensor, out=None):
@@ -94,7 +109,7 @@ def ln_l2_grad_backward(s: Tensor, zhat: Tensor, g: Tensor, rstd: Tensor, a: Ten
         return None
     de = torch.empty_like(s)
     ptrs = (t.data_ptr() for t in (s, zhat, g, rstd, a, weight_sq))
-    kernel(*ptrs, *s.shape, de.data_ptr(), out.data_ptr(), out.stride(0))
+    kernel(*ptrs, *s.shape, de.data_ptr(), out.data_ptr(), out.stride(0), torch.get_num_threads())
     return out, de
 
 

@@ -24,15 +24,19 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared")
+# The loops split their rows across PyTorch's threads. Linked after torch, the library shares torch's
+# OpenMP runtime (same soname, so the loader reuses it) and its thread pool; where -fopenmp fails
+# (a compiler without it), the plain build runs every loop on the calling thread.
+OPENMP = ("-fopenmp",)
 
-_P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-SIGNATURES = {
-    "gelu_tanh": [_P, _I, _I, _I, _P, _P],  # x, outer, inner, stride, y, slope
-    "gelu_tanh_curvature": [_P, _I, _I, _I, _P],  # x, outer, inner, stride, y
+_P, _I, _D, _N = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+SIGNATURES = {  # every function ends with the number of threads to use
+    "gelu_tanh": [_P, _I, _I, _I, _P, _P, _N],  # x, outer, inner, stride, y, slope
+    "gelu_tanh_curvature": [_P, _I, _I, _I, _P, _N],  # x, outer, inner, stride, y
     # z, w_sq, offset, groups, rows, width, eps, g, then (or NULL) zhat, means, rstds, dys
-    "ln_l2_grad": [_P, _P, _P, _I, _I, _I, _D, _P, _P, _P, _P, _P],
+    "ln_l2_grad": [_P, _P, _P, _I, _I, _I, _D, _P, _P, _P, _P, _P, _N],
     # s, zhat, g, r, a, w_sq, groups, rows, width, de, dz, dz_stride
-    "ln_l2_grad_backward": [_P, _P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _I],
+    "ln_l2_grad_backward": [_P, _P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _I, _N],
 }
 
 
@@ -50,10 +54,10 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("TTT_MM_CACHE") or Path.home() / ".cache" / "ttt_mm")
 
 
-def _compile(cc: str) -> Path:
+def _compile(cc: str, flags: tuple[str, ...]) -> Path:
     source = SOURCE.read_bytes()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256(b"\0".join(s.encode() for s in (cc, version, *FLAGS, platform.machine(), _cpu_features())))
+    key = hashlib.sha256(b"\0".join(s.encode() for s in (cc, version, *flags, platform.machine(), _cpu_features())))
     key.update(source)
     target = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
     if target.exists():
@@ -62,7 +66,7 @@ def _compile(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        done = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
         os.replace(tmp, target)
@@ -70,6 +74,15 @@ def _compile(cc: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def _load(cc: str) -> ctypes.CDLL:
+    """The OpenMP build, else the plain one."""
+    try:
+        return ctypes.CDLL(str(_compile(cc, FLAGS + OPENMP)))
+    except (OSError, RuntimeError) as err:
+        log.info("ttt_mm: fused CPU kernels built without OpenMP (one thread each): %s", err)
+        return ctypes.CDLL(str(_compile(cc, FLAGS)))
 
 
 @functools.cache
@@ -81,7 +94,7 @@ def library() -> ctypes.CDLL | None:
     try:
         if shutil.which(cc) is None:
             raise RuntimeError(f"no C compiler ({cc!r} not found)")
-        lib = ctypes.CDLL(str(_compile(cc)))
+        lib = _load(cc)
         for name, args in SIGNATURES.items():
             for suffix in ("f32", "f64"):
                 getattr(lib, f"{name}_{suffix}").argtypes = args

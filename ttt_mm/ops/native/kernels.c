@@ -2,6 +2,15 @@
  * Every function exists for float (f32) and double (f64). Built by build.py; no Python headers. */
 #include <math.h>
 #include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else /* built without OpenMP: every loop runs on the calling thread */
+static inline int omp_get_thread_num(void) { return 0; }
+static inline int omp_get_num_threads(void) { return 1; }
+#endif
+
+/* Loops over fewer values than this run on one thread: waking the others costs more than they save */
+#define PARALLEL_MIN 8192
 
 /* gelu_tanh(x) = x sigmoid(x (A + B x^2)), the tanh form's exact equivalent (sigmoid(2u) = (1 + tanh u) / 2) */
 #define GELU_A 1.5957691216057308  /* 2 sqrt(2 / pi) */
@@ -16,69 +25,86 @@
         *e = EXP(-u);                                                                                  \
         return (T)1 / ((T)1 + *e);                                                                     \
     }                                                                                                  \
-    /* x: `outer` blocks of `inner` contiguous values, `stride` apart; y, slope: contiguous (slope may \
-     * be NULL). slope = gelu_tanh'(x) = s + y (1 - s) (A + 3 B x^2) with s the sigmoid. */           \
-    void gelu_tanh_##SUF(const T *x, int64_t outer, int64_t inner, int64_t stride, T *y, T *slope) {   \
-        for (int64_t o = 0; o < outer; o++) {                                                          \
-            const T *xo = x + o * stride;                                                              \
-            T *yo = y + o * inner;                                                                     \
-            T *so = slope ? slope + o * inner : 0;                                                     \
-            for (int64_t i = 0; i < inner; i++) {                                                      \
-                T v = xo[i], v2 = v * v, e, s = gelu_sigmoid_##SUF(v, v2, &e), out = v * s;            \
-                yo[i] = out;                                                                           \
-                if (so) so[i] = s + out * e * s * ((T)GELU_A + (T)3 * (T)GELU_B * v2);                 \
+    /* y = gelu_tanh(x) and, where slope is non-NULL, slope = gelu_tanh'(x) = s + y (1 - s) (A + 3 B x^2) \
+     * with s the sigmoid, for n contiguous values */                                                 \
+    static void gelu_run_##SUF(const T *x, int64_t n, T *y, T *slope) {                                \
+        for (int64_t i = 0; i < n; i++) {                                                              \
+            T v = x[i], v2 = v * v, e, s = gelu_sigmoid_##SUF(v, v2, &e), out = v * s;                 \
+            y[i] = out;                                                                                \
+            if (slope) slope[i] = s + out * e * s * ((T)GELU_A + (T)3 * (T)GELU_B * v2);               \
+        }                                                                                              \
+    }                                                                                                  \
+    /* y'' = gelu_tanh''(x) = s (1 - s) (2 v' + x (1 - 2 s) v'^2 + x v''), v = x (A + B x^2), for n     \
+     * contiguous values (the unused slope argument keeps gelu_run's signature) */                    \
+    static void curvature_run_##SUF(const T *x, int64_t n, T *y, T *unused) {                          \
+        (void)unused;                                                                                  \
+        for (int64_t i = 0; i < n; i++) {                                                              \
+            T v = x[i], v2 = v * v, e, s = gelu_sigmoid_##SUF(v, v2, &e);                              \
+            T dv = (T)GELU_A + (T)3 * (T)GELU_B * v2;                                                  \
+            T q = e * s * s; /* s (1 - s) */                                                           \
+            y[i] = q * ((T)2 * dv + v * (e * s - s) * dv * dv + (T)6 * (T)GELU_B * v2);                \
+        }                                                                                              \
+    }                                                                                                  \
+    /* run over x: `outer` blocks of `inner` contiguous values, `stride` apart, into contiguous y (and \
+     * slope), the values split evenly across `threads` threads */                                    \
+    static void elementwise_##SUF(void (*run)(const T *, int64_t, T *, T *), const T *x, int64_t outer, \
+                                  int64_t inner, int64_t stride, T *y, T *slope, int threads) {        \
+        int64_t total = outer * inner;                                                                 \
+        _Pragma("omp parallel num_threads(threads) if (threads > 1 && total >= PARALLEL_MIN)")        \
+        {                                                                                              \
+            int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();                              \
+            int64_t lo = total * t / nt, hi = total * (t + 1) / nt;                                    \
+            while (lo < hi) {                                                                          \
+                int64_t o = lo / inner, i = lo % inner, n = inner - i < hi - lo ? inner - i : hi - lo; \
+                run(x + o * stride + i, n, y + lo, slope ? slope + lo : 0);                            \
+                lo += n;                                                                               \
             }                                                                                          \
         }                                                                                              \
     }                                                                                                  \
-    /* y = gelu_tanh''(x) = s (1 - s) (2 v' + x (1 - 2 s) v'^2 + x v''), v = x (A + B x^2); layout as above */ \
-    void gelu_tanh_curvature_##SUF(const T *x, int64_t outer, int64_t inner, int64_t stride, T *y) {   \
-        for (int64_t o = 0; o < outer; o++) {                                                          \
-            const T *xo = x + o * stride;                                                              \
-            T *yo = y + o * inner;                                                                     \
-            for (int64_t i = 0; i < inner; i++) {                                                      \
-                T v = xo[i], v2 = v * v, e, s = gelu_sigmoid_##SUF(v, v2, &e);                         \
-                T dv = (T)GELU_A + (T)3 * (T)GELU_B * v2;                                              \
-                T q = e * s * s; /* s (1 - s) */                                                       \
-                yo[i] = q * ((T)2 * dv + v * (e * s - s) * dv * dv + (T)6 * (T)GELU_B * v2);           \
-            }                                                                                          \
-        }                                                                                              \
+    void gelu_tanh_##SUF(const T *x, int64_t outer, int64_t inner, int64_t stride, T *y, T *slope,     \
+                         int threads) {                                                                \
+        elementwise_##SUF(gelu_run_##SUF, x, outer, inner, stride, y, slope, threads);                 \
+    }                                                                                                  \
+    void gelu_tanh_curvature_##SUF(const T *x, int64_t outer, int64_t inner, int64_t stride, T *y,     \
+                                   int threads) {                                                      \
+        elementwise_##SUF(curvature_run_##SUF, x, outer, inner, stride, y, 0, threads);                \
     }                                                                                                  \
     /* g = d/dz of 0.5 |gamma LN(z) + beta - target|^2 per row of `width`, given w_sq = gamma^2 [groups, \
      * width] and offset = gamma (beta - target): the LayerNorm backward of dy = offset + w_sq zhat.  \
      * z, offset, g (and zhat, dys): [groups, rows, width] contiguous; means, rstds: [groups, rows].  \
      * With zhat non-NULL also records zhat, mean, 1/std and dy for the backward. */                  \
     void ln_l2_grad_##SUF(const T *z, const T *w_sq, const T *offset, int64_t groups, int64_t rows,     \
-                          int64_t width, double eps, T *g, T *zhat, T *means, T *rstds, T *dys) {      \
-        for (int64_t gi = 0; gi < groups; gi++) {                                                      \
-            const T *w = w_sq + gi * width;                                                            \
-            for (int64_t r = 0; r < rows; r++) {                                                       \
-                int64_t base = (gi * rows + r) * width;                                                \
-                const T *zr = z + base, *orow = offset + base;                                         \
-                T *gr = g + base;                                                                      \
-                T mean = 0, var = 0, mdy = 0, mdyx = 0;                                                \
-                for (int64_t i = 0; i < width; i++) mean += zr[i];                                     \
-                mean /= (T)width;                                                                      \
-                for (int64_t i = 0; i < width; i++) var += (zr[i] - mean) * (zr[i] - mean);            \
-                T rstd = (T)1 / SQRT(var / (T)width + (T)eps);                                         \
-                for (int64_t i = 0; i < width; i++) {                                                  \
-                    T xh = (zr[i] - mean) * rstd, dy = orow[i] + w[i] * xh;                            \
-                    mdy += dy;                                                                         \
-                    mdyx += dy * xh;                                                                   \
-                }                                                                                      \
-                mdy /= (T)width;                                                                       \
-                mdyx /= (T)width;                                                                      \
-                for (int64_t i = 0; i < width; i++) {                                                  \
-                    T xh = (zr[i] - mean) * rstd, dy = orow[i] + w[i] * xh;                            \
-                    gr[i] = rstd * (dy - mdy - xh * mdyx);                                             \
-                    if (zhat) {                                                                        \
-                        zhat[base + i] = xh;                                                           \
-                        dys[base + i] = dy;                                                            \
-                    }                                                                                  \
-                }                                                                                      \
+                          int64_t width, double eps, T *g, T *zhat, T *means, T *rstds, T *dys,        \
+                          int threads) {                                                               \
+        int64_t total = groups * rows;                                                                 \
+        _Pragma("omp parallel for num_threads(threads) if (threads > 1 && total * width >= PARALLEL_MIN)") \
+        for (int64_t k = 0; k < total; k++) {                                                          \
+            int64_t base = k * width;                                                                  \
+            const T *zr = z + base, *orow = offset + base, *w = w_sq + k / rows * width;               \
+            T *gr = g + base;                                                                          \
+            T mean = 0, var = 0, mdy = 0, mdyx = 0;                                                    \
+            for (int64_t i = 0; i < width; i++) mean += zr[i];                                         \
+            mean /= (T)width;                                                                          \
+            for (int64_t i = 0; i < width; i++) var += (zr[i] - mean) * (zr[i] - mean);                \
+            T rstd = (T)1 / SQRT(var / (T)width + (T)eps);                                             \
+            for (int64_t i = 0; i < width; i++) {                                                      \
+                T xh = (zr[i] - mean) * rstd, dy = orow[i] + w[i] * xh;                                \
+                mdy += dy;                                                                             \
+                mdyx += dy * xh;                                                                       \
+            }                                                                                          \
+            mdy /= (T)width;                                                                           \
+            mdyx /= (T)width;                                                                          \
+            for (int64_t i = 0; i < width; i++) {                                                      \
+                T xh = (zr[i] - mean) * rstd, dy = orow[i] + w[i] * xh;                                \
+                gr[i] = rstd * (dy - mdy - xh * mdyx);                                                 \
                 if (zhat) {                                                                            \
-                    means[gi * rows + r] = mean;                                                       \
-                    rstds[gi * rows + r] = rstd;                                                       \
+                    zhat[base + i] = xh;                                                               \
+                    dys[base + i] = dy;                                                                \
                 }                                                                                      \
+            }                                                                                          \
+            if (zhat) {                                                                                \
+                means[k] = mean;                                                                       \
+                rstds[k] = rstd;                                                                       \
             }                                                                                          \
         }                                                                                              \
     }                                                                                                  \
@@ -88,34 +114,33 @@
      * [groups, rows]; dz: rows of group gi start at dz + gi * dz_stride. */                          \
     void ln_l2_grad_backward_##SUF(const T *s, const T *zhat, const T *g, const T *r, const T *a,       \
                                    const T *w_sq, int64_t groups, int64_t rows, int64_t width, T *de,  \
-                                   T *dz, int64_t dz_stride) {                                         \
-        for (int64_t gi = 0; gi < groups; gi++) {                                                      \
-            const T *w = w_sq + gi * width;                                                            \
-            for (int64_t row = 0; row < rows; row++) {                                                 \
-                int64_t k = gi * rows + row, base = k * width;                                         \
-                const T *sr = s + base, *zr = zhat + base, *gr = g + base;                             \
-                T *der = de + base, *dzr = dz + gi * dz_stride + row * width;                          \
-                T rs = r[k], ms = 0, msz = 0, msg = 0, mt = 0, mtz = 0;                                \
-                for (int64_t i = 0; i < width; i++) {                                                  \
-                    ms += sr[i];                                                                       \
-                    msz += sr[i] * zr[i];                                                              \
-                    msg += sr[i] * gr[i];                                                              \
-                }                                                                                      \
-                ms /= (T)width;                                                                        \
-                msz /= (T)width;                                                                       \
-                for (int64_t i = 0; i < width; i++) {                                                  \
-                    T d = rs * (sr[i] - ms - zr[i] * msz);                                             \
-                    der[i] = d;                                                                        \
-                    mt += w[i] * d;                                                                    \
-                    mtz += w[i] * d * zr[i];                                                           \
-                }                                                                                      \
-                mt /= (T)width;                                                                        \
-                mtz /= (T)width;                                                                       \
-                T cg = rs * msz, cz = rs * msg / (T)width; /* (r/F)(s . zhat) = r msz */               \
-                for (int64_t i = 0; i < width; i++)                                                    \
-                    dzr[i] = rs * (w[i] * der[i] - mt - zr[i] * mtz) - a[k] * der[i] - cg * gr[i] -    \
-                             cz * zr[i];                                                               \
+                                   T *dz, int64_t dz_stride, int threads) {                            \
+        int64_t total = groups * rows;                                                                 \
+        _Pragma("omp parallel for num_threads(threads) if (threads > 1 && total * width >= PARALLEL_MIN)") \
+        for (int64_t k = 0; k < total; k++) {                                                          \
+            int64_t gi = k / rows, base = k * width;                                                   \
+            const T *sr = s + base, *zr = zhat + base, *gr = g + base, *w = w_sq + gi * width;         \
+            T *der = de + base, *dzr = dz + gi * dz_stride + k % rows * width;                         \
+            T rs = r[k], ms = 0, msz = 0, msg = 0, mt = 0, mtz = 0;                                    \
+            for (int64_t i = 0; i < width; i++) {                                                      \
+                ms += sr[i];                                                                           \
+                msz += sr[i] * zr[i];                                                                  \
+                msg += sr[i] * gr[i];                                                                  \
             }                                                                                          \
+            ms /= (T)width;                                                                            \
+            msz /= (T)width;                                                                           \
+            for (int64_t i = 0; i < width; i++) {                                                      \
+                T d = rs * (sr[i] - ms - zr[i] * msz);                                                 \
+                der[i] = d;                                                                            \
+                mt += w[i] * d;                                                                        \
+                mtz += w[i] * d * zr[i];                                                               \
+            }                                                                                          \
+            mt /= (T)width;                                                                            \
+            mtz /= (T)width;                                                                           \
+            T cg = rs * msz, cz = rs * msg / (T)width; /* (r/F)(s . zhat) = r msz */                   \
+            for (int64_t i = 0; i < width; i++)                                                        \
+                dzr[i] = rs * (w[i] * der[i] - mt - zr[i] * mtz) - a[k] * der[i] - cg * gr[i] -        \
+                         cz * zr[i];                                                                   \
         }                                                                                              \
     }
 

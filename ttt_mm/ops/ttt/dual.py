@@ -39,16 +39,20 @@ def gelu_tanh(x: Tensor) -> Tensor:
     return x * torch.sigmoid((x * x).mul_(_GELU_B).add_(_GELU_A).mul_(x))
 
 
-def gelu_tanh_with_slope(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``gelu_tanh(x)`` and its derivative ``s + y (1 - s) (A + 3 B x^2)``, sharing the sigmoid (in place
-    where autograd allows: five temporaries instead of a dozen), or one fused loop where it applies."""
-    fused = native.gelu_tanh(x, slope=True)
+def gelu_tanh_with_slope(x: Tensor, out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """``gelu_tanh(x)`` and its derivative ``s + y (1 - s) (A + 3 B x^2)`` (written into ``out`` if given),
+    sharing the sigmoid (in place where autograd allows: five temporaries instead of a dozen), or one
+    fused loop where it applies."""
+    fused = native.gelu_tanh(x, slope=True, out=out)
     if fused is not None:
         return fused
     x2 = x * x
     s = torch.sigmoid(x2.mul(_GELU_B).add_(_GELU_A).mul_(x))
     y = x * s
-    return y, (y - y * s).mul_(x2.mul_(3 * _GELU_B).add_(_GELU_A)).add_(s)
+    slope = (y - y * s).mul_(x2.mul_(3 * _GELU_B).add_(_GELU_A)).add_(s)
+    if out is None:
+        return y, slope
+    return out[0].copy_(y), out[1].copy_(slope)
 
 
 def gelu_tanh_curvature(x: Tensor) -> Tensor:
@@ -123,7 +127,7 @@ class MiniBatches:
         kq[:, :, :K, :F] = km
         kq[:, :, K:, :F] = qm
         kq[..., F] = 1
-        return cls(kq, vm - km, lr.reshape(BH, M, K).transpose(0, 1))
+        return cls(kq, (vm - km).contiguous(), lr.reshape(BH, M, K).transpose(0, 1).contiguous())
 
     @property
     def ka(self) -> Tensor:
