@@ -37,8 +37,13 @@ def tiny(mixer, variant, **kw):
 @pytest.mark.parametrize("mixer,variant", CONFIGS)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)], ids=["f64", "f32"])
 def test_streaming_in_pieces_equals_one_pass(mixer, variant, dtype, tol):
+    torch.manual_seed(0)
     model = tiny(mixer, variant).to(dtype).eval()
     x = torch.randn(2, 53, 32, dtype=dtype)
+    # Muon's Newton-Schulz steps multiply a perturbation of a near-zero singular value by up to
+    # 4.08 ** 5 ~ 1e3: float32 rounding of differently grouped partial sums moves LaCT's fast weights
+    # by up to ~2e-4 (twenty seeds). The float64 run at 1e-10 is the exactness check.
+    state_tol = 1e-3 if mixer == "lact" and dtype == torch.float32 else tol
     with torch.no_grad():
         full, full_state = model(x)
         outs, state = [], None
@@ -48,7 +53,7 @@ def test_streaming_in_pieces_equals_one_pass(mixer, variant, dtype, tol):
     assert (torch.cat(outs, 1) - full).abs().max().item() <= tol
     assert len(state_tensors(state)) >= 4
     for a, b in zip(state_tensors(state), state_tensors(full_state), strict=True):
-        assert (a - b).abs().max().item() <= tol
+        assert (a - b).abs().max().item() <= state_tol
 
 
 @pytest.mark.parametrize("mixer", ["ttt_linear", "ttt_mlp"])
