@@ -1,7 +1,9 @@
 """The fused CPU loops (`ttt_mm.ops.native`) against the PyTorch ops they replace, and their fallback."""
 
 import logging
+import os
 import shutil
+import time
 
 import pytest
 import torch
@@ -190,8 +192,26 @@ def test_the_library_is_built_once_into_the_cache_without_leftovers(monkeypatch,
         assert build.library() is not None
         built = list(tmp_path.iterdir())
         assert len(built) == 1 and built[0].name.startswith("kernels-") and built[0].suffix == ".so"
-        stamp = built[0].stat().st_mtime_ns
+        inode = built[0].stat().st_ino
         build.library.cache_clear()
-        assert build.library() is not None and built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
+        assert build.library() is not None and built[0].stat().st_ino == inode  # reused, not rebuilt
+    finally:
+        build.library.cache_clear()
+
+
+@needs_cc
+def test_a_new_build_deletes_the_builds_not_loaded_for_a_month(monkeypatch, tmp_path):
+    monkeypatch.setenv("TTT_MM_CACHE", str(tmp_path))
+    stale, recent, other = tmp_path / "kernels-0000.so", tmp_path / "kernels-1111.so", tmp_path / "notes.so"
+    for path in (stale, recent, other):
+        path.write_bytes(b"")
+    old = time.time() - (build.STALE_DAYS + 1) * 86400
+    for path in (stale, other):
+        os.utime(path, (old, old))
+    build.library.cache_clear()
+    try:
+        assert build.library() is not None
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert stale.name not in left and recent.name in left and other.name in left and len(left) == 3
     finally:
         build.library.cache_clear()

@@ -9,6 +9,7 @@ logged once and the callers keep their PyTorch ops; ``TTT_MM_NATIVE=0`` turns th
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -18,6 +19,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,9 @@ FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared")
 # OpenMP runtime (same soname, so the loader reuses it) and its thread pool; where -fopenmp fails
 # (a compiler without it), the plain build runs every loop on the calling thread.
 OPENMP = ("-fopenmp",)
+# A new build deletes the builds not loaded for this long (each change of source, compiler or flags
+# leaves one); loading a build refreshes its time, so machines sharing the cache keep theirs.
+STALE_DAYS = 30
 
 _P, _I, _D, _N = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
 SIGNATURES = {  # every function ends with the number of threads to use
@@ -61,6 +66,8 @@ def _compile(cc: str, flags: tuple[str, ...]) -> Path:
     key.update(source)
     target = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
     if target.exists():
+        with contextlib.suppress(OSError):  # a read-only cache still loads
+            os.utime(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
@@ -73,7 +80,17 @@ def _compile(cc: str, flags: tuple[str, ...]) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _prune(target)
     return target
+
+
+def _prune(keep: Path) -> None:
+    """Deletes the builds beside ``keep`` not loaded for ``STALE_DAYS``."""
+    cutoff = time.time() - STALE_DAYS * 86400
+    for old in keep.parent.glob("kernels-*.so"):
+        with contextlib.suppress(OSError):  # another process may be pruning too
+            if old != keep and old.stat().st_mtime < cutoff:
+                old.unlink()
 
 
 def _load(cc: str) -> ctypes.CDLL:
