@@ -57,8 +57,10 @@ def _map(name: str, x: Tensor, count: int, slots: int, out=None) -> tuple[Tensor
     """An elementwise kernel over ``x`` into ``count`` tensors shaped like it (``out`` or new ones; the kernel
     takes ``slots`` output pointers, those past ``count`` NULL); None where the kernels do not apply."""
     kernel, blocks = _kernel(name, x), _blocks(x)
+    if kernel is None or blocks is None:
+        return None
     outs = _outputs(x, out, count)
-    if kernel is None or blocks is None or outs is None:
+    if outs is None:
         return None
     kernel(x.data_ptr(), *blocks, *(t.data_ptr() for t in outs), *[None] * (slots - count), torch.get_num_threads())
     return outs
