@@ -142,15 +142,17 @@ def test_long_inputs_processed_in_pieces_give_the_same_result(monkeypatch):
     assert (pieces - whole).abs().max().item() <= 1e-12
 
 
-def test_many_attention_blocks_and_feature_tiles_streamed_are_the_formulation(monkeypatch):
-    """Query blocks of 4 (the first ones reach into a partly filled cache) and feature tiles of 5
-    tokens, over two calls: outputs and every gradient as written by hand."""
+@pytest.mark.parametrize("split", [7, 10], ids=["partly_filled_cache", "full_cache"])
+def test_many_attention_blocks_and_feature_tiles_streamed_are_the_formulation(split, monkeypatch):
+    """Query blocks of 4 and feature tiles of 5 tokens, over two calls: outputs and every gradient as
+    written by hand. After 7 tokens the second call's first blocks reach into a partly filled cache
+    (8 slots); after 10 the cache is full and all rows go through attention in one call."""
     monkeypatch.setattr(lact_module, "QUERY_BLOCK_RANGE", (4, 4))
     monkeypatch.setattr(features, "TILE_TOKENS", 5)
     layer = make(chunk=4, window=9)
     x = torch.randn(2, 37, DIM, dtype=torch.float64, requires_grad=True)
-    first, state = layer(x[:, :7])
-    rest, _ = layer(x[:, 7:], state)
+    first, state = layer(x[:, :split])
+    rest, _ = layer(x[:, split:], state)
     y = torch.cat([first, rest], dim=1)
     expected = by_hand(layer, x)
     assert (y - expected).abs().max().item() <= 1e-12

@@ -250,18 +250,27 @@ class LaCTLayer(nn.Module):
         j = torch.arange(Q, device=q.device)[:, None]
         m = torch.arange(span, device=q.device)[None]
         band = (m >= j + front) & (m <= j + R * Q)  # [Q, span]
-        slot = torch.arange((R + nb) * Q, device=q.device)
-        real = slot[None] >= (R * Q - state.cached)[:, None]  # [B, (R + nb) Q]: empty cache slots are not
-        # One SDPA call per row, with a 4-D mask (with 3-D ones, SDPA on the CPU takes its math path).
-        # Rows by unbind, not by indexing: unbind's backward stacks, indexing's would zero-fill a
-        # whole tensor per row.
+        # SDPA calls over [rows, nb blocks, Q, F] with a 4-D mask (with 3-D ones, SDPA on the CPU takes
+        # its math path).
+        if bool((state.cached == P).all()):
+            # Every cache is full (all but a sequence's first call): the band alone masks every block of
+            # every row (the front padding lies outside it), so one call takes all rows.
+            groups = [(q_rot.flatten(0, 1), k_rot.flatten(0, 1), v_pad.flatten(0, 1), band[None, None])]
+        else:
+            # One call per row, masked also to the cache slots that hold this sequence's tokens. Rows by
+            # unbind, not by indexing: unbind's backward stacks, indexing's would zero-fill a whole
+            # tensor per row.
+            slot = torch.arange((R + nb) * Q, device=q.device)
+            real = slot[None] >= (R * Q - state.cached)[:, None]  # [B, (R + nb) Q]
+            rows = zip(q_rot.unbind(0), k_rot.unbind(0), v_pad.unbind(0), real.unbind(0))
+            groups = [(q_b, k_b, v_b, (band & _windows(r, Q, R)[:, None, :])[None]) for q_b, k_b, v_b, r in rows]
         outs = []
-        for q_b, k_b, v_b, real_b in zip(q_rot.unbind(0), k_rot.unbind(0), v_pad.unbind(0), real.unbind(0)):
-            mask = band & _windows(real_b, Q, R)[:, None, :]  # [nb, Q, span]
-            k_blocks, v_blocks = (_OverlappingBlocks.apply(t, Q, R, nb) for t in (k_b, v_b))
-            o_b = F.scaled_dot_product_attention(q_b.unflatten(1, (nb, Q)), k_blocks, v_blocks, attn_mask=mask[None])
-            outs.append(o_b.flatten(1, 2)[:, :T])  # [H, T, F]
-        o = torch.stack(outs).transpose(1, 2).reshape(B, T, C)  # [B, H, T, F] -> [B, T, C]
+        for q_g, k_g, v_g, mask in groups:
+            k_blocks, v_blocks = (_OverlappingBlocks.apply(t, Q, R, nb) for t in (k_g, v_g))
+            o_g = F.scaled_dot_product_attention(q_g.unflatten(1, (nb, Q)), k_blocks, v_blocks, attn_mask=mask)
+            outs.append(o_g.flatten(1, 2)[:, :T])  # [rows H, T, F]
+        o = outs[0] if len(outs) == 1 else torch.cat(outs)
+        o = o.unflatten(0, (B, H)).transpose(1, 2).reshape(B, T, C)  # [B H, T, F] -> [B, T, C]
         cached = torch.clamp(state.cached + T, max=P)
         return o, new_keys, new_values, cached
 
