@@ -215,3 +215,86 @@ def test_a_new_build_deletes_the_builds_not_loaded_for_a_month(monkeypatch, tmp_
         assert stale.name not in left and recent.name in left and other.name in left and len(left) == 3
     finally:
         build.library.cache_clear()
+
+
+def lact_map_results(dtype, generator_seed=0):
+    """LaCT's feature maps and one chunk step (tiles of 5 tokens), forward and every gradient, in
+    ``dtype``; ``lr`` is a token slice of a longer tensor (rows of groups apart, as the core passes it)."""
+    from ttt_mm.ops.lact import features
+    from ttt_mm.ops.lact.step import swiglu_chunk
+
+    g = torch.Generator().manual_seed(generator_seed)
+
+    def randn(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g, dtype=dtype)).requires_grad_()
+
+    B, T, H, D, M = 2, 13, 3, 8, 6
+    qkv, scale, offset = randn(B, T, 3 * H * D, scale=2), randn(2, H * D), randn(2, H * D, scale=0.3)
+    o, weight, gate = randn(B, H, T, D), randn(D), randn(B, T, H, scale=3)
+    W02, W1 = randn(B * H, 2 * M, D, scale=0.5), randn(B * H, D, M, scale=0.5)
+    q, k, v = (randn(B * H, T, D) for _ in range(3))
+    lr_all = torch.rand(B * H, T + 4, 3, generator=g, dtype=dtype).requires_grad_()
+    outs = [
+        *features.fast_inputs(qkv, scale, offset, H, 1e-5),
+        features.gated_rms_norm(o, weight, gate, 1e-6),
+        *swiglu_chunk(W02, W1, q, k, v, lr_all[:, 2 : T + 2]),
+    ]
+    cotangents = [torch.randn(y.shape, generator=g, dtype=dtype) for y in outs]
+    leaves = [qkv, scale, offset, o, weight, gate, W02, W1, q, k, v, lr_all]
+    return [*outs, *torch.autograd.grad(outs, leaves, cotangents)]
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lact_loops_match_pytorch(dtype, pytorch_ops, monkeypatch):
+    from ttt_mm.ops.lact import step
+
+    monkeypatch.setattr(step, "TILE_TOKENS", 5)
+    fused = lact_map_results(dtype)
+    reference = pytorch_ops(lact_map_results, dtype)
+    for a, b in zip(fused, reference, strict=True):
+        assert a.shape == b.shape and b.abs().max() > 0
+        assert close(a, b, dtype), (a - b).abs().max().item()
+
+
+@needs_cc
+def test_lact_loops_give_the_same_values_on_one_thread_and_on_several():
+    """The per-thread sums of the parameters' gradients, added at the end, must not change them."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = lact_map_results(torch.float64)
+        torch.set_num_threads(3)
+        several = lact_map_results(torch.float64)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(close(a, b, torch.float64) for a, b in zip(one, several, strict=True))
+
+
+@needs_cc
+@pytest.mark.parametrize("batch", [1, 2])
+def test_the_lact_layer_runs_every_loop_it_can(batch, monkeypatch):
+    """A LaCT layer's forward and backward must take every fused loop of `native.lact` (a tensor in an
+    unexpected layout would silently fall back to the slower PyTorch ops; with one row, reshapes that
+    copy for several keep views)."""
+    from ttt_mm.layers import LaCTLayer
+    from ttt_mm.ops.native import lact as native_lact
+
+    names = ["fast_inputs", "fast_inputs_backward", "gated_rms_norm", "gated_rms_norm_backward"]
+    names += ["swiglu", "swiglu_step", "swiglu_backward", "swiglu_step_backward"]
+    ran = []
+    for name in names:
+        loop = getattr(native_lact, name)
+
+        def spy(*args, _loop=loop, _name=name, **kwargs):
+            result = _loop(*args, **kwargs)
+            ran.append((_name, result is not None))
+            return result
+
+        monkeypatch.setattr(native_lact, name, spy)
+    layer = LaCTLayer(32, 4, chunk_size=8, window=6, fast_heads=2)
+    x = torch.randn(batch, 21, 32, requires_grad=True)
+    y, _ = layer(x)
+    y.square().mean().backward()
+    assert sorted({name for name, _ in ran}) == sorted(names)
+    assert [name for name, fused in ran if not fused] == []

@@ -193,8 +193,8 @@ def lact_swiglu(
         if T == 0:
             return q.new_zeros(B, H, 0, v.shape[-1]), state
 
-        def flat(x):  # [B, H, ...] -> [BH, ...] in the working dtype
-            return None if x is None else x.to(dtype).reshape(B * H, *x.shape[2:])
+        def flat(x):  # [B, H, ...] -> [BH, ...] in the working dtype, contiguous (as the step's fused loops read it)
+            return None if x is None else x.to(dtype).reshape(B * H, *x.shape[2:]).contiguous()
 
         def stacked(ws):  # (W0, W1, W2) -> (W02, W1)
             return None if ws is None else (torch.cat([flat(ws[0]), flat(ws[2])], dim=1), flat(ws[1]))

@@ -4,7 +4,8 @@ the fast path's inputs from the layer's q, k, v projection, and its gated, RMS-n
 Each is a handful of passes over ``[T, C]`` activations. Autograd runs every op over the whole
 input and back, a pass through memory each, and keeps their intermediates. Here (on the CPU) tiles
 of ``TILE_TOKENS`` tokens go through all passes while they are in the core's cache, the forward
-keeps only its inputs (and a norm per token and head), and the backward recomputes the rest.
+keeps only its inputs (and a norm per token and head), and the backward recomputes the rest. On the
+CPU in float32/64, fused C loops (`ttt_mm.ops.native.lact`) run each pass instead, one per token.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..native import lact as native
 from .tiles import token_tiles
 
 # Tokens per tile on the CPU (all batch rows): the temporaries of a tile are a few [B, TILE_TOKENS, C].
@@ -21,12 +23,12 @@ TILE_TOKENS = 128
 _silu_backward = torch.ops.aten.silu_backward
 
 
-def fast_inputs(qkv: Tensor, scale: Tensor, offset: Tensor, heads: int, eps: float) -> Tensor:
+def fast_inputs(qkv: Tensor, scale: Tensor, offset: Tensor, heads: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """LaCT's fast-weight inputs from the layer's projection ``qkv [B, T, 3C]`` (q, k, v one after another).
 
-    Returns ``[3, B, heads, T, C / heads]`` (head-major, as the core reads them): ``l2(silu(q * scale[0]
-    + offset[0]))``, the same of ``k`` with ``scale[1], offset[1]``, and ``silu(v)``, where ``l2``
-    divides each head's channels by their L2 norm plus ``eps``."""
+    Returns three ``[B, heads, T, C / heads]`` (head-major, as the core reads them; views of one
+    tensor): ``l2(silu(q * scale[0] + offset[0]))``, the same of ``k`` with ``scale[1], offset[1]``,
+    and ``silu(v)``, where ``l2`` divides each head's channels by their L2 norm plus ``eps``."""
     return _FastInputs.apply(qkv, scale, offset, heads, eps)
 
 
@@ -47,85 +49,113 @@ class _FastInputs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv, scale, offset, heads, eps):
         ctx.eps = eps
-        B, T, C3 = qkv.shape
-        C = C3 // 3
-        out = qkv.new_empty(3, B, heads, T, C // heads)
-        norms = qkv.new_empty(B, T, 2, heads, 1, dtype=torch.promote_types(qkv.dtype, scale.dtype))
-        for t in token_tiles(T, TILE_TOKENS, qkv.device):
-            x = qkv[:, t].unflatten(-1, (3, heads, -1))  # [B, t, 3, H, D]
-            act = F.silu(torch.addcmul(offset, x[:, :, :2].flatten(-2), scale), inplace=True).unflatten(-1, (heads, -1))
-            n = torch.linalg.vector_norm(act, dim=-1, keepdim=True, out=norms[:, t])
-            y = _token_major(out, t)
-            torch.div(act, n + ctx.eps, out=y[:, :, :2])
-            torch.ops.aten.silu.out(x[:, :, 2], out=y[:, :, 2])
+        fused = native.fast_inputs(qkv, scale, offset, heads, eps)
+        out, norms = fused if fused is not None else _fast_inputs(qkv, scale, offset, heads, eps)
         ctx.save_for_backward(qkv, scale, offset, norms)
-        return out
+        return out[0], out[1], out[2]
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, *grads):
         qkv, scale, offset, norms = ctx.saved_tensors
-        B, T, C3 = qkv.shape
-        heads = norms.shape[3]
-        d_qkv = torch.empty_like(qkv)
-        d_scale, d_offset = torch.zeros_like(scale), torch.zeros_like(offset)
-        for t in token_tiles(T, TILE_TOKENS, grad.device):
-            x = qkv[:, t].unflatten(-1, (3, heads, -1))  # [B, t, 3, H, D]
-            dx = d_qkv[:, t].unflatten(-1, (3, heads, -1))
-            g = _token_major(grad, t)
-            xqk = x[:, :, :2].flatten(-2)
-            z = torch.addcmul(offset, xqk, scale)
-            act = F.silu(z).unflatten(-1, (heads, -1))
-            n = norms[:, t]
-            r = 1 / (n + ctx.eps)
-            # y = act r: d act = r dy - (r^2 <dy, act> / n) act (zero where the norm is)
-            coef = torch.linalg.vecdot(g[:, :, :2], act).unsqueeze(-1)
-            coef = torch.where(n > 0, coef * r * r / n, 0)
-            d_act = (g[:, :, :2] * r).sub_(act * coef).flatten(-2)
-            dz = _silu_backward(d_act, z)
-            torch.mul(dz, scale, out=dx[:, :, :2].flatten(-2))
-            d_scale += (dz * xqk).sum((0, 1))
-            d_offset += dz.sum((0, 1))
-            _silu_backward.grad_input(g[:, :, 2], x[:, :, 2], grad_input=dx[:, :, 2])
-        return d_qkv, d_scale, d_offset, None, None
+        fused = native.fast_inputs_backward(qkv, scale, offset, norms, grads, ctx.eps)
+        if fused is None:
+            fused = _fast_inputs_backward(qkv, scale, offset, norms, torch.stack(grads), ctx.eps)
+        return *fused, None, None
+
+
+def _fast_inputs(qkv, scale, offset, heads, eps):
+    """The forward in PyTorch ops, a tile at a time: ``y [3, B, heads, T, D]`` and the norms."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    out = qkv.new_empty(3, B, heads, T, C // heads)
+    norms = qkv.new_empty(B, T, 2, heads, 1, dtype=torch.promote_types(qkv.dtype, scale.dtype))
+    for t in token_tiles(T, TILE_TOKENS, qkv.device):
+        x = qkv[:, t].unflatten(-1, (3, heads, -1))  # [B, t, 3, H, D]
+        act = F.silu(torch.addcmul(offset, x[:, :, :2].flatten(-2), scale), inplace=True).unflatten(-1, (heads, -1))
+        n = torch.linalg.vector_norm(act, dim=-1, keepdim=True, out=norms[:, t])
+        y = _token_major(out, t)
+        torch.div(act, n + eps, out=y[:, :, :2])
+        torch.ops.aten.silu.out(x[:, :, 2], out=y[:, :, 2])
+    return out, norms
+
+
+def _fast_inputs_backward(qkv, scale, offset, norms, grad, eps):
+    """The backward in PyTorch ops, a tile at a time, for ``grad [3, B, heads, T, D]``."""
+    B, T, C3 = qkv.shape
+    heads = norms.shape[3]
+    d_qkv = torch.empty_like(qkv)
+    d_scale, d_offset = torch.zeros_like(scale), torch.zeros_like(offset)
+    for t in token_tiles(T, TILE_TOKENS, grad.device):
+        x = qkv[:, t].unflatten(-1, (3, heads, -1))  # [B, t, 3, H, D]
+        dx = d_qkv[:, t].unflatten(-1, (3, heads, -1))
+        g = _token_major(grad, t)
+        xqk = x[:, :, :2].flatten(-2)
+        z = torch.addcmul(offset, xqk, scale)
+        act = F.silu(z).unflatten(-1, (heads, -1))
+        n = norms[:, t]
+        r = 1 / (n + eps)
+        # y = act r: d act = r dy - (r^2 <dy, act> / n) act (zero where the norm is)
+        coef = torch.linalg.vecdot(g[:, :, :2], act).unsqueeze(-1)
+        coef = torch.where(n > 0, coef * r * r / n, 0)
+        d_act = (g[:, :, :2] * r).sub_(act * coef).flatten(-2)
+        dz = _silu_backward(d_act, z)
+        torch.mul(dz, scale, out=dx[:, :, :2].flatten(-2))
+        d_scale += (dz * xqk).sum((0, 1))
+        d_offset += dz.sum((0, 1))
+        _silu_backward.grad_input(g[:, :, 2], x[:, :, 2], grad_input=dx[:, :, 2])
+    return d_qkv, d_scale, d_offset
 
 
 class _GatedRMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, o, weight, gate, eps):
-        B, H, T, D = o.shape
-        out = o.new_empty(B, T, H, D)
-        rms = o.new_empty(B, H, T, 1)  # 1 / RMS(o) per token and head
-        for t in token_tiles(T, TILE_TOKENS, o.device):
-            o_t = o[:, :, t]
-            r = torch.rsqrt(torch.linalg.vecdot(o_t, o_t).unsqueeze(-1).div_(D).add_(eps), out=rms[:, :, t])
-            g = F.silu(gate[:, t].to(o.dtype)).transpose(1, 2).unsqueeze(-1)  # [B, H, t, 1]
-            torch.mul(o_t * (r * g), weight.to(o.dtype), out=out[:, t].transpose(1, 2))
+        fused = native.gated_rms_norm(o, weight, gate, eps)
+        out, rms = fused if fused is not None else _gated_rms_norm(o, weight, gate, eps)
         ctx.save_for_backward(o, weight, gate, rms)
         return out.flatten(2)
 
     @staticmethod
     def backward(ctx, grad):
         o, weight, gate, rms = ctx.saved_tensors
-        B, H, T, D = o.shape
-        grad = grad.unflatten(-1, (H, D))
-        d_o, d_gate = torch.empty_like(o), torch.empty_like(gate)
-        d_weight = torch.zeros_like(weight)
-        weight = weight.to(o.dtype)
-        for t in token_tiles(T, TILE_TOKENS, grad.device):
-            o_t, r = o[:, :, t], rms[:, :, t]
-            dy = grad[:, t].transpose(1, 2)  # [B, H, t, D]
-            g = F.silu(gate[:, t].to(o.dtype)).transpose(1, 2).unsqueeze(-1)
-            dyw = dy * weight
-            # y = o r g w: d g = r <dy w, o>, d w = sum dy o r g, d (o r) = dy w g
-            _silu_backward.grad_input(
-                (torch.linalg.vecdot(dyw, o_t).unsqueeze(-1) * r).squeeze(-1).transpose(1, 2),
-                gate[:, t],
-                grad_input=d_gate[:, t],
-            )
-            rg = r * g
-            d_weight += torch.einsum("bhtd,bhtx->d", dy * o_t, rg)
-            dn = dyw.mul_(g)
-            # n = o r, r = (mean o^2 + eps)^-1/2: d o = r dn - r^3 <dn, o> o / D
-            coef = torch.linalg.vecdot(dn, o_t).unsqueeze(-1) * r.pow(3) / D
-            torch.sub(dn * r, o_t * coef, out=d_o[:, :, t])
-        return d_o, d_weight, d_gate, None
+        grad = grad.unflatten(-1, o.shape[1:2] + o.shape[3:])  # [B, T, H, D]
+        fused = native.gated_rms_norm_backward(o, weight, gate, rms, grad)
+        return *(fused if fused is not None else _gated_rms_norm_backward(o, weight, gate, rms, grad)), None
+
+
+def _gated_rms_norm(o, weight, gate, eps):
+    """The forward in PyTorch ops, a tile at a time: ``y [B, T, H, D]`` and ``1 / RMS(o)`` ``[B, H, T, 1]``."""
+    B, H, T, D = o.shape
+    out = o.new_empty(B, T, H, D)
+    rms = o.new_empty(B, H, T, 1)
+    for t in token_tiles(T, TILE_TOKENS, o.device):
+        o_t = o[:, :, t]
+        r = torch.rsqrt(torch.linalg.vecdot(o_t, o_t).unsqueeze(-1).div_(D).add_(eps), out=rms[:, :, t])
+        g = F.silu(gate[:, t].to(o.dtype)).transpose(1, 2).unsqueeze(-1)  # [B, H, t, 1]
+        torch.mul(o_t * (r * g), weight.to(o.dtype), out=out[:, t].transpose(1, 2))
+    return out, rms
+
+
+def _gated_rms_norm_backward(o, weight, gate, rms, grad):
+    """The backward in PyTorch ops, a tile at a time, for ``grad [B, T, H, D]``: ``(d_o, d_weight, d_gate)``."""
+    B, H, T, D = o.shape
+    d_o, d_gate = torch.empty_like(o), torch.empty_like(gate)
+    d_weight = torch.zeros_like(weight)
+    weight = weight.to(o.dtype)
+    for t in token_tiles(T, TILE_TOKENS, grad.device):
+        o_t, r = o[:, :, t], rms[:, :, t]
+        dy = grad[:, t].transpose(1, 2)  # [B, H, t, D]
+        g = F.silu(gate[:, t].to(o.dtype)).transpose(1, 2).unsqueeze(-1)
+        dyw = dy * weight
+        # y = o r g w: d g = r <dy w, o>, d w = sum dy o r g, d (o r) = dy w g
+        _silu_backward.grad_input(
+            (torch.linalg.vecdot(dyw, o_t).unsqueeze(-1) * r).squeeze(-1).transpose(1, 2),
+            gate[:, t],
+            grad_input=d_gate[:, t],
+        )
+        rg = r * g
+        d_weight += torch.einsum("bhtd,bhtx->d", dy * o_t, rg)
+        dn = dyw.mul_(g)
+        # n = o r, r = (mean o^2 + eps)^-1/2: d o = r dn - r^3 <dn, o> o / D
+        coef = torch.linalg.vecdot(dn, o_t).unsqueeze(-1) * r.pow(3) / D
+        torch.sub(dn * r, o_t * coef, out=d_o[:, :, t])
+    return d_o, d_weight, d_gate

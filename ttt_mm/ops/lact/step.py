@@ -6,7 +6,9 @@ chunk and replays some twenty elementwise kernels per chunk and head from memory
 keeps only its inputs; the backward recomputes the three products it needs, tile by tile
 (``TILE_TOKENS`` tokens of all heads on the CPU, so a tile's temporaries stay in cache), with the
 SwiGLU derivatives fused into as few passes as the ops allow, and the weights' gradients
-accumulate in place. Memory is that of the inputs, whatever the chunk size. ``W02`` (and ``dG02``)
+accumulate in place. On the CPU in float32/64 each elementwise chain between the products is one fused
+C loop (`ttt_mm.ops.native.lact`), else PyTorch ops. Memory is that of the inputs, whatever the chunk
+size. ``W02`` (and ``dG02``)
 enter the products ``x W02^T`` as a transposed copy made once per chunk: with a transposed view,
 the CPU's batched product ran ``[4, 512, 128] x W02^T`` 1.4x slower.
 
@@ -15,7 +17,7 @@ Notation (per head; rows are tokens; ``W02 [2M, D]`` is ``W0`` over ``W2``, ``W1
 - apply: ``[g, u] = q W02^T``, ``out = (silu(g) * u) W1^T``;
 - the objective ``<f(k), v>`` and its gradient: ``[a, b] = k W02^T``, ``s = silu(a)``, ``h = s * b``,
   ``dh = v W1``; ``d/da = dh * b * silu'(a)``, ``d/db = dh * s``;
-- step: ``G02 = [d/da * lr0, d/db * lr2]^T k``, ``G1 = (v * lr1)^T h``.
+- step: ``G02 = P^T k`` with ``P = [d/da * lr0, d/db * lr2]``, ``G1 = (v * lr1)^T h``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..native import lact as native
 from .tiles import token_tiles
 
 # Tokens per tile on the CPU: every temporary of a tile is at most [BH, TILE_TOKENS, 2M].
@@ -45,20 +48,15 @@ class _SwiGLUChunk(torch.autograd.Function):
     @staticmethod
     def forward(ctx, W02, W1, q, k, v, lr):
         BH, n, _ = q.shape
-        M = W1.shape[-1]
         out = q.new_empty(BH, n, W1.shape[1])
         G02, G1 = torch.zeros_like(W02), torch.zeros_like(W1)
         W02T = W02.mT.contiguous()
         for t in token_tiles(n, TILE_TOKENS, q.device):
-            k_, lr_ = k[:, t], lr[:, t]
-            g, u = torch.bmm(q[:, t], W02T).split(M, dim=-1)
-            torch.bmm(F.silu(g, inplace=True).mul_(u), W1.mT, out=out[:, t])
-            a, b = torch.bmm(k_, W02T).split(M, dim=-1)
-            dh = torch.bmm(v[:, t], W1)
-            G02[:, :M].baddbmm_(_silu_backward(dh * b, a).mul_(lr_[..., :1]).mT, k_)
-            s = F.silu(a)
-            G02[:, M:].baddbmm_((dh * s).mul_(lr_[..., 2:]).mT, k_)
-            G1.baddbmm_((v[:, t] * lr_[..., 1:2]).mT, s.mul_(b))
+            k_, v_ = k[:, t], v[:, t]
+            torch.bmm(_swiglu(torch.bmm(q[:, t], W02T)), W1.mT, out=out[:, t])
+            P, h = _step_terms(torch.bmm(k_, W02T), torch.bmm(v_, W1), lr[:, t])
+            G02.baddbmm_(P.mT, k_)
+            G1.baddbmm_((v_ * lr[:, t, 1:2]).mT, h)
         ctx.save_for_backward(W02, W1, q, k, v, lr)
         ctx.set_materialize_grads(False)
         return out, G02, G1
@@ -88,59 +86,98 @@ class _SwiGLUChunk(torch.autograd.Function):
 def _apply_backward(w02, w02T, w1, q, d_out, dq, dW02, dW1) -> None:
     """Writes the outputs' contribution to ``dq``; adds theirs to ``dW02`` and ``dW1`` (``w02T``: ``w02``
     transposed, contiguous)."""
-    M = w1.shape[-1]
-    g, u = torch.bmm(q, w02T).split(M, dim=-1)
-    d_hidden = torch.bmm(d_out, w1)
-    dQ = q.new_empty(*q.shape[:2], 2 * M)
-    _silu_backward.grad_input(d_hidden * u, g, grad_input=dQ[..., :M])
-    sg = F.silu(g)
-    torch.mul(d_hidden, sg, out=dQ[..., M:])
+    dQ, h = _swiglu_backward(torch.bmm(q, w02T), torch.bmm(d_out, w1))
     torch.bmm(dQ, w02, out=dq)
     dW02.baddbmm_(dQ.mT, q)
-    dW1.baddbmm_(d_out.mT, sg.mul_(u))
+    dW1.baddbmm_(d_out.mT, h)
 
 
 def _step_backward(w02, w02T, w1, k, v, lr, dG02, dG02T, dG1, dk, dv, dlr, dW02, dW1) -> None:
     """Writes the step's contribution to ``dk``, ``dv`` and ``dlr``; adds theirs to ``dW02`` and ``dW1``.
 
-    With ``P = [da * lr0, db * lr2]`` (``da = dh b silu'(a)``, ``db = dh s``): ``dP = k dG02^T``,
-    ``dk = P dG02 + dA W02``; ``G1 = (v lr1)^T h`` gives ``d(v lr1) = h dG1^T`` and ``dh_h = (v lr1) dG1``;
-    then back through ``da``, ``db``, ``h`` to ``dh``, ``a``, ``b`` and the products that made them."""
-    M = w1.shape[-1]
-    lr0, lr1, lr2 = lr[..., :1], lr[..., 1:2], lr[..., 2:]
-    a, b = torch.bmm(k, w02T).split(M, dim=-1)
-    dh = torch.bmm(v, w1)
+    ``G02 = P^T k`` gives ``dP = k dG02^T`` and ``dk = P dG02``; ``G1 = (v lr1)^T h`` gives
+    ``d(v lr1) = h dG1^T`` and ``dh_h = (v lr1) dG1``; then back through ``P`` and ``h`` to ``dh``,
+    ``a``, ``b`` (`_step_backward_terms`) and the products that made them."""
+    ab, dh = torch.bmm(k, w02T), torch.bmm(v, w1)
+    lr1 = lr[..., 1:2]
+    dvl = torch.bmm(_swiglu(ab), dG1.mT)  # [t, E]
+    dh_h = torch.bmm(v * lr1, dG1)  # [t, M]
+    dlr[..., 1] = torch.linalg.vecdot(dvl, v)
+    torch.mul(dvl, lr1, out=dv)
+    P, dA, d_dh = _step_backward_terms(ab, dh, torch.bmm(k, dG02T), dh_h, lr, dlr)
+    torch.bmm(P, dG02, out=dk)
+    dk.baddbmm_(dA, w02)
+    dW02.baddbmm_(dA.mT, k)
+    dv.baddbmm_(d_dh, w1.mT)
+    dW1.baddbmm_(v.mT, d_dh)
+
+
+# The elementwise chains between the products: a fused loop where it applies, else these PyTorch ops.
+
+
+def _swiglu(ab: Tensor) -> Tensor:
+    """``silu(a) * b`` for ``ab = [a, b]`` (last dim ``2M``)."""
+    fused = native.swiglu(ab)
+    if fused is not None:
+        return fused
+    a, b = ab.chunk(2, dim=-1)
+    return F.silu(a).mul_(b)
+
+
+def _step_terms(ab: Tensor, dh: Tensor, lr: Tensor) -> tuple[Tensor, Tensor]:
+    """``P = [dh b silu'(a) lr0, dh silu(a) lr2]`` and ``h = silu(a) b``, from ``ab = [a, b]`` and ``dh = v W1``."""
+    fused = native.swiglu_step(ab, dh, lr)
+    if fused is not None:
+        return fused
+    a, b = ab.chunk(2, dim=-1)
+    s = F.silu(a)
+    P = torch.cat([_silu_backward(dh * b, a).mul_(lr[..., :1]), (dh * s).mul_(lr[..., 2:])], dim=-1)
+    return P, s.mul_(b)
+
+
+def _swiglu_backward(gu: Tensor, d_hidden: Tensor) -> tuple[Tensor, Tensor]:
+    """``dQ = [d_hidden u silu'(g), d_hidden silu(g)]`` and ``h = silu(g) u``, from ``gu = [g, u]``."""
+    fused = native.swiglu_backward(gu, d_hidden)
+    if fused is not None:
+        return fused
+    g, u = gu.chunk(2, dim=-1)
+    dQ = torch.empty_like(gu)
+    d_g, d_u = dQ.chunk(2, dim=-1)
+    _silu_backward.grad_input(d_hidden * u, g, grad_input=d_g)
+    sg = F.silu(g)
+    torch.mul(d_hidden, sg, out=d_u)
+    return dQ, sg.mul_(u)
+
+
+def _step_backward_terms(ab, dh, dP, dh_h, lr, dlr) -> tuple[Tensor, Tensor, Tensor]:
+    """``(P, dA, d_dh)`` of `_step_backward`, writing ``dlr[..., 0]`` and ``dlr[..., 2]``.
+
+    With ``s = silu(a)``, ``da = dh b silu'(a)``, ``db = dh s`` (so ``P = [da lr0, db lr2]``) and
+    ``dda = dP0 lr0``, ``ddb = dP2 lr2``: ``dlr0 = <dP0, da>``, ``dlr2 = <dP2, db>``, ``d_dh = dda b
+    silu'(a) + ddb s`` and ``dA = [d/da, d/db] = [dda dh b silu''(a) + (ddb dh + dh_h b) silu'(a),
+    dda dh silu'(a) + dh_h s]``."""
+    fused = native.swiglu_step_backward(ab, dh, dP, dh_h, lr, dlr)
+    if fused is not None:
+        return fused
+    a, b = ab.chunk(2, dim=-1)
+    lr0, lr2 = lr[..., :1], lr[..., 2:]
     sig = torch.sigmoid(a)
     s = a * sig
     slope = torch.sub(a, s).add_(1).mul_(sig)  # silu'(a) = sig (1 + a (1 - sig))
     b_slope = b * slope
     da, db = dh * b_slope, dh * s
-
-    dP = torch.bmm(k, dG02T)  # [t, 2M]
-    dP0, dP2 = dP.split(M, dim=-1)
+    dP0, dP2 = dP.chunk(2, dim=-1)
     dlr[..., 0] = torch.linalg.vecdot(dP0, da)
     dlr[..., 2] = torch.linalg.vecdot(dP2, db)
     P = torch.cat([da.mul_(lr0), db.mul_(lr2)], dim=-1)
-    torch.bmm(P, dG02, out=dk)
     dda, ddb = dP0.mul_(lr0), dP2.mul_(lr2)
-
-    vl = v * lr1
-    dvl = torch.bmm(s * b, dG1.mT)  # d G1 / d (v lr1), [t, E]
-    dh_h = torch.bmm(vl, dG1)  # d G1 / d h, [t, M]
-    dlr[..., 1] = torch.linalg.vecdot(dvl, v)
-    torch.mul(dvl, lr1, out=dv)
-
     d_dh = torch.mul(dda, b_slope).addcmul_(ddb, s)
-    dA = torch.empty_like(dP)  # [d/da, d/db]
-    d_a, d_b = dA.split(M, dim=-1)
+    dA = torch.empty_like(dP)
+    d_a, d_b = dA.chunk(2, dim=-1)
     dda_dh = dda.mul_(dh)
     torch.mul(dda_dh, slope, out=d_b).addcmul_(dh_h, s)
     d_s = ddb.mul_(dh).addcmul_(dh_h, b)
-    # d/da of dh b silu'(a): silu''(a) = sig (1 - sig) (2 + a - 2 s)
+    # silu''(a) = sig (1 - sig) (2 + a - 2 s)
     curvature = _sigmoid_backward(torch.add(a, s, alpha=-2).add_(2), sig)
     torch.mul(dda_dh.mul_(b), curvature, out=d_a).addcmul_(d_s, slope)
-
-    dk.baddbmm_(dA, w02)
-    dW02.baddbmm_(dA.mT, k)
-    dv.baddbmm_(d_dh, w1.mT)
-    dW1.baddbmm_(v.mT, d_dh)
+    return P, dA, d_dh

@@ -3,11 +3,12 @@
 On a CPU the scans' sequential loops run a few dozen small kernels per mini-batch of 16 tokens, and
 each PyTorch kernel is a dispatch plus a pass over memory: ``gelu_tanh`` and its slope are a dozen of
 them, the inner loss's LayerNorm gradient three. Here each chain is one C loop over the values
-(`kernels.c`, built by `build`), split across PyTorch's threads (``torch.get_num_threads()``; PyTorch
+(`ttt.c`, built by `build`), split across PyTorch's threads (``torch.get_num_threads()``; PyTorch
 itself runs tensors this small on one). They apply to CPU float32/float64 tensors that autograd does
 not track (inference, and the hand-written forward and backward of the scans), writing into given
 outputs where the scans keep stacks; each function returns None where they do not apply or the
-library is unavailable, and the caller runs its PyTorch ops.
+library is unavailable, and the caller runs its PyTorch ops. The LaCT layer's maps have theirs in
+`lact` (`lact.c`), on the same terms.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Compiles `kernels.c` with the system C compiler the first time it is needed and loads it with ctypes.
+"""Compiles the C files beside it into one library with the system C compiler the first time it is
+needed, and loads it with ctypes.
 
 The library is cached per machine (``$TTT_MM_CACHE``, default ``~/.cache/ttt_mm``) under a name that
-hashes the source, the compiler, the flags and the CPU's features, since ``-march=native`` code may not
+hashes the sources, the compiler, the flags and the CPU's features, since ``-march=native`` code may not
 run on another CPU. It is written under a temporary name and renamed, so processes starting together
 (DDP) never load a half-written file. Any failure (no compiler, a build error, another platform) is
 logged once and the callers keep their PyTorch ops; ``TTT_MM_NATIVE=0`` turns the library off.
@@ -24,7 +25,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("kernels.c")
+HERE = Path(__file__).parent
+SOURCES = sorted(HERE.glob("*.c"))  # ttt.c, lact.c; both include common.h
+HEADERS = sorted(HERE.glob("*.h"))
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared")
 # The loops split their rows across PyTorch's threads. Linked after torch, the library shares torch's
 # OpenMP runtime (same soname, so the loader reuses it) and its thread pool; where -fopenmp fails
@@ -42,6 +45,19 @@ SIGNATURES = {  # every function ends with the number of threads to use
     "ln_l2_grad": [_P, _P, _P, _I, _I, _I, _D, _P, _P, _P, _P, _P, _N],
     # s, zhat, g, r, a, w_sq, groups, rows, width, de, dz, dz_stride
     "ln_l2_grad_backward": [_P, _P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _I, _N],
+    # qkv, scale, offset, B, T, H, D, eps, y, norms
+    "lact_fast_inputs": [_P, _P, _P, _I, _I, _I, _I, _D, _P, _P, _N],
+    # qkv, scale, offset, norms, gq, gk, gv, B, T, H, D, eps, d_qkv, partial
+    "lact_fast_inputs_backward": [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _D, _P, _P, _N],
+    # o, w, gate, B, T, H, D, eps, y, rms
+    "lact_gated_rms_norm": [_P, _P, _P, _I, _I, _I, _I, _D, _P, _P, _N],
+    # o, w, gate, rms, dy, B, T, H, D, d_o, d_gate, partial
+    "lact_gated_rms_norm_backward": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _N],
+    "lact_swiglu": [_P, _I, _I, _I, _P, _N],  # ab, groups, rows, M, h
+    "lact_swiglu_step": [_P, _P, _P, _I, _I, _I, _I, _P, _P, _N],  # ab, dh, lr, lr_stride, groups, rows, M, P, h
+    "lact_swiglu_backward": [_P, _P, _I, _I, _I, _P, _P, _N],  # gu, d_hidden, groups, rows, M, dQ, h
+    # ab, dh, dP, dh_h, lr, lr_stride, groups, rows, M, P, dA, d_dh, dlr, dlr_stride
+    "lact_swiglu_step_backward": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, _I, _N],
 }
 
 
@@ -60,10 +76,10 @@ def _cache_dir() -> Path:
 
 
 def _compile(cc: str, flags: tuple[str, ...]) -> Path:
-    source = SOURCE.read_bytes()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256(b"\0".join(s.encode() for s in (cc, version, *flags, platform.machine(), _cpu_features())))
-    key.update(source)
+    for path in (*SOURCES, *HEADERS):
+        key.update(path.read_bytes())
     target = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
     if target.exists():
         with contextlib.suppress(OSError):  # a read-only cache still loads
@@ -73,7 +89,7 @@ def _compile(cc: str, flags: tuple[str, ...]) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        done = subprocess.run([cc, *flags, *map(str, SOURCES), "-o", tmp, "-lm"], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
         os.replace(tmp, target)

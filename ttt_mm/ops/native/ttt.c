@@ -1,21 +1,10 @@
 /* Fused CPU loops for the elementwise chains inside the TTT scans (see __init__.py for why).
- * Every function exists for float (f32) and double (f64). Built by build.py; no Python headers. */
-#include <math.h>
-#include <stdint.h>
-#ifdef _OPENMP
-#include <omp.h>
-#else /* built without OpenMP: every loop runs on the calling thread */
-static inline int omp_get_thread_num(void) { return 0; }
-static inline int omp_get_num_threads(void) { return 1; }
-#endif
-
-/* Loops over fewer values than this run on one thread: waking the others costs more than they save */
-#define PARALLEL_MIN 8192
+ * Every function exists for float (f32) and double (f64). Built by build.py with lact.c; no Python headers. */
+#include "common.h"
 
 /* gelu_tanh(x) = x sigmoid(x (A + B x^2)), the tanh form's exact equivalent (sigmoid(2u) = (1 + tanh u) / 2) */
 #define GELU_A 1.5957691216057308  /* 2 sqrt(2 / pi) */
 #define GELU_B 0.07135481627286025 /* GELU_A * 0.044715 */
-#define CLAMP 40.0 /* |u| beyond this saturates the sigmoid (e^-40 is below double precision); keeps exp far from overflow */
 
 #define DEFINE_KERNELS(T, SUF, EXP, SQRT)                                                              \
     /* s = sigmoid(u), u = v (A + B v^2) clamped, and e = exp(-u): 1 - s = e s, exact where s rounds to 1 */ \
