@@ -40,7 +40,8 @@ tokens/s), 2208 for 128 px audio-visual (276 tokens/s, with a window of 256 to 2
 about 1 s, attention costs about what the fast weights do; at 2208 several times that).
 
 Speed: the fast path's feature maps and its gated output norm (`ttt_mm.ops.lact.features`) and
-the core's chunk step have hand-written backward passes; attention is SDPA on query blocks.
+the core's chunk step have hand-written backward passes (their elementwise chains fused C loops on the
+CPU); attention is SDPA on query blocks, all rows in one call once the caches are full.
 """
 
 from __future__ import annotations
