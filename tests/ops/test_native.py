@@ -298,3 +298,24 @@ def test_the_lact_layer_runs_every_loop_it_can(batch, monkeypatch):
     y.square().mean().backward()
     assert sorted({name for name, _ in ran}) == sorted(names)
     assert [name for name, fused in ran if not fused] == []
+
+
+@needs_cc
+def test_lact_loops_refuse_tensors_of_the_wrong_shape():
+    """The loops read raw pointers at the shapes they expect: any other shape must fall back (None)."""
+    from ttt_mm.ops.native import lact as native_lact
+
+    qkv, scale = torch.randn(1, 5, 24), torch.randn(2, 8)
+    assert native_lact.fast_inputs(qkv, scale, scale.clone(), 2, 1e-5) is not None
+    assert native_lact.fast_inputs(qkv, scale[:, :6], scale[:, :6], 2, 1e-5) is None
+    assert native_lact.fast_inputs(qkv, scale, scale.clone(), 3, 1e-5) is None  # 8 channels in 3 heads
+    o, weight, gate = torch.randn(1, 2, 5, 4), torch.randn(4), torch.randn(1, 5, 2)
+    assert native_lact.gated_rms_norm(o, weight, gate, 1e-6) is not None
+    assert native_lact.gated_rms_norm(o, weight[:3], gate, 1e-6) is None
+    assert native_lact.gated_rms_norm(o, weight, gate[:, :4], 1e-6) is None
+    ab, dh, lr = torch.randn(2, 5, 8), torch.randn(2, 5, 4), torch.rand(2, 5, 3)
+    assert native_lact.swiglu_step(ab, dh, lr) is not None
+    assert native_lact.swiglu_step(ab, dh[:, :4], lr) is None
+    assert native_lact.swiglu_step(ab, dh, lr[:, :4]) is None
+    assert native_lact.swiglu_backward(ab, torch.randn(2, 5, 3)) is None
+    assert native_lact.swiglu_step_backward(ab, dh, ab[:, :4], dh, lr, torch.empty(2, 5, 3)) is None

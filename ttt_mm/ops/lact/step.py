@@ -8,9 +8,8 @@ keeps only its inputs; the backward recomputes the three products it needs, tile
 SwiGLU derivatives fused into as few passes as the ops allow, and the weights' gradients
 accumulate in place. On the CPU in float32/64 each elementwise chain between the products is one fused
 C loop (`ttt_mm.ops.native.lact`), else PyTorch ops. Memory is that of the inputs, whatever the chunk
-size. ``W02`` (and ``dG02``)
-enter the products ``x W02^T`` as a transposed copy made once per chunk: with a transposed view,
-the CPU's batched product ran ``[4, 512, 128] x W02^T`` 1.4x slower.
+size. ``W02`` (and ``dG02``) enter the products ``x W02^T`` as a transposed copy made once per chunk:
+with a transposed view, the CPU's batched product ran ``[4, 512, 128] x W02^T`` 1.4x slower.
 
 Notation (per head; rows are tokens; ``W02 [2M, D]`` is ``W0`` over ``W2``, ``W1 [E, M]``):
 

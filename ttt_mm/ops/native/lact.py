@@ -17,16 +17,46 @@ from torch import Tensor
 
 from . import _kernel
 
+# What the loops index: every tensor is checked to have the shape its pointer is read at (a mismatch
+# would read or write past its end), as the TTT loops' `_rows` does.
+
 
 def _contiguous(*tensors: Tensor) -> bool:
     return all(t.is_contiguous() for t in tensors)
+
+
+def _projection(qkv: Tensor, scale: Tensor, offset: Tensor, heads: int) -> bool:
+    """Whether ``qkv`` is ``[B, T, 3C]`` with ``C`` split into ``heads``, and ``scale``, ``offset`` ``[2, C]``."""
+    if qkv.dim() != 3 or qkv.shape[2] % (3 * heads):
+        return False
+    return scale.shape == offset.shape == (2, qkv.shape[2] // 3)
+
+
+def _gated(o: Tensor, weight: Tensor, gate: Tensor) -> bool:
+    """Whether ``o`` is ``[B, H, T, D]``, ``weight`` ``[D]`` and ``gate`` ``[B, T, H]``."""
+    if o.dim() != 4:
+        return False
+    B, H, T, D = o.shape
+    return weight.shape == (D,) and gate.shape == (B, T, H)
+
+
+def _token_rows(lr: Tensor, ab: Tensor) -> bool:
+    """Whether ``lr`` is ``[G, R, 3]`` for ``ab [G, R, 2M]``, in contiguous rows of 3 (groups any distance apart)."""
+    return lr.shape == (*ab.shape[:2], 3) and lr.stride(2) == 1 and lr.stride(1) == 3
+
+
+def _pairs(ab: Tensor, *halves: Tensor) -> bool:
+    """Whether ``ab`` is ``[G, R, 2M]`` and each of ``halves`` ``[G, R, M]``."""
+    if ab.dim() != 3 or ab.shape[2] % 2:
+        return False
+    return all(h.shape == (*ab.shape[:2], ab.shape[2] // 2) for h in halves)
 
 
 def fast_inputs(qkv: Tensor, scale: Tensor, offset: Tensor, heads: int, eps: float):
     """`features.fast_inputs`' ``y [3, B, heads, T, D]`` and the norms ``[B, T, 2, heads, 1]`` it saves;
     None where the loops do not apply."""
     kernel = _kernel("lact_fast_inputs", qkv, scale, offset)
-    if kernel is None or not _contiguous(qkv, scale, offset):
+    if kernel is None or not (_contiguous(qkv, scale, offset) and _projection(qkv, scale, offset, heads)):
         return None
     B, T, C3 = qkv.shape
     D = C3 // 3 // heads
@@ -40,12 +70,16 @@ def fast_inputs(qkv: Tensor, scale: Tensor, offset: Tensor, heads: int, eps: flo
 def fast_inputs_backward(qkv, scale, offset, norms, grads: tuple[Tensor, Tensor, Tensor], eps: float):
     """`features.fast_inputs`' ``(d_qkv, d_scale, d_offset)`` for the gradients of its three outputs;
     None where the loops do not apply."""
-    grads = tuple(g.contiguous() for g in grads)
     kernel = _kernel("lact_fast_inputs_backward", qkv, scale, offset, norms, *grads)
-    if kernel is None or not _contiguous(qkv, scale, offset, norms):
+    if kernel is None or not (_contiguous(qkv, scale, offset, norms) and norms.dim() == 5):
         return None
     B, T, C3 = qkv.shape
     heads = norms.shape[3]
+    if not _projection(qkv, scale, offset, heads) or norms.shape != (B, T, 2, heads, 1):
+        return None
+    if any(g.shape != (B, heads, T, C3 // 3 // heads) for g in grads):
+        return None
+    grads = tuple(g.contiguous() for g in grads)
     threads = torch.get_num_threads()
     d_qkv = torch.empty_like(qkv)
     partial = qkv.new_zeros(threads, 2, *scale.shape)  # per thread: d_scale, d_offset
@@ -59,7 +93,7 @@ def gated_rms_norm(o: Tensor, weight: Tensor, gate: Tensor, eps: float):
     """`features.gated_rms_norm`'s ``y [B, T, H, D]`` and the ``1 / RMS`` ``[B, H, T, 1]`` it saves; None
     where the loops do not apply."""
     kernel = _kernel("lact_gated_rms_norm", o, weight, gate)
-    if kernel is None or not _contiguous(o, weight, gate):
+    if kernel is None or not (_contiguous(o, weight, gate) and _gated(o, weight, gate)):
         return None
     B, H, T, D = o.shape
     y, rms = o.new_empty(B, T, H, D), o.new_empty(B, H, T, 1)
@@ -71,11 +105,13 @@ def gated_rms_norm(o: Tensor, weight: Tensor, gate: Tensor, eps: float):
 def gated_rms_norm_backward(o: Tensor, weight: Tensor, gate: Tensor, rms: Tensor, grad: Tensor):
     """`features.gated_rms_norm`'s ``(d_o, d_weight, d_gate)`` for ``grad [B, T, H, D]``; None where the
     loops do not apply."""
-    grad = grad.contiguous()
     kernel = _kernel("lact_gated_rms_norm_backward", o, weight, gate, rms, grad)
-    if kernel is None or not _contiguous(o, weight, gate, rms):
+    if kernel is None or not (_contiguous(o, weight, gate, rms) and _gated(o, weight, gate)):
         return None
     B, H, T, D = o.shape
+    if rms.shape != (B, H, T, 1) or grad.shape != (B, T, H, D):
+        return None
+    grad = grad.contiguous()
     threads = torch.get_num_threads()
     d_o, d_gate = torch.empty_like(o), torch.empty_like(gate)
     partial = o.new_zeros(threads, D)
@@ -84,15 +120,10 @@ def gated_rms_norm_backward(o: Tensor, weight: Tensor, gate: Tensor, rms: Tensor
     return d_o, partial.sum(0), d_gate
 
 
-def _token_rows(lr: Tensor) -> bool:
-    """Whether ``lr [G, R, 3]`` has contiguous rows of 3 (groups any distance apart)."""
-    return lr.dim() == 3 and lr.shape[2] == 3 and lr.stride(2) == 1 and lr.stride(1) == 3
-
-
 def swiglu(ab: Tensor) -> Tensor | None:
     """``silu(a) * b`` for ``ab = [a, b]`` ``[G, R, 2M]``; None where the loops do not apply."""
     kernel = _kernel("lact_swiglu", ab)
-    if kernel is None or not ab.is_contiguous():
+    if kernel is None or not (ab.is_contiguous() and _pairs(ab)):
         return None
     G, R, M2 = ab.shape
     h = ab.new_empty(G, R, M2 // 2)
@@ -104,7 +135,7 @@ def swiglu_step(ab: Tensor, dh: Tensor, lr: Tensor) -> tuple[Tensor, Tensor] | N
     """`step`'s ``(P, h)`` from ``ab [G, R, 2M]``, ``dh [G, R, M]`` and ``lr [G, R, 3]``; None where the
     loops do not apply."""
     kernel = _kernel("lact_swiglu_step", ab, dh, lr)
-    if kernel is None or not (_contiguous(ab, dh) and _token_rows(lr)):
+    if kernel is None or not (_contiguous(ab, dh) and _pairs(ab, dh) and _token_rows(lr, ab)):
         return None
     G, R, M2 = ab.shape
     P, h = torch.empty_like(ab), ab.new_empty(G, R, M2 // 2)
@@ -117,7 +148,7 @@ def swiglu_backward(gu: Tensor, d_hidden: Tensor) -> tuple[Tensor, Tensor] | Non
     """`step`'s outputs' ``(dQ, h)`` from ``gu [G, R, 2M]`` and ``d_hidden [G, R, M]``; None where the loops
     do not apply."""
     kernel = _kernel("lact_swiglu_backward", gu, d_hidden)
-    if kernel is None or not _contiguous(gu, d_hidden):
+    if kernel is None or not (_contiguous(gu, d_hidden) and _pairs(gu, d_hidden)):
         return None
     G, R, M2 = gu.shape
     dQ, h = torch.empty_like(gu), gu.new_empty(G, R, M2 // 2)
@@ -129,7 +160,9 @@ def swiglu_step_backward(ab: Tensor, dh: Tensor, dP: Tensor, dh_h: Tensor, lr: T
     """`step`'s step backward terms ``(P, dA, d_dh)``, writing ``dlr[..., 0]`` and ``dlr[..., 2]``; None where
     the loops do not apply."""
     kernel = _kernel("lact_swiglu_step_backward", ab, dh, dP, dh_h, lr, dlr)
-    if kernel is None or not (_contiguous(ab, dh, dP, dh_h) and _token_rows(lr) and _token_rows(dlr)):
+    if kernel is None or not (_contiguous(ab, dh, dP, dh_h) and _pairs(ab, dh, dh_h) and dP.shape == ab.shape):
+        return None
+    if not (_token_rows(lr, ab) and _token_rows(dlr, ab)):
         return None
     G, R, M2 = ab.shape
     P, dA, d_dh = torch.empty_like(ab), torch.empty_like(ab), torch.empty_like(dh)
