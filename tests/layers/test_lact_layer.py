@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 
 import ttt_mm.layers.lact as lact_module
+import ttt_mm.ops.window_attention as window_attention_module
 from ttt_mm.backbone import state_tensors
 from ttt_mm.layers import LaCTLayer
-from ttt_mm.layers.lact import _OverlappingBlocks
-from ttt_mm.layers.rope import apply_rope, rope_rotation
 from ttt_mm.ops.lact import features
 from ttt_mm.ops.lact.naive import lact_naive
+from ttt_mm.ops.rope import apply_rope, rope_rotation
 
 DIM, HEADS = 32, 4
 # (chunk, window): the window covers a chunk and the chunk does not divide it; a window smaller than
@@ -146,8 +146,8 @@ def test_long_inputs_processed_in_pieces_give_the_same_result(monkeypatch):
 def test_many_attention_blocks_and_feature_tiles_streamed_are_the_formulation(split, monkeypatch):
     """Query blocks of 4 and feature tiles of 5 tokens, over two calls: outputs and every gradient as
     written by hand. After 7 tokens the second call's first blocks reach into a partly filled cache
-    (8 slots); after 10 the cache is full and all rows go through attention in one call."""
-    monkeypatch.setattr(lact_module, "QUERY_BLOCK_RANGE", (4, 4))
+    (8 slots) and are masked to its filled slots; after 10 the cache is full and the band alone masks them."""
+    monkeypatch.setattr(window_attention_module, "QUERY_BLOCK_RANGE", (4, 4))
     monkeypatch.setattr(features, "TILE_TOKENS", 5)
     layer = make(chunk=4, window=9)
     x = torch.randn(2, 37, DIM, dtype=torch.float64, requires_grad=True)
@@ -275,13 +275,6 @@ def test_bad_configuration_is_a_clear_error(kwargs, message):
     args = {"dim": DIM, "num_heads": HEADS, **kwargs}
     with pytest.raises(ValueError, match=message):
         LaCTLayer(**args)
-
-
-def test_overlapping_blocks_backward_sums_every_window_a_slot_is_in():
-    x = torch.randn(2, 3, 5 * 4, 2, dtype=torch.float64, requires_grad=True)  # (n + R) Q rows: n = 3, R = 2, Q = 4
-    blocks = _OverlappingBlocks.apply(x[1], 4, 2, 3)  # the 3 windows of a view into x
-    assert torch.equal(blocks, x[1].unfold(1, 12, 4).transpose(-1, -2))
-    assert torch.autograd.gradcheck(lambda t: _OverlappingBlocks.apply(t[1], 4, 2, 3), (x,))
 
 
 @pytest.mark.parametrize("chunk,learns", [(4, True), (12, False)], ids=["chunks_inside_the_window", "window_long"])

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ttt_mm.backbone import state_tensors
 from ttt_mm.layers import AttentionLayer, TTTLayer
-from ttt_mm.layers.rope import apply_rope, rope_rotation
+from ttt_mm.ops.rope import apply_rope, rope_rotation
 from ttt_mm.ops.ttt.naive import linear_model, mlp_model, ttt_naive
 
 LAYERS = {

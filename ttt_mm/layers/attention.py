@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rope import apply_rope, rope_rotation
+from ..ops.rope import apply_rope, rope_rotation
 from .ttt import INIT_STD
 
 

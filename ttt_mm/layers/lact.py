@@ -41,7 +41,7 @@ about 1 s, attention costs about what the fast weights do; at 2208 several times
 
 Speed: the fast path's feature maps and its gated output norm (`ttt_mm.ops.lact.features`) and
 the core's chunk step have hand-written backward passes (their elementwise chains fused C loops on the
-CPU); attention is SDPA on query blocks, all rows in one call once the caches are full.
+CPU), and so has the window attention (`ttt_mm.ops.window_attention`), which keeps only its inputs.
 """
 
 from __future__ import annotations
@@ -55,14 +55,11 @@ from torch import Tensor, nn
 
 from ..ops import LaCTState, lact_swiglu
 from ..ops.lact.features import fast_inputs, gated_rms_norm
+from ..ops.rope import rope_rotation
+from ..ops.window_attention import window_attention
 from .pieces import in_pieces
-from .rope import apply_rope, rope_rotation
 from .ttt import INIT_STD
 
-# Queries per attention block: about half the window, a multiple of 32 in [64, 256]. Each block attends
-# to its own keys and the ``window - 1`` before, so the work is ``(Q + window - 1) / window`` times the
-# exact band's (about 1.5); smaller blocks waste less but cost more per SDPA block on the CPU.
-QUERY_BLOCK_RANGE = (64, 256)
 # Tokens per internal step of a long input (rounded up to whole chunks); exact, since the layer streams
 # exactly. Small pieces keep every activation a few MiB: at 8192 tokens a piece's [T, 3C] activations
 # outgrow what glibc recycles and are page-faulted in afresh, and 16k-token training ran 13% slower.
@@ -218,92 +215,18 @@ class LaCTLayer(nn.Module):
         return gated_rms_norm(out.to(x.dtype), norm.weight, self.fast_scale_proj(x), norm.eps), state
 
     def _window_attention(self, q: Tensor, k: Tensor, v: Tensor, state: LaCTLayerState):
-        """Causal sliding-window attention over the cached and the new tokens, block by block.
-
-        Returns ``o [B, T, C]`` and the new ``keys``, ``values``, ``cached``. Keys live in one sequence
-        ``[cache (P = window - 1 slots), new tokens]``, front-padded to ``R * Q`` slots before the new
-        tokens; the queries of a block of ``Q`` new tokens see a span of ``(R + 1) Q`` keys (an
-        overlapping view, not a copy), masked to each query's own window and to the cache slots
-        that hold this sequence's tokens.
-        """
+        """``o [B, T, C]`` of the causal sliding-window attention, and the new ``keys``, ``values``, ``cached``."""
         B, T, C = q.shape
         H, Fh, P = self.num_heads, self.head_dim, self.window - 1
-        Q = min(query_block(self.window), T)
-        nb, R = -(-T // Q), -(-P // Q)
-        front, end = R * Q - P, nb * Q - T  # zero slots before the cache and after the new tokens
-        span = (R + 1) * Q
-        cache_dtype = state.keys.dtype
-
-        def heads(t):  # [B, T, C] -> [B, T, H, F]
-            return t.unflatten(-1, (H, Fh))
-
-        # Raw keys and values of cache + new tokens: [B, P + T, H, F]; the last P become the new cache.
-        k_all = torch.cat([state.keys.transpose(1, 2), heads(k).to(cache_dtype)], dim=1)
-        v_all = torch.cat([state.values.transpose(1, 2), heads(v).to(cache_dtype)], dim=1)
-        new_keys, new_values = k_all[:, T:].transpose(1, 2), v_all[:, T:].transpose(1, 2)
-
+        q, k, v = (t.unflatten(-1, (H, Fh)) for t in (q, k, v))  # [B, T, H, F]
         rotation = rope_rotation(torch.arange(-P, T, device=q.device), Fh, self.rope_theta)
-        q_rot = F.pad(apply_rope(heads(q), rotation[P:]).transpose(1, 2), (0, 0, 0, end))  # [B, H, nb Q, F]
-        k_rot = F.pad(apply_rope(k_all, rotation).transpose(1, 2), (0, 0, front, end)).to(q_rot.dtype)
-        v_pad = F.pad(v_all.transpose(1, 2), (0, 0, front, end)).to(q_rot.dtype)  # [B, H, (R + nb) Q, F]
-
-        # query j of a block sees span slots j + front .. j + R Q: itself and the P tokens before it
-        j = torch.arange(Q, device=q.device)[:, None]
-        m = torch.arange(span, device=q.device)[None]
-        band = (m >= j + front) & (m <= j + R * Q)  # [Q, span]
-        # SDPA calls over [rows, nb blocks, Q, F] with a 4-D mask (with 3-D ones, SDPA on the CPU takes
-        # its math path).
-        if bool((state.cached == P).all()):
-            # Every cache is full (all but a sequence's first call): the band alone masks every block of
-            # every row (the front padding lies outside it), so one call takes all rows.
-            groups = [(q_rot.flatten(0, 1), k_rot.flatten(0, 1), v_pad.flatten(0, 1), band[None, None])]
-        else:
-            # One call per row, masked also to the cache slots that hold this sequence's tokens. Rows by
-            # unbind, not by indexing: unbind's backward stacks, indexing's would zero-fill a whole
-            # tensor per row.
-            slot = torch.arange((R + nb) * Q, device=q.device)
-            real = slot[None] >= (R * Q - state.cached)[:, None]  # [B, (R + nb) Q]
-            rows = zip(q_rot.unbind(0), k_rot.unbind(0), v_pad.unbind(0), real.unbind(0))
-            groups = [(q_b, k_b, v_b, (band & _windows(r, Q, R)[:, None, :])[None]) for q_b, k_b, v_b, r in rows]
-        outs = []
-        for q_g, k_g, v_g, mask in groups:
-            k_blocks, v_blocks = (_OverlappingBlocks.apply(t, Q, R, nb) for t in (k_g, v_g))
-            o_g = F.scaled_dot_product_attention(q_g.unflatten(1, (nb, Q)), k_blocks, v_blocks, attn_mask=mask)
-            outs.append(o_g.flatten(1, 2)[:, :T])  # [rows H, T, F]
-        o = outs[0] if len(outs) == 1 else torch.cat(outs)
-        o = o.unflatten(0, (B, H)).transpose(1, 2).reshape(B, T, C)  # [B H, T, F] -> [B, T, C]
-        cached = torch.clamp(state.cached + T, max=P)
-        return o, new_keys, new_values, cached
+        o = window_attention(q, k, v, state.keys, state.values, state.cached, rotation)
+        keys, values = (_last_slots(cache, new, P) for cache, new in ((state.keys, k), (state.values, v)))
+        return o.reshape(B, T, C), keys, values, torch.clamp(state.cached + T, max=P)
 
 
-def query_block(window: int) -> int:
-    """Queries per attention block for a window: ``R = ceil((window - 1) / Q)`` earlier blocks are in reach."""
-    low, high = QUERY_BLOCK_RANGE
-    return max(low, min(high, -(-(window - 1) // 64) * 32))
-
-
-def _windows(x: Tensor, Q: int, R: int) -> Tensor:
-    """``x [..., (n + R) Q]`` -> ``[..., n, (R + 1) Q]``: the windows starting every ``Q`` entries."""
-    return x.unfold(-1, (R + 1) * Q, Q)
-
-
-class _OverlappingBlocks(torch.autograd.Function):
-    """``x [N, (n + R) Q, F]`` -> the view ``[N, n, (R + 1) Q, F]`` of its windows, window ``i`` starting
-    at row ``i Q``. Autograd's own backward of such a view (``unfold``) scatters element by element;
-    here it is ``R + 1`` shifted additions."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, Q: int, R: int, n: int) -> Tensor:
-        x = x.contiguous()
-        N, L, F_ = x.shape
-        ctx.dims = (N, L, F_, Q, R, n)
-        return x.as_strided((N, n, (R + 1) * Q, F_), (L * F_, Q * F_, F_, 1), x.storage_offset())
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        N, L, F_, Q, R, n = ctx.dims
-        grad = grad.reshape(N, n, R + 1, Q, F_)
-        out = grad.new_zeros(N, L // Q, Q, F_)
-        for i in range(R + 1):
-            out[:, i : i + n] += grad[:, :, i]
-        return out.reshape(N, L, F_), None, None, None
+def _last_slots(cache: Tensor, new: Tensor, P: int) -> Tensor:
+    """The cache ``[B, H, P, F]`` after the new tokens ``[B, T, H, F]``: their last ``P``, in the cache's dtype."""
+    T = new.shape[1]
+    new = new.to(cache.dtype).transpose(1, 2)
+    return new[:, :, T - P :].contiguous() if T >= P else torch.cat([cache[:, :, T:], new], dim=2)

@@ -11,9 +11,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..ops import TTTState, ttt_linear, ttt_mlp
+from ..ops.rope import apply_rope, rope_rotation
 from .conv import CausalDepthwiseConv
 from .pieces import in_pieces
-from .rope import apply_rope, rope_rotation
 
 INIT_STD = 0.02
 # Tokens per internal step of a long forward pass (a multiple of any usual mini-batch size).
