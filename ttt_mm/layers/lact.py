@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from ..ops import LaCTState, lact_swiglu
 from ..ops.lact.features import fast_inputs, gated_rms_norm
+from ..ops.recompute import recomputed
 from ..ops.rope import rope_rotation
 from ..ops.window_attention import window_attention
 from .pieces import in_pieces
@@ -208,9 +209,12 @@ class LaCTLayer(nn.Module):
         gate = None
         if self.momentum_proj is not None:
             gate = torch.sigmoid(self.momentum_proj(x).to(wide)).transpose(1, 2)  # [B, Hf, T]
-        out, state = lact_swiglu(
-            fq, fk, fv, lr, self.w0, self.w1, self.w2, gate, chunk_size=self.chunk_size, muon=self.muon, state=state
-        )
+        # the core's backward rebuilds its q, k, v (6 KB per token at width 512) from qkv, kept anyway
+        args = (qkv.detach(), self.qk_scale.detach(), self.qk_offset.detach(), Hf, L2_EPS)
+        with recomputed(fq, lambda: fast_inputs(*args)[0]):
+            out, state = lact_swiglu(
+                fq, fk, fv, lr, self.w0, self.w1, self.w2, gate, chunk_size=self.chunk_size, muon=self.muon, state=state
+            )
         norm = self.fast_norm
         return gated_rms_norm(out.to(x.dtype), norm.weight, self.fast_scale_proj(x), norm.eps), state
 
