@@ -1,5 +1,7 @@
 """Saved tensors of a recomputed output: rebuilt once in the backward, same gradients, nothing else touched."""
 
+import weakref
+
 import pytest
 import torch
 
@@ -47,3 +49,17 @@ def test_a_recompute_that_builds_something_else_is_an_error():
         y = (a * a).sum()
     with pytest.raises(RuntimeError, match="did not rebuild"):
         y.backward()
+
+
+def test_what_the_backward_does_not_reach_is_freed_with_its_outputs():
+    """An op inside the context that keeps its own output (exp does), on a branch the backward never
+    runs (as a layer's returned state is in a step that drops it): dropping the output frees it."""
+    x = torch.randn(6, requires_grad=True)
+    a, _, _ = features(x)
+    with recomputed(a, lambda: features(x.detach())[0]):
+        unused = (a * x).exp()
+        y = (a * x).sum()
+    alive = weakref.ref(unused)
+    y.backward()
+    del unused
+    assert alive() is None

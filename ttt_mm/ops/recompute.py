@@ -42,7 +42,9 @@ def recomputed(output: Tensor, recompute: Callable[[], Tensor]) -> Iterator[None
     ptr, rebuilt = storage.data_ptr(), _Rebuilt(recompute, storage.nbytes())
 
     def pack(t: Tensor):
-        return _Place(rebuilt, t) if t.untyped_storage().data_ptr() == ptr else t
+        # Any other tensor is kept as it is, detached: an op's output kept with its autograd node would
+        # hold that node, which holds it, and the cycle would keep the whole graph after the backward.
+        return _Place(rebuilt, t) if t.untyped_storage().data_ptr() == ptr else t.detach()
 
     def unpack(saved):
         if not isinstance(saved, _Place):
