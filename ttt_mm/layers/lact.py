@@ -41,7 +41,8 @@ about 1 s, attention costs about what the fast weights do; at 2208 several times
 
 Speed: the fast path's feature maps and its gated output norm (`ttt_mm.ops.lact.features`) and
 the core's chunk step have hand-written backward passes (their elementwise chains fused C loops on the
-CPU), and so has the window attention (`ttt_mm.ops.window_attention`), which keeps only its inputs.
+CPU), and so has the window attention (`ttt_mm.ops.window_attention`), which keeps only its inputs;
+the core's backward rebuilds the fast path's q, k, v from the projection rather than keep them.
 """
 
 from __future__ import annotations
