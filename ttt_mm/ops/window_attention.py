@@ -72,10 +72,10 @@ class _Blocks:
     a group's scores within ``SCORE_BYTES``."""
 
     def __init__(self, T: int, P: int, H: int, cached: list[int], device: torch.device, dtype: torch.dtype):
-        self.T, self.P = T, P
+        self.P = P
         self.Q = Q = min(query_block(P + 1), T)
         self.nb, self.R = -(-T // Q), -(-P // Q)
-        self.front, self.end = self.R * Q - P, self.nb * Q - T
+        self.front = self.R * Q - P
         self.span = (self.R + 1) * Q
         # query j of a block sees span slots j + front .. j + R Q: itself and the P slots before it
         j = torch.arange(Q, device=device)[:, None]
@@ -97,9 +97,11 @@ class _Blocks:
         self.groups = []  # (first row, end row, bias [Q, span] or [rows nb, Q, span]) of rows b H + h
         for b0, b1, allowed in runs:
             mask = bias(allowed)
+            if allowed is not band:  # [nb, Q, span] per row: once for a group's rows, sliced for a smaller one
+                mask = mask.repeat(min(per_group, (b1 - b0) * H), 1, 1)
             for r0 in range(b0 * H, b1 * H, per_group):
                 r1 = min(r0 + per_group, b1 * H)
-                self.groups.append((r0, r1, mask if allowed is band else mask.repeat(r1 - r0, 1, 1)))
+                self.groups.append((r0, r1, mask if allowed is band else mask[: (r1 - r0) * self.nb]))
 
     def queries(self, q: Tensor, rotation: Tensor, dtype: torch.dtype) -> Tensor:
         """``q [B, T, H, F]`` -> RoPE'd ``[B H, nb Q, F]`` (zero rows after the last query)."""
