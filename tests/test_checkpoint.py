@@ -118,3 +118,14 @@ def test_not_a_checkpoint_is_one_clear_error(tmp_path):
         load_parts(tmp_path / "notes.ckpt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "missing.ckpt")
+
+
+def test_weights_that_disagree_with_the_settings_are_one_clear_error(tmp_path):
+    path, _, _ = save_old(tmp_path / "plain.ckpt", "ttt_linear", "transformer")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"]["backbone"]["depth"] = 3  # one block more than the weights hold
+    torch.save(ckpt, tmp_path / "deeper.ckpt")
+    with pytest.raises(ValueError, match=r"deeper.ckpt \(backbone\) do not fit the model .*Missing key.*blocks\.2\."):
+        load_parts(tmp_path / "deeper.ckpt")
+    with pytest.raises(ValueError, match=r"deeper.ckpt do not fit the model .*Missing key.*blocks\.2\."):
+        load_model(tmp_path / "deeper.ckpt")

@@ -224,6 +224,22 @@ def test_folder_with_bad_files(ckpts, folder, tmp_path):
     assert np.load(out / "a.wav.npy").shape == (3, 32) and load(out / "a.wav").timestamps.tolist() == [0.0, 0.5, 1.0]
 
 
+def test_files_are_opened_in_this_process_only_after_a_worker_probed_them(ckpts, folder, files, tmp_path, monkeypatch):
+    """The command and `embed_file` read what the dataset index found (probed in worker processes):
+    this process never probes a file itself, so a decoder that aborts on one cannot take it down."""
+
+    def probe_here(path, *args, **kwargs):
+        raise AssertionError(f"{path} probed in the main process")
+
+    monkeypatch.setattr(io, "probe", probe_here)  # the workers are forked from a clean forkserver: unaffected
+    summary = task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=tmp_path / "out", window_seconds=0.4))
+    assert len(summary.written) == 2 and len(summary.failed) == 2
+    embedder = Embedder.from_checkpoint(ckpts["av"], window_seconds=0.5, device="cpu")
+    assert embedder.embed_file(files["av"]).embeddings.shape[0] > 0
+    with pytest.raises(io.MediaError, match="ffmpeg"):
+        embedder.embed_file(folder / "sub" / "corrupt.mp4")
+
+
 def test_manifest_spans_and_labels(ckpts, files, tmp_path):
     manifest = tmp_path / "list.csv"
     manifest.write_text(f"path,start,end,label\n{files['av']},0.5,2.5,dog\n{files['av']},,,cat\n")

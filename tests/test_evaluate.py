@@ -239,6 +239,8 @@ def test_evaluate_writes_every_output(evaluated, capsys):
     result, out = evaluated
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "loss_vs_context.png").read_bytes().startswith(b"\x89PNG")  # written whole under a temporary name
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # and no temporary left
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {"ttt", "attention", "lact"}  # named after the mixer class
     assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4", "no_audio.mp4"]

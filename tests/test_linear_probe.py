@@ -17,6 +17,7 @@ from embedhelpers import AUDIO, VIDEO, save_checkpoint
 from hydra import compose, initialize_config_dir
 from mediafiles import write_video, write_wav
 
+from ttt_mm.data import io
 from ttt_mm.eval.folds import assign_folds
 from ttt_mm.eval.linear_probe import Features, cross_validate, macro_f1
 from ttt_mm.tasks import embed as embed_task
@@ -175,7 +176,11 @@ def test_noise_with_random_labels_is_at_chance_and_grouped_folds_keep_groups_who
     assert len(folds_of_group) == 10 and all(len(v) == 1 for v in folds_of_group.values())
 
 
-def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog):
+def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog, monkeypatch):
+    def probe_here(path, *args, **kwargs):
+        raise AssertionError(f"{path} probed in the main process")
+
+    monkeypatch.setattr(io, "probe", probe_here)  # files are read as the index (worker processes) found them
     rows = [{"path": str(p), "label": p.parent.name, "group": ""} for p in sorted(tones.rglob("*.wav"))]
     write_wav(tmp_path / "rare.wav", _sound("low", np.random.default_rng(2)), RATE)
     (tmp_path / "empty.wav").write_bytes(b"")
@@ -221,7 +226,7 @@ def test_a_manifest_without_labels_is_one_error_line(ckpts, tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == "error: manifest nolabel.csv has no 'label' column"
 
 
-def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path):
+def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, caplog):
     rows = [{"path": str(p), "label": p.parent.name} for p in sorted(tones.rglob("*.wav"))]
     manifest = _manifest(tmp_path / "list.csv", rows)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -234,6 +239,17 @@ def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path):
     assert stored["settings"]["embeddings"] == str(tmp_path / "emb")
     for name in ("model", "random_weights", "logmel"):
         assert stored["results"][name]["accuracy"] == direct["results"][name]["accuracy"], name
+
+    # a truncated .npy and a torn sidecar cost their files, each with a reason, not the run
+    npys, sidecars = sorted((tmp_path / "emb").rglob("*.wav.npy")), sorted((tmp_path / "emb").rglob("*.wav.json"))
+    npys[0].write_bytes(npys[0].read_bytes()[:200])
+    sidecars[-1].write_text(sidecars[-1].read_text()[:40])
+    torn = run(_cfg(embeddings=tmp_path / "emb", input=manifest, output=tmp_path / "c", folds=2))["metrics"]
+    skipped = {Path(s["path"]).name: s["reason"] for s in torn["skipped"]}
+    assert torn["files"] == 18 and len(skipped) == 2, skipped
+    assert "unreadable (ValueError" in skipped[npys[0].name.removesuffix(".npy")]
+    assert "not embedded" in skipped[sidecars[-1].name.removesuffix(".json")]
+    assert f"{sidecars[-1]}: unreadable sidecar" in caplog.text
     with pytest.raises(ConfigError, match="either ckpt"):
         run(_cfg(ckpt=ckpts["audio"], embeddings=tmp_path / "emb", input=manifest))
 

@@ -4,6 +4,7 @@ and the clips a reader can use chosen from them."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -12,9 +13,10 @@ import pytest
 from faults import abort_on_boom, hang_on_slow
 from mediafiles import write_video
 
-from ttt_mm.data import ClipInfo, ReadSpec, index_clips, index_files
+from ttt_mm.data import ClipInfo, ReadSpec, WindowDataset, index, index_clips, index_files
 from ttt_mm.data.index import cache_file, media_info, select
 from ttt_mm.data.isolation import IsolatedPool
+from ttt_mm.data.skiplist import SkipList
 
 
 @pytest.fixture
@@ -95,9 +97,14 @@ def test_a_decoder_that_hangs_is_killed_after_the_timeout(folder, tmp_path):
     started = time.monotonic()
     records, run = index_files(sorted(folder.iterdir()), tmp_path / "cache", jobs=2, timeout=1.0, task=hang_on_slow)
     assert time.monotonic() - started < 30
-    assert records[str(folder / "slow.wav")]["error"] == "decoder hung: no answer in 1 s"
+    slow = str(folder / "slow.wav")
+    assert records[slow]["error"] == "decoder hung: no answer in 1 s (a longer probe timeout tries it again)"
     assert "error" not in records[str(folder / "tone.wav")]
-    assert list(run.failures) == [str(folder / "slow.wav")]
+    assert list(run.failures) == [slow]
+    _, same = index_files([slow], tmp_path / "cache", timeout=1.0, task=hang_on_slow)
+    assert same.probed == 0  # remembered under the same timeout
+    again, longer = index_files([slow], tmp_path / "cache", timeout=2.0, task=hang_on_slow)
+    assert longer.probed == 1 and again[slow]["error"].startswith("decoder hung: no answer in 2 s")
 
 
 def test_the_pool_answers_every_path_with_one_worker():
@@ -124,9 +131,28 @@ def test_configs_take_the_files_with_their_streams(folder, tmp_path):
         and "missing_audio=skip" in (skip.rejected[str(folder / "video.mp4")])
     )
     silence = select(clips, records, ReadSpec(("audio", "video"), size=32, missing_audio="silence"))
-    assert names(silence) == ["av.mp4", "video.mp4"] and silence.silent == [str(folder / "video.mp4")]
+    assert names(silence) == ["av.mp4", "video.mp4"]
+    assert silence.silent == {str(folder / "video.mp4"): "no audio stream"}
     assert all(c.info is not None for c in silence.clips)
     assert silence.rejected[str(folder / "zero.mp4")] == "empty file (0 bytes)"
+
+
+def test_a_video_whose_sound_cannot_be_read_is_read_with_silence_only_when_asked_and_says_why(
+    folder, tmp_path, monkeypatch, caplog
+):
+    clip = ClipInfo(str(folder / "av.mp4"))
+    records, _ = index_files([clip.media], tmp_path / "cache")
+    why = "the audio stream ends at 0.4 s, before the video's 3.0 s"  # as `describe` records such a file
+    records[clip.media] = records[clip.media] | {"audio_error": why}
+    skip = select([clip], records, ReadSpec(("audio", "video"), size=32))
+    assert not skip.clips and skip.rejected[clip.media].startswith(why)
+    silence = select([clip], records, ReadSpec(("audio", "video"), size=32, missing_audio="silence"))
+    assert silence.silent == {clip.media: why} and silence.clips[0].info.has_audio is False
+    monkeypatch.setattr(index, "index_files", lambda *args: (records, None))
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+        index_clips([clip], ReadSpec(("audio", "video"), size=32, missing_audio="silence"))
+    (line,) = [r for r in caplog.records if "silent track" in r.getMessage()]
+    assert line.levelno == logging.WARNING and f"{clip.media}: {why}: read with a silent track" in line.getMessage()
 
 
 def test_too_short_files_are_left_out_at_index_time(media, tmp_path, caplog):
@@ -134,3 +160,17 @@ def test_too_short_files_are_left_out_at_index_time(media, tmp_path, caplog):
     selection = index_clips(clips, ReadSpec(("video",), size=32), tmp_path / "cache")
     assert [c.name for c in selection.clips] == [str(media["video_only"])]
     assert "min_seconds=0.5" in selection.rejected[str(media["one_frame"])]
+
+
+def test_a_too_short_span_is_left_out_under_its_own_name_and_the_files_other_spans_stay(media, tmp_path):
+    video = str(media["video_only"])  # 2 s
+    clips = [ClipInfo(video, 0.0, 1.5), ClipInfo(video, 1.5, 1.7), ClipInfo(video, 1.8)]
+    spec = ReadSpec(("video",), size=32)
+    selection = index_clips(clips, spec, tmp_path / "cache")
+    assert [(c.start, c.end) for c in selection.clips] == [(0.0, 1.5)]
+    assert sorted(selection.rejected) == [f"{video}@1.5-1.7", f"{video}@1.8-end"]
+    assert "min_seconds=0.5" in selection.rejected[f"{video}@1.5-1.7"]
+    # the spans' reasons, in a run's skip list, do not take the file out of training
+    skips = SkipList()
+    skips.add_many(selection.rejected, total=len(clips))
+    assert len(WindowDataset(selection.clips, 1.0, spec, skip_list=skips)) == 1

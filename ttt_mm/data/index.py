@@ -5,8 +5,9 @@ audio decoded) in an `IsolatedPool`, so a file that crashes or hangs a decoder i
 ("decoder crashed: SIGABRT", "decoder hung: no answer in 60 s") and is never opened by the process
 that trains, embeds or evaluates. The records are cached as JSONL, one line per file keyed by its
 absolute path, size and modification time, under ``<cache dir>/<folder name>-<hash of the folder>.jsonl``
-for the folder that holds the files; a second run probes only new or changed files. The file is
-rewritten whole under a temporary name and renamed, under a lock (ranks of one job share it).
+for the folder that holds the files; a second run probes only new or changed files, and files that
+hung under a shorter probe timeout than this run's. The file is rewritten whole under a temporary
+name and renamed, under a lock (ranks of one job share it).
 
 A record (plain JSON)::
 
@@ -37,6 +38,7 @@ from functools import partial
 from pathlib import Path
 
 from ttt_mm.data import io
+from ttt_mm.data.atomic import write_text
 from ttt_mm.data.datasets import ReadSpec, clip_span
 from ttt_mm.data.io import MediaError, MediaInfo, stat_reason
 from ttt_mm.data.isolation import Failure, IsolatedPool
@@ -174,21 +176,19 @@ def _load(path: Path) -> dict[str, dict]:
 
 
 def _save(path: Path, records: dict[str, dict]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        for record in records.values():
-            f.write(json.dumps(record) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(record) + "\n" for record in records.values()))
 
 
-def _current(record: dict | None, st: os.stat_result, verify: bool) -> bool:
-    """Whether a cached record still describes this version of the file."""
+def _current(record: dict | None, st: os.stat_result, verify: bool, timeout: float) -> bool:
+    """Whether a cached record still describes this version of the file (a probe that hung under a
+    shorter timeout than ``timeout`` is tried again)."""
     return (
         record is not None
         and record.get("bytes") == st.st_size
         and record.get("mtime_ns") == st.st_mtime_ns
         and record.get("version") == VERSION
         and (record.get("verified") or not verify)
+        and record.get("hung_timeout", timeout) >= timeout
     )
 
 
@@ -213,8 +213,9 @@ def index_files(
     task: Callable[[str], dict] | None = None,
 ) -> tuple[dict[str, dict], IndexRun]:
     """Index records of ``paths`` (absolute path -> record), probing only files the cache does not
-    describe. ``timeout``: seconds a probe may take before its worker is killed (plus 1 s per 20 MB).
-    ``refresh`` probes every file again. ``task`` replaces `describe` (tests inject faults with it)."""
+    describe. ``timeout``: seconds a probe may take before its worker is killed (plus 1 s per 20 MB);
+    a file recorded as hung is probed again under a longer one. ``refresh`` probes every file again.
+    ``task`` replaces `describe` (tests inject faults with it)."""
     files = list(dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths))
     run = IndexRun(cache_file(files, cache_dir))
     if not files:
@@ -231,7 +232,7 @@ def index_files(
             except OSError as exc:
                 out[path] = {"path": path, "error": stat_reason(exc)}
                 continue
-            if not refresh and _current(cached.get(path), st, verify):
+            if not refresh and _current(cached.get(path), st, verify, timeout):
                 out[path] = cached[path]
             else:
                 todo.append(path)
@@ -263,10 +264,15 @@ def _probe(paths: list[str], task: Callable, jobs: int, timeout: float, run: Ind
             run.failures[path] = result.reason
             try:
                 st = os.stat(path)
-                result = {"path": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "version": VERSION}
-                result |= {"verified": True, "error": run.failures[path]}
             except OSError as exc:
                 result = {"path": path, "error": stat_reason(exc)}
+            else:
+                record = {"path": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "version": VERSION}
+                record |= {"verified": True, "error": result.reason}
+                if result.hung:  # remembered only until a run allows a probe more time
+                    record["error"] += " (a longer probe timeout tries it again)"
+                    record["hung_timeout"] = timeout
+                result = record
         out[path] = result
         if time.monotonic() - last_log > 10.0:
             log.info("indexed %d of %d files", len(out), len(paths))
@@ -282,13 +288,13 @@ class Selection:
     """Clips a reader can use (each with its file's `MediaInfo`), and the rest with their reasons."""
 
     clips: list[ClipInfo]
-    rejected: dict[str, str]  # clip name -> reason
-    silent: list[str]  # videos without sound that are read with a silent track
+    rejected: dict[str, str]  # clip name (a span's own trouble: its `ClipInfo.segment`) -> reason
+    silent: dict[str, str]  # videos read with a silent track -> why (no audio stream, or its audio's trouble)
 
 
 def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) -> Selection:
     """The clips whose files have the streams ``spec`` reads (see `ReadSpec.missing_audio`)."""
-    kept, rejected, silent = [], {}, []
+    kept, rejected, silent = [], {}, {}
     reads = " and ".join(spec.modalities)
     for clip in clips:
         if isinstance(clip.media, SyntheticClip):
@@ -300,7 +306,7 @@ def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) 
             continue
         missing = [s for s in spec.modalities if not usable(record, s)]
         if missing == ["audio"] and spec.missing_audio == "silence" and "video" in spec.modalities:
-            silent.append(clip.name)
+            silent[clip.name] = record.get("audio_error") or "no audio stream"
         elif missing:
             stream = missing[0]
             hint = f"this run reads {reads}"
@@ -311,8 +317,8 @@ def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) 
         clip = replace(clip, info=media_info(record))
         try:
             clip_span(clip, spec)
-        except MediaError as exc:
-            rejected[clip.name] = exc.reason
+        except MediaError as exc:  # this span of the file is too short: its other spans may not be
+            rejected[clip.segment] = exc.reason
             continue
         kept.append(clip)
     return Selection(kept, rejected, silent)
@@ -327,12 +333,14 @@ def index_clips(
 ) -> Selection:
     """Index the clips' files (probing new ones in subprocesses) and keep those a reader can use.
 
-    Logs one line per video read with a silent track. This is what training, embedding and
-    evaluation call before they open any file.
+    Logs one line per video read with a silent track, saying why: a warning when the file has sound
+    that cannot be read (the model hears silence where there was sound). This is what training,
+    embedding and evaluation call before they open any file.
     """
     files = [c.media for c in clips if not isinstance(c.media, SyntheticClip)]
     records, _ = index_files(files, cache_dir, jobs, timeout)
     selection = select(clips, records, spec)
-    for name in selection.silent:
-        log.info("%s has no audio stream: read with a silent track (data.missing_audio=silence)", name)
+    for name, why in selection.silent.items():
+        level = logging.INFO if why == "no audio stream" else logging.WARNING
+        log.log(level, "%s: %s: read with a silent track (data.missing_audio=silence)", name, why)
     return selection

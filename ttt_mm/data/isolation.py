@@ -36,9 +36,11 @@ PRELOAD = ["ttt_mm.data.io"]
 
 @dataclass(frozen=True)
 class Failure:
-    """A file whose worker crashed, exited or hung: ``reason`` says which, in words."""
+    """A file whose worker crashed, exited or hung: ``reason`` says which, in words; ``hung``: killed
+    for taking longer than its time limit (a longer one might see it through)."""
 
     reason: str
+    hung: bool = False
 
 
 def _signal_name(number: int) -> str:
@@ -191,7 +193,7 @@ class IsolatedPool:
                 return None
             limit = self.deadline(worker.path)
             log.warning("%s: no answer from its decoder in %.0f s; the worker was killed", worker.path, limit)
-            return Failure(f"decoder hung: no answer in {limit:.0f} s")
+            return Failure(f"decoder hung: no answer in {limit:.0f} s", hung=True)
         worker.process.join(5.0)
         code = worker.process.exitcode
         message = worker.last_message()

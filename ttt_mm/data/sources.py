@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ttt_mm.data.atomic import replaced
 from ttt_mm.data.io import MediaInfo
 from ttt_mm.data.synthetic import SyntheticClip
 
@@ -64,6 +65,15 @@ class ClipInfo:
     def name(self) -> str:
         """What batches report as ``"path"`` and what the skip list records."""
         return str(self.media)
+
+    @property
+    def segment(self) -> str:
+        """The name of this span of the file: ``name@start-end`` (``end``: to the file's end) for a
+        part of a file, else ``name``. What concerns only the span (too short, say) is recorded under
+        it, so that the file's other segments stay in."""
+        if not self.start and self.end is None:
+            return self.name
+        return f"{self.name}@{self.start:g}-{'end' if self.end is None else f'{self.end:g}'}"
 
     def split_hash(self) -> float:
         """A number in [0, 1) drawn from the key: what decides the split when the clip has none."""
@@ -229,16 +239,11 @@ def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
     renamed into place."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: "" if row.get(k) is None else row[k] for k in MANIFEST_COLUMNS})
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replaced(target) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in MANIFEST_COLUMNS})
 
 
 def _is_int(value: object) -> bool:

@@ -85,8 +85,18 @@ def load_parts(path: str | os.PathLike, weights_only: bool = True) -> Parts:
     for name, module in (("tokenizer", tokenizer), ("backbone", backbone)):
         prefix = name + "."
         weights = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-        module.load_state_dict(weights, strict=True)
+        _load_weights(module, weights, f"{os.fspath(path)} ({name})")
     return Parts(tokenizer, backbone, hparams)
+
+
+def _load_weights(module: torch.nn.Module, weights: dict, source: str) -> None:
+    """``load_state_dict(strict=True)``, with a mismatch (missing, unexpected or reshaped weights: a
+    checkpoint whose weights disagree with its own settings) raised as a ValueError naming ``source``."""
+    try:
+        module.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        details = " ".join(line.strip() for line in str(exc).splitlines()[1:])
+        raise ValueError(f"the weights of {source} do not fit the model its settings describe: {details}") from None
 
 
 def build_parts(hparams: dict, source: str) -> tuple[Tokenizer, Backbone]:
@@ -112,7 +122,7 @@ def load_model(
         model = SequenceModel(**hparams)
     except InstantiationException as exc:
         raise ValueError(f"cannot rebuild the model of {os.fspath(path)}: {str(exc).splitlines()[0]}") from None
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+    _load_weights(model, ckpt["state_dict"], os.fspath(path))
     return model.to(map_location).eval()
 
 

@@ -39,7 +39,8 @@ from torch import Tensor
 
 from ttt_mm.backbone import Backbone, BackboneState
 from ttt_mm.data.datasets import ReadSpec, clip_span, collate, iter_windows, walk
-from ttt_mm.data.io import MediaError
+from ttt_mm.data.index import index_clips
+from ttt_mm.data.io import MediaError, MediaInfo
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.windows import TensorMedia, to_device
 from ttt_mm.embed.checkpoint import load_parts
@@ -159,13 +160,19 @@ class Embedder:
             missing_audio="silence",  # an audio-visual model embeds videos without sound too
         )
 
-    def span(self, path: str | os.PathLike, start: float = 0.0, end: float | None = None) -> tuple[float, float]:
-        """``(start, end)`` seconds of the file that will be embedded (raises `MediaError`)."""
-        return clip_span(ClipInfo(os.fspath(path), start=start, end=end), self.read_spec())
+    def span(
+        self, path: str | os.PathLike, start: float = 0.0, end: float | None = None, info: MediaInfo | None = None
+    ) -> tuple[float, float]:
+        """``(start, end)`` seconds of the file that will be embedded (raises `MediaError`). ``info``: the
+        file's entry in the dataset index (`ClipInfo.info`); without it the file is probed in this process."""
+        return clip_span(ClipInfo(os.fspath(path), start=start, end=end, info=info), self.read_spec())
 
-    def windows(self, path: str | os.PathLike, start: float = 0.0, end: float | None = None) -> Iterator[dict]:
-        """The file's consecutive window batches (decoding is lazy; a bad file raises `MediaError`)."""
-        return iter_windows(os.fspath(path), self.window_seconds, self.read_spec(), start=start, end=end)
+    def windows(
+        self, path: str | os.PathLike, start: float = 0.0, end: float | None = None, info: MediaInfo | None = None
+    ) -> Iterator[dict]:
+        """The file's consecutive window batches (decoding is lazy; a bad file raises `MediaError`);
+        ``info`` as in `span`."""
+        return iter_windows(os.fspath(path), self.window_seconds, self.read_spec(), start, end, info)
 
     def stream(self, start: float = 0.0) -> Stream:
         """A fresh `Stream` for an input whose first window starts at ``start`` seconds."""
@@ -184,10 +191,16 @@ class Embedder:
         """Rows of a media file (or of its span ``[start, end)``) ``[N, D]``; raises `MediaError` for a bad file.
 
         Rows are gathered in memory (an hour of audio at 25 tokens/s and D = 512 is 184 MB in
-        float32); the embed command instead writes them to disk window by window.
+        float32); the embed command instead writes them to disk window by window. The file is probed
+        first in a worker process (the dataset index, `ttt_mm.data.index`, cached per folder), so a
+        file that crashes or hangs a decoder raises `MediaError` instead of taking this process down.
         """
-        first, _ = self.span(path, start, end)
-        out = self.embed_windows(self.windows(path, start, end), start=first)
+        selection = index_clips([ClipInfo(os.fspath(path), start=start, end=end)], self.read_spec())
+        for name, reason in selection.rejected.items():
+            raise MediaError(name, reason)
+        info = selection.clips[0].info
+        first, _ = self.span(path, start, end, info)
+        out = self.embed_windows(self.windows(path, start, end, info), start=first)
         out.embeddings = out.embeddings[0]
         out.pooled = None if out.pooled is None else out.pooled[0]
         return out

@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ttt_mm.data.atomic import write_text
 from ttt_mm.embed.clock import Clock
 
 DTYPES = ("float16", "float32")
@@ -78,21 +79,9 @@ class NpyRowWriter:
         self.file.flush()
 
 
-def temporary_path(final: Path) -> Path:
-    """Hidden per-process name next to ``final`` that never ends in ``.npy`` or ``.json``."""
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
-
-
 def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    tmp = temporary_path(path)
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``data`` to ``path`` whole (`ttt_mm.data.atomic`)."""
+    write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def config_hash(model: dict, options: dict) -> str:

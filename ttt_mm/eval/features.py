@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from ttt_mm.embed import Clock, Embedder
 from ttt_mm.embed.files import load
 from ttt_mm.embed.reducers import HopBins, Pool
 from ttt_mm.tokenizers import Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,10 +50,10 @@ class ModelFeatures:
 
     @torch.inference_mode()
     def __call__(self, clip: ClipInfo) -> dict[str, FileFeatures]:
-        start, _ = self.first.span(clip.media, clip.start, clip.end)
+        start, _ = self.first.span(clip.media, clip.start, clip.end, clip.info)
         streams = {name: e.stream(start) for name, e in self.embedders.items()}
         rows: dict[str, list] = {name: [] for name in streams}
-        for batch in self.first.windows(clip.media, clip.start, clip.end):
+        for batch in self.first.windows(clip.media, clip.start, clip.end, clip.info):
             for name, stream in streams.items():
                 rows[name].append(stream.push(batch)[0])
         out = {}
@@ -90,7 +93,7 @@ class LogMelStats:
         if self.hop_seconds is not None:
             bins = HopBins(self.frame_seconds, self.hop_seconds, 1, Clock(clip.start, self.hop_seconds, (0.0,), (0,)))
         hops = []
-        for batch in iter_windows(clip.media, self.window_seconds, self.spec, clip.start, clip.end):
+        for batch in iter_windows(clip.media, self.window_seconds, self.spec, clip.start, clip.end, clip.info):
             tokens = self.tokenizer(batch)
             frames = self.tokenizer.invert(tokens.targets[:, tokens.mask[0]])["audio"]  # [1, F, n_mels]
             pool.add(frames)
@@ -124,8 +127,12 @@ class EmbeddingFolder:
             stem = sidecar.with_suffix("")
             if not stem.with_name(stem.name + ".npy").is_file():
                 continue  # not an embedding (e.g. a metrics.json)
-            meta = json.loads(sidecar.read_text())
-            if "source" not in meta or "config_hash" not in meta:
+            try:
+                meta = json.loads(sidecar.read_text())
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                log.warning("left out: %s: unreadable sidecar (%s)", sidecar, exc)
+                continue
+            if not isinstance(meta, dict) or "source" not in meta or "config_hash" not in meta:
                 continue
             if self.meta is None:
                 self.meta = meta
@@ -145,7 +152,10 @@ class EmbeddingFolder:
         stem = self.stems.get((os.path.abspath(clip.name), round(clip.start, 6)))
         if stem is None:
             raise MediaError(clip.name, f"not embedded in {self.root} (run the embed task on the same manifest)")
-        loaded = load(stem)
+        try:
+            loaded = load(stem)
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise MediaError(clip.name, f"{stem}.npy or .json unreadable ({type(exc).__name__}: {exc})") from None
         if loaded.pooled is None:
             raise MediaError(clip.name, f"{stem}.json has no pooled vector (embedded with pool=null)")
         if len(loaded.embeddings) == 0:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ttt_mm.data.atomic import replaced
+
 log = logging.getLogger(__name__)
 
 SERIES_STYLE = {"model": "-", "copy_last_step": "--", "running_mean": ":"}
@@ -26,6 +28,12 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: str | Path) -> None:
+    """The figure as a PNG at ``path``, written whole (`ttt_mm.data.atomic`)."""
+    with replaced(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
 
 
 def loss_vs_context(curves: dict[str, dict], path: str | Path, group: str = "all") -> None:
@@ -70,7 +78,7 @@ def loss_vs_context(curves: dict[str, dict], path: str | Path, group: str = "all
     axes[0].legend(fontsize=8)
     fig.suptitle(f"loss versus context position ({group} tokens; log-spaced bins)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -115,7 +123,7 @@ def frame_strip(plots: dict[str, dict], path: str | Path, title: str) -> None:
             axes[r][0].text(0.5, 0.5, label, ha="center", va="center", fontsize=7, transform=axes[r][0].transAxes)
     fig.suptitle(f"{_short(title)}: rollout from {first['origin_seconds']:.2f} s", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -144,7 +152,7 @@ def spectrograms(plots: dict[str, dict], path: str | Path, title: str) -> None:
     axes[-1, 0].set_xlabel("mel frame (left of the line: last step seen)")
     fig.suptitle(f"{_short(title)}: rollout from {first['origin_seconds']:.2f} s", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 

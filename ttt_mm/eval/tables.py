@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+from ttt_mm.data.atomic import replaced, write_text
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.scoring import HORIZON_FIELDS, SERIES
 
@@ -26,7 +27,7 @@ def _clean(value):
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with open(path, "w", newline="") as f:
+    with replaced(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
@@ -44,7 +45,7 @@ def write_outputs(output: Path, result: dict, settings: dict, plots: bool) -> di
     dicts = {name: r.to_dict() for name, r in reports.items()}
     metrics = {"settings": settings, "files": result["files"], "skipped": result["skipped"], "models": dicts}
     paths = {"metrics": output / "metrics.json"}
-    paths["metrics"].write_text(json.dumps(_clean(metrics), indent=2) + "\n")
+    write_text(paths["metrics"], json.dumps(_clean(metrics), indent=2) + "\n")
 
     summary, curves, horizons, files = [], [], [], []
     for name, d in dicts.items():

@@ -32,12 +32,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from ttt_mm.data.atomic import replaced
 from ttt_mm.data.guard import native_stderr_silenced
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.io import MediaError
 from ttt_mm.data.sources import MEDIA_EXTENSIONS, ClipInfo, FolderSource, ManifestSource
 from ttt_mm.embed import POOLS, Embedder, load_parts
-from ttt_mm.embed.files import DTYPES, NpyRowWriter, RowError, config_hash, temporary_path, write_json
+from ttt_mm.embed.files import DTYPES, NpyRowWriter, RowError, config_hash, write_json
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 
 log = logging.getLogger("ttt_mm.embed")
@@ -92,10 +93,7 @@ def output_stem(clip: ClipInfo, output: Path) -> Path:
         ("__" if p == ".." else p) for p in PurePosixPath(clip.key or Path(clip.name).name).parts if p not in ("/", ".")
     ]
     stem = output.joinpath(*parts)
-    if clip.start or clip.end is not None:
-        end = "end" if clip.end is None else f"{clip.end:g}"
-        stem = stem.with_name(f"{stem.name}@{clip.start:g}-{end}")
-    return stem
+    return stem.with_name(stem.name + clip.segment.removeprefix(clip.name))
 
 
 def _paths(stem: Path) -> tuple[Path, Path]:
@@ -111,52 +109,51 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
     Raises `MediaError` (unreadable) or `InputError`; nothing is left at the final names then.
     """
     with native_stderr_silenced():  # libsndfile's mp3 decoder prints its own notes on a bad file
-        first, end = embedder.span(clip.media, clip.start, clip.end)
+        first, end = embedder.span(clip.media, clip.start, clip.end, info=clip.info)
     npy, sidecar = _paths(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(npy)
     stream = embedder.stream(first)
     name = Path(clip.name).name[-30:]
     bar = tqdm(total=round(end - first, 2), unit="s", desc=name, leave=False, disable=not progress or None)
     try:
-        with open(tmp, "wb") as f:
-            writer = NpyRowWriter(f, embedder.dim, dtype)
-            done = first
-            try:
-                for batch in embedder.windows(clip.media, clip.start, clip.end):
-                    writer.write(stream.push(batch)[0].numpy())
-                    reached = min(float(batch["start"][0]) + embedder.window_seconds, end)
-                    bar.update(round(reached - done, 2))
-                    done = reached
-                writer.write(stream.finish()[0].numpy())
-            except RowError as exc:
-                raise InputError(str(exc)) from None
-            writer.close()
-        if stream.num_tokens == 0:
-            raise InputError(f"no whole token step in {end - first:.3f} s (a step is {embedder.seconds_per_step} s)")
-        pooled = stream.pooled()
-        data = meta | {
-            "source": os.path.abspath(clip.name),
-            "start": first,
-            "end": end,
-            "duration": end - first,
-            "embeddings": npy.name,
-            "shape": [writer.rows, embedder.dim],
-            "dtype": dtype,
-            "tokens": stream.num_tokens,
-            "clock": stream.clock.to_json(),
-            "pooled": None if pooled is None else [float(x) for x in pooled[0]],
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        if clip.label != -1:
-            data["label"] = clip.label
-        sidecar.unlink(missing_ok=True)  # an old sidecar must never describe the new rows
-        os.replace(tmp, npy)
+        with replaced(npy) as tmp:
+            with open(tmp, "wb") as f:
+                writer = NpyRowWriter(f, embedder.dim, dtype)
+                done = first
+                try:
+                    for batch in embedder.windows(clip.media, clip.start, clip.end, info=clip.info):
+                        writer.write(stream.push(batch)[0].numpy())
+                        reached = min(float(batch["start"][0]) + embedder.window_seconds, end)
+                        bar.update(round(reached - done, 2))
+                        done = reached
+                    writer.write(stream.finish()[0].numpy())
+                except RowError as exc:
+                    raise InputError(str(exc)) from None
+                writer.close()
+            if stream.num_tokens == 0:
+                step = embedder.seconds_per_step
+                raise InputError(f"no whole token step in {end - first:.3f} s (a step is {step} s)")
+            pooled = stream.pooled()
+            data = meta | {
+                "source": os.path.abspath(clip.name),
+                "start": first,
+                "end": end,
+                "duration": end - first,
+                "embeddings": npy.name,
+                "shape": [writer.rows, embedder.dim],
+                "dtype": dtype,
+                "tokens": stream.num_tokens,
+                "clock": stream.clock.to_json(),
+                "pooled": None if pooled is None else [float(x) for x in pooled[0]],
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            if clip.label != -1:
+                data["label"] = clip.label
+            sidecar.unlink(missing_ok=True)  # an old sidecar must never describe the new rows
         write_json(sidecar, data)
         return data
     finally:
         bar.close()
-        tmp.unlink(missing_ok=True)
 
 
 def _done(stem: Path, digest: str) -> bool:

@@ -40,11 +40,12 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource, MediaError, ReadSpec
+from ttt_mm.data.atomic import replaced
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.embed import Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
-from ttt_mm.embed.files import temporary_path, write_json
+from ttt_mm.embed.files import write_json
 from ttt_mm.eval.features import EmbeddingFolder, FileFeatures, LogMelStats, ModelFeatures
 from ttt_mm.eval.folds import assign_folds
 from ttt_mm.eval.linear_probe import Features, FoldScore, cross_validate, majority_class
@@ -370,15 +371,10 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    tmp = temporary_path(path)
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replaced(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_outputs(output: Path, metrics: dict, scores: dict, clips, y, names, fold_of) -> dict[str, str]:

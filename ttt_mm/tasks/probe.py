@@ -18,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ttt_mm.data.atomic import write_text
 from ttt_mm.data.index import default_jobs, index_files
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import MEDIA_EXTENSIONS, FolderSource, relative_to
@@ -52,9 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text("".join(lines))
-        tmp.replace(output)
+        write_text(output, "".join(lines))
     else:
         sys.stdout.writelines(lines)
     bad = [r for r in records.values() if r.get("error")]

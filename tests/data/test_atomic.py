@@ -1,0 +1,26 @@
+"""Files written whole or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from ttt_mm.data.atomic import replaced, temporary_path, write_text
+
+
+def test_a_finished_block_replaces_the_file_and_a_failed_one_leaves_it_as_it_was(tmp_path):
+    target = tmp_path / "metrics.json"
+    write_text(target, "old\n")
+    with replaced(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.suffix == ".tmp"
+        tmp.write_text("new\n")
+        assert target.read_text() == "old\n"  # nothing is visible under the final name until the block ends
+    assert target.read_text() == "new\n"
+
+    with pytest.raises(RuntimeError, match="killed"), replaced(target) as tmp:
+        tmp.write_text("half of a fil")
+        raise RuntimeError("killed")
+    assert target.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_temporary_names_never_end_in_the_final_suffix(tmp_path):
+    assert temporary_path(tmp_path / "a.npy").name.endswith(".tmp") and temporary_path("x/b.json").parent.name == "x"
