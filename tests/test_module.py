@@ -3,6 +3,8 @@ state can be carried."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from embedhelpers import MIXERS, TOKENIZERS
 
@@ -38,3 +40,39 @@ def test_lact_initial_fast_weights_and_qk_affine_take_no_weight_decay():
     for name in ("w0", "w1", "w2", "qk_scale", "qk_offset"):
         assert id(m.get_parameter(f"{mixer}.{name}")) in skip, name
     assert id(m.get_parameter(f"{mixer}.wqkv.weight")) not in skip
+
+
+def test_weight_decay_groups_survive_parameters_shown_as_flat_shards():
+    """FSDP (use_orig_params) shows every parameter as a 1-D shard by the time the optimizer is built:
+    the groups are decided on the shapes the model was built with."""
+    m = model("lact")
+    decayed_before = {id(p) for p in m.parameters() if id(p) not in m._no_decay()}
+    for p in m.parameters():
+        p.data = p.data.flatten()
+    m._trainer = SimpleNamespace(estimated_stepping_batches=100)
+    decay, no_decay = m.configure_optimizers()["optimizer"].param_groups
+    assert {id(p) for p in decay["params"]} == decayed_before and decay["weight_decay"] > 0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(m.parameters()))
+
+
+def test_gradient_clipping_under_fsdp_goes_through_the_root_module():
+    class Root:  # what FSDP's root module offers: the norm of sharded gradients across ranks
+        def clip_grad_norm_(self, max_norm):
+            calls.append(max_norm)
+
+    calls = []
+    m = model("ttt_linear")
+    m._trainer = SimpleNamespace(strategy=SimpleNamespace(model=Root()))
+    m.configure_gradient_clipping(None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    assert calls == [1.0]
+
+
+def test_a_rank_without_validation_batches_still_joins_the_one_reduction():
+    """Scores are reduced once per epoch on every rank (a rank whose share of the clips was unreadable
+    included), never per batch: ranks with different batch counts cannot wait on each other."""
+    reduced = []
+    m = model("ttt_linear")
+    m._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: reduced.append(t.clone()) or t))
+    m.on_validation_epoch_start()
+    m.on_validation_epoch_end()
+    assert len(reduced) == 1 and reduced[0].tolist() == [0.0, 0.0, 0.0]

@@ -151,6 +151,20 @@ def test_fast_dev_run(data, model, tmp_path, media_tree):
     assert torch.isfinite(torch.tensor(out["metrics"]["train/loss"]))
 
 
+def test_test_split_is_scored_with_the_best_checkpoint(tmp_path):
+    cfg = compose_train(
+        tmp_path,
+        [*TINY, "test=true", "data.source.num_clips=12", "data.test_fraction=0.25", "data.val_fraction=0.25"]
+        + ["trainer.max_steps=4", "trainer.val_check_interval=2", "callbacks.last_checkpoint.every_n_train_steps=1"],
+    )
+    out = run(cfg)
+    assert Path(out["best_ckpt"]).name in ("step000002.ckpt", "step000004.ckpt") and Path(out["last_ckpt"]).is_file()
+    metrics = out["metrics"]
+    assert metrics["test/loss"] > 0 and metrics["test/loss_ratio_copy"] == pytest.approx(
+        metrics["test/loss"] / metrics["test/loss_copy"]
+    )
+
+
 def read_metrics(folder: Path) -> list[dict]:
     rows = []
     for path in sorted(folder.glob("**/metrics.csv")):
@@ -177,6 +191,10 @@ def test_loss_goes_down_on_synthetic_data(tmp_path):
     assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:5]) / 5
     assert out["metrics"]["val/loss_ratio_copy"] < 1.0  # beats copying the last step
     model = SequenceModel.load_from_checkpoint(out["last_ckpt"])  # no other argument needed
+    # the best checkpoint holds the weights of the validation with the lowest loss (at steps 30 and 60;
+    # last.ckpt is also written at step 50, between them, and must not be ranked with step 30's loss)
+    vals = [float(r["val/loss"]) for r in read_metrics(tmp_path) if r.get("val/loss")]
+    assert len(vals) == 2 and Path(out["best_ckpt"]).name == f"step{(30, 60)[vals[1] < vals[0]]:06d}.ckpt"
     assert model.backbone.depth == cfg.model.backbone.depth
 
 
@@ -187,7 +205,7 @@ def train_cmd(run_dir: Path, *extra: str) -> list[str]:
         *TINY,
         "data.source.num_clips=24",
         f"hydra.run.dir={run_dir}",
-        "callbacks.model_checkpoint.every_n_train_steps=5",
+        "callbacks.last_checkpoint.every_n_train_steps=5",
         "callbacks.progress_bar.refresh_rate=0",
         *extra,
     ]
@@ -235,6 +253,7 @@ def test_resume_after_sigkill_continues_the_run(tmp_path):
     assert len(versions) == 2  # the killed run's log and the resumed run's
     resumed = [int(r["step"]) for r in read_metrics(versions[1]) if r.get("train/loss")]
     assert resumed and min(resumed) >= killed_at and max(resumed) <= target  # the curve continues where it stopped
+    assert any(r.get("train/tokens_per_s") for r in read_metrics(versions[1]))  # throughput is logged after a resume
     assert ckpt["optimizer_states"][0]["state"]  # optimizer moments restored and carried on
 
 

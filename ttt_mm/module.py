@@ -82,7 +82,9 @@ class SequenceModel(L.LightningModule):
         self.head = nn.Linear(self.backbone.dim, self.tokenizer.target_dim)
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
         self._train_state: BackboneState | None = None
-        self._val_sums = torch.zeros(3, dtype=torch.float64)  # loss * n, copy loss * n, n
+        self._eval_sums = torch.zeros(3, dtype=torch.float64)  # validation or test: loss * n, copy loss * n, n
+        # decided now, on the parameters' own shapes: FSDP (use_orig_params) shows them as flat shards later
+        self._no_decay_ids = frozenset(self._no_decay())
 
     # ------------------------------------------------------------------------------------ forward
 
@@ -139,30 +141,43 @@ class SequenceModel(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train_state = None
 
-    # --------------------------------------------------------------------------------- validation
+    # -------------------------------------------------------------------------- validation and test
+    # Each rank sums (loss * n, copy loss * n, n) over its batches; at the epoch's end every rank reduces
+    # the sums once, however many batches it had (none included: no collective per batch to miss), and
+    # logs means over all scored tokens.
 
-    def on_validation_epoch_start(self) -> None:
-        self._val_sums.zero_()
+    def _start_scoring(self) -> None:
+        self._eval_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
 
-    def validation_step(self, batch, batch_idx):
+    def _score(self, batch) -> None:
         tokens, pred, _ = self(batch)
         loss, copy, n = self.losses(tokens, pred)
-        self._val_sums += torch.stack([loss.detach() * n, copy * n, n.to(loss.dtype)]).double().cpu()
-        self.log("val/loss", loss, batch_size=tokens.mask.shape[0], sync_dist=True)
-        return loss
+        self._eval_sums += torch.stack([loss.detach() * n, copy * n, n.to(loss.dtype)]).double()
+
+    def _log_scores(self, split: str) -> None:
+        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum").cpu()
+        if sums[2] > 0:
+            self.log(f"{split}/loss", float(sums[0] / sums[2]))
+            self.log(f"{split}/loss_copy", float(sums[1] / sums[2]))
+            self.log(f"{split}/loss_ratio_copy", float(sums[0] / sums[1].clamp_min(1e-12)), prog_bar=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_scoring()
+
+    def validation_step(self, batch, batch_idx) -> None:
+        self._score(batch)
 
     def on_validation_epoch_end(self) -> None:
-        sums = self.trainer.strategy.reduce(self._val_sums.to(self.device), reduce_op="sum").cpu()
-        if sums[2] > 0:
-            self.log("val/loss_copy", float(sums[1] / sums[2]))
-            self.log("val/loss_ratio_copy", float(sums[0] / sums[1].clamp_min(1e-12)), prog_bar=True)
+        self._log_scores("val")
 
-    def test_step(self, batch, batch_idx):
-        tokens, pred, _ = self(batch)
-        loss, copy, _ = self.losses(tokens, pred)
-        B = tokens.mask.shape[0]
-        self.log("test/loss", loss, batch_size=B, sync_dist=True)
-        self.log("test/loss_ratio_copy", loss / copy.clamp_min(1e-12), batch_size=B, sync_dist=True)
+    def on_test_epoch_start(self) -> None:
+        self._start_scoring()
+
+    def test_step(self, batch, batch_idx) -> None:
+        self._score(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
 
     # --------------------------------------------------------------------------------- optimizers
 
@@ -176,7 +191,7 @@ class SequenceModel(L.LightningModule):
         return skip | {id(p) for p in self.backbone.no_weight_decay()}
 
     def configure_optimizers(self):
-        skip = self._no_decay()
+        skip = self._no_decay_ids
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in params if id(p) not in skip], "weight_decay": self.hparams.weight_decay},
@@ -194,3 +209,12 @@ class SequenceModel(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clipping by norm under FSDP: the gradients are sharded, so the root FSDP module takes their
+        norm across ranks (Lightning's own clipping refuses to run there); elsewhere Lightning's."""
+        root = self.trainer.strategy.model
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and hasattr(root, "clip_grad_norm_"):
+            root.clip_grad_norm_(gradient_clip_val)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)

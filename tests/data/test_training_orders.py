@@ -61,3 +61,17 @@ def test_stream_skips_unreadable_clips(tmp_path):
     assert "bad.wav" in (tmp_path / "skip.tsv").read_text()
     with pytest.raises(ValueError, match="no clips"):
         StreamWindows([], 1.0, 1, spec)
+
+
+def test_a_skip_listed_clip_is_passed_over_and_the_others_keep_their_order(tmp_path):
+    """A file that failed in an earlier attempt of a run stays in the list, so the resumed run draws
+    the same clips in the same order and only that file's windows are missing."""
+    listed = clips([1.0, 1.0, 1.0, 1.0, 1.0])
+
+    def walked(steps, skip_list=None):
+        stream = StreamWindows(listed, 1.0, 1, SPEC, seed=2, skip_list=skip_list)
+        return [b["path"][0] for b in itertools.islice(stream, steps)]
+
+    order = walked(20)
+    (tmp_path / "skip.tsv").write_text(f"{order[1]}\tfailed in an earlier attempt\n")
+    assert walked(12, str(tmp_path / "skip.tsv")) == [p for p in order if p != order[1]][:12]

@@ -30,6 +30,9 @@ class Throughput(L.Callback):
         self._paused = 0.0  # validation time inside the interval
         self._tokens: torch.Tensor | int = 0  # summed on the device: no sync per batch
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset(time.perf_counter())  # a resumed run starts mid-epoch: no epoch-start hook then
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset(time.perf_counter())
 

@@ -105,17 +105,13 @@ class MediaDataModule(L.LightningDataModule):
             path = os.path.join(self.trainer.default_root_dir, "skipped_media.tsv")
         self.skips = SkipList(path)
         listed = self.source.clips()
-        known_bad = [c for c in listed if c.name in self.skips]
-        selection = index_clips(
-            [c for c in listed if c.name not in self.skips],
-            self.spec,
-            self.index_cache,
-            self.probe_jobs,
-            self.probe_timeout,
-        )
+        known_bad = {c.name: self.skips.reasons[c.name] for c in listed if c.name in self.skips}
+        selection = index_clips(listed, self.spec, self.index_cache, self.probe_jobs, self.probe_timeout)
         self.skips.add_many(selection.rejected, total=len(listed))
-        self.rejected = {c.name: self.skips.reasons[c.name] for c in known_bad} | selection.rejected
-        if not selection.clips:
+        self.rejected = known_bad | selection.rejected
+        # files that failed in an earlier attempt of this run stay listed (the readers pass over them), so
+        # that a resumed run draws from the same list in the same order
+        if all(c.name in self.skips for c in selection.clips):
             where = f"; each is listed with its reason in {self.skips.path}" if self.skips.path else ""
             reasons = count_reasons(self.rejected.values())
             raise ValueError(f"none of the {len(listed)} files can be used: {reasons}{where}")
@@ -184,6 +180,12 @@ class MediaDataModule(L.LightningDataModule):
                 world=world,
             )
             # one process walks all rows in order: more workers would each repeat the same stream
+            if self.num_workers > 1:
+                log.warning(
+                    "data.stream=true reads with one loader worker (its rows walk files in order), "
+                    "not data.num_workers=%d",
+                    self.num_workers,
+                )
             return DataLoader(
                 dataset, batch_size=None, num_workers=min(self.num_workers, 1), pin_memory=self.pin_memory
             )

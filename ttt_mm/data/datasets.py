@@ -191,8 +191,8 @@ class WindowDataset(Dataset):
         skip_list: SkipList | str | None = None,
     ) -> None:
         self.skips = skip_list if isinstance(skip_list, SkipList) else SkipList(skip_list)
-        self.clips = [c for c in clips if c.name not in self.skips]
-        if not self.clips:
+        self.clips = list(clips)  # skip-listed ones too, replaced when drawn: indices keep their clips
+        if all(c.name in self.skips for c in self.clips):
             raise ValueError(f"no clips to read ({len(clips)} given, all in the skip list or none at all)")
         self.clip_seconds, self.spec, self.seed = clip_seconds, spec, seed
 

@@ -74,9 +74,9 @@ class StreamWindows(IterableDataset):
         world: int = 1,
     ) -> None:
         self.skips = skip_list if isinstance(skip_list, SkipList) else SkipList(skip_list)
-        self.clips = [c for c in clips if c.name not in self.skips]
-        if not self.clips:
-            raise ValueError("no clips to stream")
+        self.clips = list(clips)  # skip-listed ones too, passed over when read: the order stays that of the list
+        if all(c.name in self.skips for c in self.clips):
+            raise ValueError(f"no clips to stream ({len(self.clips)} given, all in the skip list or none at all)")
         self.window, self.batch_size, self.spec, self.seed = window_seconds, batch_size, spec, seed
         self.start_step, self.rank, self.world = start_step, rank, world
 

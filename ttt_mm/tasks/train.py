@@ -58,18 +58,19 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # the best weights and last.ckpt come from separate callbacks (conf/callbacks/model_checkpoint.yaml)
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path), None)
+    last = next((c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path), None)
     if cfg.get("test"):
-        trainer.test(model, datamodule=datamodule, ckpt_path="best" if trainer.checkpoint_callback else None)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best)
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
-    ckpt = trainer.checkpoint_callback
-    out = {
+    return {
         "metrics": metrics,
         "run_dir": cfg.paths.output_dir,
-        "best_ckpt": getattr(ckpt, "best_model_path", None) or None,
-        "last_ckpt": (getattr(ckpt, "last_model_path", None) or None),
+        "best_ckpt": best,
+        "last_ckpt": last,
         "log_dirs": [lg.log_dir for lg in trainer.loggers],
     }
-    return out
 
 
 def report(out: dict) -> None:
