@@ -195,6 +195,10 @@ def test_loss_goes_down_on_synthetic_data(tmp_path):
     # last.ckpt is also written at step 50, between them, and must not be ranked with step 30's loss)
     vals = [float(r["val/loss"]) for r in read_metrics(tmp_path) if r.get("val/loss")]
     assert len(vals) == 2 and Path(out["best_ckpt"]).name == f"step{(30, 60)[vals[1] < vals[0]]:06d}.ckpt"
+    # and last.ckpt, saved after the last validation, names that best checkpoint to a resumed run
+    states = torch.load(out["last_ckpt"], map_location="cpu", weights_only=False)["callbacks"]
+    (best,) = [v["best_model_path"] for k, v in states.items() if k.startswith("ModelCheckpoint")]
+    assert best == out["best_ckpt"] and Path(best).is_file()
     assert model.backbone.depth == cfg.model.backbone.depth
 
 

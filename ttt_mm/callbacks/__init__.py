@@ -1,5 +1,6 @@
 """Lightning callbacks the training configs add (``conf/callbacks``)."""
 
+from .last_checkpoint import LastCheckpoint
 from .throughput import Throughput
 
-__all__ = ["Throughput"]
+__all__ = ["LastCheckpoint", "Throughput"]

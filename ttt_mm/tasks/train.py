@@ -59,8 +59,8 @@ def run(cfg: DictConfig) -> dict:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the best weights and last.ckpt come from separate callbacks (conf/callbacks/model_checkpoint.yaml)
-    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path), None)
-    last = next((c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path), None)
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), None)
+    last = next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
     if cfg.get("test"):
         trainer.test(model, datamodule=datamodule, ckpt_path=best)
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
