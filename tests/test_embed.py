@@ -67,7 +67,7 @@ def _reference(embedder: Embedder, path: Path, layer: int = -1, norm: bool = Tru
     rows, tokens = one_pass(embedder.tokenizer, embedder.backbone, batch, layer, norm)
     k = embedder.tokens_per_step
     keep = tokens.mask[0].reshape(-1, k).all(-1).repeat_interleave(k)
-    return rows[0, keep], tokens.timestamps[0, keep].double(), tokens.modality[0, keep]
+    return rows[0, keep], tokens.timestamps[0, keep], tokens.modality[0, keep]
 
 
 # ------------------------------------------------------------------------------------ streaming

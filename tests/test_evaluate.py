@@ -111,6 +111,16 @@ def test_streamed_scores_equal_one_pass(mixer, model, clip_windows):
     assert result.losses[:, 2] == pytest.approx(np.array(brute), rel=1e-4, abs=1e-6)
 
 
+def test_a_last_window_shorter_than_a_step_adds_nothing_and_times_are_exact_far_into_a_file(model):
+    windows = list(iter_windows(SyntheticClip(0, 3, 3.1), 0.75, SPEC))  # the fifth window is 0.1 s: no token
+    assert len(windows) == 5 and model.tokenizer(windows[-1]).mask.shape[1] == 0
+    whole, cut = scores(model, windows), scores(model, windows[:-1])
+    np.testing.assert_array_equal(whole.losses, cut.losses)
+    # an hour into a file, a token's time from the clip start is still exact (log bins start at token edges)
+    late = [dict(w, start=w["start"] + 3600.0) for w in windows]
+    np.testing.assert_allclose(scores(model, late).seconds, whole.seconds, rtol=0, atol=1e-9)
+
+
 def test_frames_and_mel_are_scored(model, clip_windows):
     result = scores(model, clip_windows[0])
     assert result.frames.shape == (11 * 2, 6)  # steps 1..11, 2 frames per tubelet

@@ -22,7 +22,7 @@ def test_token_count_and_clock(tokenizer, n):
     count = n // 640
     assert tokens.embeddings.shape == (2, count, 24) and tokens.targets.shape == (2, count, 320)
     assert count == int(tokenizer.tokens_per_second * n / 16000 + 1e-9)  # 25 tokens per second
-    assert torch.allclose(tokens.timestamps[1], 12.5 + torch.arange(count) * 0.04)
+    torch.testing.assert_close(tokens.timestamps[1], 12.5 + torch.arange(count, dtype=torch.float64) * 0.04)
     assert tokens.mask.sum(1).tolist() == [count, (n // 2) // 640]
     assert (tokens.modality == AUDIO).all()
     assert tokens.embeddings[1, (n // 2) // 640 :].abs().sum() == 0  # padding is zero

@@ -42,10 +42,13 @@ def test_interleaving_order_and_alignment(tokenizer, batch):
     assert torch.equal(tokens.modality[0], layout)
     clock = tokens.timestamps[0].reshape(steps, 9)
     video_time = clock[:, 5:]
-    assert torch.allclose(video_time, 3.0 + torch.arange(steps)[:, None] * 0.25 + torch.zeros(1, 4))
+    torch.testing.assert_close(
+        video_time,
+        3.0 + torch.arange(steps, dtype=torch.float64)[:, None] * 0.25 + torch.zeros(1, 4, dtype=torch.float64),
+    )
     audio_time = clock[:, :5]  # the audio of each step lies within the step's video interval
     assert ((audio_time >= video_time[:, :1] - 1e-6) & (audio_time < video_time[:, :1] + 0.25)).all()
-    assert torch.allclose(audio_time.flatten(), 3.0 + torch.arange(25) * 0.05)
+    torch.testing.assert_close(audio_time.flatten(), 3.0 + torch.arange(25, dtype=torch.float64) * 0.05)
 
 
 def test_targets_are_padded_per_modality_and_invert(tokenizer, batch):

@@ -46,9 +46,9 @@ def test_the_slot_layout_is_the_layout_of_the_tokens(tokenizer):
     steps = tokens.mask.shape[1] // P
     assert steps == int(1.25 / tokenizer.seconds_per_step) and tokens.mask.all()  # 5 steps of 0.25 s, 31 of 0.04 s
     assert torch.equal(tokens.modality[0], torch.tensor(tokenizer.slot_modality).repeat(steps))
-    start = 2.0 + torch.arange(steps)[:, None] * tokenizer.seconds_per_step
-    expected = (start + torch.tensor(tokenizer.slot_offsets)[None]).reshape(-1).float()
-    torch.testing.assert_close(tokens.timestamps[1], expected)
+    start = 2.0 + torch.arange(steps, dtype=torch.float64)[:, None] * tokenizer.seconds_per_step
+    expected = (start + torch.tensor(tokenizer.slot_offsets, dtype=torch.float64)[None]).reshape(-1)
+    torch.testing.assert_close(tokens.timestamps[1], expected)  # float64: exact at any time into a file
 
 
 def test_decoding_names_the_streams_and_rates_the_tokenizer_checks(tokenizer):

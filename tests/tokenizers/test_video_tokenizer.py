@@ -24,7 +24,8 @@ def test_token_count_and_clock(tokenizer, frames):
     assert (
         steps * 16 == tokenizer.tokens_per_second * (seconds // tokenizer.seconds_per_step) * tokenizer.seconds_per_step
     )
-    assert torch.allclose(tokens.timestamps[0], 1.0 + torch.arange(steps).repeat_interleave(16) * 0.25)
+    expected = 1.0 + torch.arange(steps, dtype=torch.float64).repeat_interleave(16) * 0.25
+    torch.testing.assert_close(tokens.timestamps[0], expected)
     assert tokens.mask.sum(1).tolist() == [steps * 16, 16] and (tokens.modality == VIDEO).all()
 
 

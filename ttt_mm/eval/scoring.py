@@ -154,6 +154,8 @@ class ClipScorer:
             raise ValueError(f"a window gave {n} tokens, not a whole number of steps of {self.P}")
         if self.start is None:
             self.start = float(torch.as_tensor(batch["start"]).reshape(-1)[0])
+        if n == 0:  # a clip's last window shorter than one step: no token to score
+            return
         stats = tokens.target_stats
         targets = tokens.targets.float()
         pred_t = self.lag_pred(pred.float())  # prediction of token t, made at t - offset
@@ -169,7 +171,7 @@ class ClipScorer:
         keep = valid[0]
         position = self.seen + torch.arange(n, device=keep.device)
         self._append("position", position[keep])
-        self._append("seconds", tokens.timestamps[0].double()[keep] - self.start)
+        self._append("seconds", tokens.timestamps[0][keep] - self.start)
         self._append("modality", tokens.modality[0][keep].to(torch.int8))
         self._append("losses", losses[0][keep])
 

@@ -96,14 +96,15 @@ class AVTokenizer(Tokenizer):
         device = merged["mask"].device
         slot = torch.arange(self.tokens_per_step, device=device)
         modality = (slot >= self.audio_per_step).long()  # AUDIO = 0, VIDEO = 1
-        offset = torch.where(modality == AUDIO, slot * self.audio.seconds_per_step, 0.0)
-        clock = torch.arange(steps, device=device)[:, None] * self.seconds_per_step + offset  # [steps, per_step]
+        offset = torch.where(modality == AUDIO, slot.double() * self.audio.seconds_per_step, 0.0)
+        step = torch.arange(steps, device=device, dtype=torch.float64)
+        clock = step[:, None] * self.seconds_per_step + offset  # [steps, per_step] seconds, float64
         start = batch_start(batch, merged["mask"].shape[0], device)
         mask = merged["mask"]
         return Tokens(
             embeddings=merged["embeddings"] + self.modality_embed(modality).repeat(steps, 1) * mask[..., None],
             targets=merged["targets"],
-            timestamps=(start[:, None] + clock.reshape(1, -1)).float(),
+            timestamps=start[:, None] + clock.reshape(1, -1),
             modality=modality.repeat(steps).expand_as(mask).clone(),
             mask=mask,
             target_stats=merged["stats"],

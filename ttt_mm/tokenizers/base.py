@@ -66,7 +66,7 @@ class Tokens:
 
     embeddings: Tensor  # [B, N, dim]
     targets: Tensor  # [B, N, target_dim]
-    timestamps: Tensor  # [B, N] float32 seconds
+    timestamps: Tensor  # [B, N] float64 seconds (float32 is 0.2 ms off an hour in: bin edges would move)
     modality: Tensor  # [B, N] long, AUDIO or VIDEO
     mask: Tensor  # [B, N] bool, True for real tokens
     target_stats: Tensor | None = None  # [B, N, 2, 3]

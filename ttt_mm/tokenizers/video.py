@@ -143,7 +143,7 @@ class VideoTokenizer(Tokenizer):
             return Tokens(
                 embeddings=pixels.new_zeros(b, 0, self.dim),
                 targets=pixels.new_zeros(b, 0, self.target_dim),
-                timestamps=empty,
+                timestamps=empty.double(),
                 modality=empty.long(),
                 mask=empty.bool(),
                 target_stats=pixels.new_zeros(b, 0, 2, 3),
@@ -160,7 +160,7 @@ class VideoTokenizer(Tokenizer):
         device = video.device
         step_of = torch.arange(steps, device=device).repeat_interleave(self.tokens_per_step)
         start = batch_start(batch, b, device)
-        timestamps = (start[:, None] + step_of * self.seconds_per_step).float()
+        timestamps = start[:, None] + step_of * self.seconds_per_step  # float64, as start
         lengths = batch_lengths(batch, "video_lengths", b, t, device)
         mask = step_of[None, :] < (lengths // self.tubelet)[:, None]
         return Tokens(
