@@ -168,6 +168,17 @@ def test_a_known_skip_list_is_not_retried(media, tmp_path, monkeypatch):
     assert set(opened) == {str(media["av"])}
 
 
+def test_a_skip_list_line_torn_by_a_killed_run_does_not_swallow_the_next_entry(tmp_path):
+    skip_file = tmp_path / "skip.tsv"
+    skip_file.write_text("/data/a.wav\tcorrupt\n/data/b.wa")  # killed while appending b
+    SkipList(skip_file).add("/data/c.wav", "empty file (0 bytes)")
+    assert SkipList(skip_file).reasons == {
+        "/data/a.wav": "corrupt",
+        "/data/b.wa": "",
+        "/data/c.wav": "empty file (0 bytes)",
+    }
+
+
 def test_reasons_are_counted_by_kind():
     reasons = [
         "opening the video failed: the container is truncated or corrupt (av_read_frame failed with 1 (invalid data))",

@@ -77,9 +77,11 @@ class SkipList:
                 fcntl.flock(f, fcntl.LOCK_EX)
                 try:
                     f.seek(0)
-                    self._parse(f.read())
+                    text = f.read()
+                    self._parse(text)
                     new = {name: reason for name, reason in new.items() if name not in self.reasons}
-                    f.write("".join(f"{name}\t{reason}\n" for name, reason in new.items()))
+                    torn = "\n" if text and not text.endswith("\n") else ""  # a line cut short by a killed run
+                    f.write(torn + "".join(f"{name}\t{reason}\n" for name, reason in new.items()))
                     f.flush()
                 finally:
                     fcntl.flock(f, fcntl.LOCK_UN)
