@@ -80,15 +80,16 @@ def _fast_inputs(qkv, scale, offset, heads, eps):
 
 
 def _fast_inputs_backward(qkv, scale, offset, norms, grad, eps):
-    """The backward in PyTorch ops, a tile at a time, for ``grad [3, B, heads, T, D]``."""
+    """The backward in PyTorch ops, a tile at a time, for ``grad [3, B, heads, T, D]``; in the dtype of
+    ``norms`` (float32 at least: bfloat16 activations meet float32 scales under autocast)."""
     B, T, C3 = qkv.shape
-    heads = norms.shape[3]
+    heads, wide = norms.shape[3], norms.dtype
     d_qkv = torch.empty_like(qkv)
     d_scale, d_offset = torch.zeros_like(scale), torch.zeros_like(offset)
     for t in token_tiles(T, TILE_TOKENS, grad.device):
-        x = qkv[:, t].unflatten(-1, (3, heads, -1))  # [B, t, 3, H, D]
+        x = qkv[:, t].to(wide).unflatten(-1, (3, heads, -1))  # [B, t, 3, H, D]
         dx = d_qkv[:, t].unflatten(-1, (3, heads, -1))
-        g = _token_major(grad, t)
+        g = _token_major(grad, t).to(wide)
         xqk = x[:, :, :2].flatten(-2)
         z = torch.addcmul(offset, xqk, scale)
         act = F.silu(z).unflatten(-1, (heads, -1))
@@ -99,10 +100,10 @@ def _fast_inputs_backward(qkv, scale, offset, norms, grad, eps):
         coef = torch.where(n > 0, coef * r * r / n, 0)
         d_act = (g[:, :, :2] * r).sub_(act * coef).flatten(-2)
         dz = _silu_backward(d_act, z)
-        torch.mul(dz, scale, out=dx[:, :, :2].flatten(-2))
+        dx[:, :, :2].flatten(-2).copy_(dz * scale)  # copy_: back to qkv's dtype
         d_scale += (dz * xqk).sum((0, 1))
         d_offset += dz.sum((0, 1))
-        _silu_backward.grad_input(g[:, :, 2], x[:, :, 2], grad_input=dx[:, :, 2])
+        dx[:, :, 2].copy_(_silu_backward(g[:, :, 2], x[:, :, 2]))
     return d_qkv, d_scale, d_offset
 
 
