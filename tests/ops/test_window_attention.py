@@ -95,3 +95,11 @@ def test_shapes_that_do_not_fit_are_a_clear_error():
         window_attention(q, k, v, cache_k[:, :, 1:], cache_v, cached, rotation)
     with pytest.raises(ValueError, match="rotation"):
         window_attention(q, k, v, cache_k, cache_v, cached, rotation[1:])
+
+
+def test_rows_go_through_few_large_products_off_the_cpu():
+    """The CPU groups rows so that a group's scores stay in cache; a GPU wants one large product."""
+    layout = [2048, 255, 8, [255], torch.float32]  # T, P, H, cached, dtype: 2.6 MB of scores per row
+    on_cpu = module._Blocks(*layout[:4], torch.device("cpu"), layout[4])
+    elsewhere = module._Blocks(*layout[:4], torch.device("meta"), layout[4])
+    assert len(on_cpu.groups) == 8 and [(r0, r1) for r0, r1, _ in elsewhere.groups] == [(0, 8)]

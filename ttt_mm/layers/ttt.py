@@ -159,7 +159,8 @@ class TTTLayer(nn.Module):
         q, k = qk.transpose(1, 2).chunk(2, dim=1)  # [B, H, T, F] each
         v = v.unflatten(-1, (H, Fd)).transpose(1, 2)
 
-        lr = self.base_lr / self.head_dim * torch.sigmoid(self.lr_gate(x)).transpose(1, 2)  # [B, H, T]
+        gate = self.lr_gate(x).to(torch.promote_types(x.dtype, torch.float32))  # float32 at least under autocast
+        lr = self.base_lr / self.head_dim * torch.sigmoid(gate).transpose(1, 2)  # [B, H, T]
         delta = self.token_scale_delta
         token_scale = 1.0 / torch.arange(1, self.mini_batch_size + 1, device=x.device, dtype=delta.dtype) + delta
         core = ttt_linear if self.inner == "linear" else ttt_mlp

@@ -25,9 +25,12 @@ from .rope import apply_rope
 # but make more, smaller products. Training steps of a layer at width 512 on the CPU (window 256 and
 # 2048): a quarter of the window beat a half by 6-12% at 256, and 128 beat 256 and 64 at 2048.
 QUERY_BLOCK_RANGE = (32, 128)
-# Scores per batched product, at most (unless one row's are more): rows of small blocks go through
-# one product together; a row whose scores are larger gets one product of its own, with no copy.
+# Scores per batched product on the CPU, at most (unless one row's are more): rows of small blocks go
+# through one product together, within the cache; a row whose scores are larger gets one product of its
+# own, with no copy. On a GPU, few large products are what counts: all rows of a mask go together up to
+# DEVICE_SCORE_BYTES.
 SCORE_BYTES = 2 * 2**20
+DEVICE_SCORE_BYTES = 2**30
 
 
 def query_block(window: int) -> int:
@@ -86,7 +89,8 @@ class _Blocks:
         def bias(allowed):  # 0 where allowed, -inf elsewhere
             return torch.zeros(allowed.shape, device=device, dtype=dtype).masked_fill_(~allowed, -math.inf)
 
-        per_group = max(1, SCORE_BYTES // (self.nb * Q * self.span * torch.finfo(dtype).bits // 8))
+        limit = SCORE_BYTES if device.type == "cpu" else DEVICE_SCORE_BYTES
+        per_group = max(1, limit // (self.nb * Q * self.span * torch.finfo(dtype).bits // 8))
         runs = []  # (first batch row, end batch row, allowed): consecutive full caches share the band
         for b, c in enumerate(cached):
             if c == P and runs and runs[-1][2] is band:
