@@ -82,7 +82,7 @@ class SequenceModel(L.LightningModule):
         self.head = nn.Linear(self.backbone.dim, self.tokenizer.target_dim)
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
         self._train_state: BackboneState | None = None
-        self._eval_sums = torch.zeros(3, dtype=torch.float64)  # validation or test: loss * n, copy loss * n, n
+        self._eval_sums: Tensor | None = None  # validation or test, per epoch: loss * n, copy loss * n, n
         # decided now, on the parameters' own shapes: FSDP (use_orig_params) shows them as flat shards later
         self._no_decay_ids = frozenset(self._no_decay())
 

@@ -111,7 +111,7 @@ class MediaDataModule(L.LightningDataModule):
         self.rejected = known_bad | selection.rejected
         # files that failed in an earlier attempt of this run stay listed (the readers pass over them), so
         # that a resumed run draws from the same list in the same order
-        if all(c.name in self.skips for c in selection.clips):
+        if self.skips.holds_all(selection.clips):
             where = f"; each is listed with its reason in {self.skips.path}" if self.skips.path else ""
             reasons = count_reasons(self.rejected.values())
             raise ValueError(f"none of the {len(listed)} files can be used: {reasons}{where}")

@@ -192,7 +192,7 @@ class WindowDataset(Dataset):
     ) -> None:
         self.skips = skip_list if isinstance(skip_list, SkipList) else SkipList(skip_list)
         self.clips = list(clips)  # skip-listed ones too, replaced when drawn: indices keep their clips
-        if all(c.name in self.skips for c in self.clips):
+        if self.skips.holds_all(self.clips):
             raise ValueError(f"no clips to read ({len(clips)} given, all in the skip list or none at all)")
         self.clip_seconds, self.spec, self.seed = clip_seconds, spec, seed
 

@@ -52,6 +52,10 @@ class SkipList:
     def __len__(self) -> int:
         return len(self.reasons)
 
+    def holds_all(self, clips: Sequence) -> bool:
+        """Whether every clip (anything with a ``name``) is listed, so none is left to read; True for none."""
+        return all(c.name in self for c in clips)
+
     def add(self, name: str, reason: str) -> bool:
         """Record a bad file; returns False (and logs nothing) if it was already known."""
         if not self._append({name: reason}):

@@ -75,7 +75,7 @@ class StreamWindows(IterableDataset):
     ) -> None:
         self.skips = skip_list if isinstance(skip_list, SkipList) else SkipList(skip_list)
         self.clips = list(clips)  # skip-listed ones too, passed over when read: the order stays that of the list
-        if all(c.name in self.skips for c in self.clips):
+        if self.skips.holds_all(self.clips):
             raise ValueError(f"no clips to stream ({len(self.clips)} given, all in the skip list or none at all)")
         self.window, self.batch_size, self.spec, self.seed = window_seconds, batch_size, spec, seed
         self.start_step, self.rank, self.world = start_step, rank, world
@@ -104,7 +104,7 @@ class StreamWindows(IterableDataset):
                         yield clip, t, min(self.window, end - t), k == 0
                     continue
             passed += 1
-            if passed >= len(self.clips) and all(c.name in self.skips for c in self.clips):
+            if passed >= len(self.clips) and self.skips.holds_all(self.clips):
                 raise RuntimeError(unusable_message(self.clips, self.skips))
 
     def __iter__(self) -> Iterator[dict]:
