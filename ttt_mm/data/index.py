@@ -292,8 +292,15 @@ class Selection:
     silent: dict[str, str]  # videos read with a silent track -> why (no audio stream, or its audio's trouble)
 
 
+# Why a run that reads only audio leaves out a file whose audio is all zeros (often a placeholder
+# track): it holds nothing to model, and copying the last step predicts it perfectly, so every
+# ratio to that baseline is meaningless. Runs that read video keep it: the pictures are the data.
+SILENT_AUDIO = "the audio is digital silence (nothing to model in a run that reads only audio)"
+
+
 def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) -> Selection:
-    """The clips whose files have the streams ``spec`` reads (see `ReadSpec.missing_audio`)."""
+    """The clips whose files have the streams ``spec`` reads (see `ReadSpec.missing_audio`); a file
+    whose audio is digital silence is left out of audio-only reads (`SILENT_AUDIO`)."""
     kept, rejected, silent = [], {}, {}
     reads = " and ".join(spec.modalities)
     for clip in clips:
@@ -303,6 +310,9 @@ def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) 
         record = records[os.path.abspath(clip.media)]
         if record.get("error"):
             rejected[clip.name] = record["error"]
+            continue
+        if spec.modalities == ("audio",) and usable(record, "audio") and record.get("silent"):
+            rejected[clip.name] = SILENT_AUDIO
             continue
         missing = [s for s in spec.modalities if not usable(record, s)]
         if missing == ["audio"] and spec.missing_audio == "silence" and "video" in spec.modalities:
