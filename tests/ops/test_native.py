@@ -257,6 +257,26 @@ def test_lact_loops_match_pytorch(dtype, pytorch_ops, monkeypatch):
         assert close(a, b, dtype), (a - b).abs().max().item()
 
 
+def test_the_pytorch_lact_maps_keep_float32_under_autocast(pytorch_ops):
+    """Autocast runs ``vecdot`` in bfloat16: the maps' norms would be off by about 0.4% (where the loops
+    do not run: on a GPU). The core turns autocast off itself."""
+    from ttt_mm.ops.lact import features
+
+    g = torch.Generator().manual_seed(0)
+    B, T, H, D = 2, 13, 3, 8
+    qkv, scale, offset = torch.randn(B, T, 3 * H * D, generator=g), torch.randn(2, H * D), torch.randn(2, H * D)
+    o, weight, gate = torch.randn(B, H, T, D, generator=g), torch.randn(D), torch.randn(B, T, H)
+    leaves = [x.requires_grad_() for x in (qkv, scale, offset, o, weight, gate)]
+
+    def maps(autocast):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            outs = [*features.fast_inputs(qkv, scale, offset, H, 1e-5), features.gated_rms_norm(o, weight, gate, 1e-6)]
+            return [*outs, *torch.autograd.grad(outs, leaves, [torch.ones_like(y) for y in outs])]
+
+    for a, b in zip(pytorch_ops(maps, True), pytorch_ops(maps, False), strict=True):
+        assert a.dtype == b.dtype == torch.float32 and close(a, b, torch.float32), (a - b).abs().max().item()
+
+
 @needs_cc
 def test_lact_loops_give_the_same_values_on_one_thread_and_on_several():
     """The per-thread sums of the parameters' gradients, added at the end, must not change them."""

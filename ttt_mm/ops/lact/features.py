@@ -40,6 +40,11 @@ def gated_rms_norm(o: Tensor, weight: Tensor, gate: Tensor, eps: float) -> Tenso
     return _GatedRMSNorm.apply(o, weight, gate, eps)
 
 
+def _exact(x: Tensor) -> torch.autocast:
+    """Autocast off for the PyTorch paths: it would run their dot products (``vecdot``) in bfloat16."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def _token_major(x: Tensor, t: slice) -> Tensor:
     """Tokens ``t`` of a head-major ``[n, B, H, T, D]`` as a view ``[B, t, n, H, D]``."""
     return x[:, :, :, t].permute(1, 3, 0, 2, 4)
@@ -50,7 +55,8 @@ class _FastInputs(torch.autograd.Function):
     def forward(ctx, qkv, scale, offset, heads, eps):
         ctx.eps = eps
         fused = native.fast_inputs(qkv, scale, offset, heads, eps)
-        out, norms = fused if fused is not None else _fast_inputs(qkv, scale, offset, heads, eps)
+        with _exact(qkv):
+            out, norms = fused if fused is not None else _fast_inputs(qkv, scale, offset, heads, eps)
         ctx.save_for_backward(qkv, scale, offset, norms)
         return out[0], out[1], out[2]
 
@@ -59,7 +65,8 @@ class _FastInputs(torch.autograd.Function):
         qkv, scale, offset, norms = ctx.saved_tensors
         fused = native.fast_inputs_backward(qkv, scale, offset, norms, grads, ctx.eps)
         if fused is None:
-            fused = _fast_inputs_backward(qkv, scale, offset, norms, torch.stack(grads), ctx.eps)
+            with _exact(qkv):
+                fused = _fast_inputs_backward(qkv, scale, offset, norms, torch.stack(grads), ctx.eps)
         return *fused, None, None
 
 
@@ -111,7 +118,8 @@ class _GatedRMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, o, weight, gate, eps):
         fused = native.gated_rms_norm(o, weight, gate, eps)
-        out, rms = fused if fused is not None else _gated_rms_norm(o, weight, gate, eps)
+        with _exact(o):
+            out, rms = fused if fused is not None else _gated_rms_norm(o, weight, gate, eps)
         ctx.save_for_backward(o, weight, gate, rms)
         return out.flatten(2)
 
@@ -120,7 +128,10 @@ class _GatedRMSNorm(torch.autograd.Function):
         o, weight, gate, rms = ctx.saved_tensors
         grad = grad.unflatten(-1, o.shape[1:2] + o.shape[3:])  # [B, T, H, D]
         fused = native.gated_rms_norm_backward(o, weight, gate, rms, grad)
-        return *(fused if fused is not None else _gated_rms_norm_backward(o, weight, gate, rms, grad)), None
+        if fused is None:
+            with _exact(o):
+                fused = _gated_rms_norm_backward(o, weight, gate, rms, grad)
+        return *fused, None
 
 
 def _gated_rms_norm(o, weight, gate, eps):
