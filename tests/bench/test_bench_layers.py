@@ -21,3 +21,21 @@ def test_lact_is_built_with_the_chunk_and_window_asked_for():
         "lact", layers.parse(["--dim", "64", "--heads", "4", "--lact-chunk", "64", "--lact-window", "32"])
     )
     assert (layer.chunk_size, layer.window, layer.num_heads) == (64, 32, 4)
+
+
+def test_a_failing_row_is_reported_and_the_others_still_printed(monkeypatch, capsys):
+    calls = []
+
+    def fake(name, T, argv, env=None):
+        calls.append(name)
+        if name == "attention":
+            raise RuntimeError("benchmark worker attention failed:\nCUDA out of memory")
+        return {"layer": name, "T": T, "seconds": 0.5, "tokens_per_s": T / 0.5, "peak_mib": 1.0}
+
+    monkeypatch.setattr(layers, "run_isolated", fake)
+    argv = ["--layers", "ttt_linear", "attention", "--lengths", "64", "--rounds", "2"]
+    assert layers.main(argv) == 1
+    out = capsys.readouterr().out
+    assert calls.count("attention") == 1  # not retried in the second round
+    assert "| attention  |     64 | failed: RuntimeError: CUDA out of memory |" in out
+    assert "| ttt_linear |     64 |" in out

@@ -156,10 +156,20 @@ def main(argv: list[str]) -> int:
         f"{'forward+backward' if args.train else 'forward, no grad'}"
     )
     rounds: dict[tuple[str, int], list[dict]] = {}
+    failed: dict[tuple[str, int], str] = {}  # a row that failed once (out of memory, say) is not retried
     for r in range(args.rounds):
         for T in args.lengths:
             for name in args.layers:
-                row = run_isolated(name, T, argv) if args.device == "cpu" else measure(name, T, args)
+                if (name, T) in failed:
+                    continue
+                try:
+                    row = run_isolated(name, T, argv) if args.device == "cpu" else measure(name, T, args)
+                except Exception as exc:  # the other rows still count: a GPU session is short
+                    failed[name, T] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]}"
+                    print(f"  round {r + 1}: {name:<10} T={T:>6}: failed: {failed[name, T]}", file=sys.stderr)
+                    if args.device == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
                 print(
                     f"  round {r + 1}: {name:<10} T={T:>6}: {row['tokens_per_s']:>10,.0f} tok/s",
                     file=sys.stderr,
@@ -181,9 +191,13 @@ def main(argv: list[str]) -> int:
             f"| {r['layer']:<10} | {r['T']:>6} | {r['tokens_per_s']:>11,.0f} | {r['seconds'] * 1e3:>9.1f} "
             f"| {r['peak_mib']:>8.1f} | {r['live_mib']:>8.1f} | {ratio:>11} |"
         )
+    for (name, T), why in failed.items():
+        print(f"| {name:<10} | {T:>6} | failed: {why} |")
     for name in args.layers:
         per = {r["T"]: r["seconds"] / r["T"] for r in rows if r["layer"] == name}
+        if not per:
+            continue
         ref = 4096 if 4096 in per else min(per)
         for T in sorted(t for t in per if t > ref):
             print(f"{name}: cost per token at T={T} is {per[T] / per[ref]:.2f}x that at T={ref}")
-    return 0
+    return 1 if failed else 0
