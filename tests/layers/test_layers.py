@@ -145,3 +145,11 @@ def test_bad_configuration_is_a_clear_error():
         TTTLayer(30, 4)
     with pytest.raises(ValueError, match="inner must be"):
         TTTLayer(32, 4, inner="rnn")
+
+
+def test_pieces_are_cache_sized_on_the_cpu_and_long_elsewhere():
+    from ttt_mm.layers.pieces import DEVICE_PIECE_TOKENS, piece_tokens
+
+    assert piece_tokens(torch.empty(1), 2048) == 2048
+    assert piece_tokens(torch.empty(1, device="meta"), 2048) == DEVICE_PIECE_TOKENS >= 8 * 2048
+    assert piece_tokens(torch.empty(1, device="meta"), 10**6) == 10**6

@@ -47,20 +47,23 @@ def leaves(inputs):
     return {n: None if x is None else x.clone().requires_grad_() for n, x in inputs.items()}
 
 
+@pytest.mark.parametrize("shape", [(4, 6, 5), (5, 5, 5)], ids=["DME", "square"])
 @pytest.mark.parametrize("tile", [512, 3], ids=["one_tile", "tiles_of_3"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("T", [13, 12, 3], ids=lambda t: f"T{t}")
-def test_outputs_state_and_all_gradients_match_the_reference(variant, T, tile, monkeypatch):
+def test_outputs_state_and_all_gradients_match_the_reference(variant, T, tile, shape, monkeypatch):
     """T=13 ends mid-chunk, T=12 on a boundary, T=3 is shorter than one chunk; tiles of 3 tokens cut
-    every chunk of the hand-written step (forward and backward) in two."""
+    every chunk of the hand-written step (forward and backward) in two. Square fast weights (the
+    layer's default) take Muon's one-batch path."""
     monkeypatch.setattr(step, "TILE_TOKENS", tile)
     momentum, muon = VARIANTS[variant]
-    inputs = make_inputs(T=T, momentum=momentum)
+    D, M, E = shape
+    inputs = make_inputs(T=T, D=D, M=M, E=E, momentum=momentum)
     fast_in, ref_in = leaves(inputs), leaves(inputs)
     out, state = lact_swiglu(**fast_in, chunk_size=C, muon=muon)
     ref_out, ref_state = lact_naive(**ref_in, chunk_size=C, muon=muon)
 
-    assert out.shape == ref_out.shape == (2, 2, T, 5)
+    assert out.shape == ref_out.shape == (2, 2, T, E)
     assert (out - ref_out).abs().max().item() <= 1e-12
     assert max_diff(state_tensors(state), state_tensors(ref_state)) <= 1e-12
     assert int(state.count[0]) == T % C

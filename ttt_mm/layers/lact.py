@@ -59,11 +59,11 @@ from ..ops.lact.features import fast_inputs, gated_rms_norm
 from ..ops.recompute import recomputed
 from ..ops.rope import rope_rotation
 from ..ops.window_attention import window_attention
-from .pieces import in_pieces
+from .pieces import in_pieces, piece_tokens
 from .ttt import INIT_STD
 
-# Tokens per internal step of a long input (rounded up to whole chunks); exact, since the layer streams
-# exactly. Small pieces keep every activation a few MiB: at 8192 tokens a piece's [T, 3C] activations
+# Tokens per internal step of a long input on the CPU (rounded up to whole chunks; other devices take
+# longer pieces: `piece_tokens`); exact, since the layer streams exactly. Small pieces keep every activation a few MiB: at 8192 tokens a piece's [T, 3C] activations
 # outgrow what glibc recycles and are page-faulted in afresh, and 16k-token training ran 13% slower.
 PIECE_TOKENS = 2048
 # Added to a vector's norm before the L2 normalisation of fast q and k (as released).
@@ -192,7 +192,8 @@ class LaCTLayer(nn.Module):
             state = self.initial_state(x.shape[0])
         if x.shape[1] == 0:
             return self.wo(x), state
-        return in_pieces(self._forward, x, state, -(-PIECE_TOKENS // self.chunk_size) * self.chunk_size)
+        tokens = piece_tokens(x, PIECE_TOKENS)
+        return in_pieces(self._forward, x, state, -(-tokens // self.chunk_size) * self.chunk_size)
 
     def _forward(self, x: Tensor, state: LaCTLayerState) -> tuple[Tensor, LaCTLayerState]:
         qkv = self.wqkv(x)  # [B, T, 3C]

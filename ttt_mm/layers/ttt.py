@@ -13,11 +13,12 @@ from torch.utils.checkpoint import checkpoint
 from ..ops import TTTState, ttt_linear, ttt_mlp
 from ..ops.rope import apply_rope, rope_rotation
 from .conv import CausalDepthwiseConv
-from .pieces import in_pieces
+from .pieces import in_pieces, piece_tokens
 
 INIT_STD = 0.02
-# Tokens per internal step of a long forward pass (a multiple of any usual mini-batch size).
-CHUNK_TOKENS = 2048
+# Tokens per internal step of a long forward pass on the CPU (a multiple of any usual mini-batch size;
+# other devices take longer pieces: `piece_tokens`).
+PIECE_TOKENS = 2048
 
 
 @dataclass
@@ -134,10 +135,10 @@ class TTTLayer(nn.Module):
     def forward(self, x: Tensor, state: TTTLayerState | None = None) -> tuple[Tensor, TTTLayerState]:
         """``x [B, T, C]`` (the block's normed input) -> ``y [B, T, C]`` and the state after ``x``.
 
-        Long inputs are processed ``CHUNK_TOKENS`` at a time with the state carried, which gives the
-        same result (the layer streams exactly) while every temporary stays small.
+        Long inputs are processed a piece at a time (``PIECE_TOKENS`` on the CPU) with the state carried,
+        which gives the same result (the layer streams exactly) while every temporary stays small.
         """
-        return in_pieces(self._forward, x, state, CHUNK_TOKENS)
+        return in_pieces(self._forward, x, state, piece_tokens(x, PIECE_TOKENS))
 
     def _forward(self, x: Tensor, state: TTTLayerState | None) -> tuple[Tensor, TTTLayerState]:
         B, T, C = x.shape

@@ -54,7 +54,12 @@ def _update(W, G, velocity, gate_mean, norms, muon: bool):
     if muon:
         G02, G1 = G
         BH, M2, D = G02.shape
-        G = (orthogonalize(G02.reshape(BH * 2, M2 // 2, D)).reshape(BH, M2, D), orthogonalize(G1))
+        G0_G2 = G02.reshape(BH * 2, M2 // 2, D)  # each weight on its own
+        if G1.shape[1:] == G0_G2.shape[1:]:  # all three the same shape (square fast weights): one batch
+            orthogonal = orthogonalize(torch.cat([G0_G2, G1]))
+            G = (orthogonal[: BH * 2].reshape(BH, M2, D), orthogonal[BH * 2 :])
+        else:
+            G = (orthogonalize(G0_G2).reshape(BH, M2, D), orthogonalize(G1))
     W = tuple(_renorm(w + g, n) for w, g, n in zip(W, G, norms))
     return W, velocity
 
