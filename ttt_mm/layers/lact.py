@@ -63,8 +63,9 @@ from .pieces import in_pieces, piece_tokens
 from .ttt import INIT_STD
 
 # Tokens per internal step of a long input on the CPU (rounded up to whole chunks; other devices take
-# longer pieces: `piece_tokens`); exact, since the layer streams exactly. Small pieces keep every activation a few MiB: at 8192 tokens a piece's [T, 3C] activations
-# outgrow what glibc recycles and are page-faulted in afresh, and 16k-token training ran 13% slower.
+# longer pieces: `piece_tokens`); exact, since the layer streams exactly. Small pieces keep every
+# activation a few MiB: at 8192 tokens a piece's [T, 3C] activations outgrow what glibc recycles and
+# are page-faulted in afresh, and 16k-token training ran 13% slower.
 PIECE_TOKENS = 2048
 # Added to a vector's norm before the L2 normalisation of fast q and k (as released).
 L2_EPS = 1e-5
