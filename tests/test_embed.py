@@ -273,6 +273,7 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ttt_mm.tasks.embed", "progress=false", "threads=1", *args]
 
 
+@pytest.mark.slow
 def test_single_bad_file_is_one_error_line(ckpts, folder, tmp_path):
     proc = subprocess.run(
         _command(f"ckpt={ckpts['audio']}", f"input={folder / 'empty.wav'}", f"output={tmp_path / 'out'}"),
@@ -286,17 +287,43 @@ def test_single_bad_file_is_one_error_line(ckpts, folder, tmp_path):
     assert os.listdir(tmp_path) == ["in"]  # no output, no Hydra run directory or log file
 
 
+# The embed command with its row writer stalled after the first rows: a run caught mid-file, whatever
+# the machine's speed.
+_STALLED_EMBED = """
+import sys, threading
+from ttt_mm.embed.files import NpyRowWriter
+write = NpyRowWriter.write
+def stall(self, rows):
+    write(self, rows)
+    self.file.flush()
+    threading.Event().wait()
+NpyRowWriter.write = stall
+sys.argv = ["embed", *sys.argv[1:]]
+from ttt_mm.tasks.embed import main
+main()
+"""
+
+
+@pytest.mark.slow
 def test_killed_run_leaves_no_partial_npy(ckpts, tmp_path):
-    long = write_wav(tmp_path / "long.wav", tone(60.0, 16000), 16000)
+    long = write_wav(tmp_path / "long.wav", tone(4.0, 16000), 16000)
     out = tmp_path / "out"
-    args = _command(f"ckpt={ckpts['audio']}", f"input={long}", f"output={out}", "window_seconds=0.08")  # 750 windows
+    args = [
+        sys.executable,
+        "-c",
+        _STALLED_EMBED,
+        *_command(f"ckpt={ckpts['audio']}", f"input={long}", f"output={out}")[3:],
+    ]
     proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not list(out.glob(".long.wav.npy.*.tmp")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed: make the file longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size for p in out.glob(".long.wav.npy.*.tmp")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the stalled run ended on its own"
+            time.sleep(0.05)
+        assert list(out.glob(".long.wav.npy.*.tmp")), "no rows were written within two minutes"
+    finally:
+        proc.send_signal(signal.SIGKILL)  # the stalled run never ends by itself
+        proc.wait()
     assert list(out.glob("*.npy")) == [] and list(out.glob("*.json")) == []
 
 

@@ -214,6 +214,7 @@ def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog, mo
         run(_cfg(ckpt=ckpts["audio"], input=_manifest(tmp_path / "g.csv", grouped), output=tmp_path / "g"))
 
 
+@pytest.mark.slow
 def test_a_manifest_without_labels_is_one_error_line(ckpts, tmp_path):
     (tmp_path / "nolabel.csv").write_text("path\na.wav\n")
     proc = subprocess.run(

@@ -283,6 +283,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 3
 
 
+@pytest.mark.slow
 def test_bad_config_values_end_in_one_clear_line(tmp_path):
     done = subprocess.run(
         [
@@ -308,6 +309,7 @@ def test_bad_config_values_end_in_one_clear_line(tmp_path):
         (["data=video_folder", "data.root=/no/such/folder"], "is not a directory"),
     ],
 )
+@pytest.mark.slow
 def test_missing_or_wrong_data_paths_are_clear_errors(overrides, message, tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={tmp_path}"],
@@ -332,6 +334,7 @@ TWO_WINDOW_STREAMS = [
 ]
 
 
+@pytest.mark.slow
 def test_long_context_training_carries_state_across_windows(tmp_path):
     cfg = compose_train(tmp_path, ["experiment=long_context", *TWO_WINDOW_STREAMS])
     datamodule, model, trainer = build(cfg)
@@ -345,6 +348,7 @@ def test_long_context_training_carries_state_across_windows(tmp_path):
     assert model._train_state is not None  # the carried (detached) state of the last window
 
 
+@pytest.mark.slow
 def test_lact_training_carries_its_state_across_windows_detached_and_restarts_rows(tmp_path):
     """model=lact on the streamed default data, with 1 s chunks (16 tokens): four updates per window."""
     chunks = ["model.backbone.mixer.chunk_size=16", "model.backbone.mixer.window=16"]

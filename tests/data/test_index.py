@@ -92,11 +92,11 @@ def test_a_decoder_that_aborts_costs_its_file_not_the_caller(folder, tmp_path):
     assert again.probed == 0  # the crash is remembered: the file is never opened again
 
 
+@pytest.mark.slow
 def test_a_decoder_that_hangs_is_killed_after_the_timeout(folder, tmp_path):
+    """The hanging worker sleeps an hour: that the call returns at all means it was killed."""
     shutil.copy(folder / "tone.wav", folder / "slow.wav")
-    started = time.monotonic()
     records, run = index_files(sorted(folder.iterdir()), tmp_path / "cache", jobs=2, timeout=1.0, task=hang_on_slow)
-    assert time.monotonic() - started < 30
     slow = str(folder / "slow.wav")
     assert records[slow]["error"] == "decoder hung: no answer in 1 s (a longer probe timeout tries it again)"
     assert "error" not in records[str(folder / "tone.wav")]

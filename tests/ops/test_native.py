@@ -136,14 +136,13 @@ def test_the_scans_run_every_loop_they_can(inner, monkeypatch):
     input in an unexpected layout would silently fall back to the slower PyTorch ops."""
     from ttt_mm.ops import ttt_linear, ttt_mlp
 
-    fell_back = []
+    fell_back, ran = [], set()
     for name in ("gelu_tanh", "gelu_tanh_curvature", "ln_l2_grad", "ln_l2_grad_backward"):
         loop = getattr(native, name)
 
         def spy(*args, _loop=loop, _name=name, **kwargs):
             result = _loop(*args, **kwargs)
-            if result is None:
-                fell_back.append(_name)
+            (ran.add if result is not None else fell_back.append)(_name)
             return result
 
         monkeypatch.setattr(native, name, spy)
@@ -158,6 +157,10 @@ def test_the_scans_run_every_loop_they_can(inner, monkeypatch):
         out, _ = ttt_mlp(q, k, v, lr, *weights, *norm)
     out.square().mean().backward()
     assert fell_back == [] and q.grad is not None
+    expected = {"ln_l2_grad", "ln_l2_grad_backward"} | (
+        {"gelu_tanh", "gelu_tanh_curvature"} if inner == "mlp" else set()
+    )
+    assert ran == expected  # and the scans do reach the loops
 
 
 def test_tensors_autograd_tracks_take_the_pytorch_ops():

@@ -102,6 +102,7 @@ def test_gradcheck_through_outputs_and_state(inner):
     assert torch.autograd.gradcheck(f, leaves, fast_mode=True)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_16k_tokens_stays_finite_and_float32():
     inputs, params, ln = make_inputs("linear", B=1, H=2, T=16384, F=16, K=16, dtype=torch.float32, scale_lr=0.05)
     inputs = tuple(x.bfloat16() for x in inputs)
