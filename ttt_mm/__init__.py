@@ -1,9 +1,10 @@
 """ttt-mm: Test-Time Training backbones for very long audio and video sequences.
 
-Old import paths of modules that moved into ``ttt_mm.embed`` and ``ttt_mm.eval`` still work for
-one release: importing one gives the module at its new home and a DeprecationWarning. They are
+Old import paths of modules that moved into ``ttt_mm.embed`` and ``ttt_mm.eval`` still work until
+the next release: importing one gives the module at its new home and a DeprecationWarning. They are
 resolved by a small import hook rather than by shim files, so the package's top level holds only
-``backbone`` and ``module`` beside its sub-packages.
+``backbone`` and ``module`` beside its sub-packages (the one moved command, ``python -m
+ttt_mm.data.probe``, keeps a file: ``-m`` needs one).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ MOVED = {
     "ttt_mm.rollout": "ttt_mm.eval.rollout",
     "ttt_mm.scoring": "ttt_mm.eval.scoring",
 }
-"""Deprecated module path -> its home since 0.2 (removed in the release after)."""
+"""Deprecated module path -> its new home (the old paths go in the next release)."""
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):

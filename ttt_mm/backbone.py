@@ -140,7 +140,7 @@ class Backbone(nn.Module):
         if isinstance(mixer, str) or not callable(mixer):
             raise ValueError(
                 f"unknown mixer {mixer!r}: the mixer is a factory, chosen with model=<name> "
-                "(conf/model/<name>.yaml: ttt_linear, ttt_mlp, attention), or in Python e.g. "
+                "(conf/model/<name>.yaml: ttt_linear, ttt_mlp, attention, lact), or in Python e.g. "
                 "functools.partial(TTTLayer, num_heads=4)"
             )
         if variant not in VARIANTS:

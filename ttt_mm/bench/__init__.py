@@ -1,1 +1,1 @@
-"""Benchmarks that print tables: ``python -m ttt_mm.bench {layers,data,embed} --help``."""
+"""Benchmarks that print tables: ``python -m ttt_mm.bench {layers,kernels,data,index,corrupt,embed} --help``."""

@@ -91,7 +91,8 @@ class MediaDataModule(L.LightningDataModule):
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.skip_list_path = skip_list
         self.index_cache, self.probe_jobs, self.probe_timeout = index_cache, probe_jobs, probe_timeout
-        self.stream, self.root = stream, root
+        self.stream = stream
+        del root  # read by the config's source (`${data.root}`); accepted so that it sits with the data keys
         self.clips: list[ClipInfo] = []  # the usable clips, in the source's order
         self.rejected: dict[str, str] = {}  # the files left out, with their reasons
         self.splits: dict[str, list[ClipInfo]] = {}

@@ -39,7 +39,7 @@ def _prefixed(row: dict) -> dict:
     return {f"loss_{k}" if k in SERIES else k: v for k, v in row.items()}
 
 
-def write_outputs(output: Path, result: dict, settings: dict, plots: bool) -> dict[str, str]:
+def write_outputs(output: Path, result: dict, settings: dict, with_plots: bool) -> dict[str, str]:
     """metrics.json, the CSV tables and the loss-versus-context figures; returns their paths."""
     reports: dict[str, ModelReport] = result["reports"]
     dicts = {name: r.to_dict() for name, r in reports.items()}
@@ -94,7 +94,7 @@ def write_outputs(output: Path, result: dict, settings: dict, plots: bool) -> di
     for key, (rows, columns) in tables.items():
         paths[key] = output / f"{key}.csv"
         _write_csv(paths[key], rows, columns)
-    if plots and any(r.groups["all"].count for r in reports.values()):
+    if with_plots and any(r.groups["all"].count for r in reports.values()):
         from ttt_mm.eval import plots
 
         groups = next(iter(dicts.values()))["loss_vs_context"].keys()

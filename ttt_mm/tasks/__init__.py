@@ -1,3 +1,3 @@
-"""Entry points: ``train`` (fit then test), ``embed``, ``evaluate``, ``linear_probe`` and ``probe`` (index
-media files); the Hydra ones keep ``run(cfg)`` apart from their ``main`` so tests can call them with a
-composed config."""
+"""Entry points: ``train`` (fit, then test with ``test=true``), ``embed``, ``evaluate``,
+``linear_probe`` and ``probe`` (index media files); the Hydra ones keep ``run(cfg)`` apart from their
+``main`` so tests can call them with a composed config."""

@@ -41,7 +41,7 @@ from ttt_mm.embed import POOLS, Embedder, load_parts
 from ttt_mm.embed.files import DTYPES, NpyRowWriter, RowError, config_hash, write_json
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 
-log = logging.getLogger("ttt_mm.embed")
+log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson")
 
 

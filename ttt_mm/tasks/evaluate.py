@@ -30,9 +30,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ttt_mm.data import ClipInfo, ReadSpec, SkipList
-from ttt_mm.data.settings import DECODING_KEYS, checkpoint_decoding
+from ttt_mm.data import ClipInfo, SkipList
 from ttt_mm.embed.checkpoint import load_model
+from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.tables import write_outputs
 from ttt_mm.module import SequenceModel
@@ -51,7 +51,7 @@ def load_models(
     ckpts: list[str], names: list[str] | None, device: torch.device, weights_only: bool = True
 ) -> dict[str, tuple[str, SequenceModel]]:
     """``{name: (path, model)}`` in eval mode on ``device``, through the one checkpoint loader.
-    Unnamed models are called after their mixer class (``ttt``, ``attention``), numbered if repeated."""
+    Unnamed models are called after their mixer class (``ttt``, ``attention``, ``lact``), numbered if repeated."""
     if names is not None and len(names) != len(ckpts):
         raise ConfigError(f"names has {len(names)} entries but ckpt has {len(ckpts)}")
     out: dict[str, tuple[str, SequenceModel]] = {}
@@ -73,20 +73,11 @@ def load_models(
     return out
 
 
-def check_data(models: dict[str, tuple[str, SequenceModel]], spec: ReadSpec, window_seconds: float) -> None:
-    """The decoded data must be what every model's tokenizer expects; fail with the numbers."""
+def check_window(models: dict[str, tuple[str, SequenceModel]], window_seconds: float) -> None:
+    """Windows must hold whole tokenizer steps of every model (the decoding itself comes from the
+    checkpoints: `checkpoint_decoding`)."""
     for name, (_, model) in models.items():
-        tok, wants = model.tokenizer, model.tokenizer.decoding
-        if set(wants.modalities) != set(spec.modalities):
-            raise ConfigError(
-                f"model {name} reads {list(wants.modalities)} but data.modalities={list(spec.modalities)}"
-            )
-        if "audio" in wants.modalities and spec.sample_rate != wants.sample_rate:
-            raise ConfigError(f"model {name} expects {wants.sample_rate} Hz audio; data.sample_rate={spec.sample_rate}")
-        if "video" in wants.modalities and (abs(spec.fps - wants.fps) > 1e-9 or spec.size != wants.size):
-            raise ConfigError(
-                f"model {name} expects {wants.fps} fps at {wants.size} px; data has fps={spec.fps}, size={spec.size}"
-            )
+        tok = model.tokenizer
         steps = window_seconds / tok.seconds_per_step
         if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
             raise ConfigError(
@@ -146,7 +137,7 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(str(err)) from None
     datamodule = instantiate(cfg.data, **decoding)
     window = cfg.get("window_seconds") or datamodule.eval_window_seconds
-    check_data(models, datamodule.spec, float(window))
+    check_window(models, float(window))
     clips = select_clips(datamodule, str(cfg.split), cfg.get("max_files"))
     skips = SkipList(datamodule.skip_list_path)
     log.info(
@@ -164,7 +155,7 @@ def run(cfg: DictConfig) -> dict:
         **{k: getattr(options, k) for k in ("rollout_steps", "edge_fraction", "bins_per_octave", "ssim_window")},
     }
     if not result["files"]:
-        write_outputs(output, result, settings, plots=False)
+        write_outputs(output, result, settings, with_plots=False)
         raise ConfigError(f"none of the {len(clips)} clips could be evaluated; see {output / 'metrics.json'}")
     paths = write_outputs(output, result, settings, options.plots)
     paths["figures"] = result["figures"]

@@ -51,7 +51,7 @@ from ttt_mm.eval.folds import assign_folds
 from ttt_mm.eval.linear_probe import Features, FoldScore, cross_validate, majority_class
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 
-log = logging.getLogger("ttt_mm.linear_probe")
+log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson")
 BASELINES = ("logmel", "random_weights", "majority")

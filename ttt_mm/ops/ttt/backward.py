@@ -10,8 +10,8 @@ does not depend on the adjoints of the inner weights for the whole span at once 
 LayerNorm, the readout ``Z_bar = Q W + b - M G`` and its decay matrix ``M``), and leaves only the
 adjoints of the weights to a sequential loop, about a dozen small kernels a mini-batch for
 TTT-Linear. The reverse pass of one mini-batch is the one derived for the Triton kernels (see
-`fused`'s docstring); the readout's contribution to the weights' adjoints, ``Q^T dZ_bar``, enters
-the loop through suffix sums over the span, computed up front.
+`fused`'s docstring); the readout's contribution to the weights' adjoints, ``Q^T dZ_bar``, is
+computed for every mini-batch of the span up front and added to the running adjoint in the loop.
 
 Layout as in `dual`: ``q, k, v [BH, T, F]`` with ``T = M K``, ``lr [BH, T]``, ``tau [K]``, inner
 LayerNorm ``ln_w, ln_b [BH, 1, F]``; mini-batch-major tensors are ``[M, BH, K, ...]``, a span's
@@ -32,12 +32,6 @@ from .dual import MiniBatches, Params, gelu_tanh_curvature, gelu_tanh_with_slope
 # Mini-batches between stored inner weights: the forward pass keeps ``M / SPAN`` copies of the
 # weights per sequence; the backward pass holds one span's weights and activations at a time.
 SPAN = 16
-
-
-def _suffix(x: Tensor) -> Tensor:
-    """``out[m] = sum_{m' > m} x[m']`` along the first dimension."""
-    inclusive = x.flip(0).cumsum(0).flip(0)
-    return torch.cat([inclusive[1:], torch.zeros_like(x[:1])])
 
 
 def _t(x: Tensor) -> Tensor:

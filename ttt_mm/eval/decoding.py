@@ -1,9 +1,10 @@
 """Decoding settings for a trained model: the checkpoint's own, unless the user sets them.
 
 A model reads media the way it was trained to (its tokenizer's streams, sample rate, frame rate
-and frame size). Evaluation and embedding take those from the checkpoint, so no ``data.*`` value
-has to be repeated by hand; a value the user does set must agree with the checkpoint, else it is a
-clear error rather than a model fed frames of a size it never saw.
+and frame size). Evaluation takes those from the checkpoints (embedding from its one model, through
+`Embedder.read_spec`), so no ``data.*`` value has to be repeated by hand; a value the user does set
+must agree with the checkpoint, else it is a clear error rather than a model fed frames of a size it
+never saw.
 """
 
 from __future__ import annotations

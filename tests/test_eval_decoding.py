@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ttt_mm.data.settings import checkpoint_decoding
+from ttt_mm.eval.decoding import checkpoint_decoding
 
 AV_32PX = {"modalities": ["audio", "video"], "sample_rate": 16000, "fps": 8.0, "size": 32}
 AUDIO = {"modalities": ["audio"], "sample_rate": 16000, "fps": None, "size": None}
