@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
+
+import numpy as np
 import pytest
 
+from ttt_mm.data import atomic
 from ttt_mm.data.atomic import replaced, temporary_path, write_text
 
 
@@ -24,3 +29,16 @@ def test_a_finished_block_replaces_the_file_and_a_failed_one_leaves_it_as_it_was
 
 def test_temporary_names_never_end_in_the_final_suffix(tmp_path):
     assert temporary_path(tmp_path / "a.npy").name.endswith(".tmp") and temporary_path("x/b.json").parent.name == "x"
+
+
+def test_json_and_csv_outputs_are_standard(tmp_path):
+    """JSON has no NaN (a reader such as jq or JavaScript rejects the file): NaN and infinities become
+    null, numpy scalars plain numbers; CSV cells of None or NaN stay empty and extra keys are left out."""
+    atomic.write_json(tmp_path / "m.json", {"loss": float("nan"), "n": np.int64(3), "xs": [np.float32(0.5), -math.inf]})
+    assert json.loads((tmp_path / "m.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == {
+        "loss": None,
+        "n": 3,
+        "xs": [0.5, None],
+    }
+    atomic.write_csv(tmp_path / "t.csv", [{"a": 1, "b": None, "extra": 2}, {"a": float("nan"), "b": "x"}], ["a", "b"])
+    assert (tmp_path / "t.csv").read_text().splitlines() == ["a,b", "1,", ",x"]

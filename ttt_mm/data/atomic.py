@@ -4,6 +4,9 @@ half-written file under a name that a reader trusts."""
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,3 +34,30 @@ def replaced(path: str | os.PathLike) -> Iterator[Path]:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with replaced(path) as tmp:
         tmp.write_text(text)
+
+
+def plain(value):
+    """``value`` with NaN and infinities as None (JSON has no NaN) and numpy scalars as Python ones."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """``data`` as standard JSON (`plain`), written whole."""
+    write_text(path, json.dumps(plain(data), indent=1) + "\n")
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
+    """A CSV table with these columns (keys beyond them ignored; None and NaN as empty cells), written whole."""
+    with replaced(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in plain(row).items()})

@@ -38,6 +38,9 @@ VIDEO_EXTENSIONS = (
     ".3gp",
 )
 MEDIA_EXTENSIONS = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
+JSON_LINES_SUFFIXES = (".jsonl", ".json", ".ndjson")
+MANIFEST_SUFFIXES = (".csv", *JSON_LINES_SUFFIXES)
+"""File endings read as manifests (`ManifestSource`): CSV, or JSON lines (one object per line)."""
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,7 @@ class ManifestSource:
         if not manifest.is_file():
             raise FileNotFoundError(f"manifest {manifest} not found")
         text = manifest.read_text()
-        if manifest.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        if manifest.suffix.lower() in JSON_LINES_SUFFIXES:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
             rows = list(csv.DictReader(text.splitlines()))

@@ -25,7 +25,6 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ttt_mm.data.atomic import write_text
 from ttt_mm.embed.clock import Clock
 
 DTYPES = ("float16", "float32")
@@ -77,11 +76,6 @@ class NpyRowWriter:
         self.file.seek(0)
         self.file.write(_npy_header(self.dtype, self.rows, self.dim))
         self.file.flush()
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` whole (`ttt_mm.data.atomic`)."""
-    write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def config_hash(model: dict, options: dict) -> str:

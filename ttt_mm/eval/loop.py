@@ -97,16 +97,12 @@ def evaluate(
         first = next(iter(results.values()))
         files.append({"path": clip.name, "start": clip.start, "seconds": first.duration})
         summary = ", ".join(
-            f"{n} {_fmt(r.losses[:, 0].mean() if len(r.losses) else math.nan)} "
-            f"(copy {_fmt(r.losses[:, 1].mean() if len(r.losses) else math.nan)}, "
-            f"mean {_fmt(r.losses[:, 2].mean() if len(r.losses) else math.nan)})"
+            f"{n} {r.losses[:, 0].mean() if len(r.losses) else math.nan:.4f} "
+            f"(copy {r.losses[:, 1].mean() if len(r.losses) else math.nan:.4f}, "
+            f"mean {r.losses[:, 2].mean() if len(r.losses) else math.nan:.4f})"
             for n, r in results.items()
         )
         log.info("[%d/%d] %s: %.1f s; loss %s", number, len(clips), clip.name, first.duration, summary)
         if keep_plot:
             figures += plots.clip_figures(results, len(files), clip.name, output)
     return {"reports": reports, "files": files, "skipped": skipped, "figures": figures}
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.4f}"

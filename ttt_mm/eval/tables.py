@@ -3,35 +3,11 @@ rollout horizons, frames, files), plus the loss-versus-context figures."""
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 from pathlib import Path
 
-from ttt_mm.data.atomic import replaced, write_text
+from ttt_mm.data.atomic import write_csv, write_json
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.scoring import HORIZON_FIELDS, SERIES
-
-
-def _clean(value):
-    """NaN and infinities to None (JSON has no NaN), numpy scalars to Python ones."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with replaced(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in _clean(row).items()})
 
 
 def _prefixed(row: dict) -> dict:
@@ -45,7 +21,7 @@ def write_outputs(output: Path, result: dict, settings: dict, with_plots: bool) 
     dicts = {name: r.to_dict() for name, r in reports.items()}
     metrics = {"settings": settings, "files": result["files"], "skipped": result["skipped"], "models": dicts}
     paths = {"metrics": output / "metrics.json"}
-    write_text(paths["metrics"], json.dumps(_clean(metrics), indent=2) + "\n")
+    write_json(paths["metrics"], metrics)
 
     summary, curves, horizons, files = [], [], [], []
     for name, d in dicts.items():
@@ -93,7 +69,7 @@ def write_outputs(output: Path, result: dict, settings: dict, with_plots: bool) 
     }
     for key, (rows, columns) in tables.items():
         paths[key] = output / f"{key}.csv"
-        _write_csv(paths[key], rows, columns)
+        write_csv(paths[key], rows, columns)
     if with_plots and any(r.groups["all"].count for r in reports.values()):
         from ttt_mm.eval import plots
 

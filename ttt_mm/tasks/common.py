@@ -1,17 +1,51 @@
-"""What every entry point shares: the config folder, the config error, and the config's resolvers
-(registered on import, so anything that composes ``conf/`` imports this module first)."""
+"""What every entry point shares: the config folder, the config error and how a command ends on one,
+and the config's resolvers (registered on import, so anything that composes ``conf/`` imports this
+module first)."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message says which key and why."""
+
+
+def config_error_message(err: BaseException) -> str:
+    """The root cause of a (nested) instantiation error and the config key it came from, on one line."""
+    key = next((line.split(":", 1)[1].strip() for line in str(err).splitlines() if line.startswith("full_key:")), None)
+    while err.__cause__ is not None:
+        err = err.__cause__
+    where = f" (config key '{key}')" if key else ""
+    text = " | ".join(line for line in str(err).strip().splitlines() if line)
+    return (
+        f"{text}{where}"
+        if isinstance(err, (ConfigError, InstantiationException))
+        else f"{type(err).__name__}: {text}{where}"
+    )
+
+
+@contextmanager
+def config_errors_end_the_command() -> Iterator[None]:
+    """A config mistake ends a command with one ``error:`` line and exit status 2, not a traceback."""
+    try:
+        yield
+    except (ConfigError, InstantiationException) as err:
+        print("error: " + config_error_message(err), file=sys.stderr)
+        sys.exit(2)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", None) or str(err)
+        print(f"error: {key} must be set, e.g. {key}=/path/to/your/data", file=sys.stderr)
+        sys.exit(2)
 
 
 def _run_dir(ckpt_path: str | None, default: str) -> str:

@@ -32,17 +32,16 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ttt_mm.data.atomic import replaced
+from ttt_mm.data.atomic import replaced, write_json
 from ttt_mm.data.guard import native_stderr_silenced
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.io import MediaError
-from ttt_mm.data.sources import MEDIA_EXTENSIONS, ClipInfo, FolderSource, ManifestSource
+from ttt_mm.data.sources import MANIFEST_SUFFIXES, MEDIA_EXTENSIONS, ClipInfo, FolderSource, ManifestSource
 from ttt_mm.embed import POOLS, Embedder, load_parts
-from ttt_mm.embed.files import DTYPES, NpyRowWriter, RowError, config_hash, write_json
-from ttt_mm.tasks.common import CONF_DIR, ConfigError
+from ttt_mm.embed.files import DTYPES, NpyRowWriter, RowError, config_hash
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
 
 log = logging.getLogger(__name__)
-MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson")
 
 
 class InputError(ValueError):
@@ -254,10 +253,8 @@ def main(cfg: DictConfig) -> None:
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", stream=sys.stderr
     )
     try:
-        summary = run(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        with config_errors_end_the_command():
+            summary = run(cfg)
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept, the file in progress was not written", file=sys.stderr)
         sys.exit(130)

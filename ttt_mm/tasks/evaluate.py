@@ -21,12 +21,10 @@ one ``error:`` line and exit code 2.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -36,7 +34,7 @@ from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.tables import write_outputs
 from ttt_mm.module import SequenceModel
-from ttt_mm.tasks.common import CONF_DIR, ConfigError
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
 
 log = logging.getLogger(__name__)
 
@@ -167,19 +165,15 @@ def run(cfg: DictConfig) -> dict:
     }
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4f}"
-
-
 def report(out: dict) -> None:
     lines = [f"output: {out['output']}"]
     for name, d in out["models"].items():
         loss, edge = d["loss"], d["length_extrapolation"]["all"]["model"]
         pct = f"{100 * d['length_extrapolation']['fraction']:g}%"
         lines.append(
-            f"{name}: loss {_fmt(loss['model'])} | copy-last-step {_fmt(loss['copy_last_step'])} | "
-            f"running-mean {_fmt(loss['running_mean'])} | "
-            f"first {pct} {_fmt(edge['first'])} -> last {pct} {_fmt(edge['last'])}"
+            f"{name}: loss {loss['model']:.4f} | copy-last-step {loss['copy_last_step']:.4f} | "
+            f"running-mean {loss['running_mean']:.4f} | "
+            f"first {pct} {edge['first']:.4f} -> last {pct} {edge['last']:.4f}"
         )
         if "video" in d:
             v = d["video"]
@@ -200,12 +194,8 @@ def report(out: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with config_errors_end_the_command():
         report(run(cfg))
-    except (ConfigError, InstantiationException) as err:
-        message = str(err).strip().splitlines()
-        print("error: " + " | ".join(line for line in message if line), file=sys.stderr)
-        sys.exit(2)
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
 
 

@@ -23,10 +23,8 @@ too few classes, groups or files for the folds end in one ``error:`` line and ex
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,20 +38,18 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource, MediaError, ReadSpec
-from ttt_mm.data.atomic import replaced
+from ttt_mm.data.atomic import write_csv, write_json
 from ttt_mm.data.index import index_clips
-from ttt_mm.data.sources import MEDIA_EXTENSIONS
+from ttt_mm.data.sources import MANIFEST_SUFFIXES, MEDIA_EXTENSIONS
 from ttt_mm.embed import Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
-from ttt_mm.embed.files import write_json
 from ttt_mm.eval.features import EmbeddingFolder, FileFeatures, LogMelStats, ModelFeatures
 from ttt_mm.eval.folds import assign_folds
 from ttt_mm.eval.linear_probe import Features, FoldScore, cross_validate, majority_class
-from ttt_mm.tasks.common import CONF_DIR, ConfigError
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
 
 log = logging.getLogger(__name__)
 
-MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson")
 BASELINES = ("logmel", "random_weights", "majority")
 TITLES = {
     "model": "model",
@@ -370,13 +366,6 @@ def run(cfg: DictConfig) -> dict:
     return {"output": str(output), "paths": paths, "metrics": metrics}
 
 
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with replaced(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def write_outputs(output: Path, metrics: dict, scores: dict, clips, y, names, fold_of) -> dict[str, str]:
     paths = {"metrics": output / "metrics.json", "folds": output / "folds.csv", "files": output / "files.csv"}
     write_json(paths["metrics"], metrics)
@@ -386,7 +375,7 @@ def write_outputs(output: Path, metrics: dict, scores: dict, clips, y, names, fo
         for name, fold_scores in scores.items()
         for s in fold_scores
     ]
-    _write_csv(
+    write_csv(
         paths["folds"], fold_rows, ["features", "fold", "train_files", "test_files", "accuracy", "macro_f1", "l2"]
     )
     predicted = {name: np.empty(len(clips), dtype=np.int64) for name in scores}
@@ -406,7 +395,7 @@ def write_outputs(output: Path, metrics: dict, scores: dict, clips, y, names, fo
         for i, c in enumerate(clips)
     ]
     columns = ["path", "start", "end", "label", "group", "fold", *(f"predicted_{n}" for n in scores)]
-    _write_csv(paths["files"], file_rows, columns)
+    write_csv(paths["files"], file_rows, columns)
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -444,11 +433,8 @@ def report(out: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="linear_probe")
 def main(cfg: DictConfig) -> None:
-    try:
+    with config_errors_end_the_command():
         report(run(cfg))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -6,18 +6,15 @@ Config errors end in one ``error:`` line and exit code 2 rather than a deep trac
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
-from ttt_mm.tasks.common import CONF_DIR, ConfigError
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
 
 log = logging.getLogger(__name__)
 
@@ -85,28 +82,8 @@ def report(out: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
-def config_error_message(err: BaseException) -> str:
-    """The root cause of a (nested) instantiation error and the config key it came from, on one line."""
-    key = next((line.split(":", 1)[1].strip() for line in str(err).splitlines() if line.startswith("full_key:")), None)
-    while err.__cause__ is not None:
-        err = err.__cause__
-    where = f" (config key '{key}')" if key else ""
-    return (
-        f"{err}{where}"
-        if isinstance(err, (ConfigError, InstantiationException))
-        else f"{type(err).__name__}: {err}{where}"
-    )
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
+    with config_errors_end_the_command():
         report(run(cfg))
-    except (ConfigError, InstantiationException) as err:
-        print("error: " + config_error_message(err), file=sys.stderr)
-        sys.exit(2)
-    except MissingMandatoryValue as err:
-        key = getattr(err, "full_key", None) or str(err)
-        print(f"error: {key} must be set, e.g. {key}=/path/to/your/data", file=sys.stderr)
-        sys.exit(2)
     log.debug("resolved config:\n%s", OmegaConf.to_yaml(cfg))
