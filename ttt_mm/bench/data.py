@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import av
 import numpy as np
 import soundfile as sf
 import torch
 
+from ttt_mm.bench.media import write_ramp_video
 from ttt_mm.data import io
 from ttt_mm.data.datasets import ReadSpec, clip_span, read_item
 from ttt_mm.data.sources import ClipInfo
@@ -41,30 +41,7 @@ def _write_sources(folder: Path, seconds: float) -> dict[str, Path]:
         for i in range(0, len(music), 48000):  # libsndfile's Vorbis writer crashes on huge writes
             f.write(music[i : i + 48000].astype(np.float32))
 
-    out = av.open(str(folder / "h264_320x240_30fps.mp4"), "w")
-    video = out.add_stream("libx264", rate=30)
-    video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
-    video.options = {"preset": "veryfast", "crf": "23"}
-    audio = out.add_stream("aac", rate=44100, layout="stereo")
-    yy, xx = np.mgrid[0:240, 0:320]
-    samples = 0
-    for i in range(round(seconds * 30)):
-        img = np.stack([(xx + 3 * i) % 256, (2 * yy + i) % 256, (xx * yy // 64 + 5 * i) % 256], -1).astype(np.uint8)
-        x = (4 * i) % 280
-        img[100:140, x : x + 40] = 255
-        for packet in video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            out.mux(packet)
-        while samples < (i + 1) * 44100 / 30:
-            tone = 0.2 * np.sin(2 * np.pi * 440 * (samples + np.arange(1024)) / 44100).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = 44100, samples
-            for packet in audio.encode(frame):
-                out.mux(packet)
-            samples += 1024
-    for stream in (video, audio):
-        for packet in stream.encode():
-            out.mux(packet)
-    out.close()
+    write_ramp_video(folder / "h264_320x240_30fps.mp4", seconds, fps=30, moving_square=True)
     return {"flac": folder / "mono16k.flac", "ogg": folder / "stereo48k.ogg", "mp4": folder / "h264_320x240_30fps.mp4"}
 
 

@@ -15,37 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import soundfile as sf
 
+from ttt_mm.bench.media import write_ramp_video
 from ttt_mm.data.index import default_jobs, index_files
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
-
-
-def _write_video(path: Path, seconds: float, vcodec: str, acodec: str, rate: int) -> None:
-    out = av.open(str(path), "w")
-    video = out.add_stream(vcodec, rate=25)
-    video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
-    audio = out.add_stream(acodec, rate=rate, layout="stereo")
-    size, fmt = audio.codec_context.frame_size or 1024, audio.codec_context.format.name
-    yy, xx = np.mgrid[0:240, 0:320]
-    done = 0
-    for i in range(round(seconds * 25)):
-        img = np.stack([(xx + 3 * i) % 256, (2 * yy + i) % 256, (xx * yy // 64 + 5 * i) % 256], -1).astype(np.uint8)
-        for packet in video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            out.mux(packet)
-        while done < (i + 1) * rate // 25:
-            tone = (0.2 * np.sin(2 * np.pi * 440 * (done + np.arange(size)) / rate)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format=fmt, layout="stereo")
-            frame.sample_rate, frame.pts = rate, done
-            for packet in audio.encode(frame):
-                out.mux(packet)
-            done += size
-    for stream in (video, audio):
-        for packet in stream.encode():
-            out.mux(packet)
-    out.close()
 
 
 def generate(folder: Path, count: int, seconds: float) -> list[Path]:
@@ -57,9 +32,9 @@ def generate(folder: Path, count: int, seconds: float) -> list[Path]:
         kind = i % 5
         path = folder / f"{i:03d}.{('mp4', 'avi', 'flac', 'ogg', 'wav')[kind]}"
         if kind == 0:
-            _write_video(path, seconds, "libx264", "aac", 44100)
+            write_ramp_video(path, seconds)
         elif kind == 1:
-            _write_video(path, seconds, "mpeg4", "ac3", 48000)
+            write_ramp_video(path, seconds, vcodec="mpeg4", acodec="ac3", sample_rate=48000)
         else:
             sf.write(path, music * (1 + i / count), 44100)
         paths.append(path)
