@@ -7,6 +7,9 @@
   (per hop for a row probe), the frames from an audio tokenizer's ``invert`` (the project's
   log-mel front end), the audio read on its own so that it works beside video-only models;
 - `EmbeddingFolder`: what ``python -m ttt_mm.tasks.embed`` wrote, found by source file and start.
+
+`gather` runs the `Extractors` of a probe over its clips, leaving out (and listing) those that
+cannot be read; `stack` makes them one `Features` table.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, iter_windows
 from ttt_mm.embed import Clock, Embedder
 from ttt_mm.embed.files import load
 from ttt_mm.embed.reducers import HopBins, Pool
+from ttt_mm.eval.linear_probe import Features
 from ttt_mm.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -161,3 +167,67 @@ class EmbeddingFolder:
         if len(loaded.embeddings) == 0:
             raise MediaError(clip.name, f"{stem}.npy holds no rows")
         return FileFeatures(loaded.pooled, np.asarray(loaded.embeddings, dtype=np.float32) if rows else None)
+
+
+# ------------------------------------------------------------------------------------ all clips
+
+
+@dataclass
+class Extractors:
+    """What turns a clip into features: the model's (and random weights') embeddings, or an embedding
+    folder plus the random-weights embedder, and the log-mel statistics."""
+
+    model: ModelFeatures | None = None
+    folder: EmbeddingFolder | None = None
+    random: ModelFeatures | None = None
+    logmel: LogMelStats | None = None
+    description: dict = field(default_factory=dict)
+    spec: ReadSpec | None = None  # what the probed model reads: the dataset index selects files by it
+
+
+@dataclass
+class Gathered:
+    clips: list[ClipInfo] = field(default_factory=list)
+    features: dict[str, list[FileFeatures]] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    no_audio: list[str] = field(default_factory=list)
+
+
+def gather(clips: list[ClipInfo], ex: Extractors, rows: bool, progress: bool) -> Gathered:
+    """Features of every clip; a clip that cannot be read is reported and left out (a clip whose only
+    fault is having no audio track keeps its model features, and the log-mel baseline is dropped)."""
+    out = Gathered()
+    bar = tqdm(clips, unit="file", desc="features", disable=not progress or None)
+    with logging_redirect_tqdm():
+        for clip in bar:
+            try:
+                found = ex.model(clip) if ex.model is not None else {}
+                if ex.folder is not None:
+                    found["model"] = ex.folder(clip, rows)
+                    if ex.random is not None:
+                        found |= ex.random(clip)
+                if ex.logmel is not None:
+                    try:
+                        found["logmel"] = ex.logmel(clip)
+                    except MediaError as exc:
+                        if not exc.reason.startswith("no audio stream"):
+                            raise
+                        out.no_audio.append(clip.name)
+            except MediaError as exc:
+                out.skipped.append((clip.name, exc.reason))
+                log.warning("left out: %s: %s", clip.name, exc.reason)
+                bar.set_postfix(skipped=len(out.skipped))
+                continue
+            out.clips.append(clip)
+            for name, value in found.items():
+                out.features.setdefault(name, []).append(value)
+    return out
+
+
+def stack(files: list[FileFeatures], rows: bool) -> Features:
+    """One `Features` of every file: pooled vectors, or every file's rows with their owner."""
+    if not rows:
+        return Features.per_file(torch.from_numpy(np.stack([f.pooled for f in files]).astype(np.float32)))
+    x = torch.from_numpy(np.concatenate([f.rows for f in files]).astype(np.float32))
+    owner = torch.repeat_interleave(torch.arange(len(files)), torch.tensor([len(f.rows) for f in files]))
+    return Features(x, owner)

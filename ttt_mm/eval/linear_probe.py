@@ -198,3 +198,17 @@ def majority_class(y: np.ndarray, folds: np.ndarray) -> list[FoldScore]:
         pred = np.full(len(test), np.bincount(y[train]).argmax())
         scores.append(FoldScore(k, len(train), len(test), accuracy(y[test], pred), macro_f1(y[test], pred), None, pred))
     return scores
+
+
+def summarize(scores: list[FoldScore]) -> dict:
+    """Mean and spread (sample std) of accuracy and macro-F1 over the folds, and every fold's scores."""
+    acc, f1 = np.array([s.accuracy for s in scores]), np.array([s.macro_f1 for s in scores])
+    std = {"ddof": 1} if len(scores) > 1 else {}
+    return {
+        "accuracy": {"mean": float(acc.mean()), "std": float(acc.std(**std))},
+        "macro_f1": {"mean": float(f1.mean()), "std": float(f1.std(**std))},
+        "folds": [
+            {k: getattr(s, k) for k in ("fold", "train_files", "test_files", "accuracy", "macro_f1", "l2")}
+            for s in scores
+        ],
+    }

@@ -34,18 +34,16 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource, MediaError, ReadSpec
+from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource
 from ttt_mm.data.atomic import write_csv, write_json
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.sources import MANIFEST_SUFFIXES, MEDIA_EXTENSIONS
 from ttt_mm.embed import Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
-from ttt_mm.eval.features import EmbeddingFolder, FileFeatures, LogMelStats, ModelFeatures
+from ttt_mm.eval.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
 from ttt_mm.eval.folds import assign_folds
-from ttt_mm.eval.linear_probe import Features, FoldScore, cross_validate, majority_class
+from ttt_mm.eval.linear_probe import FoldScore, cross_validate, majority_class, summarize
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
 
 log = logging.getLogger(__name__)
@@ -132,19 +130,6 @@ def drop_rare(clips: list[ClipInfo], names: list[str], min_clips: int) -> tuple[
 # --------------------------------------------------------------------------------------- features
 
 
-@dataclass
-class Extractors:
-    """What turns a clip into features: the model's (and random weights') embeddings, or an embedding
-    folder plus the random-weights embedder, and the log-mel statistics."""
-
-    model: ModelFeatures | None = None
-    folder: EmbeddingFolder | None = None
-    random: ModelFeatures | None = None
-    logmel: LogMelStats | None = None
-    description: dict = field(default_factory=dict)
-    spec: ReadSpec | None = None  # what the probed model reads: the dataset index selects files by it
-
-
 def _embedder(tokenizer, backbone, cfg: DictConfig, options: dict) -> Embedder:
     try:
         return Embedder(
@@ -211,68 +196,7 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
     return out
 
 
-@dataclass
-class Gathered:
-    clips: list[ClipInfo] = field(default_factory=list)
-    features: dict[str, list[FileFeatures]] = field(default_factory=dict)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    no_audio: list[str] = field(default_factory=list)
-
-
-def gather(clips: list[ClipInfo], ex: Extractors, rows: bool, progress: bool) -> Gathered:
-    """Features of every clip; a clip that cannot be read is reported and left out (a clip whose only
-    fault is having no audio track keeps its model features, and the log-mel baseline is dropped)."""
-    out = Gathered()
-    bar = tqdm(clips, unit="file", desc="features", disable=not progress or None)
-    with logging_redirect_tqdm():
-        for clip in bar:
-            try:
-                found = ex.model(clip) if ex.model is not None else {}
-                if ex.folder is not None:
-                    found["model"] = ex.folder(clip, rows)
-                    if ex.random is not None:
-                        found |= ex.random(clip)
-                if ex.logmel is not None:
-                    try:
-                        found["logmel"] = ex.logmel(clip)
-                    except MediaError as exc:
-                        if not exc.reason.startswith("no audio stream"):
-                            raise
-                        out.no_audio.append(clip.name)
-            except MediaError as exc:
-                out.skipped.append((clip.name, exc.reason))
-                log.warning("left out: %s: %s", clip.name, exc.reason)
-                bar.set_postfix(skipped=len(out.skipped))
-                continue
-            out.clips.append(clip)
-            for name, value in found.items():
-                out.features.setdefault(name, []).append(value)
-    return out
-
-
-def stack(files: list[FileFeatures], rows: bool) -> Features:
-    """One `Features` of every file: pooled vectors, or every file's rows with their owner."""
-    if not rows:
-        return Features.per_file(torch.from_numpy(np.stack([f.pooled for f in files]).astype(np.float32)))
-    x = torch.from_numpy(np.concatenate([f.rows for f in files]).astype(np.float32))
-    owner = torch.repeat_interleave(torch.arange(len(files)), torch.tensor([len(f.rows) for f in files]))
-    return Features(x, owner)
-
-
 # -------------------------------------------------------------------------------------------- run
-
-
-def summarize(scores: list[FoldScore]) -> dict:
-    acc, f1 = np.array([s.accuracy for s in scores]), np.array([s.macro_f1 for s in scores])
-    std = {"ddof": 1} if len(scores) > 1 else {}
-    return {
-        "accuracy": {"mean": float(acc.mean()), "std": float(acc.std(**std))},
-        "macro_f1": {"mean": float(f1.mean()), "std": float(f1.std(**std))},
-        "folds": [
-            {k: getattr(s, k) for k in ("fold", "train_files", "test_files", "accuracy", "macro_f1", "l2")}
-            for s in scores
-        ],
-    }
 
 
 def run(cfg: DictConfig) -> dict:
