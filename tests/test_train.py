@@ -4,6 +4,7 @@ resume after SIGKILL; DDP on CPU."""
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from hydra.utils import instantiate
 from ttt_mm.backbone import state_tensors
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
+from ttt_mm.tasks.common import ConfigError
 from ttt_mm.tasks.train import build, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -379,3 +381,21 @@ def test_lact_training_carries_its_state_across_windows_detached_and_restarts_ro
     fast = left.blocks[0].mixer.fast  # after a whole window: four complete chunks
     assert fast.count.tolist() == [0, 0] and not torch.allclose(fast.weights[0], fresh.blocks[0].mixer.fast.weights[0])
     assert len(step_size_grads) == 4 and all(g > 0 for g in step_size_grads)  # updates inside each window
+
+
+@pytest.mark.slow
+def test_carried_windows_that_cut_a_mini_batch_fail_before_training(tmp_path, caplog):
+    """A TTT state can restart single rows only between mini-batches: 1.25 s of the default data is 20
+    tokens (16 a mini-batch), which would stop the run at the first file's end; it stops at once
+    instead, suggesting 1 s. A LaCT chunk that does not divide the window is only slower: a warning."""
+    cfg = compose_train(tmp_path, ["data.clip_seconds=1.25", "trainer.max_steps=1"])
+    with pytest.raises(
+        ConfigError, match=r"\(20 tokens\) is not a whole number of TTT mini-batches .*data.clip_seconds=1$"
+    ):
+        run(cfg)
+    assert not (tmp_path / "skipped_media.tsv").exists() and not list(tmp_path.glob("checkpoints/*"))
+    lact = ["model=lact", "data.clip_seconds=4", "trainer.max_steps=1", "data.source.num_clips=4"]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
+        run(compose_train(tmp_path / "lact", lact))
+    (line,) = [r.getMessage() for r in caplog.records if "LaCT chunks" in r.getMessage()]
+    assert "(64 tokens) is not a whole number of LaCT chunks of 128 tokens" in line and "chunk_size=64" in line

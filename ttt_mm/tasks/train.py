@@ -6,6 +6,7 @@ Config errors end in one ``error:`` line and exit code 2 rather than a deep trac
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import hydra
@@ -14,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ttt_mm.layers import LaCTLayer, TTTLayer
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,39 @@ def build(cfg: DictConfig):
     return datamodule, model, trainer
 
 
+def check_carried_windows(datamodule, model) -> None:
+    """With the state carried (``data.stream``), a row whose file ends restarts while the others go on.
+    A TTT layer restarts rows only between its mini-batches, so a window must hold whole mini-batches:
+    otherwise the run would stop at the first file's end, possibly hours in. A LaCT chunk that does not
+    divide the window only costs speed (restarted rows then run in separate groups): a warning."""
+    if not (model.hparams.carry_state and getattr(datamodule, "stream", False)):
+        return
+    tok = model.tokenizer
+    steps = datamodule.clip_seconds / tok.seconds_per_step
+    tokens = round(steps) * tok.tokens_per_step
+    window = f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens)"
+    if abs(steps - round(steps)) > 1e-6:
+        raise ConfigError(f"{window} is not a whole number of tokenizer steps of {tok.seconds_per_step:g} s")
+    mixer = model.backbone.blocks[0].mixer
+    if isinstance(mixer, TTTLayer) and tokens % mixer.mini_batch_size:
+        unit = math.lcm(mixer.mini_batch_size, tok.tokens_per_step)  # whole mini-batches of whole steps
+        seconds = max(1, round(tokens / unit)) * unit // tok.tokens_per_step * tok.seconds_per_step
+        raise ConfigError(
+            f"{window} is not a whole number of TTT mini-batches of {mixer.mini_batch_size} tokens, which a "
+            f"carried state needs to restart single rows; e.g. data.clip_seconds={seconds:g}"
+        )
+    if isinstance(mixer, LaCTLayer) and tokens % mixer.chunk_size:
+        fits = [c for c in range(tok.tokens_per_step, tokens + 1, tok.tokens_per_step) if tokens % c == 0]
+        near = min(fits, key=lambda c: abs(c - mixer.chunk_size))
+        log.warning(
+            "%s is not a whole number of LaCT chunks of %d tokens: rows restarted at a file's end run in "
+            "separate groups (slower); e.g. model.backbone.mixer.chunk_size=%d",
+            window,
+            mixer.chunk_size,
+            near,
+        )
+
+
 def run(cfg: DictConfig) -> dict:
     """Fit (and optionally test); returns the final metrics and where things were written."""
     check(cfg)
@@ -48,6 +83,7 @@ def run(cfg: DictConfig) -> dict:
         torch.set_num_threads(int(cfg.cpu_threads))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    check_carried_windows(datamodule, model)
     try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
         datamodule.setup("fit")
     except (FileNotFoundError, ValueError) as err:
