@@ -44,6 +44,10 @@ def test_clear_errors(model, tmp_path):
         hear.get_scene_embeddings(torch.zeros(2, 100), model)
     with pytest.raises(ValueError, match=r"\[n_sounds, n_samples\]"):
         hear.get_scene_embeddings(torch.zeros(100), model)
+    broken = torch.zeros(3, 16000)
+    broken[1, 5], broken[2, 7] = float("nan"), float("inf")
+    with pytest.raises(ValueError, match=r"NaN or infinite samples \(rows \[1, 2\]\)"):
+        hear.get_timestamp_embeddings(broken, model)
     with pytest.raises(ValueError, match="needs the path"):
         hear.load_model("")
     av = save_checkpoint(tmp_path / "av.ckpt", TOKENIZERS["av"])

@@ -323,6 +323,10 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
             raise ValueError(
                 f"video must be uint8 [.., T, 3, {e.size}, {e.size}] at {e.fps} fps; got {v.dtype} {tuple(v.shape)}"
             )
+    if "audio" in given:  # NaN or inf samples would give NaN embeddings without a word
+        bad = (~torch.isfinite(given["audio"])).any(dim=1).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(f"audio has NaN or infinite samples (rows {bad[:10]}{' ...' if len(bad) > 10 else ''})")
     if len({x.shape[0] for x in given.values()}) > 1:
         raise ValueError(f"audio and video batch sizes differ: {[tuple(x.shape) for x in given.values()]}")
     rows = next(iter(given.values())).shape[0]
