@@ -22,7 +22,7 @@ from ttt_mm.backbone import state_tensors
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import ConfigError
-from ttt_mm.tasks.train import build, run
+from ttt_mm.tasks.train import build, check_carried_windows, run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -394,6 +394,12 @@ def test_carried_windows_that_cut_a_mini_batch_fail_before_training(tmp_path, ca
     ):
         run(cfg)
     assert not (tmp_path / "skipped_media.tsv").exists() and not list(tmp_path.glob("checkpoints/*"))
+    with pytest.raises(
+        ConfigError, match=r"not a whole number of tokenizer steps of 0.25 s; e.g. data.clip_seconds=1$"
+    ):
+        run(compose_train(tmp_path, ["data.clip_seconds=1.1"]))
+    datamodule, model, _ = build(compose_train(tmp_path, ["data.clip_seconds=1.25", "data.batch_size=1"]))
+    check_carried_windows(datamodule, model)  # a lone row that restarts takes a fresh state whole: fine
     lact = ["model=lact", "data.clip_seconds=4", "trainer.max_steps=1", "data.source.num_clips=4"]
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
         run(compose_train(tmp_path / "lact", lact))

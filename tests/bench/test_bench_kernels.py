@@ -17,11 +17,20 @@ def test_the_check_reports_each_core_and_survives_a_failing_one(monkeypatch):
             raise RuntimeError("out of resource: shared memory\nmore detail")
         return [torch.ones(3)]
 
-    checks = (("agrees", agrees), ("disagrees", disagrees), ("cannot compile", cannot_compile))
+    def nan_gradient(kernel, T, device):
+        return [torch.ones(3), torch.full((3,), float("nan") if kernel == "triton" else 1.0)]
+
+    checks = (
+        ("agrees", agrees),
+        ("disagrees", disagrees),
+        ("cannot compile", cannot_compile),
+        ("NaN after a match", nan_gradient),
+    )
     monkeypatch.setattr(kernels, "CHECKS", checks)
     results = kernels.check("cpu")
     assert results == {
         "agrees": "0.00e+00",
         "disagrees": "5.00e-01 FAIL",
         "cannot compile": "FAIL RuntimeError: out of resource: shared memory",
+        "NaN after a match": "inf FAIL",  # max() alone would have passed it (nan > 0 is False)
     }

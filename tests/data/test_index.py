@@ -13,7 +13,7 @@ import pytest
 from faults import abort_on_boom, hang_on_slow
 from mediafiles import write_video
 
-from ttt_mm.data import ClipInfo, ReadSpec, WindowDataset, index, index_clips, index_files
+from ttt_mm.data import ClipInfo, MediaDataModule, ReadSpec, WindowDataset, index, index_clips, index_files
 from ttt_mm.data.index import SILENT_AUDIO, cache_file, media_info, select
 from ttt_mm.data.isolation import IsolatedPool
 from ttt_mm.data.skiplist import SkipList
@@ -137,15 +137,18 @@ def test_configs_take_the_files_with_their_streams(folder, tmp_path):
     assert silence.rejected[str(folder / "zero.mp4")] == "empty file (0 bytes)"
 
 
-def test_digital_silence_is_left_out_only_of_audio_only_reads(media, folder, tmp_path):
+def test_digital_silence_is_left_out_of_audio_only_training_and_evaluation(media, folder, tmp_path):
     shutil.copy(media["silence"], folder / "silence.wav")
     clips = [ClipInfo(str(folder / name)) for name in ("silence.wav", "tone.wav", "av.mp4")]
     records, _ = index_files([c.media for c in clips], tmp_path / "cache")
-    audio = select(clips, records, ReadSpec(("audio",)))
+    audio = select(clips, records, ReadSpec(("audio",), skip_silent=True))
     assert names(audio) == ["av.mp4", "tone.wav"] and audio.rejected == {clips[0].media: SILENT_AUDIO}
+    assert names(select(clips, records, ReadSpec(("audio",)))) == ["av.mp4", "silence.wav", "tone.wav"]  # embedding
     records[clips[2].media] = records[clips[2].media] | {"silent": True}  # a video with a placeholder track
-    assert names(select(clips, records, ReadSpec(("audio",)))) == ["tone.wav"]
-    assert names(select(clips[2:], records, ReadSpec(("audio", "video"), size=32))) == ["av.mp4"]
+    assert names(select(clips, records, ReadSpec(("audio",), skip_silent=True))) == ["tone.wav"]
+    spec = ReadSpec(("audio", "video"), size=32, skip_silent=True)
+    assert names(select(clips[2:], records, spec)) == ["av.mp4"]
+    assert MediaDataModule(modalities=["audio"]).spec.skip_silent  # training and evaluation read through it
 
 
 def test_a_video_whose_sound_cannot_be_read_is_read_with_silence_only_when_asked_and_says_why(

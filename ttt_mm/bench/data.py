@@ -41,7 +41,13 @@ def _write_sources(folder: Path, seconds: float) -> dict[str, Path]:
         for i in range(0, len(music), 48000):  # libsndfile's Vorbis writer crashes on huge writes
             f.write(music[i : i + 48000].astype(np.float32))
 
-    write_ramp_video(folder / "h264_320x240_30fps.mp4", seconds, fps=30, moving_square=True)
+    write_ramp_video(
+        folder / "h264_320x240_30fps.mp4",
+        seconds,
+        fps=30,
+        moving_square=True,
+        x264_options={"preset": "veryfast", "crf": "23"},
+    )
     return {"flac": folder / "mono16k.flac", "ogg": folder / "stereo48k.ogg", "mp4": folder / "h264_320x240_30fps.mp4"}
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -165,7 +166,8 @@ def main(argv: list[str]) -> int:
                 try:
                     row = run_isolated(name, T, argv) if args.device == "cpu" else measure(name, T, args)
                 except Exception as exc:  # the other rows still count: a GPU session is short
-                    failed[name, T] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]}"
+                    last_line = (str(exc).strip().splitlines() or [""])[-1]
+                    failed[name, T] = f"{type(exc).__name__}: {last_line[:200]}"
                     print(f"  round {r + 1}: {name:<10} T={T:>6}: failed: {failed[name, T]}", file=sys.stderr)
                     if args.device == "cuda":
                         torch.cuda.empty_cache()
@@ -178,7 +180,11 @@ def main(argv: list[str]) -> int:
                 rounds.setdefault((name, T), []).append(row)
     rows = [sorted(rs, key=lambda row: row["seconds"])[(len(rs) - 1) // 2] for rs in rounds.values()]  # median
     for r in rows:  # CPU: the memory that is live at the peak, beside what the process held (see live_memory)
-        r["live_mib"] = live_memory(r["layer"], r["T"], argv) if args.device == "cpu" else r["peak_mib"]
+        try:
+            r["live_mib"] = live_memory(r["layer"], r["T"], argv) if args.device == "cpu" else r["peak_mib"]
+        except RuntimeError as exc:  # the timed rows still print
+            r["live_mib"] = math.nan
+            print(f"  live memory of {r['layer']} T={r['T']}: failed: {exc}", file=sys.stderr)
     attn = {r["T"]: r["tokens_per_s"] for r in rows if r["layer"] == "attention"}
     print(
         f"| {'layer':<10} | {'T':>6} | {'tokens/s':>11} | {'ms':>9} | {'peak MiB':>8} | {'live MiB':>8} "

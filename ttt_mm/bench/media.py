@@ -17,14 +17,15 @@ def write_ramp_video(
     acodec: str = "aac",
     sample_rate: int = 44100,
     moving_square: bool = False,
+    x264_options: dict[str, str] | None = None,
 ) -> Path:
-    """``seconds`` of ramps at ``fps`` (H.264 at ``veryfast``, CRF 23), with a white square crossing the
-    frame when ``moving_square``, and the tone in frames of the audio codec's own size."""
+    """``seconds`` of ramps at ``fps``, with a white square crossing the frame when ``moving_square``,
+    and the tone in frames of the audio codec's own size (``x264_options``: e.g. a preset)."""
     out = av.open(str(path), "w")
     video = out.add_stream(vcodec, rate=fps)
     video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
-    if vcodec == "libx264":
-        video.options = {"preset": "veryfast", "crf": "23"}
+    if x264_options:
+        video.options = x264_options
     audio = out.add_stream(acodec, rate=sample_rate, layout="stereo")
     size, fmt = audio.codec_context.frame_size or 1024, audio.codec_context.format.name
     yy, xx = np.mgrid[0:240, 0:320]

@@ -79,8 +79,8 @@ class MediaDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.source = SyntheticSource() if source is None else source
-        self.spec = ReadSpec(
-            tuple(modalities), sample_rate, fps, size, audio_context_seconds, min_seconds, missing_audio
+        self.spec = ReadSpec(  # training and evaluation learn and score nothing on digital silence
+            tuple(modalities), sample_rate, fps, size, audio_context_seconds, min_seconds, missing_audio, True
         )
         self.clip_seconds = clip_seconds
         self.eval_window_seconds = clip_seconds if eval_window_seconds is None else eval_window_seconds

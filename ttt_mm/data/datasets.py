@@ -53,6 +53,7 @@ class ReadSpec:
     audio_context_seconds: float = 0.025  # >= win_length - hop_length of the audio tokenizer
     min_seconds: float = 0.5  # shorter clips (e.g. 1-frame videos) are bad files
     missing_audio: Literal["skip", "silence"] = "skip"
+    skip_silent: bool = False  # leave out files whose audio is digital silence, when only audio is read
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))

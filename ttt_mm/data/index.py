@@ -292,15 +292,17 @@ class Selection:
     silent: dict[str, str]  # videos read with a silent track -> why (no audio stream, or its audio's trouble)
 
 
-# Why a run that reads only audio leaves out a file whose audio is all zeros (often a placeholder
-# track): it holds nothing to model, and copying the last step predicts it perfectly, so every
-# ratio to that baseline is meaningless. Runs that read video keep it: the pictures are the data.
-SILENT_AUDIO = "the audio is digital silence (nothing to model in a run that reads only audio)"
+# Why training and evaluation (`ReadSpec.skip_silent`), when they read only audio, leave out a file
+# whose audio is all zeros (often a placeholder track): it holds nothing to model, and copying the
+# last step predicts it perfectly, so every ratio to that baseline is meaningless. Runs that read
+# video keep it (the pictures are the data), and embedding keeps it (silence has an embedding).
+SILENT_AUDIO = "the audio is digital silence (nothing to model or score when only audio is read)"
 
 
 def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) -> Selection:
-    """The clips whose files have the streams ``spec`` reads (see `ReadSpec.missing_audio`); a file
-    whose audio is digital silence is left out of audio-only reads (`SILENT_AUDIO`)."""
+    """The clips whose files have the streams ``spec`` reads (see `ReadSpec.missing_audio`); with
+    ``spec.skip_silent``, a file whose audio is digital silence is left out of audio-only reads
+    (`SILENT_AUDIO`)."""
     kept, rejected, silent = [], {}, {}
     reads = " and ".join(spec.modalities)
     for clip in clips:
@@ -311,7 +313,7 @@ def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) 
         if record.get("error"):
             rejected[clip.name] = record["error"]
             continue
-        if spec.modalities == ("audio",) and usable(record, "audio") and record.get("silent"):
+        if spec.skip_silent and spec.modalities == ("audio",) and usable(record, "audio") and record.get("silent"):
             rejected[clip.name] = SILENT_AUDIO
             continue
         missing = [s for s in spec.modalities if not usable(record, s)]

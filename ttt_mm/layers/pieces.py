@@ -14,7 +14,7 @@ S = TypeVar("S")
 # Off the CPU, pieces are a question of kernel launches, not of caches: every piece costs the same
 # launches whatever its length (LaCT: about 160 per piece, TTT: dozens), and the host waits on them,
 # so a 64k-token sequence in CPU-sized pieces of 2048 would be bound by launches. Temporaries of a
-# piece this long are still small beside a GPU's memory (tens of MiB per layer at width 1024).
+# piece this long are still small beside a GPU's memory (about 100 MiB per batch row at width 1024).
 DEVICE_PIECE_TOKENS = 16384
 
 

@@ -48,21 +48,25 @@ def check_carried_windows(datamodule, model) -> None:
     A TTT layer restarts rows only between its mini-batches, so a window must hold whole mini-batches:
     otherwise the run would stop at the first file's end, possibly hours in. A LaCT chunk that does not
     divide the window only costs speed (restarted rows then run in separate groups): a warning."""
-    if not (model.hparams.carry_state and getattr(datamodule, "stream", False)):
-        return
+    if not (model.hparams.carry_state and getattr(datamodule, "stream", False)) or datamodule.batch_size == 1:
+        return  # (a lone row that restarts takes a fresh state whole)
     tok = model.tokenizer
     steps = datamodule.clip_seconds / tok.seconds_per_step
+    if abs(steps - round(steps)) > 1e-6:
+        whole = max(1, round(steps)) * tok.seconds_per_step
+        raise ConfigError(
+            f"data.clip_seconds={datamodule.clip_seconds:g} is not a whole number of tokenizer steps of "
+            f"{tok.seconds_per_step:g} s; e.g. data.clip_seconds={whole:.10g}"
+        )
     tokens = round(steps) * tok.tokens_per_step
     window = f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens)"
-    if abs(steps - round(steps)) > 1e-6:
-        raise ConfigError(f"{window} is not a whole number of tokenizer steps of {tok.seconds_per_step:g} s")
     mixer = model.backbone.blocks[0].mixer
     if isinstance(mixer, TTTLayer) and tokens % mixer.mini_batch_size:
         unit = math.lcm(mixer.mini_batch_size, tok.tokens_per_step)  # whole mini-batches of whole steps
         seconds = max(1, round(tokens / unit)) * unit // tok.tokens_per_step * tok.seconds_per_step
         raise ConfigError(
             f"{window} is not a whole number of TTT mini-batches of {mixer.mini_batch_size} tokens, which a "
-            f"carried state needs to restart single rows; e.g. data.clip_seconds={seconds:g}"
+            f"carried state needs to restart single rows; e.g. data.clip_seconds={seconds:.10g}"
         )
     if isinstance(mixer, LaCTLayer) and tokens % mixer.chunk_size:
         fits = [c for c in range(tok.tokens_per_step, tokens + 1, tok.tokens_per_step) if tokens % c == 0]
