@@ -194,3 +194,13 @@ def test_reasons_are_counted_by_kind():
         "2 x opening the video failed: the container is truncated or corrupt, 1 x NaN/Inf audio samples, "
         "1 x decoder crashed: SIGABRT"
     )
+
+
+@pytest.mark.parametrize("name", ["notes.flac", "notes.mp3", "notes.wav"])
+def test_a_text_file_named_as_audio_is_not_a_media_container(tmp_path, name):
+    """FFmpeg picks a format from the name alone and reports an audio stream with no rate or channels;
+    the reason must say what the file is, not that decoding its audio failed."""
+    path = tmp_path / name
+    path.write_text("these are my notes, not a recording\n")
+    with pytest.raises(MediaError, match="not a readable media container"):
+        io.probe(path, verify=True)

@@ -257,7 +257,10 @@ def _streams_present(path: str) -> _Streams | None:
             video = _video_stream(container) is not None
             if audio is None:
                 return _Streams(False, video)
-            return _Streams(True, video, audio.codec_context.sample_rate or None, audio.codec_context.channels or None)
+            rate, channels = audio.codec_context.sample_rate, audio.codec_context.channels
+            if not (rate or channels or video):  # a format guessed from the name alone (a text file called .flac)
+                return None
+            return _Streams(True, video, rate or None, channels or None)
     except (av.error.FFmpegError, ValueError, MemoryError):
         return None
 
