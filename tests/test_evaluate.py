@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -313,3 +314,14 @@ def test_command_line(folder, tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint {tmp_path}/missing.ckpt does not exist"
+
+
+def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_path, caplog):
+    _, media, ckpts = folder
+    args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={media}", f"output={tmp_path}", "window_seconds=4"]
+    args += ["rollout_steps=2", "plot_clips=1", "device=cpu", "max_files=1", f"paths.output_dir={tmp_path}"]
+    with caplog.at_level(logging.INFO, logger="ttt_mm.eval.loop"):
+        run(compose_evaluate(*args))
+    assert not list(tmp_path.glob("rollout_*.png")) and not list(tmp_path.glob("spectrogram_*.png"))
+    (line,) = [r.getMessage() for r in caplog.records if "no rollout figure" in r.getMessage()]
+    assert line.startswith(str(media / "a.mp4")) and "end of each 4 s window" in line

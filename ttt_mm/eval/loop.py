@@ -104,5 +104,18 @@ def evaluate(
         )
         log.info("[%d/%d] %s: %.1f s; loss %s", number, len(clips), clip.name, first.duration, summary)
         if keep_plot:
-            figures += plots.clip_figures(results, len(files), clip.name, output)
+            drawn = plots.clip_figures(results, len(files), clip.name, output)
+            if (
+                not drawn
+                and any(s.keep_plot for s in scorers.values())
+                and all(r.plot is None for r in results.values())
+            ):
+                log.info(
+                    "%s: no rollout figure: rollouts start at the end of each %g s window and need the next "
+                    "%d steps of the clip, which it does not have",
+                    clip.name,
+                    window_seconds,
+                    options.rollout_steps,
+                )
+            figures += drawn
     return {"reports": reports, "files": files, "skipped": skipped, "figures": figures}
