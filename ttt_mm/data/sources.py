@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ttt_mm.data.atomic import replaced
+from ttt_mm.data.atomic import write_csv
 from ttt_mm.data.io import MediaInfo
 from ttt_mm.data.synthetic import SyntheticClip
 
@@ -242,11 +242,7 @@ def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
     renamed into place."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with replaced(target) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in MANIFEST_COLUMNS})
+    write_csv(target, rows, list(MANIFEST_COLUMNS))
 
 
 def _is_int(value: object) -> bool:

@@ -112,7 +112,7 @@ class Embedder:
             )
         steps = max(1, round(DEFAULT_WINDOW_TOKENS / tokenizer.tokens_per_step))
         window = steps * step if window_seconds is None else float(window_seconds)
-        if window < step or abs(window / step - round(window / step)) > 1e-6:
+        if tokenizer.whole_steps(window) is None:
             raise ValueError(
                 f"window_seconds={window} must be a multiple of the tokenizer's step of {step} s "
                 f"(e.g. {max(1, round(window / step)) * step:g})"

@@ -76,8 +76,8 @@ def check_window(models: dict[str, tuple[str, SequenceModel]], window_seconds: f
     checkpoints: `checkpoint_decoding`)."""
     for name, (_, model) in models.items():
         tok = model.tokenizer
-        steps = window_seconds / tok.seconds_per_step
-        if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
+        if tok.whole_steps(window_seconds) is None:
+            steps = window_seconds / tok.seconds_per_step
             raise ConfigError(
                 f"window_seconds={window_seconds} is {steps:g} steps of model {name} ({tok.seconds_per_step} s); "
                 "use a whole number of steps"

@@ -51,14 +51,14 @@ def check_carried_windows(datamodule, model) -> None:
     if not (model.hparams.carry_state and getattr(datamodule, "stream", False)) or datamodule.batch_size == 1:
         return  # (a lone row that restarts takes a fresh state whole)
     tok = model.tokenizer
-    steps = datamodule.clip_seconds / tok.seconds_per_step
-    if abs(steps - round(steps)) > 1e-6:
-        whole = max(1, round(steps)) * tok.seconds_per_step
+    steps = tok.whole_steps(datamodule.clip_seconds)
+    if steps is None:
+        whole = max(1, round(datamodule.clip_seconds / tok.seconds_per_step)) * tok.seconds_per_step
         raise ConfigError(
             f"data.clip_seconds={datamodule.clip_seconds:g} is not a whole number of tokenizer steps of "
             f"{tok.seconds_per_step:g} s; e.g. data.clip_seconds={whole:.10g}"
         )
-    tokens = round(steps) * tok.tokens_per_step
+    tokens = steps * tok.tokens_per_step
     window = f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens)"
     mixer = model.backbone.blocks[0].mixer
     if isinstance(mixer, TTTLayer) and tokens % mixer.mini_batch_size:

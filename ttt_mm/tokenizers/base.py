@@ -109,6 +109,12 @@ class Tokenizer(nn.Module):
         ``target_stats [B, N, 2, 3]`` as in `Tokens`, required when there is video)."""
         raise NotImplementedError
 
+    def whole_steps(self, seconds: float) -> int | None:
+        """How many steps ``seconds`` holds, or None unless that is a whole number, at least 1 (windows
+        of media must be: a step's tokens are made together)."""
+        steps = seconds / self.seconds_per_step
+        return round(steps) if round(steps) >= 1 and abs(steps - round(steps)) <= 1e-6 else None
+
     def target_widths(self, modality: Tensor) -> Tensor:
         """How many leading target entries are real for each token: ``target_dims[modality]`` ``[B, N]``."""
         table = [self.target_dims.get(m, self.target_dim) for m in range(max(self.target_dims) + 1)]
