@@ -4,6 +4,8 @@ the signature, the two agree, unless the file makes a deliberate choice listed h
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra.utils import get_class
@@ -62,3 +64,14 @@ def test_config_files_restate_signature_defaults_only_as_they_are():
 def test_the_media_clock_is_the_data_config_default():
     data = OmegaConf.load(CONF / "data" / "default.yaml")
     assert (data.sample_rate, data.fps, data.size) == (SAMPLE_RATE, FPS, FRAME_SIZE) == (16000, 8.0, 128)
+
+
+def test_commands_set_by_keys_alone_list_their_keys_in_help():
+    """``--help`` of embed and linear_probe shows their own keys, not training's config groups."""
+    for task, key in (("embed", "hop_seconds"), ("linear_probe", "folds")):
+        done = subprocess.run(
+            [sys.executable, "-m", f"ttt_mm.tasks.{task}", "--help"], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"conf/{task}.yaml explains each" in done.stdout and f"\n{key}:" in done.stdout
+        assert "Configuration groups" not in done.stdout and "experiment:" not in done.stdout

@@ -75,12 +75,13 @@ def test_every_experiment_composes_and_builds(experiment, mixer, tmp_path, media
         [
             f"experiment={experiment}",
             *([f"model={mixer}"] if mixer else []),
-            "size=tiny",
             "trainer=cpu",
+            "debug=default",  # shrinks every experiment, its streamed windows included
             "data.root=" + str(media_tree[data_layout(experiment, tmp_path)]),
         ],
     )
     datamodule, model, trainer = build(cfg)
+    check_carried_windows(datamodule, model)
     assert isinstance(model, SequenceModel) and model.tokenizer.dim == model.backbone.dim
     if mixer == "lact":
         assert all(isinstance(block.mixer, LaCTLayer) for block in model.backbone.blocks)
@@ -102,6 +103,18 @@ def test_every_group_option_composes_and_instantiates(group, tmp_path):
         _, model, trainer = build(cfg)
         expected = 1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.get("max_steps", -1)
         assert isinstance(model, SequenceModel) and trainer.max_steps == expected
+
+
+def test_callbacks_none_saves_no_checkpoints(tmp_path):
+    """``callbacks=none`` means no checkpoints: not even Lightning's own default one, which would be saved
+    under a name that resuming does not look for; the default callbacks keep exactly ours."""
+    from ttt_mm.callbacks import LastCheckpoint
+
+    _, _, trainer = build(compose_train(tmp_path, ["callbacks=none"]))
+    assert trainer.checkpoint_callbacks == []
+    _, _, trainer = build(compose_train(tmp_path, []))
+    kinds = sorted(type(c).__name__ for c in trainer.checkpoint_callbacks)
+    assert kinds == sorted(["ModelCheckpoint", LastCheckpoint.__name__])
 
 
 def test_the_fsdp_config_builds_on_cpu_with_gloo_up_to_the_trainer(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mediafiles import write_video
 
-from ttt_mm.data import FolderSource, MediaDataModule, SyntheticSource, io
+from ttt_mm.data import FolderSource, ManifestSource, MediaDataModule, SyntheticSource, io
 
 
 def test_synthetic_default_batches():
@@ -160,3 +160,25 @@ def test_small_folders_still_validate(tmp_path, caplog, count):
     else:  # too few to spare one: validate on the training files, and say so once
         assert val == train and len(train) == count and len(warnings) == 1
     assert sum(len(b["path"]) for b in dm.val_dataloader()) > 0  # a validation metric will be logged
+
+
+def test_a_manifest_that_fixes_every_split_and_none_to_val_is_said_so(tmp_path, caplog):
+    """Files whose split a manifest fixes are never moved to validation; the warning names that cause
+    rather than a lack of files."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = ["path,split"]
+    for i in range(4):
+        write_video(data / f"v{i}.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=None)
+        rows.append(f"v{i}.mp4,{'test' if i == 3 else 'train'}")
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    dm = MediaDataModule(ManifestSource(str(data / "manifest.csv")), modalities=["video"], size=32, clip_seconds=1.0)
+    dm.trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"))
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        dm.setup("fit")
+    assert {c.key for c in dm.splits["val"]} == {c.key for c in dm.splits["train"]} == {"v0.mp4", "v1.mp4", "v2.mp4"}
+    warnings = [r.message for r in caplog.records if "validating on the training files" in r.message]
+    assert warnings == [
+        "the manifest's split column puts no file in val: validating on the training files, "
+        "so val/* measures fit, not generalisation"
+    ]

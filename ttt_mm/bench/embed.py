@@ -5,9 +5,9 @@ synthetic clips of `ttt_mm.data.synthetic`: a 60-minute 16 kHz mono FLAC and a 1
 AAC video (256 x 256, 24 fps, 16 kHz mono), plus 1-minute versions of both for the memory target.
 Models are the default training config (``conf/train.yaml``: TTT-Linear, 128 wide, 4 blocks) with
 random weights, which cost the same as trained ones: the audio tokenizer for the FLAC and the
-default audio-visual tokenizer for the video (32 px video tokens as ``python train.py`` trains
-it; ``--video-size 128`` for the tokenizer's own default), and the video tokenizer alone on the
-same video, which separates the cost of its audio track.
+audio-visual tokenizer of ``experiment=synthetic_av`` for the video (32 px video tokens as that
+run trains it; ``--video-size 128`` for the tokenizer's own default), and the video tokenizer alone
+(``python train.py``'s) on the same video, which separates the cost of its audio track.
 
 Each (model, input) runs in a fresh subprocess that embeds the file exactly as the embed command
 does (`ttt_mm.tasks.embed.embed_one`: windows streamed with the state carried, rows written to a
@@ -81,6 +81,15 @@ def write_video(path: Path, minutes: float, fps: int = 24, size: int = 256, samp
     return path
 
 
+def model_configs(size: int) -> dict[str, tuple[list[str], str]]:
+    """Name: (``train.yaml`` overrides, input kind) of each model, video tokens at ``size`` px."""
+    return {
+        "audio tokenizer (25 tok/s)": (["tokenizer=audio"], "audio"),
+        f"AV tokenizer, {size} px": (["experiment=synthetic_av", f"data.size={size}"], "video"),
+        f"video tokenizer, {size} px": (["tokenizer=video", f"data.size={size}"], "video"),
+    }
+
+
 def write_checkpoint(path: Path, overrides: list[str]) -> str:
     """Save the default training model (``conf/train.yaml`` + ``overrides``) with random weights the
     way Lightning does; returns its backbone in words."""
@@ -121,14 +130,15 @@ def _status_mb(field: str) -> float:
 def child(ckpt: str, media: str, out: str, threads: int) -> dict:
     """Embed one file as the command does; timings and memory of this process."""
     import torch
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
 
     from ttt_mm.data.sources import ClipInfo
     from ttt_mm.tasks import embed as task
 
     torch.set_num_threads(threads)
-    options = {"ckpt": ckpt, "layer": -1, "norm": True, "hop_seconds": None, "pool": "mean", "dtype": "float16"}
-    embedder, meta = task.build(OmegaConf.create(options | {"window_seconds": None, "device": "cpu"}))
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):  # the command's own defaults
+        cfg = compose("embed", overrides=[f"ckpt={ckpt}", "device=cpu"])
+    embedder, meta = task.build(cfg)
     decode = [0.0]
     windows = embedder.windows
 
@@ -146,7 +156,7 @@ def child(ckpt: str, media: str, out: str, threads: int) -> dict:
     rss_before = _status_mb("VmRSS")
     t0 = time.perf_counter()
     data = task.embed_one(
-        embedder, ClipInfo(media, key=Path(media).name), Path(out) / Path(media).name, meta, "float16"
+        embedder, ClipInfo(media, key=Path(media).name), Path(out) / Path(media).name, meta, cfg.dtype
     )
     wall = time.perf_counter() - t0
     return {
@@ -199,12 +209,7 @@ def main(argv: list[str]) -> int:
                         return 2
                 files[kind, minutes] = path
         print(f"media ready in {time.perf_counter() - t0:.0f} s under {media}", flush=True)
-        size = args.video_size
-        models = {  # name: (train.yaml overrides, input kind)
-            "audio tokenizer (25 tok/s)": (["tokenizer=audio"], "audio"),
-            f"AV tokenizer, {size} px": ([f"data.size={size}"], "video"),
-            f"video tokenizer, {size} px": (["tokenizer=video", f"data.size={size}"], "video"),
-        }
+        models = model_configs(args.video_size)
         ckpts = {name: Path(tmp) / f"model{i}.ckpt" for i, name in enumerate(models)}
         backbones = {write_checkpoint(ckpts[name], overrides) for name, (overrides, _) in models.items()}
         print(f"default training config ({', '.join(sorted(backbones))}), random weights, ", end="")

@@ -5,8 +5,9 @@ index (`ttt_mm.data.index`), which probes new files in subprocesses; files witho
 config reads, or that no decoder reads, are left out there and listed in the skip list with their
 reason. Every decoder is then opened in the process that reads (each DataLoader worker gets its
 own, see `ttt_mm.data.guard`). Splits come from the source (a manifest ``split`` column) or from a
-hash of each clip's key, so they never change when files are added; with three files or more,
-validation gets at least one, and with fewer the training files are validated on (with a warning).
+hash of each clip's key, so they never change when files are added; with three files or more
+whose split the source does not fix, validation gets at least one, and otherwise the training files
+are validated on (with a warning).
 The skip list defaults to ``<trainer.default_root_dir>/skipped_media.tsv``.
 """
 
@@ -140,10 +141,8 @@ class MediaDataModule(L.LightningDataModule):
             self.splits["train"] = [c for c in train if (c.key or c.name) != key]
             log.info("no file hashed into validation (val_fraction=%g): validating on %s", self.val_fraction, key)
             return
-        log.warning(
-            "only %d usable file(s): validating on the training files, so val/* measures fit, not generalisation",
-            len(files),
-        )
+        why = f"only {len(files)} usable file(s)" if movable else "the manifest's split column puts no file in val"
+        log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
         self.splits["val"] = list(train)
 
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:

@@ -1,0 +1,28 @@
+"""The embedding benchmark's pieces: each model row builds the tokenizer it names, and a child embeds a
+file through the embed command's own config (a smoke run on a few seconds of audio: nothing timed)."""
+
+import numpy as np
+import pytest
+
+from ttt_mm.bench import embed
+from ttt_mm.embed.checkpoint import load_parts
+
+
+def test_every_row_builds_the_tokenizer_it_names(tmp_path):
+    kinds = {}
+    for i, (name, (overrides, _)) in enumerate(embed.model_configs(32).items()):
+        path = tmp_path / f"m{i}.ckpt"
+        embed.write_checkpoint(path, [*overrides, "size=tiny"])
+        kinds[name.split()[0]] = type(load_parts(path).tokenizer).__name__
+    assert kinds == {"audio": "AudioTokenizer", "AV": "AVTokenizer", "video": "VideoTokenizer"}
+
+
+def test_a_child_embeds_a_file_as_the_command_does(tmp_path):
+    ckpt = tmp_path / "audio.ckpt"
+    embed.write_checkpoint(ckpt, ["tokenizer=audio", "size=tiny"])
+    flac = embed.write_flac(tmp_path / "tone.flac", minutes=0.1)
+    row = embed.child(str(ckpt), str(flac), str(tmp_path / "out"), threads=1)
+    assert row["media"] == pytest.approx(6.0, abs=0.05) and row["tokens"] == 150  # 25 tokens/s
+    assert row["wall"] >= row["decode"] > 0 and row["peak_rss_mb"] >= row["rss_before_mb"] > 0
+    rows = np.load(next((tmp_path / "out").glob("*.npy")))
+    assert rows.shape[0] == 150 and rows.dtype == np.float16  # the command's default dtype
