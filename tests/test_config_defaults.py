@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command, output_folder
 from ttt_mm.tokenizers import FPS, FRAME_SIZE, SAMPLE_RATE
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -75,3 +77,16 @@ def test_commands_set_by_keys_alone_list_their_keys_in_help():
         assert done.returncode == 0, done.stderr
         assert f"conf/{task}.yaml explains each" in done.stdout and f"\n{key}:" in done.stdout
         assert "Configuration groups" not in done.stdout and "experiment:" not in done.stdout
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130(capsys):
+    with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
+        raise KeyboardInterrupt
+    assert ended.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_an_output_that_cannot_be_a_folder_is_a_config_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match=r"^output=.*notes.txt/run cannot be made a folder: "):
+        output_folder(tmp_path / "notes.txt" / "run")
+    assert output_folder(tmp_path / "a" / "b").is_dir()

@@ -22,6 +22,7 @@ from ttt_mm.data import io
 from ttt_mm.embed import Embedder, Stream, load_parts
 from ttt_mm.embed.files import NpyRowWriter, load
 from ttt_mm.tasks import embed as task
+from ttt_mm.tasks.common import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -222,6 +223,70 @@ def test_folder_with_bad_files(ckpts, folder, tmp_path):
     )
     assert len(redo.written) == 2
     assert np.load(out / "a.wav.npy").shape == (3, 32) and load(out / "a.wav").timestamps.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_a_rerun_redoes_outputs_made_from_another_checkpoint_or_source(ckpts, tmp_path, caplog):
+    """Skipped means the sidecar records this run's checkpoint weights, source file and settings."""
+    root = tmp_path / "in"
+    root.mkdir()
+    a, b = write_wav(root / "a.wav", tone(0.6, 16000), 16000), write_wav(root / "b.wav", tone(0.5, 16000, 660), 16000)
+    out = tmp_path / "out"
+    torch.manual_seed(1)  # the fixture's checkpoints were drawn after seed 0
+    other = save_checkpoint(tmp_path / "other.ckpt", TOKENIZERS["audio"])  # same architecture, other weights
+
+    def embed(ckpt, source=root, **overrides):
+        caplog.clear()
+        summary = task.run(_cfg(ckpt=ckpt, input=source, output=out, **overrides))
+        return sorted(Path(p).name for p in summary.written), len(summary.skipped)
+
+    assert embed(ckpts["audio"]) == (["a.wav", "b.wav"], 0)
+    first = json.loads((out / "a.wav.json").read_text())
+    assert first["source_bytes"] == a.stat().st_size and first["span"] == [0.0, None]
+    assert embed(ckpts["audio"]) == ([], 2)  # the record matches: skipped
+
+    assert embed(other) == (["a.wav", "b.wav"], 0)
+    assert caplog.text.count("another checkpoint's weights") == 2
+    again = json.loads((out / "a.wav.json").read_text())
+    assert again["weights_hash"] != first["weights_hash"] and again["config_hash"] == first["config_hash"]
+    assert again["pooled"] != first["pooled"]
+    copied = tmp_path / "copy" / "other.ckpt"
+    copied.parent.mkdir()
+    copied.write_bytes(other.read_bytes())
+    assert embed(copied) == ([], 2)  # the same weights under another path
+
+    write_wav(a, tone(0.7, 16000), 16000)  # changed in place: another size
+    st = b.stat()
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: another time
+    assert embed(other) == (["a.wav", "b.wav"], 0)
+    assert caplog.text.count("the source file changed") == 2
+
+    sidecar = json.loads((out / "b.wav.json").read_text())
+    del sidecar["weights_hash"]  # as written before weights were recorded
+    (out / "b.wav.json").write_text(json.dumps(sidecar))
+    assert embed(other, hop_seconds=0.2) == (["a.wav", "b.wav"], 0)
+    assert "b.wav again: another checkpoint's weights (weights_hash not recorded" in caplog.text
+    assert "a.wav again: other model config or settings" in caplog.text
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_wav(elsewhere / "a.wav", tone(0.7, 16000), 16000)
+    (elsewhere / "list.csv").write_text("path\na.wav\n")  # its a.wav maps to the same output name
+    assert embed(other, elsewhere / "list.csv", hop_seconds=0.2) == (["a.wav"], 0)
+    assert "another source file maps to this output" in caplog.text
+    assert json.loads((out / "a.wav.json").read_text())["source"] == str(elsewhere / "a.wav")
+
+
+def test_inputs_that_list_no_files_and_paths_that_are_not_checkpoints(ckpts, folder, tmp_path):
+    (tmp_path / "header.csv").write_text("path,start,end,label\n")
+    (tmp_path / "empty.jsonl").write_text("")
+    for manifest in ("header.csv", "empty.jsonl"):
+        with pytest.raises(ConfigError, match=f"input={tmp_path / manifest}: the manifest lists no files"):
+            task.run(_cfg(ckpt=ckpts["audio"], input=tmp_path / manifest, output=tmp_path / "out"))
+    with pytest.raises(ConfigError, match=f"checkpoint {tmp_path} is a directory, not a checkpoint file"):
+        task.run(_cfg(ckpt=tmp_path, input=folder, output=tmp_path / "out"))
+    assert task.list_inputs(str(folder), task.extensions_of(".FLAC"))[0][0].name == str(folder / "sub" / "b.flac")
+    summary = task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=tmp_path / "out", extensions="flac"))
+    assert summary.written == [str(folder / "sub" / "b.flac")] and not summary.failed
 
 
 def test_files_are_opened_in_this_process_only_after_a_worker_probed_them(ckpts, folder, files, tmp_path, monkeypatch):

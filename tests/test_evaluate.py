@@ -21,9 +21,10 @@ from mediafiles import write_video
 from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.eval.rollout import rollout
 from ttt_mm.eval.scoring import ClipScorer
+from ttt_mm.eval.tables import remove_earlier_figures
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
-from ttt_mm.tasks.evaluate import report, run
+from ttt_mm.tasks.evaluate import report, resolve_device, run
 from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -325,3 +326,23 @@ def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_pa
     assert not list(tmp_path.glob("rollout_*.png")) and not list(tmp_path.glob("spectrogram_*.png"))
     (line,) = [r.getMessage() for r in caplog.records if "no rollout figure" in r.getMessage()]
     assert line.startswith(str(media / "a.mp4")) and "end of each 4 s window" in line
+
+
+def test_an_evaluation_into_an_earlier_ones_folder_removes_its_figures_only(tmp_path):
+    """Which figures an evaluation writes depends on its clips, so an earlier run's would otherwise sit
+    beside the new results; a user's own files in the folder stay."""
+    ours = ["loss_vs_context.png", "loss_vs_context_audio.png", "rollout_3.png", "spectrogram_1.png"]
+    theirs = ["notes.csv", "cover.png", "rollout.txt"]
+    for name in ours + theirs:
+        (tmp_path / name).write_text("x")
+    assert remove_earlier_figures(tmp_path) == len(ours)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)
+
+
+def test_a_device_this_machine_lacks_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no usable CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="is not a device"):
+        resolve_device("gpu0")
+    assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")

@@ -50,6 +50,16 @@ def test_clear_errors(model, tmp_path):
         hear.get_timestamp_embeddings(broken, model)
     with pytest.raises(ValueError, match="needs the path"):
         hear.load_model("")
+    with pytest.raises(ValueError, match="is a directory, not a checkpoint file"):
+        hear.load_model(tmp_path)
     av = save_checkpoint(tmp_path / "av.ckpt", TOKENIZERS["av"])
     with pytest.raises(ValueError, match="reads audio only; this one reads audio and video"):
         hear.load_model(av)
+
+
+def test_integer_audio_is_an_error_not_embedded_unscaled(model):
+    pcm = (0.1 * torch.randn(2, 16000) * 32768).to(torch.int16)
+    for embed in (hear.get_timestamp_embeddings, hear.get_scene_embeddings):
+        with pytest.raises(ValueError, match=r"floating point in \[-1, 1\]; got torch.int16 .*divide by 32768"):
+            embed(pcm, model)
+    assert hear.get_scene_embeddings(pcm / 32768, model).shape == (2, 32)

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from mediafiles import write_video, write_wav
 
 from ttt_mm.data import io
+from ttt_mm.eval.features import EmbeddingFolder
 from ttt_mm.eval.folds import assign_folds
 from ttt_mm.eval.linear_probe import Features, cross_validate, macro_f1
 from ttt_mm.tasks import embed as embed_task
@@ -253,6 +254,30 @@ def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, 
     assert f"{sidecars[-1]}: unreadable sidecar" in caplog.text
     with pytest.raises(ConfigError, match="either ckpt"):
         run(_cfg(ckpt=ckpts["audio"], embeddings=tmp_path / "emb", input=manifest))
+
+
+def test_an_embedding_folder_from_two_checkpoints_is_refused(ckpts, tones, tmp_path, caplog):
+    wavs = sorted(tones.rglob("*.wav"))[:2]
+    manifest = _manifest(tmp_path / "list.csv", [{"path": str(p), "label": p.parent.name} for p in wavs])
+    torch.manual_seed(1)  # the fixture's checkpoint was drawn from seed 0
+    other = save_checkpoint(tmp_path / "other.ckpt", AUDIO)  # same architecture and settings, other weights
+    (tmp_path / "one.csv").write_text(f"path\n{wavs[1]}\n")
+    for ckpt, listed in ((ckpts["audio"], manifest), (other, tmp_path / "one.csv")):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("embed", overrides=[f"ckpt={ckpt}", f"input={listed}", f"output={tmp_path / 'emb'}"])
+        cfg.progress = False
+        assert embed_task.run(cfg).written
+    mixed = r"mixes embedding runs: .*\.json has weights_hash \w+, .*\.json \w+ \(other checkpoints\)"
+    with pytest.raises(ConfigError, match=mixed):
+        run(_cfg(embeddings=tmp_path / "emb", input=manifest, output=tmp_path / "out"))
+
+    old = sorted((tmp_path / "emb").rglob("*.json"))[-1]  # as written before weights were recorded: unknown
+    old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k != "weights_hash"}))
+    folder = EmbeddingFolder(tmp_path / "emb")
+    assert len(folder.stems) == 2 and folder.weights_hash is not None
+    assert "1 of 2 sidecars" in caplog.text and "record no weights_hash" in caplog.text
+    with pytest.raises(ConfigError, match="is a directory, not a checkpoint file"):
+        run(_cfg(ckpt=tmp_path, input=manifest))
 
 
 def test_rows_probe_predicts_files_from_their_hops(ckpts, tones, tmp_path):

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -21,8 +22,9 @@ from hydra.utils import instantiate
 from ttt_mm.backbone import state_tensors
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
+from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks.common import ConfigError
-from ttt_mm.tasks.train import build, check_carried_windows, run
+from ttt_mm.tasks.train import build, check_carried_windows, check_window_length, report, run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -61,10 +63,11 @@ def options(group: str) -> list[str]:
 LAYOUTS = {"LibriSpeechSource": "librispeech", "ManifestSource": "manifest"}  # the others read folders of videos
 
 
-def data_layout(experiment: str, tmp_path: Path) -> str:
-    """Which of the media tree's layouts an experiment's data config reads, from its composed source."""
-    source = compose_train(tmp_path, [f"experiment={experiment}"]).data.source._target_
-    return LAYOUTS.get(source.rsplit(".", 1)[-1], "videos")
+def data_layout(experiment: str, tmp_path: Path) -> str | None:
+    """Which of the media tree's layouts an experiment's data config reads, from its composed source
+    (None: the synthetic clips, which read no files)."""
+    source = compose_train(tmp_path, [f"experiment={experiment}"]).data.source._target_.rsplit(".", 1)[-1]
+    return None if source == "SyntheticSource" else LAYOUTS.get(source, "videos")
 
 
 @pytest.mark.parametrize("mixer", [None, "lact"], ids=["as_pinned", "lact"])
@@ -77,7 +80,7 @@ def test_every_experiment_composes_and_builds(experiment, mixer, tmp_path, media
             *([f"model={mixer}"] if mixer else []),
             "trainer=cpu",
             "debug=default",  # shrinks every experiment, its streamed windows included
-            "data.root=" + str(media_tree[data_layout(experiment, tmp_path)]),
+            *([f"data.root={media_tree[layout]}"] if (layout := data_layout(experiment, tmp_path)) else []),
         ],
     )
     datamodule, model, trainer = build(cfg)
@@ -322,6 +325,8 @@ def test_bad_config_values_end_in_one_clear_line(tmp_path):
     [
         (["data=video_folder"], "data.root must be set"),
         (["data=video_folder", "data.root=/no/such/folder"], "is not a directory"),
+        (["data.root=/no/such/folder"], "the synthetic data generates its clips and reads no files"),
+        (["data.clip_seconds=0"], "data.clip_seconds must be a positive number of seconds; got 0"),
     ],
 )
 @pytest.mark.slow
@@ -418,3 +423,53 @@ def test_carried_windows_that_cut_a_mini_batch_fail_before_training(tmp_path, ca
         run(compose_train(tmp_path / "lact", lact))
     (line,) = [r.getMessage() for r in caplog.records if "LaCT chunks" in r.getMessage()]
     assert "(64 tokens) is not a whole number of LaCT chunks of 128 tokens" in line and "chunk_size=64" in line
+
+
+def test_a_window_too_short_to_predict_is_a_config_error_naming_the_shortest(tmp_path):
+    datamodule, model, _ = build(compose_train(tmp_path, [*TINY, "data.clip_seconds=0.1"]))
+    with pytest.raises(ConfigError, match="too few to predict") as caught:
+        check_window_length(datamodule, model)
+    shortest = float(str(caught.value).rsplit("=", 1)[1])
+    datamodule, model, _ = build(compose_train(tmp_path, [*TINY, f"data.clip_seconds={shortest}"]))
+    check_window_length(datamodule, model)  # the suggested value works
+
+
+def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monkeypatch, capsys):
+    """Lightning shuts an interrupted fit down and calls exit(1); the run still reports its checkpoints,
+    says how to resume, and exits 130 as an interrupted command does."""
+
+    class Interrupt(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 3:
+                raise KeyboardInterrupt
+
+    def build_and_interrupt(cfg):
+        datamodule, model, trainer = build(cfg)
+        trainer.callbacks.append(Interrupt())
+        return datamodule, model, trainer
+
+    monkeypatch.setattr(train_task, "build", build_and_interrupt)
+    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C while it shuts down
+    try:
+        out = run(
+            compose_train(tmp_path, [*TINY, "trainer.max_steps=20", "callbacks.last_checkpoint.every_n_train_steps=2"])
+        )
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert out["interrupted"] and Path(out["last_ckpt"]).is_file()
+    assert torch.load(out["last_ckpt"], map_location="cpu", weights_only=False)["global_step"] == 2
+    with pytest.raises(SystemExit) as ended:
+        report(out)
+    assert ended.value.code == 130
+    assert f"interrupted: resume with ckpt_path={out['last_ckpt']}" in capsys.readouterr().err
+
+
+def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path):
+    first = run(compose_train(tmp_path / "a", [*TINY, "trainer.max_steps=2"]))
+    other_model = [*TINY, "size=small", f"ckpt_path={first['last_ckpt']}"]
+    with pytest.raises(ConfigError, match=r"cannot resume this run \(Error\(s\) in loading state_dict"):
+        run(compose_train(tmp_path / "b", other_model))
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(Path(first["last_ckpt"]).read_bytes()[:4096])
+    with pytest.raises(ConfigError, match="cannot resume this run"):
+        run(compose_train(tmp_path / "c", [*TINY, f"ckpt_path={damaged}"]))

@@ -37,7 +37,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ttt_mm.data.sources import relative_to, write_manifest
+from ttt_mm.data.manifest import write_manifest
+from ttt_mm.data.sources import relative_to
 
 GAME = Path("root/usr/share/games/fillets-ng")
 

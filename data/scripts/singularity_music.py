@@ -17,7 +17,8 @@ import random
 import sys
 from pathlib import Path
 
-from ttt_mm.data.sources import relative_to, write_manifest
+from ttt_mm.data.manifest import write_manifest
+from ttt_mm.data.sources import relative_to
 
 MUSIC = Path("root/usr/share/games/singularity/music")
 

@@ -22,3 +22,15 @@ def hang_on_slow(path: str) -> dict:
     if "slow" in os.path.basename(path):
         time.sleep(3600)
     return describe(path)
+
+
+def interrupted_after(count: int):
+    """An `IsolatedPool.map` that answers the first ``count`` paths in this process, then is
+    interrupted as by Ctrl-C."""
+
+    def map_then_interrupt(self, paths):
+        for path in list(paths)[:count]:
+            yield path, self.task(path)
+        raise KeyboardInterrupt
+
+    return map_then_interrupt

@@ -182,6 +182,22 @@ def test_a_skip_list_line_torn_by_a_killed_run_does_not_swallow_the_next_entry(t
     }
 
 
+def test_a_skip_list_reads_back_names_with_tabs_line_breaks_and_backslashes_exactly(tmp_path):
+    skip_file = tmp_path / "skip.tsv"
+    reasons = {
+        "/data/a\tb.wav": "corrupt",
+        "/data/two\nlines.wav": "empty file (0 bytes)",
+        "/data/c\rd.wav": "file not found",
+        "/data/back\\slash\\t.wav": "odd \\ reason",
+        "/data/\u2028\x85e.wav": "corrupt",  # line separators of str.splitlines
+        "/data/\udcff.wav": "corrupt",  # a byte that is not UTF-8, as os.listdir gives it
+    }
+    SkipList(skip_file).add_many(reasons, total=len(reasons))
+    assert skip_file.read_bytes().count(b"\n") == len(reasons)  # one line each
+    assert all(line.count(b"\t") == 1 for line in skip_file.read_bytes().splitlines())
+    assert SkipList(skip_file).reasons == reasons  # as a resumed run reads it
+
+
 def test_reasons_are_counted_by_kind():
     reasons = [
         "opening the video failed: the container is truncated or corrupt (av_read_frame failed with 1 (invalid data))",

@@ -182,3 +182,22 @@ def test_a_manifest_that_fixes_every_split_and_none_to_val_is_said_so(tmp_path, 
         "the manifest's split column puts no file in val: validating on the training files, "
         "so val/* measures fit, not generalisation"
     ]
+
+
+def test_an_empty_folder_says_so(tmp_path):
+    (tmp_path / "data").mkdir()
+    dm = folder_module(tmp_path / "data", tmp_path / "run")
+    with pytest.raises(ValueError, match=f"^no media files in {tmp_path / 'data'}$"):
+        dm.setup("fit")
+
+
+def test_evaluation_of_a_small_folder_validates_on_its_files_without_the_training_warning(tmp_path, caplog):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        write_video(data / f"v{i}.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=None)
+    dm = folder_module(data, tmp_path / "run", modalities=["video"], val_fraction=0.05, test_fraction=0.0)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        dm.setup("validate")  # as evaluate sets it up
+    assert {c.key for c in dm.splits["val"]} == {"v0.mp4", "v1.mp4"}
+    assert not [r for r in caplog.records if "validating on the training files" in r.message]

@@ -10,13 +10,14 @@ import shutil
 import time
 
 import pytest
-from faults import abort_on_boom, hang_on_slow
+from faults import abort_on_boom, hang_on_slow, interrupted_after
 from mediafiles import write_video
 
 from ttt_mm.data import ClipInfo, MediaDataModule, ReadSpec, WindowDataset, index, index_clips, index_files
-from ttt_mm.data.index import SILENT_AUDIO, cache_file, media_info, select
+from ttt_mm.data.index import SILENT_AUDIO, IndexInterrupted, cache_file, media_info, select
 from ttt_mm.data.isolation import IsolatedPool
 from ttt_mm.data.skiplist import SkipList
+from ttt_mm.data.sources import FolderSource
 
 
 @pytest.fixture
@@ -105,6 +106,53 @@ def test_a_decoder_that_hangs_is_killed_after_the_timeout(folder, tmp_path):
     assert same.probed == 0  # remembered under the same timeout
     again, longer = index_files([slow], tmp_path / "cache", timeout=2.0, task=hang_on_slow)
     assert longer.probed == 1 and again[slow]["error"].startswith("decoder hung: no answer in 2 s")
+
+
+def test_an_interrupted_indexing_keeps_what_it_probed(folder, tmp_path, monkeypatch):
+    files = [folder / "tone.wav", folder / "video.mp4", folder / "av.mp4", folder / "noise.mkv", folder / "zero.mp4"]
+    cache = cache_file([str(f) for f in files], tmp_path / "cache")
+    with monkeypatch.context() as patch:
+        patch.setattr(IsolatedPool, "map", interrupted_after(2))
+        with pytest.raises(KeyboardInterrupt) as caught:
+            index_files(files, tmp_path / "cache")
+    assert isinstance(caught.value, IndexInterrupted)
+    assert str(caught.value) == f"interrupted: kept 2 of 5 probe results in the index cache {cache}; " + (
+        "a re-run probes only the other 3"
+    )
+    assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name, cache.with_suffix(".lock").name]
+    records, run = index_files(files, tmp_path / "cache")
+    assert (run.probed, run.cached) == (3, 2) and records[str(folder / "video.mp4")]["has_video"]
+
+
+def test_the_index_is_saved_while_probing(folder, tmp_path, monkeypatch):
+    """A run killed outright (SIGKILL, a cluster's time limit) keeps what was saved before."""
+    files = [str(folder / "tone.wav"), str(folder / "video.mp4")]
+    cache = cache_file(files, tmp_path / "cache")
+    saved = []
+
+    def map_watching_the_cache(self, paths):
+        for path in paths:
+            yield path, self.task(path)
+            saved.append(len(cache.read_text().splitlines()) if cache.exists() else 0)
+
+    monkeypatch.setattr(index, "SAVE_SECONDS", 0.0)
+    monkeypatch.setattr(IsolatedPool, "map", map_watching_the_cache)
+    index_files(files, tmp_path / "cache")
+    assert saved == [1, 2]
+
+
+def test_a_broken_link_is_listed_with_its_reason_in_the_runs_skip_list(media, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(media["wav16k"], data / "tone.wav")
+    (data / "gone.ogg").symlink_to("/nonexistent/x.ogg")
+    skipped = tmp_path / "run" / "skipped_media.tsv"
+    source = FolderSource(str(data))
+    dm = MediaDataModule(source, ["audio"], 1.0, val_fraction=0, test_fraction=0, skip_list=str(skipped))
+    dm.index_cache = str(tmp_path / "cache")
+    dm.setup("fit")
+    assert [c.key for c in dm.clips] == ["tone.wav"]
+    assert SkipList(skipped).reasons == {str(data / "gone.ogg"): "broken symbolic link (to /nonexistent/x.ogg)"}
 
 
 def test_the_pool_answers_every_path_with_one_worker():

@@ -4,6 +4,7 @@ file; the old ``python -m ttt_mm.data.probe`` still works, with a deprecation wa
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -11,9 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from faults import interrupted_after
 
 import ttt_mm.data
 from ttt_mm.data import ManifestSource, io
+from ttt_mm.data.index import cache_file
+from ttt_mm.data.isolation import IsolatedPool
+from ttt_mm.tasks import probe
 from ttt_mm.tasks.probe import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,6 +74,48 @@ def test_single_bad_file_exits_nonzero_with_the_reason(media, tmp_path, capfd):
 def test_missing_path_exits_2(tmp_path, capsys):
     assert main([str(tmp_path / "nope"), "-o", str(tmp_path / "m.jsonl")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_a_broken_link_is_listed_as_a_file_that_cannot_be_read(data, tmp_path, capsys, caplog):
+    (data / "gone.wav").symlink_to("/nonexistent/x.ogg")
+    manifest, cache = tmp_path / "manifest.jsonl", str(tmp_path / "cache")
+    assert main([str(data), "-o", str(manifest), "--index-cache", cache]) == 0
+    rows = {r["path"]: r for r in map(json.loads, manifest.read_text().splitlines())}
+    assert rows["data/gone.wav"]["error"] == "broken symbolic link (to /nonexistent/x.ogg)"
+    assert "6 files under" in capsys.readouterr().err
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.sources"):
+        ManifestSource(str(manifest)).clips()
+    assert not caplog.records  # the fields of the probe's records are known to a manifest
+    assert main([str(data / "gone.wav"), "--index-cache", cache]) == 1
+    assert capsys.readouterr().err == f"error: {data / 'gone.wav'}: broken symbolic link (to /nonexistent/x.ogg)\n"
+
+
+def test_ctrl_c_exits_130_with_one_line_and_a_rerun_takes_the_probed_files_from_the_cache(
+    data, tmp_path, monkeypatch, capsys, caplog
+):
+    cache = tmp_path / "cache"
+    with monkeypatch.context() as patch:
+        patch.setattr(IsolatedPool, "map", interrupted_after(1))
+        assert main([str(data), "-o", str(tmp_path / "m.jsonl"), "--index-cache", str(cache)]) == 130
+    assert capsys.readouterr() == ("", "")  # no traceback; the one line is the index's (logged to stderr)
+    kept = cache_file([str(p) for p in sorted(data.rglob("*.*")) if p.suffix != ".txt"], cache)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"interrupted: kept 1 of 5 probe results in the index cache {kept}; a re-run probes only the other 4"
+    ]
+    assert not (tmp_path / "m.jsonl").exists()
+    assert main([str(data), "-o", str(tmp_path / "m.jsonl"), "--index-cache", str(cache)]) == 0
+    assert "4 probed, 1 from the index cache" in capsys.readouterr().err
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(probe, "index_files", interrupt)  # Ctrl-C outside the probing
+    assert main([str(data), "-o", str(tmp_path / "n.jsonl"), "--index-cache", str(cache)]) == 130
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"interrupted: {tmp_path / 'n.jsonl'} was not written; every file probed before stays in the index cache\n"
+    )
 
 
 def test_the_probe_function_has_one_name_and_the_old_one_warns():

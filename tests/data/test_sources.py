@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from ttt_mm.data import ClassFolderSource, ClipInfo, FolderSource, LibriSpeechSource, ManifestSource, SyntheticSource
-from ttt_mm.data.sources import MANIFEST_COLUMNS, write_manifest
+from ttt_mm.data.manifest import MANIFEST_COLUMNS, write_manifest
 
 
 def test_folder_source_is_recursive_and_filters_by_extension(media, tmp_path):
@@ -23,6 +24,21 @@ def test_folder_source_is_recursive_and_filters_by_extension(media, tmp_path):
     assert [c.key for c in FolderSource(str(tmp_path), (".wav",)).clips()] == ["a/tone.wav"]
     with pytest.raises(FileNotFoundError, match="not a directory"):
         FolderSource(str(tmp_path / "missing")).clips()
+
+
+def test_folder_source_follows_linked_folders_once_and_lists_broken_links(media, tmp_path):
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    (data / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    for path in (data / "a.wav", data / "sub" / "b.wav", elsewhere / "c.wav"):
+        shutil.copy(media["wav16k"], path)
+    (data / "linked").symlink_to(elsewhere)  # a folder outside the data folder: followed
+    (elsewhere / "loop").symlink_to(elsewhere)  # a cycle: walked once
+    (elsewhere / "back").symlink_to(data)  # the data folder again: walked once
+    (data / "alias").symlink_to(data / "sub")  # a folder inside: listed under its own path
+    (data / "broken.ogg").symlink_to("/nonexistent/x.ogg")  # listed, for the index to report
+    keys = [c.key for c in FolderSource(str(data)).clips()]
+    assert keys == ["a.wav", "broken.ogg", "linked/c.wav", "sub/b.wav"]
 
 
 def test_class_folders_give_sorted_labels(media, tmp_path):
@@ -80,8 +96,73 @@ def test_csv_and_jsonl_manifests(tmp_path):
     clips = ManifestSource(str(tmp_path / "m.jsonl")).clips()
     assert [(c.media, c.label) for c in clips] == [(str(tmp_path / "x.mp4"), 3)]  # error rows left out
     (tmp_path / "broken.csv").write_text("file,label\na.wav,1\n")
-    with pytest.raises(ValueError, match="row 1 has no 'path'"):
+    with pytest.raises(ValueError, match="broken.csv, line 2: no 'path'"):
         ManifestSource(str(tmp_path / "broken.csv")).clips()
+
+
+def test_manifest_headers_and_values_are_stripped_and_a_byte_order_mark_is_not_a_column(tmp_path, caplog):
+    manifest = tmp_path / "excel.csv"
+    manifest.write_bytes("path, start, end , label\n a.wav , 1.5, 3 , dog\n".encode("utf-8-sig"))
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.sources"):
+        (clip,) = ManifestSource(str(manifest)).clips()
+    assert (clip.media, clip.start, clip.end, clip.key) == (str(tmp_path / "a.wav"), 1.5, 3.0, "a.wav")
+    assert ManifestSource(str(manifest)).classes() == ["dog"] and not caplog.records
+
+
+def test_an_unknown_manifest_column_is_named_once_with_the_known_ones(tmp_path, caplog):
+    manifest = tmp_path / "typo.csv"
+    manifest.write_text("path,lable,speaker\na.wav,dog,x\nb.wav,cat,y\n")
+    source = ManifestSource(str(manifest))
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.sources"):
+        source.clips(), source.classes(), source.rows()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{manifest}: unknown columns 'lable', 'speaker' ignored "
+        "(the columns read: path, start, end, label, split, group)"
+    ]
+
+
+def test_repeated_manifest_rows_are_left_out_with_one_line_and_contradicting_ones_are_an_error(tmp_path, caplog):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,start,end,label\na.wav,0,2,dog\nb.wav,,,cat\n./a.wav,0.0,2,dog\nb.wav,0,,cat\na.wav,2,,dog\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.sources"):
+        clips = ManifestSource(str(manifest)).clips()
+    assert [(c.key, c.start, c.end) for c in clips] == [("a.wav", 0.0, 2.0), ("b.wav", 0.0, None), ("a.wav", 2.0, None)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{manifest}: left out 2 repeated rows (the path, start and end of an earlier row; the first: line 4, "
+        "./a.wav, repeats line 2)"
+    ]
+    manifest.write_text("path,start,end,label\na.wav,0,2,dog\na.wav,0,2,cat\n")
+    with pytest.raises(
+        ValueError, match=r"m.csv, lines 2 and 3: the same clip \(a.wav from 0 to 2\) with different labels"
+    ):
+        ManifestSource(str(manifest)).clips()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "bad.jsonl",
+            '{"path": "a.wav"}\n\n{"path": "b.wav" "end": 2}\n',
+            r"bad.jsonl, line 3: not valid JSON \(Expecting ',' delimiter, column 18\)",
+        ),
+        ("word.csv", "path,start\na.wav,1\nb.wav,abc\n", r"word.csv, line 3: start 'abc' is not a time in seconds"),
+        ("order.csv", "path,start,end\na.ogg,3,1\n", r"order.csv, line 2: end 1 is before start 3"),
+        ("empty.jsonl", '{"path": "a.ogg", "start": 2, "end": 2}\n', r"empty.jsonl, line 1: end 2 is at start 2"),
+        ("comma.csv", "path,start\nclip, take 2.wav,1\n", r"comma.csv, line 2: 3 values under 2 columns"),
+    ],
+)
+def test_a_manifest_row_that_cannot_be_used_is_an_error_naming_its_line(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=message):
+        ManifestSource(str(tmp_path / name)).clips()
+
+
+def test_a_folder_given_as_a_manifest_says_which_configs_read_folders(tmp_path):
+    with pytest.raises(ValueError, match="is a folder; data=manifest needs a CSV or JSONL file .*data=audio_folder"):
+        ManifestSource(str(tmp_path)).clips()
 
 
 def test_a_written_manifest_reads_back_with_its_groups_and_class_names(tmp_path):

@@ -11,15 +11,9 @@ from typing import Any
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, WindowDataset, collate, iter_windows
 from ttt_mm.data.index import Selection, index_clips, index_files
 from ttt_mm.data.io import MediaError, MediaInfo, read_audio, read_video
+from ttt_mm.data.manifest import ManifestSource
 from ttt_mm.data.skiplist import SkipList
-from ttt_mm.data.sources import (
-    ClassFolderSource,
-    ClipInfo,
-    FolderSource,
-    LibriSpeechSource,
-    ManifestSource,
-    SyntheticSource,
-)
+from ttt_mm.data.sources import ClassFolderSource, ClipInfo, FolderSource, LibriSpeechSource, SyntheticSource
 from ttt_mm.data.synthetic import SyntheticClip
 
 __all__ = [

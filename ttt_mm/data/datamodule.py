@@ -80,6 +80,14 @@ class MediaDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.source = SyntheticSource() if source is None else source
+        if root is not None and isinstance(self.source, SyntheticSource):
+            raise ValueError(
+                f"data.root={root} is set, but the synthetic data generates its clips and reads no files: "
+                "choose data=audio_folder, video_folder, av_folder, class_folders or manifest"
+            )
+        for key, seconds in (("clip_seconds", clip_seconds), ("eval_window_seconds", eval_window_seconds)):
+            if seconds is not None and not seconds > 0:
+                raise ValueError(f"data.{key} must be a positive number of seconds; got {seconds}")
         self.spec = ReadSpec(  # training and evaluation learn and score nothing on digital silence
             tuple(modalities), sample_rate, fps, size, audio_context_seconds, min_seconds, missing_audio, True
         )
@@ -93,7 +101,7 @@ class MediaDataModule(L.LightningDataModule):
         self.skip_list_path = skip_list
         self.index_cache, self.probe_jobs, self.probe_timeout = index_cache, probe_jobs, probe_timeout
         self.stream = stream
-        del root  # read by the config's source (`${data.root}`); accepted so that it sits with the data keys
+        del root  # read by the config's source (`${data.root}`); accepted to sit with the data keys and be checked
         self.clips: list[ClipInfo] = []  # the usable clips, in the source's order
         self.rejected: dict[str, str] = {}  # the files left out, with their reasons
         self.splits: dict[str, list[ClipInfo]] = {}
@@ -107,6 +115,9 @@ class MediaDataModule(L.LightningDataModule):
             path = os.path.join(self.trainer.default_root_dir, "skipped_media.tsv")
         self.skips = SkipList(path)
         listed = self.source.clips()
+        if not listed:
+            where = getattr(self.source, "root", None) or getattr(self.source, "path", None)
+            raise ValueError(f"no media files in {where}" if where else "the data source lists no clips")
         known_bad = {c.name: self.skips.reasons[c.name] for c in listed if c.name in self.skips}
         selection = index_clips(listed, self.spec, self.index_cache, self.probe_jobs, self.probe_timeout)
         self.skips.add_many(selection.rejected, total=len(listed))
@@ -128,10 +139,11 @@ class MediaDataModule(L.LightningDataModule):
             fractions = f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction}"
             raise ValueError(f"no training clips among {len(self.clips)} ({fractions})")
         if self.val_fraction > 0 and not self.splits["val"] and self.splits["train"]:
-            self._ensure_validation()
+            self._ensure_validation(warn=stage in (None, "fit"))
 
-    def _ensure_validation(self) -> None:
-        """Give validation one file when there are enough (moved from training), else the training files."""
+    def _ensure_validation(self, warn: bool) -> None:
+        """Give validation one file when there are enough (moved from training), else the training files
+        (with a warning for training, where val/* then measures fit; evaluation only reads the split)."""
         files = {c.key or c.name for c in self.clips}
         train = self.splits["train"]
         movable = sorted({(c.split_hash(), c.key or c.name) for c in train if c.split is None})
@@ -142,7 +154,8 @@ class MediaDataModule(L.LightningDataModule):
             log.info("no file hashed into validation (val_fraction=%g): validating on %s", self.val_fraction, key)
             return
         why = f"only {len(files)} usable file(s)" if movable else "the manifest's split column puts no file in val"
-        log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
+        if warn:
+            log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
         self.splits["val"] = list(train)
 
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:

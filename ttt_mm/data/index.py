@@ -7,7 +7,8 @@ that trains, embeds or evaluates. The records are cached as JSONL, one line per 
 absolute path, size and modification time, under ``<cache dir>/<folder name>-<hash of the folder>.jsonl``
 for the folder that holds the files; a second run probes only new or changed files, and files that
 hung under a shorter probe timeout than this run's. The file is rewritten whole under a temporary
-name and renamed, under a lock (ranks of one job share it).
+name and renamed, under a lock (ranks of one job share it): at the end, every few minutes while
+probing and when interrupted, so that an interrupted first indexing of a large folder keeps its work.
 
 A record (plain JSON)::
 
@@ -51,6 +52,13 @@ VERSION = 2
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")
+
+SAVE_SECONDS = 300.0
+"""While probing, the index is saved this often, so a run that is killed keeps most of its work."""
+
+
+class IndexInterrupted(KeyboardInterrupt):
+    """Ctrl-C while probing; the message says what the index cache kept."""
 
 
 def default_cache_dir() -> Path:
@@ -114,6 +122,17 @@ def _stream_fields(info: MediaInfo, stream: str) -> dict:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def _stat_error(path: str, exc: OSError) -> str:
+    """Why a file cannot be used when ``os.stat`` fails; a link whose target is gone is named as such,
+    since the file listed is there."""
+    if isinstance(exc, FileNotFoundError) and os.path.islink(path):
+        try:
+            return f"broken symbolic link (to {os.readlink(path)})"
+        except OSError:  # removed meanwhile
+            return "file not found"
+    return stat_reason(exc)
+
+
 def describe(path: str, verify: bool = True) -> dict:
     """The index record of one file (a bad file gets an ``error``). Run in a worker (`IsolatedPool`):
     this opens the file with every decoder it needs."""
@@ -121,7 +140,7 @@ def describe(path: str, verify: bool = True) -> dict:
     try:
         st = os.stat(path)
     except OSError as exc:
-        return record | {"error": stat_reason(exc)}
+        return record | {"error": _stat_error(path, exc)}
     record |= {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     errors = {}
     for stream in STREAMS:
@@ -215,8 +234,10 @@ def index_files(
     """Index records of ``paths`` (absolute path -> record), probing only files the cache does not
     describe. ``timeout``: seconds a probe may take before its worker is killed (plus 1 s per 20 MB);
     a file recorded as hung is probed again under a longer one. ``refresh`` probes every file again.
-    ``task`` replaces `describe` (tests inject faults with it)."""
+    ``task`` replaces `describe` (tests inject faults with it). What was probed is saved every
+    `SAVE_SECONDS` and when probing stops early; Ctrl-C then raises `IndexInterrupted`, saying so."""
     files = list(dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths))
+    task = task or partial(describe, verify=verify)
     run = IndexRun(cache_file(files, cache_dir))
     if not files:
         return {}, run
@@ -230,7 +251,7 @@ def index_files(
             try:
                 st = os.stat(path)
             except OSError as exc:
-                out[path] = {"path": path, "error": stat_reason(exc)}
+                out[path] = {"path": path, "error": _stat_error(path, exc)}
                 continue
             if not refresh and _current(cached.get(path), st, verify, timeout):
                 out[path] = cached[path]
@@ -239,10 +260,33 @@ def index_files(
         run.cached = len(files) - len(todo)
         if todo:
             level = logging.INFO if len(todo) >= 10 else logging.DEBUG  # a few files are quick: no line for them
-            log.log(level, "indexing %d new or changed files (%d cached) into %s", len(todo), run.cached, run.cache)
-            out |= _probe(todo, task or partial(describe, verify=verify), jobs or default_jobs(), timeout, run)
-            kept = {p: r for p, r in cached.items() if p not in out and _exists(r)}
-            _save(run.cache, kept | {p: r for p, r in out.items() if "bytes" in r})
+            log.log(
+                level,
+                "indexing %d new or changed files (%d from the index cache) into %s",
+                len(todo),
+                run.cached,
+                run.cache,
+            )
+            others = {p: r for p, r in cached.items() if p not in out and _exists(r)}
+            probed: dict[str, dict] = {}
+
+            def save() -> None:
+                _save(run.cache, others | {p: r for p, r in (out | probed).items() if "bytes" in r})
+
+            try:
+                _probe(todo, task, jobs or default_jobs(), timeout, run, probed, save)
+            except BaseException as exc:
+                save()  # what was probed survives an interrupt or a failure
+                if not isinstance(exc, KeyboardInterrupt):
+                    raise
+                message = (
+                    f"interrupted: kept {len(probed)} of {len(todo)} probe results in the index cache {run.cache}; "
+                    f"a re-run probes only the other {len(todo) - len(probed)}"
+                )
+                log.warning("%s", message)
+                raise IndexInterrupted(message) from None
+            save()
+            out |= probed
         run.probed = len(todo)
     run.seconds = time.monotonic() - started
     return {p: out[p] for p in files}, run
@@ -256,16 +300,25 @@ def _exists(record: dict) -> bool:
     return st.st_size == record.get("bytes") and st.st_mtime_ns == record.get("mtime_ns")
 
 
-def _probe(paths: list[str], task: Callable, jobs: int, timeout: float, run: IndexRun) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    last_log = time.monotonic()
+def _probe(
+    paths: list[str],
+    task: Callable,
+    jobs: int,
+    timeout: float,
+    run: IndexRun,
+    out: dict[str, dict],
+    save: Callable[[], None],
+) -> None:
+    """Probe ``paths`` into ``out`` as results come, calling ``save`` every `SAVE_SECONDS` (a killed
+    run keeps what it had probed)."""
+    last_log = last_save = time.monotonic()
     for path, result in IsolatedPool(task, jobs=jobs, timeout=timeout).map(paths):
         if isinstance(result, Failure):
             run.failures[path] = result.reason
             try:
                 st = os.stat(path)
             except OSError as exc:
-                result = {"path": path, "error": stat_reason(exc)}
+                result = {"path": path, "error": _stat_error(path, exc)}
             else:
                 record = {"path": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "version": VERSION}
                 record |= {"verified": True, "error": result.reason}
@@ -277,7 +330,9 @@ def _probe(paths: list[str], task: Callable, jobs: int, timeout: float, run: Ind
         if time.monotonic() - last_log > 10.0:
             log.info("indexed %d of %d files", len(out), len(paths))
             last_log = time.monotonic()
-    return out
+        if time.monotonic() - last_save > SAVE_SECONDS:
+            save()
+            last_save = time.monotonic()
 
 
 # ------------------------------------------------------------------------------------ selection

@@ -10,6 +10,11 @@ time is killed and replaced, and the file is reported with the reason: ``decoder
 or ``decoder hung: no answer in 60 s``. Workers also run under an address-space limit, so a file
 that makes a decoder allocate without bound fails in its worker rather than exhausting the
 machine.
+
+A worker says it is ready before it takes a file, so one that dies or stalls before that is not
+blamed on a file: it is `WorkerStartError`. The usual cause is a script without an
+``if __name__ == "__main__":`` guard: Python prepares each worker by importing the script that
+started it, which then runs the script's own code again (and here, finds out and stops at once).
 """
 
 from __future__ import annotations
@@ -32,6 +37,18 @@ log = logging.getLogger(__name__)
 
 PRELOAD = ["ttt_mm.data.io"]
 """Imported once by the forkserver, so workers start with the decoders loaded."""
+WORKER_NAME = "ttt-mm-probe"
+READY = "ttt-mm-worker-ready"
+STARTUP_TIMEOUT = 120.0
+"""Seconds a worker may take to start (its first files wait that long at most before their own timeout)."""
+UNGUARDED_SCRIPT = (
+    'a script that uses ttt_mm must keep its code under `if __name__ == "__main__":`: decoders run in '
+    "worker processes, and Python prepares each one by importing the script that started it, which runs that code"
+)
+
+
+class WorkerStartError(RuntimeError):
+    """A worker process died or stalled before it could take a file: not a property of any file."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +68,10 @@ def _signal_name(number: int) -> str:
 
 
 def _serve(conn: Connection, task: Callable, stderr_path: str, memory_bytes: int | None) -> None:
-    """Worker loop: receive a path, send back ``task(path)``, until the pipe closes."""
+    """Worker loop: say it is ready, then receive a path, send back ``task(path)``, until the pipe closes."""
+    # Ctrl-C reaches the whole process group: the caller stops its workers, and a worker killed by it
+    # mid-file would otherwise be recorded as that file's decoder failing
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # native decoders print to fd 2: keep it in a file the parent reads when a worker dies
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 2)
@@ -61,6 +81,7 @@ def _serve(conn: Connection, task: Callable, stderr_path: str, memory_bytes: int
         with open("/proc/self/statm") as f:
             base = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         resource.setrlimit(resource.RLIMIT_AS, (base + memory_bytes, resource.RLIM_INFINITY))
+    conn.send(READY)
     while True:
         try:
             path = conn.recv()
@@ -79,15 +100,18 @@ class _Worker:
         os.close(handle)
         self.conn, child = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(child, task, self.stderr_path, memory_bytes), daemon=True, name="ttt-mm-probe"
+            target=_serve, args=(child, task, self.stderr_path, memory_bytes), daemon=True, name=WORKER_NAME
         )
         self.process.start()
         child.close()
+        self.ready = False
         self.path: str | None = None
         self.deadline = 0.0
 
     def give(self, path: str, timeout: float) -> None:
-        self.path, self.deadline = path, time.monotonic() + timeout
+        """Sends ``path``; its time starts now, or once the worker is ready (up to ``STARTUP_TIMEOUT``)."""
+        self.path = path
+        self.deadline = time.monotonic() + timeout + (0.0 if self.ready else STARTUP_TIMEOUT)
         self.conn.send(path)
 
     def last_message(self) -> str:
@@ -129,6 +153,8 @@ class IsolatedPool:
     ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1; got {jobs}")
+        if multiprocessing.current_process().name == WORKER_NAME:  # a worker importing an unguarded script
+            raise RuntimeError(f"ttt_mm's decoder worker is running the script that started it; {UNGUARDED_SCRIPT}")
         self.task, self.jobs, self.timeout, self.budget = task, jobs, timeout, budget
         self.memory_bytes = None if memory_gb is None else int(memory_gb * 2**30)
         self.context = multiprocessing.get_context("forkserver")
@@ -182,20 +208,31 @@ class IsolatedPool:
                 worker.stop()
 
     def _collect(self, worker: _Worker, ready: list) -> object | None:
-        """The worker's answer, a `Failure` if it died or ran out of time, or None while it works."""
+        """The worker's answer, a `Failure` if it died or ran out of time, or None while it works.
+        Raises `WorkerStartError` if it died or stalled before it was ready."""
         if worker.conn in ready:
             try:
-                return worker.conn.recv()
+                answer = worker.conn.recv()
             except (EOFError, ConnectionResetError):
                 pass  # it died while answering: see below
+            else:
+                if answer != READY:
+                    return answer
+                worker.ready = True
+                worker.deadline = time.monotonic() + self.deadline(worker.path)
+                return None
         elif worker.process.sentinel not in ready:
             if time.monotonic() < worker.deadline:
                 return None
+            if not worker.ready:
+                raise WorkerStartError(f"a decoder worker did not start in {STARTUP_TIMEOUT:.0f} s; {UNGUARDED_SCRIPT}")
             limit = self.deadline(worker.path)
             log.warning("%s: no answer from its decoder in %.0f s; the worker was killed", worker.path, limit)
             return Failure(f"decoder hung: no answer in {limit:.0f} s", hung=True)
         worker.process.join(5.0)
         code = worker.process.exitcode
+        if not worker.ready:
+            raise WorkerStartError(f"a decoder worker exited (status {code}) before it started; {UNGUARDED_SCRIPT}")
         message = worker.last_message()
         if code is not None and code < 0:
             reason = f"decoder crashed: {_signal_name(-code)}"

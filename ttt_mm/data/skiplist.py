@@ -1,6 +1,8 @@
 """Bad files found so far, shared by every DataLoader worker through one append-only file.
 
-Each line is ``<path>\\t<reason>``. A file is logged (one WARNING) only when it is first added,
+Each line is ``<path>\\t<reason>``, with backslashes, tabs and line breaks in either written as
+``\\\\``, ``\\t``, ``\\n`` and ``\\r`` (file names may hold them), so every entry reads back
+exactly. A file is logged (one WARNING) only when it is first added,
 whichever worker finds it: additions take an exclusive lock and re-read the file first. A run
 that starts with an existing skip list never opens those files again. Files the dataset index
 leaves out are added together (`SkipList.add_many`), with one log line counting them by kind.
@@ -36,14 +38,14 @@ class SkipList:
             return
         if mtime != self._mtime:
             self._mtime = mtime
-            with open(self.path) as f:
+            with _open(self.path, "r") as f:
                 self._parse(f.read())
 
     def _parse(self, text: str) -> None:
-        for line in text.splitlines():
+        for line in text.split("\n"):  # not splitlines: it also breaks at characters a name may hold
             name, _, reason = line.partition("\t")
             if name:
-                self.reasons.setdefault(name, reason)
+                self.reasons.setdefault(_unescape(name), _unescape(reason))
 
     def __contains__(self, name: str) -> bool:
         self._refresh()
@@ -61,7 +63,7 @@ class SkipList:
         if not self._append({name: reason}):
             return False
         where = f" (added to {self.path})" if self.path else ""
-        log.warning("skipping %s: %s%s", name, self.reasons[name], where)
+        log.warning("skipping %s: %s%s", _escape(name), self.reasons[name], where)
         return True
 
     def add_many(self, reasons: Mapping[str, str], total: int) -> int:
@@ -77,7 +79,7 @@ class SkipList:
         new = {name: " ".join(reason.split()) for name, reason in reasons.items() if name not in self}  # one line
         if new and self.path is not None:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            with open(self.path, "a+") as f:
+            with _open(self.path, "a+") as f:
                 fcntl.flock(f, fcntl.LOCK_EX)
                 try:
                     f.seek(0)
@@ -85,12 +87,30 @@ class SkipList:
                     self._parse(text)
                     new = {name: reason for name, reason in new.items() if name not in self.reasons}
                     torn = "\n" if text and not text.endswith("\n") else ""  # a line cut short by a killed run
-                    f.write(torn + "".join(f"{name}\t{reason}\n" for name, reason in new.items()))
+                    f.write(torn + "".join(f"{_escape(name)}\t{_escape(reason)}\n" for name, reason in new.items()))
                     f.flush()
                 finally:
                     fcntl.flock(f, fcntl.LOCK_UN)
         self.reasons.update(new)
         return new
+
+
+def _open(path: str, mode: str):
+    """The skip list as text: UTF-8, file names that are not (undecodable bytes) kept as they are, no
+    newline translation."""
+    return open(path, mode, encoding="utf-8", errors="surrogateescape", newline="")
+
+
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def _escape(text: str) -> str:
+    return text.translate(str.maketrans(_ESCAPES))
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m[1], m[0]), text)
 
 
 def reason_kind(reason: str) -> str:

@@ -1,4 +1,5 @@
-"""Where clips come from: folders, class folders, manifests, LibriSpeech, or the synthetic set.
+"""Where clips come from: folders, class folders, LibriSpeech, or the synthetic set (manifests:
+`ttt_mm.data.manifest`).
 
 Each source is a small typed object (Hydra builds it) whose `clips()` lists `ClipInfo` records
 without opening any media, so listing is cheap and happens before DataLoader workers start. Which
@@ -8,18 +9,18 @@ dataset index (`ttt_mm.data.index`), the same for every source.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ttt_mm.data.atomic import write_csv
 from ttt_mm.data.io import MediaInfo
 from ttt_mm.data.synthetic import SyntheticClip
+
+log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".g722")
 VIDEO_EXTENSIONS = (
@@ -96,10 +97,32 @@ class ClipSource(Protocol):
 
 
 def _media_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """Files under ``root`` with these extensions, through links to folders elsewhere (a folder is
+    walked once, so a link cycle ends; a link into ``root`` is skipped, its files are listed under
+    their own path). Broken links are listed too, so that the dataset index reports them as
+    unreadable instead of them vanishing."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a directory")
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in wanted and p.is_file())
+    top = os.path.realpath(root)
+    walked = {top}
+    found = []
+    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=_unlistable):
+        found += [Path(folder, name) for name in names if os.path.splitext(name)[1].lower() in wanted]
+        follow = []
+        for name in sorted(subfolders):
+            path = os.path.join(folder, name)
+            real = os.path.realpath(path)
+            if real in walked or (os.path.islink(path) and os.path.commonpath([real, top]) == top):
+                continue
+            walked.add(real)
+            follow.append(name)
+        subfolders[:] = follow
+    return sorted(found)
+
+
+def _unlistable(error: OSError) -> None:
+    log.warning("%s: cannot list this folder (%s); its files are left out", error.filename, error.strerror)
 
 
 @dataclass(frozen=True)
@@ -161,92 +184,6 @@ class LibriSpeechSource:
         speakers = sorted({p.parent.parent.name for p in files}, key=int)
         index = {s: i for i, s in enumerate(speakers)}
         return [ClipInfo(str(p), label=index[p.parent.parent.name], key=p.relative_to(root).as_posix()) for p in files]
-
-
-MANIFEST_COLUMNS = ("path", "start", "end", "label", "split", "group")
-"""The columns `ManifestSource` reads (only ``path`` is required) and `write_manifest` writes."""
-
-
-@dataclass(frozen=True)
-class ManifestSource:
-    """A CSV (with a header) or JSONL manifest: ``path`` and optional ``start``, ``end``, ``label``,
-    ``split`` (train, val or test) and ``group`` columns.
-
-    Relative paths are taken from the manifest's folder. String labels become indices of their
-    sorted set (`classes` names them). Rows with an ``error`` field (unreadable files listed by the
-    probe command) are left out.
-    """
-
-    path: str
-
-    def rows(self) -> list[dict]:
-        manifest = Path(self.path)
-        if not manifest.is_file():
-            raise FileNotFoundError(f"manifest {manifest} not found")
-        text = manifest.read_text()
-        if manifest.suffix.lower() in JSON_LINES_SUFFIXES:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            rows = list(csv.DictReader(text.splitlines()))
-        for number, row in enumerate(rows, 1):
-            if not row.get("path"):
-                raise ValueError(f"{manifest}: row {number} has no 'path'")
-        return [r for r in rows if not r.get("error")]
-
-    def classes(self) -> list[str]:
-        """Label names by index (``ClipInfo.label``): the sorted string labels, or the numbers of integer labels."""
-        return _label_names(self.path, self.rows())
-
-    def clips(self) -> list[ClipInfo]:
-        base = Path(self.path).parent
-        rows = self.rows()
-        names = _label_names(self.path, rows)
-        index = {n: i for i, n in enumerate(names)}
-        out = []
-        for row in rows:
-            path = Path(row["path"])
-            full = path if path.is_absolute() else base / path
-            label = row.get("label")
-            end = row.get("end")
-            out.append(
-                ClipInfo(
-                    str(full),
-                    start=float(row.get("start") or 0.0),
-                    end=None if end in (None, "") else float(end),
-                    label=-1 if _unlabelled(label) else index[str(label)],
-                    split=row.get("split") or None,
-                    key=str(row["path"]),
-                    group=None if row.get("group") in (None, "") else str(row["group"]),
-                )
-            )
-        return out
-
-
-def _label_names(manifest: str, rows: list[dict]) -> list[str]:
-    labels = {str(r["label"]) for r in rows if not _unlabelled(r.get("label"))}
-    numbers = {x for x in labels if _is_int(x)}
-    if numbers and numbers != labels:
-        raise ValueError(f"{manifest}: the label column mixes numbers and names; use one or the other")
-    if numbers:
-        return [str(i) for i in range(max(int(x) for x in numbers) + 1)]
-    return sorted(labels)
-
-
-def _unlabelled(label: object) -> bool:
-    """An empty label, or a negative number (-1 is what unlabelled clips carry)."""
-    return label in (None, "") or (_is_int(label) and int(label) < 0)
-
-
-def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Write a CSV manifest with the `MANIFEST_COLUMNS` (missing fields empty), under a temporary name
-    renamed into place."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(target, rows, list(MANIFEST_COLUMNS))
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())
 
 
 @dataclass(frozen=True)

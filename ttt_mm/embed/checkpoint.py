@@ -50,6 +50,8 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
     Raises FileNotFoundError, or ValueError with one line saying what is wrong with the file.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if not zipfile.is_zipfile(path):

@@ -208,7 +208,7 @@ class Embedder:
     def embed_tensor(self, audio: Tensor | None = None, video: Tensor | None = None, start: float = 0.0) -> Embeddings:
         """Rows of decoded media, streamed in windows like a file.
 
-        ``audio``: float ``[n]`` or ``[B, n]`` mono at `sample_rate`; ``video``: uint8
+        ``audio``: float ``[n]`` or ``[B, n]`` in [-1, 1], mono at `sample_rate`; ``video``: uint8
         ``[T, 3, size, size]`` or ``[B, T, 3, size, size]`` at `fps` (what the tokenizer reads). With
         a batch axis, every row is a separate input of the same length and the result has a batch
         axis too. The tensors are cut into windows by the same code as files
@@ -323,7 +323,12 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
             raise ValueError(
                 f"video must be uint8 [.., T, 3, {e.size}, {e.size}] at {e.fps} fps; got {v.dtype} {tuple(v.shape)}"
             )
-    if "audio" in given:  # NaN or inf samples would give NaN embeddings without a word
+    if "audio" in given:
+        if not given["audio"].is_floating_point():  # int16 samples would be embedded unscaled
+            raise ValueError(
+                f"audio must be floating point in [-1, 1]; got {given['audio'].dtype} (int16 samples: divide by 32768)"
+            )
+        # NaN or inf samples would give NaN embeddings without a word
         bad = (~torch.isfinite(given["audio"])).any(dim=1).nonzero().flatten().tolist()
         if bad:
             raise ValueError(f"audio has NaN or infinite samples (rows {bad[:10]}{' ...' if len(bad) > 10 else ''})")

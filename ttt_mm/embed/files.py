@@ -6,7 +6,9 @@ Layout of one output, e.g. ``talk.flac.npy`` + ``talk.flac.json``:
 - ``.json``: ``source``, ``start``/``end``/``duration`` (seconds of the file that were embedded),
   ``shape``, ``dtype``, ``layer``, ``norm``, ``hop_seconds``, ``clock`` (the row timestamps in
   compact form, see `ttt_mm.embed.clock.Clock`), ``pool`` and ``pooled`` (the pooled vector),
-  ``checkpoint``, ``config_hash`` (of the model and the embedding options) and ``model``.
+  ``checkpoint``, ``config_hash`` (of the model config and the embedding options), ``weights_hash``
+  (of the checkpoint's weights), ``model``, and what the rows were made from: ``source_bytes`` and
+  ``source_mtime_ns`` (the source file when it was read) and ``span`` (the requested start and end).
 
 Both are written under hidden temporary names in the same folder and renamed into place, the
 ``.npy`` first: an interrupted run leaves no ``.npy`` or ``.json`` that is partial, and an output
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import torch
 
 from ttt_mm.embed.clock import Clock
 
@@ -82,6 +85,18 @@ def config_hash(model: dict, options: dict) -> str:
     """Short hash of the model config and the embedding options (what decides the numbers)."""
     text = json.dumps({"model": model, "options": options}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def weights_hash(*modules: torch.nn.Module) -> str:
+    """Short hash of the modules' weights (names, dtypes, shapes and values): it tells apart two
+    checkpoints of one architecture, which `config_hash` cannot. Reads every weight once."""
+    digest = hashlib.sha256()
+    for i, module in enumerate(modules):
+        for name, tensor in module.state_dict().items():
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{i}.{name} {t.dtype} {tuple(t.shape)}\n".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
 
 
 @dataclass

@@ -72,7 +72,7 @@ def load_model(
 
 
 def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, Tensor]:
-    """``audio [n_sounds, n_samples]`` at ``model.sample_rate`` -> embeddings
+    """``audio [n_sounds, n_samples]`` (float in [-1, 1]) at ``model.sample_rate`` -> embeddings
     ``[n_sounds, n_timestamps, timestamp_embedding_size]`` and timestamps ``[n_sounds, n_timestamps]``
     (milliseconds, centre of each token's span), on the device of ``audio``."""
     out = model.embed(audio)

@@ -119,8 +119,9 @@ class LogMelStats:
 class EmbeddingFolder:
     """The ``.npy`` + ``.json`` pairs under ``root`` written by one embedding run, by ``(source, start)``.
 
-    Raises ValueError when the folder holds none, or pairs of different models or settings
-    (``config_hash``), or two of the same span.
+    Raises ValueError when the folder holds none, or pairs of different model configs or settings
+    (``config_hash``) or checkpoint weights (``weights_hash``), or two of the same span. Sidecars
+    written before ``weights_hash`` was recorded load, with a warning that their checkpoint is unknown.
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
@@ -129,6 +130,9 @@ class EmbeddingFolder:
             raise ValueError(f"embeddings={root} is not a folder")
         self.stems: dict[tuple[str, float], Path] = {}
         self.meta: dict | None = None
+        self.weights_hash: str | None = None  # of the sidecars that record one
+        weighed: Path | None = None  # the first sidecar with a weights_hash
+        unknown = 0
         for sidecar in sorted(self.root.rglob("*.json")):
             stem = sidecar.with_suffix("")
             if not stem.with_name(stem.name + ".npy").is_file():
@@ -145,7 +149,17 @@ class EmbeddingFolder:
             elif meta["config_hash"] != self.meta["config_hash"]:
                 raise ValueError(
                     f"{root} mixes embedding runs: {sidecar} has config_hash {meta['config_hash']}, "
-                    f"others {self.meta['config_hash']} (other checkpoint or settings)"
+                    f"others {self.meta['config_hash']} (other model config or settings)"
+                )
+            weights = meta.get("weights_hash")
+            if weights is None:
+                unknown += 1
+            elif weighed is None:
+                self.weights_hash, weighed = weights, sidecar
+            elif weights != self.weights_hash:
+                raise ValueError(
+                    f"{root} mixes embedding runs: {sidecar} has weights_hash {weights}, "
+                    f"{weighed} {self.weights_hash} (other checkpoints)"
                 )
             key = (os.path.abspath(meta["source"]), round(float(meta["start"]), 6))
             if key in self.stems:
@@ -153,6 +167,14 @@ class EmbeddingFolder:
             self.stems[key] = stem
         if self.meta is None:
             raise ValueError(f"embeddings={root} holds no .npy + .json pairs written by the embed task")
+        if unknown:
+            log.warning(
+                "%d of %d sidecars in %s record no weights_hash (written by an older embed task): "
+                "cannot check that they come from one checkpoint",
+                unknown,
+                len(self.stems),
+                root,
+            )
 
     def __call__(self, clip: ClipInfo, rows: bool) -> FileFeatures:
         stem = self.stems.get((os.path.abspath(clip.name), round(clip.start, 6)))

@@ -9,6 +9,18 @@ from ttt_mm.data.atomic import write_csv, write_json
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.scoring import HORIZON_FIELDS, SERIES
 
+# The figures an evaluation may write: which ones depends on its clips and models, so a new evaluation
+# into the same folder removes those of an earlier one (the tables and metrics.json are always rewritten).
+FIGURES = ("loss_vs_context*.png", "rollout_*.png", "spectrogram_*.png")
+
+
+def remove_earlier_figures(output: Path) -> int:
+    """Deletes the figures of an earlier evaluation in ``output``; returns how many there were."""
+    old = [p for pattern in FIGURES for p in output.glob(pattern)]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return len(old)
+
 
 def _prefixed(row: dict) -> dict:
     """A loss-versus-context row with its series renamed ``loss_<series>`` (a CSV column is already called model)."""

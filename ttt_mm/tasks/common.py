@@ -13,6 +13,8 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from ttt_mm.data.sources import MEDIA_EXTENSIONS
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
@@ -36,9 +38,13 @@ def config_error_message(err: BaseException) -> str:
 
 @contextmanager
 def config_errors_end_the_command() -> Iterator[None]:
-    """A config mistake ends a command with one ``error:`` line and exit status 2, not a traceback."""
+    """A config mistake ends a command with one ``error:`` line and exit status 2, and Ctrl-C with one
+    line and status 130, not a traceback."""
     try:
         yield
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except (ConfigError, InstantiationException) as err:
         print("error: " + config_error_message(err), file=sys.stderr)
         sys.exit(2)
@@ -46,6 +52,24 @@ def config_errors_end_the_command() -> Iterator[None]:
         key = getattr(err, "full_key", None) or str(err)
         print(f"error: {key} must be set, e.g. {key}=/path/to/your/data", file=sys.stderr)
         sys.exit(2)
+
+
+def extensions_of(value) -> tuple[str, ...]:
+    """A command's ``extensions`` key as a tuple: a list, or one extension given as a plain string
+    (``extensions=ogg``); none means every audio and video extension."""
+    if not value:
+        return MEDIA_EXTENSIONS
+    return (str(value),) if isinstance(value, str) else tuple(str(e) for e in value)
+
+
+def output_folder(path: str | Path, key: str = "output") -> Path:
+    """``path`` as a folder that exists, made if needed; a path that cannot be one is a config error."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{key}={folder} cannot be made a folder: {err.strerror or err}") from None
+    return folder
 
 
 def _run_dir(ckpt_path: str | None, default: str) -> str:

@@ -10,10 +10,14 @@ index), so a file that crashes a decoder is reported, never opened here; videos 
 read with a silent track when the model reads audio and video. Options are in ``conf/embed.yaml``.
 Quote paths with characters Hydra parses (``'input="/data/clip (1).mp4"'``).
 
-Finished outputs are skipped unless ``overwrite=true``. A file that cannot be read is reported and
-the others go on; the run ends with a summary listing every failed file and its reason, and exits
-with status 1 if any failed (2 for a config error, 130 when interrupted). A single bad input gives
-one ``error: <file>: <reason>`` line.
+A finished output is skipped when its sidecar records what this run would make it from: the same
+source file (path, size, modification time), span, checkpoint weights and settings (model config,
+layer, norm, hop, pool, dtype). Otherwise it is embedded again, with a line saying what differs: an
+output never describes another checkpoint, older media or other settings than its folder's latest
+run. ``overwrite=true`` redoes every input. A file that cannot be read is reported and the others
+go on; the run ends with a summary listing every failed file and its reason, and exits with status
+1 if any failed (2 for a config error or an input that lists no files, 130 when interrupted). A
+single bad input gives one ``error: <file>: <reason>`` line.
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ from ttt_mm.data.atomic import replaced, write_json
 from ttt_mm.data.guard import native_stderr_silenced
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.io import MediaError
-from ttt_mm.data.sources import MANIFEST_SUFFIXES, MEDIA_EXTENSIONS, ClipInfo, FolderSource, ManifestSource
+from ttt_mm.data.manifest import ManifestSource
+from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource
 from ttt_mm.embed import POOLS, Embedder, load_parts
-from ttt_mm.embed.files import DTYPES, NpyRowWriter, RowError, config_hash
-from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
+from ttt_mm.embed.files import DTYPES, NpyRowWriter, RowError, config_hash, weights_hash
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command, extensions_of, output_folder
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +82,12 @@ def list_inputs(path: str, extensions: tuple[str, ...]) -> tuple[list[ClipInfo],
         return clips, False
     if target.is_file() and target.suffix.lower() in MANIFEST_SUFFIXES:
         try:
-            return ManifestSource(str(target)).clips(), False
+            clips = ManifestSource(str(target)).clips()
         except (ValueError, KeyError) as exc:
             raise ConfigError(f"input={path}: not a readable manifest: {exc}") from None
+        if not clips:
+            raise ConfigError(f"input={path}: the manifest lists no files")
+        return clips, False
     if target.exists() or target.is_symlink():
         return [ClipInfo(str(target), key=target.name)], True
     raise ConfigError(f"input={path} does not exist")
@@ -107,6 +115,7 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
 
     Raises `MediaError` (unreadable) or `InputError`; nothing is left at the final names then.
     """
+    made_from = source_record(clip)  # before reading: a file changed meanwhile is redone next run
     with native_stderr_silenced():  # libsndfile's mp3 decoder prints its own notes on a bad file
         first, end = embedder.span(clip.media, clip.start, clip.end, info=clip.info)
     npy, sidecar = _paths(stem)
@@ -133,8 +142,9 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
                 step = embedder.seconds_per_step
                 raise InputError(f"no whole token step in {end - first:.3f} s (a step is {step} s)")
             pooled = stream.pooled()
-            data = meta | {
-                "source": os.path.abspath(clip.name),
+            data = {
+                **meta,
+                **made_from,
                 "start": first,
                 "end": end,
                 "duration": end - first,
@@ -155,22 +165,53 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
         bar.close()
 
 
-def _done(stem: Path, digest: str) -> bool:
+def source_record(clip: ClipInfo) -> dict:
+    """What identifies the media a clip's rows are made from: the file as it is now, and the span.
+
+    Raises `MediaError` when the file cannot be looked at (gone since the index probed it)."""
+    path = os.path.abspath(clip.name)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise MediaError(clip.name, f"cannot read the file's size and time: {exc.strerror}") from None
+    return {
+        "source": path,
+        "source_bytes": st.st_size,
+        "source_mtime_ns": st.st_mtime_ns,
+        "span": [clip.start, clip.end],
+    }
+
+
+# Sidecar fields that decide an output's rows, and what a difference in each means.
+_MADE_FROM = {
+    "source": "another source file maps to this output",
+    "source_bytes": "the source file changed",
+    "source_mtime_ns": "the source file changed",
+    "span": "another span of the source",
+    "weights_hash": "another checkpoint's weights",
+    "config_hash": "other model config or settings",
+}
+
+
+def finished(stem: Path) -> dict | None:
+    """The sidecar of the finished output at ``stem``; None when there is none (or it is unreadable)."""
     npy, sidecar = _paths(stem)
     if not (npy.is_file() and sidecar.is_file()):
-        return False
+        return None
     try:
-        old = json.loads(sidecar.read_text()).get("config_hash")
-    except ValueError:
-        return False  # unreadable sidecar: redo
-    if old != digest:
-        log.warning(
-            "%s was embedded with other settings (config_hash %s, now %s); overwrite=true redoes it",
-            sidecar,
-            old,
-            digest,
-        )
-    return True
+        old = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return old if isinstance(old, dict) else None
+
+
+def out_of_date(old: dict, expected: dict) -> str | None:
+    """Why an output whose sidecar is ``old`` must be embedded again, or None when it records what
+    ``expected`` (this run's `_MADE_FROM` fields) holds. A field an older sidecar lacks differs."""
+    for key, meaning in _MADE_FROM.items():
+        if old.get(key) != expected[key]:
+            return f"{meaning} ({key} {old.get(key, 'not recorded')}, now {expected[key]})"
+    return None
 
 
 def build(cfg: DictConfig) -> tuple[Embedder, dict]:
@@ -179,14 +220,13 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
         raise ConfigError(f"dtype must be one of {DTYPES}; got {cfg.dtype!r}")
     if cfg.pool is not None and cfg.pool not in POOLS:
         raise ConfigError(f"pool must be one of {POOLS} or null; got {cfg.pool!r}")
-    if not Path(cfg.ckpt).is_file():
-        raise ConfigError(f"ckpt={cfg.ckpt} does not exist")
     try:
         tokenizer, backbone, hparams = load_parts(cfg.ckpt, bool(cfg.weights_only))
+        weights = weights_hash(tokenizer, backbone)  # once per run, before the weights move to the device
         embedder = Embedder(
             tokenizer, backbone, cfg.layer, cfg.norm, cfg.hop_seconds, cfg.pool, cfg.window_seconds, cfg.device
         )
-    except ValueError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     model = {"tokenizer": hparams["tokenizer"], "backbone": hparams["backbone"]}
     options = {
@@ -199,6 +239,7 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
     meta = {
         "checkpoint": os.path.abspath(cfg.ckpt),
         "config_hash": config_hash(model, options),
+        "weights_hash": weights,
         **options,
         "depth": backbone.depth,
         "window_seconds": embedder.window_seconds,
@@ -215,8 +256,7 @@ def run(cfg: DictConfig) -> Summary:
             raise ConfigError(f"{key}=<path> is required")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    extensions = tuple(cfg.extensions) if cfg.extensions else MEDIA_EXTENSIONS
-    clips, single = list_inputs(str(cfg.input), extensions)
+    clips, single = list_inputs(str(cfg.input), extensions_of(cfg.extensions))
     embedder, meta = build(cfg)
     output = Path(cfg.output)
     summary = Summary(single=single)
@@ -226,15 +266,21 @@ def run(cfg: DictConfig) -> Summary:
         if not single:
             log.warning("failed: %s: %s", name, reason)
     clips = selection.clips
+    if clips:  # made only when something may be written: a lone bad input leaves no folder behind
+        output_folder(output)
     progress = bool(cfg.progress)
     bar = tqdm(clips, unit="file", desc="embed", disable=not progress or len(clips) == 1 or None)
     with logging_redirect_tqdm():
         for clip in bar:
             stem = output_stem(clip, output)
-            if not cfg.overwrite and _done(stem, meta["config_hash"]):
-                summary.skipped.append(clip.name)
-                continue
             try:
+                old = None if cfg.overwrite else finished(stem)
+                if old is not None:
+                    why = out_of_date(old, meta | source_record(clip))
+                    if why is None:
+                        summary.skipped.append(clip.name)
+                        continue
+                    log.warning("embedding %s again: %s", clip.name, why)
                 embed_one(embedder, clip, stem, meta, cfg.dtype, progress)
             except (MediaError, InputError) as exc:
                 reason = exc.reason if isinstance(exc, MediaError) else str(exc)
@@ -252,12 +298,12 @@ def main(cfg: DictConfig) -> None:
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", stream=sys.stderr
     )
-    try:
-        with config_errors_end_the_command():
+    with config_errors_end_the_command():
+        try:
             summary = run(cfg)
-    except KeyboardInterrupt:
-        print("interrupted: finished outputs are kept, the file in progress was not written", file=sys.stderr)
-        sys.exit(130)
+        except KeyboardInterrupt:
+            print("interrupted: finished outputs are kept, the file in progress was not written", file=sys.stderr)
+            sys.exit(130)
     if summary.single and summary.failed:
         name, reason = summary.failed[0]
         print(f"error: {name}: {reason}", file=sys.stderr)

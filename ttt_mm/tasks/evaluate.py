@@ -21,7 +21,6 @@ one ``error:`` line and exit code 2.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
 import torch
@@ -32,9 +31,9 @@ from ttt_mm.data import ClipInfo, SkipList
 from ttt_mm.embed.checkpoint import load_model
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
-from ttt_mm.eval.tables import write_outputs
+from ttt_mm.eval.tables import remove_earlier_figures, write_outputs
 from ttt_mm.module import SequenceModel
-from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command, output_folder
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,13 @@ log = logging.getLogger(__name__)
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}, but this machine has no usable CUDA GPU; use device=cpu or auto")
+    return device
 
 
 def load_models(
@@ -124,8 +129,11 @@ def run(cfg: DictConfig) -> dict:
     )
     if options.rollout_steps < 0 or options.bins_per_octave < 1 or not 0 < options.edge_fraction <= 0.5:
         raise ConfigError("need rollout_steps >= 0, bins_per_octave >= 1 and 0 < edge_fraction <= 0.5")
-    output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = output_folder(cfg.output)
+    if removed := remove_earlier_figures(output):
+        log.info(
+            "output %s held an earlier evaluation: its %d figure(s) removed, the tables rewritten", output, removed
+        )
     models = load_models(ckpts, names, resolve_device(str(cfg.device)), bool(cfg.weights_only))
     try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)
         decoding = checkpoint_decoding(

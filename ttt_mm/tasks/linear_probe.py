@@ -38,13 +38,13 @@ from omegaconf import DictConfig, OmegaConf
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource
 from ttt_mm.data.atomic import write_csv, write_json
 from ttt_mm.data.index import index_clips
-from ttt_mm.data.sources import MANIFEST_SUFFIXES, MEDIA_EXTENSIONS
+from ttt_mm.data.sources import MANIFEST_SUFFIXES
 from ttt_mm.embed import Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
 from ttt_mm.eval.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
 from ttt_mm.eval.folds import assign_folds
 from ttt_mm.eval.linear_probe import FoldScore, cross_validate, majority_class, summarize
-from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command, extensions_of, output_folder
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +149,9 @@ def _embedder(tokenizer, backbone, cfg: DictConfig, options: dict) -> Embedder:
 def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
     out = Extractors()
     if cfg.ckpt:
-        if not Path(cfg.ckpt).is_file():
-            raise ConfigError(f"ckpt={cfg.ckpt} does not exist")
         try:
             tokenizer, backbone, hparams = load_parts(cfg.ckpt, bool(cfg.weights_only))
-        except ValueError as exc:
+        except (FileNotFoundError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
         model = {"tokenizer": hparams["tokenizer"], "backbone": hparams["backbone"]}
         options = {k: cfg[k] for k in ("layer", "norm", "pool", "window_seconds")}
@@ -170,7 +168,11 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
         model = meta["model"]
         options = {k: meta[k] for k in ("layer", "norm", "hop_seconds", "pool", "window_seconds")}
         embedders = {}
-        out.description = {"embeddings": os.path.abspath(cfg.embeddings), "checkpoint": meta.get("checkpoint")}
+        out.description = {
+            "embeddings": os.path.abspath(cfg.embeddings),
+            "checkpoint": meta.get("checkpoint"),
+            "weights_hash": out.folder.weights_hash,
+        }
         out.description |= options
     if options["pool"] is None:
         raise ConfigError("pool must be mean, max or mean_std for a probe (it needs one vector per file)")
@@ -217,7 +219,7 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"l2 must be a list of positive numbers; got {list(grid)}")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    extensions = tuple(cfg.extensions) if cfg.extensions else MEDIA_EXTENSIONS
+    extensions = extensions_of(cfg.extensions)
 
     data = select(labelled_clips(str(cfg.input), extensions), cfg)
     clips, dropped = drop_rare(data.clips, data.names, min_clips)  # before reading: no time spent on them
@@ -263,8 +265,7 @@ def run(cfg: DictConfig) -> dict:
     if "majority" in baselines:
         scores["majority"] = majority_class(y, fold_of)
 
-    output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = output_folder(cfg.output)
     metrics = {
         "settings": {
             "input": os.path.abspath(str(cfg.input)),

@@ -7,7 +7,8 @@ that crashed or hung on it included). Results are cached, so a second run probes
 changed files. The records are written as JSONL to ``-o`` (paths relative to its folder, a manifest
 that ``data=manifest`` reads, leaving out the ``error`` rows) or to stdout; a summary with the bad
 files counted by reason goes to stderr. Exit status 0 for a folder, whatever its files hold; for a
-single file, 1 and the reason if the file is unusable; 2 if the path does not exist.
+single file, 1 and the reason if the file is unusable (a broken symbolic link included); 2 if the path
+does not exist; 130 when interrupted (Ctrl-C), with one line saying what the index cache kept.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from ttt_mm.data.atomic import write_text
-from ttt_mm.data.index import default_jobs, index_files
+from ttt_mm.data.index import IndexInterrupted, default_jobs, index_files
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import MEDIA_EXTENSIONS, FolderSource, relative_to
 
@@ -40,11 +41,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return index_and_list(args)
+    except IndexInterrupted:
+        return 130  # the index has logged what it kept
+    except KeyboardInterrupt:
+        written = f"{args.output} was not written; " if args.output else ""
+        print(f"interrupted: {written}every file probed before stays in the index cache", file=sys.stderr)
+        return 130
+
+
+def index_and_list(args: argparse.Namespace) -> int:
     target = Path(args.path)
-    if not target.exists():
+    if not target.exists() and not target.is_symlink():
         print(f"error: {target}: no such file or directory", file=sys.stderr)
         return 2
-    files = [str(target)] if target.is_file() else [c.name for c in FolderSource(str(target), args.extensions).clips()]
+    single = not target.is_dir()  # a file, or a broken link to one
+    files = [str(target)] if single else [c.name for c in FolderSource(str(target), args.extensions).clips()]
     records, run = index_files(
         files, args.index_cache, args.jobs, args.timeout, verify=args.verify, refresh=args.refresh
     )
@@ -57,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sys.stdout.writelines(lines)
     bad = [r for r in records.values() if r.get("error")]
-    if target.is_file() and bad:
+    if single and bad:
         print(f"error: {target}: {bad[0]['error']}", file=sys.stderr)
         return 1
     files = f"{len(records)} file{'s' if len(records) != 1 else ''}"

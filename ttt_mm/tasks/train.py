@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,9 @@ from ttt_mm.layers import LaCTLayer, TTTLayer
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
 
 log = logging.getLogger(__name__)
+
+# What torch says when a checkpoint does not fit the model, or is not a whole checkpoint file
+RESUME_ERRORS = ("Error(s) in loading state_dict", "PytorchStreamReader failed", "failed finding central directory")
 
 
 def check(cfg: DictConfig) -> None:
@@ -47,6 +51,19 @@ def build(cfg: DictConfig):
         cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_checkpointing=saves
     )
     return datamodule, model, trainer
+
+
+def check_window_length(datamodule, model) -> None:
+    """A training window must hold a token and its target ``offset`` tokens later; a shorter one would
+    fail at the first step (or blame every file as too short to read)."""
+    tok = model.tokenizer
+    tokens = math.floor(datamodule.clip_seconds / tok.seconds_per_step + 1e-6) * tok.tokens_per_step
+    if tokens <= model.offset:
+        steps = model.offset // tok.tokens_per_step + 1
+        raise ConfigError(
+            f"data.clip_seconds={datamodule.clip_seconds:g} holds {tokens} tokens, too few to predict "
+            f"{model.offset} ahead; the shortest that works is data.clip_seconds={steps * tok.seconds_per_step:.10g}"
+        )
 
 
 def check_carried_windows(datamodule, model) -> None:
@@ -93,13 +110,26 @@ def run(cfg: DictConfig) -> dict:
         torch.set_num_threads(int(cfg.cpu_threads))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    check_window_length(datamodule, model)
     check_carried_windows(datamodule, model)
     try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
         datamodule.setup("fit")
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"data: {err}") from None
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except SystemExit:  # Lightning ends an interrupted fit (Ctrl-C) with exit(1) after its shutdown
+            if not trainer.interrupted:
+                raise
+        except RuntimeError as err:  # resuming from a checkpoint of another model, or a damaged file
+            if not cfg.get("ckpt_path") or not any(s in str(err) for s in RESUME_ERRORS):
+                raise
+            first = str(err).strip().splitlines()[0]
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} cannot resume this run ({first}); resume with the overrides "
+                "that trained it (its run directory's .hydra/overrides.yaml)"
+            ) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the best weights and last.ckpt come from separate callbacks (conf/callbacks/model_checkpoint.yaml)
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), None)
@@ -113,6 +143,7 @@ def run(cfg: DictConfig) -> dict:
         "best_ckpt": best,
         "last_ckpt": last,
         "log_dirs": [lg.log_dir for lg in trainer.loggers],
+        "interrupted": trainer.interrupted,
     }
 
 
@@ -126,6 +157,10 @@ def report(out: dict) -> None:
         *(f"{k}: {v:.4f}" for k, v in shown.items()),
     ]
     print("\n".join(lines), flush=True)
+    if out.get("interrupted"):
+        resume = f": resume with ckpt_path={out['last_ckpt']}" if out["last_ckpt"] else ""
+        print(f"interrupted{resume}", file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

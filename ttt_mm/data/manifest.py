@@ -1,0 +1,253 @@
+"""Manifests: a CSV (with a header) or JSON lines file listing clips, read into `ClipInfo` records
+with every row checked (its line named when it cannot be used), and written back."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from ttt_mm.data.atomic import write_csv
+from ttt_mm.data.sources import JSON_LINES_SUFFIXES, ClipInfo
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ("path", "start", "end", "label", "split", "group")
+"""The columns `ManifestSource` reads (only ``path`` is required) and `write_manifest` writes."""
+
+INDEX_FIELDS = (
+    "error",
+    "bytes",
+    "mtime_ns",
+    "version",
+    "verified",
+    "hung_timeout",
+    "has_audio",
+    "audio_backend",
+    "audio_duration",
+    "audio_error",
+    "sample_rate",
+    "channels",
+    "silent",
+    "has_video",
+    "video_backend",
+    "video_duration",
+    "video_error",
+    "fps",
+    "n_frames",
+    "width",
+    "height",
+)
+"""The index record fields that ``python -m ttt_mm.tasks.probe`` writes beside ``path``: a manifest
+may hold them (``error`` rows are left out, the others are not read), so they are not unknown columns."""
+
+
+@dataclass(frozen=True)
+class ManifestSource:
+    """A CSV (with a header) or JSONL manifest: ``path`` and optional ``start``, ``end``, ``label``,
+    ``split`` (train, val or test) and ``group`` columns.
+
+    Relative paths are taken from the manifest's folder. String labels become indices of their
+    sorted set (`classes` names them). Rows with an ``error`` field (unreadable files listed by the
+    probe command) are left out, and so are rows repeating the path, start and end of an earlier
+    row with the same label, split and group (a copy would be read twice and could land in two
+    splits or folds); a repeat with a different label, split or group is an error, as it cannot be
+    told which one is meant. The file is read and checked once per source; a row that cannot be
+    used is an error naming its line.
+    """
+
+    path: str
+
+    def rows(self) -> list[dict]:
+        """The rows used (header names and values stripped of spaces), as read."""
+        return [row for _, row, _ in self._table]
+
+    def classes(self) -> list[str]:
+        """Label names by index (``ClipInfo.label``): the sorted string labels, or the numbers of integer labels."""
+        return _label_names(self.path, self.rows())
+
+    def clips(self) -> list[ClipInfo]:
+        base = Path(self.path).parent
+        names = _label_names(self.path, self.rows())
+        index = {n: i for i, n in enumerate(names)}
+        out = []
+        for _, row, (start, end) in self._table:
+            path = Path(str(row["path"]))
+            label = row.get("label")
+            out.append(
+                ClipInfo(
+                    str(path if path.is_absolute() else base / path),
+                    start=start,
+                    end=end,
+                    label=-1 if _unlabelled(label) else index[str(label)],
+                    split=row.get("split") or None,
+                    key=str(row["path"]),
+                    group=None if row.get("group") in (None, "") else str(row["group"]),
+                )
+            )
+        return out
+
+    @cached_property
+    def _table(self) -> list[tuple[int, dict, tuple[float, float | None]]]:
+        """``(line, row, (start, end))`` of every row used."""
+        manifest = Path(self.path)
+        if manifest.is_dir():
+            raise ValueError(
+                f"manifest {manifest} is a folder; data=manifest needs a CSV or JSONL file "
+                "(for a folder of media use data=audio_folder, video_folder, av_folder or class_folders)"
+            )
+        if not manifest.is_file():
+            raise FileNotFoundError(f"manifest {manifest} not found")
+        try:
+            text = manifest.read_text(encoding="utf-8-sig")  # Excel starts its UTF-8 CSVs with a byte-order mark
+        except UnicodeDecodeError:
+            raise ValueError(f"manifest {manifest} is not a UTF-8 text file (CSV or JSONL)") from None
+        if manifest.suffix.lower() in JSON_LINES_SUFFIXES:
+            rows = _json_lines(manifest, text)
+        else:
+            rows = _csv_rows(manifest, text)
+        for line, row in rows:
+            if row.get("path") in (None, ""):
+                raise ValueError(f"{manifest}, line {line}: no 'path'")
+        rows = [(line, row) for line, row in rows if not row.get("error")]
+        unknown = [c for c in dict.fromkeys(c for _, row in rows for c in row) if c not in _KNOWN_COLUMNS]
+        if unknown:
+            log.warning(
+                "%s: unknown column%s %s ignored (the columns read: %s)",
+                manifest,
+                "s" if len(unknown) > 1 else "",
+                ", ".join(repr(c) for c in unknown),
+                ", ".join(MANIFEST_COLUMNS),
+            )
+        return _without_repeats(manifest, [(line, row, _span(manifest, line, row)) for line, row in rows])
+
+
+_KNOWN_COLUMNS = {"", *MANIFEST_COLUMNS, *INDEX_FIELDS}  # "": a header's trailing comma
+
+
+def _csv_rows(manifest: Path, text: str) -> list[tuple[int, dict]]:
+    """``(line, row)`` of a CSV with a header; rows shorter than the header get empty values."""
+    reader = csv.reader(text.splitlines())
+    header = [name.strip() for name in next(reader, [])]
+    rows = []
+    for values in reader:
+        if not any(v.strip() for v in values):
+            continue
+        if any(value.strip() for value in values[len(header) :]):
+            raise ValueError(
+                f"{manifest}, line {reader.line_num}: {len(values)} values under {len(header)} columns "
+                "(quote a path that holds a comma)"
+            )
+        values += [""] * (len(header) - len(values))
+        rows.append((reader.line_num, {name: value.strip() for name, value in zip(header, values)}))
+    return rows
+
+
+def _json_lines(manifest: Path, text: str) -> list[tuple[int, dict]]:
+    """``(line, row)`` of a JSON lines file (one object per line; blank lines skipped)."""
+    rows = []
+    for line, item in enumerate(text.splitlines(), 1):
+        if not item.strip():
+            continue
+        try:
+            row = json.loads(item)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{manifest}, line {line}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f'{manifest}, line {line}: not a JSON object ({{"path": ...}})')
+        rows.append((line, {k.strip(): v.strip() if isinstance(v, str) else v for k, v in row.items()}))
+    return rows
+
+
+def _span(manifest: Path, line: int, row: dict) -> tuple[float, float | None]:
+    """A row's ``(start, end)`` in seconds (end None: to the end of the file)."""
+    start, end = _seconds(manifest, line, row, "start") or 0.0, _seconds(manifest, line, row, "end")
+    if end is not None and end <= start:
+        where = "before" if end < start else "at"
+        raise ValueError(f"{manifest}, line {line}: end {end:g} is {where} start {start:g}; the clip would be empty")
+    return start, end
+
+
+def _seconds(manifest: Path, line: int, row: dict, column: str) -> float | None:
+    value = row.get(column)
+    if value in (None, ""):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"{manifest}, line {line}: {column} {value!r} is not a time in seconds (a number >= 0)")
+    return seconds
+
+
+def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
+    """The rows without those repeating an earlier row's file and span (logged in one line)."""
+    first: dict[tuple, tuple] = {}
+    kept, repeats = [], []
+    for line, row, (start, end) in rows:
+        path = Path(str(row["path"]))
+        key = (os.path.normpath(path if path.is_absolute() else manifest.parent / path), start, end)
+        if key not in first:
+            first[key] = (line, row)
+            kept.append((line, row, (start, end)))
+            continue
+        earlier, other = first[key]
+        for column in ("label", "split", "group"):
+            if _cell(column, other.get(column)) != _cell(column, row.get(column)):
+                raise ValueError(
+                    f"{manifest}, lines {earlier} and {line}: the same clip ({row['path']} from {start:g} to "
+                    f"{'the end' if end is None else f'{end:g}'}) with different {column}s "
+                    f"({other.get(column)!r}, {row.get(column)!r}); a clip can have only one"
+                )
+        repeats.append((line, earlier, row["path"]))
+    if repeats:
+        line, earlier, name = repeats[0]
+        log.warning(
+            "%s: left out %d repeated row%s (the path, start and end of an earlier row; the first: line %d, %s, "
+            "repeats line %d)",
+            manifest,
+            len(repeats),
+            "s" if len(repeats) > 1 else "",
+            line,
+            name,
+            earlier,
+        )
+    return kept
+
+
+def _cell(column: str, value: object) -> str:
+    """A cell as compared between rows: empty and unlabelled are the same, a number and its text too."""
+    return "" if value is None or (column == "label" and _unlabelled(value)) else str(value)
+
+
+def _label_names(manifest: str, rows: list[dict]) -> list[str]:
+    labels = {str(r["label"]) for r in rows if not _unlabelled(r.get("label"))}
+    numbers = {x for x in labels if _is_int(x)}
+    if numbers and numbers != labels:
+        raise ValueError(f"{manifest}: the label column mixes numbers and names; use one or the other")
+    if numbers:
+        return [str(i) for i in range(max(int(x) for x in numbers) + 1)]
+    return sorted(labels)
+
+
+def _unlabelled(label: object) -> bool:
+    """An empty label, or a negative number (-1 is what unlabelled clips carry)."""
+    return label in (None, "") or (_is_int(label) and int(label) < 0)
+
+
+def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write a CSV manifest with the `MANIFEST_COLUMNS` (missing fields empty), under a temporary name
+    renamed into place."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(target, rows, list(MANIFEST_COLUMNS))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())
