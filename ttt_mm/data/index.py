@@ -42,7 +42,7 @@ from ttt_mm.data import io
 from ttt_mm.data.atomic import write_text
 from ttt_mm.data.datasets import ReadSpec, clip_span
 from ttt_mm.data.io import MediaError, MediaInfo, stat_reason
-from ttt_mm.data.isolation import Failure, IsolatedPool
+from ttt_mm.data.isolation import Failure, IsolatedPool, refuse_in_a_worker
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
 
@@ -236,6 +236,7 @@ def index_files(
     a file recorded as hung is probed again under a longer one. ``refresh`` probes every file again.
     ``task`` replaces `describe` (tests inject faults with it). What was probed is saved every
     `SAVE_SECONDS` and when probing stops early; Ctrl-C then raises `IndexInterrupted`, saying so."""
+    refuse_in_a_worker()  # before the lock, which the caller of an unguarded script's worker holds
     files = list(dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths))
     task = task or partial(describe, verify=verify)
     run = IndexRun(cache_file(files, cache_dir))

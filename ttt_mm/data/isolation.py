@@ -51,6 +51,13 @@ class WorkerStartError(RuntimeError):
     """A worker process died or stalled before it could take a file: not a property of any file."""
 
 
+def refuse_in_a_worker() -> None:
+    """Stops a worker that is importing an unguarded script at once (it would otherwise run the script's
+    work again, and wait for the index lock its caller holds); called where that work begins."""
+    if multiprocessing.current_process().name == WORKER_NAME:
+        raise RuntimeError(f"ttt_mm's decoder worker is running the script that started it; {UNGUARDED_SCRIPT}")
+
+
 @dataclass(frozen=True)
 class Failure:
     """A file whose worker crashed, exited or hung: ``reason`` says which, in words; ``hung``: killed
@@ -153,8 +160,7 @@ class IsolatedPool:
     ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1; got {jobs}")
-        if multiprocessing.current_process().name == WORKER_NAME:  # a worker importing an unguarded script
-            raise RuntimeError(f"ttt_mm's decoder worker is running the script that started it; {UNGUARDED_SCRIPT}")
+        refuse_in_a_worker()
         self.task, self.jobs, self.timeout, self.budget = task, jobs, timeout, budget
         self.memory_bytes = None if memory_gb is None else int(memory_gb * 2**30)
         self.context = multiprocessing.get_context("forkserver")
