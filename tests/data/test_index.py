@@ -14,7 +14,7 @@ from faults import abort_on_boom, hang_on_slow, interrupted_after
 from mediafiles import write_video
 
 from ttt_mm.data import ClipInfo, MediaDataModule, ReadSpec, WindowDataset, index, index_clips, index_files
-from ttt_mm.data.index import SILENT_AUDIO, IndexInterrupted, cache_file, media_info, select
+from ttt_mm.data.index import SILENT_AUDIO, IndexCacheError, IndexInterrupted, cache_file, media_info, select
 from ttt_mm.data.isolation import IsolatedPool
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import FolderSource
@@ -236,3 +236,9 @@ def test_a_too_short_span_is_left_out_under_its_own_name_and_the_files_other_spa
     skips = SkipList()
     skips.add_many(selection.rejected, total=len(clips))
     assert len(WindowDataset(selection.clips, 1.0, spec, skip_list=skips)) == 1
+
+
+def test_an_index_cache_that_cannot_be_written_is_a_setting_to_change(folder, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(IndexCacheError, match=r"cannot be kept in .*file/cache \(Not a directory\): set index_cache="):
+        index_files([folder / "tone.wav"], cache_dir=tmp_path / "file" / "cache")

@@ -57,6 +57,10 @@ SAVE_SECONDS = 300.0
 """While probing, the index is saved this often, so a run that is killed keeps most of its work."""
 
 
+class IndexCacheError(ValueError):
+    """The index cache's folder cannot be made or written: a setting to change, not a file to skip."""
+
+
 class IndexInterrupted(KeyboardInterrupt):
     """Ctrl-C while probing; the message says what the index cache kept."""
 
@@ -243,8 +247,7 @@ def index_files(
     if not files:
         return {}, run
     started = time.monotonic()
-    run.cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(run.cache.with_suffix(".lock"), "w") as lock:
+    with _lock_file(run.cache) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another rank or run indexing the same folder: wait, then reuse
         cached = _load(run.cache)
         out, todo = {}, []
@@ -291,6 +294,18 @@ def index_files(
         run.probed = len(todo)
     run.seconds = time.monotonic() - started
     return {p: out[p] for p in files}, run
+
+
+def _lock_file(cache: Path):
+    """The index's lock file, opened for writing (its folder made if needed)."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        return open(cache.with_suffix(".lock"), "w")
+    except OSError as err:
+        raise IndexCacheError(
+            f"the dataset index cannot be kept in {cache.parent} ({err.strerror or err}): set index_cache= "
+            "(data.index_cache= for train and evaluate) to a folder you can write"
+        ) from None
 
 
 def _exists(record: dict) -> bool:

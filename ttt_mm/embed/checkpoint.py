@@ -55,7 +55,7 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive)")
+        raise ValueError(f"{path} is not a PyTorch checkpoint (a zip archive): truncated, damaged or another file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except pickle.UnpicklingError as exc:
