@@ -264,7 +264,7 @@ def test_a_rerun_redoes_outputs_made_from_another_checkpoint_or_source(ckpts, tm
     del sidecar["weights_hash"]  # as written before weights were recorded
     (out / "b.wav.json").write_text(json.dumps(sidecar))
     assert embed(other, hop_seconds=0.2) == (["a.wav", "b.wav"], 0)
-    assert "b.wav again: another checkpoint's weights (weights_hash not recorded" in caplog.text
+    assert "b.wav again: written by an older embed, whose sidecar records no weights_hash" in caplog.text
     assert "a.wav again: other model config or settings" in caplog.text
 
     elsewhere = tmp_path / "elsewhere"
@@ -274,6 +274,11 @@ def test_a_rerun_redoes_outputs_made_from_another_checkpoint_or_source(ckpts, tm
     assert embed(other, elsewhere / "list.csv", hop_seconds=0.2) == (["a.wav"], 0)
     assert "another source file maps to this output" in caplog.text
     assert json.loads((out / "a.wav.json").read_text())["source"] == str(elsewhere / "a.wav")
+
+    b.write_bytes(b.read_bytes()[:30])  # now unreadable: its earlier output describes what it was
+    assert embed(other, hop_seconds=0.2) == (["a.wav"], 0)  # (its output had become elsewhere's a.wav's)
+    assert "removed the earlier output of" in caplog.text and str(b) in caplog.text
+    assert not (out / "b.wav.npy").exists() and not (out / "b.wav.json").exists()
 
 
 def test_inputs_that_list_no_files_and_paths_that_are_not_checkpoints(ckpts, folder, tmp_path):

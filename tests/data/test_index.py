@@ -242,3 +242,11 @@ def test_an_index_cache_that_cannot_be_written_is_a_setting_to_change(folder, tm
     (tmp_path / "file").write_text("x")
     with pytest.raises(IndexCacheError, match=r"cannot be kept in .*file/cache \(Not a directory\): set index_cache="):
         index_files([folder / "tone.wav"], cache_dir=tmp_path / "file" / "cache")
+
+
+def test_every_record_field_is_listed_for_manifests_to_know(folder, tmp_path):
+    """A manifest read from the probe command's output knows the record fields (no unknown-column
+    warning): `RECORD_FIELDS` must name every field a record of a good or a bad file holds."""
+    records, _ = index_files(sorted(folder.iterdir()), tmp_path / "cache")
+    assert any("error" in r for r in records.values()) and any("has_video" in r for r in records.values())
+    assert set().union(*records.values()) <= {"path", *index.RECORD_FIELDS}

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ttt_mm.data import ClassFolderSource, ClipInfo, FolderSource, LibriSpeechSource, ManifestSource, SyntheticSource
+from ttt_mm.data import (
+    ClassFolderSource,
+    ClipInfo,
+    FolderSource,
+    LibriSpeechSource,
+    ManifestSource,
+    SyntheticSource,
+    manifest,
+    sources,
+)
 from ttt_mm.data.manifest import MANIFEST_COLUMNS, write_manifest
 
 
@@ -208,3 +217,16 @@ def test_synthetic_source_lists_without_generating():
     clips = SyntheticSource(num_clips=5, duration=30.0, seed=3).clips()
     assert [str(c.media) for c in clips] == [f"synthetic/seed=3/index={i}" for i in range(5)]
     assert all(c.end == 30.0 and 0 <= c.label <= 2 for c in clips)
+
+
+def test_a_quoted_manifest_value_may_hold_a_line_break_and_a_split_must_be_known(tmp_path):
+    (tmp_path / "list.csv").write_text('path,split\n"a\nb.wav",train\n')
+    assert [c.key for c in ManifestSource(str(tmp_path / "list.csv")).clips()] == ["a\nb.wav"]
+    (tmp_path / "bad.csv").write_text("path,split\na.wav,train\nb.wav,validation\n")
+    with pytest.raises(ValueError, match=r"bad.csv, line 3: split 'validation' is not one of train, val, test"):
+        ManifestSource(str(tmp_path / "bad.csv")).clips()
+
+
+def test_run_configs_saved_before_the_move_still_find_manifest_source():
+    with pytest.warns(DeprecationWarning, match="moved to ttt_mm.data.manifest"):
+        assert sources.ManifestSource is manifest.ManifestSource

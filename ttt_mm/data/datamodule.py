@@ -5,9 +5,9 @@ index (`ttt_mm.data.index`), which probes new files in subprocesses; files witho
 config reads, or that no decoder reads, are left out there and listed in the skip list with their
 reason. Every decoder is then opened in the process that reads (each DataLoader worker gets its
 own, see `ttt_mm.data.guard`). Splits come from the source (a manifest ``split`` column) or from a
-hash of each clip's key, so they never change when files are added; with three files or more
-whose split the source does not fix, validation gets at least one, and otherwise the training files
-are validated on (with a warning).
+hash of each clip's key, so they never change when files are added. When none lands in validation,
+a training file moves there if there are three usable files or more, two of them in training and one
+whose split the source does not fix; otherwise the training files are validated on (with a warning).
 The skip list defaults to ``<trainer.default_root_dir>/skipped_media.tsv``.
 """
 
@@ -24,13 +24,12 @@ from torch.utils.data import DataLoader
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, WindowDataset, collate
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.skiplist import SkipList, count_reasons
-from ttt_mm.data.sources import ClipInfo, ClipSource, SyntheticSource
+from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
 from ttt_mm.data.training import ResumableSampler, StreamWindows
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 MIN_FILES_FOR_VALIDATION = 3
 """With fewer usable files than this, validation runs on the training files (with a warning)."""
 
@@ -153,7 +152,12 @@ class MediaDataModule(L.LightningDataModule):
             self.splits["train"] = [c for c in train if (c.key or c.name) != key]
             log.info("no file hashed into validation (val_fraction=%g): validating on %s", self.val_fraction, key)
             return
-        why = f"only {len(files)} usable file(s)" if movable else "the manifest's split column puts no file in val"
+        if len(files) < MIN_FILES_FOR_VALIDATION:
+            why = f"only {len(files)} usable file(s)"
+        elif not movable:
+            why = "the manifest's split column puts no file in val"
+        else:
+            why = f"only {len({c.key or c.name for c in train})} training file(s)"
         if warn:
             log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
         self.splits["val"] = list(train)

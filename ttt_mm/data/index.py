@@ -53,6 +53,32 @@ VERSION = 2
 
 STREAMS = ("audio", "video")
 
+RECORD_FIELDS = (
+    "error",
+    "bytes",
+    "mtime_ns",
+    "version",
+    "verified",
+    "hung_timeout",
+    "has_audio",
+    "audio_backend",
+    "audio_duration",
+    "audio_error",
+    "sample_rate",
+    "channels",
+    "silent",
+    "has_video",
+    "video_backend",
+    "video_duration",
+    "video_error",
+    "fps",
+    "n_frames",
+    "width",
+    "height",
+)
+"""Every field a record may hold besides ``path`` (the probe command writes them, and a manifest read
+from its output knows them)."""
+
 SAVE_SECONDS = 300.0
 """While probing, the index is saved this often, so a run that is killed keeps most of its work."""
 

@@ -45,6 +45,7 @@ UNGUARDED_SCRIPT = (
     'a script that uses ttt_mm must keep its code under `if __name__ == "__main__":`: decoders run in '
     "worker processes, and Python prepares each one by importing the script that started it, which runs that code"
 )
+"""What a worker that does not start usually means (the others: a machine out of memory or far too busy)."""
 
 
 class WorkerStartError(RuntimeError):
@@ -119,7 +120,8 @@ class _Worker:
         """Sends ``path``; its time starts now, or once the worker is ready (up to ``STARTUP_TIMEOUT``)."""
         self.path = path
         self.deadline = time.monotonic() + timeout + (0.0 if self.ready else STARTUP_TIMEOUT)
-        self.conn.send(path)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it died: `_collect` says why
+            self.conn.send(path)
 
     def last_message(self) -> str:
         """The last line the worker printed to stderr (e.g. a C++ ``terminate called ...``)."""
@@ -231,14 +233,18 @@ class IsolatedPool:
             if time.monotonic() < worker.deadline:
                 return None
             if not worker.ready:
-                raise WorkerStartError(f"a decoder worker did not start in {STARTUP_TIMEOUT:.0f} s; {UNGUARDED_SCRIPT}")
+                raise WorkerStartError(
+                    f"a decoder worker did not start in {STARTUP_TIMEOUT:.0f} s; usually {UNGUARDED_SCRIPT}"
+                )
             limit = self.deadline(worker.path)
             log.warning("%s: no answer from its decoder in %.0f s; the worker was killed", worker.path, limit)
             return Failure(f"decoder hung: no answer in {limit:.0f} s", hung=True)
         worker.process.join(5.0)
         code = worker.process.exitcode
         if not worker.ready:
-            raise WorkerStartError(f"a decoder worker exited (status {code}) before it started; {UNGUARDED_SCRIPT}")
+            raise WorkerStartError(
+                f"a decoder worker exited (status {code}) before it started; usually {UNGUARDED_SCRIPT}"
+            )
         message = worker.last_message()
         if code is not None and code < 0:
             reason = f"decoder crashed: {_signal_name(-code)}"

@@ -4,6 +4,7 @@ with every row checked (its line named when it cannot be used), and written back
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -13,38 +14,13 @@ from functools import cached_property
 from pathlib import Path
 
 from ttt_mm.data.atomic import write_csv
-from ttt_mm.data.sources import JSON_LINES_SUFFIXES, ClipInfo
+from ttt_mm.data.index import RECORD_FIELDS
+from ttt_mm.data.sources import JSON_LINES_SUFFIXES, SPLITS, ClipInfo
 
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("path", "start", "end", "label", "split", "group")
 """The columns `ManifestSource` reads (only ``path`` is required) and `write_manifest` writes."""
-
-INDEX_FIELDS = (
-    "error",
-    "bytes",
-    "mtime_ns",
-    "version",
-    "verified",
-    "hung_timeout",
-    "has_audio",
-    "audio_backend",
-    "audio_duration",
-    "audio_error",
-    "sample_rate",
-    "channels",
-    "silent",
-    "has_video",
-    "video_backend",
-    "video_duration",
-    "video_error",
-    "fps",
-    "n_frames",
-    "width",
-    "height",
-)
-"""The index record fields that ``python -m ttt_mm.tasks.probe`` writes beside ``path``: a manifest
-may hold them (``error`` rows are left out, the others are not read), so they are not unknown columns."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +90,8 @@ class ManifestSource:
         for line, row in rows:
             if row.get("path") in (None, ""):
                 raise ValueError(f"{manifest}, line {line}: no 'path'")
+            if row.get("split") not in (None, "", *SPLITS):
+                raise ValueError(f"{manifest}, line {line}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
         rows = [(line, row) for line, row in rows if not row.get("error")]
         unknown = [c for c in dict.fromkeys(c for _, row in rows for c in row) if c not in _KNOWN_COLUMNS]
         if unknown:
@@ -127,12 +105,13 @@ class ManifestSource:
         return _without_repeats(manifest, [(line, row, _span(manifest, line, row)) for line, row in rows])
 
 
-_KNOWN_COLUMNS = {"", *MANIFEST_COLUMNS, *INDEX_FIELDS}  # "": a header's trailing comma
+# what the probe command writes beside path is known too: its output is a manifest ("": a trailing comma)
+_KNOWN_COLUMNS = {"", *MANIFEST_COLUMNS, *RECORD_FIELDS}
 
 
 def _csv_rows(manifest: Path, text: str) -> list[tuple[int, dict]]:
     """``(line, row)`` of a CSV with a header; rows shorter than the header get empty values."""
-    reader = csv.reader(text.splitlines())
+    reader = csv.reader(io.StringIO(text, newline=""))  # a quoted value may hold a line break
     header = [name.strip() for name in next(reader, [])]
     rows = []
     for values in reader:

@@ -12,12 +12,13 @@ Quote paths with characters Hydra parses (``'input="/data/clip (1).mp4"'``).
 
 A finished output is skipped when its sidecar records what this run would make it from: the same
 source file (path, size, modification time), span, checkpoint weights and settings (model config,
-layer, norm, hop, pool, dtype). Otherwise it is embedded again, with a line saying what differs: an
-output never describes another checkpoint, older media or other settings than its folder's latest
-run. ``overwrite=true`` redoes every input. A file that cannot be read is reported and the others
-go on; the run ends with a summary listing every failed file and its reason, and exits with status
-1 if any failed (2 for a config error or an input that lists no files, 130 when interrupted). A
-single bad input gives one ``error: <file>: <reason>`` line.
+layer, norm, hop, pool, dtype). Otherwise it is embedded again, with a line saying what differs, and
+an input that now fails (or that the index now rejects) loses its earlier output: an output never
+describes another checkpoint, older media or other settings than its input's latest run (outputs of
+files no longer listed stay as they are). ``overwrite=true`` redoes every input. A file that cannot be
+read is reported and the others go on; the run ends with a summary listing every failed file and its
+reason, and exits with status 1 if any failed (2 for a config error or an input that lists no files,
+130 when interrupted). A single bad input gives one ``error: <file>: <reason>`` line.
 """
 
 from __future__ import annotations
@@ -105,6 +106,15 @@ def output_stem(clip: ClipInfo, output: Path) -> Path:
 
 def _paths(stem: Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".json")
+
+
+def remove_outputs(stem: Path) -> bool:
+    """Deletes the output at ``stem`` (sidecar first, so no sidecar outlives its rows); whether there was one."""
+    npy, sidecar = _paths(stem)
+    found = npy.exists() or sidecar.exists()
+    sidecar.unlink(missing_ok=True)
+    npy.unlink(missing_ok=True)
+    return found
 
 
 # ----------------------------------------------------------------------------------------- embed
@@ -207,7 +217,9 @@ def finished(stem: Path) -> dict | None:
 
 def out_of_date(old: dict, expected: dict) -> str | None:
     """Why an output whose sidecar is ``old`` must be embedded again, or None when it records what
-    ``expected`` (this run's `_MADE_FROM` fields) holds. A field an older sidecar lacks differs."""
+    ``expected`` (this run's `_MADE_FROM` fields) holds."""
+    if "weights_hash" not in old:
+        return "written by an older embed, whose sidecar records no weights_hash"
     for key, meaning in _MADE_FROM.items():
         if old.get(key) != expected[key]:
             return f"{meaning} ({key} {old.get(key, 'not recorded')}, now {expected[key]})"
@@ -268,6 +280,9 @@ def run(cfg: DictConfig) -> Summary:
         summary.failed.append((name, reason))
         if not single:
             log.warning("failed: %s: %s", name, reason)
+    for clip in clips:  # an output of a file that is no longer readable describes what the file was
+        if clip.name in selection.rejected and remove_outputs(output_stem(clip, output)):
+            log.warning("removed the earlier output of %s, which cannot be read now", clip.name)
     clips = selection.clips
     if clips:  # made only when something may be written: a lone bad input leaves no folder behind
         output_folder(output)
@@ -290,6 +305,8 @@ def run(cfg: DictConfig) -> Summary:
                 summary.failed.append((clip.name, reason))
                 if not single:
                     log.warning("failed: %s: %s", clip.name, reason)
+                if remove_outputs(stem):  # it was out of date (or overwrite=true): keep no stale rows
+                    log.warning("removed the earlier output of %s, which is out of date", clip.name)
                 bar.set_postfix(failed=len(summary.failed))
             else:
                 summary.written.append(clip.name)

@@ -130,10 +130,6 @@ def run(cfg: DictConfig) -> dict:
     if options.rollout_steps < 0 or options.bins_per_octave < 1 or not 0 < options.edge_fraction <= 0.5:
         raise ConfigError("need rollout_steps >= 0, bins_per_octave >= 1 and 0 < edge_fraction <= 0.5")
     output = output_folder(cfg.output)
-    if removed := remove_earlier_figures(output):
-        log.info(
-            "output %s held an earlier evaluation: its %d figure(s) removed, the tables rewritten", output, removed
-        )
     models = load_models(ckpts, names, resolve_device(str(cfg.device)), bool(cfg.weights_only))
     try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)
         decoding = checkpoint_decoding(
@@ -149,6 +145,10 @@ def run(cfg: DictConfig) -> dict:
     log.info(
         "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s", len(models), len(clips), window, output
     )
+    if removed := remove_earlier_figures(output):
+        log.info(
+            "output %s held an earlier evaluation: its %d figure(s) removed, the tables rewritten", output, removed
+        )
     result = evaluate(models, clips, datamodule.spec, float(window), options, skips, output)
     result["skipped"] = [{"path": p, "reason": r} for p, r in datamodule.rejected.items()] + result["skipped"]
     settings = {

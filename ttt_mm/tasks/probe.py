@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from ttt_mm.data.atomic import write_text
-from ttt_mm.data.index import IndexInterrupted, default_jobs, index_files
+from ttt_mm.data.index import IndexCacheError, IndexInterrupted, default_jobs, index_files
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import MEDIA_EXTENSIONS, FolderSource, relative_to
 
@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         return index_and_list(args)
     except IndexInterrupted:
         return 130  # the index has logged what it kept
+    except IndexCacheError as err:
+        print(
+            f"error: {err}".replace("set index_cache= (data.index_cache= for train and evaluate)", "use --index-cache"),
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         written = f"{args.output} was not written; " if args.output else ""
         print(f"interrupted: {written}every file probed before stays in the index cache", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import zipfile
 from pathlib import Path
 
 import hydra
@@ -22,7 +23,7 @@ from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_com
 
 log = logging.getLogger(__name__)
 
-# What torch says when a checkpoint does not fit the model, or is not a whole checkpoint file
+# What torch says when a checkpoint does not fit the model, or is a damaged zip archive
 RESUME_ERRORS = ("Error(s) in loading state_dict", "PytorchStreamReader failed", "failed finding central directory")
 
 
@@ -33,6 +34,8 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"config group '{key}' is missing")
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist")
+    if cfg.get("ckpt_path") and not zipfile.is_zipfile(cfg.ckpt_path):  # torch.save writes a zip archive
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a checkpoint: truncated, damaged or another file")
     batch = cfg.data.get("batch_size")
     if batch is not None and int(batch) < 1:
         raise ConfigError(f"data.batch_size must be >= 1; got {batch}")
@@ -130,11 +133,12 @@ def run(cfg: DictConfig) -> dict:
                 f"ckpt_path={cfg.ckpt_path} cannot resume this run ({first}); resume with the overrides "
                 "that trained it (its run directory's .hydra/overrides.yaml)"
             ) from None
+    interrupted = trainer.interrupted  # (a test run afterwards resets it)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the best weights and last.ckpt come from separate callbacks (conf/callbacks/model_checkpoint.yaml)
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), None)
     last = next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
-    if cfg.get("test"):
+    if cfg.get("test") and not interrupted:
         trainer.test(model, datamodule=datamodule, ckpt_path=best)
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
     return {
@@ -143,7 +147,7 @@ def run(cfg: DictConfig) -> dict:
         "best_ckpt": best,
         "last_ckpt": last,
         "log_dirs": [lg.log_dir for lg in trainer.loggers],
-        "interrupted": trainer.interrupted,
+        "interrupted": interrupted,
     }
 
 
