@@ -83,7 +83,7 @@ def test_a_broken_link_is_listed_as_a_file_that_cannot_be_read(data, tmp_path, c
     rows = {r["path"]: r for r in map(json.loads, manifest.read_text().splitlines())}
     assert rows["data/gone.wav"]["error"] == "broken symbolic link (to /nonexistent/x.ogg)"
     assert "6 files under" in capsys.readouterr().err
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.manifest"):
         ManifestSource(str(manifest)).clips()
     assert not caplog.records  # the fields of the probe's records are known to a manifest
     assert main([str(data / "gone.wav"), "--index-cache", cache]) == 1

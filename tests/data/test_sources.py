@@ -10,16 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ttt_mm.data import (
-    ClassFolderSource,
-    ClipInfo,
-    FolderSource,
-    LibriSpeechSource,
-    ManifestSource,
-    SyntheticSource,
-    manifest,
-    sources,
-)
+from ttt_mm.data import ClassFolderSource, ClipInfo, FolderSource, LibriSpeechSource, ManifestSource, SyntheticSource
 from ttt_mm.data.manifest import MANIFEST_COLUMNS, write_manifest
 
 
@@ -112,7 +103,7 @@ def test_csv_and_jsonl_manifests(tmp_path):
 def test_manifest_headers_and_values_are_stripped_and_a_byte_order_mark_is_not_a_column(tmp_path, caplog):
     manifest = tmp_path / "excel.csv"
     manifest.write_bytes("path, start, end , label\n a.wav , 1.5, 3 , dog\n".encode("utf-8-sig"))
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.manifest"):
         (clip,) = ManifestSource(str(manifest)).clips()
     assert (clip.media, clip.start, clip.end, clip.key) == (str(tmp_path / "a.wav"), 1.5, 3.0, "a.wav")
     assert ManifestSource(str(manifest)).classes() == ["dog"] and not caplog.records
@@ -122,7 +113,7 @@ def test_an_unknown_manifest_column_is_named_once_with_the_known_ones(tmp_path, 
     manifest = tmp_path / "typo.csv"
     manifest.write_text("path,lable,speaker\na.wav,dog,x\nb.wav,cat,y\n")
     source = ManifestSource(str(manifest))
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.manifest"):
         source.clips(), source.classes(), source.rows()
     assert [r.getMessage() for r in caplog.records] == [
         f"{manifest}: unknown columns 'lable', 'speaker' ignored "
@@ -135,7 +126,7 @@ def test_repeated_manifest_rows_are_left_out_with_one_line_and_contradicting_one
     manifest.write_text(
         "path,start,end,label\na.wav,0,2,dog\nb.wav,,,cat\n./a.wav,0.0,2,dog\nb.wav,0,,cat\na.wav,2,,dog\n"
     )
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.manifest"):
         clips = ManifestSource(str(manifest)).clips()
     assert [(c.key, c.start, c.end) for c in clips] == [("a.wav", 0.0, 2.0), ("b.wav", 0.0, None), ("a.wav", 2.0, None)]
     assert [r.getMessage() for r in caplog.records] == [
@@ -225,8 +216,3 @@ def test_a_quoted_manifest_value_may_hold_a_line_break_and_a_split_must_be_known
     (tmp_path / "bad.csv").write_text("path,split\na.wav,train\nb.wav,validation\n")
     with pytest.raises(ValueError, match=r"bad.csv, line 3: split 'validation' is not one of train, val, test"):
         ManifestSource(str(tmp_path / "bad.csv")).clips()
-
-
-def test_run_configs_saved_before_the_move_still_find_manifest_source():
-    with pytest.warns(DeprecationWarning, match="moved to ttt_mm.data.manifest"):
-        assert sources.ManifestSource is manifest.ManifestSource

@@ -204,15 +204,3 @@ def relative_to(path: str, root: str) -> str:
     """``path`` relative to ``root`` when inside it, else absolute (for portable manifests)."""
     path, root = os.path.abspath(path), os.path.abspath(root)
     return os.path.relpath(path, root) if os.path.commonpath([path, root]) == root else path
-
-
-def __getattr__(name: str):
-    """Manifests moved to `ttt_mm.data.manifest`; run configs saved before name them here."""
-    if name in ("ManifestSource", "MANIFEST_COLUMNS", "write_manifest"):
-        import warnings
-
-        from ttt_mm.data import manifest
-
-        warnings.warn(f"ttt_mm.data.sources.{name} moved to ttt_mm.data.manifest", DeprecationWarning, stacklevel=2)
-        return getattr(manifest, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
