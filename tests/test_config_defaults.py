@@ -12,7 +12,7 @@ import pytest
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command, output_folder
+from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command, output_folder, positive_count
 from ttt_mm.tokenizers import FPS, FRAME_SIZE, SAMPLE_RATE
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -90,3 +90,10 @@ def test_an_output_that_cannot_be_a_folder_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"^output=.*notes.txt/run cannot be made a folder: "):
         output_folder(tmp_path / "notes.txt" / "run")
     assert output_folder(tmp_path / "a" / "b").is_dir()
+
+
+def test_a_count_key_takes_whole_numbers_from_one_or_null():
+    assert positive_count(None, "max_files") is None and positive_count(3, "max_files") == 3
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="max_files must be a whole number >= 1"):
+            positive_count(bad, "max_files")

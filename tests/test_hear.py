@@ -44,6 +44,10 @@ def test_clear_errors(model, tmp_path):
         hear.get_scene_embeddings(torch.zeros(2, 100), model)
     with pytest.raises(ValueError, match=r"\[n_sounds, n_samples\]"):
         hear.get_scene_embeddings(torch.zeros(100), model)
+    with pytest.raises(ValueError, match="with at least one sound; got \\(0, 16000\\)"):
+        hear.get_scene_embeddings(torch.zeros(0, 16000), model)
+    with pytest.raises(TypeError, match="must be a torch.Tensor .* got ndarray .*torch.from_numpy"):
+        hear.get_timestamp_embeddings(torch.zeros(1, 16000).numpy(), model)
     broken = torch.zeros(3, 16000)
     broken[1, 5], broken[2, 7] = float("nan"), float("inf")
     with pytest.raises(ValueError, match=r"NaN or infinite samples \(rows \[1, 2\]\)"):

@@ -191,13 +191,13 @@ def test_an_empty_folder_says_so(tmp_path):
         dm.setup("fit")
 
 
-def test_evaluation_of_a_small_folder_validates_on_its_files_without_the_training_warning(tmp_path, caplog):
+def test_evaluation_of_a_small_folder_has_no_validation_split_rather_than_the_training_files(tmp_path, caplog):
     data = tmp_path / "data"
     data.mkdir()
     for i in range(2):
         write_video(data / f"v{i}.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=None)
     dm = folder_module(data, tmp_path / "run", modalities=["video"], val_fraction=0.05, test_fraction=0.0)
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
-        dm.setup("validate")  # as evaluate sets it up
-    assert {c.key for c in dm.splits["val"]} == {"v0.mp4", "v1.mp4"}
+        dm.setup("validate")  # as evaluate sets it up: split=val then says there is none
+    assert dm.splits["val"] == [] and {c.key for c in dm.splits["train"]} == {"v0.mp4", "v1.mp4"}
     assert not [r for r in caplog.records if "validating on the training files" in r.message]

@@ -141,8 +141,9 @@ class MediaDataModule(L.LightningDataModule):
             self._ensure_validation(warn=stage in (None, "fit"))
 
     def _ensure_validation(self, warn: bool) -> None:
-        """Give validation one file when there are enough (moved from training), else the training files
-        (with a warning for training, where val/* then measures fit; evaluation only reads the split)."""
+        """Give validation one file when there are enough (moved from training), else, in training, the
+        training files (with a warning: val/* then measures fit). Outside training (evaluation) validation
+        then stays empty: a command that asks for it says so rather than score training files."""
         files = {c.key or c.name for c in self.clips}
         train = self.splits["train"]
         movable = sorted({(c.split_hash(), c.key or c.name) for c in train if c.split is None})
@@ -150,7 +151,8 @@ class MediaDataModule(L.LightningDataModule):
             key = movable[0][1]  # the training file whose hash lies nearest the validation range
             self.splits["val"] = [replace(c, split="val") for c in train if (c.key or c.name) == key]
             self.splits["train"] = [c for c in train if (c.key or c.name) != key]
-            log.info("no file hashed into validation (val_fraction=%g): validating on %s", self.val_fraction, key)
+            level = logging.INFO if warn else logging.DEBUG  # (the split evaluation asks for is its own line)
+            log.log(level, "no file hashed into validation (val_fraction=%g): validating on %s", self.val_fraction, key)
             return
         if len(files) < MIN_FILES_FOR_VALIDATION:
             why = f"only {len(files)} usable file(s)"
@@ -160,7 +162,7 @@ class MediaDataModule(L.LightningDataModule):
             why = f"only {len({c.key or c.name for c in train})} training file(s)"
         if warn:
             log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
-        self.splits["val"] = list(train)
+            self.splits["val"] = list(train)
 
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
         return DataLoader(

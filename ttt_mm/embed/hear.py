@@ -46,8 +46,13 @@ class HearModel(nn.Module):
 
     def embed(self, audio: Tensor):
         """Embeddings of ``audio [n_sounds, n_samples]`` (see `Embedder.embed_tensor`)."""
-        if audio.dim() != 2:
-            raise ValueError(f"audio must be [n_sounds, n_samples]; got shape {tuple(audio.shape)}")
+        if not isinstance(audio, Tensor):  # e.g. what soundfile returns: say what to pass
+            raise TypeError(
+                f"audio must be a torch.Tensor [n_sounds, n_samples]; got {type(audio).__name__} "
+                "(for a numpy array from soundfile: torch.from_numpy(x.T if x.ndim == 2 else x[None]))"
+            )
+        if audio.dim() != 2 or audio.shape[0] == 0:
+            raise ValueError(f"audio must be [n_sounds, n_samples] with at least one sound; got {tuple(audio.shape)}")
         samples = round(self.embedder.seconds_per_step * self.sample_rate)  # one audio token
         if audio.shape[1] < samples:
             raise ValueError(

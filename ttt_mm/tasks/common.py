@@ -62,6 +62,15 @@ def extensions_of(value) -> tuple[str, ...]:
     return (str(value),) if isinstance(value, str) else tuple(str(e) for e in value)
 
 
+def positive_count(value, key: str) -> int | None:
+    """A count key (``max_files``): None, or a whole number >= 1; anything else is a config error."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a whole number >= 1 (or null for all); got {value!r}")
+    return value
+
+
 def output_folder(path: str | Path, key: str = "output") -> Path:
     """``path`` as a folder that exists, made if needed; a path that cannot be one is a config error."""
     folder = Path(path)

@@ -33,7 +33,7 @@ from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.tables import remove_earlier_figures, write_outputs
 from ttt_mm.module import SequenceModel
-from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command, output_folder
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command, output_folder, positive_count
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def select_clips(datamodule, split: str, max_files: int | None) -> list[ClipInfo
     clips = datamodule.clips if split == "all" else datamodule.splits[split]
     if not clips:
         raise ConfigError(f"no clips in split {split!r} of the data config")
-    return clips if max_files is None else clips[: int(max_files)]
+    return clips if max_files is None else clips[:max_files]
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -140,7 +140,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data, **decoding)
     window = cfg.get("window_seconds") or datamodule.eval_window_seconds
     check_window(models, float(window))
-    clips = select_clips(datamodule, str(cfg.split), cfg.get("max_files"))
+    clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
     skips = SkipList(datamodule.skip_list_path)
     log.info(
         "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s", len(models), len(clips), window, output

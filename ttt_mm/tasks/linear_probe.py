@@ -44,7 +44,14 @@ from ttt_mm.embed.checkpoint import build_parts
 from ttt_mm.eval.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
 from ttt_mm.eval.folds import assign_folds
 from ttt_mm.eval.linear_probe import FoldScore, cross_validate, majority_class, summarize
-from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command, extensions_of, output_folder
+from ttt_mm.tasks.common import (
+    CONF_DIR,
+    ConfigError,
+    config_errors_end_the_command,
+    extensions_of,
+    output_folder,
+    positive_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +118,8 @@ def select(data: Labelled, cfg: DictConfig) -> Labelled:
             raise ConfigError(f"classes: {unknown} are not among the labels {data.names}")
         wanted = {data.names.index(name) for name in cfg.classes}
         clips = [c for c in clips if c.label in wanted]
-    if cfg.max_files:
-        clips = clips[: int(cfg.max_files)]
+    if cfg.max_files is not None:
+        clips = clips[: positive_count(cfg.max_files, "max_files")]
     if not clips:
         raise ConfigError(f"no clips left in input={cfg.input} after split={cfg.split} and classes={cfg.classes}")
     return replace(data, clips=clips)
