@@ -12,6 +12,7 @@ import pytest
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ttt_mm.data.index import index_files
 from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command, output_folder, positive_count
 from ttt_mm.tokenizers import FPS, FRAME_SIZE, SAMPLE_RATE
 
@@ -97,3 +98,13 @@ def test_a_count_key_takes_whole_numbers_from_one_or_null():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ConfigError, match="max_files must be a whole number >= 1"):
             positive_count(bad, "max_files")
+
+
+def test_an_index_cache_that_cannot_be_written_ends_a_command_in_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
+        index_files([tmp_path / "file"], cache_dir=tmp_path / "file" / "cache")
+    err = capsys.readouterr().err
+    assert (
+        ended.value.code == 2 and err.startswith("error: the dataset index cannot be kept in ") and err.count("\n") == 1
+    )

@@ -408,3 +408,13 @@ def test_npy_writer_header_and_float16_overflow(tmp_path):
     np.testing.assert_array_equal(np.load(path), [[0, 1, 2], [3, 4, 5], [7, 7, 7]])
     with open(tmp_path / "y.npy", "wb") as f, pytest.raises(ValueError, match="overflow float16"):
         NpyRowWriter(f, 1, "float16").write(np.array([[1e6]], np.float32))
+
+
+def test_a_device_this_machine_lacks_is_one_error_line(ckpts, folder, tmp_path, monkeypatch):
+    """The embed command and the Embedder resolve devices as evaluate does (one rule)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device=cuda, but this machine has no usable CUDA GPU"):
+        task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=tmp_path / "out", device="cuda"))
+    with pytest.raises(ValueError, match="is not a device"):
+        Embedder.from_checkpoint(ckpts["audio"], device="gpu0")
+    assert Embedder.from_checkpoint(ckpts["audio"]).device == torch.device("cpu")

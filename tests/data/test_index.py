@@ -240,7 +240,10 @@ def test_a_too_short_span_is_left_out_under_its_own_name_and_the_files_other_spa
 
 def test_an_index_cache_that_cannot_be_written_is_a_setting_to_change(folder, tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(IndexCacheError, match=r"cannot be kept in .*file/cache \(Not a directory\): set index_cache="):
+    with pytest.raises(
+        IndexCacheError,
+        match=r"cannot be kept in .*file/cache \(Not a directory\): set the index cache to a folder you can write",
+    ):
         index_files([folder / "tone.wav"], cache_dir=tmp_path / "file" / "cache")
 
 

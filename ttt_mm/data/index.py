@@ -329,8 +329,8 @@ def _lock_file(cache: Path):
         return open(cache.with_suffix(".lock"), "w")
     except OSError as err:
         raise IndexCacheError(
-            f"the dataset index cannot be kept in {cache.parent} ({err.strerror or err}): set index_cache= "
-            "(data.index_cache= for train and evaluate) to a folder you can write"
+            f"the dataset index cannot be kept in {cache.parent} ({err.strerror or err}): set the index cache "
+            "to a folder you can write (index_cache=; data.index_cache= for train and evaluate; probe's --index-cache)"
         ) from None
 
 

@@ -44,6 +44,20 @@ class Parts(NamedTuple):
         return self.tokenizer.decoding
 
 
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """Where a loaded model runs: ``None`` or ``"auto"`` picks CUDA when there is a GPU, else the CPU.
+    Raises ValueError for a name that is not a device, or CUDA on a machine without a usable GPU."""
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name!r} is not a device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name}, but this machine has no usable CUDA GPU; use device=cpu or auto")
+    return device
+
+
 def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
     """The checkpoint dict with its hyperparameters translated to today's form (see the module docstring).
 

@@ -43,7 +43,7 @@ from ttt_mm.data.index import index_clips
 from ttt_mm.data.io import MediaError, MediaInfo
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.windows import TensorMedia, to_device
-from ttt_mm.embed.checkpoint import load_parts
+from ttt_mm.embed.checkpoint import load_parts, resolve_device
 from ttt_mm.embed.clock import MIXED, Clock
 from ttt_mm.embed.reducers import POOLS, HopBins, Pool
 from ttt_mm.tokenizers import Tokenizer
@@ -119,7 +119,7 @@ class Embedder:
             )
         if not backbone.bounded_state:
             log.warning("the backbone's state grows with the input (an attention KV cache): memory is not constant")
-        self.device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         self.tokenizer, self.backbone = tokenizer.eval().to(self.device), backbone.eval().to(self.device)
         self.layer, self.norm, self.pool = layer % backbone.depth, norm, pool
         self.hop_seconds = None if hop_seconds is None else float(hop_seconds)

@@ -13,6 +13,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from ttt_mm.data.index import IndexCacheError
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -31,7 +32,7 @@ def config_error_message(err: BaseException) -> str:
     text = " | ".join(line for line in str(err).strip().splitlines() if line)
     return (
         f"{text}{where}"
-        if isinstance(err, (ConfigError, InstantiationException))
+        if isinstance(err, (ConfigError, IndexCacheError, InstantiationException))
         else f"{type(err).__name__}: {text}{where}"
     )
 
@@ -45,7 +46,7 @@ def config_errors_end_the_command() -> Iterator[None]:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except (ConfigError, InstantiationException) as err:
+    except (ConfigError, IndexCacheError, InstantiationException) as err:  # (the index cache is a setting)
         print("error: " + config_error_message(err), file=sys.stderr)
         sys.exit(2)
     except MissingMandatoryValue as err:

@@ -39,7 +39,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data.atomic import replaced, write_json
 from ttt_mm.data.guard import native_stderr_silenced
-from ttt_mm.data.index import IndexCacheError, index_clips
+from ttt_mm.data.index import index_clips
 from ttt_mm.data.io import MediaError
 from ttt_mm.data.manifest import ManifestSource
 from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource
@@ -272,10 +272,7 @@ def run(cfg: DictConfig) -> Summary:
     embedder, meta = build(cfg)
     output = Path(cfg.output)
     summary = Summary(single=single)
-    try:  # probed in subprocesses first
-        selection = index_clips(clips, embedder.read_spec(), cfg.get("index_cache"))
-    except IndexCacheError as err:
-        raise ConfigError(str(err)) from None
+    selection = index_clips(clips, embedder.read_spec(), cfg.get("index_cache"))  # probed in subprocesses first
     for name, reason in selection.rejected.items():
         summary.failed.append((name, reason))
         if not single:

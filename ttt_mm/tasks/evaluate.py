@@ -29,6 +29,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data import ClipInfo, SkipList
 from ttt_mm.embed.checkpoint import load_model
+from ttt_mm.embed.checkpoint import resolve_device as device_named
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.tables import remove_earlier_figures, write_outputs
@@ -39,15 +40,10 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name!r} is not a device (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name}, but this machine has no usable CUDA GPU; use device=cpu or auto")
-    return device
+        return device_named(name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def load_models(

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource
 from ttt_mm.data.atomic import write_csv, write_json
-from ttt_mm.data.index import IndexCacheError, index_clips
+from ttt_mm.data.index import index_clips
 from ttt_mm.data.sources import MANIFEST_SUFFIXES
 from ttt_mm.embed import Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
@@ -232,10 +232,7 @@ def run(cfg: DictConfig) -> dict:
     clips, dropped = drop_rare(data.clips, data.names, min_clips)  # before reading: no time spent on them
     extractors = build_extractors(cfg, baselines)
     rows = bool(cfg.rows)
-    try:  # probed in subprocesses first
-        selection = index_clips(clips, extractors.spec, cfg.get("index_cache"))
-    except IndexCacheError as err:
-        raise ConfigError(str(err)) from None
+    selection = index_clips(clips, extractors.spec, cfg.get("index_cache"))  # probed in subprocesses first
     for name, reason in selection.rejected.items():
         log.warning("left out: %s: %s", name, reason)
     got = gather(selection.clips, extractors, rows, bool(cfg.progress))

@@ -46,10 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except IndexInterrupted:
         return 130  # the index has logged what it kept
     except IndexCacheError as err:
-        print(
-            f"error: {err}".replace("set index_cache= (data.index_cache= for train and evaluate)", "use --index-cache"),
-            file=sys.stderr,
-        )
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         written = f"{args.output} was not written; " if args.output else ""
