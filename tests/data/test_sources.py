@@ -204,6 +204,19 @@ def test_split_hash_is_deterministic_and_per_file():
     assert ClipInfo("/x.mp4", split="val").split_of(0.0, 0.0) == "val"
 
 
+def test_segment_names_tell_every_span_apart():
+    def segment(start, end=None):
+        return ClipInfo("/data/long.wav", start=start, end=end).segment
+
+    assert segment(0.0) == "/data/long.wav"
+    assert [segment(30.0, 60.0), segment(0.5), segment(3600.125, 3601)] == [
+        "/data/long.wav@30-60",
+        "/data/long.wav@0.5-end",
+        "/data/long.wav@3600.125-3601",
+    ]
+    assert segment(12345.61, 12400) != segment(12345.64, 12400)  # 6 significant digits named both 12345.6
+
+
 def test_synthetic_source_lists_without_generating():
     clips = SyntheticSource(num_clips=5, duration=30.0, seed=3).clips()
     assert [str(c.media) for c in clips] == [f"synthetic/seed=3/index={i}" for i in range(5)]

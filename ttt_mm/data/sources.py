@@ -78,7 +78,7 @@ class ClipInfo:
         it, so that the file's other segments stay in."""
         if not self.start and self.end is None:
             return self.name
-        return f"{self.name}@{self.start:g}-{'end' if self.end is None else f'{self.end:g}'}"
+        return f"{self.name}@{_seconds(self.start)}-{'end' if self.end is None else _seconds(self.end)}"
 
     def split_hash(self) -> float:
         """A number in [0, 1) drawn from the key: what decides the split when the clip has none."""
@@ -91,6 +91,13 @@ class ClipInfo:
             return self.split
         u = self.split_hash()
         return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+
+
+def _seconds(t: float) -> str:
+    """``t`` as short as it reads back exactly (``30``, ``12.5``, ``3600.125``): spans that differ
+    anywhere get different names (``:g`` keeps 6 digits, so 12345.61 and 12345.64 shared one)."""
+    text = repr(float(t))
+    return text.removesuffix(".0")
 
 
 class ClipSource(Protocol):
