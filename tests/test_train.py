@@ -476,3 +476,17 @@ def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path
     damaged.write_bytes(Path(first["last_ckpt"]).read_bytes()[:4096])
     with pytest.raises(ConfigError, match="is not a checkpoint: truncated, damaged or another file"):
         run(compose_train(tmp_path / "c", [*TINY, f"ckpt_path={damaged}"]))
+
+
+def test_resuming_with_more_steps_says_that_the_learning_rate_jumps(tmp_path, caplog):
+    short = [*TINY, "model.warmup_steps=1"]
+    first = run(compose_train(tmp_path / "a", [*short, "trainer.max_steps=4"]))
+    assert torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)["lr_schedule_steps"] == 4
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.module"):
+        run(compose_train(tmp_path / "a", [*short, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}"]))
+    jump = [r.getMessage() for r in caplog.records if "learning-rate schedule" in r.getMessage()]
+    # at the end of a 4-step cosine the rate is at its floor (0.1 lr); 4 of 8 steps in, mid-way down
+    assert jump == [
+        "resuming at step 4 a run whose learning-rate schedule was planned for 4 steps, now 8: "
+        "the learning rate follows the new schedule and goes from 0.0002 to 0.0013"
+    ]

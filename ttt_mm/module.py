@@ -7,6 +7,7 @@ objects, so that ``save_hyperparameters`` records everything needed to rebuild i
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from .backbone import Backbone, BackboneState, reset_rows
 from .eval.metrics import TOKEN_LOSSES, token_loss
 
 PREDICT = ("next_token", "next_step")
+log = logging.getLogger(__name__)
 
 
 def _plain(value: Any) -> Any:
@@ -85,6 +87,8 @@ class SequenceModel(L.LightningModule):
         self._eval_sums: Tensor | None = None  # validation or test, per epoch: loss * n, copy loss * n, n
         # decided now, on the parameters' own shapes: FSDP (use_orig_params) shows them as flat shards later
         self._no_decay_ids = frozenset(self._no_decay())
+        self._schedule_steps: int | None = None  # steps the learning-rate schedule spans, once fitting
+        self._resumed: tuple[int | None, int] = (None, 0)  # a loaded checkpoint's schedule steps and step
 
     # ------------------------------------------------------------------------------------ forward
 
@@ -198,17 +202,36 @@ class SequenceModel(L.LightningModule):
             {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0},
         ]
         opt = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup, floor = min(self.hparams.warmup_steps, total // 2), self.hparams.min_lr_ratio
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        self._schedule_steps = total = max(1, int(self.trainer.estimated_stepping_batches))
+        self._warn_if_the_schedule_changed(total)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self._lr_factor(step, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _lr_factor(self, step: int, total: int) -> float:
+        """The learning rate over ``lr`` at ``step`` of a ``total``-step run: linear warm-up, then cosine."""
+        warmup, floor = min(self.hparams.warmup_steps, total // 2), self.hparams.min_lr_ratio
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lr_schedule_steps"] = self._schedule_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed = (checkpoint.get("lr_schedule_steps"), checkpoint.get("global_step", 0))
+
+    def _warn_if_the_schedule_changed(self, total: int) -> None:
+        """A run resumed with another step count (a larger ``trainer.max_steps``, say) follows the new
+        cosine from where it stopped, so its learning rate jumps: say so, with both values."""
+        planned, step = self._resumed
+        if planned is None or planned == total or not self.trainer.is_global_zero:
+            return
+        old, new = (self.hparams.lr * self._lr_factor(step, n) for n in (planned, total))
+        log.warning(
+            f"resuming at step {step} a run whose learning-rate schedule was planned for {planned} steps, now "
+            f"{total}: the learning rate follows the new schedule and goes from {old:.3g} to {new:.3g}"
+        )
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clipping by norm under FSDP: the gradients are sharded, so the root FSDP module takes their
