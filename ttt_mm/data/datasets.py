@@ -18,9 +18,9 @@ with the reasons counted by kind.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,9 +29,9 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ttt_mm.data import io
 from ttt_mm.data.io import MediaError, MediaInfo
+from ttt_mm.data.media import Media
 from ttt_mm.data.skiplist import SkipList, unusable_message
 from ttt_mm.data.sources import ClipInfo
-from ttt_mm.data.windows import Media
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 MODALITIES = ("audio", "video")
@@ -173,6 +173,11 @@ def collate(items: Sequence[dict]) -> dict:
     if "window_index" in items[0]:
         batch["window_index"] = torch.tensor([x["window_index"] for x in items], dtype=torch.long)
     return batch
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """A collated batch with its tensors on ``device`` (the rest as it is)."""
+    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 class WindowDataset(Dataset):

@@ -69,9 +69,6 @@ VIDEO_BACKENDS = ("decord", "pyav")
 DECODE_TIMEOUT_S = 60.0
 """Base deadline for one native decode call; more is allowed per byte opened and per frame read."""
 
-QUIET_NATIVE_STDERR = True
-"""Silence what decord prints to stderr during its calls (its errors reach us as exceptions anyway)."""
-
 AUDIO_CACHE_SAMPLES = 2**26
 """Decoded container-audio samples kept per process (2**26 float32 = 256 MiB, ~70 min at 16 kHz)."""
 
@@ -191,10 +188,8 @@ _DECODER_ERRORS = (decord.DECORDError, av.error.FFmpegError, RuntimeError, Value
 def _native(path: str, what: str, fn, timeout: float, reader=None):
     """Call a decoder under the watchdog; any decoder failure becomes a MediaError naming the file."""
     try:
-        if QUIET_NATIVE_STDERR:
-            with native_stderr_silenced():
-                return run_with_timeout(fn, timeout, f"{what} of {path}", abandon_on_timeout=reader)
-        return run_with_timeout(fn, timeout, f"{what} of {path}", abandon_on_timeout=reader)
+        with native_stderr_silenced():
+            return run_with_timeout(fn, timeout, f"{what} of {path}", abandon_on_timeout=reader)
     except MediaError:
         raise
     except DecodeTimeout:

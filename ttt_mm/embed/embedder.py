@@ -38,11 +38,11 @@ import torch
 from torch import Tensor
 
 from ttt_mm.backbone import Backbone, BackboneState
-from ttt_mm.data.datasets import ReadSpec, clip_span, collate, iter_windows, walk
+from ttt_mm.data.datasets import ReadSpec, clip_span, collate, iter_windows, to_device, walk
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.io import MediaError, MediaInfo
+from ttt_mm.data.media import TensorMedia
 from ttt_mm.data.sources import ClipInfo
-from ttt_mm.data.windows import TensorMedia, to_device
 from ttt_mm.embed.checkpoint import load_parts, resolve_device
 from ttt_mm.embed.clock import MIXED, Clock
 from ttt_mm.embed.reducers import POOLS, HopBins, Pool
@@ -212,7 +212,7 @@ class Embedder:
         ``[T, 3, size, size]`` or ``[B, T, 3, size, size]`` at `fps` (what the tokenizer reads). With
         a batch axis, every row is a separate input of the same length and the result has a batch
         axis too. The tensors are cut into windows by the same code as files
-        (`ttt_mm.data.windows.TensorMedia`), with ``start`` the time of their first sample.
+        (`ttt_mm.data.media.TensorMedia`), with ``start`` the time of their first sample.
         """
         inputs, batched = _tensor_inputs(self, audio, video, start)
         rows = [walk(ClipInfo(media, start=start), self.window_seconds, self.read_spec()) for media in inputs]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ttt_mm.data import MediaError, ReadSpec, SkipList, iter_windows
-from ttt_mm.data.windows import to_device
+from ttt_mm.data.datasets import to_device
 from ttt_mm.eval import plots
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.scoring import ClipScorer

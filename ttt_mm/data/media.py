@@ -1,5 +1,5 @@
 """Media in hand, windowed exactly like files: the protocol that procedural clips and decoded tensors
-share, tensors as media, and moving a collated window batch to a device.
+share, and tensors as media.
 
 `ttt_mm.data.datasets` reads a window of a file through the decoders in `ttt_mm.data.io` and a
 window of anything else through this protocol, so files, synthetic clips and in-memory tensors
@@ -10,9 +10,8 @@ audio context by the same code.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -88,8 +87,3 @@ class TensorMedia:
             )
         first = max(0, round((start - self.offset) * fps))
         return self.frames[first : first + max(0, math.ceil(duration * fps - 1e-6))]
-
-
-def to_device(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
-    """A collated batch with its tensors on ``device`` (the rest as it is)."""
-    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
-from ttt_mm.data.windows import Media, TensorMedia, to_device
+from ttt_mm.data.datasets import to_device
+from ttt_mm.data.media import Media, TensorMedia
 
 SPEC = ReadSpec(("audio", "video"), size=32)
 
