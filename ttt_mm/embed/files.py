@@ -13,6 +13,7 @@ Layout of one output, e.g. ``talk.flac.npy`` + ``talk.flac.json``:
 Both are written under hidden temporary names in the same folder and renamed into place, the
 ``.npy`` first: an interrupted run leaves no ``.npy`` or ``.json`` that is partial, and an output
 counts as done only when its ``.json`` exists. `load` reads both back with the timestamps.
+`output_stem` names an input's output, and `out_of_date` says when a finished one must be redone.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import numpy as np
 import torch
 
+from ttt_mm.data.io import MediaError
+from ttt_mm.data.sources import ClipInfo
 from ttt_mm.embed.clock import Clock
 
 DTYPES = ("float16", "float32")
@@ -99,6 +102,91 @@ def weights_hash(*modules: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+# ------------------------------------------------------------------------------- outputs on disk
+
+
+def output_stem(clip: ClipInfo, output: Path) -> Path:
+    """``<output>/<key>[@start-end]``: the key is the path relative to the input folder or manifest
+    (absolute manifest paths lose their root, ``..`` becomes ``__``)."""
+    parts = [
+        ("__" if p == ".." else p) for p in PurePosixPath(clip.key or Path(clip.name).name).parts if p not in ("/", ".")
+    ]
+    stem = output.joinpath(*parts)
+    return stem.with_name(stem.name + clip.segment.removeprefix(clip.name))
+
+
+def output_paths(stem: Path) -> tuple[Path, Path]:
+    """The ``.npy`` and the ``.json`` of the output at ``stem``."""
+    return stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".json")
+
+
+def read_sidecar(stem: Path) -> dict | None:
+    """The sidecar of the finished output at ``stem``, None when there is no ``.npy`` and ``.json`` pair
+    (a lone ``.json`` is another file, a metrics.json say). Raises ValueError for a sidecar that cannot
+    be read or is not a JSON object."""
+    npy, sidecar = output_paths(stem)
+    if not (npy.is_file() and sidecar.is_file()):
+        return None
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{sidecar}: unreadable sidecar ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{sidecar}: not a sidecar (not a JSON object)")
+    return meta
+
+
+def remove_outputs(stem: Path) -> bool:
+    """Deletes the output at ``stem`` (sidecar first, so no sidecar outlives its rows); whether there was one."""
+    npy, sidecar = output_paths(stem)
+    found = npy.exists() or sidecar.exists()
+    sidecar.unlink(missing_ok=True)
+    npy.unlink(missing_ok=True)
+    return found
+
+
+def source_record(clip: ClipInfo) -> dict:
+    """What identifies the media a clip's rows are made from: the file as it is now, and the span.
+
+    Raises `MediaError` when the file cannot be looked at (gone since the index probed it)."""
+    path = os.path.abspath(clip.name)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise MediaError(clip.name, f"cannot read the file's size and time: {exc.strerror}") from None
+    return {
+        "source": path,
+        "source_bytes": st.st_size,
+        "source_mtime_ns": st.st_mtime_ns,
+        "span": [clip.start, clip.end],
+    }
+
+
+# Sidecar fields that decide an output's rows, and what a difference in each means.
+_MADE_FROM = {
+    "source": "another source file maps to this output",
+    "source_bytes": "the source file changed",
+    "source_mtime_ns": "the source file changed",
+    "span": "another span of the source",
+    "weights_hash": "another checkpoint's weights",
+    "config_hash": "other model config or settings",
+}
+
+
+def out_of_date(old: dict, expected: dict) -> str | None:
+    """Why an output whose sidecar is ``old`` must be embedded again, or None when it records what
+    ``expected`` (a run's `_MADE_FROM` fields: its settings and `source_record`) holds."""
+    if "weights_hash" not in old:
+        return "written by an older embed, whose sidecar records no weights_hash"
+    for key, meaning in _MADE_FROM.items():
+        if old.get(key) != expected[key]:
+            return f"{meaning} ({key} {old.get(key, 'not recorded')}, now {expected[key]})"
+    return None
+
+
+# -------------------------------------------------------------------------------------- reading
+
+
 @dataclass
 class Loaded:
     """An embedding file read back: ``embeddings`` is a read-only memory map ``[N, D]``."""
@@ -114,8 +202,9 @@ def load(path: str | os.PathLike) -> Loaded:
     """Read ``x.npy`` (memory-mapped) and ``x.json`` given either path (or the common stem)."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".npy", ".json") else path
-    meta = json.loads(stem.with_name(stem.name + ".json").read_text())
-    rows = np.load(stem.with_name(stem.name + ".npy"), mmap_mode="r")
+    npy, sidecar = output_paths(stem)
+    meta = json.loads(sidecar.read_text())
+    rows = np.load(npy, mmap_mode="r")
     clock = Clock.from_json(meta["clock"])
     if clock.num_rows != len(rows):
         raise ValueError(f"{stem}: the sidecar describes {clock.num_rows} rows but the .npy holds {len(rows)}")

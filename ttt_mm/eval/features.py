@@ -14,7 +14,6 @@ cannot be read; `stack` makes them one `Features` table.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, iter_windows
 from ttt_mm.embed import Clock, Embedder
-from ttt_mm.embed.files import load
+from ttt_mm.embed.files import load, read_sidecar
 from ttt_mm.embed.reducers import HopBins, Pool
 from ttt_mm.eval.linear_probe import Features
 from ttt_mm.tokenizers import Tokenizer
@@ -135,15 +134,13 @@ class EmbeddingFolder:
         unknown = 0
         for sidecar in sorted(self.root.rglob("*.json")):
             stem = sidecar.with_suffix("")
-            if not stem.with_name(stem.name + ".npy").is_file():
-                continue  # not an embedding (e.g. a metrics.json)
             try:
-                meta = json.loads(sidecar.read_text())
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
-                log.warning("left out: %s: unreadable sidecar (%s)", sidecar, exc)
+                meta = read_sidecar(stem)
+            except ValueError as exc:
+                log.warning("left out: %s", exc)
                 continue
-            if not isinstance(meta, dict) or "source" not in meta or "config_hash" not in meta:
-                continue
+            if meta is None or "source" not in meta or "config_hash" not in meta:
+                continue  # not an embedding (e.g. a metrics.json)
             if self.meta is None:
                 self.meta = meta
             elif meta["config_hash"] != self.meta["config_hash"]:

@@ -23,13 +23,12 @@ reason, and exits with status 1 if any failed (2 for a config error or an input 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import hydra
 import torch
@@ -44,7 +43,19 @@ from ttt_mm.data.io import MediaError
 from ttt_mm.data.manifest import ManifestSource
 from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource
 from ttt_mm.embed import POOLS, Embedder, load_parts
-from ttt_mm.embed.files import DTYPES, NpyRowWriter, RowError, config_hash, weights_hash
+from ttt_mm.embed.files import (
+    DTYPES,
+    NpyRowWriter,
+    RowError,
+    config_hash,
+    out_of_date,
+    output_paths,
+    output_stem,
+    read_sidecar,
+    remove_outputs,
+    source_record,
+    weights_hash,
+)
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command, extensions_of, output_folder
 
 log = logging.getLogger(__name__)
@@ -94,29 +105,6 @@ def list_inputs(path: str, extensions: tuple[str, ...]) -> tuple[list[ClipInfo],
     raise ConfigError(f"input={path} does not exist")
 
 
-def output_stem(clip: ClipInfo, output: Path) -> Path:
-    """``<output>/<key>[@start-end]``: the key is the path relative to the input folder or manifest
-    (absolute manifest paths lose their root, ``..`` becomes ``__``)."""
-    parts = [
-        ("__" if p == ".." else p) for p in PurePosixPath(clip.key or Path(clip.name).name).parts if p not in ("/", ".")
-    ]
-    stem = output.joinpath(*parts)
-    return stem.with_name(stem.name + clip.segment.removeprefix(clip.name))
-
-
-def _paths(stem: Path) -> tuple[Path, Path]:
-    return stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".json")
-
-
-def remove_outputs(stem: Path) -> bool:
-    """Deletes the output at ``stem`` (sidecar first, so no sidecar outlives its rows); whether there was one."""
-    npy, sidecar = _paths(stem)
-    found = npy.exists() or sidecar.exists()
-    sidecar.unlink(missing_ok=True)
-    npy.unlink(missing_ok=True)
-    return found
-
-
 # ----------------------------------------------------------------------------------------- embed
 
 
@@ -128,7 +116,7 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
     made_from = source_record(clip)  # before reading: a file changed meanwhile is redone next run
     with native_stderr_silenced():  # libsndfile's mp3 decoder prints its own notes on a bad file
         first, end = embedder.span(clip.media, clip.start, clip.end, info=clip.info)
-    npy, sidecar = _paths(stem)
+    npy, sidecar = output_paths(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     stream = embedder.stream(first)
     name = Path(clip.name).name[-30:]
@@ -175,55 +163,13 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
         bar.close()
 
 
-def source_record(clip: ClipInfo) -> dict:
-    """What identifies the media a clip's rows are made from: the file as it is now, and the span.
-
-    Raises `MediaError` when the file cannot be looked at (gone since the index probed it)."""
-    path = os.path.abspath(clip.name)
+def _finished(stem: Path) -> dict | None:
+    """The sidecar of the finished output at ``stem``; None when there is none or it is unreadable
+    (the output is then made again)."""
     try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise MediaError(clip.name, f"cannot read the file's size and time: {exc.strerror}") from None
-    return {
-        "source": path,
-        "source_bytes": st.st_size,
-        "source_mtime_ns": st.st_mtime_ns,
-        "span": [clip.start, clip.end],
-    }
-
-
-# Sidecar fields that decide an output's rows, and what a difference in each means.
-_MADE_FROM = {
-    "source": "another source file maps to this output",
-    "source_bytes": "the source file changed",
-    "source_mtime_ns": "the source file changed",
-    "span": "another span of the source",
-    "weights_hash": "another checkpoint's weights",
-    "config_hash": "other model config or settings",
-}
-
-
-def finished(stem: Path) -> dict | None:
-    """The sidecar of the finished output at ``stem``; None when there is none (or it is unreadable)."""
-    npy, sidecar = _paths(stem)
-    if not (npy.is_file() and sidecar.is_file()):
+        return read_sidecar(stem)
+    except ValueError:
         return None
-    try:
-        old = json.loads(sidecar.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return old if isinstance(old, dict) else None
-
-
-def out_of_date(old: dict, expected: dict) -> str | None:
-    """Why an output whose sidecar is ``old`` must be embedded again, or None when it records what
-    ``expected`` (this run's `_MADE_FROM` fields) holds."""
-    if "weights_hash" not in old:
-        return "written by an older embed, whose sidecar records no weights_hash"
-    for key, meaning in _MADE_FROM.items():
-        if old.get(key) != expected[key]:
-            return f"{meaning} ({key} {old.get(key, 'not recorded')}, now {expected[key]})"
-    return None
 
 
 def build(cfg: DictConfig) -> tuple[Embedder, dict]:
@@ -289,7 +235,7 @@ def run(cfg: DictConfig) -> Summary:
         for clip in bar:
             stem = output_stem(clip, output)
             try:
-                old = None if cfg.overwrite else finished(stem)
+                old = None if cfg.overwrite else _finished(stem)
                 if old is not None:
                     why = out_of_date(old, meta | source_record(clip))
                     if why is None:
