@@ -177,7 +177,7 @@ def test_reset_rows_restarts_only_those_rows():
         carried, _ = model(torch.cat([a[1:], b[1:]], 1))
     assert torch.allclose(y[:1], fresh, atol=1e-5)
     assert torch.allclose(y[1:], carried[:, 16:], atol=1e-5)
-    with pytest.raises(ValueError, match="middle of a TTT mini-batch"):
+    with pytest.raises(ValueError, match="middle of the mixer.s restart unit"):
         _, mid = model(a[:, :5])
         reset_rows(model, mid, torch.tensor([True, False]))
 

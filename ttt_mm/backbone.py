@@ -74,8 +74,8 @@ def _merge_rows(old, fresh, rows: Tensor, restart: bool):
         return type(old)(_merge_rows(a, b, rows, restart) for a, b in zip(old, fresh, strict=True))
     if restart and old != fresh:  # a plain-int field (e.g. a position in a TTT mini-batch): shared by all rows
         raise ValueError(
-            f"cannot restart some rows of a batch in the middle of a TTT mini-batch (position {old}); "
-            "use windows whose token count is a multiple of the mini-batch size"
+            f"cannot restart some rows of a batch in the middle of the mixer's restart unit (position {old}); "
+            "use windows whose token count is a multiple of it (the mixer's restart_unit)"
         )
     return old
 

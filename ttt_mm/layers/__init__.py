@@ -3,7 +3,7 @@
 from .attention import AttentionLayer, KVCache
 from .conv import CausalDepthwiseConv
 from .lact import LaCTLayer, LaCTLayerState
-from .mixer import Mixer, MixerFactory
+from .mixer import Mixer, MixerFactory, RestartUnit
 from .mlp import SwiGLU
 from .ttt import TTTLayer, TTTLayerState
 
@@ -15,6 +15,7 @@ __all__ = [
     "LaCTLayerState",
     "Mixer",
     "MixerFactory",
+    "RestartUnit",
     "SwiGLU",
     "TTTLayer",
     "TTTLayerState",

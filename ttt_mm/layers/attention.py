@@ -28,6 +28,7 @@ class AttentionLayer(nn.Module):
 
     bounded_state = False
     """The KV cache holds every token seen: it cannot be carried across training windows."""
+    restart_unit = None
 
     def __init__(self, dim: int, num_heads: int, rope_theta: float = 10000.0):
         super().__init__()

@@ -9,9 +9,23 @@ mixer names; they ask the questions below.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class RestartUnit:
+    """The unit of tokens a bounded mixer steps in, as carried training windows see it: a batch row
+    whose file ends restarts (`ttt_mm.backbone.reset_rows`) at a window boundary while the others go on."""
+
+    tokens: int
+    name: str  # what the units are called in messages, e.g. "TTT mini-batches"
+    key: str  # the config key that sets ``tokens``
+    required: bool
+    """True: a row can restart alone only between units (a window must hold whole ones); False: it
+    can restart anywhere, but rows restarted between units run together (faster)."""
 
 
 class Mixer(Protocol):
@@ -22,6 +36,9 @@ class Mixer(Protocol):
     bounded_state: bool
     """True when the state has a fixed size whatever the length (it can be carried across training
     windows, and rows restarted with `ttt_mm.backbone.reset_rows`); False for a growing cache."""
+
+    restart_unit: RestartUnit | None
+    """How a bounded mixer steps through tokens (None: token by token, so rows restart anywhere)."""
 
     def __call__(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]: ...
 

@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from ..ops import TTTState, ttt_linear, ttt_mlp
 from ..ops.rope import apply_rope, rope_rotation
 from .conv import CausalDepthwiseConv
+from .mixer import RestartUnit
 from .pieces import in_pieces, piece_tokens
 
 INIT_STD = 0.02
@@ -76,6 +77,8 @@ class TTTLayer(nn.Module):
         if self.head_dim % 2:
             raise ValueError(f"head_dim = dim / num_heads must be even for RoPE; got {self.head_dim}")
         self.inner, self.mini_batch_size = inner, mini_batch_size
+        key = "model.backbone.mixer.mini_batch_size"
+        self.restart_unit = RestartUnit(mini_batch_size, "TTT mini-batches", key, required=True)
         self.base_lr = (1.0 if inner == "linear" else 0.1) if base_lr is None else base_lr
         self.share_qk, self.use_gate = share_qk, use_gate
         H, Fd, K = num_heads, self.head_dim, mini_batch_size

@@ -18,7 +18,6 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
-from ttt_mm.layers import LaCTLayer, TTTLayer
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
 
 log = logging.getLogger(__name__)
@@ -70,10 +69,10 @@ def check_window_length(datamodule, model) -> None:
 
 
 def check_carried_windows(datamodule, model) -> None:
-    """With the state carried (``data.stream``), a row whose file ends restarts while the others go on.
-    A TTT layer restarts rows only between its mini-batches, so a window must hold whole mini-batches:
-    otherwise the run would stop at the first file's end, possibly hours in. A LaCT chunk that does not
-    divide the window only costs speed (restarted rows then run in separate groups): a warning."""
+    """With the state carried (``data.stream``), a row whose file ends restarts while the others go on,
+    at a window boundary. A mixer whose `restart_unit` is required (TTT's mini-batches) restarts rows only
+    between units, so a window must hold whole ones: otherwise the run would stop at the first file's
+    end, possibly hours in. One that is not (LaCT's chunks) only costs speed: a warning."""
     if not (model.hparams.carry_state and getattr(datamodule, "stream", False)) or datamodule.batch_size == 1:
         return  # (a lone row that restarts takes a fresh state whole)
     tok = model.tokenizer
@@ -86,24 +85,22 @@ def check_carried_windows(datamodule, model) -> None:
         )
     tokens = steps * tok.tokens_per_step
     window = f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens)"
-    mixer = model.backbone.blocks[0].mixer
-    if isinstance(mixer, TTTLayer) and tokens % mixer.mini_batch_size:
-        unit = math.lcm(mixer.mini_batch_size, tok.tokens_per_step)  # whole mini-batches of whole steps
-        seconds = max(1, round(tokens / unit)) * unit // tok.tokens_per_step * tok.seconds_per_step
+    unit = model.backbone.blocks[0].mixer.restart_unit
+    if unit is None or tokens % unit.tokens == 0:
+        return
+    if unit.required:  # the window changes: whole units of whole tokenizer steps
+        lcm = math.lcm(unit.tokens, tok.tokens_per_step)
+        seconds = max(1, round(tokens / lcm)) * lcm // tok.tokens_per_step * tok.seconds_per_step
         raise ConfigError(
-            f"{window} is not a whole number of TTT mini-batches of {mixer.mini_batch_size} tokens, which a "
-            f"carried state needs to restart single rows; e.g. data.clip_seconds={seconds:.10g}"
+            f"{window} is not a whole number of {unit.name} of {unit.tokens} tokens, which a carried state "
+            f"needs to restart single rows; e.g. data.clip_seconds={seconds:.10g}"
         )
-    if isinstance(mixer, LaCTLayer) and tokens % mixer.chunk_size:
-        fits = [c for c in range(tok.tokens_per_step, tokens + 1, tok.tokens_per_step) if tokens % c == 0]
-        near = min(fits, key=lambda c: abs(c - mixer.chunk_size))
-        log.warning(
-            "%s is not a whole number of LaCT chunks of %d tokens: rows restarted at a file's end run in "
-            "separate groups (slower); e.g. model.backbone.mixer.chunk_size=%d",
-            window,
-            mixer.chunk_size,
-            near,
-        )
+    fits = [c for c in range(tok.tokens_per_step, tokens + 1, tok.tokens_per_step) if tokens % c == 0]
+    near = min(fits, key=lambda c: abs(c - unit.tokens))  # the unit changes: the window is the data's
+    log.warning(
+        f"{window} is not a whole number of {unit.name} of {unit.tokens} tokens: rows restarted at a file's "
+        f"end run in separate groups (slower); e.g. {unit.key}={near}"
+    )
 
 
 def run(cfg: DictConfig) -> dict:
