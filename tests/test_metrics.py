@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ttt_mm.eval.metrics import LogBins, edge_masks, log_bin_edges, log_bin_index, mel_l1, psnr, ssim, token_loss
+from ttt_mm.eval.metrics import LogBins, edge_masks, log_bin_edges, log_bin_index, mel_l1, psnr, ssim
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2  # 6.5025, 58.5225
 
@@ -78,17 +78,6 @@ def test_ssim_falls_with_noise_and_rejects_small_frames():
     assert 1 > noisy[0] > noisy[1] > noisy[2]
     with pytest.raises(ValueError, match="smaller than the 11x11 SSIM window"):
         ssim(torch.zeros(3, 8, 8), torch.zeros(3, 8, 8))
-
-
-def test_token_loss_uses_only_the_real_entries_of_each_token():
-    # token 0 has 2 real entries, token 1 has 3 (targets zero-padded to width 3)
-    target = torch.tensor([[[1.0, 2.0, 0.0], [1.0, 1.0, 1.0]]])
-    pred = torch.tensor([[[2.0, 4.0, 9.0], [1.0, 1.0, 4.0]]])  # the 9 is padding: ignored
-    widths = torch.tensor([[2, 3]])
-    # token 0: ((2-1)^2 + (4-2)^2) / 2 = 2.5; token 1: (0 + 0 + 9) / 3 = 3
-    assert token_loss(pred, target, widths, "mse").tolist() == [[2.5, 3.0]]
-    # l1: (1 + 2) / 2 = 1.5 and 3 / 3 = 1
-    assert token_loss(pred, target, widths, "l1").tolist() == [[1.5, 1.0]]
 
 
 def test_mel_l1_by_hand():

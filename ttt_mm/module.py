@@ -19,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from .backbone import Backbone, BackboneState, reset_rows
-from .eval.metrics import TOKEN_LOSSES, token_loss
+from .tokenizers.base import TOKEN_LOSSES, token_loss
 
 PREDICT = ("next_token", "next_step")
 log = logging.getLogger(__name__)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,17 @@ from ttt_mm.data import (
     iter_windows,
 )
 from ttt_mm.data.datasets import clip_span, read_item
-from ttt_mm.tokenizers import AudioTokenizer, AVTokenizer, VideoTokenizer, cat_tokens
+from ttt_mm.tokenizers import AudioTokenizer, AVTokenizer, Tokens, VideoTokenizer
+
+
+def cat_tokens(parts: list[Tokens]) -> Tokens:
+    """Join token sequences along time: the windows of a stream, to compare with one pass."""
+    out = {}
+    for f in fields(Tokens):
+        values = [getattr(p, f.name) for p in parts]
+        out[f.name] = None if any(v is None for v in values) else torch.cat(values, dim=1)
+    return Tokens(**out)
+
 
 SPEC = ReadSpec(size=32)
 

@@ -9,6 +9,7 @@ from ttt_mm.data import ReadSpec, SyntheticClip, collate
 from ttt_mm.data.datasets import read_item
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.tokenizers import AUDIO, VIDEO, AudioTokenizer, AVTokenizer, Tokenizer, VideoTokenizer
+from ttt_mm.tokenizers.base import token_loss
 
 TOKENIZERS = {
     "audio": lambda: AudioTokenizer(dim=16, n_mels=20),
@@ -100,3 +101,14 @@ def test_embed_targets_of_block_means_embed_the_block_frames(name):
         expected = tokenizer(batch | {"video": blocks}).embeddings
     video = tokens.modality == VIDEO
     torch.testing.assert_close(again[video], expected[video], atol=1e-5, rtol=0)
+
+
+def test_token_loss_uses_only_the_real_entries_of_each_token():
+    # token 0 has 2 real entries, token 1 has 3 (targets zero-padded to width 3)
+    target = torch.tensor([[[1.0, 2.0, 0.0], [1.0, 1.0, 1.0]]])
+    pred = torch.tensor([[[2.0, 4.0, 9.0], [1.0, 1.0, 4.0]]])  # the 9 is padding: ignored
+    widths = torch.tensor([[2, 3]])
+    # token 0: ((2-1)^2 + (4-2)^2) / 2 = 2.5; token 1: (0 + 0 + 9) / 3 = 3
+    assert token_loss(pred, target, widths, "mse").tolist() == [[2.5, 3.0]]
+    # l1: (1 + 2) / 2 = 1.5 and 3 / 3 = 1
+    assert token_loss(pred, target, widths, "l1").tolist() == [[1.5, 1.0]]

@@ -2,8 +2,6 @@
 
 - `psnr` and `ssim` compare frames ``[..., C, H, W]`` (uint8 or float on a ``max_value`` scale) and
   return one number per frame;
-- `token_loss` is the training loss per token: `ttt_mm.module.SequenceModel` trains on its masked
-  mean;
 - `log_bin_index` / `log_bin_edges` / `LogBins` bin a loss by context position (token index or
   seconds) in log-spaced bins, as in the loss-versus-position figure of Sun et al. 2024;
 - `mel_l1` is the mean absolute difference of two log-mel spectrograms;
@@ -89,24 +87,6 @@ def ssim(
 
 
 # ------------------------------------------------------------------------------------------ tokens
-
-TOKEN_LOSSES = ("mse", "l1")
-
-
-def token_loss(pred: Tensor, target: Tensor, widths: Tensor, kind: str = "mse") -> Tensor:
-    """Per-token loss ``[B, N]``, each averaged over its real target entries: the training loss.
-
-    ``pred``, ``target``: ``[B, N, D]``; ``widths``: ``[B, N]``, how many leading entries of each
-    token's target are real (`ttt_mm.tokenizers.Tokenizer.target_widths`: audio-visual targets are
-    zero-padded to a common width ``D``). ``SequenceModel`` trains on its masked mean.
-    """
-    if kind not in TOKEN_LOSSES:
-        raise ValueError(f"kind must be one of {TOKEN_LOSSES}; got {kind!r}")
-    dims = widths.to(target.device)
-    real = torch.arange(target.shape[-1], device=target.device) < dims.unsqueeze(-1)  # [B, N, D]
-    diff = pred.float() - target.float()
-    err = diff.square() if kind == "mse" else diff.abs()
-    return (err * real).sum(-1) / dims
 
 
 def mel_l1(pred: Tensor, target: Tensor) -> Tensor:

@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ttt_mm.eval.metrics import mel_l1, psnr, ssim, token_loss
+from ttt_mm.eval.metrics import mel_l1, psnr, ssim
 from ttt_mm.eval.rollout import rollout
 from ttt_mm.tokenizers import AUDIO, VIDEO, Tokens
+from ttt_mm.tokenizers.base import token_loss
 
 SERIES = ("model", "copy_last_step", "running_mean")
 HORIZON_FIELDS = (

@@ -17,7 +17,7 @@ An hour of media is 90,000 audio tokens, 921,600 video tokens or 993,600 audio-v
 
 from ttt_mm.tokenizers.audio import AudioTokenizer
 from ttt_mm.tokenizers.av import AVTokenizer
-from ttt_mm.tokenizers.base import AUDIO, FPS, FRAME_SIZE, SAMPLE_RATE, VIDEO, Decoding, Tokenizer, Tokens, cat_tokens
+from ttt_mm.tokenizers.base import AUDIO, FPS, FRAME_SIZE, SAMPLE_RATE, VIDEO, Decoding, Tokenizer, Tokens
 from ttt_mm.tokenizers.video import VideoTokenizer
 
 __all__ = [
@@ -32,5 +32,4 @@ __all__ = [
     "Tokenizer",
     "Tokens",
     "VideoTokenizer",
-    "cat_tokens",
 ]

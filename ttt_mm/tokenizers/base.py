@@ -22,12 +22,15 @@ concrete tokenizer. Every tokenizer sets, in ``__init__``:
   frames);
 - ``target_dim`` (width of ``Tokens.targets``) and ``target_dims`` (modality id -> how many leading
   target entries are meaningful for that modality; the rest are zero padding; see `target_widths`).
+
+`token_loss`, the loss of a prediction against those padded targets, is defined here with them:
+training and evaluation both score with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -72,15 +75,6 @@ class Tokens:
     target_stats: Tensor | None = None  # [B, N, 2, 3]
 
 
-def cat_tokens(parts: list[Tokens]) -> Tokens:
-    """Join token sequences along time (e.g. the windows of a stream)."""
-    out = {}
-    for f in fields(Tokens):
-        values = [getattr(p, f.name) for p in parts]
-        out[f.name] = None if any(v is None for v in values) else torch.cat(values, dim=1)
-    return Tokens(**out)
-
-
 class Tokenizer(nn.Module):
     """Base class: subclasses set the attributes below in ``__init__`` and implement the three methods."""
 
@@ -119,6 +113,26 @@ class Tokenizer(nn.Module):
         """How many leading target entries are real for each token: ``target_dims[modality]`` ``[B, N]``."""
         table = [self.target_dims.get(m, self.target_dim) for m in range(max(self.target_dims) + 1)]
         return torch.tensor(table, device=modality.device)[modality]
+
+
+TOKEN_LOSSES = ("mse", "l1")
+
+
+def token_loss(pred: Tensor, target: Tensor, widths: Tensor, kind: str = "mse") -> Tensor:
+    """Per-token loss ``[B, N]``, each averaged over its real target entries: the training loss.
+
+    ``pred``, ``target``: ``[B, N, D]``; ``widths``: ``[B, N]``, how many leading entries of each
+    token's target are real (`ttt_mm.tokenizers.Tokenizer.target_widths`: audio-visual targets are
+    zero-padded to a common width ``D``). ``SequenceModel`` trains on its masked mean; evaluation
+    scores with it too.
+    """
+    if kind not in TOKEN_LOSSES:
+        raise ValueError(f"kind must be one of {TOKEN_LOSSES}; got {kind!r}")
+    dims = widths.to(target.device)
+    real = torch.arange(target.shape[-1], device=target.device) < dims.unsqueeze(-1)  # [B, N, D]
+    diff = pred.float() - target.float()
+    err = diff.square() if kind == "mse" else diff.abs()
+    return (err * real).sum(-1) / dims
 
 
 def batch_start(batch: Mapping[str, Any], size: int, device: torch.device) -> Tensor:
