@@ -32,7 +32,7 @@ from ttt_mm.data.io import MediaError, MediaInfo
 from ttt_mm.data.media import Media
 from ttt_mm.data.skiplist import SkipList, unusable_message
 from ttt_mm.data.sources import ClipInfo
-from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
+from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE, Tokenizer
 
 MODALITIES = ("audio", "video")
 MISSING_AUDIO = ("skip", "silence")
@@ -62,6 +62,23 @@ class ReadSpec:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
         if self.missing_audio not in MISSING_AUDIO:
             raise ValueError(f"missing_audio must be one of {MISSING_AUDIO}, got {self.missing_audio!r}")
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Tokenizer, missing_audio: Literal["skip", "silence"] = "skip") -> ReadSpec:
+        """What to decode for ``tokenizer``: its streams, rates, frame size and audio context (the
+        defaults fill the fields of a stream it does not read); a clip shorter than one of its steps
+        is a bad file."""
+        d = tokenizer.decoding
+        sample_rate = d.sample_rate or SAMPLE_RATE
+        return cls(
+            d.modalities,
+            sample_rate=sample_rate,
+            fps=d.fps or FPS,
+            size=d.size or FRAME_SIZE,
+            audio_context_seconds=d.context_samples / sample_rate,
+            min_seconds=tokenizer.seconds_per_step,
+            missing_audio=missing_audio,
+        )
 
     @property
     def context_samples(self) -> int:

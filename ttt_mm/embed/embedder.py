@@ -149,16 +149,7 @@ class Embedder:
 
     def read_spec(self) -> ReadSpec:
         """What to decode for this tokenizer: its streams, rates and frame size (the others unused)."""
-        d = ReadSpec()  # the defaults fill the fields of a stream the tokenizer does not read
-        return ReadSpec(
-            self.decoding.modalities,
-            sample_rate=self.decoding.sample_rate or d.sample_rate,
-            fps=self.decoding.fps or d.fps,
-            size=self.decoding.size or d.size,
-            audio_context_seconds=self.decoding.context_samples / (self.decoding.sample_rate or d.sample_rate),
-            min_seconds=self.seconds_per_step,
-            missing_audio="silence",  # an audio-visual model embeds videos without sound too
-        )
+        return ReadSpec.for_tokenizer(self.tokenizer, missing_audio="silence")  # AV models embed mute videos too
 
     def span(
         self, path: str | os.PathLike, start: float = 0.0, end: float | None = None, info: MediaInfo | None = None

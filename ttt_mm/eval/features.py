@@ -81,12 +81,7 @@ class LogMelStats:
             raise ValueError(f"the log-mel baseline needs an audio tokenizer; this one reads {d.modalities}")
         self.tokenizer = tokenizer.eval()
         self.frame_seconds = tokenizer.seconds_per_step / tokenizer.media_per_step["audio"]
-        self.spec = ReadSpec(
-            ("audio",),
-            sample_rate=d.sample_rate,
-            audio_context_seconds=d.context_samples / d.sample_rate,
-            min_seconds=tokenizer.seconds_per_step,
-        )
+        self.spec = ReadSpec.for_tokenizer(tokenizer)
         steps = round(window_seconds / tokenizer.seconds_per_step)
         self.window_seconds = steps * tokenizer.seconds_per_step  # whole tokens: frames continue across windows
         self.hop_seconds = hop_seconds
