@@ -8,8 +8,9 @@ import time
 import pytest
 import torch
 
-from ttt_mm.ops import ln, native
+from ttt_mm.ops import ln
 from ttt_mm.ops.native import build
+from ttt_mm.ops.native import ttt as native
 from ttt_mm.ops.ttt import dual
 
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")

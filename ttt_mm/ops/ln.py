@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from . import native
+from .native import ttt as native
 
 EPS = 1e-6
 

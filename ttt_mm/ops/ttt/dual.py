@@ -19,15 +19,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .. import native
 from ..ln import l2_target_offset, layer_norm, ln_l2_grad
+from ..native import ttt as native
 from .state import TTTState
 
 Params = tuple[Tensor, ...]
 
 
 # gelu_tanh(x) = 0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3): the sigmoid
-# form, the same function in fewer kernels. On the CPU the fused loops of `ttt_mm.ops.native` run instead.
+# form, the same function in fewer kernels. On the CPU the fused loops of `ttt_mm.ops.native.ttt` run instead.
 _GELU_A = 2.0 * math.sqrt(2.0 / math.pi)
 _GELU_B = _GELU_A * 0.044715
 
