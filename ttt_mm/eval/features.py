@@ -188,12 +188,11 @@ class EmbeddingFolder:
 
 @dataclass
 class Extractors:
-    """What turns a clip into features: the model's (and random weights') embeddings, or an embedding
-    folder plus the random-weights embedder, and the log-mel statistics."""
+    """What turns a clip into features: embedders run on the media (the model's and the random-weights
+    baseline's), an embedding folder read in place of the model's, and the log-mel statistics."""
 
-    model: ModelFeatures | None = None
+    live: ModelFeatures | None = None
     folder: EmbeddingFolder | None = None
-    random: ModelFeatures | None = None
     logmel: LogMelStats | None = None
     description: dict = field(default_factory=dict)
     spec: ReadSpec | None = None  # what the probed model reads: the dataset index selects files by it
@@ -215,11 +214,9 @@ def gather(clips: list[ClipInfo], ex: Extractors, rows: bool, progress: bool) ->
     with logging_redirect_tqdm():
         for clip in bar:
             try:
-                found = ex.model(clip) if ex.model is not None else {}
-                if ex.folder is not None:
-                    found["model"] = ex.folder(clip, rows)
-                    if ex.random is not None:
-                        found |= ex.random(clip)
+                found = {} if ex.folder is None else {"model": ex.folder(clip, rows)}
+                if ex.live is not None:
+                    found |= ex.live(clip)
                 if ex.logmel is not None:
                     try:
                         found["logmel"] = ex.logmel(clip)

@@ -194,9 +194,7 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
         if "random_weights" in baselines:
             embedders["random_weights"] = random
     if embedders:
-        features = ModelFeatures(embedders)
-        out.model = features if "model" in embedders else None
-        out.random = features if "model" not in embedders else None
+        out.live = ModelFeatures(embedders)
     if "logmel" in baselines:
         try:
             out.logmel = LogMelStats(instantiate(cfg.logmel), float(cfg.hop_seconds) if cfg.rows else None)
