@@ -19,12 +19,13 @@ from hydra import compose, initialize_config_dir
 from mediafiles import write_video
 
 from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
+from ttt_mm.embed.checkpoint import resolve_device
 from ttt_mm.eval.rollout import rollout
 from ttt_mm.eval.scoring import ClipScorer
 from ttt_mm.eval.tables import remove_earlier_figures
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
-from ttt_mm.tasks.evaluate import report, resolve_device, run
+from ttt_mm.tasks.evaluate import load_models, report, run
 from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -342,7 +343,7 @@ def test_an_evaluation_into_an_earlier_ones_folder_removes_its_figures_only(tmp_
 def test_a_device_this_machine_lacks_is_a_config_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no usable CUDA GPU"):
-        resolve_device("cuda")
+        load_models([], None, "cuda")
     with pytest.raises(ConfigError, match="is not a device"):
-        resolve_device("gpu0")
+        load_models([], None, "gpu0")
     assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")

@@ -28,8 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data import ClipInfo, SkipList
-from ttt_mm.embed.checkpoint import load_model
-from ttt_mm.embed.checkpoint import resolve_device as device_named
+from ttt_mm.embed.checkpoint import load_model, resolve_device
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.tables import remove_earlier_figures, write_outputs
@@ -39,24 +38,22 @@ from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_com
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
-    try:
-        return device_named(name)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
 def load_models(
-    ckpts: list[str], names: list[str] | None, device: torch.device, weights_only: bool = True
+    ckpts: list[str], names: list[str] | None, device: str, weights_only: bool = True
 ) -> dict[str, tuple[str, SequenceModel]]:
-    """``{name: (path, model)}`` in eval mode on ``device``, through the one checkpoint loader.
-    Unnamed models are called after their mixer class (``ttt``, ``attention``, ``lact``), numbered if repeated."""
+    """``{name: (path, model)}`` in eval mode on ``device`` (a name, or ``auto``), through the one
+    checkpoint loader. Unnamed models are called after their mixer class (``ttt``, ``attention``,
+    ``lact``), numbered if repeated."""
     if names is not None and len(names) != len(ckpts):
         raise ConfigError(f"names has {len(names)} entries but ckpt has {len(ckpts)}")
+    try:
+        on = resolve_device(device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     out: dict[str, tuple[str, SequenceModel]] = {}
     for i, path in enumerate(ckpts):
         try:
-            model = load_model(path, device, weights_only)
+            model = load_model(path, on, weights_only)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(str(err)) from None
         if names is not None:
@@ -126,7 +123,7 @@ def run(cfg: DictConfig) -> dict:
     if options.rollout_steps < 0 or options.bins_per_octave < 1 or not 0 < options.edge_fraction <= 0.5:
         raise ConfigError("need rollout_steps >= 0, bins_per_octave >= 1 and 0 < edge_fraction <= 0.5")
     output = output_folder(cfg.output)
-    models = load_models(ckpts, names, resolve_device(str(cfg.device)), bool(cfg.weights_only))
+    models = load_models(ckpts, names, str(cfg.device), bool(cfg.weights_only))
     try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)
         decoding = checkpoint_decoding(
             {n: decoding_of(m) for n, (_, m) in models.items()}, {k: cfg.data.get(k) for k in DECODING_KEYS}
