@@ -8,13 +8,14 @@ workers do not pay for importing Lightning.
 import warnings
 from typing import Any
 
-from ttt_mm.data.datasets import ReadSpec, SequentialWindows, WindowDataset, collate, iter_windows
+from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate, iter_windows
 from ttt_mm.data.index import Selection, index_clips, index_files
 from ttt_mm.data.io import MediaError, MediaInfo, read_audio, read_video
 from ttt_mm.data.manifest import ManifestSource
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClassFolderSource, ClipInfo, FolderSource, LibriSpeechSource, SyntheticSource
 from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.data.training import WindowDataset
 
 __all__ = [
     "ClassFolderSource",

@@ -21,11 +21,11 @@ from dataclasses import replace
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ttt_mm.data.datasets import ReadSpec, SequentialWindows, WindowDataset, collate
+from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.skiplist import SkipList, count_reasons
 from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
-from ttt_mm.data.training import ResumableSampler, StreamWindows
+from ttt_mm.data.training import ResumableSampler, StreamWindows, WindowDataset
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 log = logging.getLogger(__name__)

@@ -22,15 +22,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from ttt_mm.data import io
 from ttt_mm.data.io import MediaError, MediaInfo
 from ttt_mm.data.media import Media
-from ttt_mm.data.skiplist import SkipList, unusable_message
+from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE, Tokenizer
 
@@ -197,57 +196,17 @@ def to_device(batch: Mapping[str, Any], device: torch.device | str) -> dict[str,
     return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-class WindowDataset(Dataset):
-    """Training: item ``i`` is a random window of ``clip_seconds`` from clip ``i`` (whole clip if shorter).
-
-    The window start is on the ``1 / fps`` grid and drawn from ``(seed, epoch, i)``; index with
-    ``(i, epoch)`` (as `ttt_mm.data.training.ResumableSampler` does) or a plain ``i`` for epoch 0.
-    A clip that fails is replaced by a random other clip not in the skip list.
-    """
-
-    def __init__(
-        self,
-        clips: Sequence[ClipInfo],
-        clip_seconds: float = 4.0,
-        spec: ReadSpec = ReadSpec(),
-        seed: int = 0,
-        skip_list: SkipList | str | None = None,
-    ) -> None:
-        self.skips = skip_list if isinstance(skip_list, SkipList) else SkipList(skip_list)
-        self.clips = list(clips)  # skip-listed ones too, replaced when drawn: indices keep their clips
-        if self.skips.holds_all(self.clips):
-            raise ValueError(f"no clips to read ({len(clips)} given, all in the skip list or none at all)")
-        self.clip_seconds, self.spec, self.seed = clip_seconds, spec, seed
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, index: int | tuple[int, int]) -> dict:
-        index, epoch = index if isinstance(index, tuple) else (index, 0)
-        rng = np.random.default_rng([self.seed, epoch, index])
-        while True:  # each failure puts a clip in the skip list, so this ends
-            clip = self.clips[index]
-            if clip.name not in self.skips:
-                try:
-                    start, end = clip_span(clip, self.spec)
-                    length = min(self.clip_seconds, end - start)
-                    slots = math.floor((end - start - length) * self.spec.fps + 1e-6)
-                    offset = int(rng.integers(slots + 1)) / self.spec.fps
-                    return read_item(clip, start + offset, length, self.spec)
-                except MediaError as exc:
-                    self.skips.add(exc.path, exc.reason)
-            alive = [i for i, c in enumerate(self.clips) if c.name not in self.skips]
-            if not alive:
-                raise RuntimeError(unusable_message(self.clips, self.skips))
-            index = alive[int(rng.integers(len(alive)))]
+def window_spans(start: float, end: float, window_seconds: float) -> Iterator[tuple[float, float]]:
+    """``(start, duration)`` of the consecutive windows covering ``[start, end)``; the last may be shorter."""
+    for k in range(math.ceil((end - start) / window_seconds - 1e-9)):
+        t = start + k * window_seconds
+        yield t, min(window_seconds, end - t)
 
 
 def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec) -> Iterator[dict]:
     """Consecutive windows covering the clip; the last may be shorter. Raises `MediaError`."""
-    start, end = clip_span(clip, spec)
-    for k in range(math.ceil((end - start) / window_seconds - 1e-9)):
-        t = start + k * window_seconds
-        item = read_item(clip, t, min(window_seconds, end - t), spec)
+    for k, (t, duration) in enumerate(window_spans(*clip_span(clip, spec), window_seconds)):
+        item = read_item(clip, t, duration, spec)
         item["window_index"] = k
         yield item
 

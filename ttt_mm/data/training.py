@@ -14,9 +14,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, Sampler
+from torch.utils.data import Dataset, IterableDataset, Sampler
 
-from ttt_mm.data.datasets import ReadSpec, clip_span, collate, read_item
+from ttt_mm.data.datasets import ReadSpec, clip_span, collate, read_item, window_spans
 from ttt_mm.data.io import MediaError
 from ttt_mm.data.skiplist import SkipList, unusable_message
 from ttt_mm.data.sources import ClipInfo
@@ -49,6 +49,51 @@ class ResumableSampler(Sampler):
                 cached = (epoch, epoch_order(self.size, self.seed, epoch))
             yield int(cached[1][i]), epoch
             p += 1
+
+
+class WindowDataset(Dataset):
+    """Training: item ``i`` is a random window of ``clip_seconds`` from clip ``i`` (whole clip if shorter).
+
+    The window start is on the ``1 / fps`` grid and drawn from ``(seed, epoch, i)``; index with
+    ``(i, epoch)`` (as `ttt_mm.data.training.ResumableSampler` does) or a plain ``i`` for epoch 0.
+    A clip that fails is replaced by a random other clip not in the skip list.
+    """
+
+    def __init__(
+        self,
+        clips: Sequence[ClipInfo],
+        clip_seconds: float = 4.0,
+        spec: ReadSpec = ReadSpec(),
+        seed: int = 0,
+        skip_list: SkipList | str | None = None,
+    ) -> None:
+        self.skips = skip_list if isinstance(skip_list, SkipList) else SkipList(skip_list)
+        self.clips = list(clips)  # skip-listed ones too, replaced when drawn: indices keep their clips
+        if self.skips.holds_all(self.clips):
+            raise ValueError(f"no clips to read ({len(clips)} given, all in the skip list or none at all)")
+        self.clip_seconds, self.spec, self.seed = clip_seconds, spec, seed
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        index, epoch = index if isinstance(index, tuple) else (index, 0)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        while True:  # each failure puts a clip in the skip list, so this ends
+            clip = self.clips[index]
+            if clip.name not in self.skips:
+                try:
+                    start, end = clip_span(clip, self.spec)
+                    length = min(self.clip_seconds, end - start)
+                    slots = math.floor((end - start - length) * self.spec.fps + 1e-6)
+                    offset = int(rng.integers(slots + 1)) / self.spec.fps
+                    return read_item(clip, start + offset, length, self.spec)
+                except MediaError as exc:
+                    self.skips.add(exc.path, exc.reason)
+            alive = [i for i, c in enumerate(self.clips) if c.name not in self.skips]
+            if not alive:
+                raise RuntimeError(unusable_message(self.clips, self.skips))
+            index = alive[int(rng.integers(len(alive)))]
 
 
 class StreamWindows(IterableDataset):
@@ -99,9 +144,8 @@ class StreamWindows(IterableDataset):
                     self.skips.add(exc.path, exc.reason)
                 else:
                     passed = 0
-                    for k in range(math.ceil((end - start) / self.window - 1e-9)):
-                        t = start + k * self.window
-                        yield clip, t, min(self.window, end - t), k == 0
+                    for k, (t, duration) in enumerate(window_spans(start, end, self.window)):
+                        yield clip, t, duration, k == 0
                     continue
             passed += 1
             if passed >= len(self.clips) and self.skips.holds_all(self.clips):
