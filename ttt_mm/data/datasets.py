@@ -1,4 +1,6 @@
-"""Clip datasets: random windows for training, every file in order for evaluation, and streams.
+"""Reading windows of clips: what to decode (`ReadSpec`), one window of a clip (`read_item`), batching
+(`collate`), and every file in order as consecutive windows, for evaluation and streaming
+(`SequentialWindows`, `iter_windows`); the training orders are in `ttt_mm.data.training`.
 
 Items are dicts (see `collate` for the batch form):
 
