@@ -18,9 +18,9 @@ from hydra import compose, initialize_config_dir
 from mediafiles import write_video, write_wav
 
 from ttt_mm.data import io
-from ttt_mm.eval.features import EmbeddingFolder
-from ttt_mm.eval.folds import assign_folds
-from ttt_mm.eval.linear_probe import Features, cross_validate, macro_f1
+from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1
+from ttt_mm.linear_probe.features import EmbeddingFolder
+from ttt_mm.linear_probe.folds import assign_folds
 from ttt_mm.tasks import embed as embed_task
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 from ttt_mm.tasks.linear_probe import report, run

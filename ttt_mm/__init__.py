@@ -1,10 +1,10 @@
 """ttt-mm: Test-Time Training backbones for very long audio and video sequences.
 
-Old import paths of modules that moved into ``ttt_mm.embed`` and ``ttt_mm.eval`` still work until
-the next release: importing one gives the module at its new home and a DeprecationWarning. They are
-resolved by a small import hook rather than by shim files, so the package's top level holds only
-``backbone`` and ``module`` beside its sub-packages (the one moved command, ``python -m
-ttt_mm.data.probe``, keeps a file: ``-m`` needs one).
+Old import paths of modules that moved into ``ttt_mm.embed``, ``ttt_mm.eval`` and
+``ttt_mm.linear_probe`` still work until the next release: importing one gives the module at its new
+home and a DeprecationWarning. They are resolved by a small import hook rather than by shim files, so
+the package's top level holds only ``backbone`` and ``module`` beside its sub-packages (the one moved
+command, ``python -m ttt_mm.data.probe``, keeps a file: ``-m`` needs one).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ MOVED = {
     "ttt_mm.report": "ttt_mm.eval.report",
     "ttt_mm.rollout": "ttt_mm.eval.rollout",
     "ttt_mm.scoring": "ttt_mm.eval.scoring",
+    "ttt_mm.eval.features": "ttt_mm.linear_probe.features",
+    "ttt_mm.eval.folds": "ttt_mm.linear_probe.folds",
+    "ttt_mm.eval.linear_probe": "ttt_mm.linear_probe.classifier",
 }
 """Deprecated module path -> its new home (the old paths go in the next release)."""
 

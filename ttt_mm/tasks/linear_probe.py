@@ -2,7 +2,7 @@
 
 Are a model's embeddings good for classifying labelled media? A linear probe answers it: a
 multinomial logistic regression on each file's pooled embedding (``rows=true``: on per-hop rows,
-see `ttt_mm.eval.linear_probe`), scored by k-fold cross-validation (``folds``, default 5; the folds
+see `ttt_mm.linear_probe.classifier`), scored by k-fold cross-validation (``folds``, default 5; the folds
 keep each class's share and, when the manifest has a ``group`` column, never split a group). On the
 same folds it scores three baselines: pooled log-mel statistics (mean and standard deviation of
 every mel band), the same architecture with random weights (seeded, through the same embedding
@@ -36,14 +36,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource
-from ttt_mm.data.atomic import write_csv, write_json
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.sources import MANIFEST_SUFFIXES
 from ttt_mm.embed import Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
-from ttt_mm.eval.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
-from ttt_mm.eval.folds import assign_folds
-from ttt_mm.eval.linear_probe import FoldScore, cross_validate, majority_class, summarize
+from ttt_mm.linear_probe.classifier import FoldScore, cross_validate, majority_class, summarize
+from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
+from ttt_mm.linear_probe.folds import assign_folds
+from ttt_mm.linear_probe.tables import write_outputs
 from ttt_mm.tasks.common import (
     CONF_DIR,
     ConfigError,
@@ -294,39 +294,6 @@ def run(cfg: DictConfig) -> dict:
     }
     paths = write_outputs(output, metrics, scores, clips, y, names, fold_of)
     return {"output": str(output), "paths": paths, "metrics": metrics}
-
-
-def write_outputs(output: Path, metrics: dict, scores: dict, clips, y, names, fold_of) -> dict[str, str]:
-    paths = {"metrics": output / "metrics.json", "folds": output / "folds.csv", "files": output / "files.csv"}
-    write_json(paths["metrics"], metrics)
-    fold_rows = [
-        {"features": name, **{k: getattr(s, k) for k in ("fold", "train_files", "test_files", "accuracy", "macro_f1")}}
-        | {"l2": "" if s.l2 is None else s.l2}
-        for name, fold_scores in scores.items()
-        for s in fold_scores
-    ]
-    write_csv(
-        paths["folds"], fold_rows, ["features", "fold", "train_files", "test_files", "accuracy", "macro_f1", "l2"]
-    )
-    predicted = {name: np.empty(len(clips), dtype=np.int64) for name in scores}
-    for name, fold_scores in scores.items():
-        for s in fold_scores:
-            predicted[name][fold_of == s.fold] = s.predictions
-    file_rows = [
-        {
-            "path": c.name,
-            "start": c.start,
-            "end": "" if c.end is None else c.end,
-            "label": names[y[i]],
-            "group": c.group or "",
-            "fold": int(fold_of[i]),
-        }
-        | {f"predicted_{name}": names[p[i]] for name, p in predicted.items()}
-        for i, c in enumerate(clips)
-    ]
-    columns = ["path", "start", "end", "label", "group", "fold", *(f"predicted_{n}" for n in scores)]
-    write_csv(paths["files"], file_rows, columns)
-    return {k: str(v) for k, v in paths.items()}
 
 
 def report(out: dict) -> None:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ttt_mm.eval.folds import assign_folds
+from ttt_mm.linear_probe.folds import assign_folds
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from ttt_mm.data import ClipInfo, MediaError, ReadSpec, iter_windows
 from ttt_mm.embed import Clock, Embedder
 from ttt_mm.embed.files import load, read_sidecar
 from ttt_mm.embed.reducers import HopBins, Pool
-from ttt_mm.eval.linear_probe import Features
+from ttt_mm.linear_probe.classifier import Features
 from ttt_mm.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
