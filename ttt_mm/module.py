@@ -90,6 +90,12 @@ class SequenceModel(L.LightningModule):
         self._schedule_steps: int | None = None  # steps the learning-rate schedule spans, once fitting
         self._resumed: tuple[int | None, int] = (None, 0)  # a loaded checkpoint's schedule steps and step
 
+    @property
+    def predicts_next_step(self) -> bool:
+        """Whether each token's target is the same slot one tokenizer step later (``offset ==
+        tokens_per_step``): what rollouts need, since a step's predictions are the next step's input."""
+        return self.offset == self.tokenizer.tokens_per_step
+
     # ------------------------------------------------------------------------------------ forward
 
     def forward(self, batch: Mapping[str, Any], state: BackboneState | None = None):

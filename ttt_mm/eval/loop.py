@@ -49,7 +49,7 @@ def model_info(path: str, model: SequenceModel, rollout_steps: int) -> dict:
         "tokens_per_second": tok.tokens_per_second,
         "loss_kind": model.hparams.loss,
     }
-    if rollout_steps and model.offset != tok.tokens_per_step:
+    if rollout_steps and not model.predicts_next_step:
         info["rollout_note"] = "no rollouts: they need next-step prediction (offset == tokens_per_step)"
     return info
 
@@ -61,7 +61,7 @@ def evaluate(
     device = next(iter(models.values()))[1].device
     reports = {}
     for name, (path, model) in models.items():
-        steps = options.rollout_steps if model.offset == model.tokenizer.tokens_per_step else 0
+        steps = options.rollout_steps if model.predicts_next_step else 0
         modalities = tuple(sorted(model.tokenizer.target_dims))
         reports[name] = ModelReport(
             name,

@@ -36,11 +36,10 @@ def rollout(model, state: BackboneState, first: Tensor, stats: Tensor | None, st
     ``stats [B, P, 2, 3]`` are the patch statistics of the last real step, used to turn every
     predicted step into frames. ``state`` is not modified.
     """
-    per_step = model.tokenizer.tokens_per_step
-    if model.offset != per_step:
+    if not model.predicts_next_step:
         raise ValueError(
-            f"rollouts need next-step prediction (offset == tokens_per_step = {per_step}); this model "
-            f"predicts {model.offset} token(s) ahead"
+            f"rollouts need next-step prediction (offset == tokens_per_step = {model.tokenizer.tokens_per_step}); "
+            f"this model predicts {model.offset} token(s) ahead"
         )
     preds = [first]
     for _ in range(steps - 1):

@@ -114,7 +114,7 @@ class ClipScorer:
         self.per_step = tok.media_per_step  # rows of each inverted medium per step
         if self.audio:  # log-mel frames per audio token
             self.mel_per_token = self.per_step["audio"] // tok.slot_modality.count(AUDIO)
-        self.rollout_steps = rollout_steps if self.offset == self.P else 0
+        self.rollout_steps = rollout_steps if model.predicts_next_step else 0
         self.keep_plot = keep_plot and self.rollout_steps > 0
         if self.video and self.decoding.size < ssim_window:
             raise ValueError(f"frames of {self.decoding.size} px are smaller than ssim_window={ssim_window}")
