@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ttt_mm.bench import embed
+from ttt_mm.bench.media import write_synthetic_flac
 from ttt_mm.embed.checkpoint import load_parts
 
 
@@ -20,7 +21,7 @@ def test_every_row_builds_the_tokenizer_it_names(tmp_path):
 def test_a_child_embeds_a_file_as_the_command_does(tmp_path):
     ckpt = tmp_path / "audio.ckpt"
     embed.write_checkpoint(ckpt, ["tokenizer=audio", "size=tiny"])
-    flac = embed.write_flac(tmp_path / "tone.flac", minutes=0.1)
+    flac = write_synthetic_flac(tmp_path / "tone.flac", minutes=0.1)
     row = embed.child(str(ckpt), str(flac), str(tmp_path / "out"), threads=1)
     assert row["media"] == pytest.approx(6.0, abs=0.05) and row["tokens"] == 150  # 25 tokens/s
     assert row["wall"] >= row["decode"] > 0 and row["peak_rss_mb"] >= row["rss_before_mb"] > 0

@@ -28,57 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
-import numpy as np
-import soundfile as sf
-
-from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.bench.media import write_synthetic_flac, write_synthetic_video
 from ttt_mm.tasks.common import CONF_DIR
 
 TARGET_RATIO = 1.2
-
-
-# ------------------------------------------------------------------------------------------ media
-
-
-def write_flac(path: Path, minutes: float, sample_rate: int = 16000) -> Path:
-    """Synthetic tones and noise, written a minute at a time."""
-    clip = SyntheticClip(0, 0, minutes * 60)
-    with sf.SoundFile(path, "w", sample_rate, 1, format="FLAC", subtype="PCM_16") as f:
-        for start in range(0, round(minutes * 60), 60):
-            f.write(clip.audio(start, min(60, minutes * 60 - start), sample_rate).numpy().clip(-1, 1))
-    return path
-
-
-def write_video(path: Path, minutes: float, fps: int = 24, size: int = 256, sample_rate: int = 16000) -> Path:
-    """Synthetic moving squares with their sounds: H.264 (veryfast) + AAC, 10 s at a time."""
-    clip, seconds = SyntheticClip(0, 1, minutes * 60), minutes * 60
-    out = av.open(str(path), "w")
-    video = out.add_stream("libx264", rate=fps)
-    video.width = video.height = size
-    video.pix_fmt, video.options = "yuv420p", {"preset": "veryfast", "crf": "23"}
-    audio = out.add_stream("aac", rate=sample_rate, layout="mono")
-    samples = 0
-    for start in np.arange(0, seconds, 10.0):
-        length = min(10.0, seconds - start)
-        frames = clip.video(float(start), length, fps, size).permute(0, 2, 3, 1).numpy()
-        for frame in frames:
-            for packet in video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                out.mux(packet)
-        wave = clip.audio(float(start), length, sample_rate).numpy()
-        for i in range(0, len(wave), 1024):
-            chunk = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(wave[None, i : i + 1024]), format="fltp", layout="mono"
-            )
-            chunk.sample_rate, chunk.pts = sample_rate, samples
-            samples += chunk.samples
-            for packet in audio.encode(chunk):
-                out.mux(packet)
-    for stream in (video, audio):
-        for packet in stream.encode():
-            out.mux(packet)
-    out.close()
-    return path
 
 
 def model_configs(size: int) -> dict[str, tuple[list[str], str]]:
@@ -203,7 +156,7 @@ def main(argv: list[str]) -> int:
                 path = media / (f"audio_{minutes:g}min.flac" if kind == "audio" else f"video_{minutes:g}min.mp4")
                 if not path.is_file():
                     try:
-                        (write_flac if kind == "audio" else write_video)(path, minutes)
+                        (write_synthetic_flac if kind == "audio" else write_synthetic_video)(path, minutes)
                     except ImportError:
                         print("PyAV is needed to write the benchmark video: pip install -e '.[dev]'")
                         return 2

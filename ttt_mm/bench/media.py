@@ -1,5 +1,6 @@
-"""The synthetic video files that the data and index benchmarks decode: colour ramps that drift every
-frame (so no codec can skip them) with a 440 Hz stereo tone, 320 x 240, in any codec PyAV can write."""
+"""The media files the benchmarks decode: for the data and index benchmarks, colour ramps that drift
+every frame (so no codec can skip them) with a 440 Hz stereo tone, 320 x 240, in any codec PyAV can
+write; for the embed benchmark, long recordings of the synthetic clips (FLAC, and H.264 + AAC)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+import soundfile as sf
+
+from ttt_mm.data.synthetic import SyntheticClip
 
 
 def write_ramp_video(
@@ -44,6 +48,46 @@ def write_ramp_video(
             for packet in audio.encode(frame):
                 out.mux(packet)
             done += size
+    for stream in (video, audio):
+        for packet in stream.encode():
+            out.mux(packet)
+    out.close()
+    return path
+
+
+def write_synthetic_flac(path: Path, minutes: float, sample_rate: int = 16000) -> Path:
+    """Synthetic tones and noise, written a minute at a time."""
+    clip = SyntheticClip(0, 0, minutes * 60)
+    with sf.SoundFile(path, "w", sample_rate, 1, format="FLAC", subtype="PCM_16") as f:
+        for start in range(0, round(minutes * 60), 60):
+            f.write(clip.audio(start, min(60, minutes * 60 - start), sample_rate).numpy().clip(-1, 1))
+    return path
+
+
+def write_synthetic_video(path: Path, minutes: float, fps: int = 24, size: int = 256, sample_rate: int = 16000) -> Path:
+    """Synthetic moving squares with their sounds: H.264 (veryfast) + AAC, 10 s at a time."""
+    clip, seconds = SyntheticClip(0, 1, minutes * 60), minutes * 60
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=fps)
+    video.width = video.height = size
+    video.pix_fmt, video.options = "yuv420p", {"preset": "veryfast", "crf": "23"}
+    audio = out.add_stream("aac", rate=sample_rate, layout="mono")
+    samples = 0
+    for start in np.arange(0, seconds, 10.0):
+        length = min(10.0, seconds - start)
+        frames = clip.video(float(start), length, fps, size).permute(0, 2, 3, 1).numpy()
+        for frame in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                out.mux(packet)
+        wave = clip.audio(float(start), length, sample_rate).numpy()
+        for i in range(0, len(wave), 1024):
+            chunk = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(wave[None, i : i + 1024]), format="fltp", layout="mono"
+            )
+            chunk.sample_rate, chunk.pts = sample_rate, samples
+            samples += chunk.samples
+            for packet in audio.encode(chunk):
+                out.mux(packet)
     for stream in (video, audio):
         for packet in stream.encode():
             out.mux(packet)
