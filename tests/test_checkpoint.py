@@ -77,7 +77,7 @@ def test_a_checkpoint_naming_its_mixer_loads_as_the_model_it_was(tmp_path, windo
     path, tokenizer, backbone = save_old(tmp_path / "old.ckpt", mixer, variant)
     parts = load_parts(path)
     assert parts.hparams["backbone"]["mixer"]["_partial_"] is True
-    assert parts.tokenizer.video.target_pool == 1 and parts.decoding.size == 32
+    assert parts.tokenizer.video.target_pool == 1 and parts.tokenizer.decoding.size == 32
     with torch.no_grad():
         expected = backbone(tokenizer(window).embeddings)[0]
         torch.testing.assert_close(parts.backbone(parts.tokenizer(window).embeddings)[0], expected)

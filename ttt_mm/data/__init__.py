@@ -1,5 +1,6 @@
 """Media in, tensors out: decoding (`io`), the dataset index (`index`: every file probed once, in a
-subprocess), clip sources, datasets, and the Lightning DataModule.
+subprocess), clip sources, datasets, and the Lightning DataModule; and the atomic file writers
+(`atomic`) that every output of the project goes through.
 
 `MediaDataModule` is imported on first use, so that the probe command, benchmarks and DataLoader
 workers do not pay for importing Lightning.

@@ -24,24 +24,19 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from ttt_mm.backbone import Backbone
-from ttt_mm.tokenizers import Decoding, Tokenizer
+from ttt_mm.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
     from ttt_mm.module import SequenceModel
 
 
 class Parts(NamedTuple):
-    """What embedding needs from a checkpoint: the trained tokenizer and backbone, the (translated)
-    hyperparameters, and, through the tokenizer, what to decode for it."""
+    """What embedding needs from a checkpoint: the trained tokenizer (which says what to decode for it:
+    ``tokenizer.decoding``), the backbone and the (translated) hyperparameters."""
 
     tokenizer: Tokenizer
     backbone: Backbone
     hparams: dict
-
-    @property
-    def decoding(self) -> Decoding:
-        """Streams, sample rate, fps and frame size the model reads (see `ttt_mm.tokenizers.Decoding`)."""
-        return self.tokenizer.decoding
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:

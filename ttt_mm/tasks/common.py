@@ -1,6 +1,7 @@
 """What every entry point shares: the config folder, the config error and how a command ends on one,
-and the config's resolvers (registered on import, so anything that composes ``conf/`` imports this
-module first)."""
+the readers of common command keys (``extensions``, counts such as ``max_files``, an ``output``
+folder), and the config's resolvers (registered on import, so anything that composes ``conf/``
+imports this module first)."""
 
 from __future__ import annotations
 
