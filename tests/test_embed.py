@@ -4,6 +4,7 @@ bad files and interruptions. Tiny models and seconds-long files written to tmp_p
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -320,6 +321,22 @@ def test_manifest_spans_and_labels(ckpts, files, tmp_path):
     part = load(stem.with_name("clip.mp4@0.5-2.5.npy"))
     assert part.embeddings.shape == (8 * 9, 32) and part.timestamps[0] == 0.5 and part.meta["label"] == 1
     assert load(stem.with_name("clip.mp4.json")).meta["label"] == 0
+
+
+def test_a_span_that_no_longer_fits_its_file_loses_its_output(ckpts, tmp_path, caplog):
+    wav = write_wav(tmp_path / "tone.wav", tone(3.0, 16000), 16000)
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f"path,start,end\n{wav},0,1\n{wav},2,3\n")
+    out = tmp_path / "out"
+    first = task.run(_cfg(ckpt=ckpts["audio"], input=manifest, output=out))
+    assert sorted(Path(p).name for p in first.written) == ["tone.wav@0-1", "tone.wav@2-3"]
+    write_wav(wav, tone(1.5, 16000), 16000)  # the file is now shorter than the second span
+    with caplog.at_level(logging.WARNING):
+        again = task.run(_cfg(ckpt=ckpts["audio"], input=manifest, output=out))
+    assert [Path(p).name for p, _ in again.failed] == ["tone.wav@2-3"]
+    assert "starts at 2 s, after the end" in again.failed[0][1]
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["tone.wav@0-1.json", "tone.wav@0-1.npy"]
+    assert f"embedding {wav}@0-1 again: the source file changed" in caplog.text  # the span, not the file
 
 
 def test_interrupted_run_leaves_no_partial_output(ckpts, folder, tmp_path, monkeypatch):

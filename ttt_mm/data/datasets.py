@@ -110,9 +110,11 @@ def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
                 reads = " and ".join(spec.modalities)
                 raise MediaError(clip.media, f"no {modality} stream (the dataset reads {reads})")
         end = min(ends)
+    what = " and ".join(spec.modalities)
+    if clip.start >= end:
+        raise MediaError(clip.name, f"the clip starts at {clip.start:g} s, after the end of its {what} ({end:.3f} s)")
     end = end if clip.end is None else min(end, clip.end)
     if end - clip.start < spec.min_seconds:
-        what = " and ".join(spec.modalities)
         seconds = max(0.0, end - clip.start)
         raise MediaError(clip.name, f"only {seconds:.3f} s of {what} in the clip (min_seconds={spec.min_seconds})")
     return clip.start, end

@@ -451,5 +451,5 @@ def index_clips(
     selection = select(clips, records, spec)
     for name, why in selection.silent.items():
         level = logging.INFO if why == "no audio stream" else logging.WARNING
-        log.log(level, "%s: %s: read with a silent track (data.missing_audio=silence)", name, why)
+        log.log(level, "%s: %s: read with a silent track", name, why)  # (training: data.missing_audio=silence)
     return selection

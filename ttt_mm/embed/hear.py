@@ -55,9 +55,14 @@ class HearModel(nn.Module):
             raise ValueError(f"audio must be [n_sounds, n_samples] with at least one sound; got {tuple(audio.shape)}")
         samples = round(self.embedder.seconds_per_step * self.sample_rate)  # one audio token
         if audio.shape[1] < samples:
+            layout = (
+                "; a [n_samples, channels] array (soundfile's layout) is transposed: pass audio.T.mean(0, keepdim=True)"
+                if audio.shape[1] <= 8 and audio.shape[0] > audio.shape[1]
+                else ""
+            )
             raise ValueError(
                 f"audio of {audio.shape[1]} samples is shorter than one token "
-                f"({samples} samples = {samples / self.sample_rate * 1000:g} ms at {self.sample_rate} Hz)"
+                f"({samples} samples = {samples / self.sample_rate * 1000:g} ms at {self.sample_rate} Hz){layout}"
             )
         self.embedder.device = next(self.parameters()).device  # follow .to(device)
         return self.embedder.embed_tensor(audio=audio)

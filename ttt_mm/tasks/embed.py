@@ -223,9 +223,11 @@ def run(cfg: DictConfig) -> Summary:
         summary.failed.append((name, reason))
         if not single:
             log.warning("failed: %s: %s", name, reason)
-    for clip in clips:  # an output of a file that is no longer readable describes what the file was
-        if clip.name in selection.rejected and remove_outputs(output_stem(clip, output)):
-            log.warning("removed the earlier output of %s, which cannot be read now", clip.name)
+    for clip in clips:  # an output of a file (or span) no longer readable describes what the file was
+        if (clip.name in selection.rejected or clip.segment in selection.rejected) and remove_outputs(
+            output_stem(clip, output)
+        ):
+            log.warning("removed the earlier output of %s, which cannot be read now", clip.segment)
     clips = selection.clips
     if clips:  # made only when something may be written: a lone bad input leaves no folder behind
         output_folder(output)
@@ -239,20 +241,20 @@ def run(cfg: DictConfig) -> Summary:
                 if old is not None:
                     why = out_of_date(old, meta | source_record(clip))
                     if why is None:
-                        summary.skipped.append(clip.name)
+                        summary.skipped.append(clip.segment)
                         continue
-                    log.warning("embedding %s again: %s", clip.name, why)
+                    log.warning("embedding %s again: %s", clip.segment, why)
                 embed_one(embedder, clip, stem, meta, cfg.dtype, progress)
             except (MediaError, InputError) as exc:
                 reason = exc.reason if isinstance(exc, MediaError) else str(exc)
-                summary.failed.append((clip.name, reason))
+                summary.failed.append((clip.segment, reason))
                 if not single:
-                    log.warning("failed: %s: %s", clip.name, reason)
+                    log.warning("failed: %s: %s", clip.segment, reason)
                 if remove_outputs(stem):  # it was out of date (or overwrite=true): keep no stale rows
-                    log.warning("removed the earlier output of %s, which is out of date", clip.name)
+                    log.warning("removed the earlier output of %s, which is out of date", clip.segment)
                 bar.set_postfix(failed=len(summary.failed))
             else:
-                summary.written.append(clip.name)
+                summary.written.append(clip.segment)
     return summary
 
 
