@@ -23,7 +23,7 @@ from ttt_mm.backbone import state_tensors
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import train as train_task
-from ttt_mm.tasks.common import ConfigError
+from ttt_mm.tasks.common import ConfigError, _config_subdir, _run_dir
 from ttt_mm.tasks.train import build, check_carried_windows, check_window_length, report, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,6 +277,17 @@ def test_resume_after_sigkill_continues_the_run(tmp_path):
     assert resumed and min(resumed) >= killed_at and max(resumed) <= target  # the curve continues where it stopped
     assert any(r.get("train/tokens_per_s") for r in read_metrics(versions[1]))  # throughput is logged after a resume
     assert ckpt["optimizer_states"][0]["state"]  # optimizer moments restored and carried on
+    assert "trainer.max_steps=400" in (run_dir / ".hydra" / "overrides.yaml").read_text()  # how it was trained
+    (resumed,) = (run_dir / ".hydra").glob("resumed-*")  # the resume's own record beside it
+    assert f"trainer.max_steps={target}" in (resumed / "overrides.yaml").read_text()
+
+
+def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(tmp_path):
+    in_run = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert (_run_dir(in_run, "new"), _config_subdir(in_run, "T")) == (str(tmp_path / "run"), ".hydra/resumed-T")
+    elsewhere = str(tmp_path / "models" / "ttt.ckpt")  # a copy kept by the user: its folder is not a run
+    assert (_run_dir(elsewhere, "new"), _config_subdir(elsewhere, "T")) == ("new", ".hydra")
+    assert (_run_dir(None, "new"), _config_subdir(None, "T")) == ("new", ".hydra")
 
 
 @pytest.mark.slow

@@ -83,11 +83,26 @@ def output_folder(path: str | Path, key: str = "output") -> Path:
     return folder
 
 
+def _resumed_run(ckpt_path: str | None) -> Path | None:
+    """The run a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/<name>.ckpt``; None for
+    no checkpoint or one kept anywhere else (a resume from it starts a run directory of its own)."""
+    if not ckpt_path:
+        return None
+    folder = Path(ckpt_path).resolve().parent
+    return folder.parent if folder.name == "checkpoints" else None
+
+
 def _run_dir(ckpt_path: str | None, default: str) -> str:
     """Resuming from ``<run>/checkpoints/<name>.ckpt`` continues in ``<run>``; otherwise ``default``."""
-    if not ckpt_path:
-        return default
-    return str(Path(ckpt_path).resolve().parent.parent)
+    run = _resumed_run(ckpt_path)
+    return default if run is None else str(run)
+
+
+def _config_subdir(ckpt_path: str | None, stamp: str) -> str:
+    """Where Hydra records a run's config in its directory: ``.hydra`` for a new run, and
+    ``.hydra/resumed-<stamp>`` for a resume in place, so that neither a resume nor a failed attempt
+    overwrites the record of how the run was trained."""
+    return ".hydra" if _resumed_run(ckpt_path) is None else f".hydra/resumed-{stamp}"
 
 
 def _eq(a, b) -> bool:
@@ -96,4 +111,5 @@ def _eq(a, b) -> bool:
 
 
 OmegaConf.register_new_resolver("run_dir", _run_dir, replace=True)
+OmegaConf.register_new_resolver("config_subdir", _config_subdir, replace=True)
 OmegaConf.register_new_resolver("eq", _eq, replace=True)
