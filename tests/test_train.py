@@ -331,6 +331,29 @@ def test_bad_config_values_end_in_one_clear_line(tmp_path):
     assert "unknown mixer 'mamba9'" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
+def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            "data.batch_size=0,2",
+            *TINY[:2],
+            "data.source.num_clips=8",
+            "trainer.max_steps=1",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1  # Hydra's status for a sweep with a failed job
+    assert "error: data.batch_size must be >= 1; got 0" in done.stderr and "Traceback" not in done.stderr
+    assert (tmp_path / "1" / "checkpoints" / "last.ckpt").is_file()  # the next job ran
+
+
 @pytest.mark.parametrize(
     "overrides,message",
     [

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hydra.errors import InstantiationException
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, InstantiationException
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -38,21 +40,33 @@ def config_error_message(err: BaseException) -> str:
     )
 
 
+class SweepJobError(CompactHydraException):
+    """A config mistake in one job of a Hydra sweep (``-m``): the job fails, the sweep goes on, and
+    Hydra names the job and this message at its end (exit status 1)."""
+
+
+def _in_a_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @contextmanager
 def config_errors_end_the_command() -> Iterator[None]:
     """A config mistake ends a command with one ``error:`` line and exit status 2, and Ctrl-C with one
-    line and status 130, not a traceback."""
+    line and status 130, not a traceback. In a sweep the mistake ends only its job."""
     try:
         yield
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except (ConfigError, IndexCacheError, InstantiationException) as err:  # (the index cache is a setting)
-        print("error: " + config_error_message(err), file=sys.stderr)
-        sys.exit(2)
-    except MissingMandatoryValue as err:
-        key = getattr(err, "full_key", None) or str(err)
-        print(f"error: {key} must be set, e.g. {key}=/path/to/your/data", file=sys.stderr)
+    except (ConfigError, IndexCacheError, InstantiationException, MissingMandatoryValue) as err:
+        if isinstance(err, MissingMandatoryValue):
+            key = getattr(err, "full_key", None) or str(err)
+            message = f"{key} must be set, e.g. {key}=/path/to/your/data"
+        else:  # (the index cache is a setting)
+            message = config_error_message(err)
+        print("error: " + message, file=sys.stderr)
+        if _in_a_sweep():
+            raise SweepJobError(message) from None
         sys.exit(2)
 
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
 
 log = logging.getLogger(__name__)
+DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's choice (one per core, or OMP_NUM_THREADS)
 
 # What torch says when a checkpoint does not fit the model, or is a damaged zip archive
 RESUME_ERRORS = ("Error(s) in loading state_dict", "PytorchStreamReader failed", "failed finding central directory")
@@ -106,8 +107,8 @@ def check_carried_windows(datamodule, model) -> None:
 def run(cfg: DictConfig) -> dict:
     """Fit (and optionally test); returns the final metrics and where things were written."""
     check(cfg)
-    if cfg.get("cpu_threads"):
-        torch.set_num_threads(int(cfg.cpu_threads))
+    # a sweep's jobs share this process: a job without cpu_threads gets the default back
+    torch.set_num_threads(int(cfg.cpu_threads) if cfg.get("cpu_threads") else DEFAULT_THREADS)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     check_window_length(datamodule, model)
