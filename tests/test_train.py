@@ -524,3 +524,11 @@ def test_resuming_with_more_steps_says_that_the_learning_rate_jumps(tmp_path, ca
         "resuming at step 4 a run whose learning-rate schedule was planned for 4 steps, now 8: "
         "the learning rate follows the new schedule and goes from 0.0002 to 0.0013"
     ]
+
+
+def test_a_run_without_cpu_threads_gets_the_default_back(tmp_path):
+    """Sweep jobs share one process: one job's thread count must not leak into the next."""
+    run(compose_train(tmp_path / "a", [*TINY, "trainer.max_steps=1", "cpu_threads=1"]))
+    assert torch.get_num_threads() == 1
+    run(compose_train(tmp_path / "b", [*TINY, "trainer.max_steps=1"]))
+    assert torch.get_num_threads() == train_task.DEFAULT_THREADS
