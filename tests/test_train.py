@@ -352,6 +352,11 @@ def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path)
     assert done.returncode == 1  # Hydra's status for a sweep with a failed job
     assert "error: data.batch_size must be >= 1; got 0" in done.stderr and "Traceback" not in done.stderr
     assert (tmp_path / "1" / "checkpoints" / "last.ckpt").is_file()  # the next job ran
+    # each job's log file holds its own end, and Lightning's lines, which do not reach the root logger
+    assert "error: data.batch_size must be >= 1" in (tmp_path / "0" / "train.log").read_text()
+    second = (tmp_path / "1" / "train.log").read_text()
+    assert "run directory:   " + str(tmp_path / "1") in second and "`Trainer.fit` stopped" in second
+    assert "Trainer.fit" not in (tmp_path / "0" / "train.log").read_text()
 
 
 @pytest.mark.parametrize(
@@ -512,18 +517,44 @@ def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path
         run(compose_train(tmp_path / "c", [*TINY, f"ckpt_path={damaged}"]))
 
 
-def test_resuming_with_more_steps_says_that_the_learning_rate_jumps(tmp_path, caplog):
+def test_resuming_with_other_settings_says_what_they_change(tmp_path, caplog):
     short = [*TINY, "model.warmup_steps=1"]
     first = run(compose_train(tmp_path / "a", [*short, "trainer.max_steps=4"]))
     assert torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)["lr_schedule_steps"] == 4
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.module"):
+    changed = ["trainer.max_steps=8", "data.batch_size=1", "model.lr=1e-5", f"ckpt_path={first['last_ckpt']}"]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm"):
+        run(compose_train(tmp_path / "a", [*short, *changed]))
+    lines = [r.getMessage() for r in caplog.records]
+    # at the end of a 4-step cosine the rate is at its floor (0.1 lr); 4 of 8 steps in, mid-way down; the
+    # base rate stays the checkpoint's 2e-3, as the restored optimizer has it
+    assert (
+        "resuming at step 4 a run whose learning-rate schedule was planned for 4 steps, now 8: the learning rate "
+        "follows the new schedule and goes from 0.0002 to 0.0013" in lines
+    )
+    assert (
+        "resuming keeps the optimizer state of the checkpoint, so these stay as it has them: model.lr=0.002 "
+        "(given 1e-05)" in lines
+    )
+    assert any(line.startswith("resuming with other data settings (data.batch_size 2 -> 1)") for line in lines)
+    with pytest.raises(ConfigError, match="is at step 8 and trainer.max_steps=8: nothing is left to train"):
         run(compose_train(tmp_path / "a", [*short, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}"]))
-    jump = [r.getMessage() for r in caplog.records if "learning-rate schedule" in r.getMessage()]
-    # at the end of a 4-step cosine the rate is at its floor (0.1 lr); 4 of 8 steps in, mid-way down
-    assert jump == [
-        "resuming at step 4 a run whose learning-rate schedule was planned for 4 steps, now 8: "
-        "the learning rate follows the new schedule and goes from 0.0002 to 0.0013"
-    ]
+
+
+def test_a_sweep_cannot_start_its_own_ddp_processes(tmp_path, monkeypatch):
+    ddp = L.Trainer(strategy="ddp", accelerator="cpu", devices=2, logger=False, enable_checkpointing=False)
+    cfg = compose_train(tmp_path, TINY)
+    train_task.check_launch(cfg, ddp)  # a single run: Lightning starts the second process itself
+    monkeypatch.setattr(train_task, "in_a_sweep", lambda: True)
+    with pytest.raises(ConfigError, match="a sweep \\(-m\\) cannot start 2 DDP processes"):
+        train_task.check_launch(cfg, ddp)
+
+
+def test_only_the_first_process_prints_the_summary(capsys):
+    out = {"metrics": {}, "run_dir": "r", "last_ckpt": "l", "best_ckpt": None, "log_dirs": [], "global_zero": False}
+    report(out)
+    assert capsys.readouterr().out == ""
+    report(out | {"global_zero": True})
+    assert "run directory:   r" in capsys.readouterr().out
 
 
 def test_a_run_without_cpu_threads_gets_the_default_back(tmp_path):

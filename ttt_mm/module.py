@@ -25,6 +25,22 @@ PREDICT = ("next_token", "next_step")
 log = logging.getLogger(__name__)
 
 
+def _optimizer_settings(checkpoint: dict) -> dict:
+    """``lr``, ``betas`` and ``weight_decay`` as the checkpoint's optimizer has them: what a resume
+    keeps (the base learning rate is the scheduler's), whatever the config now says."""
+    out = {}
+    schedulers = checkpoint.get("lr_schedulers") or [{}]
+    if schedulers[0].get("base_lrs"):
+        out["lr"] = schedulers[0]["base_lrs"][0]
+    groups = (checkpoint.get("optimizer_states") or [{}])[0].get("param_groups") or [{}]
+    out |= {k: _plain_list(groups[0][k]) for k in ("betas", "weight_decay") if k in groups[0]}
+    return out
+
+
+def _plain_list(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 def _plain(value: Any) -> Any:
     """Config nodes -> plain (resolved) dicts and lists, so that checkpoints hold only builtin types
     and load with ``torch.load(weights_only=True)``."""
@@ -88,7 +104,8 @@ class SequenceModel(L.LightningModule):
         # decided now, on the parameters' own shapes: FSDP (use_orig_params) shows them as flat shards later
         self._no_decay_ids = frozenset(self._no_decay())
         self._schedule_steps: int | None = None  # steps the learning-rate schedule spans, once fitting
-        self._resumed: tuple[int | None, int] = (None, 0)  # a loaded checkpoint's schedule steps and step
+        self._resumed: tuple[int | None, int, float] = (None, 0, lr)  # a loaded checkpoint's schedule steps,
+        # step and base learning rate (which the restored optimizer keeps)
 
     @property
     def predicts_next_step(self) -> bool:
@@ -166,10 +183,11 @@ class SequenceModel(L.LightningModule):
 
     def _log_scores(self, split: str) -> None:
         sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum").cpu()
-        if sums[2] > 0:
-            self.log(f"{split}/loss", float(sums[0] / sums[2]))
-            self.log(f"{split}/loss_copy", float(sums[1] / sums[2]))
-            self.log(f"{split}/loss_ratio_copy", float(sums[0] / sums[1].clamp_min(1e-12)), prog_bar=True)
+        if sums[2] > 0:  # equal on every rank: averaging them (sync_dist) changes nothing, and says they are global
+            self.log(f"{split}/loss", float(sums[0] / sums[2]), sync_dist=True)
+            self.log(f"{split}/loss_copy", float(sums[1] / sums[2]), sync_dist=True)
+            ratio = float(sums[0] / sums[1].clamp_min(1e-12))
+            self.log(f"{split}/loss_ratio_copy", ratio, prog_bar=True, sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         self._start_scoring()
@@ -225,15 +243,27 @@ class SequenceModel(L.LightningModule):
         checkpoint["lr_schedule_steps"] = self._schedule_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._resumed = (checkpoint.get("lr_schedule_steps"), checkpoint.get("global_step", 0))
+        restored = _optimizer_settings(checkpoint)
+        self._resumed = (
+            checkpoint.get("lr_schedule_steps"),
+            checkpoint.get("global_step", 0),
+            restored.get("lr", self.hparams.lr),
+        )
+        given = {k: _plain_list(self.hparams[k]) for k in restored}
+        kept = [f"model.{k}={v} (given {given[k]})" for k, v in restored.items() if v != given[k]]
+        if kept:
+            log.warning(
+                "resuming keeps the optimizer state of the checkpoint, so these stay as it has them: %s",
+                ", ".join(kept),
+            )
 
     def _warn_if_the_schedule_changed(self, total: int) -> None:
         """A run resumed with another step count (a larger ``trainer.max_steps``, say) follows the new
         cosine from where it stopped, so its learning rate jumps: say so, with both values."""
-        planned, step = self._resumed
+        planned, step, lr = self._resumed
         if planned is None or planned == total or not self.trainer.is_global_zero:
             return
-        old, new = (self.hparams.lr * self._lr_factor(step, n) for n in (planned, total))
+        old, new = (lr * self._lr_factor(step, n) for n in (planned, total))
         log.warning(
             f"resuming at step {step} a run whose learning-rate schedule was planned for {planned} steps, now "
             f"{total}: the learning rate follows the new schedule and goes from {old:.3g} to {new:.3g}"

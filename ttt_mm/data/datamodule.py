@@ -183,6 +183,35 @@ class MediaDataModule(L.LightningDataModule):
             return 0, 0, 1
         return trainer.global_step * trainer.accumulate_grad_batches, trainer.global_rank, trainer.world_size
 
+    def _order(self) -> dict:
+        """The settings a resumed run's data order depends on (beside the seed and the clips)."""
+        trainer = self.trainer
+        world = trainer.world_size if trainer is not None and hasattr(trainer, "world_size") else 1
+        accumulate = getattr(trainer, "accumulate_grad_batches", 1) if trainer is not None else 1
+        return {
+            "data.batch_size": self.batch_size,
+            "data.clip_seconds": self.clip_seconds,
+            "data.stream": self.stream,
+            "processes": world,
+            "trainer.accumulate_grad_batches": accumulate,
+        }
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints by Lightning, to check a resume against (`load_state_dict`)."""
+        return {"order": self._order()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A run resumed with other batch sizes, windows or processes continues from the same step, but
+        in another data order: windows are read again or passed over. Say so."""
+        now = self._order()
+        changed = [f"{k} {v} -> {now[k]}" for k, v in state.get("order", {}).items() if k in now and now[k] != v]
+        if changed:
+            log.warning(
+                "resuming with other data settings (%s): the run goes on from its step in a different data "
+                "order, so some windows are read again and others passed over",
+                ", ".join(changed),
+            )
+
     def train_dataloader(self) -> DataLoader:
         """Endless: training is counted in steps, and a resumed run continues with the next batch."""
         steps, rank, world = self._position()

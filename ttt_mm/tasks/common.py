@@ -5,6 +5,7 @@ imports this module first)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,12 +41,35 @@ def config_error_message(err: BaseException) -> str:
     )
 
 
+def _log_files() -> list[logging.FileHandler]:
+    return [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+
+
+def lightning_logs_to_file() -> None:
+    """Lightning's loggers print to the console on their own (they do not propagate to the root
+    logger, whose handlers Hydra sets up per job): give them this job's log file too."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+            logger.removeHandler(handler)  # an earlier sweep job's file
+        for handler in _log_files():
+            logger.addHandler(handler)
+
+
+def to_log_file(text: str, level: int = logging.INFO) -> None:
+    """Write ``text`` to the job's log file only (what the command also prints, such as its summary)."""
+    record = logging.LogRecord("ttt_mm", level, __file__, 0, text, None, None)
+    for handler in _log_files():
+        handler.handle(record)
+
+
 class SweepJobError(CompactHydraException):
     """A config mistake in one job of a Hydra sweep (``-m``): the job fails, the sweep goes on, and
     Hydra names the job and this message at its end (exit status 1)."""
 
 
-def _in_a_sweep() -> bool:
+def in_a_sweep() -> bool:
+    """Whether this is one job of a Hydra sweep (``-m``): its jobs run one after another in this process."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -65,7 +89,8 @@ def config_errors_end_the_command() -> Iterator[None]:
         else:  # (the index cache is a setting)
             message = config_error_message(err)
         print("error: " + message, file=sys.stderr)
-        if _in_a_sweep():
+        to_log_file("error: " + message, logging.ERROR)
+        if in_a_sweep():
             raise SweepJobError(message) from None
         sys.exit(2)
 

@@ -16,9 +16,17 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
-from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command
+from ttt_mm.tasks.common import (
+    CONF_DIR,
+    ConfigError,
+    config_errors_end_the_command,
+    in_a_sweep,
+    lightning_logs_to_file,
+    to_log_file,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's choice (one per core, or OMP_NUM_THREADS)
@@ -54,6 +62,25 @@ def build(cfg: DictConfig):
         cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_checkpointing=saves
     )
     return datamodule, model, trainer
+
+
+def check_launch(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """What the trainer cannot do in this run: start its own DDP processes inside a sweep (Lightning
+    starts each one by running this command again, sweep and all), or resume from a step at or past
+    ``trainer.max_steps`` (it would stop at once, with nothing trained and no checkpoint written)."""
+    if in_a_sweep() and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        raise ConfigError(
+            f"a sweep (-m) cannot start {trainer.world_size} DDP processes: Lightning starts the others by running "
+            "this command again, sweep included. Run each configuration as its own command (or start the "
+            "processes with torchrun or SLURM)"
+        )
+    if cfg.get("ckpt_path") and trainer.max_steps >= 0:
+        step = torch.load(cfg.ckpt_path, map_location="cpu", mmap=True, weights_only=True).get("global_step", 0)
+        if step >= trainer.max_steps:
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} is at step {step} and trainer.max_steps={trainer.max_steps}: nothing is "
+                f"left to train; to go on, set trainer.max_steps above {step}"
+            )
 
 
 def check_window_length(datamodule, model) -> None:
@@ -111,6 +138,7 @@ def run(cfg: DictConfig) -> dict:
     torch.set_num_threads(int(cfg.cpu_threads) if cfg.get("cpu_threads") else DEFAULT_THREADS)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    check_launch(cfg, trainer)
     check_window_length(datamodule, model)
     check_carried_windows(datamodule, model)
     try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
@@ -135,6 +163,8 @@ def run(cfg: DictConfig) -> dict:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the best weights and last.ckpt come from separate callbacks (conf/callbacks/model_checkpoint.yaml)
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), None)
+    if best and not Path(best).is_file():  # restored from a run that was moved or copied since
+        best = None
     last = next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
     if cfg.get("test") and not interrupted:
         trainer.test(model, datamodule=datamodule, ckpt_path=best)
@@ -146,10 +176,16 @@ def run(cfg: DictConfig) -> dict:
         "last_ckpt": last,
         "log_dirs": [lg.log_dir for lg in trainer.loggers],
         "interrupted": interrupted,
+        "global_zero": trainer.is_global_zero,
     }
 
 
 def report(out: dict) -> None:
+    """The run's summary, from the first process only; exit status 130 when it was interrupted."""
+    if not out.get("global_zero", True):
+        if out.get("interrupted"):
+            sys.exit(130)
+        return
     shown = {k: out["metrics"][k] for k in sorted(out["metrics"]) if k.startswith(("val/", "test/"))}
     lines = [
         "run directory:   " + str(out["run_dir"]),
@@ -159,6 +195,7 @@ def report(out: dict) -> None:
         *(f"{k}: {v:.4f}" for k, v in shown.items()),
     ]
     print("\n".join(lines), flush=True)
+    to_log_file("\n".join(lines))
     if out.get("interrupted"):
         resume = f": resume with ckpt_path={out['last_ckpt']}" if out["last_ckpt"] else ""
         print(f"interrupted{resume}", file=sys.stderr, flush=True)
@@ -167,6 +204,7 @@ def report(out: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
+    lightning_logs_to_file()
     with config_errors_end_the_command():
         report(run(cfg))
     log.debug("resolved config:\n%s", OmegaConf.to_yaml(cfg))
