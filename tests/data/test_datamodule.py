@@ -3,11 +3,14 @@ files chosen by their streams from the dataset index, small folders that still g
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
+import multiprocessing
 import shutil
 from types import SimpleNamespace
 
+import decord
 import pytest
 import torch
 from mediafiles import write_video
@@ -64,6 +67,31 @@ def test_workers_open_their_own_decoders_and_share_the_skip_list(media, tmp_path
     dm2.trainer = SimpleNamespace(default_root_dir=str(root))
     dm2.setup("fit")
     assert len(dm2.splits["train"]) == 2  # known bad files are not listed again
+
+
+def test_a_reader_left_in_a_reference_cycle_is_never_freed_in_a_forked_child(media):
+    """A decord reader that is garbage in a reference cycle (an exception kept with its traceback keeps
+    the frames that held it) must be freed before a fork, not by a child's collector: its decoder
+    threads are not in the child, and freeing it there waits for them forever."""
+
+    class Cycle:
+        pass
+
+    gc.disable()  # the parent's own collector must not free it first
+    try:
+        held = Cycle()
+        held.itself, held.reader = held, decord.VideoReader(str(media["av"]), num_threads=1)
+        held.reader.get_batch([0, 1, 2])  # its decoder thread is running
+        del held
+        child = multiprocessing.get_context("fork").Process(target=gc.collect)
+        child.start()
+    finally:
+        gc.enable()
+    child.join(30)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung and child.exitcode == 0
 
 
 def test_epochs_draw_new_windows_and_a_resumed_run_continues_the_stream():
