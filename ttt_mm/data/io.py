@@ -667,7 +667,7 @@ def _probe_video(path: str, present: bool | None, verify: bool) -> dict:
                 if len(read_video(path, last, 1e-3, fps=1.0, size=16, backend=backend)) != 1:
                     raise MediaError(path, f"the last indexed frame ({len(index.starts) - 1}) cannot be read")
         except MediaError as exc:
-            errors.append(exc)
+            errors.append(exc.with_traceback(None))  # its frames hold the reader: no cycle keeps it alive
             continue
         _backends.put((*_key(path, _stat(path)), "video"), backend)
         fields = {"has_video": True, "video_backend": backend, "video_duration": index.duration, "fps": index.fps}
@@ -700,7 +700,7 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
             if verify:
                 fields["silent"] = _scan_audio(path, fields["audio_duration"], rate, backend)
         except MediaError as exc:
-            errors.append(exc)
+            errors.append(exc.with_traceback(None))  # its frames hold the reader: no cycle keeps it alive
             continue
         _backends.put((*_key(path, _stat(path)), "audio"), backend)
         return {"has_audio": True, "audio_backend": backend, **fields}
