@@ -284,9 +284,13 @@ def test_resume_after_sigkill_continues_the_run(tmp_path):
 
 def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(tmp_path):
     in_run = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text("{}")
     assert (_run_dir(in_run, "new"), _config_subdir(in_run, "T")) == (str(tmp_path / "run"), ".hydra/resumed-T")
-    elsewhere = str(tmp_path / "models" / "ttt.ckpt")  # a copy kept by the user: its folder is not a run
-    assert (_run_dir(elsewhere, "new"), _config_subdir(elsewhere, "T")) == ("new", ".hydra")
+    assert _config_subdir(in_run, "T", "RunMode.MULTIRUN") == ".hydra"  # a sweep job runs in its own directory
+    for elsewhere in ("models/ttt.ckpt", "models/checkpoints/ttt.ckpt"):  # the user's own folders, not runs
+        path = str(tmp_path / elsewhere)
+        assert (_run_dir(path, "new"), _config_subdir(path, "T")) == ("new", ".hydra")
     assert (_run_dir(None, "new"), _config_subdir(None, "T")) == ("new", ".hydra")
 
 
@@ -536,6 +540,10 @@ def test_resuming_with_other_settings_says_what_they_change(tmp_path, caplog):
         "(given 1e-05)" in lines
     )
     assert any(line.startswith("resuming with other data settings (data.batch_size 2 -> 1)") for line in lines)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm"):
+        SequenceModel.load_from_checkpoint(first["last_ckpt"], lr=1e-4)  # loading is not resuming: no warning
+    assert not [r for r in caplog.records if "resuming" in r.getMessage()]
     with pytest.raises(ConfigError, match="is at step 8 and trainer.max_steps=8: nothing is left to train"):
         run(compose_train(tmp_path / "a", [*short, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}"]))
 
@@ -545,8 +553,10 @@ def test_a_sweep_cannot_start_its_own_ddp_processes(tmp_path, monkeypatch):
     cfg = compose_train(tmp_path, TINY)
     train_task.check_launch(cfg, ddp)  # a single run: Lightning starts the second process itself
     monkeypatch.setattr(train_task, "in_a_sweep", lambda: True)
-    with pytest.raises(ConfigError, match="a sweep \\(-m\\) cannot start 2 DDP processes"):
+    with pytest.raises(ConfigError, match="a sweep \\(-m\\) cannot start 2 processes of DDPStrategy"):
         train_task.check_launch(cfg, ddp)
+    one = L.Trainer(strategy="ddp", accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    train_task.check_launch(cfg, one)  # nothing to start: a sweep of one-process DDP runs is fine
 
 
 def test_only_the_first_process_prints_the_summary(capsys):

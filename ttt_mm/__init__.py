@@ -27,6 +27,7 @@ MOVED = {
     "ttt_mm.report": "ttt_mm.eval.report",
     "ttt_mm.rollout": "ttt_mm.eval.rollout",
     "ttt_mm.scoring": "ttt_mm.eval.scoring",
+    "ttt_mm.data.windows": "ttt_mm.data.media",
     "ttt_mm.eval.features": "ttt_mm.linear_probe.features",
     "ttt_mm.eval.folds": "ttt_mm.linear_probe.folds",
     "ttt_mm.eval.linear_probe": "ttt_mm.linear_probe.classifier",

@@ -104,8 +104,7 @@ class SequenceModel(L.LightningModule):
         # decided now, on the parameters' own shapes: FSDP (use_orig_params) shows them as flat shards later
         self._no_decay_ids = frozenset(self._no_decay())
         self._schedule_steps: int | None = None  # steps the learning-rate schedule spans, once fitting
-        self._resumed: tuple[int | None, int, float] = (None, 0, lr)  # a loaded checkpoint's schedule steps,
-        # step and base learning rate (which the restored optimizer keeps)
+        self._resumed: dict | None = None  # what a loaded checkpoint's optimizer had, until training starts
 
     @property
     def predicts_next_step(self) -> bool:
@@ -227,7 +226,6 @@ class SequenceModel(L.LightningModule):
         ]
         opt = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
         self._schedule_steps = total = max(1, int(self.trainer.estimated_stepping_batches))
-        self._warn_if_the_schedule_changed(total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self._lr_factor(step, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -243,12 +241,19 @@ class SequenceModel(L.LightningModule):
         checkpoint["lr_schedule_steps"] = self._schedule_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        restored = _optimizer_settings(checkpoint)
-        self._resumed = (
-            checkpoint.get("lr_schedule_steps"),
-            checkpoint.get("global_step", 0),
-            restored.get("lr", self.hparams.lr),
-        )
+        """Notes what a resume keeps from the checkpoint; `on_train_start` reports it once fitting
+        begins (with every strategy the restore is done by then; loading to test or embed says nothing)."""
+        self._resumed = {
+            "optimizer": _optimizer_settings(checkpoint),
+            "schedule_steps": checkpoint.get("lr_schedule_steps"),
+            "step": checkpoint.get("global_step", 0),
+        }
+
+    def on_train_start(self) -> None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is None or not self.trainer.is_global_zero:
+            return
+        restored = resumed["optimizer"]
         given = {k: _plain_list(self.hparams[k]) for k in restored}
         kept = [f"model.{k}={v} (given {given[k]})" for k, v in restored.items() if v != given[k]]
         if kept:
@@ -256,18 +261,16 @@ class SequenceModel(L.LightningModule):
                 "resuming keeps the optimizer state of the checkpoint, so these stay as it has them: %s",
                 ", ".join(kept),
             )
-
-    def _warn_if_the_schedule_changed(self, total: int) -> None:
-        """A run resumed with another step count (a larger ``trainer.max_steps``, say) follows the new
-        cosine from where it stopped, so its learning rate jumps: say so, with both values."""
-        planned, step, lr = self._resumed
-        if planned is None or planned == total or not self.trainer.is_global_zero:
-            return
-        old, new = (lr * self._lr_factor(step, n) for n in (planned, total))
-        log.warning(
-            f"resuming at step {step} a run whose learning-rate schedule was planned for {planned} steps, now "
-            f"{total}: the learning rate follows the new schedule and goes from {old:.3g} to {new:.3g}"
-        )
+        # a run resumed with another step count (a larger trainer.max_steps, say) follows the new
+        # cosine from where it stopped, so its learning rate jumps: say so, with both values
+        planned, total, step = resumed["schedule_steps"], self._schedule_steps, resumed["step"]
+        if planned is not None and total is not None and planned != total:
+            lr = restored.get("lr", self.hparams.lr)
+            old, new = (lr * self._lr_factor(step, n) for n in (planned, total))
+            log.warning(
+                f"resuming at step {step} a run whose learning-rate schedule was planned for {planned} steps, now "
+                f"{total}: the learning rate follows the new schedule and goes from {old:.3g} to {new:.3g}"
+            )
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clipping by norm under FSDP: the gradients are sharded, so the root FSDP module takes their

@@ -203,6 +203,9 @@ class MediaDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         """A run resumed with other batch sizes, windows or processes continues from the same step, but
         in another data order: windows are read again or passed over. Say so."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit" or not trainer.is_global_zero:
+            return  # (a checkpoint loaded to test, or another process of the same run)
         now = self._order()
         changed = [f"{k} {v} -> {now[k]}" for k, v in state.get("order", {}).items() if k in now and now[k] != v]
         if changed:

@@ -112,7 +112,9 @@ def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
         end = min(ends)
     what = " and ".join(spec.modalities)
     if clip.start >= end:
-        raise MediaError(clip.name, f"the clip starts at {clip.start:g} s, after the end of its {what} ({end:.3f} s)")
+        raise MediaError(
+            clip.name, f"the clip starts at {clip.start:.10g} s, at or after the end of its {what} ({end:.3f} s)"
+        )
     end = end if clip.end is None else min(end, clip.end)
     if end - clip.start < spec.min_seconds:
         seconds = max(0.0, end - clip.start)

@@ -3,8 +3,8 @@
 Decoder handles (decord readers, PyAV containers) own native state, decord's also native threads.
 A forked DataLoader worker inherits the parent's Python objects but not those threads, so freeing
 an inherited handle can crash or block: `LRUCache` therefore forgets everything it held in a
-forked child, never freeing a native handle (``native=True`` caches), handles that are already
-garbage are collected in the parent just before a fork, and each worker opens its own readers.
+forked child, never freeing a native handle (``native=True`` caches), a child's garbage collector
+never visits what it inherited, and each worker opens its own readers.
 decord can also loop forever inside native code (a container that claims frames it cannot decode),
 so `run_with_timeout` runs a call on a daemon thread and gives up after a deadline: the caller gets
 an exception it can log and skip, and the stuck thread is left behind (it cannot be killed from
@@ -91,19 +91,17 @@ class LRUCache(Generic[T]):
         return len(self._items)
 
 
-def _before_fork() -> None:
-    """Free the handles that are already garbage, here: a reader held only by a reference cycle (say,
-    a kept exception whose traceback holds the frame that opened it) would otherwise be freed by a
-    forked child's collector, which waits forever for decoder threads the child does not have."""
-    gc.collect()
-
-
 def _after_fork_in_child() -> None:
     for cache in _caches:
         cache.forget_inherited()
+    # Nothing inherited is collected here: a reader held only by a reference cycle (say, a kept
+    # exception whose traceback holds the frame that opened it) would otherwise be freed by this
+    # child's collector, which then waits forever for decoder threads the child does not have.
+    # Inherited cycles stay allocated (a worker's life); what the child makes itself is collected.
+    gc.freeze()
 
 
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _stderr_lock = threading.Lock()

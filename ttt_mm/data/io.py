@@ -649,6 +649,13 @@ def _chosen(path: str, stream: str) -> str:
     return backend
 
 
+def _without_frames(exc: MediaError) -> MediaError:
+    """``exc`` without its traceback and the decoder error it replaced, whose frames hold the failed
+    reader: kept in a list, they would keep it alive until a garbage collection."""
+    exc.__context__ = None
+    return exc.with_traceback(None)
+
+
 def _first_reason(errors: list[MediaError], stream: str) -> MediaError:
     """The most telling of the backends' errors: the first that is not just "no <stream> stream"."""
     return next((e for e in errors if e.reason != f"no {stream} stream"), errors[0])
@@ -667,7 +674,7 @@ def _probe_video(path: str, present: bool | None, verify: bool) -> dict:
                 if len(read_video(path, last, 1e-3, fps=1.0, size=16, backend=backend)) != 1:
                     raise MediaError(path, f"the last indexed frame ({len(index.starts) - 1}) cannot be read")
         except MediaError as exc:
-            errors.append(exc.with_traceback(None))  # its frames hold the reader: no cycle keeps it alive
+            errors.append(_without_frames(exc))
             continue
         _backends.put((*_key(path, _stat(path)), "video"), backend)
         fields = {"has_video": True, "video_backend": backend, "video_duration": index.duration, "fps": index.fps}
@@ -700,7 +707,7 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
             if verify:
                 fields["silent"] = _scan_audio(path, fields["audio_duration"], rate, backend)
         except MediaError as exc:
-            errors.append(exc.with_traceback(None))  # its frames hold the reader: no cycle keeps it alive
+            errors.append(_without_frames(exc))
             continue
         _backends.put((*_key(path, _stat(path)), "audio"), backend)
         return {"has_audio": True, "audio_backend": backend, **fields}

@@ -52,8 +52,9 @@ def lightning_logs_to_file() -> None:
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
             logger.removeHandler(handler)  # an earlier sweep job's file
-        for handler in _log_files():
-            logger.addHandler(handler)
+        if not logger.propagate:  # (a propagating one reaches the file through the root already)
+            for handler in _log_files():
+                logger.addHandler(handler)
 
 
 def to_log_file(text: str, level: int = logging.INFO) -> None:
@@ -123,12 +124,14 @@ def output_folder(path: str | Path, key: str = "output") -> Path:
 
 
 def _resumed_run(ckpt_path: str | None) -> Path | None:
-    """The run a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/<name>.ckpt``; None for
-    no checkpoint or one kept anywhere else (a resume from it starts a run directory of its own)."""
+    """The run a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/<name>.ckpt`` of a run
+    directory (one with ``.hydra/config.yaml``); None for no checkpoint or one kept anywhere else (a
+    resume from it starts a run directory of its own)."""
     if not ckpt_path:
         return None
     folder = Path(ckpt_path).resolve().parent
-    return folder.parent if folder.name == "checkpoints" else None
+    run = folder.parent
+    return run if folder.name == "checkpoints" and (run / ".hydra" / "config.yaml").is_file() else None
 
 
 def _run_dir(ckpt_path: str | None, default: str) -> str:
@@ -137,11 +140,12 @@ def _run_dir(ckpt_path: str | None, default: str) -> str:
     return default if run is None else str(run)
 
 
-def _config_subdir(ckpt_path: str | None, stamp: str) -> str:
-    """Where Hydra records a run's config in its directory: ``.hydra`` for a new run, and
-    ``.hydra/resumed-<stamp>`` for a resume in place, so that neither a resume nor a failed attempt
-    overwrites the record of how the run was trained."""
-    return ".hydra" if _resumed_run(ckpt_path) is None else f".hydra/resumed-{stamp}"
+def _config_subdir(ckpt_path: str | None, stamp: str, mode: str = "RUN") -> str:
+    """Where Hydra records a run's config in its directory: ``.hydra`` for a new run (a sweep's jobs
+    always run in new directories), and ``.hydra/resumed-<stamp>`` for a resume in place, so that
+    neither a resume nor a failed attempt overwrites the record of how the run was trained."""
+    in_place = _resumed_run(ckpt_path) is not None and "MULTIRUN" not in str(mode)
+    return f".hydra/resumed-{stamp}" if in_place else ".hydra"
 
 
 def _eq(a, b) -> bool:

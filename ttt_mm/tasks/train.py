@@ -68,14 +68,22 @@ def check_launch(cfg: DictConfig, trainer: L.Trainer) -> None:
     """What the trainer cannot do in this run: start its own DDP processes inside a sweep (Lightning
     starts each one by running this command again, sweep and all), or resume from a step at or past
     ``trainer.max_steps`` (it would stop at once, with nothing trained and no checkpoint written)."""
-    if in_a_sweep() and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+    launcher = trainer.strategy.launcher
+    if in_a_sweep() and isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1:
+        strategy = type(trainer.strategy).__name__
         raise ConfigError(
-            f"a sweep (-m) cannot start {trainer.world_size} DDP processes: Lightning starts the others by running "
-            "this command again, sweep included. Run each configuration as its own command (or start the "
-            "processes with torchrun or SLURM)"
+            f"a sweep (-m) cannot start {launcher.num_processes} processes of {strategy}: Lightning starts the "
+            "others by running this command again, sweep included. Run each configuration as its own command "
+            "(or start the processes with torchrun or SLURM)"
         )
-    if cfg.get("ckpt_path") and trainer.max_steps >= 0:
-        step = torch.load(cfg.ckpt_path, map_location="cpu", mmap=True, weights_only=True).get("global_step", 0)
+    if cfg.get("ckpt_path") and cfg.get("train", True) and trainer.max_steps >= 0 and not trainer.fast_dev_run:
+        try:
+            step = torch.load(cfg.ckpt_path, map_location="cpu", mmap=True, weights_only=True).get("global_step", 0)
+        except Exception as err:  # (pickle and zip errors of every kind)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} is not a checkpoint: truncated, damaged or another file ({first})"
+            ) from None
         if step >= trainer.max_steps:
             raise ConfigError(
                 f"ckpt_path={cfg.ckpt_path} is at step {step} and trainer.max_steps={trainer.max_steps}: nothing is "
@@ -113,7 +121,7 @@ def check_carried_windows(datamodule, model) -> None:
         )
     tokens = steps * tok.tokens_per_step
     window = f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens)"
-    unit = model.backbone.blocks[0].mixer.restart_unit
+    unit = getattr(model.backbone.blocks[0].mixer, "restart_unit", None)  # (a mixer older than the attribute)
     if unit is None or tokens % unit.tokens == 0:
         return
     if unit.required:  # the window changes: whole units of whole tokenizer steps
