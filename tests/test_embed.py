@@ -339,6 +339,23 @@ def test_a_span_that_no_longer_fits_its_file_loses_its_output(ckpts, tmp_path, c
     assert f"embedding {wav}@0-1 again: the source file changed" in caplog.text  # the span, not the file
 
 
+def test_an_output_under_the_older_span_name_is_renamed_not_made_twice(ckpts, tmp_path):
+    wav = write_wav(tmp_path / "tone.wav", tone(3.0, 16000), 16000)
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f"path,start,end\n{wav},0.1234567,2\n")
+    out = tmp_path / "out"
+    assert len(task.run(_cfg(ckpt=ckpts["audio"], input=manifest, output=out)).written) == 1
+    (npy,) = out.rglob("*.npy")
+    for path in (npy, npy.with_suffix(".json")):  # as the earlier version named them (6 digits)
+        path.rename(path.with_name(path.name.replace("@0.1234567-2", "@0.123457-2")))
+    again = task.run(_cfg(ckpt=ckpts["audio"], input=manifest, output=out))
+    assert len(again.skipped) == 1 and not again.written  # found under its new name and up to date
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "tone.wav@0.1234567-2.json",
+        "tone.wav@0.1234567-2.npy",
+    ]
+
+
 def test_interrupted_run_leaves_no_partial_output(ckpts, folder, tmp_path, monkeypatch):
     calls = {"n": 0}
     push = Stream.push

@@ -47,6 +47,7 @@ from ttt_mm.embed.files import (
     DTYPES,
     NpyRowWriter,
     RowError,
+    adopt_older_name,
     config_hash,
     out_of_date,
     output_paths,
@@ -236,6 +237,8 @@ def run(cfg: DictConfig) -> Summary:
     with logging_redirect_tqdm():
         for clip in bar:
             stem = output_stem(clip, output)
+            if adopt_older_name(clip, output):
+                log.info("renamed the output of %s from its older name", clip.segment)
             try:
                 old = None if cfg.overwrite else _finished(stem)
                 if old is not None:
