@@ -185,15 +185,13 @@ class MediaDataModule(L.LightningDataModule):
 
     def _order(self) -> dict:
         """The settings a resumed run's data order depends on (beside the seed and the clips)."""
-        trainer = self.trainer
-        world = trainer.world_size if trainer is not None and hasattr(trainer, "world_size") else 1
-        accumulate = getattr(trainer, "accumulate_grad_batches", 1) if trainer is not None else 1
+        _, _, world = self._position()
         return {
             "data.batch_size": self.batch_size,
             "data.clip_seconds": self.clip_seconds,
             "data.stream": self.stream,
             "processes": world,
-            "trainer.accumulate_grad_batches": accumulate,
+            "trainer.accumulate_grad_batches": getattr(self.trainer, "accumulate_grad_batches", 1),
         }
 
     def state_dict(self) -> dict:

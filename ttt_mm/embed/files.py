@@ -115,30 +115,6 @@ def output_stem(clip: ClipInfo, output: Path) -> Path:
     return stem.with_name(stem.name + clip.segment.removeprefix(clip.name))
 
 
-def adopt_older_name(clip: ClipInfo, output: Path) -> bool:
-    """Renames the output of ``clip``'s span written under its older name (times printed with 6
-    significant digits, ``@12345.7-end``, before span names became exact) to the current one, when
-    only the older exists: a rerun then finds it, and no folder holds one span twice. Whether it did."""
-    if not clip.start and clip.end is None:
-        return False
-    stem = output_stem(clip, output)
-    older = stem.with_name(
-        stem.name.rsplit("@", 1)[0] + f"@{clip.start:g}-{'end' if clip.end is None else f'{clip.end:g}'}"
-    )
-    old_npy, old_sidecar = output_paths(older)
-    npy, sidecar = output_paths(stem)
-    if older == stem or sidecar.exists() or npy.exists() or not (old_npy.is_file() and old_sidecar.is_file()):
-        return False
-    try:
-        if json.loads(old_sidecar.read_text()).get("span") != [clip.start, clip.end]:
-            return False  # another span that printed the same
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False
-    os.replace(old_npy, npy)  # rows first: a sidecar never names rows that are not there
-    os.replace(old_sidecar, sidecar)
-    return True
-
-
 def output_paths(stem: Path) -> tuple[Path, Path]:
     """The ``.npy`` and the ``.json`` of the output at ``stem``."""
     return stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".json")
@@ -167,6 +143,29 @@ def remove_outputs(stem: Path) -> bool:
     sidecar.unlink(missing_ok=True)
     npy.unlink(missing_ok=True)
     return found
+
+
+def adopt_older_name(clip: ClipInfo, stem: Path) -> bool:
+    """Renames the output of ``clip``'s span at ``stem`` (its `output_stem`) written under its older
+    name (times printed with 6 significant digits, ``@12345.7-end``, before span names became exact),
+    when only the older exists: a rerun then finds it, and no folder holds one span twice. Whether it did."""
+    if not clip.start and clip.end is None:
+        return False
+    end = "end" if clip.end is None else f"{clip.end:g}"
+    older = stem.with_name(stem.name.rsplit("@", 1)[0] + f"@{clip.start:g}-{end}")
+    npy, sidecar = output_paths(stem)
+    if older == stem or sidecar.exists() or npy.exists():
+        return False
+    try:
+        old = read_sidecar(older)
+    except ValueError:
+        return False
+    if old is None or old.get("span") != [clip.start, clip.end]:
+        return False  # none, or another span that printed the same
+    old_npy, old_sidecar = output_paths(older)
+    os.replace(old_npy, npy)  # rows first: a sidecar never names rows that are not there
+    os.replace(old_sidecar, sidecar)
+    return True
 
 
 def source_record(clip: ClipInfo) -> dict:

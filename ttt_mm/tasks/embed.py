@@ -237,7 +237,7 @@ def run(cfg: DictConfig) -> Summary:
     with logging_redirect_tqdm():
         for clip in bar:
             stem = output_stem(clip, output)
-            if adopt_older_name(clip, output):
+            if adopt_older_name(clip, stem):
                 log.info("renamed the output of %s from its older name", clip.segment)
             try:
                 old = None if cfg.overwrite else _finished(stem)
