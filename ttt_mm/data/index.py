@@ -152,17 +152,6 @@ def _stream_fields(info: MediaInfo, stream: str) -> dict:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _stat_error(path: str, exc: OSError) -> str:
-    """Why a file cannot be used when ``os.stat`` fails; a link whose target is gone is named as such,
-    since the file listed is there."""
-    if isinstance(exc, FileNotFoundError) and os.path.islink(path):
-        try:
-            return f"broken symbolic link (to {os.readlink(path)})"
-        except OSError:  # removed meanwhile
-            return "file not found"
-    return stat_reason(exc)
-
-
 def describe(path: str, verify: bool = True) -> dict:
     """The index record of one file (a bad file gets an ``error``). Run in a worker (`IsolatedPool`):
     this opens the file with every decoder it needs."""
@@ -170,7 +159,7 @@ def describe(path: str, verify: bool = True) -> dict:
     try:
         st = os.stat(path)
     except OSError as exc:
-        return record | {"error": _stat_error(path, exc)}
+        return record | {"error": stat_reason(path, exc)}
     record |= {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     errors = {}
     for stream in STREAMS:
@@ -281,7 +270,7 @@ def index_files(
             try:
                 st = os.stat(path)
             except OSError as exc:
-                out[path] = {"path": path, "error": _stat_error(path, exc)}
+                out[path] = {"path": path, "error": stat_reason(path, exc)}
                 continue
             if not refresh and _current(cached.get(path), st, verify, timeout):
                 out[path] = cached[path]
@@ -360,7 +349,7 @@ def _probe(
             try:
                 st = os.stat(path)
             except OSError as exc:
-                result = {"path": path, "error": _stat_error(path, exc)}
+                result = {"path": path, "error": stat_reason(path, exc)}
             else:
                 record = {"path": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "version": VERSION}
                 record |= {"verified": True, "error": result.reason}

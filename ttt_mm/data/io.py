@@ -119,16 +119,22 @@ class MediaInfo:
 # ---------------------------------------------------------------------------------------- helpers
 
 
-def stat_reason(exc: OSError) -> str:
-    """Why a file cannot be used, when ``os.stat`` fails."""
-    return "file not found" if isinstance(exc, FileNotFoundError) else f"cannot stat: {exc.strerror}"
+def stat_reason(path: str, exc: OSError) -> str:
+    """Why a file cannot be used, when ``os.stat`` fails; a link whose target is gone is named as such,
+    since the file listed is there."""
+    if not isinstance(exc, FileNotFoundError):
+        return f"cannot stat: {exc.strerror}"
+    try:
+        return f"broken symbolic link (to {os.readlink(path)})" if os.path.islink(path) else "file not found"
+    except OSError:  # removed meanwhile
+        return "file not found"
 
 
 def _stat(path: str) -> os.stat_result:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise MediaError(path, stat_reason(exc)) from None
+        raise MediaError(path, stat_reason(path, exc)) from None
     if not os.path.isfile(path):
         raise MediaError(path, "not a regular file")
     if st.st_size == 0:
