@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,6 +185,21 @@ def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
     cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "data.size=64")
     with pytest.raises(ConfigError, match="data.size=64 conflicts with checkpoint ttt, which was trained on size=32"):
         run(cfg)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.clip_seconds=x", "data.clip_seconds must be a number; got 'x'"),
+        ("plots=no", "plots must be true or false; got 'no'"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_is_a_config_error_naming_its_key(tmp_path, model, override, message):
+    ckpt = save(model, tmp_path / "tiny.ckpt")
+    cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", override)
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        run(cfg)
+    assert not list(tmp_path.glob("*.csv"))
 
 
 # ------------------------------------------------------------------------------------ the command

@@ -104,12 +104,13 @@ def extensions_of(value) -> tuple[str, ...]:
     return (str(value),) if isinstance(value, str) else tuple(str(e) for e in value)
 
 
-def positive_count(value, key: str) -> int | None:
-    """A count key (``max_files``): None, or a whole number >= 1; anything else is a config error."""
+def positive_count(value, key: str, null: str = "all") -> int | None:
+    """A count key (``max_files``): None, or a whole number >= 1; anything else is a config error.
+    ``null`` says what None means, for the message."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be a whole number >= 1 (or null for all); got {value!r}")
+        raise ConfigError(f"{key} must be a whole number >= 1 (or null for {null}); got {value!r}")
     return value
 
 

@@ -42,7 +42,7 @@ from ttt_mm.data.index import index_clips
 from ttt_mm.data.io import MediaError
 from ttt_mm.data.manifest import ManifestSource
 from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource
-from ttt_mm.embed import POOLS, Embedder, load_parts
+from ttt_mm.embed import Embedder, load_parts
 from ttt_mm.embed.files import (
     DTYPES,
     NpyRowWriter,
@@ -57,9 +57,18 @@ from ttt_mm.embed.files import (
     source_record,
     weights_hash,
 )
-from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command, extensions_of, output_folder
+from ttt_mm.tasks.common import (
+    CONF_DIR,
+    ConfigError,
+    config_errors_end_the_command,
+    extensions_of,
+    output_folder,
+    positive_count,
+)
+from ttt_mm.tasks.config_types import check_arguments, check_config
 
 log = logging.getLogger(__name__)
+EMBEDDER_KEYS = ("layer", "norm", "hop_seconds", "pool", "window_seconds", "device")  # Embedder's arguments
 
 
 class InputError(ValueError):
@@ -177,14 +186,10 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
     """The embedder and the sidecar fields shared by every input."""
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {DTYPES}; got {cfg.dtype!r}")
-    if cfg.pool is not None and cfg.pool not in POOLS:
-        raise ConfigError(f"pool must be one of {POOLS} or null; got {cfg.pool!r}")
     try:
         tokenizer, backbone, hparams = load_parts(cfg.ckpt, bool(cfg.weights_only))
         weights = weights_hash(tokenizer, backbone)  # once per run, before the weights move to the device
-        embedder = Embedder(
-            tokenizer, backbone, cfg.layer, cfg.norm, cfg.hop_seconds, cfg.pool, cfg.window_seconds, cfg.device
-        )
+        embedder = Embedder(tokenizer, backbone, **{k: cfg[k] for k in EMBEDDER_KEYS})
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     model = {"tokenizer": hparams["tokenizer"], "backbone": hparams["backbone"]}
@@ -210,11 +215,13 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
 
 def run(cfg: DictConfig) -> Summary:
     """Embed every input of ``cfg.input`` into ``cfg.output``; bad files are collected, not raised."""
+    check_config(cfg, "embed")
+    check_arguments(Embedder, {k: cfg[k] for k in EMBEDDER_KEYS})  # before the inputs are listed
     for key in ("ckpt", "input", "output"):
         if OmegaConf.is_missing(cfg, key) or not cfg[key]:
             raise ConfigError(f"{key}=<path> is required")
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    if threads := positive_count(cfg.threads, "threads", "torch's default"):
+        torch.set_num_threads(threads)
     clips, single = list_inputs(str(cfg.input), extensions_of(cfg.extensions))
     embedder, meta = build(cfg)
     output = Path(cfg.output)

@@ -34,6 +34,7 @@ from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.tables import remove_earlier_figures, write_outputs
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command, output_folder, positive_count
+from ttt_mm.tasks.config_types import check_command_keys, check_types
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def select_clips(datamodule, split: str, max_files: int | None) -> list[ClipInfo
 def run(cfg: DictConfig) -> dict:
     """Evaluate the checkpoints in ``cfg.ckpt`` on the clips of ``cfg.data``; returns the metrics
     per model, the output paths and the skipped files."""
+    check_command_keys(cfg, "evaluate")  # (the data keys once the checkpoints fill in their decoding)
     if cfg.get("ckpt") in (None, "", "???"):
         raise ConfigError("ckpt is required: ckpt=<path> or ckpt=[a.ckpt,b.ckpt]")
     ckpts = [str(c) for c in cfg.ckpt] if isinstance(cfg.ckpt, (list, ListConfig)) else [str(cfg.ckpt)]
@@ -130,6 +132,7 @@ def run(cfg: DictConfig) -> dict:
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    check_types(OmegaConf.merge(cfg.data, decoding), "data")
     datamodule = instantiate(cfg.data, **decoding)
     window = cfg.get("window_seconds") or datamodule.eval_window_seconds
     check_window(models, float(window))

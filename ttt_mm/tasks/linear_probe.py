@@ -52,6 +52,7 @@ from ttt_mm.tasks.common import (
     output_folder,
     positive_count,
 )
+from ttt_mm.tasks.config_types import check_arguments, check_config
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ def drop_rare(clips: list[ClipInfo], names: list[str], min_clips: int) -> tuple[
 
 
 def _embedder(tokenizer, backbone, cfg: DictConfig, options: dict) -> Embedder:
+    check_arguments(Embedder, {**options, "device": cfg.device})
     try:
         return Embedder(
             tokenizer,
@@ -208,6 +210,7 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
 
 def run(cfg: DictConfig) -> dict:
     """Probe the labelled clips of ``cfg.input``; returns the metrics and where they were written."""
+    check_config(cfg, "linear_probe")
     if OmegaConf.is_missing(cfg, "input") or not cfg.input:
         raise ConfigError("input=<class folder or manifest> is required")
     if bool(cfg.ckpt) == bool(cfg.embeddings):
@@ -218,12 +221,12 @@ def run(cfg: DictConfig) -> dict:
     folds = int(cfg.folds)
     if folds < 2:
         raise ConfigError(f"folds must be >= 2; got {folds}")
-    min_clips = folds if cfg.min_clips is None else int(cfg.min_clips)
+    min_clips = positive_count(cfg.min_clips, "min_clips", "as many as folds") or folds
     grid = tuple(float(x) for x in cfg.l2)
     if not grid or min(grid) <= 0:
         raise ConfigError(f"l2 must be a list of positive numbers; got {list(grid)}")
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    if threads := positive_count(cfg.threads, "threads", "torch's default"):
+        torch.set_num_threads(threads)
     extensions = extensions_of(cfg.extensions)
 
     data = select(labelled_clips(str(cfg.input), extensions), cfg)

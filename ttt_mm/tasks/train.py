@@ -25,8 +25,10 @@ from ttt_mm.tasks.common import (
     config_errors_end_the_command,
     in_a_sweep,
     lightning_logs_to_file,
+    positive_count,
     to_log_file,
 )
+from ttt_mm.tasks.config_types import check_config
 
 log = logging.getLogger(__name__)
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's choice (one per core, or OMP_NUM_THREADS)
@@ -37,6 +39,7 @@ RESUME_ERRORS = ("Error(s) in loading state_dict", "PytorchStreamReader failed",
 
 def check(cfg: DictConfig) -> None:
     """Catch the mistakes that would otherwise surface deep inside a run."""
+    check_config(cfg, "train")
     for key in ("data", "model", "trainer"):
         if key not in cfg or cfg[key] is None:
             raise ConfigError(f"config group '{key}' is missing")
@@ -143,7 +146,7 @@ def run(cfg: DictConfig) -> dict:
     """Fit (and optionally test); returns the final metrics and where things were written."""
     check(cfg)
     # a sweep's jobs share this process: a job without cpu_threads gets the default back
-    torch.set_num_threads(int(cfg.cpu_threads) if cfg.get("cpu_threads") else DEFAULT_THREADS)
+    torch.set_num_threads(positive_count(cfg.get("cpu_threads"), "cpu_threads", "torch's default") or DEFAULT_THREADS)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     check_launch(cfg, trainer)

@@ -1,0 +1,143 @@
+"""Config values checked against the constructors' annotations and the commands' shipped keys: every
+shipped config passes, and a value of the wrong kind is one ConfigError naming its key."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ttt_mm.tasks import embed as embed_task
+from ttt_mm.tasks import train as train_task
+from ttt_mm.tasks.common import ConfigError
+from ttt_mm.tasks.config_types import _fits, check_arguments, check_command_keys, check_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def composed(command: str, overrides: list[str]):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose(command, overrides=overrides)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_every_shipped_training_config_passes():
+    checked = 0
+    for experiment in [None, *options("experiment")]:
+        for model in [None, *options("model")]:
+            overrides = [f"experiment={experiment}"] if experiment else []
+            check_config(composed("train", overrides + ([f"model={model}"] if model else [])), "train")
+            checked += 1
+    for group in ("data", "trainer", "logger", "callbacks", "size", "debug", "tokenizer"):
+        for option in options(group):
+            check_config(composed("train", [f"{group}={option}"]), "train")
+            checked += 1
+    assert checked > 50
+
+
+@pytest.mark.parametrize("command", ["embed", "linear_probe"])
+def test_every_other_command_config_passes_as_shipped(command):
+    check_config(composed(command, []), command)
+
+
+def test_evaluate_keys_pass_as_shipped():  # (its data keys are checked once checkpoints fill them in)
+    check_command_keys(composed("evaluate", []), "evaluate")
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.lr=abc", "model.lr must be a number; got 'abc'"),
+        ("data.batch_size=abc", "data.batch_size must be a whole number; got 'abc'"),
+        ("trainer.max_steps=1.5", "trainer.max_steps must be a whole number; got 1.5"),
+        ("model.betas=[0.9,x]", "model.betas must be a list of 2 (a number each); got [0.9,'x']"),
+        ("model.predict=foo", "model.predict must be one of 'next_token', 'next_step'; got 'foo'"),
+        ("model.carry_state=1", "model.carry_state must be true or false; got 1"),
+        ("model.backbone.mixer.mini_batch_size=x", "model.backbone.mixer.mini_batch_size must be a whole number"),
+        ("trainer.precision=bf17", "trainer.precision must be one of 64, 32, 16, 'transformer-engine'"),
+        ("seed=abc", "seed must be a whole number; got 'abc'"),
+        ("train=yes", "train must be true or false; got 'yes'"),
+    ],
+)
+def test_a_training_value_of_the_wrong_kind_names_its_key(override, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        check_config(composed("train", [override]), "train")
+
+
+@pytest.mark.parametrize(
+    "command,override,message",
+    [
+        ("evaluate", "plots=no", "plots must be true or false; got 'no'"),
+        ("evaluate", "rollout_steps=abc", "rollout_steps must be a whole number; got 'abc'"),
+        ("evaluate", "edge_fraction=abc", "edge_fraction must be a number; got 'abc'"),
+        ("linear_probe", "folds=abc", "folds must be a whole number; got 'abc'"),
+        ("embed", "layer=1.5", "layer must be a whole number; got 1.5"),
+    ],
+)
+def test_a_command_key_of_the_wrong_kind_names_it(command, override, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        check_command_keys(composed(command, [override]), command)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("hop_seconds=abc", "hop_seconds must be a number or null; got 'abc'"),
+        ("window_seconds=[1]", "window_seconds must be a number or null; got [1]"),
+        ("pool=median", "pool must be one of 'mean', 'max', 'mean_std' or null; got 'median'"),
+    ],
+)
+def test_embed_checks_its_embedder_keys_before_reading_anything(override, message, tmp_path):
+    cfg = composed("embed", [f"ckpt={tmp_path / 'absent.ckpt'}", "input=absent", "output=y", override])
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        embed_task.run(cfg)
+
+
+def test_thread_counts_are_whole_numbers_from_one_or_null(tmp_path):
+    message = "must be a whole number >= 1 (or null for torch's default); got"
+    with pytest.raises(ConfigError, match=re.escape(f"cpu_threads {message} 'abc'")):
+        train_task.run(composed("train", [f"paths.output_dir={tmp_path}", "cpu_threads=abc"]))
+    with pytest.raises(ConfigError, match=re.escape(f"threads {message} 0")):
+        embed_task.run(composed("embed", ["ckpt=a.ckpt", "input=x", f"output={tmp_path}", "threads=0"]))
+
+
+def test_what_a_plain_annotation_takes():
+    assert _fits(3, float) and not _fits(True, float) and not _fits(True, int) and not _fits(1, bool)
+    assert _fits(None, int | None) and not _fits(None, int) and _fits("a", str | Path)
+    assert _fits([1, 2], list[int]) and not _fits([1, "x"], list[int]) and not _fits(1, list[int])
+    assert not _fits([1.0], tuple[float, float]) and _fits([1.0, 2], tuple[float, float])
+    assert _fits(16, Literal[16, 32]) and not _fits(16.0, Literal[16, 32]) and not _fits("16", Literal[16, 32])
+    assert _fits("x", Path) and not _fits(1, Path)
+    assert _fits("cuda", object) is None  # a class a config cannot hold: left to the constructor
+
+
+def test_arguments_the_annotations_leave_open_are_left_to_the_call():
+    def build(size: int, device=None, mode: object = None, count: int = None):  # noqa: RUF013
+        return size, device, mode, count
+
+    check_arguments(build, {"device": 3, "mode": "x", "count": None, "other": "y"})
+    with pytest.raises(ConfigError, match="^run.size must be a whole number; got 'big'$"):
+        check_arguments(build, {"size": "big"}, "run")
+
+
+@pytest.mark.slow
+def test_a_wrong_kind_of_value_ends_training_in_one_line_before_anything_is_built(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "model.lr=abc", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "error: model.lr must be a number; got 'abc'"
+    assert not (tmp_path / "run" / "checkpoints").exists()
