@@ -49,7 +49,11 @@ def check_arguments(target, values: Mapping[str, Any], prefix: str = "") -> None
     for key, value in values.items():
         if key not in hints:
             continue
-        value = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+        if isinstance(value, ListConfig):
+            try:
+                value = OmegaConf.to_container(value, resolve=True)
+            except OmegaConfBaseException:
+                continue  # (an item that does not resolve here: left to instantiation)
         if value is None and params[key].default is None:
             continue  # `x: int = None`: the default says what the annotation leaves out
         if _fits(value, hints[key]) is False:
