@@ -65,6 +65,7 @@ def test_evaluate_keys_pass_as_shipped():  # (its data keys are checked once che
         ("model.backbone.mixer.mini_batch_size=x", "model.backbone.mixer.mini_batch_size must be a whole number"),
         ("trainer.precision=bf17", "trainer.precision must be one of 64, 32, 16, 'transformer-engine'"),
         ("seed=abc", "seed must be a whole number; got 'abc'"),
+        ("model.backbone.dim=1.5", "tokenizer.dim (= ${model.backbone.dim}) must be a whole number; got 1.5"),
         ("train=yes", "train must be true or false; got 'yes'"),
     ],
 )

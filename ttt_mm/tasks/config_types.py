@@ -39,12 +39,17 @@ def check_types(cfg: DictConfig, prefix: str = "") -> None:
         except Exception:  # (instantiation will say what is wrong with the target)
             continue
         values = {k: node[k] for k in node if k not in HYDRA_KEYS and not _unresolved(node, k)}
-        check_arguments(target, {k: v for k, v in values.items() if not isinstance(v, DictConfig)}, path)
+        raw = OmegaConf.to_container(node, resolve=False)
+        sources = {k: raw[k] for k in values if OmegaConf.is_interpolation(node, k)}
+        check_arguments(target, {k: v for k, v in values.items() if not isinstance(v, DictConfig)}, path, sources)
 
 
-def check_arguments(target, values: Mapping[str, Any], prefix: str = "") -> None:
+def check_arguments(
+    target, values: Mapping[str, Any], prefix: str = "", sources: Mapping[str, str] | None = None
+) -> None:
     """Raise a ConfigError for the first of ``values`` (config values by argument name) that the
-    annotation of that argument of ``target`` (a function, or a class's ``__init__``) rules out."""
+    annotation of that argument of ``target`` (a function, or a class's ``__init__``) rules out;
+    ``sources``: the interpolations some values came from, named in the message (the key to fix)."""
     hints, params = _signature(target)
     for key, value in values.items():
         if key not in hints:
@@ -58,6 +63,8 @@ def check_arguments(target, values: Mapping[str, Any], prefix: str = "") -> None
             continue  # `x: int = None`: the default says what the annotation leaves out
         if _fits(value, hints[key]) is False:
             name = f"{prefix}.{key}" if prefix else str(key)
+            if sources and key in sources:
+                name += f" (= {sources[key]})"
             raise ConfigError(f"{name} must be {_described(hints[key])}; got {_shown(value)}")
 
 
