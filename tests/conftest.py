@@ -14,7 +14,8 @@ def _seed():
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """The dataset index caches under $XDG_CACHE_HOME: keep the tests' index out of the user's home."""
+    """The dataset index and the compiled CPU loops cache under $XDG_CACHE_HOME: keep the tests' out of
+    the user's home (the loops are compiled once per session, in a few seconds)."""
     old = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
     yield

@@ -69,6 +69,7 @@ def test_the_media_clock_is_the_data_config_default():
     assert (data.sample_rate, data.fps, data.size) == (SAMPLE_RATE, FPS, FRAME_SIZE) == (16000, 8.0, 128)
 
 
+@pytest.mark.slow
 def test_commands_set_by_keys_alone_list_their_keys_in_help():
     """``--help`` of embed and linear_probe shows their own keys, not training's config groups."""
     for task, key in (("embed", "hop_seconds"), ("linear_probe", "folds")):

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip
+from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, training
 from ttt_mm.data.training import ResumableSampler, StreamWindows
 
 SPEC = ReadSpec(sample_rate=8000, fps=8.0, size=32)
@@ -30,24 +30,33 @@ def clips(durations):
 
 
 def test_stream_rows_walk_whole_clips_in_order_and_flag_new_clips():
-    stream = StreamWindows(clips([2.0, 3.0, 1.0]), window_seconds=1.0, batch_size=2, spec=SPEC, seed=1)
-    batches = list(itertools.islice(stream, 6))
+    durations = {f"synthetic/seed=0/index={i}": d for i, d in enumerate([2.0, 3.0, 1.0])}
+    stream = StreamWindows(clips(durations.values()), window_seconds=1.0, batch_size=2, spec=SPEC, seed=1)
+    batches = list(itertools.islice(stream, 12))
     for row in range(2):
         walk = [(b["path"][row], float(b["start"][row]), bool(b["reset"][row])) for b in batches]
         for (path, start, reset), (prev_path, prev_start, _) in zip(walk[1:], walk[:-1]):
-            if reset:
-                assert start == 0.0  # a new clip starts at its beginning
+            if reset:  # a new clip starts at its beginning, once the one before has ended
+                assert start == 0.0 and prev_start + 1.0 == durations[prev_path]
             else:
                 assert path == prev_path and start == prev_start + 1.0  # the next window of the same clip
-        assert walk[0][2]  # the first batch starts every row afresh
+        assert walk[0][2] and walk[0][1] == 0.0  # the first batch starts every row afresh
     assert all(b["audio"].shape[1] == 8000 and b["video"].shape[1] == 8 for b in batches)
 
 
-def test_stream_resumes_at_a_step_without_decoding_the_skipped_windows():
+def test_stream_resumes_at_a_step_without_decoding_the_skipped_windows(monkeypatch):
     full = list(itertools.islice(StreamWindows(clips([2.0, 3.0, 1.0, 2.0]), 1.0, 2, SPEC, seed=1), 5))
+    decoded, read = [], training.read_item
+
+    def read_item(clip, start, duration, spec):
+        decoded.append((clip.name, start))
+        return read(clip, start, duration, spec)
+
+    monkeypatch.setattr(training, "read_item", read_item)
     resumed = list(itertools.islice(StreamWindows(clips([2.0, 3.0, 1.0, 2.0]), 1.0, 2, SPEC, seed=1, start_step=3), 2))
     for a, b in zip(full[3:], resumed):
         assert a["path"] == b["path"] and a["start"].tolist() == b["start"].tolist()
+    assert decoded == [(p, float(s)) for b in full[3:] for p, s in zip(b["path"], b["start"])]  # those 4 only
     assert resumed[0]["reset"].all()  # carried state is not in the checkpoint: rows restart
 
 

@@ -169,8 +169,7 @@ def test_tensors_autograd_tracks_take_the_pytorch_ops():
     assert native.gelu_tanh(x) is None and native.gelu_tanh_curvature(x) is None
     y, slope = dual.gelu_tanh_with_slope(x)
     assert y.grad_fn is not None and slope.grad_fn is not None  # differentiable: autograd saw the ops
-    with torch.no_grad():
-        assert native.gelu_tanh(x) is not None or build.library() is None
+    # (without autograd tracks the loops do run: test_gelu_loops_match_pytorch)
 
 
 def test_without_a_compiler_the_ops_fall_back_with_one_log_line(monkeypatch, tmp_path, caplog):

@@ -1,7 +1,8 @@
 """Compiles the C files beside it into one library with the system C compiler the first time it is
 needed, and loads it with ctypes.
 
-The library is cached per machine (``$TTT_MM_CACHE``, default ``~/.cache/ttt_mm``) under a name that
+The library is cached per machine (``$TTT_MM_CACHE``, default ``$XDG_CACHE_HOME/ttt-mm/kernels``, i.e.
+``~/.cache/ttt-mm/kernels``, beside the dataset index) under a name that
 hashes the sources, the compiler, the flags and the CPU's features, since ``-march=native`` code may not
 run on another CPU. It is written under a temporary name and renamed, so processes starting together
 (DDP) never load a half-written file. Any failure (no compiler, a build error, another platform) is
@@ -72,7 +73,9 @@ def _cpu_features() -> str:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("TTT_MM_CACHE") or Path.home() / ".cache" / "ttt_mm")
+    if os.environ.get("TTT_MM_CACHE"):
+        return Path(os.environ["TTT_MM_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ttt-mm" / "kernels"
 
 
 def _compile(cc: str, flags: tuple[str, ...]) -> Path:
