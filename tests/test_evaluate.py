@@ -134,6 +134,25 @@ def test_frames_and_mel_are_scored(model, clip_windows):
     assert result.mel.shape == (11 * 5, 2) and (result.mel > 0).all()
 
 
+def test_a_model_that_predicts_the_last_step_scores_as_the_copy_baseline(clip_windows):
+    """The model's frame and mel columns go through the same inversion and metrics as the copy
+    baseline's: a model whose prediction for the next step is the step it just read must score the same."""
+    copier = tiny_model()
+    forward = copier.forward
+
+    def predict_the_last_step(batch, state=None):
+        tokens, _, state = forward(batch, state)
+        return tokens, tokens.targets.clone(), state  # next_step: the prediction made at t is for t + P
+
+    copier.forward = predict_the_last_step
+    result = scores(copier, clip_windows[0])
+    assert len(result.frames) == 22 and len(result.mel) == 55
+    np.testing.assert_allclose(result.frames[:, 2], result.frames[:, 3], atol=1e-9)  # PSNR model, copy
+    np.testing.assert_allclose(result.frames[:, 4], result.frames[:, 5], atol=1e-9)  # SSIM model, copy
+    np.testing.assert_allclose(result.mel[:, 0], result.mel[:, 1], atol=1e-9)
+    assert not np.allclose(scores(tiny_model(), clip_windows[0]).frames[:, 2], result.frames[:, 3])
+
+
 def test_copy_baseline_frames_are_the_previous_frames(model, clip_windows):
     """The copy-last-frame PSNR equals a PSNR computed directly on the decoded frames."""
     from ttt_mm.eval.metrics import psnr
