@@ -13,7 +13,14 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data.index import index_files
-from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command, output_folder, positive_count
+from ttt_mm.tasks.common import (
+    ConfigError,
+    config_errors_end_the_command,
+    extensions_of,
+    names_of,
+    output_folder,
+    positive_count,
+)
 from ttt_mm.tokenizers import FPS, FRAME_SIZE, SAMPLE_RATE
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -92,6 +99,11 @@ def test_an_output_that_cannot_be_a_folder_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"^output=.*notes.txt/run cannot be made a folder: "):
         output_folder(tmp_path / "notes.txt" / "run")
     assert output_folder(tmp_path / "a" / "b").is_dir()
+
+
+def test_a_key_of_names_takes_a_list_or_one_name():
+    assert names_of(None) is None and names_of("mine") == ["mine"] and names_of(7) == ["7"]
+    assert names_of(ListConfig(["a", 2])) == ["a", "2"] and extensions_of("ogg") == ("ogg",)
 
 
 def test_a_count_key_takes_whole_numbers_from_one_or_null():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -66,6 +67,8 @@ def test_evaluate_keys_pass_as_shipped():  # (its data keys are checked once che
         ("trainer.precision=bf17", "trainer.precision must be one of 64, 32, 16, 'transformer-engine'"),
         ("seed=abc", "seed must be a whole number; got 'abc'"),
         ("model.backbone.dim=1.5", "tokenizer.dim (= ${model.backbone.dim}) must be a whole number; got 1.5"),
+        ("trainer.max_steps=1e5", "trainer.max_steps must be a whole number; got 100000.0 (a number with a decimal"),
+        ("data.modalities=audio", "data.modalities must be a list (of a string each); got 'audio'"),
         ("train=yes", "train must be true or false; got 'yes'"),
     ],
 )
@@ -81,6 +84,9 @@ def test_a_training_value_of_the_wrong_kind_names_its_key(override, message):
         ("evaluate", "rollout_steps=abc", "rollout_steps must be a whole number; got 'abc'"),
         ("evaluate", "edge_fraction=abc", "edge_fraction must be a number; got 'abc'"),
         ("linear_probe", "folds=abc", "folds must be a whole number; got 'abc'"),
+        ("linear_probe", "baselines=logmel", "baselines must be a list (of a string each); got 'logmel'"),
+        ("linear_probe", "l2=0.01", "l2 must be a list (of a number each); got 0.01"),
+        ("linear_probe", "l2=[0.1,x]", "l2 must be a list (of a number each); got [0.1,'x']"),
         ("embed", "layer=1.5", "layer must be a whole number; got 1.5"),
     ],
 )
@@ -111,23 +117,54 @@ def test_thread_counts_are_whole_numbers_from_one_or_null(tmp_path):
         embed_task.run(composed("embed", ["ckpt=a.ckpt", "input=x", f"output={tmp_path}", "threads=0"]))
 
 
-def test_what_a_plain_annotation_takes():
-    assert _fits(3, float) and not _fits(True, float) and not _fits(True, int) and not _fits(1, bool)
-    assert _fits(None, int | None) and not _fits(None, int) and _fits("a", str | Path)
-    assert _fits([1, 2], list[int]) and not _fits([1, "x"], list[int]) and not _fits(1, list[int])
-    assert not _fits([1.0], tuple[float, float]) and _fits([1.0, 2], tuple[float, float])
-    assert _fits(16, Literal[16, 32]) and not _fits(16.0, Literal[16, 32]) and not _fits("16", Literal[16, 32])
-    assert _fits("x", Path) and not _fits(1, Path)
-    assert _fits("cuda", object) is None  # a class a config cannot hold: left to the constructor
+@pytest.mark.parametrize(
+    "value,hint,fits",
+    [
+        (3, float, True),
+        (True, float, False),
+        (True, int, False),
+        (1, bool, False),
+        (None, int | None, True),
+        (None, int, False),
+        ("a", str | Path, True),
+        ([1, 2], list[int], True),
+        ([1, "x"], list[int], False),
+        (1, list[int], False),
+        ("ab", Sequence[str], False),  # a string would be read one character at a time
+        ([1.0], tuple[float, float], False),
+        ([1.0, 2], tuple[float, float], True),
+        (16, Literal[16, 32], True),
+        (16.0, Literal[16, 32], False),
+        ("16", Literal[16, 32], False),
+        ("x", Path, True),
+        (1, Path, False),
+        ("x", Mapping, False),
+        ({"a": 1}, Mapping, True),
+        ("cuda", object, None),  # a class a config cannot hold: left to the constructor
+        ("cuda", int | object, None),
+        (["x", 1], list[object], None),
+        (["x", 1], list[str | object], None),
+    ],
+)
+def test_what_a_plain_annotation_takes(value, hint, fits):
+    assert _fits(value, hint) is fits
+
+
+def test_a_path_that_also_takes_a_string_reads_as_a_path():
+    def open_it(where: str | Path | None = None):
+        return where
+
+    with pytest.raises(ConfigError, match=r"^where must be a path or null; got 3$"):
+        check_arguments(open_it, {"where": 3})
 
 
 def test_arguments_the_annotations_leave_open_are_left_to_the_call():
-    def build(size: int, device=None, mode: object = None, count: int = None):  # noqa: RUF013
-        return size, device, mode, count
+    def build(size: int, device=None, mode: object = None, count: int = None, later: NotImported = None):  # noqa: F821, RUF013
+        return size, device, mode, count, later
 
-    check_arguments(build, {"device": 3, "mode": "x", "count": None, "other": "y"})
+    check_arguments(build, {"device": 3, "mode": "x", "count": None, "later": 1, "other": "y"})
     with pytest.raises(ConfigError, match="^run.size must be a whole number; got 'big'$"):
-        check_arguments(build, {"size": "big"}, "run")
+        check_arguments(build, {"size": "big", "later": 1}, "run")  # one unresolvable name leaves the rest checked
 
 
 @pytest.mark.slow

@@ -34,15 +34,15 @@ SPEC = ReadSpec(("audio", "video"), size=32)
 STEP = 9  # 5 audio + (32 / 16)^2 video tokens per 0.25 s step
 
 
-def tiny_model(mixer: str = "ttt_linear") -> SequenceModel:
+def tiny_model(mixer: str = "ttt_linear", stream: str | None = None) -> SequenceModel:
+    """An audio-visual model, or one of ``stream`` (audio or video) alone."""
     dim = 16
-    tokenizer = {
-        "_target_": "ttt_mm.tokenizers.AVTokenizer",
-        "dim": dim,
+    streams = {
         "audio": {"_target_": "ttt_mm.tokenizers.AudioTokenizer", "dim": dim, "frames_per_token": 5},
         # pixel targets: fed back, true targets give the very frames that were read (see the rollout tests)
         "video": {"_target_": "ttt_mm.tokenizers.VideoTokenizer", "dim": dim, "size": 32, "target_pool": 1},
     }
+    tokenizer = streams[stream] if stream else {"_target_": "ttt_mm.tokenizers.AVTokenizer", "dim": dim, **streams}
     layer = {
         "ttt_linear": {"_target_": "ttt_mm.layers.TTTLayer", "mini_batch_size": 4},
         "attention": {"_target_": "ttt_mm.layers.AttentionLayer"},
@@ -204,6 +204,17 @@ def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
     cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "data.size=64")
     with pytest.raises(ConfigError, match="data.size=64 conflicts with checkpoint ttt, which was trained on size=32"):
         run(cfg)
+
+
+@pytest.mark.parametrize("stream", ["audio", "video"])
+def test_a_checkpoint_of_one_stream_is_evaluated_with_the_other_streams_keys_left_null(tmp_path, stream):
+    ckpt = save(tiny_model(stream=stream), tmp_path / "tiny.ckpt")
+    cfg = compose_evaluate(
+        f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "max_files=1", "plots=false"
+    )
+    out = run(cfg)
+    scored = out["models"]["ttt"]
+    assert scored["files"] == 1 and scored["tokens_scored"] > 0 and np.isfinite(scored["loss"]["model"])
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,9 @@ class MediaDataModule(L.LightningDataModule):
     which should be a multiple of the tokenizer's ``seconds_per_step``. The default source is the
     synthetic audio-visual set.
 
-    ``missing_audio`` (``"skip"`` or ``"silence"``, see `ReadSpec`) decides what happens to videos
+    ``sample_rate``, ``fps`` and ``size`` are the media clock of the streams read (None for a stream
+    that is not, as evaluation passes for a checkpoint that reads one). ``missing_audio`` (``"skip"``
+    or ``"silence"``, see `ReadSpec`) decides what happens to videos
     without sound when both streams are read. ``index_cache`` is the folder of the dataset index
     (None: ``~/.cache/ttt-mm/index``); ``probe_jobs`` processes probe new files (None: up to 4),
     each allowed ``probe_timeout`` seconds (plus 1 s per 20 MB) before it counts as hung.
@@ -58,9 +60,9 @@ class MediaDataModule(L.LightningDataModule):
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        sample_rate: int = SAMPLE_RATE,
-        fps: float = FPS,
-        size: int = FRAME_SIZE,
+        sample_rate: int | None = SAMPLE_RATE,
+        fps: float | None = FPS,
+        size: int | None = FRAME_SIZE,
         audio_context_seconds: float = 0.025,
         min_seconds: float = 0.5,
         val_fraction: float = 0.05,

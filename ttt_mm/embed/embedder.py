@@ -32,7 +32,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -45,7 +45,7 @@ from ttt_mm.data.media import TensorMedia
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.embed.checkpoint import load_parts, resolve_device
 from ttt_mm.embed.clock import MIXED, Clock
-from ttt_mm.embed.reducers import POOLS, HopBins, Pool
+from ttt_mm.embed.reducers import POOLS, HopBins, Pool, PoolKind
 from ttt_mm.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_TOKENS = 1024
 """Tokens per streaming window by default: what one window costs in memory does not depend on the
 tokenizer (41 s of audio at 25 tokens/s, 3.75 s of 128 px audio-visual media at 276 tokens/s)."""
+EMBEDDING_OPTIONS = ("layer", "norm", "hop_seconds", "pool", "window_seconds")
+"""The `Embedder` arguments that decide what an embedding is (each output's sidecar records them)."""
 
 
 @dataclass
@@ -97,7 +99,7 @@ class Embedder:
         layer: int = -1,
         norm: bool = True,
         hop_seconds: float | None = None,
-        pool: Literal["mean", "max", "mean_std"] | None = "mean",
+        pool: PoolKind | None = "mean",
         window_seconds: float | None = None,
         device: str | torch.device | None = None,
     ) -> None:
@@ -138,7 +140,7 @@ class Embedder:
         device: str | torch.device | None = None,
         norm: bool = True,
         hop_seconds: float | None = None,
-        pool: Literal["mean", "max", "mean_std"] | None = "mean",
+        pool: PoolKind | None = "mean",
         window_seconds: float | None = None,
         weights_only: bool = True,
     ) -> Embedder:

@@ -7,21 +7,22 @@ the memory of one window.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from ttt_mm.embed.clock import Clock
 
-POOLS = ("mean", "max", "mean_std")
+PoolKind = Literal["mean", "max", "mean_std"]
+POOLS: tuple[str, ...] = get_args(PoolKind)
 
 
 class Pool:
     """The pooled vector of every batch row over all rows added: ``"mean"``, ``"max"`` or
     ``"mean_std"`` (mean and population standard deviation concatenated); float64 sums."""
 
-    def __init__(self, kind: Literal["mean", "max", "mean_std"]) -> None:
+    def __init__(self, kind: PoolKind) -> None:
         if kind not in POOLS:
             raise ValueError(f"pool must be one of {POOLS} or None; got {kind!r}")
         self.kind, self.count = kind, 0

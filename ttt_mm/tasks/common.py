@@ -96,12 +96,17 @@ def config_errors_end_the_command() -> Iterator[None]:
         sys.exit(2)
 
 
+def names_of(value) -> list[str] | None:
+    """A key that lists names (``names``, ``classes``, ``extensions``): a list, or one name given as a
+    plain string (``names=mine``), which would otherwise be read one character at a time; None if unset."""
+    if value is None:
+        return None
+    return [str(value)] if isinstance(value, (str, int, float)) else [str(v) for v in value]
+
+
 def extensions_of(value) -> tuple[str, ...]:
-    """A command's ``extensions`` key as a tuple: a list, or one extension given as a plain string
-    (``extensions=ogg``); none means every audio and video extension."""
-    if not value:
-        return MEDIA_EXTENSIONS
-    return (str(value),) if isinstance(value, str) else tuple(str(e) for e in value)
+    """A command's ``extensions`` key as a tuple (see `names_of`); none means every audio and video extension."""
+    return tuple(names_of(value) or MEDIA_EXTENSIONS)
 
 
 def positive_count(value, key: str, null: str = "all") -> int | None:

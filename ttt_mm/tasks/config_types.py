@@ -21,7 +21,8 @@ from omegaconf.errors import OmegaConfBaseException
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
-_UNKNOWN = None  # what `_fits` says of an annotation it cannot check
+UNKNOWN = None
+"""What `_fits` answers for an annotation it cannot check (a class, a callable): neither True nor False."""
 
 
 def check_config(cfg: DictConfig, command: str) -> None:
@@ -50,7 +51,7 @@ def check_arguments(
     """Raise a ConfigError for the first of ``values`` (config values by argument name) that the
     annotation of that argument of ``target`` (a function, or a class's ``__init__``) rules out;
     ``sources``: the interpolations some values came from, named in the message (the key to fix)."""
-    hints, params = _signature(target)
+    hints, params = _annotations(target)
     for key, value in values.items():
         if key not in hints:
             continue
@@ -65,23 +66,44 @@ def check_arguments(
             name = f"{prefix}.{key}" if prefix else str(key)
             if sources and key in sources:
                 name += f" (= {sources[key]})"
-            raise ConfigError(f"{name} must be {_described(hints[key])}; got {_shown(value)}")
+            raise ConfigError(_message(name, hints[key], value))
 
 
 def check_command_keys(cfg: DictConfig, command: str) -> None:
-    """Raise a ConfigError where one of a command's own keys (``conf/<command>.yaml``), shipped as a
-    number or true/false, is given something else: ``plots=no`` would otherwise read as true."""
+    """Raise a ConfigError where one of a command's own keys (``conf/<command>.yaml``) shipped as a
+    number, true/false or a list is given another kind of value: ``plots=no`` would otherwise read
+    as true, and ``classes=dog`` as the classes d, o and g. A key shipped as null can take anything."""
     shipped = OmegaConf.load(Path(CONF_DIR) / f"{command}.yaml")
     for key in shipped:
         if key in ("defaults", "hydra") or key not in cfg or _unresolved(shipped, key) or _unresolved(cfg, key):
             continue
-        default, value = shipped[key], cfg[key]
-        kind = bool if isinstance(default, bool) else int if isinstance(default, int) else float
-        if isinstance(default, (bool, int, float)) and _fits(value, kind) is False:
-            raise ConfigError(f"{key} must be {_described(kind)}; got {_shown(value)}")
+        kind = _kind(OmegaConf.to_container(shipped, resolve=False)[key])
+        value = cfg[key]
+        value = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+        if kind is not None and _fits(value, kind) is False:
+            raise ConfigError(_message(key, kind, value))
+
+
+def _kind(default):
+    """The annotation a shipped value stands for: a number's or true/false's type, or a list of its
+    items' one type (a string may stand for a path or a name, which may read as a number: unchecked)."""
+    if isinstance(default, (bool, int, float)):
+        return type(default)
+    if isinstance(default, list):
+        kinds = {str if isinstance(v, str) else _kind(v) for v in default}
+        return list[kinds.pop()] if len(kinds) == 1 and None not in kinds else list
+    return None
+
+
+def _message(name: str, hint, value) -> str:
+    text = f"{name} must be {_described(hint)}; got {_shown(value)}"
+    if isinstance(value, float) and value.is_integer() and _fits(int(value), hint):
+        text += f" (a number with a decimal point or an exponent is not whole: write {int(value)})"
+    return text
 
 
 def _built_nodes(node, path: str) -> Iterator[tuple[str, DictConfig]]:
+    """``(key path, node)`` of every mapping with a ``_target_`` (those in lists are not walked)."""
     if not isinstance(node, DictConfig):
         return
     if "_target_" in node and isinstance(node._target_, str):
@@ -102,24 +124,34 @@ def _unresolved(node: DictConfig, key) -> bool:
     return False
 
 
-def _signature(target) -> tuple[dict[str, Any], dict[str, inspect.Parameter]]:
-    """The resolved annotations and the parameters of ``target`` (a class's ``__init__``); none where
-    its annotations cannot be resolved (the call will say what is wrong)."""
+def _annotations(target) -> tuple[dict[str, Any], dict[str, inspect.Parameter]]:
+    """The annotations of ``target``'s parameters (a class's ``__init__``), each evaluated on its own:
+    one that names something imported only for type checkers leaves just that parameter unchecked."""
     try:
         params = dict(inspect.signature(target).parameters)
-        hints = typing.get_type_hints(target.__init__ if isinstance(target, type) else target)
-    except Exception:  # (a name only imported for type checkers, a builtin without a signature)
+    except (TypeError, ValueError):  # (a builtin without a signature)
         return {}, {}
-    return {k: v for k, v in hints.items() if k in params}, params
+    function = inspect.unwrap(target.__init__ if isinstance(target, type) else target)
+    namespace = getattr(function, "__globals__", {})
+    hints = {}
+    for name, param in params.items():
+        hint = param.annotation
+        if isinstance(hint, str):  # (postponed: `from __future__ import annotations`)
+            try:
+                hint = eval(hint, namespace)  # what typing.get_type_hints does, one parameter at a time
+            except Exception:
+                continue
+        if hint is not inspect.Parameter.empty:
+            hints[name] = hint
+    return hints, params
 
 
 def _fits(value, hint) -> bool | None:
-    """Whether ``value`` (plain, from a config) matches ``hint``; None where the hint is not one of the
-    plain types a config can hold."""
+    """Whether ``value`` (plain, from a config) matches ``hint``: True, False, or `UNKNOWN` where the
+    hint is not one of the plain types a config can hold."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (Union, types.UnionType):
-        answers = [_fits(value, arm) for arm in args]
-        return True if True in answers else (_UNKNOWN if _UNKNOWN in answers else False)
+        return _any(_fits(value, arm) for arm in args)
     if origin is Literal:
         return any(value == a and type(value) is type(a) for a in args)
     if hint is type(None):
@@ -132,34 +164,54 @@ def _fits(value, hint) -> bool | None:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
-    if hint in (Path, PurePath, os.PathLike):
+    if hint in PATHS:
         return isinstance(value, str)
-    if origin in (list, tuple, Sequence) or hint in (list, tuple):
-        if isinstance(value, str) and origin is Sequence:
-            return _UNKNOWN  # (a str is a sequence: some readers take one item as a plain string)
+    if origin in (list, tuple, Sequence) or hint in (list, tuple, Sequence):
         if not isinstance(value, (list, tuple)):
-            return False
+            return False  # (a string too: it would be read one character at a time)
         if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                return False
-            return _all(_fits(v, a) for v, a in zip(value, args, strict=True))
-        return _all(_fits(v, args[0]) for v in value) if args else True
+            return len(value) == len(args) and _every(_fits(v, a) for v, a in zip(value, args, strict=True))
+        return _every(_fits(v, args[0]) for v in value) if args else True
     if origin in (dict, Mapping) or hint in (dict, Mapping):
-        return isinstance(value, Mapping) or _UNKNOWN
-    return _UNKNOWN
+        return isinstance(value, Mapping)
+    return UNKNOWN
 
 
-def _all(answers) -> bool | None:
+def _any(answers) -> bool | None:
+    """True if any answer is, else UNKNOWN if any is, else False."""
     answers = list(answers)
-    return False if False in answers else (_UNKNOWN if _UNKNOWN in answers else True)
+    return True if True in answers else UNKNOWN if UNKNOWN in answers else False
+
+
+def _every(answers) -> bool | None:
+    """False if any answer is, else UNKNOWN if any is, else True."""
+    answers = list(answers)
+    return False if False in answers else UNKNOWN if UNKNOWN in answers else True
+
+
+PATHS = (Path, PurePath, os.PathLike)
+PLAIN = {
+    type(None): "null",
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    dict: "a mapping",
+    Mapping: "a mapping",
+    list: "a list",
+    tuple: "a list",
+    Sequence: "a list",
+    **dict.fromkeys(PATHS, "a path"),
+}
 
 
 def _described(hint) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):  # Literal arms read as one list of choices
+    if origin in (Union, types.UnionType):  # Literal arms read as one list of choices; a path takes strings
         choices = [c for a in args if typing.get_origin(a) is Literal for c in typing.get_args(a)]
-        others = [_described(a) for a in args if typing.get_origin(a) is not Literal]
-        return " or ".join(dict.fromkeys(([_described(Literal[tuple(choices)])] if choices else []) + others))
+        others = [a for a in args if typing.get_origin(a) is not Literal and not (a is str and set(args) & set(PATHS))]
+        described = ([_described(Literal[tuple(choices)])] if choices else []) + [_described(a) for a in others]
+        return " or ".join(dict.fromkeys(described))
     if origin is Literal:
         return "one of " + ", ".join(_shown(a) for a in args)
     if origin in (list, tuple, Sequence) and args:
@@ -168,15 +220,7 @@ def _described(hint) -> str:
                 return f"a list of {len(args)} ({_described(args[0])} each)"
             return f"a list of {len(args)}: " + ", ".join(_described(a) for a in args)
         return f"a list (of {_described(args[0])} each)"
-    plain = {
-        type(None): "null",
-        bool: "true or false",
-        int: "a whole number",
-        float: "a number",
-        str: "a string",
-        Path: "a path",
-    }
-    return plain.get(hint, getattr(hint, "__name__", str(hint)))
+    return PLAIN.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _shown(value) -> str:

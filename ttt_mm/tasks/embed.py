@@ -42,7 +42,7 @@ from ttt_mm.data.index import index_clips
 from ttt_mm.data.io import MediaError
 from ttt_mm.data.manifest import ManifestSource
 from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource
-from ttt_mm.embed import Embedder, load_parts
+from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.files import (
     DTYPES,
     NpyRowWriter,
@@ -68,7 +68,7 @@ from ttt_mm.tasks.common import (
 from ttt_mm.tasks.config_types import check_arguments, check_config
 
 log = logging.getLogger(__name__)
-EMBEDDER_KEYS = ("layer", "norm", "hop_seconds", "pool", "window_seconds", "device")  # Embedder's arguments
+EMBEDDER_KEYS = (*EMBEDDING_OPTIONS, "device")  # the keys passed to the Embedder as they are
 
 
 class InputError(ValueError):

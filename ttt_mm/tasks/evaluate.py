@@ -33,7 +33,14 @@ from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.tables import remove_earlier_figures, write_outputs
 from ttt_mm.module import SequenceModel
-from ttt_mm.tasks.common import CONF_DIR, ConfigError, config_errors_end_the_command, output_folder, positive_count
+from ttt_mm.tasks.common import (
+    CONF_DIR,
+    ConfigError,
+    config_errors_end_the_command,
+    names_of,
+    output_folder,
+    positive_count,
+)
 from ttt_mm.tasks.config_types import check_command_keys, check_types
 
 log = logging.getLogger(__name__)
@@ -113,7 +120,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("ckpt") in (None, "", "???"):
         raise ConfigError("ckpt is required: ckpt=<path> or ckpt=[a.ckpt,b.ckpt]")
     ckpts = [str(c) for c in cfg.ckpt] if isinstance(cfg.ckpt, (list, ListConfig)) else [str(cfg.ckpt)]
-    names = None if cfg.get("names") is None else [str(n) for n in cfg.names]
+    names = names_of(cfg.get("names"))
     options = Options(
         int(cfg.rollout_steps),
         int(cfg.ssim_window),

@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.sources import MANIFEST_SUFFIXES
-from ttt_mm.embed import Embedder, load_parts
+from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
 from ttt_mm.linear_probe.classifier import FoldScore, cross_validate, majority_class, summarize
 from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
@@ -49,6 +49,7 @@ from ttt_mm.tasks.common import (
     ConfigError,
     config_errors_end_the_command,
     extensions_of,
+    names_of,
     output_folder,
     positive_count,
 )
@@ -113,11 +114,11 @@ def select(data: Labelled, cfg: DictConfig) -> Labelled:
         if not any(c.split for c in clips):
             raise ConfigError(f"split={cfg.split} needs a manifest with a 'split' column")
         clips = [c for c in clips if c.split == cfg.split]
-    if cfg.classes:
-        unknown = sorted(set(cfg.classes) - set(data.names))
+    if classes := names_of(cfg.classes):
+        unknown = sorted(set(classes) - set(data.names))
         if unknown:
             raise ConfigError(f"classes: {unknown} are not among the labels {data.names}")
-        wanted = {data.names.index(name) for name in cfg.classes}
+        wanted = {data.names.index(name) for name in classes}
         clips = [c for c in clips if c.label in wanted]
     if cfg.max_files is not None:
         clips = clips[: positive_count(cfg.max_files, "max_files")]
@@ -139,7 +140,6 @@ def drop_rare(clips: list[ClipInfo], names: list[str], min_clips: int) -> tuple[
 
 
 def _embedder(tokenizer, backbone, cfg: DictConfig, options: dict) -> Embedder:
-    check_arguments(Embedder, {**options, "device": cfg.device})
     try:
         return Embedder(
             tokenizer,
@@ -163,8 +163,7 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
         except (FileNotFoundError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
         model = {"tokenizer": hparams["tokenizer"], "backbone": hparams["backbone"]}
-        options = {k: cfg[k] for k in ("layer", "norm", "pool", "window_seconds")}
-        options["hop_seconds"] = float(cfg.hop_seconds) if cfg.rows else None
+        options = {k: cfg[k] for k in EMBEDDING_OPTIONS} | {"hop_seconds": cfg.hop_seconds if cfg.rows else None}
         embedders = {"model": _embedder(tokenizer, backbone, cfg, options)}
         out.spec = embedders["model"].read_spec()
         out.description = {"checkpoint": os.path.abspath(cfg.ckpt), **options}
@@ -175,7 +174,7 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
             raise ConfigError(str(exc)) from None
         meta = out.folder.meta
         model = meta["model"]
-        options = {k: meta[k] for k in ("layer", "norm", "hop_seconds", "pool", "window_seconds")}
+        options = {k: meta[k] for k in EMBEDDING_OPTIONS}
         embedders = {}
         out.description = {
             "embeddings": os.path.abspath(cfg.embeddings),
@@ -211,6 +210,7 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
 def run(cfg: DictConfig) -> dict:
     """Probe the labelled clips of ``cfg.input``; returns the metrics and where they were written."""
     check_config(cfg, "linear_probe")
+    check_arguments(Embedder, {k: cfg[k] for k in (*EMBEDDING_OPTIONS, "device")})
     if OmegaConf.is_missing(cfg, "input") or not cfg.input:
         raise ConfigError("input=<class folder or manifest> is required")
     if bool(cfg.ckpt) == bool(cfg.embeddings):

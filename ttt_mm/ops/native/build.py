@@ -75,6 +75,7 @@ def _cpu_features() -> str:
 def _cache_dir() -> Path:
     if os.environ.get("TTT_MM_CACHE"):
         return Path(os.environ["TTT_MM_CACHE"])
+    # beside the dataset index (ttt_mm.data.index.default_cache_dir); ops do not import the data package
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ttt-mm" / "kernels"
 
 
