@@ -341,6 +341,24 @@ def test_missing_checkpoint_is_a_config_error(tmp_path):
         run(cfg)
 
 
+@pytest.mark.parametrize(
+    "data,message",
+    [("video_folder", "data: dataset root /no/such/folder is not a directory"), ("manifest", "data: manifest ")],
+)
+def test_a_data_root_that_is_not_there_is_a_config_error(tmp_path, model, data, message):
+    ckpt = save(model, tmp_path / "tiny.ckpt")
+    root = "/no/such/folder" + (".csv" if data == "manifest" else "")
+    overrides = [
+        f"ckpt={ckpt}",
+        f"output={tmp_path}",
+        f"paths.output_dir={tmp_path}",
+        f"data={data}",
+        f"data.root={root}",
+    ]
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        run(compose_evaluate(*overrides, "data.modalities=null"))
+
+
 @pytest.mark.slow
 def test_command_line(folder, tmp_path):
     """The real command: outputs written, bad files listed, and a config error is one line with exit 2."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import logging
 import multiprocessing
 import shutil
@@ -16,6 +17,7 @@ import torch
 from mediafiles import write_video
 
 from ttt_mm.data import FolderSource, ManifestSource, MediaDataModule, SyntheticSource, io
+from ttt_mm.tasks.probe import main as probe_command
 
 
 def test_synthetic_default_batches():
@@ -210,6 +212,27 @@ def test_a_manifest_that_fixes_every_split_and_none_to_val_is_said_so(tmp_path, 
         "the manifest's split column puts no file in val: validating on the training files, "
         "so val/* measures fit, not generalisation"
     ]
+
+
+def test_the_probe_commands_bad_rows_are_skipped_with_their_reasons_like_a_folders(tmp_path, caplog):
+    """A manifest written by the probe command lists unreadable files with an error: training leaves
+    them out with one log line and lists each in the skip list, as it does for a folder's bad files."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        write_video(data / f"v{i}.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=None)
+    (data / "empty.mp4").write_bytes(b"")
+    assert probe_command([str(data), "-o", str(data / "m.jsonl")]) == 0
+    rows = [json.loads(line) for line in (data / "m.jsonl").read_text().splitlines()]
+    assert [r.get("error") for r in rows if r["path"] == "empty.mp4"] == ["empty file (0 bytes)"]
+    dm = MediaDataModule(ManifestSource(str(data / "m.jsonl")), modalities=["video"], size=32, clip_seconds=1.0)
+    dm.trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"))
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        dm.setup("fit")
+    assert not [r.message for r in caplog.records if "unknown column" in r.message]
+    assert sorted(c.key for c in dm.clips) == ["v0.mp4", "v1.mp4", "v2.mp4"]
+    assert (tmp_path / "run" / "skipped_media.tsv").read_text() == f"{data / 'empty.mp4'}\tempty file (0 bytes)\n"
+    assert any(r.message.startswith("skipping 1 of 4 files (1 x empty file)") for r in caplog.records)
 
 
 def test_an_empty_folder_says_so(tmp_path):

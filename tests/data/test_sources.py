@@ -93,8 +93,8 @@ def test_csv_and_jsonl_manifests(tmp_path):
     assert (clips[2].label, clips[2].split) == (-1, "test")
     rows = [{"path": "x.mp4", "label": 3, "duration": 2.0}, {"path": "bad.mp4", "error": "empty file (0 bytes)"}]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    clips = ManifestSource(str(tmp_path / "m.jsonl")).clips()
-    assert [(c.media, c.label) for c in clips] == [(str(tmp_path / "x.mp4"), 3)]  # error rows left out
+    clips = ManifestSource(str(tmp_path / "m.jsonl")).clips()  # an error row too: the index decides again
+    assert [(c.media, c.label) for c in clips] == [(str(tmp_path / "x.mp4"), 3), (str(tmp_path / "bad.mp4"), -1)]
     (tmp_path / "broken.csv").write_text("file,label\na.wav,1\n")
     with pytest.raises(ValueError, match="broken.csv, line 2: no 'path'"):
         ManifestSource(str(tmp_path / "broken.csv")).clips()

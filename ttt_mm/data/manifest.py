@@ -30,8 +30,10 @@ class ManifestSource:
 
     Relative paths are taken from the manifest's folder. String labels become indices of their
     sorted set (`classes` names them). Rows with an ``error`` field (unreadable files listed by the
-    probe command) are left out, and so are rows repeating the path, start and end of an earlier
-    row with the same label, split and group (a copy would be read twice and could land in two
+    probe command) are clips like the others: the dataset index probes each file again (a fixed one
+    is read) and leaves out those that still fail, each listed with its reason like a bad file of a
+    folder. Rows repeating the path, start and end of an earlier row with the same label, split and
+    group are left out (a copy would be read twice and could land in two
     splits or folds); a repeat with a different label, split or group is an error, as it cannot be
     told which one is meant. The file is read and checked once per source; a row that cannot be
     used is an error naming its line.
@@ -92,7 +94,6 @@ class ManifestSource:
                 raise ValueError(f"{manifest}, line {line}: no 'path'")
             if row.get("split") not in (None, "", *SPLITS):
                 raise ValueError(f"{manifest}, line {line}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
-        rows = [(line, row) for line, row in rows if not row.get("error")]
         unknown = [c for c in dict.fromkeys(c for _, row in rows for c in row) if c not in _KNOWN_COLUMNS]
         if unknown:
             log.warning(
