@@ -88,6 +88,17 @@ def test_commands_set_by_keys_alone_list_their_keys_in_help():
         assert "Configuration groups" not in done.stdout and "experiment:" not in done.stdout
 
 
+@pytest.mark.slow
+def test_evaluate_help_lists_its_keys_and_every_data_option_not_the_training_groups():
+    done = subprocess.run(
+        [sys.executable, "-m", "ttt_mm.tasks.evaluate", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    options = ", ".join(sorted(p.stem for p in (CONF / "data").glob("*.yaml") if p.stem != "default"))
+    assert f"\n{options}.\n" in done.stdout and "\nrollout_steps: 8\n" in done.stdout
+    assert "Configuration groups" not in done.stdout and "experiment:" not in done.stdout
+
+
 def test_ctrl_c_ends_a_command_with_one_line_and_status_130(capsys):
     with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
         raise KeyboardInterrupt

@@ -266,7 +266,7 @@ def test_a_rerun_redoes_outputs_made_from_another_checkpoint_or_source(ckpts, tm
     (out / "b.wav.json").write_text(json.dumps(sidecar))
     assert embed(other, hop_seconds=0.2) == (["a.wav", "b.wav"], 0)
     assert "b.wav again: written by an older embed, whose sidecar records no weights_hash" in caplog.text
-    assert "a.wav again: other model config or settings" in caplog.text
+    assert "a.wav again: other settings (hop_seconds null -> 0.2)" in caplog.text
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -569,6 +569,17 @@ def test_only_the_first_process_prints_the_summary(capsys):
     assert "run directory:   r" in capsys.readouterr().out
 
 
+def test_a_best_checkpoint_from_the_resumed_run_is_said_to_be_from_there(tmp_path, capsys):
+    out = {"metrics": {}, "run_dir": str(tmp_path / "new"), "last_ckpt": "l", "log_dirs": []}
+    report(out | {"best_ckpt": str(tmp_path / "new" / "checkpoints" / "step000050.ckpt")})
+    assert capsys.readouterr().out.splitlines()[2] == f"best checkpoint: {tmp_path}/new/checkpoints/step000050.ckpt"
+    report(out | {"best_ckpt": str(tmp_path / "old" / "checkpoints" / "step000030.ckpt")})
+    assert capsys.readouterr().out.splitlines()[2] == (
+        f"best checkpoint: {tmp_path}/old/checkpoints/step000030.ckpt (in the run this one resumed: "
+        "no validation of this run has beaten it)"
+    )
+
+
 def test_a_run_without_cpu_threads_gets_the_default_back(tmp_path):
     """Sweep jobs share one process: one job's thread count must not leak into the next."""
     threads = train_task.DEFAULT_THREADS + 1  # (not the default, on any machine)

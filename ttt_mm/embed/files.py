@@ -203,8 +203,19 @@ def out_of_date(old: dict, expected: dict) -> str | None:
         return "written by an older embed, whose sidecar records no weights_hash"
     for key, meaning in _MADE_FROM.items():
         if old.get(key) != expected[key]:
+            if key == "config_hash" and (named := _changed_settings(old, expected)):
+                return f"other settings ({named})"
             return f"{meaning} ({key} {old.get(key, 'not recorded')}, now {expected[key]})"
     return None
+
+
+def _changed_settings(old: dict, expected: dict) -> str:
+    """The settings behind ``config_hash`` that differ, as ``key was -> now``; the model by name only."""
+    changed = [k for k in ("model", "layer", "norm", "hop_seconds", "pool", "dtype") if old.get(k) != expected.get(k)]
+    return ", ".join(
+        "the model config" if k == "model" else f"{k} {json.dumps(old.get(k))} -> {json.dumps(expected.get(k))}"
+        for k in changed
+    )
 
 
 # -------------------------------------------------------------------------------------- reading

@@ -198,10 +198,13 @@ def report(out: dict) -> None:
             sys.exit(130)
         return
     shown = {k: out["metrics"][k] for k in sorted(out["metrics"]) if k.startswith(("val/", "test/"))}
+    best = str(out["best_ckpt"])
+    if out["best_ckpt"] and not Path(best).resolve().is_relative_to(Path(out["run_dir"]).resolve()):
+        best += " (in the run this one resumed: no validation of this run has beaten it)"
     lines = [
         "run directory:   " + str(out["run_dir"]),
         "last checkpoint: " + str(out["last_ckpt"]),
-        "best checkpoint: " + str(out["best_ckpt"]),
+        "best checkpoint: " + best,
         "logs:            " + ", ".join(map(str, out["log_dirs"])),
         *(f"{k}: {v:.4f}" for k, v in shown.items()),
     ]
