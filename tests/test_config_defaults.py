@@ -13,6 +13,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data.index import index_files
+from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.tasks.common import (
     ConfigError,
     config_errors_end_the_command,
@@ -115,6 +116,7 @@ def test_an_output_that_cannot_be_a_folder_is_a_config_error(tmp_path):
 def test_a_key_of_names_takes_a_list_or_one_name():
     assert names_of(None) is None and names_of("mine") == ["mine"] and names_of(7) == ["7"]
     assert names_of(ListConfig(["a", 2])) == ["a", "2"] and extensions_of("ogg") == ("ogg",)
+    assert extensions_of("") == extensions_of([""]) == extensions_of(None) == MEDIA_EXTENSIONS
 
 
 def test_a_count_key_takes_whole_numbers_from_one_or_null():

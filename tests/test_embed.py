@@ -24,6 +24,7 @@ from ttt_mm.embed import Embedder, Stream, load_parts
 from ttt_mm.embed.files import NpyRowWriter, load
 from ttt_mm.tasks import embed as task
 from ttt_mm.tasks.common import ConfigError
+from ttt_mm.tasks.probe import main as probe_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -187,6 +188,16 @@ def folder(tmp_path) -> Path:
     )
     (root / "notes.txt").write_text("not media")
     return root
+
+
+def test_a_probe_manifests_bad_rows_fail_with_their_reasons_like_a_folders_bad_files(ckpts, folder, tmp_path):
+    manifest = tmp_path / "probed.jsonl"
+    assert probe_command([str(folder), "-o", str(manifest)]) == 0
+    summary = task.run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out", window_seconds=0.4))
+    assert sorted(Path(p).name for p in summary.written) == ["a.wav", "b.flac"]
+    failed = dict(summary.failed)
+    assert failed.keys() == {str(folder / "empty.wav"), str(folder / "sub" / "corrupt.mp4")}
+    assert failed[str(folder / "empty.wav")] == "empty file (0 bytes)"
 
 
 def test_folder_with_bad_files(ckpts, folder, tmp_path):

@@ -570,14 +570,16 @@ def test_only_the_first_process_prints_the_summary(capsys):
 
 
 def test_a_best_checkpoint_from_the_resumed_run_is_said_to_be_from_there(tmp_path, capsys):
-    out = {"metrics": {}, "run_dir": str(tmp_path / "new"), "last_ckpt": "l", "log_dirs": []}
+    out = {"metrics": {}, "run_dir": str(tmp_path / "new"), "last_ckpt": "l", "log_dirs": [], "resumed": True}
     report(out | {"best_ckpt": str(tmp_path / "new" / "checkpoints" / "step000050.ckpt")})
     assert capsys.readouterr().out.splitlines()[2] == f"best checkpoint: {tmp_path}/new/checkpoints/step000050.ckpt"
-    report(out | {"best_ckpt": str(tmp_path / "old" / "checkpoints" / "step000030.ckpt")})
+    old = tmp_path / "old" / "checkpoints" / "step000030.ckpt"
+    report(out | {"best_ckpt": str(old)})
     assert capsys.readouterr().out.splitlines()[2] == (
-        f"best checkpoint: {tmp_path}/old/checkpoints/step000030.ckpt (in the run this one resumed: "
-        "no validation of this run has beaten it)"
+        f"best checkpoint: {old} (in the run this one resumed: this run has saved no validated checkpoint yet)"
     )
+    report(out | {"best_ckpt": str(old), "resumed": False})  # (a checkpoint folder set elsewhere: no note)
+    assert capsys.readouterr().out.splitlines()[2] == f"best checkpoint: {old}"
 
 
 def test_a_run_without_cpu_threads_gets_the_default_back(tmp_path):

@@ -95,6 +95,13 @@ def test_csv_and_jsonl_manifests(tmp_path):
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     clips = ManifestSource(str(tmp_path / "m.jsonl")).clips()  # an error row too: the index decides again
     assert [(c.media, c.label) for c in clips] == [(str(tmp_path / "x.mp4"), 3), (str(tmp_path / "bad.mp4"), -1)]
+    for first, second in (
+        (rows[1], {"path": "bad.mp4", "label": "cat"}),
+        ({"path": "bad.mp4", "label": "cat"}, rows[1]),
+    ):
+        (tmp_path / "merged.jsonl").write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+        clips = ManifestSource(str(tmp_path / "merged.jsonl")).clips()  # the probe's record gives way, in any order
+        assert [(c.media, c.label) for c in clips] == [(str(tmp_path / "bad.mp4"), 0)]
     (tmp_path / "broken.csv").write_text("file,label\na.wav,1\n")
     with pytest.raises(ValueError, match="broken.csv, line 2: no 'path'"):
         ManifestSource(str(tmp_path / "broken.csv")).clips()

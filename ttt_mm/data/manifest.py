@@ -167,15 +167,20 @@ def _seconds(manifest: Path, line: int, row: dict, column: str) -> float | None:
 
 
 def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
-    """The rows without those repeating an earlier row's file and span (logged in one line)."""
+    """The rows without those repeating an earlier row's file and span (logged in one line). A row
+    with an ``error`` (the probe command's record of a bad file) gives way to another row of the same
+    clip, whatever their order: that one says what the clip is."""
     first: dict[tuple, tuple] = {}
-    kept, repeats = [], []
-    for line, row, (start, end) in rows:
+    kept: dict[tuple, tuple] = {}
+    repeats = []
+    for line, row, (start, end) in sorted(rows, key=lambda r: bool(r[1].get("error"))):
         path = Path(str(row["path"]))
         key = (os.path.normpath(path if path.is_absolute() else manifest.parent / path), start, end)
         if key not in first:
             first[key] = (line, row)
-            kept.append((line, row, (start, end)))
+            kept[key] = (line, row, (start, end))
+            continue
+        if row.get("error"):
             continue
         earlier, other = first[key]
         for column in ("label", "split", "group"):
@@ -198,7 +203,7 @@ def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
             name,
             earlier,
         )
-    return kept
+    return sorted(kept.values(), key=lambda r: r[0])  # (in the manifest's order)
 
 
 def _cell(column: str, value: object) -> str:

@@ -212,9 +212,9 @@ def out_of_date(old: dict, expected: dict) -> str | None:
 def _changed_settings(old: dict, expected: dict) -> str:
     """The settings behind ``config_hash`` that differ, as ``key was -> now``; the model by name only."""
     changed = [k for k in ("model", "layer", "norm", "hop_seconds", "pool", "dtype") if old.get(k) != expected.get(k)]
+    was = {k: json.dumps(old[k]) if k in old else "not recorded" for k in changed}
     return ", ".join(
-        "the model config" if k == "model" else f"{k} {json.dumps(old.get(k))} -> {json.dumps(expected.get(k))}"
-        for k in changed
+        "the model config" if k == "model" else f"{k} {was[k]} -> {json.dumps(expected[k])}" for k in changed
     )
 
 

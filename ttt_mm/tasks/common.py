@@ -106,7 +106,7 @@ def names_of(value) -> list[str] | None:
 
 def extensions_of(value) -> tuple[str, ...]:
     """A command's ``extensions`` key as a tuple (see `names_of`); none means every audio and video extension."""
-    return tuple(names_of(value)) if value else MEDIA_EXTENSIONS
+    return tuple(e for e in names_of(value) or () if e) or MEDIA_EXTENSIONS
 
 
 def positive_count(value, key: str, null: str = "all") -> int | None:

@@ -5,7 +5,8 @@ before it opens any file (see `ttt_mm.data.index`): its streams, the decoder tha
 durations, rates and size, or for a file that cannot be used ``"error": "<reason>"`` (a decoder
 that crashed or hung on it included). Results are cached, so a second run probes only new or
 changed files. The records are written as JSONL to ``-o`` (paths relative to its folder, a manifest
-that ``data=manifest`` reads, leaving out the ``error`` rows) or to stdout; a summary with the bad
+that ``data=manifest`` reads; the index checks its ``error`` rows again and lists those still bad
+with their reasons) or to stdout; a summary with the bad
 files counted by reason goes to stderr. Exit status 0 for a folder, whatever its files hold; for a
 single file, 1 and the reason if the file is unusable (a broken symbolic link included); 2 if the path
 does not exist; 130 when interrupted (Ctrl-C), with one line saying what the index cache kept.

@@ -188,6 +188,7 @@ def run(cfg: DictConfig) -> dict:
         "log_dirs": [lg.log_dir for lg in trainer.loggers],
         "interrupted": interrupted,
         "global_zero": trainer.is_global_zero,
+        "resumed": bool(cfg.get("ckpt_path")),
     }
 
 
@@ -199,8 +200,12 @@ def report(out: dict) -> None:
         return
     shown = {k: out["metrics"][k] for k in sorted(out["metrics"]) if k.startswith(("val/", "test/"))}
     best = str(out["best_ckpt"])
-    if out["best_ckpt"] and not Path(best).resolve().is_relative_to(Path(out["run_dir"]).resolve()):
-        best += " (in the run this one resumed: no validation of this run has beaten it)"
+    if (
+        out.get("resumed")
+        and out["best_ckpt"]
+        and not Path(best).resolve().is_relative_to(Path(out["run_dir"]).resolve())
+    ):
+        best += " (in the run this one resumed: this run has saved no validated checkpoint yet)"
     lines = [
         "run directory:   " + str(out["run_dir"]),
         "last checkpoint: " + str(out["last_ckpt"]),
