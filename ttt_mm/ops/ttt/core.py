@@ -82,6 +82,11 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
         raise ValueError(f"token_scale must be [mini_batch_size] = [{K}]; got {tuple(token_scale.shape)}")
     if state is not None and not 0 <= state.pos < K:
         raise ValueError(f"state.pos must be in [0, {K}); got {state.pos}")
+    if state is not None and state.pos and state.mini_batch_size not in (None, K):
+        raise ValueError(
+            f"the state holds {state.pos} tokens of a mini-batch of {state.mini_batch_size}; this call's "
+            f"mini_batch_size={K} cannot finish it (pass the mini_batch_size the sequence started with)"
+        )
     if span < 1:
         raise ValueError(f"checkpoint_span must be >= 1 mini-batch; got {span}")
 
@@ -144,7 +149,7 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
     def unflat(x):
         return x.reshape(B, H, *x.shape[1:])
 
-    new_state = TTTState(tuple(unflat(p) for p in inner.params), tuple(unflat(g) for g in inner.grads), inner.pos)
+    new_state = TTTState(tuple(unflat(p) for p in inner.params), tuple(unflat(g) for g in inner.grads), inner.pos, K)
     return unflat(out), new_state
 
 

@@ -84,6 +84,6 @@ def ttt_naive(model, q, k, v, lr, params, ln_weight, ln_bias, *, mini_batch_size
 
     n = len(params)
     state = TTTState(
-        tuple(stack(final_params, i) for i in range(n)), tuple(stack(final_sums, i) for i in range(n)), T % K
+        tuple(stack(final_params, i) for i in range(n)), tuple(stack(final_sums, i) for i in range(n)), T % K, K
     )
     return out, state

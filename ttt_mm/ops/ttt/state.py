@@ -18,11 +18,14 @@ class TTTState:
     ``grads`` has the same shapes: the sums ``sum_j lr_j * grad_j`` over the tokens already seen in
     the current, unfinished mini-batch (zeros when ``pos == 0``). ``pos`` is how many tokens of that
     mini-batch were seen, ``0 <= pos < K``. The state never grows with the sequence length.
+    ``mini_batch_size`` is the K it was made with (None: not recorded, as for a fresh state): a call
+    with another K cannot finish that open mini-batch.
     """
 
     params: tuple[Tensor, ...]
     grads: tuple[Tensor, ...]
     pos: int
+    mini_batch_size: int | None = None
 
     @classmethod
     def initial(cls, params: tuple[Tensor, ...], batch_size: int, dtype: torch.dtype) -> TTTState:
