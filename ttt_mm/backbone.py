@@ -72,9 +72,7 @@ def _merge_rows(old, fresh, rows: Tensor, restart: bool):
         return dataclasses.replace(old, **merged)
     if isinstance(old, (list, tuple)):
         return type(old)(_merge_rows(a, b, rows, restart) for a, b in zip(old, fresh, strict=True))
-    # a plain field (a position in a TTT mini-batch) is shared by all rows; one a fresh state leaves
-    # unset (None: the mini-batch size a TTT state records once it has run) is kept
-    if restart and fresh is not None and old != fresh:
+    if restart and old != fresh:  # a plain-int field (e.g. a position in a TTT mini-batch): shared by all rows
         raise ValueError(
             f"cannot restart some rows of a batch in the middle of the mixer's restart unit (position {old}); "
             "use windows whose token count is a multiple of it (the mixer's restart_unit)"

@@ -128,7 +128,7 @@ class TTTLayer(nn.Module):
     def initial_state(self, batch_size: int) -> TTTLayerState:
         """The state before the first token, as explicit tensors (``None`` passed to ``forward`` means the
         same). It stays attached to the initial weights, so a stream restarted in training trains them."""
-        core = TTTState.initial(self.inner_params(), batch_size, torch.float32)
+        core = TTTState.initial(self.inner_params(), batch_size, torch.float32, self.mini_batch_size)
         conv = None
         if self.share_qk:
             w = self.wqkv.weight

@@ -18,8 +18,8 @@ class TTTState:
     ``grads`` has the same shapes: the sums ``sum_j lr_j * grad_j`` over the tokens already seen in
     the current, unfinished mini-batch (zeros when ``pos == 0``). ``pos`` is how many tokens of that
     mini-batch were seen, ``0 <= pos < K``. The state never grows with the sequence length.
-    ``mini_batch_size`` is the K it was made with (None: not recorded, as for a fresh state): a call
-    with another K cannot finish that open mini-batch.
+    ``mini_batch_size`` is the K it was made with (None: not recorded, for a state built by hand): a
+    call with another K cannot finish that open mini-batch.
     """
 
     params: tuple[Tensor, ...]
@@ -28,10 +28,12 @@ class TTTState:
     mini_batch_size: int | None = None
 
     @classmethod
-    def initial(cls, params: tuple[Tensor, ...], batch_size: int, dtype: torch.dtype) -> TTTState:
+    def initial(
+        cls, params: tuple[Tensor, ...], batch_size: int, dtype: torch.dtype, mini_batch_size: int | None = None
+    ) -> TTTState:
         """The state before the first token: the shared initial weights, copied for each batch row."""
         expanded = tuple(p.to(dtype).unsqueeze(0).expand(batch_size, *p.shape) for p in params)
-        return cls(expanded, tuple(torch.zeros_like(p) for p in expanded), 0)
+        return cls(expanded, tuple(torch.zeros_like(p) for p in expanded), 0, mini_batch_size)
 
     def detach(self) -> TTTState:
         """The same state cut from the autograd graph (for carrying state across training windows)."""
