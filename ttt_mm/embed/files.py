@@ -34,6 +34,9 @@ from ttt_mm.data.sources import ClipInfo
 from ttt_mm.embed.clock import Clock
 
 DTYPES = ("float16", "float32")
+SETTINGS = ("layer", "norm", "hop_seconds", "pool", "dtype")
+"""The sidecar fields `config_hash` covers beside the model: the embedder's options that change its
+rows, and the dtype they are stored in."""
 
 
 class RowError(ValueError):
@@ -211,7 +214,7 @@ def out_of_date(old: dict, expected: dict) -> str | None:
 
 def _changed_settings(old: dict, expected: dict) -> str:
     """The settings behind ``config_hash`` that differ, as ``key was -> now``; the model by name only."""
-    changed = [k for k in ("model", "layer", "norm", "hop_seconds", "pool", "dtype") if old.get(k) != expected.get(k)]
+    changed = [k for k in ("model", *SETTINGS) if old.get(k) != expected.get(k)]
     was = {k: json.dumps(old[k]) if k in old else "not recorded" for k in changed}
     return ", ".join(
         "the model config" if k == "model" else f"{k} {was[k]} -> {json.dumps(expected[k])}" for k in changed

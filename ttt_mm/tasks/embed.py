@@ -45,6 +45,7 @@ from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.files import (
     DTYPES,
+    SETTINGS,
     NpyRowWriter,
     RowError,
     adopt_older_name,
@@ -193,13 +194,7 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     model = {"tokenizer": hparams["tokenizer"], "backbone": hparams["backbone"]}
-    options = {
-        "layer": embedder.layer,
-        "norm": embedder.norm,
-        "hop_seconds": embedder.hop_seconds,
-        "pool": embedder.pool,
-        "dtype": cfg.dtype,
-    }
+    options = {k: cfg.dtype if k == "dtype" else getattr(embedder, k) for k in SETTINGS}  # as the embedder took them
     meta = {
         "checkpoint": os.path.abspath(cfg.ckpt),
         "config_hash": config_hash(model, options),
