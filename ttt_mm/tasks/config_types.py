@@ -72,12 +72,13 @@ def check_arguments(
 def check_command_keys(cfg: DictConfig, command: str) -> None:
     """Raise a ConfigError where one of a command's own keys (``conf/<command>.yaml``) shipped as a
     number, true/false or a list is given another kind of value: ``plots=no`` would otherwise read
-    as true, and ``classes=dog`` as the classes d, o and g. A key shipped as null can take anything."""
-    shipped = OmegaConf.load(Path(CONF_DIR) / f"{command}.yaml")
-    for key in shipped:
-        if key in ("defaults", "hydra") or key not in cfg or _unresolved(shipped, key) or _unresolved(cfg, key):
+    as true, and ``baselines=logmel`` as the baselines l, o, g, ... A key shipped as null (or as an
+    interpolation) can take anything here."""
+    shipped = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / f"{command}.yaml"), resolve=False)
+    for key, default in shipped.items():
+        if key in ("defaults", "hydra") or key not in cfg or _unresolved(cfg, key):
             continue
-        kind = _kind(OmegaConf.to_container(shipped, resolve=False)[key])
+        kind = _kind(default)
         value = cfg[key]
         value = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
         if kind is not None and _fits(value, kind) is False:
