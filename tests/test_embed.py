@@ -19,7 +19,7 @@ from embedhelpers import TOKENIZERS, one_pass, save_checkpoint
 from hydra import compose, initialize_config_dir
 from mediafiles import tone, write_video, write_wav
 
-from ttt_mm.data import io
+from ttt_mm.data import decode
 from ttt_mm.embed import Embedder, Stream, load_parts
 from ttt_mm.embed.files import NpyRowWriter, load
 from ttt_mm.tasks import embed as task
@@ -61,10 +61,10 @@ def _reference(embedder: Embedder, path: Path, layer: int = -1, norm: bool = Tru
     batch: dict = {}
     if "audio" in embedder.modalities:
         rate = embedder.sample_rate
-        batch |= {"audio": io.read_audio(path, start, end - start, rate)[None], "sample_rate": rate}
+        batch |= {"audio": decode.read_audio(path, start, end - start, rate)[None], "sample_rate": rate}
     if "video" in embedder.modalities:
         batch |= {
-            "video": io.read_video(path, start, end - start, embedder.fps, embedder.size)[None],
+            "video": decode.read_video(path, start, end - start, embedder.fps, embedder.size)[None],
             "fps": embedder.fps,
         }
     rows, tokens = one_pass(embedder.tokenizer, embedder.backbone, batch, layer, norm)
@@ -101,7 +101,7 @@ def test_streaming_equals_one_pass(ckpts, files, kind, media, window, layer, nor
 
 def test_timestamps_match_the_media(ckpts, files):
     audio = Embedder.from_checkpoint(ckpts["audio"], device="cpu").embed_file(files["audio"])
-    duration = io.probe(files["audio"]).audio_duration  # 2.5 s
+    duration = decode.probe(files["audio"]).audio_duration  # 2.5 s
     n = int(duration / 0.04 + 1e-9)  # every whole 40 ms token, none past the end
     assert audio.embeddings.shape[0] == n == 62
     torch.testing.assert_close(audio.timestamps, torch.arange(n, dtype=torch.float64) * 0.04)
@@ -127,7 +127,7 @@ def test_a_span_of_a_file_keeps_file_time(ckpts, files):
 
 def test_embed_tensor_equals_embed_file_and_batch_rows_are_independent(ckpts, files):
     embedder = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu")
-    samples = io.read_audio(files["audio"], 0, None, 16000)
+    samples = decode.read_audio(files["audio"], 0, None, 16000)
     single = embedder.embed_tensor(audio=samples)
     from_file = embedder.embed_file(files["audio"])
     assert (single.embeddings - from_file.embeddings).abs().max().item() < 1e-5
@@ -313,12 +313,12 @@ def test_files_are_opened_in_this_process_only_after_a_worker_probed_them(ckpts,
     def probe_here(path, *args, **kwargs):
         raise AssertionError(f"{path} probed in the main process")
 
-    monkeypatch.setattr(io, "probe", probe_here)  # the workers are forked from a clean forkserver: unaffected
+    monkeypatch.setattr(decode, "probe", probe_here)  # the workers are forked from a clean forkserver: unaffected
     summary = task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=tmp_path / "out", window_seconds=0.4))
     assert len(summary.written) == 2 and len(summary.failed) == 2
     embedder = Embedder.from_checkpoint(ckpts["av"], window_seconds=0.5, device="cpu")
     assert embedder.embed_file(files["av"]).embeddings.shape[0] > 0
-    with pytest.raises(io.MediaError, match="ffmpeg"):
+    with pytest.raises(decode.MediaError, match="ffmpeg"):
         embedder.embed_file(folder / "sub" / "corrupt.mp4")
 
 

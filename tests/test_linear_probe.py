@@ -17,7 +17,7 @@ from embedhelpers import AUDIO, VIDEO, save_checkpoint
 from hydra import compose, initialize_config_dir
 from mediafiles import write_video, write_wav
 
-from ttt_mm.data import io
+from ttt_mm.data import decode
 from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1
 from ttt_mm.linear_probe.features import EmbeddingFolder
 from ttt_mm.linear_probe.folds import assign_folds
@@ -181,7 +181,7 @@ def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog, mo
     def probe_here(path, *args, **kwargs):
         raise AssertionError(f"{path} probed in the main process")
 
-    monkeypatch.setattr(io, "probe", probe_here)  # files are read as the index (worker processes) found them
+    monkeypatch.setattr(decode, "probe", probe_here)  # files are read as the index (worker processes) found them
     rows = [{"path": str(p), "label": p.parent.name, "group": ""} for p in sorted(tones.rglob("*.wav"))]
     write_wav(tmp_path / "rare.wav", _sound("low", np.random.default_rng(2)), RATE)
     (tmp_path / "empty.wav").write_bytes(b"")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mediafiles import tone, truncate, write_lying_frame_count, write_video, write_wav
 
-from ttt_mm.data import io
+from ttt_mm.data import decode
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +48,6 @@ def media(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(autouse=True)
 def _fresh_decoders():
     """Each test opens its own readers (and sees its own decode errors)."""
-    io.clear_caches()
+    decode.clear_caches()
     yield
-    io.clear_caches()
+    decode.clear_caches()

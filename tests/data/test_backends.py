@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 from mediafiles import gray, tone, write_video, write_wav
 
-from ttt_mm.data import io
+from ttt_mm.data import decode
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +30,13 @@ def videos(tmp_path_factory) -> dict:
 def test_decord_and_pyav_agree_within_one_frame(videos, name):
     path = videos[name]
     (d_starts, d_duration, d_fps), (p_starts, p_duration, p_fps) = (
-        io.video_timeline(path, b) for b in ("decord", "pyav")
+        decode.video_timeline(path, b) for b in ("decord", "pyav")
     )
     frame = 1.0 / d_fps
     assert len(d_starts) == len(p_starts)
     assert np.abs(d_starts - p_starts).max() <= frame + 1e-6
     assert abs(d_duration - p_duration) <= frame + 1e-6
-    shown = {b: io.read_video(path, 0.0, None, fps=8, size=32, backend=b) for b in ("decord", "pyav")}
+    shown = {b: decode.read_video(path, 0.0, None, fps=8, size=32, backend=b) for b in ("decord", "pyav")}
     assert shown["decord"].shape == shown["pyav"].shape
     brightness = {b: frames.float().mean(dim=(1, 2, 3)) for b, frames in shown.items()}
     assert torch.allclose(brightness["decord"], brightness["pyav"], atol=2.0)  # the same source frame each time
@@ -44,10 +44,12 @@ def test_decord_and_pyav_agree_within_one_frame(videos, name):
 
 def test_pyav_windows_read_in_order_equal_one_read(videos):
     path = videos["h264_mp4"]
-    whole = io.read_video(path, 0.0, None, fps=8, size=32, backend="pyav")
-    io.clear_caches()
-    windows = torch.cat([io.read_video(path, t, 0.5, fps=8, size=32, backend="pyav") for t in np.arange(0, 2.0, 0.5)])
-    backwards = io.read_video(path, 0.5, 0.5, fps=8, size=32, backend="pyav")  # a seek back to a key frame
+    whole = decode.read_video(path, 0.0, None, fps=8, size=32, backend="pyav")
+    decode.clear_caches()
+    windows = torch.cat(
+        [decode.read_video(path, t, 0.5, fps=8, size=32, backend="pyav") for t in np.arange(0, 2.0, 0.5)]
+    )
+    backwards = decode.read_video(path, 0.5, 0.5, fps=8, size=32, backend="pyav")  # a seek back to a key frame
     assert torch.equal(windows, whole) and torch.equal(backwards, whole[4:8])
     expected = [gray(int(np.floor(k / 8 * 30 + 1e-6)), 60) for k in range(16)]
     assert whole.float().mean(dim=(1, 2, 3)).tolist() == pytest.approx(expected, abs=1.5)
@@ -55,11 +57,11 @@ def test_pyav_windows_read_in_order_equal_one_read(videos):
 
 def test_pyav_reads_video_that_decord_cannot(tmp_path):
     path = write_video(tmp_path / "av1.mkv", seconds=1.0, fps=8, audio_rate=None, video_codec="libsvtav1")
-    with pytest.raises(io.MediaError):
-        io.read_video(path, 0.0, 0.5, backend="decord")
-    info = io.probe(path, verify=True)
+    with pytest.raises(decode.MediaError):
+        decode.read_video(path, 0.0, 0.5, backend="decord")
+    info = decode.probe(path, verify=True)
     assert info.video_backend == "pyav" and info.n_frames == 8 and info.video_duration == pytest.approx(1.0)
-    frames = io.read_video(path, 0.0, None, fps=8, size=32)  # the backend probe chose
+    frames = decode.read_video(path, 0.0, None, fps=8, size=32)  # the backend probe chose
     assert frames.shape == (8, 3, 32, 32)
     assert frames.float().mean(dim=(1, 2, 3)).tolist() == pytest.approx([gray(i, 8) for i in range(8)], abs=4.0)
 
@@ -67,11 +69,11 @@ def test_pyav_reads_video_that_decord_cannot(tmp_path):
 def test_pyav_reads_audio_that_decord_cannot_and_the_video_is_kept(tmp_path):
     """Like an AVI with MPEG-4 video and AC3 sound whose audio decord's AudioReader rejects."""
     path = write_video(tmp_path / "dfpwm.avi", seconds=2.0, fps=25, audio_rate=22050, audio_codec="dfpwm")
-    with pytest.raises(io.MediaError, match="no decoder for this codec"):
-        io.read_audio(path, backend="decord")
-    info = io.probe(path, verify=True)
+    with pytest.raises(decode.MediaError, match="no decoder for this codec"):
+        decode.read_audio(path, backend="decord")
+    info = decode.probe(path, verify=True)
     assert (info.video_backend, info.audio_backend) == ("decord", "pyav") and info.n_frames == 50
-    audio = io.read_audio(path, 0.5, 1.0, 16000)
+    audio = decode.read_audio(path, 0.5, 1.0, 16000)
     spectrum = torch.fft.rfft(audio).abs()
     assert int(spectrum.argmax()) == pytest.approx(440, abs=3)  # a 1-bit codec, but the tone is there
 
@@ -79,7 +81,7 @@ def test_pyav_reads_audio_that_decord_cannot_and_the_video_is_kept(tmp_path):
 @pytest.mark.parametrize("rate", [48000, 16000])
 def test_container_audio_agrees_between_decord_and_pyav(videos, rate):
     path = videos["mpeg4_ac3_avi"]  # AC3 at 48 kHz
-    d, p = (io.read_audio(path, 0.0, None, rate, backend=b).numpy() for b in ("decord", "pyav"))
+    d, p = (decode.read_audio(path, 0.0, None, rate, backend=b).numpy() for b in ("decord", "pyav"))
     frame = rate // 25  # one video frame of samples
     assert abs(len(d) - len(p)) <= frame
     n = min(len(d), len(p)) - 2 * frame
@@ -94,8 +96,8 @@ def test_container_audio_agrees_between_decord_and_pyav(videos, rate):
 def test_soundfile_and_pyav_give_the_same_samples(tmp_path, suffix, subtype):
     path = write_wav(tmp_path / f"tone{suffix}", tone(1.7, 16000), 16000, subtype=subtype)
     native, _ = sf.read(path, dtype="float32")
-    by_sf = io.read_audio(path, 0.0, None, 16000, backend="soundfile")
-    by_av = io.read_audio(path, 0.0, None, 16000, backend="pyav")
+    by_sf = decode.read_audio(path, 0.0, None, 16000, backend="soundfile")
+    by_av = decode.read_audio(path, 0.0, None, 16000, backend="pyav")
     assert len(by_sf) == len(native) and abs(len(by_av) - len(by_sf)) <= 16000 / 30  # durations within a frame
     n = min(len(by_sf), len(by_av))
     assert torch.allclose(by_sf[:n], by_av[:n], atol=1e-4)

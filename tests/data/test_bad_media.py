@@ -10,7 +10,8 @@ import decord
 import pytest
 import torch
 
-from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, guard, io
+from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, decode
+from ttt_mm.data.decode import guard, native
 from ttt_mm.data.skiplist import count_reasons, reason_kind
 from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
 
@@ -35,10 +36,10 @@ def test_single_file_calls_raise_one_clear_error(media, name, call, reason):
     path = media[name]
     with pytest.raises(MediaError) as caught:
         {
-            "probe": lambda: io.probe(path, verify=True),
-            "audio": lambda: io.read_audio(path, 0.0, 1.0),
-            "video": lambda: io.read_video(path, 0.0, 1.0),
-            "video_decord": lambda: io.read_video(path, 0.0, 1.0, backend="decord"),
+            "probe": lambda: decode.probe(path, verify=True),
+            "audio": lambda: decode.read_audio(path, 0.0, 1.0),
+            "video": lambda: decode.read_video(path, 0.0, 1.0),
+            "video_decord": lambda: decode.read_video(path, 0.0, 1.0, backend="decord"),
         }[call]()
     assert caught.value.path == str(path)
     assert reason in caught.value.reason
@@ -46,36 +47,36 @@ def test_single_file_calls_raise_one_clear_error(media, name, call, reason):
 
 
 def test_wrong_extensions_are_read_by_content(media):
-    wav = io.read_audio(media["wav_as_mp4"], 0.0, 1.0)  # a WAV named .mp4
-    assert torch.equal(wav, io.read_audio(media["wav16k"], 0.0, 1.0))
-    info = io.probe(media["mp4_as_wav"])  # an MP4 named .wav
+    wav = decode.read_audio(media["wav_as_mp4"], 0.0, 1.0)  # a WAV named .mp4
+    assert torch.equal(wav, decode.read_audio(media["wav16k"], 0.0, 1.0))
+    info = decode.probe(media["mp4_as_wav"])  # an MP4 named .wav
     assert info.has_video and info.has_audio
-    assert io.read_video(media["mp4_as_wav"], 0.0, 0.5, fps=8, size=32).shape == (4, 3, 32, 32)
+    assert decode.read_video(media["mp4_as_wav"], 0.0, 0.5, fps=8, size=32).shape == (4, 3, 32, 32)
 
 
 def test_lying_frame_count_is_caught_without_hanging(media):
     assert len(decord.VideoReader(str(media["lying"]))) == 60  # the index claims 60 frames; 30 hold pictures
     hung_before = guard.hung_calls()
     with pytest.raises(MediaError, match=r"decoding frame.* failed: .*\(corrupt or missing frame data\)"):
-        last = float(io.video_timeline(media["lying"], "decord")[0][-1])
-        io.read_video(media["lying"], last, 1e-3, fps=1.0, size=16, backend="decord")  # the last indexed frame
+        last = float(decode.video_timeline(media["lying"], "decord")[0][-1])
+        decode.read_video(media["lying"], last, 1e-3, fps=1.0, size=16, backend="decord")  # the last indexed frame
     for _ in range(3):  # decord decodes ahead on a thread, so even early frames may hit the bad tail
-        io.clear_caches()
+        decode.clear_caches()
         try:
-            frames = io.read_video(media["lying"], 0.0, None, fps=8, size=32, backend="decord")
+            frames = decode.read_video(media["lying"], 0.0, None, fps=8, size=32, backend="decord")
         except MediaError as exc:
             assert "(corrupt or missing frame data)" in exc.reason
         else:
             assert len(frames) == 8
     assert guard.hung_calls() == hung_before  # every failure was an error, none a call given up on
-    info = io.probe(media["lying"], verify=True)  # decord fails the last frame: PyAV reads what is there
+    info = decode.probe(media["lying"], verify=True)  # decord fails the last frame: PyAV reads what is there
     assert (info.video_backend, info.n_frames) == ("pyav", 30) and info.video_duration == pytest.approx(1.0, abs=0.05)
 
 
 def test_a_truncated_file_is_read_as_far_as_it_goes(media):
-    info = io.probe(media["truncated_faststart"], verify=True)  # the index (moov) survives, half the data not
+    info = decode.probe(media["truncated_faststart"], verify=True)  # the index (moov) survives, half the data not
     assert info.video_backend == "pyav" and 0.5 < info.video_duration < 1.5 and info.audio_duration < 1.5
-    frames = io.read_video(media["truncated_faststart"], 0.0, None, fps=8, size=32)
+    frames = decode.read_video(media["truncated_faststart"], 0.0, None, fps=8, size=32)
     assert len(frames) == math.ceil(info.video_duration * 8 - 1e-6)
 
 
@@ -87,11 +88,11 @@ def test_a_decoder_that_never_returns_is_abandoned(media, monkeypatch):
         returned.set()
 
     monkeypatch.setattr(decord.VideoReader, "get_batch", never_returns)
-    monkeypatch.setattr(io, "DECODE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(native, "DECODE_TIMEOUT_S", 0.3)
     monkeypatch.setattr(guard, "_hung", [])
     try:
         with pytest.raises(MediaError, match="did not return within"):
-            io.read_video(media["video_only"], 0.0, 0.5, fps=8, size=32, backend="decord")
+            decode.read_video(media["video_only"], 0.0, 0.5, fps=8, size=32, backend="decord")
         assert not returned.is_set()  # the caller has its error while the decoder is still stuck
     finally:
         release.set()
@@ -105,7 +106,7 @@ def test_too_many_hung_decoders_stop_the_process(monkeypatch):
 
 
 def test_one_frame_video_reads_but_is_too_short_for_a_dataset(media, tmp_path, caplog):
-    assert io.read_video(media["one_frame"], 0.0, 1.0, fps=8, size=32).shape == (1, 3, 32, 32)
+    assert decode.read_video(media["one_frame"], 0.0, 1.0, fps=8, size=32).shape == (1, 3, 32, 32)
     skip_file = tmp_path / "skip.tsv"
     dataset = WindowDataset(
         [ClipInfo(str(media["one_frame"])), ClipInfo(str(media["video_only"]))], 1.0, VIDEO, skip_list=str(skip_file)
@@ -118,9 +119,9 @@ def test_one_frame_video_reads_but_is_too_short_for_a_dataset(media, tmp_path, c
 
 
 def test_silence_gives_finite_tokens(media):
-    info = io.probe(media["silence"], verify=True)
-    assert info.silent is True and io.probe(media["wav16k"], verify=True).silent is False
-    audio = io.read_audio(media["silence"], 0.0, 1.0)
+    info = decode.probe(media["silence"], verify=True)
+    assert info.silent is True and decode.probe(media["wav16k"], verify=True).silent is False
+    audio = decode.read_audio(media["silence"], 0.0, 1.0)
     tokens = AudioTokenizer()({"audio": audio[None]})
     assert torch.isfinite(tokens.targets).all() and torch.isfinite(tokens.embeddings).all()
     video = VideoTokenizer(size=32)({"video": torch.zeros(1, 4, 3, 32, 32, dtype=torch.uint8)})
@@ -161,8 +162,8 @@ def test_a_known_skip_list_is_not_retried(media, tmp_path, monkeypatch):
     skip_file = tmp_path / "skip.tsv"
     SkipList(skip_file).add(str(media["corrupt"]), "corrupt")
     opened = []
-    real_probe = io.probe
-    monkeypatch.setattr(io, "probe", lambda path, **kw: opened.append(str(path)) or real_probe(path, **kw))
+    real_probe = decode.probe
+    monkeypatch.setattr(decode, "probe", lambda path, **kw: opened.append(str(path)) or real_probe(path, **kw))
     dataset = WindowDataset(
         [ClipInfo(str(media["corrupt"])), ClipInfo(str(media["av"]))], 1.0, AV, skip_list=str(skip_file)
     )
@@ -219,4 +220,4 @@ def test_a_text_file_named_as_audio_is_not_a_media_container(tmp_path, name):
     path = tmp_path / name
     path.write_text("these are my notes, not a recording\n")
     with pytest.raises(MediaError, match="not a readable media container"):
-        io.probe(path, verify=True)
+        decode.probe(path, verify=True)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from mediafiles import write_video
 
-from ttt_mm.data import FolderSource, ManifestSource, MediaDataModule, SyntheticSource, io
+from ttt_mm.data import FolderSource, ManifestSource, MediaDataModule, SyntheticSource, decode
 from ttt_mm.tasks.probe import main as probe_command
 
 
@@ -57,12 +57,14 @@ def test_workers_open_their_own_decoders_and_share_the_skip_list(media, tmp_path
     )
     dm.trainer = SimpleNamespace(default_root_dir=str(root))  # what Lightning attaches
     dm.setup("fit")
-    io.clear_caches()
-    io.read_video(tmp_path / "av.mp4", 0.0, 0.5, fps=8, size=32)  # the parent holds a reader when workers fork
+    decode.clear_caches()
+    decode.read_video(tmp_path / "av.mp4", 0.0, 0.5, fps=8, size=32)  # the parent holds a reader when workers fork
     batches = list(itertools.islice(dm.train_dataloader(), 2))  # the training stream is endless
     assert sum(len(b["path"]) for b in batches) == 4
     assert {p.rsplit("/", 1)[-1] for b in batches for p in b["path"]} <= {"av.mp4", "faststart.mp4"}
-    assert len(io._video_readers) == 1 and len(io._audio_tracks) == 0  # workers decoded with their own readers
+    assert (
+        len(decode.video._video_readers) == 1 and len(decode.audio._audio_tracks) == 0
+    )  # workers decoded with their own readers
     lines = (root / "skipped_media.tsv").read_text().splitlines()
     assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in lines) == ["corrupt.mkv", "zero.mp4"]
     dm2 = MediaDataModule(FolderSource(str(tmp_path)), size=32, val_fraction=0.0, test_fraction=0.0)

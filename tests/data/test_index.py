@@ -14,8 +14,16 @@ from faults import abort_on_boom, hang_on_slow, interrupted_after
 from mediafiles import write_video
 
 from ttt_mm.data import ClipInfo, MediaDataModule, ReadSpec, WindowDataset, index, index_clips, index_files
-from ttt_mm.data.index import SILENT_AUDIO, IndexCacheError, IndexInterrupted, cache_file, media_info, select
-from ttt_mm.data.isolation import IsolatedPool
+from ttt_mm.data.decode.isolation import IsolatedPool
+from ttt_mm.data.index import (
+    SILENT_AUDIO,
+    SILENT_TRACK,
+    IndexCacheError,
+    IndexInterrupted,
+    cache_file,
+    media_info,
+    select,
+)
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import FolderSource
 
@@ -195,9 +203,27 @@ def test_digital_silence_is_left_out_of_audio_only_training_and_evaluation(media
     assert names(select(clips, records, ReadSpec(("audio",)))) == ["av.mp4", "silence.wav", "tone.wav"]  # embedding
     records[clips[2].media] = records[clips[2].media] | {"silent": True}  # a video with a placeholder track
     assert names(select(clips, records, ReadSpec(("audio",), skip_silent=True))) == ["tone.wav"]
-    spec = ReadSpec(("audio", "video"), size=32, skip_silent=True)
-    assert names(select(clips[2:], records, spec)) == ["av.mp4"]
     assert MediaDataModule(modalities=["audio"]).spec.skip_silent  # training and evaluation read through it
+
+
+def test_a_video_with_a_digitally_silent_track_counts_as_one_without_sound(folder, tmp_path, caplog, monkeypatch):
+    clip = ClipInfo(str(folder / "av.mp4"))
+    records, _ = index_files([clip.media], tmp_path / "cache")
+    records[clip.media] = records[clip.media] | {"silent": True}  # a placeholder track
+    skip = select([clip], records, ReadSpec(("audio", "video"), size=32, skip_silent=True))
+    assert not skip.clips
+    assert skip.rejected == {clip.media: f"{SILENT_TRACK} (this run reads audio and video; data.missing_audio=skip)"}
+    spec = ReadSpec(("audio", "video"), size=32, missing_audio="silence", skip_silent=True)
+    silence = select([clip], records, spec)
+    assert silence.silent == {clip.media: SILENT_TRACK} and silence.clips[0].info.has_audio is False  # not decoded
+    kept = select([clip], records, ReadSpec(("audio", "video"), size=32))  # embedding reads the track itself
+    assert not kept.silent and kept.clips[0].info.has_audio is True
+    assert names(select([clip], records, ReadSpec(("video",), size=32, skip_silent=True))) == ["av.mp4"]
+    monkeypatch.setattr(index, "index_files", lambda *args: (records, None))
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+        index_clips([clip], spec)
+    (line,) = [r for r in caplog.records if "silent track" in r.getMessage()]
+    assert line.levelno == logging.INFO  # nothing that was there is lost
 
 
 def test_a_video_whose_sound_cannot_be_read_is_read_with_silence_only_when_asked_and_says_why(

@@ -13,7 +13,7 @@ import pytest
 SCRIPTS = {  # what a user's script does, directly with the pool or through the dataset index
     "pool": """
         import os
-        from ttt_mm.data.isolation import IsolatedPool
+        from ttt_mm.data.decode.isolation import IsolatedPool
 
         def main():
             print(dict(IsolatedPool(os.path.getsize, jobs=1, timeout=30).map([__file__])))
@@ -58,6 +58,6 @@ def test_an_unguarded_script_is_told_to_guard_its_code_and_no_file_is_blamed(tmp
     done = run_script(tmp_path / "unguarded.py", kind, guarded=False)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("ttt_mm.data.isolation.WorkerStartError: a decoder worker exited (status 1) before")
+    assert last.startswith("ttt_mm.data.decode.isolation.WorkerStartError: a decoder worker exited (status 1) before")
     assert 'must keep its code under `if __name__ == "__main__":`' in last
     assert "decoder hung" not in done.stderr and not done.stdout

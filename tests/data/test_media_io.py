@@ -1,4 +1,4 @@
-"""Decoding through `ttt_mm.data.io`: probe, frames by timestamp, crop, audio windows and resampling."""
+"""Decoding through `ttt_mm.data.decode`: probe, frames by timestamp, crop, audio windows and resampling."""
 
 from __future__ import annotations
 
@@ -12,24 +12,24 @@ import torch
 import torchaudio.functional as AF
 from mediafiles import gray, tone, write_short_flac, write_video
 
-from ttt_mm.data import io
+from ttt_mm.data import decode
 
 
 def test_probe_reports_both_streams(media):
-    info = io.probe(media["av"])
+    info = decode.probe(media["av"])
     assert info.has_audio and info.has_video
     assert info.n_frames == 90 and info.fps == pytest.approx(30.0)
     assert info.size == (160, 120)
     assert info.video_duration == pytest.approx(3.0, abs=1e-3)
     assert info.audio_duration == pytest.approx(3.0, abs=0.1)  # AAC pads the last frame
     assert info.audio_backend == "decord"
-    wav = io.probe(media["wav44k"])
+    wav = decode.probe(media["wav44k"])
     assert (wav.has_audio, wav.has_video, wav.sample_rate, wav.channels) == (True, False, 44100, 2)
     assert wav.duration == pytest.approx(2.5)
 
 
 def test_frames_are_sampled_by_timestamp(media):
-    frames = io.read_video(media["av"], start=0.5, duration=1.0, fps=8, size=64)
+    frames = decode.read_video(media["av"], start=0.5, duration=1.0, fps=8, size=64)
     assert frames.shape == (8, 3, 64, 64) and frames.dtype == torch.uint8
     expected = [gray(int(np.floor((0.5 + k / 8) * 30 + 1e-6)), 90) for k in range(8)]
     assert frames.float().mean(dim=(1, 2, 3)).tolist() == pytest.approx(expected, abs=1.5)
@@ -38,24 +38,24 @@ def test_frames_are_sampled_by_timestamp(media):
 def test_variable_frame_rate_uses_real_timestamps(tmp_path):
     times = [0, 20, 100, 120, 200, 220, 300, 320, 400, 420, 500, 520]  # ms, irregular
     path = write_video(tmp_path / "vfr.mkv", audio_rate=None, times_ms=times)
-    frames = io.read_video(path, 0.0, None, fps=8, size=32)
+    frames = decode.read_video(path, 0.0, None, fps=8, size=32)
     shown = [max(i for i, t in enumerate(times) if t <= 125 * k) for k in range(len(frames))]
     assert len(frames) == 5
     assert frames.float().mean(dim=(1, 2, 3)).tolist() == pytest.approx([gray(i, 12) for i in shown], abs=1.5)
 
 
 def test_resize_keeps_aspect_and_crops_the_center(media):
-    frame = io.read_video(media["bands"], 0.0, 0.1, fps=8, size=128)[0]  # 320x240 red|green|blue thirds
+    frame = decode.read_video(media["bands"], 0.0, 0.1, fps=8, size=128)[0]  # 320x240 red|green|blue thirds
     row = frame[:, 64].T.int()  # [128, 3]
     # short side 240 -> 128, long side 320 -> 171, crop 21 px each side: red ends near column 36
     assert row[10].argmax() == 0 and row[40].argmax() == 1 and row[90].argmax() == 1 and row[120].argmax() == 2
 
 
 def test_video_window_is_cut_at_the_end(media):
-    assert len(io.read_video(media["video_only"], 1.5, 4.0, fps=8, size=32)) == 4
-    assert len(io.read_video(media["video_only"], 5.0, 1.0, fps=8, size=32)) == 0
+    assert len(decode.read_video(media["video_only"], 1.5, 4.0, fps=8, size=32)) == 4
+    assert len(decode.read_video(media["video_only"], 5.0, 1.0, fps=8, size=32)) == 0
     with pytest.raises(ValueError, match="start must be >= 0"):
-        io.read_video(media["video_only"], -1.0, 1.0)
+        decode.read_video(media["video_only"], -1.0, 1.0)
 
 
 def test_video_windows_decode_only_their_frames(media, monkeypatch):
@@ -64,26 +64,26 @@ def test_video_windows_decode_only_their_frames(media, monkeypatch):
     monkeypatch.setattr(
         decord.VideoReader, "get_batch", lambda self, idx: asked.append(list(idx)) or original(self, idx)
     )
-    io.read_video(media["av"], 2.0, 0.5, fps=8, size=32)
+    decode.read_video(media["av"], 2.0, 0.5, fps=8, size=32)
     assert asked[-1] == [60, 63, 67, 71]  # frames at 2.0, 2.125, 2.25, 2.375 s of a 30 fps file
 
 
 def test_wav_windows_are_exact_slices(media):
     whole, _ = sf.read(media["wav16k"], dtype="float32")
-    window = io.read_audio(media["wav16k"], 1.25, 0.5, 16000)
+    window = decode.read_audio(media["wav16k"], 1.25, 0.5, 16000)
     assert window.dtype == torch.float32 and torch.equal(window, torch.from_numpy(whole[20000:28000]))
-    assert len(io.read_audio(media["wav16k"], 2.0, 5.0, 16000)) == 8000  # cut at the end
-    padded = io.read_audio(media["wav16k"], -0.25, 0.5, 16000)  # left context before the start
+    assert len(decode.read_audio(media["wav16k"], 2.0, 5.0, 16000)) == 8000  # cut at the end
+    padded = decode.read_audio(media["wav16k"], -0.25, 0.5, 16000)  # left context before the start
     assert torch.equal(padded[:4000], torch.zeros(4000)) and torch.equal(padded[4000:], torch.from_numpy(whole[:4000]))
 
 
 def test_resampled_windows_join_into_the_one_shot_resample(media):
     stereo, rate = sf.read(media["wav44k"], dtype="float32")
     reference = AF.resample(torch.from_numpy(stereo).mean(dim=1), rate, 16000)  # mono, then resample
-    windows = torch.cat([io.read_audio(media["wav44k"], t, 0.25, 16000) for t in np.arange(0, 2.5, 0.25)])
+    windows = torch.cat([decode.read_audio(media["wav44k"], t, 0.25, 16000) for t in np.arange(0, 2.5, 0.25)])
     assert windows.shape == reference.shape
     assert torch.allclose(windows, reference, atol=1e-6)
-    assert torch.allclose(io.read_audio(media["wav44k"], 0.0, None, 16000), reference, atol=1e-6)
+    assert torch.allclose(decode.read_audio(media["wav44k"], 0.0, None, 16000), reference, atol=1e-6)
 
 
 def test_audio_windows_read_only_their_samples(media, monkeypatch):
@@ -92,16 +92,16 @@ def test_audio_windows_read_only_their_samples(media, monkeypatch):
     monkeypatch.setattr(
         sf.SoundFile, "read", lambda self, frames=-1, **kw: counts.append(frames) or original(self, frames, **kw)
     )
-    io.read_audio(media["flac16k"], 2.0, 0.25, 16000)
+    decode.read_audio(media["flac16k"], 2.0, 0.25, 16000)
     assert counts == [4000]
 
 
 def test_container_audio_is_mono_resampled_and_sliced(media):
-    audio = io.read_audio(media["av44k"], 0.0, None, 16000)  # stereo 44.1 kHz AAC in mkv
+    audio = decode.read_audio(media["av44k"], 0.0, None, 16000)  # stereo 44.1 kHz AAC in mkv
     assert audio.dim() == 1 and len(audio) == pytest.approx(48000, abs=2048)
     spectrum = torch.fft.rfft(audio[4000:20000]).abs()
     assert int(spectrum.argmax()) == pytest.approx(440, abs=2)  # 16000 samples: 1 Hz per bin
-    window = io.read_audio(media["av44k"], 1.0, 0.5, 16000)
+    window = decode.read_audio(media["av44k"], 1.0, 0.5, 16000)
     assert torch.equal(window, audio[16000:24000])
 
 
@@ -112,7 +112,7 @@ def test_readers_are_cached_per_file(media, monkeypatch):
         decord.VideoReader, "__init__", lambda self, *a, **k: opened.append(a[0]) or original(self, *a, **k)
     )
     for t in (0.0, 0.5, 1.0, 1.5):
-        io.read_video(media["video_only"], t, 0.5, fps=8, size=32)
+        decode.read_video(media["video_only"], t, 0.5, fps=8, size=32)
     assert len(opened) == 2  # one native open for the index, one scaled reader for all windows
 
 
@@ -125,45 +125,45 @@ def test_windows_deep_into_long_files_read_only_the_window(tmp_path, monkeypatch
     read, batch = sf.SoundFile.read, decord.VideoReader.get_batch
     monkeypatch.setattr(sf.SoundFile, "read", lambda self, n=-1, **kw: samples.append(n) or read(self, n, **kw))
     monkeypatch.setattr(decord.VideoReader, "get_batch", lambda self, idx: frames.append(list(idx)) or batch(self, idx))
-    audio = io.read_audio(flac, 500.0, 2.0)
+    audio = decode.read_audio(flac, 500.0, 2.0)
     assert samples == [32000] and torch.allclose(audio[:4], torch.linspace(-0.5, 0.5, 16000)[:4])
-    clip = io.read_video(video, 500.0, 2.0, fps=8, size=32)
+    clip = decode.read_video(video, 500.0, 2.0, fps=8, size=32)
     assert clip.shape == (16, 3, 32, 32) and frames[-1] == [500, 501]
 
 
 def test_decode_tokenize_invert_round_trip(media):
     from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
 
-    frames = io.read_video(media["av"], 1.0, 1.0, fps=8, size=32)
+    frames = decode.read_video(media["av"], 1.0, 1.0, fps=8, size=32)
     video = VideoTokenizer(dim=16, size=32)
     tokens = video({"video": frames[None]})
     assert torch.equal(video.invert(tokens.targets, tokens.target_stats)["video"][0], frames)
-    audio = io.read_audio(media["wav16k"], 0.5, 1.0)
+    audio = decode.read_audio(media["wav16k"], 0.5, 1.0)
     mel = AudioTokenizer(dim=16)
     inverted = mel.invert(mel({"audio": audio[None]}).targets)["audio"]
     assert torch.allclose(inverted, mel.log_mel(audio[None]) * 4.0 - 9.0, atol=1e-4)
     assert inverted.shape == (1, 100, 80)
 
 
-@pytest.mark.parametrize("missing", [0.0005, 0.05, io.AUDIO_SHORTFALL_S])
+@pytest.mark.parametrize("missing", [0.0005, 0.05, decode.audio.AUDIO_SHORTFALL_S])
 def test_audio_ending_a_little_before_its_header_is_read_as_far_as_it_goes(tmp_path, caplog, missing):
     path = write_short_flac(tmp_path / "short.flac", 2.0, missing)  # 0.0005 s: 8 samples, like a real Opus album track
     assert sf.info(path).frames == 32000 + round(missing * 16000)
-    with caplog.at_level(logging.DEBUG, logger="ttt_mm.data.io"):
-        audio = io.read_audio(path, 1.5, None, 16000, backend="soundfile")
+    with caplog.at_level(logging.DEBUG, logger="ttt_mm.data.decode.audio"):
+        audio = decode.read_audio(path, 1.5, None, 16000, backend="soundfile")
     assert len(audio) == 8000 + round(missing * 16000)
     assert torch.allclose(audio[:8000], torch.from_numpy(tone(2.0, 16000)[24000:]), atol=1e-4)
     assert audio[8000:].abs().max() == 0  # the missing tail reads as silence
     assert [r.levelno for r in caplog.records] == [logging.DEBUG] and "before its header says" in caplog.text
-    assert io.probe(path, verify=True).audio_backend == "soundfile"  # a good file, not a failure
+    assert decode.probe(path, verify=True).audio_backend == "soundfile"  # a good file, not a failure
 
 
-@pytest.mark.parametrize("missing", [io.AUDIO_SHORTFALL_S + 0.01, 0.5])
+@pytest.mark.parametrize("missing", [decode.audio.AUDIO_SHORTFALL_S + 0.01, 0.5])
 def test_audio_ending_well_before_its_header_is_not_read_with_the_header(tmp_path, missing):
     path = write_short_flac(tmp_path / "short.flac", 2.0, missing)
     promised = 32000 + round(missing * 16000)
-    with pytest.raises(io.MediaError, match=f"file ends at sample 32000 but its header promises {promised}"):
-        io.read_audio(path, 1.5, None, 16000, backend="soundfile")
-    assert len(io.read_audio(path, 0.0, 1.0, 16000, backend="soundfile")) == 16000  # windows before the end read
-    info = io.probe(path, verify=True)  # the header is wrong: a backend that does not trust it reads what is there
+    with pytest.raises(decode.MediaError, match=f"file ends at sample 32000 but its header promises {promised}"):
+        decode.read_audio(path, 1.5, None, 16000, backend="soundfile")
+    assert len(decode.read_audio(path, 0.0, 1.0, 16000, backend="soundfile")) == 16000  # windows before the end read
+    info = decode.probe(path, verify=True)  # the header is wrong: a backend that does not trust it reads what is there
     assert info.audio_backend != "soundfile" and info.audio_duration == pytest.approx(2.0, abs=0.01)

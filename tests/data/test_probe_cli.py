@@ -15,9 +15,9 @@ import pytest
 from faults import interrupted_after
 
 import ttt_mm.data
-from ttt_mm.data import ManifestSource, io
+from ttt_mm.data import ManifestSource, decode
+from ttt_mm.data.decode.isolation import IsolatedPool
 from ttt_mm.data.index import cache_file
-from ttt_mm.data.isolation import IsolatedPool
 from ttt_mm.tasks import probe
 from ttt_mm.tasks.probe import main
 
@@ -119,9 +119,9 @@ def test_ctrl_c_exits_130_with_one_line_and_a_rerun_takes_the_probed_files_from_
 
 
 def test_the_probe_function_has_one_name_and_the_old_one_warns():
-    with pytest.warns(DeprecationWarning, match="ttt_mm.data.io.probe"):
+    with pytest.warns(DeprecationWarning, match="ttt_mm.data.decode.probe"):
         old = ttt_mm.data.__getattr__("probe")
-    assert old is io.probe and "probe" not in ttt_mm.data.__all__
+    assert old is decode.probe and "probe" not in ttt_mm.data.__all__
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ import soundfile as sf
 import torch
 
 from ttt_mm.bench.media import write_ramp_video
-from ttt_mm.data import io
+from ttt_mm.data import decode
 from ttt_mm.data.datasets import ReadSpec, clip_span, read_item
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
@@ -67,7 +67,7 @@ def _time(fn: Callable[[], tuple[float, int, int]], repeat: int) -> tuple[float,
     """Best of ``repeat`` cold passes: (wall s, media s, video frames, tokens)."""
     best = None
     for _ in range(repeat):
-        io.clear_caches()
+        decode.clear_caches()
         t0 = time.perf_counter()
         media, frames, tokens = fn()
         wall = time.perf_counter() - t0

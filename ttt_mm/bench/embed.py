@@ -15,7 +15,7 @@ float16 ``.npy``) and reports wall time, the part of it spent decoding windows (
 rest is tokenizing, the model and writing), tokens, its RSS before embedding and its peak RSS
 (``VmHWM``). Target: the peak RSS for the 60-minute audio file within 1.2x of that for the
 1-minute file. (Audio tracks inside video containers are decoded whole by decord when first read,
-see `ttt_mm.data.io`, so the peak of the audio-visual rows grows with the video's length.)
+see `ttt_mm.data.decode`, so the peak of the audio-visual rows grows with the video's length.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Media in, tensors out: decoding (`io`), the dataset index (`index`: every file probed once, in a
+"""Media in, tensors out: decoding (`decode`), the dataset index (`index`: every file probed once, in a
 subprocess), clip sources, datasets, and the Lightning DataModule; and the atomic file writers
 (`atomic`) that every output of the project goes through.
 
@@ -10,8 +10,8 @@ import warnings
 from typing import Any
 
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate, iter_windows
+from ttt_mm.data.decode import MediaError, MediaInfo, read_audio, read_video
 from ttt_mm.data.index import Selection, index_clips, index_files
-from ttt_mm.data.io import MediaError, MediaInfo, read_audio, read_video
 from ttt_mm.data.manifest import ManifestSource
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClassFolderSource, ClipInfo, FolderSource, LibriSpeechSource, SyntheticSource
@@ -50,12 +50,12 @@ def __getattr__(name: str) -> Any:
         return MediaDataModule
     if name == "probe":  # the name also of the old command module, ttt_mm.data.probe
         warnings.warn(
-            "ttt_mm.data.probe (the function) is deprecated: use ttt_mm.data.io.probe for one file in this "
+            "ttt_mm.data.probe (the function) is deprecated: use ttt_mm.data.decode.probe for one file in this "
             "process, or ttt_mm.data.index_files to probe files in subprocesses",
             DeprecationWarning,
             stacklevel=2,
         )
-        from ttt_mm.data.io import probe
+        from ttt_mm.data.decode import probe
 
         return probe
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

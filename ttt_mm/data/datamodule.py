@@ -4,7 +4,7 @@ Nothing is decoded in the main process: `setup` lists clips and looks their file
 index (`ttt_mm.data.index`), which probes new files in subprocesses; files without the streams the
 config reads, or that no decoder reads, are left out there and listed in the skip list with their
 reason. Every decoder is then opened in the process that reads (each DataLoader worker gets its
-own, see `ttt_mm.data.guard`). Splits come from the source (a manifest ``split`` column) or from a
+own, see `ttt_mm.data.decode.guard`). Splits come from the source (a manifest ``split`` column) or from a
 hash of each clip's key, so they never change when files are added. When none lands in validation,
 a training file moves there if there are three usable files or more, two of them in training and one
 whose split the source does not fix; otherwise the training files are validated on (with a warning).

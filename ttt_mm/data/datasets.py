@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ttt_mm.data import io
-from ttt_mm.data.io import MediaError, MediaInfo
+from ttt_mm.data import decode
+from ttt_mm.data.decode import MediaError, MediaInfo
 from ttt_mm.data.media import Media
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClipInfo
@@ -54,7 +54,7 @@ class ReadSpec:
     audio_context_seconds: float = 0.025  # >= win_length - hop_length of the audio tokenizer
     min_seconds: float = 0.5  # shorter clips (e.g. 1-frame videos) are bad files
     missing_audio: Literal["skip", "silence"] = "skip"
-    skip_silent: bool = False  # leave out files whose audio is digital silence, when only audio is read
+    skip_silent: bool = False  # audio of digital silence: the file left out of audio-only reads, no sound with video
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))
@@ -88,7 +88,7 @@ class ReadSpec:
 
 def _file_info(clip: ClipInfo, spec: ReadSpec) -> MediaInfo:
     """What the index found in the clip's file, or a probe of it in this process."""
-    return clip.info if clip.info is not None else io.probe(clip.media, streams=spec.modalities)
+    return clip.info if clip.info is not None else decode.probe(clip.media, streams=spec.modalities)
 
 
 def reads_silence(info: MediaInfo, spec: ReadSpec) -> bool:
@@ -142,7 +142,9 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
             samples = torch.zeros(context + round(duration * sr))
         else:
             backend = info.audio_backend if info is not None else None
-            samples = io.read_audio(media, (first - context) / sr, (context + round(duration * sr)) / sr, sr, backend)
+            samples = decode.read_audio(
+                media, (first - context) / sr, (context + round(duration * sr)) / sr, sr, backend
+            )
         if len(samples) <= context:
             raise MediaError(clip.name, f"no audio samples at {start:.3f} s")
         item["audio_context"], item["audio"] = samples[:context], samples[context:]
@@ -151,7 +153,7 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
             frames = media.video(start, duration, spec.fps, spec.size)
         else:
             backend = info.video_backend if info is not None else None
-            frames = io.read_video(media, start, duration, spec.fps, spec.size, backend)
+            frames = decode.read_video(media, start, duration, spec.fps, spec.size, backend)
         if len(frames) == 0:
             raise MediaError(clip.name, f"no video frames at {start:.3f} s")
         item["video"] = frames

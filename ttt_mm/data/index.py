@@ -1,6 +1,6 @@
 """The dataset index: what every media file holds, probed once in a subprocess and cached on disk.
 
-`index_files` describes files with `ttt_mm.data.io.probe` (verified: the last frame and all of the
+`index_files` describes files with `ttt_mm.data.decode.probe` (verified: the last frame and all of the
 audio decoded) in an `IsolatedPool`, so a file that crashes or hangs a decoder is recorded as bad
 ("decoder crashed: SIGABRT", "decoder hung: no answer in 60 s") and is never opened by the process
 that trains, embeds or evaluates. The records are cached as JSONL, one line per file keyed by its
@@ -38,11 +38,11 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from ttt_mm.data import io
+from ttt_mm.data import decode
 from ttt_mm.data.atomic import write_text
 from ttt_mm.data.datasets import ReadSpec, clip_span
-from ttt_mm.data.io import MediaError, MediaInfo, stat_reason
-from ttt_mm.data.isolation import Failure, IsolatedPool, refuse_in_a_worker
+from ttt_mm.data.decode import MediaError, MediaInfo, stat_reason
+from ttt_mm.data.decode.isolation import Failure, IsolatedPool, refuse_in_a_worker
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
 
@@ -164,19 +164,19 @@ def describe(path: str, verify: bool = True) -> dict:
     errors = {}
     for stream in STREAMS:
         try:
-            info = io.probe(path, (stream,), verify)
+            info = decode.probe(path, (stream,), verify)
         except MediaError as exc:
             record[f"has_{stream}"] = exc.reason != f"no {stream} stream"
             if record[f"has_{stream}"]:
                 errors[stream] = exc.reason
         else:
             record |= {f"has_{stream}": True} | _stream_fields(info, stream)
-    io.clear_caches()  # each file is probed once: keep the worker small
+    decode.clear_caches()  # each file is probed once: keep the worker small
     if len(errors) == 2 and len(set(errors.values())) == 1:  # the file itself (empty, not a container, ...)
         return {k: v for k, v in record.items() if not k.startswith("has_")} | {"error": errors["audio"]}
     if not errors:
         try:
-            io.check_audio_covers_video(media_info(record))
+            decode.check_audio_covers_video(media_info(record))
         except MediaError as exc:
             errors["audio"] = exc.reason
     record |= {f"{stream}_error": reason for stream, reason in errors.items()}
@@ -381,8 +381,10 @@ class Selection:
 # Why training and evaluation (`ReadSpec.skip_silent`), when they read only audio, leave out a file
 # whose audio is all zeros (often a placeholder track): it holds nothing to model, and copying the
 # last step predicts it perfectly, so every ratio to that baseline is meaningless. Runs that read
-# video keep it (the pictures are the data), and embedding keeps it (silence has an embedding).
+# audio and video treat such a track as no sound (`ReadSpec.missing_audio`: left out, or read as
+# the silence it is), and embedding keeps it (silence has an embedding).
 SILENT_AUDIO = "the audio is digital silence (nothing to model or score when only audio is read)"
+SILENT_TRACK = "the audio is digital silence"
 
 
 def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) -> Selection:
@@ -399,9 +401,12 @@ def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) 
         if record.get("error"):
             rejected[clip.name] = record["error"]
             continue
-        if spec.skip_silent and spec.modalities == ("audio",) and usable(record, "audio") and record.get("silent"):
+        mute = spec.skip_silent and "audio" in spec.modalities and usable(record, "audio") and record.get("silent")
+        if mute and spec.modalities == ("audio",):
             rejected[clip.name] = SILENT_AUDIO
             continue
+        if mute:  # read with video: a video without sound
+            record = record | {"audio_error": SILENT_TRACK}
         missing = [s for s in spec.modalities if not usable(record, s)]
         if missing == ["audio"] and spec.missing_audio == "silence" and "video" in spec.modalities:
             silent[clip.name] = record.get("audio_error") or "no audio stream"
@@ -439,6 +444,6 @@ def index_clips(
     records, _ = index_files(files, cache_dir, jobs, timeout)
     selection = select(clips, records, spec)
     for name, why in selection.silent.items():
-        level = logging.INFO if why == "no audio stream" else logging.WARNING
+        level = logging.INFO if why in ("no audio stream", SILENT_TRACK) else logging.WARNING
         log.log(level, "%s: %s: read with a silent track", name, why)  # (training: data.missing_audio=silence)
     return selection

@@ -1,7 +1,7 @@
 """Media in hand, windowed exactly like files: the protocol that procedural clips and decoded tensors
 share, and tensors as media.
 
-`ttt_mm.data.datasets` reads a window of a file through the decoders in `ttt_mm.data.io` and a
+`ttt_mm.data.datasets` reads a window of a file through the decoders in `ttt_mm.data.decode` and a
 window of anything else through this protocol, so files, synthetic clips and in-memory tensors
 (`TensorMedia`, what ``Embedder.embed_tensor`` streams) are cut into the same windows with the same
 audio context by the same code.

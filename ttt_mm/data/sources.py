@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ttt_mm.data.io import MediaInfo
+from ttt_mm.data.decode import MediaInfo
 from ttt_mm.data.synthetic import SyntheticClip
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler
 
 from ttt_mm.data.datasets import ReadSpec, clip_span, collate, read_item, window_spans
-from ttt_mm.data.io import MediaError
+from ttt_mm.data.decode import MediaError
 from ttt_mm.data.skiplist import SkipList, unusable_message
 from ttt_mm.data.sources import ClipInfo
 

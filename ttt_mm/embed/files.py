@@ -29,7 +29,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from ttt_mm.data.io import MediaError
+from ttt_mm.data.decode import MediaError
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.embed.clock import Clock
 

@@ -37,9 +37,9 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data.atomic import replaced, write_json
-from ttt_mm.data.guard import native_stderr_silenced
+from ttt_mm.data.decode import MediaError
+from ttt_mm.data.decode.guard import native_stderr_silenced
 from ttt_mm.data.index import index_clips
-from ttt_mm.data.io import MediaError
 from ttt_mm.data.manifest import ManifestSource
 from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts

@@ -31,11 +31,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
-from ttt_mm.data import guard
+from ttt_mm.data.decode import guard
 
 log = logging.getLogger(__name__)
 
-PRELOAD = ["ttt_mm.data.io"]
+PRELOAD = ["ttt_mm.data.decode"]
 """Imported once by the forkserver, so workers start with the decoders loaded."""
 WORKER_NAME = "ttt-mm-probe"
 READY = "ttt-mm-worker-ready"

@@ -1,0 +1,83 @@
+"""The only package that calls decoders: probe a file, read audio or video by time.
+
+Backends are chosen per file and per stream when the file is first probed (`probe`; the dataset
+index records the choice, see `ttt_mm.data.index`), by content rather than extension:
+
+- ``soundfile`` (libsndfile) for audio it can open (wav, flac, ogg/vorbis/opus, mp3, aiff, ...),
+  read by seeking (`audio`);
+- ``decord`` for video and for audio in other containers;
+- ``pyav`` (PyAV, which ships its own FFmpeg and raises Python exceptions) for the streams decord
+  cannot open or decode: codecs its FFmpeg 4.1 lacks (AV1 video, DFPWM audio, ...) and containers
+  or tracks it fails on.
+
+torchcodec is not used: it needs a system FFmpeg (this project installs from wheels alone, and
+torchaudio no longer decodes files without it), and its wheels pin one torch version each; PyAV
+covers the same FFmpeg in a self-contained wheel.
+
+Decord traps handled here: readers are created lazily in the process that reads (a DataLoader
+worker), never shared across a fork (`guard`); indices never pass the last indexed frame and
+every native call runs under a watchdog (`native`), because decord can loop forever when a
+container claims frames it cannot decode; ffmpeg's logging and decord's own stderr output are
+silenced so a bad file costs one log line. A decoder can also abort the whole process on a corrupt
+file (decord throws ``std::bad_alloc``), which no watchdog catches: that is why files are first
+opened in a subprocess (`isolation`) by the dataset index, and only files it found good reach
+these functions in a long job.
+"""
+
+import os
+
+from torch import Tensor
+
+from ttt_mm.data.decode import audio, backends, video
+from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS
+from ttt_mm.data.decode.errors import MediaError, stat_reason
+from ttt_mm.data.decode.probing import MediaInfo, check_audio_covers_video, chosen, probe
+from ttt_mm.data.decode.video import video_timeline
+
+__all__ = [
+    "AUDIO_BACKENDS",
+    "VIDEO_BACKENDS",
+    "MediaError",
+    "MediaInfo",
+    "check_audio_covers_video",
+    "clear_caches",
+    "probe",
+    "read_audio",
+    "read_video",
+    "stat_reason",
+    "video_timeline",
+]
+
+
+def read_video(
+    path: str | os.PathLike,
+    start: float = 0.0,
+    duration: float | None = None,
+    fps: float = 8.0,
+    size: int = 128,
+    backend: str | None = None,
+) -> Tensor:
+    """Frames of ``[start, start + duration)`` sampled at ``fps``: uint8 ``[T, 3, size, size]`` RGB
+    (`video.read_frames`). ``backend`` is one of `VIDEO_BACKENDS`; None: the one `probe` chose."""
+    path = os.fspath(path)
+    return video.read_frames(path, start, duration, fps, size, backend or chosen(path, "video"))
+
+
+def read_audio(
+    path: str | os.PathLike,
+    start: float = 0.0,
+    duration: float | None = None,
+    sample_rate: int = 16000,
+    backend: str | None = None,
+) -> Tensor:
+    """Mono float32 samples of ``[start, start + duration)`` at ``sample_rate``: ``[n]``
+    (`audio.read_samples`). ``backend`` is one of `AUDIO_BACKENDS`; None: the one `probe` chose."""
+    path = os.fspath(path)
+    return audio.read_samples(path, start, duration, sample_rate, backend or chosen(path, "audio"))
+
+
+def clear_caches() -> None:
+    """Close this process's cached readers and decoded audio tracks (benchmarks, tests, memory)."""
+    video.clear()
+    audio.clear()
+    backends.clear()

@@ -1,0 +1,184 @@
+"""Audio samples by time, mono float32 at any sample rate.
+
+``soundfile`` (libsndfile) reads the formats it opens by seeking, so a 10 s window of a 2 h file
+costs 10 s of decoding; other sample rates are resampled with ``torchaudio.functional.resample``
+on block-aligned spans with context on both sides, so consecutive windows join into exactly the
+one-shot resampled signal. Audio in other containers is decoded whole by decord (``AudioReader``,
+mono, resampled by decord: asking for stereo can corrupt a channel) or PyAV, at about 750x real
+time to 16 kHz, and cached per process (bounded by `AUDIO_CACHE_SAMPLES`): later windows are
+slices. Extract such audio to FLAC if many long files are sampled at random.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import av
+import decord
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+
+from ttt_mm.data.decode import native
+from ttt_mm.data.decode.backends import AUDIO_BACKENDS, check_backend
+from ttt_mm.data.decode.errors import MediaError, checked_stat, version_key
+from ttt_mm.data.decode.guard import LRUCache, native_stderr_silenced
+from ttt_mm.data.decode.native import av_open, open_timeout
+
+log = logging.getLogger(__name__)
+
+AUDIO_CACHE_SAMPLES = 2**26
+"""Decoded container-audio samples kept per process (2**26 float32 = 256 MiB, ~70 min at 16 kHz)."""
+
+AUDIO_SHORTFALL_S = 0.1
+"""How far (seconds) an audio stream may end before the length its header promises and still be
+read as a good file: the missing tail reads as silence. Encoders and muxers get the last packet's
+length slightly wrong (a 6.5 min Opus track ending 10 samples short); more is a truncated file."""
+
+_RESAMPLE_WIDTH, _RESAMPLE_ROLLOFF = 6, 0.99  # torchaudio.functional.resample defaults
+
+_audio_tracks: LRUCache[Tensor] = LRUCache(max_items=64, max_cost=AUDIO_CACHE_SAMPLES)
+_sf_infos: LRUCache[tuple] = LRUCache(max_items=4096)
+
+
+def clear() -> None:
+    _audio_tracks.clear()
+    _sf_infos.clear()
+
+
+def sf_info(path: str):
+    """libsndfile's view of the file, or None when it cannot read it (cached per file version)."""
+    key = version_key(path, checked_stat(path))
+    cached = _sf_infos.get(key)
+    if cached is None:
+        try:
+            with native_stderr_silenced():  # libmpg123 prints "Note: ..." lines on bad MP3 data
+                cached = (sf.info(path),)
+        except (sf.LibsndfileError, RuntimeError, TypeError):
+            cached = (None,)
+        _sf_infos.put(key, cached)
+    return cached[0]
+
+
+def _check_finite(path: str, samples: Tensor, start: float, sample_rate: int) -> Tensor:
+    bad = ~torch.isfinite(samples)
+    if bad.any():
+        first = start + int(bad.nonzero()[0, 0]) / sample_rate
+        raise MediaError(path, f"{int(bad.sum())} NaN/Inf audio samples, the first at {first:.3f} s")
+    return samples
+
+
+def _sf_read(path: str, info, first: int, last: int) -> Tensor:
+    """Native-rate mono samples ``[first, last)``; zeros outside the file.
+
+    A read that stops early leaves NaN rows in the buffer: libsndfile's FLAC reader returns the
+    samples it has, then python-soundfile's seek past the real end raises, so the count is taken
+    from the buffer. The end is tolerated (silence) within `AUDIO_SHORTFALL_S` of the header's.
+    """
+    out = torch.zeros(max(0, last - first), dtype=torch.float32)
+    lo, hi = max(first, 0), min(last, info.frames)
+    if hi <= lo:
+        return out
+    data = np.full((hi - lo, info.channels), np.nan, dtype=np.float32)
+    try:
+        with sf.SoundFile(path) as f:
+            f.seek(lo)
+            got = len(f.read(hi - lo, dtype="float32", always_2d=True, out=data))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        stopped = np.isnan(data).all(axis=1)
+        got = int(stopped.argmax()) if stopped.any() else hi - lo
+        if got == hi - lo or hi != info.frames:
+            raise MediaError(path, f"cannot read samples {lo}-{hi} (truncated or corrupt?): {exc}") from None
+    if got < hi - lo:
+        end, shortfall = lo + got, (info.frames - lo - got) / info.samplerate
+        if hi != info.frames or shortfall > AUDIO_SHORTFALL_S:
+            raise MediaError(path, f"file ends at sample {end} but its header promises {info.frames}")
+        log.debug("%s: audio ends at sample %d, %.4f s before its header says; read as silence", path, end, shortfall)
+        data[got:] = 0.0
+    mono = data @ np.full(data.shape[1], 1.0 / data.shape[1], dtype=np.float32)  # a BLAS call beats mean(axis=1)
+    out[lo - first : hi - first] = torch.from_numpy(mono)
+    return out
+
+
+def _sf_window(path: str, info, first: int, count: int, sample_rate: int) -> Tensor:
+    """Output-rate samples ``[first, first + count)`` of the (resampled) file, zeros before 0."""
+    if info.samplerate == sample_rate:
+        return _sf_read(path, info, first, first + count)
+    g = math.gcd(info.samplerate, sample_rate)
+    down, up = info.samplerate // g, sample_rate // g  # one block: `down` input -> `up` output samples
+    width = math.ceil(_RESAMPLE_WIDTH * down / (min(down, up) * _RESAMPLE_ROLLOFF))
+    context = math.ceil(width / down) + 1  # whole blocks of context on each side
+    b0, b1 = first // up - context, -(-(first + count) // up) + context
+    x = _sf_read(path, info, b0 * down, b1 * down)
+    y = AF.resample(x, info.samplerate, sample_rate)[first - b0 * up : first - b0 * up + count]
+    if first < 0:
+        y[: min(-first, count)] = 0.0  # the filter rings before the first sample; the file has nothing there
+    return y
+
+
+def _decord_samples(path: str, sample_rate: int) -> np.ndarray:
+    samples = np.asarray(decord.AudioReader(path, sample_rate=sample_rate, mono=True)._array)  # [1, n]
+    return samples.reshape(-1)  # decord's own slicing builds an index per sample: take the array
+
+
+def _pyav_samples(path: str, sample_rate: int) -> np.ndarray:
+    """The first audio track, mono at its own rate, then resampled as soundfile audio is (no
+    resampler delay: sample k is at k / sample_rate)."""
+    with av_open(path) as container:
+        if not container.streams.audio:
+            raise MediaError(path, "no audio stream")
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        mixer = av.AudioResampler(format="flt", layout="mono", rate=rate)  # channels mixed, rate kept
+        frames = [out for frame in container.decode(stream) for out in mixer.resample(frame)]
+        frames += mixer.resample(None)
+    samples = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]) if frames else np.zeros(0, np.float32)
+    if rate and rate != sample_rate:
+        samples = AF.resample(torch.from_numpy(samples), rate, sample_rate).numpy()
+    return samples
+
+
+def container_track(path: str, sample_rate: int, backend: str) -> Tensor:
+    """A whole audio track decoded by decord or PyAV at ``sample_rate``, mono (cached per process)."""
+    st = checked_stat(path)
+    key = (*version_key(path, st), sample_rate, backend)
+    track = _audio_tracks.get(key)
+    if track is None:
+        decode = _decord_samples if backend == "decord" else _pyav_samples
+        timeout = open_timeout(st) + st.st_size / 1e5
+        samples = native.call(path, "decoding the audio track", lambda: decode(path, sample_rate), timeout)
+        track = torch.from_numpy(samples.astype(np.float32, copy=True))
+        _audio_tracks.put(key, track, cost=track.numel())
+    return track
+
+
+def read_samples(path: str, start: float, duration: float | None, sample_rate: int, backend: str) -> Tensor:
+    """Mono float32 samples of ``[start, start + duration)`` at ``sample_rate``: ``[n]``.
+
+    ``n = round(duration * sample_rate)``, cut at the end of the track. Samples before time 0 are
+    zeros, so callers may read left context at the start of a file with a negative ``start``.
+    ``backend`` is one of `AUDIO_BACKENDS`.
+    """
+    checked_stat(path)
+    backend = check_backend(backend, AUDIO_BACKENDS)
+    first = round(start * sample_rate)
+    if backend == "soundfile":
+        info = sf_info(path)
+        if info is None:
+            raise MediaError(path, "libsndfile cannot open this file")
+        total = math.ceil(info.frames * sample_rate / info.samplerate)
+        count = total - first if duration is None else round(duration * sample_rate)
+        count = max(0, min(count, total - first))
+        samples = _sf_window(path, info, first, count, sample_rate)
+    else:
+        track = container_track(path, sample_rate, backend)
+        count = len(track) - first if duration is None else round(duration * sample_rate)
+        count = max(0, min(count, len(track) - first))
+        samples = torch.zeros(count, dtype=torch.float32)
+        lo = max(first, 0)
+        if count and lo < first + count:
+            samples[lo - first :] = track[lo : first + count]
+    return _check_finite(path, samples, start, sample_rate)

@@ -1,0 +1,34 @@
+"""Which decoder reads which stream of a file: the backends in the order they are tried, and the
+choice `probe` made for each version of a file, so later reads in the process use the same one."""
+
+from __future__ import annotations
+
+from ttt_mm.data.decode.errors import checked_stat, version_key
+from ttt_mm.data.decode.guard import LRUCache
+
+AUDIO_BACKENDS = ("soundfile", "decord", "pyav")
+"""Tried in this order for an audio stream; the first that reads it is recorded."""
+VIDEO_BACKENDS = ("decord", "pyav")
+"""Tried in this order for a video stream; the first that reads it is recorded."""
+
+_chosen: LRUCache[str] = LRUCache(max_items=8192)  # (path, mtime, size, stream) -> backend chosen by probe
+
+
+def check_backend(backend: str, allowed: tuple[str, ...]) -> str:
+    if backend not in allowed:
+        raise ValueError(f"backend must be one of {allowed}; got {backend!r}")
+    return backend
+
+
+def remember(path: str, stream: str, backend: str) -> None:
+    """Record the backend `probe` found for this version of the file's stream."""
+    _chosen.put((*version_key(path, checked_stat(path)), stream), backend)
+
+
+def recorded(path: str, stream: str) -> str | None:
+    """The backend `probe` chose for this version of the file's stream, if it has probed it here."""
+    return _chosen.get((*version_key(path, checked_stat(path)), stream))
+
+
+def clear() -> None:
+    _chosen.clear()

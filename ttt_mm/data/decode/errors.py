@@ -1,0 +1,53 @@
+"""A file that cannot be used (`MediaError`, whose reason is what the skip list records), and the
+checks every read starts with: the file exists, is a regular file and is not empty."""
+
+from __future__ import annotations
+
+import os
+
+
+class MediaError(RuntimeError):
+    """A file cannot be used; `reason` says why in words (also what the skip list records)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # keep (path, reason) when raised inside a DataLoader worker
+        return (MediaError, (self.path, self.reason))
+
+
+def stat_reason(path: str, exc: OSError) -> str:
+    """Why a file cannot be used, when ``os.stat`` fails; a link whose target is gone is named as such,
+    since the file listed is there."""
+    if not isinstance(exc, FileNotFoundError):
+        return f"cannot stat: {exc.strerror}"
+    try:
+        return f"broken symbolic link (to {os.readlink(path)})" if os.path.islink(path) else "file not found"
+    except OSError:  # removed meanwhile
+        return "file not found"
+
+
+def checked_stat(path: str) -> os.stat_result:
+    """``os.stat`` of a file a decoder may open; a `MediaError` for anything else."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise MediaError(path, stat_reason(path, exc)) from None
+    if not os.path.isfile(path):
+        raise MediaError(path, "not a regular file")
+    if st.st_size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    return st
+
+
+def version_key(path: str, st: os.stat_result) -> tuple:
+    """Cache key of one version of a file."""
+    return (path, st.st_mtime_ns, st.st_size)
+
+
+def without_frames(exc: MediaError) -> MediaError:
+    """``exc`` without its traceback and the decoder error it replaced, whose frames hold the failed
+    reader: kept in a list, they would keep it alive until a garbage collection."""
+    exc.__context__ = None
+    return exc.with_traceback(None)

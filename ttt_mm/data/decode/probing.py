@@ -1,0 +1,191 @@
+"""What a file holds (`MediaInfo`), found by opening each stream with the first backend that reads
+it; `verify` also decodes its ends, so a file that would fail halfway through training fails here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from ttt_mm.data.decode.audio import container_track, read_samples, sf_info
+from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS, recorded, remember
+from ttt_mm.data.decode.errors import MediaError, checked_stat, without_frames
+from ttt_mm.data.decode.native import UNREADABLE, av_open, video_stream
+from ttt_mm.data.decode.video import read_frames, video_index
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a file holds. Durations are seconds from each stream's first sample or frame."""
+
+    path: str
+    num_bytes: int
+    has_audio: bool | None  # None: not checked (the stream was not asked for)
+    has_video: bool | None
+    audio_duration: float | None = None
+    sample_rate: int | None = None  # native
+    channels: int | None = None
+    audio_backend: str | None = None  # one of AUDIO_BACKENDS
+    video_duration: float | None = None
+    fps: float | None = None  # native average frame rate
+    n_frames: int | None = None  # frames in the container's packet index
+    size: tuple[int, int] | None = None  # native (width, height)
+    video_backend: str | None = None  # one of VIDEO_BACKENDS
+    silent: bool | None = None  # set by probe(verify=True): the audio is digital silence
+
+    @property
+    def duration(self) -> float:
+        """Length of the longest stream present (0 if none)."""
+        return max(self.audio_duration or 0.0, self.video_duration or 0.0)
+
+
+@dataclass(frozen=True)
+class _Streams:
+    """The streams FFmpeg (PyAV) finds in a container, and the audio's native format."""
+
+    audio: bool
+    video: bool
+    sample_rate: int | None = None
+    channels: int | None = None
+
+
+def _streams_present(path: str) -> _Streams | None:
+    """What the container holds as FFmpeg (PyAV) sees it, or None if it cannot open the file."""
+    try:
+        with av_open(path) as container:
+            audio = container.streams.audio[0] if container.streams.audio else None
+            video = video_stream(container) is not None
+            if audio is None:
+                return _Streams(False, video)
+            rate, channels = audio.codec_context.sample_rate, audio.codec_context.channels
+            if not (rate or channels or video):  # a format guessed from the name alone (a text file called .flac)
+                return None
+            return _Streams(True, video, rate or None, channels or None)
+    except (av.error.FFmpegError, ValueError, MemoryError):
+        return None
+
+
+def _first_reason(errors: list[MediaError], stream: str) -> MediaError:
+    """The most telling of the backends' errors: the first that is not just "no <stream> stream"."""
+    return next((e for e in errors if e.reason != f"no {stream} stream"), errors[0])
+
+
+def _probe_video(path: str, present: bool | None, verify: bool) -> dict:
+    """The video fields of `MediaInfo`, from the first backend that reads the stream."""
+    if present is False:
+        return {"has_video": False}
+    errors = []
+    for backend in VIDEO_BACKENDS:
+        try:
+            index = video_index(path, backend)
+            if verify:
+                last = float(index.starts[-1])
+                if len(read_frames(path, last, 1e-3, 1.0, 16, backend)) != 1:
+                    raise MediaError(path, f"the last indexed frame ({len(index.starts) - 1}) cannot be read")
+        except MediaError as exc:
+            errors.append(without_frames(exc))
+            continue
+        remember(path, "video", backend)
+        fields = {"has_video": True, "video_backend": backend, "video_duration": index.duration, "fps": index.fps}
+        return fields | {"n_frames": len(index.starts), "size": index.size}
+    if present is None and all(e.reason == "no video stream" for e in errors):
+        return {"has_video": False}
+    raise _first_reason(errors, "video")
+
+
+def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
+    """The audio fields of `MediaInfo`, from the first backend that reads the stream."""
+    info = sf_info(path)
+    if present is not None and not present.audio and info is None:
+        return {"has_audio": False}
+    errors = []
+    for backend in AUDIO_BACKENDS:
+        if backend == "soundfile" and info is None:
+            continue
+        try:
+            if backend == "soundfile":
+                rate = info.samplerate
+                fields = {"audio_duration": info.frames / rate, "sample_rate": rate, "channels": info.channels}
+            else:
+                rate = 16000  # the usual training rate: the decoded track is cached for the first reads
+                fields = {"audio_duration": len(container_track(path, rate, backend)) / rate}
+                if present is not None:
+                    fields |= {"sample_rate": present.sample_rate, "channels": present.channels}
+            if not fields["audio_duration"] > 0:
+                raise MediaError(path, "the audio stream has no samples")
+            if verify:
+                fields["silent"] = _scan_audio(path, fields["audio_duration"], rate, backend)
+        except MediaError as exc:
+            errors.append(without_frames(exc))
+            continue
+        remember(path, "audio", backend)
+        return {"has_audio": True, "audio_backend": backend, **fields}
+    if present is None and all(e.reason == "no audio stream" for e in errors):
+        return {"has_audio": False}
+    raise _first_reason(errors, "audio")
+
+
+def _scan_audio(path: str, duration: float, rate: int, backend: str) -> bool:
+    """Read all of the audio (raising on NaN/Inf or a short file); True if it is digital silence."""
+    peak, step = 0.0, 60.0
+    for t in np.arange(0.0, duration, step):
+        chunk = read_samples(path, float(t), step, rate, backend)
+        peak = max(peak, float(chunk.abs().max())) if len(chunk) else peak
+    return peak == 0.0
+
+
+def check_audio_covers_video(info: MediaInfo) -> None:
+    """Raise if the audio track decodes to much less than the video (truncated or corrupt audio)."""
+    if info.has_audio and info.video_duration and info.audio_duration < 0.5 * info.video_duration:
+        raise MediaError(
+            info.path,
+            f"the audio track decodes to {info.audio_duration:.2f} s but the video lasts "
+            f"{info.video_duration:.2f} s (truncated or corrupt audio)",
+        )
+
+
+def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video"), verify: bool = False) -> MediaInfo:
+    """Describe a file, raising `MediaError` if a requested stream is present but unreadable.
+
+    A stream not in ``streams`` is reported as ``None`` (not checked). Each stream gets the first
+    backend (`AUDIO_BACKENDS`, `VIDEO_BACKENDS`) that reads it, and later reads of the file in this
+    process use the same. Container audio is decoded in full here (decord cannot do less) and
+    cached for later reads. ``verify`` also decodes the last video frame (catching containers that
+    claim more frames than they hold) and reads all of the audio (NaN/Inf, a file shorter than its
+    header, digital silence).
+
+    This opens the file in the calling process, and a corrupt file can abort that process: long
+    jobs probe through the dataset index (`ttt_mm.data.index`), which runs this in a subprocess.
+    """
+    path = os.fspath(path)
+    st = checked_stat(path)
+    libsndfile = sf_info(path)
+    if libsndfile is not None and libsndfile.format != "OGG":  # only Ogg among libsndfile formats holds video
+        present = _Streams(audio=True, video=False)
+    else:
+        present = _streams_present(path)  # FFmpeg's list of streams: which ones a backend must read
+        if present is None and libsndfile is None:
+            raise MediaError(path, UNREADABLE)
+    fields: dict = {"path": path, "num_bytes": st.st_size, "has_audio": None, "has_video": None}
+    if "video" in streams:
+        fields |= _probe_video(path, None if present is None else present.video, verify)
+    if "audio" in streams:
+        fields |= _probe_audio(path, present, verify)
+    if not fields["has_audio"] and not fields["has_video"]:
+        raise MediaError(path, "no " + " or ".join(s for s in ("audio", "video") if s in streams) + " stream")
+    info = MediaInfo(**fields)
+    check_audio_covers_video(info)
+    return info
+
+
+def chosen(path: str, stream: str) -> str:
+    """The backend `probe` chose for this version of the file's stream (probing it if needed)."""
+    backend = recorded(path, stream)
+    if backend is None:
+        info = probe(path, streams=(stream,))
+        backend = info.audio_backend if stream == "audio" else info.video_backend
+        if backend is None:
+            raise MediaError(path, f"no {stream} stream")
+    return backend

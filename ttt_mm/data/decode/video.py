@@ -1,0 +1,248 @@
+"""Video frames by time: each file's frame timeline (indexed once per process by decord or PyAV),
+and the frames of a window sampled on a grid of ``fps``, scaled by FFmpeg and center-cropped.
+
+Both backends index frames by their presentation timestamps (``pts * time_base``, decord's
+convention), fall back to a grid of the average frame rate when those are broken, and agree within
+one frame (``tests/data/test_backends.py``). Only a window's frames are decoded; PyAV decodes from
+the key frame before a window, and onwards without seeking for the next window.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from functools import partial
+
+import decord
+import numpy as np
+import torch
+from decord.bridge import to_torch
+from torch import Tensor
+
+from ttt_mm.data.decode import native
+from ttt_mm.data.decode.backends import VIDEO_BACKENDS, check_backend
+from ttt_mm.data.decode.errors import MediaError, checked_stat, version_key
+from ttt_mm.data.decode.guard import LRUCache
+from ttt_mm.data.decode.native import av_open, open_timeout, video_stream
+
+
+@dataclass(frozen=True)
+class VideoIndex:
+    """A video stream's frames as one backend reads them."""
+
+    starts: np.ndarray  # [n] float64 seconds, presentation start of each indexed frame
+    duration: float  # end of the last frame
+    fps: float
+    size: tuple[int, int]  # native (width, height)
+    pts: np.ndarray | None = None  # pyav: [n] int64 stream pts of each frame (None: timestamps broken)
+    key_pts: np.ndarray | None = None  # pyav: sorted pts of the key frames
+
+
+_video_index: LRUCache[VideoIndex] = LRUCache(max_items=4096)
+_video_readers: LRUCache = LRUCache(max_items=4, native=True)
+
+
+def clear() -> None:
+    _video_index.clear()
+    _video_readers.clear()
+
+
+def _timeline(path: str, starts: np.ndarray, stops: np.ndarray, fps: float) -> tuple[np.ndarray, float, float]:
+    """Frame starts, end and frame rate; the average frame rate's grid when timestamps are broken."""
+    n = len(starts)
+    if not (np.isfinite(starts).all() and np.isfinite(stops).all() and (n == 1 or (np.diff(starts) > 0).all())):
+        if not fps > 0:
+            raise MediaError(path, "video has neither usable timestamps nor a frame rate")
+        starts = np.arange(n) / fps
+        stops = starts + 1.0 / fps
+    last = stops[-1] if stops[-1] > starts[-1] else starts[-1] + 1.0 / (fps if fps > 0 else 30.0)
+    return starts, float(last), fps if fps > 0 else n / last
+
+
+def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
+    reader = native.call(path, "opening the video", lambda: decord.VideoReader(path, num_threads=1), open_timeout(st))
+    n = len(reader)
+    if n < 1:
+        raise MediaError(path, "video stream has no frames")
+    first = native.call(path, "decoding frame 0", lambda: reader.get_batch([0]), native.DECODE_TIMEOUT_S, reader)
+    height, width = first.shape[1:3]
+    stamps = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64)
+    starts, duration, fps = _timeline(path, stamps[:, 0], stamps[:, 1], float(reader.get_avg_fps()))
+    return VideoIndex(starts, duration, fps, (int(width), int(height)))
+
+
+def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
+    def first_frame():
+        with av_open(path) as container:
+            stream = video_stream(container)
+            if stream is None:
+                raise MediaError(path, "no video stream")
+            frame = next(container.decode(stream), None)
+            return None if frame is None else (frame.width, frame.height)
+
+    def scan():  # demuxing reads packet headers only: no decoding
+        with av_open(path) as container:
+            stream = video_stream(container)
+            rows = [(p.pts, p.dts, p.duration or 0, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
+            rate = stream.average_rate or stream.guessed_rate
+            return rows, float(stream.time_base), float(rate) if rate else 0.0
+
+    size = native.call(path, "decoding frame 0", first_frame, open_timeout(st))
+    rows, time_base, fps = native.call(path, "opening the video", scan, open_timeout(st))
+    if not rows or size is None:
+        raise MediaError(path, "video stream has no frames")
+    stamps = [pts if pts is not None else dts for pts, dts, _, _ in rows]
+    if None in stamps or len(set(stamps)) != len(stamps):  # broken timestamps: frames are counted instead
+        starts, duration, fps = _timeline(path, np.full(len(rows), np.nan), np.full(len(rows), np.nan), fps)
+        return VideoIndex(starts, duration, fps, size)
+    pts = np.array(stamps, dtype=np.int64)
+    order = np.argsort(pts)
+    pts = pts[order]
+    durations = np.array([r[2] for r in rows], dtype=np.int64)[order]
+    keys = np.array([r[3] for r in rows], dtype=bool)[order]
+    starts, duration, fps = _timeline(path, pts * time_base, (pts + durations) * time_base, fps)
+    return VideoIndex(starts, duration, fps, size, pts, pts[keys] if keys.any() else pts[:1])
+
+
+def video_index(path: str, backend: str) -> VideoIndex:
+    """The frame timeline of this version of the file as ``backend`` reads it (cached per process)."""
+    st = checked_stat(path)
+    key = (*version_key(path, st), backend)
+    index = _video_index.get(key)
+    if index is None:
+        index = _video_index.put(key, (_decord_index if backend == "decord" else _pyav_index)(path, st))
+    return index
+
+
+def video_timeline(path: str | os.PathLike, backend: str) -> tuple[np.ndarray, float, float]:
+    """(frame start times [n] in seconds, duration, average fps) of a file's video as one backend reads it."""
+    index = video_index(os.fspath(path), check_backend(backend, VIDEO_BACKENDS))
+    return index.starts.copy(), index.duration, index.fps
+
+
+def _scaled_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """Frame size whose short side is `size` (aspect kept), before the center crop."""
+    scale = size / min(width, height)
+    return max(size, round(width * scale)), max(size, round(height * scale))
+
+
+class _PyAVVideo:
+    """An open PyAV container that remembers where its decoder is, so the next window of a file
+    continues decoding instead of seeking back to a key frame."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.container = av_open(path)
+        self.stream = video_stream(self.container)
+        self.stream.codec_context.thread_count = 1  # as decord's num_threads=1: workers are the parallelism
+        self.frames = None  # decoded-frame iterator, None before the first seek
+        self.position = -1  # index id of the last frame the iterator yielded
+
+    def _must_seek(self, index: VideoIndex, first: int) -> bool:
+        """Whether frame ``first`` is reached sooner by seeking than by decoding on from here."""
+        if self.frames is None or first <= self.position:
+            return True
+        if index.pts is None:
+            return False
+        key = index.key_pts[max(0, np.searchsorted(index.key_pts, index.pts[first], side="right") - 1)]
+        return key > index.pts[max(self.position, 0)]
+
+    def _id(self, index: VideoIndex, frame) -> int | None:
+        """Index id of a decoded frame (None for a frame the packet index does not list)."""
+        if index.pts is None:
+            return self.position + 1
+        i = int(np.searchsorted(index.pts, frame.pts)) if frame.pts is not None else len(index.pts)
+        return i if i < len(index.pts) and index.pts[i] == frame.pts else None
+
+    def read(self, index: VideoIndex, ids: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Frames ``ids`` (sorted, unique index ids) as uint8 ``[U, height, width, 3]``."""
+        first, last = int(ids[0]), int(ids[-1])
+        if self._must_seek(index, first):
+            target = 0 if index.pts is None else int(index.pts[first])
+            self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+            self.frames, self.position = self.container.decode(self.stream), -1
+        slots = {int(i): k for k, i in enumerate(ids)}
+        out = np.empty((len(ids), height, width, 3), dtype=np.uint8)
+        found = 0
+        for frame in self.frames:
+            i = self._id(index, frame)
+            if i is None:
+                continue
+            self.position = i
+            if i in slots:
+                out[slots[i]] = frame.reformat(width, height, "rgb24", interpolation="BICUBIC").to_ndarray()
+                found += 1
+            if i >= last:
+                break
+        if found < len(ids):
+            self.frames = None
+            raise MediaError(self.path, f"frames {first}-{last} could not all be decoded")
+        return out
+
+
+def _open_reader(path: str, backend: str, width: int, height: int):
+    if backend == "decord":
+        return decord.VideoReader(path, num_threads=1, width=width, height=height)
+    return _PyAVVideo(path)
+
+
+def _frames(path: str, index: VideoIndex, ids: np.ndarray, width: int, height: int, backend: str) -> np.ndarray:
+    """Decode frames ``ids`` of the index scaled to ``width x height`` (decord: perhaps one pixel
+    wider, see below): uint8 ``[U, H, W, 3]``."""
+    st = checked_stat(path)
+    try:
+        return _scaled_frames(path, st, index, ids, width, height, backend)
+    except MediaError as exc:
+        if backend != "decord" or "DECORDArrayCopyFromTo" not in exc.reason:
+            raise
+    # decord takes the channel count from the row stride (linesize // width), which FFmpeg's row
+    # padding breaks at some widths (48 x 32, 16 x 16, ...); one pixel wider avoids it, and the
+    # center crop takes the pixel off again
+    return _scaled_frames(path, st, index, ids, width + 1, height, backend)
+
+
+def _scaled_frames(path, st, index: VideoIndex, ids: np.ndarray, width: int, height: int, backend: str):
+    key = (*version_key(path, st), backend) + ((width, height) if backend == "decord" else ())  # PyAV scales per frame
+    reader = _video_readers.get(key)
+    if reader is None:
+        opener = partial(_open_reader, path, backend, width, height)
+        reader = _video_readers.put(key, native.call(path, "opening the video", opener, open_timeout(st)))
+
+    def decode() -> np.ndarray:
+        if backend == "decord":
+            return to_torch(reader.get_batch(ids.tolist())).numpy()
+        return reader.read(index, ids, width, height)
+
+    what = f"decoding frames {ids[0]}-{ids[-1]}"
+    try:
+        return native.call(path, what, decode, native.DECODE_TIMEOUT_S + len(ids), reader)
+    except MediaError:
+        _video_readers.pop(key)  # its state is unknown after a failure
+        raise
+
+
+def read_frames(path: str, start: float, duration: float | None, fps: float, size: int, backend: str) -> Tensor:
+    """Frames of ``[start, start + duration)`` sampled at ``fps``: uint8 ``[T, 3, size, size]`` RGB.
+
+    Frame ``k`` shows what is on screen at ``start + k / fps`` (the last source frame starting at
+    or before it), so variable frame rates and odd native rates are handled. The window is cut at
+    the end of the video, so ``T`` can be smaller than ``duration * fps`` (0 past the end).
+    ``backend`` is one of `VIDEO_BACKENDS`.
+    """
+    if start < 0:
+        raise ValueError(f"start must be >= 0 for video, got {start}")
+    index = video_index(path, check_backend(backend, VIDEO_BACKENDS))
+    end = index.duration if duration is None else min(start + duration, index.duration)
+    count = max(0, math.ceil((end - start) * fps - 1e-6))
+    if count == 0:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+    times = start + np.arange(count) / fps
+    frame_ids = np.searchsorted(index.starts, times + 1e-6, side="right") - 1
+    frame_ids = np.clip(frame_ids, 0, len(index.starts) - 1)  # never past the indexed end
+    unique, inverse = np.unique(frame_ids, return_inverse=True)
+    frames = _frames(path, index, unique, *_scaled_size(*index.size, size), backend)  # [U, H, W, 3]
+    top, left = (frames.shape[1] - size) // 2, (frames.shape[2] - size) // 2
+    frames = frames[:, top : top + size, left : left + size].transpose(0, 3, 1, 2)
+    # numpy, not torch: torch's strided uint8 copy is ~10x slower here and this is the hot path
+    return torch.from_numpy(np.take(frames, inverse.reshape(-1), axis=0))
