@@ -17,13 +17,13 @@ from embedhelpers import AUDIO, VIDEO, save_checkpoint
 from hydra import compose, initialize_config_dir
 from mediafiles import write_video, write_wav
 
-from ttt_mm.data import decode
+from ttt_mm.data import ClipInfo, decode
 from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1
 from ttt_mm.linear_probe.features import EmbeddingFolder
 from ttt_mm.linear_probe.folds import assign_folds
 from ttt_mm.tasks import embed as embed_task
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
-from ttt_mm.tasks.linear_probe import report, run
+from ttt_mm.tasks.linear_probe import each_class_in_turn, report, run
 
 RATE = 16000
 
@@ -53,6 +53,15 @@ def test_folds_without_groups_are_stratified_and_every_fold_gets_files():
     assert sorted(set(tight)) == [0, 1, 2, 3, 4]  # as many groups as folds: one group each
     with pytest.raises(ValueError, match="3 groups cannot fill 5 folds"):
         assign_folds(np.array([0, 1, 0, 1]), np.array(["a", "b", "c", "c"]), 5)
+
+
+def test_max_files_takes_each_class_in_turn_in_the_rows_order():
+    sizes = {"a": 5, "b": 2, "c": 3}  # a class-folder listing: the rows sorted by class
+    clips = [ClipInfo(f"{name}{i}.wav", label=label) for label, name in enumerate(sizes) for i in range(sizes[name])]
+    names = [c.media for c in each_class_in_turn(clips, 7)]
+    assert names == ["a0.wav", "a1.wav", "a2.wav", "b0.wav", "b1.wav", "c0.wav", "c1.wav"]
+    assert [c.media for c in each_class_in_turn(clips, 2)] == ["a0.wav", "b0.wav"]
+    assert each_class_in_turn(clips, 99) == clips
 
 
 # ------------------------------------------------------------------------------------- classifier

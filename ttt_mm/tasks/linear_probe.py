@@ -106,7 +106,7 @@ def labelled_clips(path: str, extensions: tuple[str, ...]) -> Labelled:
 
 
 def select(data: Labelled, cfg: DictConfig) -> Labelled:
-    """The clips of ``split`` and ``classes``, at most ``max_files`` of them."""
+    """The clips of ``split`` and ``classes``, at most ``max_files`` of them (`each_class_in_turn`)."""
     clips = data.clips
     if cfg.split != "all":
         if cfg.split not in ("train", "val", "test"):
@@ -121,10 +121,23 @@ def select(data: Labelled, cfg: DictConfig) -> Labelled:
         wanted = {data.names.index(name) for name in classes}
         clips = [c for c in clips if c.label in wanted]
     if cfg.max_files is not None:
-        clips = clips[: positive_count(cfg.max_files, "max_files")]
+        clips = each_class_in_turn(clips, positive_count(cfg.max_files, "max_files"))
     if not clips:
         raise ConfigError(f"no clips left in input={cfg.input} after split={cfg.split} and classes={cfg.classes}")
     return replace(data, clips=clips)
+
+
+def each_class_in_turn(clips: list[ClipInfo], count: int) -> list[ClipInfo]:
+    """At most ``count`` clips taken from each class in turn, in their order: the first ``count`` rows
+    of a class-folder listing would all be one class, and a quick check needs every class."""
+    seen: Counter = Counter()
+    rank = []  # (clips of the same class before this one, first row of its class)
+    first_row: dict[int, int] = {}
+    for i, clip in enumerate(clips):
+        rank.append((seen[clip.label], first_row.setdefault(clip.label, i)))
+        seen[clip.label] += 1
+    taken = sorted(sorted(range(len(clips)), key=rank.__getitem__)[:count])
+    return [clips[i] for i in taken]
 
 
 def drop_rare(clips: list[ClipInfo], names: list[str], min_clips: int) -> tuple[list[ClipInfo], dict[str, int]]:
