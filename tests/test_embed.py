@@ -314,6 +314,7 @@ def test_files_are_opened_in_this_process_only_after_a_worker_probed_them(ckpts,
         raise AssertionError(f"{path} probed in the main process")
 
     monkeypatch.setattr(decode, "probe", probe_here)  # the workers are forked from a clean forkserver: unaffected
+    monkeypatch.setattr(decode.probing, "probe", probe_here)  # what a read without a backend would call
     summary = task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=tmp_path / "out", window_seconds=0.4))
     assert len(summary.written) == 2 and len(summary.failed) == 2
     embedder = Embedder.from_checkpoint(ckpts["av"], window_seconds=0.5, device="cpu")

@@ -191,6 +191,7 @@ def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog, mo
         raise AssertionError(f"{path} probed in the main process")
 
     monkeypatch.setattr(decode, "probe", probe_here)  # files are read as the index (worker processes) found them
+    monkeypatch.setattr(decode.probing, "probe", probe_here)  # what a read without a backend would call
     rows = [{"path": str(p), "label": p.parent.name, "group": ""} for p in sorted(tones.rglob("*.wav"))]
     write_wav(tmp_path / "rare.wav", _sound("low", np.random.default_rng(2)), RATE)
     (tmp_path / "empty.wav").write_bytes(b"")

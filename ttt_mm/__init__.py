@@ -1,10 +1,11 @@
 """ttt-mm: Test-Time Training backbones for very long audio and video sequences.
 
-Old import paths of modules that moved into ``ttt_mm.embed``, ``ttt_mm.eval`` and
-``ttt_mm.linear_probe`` still work until the next release: importing one gives the module at its new
-home and a DeprecationWarning. They are resolved by a small import hook rather than by shim files, so
-the package's top level holds only ``backbone`` and ``module`` beside its sub-packages (the one moved
-command, ``python -m ttt_mm.data.probe``, keeps a file: ``-m`` needs one).
+Old import paths of modules that moved (`MOVED`: into ``ttt_mm.embed``, ``ttt_mm.eval``,
+``ttt_mm.linear_probe`` and ``ttt_mm.data.decode``) still work until the next release: importing one
+gives the module at its new home and a DeprecationWarning. They are resolved by a small import hook
+rather than by shim files, so the package's top level holds only ``backbone`` and ``module`` beside
+its sub-packages (the one moved command, ``python -m ttt_mm.data.probe``, keeps a file: ``-m`` needs
+one).
 """
 
 from __future__ import annotations

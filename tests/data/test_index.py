@@ -219,6 +219,8 @@ def test_a_video_with_a_digitally_silent_track_counts_as_one_without_sound(folde
     kept = select([clip], records, ReadSpec(("audio", "video"), size=32))  # embedding reads the track itself
     assert not kept.silent and kept.clips[0].info.has_audio is True
     assert names(select([clip], records, ReadSpec(("video",), size=32, skip_silent=True))) == ["av.mp4"]
+    broken = {clip.media: records[clip.media] | {"video_error": "decoding frame 0 failed"}}
+    assert select([clip], broken, spec).rejected[clip.media].startswith("decoding frame 0 failed")  # the real trouble
     monkeypatch.setattr(index, "index_files", lambda *args: (records, None))
     with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
         index_clips([clip], spec)

@@ -54,8 +54,9 @@ def test_resize_keeps_aspect_and_crops_the_center(media):
 def test_video_window_is_cut_at_the_end(media):
     assert len(decode.read_video(media["video_only"], 1.5, 4.0, fps=8, size=32)) == 4
     assert len(decode.read_video(media["video_only"], 5.0, 1.0, fps=8, size=32)) == 0
-    with pytest.raises(ValueError, match="start must be >= 0"):
-        decode.read_video(media["video_only"], -1.0, 1.0)
+    for path in (media["video_only"], "/no/such/file.mp4"):  # a bad argument, before any file is opened
+        with pytest.raises(ValueError, match="start must be >= 0"):
+            decode.read_video(path, -1.0, 1.0)
 
 
 def test_video_windows_decode_only_their_frames(media, monkeypatch):

@@ -390,7 +390,7 @@ SILENT_TRACK = "the audio is digital silence"
 def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) -> Selection:
     """The clips whose files have the streams ``spec`` reads (see `ReadSpec.missing_audio`); with
     ``spec.skip_silent``, a file whose audio is digital silence is left out of audio-only reads
-    (`SILENT_AUDIO`)."""
+    (`SILENT_AUDIO`), and read with video it counts as a video without sound (`SILENT_TRACK`)."""
     kept, rejected, silent = [], {}, {}
     reads = " and ".join(spec.modalities)
     for clip in clips:
@@ -405,7 +405,7 @@ def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) 
         if mute and spec.modalities == ("audio",):
             rejected[clip.name] = SILENT_AUDIO
             continue
-        if mute:  # read with video: a video without sound
+        if mute and usable(record, "video"):  # read with video: a video without sound (a broken video says so)
             record = record | {"audio_error": SILENT_TRACK}
         missing = [s for s in spec.modalities if not usable(record, s)]
         if missing == ["audio"] and spec.missing_audio == "silence" and "video" in spec.modalities:

@@ -256,8 +256,11 @@ def run(cfg: DictConfig) -> dict:
     keep = {c.name for c in clips}
     kept = [i for i, c in enumerate(got.clips) if c.name in keep]
     if len({c.label for c in clips}) < 2:
+        hint = (
+            "" if cfg.max_files is None else f" (max_files={cfg.max_files} clips in all, taken from each class in turn)"
+        )
         raise ConfigError(
-            f"fewer than 2 classes with at least min_clips={min_clips} readable clips in input={cfg.input}"
+            f"fewer than 2 classes with at least min_clips={min_clips} readable clips in input={cfg.input}{hint}"
         )
 
     y = np.unique([c.label for c in clips], return_inverse=True)[1]

@@ -60,7 +60,9 @@ def read_video(
     """Frames of ``[start, start + duration)`` sampled at ``fps``: uint8 ``[T, 3, size, size]`` RGB
     (`video.read_frames`). ``backend`` is one of `VIDEO_BACKENDS`; None: the one `probe` chose."""
     path = os.fspath(path)
-    return video.read_frames(path, start, duration, fps, size, backend or chosen(path, "video"))
+    if start < 0:
+        raise ValueError(f"start must be >= 0 for video, got {start}")
+    return video.read_frames(path, start, duration, fps, size, chosen(path, "video") if backend is None else backend)
 
 
 def read_audio(
@@ -73,7 +75,7 @@ def read_audio(
     """Mono float32 samples of ``[start, start + duration)`` at ``sample_rate``: ``[n]``
     (`audio.read_samples`). ``backend`` is one of `AUDIO_BACKENDS`; None: the one `probe` chose."""
     path = os.fspath(path)
-    return audio.read_samples(path, start, duration, sample_rate, backend or chosen(path, "audio"))
+    return audio.read_samples(path, start, duration, sample_rate, chosen(path, "audio") if backend is None else backend)
 
 
 def clear_caches() -> None:

@@ -4,8 +4,8 @@
 costs 10 s of decoding; other sample rates are resampled with ``torchaudio.functional.resample``
 on block-aligned spans with context on both sides, so consecutive windows join into exactly the
 one-shot resampled signal. Audio in other containers is decoded whole by decord (``AudioReader``,
-mono, resampled by decord: asking for stereo can corrupt a channel) or PyAV, at about 750x real
-time to 16 kHz, and cached per process (bounded by `AUDIO_CACHE_SAMPLES`): later windows are
+mono, resampled by decord: asking for stereo can corrupt a channel; about 750x real time to 16 kHz
+here) or PyAV, and cached per process (bounded by `AUDIO_CACHE_SAMPLES`): later windows are
 slices. Extract such audio to FLAC if many long files are sampled at random.
 """
 

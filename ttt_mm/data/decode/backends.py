@@ -11,10 +11,11 @@ AUDIO_BACKENDS = ("soundfile", "decord", "pyav")
 VIDEO_BACKENDS = ("decord", "pyav")
 """Tried in this order for a video stream; the first that reads it is recorded."""
 
-_chosen: LRUCache[str] = LRUCache(max_items=8192)  # (path, mtime, size, stream) -> backend chosen by probe
+_recorded: LRUCache[str] = LRUCache(max_items=8192)  # (path, mtime, size, stream) -> backend chosen by probe
 
 
 def check_backend(backend: str, allowed: tuple[str, ...]) -> str:
+    """``backend``, if it is one of ``allowed``; a ValueError naming them otherwise."""
     if backend not in allowed:
         raise ValueError(f"backend must be one of {allowed}; got {backend!r}")
     return backend
@@ -22,13 +23,13 @@ def check_backend(backend: str, allowed: tuple[str, ...]) -> str:
 
 def remember(path: str, stream: str, backend: str) -> None:
     """Record the backend `probe` found for this version of the file's stream."""
-    _chosen.put((*version_key(path, checked_stat(path)), stream), backend)
+    _recorded.put((*version_key(path, checked_stat(path)), stream), backend)
 
 
 def recorded(path: str, stream: str) -> str | None:
     """The backend `probe` chose for this version of the file's stream, if it has probed it here."""
-    return _chosen.get((*version_key(path, checked_stat(path)), stream))
+    return _recorded.get((*version_key(path, checked_stat(path)), stream))
 
 
 def clear() -> None:
-    _chosen.clear()
+    _recorded.clear()
