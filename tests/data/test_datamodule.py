@@ -9,14 +9,18 @@ import json
 import logging
 import multiprocessing
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import decord
+import lightning as L
 import pytest
 import torch
 from mediafiles import write_video
+from omegaconf import OmegaConf
 
 from ttt_mm.data import FolderSource, ManifestSource, MediaDataModule, SyntheticSource, decode
+from ttt_mm.tasks.common import CONF_DIR
 from ttt_mm.tasks.probe import main as probe_command
 
 
@@ -112,10 +116,76 @@ def test_epochs_draw_new_windows_and_a_resumed_run_continues_the_stream():
     assert sorted(first["path"]) == sorted(second["path"])  # every clip once per epoch ...
     assert not torch.equal(first["start"], second["start"])  # ... at new random windows
     dm.trainer = SimpleNamespace(
-        global_step=2, accumulate_grad_batches=1, global_rank=0, world_size=1, default_root_dir="."
+        global_step=2,
+        accumulate_grad_batches=1,
+        global_rank=0,
+        world_size=1,
+        default_root_dir=".",
+        overfit_batches=0,
+        limit_train_batches=1.0,
     )
     resumed = next(iter(dm.train_dataloader()))
     assert resumed["path"] == third["path"] and torch.equal(resumed["start"], third["start"])
+
+
+def test_a_resume_with_another_seed_or_other_training_clips_is_warned_about(caplog):
+    def module(seed=0, clips=4):
+        dm = MediaDataModule(SyntheticSource(num_clips=clips), seed=seed, val_fraction=0.0, test_fraction=0.0)
+        dm.setup("fit")
+        dm.trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), is_global_zero=True, default_root_dir=".")
+        return dm
+
+    saved = module().state_dict()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        module().load_state_dict(saved)
+        assert not caplog.records
+        module(seed=1, clips=5).load_state_dict(saved)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("resuming with other data settings (seed 0 -> 1, training clips 4 (")
+
+
+class _Recorder(L.LightningModule):
+    """Records each training batch's clips and window starts; learns nothing that matters."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seen = []
+
+    def training_step(self, batch, index):
+        self.seen.append((tuple(batch["path"]), tuple(batch["start"].tolist())))
+        return self.weight**2 + 1
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_epochs_ended_by_limit_train_batches_go_on_and_overfit_repeats_its_batch(tmp_path, stream):
+    def fit(**trainer_kwargs):
+        source = SyntheticSource(num_clips=8, duration=8.0)
+        dm = MediaDataModule(source, batch_size=2, size=32, clip_seconds=1.0, val_fraction=0.0, stream=stream)
+        model = _Recorder()
+        trainer = L.Trainer(
+            max_steps=6,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            default_root_dir=str(tmp_path),
+            use_distributed_sampler=False,
+            **trainer_kwargs,
+        )
+        trainer.fit(model, datamodule=dm)
+        return model.seen
+
+    reload = OmegaConf.load(Path(CONF_DIR) / "trainer" / "default.yaml").reload_dataloaders_every_n_epochs
+    epochs = fit(limit_train_batches=2, reload_dataloaders_every_n_epochs=reload)
+    endless = fit()
+    assert len(epochs) == 6 and epochs == endless  # three epochs of two batches: the one stream, going on
+    overfit = fit(overfit_batches=1)
+    assert len(overfit) == 6 and overfit == [overfit[0]] * 6  # one batch, trained on again and again
 
 
 def folder_module(root, run_dir, **kwargs) -> MediaDataModule:

@@ -13,7 +13,9 @@ The skip list defaults to ``<trainer.default_root_dir>/skipped_media.tsv``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -178,17 +180,29 @@ class MediaDataModule(L.LightningDataModule):
             timeout=self.timeout if self.num_workers > 0 else 0.0,
         )
 
-    def _position(self) -> tuple[int, int, int]:
-        """(optimizer steps done, rank, world size): where a resumed run's data continues."""
+    def _fitting(self):
+        """The trainer running this module, if any (a stand-in that only names the run folder is not one)."""
         trainer = self.trainer
-        if trainer is None or not hasattr(trainer, "global_step"):
+        return trainer if trainer is not None and hasattr(trainer, "global_step") else None
+
+    def _position(self) -> tuple[int, int, int]:
+        """(optimizer steps done, rank, world size): where a resumed run's data continues, and where a
+        new epoch does (`trainer.limit_train_batches` ends epochs; the loader is built again for each).
+        ``trainer.overfit_batches`` always starts at the first batches: it trains on them alone."""
+        trainer = self._fitting()
+        if trainer is None:
             return 0, 0, 1
-        return trainer.global_step * trainer.accumulate_grad_batches, trainer.global_rank, trainer.world_size
+        steps = 0 if trainer.overfit_batches else trainer.global_step * trainer.accumulate_grad_batches
+        return steps, trainer.global_rank, trainer.world_size
 
     def _order(self) -> dict:
-        """The settings a resumed run's data order depends on (beside the seed and the clips)."""
+        """The settings a resumed run's data order depends on, the training clips included."""
         _, _, world = self._position()
+        clips = [c.segment for c in self.splits.get("train", [])]
+        digest = hashlib.sha1("\n".join(clips).encode()).hexdigest()[:8]
         return {
+            "seed": self.seed,
+            "training clips": f"{len(clips)} ({digest})",
             "data.batch_size": self.batch_size,
             "data.clip_seconds": self.clip_seconds,
             "data.stream": self.stream,
@@ -218,6 +232,14 @@ class MediaDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Endless: training is counted in steps, and a resumed run continues with the next batch."""
         steps, rank, world = self._position()
+        trainer = self._fitting()
+        if trainer is not None and trainer.limit_train_batches not in (1.0, math.inf) and not trainer.overfit_batches:
+            if trainer.reload_dataloaders_every_n_epochs != 1:
+                log.warning(
+                    "trainer.limit_train_batches=%s ends every epoch early, and each epoch would read the same "
+                    "batches again: set trainer.reload_dataloaders_every_n_epochs=1 (the shipped trainer configs do)",
+                    trainer.limit_train_batches,
+                )
         if self.stream:
             dataset = StreamWindows(
                 self.splits["train"],

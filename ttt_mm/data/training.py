@@ -127,10 +127,12 @@ class StreamWindows(IterableDataset):
 
     def _row_clips(self, row: int) -> Iterator[ClipInfo]:
         lane, lanes = row * self.world + self.rank, self.batch_size * self.world
-        p = lane
+        p, cached = lane, (None, None)
         while True:
             epoch, i = divmod(p, len(self.clips))
-            yield self.clips[int(epoch_order(len(self.clips), self.seed, epoch)[i])]
+            if cached[0] != epoch:  # one shuffle per epoch and row, not per clip (100k clips: 2 ms each)
+                cached = (epoch, epoch_order(len(self.clips), self.seed, epoch))
+            yield self.clips[int(cached[1][i])]
             p += lanes
 
     def _row_windows(self, row: int) -> Iterator[tuple[ClipInfo, float, float, bool]]:
