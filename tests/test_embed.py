@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -331,8 +332,30 @@ def test_manifest_spans_and_labels(ckpts, files, tmp_path):
     assert len(summary.written) == 2 and not summary.failed
     stem = out.joinpath(*[p for p in Path(str(files["av"])).parts if p != "/"])
     part = load(stem.with_name("clip.mp4@0.5-2.5.npy"))
-    assert part.embeddings.shape == (8 * 9, 32) and part.timestamps[0] == 0.5 and part.meta["label"] == 1
-    assert load(stem.with_name("clip.mp4.json")).meta["label"] == 0
+    assert part.embeddings.shape == (8 * 9, 32) and part.timestamps[0] == 0.5 and part.meta["label"] == "dog"
+    assert load(stem.with_name("clip.mp4.json")).meta["label"] == "cat"  # by name: another label shifts no index
+
+
+def test_two_inputs_that_would_share_an_output_are_a_config_error(ckpts, files, tmp_path):
+    manifest = tmp_path / "list.csv"
+    relative = str(files["audio"]).lstrip("/")  # the same output stem as the absolute path
+    (tmp_path / relative).parent.mkdir(parents=True)
+    shutil.copy(files["audio"], tmp_path / relative)
+    manifest.write_text(f"path\n{files['audio']}\n{relative}\n")
+    with pytest.raises(ConfigError, match=r"and .* would both be written to .*: list each file once"):
+        task.run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_cannot_be_written_fails_its_file_alone(ckpts, tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    write_wav(root / "a.wav", tone(1.0, 16000), 16000)
+    write_wav(root / ("n" * 248 + ".wav"), tone(1.0, 16000), 16000)  # its output name, + ".npy", is too long
+    summary = task.run(_cfg(ckpt=ckpts["audio"], input=root, output=tmp_path / "out"))
+    assert summary.written == [str(root / "a.wav")]
+    ((name, reason),) = summary.failed
+    assert name.endswith("n.wav") and reason == "cannot write its output: File name too long"
 
 
 def test_a_span_that_no_longer_fits_its_file_loses_its_output(ckpts, tmp_path, caplog):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -29,6 +30,25 @@ def test_a_finished_block_replaces_the_file_and_a_failed_one_leaves_it_as_it_was
 
 def test_temporary_names_never_end_in_the_final_suffix(tmp_path):
     assert temporary_path(tmp_path / "a.npy").name.endswith(".tmp") and temporary_path("x/b.json").parent.name == "x"
+
+
+def test_a_final_name_near_the_length_limit_still_gets_a_temporary_name(tmp_path):
+    target = tmp_path / ("n" * 240 + ".npy")  # a legal name, too long for the temporary one's additions
+    write_text(target, "rows\n")
+    assert target.read_text() == "rows\n" and len(list(tmp_path.iterdir())) == 1
+    assert len(temporary_path(target).name.encode()) <= atomic.NAME_MAX
+
+
+def test_temporary_files_of_killed_runs_are_swept_and_a_live_one_is_not(tmp_path):
+    (tmp_path / "sub").mkdir()
+    old, live = tmp_path / "sub" / ".a.npy.123.tmp", tmp_path / ".b.npy.456.tmp"
+    kept = [tmp_path / "a.npy", tmp_path / ".hidden.tmp", tmp_path / "c.123.tmp"]  # not of this module's pattern
+    for path in (old, live, *kept):
+        path.write_text("x")
+    for path in (old, *kept):
+        os.utime(path, (0, 0))
+    assert atomic.remove_stale_temporaries(tmp_path) == 1
+    assert not old.exists() and live.exists() and all(p.exists() for p in kept)
 
 
 def test_json_and_csv_outputs_are_standard(tmp_path):

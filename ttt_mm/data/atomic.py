@@ -5,30 +5,65 @@ half-written file under a name that a reader trusts."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+NAME_MAX = 255
+"""Bytes in one file name on the usual filesystems (ext4, xfs, btrfs, tmpfs)."""
+STALE_SECONDS = 3600.0
+"""A temporary file left untouched this long belongs to a killed run: writers add to theirs as they go."""
+_TEMPORARY = re.compile(r"\..+\.\d+\.tmp")
+
 
 def temporary_path(final: str | os.PathLike) -> Path:
-    """A hidden, per-process name beside ``final``; it ends in ``.tmp``, never in the final suffix."""
+    """A hidden, per-process name beside ``final``; it ends in ``.tmp``, never in the final suffix. A
+    name too long to take the additions is replaced by its hash."""
     final = Path(final)
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    name = f".{final.name}.{os.getpid()}.tmp"
+    if len(name.encode()) > NAME_MAX:
+        name = f".{hashlib.sha1(final.name.encode()).hexdigest()[:20]}.{os.getpid()}.tmp"
+    return final.with_name(name)
 
 
 @contextmanager
 def replaced(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields the temporary path to write; it replaces ``path`` when the block ends, and is removed
+    """Yields the temporary path to write; it replaces ``path`` when the block ends (its data on disk
+    first, so that a power cut cannot leave an empty file under the final name), and is removed
     instead if the block raises."""
     tmp = temporary_path(path)
     try:
         yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, older_than: float = STALE_SECONDS) -> int:
+    """Removes the temporary files (`temporary_path`) under ``folder`` that no one has written to for
+    ``older_than`` seconds, which killed runs left behind; returns how many."""
+    removed, cutoff = 0, time.time() - older_than
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                if _TEMPORARY.fullmatch(name) and os.stat(path).st_mtime < cutoff:
+                    os.unlink(path)
+                    removed += 1
+            except OSError:  # gone meanwhile, or not ours to remove
+                continue
+    return removed
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

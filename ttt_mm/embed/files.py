@@ -142,7 +142,10 @@ def read_sidecar(stem: Path) -> dict | None:
 def remove_outputs(stem: Path) -> bool:
     """Deletes the output at ``stem`` (sidecar first, so no sidecar outlives its rows); whether there was one."""
     npy, sidecar = output_paths(stem)
-    found = npy.exists() or sidecar.exists()
+    try:
+        found = npy.exists() or sidecar.exists()
+    except OSError:  # a name the filesystem cannot hold (too long): nothing is there
+        return False
     sidecar.unlink(missing_ok=True)
     npy.unlink(missing_ok=True)
     return found

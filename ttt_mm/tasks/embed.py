@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 import torch
@@ -36,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ttt_mm.data.atomic import replaced, write_json
+from ttt_mm.data.atomic import remove_stale_temporaries, replaced, write_json
 from ttt_mm.data.decode import MediaError
 from ttt_mm.data.decode.guard import native_stderr_silenced
 from ttt_mm.data.index import index_clips
@@ -95,25 +96,46 @@ class Summary:
 # ---------------------------------------------------------------------------------------- inputs
 
 
-def list_inputs(path: str, extensions: tuple[str, ...]) -> tuple[list[ClipInfo], bool]:
-    """The clips to embed and whether ``path`` was a single media file."""
+class Inputs(NamedTuple):
+    clips: list[ClipInfo]
+    single: bool  # ``input`` was one media file
+    classes: list[str]  # a manifest's label names, by `ClipInfo.label` (none for a folder or a file)
+
+
+def list_inputs(path: str, extensions: tuple[str, ...]) -> Inputs:
+    """The clips to embed, each with its own output (two that would share one are a config error)."""
     target = Path(path)
     if target.is_dir():
         clips = FolderSource(str(target), extensions).clips()
         if not clips:
             raise ConfigError(f"input={path}: no files with extensions {' '.join(extensions)} under it")
-        return clips, False
+        return Inputs(clips, False, [])
     if target.is_file() and target.suffix.lower() in MANIFEST_SUFFIXES:
+        manifest = ManifestSource(str(target))
         try:
-            clips = ManifestSource(str(target)).clips()
+            clips, classes = manifest.clips(), manifest.classes()
         except (ValueError, KeyError) as exc:
             raise ConfigError(f"input={path}: not a readable manifest: {exc}") from None
         if not clips:
             raise ConfigError(f"input={path}: the manifest lists no files")
-        return clips, False
+        return Inputs(clips, False, classes)
     if target.exists() or target.is_symlink():
-        return [ClipInfo(str(target), key=target.name)], True
+        return Inputs([ClipInfo(str(target), key=target.name)], True, [])
     raise ConfigError(f"input={path} does not exist")
+
+
+def check_outputs_apart(clips: list[ClipInfo], output: Path) -> None:
+    """Raise a config error if two inputs map to one output (a manifest's absolute and relative paths
+    can: `output_stem` keeps both under ``output``); they would overwrite each other on every run."""
+    seen: dict[Path, str] = {}
+    for clip in clips:
+        stem = output_stem(clip, output)
+        other = seen.setdefault(stem, clip.segment)
+        if other != clip.segment:
+            raise ConfigError(
+                f"{other} and {clip.segment} would both be written to {stem}.npy: "
+                "list each file once, by one path, or embed them into different outputs"
+            )
 
 
 # ----------------------------------------------------------------------------------------- embed
@@ -165,8 +187,6 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
                 "pooled": None if pooled is None else [float(x) for x in pooled[0]],
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
-            if clip.label != -1:
-                data["label"] = clip.label
             sidecar.unlink(missing_ok=True)  # an old sidecar must never describe the new rows
         write_json(sidecar, data)
         return data
@@ -217,9 +237,10 @@ def run(cfg: DictConfig) -> Summary:
             raise ConfigError(f"{key}=<path> is required")
     if threads := positive_count(cfg.threads, "threads", "torch's default"):
         torch.set_num_threads(threads)
-    clips, single = list_inputs(str(cfg.input), extensions_of(cfg.extensions))
-    embedder, meta = build(cfg)
+    clips, single, classes = list_inputs(str(cfg.input), extensions_of(cfg.extensions))
     output = Path(cfg.output)
+    check_outputs_apart(clips, output)
+    embedder, meta = build(cfg)
     summary = Summary(single=single)
     selection = index_clips(clips, embedder.read_spec(), cfg.get("index_cache"))  # probed in subprocesses first
     for name, reason in selection.rejected.items():
@@ -234,14 +255,18 @@ def run(cfg: DictConfig) -> Summary:
     clips = selection.clips
     if clips:  # made only when something may be written: a lone bad input leaves no folder behind
         output_folder(output)
+        if removed := remove_stale_temporaries(output):
+            log.info(
+                "removed %d temporary file(s) that earlier runs, killed while writing, left in %s", removed, output
+            )
     progress = bool(cfg.progress)
     bar = tqdm(clips, unit="file", desc="embed", disable=not progress or len(clips) == 1 or None)
     with logging_redirect_tqdm():
         for clip in bar:
             stem = output_stem(clip, output)
-            if adopt_older_name(clip, stem):
-                log.info("renamed the output of %s from its older name", clip.segment)
             try:
+                if adopt_older_name(clip, stem):
+                    log.info("renamed the output of %s from its older name", clip.segment)
                 old = None if cfg.overwrite else _finished(stem)
                 if old is not None:
                     why = out_of_date(old, meta | source_record(clip))
@@ -249,9 +274,15 @@ def run(cfg: DictConfig) -> Summary:
                         summary.skipped.append(clip.segment)
                         continue
                     log.warning("embedding %s again: %s", clip.segment, why)
-                embed_one(embedder, clip, stem, meta, cfg.dtype, progress)
-            except (MediaError, InputError) as exc:
-                reason = exc.reason if isinstance(exc, MediaError) else str(exc)
+                label = {"label": classes[clip.label]} if clip.label != -1 else {}  # by name: indices shift
+                embed_one(embedder, clip, stem, meta | label, cfg.dtype, progress)
+            except (MediaError, InputError, OSError) as exc:
+                if isinstance(exc, MediaError):
+                    reason = exc.reason
+                elif isinstance(exc, OSError):  # the output (a name too long, a full disk): the input may be fine
+                    reason = f"cannot write its output: {exc.strerror or exc}"
+                else:
+                    reason = str(exc)
                 summary.failed.append((clip.segment, reason))
                 if not single:
                     log.warning("failed: %s: %s", clip.segment, reason)
