@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -251,6 +252,18 @@ def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, 
     assert stored["settings"]["embeddings"] == str(tmp_path / "emb")
     for name in ("model", "random_weights", "logmel"):
         assert stored["results"][name]["accuracy"] == direct["results"][name]["accuracy"], name
+    by_rows = run(_cfg(embeddings=tmp_path / "emb", input=manifest, output=tmp_path / "r", rows="true", folds=2))
+    assert set(by_rows["metrics"]["results"]) >= {"model", "random_weights"}  # the folder's rows: one per token
+    changed, st = Path(rows[0]["path"]), Path(rows[0]["path"]).stat()
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # edited since it was embedded
+    try:
+        after = run(_cfg(embeddings=tmp_path / "emb", input=manifest, output=tmp_path / "e", folds=2))["metrics"]
+    finally:
+        os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns))
+    stem = f"{tmp_path / 'emb'}{changed}"  # the output mirrors the manifest's absolute path
+    assert [s["reason"] for s in after["skipped"] if s["path"] == str(changed)] == [
+        f"changed since {stem}.npy was embedded (run the embed task again)"
+    ]
 
     # a truncated .npy and a torn sidecar cost their files, each with a reason, not the run
     npys, sidecars = sorted((tmp_path / "emb").rglob("*.wav.npy")), sorted((tmp_path / "emb").rglob("*.wav.json"))
@@ -289,6 +302,25 @@ def test_an_embedding_folder_from_two_checkpoints_is_refused(ckpts, tones, tmp_p
     assert "1 of 2 sidecars" in caplog.text and "record no weights_hash" in caplog.text
     with pytest.raises(ConfigError, match="is a directory, not a checkpoint file"):
         run(_cfg(ckpt=tmp_path, input=manifest))
+
+
+def test_spans_of_one_file_stay_in_one_fold_and_a_thinned_class_takes_its_features_along(ckpts, tones, tmp_path):
+    rows = [{"path": str(p), "label": p.parent.name} for p in sorted(tones.rglob("*.wav"))]
+    rng = np.random.default_rng(5)
+    long = write_wav(tmp_path / "long.wav", np.concatenate([_sound("low", rng, 1.0) for _ in range(3)]), RATE)
+    rows += [
+        {"path": str(long), "label": "rare", "start": 0, "end": 1},
+        {"path": str(long), "label": "rare", "start": 10, "end": 11},  # past the end: rare thins to 1 < min_clips
+        {"path": str(long), "label": "low", "start": 1, "end": 2},
+        {"path": str(long), "label": "low", "start": 2, "end": 3},
+    ]
+    manifest = _manifest(tmp_path / "list.csv", rows)
+    out = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out", folds=2, min_clips=2, baselines="[]"))
+    m = out["metrics"]
+    assert m["files"] == 22 and m["dropped_classes"] == [{"name": "rare", "files": 1}]
+    assert m["results"]["model"]["accuracy"]["mean"] == 1.0  # every file's features beside its own label
+    files = _read_csv(Path(out["paths"]["files"]))
+    assert len({r["fold"] for r in files if r["path"] == str(long)}) == 1 and m["settings"]["grouped_by"] == "file"
 
 
 def test_rows_probe_predicts_files_from_their_hops(ckpts, tones, tmp_path):

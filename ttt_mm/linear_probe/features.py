@@ -26,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, iter_windows
 from ttt_mm.embed import Clock, Embedder
-from ttt_mm.embed.files import load, read_sidecar
+from ttt_mm.embed.files import load, read_sidecar, source_record
 from ttt_mm.embed.reducers import HopBins, Pool
 from ttt_mm.linear_probe.classifier import Features
 from ttt_mm.tokenizers import Tokenizer
@@ -45,13 +45,13 @@ class FileFeatures:
 class ModelFeatures:
     """Embeddings of a clip from several embedders at once (same tokenizer settings, so the same windows)."""
 
-    def __init__(self, embedders: dict[str, Embedder]) -> None:
+    def __init__(self, embedders: dict[str, Embedder], rows: bool) -> None:
+        """``rows``: keep each clip's rows too (one per hop, or per token for embedders without a hop)."""
         first = next(iter(embedders.values()))
         for name, e in embedders.items():
             if e.read_spec() != first.read_spec() or e.window_seconds != first.window_seconds:
                 raise ValueError(f"embedder {name} reads other media or windows than the first")
-        self.embedders, self.first = embedders, first
-        self.rows = first.hop_seconds is not None
+        self.embedders, self.first, self.rows = embedders, first, rows
 
     @torch.inference_mode()
     def __call__(self, clip: ClipInfo) -> dict[str, FileFeatures]:
@@ -122,7 +122,7 @@ class EmbeddingFolder:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"embeddings={root} is not a folder")
-        self.stems: dict[tuple[str, float], Path] = {}
+        self.stems: dict[tuple[str, float, float | None], Path] = {}  # (source, span start, span end) -> stem
         self.meta: dict | None = None
         self.weights_hash: str | None = None  # of the sidecars that record one
         weighed: Path | None = None  # the first sidecar with a weights_hash
@@ -153,9 +153,10 @@ class EmbeddingFolder:
                     f"{root} mixes embedding runs: {sidecar} has weights_hash {weights}, "
                     f"{weighed} {self.weights_hash} (other checkpoints)"
                 )
-            key = (os.path.abspath(meta["source"]), round(float(meta["start"]), 6))
+            start, end = meta.get("span") or (meta["start"], None)  # (sidecars before spans were recorded)
+            key = _span_key(meta["source"], start, end)
             if key in self.stems:
-                raise ValueError(f"{root}: {self.stems[key]} and {stem} both embed {key[0]} from {key[1]} s")
+                raise ValueError(f"{root}: {self.stems[key]} and {stem} both embed {key[0]} from {key[1]} to {key[2]}")
             self.stems[key] = stem
         if self.meta is None:
             raise ValueError(f"embeddings={root} holds no .npy + .json pairs written by the embed task")
@@ -169,18 +170,25 @@ class EmbeddingFolder:
             )
 
     def __call__(self, clip: ClipInfo, rows: bool) -> FileFeatures:
-        stem = self.stems.get((os.path.abspath(clip.name), round(clip.start, 6)))
+        stem = self.stems.get(_span_key(clip.name, clip.start, clip.end))
         if stem is None:
             raise MediaError(clip.name, f"not embedded in {self.root} (run the embed task on the same manifest)")
         try:
             loaded = load(stem)
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             raise MediaError(clip.name, f"{stem}.npy or .json unreadable ({type(exc).__name__}: {exc})") from None
+        now = source_record(clip)
+        if any(k in loaded.meta and loaded.meta[k] != now[k] for k in ("source_bytes", "source_mtime_ns")):
+            raise MediaError(clip.name, f"changed since {stem}.npy was embedded (run the embed task again)")
         if loaded.pooled is None:
             raise MediaError(clip.name, f"{stem}.json has no pooled vector (embedded with pool=null)")
         if len(loaded.embeddings) == 0:
             raise MediaError(clip.name, f"{stem}.npy holds no rows")
         return FileFeatures(loaded.pooled, np.asarray(loaded.embeddings, dtype=np.float32) if rows else None)
+
+
+def _span_key(source: str, start: float, end: float | None) -> tuple[str, float, float | None]:
+    return os.path.abspath(source), round(float(start), 6), None if end is None else round(float(end), 6)
 
 
 # ------------------------------------------------------------------------------------ all clips

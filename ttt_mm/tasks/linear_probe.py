@@ -208,7 +208,7 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
         if "random_weights" in baselines:
             embedders["random_weights"] = random
     if embedders:
-        out.live = ModelFeatures(embedders)
+        out.live = ModelFeatures(embedders, rows=bool(cfg.rows))  # an embeddings folder's rows: its own hop
     if "logmel" in baselines:
         try:
             out.logmel = LogMelStats(instantiate(cfg.logmel), float(cfg.hop_seconds) if cfg.rows else None)
@@ -253,8 +253,7 @@ def run(cfg: DictConfig) -> dict:
     got.skipped[:0] = list(selection.rejected.items())
     clips, thinned = drop_rare(got.clips, data.names, min_clips)  # again: unreadable files may thin a class
     dropped |= thinned
-    keep = {c.name for c in clips}
-    kept = [i for i, c in enumerate(got.clips) if c.name in keep]
+    kept = [i for i, c in enumerate(got.clips) if data.names[c.label] not in thinned]  # features of `clips`
     if len({c.label for c in clips}) < 2:
         hint = (
             "" if cfg.max_files is None else f" (max_files={cfg.max_files} clips in all, taken from each class in turn)"
@@ -266,8 +265,10 @@ def run(cfg: DictConfig) -> dict:
     y = np.unique([c.label for c in clips], return_inverse=True)[1]
     label_ids = sorted({c.label for c in clips})
     names = [data.names[i] for i in label_ids]
-    grouped = bool(cfg.group) and any(c.group for c in clips)
-    groups = np.array([c.group or f"file:{c.key or c.name}" for c in clips]) if grouped else None
+    # spans of one file share a group, as do the clips of a manifest's group: a fold never splits either
+    by_group = [c.group or f"file:{c.key or c.name}" for c in clips]
+    grouped = bool(cfg.group) and len(set(by_group)) < len(by_group)
+    groups = np.array(by_group) if grouped else None
     try:
         fold_of = assign_folds(y, groups, folds, int(cfg.seed))
     except ValueError as exc:
@@ -295,7 +296,7 @@ def run(cfg: DictConfig) -> dict:
             "input": os.path.abspath(str(cfg.input)),
             **extractors.description,
             "folds": folds,
-            "grouped_by": "group" if grouped else None,
+            "grouped_by": ("group" if any(c.group for c in clips) else "file") if grouped else None,
             "groups": len(set(groups)) if grouped else None,
             "rows": rows,
             "l2_grid": list(grid),
