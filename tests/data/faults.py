@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 
+from ttt_mm.data.decode import guard
 from ttt_mm.data.index import describe
 
 
@@ -21,6 +22,16 @@ def hang_on_slow(path: str) -> dict:
     """`describe`, except that a file named ``*slow*`` never returns."""
     if "slow" in os.path.basename(path):
         time.sleep(3600)
+    return describe(path)
+
+
+def stuck_on_stuck(path: str) -> dict:
+    """`describe`, except that a file named ``*stuck*`` leaves a decoder call that never returned behind
+    (as the watchdog does when it gives up on one), so its worker answers and then retires."""
+    if "stuck" in os.path.basename(path):
+        guard._hung.append(f"decoding {path}")
+        return {"path": path, "error": "decoding did not return"}
+    time.sleep(0.05)  # the parent would hand the retiring worker the next file meanwhile
     return describe(path)
 
 

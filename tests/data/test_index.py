@@ -10,7 +10,7 @@ import shutil
 import time
 
 import pytest
-from faults import abort_on_boom, hang_on_slow, interrupted_after
+from faults import abort_on_boom, hang_on_slow, interrupted_after, stuck_on_stuck
 from mediafiles import write_video
 
 from ttt_mm.data import ClipInfo, MediaDataModule, ReadSpec, WindowDataset, index, index_clips, index_files
@@ -87,6 +87,11 @@ def test_a_second_run_probes_nothing_and_a_touched_file_again(folder, tmp_path):
     assert sorted(r["path"] for r in lines) == sorted(map(str, files))  # one record per file, rewritten whole
     assert cache_file([str(f) for f in files], tmp_path / "cache") == run.cache
 
+    lines = run3.cache.read_bytes().splitlines(keepends=True)
+    run3.cache.write_bytes(lines[0][:20] + b"\xff\xfe" + lines[0][20:] + b"".join(lines[1:]))  # a damaged byte
+    fourth, run4 = index_files(files, tmp_path / "cache")
+    assert (run4.probed, run4.cached) == (1, len(files) - 1) and fourth == third  # its line's file, probed again
+
 
 def test_a_decoder_that_aborts_costs_its_file_not_the_caller(folder, tmp_path):
     shutil.copy(folder / "av.mp4", folder / "boom.mp4")
@@ -148,6 +153,15 @@ def test_the_index_is_saved_while_probing(folder, tmp_path, monkeypatch):
     monkeypatch.setattr(IsolatedPool, "map", map_watching_the_cache)
     index_files(files, tmp_path / "cache")
     assert saved == [1, 2]
+
+
+def test_a_worker_that_retires_after_a_stuck_decoder_takes_no_file_with_it(media, tmp_path):
+    names = ["0stuck.wav", *(f"{i}good.wav" for i in range(1, 5))]
+    for name in names:
+        shutil.copy(media["wav16k"], tmp_path / name)
+    answers = dict(IsolatedPool(stuck_on_stuck, jobs=1, timeout=30).map([str(tmp_path / n) for n in names]))
+    errors = {os.path.basename(p): a.get("error") if isinstance(a, dict) else a.reason for p, a in answers.items()}
+    assert errors == {"0stuck.wav": "decoding did not return"} | dict.fromkeys(names[1:])
 
 
 def test_a_broken_link_is_listed_with_its_reason_in_the_runs_skip_list(media, tmp_path):

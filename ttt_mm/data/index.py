@@ -201,7 +201,7 @@ def cache_file(paths: Sequence[str], cache_dir: str | os.PathLike | None = None)
 def _load(path: Path) -> dict[str, dict]:
     records = {}
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8", errors="replace")  # a damaged line costs that line only
     except FileNotFoundError:
         return records
     for number, line in enumerate(text.splitlines(), 1):

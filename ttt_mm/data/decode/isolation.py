@@ -76,7 +76,8 @@ def _signal_name(number: int) -> str:
 
 
 def _serve(conn: Connection, task: Callable, stderr_path: str, memory_bytes: int | None) -> None:
-    """Worker loop: say it is ready, then receive a path, send back ``task(path)``, until the pipe closes."""
+    """Worker loop: say it is ready, then receive a path, send back ``(task(path), retiring)``, until the
+    pipe closes or a decoder call of its own never returned (``retiring``: it exits after this answer)."""
     # Ctrl-C reaches the whole process group: the caller stops its workers, and a worker killed by it
     # mid-file would otherwise be recorded as that file's decoder failing
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -97,8 +98,10 @@ def _serve(conn: Connection, task: Callable, stderr_path: str, memory_bytes: int
             return
         os.ftruncate(2, 0)
         os.lseek(2, 0, os.SEEK_SET)
-        conn.send(task(path))
-        if guard.hung_calls():  # a decoder thread still spins in this process: make way for a fresh one
+        result = task(path)
+        retiring = bool(guard.hung_calls())  # a decoder thread still spins here: make way for a fresh worker
+        conn.send((result, retiring))  # the flag tells the parent before it hands this worker another file
+        if retiring:
             return
 
 
@@ -113,6 +116,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.ready = False
+        self.retiring = False  # it said it exits after its answer: it takes no further file
         self.path: str | None = None
         self.deadline = 0.0
 
@@ -182,8 +186,8 @@ class IsolatedPool:
         workers: list[_Worker] = []
         try:
             while todo or workers:
-                for worker in [w for w in workers if w.path is None and not w.process.is_alive()]:
-                    workers.remove(worker)  # it exited after answering (it had left a decoder thread running)
+                for worker in [w for w in workers if w.path is None and (w.retiring or not w.process.is_alive())]:
+                    workers.remove(worker)  # it exits after answering (it had left a decoder thread running)
                     worker.stop()
                 while todo and len(workers) < self.jobs:
                     workers.append(_Worker(self.context, self.task, self.memory_bytes))
@@ -225,7 +229,8 @@ class IsolatedPool:
                 pass  # it died while answering: see below
             else:
                 if answer != READY:
-                    return answer
+                    result, worker.retiring = answer
+                    return result
                 worker.ready = True
                 worker.deadline = time.monotonic() + self.deadline(worker.path)
                 return None
