@@ -134,9 +134,12 @@ def test_frames_and_mel_are_scored(model, clip_windows):
     assert result.mel.shape == (11 * 5, 2) and (result.mel > 0).all()
 
 
-def test_a_model_that_predicts_the_last_step_scores_as_the_copy_baseline(clip_windows):
-    """The model's frame and mel columns go through the same inversion and metrics as the copy
-    baseline's: a model whose prediction for the next step is the step it just read must score the same."""
+def test_a_model_that_predicts_the_last_step_scores_as_that_step(clip_windows):
+    """The model's frame and mel columns go through the same inversion and metrics as the baselines': a
+    model whose prediction for the next step is the step it just read scores as the copy-last-step mel
+    baseline, and its frames as the frames of that step, decoded."""
+    from ttt_mm.eval.metrics import psnr
+
     copier = tiny_model()
     forward = copier.forward
 
@@ -147,19 +150,26 @@ def test_a_model_that_predicts_the_last_step_scores_as_the_copy_baseline(clip_wi
     copier.forward = predict_the_last_step
     result = scores(copier, clip_windows[0])
     assert len(result.frames) == 22 and len(result.mel) == 55
-    np.testing.assert_allclose(result.frames[:, 2], result.frames[:, 3], atol=1e-9)  # PSNR model, copy
-    np.testing.assert_allclose(result.frames[:, 4], result.frames[:, 5], atol=1e-9)  # SSIM model, copy
+    frames = clip_windows[1]["video"][0]  # [24, 3, 32, 32] uint8
+    last_step = psnr(frames[0:22].reshape(11, 2, 3, 32, 32), frames[2:24].reshape(11, 2, 3, 32, 32)).reshape(-1)
+    np.testing.assert_allclose(result.frames[:, 2], last_step.numpy(), atol=1e-6)  # PSNR of the model
+    # copy-last-frame: a step's first frame from the frame just before it (closer than the last step's first
+    # frame), its second from the same frame as the last step's (both two frames back)
+    assert (result.frames[0::2, 3] > result.frames[0::2, 2]).all()
+    np.testing.assert_allclose(result.frames[1::2, 3], result.frames[1::2, 2], atol=1e-9)
     np.testing.assert_allclose(result.mel[:, 0], result.mel[:, 1], atol=1e-9)
     assert not np.allclose(scores(tiny_model(), clip_windows[0]).frames[:, 2], result.frames[:, 3])
 
 
-def test_copy_baseline_frames_are_the_previous_frames(model, clip_windows):
-    """The copy-last-frame PSNR equals a PSNR computed directly on the decoded frames."""
+def test_copy_baseline_frames_are_the_last_frame_seen(model, clip_windows):
+    """The copy-last-frame PSNR equals a PSNR computed directly on the decoded frames: both frames of a
+    step (a tubelet of 2) against the second frame of the step before, the last one the model saw."""
     from ttt_mm.eval.metrics import psnr
 
     result = scores(model, clip_windows[0])
     frames = clip_windows[1]["video"][0]  # [24, 3, 32, 32] uint8
-    direct = psnr(frames[0:22].reshape(11, 2, 3, 32, 32), frames[2:24].reshape(11, 2, 3, 32, 32)).reshape(-1)
+    last_seen = frames[1:23:2].repeat_interleave(2, dim=0)  # frames 1, 1, 3, 3, ..., 21, 21
+    direct = psnr(last_seen.reshape(11, 2, 3, 32, 32), frames[2:24].reshape(11, 2, 3, 32, 32)).reshape(-1)
     assert result.frames[:, 3] == pytest.approx(direct.numpy(), abs=1e-6)
 
 
@@ -204,6 +214,9 @@ def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
     cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "data.size=64")
     with pytest.raises(ConfigError, match="data.size=64 conflicts with checkpoint ttt, which was trained on size=32"):
         run(cfg)
+    cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "ssim_window=33")
+    with pytest.raises(ConfigError, match=r"ssim_window must be a whole number from 1 to the frame size \(32 px\)"):
+        run(cfg)  # before any file is read
 
 
 @pytest.mark.parametrize("stream", ["audio", "video"])
@@ -333,6 +346,19 @@ def test_bad_files_are_reported_and_skipped(evaluated, capsys):
     assert metrics["settings"]["skipped"] == 2 and metrics["settings"]["evaluated"] == 3
     report(result)
     assert "skipped 2 file(s)" in capsys.readouterr().out
+
+
+def test_a_rerun_into_the_same_output_reads_every_file_afresh(folder, tmp_path):
+    """An evaluation's skip list is not carried over: a file an earlier run could not read is read again."""
+    root, media, ckpts = folder
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "skipped_media.tsv").write_text(f"{media / 'a.mp4'}\tfailed in an earlier run\n")
+    args = [*command_args(folder, out), f"ckpt={ckpts[0]}", "rollout_steps=0", "plots=false"]
+    result = run(compose_evaluate(*args, f"paths.output_dir={out}"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4", "no_audio.mp4"]
+    assert sorted(Path(s["path"]).name for s in result["skipped"]) == ["empty.mp4", "noise.mkv"]
 
 
 def test_missing_checkpoint_is_a_config_error(tmp_path):

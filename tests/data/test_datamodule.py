@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from ttt_mm.data import FolderSource, ManifestSource, MediaDataModule, SyntheticSource, decode
 from ttt_mm.tasks.common import CONF_DIR
 from ttt_mm.tasks.probe import main as probe_command
+from ttt_mm.tokenizers import AudioTokenizer
 
 
 def test_synthetic_default_batches():
@@ -142,6 +143,17 @@ def test_a_resume_with_another_seed_or_other_training_clips_is_warned_about(capl
         module(seed=1, clips=5).load_state_dict(saved)
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("resuming with other data settings (seed 0 -> 1, training clips 4 (")
+
+
+def test_the_audio_context_read_covers_what_the_tokenizer_needs():
+    source = SyntheticSource(num_clips=2, duration=4.0)
+    dm = MediaDataModule(source, ["audio"], 1.0, batch_size=2, val_fraction=0.0, test_fraction=0.0)
+    tokenizer = AudioTokenizer(16, win_length=1024, hop_length=256)  # 768 samples before a window's first frame
+    dm.cover_context(tokenizer, AudioTokenizer(16))  # the larger need of the two
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["audio_context"].shape[-1] == 768
+    assert tokenizer(batch).targets.shape[1] > 0  # (400 samples, the default, would be refused)
 
 
 class _Recorder(L.LightningModule):

@@ -180,6 +180,13 @@ class MediaDataModule(L.LightningDataModule):
             timeout=self.timeout if self.num_workers > 0 else 0.0,
         )
 
+    def cover_context(self, *tokenizers) -> None:
+        """Read at least the audio before each window that these tokenizers' first frame needs (their
+        ``win_length - hop_length``: `Decoding.context_samples`), whatever ``audio_context_seconds`` says."""
+        need = [t.decoding.context_samples / t.decoding.sample_rate for t in tokenizers if t.decoding.context_samples]
+        if need and max(need) > self.spec.audio_context_seconds:
+            self.spec = replace(self.spec, audio_context_seconds=max(need))
+
     def _fitting(self):
         """The trainer running this module, if any (a stand-in that only names the run folder is not one)."""
         trainer = self.trainer

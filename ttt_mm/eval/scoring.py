@@ -47,6 +47,12 @@ HORIZON_FIELDS = (
 FRAME_COLUMNS = ("frame", "seconds", "psnr_model", "psnr_copy", "ssim_model", "ssim_copy")
 
 
+def _last_frame(steps: Tensor) -> Tensor:
+    """The copy-last-frame baseline of video steps ``[s, tubelet, ...]`` from the steps before them: the
+    last frame of each, for every frame of the step it predicts (the model has seen that frame)."""
+    return steps[:, -1:].expand_as(steps)
+
+
 def _cpu(media: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.cpu() for k, v in media.items()}
 
@@ -225,6 +231,7 @@ class ClipScorer:
         if len(ok) == 0:
             return
         frames = {k: v["video"][0].reshape(steps, tub, *v["video"].shape[2:])[ok] for k, v in media.items()}
+        frames["copy"] = _last_frame(frames["copy"])
         size = self.ssim_window
         cols = [
             psnr(frames["model"], frames["truth"]),
@@ -277,6 +284,7 @@ class ClipScorer:
                 model_m = self._step_media(invert(guess, r.stats), 0)
                 copy_m = self._step_media(invert(r.targets, r.stats), 0)
                 if self.video:
+                    copy_m["video"] = _last_frame(copy_m["video"][None])[0]
                     for name, x in (("model", model_m), ("copy", copy_m)):
                         row[f"psnr_{name}"] = psnr(x["video"], true_m["video"])  # [tubelet]
                         row[f"ssim_{name}"] = ssim(x["video"], true_m["video"], window=self.ssim_window)

@@ -21,6 +21,8 @@ one ``error:`` line and exit code 2.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import hydra
 import torch
@@ -44,6 +46,7 @@ from ttt_mm.tasks.common import (
 from ttt_mm.tasks.config_types import check_command_keys, check_types
 
 log = logging.getLogger(__name__)
+SKIP_LIST = "skipped_media.tsv"  # where the data config puts it: ${paths.output_dir}, the output folder
 
 
 def load_models(
@@ -140,7 +143,16 @@ def run(cfg: DictConfig) -> dict:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     check_types(OmegaConf.merge(cfg.data, decoding), "data")
+    size = decoding.get("size")
+    if options.ssim_window < 1 or ("video" in decoding["modalities"] and size and options.ssim_window > size):
+        raise ConfigError(
+            f"ssim_window must be a whole number from 1 to the frame size ({size} px); got {options.ssim_window}"
+        )
     datamodule = instantiate(cfg.data, **decoding)
+    datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
+    if datamodule.skip_list_path and os.path.abspath(datamodule.skip_list_path) == os.path.abspath(output / SKIP_LIST):
+        # a skip list is a training run's memory across restarts; an evaluation reads every file afresh
+        Path(datamodule.skip_list_path).unlink(missing_ok=True)
     window = cfg.get("window_seconds") or datamodule.eval_window_seconds
     check_window(models, float(window))
     clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
@@ -161,6 +173,7 @@ def run(cfg: DictConfig) -> dict:
         "evaluated": len(result["files"]),
         "skipped": len(result["skipped"]),
         "device": str(next(iter(models.values()))[1].device),
+        "means": "pooled over the tokens (or frames) of all clips: a longer clip weighs more",
         **{k: getattr(options, k) for k in ("rollout_steps", "edge_fraction", "bins_per_octave", "ssim_window")},
     }
     if not result["files"]:

@@ -56,6 +56,7 @@ def build(cfg: DictConfig):
     """Instantiate every part; returns (datamodule, model, trainer)."""
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    datamodule.cover_context(model.tokenizer)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     # without checkpoint callbacks (callbacks=none), no checkpoints: Lightning would otherwise add one of
