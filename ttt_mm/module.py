@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
@@ -130,14 +131,23 @@ class SequenceModel(L.LightningModule):
         return (per * mask).sum() / mask.sum().clamp_min(1)
 
     def losses(self, tokens, pred: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Model loss, copy-the-last-step loss, and the number of scored tokens."""
-        o = self.offset
-        if tokens.targets.shape[1] <= o:
-            raise ValueError(f"a window of {tokens.targets.shape[1]} tokens is too short to predict {o} tokens ahead")
+        """Model loss, copy-the-last-step loss, and the number of scored tokens.
+
+        The copy baseline guesses target ``i + offset`` with the target of the same slot one step earlier,
+        ``i + offset - tokens_per_step`` (with ``predict="next_token"`` the tokens it has no such earlier
+        slot for are left out of its mean only). A window too short to score anything (a file's last few
+        frames) gives zero losses that keep the graph, so every rank still takes its backward step."""
+        o, P = self.offset, self.tokenizer.tokens_per_step
+        N = tokens.targets.shape[1]
+        if o >= N:
+            zero = pred.sum() * 0.0
+            return zero, zero.detach(), torch.zeros((), dtype=torch.long, device=pred.device)
         mask = self._pair_mask(tokens.mask)
         target, modality = tokens.targets[:, o:], tokens.modality[:, o:]
         loss = self._loss(pred[:, :-o], target, mask, modality)
-        copy = self._loss(tokens.targets[:, :-o], target, mask, modality)
+        shift = P - o  # >= 0: how far before token i its copy source lies
+        source = F.pad(tokens.targets, (0, 0, shift, 0))[:, : N - o]
+        copy = self._loss(source, target, mask & F.pad(tokens.mask, (shift, 0))[:, : N - o], modality)
         return loss, copy, mask.sum()
 
     # ----------------------------------------------------------------------------------- training
@@ -151,8 +161,9 @@ class SequenceModel(L.LightningModule):
             self._train_state = state.detach()
         loss, copy, n = self.losses(tokens, pred)
         B = tokens.mask.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=B)
-        self.log("train/loss_ratio_copy", loss.detach() / copy.clamp_min(1e-12), batch_size=B)
+        if tokens.mask.shape[1] > self.offset:  # (a batch of a file's last few frames scores nothing)
+            self.log("train/loss", loss, prog_bar=True, batch_size=B)
+            self.log("train/loss_ratio_copy", loss.detach() / copy.clamp_min(1e-12), batch_size=B)
         return {"loss": loss, "tokens": tokens.mask.sum().detach()}  # real tokens, for `callbacks.Throughput`
 
     def _carried_state(self, batch) -> BackboneState | None:

@@ -172,6 +172,17 @@ def test_a_known_skip_list_is_not_retried(media, tmp_path, monkeypatch):
     assert set(opened) == {str(media["av"])}
 
 
+def test_a_skip_list_that_leaves_out_earlier_entries_still_appends_its_own(tmp_path):
+    skip_file = tmp_path / "skip.tsv"
+    SkipList(skip_file).add("/data/a.wav", "corrupt")
+    skip_file.write_text(skip_file.read_text() + "/data/to")  # and a line torn by a killed run
+    fresh = SkipList(skip_file, earlier=False)  # an evaluation: every file is read again
+    assert "/data/a.wav" not in fresh and len(fresh) == 0
+    fresh.add("/data/b.wav", "empty file (0 bytes)")
+    assert fresh.reasons == {"/data/b.wav": "empty file (0 bytes)"} and SkipList(skip_file, earlier=False).reasons == {}
+    assert set(SkipList(skip_file).reasons) == {"/data/a.wav", "/data/to", "/data/b.wav"}
+
+
 def test_a_skip_list_line_torn_by_a_killed_run_does_not_swallow_the_next_entry(tmp_path):
     skip_file = tmp_path / "skip.tsv"
     skip_file.write_text("/data/a.wav\tcorrupt\n/data/b.wa")  # killed while appending b

@@ -196,7 +196,7 @@ def test_epochs_ended_by_limit_train_batches_go_on_and_overfit_repeats_its_batch
     epochs = fit(limit_train_batches=2, reload_dataloaders_every_n_epochs=reload)
     endless = fit()
     assert len(epochs) == 6 and epochs == endless  # three epochs of two batches: the one stream, going on
-    overfit = fit(overfit_batches=1)
+    overfit = fit(overfit_batches=1, reload_dataloaders_every_n_epochs=reload)
     assert len(overfit) == 6 and overfit == [overfit[0]] * 6  # one batch, trained on again and again
 
 

@@ -5,6 +5,7 @@ half-written file under a name that a reader trusts."""
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import math
@@ -40,14 +41,21 @@ def replaced(path: str | os.PathLike) -> Iterator[Path]:
     tmp = temporary_path(path)
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _flush_to_disk(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _flush_to_disk(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems (FUSE mounts, pipes) cannot: the rename still keeps readers safe
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, older_than: float = STALE_SECONDS) -> int:

@@ -80,6 +80,7 @@ class MediaDataModule(L.LightningDataModule):
         timeout: float = 0.0,
         stream: bool = False,
         root: str | None = None,
+        earlier_skips: bool = True,
     ) -> None:
         super().__init__()
         self.source = SyntheticSource() if source is None else source
@@ -102,6 +103,7 @@ class MediaDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.skip_list_path = skip_list
+        self.earlier_skips = earlier_skips  # False: files the skip list held before are read again (evaluation)
         self.index_cache, self.probe_jobs, self.probe_timeout = index_cache, probe_jobs, probe_timeout
         self.stream = stream
         del root  # read by the config's source (`${data.root}`); accepted to sit with the data keys and be checked
@@ -116,7 +118,7 @@ class MediaDataModule(L.LightningDataModule):
         path = self.skip_list_path
         if path is None and self.trainer is not None:
             path = os.path.join(self.trainer.default_root_dir, "skipped_media.tsv")
-        self.skips = SkipList(path)
+        self.skips = SkipList(path, earlier=self.earlier_skips)
         listed = self.source.clips()
         if not listed:
             where = getattr(self.source, "root", None) or getattr(self.source, "path", None)
@@ -183,7 +185,7 @@ class MediaDataModule(L.LightningDataModule):
     def cover_context(self, *tokenizers) -> None:
         """Read at least the audio before each window that these tokenizers' first frame needs (their
         ``win_length - hop_length``: `Decoding.context_samples`), whatever ``audio_context_seconds`` says."""
-        need = [t.decoding.context_samples / t.decoding.sample_rate for t in tokenizers if t.decoding.context_samples]
+        need = [t.decoding.context_samples / self.spec.sample_rate for t in tokenizers if t.decoding.context_samples]
         if need and max(need) > self.spec.audio_context_seconds:
             self.spec = replace(self.spec, audio_context_seconds=max(need))
 
@@ -240,12 +242,20 @@ class MediaDataModule(L.LightningDataModule):
         """Endless: training is counted in steps, and a resumed run continues with the next batch."""
         steps, rank, world = self._position()
         trainer = self._fitting()
-        if trainer is not None and trainer.limit_train_batches not in (1.0, math.inf) and not trainer.overfit_batches:
+        limit = None if trainer is None or trainer.overfit_batches else trainer.limit_train_batches
+        if limit is not None and not (isinstance(limit, float) and limit in (1.0, math.inf)):  # epochs end early
             if trainer.reload_dataloaders_every_n_epochs != 1:
                 log.warning(
                     "trainer.limit_train_batches=%s ends every epoch early, and each epoch would read the same "
                     "batches again: set trainer.reload_dataloaders_every_n_epochs=1 (the shipped trainer configs do)",
-                    trainer.limit_train_batches,
+                    limit,
+                )
+            if isinstance(limit, int) and limit % trainer.accumulate_grad_batches:
+                log.warning(
+                    "trainer.limit_train_batches=%d is not a multiple of trainer.accumulate_grad_batches=%d: each "
+                    "epoch's last step takes fewer batches, and the next epoch passes over the batches it left",
+                    limit,
+                    trainer.accumulate_grad_batches,
                 )
         if self.stream:
             dataset = StreamWindows(

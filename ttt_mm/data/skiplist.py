@@ -21,12 +21,20 @@ log = logging.getLogger("ttt_mm.data")
 
 
 class SkipList:
-    """Paths to skip, with reasons; kept in memory and, when ``path`` is set, in a TSV file."""
+    """Paths to skip, with reasons; kept in memory and, when ``path`` is set, in a TSV file.
 
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
+    ``earlier=False`` leaves out the entries the file already holds (an evaluation reads every file
+    afresh, even into a training run's folder): only what is added from now on counts, and is appended."""
+
+    def __init__(self, path: str | os.PathLike | None = None, earlier: bool = True) -> None:
         self.path = None if path is None else os.fspath(path)
         self.reasons: dict[str, str] = {}
         self._mtime: int | None = None
+        self._skip_lines = 0  # lines of the file that are not ours to read
+        if not earlier and self.path is not None and os.path.exists(self.path):
+            with _open(self.path, "r") as f:
+                text = f.read()
+            self._skip_lines = text.count("\n") + (not text.endswith("\n"))  # a torn last line stays one line
         self._refresh()
 
     def _refresh(self) -> None:
@@ -42,7 +50,7 @@ class SkipList:
                 self._parse(f.read())
 
     def _parse(self, text: str) -> None:
-        for line in text.split("\n"):  # not splitlines: it also breaks at characters a name may hold
+        for line in text.split("\n")[self._skip_lines :]:  # not splitlines: it also breaks at what a name may hold
             name, _, reason = line.partition("\t")
             if name:
                 self.reasons.setdefault(_unescape(name), _unescape(reason))

@@ -23,6 +23,7 @@ reason, and exits with status 1 if any failed (2 for a config error or an input 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -144,7 +145,8 @@ def check_outputs_apart(clips: list[ClipInfo], output: Path) -> None:
 def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype: str, progress: bool = False) -> dict:
     """Stream one clip into ``<stem>.npy`` and ``<stem>.json``; returns the sidecar.
 
-    Raises `MediaError` (unreadable) or `InputError`; nothing is left at the final names then.
+    Raises `MediaError` (unreadable), `InputError` or `OSError` (the output cannot be written); nothing
+    is left at the final names then.
     """
     made_from = source_record(clip)  # before reading: a file changed meanwhile is redone next run
     with native_stderr_silenced():  # libsndfile's mp3 decoder prints its own notes on a bad file
@@ -277,10 +279,12 @@ def run(cfg: DictConfig) -> Summary:
                 label = {"label": classes[clip.label]} if clip.label != -1 else {}  # by name: indices shift
                 embed_one(embedder, clip, stem, meta | label, cfg.dtype, progress)
             except (MediaError, InputError, OSError) as exc:
+                if isinstance(exc, OSError) and exc.errno != errno.ENAMETOOLONG:
+                    raise  # a full disk, a read-only folder: every later file would fail the same way
                 if isinstance(exc, MediaError):
                     reason = exc.reason
-                elif isinstance(exc, OSError):  # the output (a name too long, a full disk): the input may be fine
-                    reason = f"cannot write its output: {exc.strerror or exc}"
+                elif isinstance(exc, OSError):  # this input's output name is longer than the filesystem takes
+                    reason = f"cannot write its output: {exc.strerror}"
                 else:
                     reason = str(exc)
                 summary.failed.append((clip.segment, reason))

@@ -21,15 +21,13 @@ one ``error:`` line and exit code 2.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ttt_mm.data import ClipInfo, SkipList
+from ttt_mm.data import ClipInfo
 from ttt_mm.embed.checkpoint import load_model, resolve_device
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
@@ -46,7 +44,6 @@ from ttt_mm.tasks.common import (
 from ttt_mm.tasks.config_types import check_command_keys, check_types
 
 log = logging.getLogger(__name__)
-SKIP_LIST = "skipped_media.tsv"  # where the data config puts it: ${paths.output_dir}, the output folder
 
 
 def load_models(
@@ -148,15 +145,13 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(
             f"ssim_window must be a whole number from 1 to the frame size ({size} px); got {options.ssim_window}"
         )
-    datamodule = instantiate(cfg.data, **decoding)
+    # a skip list is a training run's memory across restarts: an evaluation reads every file afresh
+    datamodule = instantiate(cfg.data, **decoding, earlier_skips=False)
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
-    if datamodule.skip_list_path and os.path.abspath(datamodule.skip_list_path) == os.path.abspath(output / SKIP_LIST):
-        # a skip list is a training run's memory across restarts; an evaluation reads every file afresh
-        Path(datamodule.skip_list_path).unlink(missing_ok=True)
     window = cfg.get("window_seconds") or datamodule.eval_window_seconds
     check_window(models, float(window))
     clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
-    skips = SkipList(datamodule.skip_list_path)
+    skips = datamodule.skips
     log.info(
         "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s", len(models), len(clips), window, output
     )

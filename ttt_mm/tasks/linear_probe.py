@@ -266,13 +266,14 @@ def run(cfg: DictConfig) -> dict:
     label_ids = sorted({c.label for c in clips})
     names = [data.names[i] for i in label_ids]
     # spans of one file share a group, as do the clips of a manifest's group: a fold never splits either
-    by_group = [c.group or f"file:{c.key or c.name}" for c in clips]
+    by_group = [c.group or f"file:{os.path.abspath(c.name)}" for c in clips]
     grouped = bool(cfg.group) and len(set(by_group)) < len(by_group)
     groups = np.array(by_group) if grouped else None
     try:
         fold_of = assign_folds(y, groups, folds, int(cfg.seed))
     except ValueError as exc:
-        raise ConfigError(f"input={cfg.input}: {exc}") from None
+        hint = " (a group: the spans of one file, or one value of the group column; group=false splits them)"
+        raise ConfigError(f"input={cfg.input}: {exc}{hint if grouped else ''}") from None
 
     scores: dict[str, list[FoldScore]] = {}
     unavailable: dict[str, str] = {}
