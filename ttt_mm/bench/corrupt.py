@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.run(command, capture_output=True, text=True)
         seconds = time.monotonic() - started
     records = [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.is_file() else []
+    written = {p.resolve() for p in paths}
+    records = [r for r in records if (out / r["path"]).resolve() in written]  # not what earlier runs left in `out`
     listed = {(out / r["path"]).resolve() for r in records}
     bad = Counter(reason_kind(r["error"]) for r in records if r.get("error"))
     rows = [

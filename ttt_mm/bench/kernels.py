@@ -21,6 +21,7 @@ TTT-MLP counted the same way below).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -35,7 +36,8 @@ from ..ops.ttt import fused
 # Dense TF32 tensor-core peak FLOP/s (no sparsity; half the bf16 peak) from the vendors' data sheets,
 # by device-name substring: the kernels multiply 16-bit inputs (what this benchmark times) in TF32
 # (`fused._precision`); the PyTorch core's rows are measured against the same peak for comparison.
-PEAK_TF32 = {
+PEAK_TF32 = {  # matched in this order: the NVL (PCIe) cards run at lower clocks
+    "H200 NVL": 417.5e12,
     "H200": 494.5e12,
     "H100 SXM": 494.5e12,
     "H100 NVL": 417.5e12,
@@ -184,7 +186,8 @@ def main(argv: list[str]) -> int:
             seconds, mib = timed(fn, args.repeats)
         except Exception as exc:
             failed_rows.append(what)
-            torch.cuda.empty_cache()
+            with contextlib.suppress(RuntimeError):  # after a device fault every CUDA call fails: go on printing
+                torch.cuda.empty_cache()
             print(f"| {what} | {B} | {T} | failed: {type(exc).__name__}: {str(exc)[:120]!r} | - | - | - |", flush=True)
             return
         frac = f"{100 * flops_per_token * B * T / seconds / peak:.2f}" if peak and flops_per_token else "-"

@@ -178,7 +178,8 @@ def main(argv: list[str]) -> int:
                     flush=True,
                 )
                 rounds.setdefault((name, T), []).append(row)
-    rows = [sorted(rs, key=lambda row: row["seconds"])[(len(rs) - 1) // 2] for rs in rounds.values()]  # median
+    # median; of an even number of rounds the slower middle one (two rounds: the slower, not the best)
+    rows = [sorted(rs, key=lambda row: row["seconds"])[len(rs) // 2] for rs in rounds.values()]
     for r in rows:  # CPU: the memory that is live at the peak, beside what the process held (see live_memory)
         try:
             r["live_mib"] = live_memory(r["layer"], r["T"], argv) if args.device == "cpu" else r["peak_mib"]

@@ -144,7 +144,7 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
             out, inner = partial(*seq(s), tau[: T - t], ln_w, ln_b, inner, K)
             outs.append(out.to(q.dtype))
 
-    out = torch.cat(outs, dim=1) if outs else q.new_zeros(B * H, 0, F)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1) if outs else q.new_zeros(B * H, 0, F)
 
     def unflat(x):
         return x.reshape(B, H, *x.shape[1:])
