@@ -256,12 +256,20 @@ class SequentialWindows(IterableDataset):
                 self.skips.add(exc.path, exc.reason)
 
 
-def _check_grid(window_seconds: float, spec: ReadSpec) -> None:
+def off_grid(window_seconds: float, spec: ReadSpec) -> str | None:
+    """Why consecutive windows of this length would not start on every stream's sample or frame grid
+    (with a length that would), or None when they do."""
     rates = {"audio": (spec.sample_rate, "sample_rate"), "video": (spec.fps, "fps")}
     for rate, name in (rates[m] for m in spec.modalities):
         ticks = window_seconds * rate
         if abs(ticks - round(ticks)) > 1e-6:
-            raise ValueError(f"window_seconds={window_seconds} is not a whole number of 1/{name} ({ticks:g} ticks)")
+            return f"is not a whole number of 1/{name} ({ticks:g} ticks); e.g. {max(1, round(ticks)) / rate:.10g}"
+    return None
+
+
+def _check_grid(window_seconds: float, spec: ReadSpec) -> None:
+    if (why := off_grid(window_seconds, spec)) is not None:
+        raise ValueError(f"window_seconds={window_seconds} {why}")
 
 
 def iter_windows(

@@ -113,6 +113,11 @@ def check_carried_windows(datamodule, model) -> None:
     at a window boundary. A mixer whose `restart_unit` is required (TTT's mini-batches) restarts rows only
     between units, so a window must hold whole ones: otherwise the run would stop at the first file's
     end, possibly hours in. One that is not (LaCT's chunks) only costs speed: a warning."""
+    if model.hparams.carry_state and not getattr(datamodule, "stream", False):
+        raise ConfigError(
+            "model.carry_state=true needs data.stream=true: the state is carried from one window of a file to "
+            "the next (experiment=long_context sets both)"
+        )
     if not (model.hparams.carry_state and getattr(datamodule, "stream", False)) or datamodule.batch_size == 1:
         return  # (a lone row that restarts takes a fresh state whole)
     tok = model.tokenizer
