@@ -372,9 +372,13 @@ def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path)
         (["data=video_folder", "data.root=/no/such/folder"], "is not a directory"),
         (["data.root=/no/such/folder"], "the synthetic data generates its clips and reads no files"),
         (["data.clip_seconds=0"], "data.clip_seconds must be a positive number of seconds; got 0"),
-        (["data.stream=false", "data.clip_seconds=2.1"], "data.clip_seconds=2.1 (also the validation window) is not"),
+        (["data.stream=false", "data.clip_seconds=2.1"], "data.clip_seconds=2.1 (also the validation window) is not a"),
         (["data.stream=false", "model.carry_state=true"], "model.carry_state=true needs data.stream=true"),
         (["data.num_workers=-1"], "data.num_workers must be 0 (read in the training process) or more; got -1"),
+        (
+            ["data.eval_window_seconds=1.01"],
+            "data.eval_window_seconds=1.01 is not a whole number of 1/fps (8.08 ticks)",
+        ),
     ],
 )
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from dataclasses import replace
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate, off_grid
+from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.skiplist import SkipList, count_reasons
 from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
@@ -97,10 +97,7 @@ class MediaDataModule(L.LightningDataModule):
         )
         self.clip_seconds = clip_seconds
         self.eval_window_seconds = clip_seconds if eval_window_seconds is None else eval_window_seconds
-        if (why := off_grid(self.eval_window_seconds, self.spec)) is not None:  # before a run, not at validation
-            key = "clip_seconds" if eval_window_seconds is None else "eval_window_seconds"
-            also = " (also the validation window)" if eval_window_seconds is None else ""
-            raise ValueError(f"data.{key}={self.eval_window_seconds:g}{also} {why}")
+        self.eval_window_key = "clip_seconds" if eval_window_seconds is None else "eval_window_seconds"
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be 0 (read in the training process) or more; got {num_workers}")
         self.batch_size = batch_size

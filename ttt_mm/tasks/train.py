@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
+from ttt_mm.data.datasets import off_grid
 from ttt_mm.tasks.common import (
     CONF_DIR,
     ConfigError,
@@ -148,6 +149,15 @@ def check_carried_windows(datamodule, model) -> None:
     )
 
 
+def check_validation_window(datamodule) -> None:
+    """Validation walks files in consecutive windows, which must start on every stream's frame and sample
+    grid: an off-grid length would otherwise fail at the first validation, possibly hours in."""
+    if (why := off_grid(datamodule.eval_window_seconds, datamodule.spec)) is not None:
+        key = datamodule.eval_window_key
+        also = " (also the validation window)" if key == "clip_seconds" else ""
+        raise ConfigError(f"data.{key}={datamodule.eval_window_seconds:g}{also} {why}")
+
+
 def run(cfg: DictConfig) -> dict:
     """Fit (and optionally test); returns the final metrics and where things were written."""
     check(cfg)
@@ -158,6 +168,7 @@ def run(cfg: DictConfig) -> dict:
     check_launch(cfg, trainer)
     check_window_length(datamodule, model)
     check_carried_windows(datamodule, model)
+    check_validation_window(datamodule)
     try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
         datamodule.setup("fit")
     except (FileNotFoundError, ValueError) as err:
