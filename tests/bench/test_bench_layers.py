@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from ttt_mm.bench import layers
 
@@ -39,3 +40,23 @@ def test_a_failing_row_is_reported_and_the_others_still_printed(monkeypatch, cap
     assert calls.count("attention") == 1  # not retried in the second round
     assert "| attention  |     64 | failed: RuntimeError: CUDA out of memory |" in out
     assert "| ttt_linear |     64 |" in out
+
+
+def test_threads_reach_every_timed_process_and_two_rounds_report_the_slower(monkeypatch, capsys):
+    seen = []
+
+    def fake(name, T, argv, env=None):
+        seen.append(argv)
+        seconds = 0.5 if len(seen) == 1 else 1.0  # the first round fast, the second slow
+        return {"layer": name, "T": T, "seconds": seconds, "tokens_per_s": T / seconds, "peak_mib": 1.0}
+
+    monkeypatch.setattr(layers, "run_isolated", fake)
+    threads = torch.get_num_threads()
+    try:
+        assert layers.main(["--layers", "ttt_linear", "--lengths", "64", "--rounds", "2", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1 and all("--threads" in argv for argv in seen)
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "threads 1" in out and "| ttt_linear |     64 |          64 |" in out  # 64 tokens in 1.0 s
+    assert layers.main(["--threads", "0"]) == 2

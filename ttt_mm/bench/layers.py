@@ -138,12 +138,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="round-robin passes; each row reports its median")
     p.add_argument("--work", type=int, default=65536, help="tokens per timed sample (sequences of T tokens)")
     p.add_argument("--train", action="store_true", help="time forward + backward instead of forward alone")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads of each timed process (torch's default)")
     p.add_argument("--worker", nargs=2, metavar=("LAYER", "T"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    if args.threads is not None:  # the workers parse the same arguments: each timed process uses as many
+        if args.threads < 1:
+            print(f"--threads must be >= 1; got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps(measure(args.worker[0], int(args.worker[1]), args)))
         return 0
@@ -154,7 +160,8 @@ def main(argv: list[str]) -> int:
         f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, {args.device} {args.dtype}, dim {args.dim}, heads {args.heads}, "
         f"K {args.mini_batch}, LaCT chunk {args.lact_chunk} window {args.lact_window}, batch {args.batch}, "
-        f"{'forward+backward' if args.train else 'forward, no grad'}"
+        f"{'forward+backward' if args.train else 'forward, no grad'}, load average {os.getloadavg()[0]:.2f} "
+        "(a busy host slows the TTT rows far more than attention's: compare ratios from a quiet one)"
     )
     rounds: dict[tuple[str, int], list[dict]] = {}
     failed: dict[tuple[str, int], str] = {}  # a row that failed once (out of memory, say) is not retried
