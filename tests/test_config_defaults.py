@@ -16,6 +16,7 @@ from ttt_mm.data.index import index_files
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.tasks.common import (
     ConfigError,
+    config_error_message,
     config_errors_end_the_command,
     extensions_of,
     names_of,
@@ -134,3 +135,16 @@ def test_an_index_cache_that_cannot_be_written_ends_a_command_in_one_line(tmp_pa
     assert (
         ended.value.code == 2 and err.startswith("error: the dataset index cannot be kept in ") and err.count("\n") == 1
     )
+
+
+def test_a_gpu_trainer_on_a_machine_without_one_says_how_to_run_on_the_cpu():
+    from hydra.errors import InstantiationException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    err = InstantiationException(
+        "Error in call to target 'lightning.pytorch.trainer.trainer.Trainer':\nfull_key: trainer"
+    )
+    err.__cause__ = MisconfigurationException("No supported gpu backend found!")  # as Hydra raises it, without a GPU
+    message = config_error_message(err)
+    assert message.startswith("MisconfigurationException: No supported gpu backend found! No GPU that torch can use")
+    assert "run on the CPU (trainer=cpu" in message and message.endswith("(config key 'trainer')")

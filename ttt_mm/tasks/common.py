@@ -34,6 +34,11 @@ def config_error_message(err: BaseException) -> str:
         err = err.__cause__
     where = f" (config key '{key}')" if key else ""
     text = " | ".join(line for line in str(err).strip().splitlines() if line)
+    if key == "trainer" and "No supported gpu backend" in text:  # Lightning's words for a machine without one
+        text += (
+            " No GPU that torch can use here: run on the CPU (trainer=cpu, the default; trainer=ddp takes"
+            " trainer.accelerator=cpu)"
+        )
     return (
         f"{text}{where}"
         if isinstance(err, (ConfigError, IndexCacheError, InstantiationException))
