@@ -253,8 +253,9 @@ def run(cfg: DictConfig) -> dict:
     got.skipped[:0] = list(selection.rejected.items())
     clips, thinned = drop_rare(got.clips, data.names, min_clips)  # again: unreadable files may thin a class
     dropped |= thinned
-    kept = [i for i, c in enumerate(got.clips) if data.names[c.label] not in thinned]  # features of `clips`
-    if len({c.label for c in clips}) < 2:
+    labels = {c.label for c in clips}
+    kept = [i for i, c in enumerate(got.clips) if c.label in labels]  # the features of `clips`, by index
+    if len(labels) < 2:
         hint = (
             "" if cfg.max_files is None else f" (max_files={cfg.max_files} clips in all, taken from each class in turn)"
         )
