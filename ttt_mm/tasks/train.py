@@ -119,7 +119,7 @@ def check_carried_windows(datamodule, model) -> None:
             "model.carry_state=true needs data.stream=true: the state is carried from one window of a file to "
             "the next (experiment=long_context sets both)"
         )
-    if not (model.hparams.carry_state and getattr(datamodule, "stream", False)) or datamodule.batch_size == 1:
+    if not model.hparams.carry_state or datamodule.batch_size == 1:
         return  # (a lone row that restarts takes a fresh state whole)
     tok = model.tokenizer
     steps = tok.whole_steps(datamodule.clip_seconds)
