@@ -32,6 +32,8 @@ import numpy as np
 from ttt_mm.data.skiplist import reason_kind
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
 
+from .arguments import positive_int
+
 KINDS = ("bitflip", "truncate", "zero", "splice")
 
 
@@ -94,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ttt_mm.bench corrupt", description=__doc__.splitlines()[0])
     parser.add_argument("sources", nargs="+", help="media files or folders to corrupt copies of")
     parser.add_argument("--out", required=True, help="folder for the variants")
-    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--count", type=positive_int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=2, help="probe processes")
+    parser.add_argument("--jobs", type=positive_int, default=2, help="probe processes")
     args = parser.parse_args(argv)
     sources = _media(args.sources)
     out = Path(args.out)

@@ -28,6 +28,8 @@ from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
 from ttt_mm.tokenizers import FRAME_SIZE, Tokenizer
 
+from .arguments import positive_float, positive_int
+
 
 def _write_sources(folder: Path, seconds: float) -> dict[str, Path]:
     clip = SyntheticClip(0, 0, seconds)
@@ -98,9 +100,9 @@ def _pass(clip: ClipInfo, spec: ReadSpec, tokenizer, window: float, random_start
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ttt_mm.bench data", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="length of the generated sources")
-    parser.add_argument("--window", type=float, default=4.0, help="window length in seconds")
-    parser.add_argument("--repeat", type=int, default=3, help="best of this many cold passes")
+    parser.add_argument("--seconds", type=positive_float, default=60.0, help="length of the generated sources")
+    parser.add_argument("--window", type=positive_float, default=4.0, help="window length in seconds")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="best of this many cold passes")
     parser.add_argument("--real", default=None, help="folder of fetch-real-media.sh (e.g. /tmp/ttt-mm-media)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one DataLoader worker's worth of CPU

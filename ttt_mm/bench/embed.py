@@ -31,6 +31,8 @@ from pathlib import Path
 from ttt_mm.bench.media import write_synthetic_flac, write_synthetic_video
 from ttt_mm.tasks.common import CONF_DIR
 
+from .arguments import positive_float, positive_int
+
 TARGET_RATIO = 1.2
 
 
@@ -136,13 +138,15 @@ def _run_child(ckpt: Path, media: Path, out: Path, threads: int) -> dict:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ttt_mm.bench embed", description=__doc__.splitlines()[0])
-    parser.add_argument("--audio-minutes", type=float, default=60.0)
-    parser.add_argument("--video-minutes", type=float, default=10.0)
-    parser.add_argument("--short-minutes", type=float, default=1.0, help="the reference file for the memory ratio")
+    parser.add_argument("--audio-minutes", type=positive_float, default=60.0)
+    parser.add_argument("--video-minutes", type=positive_float, default=10.0)
     parser.add_argument(
-        "--video-size", type=int, default=32, help="video tokenizer frame size (32: the default training data)"
+        "--short-minutes", type=positive_float, default=1.0, help="the reference file for the memory ratio"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in each embedding process")
+    parser.add_argument(
+        "--video-size", type=positive_int, default=32, help="video tokenizer frame size (32: the default training data)"
+    )
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads in each embedding process")
     parser.add_argument("--keep", default=None, help="folder for the generated media (reused if present)")
     args = parser.parse_args(argv)
 

@@ -11,6 +11,7 @@ processes (a forkserver that imports the decoders, paid once per process) is tim
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ import soundfile as sf
 from ttt_mm.bench.media import write_ramp_video
 from ttt_mm.data.index import default_jobs, index_files
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
+
+from .arguments import positive_float, positive_int
 
 
 def generate(folder: Path, count: int, seconds: float) -> list[Path]:
@@ -61,12 +64,18 @@ def measure(paths: list[Path], jobs: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ttt_mm.bench index", description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=40, help="generated files")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each generated file")
+    parser.add_argument("--count", type=positive_int, default=40, help="generated files")
+    parser.add_argument("--seconds", type=positive_float, default=10.0, help="length of each generated file")
     parser.add_argument("--real", help="a folder of media files (e.g. from fetch-real-media.sh)")
-    parser.add_argument("--limit", type=int, default=100, help="real files to take (sorted by path)")
-    parser.add_argument("--jobs", type=int, default=default_jobs())
+    parser.add_argument("--limit", type=positive_int, default=100, help="real files to take (sorted by path)")
+    parser.add_argument("--jobs", type=positive_int, default=default_jobs())
     args = parser.parse_args(argv)
+    real = []
+    if args.real:
+        real = sorted(p for p in Path(args.real).rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file())
+        if not real:
+            print(f"no media files under {args.real}", file=sys.stderr)
+            return 2
     rows = []
     with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as cache:
         warm = Path(folder) / "warm-up.wav"
@@ -77,9 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         warm.unlink()
         generated = generate(Path(folder), args.count, args.seconds)
         rows.append((f"generated, {args.seconds:g} s each", measure(generated, args.jobs)))
-    if args.real:
-        files = sorted(p for p in Path(args.real).rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file())
-        rows.append((f"real media under {args.real}", measure(files[: args.limit], args.jobs)))
+    if real:
+        rows.append((f"real media under {args.real}", measure(real[: args.limit], args.jobs)))
     print(f"{args.jobs} probe processes; starting them took {startup:.1f} s (once per process)")
     print("| files | n | MB | bad | cold s | cold ms/file | cached ms | cached ms/file |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

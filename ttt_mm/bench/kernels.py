@@ -32,6 +32,7 @@ import torch
 from ..layers import AttentionLayer, LaCTLayer, TTTLayer
 from ..ops import ttt_linear, ttt_mlp
 from ..ops.ttt import fused
+from .arguments import positive_int
 
 # Dense TF32 tensor-core peak FLOP/s (no sparsity; half the bf16 peak) from the vendors' data sheets,
 # by device-name substring: the kernels multiply 16-bit inputs (what this benchmark times) in TF32
@@ -147,14 +148,14 @@ def _fwd_bwd(core, inputs, K: int, kernel: str) -> None:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m ttt_mm.bench kernels", description=__doc__.split("\n")[0])
-    p.add_argument("--lengths", nargs="+", type=int, default=[4096, 16384, 65536, 262144])
-    p.add_argument("--heads", type=int, default=12)
-    p.add_argument("--head-dim", type=int, default=64)
-    p.add_argument("--mini-batch", type=int, default=16)
-    p.add_argument("--torch-max", type=int, default=16384, help="longest T for the (slow) PyTorch core")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--lact-chunk", type=int, default=2048, help="LaCT tokens per fast-weight update")
-    p.add_argument("--lact-window", type=int, default=256, help="LaCT attention window (tokens)")
+    p.add_argument("--lengths", nargs="+", type=positive_int, default=[4096, 16384, 65536, 262144])
+    p.add_argument("--heads", type=positive_int, default=12)
+    p.add_argument("--head-dim", type=positive_int, default=64)
+    p.add_argument("--mini-batch", type=positive_int, default=16)
+    p.add_argument("--torch-max", type=positive_int, default=16384, help="longest T for the (slow) PyTorch core")
+    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--lact-chunk", type=positive_int, default=2048, help="LaCT tokens per fast-weight update")
+    p.add_argument("--lact-window", type=positive_int, default=256, help="LaCT attention window (tokens)")
     p.add_argument("--quick", action="store_true", help="correctness check and T = 4096 only")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():

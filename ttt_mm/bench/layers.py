@@ -37,6 +37,7 @@ import time
 import torch
 
 from ..layers import AttentionLayer, LaCTLayer, TTTLayer
+from .arguments import positive_int
 
 LAYERS = ("ttt_linear", "ttt_mlp", "attention", "lact")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -126,19 +127,21 @@ def live_memory(name: str, T: int, argv: list[str]) -> float:
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ttt_mm.bench layers", description=__doc__.split("\n")[0])
     p.add_argument("--layers", nargs="+", choices=LAYERS, default=list(LAYERS))
-    p.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 16384, 65536])
-    p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--mini-batch", type=int, default=16)
-    p.add_argument("--lact-chunk", type=int, default=2048, help="LaCT tokens per fast-weight update")
-    p.add_argument("--lact-window", type=int, default=256, help="LaCT attention window (tokens)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--lengths", nargs="+", type=positive_int, default=[1024, 4096, 16384, 65536])
+    p.add_argument("--dim", type=positive_int, default=512)
+    p.add_argument("--heads", type=positive_int, default=8)
+    p.add_argument("--mini-batch", type=positive_int, default=16)
+    p.add_argument("--lact-chunk", type=positive_int, default=2048, help="LaCT tokens per fast-weight update")
+    p.add_argument("--lact-window", type=positive_int, default=256, help="LaCT attention window (tokens)")
+    p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
-    p.add_argument("--rounds", type=int, default=5, help="round-robin passes; each row reports its median")
-    p.add_argument("--work", type=int, default=65536, help="tokens per timed sample (sequences of T tokens)")
+    p.add_argument("--rounds", type=positive_int, default=5, help="round-robin passes; each row reports its median")
+    p.add_argument("--work", type=positive_int, default=65536, help="tokens per timed sample (sequences of T tokens)")
     p.add_argument("--train", action="store_true", help="time forward + backward instead of forward alone")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads of each timed process (torch's default)")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="intra-op threads of each timed process (torch's default)"
+    )
     p.add_argument("--worker", nargs=2, metavar=("LAYER", "T"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -146,9 +149,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     if args.threads is not None:  # the workers parse the same arguments: each timed process uses as many
-        if args.threads < 1:
-            print(f"--threads must be >= 1; got {args.threads}", file=sys.stderr)
-            return 2
         torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps(measure(args.worker[0], int(args.worker[1]), args)))
