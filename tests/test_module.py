@@ -29,6 +29,14 @@ def test_weight_decay_skips_small_tensors_norms_and_what_the_mixers_name():
     assert not any("norm" in n for n in decayed)
 
 
+def test_position_and_modality_codes_take_no_weight_decay_and_the_patch_projection_does():
+    backbone = {"_target_": "ttt_mm.backbone.Backbone", "dim": 32, "depth": 1, "mixer": MIXERS["ttt_linear"]}
+    m = SequenceModel(TOKENIZERS["av"], backbone)
+    skip = m._no_decay()
+    assert id(m.tokenizer.video.pos) in skip and id(m.tokenizer.modality_embed.weight) in skip
+    assert id(m.tokenizer.video.proj.weight) not in skip and id(m.tokenizer.audio.proj.weight) not in skip
+
+
 def test_carrying_state_needs_a_bounded_mixer():
     assert model("ttt_linear", carry_state=True).hparams.carry_state
     assert model("lact", carry_state=True).hparams.carry_state

@@ -524,6 +524,13 @@ def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path
     other_model = [*TINY, "size=small", f"ckpt_path={first['last_ckpt']}"]
     with pytest.raises(ConfigError, match=r"cannot resume this run \(Error\(s\) in loading state_dict"):
         run(compose_train(tmp_path / "b", other_model))
+    regrouped = tmp_path / "regrouped.ckpt"  # as written by a version that decayed one more parameter
+    ckpt = torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)
+    decayed, kept = ckpt["optimizer_states"][0]["param_groups"]
+    kept["params"].insert(0, decayed["params"].pop())
+    torch.save(ckpt, regrouped)
+    with pytest.raises(ConfigError, match=r"cannot resume this run \(loaded state dict contains a parameter group"):
+        run(compose_train(tmp_path / "r", [*TINY, f"ckpt_path={regrouped}"]))
     damaged = tmp_path / "damaged.ckpt"
     damaged.write_bytes(Path(first["last_ckpt"]).read_bytes()[:4096])
     with pytest.raises(ConfigError, match="is not a checkpoint: truncated, damaged or another file"):

@@ -220,13 +220,13 @@ class SequenceModel(L.LightningModule):
     # --------------------------------------------------------------------------------- optimizers
 
     def _no_decay(self) -> set[int]:
-        """Tensors of < 2 dims (biases, scales), norm weights, and what the mixers name (e.g. TTT's
-        inner initial weights)."""
+        """Tensors of < 2 dims (biases, scales), norm weights, and what the mixers and the tokenizer
+        name (e.g. TTT's inner initial weights, the video position codes)."""
         skip = {id(p) for p in self.parameters() if p.dim() < 2}
         for m in self.modules():
             if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
                 skip |= {id(p) for p in m.parameters()}
-        return skip | {id(p) for p in self.backbone.no_weight_decay()}
+        return skip | {id(p) for p in (*self.backbone.no_weight_decay(), *self.tokenizer.no_weight_decay())}
 
     def configure_optimizers(self):
         skip = self._no_decay_ids

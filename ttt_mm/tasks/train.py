@@ -35,7 +35,12 @@ log = logging.getLogger(__name__)
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's choice (one per core, or OMP_NUM_THREADS)
 
 # What torch says when a checkpoint does not fit the model, or is a damaged zip archive
-RESUME_ERRORS = ("Error(s) in loading state_dict", "PytorchStreamReader failed", "failed finding central directory")
+RESUME_ERRORS = (
+    "Error(s) in loading state_dict",
+    "PytorchStreamReader failed",
+    "failed finding central directory",
+    "parameter group that doesn't match the size",  # optimizer groups split otherwise (another version)
+)
 
 
 def check(cfg: DictConfig) -> None:
@@ -179,7 +184,7 @@ def run(cfg: DictConfig) -> dict:
         except SystemExit:  # Lightning ends an interrupted fit (Ctrl-C) with exit(1) after its shutdown
             if not trainer.interrupted:
                 raise
-        except RuntimeError as err:  # resuming from a checkpoint of another model, or a damaged file
+        except (RuntimeError, ValueError) as err:  # resuming from a checkpoint of another model, or a damaged file
             if not cfg.get("ckpt_path") or not any(s in str(err) for s in RESUME_ERRORS):
                 raise
             first = str(err).strip().splitlines()[0]

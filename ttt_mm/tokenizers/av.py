@@ -65,6 +65,9 @@ class AVTokenizer(Tokenizer):
         self.modality_embed = nn.Embedding(2, dim)
         nn.init.normal_(self.modality_embed.weight, std=0.02)
 
+    def no_weight_decay(self) -> list[nn.Parameter]:
+        return [self.modality_embed.weight, *self.audio.no_weight_decay(), *self.video.no_weight_decay()]
+
     def _steps(self, tokens: Tokens, per_step: int, steps: int) -> dict[str, Tensor]:
         """Tokens cut to whole steps, zero-padded to ``steps``, shaped ``[B, steps, per_step, ...]``."""
         b, n = tokens.mask.shape

@@ -92,6 +92,11 @@ class Tokenizer(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> Tokens:
         raise NotImplementedError
 
+    def no_weight_decay(self) -> list[nn.Parameter]:
+        """Learnt additive codes (positions, modalities): decay would shrink what tells tokens apart
+        rather than regularise a map."""
+        return []
+
     def invert(self, targets: Tensor, target_stats: Tensor | None = None) -> dict[str, Tensor]:
         """Targets ``[B, N, target_dim]`` back to media: ``{"audio": log-mel [B, F, n_mels], "video":
         uint8 frames [B, T, 3, S, S]}`` with ``media_per_step[name]`` rows of each per step."""

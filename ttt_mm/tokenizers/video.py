@@ -87,6 +87,9 @@ class VideoTokenizer(Tokenizer):
         self.register_buffer("mean", torch.tensor(_MEAN), persistent=False)  # [3]: channels last, as patches are
         self.register_buffer("std", torch.tensor(_STD), persistent=False)
 
+    def no_weight_decay(self) -> list[nn.Parameter]:
+        return [self.pos]
+
     def patchify(self, pixels: Tensor) -> Tensor:
         """``[B, K * tubelet, 3, S, S]`` to ``[B, K * P, tubelet * patch * patch, 3]`` (token order)."""
         b, t, c, _, _ = pixels.shape
