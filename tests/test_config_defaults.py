@@ -4,6 +4,7 @@ the signature, the two agree, unless the file makes a deliberate choice listed h
 from __future__ import annotations
 
 import inspect
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,20 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(capsys):
     with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
         raise KeyboardInterrupt
     assert ended.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_a_crash_goes_on_up_with_its_traceback_also_in_the_log_file(tmp_path):
+    handler = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"), config_errors_end_the_command():
+            raise RuntimeError("out of memory")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    text = (tmp_path / "train.log").read_text()
+    assert "the command failed:\nTraceback (most recent call last):" in text
+    assert text.rstrip().endswith("RuntimeError: out of memory")
 
 
 def test_an_output_that_cannot_be_a_folder_is_a_config_error(tmp_path):

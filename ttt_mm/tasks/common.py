@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,7 +83,8 @@ def in_a_sweep() -> bool:
 @contextmanager
 def config_errors_end_the_command() -> Iterator[None]:
     """A config mistake ends a command with one ``error:`` line and exit status 2, and Ctrl-C with one
-    line and status 130, not a traceback. In a sweep the mistake ends only its job."""
+    line and status 130, not a traceback. In a sweep the mistake ends only its job. Anything else
+    goes on up as it is, its traceback also written to the job's log file (Hydra prints it only)."""
     try:
         yield
     except KeyboardInterrupt:
@@ -99,6 +101,9 @@ def config_errors_end_the_command() -> Iterator[None]:
         if in_a_sweep():
             raise SweepJobError(message) from None
         sys.exit(2)
+    except Exception:
+        to_log_file("the command failed:\n" + traceback.format_exc().rstrip(), logging.ERROR)
+        raise
 
 
 def names_of(value) -> list[str] | None:
