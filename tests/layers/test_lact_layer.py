@@ -232,6 +232,14 @@ def test_an_empty_input_returns_the_state_unchanged():
         assert torch.equal(a, b)
 
 
+def test_an_empty_batch_runs_forward_and_backward():
+    layer = make()
+    x = torch.randn(0, 9, DIM, dtype=torch.float64, requires_grad=True)
+    y, state = layer(x)
+    y.sum().backward()
+    assert y.shape == (0, 9, DIM) and x.grad.shape == x.shape and state.keys.shape[0] == 0
+
+
 def test_state_size_does_not_depend_on_the_length():
     layer = make(chunk=4, window=6)
     shapes = set()

@@ -116,6 +116,19 @@ def test_streaming_in_pieces_equals_one_pass(name, dtype, tol):
         assert (a - b).abs().max().item() <= tol
 
 
+@pytest.mark.parametrize("name", ["ttt_linear", "ttt_mlp"])
+def test_a_float64_layer_starts_from_its_own_weights_unrounded(name):
+    layer = perturb(LAYERS[name]()).double()
+    with torch.no_grad():
+        for p in layer.inner_params():
+            p.add_(1e-9 * torch.randn_like(p))  # below float32's resolution
+    state = layer.initial_state(2)
+    assert all(p.dtype == torch.float64 for p in state.core.params)
+    x = torch.randn(2, 9, 32, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(layer(x)[0], layer(x, state)[0])
+
+
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_causal_and_every_parameter_learns(name):
     layer = perturb(LAYERS[name]()).double()

@@ -22,6 +22,8 @@ class CausalDepthwiseConv(nn.Module):
     def forward(self, x: Tensor, cache: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if cache is None:
             cache = x.new_zeros(x.shape[0], self.kernel_size - 1, x.shape[2])
+        if x.shape[1] == 0:  # (shorter than the kernel: conv1d would refuse it)
+            return x, cache.to(x.dtype)
         padded = torch.cat([cache.to(x.dtype), x], dim=1)  # [B, kernel-1+T, C]
         y = F.conv1d(padded.transpose(1, 2), self.conv.weight, self.conv.bias, groups=x.shape[2])
         return y.transpose(1, 2), padded[:, padded.shape[1] - (self.kernel_size - 1) :]

@@ -128,7 +128,9 @@ class TTTLayer(nn.Module):
     def initial_state(self, batch_size: int) -> TTTLayerState:
         """The state before the first token, as explicit tensors (``None`` passed to ``forward`` means the
         same). It stays attached to the initial weights, so a stream restarted in training trains them."""
-        core = TTTState.initial(self.inner_params(), batch_size, torch.float32, self.mini_batch_size)
+        inner = self.inner_params()
+        dtype = torch.float64 if inner[0].dtype == torch.float64 else torch.float32  # as the core's own
+        core = TTTState.initial(inner, batch_size, dtype, self.mini_batch_size)
         conv = None
         if self.share_qk:
             w = self.wqkv.weight

@@ -167,7 +167,7 @@ class _WindowAttention(torch.autograd.Function):
                 torch.bmm(p, blocks.windows(vs[r0:r1]), out=blocks.blocks(o[r0:r1]))
         ctx.save_for_backward(q, k, v, cache_k, cache_v, rotation)
         ctx.counts = counts
-        return o.view(B, H, -1, F)[:, :, :T].transpose(1, 2).to(q.dtype)
+        return o.unflatten(0, (B, H))[:, :, :T].transpose(1, 2).to(q.dtype)
 
     @staticmethod
     @once_differentiable
@@ -197,7 +197,7 @@ class _WindowAttention(torch.autograd.Function):
                 blocks.fold_into(dk[r0:r1], torch.bmm(ds.mT, qb))
             dq.mul_(scale)
             dk.mul_(scale)
-            dq, dk, dv = (x.view(B, H, -1, F) for x in (dq, dk, dv))
+            dq, dk, dv = (x.unflatten(0, (B, H)) for x in (dq, dk, dv))
             conj = rotation.conj()  # RoPE's inverse (and transpose): rotate back
             front = blocks.front
             d_q = apply_rope(dq[:, :, :T].transpose(1, 2), conj[P:])

@@ -215,8 +215,8 @@ def lact_swiglu(
         counts = state.count.tolist()
         if not all(0 <= c < chunk_size for c in counts):
             raise ValueError(f"state.count must lie in [0, chunk_size={chunk_size}); got {counts}")
-        if len(set(counts)) == 1:
-            out, (W, G, vel, gate_sum) = _scan(*carried, counts[0], *inputs, norms, chunk_size, muon)
+        if len(set(counts)) <= 1:  # (none: an empty batch)
+            out, (W, G, vel, gate_sum) = _scan(*carried, counts[0] if counts else 0, *inputs, norms, chunk_size, muon)
         else:
             out, (W, G, vel, gate_sum) = _scan_by_place(carried, counts, inputs, norms, H, chunk_size, muon)
 
@@ -233,4 +233,4 @@ def lact_swiglu(
         None if gate_sum is None else gate_sum.reshape(B, H),
         (state.count + T) % chunk_size,
     )
-    return out.reshape(B, H, T, -1).to(q.dtype), new_state
+    return out.unflatten(0, (B, H)).to(q.dtype), new_state

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 # (a, b, c) of each step, as released with LaCT (from modded-nanogpt's tuned schedule).
 NEWTON_SCHULZ_STEPS = (
@@ -64,6 +65,7 @@ class _Orthogonalize(torch.autograd.Function):
         return X.mT if tall else X
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor) -> Tensor:
         (G,) = ctx.saved_tensors
         G, tall = _wide(G)

@@ -35,6 +35,7 @@ import contextlib
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 try:
     import triton
@@ -610,6 +611,7 @@ class _Scan(torch.autograd.Function):
         return (out, *new)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, d_out, *d_new):
         q, k, v, lr, tau, ln_w, ln_b, *ckpts = ctx.saved_tensors
         BH, K, F, n_ckpt = q.shape[0], tau.shape[0], q.shape[-1], ckpts[0].shape[1]
