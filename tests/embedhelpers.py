@@ -27,13 +27,20 @@ MIXERS = {  # the mixer factories as conf/model/<name>.yaml gives them
 }
 
 
-def save_checkpoint(path: Path, tokenizer: dict, mixer: str = "ttt_linear", depth: int = 2) -> Path:
-    """A randomly initialised ``SequenceModel`` saved the way training saves it (Hydra list included)."""
+def save_checkpoint(
+    path: Path, tokenizer: dict, mixer: str = "ttt_linear", depth: int = 2, variant: str = "transformer"
+) -> Path:
+    """A randomly initialised ``SequenceModel`` saved the way training saves it (Hydra list included).
+    The mamba variant gives a TTT mixer its shared q/k convs and gate, as ``conf/model`` does."""
     import lightning as L
 
     from ttt_mm.module import SequenceModel
 
-    backbone = {"_target_": "ttt_mm.backbone.Backbone", "dim": DIM, "depth": depth, "mixer": MIXERS[mixer]}
+    factory = MIXERS[mixer]
+    if variant == "mamba" and mixer == "ttt_linear":
+        factory = factory | {"use_gate": True, "share_qk": True}
+    backbone = {"_target_": "ttt_mm.backbone.Backbone", "dim": DIM, "depth": depth, "mixer": factory}
+    backbone["variant"] = variant
     model = SequenceModel(tokenizer, backbone, betas=OmegaConf.create([0.9, 0.95]))
     quiet = {
         "logger": False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -43,7 +44,10 @@ def _one_thread():
 def ckpts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpt")
     ckpts = {name: save_checkpoint(root / f"{name}.ckpt", tok) for name, tok in TOKENIZERS.items()}
-    return ckpts | {"av_lact": save_checkpoint(root / "av_lact.ckpt", TOKENIZERS["av"], mixer="lact")}
+    return ckpts | {
+        "av_lact": save_checkpoint(root / "av_lact.ckpt", TOKENIZERS["av"], mixer="lact"),
+        "audio_mamba": save_checkpoint(root / "audio_mamba.ckpt", TOKENIZERS["audio"], variant="mamba"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +89,9 @@ def _reference(embedder: Embedder, path: Path, layer: int = -1, norm: bool = Tru
         ("av", "av", 0.5, -1, True),  # 18 tokens per window
         ("video", "av", 0.75, -1, True),  # 12 tokens per window
         ("av_lact", "av", 0.5, -1, True),  # LaCT: windows cut its chunks of 8 and attention windows of 6
+        ("audio_mamba", "audio", 0.08, -1, True),  # 62.5 tokens in windows of 2: the last holds no whole one
     ],
-    ids=["audio", "audio-layer0-nonorm", "av", "video", "av-lact"],
+    ids=["audio", "audio-layer0-nonorm", "av", "video", "av-lact", "audio-mamba"],
 )
 def test_streaming_equals_one_pass(ckpts, files, kind, media, window, layer, norm):
     embedder = Embedder.from_checkpoint(ckpts[kind], layer=layer, norm=norm, window_seconds=window, device="cpu")
@@ -156,6 +161,10 @@ def test_downsampling_and_pooling(ckpts, files):
     )
     with pytest.raises(ValueError, match="shorter than one token step"):
         Embedder.from_checkpoint(ckpts["audio"], hop_seconds=0.01)
+    for key in ("hop_seconds", "window_seconds"):
+        for value in (math.nan, math.inf):
+            with pytest.raises(ValueError, match=f"{key} must be a finite number of seconds; got {value}"):
+                Embedder.from_checkpoint(ckpts["audio"], **{key: value})
 
 
 def test_loader_matches_lightning(ckpts):

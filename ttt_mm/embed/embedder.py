@@ -29,6 +29,7 @@ downsampling: ``"mean"``, ``"max"`` or ``"mean_std"`` (mean and standard deviati
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -108,6 +109,9 @@ class Embedder:
         if pool is not None and pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS} or None; got {pool!r}")
         step = float(tokenizer.seconds_per_step)
+        for key, value in (("hop_seconds", hop_seconds), ("window_seconds", window_seconds)):
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number of seconds; got {value}")
         if hop_seconds is not None and hop_seconds < step - 1e-9:
             raise ValueError(
                 f"hop_seconds={hop_seconds} is shorter than one token step ({step} s): some bins would be empty"
