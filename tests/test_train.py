@@ -537,13 +537,27 @@ def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path
         run(compose_train(tmp_path / "c", [*TINY, f"ckpt_path={damaged}"]))
 
 
-def test_resuming_with_other_settings_says_what_they_change(tmp_path, caplog):
+def test_resuming_with_other_settings_says_what_they_change(tmp_path, caplog, monkeypatch):
     short = [*TINY, "model.warmup_steps=1"]
     first = run(compose_train(tmp_path / "a", [*short, "trainer.max_steps=4"]))
     assert torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)["lr_schedule_steps"] == 4
     changed = ["trainer.max_steps=8", "data.batch_size=1", "model.lr=1e-5", f"ckpt_path={first['last_ckpt']}"]
+    rates = []
+
+    class FirstRate(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def build_and_watch(cfg):
+        datamodule, model, trainer = build(cfg)
+        trainer.callbacks.append(FirstRate())
+        return datamodule, model, trainer
+
+    monkeypatch.setattr(train_task, "build", build_and_watch)
     with caplog.at_level(logging.WARNING, logger="ttt_mm"):
         run(compose_train(tmp_path / "a", [*short, *changed]))
+    monkeypatch.undo()
+    assert rates[0] == pytest.approx(1.3e-3, rel=1e-3)  # the first resumed step is on the new schedule (as logged)
     lines = [r.getMessage() for r in caplog.records]
     # at the end of a 4-step cosine the rate is at its floor (0.1 lr); 4 of 8 steps in, mid-way down; the
     # base rate stays the checkpoint's 2e-3, as the restored optimizer has it

@@ -262,7 +262,18 @@ class SequenceModel(L.LightningModule):
 
     def on_train_start(self) -> None:
         resumed, self._resumed = self._resumed, None
-        if resumed is None or not self.trainer.is_global_zero:
+        if resumed is None:
+            return
+        # a run resumed with another step count (a larger trainer.max_steps, say) follows the new
+        # cosine from where it stopped; the restored optimizer holds the old schedule's rate until
+        # the scheduler's next step, so every process sets the new one now
+        planned, total, step = resumed["schedule_steps"], self._schedule_steps, resumed["step"]
+        redrawn = planned is not None and total is not None and planned != total
+        if redrawn:
+            bases = self.lr_schedulers().base_lrs
+            for group, base in zip(self.optimizers().optimizer.param_groups, bases, strict=True):
+                group["lr"] = base * self._lr_factor(step, total)
+        if not self.trainer.is_global_zero:
             return
         restored = resumed["optimizer"]
         given = {k: _plain_list(self.hparams[k]) for k in restored}
@@ -272,10 +283,7 @@ class SequenceModel(L.LightningModule):
                 "resuming keeps the optimizer state of the checkpoint, so these stay as it has them: %s",
                 ", ".join(kept),
             )
-        # a run resumed with another step count (a larger trainer.max_steps, say) follows the new
-        # cosine from where it stopped, so its learning rate jumps: say so, with both values
-        planned, total, step = resumed["schedule_steps"], self._schedule_steps, resumed["step"]
-        if planned is not None and total is not None and planned != total:
+        if redrawn:  # its learning rate jumps: say so, with both values
             lr = restored.get("lr", self.hparams.lr)
             old, new = (lr * self._lr_factor(step, n) for n in (planned, total))
             log.warning(

@@ -53,3 +53,28 @@ def test_nothing_is_logged_before_the_interval_ends(monkeypatch):
         cb.on_train_batch_start(trainer, module, None, i)
         cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(8)}, None, i)
     assert module.logged == {}
+
+
+def test_checkpoint_saves_between_batches_count_neither_as_waiting_nor_as_training(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(throughput.time, "perf_counter", clock)
+
+    class Trainer:  # a save, as Lightning's checkpoint callbacks make it after every other callback's hook
+        log_every_n_steps = 2
+        strategy = SimpleNamespace(reduce=lambda t, reduce_op: t)
+
+        def save_checkpoint(self, path, weights_only=False):
+            clock.now += 30.0
+
+    trainer, module, cb = Trainer(), Module(), Throughput()
+    cb.setup(trainer, module, "fit")
+    cb.on_train_epoch_start(trainer, module)
+    for i in range(2):
+        clock.now += 1.0  # waiting for the batch
+        cb.on_train_batch_start(trainer, module, None, i)
+        clock.now += 4.0
+        cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(50)}, None, i)
+        trainer.save_checkpoint("last.ckpt")
+    assert module.logged["train/tokens_per_s"] == 100 / 10.0 and module.logged["train/data_wait"] == 2.0 / 10.0
+    cb.teardown(trainer, module, "fit")
+    assert "save_checkpoint" not in vars(trainer)

@@ -5,7 +5,13 @@ Lightning's ``ModelCheckpoint(save_last=True, every_n_train_steps=n)`` saves bef
 falls on the same step, so ``last.ckpt`` would carry the best-checkpoint callback's bookkeeping from
 before that validation: a resumed run would then name a best checkpoint that no longer exists. This
 callback is a `Checkpoint`, so Lightning runs it after the best-checkpoint callback, and it saves
-again once a validation has run.
+again once a validation has run; a validation that falls inside a group of accumulated batches is
+followed by a save once that group's optimizer step is taken (a checkpoint mid-group would lose the
+group's gradients and resume one batch off).
+
+It writes through a temporary name beside ``last.ckpt`` and renames it into place: Lightning's own
+save renames from ``$TMPDIR``, which is a copy, not a rename, when that is another filesystem (a
+tmpfs ``/tmp``, node-local scratch), so an interrupted save would truncate the only resume point.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
+from ttt_mm.data.atomic import replaced
+
 
 class LastCheckpoint(Checkpoint):
-    """Writes ``<dirpath>/last.ckpt`` every ``every_n_train_steps`` steps, after every validation and at
-    the end of training (Lightning writes it whole: a temporary file, then a rename)."""
+    """Writes ``<dirpath>/last.ckpt`` whole every ``every_n_train_steps`` steps, after every validation
+    and at the end of training."""
 
     def __init__(self, dirpath: str | os.PathLike, every_n_train_steps: int = 50) -> None:
         if every_n_train_steps < 1:
@@ -27,6 +35,9 @@ class LastCheckpoint(Checkpoint):
         self.path = os.path.join(os.fspath(dirpath), "last.ckpt")
         self.every_n_train_steps = every_n_train_steps
         self._saved_step: int | None = None
+        self._step_seen: int | None = None  # global_step at the last batch end
+        self._mid_group = False  # that batch took no optimizer step: gradients are accumulating
+        self._pending = False  # a validation ended mid-group: save once the group's step is taken
 
     @property
     def last_model_path(self) -> str:
@@ -36,16 +47,29 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
-        trainer.save_checkpoint(self.path, weights_only=False)  # the whole training state
-        self._saved_step = trainer.global_step
+        if trainer.is_global_zero:
+            with replaced(self.path) as partial:
+                trainer.save_checkpoint(partial, weights_only=False)  # the whole training state
+        else:  # every process takes part in gathering the state; only the first writes it
+            trainer.save_checkpoint(self.path, weights_only=False)
+        self._saved_step, self._pending = trainer.global_step, False
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._step_seen = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
-        if step % self.every_n_train_steps == 0 and step != self._saved_step:
+        self._mid_group, self._step_seen = step == self._step_seen, step
+        if self._mid_group:
+            return
+        if self._pending or (step % self.every_n_train_steps == 0 and step != self._saved_step):
             self._save(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        self._save(trainer)  # even at a step saved just before: the best checkpoint may have changed
+        if self._mid_group:
+            self._pending = True
+        else:
+            self._save(trainer)  # even at a step saved just before: the best checkpoint may have changed
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step != self._saved_step:

@@ -4,8 +4,12 @@ Every ``log_every_n_steps`` batches this logs ``train/tokens_per_s``: real token
 as counted by the training step) per second of wall time over the interval, summed over processes,
 and shown in the progress bar; and ``train/data_wait``: the fraction of the interval the training
 loop spent between one batch's end and the next one's start, which is where it waits for the data
-loader (validation runs are left out of both). A data wait near 1 means decoding or tokenizing sets
-the pace (more ``data.num_workers``, smaller frames); near 0, the model does.
+loader (validation runs and checkpoint saves are left out of both). A data wait near 1 means
+decoding or tokenizing sets the pace (more ``data.num_workers``, smaller frames); near 0, the model does.
+
+Checkpoint callbacks run after every other callback's hooks, so their saves fall in that gap between
+batches: they are timed by wrapping ``trainer.save_checkpoint`` (through which every save goes) for
+the length of the fit.
 """
 
 from __future__ import annotations
@@ -23,11 +27,29 @@ class Throughput(L.Callback):
         self._reset(None)
         self._val_start: float | None = None
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or "save_checkpoint" in vars(trainer):
+            return
+        save = trainer.save_checkpoint
+
+        def timed_save(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return save(*args, **kwargs)
+            finally:
+                if self._val_start is None:  # (a save inside a validation is paused already)
+                    self._paused += time.perf_counter() - started
+
+        trainer.save_checkpoint = timed_save
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        vars(trainer).pop("save_checkpoint", None)
+
     def _reset(self, now: float | None) -> None:
         self._start = now  # when the interval began (the end of the batch before it)
         self._last_end = now
         self._wait = 0.0
-        self._paused = 0.0  # validation time inside the interval
+        self._paused = 0.0  # validation and checkpoint-saving time inside the interval
         self._tokens: torch.Tensor | int = 0  # summed on the device: no sync per batch
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
