@@ -62,9 +62,9 @@ class ManifestSource:
                     str(path if path.is_absolute() else base / path),
                     start=start,
                     end=end,
-                    label=-1 if _unlabelled(label) else index[str(label)],
+                    label=-1 if _unlabelled(label) else index[_label_name(label)],
                     split=row.get("split") or None,
-                    key=str(row["path"]),
+                    key=_split_key(base, path),
                     group=None if row.get("group") in (None, "") else str(row["group"]),
                 )
             )
@@ -219,6 +219,22 @@ def _label_names(manifest: str, rows: list[dict]) -> list[str]:
     if numbers:
         return [str(i) for i in range(max(int(x) for x in numbers) + 1)]
     return sorted(labels)
+
+
+def _split_key(base: Path, path: Path) -> str:
+    """What a clip's split is hashed from (and embed names its output by): its file's path, normalised,
+    relative to the manifest's folder when inside it, so that every spelling of one file lands in one
+    split wherever the data is moved; a file outside keeps its own spelling, normalised."""
+    full = os.path.normpath(path if path.is_absolute() else base / path)
+    relative = os.path.relpath(full, os.path.normpath(base))
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return full if path.is_absolute() else os.path.normpath(path)
+    return relative
+
+
+def _label_name(label: object) -> str:
+    """The class a label names: a number as written without leading zeros ("007" is class 7)."""
+    return str(int(label)) if _is_int(label) else str(label)
 
 
 def _unlabelled(label: object) -> bool:
