@@ -38,8 +38,10 @@ def test_folder_source_follows_linked_folders_once_and_lists_broken_links(media,
     (elsewhere / "back").symlink_to(data)  # the data folder again: walked once
     (data / "alias").symlink_to(data / "sub")  # a folder inside: listed under its own path
     (data / "broken.ogg").symlink_to("/nonexistent/x.ogg")  # listed, for the index to report
+    (data / "same.wav").symlink_to(data / "a.wav")  # a file inside: listed under its own path
+    (data / "outside.wav").symlink_to(elsewhere / "c.wav")  # a file outside: listed
     keys = [c.key for c in FolderSource(str(data)).clips()]
-    assert keys == ["a.wav", "broken.ogg", "linked/c.wav", "sub/b.wav"]
+    assert keys == ["a.wav", "broken.ogg", "linked/c.wav", "outside.wav", "sub/b.wav"]
 
 
 def test_class_folders_give_sorted_labels(media, tmp_path):
@@ -47,6 +49,8 @@ def test_class_folders_give_sorted_labels(media, tmp_path):
         (tmp_path / name).mkdir()
         shutil.copy(media["video_only"], tmp_path / name / f"{name}1.mp4")
     shutil.copy(media["video_only"], tmp_path / "run" / "run2.avi")
+    (tmp_path / "walk" / "runs").symlink_to(tmp_path / "run")  # another class: its files keep their label
+    (tmp_path / "jump" / "w.mp4").symlink_to(tmp_path / "walk" / "walk1.mp4")
     source = ClassFolderSource(str(tmp_path))
     assert source.classes() == ["jump", "run", "walk"]
     assert [(c.key, c.label) for c in source.clips()] == [

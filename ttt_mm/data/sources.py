@@ -104,24 +104,39 @@ class ClipSource(Protocol):
     def clips(self) -> list[ClipInfo]: ...
 
 
-def _media_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
-    """Files under ``root`` with these extensions, through links to folders elsewhere (a folder is
-    walked once, so a link cycle ends; a link into ``root`` is skipped, its files are listed under
-    their own path). Broken links are listed too, so that the dataset index reports them as
-    unreadable instead of them vanishing."""
+def _media_files(root: Path, extensions: tuple[str, ...], top: Path | None = None) -> list[Path]:
+    """Files under ``root`` with these extensions, through links to folders and files elsewhere (a
+    folder is walked once, so a link cycle ends). A link to a folder or a media file inside ``top``
+    (the dataset's root: ``root`` unless a part of it is walked) is skipped, as that is listed under
+    its own path: one file listed twice could be trained and validated on, or carry two labels.
+    Broken links are listed too, so that the dataset index reports them as unreadable instead of
+    them vanishing."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a directory")
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    top = os.path.realpath(root)
-    walked = {top}
+    top_real = os.path.realpath(top or root)
+
+    def inside(real: str) -> bool:
+        return os.path.commonpath([real, top_real]) == top_real
+
+    def listed_elsewhere(path: str) -> bool:  # a link to a media file of the dataset
+        if not os.path.islink(path) or not os.path.exists(path):
+            return False
+        real = os.path.realpath(path)
+        return inside(real) and os.path.splitext(real)[1].lower() in wanted
+
+    walked = {os.path.realpath(root)}
     found = []
     for folder, subfolders, names in os.walk(root, followlinks=True, onerror=_unlistable):
-        found += [Path(folder, name) for name in names if os.path.splitext(name)[1].lower() in wanted]
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.splitext(name)[1].lower() in wanted and not listed_elsewhere(path):
+                found.append(Path(path))
         follow = []
         for name in sorted(subfolders):
             path = os.path.join(folder, name)
             real = os.path.realpath(path)
-            if real in walked or (os.path.islink(path) and os.path.commonpath([real, top]) == top):
+            if real in walked or (os.path.islink(path) and inside(real)):
                 continue
             walked.add(real)
             follow.append(name)
@@ -162,7 +177,7 @@ class ClassFolderSource:
         names = self.classes() if root.is_dir() else []
         out = []
         for label, name in enumerate(names):
-            for p in _media_files(root / name, tuple(self.extensions)):
+            for p in _media_files(root / name, tuple(self.extensions), top=root):
                 out.append(ClipInfo(str(p), label=label, key=p.relative_to(root).as_posix()))
         if not out:
             raise FileNotFoundError(f"no media files in class folders under {root} (expected root/<class>/<file>)")
