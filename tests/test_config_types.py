@@ -70,11 +70,16 @@ def test_evaluate_keys_pass_as_shipped():  # (its data keys are checked once che
         ("trainer.max_steps=1e5", "trainer.max_steps must be a whole number; got 100000.0 (a number with a decimal"),
         ("data.modalities=audio", "data.modalities must be a list (of a string each); got 'audio'"),
         ("train=yes", "train must be true or false; got 'yes'"),
+        (
+            "data=audio_folder data.root=2024",
+            """data.root must be a string or null; got 2024 (a name or path that reads as a number is given """
+            """quoted: data.root="'2024'")""",
+        ),
     ],
 )
 def test_a_training_value_of_the_wrong_kind_names_its_key(override, message):
     with pytest.raises(ConfigError, match="^" + re.escape(message)):
-        check_config(composed("train", [override]), "train")
+        check_config(composed("train", override.split()), "train")
 
 
 @pytest.mark.parametrize(
@@ -154,7 +159,7 @@ def test_a_path_that_also_takes_a_string_reads_as_a_path():
     def open_it(where: str | Path | None = None):
         return where
 
-    with pytest.raises(ConfigError, match=r"^where must be a path or null; got 3$"):
+    with pytest.raises(ConfigError, match=r"^where must be a path or null; got 3 \(a name or path that reads as a number"):
         check_arguments(open_it, {"where": 3})
 
 

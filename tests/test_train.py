@@ -375,6 +375,12 @@ def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path)
         (["data.stream=false", "data.clip_seconds=2.1"], "data.clip_seconds=2.1 (also the validation window) is not a"),
         (["data.stream=false", "model.carry_state=true"], "model.carry_state=true needs data.stream=true"),
         (["data.num_workers=-1"], "data.num_workers must be 0 (read in the training process) or more; got -1"),
+        (["data.fps=0"], "data.fps must be a positive number; got 0"),
+        (["data.eval_batch_size=0"], "data.eval_batch_size must be a whole number >= 1; got 0"),
+        (["data.val_fraction=-0.5"], "data.val_fraction must lie in [0, 1]; got -0.5"),
+        (["data.probe_timeout=-100"], "data.probe_timeout must be a positive number of seconds; got -100"),
+        (["data.skip_list=."], "data.skip_list=. is a folder; it names a file"),
+        (["seed=-1"], "seed must be a whole number from 0 to 2**32 - 1; got -1"),
         (
             ["data.eval_window_seconds=1.01"],
             "data.eval_window_seconds=1.01 is not a whole number of 1/fps (8.08 ticks)",

@@ -36,6 +36,25 @@ MIN_FILES_FOR_VALIDATION = 3
 """With fewer usable files than this, validation runs on the training files (with a warning)."""
 
 
+def _check_settings(positive: dict, counts: dict, fractions: dict, seed) -> None:
+    """Values that would otherwise fail deep inside a run (a division by zero, a DataLoader's own
+    error) or quietly do nothing (a negative validation fraction): a ValueError naming the key."""
+    for key, value in positive.items():
+        if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
+            unit = " of seconds" if key.endswith(("_seconds", "_timeout")) else ""
+            raise ValueError(f"data.{key} must be a positive number{unit}; got {value}")
+    for key, value in counts.items():
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ValueError(f"data.{key} must be a whole number >= 1; got {value}")
+    for key, value in fractions.items():
+        if not 0 <= value <= 1:
+            raise ValueError(f"data.{key} must lie in [0, 1]; got {value}")
+    if sum(fractions.values()) > 1:
+        raise ValueError(f"data.val_fraction + data.test_fraction must be at most 1; got {sum(fractions.values()):g}")
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+        raise ValueError(f"data.seed (the seed key) must be a whole number >= 0; got {seed}")
+
+
 class MediaDataModule(L.LightningDataModule):
     """Batches of media windows (see `ttt_mm.data.datasets.collate` for the keys).
 
@@ -89,9 +108,21 @@ class MediaDataModule(L.LightningDataModule):
                 f"data.root={root} is set, but the synthetic data generates its clips and reads no files: "
                 "choose data=audio_folder, video_folder, av_folder, class_folders or manifest"
             )
-        for key, seconds in (("clip_seconds", clip_seconds), ("eval_window_seconds", eval_window_seconds)):
-            if seconds is not None and not seconds > 0:
-                raise ValueError(f"data.{key} must be a positive number of seconds; got {seconds}")
+        _check_settings(
+            positive={
+                "clip_seconds": clip_seconds,
+                "eval_window_seconds": eval_window_seconds,
+                "sample_rate": sample_rate,
+                "fps": fps,
+                "size": size,
+                "probe_timeout": probe_timeout,
+            },
+            counts={"batch_size": batch_size, "eval_batch_size": eval_batch_size},
+            fractions={"val_fraction": val_fraction, "test_fraction": test_fraction},
+            seed=seed,
+        )
+        if skip_list is not None and os.path.isdir(skip_list):
+            raise ValueError(f"data.skip_list={skip_list} is a folder; it names a file (a TSV the run writes)")
         self.spec = ReadSpec(  # training and evaluation learn and score nothing on digital silence
             tuple(modalities), sample_rate, fps, size, audio_context_seconds, min_seconds, missing_audio, True
         )

@@ -56,6 +56,9 @@ def check(cfg: DictConfig) -> None:
     batch = cfg.data.get("batch_size")
     if batch is not None and int(batch) < 1:
         raise ConfigError(f"data.batch_size must be >= 1; got {batch}")
+    seed = cfg.get("seed")
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
+        raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1; got {seed}")
 
 
 def build(cfg: DictConfig):
@@ -176,7 +179,7 @@ def run(cfg: DictConfig) -> dict:
     check_validation_window(datamodule)
     try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
         datamodule.setup("fit")
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # (OSError: a skip list or index cache that cannot be written, say)
         raise ConfigError(f"data: {err}") from None
     if cfg.get("train", True):
         try:
