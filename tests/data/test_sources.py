@@ -39,7 +39,9 @@ def test_folder_source_follows_linked_folders_once_and_lists_broken_links(media,
     (data / "alias").symlink_to(data / "sub")  # a folder inside: listed under its own path
     (data / "broken.ogg").symlink_to("/nonexistent/x.ogg")  # listed, for the index to report
     (data / "same.wav").symlink_to(data / "a.wav")  # a file inside: listed under its own path
-    (data / "outside.wav").symlink_to(elsewhere / "c.wav")  # a file outside: listed
+    shutil.copy(media["wav16k"], tmp_path / "d.wav")
+    (data / "outside.wav").symlink_to(tmp_path / "d.wav")  # a file outside: listed
+    (data / "to_c.wav").symlink_to(elsewhere / "c.wav")  # a later name of linked/c.wav: left out
     keys = [c.key for c in FolderSource(str(data)).clips()]
     assert keys == ["a.wav", "broken.ogg", "linked/c.wav", "outside.wav", "sub/b.wav"]
 
@@ -51,14 +53,27 @@ def test_class_folders_give_sorted_labels(media, tmp_path):
     shutil.copy(media["video_only"], tmp_path / "run" / "run2.avi")
     (tmp_path / "walk" / "runs").symlink_to(tmp_path / "run")  # another class: its files keep their label
     (tmp_path / "jump" / "w.mp4").symlink_to(tmp_path / "walk" / "walk1.mp4")
+    (tmp_path / "sprint").symlink_to(tmp_path / "run")  # a class that is a link to another: a second name each
     source = ClassFolderSource(str(tmp_path))
-    assert source.classes() == ["jump", "run", "walk"]
+    assert source.classes() == ["jump", "run", "sprint", "walk"]
     assert [(c.key, c.label) for c in source.clips()] == [
         ("jump/jump1.mp4", 0),
         ("run/run1.mp4", 1),
         ("run/run2.avi", 1),
-        ("walk/walk1.mp4", 2),
+        ("walk/walk1.mp4", 3),
     ]
+
+
+def test_class_folders_of_links_to_files_beside_them_keep_each_file_once(media, tmp_path):
+    for name in ("a", "b", "c"):
+        shutil.copy(media["wav16k"], tmp_path / f"{name}.wav")
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "cat" / "a.wav").symlink_to(tmp_path / "a.wav")
+    (tmp_path / "dog" / "b.wav").symlink_to(tmp_path / "b.wav")
+    (tmp_path / "dog" / "a.wav").symlink_to(tmp_path / "a.wav")  # in two classes: the first keeps it
+    clips = ClassFolderSource(str(tmp_path)).clips()
+    assert [(c.key, c.label) for c in clips] == [("cat/a.wav", 0), ("dog/b.wav", 1)]
 
 
 def test_librispeech_tree(tmp_path):

@@ -104,44 +104,49 @@ class ClipSource(Protocol):
     def clips(self) -> list[ClipInfo]: ...
 
 
-def _media_files(root: Path, extensions: tuple[str, ...], top: Path | None = None) -> list[Path]:
-    """Files under ``root`` with these extensions, through links to folders and files elsewhere (a
-    folder is walked once, so a link cycle ends). A link to a folder or a media file inside ``top``
-    (the dataset's root: ``root`` unless a part of it is walked) is skipped, as that is listed under
-    its own path: one file listed twice could be trained and validated on, or carry two labels.
-    Broken links are listed too, so that the dataset index reports them as unreadable instead of
-    them vanishing."""
+def _media_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """Files under ``root`` with these extensions, through links to folders elsewhere (a folder is
+    walked once, so a link cycle ends; a link to a folder inside ``root`` is skipped, its files are
+    listed under their own path), each file once (`_each_file_once`). Broken links are listed too,
+    so that the dataset index reports them as unreadable instead of them vanishing."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a directory")
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    top_real = os.path.realpath(top or root)
-
-    def inside(real: str) -> bool:
-        return os.path.commonpath([real, top_real]) == top_real
-
-    def listed_elsewhere(path: str) -> bool:  # a link to a media file of the dataset
-        if not os.path.islink(path) or not os.path.exists(path):
-            return False
-        real = os.path.realpath(path)
-        return inside(real) and os.path.splitext(real)[1].lower() in wanted
-
-    walked = {os.path.realpath(root)}
+    top = os.path.realpath(root)
+    walked = {top}
     found = []
     for folder, subfolders, names in os.walk(root, followlinks=True, onerror=_unlistable):
-        for name in names:
-            path = os.path.join(folder, name)
-            if os.path.splitext(name)[1].lower() in wanted and not listed_elsewhere(path):
-                found.append(Path(path))
+        found += [Path(folder, name) for name in names if os.path.splitext(name)[1].lower() in wanted]
         follow = []
         for name in sorted(subfolders):
             path = os.path.join(folder, name)
             real = os.path.realpath(path)
-            if real in walked or (os.path.islink(path) and inside(real)):
+            if real in walked or (os.path.islink(path) and os.path.commonpath([real, top]) == top):
                 continue
             walked.add(real)
             follow.append(name)
         subfolders[:] = follow
-    return sorted(found)
+    return _each_file_once(sorted(found))
+
+
+def _each_file_once(paths: list[Path]) -> list[Path]:
+    """``paths`` (in their order) without a second name of one file (links to it, or a path through a
+    linked folder): one file listed twice could be trained and validated on, or carry two labels. Of
+    the names of one file, the one through no link is kept, else the first."""
+
+    def through_a_link(path: Path) -> bool:
+        return os.path.realpath(path) != os.path.abspath(path)
+
+    chosen: dict[str, Path] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real not in chosen or (through_a_link(chosen[real]) and not through_a_link(path)):
+            chosen[real] = path
+    kept = set(map(id, chosen.values()))
+    dropped = len(paths) - len(kept)
+    if dropped:
+        log.info("%d file name(s) left out: another name of the same file (a link) is listed", dropped)
+    return [p for p in paths if id(p) in kept]
 
 
 def _unlistable(error: OSError) -> None:
@@ -175,10 +180,11 @@ class ClassFolderSource:
     def clips(self) -> list[ClipInfo]:
         root = Path(self.root)
         names = self.classes() if root.is_dir() else []
-        out = []
-        for label, name in enumerate(names):
-            for p in _media_files(root / name, tuple(self.extensions), top=root):
-                out.append(ClipInfo(str(p), label=label, key=p.relative_to(root).as_posix()))
+        labelled = [(p, label) for label, name in enumerate(names) for p in _media_files(root / name, self.extensions)]
+        once = set(map(id, _each_file_once([p for p, _ in labelled])))
+        out = [
+            ClipInfo(str(p), label=label, key=p.relative_to(root).as_posix()) for p, label in labelled if id(p) in once
+        ]
         if not out:
             raise FileNotFoundError(f"no media files in class folders under {root} (expected root/<class>/<file>)")
         return out
