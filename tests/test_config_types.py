@@ -72,8 +72,8 @@ def test_evaluate_keys_pass_as_shipped():  # (its data keys are checked once che
         ("train=yes", "train must be true or false; got 'yes'"),
         (
             "data=audio_folder data.root=2024",
-            """data.root must be a string or null; got 2024 (a name or path that reads as a number is given """
-            """quoted: data.root="'2024'")""",
+            """data.root must be a string or null; got 2024 (to give a name or path that reads as a number, """
+            """quote it: data.root="'<as typed>'")""",
         ),
     ],
 )
@@ -159,7 +159,7 @@ def test_a_path_that_also_takes_a_string_reads_as_a_path():
     def open_it(where: str | Path | None = None):
         return where
 
-    with pytest.raises(ConfigError, match=r"^where must be a path or null; got 3 \(a name or path that reads as a number"):
+    with pytest.raises(ConfigError, match=r"^where must be a path or null; got 3 \(to give a name or path that"):
         check_arguments(open_it, {"where": 3})
 
 

@@ -216,7 +216,7 @@ def test_manifest_class_names_of_integer_labels_and_mixed_labels(tmp_path):
     (tmp_path / "n.jsonl").write_text('{"path": "a.wav", "label": 2}\n{"path": "b.wav", "label": -1}\n')
     source = ManifestSource(str(tmp_path / "n.jsonl"))
     assert source.classes() == ["0", "1", "2"] and [c.label for c in source.clips()] == [2, -1]
-    (tmp_path / "padded.csv").write_text("path,label\na.wav,01\nb.wav,002\nc.wav,2\n")  # ids written with zeros
+    (tmp_path / "padded.csv").write_text("path,label\na.wav,01\nb.wav,002\nc.wav,2\na.wav,1\n")  # zeros; a.wav repeated
     padded = ManifestSource(str(tmp_path / "padded.csv"))
     assert padded.classes() == ["0", "1", "2"] and [c.label for c in padded.clips()] == [1, 2, 2]
     (tmp_path / "mixed.csv").write_text("path,label\na.wav,3\nb.wav,dog\n")
@@ -225,13 +225,19 @@ def test_manifest_class_names_of_integer_labels_and_mixed_labels(tmp_path):
 
 
 def test_spans_of_one_file_share_a_split_however_the_manifest_spells_its_path(tmp_path):
-    spellings = ["a.wav", "./a.wav", str(tmp_path / "a.wav"), "sub/../a.wav", "a.wav"]
+    spellings = ["a.wav", "./a.wav", "sub/../a.wav", "a.wav"]
     rows = "".join(f"{p},{i},{i + 1}\n" for i, p in enumerate(spellings))
-    outside = f"{tmp_path.parent / 'b.wav'},0,1\nsub/../../c.wav,0,1\n"
-    (tmp_path / "m.csv").write_text("path,start,end\n" + rows + outside)
+    (tmp_path / "m.csv").write_text("path,start,end\n" + rows + f"{tmp_path / 'b.wav'},0,1\nsub/../../c.wav,0,1\n")
     clips = ManifestSource(str(tmp_path / "m.csv")).clips()
-    assert {c.key for c in clips[:5]} == {"a.wav"}  # the key the split hashes
-    assert [c.key for c in clips[5:]] == [str(tmp_path.parent / "b.wav"), os.path.join("..", "c.wav")]
+    assert {c.key for c in clips[:4]} == {"a.wav"}  # the key the split hashes
+    assert [c.key for c in clips[4:]] == [str(tmp_path / "b.wav"), os.path.join("..", "c.wav")]
+
+
+def test_a_repeated_row_is_found_however_the_manifest_itself_is_named(tmp_path, monkeypatch):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "two.csv").write_text(f"path\n{tmp_path / 'm' / 'a.wav'}\na.wav\n")
+    monkeypatch.chdir(tmp_path)
+    assert len(ManifestSource("m/two.csv").clips()) == len(ManifestSource(str(tmp_path / "m" / "two.csv")).clips()) == 1
 
 
 def test_split_hash_is_deterministic_and_per_file():

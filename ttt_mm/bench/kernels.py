@@ -152,7 +152,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--heads", type=positive_int, default=12)
     p.add_argument("--head-dim", type=positive_int, default=64)
     p.add_argument("--mini-batch", type=positive_int, default=16)
-    p.add_argument("--torch-max", type=positive_int, default=16384, help="longest T for the (slow) PyTorch core")
+    p.add_argument(
+        "--torch-max", type=int, default=16384, help="longest T for the (slow) PyTorch core (0: leave it out)"
+    )
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--lact-chunk", type=positive_int, default=2048, help="LaCT tokens per fast-weight update")
     p.add_argument("--lact-window", type=positive_int, default=256, help="LaCT attention window (tokens)")

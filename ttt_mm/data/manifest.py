@@ -64,7 +64,7 @@ class ManifestSource:
                     end=end,
                     label=-1 if _unlabelled(label) else index[_label_name(label)],
                     split=row.get("split") or None,
-                    key=_split_key(base, path),
+                    key=_split_key(path),
                     group=None if row.get("group") in (None, "") else str(row["group"]),
                 )
             )
@@ -175,7 +175,7 @@ def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
     repeats = []
     for line, row, (start, end) in sorted(rows, key=lambda r: bool(r[1].get("error"))):
         path = Path(str(row["path"]))
-        key = (os.path.normpath(path if path.is_absolute() else manifest.parent / path), start, end)
+        key = (os.path.abspath(path if path.is_absolute() else manifest.parent / path), start, end)
         if key not in first:
             first[key] = (line, row)
             kept[key] = (line, row, (start, end))
@@ -207,8 +207,11 @@ def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
 
 
 def _cell(column: str, value: object) -> str:
-    """A cell as compared between rows: empty and unlabelled are the same, a number and its text too."""
-    return "" if value is None or (column == "label" and _unlabelled(value)) else str(value)
+    """A cell as compared between rows: empty and unlabelled are the same, a number and its text too,
+    and a label the class it names ("01" and 1)."""
+    if value is None or (column == "label" and _unlabelled(value)):
+        return ""
+    return _label_name(value) if column == "label" else str(value)
 
 
 def _label_names(manifest: str, rows: list[dict]) -> list[str]:
@@ -221,15 +224,11 @@ def _label_names(manifest: str, rows: list[dict]) -> list[str]:
     return sorted(labels)
 
 
-def _split_key(base: Path, path: Path) -> str:
-    """What a clip's split is hashed from (and embed names its output by): its file's path, normalised,
-    relative to the manifest's folder when inside it, so that every spelling of one file lands in one
-    split wherever the data is moved; a file outside keeps its own spelling, normalised."""
-    full = os.path.normpath(path if path.is_absolute() else base / path)
-    relative = os.path.relpath(full, os.path.normpath(base))
-    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
-        return full if path.is_absolute() else os.path.normpath(path)
-    return relative
+def _split_key(path: Path) -> str:
+    """What a clip's split is hashed from, and embed names its output by: its path as the manifest
+    writes it, normalised (``./a.wav`` and ``sub/../a.wav`` are ``a.wav``), so that every span of a
+    file spelled alike lands in one split wherever the data is moved."""
+    return os.path.normpath(path)
 
 
 def _label_name(label: object) -> str:

@@ -102,7 +102,7 @@ def _message(name: str, hint, value) -> str:
         text += f" (a number with a decimal point or an exponent is not whole: write {int(value)})"
     elif isinstance(value, (int, float)) and not isinstance(value, bool) and _fits(str(value), hint):
         key = name.split(" ")[0]  # (without the interpolation it came from)
-        text += f" (a name or path that reads as a number is given quoted: {key}=\"'{value}'\")"
+        text += f" (to give a name or path that reads as a number, quote it: {key}=\"'<as typed>'\")"
     return text
 
 
