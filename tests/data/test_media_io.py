@@ -172,6 +172,20 @@ def test_every_window_of_audio_that_ends_a_little_early_reads_as_one_pass_does(t
         assert torch.allclose(audio[: len(real)], real, atol=1e-4) and not audio[len(real) :].any()
 
 
+def test_a_read_that_fills_its_window_but_raises_away_from_the_end_is_an_error(tmp_path, monkeypatch):
+    """libsndfile fills frames it lost sync in (a corrupt frame mid-file) and then raises: only near
+    the header's end is such a read kept (the shortfall above)."""
+    path = write_short_flac(tmp_path / "long.flac", 10.0, 0.0)
+
+    def filled_then_raised(path, lo, count, info):
+        return np.zeros((count, info.channels), np.float32), count, RuntimeError("flac decoder lost sync")
+
+    monkeypatch.setattr(decode.audio, "_sf_rows", filled_then_raised)
+    with pytest.raises(decode.MediaError, match=r"cannot read samples 64000-80000 \(truncated or corrupt\?\)"):
+        decode.read_audio(path, 4.0, 1.0, 16000, backend="soundfile")
+    assert len(decode.read_audio(path, 9.0, 1.0, 16000, backend="soundfile")) == 16000  # at the end: kept
+
+
 @pytest.mark.parametrize("missing", [decode.audio.AUDIO_SHORTFALL_S + 0.01, 0.5])
 def test_audio_ending_well_before_its_header_is_not_read_with_the_header(tmp_path, missing):
     path = write_short_flac(tmp_path / "short.flac", 2.0, missing)

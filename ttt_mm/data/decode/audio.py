@@ -75,55 +75,42 @@ def _sf_read(path: str, info, first: int, last: int) -> Tensor:
     """Native-rate mono samples ``[first, last)``; zeros outside the file.
 
     A file may hold fewer samples than its header says (a muxer that got the last packet's length
-    wrong). libsndfile's FLAC reader then fills what it has and raises, and its seek fails near
-    the end (it bisects over the header's length); rows still NaN mark where the data stopped. The
-    end is tolerated (silence) within `AUDIO_SHORTFALL_S` of the header's, wherever the window ends.
+    wrong). libsndfile's FLAC reader then fills what it has and raises. The end is tolerated
+    (silence) within `AUDIO_SHORTFALL_S` of the header's; anywhere else a read that raises is an error.
     """
     out = torch.zeros(max(0, last - first), dtype=torch.float32)
     lo, hi = max(first, 0), min(last, info.frames)
     if hi <= lo:
         return out
-    data, got, exc = _sf_rows(path, lo, hi - lo, info.channels)
+    data, got, exc = _sf_rows(path, lo, hi - lo, info)
+    near_end = info.frames - (lo + got) <= AUDIO_SHORTFALL_S * info.samplerate
+    if (exc is not None or got < hi - lo) and not near_end:
+        if got == hi - lo:
+            raise MediaError(path, f"cannot read samples {lo}-{hi} (truncated or corrupt?): {exc}")
+        if got == 0 and exc is not None:
+            raise MediaError(path, f"cannot read audio from sample {lo} (of {info.frames}): {exc}")
+        raise MediaError(path, f"file ends at sample {lo + got} but its header promises {info.frames}")
     if got < hi - lo:
-        end, shortfall = lo + got, (info.frames - lo - got) / info.samplerate
-        if shortfall > AUDIO_SHORTFALL_S:
-            why = f": {exc}" if exc is not None else ""
-            raise MediaError(path, f"file ends at sample {end} but its header promises {info.frames}{why}")
-        log.debug("%s: audio ends at sample %d, %.4f s before its header says; read as silence", path, end, shortfall)
+        log.debug(
+            "%s: audio ends at sample %d, before its header says (%d); read as silence", path, lo + got, info.frames
+        )
         data[got:] = 0.0
     mono = data @ np.full(data.shape[1], 1.0 / data.shape[1], dtype=np.float32)  # a BLAS call beats mean(axis=1)
     out[lo - first : hi - first] = torch.from_numpy(mono)
     return out
 
 
-def _sf_rows(path: str, lo: int, count: int, channels: int) -> tuple[np.ndarray, int, Exception | None]:
-    """``count`` rows from sample ``lo``, how many were read, and the error that stopped the read (then
-    the first all-NaN row marks where). Where the seek fails, the rows are read on from the start."""
-    data = np.full((count, channels), np.nan, dtype=np.float32)
+def _sf_rows(path: str, lo: int, count: int, info) -> tuple[np.ndarray, int, Exception | None]:
+    """``count`` rows from sample ``lo``, how many were read, and the libsndfile error that stopped the
+    read, if any (then the first all-NaN row marks where; past a file's real end its seek fails)."""
+    data = np.full((count, info.channels), np.nan, dtype=np.float32)
     try:
         with sf.SoundFile(path) as f:
-            try:
-                f.seek(lo)
-            except (sf.LibsndfileError, RuntimeError):
-                if lo == 0:
-                    raise
-                _skip(f, lo)
+            f.seek(lo)
             return data, len(f.read(count, dtype="float32", always_2d=True, out=data)), None
     except (sf.LibsndfileError, RuntimeError) as exc:
         stopped = np.isnan(data).all(axis=1)
         return data, int(stopped.argmax()) if stopped.any() else count, exc
-
-
-def _skip(f: sf.SoundFile, count: int, block: int = 1 << 16) -> None:
-    """Reads and drops the first ``count`` samples of a freshly reopened ``f``: where to start when a
-    seek fails (it costs decoding them, which only the last window of such a file pays)."""
-    f.seek(0)
-    scratch = np.empty((min(block, count), f.channels), dtype=np.float32)
-    while count > 0:
-        n = len(f.read(min(block, count), dtype="float32", always_2d=True, out=scratch[: min(block, count)]))
-        if n == 0:
-            raise RuntimeError("the data ends before the seek target")
-        count -= n
 
 
 def _sf_window(path: str, info, first: int, count: int, sample_rate: int) -> Tensor:
