@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import torch
 from embedhelpers import MIXERS, TOKENIZERS
 
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, collate
@@ -35,6 +36,32 @@ def test_position_and_modality_codes_take_no_weight_decay_and_the_patch_projecti
     skip = m._no_decay()
     assert id(m.tokenizer.video.pos) in skip and id(m.tokenizer.modality_embed.weight) in skip
     assert id(m.tokenizer.video.proj.weight) not in skip and id(m.tokenizer.audio.proj.weight) not in skip
+
+
+def test_a_checkpoint_that_decayed_the_tokenizer_codes_resumes_with_each_state_on_its_parameter():
+    backbone = {"_target_": "ttt_mm.backbone.Backbone", "dim": 32, "depth": 1, "mixer": MIXERS["ttt_linear"]}
+    m = SequenceModel(TOKENIZERS["av"], backbone)
+    params = list(m.parameters())
+    skip, codes = m._no_decay(), {id(p) for p in m.tokenizer.no_weight_decay()}
+    older = torch.optim.AdamW(  # the groups as written before the codes left weight decay
+        [
+            {"params": [p for p in params if id(p) not in skip or id(p) in codes], "weight_decay": 0.05},
+            {"params": [p for p in params if id(p) in skip - codes], "weight_decay": 0.0},
+        ]
+    )
+    for p in params:
+        p.grad = torch.randn_like(p)
+    older.step()
+    checkpoint = {"optimizer_states": [older.state_dict()]}
+    m._regroup_optimizer_state(checkpoint)
+    m._trainer = SimpleNamespace(estimated_stepping_batches=100)
+    now = m.configure_optimizers()["optimizer"]
+    now.load_state_dict(checkpoint["optimizer_states"][0])  # refused without the regrouping
+    for p in (m.tokenizer.video.pos, m.tokenizer.video.proj.weight, m.head.weight):
+        assert torch.equal(now.state[p]["exp_avg"], older.state[p]["exp_avg"])
+    assert now.param_groups[1]["weight_decay"] == 0.0 and any(
+        p is m.tokenizer.video.pos for p in now.param_groups[1]["params"]
+    )
 
 
 def test_carrying_state_needs_a_bounded_mixer():

@@ -253,12 +253,37 @@ class SequenceModel(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Notes what a resume keeps from the checkpoint; `on_train_start` reports it once fitting
-        begins (with every strategy the restore is done by then; loading to test or embed says nothing)."""
+        begins (with every strategy the restore is done by then; loading to test or embed says nothing).
+        The optimizer state of a checkpoint that decayed the tokenizer's codes is regrouped first."""
+        self._regroup_optimizer_state(checkpoint)
         self._resumed = {
             "optimizer": _optimizer_settings(checkpoint),
             "schedule_steps": checkpoint.get("lr_schedule_steps"),
             "step": checkpoint.get("global_step", 0),
         }
+
+    def _regroup_optimizer_state(self, checkpoint: dict) -> None:
+        """Checkpoints written before the tokenizer's codes (video positions, AV modalities) left weight
+        decay hold them in the decayed group: their optimizer state moves to the group that holds them
+        now, so that such a run resumes. Any other mismatch is left for the optimizer to refuse."""
+        groups = (checkpoint.get("optimizer_states") or [{}])[0].get("param_groups")
+        if not groups or len(groups) != 2:
+            return
+        params = [p for p in self.parameters() if p.requires_grad]
+        skip, codes = self._no_decay_ids, {id(p) for p in self.tokenizer.no_weight_decay()}
+        now = ([p for p in params if id(p) not in skip], [p for p in params if id(p) in skip])
+        before = (
+            [p for p in params if id(p) not in skip or id(p) in codes],
+            [p for p in params if id(p) in skip - codes],
+        )
+        sizes = [len(g["params"]) for g in groups]
+        if sizes == [len(g) for g in now] or sizes != [len(g) for g in before]:
+            return
+        saved = {
+            id(p): i for group, ps in zip(groups, before, strict=True) for p, i in zip(ps, group["params"], strict=True)
+        }
+        for group, ps in zip(groups, now, strict=True):
+            group["params"] = [saved[id(p)] for p in ps]
 
     def on_train_start(self) -> None:
         resumed, self._resumed = self._resumed, None
