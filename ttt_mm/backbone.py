@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .layers import CausalDepthwiseConv, MixerFactory, SwiGLU
+from .layers.mixer import RestartUnit
 
 VARIANTS = ("transformer", "mamba")
 
@@ -158,6 +159,17 @@ class Backbone(nn.Module):
     def bounded_state(self) -> bool:
         """True when every mixer's state has a fixed size (it can be carried across training windows)."""
         return all(block.mixer.bounded_state for block in self.blocks)
+
+    @property
+    def restart_unit(self) -> RestartUnit | None:
+        """Tokens the mixers' state restarts single rows in (`RestartUnit`, None: any); every block's
+        mixer is built by one factory, so the first says it."""
+        return self.blocks[0].mixer.restart_unit
+
+    @property
+    def mixer_name(self) -> str:
+        """The mixers' kind in a word (``ttt``, ``attention``, ``lact``): a default name for a run."""
+        return type(self.blocks[0].mixer).__name__.removesuffix("Layer").lower()
 
     def no_weight_decay(self) -> list[nn.Parameter]:
         """The mixers' parameters that take no weight decay (beyond tensors of < 2 dims and norms)."""

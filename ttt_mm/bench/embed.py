@@ -65,7 +65,7 @@ def write_checkpoint(path: Path, overrides: list[str]) -> str:
     trainer.strategy.connect(model)
     trainer.save_checkpoint(path, weights_only=False)
     b = model.backbone
-    return f"{type(b.blocks[0].mixer).__name__} {b.dim} wide x {b.depth} blocks"
+    return f"{b.mixer_name} {b.dim} wide x {b.depth} blocks"
 
 
 # ------------------------------------------------------------------------------------------ child

@@ -51,8 +51,8 @@ def _check_settings(positive: dict, counts: dict, fractions: dict, seed) -> None
             raise ValueError(f"data.{key} must lie in [0, 1]; got {value}")
     if sum(fractions.values()) > 1:
         raise ValueError(f"data.val_fraction + data.test_fraction must be at most 1; got {sum(fractions.values()):g}")
-    if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
-        raise ValueError(f"data.seed (the seed key) must be a whole number >= 0; got {seed}")
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
+        raise ValueError(f"data.seed must be a whole number from 0 to 2**32 - 1; got {seed}")
 
 
 class MediaDataModule(L.LightningDataModule):

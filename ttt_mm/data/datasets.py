@@ -230,7 +230,7 @@ class SequentialWindows(IterableDataset):
     def __init__(
         self,
         clips: Sequence[ClipInfo],
-        window_seconds: float = 4.0,
+        window_seconds: float,
         spec: ReadSpec = ReadSpec(),
         skip_list: SkipList | str | None = None,
     ) -> None:

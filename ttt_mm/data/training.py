@@ -68,7 +68,7 @@ class WindowDataset(Dataset):
     def __init__(
         self,
         clips: Sequence[ClipInfo],
-        clip_seconds: float = 4.0,
+        clip_seconds: float,
         spec: ReadSpec = ReadSpec(),
         seed: int = 0,
         skip_list: SkipList | str | None = None,

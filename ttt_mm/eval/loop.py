@@ -24,12 +24,12 @@ log = logging.getLogger(__name__)
 class Options:
     """What `evaluate` computes besides the losses (see ``conf/evaluate.yaml``)."""
 
-    rollout_steps: int = 8
-    ssim_window: int = 11
-    edge_fraction: float = 0.1
-    bins_per_octave: int = 2
-    plots: bool = True
-    plot_clips: int = 3
+    rollout_steps: int
+    ssim_window: int
+    edge_fraction: float
+    bins_per_octave: int
+    plots: bool
+    plot_clips: int
 
 
 def model_info(path: str, model: SequenceModel, rollout_steps: int) -> dict:

@@ -40,6 +40,8 @@ def config_error_message(err: BaseException) -> str:
             " No GPU that torch can use here: run on the CPU (trainer=cpu, the default; trainer=ddp takes"
             " trainer.accelerator=cpu)"
         )
+    if key and text.startswith(key + "."):  # a check that names its own key (data.fps must be ...)
+        return text
     return (
         f"{text}{where}"
         if isinstance(err, (ConfigError, IndexCacheError, InstantiationException))

@@ -64,10 +64,7 @@ def load_models(
             model = load_model(path, on, weights_only)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(str(err)) from None
-        if names is not None:
-            name = names[i]
-        else:
-            name = type(model.backbone.blocks[0].mixer).__name__.removesuffix("Layer").lower()
+        name = names[i] if names is not None else model.backbone.mixer_name
         if name in out and names is not None:
             raise ConfigError(f"names must be unique; {name!r} is repeated")
         base, number = name, 2

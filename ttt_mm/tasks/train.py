@@ -53,9 +53,6 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist")
     if cfg.get("ckpt_path") and not zipfile.is_zipfile(cfg.ckpt_path):  # torch.save writes a zip archive
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a checkpoint: truncated, damaged or another file")
-    batch = cfg.data.get("batch_size")
-    if batch is not None and int(batch) < 1:
-        raise ConfigError(f"data.batch_size must be >= 1; got {batch}")
     seed = cfg.get("seed")
     if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
         raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1; got {seed}")
@@ -139,7 +136,7 @@ def check_carried_windows(datamodule, model) -> None:
         )
     tokens = steps * tok.tokens_per_step
     window = f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens)"
-    unit = getattr(model.backbone.blocks[0].mixer, "restart_unit", None)  # (a mixer older than the attribute)
+    unit = model.backbone.restart_unit
     if unit is None or tokens % unit.tokens == 0:
         return
     if unit.required:  # the window changes: whole units of whole tokenizer steps
