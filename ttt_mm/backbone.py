@@ -41,7 +41,7 @@ class BackboneState:
 
 
 def state_tensors(state) -> list[Tensor]:
-    """Every tensor inside a (nested) state, in a fixed order: for sizes, comparisons and device moves."""
+    """Every tensor inside a (nested) state, in a fixed order: to measure a state or compare two."""
     if isinstance(state, Tensor):
         return [state]
     if dataclasses.is_dataclass(state):

@@ -24,7 +24,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
-from ttt_mm.data.index import index_clips
+from ttt_mm.data.index import PROBE_TIMEOUT, index_clips
 from ttt_mm.data.skiplist import SkipList, count_reasons
 from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
 from ttt_mm.data.training import ResumableSampler, StreamWindows, WindowDataset
@@ -93,7 +93,7 @@ class MediaDataModule(L.LightningDataModule):
         missing_audio: str = "skip",
         index_cache: str | None = None,
         probe_jobs: int | None = None,
-        probe_timeout: float = 60.0,
+        probe_timeout: float = PROBE_TIMEOUT,
         pin_memory: bool = False,
         persistent_workers: bool = False,
         timeout: float = 0.0,
@@ -184,13 +184,13 @@ class MediaDataModule(L.LightningDataModule):
         """Give validation one file when there are enough (moved from training), else, in training, the
         training files (with a warning: val/* then measures fit). Outside training (evaluation) validation
         then stays empty: a command that asks for it says so rather than score training files."""
-        files = {c.key or c.name for c in self.clips}
+        files = {c.file_key for c in self.clips}
         train = self.splits["train"]
-        movable = sorted({(c.split_hash(), c.key or c.name) for c in train if c.split is None})
-        if len(files) >= MIN_FILES_FOR_VALIDATION and len({c.key or c.name for c in train}) >= 2 and movable:
+        movable = sorted({(c.split_hash(), c.file_key) for c in train if c.split is None})
+        if len(files) >= MIN_FILES_FOR_VALIDATION and len({c.file_key for c in train}) >= 2 and movable:
             key = movable[0][1]  # the training file whose hash lies nearest the validation range
-            self.splits["val"] = [replace(c, split="val") for c in train if (c.key or c.name) == key]
-            self.splits["train"] = [c for c in train if (c.key or c.name) != key]
+            self.splits["val"] = [replace(c, split="val") for c in train if c.file_key == key]
+            self.splits["train"] = [c for c in train if c.file_key != key]
             level = logging.INFO if warn else logging.DEBUG  # (the split evaluation asks for is its own line)
             log.log(level, "no file hashed into validation (val_fraction=%g): validating on %s", self.val_fraction, key)
             return
@@ -199,7 +199,7 @@ class MediaDataModule(L.LightningDataModule):
         elif not movable:
             why = "the manifest's split column puts no file in val"
         else:
-            why = f"only {len({c.key or c.name for c in train})} training file(s)"
+            why = f"only {len({c.file_key for c in train})} training file(s)"
         if warn:
             log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
             self.splits["val"] = list(train)

@@ -81,6 +81,8 @@ from its output knows them)."""
 
 SAVE_SECONDS = 300.0
 """While probing, the index is saved this often, so a run that is killed keeps most of its work."""
+PROBE_TIMEOUT = 60.0
+"""Seconds a file's probe may take (plus 1 s per 20 MB) before it counts as hung."""
 
 
 class IndexCacheError(ValueError):
@@ -245,7 +247,7 @@ def index_files(
     paths: Iterable[str | os.PathLike],
     cache_dir: str | os.PathLike | None = None,
     jobs: int | None = None,
-    timeout: float = 60.0,
+    timeout: float = PROBE_TIMEOUT,
     verify: bool = True,
     refresh: bool = False,
     task: Callable[[str], dict] | None = None,
@@ -432,7 +434,7 @@ def index_clips(
     spec: ReadSpec,
     cache_dir: str | os.PathLike | None = None,
     jobs: int | None = None,
-    timeout: float = 60.0,
+    timeout: float = PROBE_TIMEOUT,
 ) -> Selection:
     """Index the clips' files (probing new ones in subprocesses) and keep those a reader can use.
 

@@ -80,9 +80,14 @@ class ClipInfo:
             return self.name
         return f"{self.name}@{_seconds(self.start)}-{'end' if self.end is None else _seconds(self.end)}"
 
+    @property
+    def file_key(self) -> str:
+        """Which file the clip is a span of: its key, else its name. Every span of one file shares it."""
+        return self.key or self.name
+
     def split_hash(self) -> float:
         """A number in [0, 1) drawn from the key: what decides the split when the clip has none."""
-        digest = hashlib.sha1((self.key or self.name).encode()).digest()
+        digest = hashlib.sha1(self.file_key.encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
 
     def split_of(self, val_fraction: float, test_fraction: float) -> str:

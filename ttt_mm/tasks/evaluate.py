@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data import ClipInfo
+from ttt_mm.data.sources import SPLITS
 from ttt_mm.embed.checkpoint import load_model, resolve_device
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
@@ -94,7 +95,7 @@ def decoding_of(model: SequenceModel) -> dict:
 
 
 def select_clips(datamodule, split: str, max_files: int | None) -> list[ClipInfo]:
-    if split not in ("all", "train", "val", "test"):
+    if split not in ("all", *SPLITS):
         raise ConfigError(f"split must be all, train, val or test; got {split!r}")
     try:  # indexes the files (probed in subprocesses) and leaves out those that cannot be read
         datamodule.setup("validate" if split in ("all", "val") else split)

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource
 from ttt_mm.data.index import index_clips
-from ttt_mm.data.sources import MANIFEST_SUFFIXES
+from ttt_mm.data.sources import MANIFEST_SUFFIXES, SPLITS
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
 from ttt_mm.linear_probe.classifier import FoldScore, cross_validate, majority_class, summarize
@@ -109,7 +109,7 @@ def select(data: Labelled, cfg: DictConfig) -> Labelled:
     """The clips of ``split`` and ``classes``, at most ``max_files`` of them (`each_class_in_turn`)."""
     clips = data.clips
     if cfg.split != "all":
-        if cfg.split not in ("train", "val", "test"):
+        if cfg.split not in SPLITS:
             raise ConfigError(f"split must be all, train, val or test; got {cfg.split!r}")
         if not any(c.split for c in clips):
             raise ConfigError(f"split={cfg.split} needs a manifest with a 'split' column")

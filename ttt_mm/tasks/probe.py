@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from ttt_mm.data.atomic import write_text
-from ttt_mm.data.index import IndexCacheError, IndexInterrupted, default_jobs, index_files
+from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, default_jobs, index_files
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import MEDIA_EXTENSIONS, FolderSource, relative_to
 
@@ -33,7 +33,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--extensions", nargs="+", default=list(MEDIA_EXTENSIONS), help="file extensions to include")
     parser.add_argument("--no-verify", dest="verify", action="store_false", help="read headers only (faster)")
     parser.add_argument("--jobs", type=int, default=default_jobs(), help="probe in this many processes")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per file (+1 s per 20 MB) before hung")
+    parser.add_argument(
+        "--timeout", type=float, default=PROBE_TIMEOUT, help="seconds per file (+1 s per 20 MB) before hung"
+    )
     parser.add_argument("--index-cache", help="folder of the index cache (default: ~/.cache/ttt-mm/index)")
     parser.add_argument("--refresh", action="store_true", help="probe every file again, ignoring the cache")
     return parser.parse_args(argv)
