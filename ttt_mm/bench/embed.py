@@ -32,6 +32,7 @@ from ttt_mm.bench.media import write_synthetic_flac, write_synthetic_video
 from ttt_mm.tasks.common import CONF_DIR
 
 from .arguments import positive_float, positive_int
+from .memory import resident_mib
 
 TARGET_RATIO = 1.2
 
@@ -71,17 +72,6 @@ def write_checkpoint(path: Path, overrides: list[str]) -> str:
 # ------------------------------------------------------------------------------------------ child
 
 
-def _status_mb(field: str) -> float:
-    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in MB.
-
-    Not ``ru_maxrss``: Linux carries it over ``exec`` from the parent, so a child started by a big
-    parent reports the parent's peak. ``VmHWM`` belongs to the process's own address space.
-    """
-    with open("/proc/self/status") as f:
-        kb = next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-    return kb / 1024
-
-
 def child(ckpt: str, media: str, out: str, threads: int) -> dict:
     """Embed one file as the command does; timings and memory of this process."""
     import torch
@@ -108,7 +98,7 @@ def child(ckpt: str, media: str, out: str, threads: int) -> dict:
             yield batch
 
     embedder.windows = timed_windows
-    rss_before = _status_mb("VmRSS")
+    rss_before = resident_mib("VmRSS")
     t0 = time.perf_counter()
     data = task.embed_one(
         embedder, ClipInfo(media, key=Path(media).name), Path(out) / Path(media).name, meta, cfg.dtype
@@ -120,7 +110,7 @@ def child(ckpt: str, media: str, out: str, threads: int) -> dict:
         "media": data["duration"],
         "tokens": data["tokens"],
         "rss_before_mb": rss_before,
-        "peak_rss_mb": _status_mb("VmHWM"),
+        "peak_rss_mb": resident_mib("VmHWM"),
     }
 
 

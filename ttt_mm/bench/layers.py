@@ -4,7 +4,7 @@
     python -m ttt_mm.bench layers --device cuda --dtype bf16
     python -m ttt_mm.bench layers --train               # forward + backward (training cost per length)
 
-On the CPU each measurement runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``)
+On the CPU each measurement runs in a fresh subprocess so that its peak resident memory (``VmHWM``)
 belongs to that layer and length alone; on CUDA the allocator's peak is used. The table's last column
 divides each layer's tokens/s by the attention layer's at the same length (same run, same machine).
 
@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ import torch
 
 from ..layers import AttentionLayer, LaCTLayer, TTTLayer
 from .arguments import positive_int
+from .memory import resident_mib
 
 LAYERS = ("ttt_linear", "ttt_mlp", "attention", "lact")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -85,7 +85,7 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         else:
-            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            base = resident_mib("VmHWM") * 2**20
         if scratch is not None:  # start the sample from DRAM, as a stream does, at every length
             scratch.fill_(1.0)
         t0 = time.perf_counter()
@@ -96,7 +96,7 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
         if device == "cuda":
             peak = torch.cuda.max_memory_allocated() - base
         else:
-            peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+            peak = max(0, resident_mib("VmHWM") * 2**20 - base)
     return {
         "layer": name,
         "T": T,
