@@ -297,8 +297,13 @@ def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(t
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("val", ["hashed", "one_file"])
+def test_ddp_on_two_cpu_processes(tmp_path, val):
+    """``one_file``: validation holds one file, so one rank has no batches (as when its files are
+    unreadable); it must still finish the validation with the other, not wait on it."""
     run_dir = tmp_path / "ddp"
+    # no file hashes into a val_fraction this small: the data module moves exactly one there
+    one_file = ["data.val_fraction=0.001", "data.test_fraction=0.0"] if val == "one_file" else []
     done = subprocess.run(
         train_cmd(
             run_dir,
@@ -306,8 +311,9 @@ def test_ddp_on_two_cpu_processes(tmp_path):
             "trainer.accelerator=cpu",
             "trainer.devices=2",
             "trainer.precision=32-true",
-            "trainer.max_steps=3",
-            "trainer.val_check_interval=3",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            *one_file,
         ),
         cwd=tmp_path,
         capture_output=True,
@@ -315,7 +321,8 @@ def test_ddp_on_two_cpu_processes(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 3
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 4
+    assert "val/loss: " in done.stdout  # validated (twice), every rank taking part
 
 
 @pytest.mark.slow
