@@ -102,6 +102,16 @@ def test_evaluate_help_lists_its_keys_and_every_data_option_not_the_training_gro
     assert "Configuration groups" not in done.stdout and "experiment:" not in done.stdout
 
 
+def test_a_config_error_is_said_once_however_many_processes_meet_it(capsys, monkeypatch):
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    for rank, said in ((0, "error: data.fps must be > 0\n"), (1, "")):
+        monkeypatch.setattr(rank_zero_only, "rank", rank)
+        with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
+            raise ConfigError("data.fps must be > 0")
+        assert ended.value.code == 2 and capsys.readouterr().err == said
+
+
 def test_ctrl_c_ends_a_command_with_one_line_and_status_130(capsys):
     with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
         raise KeyboardInterrupt

@@ -15,6 +15,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -98,8 +99,9 @@ def config_errors_end_the_command() -> Iterator[None]:
             message = f"{key} must be set, e.g. {key}=/path/to/your/data"
         else:  # (the index cache is a setting)
             message = config_error_message(err)
-        print("error: " + message, file=sys.stderr)
-        to_log_file("error: " + message, logging.ERROR)
+        if rank_zero_only.rank == 0:  # every process of a data-parallel run meets the mistake: one says it
+            print("error: " + message, file=sys.stderr)
+            to_log_file("error: " + message, logging.ERROR)
         if in_a_sweep():
             raise SweepJobError(message) from None
         sys.exit(2)
