@@ -97,9 +97,8 @@ class AVTokenizer(Tokenizer):
         merged = {name: torch.cat([a[name], v[name]], dim=2).flatten(1, 2) for name in a}
 
         device = merged["mask"].device
-        slot = torch.arange(self.tokens_per_step, device=device)
-        modality = (slot >= self.audio_per_step).long()  # AUDIO = 0, VIDEO = 1
-        offset = torch.where(modality == AUDIO, slot.double() * self.audio.seconds_per_step, 0.0)
+        modality = torch.tensor(self.slot_modality, device=device)  # the step's layout, as embed_targets reads it
+        offset = torch.tensor(self.slot_offsets, device=device, dtype=torch.float64)
         step = torch.arange(steps, device=device, dtype=torch.float64)
         clock = step[:, None] * self.seconds_per_step + offset  # [steps, per_step] seconds, float64
         start = batch_start(batch, merged["mask"].shape[0], device)
