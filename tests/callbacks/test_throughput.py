@@ -6,6 +6,8 @@ import torch
 
 from ttt_mm.callbacks import Throughput, throughput
 
+STRATEGY = SimpleNamespace(reduce=lambda t, reduce_op: t)  # one process: the sum is the value
+
 
 class Clock:
     def __init__(self):
@@ -28,9 +30,11 @@ class Module:
 def test_tokens_per_second_and_data_wait_over_one_interval(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(throughput.time, "perf_counter", clock)
-    trainer = SimpleNamespace(log_every_n_steps=2, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
+    trainer = SimpleNamespace(
+        log_every_n_steps=2, global_step=0, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t)
+    )
     module, cb = Module(), Throughput()
-    cb.on_train_epoch_start(trainer, module)
+    cb.on_train_start(trainer, module)
     for i, (wait, compute, tokens) in enumerate([(1.0, 3.0, 40), (2.0, 4.0, 60)]):
         if i == 1:  # a validation run between two batches counts neither as waiting nor as training
             cb.on_validation_start(trainer, module)
@@ -39,6 +43,7 @@ def test_tokens_per_second_and_data_wait_over_one_interval(monkeypatch):
         clock.now += wait
         cb.on_train_batch_start(trainer, module, None, i)
         clock.now += compute
+        trainer.global_step += 1
         cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(tokens)}, None, i)
     assert module.logged["train/tokens_per_s"] == (40 + 60) / 10.0
     assert module.logged["train/data_wait"] == 3.0 / 10.0
@@ -46,11 +51,14 @@ def test_tokens_per_second_and_data_wait_over_one_interval(monkeypatch):
 
 def test_nothing_is_logged_before_the_interval_ends(monkeypatch):
     monkeypatch.setattr(throughput.time, "perf_counter", Clock())
-    trainer = SimpleNamespace(log_every_n_steps=5, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
+    trainer = SimpleNamespace(
+        log_every_n_steps=5, global_step=0, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t)
+    )
     module, cb = Module(), Throughput()
-    cb.on_train_epoch_start(trainer, module)
+    cb.on_train_start(trainer, module)
     for i in range(4):
         cb.on_train_batch_start(trainer, module, None, i)
+        trainer.global_step += 1
         cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(8)}, None, i)
     assert module.logged == {}
 
@@ -61,6 +69,7 @@ def test_checkpoint_saves_between_batches_count_neither_as_waiting_nor_as_traini
 
     class Trainer:  # a save, as Lightning's checkpoint callbacks make it after every other callback's hook
         log_every_n_steps = 2
+        global_step = 0
         strategy = SimpleNamespace(reduce=lambda t, reduce_op: t)
 
         def save_checkpoint(self, path, weights_only=False):
@@ -68,13 +77,36 @@ def test_checkpoint_saves_between_batches_count_neither_as_waiting_nor_as_traini
 
     trainer, module, cb = Trainer(), Module(), Throughput()
     cb.setup(trainer, module, "fit")
-    cb.on_train_epoch_start(trainer, module)
+    cb.on_train_start(trainer, module)
     for i in range(2):
         clock.now += 1.0  # waiting for the batch
         cb.on_train_batch_start(trainer, module, None, i)
         clock.now += 4.0
+        trainer.global_step += 1
         cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(50)}, None, i)
         trainer.save_checkpoint("last.ckpt")
     assert module.logged["train/tokens_per_s"] == 100 / 10.0 and module.logged["train/data_wait"] == 2.0 / 10.0
     cb.teardown(trainer, module, "fit")
     assert "save_checkpoint" not in vars(trainer)
+
+
+def test_intervals_follow_the_optimizer_steps_lightning_logs_at_across_short_epochs(monkeypatch):
+    """Epochs of 3 batches (limit_train_batches), 2 batches per optimizer step, logs every 2 steps:
+    Lightning writes at steps 2, 4, 6, whatever the batch's index in its epoch."""
+    clock = Clock()
+    monkeypatch.setattr(throughput.time, "perf_counter", clock)
+    trainer = SimpleNamespace(
+        log_every_n_steps=2, global_step=0, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t)
+    )
+    module, cb = Module(), Throughput()
+    cb.on_train_start(trainer, module)
+    logged_at = []
+    for batch in range(12):
+        cb.on_train_batch_start(trainer, module, None, batch % 3)
+        clock.now += 1.0
+        trainer.global_step += batch % 2  # the second batch of each pair steps
+        cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(10)}, None, batch % 3)
+        if module.logged:
+            logged_at.append(trainer.global_step)
+            assert module.logged.pop("train/tokens_per_s") == 10.0 and module.logged.pop("train/data_wait") == 0.0
+    assert logged_at == [2, 4, 6]

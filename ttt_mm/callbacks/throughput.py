@@ -1,8 +1,9 @@
 """Training throughput, and whether the data or the model is the bottleneck.
 
-Every ``log_every_n_steps`` batches this logs ``train/tokens_per_s``: real tokens (padding excluded,
-as counted by the training step) per second of wall time over the interval, summed over processes,
-and shown in the progress bar; and ``train/data_wait``: the fraction of the interval the training
+Every ``log_every_n_steps`` optimizer steps (when Lightning writes a step's logs) this logs
+``train/tokens_per_s``: real tokens (padding excluded, as counted by the training step) per second
+of wall time over the interval, summed over processes, and shown in the progress bar; and
+``train/data_wait``: the fraction of the interval the training
 loop spent between one batch's end and the next one's start, which is where it waits for the data
 loader (validation runs and checkpoint saves are left out of both). A data wait near 1 means
 decoding or tokenizing sets the pace (more ``data.num_workers``, smaller frames); near 0, the model does.
@@ -26,6 +27,7 @@ class Throughput(L.Callback):
     def __init__(self) -> None:
         self._reset(None)
         self._val_start: float | None = None
+        self._step_seen: int | None = None  # global_step at the last batch end
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or "save_checkpoint" in vars(trainer):
@@ -54,6 +56,7 @@ class Throughput(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset(time.perf_counter())  # a resumed run starts mid-epoch: no epoch-start hook then
+        self._step_seen = trainer.global_step
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset(time.perf_counter())
@@ -75,7 +78,10 @@ class Throughput(L.Callback):
         if isinstance(outputs, dict) and "tokens" in outputs:
             self._tokens = self._tokens + outputs["tokens"]
         self._last_end = now
-        if (batch_idx + 1) % max(1, trainer.log_every_n_steps) or self._start is None:
+        # Lightning writes a step's logs at the batch that takes an optimizer step whose count is a
+        # multiple of log_every_n_steps (counted over the run: epochs end at limit_train_batches)
+        stepped, self._step_seen = trainer.global_step != self._step_seen, trainer.global_step
+        if not stepped or trainer.global_step % max(1, trainer.log_every_n_steps) or self._start is None:
             return
         wall = max(now - self._start - self._paused, 1e-9)
         wait = max(self._wait - self._paused, 0.0)
