@@ -544,9 +544,11 @@ def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path
     torch.save(ckpt, regrouped)
     with pytest.raises(ConfigError, match=r"cannot resume this run \(loaded state dict contains a parameter group"):
         run(compose_train(tmp_path / "r", [*TINY, f"ckpt_path={regrouped}"]))
+    with pytest.raises(ConfigError, match=r"^ckpt_path: checkpoint .*missing.ckpt does not exist$"):
+        run(compose_train(tmp_path / "m", [*TINY, f"ckpt_path={tmp_path / 'missing.ckpt'}"]))
     damaged = tmp_path / "damaged.ckpt"
     damaged.write_bytes(Path(first["last_ckpt"]).read_bytes()[:4096])
-    with pytest.raises(ConfigError, match="is not a checkpoint: truncated, damaged or another file"):
+    with pytest.raises(ConfigError, match=r"is not a PyTorch checkpoint \(a zip archive\): truncated, damaged"):
         run(compose_train(tmp_path / "c", [*TINY, f"ckpt_path={damaged}"]))
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import zipfile
 from pathlib import Path
 
 import hydra
@@ -20,6 +19,7 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.data.datasets import off_grid
+from ttt_mm.embed.checkpoint import read_checkpoint
 from ttt_mm.tasks.common import (
     CONF_DIR,
     ConfigError,
@@ -49,10 +49,11 @@ def check(cfg: DictConfig) -> None:
     for key in ("data", "model", "trainer"):
         if key not in cfg or cfg[key] is None:
             raise ConfigError(f"config group '{key}' is missing")
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist")
-    if cfg.get("ckpt_path") and not zipfile.is_zipfile(cfg.ckpt_path):  # torch.save writes a zip archive
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a checkpoint: truncated, damaged or another file")
+    if cfg.get("ckpt_path"):
+        try:  # (memory-mapped: the tensors are not read)
+            read_checkpoint(cfg.ckpt_path)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"ckpt_path: {err}") from None
     seed = cfg.get("seed")
     if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
         raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1; got {seed}")
@@ -87,13 +88,7 @@ def check_launch(cfg: DictConfig, trainer: L.Trainer) -> None:
             "(or start the processes with torchrun or SLURM)"
         )
     if cfg.get("ckpt_path") and cfg.get("train", True) and trainer.max_steps >= 0 and not trainer.fast_dev_run:
-        try:
-            step = torch.load(cfg.ckpt_path, map_location="cpu", mmap=True, weights_only=True).get("global_step", 0)
-        except Exception as err:  # (pickle and zip errors of every kind)
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path} is not a checkpoint: truncated, damaged or another file ({first})"
-            ) from None
+        step = read_checkpoint(cfg.ckpt_path).get("global_step", 0)  # (read whole by `check`)
         if step >= trainer.max_steps:
             raise ConfigError(
                 f"ckpt_path={cfg.ckpt_path} is at step {step} and trainer.max_steps={trainer.max_steps}: nothing is "
