@@ -102,10 +102,10 @@ def test_evaluate_help_lists_its_keys_and_every_data_option_not_the_training_gro
     assert "Configuration groups" not in done.stdout and "experiment:" not in done.stdout
 
 
-def test_a_config_error_is_said_once_however_many_processes_meet_it(capsys, monkeypatch):
+def test_a_config_error_is_said_plainly_once_and_by_the_other_processes_with_their_rank(capsys, monkeypatch):
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    for rank, said in ((0, "error: data.fps must be > 0\n"), (1, "")):
+    for rank, said in ((0, "error: data.fps must be > 0\n"), (1, "[rank 1] error: data.fps must be > 0\n")):
         monkeypatch.setattr(rank_zero_only, "rank", rank)
         with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
             raise ConfigError("data.fps must be > 0")

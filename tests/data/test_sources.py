@@ -275,3 +275,13 @@ def test_a_quoted_manifest_value_may_hold_a_line_break_and_a_split_must_be_known
     (tmp_path / "bad.csv").write_text("path,split\na.wav,train\nb.wav,validation\n")
     with pytest.raises(ValueError, match=r"bad.csv, line 3: split 'validation' is not one of train, val, test"):
         ManifestSource(str(tmp_path / "bad.csv")).clips()
+
+
+def test_which_name_of_a_file_is_kept_does_not_depend_on_how_the_root_is_reached(media, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(media["wav16k"], data / "z.wav")
+    (data / "a.wav").symlink_to(data / "z.wav")  # sorts first, but is a link
+    (tmp_path / "alias").symlink_to(data)  # a root reached through a link (/data -> /mnt/...)
+    for root in (data, tmp_path / "alias"):
+        assert [c.key for c in FolderSource(str(root)).clips()] == ["z.wav"]

@@ -222,7 +222,7 @@ def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec) -> Iterator[dict
 
 class SequentialWindows(IterableDataset):
     """Evaluation: every clip in order, whole, as consecutive windows; ranks and workers take every n-th clip
-    (each clip is scored once: with fewer clips than ranks, some ranks score none).
+    (every rank at least one: with fewer clips than ranks, some are scored twice).
 
     A file that fails is logged, recorded in the skip list and left (windows already yielded stay).
     """
@@ -240,10 +240,12 @@ class SequentialWindows(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         clips = self.clips
-        if torch.distributed.is_available() and torch.distributed.is_initialized():  # one share per rank
-            # each clip scored once; a rank left without one still joins the metric reduction at the
-            # epoch's end (the scores are summed, so it adds nothing)
-            clips = clips[torch.distributed.get_rank() :: torch.distributed.get_world_size()]
+        if clips and torch.distributed.is_available() and torch.distributed.is_initialized():  # one share per rank
+            # a rank with nothing to evaluate runs no forward, while the others' forwards are collectives
+            # under FSDP (and DDP's buffer broadcast): with fewer clips than ranks, such a rank evaluates
+            # a clip another rank also does (scored twice: val/* leans towards it)
+            rank = torch.distributed.get_rank()
+            clips = clips[rank :: torch.distributed.get_world_size()] or [clips[rank % len(clips)]]
         worker = get_worker_info()
         clips = clips if worker is None else clips[worker.id :: worker.num_workers]
         for clip in clips:

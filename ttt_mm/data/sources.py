@@ -114,14 +114,35 @@ def _media_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
     walked once, so a link cycle ends; a link to a folder inside ``root`` is skipped, its files are
     listed under their own path), each file once (`_each_file_once`). Broken links are listed too,
     so that the dataset index reports them as unreadable instead of them vanishing."""
+    return [found.path for found in _each_file_once(_walk(root, extensions, root))]
+
+
+@dataclass(frozen=True)
+class _Found:
+    path: Path
+    real: str  # the file's real path: one per file, whatever names lead to it
+    linked: bool  # reached through a link below the dataset's root
+
+
+def _walk(root: Path, extensions: tuple[str, ...], base: Path) -> list[_Found]:
+    """The media files under ``root`` (a part of the dataset at ``base``), sorted by path."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a directory")
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    top = os.path.realpath(root)
+    top, real_base = os.path.realpath(root), os.path.realpath(base)
     walked = {top}
     found = []
     for folder, subfolders, names in os.walk(root, followlinks=True, onerror=_unlistable):
-        found += [Path(folder, name) for name in names if os.path.splitext(name)[1].lower() in wanted]
+        real_folder = os.path.realpath(folder)  # once per folder: resolving every file would cost 2-3x
+        linked_folder = real_folder != os.path.normpath(os.path.join(real_base, os.path.relpath(folder, base)))
+        for name in names:
+            if os.path.splitext(name)[1].lower() not in wanted:
+                continue
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                found.append(_Found(Path(path), os.path.realpath(path), True))
+            else:
+                found.append(_Found(Path(path), os.path.join(real_folder, name), linked_folder))
         follow = []
         for name in sorted(subfolders):
             path = os.path.join(folder, name)
@@ -131,27 +152,21 @@ def _media_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
             walked.add(real)
             follow.append(name)
         subfolders[:] = follow
-    return _each_file_once(sorted(found))
+    return sorted(found, key=lambda f: f.path)
 
 
-def _each_file_once(paths: list[Path]) -> list[Path]:
-    """``paths`` (in their order) without a second name of one file (links to it, or a path through a
+def _each_file_once(found: list[_Found]) -> list[_Found]:
+    """``found`` (in its order) without a second name of one file (a link to it, or a path through a
     linked folder): one file listed twice could be trained and validated on, or carry two labels. Of
-    the names of one file, the one through no link is kept, else the first."""
-
-    def through_a_link(path: Path) -> bool:
-        return os.path.realpath(path) != os.path.abspath(path)
-
-    chosen: dict[str, Path] = {}
-    for path in paths:
-        real = os.path.realpath(path)
-        if real not in chosen or (through_a_link(chosen[real]) and not through_a_link(path)):
-            chosen[real] = path
-    kept = set(map(id, chosen.values()))
-    dropped = len(paths) - len(kept)
-    if dropped:
-        log.info("%d file name(s) left out: another name of the same file (a link) is listed", dropped)
-    return [p for p in paths if id(p) in kept]
+    the names of one file, the one through no link below the dataset's root is kept, else the first."""
+    chosen: dict[str, _Found] = {}
+    for f in found:
+        if f.real not in chosen or (chosen[f.real].linked and not f.linked):
+            chosen[f.real] = f
+    kept = {f.path for f in chosen.values()}
+    if len(kept) < len(found):
+        log.info("%d file name(s) left out: another name of the same file is listed", len(found) - len(kept))
+    return [f for f in found if f.path in kept]
 
 
 def _unlistable(error: OSError) -> None:
@@ -185,11 +200,10 @@ class ClassFolderSource:
     def clips(self) -> list[ClipInfo]:
         root = Path(self.root)
         names = self.classes() if root.is_dir() else []
-        labelled = [(p, label) for label, name in enumerate(names) for p in _media_files(root / name, self.extensions)]
-        once = set(map(id, _each_file_once([p for p, _ in labelled])))
-        out = [
-            ClipInfo(str(p), label=label, key=p.relative_to(root).as_posix()) for p, label in labelled if id(p) in once
-        ]
+        found = [(f, label) for label, name in enumerate(names) for f in _walk(root / name, self.extensions, root)]
+        labels = {f.path: label for f, label in found}
+        once = _each_file_once([f for f, _ in found])
+        out = [ClipInfo(str(f.path), label=labels[f.path], key=f.path.relative_to(root).as_posix()) for f in once]
         if not out:
             raise FileNotFoundError(f"no media files in class folders under {root} (expected root/<class>/<file>)")
         return out

@@ -99,9 +99,12 @@ def config_errors_end_the_command() -> Iterator[None]:
             message = f"{key} must be set, e.g. {key}=/path/to/your/data"
         else:  # (the index cache is a setting)
             message = config_error_message(err)
-        if rank_zero_only.rank == 0:  # every process of a data-parallel run meets the mistake: one says it
+        rank = rank_zero_only.rank  # the processes of a data-parallel run: the first says it plainly, the
+        if rank == 0:  # others with their rank (a mistake only one meets, its data mount say, is not lost)
             print("error: " + message, file=sys.stderr)
             to_log_file("error: " + message, logging.ERROR)
+        else:
+            print(f"[rank {rank}] error: {message}", file=sys.stderr)
         if in_a_sweep():
             raise SweepJobError(message) from None
         sys.exit(2)
