@@ -172,7 +172,7 @@ class EmbeddingFolder:
     def __call__(self, clip: ClipInfo, rows: bool) -> FileFeatures:
         stem = self.stems.get(_span_key(clip.name, clip.start, clip.end))
         if stem is None:
-            raise MediaError(clip.name, f"not embedded in {self.root} (run the embed task on the same manifest)")
+            raise MediaError(clip.name, f"not embedded in {self.root} (run the embed task on the same input)")
         try:
             loaded = load(stem)
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:

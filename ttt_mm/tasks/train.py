@@ -182,7 +182,9 @@ def run(cfg: DictConfig) -> dict:
         except (RuntimeError, ValueError) as err:  # resuming from a checkpoint of another model, or a damaged file
             if not cfg.get("ckpt_path") or not any(s in str(err) for s in RESUME_ERRORS):
                 raise
-            first = str(err).strip().splitlines()[0]
+            lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+            first = next((line for line in lines if not line.endswith(":")), lines[0])  # (what differs, not a heading)
+            first = first if len(first) <= 200 else first[:200] + " ..."
             raise ConfigError(
                 f"ckpt_path={cfg.ckpt_path} cannot resume this run ({first}); resume with the overrides "
                 "that trained it (its run directory's .hydra/overrides.yaml)"
@@ -216,7 +218,7 @@ def report(out: dict) -> None:
             sys.exit(130)
         return
     shown = {k: out["metrics"][k] for k in sorted(out["metrics"]) if k.startswith(("val/", "test/"))}
-    best = str(out["best_ckpt"])
+    best = str(out["best_ckpt"]) if out["best_ckpt"] else "none (no validation has run)"
     if (
         out.get("resumed")
         and out["best_ckpt"]
