@@ -265,7 +265,8 @@ class SequenceModel(L.LightningModule):
     def _regroup_optimizer_state(self, checkpoint: dict) -> None:
         """Checkpoints written before the tokenizer's codes (video positions, AV modalities) left weight
         decay hold them in the decayed group: their optimizer state moves to the group that holds them
-        now, so that such a run resumes. Any other mismatch is left for the optimizer to refuse."""
+        now, so that such a run resumes. Any other mismatch is left for the optimizer to refuse. (FSDP
+        loads the optimizer state before this hook: such a checkpoint does not resume under it.)"""
         groups = (checkpoint.get("optimizer_states") or [{}])[0].get("param_groups")
         if not groups or len(groups) != 2:
             return

@@ -227,7 +227,8 @@ def _label_names(manifest: str, rows: list[dict]) -> list[str]:
 def _split_key(path: Path) -> str:
     """What a clip's split is hashed from, and embed names its output by: its path as the manifest
     writes it, normalised (``./a.wav`` and ``sub/../a.wav`` are ``a.wav``), so that every span of a
-    file spelled alike lands in one split wherever the data is moved."""
+    file spelled alike lands in one split wherever the data is moved. A file spelled both relative and
+    absolute is two keys (and may straddle splits): spell each file one way."""
     return os.path.normpath(path)
 
 
