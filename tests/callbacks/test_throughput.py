@@ -6,8 +6,6 @@ import torch
 
 from ttt_mm.callbacks import Throughput, throughput
 
-STRATEGY = SimpleNamespace(reduce=lambda t, reduce_op: t)  # one process: the sum is the value
-
 
 class Clock:
     def __init__(self):
@@ -27,14 +25,20 @@ class Module:
         self.logged[name] = value
 
 
-def test_tokens_per_second_and_data_wait_over_one_interval(monkeypatch):
+def started(monkeypatch, log_every_n_steps: int):
+    """A fake clock, a one-process trainer at step 0, a module that records what it logs, and the callback
+    with training started."""
     clock = Clock()
     monkeypatch.setattr(throughput.time, "perf_counter", clock)
-    trainer = SimpleNamespace(
-        log_every_n_steps=2, global_step=0, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t)
-    )
+    reduce = SimpleNamespace(reduce=lambda t, reduce_op: t)  # one process: the sum is the value
+    trainer = SimpleNamespace(log_every_n_steps=log_every_n_steps, global_step=0, strategy=reduce)
     module, cb = Module(), Throughput()
     cb.on_train_start(trainer, module)
+    return clock, trainer, module, cb
+
+
+def test_tokens_per_second_and_data_wait_over_one_interval(monkeypatch):
+    clock, trainer, module, cb = started(monkeypatch, log_every_n_steps=2)
     for i, (wait, compute, tokens) in enumerate([(1.0, 3.0, 40), (2.0, 4.0, 60)]):
         if i == 1:  # a validation run between two batches counts neither as waiting nor as training
             cb.on_validation_start(trainer, module)
@@ -50,12 +54,7 @@ def test_tokens_per_second_and_data_wait_over_one_interval(monkeypatch):
 
 
 def test_nothing_is_logged_before_the_interval_ends(monkeypatch):
-    monkeypatch.setattr(throughput.time, "perf_counter", Clock())
-    trainer = SimpleNamespace(
-        log_every_n_steps=5, global_step=0, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t)
-    )
-    module, cb = Module(), Throughput()
-    cb.on_train_start(trainer, module)
+    _, trainer, module, cb = started(monkeypatch, log_every_n_steps=5)
     for i in range(4):
         cb.on_train_batch_start(trainer, module, None, i)
         trainer.global_step += 1
@@ -93,13 +92,7 @@ def test_checkpoint_saves_between_batches_count_neither_as_waiting_nor_as_traini
 def test_intervals_follow_the_optimizer_steps_lightning_logs_at_across_short_epochs(monkeypatch):
     """Epochs of 3 batches (limit_train_batches), 2 batches per optimizer step, logs every 2 steps:
     Lightning writes at steps 2, 4, 6, whatever the batch's index in its epoch."""
-    clock = Clock()
-    monkeypatch.setattr(throughput.time, "perf_counter", clock)
-    trainer = SimpleNamespace(
-        log_every_n_steps=2, global_step=0, strategy=SimpleNamespace(reduce=lambda t, reduce_op: t)
-    )
-    module, cb = Module(), Throughput()
-    cb.on_train_start(trainer, module)
+    clock, trainer, module, cb = started(monkeypatch, log_every_n_steps=2)
     logged_at = []
     for batch in range(12):
         cb.on_train_batch_start(trainer, module, None, batch % 3)
