@@ -43,20 +43,22 @@ RESUME_ERRORS = (
 )
 
 
-def check(cfg: DictConfig) -> None:
-    """Catch the mistakes that would otherwise surface deep inside a run."""
+def check(cfg: DictConfig) -> int | None:
+    """Catch the mistakes that would otherwise surface deep inside a run; returns the step of the
+    checkpoint to resume from (None: a new run)."""
     check_config(cfg, "train")
     for key in ("data", "model", "trainer"):
         if key not in cfg or cfg[key] is None:
             raise ConfigError(f"config group '{key}' is missing")
-    if cfg.get("ckpt_path"):
-        try:  # (memory-mapped: the tensors are not read)
-            read_checkpoint(cfg.ckpt_path)
-        except (FileNotFoundError, ValueError) as err:
-            raise ConfigError(f"ckpt_path: {err}") from None
     seed = cfg.get("seed")
     if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
         raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1; got {seed}")
+    if not cfg.get("ckpt_path"):
+        return None
+    try:  # (memory-mapped: the tensors are not read)
+        return read_checkpoint(cfg.ckpt_path).get("global_step", 0)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"ckpt_path: {err}") from None
 
 
 def build(cfg: DictConfig):
@@ -75,10 +77,11 @@ def build(cfg: DictConfig):
     return datamodule, model, trainer
 
 
-def check_launch(cfg: DictConfig, trainer: L.Trainer) -> None:
+def check_launch(cfg: DictConfig, trainer: L.Trainer, resumed_step: int | None = None) -> None:
     """What the trainer cannot do in this run: start its own DDP processes inside a sweep (Lightning
     starts each one by running this command again, sweep and all), or resume from a step at or past
-    ``trainer.max_steps`` (it would stop at once, with nothing trained and no checkpoint written)."""
+    ``trainer.max_steps`` (``resumed_step``, from `check`: it would stop at once, with nothing trained
+    and no checkpoint written)."""
     launcher = trainer.strategy.launcher
     if in_a_sweep() and isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1:
         strategy = type(trainer.strategy).__name__
@@ -87,13 +90,12 @@ def check_launch(cfg: DictConfig, trainer: L.Trainer) -> None:
             "others by running this command again, sweep included. Run each configuration as its own command "
             "(or start the processes with torchrun or SLURM)"
         )
-    if cfg.get("ckpt_path") and cfg.get("train", True) and trainer.max_steps >= 0 and not trainer.fast_dev_run:
-        step = read_checkpoint(cfg.ckpt_path).get("global_step", 0)  # (read whole by `check`)
-        if step >= trainer.max_steps:
-            raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path} is at step {step} and trainer.max_steps={trainer.max_steps}: nothing is "
-                f"left to train; to go on, set trainer.max_steps above {step}"
-            )
+    step, steps = resumed_step, trainer.max_steps
+    if step is not None and cfg.get("train", True) and 0 <= steps <= step and not trainer.fast_dev_run:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} is at step {step} and trainer.max_steps={steps}: nothing is "
+            f"left to train; to go on, set trainer.max_steps above {step}"
+        )
 
 
 def check_window_length(datamodule, model) -> None:
@@ -160,12 +162,12 @@ def check_validation_window(datamodule) -> None:
 
 def run(cfg: DictConfig) -> dict:
     """Fit (and optionally test); returns the final metrics and where things were written."""
-    check(cfg)
+    resumed_step = check(cfg)
     # a sweep's jobs share this process: a job without cpu_threads gets the default back
     torch.set_num_threads(positive_count(cfg.get("cpu_threads"), "cpu_threads", "torch's default") or DEFAULT_THREADS)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
-    check_launch(cfg, trainer)
+    check_launch(cfg, trainer, resumed_step)
     check_window_length(datamodule, model)
     check_carried_windows(datamodule, model)
     check_validation_window(datamodule)
