@@ -27,7 +27,7 @@ from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
 from ttt_mm.data.index import PROBE_TIMEOUT, index_clips
 from ttt_mm.data.skiplist import SkipList, count_reasons
 from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
-from ttt_mm.data.training import ResumableSampler, StreamWindows, WindowDataset
+from ttt_mm.data.training import ResumableSampler, StreamWindows, WindowDataset, is_seed
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def _check_settings(positive: dict, counts: dict, fractions: dict, seed) -> None
             raise ValueError(f"data.{key} must lie in [0, 1]; got {value}")
     if sum(fractions.values()) > 1:
         raise ValueError(f"data.val_fraction + data.test_fraction must be at most 1; got {sum(fractions.values()):g}")
-    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
+    if not is_seed(seed):
         raise ValueError(f"data.seed must be a whole number from 0 to 2**32 - 1; got {seed}")
 
 

@@ -24,6 +24,11 @@ from ttt_mm.data.sources import ClipInfo
 log = logging.getLogger(__name__)
 
 
+def is_seed(value: object) -> bool:
+    """Whether ``value`` is a seed NumPy and Lightning take: a whole number from 0 to 2**32 - 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
+
+
 def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
     """The shuffled clip order of one pass over the training clips."""
     return np.random.default_rng([seed, epoch]).permutation(size)

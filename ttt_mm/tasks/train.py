@@ -19,6 +19,7 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.data.datasets import off_grid
+from ttt_mm.data.training import is_seed
 from ttt_mm.embed.checkpoint import read_checkpoint
 from ttt_mm.tasks.common import (
     CONF_DIR,
@@ -51,7 +52,7 @@ def check(cfg: DictConfig) -> int | None:
         if key not in cfg or cfg[key] is None:
             raise ConfigError(f"config group '{key}' is missing")
     seed = cfg.get("seed")
-    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
+    if seed is not None and not is_seed(seed):
         raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1; got {seed}")
     if not cfg.get("ckpt_path"):
         return None
