@@ -22,7 +22,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from ttt_mm.data.atomic import replaced
+from ttt_mm.storage.atomic import replaced
 
 
 class LastCheckpoint(Checkpoint):

@@ -39,12 +39,13 @@ from functools import partial
 from pathlib import Path
 
 from ttt_mm.data import decode
-from ttt_mm.data.atomic import write_text
 from ttt_mm.data.datasets import ReadSpec, clip_span
 from ttt_mm.data.decode import MediaError, MediaInfo, stat_reason
 from ttt_mm.data.decode.isolation import Failure, IsolatedPool, refuse_in_a_worker
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.storage.atomic import write_text
+from ttt_mm.storage.cache import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class IndexInterrupted(KeyboardInterrupt):
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/ttt-mm/index`` (``~/.cache/ttt-mm/index``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ttt-mm" / "index"
+    return user_cache_dir("index")
 
 
 def default_jobs() -> int:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ttt_mm.data.atomic import write_csv
 from ttt_mm.data.index import RECORD_FIELDS
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, SPLITS, ClipInfo
+from ttt_mm.storage.atomic import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ class ManifestSource:
         return _label_names(self.path, self.rows())
 
     def clips(self) -> list[ClipInfo]:
-        base = Path(self.path).parent
         names = _label_names(self.path, self.rows())
         index = {n: i for i, n in enumerate(names)}
         out = []
@@ -59,7 +58,7 @@ class ManifestSource:
             label = row.get("label")
             out.append(
                 ClipInfo(
-                    str(path if path.is_absolute() else base / path),
+                    str(_media_path(Path(self.path), path)),
                     start=start,
                     end=end,
                     label=-1 if _unlabelled(label) else index[_label_name(label)],
@@ -174,8 +173,7 @@ def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
     kept: dict[tuple, tuple] = {}
     repeats = []
     for line, row, (start, end) in sorted(rows, key=lambda r: bool(r[1].get("error"))):
-        path = Path(str(row["path"]))
-        key = (os.path.abspath(path if path.is_absolute() else manifest.parent / path), start, end)
+        key = (os.path.abspath(_media_path(manifest, Path(str(row["path"])))), start, end)
         if key not in first:
             first[key] = (line, row)
             kept[key] = (line, row, (start, end))
@@ -204,6 +202,11 @@ def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
             earlier,
         )
     return sorted(kept.values(), key=lambda r: r[0])  # (in the manifest's order)
+
+
+def _media_path(manifest: Path, path: Path) -> Path:
+    """The file a row's path names: a relative one is taken from the manifest's folder."""
+    return path if path.is_absolute() else manifest.parent / path
 
 
 def _cell(column: str, value: object) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttt_mm.data.atomic import replaced
+from ttt_mm.storage.atomic import replaced
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _pyplot():
 
 
 def _save(fig, path: str | Path) -> None:
-    """The figure as a PNG at ``path``, written whole (`ttt_mm.data.atomic`)."""
+    """The figure as a PNG at ``path``, written whole (`ttt_mm.storage.atomic`)."""
     with replaced(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ttt_mm.data.atomic import write_csv, write_json
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.scoring import HORIZON_FIELDS, SERIES
+from ttt_mm.storage.atomic import write_csv, write_json
 
 # The figures an evaluation may write: which ones depends on its clips and models, so a new evaluation
 # into the same folder removes those of an earlier one (the tables and metrics.json are always rewritten).

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttt_mm.data.atomic import write_csv, write_json
+from ttt_mm.storage.atomic import write_csv, write_json
 
 
 def write_outputs(output: Path, metrics: dict, scores: dict, clips, y, names, fold_of) -> dict[str, str]:

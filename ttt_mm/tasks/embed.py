@@ -38,7 +38,6 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ttt_mm.data.atomic import remove_stale_temporaries, replaced, write_json
 from ttt_mm.data.decode import MediaError
 from ttt_mm.data.decode.guard import native_stderr_silenced
 from ttt_mm.data.index import index_clips
@@ -60,6 +59,7 @@ from ttt_mm.embed.files import (
     source_record,
     weights_hash,
 )
+from ttt_mm.storage.atomic import remove_stale_temporaries, replaced, write_json
 from ttt_mm.tasks.common import (
     CONF_DIR,
     ConfigError,

@@ -20,10 +20,10 @@ import logging
 import sys
 from pathlib import Path
 
-from ttt_mm.data.atomic import write_text
 from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, default_jobs, index_files
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import MEDIA_EXTENSIONS, FolderSource, relative_to
+from ttt_mm.storage.atomic import write_text
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ttt_mm.storage.cache import user_cache_dir
+
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
@@ -75,8 +77,7 @@ def _cpu_features() -> str:
 def _cache_dir() -> Path:
     if os.environ.get("TTT_MM_CACHE"):
         return Path(os.environ["TTT_MM_CACHE"])
-    # beside the dataset index (ttt_mm.data.index.default_cache_dir); ops do not import the data package
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ttt-mm" / "kernels"
+    return user_cache_dir("kernels")
 
 
 def _compile(cc: str, flags: tuple[str, ...]) -> Path:

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from ttt_mm.data import atomic
-from ttt_mm.data.atomic import replaced, temporary_path, write_text
+from ttt_mm.storage import atomic
+from ttt_mm.storage.atomic import replaced, temporary_path, write_text
 
 
 def test_a_finished_block_replaces_the_file_and_a_failed_one_leaves_it_as_it_was(tmp_path):
