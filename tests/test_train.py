@@ -487,7 +487,10 @@ def test_carried_windows_that_cut_a_mini_batch_fail_before_training(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
         run(compose_train(tmp_path / "lact", lact))
     (line,) = [r.getMessage() for r in caplog.records if "LaCT chunks" in r.getMessage()]
-    assert "(64 tokens) is not a whole number of LaCT chunks of 128 tokens" in line and "chunk_size=64" in line
+    assert (
+        "(64 tokens) is not a whole number of LaCT chunks of 128 tokens" in line
+        and "e.g. model.backbone.mixer.chunk_size=64" in line
+    )
 
 
 def test_a_window_too_short_to_predict_is_a_config_error_naming_the_shortest(tmp_path):

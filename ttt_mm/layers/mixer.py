@@ -22,7 +22,7 @@ class RestartUnit:
 
     tokens: int
     name: str  # what the units are called in messages, e.g. "TTT mini-batches"
-    key: str  # the config key that sets ``tokens``
+    argument: str  # the mixer's constructor argument that sets ``tokens`` (its config key under the mixer's node)
     required: bool
     """True: a row can restart alone only between units (a window must hold whole ones); False: it
     can restart anywhere, but rows restarted between units run together (faster)."""

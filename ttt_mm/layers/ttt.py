@@ -77,8 +77,7 @@ class TTTLayer(nn.Module):
         if self.head_dim % 2:
             raise ValueError(f"head_dim = dim / num_heads must be even for RoPE; got {self.head_dim}")
         self.inner, self.mini_batch_size = inner, mini_batch_size
-        key = "model.backbone.mixer.mini_batch_size"
-        self.restart_unit = RestartUnit(mini_batch_size, "TTT mini-batches", key, required=True)
+        self.restart_unit = RestartUnit(mini_batch_size, "TTT mini-batches", "mini_batch_size", required=True)
         self.base_lr = (1.0 if inner == "linear" else 0.1) if base_lr is None else base_lr
         self.share_qk, self.use_gate = share_qk, use_gate
         H, Fd, K = num_heads, self.head_dim, mini_batch_size

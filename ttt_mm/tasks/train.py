@@ -34,6 +34,8 @@ from ttt_mm.tasks.config_types import check_config
 
 log = logging.getLogger(__name__)
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's choice (one per core, or OMP_NUM_THREADS)
+MIXER_KEY = "model.backbone.mixer"
+"""Where the configs put the mixer's arguments (``conf/model/<name>.yaml``), for messages naming one."""
 
 # What torch says when a checkpoint does not fit the model, or is a damaged zip archive
 RESUME_ERRORS = (
@@ -148,7 +150,7 @@ def check_carried_windows(datamodule, model) -> None:
     near = min(fits, key=lambda c: abs(c - unit.tokens))  # the unit changes: the window is the data's
     log.warning(
         f"{window} is not a whole number of {unit.name} of {unit.tokens} tokens: rows restarted at a file's "
-        f"end run in separate groups (slower); e.g. {unit.key}={near}"
+        f"end run in separate groups (slower); e.g. {MIXER_KEY}.{unit.argument}={near}"
     )
 
 
