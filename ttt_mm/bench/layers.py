@@ -37,7 +37,7 @@ import torch
 
 from ..layers import AttentionLayer, LaCTLayer, TTTLayer
 from .arguments import positive_int
-from .memory import resident_mib
+from .memory import reset_peak, resident_mib
 
 LAYERS = ("ttt_linear", "ttt_mlp", "attention", "lact")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -84,8 +84,8 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-        else:
-            base = resident_mib("VmHWM") * 2**20
+        else:  # the rise above what is resident now (the warm-up's peak may lie above it)
+            base = resident_mib("VmRSS" if reset_peak() else "VmHWM") * 2**20
         if scratch is not None:  # start the sample from DRAM, as a stream does, at every length
             scratch.fill_(1.0)
         t0 = time.perf_counter()
