@@ -16,8 +16,8 @@ import math
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from .first_order import first_order_backward
 from .rope import apply_rope
 
 # Queries per block: about a quarter of the window, a multiple of 32 in [32, 128]. A block scores
@@ -170,39 +170,38 @@ class _WindowAttention(torch.autograd.Function):
         return o.unflatten(0, (B, H))[:, :, :T].transpose(1, 2).to(q.dtype)
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward
     def backward(ctx, grad):
         q, k, v, cache_k, cache_v, rotation = ctx.saved_tensors
         B, T, H, F = q.shape
         P = cache_k.shape[2]
         dtype = torch.promote_types(q.dtype, torch.float32)
-        with torch.autocast(q.device.type, enabled=False):
-            blocks = _Blocks(T, P, H, ctx.counts, q.device, dtype)
-            qs, ks = blocks.queries(q, rotation, dtype), blocks.keys(cache_k, k, rotation, dtype)
-            vs = blocks.keys(cache_v, v, None, dtype)
-            do = qs.new_zeros(B, H, qs.shape[1], F)
-            do[:, :, :T] = grad.transpose(1, 2)
-            do = do.flatten(0, 1)
-            dq, dk, dv = torch.empty_like(qs), torch.zeros_like(ks), torch.zeros_like(vs)
-            scale = F**-0.5
-            for r0, r1, bias in blocks.groups:
-                qb, dob = blocks.blocks(qs[r0:r1]), blocks.blocks(do[r0:r1])
-                kw, vw = blocks.windows(ks[r0:r1]), blocks.windows(vs[r0:r1])
-                p = torch.baddbmm(bias, qb, kw.mT, alpha=scale).softmax(-1)  # [n nb, Q, span]
-                blocks.fold_into(dv[r0:r1], torch.bmm(p.mT, dob))
-                # o = p v, p = softmax(s): ds = p (dp - <p, dp>) with dp = do v^T; s = scale q k^T
-                dp = torch.bmm(dob, vw.mT)
-                ds = dp.sub_(torch.linalg.vecdot(p, dp).unsqueeze(-1)).mul_(p)
-                torch.bmm(ds, kw, out=blocks.blocks(dq[r0:r1]))
-                blocks.fold_into(dk[r0:r1], torch.bmm(ds.mT, qb))
-            dq.mul_(scale)
-            dk.mul_(scale)
-            dq, dk, dv = (x.unflatten(0, (B, H)) for x in (dq, dk, dv))
-            conj = rotation.conj()  # RoPE's inverse (and transpose): rotate back
-            front = blocks.front
-            d_q = apply_rope(dq[:, :, :T].transpose(1, 2), conj[P:])
-            dk_all = apply_rope(dk[:, :, front : front + P + T].transpose(1, 2), conj)  # [B, P + T, H, F]
-            dv_all = dv[:, :, front : front + P + T].transpose(1, 2)
+        blocks = _Blocks(T, P, H, ctx.counts, q.device, dtype)
+        qs, ks = blocks.queries(q, rotation, dtype), blocks.keys(cache_k, k, rotation, dtype)
+        vs = blocks.keys(cache_v, v, None, dtype)
+        do = qs.new_zeros(B, H, qs.shape[1], F)
+        do[:, :, :T] = grad.transpose(1, 2)
+        do = do.flatten(0, 1)
+        dq, dk, dv = torch.empty_like(qs), torch.zeros_like(ks), torch.zeros_like(vs)
+        scale = F**-0.5
+        for r0, r1, bias in blocks.groups:
+            qb, dob = blocks.blocks(qs[r0:r1]), blocks.blocks(do[r0:r1])
+            kw, vw = blocks.windows(ks[r0:r1]), blocks.windows(vs[r0:r1])
+            p = torch.baddbmm(bias, qb, kw.mT, alpha=scale).softmax(-1)  # [n nb, Q, span]
+            blocks.fold_into(dv[r0:r1], torch.bmm(p.mT, dob))
+            # o = p v, p = softmax(s): ds = p (dp - <p, dp>) with dp = do v^T; s = scale q k^T
+            dp = torch.bmm(dob, vw.mT)
+            ds = dp.sub_(torch.linalg.vecdot(p, dp).unsqueeze(-1)).mul_(p)
+            torch.bmm(ds, kw, out=blocks.blocks(dq[r0:r1]))
+            blocks.fold_into(dk[r0:r1], torch.bmm(ds.mT, qb))
+        dq.mul_(scale)
+        dk.mul_(scale)
+        dq, dk, dv = (x.unflatten(0, (B, H)) for x in (dq, dk, dv))
+        conj = rotation.conj()  # RoPE's inverse (and transpose): rotate back
+        front = blocks.front
+        d_q = apply_rope(dq[:, :, :T].transpose(1, 2), conj[P:])
+        dk_all = apply_rope(dk[:, :, front : front + P + T].transpose(1, 2), conj)  # [B, P + T, H, F]
+        dv_all = dv[:, :, front : front + P + T].transpose(1, 2)
         return (
             d_q.to(q.dtype),
             dk_all[:, P:].to(k.dtype),

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from ..first_order import first_order_backward
 from ..native import lact as native
 from .tiles import token_tiles
 
@@ -62,7 +62,7 @@ class _FastInputs(torch.autograd.Function):
         return out[0], out[1], out[2]
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward
     def backward(ctx, *grads):
         qkv, scale, offset, norms = ctx.saved_tensors
         fused = native.fast_inputs_backward(qkv, scale, offset, norms, grads, ctx.eps)
@@ -126,7 +126,7 @@ class _GatedRMSNorm(torch.autograd.Function):
         return out.flatten(2)
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward
     def backward(ctx, grad):
         o, weight, gate, rms = ctx.saved_tensors
         grad = grad.unflatten(-1, o.shape[1:2] + o.shape[3:])  # [B, T, H, D]

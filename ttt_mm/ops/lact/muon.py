@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+
+from ..first_order import first_order_backward
 
 # (a, b, c) of each step, as released with LaCT (from modded-nanogpt's tuned schedule).
 NEWTON_SCHULZ_STEPS = (
@@ -65,7 +66,7 @@ class _Orthogonalize(torch.autograd.Function):
         return X.mT if tall else X
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward
     def backward(ctx, grad: Tensor) -> Tensor:
         (G,) = ctx.saved_tensors
         G, tall = _wide(G)

@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from ..first_order import first_order_backward
 from ..native import lact as native
 from .tiles import token_tiles
 
@@ -62,7 +62,7 @@ class _SwiGLUChunk(torch.autograd.Function):
         return out, G02, G1
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward
     def backward(ctx, d_out, dG02, dG1):
         W02, W1, q, k, v, lr = ctx.saved_tensors
         BH, n, _ = q.shape

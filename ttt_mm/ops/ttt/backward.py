@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from ..first_order import first_order_backward
 from ..ln import LnL2GradBackward, l2_target_offset, ln_l2_grad_recorded
 from .dual import MiniBatches, Params, gelu_tanh_curvature, gelu_tanh_with_slope, linear_scan, mlp_scan
 
@@ -168,7 +168,7 @@ class LinearScan(torch.autograd.Function):
         return out, W_new, b_new
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward
     def backward(ctx, d_out, d_W, d_b):
         kq, target, lrm, tau, ln_w, ln_b, *checkpoints = ctx.saved_tensors
         mb = MiniBatches(kq, target, lrm)
@@ -299,7 +299,7 @@ class MLPScan(torch.autograd.Function):
         return (out, *new)
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward
     def backward(ctx, d_out, d_W1, d_b1, d_W2, d_b2):
         kq, target, lrm, tau, ln_w, ln_b, *checkpoints = ctx.saved_tensors
         mb = MiniBatches(kq, target, lrm)

@@ -35,7 +35,8 @@ import contextlib
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+
+from ..first_order import first_order_backward
 
 try:
     import triton
@@ -611,7 +612,7 @@ class _Scan(torch.autograd.Function):
         return (out, *new)
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward
     def backward(ctx, d_out, *d_new):
         q, k, v, lr, tau, ln_w, ln_b, *ckpts = ctx.saved_tensors
         BH, K, F, n_ckpt = q.shape[0], tau.shape[0], q.shape[-1], ckpts[0].shape[1]
