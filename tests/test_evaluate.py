@@ -235,6 +235,9 @@ def test_a_checkpoint_of_one_stream_is_evaluated_with_the_other_streams_keys_lef
     [
         ("data.clip_seconds=x", "data.clip_seconds must be a number; got 'x'"),
         ("plots=no", "plots must be true or false; got 'no'"),
+        ("window_seconds=abc", "window_seconds must be a number of seconds > 0 (or null for the data's validation"),
+        ("window_seconds=0", "window_seconds must be a number of seconds > 0"),  # not the default in disguise
+        ("window_seconds=-4", "window_seconds must be a number of seconds > 0"),
     ],
 )
 def test_a_value_of_the_wrong_kind_is_a_config_error_naming_its_key(tmp_path, model, override, message):

@@ -6,6 +6,7 @@ imports this module first)."""
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import traceback
 from collections.abc import Iterator
@@ -134,6 +135,15 @@ def positive_count(value, key: str, null: str = "all") -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key} must be a whole number >= 1 (or null for {null}); got {value!r}")
     return value
+
+
+def positive_seconds(value, key: str, null: str) -> float | None:
+    """A duration key shipped as null (``window_seconds``): None, or a finite number > 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"{key} must be a number of seconds > 0 (or null for {null}); got {value!r}")
+    return float(value)
 
 
 def output_folder(path: str | Path, key: str = "output") -> Path:

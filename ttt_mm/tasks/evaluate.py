@@ -41,6 +41,7 @@ from ttt_mm.tasks.common import (
     names_of,
     output_folder,
     positive_count,
+    positive_seconds,
 )
 from ttt_mm.tasks.config_types import check_command_keys, check_types
 
@@ -129,6 +130,7 @@ def run(cfg: DictConfig) -> dict:
     )
     if options.rollout_steps < 0 or options.bins_per_octave < 1 or not 0 < options.edge_fraction <= 0.5:
         raise ConfigError("need rollout_steps >= 0, bins_per_octave >= 1 and 0 < edge_fraction <= 0.5")
+    window = positive_seconds(cfg.get("window_seconds"), "window_seconds", "the data's validation window")
     output = output_folder(cfg.output)
     models = load_models(ckpts, names, str(cfg.device), bool(cfg.weights_only))
     try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)
@@ -146,8 +148,8 @@ def run(cfg: DictConfig) -> dict:
     # a skip list is a training run's memory across restarts: an evaluation reads every file afresh
     datamodule = instantiate(cfg.data, **decoding, earlier_skips=False)
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
-    window = cfg.get("window_seconds") or datamodule.eval_window_seconds
-    check_window(models, float(window))
+    window = window or datamodule.eval_window_seconds
+    check_window(models, window)
     clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
     skips = datamodule.skips
     log.info(
@@ -157,11 +159,11 @@ def run(cfg: DictConfig) -> dict:
         log.info(
             "output %s held an earlier evaluation: its %d figure(s) removed, the tables rewritten", output, removed
         )
-    result = evaluate(models, clips, datamodule.spec, float(window), options, skips, output)
+    result = evaluate(models, clips, datamodule.spec, window, options, skips, output)
     result["skipped"] = [{"path": p, "reason": r} for p, r in datamodule.rejected.items()] + result["skipped"]
     settings = {
         "split": str(cfg.split),
-        "window_seconds": float(window),
+        "window_seconds": window,
         "clips": len(clips),
         "evaluated": len(result["files"]),
         "skipped": len(result["skipped"]),
