@@ -110,7 +110,7 @@ class AudioTokenizer(Tokenizer):
         device = audio.device
         steps = torch.arange(count, device=device)
         start = batch_start(batch, batch_size, device)
-        timestamps = start[:, None] + steps * self.seconds_per_step  # float64, as start
+        timestamps = start[:, None] + steps.double() * self.seconds_per_step  # float64 (int64 * float is float32)
         lengths = batch_lengths(batch, "audio_lengths", batch_size, n, device)
         mask = steps[None, :] < (lengths // self.samples_per_token)[:, None]
         targets = targets * mask[..., None]

@@ -163,7 +163,7 @@ class VideoTokenizer(Tokenizer):
         device = video.device
         step_of = torch.arange(steps, device=device).repeat_interleave(self.tokens_per_step)
         start = batch_start(batch, b, device)
-        timestamps = start[:, None] + step_of * self.seconds_per_step  # float64, as start
+        timestamps = start[:, None] + step_of.double() * self.seconds_per_step  # float64 (int64 * float is float32)
         lengths = batch_lengths(batch, "video_lengths", b, t, device)
         mask = step_of[None, :] < (lengths // self.tubelet)[:, None]
         return Tokens(
