@@ -22,12 +22,12 @@ from mediafiles import write_video
 from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.embed.checkpoint import resolve_device
 from ttt_mm.eval.rollout import rollout
-from ttt_mm.eval.scoring import ClipScorer
+from ttt_mm.eval.scoring import HORIZON_FIELDS, ClipScorer
 from ttt_mm.eval.tables import remove_earlier_figures
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 from ttt_mm.tasks.evaluate import load_models, report, run
-from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
+from ttt_mm.tokenizers import VIDEO, AudioTokenizer, VideoTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = ReadSpec(("audio", "video"), size=32)
@@ -132,6 +132,25 @@ def test_frames_and_mel_are_scored(model, clip_windows):
     assert np.isfinite(result.frames).all()
     assert (result.frames[:, 4:] <= 1).all()  # SSIM
     assert result.mel.shape == (11 * 5, 2) and (result.mel > 0).all()
+
+
+def test_a_silent_track_read_in_place_of_sound_is_input_but_never_scored(model, clip_windows):
+    """A video without usable sound is read with silence (``missing_audio: silence``): predicting it is
+    trivial, so its audio tokens would flatter every audio metric and the pooled loss."""
+    windows, whole = clip_windows
+    silent = [dict(w, audio_silent=torch.tensor([True])) for w in windows]
+    heard, quiet = scores(model, windows, rollout_steps=2), scores(model, silent, rollout_steps=2)
+    video = heard.modality == VIDEO
+    assert (quiet.modality == VIDEO).all() and len(quiet.losses) == int(video.sum()) > 0
+    np.testing.assert_allclose(quiet.losses, heard.losses[video], rtol=1e-6)  # the input is the same
+    np.testing.assert_array_equal(quiet.frames, heard.frames)
+    assert len(heard.mel) > 0 and len(quiet.mel) == 0
+    mel = HORIZON_FIELDS.index("mel_l1_model")
+    assert heard.horizon_counts[:, mel].sum() > 0 and quiet.horizon_counts[:, mel].sum() == 0
+    with torch.no_grad():  # training and validation losses leave it out too
+        tokens, pred, _ = model(dict(whole, audio_silent=torch.tensor([True])))
+        _, _, n = model.losses(tokens, pred)
+    assert int(n) == int(video.sum()) and tokens.mask.all()
 
 
 def test_a_model_that_predicts_the_last_step_scores_as_that_step(clip_windows):

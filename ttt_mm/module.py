@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from .backbone import Backbone, BackboneState, reset_rows
-from .tokenizers.base import TOKEN_LOSSES, token_loss
+from .tokenizers.base import TOKEN_LOSSES, Tokens, token_loss
 
 PREDICT = ("next_token", "next_step")
 log = logging.getLogger(__name__)
@@ -121,9 +121,9 @@ class SequenceModel(L.LightningModule):
         hidden, state = self.backbone(tokens.embeddings, state)
         return tokens, self.head(hidden), state
 
-    def _pair_mask(self, mask: Tensor) -> Tensor:
-        """Token i is scored when it and its target token i + offset are both real."""
-        return mask[:, : -self.offset] & mask[:, self.offset :]
+    def _pair_mask(self, tokens: Tokens) -> Tensor:
+        """Token i is scored when it is real and its target token i + offset is scored (`Tokens.scored`)."""
+        return tokens.mask[:, : -self.offset] & tokens.scored[:, self.offset :]
 
     def _loss(self, pred: Tensor, target: Tensor, mask: Tensor, modality: Tensor) -> Tensor:
         """Mean over scored tokens of `token_loss` (each token averaged over its real target entries)."""
@@ -142,7 +142,7 @@ class SequenceModel(L.LightningModule):
         if o >= N:
             zero = pred.sum() * 0.0
             return zero, zero.detach(), torch.zeros((), dtype=torch.long, device=pred.device)
-        mask = self._pair_mask(tokens.mask)
+        mask = self._pair_mask(tokens)
         target, modality = tokens.targets[:, o:], tokens.modality[:, o:]
         loss = self._loss(pred[:, :-o], target, mask, modality)
         shift = P - o  # >= 0: how far before token i its copy source lies

@@ -134,6 +134,9 @@ def test_a_video_without_sound_reads_as_silence_only_when_asked(media):
     assert item["video"].shape == (8, 3, 32, 32) and item["video"].float().mean() > 0
     windows = list(iter_windows(str(media["video_only"]), 0.5, silence))
     assert len(windows) == 4 and all(w["audio"].shape == (1, 8000) for w in windows)
+    assert all(w["audio_silent"].tolist() == [True] for w in windows)  # read, not scored (Tokens.scored)
+    heard = next(iter_windows(str(media["av"]), 0.5, silence))
+    assert heard["audio_silent"].tolist() == [False]
     with pytest.raises(MediaError, match="no audio stream"):
         clip_span(clip, ReadSpec(size=32))  # the default: a file without the stream is a bad file
     with pytest.raises(ValueError, match="missing_audio must be one of"):

@@ -137,10 +137,12 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
     if "audio" in spec.modalities:
         sr, context = spec.sample_rate, spec.context_samples
         first = round(start * sr)
+        item["audio_silent"] = False
         if isinstance(media, Media):
             samples = media.audio((first - context) / sr, (context + round(duration * sr)) / sr, sr)
         elif spec.missing_audio == "silence" and reads_silence(_file_info(clip, spec), spec):
             samples = torch.zeros(context + round(duration * sr))
+            item["audio_silent"] = True  # read, not scored (`Tokens.scored`)
         else:
             backend = info.audio_backend if info is not None else None
             samples = decode.read_audio(
@@ -174,8 +176,8 @@ def collate(items: Sequence[dict]) -> dict:
 
     Keys: ``audio [B, n]``, ``audio_lengths [B]``, ``audio_mask [B, n]``, ``audio_context [B, c]``,
     ``video [B, T, 3, S, S]``, ``video_lengths [B]``, ``video_mask [B, T]``, ``start [B]`` float64,
-    ``label [B]``, ``path`` list, ``sample_rate`` and ``fps`` (plain numbers), and ``window_index``
-    when items have it.
+    ``label [B]``, ``path`` list, ``sample_rate`` and ``fps`` (plain numbers), ``audio_silent [B]``
+    (a silent track read in place of missing sound) and ``window_index`` when items have them.
     """
     batch: dict = {
         "start": torch.tensor([float(x["start"]) for x in items], dtype=torch.float64),
@@ -195,6 +197,8 @@ def collate(items: Sequence[dict]) -> dict:
             batch[f"{modality}_mask"] = torch.arange(data.shape[1])[None, :] < lengths[:, None]
     if "audio_context" in items[0]:
         batch["audio_context"] = torch.stack([x["audio_context"] for x in items])
+    if "audio_silent" in items[0]:
+        batch["audio_silent"] = torch.tensor([x["audio_silent"] for x in items], dtype=torch.bool)
     if "window_index" in items[0]:
         batch["window_index"] = torch.tensor([x["window_index"] for x in items], dtype=torch.long)
     return batch

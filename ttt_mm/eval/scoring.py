@@ -169,7 +169,7 @@ class ClipScorer:
         prev = self.lag_prev(targets)  # target of token t - P
         prev_stats = None if stats is None else self.lag_stats(stats)
         mean_t = self.lag_mean(self._running_mean(targets, tokens.mask))  # mean of same-slot targets up to t - P
-        valid = tokens.mask & self.lag_mask_off(tokens.mask, False) & self.lag_mask_prev(tokens.mask, False)
+        valid = tokens.scored & self.lag_mask_off(tokens.mask, False) & self.lag_mask_prev(tokens.mask, False)
 
         widths = self.tokenizer.target_widths(tokens.modality)
         losses = torch.stack(
@@ -274,11 +274,12 @@ class ClipScorer:
                     continue
                 span = slice(i * self.P, (i + 1) * self.P)
                 truth, modality = tokens.targets[:, span].float(), tokens.modality[:, span]
+                scored = tokens.scored[:, span]  # (a silent track read in place of sound is not)
                 guess = r.preds[:, h - 1]
                 widths = self.tokenizer.target_widths(modality)
                 row = {
-                    "loss_model": token_loss(guess, truth, widths, self.kind).mean(),
-                    "loss_copy": token_loss(r.targets, truth, widths, self.kind).mean(),
+                    "loss_model": token_loss(guess, truth, widths, self.kind)[scored].mean(),
+                    "loss_copy": token_loss(r.targets, truth, widths, self.kind)[scored].mean(),
                 }
                 true_m = self._step_media(media["truth"], i)
                 model_m = self._step_media(invert(guess, r.stats), 0)
@@ -288,7 +289,7 @@ class ClipScorer:
                     for name, x in (("model", model_m), ("copy", copy_m)):
                         row[f"psnr_{name}"] = psnr(x["video"], true_m["video"])  # [tubelet]
                         row[f"ssim_{name}"] = ssim(x["video"], true_m["video"], window=self.ssim_window)
-                if self.audio:
+                if self.audio and bool(scored[modality == AUDIO].any()):
                     row["mel_l1_model"] = mel_l1(model_m["audio"], true_m["audio"])
                     row["mel_l1_copy"] = mel_l1(copy_m["audio"], true_m["audio"])
                 for j, name in enumerate(HORIZON_FIELDS):

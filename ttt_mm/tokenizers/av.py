@@ -103,6 +103,9 @@ class AVTokenizer(Tokenizer):
         clock = step[:, None] * self.seconds_per_step + offset  # [steps, per_step] seconds, float64
         start = batch_start(batch, merged["mask"].shape[0], device)
         mask = merged["mask"]
+        scored = mask
+        if (silent := batch.get("audio_silent")) is not None:  # substituted silence: nothing to score
+            scored = mask & ~(torch.as_tensor(silent, device=device)[:, None] & (modality == AUDIO).repeat(steps))
         return Tokens(
             embeddings=merged["embeddings"] + self.modality_embed(modality).repeat(steps, 1) * mask[..., None],
             targets=merged["targets"],
@@ -110,6 +113,7 @@ class AVTokenizer(Tokenizer):
             modality=modality.repeat(steps).expand_as(mask).clone(),
             mask=mask,
             target_stats=merged["stats"],
+            scored=scored,
         )
 
     def invert(self, targets: Tensor, target_stats: Tensor | None = None) -> dict[str, Tensor]:

@@ -73,6 +73,13 @@ class Tokens:
     modality: Tensor  # [B, N] long, AUDIO or VIDEO
     mask: Tensor  # [B, N] bool, True for real tokens
     target_stats: Tensor | None = None  # [B, N, 2, 3]
+    scored: Tensor | None = None
+    """``[B, N]`` bool: the real tokens that losses and metrics count (None: ``mask``). The audio of a
+    video read with a silent track (``batch["audio_silent"]``) is input, not data: it is not scored."""
+
+    def __post_init__(self) -> None:
+        if self.scored is None:
+            self.scored = self.mask
 
 
 class Tokenizer(nn.Module):
