@@ -153,3 +153,12 @@ def truncate(src: Path, dst: Path, fraction: float = 0.5) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: int(len(data) * fraction)])
     return dst
+
+
+def without_audio_decoder(path: Path) -> Path:
+    """The file with its audio format tag set to one no decoder knows (0x1234): a WAV, or an AVI of PCM."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"fmt ") + 8 if path.suffix == ".wav" else data.find(b"strf", data.find(b"auds")) + 8
+    data[at : at + 2] = (0x1234).to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    return path

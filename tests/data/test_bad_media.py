@@ -9,9 +9,12 @@ import threading
 import decord
 import pytest
 import torch
+from mediafiles import tone, without_audio_decoder, write_video, write_wav
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, decode
 from ttt_mm.data.decode import guard, native
+from ttt_mm.data.decode.native import NO_AUDIO_DECODER
+from ttt_mm.data.index import describe
 from ttt_mm.data.skiplist import count_reasons, reason_kind
 from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
 
@@ -232,3 +235,15 @@ def test_a_text_file_named_as_audio_is_not_a_media_container(tmp_path, name):
     path.write_text("these are my notes, not a recording\n")
     with pytest.raises(MediaError, match="not a readable media container"):
         decode.probe(path, verify=True)
+
+
+def test_an_audio_codec_without_a_decoder_costs_the_audio_stream_only(tmp_path):
+    """FFmpeg lists such a stream with no codec context: the probe crashed on it, and the whole file,
+    its readable video too, was left out as "decoder exited"."""
+    wav = without_audio_decoder(write_wav(tmp_path / "a.wav", tone(1.0, 16000), 16000))
+    avi = write_video(tmp_path / "v.avi", seconds=2.0, audio_codec="pcm_s16le", video_codec="mpeg4")
+    avi = without_audio_decoder(avi)
+    assert describe(str(wav))["error"] == NO_AUDIO_DECODER
+    record = describe(str(avi))
+    assert "error" not in record and record["audio_error"] == NO_AUDIO_DECODER
+    assert record["has_video"] and record["video_duration"] == pytest.approx(2.0)

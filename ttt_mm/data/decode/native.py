@@ -18,6 +18,7 @@ DECODE_TIMEOUT_S = 60.0
 """Base deadline for one native decode call; more is allowed per byte opened and per frame read."""
 
 UNREADABLE = "not a readable media container (ffmpeg could not open it)"
+NO_AUDIO_DECODER = "its audio codec has no decoder here (neither FFmpeg nor libsndfile reads it)"
 
 _AVERROR = {-1094995529: "invalid data", -1381258232: "stream not found", -541478725: "end of file"}
 

@@ -12,7 +12,7 @@ import numpy as np
 from ttt_mm.data.decode.audio import container_track, read_samples, sf_info
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import MediaError, checked_stat, without_frames
-from ttt_mm.data.decode.native import UNREADABLE, av_open, video_stream
+from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
 from ttt_mm.data.decode.video import read_frames, video_index
 
 
@@ -49,6 +49,7 @@ class _Streams:
     video: bool
     sample_rate: int | None = None
     channels: int | None = None
+    audio_decoder: bool = True  # False: FFmpeg lists the audio stream but has no decoder for its codec
 
 
 def _streams_present(path: str) -> _Streams | None:
@@ -59,6 +60,8 @@ def _streams_present(path: str) -> _Streams | None:
             video = video_stream(container) is not None
             if audio is None:
                 return _Streams(False, video)
+            if audio.codec_context is None:  # an unknown codec (a WAV or AVI format tag FFmpeg lacks)
+                return _Streams(True, video, audio_decoder=False)
             rate, channels = audio.codec_context.sample_rate, audio.codec_context.channels
             if not (rate or channels or video):  # a format guessed from the name alone (a text file called .flac)
                 return None
@@ -103,6 +106,9 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
     errors = []
     for backend in AUDIO_BACKENDS:
         if backend == "soundfile" and info is None:
+            continue
+        if backend != "soundfile" and present is not None and not present.audio_decoder:
+            errors.append(MediaError(path, NO_AUDIO_DECODER))  # (decord's FFmpeg has none either)
             continue
         try:
             if backend == "soundfile":
