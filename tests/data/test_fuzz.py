@@ -47,6 +47,11 @@ def test_variants_are_seeded(sources, tmp_path):
     assert digest(first) == digest(write_variants(sources, tmp_path / "b", 12, seed=3))
     assert digest(first) != digest(write_variants(sources, tmp_path / "c", 12, seed=4))
     assert [p.name.split("_")[1] for p in first[:4]] == list(KINDS)
+    four = sources[:4]  # as many sources as kinds: each once took one kind only
+    kinds = {}
+    for p in write_variants(four, tmp_path / "d", len(four) * len(KINDS)):
+        kinds.setdefault(p.name.split("_", 2)[2], set()).add(p.name.split("_")[1])
+    assert len(four) == len(KINDS) and kinds == {s.name: set(KINDS) for s in four}
     assert all(p.read_bytes() != s.read_bytes() for p, s in zip(first, sources * 2))
 
 

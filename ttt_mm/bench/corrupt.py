@@ -75,8 +75,8 @@ def write_variants(sources: Sequence[Path], out: Path, count: int, seed: int = 0
     contents = [Path(s).read_bytes() for s in sources]
     paths = []
     for i in range(count):
-        k = i % len(sources)
-        kind = KINDS[i % len(KINDS)]
+        k, j = i % len(sources), i // len(sources)  # the j-th variant of source k
+        kind = KINDS[(j + k) % len(KINDS)]  # every source through every kind, whatever their counts
         rng = np.random.default_rng([seed, i])
         donor = contents[(k + 1) % len(contents)]
         path = out / f"{i:04d}_{kind}_{Path(sources[k]).name}"
