@@ -147,7 +147,7 @@ class LogBins:
 
     def add(self, x: np.ndarray, values: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float64).reshape(-1)
-        values = np.asarray(values, dtype=np.float64).reshape(len(x), -1)
+        values = np.asarray(values, dtype=np.float64).reshape(len(x), -1 if len(x) else self.num_series)
         if values.shape[1] != self.num_series:
             raise ValueError(f"expected {self.num_series} series, got {values.shape[1]}")
         if len(x) == 0:
