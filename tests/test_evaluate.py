@@ -23,7 +23,7 @@ from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.embed.checkpoint import resolve_device
 from ttt_mm.eval.rollout import rollout
 from ttt_mm.eval.scoring import HORIZON_FIELDS, ClipScorer
-from ttt_mm.eval.tables import remove_earlier_figures
+from ttt_mm.eval.tables import remove_earlier_outputs
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 from ttt_mm.tasks.evaluate import load_models, report, run
@@ -340,11 +340,12 @@ def test_evaluate_writes_every_output(evaluated, capsys):
     assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4", "no_audio.mp4"]
     for m in metrics["models"].values():
         assert all(np.isfinite(v) for v in m["loss"].values())
-        # 2 s + 1.5 s + 2 s of 0.25 s steps, the first step of each unscored
-        assert m["tokens_scored"] == (8 + 6 + 8 - 3) * STEP
+        # 2 s + 1.5 s + 2 s of 0.25 s steps, the first step of each unscored, and the 5 audio tokens of
+        # each step of no_audio.mp4 (its silent track is input only)
+        assert m["tokens_scored"] == (8 + 6 + 8 - 3) * STEP - (8 - 1) * 5
         assert set(m["by_modality"]) == {"audio", "video"}
         assert all(v is not None for v in m["length_extrapolation"]["all"]["model"].values())
-        assert m["video"]["frames"] == (8 + 6 + 8 - 3) * 2 and m["audio"]["tokens"] == (8 + 6 + 8 - 3) * 5
+        assert m["video"]["frames"] == (8 + 6 + 8 - 3) * 2 and m["audio"]["tokens"] == (8 + 6 - 2) * 5
         assert [h["horizon"] for h in m["rollout"]["horizons"]] == [1, 2]
         assert m["loss_vs_context"]["all"]["tokens"][0]["count"] > 0
     with open(out / "summary.csv") as f:
@@ -441,15 +442,32 @@ def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_pa
     assert line.startswith(str(media / "a.mp4")) and "end of each 4 s window" in line
 
 
-def test_an_evaluation_into_an_earlier_ones_folder_removes_its_figures_only(tmp_path):
-    """Which figures an evaluation writes depends on its clips, so an earlier run's would otherwise sit
-    beside the new results; a user's own files in the folder stay."""
+def test_an_evaluation_into_an_earlier_ones_folder_removes_its_figures_and_skip_list_only(tmp_path):
+    """Which figures an evaluation writes depends on its clips, and the skip list is appended to, so an
+    earlier run's would otherwise sit beside (or in) the new results; a user's own files stay."""
+    assert remove_earlier_outputs(tmp_path) is None  # nothing earlier: nothing to say
     ours = ["loss_vs_context.png", "loss_vs_context_audio.png", "rollout_3.png", "spectrogram_1.png"]
-    theirs = ["notes.csv", "cover.png", "rollout.txt"]
-    for name in ours + theirs:
+    theirs = ["notes.csv", "cover.png", "rollout.txt", "metrics.json"]
+    for name in [*ours, "skipped_media.tsv", *theirs]:
         (tmp_path / name).write_text("x")
-    assert remove_earlier_figures(tmp_path) == len(ours)
+    assert remove_earlier_outputs(tmp_path).startswith("4 figure(s) removed")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)
+    assert remove_earlier_outputs(tmp_path) is not None  # tables alone (plots=false) are an earlier evaluation too
+
+
+def test_an_evaluation_into_an_earlier_ones_folder_lists_only_its_own_skipped_files(folder, tmp_path, caplog):
+    _, media, ckpts = folder
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "a.mp4").symlink_to(media / "a.mp4")
+    out = tmp_path / "out"
+    args = [f"ckpt={ckpts[0]}", "data=av_folder", f"output={out}", f"paths.output_dir={out}", "plots=false"]
+    run(compose_evaluate(*args, f"data.root={media}", "window_seconds=0.5"))
+    assert len((out / "skipped_media.tsv").read_text().splitlines()) == 2  # empty.mp4, noise.mkv
+    with caplog.at_level(logging.INFO, logger="ttt_mm.tasks.evaluate"):
+        result = run(compose_evaluate(*args, f"data.root={clean}", "window_seconds=0.5"))
+    assert result["skipped"] == [] and not (out / "skipped_media.tsv").exists()
+    assert any("held an earlier evaluation" in r.getMessage() for r in caplog.records)
 
 
 def test_a_device_this_machine_lacks_is_a_config_error(monkeypatch):

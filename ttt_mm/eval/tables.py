@@ -9,17 +9,22 @@ from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.scoring import HORIZON_FIELDS, SERIES
 from ttt_mm.storage.atomic import write_csv, write_json
 
-# The figures an evaluation may write: which ones depends on its clips and models, so a new evaluation
-# into the same folder removes those of an earlier one (the tables and metrics.json are always rewritten).
+# What an evaluation may write besides the tables: which figures depends on its clips and models, and
+# the skip list is appended to, so a new evaluation into the same folder removes an earlier one's (the
+# tables and metrics.json are always rewritten).
 FIGURES = ("loss_vs_context*.png", "rollout_*.png", "spectrogram_*.png")
+SKIP_LIST = "skipped_media.tsv"
 
 
-def remove_earlier_figures(output: Path) -> int:
-    """Deletes the figures of an earlier evaluation in ``output``; returns how many there were."""
-    old = [p for pattern in FIGURES for p in output.glob(pattern)]
-    for path in old:
+def remove_earlier_outputs(output: Path) -> str | None:
+    """Deletes the figures and skip list of an earlier evaluation in ``output``; returns what it held
+    (None: no earlier evaluation)."""
+    figures = [p for pattern in FIGURES for p in output.glob(pattern)]
+    for path in [*figures, output / SKIP_LIST]:
         path.unlink(missing_ok=True)
-    return len(old)
+    if not figures and not (output / "metrics.json").exists():
+        return None
+    return f"{len(figures)} figure(s) removed, its skip list and tables replaced"
 
 
 def _prefixed(row: dict) -> dict:

@@ -32,7 +32,7 @@ from ttt_mm.data.sources import SPLITS
 from ttt_mm.embed.checkpoint import load_model, resolve_device
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
-from ttt_mm.eval.tables import remove_earlier_figures, write_outputs
+from ttt_mm.eval.tables import remove_earlier_outputs, write_outputs
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import (
     CONF_DIR,
@@ -150,15 +150,13 @@ def run(cfg: DictConfig) -> dict:
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
     window = window or datamodule.eval_window_seconds
     check_window(models, window)
+    if earlier := remove_earlier_outputs(output):  # (before the skip list is opened: it appends)
+        log.info("output %s held an earlier evaluation: %s", output, earlier)
     clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
     skips = datamodule.skips
     log.info(
         "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s", len(models), len(clips), window, output
     )
-    if removed := remove_earlier_figures(output):
-        log.info(
-            "output %s held an earlier evaluation: its %d figure(s) removed, the tables rewritten", output, removed
-        )
     result = evaluate(models, clips, datamodule.spec, window, options, skips, output)
     result["skipped"] = [{"path": p, "reason": r} for p, r in datamodule.rejected.items()] + result["skipped"]
     settings = {
