@@ -470,6 +470,19 @@ def test_an_evaluation_into_an_earlier_ones_folder_lists_only_its_own_skipped_fi
     assert any("held an earlier evaluation" in r.getMessage() for r in caplog.records)
 
 
+def test_frames_of_two_spans_of_one_file_are_told_apart_by_their_start(folder, tmp_path):
+    _, media, ckpts = folder
+    manifest = tmp_path / "spans.csv"
+    manifest.write_text(f"path,start,end\n{media / 'a.mp4'},0,1\n{media / 'a.mp4'},1,2\n")
+    out = tmp_path / "out"
+    args = [f"ckpt={ckpts[0]}", "data=manifest", f"data.root={manifest}", f"output={out}", f"paths.output_dir={out}"]
+    run(compose_evaluate(*args, "plots=false", "window_seconds=0.5"))
+    with open(out / "frames.csv") as f:
+        rows = list(csv.DictReader(f))
+    keys = [(r["model"], r["path"], r["start"], r["frame"]) for r in rows]
+    assert {r["start"] for r in rows} == {"0.0", "1.0"} and len(set(keys)) == len(keys) > 0
+
+
 def test_a_device_this_machine_lacks_is_a_config_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no usable CUDA GPU"):

@@ -75,7 +75,7 @@ class ModelReport:
         self.ids = {"all": None} | {MODALITY_NAMES[m]: m for m in modalities}
         self.groups = {g: _Group(1.0, seconds_per_step, per_octave) for g in names}
         self.frames: list[np.ndarray] = []
-        self.frame_paths: list[str] = []
+        self.frame_clips: list[tuple[str, float]] = []  # (path, start) of each frame row: a file's spans differ
         self.mel: list[np.ndarray] = []
         self.horizon_sums = np.zeros((rollout_steps, len(HORIZON_FIELDS)))
         self.horizon_counts = np.zeros((rollout_steps, len(HORIZON_FIELDS)))
@@ -88,7 +88,7 @@ class ModelReport:
             sel = np.ones(len(r.losses), bool) if self.ids[g] is None else r.modality == self.ids[g]
             group.add(r.position[sel], r.seconds[sel], r.losses[sel], first[sel], last[sel])
         self.frames.append(r.frames)
-        self.frame_paths += [r.path] * len(r.frames)
+        self.frame_clips += [(r.path, r.start)] * len(r.frames)
         self.mel.append(r.mel)
         self.horizon_sums += r.horizon_sums
         self.horizon_counts += r.horizon_counts
@@ -171,8 +171,8 @@ class ModelReport:
     def frame_rows(self) -> list[dict]:
         frames = np.concatenate(self.frames) if self.frames else np.zeros((0, len(FRAME_COLUMNS)))
         rows = []
-        for path, values in zip(self.frame_paths, frames):
+        for (path, start), values in zip(self.frame_clips, frames):
             row = dict(zip(FRAME_COLUMNS, values.tolist()))
             row["frame"] = int(row["frame"])
-            rows.append({"model": self.name, "path": path, **row})
+            rows.append({"model": self.name, "path": path, "start": start, **row})
         return rows

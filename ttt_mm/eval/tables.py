@@ -76,7 +76,7 @@ def write_outputs(output: Path, result: dict, settings: dict, with_plots: bool) 
         "horizons": (horizons, ["model", "horizon", "seconds", "count", *HORIZON_FIELDS]),
         "frames": (
             [row for r in reports.values() for row in r.frame_rows()],
-            ["model", "path", "frame", "seconds", "psnr_model", "psnr_copy", "ssim_model", "ssim_copy"],
+            ["model", "path", "start", "frame", "seconds", "psnr_model", "psnr_copy", "ssim_model", "ssim_copy"],
         ),
         "files": (
             files,
