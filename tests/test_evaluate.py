@@ -26,7 +26,7 @@ from ttt_mm.eval.scoring import HORIZON_FIELDS, ClipScorer
 from ttt_mm.eval.tables import remove_earlier_outputs
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
-from ttt_mm.tasks.evaluate import load_models, report, run
+from ttt_mm.tasks.evaluate import load_models, report, run, warn_if_incomparable
 from ttt_mm.tokenizers import VIDEO, AudioTokenizer, VideoTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -481,6 +481,20 @@ def test_frames_of_two_spans_of_one_file_are_told_apart_by_their_start(folder, t
         rows = list(csv.DictReader(f))
     keys = [(r["model"], r["path"], r["start"], r["frame"]) for r in rows]
     assert {r["start"] for r in rows} == {"0.0", "1.0"} and len(set(keys)) == len(keys) > 0
+
+
+def test_models_that_score_different_tokens_are_said_to_be_on_different_scales(caplog):
+    def audio_model(frames_per_token):
+        tokenizer = {"_target_": "ttt_mm.tokenizers.AudioTokenizer", "dim": 16, "frames_per_token": frames_per_token}
+        layer = {"_target_": "ttt_mm.layers.AttentionLayer", "_partial_": True, "num_heads": 2}
+        return SequenceModel(tokenizer, {"_target_": "ttt_mm.backbone.Backbone", "dim": 16, "depth": 1, "mixer": layer})
+
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
+        warn_if_incomparable({"a": ("a.ckpt", audio_model(4)), "b": ("b.ckpt", audio_model(4))})
+        assert not caplog.records
+        warn_if_incomparable({"a": ("a.ckpt", audio_model(4)), "b": ("b.ckpt", audio_model(8))})
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "a: 25 tokens/s, targets of audio 320" in line and "b: 12.5 tokens/s, targets of audio 640" in line
 
 
 def test_a_device_this_machine_lacks_is_a_config_error(monkeypatch):

@@ -32,6 +32,7 @@ from ttt_mm.data.sources import SPLITS
 from ttt_mm.embed.checkpoint import load_model, resolve_device
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
+from ttt_mm.eval.report import MODALITY_NAMES
 from ttt_mm.eval.tables import remove_earlier_outputs, write_outputs
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import (
@@ -89,6 +90,22 @@ def check_window(models: dict[str, tuple[str, SequenceModel]], window_seconds: f
             )
 
 
+def warn_if_incomparable(models: dict[str, tuple[str, SequenceModel]]) -> None:
+    """Models that make different tokens (rates, target sizes) or losses score on different scales:
+    one table holds them all, so a warning says to read each against its own baselines."""
+    scales = {}
+    for name, (_, model) in models.items():
+        tok = model.tokenizer
+        targets = ", ".join(f"{MODALITY_NAMES[m]} {d}" for m, d in sorted(tok.target_dims.items()))
+        scales[name] = f"{tok.tokens_per_second:g} tokens/s, targets of {targets}, {model.hparams.loss} loss"
+    if len(set(scales.values())) > 1:
+        log.warning(
+            "the models score different tokens (%s): their losses are not on one scale; compare each with its "
+            "own copy-last-step and running-mean baselines",
+            "; ".join(f"{n}: {s}" for n, s in scales.items()),
+        )
+
+
 def decoding_of(model: SequenceModel) -> dict:
     """The streams, sample rate, fps and frame size the model's tokenizer reads (None: a stream it does not read)."""
     d = model.tokenizer.decoding
@@ -133,6 +150,7 @@ def run(cfg: DictConfig) -> dict:
     window = positive_seconds(cfg.get("window_seconds"), "window_seconds", "the data's validation window")
     output = output_folder(cfg.output)
     models = load_models(ckpts, names, str(cfg.device), bool(cfg.weights_only))
+    warn_if_incomparable(models)
     try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)
         decoding = checkpoint_decoding(
             {n: decoding_of(m) for n, (_, m) in models.items()}, {k: cfg.data.get(k) for k in DECODING_KEYS}
