@@ -7,12 +7,14 @@ import math
 import threading
 
 import decord
+import numpy as np
 import pytest
 import torch
 from mediafiles import tone, without_audio_decoder, write_video, write_wav
 
-from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, decode
+from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, decode, index_clips
 from ttt_mm.data.decode import guard, native
+from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER
 from ttt_mm.data.index import describe
 from ttt_mm.data.skiplist import count_reasons, reason_kind
@@ -247,3 +249,24 @@ def test_an_audio_codec_without_a_decoder_costs_the_audio_stream_only(tmp_path):
     record = describe(str(avi))
     assert "error" not in record and record["audio_error"] == NO_AUDIO_DECODER
     assert record["has_video"] and record["video_duration"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("hole", [0.5, 0.7])
+def test_a_corrupt_middle_is_read_as_far_as_it_goes_and_said(tmp_path, hole, caplog):
+    """libsndfile refuses the file; decord then stops at the first bad packet: the file passed as half
+    its length, its intact second half dropped without a word. Now a file that decodes more than
+    AUDIO_SHORTFALL_S short of the length it states is a warning each time a run uses it."""
+    path = write_wav(tmp_path / "a.flac", tone(3.0, 44100), 44100)
+    data = bytearray(path.read_bytes())
+    at = int(len(data) * hole)
+    data[at : at + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    record = describe(str(path))
+    assert "error" not in record and record["audio_duration"] < 3.0 - AUDIO_SHORTFALL_S  # decord's reading
+    assert record["audio_stated"] == pytest.approx(3.0)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+        (clip,) = index_clips([ClipInfo(str(path))], AUDIO, cache_dir=tmp_path / "cache").clips
+    (line,) = [r.getMessage() for r in caplog.records if "the file states" in r.getMessage()]
+    duration = record["audio_duration"]
+    assert line.startswith(f"{path}: the audio decodes to {duration:.3f} s of the 3.000 s the file states")
+    assert line.endswith("(truncated or corrupt): read as far as it goes")

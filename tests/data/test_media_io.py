@@ -195,3 +195,4 @@ def test_audio_ending_well_before_its_header_is_not_read_with_the_header(tmp_pat
     assert len(decode.read_audio(path, 0.0, 1.0, 16000, backend="soundfile")) == 16000  # windows before the end read
     info = decode.probe(path, verify=True)  # the header is wrong: a backend that does not trust it reads what is there
     assert info.audio_backend != "soundfile" and info.audio_duration == pytest.approx(2.0, abs=0.01)
+    assert info.audio_stated == pytest.approx(2.0 + missing)  # (and the index says so when the file is used)

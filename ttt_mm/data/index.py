@@ -49,7 +49,7 @@ from ttt_mm.storage.cache import user_cache_dir
 
 log = logging.getLogger(__name__)
 
-VERSION = 2
+VERSION = 3
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")
@@ -68,6 +68,7 @@ RECORD_FIELDS = (
     "sample_rate",
     "channels",
     "silent",
+    "audio_stated",
     "has_video",
     "video_backend",
     "video_duration",
@@ -130,6 +131,7 @@ def media_info(record: dict) -> MediaInfo:
         size=(width, height) if video and width and height else None,
         video_backend=record.get("video_backend") if video else None,
         silent=record.get("silent") if audio else None,
+        audio_stated=record.get("audio_stated") if audio else None,
     )
 
 
@@ -141,6 +143,7 @@ def _stream_fields(info: MediaInfo, stream: str) -> dict:
             "sample_rate": info.sample_rate,
             "channels": info.channels,
             "silent": info.silent,
+            **({"audio_stated": info.audio_stated} if info.audio_stated is not None else {}),
         }
     else:
         width, height = info.size or (None, None)
@@ -440,8 +443,10 @@ def index_clips(
     """Index the clips' files (probing new ones in subprocesses) and keep those a reader can use.
 
     Logs one line per video read with a silent track, saying why: a warning when the file has sound
-    that cannot be read (the model hears silence where there was sound). This is what training,
-    embedding and evaluation call before they open any file.
+    that cannot be read (the model hears silence where there was sound); and a warning per file whose
+    audio decodes well short of the length the file states (truncated, or a corrupt middle that ends
+    the decoder's reading): it is read as far as it goes. This is what training, embedding and
+    evaluation call before they open any file.
     """
     files = [c.media for c in clips if not isinstance(c.media, SyntheticClip)]
     records, _ = index_files(files, cache_dir, jobs, timeout)
@@ -449,4 +454,14 @@ def index_clips(
     for name, why in selection.silent.items():
         level = logging.INFO if why in ("no audio stream", SILENT_TRACK) else logging.WARNING
         log.log(level, "%s: %s: read with a silent track", name, why)  # (training: data.missing_audio=silence)
+    if "audio" in spec.modalities:
+        short = {c.name: c.info for c in selection.clips if c.info is not None and c.info.audio_stated is not None}
+        for name, info in short.items():
+            log.warning(
+                "%s: the audio decodes to %.3f s of the %.3f s the file states (truncated or corrupt): read as "
+                "far as it goes",
+                name,
+                info.audio_duration,
+                info.audio_stated,
+            )
     return selection

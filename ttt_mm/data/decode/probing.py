@@ -9,11 +9,15 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ttt_mm.data.decode.audio import container_track, read_samples, sf_info
+from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, container_track, read_samples, sf_info
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import MediaError, checked_stat, without_frames
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
 from ttt_mm.data.decode.video import read_frames, video_index
+
+ESTIMATED_LENGTH_FORMATS = frozenset({"mp3", "aac", "ac3", "eac3", "mp2", "dts"})
+"""Raw audio streams whose length FFmpeg estimates from the bit rate (a VBR file's estimate is off by
+any amount): their decoded length is not held against it."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class MediaInfo:
     size: tuple[int, int] | None = None  # native (width, height)
     video_backend: str | None = None  # one of VIDEO_BACKENDS
     silent: bool | None = None  # set by probe(verify=True): the audio is digital silence
+    audio_stated: float | None = None  # the length the file states, when its audio decodes well short of it
 
     @property
     def duration(self) -> float:
@@ -50,6 +55,7 @@ class _Streams:
     sample_rate: int | None = None
     channels: int | None = None
     audio_decoder: bool = True  # False: FFmpeg lists the audio stream but has no decoder for its codec
+    audio_seconds: float | None = None  # the audio stream's length as the container states it (None: unknown)
 
 
 def _streams_present(path: str) -> _Streams | None:
@@ -65,7 +71,9 @@ def _streams_present(path: str) -> _Streams | None:
             rate, channels = audio.codec_context.sample_rate, audio.codec_context.channels
             if not (rate or channels or video):  # a format guessed from the name alone (a text file called .flac)
                 return None
-            return _Streams(True, video, rate or None, channels or None)
+            stated = audio.duration is not None and container.format.name not in ESTIMATED_LENGTH_FORMATS
+            seconds = float(audio.duration * audio.time_base) if stated else None
+            return _Streams(True, video, rate or None, channels or None, audio_seconds=seconds)
     except (av.error.FFmpegError, ValueError, MemoryError):
         return None
 
@@ -119,6 +127,9 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
                 fields = {"audio_duration": len(container_track(path, rate, backend)) / rate}
                 if present is not None:
                     fields |= {"sample_rate": present.sample_rate, "channels": present.channels}
+                stated = _stated_seconds(info, present)
+                if stated is not None and fields["audio_duration"] < stated - AUDIO_SHORTFALL_S:
+                    fields["audio_stated"] = stated  # read as far as it goes, and said so (`ttt_mm.data.index`)
             if not fields["audio_duration"] > 0:
                 raise MediaError(path, "the audio stream has no samples")
             if verify:
@@ -131,6 +142,16 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
     if present is None and all(e.reason == "no audio stream" for e in errors):
         return {"has_audio": False}
     raise _first_reason(errors, "audio")
+
+
+def _stated_seconds(info, present: _Streams | None) -> float | None:
+    """The audio's length as the file states it: libsndfile's (exact for its formats, not MP3's
+    estimate), else the container's; None where neither is known. A container decoder (decord, PyAV)
+    stops at the first packet it cannot read and returns what it has, so a truncated file, or one
+    with a corrupt middle, decodes short of it: it is read as far as it goes, and the index says so."""
+    if info is not None and info.format != "MPEG" and info.samplerate:
+        return info.frames / info.samplerate
+    return None if present is None else present.audio_seconds
 
 
 def _scan_audio(path: str, duration: float, rate: int, backend: str) -> bool:
