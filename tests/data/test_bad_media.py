@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 
 import decord
@@ -270,3 +271,15 @@ def test_a_corrupt_middle_is_read_as_far_as_it_goes_and_said(tmp_path, hole, cap
     duration = record["audio_duration"]
     assert line.startswith(f"{path}: the audio decodes to {duration:.3f} s of the 3.000 s the file states")
     assert line.endswith("(truncated or corrupt): read as far as it goes")
+
+
+def test_a_file_whose_name_is_not_utf8_is_read(tmp_path):
+    """soundfile encodes a name as UTF-8 and raised on the surrogate Python gives an undecodable byte:
+    the file was left out as "decoder exited"; another backend reads it."""
+    folder = os.fsencode(tmp_path)
+    for suffix, write in ((b".wav", lambda p: write_wav(p, tone(1.0, 16000), 16000)), (b".mp4", write_video)):
+        name = os.fsdecode(folder + b"/bad\xffname" + suffix)
+        write(tmp_path / ("source" + os.fsdecode(suffix))).rename(name)
+        record = describe(name)
+        assert "error" not in record and record["audio_duration"] > 0.9
+        assert len(decode.read_audio(name, 0.0, 0.5)) == 8000

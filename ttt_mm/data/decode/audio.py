@@ -57,7 +57,7 @@ def sf_info(path: str):
         try:
             with native_stderr_silenced():  # libmpg123 prints "Note: ..." lines on bad MP3 data
                 cached = (sf.info(path),)
-        except (sf.LibsndfileError, RuntimeError, TypeError):
+        except (sf.LibsndfileError, RuntimeError, TypeError, UnicodeError):  # (soundfile encodes names as UTF-8)
             cached = (None,)
         _sf_infos.put(key, cached)
     return cached[0]
