@@ -13,7 +13,17 @@ import pytest
 from faults import abort_on_boom, hang_on_slow, interrupted_after, stuck_on_stuck
 from mediafiles import write_video
 
-from ttt_mm.data import ClipInfo, MediaDataModule, ReadSpec, WindowDataset, index, index_clips, index_files
+from ttt_mm.data import (
+    ClipInfo,
+    MediaDataModule,
+    MediaError,
+    ReadSpec,
+    WindowDataset,
+    decode,
+    index,
+    index_clips,
+    index_files,
+)
 from ttt_mm.data.decode.isolation import IsolatedPool
 from ttt_mm.data.index import (
     SILENT_AUDIO,
@@ -91,6 +101,29 @@ def test_a_second_run_probes_nothing_and_a_touched_file_again(folder, tmp_path):
     run3.cache.write_bytes(lines[0][:20] + b"\xff\xfe" + lines[0][20:] + b"".join(lines[1:]))  # a damaged byte
     fourth, run4 = index_files(files, tmp_path / "cache")
     assert (run4.probed, run4.cached) == (1, len(files) - 1) and fourth == third  # its line's file, probed again
+
+
+def test_a_file_that_cannot_be_opened_says_so_and_is_not_cached_as_corrupt(folder, tmp_path, monkeypatch):
+    """Decoders called an unreadable file "not a readable media container", and the index kept that:
+    a chmod keeps size and mtime, so the file stayed out after it was fixed."""
+    tone, link = str(folder / "tone.wav"), folder / "gone.wav"
+    link.symlink_to(folder / "missing.wav")
+    real_open = os.open
+
+    def denied(path, flags, *args, **kwargs):
+        if os.fspath(path) == tone:
+            raise PermissionError(13, "Permission denied", tone)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    records, run = index_files([tone, str(link)], tmp_path / "cache")
+    assert records[tone] == {"path": tone, "error": "cannot open: Permission denied"}
+    assert (run.probed, run.cached) == (0, 0)  # (a broken link was counted as cached)
+    with pytest.raises(MediaError, match="cannot open: Permission denied"):
+        decode.probe(tone)
+    monkeypatch.setattr(os, "open", real_open)  # permissions fixed
+    records, run = index_files([tone], tmp_path / "cache")
+    assert records[tone]["audio_backend"] == "soundfile" and run.probed == 1
 
 
 def test_a_decoder_that_aborts_costs_its_file_not_the_caller(folder, tmp_path):

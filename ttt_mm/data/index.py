@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,7 @@ from pathlib import Path
 from ttt_mm.data import decode
 from ttt_mm.data.datasets import ReadSpec, clip_span
 from ttt_mm.data.decode import MediaError, MediaInfo, stat_reason
+from ttt_mm.data.decode.errors import open_reason
 from ttt_mm.data.decode.isolation import Failure, IsolatedPool, refuse_in_a_worker
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
@@ -278,11 +280,13 @@ def index_files(
             except OSError as exc:
                 out[path] = {"path": path, "error": stat_reason(path, exc)}
                 continue
-            if not refresh and _current(cached.get(path), st, verify, timeout):
+            if stat.S_ISREG(st.st_mode) and (why := open_reason(path)):  # not a property of the file: not cached
+                out[path] = {"path": path, "error": why}
+            elif not refresh and _current(cached.get(path), st, verify, timeout):
                 out[path] = cached[path]
+                run.cached += 1
             else:
                 todo.append(path)
-        run.cached = len(files) - len(todo)
         if todo:
             level = logging.INFO if len(todo) >= 10 else logging.DEBUG  # a few files are quick: no line for them
             log.log(

@@ -41,6 +41,16 @@ def checked_stat(path: str) -> os.stat_result:
     return st
 
 
+def open_reason(path: str) -> str | None:
+    """Why a regular file cannot be opened for reading (permissions), or None: decoders report it as
+    a file they cannot parse, and a cached "corrupt" would outlive a ``chmod`` (it keeps size and mtime)."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # (non-blocking: never waits on a FIFO)
+    except OSError as exc:
+        return f"cannot open: {exc.strerror}"
+    return None
+
+
 def version_key(path: str, st: os.stat_result) -> tuple:
     """Cache key of one version of a file."""
     return (path, st.st_mtime_ns, st.st_size)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, container_track, read_samples, sf_info
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS, recorded, remember
-from ttt_mm.data.decode.errors import MediaError, checked_stat, without_frames
+from ttt_mm.data.decode.errors import MediaError, checked_stat, open_reason, without_frames
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
 from ttt_mm.data.decode.video import read_frames, video_index
 
@@ -188,6 +188,8 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
     """
     path = os.fspath(path)
     st = checked_stat(path)
+    if why := open_reason(path):
+        raise MediaError(path, why)
     libsndfile = sf_info(path)
     if libsndfile is not None and libsndfile.format != "OGG":  # only Ogg among libsndfile formats holds video
         present = _Streams(audio=True, video=False)
