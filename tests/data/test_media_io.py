@@ -196,3 +196,18 @@ def test_audio_ending_well_before_its_header_is_not_read_with_the_header(tmp_pat
     info = decode.probe(path, verify=True)  # the header is wrong: a backend that does not trust it reads what is there
     assert info.audio_backend != "soundfile" and info.audio_duration == pytest.approx(2.0, abs=0.01)
     assert info.audio_stated == pytest.approx(2.0 + missing)  # (and the index says so when the file is used)
+
+
+def test_a_sliver_of_a_video_is_cropped_before_it_is_scaled(tmp_path, monkeypatch):
+    """A 16 x 400 video at 32 px was scaled to 32 x 800 to keep a 32 x 32 crop (a 4 x 2000 one took
+    2 GB for one window); its central square is cut first, and the picture is the same."""
+    path = write_video(tmp_path / "thin.mp4", seconds=1.0, fps=8, width=400, height=16, audio_rate=None, bands=True)
+    asked = []
+    frames = decode.video._frames
+    monkeypatch.setattr(decode.video, "_frames", lambda *a: asked.append(a[3:5]) or frames(*a))
+    cropped_first = decode.read_video(path, 0.0, 1.0, 8, 32, backend="pyav")
+    monkeypatch.setattr(decode.video, "SLIVER_ASPECT", 1000)
+    scaled_first = decode.read_video(path, 0.0, 1.0, 8, 32, backend="pyav")
+    assert asked == [(400, 16), (800, 32)]  # its own size; before, the whole frame scaled to 32 px high
+    assert cropped_first.shape == scaled_first.shape == (8, 3, 32, 32)
+    assert (cropped_first.float() - scaled_first.float()).abs().mean() < 8  # (two scalers: bilinear, bicubic)

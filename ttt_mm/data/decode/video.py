@@ -121,6 +121,12 @@ def video_timeline(path: str | os.PathLike, backend: str) -> tuple[np.ndarray, f
     return index.starts.copy(), index.duration, index.fps
 
 
+SLIVER_ASPECT = 4
+"""Frames longer than this many times their short side (a 4 x 2000 video) are cropped to a square in
+source pixels before they are scaled: scaled whole, their long side would be 500 frame sizes, and one
+window could take gigabytes to keep a ``size x size`` crop of it."""
+
+
 def _scaled_size(width: int, height: int, size: int) -> tuple[int, int]:
     """Frame size whose short side is `size` (aspect kept), before the center crop."""
     scale = size / min(width, height)
@@ -202,6 +208,19 @@ def _frames(path: str, index: VideoIndex, ids: np.ndarray, width: int, height: i
     return _scaled_frames(path, st, index, ids, width + 1, height, backend)
 
 
+def _sliver_frames(path: str, index: VideoIndex, ids: np.ndarray, size: int, backend: str) -> np.ndarray:
+    """Frames of a very long, thin video (`SLIVER_ASPECT`): decoded at their own size, their central
+    square cut out, then scaled to ``size`` (bilinear, antialiased): uint8 ``[U, size, size, 3]``."""
+    frames = _frames(path, index, ids, *index.size, backend)
+    side = min(frames.shape[1], frames.shape[2])
+    top, left = (frames.shape[1] - side) // 2, (frames.shape[2] - side) // 2
+    square = torch.from_numpy(np.ascontiguousarray(frames[:, top : top + side, left : left + side]))
+    scaled = torch.nn.functional.interpolate(
+        square.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear", antialias=side > size
+    )
+    return scaled.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def _scaled_frames(path, st, index: VideoIndex, ids: np.ndarray, width: int, height: int, backend: str):
     key = (*version_key(path, st), backend) + ((width, height) if backend == "decord" else ())  # PyAV scales per frame
     reader = _video_readers.get(key)
@@ -241,7 +260,10 @@ def read_frames(path: str, start: float, duration: float | None, fps: float, siz
     frame_ids = np.searchsorted(index.starts, times + 1e-6, side="right") - 1
     frame_ids = np.clip(frame_ids, 0, len(index.starts) - 1)  # never past the indexed end
     unique, inverse = np.unique(frame_ids, return_inverse=True)
-    frames = _frames(path, index, unique, *_scaled_size(*index.size, size), backend)  # [U, H, W, 3]
+    if max(index.size) > SLIVER_ASPECT * min(index.size):
+        frames = _sliver_frames(path, index, unique, size, backend)
+    else:
+        frames = _frames(path, index, unique, *_scaled_size(*index.size, size), backend)  # [U, H, W, 3]
     top, left = (frames.shape[1] - size) // 2, (frames.shape[2] - size) // 2
     frames = frames[:, top : top + size, left : left + size].transpose(0, 3, 1, 2)
     # numpy, not torch: torch's strided uint8 copy is ~10x slower here and this is the hot path
