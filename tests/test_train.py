@@ -502,6 +502,48 @@ def test_a_window_too_short_to_predict_is_a_config_error_naming_the_shortest(tmp
     check_window_length(datamodule, model)  # the suggested value works
 
 
+def test_a_validation_window_too_short_to_score_is_a_config_error_before_training(tmp_path):
+    """0.25 s holds 4 tokens of the default model, which predicts 4 ahead: the first validation scored
+    nothing and the checkpoint callback failed on the missing val/loss, possibly hours in."""
+    datamodule, model, _ = build(compose_train(tmp_path, [*TINY, "data.eval_window_seconds=0.25"]))
+    with pytest.raises(ConfigError, match=r"^data.eval_window_seconds=0.25 holds 4 tokens, too few") as caught:
+        check_window_length(datamodule, model)
+    shortest = float(str(caught.value).rsplit("=", 1)[1])
+    datamodule, model, _ = build(compose_train(tmp_path, [*TINY, f"data.eval_window_seconds={shortest}"]))
+    check_window_length(datamodule, model)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["trainer.max_steps=-1"], "trainer.max_steps=-1: training draws windows without end"),
+        (["trainer.max_epochs=3"], "trainer.max_epochs=3 has no effect: training draws windows without end"),
+        (["trainer.max_steps=-1", "trainer.max_epochs=1"], "trainer.max_epochs=1 has no effect"),
+        (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches must be >= 1; got 0"),
+    ],
+)
+def test_a_run_that_would_never_end_or_crash_on_its_schedule_is_a_config_error(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        run(compose_train(tmp_path, [*TINY, *overrides]))
+    assert str(caught.value).startswith(message)
+
+
+def test_epochs_of_a_set_number_of_batches_set_the_runs_length(tmp_path):
+    over = ["trainer.max_steps=-1", "trainer.max_epochs=2", "trainer.limit_train_batches=2"]
+    out = run(compose_train(tmp_path, [*TINY, *over, "trainer.val_check_interval=2"]))
+    assert torch.load(out["last_ckpt"], weights_only=False)["global_step"] == 4
+
+
+def test_a_test_only_run_tests_the_checkpoint_it_is_given(tmp_path):
+    """It tested the model's fresh weights: ckpt_path was used only to resume a fit."""
+    steps = ["trainer.max_steps=2", "trainer.val_check_interval=2"]
+    trained = run(compose_train(tmp_path / "a", [*TINY, *steps, "test=true"]))
+    tested = run(
+        compose_train(tmp_path / "b", [*TINY, "train=false", "test=true", f"ckpt_path={trained['best_ckpt']}"])
+    )
+    assert tested["metrics"]["test/loss"] == pytest.approx(trained["metrics"]["test/loss"], rel=1e-6)
+
+
 def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monkeypatch, capsys):
     """Lightning shuts an interrupted fit down and calls exit(1); the run still reports its checkpoints,
     says how to resume, and exits 130 as an interrupted command does (its test run is not started)."""
@@ -616,6 +658,9 @@ def test_only_the_first_process_prints_the_summary(capsys):
     report(out | {"global_zero": True})
     said = capsys.readouterr().out
     assert "run directory:   r" in said and "best checkpoint: none (no validation has run)" in said
+    report(out | {"global_zero": True, "metrics": {"val/loss": 1.0}, "log_dirs": [None]})  # as fast_dev_run ends
+    said = capsys.readouterr().out
+    assert "best checkpoint: none (this run saves no checkpoints)" in said and "logs:            none (" in said
 
 
 def test_a_best_checkpoint_from_the_resumed_run_is_said_to_be_from_there(tmp_path, capsys):

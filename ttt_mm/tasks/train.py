@@ -94,6 +94,10 @@ def check_launch(cfg: DictConfig, trainer: L.Trainer, resumed_step: int | None =
             "(or start the processes with torchrun or SLURM)"
         )
     step, steps = resumed_step, trainer.max_steps
+    if trainer.accumulate_grad_batches < 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches must be >= 1; got {trainer.accumulate_grad_batches}")
+    if cfg.get("train", True) and not trainer.fast_dev_run:
+        check_run_length(steps, trainer.max_epochs, cfg.trainer.get("limit_train_batches"))
     if step is not None and cfg.get("train", True) and 0 <= steps <= step and not trainer.fast_dev_run:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} is at step {step} and trainer.max_steps={steps}: nothing is "
@@ -101,17 +105,38 @@ def check_launch(cfg: DictConfig, trainer: L.Trainer, resumed_step: int | None =
         )
 
 
-def check_window_length(datamodule, model) -> None:
-    """A training window must hold a token and its target ``offset`` tokens later; a shorter one would
-    fail at the first step (or blame every file as too short to read)."""
-    tok = model.tokenizer
-    tokens = math.floor(datamodule.clip_seconds / tok.seconds_per_step + 1e-6) * tok.tokens_per_step
-    if tokens <= model.offset:
-        steps = model.offset // tok.tokens_per_step + 1
+def check_run_length(max_steps: int, max_epochs: int | None, limit_train_batches) -> None:
+    """Training draws windows without end, so an epoch ends only at ``limit_train_batches``: a run's
+    length, and its lr schedule, is ``max_steps`` (or epochs of a set number of batches). Anything else
+    would run forever, or crash when the schedule is built."""
+    epochs = max_epochs not in (None, -1)
+    if epochs and limit_train_batches is None:
         raise ConfigError(
-            f"data.clip_seconds={datamodule.clip_seconds:g} holds {tokens} tokens, too few to predict "
-            f"{model.offset} ahead; the shortest that works is data.clip_seconds={steps * tok.seconds_per_step:.10g}"
+            f"trainer.max_epochs={max_epochs} has no effect: training draws windows without end, so an epoch "
+            "never ends; set trainer.max_steps (or trainer.limit_train_batches=N batches per epoch)"
         )
+    if max_steps < 1 and not epochs:
+        raise ConfigError(
+            f"trainer.max_steps={max_steps}: training draws windows without end, so a run's length (and its lr "
+            "schedule) is set in steps: trainer.max_steps >= 1 (or trainer.max_epochs with "
+            "trainer.limit_train_batches=N batches per epoch)"
+        )
+
+
+def check_window_length(datamodule, model) -> None:
+    """A training or validation window must hold a token and its target ``offset`` tokens later; a
+    shorter one would fail at the first step (or blame every file as too short to read), or at the
+    first validation (nothing scored, no val/loss to checkpoint on), possibly hours in."""
+    tok = model.tokenizer
+    windows = {"clip_seconds": datamodule.clip_seconds, datamodule.eval_window_key: datamodule.eval_window_seconds}
+    for key, seconds in windows.items():
+        tokens = math.floor(seconds / tok.seconds_per_step + 1e-6) * tok.tokens_per_step
+        if tokens <= model.offset:
+            steps = model.offset // tok.tokens_per_step + 1
+            raise ConfigError(
+                f"data.{key}={seconds:g} holds {tokens} tokens, too few to predict {model.offset} ahead; the "
+                f"shortest that works is data.{key}={steps * tok.seconds_per_step:.10g}"
+            )
 
 
 def check_carried_windows(datamodule, model) -> None:
@@ -201,8 +226,9 @@ def run(cfg: DictConfig) -> dict:
     if best and not Path(best).is_file():  # restored from a run that was moved or copied since
         best = None
     last = next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
-    if cfg.get("test") and not interrupted:
-        trainer.test(model, datamodule=datamodule, ckpt_path=best)
+    if cfg.get("test") and not interrupted:  # the best weights of this fit; without one, the checkpoint given
+        tested = best if cfg.get("train", True) else cfg.get("ckpt_path")
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested)
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
     return {
         "metrics": metrics,
@@ -223,7 +249,11 @@ def report(out: dict) -> None:
             sys.exit(130)
         return
     shown = {k: out["metrics"][k] for k in sorted(out["metrics"]) if k.startswith(("val/", "test/"))}
+    validated = any(k.startswith("val/") for k in shown)  # (fast_dev_run validates but saves nothing)
     best = str(out["best_ckpt"]) if out["best_ckpt"] else "none (no validation has run)"
+    if not out["best_ckpt"] and validated:
+        best = "none (this run saves no checkpoints)"
+    logs = ", ".join(str(d) for d in out["log_dirs"] if d) or "none (this run keeps no logs)"
     if (
         out.get("resumed")
         and out["best_ckpt"]
@@ -234,7 +264,7 @@ def report(out: dict) -> None:
         "run directory:   " + str(out["run_dir"]),
         "last checkpoint: " + str(out["last_ckpt"]),
         "best checkpoint: " + best,
-        "logs:            " + ", ".join(map(str, out["log_dirs"])),
+        "logs:            " + logs,
         *(f"{k}: {v:.4f}" for k, v in shown.items()),
     ]
     print("\n".join(lines), flush=True)
