@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -173,3 +174,14 @@ def test_a_gpu_trainer_on_a_machine_without_one_says_how_to_run_on_the_cpu():
     message = config_error_message(err)
     assert message.startswith("MisconfigurationException: No supported gpu backend found! No GPU that torch can use")
     assert "run on the CPU (trainer=cpu" in message and message.endswith("(config key 'trainer')")
+
+
+@pytest.mark.parametrize(
+    "command,key", [("train", "hydra.run.dir"), ("train", "hydra.sweep.dir"), ("evaluate", "output")]
+)
+def test_two_commands_started_in_one_second_get_a_folder_each(command, key):
+    """Stamped to the second, two runs started together shared one run directory: one config record,
+    one train.log, and one last.ckpt that the other run's summary pointed at."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        first, second = (OmegaConf.select(compose(command, return_hydra_config=True), key) for _ in range(2))
+    assert first != second
