@@ -283,3 +283,14 @@ def test_a_file_whose_name_is_not_utf8_is_read(tmp_path):
         record = describe(name)
         assert "error" not in record and record["audio_duration"] > 0.9
         assert len(decode.read_audio(name, 0.0, 0.5)) == 8000
+
+
+def test_an_ogg_that_ffmpeg_cannot_open_has_no_video_to_blame(tmp_path):
+    """libsndfile reads its header, FFmpeg not at all: the file was said to have an unreadable video
+    stream beside its audio ("audio: ...; video: not a readable media container")."""
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 88200).astype(np.float32)
+    whole = write_wav(tmp_path / "whole.ogg", noise, 44100).read_bytes()
+    cut = tmp_path / "cut.ogg"
+    cut.write_bytes(whole[:4841])  # its headers and part of the first audio page
+    record = describe(str(cut))
+    assert record["has_video"] is False and "video_error" not in record

@@ -83,9 +83,9 @@ def _first_reason(errors: list[MediaError], stream: str) -> MediaError:
     return next((e for e in errors if e.reason != f"no {stream} stream"), errors[0])
 
 
-def _probe_video(path: str, present: bool | None, verify: bool) -> dict:
+def _probe_video(path: str, present: bool, verify: bool) -> dict:
     """The video fields of `MediaInfo`, from the first backend that reads the stream."""
-    if present is False:
+    if not present:
         return {"has_video": False}
     errors = []
     for backend in VIDEO_BACKENDS:
@@ -101,8 +101,6 @@ def _probe_video(path: str, present: bool | None, verify: bool) -> dict:
         remember(path, "video", backend)
         fields = {"has_video": True, "video_backend": backend, "video_duration": index.duration, "fps": index.fps}
         return fields | {"n_frames": len(index.starts), "size": index.size}
-    if present is None and all(e.reason == "no video stream" for e in errors):
-        return {"has_video": False}
     raise _first_reason(errors, "video")
 
 
@@ -198,8 +196,8 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
         if present is None and libsndfile is None:
             raise MediaError(path, UNREADABLE)
     fields: dict = {"path": path, "num_bytes": st.st_size, "has_audio": None, "has_video": None}
-    if "video" in streams:
-        fields |= _probe_video(path, None if present is None else present.video, verify)
+    if "video" in streams:  # (present None: FFmpeg cannot open what libsndfile reads, so no video is readable)
+        fields |= _probe_video(path, False if present is None else present.video, verify)
     if "audio" in streams:
         fields |= _probe_audio(path, present, verify)
     if not fields["has_audio"] and not fields["has_video"]:
