@@ -499,7 +499,9 @@ def test_a_window_too_short_to_predict_is_a_config_error_naming_the_shortest(tmp
         check_window_length(datamodule, model)
     shortest = float(str(caught.value).rsplit("=", 1)[1])
     datamodule, model, _ = build(compose_train(tmp_path, [*TINY, f"data.clip_seconds={shortest}"]))
+    assert model.hparams.carry_state and datamodule.batch_size > 1  # rows restart alone: whole mini-batches too
     check_window_length(datamodule, model)  # the suggested value works
+    check_carried_windows(datamodule, model)  # (0.5 s was suggested, which this refused)
 
 
 def test_a_validation_window_too_short_to_score_is_a_config_error_before_training(tmp_path):

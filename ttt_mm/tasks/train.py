@@ -133,10 +133,20 @@ def check_window_length(datamodule, model) -> None:
         tokens = math.floor(seconds / tok.seconds_per_step + 1e-6) * tok.tokens_per_step
         if tokens <= model.offset:
             steps = model.offset // tok.tokens_per_step + 1
+            unit = model.backbone.restart_unit
+            if key == "clip_seconds" and _restarts_rows(datamodule, model) and unit is not None and unit.required:
+                while steps * tok.tokens_per_step % unit.tokens:  # whole units too (`check_carried_windows`)
+                    steps += 1
             raise ConfigError(
                 f"data.{key}={seconds:g} holds {tokens} tokens, too few to predict {model.offset} ahead; the "
                 f"shortest that works is data.{key}={steps * tok.seconds_per_step:.10g}"
             )
+
+
+def _restarts_rows(datamodule, model) -> bool:
+    """Whether single batch rows restart at window boundaries: a carried state in batches of several
+    rows (a lone row that restarts takes a fresh state whole)."""
+    return bool(model.hparams.carry_state) and datamodule.batch_size > 1
 
 
 def check_carried_windows(datamodule, model) -> None:
@@ -149,8 +159,8 @@ def check_carried_windows(datamodule, model) -> None:
             "model.carry_state=true needs data.stream=true: the state is carried from one window of a file to "
             "the next (experiment=long_context sets both)"
         )
-    if not model.hparams.carry_state or datamodule.batch_size == 1:
-        return  # (a lone row that restarts takes a fresh state whole)
+    if not _restarts_rows(datamodule, model):
+        return
     tok = model.tokenizer
     steps = tok.whole_steps(datamodule.clip_seconds)
     if steps is None:
