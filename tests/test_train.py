@@ -643,13 +643,17 @@ def test_resuming_with_other_settings_says_what_they_change(tmp_path, caplog, mo
 
 
 def test_a_sweep_cannot_start_its_own_ddp_processes(tmp_path, monkeypatch):
-    ddp = L.Trainer(strategy="ddp", accelerator="cpu", devices=2, logger=False, enable_checkpointing=False)
+    ddp = L.Trainer(
+        strategy="ddp", accelerator="cpu", devices=2, max_steps=10, logger=False, enable_checkpointing=False
+    )
     cfg = compose_train(tmp_path, TINY)
     train_task.check_launch(cfg, ddp)  # a single run: Lightning starts the second process itself
     monkeypatch.setattr(train_task, "in_a_sweep", lambda: True)
     with pytest.raises(ConfigError, match="a sweep \\(-m\\) cannot start 2 processes of DDPStrategy"):
         train_task.check_launch(cfg, ddp)
-    one = L.Trainer(strategy="ddp", accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    one = L.Trainer(
+        strategy="ddp", accelerator="cpu", devices=1, max_steps=10, logger=False, enable_checkpointing=False
+    )
     train_task.check_launch(cfg, one)  # nothing to start: a sweep of one-process DDP runs is fine
 
 
