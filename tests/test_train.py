@@ -521,6 +521,7 @@ def test_a_validation_window_too_short_to_score_is_a_config_error_before_trainin
         (["trainer.max_steps=-1"], "trainer.max_steps=-1: training draws windows without end"),
         (["trainer.max_epochs=3"], "trainer.max_epochs=3 has no effect: training draws windows without end"),
         (["trainer.max_steps=-1", "trainer.max_epochs=1"], "trainer.max_epochs=1 has no effect"),
+        (["trainer.max_epochs=1", "trainer.limit_train_batches=1.0"], "trainer.max_epochs=1 has no effect"),
         (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches must be >= 1; got 0"),
     ],
 )

@@ -211,3 +211,8 @@ def test_a_sliver_of_a_video_is_cropped_before_it_is_scaled(tmp_path, monkeypatc
     assert asked == [(400, 16), (800, 32)]  # its own size; before, the whole frame scaled to 32 px high
     assert cropped_first.shape == scaled_first.shape == (8, 3, 32, 32)
     assert (cropped_first.float() - scaled_first.float()).abs().mean() < 8  # (two scalers: bilinear, bicubic)
+    monkeypatch.setattr(decode.video, "SLIVER_ASPECT", 4)
+    asked.clear()
+    wide = write_video(tmp_path / "wide.mp4", seconds=0.5, fps=8, width=400, height=64, audio_rate=None)
+    assert decode.read_video(wide, 0.0, 0.5, 8, 32, backend="pyav").shape == (4, 3, 32, 32)
+    assert asked == [(200, 32)]  # larger than the frame size: scaled down whole, never decoded at full size

@@ -75,3 +75,12 @@ def test_mismatched_rates_are_refused():
         AVTokenizer(dim=16, audio=AudioTokenizer(dim=16), video=VideoTokenizer(dim=16))
     with pytest.raises(ValueError, match="must both equal dim 16"):
         AVTokenizer(dim=16, audio=AudioTokenizer(dim=8, frames_per_token=5), video=VideoTokenizer(dim=16))
+
+
+def test_a_silent_track_read_in_place_of_sound_is_not_scored(tokenizer, batch):
+    """Per row, as collated; or one flag for a lone item, as the data benchmark passes it."""
+    audio = tokenizer(batch).modality == AUDIO
+    rows = tokenizer(dict(batch, audio_silent=torch.tensor([True, False])))
+    assert rows.mask.all() and torch.equal(rows.scored[0], ~audio[0]) and rows.scored[1].all()
+    lone = tokenizer({k: v[:1] if torch.is_tensor(v) else v for k, v in batch.items()} | {"audio_silent": True})
+    assert torch.equal(lone.scored[0], ~audio[0])

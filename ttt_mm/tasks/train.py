@@ -110,7 +110,8 @@ def check_run_length(max_steps: int, max_epochs: int | None, limit_train_batches
     length, and its lr schedule, is ``max_steps`` (or epochs of a set number of batches). Anything else
     would run forever, or crash when the schedule is built."""
     epochs = max_epochs not in (None, -1)
-    if epochs and limit_train_batches is None:
+    batches = type(limit_train_batches) is int and limit_train_batches > 0  # (a bool is no count)
+    if epochs and not batches:  # (a fraction, 1.0 say, of an endless epoch is endless)
         raise ConfigError(
             f"trainer.max_epochs={max_epochs} has no effect: training draws windows without end, so an epoch "
             "never ends; set trainer.max_steps (or trainer.limit_train_batches=N batches per epoch)"

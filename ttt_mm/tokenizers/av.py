@@ -105,7 +105,8 @@ class AVTokenizer(Tokenizer):
         mask = merged["mask"]
         scored = mask
         if (silent := batch.get("audio_silent")) is not None:  # substituted silence: nothing to score
-            scored = mask & ~(torch.as_tensor(silent, device=device)[:, None] & (modality == AUDIO).repeat(steps))
+            silent = torch.as_tensor(silent, dtype=torch.bool, device=device).reshape(-1, 1)  # (a lone item: a bool)
+            scored = mask & ~(silent & (modality == AUDIO).repeat(steps))
         return Tokens(
             embeddings=merged["embeddings"] + self.modality_embed(modality).repeat(steps, 1) * mask[..., None],
             targets=merged["targets"],

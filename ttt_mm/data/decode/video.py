@@ -122,9 +122,10 @@ def video_timeline(path: str | os.PathLike, backend: str) -> tuple[np.ndarray, f
 
 
 SLIVER_ASPECT = 4
-"""Frames longer than this many times their short side (a 4 x 2000 video) are cropped to a square in
-source pixels before they are scaled: scaled whole, their long side would be 500 frame sizes, and one
-window could take gigabytes to keep a ``size x size`` crop of it."""
+"""Frames longer than this many times their short side, and narrower than the frame size (a 4 x 2000
+video), are cropped to a square in source pixels before they are scaled up: scaled whole, their long
+side would be 500 frame sizes, and one window could take gigabytes to keep a ``size x size`` crop of it.
+(Wide frames larger than the frame size are scaled down whole, which is cheaper than decoding them.)"""
 
 
 def _scaled_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -260,7 +261,7 @@ def read_frames(path: str, start: float, duration: float | None, fps: float, siz
     frame_ids = np.searchsorted(index.starts, times + 1e-6, side="right") - 1
     frame_ids = np.clip(frame_ids, 0, len(index.starts) - 1)  # never past the indexed end
     unique, inverse = np.unique(frame_ids, return_inverse=True)
-    if max(index.size) > SLIVER_ASPECT * min(index.size):
+    if max(index.size) > SLIVER_ASPECT * min(index.size) and min(index.size) < size:
         frames = _sliver_frames(path, index, unique, size, backend)
     else:
         frames = _frames(path, index, unique, *_scaled_size(*index.size, size), backend)  # [U, H, W, 3]
