@@ -329,3 +329,13 @@ def test_every_record_field_is_listed_for_manifests_to_know(folder, tmp_path):
     records, _ = index_files(sorted(folder.iterdir()), tmp_path / "cache")
     assert any("error" in r for r in records.values()) and any("has_video" in r for r in records.values())
     assert set().union(*records.values()) <= {"path", *index.RECORD_FIELDS}
+
+
+def test_a_file_name_with_a_line_break_stays_on_one_log_line(media, tmp_path, caplog):
+    name = tmp_path / "two\nlines.mp4"
+    shutil.copy(media["video_only"], name)
+    spec = ReadSpec(("audio", "video"), size=32, missing_audio="silence")
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+        index_clips([ClipInfo(str(name))], spec, cache_dir=tmp_path / "cache")
+    (line,) = [r.getMessage() for r in caplog.records if "read with a silent track" in r.getMessage()]
+    assert "\n" not in line and line.startswith(str(tmp_path / "two\\nlines.mp4"))

@@ -44,7 +44,7 @@ from ttt_mm.data.datasets import ReadSpec, clip_span
 from ttt_mm.data.decode import MediaError, MediaInfo, stat_reason
 from ttt_mm.data.decode.errors import open_reason
 from ttt_mm.data.decode.isolation import Failure, IsolatedPool, refuse_in_a_worker
-from ttt_mm.data.sources import ClipInfo
+from ttt_mm.data.sources import ClipInfo, one_line
 from ttt_mm.data.synthetic import SyntheticClip
 from ttt_mm.storage.atomic import write_text
 from ttt_mm.storage.cache import user_cache_dir
@@ -457,14 +457,16 @@ def index_clips(
     selection = select(clips, records, spec)
     for name, why in selection.silent.items():
         level = logging.INFO if why in ("no audio stream", SILENT_TRACK) else logging.WARNING
-        log.log(level, "%s: %s: read with a silent track", name, why)  # (training: data.missing_audio=silence)
+        log.log(
+            level, "%s: %s: read with a silent track", one_line(name), why
+        )  # (training: data.missing_audio=silence)
     if "audio" in spec.modalities:
         short = {c.name: c.info for c in selection.clips if c.info is not None and c.info.audio_stated is not None}
         for name, info in short.items():
             log.warning(
                 "%s: the audio decodes to %.3f s of the %.3f s the file states (truncated or corrupt): read as "
                 "far as it goes",
-                name,
+                one_line(name),
                 info.audio_duration,
                 info.audio_stated,
             )

@@ -247,6 +247,11 @@ class SyntheticSource:
         return [ClipInfo(c, end=self.duration, label=c.label, key=str(c)) for c in clips]
 
 
+def one_line(name: str) -> str:
+    """A file name as a log line shows it: a line break in it escaped, so that the line stays one."""
+    return name.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def relative_to(path: str, root: str) -> str:
     """``path`` relative to ``root`` when inside it, else absolute (for portable manifests)."""
     path, root = os.path.abspath(path), os.path.abspath(root)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ttt_mm.data import MediaError, ReadSpec, SkipList, iter_windows
 from ttt_mm.data.datasets import to_device
+from ttt_mm.data.sources import one_line
 from ttt_mm.eval import plots
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.scoring import ClipScorer
@@ -102,7 +103,7 @@ def evaluate(
             f"mean {r.losses[:, 2].mean() if len(r.losses) else math.nan:.4f})"
             for n, r in results.items()
         )
-        log.info("[%d/%d] %s: %.1f s; loss %s", number, len(clips), clip.name, first.duration, summary)
+        log.info("[%d/%d] %s: %.1f s; loss %s", number, len(clips), one_line(clip.name), first.duration, summary)
         if keep_plot:
             drawn = plots.clip_figures(results, len(files), clip.name, output)
             if (

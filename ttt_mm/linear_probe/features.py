@@ -25,6 +25,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, iter_windows
+from ttt_mm.data.sources import one_line
 from ttt_mm.embed import Clock, Embedder
 from ttt_mm.embed.files import load, read_sidecar, source_record
 from ttt_mm.embed.reducers import HopBins, Pool
@@ -234,7 +235,7 @@ def gather(clips: list[ClipInfo], ex: Extractors, rows: bool, progress: bool) ->
                         out.no_audio.append(clip.name)
             except MediaError as exc:
                 out.skipped.append((clip.name, exc.reason))
-                log.warning("left out: %s: %s", clip.name, exc.reason)
+                log.warning("left out: %s: %s", one_line(clip.name), exc.reason)
                 bar.set_postfix(skipped=len(out.skipped))
                 continue
             out.clips.append(clip)

@@ -42,7 +42,7 @@ from ttt_mm.data.decode import MediaError
 from ttt_mm.data.decode.guard import native_stderr_silenced
 from ttt_mm.data.index import index_clips
 from ttt_mm.data.manifest import ManifestSource
-from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource
+from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource, one_line
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.files import (
     DTYPES,
@@ -248,12 +248,12 @@ def run(cfg: DictConfig) -> Summary:
     for name, reason in selection.rejected.items():
         summary.failed.append((name, reason))
         if not single:
-            log.warning("failed: %s: %s", name, reason)
+            log.warning("failed: %s: %s", one_line(name), reason)
     for clip in clips:  # an output of a file (or span) no longer readable describes what the file was
         if (clip.name in selection.rejected or clip.segment in selection.rejected) and remove_outputs(
             output_stem(clip, output)
         ):
-            log.warning("removed the earlier output of %s, which cannot be read now", clip.segment)
+            log.warning("removed the earlier output of %s, which cannot be read now", one_line(clip.segment))
     clips = selection.clips
     if clips:  # made only when something may be written: a lone bad input leaves no folder behind
         output_folder(output)
@@ -268,14 +268,14 @@ def run(cfg: DictConfig) -> Summary:
             stem = output_stem(clip, output)
             try:
                 if adopt_older_name(clip, stem):
-                    log.info("renamed the output of %s from its older name", clip.segment)
+                    log.info("renamed the output of %s from its older name", one_line(clip.segment))
                 old = None if cfg.overwrite else _finished(stem)
                 if old is not None:
                     why = out_of_date(old, meta | source_record(clip))
                     if why is None:
                         summary.skipped.append(clip.segment)
                         continue
-                    log.warning("embedding %s again: %s", clip.segment, why)
+                    log.warning("embedding %s again: %s", one_line(clip.segment), why)
                 label = {"label": classes[clip.label]} if clip.label != -1 else {}  # by name: indices shift
                 embed_one(embedder, clip, stem, meta | label, cfg.dtype, progress)
             except (MediaError, InputError, OSError) as exc:
@@ -289,9 +289,9 @@ def run(cfg: DictConfig) -> Summary:
                     reason = str(exc)
                 summary.failed.append((clip.segment, reason))
                 if not single:
-                    log.warning("failed: %s: %s", clip.segment, reason)
+                    log.warning("failed: %s: %s", one_line(clip.segment), reason)
                 if remove_outputs(stem):  # it was out of date (or overwrite=true): keep no stale rows
-                    log.warning("removed the earlier output of %s, which is out of date", clip.segment)
+                    log.warning("removed the earlier output of %s, which is out of date", one_line(clip.segment))
                 bar.set_postfix(failed=len(summary.failed))
             else:
                 summary.written.append(clip.segment)

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource
 from ttt_mm.data.index import index_clips
-from ttt_mm.data.sources import MANIFEST_SUFFIXES, SPLITS
+from ttt_mm.data.sources import MANIFEST_SUFFIXES, SPLITS, one_line
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
 from ttt_mm.linear_probe.classifier import FoldScore, cross_validate, majority_class, summarize
@@ -248,7 +248,7 @@ def run(cfg: DictConfig) -> dict:
     rows = bool(cfg.rows)
     selection = index_clips(clips, extractors.spec, cfg.get("index_cache"))  # probed in subprocesses first
     for name, reason in selection.rejected.items():
-        log.warning("left out: %s: %s", name, reason)
+        log.warning("left out: %s: %s", one_line(name), reason)
     got = gather(selection.clips, extractors, rows, bool(cfg.progress))
     got.skipped[:0] = list(selection.rejected.items())
     clips, thinned = drop_rare(got.clips, data.names, min_clips)  # again: unreadable files may thin a class
