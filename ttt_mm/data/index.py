@@ -457,9 +457,7 @@ def index_clips(
     selection = select(clips, records, spec)
     for name, why in selection.silent.items():
         level = logging.INFO if why in ("no audio stream", SILENT_TRACK) else logging.WARNING
-        log.log(
-            level, "%s: %s: read with a silent track", one_line(name), why
-        )  # (training: data.missing_audio=silence)
+        log.log(level, "%s: %s: read with a silent track", one_line(name), why)  # (data.missing_audio=silence)
     if "audio" in spec.modalities:
         short = {c.name: c.info for c in selection.clips if c.info is not None and c.info.audio_stated is not None}
         for name, info in short.items():
