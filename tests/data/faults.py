@@ -7,7 +7,7 @@ import os
 import time
 
 from ttt_mm.data.decode import guard
-from ttt_mm.data.index import describe
+from ttt_mm.data.index import VERSION, describe
 
 
 def abort_on_boom(path: str) -> dict:
@@ -45,3 +45,12 @@ def interrupted_after(count: int):
         raise KeyboardInterrupt
 
     return map_then_interrupt
+
+
+def denied_on_locked(path: str) -> dict:
+    """`describe`, except that a file named ``*locked*`` cannot be opened, as without read permission."""
+    if "locked" in os.path.basename(path):
+        st = os.stat(path)
+        record = {"path": path, "version": VERSION, "verified": True, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return record | {"error": "cannot open: Permission denied"}
+    return describe(path)

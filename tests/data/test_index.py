@@ -10,7 +10,7 @@ import shutil
 import time
 
 import pytest
-from faults import abort_on_boom, hang_on_slow, interrupted_after, stuck_on_stuck
+from faults import abort_on_boom, denied_on_locked, hang_on_slow, interrupted_after, stuck_on_stuck
 from mediafiles import write_video
 
 from ttt_mm.data import (
@@ -106,24 +106,26 @@ def test_a_second_run_probes_nothing_and_a_touched_file_again(folder, tmp_path):
 def test_a_file_that_cannot_be_opened_says_so_and_is_not_cached_as_corrupt(folder, tmp_path, monkeypatch):
     """Decoders called an unreadable file "not a readable media container", and the index kept that:
     a chmod keeps size and mtime, so the file stayed out after it was fixed."""
-    tone, link = str(folder / "tone.wav"), folder / "gone.wav"
+    locked, link = str(folder / "locked.wav"), folder / "gone.wav"
+    shutil.copy(folder / "tone.wav", locked)
     link.symlink_to(folder / "missing.wav")
     real_open = os.open
 
     def denied(path, flags, *args, **kwargs):
-        if os.fspath(path) == tone:
-            raise PermissionError(13, "Permission denied", tone)
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(os, "open", denied)
-    records, run = index_files([tone, str(link)], tmp_path / "cache")
-    assert records[tone] == {"path": tone, "error": "cannot open: Permission denied"}
-    assert (run.probed, run.cached) == (0, 0)  # (a broken link was counted as cached)
+    monkeypatch.setattr(os, "open", denied)  # (in this process: what a probe worker meets)
     with pytest.raises(MediaError, match="cannot open: Permission denied"):
-        decode.probe(tone)
-    monkeypatch.setattr(os, "open", real_open)  # permissions fixed
-    records, run = index_files([tone], tmp_path / "cache")
-    assert records[tone]["audio_backend"] == "soundfile" and run.probed == 1
+        decode.probe(locked)
+    assert index.describe(locked)["error"] == "cannot open: Permission denied"
+    monkeypatch.setattr(os, "open", real_open)
+    records, run = index_files([locked, str(link)], tmp_path / "cache", task=denied_on_locked)
+    assert records[locked]["error"] == "cannot open: Permission denied"
+    assert run.cached == 0  # (a broken link was counted as cached)
+    records, run = index_files([locked], tmp_path / "cache")  # permissions fixed: size and mtime as they were
+    assert records[locked]["audio_backend"] == "soundfile" and (run.probed, run.cached) == (1, 0)
 
 
 def test_a_decoder_that_aborts_costs_its_file_not_the_caller(folder, tmp_path):

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import re
-import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,7 +41,7 @@ from pathlib import Path
 from ttt_mm.data import decode
 from ttt_mm.data.datasets import ReadSpec, clip_span
 from ttt_mm.data.decode import MediaError, MediaInfo, stat_reason
-from ttt_mm.data.decode.errors import open_reason
+from ttt_mm.data.decode.errors import CANNOT_OPEN
 from ttt_mm.data.decode.isolation import Failure, IsolatedPool, refuse_in_a_worker
 from ttt_mm.data.sources import ClipInfo, one_line
 from ttt_mm.data.synthetic import SyntheticClip
@@ -227,9 +226,10 @@ def _save(path: Path, records: dict[str, dict]) -> None:
 
 def _current(record: dict | None, st: os.stat_result, verify: bool, timeout: float) -> bool:
     """Whether a cached record still describes this version of the file (a probe that hung under a
-    shorter timeout than ``timeout`` is tried again)."""
+    shorter timeout than ``timeout`` is tried again, and so is a file that could not be opened)."""
     return (
         record is not None
+        and not str(record.get("error", "")).startswith(CANNOT_OPEN)
         and record.get("bytes") == st.st_size
         and record.get("mtime_ns") == st.st_mtime_ns
         and record.get("version") == VERSION
@@ -280,9 +280,7 @@ def index_files(
             except OSError as exc:
                 out[path] = {"path": path, "error": stat_reason(path, exc)}
                 continue
-            if stat.S_ISREG(st.st_mode) and (why := open_reason(path)):  # not a property of the file: not cached
-                out[path] = {"path": path, "error": why}
-            elif not refresh and _current(cached.get(path), st, verify, timeout):
+            if not refresh and _current(cached.get(path), st, verify, timeout):
                 out[path] = cached[path]
                 run.cached += 1
             else:

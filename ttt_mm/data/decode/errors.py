@@ -41,13 +41,17 @@ def checked_stat(path: str) -> os.stat_result:
     return st
 
 
+CANNOT_OPEN = "cannot open"
+"""How `open_reason` begins: not a property of the file's content (a ``chmod`` keeps size and mtime)."""
+
+
 def open_reason(path: str) -> str | None:
-    """Why a regular file cannot be opened for reading (permissions), or None: decoders report it as
-    a file they cannot parse, and a cached "corrupt" would outlive a ``chmod`` (it keeps size and mtime)."""
+    """Why a file cannot be opened for reading (permissions), or None: decoders would report it as a
+    file they cannot parse."""
     try:
         os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # (non-blocking: never waits on a FIFO)
     except OSError as exc:
-        return f"cannot open: {exc.strerror}"
+        return f"{CANNOT_OPEN}: {exc.strerror}"
     return None
 
 
