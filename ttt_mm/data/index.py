@@ -144,7 +144,7 @@ def _stream_fields(info: MediaInfo, stream: str) -> dict:
             "sample_rate": info.sample_rate,
             "channels": info.channels,
             "silent": info.silent,
-            **({"audio_stated": info.audio_stated} if info.audio_stated is not None else {}),
+            "audio_stated": info.audio_stated,
         }
     else:
         width, height = info.size or (None, None)

@@ -93,15 +93,16 @@ def check_launch(cfg: DictConfig, trainer: L.Trainer, resumed_step: int | None =
             "others by running this command again, sweep included. Run each configuration as its own command "
             "(or start the processes with torchrun or SLURM)"
         )
-    step, steps = resumed_step, trainer.max_steps
     if trainer.accumulate_grad_batches < 1:
         raise ConfigError(f"trainer.accumulate_grad_batches must be >= 1; got {trainer.accumulate_grad_batches}")
-    if cfg.get("train", True) and not trainer.fast_dev_run:
-        check_run_length(steps, trainer.max_epochs, cfg.trainer.get("limit_train_batches"))
-    if step is not None and cfg.get("train", True) and 0 <= steps <= step and not trainer.fast_dev_run:
+    if not cfg.get("train", True) or trainer.fast_dev_run:
+        return
+    steps = trainer.max_steps
+    check_run_length(steps, trainer.max_epochs, cfg.trainer.get("limit_train_batches"))
+    if resumed_step is not None and 0 <= steps <= resumed_step:
         raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path} is at step {step} and trainer.max_steps={steps}: nothing is "
-            f"left to train; to go on, set trainer.max_steps above {step}"
+            f"ckpt_path={cfg.ckpt_path} is at step {resumed_step} and trainer.max_steps={steps}: nothing is "
+            f"left to train; to go on, set trainer.max_steps above {resumed_step}"
         )
 
 
@@ -136,8 +137,8 @@ def check_window_length(datamodule, model) -> None:
             steps = model.offset // tok.tokens_per_step + 1
             unit = model.backbone.restart_unit
             if key == "clip_seconds" and _restarts_rows(datamodule, model) and unit is not None and unit.required:
-                while steps * tok.tokens_per_step % unit.tokens:  # whole units too (`check_carried_windows`)
-                    steps += 1
+                whole = math.lcm(unit.tokens, tok.tokens_per_step) // tok.tokens_per_step  # (`check_carried_windows`)
+                steps = -(-steps // whole) * whole
             raise ConfigError(
                 f"data.{key}={seconds:g} holds {tokens} tokens, too few to predict {model.offset} ahead; the "
                 f"shortest that works is data.{key}={steps * tok.seconds_per_step:.10g}"
@@ -260,10 +261,12 @@ def report(out: dict) -> None:
             sys.exit(130)
         return
     shown = {k: out["metrics"][k] for k in sorted(out["metrics"]) if k.startswith(("val/", "test/"))}
-    validated = any(k.startswith("val/") for k in shown)  # (fast_dev_run validates but saves nothing)
-    best = str(out["best_ckpt"]) if out["best_ckpt"] else "none (no validation has run)"
-    if not out["best_ckpt"] and validated:
+    if out["best_ckpt"]:
+        best = str(out["best_ckpt"])
+    elif any(k.startswith("val/") for k in shown):  # (fast_dev_run validates but saves nothing)
         best = "none (this run saves no checkpoints)"
+    else:
+        best = "none (no validation has run)"
     logs = ", ".join(str(d) for d in out["log_dirs"] if d) or "none (this run keeps no logs)"
     if (
         out.get("resumed")
