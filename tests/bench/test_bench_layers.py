@@ -17,11 +17,10 @@ def test_the_worker_reports_a_training_measurement_for_every_layer(name, capsys)
     assert row["tokens_per_s"] > 0 and row["seconds"] > 0 and row["peak_mib"] >= 0
 
 
-def test_lact_is_built_with_the_chunk_and_window_asked_for():
-    layer = layers.build(
-        "lact", layers.parse(["--dim", "64", "--heads", "4", "--lact-chunk", "64", "--lact-window", "32"])
-    )
-    assert (layer.chunk_size, layer.window, layer.num_heads) == (64, 32, 4)
+def test_lact_is_built_with_the_chunk_window_and_fast_heads_asked_for():
+    argv = ["--dim", "64", "--heads", "4", "--lact-chunk", "64", "--lact-window", "32", "--lact-fast-heads", "2"]
+    layer = layers.build("lact", layers.parse(argv))
+    assert (layer.chunk_size, layer.window, layer.num_heads, layer.fast_heads) == (64, 32, 4, 2)
 
 
 def test_a_failing_row_is_reported_and_the_others_still_printed(monkeypatch, capsys):

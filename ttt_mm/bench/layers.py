@@ -18,8 +18,8 @@ a slow (or unusually fast) spell of the machine then moves one round of every ro
 LaCT runs with chunks of ``--lact-chunk`` tokens (2048: as released, and about 7 s of 128 px
 audio-visual tokens, the stream these lengths stand for) and an attention window of
 ``--lact-window`` tokens (256: about 1 s of such tokens; attention's cost grows with the window
-and would otherwise dominate the layer), with the layer's other defaults (4 fast-weight heads,
-momentum, Muon).
+and would otherwise dominate the layer), with ``--lact-fast-heads`` fast-weight heads (4, as released:
+width 128 each at width 512) and the layer's other defaults (momentum, Muon).
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def build(name: str, args: argparse.Namespace) -> torch.nn.Module:
     if name == "attention":
         return AttentionLayer(args.dim, args.heads)
     if name == "lact":
-        return LaCTLayer(args.dim, args.heads, chunk_size=args.lact_chunk, window=args.lact_window)
+        return LaCTLayer(
+            args.dim, args.heads, chunk_size=args.lact_chunk, window=args.lact_window, fast_heads=args.lact_fast_heads
+        )
     return TTTLayer(args.dim, args.heads, inner=name.removeprefix("ttt_"), mini_batch_size=args.mini_batch)
 
 
@@ -133,6 +135,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mini-batch", type=positive_int, default=16)
     p.add_argument("--lact-chunk", type=positive_int, default=2048, help="LaCT tokens per fast-weight update")
     p.add_argument("--lact-window", type=positive_int, default=256, help="LaCT attention window (tokens)")
+    p.add_argument("--lact-fast-heads", type=positive_int, default=4, help="LaCT fast-weight heads (4: as released)")
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
