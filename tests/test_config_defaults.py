@@ -177,7 +177,12 @@ def test_a_gpu_trainer_on_a_machine_without_one_says_how_to_run_on_the_cpu():
 
 
 @pytest.mark.parametrize(
-    "command,key", [("train", "hydra.run.dir"), ("train", "hydra.sweep.dir"), ("evaluate", "output")]
+    "command,key",
+    [
+        (command, key)
+        for command in ("train", "evaluate", "linear_probe")
+        for key in ("hydra.run.dir", "hydra.sweep.dir")
+    ],
 )
 def test_two_commands_started_in_one_second_get_a_folder_each(command, key):
     """Stamped to the second, two runs started together shared one run directory: one config record,

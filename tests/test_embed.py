@@ -217,7 +217,7 @@ def test_folder_with_bad_files(ckpts, folder, tmp_path):
     failed = dict(summary.failed)
     assert failed.keys() == {str(folder / "empty.wav"), str(folder / "sub" / "corrupt.mp4")}
     assert "empty" in failed[str(folder / "empty.wav")] and "ffmpeg" in failed[str(folder / "sub" / "corrupt.mp4")]
-    report = summary.report(str(out))
+    report = summary.report()
     assert "failed 2" in report and all(f"{name}: {reason}" in report for name, reason in failed.items())
 
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
@@ -496,3 +496,23 @@ def test_a_device_this_machine_lacks_is_one_error_line(ckpts, folder, tmp_path, 
     with pytest.raises(ValueError, match="is not a device"):
         Embedder.from_checkpoint(ckpts["audio"], device="gpu0")
     assert Embedder.from_checkpoint(ckpts["audio"]).device == torch.device("cpu")
+
+
+@pytest.mark.slow
+def test_a_sweep_embeds_each_job_into_its_own_folder_and_goes_on_past_bad_files(ckpts, folder, tmp_path):
+    """``-m ckpt=a,b``: each job's outputs land in ``output/<job>`` (they overwrote each other in
+    ``output``), and a job with bad files fails without ending the sweep (its exit used to)."""
+    out = tmp_path / "out"
+    both = f"ckpt={ckpts['audio']},{ckpts['audio_mamba']}"
+    proc = subprocess.run(
+        [*_command(both, f"input={folder}", f"output={out}"), "-m"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "2 input(s) failed" in proc.stderr, proc.stderr[-3000:]
+    for job, name in enumerate(["audio", "audio_mamba"]):
+        sidecar = json.loads((out / str(job) / "a.wav.json").read_text())
+        assert sidecar["checkpoint"] == str(ckpts[name])
+        assert (out / str(job) / "sub" / "b.flac.npy").is_file()

@@ -504,3 +504,26 @@ def test_a_device_this_machine_lacks_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="is not a device"):
         load_models([], None, "gpu0")
     assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")
+
+
+@pytest.mark.slow
+def test_a_sweep_writes_each_jobs_results_to_its_own_folder(folder, tmp_path):
+    """``-m ckpt=a,b``: every job of a sweep runs in one process, where a date-stamped default output
+    was the same for all of them and each job overwrote the one before."""
+    _, media, ckpts = folder
+    args = [f"ckpt={ckpts[0]},{ckpts[1]}", "data=av_folder", f"data.root={media}", "window_seconds=0.5"]
+    args += ["rollout_steps=0", "plots=false", "max_files=1", "device=cpu"]
+    call = [sys.executable, "-m", "ttt_mm.tasks.evaluate", "-m", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for where, folders in (
+        (f"paths.log_dir={tmp_path}/logs", lambda: sorted(tmp_path.glob("logs/evaluate/multiruns/*/[01]"))),
+        (f"output={tmp_path}/out", lambda: [tmp_path / "out" / "0", tmp_path / "out" / "1"]),
+    ):
+        proc = subprocess.run([*call, where], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        checkpoints = []
+        for job in folders():
+            (model,) = json.loads((job / "metrics.json").read_text())["models"].values()
+            checkpoints.append(model["checkpoint"])
+            assert (job / "evaluate.log").is_file()  # the job's log beside its results
+        assert checkpoints == [str(ckpts[0]), str(ckpts[1])]

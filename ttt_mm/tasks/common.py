@@ -156,6 +156,28 @@ def output_folder(path: str | Path, key: str = "output") -> Path:
     return folder
 
 
+def sweep_job_folder(output: str | Path) -> Path:
+    """``output``, or in a sweep (``-m``) ``output/<job number>`` (numbered as Hydra's sweep folders
+    are): a sweep's jobs run one after another in one process and would otherwise each overwrite
+    the results of the one before."""
+    return Path(output) / str(HydraConfig.get().job.num) if in_a_sweep() else Path(output)
+
+
+def results_folder(output: str | None) -> Path:
+    """The folder a task writes its results to, made: ``output`` (`sweep_job_folder`), or where it is
+    unset the run's own folder (Hydra's run directory, or a sweep job's)."""
+    if output is not None:
+        return output_folder(sweep_job_folder(output))
+    if not HydraConfig.initialized():
+        raise ConfigError("output must be set: output=/path/to/results")
+    return output_folder(HydraConfig.get().runtime.output_dir)
+
+
+def _or_default(value, default):
+    """``${or_default:${output},<folder>}``: a key's value, or ``default`` where it is null."""
+    return default if value is None else value
+
+
 def _resumed_run(ckpt_path: str | None) -> Path | None:
     """The run a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/<name>.ckpt`` of a run
     directory (one with ``.hydra/config.yaml``); None for no checkpoint or one kept anywhere else (a
@@ -189,3 +211,4 @@ def _eq(a, b) -> bool:
 OmegaConf.register_new_resolver("run_dir", _run_dir, replace=True)
 OmegaConf.register_new_resolver("config_subdir", _config_subdir, replace=True)
 OmegaConf.register_new_resolver("eq", _eq, replace=True)
+OmegaConf.register_new_resolver("or_default", _or_default, replace=True)

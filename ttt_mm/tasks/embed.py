@@ -63,10 +63,13 @@ from ttt_mm.storage.atomic import remove_stale_temporaries, replaced, write_json
 from ttt_mm.tasks.common import (
     CONF_DIR,
     ConfigError,
+    SweepJobError,
     config_errors_end_the_command,
     extensions_of,
+    in_a_sweep,
     output_folder,
     positive_count,
+    sweep_job_folder,
 )
 from ttt_mm.tasks.config_types import check_arguments, check_config
 
@@ -84,10 +87,11 @@ class Summary:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     single: bool = False  # the input was one file
+    output: str = ""  # the folder written to
 
-    def report(self, output: str) -> str:
+    def report(self) -> str:
         counts = f"embedded {len(self.written)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}"
-        lines = [f"{counts} -> {output}"]
+        lines = [f"{counts} -> {self.output}"]
         if self.failed:
             lines.append(f"{len(self.failed)} failed:")
             lines += [f"  {name}: {reason}" for name, reason in self.failed]
@@ -231,7 +235,8 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
 
 
 def run(cfg: DictConfig) -> Summary:
-    """Embed every input of ``cfg.input`` into ``cfg.output``; bad files are collected, not raised."""
+    """Embed every input of ``cfg.input`` into ``cfg.output`` (`sweep_job_folder`); bad files are
+    collected, not raised."""
     check_config(cfg, "embed")
     check_arguments(Embedder, {k: cfg[k] for k in EMBEDDER_KEYS})  # before the inputs are listed
     for key in ("ckpt", "input", "output"):
@@ -240,10 +245,10 @@ def run(cfg: DictConfig) -> Summary:
     if threads := positive_count(cfg.threads, "threads", "torch's default"):
         torch.set_num_threads(threads)
     clips, single, classes = list_inputs(str(cfg.input), extensions_of(cfg.extensions))
-    output = Path(cfg.output)
+    output = sweep_job_folder(cfg.output)
     check_outputs_apart(clips, output)
     embedder, meta = build(cfg)
-    summary = Summary(single=single)
+    summary = Summary(single=single, output=str(output))
     selection = index_clips(clips, embedder.read_spec(), cfg.get("index_cache"))  # probed in subprocesses first
     for name, reason in selection.rejected.items():
         summary.failed.append((name, reason))
@@ -312,9 +317,11 @@ def main(cfg: DictConfig) -> None:
     if summary.single and summary.failed:
         name, reason = summary.failed[0]
         print(f"error: {name}: {reason}", file=sys.stderr)
-        sys.exit(1)
-    print(summary.report(str(cfg.output)), file=sys.stderr)
+    else:
+        print(summary.report(), file=sys.stderr)
     if summary.failed:
+        if in_a_sweep():  # the job fails and the sweep goes on; Hydra lists the failed jobs at its end
+            raise SweepJobError(f"{len(summary.failed)} input(s) failed")
         sys.exit(1)
 
 

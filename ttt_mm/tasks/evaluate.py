@@ -40,9 +40,9 @@ from ttt_mm.tasks.common import (
     ConfigError,
     config_errors_end_the_command,
     names_of,
-    output_folder,
     positive_count,
     positive_seconds,
+    results_folder,
 )
 from ttt_mm.tasks.config_types import check_command_keys, check_types
 
@@ -148,7 +148,7 @@ def run(cfg: DictConfig) -> dict:
     if options.rollout_steps < 0 or options.bins_per_octave < 1 or not 0 < options.edge_fraction <= 0.5:
         raise ConfigError("need rollout_steps >= 0, bins_per_octave >= 1 and 0 < edge_fraction <= 0.5")
     window = positive_seconds(cfg.get("window_seconds"), "window_seconds", "the data's validation window")
-    output = output_folder(cfg.output)
+    output = results_folder(cfg.output)
     models = load_models(ckpts, names, str(cfg.device), bool(cfg.weights_only))
     warn_if_incomparable(models)
     try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)

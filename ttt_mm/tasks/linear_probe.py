@@ -50,8 +50,8 @@ from ttt_mm.tasks.common import (
     config_errors_end_the_command,
     extensions_of,
     names_of,
-    output_folder,
     positive_count,
+    results_folder,
 )
 from ttt_mm.tasks.config_types import check_arguments, check_config
 
@@ -292,7 +292,7 @@ def run(cfg: DictConfig) -> dict:
     if "majority" in baselines:
         scores["majority"] = majority_class(y, fold_of)
 
-    output = output_folder(cfg.output)
+    output = results_folder(cfg.output)
     metrics = {
         "settings": {
             "input": os.path.abspath(str(cfg.input)),
