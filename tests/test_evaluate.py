@@ -23,7 +23,7 @@ from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.embed.checkpoint import resolve_device
 from ttt_mm.eval.rollout import rollout
 from ttt_mm.eval.scoring import HORIZON_FIELDS, ClipScorer
-from ttt_mm.eval.tables import remove_earlier_outputs
+from ttt_mm.eval.tables import SKIP_LIST, remove_earlier_figures, skip_list_set_aside
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 from ttt_mm.tasks.evaluate import load_models, report, run, warn_if_incomparable
@@ -442,17 +442,46 @@ def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_pa
     assert line.startswith(str(media / "a.mp4")) and "end of each 4 s window" in line
 
 
-def test_an_evaluation_into_an_earlier_ones_folder_removes_its_figures_and_skip_list_only(tmp_path):
-    """Which figures an evaluation writes depends on its clips, and the skip list is appended to, so an
-    earlier run's would otherwise sit beside (or in) the new results; a user's own files stay."""
-    assert remove_earlier_outputs(tmp_path) is None  # nothing earlier: nothing to say
+def test_an_evaluation_into_an_earlier_ones_folder_removes_its_figures_only(tmp_path):
+    """Which figures an evaluation writes depends on its clips, so an earlier run's would otherwise sit
+    beside the new results; a user's own files stay."""
+    assert remove_earlier_figures(tmp_path, had_skip_list=False) is None  # nothing earlier: nothing to say
     ours = ["loss_vs_context.png", "loss_vs_context_audio.png", "rollout_3.png", "spectrogram_1.png"]
     theirs = ["notes.csv", "cover.png", "rollout.txt", "metrics.json"]
-    for name in [*ours, "skipped_media.tsv", *theirs]:
+    for name in [*ours, *theirs]:
         (tmp_path / name).write_text("x")
-    assert remove_earlier_outputs(tmp_path).startswith("4 figure(s) removed")
+    assert remove_earlier_figures(tmp_path, had_skip_list=False).startswith("4 figure(s) removed")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)
-    assert remove_earlier_outputs(tmp_path) is not None  # tables alone (plots=false) are an earlier evaluation too
+    assert remove_earlier_figures(tmp_path, False) is not None  # tables alone (plots=false): an earlier evaluation too
+    (tmp_path / "metrics.json").unlink()
+    assert remove_earlier_figures(tmp_path, had_skip_list=True) is not None
+
+
+def test_an_earlier_skip_list_is_put_back_if_the_new_evaluation_stops_before_its_clips_are_known(tmp_path):
+    earlier = tmp_path / SKIP_LIST
+    earlier.write_text("old.mp4\tbad\n")
+    with pytest.raises(ConfigError), skip_list_set_aside(tmp_path) as had_one:
+        assert had_one and not earlier.exists()
+        earlier.write_text("new.mp4\tbad\n")  # the new evaluation's list, opened before the mistake shows
+        raise ConfigError("data: no media files in /typo")
+    assert earlier.read_text() == "old.mp4\tbad\n" and sorted(tmp_path.iterdir()) == [earlier]
+    with skip_list_set_aside(tmp_path) as had_one:
+        earlier.write_text("new.mp4\tbad\n")
+    assert had_one and earlier.read_text() == "new.mp4\tbad\n" and sorted(tmp_path.iterdir()) == [earlier]
+    earlier.unlink()
+    with skip_list_set_aside(tmp_path) as had_one:
+        pass
+    assert not had_one and not list(tmp_path.iterdir())
+
+
+def test_a_rerun_stopped_by_a_data_mistake_leaves_the_earlier_evaluation_whole(evaluated, folder, tmp_path):
+    _, out = evaluated
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert "loss_vs_context.png" in before and SKIP_LIST in before
+    args = [a for a in command_args(folder, out) if not a.startswith("data.root=")]
+    with pytest.raises(ConfigError, match="data: "):
+        run(compose_evaluate(*args, f"data.root={tmp_path / 'typo'}", f"paths.output_dir={out}"))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_an_evaluation_into_an_earlier_ones_folder_lists_only_its_own_skipped_files(folder, tmp_path, caplog):

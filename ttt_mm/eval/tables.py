@@ -3,28 +3,51 @@ rollout horizons, frames, files), plus the loss-versus-context figures."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.scoring import HORIZON_FIELDS, SERIES
-from ttt_mm.storage.atomic import write_csv, write_json
+from ttt_mm.storage.atomic import temporary_path, write_csv, write_json
 
-# What an evaluation may write besides the tables: which figures depends on its clips and models, and
-# the skip list is appended to, so a new evaluation into the same folder removes an earlier one's (the
-# tables and metrics.json are always rewritten).
+# What an evaluation may write besides the tables (which are always rewritten): which figures depends on
+# its clips and models, and the skip list is appended to, so a new evaluation into the same folder
+# removes an earlier one's, once its own clips are known (a rerun stopped by a config mistake leaves
+# the earlier results whole).
 FIGURES = ("loss_vs_context*.png", "rollout_*.png", "spectrogram_*.png")
 SKIP_LIST = "skipped_media.tsv"
 
 
-def remove_earlier_outputs(output: Path) -> str | None:
-    """Deletes the figures and skip list of an earlier evaluation in ``output``; returns what it held
-    (None: no earlier evaluation)."""
+@contextmanager
+def skip_list_set_aside(output: Path) -> Iterator[bool]:
+    """Moves an earlier evaluation's skip list out of the way for the block (the new one is opened and
+    appended to there) and puts it back if the block raises; yields whether there was one."""
+    path = output / SKIP_LIST
+    aside = temporary_path(path)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        yield True
+    except BaseException:
+        os.replace(aside, path)
+        raise
+    aside.unlink()
+
+
+def remove_earlier_figures(output: Path, had_skip_list: bool) -> str | None:
+    """Deletes an earlier evaluation's figures from ``output``; returns what it held, for the log (None:
+    no earlier evaluation there)."""
     figures = [p for pattern in FIGURES for p in output.glob(pattern)]
-    for path in [*figures, output / SKIP_LIST]:
-        path.unlink(missing_ok=True)
-    if not figures and not (output / "metrics.json").exists():
+    for path in figures:
+        path.unlink()
+    if not figures and not had_skip_list and not (output / "metrics.json").exists():
         return None
-    return f"{len(figures)} figure(s) removed, its skip list and tables replaced"
+    return f"{len(figures)} figure(s) removed, its tables and skip list replaced by this evaluation's"
 
 
 def _prefixed(row: dict) -> dict:

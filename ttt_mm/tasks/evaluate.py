@@ -33,7 +33,7 @@ from ttt_mm.embed.checkpoint import load_model, resolve_device
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.report import MODALITY_NAMES
-from ttt_mm.eval.tables import remove_earlier_outputs, write_outputs
+from ttt_mm.eval.tables import remove_earlier_figures, skip_list_set_aside, write_outputs
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import (
     CONF_DIR,
@@ -168,9 +168,10 @@ def run(cfg: DictConfig) -> dict:
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
     window = window or datamodule.eval_window_seconds
     check_window(models, window)
-    if earlier := remove_earlier_outputs(output):  # (before the skip list is opened: it appends)
+    with skip_list_set_aside(output) as had_skip_list:  # (the new list is opened and appended to here)
+        clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
+    if earlier := remove_earlier_figures(output, had_skip_list):
         log.info("output %s held an earlier evaluation: %s", output, earlier)
-    clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
     skips = datamodule.skips
     log.info(
         "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s", len(models), len(clips), window, output
