@@ -304,15 +304,17 @@ def test_an_embedding_folder_from_two_checkpoints_is_refused(ckpts, tones, tmp_p
         run(_cfg(ckpt=tmp_path, input=manifest))
 
 
-def test_spans_of_one_file_stay_in_one_fold_and_a_thinned_class_takes_its_features_along(ckpts, tones, tmp_path):
+def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_class_takes_its_features_along(ckpts, tones, tmp_path):
     rows = [{"path": str(p), "label": p.parent.name} for p in sorted(tones.rglob("*.wav"))]
     rng = np.random.default_rng(5)
     long = write_wav(tmp_path / "long.wav", np.concatenate([_sound("low", rng, 1.0) for _ in range(3)]), RATE)
+    link = tmp_path / "alias.wav"
+    link.symlink_to(long)
     rows += [
         {"path": str(long), "label": "rare", "start": 0, "end": 1},
         {"path": str(long), "label": "rare", "start": 10, "end": 11},  # past the end: rare thins to 1 < min_clips
         {"path": str(long), "label": "low", "start": 1, "end": 2},
-        {"path": str(long), "label": "low", "start": 2, "end": 3},
+        {"path": str(link), "label": "low", "start": 2, "end": 3},  # the same file by another name
     ]
     manifest = _manifest(tmp_path / "list.csv", rows)
     out = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out", folds=2, min_clips=2, baselines="[]"))
@@ -320,7 +322,8 @@ def test_spans_of_one_file_stay_in_one_fold_and_a_thinned_class_takes_its_featur
     assert m["files"] == 22 and m["dropped_classes"] == [{"name": "rare", "files": 1}]
     assert m["results"]["model"]["accuracy"]["mean"] == 1.0  # every file's features beside its own label
     files = _read_csv(Path(out["paths"]["files"]))
-    assert len({r["fold"] for r in files if r["path"] == str(long)}) == 1 and m["settings"]["grouped_by"] == "file"
+    spans = [r["fold"] for r in files if r["path"] in (str(long), str(link))]
+    assert len(spans) == 2 and len(set(spans)) == 1 and m["settings"]["grouped_by"] == "file"
 
 
 def test_rows_probe_predicts_files_from_their_hops(ckpts, tones, tmp_path):

@@ -240,6 +240,19 @@ def test_a_repeated_row_is_found_however_the_manifest_itself_is_named(tmp_path, 
     assert len(ManifestSource("m/two.csv").clips()) == len(ManifestSource(str(tmp_path / "m" / "two.csv")).clips()) == 1
 
 
+def test_a_file_listed_by_its_link_and_by_its_target_is_one_file(tmp_path):
+    """As in class folders: two names of one file would otherwise be read twice, in two folds or splits."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.wav").write_bytes(b"")
+    (tmp_path / "link.wav").symlink_to(tmp_path / "real" / "a.wav")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\nreal/a.wav,dog\nlink.wav,dog\n")
+    assert [c.key for c in ManifestSource(str(manifest)).clips()] == ["real/a.wav"]
+    manifest.write_text("path,label\nreal/a.wav,dog\nlink.wav,cat\n")
+    with pytest.raises(ValueError, match="the same clip .* with different labels"):
+        ManifestSource(str(manifest)).clips()
+
+
 def test_split_hash_is_deterministic_and_per_file():
     clips = [ClipInfo(f"/data/v{i}.mp4", key=f"v{i}.mp4") for i in range(2000)]
     splits = [c.split_of(0.1, 0.05) for c in clips]

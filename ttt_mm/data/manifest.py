@@ -166,14 +166,15 @@ def _seconds(manifest: Path, line: int, row: dict, column: str) -> float | None:
 
 
 def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
-    """The rows without those repeating an earlier row's file and span (logged in one line). A row
-    with an ``error`` (the probe command's record of a bad file) gives way to another row of the same
-    clip, whatever their order: that one says what the clip is."""
+    """The rows without those repeating an earlier row's file and span (logged in one line); a file
+    under two names (a link and its target) is one file, as in class folders. A row with an ``error``
+    (the probe command's record of a bad file) gives way to another row of the same clip, whatever
+    their order: that one says what the clip is."""
     first: dict[tuple, tuple] = {}
     kept: dict[tuple, tuple] = {}
     repeats = []
     for line, row, (start, end) in sorted(rows, key=lambda r: bool(r[1].get("error"))):
-        key = (os.path.abspath(_media_path(manifest, Path(str(row["path"])))), start, end)
+        key = (os.path.realpath(_media_path(manifest, Path(str(row["path"])))), start, end)
         if key not in first:
             first[key] = (line, row)
             kept[key] = (line, row, (start, end))

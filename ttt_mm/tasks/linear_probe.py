@@ -266,8 +266,9 @@ def run(cfg: DictConfig) -> dict:
     y = np.unique([c.label for c in clips], return_inverse=True)[1]
     label_ids = sorted({c.label for c in clips})
     names = [data.names[i] for i in label_ids]
-    # spans of one file share a group, as do the clips of a manifest's group: a fold never splits either
-    by_group = [c.group or f"file:{os.path.abspath(c.name)}" for c in clips]
+    # spans of one file (whatever names lead to it) share a group, as do the clips of a manifest's group:
+    # a fold never splits either
+    by_group = [c.group or f"file:{os.path.realpath(c.name)}" for c in clips]
     grouped = bool(cfg.group) and len(set(by_group)) < len(by_group)
     groups = np.array(by_group) if grouped else None
     try:
