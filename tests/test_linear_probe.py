@@ -226,6 +226,22 @@ def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog, mo
         run(_cfg(ckpt=ckpts["audio"], input=_manifest(tmp_path / "g.csv", grouped), output=tmp_path / "g"))
 
 
+def test_a_class_with_no_clips_or_none_readable_is_reported_as_dropped(ckpts, tones, tmp_path, caplog):
+    root = tmp_path / "classes"
+    for kind in ("low", "high"):
+        (root / kind).mkdir(parents=True)
+        for path in sorted((tones / kind).glob("*.wav")):
+            (root / kind / path.name).symlink_to(path)
+    (root / "empty").mkdir()
+    (root / "broken").mkdir()
+    for i in range(5):
+        (root / "broken" / f"{i}.wav").write_bytes(b"RIFF, and then nothing a decoder reads")
+    metrics = run(_cfg(ckpt=ckpts["audio"], input=root, output=tmp_path / "out", baselines="[]"))["metrics"]
+    assert [c["name"] for c in metrics["classes"]] == ["high", "low"]
+    assert metrics["dropped_classes"] == [{"name": "empty", "files": 0}, {"name": "broken", "files": 0}]
+    assert "class 'empty' has 0 clips" in caplog.text and "class 'broken' has 0 clips" in caplog.text
+
+
 @pytest.mark.slow
 def test_a_manifest_without_labels_is_one_error_line(ckpts, tmp_path):
     (tmp_path / "nolabel.csv").write_text("path\na.wav\n")
@@ -304,7 +320,9 @@ def test_an_embedding_folder_from_two_checkpoints_is_refused(ckpts, tones, tmp_p
         run(_cfg(ckpt=tmp_path, input=manifest))
 
 
-def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_class_takes_its_features_along(ckpts, tones, tmp_path):
+def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_class_takes_its_features_along(
+    ckpts, tones, tmp_path
+):
     rows = [{"path": str(p), "label": p.parent.name} for p in sorted(tones.rglob("*.wav"))]
     rng = np.random.default_rng(5)
     long = write_wav(tmp_path / "long.wav", np.concatenate([_sound("low", rng, 1.0) for _ in range(3)]), RATE)

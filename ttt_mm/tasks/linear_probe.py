@@ -71,10 +71,12 @@ TITLES = {
 
 @dataclass
 class Labelled:
-    """The labelled clips to probe and their class names (``names[clip.label]``)."""
+    """The labelled clips to probe, their class names (``names[clip.label]``) and the classes asked
+    for (``labels``, by index: a class folder without files is one, so that it is reported as dropped)."""
 
     clips: list[ClipInfo]
     names: list[str]
+    labels: list[int]
     notes: list[str] = field(default_factory=list)  # what was left out before reading, in words
 
 
@@ -84,7 +86,8 @@ def labelled_clips(path: str, extensions: tuple[str, ...]) -> Labelled:
     if target.is_dir():
         source = ClassFolderSource(str(target), extensions)
         try:
-            return Labelled(source.clips(), source.classes())
+            names = source.classes()
+            return Labelled(source.clips(), names, list(range(len(names))))
         except FileNotFoundError as exc:
             raise ConfigError(f"input={path}: {exc}") from None
     if not target.is_file() or target.suffix.lower() not in MANIFEST_SUFFIXES:
@@ -102,12 +105,12 @@ def labelled_clips(path: str, extensions: tuple[str, ...]) -> Labelled:
     notes = [f"{len(clips) - len(labelled)} rows without a label"] if len(labelled) < len(clips) else []
     if not labelled:
         raise ConfigError(f"manifest {path} has no rows")
-    return Labelled(labelled, names, notes)
+    return Labelled(labelled, names, sorted({c.label for c in labelled}), notes)
 
 
 def select(data: Labelled, cfg: DictConfig) -> Labelled:
     """The clips of ``split`` and ``classes``, at most ``max_files`` of them (`each_class_in_turn`)."""
-    clips = data.clips
+    clips, labels = data.clips, data.labels
     if cfg.split != "all":
         if cfg.split not in SPLITS:
             raise ConfigError(f"split must be all, train, val or test; got {cfg.split!r}")
@@ -118,13 +121,13 @@ def select(data: Labelled, cfg: DictConfig) -> Labelled:
         unknown = sorted(set(classes) - set(data.names))
         if unknown:
             raise ConfigError(f"classes: {unknown} are not among the labels {data.names}")
-        wanted = {data.names.index(name) for name in classes}
-        clips = [c for c in clips if c.label in wanted]
+        labels = sorted({data.names.index(name) for name in classes})
+        clips = [c for c in clips if c.label in labels]
     if cfg.max_files is not None:
         clips = each_class_in_turn(clips, positive_count(cfg.max_files, "max_files"))
     if not clips:
         raise ConfigError(f"no clips left in input={cfg.input} after split={cfg.split} and classes={cfg.classes}")
-    return replace(data, clips=clips)
+    return replace(data, clips=clips, labels=labels)
 
 
 def each_class_in_turn(clips: list[ClipInfo], count: int) -> list[ClipInfo]:
@@ -140,10 +143,13 @@ def each_class_in_turn(clips: list[ClipInfo], count: int) -> list[ClipInfo]:
     return [clips[i] for i in taken]
 
 
-def drop_rare(clips: list[ClipInfo], names: list[str], min_clips: int) -> tuple[list[ClipInfo], dict[str, int]]:
-    """The clips of classes with at least ``min_clips`` clips, and the dropped classes with their counts."""
+def drop_rare(
+    clips: list[ClipInfo], names: list[str], labels: list[int], min_clips: int
+) -> tuple[list[ClipInfo], dict[str, int]]:
+    """The clips of classes with at least ``min_clips`` clips, and the dropped classes of ``labels``
+    (those asked for: a class with no clips at all is dropped too) with their counts."""
     counts = Counter(c.label for c in clips)
-    rare = {names[label]: n for label, n in sorted(counts.items()) if n < min_clips}
+    rare = {names[label]: counts[label] for label in labels if counts[label] < min_clips}
     for name, n in rare.items():
         log.warning("class %r has %d clips, fewer than min_clips=%d: left out of the probe", name, n, min_clips)
     return [c for c in clips if counts[c.label] >= min_clips], rare
@@ -243,7 +249,7 @@ def run(cfg: DictConfig) -> dict:
     extensions = extensions_of(cfg.extensions)
 
     data = select(labelled_clips(str(cfg.input), extensions), cfg)
-    clips, dropped = drop_rare(data.clips, data.names, min_clips)  # before reading: no time spent on them
+    clips, dropped = drop_rare(data.clips, data.names, data.labels, min_clips)  # before reading: no time spent on them
     extractors = build_extractors(cfg, baselines)
     rows = bool(cfg.rows)
     selection = index_clips(clips, extractors.spec, cfg.get("index_cache"))  # probed in subprocesses first
@@ -251,7 +257,8 @@ def run(cfg: DictConfig) -> dict:
         log.warning("left out: %s: %s", one_line(name), reason)
     got = gather(selection.clips, extractors, rows, bool(cfg.progress))
     got.skipped[:0] = list(selection.rejected.items())
-    clips, thinned = drop_rare(got.clips, data.names, min_clips)  # again: unreadable files may thin a class
+    kept_labels = sorted({c.label for c in clips})
+    clips, thinned = drop_rare(got.clips, data.names, kept_labels, min_clips)  # unreadable files may thin a class
     dropped |= thinned
     labels = {c.label for c in clips}
     kept = [i for i, c in enumerate(got.clips) if c.label in labels]  # the features of `clips`, by index
