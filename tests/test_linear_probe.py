@@ -320,7 +320,7 @@ def test_an_embedding_folder_from_two_checkpoints_is_refused(ckpts, tones, tmp_p
         run(_cfg(ckpt=tmp_path, input=manifest))
 
 
-def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_class_takes_its_features_along(
+def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_class_keeps_its_features(
     ckpts, tones, tmp_path
 ):
     rows = [{"path": str(p), "label": p.parent.name} for p in sorted(tones.rglob("*.wav"))]
