@@ -129,6 +129,12 @@ def test_a_span_of_a_file_keeps_file_time(ckpts, files):
     assert part.embeddings.shape[0] == 35
     torch.testing.assert_close(part.timestamps, 0.6 + torch.arange(35, dtype=torch.float64) * 0.04)
     assert not torch.allclose(part.embeddings[0], whole.embeddings[15])  # a fresh state at 0.6 s
+    for start in (-5.0, math.nan, "0.6"):  # a negative start was read as made-up silence before the audio
+        with pytest.raises(ValueError, match="start must be a time in seconds >= 0"):
+            embedder.embed_file(files["audio"], start=start)
+        with pytest.raises(ValueError, match="start must be a time in seconds >= 0"):
+            embedder.windows(files["audio"], start=start)
+    assert embedder.span(files["audio"], np.float32(0.6)) == pytest.approx((0.6, 2.5))
 
 
 def test_embed_tensor_equals_embed_file_and_batch_rows_are_independent(ckpts, files):
@@ -208,6 +214,17 @@ def test_a_probe_manifests_bad_rows_fail_with_their_reasons_like_a_folders_bad_f
     failed = dict(summary.failed)
     assert failed.keys() == {str(folder / "empty.wav"), str(folder / "sub" / "corrupt.mp4")}
     assert failed[str(folder / "empty.wav")] == "empty file (0 bytes)"
+
+
+def test_a_file_whose_name_is_not_utf8_is_embedded(ckpts, tmp_path):
+    """Its output's temporary name was encoded as UTF-8, which raised and ended the whole job."""
+    root = tmp_path / "in"
+    root.mkdir()
+    name = os.fsdecode(b"caf\xe9.wav")  # Latin-1 bytes, as old archives have
+    os.rename(write_wav(root / "cafe.wav", tone(0.8, 16000), 16000), root / name)
+    summary = task.run(_cfg(ckpt=ckpts["audio"], input=root, output=tmp_path / "out", window_seconds=0.4))
+    assert summary.written == [str(root / name)] and not summary.failed
+    assert (tmp_path / "out" / f"{name}.npy").is_file() and (tmp_path / "out" / f"{name}.json").is_file()
 
 
 def test_folder_with_bad_files(ckpts, folder, tmp_path):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -162,6 +163,7 @@ class Embedder:
     ) -> tuple[float, float]:
         """``(start, end)`` seconds of the file that will be embedded (raises `MediaError`). ``info``: the
         file's entry in the dataset index (`ClipInfo.info`); without it the file is probed in this process."""
+        _check_start(start)
         return clip_span(ClipInfo(os.fspath(path), start=start, end=end, info=info), self.read_spec())
 
     def windows(
@@ -169,6 +171,7 @@ class Embedder:
     ) -> Iterator[dict]:
         """The file's consecutive window batches (decoding is lazy; a bad file raises `MediaError`);
         ``info`` as in `span`."""
+        _check_start(start)
         return iter_windows(os.fspath(path), self.window_seconds, self.read_spec(), start, end, info)
 
     def stream(self, start: float = 0.0) -> Stream:
@@ -192,6 +195,7 @@ class Embedder:
         first in a worker process (the dataset index, `ttt_mm.data.index`, cached per folder), so a
         file that crashes or hangs a decoder raises `MediaError` instead of taking this process down.
         """
+        _check_start(start)
         selection = index_clips([ClipInfo(os.fspath(path), start=start, end=end)], self.read_spec())
         for name, reason in selection.rejected.items():
             raise MediaError(name, reason)
@@ -345,3 +349,9 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
         for r in range(rows)
     ]
     return inputs, bool(batched)
+
+
+def _check_start(start: float) -> None:
+    """A span's start: a time in the file (a negative one was read as made-up silence before the audio)."""
+    if isinstance(start, bool) or not isinstance(start, numbers.Real) or not 0 <= start < math.inf:
+        raise ValueError(f"start must be a time in seconds >= 0; got {start!r}")

@@ -28,8 +28,8 @@ def temporary_path(final: str | os.PathLike) -> Path:
     name too long to take the additions is replaced by its hash."""
     final = Path(final)
     name = f".{final.name}.{os.getpid()}.tmp"
-    if len(name.encode()) > NAME_MAX:
-        name = f".{hashlib.sha1(final.name.encode()).hexdigest()[:20]}.{os.getpid()}.tmp"
+    if len(os.fsencode(name)) > NAME_MAX:  # (fsencode: a name that is not UTF-8 keeps its bytes)
+        name = f".{hashlib.sha1(os.fsencode(final.name)).hexdigest()[:20]}.{os.getpid()}.tmp"
     return final.with_name(name)
 
 
