@@ -162,3 +162,32 @@ def without_audio_decoder(path: Path) -> Path:
     data[at : at + 2] = (0x1234).to_bytes(2, "little")
     path.write_bytes(bytes(data))
     return path
+
+
+def write_false_key_frames(path: Path, frames: int = 90, gop: int = 30, false_keys: tuple[int, ...] = (40, 50)) -> Path:
+    """An mp4 whose packets ``false_keys`` are flagged as key frames but are predicted frames: a seek
+    to one starts decoding without its references (a cut or damaged stream), so the pictures from
+    there differ from those that decoding in order gives. Frames show moving noise, so they differ."""
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (48, 64 + frames, 3), dtype=np.uint8)
+    packets = []
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 64, 48, "yuv420p"
+    encoder.framerate, encoder.time_base = Fraction(25), Fraction(1, 25)
+    encoder.gop_size = gop
+    encoder.options = {"preset": "ultrafast", "tune": "zerolatency"}
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(texture[:, i : i + 64]), format="rgb24")
+        frame.pts = i
+        packets += encoder.encode(frame)
+    packets += encoder.encode(None)
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=25)
+    video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+    video.codec_context.extradata = encoder.extradata
+    for k, packet in enumerate(packets):
+        packet.stream, packet.time_base = video, Fraction(1, 25)
+        packet.is_keyframe = packet.is_keyframe or k in false_keys
+        out.mux(packet)
+    out.close()
+    return path

@@ -556,3 +556,18 @@ def test_a_sweep_writes_each_jobs_results_to_its_own_folder(folder, tmp_path):
             checkpoints.append(model["checkpoint"])
             assert (job / "evaluate.log").is_file()  # the job's log beside its results
         assert checkpoints == [str(ckpts[0]), str(ckpts[1])]
+
+
+def test_a_clip_whose_name_is_not_utf8_is_evaluated_and_drawn(folder, tmp_path):
+    """Its name went into a figure title (no glyph for the surrogate Python holds it as) and the CSV
+    tables, and each raised at the end of the evaluation."""
+    _, media, ckpts = folder
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    name = os.fsdecode(os.fsencode(clips) + b"/caf\xe9.mp4")
+    os.symlink(media / "a.mp4", name)
+    out = tmp_path / "out"
+    args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={clips}", f"output={out}", f"paths.output_dir={out}"]
+    run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=2", "plot_clips=1", "device=cpu"))
+    assert (out / "rollout_1.png").is_file() and (out / "spectrogram_1.png").is_file()
+    assert os.fsencode(name) in (out / "files.csv").read_bytes()

@@ -11,7 +11,7 @@ import decord
 import numpy as np
 import pytest
 import torch
-from mediafiles import tone, without_audio_decoder, write_video, write_wav
+from mediafiles import tone, without_audio_decoder, write_false_key_frames, write_video, write_wav
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, decode, index_clips
 from ttt_mm.data.decode import guard, native
@@ -294,3 +294,20 @@ def test_an_ogg_that_ffmpeg_cannot_open_has_no_video_to_blame(tmp_path):
     cut.write_bytes(whole[:4841])  # its headers and part of the first audio page
     record = describe(str(cut))
     assert record["has_video"] is False and "video_error" not in record
+
+
+def test_video_in_an_mpeg_transport_stream_is_refused_with_how_to_remux_it(tmp_path):
+    """decord's seeks in MPEG program and transport streams land seconds off the frame asked for, and
+    PyAV's frame index does not match their decoded frames: every window would be other pictures."""
+    record = describe(str(write_video(tmp_path / "clip.ts", seconds=1.0, fps=10, width=64, height=48)))
+    assert record["has_video"] and "MPEG program or transport stream" in record["video_error"]
+    assert "ffmpeg -i in.ts -c copy out.mp4" in record["video_error"] and "error" not in record  # its audio reads
+
+
+def test_key_frames_that_cannot_start_a_decode_are_found_by_the_probe(tmp_path):
+    """Frames after a seek to such a key frame are other pictures than decoding in order gives (a cut
+    or damaged stream, as a real cockatoo clip has): the window read mid-file is garbage."""
+    record = describe(str(write_false_key_frames(tmp_path / "false_keys.mp4", false_keys=(40, 50))))
+    assert "key frames that cannot start a decode" in record["error"]
+    sound = describe(str(write_false_key_frames(tmp_path / "sound.mp4", false_keys=())))
+    assert "error" not in sound and sound["video_backend"] == "decord" and sound["n_frames"] == 90

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from ttt_mm.data import ClassFolderSource, ClipInfo, FolderSource, LibriSpeechSource, ManifestSource, SyntheticSource
+from ttt_mm.data.index import cache_file
 from ttt_mm.data.manifest import MANIFEST_COLUMNS, write_manifest
 
 
@@ -261,6 +262,12 @@ def test_split_hash_is_deterministic_and_per_file():
     segments = {ClipInfo("/data/long.mp4", start=s, key="long.mp4").split_of(0.3, 0.3) for s in range(20)}
     assert len(segments) == 1  # every segment of one file lands in the same split
     assert ClipInfo("/x.mp4", split="val").split_of(0.0, 0.0) == "val"
+
+
+def test_a_name_that_is_not_utf8_has_a_split_and_an_index_file():
+    name = os.fsdecode(b"/data/caf\xe9/a.wav")  # undecodable bytes, as Python holds them
+    assert ClipInfo(name).split_of(0.5, 0.0) == ClipInfo(name).split_of(0.5, 0.0) in ("train", "val")
+    assert cache_file([name]).name.startswith("caf_")
 
 
 def test_segment_names_tell_every_span_apart():

@@ -62,3 +62,16 @@ def test_json_and_csv_outputs_are_standard(tmp_path):
     }
     atomic.write_csv(tmp_path / "t.csv", [{"a": 1, "b": None, "extra": 2}, {"a": float("nan"), "b": "x"}], ["a", "b"])
     assert (tmp_path / "t.csv").read_text().splitlines() == ["a,b", "1,", ",x"]
+
+
+def test_names_that_are_not_utf8_keep_their_bytes_in_every_written_file(tmp_path):
+    """A file name Python holds with surrogates (undecodable bytes) raised when a temporary name or a
+    CSV or text output was encoded: the probe, evaluation and embed outputs that name such a file."""
+    name = os.fsdecode(b"caf\xe9.wav")
+    with replaced(tmp_path / name) as tmp:
+        tmp.write_bytes(b"x")
+    assert (tmp_path / name).read_bytes() == b"x"
+    atomic.write_csv(tmp_path / "files.csv", [{"path": name}], ["path"])
+    write_text(tmp_path / "names.txt", name)
+    assert (tmp_path / "files.csv").read_bytes() == b"path\r\ncaf\xe9.wav\r\n"
+    assert (tmp_path / "names.txt").read_bytes() == b"caf\xe9.wav"

@@ -242,7 +242,7 @@ class MediaDataModule(L.LightningDataModule):
         """The settings a resumed run's data order depends on, the training clips included."""
         _, _, world = self._position()
         clips = [c.segment for c in self.splits.get("train", [])]
-        digest = hashlib.sha1("\n".join(clips).encode()).hexdigest()[:8]
+        digest = hashlib.sha1(os.fsencode("\n".join(clips))).hexdigest()[:8]
         return {
             "seed": self.seed,
             "training clips": f"{len(clips)} ({digest})",

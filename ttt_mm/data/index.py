@@ -50,7 +50,7 @@ from ttt_mm.storage.cache import user_cache_dir
 
 log = logging.getLogger(__name__)
 
-VERSION = 3
+VERSION = 4
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")
@@ -201,7 +201,7 @@ def cache_file(paths: Sequence[str], cache_dir: str | os.PathLike | None = None)
     """Where the index of these files is cached: one file per folder that holds them all."""
     root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else "/"
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(root) or "root")[:40]
-    digest = hashlib.sha1(root.encode()).hexdigest()[:12]
+    digest = hashlib.sha1(os.fsencode(root)).hexdigest()[:12]
     return Path(cache_dir or default_cache_dir()) / f"{name}-{digest}.jsonl"
 
 

@@ -87,7 +87,7 @@ class ClipInfo:
 
     def split_hash(self) -> float:
         """A number in [0, 1) drawn from the key: what decides the split when the clip has none."""
-        digest = hashlib.sha1(self.file_key.encode()).digest()
+        digest = hashlib.sha1(os.fsencode(self.file_key)).digest()  # (a name that is not UTF-8: its bytes)
         return int.from_bytes(digest[:8], "big") / 2**64
 
     def split_of(self, val_fraction: float, test_fraction: float) -> str:

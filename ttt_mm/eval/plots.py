@@ -87,6 +87,9 @@ def _same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) ->
 
 
 def _short(title: str, width: int = 60) -> str:
+    """A clip's name as a figure title: its end, and any byte that is not UTF-8 shown as a replacement
+    character (a font has no glyph for the surrogate Python holds it as)."""
+    title = title.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return title if len(title) <= width else "..." + title[-width:]
 
 

@@ -75,8 +75,9 @@ def remove_stale_temporaries(folder: str | os.PathLike, older_than: float = STAL
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
+    """``text`` as UTF-8, written whole; file names that are not UTF-8 keep their bytes (as the skip list's)."""
     with replaced(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def plain(value):
@@ -98,8 +99,9 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
-    """A CSV table with these columns (keys beyond them ignored; None and NaN as empty cells), written whole."""
-    with replaced(path) as tmp, open(tmp, "w", newline="") as f:
+    """A CSV table with these columns (keys beyond them ignored; None and NaN as empty cells), written
+    whole, as UTF-8 (`write_text`)."""
+    with replaced(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:

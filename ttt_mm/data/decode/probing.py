@@ -13,7 +13,7 @@ from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, container_track, read_sa
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import MediaError, checked_stat, open_reason, without_frames
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
-from ttt_mm.data.decode.video import read_frames, video_index
+from ttt_mm.data.decode.video import TIME_UNSEEKABLE_FORMATS, read_frames, seeks_land_exactly, video_index
 
 ESTIMATED_LENGTH_FORMATS = frozenset({"mp3", "aac", "ac3", "eac3", "mp2", "dts"})
 """Raw audio streams whose length FFmpeg estimates from the bit rate (a VBR file's estimate is off by
@@ -56,6 +56,7 @@ class _Streams:
     channels: int | None = None
     audio_decoder: bool = True  # False: FFmpeg lists the audio stream but has no decoder for its codec
     audio_seconds: float | None = None  # the audio stream's length as the container states it (None: unknown)
+    video_seekable: bool = True  # False: an MPEG program or transport stream (`TIME_UNSEEKABLE_FORMATS`)
 
 
 def _streams_present(path: str) -> _Streams | None:
@@ -64,16 +65,17 @@ def _streams_present(path: str) -> _Streams | None:
         with av_open(path) as container:
             audio = container.streams.audio[0] if container.streams.audio else None
             video = video_stream(container) is not None
+            seekable = not set(container.format.name.split(",")) & TIME_UNSEEKABLE_FORMATS
             if audio is None:
-                return _Streams(False, video)
+                return _Streams(False, video, video_seekable=seekable)
             if audio.codec_context is None:  # an unknown codec (a WAV or AVI format tag FFmpeg lacks)
-                return _Streams(True, video, audio_decoder=False)
+                return _Streams(True, video, audio_decoder=False, video_seekable=seekable)
             rate, channels = audio.codec_context.sample_rate, audio.codec_context.channels
             if not (rate or channels or video):  # a format guessed from the name alone (a text file called .flac)
                 return None
             stated = audio.duration is not None and container.format.name not in ESTIMATED_LENGTH_FORMATS
             seconds = float(audio.duration * audio.time_base) if stated else None
-            return _Streams(True, video, rate or None, channels or None, audio_seconds=seconds)
+            return _Streams(True, video, rate or None, channels or None, audio_seconds=seconds, video_seekable=seekable)
     except (av.error.FFmpegError, ValueError, MemoryError):
         return None
 
@@ -83,10 +85,23 @@ def _first_reason(errors: list[MediaError], stream: str) -> MediaError:
     return next((e for e in errors if e.reason != f"no {stream} stream"), errors[0])
 
 
-def _probe_video(path: str, present: bool, verify: bool) -> dict:
-    """The video fields of `MediaInfo`, from the first backend that reads the stream."""
-    if not present:
+UNSEEKABLE_CONTAINER = (
+    "video in an MPEG program or transport stream, whose frames cannot be found by time here (seeks land "
+    "seconds off); remux it, e.g. ffmpeg -i in.ts -c copy out.mp4"
+)
+BROKEN_KEY_FRAMES = (
+    "video frames read after a seek differ from the same frames read in order (key frames that cannot "
+    "start a decode); re-encode it, e.g. ffmpeg -i in.mp4 -c:v libx264 out.mp4"
+)
+
+
+def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
+    """The video fields of `MediaInfo`, from the first backend that reads the stream. ``verify`` also
+    reads the last frame and checks that decord's seeks land on the frames asked for."""
+    if present is None or not present.video:
         return {"has_video": False}
+    if not present.video_seekable:
+        raise MediaError(path, UNSEEKABLE_CONTAINER)
     errors = []
     for backend in VIDEO_BACKENDS:
         try:
@@ -98,6 +113,8 @@ def _probe_video(path: str, present: bool, verify: bool) -> dict:
         except MediaError as exc:
             errors.append(without_frames(exc))
             continue
+        if verify and backend == "decord" and not seeks_land_exactly(path, checked_stat(path)):
+            raise MediaError(path, BROKEN_KEY_FRAMES)  # (PyAV seeks to the same key frames)
         remember(path, "video", backend)
         fields = {"has_video": True, "video_backend": backend, "video_duration": index.duration, "fps": index.fps}
         return fields | {"n_frames": len(index.starts), "size": index.size}
@@ -178,7 +195,8 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
     backend (`AUDIO_BACKENDS`, `VIDEO_BACKENDS`) that reads it, and later reads of the file in this
     process use the same. Container audio is decoded in full here (decord cannot do less) and
     cached for later reads. ``verify`` also decodes the last video frame (catching containers that
-    claim more frames than they hold) and reads all of the audio (NaN/Inf, a file shorter than its
+    claim more frames than they hold), checks that seeks in it land on the frames asked for
+    (`seeks_land_exactly`), and reads all of the audio (NaN/Inf, a file shorter than its
     header, digital silence).
 
     This opens the file in the calling process, and a corrupt file can abort that process: long
@@ -197,7 +215,7 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
             raise MediaError(path, UNREADABLE)
     fields: dict = {"path": path, "num_bytes": st.st_size, "has_audio": None, "has_video": None}
     if "video" in streams:  # (present None: FFmpeg cannot open what libsndfile reads, so no video is readable)
-        fields |= _probe_video(path, False if present is None else present.video, verify)
+        fields |= _probe_video(path, present, verify)
     if "audio" in streams:
         fields |= _probe_audio(path, present, verify)
     if not fields["has_audio"] and not fields["has_video"]:

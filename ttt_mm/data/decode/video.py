@@ -121,6 +121,45 @@ def video_timeline(path: str | os.PathLike, backend: str) -> tuple[np.ndarray, f
     return index.starts.copy(), index.duration, index.fps
 
 
+TIME_UNSEEKABLE_FORMATS = frozenset({"mpeg", "mpegts", "mpegvideo"})
+"""FFmpeg's names of the MPEG program and transport streams (.mpg, .vob, .ts, .m2ts): their packets
+carry no frame index, and decord's seeks in them land seconds off the frame asked for (both backends
+misread them), so their video is refused with a hint to remux it."""
+SEEK_CHECKS = 3
+"""Frames compared by `seeks_land_exactly`: the middles of the first groups of pictures after the first."""
+SEEK_CHECK_FRAMES = 600
+"""Frames at most that `seeks_land_exactly` decodes in order (a few seconds of video at most)."""
+
+
+def seeks_land_exactly(path: str, st: os.stat_result) -> bool:
+    """Whether decord's frame after a seek is the frame that decoding in order gives, checked at the
+    middle of the first groups of pictures after the first. A file whose key frames are flagged but
+    cannot start a decode (a cut or damaged stream) gives other, often garbled, pictures there: every
+    window read mid-file would then be wrong, and differ with where the reader last was."""
+
+    def check() -> bool:
+        reader = decord.VideoReader(path, num_threads=1)
+        keys = [int(k) for k in reader.get_key_indices()] + [len(reader)]
+        middles = [(a + b) // 2 for a, b in zip(keys[1:], keys[2:]) if (a + b) // 2 > a]
+        targets = [t for t in middles[:SEEK_CHECKS] if t < SEEK_CHECK_FRAMES]
+        in_order = {}
+        for i in range(targets[-1] + 1 if targets else 0):
+            if i in targets:
+                in_order[i] = reader.next().asnumpy()
+            else:
+                reader.skip_frames(1)  # decoded, not converted
+        for t in reversed(targets):  # a fresh reader seeks to each
+            try:
+                sought = decord.VideoReader(path, num_threads=1).get_batch([t]).asnumpy()[0]
+            except decord.DECORDError:  # the decoder refused what it was given after the seek
+                return False
+            if not np.array_equal(sought, in_order[t]):
+                return False
+        return True
+
+    return native.call(path, "checking seeks", check, open_timeout(st) + native.DECODE_TIMEOUT_S)
+
+
 SLIVER_ASPECT = 4
 """Frames longer than this many times their short side, and narrower than the frame size (a 4 x 2000
 video), are cropped to a square in source pixels before they are scaled up: scaled whole, their long
