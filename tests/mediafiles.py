@@ -191,3 +191,26 @@ def write_false_key_frames(path: Path, frames: int = 90, gop: int = 30, false_ke
         out.mux(packet)
     out.close()
     return path
+
+
+def write_reordered_video(
+    path: Path, codec: str, options: dict | None = None, gop: int = 15, b_frames: int = 2
+) -> Path:
+    """120 frames of moving noise (every frame differs) with B-frames, so that decoding reorders
+    them: how decord's and PyAV's seeks land is told apart by the pictures."""
+    rng = np.random.default_rng(1)
+    texture = rng.integers(0, 256, (48, 64 + 120, 3), dtype=np.uint8)
+    out = av.open(str(path), "w")
+    video = out.add_stream(codec, rate=25)
+    video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+    video.codec_context.gop_size, video.codec_context.max_b_frames = gop, b_frames
+    video.options = options or {}
+    for i in range(120):
+        for packet in video.encode(
+            av.VideoFrame.from_ndarray(np.ascontiguousarray(texture[:, i : i + 64]), format="rgb24")
+        ):
+            out.mux(packet)
+    for packet in video.encode():
+        out.mux(packet)
+    out.close()
+    return path

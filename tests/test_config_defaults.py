@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import logging.config
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +192,17 @@ def test_two_commands_started_in_one_second_get_a_folder_each(command, key):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         first, second = (OmegaConf.select(compose(command, return_hydra_config=True), key) for _ in range(2))
     assert first != second
+
+
+def test_the_log_file_takes_a_file_name_that_is_not_utf8(tmp_path):
+    """A clip's name with undecodable bytes raised a logging error for every line that named it, and
+    the line was missing from the run's log file."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", return_hydra_config=True)
+    handler = OmegaConf.to_container(cfg.hydra.job_logging.handlers.file)
+    handler.pop("formatter", None)
+    handler["filename"] = str(tmp_path / "evaluate.log")
+    logging.config.dictConfig({"version": 1, "handlers": {"file": handler}, "loggers": {"u8": {"handlers": ["file"]}}})
+    logging.getLogger("u8").warning("skipping %s", os.fsdecode(b"/media/caf\xe9.mp4"))
+    logging.getLogger("u8").handlers[0].close()
+    assert (tmp_path / "evaluate.log").read_text().strip() == "skipping /media/caf\\udce9.mp4"

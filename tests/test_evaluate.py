@@ -472,6 +472,11 @@ def test_an_earlier_skip_list_is_put_back_if_the_new_evaluation_stops_before_its
     with skip_list_set_aside(tmp_path) as had_one:
         pass
     assert not had_one and not list(tmp_path.iterdir())
+    left = tmp_path / f".{SKIP_LIST}.12345.tmp"  # set aside by an evaluation killed before it could put it back
+    left.write_text("old.mp4\tbad\n")
+    with pytest.raises(ConfigError), skip_list_set_aside(tmp_path) as had_one:
+        raise ConfigError("data: no media files in /typo")
+    assert had_one and earlier.read_text() == "old.mp4\tbad\n" and sorted(tmp_path.iterdir()) == [earlier]
 
 
 def test_a_rerun_stopped_by_a_data_mistake_leaves_the_earlier_evaluation_whole(evaluated, folder, tmp_path):

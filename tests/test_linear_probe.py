@@ -23,6 +23,7 @@ from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1
 from ttt_mm.linear_probe.features import EmbeddingFolder
 from ttt_mm.linear_probe.folds import assign_folds
 from ttt_mm.tasks import embed as embed_task
+from ttt_mm.tasks import linear_probe
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 from ttt_mm.tasks.linear_probe import each_class_in_turn, report, run
 
@@ -240,6 +241,13 @@ def test_a_class_with_no_clips_or_none_readable_is_reported_as_dropped(ckpts, to
     assert [c["name"] for c in metrics["classes"]] == ["high", "low"]
     assert metrics["dropped_classes"] == [{"name": "empty", "files": 0}, {"name": "broken", "files": 0}]
     assert "class 'empty' has 0 clips" in caplog.text and "class 'broken' has 0 clips" in caplog.text
+
+
+def test_an_output_that_cannot_be_known_is_refused_before_any_file_is_read(ckpts, tones, monkeypatch):
+    """Composed without Hydra's runtime, an unset output has no run folder to default to."""
+    monkeypatch.setattr(linear_probe, "gather", lambda *a, **k: pytest.fail("files were read"))
+    with pytest.raises(ConfigError, match="output must be set"):
+        run(_cfg(ckpt=ckpts["audio"], input=tones, output="null"))
 
 
 @pytest.mark.slow

@@ -25,6 +25,11 @@ def skip_list_set_aside(output: Path) -> Iterator[bool]:
     """Moves an earlier evaluation's skip list out of the way for the block (the new one is opened and
     appended to there) and puts it back if the block raises; yields whether there was one."""
     path = output / SKIP_LIST
+    for left in output.glob(f".{SKIP_LIST}.*.tmp"):  # set aside by an evaluation that was killed: put back
+        if path.exists():
+            left.unlink()
+        else:
+            os.replace(left, path)
     aside = temporary_path(path)
     try:
         os.replace(path, aside)

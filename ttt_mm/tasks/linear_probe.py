@@ -247,6 +247,7 @@ def run(cfg: DictConfig) -> dict:
     if threads := positive_count(cfg.threads, "threads", "torch's default"):
         torch.set_num_threads(threads)
     extensions = extensions_of(cfg.extensions)
+    output = results_folder(cfg.output)  # (before any work: a folder that cannot be made is a config error)
 
     data = select(labelled_clips(str(cfg.input), extensions), cfg)
     clips, dropped = drop_rare(data.clips, data.names, data.labels, min_clips)  # before reading: no time spent on them
@@ -300,7 +301,6 @@ def run(cfg: DictConfig) -> dict:
     if "majority" in baselines:
         scores["majority"] = majority_class(y, fold_of)
 
-    output = results_folder(cfg.output)
     metrics = {
         "settings": {
             "input": os.path.abspath(str(cfg.input)),

@@ -89,9 +89,10 @@ UNSEEKABLE_CONTAINER = (
     "video in an MPEG program or transport stream, whose frames cannot be found by time here (seeks land "
     "seconds off); remux it, e.g. ffmpeg -i in.ts -c copy out.mp4"
 )
-BROKEN_KEY_FRAMES = (
-    "video frames read after a seek differ from the same frames read in order (key frames that cannot "
-    "start a decode); re-encode it, e.g. ffmpeg -i in.mp4 -c:v libx264 out.mp4"
+SEEKS_OFF = (
+    "video frames read after a seek are not the frames read in order at that place (key frames that "
+    "cannot start a decode, or reordered frames decord seeks past); re-encode it, e.g. ffmpeg -i in.mp4 "
+    "-c:v libx264 out.mp4"
 )
 
 
@@ -110,11 +111,11 @@ def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
                 last = float(index.starts[-1])
                 if len(read_frames(path, last, 1e-3, 1.0, 16, backend)) != 1:
                     raise MediaError(path, f"the last indexed frame ({len(index.starts) - 1}) cannot be read")
+            if verify and not seeks_land_exactly(path, backend):
+                raise MediaError(path, SEEKS_OFF)  # (the next backend may seek right)
         except MediaError as exc:
             errors.append(without_frames(exc))
             continue
-        if verify and backend == "decord" and not seeks_land_exactly(path, checked_stat(path)):
-            raise MediaError(path, BROKEN_KEY_FRAMES)  # (PyAV seeks to the same key frames)
         remember(path, "video", backend)
         fields = {"has_video": True, "video_backend": backend, "video_duration": index.duration, "fps": index.fps}
         return fields | {"n_frames": len(index.starts), "size": index.size}

@@ -131,29 +131,50 @@ SEEK_CHECK_FRAMES = 600
 """Frames at most that `seeks_land_exactly` decodes in order (a few seconds of video at most)."""
 
 
-def seeks_land_exactly(path: str, st: os.stat_result) -> bool:
-    """Whether decord's frame after a seek is the frame that decoding in order gives, checked at the
-    middle of the first groups of pictures after the first. A file whose key frames are flagged but
-    cannot start a decode (a cut or damaged stream) gives other, often garbled, pictures there: every
-    window read mid-file would then be wrong, and differ with where the reader last was."""
+def seeks_land_exactly(path: str, backend: str) -> bool:
+    """Whether ``backend``'s frame after a seek is the frame that decoding in order gives, checked at
+    the middle of the first groups of pictures after the first. Where it is not (key frames that
+    cannot start a decode, as in a cut stream; decord in some MPEG-1/2/4 and WMV streams), every window
+    read mid-file holds other pictures than asked for, and they change with where the reader last was.
+    A stretch that cannot be decoded in order is not held against the file here: its windows fail
+    when they are read, as they would have."""
+    index = video_index(path, backend)
+    st = checked_stat(path)
+    width, height = 64, 48  # small frames: only equality is asked (64 wide: a row stride decord copies right)
+    if index.pts is not None:  # PyAV: key frames by pts
+        keys = np.searchsorted(index.pts, index.key_pts).tolist() + [len(index.pts)]
+    elif backend == "decord":
+        keys = None  # read from the reader below
+    else:
+        return True  # PyAV without timestamps decodes every window from the start: nothing to check
 
     def check() -> bool:
-        reader = decord.VideoReader(path, num_threads=1)
-        keys = [int(k) for k in reader.get_key_indices()] + [len(reader)]
-        middles = [(a + b) // 2 for a, b in zip(keys[1:], keys[2:]) if (a + b) // 2 > a]
+        if backend == "decord":
+            in_order = decord.VideoReader(path, num_threads=1, width=width, height=height)
+            key_ids = [int(k) for k in in_order.get_key_indices()] + [len(in_order)]
+        else:
+            in_order, key_ids = _PyAVVideo(path), keys
+        middles = [(a + b) // 2 for a, b in zip(key_ids[1:], key_ids[2:]) if (a + b) // 2 > a]
         targets = [t for t in middles[:SEEK_CHECKS] if t < SEEK_CHECK_FRAMES]
-        in_order = {}
-        for i in range(targets[-1] + 1 if targets else 0):
-            if i in targets:
-                in_order[i] = reader.next().asnumpy()
+        if not targets:
+            return True
+        try:
+            if backend == "decord":  # (next, not skip_frames: mixed with next, that lands frames off)
+                frames = [in_order.next().asnumpy() for _ in range(targets[-1] + 1)]
             else:
-                reader.skip_frames(1)  # decoded, not converted
+                frames = in_order.read(index, np.arange(targets[-1] + 1), width, height)
+        except (decord.DECORDError, MediaError):
+            return True
         for t in reversed(targets):  # a fresh reader seeks to each
             try:
-                sought = decord.VideoReader(path, num_threads=1).get_batch([t]).asnumpy()[0]
-            except decord.DECORDError:  # the decoder refused what it was given after the seek
+                if backend == "decord":
+                    reader = decord.VideoReader(path, num_threads=1, width=width, height=height)
+                    sought = reader.get_batch([t]).asnumpy()[0]
+                else:
+                    sought = _PyAVVideo(path).read(index, np.array([t]), width, height)[0]
+            except (decord.DECORDError, MediaError):  # the decoder refused what it was given after the seek
                 return False
-            if not np.array_equal(sought, in_order[t]):
+            if not np.array_equal(sought, frames[t]):
                 return False
         return True
 
