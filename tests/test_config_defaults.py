@@ -202,7 +202,11 @@ def test_the_log_file_takes_a_file_name_that_is_not_utf8(tmp_path):
     handler = OmegaConf.to_container(cfg.hydra.job_logging.handlers.file)
     handler.pop("formatter", None)
     handler["filename"] = str(tmp_path / "evaluate.log")
-    logging.config.dictConfig({"version": 1, "handlers": {"file": handler}, "loggers": {"u8": {"handlers": ["file"]}}})
-    logging.getLogger("u8").warning("skipping %s", os.fsdecode(b"/media/caf\xe9.mp4"))
-    logging.getLogger("u8").handlers[0].close()
+    config = {"version": 1, "handlers": {"file": handler}, "loggers": {"u8": {"handlers": ["file"]}}}
+    logging.config.dictConfig(config | {"disable_existing_loggers": False})  # (the other tests' loggers stay on)
+    logger = logging.getLogger("u8")
+    logger.warning("skipping %s", os.fsdecode(b"/media/caf\xe9.mp4"))
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
     assert (tmp_path / "evaluate.log").read_text().strip() == "skipping /media/caf\\udce9.mp4"
