@@ -247,11 +247,11 @@ def run(cfg: DictConfig) -> dict:
     if threads := positive_count(cfg.threads, "threads", "torch's default"):
         torch.set_num_threads(threads)
     extensions = extensions_of(cfg.extensions)
-    output = results_folder(cfg.output)  # (before any work: a folder that cannot be made is a config error)
 
     data = select(labelled_clips(str(cfg.input), extensions), cfg)
     clips, dropped = drop_rare(data.clips, data.names, data.labels, min_clips)  # before reading: no time spent on them
     extractors = build_extractors(cfg, baselines)
+    output = results_folder(cfg.output)  # (before files are read: a folder that cannot be made is a config error)
     rows = bool(cfg.rows)
     selection = index_clips(clips, extractors.spec, cfg.get("index_cache"))  # probed in subprocesses first
     for name, reason in selection.rejected.items():
