@@ -124,17 +124,20 @@ def _av_batch(seconds: float) -> dict:
     return collate([read_item(ClipInfo(SyntheticClip(0, i)), 2.0, seconds, spec) for i in range(2)])
 
 
-def test_a_window_too_short_to_score_gives_zero_losses_that_still_backpropagate():
-    """A file's last window can hold less than one step (a batch of them in a stream): nothing to score,
-    but the step must not end the run, and the loss keeps the graph so that every DDP rank runs backward."""
+@pytest.mark.parametrize("mixer", ["ttt_linear", "attention", "lact"])
+def test_a_window_too_short_to_score_gives_zero_losses_that_reach_every_parameter(mixer):
+    """A file's last window can hold less than one step (with one row per rank, a whole batch of them):
+    nothing to score, but the step must not end the run, and the loss must reach every parameter, or
+    DDP's reducer on that rank skips their buckets and the ranks hang (the mixers' empty inputs reach
+    none of their weights)."""
     m = SequenceModel(
-        TOKENIZERS["av"], {"_target_": "ttt_mm.backbone.Backbone", "dim": 32, "depth": 1, "mixer": MIXERS["ttt_linear"]}
+        TOKENIZERS["av"], {"_target_": "ttt_mm.backbone.Backbone", "dim": 32, "depth": 1, "mixer": MIXERS[mixer]}
     )
     tokens, pred, _ = m(_av_batch(0.125))  # half a step: fewer tokens than the offset
     loss, copy, n = m.losses(tokens, pred)
     assert tokens.mask.shape[1] <= m.offset and float(loss.detach()) == float(copy) == 0.0 and int(n) == 0
     loss.backward()
-    assert all(p.grad is not None and not p.grad.any() for p in m.head.parameters())
+    assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
 
 
 def test_the_copy_baseline_copies_the_same_slot_one_step_back_whatever_is_predicted():

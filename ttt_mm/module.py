@@ -136,11 +136,12 @@ class SequenceModel(L.LightningModule):
         The copy baseline guesses target ``i + offset`` with the target of the same slot one step earlier,
         ``i + offset - tokens_per_step`` (with ``predict="next_token"`` the tokens it has no such earlier
         slot for are left out of its mean only). A window too short to score anything (a file's last few
-        frames) gives zero losses that keep the graph, so every rank still takes its backward step."""
+        frames) gives zero losses that reach every parameter: DDP's reducer on this rank then reduces
+        every bucket, as the other ranks' do (an empty input reaches none of the mixers' weights)."""
         o, P = self.offset, self.tokenizer.tokens_per_step
         N = tokens.targets.shape[1]
         if o >= N:
-            zero = pred.sum() * 0.0
+            zero = pred.sum() * 0.0 + sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
             return zero, zero.detach(), torch.zeros((), dtype=torch.long, device=pred.device)
         mask = self._pair_mask(tokens)
         target, modality = tokens.targets[:, o:], tokens.modality[:, o:]
