@@ -87,7 +87,7 @@ def _first_reason(errors: list[MediaError], stream: str) -> MediaError:
 
 UNSEEKABLE_CONTAINER = (
     "video in an MPEG program or transport stream, whose frames cannot be found by time here (seeks land "
-    "seconds off); remux it, e.g. ffmpeg -i in.ts -c copy out.mp4"
+    "seconds off); re-encode it, e.g. ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4"
 )
 SEEKS_OFF = (
     "video frames read after a seek are not the frames read in order at that place (key frames that "

@@ -124,9 +124,9 @@ def video_timeline(path: str | os.PathLike, backend: str) -> tuple[np.ndarray, f
 TIME_UNSEEKABLE_FORMATS = frozenset({"mpeg", "mpegts", "mpegvideo"})
 """FFmpeg's names of the MPEG program and transport streams (.mpg, .vob, .ts, .m2ts): their packets
 carry no frame index, and decord's seeks in them land seconds off the frame asked for (both backends
-misread them), so their video is refused with a hint to remux it."""
+misread them), so their video is refused with a hint to re-encode it."""
 SEEK_CHECKS = 3
-"""Frames compared by `seeks_land_exactly`: the middles of the first groups of pictures after the first."""
+"""Key frames after the first that `seeks_land_exactly` checks around (and groups of pictures in the middle)."""
 SEEK_CHECK_FRAMES = 600
 """Frames at most that `seeks_land_exactly` decodes in order (a few seconds of video at most)."""
 
@@ -154,27 +154,32 @@ def seeks_land_exactly(path: str, backend: str) -> bool:
             key_ids = [int(k) for k in in_order.get_key_indices()] + [len(in_order)]
         else:
             in_order, key_ids = _PyAVVideo(path), keys
-        middles = [(a + b) // 2 for a, b in zip(key_ids[1:], key_ids[2:]) if (a + b) // 2 > a]
-        targets = [t for t in middles[:SEEK_CHECKS] if t < SEEK_CHECK_FRAMES]
-        if not targets:
+        n = key_ids[-1]
+        # a frame alone in the middle of a group of pictures (a seek), and frames 3 apart across a key
+        # frame (a window's frames: the reader skips forward across it), for the first key frames after 0
+        middles = [[(a + b) // 2] for a, b in zip(key_ids[1:], key_ids[2:]) if (a + b) // 2 > a]
+        spans = [[i for i in range(k - 6, k + 7, 3) if 0 <= i < n] for k in key_ids[1:-1]]
+        batches = [b for b in middles[:SEEK_CHECKS] + spans[:SEEK_CHECKS] if b[-1] < SEEK_CHECK_FRAMES]
+        if not batches:
             return True
+        last = max(b[-1] for b in batches)
         try:
             if backend == "decord":  # (next, not skip_frames: mixed with next, that lands frames off)
-                frames = [in_order.next().asnumpy() for _ in range(targets[-1] + 1)]
+                frames = [in_order.next().asnumpy() for _ in range(last + 1)]
             else:
-                frames = in_order.read(index, np.arange(targets[-1] + 1), width, height)
+                frames = in_order.read(index, np.arange(last + 1), width, height)
         except (decord.DECORDError, MediaError):
             return True
-        for t in reversed(targets):  # a fresh reader seeks to each
+        for ids in batches:  # a fresh reader for each
             try:
                 if backend == "decord":
                     reader = decord.VideoReader(path, num_threads=1, width=width, height=height)
-                    sought = reader.get_batch([t]).asnumpy()[0]
+                    sought = reader.get_batch(ids).asnumpy()
                 else:
-                    sought = _PyAVVideo(path).read(index, np.array([t]), width, height)[0]
+                    sought = _PyAVVideo(path).read(index, np.array(ids), width, height)
             except (decord.DECORDError, MediaError):  # the decoder refused what it was given after the seek
                 return False
-            if not np.array_equal(sought, frames[t]):
+            if not all(np.array_equal(sought[j], frames[i]) for j, i in enumerate(ids)):
                 return False
         return True
 
