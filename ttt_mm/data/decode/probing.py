@@ -98,7 +98,7 @@ SEEKS_OFF = (
 
 def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
     """The video fields of `MediaInfo`, from the first backend that reads the stream. ``verify`` also
-    reads the last frame and checks that decord's seeks land on the frames asked for."""
+    reads the last frame and checks that the backend's seeks land on the frames asked for."""
     if present is None or not present.video:
         return {"has_video": False}
     if not present.video_seekable:

@@ -132,31 +132,25 @@ SEEK_CHECK_FRAMES = 600
 
 
 def seeks_land_exactly(path: str, backend: str) -> bool:
-    """Whether ``backend``'s frame after a seek is the frame that decoding in order gives, checked at
-    the middle of the first groups of pictures after the first. Where it is not (key frames that
-    cannot start a decode, as in a cut stream; decord in some MPEG-1/2/4 and WMV streams), every window
-    read mid-file holds other pictures than asked for, and they change with where the reader last was.
-    A stretch that cannot be decoded in order is not held against the file here: its windows fail
-    when they are read, as they would have."""
+    """Whether ``backend`` reads, from a fresh reader, the frames that decoding in order gives: a lone
+    frame in the middle of a group of pictures (a seek), and frames 3 apart across a key frame (a
+    window's frames: the reader skips forward across it), around the first key frames after the
+    first. Where it does not (key frames that cannot start a decode, as in a cut stream; decord in
+    open-GOP and some MPEG-1/2/4 and WMV streams), every window read mid-file holds other pictures
+    than asked for, and they change with where the reader last was. A stretch that cannot be decoded
+    in order is not held against the file here: its windows fail when they are read, as they would have."""
     index = video_index(path, backend)
-    st = checked_stat(path)
-    width, height = 64, 48  # small frames: only equality is asked (64 wide: a row stride decord copies right)
-    if index.pts is not None:  # PyAV: key frames by pts
-        keys = np.searchsorted(index.pts, index.key_pts).tolist() + [len(index.pts)]
-    elif backend == "decord":
-        keys = None  # read from the reader below
-    else:
+    if backend != "decord" and index.pts is None:
         return True  # PyAV without timestamps decodes every window from the start: nothing to check
+    width, height = 64, 48  # small frames: only equality is asked (64 wide: a row stride decord copies right)
 
     def check() -> bool:
+        in_order = _open_reader(path, backend, width, height)
         if backend == "decord":
-            in_order = decord.VideoReader(path, num_threads=1, width=width, height=height)
             key_ids = [int(k) for k in in_order.get_key_indices()] + [len(in_order)]
         else:
-            in_order, key_ids = _PyAVVideo(path), keys
+            key_ids = np.searchsorted(index.pts, index.key_pts).tolist() + [len(index.pts)]
         n = key_ids[-1]
-        # a frame alone in the middle of a group of pictures (a seek), and frames 3 apart across a key
-        # frame (a window's frames: the reader skips forward across it), for the first key frames after 0
         middles = [[(a + b) // 2] for a, b in zip(key_ids[1:], key_ids[2:]) if (a + b) // 2 > a]
         spans = [[i for i in range(k - 6, k + 7, 3) if 0 <= i < n] for k in key_ids[1:-1]]
         batches = [b for b in middles[:SEEK_CHECKS] + spans[:SEEK_CHECKS] if b[-1] < SEEK_CHECK_FRAMES]
@@ -167,22 +161,19 @@ def seeks_land_exactly(path: str, backend: str) -> bool:
             if backend == "decord":  # (next, not skip_frames: mixed with next, that lands frames off)
                 frames = [in_order.next().asnumpy() for _ in range(last + 1)]
             else:
-                frames = in_order.read(index, np.arange(last + 1), width, height)
+                frames = _read_ids(in_order, index, np.arange(last + 1), width, height)
         except (decord.DECORDError, MediaError):
             return True
         for ids in batches:  # a fresh reader for each
             try:
-                if backend == "decord":
-                    reader = decord.VideoReader(path, num_threads=1, width=width, height=height)
-                    sought = reader.get_batch(ids).asnumpy()
-                else:
-                    sought = _PyAVVideo(path).read(index, np.array(ids), width, height)
+                sought = _read_ids(_open_reader(path, backend, width, height), index, np.array(ids), width, height)
             except (decord.DECORDError, MediaError):  # the decoder refused what it was given after the seek
                 return False
             if not all(np.array_equal(sought[j], frames[i]) for j, i in enumerate(ids)):
                 return False
         return True
 
+    st = checked_stat(path)
     return native.call(path, "checking seeks", check, open_timeout(st) + native.DECODE_TIMEOUT_S)
 
 
@@ -259,6 +250,13 @@ def _open_reader(path: str, backend: str, width: int, height: int):
     return _PyAVVideo(path)
 
 
+def _read_ids(reader, index: VideoIndex, ids: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Frames ``ids`` (sorted, unique index ids) of an open reader (`_open_reader`): uint8 ``[U, H, W, 3]``."""
+    if isinstance(reader, _PyAVVideo):
+        return reader.read(index, ids, width, height)
+    return to_torch(reader.get_batch(ids.tolist())).numpy()
+
+
 def _frames(path: str, index: VideoIndex, ids: np.ndarray, width: int, height: int, backend: str) -> np.ndarray:
     """Decode frames ``ids`` of the index scaled to ``width x height`` (decord: perhaps one pixel
     wider, see below): uint8 ``[U, H, W, 3]``."""
@@ -295,9 +293,7 @@ def _scaled_frames(path, st, index: VideoIndex, ids: np.ndarray, width: int, hei
         reader = _video_readers.put(key, native.call(path, "opening the video", opener, open_timeout(st)))
 
     def decode() -> np.ndarray:
-        if backend == "decord":
-            return to_torch(reader.get_batch(ids.tolist())).numpy()
-        return reader.read(index, ids, width, height)
+        return _read_ids(reader, index, ids, width, height)
 
     what = f"decoding frames {ids[0]}-{ids[-1]}"
     try:
