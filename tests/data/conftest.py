@@ -36,6 +36,8 @@ def media(tmp_path_factory) -> dict[str, Path]:
     files["zero"].write_bytes(b"")
     files["truncated"] = truncate(files["av"], root / "truncated.mp4")  # index (moov) at the end: lost
     files["truncated_faststart"] = truncate(files["faststart"], root / "truncated_faststart.mp4")
+    files["header_only"] = root / "header_only.mp4"  # cut inside its index, before the first stream's entry
+    files["header_only"].write_bytes(files["faststart"].read_bytes()[:64])
     files["corrupt"] = root / "corrupt.mkv"
     files["corrupt"].write_bytes(np.random.default_rng(1).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     files["wav_as_mp4"] = root / "wav_named.mp4"

@@ -39,6 +39,7 @@ VIDEO = ReadSpec(("video",), size=32)
         ("zero", "probe", "empty file (0 bytes)"),
         ("truncated", "probe", "not a readable media container"),
         ("truncated_faststart", "video_decord", "truncated or corrupt"),
+        ("header_only", "probe", "the container holds no streams"),
         ("corrupt", "probe", "not a readable media container"),
         ("nan", "audio", "NaN/Inf audio samples, the first at 0.250 s"),
         ("wav16k", "video", "no video stream"),

@@ -57,6 +57,7 @@ class _Streams:
     audio_decoder: bool = True  # False: FFmpeg lists the audio stream but has no decoder for its codec
     audio_seconds: float | None = None  # the audio stream's length as the container states it (None: unknown)
     video_seekable: bool = True  # False: an MPEG program or transport stream (`TIME_UNSEEKABLE_FORMATS`)
+    empty: bool = False  # FFmpeg opens the container but finds no stream of any kind in it
 
 
 def _streams_present(path: str) -> _Streams | None:
@@ -66,6 +67,8 @@ def _streams_present(path: str) -> _Streams | None:
             audio = container.streams.audio[0] if container.streams.audio else None
             video = video_stream(container) is not None
             seekable = not set(container.format.name.split(",")) & TIME_UNSEEKABLE_FORMATS
+            if not len(container.streams):
+                return _Streams(False, False, empty=True)
             if audio is None:
                 return _Streams(False, video, video_seekable=seekable)
             if audio.codec_context is None:  # an unknown codec (a WAV or AVI format tag FFmpeg lacks)
@@ -85,6 +88,7 @@ def _first_reason(errors: list[MediaError], stream: str) -> MediaError:
     return next((e for e in errors if e.reason != f"no {stream} stream"), errors[0])
 
 
+NO_STREAMS = "the container holds no streams (cut short before its first stream, or damaged)"
 UNSEEKABLE_CONTAINER = (
     "video in an MPEG program or transport stream, whose frames cannot be found by time here (seeks land "
     "seconds off); re-encode it, e.g. ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4"
@@ -214,6 +218,8 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
         present = _streams_present(path)  # FFmpeg's list of streams: which ones a backend must read
         if present is None and libsndfile is None:
             raise MediaError(path, UNREADABLE)
+        if present is not None and present.empty and libsndfile is None:
+            raise MediaError(path, NO_STREAMS)
     fields: dict = {"path": path, "num_bytes": st.st_size, "has_audio": None, "has_video": None}
     if "video" in streams:  # (present None: FFmpeg cannot open what libsndfile reads, so no video is readable)
         fields |= _probe_video(path, present, verify)
