@@ -234,6 +234,17 @@ def test_spans_of_one_file_share_a_split_however_the_manifest_spells_its_path(tm
     assert [c.key for c in clips[4:]] == [str(tmp_path / "b.wav"), os.path.join("..", "c.wav")]
 
 
+def test_spans_of_a_file_spelled_relative_and_absolute_share_one_key(tmp_path):
+    """Else each spelling hashes apart, and one file's spans may straddle train and val."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link.wav").symlink_to(tmp_path / "real" / "a.wav")
+    rows = ["real/a.wav,0,1", f"{tmp_path / 'real' / 'a.wav'},1,2", "link.wav,2,3", "b.wav,0,1", f"{tmp_path / 'b.wav'},1,2"]
+    (tmp_path / "m.csv").write_text("path,start,end\n" + "\n".join(rows) + "\n")
+    clips = ManifestSource(str(tmp_path / "m.csv")).clips()
+    assert [c.key for c in clips] == ["real/a.wav"] * 3 + ["b.wav"] * 2
+    assert [c.start for c in clips] == [0, 1, 2, 0, 1]
+
+
 def test_a_repeated_row_is_found_however_the_manifest_itself_is_named(tmp_path, monkeypatch):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "two.csv").write_text(f"path\n{tmp_path / 'm' / 'a.wav'}\na.wav\n")

@@ -52,18 +52,20 @@ class ManifestSource:
     def clips(self) -> list[ClipInfo]:
         names = _label_names(self.path, self.rows())
         index = {n: i for i, n in enumerate(names)}
+        keys: dict[str, str] = {}  # file -> the key of its first row: one key per file, however spelled
         out = []
         for _, row, (start, end) in self._table:
             path = Path(str(row["path"]))
+            media = _media_path(Path(self.path), path)
             label = row.get("label")
             out.append(
                 ClipInfo(
-                    str(_media_path(Path(self.path), path)),
+                    str(media),
                     start=start,
                     end=end,
                     label=-1 if _unlabelled(label) else index[_label_name(label)],
                     split=row.get("split") or None,
-                    key=_split_key(path),
+                    key=keys.setdefault(os.path.realpath(media), _split_key(path)),
                     group=None if row.get("group") in (None, "") else str(row["group"]),
                 )
             )
@@ -231,8 +233,8 @@ def _label_names(manifest: str, rows: list[dict]) -> list[str]:
 def _split_key(path: Path) -> str:
     """What a clip's split is hashed from, and embed names its output by: its path as the manifest
     writes it, normalised (``./a.wav`` and ``sub/../a.wav`` are ``a.wav``), so that every span of a
-    file spelled alike lands in one split wherever the data is moved. A file spelled both relative and
-    absolute is two keys (and may straddle splits): spell each file one way."""
+    file lands in one split wherever the data is moved. A file spelled several ways (relative and
+    absolute, or a link and its target) takes the key of its first row."""
     return os.path.normpath(path)
 
 
