@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 from embedhelpers import MIXERS, TOKENIZERS
@@ -138,6 +139,53 @@ def test_a_window_too_short_to_score_gives_zero_losses_that_reach_every_paramete
     assert tokens.mask.shape[1] <= m.offset and float(loss.detach()) == float(copy) == 0.0 and int(n) == 0
     loss.backward()
     assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
+
+
+class _Snapshots(L.Callback):
+    def __init__(self):
+        self.weights, self.steps = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.weights.append([p.detach().clone() for p in pl_module.parameters()])
+        opt = trainer.optimizers[0]
+        self.steps.append(max((float(s["step"]) for s in opt.state.values() if "step" in s), default=0))
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_a_step_that_scored_no_token_leaves_the_weights_and_the_optimizer_as_they_are(accumulate):
+    """Its gradients are all zero, but AdamW would still move every weight by its momentum and decay."""
+    m = SequenceModel(TOKENIZERS["av"], BACKBONE, weight_decay=0.5, warmup_steps=0)
+    full, short = _av_batch(1.0), _av_batch(0.125)  # short: fewer tokens than the offset
+    batches = [full] * accumulate + [short] * accumulate + [full, short][: accumulate]
+    snaps = _Snapshots()
+    trainer = L.Trainer(
+        max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[snaps], accumulate_grad_batches=accumulate,
+    )
+    trainer.fit(m, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    ends = [i * accumulate + accumulate - 1 for i in range(3)]  # the batch that ends each step
+    first, skipped, mixed = (snaps.weights[i] for i in ends)
+    assert all(torch.equal(a, b) for a, b in zip(first, skipped))  # the step of short windows only: nothing moved
+    assert snaps.steps[ends[0]] == snaps.steps[ends[1]] == 1
+    assert not all(torch.equal(a, b) for a, b in zip(skipped, mixed)) and snaps.steps[ends[2]] == 2
+
+
+def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored():
+    """Every rank decides on the count summed over ranks, so all step or none do (the averaged
+    gradients are the same on each)."""
+    m = model("ttt_linear")
+    other_rank = torch.tensor(5.0)
+    m._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t + other_rank), global_step=0)
+    for p in m.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer = torch.optim.AdamW(m.parameters())
+    m._scored_unstepped = torch.tensor(0)
+    m.on_before_optimizer_step(optimizer)
+    assert all(p.grad is not None for p in m.parameters())
+    other_rank.zero_()
+    m._scored_unstepped = torch.tensor(0)
+    m.on_before_optimizer_step(optimizer)
+    assert all(p.grad is None for p in m.parameters()) and m._scored_unstepped is None
 
 
 def test_the_copy_baseline_copies_the_same_slot_one_step_back_whatever_is_predicted():

@@ -101,6 +101,8 @@ class SequenceModel(L.LightningModule):
         self.head = nn.Linear(self.backbone.dim, self.tokenizer.target_dim)
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
         self._train_state: BackboneState | None = None
+        self._scored_unstepped: Tensor | None = None  # tokens scored since the last optimizer step, this rank
+        self._skipped_steps = 0
         self._eval_sums: Tensor | None = None  # validation or test, per epoch: loss * n, copy loss * n, n
         # decided now, on the parameters' own shapes: FSDP (use_orig_params) shows them as flat shards later
         self._no_decay_ids = frozenset(self._no_decay())
@@ -161,11 +163,33 @@ class SequenceModel(L.LightningModule):
         if self.hparams.carry_state:
             self._train_state = state.detach()
         loss, copy, n = self.losses(tokens, pred)
+        self._scored_unstepped = n if self._scored_unstepped is None else self._scored_unstepped + n
         B = tokens.mask.shape[0]
         if tokens.mask.shape[1] > self.offset:  # (a batch of a file's last few frames scores nothing)
             self.log("train/loss", loss, prog_bar=True, batch_size=B)
             self.log("train/loss_ratio_copy", loss.detach() / copy.clamp_min(1e-12), batch_size=B)
         return {"loss": loss, "tokens": tokens.mask.sum().detach()}  # real tokens, for `callbacks.Throughput`
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Leave out a step whose batches scored no token on any rank (a file's last few frames in each
+        row): its gradients are all zero, yet AdamW would still move every weight, by its momentum and
+        the decay. Parameters without a gradient are what AdamW skips."""
+        scored = self._scored_unstepped
+        self._scored_unstepped = None
+        if scored is None:
+            return
+        if float(self.trainer.strategy.reduce(scored.float(), reduce_op="sum")) > 0:
+            return
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        self._skipped_steps += 1
+        if self._skipped_steps == 1:
+            log.info(
+                "step %d scored no token on any rank (windows shorter than one step): the weights are left "
+                "as they are (logged once)",
+                self.global_step,
+            )
 
     def _carried_state(self, batch) -> BackboneState | None:
         if self._train_state is None:
