@@ -225,6 +225,39 @@ def test_manifest_class_names_of_integer_labels_and_mixed_labels(tmp_path):
         ManifestSource(str(tmp_path / "mixed.csv")).clips()
 
 
+def test_manifest_labels_written_as_booleans_or_as_whole_floats(tmp_path):
+    """JSON booleans name two classes; 2.0 and "2.0" are class 2 (pandas writes an integer column with
+    gaps as floats), and -1.0 is unlabelled like -1."""
+    (tmp_path / "b.jsonl").write_text('{"path": "a.wav", "label": true}\n{"path": "b.wav", "label": false}\n')
+    booleans = ManifestSource(str(tmp_path / "b.jsonl"))
+    assert booleans.classes() == ["false", "true"] and [c.label for c in booleans.clips()] == [1, 0]
+    (tmp_path / "f.jsonl").write_text('{"path": "a.wav", "label": 1}\n{"path": "b.wav", "label": 2.0}\n{"path": "c.wav", "label": -1.0}\n')
+    floats = ManifestSource(str(tmp_path / "f.jsonl"))
+    assert floats.classes() == ["0", "1", "2"] and [c.label for c in floats.clips()] == [1, 2, -1]
+    (tmp_path / "f.csv").write_text("path,label\na.wav,1.0\nb.wav,03\nc.wav,0.5\n")
+    with pytest.raises(ValueError, match="mixes numbers and names"):  # 0.5 is no class number
+        ManifestSource(str(tmp_path / "f.csv")).clips()
+
+
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [("Path,Label", "the columns read: 'Path', 'Label'; names are lower case"), ("path;label", "separated by commas")],
+)
+def test_a_manifest_header_without_path_says_what_it_read(tmp_path, header, says):
+    (tmp_path / "m.csv").write_text(f"{header}\na.wav,x\n".replace(",x", header[4] + "x"))
+    with pytest.raises(ValueError, match=f"line 2: no 'path' column \\(.*{says}"):
+        ManifestSource(str(tmp_path / "m.csv")).clips()
+
+
+def test_a_linked_manifest_reads_relative_paths_from_where_it_lives(tmp_path):
+    (tmp_path / "set" / "clips").mkdir(parents=True)
+    (tmp_path / "set" / "m.csv").write_text("path\nclips/a.wav\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "m.csv").symlink_to(tmp_path / "set" / "m.csv")
+    (clip,) = ManifestSource(str(tmp_path / "data" / "m.csv")).clips()
+    assert clip.media == str(tmp_path / "set" / "clips" / "a.wav") and clip.key == "clips/a.wav"
+
+
 def test_spans_of_one_file_share_a_split_however_the_manifest_spells_its_path(tmp_path):
     spellings = ["a.wav", "./a.wav", "sub/../a.wav", "a.wav"]
     rows = "".join(f"{p},{i},{i + 1}\n" for i, p in enumerate(spellings))

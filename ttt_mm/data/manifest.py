@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -53,10 +54,11 @@ class ManifestSource:
         names = _label_names(self.path, self.rows())
         index = {n: i for i, n in enumerate(names)}
         keys: dict[str, str] = {}  # file -> the key of its first row: one key per file, however spelled
+        folder = _folder(Path(self.path))
         out = []
         for _, row, (start, end) in self._table:
             path = Path(str(row["path"]))
-            media = _media_path(Path(self.path), path)
+            media = _media_path(folder, path)
             label = row.get("label")
             out.append(
                 ClipInfo(
@@ -91,6 +93,8 @@ class ManifestSource:
         else:
             rows = _csv_rows(manifest, text)
         for line, row in rows:
+            if "path" not in row:
+                raise ValueError(f"{manifest}, line {line}: no 'path' column ({_columns_read(row)})")
             if row.get("path") in (None, ""):
                 raise ValueError(f"{manifest}, line {line}: no 'path'")
             if row.get("split") not in (None, "", *SPLITS):
@@ -109,6 +113,14 @@ class ManifestSource:
 
 # what the probe command writes beside path is known too: its output is a manifest ("": a trailing comma)
 _KNOWN_COLUMNS = {"", *MANIFEST_COLUMNS, *RECORD_FIELDS}
+
+
+def _columns_read(row: dict) -> str:
+    """What a row without a ``path`` column was read as, and the likely slip."""
+    names = ", ".join(repr(c) for c in row) or "none"
+    if len(row) == 1 and any(d in next(iter(row)) for d in ";\t|"):
+        return f"the one column read is {names}: columns are separated by commas"
+    return f"the columns read: {names}; names are lower case"
 
 
 def _csv_rows(manifest: Path, text: str) -> list[tuple[int, dict]]:
@@ -175,8 +187,9 @@ def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
     first: dict[tuple, tuple] = {}
     kept: dict[tuple, tuple] = {}
     repeats = []
+    folder = _folder(manifest)
     for line, row, (start, end) in sorted(rows, key=lambda r: bool(r[1].get("error"))):
-        key = (os.path.realpath(_media_path(manifest, Path(str(row["path"])))), start, end)
+        key = (os.path.realpath(_media_path(folder, Path(str(row["path"])))), start, end)
         if key not in first:
             first[key] = (line, row)
             kept[key] = (line, row, (start, end))
@@ -207,9 +220,15 @@ def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
     return sorted(kept.values(), key=lambda r: r[0])  # (in the manifest's order)
 
 
-def _media_path(manifest: Path, path: Path) -> Path:
-    """The file a row's path names: a relative one is taken from the manifest's folder."""
-    return path if path.is_absolute() else manifest.parent / path
+def _folder(manifest: Path) -> Path:
+    """Where a row's relative path starts: the folder of the manifest itself, a link to it followed
+    (its paths were written where it lives, not where it is linked from)."""
+    return Path(os.path.realpath(manifest)).parent
+
+
+def _media_path(folder: Path, path: Path) -> Path:
+    """The file a row's path names: a relative one is taken from ``folder`` (`_folder`)."""
+    return path if path.is_absolute() else folder / path
 
 
 def _cell(column: str, value: object) -> str:
@@ -221,8 +240,8 @@ def _cell(column: str, value: object) -> str:
 
 
 def _label_names(manifest: str, rows: list[dict]) -> list[str]:
-    labels = {str(r["label"]) for r in rows if not _unlabelled(r.get("label"))}
-    numbers = {x for x in labels if _is_int(x)}
+    labels = {_label_name(r["label"]) for r in rows if not _unlabelled(r.get("label"))}
+    numbers = {x for x in labels if _label_number(x) is not None}
     if numbers and numbers != labels:
         raise ValueError(f"{manifest}: the label column mixes numbers and names; use one or the other")
     if numbers:
@@ -239,13 +258,32 @@ def _split_key(path: Path) -> str:
 
 
 def _label_name(label: object) -> str:
-    """The class a label names: a number as written without leading zeros ("007" is class 7)."""
-    return str(int(label)) if _is_int(label) else str(label)
+    """The class a label names: a whole number as written without leading zeros or decimals ("007",
+    7.0 and "7.0" are class 7: pandas writes an integer column with gaps as floats); a JSON boolean
+    as ``false`` / ``true``."""
+    if isinstance(label, bool):
+        return str(label).lower()
+    number = _label_number(label)
+    return str(label) if number is None else str(number)
+
+
+def _label_number(label: object) -> int | None:
+    """The whole number a label is written as, else None."""
+    if isinstance(label, bool):
+        return None
+    if isinstance(label, int):
+        return label
+    if isinstance(label, float):
+        return int(label) if label.is_integer() else None
+    if isinstance(label, str) and re.fullmatch(r"-?\d+(\.0*)?", label):
+        return int(label.split(".")[0])
+    return None
 
 
 def _unlabelled(label: object) -> bool:
     """An empty label, or a negative number (-1 is what unlabelled clips carry)."""
-    return label in (None, "") or (_is_int(label) and int(label) < 0)
+    number = _label_number(label)
+    return label in (None, "") or (number is not None and number < 0)
 
 
 def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -254,7 +292,3 @@ def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_csv(target, rows, list(MANIFEST_COLUMNS))
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())
