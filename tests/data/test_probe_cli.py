@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from faults import interrupted_after
+from mediafiles import tone, without_audio_decoder, write_video, write_wav
 
 import ttt_mm.data
 from ttt_mm.data import ManifestSource, decode
@@ -57,6 +58,24 @@ def test_folder_manifest_lists_good_and_bad_files(data, tmp_path, capsys):
     assert sorted(c.name for c in clips) == sorted(str(data / p.removeprefix("data/")) for p in rows)
     assert main([str(data), "-o", str(manifest), "--index-cache", str(tmp_path / "cache")]) == 0
     assert "0 probed, 5 from the index cache" in capsys.readouterr().err  # the second run opens nothing
+
+
+def test_the_summary_counts_usable_files_with_a_stream_that_is_not(tmp_path, capsys):
+    """Such a file serves only configs that read its other stream: "usable" alone hid that."""
+    (tmp_path / "data").mkdir()
+    without_audio_decoder(write_video(tmp_path / "data" / "v.avi", seconds=1.0, audio_codec="pcm_s16le", video_codec="mpeg4"))
+    write_wav(tmp_path / "data" / "a.wav", tone(1.0, 16000), 16000)
+    assert main([str(tmp_path / "data"), "--index-cache", str(tmp_path / "cache")]) == 0
+    err = capsys.readouterr().err
+    assert f"2 files under {tmp_path / 'data'}: 2 usable (1 without a usable audio stream: 1 x " in err
+    assert ", 0 not." in err
+
+
+def test_an_output_named_other_than_json_lines_is_refused_before_probing(data, tmp_path, capsys):
+    """data=manifest reads a .csv as CSV: JSON lines under that name failed only when a run read them."""
+    assert main([str(data), "-o", str(tmp_path / "list.csv"), "--index-cache", str(tmp_path / "cache")]) == 2
+    assert "name it list.jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "list.csv").exists() and not (tmp_path / "cache").exists()
 
 
 def test_without_an_output_the_records_go_to_stdout(data, tmp_path, capsys):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, default_jobs, index_files
 from ttt_mm.data.skiplist import count_reasons
-from ttt_mm.data.sources import MEDIA_EXTENSIONS, FolderSource, relative_to
+from ttt_mm.data.sources import JSON_LINES_SUFFIXES, MEDIA_EXTENSIONS, FolderSource, relative_to
 from ttt_mm.storage.atomic import write_text
 
 
@@ -62,6 +62,13 @@ def index_and_list(args: argparse.Namespace) -> int:
     if not target.exists() and not target.is_symlink():
         print(f"error: {target}: no such file or directory", file=sys.stderr)
         return 2
+    if args.output and Path(args.output).suffix.lower() not in JSON_LINES_SUFFIXES:
+        print(
+            f"error: -o {args.output}: the records are JSON lines, and data=manifest reads a file by its "
+            f"suffix; name it {Path(args.output).with_suffix('.jsonl').name}",
+            file=sys.stderr,
+        )
+        return 2
     single = not target.is_dir()  # a file, or a broken link to one
     files = [str(target)] if single else [c.name for c in FolderSource(str(target), args.extensions).clips()]
     records, run = index_files(
@@ -80,7 +87,11 @@ def index_and_list(args: argparse.Namespace) -> int:
         print(f"error: {target}: {bad[0]['error']}", file=sys.stderr)
         return 1
     files = f"{len(records)} file{'s' if len(records) != 1 else ''}"
-    summary = f"{files} under {target}: {len(records) - len(bad)} usable, {len(bad)} not"
+    summary = f"{files} under {target}: {len(records) - len(bad)} usable"
+    partly = _stream_errors(records.values())
+    if partly:
+        summary += f" ({partly})"
+    summary += f", {len(bad)} not"
     if bad:
         summary += f" ({count_reasons(r['error'] for r in bad)})"
     where = f"; wrote {args.output}" if args.output else ""
@@ -89,6 +100,17 @@ def index_and_list(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _stream_errors(records) -> str:
+    """Usable files with a stream that is not, counted by stream and reason: such a file serves only
+    configs that read its other stream."""
+    counts = []
+    for stream in ("video", "audio"):
+        reasons = [r[f"{stream}_error"] for r in records if not r.get("error") and r.get(f"{stream}_error")]
+        if reasons:
+            counts.append(f"{len(reasons)} without a usable {stream} stream: {count_reasons(reasons)}")
+    return "; ".join(counts)
 
 
 if __name__ == "__main__":
