@@ -159,7 +159,8 @@ class MediaDataModule(L.LightningDataModule):
             raise ValueError(f"no media files in {where}" if where else "the data source lists no clips")
         known_bad = {c.name: self.skips.reasons[c.name] for c in listed if c.name in self.skips}
         selection = index_clips(listed, self.spec, self.index_cache, self.probe_jobs, self.probe_timeout)
-        self.skips.add_many(selection.rejected, total=len(listed))
+        spans = any(c.segment != c.name for c in listed)  # (a manifest's rows: spans of files, not files)
+        self.skips.add_many(selection.rejected, total=len(listed), unit="clips" if spans else "files")
         self.rejected = known_bad | selection.rejected
         # files that failed in an earlier attempt of this run stay listed (the readers pass over them), so
         # that a resumed run draws from the same list in the same order

@@ -74,12 +74,14 @@ class SkipList:
         log.warning("skipping %s: %s%s", _escape(name), self.reasons[name], where)
         return True
 
-    def add_many(self, reasons: Mapping[str, str], total: int) -> int:
-        """Record many bad files at once (of ``total`` listed) with one log line; returns how many were new."""
+    def add_many(self, reasons: Mapping[str, str], total: int, unit: str = "files") -> int:
+        """Record many bad files at once (of ``total`` listed) with one log line; returns how many were new.
+        ``unit``: what was listed (``clips`` where some are spans of a file)."""
         added = self._append(reasons)
         if added:
             where = f"; each with its reason in {self.path}" if self.path else ""
-            log.warning("skipping %d of %d files (%s)%s", len(added), total, count_reasons(added.values()), where)
+            counts = count_reasons(added.values())
+            log.warning("skipping %d of %d %s (%s)%s", len(added), total, unit, counts, where)
         return len(added)
 
     def _append(self, reasons: Mapping[str, str]) -> dict[str, str]:
