@@ -103,7 +103,7 @@ def evaluate(
             f"mean {r.losses[:, 2].mean() if len(r.losses) else math.nan:.4f})"
             for n, r in results.items()
         )
-        log.info("[%d/%d] %s: %.1f s; loss %s", number, len(clips), one_line(clip.name), first.duration, summary)
+        log.info("[%d/%d] %s: %.1f s; loss %s", number, len(clips), one_line(clip.segment), first.duration, summary)
         if keep_plot:
             drawn = plots.clip_figures(results, len(files), clip.name, output)
             if (
