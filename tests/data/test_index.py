@@ -316,6 +316,17 @@ def test_a_too_short_span_is_left_out_under_its_own_name_and_the_files_other_spa
     assert len(WindowDataset(selection.clips, 1.0, spec, skip_list=skips)) == 1
 
 
+def test_spans_that_end_well_past_their_file_are_read_to_its_end_with_one_warning(media, tmp_path, caplog):
+    """A manifest's end of 60 for a 2 s file (a typo for 6.0, or another file) was trimmed without a word."""
+    video = str(media["video_only"])  # 2 s
+    clips = [ClipInfo(video, 0.0, 2.3), ClipInfo(video, 0.0, 60.0), ClipInfo(video, 1.0, 30.0)]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+        selection = index_clips(clips, ReadSpec(("video",), size=32), tmp_path / "cache")
+    assert len(selection.clips) == 3  # still read, to the file's end
+    (line,) = [r.message for r in caplog.records if "past their file's end" in r.message]
+    assert line.startswith(f"clips that end past their file's end, read to it: 2 (the first: {video}@0-60; the file ends at 2.0")
+
+
 def test_an_index_cache_that_cannot_be_written_is_a_setting_to_change(folder, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(

@@ -54,6 +54,9 @@ VERSION = 4
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")
+PAST_END_SLACK_S = 0.5
+"""How far a clip's stated end may lie past its file's end without a warning (a length rounded up,
+streams that end a frame apart)."""
 
 RECORD_FIELDS = (
     "error",
@@ -400,6 +403,7 @@ def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) 
     ``spec.skip_silent``, a file whose audio is digital silence is left out of audio-only reads
     (`SILENT_AUDIO`), and read with video it counts as a video without sound (`SILENT_TRACK`)."""
     kept, rejected, silent = [], {}, {}
+    past_end = []  # (segment, where its file ends): a manifest's end beyond the file (a typo, or another file)
     reads = " and ".join(spec.modalities)
     for clip in clips:
         if isinstance(clip.media, SyntheticClip):
@@ -427,11 +431,21 @@ def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) 
             continue
         clip = replace(clip, info=media_info(record))
         try:
-            clip_span(clip, spec)
+            _, end = clip_span(clip, spec)
         except MediaError as exc:  # this span of the file is too short: its other spans may not be
             rejected[clip.segment] = exc.reason
             continue
+        if clip.end is not None and clip.end > end + PAST_END_SLACK_S:
+            past_end.append((clip.segment, end))
         kept.append(clip)
+    if past_end:
+        (name, end), n = past_end[0], len(past_end)
+        log.warning(
+            "clips that end past their file's end, read to it: %d (the first: %s; the file ends at %.3f s)",
+            n,
+            name,
+            end,
+        )
     return Selection(kept, rejected, silent)
 
 
