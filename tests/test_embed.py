@@ -360,6 +360,13 @@ def test_manifest_spans_and_labels(ckpts, files, tmp_path):
     part = load(stem.with_name("clip.mp4@0.5-2.5.npy"))
     assert part.embeddings.shape == (8 * 9, 32) and part.timestamps[0] == 0.5 and part.meta["label"] == "dog"
     assert load(stem.with_name("clip.mp4.json")).meta["label"] == "cat"  # by name: another label shifts no index
+    npy = stem.with_name("clip.mp4@0.5-2.5.npy").read_bytes()
+    manifest.write_text(f"path,start,end,label\n{files['av']},0.5,2.5,bird\n{files['av']},,,\n")  # relabelled
+    summary = task.run(_cfg(ckpt=ckpts["av"], input=manifest, output=out, window_seconds=0.5))
+    assert len(summary.skipped) == 2 and not summary.written  # the same rows: not embedded again
+    assert load(stem.with_name("clip.mp4@0.5-2.5.npy")).meta["label"] == "bird"  # but the sidecar says the new label
+    assert "label" not in load(stem.with_name("clip.mp4.npy")).meta
+    assert stem.with_name("clip.mp4@0.5-2.5.npy").read_bytes() == npy
 
 
 def test_two_inputs_that_would_share_an_output_are_a_config_error(ckpts, files, tmp_path):

@@ -274,14 +274,17 @@ def run(cfg: DictConfig) -> Summary:
             try:
                 if adopt_older_name(clip, stem):
                     log.info("renamed the output of %s from its older name", one_line(clip.segment))
+                label = {"label": classes[clip.label]} if clip.label != -1 else {}  # by name: indices shift
                 old = None if cfg.overwrite else _finished(stem)
                 if old is not None:
                     why = out_of_date(old, meta | source_record(clip))
                     if why is None:
+                        if old.get("label") != label.get("label"):  # relabelled in the manifest: same rows
+                            write_json(output_paths(stem)[1], {k: v for k, v in old.items() if k != "label"} | label)
+                            log.info("relabelled the output of %s: %s", one_line(clip.segment), label.get("label"))
                         summary.skipped.append(clip.segment)
                         continue
                     log.warning("embedding %s again: %s", one_line(clip.segment), why)
-                label = {"label": classes[clip.label]} if clip.label != -1 else {}  # by name: indices shift
                 embed_one(embedder, clip, stem, meta | label, cfg.dtype, progress)
             except (MediaError, InputError, OSError) as exc:
                 if isinstance(exc, OSError) and exc.errno != errno.ENAMETOOLONG:
