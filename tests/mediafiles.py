@@ -98,6 +98,23 @@ def write_video(
     return path
 
 
+def rotate_display(path: Path) -> Path:
+    """The MP4 with a display matrix that turns its video a quarter turn clockwise, as phones store
+    portrait video (frames kept landscape); the pictures themselves are left as they are."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    while at >= 0:
+        fields = at + 8 + (32 if data[at + 4] == 1 else 20)  # version 1 headers hold 64-bit times
+        matrix = fields + 16  # after 8 reserved bytes, layer, alternate group, volume, 2 reserved
+        width = struct.unpack(">I", data[matrix + 36 : matrix + 40])[0] >> 16
+        if width:  # a video track (audio tracks have no size)
+            height = struct.unpack(">I", data[matrix + 40 : matrix + 44])[0] >> 16
+            data[matrix : matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, height << 16, 0, 1 << 30)
+        at = data.find(b"tkhd", at + 1)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def write_lying_frame_count(path: Path, real: int = 30, fake: int = 30) -> Path:
     """An mp4 whose index lists ``real + fake`` frames but whose last ``fake`` hold no picture.
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from mediafiles import gray, tone, write_video, write_wav
+from mediafiles import gray, rotate_display, tone, write_video, write_wav
 
 from ttt_mm.data import decode
 
@@ -23,11 +23,16 @@ def videos(tmp_path_factory) -> dict:
             root / "ac3.avi", seconds=2.0, fps=25, video_codec="mpeg4", audio_codec="ac3", audio_rate=48000
         ),
         "odd_rate_mov": write_video(root / "odd.mov", seconds=1.5, fps=23, width=96, height=64, audio_rate=None),
+        # cut from a longer recording: its timestamps start at 10 s
+        "late_start_mkv": write_video(root / "late.mkv", audio_rate=None, times_ms=[10_000 + 40 * i for i in range(30)]),
+        "rotated_mp4": rotate_display(write_video(root / "rotated.mp4", audio_rate=None, width=96, height=64, bands=True)),
     }
 
 
-@pytest.mark.parametrize("name", ["h264_mp4", "vfr_mkv", "mpeg4_ac3_avi", "odd_rate_mov"])
+@pytest.mark.parametrize("name", ["h264_mp4", "vfr_mkv", "mpeg4_ac3_avi", "odd_rate_mov", "late_start_mkv", "rotated_mp4"])
 def test_decord_and_pyav_agree_within_one_frame(videos, name):
+    """A late start (PyAV's timeline began at 10 s: 10 s of the first frame, and the file twice as
+    long) and a rotated phone video (PyAV showed it sideways) included."""
     path = videos[name]
     (d_starts, d_duration, d_fps), (p_starts, p_duration, p_fps) = (
         decode.video_timeline(path, b) for b in ("decord", "pyav")
@@ -38,6 +43,7 @@ def test_decord_and_pyav_agree_within_one_frame(videos, name):
     assert abs(d_duration - p_duration) <= frame + 1e-6
     shown = {b: decode.read_video(path, 0.0, None, fps=8, size=32, backend=b) for b in ("decord", "pyav")}
     assert shown["decord"].shape == shown["pyav"].shape
+    assert (shown["decord"].float() - shown["pyav"].float()).abs().mean() < 4  # the same pictures, the same way up
     brightness = {b: frames.float().mean(dim=(1, 2, 3)) for b, frames in shown.items()}
     assert torch.allclose(brightness["decord"], brightness["pyav"], atol=2.0)  # the same source frame each time
 

@@ -1,9 +1,10 @@
 """Video frames by time: each file's frame timeline (indexed once per process by decord or PyAV),
 and the frames of a window sampled on a grid of ``fps``, scaled by FFmpeg and center-cropped.
 
-Both backends index frames by their presentation timestamps (``pts * time_base``, decord's
-convention), fall back to a grid of the average frame rate when those are broken, and agree within
-one frame (``tests/data/test_backends.py``). Only a window's frames are decoded; PyAV decodes from
+Both backends index frames by their presentation timestamps counted from the stream's start
+(decord's convention: a clip cut from a longer recording starts at 0), fall back to a grid of the
+average frame rate when those are broken, show frames the way up the file's display matrix says
+(phone videos), and agree within one frame (``tests/data/test_backends.py``). Only a window's frames are decoded; PyAV decodes from
 the key frame before a window, and onwards without seeking for the next window.
 """
 
@@ -37,6 +38,7 @@ class VideoIndex:
     size: tuple[int, int]  # native (width, height)
     pts: np.ndarray | None = None  # pyav: [n] int64 stream pts of each frame (None: timestamps broken)
     key_pts: np.ndarray | None = None  # pyav: sorted pts of the key frames
+    quarter_turns: int = 0  # pyav: counterclockwise quarter turns that show a frame upright (`_rotation`)
 
 
 _video_index: LRUCache[VideoIndex] = LRUCache(max_items=4096)
@@ -72,6 +74,12 @@ def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
     return VideoIndex(starts, duration, fps, (int(width), int(height)))
 
 
+def _rotation(frame) -> int:
+    """Counterclockwise quarter turns (0-3) that the file's display matrix asks for (phone videos
+    store frames sideways and say so there); decord applies them itself."""
+    return round(getattr(frame, "rotation", 0) / 90) % 4
+
+
 def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     def first_frame():
         with av_open(path) as container:
@@ -79,30 +87,36 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
             if stream is None:
                 raise MediaError(path, "no video stream")
             frame = next(container.decode(stream), None)
-            return None if frame is None else (frame.width, frame.height)
+            return None if frame is None else (frame.width, frame.height, _rotation(frame))
 
     def scan():  # demuxing reads packet headers only: no decoding
         with av_open(path) as container:
             stream = video_stream(container)
             rows = [(p.pts, p.dts, p.duration or 0, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
             rate = stream.average_rate or stream.guessed_rate
-            return rows, float(stream.time_base), float(rate) if rate else 0.0
+            return rows, float(stream.time_base), float(rate) if rate else 0.0, stream.start_time
 
-    size = native.call(path, "decoding frame 0", first_frame, open_timeout(st))
-    rows, time_base, fps = native.call(path, "opening the video", scan, open_timeout(st))
-    if not rows or size is None:
+    first = native.call(path, "decoding frame 0", first_frame, open_timeout(st))
+    rows, time_base, fps, start_time = native.call(path, "opening the video", scan, open_timeout(st))
+    if not rows or first is None:
         raise MediaError(path, "video stream has no frames")
+    width, height, turns = first
+    size = (height, width) if turns % 2 else (width, height)  # as shown
     stamps = [pts if pts is not None else dts for pts, dts, _, _ in rows]
     if None in stamps or len(set(stamps)) != len(stamps):  # broken timestamps: frames are counted instead
         starts, duration, fps = _timeline(path, np.full(len(rows), np.nan), np.full(len(rows), np.nan), fps)
-        return VideoIndex(starts, duration, fps, size)
+        return VideoIndex(starts, duration, fps, size, quarter_turns=turns)
     pts = np.array(stamps, dtype=np.int64)
     order = np.argsort(pts)
     pts = pts[order]
     durations = np.array([r[2] for r in rows], dtype=np.int64)[order]
     keys = np.array([r[3] for r in rows], dtype=bool)[order]
-    starts, duration, fps = _timeline(path, pts * time_base, (pts + durations) * time_base, fps)
-    return VideoIndex(starts, duration, fps, size, pts, pts[keys] if keys.any() else pts[:1])
+    # time 0 is the stream's start (its first frame), as decord counts: a file cut from a longer
+    # recording starts its timestamps at 10 s, say, and its first frame is still at time 0
+    origin = int(pts[0]) if start_time is None else int(start_time)
+    shown = (pts - origin) * time_base
+    starts, duration, fps = _timeline(path, shown, shown + durations * time_base, fps)
+    return VideoIndex(starts, duration, fps, size, pts, pts[keys] if keys.any() else pts[:1], turns)
 
 
 def video_index(path: str, backend: str) -> VideoIndex:
@@ -234,7 +248,10 @@ class _PyAVVideo:
                 continue
             self.position = i
             if i in slots:
-                out[slots[i]] = frame.reformat(width, height, "rgb24", interpolation="BICUBIC").to_ndarray()
+                turns = index.quarter_turns
+                stored = (height, width) if turns % 2 else (width, height)
+                picture = frame.reformat(*stored, "rgb24", interpolation="BICUBIC").to_ndarray()
+                out[slots[i]] = np.rot90(picture, turns) if turns else picture
                 found += 1
             if i >= last:
                 break
