@@ -52,11 +52,14 @@ def write_video(
     times_ms: list[int] | None = None,
     video_codec: str = "libx264",
     audio_codec: str = "aac",
+    audio_delay: float = 0.0,
 ) -> Path:
     """H.264 (+ AAC) file by default. ``times_ms`` gives explicit frame times (variable frame rate, mkv).
 
     Other codecs make files only one backend reads: ``video_codec="libsvtav1"`` (AV1, which decord's
-    FFmpeg cannot decode), ``audio_codec="dfpwm"`` in ``.avi`` (likewise for audio).
+    FFmpeg cannot decode), ``audio_codec="dfpwm"`` in ``.avi`` (likewise for audio). ``audio_delay``
+    starts the sound that many seconds after the first frame (its timestamps, as a recorder writes
+    them; the samples are the same).
     """
     options = {"movflags": "faststart"} if faststart else {}
     out = av.open(str(path), "w", options=options)
@@ -87,7 +90,8 @@ def write_video(
             out.mux(packet)
         while audio is not None and samples < min(len(wave), (i + 1) * len(wave) // n):
             chunk = wave[samples : samples + block]
-            for packet in audio.encode(_audio_frame(chunk, stereo, fmt, audio_rate, samples)):
+            pts = samples + round(audio_delay * audio_rate)
+            for packet in audio.encode(_audio_frame(chunk, stereo, fmt, audio_rate, pts)):
                 out.mux(packet)
             samples += len(chunk)
     for stream in (video, audio):

@@ -156,11 +156,17 @@ def test_a_step_that_scored_no_token_leaves_the_weights_and_the_optimizer_as_the
     """Its gradients are all zero, but AdamW would still move every weight by its momentum and decay."""
     m = SequenceModel(TOKENIZERS["av"], BACKBONE, weight_decay=0.5, warmup_steps=0)
     full, short = _av_batch(1.0), _av_batch(0.125)  # short: fewer tokens than the offset
-    batches = [full] * accumulate + [short] * accumulate + [full, short][: accumulate]
+    batches = [full] * accumulate + [short] * accumulate + [full, short][:accumulate]
     snaps = _Snapshots()
     trainer = L.Trainer(
-        max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[snaps], accumulate_grad_batches=accumulate,
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[snaps],
+        accumulate_grad_batches=accumulate,
     )
     trainer.fit(m, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     ends = [i * accumulate + accumulate - 1 for i in range(3)]  # the batch that ends each step

@@ -24,12 +24,18 @@ def videos(tmp_path_factory) -> dict:
         ),
         "odd_rate_mov": write_video(root / "odd.mov", seconds=1.5, fps=23, width=96, height=64, audio_rate=None),
         # cut from a longer recording: its timestamps start at 10 s
-        "late_start_mkv": write_video(root / "late.mkv", audio_rate=None, times_ms=[10_000 + 40 * i for i in range(30)]),
-        "rotated_mp4": rotate_display(write_video(root / "rotated.mp4", audio_rate=None, width=96, height=64, bands=True)),
+        "late_start_mkv": write_video(
+            root / "late.mkv", audio_rate=None, times_ms=[10_000 + 40 * i for i in range(30)]
+        ),
+        "rotated_mp4": rotate_display(
+            write_video(root / "rotated.mp4", audio_rate=None, width=96, height=64, bands=True)
+        ),
     }
 
 
-@pytest.mark.parametrize("name", ["h264_mp4", "vfr_mkv", "mpeg4_ac3_avi", "odd_rate_mov", "late_start_mkv", "rotated_mp4"])
+@pytest.mark.parametrize(
+    "name", ["h264_mp4", "vfr_mkv", "mpeg4_ac3_avi", "odd_rate_mov", "late_start_mkv", "rotated_mp4"]
+)
 def test_decord_and_pyav_agree_within_one_frame(videos, name):
     """A late start (PyAV's timeline began at 10 s: 10 s of the first frame, and the file twice as
     long) and a rotated phone video (PyAV showed it sideways) included."""
@@ -107,3 +113,20 @@ def test_soundfile_and_pyav_give_the_same_samples(tmp_path, suffix, subtype):
     assert len(by_sf) == len(native) and abs(len(by_av) - len(by_sf)) <= 16000 / 30  # durations within a frame
     n = min(len(by_sf), len(by_av))
     assert torch.allclose(by_sf[:n], by_av[:n], atol=1e-4)
+
+
+def test_several_channels_are_averaged_by_every_decoder(media):
+    """As soundfile mixes its files: FFmpeg's own mono mix sums the channels (1.4x louder for
+    stereo, 3.4x for 5.1, and past +-1), so the same sound came out at another level from a video."""
+    wav = decode.read_audio(media["wav16k"], 0.0, 2.0, 16000)  # mono, the same tone as the stereo track
+    stereo = decode.read_audio(media["av44k"], 0.0, 2.0, 16000)  # AAC, the tone in both channels
+    assert decode.probe(media["av44k"]).channels == 2
+    assert stereo.pow(2).mean().sqrt() == pytest.approx(wav.pow(2).mean().sqrt(), rel=0.03)
+
+
+def test_sound_that_starts_after_the_first_frame_is_read_at_its_time(tmp_path):
+    """Both decoders read a track from its first sample: sound began 1 s before its picture."""
+    path = write_video(tmp_path / "late.mkv", seconds=2.0, audio_rate=16000, audio_delay=1.0)
+    audio = decode.read_audio(path, 0.0, None, 16000)
+    assert not audio[:15000].any()  # silence before the sound starts
+    assert torch.allclose(audio[16000:24000], torch.from_numpy(tone(0.5, 16000)), atol=0.06)  # on time (AAC: +-0.05)

@@ -22,7 +22,6 @@ from mediafiles import (
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, decode, index_clips
 from ttt_mm.data.decode import guard, native
-from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER
 from ttt_mm.data.index import describe
 from ttt_mm.data.skiplist import count_reasons, reason_kind
@@ -261,24 +260,27 @@ def test_an_audio_codec_without_a_decoder_costs_the_audio_stream_only(tmp_path):
 
 
 @pytest.mark.parametrize("hole", [0.5, 0.7])
-def test_a_corrupt_middle_is_read_as_far_as_it_goes_and_said(tmp_path, hole, caplog):
-    """libsndfile refuses the file; decord then stops at the first bad packet: the file passed as half
-    its length, its intact second half dropped without a word. Now a file that decodes more than
-    AUDIO_SHORTFALL_S short of the length it states is a warning each time a run uses it."""
+def test_a_corrupt_middle_is_read_as_silence_in_place_and_said(tmp_path, hole, caplog):
+    """libsndfile refuses the file; decord stopped at the first bad packet (the intact second half
+    dropped without a word), and PyAV dropped the bad packets (all that follows moved earlier). Now
+    the stretch reads as silence where it was, and a run that uses the file says so."""
     path = write_wav(tmp_path / "a.flac", tone(3.0, 44100), 44100)
     data = bytearray(path.read_bytes())
     at = int(len(data) * hole)
     data[at : at + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
     record = describe(str(path))
-    assert "error" not in record and record["audio_duration"] < 3.0 - AUDIO_SHORTFALL_S  # decord's reading
-    assert record["audio_stated"] == pytest.approx(3.0)
+    assert "error" not in record and record["audio_backend"] == "pyav"
+    assert record["audio_duration"] == pytest.approx(3.0, abs=0.01) and 0.02 < record["audio_gaps"] < 0.3
+    audio = decode.read_audio(path, 0.0, None, 16000, backend="pyav")
+    heard = audio != 0
+    assert not heard[round(hole * 3 * 16000) - 4000 : round(hole * 3 * 16000) + 4000].all()  # silence near the hole
+    tail = slice(len(audio) - 8000, len(audio) - 100)  # after the hole: the tone still on time
+    assert torch.allclose(audio[tail], torch.from_numpy(tone(3.0, 16000))[tail], atol=0.02)
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
-        (clip,) = index_clips([ClipInfo(str(path))], AUDIO, cache_dir=tmp_path / "cache").clips
-    (line,) = [r.getMessage() for r in caplog.records if "the file states" in r.getMessage()]
-    duration = record["audio_duration"]
-    assert line.startswith(f"{path}: the audio decodes to {duration:.3f} s of the 3.000 s the file states")
-    assert line.endswith("(truncated or corrupt): read as far as it goes")
+        index_clips([ClipInfo(str(path))], AUDIO, cache_dir=tmp_path / "cache")
+    (line,) = [r.getMessage() for r in caplog.records if "inside the audio is missing" in r.getMessage()]
+    assert line.startswith(f"{path}: {record['audio_gaps']:.3f} s inside the audio is missing")
 
 
 def test_a_file_whose_name_is_not_utf8_is_read(tmp_path):

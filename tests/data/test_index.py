@@ -64,7 +64,7 @@ def test_records_list_streams_and_the_backend_of_each(folder, tmp_path):
     assert (av["has_audio"], av["has_video"], av["audio_backend"], av["video_backend"]) == (
         True,
         True,
-        "decord",
+        "pyav",
         "decord",
     )
     assert av["n_frames"] == 90 and (av["width"], av["height"]) == (160, 120) and av["sample_rate"] == 16000
@@ -324,7 +324,9 @@ def test_spans_that_end_well_past_their_file_are_read_to_its_end_with_one_warnin
         selection = index_clips(clips, ReadSpec(("video",), size=32), tmp_path / "cache")
     assert len(selection.clips) == 3  # still read, to the file's end
     (line,) = [r.message for r in caplog.records if "past their file's end" in r.message]
-    assert line.startswith(f"clips that end past their file's end, read to it: 2 (the first: {video}@0-60; the file ends at 2.0")
+    assert line.startswith(
+        f"clips that end past their file's end, read to it: 2 (the first: {video}@0-60; the file ends at 2.0"
+    )
 
 
 def test_an_index_cache_that_cannot_be_written_is_a_setting_to_change(folder, tmp_path):

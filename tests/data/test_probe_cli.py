@@ -63,7 +63,9 @@ def test_folder_manifest_lists_good_and_bad_files(data, tmp_path, capsys):
 def test_the_summary_counts_usable_files_with_a_stream_that_is_not(tmp_path, capsys):
     """Such a file serves only configs that read its other stream: "usable" alone hid that."""
     (tmp_path / "data").mkdir()
-    without_audio_decoder(write_video(tmp_path / "data" / "v.avi", seconds=1.0, audio_codec="pcm_s16le", video_codec="mpeg4"))
+    without_audio_decoder(
+        write_video(tmp_path / "data" / "v.avi", seconds=1.0, audio_codec="pcm_s16le", video_codec="mpeg4")
+    )
     write_wav(tmp_path / "data" / "a.wav", tone(1.0, 16000), 16000)
     assert main([str(tmp_path / "data"), "--index-cache", str(tmp_path / "cache")]) == 0
     err = capsys.readouterr().err

@@ -231,7 +231,9 @@ def test_manifest_labels_written_as_booleans_or_as_whole_floats(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"path": "a.wav", "label": true}\n{"path": "b.wav", "label": false}\n')
     booleans = ManifestSource(str(tmp_path / "b.jsonl"))
     assert booleans.classes() == ["false", "true"] and [c.label for c in booleans.clips()] == [1, 0]
-    (tmp_path / "f.jsonl").write_text('{"path": "a.wav", "label": 1}\n{"path": "b.wav", "label": 2.0}\n{"path": "c.wav", "label": -1.0}\n')
+    (tmp_path / "f.jsonl").write_text(
+        '{"path": "a.wav", "label": 1}\n{"path": "b.wav", "label": 2.0}\n{"path": "c.wav", "label": -1.0}\n'
+    )
     floats = ManifestSource(str(tmp_path / "f.jsonl"))
     assert floats.classes() == ["0", "1", "2"] and [c.label for c in floats.clips()] == [1, 2, -1]
     (tmp_path / "f.csv").write_text("path,label\na.wav,1.0\nb.wav,03\nc.wav,0.5\n")
@@ -271,7 +273,13 @@ def test_spans_of_a_file_spelled_relative_and_absolute_share_one_key(tmp_path):
     """Else each spelling hashes apart, and one file's spans may straddle train and val."""
     (tmp_path / "real").mkdir()
     (tmp_path / "link.wav").symlink_to(tmp_path / "real" / "a.wav")
-    rows = ["real/a.wav,0,1", f"{tmp_path / 'real' / 'a.wav'},1,2", "link.wav,2,3", "b.wav,0,1", f"{tmp_path / 'b.wav'},1,2"]
+    rows = [
+        "real/a.wav,0,1",
+        f"{tmp_path / 'real' / 'a.wav'},1,2",
+        "link.wav,2,3",
+        "b.wav,0,1",
+        f"{tmp_path / 'b.wav'},1,2",
+    ]
     (tmp_path / "m.csv").write_text("path,start,end\n" + "\n".join(rows) + "\n")
     clips = ManifestSource(str(tmp_path / "m.csv")).clips()
     assert [c.key for c in clips] == ["real/a.wav"] * 3 + ["b.wav"] * 2

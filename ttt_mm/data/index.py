@@ -73,6 +73,7 @@ RECORD_FIELDS = (
     "channels",
     "silent",
     "audio_stated",
+    "audio_gaps",
     "has_video",
     "video_backend",
     "video_duration",
@@ -136,6 +137,7 @@ def media_info(record: dict) -> MediaInfo:
         video_backend=record.get("video_backend") if video else None,
         silent=record.get("silent") if audio else None,
         audio_stated=record.get("audio_stated") if audio else None,
+        audio_gaps=record.get("audio_gaps") if audio else None,
     )
 
 
@@ -148,6 +150,7 @@ def _stream_fields(info: MediaInfo, stream: str) -> dict:
             "channels": info.channels,
             "silent": info.silent,
             "audio_stated": info.audio_stated,
+            "audio_gaps": info.audio_gaps,
         }
     else:
         width, height = info.size or (None, None)
@@ -480,4 +483,12 @@ def index_clips(
                 info.audio_duration,
                 info.audio_stated,
             )
+        for clip in selection.clips:
+            if clip.info is not None and clip.info.audio_gaps:
+                log.warning(
+                    "%s: %.3f s inside the audio is missing (packets the decoder could not read, or a gap in its "
+                    "timestamps): read as silence in place",
+                    one_line(clip.name),
+                    clip.info.audio_gaps,
+                )
     return selection

@@ -3,16 +3,18 @@
 ``soundfile`` (libsndfile) reads the formats it opens by seeking, so a 10 s window of a 2 h file
 costs 10 s of decoding; other sample rates are resampled with ``torchaudio.functional.resample``
 on block-aligned spans with context on both sides, so consecutive windows join into exactly the
-one-shot resampled signal. Audio in other containers is decoded whole by decord (``AudioReader``,
-mono, resampled by decord: asking for stereo can corrupt a channel; about 750x real time to 16 kHz
-here) or PyAV, and cached per process (bounded by `AUDIO_CACHE_SAMPLES`): later windows are
-slices. Extract such audio to FLAC if many long files are sampled at random.
+one-shot resampled signal. Audio in other containers is decoded whole by PyAV (channels averaged
+as above, each frame at its timestamp, on the video's timeline: `_pyav_samples`) or, failing that,
+decord (``AudioReader``, mono by FFmpeg's summing mix: asking it for channels corrupts them), and
+cached per process (bounded by `AUDIO_CACHE_SAMPLES`): later windows are slices. Extract such audio
+to FLAC if many long files are sampled at random.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 
 import av
 import decord
@@ -26,7 +28,7 @@ from ttt_mm.data.decode import native
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, check_backend
 from ttt_mm.data.decode.errors import MediaError, checked_stat, version_key
 from ttt_mm.data.decode.guard import LRUCache, native_stderr_silenced
-from ttt_mm.data.decode.native import av_open, open_timeout
+from ttt_mm.data.decode.native import av_open, open_timeout, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,10 @@ read as a good file: the missing tail reads as silence. Encoders and muxers get 
 length slightly wrong (a 6.5 min Opus track ending 10 samples short); more is a truncated file."""
 
 _RESAMPLE_WIDTH, _RESAMPLE_ROLLOFF = 6, 0.99  # torchaudio.functional.resample defaults
+_GAP_S = 0.01  # a jump in an audio stream's timestamps longer than this is filled with silence
+_RESAMPLE_BLOCK = 2**20  # output samples resampled at once from a decoded track (bounds the filter's memory)
 
-_audio_tracks: LRUCache[Tensor] = LRUCache(max_items=64, max_cost=AUDIO_CACHE_SAMPLES)
+_audio_tracks: LRUCache[tuple[Tensor, float]] = LRUCache(max_items=64, max_cost=AUDIO_CACHE_SAMPLES)
 _sf_infos: LRUCache[tuple] = LRUCache(max_items=4096)
 
 
@@ -115,54 +119,139 @@ def _sf_rows(path: str, lo: int, count: int, info) -> tuple[np.ndarray, int, Exc
 
 def _sf_window(path: str, info, first: int, count: int, sample_rate: int) -> Tensor:
     """Output-rate samples ``[first, first + count)`` of the (resampled) file, zeros before 0."""
-    if info.samplerate == sample_rate:
-        return _sf_read(path, info, first, first + count)
-    g = math.gcd(info.samplerate, sample_rate)
-    down, up = info.samplerate // g, sample_rate // g  # one block: `down` input -> `up` output samples
+    return _resampled_window(partial(_sf_read, path, info), info.samplerate, first, count, sample_rate)
+
+
+def _resampled_window(read, rate: int, first: int, count: int, sample_rate: int) -> Tensor:
+    """Samples ``[first, first + count)`` at ``sample_rate`` of the signal ``read(lo, hi)`` gives at
+    ``rate`` (zeros outside it): resampled on whole blocks with context on both sides, so that
+    consecutive windows join into exactly the one-shot resampled signal."""
+    if rate == sample_rate:
+        return read(first, first + count)
+    g = math.gcd(rate, sample_rate)
+    down, up = rate // g, sample_rate // g  # one block: `down` input -> `up` output samples
     width = math.ceil(_RESAMPLE_WIDTH * down / (min(down, up) * _RESAMPLE_ROLLOFF))
     context = math.ceil(width / down) + 1  # whole blocks of context on each side
     b0, b1 = first // up - context, -(-(first + count) // up) + context
-    x = _sf_read(path, info, b0 * down, b1 * down)
-    y = AF.resample(x, info.samplerate, sample_rate)[first - b0 * up : first - b0 * up + count]
+    x = read(b0 * down, b1 * down)
+    y = AF.resample(x, rate, sample_rate)[first - b0 * up : first - b0 * up + count]
     if first < 0:
         y[: min(-first, count)] = 0.0  # the filter rings before the first sample; the file has nothing there
     return y
 
 
-def _decord_samples(path: str, sample_rate: int) -> np.ndarray:
+def _decord_samples(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
+    """decord's track and 0 s of gaps (it mixes channels as FFmpeg does, summed: the last resort)."""
     samples = np.asarray(decord.AudioReader(path, sample_rate=sample_rate, mono=True)._array)  # [1, n]
-    return samples.reshape(-1)  # decord's own slicing builds an index per sample: take the array
+    # decord's own slicing builds an index per sample: take the array (a copy: decord owns its memory)
+    return samples.reshape(-1).astype(np.float32, copy=True), 0.0
 
 
-def _pyav_samples(path: str, sample_rate: int) -> np.ndarray:
-    """The first audio track, mono at its own rate, then resampled as soundfile audio is (no
-    resampler delay: sample k is at k / sample_rate)."""
+def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
+    """The first audio track at ``sample_rate`` and the seconds of silence put in its gaps: the mean
+    of its channels (as soundfile files are mixed; FFmpeg's own mono mix sums them, up to 3.4x louder
+    for 5.1), each frame at its timestamp (a stretch the decoder drops is silence, not a shift of all
+    that follows) on the file's timeline (`_video_start`), then resampled as soundfile audio is (no
+    resampler delay: sample k is at k / sample_rate) in blocks, so that a long track needs no more
+    memory than its own size."""
     with av_open(path) as container:
         if not container.streams.audio:
             raise MediaError(path, "no audio stream")
         stream = container.streams.audio[0]
         rate = stream.codec_context.sample_rate
-        mixer = av.AudioResampler(format="flt", layout="mono", rate=rate)  # channels mixed, rate kept
-        frames = [out for frame in container.decode(stream) for out in mixer.resample(frame)]
-        frames += mixer.resample(None)
-    samples = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]) if frames else np.zeros(0, np.float32)
-    if rate and rate != sample_rate:
-        samples = AF.resample(torch.from_numpy(samples), rate, sample_rate).numpy()
-    return samples
+        planar = av.AudioResampler(format="fltp")  # channels, layout and rate as stored
+        blocks, times = [], []  # each decoded frame's mono samples, and its time (None: no timestamp)
+        for frame in container.decode(stream):
+            blocks += [out.to_ndarray().mean(axis=0) for out in planar.resample(frame)]
+            times += [None if frame.pts is None else float(frame.pts * frame.time_base)] * (len(blocks) - len(times))
+        blocks += [out.to_ndarray().mean(axis=0) for out in planar.resample(None)]
+        times += [None] * (len(blocks) - len(times))
+        origin = _video_start(container)
+    lengths = [len(b) for b in blocks]
+    offsets = _frame_offsets(times, lengths, rate)
+    if offsets is None:  # timestamps unusable: the frames follow each other, from time 0
+        offsets, shift = np.cumsum([0, *lengths[:-1]]), 0
+    else:
+        shift = 0 if origin is None else round((times[0] - origin) * rate)
+    filled = int(offsets[-1] + lengths[-1] - sum(lengths)) if blocks else 0
+    samples = np.zeros(max(0, shift) + (int(offsets[-1]) + lengths[-1] if blocks else 0), np.float32)
+    for block, at in zip(blocks, offsets):
+        samples[max(0, shift) + at : max(0, shift) + at + len(block)] = block
+    blocks.clear()
+    samples = samples[-shift:] if shift < 0 else samples
+    gaps = filled / rate if rate else 0.0
+    if not rate or rate == sample_rate:
+        return samples, gaps
+    track = torch.from_numpy(samples)
+    total = math.ceil(len(samples) * sample_rate / rate)
+    out = np.empty(total, np.float32)
+    for k in range(0, total, _RESAMPLE_BLOCK):
+        n = min(_RESAMPLE_BLOCK, total - k)
+        out[k : k + n] = _resampled_window(partial(_slice, track), rate, k, n, sample_rate).numpy()
+    return out, gaps
+
+
+def _frame_offsets(times: list, lengths: list[int], rate: int) -> list[int] | None:
+    """Where each decoded frame's samples start (from the first frame's), by its timestamp: a
+    stretch the decoder dropped leaves a gap there (a frame without one follows the one before).
+    None when the timestamps do not fit the samples (counted in another unit, as some AVI muxers
+    write them) or the first frame has none."""
+    if not lengths or times[0] is None or not rate:
+        return None
+    stamps = [None if t is None else round((t - times[0]) * rate) for t in times]
+    pairs = [(b - a, n) for a, b, n in zip(stamps, stamps[1:], lengths) if a is not None and b is not None]
+    if pairs and sum(abs(step - n) <= max(1, rate // 500) for step, n in pairs) < 0.9 * len(pairs):
+        return None
+    offsets, placed = [], 0
+    for stamp, n in zip(stamps, lengths):
+        if stamp is not None and stamp - placed > rate * _GAP_S:  # (an overlap or jitter is read on, in order)
+            placed = stamp
+        offsets.append(placed)
+        placed += n
+    return offsets
+
+
+def _video_start(container) -> float | None:
+    """Where the file's timeline starts, in the container's seconds: its video's start (as the video
+    is read, `ttt_mm.data.decode.video`), so that sound and picture stay together when the audio
+    starts later or earlier (a recording whose sound begins 2 s in); None for an audio-only file,
+    whose audio starts at its first sample."""
+    video = video_stream(container)
+    if video is None or video.start_time is None:
+        return None
+    return float(video.start_time * video.time_base)
+
+
+def _slice(x: Tensor, lo: int, hi: int) -> Tensor:
+    """``x[lo:hi]`` with zeros outside ``x``."""
+    out = torch.zeros(max(0, hi - lo), dtype=x.dtype)
+    a, b = max(lo, 0), min(hi, len(x))
+    if b > a:
+        out[a - lo : b - lo] = x[a:b]
+    return out
 
 
 def container_track(path: str, sample_rate: int, backend: str) -> Tensor:
     """A whole audio track decoded by decord or PyAV at ``sample_rate``, mono (cached per process)."""
+    return _decoded_track(path, sample_rate, backend)[0]
+
+
+def track_gaps(path: str, sample_rate: int, backend: str) -> float:
+    """Seconds of the track that its decoder dropped (corrupt packets), read as silence in place."""
+    return _decoded_track(path, sample_rate, backend)[1]
+
+
+def _decoded_track(path: str, sample_rate: int, backend: str) -> tuple[Tensor, float]:
     st = checked_stat(path)
     key = (*version_key(path, st), sample_rate, backend)
-    track = _audio_tracks.get(key)
-    if track is None:
+    cached = _audio_tracks.get(key)
+    if cached is None:
         decode = _decord_samples if backend == "decord" else _pyav_samples
         timeout = open_timeout(st) + st.st_size / 1e5
-        samples = native.call(path, "decoding the audio track", lambda: decode(path, sample_rate), timeout)
-        track = torch.from_numpy(samples.astype(np.float32, copy=True))
-        _audio_tracks.put(key, track, cost=track.numel())
-    return track
+        samples, gaps = native.call(path, "decoding the audio track", lambda: decode(path, sample_rate), timeout)
+        track = torch.from_numpy(samples.astype(np.float32, copy=False))
+        cached = _audio_tracks.put(key, (track, gaps), cost=track.numel())
+    return cached
 
 
 def read_samples(path: str, start: float, duration: float | None, sample_rate: int, backend: str) -> Tensor:

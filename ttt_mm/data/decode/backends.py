@@ -6,7 +6,7 @@ from __future__ import annotations
 from ttt_mm.data.decode.errors import checked_stat, version_key
 from ttt_mm.data.decode.guard import LRUCache
 
-AUDIO_BACKENDS = ("soundfile", "decord", "pyav")
+AUDIO_BACKENDS = ("soundfile", "pyav", "decord")
 """Tried in this order for an audio stream; the first that reads it is recorded."""
 VIDEO_BACKENDS = ("decord", "pyav")
 """Tried in this order for a video stream; the first that reads it is recorded."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, container_track, read_samples, sf_info
+from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, container_track, read_samples, sf_info, track_gaps
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import MediaError, checked_stat, open_reason, without_frames
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
@@ -39,6 +39,7 @@ class MediaInfo:
     video_backend: str | None = None  # one of VIDEO_BACKENDS
     silent: bool | None = None  # set by probe(verify=True): the audio is digital silence
     audio_stated: float | None = None  # the length the file states, when its audio decodes well short of it
+    audio_gaps: float | None = None  # seconds missing inside the audio (dropped packets, gaps), read as silence
 
     @property
     def duration(self) -> float:
@@ -150,6 +151,8 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
                 stated = _stated_seconds(info, present)
                 if stated is not None and fields["audio_duration"] < stated - AUDIO_SHORTFALL_S:
                     fields["audio_stated"] = stated  # read as far as it goes, and said so (`ttt_mm.data.index`)
+                if gaps := track_gaps(path, rate, backend):
+                    fields["audio_gaps"] = round(gaps, 3)  # read as silence in place, and said so
             if not fields["audio_duration"] > 0:
                 raise MediaError(path, "the audio stream has no samples")
             if verify:

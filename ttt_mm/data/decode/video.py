@@ -4,8 +4,9 @@ and the frames of a window sampled on a grid of ``fps``, scaled by FFmpeg and ce
 Both backends index frames by their presentation timestamps counted from the stream's start
 (decord's convention: a clip cut from a longer recording starts at 0), fall back to a grid of the
 average frame rate when those are broken, show frames the way up the file's display matrix says
-(phone videos), and agree within one frame (``tests/data/test_backends.py``). Only a window's frames are decoded; PyAV decodes from
-the key frame before a window, and onwards without seeking for the next window.
+(phone videos), and agree within one frame (``tests/data/test_backends.py``). Only a window's
+frames are decoded; PyAV decodes from the key frame before a window, and onwards without seeking
+for the next window.
 """
 
 from __future__ import annotations
