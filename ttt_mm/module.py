@@ -101,6 +101,7 @@ class SequenceModel(L.LightningModule):
         self.head = nn.Linear(self.backbone.dim, self.tokenizer.target_dim)
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
         self._train_state: BackboneState | None = None
+        self._state_step: int | None = None  # the stream step `_train_state` was left by
         self._scored_unstepped: Tensor | None = None  # tokens scored since the last optimizer step, this rank
         self._skipped_steps = 0
         self._eval_sums: Tensor | None = None  # validation or test, per epoch: loss * n, copy loss * n, n
@@ -192,16 +193,19 @@ class SequenceModel(L.LightningModule):
             )
 
     def _carried_state(self, batch) -> BackboneState | None:
-        if self._train_state is None:
-            return None
+        """The state after the batch before, with the rows that start a new clip reset; None (every
+        row afresh) for the first batch, or for one that does not follow the last in its stream
+        (``batch["stream_step"]``: a stream started again elsewhere, or a resumed run)."""
         reset = batch.get("reset")
         if reset is None:
             raise ValueError("carry_state=true needs batches with a 'reset' flag per row (a streaming data module)")
+        step = batch.get("stream_step")
+        follows = step is None or (self._state_step is not None and int(step) == self._state_step + 1)
+        self._state_step = None if step is None else int(step)
+        if self._train_state is None or not follows:
+            return None
         reset = torch.as_tensor(reset, device=self.device)
         return reset_rows(self.backbone, self._train_state, reset)
-
-    def on_train_epoch_start(self) -> None:
-        self._train_state = None
 
     # -------------------------------------------------------------------------- validation and test
     # Each rank sums (loss * n, copy loss * n, n) over its batches; at the epoch's end every rank reduces
@@ -315,6 +319,12 @@ class SequenceModel(L.LightningModule):
         resumed, self._resumed = self._resumed, None
         if resumed is None:
             return
+        if self.hparams.carry_state and self.trainer.is_global_zero:
+            log.info(
+                "resuming at step %d: the carried state is not in the checkpoint, so every row starts its clip's "
+                "state afresh (the data goes on where it stopped)",
+                resumed["step"],
+            )
         # a run resumed with another step count (a larger trainer.max_steps, say) follows the new
         # cosine from where it stopped; the restored optimizer holds the old schedule's rate until
         # the scheduler's next step, so every process sets the new one now

@@ -57,7 +57,24 @@ def test_stream_resumes_at_a_step_without_decoding_the_skipped_windows(monkeypat
     for a, b in zip(full[3:], resumed):
         assert a["path"] == b["path"] and a["start"].tolist() == b["start"].tolist()
     assert decoded == [(p, float(s)) for b in full[3:] for p, s in zip(b["path"], b["start"])]  # those 4 only
-    assert resumed[0]["reset"].all()  # carried state is not in the checkpoint: rows restart
+    for a, b in zip(full[3:], resumed):  # rows mid-clip are not flagged: the model knows it has no state
+        assert a["reset"].tolist() == b["reset"].tolist() and int(a["stream_step"]) == int(b["stream_step"])
+    assert [int(b["stream_step"]) for b in full] == [0, 1, 2, 3, 4]
+
+
+def test_a_clips_last_window_too_short_to_train_on_is_left_out():
+    """A 4.004 s video in 4 s windows gave a 0.004 s window: no token to score, a wasted row."""
+    stream = StreamWindows(clips([2.1, 1.2, 1.6]), window_seconds=1.0, batch_size=1, spec=SPEC, seed=0)
+    walk = [
+        (b["path"][0], float(b["start"][0]), int(b["audio_lengths"][0]) / 8000) for b in itertools.islice(stream, 12)
+    ]
+    assert all(duration >= SPEC.min_seconds for _, _, duration in walk)
+    starts = {path: sorted({s for p, s, _ in walk if p == path}) for path, _, _ in walk}
+    assert starts == {
+        "synthetic/seed=0/index=0": [0.0, 1.0],
+        "synthetic/seed=0/index=1": [0.0],
+        "synthetic/seed=0/index=2": [0.0, 1.0],
+    }
 
 
 def test_stream_skips_unreadable_clips(tmp_path):

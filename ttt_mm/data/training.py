@@ -8,6 +8,7 @@ share without a distributed sampler.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -111,7 +112,11 @@ class StreamWindows(IterableDataset):
     """Batches in which row ``r`` walks its own run of clips, window by window, in order.
 
     Yields collated batches (use ``DataLoader(batch_size=None)``) with ``batch["reset"] [B]`` true
-    where a row starts a new clip: the model restarts that row's state and carries the others.
+    where a row starts a new clip: the model restarts that row's state and carries the others; and
+    ``batch["stream_step"]``, the batch's place in the stream: a stream started again at a later
+    step (each epoch, a resumed run) goes on mid-clip, and a model carries its state into a batch
+    only from the one just before (a resumed run has none: every row starts afresh). A clip's last
+    window shorter than ``spec.min_seconds`` is left out: too short to train on.
     Clips come from the seeded epoch orders, row ``r`` of rank ``k`` taking every ``B * world``-th.
     ``start_step`` batches are skipped by arithmetic over clip durations, without decoding.
     A clip that fails is logged, recorded in the skip list, and its row moves on to the next clip.
@@ -153,7 +158,8 @@ class StreamWindows(IterableDataset):
                 else:
                     passed = 0
                     for k, (t, duration) in enumerate(window_spans(start, end, self.window)):
-                        yield clip, t, duration, k == 0
+                        if k == 0 or duration >= self.spec.min_seconds:  # (a tail too short to train on: left out)
+                            yield clip, t, duration, k == 0
                     continue
             passed += 1
             if passed >= len(self.clips) and self.skips.holds_all(self.clips):
@@ -164,11 +170,10 @@ class StreamWindows(IterableDataset):
         for _ in range(self.start_step):  # fast-forward without decoding
             for windows in rows:
                 next(windows)
-        first_step = True
-        while True:
+        for step in itertools.count(self.start_step):
             items, reset = [], []
             for windows in rows:
-                restart = first_step  # a resumed run starts every row's state afresh
+                restart = False
                 while True:
                     clip, start, duration, first = next(windows)
                     if clip.name in self.skips:  # failed earlier in this clip: leave the rest of it
@@ -182,7 +187,7 @@ class StreamWindows(IterableDataset):
                         continue
                     reset.append(first or restart)
                     break
-            first_step = False
             batch = collate(items)
             batch["reset"] = torch.tensor(reset)
+            batch["stream_step"] = torch.tensor(step)  # a model carries its state only from the batch before
             yield batch
