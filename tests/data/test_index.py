@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 
 import pytest
 from faults import abort_on_boom, denied_on_locked, hang_on_slow, interrupted_after, stuck_on_stuck
-from mediafiles import write_video
+from mediafiles import tone, write_video, write_wav
 
 from ttt_mm.data import (
     ClipInfo,
@@ -101,6 +102,15 @@ def test_a_second_run_probes_nothing_and_a_touched_file_again(folder, tmp_path):
     run3.cache.write_bytes(lines[0][:20] + b"\xff\xfe" + lines[0][20:] + b"".join(lines[1:]))  # a damaged byte
     fourth, run4 = index_files(files, tmp_path / "cache")
     assert (run4.probed, run4.cached) == (1, len(files) - 1) and fourth == third  # its line's file, probed again
+
+
+def test_indexing_many_files_ends_with_a_line_that_says_it_is_done(tmp_path, caplog):
+    """The progress line ("indexed 1 of 83 files") was the last word, and read like a final count."""
+    files = [write_wav(tmp_path / f"{i}.wav", tone(0.6, 8000), 8000) for i in range(11)]
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+        index_files([*files, tmp_path / "bad.wav"], tmp_path / "cache")
+    assert re.match(r"indexed 12 files in \d+ s: 1 cannot be used$", caplog.records[-1].getMessage())
 
 
 def test_a_file_that_cannot_be_opened_says_so_and_is_not_cached_as_corrupt(folder, tmp_path, monkeypatch):

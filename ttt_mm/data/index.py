@@ -320,6 +320,13 @@ def index_files(
                 raise IndexInterrupted(message) from None
             save()
             out |= probed
+            log.log(
+                level,
+                "indexed %d files in %.0f s: %d cannot be used",
+                len(todo),
+                time.monotonic() - started,
+                sum(1 for r in probed.values() if r.get("error")),
+            )
         run.probed = len(todo)
     run.seconds = time.monotonic() - started
     return {p: out[p] for p in files}, run
@@ -373,7 +380,7 @@ def _probe(
                 result = record
         out[path] = result
         if time.monotonic() - last_log > 10.0:
-            log.info("indexed %d of %d files", len(out), len(paths))
+            log.info("probed %d of %d files so far", len(out), len(paths))
             last_log = time.monotonic()
         if time.monotonic() - last_save > SAVE_SECONDS:
             save()
