@@ -22,7 +22,30 @@ from ttt_mm.data.synthetic import SyntheticClip
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".g722")
+AUDIO_EXTENSIONS = (
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".mp2",
+    ".m4a",
+    ".m4b",
+    ".aac",
+    ".ac3",
+    ".eac3",
+    ".mka",
+    ".caf",
+    ".amr",
+    ".wv",
+    ".w64",
+    ".au",
+    ".aif",
+    ".aiff",
+    ".wma",
+    ".g722",
+)
 VIDEO_EXTENSIONS = (
     ".mp4",
     ".m4v",
@@ -34,6 +57,8 @@ VIDEO_EXTENSIONS = (
     ".mpeg",
     ".ts",
     ".mts",
+    ".m2ts",
+    ".vob",
     ".wmv",
     ".flv",
     ".3gp",
