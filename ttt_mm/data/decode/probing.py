@@ -192,7 +192,7 @@ def check_audio_covers_video(info: MediaInfo) -> None:
         raise MediaError(
             info.path,
             f"the audio track decodes to {info.audio_duration:.2f} s but the video lasts "
-            f"{info.video_duration:.2f} s (truncated or corrupt audio)",
+            f"{info.video_duration:.2f} s (a truncated or corrupt track, or one that stops early)",
         )
 
 
