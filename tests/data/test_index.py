@@ -104,6 +104,19 @@ def test_a_second_run_probes_nothing_and_a_touched_file_again(folder, tmp_path):
     assert (run4.probed, run4.cached) == (1, len(files) - 1) and fourth == third  # its line's file, probed again
 
 
+def test_compressed_audio_longer_than_the_decode_cache_is_warned_about_once(media, tmp_path, caplog, monkeypatch):
+    """Such a track is decoded whole for a window whenever another file's audio was read in between."""
+    monkeypatch.setattr(index, "AUDIO_CACHE_SAMPLES", 16000 * 2)  # 2 s: the 3 s AAC track is longer
+    clips = [ClipInfo(str(media["av"])), ClipInfo(str(media["wav16k"]))]  # the WAV is read by seeking
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+        index_clips(clips, ReadSpec(("audio",)), tmp_path / "cache")
+    (line,) = [r.getMessage() for r in caplog.records if "compressed audio" in r.getMessage()]
+    assert line.startswith(
+        f"1 file holds compressed audio longer than the decoded track a process keeps (the first: {media['av']}"
+    )
+    assert "extract such audio to FLAC" in line
+
+
 def test_indexing_many_files_ends_with_a_line_that_says_it_is_done(tmp_path, caplog):
     """The progress line ("indexed 1 of 83 files") was the last word, and read like a final count."""
     files = [write_wav(tmp_path / f"{i}.wav", tone(0.6, 8000), 8000) for i in range(11)]

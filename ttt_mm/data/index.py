@@ -41,6 +41,7 @@ from pathlib import Path
 from ttt_mm.data import decode
 from ttt_mm.data.datasets import ReadSpec, clip_span
 from ttt_mm.data.decode import MediaError, MediaInfo, stat_reason
+from ttt_mm.data.decode.audio import AUDIO_CACHE_SAMPLES
 from ttt_mm.data.decode.errors import CANNOT_OPEN
 from ttt_mm.data.decode.isolation import Failure, IsolatedPool, refuse_in_a_worker
 from ttt_mm.data.sources import ClipInfo, one_line
@@ -459,6 +460,15 @@ def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) 
     return Selection(kept, rejected, silent)
 
 
+def _decoded_whole_past_the_cache(info: MediaInfo | None, sample_rate: int) -> bool:
+    """Whether a file's audio is decoded whole (not a libsndfile format) to more samples than
+    `decode.audio.AUDIO_CACHE_SAMPLES`, so that reading another file's audio between two of its
+    windows decodes it all again."""
+    if info is None or not info.has_audio or info.audio_backend == "soundfile" or not info.audio_duration:
+        return False
+    return info.audio_duration * sample_rate > AUDIO_CACHE_SAMPLES
+
+
 def index_clips(
     clips: Sequence[ClipInfo],
     spec: ReadSpec,
@@ -489,6 +499,19 @@ def index_clips(
                 one_line(name),
                 info.audio_duration,
                 info.audio_stated,
+            )
+        whole = {c.name: c.info for c in selection.clips if _decoded_whole_past_the_cache(c.info, spec.sample_rate)}
+        if whole:
+            (name, info), n = next(iter(whole.items())), len(whole)
+            log.warning(
+                "%d file%s hold%s compressed audio longer than the decoded track a process keeps (the first: %s, "
+                "%.0f min): it is decoded whole again whenever another file's audio was read in between; extract "
+                "such audio to FLAC (ffmpeg -i in -vn out.flac), which is read by seeking",
+                n,
+                "s" if n > 1 else "",
+                "" if n > 1 else "s",
+                one_line(name),
+                info.audio_duration / 60,
             )
         for clip in selection.clips:
             if clip.info is not None and clip.info.audio_gaps:
