@@ -18,13 +18,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from ttt_mm.backbone import state_tensors
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks.common import ConfigError, _config_subdir, _run_dir
-from ttt_mm.tasks.train import build, check_carried_windows, check_window_length, report, run
+from ttt_mm.tasks.train import build, check_carried_windows, check_window_length, report, run, where_to_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -578,6 +579,23 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
         report(out)
     assert ended.value.code == 130
     assert f"interrupted: resume with ckpt_path={out['last_ckpt']}" in capsys.readouterr().err
+
+
+def test_a_run_stopped_by_an_error_says_where_to_resume_and_names_a_dead_loader_worker(tmp_path):
+    """A loader worker killed for memory ended the run with only PyTorch's "Connection reset by peer"."""
+    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}})
+    assert where_to_resume(cfg, ValueError("a bug")) is None  # nothing to resume from, nothing to explain
+    dead = where_to_resume(cfg, ConnectionResetError(104, "Connection reset by peer"))
+    assert dead.startswith("training stopped by the error above (a data loader worker died") and "ckpt_path" not in dead
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    line = where_to_resume(cfg, RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed."))
+    assert "a data loader worker died" in line and line.endswith(
+        f"; resume with ckpt_path={tmp_path}/checkpoints/last.ckpt"
+    )
+    assert where_to_resume(cfg, ValueError("a bug")) == (
+        f"training stopped by the error above; resume with ckpt_path={tmp_path}/checkpoints/last.ckpt"
+    )
 
 
 def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path):

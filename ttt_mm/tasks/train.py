@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.data.datasets import off_grid
@@ -289,9 +290,30 @@ def report(out: dict) -> None:
         sys.exit(130)
 
 
+def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
+    """The line that ends a run stopped by an error: what likely happened when a data loader worker
+    died (PyTorch then raises from its queue, naming neither), and the checkpoint to resume from."""
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    died = isinstance(exc, ConnectionResetError) or "DataLoader worker" in str(exc)
+    if not (died or last.is_file()):
+        return None
+    line = "training stopped by the error above"
+    if died:
+        line += " (a data loader worker died: killed for memory? fewer data.num_workers or shorter windows use less)"
+    return line + (f"; resume with ckpt_path={last}" if last.is_file() else "")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     lightning_logs_to_file()
     with config_errors_end_the_command():
-        report(run(cfg))
+        try:
+            out = run(cfg)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            if (line := where_to_resume(cfg, exc)) and rank_zero_only.rank == 0:
+                print(line, file=sys.stderr, flush=True)
+            raise
+        report(out)
     log.debug("resolved config:\n%s", OmegaConf.to_yaml(cfg))
