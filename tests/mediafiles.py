@@ -53,19 +53,24 @@ def write_video(
     video_codec: str = "libx264",
     audio_codec: str = "aac",
     audio_delay: float = 0.0,
+    muxer_options: dict | None = None,
+    b_frames: bool = False,
 ) -> Path:
     """H.264 (+ AAC) file by default. ``times_ms`` gives explicit frame times (variable frame rate, mkv).
 
     Other codecs make files only one backend reads: ``video_codec="libsvtav1"`` (AV1, which decord's
     FFmpeg cannot decode), ``audio_codec="dfpwm"`` in ``.avi`` (likewise for audio). ``audio_delay``
     starts the sound that many seconds after the first frame (its timestamps, as a recorder writes
-    them; the samples are the same).
+    them; the samples are the same). ``muxer_options`` go to FFmpeg's muxer (e.g. a fragmented MP4);
+    ``b_frames`` encodes H.264 with reordered frames, as cameras and most encoders do.
     """
-    options = {"movflags": "faststart"} if faststart else {}
+    options = ({"movflags": "faststart"} if faststart else {}) | (muxer_options or {})
     out = av.open(str(path), "w", options=options)
     video = out.add_stream(video_codec, rate=fps)
     video.width, video.height, video.pix_fmt = width, height, "yuv420p"
     video.options = {"preset": "ultrafast"} if video_codec == "libx264" else {"preset": "12"}
+    if b_frames:
+        video.options = {"preset": "medium", "bf": "2"}
     if times_ms is not None:
         video.time_base = video.codec_context.time_base = Fraction(1, 1000)
     n = len(times_ms) if times_ms is not None else round(seconds * fps)

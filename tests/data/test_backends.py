@@ -3,13 +3,17 @@ what decord cannot; soundfile and PyAV give the same samples."""
 
 from __future__ import annotations
 
+import logging
+
+import av
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 from mediafiles import gray, rotate_display, tone, write_video, write_wav
 
-from ttt_mm.data import decode
+from ttt_mm.data import ClipInfo, ReadSpec, decode
+from ttt_mm.data.index import index_clips, index_files
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +134,69 @@ def test_sound_that_starts_after_the_first_frame_is_read_at_its_time(tmp_path):
     audio = decode.read_audio(path, 0.0, None, 16000)
     assert not audio[:15000].any()  # silence before the sound starts
     assert torch.allclose(audio[16000:24000], torch.from_numpy(tone(0.5, 16000)), atol=0.06)  # on time (AAC: +-0.05)
+
+
+def _write_pcm_mkv(path, channels: int = 1, drop_every: int = 0, seconds: float = 2.0, rate: int = 16000):
+    """A tone in 20 ms PCM packets (every ``drop_every``-th left out before muxing: packets lost in a
+    call recording), in every channel of ``channels`` (8: 7.1)."""
+    layout = {1: "mono", 2: "stereo", 8: "7.1"}[channels]
+    out = av.open(str(path), "w")
+    stream = out.add_stream("pcm_s16le", rate=rate, layout=layout)
+    wave, step = tone(seconds, rate), rate // 50
+    for k, at in enumerate(range(0, len(wave), step)):
+        chunk = np.repeat(wave[at : at + step, None], channels, axis=1)
+        frame = av.AudioFrame.from_ndarray((chunk.reshape(1, -1) * 32767).astype(np.int16), format="s16", layout=layout)
+        frame.sample_rate, frame.pts = rate, at
+        packets = stream.encode(frame)
+        if not (drop_every and k % drop_every == drop_every - 1):
+            for packet in packets:
+                out.mux(packet)
+    out.close()
+    return path
+
+
+def test_eight_channels_are_averaged_too(tmp_path):
+    """PyAV counts 9 planes in a planar 7.1 frame and crashed on it: such files were refused."""
+    path = _write_pcm_mkv(tmp_path / "7.1.mkv", channels=8)
+    (record,) = index_files([str(path)], tmp_path / "cache")[0].values()
+    assert "error" not in record and record["channels"] == 8
+    audio = decode.read_audio(path, 0.0, 2.0, 16000)
+    assert torch.allclose(audio[100:-100], torch.from_numpy(tone(2.0, 16000))[100:-100], atol=1e-3)
+
+
+def test_frequent_lost_packets_are_silence_in_place_not_a_shift(tmp_path):
+    """One packet in five lost: the timestamps were taken for another unit and the frames joined end
+    to end, so the sound ran ahead of its time with no word."""
+    path = _write_pcm_mkv(tmp_path / "lossy.mkv", drop_every=5)
+    info = decode.probe(path, verify=True)
+    assert info.audio_duration == pytest.approx(2.0, abs=0.03) and info.audio_gaps == pytest.approx(0.4, abs=0.03)
+    audio = decode.read_audio(path, 0.0, None, 16000)
+    heard = audio[1600 + 1 : 1600 + 319]  # the 6th packet's middle (after the first lost one): on time
+    assert torch.allclose(heard, torch.from_numpy(tone(2.0, 16000))[1600 + 1 : 1600 + 319], atol=1e-3)
+    assert not audio[1280 + 10 : 1600 - 10].any()  # the 5th, lost: silence
+
+
+def test_a_file_with_gaps_is_warned_about_once_however_many_of_its_spans_are_used(tmp_path, caplog):
+    path = str(_write_pcm_mkv(tmp_path / "lossy.mkv", drop_every=20))
+    spans = [ClipInfo(path, 0.0, 0.6), ClipInfo(path, 0.6, 1.2), ClipInfo(path, 1.2)]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+        index_clips(spans, ReadSpec(("audio",)), tmp_path / "cache")
+    assert len([r for r in caplog.records if "inside the audio is missing" in r.getMessage()]) == 1
+
+
+def test_no_gap_is_counted_before_the_video_starts(tmp_path):
+    """A fragmented MP4 with B-frames: its first AAC packet lies before the first frame, and the gap
+    after it (cut off with it) was reported as missing audio for every such file."""
+    path = write_video(
+        tmp_path / "frag.mp4",
+        seconds=3.0,
+        fps=25,
+        width=64,
+        height=48,
+        audio_rate=48000,
+        stereo=True,
+        b_frames=True,
+        muxer_options={"movflags": "frag_keyframe+empty_moov"},
+    )
+    info = decode.probe(path, verify=True)
+    assert info.has_audio and info.audio_gaps is None

@@ -513,12 +513,12 @@ def index_clips(
                 one_line(name),
                 info.audio_duration / 60,
             )
-        for clip in selection.clips:
-            if clip.info is not None and clip.info.audio_gaps:
-                log.warning(
-                    "%s: %.3f s inside the audio is missing (packets the decoder could not read, or a gap in its "
-                    "timestamps): read as silence in place",
-                    one_line(clip.name),
-                    clip.info.audio_gaps,
-                )
+        gapped = {c.name: c.info for c in selection.clips if c.info is not None and c.info.audio_gaps}
+        for name, info in gapped.items():  # (once per file, however many of its spans are used)
+            log.warning(
+                "%s: %.3f s inside the audio is missing (packets the decoder could not read, or a gap in its "
+                "timestamps): read as silence in place",
+                one_line(name),
+                info.audio_gaps,
+            )
     return selection

@@ -221,9 +221,16 @@ def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
 
 
 def _folder(manifest: Path) -> Path:
-    """Where a row's relative path starts: the folder of the manifest itself, a link to it followed
-    (its paths were written where it lives, not where it is linked from)."""
-    return Path(os.path.realpath(manifest)).parent
+    """Where a row's relative path starts: the folder of the manifest itself, a link to the file
+    followed (its paths were written where it lives, not where it is linked from); links among the
+    folders above it are kept, so clip names stay as the user spells the path."""
+    path = Path(manifest)
+    for _ in range(40):  # (a loop of links: the index reports its files)
+        if not path.is_symlink():
+            break
+        target = Path(os.readlink(path))
+        path = target if target.is_absolute() else path.parent / target
+    return path.parent
 
 
 def _media_path(folder: Path, path: Path) -> Path:

@@ -159,22 +159,24 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
             raise MediaError(path, "no audio stream")
         stream = container.streams.audio[0]
         rate = stream.codec_context.sample_rate
-        planar = av.AudioResampler(format="fltp")  # channels, layout and rate as stored
+        packed = av.AudioResampler(format="flt")  # channels interleaved, layout and rate as stored
         blocks, times = [], []  # each decoded frame's mono samples, and its time (None: no timestamp)
         for frame in container.decode(stream):
-            blocks += [out.to_ndarray().mean(axis=0) for out in planar.resample(frame)]
+            blocks += [_channel_mean(out) for out in packed.resample(frame)]
             times += [None if frame.pts is None else float(frame.pts * frame.time_base)] * (len(blocks) - len(times))
-        blocks += [out.to_ndarray().mean(axis=0) for out in planar.resample(None)]
+        blocks += [_channel_mean(out) for out in packed.resample(None)]
         times += [None] * (len(blocks) - len(times))
         origin = _video_start(container)
     lengths = [len(b) for b in blocks]
     offsets = _frame_offsets(times, lengths, rate)
     if offsets is None:  # timestamps unusable: the frames follow each other, from time 0
-        offsets, shift = np.cumsum([0, *lengths[:-1]]), 0
+        offsets, shift = np.cumsum([0, *lengths[:-1]]).tolist(), 0
     else:
         shift = 0 if origin is None else round((times[0] - origin) * rate)
-    filled = int(offsets[-1] + lengths[-1] - sum(lengths)) if blocks else 0
-    samples = np.zeros(max(0, shift) + (int(offsets[-1]) + lengths[-1] if blocks else 0), np.float32)
+    end = offsets[-1] + lengths[-1] if blocks else 0
+    heard = sum(max(0, min(at + n, end) - max(at, -shift)) for at, n in zip(offsets, lengths))
+    filled = max(0, end - max(0, -shift)) - heard  # silence put in, on the timeline kept (not before its start)
+    samples = np.zeros(max(0, shift) + end, np.float32)
     for block, at in zip(blocks, offsets):
         samples[max(0, shift) + at : max(0, shift) + at + len(block)] = block
     blocks.clear()
@@ -191,17 +193,29 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
     return out, gaps
 
 
+def _channel_mean(frame) -> np.ndarray:
+    """A packed float frame's samples averaged over its channels (PyAV's planar arrays break at 8
+    channels: it counts 9 planes and crashes)."""
+    return frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1)
+
+
 def _frame_offsets(times: list, lengths: list[int], rate: int) -> list[int] | None:
     """Where each decoded frame's samples start (from the first frame's), by its timestamp: a
-    stretch the decoder dropped leaves a gap there (a frame without one follows the one before).
-    None when the timestamps do not fit the samples (counted in another unit, as some AVI muxers
-    write them) or the first frame has none."""
+    stretch the decoder dropped, or packets never sent (a lossy call recording, Opus's silence
+    suppression), leaves a gap there; a frame without a timestamp follows the one before. None
+    when the first frame has none, or the timestamps do not fit the samples: most steps from frame
+    to frame unlike its length (counted in another unit, as some AVI muxers write them), or many
+    frames starting before the one before ended."""
     if not lengths or times[0] is None or not rate:
         return None
     stamps = [None if t is None else round((t - times[0]) * rate) for t in times]
+    slack = max(1, rate // 500)
     pairs = [(b - a, n) for a, b, n in zip(stamps, stamps[1:], lengths) if a is not None and b is not None]
-    if pairs and sum(abs(step - n) <= max(1, rate // 500) for step, n in pairs) < 0.9 * len(pairs):
-        return None
+    if pairs:
+        fit = sum(abs(step - n) <= slack for step, n in pairs)
+        early = sum(step < n - slack for step, n in pairs)
+        if fit < 0.5 * len(pairs) or early > 0.1 * len(pairs):
+            return None
     offsets, placed = [], 0
     for stamp, n in zip(stamps, lengths):
         if stamp is not None and stamp - placed > rate * _GAP_S:  # (an overlap or jitter is read on, in order)
