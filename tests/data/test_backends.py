@@ -136,9 +136,10 @@ def test_sound_that_starts_after_the_first_frame_is_read_at_its_time(tmp_path):
     assert torch.allclose(audio[16000:24000], torch.from_numpy(tone(0.5, 16000)), atol=0.06)  # on time (AAC: +-0.05)
 
 
-def _write_pcm_mkv(path, channels: int = 1, drop_every: int = 0, seconds: float = 2.0, rate: int = 16000):
-    """A tone in 20 ms PCM packets (every ``drop_every``-th left out before muxing: packets lost in a
-    call recording), in every channel of ``channels`` (8: 7.1)."""
+def _write_pcm_mkv(path, channels=1, drop_every=0, seconds=2.0, rate=16000, keep=None, moved=None):
+    """A tone in 20 ms PCM packets, in every channel of ``channels`` (8: 7.1). Packet ``k`` is left
+    out before muxing when ``drop_every`` divides ``k + 1`` (lost in a call recording) or
+    ``keep(k)`` is false (silence suppression), and its timestamp moves by ``moved(k)`` seconds."""
     layout = {1: "mono", 2: "stereo", 8: "7.1"}[channels]
     out = av.open(str(path), "w")
     stream = out.add_stream("pcm_s16le", rate=rate, layout=layout)
@@ -148,11 +149,31 @@ def _write_pcm_mkv(path, channels: int = 1, drop_every: int = 0, seconds: float 
         frame = av.AudioFrame.from_ndarray((chunk.reshape(1, -1) * 32767).astype(np.int16), format="s16", layout=layout)
         frame.sample_rate, frame.pts = rate, at
         packets = stream.encode(frame)
-        if not (drop_every and k % drop_every == drop_every - 1):
-            for packet in packets:
-                out.mux(packet)
+        if (drop_every and k % drop_every == drop_every - 1) or (keep is not None and not keep(k)):
+            continue
+        for packet in packets:
+            if moved is not None:  # (decoding order moves with it only where the packets after move too)
+                packet.pts += round(moved(k) / packet.time_base)
+                packet.dts = packet.pts if moved(k + 1) == moved(k) else packet.dts
+            out.mux(packet)
     out.close()
     return path
+
+
+def test_timestamps_are_trusted_only_as_far_as_they_agree(tmp_path):
+    """One packet stamped 30 s late put all the audio after it 30 s late; a jump of an hour was
+    allocated as an hour of silence; long silence suppression (1 packet in 20 sent) was read with the
+    timestamps dropped, so the sound after it came early."""
+    wave = torch.from_numpy(tone(4.0, 16000))
+    spike = _write_pcm_mkv(tmp_path / "spike.mkv", seconds=4.0, moved=lambda k: 30.0 if k == 50 else 0.0)
+    jump = _write_pcm_mkv(tmp_path / "jump.mkv", seconds=4.0, moved=lambda k: 3600.0 if k >= 100 else 0.0)
+    for path in (spike, jump):  # read on in order: the tone continues on time
+        audio = decode.read_audio(path, 0.0, None, 16000, backend="pyav")
+        assert len(audio) == 64000 and torch.allclose(audio[40000:40300], wave[40000:40300], atol=1e-3)
+    quiet = _write_pcm_mkv(tmp_path / "dtx.mkv", seconds=4.0, keep=lambda k: k < 25 or k >= 175 or k % 20 == 0)
+    audio = decode.read_audio(quiet, 0.0, None, 16000, backend="pyav")
+    assert len(audio) == 64000 and torch.allclose(audio[60000:60300], wave[60000:60300], atol=1e-3)
+    assert not audio[8000 + 10 : 8320 - 10].any()  # a packet not sent: silence in its place
 
 
 def test_eight_channels_are_averaged_too(tmp_path):

@@ -229,7 +229,7 @@ def _folder(manifest: Path) -> Path:
         if not path.is_symlink():
             break
         target = Path(os.readlink(path))
-        path = target if target.is_absolute() else path.parent / target
+        path = target if target.is_absolute() else Path(os.path.normpath(path.parent / target))
     return path.parent
 
 

@@ -42,6 +42,7 @@ length slightly wrong (a 6.5 min Opus track ending 10 samples short); more is a 
 
 _RESAMPLE_WIDTH, _RESAMPLE_ROLLOFF = 6, 0.99  # torchaudio.functional.resample defaults
 _GAP_S = 0.01  # a jump in an audio stream's timestamps longer than this is filled with silence
+_MAX_GAP_S = 600.0  # ... and one longer than this is a timestamp error: the frames follow on
 _RESAMPLE_BLOCK = 2**20  # output samples resampled at once from a decoded track (bounds the filter's memory)
 
 _audio_tracks: LRUCache[tuple[Tensor, float]] = LRUCache(max_items=64, max_cost=AUDIO_CACHE_SAMPLES)
@@ -167,8 +168,9 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
         blocks += [_channel_mean(out) for out in packed.resample(None)]
         times += [None] * (len(blocks) - len(times))
         origin = _video_start(container)
+        stated = None if container.duration is None else container.duration / av.time_base
     lengths = [len(b) for b in blocks]
-    offsets = _frame_offsets(times, lengths, rate)
+    offsets = _frame_offsets(times, lengths, rate, stated)
     if offsets is None:  # timestamps unusable: the frames follow each other, from time 0
         offsets, shift = np.cumsum([0, *lengths[:-1]]).tolist(), 0
     else:
@@ -199,27 +201,32 @@ def _channel_mean(frame) -> np.ndarray:
     return frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1)
 
 
-def _frame_offsets(times: list, lengths: list[int], rate: int) -> list[int] | None:
+def _frame_offsets(times: list, lengths: list[int], rate: int, stated: float | None = None) -> list[int] | None:
     """Where each decoded frame's samples start (from the first frame's), by its timestamp: a
     stretch the decoder dropped, or packets never sent (a lossy call recording, Opus's silence
-    suppression), leaves a gap there; a frame without a timestamp follows the one before. None
-    when the first frame has none, or the timestamps do not fit the samples: most steps from frame
-    to frame unlike its length (counted in another unit, as some AVI muxers write them), or many
-    frames starting before the one before ended."""
+    suppression), leaves a gap there. A gap is kept only where the next frame does not start before
+    this one ends (one timestamp far ahead of the rest moves nothing) and it is shorter than
+    `_MAX_GAP_S` (a jump of hours is an error, not silence to allocate); a frame without a
+    timestamp follows the one before.
+    None (the frames then follow each other) when the first frame has none, when many frames start
+    before the one before ended, or when the timestamps span far more than the container's stated
+    length ``stated`` (seconds: timestamps in another unit, as some AVI muxers write them)."""
     if not lengths or times[0] is None or not rate:
         return None
     stamps = [None if t is None else round((t - times[0]) * rate) for t in times]
     slack = max(1, rate // 500)
-    pairs = [(b - a, n) for a, b, n in zip(stamps, stamps[1:], lengths) if a is not None and b is not None]
-    if pairs:
-        fit = sum(abs(step - n) <= slack for step, n in pairs)
-        early = sum(step < n - slack for step, n in pairs)
-        if fit < 0.5 * len(pairs) or early > 0.1 * len(pairs):
-            return None
+    steps = [b - a - n for a, b, n in zip(stamps, stamps[1:], lengths) if a is not None and b is not None]
+    if steps and sum(step < -slack for step in steps) > 0.1 * len(steps):
+        return None
+    last = max((t for t in stamps if t is not None), default=0) + lengths[-1]
+    if stated and last > (1.5 * stated + 1.0) * rate:
+        return None
     offsets, placed = [], 0
-    for stamp, n in zip(stamps, lengths):
-        if stamp is not None and stamp - placed > rate * _GAP_S:  # (an overlap or jitter is read on, in order)
-            placed = stamp
+    for i, (stamp, n) in enumerate(zip(stamps, lengths)):
+        after = stamps[i + 1] if i + 1 < len(stamps) else None
+        if stamp is not None and rate * _GAP_S < stamp - placed <= rate * _MAX_GAP_S:
+            if after is None or after >= stamp + n - slack:  # (an overlap or jitter is read on, in order)
+                placed = stamp
         offsets.append(placed)
         placed += n
     return offsets
