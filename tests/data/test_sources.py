@@ -266,6 +266,9 @@ def test_a_linked_manifest_reads_relative_paths_from_where_it_lives(tmp_path):
     (tmp_path / "scratch").symlink_to(tmp_path / "set")  # a linked folder above it is kept as spelled
     (clip,) = ManifestSource(str(tmp_path / "scratch" / "m.csv")).clips()
     assert clip.media == str(tmp_path / "scratch" / "clips" / "a.wav")  # (the index keys files by this name)
+    (tmp_path / "data" / "rel.csv").symlink_to(os.path.join("..", "set", "m.csv"))  # a relative link: no ".." kept
+    (clip,) = ManifestSource(str(tmp_path / "data" / "rel.csv")).clips()
+    assert clip.media == str(tmp_path / "set" / "clips" / "a.wav")
 
 
 def test_spans_of_one_file_share_a_split_however_the_manifest_spells_its_path(tmp_path):
