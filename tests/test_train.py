@@ -583,7 +583,7 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
 
 def test_a_run_stopped_by_an_error_says_where_to_resume_and_names_a_dead_loader_worker(tmp_path):
     """A loader worker killed for memory ended the run with only PyTorch's "Connection reset by peer"."""
-    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}})
+    cfg = OmegaConf.create({"callbacks": {"last_checkpoint": {"dirpath": str(tmp_path / "checkpoints")}}})
     assert where_to_resume(cfg, ValueError("a bug")) is None  # nothing to resume from, nothing to explain
     dead = where_to_resume(cfg, ConnectionResetError(104, "Connection reset by peer"))
     assert dead.startswith("training stopped by the error above (a data loader worker died") and "ckpt_path" not in dead

@@ -111,9 +111,8 @@ def test_compressed_audio_longer_than_the_decode_cache_is_warned_about_once(medi
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
         index_clips(clips, ReadSpec(("audio",)), tmp_path / "cache")
     (line,) = [r.getMessage() for r in caplog.records if "compressed audio" in r.getMessage()]
-    assert line.startswith(
-        f"1 file holds compressed audio longer than the decoded track a process keeps (the first: {media['av']}"
-    )
+    assert line.startswith("files whose compressed audio is longer than the decoded track a process keeps")
+    assert f": 1 (the first: {media['av']}, " in line
     assert "extract such audio to FLAC" in line
 
 

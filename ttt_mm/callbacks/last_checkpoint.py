@@ -24,6 +24,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from ttt_mm.storage.atomic import replaced
 
+FILE_NAME = "last.ckpt"
+
 
 class LastCheckpoint(Checkpoint):
     """Writes ``<dirpath>/last.ckpt`` whole every ``every_n_train_steps`` steps, after every validation
@@ -32,7 +34,7 @@ class LastCheckpoint(Checkpoint):
     def __init__(self, dirpath: str | os.PathLike, every_n_train_steps: int = 50) -> None:
         if every_n_train_steps < 1:
             raise ValueError(f"every_n_train_steps must be >= 1; got {every_n_train_steps}")
-        self.path = os.path.join(os.fspath(dirpath), "last.ckpt")
+        self.path = os.path.join(os.fspath(dirpath), FILE_NAME)
         self.every_n_train_steps = every_n_train_steps
         self._saved_step: int | None = None
         self._step_seen: int | None = None  # global_step at the last batch end

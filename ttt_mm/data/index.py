@@ -504,12 +504,10 @@ def index_clips(
         if whole:
             (name, info), n = next(iter(whole.items())), len(whole)
             log.warning(
-                "%d file%s hold%s compressed audio longer than the decoded track a process keeps (the first: %s, "
-                "%.0f min): it is decoded whole again whenever another file's audio was read in between; extract "
-                "such audio to FLAC (ffmpeg -i in -vn out.flac), which is read by seeking",
+                "files whose compressed audio is longer than the decoded track a process keeps, so that it is "
+                "decoded whole again whenever another file's audio was read in between: %d (the first: %s, "
+                "%.0f min); extract such audio to FLAC (ffmpeg -i in -vn out.flac), which is read by seeking",
                 n,
-                "s" if n > 1 else "",
-                "" if n > 1 else "s",
                 one_line(name),
                 info.audio_duration / 60,
             )

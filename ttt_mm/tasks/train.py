@@ -19,6 +19,7 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from ttt_mm.callbacks import last_checkpoint
 from ttt_mm.data.datasets import off_grid
 from ttt_mm.data.training import is_seed
 from ttt_mm.embed.checkpoint import read_checkpoint
@@ -293,14 +294,16 @@ def report(out: dict) -> None:
 def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
     """The line that ends a run stopped by an error: what likely happened when a data loader worker
     died (PyTorch then raises from its queue, naming neither), and the checkpoint to resume from."""
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    folder = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath")  # (none: no last.ckpt is written)
+    last = Path(folder) / last_checkpoint.FILE_NAME if folder else None
+    saved = last is not None and last.is_file()
     died = isinstance(exc, ConnectionResetError) or "DataLoader worker" in str(exc)
-    if not (died or last.is_file()):
+    if not (died or saved):
         return None
     line = "training stopped by the error above"
     if died:
         line += " (a data loader worker died: killed for memory? fewer data.num_workers or shorter windows use less)"
-    return line + (f"; resume with ckpt_path={last}" if last.is_file() else "")
+    return line + (f"; resume with ckpt_path={last}" if saved else "")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

@@ -169,6 +169,17 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
         times += [None] * (len(blocks) - len(times))
         origin = _video_start(container)
         stated = None if container.duration is None else container.duration / av.time_base
+    samples, filled = _placed(blocks, times, rate, stated, origin)
+    gaps = filled / rate if rate else 0.0
+    if not rate or rate == sample_rate:
+        return samples, gaps
+    return _resampled_track(samples, rate, sample_rate), gaps
+
+
+def _placed(blocks: list, times: list, rate: int, stated: float | None, origin: float | None) -> tuple[np.ndarray, int]:
+    """The decoded frames ``blocks`` laid out on the file's timeline (`_frame_offsets`, shifted by
+    where the audio starts against the video's start ``origin``), and how many samples of silence
+    were put in between them there (not counting what lies before the timeline's start)."""
     lengths = [len(b) for b in blocks]
     offsets = _frame_offsets(times, lengths, rate, stated)
     if offsets is None:  # timestamps unusable: the frames follow each other, from time 0
@@ -177,22 +188,25 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
         shift = 0 if origin is None else round((times[0] - origin) * rate)
     end = offsets[-1] + lengths[-1] if blocks else 0
     heard = sum(max(0, min(at + n, end) - max(at, -shift)) for at, n in zip(offsets, lengths))
-    filled = max(0, end - max(0, -shift)) - heard  # silence put in, on the timeline kept (not before its start)
-    samples = np.zeros(max(0, shift) + end, np.float32)
+    filled = max(0, end - max(0, -shift)) - heard
+    lead = max(0, shift)  # silence before sound that starts after the picture
+    samples = np.zeros(lead + end, np.float32)
     for block, at in zip(blocks, offsets):
-        samples[max(0, shift) + at : max(0, shift) + at + len(block)] = block
-    blocks.clear()
-    samples = samples[-shift:] if shift < 0 else samples
-    gaps = filled / rate if rate else 0.0
-    if not rate or rate == sample_rate:
-        return samples, gaps
+        samples[lead + at : lead + at + len(block)] = block
+    blocks.clear()  # (the frames' memory goes before the caller resamples)
+    return (samples[-shift:] if shift < 0 else samples), filled
+
+
+def _resampled_track(samples: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    """A whole track resampled as soundfile audio is, in blocks of `_RESAMPLE_BLOCK` output samples
+    (the same samples as one call: `_resampled_window`), so the filter needs no memory beyond them."""
     track = torch.from_numpy(samples)
     total = math.ceil(len(samples) * sample_rate / rate)
     out = np.empty(total, np.float32)
     for k in range(0, total, _RESAMPLE_BLOCK):
         n = min(_RESAMPLE_BLOCK, total - k)
         out[k : k + n] = _resampled_window(partial(_slice, track), rate, k, n, sample_rate).numpy()
-    return out, gaps
+    return out
 
 
 def _channel_mean(frame) -> np.ndarray:
@@ -297,8 +311,5 @@ def read_samples(path: str, start: float, duration: float | None, sample_rate: i
         track = container_track(path, sample_rate, backend)
         count = len(track) - first if duration is None else round(duration * sample_rate)
         count = max(0, min(count, len(track) - first))
-        samples = torch.zeros(count, dtype=torch.float32)
-        lo = max(first, 0)
-        if count and lo < first + count:
-            samples[lo - first :] = track[lo : first + count]
+        samples = _slice(track, first, first + count)
     return _check_finite(path, samples, start, sample_rate)

@@ -242,6 +242,8 @@ class _PyAVVideo:
             self.frames, self.position = self.container.decode(self.stream), -1
         slots = {int(i): k for k, i in enumerate(ids)}
         out = np.empty((len(ids), height, width, 3), dtype=np.uint8)
+        turns = index.quarter_turns  # frames are stored sideways, turned once scaled
+        stored = (height, width) if turns % 2 else (width, height)
         found = 0
         for frame in self.frames:
             i = self._id(index, frame)
@@ -249,8 +251,6 @@ class _PyAVVideo:
                 continue
             self.position = i
             if i in slots:
-                turns = index.quarter_turns
-                stored = (height, width) if turns % 2 else (width, height)
                 picture = frame.reformat(*stored, "rgb24", interpolation="BICUBIC").to_ndarray()
                 out[slots[i]] = np.rot90(picture, turns) if turns else picture
                 found += 1
