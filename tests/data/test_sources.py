@@ -232,7 +232,7 @@ def test_manifest_class_names_of_integer_labels_and_mixed_labels(tmp_path):
 
 def test_manifest_labels_written_as_booleans_or_as_whole_floats(tmp_path):
     """JSON booleans name two classes; 2.0 and "2.0" are class 2 (pandas writes an integer column with
-    gaps as floats), and -1.0 is unlabelled like -1."""
+    gaps as floats), and -1.0 is unlabelled like -1, as is NaN (a missing value as JSON writes it)."""
     (tmp_path / "b.jsonl").write_text('{"path": "a.wav", "label": true}\n{"path": "b.wav", "label": false}\n')
     booleans = ManifestSource(str(tmp_path / "b.jsonl"))
     assert booleans.classes() == ["false", "true"] and [c.label for c in booleans.clips()] == [1, 0]
@@ -241,6 +241,9 @@ def test_manifest_labels_written_as_booleans_or_as_whole_floats(tmp_path):
     )
     floats = ManifestSource(str(tmp_path / "f.jsonl"))
     assert floats.classes() == ["0", "1", "2"] and [c.label for c in floats.clips()] == [1, 2, -1]
+    (tmp_path / "n.jsonl").write_text('{"path": "a.wav", "label": 1.0}\n{"path": "b.wav", "label": NaN}\n')
+    missing = ManifestSource(str(tmp_path / "n.jsonl"))
+    assert missing.classes() == ["0", "1"] and [c.label for c in missing.clips()] == [1, -1]
     (tmp_path / "f.csv").write_text("path,label\na.wav,1.0\nb.wav,03\nc.wav,0.5\n")
     with pytest.raises(ValueError, match="mixes numbers and names"):  # 0.5 is no class number
         ManifestSource(str(tmp_path / "f.csv")).clips()

@@ -288,7 +288,10 @@ def _label_number(label: object) -> int | None:
 
 
 def _unlabelled(label: object) -> bool:
-    """An empty label, or a negative number (-1 is what unlabelled clips carry)."""
+    """An empty label, a JSON NaN (what pandas and ``json.dumps`` write for a missing value), or a
+    negative number (-1 is what unlabelled clips carry)."""
+    if isinstance(label, float) and math.isnan(label):
+        return True
     number = _label_number(label)
     return label in (None, "") or (number is not None and number < 0)
 
