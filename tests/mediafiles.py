@@ -55,17 +55,21 @@ def write_video(
     audio_delay: float = 0.0,
     muxer_options: dict | None = None,
     b_frames: bool = False,
+    audio_first: bool = False,
 ) -> Path:
     """H.264 (+ AAC) file by default. ``times_ms`` gives explicit frame times (variable frame rate, mkv).
 
     Other codecs make files only one backend reads: ``video_codec="libsvtav1"`` (AV1, which decord's
     FFmpeg cannot decode), ``audio_codec="dfpwm"`` in ``.avi`` (likewise for audio). ``audio_delay``
     starts the sound that many seconds after the first frame (its timestamps, as a recorder writes
-    them; the samples are the same). ``muxer_options`` go to FFmpeg's muxer (e.g. a fragmented MP4);
-    ``b_frames`` encodes H.264 with reordered frames, as cameras and most encoders do.
+    them; the samples are the same), or, when negative, the picture that many seconds after the
+    sound. ``muxer_options`` go to FFmpeg's muxer (e.g. a fragmented MP4); ``b_frames`` encodes
+    H.264 with reordered frames, as cameras and most encoders do;
+    ``audio_first`` lists the audio stream before the video.
     """
     options = ({"movflags": "faststart"} if faststart else {}) | (muxer_options or {})
     out = av.open(str(path), "w", options=options)
+    audio = out.add_stream(audio_codec, rate=audio_rate, layout="stereo" if stereo else "mono") if audio_first else None
     video = out.add_stream(video_codec, rate=fps)
     video.width, video.height, video.pix_fmt = width, height, "yuv420p"
     video.options = {"preset": "ultrafast"} if video_codec == "libx264" else {"preset": "12"}
@@ -74,9 +78,8 @@ def write_video(
     if times_ms is not None:
         video.time_base = video.codec_context.time_base = Fraction(1, 1000)
     n = len(times_ms) if times_ms is not None else round(seconds * fps)
-    audio = None
     if audio_rate:
-        audio = out.add_stream(audio_codec, rate=audio_rate, layout="stereo" if stereo else "mono")
+        audio = audio or out.add_stream(audio_codec, rate=audio_rate, layout="stereo" if stereo else "mono")
         block, fmt = audio.codec_context.frame_size or 1024, audio.codec_context.format.name
         wave = tone(seconds, audio_rate)
         wave = np.pad(wave, (0, -len(wave) % block))  # whole frames: some encoders take no short last frame
@@ -91,11 +94,13 @@ def write_video(
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
         if times_ms is not None:
             frame.pts, frame.time_base = times_ms[i], Fraction(1, 1000)
+        elif audio_delay < 0:
+            frame.pts, frame.time_base = i + round(-audio_delay * fps), Fraction(1, fps)
         for packet in video.encode(frame):
             out.mux(packet)
         while audio is not None and samples < min(len(wave), (i + 1) * len(wave) // n):
             chunk = wave[samples : samples + block]
-            pts = samples + round(audio_delay * audio_rate)
+            pts = samples + round(max(0.0, audio_delay) * audio_rate)
             for packet in audio.encode(_audio_frame(chunk, stereo, fmt, audio_rate, pts)):
                 out.mux(packet)
             samples += len(chunk)

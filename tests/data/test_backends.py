@@ -129,11 +129,38 @@ def test_several_channels_are_averaged_by_every_decoder(media):
 
 
 def test_sound_that_starts_after_the_first_frame_is_read_at_its_time(tmp_path):
-    """Both decoders read a track from its first sample: sound began 1 s before its picture."""
+    """Time 0 is the first frame: sound that starts 1 s after it is read after 1 s of silence (it was
+    read from its first sample, a second early)."""
     path = write_video(tmp_path / "late.mkv", seconds=2.0, audio_rate=16000, audio_delay=1.0)
     audio = decode.read_audio(path, 0.0, None, 16000)
     assert not audio[:15000].any()  # silence before the sound starts
     assert torch.allclose(audio[16000:24000], torch.from_numpy(tone(0.5, 16000)), atol=0.06)  # on time (AAC: +-0.05)
+
+
+def test_sound_that_starts_before_the_first_frame_is_read_from_it_and_not_called_short(tmp_path):
+    """Time 0 is the first frame: the second of sound before it is left out, and the track is not
+    taken for a truncated one (its stated length counts that second)."""
+    path = write_video(tmp_path / "early.mp4", seconds=3.0, audio_rate=16000, audio_delay=-1.0)
+    info = decode.probe(path)
+    assert info.audio_stated is None and info.audio_duration == pytest.approx(2.0, abs=0.07)
+    audio = decode.read_audio(path, 0.0, 0.5, 16000)  # the tone from its second 1 (440 Hz: the same phase)
+    assert torch.allclose(audio, torch.from_numpy(tone(0.5, 16000)), atol=0.06)
+
+
+def test_an_ogg_video_with_its_sound_listed_first_reads_it_on_the_video_timeline(tmp_path):
+    """libsndfile opens such a file, but reads its sound from its own first sample: it was a second
+    early here."""
+    path = write_video(
+        tmp_path / "a.ogv",
+        audio_rate=48000,
+        audio_codec="libopus",
+        video_codec="libvpx",
+        audio_first=True,
+        audio_delay=1.0,
+    )
+    assert decode.probe(path).audio_backend == "pyav"
+    audio = decode.read_audio(path, 0.0, None, 16000)
+    assert not audio[:15000].any() and audio[16000:24000].abs().max() > 0.2
 
 
 def _write_pcm_mkv(path, channels=1, drop_every=0, seconds=2.0, rate=16000, keep=None, moved=None):

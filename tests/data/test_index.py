@@ -351,6 +351,25 @@ def test_spans_that_end_well_past_their_file_are_read_to_its_end_with_one_warnin
     )
 
 
+def test_a_file_whose_sound_ends_well_before_its_picture_says_where_it_is_cut(tmp_path, caplog):
+    """Read with both streams, a file stops where the first one ends: 1.5 s of this video were left
+    out without a word."""
+    path = write_video(tmp_path / "early.mp4", seconds=4.0, audio_delay=-1.5)  # sound 1.5 s before the picture
+    spec = ReadSpec(("audio", "video"), size=32)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+        selection = index_clips([ClipInfo(str(path)), ClipInfo(str(path), 0.0, 2.0)], spec, tmp_path / "cache")
+    assert len(selection.clips) == 2
+    (line,) = [r.message for r in caplog.records if "before the video" in r.message]  # once, for the whole file
+    assert re.fullmatch(
+        rf"{re.escape(str(path))}: the audio ends 1\.\d\d\d s before the video \(at 2\.\d\d\d s of 4\.000 s\): .*", line
+    )
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+        caplog.clear()
+        index_clips([ClipInfo(str(path), 0.0, 2.0)], spec, tmp_path / "cache")  # a span the cut does not reach
+        index_clips([ClipInfo(str(path))], ReadSpec(("video",), size=32), tmp_path / "cache")  # the picture alone
+    assert not [r for r in caplog.records if "before the video" in r.message]
+
+
 def test_an_index_cache_that_cannot_be_written_is_a_setting_to_change(folder, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(

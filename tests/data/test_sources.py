@@ -26,9 +26,16 @@ def test_folder_source_is_recursive_and_filters_by_extension(media, tmp_path):
     assert [c.key for c in FolderSource(str(tmp_path), (".wav",)).clips()] == ["a/tone.wav"]
     with pytest.raises(FileNotFoundError, match="not a directory"):
         FolderSource(str(tmp_path / "missing")).clips()
-    for name in ("book.m4b", "track.mka", "film.ac3", "old.mp2", "disc.vob"):  # were passed over without a word
+    for name in (
+        "book.m4b",
+        "track.mka",
+        "film.ac3",
+        "old.mp2",
+        "disc.vob",
+        "clip.ogv",
+    ):  # were passed over without a word
         (tmp_path / name).write_bytes(b"")
-    assert {"book.m4b", "track.mka", "film.ac3", "old.mp2", "disc.vob"} <= {
+    assert {"book.m4b", "track.mka", "film.ac3", "old.mp2", "disc.vob", "clip.ogv"} <= {
         c.key for c in FolderSource(str(tmp_path)).clips()
     }
 

@@ -51,10 +51,13 @@ from ttt_mm.storage.cache import user_cache_dir
 
 log = logging.getLogger(__name__)
 
-VERSION = 5
+VERSION = 6
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")
+UNEVEN_END_S = 1.0
+"""How far apart a file's audio and video may end, when both are read, without a warning: the
+clip is cut where the first one ends."""
 PAST_END_SLACK_S = 0.5
 """How far a clip's stated end may lie past its file's end without a warning (a length rounded up,
 streams that end a frame apart)."""
@@ -460,6 +463,26 @@ def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) 
     return Selection(kept, rejected, silent)
 
 
+def _warn_uneven_ends(clips: Sequence[ClipInfo]) -> None:
+    """One warning per file whose audio and video end more than `UNEVEN_END_S` apart: what is read of
+    it stops where the first stream ends (`clip_span`), which a user reading a whole file should know."""
+    both = [c for c in clips if c.info is not None and c.info.has_audio and c.info.has_video]
+    cut = {c.name: c.info for c in both if c.end is None or c.end > min(c.info.audio_duration, c.info.video_duration)}
+    for name, info in cut.items():
+        gap = info.video_duration - info.audio_duration
+        if abs(gap) > UNEVEN_END_S:
+            first, other = ("audio", "video") if gap > 0 else ("video", "audio")
+            log.warning(
+                "%s: the %s ends %.3f s before the %s (at %.3f s of %.3f s): read to where both streams go",
+                one_line(name),
+                first,
+                abs(gap),
+                other,
+                min(info.audio_duration, info.video_duration),
+                max(info.audio_duration, info.video_duration),
+            )
+
+
 def _decoded_whole_past_the_cache(info: MediaInfo | None, sample_rate: int) -> bool:
     """Whether a file's audio is decoded whole (not a libsndfile format) to more samples than
     `decode.audio.AUDIO_CACHE_SAMPLES`, so that reading another file's audio between two of its
@@ -511,6 +534,8 @@ def index_clips(
                 one_line(name),
                 info.audio_duration / 60,
             )
+        if "video" in spec.modalities:
+            _warn_uneven_ends(selection.clips)
         gapped = {c.name: c.info for c in selection.clips if c.info is not None and c.info.audio_gaps}
         for name, info in gapped.items():  # (once per file, however many of its spans are used)
             log.warning(

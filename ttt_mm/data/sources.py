@@ -62,6 +62,7 @@ VIDEO_EXTENSIONS = (
     ".wmv",
     ".flv",
     ".3gp",
+    ".ogv",
 )
 MEDIA_EXTENSIONS = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
 SPLITS = ("train", "val", "test")

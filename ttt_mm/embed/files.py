@@ -8,7 +8,8 @@ Layout of one output, e.g. ``talk.flac.npy`` + ``talk.flac.json``:
   compact form, see `ttt_mm.embed.clock.Clock`), ``pool`` and ``pooled`` (the pooled vector),
   ``checkpoint``, ``config_hash`` (of the model config and the embedding options), ``weights_hash``
   (of the checkpoint's weights), ``model``, and what the rows were made from: ``source_bytes`` and
-  ``source_mtime_ns`` (the source file when it was read) and ``span`` (the requested start and end).
+  ``source_mtime_ns`` (the source file when it was read), ``span`` (the requested start and end)
+  and ``decoder`` (`ttt_mm.data.decode.VERSION`: the readers' version).
 
 Both are written under hidden temporary names in the same folder and renamed into place, the
 ``.npy`` first: an interrupted run leaves no ``.npy`` or ``.json`` that is partial, and an output
@@ -29,6 +30,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from ttt_mm.data import decode
 from ttt_mm.data.decode import MediaError
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.embed.clock import Clock
@@ -175,7 +177,8 @@ def adopt_older_name(clip: ClipInfo, stem: Path) -> bool:
 
 
 def source_record(clip: ClipInfo) -> dict:
-    """What identifies the media a clip's rows are made from: the file as it is now, and the span.
+    """What identifies the media a clip's rows are made from: the file as it is now, the span, and
+    the version of the readers that decode it.
 
     Raises `MediaError` when the file cannot be looked at (gone since the index probed it)."""
     path = os.path.abspath(clip.name)
@@ -188,6 +191,7 @@ def source_record(clip: ClipInfo) -> dict:
         "source_bytes": st.st_size,
         "source_mtime_ns": st.st_mtime_ns,
         "span": [clip.start, clip.end],
+        "decoder": decode.VERSION,
     }
 
 
@@ -197,6 +201,7 @@ _MADE_FROM = {
     "source_bytes": "the source file changed",
     "source_mtime_ns": "the source file changed",
     "span": "another span of the source",
+    "decoder": "decoded by another version of ttt-mm's readers (its timeline, channel mix or rotation changed)",
     "weights_hash": "another checkpoint's weights",
     "config_hash": "other model config or settings",
 }

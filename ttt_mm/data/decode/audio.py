@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from functools import partial
+from typing import NamedTuple
 
 import av
 import decord
@@ -141,15 +142,23 @@ def _resampled_window(read, rate: int, first: int, count: int, sample_rate: int)
     return y
 
 
-def _decord_samples(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
-    """decord's track and 0 s of gaps (it mixes channels as FFmpeg does, summed: the last resort)."""
+class Placement(NamedTuple):
+    """How a container's audio track was laid on the file's timeline (`_pyav_samples`)."""
+
+    gaps: float  # seconds of silence put where the decoder dropped a stretch or no packets were sent
+    moved: float  # seconds the track was moved later to start with the video (< 0: sound before the picture, cut)
+
+
+def _decord_samples(path: str, sample_rate: int) -> tuple[np.ndarray, Placement]:
+    """decord's track, as it comes (it mixes channels as FFmpeg does, summed, and knows no timeline:
+    the last resort)."""
     samples = np.asarray(decord.AudioReader(path, sample_rate=sample_rate, mono=True)._array)  # [1, n]
     # decord's own slicing builds an index per sample: take the array (a copy: decord owns its memory)
-    return samples.reshape(-1).astype(np.float32, copy=True), 0.0
+    return samples.reshape(-1).astype(np.float32, copy=True), Placement(0.0, 0.0)
 
 
-def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
-    """The first audio track at ``sample_rate`` and the seconds of silence put in its gaps: the mean
+def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, Placement]:
+    """The first audio track at ``sample_rate`` and where it was placed (`Placement`): the mean
     of its channels (as soundfile files are mixed; FFmpeg's own mono mix sums them, up to 3.4x louder
     for 5.1), each frame at its timestamp (a stretch the decoder drops is silence, not a shift of all
     that follows) on the file's timeline (`_video_start`), then resampled as soundfile audio is (no
@@ -169,17 +178,20 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
         times += [None] * (len(blocks) - len(times))
         origin = _video_start(container)
         stated = None if container.duration is None else container.duration / av.time_base
-    samples, filled = _placed(blocks, times, rate, stated, origin)
-    gaps = filled / rate if rate else 0.0
+    samples, filled, shift = _placed(blocks, times, rate, stated, origin)
+    placement = Placement(filled / rate, shift / rate) if rate else Placement(0.0, 0.0)
     if not rate or rate == sample_rate:
-        return samples, gaps
-    return _resampled_track(samples, rate, sample_rate), gaps
+        return samples, placement
+    return _resampled_track(samples, rate, sample_rate), placement
 
 
-def _placed(blocks: list, times: list, rate: int, stated: float | None, origin: float | None) -> tuple[np.ndarray, int]:
+def _placed(
+    blocks: list, times: list, rate: int, stated: float | None, origin: float | None
+) -> tuple[np.ndarray, int, int]:
     """The decoded frames ``blocks`` laid out on the file's timeline (`_frame_offsets`, shifted by
-    where the audio starts against the video's start ``origin``), and how many samples of silence
-    were put in between them there (not counting what lies before the timeline's start)."""
+    where the audio starts against the video's start ``origin``), how many samples of silence were
+    put in between them there (not counting what lies before the timeline's start), and the shift
+    in samples (< 0: that many samples before the video's start were cut)."""
     lengths = [len(b) for b in blocks]
     offsets = _frame_offsets(times, lengths, rate, stated)
     if offsets is None:  # timestamps unusable: the frames follow each other, from time 0
@@ -194,7 +206,7 @@ def _placed(blocks: list, times: list, rate: int, stated: float | None, origin: 
     for block, at in zip(blocks, offsets):
         samples[lead + at : lead + at + len(block)] = block
     blocks.clear()  # (the frames' memory goes before the caller resamples)
-    return (samples[-shift:] if shift < 0 else samples), filled
+    return (samples[-shift:] if shift < 0 else samples), filled, shift
 
 
 def _resampled_track(samples: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
@@ -271,21 +283,21 @@ def container_track(path: str, sample_rate: int, backend: str) -> Tensor:
     return _decoded_track(path, sample_rate, backend)[0]
 
 
-def track_gaps(path: str, sample_rate: int, backend: str) -> float:
-    """Seconds of the track that its decoder dropped (corrupt packets), read as silence in place."""
+def track_placement(path: str, sample_rate: int, backend: str) -> Placement:
+    """Where a container's audio track was placed on the file's timeline (gaps, shift)."""
     return _decoded_track(path, sample_rate, backend)[1]
 
 
-def _decoded_track(path: str, sample_rate: int, backend: str) -> tuple[Tensor, float]:
+def _decoded_track(path: str, sample_rate: int, backend: str) -> tuple[Tensor, Placement]:
     st = checked_stat(path)
     key = (*version_key(path, st), sample_rate, backend)
     cached = _audio_tracks.get(key)
     if cached is None:
         decode = _decord_samples if backend == "decord" else _pyav_samples
         timeout = open_timeout(st) + st.st_size / 1e5
-        samples, gaps = native.call(path, "decoding the audio track", lambda: decode(path, sample_rate), timeout)
+        samples, placement = native.call(path, "decoding the audio track", lambda: decode(path, sample_rate), timeout)
         track = torch.from_numpy(samples.astype(np.float32, copy=False))
-        cached = _audio_tracks.put(key, (track, gaps), cost=track.numel())
+        cached = _audio_tracks.put(key, (track, placement), cost=track.numel())
     return cached
 
 

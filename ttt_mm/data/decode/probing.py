@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, container_track, read_samples, sf_info, track_gaps
+from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, container_track, read_samples, sf_info, track_placement
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import MediaError, checked_stat, open_reason, without_frames
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
@@ -134,8 +134,8 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
         return {"has_audio": False}
     errors = []
     for backend in AUDIO_BACKENDS:
-        if backend == "soundfile" and info is None:
-            continue
+        if backend == "soundfile" and (info is None or (present is not None and present.video)):
+            continue  # (an Ogg video libsndfile opens: its sound is read on the video's timeline, by PyAV)
         if backend != "soundfile" and present is not None and not present.audio_decoder:
             errors.append(MediaError(path, NO_AUDIO_DECODER))  # (decord's FFmpeg has none either)
             continue
@@ -148,11 +148,14 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
                 fields = {"audio_duration": len(container_track(path, rate, backend)) / rate}
                 if present is not None:
                     fields |= {"sample_rate": present.sample_rate, "channels": present.channels}
+                placement = track_placement(path, rate, backend)
                 stated = _stated_seconds(info, present)
+                if stated is not None:
+                    stated += placement.moved  # (on the video's timeline: sound before its start is cut)
                 if stated is not None and fields["audio_duration"] < stated - AUDIO_SHORTFALL_S:
                     fields["audio_stated"] = stated  # read as far as it goes, and said so (`ttt_mm.data.index`)
-                if gaps := track_gaps(path, rate, backend):
-                    fields["audio_gaps"] = round(gaps, 3)  # read as silence in place, and said so
+                if placement.gaps:
+                    fields["audio_gaps"] = round(placement.gaps, 3)  # read as silence in place, and said so
             if not fields["audio_duration"] > 0:
                 raise MediaError(path, "the audio stream has no samples")
             if verify:
