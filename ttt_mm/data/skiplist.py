@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 log = logging.getLogger("ttt_mm.data")
+
+REFRESH_S = 1.0
+"""How often lookups re-read the file for other processes' entries (each addition reads it anyway)."""
 
 
 class SkipList:
@@ -31,6 +36,7 @@ class SkipList:
         self.reasons: dict[str, str] = {}
         self._mtime: int | None = None
         self._skip_lines = 0  # lines of the file that are not ours to read
+        self._looked = -math.inf  # when the file was last looked at (`_refresh`)
         if not earlier and self.path is not None and os.path.exists(self.path):
             with _open(self.path, "r") as f:
                 text = f.read()
@@ -38,8 +44,12 @@ class SkipList:
         self._refresh()
 
     def _refresh(self) -> None:
-        if self.path is None:
+        """Read what other processes added, looking at the file at most every `REFRESH_S` (a lookup per
+        clip of a long list would cost a stat each): a clip listed meanwhile only fails once more."""
+        now = time.monotonic()
+        if self.path is None or now - self._looked < REFRESH_S:
             return
+        self._looked = now
         try:
             mtime = os.stat(self.path).st_mtime_ns
         except FileNotFoundError:

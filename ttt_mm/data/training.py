@@ -68,7 +68,7 @@ class WindowDataset(Dataset):
 
     The window start is on the ``1 / fps`` grid and drawn from ``(seed, epoch, i)``; index with
     ``(i, epoch)`` (as `ttt_mm.data.training.ResumableSampler` does) or a plain ``i`` for epoch 0.
-    A clip that fails is replaced by a random other clip not in the skip list.
+    A clip that fails is replaced by another that reads, the first in a seeded order (`_candidates`).
     """
 
     def __init__(
@@ -90,22 +90,29 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         index, epoch = index if isinstance(index, tuple) else (index, 0)
-        rng = np.random.default_rng([self.seed, epoch, index])
-        while True:  # each failure puts a clip in the skip list, so this ends
-            clip = self.clips[index]
-            if clip.name not in self.skips:
-                try:
-                    start, end = clip_span(clip, self.spec)
-                    length = min(self.clip_seconds, end - start)
-                    slots = math.floor((end - start - length) * self.spec.fps + 1e-6)
-                    offset = int(rng.integers(slots + 1)) / self.spec.fps
-                    return read_item(clip, start + offset, length, self.spec)
-                except MediaError as exc:
-                    self.skips.add(exc.path, exc.reason)
-            alive = [i for i, c in enumerate(self.clips) if c.name not in self.skips]
-            if not alive:
-                raise RuntimeError(unusable_message(self.clips, self.skips))
-            index = alive[int(rng.integers(len(alive)))]
+        for i in self._candidates(index, epoch):
+            clip = self.clips[i]
+            if clip.name in self.skips:
+                continue
+            rng = np.random.default_rng([self.seed, epoch, index] + ([] if i == index else [i + 1]))
+            try:
+                start, end = clip_span(clip, self.spec)
+                length = min(self.clip_seconds, end - start)
+                slots = math.floor((end - start - length) * self.spec.fps + 1e-6)
+                offset = int(rng.integers(slots + 1)) / self.spec.fps
+                return read_item(clip, start + offset, length, self.spec)
+            except MediaError as exc:
+                self.skips.add(exc.path, exc.reason)
+        raise RuntimeError(unusable_message(self.clips, self.skips))
+
+    def _candidates(self, index: int, epoch: int) -> Iterator[int]:
+        """Clip ``index``, then the others in a seeded order of their own: a failed clip's stand-in is
+        the first of them that reads, whatever other workers have listed meanwhile (a listed clip would
+        fail too), so the data stays the same for any number of workers and in a resumed run."""
+        yield index
+        for i in np.random.default_rng([self.seed, epoch, index, 0]).permutation(len(self.clips)).tolist():
+            if i != index:
+                yield i
 
 
 class StreamWindows(IterableDataset):
