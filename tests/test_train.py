@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ttt_mm.backbone import state_tensors
+from ttt_mm.data.skiplist import SkipList
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import train as train_task
@@ -596,6 +597,78 @@ def test_a_run_stopped_by_an_error_says_where_to_resume_and_names_a_dead_loader_
     assert where_to_resume(cfg, ValueError("a bug")) == (
         f"training stopped by the error above; resume with ckpt_path={tmp_path}/checkpoints/last.ckpt"
     )
+
+
+CRASH_OR_MEMORY = "its reader died (a decoder crash, or killed for memory)"
+
+
+class _CrashingReads(torch.utils.data.Dataset):
+    """Reads that a decoder kills natively (no ``except`` or ``finally`` runs), as decord can."""
+
+    def __init__(self, skips: SkipList) -> None:
+        self.skips = skips
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        with self.skips.reading(f"/data/clip {index}.mp4"):
+            if index == 2:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            return torch.zeros(1)
+
+
+def test_a_loader_worker_killed_by_its_decoder_names_the_file_and_lists_it_for_the_resumed_run(tmp_path):
+    """Such a crash was put down to memory, named no file, and a resumed run crashed on it again."""
+    skip_file = tmp_path / "skipped_media.tsv"
+    loader = torch.utils.data.DataLoader(_CrashingReads(SkipList(skip_file)), num_workers=1, timeout=60)
+    with pytest.raises(RuntimeError, match="DataLoader worker") as died:
+        list(loader)
+    cfg = OmegaConf.create({"data": {"skip_list": str(skip_file)}})
+    line = where_to_resume(cfg, died.value)
+    # (PyTorch names the signal when its handler sees the death before the loader's queue does)
+    reason = "decoder crashed: SIGSEGV" if "Segmentation fault" in str(died.value) else CRASH_OR_MEMORY
+    assert line == (
+        "training stopped by the error above (a data loader worker died reading /data/clip 2.mp4, "
+        f"{reason}: listed in {skip_file}, so a resumed run passes over it)"
+    )
+    assert SkipList(skip_file).reasons == {"/data/clip 2.mp4": reason}
+    assert not list(tmp_path.glob(".*reading*"))  # the notes of reads that ended, and the one read back, are gone
+
+
+@pytest.mark.parametrize("kind", ["windows", "stream", "evaluation"])
+def test_every_dataset_notes_the_file_its_worker_reads(tmp_path, monkeypatch, kind):
+    """Training windows, streamed windows and validation: the file whose read kills the worker is named."""
+    from mediafiles import tone, write_wav
+
+    from ttt_mm.data import datasets, training
+    from ttt_mm.data.datasets import ReadSpec, SequentialWindows
+    from ttt_mm.data.sources import ClipInfo
+    from ttt_mm.data.training import StreamWindows, WindowDataset
+
+    clips = [ClipInfo(str(write_wav(tmp_path / f"{k}.wav", tone(2.0, 16000), 16000))) for k in range(2)]
+    bad = clips[1].name
+    read = datasets.read_item
+
+    def crash_on_bad(clip, *args):
+        if clip.name == bad:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return read(clip, *args)
+
+    monkeypatch.setattr(training, "read_item", crash_on_bad)
+    monkeypatch.setattr(datasets, "read_item", crash_on_bad)
+    skip_file, spec = tmp_path / "run" / "skipped_media.tsv", ReadSpec(("audio",))
+    skip_file.parent.mkdir()
+    dataset, batch = {
+        "windows": (lambda: WindowDataset(clips, 1.0, spec, skip_list=str(skip_file)), 1),
+        "stream": (lambda: StreamWindows(clips, 1.0, 1, spec, skip_list=str(skip_file)), None),
+        "evaluation": (lambda: SequentialWindows(clips, 1.0, spec, skip_list=str(skip_file)), 1),
+    }[kind]
+    loader = torch.utils.data.DataLoader(dataset(), batch_size=batch, num_workers=1, timeout=60, collate_fn=lambda x: x)
+    with pytest.raises(RuntimeError, match="DataLoader worker") as died:
+        list(loader)
+    line = where_to_resume(OmegaConf.create({"data": {"skip_list": str(skip_file)}}), died.value)
+    assert f"died reading {bad}, " in line and bad in SkipList(skip_file)
 
 
 def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path):

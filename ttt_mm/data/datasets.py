@@ -19,6 +19,7 @@ with the reasons counted by kind.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -216,10 +217,12 @@ def window_spans(start: float, end: float, window_seconds: float) -> Iterator[tu
         yield t, min(window_seconds, end - t)
 
 
-def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec) -> Iterator[dict]:
-    """Consecutive windows covering the clip; the last may be shorter. Raises `MediaError`."""
+def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec, skips: SkipList | None = None) -> Iterator[dict]:
+    """Consecutive windows covering the clip; the last may be shorter. Raises `MediaError`. Each
+    read is noted in ``skips`` while it lasts (`SkipList.reading`)."""
     for k, (t, duration) in enumerate(window_spans(*clip_span(clip, spec), window_seconds)):
-        item = read_item(clip, t, duration, spec)
+        with skips.reading(clip.name) if skips is not None else contextlib.nullcontext():
+            item = read_item(clip, t, duration, spec)
         item["window_index"] = k
         yield item
 
@@ -256,7 +259,7 @@ class SequentialWindows(IterableDataset):
             if clip.name in self.skips:
                 continue
             try:
-                yield from walk(clip, self.window_seconds, self.spec)
+                yield from walk(clip, self.window_seconds, self.spec, self.skips)
             except MediaError as exc:
                 self.skips.add(exc.path, exc.reason)
 

@@ -100,7 +100,8 @@ class WindowDataset(Dataset):
                 length = min(self.clip_seconds, end - start)
                 slots = math.floor((end - start - length) * self.spec.fps + 1e-6)
                 offset = int(rng.integers(slots + 1)) / self.spec.fps
-                return read_item(clip, start + offset, length, self.spec)
+                with self.skips.reading(clip.name):
+                    return read_item(clip, start + offset, length, self.spec)
             except MediaError as exc:
                 self.skips.add(exc.path, exc.reason)
         raise RuntimeError(unusable_message(self.clips, self.skips))
@@ -187,7 +188,8 @@ class StreamWindows(IterableDataset):
                         restart = True
                         continue
                     try:
-                        items.append(read_item(clip, start, duration, self.spec))
+                        with self.skips.reading(clip.name):
+                            items.append(read_item(clip, start, duration, self.spec))
                     except MediaError as exc:
                         self.skips.add(exc.path, exc.reason)
                         restart = True

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.callbacks import last_checkpoint
 from ttt_mm.data.datasets import off_grid
+from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.training import is_seed
 from ttt_mm.embed.checkpoint import read_checkpoint
 from ttt_mm.tasks.common import (
@@ -291,9 +294,13 @@ def report(out: dict) -> None:
         sys.exit(130)
 
 
+WORKER_DIED = "a data loader worker died"
+
+
 def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
-    """The line that ends a run stopped by an error: what likely happened when a data loader worker
-    died (PyTorch then raises from its queue, naming neither), and the checkpoint to resume from."""
+    """The line that ends a run stopped by an error: what is known of a data loader worker that died
+    (PyTorch then raises from its queue, naming no file: `_dead_worker`), and the checkpoint to
+    resume from."""
     folder = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath")  # (none: no last.ckpt is written)
     last = Path(folder) / last_checkpoint.FILE_NAME if folder else None
     saved = last is not None and last.is_file()
@@ -302,8 +309,28 @@ def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
         return None
     line = "training stopped by the error above"
     if died:
-        line += " (a data loader worker died: killed for memory? fewer data.num_workers or shorter windows use less)"
+        line += f" ({_dead_worker(cfg, str(exc))})"
     return line + (f"; resume with ckpt_path={last}" if saved else "")
+
+
+def _dead_worker(cfg: DictConfig, error: str) -> str:
+    """The file a dead worker was reading (its note, `SkipList.reading`), then listed in the skip list
+    so that a resumed run passes over it instead of crashing on it again; else what likely killed it."""
+    how = _SIGNALS.get(m[1].strip()) if (m := re.search(r"killed by signal: ([^.]+)", error)) else None
+    pids = re.search(r"\(pid(?:\(s\))? ([\d, ]+)\)", error)
+    path = OmegaConf.select(cfg, "data.skip_list")
+    for pid in [int(p) for p in pids[1].split(",")] if pids and path else []:
+        if name := (skips := SkipList(path)).left_by(pid):
+            reason = f"decoder crashed: {how}" if how else "its reader died (a decoder crash, or killed for memory)"
+            skips.add(name, reason)
+            return f"{WORKER_DIED} reading {name}, {reason}: listed in {path}, so a resumed run passes over it"
+    if how in (None, "SIGKILL"):
+        return f"{WORKER_DIED}: killed for memory? fewer data.num_workers or shorter windows use less"
+    return f"{WORKER_DIED}: {how}"
+
+
+_SIGNALS = {signal.strsignal(s): s.name for s in signal.Signals if signal.strsignal(s)}
+"""Signal names by the description PyTorch reports a dead worker with ("Segmentation fault": SIGSEGV)."""
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -315,8 +342,10 @@ def main(cfg: DictConfig) -> None:
         except ConfigError:
             raise
         except Exception as exc:
-            if (line := where_to_resume(cfg, exc)) and rank_zero_only.rank == 0:
+            line = where_to_resume(cfg, exc)
+            if line and (rank_zero_only.rank == 0 or WORKER_DIED in line):  # (each rank's own workers)
                 print(line, file=sys.stderr, flush=True)
+                to_log_file(line, logging.ERROR)
             raise
         report(out)
     log.debug("resolved config:\n%s", OmegaConf.to_yaml(cfg))
