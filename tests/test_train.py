@@ -761,6 +761,25 @@ def test_only_the_first_process_prints_the_summary(capsys):
     assert "best checkpoint: none (this run saves no checkpoints)" in said and "logs:            none (" in said
 
 
+def test_a_validation_whose_files_all_fail_says_it_scored_nothing(tmp_path, monkeypatch, caplog, capsys):
+    """When the one validation file failed partway, val/* went missing with only Lightning's warning
+    about its monitored key, and the summary said that no validation had run."""
+    from ttt_mm.data import datasets
+    from ttt_mm.data.decode import MediaError
+
+    def gone(clip, *args):
+        raise MediaError(clip.name, "deleted since the index probed it")
+
+    monkeypatch.setattr(datasets, "read_item", gone)  # (the windows that validation walks; training reads on)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.module"):
+        out = run(compose_train(tmp_path, [*TINY, "trainer.max_steps=4", "trainer.val_check_interval=2"]))
+    assert out["unscored"] == ["val"] and not [k for k in out["metrics"] if k.startswith("val/")]
+    (warning,) = [r.message for r in caplog.records if "no token was scored" in r.message]  # once, not per epoch
+    assert warning.startswith("validation: no token was scored (its files failed")
+    report(out)
+    assert "best checkpoint: none (validation ran but scored no token" in capsys.readouterr().out
+
+
 def test_a_best_checkpoint_from_the_resumed_run_is_said_to_be_from_there(tmp_path, capsys):
     out = {"metrics": {}, "run_dir": str(tmp_path / "new"), "last_ckpt": "l", "log_dirs": [], "resumed": True}
     report(out | {"best_ckpt": str(tmp_path / "new" / "checkpoints" / "step000050.ckpt")})

@@ -105,6 +105,7 @@ class SequenceModel(L.LightningModule):
         self._scored_unstepped: Tensor | None = None  # tokens scored since the last optimizer step, this rank
         self._skipped_steps = 0
         self._eval_sums: Tensor | None = None  # validation or test, per epoch: loss * n, copy loss * n, n
+        self.unscored: set[str] = set()  # the splits ("val", "test") that ran and scored no token
         # decided now, on the parameters' own shapes: FSDP (use_orig_params) shows them as flat shards later
         self._no_decay_ids = frozenset(self._no_decay())
         self._schedule_steps: int | None = None  # steps the learning-rate schedule spans, once fitting
@@ -227,6 +228,15 @@ class SequenceModel(L.LightningModule):
             self.log(f"{split}/loss_copy", float(sums[1] / sums[2]), sync_dist=True)
             ratio = float(sums[0] / sums[1].clamp_min(1e-12))
             self.log(f"{split}/loss_ratio_copy", ratio, prog_bar=True, sync_dist=True)
+        elif not self.trainer.sanity_checking and split not in self.unscored:
+            self.unscored.add(split)
+            if self.trainer.is_global_zero:
+                log.warning(
+                    "%s: no token was scored (its files failed, listed in the skip list, or hold only silence "
+                    "read for missing sound): %s/* is not logged",
+                    {"val": "validation", "test": "test"}[split],
+                    split,
+                )
 
     def on_validation_epoch_start(self) -> None:
         self._start_scoring()

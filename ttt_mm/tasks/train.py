@@ -256,6 +256,7 @@ def run(cfg: DictConfig) -> dict:
         "interrupted": interrupted,
         "global_zero": trainer.is_global_zero,
         "resumed": bool(cfg.get("ckpt_path")),
+        "unscored": sorted(model.unscored),
     }
 
 
@@ -270,6 +271,8 @@ def report(out: dict) -> None:
         best = str(out["best_ckpt"])
     elif any(k.startswith("val/") for k in shown):  # (fast_dev_run validates but saves nothing)
         best = "none (this run saves no checkpoints)"
+    elif "val" in out.get("unscored", ()):
+        best = "none (validation ran but scored no token: see the log and the skip list)"
     else:
         best = "none (no validation has run)"
     logs = ", ".join(str(d) for d in out["log_dirs"] if d) or "none (this run keeps no logs)"
