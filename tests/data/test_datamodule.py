@@ -145,6 +145,30 @@ def test_a_resume_with_another_seed_or_other_training_clips_is_warned_about(capl
     assert line.startswith("resuming with other data settings (seed 0 -> 1, training clips 4 (")
 
 
+def test_without_a_skip_list_file_the_loader_workers_still_share_one(tmp_path):
+    """With data.skip_list=null each worker kept its own list: a bad file was logged and read again by
+    every worker, and no list was written (the trainer's folder is not known when train.py sets up)."""
+    dm = MediaDataModule(SyntheticSource(num_clips=4, duration=4.0), size=32, clip_seconds=1.0, skip_list=None)
+    dm.setup("fit")
+    path = dm.skips.path
+    assert path is not None and Path(path).is_file()
+    del dm
+    gc.collect()
+    assert not Path(path).exists()  # kept for the run only
+
+
+def test_a_streamed_run_says_once_that_it_reads_with_one_worker(caplog):
+    """It was said again with every epoch's loader (four times in a run of eight steps), and by every rank."""
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        dm = MediaDataModule(
+            SyntheticSource(num_clips=4, duration=4.0), size=32, clip_seconds=1.0, stream=True, num_workers=3
+        )
+        dm.setup("fit")
+        loaders = [dm.train_dataloader() for _ in range(3)]
+    assert [loader.num_workers for loader in loaders] == [1, 1, 1]
+    assert len([r for r in caplog.records if "reads with one loader worker" in r.message]) == 1
+
+
 def test_the_audio_context_read_covers_what_the_tokenizer_needs():
     source = SyntheticSource(num_clips=2, duration=4.0)
     dm = MediaDataModule(source, ["audio"], 1.0, batch_size=2, val_fraction=0.0, test_fraction=0.0)
@@ -222,6 +246,13 @@ def test_a_video_config_trains_on_the_videos_of_a_mixed_folder(media, tmp_path):
     audio = folder_module(data, tmp_path / "run2", modalities=["audio"], val_fraction=0.0, test_fraction=0.0)
     audio.setup("fit")
     assert sorted(c.key for c in audio.splits["train"]) == ["a.mp4", "c.wav", "d.flac"]
+    unclocked = folder_module(
+        data, tmp_path / "run3", modalities=["audio"], fps=None, val_fraction=0.0, test_fraction=0.0
+    )
+    unclocked.setup("fit")  # a stream not read needs no clock (it failed at the first batch: a window grid of None)
+    assert next(iter(unclocked.train_dataloader()))["audio"].shape[0] == 2
+    with pytest.raises(ValueError, match=r"data.fps is null, but this run reads video: set it \(the default is 8"):
+        folder_module(data, tmp_path / "run4", modalities=["video"], fps=None)
 
 
 @pytest.mark.parametrize("policy", ["skip", "silence"])

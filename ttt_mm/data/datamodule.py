@@ -8,19 +8,24 @@ own, see `ttt_mm.data.decode.guard`). Splits come from the source (a manifest ``
 hash of each clip's key, so they never change when files are added. When none lands in validation,
 a training file moves there if there are three usable files or more, two of them in training and one
 whose split the source does not fix; otherwise the training files are validated on (with a warning).
-The skip list defaults to ``<trainer.default_root_dir>/skipped_media.tsv``.
+The skip list defaults to ``<trainer.default_root_dir>/skipped_media.tsv`` (without a trainer, a
+temporary file removed with the module: the loader workers share it all the same).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
+import tempfile
+import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
@@ -53,6 +58,11 @@ def _check_settings(positive: dict, counts: dict, fractions: dict, seed) -> None
         raise ValueError(f"data.val_fraction + data.test_fraction must be at most 1; got {sum(fractions.values()):g}")
     if not is_seed(seed):
         raise ValueError(f"data.seed must be a whole number from 0 to 2**32 - 1; got {seed}")
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 class MediaDataModule(L.LightningDataModule):
@@ -123,6 +133,13 @@ class MediaDataModule(L.LightningDataModule):
         )
         if skip_list is not None and os.path.isdir(skip_list):
             raise ValueError(f"data.skip_list={skip_list} is a folder; it names a file (a TSV the run writes)")
+        given, defaults = {"sample_rate": sample_rate, "fps": fps, "size": size}, (SAMPLE_RATE, FPS, FRAME_SIZE)
+        for (key, value), stream, default in zip(given.items(), ("audio", "video", "video"), defaults):
+            if value is None and stream in modalities:
+                raise ValueError(f"data.{key} is null, but this run reads {stream}: set it (the default is {default})")
+        sample_rate, fps, size = (
+            d if v is None else v for v, d in zip(given.values(), defaults)
+        )  # (unread: the default)
         self.spec = ReadSpec(  # training and evaluation learn and score nothing on digital silence
             tuple(modalities), sample_rate, fps, size, audio_context_seconds, min_seconds, missing_audio, True
         )
@@ -135,6 +152,12 @@ class MediaDataModule(L.LightningDataModule):
         self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.num_workers, self.pin_memory, self.timeout = num_workers, pin_memory, timeout
         self.persistent_workers = persistent_workers and num_workers > 0
+        if stream and num_workers > 1 and rank_zero_only.rank == 0:  # (once, not per epoch's loader or per rank)
+            # one process walks all rows in order: more workers would each repeat the same stream
+            log.warning(
+                "data.stream=true reads with one loader worker (its rows walk files in order), not data.num_workers=%d",
+                num_workers,
+            )
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.skip_list_path = skip_list
         self.earlier_skips = earlier_skips  # False: files the skip list held before are read again (evaluation)
@@ -152,6 +175,10 @@ class MediaDataModule(L.LightningDataModule):
         path = self.skip_list_path
         if path is None and self.trainer is not None:
             path = os.path.join(self.trainer.default_root_dir, "skipped_media.tsv")
+        if path is None:  # kept for this process's run only, but still one file its loader workers share
+            handle, path = tempfile.mkstemp(prefix="ttt-mm-skipped-", suffix=".tsv")
+            os.close(handle)
+            weakref.finalize(self, _remove, path)
         self.skips = SkipList(path, earlier=self.earlier_skips)
         listed = self.source.clips()
         if not listed:
@@ -304,14 +331,7 @@ class MediaDataModule(L.LightningDataModule):
                 rank=rank,
                 world=world,
             )
-            # one process walks all rows in order: more workers would each repeat the same stream
-            if self.num_workers > 1:
-                log.warning(
-                    "data.stream=true reads with one loader worker (its rows walk files in order), "
-                    "not data.num_workers=%d",
-                    self.num_workers,
-                )
-            return DataLoader(
+            return DataLoader(  # (one worker at most: said once, in __init__)
                 dataset, batch_size=None, num_workers=min(self.num_workers, 1), pin_memory=self.pin_memory
             )
         dataset = WindowDataset(self.splits["train"], self.clip_seconds, self.spec, self.seed, self.skips)
