@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import subprocess
+import sys
 import threading
 
 import decord
@@ -227,6 +229,19 @@ def test_a_skip_list_looks_at_its_file_for_other_processes_entries_about_once_a_
     assert "/data/worse.wav" not in other  # (looked at a moment ago: only an addition of its own reads it)
     monkeypatch.setattr(skiplist, "REFRESH_S", 0.0)  # (as a second later)
     assert "/data/worse.wav" in other
+
+
+def test_notes_of_reads_by_processes_that_are_gone_are_cleared(tmp_path):
+    """A worker stopped mid-read by its loader's shutdown leaves its note; a later worker given the
+    same pid that died outside a read would have had that file blamed."""
+    skip_file = tmp_path / "skipped_media.tsv"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / f".skipped_media.tsv.reading-{gone.pid}").write_text("/data/good.wav")
+    (tmp_path / f".skipped_media.tsv.reading-{os.getpid()}").write_text("/data/being-read.wav")  # a live worker's
+    skips = SkipList(skip_file)
+    skips.clear_notes()
+    assert skips.left_by(gone.pid) is None and skips.left_by(os.getpid()) == "/data/being-read.wav"
 
 
 def test_a_skip_list_line_torn_by_a_killed_run_does_not_swallow_the_next_entry(tmp_path):

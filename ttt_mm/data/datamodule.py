@@ -180,6 +180,7 @@ class MediaDataModule(L.LightningDataModule):
             os.close(handle)
             weakref.finalize(self, _remove, path)
         self.skips = SkipList(path, earlier=self.earlier_skips)
+        self.skips.clear_notes()
         listed = self.source.clips()
         if not listed:
             where = getattr(self.source, "root", None) or getattr(self.source, "path", None)

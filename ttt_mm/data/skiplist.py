@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import logging
 import math
 import os
@@ -131,6 +132,19 @@ class SkipList:
             return None
         return name or None
 
+    def clear_notes(self) -> None:
+        """Remove the `reading` notes of processes that are gone: workers stopped mid-read by a loader's
+        shutdown (a crash's note is read by the run that saw it), so that none is left to be taken
+        for the note of a later worker given the same pid."""
+        if self.path is None:
+            return
+        folder, name = os.path.split(os.path.abspath(self.path))
+        for note in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.reading-*")):
+            pid = note.rpartition("-")[2]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(note)
+
     def _append(self, reasons: Mapping[str, str]) -> dict[str, str]:
         """Add the entries not known yet, under the file lock; returns them."""
         new = {name: " ".join(reason.split()) for name, reason in reasons.items() if name not in self}  # one line
@@ -156,6 +170,16 @@ def _note(path: str, pid: int) -> str:
     """Where worker ``pid`` notes what it reads: a hidden file beside the skip list ``path``."""
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{name}.reading-{pid}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # (another user's process)
+        return True
+    return True
 
 
 def _open(path: str, mode: str):
