@@ -485,14 +485,29 @@ def test_carried_windows_that_cut_a_mini_batch_fail_before_training(tmp_path, ca
         run(compose_train(tmp_path, ["data.clip_seconds=1.1"]))
     datamodule, model, _ = build(compose_train(tmp_path, ["data.clip_seconds=1.25", "data.batch_size=1"]))
     check_carried_windows(datamodule, model)  # a lone row that restarts takes a fresh state whole: fine
-    lact = ["model=lact", "data.clip_seconds=4", "trainer.max_steps=1", "data.source.num_clips=4"]
+    lact = ["model=lact", "data.clip_seconds=9", "trainer.max_steps=1", "data.source.num_clips=4"]
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
         run(compose_train(tmp_path / "lact", lact))
     (line,) = [r.getMessage() for r in caplog.records if "LaCT chunks" in r.getMessage()]
     assert (
-        "(64 tokens) is not a whole number of LaCT chunks of 128 tokens" in line
-        and "e.g. model.backbone.mixer.chunk_size=64" in line
+        "(144 tokens) is not a whole number of LaCT chunks of 128 tokens" in line
+        and "e.g. model.backbone.mixer.chunk_size=72" in line  # (not 144: a chunk must leave later tokens to teach)
     )
+
+
+@pytest.mark.parametrize("stream", ["true", "false"])
+def test_a_lact_chunk_that_fills_the_training_window_is_a_config_error(tmp_path, stream):
+    """Its update reaches no later token of the window: the step sizes got no gradient, silently (and
+    DDP stopped at its second step on their unused parameters); the warning suggested the window itself."""
+    lact = ["model=lact", "data.clip_seconds=4", f"data.stream={stream}", "trainer.max_steps=1"]
+    with pytest.raises(
+        ConfigError,
+        match=r"^data.clip_seconds=4 \(64 tokens\) holds no more than one of the LaCT chunks of 128 tokens, whose "
+        r"update reaches only the tokens after it: .* e.g. model.backbone.mixer.chunk_size=32 or a window of more",
+    ):
+        run(compose_train(tmp_path, lact))
+    datamodule, model, _ = build(compose_train(tmp_path, [*lact[:-1], "model.backbone.mixer.chunk_size=63"]))
+    train_task.check_updates_learn(datamodule, model)  # one token after the chunk: it learns (slowly)
 
 
 def test_a_window_too_short_to_predict_is_a_config_error_naming_the_shortest(tmp_path):

@@ -145,7 +145,7 @@ class LaCTLayer(nn.Module):
         self.fast_heads, self.fast_dim = fast_heads, dim // fast_heads
         self.fast_hidden = max(1, round(self.fast_dim * fast_hidden_mult))
         self.chunk_size, self.window, self.momentum, self.muon = chunk_size, window, momentum, muon
-        self.restart_unit = RestartUnit(chunk_size, "LaCT chunks", "chunk_size", required=False)
+        self.restart_unit = RestartUnit(chunk_size, "LaCT chunks", "chunk_size", required=False, applied_after=True)
         self.lr_offset, self.rope_theta = _inv_softplus(base_lr), rope_theta
         Hf, Df, M = fast_heads, self.fast_dim, self.fast_hidden
 

@@ -26,6 +26,9 @@ class RestartUnit:
     required: bool
     """True: a row can restart alone only between units (a window must hold whole ones); False: it
     can restart anywhere, but rows restarted between units run together (faster)."""
+    applied_after: bool = False
+    """True when a unit's update reaches only the tokens after the unit (LaCT's apply-then-update),
+    so that a training window must hold more than one unit for the update's step sizes to learn."""
 
 
 class Mixer(Protocol):

@@ -156,6 +156,23 @@ def _restarts_rows(datamodule, model) -> bool:
     return bool(model.hparams.carry_state) and datamodule.batch_size > 1
 
 
+def check_updates_learn(datamodule, model) -> None:
+    """A mixer whose update reaches only the tokens after its unit (LaCT's chunk) learns its step sizes
+    from a training window only when the window holds more than one unit: otherwise they would get
+    no gradient, silently (and DDP would stop at its second step on the unused parameters)."""
+    unit, tok = model.backbone.restart_unit, model.tokenizer
+    tokens = math.floor(datamodule.clip_seconds / tok.seconds_per_step + 1e-6) * tok.tokens_per_step
+    if unit is None or not unit.applied_after or tokens > unit.tokens:
+        return
+    fits = [c for c in range(tok.tokens_per_step, tokens // 2 + 1, tok.tokens_per_step) if tokens % c == 0]
+    smaller = f"{MIXER_KEY}.{unit.argument}={max(fits)} or " if fits else ""
+    raise ConfigError(
+        f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens) holds no more than one of the {unit.name} "
+        f"of {unit.tokens} tokens, whose update reaches only the tokens after it: the update's step sizes would "
+        f"never learn; e.g. {smaller}a window of more than {unit.tokens} tokens"
+    )
+
+
 def check_carried_windows(datamodule, model) -> None:
     """With the state carried (``data.stream``), a row whose file ends restarts while the others go on,
     at a window boundary. A mixer whose `restart_unit` is required (TTT's mini-batches) restarts rows only
@@ -188,11 +205,12 @@ def check_carried_windows(datamodule, model) -> None:
             f"{window} is not a whole number of {unit.name} of {unit.tokens} tokens, which a carried state "
             f"needs to restart single rows; e.g. data.clip_seconds={seconds:.10g}"
         )
-    fits = [c for c in range(tok.tokens_per_step, tokens + 1, tok.tokens_per_step) if tokens % c == 0]
-    near = min(fits, key=lambda c: abs(c - unit.tokens))  # the unit changes: the window is the data's
+    most = tokens // 2 if unit.applied_after else tokens  # (more than one unit a window: `check_updates_learn`)
+    fits = [c for c in range(tok.tokens_per_step, most + 1, tok.tokens_per_step) if tokens % c == 0]
+    near = min(fits, key=lambda c: abs(c - unit.tokens), default=None)  # the unit changes: the window is the data's
     log.warning(
         f"{window} is not a whole number of {unit.name} of {unit.tokens} tokens: rows restarted at a file's "
-        f"end run in separate groups (slower); e.g. {MIXER_KEY}.{unit.argument}={near}"
+        f"end run in separate groups (slower)" + (f"; e.g. {MIXER_KEY}.{unit.argument}={near}" if near else "")
     )
 
 
@@ -214,6 +232,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule, model, trainer = build(cfg)
     check_launch(cfg, trainer, resumed_step)
     check_window_length(datamodule, model)
+    check_updates_learn(datamodule, model)
     check_carried_windows(datamodule, model)
     check_validation_window(datamodule)
     try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
