@@ -78,15 +78,20 @@ def test_layer_is_the_formulation_written_out_by_hand(shape, T):
     assert state.fast.count.tolist() == [T % chunk] * 2
 
 
-def test_without_momentum_or_muon_it_is_still_the_formulation():
-    layer = make(momentum=False, muon=False)
-    assert layer.momentum_proj is None
+VARIANTS = {"plain": (False, False), "momentum_only": (True, False), "muon_only": (False, True)}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_without_momentum_or_muon_it_is_still_the_formulation(variant):
+    momentum, muon = VARIANTS[variant]
+    layer = make(momentum=momentum, muon=muon)
+    assert (layer.momentum_proj is None) == (not momentum)
     x = torch.randn(1, 11, DIM, dtype=torch.float64)
     with torch.no_grad():
         y, state = layer(x)
         expected = by_hand(layer, x)
     assert (y - expected).abs().max().item() <= 1e-12
-    assert state.fast.velocity is None
+    assert (state.fast.velocity is None) == (not momentum)
 
 
 def test_gradients_match_the_formulation_written_out_by_hand():
@@ -130,6 +135,21 @@ def test_streaming_in_random_pieces_equals_one_pass(shape, dtype, tol):
             assert (torch.cat(outs, 1) - full).abs().max().item() <= tol
             for a, b in zip(state_tensors(state), state_tensors(full_state), strict=True):
                 assert a.shape == b.shape and (a.numel() == 0 or (a - b).abs().max().item() <= tol)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_each_variant_streams_in_random_pieces_as_one_pass(variant):
+    momentum, muon = VARIANTS[variant]
+    layer = make(4, 6, momentum=momentum, muon=muon)
+    x = torch.randn(2, 29, DIM, dtype=torch.float64)
+    with torch.no_grad():
+        full, _ = layer(x)
+        outs, state, start = [], None, 0
+        for end in random_cuts(29, torch.Generator().manual_seed(1)):
+            y, state = layer(x[:, start:end], state)
+            outs.append(y)
+            start = end
+    assert (torch.cat(outs, 1) - full).abs().max().item() <= 1e-10
 
 
 def test_long_inputs_processed_in_pieces_give_the_same_result(monkeypatch):
