@@ -134,9 +134,11 @@ class MediaDataModule(L.LightningDataModule):
         if skip_list is not None and os.path.isdir(skip_list):
             raise ValueError(f"data.skip_list={skip_list} is a folder; it names a file (a TSV the run writes)")
         given, defaults = {"sample_rate": sample_rate, "fps": fps, "size": size}, (SAMPLE_RATE, FPS, FRAME_SIZE)
-        for (key, value), stream, default in zip(given.items(), ("audio", "video", "video"), defaults):
-            if value is None and stream in modalities:
-                raise ValueError(f"data.{key} is null, but this run reads {stream}: set it (the default is {default})")
+        for (key, value), modality, default in zip(given.items(), ("audio", "video", "video"), defaults):
+            if value is None and modality in modalities:
+                raise ValueError(
+                    f"data.{key} is null, but this run reads {modality}: set it (the default is {default})"
+                )
         sample_rate, fps, size = (
             d if v is None else v for v, d in zip(given.values(), defaults)
         )  # (unread: the default)
