@@ -150,18 +150,6 @@ def test_a_resume_with_another_seed_or_other_training_clips_is_warned_about(capl
     assert line.startswith("resuming with other data settings (seed 0 -> 1, training clips 4 (")
 
 
-def test_without_a_skip_list_file_the_loader_workers_still_share_one(tmp_path):
-    """With data.skip_list=null each worker kept its own list: a bad file was logged and read again by
-    every worker, and no list was written (the trainer's folder is not known when train.py sets up)."""
-    dm = MediaDataModule(SyntheticSource(num_clips=4, duration=4.0), size=32, clip_seconds=1.0, skip_list=None)
-    dm.setup("fit")
-    path = dm.skips.path
-    assert path is not None and Path(path).is_file()
-    del dm
-    gc.collect()
-    assert not Path(path).exists()  # kept for the run only
-
-
 def test_a_streamed_run_says_once_that_it_reads_with_one_worker(caplog):
     """It was said again with every epoch's loader (four times in a run of eight steps), and by every rank."""
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):

@@ -8,19 +8,16 @@ own, see `ttt_mm.data.decode.guard`). Splits come from the source (a manifest ``
 hash of each clip's key, so they never change when files are added. When none lands in validation,
 a training file moves there if there are three usable files or more, two of them in training and one
 whose split the source does not fix; otherwise the training files are validated on (with a warning).
-The skip list defaults to ``<trainer.default_root_dir>/skipped_media.tsv`` (without a trainer, a
-temporary file removed with the module: the loader workers share it all the same).
+The skip list defaults to ``<trainer.default_root_dir>/skipped_media.tsv``; without a trainer and a
+path, each loader worker keeps its own in memory (a bad file is then logged by each that meets it).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
 import os
-import tempfile
-import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -58,11 +55,6 @@ def _check_settings(positive: dict, counts: dict, fractions: dict, seed) -> None
         raise ValueError(f"data.val_fraction + data.test_fraction must be at most 1; got {sum(fractions.values()):g}")
     if not is_seed(seed):
         raise ValueError(f"data.seed must be a whole number from 0 to 2**32 - 1; got {seed}")
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
 
 
 class MediaDataModule(L.LightningDataModule):
@@ -177,10 +169,6 @@ class MediaDataModule(L.LightningDataModule):
         path = self.skip_list_path
         if path is None and self.trainer is not None:
             path = os.path.join(self.trainer.default_root_dir, "skipped_media.tsv")
-        if path is None:  # kept for this process's run only, but still one file its loader workers share
-            handle, path = tempfile.mkstemp(prefix="ttt-mm-skipped-", suffix=".tsv")
-            os.close(handle)
-            weakref.finalize(self, _remove, path)
         self.skips = SkipList(path, earlier=self.earlier_skips)
         self.skips.clear_notes()
         listed = self.source.clips()
