@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ttt_mm.backbone import state_tensors
+from ttt_mm.data import reading_notes
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
@@ -614,41 +615,58 @@ def test_a_run_stopped_by_an_error_says_where_to_resume_and_names_a_dead_loader_
     )
 
 
-CRASH_OR_MEMORY = "its reader died (a decoder crash, or killed for memory)"
+def _first_error(loader) -> BaseException:
+    """The error that ends reading ``loader`` (its workers shut down, and no frame kept alive)."""
+    batches = iter(loader)
+    try:
+        while True:
+            next(batches)
+    except Exception as exc:
+        caught = exc
+    finally:
+        batches._shutdown_workers()
+    chained = caught
+    while chained is not None:
+        chained.__traceback__ = None
+        chained = chained.__cause__ or chained.__context__
+    return caught
 
 
-class _CrashingReads(torch.utils.data.Dataset):
-    """Reads that a decoder kills natively (no ``except`` or ``finally`` runs), as decord can."""
-
-    def __init__(self, skips: SkipList) -> None:
-        self.skips = skips
-
-    def __len__(self) -> int:
-        return 4
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        with self.skips.reading(f"/data/clip {index}.mp4"):
-            if index == 2:
-                os.kill(os.getpid(), signal.SIGSEGV)
-            return torch.zeros(1)
-
-
-def test_a_loader_worker_killed_by_its_decoder_names_the_file_and_lists_it_for_the_resumed_run(tmp_path):
-    """Such a crash was put down to memory, named no file, and a resumed run crashed on it again."""
+def test_a_dead_workers_file_is_listed_only_when_a_decoder_crashed_on_it(tmp_path):
+    """PyTorch names the worker's pid (and, behind its own error, the signal), never the file: the
+    worker's note does. Only a crash is the file's doing: SIGKILL (memory) or SIGTERM (a scheduler)
+    are not, and listing the file then would take a good file out of every resumed run."""
     skip_file = tmp_path / "skipped_media.tsv"
-    loader = torch.utils.data.DataLoader(_CrashingReads(SkipList(skip_file)), num_workers=1, timeout=60)
-    with pytest.raises(RuntimeError, match="DataLoader worker") as died:
-        list(loader)
     cfg = OmegaConf.create({"data": {"skip_list": str(skip_file)}})
-    line = where_to_resume(cfg, died.value)
-    # (PyTorch names the signal when its handler sees the death before the loader's queue does)
-    reason = "decoder crashed: SIGSEGV" if "Segmentation fault" in str(died.value) else CRASH_OR_MEMORY
-    assert line == (
-        "training stopped by the error above (a data loader worker died reading /data/clip 2.mp4, "
-        f"{reason}: listed in {skip_file}, so a resumed run passes over it)"
+
+    def died(worker: int, signal_text: str) -> RuntimeError:
+        Path(reading_notes._note(os.getpid(), worker)).write_text(f"/data/clip {worker}.mp4")
+        try:
+            try:
+                raise RuntimeError(f"DataLoader worker (pid {worker}) is killed by signal: {signal_text}. ")
+            except RuntimeError as handler:
+                raise RuntimeError(f"DataLoader worker (pid(s) {worker}) exited unexpectedly") from handler
+        except RuntimeError as exc:
+            return exc
+
+    assert where_to_resume(cfg, died(4242, "Segmentation fault")) == (
+        "training stopped by the error above (a data loader worker died reading /data/clip 4242.mp4, decoder "
+        f"crashed: SIGSEGV: listed in {skip_file}, so a resumed run passes over it)"
     )
-    assert SkipList(skip_file).reasons == {"/data/clip 2.mp4": reason}
-    assert not list(tmp_path.glob(".*reading*"))  # the notes of reads that ended, and the one read back, are gone
+    assert SkipList(skip_file).reasons == {"/data/clip 4242.mp4": "decoder crashed: SIGSEGV"}
+    killed = where_to_resume(cfg, died(4243, "Killed"))
+    assert killed.startswith(
+        "training stopped by the error above (a data loader worker died reading /data/clip 4243.mp4 (SIGKILL: "
+        "killed for memory?"
+    ) and killed.endswith(
+        f"if a resumed run dies on it again, list it in {skip_file} (a line: the path, a tab, a reason))"
+    )
+    assert "(SIGTERM: not a crash)" in where_to_resume(cfg, died(4244, "Terminated"))
+    assert list(SkipList(skip_file).reasons) == ["/data/clip 4242.mp4"]
+    Path(reading_notes._note(os.getpid(), 4245)).write_text("/data/clip 4245.mp4")
+    reset = where_to_resume(cfg, ConnectionResetError(104, "Connection reset by peer"))  # no pid: the one note left
+    assert "died reading /data/clip 4245.mp4 (how is not known: killed for memory?" in reset
+    assert not list(Path(reading_notes._note(os.getpid(), 0)).parent.glob(f"ttt-mm-reading-{os.getpid()}-*"))
 
 
 @pytest.mark.parametrize("kind", ["windows", "stream", "evaluation"])
@@ -662,7 +680,7 @@ def test_every_dataset_notes_the_file_its_worker_reads(tmp_path, monkeypatch, ki
     from ttt_mm.data.training import StreamWindows, WindowDataset
 
     clips = [ClipInfo(str(write_wav(tmp_path / f"{k}.wav", tone(2.0, 16000), 16000))) for k in range(2)]
-    bad = clips[1].name
+    bad = clips[0].name
     read = datasets.read_item
 
     def crash_on_bad(clip, *args):
@@ -672,18 +690,15 @@ def test_every_dataset_notes_the_file_its_worker_reads(tmp_path, monkeypatch, ki
 
     monkeypatch.setattr(training, "read_item", crash_on_bad)
     monkeypatch.setattr(datasets, "read_item", crash_on_bad)
-    skip_file, spec = tmp_path / "run" / "skipped_media.tsv", ReadSpec(("audio",))
-    skip_file.parent.mkdir()
+    spec = ReadSpec(("audio",))
     dataset, batch = {
-        "windows": (lambda: WindowDataset(clips, 1.0, spec, skip_list=str(skip_file)), 1),
-        "stream": (lambda: StreamWindows(clips, 1.0, 1, spec, skip_list=str(skip_file)), None),
-        "evaluation": (lambda: SequentialWindows(clips, 1.0, spec, skip_list=str(skip_file)), 1),
+        "windows": (lambda: WindowDataset(clips, 1.0, spec), 1),
+        "stream": (lambda: StreamWindows(clips, 1.0, 1, spec), None),
+        "evaluation": (lambda: SequentialWindows(clips, 1.0, spec), 1),
     }[kind]
-    loader = torch.utils.data.DataLoader(dataset(), batch_size=batch, num_workers=1, timeout=60, collate_fn=lambda x: x)
-    with pytest.raises(RuntimeError, match="DataLoader worker") as died:
-        list(loader)
-    line = where_to_resume(OmegaConf.create({"data": {"skip_list": str(skip_file)}}), died.value)
-    assert f"died reading {bad}, " in line and bad in SkipList(skip_file)
+    loader = torch.utils.data.DataLoader(dataset(), batch_size=batch, num_workers=1, timeout=60, collate_fn=len)
+    line = where_to_resume(OmegaConf.create({}), _first_error(loader))
+    assert f"a data loader worker died reading {bad}" in line
 
 
 def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path):

@@ -105,7 +105,7 @@ class SequenceModel(L.LightningModule):
         self._scored_unstepped: Tensor | None = None  # tokens scored since the last optimizer step, this rank
         self._skipped_steps = 0
         self._eval_sums: Tensor | None = None  # validation or test, per epoch: loss * n, copy loss * n, n
-        self.unscored: set[str] = set()  # the splits ("val", "test") that ran and scored no token
+        self.unscored: set[str] = set()  # the splits ("val", "test") whose last run scored no token
         # decided now, on the parameters' own shapes: FSDP (use_orig_params) shows them as flat shards later
         self._no_decay_ids = frozenset(self._no_decay())
         self._schedule_steps: int | None = None  # steps the learning-rate schedule spans, once fitting
@@ -224,6 +224,7 @@ class SequenceModel(L.LightningModule):
     def _log_scores(self, split: str) -> None:
         sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum").cpu()
         if sums[2] > 0:  # equal on every rank: averaging them (sync_dist) changes nothing, and says they are global
+            self.unscored.discard(split)
             self.log(f"{split}/loss", float(sums[0] / sums[2]), sync_dist=True)
             self.log(f"{split}/loss_copy", float(sums[1] / sums[2]), sync_dist=True)
             ratio = float(sums[0] / sums[1].clamp_min(1e-12))

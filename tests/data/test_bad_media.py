@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import decord
 import numpy as np
@@ -22,7 +23,17 @@ from mediafiles import (
     write_wav,
 )
 
-from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, WindowDataset, decode, index_clips, skiplist
+from ttt_mm.data import (
+    ClipInfo,
+    MediaError,
+    ReadSpec,
+    SkipList,
+    WindowDataset,
+    decode,
+    index_clips,
+    reading_notes,
+    skiplist,
+)
 from ttt_mm.data.decode import guard, native
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER
 from ttt_mm.data.index import describe
@@ -231,17 +242,16 @@ def test_a_skip_list_looks_at_its_file_for_other_processes_entries_about_once_a_
     assert "/data/worse.wav" in other
 
 
-def test_notes_of_reads_by_processes_that_are_gone_are_cleared(tmp_path):
-    """A worker stopped mid-read by its loader's shutdown leaves its note; a later worker given the
-    same pid that died outside a read would have had that file blamed."""
-    skip_file = tmp_path / "skipped_media.tsv"
+def test_notes_of_reads_by_runs_that_are_over_are_cleared():
+    """A worker stopped mid-read by its loader's shutdown leaves its note; a later run whose parent and
+    worker got the same pids, and whose worker died outside a read, would have had that file blamed."""
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    (tmp_path / f".skipped_media.tsv.reading-{gone.pid}").write_text("/data/good.wav")
-    (tmp_path / f".skipped_media.tsv.reading-{os.getpid()}").write_text("/data/being-read.wav")  # a live worker's
-    skips = SkipList(skip_file)
-    skips.clear_notes()
-    assert skips.left_by(gone.pid) is None and skips.left_by(os.getpid()) == "/data/being-read.wav"
+    over, running = Path(reading_notes._note(gone.pid, 11)), Path(reading_notes._note(os.getpid(), 12))
+    over.write_text("/data/good.wav")
+    running.write_text("/data/being-read.wav")  # a live worker's, of this process
+    reading_notes.clear_stale()
+    assert not over.exists() and reading_notes.left_by(12) == "/data/being-read.wav" and not running.exists()
 
 
 def test_a_skip_list_line_torn_by_a_killed_run_does_not_swallow_the_next_entry(tmp_path):

@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +20,15 @@ import torch
 from mediafiles import write_video
 from omegaconf import OmegaConf
 
-from ttt_mm.data import FolderSource, ManifestSource, MediaDataModule, SyntheticSource, WindowDataset, decode
+from ttt_mm.data import (
+    FolderSource,
+    ManifestSource,
+    MediaDataModule,
+    SyntheticSource,
+    WindowDataset,
+    decode,
+    reading_notes,
+)
 from ttt_mm.tasks.common import CONF_DIR
 from ttt_mm.tasks.probe import main as probe_command
 from ttt_mm.tokenizers import AudioTokenizer
@@ -72,15 +81,14 @@ def test_workers_open_their_own_decoders_and_share_the_skip_list(media, tmp_path
     )  # workers decoded with their own readers
     lines = (root / "skipped_media.tsv").read_text().splitlines()
     assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in lines) == ["corrupt.mkv", "zero.mp4"]
-    stale = root / ".skipped_media.tsv.reading-999999999"  # a worker stopped mid-read (no such pid now)
+    stale = Path(reading_notes._note(999999999, 7))  # of a run that is over (no such pid now)
     stale.write_text(str(tmp_path / "av.mp4"))
     dm2 = MediaDataModule(FolderSource(str(tmp_path)), size=32, val_fraction=0.0, test_fraction=0.0)
     dm2.trainer = SimpleNamespace(default_root_dir=str(root))
     dm2.setup("fit")
     assert len(dm2.splits["train"]) == 2  # known bad files are not listed again
-    assert not list(
-        root.glob(".skipped_media.tsv.reading-*")
-    )  # each worker's note went with its read, the stale one too
+    assert not stale.exists()
+    assert not list(stale.parent.glob(f"ttt-mm-reading-{os.getpid()}-*"))  # each worker's note went with its read
 
 
 def test_a_reader_left_in_a_reference_cycle_is_never_freed_in_a_forked_child(media):

@@ -25,6 +25,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
+from ttt_mm.data import reading_notes
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
 from ttt_mm.data.index import PROBE_TIMEOUT, index_clips
 from ttt_mm.data.skiplist import SkipList, count_reasons
@@ -170,7 +171,7 @@ class MediaDataModule(L.LightningDataModule):
         if path is None and self.trainer is not None:
             path = os.path.join(self.trainer.default_root_dir, "skipped_media.tsv")
         self.skips = SkipList(path, earlier=self.earlier_skips)
-        self.skips.clear_notes()
+        reading_notes.clear_stale()
         listed = self.source.clips()
         if not listed:
             where = getattr(self.source, "root", None) or getattr(self.source, "path", None)

@@ -19,7 +19,6 @@ with the reasons counted by kind.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ttt_mm.data import decode
+from ttt_mm.data import decode, reading_notes
 from ttt_mm.data.decode import MediaError, MediaInfo
 from ttt_mm.data.media import Media
 from ttt_mm.data.skiplist import SkipList
@@ -217,11 +216,11 @@ def window_spans(start: float, end: float, window_seconds: float) -> Iterator[tu
         yield t, min(window_seconds, end - t)
 
 
-def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec, skips: SkipList | None = None) -> Iterator[dict]:
-    """Consecutive windows covering the clip; the last may be shorter. Raises `MediaError`. Each
-    read is noted in ``skips`` while it lasts (`SkipList.reading`)."""
+def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec) -> Iterator[dict]:
+    """Consecutive windows covering the clip; the last may be shorter. Raises `MediaError`. In a
+    DataLoader worker, each read is noted while it lasts (`reading_notes`)."""
     for k, (t, duration) in enumerate(window_spans(*clip_span(clip, spec), window_seconds)):
-        with skips.reading(clip.name) if skips is not None else contextlib.nullcontext():
+        with reading_notes.reading(clip.name):
             item = read_item(clip, t, duration, spec)
         item["window_index"] = k
         yield item
@@ -259,7 +258,7 @@ class SequentialWindows(IterableDataset):
             if clip.name in self.skips:
                 continue
             try:
-                yield from walk(clip, self.window_seconds, self.spec, self.skips)
+                yield from walk(clip, self.window_seconds, self.spec)
             except MediaError as exc:
                 self.skips.add(exc.path, exc.reason)
 

@@ -504,7 +504,9 @@ def index_clips(
     Logs one line per video read with a silent track, saying why: a warning when the file has sound
     that cannot be read (the model hears silence where there was sound); and a warning per file whose
     audio decodes well short of the length the file states (truncated, or a corrupt middle that ends
-    the decoder's reading): it is read as far as it goes. This is what training, embedding and
+    the decoder's reading): it is read as far as it goes; a warning per file whose audio has gaps read
+    as silence, and per file read with both streams that end over `UNEVEN_END_S` apart (what is read
+    stops where the first ends). This is what training, embedding and
     evaluation call before they open any file.
     """
     files = [c.media for c in clips if not isinstance(c.media, SyntheticClip)]

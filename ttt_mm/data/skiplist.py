@@ -5,25 +5,19 @@ Each line is ``<path>\\t<reason>``, with backslashes, tabs and line breaks in ei
 exactly. A file is logged (one WARNING) only when it is first added,
 whichever worker finds it: additions take an exclusive lock and re-read the file first. A run
 that starts with an existing skip list never opens those files again. Files the dataset index
-leaves out are added together (`SkipList.add_many`), with one log line counting them by kind. A
-DataLoader worker notes the file it is reading (`SkipList.reading`), so that one whose decoder
-kills it is named and listed by the training process (`SkipList.left_by`).
+leaves out are added together (`SkipList.add_many`), with one log line counting them by kind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import glob
 import logging
 import math
 import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-
-from torch.utils.data import get_worker_info
+from collections.abc import Iterable, Mapping, Sequence
 
 log = logging.getLogger("ttt_mm.data")
 
@@ -51,7 +45,7 @@ class SkipList:
 
     def _refresh(self) -> None:
         """Read what other processes added, looking at the file at most every `REFRESH_S` (a lookup per
-        clip of a long list would cost a stat each): a clip listed meanwhile only fails once more."""
+        clip of a long list would cost a stat each): a clip listed meanwhile is only tried once more."""
         now = time.monotonic()
         if self.path is None or now - self._looked < REFRESH_S:
             return
@@ -100,51 +94,6 @@ class SkipList:
             log.warning("skipping %d of %d %s (%s)%s", len(added), total, unit, counts, where)
         return len(added)
 
-    @contextlib.contextmanager
-    def reading(self, name: str) -> Iterator[None]:
-        """While a DataLoader worker reads ``name``, a note of it beside the list's file: a decoder
-        that kills the worker (a native crash) skips every ``except`` and ``finally``, and the note
-        it leaves is how the training process names the file (`left_by`)."""
-        note = None if self.path is None or get_worker_info() is None else _note(self.path, os.getpid())
-        if note is not None:
-            try:
-                with _open(note, "w") as f:
-                    f.write(name)
-            except OSError:
-                note = None  # (a folder that cannot be written: the read goes on without its note)
-        try:
-            yield
-        finally:
-            if note is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(note)
-
-    def left_by(self, pid: int) -> str | None:
-        """The file a worker that died was reading (its `reading` note, then removed), or None."""
-        if self.path is None:
-            return None
-        note = _note(self.path, pid)
-        try:
-            with _open(note, "r") as f:
-                name = f.read()
-            os.unlink(note)
-        except OSError:
-            return None
-        return name or None
-
-    def clear_notes(self) -> None:
-        """Remove the `reading` notes of processes that are gone: workers stopped mid-read by a loader's
-        shutdown (a crash's note is read by the run that saw it), so that none is left to be taken
-        for the note of a later worker given the same pid."""
-        if self.path is None:
-            return
-        folder, name = os.path.split(os.path.abspath(self.path))
-        for note in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.reading-*")):
-            pid = note.rpartition("-")[2]
-            if pid.isdigit() and not _alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    os.unlink(note)
-
     def _append(self, reasons: Mapping[str, str]) -> dict[str, str]:
         """Add the entries not known yet, under the file lock; returns them."""
         new = {name: " ".join(reason.split()) for name, reason in reasons.items() if name not in self}  # one line
@@ -164,22 +113,6 @@ class SkipList:
                     fcntl.flock(f, fcntl.LOCK_UN)
         self.reasons.update(new)
         return new
-
-
-def _note(path: str, pid: int) -> str:
-    """Where worker ``pid`` notes what it reads: a hidden file beside the skip list ``path``."""
-    folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}.reading-{pid}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # (another user's process)
-        return True
-    return True
 
 
 def _open(path: str, mode: str):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler
 
+from ttt_mm.data import reading_notes
 from ttt_mm.data.datasets import ReadSpec, clip_span, collate, read_item, window_spans
 from ttt_mm.data.decode import MediaError
 from ttt_mm.data.skiplist import SkipList, unusable_message
@@ -100,7 +101,7 @@ class WindowDataset(Dataset):
                 length = min(self.clip_seconds, end - start)
                 slots = math.floor((end - start - length) * self.spec.fps + 1e-6)
                 offset = int(rng.integers(slots + 1)) / self.spec.fps
-                with self.skips.reading(clip.name):
+                with reading_notes.reading(clip.name):
                     return read_item(clip, start + offset, length, self.spec)
             except MediaError as exc:
                 self.skips.add(exc.path, exc.reason)
@@ -188,7 +189,7 @@ class StreamWindows(IterableDataset):
                         restart = True
                         continue
                     try:
-                        with self.skips.reading(clip.name):
+                        with reading_notes.reading(clip.name):
                             items.append(read_item(clip, start, duration, self.spec))
                     except MediaError as exc:
                         self.skips.add(exc.path, exc.reason)

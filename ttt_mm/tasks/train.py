@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.callbacks import last_checkpoint
+from ttt_mm.data import reading_notes
 from ttt_mm.data.datasets import off_grid
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.training import is_seed
@@ -321,34 +322,51 @@ WORKER_DIED = "a data loader worker died"
 
 def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
     """The line that ends a run stopped by an error: what is known of a data loader worker that died
-    (PyTorch then raises from its queue, naming no file: `_dead_worker`), and the checkpoint to
+    (PyTorch then raises from its queue, naming no file: `dead_worker`), and the checkpoint to
     resume from."""
     folder = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath")  # (none: no last.ckpt is written)
     last = Path(folder) / last_checkpoint.FILE_NAME if folder else None
     saved = last is not None and last.is_file()
-    died = isinstance(exc, ConnectionResetError) or "DataLoader worker" in str(exc)
+    chain = [exc]  # (PyTorch's own error, with what it caught behind it)
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 10:
+        chain.append(cause)
+    died = any(isinstance(e, (ConnectionResetError, EOFError)) or "DataLoader worker" in str(e) for e in chain)
     if not (died or saved):
         return None
     line = "training stopped by the error above"
     if died:
-        line += f" ({_dead_worker(cfg, str(exc))})"
+        line += f" ({dead_worker(cfg, ' '.join(map(str, chain)))})"
     return line + (f"; resume with ckpt_path={last}" if saved else "")
 
 
-def _dead_worker(cfg: DictConfig, error: str) -> str:
-    """The file a dead worker was reading (its note, `SkipList.reading`), then listed in the skip list
-    so that a resumed run passes over it instead of crashing on it again; else what likely killed it."""
+CRASH_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGFPE", "SIGILL")
+"""What a decoder's native crash kills its process with (SIGKILL and SIGTERM come from outside: memory,
+a scheduler's preemption)."""
+
+
+def dead_worker(cfg: DictConfig, error: str) -> str:
+    """What is known of a data loader worker that died, from PyTorch's ``error`` text: the file it was
+    reading (`reading_notes`), which a decoder that crashed on it (`CRASH_SIGNALS`) puts in the skip
+    list, so that a resumed run passes over it instead of crashing on it again; else what likely
+    killed it."""
     how = _SIGNALS.get(m[1].strip()) if (m := re.search(r"killed by signal: ([^.]+)", error)) else None
     pids = re.search(r"\(pid(?:\(s\))? ([\d, ]+)\)", error)
+    workers = [int(p) for p in pids[1].split(",")] if pids else [None]  # (None: the one note left, if any)
+    name = next((n for w in workers if (n := reading_notes.left_by(w))), None)
     path = OmegaConf.select(cfg, "data.skip_list")
-    for pid in [int(p) for p in pids[1].split(",")] if pids and path else []:
-        if name := (skips := SkipList(path)).left_by(pid):
-            reason = f"decoder crashed: {how}" if how else "its reader died (a decoder crash, or killed for memory)"
-            skips.add(name, reason)
-            return f"{WORKER_DIED} reading {name}, {reason}: listed in {path}, so a resumed run passes over it"
-    if how in (None, "SIGKILL"):
-        return f"{WORKER_DIED}: killed for memory? fewer data.num_workers or shorter windows use less"
-    return f"{WORKER_DIED}: {how}"
+    memory = "killed for memory? fewer data.num_workers or shorter windows use less"
+    if name is None:
+        return f"{WORKER_DIED}: " + (memory if how in (None, "SIGKILL") else how)
+    if how in CRASH_SIGNALS and path:
+        SkipList(path).add(name, f"decoder crashed: {how}")
+        return (
+            f"{WORKER_DIED} reading {name}, decoder crashed: {how}: listed in {path}, so a resumed run passes over it"
+        )
+    what = how or "how is not known"
+    listing = (
+        f"; if a resumed run dies on it again, list it in {path} (a line: the path, a tab, a reason)" if path else ""
+    )
+    return f"{WORKER_DIED} reading {name} ({what}: {memory if how in (None, 'SIGKILL') else 'not a crash'}){listing}"
 
 
 _SIGNALS = {signal.strsignal(s): s.name for s in signal.Signals if signal.strsignal(s)}

@@ -46,7 +46,7 @@ _GAP_S = 0.01  # a jump in an audio stream's timestamps longer than this is fill
 _MAX_GAP_S = 600.0  # ... and one longer than this is a timestamp error: the frames follow on
 _RESAMPLE_BLOCK = 2**20  # output samples resampled at once from a decoded track (bounds the filter's memory)
 
-_audio_tracks: LRUCache[tuple[Tensor, float]] = LRUCache(max_items=64, max_cost=AUDIO_CACHE_SAMPLES)
+_audio_tracks: LRUCache[tuple[Tensor, Placement]] = LRUCache(max_items=64, max_cost=AUDIO_CACHE_SAMPLES)
 _sf_infos: LRUCache[tuple] = LRUCache(max_items=4096)
 
 
