@@ -112,10 +112,12 @@ def test_a_rank_without_validation_batches_still_joins_the_one_reduction():
     included), never per batch: ranks with different batch counts cannot wait on each other."""
     reduced = []
     m = model("ttt_linear")
-    m._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: reduced.append(t.clone()) or t))
+    strategy = SimpleNamespace(reduce=lambda t, reduce_op: reduced.append(t.clone()) or t)
+    m._trainer = SimpleNamespace(strategy=strategy, sanity_checking=False, is_global_zero=True)
     m.on_validation_epoch_start()
     m.on_validation_epoch_end()
     assert len(reduced) == 1 and reduced[0].tolist() == [0.0, 0.0, 0.0]
+    assert m.unscored == {"val"}  # (no rank scored a token: said, not logged as a loss)
 
 
 BACKBONE = {"_target_": "ttt_mm.backbone.Backbone", "dim": 32, "depth": 1, "mixer": MIXERS["ttt_linear"]}
