@@ -126,15 +126,20 @@ class MediaDataModule(L.LightningDataModule):
         )
         if skip_list is not None and os.path.isdir(skip_list):
             raise ValueError(f"data.skip_list={skip_list} is a folder; it names a file (a TSV the run writes)")
-        given, defaults = {"sample_rate": sample_rate, "fps": fps, "size": size}, (SAMPLE_RATE, FPS, FRAME_SIZE)
-        for (key, value), modality, default in zip(given.items(), ("audio", "video", "video"), defaults):
+        clock = (
+            ("sample_rate", sample_rate, "audio", SAMPLE_RATE),
+            ("fps", fps, "video", FPS),
+            ("size", size, "video", FRAME_SIZE),
+        )
+        for key, value, modality, default in clock:
             if value is None and modality in modalities:
                 raise ValueError(
                     f"data.{key} is null, but this run reads {modality}: set it (the default is {default})"
                 )
-        sample_rate, fps, size = (
-            d if v is None else v for v, d in zip(given.values(), defaults)
-        )  # (unread: the default)
+        # a stream this run does not read needs no clock: the defaults fill its fields
+        sample_rate = SAMPLE_RATE if sample_rate is None else sample_rate
+        fps = FPS if fps is None else fps
+        size = FRAME_SIZE if size is None else size
         self.spec = ReadSpec(  # training and evaluation learn and score nothing on digital silence
             tuple(modalities), sample_rate, fps, size, audio_context_seconds, min_seconds, missing_audio, True
         )

@@ -138,7 +138,7 @@ def check_window_length(datamodule, model) -> None:
     tok = model.tokenizer
     windows = {"clip_seconds": datamodule.clip_seconds, datamodule.eval_window_key: datamodule.eval_window_seconds}
     for key, seconds in windows.items():
-        tokens = math.floor(seconds / tok.seconds_per_step + 1e-6) * tok.tokens_per_step
+        tokens = _window_tokens(seconds, tok)
         if tokens <= model.offset:
             steps = model.offset // tok.tokens_per_step + 1
             unit = model.backbone.restart_unit
@@ -149,6 +149,16 @@ def check_window_length(datamodule, model) -> None:
                 f"data.{key}={seconds:g} holds {tokens} tokens, too few to predict {model.offset} ahead; the "
                 f"shortest that works is data.{key}={steps * tok.seconds_per_step:.10g}"
             )
+
+
+def _window_tokens(seconds: float, tok) -> int:
+    """The tokens a window of ``seconds`` holds: its whole tokenizer steps."""
+    return math.floor(seconds / tok.seconds_per_step + 1e-6) * tok.tokens_per_step
+
+
+def _unit_sizes(tokens: int, tok, most: int) -> list[int]:
+    """Unit sizes up to ``most`` tokens that divide a window of ``tokens`` into whole tokenizer steps."""
+    return [c for c in range(tok.tokens_per_step, most + 1, tok.tokens_per_step) if tokens % c == 0]
 
 
 def _restarts_rows(datamodule, model) -> bool:
@@ -162,10 +172,10 @@ def check_updates_learn(datamodule, model) -> None:
     from a training window only when the window holds more than one unit: otherwise they would get
     no gradient, silently (and DDP would stop at its second step on the unused parameters)."""
     unit, tok = model.backbone.restart_unit, model.tokenizer
-    tokens = math.floor(datamodule.clip_seconds / tok.seconds_per_step + 1e-6) * tok.tokens_per_step
+    tokens = _window_tokens(datamodule.clip_seconds, tok)
     if unit is None or not unit.applied_after or tokens > unit.tokens:
         return
-    fits = [c for c in range(tok.tokens_per_step, tokens // 2 + 1, tok.tokens_per_step) if tokens % c == 0]
+    fits = _unit_sizes(tokens, tok, most=tokens // 2)
     smaller = f"{MIXER_KEY}.{unit.argument}={max(fits)} or " if fits else ""
     raise ConfigError(
         f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens) holds no more than one of the {unit.name} "
@@ -207,7 +217,7 @@ def check_carried_windows(datamodule, model) -> None:
             f"needs to restart single rows; e.g. data.clip_seconds={seconds:.10g}"
         )
     most = tokens // 2 if unit.applied_after else tokens  # (more than one unit a window: `check_updates_learn`)
-    fits = [c for c in range(tok.tokens_per_step, most + 1, tok.tokens_per_step) if tokens % c == 0]
+    fits = _unit_sizes(tokens, tok, most)
     near = min(fits, key=lambda c: abs(c - unit.tokens), default=None)  # the unit changes: the window is the data's
     log.warning(
         f"{window} is not a whole number of {unit.name} of {unit.tokens} tokens: rows restarted at a file's "
@@ -355,18 +365,19 @@ def dead_worker(cfg: DictConfig, error: str) -> str:
     name = next((n for w in workers if (n := reading_notes.left_by(w))), None)
     path = OmegaConf.select(cfg, "data.skip_list")
     memory = "killed for memory? fewer data.num_workers or shorter windows use less"
+    for_memory = how in (None, "SIGKILL")  # (what the kernel's out-of-memory killer sends)
     if name is None:
-        return f"{WORKER_DIED}: " + (memory if how in (None, "SIGKILL") else how)
+        return f"{WORKER_DIED}: {memory if for_memory else how}"
     if how in CRASH_SIGNALS and path:
         SkipList(path).add(name, f"decoder crashed: {how}")
         return (
             f"{WORKER_DIED} reading {name}, decoder crashed: {how}: listed in {path}, so a resumed run passes over it"
         )
-    what = how or "how is not known"
     listing = (
         f"; if a resumed run dies on it again, list it in {path} (a line: the path, a tab, a reason)" if path else ""
     )
-    return f"{WORKER_DIED} reading {name} ({what}: {memory if how in (None, 'SIGKILL') else 'not a crash'}){listing}"
+    killed = f"{how or 'how is not known'}: {memory if for_memory else 'not a crash'}"
+    return f"{WORKER_DIED} reading {name} ({killed}){listing}"
 
 
 _SIGNALS = {signal.strsignal(s): s.name for s in signal.Signals if signal.strsignal(s)}

@@ -280,15 +280,11 @@ def _slice(x: Tensor, lo: int, hi: int) -> Tensor:
 
 def container_track(path: str, sample_rate: int, backend: str) -> Tensor:
     """A whole audio track decoded by decord or PyAV at ``sample_rate``, mono (cached per process)."""
-    return _decoded_track(path, sample_rate, backend)[0]
+    return placed_track(path, sample_rate, backend)[0]
 
 
-def track_placement(path: str, sample_rate: int, backend: str) -> Placement:
-    """Where a container's audio track was placed on the file's timeline (gaps, shift)."""
-    return _decoded_track(path, sample_rate, backend)[1]
-
-
-def _decoded_track(path: str, sample_rate: int, backend: str) -> tuple[Tensor, Placement]:
+def placed_track(path: str, sample_rate: int, backend: str) -> tuple[Tensor, Placement]:
+    """`container_track`, and where it was placed on the file's timeline (gaps, shift)."""
     st = checked_stat(path)
     key = (*version_key(path, st), sample_rate, backend)
     cached = _audio_tracks.get(key)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, container_track, read_samples, sf_info, track_placement
+from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, placed_track, read_samples, sf_info
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import MediaError, checked_stat, open_reason, without_frames
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
@@ -145,10 +145,10 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
                 fields = {"audio_duration": info.frames / rate, "sample_rate": rate, "channels": info.channels}
             else:
                 rate = 16000  # the usual training rate: the decoded track is cached for the first reads
-                fields = {"audio_duration": len(container_track(path, rate, backend)) / rate}
+                track, placement = placed_track(path, rate, backend)
+                fields = {"audio_duration": len(track) / rate}
                 if present is not None:
                     fields |= {"sample_rate": present.sample_rate, "channels": present.channels}
-                placement = track_placement(path, rate, backend)
                 stated = _stated_seconds(info, present)
                 if stated is not None:
                     stated += placement.moved  # (on the video's timeline: sound before its start is cut)
