@@ -21,7 +21,7 @@ from mediafiles import write_video, write_wav
 from ttt_mm.data import ClipInfo, decode
 from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1
 from ttt_mm.linear_probe.features import EmbeddingFolder
-from ttt_mm.linear_probe.folds import assign_folds
+from ttt_mm.linear_probe.folds import assign_folds, joined_groups
 from ttt_mm.tasks import embed as embed_task
 from ttt_mm.tasks import linear_probe
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
@@ -55,6 +55,12 @@ def test_folds_without_groups_are_stratified_and_every_fold_gets_files():
     assert sorted(set(tight)) == [0, 1, 2, 3, 4]  # as many groups as folds: one group each
     with pytest.raises(ValueError, match="3 groups cannot fill 5 folds"):
         assign_folds(np.array([0, 1, 0, 1]), np.array(["a", "b", "c", "c"]), 5)
+
+
+def test_samples_sharing_any_key_directly_or_through_others_are_one_group():
+    keys = [("file:a", "group:x"), ("file:b",), ("file:a", "group:y"), ("file:c", "group:y"), ("file:d", "group:x")]
+    assert joined_groups(keys).tolist() == [0, 1, 0, 0, 0]  # a-x-d and a-y-c are one; b is alone
+    assert joined_groups([("file:a",), ("file:b",)]).tolist() == [0, 1] and len(joined_groups([])) == 0
 
 
 def test_max_files_takes_each_class_in_turn_in_the_rows_order():
@@ -206,7 +212,7 @@ def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog, mo
     manifest = _manifest(tmp_path / "list.csv", rows)
     metrics = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out"))["metrics"]
     assert metrics["files"] == 20 and [c["name"] for c in metrics["classes"]] == ["high", "low"]
-    assert metrics["dropped_classes"] == [{"name": "rare", "files": 1}]
+    assert metrics["dropped_classes"] == [{"name": "rare", "files": 1, "reason": "fewer than min_clips=5"}]
     assert "class 'rare' has 1 clips, fewer than min_clips=5" in caplog.text
     skipped = {Path(s["path"]).name: s["reason"] for s in metrics["skipped"]}
     assert skipped == {"missing.wav": "file not found", "empty.wav": "empty file (0 bytes)"}
@@ -214,7 +220,8 @@ def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog, mo
     assert metrics["results"]["model"]["accuracy"]["mean"] == 1.0
 
     few = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "few", min_clips=1, folds=2))["metrics"]
-    assert [c["name"] for c in few["classes"]] == ["high", "low", "rare"]
+    assert [c["name"] for c in few["classes"]] == ["high", "low"]  # rare's one file: never in its fold's training
+    assert few["dropped_classes"][0]["name"] == "rare" and "in one group" in few["dropped_classes"][0]["reason"]
 
     (tmp_path / "nolabel.csv").write_text("path\nrare.wav\n")
     with pytest.raises(ConfigError, match=r"manifest .*nolabel.csv has no 'label' column"):
@@ -239,7 +246,7 @@ def test_a_class_with_no_clips_or_none_readable_is_reported_as_dropped(ckpts, to
         (root / "broken" / f"{i}.wav").write_bytes(b"RIFF, and then nothing a decoder reads")
     metrics = run(_cfg(ckpt=ckpts["audio"], input=root, output=tmp_path / "out", baselines="[]"))["metrics"]
     assert [c["name"] for c in metrics["classes"]] == ["high", "low"]
-    assert metrics["dropped_classes"] == [{"name": "empty", "files": 0}, {"name": "broken", "files": 0}]
+    assert [(c["name"], c["files"]) for c in metrics["dropped_classes"]] == [("empty", 0), ("broken", 0)]
     assert "class 'empty' has 0 clips" in caplog.text and "class 'broken' has 0 clips" in caplog.text
 
 
@@ -334,22 +341,51 @@ def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_clas
     rows = [{"path": str(p), "label": p.parent.name} for p in sorted(tones.rglob("*.wav"))]
     rng = np.random.default_rng(5)
     long = write_wav(tmp_path / "long.wav", np.concatenate([_sound("low", rng, 1.0) for _ in range(3)]), RATE)
+    other = write_wav(tmp_path / "other.wav", _sound("low", rng, 1.0), RATE)
     link = tmp_path / "alias.wav"
     link.symlink_to(long)
     rows += [
         {"path": str(long), "label": "rare", "start": 0, "end": 1},
-        {"path": str(long), "label": "rare", "start": 10, "end": 11},  # past the end: rare thins to 1 < min_clips
+        {"path": str(other), "label": "rare", "start": 10, "end": 11},  # past the end: rare thins to 1 < min_clips
         {"path": str(long), "label": "low", "start": 1, "end": 2},
         {"path": str(link), "label": "low", "start": 2, "end": 3},  # the same file by another name
     ]
     manifest = _manifest(tmp_path / "list.csv", rows)
     out = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out", folds=2, min_clips=2, baselines="[]"))
     m = out["metrics"]
-    assert m["files"] == 22 and m["dropped_classes"] == [{"name": "rare", "files": 1}]
+    assert m["files"] == 22 and m["dropped_classes"] == [
+        {"name": "rare", "files": 1, "reason": "fewer than min_clips=2"}
+    ]
     assert m["results"]["model"]["accuracy"]["mean"] == 1.0  # every file's features beside its own label
     files = _read_csv(Path(out["paths"]["files"]))
     spans = [r["fold"] for r in files if r["path"] in (str(long), str(link))]
     assert len(spans) == 2 and len(set(spans)) == 1 and m["settings"]["grouped_by"] == "file"
+
+
+def test_a_file_and_a_group_column_join_into_one_group_and_a_class_held_in_one_group_is_dropped(
+    ckpts, tones, tmp_path, caplog, capsys
+):
+    rows = [
+        {"path": str(p), "label": p.parent.name, "group": f"{p.parent.name}{int(p.stem) // 2}"}
+        for p in sorted(tones.rglob("*.wav"))
+    ]  # 5 groups of 2 files per class
+    rng = np.random.default_rng(6)
+    takes = write_wav(tmp_path / "takes.wav", np.concatenate([_sound("low", rng, 1.0) for _ in range(4)]), RATE)
+    rows += [{"path": str(takes), "label": "low", "start": i, "end": i + 1, "group": f"take{i}"} for i in range(4)]
+    solo = write_wav(tmp_path / "solo.wav", np.concatenate([_sound("high", rng, 1.0) for _ in range(6)]), RATE)
+    rows += [{"path": str(solo), "label": "solo", "start": i, "end": i + 1, "group": "soundtrack"} for i in range(6)]
+    manifest = _manifest(tmp_path / "list.csv", rows)
+    out = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out", baselines="[]"))
+    m = out["metrics"]
+    assert [c["name"] for c in m["classes"]] == ["high", "low"] and m["files"] == 24
+    assert m["settings"]["groups"] == 11  # take0..take3 are one group: the spans of one file
+    files = _read_csv(Path(out["paths"]["files"]))
+    assert len({r["fold"] for r in files if r["path"] == str(takes)}) == 1
+    (solo_class,) = m["dropped_classes"]
+    assert solo_class["name"] == "solo" and solo_class["files"] == 6 and "in one group" in solo_class["reason"]
+    assert "class 'solo' (6 clips) is in one group" in caplog.text
+    report(out)
+    assert "dropped class 'solo': 6 clips (in one group" in capsys.readouterr().out
 
 
 def test_rows_probe_predicts_files_from_their_hops(ckpts, tones, tmp_path):

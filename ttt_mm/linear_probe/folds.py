@@ -48,3 +48,22 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: in
         per_fold[best] += counts[g]
         fold_of_group[g] = best
     return fold_of_group[group_ids]
+
+
+def joined_groups(keys: list[tuple[str, ...]]) -> np.ndarray:
+    """Group index of every sample ``[n]`` (int64, ``0 .. G-1``), where samples that share any key, or
+    are linked through a chain of others that do, form one group: a clip keyed by its file and by
+    its manifest group joins every span of that file and every clip of that group."""
+    parent = list(range(len(keys)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, sample_keys in enumerate(keys):
+        for key in sample_keys:
+            parent[root(i)] = root(first.setdefault(key, i))
+    return np.unique([root(i) for i in range(len(keys))], return_inverse=True)[1].astype(np.int64)

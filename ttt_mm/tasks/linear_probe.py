@@ -17,8 +17,9 @@ none. Writes ``metrics.json``, ``folds.csv`` (one row per feature set and fold) 
 a table. Options are in ``conf/linear_probe.yaml``.
 
 Bad input: a file that cannot be read is reported and left out; a class with fewer clips than
-``min_clips`` (default: the number of folds) is dropped with a warning; a manifest without labels,
-too few classes, groups or files for the folds end in one ``error:`` line and exit code 2.
+``min_clips`` (default: the number of folds), or with every clip in one group, is dropped with a
+warning; a manifest without labels, too few classes, groups or files for the folds end in one
+``error:`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
 from ttt_mm.linear_probe.classifier import FoldScore, cross_validate, majority_class, summarize
 from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
-from ttt_mm.linear_probe.folds import assign_folds
+from ttt_mm.linear_probe.folds import assign_folds, joined_groups
 from ttt_mm.linear_probe.tables import write_outputs
 from ttt_mm.tasks.common import (
     CONF_DIR,
@@ -145,14 +146,44 @@ def each_class_in_turn(clips: list[ClipInfo], count: int) -> list[ClipInfo]:
 
 def drop_rare(
     clips: list[ClipInfo], names: list[str], labels: list[int], min_clips: int
-) -> tuple[list[ClipInfo], dict[str, int]]:
+) -> tuple[list[ClipInfo], dict[str, dict]]:
     """The clips of classes with at least ``min_clips`` clips, and the dropped classes of ``labels``
-    (those asked for: a class with no clips at all is dropped too) with their counts."""
+    (those asked for: a class with no clips at all is dropped too) with their counts and why."""
     counts = Counter(c.label for c in clips)
     rare = {names[label]: counts[label] for label in labels if counts[label] < min_clips}
     for name, n in rare.items():
         log.warning("class %r has %d clips, fewer than min_clips=%d: left out of the probe", name, n, min_clips)
-    return [c for c in clips if counts[c.label] >= min_clips], rare
+    why = f"fewer than min_clips={min_clips}"
+    return [c for c in clips if counts[c.label] >= min_clips], {n: {"files": k, "reason": why} for n, k in rare.items()}
+
+
+def fold_groups(clips: list[ClipInfo], group: bool) -> np.ndarray:
+    """The group of every clip ``[n]``, which a fold never splits: with ``group``, the spans of one file
+    (whatever names lead to it) and the clips of one value of the manifest's group column, joined
+    where they overlap; without, every clip alone."""
+    if not group:
+        return np.arange(len(clips))
+    return joined_groups(
+        [(f"file:{os.path.realpath(c.name)}", *((f"group:{c.group}",) if c.group else ())) for c in clips]
+    )
+
+
+def drop_one_group(clips: list[ClipInfo], names: list[str], group: bool) -> tuple[list[ClipInfo], dict[str, dict]]:
+    """The clips of classes spread over at least two groups (`fold_groups`), and the others with their
+    counts and why: a class held in one group is tested only in the fold that never trains on it."""
+    group_of = fold_groups(clips, group)
+    spread: dict[int, set[int]] = {}
+    for clip, g in zip(clips, group_of):
+        spread.setdefault(clip.label, set()).add(int(g))
+    lonely = sorted((label for label, groups in spread.items() if len(groups) < 2), key=names.__getitem__)
+    held = "in one group (the spans of one file, or one value of the group column)" if group else "a single clip"
+    why = f"{held}: no fold can train on it while testing it"
+    dropped = {}
+    for label in lonely:
+        n = sum(c.label == label for c in clips)
+        log.warning("class %r (%d clips) is %s; left out of the probe", names[label], n, why)
+        dropped[names[label]] = {"files": n, "reason": why}
+    return [c for c in clips if c.label not in lonely], dropped
 
 
 # --------------------------------------------------------------------------------------- features
@@ -250,6 +281,8 @@ def run(cfg: DictConfig) -> dict:
 
     data = select(labelled_clips(str(cfg.input), extensions), cfg)
     clips, dropped = drop_rare(data.clips, data.names, data.labels, min_clips)  # before reading: no time spent on them
+    clips, lonely = drop_one_group(clips, data.names, bool(cfg.group))
+    dropped |= lonely
     extractors = build_extractors(cfg, baselines)
     output = results_folder(cfg.output)  # (before files are read: a folder that cannot be made is a config error)
     rows = bool(cfg.rows)
@@ -260,7 +293,8 @@ def run(cfg: DictConfig) -> dict:
     got.skipped[:0] = list(selection.rejected.items())
     kept_labels = sorted({c.label for c in clips})
     clips, thinned = drop_rare(got.clips, data.names, kept_labels, min_clips)  # unreadable files may thin a class
-    dropped |= thinned
+    clips, lonely = drop_one_group(clips, data.names, bool(cfg.group))
+    dropped |= thinned | lonely
     labels = {c.label for c in clips}
     kept = [i for i, c in enumerate(got.clips) if c.label in labels]  # the features of `clips`, by index
     if len(labels) < 2:
@@ -268,17 +302,16 @@ def run(cfg: DictConfig) -> dict:
             "" if cfg.max_files is None else f" (max_files={cfg.max_files} clips in all, taken from each class in turn)"
         )
         raise ConfigError(
-            f"fewer than 2 classes with at least min_clips={min_clips} readable clips in input={cfg.input}{hint}"
+            f"fewer than 2 classes with at least min_clips={min_clips} readable clips, in more than one group, "
+            f"in input={cfg.input}{hint}"
         )
 
     y = np.unique([c.label for c in clips], return_inverse=True)[1]
     label_ids = sorted({c.label for c in clips})
     names = [data.names[i] for i in label_ids]
-    # spans of one file (whatever names lead to it) share a group, as do the clips of a manifest's group:
-    # a fold never splits either
-    by_group = [c.group or f"file:{os.path.realpath(c.name)}" for c in clips]
-    grouped = bool(cfg.group) and len(set(by_group)) < len(by_group)
-    groups = np.array(by_group) if grouped else None
+    by_group = fold_groups(clips, bool(cfg.group))
+    grouped = len(set(by_group.tolist())) < len(by_group)
+    groups = by_group if grouped else None
     try:
         fold_of = assign_folds(y, groups, folds, int(cfg.seed))
     except ValueError as exc:
@@ -316,7 +349,7 @@ def run(cfg: DictConfig) -> dict:
         },
         "files": len(clips),
         "classes": [{"name": n, "files": int((y == i).sum())} for i, n in enumerate(names)],
-        "dropped_classes": [{"name": n, "files": k} for n, k in dropped.items()],
+        "dropped_classes": [{"name": n, **why} for n, why in dropped.items()],
         "left_out_before_reading": data.notes,
         "skipped": [{"path": p, "reason": r} for p, r in got.skipped],
         "unavailable": unavailable,
@@ -347,7 +380,7 @@ def report(out: dict) -> None:
         lines.append(f"{TITLES[name]:<22} not computed: {why}")
     lines.append("")
     for c in m["dropped_classes"]:
-        lines.append(f"dropped class {c['name']!r}: {c['files']} clips (min_clips={s['min_clips']})")
+        lines.append(f"dropped class {c['name']!r}: {c['files']} clips ({c['reason']})")
     for note in m["left_out_before_reading"]:
         lines.append(f"left out: {note}")
     if m["skipped"]:
