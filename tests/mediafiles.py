@@ -129,6 +129,20 @@ def rotate_display(path: Path) -> Path:
     return path
 
 
+def trim_by_edit_list(path: Path, start: float, end: float) -> Path:
+    """The single-track MP4 (written with ``muxer_options={"use_editlist": "1"}``) with its edit list
+    showing only ``start .. end`` seconds, as a stream-copy cut (``ffmpeg -ss -t -c copy``) leaves it:
+    every packet kept, those outside hidden, the picture before ``start`` decoded but not shown."""
+    data = bytearray(path.read_bytes())
+    movie_scale = struct.unpack(">I", data[data.find(b"mvhd") + 16 : data.find(b"mvhd") + 20])[0]  # version 0
+    media_scale = struct.unpack(">I", data[data.find(b"mdhd") + 16 : data.find(b"mdhd") + 20])[0]
+    at = data.find(b"elst")
+    assert at > 0 and data[at + 4] == 0 and struct.unpack(">I", data[at + 8 : at + 12])[0] == 1, "one version-0 entry"
+    data[at + 12 : at + 20] = struct.pack(">Ii", round((end - start) * movie_scale), round(start * media_scale))
+    path.write_bytes(bytes(data))
+    return path
+
+
 def write_lying_frame_count(path: Path, real: int = 30, fake: int = 30) -> Path:
     """An mp4 whose index lists ``real + fake`` frames but whose last ``fake`` hold no picture.
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from mediafiles import gray, rotate_display, tone, write_video, write_wav
+from mediafiles import gray, rotate_display, tone, trim_by_edit_list, write_video, write_wav
 
 from ttt_mm.data import ClipInfo, ReadSpec, decode
 from ttt_mm.data.index import index_clips, index_files
@@ -80,6 +80,27 @@ def test_pyav_reads_video_that_decord_cannot(tmp_path):
     frames = decode.read_video(path, 0.0, None, fps=8, size=32)  # the backend probe chose
     assert frames.shape == (8, 3, 32, 32)
     assert frames.float().mean(dim=(1, 2, 3)).tolist() == pytest.approx([gray(i, 8) for i in range(8)], abs=4.0)
+
+
+@pytest.mark.parametrize("start, end", [(1.0, 4.0), (0.0, 2.0), (1.0, 3.0)], ids=["head", "tail", "both"])
+def test_frames_an_edit_list_hides_are_left_out_and_decord_is_not_trusted_with_them(tmp_path, start, end):
+    """A stream-copy cut (``ffmpeg -ss -t -c copy``): decord listed the hidden frames but decoded only
+    the shown ones, so each window held pictures a second later than its time (or, past the shown end,
+    the last one repeated); PyAV indexed the hidden packets as frames it then could not return."""
+    written = write_video(
+        tmp_path / "cut.mp4", seconds=4.0, fps=25, width=64, height=48, audio_rate=None,
+        muxer_options={"use_editlist": "1"},
+    )  # fmt: skip
+    path = trim_by_edit_list(written, start, end)
+    with pytest.raises(decode.MediaError, match="edit list hides"):
+        decode.video_timeline(path, "decord")
+    info = decode.probe(path, streams=("video",), verify=True)
+    assert info.video_backend == "pyav" and info.n_frames == round((end - start) * 25)
+    assert info.video_duration == pytest.approx(end - start)
+    frames = decode.read_video(path, 0.0, None, fps=5, size=32)
+    assert len(frames) == round((end - start) * 5)
+    expected = [gray(round(start * 25) + 5 * k, 100) for k in range(len(frames))]  # source frames, 5 apart
+    assert frames.float().mean(dim=(1, 2, 3)).tolist() == pytest.approx(expected, abs=1.5)
 
 
 def test_pyav_reads_audio_that_decord_cannot_and_the_video_is_kept(tmp_path):

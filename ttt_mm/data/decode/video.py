@@ -63,6 +63,23 @@ def _timeline(path: str, starts: np.ndarray, stops: np.ndarray, fps: float) -> t
     return starts, float(last), fps if fps > 0 else n / last
 
 
+EDIT_LIST_FORMAT = "mov"
+"""FFmpeg's name (among others) of the MP4/QuickTime demuxer, whose edit lists can hide frames."""
+HIDDEN_BY_EDIT_LIST = (
+    "decord counts the frames that the file's edit list hides (a stream-copy cut, ffmpeg -ss/-t -c copy), "
+    "so its frames land off their times"
+)
+
+
+def _shown_seconds(path: str) -> float | None:
+    """The video's length as an MP4/QuickTime container shows it (after its edit list), or None."""
+    with av_open(path) as container:
+        stream = video_stream(container)
+        if EDIT_LIST_FORMAT not in container.format.name.split(",") or stream is None or stream.duration is None:
+            return None
+        return float(stream.duration * stream.time_base)
+
+
 def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
     reader = native.call(path, "opening the video", lambda: decord.VideoReader(path, num_threads=1), open_timeout(st))
     n = len(reader)
@@ -72,6 +89,11 @@ def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
     height, width = first.shape[1:3]
     stamps = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64)
     starts, duration, fps = _timeline(path, stamps[:, 0], stamps[:, 1], float(reader.get_avg_fps()))
+    # decord lists the frames an MP4 edit list hides (before time 0, or past the shown length) but
+    # decodes only the shown ones, so its frame k is another picture; PyAV leaves them out
+    shown = native.call(path, "opening the video", partial(_shown_seconds, path), open_timeout(st))
+    if shown is not None and (stamps[0, 0] < -0.5 / fps or stamps[-1, 1] > shown + 1.5 / fps):
+        raise MediaError(path, HIDDEN_BY_EDIT_LIST)
     return VideoIndex(starts, duration, fps, (int(width), int(height)))
 
 
@@ -93,7 +115,11 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     def scan():  # demuxing reads packet headers only: no decoding
         with av_open(path) as container:
             stream = video_stream(container)
-            rows = [(p.pts, p.dts, p.duration or 0, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
+            rows = [  # (a packet an edit list hides is decoded for the frames after it, but never shown)
+                (p.pts, p.dts, p.duration or 0, p.is_keyframe)
+                for p in container.demux(stream)
+                if p.size > 0 and not p.is_discard
+            ]
             rate = stream.average_rate or stream.guessed_rate
             return rows, float(stream.time_base), float(rate) if rate else 0.0, stream.start_time
 
