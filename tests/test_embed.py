@@ -137,6 +137,17 @@ def test_a_span_of_a_file_keeps_file_time(ckpts, files):
     assert embedder.span(files["audio"], np.float32(0.6)) == pytest.approx((0.6, 2.5))
 
 
+def test_a_window_within_rounding_of_whole_steps_is_taken_as_them_and_a_huge_one_reads_the_file_whole(ckpts, files):
+    """0.40000001 s (10.00000025 steps of 0.04 s) passed the step check, then the sample grid's refused
+    its windows mid-file; a window of 1e12 s gave a 2.5 s file no window ("shorter than one token")."""
+    exact = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu").embed_file(files["audio"])
+    near = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.40000001, device="cpu")
+    assert near.window_seconds == pytest.approx(0.4, abs=1e-15)
+    torch.testing.assert_close(near.embed_file(files["audio"]).embeddings, exact.embeddings)
+    huge = Embedder.from_checkpoint(ckpts["audio"], window_seconds=1e12, device="cpu").embed_file(files["audio"])
+    assert (huge.embeddings - exact.embeddings).abs().max().item() < 1e-5
+
+
 def test_embed_tensor_equals_embed_file_and_batch_rows_are_independent(ckpts, files):
     embedder = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu")
     samples = decode.read_audio(files["audio"], 0, None, 16000)

@@ -576,3 +576,43 @@ def test_a_clip_whose_name_is_not_utf8_is_evaluated_and_drawn(folder, tmp_path):
     run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=2", "plot_clips=1", "device=cpu"))
     assert (out / "rollout_1.png").is_file() and (out / "spectrogram_1.png").is_file()
     assert os.fsencode(name) in (out / "files.csv").read_bytes()
+
+
+def test_a_window_typed_within_rounding_of_whole_steps_is_taken_as_them(folder, tmp_path):
+    """0.5000000001 s passed the step check (1e-6 of a step) and then failed the sample grid's (1e-6 of
+    a sample at 16 kHz) with a traceback; 0.3 s is 1.2 steps, said with its digits."""
+    _, media, ckpts = folder
+    args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={media}", f"paths.output_dir={tmp_path}", "plots=false"]
+    result = run(compose_evaluate(*args, f"output={tmp_path / 'near'}", "window_seconds=0.5000000001", "max_files=1"))
+    metrics = json.loads((Path(result["output"]) / "metrics.json").read_text())
+    assert metrics["settings"]["window_seconds"] == 0.5 and metrics["settings"]["evaluated"] == 1
+    with pytest.raises(ConfigError, match=r"window_seconds=0.3 is 1.2 steps of model ttt \(0.25 s\)"):
+        run(compose_evaluate(*args, f"output={tmp_path / 'off'}", "window_seconds=0.3"))
+
+
+def test_a_window_far_longer_than_every_file_reads_each_whole(folder, tmp_path):
+    """A window a trillion times a file's length gave the file no window at all (an absolute tolerance
+    on their ratio), and every loss was NaN."""
+    _, media, ckpts = folder
+    args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={media}", f"output={tmp_path}", "plots=false"]
+    result = run(compose_evaluate(*args, f"paths.output_dir={tmp_path}", "window_seconds=1e12", "max_files=1"))
+    loss = result["models"]["ttt"]["loss"]["model"]
+    assert np.isfinite(loss) and loss > 0
+
+
+def test_clips_too_short_to_score_are_skipped_and_none_left_is_an_error(tmp_path, model, caplog):
+    """A clip of one step has no prediction to score: it was counted as evaluated, with NaN losses."""
+    media = tmp_path / "media"
+    media.mkdir()
+    write_video(media / "long.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=16000)
+    write_video(media / "short.mp4", seconds=0.25, fps=8, width=32, height=32, audio_rate=16000)
+    ckpt = save(model, tmp_path / "tiny.ckpt")
+    args = [f"ckpt={ckpt}", "data=av_folder", "data.min_seconds=0", "plots=false", f"paths.output_dir={tmp_path}"]
+    result = run(compose_evaluate(*args, f"data.root={media}", f"output={tmp_path / 'both'}", "window_seconds=0.5"))
+    assert [Path(s["path"]).name for s in result["skipped"]] == ["short.mp4"]
+    assert result["skipped"][0]["reason"].startswith("too short to score")
+    assert [np.isfinite(m["loss"]["model"]) for m in result["models"].values()] == [True]
+    assert "skipped " + str(media / "short.mp4") + ": too short to score" in caplog.text
+    (media / "long.mp4").unlink()
+    with pytest.raises(ConfigError, match="none of the 1 clips could be evaluated"):
+        run(compose_evaluate(*args, f"data.root={media}", f"output={tmp_path / 'short'}", "window_seconds=0.5"))

@@ -211,7 +211,7 @@ def to_device(batch: Mapping[str, Any], device: torch.device | str) -> dict[str,
 
 def window_spans(start: float, end: float, window_seconds: float) -> Iterator[tuple[float, float]]:
     """``(start, duration)`` of the consecutive windows covering ``[start, end)``; the last may be shorter."""
-    for k in range(math.ceil((end - start) / window_seconds - 1e-9)):
+    for k in range(math.ceil((end - start) / window_seconds * (1 - 1e-9))):  # (relative: any window length)
         t = start + k * window_seconds
         yield t, min(window_seconds, end - t)
 
@@ -270,7 +270,7 @@ def off_grid(window_seconds: float, spec: ReadSpec) -> str | None:
     for rate, name in (rates[m] for m in spec.modalities):
         ticks = window_seconds * rate
         if abs(ticks - round(ticks)) > 1e-6:
-            return f"is not a whole number of 1/{name} ({ticks:g} ticks); e.g. {max(1, round(ticks)) / rate:.10g}"
+            return f"is not a whole number of 1/{name} ({ticks:.10g} ticks); e.g. {max(1, round(ticks)) / rate:.10g}"
     return None
 
 

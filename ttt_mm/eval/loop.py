@@ -55,6 +55,11 @@ def model_info(path: str, model: SequenceModel, rollout_steps: int) -> dict:
     return info
 
 
+TOO_SHORT_TO_SCORE = (
+    "too short to score: none of its tokens has a prediction (a clip's first step, or first token, has none)"
+)
+
+
 def evaluate(
     models, clips, spec: ReadSpec, window_seconds: float, options: Options, skips: SkipList, output: Path
 ) -> dict:
@@ -93,6 +98,10 @@ def evaluate(
             skipped.append({"path": exc.path, "reason": exc.reason})
             continue
         results = {name: s.finish() for name, s in scorers.items()}
+        if not any(len(r.losses) for r in results.values()):
+            skipped.append({"path": clip.name, "reason": TOO_SHORT_TO_SCORE})
+            log.warning("skipped %s: %s", one_line(clip.segment), TOO_SHORT_TO_SCORE)
+            continue
         for name, result in results.items():
             reports[name].add(result)
         first = next(iter(results.values()))

@@ -77,17 +77,19 @@ def load_models(
     return out
 
 
-def check_window(models: dict[str, tuple[str, SequenceModel]], window_seconds: float) -> None:
-    """Windows must hold whole tokenizer steps of every model (the decoding itself comes from the
-    checkpoints: `checkpoint_decoding`)."""
+def check_window(models: dict[str, tuple[str, SequenceModel]], window_seconds: float) -> float:
+    """The window, exactly whole tokenizer steps of every model (a value typed within rounding of one
+    is taken as it); the decoding itself comes from the checkpoints (`checkpoint_decoding`)."""
     for name, (_, model) in models.items():
         tok = model.tokenizer
-        if tok.whole_steps(window_seconds) is None:
-            steps = window_seconds / tok.seconds_per_step
+        steps = tok.whole_steps(window_seconds)
+        if steps is None:
             raise ConfigError(
-                f"window_seconds={window_seconds} is {steps:g} steps of model {name} ({tok.seconds_per_step} s); "
-                "use a whole number of steps"
+                f"window_seconds={window_seconds} is {window_seconds / tok.seconds_per_step:.10g} steps of model "
+                f"{name} ({tok.seconds_per_step} s); use a whole number of steps"
             )
+        window_seconds = steps * tok.seconds_per_step
+    return window_seconds
 
 
 def warn_if_incomparable(models: dict[str, tuple[str, SequenceModel]]) -> None:
@@ -167,7 +169,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data, **decoding, earlier_skips=False)
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
     window = window or datamodule.eval_window_seconds
-    check_window(models, window)
+    window = check_window(models, window)
     with skip_list_set_aside(output) as had_skip_list:  # (the new list is opened and appended to here)
         clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
     if earlier := remove_earlier_figures(output, had_skip_list):
