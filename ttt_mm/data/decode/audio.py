@@ -106,13 +106,22 @@ def _sf_read(path: str, info, first: int, last: int) -> Tensor:
     return out
 
 
+OGG_SEEK_LEAD_S = 1.0
+"""libsndfile's seeks into the last Ogg page of a file (the last 0.15-0.65 s of the Vorbis files
+tried) return samples up to 1% of full scale off those a read from the start gives; an Ogg read
+seeks this much earlier and drops the lead-in, so that every window reads the same samples."""
+
+
 def _sf_rows(path: str, lo: int, count: int, info) -> tuple[np.ndarray, int, Exception | None]:
     """``count`` rows from sample ``lo``, how many were read, and the libsndfile error that stopped the
     read, if any (then the first all-NaN row marks where; past a file's real end its seek fails)."""
     data = np.full((count, info.channels), np.nan, dtype=np.float32)
+    lead = min(lo, round(OGG_SEEK_LEAD_S * info.samplerate)) if info.format == "OGG" else 0
     try:
         with sf.SoundFile(path) as f:
-            f.seek(lo)
+            f.seek(lo - lead)
+            if lead:
+                f.read(lead, dtype="float32", always_2d=True)
             return data, len(f.read(count, dtype="float32", always_2d=True, out=data)), None
     except (sf.LibsndfileError, RuntimeError) as exc:
         stopped = np.isnan(data).all(axis=1)
