@@ -77,7 +77,7 @@ def test_class_folders_give_sorted_labels(media, tmp_path):
     ]
 
 
-def test_class_folders_of_links_to_files_beside_them_keep_each_file_once(media, tmp_path):
+def test_class_folders_of_links_to_files_beside_them_keep_each_file_once(media, tmp_path, caplog):
     for name in ("a", "b", "c"):
         shutil.copy(media["wav16k"], tmp_path / f"{name}.wav")
     (tmp_path / "cat").mkdir()
@@ -87,6 +87,11 @@ def test_class_folders_of_links_to_files_beside_them_keep_each_file_once(media, 
     (tmp_path / "dog" / "a.wav").symlink_to(tmp_path / "a.wav")  # in two classes: the first keeps it
     clips = ClassFolderSource(str(tmp_path)).clips()
     assert [(c.key, c.label) for c in clips] == [("cat/a.wav", 0), ("dog/b.wav", 1)]
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]  # not only "a name left out"
+    assert warning.getMessage() == (
+        f"1 file(s) sit under more than one class folder; each keeps one label, e.g. {tmp_path / 'a.wav'} "
+        "(in cat, dog) is 'cat'"
+    )
 
 
 def test_librispeech_tree(tmp_path):

@@ -195,6 +195,24 @@ def _each_file_once(found: list[_Found]) -> list[_Found]:
     return [f for f in found if f.path in kept]
 
 
+def _warn_of_two_classes(found: list[tuple[_Found, int]], kept: dict[str, int], names: list[str]) -> None:
+    """One warning when a file sits under several class folders (by links): a clip has one label, and
+    it keeps the one of the name `_each_file_once` kept."""
+    classes: dict[str, set[int]] = {}
+    for f, label in found:
+        classes.setdefault(f.real, set()).add(label)
+    torn = {real: sorted(names[c] for c in labels) for real, labels in classes.items() if len(labels) > 1}
+    if torn:
+        real, among = next(iter(torn.items()))
+        log.warning(
+            "%d file(s) sit under more than one class folder; each keeps one label, e.g. %s (in %s) is %r",
+            len(torn),
+            one_line(real),
+            ", ".join(among),
+            names[kept[real]],
+        )
+
+
 def _unlistable(error: OSError) -> None:
     log.warning("%s: cannot list this folder (%s); its files are left out", error.filename, error.strerror)
 
@@ -229,6 +247,7 @@ class ClassFolderSource:
         found = [(f, label) for label, name in enumerate(names) for f in _walk(root / name, self.extensions, root)]
         labels = {f.path: label for f, label in found}
         once = _each_file_once([f for f, _ in found])
+        _warn_of_two_classes(found, {f.real: labels[f.path] for f in once}, names)
         out = [ClipInfo(str(f.path), label=labels[f.path], key=f.path.relative_to(root).as_posix()) for f in once]
         if not out:
             raise FileNotFoundError(f"no media files in class folders under {root} (expected root/<class>/<file>)")
