@@ -553,6 +553,12 @@ def test_a_sweep_embeds_each_job_into_its_own_folder_and_goes_on_past_bad_files(
         timeout=300,
     )
     assert proc.returncode == 1 and "2 input(s) failed" in proc.stderr, proc.stderr[-3000:]
+    report = proc.stderr.rstrip().splitlines()[-3:]  # every failed job, not only the first Hydra raises
+    assert report[0] == "sweep: 2 job(s) of 2 failed:"
+    for job, name in enumerate(["audio", "audio_mamba"]):
+        line = report[1 + job]
+        assert line.startswith(f"  #{job} ") and f"ckpt={ckpts[name]} " in line and "input(s) failed" in line
+    assert (out / "multirun.yaml").is_file() and not (tmp_path / "multirun").exists()  # not in the current folder
     for job, name in enumerate(["audio", "audio_mamba"]):
         sidecar = json.loads((out / str(job) / "a.wav.json").read_text())
         assert sidecar["checkpoint"] == str(ckpts[name])

@@ -76,7 +76,7 @@ def to_log_file(text: str, level: int = logging.INFO) -> None:
 
 class SweepJobError(CompactHydraException):
     """A config mistake in one job of a Hydra sweep (``-m``): the job fails, the sweep goes on, and
-    Hydra names the job and this message at its end (exit status 1)."""
+    its end names the job and this message (`ttt_mm.tasks.sweep_report`; exit status 1)."""
 
 
 def in_a_sweep() -> bool:

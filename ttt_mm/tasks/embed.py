@@ -323,7 +323,7 @@ def main(cfg: DictConfig) -> None:
     else:
         print(summary.report(), file=sys.stderr)
     if summary.failed:
-        if in_a_sweep():  # the job fails and the sweep goes on; Hydra lists the failed jobs at its end
+        if in_a_sweep():  # the job fails and the sweep goes on; its end lists the failed jobs (`SweepReport`)
             raise SweepJobError(f"{len(summary.failed)} input(s) failed")
         sys.exit(1)
 

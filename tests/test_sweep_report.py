@@ -1,0 +1,49 @@
+"""A sweep's closing report: every failed job, and where a Ctrl-C stopped it (the end-to-end runs
+are the slow sweep tests of train and embed)."""
+
+from __future__ import annotations
+
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+from ttt_mm.tasks.sweep_report import SweepReport, sweep_size
+
+
+def _job(num: int, *overrides: str):
+    return OmegaConf.create({"hydra": {"job": {"num": num}, "overrides": {"task": list(overrides)}}})
+
+
+def _ended(report: SweepReport, num: int, override: str, error: Exception | None) -> None:
+    report.on_job_start(_job(num, override))
+    result = JobReturn(status=JobStatus.COMPLETED if error is None else JobStatus.FAILED)
+    result._return_value = error
+    report.on_job_end(_job(num, override), result)
+
+
+def test_the_jobs_of_a_sweep_are_counted_from_its_overrides():
+    assert sweep_size(["model.lr=1,2,3", "seed=0,1", "debug=default"]) == 6
+    assert sweep_size(["seed=range(4)"]) == 4 and sweep_size(["seed=0"]) == 1
+    assert sweep_size(["seed=glob(*)"]) is None  # (a glob needs the config group's options)
+
+
+def test_every_failed_job_is_listed_with_the_first_line_of_its_error():
+    report = SweepReport()
+    report.total = 3
+    _ended(report, 0, "model.lr=abc", ValueError("model.lr must be a number; got 'abc'\nmore"))
+    _ended(report, 1, "model.lr=1e-3", None)
+    _ended(report, 2, "model.lr=xyz", ValueError("model.lr must be a number; got 'xyz'"))
+    assert report.lines() == [
+        "sweep: 2 job(s) of 3 failed:",
+        "  #0 model.lr=abc: model.lr must be a number; got 'abc'",
+        "  #2 model.lr=xyz: model.lr must be a number; got 'xyz'",
+    ]
+
+
+def test_a_sweep_stopped_in_a_job_says_which_jobs_did_not_run():
+    report = SweepReport()
+    report.total = 4
+    _ended(report, 0, "seed=0", None)
+    report.on_job_start(_job(1, "seed=1"))  # Ctrl-C: the job never ends
+    assert report.lines() == ["sweep: stopped in job #1 (seed=1); jobs #2-#3 did not run"]
+    single = SweepReport()  # a run that is not a sweep has nothing to say
+    assert single.lines() == []

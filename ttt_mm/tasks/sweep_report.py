@@ -1,0 +1,69 @@
+"""What a sweep (``-m``) did, said once at its end: Hydra's basic sweeper runs every job, then raises
+only the first failure, so a later failed job was named only in the middle of the output; and a
+sweep stopped by Ctrl-C did not say which jobs never ran. Registered in ``conf/hydra`` as a Hydra
+callback; the lines are printed when the process exits, after Hydra's own."""
+
+from __future__ import annotations
+
+import atexit
+import math
+import sys
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def sweep_size(task_overrides: list[str]) -> int | None:
+    """How many jobs the basic sweeper makes of these command-line overrides (None: not known here,
+    e.g. a glob over a config group's options)."""
+    try:
+        overrides = OverridesParser.create().parse_overrides(task_overrides)
+        return math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in overrides)
+    except Exception:  # (anything the parser cannot count alone)
+        return None
+
+
+class SweepReport(Callback):
+    """Collects each job's outcome; at exit prints the failed jobs, and the job a Ctrl-C stopped."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.done = 0
+        self.failed: list[tuple[int, str, str]] = []  # (job number, its overrides, the error)
+        self.running: tuple[int, str] | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.total = sweep_size(list(config.hydra.overrides.task))
+        atexit.register(self.report)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.running = (int(config.hydra.job.num), " ".join(config.hydra.overrides.task) or "(no overrides)")
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if self.running is None:  # (a single run: not a sweep)
+            return
+        num, overrides = self.running
+        self.running, self.done = None, self.done + 1
+        if job_return.status == JobStatus.FAILED:
+            error = job_return._return_value  # (reading .return_value would raise it)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            self.failed.append((num, overrides, first))
+
+    def lines(self) -> list[str]:
+        of = f" of {self.total}" if self.total else ""
+        out = []
+        if self.failed:
+            out.append(f"sweep: {len(self.failed)} job(s){of} failed:")
+            out += [f"  #{num} {overrides}: {error}" for num, overrides, error in self.failed]
+        if self.running is not None:
+            num, overrides = self.running
+            left = f"; jobs #{num + 1}-#{self.total - 1} did not run" if self.total and num + 1 < self.total else ""
+            out.append(f"sweep: stopped in job #{num} ({overrides}){left}")
+        return out
+
+    def report(self) -> None:
+        if lines := self.lines():
+            print("\n".join(lines), file=sys.stderr, flush=True)
