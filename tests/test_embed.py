@@ -142,7 +142,9 @@ def test_a_window_within_rounding_of_whole_steps_is_taken_as_them_and_a_huge_one
     its windows mid-file; a window of 1e12 s gave a 2.5 s file no window ("shorter than one token")."""
     exact = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu").embed_file(files["audio"])
     near = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.40000001, device="cpu")
-    assert near.window_seconds == pytest.approx(0.4, abs=1e-15)
+    assert near.window_seconds == 0.4
+    typed = Embedder.from_checkpoint(ckpts["audio"], window_seconds=1.4, device="cpu")
+    assert typed.window_seconds == 1.4  # as typed, not 35 * 0.04 = 1.4000000000000001 (the sidecars record it)
     torch.testing.assert_close(near.embed_file(files["audio"]).embeddings, exact.embeddings)
     huge = Embedder.from_checkpoint(ckpts["audio"], window_seconds=1e12, device="cpu").embed_file(files["audio"])
     assert (huge.embeddings - exact.embeddings).abs().max().item() < 1e-5

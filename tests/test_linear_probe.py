@@ -25,7 +25,7 @@ from ttt_mm.linear_probe.folds import assign_folds, joined_groups
 from ttt_mm.tasks import embed as embed_task
 from ttt_mm.tasks import linear_probe
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
-from ttt_mm.tasks.linear_probe import each_class_in_turn, report, run
+from ttt_mm.tasks.linear_probe import drop_one_group, each_class_in_turn, fold_groups, report, run
 
 RATE = 16000
 
@@ -61,6 +61,42 @@ def test_samples_sharing_any_key_directly_or_through_others_are_one_group():
     keys = [("file:a", "group:x"), ("file:b",), ("file:a", "group:y"), ("file:c", "group:y"), ("file:d", "group:x")]
     assert joined_groups(keys).tolist() == [0, 1, 0, 0, 0]  # a-x-d and a-y-c are one; b is alone
     assert joined_groups([("file:a",), ("file:b",)]).tolist() == [0, 1] and len(joined_groups([])) == 0
+
+
+def test_a_class_in_one_group_only_through_a_dropped_class_is_kept():
+    """C's two spans of one file join groups g and h, which put both of A's files in one group; C, in
+    one group by its own clips, goes first, and A, then spread over g and h, stays."""
+    clips = [
+        ClipInfo("/d/f.wav", label=2, group="g", start=0, end=1),
+        ClipInfo("/d/f.wav", label=2, group="h", start=1, end=2),
+        ClipInfo("/d/a1.wav", label=0, group="g"),
+        ClipInfo("/d/a2.wav", label=0, group="h"),
+        ClipInfo("/d/b1.wav", label=1, group="p"),
+        ClipInfo("/d/b2.wav", label=1, group="q"),
+    ]
+    kept, dropped = drop_one_group(clips, ["A", "B", "C"], group=True)
+    assert sorted({c.label for c in kept}) == [0, 1] and list(dropped) == ["C"]
+    _, alone = drop_one_group([ClipInfo("/d/x.wav", label=0), ClipInfo("/d/x.wav", label=1)], ["A", "B"], False)
+    assert [(n, d["reason"].split(":")[0]) for n, d in alone.items()] == [
+        ("A", "a single clip"),
+        ("B", "a single clip"),
+    ]
+
+
+def test_groups_that_nothing_joins_are_numbered_as_before_so_their_folds_stay():
+    """Folds of a fixed seed depend on the groups' numbering: by their sorted names, a group value or else
+    the file, as before groups were joined."""
+    rng = np.random.default_rng(0)
+    clips = [
+        ClipInfo(f"/d/{c}{i:02d}.wav", label=int(c == "y"), start=s, end=s + 1)
+        for c in "xy"
+        for i in range(12)
+        for s in (0, 1)
+    ]
+    clips += [ClipInfo(f"/d/z{i}.wav", label=i % 2, group=f"take{i // 2}") for i in range(8)]
+    rng.shuffle(clips)
+    before = np.unique([c.group or f"file:{c.name}" for c in clips], return_inverse=True)[1]
+    assert np.array_equal(fold_groups(clips, True), before)
 
 
 def test_max_files_takes_each_class_in_turn_in_the_rows_order():
@@ -383,7 +419,7 @@ def test_a_file_and_a_group_column_join_into_one_group_and_a_class_held_in_one_g
     assert len({r["fold"] for r in files if r["path"] == str(takes)}) == 1
     (solo_class,) = m["dropped_classes"]
     assert solo_class["name"] == "solo" and solo_class["files"] == 6 and "in one group" in solo_class["reason"]
-    assert "class 'solo' (6 clips) is in one group" in caplog.text
+    assert "class 'solo' (6 clip(s)) is in one group" in caplog.text
     report(out)
     assert "dropped class 'solo': 6 clips (in one group" in capsys.readouterr().out
 

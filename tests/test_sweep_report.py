@@ -9,8 +9,16 @@ from omegaconf import OmegaConf
 from ttt_mm.tasks.sweep_report import SweepReport, sweep_size
 
 
-def _job(num: int, *overrides: str):
-    return OmegaConf.create({"hydra": {"job": {"num": num}, "overrides": {"task": list(overrides)}}})
+def _job(num: int | str, *overrides: str):
+    return OmegaConf.create(
+        {"hydra": {"job": {"num": num}, "overrides": {"task": list(overrides)}, "sweeper": {"params": None}}}
+    )
+
+
+def _sweep(total: int) -> SweepReport:
+    report = SweepReport()
+    report.begin(_job(0, f"seed=range({total})"))  # (on_multirun_start: and the report at exit)
+    return report
 
 
 def _ended(report: SweepReport, num: int, override: str, error: Exception | None) -> None:
@@ -27,8 +35,7 @@ def test_the_jobs_of_a_sweep_are_counted_from_its_overrides():
 
 
 def test_every_failed_job_is_listed_with_the_first_line_of_its_error():
-    report = SweepReport()
-    report.total = 3
+    report = _sweep(3)
     _ended(report, 0, "model.lr=abc", ValueError("model.lr must be a number; got 'abc'\nmore"))
     _ended(report, 1, "model.lr=1e-3", None)
     _ended(report, 2, "model.lr=xyz", ValueError("model.lr must be a number; got 'xyz'"))
@@ -40,10 +47,18 @@ def test_every_failed_job_is_listed_with_the_first_line_of_its_error():
 
 
 def test_a_sweep_stopped_in_a_job_says_which_jobs_did_not_run():
-    report = SweepReport()
-    report.total = 4
+    report = _sweep(4)
     _ended(report, 0, "seed=0", None)
     report.on_job_start(_job(1, "seed=1"))  # Ctrl-C: the job never ends
-    assert report.lines() == ["sweep: stopped in job #1 (seed=1); jobs #2-#3 did not run"]
-    single = SweepReport()  # a run that is not a sweep has nothing to say
+    assert report.lines() == ["sweep: stopped in job #1 (seed=1)", "sweep: jobs #2-#3 did not run"]
+    between = _sweep(3)
+    _ended(between, 0, "seed=0", None)
+    _ended(between, 1, "seed=1", None)  # Ctrl-C before the next job starts
+    assert between.lines() == ["sweep: job #2 did not run"]
+
+
+def test_a_single_run_is_not_reported_on():
+    """Hydra calls the job hooks in a single run too, where the job has no number (it raised there)."""
+    single = SweepReport()
+    _ended(single, "???", "seed=0", ValueError("a config error"))
     assert single.lines() == []

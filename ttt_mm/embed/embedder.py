@@ -119,12 +119,12 @@ class Embedder:
             )
         steps = max(1, round(DEFAULT_WINDOW_TOKENS / tokenizer.tokens_per_step))
         window = steps * step if window_seconds is None else float(window_seconds)
-        if (window_steps := tokenizer.whole_steps(window)) is None:
+        if (whole := tokenizer.whole_window(window)) is None:
             raise ValueError(
                 f"window_seconds={window} must be a multiple of the tokenizer's step of {step} s "
                 f"(e.g. {max(1, round(window / step)) * step:g})"
             )
-        window = window_steps * step  # (a value typed within rounding of whole steps, exactly)
+        window = whole
         if not backbone.bounded_state:
             log.warning("the backbone's state grows with the input (an attention KV cache): memory is not constant")
         self.device = resolve_device(device)

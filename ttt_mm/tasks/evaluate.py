@@ -82,13 +82,13 @@ def check_window(models: dict[str, tuple[str, SequenceModel]], window_seconds: f
     is taken as it); the decoding itself comes from the checkpoints (`checkpoint_decoding`)."""
     for name, (_, model) in models.items():
         tok = model.tokenizer
-        steps = tok.whole_steps(window_seconds)
-        if steps is None:
+        window = tok.whole_window(window_seconds)
+        if window is None:
             raise ConfigError(
                 f"window_seconds={window_seconds} is {window_seconds / tok.seconds_per_step:.10g} steps of model "
                 f"{name} ({tok.seconds_per_step} s); use a whole number of steps"
             )
-        window_seconds = steps * tok.seconds_per_step
+        window_seconds = window
     return window_seconds
 
 

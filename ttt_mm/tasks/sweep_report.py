@@ -30,23 +30,32 @@ class SweepReport(Callback):
     """Collects each job's outcome; at exit prints the failed jobs, and the job a Ctrl-C stopped."""
 
     def __init__(self) -> None:
+        self.sweeping = False  # (Hydra calls the job hooks in a single run too: they do nothing there)
         self.total: int | None = None
-        self.done = 0
+        self.started = 0
         self.failed: list[tuple[int, str, str]] = []  # (job number, its overrides, the error)
         self.running: tuple[int, str] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.total = sweep_size(list(config.hydra.overrides.task))
+        self.begin(config)
         atexit.register(self.report)
 
+    def begin(self, config: DictConfig) -> None:
+        """A sweep starts: its jobs are counted from the command line."""
+        self.sweeping = True
+        if not config.hydra.sweeper.get("params"):  # (params in a config also make jobs: not counted here)
+            self.total = sweep_size(list(config.hydra.overrides.task))
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.running = (int(config.hydra.job.num), " ".join(config.hydra.overrides.task) or "(no overrides)")
+        if self.sweeping:
+            self.running = (int(config.hydra.job.num), " ".join(config.hydra.overrides.task) or "(no overrides)")
+            self.started += 1
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if self.running is None:  # (a single run: not a sweep)
+        if self.running is None:
             return
         num, overrides = self.running
-        self.running, self.done = None, self.done + 1
+        self.running = None
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value  # (reading .return_value would raise it)
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -60,8 +69,12 @@ class SweepReport(Callback):
             out += [f"  #{num} {overrides}: {error}" for num, overrides, error in self.failed]
         if self.running is not None:
             num, overrides = self.running
-            left = f"; jobs #{num + 1}-#{self.total - 1} did not run" if self.total and num + 1 < self.total else ""
-            out.append(f"sweep: stopped in job #{num} ({overrides}){left}")
+            out.append(f"sweep: stopped in job #{num} ({overrides})")
+        if self.total and self.started < self.total:  # stopped in a job, or between two
+            first, last = self.started, self.total - 1
+            out.append(
+                f"sweep: job #{first} did not run" if first == last else f"sweep: jobs #{first}-#{last} did not run"
+            )
         return out
 
     def report(self) -> None:

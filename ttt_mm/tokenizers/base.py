@@ -121,6 +121,16 @@ class Tokenizer(nn.Module):
         steps = seconds / self.seconds_per_step
         return round(steps) if round(steps) >= 1 and abs(steps - round(steps)) <= 1e-6 else None
 
+    def whole_window(self, seconds: float) -> float | None:
+        """``seconds`` as whole steps (`whole_steps`), or None: the value itself where it is that many
+        steps up to float rounding (1.4 stays 1.4), else exactly that many (0.40000001 -> 0.4), so
+        that its windows start on every sample and frame."""
+        steps = self.whole_steps(seconds)
+        if steps is None:
+            return None
+        exact = steps * self.seconds_per_step
+        return seconds if abs(seconds - exact) <= 1e-12 * exact else exact
+
     def target_widths(self, modality: Tensor) -> Tensor:
         """How many leading target entries are real for each token: ``target_dims[modality]`` ``[B, N]``."""
         table = [self.target_dims.get(m, self.target_dim) for m in range(max(self.target_dims) + 1)]
