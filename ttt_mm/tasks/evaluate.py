@@ -78,8 +78,9 @@ def load_models(
 
 
 def check_window(models: dict[str, tuple[str, SequenceModel]], window_seconds: float) -> float:
-    """The window, exactly whole tokenizer steps of every model (a value typed within rounding of one
-    is taken as it); the decoding itself comes from the checkpoints (`checkpoint_decoding`)."""
+    """The window as whole tokenizer steps of every model (`Tokenizer.whole_window`: one off whole
+    steps by float rounding is snapped to them); the decoding itself comes from the checkpoints
+    (`checkpoint_decoding`)."""
     for name, (_, model) in models.items():
         tok = model.tokenizer
         window = tok.whole_window(window_seconds)
