@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import time
+import types
 
 import pytest
 from faults import abort_on_boom, denied_on_locked, hang_on_slow, interrupted_after, stuck_on_stuck
@@ -395,3 +396,15 @@ def test_a_file_name_with_a_line_break_stays_on_one_log_line(media, tmp_path, ca
         index_clips([ClipInfo(str(name))], spec, cache_dir=tmp_path / "cache")
     (line,) = [r.getMessage() for r in caplog.records if "read with a silent track" in r.getMessage()]
     assert "\n" not in line and line.startswith(str(tmp_path / "two\\nlines.mp4"))
+
+
+def test_progress_is_logged_for_files_before_the_last_only(tmp_path, caplog, monkeypatch):
+    """A probe slower than the progress interval logged "probed 1 of 1 files so far" for a single
+    file: a second line where the embed command promises one (the caller logs the last file)."""
+    clock = iter(range(0, 10_000, 11))  # every reading of the clock is 11 s after the one before
+    monkeypatch.setattr(index, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
+    files = [write_wav(tmp_path / f"{i}.wav", tone(0.6, 8000), 8000) for i in range(3)]
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+        index_files(files, tmp_path / "cache")
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("probed")]
+    assert progress == ["probed 1 of 3 files so far", "probed 2 of 3 files so far"]

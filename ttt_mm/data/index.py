@@ -383,7 +383,7 @@ def _probe(
                     record["hung_timeout"] = timeout
                 result = record
         out[path] = result
-        if time.monotonic() - last_log > 10.0:
+        if time.monotonic() - last_log > 10.0 and len(out) < len(paths):  # the last file: the caller logs
             log.info("probed %d of %d files so far", len(out), len(paths))
             last_log = time.monotonic()
         if time.monotonic() - last_save > SAVE_SECONDS:
