@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import av
 import decord
 import numpy as np
 import pytest
@@ -104,6 +105,20 @@ def test_a_truncated_file_is_read_as_far_as_it_goes(media):
     assert info.video_backend == "pyav" and 0.5 < info.video_duration < 1.5 and info.audio_duration < 1.5
     frames = decode.read_video(media["truncated_faststart"], 0.0, None, fps=8, size=32)
     assert len(frames) == math.ceil(info.video_duration * 8 - 1e-6)
+
+
+def test_a_file_cut_inside_an_audio_packet_keeps_its_sound_as_decoded_before_the_cut(tmp_path):
+    """PyAV refused the cut last packet, and the whole track went to decord: FFmpeg's summed
+    channels (twice as loud for stereo) and no timeline, with only a "truncated" warning."""
+    full = write_video(tmp_path / "full.mp4", seconds=3.0, fps=8, width=64, height=48, stereo=True, faststart=True)
+    with av.open(str(full)) as container:
+        packets = [p for p in container.demux(container.streams.audio[0]) if p.size]
+    middle = packets[len(packets) // 2]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: middle.pos + middle.size // 2])
+    info = decode.probe(cut, verify=True)
+    assert info.audio_backend == "pyav" and 1.0 < info.audio_duration < 2.0
+    np.testing.assert_allclose(decode.read_audio(cut, 0.0, 1.0), decode.read_audio(full, 0.0, 1.0), atol=1e-6)
 
 
 def test_a_decoder_that_never_returns_is_abandoned(media, monkeypatch):

@@ -180,7 +180,7 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, Placement]:
         rate = stream.codec_context.sample_rate
         packed = av.AudioResampler(format="flt")  # channels interleaved, layout and rate as stored
         blocks, times = [], []  # each decoded frame's mono samples, and its time (None: no timestamp)
-        for frame in container.decode(stream):
+        for frame in _readable_frames(path, container.demux(stream)):
             blocks += [_channel_mean(out) for out in packed.resample(frame)]
             times += [None if frame.pts is None else float(frame.pts * frame.time_base)] * (len(blocks) - len(times))
         blocks += [_channel_mean(out) for out in packed.resample(None)]
@@ -192,6 +192,24 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, Placement]:
     if not rate or rate == sample_rate:
         return samples, placement
     return _resampled_track(samples, rate, sample_rate), placement
+
+
+def _readable_frames(path: str, packets):
+    """The frames of ``packets``, passing over a packet the decoder refuses (cut short by a
+    truncated file, or damaged): the frames after it keep their timestamps, so its stretch is a
+    gap, not a shift, and a cut file is read as far as it goes. Only a track of which no packet
+    decodes is an error (FFmpeg's reason for its first packet)."""
+    first_error, decoded = None, False
+    for packet in packets:
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError as exc:
+            first_error = first_error or exc
+            continue
+        decoded = decoded or bool(frames)
+        yield from frames
+    if first_error is not None and not decoded:
+        raise first_error
 
 
 def _placed(

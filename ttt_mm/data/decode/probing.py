@@ -172,9 +172,9 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
 
 def _stated_seconds(info, present: _Streams | None) -> float | None:
     """The audio's length as the file states it: libsndfile's (exact for its formats, not MP3's
-    estimate), else the container's; None where neither is known. A container decoder (decord, PyAV)
-    stops at the first packet it cannot read and returns what it has, so a truncated file, or one
-    with a corrupt middle, decodes short of it: it is read as far as it goes, and the index says so."""
+    estimate), else the container's; None where neither is known. A truncated file decodes short of
+    it (PyAV passes over a packet it cannot read, decord stops there): it is read as far as it goes,
+    and the index says so."""
     if info is not None and info.format != "MPEG" and info.samplerate:
         return info.frames / info.samplerate
     return None if present is None else present.audio_seconds
