@@ -492,6 +492,8 @@ def test_carried_windows_that_cut_a_mini_batch_fail_before_training(tmp_path, ca
         ConfigError, match=r"not a whole number of tokenizer steps of 0.25 s; e.g. data.clip_seconds=1$"
     ):
         run(compose_train(tmp_path, ["data.clip_seconds=1.1"]))
+    with pytest.raises(ConfigError, match=r"e.g. data.clip_seconds=2$"):  # whole mini-batches too (not 1.5 s)
+        run(compose_train(tmp_path, ["data.clip_seconds=1.6"]))
     datamodule, model, _ = build(compose_train(tmp_path, ["data.clip_seconds=1.25", "data.batch_size=1"]))
     check_carried_windows(datamodule, model)  # a lone row that restarts takes a fresh state whole: fine
     lact = ["model=lact", "data.clip_seconds=9", "trainer.max_steps=1", "data.source.num_clips=4"]
@@ -575,7 +577,8 @@ def test_a_test_only_run_tests_the_checkpoint_it_is_given(tmp_path):
 
 def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monkeypatch, capsys):
     """Lightning shuts an interrupted fit down and calls exit(1); the run still reports its checkpoints,
-    says how to resume, and exits 130 as an interrupted command does (its test run is not started)."""
+    says how to resume, and exits 130 as an interrupted command does (its test run is not started).
+    A resumed run stopped before its first save names the checkpoint it resumed from (it said none)."""
 
     class Interrupt(L.Callback):
         def on_train_batch_end(self, trainer, *args):
@@ -587,22 +590,26 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
         trainer.callbacks.append(Interrupt())
         return datamodule, model, trainer
 
+    def interrupted(*overrides):
+        sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C while it shuts down
+        try:
+            every = "callbacks.last_checkpoint.every_n_train_steps=2"
+            return run(compose_train(tmp_path, [*TINY, "trainer.max_steps=20", every, "test=true", *overrides]))
+        finally:
+            signal.signal(signal.SIGINT, sigint)
+
     monkeypatch.setattr(train_task, "build", build_and_interrupt)
-    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C while it shuts down
-    try:
-        out = run(
-            compose_train(
-                tmp_path,
-                [*TINY, "trainer.max_steps=20", "callbacks.last_checkpoint.every_n_train_steps=2", "test=true"],
-            )
-        )
-    finally:
-        signal.signal(signal.SIGINT, sigint)
+    out = interrupted()
     assert out["interrupted"] and Path(out["last_ckpt"]).is_file()
     assert torch.load(out["last_ckpt"], map_location="cpu", weights_only=False)["global_step"] == 2
     with pytest.raises(SystemExit) as ended:
         report(out)
     assert ended.value.code == 130
+    assert f"interrupted: resume with ckpt_path={out['last_ckpt']}" in capsys.readouterr().err
+    again = interrupted(f"ckpt_path={out['last_ckpt']}")  # from step 2, stopped at 3: saves at 4
+    assert again["interrupted"] and again["last_ckpt"] == out["last_ckpt"]
+    with pytest.raises(SystemExit):
+        report(again)
     assert f"interrupted: resume with ckpt_path={out['last_ckpt']}" in capsys.readouterr().err
 
 

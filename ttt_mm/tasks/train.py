@@ -196,25 +196,25 @@ def check_carried_windows(datamodule, model) -> None:
         )
     if not _restarts_rows(datamodule, model):
         return
-    tok = model.tokenizer
+    tok, unit = model.tokenizer, model.backbone.restart_unit
+    # a window that must change is suggested in whole steps, and whole units when they are required
+    grid = math.lcm(unit.tokens, tok.tokens_per_step) if unit is not None and unit.required else tok.tokens_per_step
+    near = max(1, round(datamodule.clip_seconds / tok.seconds_per_step * tok.tokens_per_step / grid))
+    suggested = f"data.clip_seconds={near * grid // tok.tokens_per_step * tok.seconds_per_step:.10g}"
     steps = tok.whole_steps(datamodule.clip_seconds)
     if steps is None:
-        whole = max(1, round(datamodule.clip_seconds / tok.seconds_per_step)) * tok.seconds_per_step
         raise ConfigError(
             f"data.clip_seconds={datamodule.clip_seconds:g} is not a whole number of tokenizer steps of "
-            f"{tok.seconds_per_step:g} s; e.g. data.clip_seconds={whole:.10g}"
+            f"{tok.seconds_per_step:g} s; e.g. {suggested}"
         )
     tokens = steps * tok.tokens_per_step
     window = f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens)"
-    unit = model.backbone.restart_unit
     if unit is None or tokens % unit.tokens == 0:
         return
-    if unit.required:  # the window changes: whole units of whole tokenizer steps
-        lcm = math.lcm(unit.tokens, tok.tokens_per_step)
-        seconds = max(1, round(tokens / lcm)) * lcm // tok.tokens_per_step * tok.seconds_per_step
+    if unit.required:
         raise ConfigError(
             f"{window} is not a whole number of {unit.name} of {unit.tokens} tokens, which a carried state "
-            f"needs to restart single rows; e.g. data.clip_seconds={seconds:.10g}"
+            f"needs to restart single rows; e.g. {suggested}"
         )
     most = tokens // 2 if unit.applied_after else tokens  # (more than one unit a window: `check_updates_learn`)
     fits = _unit_sizes(tokens, tok, most)
@@ -273,6 +273,8 @@ def run(cfg: DictConfig) -> dict:
     if best and not Path(best).is_file():  # restored from a run that was moved or copied since
         best = None
     last = next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
+    if interrupted and not last and cfg.get("ckpt_path"):  # stopped before its first save: where it resumed from
+        last = str(Path(cfg.ckpt_path).absolute())
     if cfg.get("test") and not interrupted:  # the best weights of this fit; without one, the checkpoint given
         tested = best if cfg.get("train", True) else cfg.get("ckpt_path")
         trainer.test(model, datamodule=datamodule, ckpt_path=tested)
