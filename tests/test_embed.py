@@ -295,6 +295,8 @@ def test_a_rerun_redoes_outputs_made_from_another_checkpoint_or_source(ckpts, tm
     first = json.loads((out / "a.wav.json").read_text())
     assert first["source_bytes"] == a.stat().st_size and first["span"] == [0.0, None]
     assert embed(ckpts["audio"]) == ([], 2)  # the record matches: skipped
+    (tmp_path / "link").symlink_to(root)
+    assert embed(ckpts["audio"], tmp_path / "link") == ([], 2)  # the same files through a linked folder
 
     assert embed(other) == (["a.wav", "b.wav"], 0)
     assert caplog.text.count("another checkpoint's weights") == 2

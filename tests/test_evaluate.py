@@ -440,6 +440,12 @@ def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_pa
     assert not list(tmp_path.glob("rollout_*.png")) and not list(tmp_path.glob("spectrogram_*.png"))
     (line,) = [r.getMessage() for r in caplog.records if "no rollout figure" in r.getMessage()]
     assert line.startswith(str(media / "a.mp4")) and "end of each 4 s window" in line
+    (tmp_path / "spans.csv").write_text(f"path,start,end\n{media / 'a.mp4'},0.5,2.5\n")  # a span: named as one
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ttt_mm.eval.loop"):
+        run(compose_evaluate(*args[:1], "data=manifest", f"data.root={tmp_path / 'spans.csv'}", *args[3:]))
+    (line,) = [r.getMessage() for r in caplog.records if "no rollout figure" in r.getMessage()]
+    assert line.startswith(f"{media / 'a.mp4'}@0.5-2.5: no rollout figure")
 
 
 def test_an_evaluation_into_an_earlier_ones_folder_removes_its_figures_only(tmp_path):

@@ -213,11 +213,16 @@ def out_of_date(old: dict, expected: dict) -> str | None:
     if "weights_hash" not in old:
         return "written by an older embed, whose sidecar records no weights_hash"
     for key, meaning in _MADE_FROM.items():
-        if old.get(key) != expected[key]:
+        if old.get(key) != expected[key] and not (key == "source" and _same_file(old.get(key), expected[key])):
             if key == "config_hash" and (named := _changed_settings(old, expected)):
                 return f"other settings ({named})"
             return f"{meaning} ({key} {old.get(key, 'not recorded')}, now {expected[key]})"
     return None
+
+
+def _same_file(old: str | None, now: str) -> bool:
+    """Whether the source recorded as ``old`` is the file ``now`` names by another way (a linked folder)."""
+    return old is not None and os.path.realpath(old) == os.path.realpath(now)
 
 
 def _changed_settings(old: dict, expected: dict) -> str:

@@ -114,7 +114,7 @@ def evaluate(
         )
         log.info("[%d/%d] %s: %.1f s; loss %s", number, len(clips), one_line(clip.segment), first.duration, summary)
         if keep_plot:
-            drawn = plots.clip_figures(results, len(files), clip.name, output)
+            drawn = plots.clip_figures(results, len(files), one_line(clip.segment), output)
             if (
                 not drawn
                 and any(s.keep_plot for s in scorers.values())
@@ -123,7 +123,7 @@ def evaluate(
                 log.info(
                     "%s: no rollout figure: rollouts start at the end of each %g s window and need the next "
                     "%d steps of the clip, which it does not have",
-                    clip.name,
+                    one_line(clip.segment),
                     window_seconds,
                     options.rollout_steps,
                 )
