@@ -121,6 +121,22 @@ def test_a_file_cut_inside_an_audio_packet_keeps_its_sound_as_decoded_before_the
     np.testing.assert_allclose(decode.read_audio(cut, 0.0, 1.0), decode.read_audio(full, 0.0, 1.0), atol=1e-6)
 
 
+def test_a_file_cut_inside_a_video_packet_is_read_up_to_that_frame(tmp_path):
+    """Both backends indexed the cut frame, whose packet cannot be decoded: the file was refused."""
+    full = write_video(tmp_path / "full.mp4", seconds=3.0, fps=8, width=64, height=48, audio_rate=None, faststart=True)
+    with av.open(str(full)) as container:
+        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+    middle = packets[len(packets) // 2]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: middle.pos + middle.size // 2])
+    info = decode.probe(cut, verify=True)
+    assert info.video_backend == "pyav" and info.n_frames == len(packets) // 2
+    frames = decode.read_video(cut, 0.0, None, fps=8, size=32)
+    assert len(frames) == len(packets) // 2 and torch.equal(
+        frames, decode.read_video(full, 0.0, len(frames) / 8, 8, 32)
+    )
+
+
 def test_a_decoder_that_never_returns_is_abandoned(media, monkeypatch):
     release, returned = threading.Event(), threading.Event()
 

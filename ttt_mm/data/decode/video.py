@@ -115,10 +115,11 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     def scan():  # demuxing reads packet headers only: no decoding
         with av_open(path) as container:
             stream = video_stream(container)
+            packets = [p for p in container.demux(stream) if p.size > 0]
+            while packets and packets[-1].is_corrupt:  # cut short by the file's end: its frame cannot be read
+                packets.pop()
             rows = [  # (a packet an edit list hides is decoded for the frames after it, but never shown)
-                (p.pts, p.dts, p.duration or 0, p.is_keyframe)
-                for p in container.demux(stream)
-                if p.size > 0 and not p.is_discard
+                (p.pts, p.dts, p.duration or 0, p.is_keyframe) for p in packets if not p.is_discard
             ]
             rate = stream.average_rate or stream.guessed_rate
             return rows, float(stream.time_base), float(rate) if rate else 0.0, stream.start_time
