@@ -426,6 +426,11 @@ def test_a_span_that_no_longer_fits_its_file_loses_its_output(ckpts, tmp_path, c
     assert "starts at 2 s, at or after the end" in again.failed[0][1]
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["tone.wav@0-1.json", "tone.wav@0-1.npy"]
     assert f"embedding {wav}@0-1 again: the source file changed" in caplog.text  # the span, not the file
+    wav.write_bytes(b"")  # now unreadable: each span is an output not made
+    gone = task.run(_cfg(ckpt=ckpts["audio"], input=manifest, output=out))
+    assert [(Path(p).name, r) for p, r in gone.failed] == [
+        (f"tone.wav@{s}", "empty file (0 bytes)") for s in ("0-1", "2-3")
+    ]
 
 
 def test_an_output_under_the_older_span_name_is_renamed_not_made_twice(ckpts, tmp_path):

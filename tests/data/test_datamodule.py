@@ -356,13 +356,18 @@ def test_the_probe_commands_bad_rows_are_skipped_with_their_reasons_like_a_folde
     assert sorted(c.key for c in dm.clips) == ["v0.mp4", "v1.mp4", "v2.mp4"]
     assert (tmp_path / "run" / "skipped_media.tsv").read_text() == f"{data / 'empty.mp4'}\tempty file (0 bytes)\n"
     assert any(r.message.startswith("skipping 1 of 4 files (1 x empty file)") for r in caplog.records)
-    (data / "spans.csv").write_text("path,start,end\nv0.mp4,0,0.5\nv0.mp4,0.5,1\nempty.mp4,0,1\n")
+    spans = "v0.mp4,0,0.5\nv0.mp4,0.5,1\nempty.mp4,0,1\nempty.mp4,1,2\n"  # each span of the bad file counts
+    (data / "spans.csv").write_text(f"path,start,end\n{spans}")
     dm = MediaDataModule(ManifestSource(str(data / "spans.csv")), modalities=["video"], size=32, clip_seconds=0.5)
     dm.trainer = SimpleNamespace(default_root_dir=str(tmp_path / "spans"))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         dm.setup("fit")
-    assert any(r.message.startswith("skipping 1 of 3 clips (1 x empty file)") for r in caplog.records)
+    assert any(r.message.startswith("skipping 2 of 4 clips (2 x empty file)") for r in caplog.records)
+    (data / "bad.csv").write_text("path,start,end\nempty.mp4,0,1\nempty.mp4,1,2\n")
+    dm = MediaDataModule(ManifestSource(str(data / "bad.csv")), modalities=["video"], size=32, clip_seconds=0.5)
+    with pytest.raises(ValueError, match=r"^none of the 2 clips can be used: 2 x empty file"):
+        dm.setup("fit")
 
 
 def test_an_empty_folder_says_so(tmp_path):

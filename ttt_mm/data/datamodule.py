@@ -18,6 +18,7 @@ import hashlib
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -183,15 +184,16 @@ class MediaDataModule(L.LightningDataModule):
             raise ValueError(f"no media files in {where}" if where else "the data source lists no clips")
         known_bad = {c.name: self.skips.reasons[c.name] for c in listed if c.name in self.skips}
         selection = index_clips(listed, self.spec, self.index_cache, self.probe_jobs, self.probe_timeout)
-        spans = any(c.segment != c.name for c in listed)  # (a manifest's rows: spans of files, not files)
-        self.skips.add_many(selection.rejected, total=len(listed), unit="clips" if spans else "files")
+        unit = "clips" if any(c.segment != c.name for c in listed) else "files"  # (a manifest's spans of files)
+        covers = Counter(c.segment if c.segment in selection.rejected else c.name for c in listed)
+        self.skips.add_many(selection.rejected, total=len(listed), unit=unit, covers=covers)
         self.rejected = known_bad | selection.rejected
         # files that failed in an earlier attempt of this run stay listed (the readers pass over them), so
         # that a resumed run draws from the same list in the same order
         if self.skips.holds_all(selection.clips):
             where = f"; each is listed with its reason in {self.skips.path}" if self.skips.path else ""
-            reasons = count_reasons(self.rejected.values())
-            raise ValueError(f"none of the {len(listed)} files can be used: {reasons}{where}")
+            reasons = count_reasons(self.skips.reasons.get(c.segment) or self.skips.reasons[c.name] for c in listed)
+            raise ValueError(f"none of the {len(listed)} {unit} can be used: {reasons}{where}")
         self.clips = selection.clips
         self.splits = {name: [] for name in SPLITS}
         for clip in self.clips:

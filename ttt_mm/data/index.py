@@ -402,6 +402,10 @@ class Selection:
     rejected: dict[str, str]  # clip name (a span's own trouble: its `ClipInfo.segment`) -> reason
     silent: dict[str, str]  # videos read with a silent track -> why (no audio stream, or its audio's trouble)
 
+    def reason_of(self, clip: ClipInfo) -> str | None:
+        """Why ``clip`` (one of those selected from) was left out, by its span or its whole file; None if kept."""
+        return self.rejected.get(clip.segment) or self.rejected.get(clip.name)
+
 
 # Why training and evaluation (`ReadSpec.skip_silent`), when they read only audio, leave out a file
 # whose audio is all zeros (often a placeholder track): it holds nothing to model, and copying the

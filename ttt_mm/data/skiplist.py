@@ -84,14 +84,17 @@ class SkipList:
         log.warning("skipping %s: %s%s", _escape(name), self.reasons[name], where)
         return True
 
-    def add_many(self, reasons: Mapping[str, str], total: int, unit: str = "files") -> int:
+    def add_many(
+        self, reasons: Mapping[str, str], total: int, unit: str = "files", covers: Mapping[str, int] | None = None
+    ) -> int:
         """Record many bad files at once (of ``total`` listed) with one log line; returns how many were new.
-        ``unit``: what was listed (``clips`` where some are spans of a file)."""
+        ``unit``: what was listed (``clips`` where some are spans of a file); ``covers``: how many of
+        those each name stands for (a file's name: all its spans; 1 where not given)."""
         added = self._append(reasons)
         if added:
             where = f"; each with its reason in {self.path}" if self.path else ""
-            counts = count_reasons(added.values())
-            log.warning("skipping %d of %d %s (%s)%s", len(added), total, unit, counts, where)
+            each = [r for name, r in added.items() for _ in range((covers or {}).get(name, 1))]
+            log.warning("skipping %d of %d %s (%s)%s", len(each), total, unit, count_reasons(each), where)
         return len(added)
 
     def _append(self, reasons: Mapping[str, str]) -> dict[str, str]:

@@ -250,10 +250,11 @@ def run(cfg: DictConfig) -> Summary:
     embedder, meta = build(cfg)
     summary = Summary(single=single, output=str(output))
     selection = index_clips(clips, embedder.read_spec(), cfg.get("index_cache"))  # probed in subprocesses first
-    for name, reason in selection.rejected.items():
-        summary.failed.append((name, reason))
-        if not single:
-            log.warning("failed: %s: %s", one_line(name), reason)
+    for clip in clips:  # each span of a file left out whole is an output not made
+        if reason := selection.reason_of(clip):
+            summary.failed.append((clip.segment, reason))
+            if not single:
+                log.warning("failed: %s: %s", one_line(clip.segment), reason)
     for clip in clips:  # an output of a file (or span) no longer readable describes what the file was
         if (clip.name in selection.rejected or clip.segment in selection.rejected) and remove_outputs(
             output_stem(clip, output)

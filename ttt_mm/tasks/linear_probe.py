@@ -299,10 +299,11 @@ def run(cfg: DictConfig) -> dict:
     output = results_folder(cfg.output)  # (before files are read: a folder that cannot be made is a config error)
     rows = bool(cfg.rows)
     selection = index_clips(clips, extractors.spec, cfg.get("index_cache"))  # probed in subprocesses first
-    for name, reason in selection.rejected.items():
+    unread = [(c.segment, reason) for c in clips if (reason := selection.reason_of(c))]  # each span of a bad file
+    for name, reason in unread:
         log.warning("left out: %s: %s", one_line(name), reason)
     got = gather(selection.clips, extractors, rows, bool(cfg.progress))
-    got.skipped[:0] = list(selection.rejected.items())
+    got.skipped[:0] = unread
     kept_labels = sorted({c.label for c in clips})
     clips, thinned = drop_rare(got.clips, data.names, kept_labels, min_clips)  # unreadable files may thin a class
     clips, lonely = drop_one_group(clips, data.names, bool(cfg.group))
@@ -398,7 +399,7 @@ def report(out: dict) -> None:
     if m["skipped"]:
         shown = "; ".join(f"{x['path']} ({x['reason']})" for x in m["skipped"][:5])
         more = f" and {len(m['skipped']) - 5} more" if len(m["skipped"]) > 5 else ""
-        lines.append(f"skipped {len(m['skipped'])} unreadable file(s): {shown}{more}")
+        lines.append(f"skipped {len(m['skipped'])} unreadable clip(s): {shown}{more}")
     lines.append(f"output: {out['output']} (metrics.json, folds.csv, files.csv)")
     print("\n".join(lines), flush=True)
 
