@@ -141,7 +141,7 @@ def test_csv_and_jsonl_manifests(tmp_path):
         clips = ManifestSource(str(tmp_path / "merged.jsonl")).clips()  # the probe's record gives way, in any order
         assert [(c.media, c.label) for c in clips] == [(str(tmp_path / "bad.mp4"), 0)]
     (tmp_path / "broken.csv").write_text("file,label\na.wav,1\n")
-    with pytest.raises(ValueError, match="broken.csv, line 2: no 'path'"):
+    with pytest.raises(ValueError, match="broken.csv, line 1: no 'path' column"):
         ManifestSource(str(tmp_path / "broken.csv")).clips()
 
 
@@ -197,6 +197,8 @@ def test_repeated_manifest_rows_are_left_out_with_one_line_and_contradicting_one
         ("order.csv", "path,start,end\na.ogg,3,1\n", r"order.csv, line 2: end 1 is before start 3"),
         ("empty.jsonl", '{"path": "a.ogg", "start": 2, "end": 2}\n', r"empty.jsonl, line 1: end 2 is at start 2"),
         ("comma.csv", "path,start\nclip, take 2.wav,1\n", r"comma.csv, line 2: 3 values under 2 columns"),
+        ("true.jsonl", '{"path": "a.ogg", "start": true}\n', r"true.jsonl, line 1: start True is not a time"),
+        ("twice.csv", "path,start,end,start\na.ogg,1,5,100\n", r"twice.csv, line 1: column 'start' appears twice"),
     ],
 )
 def test_a_manifest_row_that_cannot_be_used_is_an_error_naming_its_line(tmp_path, name, text, message):
@@ -267,7 +269,10 @@ def test_manifest_labels_written_as_booleans_or_as_whole_floats(tmp_path):
 )
 def test_a_manifest_header_without_path_says_what_it_read(tmp_path, header, says):
     (tmp_path / "m.csv").write_text(f"{header}\na.wav,x\n".replace(",x", header[4] + "x"))
-    with pytest.raises(ValueError, match=f"line 2: no 'path' column \\(.*{says}"):
+    with pytest.raises(ValueError, match=f"line 1: no 'path' column \\(.*{says}"):
+        ManifestSource(str(tmp_path / "m.csv")).clips()
+    (tmp_path / "m.csv").write_text("a.wav,1,5\n")  # one row, no header: it was "no media files"
+    with pytest.raises(ValueError, match="line 1: no 'path' column \\(the columns read: 'a.wav', '1', '5'"):
         ManifestSource(str(tmp_path / "m.csv")).clips()
 
 

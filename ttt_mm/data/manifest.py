@@ -127,6 +127,10 @@ def _csv_rows(manifest: Path, text: str) -> list[tuple[int, dict]]:
     """``(line, row)`` of a CSV with a header; rows shorter than the header get empty values."""
     reader = csv.reader(io.StringIO(text, newline=""))  # a quoted value may hold a line break
     header = [name.strip() for name in next(reader, [])]
+    if header and "path" not in header:  # (checked here too: a one-line file has no row to say it)
+        raise ValueError(f"{manifest}, line 1: no 'path' column ({_columns_read(dict.fromkeys(header))})")
+    if twice := sorted({name for name in header if name and header.count(name) > 1}):
+        raise ValueError(f"{manifest}, line 1: column {twice[0]!r} appears twice in the header")
     rows = []
     for values in reader:
         if not any(v.strip() for v in values):
@@ -171,7 +175,7 @@ def _seconds(manifest: Path, line: int, row: dict, column: str) -> float | None:
     if value in (None, ""):
         return None
     try:
-        seconds = float(value)
+        seconds = math.nan if isinstance(value, bool) else float(value)  # (JSON true is not 1 s)
     except (TypeError, ValueError):
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds >= 0):
