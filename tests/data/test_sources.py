@@ -207,6 +207,17 @@ def test_a_manifest_row_that_cannot_be_used_is_an_error_naming_its_line(tmp_path
         ManifestSource(str(tmp_path / name)).clips()
 
 
+def test_a_row_without_a_split_takes_the_one_its_files_other_rows_name(tmp_path, caplog):
+    """It was drawn by the file's key: a span could be trained on while another of the file was validated."""
+    rows = ["a.ogg,0,10,", "a.ogg,10,20,val", "b.ogg,0,10,", "c.ogg,0,10,train", "c.ogg,10,20,val", "c.ogg,20,30,"]
+    (tmp_path / "m.csv").write_text("path,start,end,split\n" + "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.manifest"):
+        clips = ManifestSource(str(tmp_path / "m.csv")).clips()
+    assert [c.split for c in clips] == ["val", "val", None, "train", "val", None]  # c: several named, left to the hash
+    (line,) = [r.getMessage() for r in caplog.records if "rows of several splits" in r.getMessage()]
+    assert "1 file(s)" in line and line.endswith("c.ogg): give those rows a split")
+
+
 def test_a_folder_given_as_a_manifest_says_which_configs_read_folders(tmp_path):
     with pytest.raises(ValueError, match="is a folder; data=manifest needs a CSV or JSONL file .*data=audio_folder"):
         ManifestSource(str(tmp_path)).clips()

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -55,23 +56,50 @@ class ManifestSource:
         index = {n: i for i, n in enumerate(names)}
         keys: dict[str, str] = {}  # file -> the key of its first row: one key per file, however spelled
         folder = _folder(Path(self.path))
+        splits = self._file_splits
         out = []
         for _, row, (start, end) in self._table:
             path = Path(str(row["path"]))
             media = _media_path(folder, path)
             label = row.get("label")
+            real = os.path.realpath(media)
             out.append(
                 ClipInfo(
                     str(media),
                     start=start,
                     end=end,
                     label=-1 if _unlabelled(label) else index[_label_name(label)],
-                    split=row.get("split") or None,
-                    key=keys.setdefault(os.path.realpath(media), _split_key(path)),
+                    split=row.get("split") or splits.get(real),
+                    key=keys.setdefault(real, _split_key(path)),
                     group=None if row.get("group") in (None, "") else str(row["group"]),
                 )
             )
         return out
+
+    @cached_property
+    def _file_splits(self) -> dict[str, str]:
+        """The split each file's rows without one take: the one its other rows name, so that no file
+        is both trained on and validated (the hash of its key would put them anywhere). A file whose
+        rows name several splits leaves the rest to the hash, with a warning."""
+        named: dict[str, set[str]] = {}
+        unnamed: Counter = Counter()
+        folder = _folder(Path(self.path))
+        for _, row, _ in self._table:
+            real = os.path.realpath(_media_path(folder, Path(str(row["path"]))))
+            if row.get("split"):
+                named.setdefault(real, set()).add(row["split"])
+            else:
+                unnamed[real] += 1
+        mixed = sorted(f for f in unnamed if len(named.get(f, ())) > 1)
+        if mixed:
+            log.warning(
+                "%s: %d file(s) with rows of several splits also have rows without one, whose split is drawn "
+                "by the file's name (e.g. %s): give those rows a split",
+                self.path,
+                len(mixed),
+                mixed[0],
+            )
+        return {f: next(iter(s)) for f, s in named.items() if len(s) == 1 and f in unnamed}
 
     @cached_property
     def _table(self) -> list[tuple[int, dict, tuple[float, float | None]]]:
