@@ -121,9 +121,38 @@ def test_a_file_cut_inside_an_audio_packet_keeps_its_sound_as_decoded_before_the
     np.testing.assert_allclose(decode.read_audio(cut, 0.0, 1.0), decode.read_audio(full, 0.0, 1.0), atol=1e-6)
 
 
-def test_a_file_cut_inside_a_video_packet_is_read_up_to_that_frame(tmp_path):
-    """Both backends indexed the cut frame, whose packet cannot be decoded: the file was refused."""
-    full = write_video(tmp_path / "full.mp4", seconds=3.0, fps=8, width=64, height=48, audio_rate=None, faststart=True)
+def test_a_damaged_audio_packet_is_a_gap_in_place(tmp_path):
+    """FFmpeg refuses a packet of garbage with other errors than a cut one's: the track went to decord,
+    which stops there, and the file was refused (its sound ends long before its picture)."""
+    full = write_video(tmp_path / "full.mp4", seconds=3.0, fps=8, width=64, height=48, stereo=True, faststart=True)
+    with av.open(str(full)) as container:
+        packets = [p for p in container.demux(container.streams.audio[0]) if p.size]
+    middle = packets[len(packets) // 2]
+    data = bytearray(full.read_bytes())
+    data[middle.pos : middle.pos + middle.size] = b"\xff" * middle.size
+    (tmp_path / "damaged.mp4").write_bytes(bytes(data))
+    info = decode.probe(tmp_path / "damaged.mp4", verify=True)
+    assert (
+        info.audio_backend == "pyav"
+        and 0 < info.audio_gaps < 0.1
+        and info.audio_duration == pytest.approx(3.0, abs=0.1)
+    )
+
+
+@pytest.mark.parametrize("b_frames", [False, True])
+def test_a_file_cut_inside_a_video_packet_is_read_up_to_that_frame(tmp_path, b_frames):
+    """Both backends indexed the cut frame, whose packet cannot be decoded: the file was refused. With
+    reordered frames, the frame before it comes out of the decoder only at the flush after the cut packet."""
+    full = write_video(
+        tmp_path / "full.mp4",
+        seconds=3.0,
+        fps=8,
+        width=64,
+        height=48,
+        audio_rate=None,
+        faststart=True,
+        b_frames=b_frames,
+    )
     with av.open(str(full)) as container:
         packets = [p for p in container.demux(container.streams.video[0]) if p.size]
     middle = packets[len(packets) // 2]

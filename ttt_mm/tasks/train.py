@@ -200,7 +200,7 @@ def check_carried_windows(datamodule, model) -> None:
     # a window that must change is suggested in whole steps, and whole units when they are required
     grid = math.lcm(unit.tokens, tok.tokens_per_step) if unit is not None and unit.required else tok.tokens_per_step
     near = max(1, round(datamodule.clip_seconds / tok.seconds_per_step * tok.tokens_per_step / grid))
-    suggested = f"data.clip_seconds={near * grid // tok.tokens_per_step * tok.seconds_per_step:.10g}"
+    suggested = f"data.clip_seconds={near * grid // tok.tokens_per_step * tok.seconds_per_step:.15g}"  # (exact)
     steps = tok.whole_steps(datamodule.clip_seconds)
     if steps is None:
         raise ConfigError(

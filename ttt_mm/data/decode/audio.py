@@ -203,7 +203,7 @@ def _readable_frames(path: str, packets):
     for packet in packets:
         try:
             frames = packet.decode()
-        except av.error.InvalidDataError as exc:
+        except av.error.FFmpegError as exc:  # (InvalidDataError for a cut packet; others for damaged data)
             first_error = first_error or exc
             continue
         decoded = decoded or bool(frames)

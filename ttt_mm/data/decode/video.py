@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from functools import partial
 
+import av
 import decord
 import numpy as np
 import torch
@@ -115,12 +116,15 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     def scan():  # demuxing reads packet headers only: no decoding
         with av_open(path) as container:
             stream = video_stream(container)
-            packets = [p for p in container.demux(stream) if p.size > 0]
-            while packets and packets[-1].is_corrupt:  # cut short by the file's end: its frame cannot be read
-                packets.pop()
-            rows = [  # (a packet an edit list hides is decoded for the frames after it, but never shown)
-                (p.pts, p.dts, p.duration or 0, p.is_keyframe) for p in packets if not p.is_discard
+            packets = [  # (headers only: a packet's data is not kept)
+                (p.pts, p.dts, p.duration or 0, p.is_keyframe, p.is_discard, p.is_corrupt)
+                for p in container.demux(stream)
+                if p.size > 0
             ]
+            while packets and packets[-1][5]:  # cut short by the file's end: its frame cannot be read
+                packets.pop()
+            # (a packet an edit list hides is decoded for the frames after it, but never shown)
+            rows = [row[:4] for row in packets if not row[4]]
             rate = stream.average_rate or stream.guessed_rate
             return rows, float(stream.time_base), float(rate) if rate else 0.0, stream.start_time
 
@@ -266,7 +270,7 @@ class _PyAVVideo:
         if self._must_seek(index, first):
             target = 0 if index.pts is None else int(index.pts[first])
             self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
-            self.frames, self.position = self.container.decode(self.stream), -1
+            self.frames, self.position = _decoded(self.container.demux(self.stream)), -1
         slots = {int(i): k for k, i in enumerate(ids)}
         out = np.empty((len(ids), height, width, 3), dtype=np.uint8)
         turns = index.quarter_turns  # frames are stored sideways, turned once scaled
@@ -287,6 +291,17 @@ class _PyAVVideo:
             self.frames = None
             raise MediaError(self.path, f"frames {first}-{last} could not all be decoded")
         return out
+
+
+def _decoded(packets):
+    """The frames of ``packets``, passing over one the file's end cut short (`_pyav_index` lists
+    no frame of it): a frame the decoder holds back for it (B-frames) still comes out at the flush."""
+    for packet in packets:
+        try:
+            yield from packet.decode()
+        except av.error.FFmpegError:
+            if not packet.is_corrupt:
+                raise
 
 
 def _open_reader(path: str, backend: str, width: int, height: int):
