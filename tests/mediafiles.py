@@ -194,6 +194,14 @@ def write_short_flac(path: Path, seconds: float, missing: float, rate: int = 160
     return path
 
 
+def middle_packet(path: Path, kind: str) -> tuple[int, int, int]:
+    """``(offset, size, count)`` in the file of the middle packet of its first ``kind`` ("audio" or
+    "video") stream, in decoding order, and how many packets that stream has: where to cut or damage it."""
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(getattr(container.streams, kind)[0]) if p.size]
+    return (*packets[len(packets) // 2], len(packets))
+
+
 def truncate(src: Path, dst: Path, fraction: float = 0.5) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: int(len(data) * fraction)])

@@ -10,12 +10,12 @@ import sys
 import threading
 from pathlib import Path
 
-import av
 import decord
 import numpy as np
 import pytest
 import torch
 from mediafiles import (
+    middle_packet,
     tone,
     without_audio_decoder,
     write_false_key_frames,
@@ -111,11 +111,9 @@ def test_a_file_cut_inside_an_audio_packet_keeps_its_sound_as_decoded_before_the
     """PyAV refused the cut last packet, and the whole track went to decord: FFmpeg's summed
     channels (twice as loud for stereo) and no timeline, with only a "truncated" warning."""
     full = write_video(tmp_path / "full.mp4", seconds=3.0, fps=8, width=64, height=48, stereo=True, faststart=True)
-    with av.open(str(full)) as container:
-        packets = [p for p in container.demux(container.streams.audio[0]) if p.size]
-    middle = packets[len(packets) // 2]
+    at, size, _ = middle_packet(full, "audio")
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(full.read_bytes()[: middle.pos + middle.size // 2])
+    cut.write_bytes(full.read_bytes()[: at + size // 2])
     info = decode.probe(cut, verify=True)
     assert info.audio_backend == "pyav" and 1.0 < info.audio_duration < 2.0
     np.testing.assert_allclose(decode.read_audio(cut, 0.0, 1.0), decode.read_audio(full, 0.0, 1.0), atol=1e-6)
@@ -125,11 +123,9 @@ def test_a_damaged_audio_packet_is_a_gap_in_place(tmp_path):
     """FFmpeg refuses a packet of garbage with other errors than a cut one's: the track went to decord,
     which stops there, and the file was refused (its sound ends long before its picture)."""
     full = write_video(tmp_path / "full.mp4", seconds=3.0, fps=8, width=64, height=48, stereo=True, faststart=True)
-    with av.open(str(full)) as container:
-        packets = [p for p in container.demux(container.streams.audio[0]) if p.size]
-    middle = packets[len(packets) // 2]
+    at, size, _ = middle_packet(full, "audio")
     data = bytearray(full.read_bytes())
-    data[middle.pos : middle.pos + middle.size] = b"\xff" * middle.size
+    data[at : at + size] = b"\xff" * size
     (tmp_path / "damaged.mp4").write_bytes(bytes(data))
     info = decode.probe(tmp_path / "damaged.mp4", verify=True)
     assert (
@@ -143,27 +139,14 @@ def test_a_damaged_audio_packet_is_a_gap_in_place(tmp_path):
 def test_a_file_cut_inside_a_video_packet_is_read_up_to_that_frame(tmp_path, b_frames):
     """Both backends indexed the cut frame, whose packet cannot be decoded: the file was refused. With
     reordered frames, the frame before it comes out of the decoder only at the flush after the cut packet."""
-    full = write_video(
-        tmp_path / "full.mp4",
-        seconds=3.0,
-        fps=8,
-        width=64,
-        height=48,
-        audio_rate=None,
-        faststart=True,
-        b_frames=b_frames,
-    )
-    with av.open(str(full)) as container:
-        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
-    middle = packets[len(packets) // 2]
+    full = write_video(tmp_path / "full.mp4", 3.0, 8, 64, 48, audio_rate=None, faststart=True, b_frames=b_frames)
+    at, size, count = middle_packet(full, "video")
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(full.read_bytes()[: middle.pos + middle.size // 2])
+    cut.write_bytes(full.read_bytes()[: at + size // 2])
     info = decode.probe(cut, verify=True)
-    assert info.video_backend == "pyav" and info.n_frames == len(packets) // 2
+    assert info.video_backend == "pyav" and info.n_frames == count // 2
     frames = decode.read_video(cut, 0.0, None, fps=8, size=32)
-    assert len(frames) == len(packets) // 2 and torch.equal(
-        frames, decode.read_video(full, 0.0, len(frames) / 8, 8, 32)
-    )
+    assert len(frames) == count // 2 and torch.equal(frames, decode.read_video(full, 0.0, len(frames) / 8, 8, 32))
 
 
 def test_a_decoder_that_never_returns_is_abandoned(media, monkeypatch):
