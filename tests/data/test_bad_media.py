@@ -135,6 +135,22 @@ def test_a_damaged_audio_packet_is_a_gap_in_place(tmp_path):
     )
 
 
+def test_a_damaged_audio_packet_read_as_another_format_is_a_gap_in_place(tmp_path):
+    """These bytes decode, as MP2 of another rate or layout (PyAV's FFmpeg of 2026), which PyAV's resampler
+    refused: the track went to decord, which stops there. (Another FFmpeg may refuse them: a gap all the same.)"""
+    full = write_video(tmp_path / "full.mov", 3.0, 8, 64, 48, audio_rate=44100, stereo=True, audio_codec="mp2")
+    at, size, _ = middle_packet(full, "audio")
+    data = bytearray(full.read_bytes())
+    data[at : at + size] = np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8).tobytes()
+    (tmp_path / "damaged.mov").write_bytes(bytes(data))
+    info = decode.probe(tmp_path / "damaged.mov", verify=True)
+    assert (
+        info.audio_backend == "pyav"
+        and 0 < info.audio_gaps < 0.1
+        and info.audio_duration == pytest.approx(3.0, abs=0.1)
+    )
+
+
 @pytest.mark.parametrize("b_frames", [False, True])
 def test_a_file_cut_inside_a_video_packet_is_read_up_to_that_frame(tmp_path, b_frames):
     """Both backends indexed the cut frame, whose packet cannot be decoded: the file was refused. With

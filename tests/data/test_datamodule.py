@@ -337,6 +337,21 @@ def test_a_manifest_that_fixes_every_split_and_none_to_val_is_said_so(tmp_path, 
     ]
 
 
+def test_a_files_rows_that_name_their_split_are_not_moved_to_validation(tmp_path):
+    """A file with rows of two splits and a row without one was movable, and all its training rows went to val."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        write_video(data / f"v{i}.mp4", seconds=1.5, fps=8, width=32, height=32, audio_rate=None)
+    rows = ["v0.mp4,0,0.5,train", "v0.mp4,0.5,1,test", "v0.mp4,1,1.5,", "v1.mp4,,,train", "v2.mp4,,,train"]
+    (data / "m.csv").write_text("path,start,end,split\n" + "\n".join(rows) + "\n")
+    dm = MediaDataModule(ManifestSource(str(data / "m.csv")), modalities=["video"], size=32, clip_seconds=0.5)
+    dm.trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"))
+    dm.setup("fit")
+    assert "v0.mp4@0-0.5" in {c.segment.removeprefix(f"{data}/") for c in dm.splits["train"]}
+    assert all(c.split != "val" for c in dm.splits["val"])  # validation on the training files, none moved
+
+
 def test_the_probe_commands_bad_rows_are_skipped_with_their_reasons_like_a_folders(tmp_path, caplog):
     """A manifest written by the probe command lists unreadable files with an error: training leaves
     them out with one log line and lists each in the skip list, as it does for a folder's bad files."""

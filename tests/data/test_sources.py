@@ -199,6 +199,11 @@ def test_repeated_manifest_rows_are_left_out_with_one_line_and_contradicting_one
         ("comma.csv", "path,start\nclip, take 2.wav,1\n", r"comma.csv, line 2: 3 values under 2 columns"),
         ("true.jsonl", '{"path": "a.ogg", "start": true}\n', r"true.jsonl, line 1: start True is not a time"),
         ("twice.csv", "path,start,end,start\na.ogg,1,5,100\n", r"twice.csv, line 1: column 'start' appears twice"),
+        (
+            "twice.jsonl",
+            '{"path": "a.ogg"}\n{"path": "b.ogg", "path ": "c.ogg"}\n',
+            r"line 2: key 'path' appears twice",
+        ),
     ],
 )
 def test_a_manifest_row_that_cannot_be_used_is_an_error_naming_its_line(tmp_path, name, text, message):

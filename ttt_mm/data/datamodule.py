@@ -213,7 +213,8 @@ class MediaDataModule(L.LightningDataModule):
         then stays empty: a command that asks for it says so rather than score training files."""
         files = {c.file_key for c in self.clips}
         train = self.splits["train"]
-        movable = sorted({(c.split_hash(), c.file_key) for c in train if c.split is None})
+        fixed = {c.file_key for c in self.clips if c.split is not None}  # a row's split is the manifest's word
+        movable = sorted({(c.split_hash(), c.file_key) for c in train if c.file_key not in fixed})
         if len(files) >= MIN_FILES_FOR_VALIDATION and len({c.file_key for c in train}) >= 2 and movable:
             key = movable[0][1]  # the training file whose hash lies nearest the validation range
             self.splits["val"] = [replace(c, split="val") for c in train if c.file_key == key]

@@ -94,7 +94,7 @@ class ManifestSource:
         if mixed:
             log.warning(
                 "%s: %d file(s) with rows of several splits also have rows without one, whose split is drawn "
-                "by the file's name (e.g. %s): give those rows a split",
+                "by a hash of the file's path (e.g. %s): give those rows a split",
                 self.path,
                 len(mixed),
                 mixed[0],
@@ -173,6 +173,17 @@ def _csv_rows(manifest: Path, text: str) -> list[tuple[int, dict]]:
     return rows
 
 
+class _RepeatedKey(Exception):
+    """A JSON object names a key twice (``json`` would keep the last value silently)."""
+
+
+def _object_once_per_key(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k.strip() for k, _ in pairs]
+    if twice := sorted({k for k in keys if keys.count(k) > 1}):
+        raise _RepeatedKey(twice[0])
+    return dict(pairs)
+
+
 def _json_lines(manifest: Path, text: str) -> list[tuple[int, dict]]:
     """``(line, row)`` of a JSON lines file (one object per line; blank lines skipped)."""
     rows = []
@@ -180,9 +191,11 @@ def _json_lines(manifest: Path, text: str) -> list[tuple[int, dict]]:
         if not item.strip():
             continue
         try:
-            row = json.loads(item)
+            row = json.loads(item, object_pairs_hook=_object_once_per_key)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{manifest}, line {line}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+        except _RepeatedKey as exc:
+            raise ValueError(f"{manifest}, line {line}: key {exc.args[0]!r} appears twice") from None
         if not isinstance(row, dict):
             raise ValueError(f'{manifest}, line {line}: not a JSON object ({{"path": ...}})')
         rows.append((line, {k.strip(): v.strip() if isinstance(v, str) else v for k, v in row.items()}))

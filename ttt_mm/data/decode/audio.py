@@ -181,7 +181,14 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, Placement]:
         packed = av.AudioResampler(format="flt")  # channels interleaved, layout and rate as stored
         blocks, times = [], []  # each decoded frame's mono samples, and its time (None: no timestamp)
         for frame in _readable_frames(path, container.demux(stream)):
-            blocks += [_channel_mean(out) for out in packed.resample(frame)]
+            try:
+                outs = packed.resample(frame)
+            except ValueError:  # another layout or rate than the frames before (damaged data, read as another format)
+                if frame.sample_rate != rate:
+                    continue  # not of this track's timeline: its stretch is a gap
+                packed = av.AudioResampler(format="flt")
+                outs = packed.resample(frame)
+            blocks += [_channel_mean(out) for out in outs]
             times += [None if frame.pts is None else float(frame.pts * frame.time_base)] * (len(blocks) - len(times))
         blocks += [_channel_mean(out) for out in packed.resample(None)]
         times += [None] * (len(blocks) - len(times))
