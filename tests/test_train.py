@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -28,6 +30,7 @@ from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks.common import ConfigError, _config_subdir, _run_dir
 from ttt_mm.tasks.train import build, check_carried_windows, check_window_length, report, run, where_to_resume
+from ttt_mm.tokenizers.base import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -475,6 +478,23 @@ def test_lact_training_carries_its_state_across_windows_detached_and_restarts_ro
     fast = left.blocks[0].mixer.fast  # after a whole window: four complete chunks
     assert fast.count.tolist() == [0, 0] and not torch.allclose(fast.weights[0], fresh.blocks[0].mixer.fast.weights[0])
     assert len(step_size_grads) == 4 and all(g > 0 for g in step_size_grads)  # updates inside each window
+
+
+def test_a_suggested_window_passes_the_check_that_suggests_it():
+    """At 30 steps a second, 3601 s suggested 3601.066667 (10 digits), which the same check refused."""
+    tok = SimpleNamespace(seconds_per_step=1 / 30, tokens_per_step=1)
+    tok.whole_steps = partial(Tokenizer.whole_steps, tok)
+    unit = SimpleNamespace(tokens=16, required=True, name="TTT mini-batches", argument="mini_batch_size")
+    model = SimpleNamespace(
+        hparams=SimpleNamespace(carry_state=True), tokenizer=tok, backbone=SimpleNamespace(restart_unit=unit)
+    )
+
+    def check(seconds: float) -> None:
+        check_carried_windows(SimpleNamespace(clip_seconds=seconds, stream=True, batch_size=2), model)
+
+    with pytest.raises(ConfigError, match="not a whole number of TTT mini-batches") as caught:
+        check(3601)
+    check(float(str(caught.value).rpartition("data.clip_seconds=")[2]))  # no error
 
 
 @pytest.mark.slow
