@@ -119,36 +119,25 @@ def test_a_file_cut_inside_an_audio_packet_keeps_its_sound_as_decoded_before_the
     np.testing.assert_allclose(decode.read_audio(cut, 0.0, 1.0), decode.read_audio(full, 0.0, 1.0), atol=1e-6)
 
 
-def test_a_damaged_audio_packet_is_a_gap_in_place(tmp_path):
-    """FFmpeg refuses a packet of garbage with other errors than a cut one's: the track went to decord,
-    which stops there, and the file was refused (its sound ends long before its picture)."""
-    full = write_video(tmp_path / "full.mp4", seconds=3.0, fps=8, width=64, height=48, stereo=True, faststart=True)
+@pytest.mark.parametrize(
+    ("name", "codec", "garbage"),
+    [
+        ("damaged.mp4", "aac", lambda n: b"\xff" * n),
+        ("damaged.mov", "mp2", lambda n: np.random.default_rng(1).integers(0, 256, n, dtype=np.uint8).tobytes()),
+    ],
+)
+def test_a_damaged_audio_packet_is_a_gap_in_place(tmp_path, name, codec, garbage):
+    """The track went to decord, which stops at the damage, and the file was refused (its sound ends long
+    before its picture). AAC: FFmpeg refuses the packet with another error than a cut one's. MP2: these
+    bytes decode (PyAV's FFmpeg of 2026) as another rate or layout, which PyAV's resampler refused."""
+    full = write_video(tmp_path / f"full{name[-4:]}", 3.0, 8, 64, 48, 44100, stereo=True, audio_codec=codec)
     at, size, _ = middle_packet(full, "audio")
     data = bytearray(full.read_bytes())
-    data[at : at + size] = b"\xff" * size
-    (tmp_path / "damaged.mp4").write_bytes(bytes(data))
-    info = decode.probe(tmp_path / "damaged.mp4", verify=True)
-    assert (
-        info.audio_backend == "pyav"
-        and 0 < info.audio_gaps < 0.1
-        and info.audio_duration == pytest.approx(3.0, abs=0.1)
-    )
-
-
-def test_a_damaged_audio_packet_read_as_another_format_is_a_gap_in_place(tmp_path):
-    """These bytes decode, as MP2 of another rate or layout (PyAV's FFmpeg of 2026), which PyAV's resampler
-    refused: the track went to decord, which stops there. (Another FFmpeg may refuse them: a gap all the same.)"""
-    full = write_video(tmp_path / "full.mov", 3.0, 8, 64, 48, audio_rate=44100, stereo=True, audio_codec="mp2")
-    at, size, _ = middle_packet(full, "audio")
-    data = bytearray(full.read_bytes())
-    data[at : at + size] = np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8).tobytes()
-    (tmp_path / "damaged.mov").write_bytes(bytes(data))
-    info = decode.probe(tmp_path / "damaged.mov", verify=True)
-    assert (
-        info.audio_backend == "pyav"
-        and 0 < info.audio_gaps < 0.1
-        and info.audio_duration == pytest.approx(3.0, abs=0.1)
-    )
+    data[at : at + size] = garbage(size)
+    (tmp_path / name).write_bytes(bytes(data))
+    info = decode.probe(tmp_path / name, verify=True)
+    assert info.audio_backend == "pyav" and 0 < info.audio_gaps < 0.1
+    assert info.audio_duration == pytest.approx(3.0, abs=0.1)
 
 
 @pytest.mark.parametrize("b_frames", [False, True])
