@@ -58,11 +58,10 @@ class ManifestSource:
         folder = _folder(Path(self.path))
         splits = self._file_splits
         out = []
-        for _, row, (start, end) in self._table:
+        for (_, row, (start, end)), real in zip(self._table, self._files, strict=True):
             path = Path(str(row["path"]))
             media = _media_path(folder, path)
             label = row.get("label")
-            real = os.path.realpath(media)
             out.append(
                 ClipInfo(
                     str(media),
@@ -77,15 +76,19 @@ class ManifestSource:
         return out
 
     @cached_property
+    def _files(self) -> list[str]:
+        """The file of each row used, resolved (links, ``..``): one file however its rows spell it."""
+        folder = _folder(Path(self.path))
+        return [os.path.realpath(_media_path(folder, Path(str(row["path"])))) for _, row, _ in self._table]
+
+    @cached_property
     def _file_splits(self) -> dict[str, str]:
         """The split each file's rows without one take: the one its other rows name, so that no file
         is both trained on and validated (the hash of its key would put them anywhere). A file whose
         rows name several splits leaves the rest to the hash, with a warning."""
         named: dict[str, set[str]] = {}
         unnamed: Counter = Counter()
-        folder = _folder(Path(self.path))
-        for _, row, _ in self._table:
-            real = os.path.realpath(_media_path(folder, Path(str(row["path"]))))
+        for (_, row, _), real in zip(self._table, self._files, strict=True):
             if row.get("split"):
                 named.setdefault(real, set()).add(row["split"])
             else:

@@ -251,14 +251,12 @@ def run(cfg: DictConfig) -> Summary:
     summary = Summary(single=single, output=str(output))
     selection = index_clips(clips, embedder.read_spec(), cfg.get("index_cache"))  # probed in subprocesses first
     for clip in clips:  # each span of a file left out whole is an output not made
-        if reason := selection.reason_of(clip):
-            summary.failed.append((clip.segment, reason))
-            if not single:
-                log.warning("failed: %s: %s", one_line(clip.segment), reason)
-    for clip in clips:  # an output of a file (or span) no longer readable describes what the file was
-        if (clip.name in selection.rejected or clip.segment in selection.rejected) and remove_outputs(
-            output_stem(clip, output)
-        ):
+        if not (reason := selection.reason_of(clip)):
+            continue
+        summary.failed.append((clip.segment, reason))
+        if not single:
+            log.warning("failed: %s: %s", one_line(clip.segment), reason)
+        if remove_outputs(output_stem(clip, output)):  # an earlier output describes what the file was
             log.warning("removed the earlier output of %s, which cannot be read now", one_line(clip.segment))
     clips = selection.clips
     if clips:  # made only when something may be written: a lone bad input leaves no folder behind

@@ -180,7 +180,7 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, Placement]:
         rate = stream.codec_context.sample_rate
         packed = av.AudioResampler(format="flt")  # channels interleaved, layout and rate as stored
         blocks, times = [], []  # each decoded frame's mono samples, and its time (None: no timestamp)
-        for frame in _readable_frames(path, container.demux(stream)):
+        for frame in _readable_frames(container.demux(stream)):
             try:
                 outs = packed.resample(frame)
             except ValueError:  # another layout or rate than the frames before (damaged data, read as another format)
@@ -201,7 +201,7 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, Placement]:
     return _resampled_track(samples, rate, sample_rate), placement
 
 
-def _readable_frames(path: str, packets):
+def _readable_frames(packets):
     """The frames of ``packets``, passing over a packet the decoder refuses (cut short by a
     truncated file, or damaged): the frames after it keep their timestamps, so its stretch is a
     gap, not a shift, and a cut file is read as far as it goes. Only a track of which no packet
