@@ -10,7 +10,6 @@ import pytest
 import torch
 from embedhelpers import MIXERS, TOKENIZERS
 
-from ttt_mm.backbone import state_tensors
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, collate
 from ttt_mm.data.datasets import read_item
 from ttt_mm.module import SequenceModel
@@ -214,17 +213,3 @@ def test_the_copy_baseline_copies_the_same_slot_one_step_back_whatever_is_predic
     _, copy_token, _ = token.losses(tokens, targets.new_zeros(targets.shape))
     assert float(copy_step) == pytest.approx(float(by_hand.mean()), rel=1e-6)
     assert float(copy_token) == pytest.approx(float(by_hand.mean()), rel=1e-6)  # not the neighbouring token
-
-
-def test_the_carried_state_goes_on_only_into_the_batch_that_follows_it():
-    """A stream started again at the next step (each epoch of trainer.limit_train_batches) goes on
-    mid-clip, and so does the state (every row was restarted there); a batch from elsewhere in the
-    stream (a resumed run's first) starts every row afresh."""
-    m = model("ttt_linear", carry_state=True)
-    batch = _av_batch(1.0) | {"reset": torch.tensor([False, False])}
-    _, _, state = m(batch)
-    m._train_state, m._state_step = state.detach(), 4
-    carried = m._carried_state(batch | {"stream_step": torch.tensor(5)})
-    assert carried is not None and all(torch.equal(a, b) for a, b in zip(state_tensors(carried), state_tensors(state)))
-    m._state_step = 4
-    assert m._carried_state(batch | {"stream_step": torch.tensor(9)}) is None

@@ -290,6 +290,51 @@ def test_resume_after_sigkill_continues_the_run(tmp_path):
     assert f"trainer.max_steps={target}" in (resumed / "overrides.yaml").read_text()
 
 
+def _weights(ckpt: str) -> dict:
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])
+def test_a_streamed_run_stopped_and_resumed_trains_the_weights_of_one_that_was_not(tmp_path, mixer, caplog):
+    """The carried state is in the checkpoint: a run resumed at step 4 goes on with every row's
+    context and ends where an uninterrupted run does, bit for bit. From a checkpoint without it
+    (an earlier version's) every row starts afresh, and the weights differ: the state matters."""
+    common = [
+        *TINY,
+        f"model={mixer}",
+        *(SHORT_CHUNKS if mixer == "lact" else []),
+        "data.source.num_clips=24",
+        "trainer.val_check_interval=4",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+        "model.warmup_steps=0",  # a constant learning rate: the same whatever max_steps the schedule spans
+        "model.min_lr_ratio=1.0",
+    ]
+    whole = run(compose_train(tmp_path / "whole", [*common, "trainer.max_steps=8"]))
+    first = run(compose_train(tmp_path / "parts", [*common, "trainer.max_steps=4"]))
+    ckpt = torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)
+    ((rows, leaves),) = [(p["rows"], p["leaves"]) for p in ckpt["carried_state"]]  # one process: one part
+    assert len(rows) == 2 and any(isinstance(leaf, torch.Tensor) for leaf in leaves)
+    del ckpt["carried_state"]
+    torch.save(ckpt, tmp_path / "earlier.ckpt")
+    with caplog.at_level(logging.INFO, logger="ttt_mm.module"):
+        resumed = run(
+            compose_train(tmp_path / "parts", [*common, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}"])
+        )
+    assert "resuming at step 4 with the checkpoint's carried state" in caplog.text
+    a, b = _weights(whole["last_ckpt"]), _weights(resumed["last_ckpt"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ttt_mm.module"):
+        afresh = run(
+            compose_train(
+                tmp_path / "afresh", [*common, "trainer.max_steps=8", f"ckpt_path={tmp_path / 'earlier.ckpt'}"]
+            )
+        )
+    assert "does not hold the carried state" in caplog.text
+    c = _weights(afresh["last_ckpt"])
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(tmp_path):
     in_run = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     (tmp_path / "run" / ".hydra").mkdir(parents=True)
@@ -327,8 +372,20 @@ def test_ddp_on_two_cpu_processes(tmp_path, val):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 4
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 4
     assert "val/loss: " in done.stdout  # validated (twice), every rank taking part
+    parts = ckpt["carried_state"]  # each process's own rows, gathered into the one file
+    assert len(parts) == 2 and all(len(p["rows"]) == 2 for p in parts) and parts[0]["rows"] != parts[1]["rows"]
+    resumed = subprocess.run(
+        [*done.args, "trainer.max_steps=6", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming at step 4 with the checkpoint's carried state" in (run_dir / "train.log").read_text()
 
 
 @pytest.mark.slow
@@ -439,12 +496,12 @@ def test_long_context_training_carries_state_across_windows(tmp_path):
     datamodule, model, trainer = build(cfg)
     datamodule.setup("fit")
     seen = []
-    original = model._carried_state
-    model._carried_state = lambda batch: seen.append(batch["reset"].clone()) or original(batch)
+    original = model._carried.before
+    model._carried.before = lambda backbone, batch: seen.append(batch["reset"].clone()) or original(backbone, batch)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 4
     assert [r.tolist() for r in seen] == [[True, True], [False, False], [True, True], [False, False]]
-    assert model._train_state is not None  # the carried (detached) state of the last window
+    assert model._carried.state is not None  # the carried (detached) state of the last window
 
 
 @pytest.mark.slow
@@ -456,15 +513,15 @@ def test_lact_training_carries_its_state_across_windows_detached_and_restarts_ro
     assert model.hparams.carry_state
     datamodule.setup("fit")
     steps = []  # per training step: reset flags, the state the last window left, the state carried in, a fresh one
-    original = model._carried_state
+    original = model._carried.before
 
-    def spy(batch):
-        left, carried = model._train_state, original(batch)
+    def spy(backbone, batch):
+        left, carried = model._carried.state, original(backbone, batch)
         steps.append((batch["reset"].tolist(), left, carried, model.backbone.initial_state(len(batch["reset"]))))
         return carried
 
     step_size_grads = []
-    model._carried_state = spy
+    model._carried.before = spy
     model.on_after_backward = lambda: step_size_grads.append(model.backbone.blocks[0].mixer.lr_proj.weight.grad.norm())
     trainer.fit(model, datamodule=datamodule)
 

@@ -42,13 +42,45 @@ class BackboneState:
 
 def state_tensors(state) -> list[Tensor]:
     """Every tensor inside a (nested) state, in a fixed order: to measure a state or compare two."""
-    if isinstance(state, Tensor):
-        return [state]
+    return [leaf for leaf in state_leaves(state) if isinstance(leaf, Tensor)]
+
+
+def state_leaves(state) -> list[Any]:
+    """Every leaf of a (nested) state in a fixed order: tensors, and the plain values beside them
+    (a position in a TTT mini-batch, an absent cache's None). `with_leaves` puts them back."""
     if dataclasses.is_dataclass(state):
         state = [getattr(state, f.name) for f in dataclasses.fields(state)]
     if isinstance(state, (list, tuple)):
-        return [t for item in state for t in state_tensors(item)]
-    return []
+        return [leaf for item in state for leaf in state_leaves(item)]
+    return [state]
+
+
+def with_leaves(template, leaves: list[Any]):
+    """``template`` (a state of the same model and batch size) holding ``leaves`` instead of its own,
+    e.g. a state saved as plain leaves in a checkpoint. Raises ValueError when they do not fit it."""
+    rest = iter(leaves)
+
+    def rebuild(node):
+        if dataclasses.is_dataclass(node):
+            return dataclasses.replace(
+                node, **{f.name: rebuild(getattr(node, f.name)) for f in dataclasses.fields(node)}
+            )
+        if isinstance(node, (list, tuple)):
+            return type(node)(rebuild(item) for item in node)
+        leaf = next(rest, _MISSING)
+        if isinstance(node, Tensor) != isinstance(leaf, Tensor) or (
+            isinstance(node, Tensor) and node.shape != leaf.shape
+        ):
+            raise ValueError("the leaves are not those of this state (another model or batch size)")
+        return leaf.to(device=node.device) if isinstance(leaf, Tensor) else leaf
+
+    state = rebuild(template)
+    if next(rest, _MISSING) is not _MISSING:
+        raise ValueError("the leaves are not those of this state (another model or batch size)")
+    return state
+
+
+_MISSING = object()
 
 
 def reset_rows(backbone: Backbone, state: BackboneState, rows: Tensor) -> BackboneState:

@@ -16,10 +16,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
-from .backbone import Backbone, BackboneState, reset_rows
+from .backbone import Backbone, BackboneState
+from .carried_state import CarriedState
 from .tokenizers.base import TOKEN_LOSSES, Tokens, token_loss
 
 PREDICT = ("next_token", "next_step")
@@ -100,8 +102,7 @@ class SequenceModel(L.LightningModule):
             )
         self.head = nn.Linear(self.backbone.dim, self.tokenizer.target_dim)
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
-        self._train_state: BackboneState | None = None
-        self._state_step: int | None = None  # the stream step `_train_state` was left by
+        self._carried = CarriedState()  # with carry_state: the training state from batch to batch
         self._scored_unstepped: Tensor | None = None  # tokens scored since the last optimizer step, this rank
         self._skipped_steps = 0
         self._eval_sums: Tensor | None = None  # validation or test, per epoch: loss * n, copy loss * n, n
@@ -160,10 +161,10 @@ class SequenceModel(L.LightningModule):
     def training_step(self, batch, batch_idx):
         state = None
         if self.hparams.carry_state:
-            state = self._carried_state(batch)
+            state = self._carried.before(self.backbone, batch)
         tokens, pred, state = self(batch, state)
         if self.hparams.carry_state:
-            self._train_state = state.detach()
+            self._carried.after(state, batch)
         loss, copy, n = self.losses(tokens, pred)
         self._scored_unstepped = n if self._scored_unstepped is None else self._scored_unstepped + n
         B = tokens.mask.shape[0]
@@ -192,21 +193,6 @@ class SequenceModel(L.LightningModule):
                 "as they are (logged once)",
                 self.global_step,
             )
-
-    def _carried_state(self, batch) -> BackboneState | None:
-        """The state after the batch before, with the rows that start a new clip reset; None (every
-        row afresh) for the first batch, or for one that does not follow the last in its stream
-        (``batch["stream_step"]``: a stream started again elsewhere, or a resumed run)."""
-        reset = batch.get("reset")
-        if reset is None:
-            raise ValueError("carry_state=true needs batches with a 'reset' flag per row (a streaming data module)")
-        step = batch.get("stream_step")
-        follows = step is None or (self._state_step is not None and int(step) == self._state_step + 1)
-        self._state_step = None if step is None else int(step)
-        if self._train_state is None or not follows:
-            return None
-        reset = torch.as_tensor(reset, device=self.device)
-        return reset_rows(self.backbone, self._train_state, reset)
 
     # -------------------------------------------------------------------------- validation and test
     # Each rank sums (loss * n, copy loss * n, n) over its batches; at the epoch's end every rank reduces
@@ -290,6 +276,16 @@ class SequenceModel(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lr_schedule_steps"] = self._schedule_steps
+        if self.hparams.carry_state and self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            checkpoint["carried_state"] = self._gathered(self._carried.saved())
+
+    def _gathered(self, part: Any) -> list:
+        """Every process's ``part``, in rank order (all of them call this: every save is collective)."""
+        if self.trainer.world_size == 1:
+            return [part]
+        parts = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(parts, part)
+        return parts
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Notes what a resume keeps from the checkpoint; `on_train_start` reports it once fitting
@@ -300,6 +296,7 @@ class SequenceModel(L.LightningModule):
             "optimizer": _optimizer_settings(checkpoint),
             "schedule_steps": checkpoint.get("lr_schedule_steps"),
             "step": checkpoint.get("global_step", 0),
+            "carried_state": checkpoint.get("carried_state"),  # one entry per process; None before it was kept
         }
 
     def _regroup_optimizer_state(self, checkpoint: dict) -> None:
@@ -330,12 +327,8 @@ class SequenceModel(L.LightningModule):
         resumed, self._resumed = self._resumed, None
         if resumed is None:
             return
-        if self.hparams.carry_state and self.trainer.is_global_zero:
-            log.info(
-                "resuming at step %d: the carried state is not in the checkpoint, so every row starts its clip's "
-                "state afresh (the data goes on where it stopped)",
-                resumed["step"],
-            )
+        if self.hparams.carry_state:
+            self._restore_carried_state(resumed["carried_state"], resumed["step"])
         # a run resumed with another step count (a larger trainer.max_steps, say) follows the new
         # cosine from where it stopped; the restored optimizer holds the old schedule's rate until
         # the scheduler's next step, so every process sets the new one now
@@ -362,6 +355,29 @@ class SequenceModel(L.LightningModule):
                 f"resuming at step {step} a run whose learning-rate schedule was planned for {planned} steps, now "
                 f"{total}: the learning rate follows the new schedule and goes from {old:.3g} to {new:.3g}"
             )
+
+    def _restore_carried_state(self, parts: list | None, step: int) -> None:
+        """Each process takes its own part of the checkpoint's carried state, when the checkpoint has
+        one for as many processes, and the first batch checks that each row goes on from it."""
+        why = None
+        if parts is None:
+            why = "the checkpoint does not hold the carried state (it was written by an earlier version)"
+        elif len(parts) != self.trainer.world_size:
+            why = (
+                f"the checkpoint's carried state is for {len(parts)} processes, this run has {self.trainer.world_size}"
+            )
+        elif parts[self.global_rank] is None:
+            why = "the checkpoint was written before the first training batch"
+        else:
+            try:
+                self._carried.restore(parts[self.global_rank], self.backbone)
+            except ValueError as err:
+                why = f"the checkpoint's carried state does not fit this model: {err}"
+        if self.trainer.is_global_zero:
+            if why is None:
+                log.info("resuming at step %d with the checkpoint's carried state: every row goes on in its clip", step)
+            else:
+                log.info("resuming at step %d: %s, so every row starts its clip's state afresh", step, why)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clipping by norm under FSDP: the gradients are sharded, so the root FSDP module takes their

@@ -1,0 +1,107 @@
+"""The state a streamed training run carries between batches and through a checkpoint."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+import torch
+from embedhelpers import MIXERS, TOKENIZERS
+
+from ttt_mm.backbone import state_tensors
+from ttt_mm.carried_state import CarriedState
+from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, collate
+from ttt_mm.data.datasets import read_item
+from ttt_mm.module import SequenceModel
+
+
+def model(mixer: str = "ttt_linear", depth: int = 2) -> SequenceModel:
+    backbone = {"_target_": "ttt_mm.backbone.Backbone", "dim": 32, "depth": depth, "mixer": MIXERS[mixer]}
+    return SequenceModel(TOKENIZERS["audio"], backbone, carry_state=True)
+
+
+def windows(start: float) -> dict:
+    """A batch of two rows: windows of two synthetic clips from ``start``, neither a clip's first;
+    0.64 s, 16 audio tokens: whole TTT mini-batches, where a row can restart alone."""
+    spec = ReadSpec(sample_rate=16000, fps=8.0, size=32, min_seconds=0.1)
+    batch = collate([read_item(ClipInfo(SyntheticClip(0, i)), start, 0.64, spec) for i in range(2)])
+    return batch | {"reset": torch.tensor([False, False])}
+
+
+def rows_equal(a, b, row: int) -> bool:
+    return all(torch.equal(x[row], y[row]) for x, y in zip(state_tensors(a), state_tensors(b), strict=True))
+
+
+def carried_after_one_batch(m: SequenceModel, step: int = 4) -> tuple[CarriedState, object]:
+    carried, batch = CarriedState(), windows(1.0) | {"stream_step": torch.tensor(step)}
+    _, _, state = m(batch, carried.before(m.backbone, batch))  # the first batch: nothing carried yet
+    carried.after(state, batch)
+    return carried, state
+
+
+def test_the_state_goes_on_only_into_the_batch_that_follows_it():
+    """A stream started again at the next step (each epoch of trainer.limit_train_batches) goes on
+    mid-clip, and so does the state; a batch from elsewhere in the stream starts every row afresh."""
+    m = model()
+    carried, state = carried_after_one_batch(m)
+    following = carried.before(m.backbone, windows(1.64) | {"stream_step": torch.tensor(5)})
+    assert rows_equal(following, state, 0) and rows_equal(following, state, 1)
+    carried, _ = carried_after_one_batch(m)
+    assert carried.before(m.backbone, windows(1.64) | {"stream_step": torch.tensor(9)}) is None
+
+
+@pytest.mark.parametrize("elsewhere", ["another clip", "an earlier window"])
+def test_a_row_that_does_not_go_on_in_its_clip_starts_afresh_and_the_others_go_on(elsewhere, caplog):
+    """Rows go on by (clip, window start): a resumed run whose files read differently this time can
+    find a row in another clip than the checkpoint's, and says so."""
+    m = model()
+    carried, state = carried_after_one_batch(m)
+    restored = CarriedState()
+    restored.restore(carried.saved(), m.backbone)
+    batch = windows(1.64 if elsewhere == "another clip" else 0.0) | {"stream_step": torch.tensor(5)}
+    if elsewhere == "another clip":
+        batch["path"] = ["synthetic/other", batch["path"][1]]
+    with caplog.at_level(logging.INFO, logger="ttt_mm.carried_state"):
+        got = restored.before(m.backbone, batch)
+    fresh = m.backbone.initial_state(2)
+    assert rows_equal(got, fresh, 0)
+    assert rows_equal(got, state if elsewhere == "another clip" else fresh, 1)
+    moved = 1 if elsewhere == "another clip" else 2
+    assert f"{moved} of 2 rows do not go on where the checkpoint left them" in caplog.text
+
+
+@pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])
+def test_a_saved_state_restores_through_a_checkpoint_file(mixer):
+    m = model(mixer)
+    carried, state = carried_after_one_batch(m)
+    buffer = io.BytesIO()
+    torch.save({"carried_state": [carried.saved()]}, buffer)
+    buffer.seek(0)
+    (saved,) = torch.load(buffer, weights_only=True)["carried_state"]  # plain tensors, numbers and strings
+    restored = CarriedState()
+    restored.restore(saved, m.backbone)
+    following = restored.before(m.backbone, windows(1.64) | {"stream_step": torch.tensor(5)})
+    assert rows_equal(following, state, 0) and rows_equal(following, state, 1)
+
+
+def test_a_state_of_another_model_is_refused_and_one_of_another_batch_size_starts_afresh():
+    m = model()
+    carried, _ = carried_after_one_batch(m)
+    for other in (model(depth=3), model("lact")):
+        with pytest.raises(ValueError, match="another model or batch size"):
+            CarriedState().restore(carried.saved(), other.backbone)
+    restored = CarriedState()
+    restored.restore(carried.saved(), m.backbone)
+    three = collate([read_item(ClipInfo(SyntheticClip(0, i)), 2.0, 1.0, ReadSpec(fps=8.0, size=32)) for i in range(3)])
+    assert (
+        restored.before(
+            model().backbone, three | {"reset": torch.zeros(3, dtype=torch.bool), "stream_step": torch.tensor(5)}
+        )
+        is None
+    )
+
+
+def test_batches_without_a_reset_flag_are_refused():
+    with pytest.raises(ValueError, match="'reset' flag"):
+        CarriedState().before(model().backbone, windows(1.0) | {"reset": None})

@@ -1,0 +1,98 @@
+"""The backbone state a streamed training run carries from one batch to the next, and through a
+checkpoint, so that a resumed run goes on with each row's context where it stopped.
+
+Each batch row walks its own clips window by window (`ttt_mm.data.training.StreamWindows`). Between
+batches the state goes on in a row only when the batch follows the one before in the stream and the
+row goes on in the same clip; anywhere else the row starts afresh, as it does at a clip's first window.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .backbone import Backbone, BackboneState, reset_rows, state_leaves, with_leaves
+
+log = logging.getLogger(__name__)
+
+
+class CarriedState:
+    """One process's carried state: the state after its last training batch, that batch's place in
+    the stream (``stream_step``) and each row's clip and window start."""
+
+    def __init__(self) -> None:
+        self.state: BackboneState | None = None
+        self.step: int | None = None
+        self.rows: list[tuple[str, float] | None] = []  # None: a batch that does not say
+        self._restored = False  # restored from a checkpoint: say how the first batch takes it
+
+    def before(self, backbone: Backbone, batch: Mapping[str, Any]) -> BackboneState | None:
+        """The state to run ``batch`` from: the carried one, with the rows that start a clip or do not
+        go on in theirs reset; None (every row afresh) when the batch does not follow the last one."""
+        reset = batch.get("reset")
+        if reset is None:
+            raise ValueError("carry_state=true needs batches with a 'reset' flag per row (a streaming data module)")
+        step = batch.get("stream_step")
+        follows = step is None or (self.step is not None and int(step) == self.step + 1)
+        restored, self._restored = self._restored, False
+        state, rows, self.step = self.state, self.rows, None if step is None else int(step)
+        if state is None or not follows or len(rows) != len(reset):
+            if restored:
+                log.info(
+                    "the data does not go on from the checkpoint's last batch (another batch size, number of "
+                    "processes or accumulate_grad_batches): every row starts its clip's state afresh"
+                )
+            return None
+        reset = torch.as_tensor(reset).cpu()
+        moved = ~reset & ~_goes_on(rows, batch)
+        if restored and bool(moved.any()):
+            log.info(
+                "%d of %d rows do not go on where the checkpoint left them (a file read differently this time): "
+                "those rows start afresh",
+                int(moved.sum()),
+                len(reset),
+            )
+        return reset_rows(backbone, state, reset | moved)
+
+    def after(self, state: BackboneState, batch: Mapping[str, Any]) -> None:
+        """Keep the state after ``batch`` (detached) and where each of its rows stands."""
+        self.state = state.detach()
+        self.rows = _places(batch)
+
+    def saved(self) -> dict | None:
+        """What a checkpoint keeps of this process's state (plain leaves on the CPU), or None before
+        the first batch."""
+        if self.state is None:
+            return None
+        leaves = [leaf.cpu() if isinstance(leaf, Tensor) else leaf for leaf in state_leaves(self.state)]
+        return {"step": self.step, "rows": self.rows, "leaves": leaves}
+
+    def restore(self, saved: Mapping[str, Any], backbone: Backbone) -> None:
+        """Take this process's part of a checkpoint (`saved`); the first batch after it checks that
+        it goes on from there. Raises ValueError when the state is not one of ``backbone``."""
+        self.state = with_leaves(backbone.initial_state(len(saved["rows"])), saved["leaves"])
+        self.step, self.rows = saved["step"], saved["rows"]
+        self._restored = True
+
+
+def _places(batch: Mapping[str, Any]) -> list[tuple[str, float] | None]:
+    """Each row's clip and window start (None where the batch does not say)."""
+    if "path" not in batch:
+        return [None] * len(batch["reset"])
+    return list(zip(batch["path"], batch["start"].tolist(), strict=True))
+
+
+def _goes_on(rows: list[tuple[str, float] | None], batch: Mapping[str, Any]) -> Tensor:
+    """``[B]`` bool: whether each row's window is a later one of the clip it was in (true where
+    either side does not say where the row stands)."""
+    return torch.tensor(
+        [
+            was is None or now is None or (now[0] == was[0] and now[1] > was[1])
+            for now, was in zip(_places(batch), rows, strict=True)
+        ],
+        dtype=torch.bool,
+    )
