@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import zipfile
 from functools import partial
 
 import lightning
@@ -118,6 +119,23 @@ def test_not_a_checkpoint_is_one_clear_error(tmp_path):
         load_parts(tmp_path / "notes.ckpt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "missing.ckpt")
+
+
+def test_a_checkpoint_with_damaged_weights_is_one_clear_error(tmp_path):
+    """torch.load does not check the archive's checksums: one changed byte in the weights loaded
+    without a word and gave wrong embeddings (or NaN ones, blamed on the media)."""
+    path, _, _ = save_old(tmp_path / "plain.ckpt", "ttt_linear", "transformer")
+    with zipfile.ZipFile(path) as archive:
+        weights = max(archive.infolist(), key=lambda member: member.file_size)  # a tensor's bytes, stored as they are
+        start = weights.header_offset + 30 + len(weights.filename.encode()) + len(weights.extra)
+    data = bytearray(path.read_bytes())
+    data[start + weights.file_size // 2] ^= 0x40
+    (tmp_path / "damaged.ckpt").write_bytes(data)
+    for load in (load_parts, load_model):
+        with pytest.raises(
+            ValueError, match=f"damaged.ckpt is damaged: its part {weights.filename} fails its checksum"
+        ):
+            load(tmp_path / "damaged.ckpt")
 
 
 def test_weights_that_disagree_with_the_settings_are_one_clear_error(tmp_path):

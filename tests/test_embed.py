@@ -135,6 +135,17 @@ def test_a_span_of_a_file_keeps_file_time(ckpts, files):
         with pytest.raises(ValueError, match="start must be a time in seconds >= 0"):
             embedder.windows(files["audio"], start=start)
     assert embedder.span(files["audio"], np.float32(0.6)) == pytest.approx((0.6, 2.5))
+    # an end of NaN or inf read the whole file; one before the start blamed the file ("only 0.000 s of audio")
+    for end, message in (
+        (math.nan, "end must be a time"),
+        (math.inf, "end must be a time"),
+        (-5.0, "end must be a time"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            embedder.embed_file(files["audio"], start=1.0, end=end)
+    for end, where in ((0.5, "before"), (1.0, "at")):
+        with pytest.raises(ValueError, match=f"^end {end:g} is {where} start 1; the span would be empty$"):
+            embedder.span(files["audio"], 1.0, end)
 
 
 def test_a_window_within_rounding_of_whole_steps_is_taken_as_them_and_a_huge_one_reads_the_file_whole(ckpts, files):
@@ -399,6 +410,21 @@ def test_two_inputs_that_would_share_an_output_are_a_config_error(ckpts, files, 
     with pytest.raises(ConfigError, match=r"and .* would both be written to .*: list each file once"):
         task.run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("output", ["notes.txt", "notes.txt/run"])
+def test_an_output_under_a_file_is_a_config_error_even_when_every_input_fails(ckpts, tmp_path, output):
+    """A bad input's earlier output is removed before the output folder is made: under a file that
+    removal raised NotADirectoryError with a traceback."""
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    cfg = _cfg(ckpt=ckpts["audio"], input=tmp_path / "empty.wav", output=tmp_path / output)
+    if output == "notes.txt":
+        with pytest.raises(ConfigError, match=r"^output=.*notes.txt cannot be made a folder: a file of that name"):
+            task.run(cfg)
+    else:  # (nothing to write: no folder is needed, and the input's failure is the answer)
+        assert task.run(cfg).failed == [(str(tmp_path / "empty.wav"), "empty file (0 bytes)")]
+    assert (tmp_path / "notes.txt").read_text() == "x"
 
 
 def test_an_output_that_cannot_be_written_fails_its_file_alone(ckpts, tmp_path):

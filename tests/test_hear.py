@@ -54,6 +54,10 @@ def test_clear_errors(model, tmp_path):
     broken[1, 5], broken[2, 7] = float("nan"), float("inf")
     with pytest.raises(ValueError, match=r"NaN or infinite samples \(rows \[1, 2\]\)"):
         hear.get_timestamp_embeddings(broken, model)
+    unscaled = torch.rand(3, 16000) * 2 - 1
+    unscaled[2] *= 32767  # int16 samples turned to float but not divided by their full scale
+    with pytest.raises(ValueError, match=r"audio peaks above 2 \(rows \[2\]\): .* e.g. 32768 for int16"):
+        hear.get_scene_embeddings(unscaled, model)
     with pytest.raises(ValueError, match="needs the path"):
         hear.load_model("")
     with pytest.raises(ValueError, match="is a directory, not a checkpoint file"):

@@ -13,6 +13,7 @@ import torchaudio.functional as AF
 from mediafiles import gray, tone, write_short_flac, write_video
 
 from ttt_mm.data import decode
+from ttt_mm.data.decode.audio import read_samples
 
 
 def test_probe_reports_both_streams(media):
@@ -91,6 +92,25 @@ def test_ogg_windows_near_the_end_read_the_samples_a_read_from_the_start_gives(t
         window = decode.read_audio(path, start, 0.1, 16000)
         first = round(start * 16000)
         assert torch.equal(window, whole[first : first + len(window)]), start
+
+
+def test_a_damaged_ogg_stream_is_refused_by_libsndfile_and_read_by_pyav_with_the_gap_in_place(tmp_path):
+    """In a Vorbis file with its middle bytes zeroed, libsndfile's seeks landed seconds later and its
+    reads passed over the damage, without an error: every window there held the same later audio,
+    and the file was verified good."""
+    path = tmp_path / "damaged.ogg"
+    with sf.SoundFile(path, "w", 16000, 1, format="OGG", subtype="VORBIS") as f:
+        f.write(tone(40.0, 16000))
+    data = bytearray(path.read_bytes())
+    third = len(data) // 3
+    data[third : 2 * third] = bytes(third)
+    path.write_bytes(data)
+    with pytest.raises(decode.MediaError, match=r"a seek to sample \d+ landed at \d+ \(a damaged stream\?\)"):
+        read_samples(str(path), 16.0, 1.0, 16000, "soundfile")
+    with pytest.raises(decode.MediaError, match=r"passed over \d+ of them \(a damaged stream\?\)"):
+        read_samples(str(path), 0.0, 30.0, 16000, "soundfile")
+    info = decode.probe(path, streams=("audio",), verify=True)
+    assert info.audio_backend == "pyav" and info.audio_duration == 40.0 and info.audio_gaps > 5  # silence in place
 
 
 def test_resampled_windows_join_into_the_one_shot_resample(media):

@@ -6,6 +6,7 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from ttt_mm.data import (
@@ -141,3 +142,11 @@ def test_a_video_without_sound_reads_as_silence_only_when_asked(media):
         clip_span(clip, ReadSpec(size=32))  # the default: a file without the stream is a bad file
     with pytest.raises(ValueError, match="missing_audio must be one of"):
         ReadSpec(missing_audio="zeros")
+
+
+def test_a_clip_just_short_of_the_least_says_how_long_it_is(tmp_path):
+    """639 samples at 16 kHz were "only 0.040 s of audio in the clip (min_seconds=0.04)"."""
+    path = tmp_path / "short.wav"
+    sf.write(path, np.full(639, 0.1, dtype=np.float32), 16000)
+    with pytest.raises(MediaError, match=r"only 0.0399375 s of audio in the clip \(min_seconds=0.04\)$"):
+        clip_span(ClipInfo(str(path)), ReadSpec(modalities=("audio",), min_seconds=0.04))

@@ -119,7 +119,7 @@ def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
     end = end if clip.end is None else min(end, clip.end)
     if end - clip.start < spec.min_seconds:
         seconds = max(0.0, end - clip.start)
-        raise MediaError(clip.name, f"only {seconds:.3f} s of {what} in the clip (min_seconds={spec.min_seconds})")
+        raise MediaError(clip.name, f"only {seconds:.6g} s of {what} in the clip (min_seconds={spec.min_seconds:g})")
     return clip.start, end
 
 

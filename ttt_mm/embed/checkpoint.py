@@ -65,6 +65,13 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a PyTorch checkpoint (a zip archive): truncated, damaged or another file")
+    try:  # torch.load does not check the archive's checksums: damaged weights would load as they are
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {exc}") from None
+    if damaged is not None:
+        raise ValueError(f"checkpoint {path} is damaged: its part {damaged} fails its checksum")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except pickle.UnpicklingError as exc:

@@ -164,7 +164,7 @@ class Embedder:
     ) -> tuple[float, float]:
         """``(start, end)`` seconds of the file that will be embedded (raises `MediaError`). ``info``: the
         file's entry in the dataset index (`ClipInfo.info`); without it the file is probed in this process."""
-        _check_start(start)
+        _check_span(start, end)
         return clip_span(ClipInfo(os.fspath(path), start=start, end=end, info=info), self.read_spec())
 
     def windows(
@@ -172,7 +172,7 @@ class Embedder:
     ) -> Iterator[dict]:
         """The file's consecutive window batches (decoding is lazy; a bad file raises `MediaError`);
         ``info`` as in `span`."""
-        _check_start(start)
+        _check_span(start, end)
         return iter_windows(os.fspath(path), self.window_seconds, self.read_spec(), start, end, info)
 
     def stream(self, start: float = 0.0) -> Stream:
@@ -196,7 +196,7 @@ class Embedder:
         first in a worker process (the dataset index, `ttt_mm.data.index`, cached per folder), so a
         file that crashes or hangs a decoder raises `MediaError` instead of taking this process down.
         """
-        _check_start(start)
+        _check_span(start, end)
         selection = index_clips([ClipInfo(os.fspath(path), start=start, end=end)], self.read_spec())
         for name, reason in selection.rejected.items():
             raise MediaError(name, reason)
@@ -300,6 +300,10 @@ class Stream:
         return self._pool.result()
 
 
+MAX_PEAK = 2.0
+"""The loudest float sample `embed_tensor` takes: twice full scale, past any real recording's overs."""
+
+
 def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, start: float) -> tuple[list, bool]:
     """``embed_tensor``'s inputs checked and split into one `TensorMedia` per batch row; and whether
     they had a batch axis."""
@@ -334,6 +338,13 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
         bad = (~torch.isfinite(given["audio"])).any(dim=1).nonzero().flatten().tolist()
         if bad:
             raise ValueError(f"audio has NaN or infinite samples (rows {bad[:10]}{' ...' if len(bad) > 10 else ''})")
+        # integer samples turned to float unscaled would be embedded as they are: far past full scale
+        loud = (given["audio"].abs().amax(dim=1) > MAX_PEAK).nonzero().flatten().tolist()
+        if loud:
+            raise ValueError(
+                f"audio peaks above {MAX_PEAK:g} (rows {loud[:10]}{' ...' if len(loud) > 10 else ''}): samples "
+                "must be in [-1, 1] (integer samples: divide by their full scale, e.g. 32768 for int16)"
+            )
     if len({x.shape[0] for x in given.values()}) > 1:
         raise ValueError(f"audio and video batch sizes differ: {[tuple(x.shape) for x in given.values()]}")
     rows = next(iter(given.values())).shape[0]
@@ -352,7 +363,13 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
     return inputs, bool(batched)
 
 
-def _check_start(start: float) -> None:
-    """A span's start: a time in the file (a negative one was read as made-up silence before the audio)."""
-    if isinstance(start, bool) or not isinstance(start, numbers.Real) or not 0 <= start < math.inf:
-        raise ValueError(f"start must be a time in seconds >= 0; got {start!r}")
+def _check_span(start: float, end: float | None = None) -> None:
+    """A span of a file: times in it (a negative start was read as made-up silence before the
+    audio), the end (None: the file's) after the start."""
+    for name, value in (("start", start), ("end", end)):
+        if name == "end" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a time in seconds >= 0; got {value!r}")
+    if end is not None and end <= start:
+        raise ValueError(f"end {end:g} is {'before' if end < start else 'at'} start {start:g}; the span would be empty")

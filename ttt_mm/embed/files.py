@@ -148,6 +148,8 @@ def remove_outputs(stem: Path) -> bool:
         found = npy.exists() or sidecar.exists()
     except OSError:  # a name the filesystem cannot hold (too long): nothing is there
         return False
+    if not found:  # (nor can there be, under an output "folder" that is a file)
+        return False
     sidecar.unlink(missing_ok=True)
     npy.unlink(missing_ok=True)
     return found

@@ -246,6 +246,8 @@ def run(cfg: DictConfig) -> Summary:
         torch.set_num_threads(threads)
     clips, single, classes = list_inputs(str(cfg.input), extensions_of(cfg.extensions))
     output = sweep_job_folder(cfg.output)
+    if output.exists() and not output.is_dir():  # (said now: a run of bad inputs only would not make it)
+        raise ConfigError(f"output={output} cannot be made a folder: a file of that name exists")
     check_outputs_apart(clips, output)
     embedder, meta = build(cfg)
     summary = Summary(single=single, output=str(output))

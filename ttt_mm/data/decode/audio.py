@@ -114,15 +114,26 @@ seeks this much earlier and drops the lead-in, so that every window reads the sa
 
 def _sf_rows(path: str, lo: int, count: int, info) -> tuple[np.ndarray, int, Exception | None]:
     """``count`` rows from sample ``lo``, how many were read, and the libsndfile error that stopped the
-    read, if any (then the first all-NaN row marks where; past a file's real end its seek fails)."""
+    read, if any (then the first all-NaN row marks where; past a file's real end its seek fails).
+
+    In a damaged Ogg stream libsndfile's seek can land elsewhere, and a read passes over the damaged
+    pages, both without an error; its position then differs from the samples read, which is an
+    error here (the samples are not those asked for; PyAV reads such a file with the gap in place)."""
     data = np.full((count, info.channels), np.nan, dtype=np.float32)
     lead = min(lo, round(OGG_SEEK_LEAD_S * info.samplerate)) if info.format == "OGG" else 0
     try:
         with sf.SoundFile(path) as f:
-            f.seek(lo - lead)
+            if (landed := f.seek(lo - lead)) != lo - lead:
+                raise RuntimeError(f"a seek to sample {lo - lead} landed at {landed} (a damaged stream?)")
             if lead:
                 f.read(lead, dtype="float32", always_2d=True)
-            return data, len(f.read(count, dtype="float32", always_2d=True, out=data)), None
+            got = len(f.read(count, dtype="float32", always_2d=True, out=data))
+            if f.tell() != lo + got:
+                data[:] = np.nan
+                raise RuntimeError(
+                    f"reading samples {lo}-{lo + got} passed over {f.tell() - lo - got} of them (a damaged stream?)"
+                )
+            return data, got, None
     except (sf.LibsndfileError, RuntimeError) as exc:
         stopped = np.isnan(data).all(axis=1)
         return data, int(stopped.argmax()) if stopped.any() else count, exc
