@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import av
 import decord
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torchaudio.functional as AF
 from mediafiles import gray, tone, write_short_flac, write_video
 
 from ttt_mm.data import decode
+from ttt_mm.data.decode import audio
 from ttt_mm.data.decode.audio import read_samples
 
 
@@ -111,6 +113,28 @@ def test_a_damaged_ogg_stream_is_refused_by_libsndfile_and_read_by_pyav_with_the
         read_samples(str(path), 0.0, 30.0, 16000, "soundfile")
     info = decode.probe(path, streams=("audio",), verify=True)
     assert info.audio_backend == "pyav" and info.audio_duration == 40.0 and info.audio_gaps > 5  # silence in place
+
+
+def test_an_ogg_stretch_the_demuxer_cannot_parse_is_a_gap_and_the_rest_is_read(tmp_path):
+    """FFmpeg's Ogg demuxer stops at a zeroed stretch longer than a page (a decoder passes over a bad
+    packet; the demuxer raised, PyAV gave up and decord read the file only up to the damage)."""
+    noise = (0.3 * np.random.default_rng(0).standard_normal(60 * 16000)).astype(np.float32)
+    whole = tmp_path / "whole.ogg"
+    sf.write(whole, noise, 16000, format="OGG", subtype="VORBIS")
+    data = bytearray(whole.read_bytes())
+    third = len(data) // 3
+    data[third : 2 * third] = bytes(third)
+    path = tmp_path / "damaged.ogg"
+    path.write_bytes(data)
+    with av.open(str(path)) as container, pytest.raises(av.error.FFmpegError):
+        for _ in container.demux(container.streams.audio[0]):
+            pass
+    track, placement = audio.placed_track(str(path), 16000, "pyav")
+    reference, _ = audio.placed_track(str(whole), 16000, "pyav")
+    assert len(track) == len(reference) and 15 < placement.gaps < 30  # the stretch, give or take a second's search
+    assert torch.equal(track[-16000 * 10 :], reference[-16000 * 10 :])  # what follows it, in its place
+    info = decode.probe(path, streams=("audio",), verify=True)
+    assert info.audio_backend == "pyav" and info.audio_duration == 60.0 and info.audio_gaps == placement.gaps
 
 
 def test_resampled_windows_join_into_the_one_shot_resample(media):

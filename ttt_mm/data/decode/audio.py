@@ -12,6 +12,7 @@ to FLAC if many long files are sampled at random.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from functools import partial
@@ -191,7 +192,7 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, Placement]:
         rate = stream.codec_context.sample_rate
         packed = av.AudioResampler(format="flt")  # channels interleaved, layout and rate as stored
         blocks, times = [], []  # each decoded frame's mono samples, and its time (None: no timestamp)
-        for frame in _readable_frames(container.demux(stream)):
+        for frame in _readable_frames(_demuxed(container, stream)):
             try:
                 outs = packed.resample(frame)
             except ValueError:  # another layout or rate than the frames before (damaged data, read as another format)
@@ -210,6 +211,62 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, Placement]:
     if not rate or rate == sample_rate:
         return samples, placement
     return _resampled_track(samples, rate, sample_rate), placement
+
+
+def _demuxed(container, stream):
+    """The track's packets. Where the demuxer stops on data it cannot parse (a damaged stretch of
+    the container, which it does not pass over as a decoder passes over a bad packet: a zeroed
+    stretch of an Ogg file longer than a page), it goes on from the first place after it that reads
+    (`_resumed`), so that the rest of the track is read, the stretch a gap; where none does, the
+    track ends there (read as far as it goes). An error before the first packet is raised."""
+    packets, last, resumed = container.demux(stream), None, False
+    while packets is not None:
+        try:
+            for packet in packets:
+                at = _packet_time(packet)
+                if resumed and at is not None and at <= last:
+                    continue  # (read before the damage already)
+                last = at if at is not None else last
+                yield packet
+            return
+        except av.error.FFmpegError:
+            if last is None:
+                raise
+            packets, resumed = _resumed(container, stream, last), True
+
+
+def _resumed(container, stream, after: float):
+    """Packets from the earliest place found after time ``after`` where demuxing works again, to
+    within a second: seeks 1, 2, 4, ... s on, then back by halves. None where nothing after it reads."""
+    end = after + 86400.0 if container.duration is None else container.duration / av.time_base
+
+    def attempt(t: float):  # packets from a seek to t, when the first timed one is after ``after``
+        try:
+            container.seek(int(t / stream.time_base), stream=stream)
+            packets = container.demux(stream)
+            for first in packets:
+                if (at := _packet_time(first)) is not None:
+                    return itertools.chain([first], packets) if at > after else None
+        except av.error.FFmpegError:
+            pass
+        return None
+
+    if stream.time_base is None:
+        return None
+    step = 1.0
+    while attempt(after + step) is None:
+        step *= 2
+        if after + step >= end:
+            return None
+    lo, hi = step / 2, step  # (lo failed, or lies before the first try)
+    while hi - lo > 1.0:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if attempt(after + mid) is not None else (mid, hi)
+    return attempt(after + hi)
+
+
+def _packet_time(packet) -> float | None:
+    return None if packet.pts is None or packet.time_base is None else float(packet.pts * packet.time_base)
 
 
 def _readable_frames(packets):
