@@ -375,7 +375,11 @@ class SequenceModel(L.LightningModule):
                 why = f"the checkpoint's carried state does not fit this model: {err}"
         if self.trainer.is_global_zero:
             if why is None:
-                log.info("resuming at step %d with the checkpoint's carried state: every row goes on in its clip", step)
+                log.info(
+                    "resuming at step %d with the checkpoint's carried state: each row goes on from it if the first "
+                    "batch finds the row where it stopped",
+                    step,
+                )
             else:
                 log.info("resuming at step %d: %s, so every row starts its clip's state afresh", step, why)
 

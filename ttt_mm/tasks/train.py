@@ -64,7 +64,7 @@ def check(cfg: DictConfig) -> int | None:
         raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1; got {seed}")
     if not cfg.get("ckpt_path"):
         return None
-    try:  # (memory-mapped: the tensors are not loaded, only their checksums read)
+    try:  # (memory-mapped: the tensors are not loaded; every byte is read once for the checksums)
         return read_checkpoint(cfg.ckpt_path).get("global_step", 0)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"ckpt_path: {err}") from None
