@@ -21,8 +21,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from .backbone import Backbone, BackboneState
-from .carried_state import CarriedState
 from .tokenizers.base import TOKEN_LOSSES, Tokens, token_loss
+from .training.carried_state import CarriedState
 
 PREDICT = ("next_token", "next_step")
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .backbone import Backbone, BackboneState, reset_rows, state_leaves, with_leaves
+from ..backbone import Backbone, BackboneState, reset_rows, state_leaves, with_leaves
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import torch
 from embedhelpers import MIXERS, TOKENIZERS
 
 from ttt_mm.backbone import state_tensors
-from ttt_mm.carried_state import CarriedState
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, collate
 from ttt_mm.data.datasets import read_item
 from ttt_mm.module import SequenceModel
+from ttt_mm.training.carried_state import CarriedState
 
 
 def model(mixer: str = "ttt_linear", depth: int = 2) -> SequenceModel:
@@ -62,7 +62,7 @@ def test_a_row_that_does_not_go_on_in_its_clip_starts_afresh_and_the_others_go_o
     batch = windows(1.64 if elsewhere == "another clip" else 0.0) | {"stream_step": torch.tensor(5)}
     if elsewhere == "another clip":
         batch["path"] = ["synthetic/other", batch["path"][1]]
-    with caplog.at_level(logging.INFO, logger="ttt_mm.carried_state"):
+    with caplog.at_level(logging.INFO, logger="ttt_mm.training.carried_state"):
         got = restored.before(m.backbone, batch)
     fresh = m.backbone.initial_state(2)
     assert rows_equal(got, fresh, 0)
