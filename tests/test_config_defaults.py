@@ -115,10 +115,17 @@ def test_a_config_error_is_said_plainly_once_and_by_the_other_processes_with_the
         assert ended.value.code == 2 and capsys.readouterr().err == said
 
 
-def test_ctrl_c_ends_a_command_with_one_line_and_status_130(capsys):
-    with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
-        raise KeyboardInterrupt
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130_also_in_the_log_file(capsys, tmp_path):
+    handler = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
+            raise KeyboardInterrupt
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     assert ended.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+    assert (tmp_path / "train.log").read_text() == "interrupted\n"
 
 
 def test_a_crash_goes_on_up_with_its_traceback_also_in_the_log_file(tmp_path):

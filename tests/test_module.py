@@ -12,7 +12,7 @@ from embedhelpers import MIXERS, TOKENIZERS
 
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, collate
 from ttt_mm.data.datasets import read_item
-from ttt_mm.module import SequenceModel
+from ttt_mm.module import SequenceModel, _rate_change
 from ttt_mm.tokenizers.base import token_loss
 
 
@@ -213,3 +213,8 @@ def test_the_copy_baseline_copies_the_same_slot_one_step_back_whatever_is_predic
     _, copy_token, _ = token.losses(tokens, targets.new_zeros(targets.shape))
     assert float(copy_step) == pytest.approx(float(by_hand.mean()), rel=1e-6)
     assert float(copy_token) == pytest.approx(float(by_hand.mean()), rel=1e-6)  # not the neighbouring token
+
+
+def test_a_redrawn_schedule_says_how_the_rate_moves_or_that_it_does_not_at_this_step():
+    assert _rate_change(2e-4, 1.3e-3) == "goes from 0.0002 to 0.0013"
+    assert _rate_change(2e-3, 2e-3 * (1 + 1e-9)) == "is 0.002 at this step under both"  # (as the log shows it)

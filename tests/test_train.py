@@ -497,10 +497,10 @@ def test_long_context_training_carries_state_across_windows(tmp_path):
     datamodule.setup("fit")
     seen = []
     original = model._carried.before
-    model._carried.before = lambda backbone, batch: seen.append(batch["reset"].clone()) or original(backbone, batch)
+    model._carried.before = lambda backbone, place: seen.append(place.reset) or original(backbone, place)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 4
-    assert [r.tolist() for r in seen] == [[True, True], [False, False], [True, True], [False, False]]
+    assert seen == [(True, True), (False, False), (True, True), (False, False)]
     assert model._carried.state is not None  # the carried (detached) state of the last window
 
 
@@ -515,9 +515,9 @@ def test_lact_training_carries_its_state_across_windows_detached_and_restarts_ro
     steps = []  # per training step: reset flags, the state the last window left, the state carried in, a fresh one
     original = model._carried.before
 
-    def spy(backbone, batch):
-        left, carried = model._carried.state, original(backbone, batch)
-        steps.append((batch["reset"].tolist(), left, carried, model.backbone.initial_state(len(batch["reset"]))))
+    def spy(backbone, place):
+        left, carried = model._carried.state, original(backbone, place)
+        steps.append((list(place.reset), left, carried, model.backbone.initial_state(len(place.reset))))
         return carried
 
     step_size_grads = []
@@ -596,6 +596,23 @@ def test_a_lact_chunk_that_fills_the_training_window_is_a_config_error(tmp_path,
         run(compose_train(tmp_path, lact))
     datamodule, model, _ = build(compose_train(tmp_path, [*lact[:-1], "model.backbone.mixer.chunk_size=63"]))
     train_task.check_updates_learn(datamodule, model)  # one token after the chunk: it learns (slowly)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fix"),
+    [
+        (["data.modalities=[audio]"], "tokenizer=audio"),  # the synthetic clips' sound, a video tokenizer
+        (["experiment=synthetic_av", "data.modalities=[video]"], "tokenizer=video"),
+        (["data.modalities=[video,audio]"], "tokenizer=av"),
+    ],
+)
+def test_data_that_does_not_read_what_the_tokenizer_takes_is_a_config_error(tmp_path, overrides, fix):
+    with pytest.raises(ConfigError, match=f"but the tokenizer takes .*: set {fix} ") as caught:
+        run(compose_train(tmp_path, [*TINY, *overrides]))
+    assert "[" in str(caught.value) and "'" not in str(caught.value)
+    fixed = compose_train(tmp_path, [*TINY, *overrides, fix])
+    datamodule, model, _ = build(fixed)
+    train_task.check_modalities(datamodule, model)  # the suggested tokenizer fits
 
 
 def test_a_window_too_short_to_predict_is_a_config_error_naming_the_shortest(tmp_path):
@@ -679,10 +696,17 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
     out = interrupted()
     assert out["interrupted"] and Path(out["last_ckpt"]).is_file()
     assert torch.load(out["last_ckpt"], map_location="cpu", weights_only=False)["global_step"] == 2
-    with pytest.raises(SystemExit) as ended:
-        report(out)
+    log_file = logging.FileHandler(tmp_path / "train.log")  # (Hydra's, in a real run)
+    logging.getLogger().addHandler(log_file)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            report(out)
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
     assert ended.value.code == 130
-    assert f"interrupted: resume with ckpt_path={out['last_ckpt']}" in capsys.readouterr().err
+    resume = f"interrupted: resume with ckpt_path={out['last_ckpt']}"
+    assert resume in capsys.readouterr().err and resume in (tmp_path / "train.log").read_text()
     again = interrupted(f"ckpt_path={out['last_ckpt']}")  # from step 2, stopped at 3: saves at 4
     assert again["interrupted"] and again["last_ckpt"] == out["last_ckpt"]
     with pytest.raises(SystemExit):

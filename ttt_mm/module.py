@@ -22,9 +22,11 @@ from torch import Tensor, nn
 
 from .backbone import Backbone, BackboneState
 from .tokenizers.base import TOKEN_LOSSES, Tokens, token_loss
-from .training.carried_state import CarriedState
+from .training.carried_state import CarriedState, place_of
 
 PREDICT = ("next_token", "next_step")
+PLACE = "stream_place"
+"""The batch key under which a streamed training batch carries its `Place`, read before the transfer."""
 log = logging.getLogger(__name__)
 
 
@@ -158,13 +160,19 @@ class SequenceModel(L.LightningModule):
 
     # ----------------------------------------------------------------------------------- training
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int = 0):
+        if self.hparams.carry_state and isinstance(batch, dict) and self._trainer is not None and self.trainer.training:
+            batch[PLACE] = place_of(batch)  # (on the CPU: `Place`)
+        return batch
+
     def training_step(self, batch, batch_idx):
-        state = None
+        state = place = None
         if self.hparams.carry_state:
-            state = self._carried.before(self.backbone, batch)
+            place = batch[PLACE] if PLACE in batch else place_of(batch)
+            state = self._carried.before(self.backbone, place)
         tokens, pred, state = self(batch, state)
         if self.hparams.carry_state:
-            self._carried.after(state, batch)
+            self._carried.after(state, place)
         loss, copy, n = self.losses(tokens, pred)
         self._scored_unstepped = n if self._scored_unstepped is None else self._scored_unstepped + n
         B = tokens.mask.shape[0]
@@ -353,7 +361,7 @@ class SequenceModel(L.LightningModule):
             old, new = (lr * self._lr_factor(step, n) for n in (planned, total))
             log.warning(
                 f"resuming at step {step} a run whose learning-rate schedule was planned for {planned} steps, now "
-                f"{total}: the learning rate follows the new schedule and goes from {old:.3g} to {new:.3g}"
+                f"{total}: the learning rate follows the new schedule and {_rate_change(old, new)}"
             )
 
     def _restore_carried_state(self, parts: list | None, step: int) -> None:
@@ -391,3 +399,11 @@ class SequenceModel(L.LightningModule):
             root.clip_grad_norm_(gradient_clip_val)
         else:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+def _rate_change(old: float, new: float) -> str:
+    """How a redrawn schedule moves the learning rate at the step resumed, as the log shows rates."""
+    old_text, new_text = f"{old:.3g}", f"{new:.3g}"
+    if old_text == new_text:  # (in the warm-up, say: the schedules part later)
+        return f"is {new_text} at this step under both"
+    return f"goes from {old_text} to {new_text}"

@@ -137,6 +137,27 @@ def test_an_ogg_stretch_the_demuxer_cannot_parse_is_a_gap_and_the_rest_is_read(t
     assert info.audio_backend == "pyav" and info.audio_duration == 60.0 and info.audio_gaps == placement.gaps
 
 
+def test_audio_after_an_unparsable_ogg_stretch_starts_once_the_decoder_has_settled(tmp_path):
+    """The decoder went on past the stretch with what it held before it, so Opus's first 80 ms after
+    it were wrong by up to the tone's whole amplitude: it now starts afresh there, and the audio it
+    decodes before it settles (`audio.PRE_ROLL`) is part of the gap."""
+    t = np.arange(30 * 48000) / 48000
+    noise = 0.05 * np.random.default_rng(0).standard_normal(len(t))
+    whole = tmp_path / "whole.opus"
+    sf.write(whole, (0.3 * np.sin(2 * np.pi * 440 * t) + noise).astype(np.float32), 48000, format="OGG", subtype="OPUS")
+    data = bytearray(whole.read_bytes())
+    third = len(data) // 3
+    data[third : 2 * third] = bytes(third)
+    path = tmp_path / "damaged.opus"
+    path.write_bytes(data)
+    track, placement = audio.placed_track(str(path), 48000, "pyav")
+    reference, _ = audio.placed_track(str(whole), 48000, "pyav")
+    after = int(torch.nonzero(track == 0)[-1]) + 1  # where the gap ends
+    assert placement.gaps > 5 and after > 15 * 48000
+    assert (track[after : after + 1920] - reference[after : after + 1920]).abs().max() < 0.1  # (0.38 before)
+    assert torch.equal(track[-48000 * 5 :], reference[-48000 * 5 :])
+
+
 def test_resampled_windows_join_into_the_one_shot_resample(media):
     stereo, rate = sf.read(media["wav44k"], dtype="float32")
     reference = AF.resample(torch.from_numpy(stereo).mean(dim=1), rate, 16000)  # mono, then resample

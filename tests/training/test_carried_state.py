@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import io
 import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
 from embedhelpers import MIXERS, TOKENIZERS
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from ttt_mm.backbone import state_tensors
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, collate
 from ttt_mm.data.datasets import read_item
-from ttt_mm.module import SequenceModel
-from ttt_mm.training.carried_state import CarriedState
+from ttt_mm.module import PLACE, SequenceModel
+from ttt_mm.training.carried_state import CarriedState, place_of
 
 
 def model(mixer: str = "ttt_linear", depth: int = 2) -> SequenceModel:
@@ -35,8 +37,8 @@ def rows_equal(a, b, row: int) -> bool:
 
 def carried_after_one_batch(m: SequenceModel, step: int = 4) -> tuple[CarriedState, object]:
     carried, batch = CarriedState(), windows(1.0) | {"stream_step": torch.tensor(step)}
-    _, _, state = m(batch, carried.before(m.backbone, batch))  # the first batch: nothing carried yet
-    carried.after(state, batch)
+    _, _, state = m(batch, carried.before(m.backbone, place_of(batch)))  # the first batch: nothing carried yet
+    carried.after(state, place_of(batch))
     return carried, state
 
 
@@ -45,10 +47,10 @@ def test_the_state_goes_on_only_into_the_batch_that_follows_it():
     mid-clip, and so does the state; a batch from elsewhere in the stream starts every row afresh."""
     m = model()
     carried, state = carried_after_one_batch(m)
-    following = carried.before(m.backbone, windows(1.64) | {"stream_step": torch.tensor(5)})
+    following = carried.before(m.backbone, place_of(windows(1.64) | {"stream_step": torch.tensor(5)}))
     assert rows_equal(following, state, 0) and rows_equal(following, state, 1)
     carried, _ = carried_after_one_batch(m)
-    assert carried.before(m.backbone, windows(1.64) | {"stream_step": torch.tensor(9)}) is None
+    assert carried.before(m.backbone, place_of(windows(1.64) | {"stream_step": torch.tensor(9)})) is None
 
 
 @pytest.mark.parametrize("elsewhere", ["another clip", "an earlier window"])
@@ -63,7 +65,7 @@ def test_a_row_that_does_not_go_on_in_its_clip_starts_afresh_and_the_others_go_o
     if elsewhere == "another clip":
         batch["path"] = ["synthetic/other", batch["path"][1]]
     with caplog.at_level(logging.INFO, logger="ttt_mm.training.carried_state"):
-        got = restored.before(m.backbone, batch)
+        got = restored.before(m.backbone, place_of(batch))
     fresh = m.backbone.initial_state(2)
     assert rows_equal(got, fresh, 0)
     assert rows_equal(got, state if elsewhere == "another clip" else fresh, 1)
@@ -81,7 +83,7 @@ def test_a_saved_state_restores_through_a_checkpoint_file(mixer):
     (saved,) = torch.load(buffer, weights_only=True)["carried_state"]  # plain tensors, numbers and strings
     restored = CarriedState()
     restored.restore(saved, m.backbone)
-    following = restored.before(m.backbone, windows(1.64) | {"stream_step": torch.tensor(5)})
+    following = restored.before(m.backbone, place_of(windows(1.64) | {"stream_step": torch.tensor(5)}))
     assert rows_equal(following, state, 0) and rows_equal(following, state, 1)
 
 
@@ -96,7 +98,8 @@ def test_a_state_of_another_model_is_refused_and_one_of_another_batch_size_start
     three = collate([read_item(ClipInfo(SyntheticClip(0, i)), 2.0, 1.0, ReadSpec(fps=8.0, size=32)) for i in range(3)])
     assert (
         restored.before(
-            model().backbone, three | {"reset": torch.zeros(3, dtype=torch.bool), "stream_step": torch.tensor(5)}
+            model().backbone,
+            place_of(three | {"reset": torch.zeros(3, dtype=torch.bool), "stream_step": torch.tensor(5)}),
         )
         is None
     )
@@ -104,4 +107,31 @@ def test_a_state_of_another_model_is_refused_and_one_of_another_batch_size_start
 
 def test_batches_without_a_reset_flag_are_refused():
     with pytest.raises(ValueError, match="'reset' flag"):
-        CarriedState().before(model().backbone, windows(1.0) | {"reset": None})
+        place_of(windows(1.0) | {"reset": None})
+
+
+def test_a_resumed_batch_that_does_not_follow_says_where_each_stands(caplog):
+    """A checkpoint saved inside a group of accumulate_grad_batches (a validation between optimizer
+    steps) resumes at the group's start, before its last batch: the log gives both places."""
+    m = model()
+    carried, _ = carried_after_one_batch(m, step=5)
+    restored = CarriedState()
+    restored.restore(carried.saved(), m.backbone)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.training.carried_state"):
+        assert restored.before(m.backbone, place_of(windows(1.64) | {"stream_step": torch.tensor(4)})) is None
+    assert "(stream batch 5 of 2 rows; this run goes on at 4 of 2: " in caplog.text
+    assert "saved inside a group of accumulate_grad_batches" in caplog.text
+
+
+def test_a_training_batch_says_where_it_stands_before_it_goes_to_the_device():
+    """Read from the batch on the device, its place (flags, step, window starts) would make every step
+    wait for the device; the module reads it on the CPU, and the transfer leaves it as it is."""
+    m = model()
+    m._trainer = SimpleNamespace(training=True)
+    batch = m.on_before_batch_transfer(windows(1.0) | {"stream_step": torch.tensor(4)}, 0)
+    on_device = move_data_to_device(batch, torch.device("meta"))  # (no data: reading it raises)
+    with pytest.raises(RuntimeError):
+        place_of(on_device)
+    assert on_device[PLACE] == place_of(windows(1.0) | {"stream_step": torch.tensor(4)})
+    assert on_device[PLACE].step == 4 and on_device[PLACE].reset == (False, False)
+    assert [row[1] for row in on_device[PLACE].rows] == pytest.approx([1.0, 1.0])

@@ -93,6 +93,7 @@ def config_errors_end_the_command() -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        to_log_file("interrupted", logging.WARNING)
         sys.exit(130)
     except (ConfigError, IndexCacheError, InstantiationException, MissingMandatoryValue) as err:
         if isinstance(err, MissingMandatoryValue):

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.callbacks import last_checkpoint
 from ttt_mm.data import reading_notes
-from ttt_mm.data.datasets import off_grid
+from ttt_mm.data.datasets import MODALITIES, off_grid
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.training import is_seed
 from ttt_mm.embed.checkpoint import read_checkpoint
@@ -128,6 +128,25 @@ def check_run_length(max_steps: int, max_epochs: int | None, limit_train_batches
             f"trainer.max_steps={max_steps}: training draws windows without end, so a run's length (and its lr "
             "schedule) is set in steps: trainer.max_steps >= 1 (or trainer.max_epochs with "
             "trainer.limit_train_batches=N batches per epoch)"
+        )
+
+
+TOKENIZER_OF = {("audio",): "audio", ("video",): "video", ("audio", "video"): "av"}
+"""The tokenizer config (``conf/tokenizer``) that reads each set of modalities."""
+
+
+def check_modalities(datamodule, model) -> None:
+    """The data must read what the tokenizer takes: a stream it lacks would otherwise fail at the first
+    step, after every file is listed and probed (one it does not take would be read for nothing, and a
+    file without it left out)."""
+    reads, takes = (
+        tuple(m for m in MODALITIES if m in mods)
+        for mods in (datamodule.spec.modalities, model.tokenizer.decoding.modalities)
+    )
+    if reads != takes:
+        raise ConfigError(
+            f"data.modalities={list(reads)} but the tokenizer takes {list(takes)}: set tokenizer={TOKENIZER_OF[reads]} "
+            f"(or data.modalities={list(takes)})".replace("'", "")
         )
 
 
@@ -242,6 +261,7 @@ def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     check_launch(cfg, trainer, resumed_step)
+    check_modalities(datamodule, model)
     check_window_length(datamodule, model)
     check_updates_learn(datamodule, model)
     check_carried_windows(datamodule, model)
@@ -326,6 +346,7 @@ def report(out: dict) -> None:
     if out.get("interrupted"):
         resume = f": resume with ckpt_path={out['last_ckpt']}" if out["last_ckpt"] else ""
         print(f"interrupted{resume}", file=sys.stderr, flush=True)
+        to_log_file(f"interrupted{resume}", logging.WARNING)
         sys.exit(130)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -18,6 +18,30 @@ from torch import Tensor
 from ..backbone import Backbone, BackboneState, reset_rows, state_leaves, with_leaves
 
 log = logging.getLogger(__name__)
+
+
+class Place(NamedTuple):
+    """Where a batch stands in the stream, in plain numbers: read on the CPU before the batch goes to
+    the device (`SequenceModel.on_before_batch_transfer`), since reading it there would make every
+    step wait for the device."""
+
+    step: int | None  # the batch's place in the stream (None: the data does not say)
+    reset: tuple[bool, ...]  # each row starts a clip
+    rows: tuple[tuple[str, float] | None, ...]  # each row's clip and window start (None: not said)
+
+
+def place_of(batch: Mapping[str, Any]) -> Place:
+    """``batch``'s `Place`, from its ``reset``, ``stream_step``, ``path`` and ``start``."""
+    reset = batch.get("reset")
+    if reset is None:
+        raise ValueError("carry_state=true needs batches with a 'reset' flag per row (a streaming data module)")
+    step = batch.get("stream_step")
+    reset = tuple(bool(r) for r in torch.as_tensor(reset).tolist())
+    if "path" in batch:
+        rows = tuple(zip(batch["path"], torch.as_tensor(batch["start"]).tolist(), strict=True))
+    else:
+        rows = (None,) * len(reset)
+    return Place(None if step is None else int(step), reset, rows)
 
 
 class CarriedState:
@@ -30,25 +54,28 @@ class CarriedState:
         self.rows: list[tuple[str, float] | None] = []  # None: a batch that does not say
         self._restored = False  # restored from a checkpoint: say how the first batch takes it
 
-    def before(self, backbone: Backbone, batch: Mapping[str, Any]) -> BackboneState | None:
-        """The state to run ``batch`` from: the carried one, with the rows that start a clip or do not
-        go on in theirs reset; None (every row afresh) when the batch does not follow the last one."""
-        reset = batch.get("reset")
-        if reset is None:
-            raise ValueError("carry_state=true needs batches with a 'reset' flag per row (a streaming data module)")
-        step = batch.get("stream_step")
-        follows = step is None or (self.step is not None and int(step) == self.step + 1)
+    def before(self, backbone: Backbone, place: Place) -> BackboneState | None:
+        """The state to run the batch at ``place`` from: the carried one, with the rows that start a
+        clip or do not go on in theirs reset; None (every row afresh) when the batch does not follow
+        the last one."""
+        follows = place.step is None or (self.step is not None and place.step == self.step + 1)
         restored, self._restored = self._restored, False
-        state, rows, self.step = self.state, self.rows, None if step is None else int(step)
-        if state is None or not follows or len(rows) != len(reset):
+        state, rows, last, self.step = self.state, self.rows, self.step, place.step
+        if state is None or not follows or len(rows) != len(place.reset):
             if restored:
                 log.info(
-                    "the data does not go on from the checkpoint's last batch (another batch size, number of "
-                    "processes or accumulate_grad_batches): every row starts its clip's state afresh"
+                    "the data does not go on from the checkpoint's last batch (stream batch %s of %d rows; this run "
+                    "goes on at %s of %d: another batch size, number of processes or accumulate_grad_batches, or a "
+                    "checkpoint saved inside a group of accumulate_grad_batches, which resumes at the group's start): "
+                    "every row starts its clip's state afresh",
+                    last,
+                    len(rows),
+                    place.step,
+                    len(place.reset),
                 )
             return None
-        reset = torch.as_tensor(reset).cpu()
-        moved = ~reset & ~_goes_on(rows, batch)
+        reset = torch.tensor(place.reset)
+        moved = ~reset & ~_goes_on(rows, place.rows)
         if restored and bool(moved.any()):
             log.info(
                 "%d of %d rows do not go on where the checkpoint left them (a file read differently this time): "
@@ -58,10 +85,10 @@ class CarriedState:
             )
         return reset_rows(backbone, state, reset | moved)
 
-    def after(self, state: BackboneState, batch: Mapping[str, Any]) -> None:
-        """Keep the state after ``batch`` (detached) and where each of its rows stands."""
+    def after(self, state: BackboneState, place: Place) -> None:
+        """Keep the state after the batch at ``place`` (detached) and where each of its rows stands."""
         self.state = state.detach()
-        self.rows = _places(batch)
+        self.rows = list(place.rows)
 
     def saved(self) -> dict | None:
         """What a checkpoint keeps of this process's state (plain leaves on the CPU), or None before
@@ -79,20 +106,10 @@ class CarriedState:
         self._restored = True
 
 
-def _places(batch: Mapping[str, Any]) -> list[tuple[str, float] | None]:
-    """Each row's clip and window start (None where the batch does not say)."""
-    if "path" not in batch:
-        return [None] * len(batch["reset"])
-    return list(zip(batch["path"], batch["start"].tolist(), strict=True))
-
-
-def _goes_on(rows: list[tuple[str, float] | None], batch: Mapping[str, Any]) -> Tensor:
+def _goes_on(was: list[tuple[str, float] | None], now: tuple[tuple[str, float] | None, ...]) -> Tensor:
     """``[B]`` bool: whether each row's window is a later one of the clip it was in (true where
     either side does not say where the row stands)."""
     return torch.tensor(
-        [
-            was is None or now is None or (now[0] == was[0] and now[1] > was[1])
-            for now, was in zip(_places(batch), rows, strict=True)
-        ],
+        [a is None or b is None or (b[0] == a[0] and b[1] > a[1]) for a, b in zip(was, now, strict=True)],
         dtype=torch.bool,
     )

@@ -213,26 +213,36 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, Placement]:
     return _resampled_track(samples, rate, sample_rate), placement
 
 
+PRE_ROLL = 0.08
+"""Seconds of audio a decoder needs after a jump before its output is the file's sound again: Opus's
+pre-roll (RFC 7845), the longest of the common codecs (Vorbis, MP3 and AAC need one packet)."""
+
+
 def _demuxed(container, stream):
-    """The track's packets. Where the demuxer stops on data it cannot parse (a damaged stretch of
-    the container, which it does not pass over as a decoder passes over a bad packet: a zeroed
-    stretch of an Ogg file longer than a page), it goes on from the first place after it that reads
-    (`_resumed`), so that the rest of the track is read, the stretch a gap; where none does, the
-    track ends there (read as far as it goes). An error before the first packet is raised."""
-    packets, last, resumed = container.demux(stream), None, False
+    """The track's packets, each with whether its audio is to be heard. Where the demuxer stops on
+    data it cannot parse (a damaged stretch of the container, which it does not pass over as a decoder
+    passes over a bad packet: a zeroed stretch of an Ogg file longer than a page), it goes on from the
+    first place after it that reads (`_resumed`), so that the rest of the track is read, the stretch a
+    gap: the decoder starts afresh there, and the first `PRE_ROLL` seconds it decodes, which mix in
+    what it had before or have not settled yet, are part of the gap. Where no place reads, the track
+    ends at the damage (read as far as it goes). An error before the first packet is raised."""
+    packets, last, heard_from, fresh = container.demux(stream), None, -math.inf, False
     while packets is not None:
         try:
             for packet in packets:
                 at = _packet_time(packet)
-                if resumed and at is not None and at <= last:
+                if heard_from > -math.inf and at is not None and at <= last:
                     continue  # (read before the damage already)
                 last = at if at is not None else last
-                yield packet
+                if fresh:  # the first packet after the damage
+                    stream.codec_context.flush_buffers()
+                    heard_from, fresh = last + PRE_ROLL, False
+                yield packet, last is None or last >= heard_from
             return
         except av.error.FFmpegError:
             if last is None:
                 raise
-            packets, resumed = _resumed(container, stream, last), True
+            packets, fresh = _resumed(container, stream, last), True
 
 
 def _resumed(container, stream, after: float):
@@ -270,19 +280,21 @@ def _packet_time(packet) -> float | None:
 
 
 def _readable_frames(packets):
-    """The frames of ``packets``, passing over a packet the decoder refuses (cut short by a
-    truncated file, or damaged): the frames after it keep their timestamps, so its stretch is a
-    gap, not a shift, and a cut file is read as far as it goes. Only a track of which no packet
-    decodes is an error (FFmpeg's reason for its first packet)."""
+    """The frames of ``packets`` (`_demuxed`'s: those of a packet not to be heard are decoded and
+    dropped), passing over a packet the decoder refuses (cut short by a truncated file, or damaged):
+    the frames after it keep their timestamps, so its stretch is a gap, not a shift, and a cut file is
+    read as far as it goes. Only a track of which no packet decodes is an error (FFmpeg's reason for
+    its first packet)."""
     first_error, decoded = None, False
-    for packet in packets:
+    for packet, heard in packets:
         try:
             frames = packet.decode()
         except av.error.FFmpegError as exc:  # (InvalidDataError for a cut packet; others for damaged data)
             first_error = first_error or exc
             continue
         decoded = decoded or bool(frames)
-        yield from frames
+        if heard:
+            yield from frames
     if first_error is not None and not decoded:
         raise first_error
 
