@@ -287,12 +287,14 @@ class SequenceModel(L.LightningModule):
         if self.hparams.carry_state and self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
             checkpoint["carried_state"] = self._gathered(self._carried.saved())
 
-    def _gathered(self, part: Any) -> list:
-        """Every process's ``part``, in rank order (all of them call this: every save is collective)."""
+    def _gathered(self, part: Any) -> list | None:
+        """Every process's ``part``, in rank order, on the first process, which writes the checkpoint
+        (None on the others: they would each hold every process's state for nothing). All of them
+        call this: every save is collective."""
         if self.trainer.world_size == 1:
             return [part]
-        parts = [None] * self.trainer.world_size
-        torch.distributed.all_gather_object(parts, part)
+        parts = [None] * self.trainer.world_size if self.trainer.is_global_zero else None
+        torch.distributed.gather_object(part, parts, dst=0)
         return parts
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

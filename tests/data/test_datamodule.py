@@ -3,6 +3,7 @@ files chosen by their streams from the dataset index, small folders that still g
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import itertools
 import json
@@ -29,6 +30,7 @@ from ttt_mm.data import (
     decode,
     reading_notes,
 )
+from ttt_mm.data.decode import MediaInfo
 from ttt_mm.tasks.common import CONF_DIR
 from ttt_mm.tasks.probe import main as probe_command
 from ttt_mm.tokenizers import AudioTokenizer
@@ -156,6 +158,30 @@ def test_a_resume_with_another_seed_or_other_training_clips_is_warned_about(capl
         module(seed=1, clips=5).load_state_dict(saved)
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("resuming with other data settings (seed 0 -> 1, training clips 4 (")
+
+
+def test_a_resume_after_a_file_was_rewritten_with_another_length_is_warned_about(caplog):
+    """Its rows walk another number of windows, so the order after it changes; the list of names alone
+    did not say."""
+
+    def module(seconds: float):
+        dm = MediaDataModule(SyntheticSource(num_clips=4), val_fraction=0.0, test_fraction=0.0)
+        dm.setup("fit")
+        first, *rest = dm.splits["train"]
+        info = MediaInfo(
+            first.name, 1000, has_audio=True, audio_duration=seconds, has_video=True, video_duration=seconds
+        )
+        dm.splits["train"] = [dataclasses.replace(first, info=info), *rest]
+        dm.trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), is_global_zero=True, default_root_dir=".")
+        return dm
+
+    saved = module(20.0).state_dict()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        module(20.0).load_state_dict(saved)
+        assert not caplog.records
+        module(12.5).load_state_dict(saved)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("resuming with other data settings (training clip lengths ")
 
 
 def test_a_streamed_run_says_once_that_it_reads_with_one_worker(caplog):

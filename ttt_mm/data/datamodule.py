@@ -269,11 +269,15 @@ class MediaDataModule(L.LightningDataModule):
     def _order(self) -> dict:
         """The settings a resumed run's data order depends on, the training clips included."""
         _, _, world = self._position()
-        clips = [c.segment for c in self.splits.get("train", [])]
+        train = self.splits.get("train", [])
+        clips = [c.segment for c in train]
         digest = hashlib.sha1(os.fsencode("\n".join(clips))).hexdigest()[:8]
+        # a file rewritten with another length since: its rows walk another number of windows
+        lengths = [(i.audio_duration, i.video_duration) if (i := c.info) is not None else None for c in train]
         return {
             "seed": self.seed,
             "training clips": f"{len(clips)} ({digest})",
+            "training clip lengths": hashlib.sha1(repr(lengths).encode()).hexdigest()[:8],
             "data.batch_size": self.batch_size,
             "data.clip_seconds": self.clip_seconds,
             "data.stream": self.stream,
