@@ -211,6 +211,17 @@ def test_initial_state_is_the_same_as_none_and_trains_the_initial_weights():
     assert w0_grad.abs().max() > 0
 
 
+def test_the_places_each_call_plans_from_stay_on_the_cpu_whatever_the_device():
+    """Chunk and window positions are read on the host every call: held on a GPU, each call (each
+    piece of a long input) would wait for the device to catch up."""
+    layer = make().to("meta")
+    state = layer.initial_state(2)
+    assert state.fast.weights[0].device.type == "meta"
+    assert state.cached.device.type == "cpu" and state.fast.count.device.type == "cpu"
+    _, after = make()(torch.randn(2, 7, DIM, dtype=torch.float64))
+    assert after.cached.device.type == "cpu" and after.fast.count.tolist() == [3, 3]  # (chunks of 4)
+
+
 def merge_rows(old, fresh, rows):
     """What the backbone's ``reset_rows`` does: ``torch.where`` on every tensor of the state."""
     if isinstance(old, torch.Tensor):

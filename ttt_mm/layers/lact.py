@@ -79,7 +79,8 @@ class LaCTLayerState:
     ``fast``: the core's state (fast weights, momentum, the open chunk's partial step).
     ``keys``, ``values``: ``[B, H, window - 1, F]``, attention keys (before RoPE) and values of the
     last ``window - 1`` tokens, oldest first. ``cached``: ``[B]`` int64, how many of those slots (the
-    last ones) hold tokens of the current sequence; fewer than ``window - 1`` only near its start.
+    last ones) hold tokens of the current sequence; fewer than ``window - 1`` only near its start; on the
+    CPU, as the core's ``count`` is (each call plans its blocks from it).
     """
 
     fast: LaCTState
@@ -186,7 +187,7 @@ class LaCTLayer(nn.Module):
         dtype = torch.float64 if self.w0.dtype == torch.float64 else torch.float32
         fast = LaCTState.initial((self.w0, self.w1, self.w2), batch_size, dtype, self.momentum)
         cache = self.w0.new_zeros(batch_size, self.num_heads, self.window - 1, self.head_dim, dtype=dtype)
-        cached = torch.zeros(batch_size, dtype=torch.int64, device=self.w0.device)
+        cached = torch.zeros(batch_size, dtype=torch.int64)  # (on the CPU: `LaCTLayerState`)
         return LaCTLayerState(fast, cache, cache.clone(), cached)
 
     def forward(self, x: Tensor, state: LaCTLayerState | None = None) -> tuple[Tensor, LaCTLayerState]:

@@ -26,7 +26,8 @@ class LaCTState:
     - ``velocity``: same shapes: the last chunk's update after momentum (the momentum buffer), or
       ``None`` for a core run without momentum.
     - ``gate_sum``: ``[B, H]``, the sum of the open chunk's momentum gates (``None`` without momentum).
-    - ``count``: ``[B]`` int64, tokens of the open chunk seen, ``0 <= count < chunk_size``.
+    - ``count``: ``[B]`` int64, tokens of the open chunk seen, ``0 <= count < chunk_size``; on the
+      CPU whatever the device: each call plans its chunks from it, which on a GPU would wait for it.
     """
 
     weights: Weights
@@ -47,7 +48,7 @@ class LaCTState:
             zeros,
             tuple(torch.zeros_like(w) for w in expanded) if momentum else None,
             torch.zeros(batch_size, H, dtype=dtype, device=device) if momentum else None,
-            torch.zeros(batch_size, dtype=torch.int64, device=device),
+            torch.zeros(batch_size, dtype=torch.int64),  # (on the CPU: see ``count``)
         )
 
     def detach(self) -> LaCTState:
