@@ -1,2 +1,3 @@
-"""What a training run keeps beside the model's weights: the backbone state a streamed run carries
-from one batch to the next and through its checkpoints (`carried_state`)."""
+"""What a training run needs beside the model and the data: the backbone state a streamed run
+carries from one batch to the next and through its checkpoints (`carried_state`), and loading those
+checkpoints without reading every process's part into each process (`checkpoint_io`)."""
