@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from .backbone import Backbone, BackboneState
 from .tokenizers.base import TOKEN_LOSSES, Tokens, token_loss
 from .training.carried_state import CarriedState, place_of
+from .training.checkpoint_io import in_memory
 
 PREDICT = ("next_token", "next_step")
 PLACE = "stream_place"
@@ -306,7 +307,7 @@ class SequenceModel(L.LightningModule):
             "optimizer": _optimizer_settings(checkpoint),
             "schedule_steps": checkpoint.get("lr_schedule_steps"),
             "step": checkpoint.get("global_step", 0),
-            "carried_state": checkpoint.get("carried_state"),  # one entry per process; None before it was kept
+            "carried_state": _own_part(checkpoint.get("carried_state"), self.global_rank),
         }
 
     def _regroup_optimizer_state(self, checkpoint: dict) -> None:
@@ -366,21 +367,19 @@ class SequenceModel(L.LightningModule):
                 f"{total}: the learning rate follows the new schedule and {_rate_change(old, new)}"
             )
 
-    def _restore_carried_state(self, parts: list | None, step: int) -> None:
-        """Each process takes its own part of the checkpoint's carried state, when the checkpoint has
-        one for as many processes, and the first batch checks that each row goes on from it."""
+    def _restore_carried_state(self, saved: tuple[int, dict | None] | None, step: int) -> None:
+        """Each process takes its own part of the checkpoint's carried state (`_own_part`), when the
+        checkpoint has one for as many processes, and the first batch checks that each row goes on from it."""
         why = None
-        if parts is None:
+        if saved is None:
             why = "the checkpoint does not hold the carried state (it was written by an earlier version)"
-        elif len(parts) != self.trainer.world_size:
-            why = (
-                f"the checkpoint's carried state is for {len(parts)} processes, this run has {self.trainer.world_size}"
-            )
-        elif parts[self.global_rank] is None:
+        elif saved[0] != self.trainer.world_size:
+            why = f"the checkpoint's carried state is for {saved[0]} processes, this run has {self.trainer.world_size}"
+        elif saved[1] is None:
             why = "the checkpoint was written before the first training batch"
         else:
             try:
-                self._carried.restore(parts[self.global_rank], self.backbone)
+                self._carried.restore(saved[1], self.backbone)
             except ValueError as err:
                 why = f"the checkpoint's carried state does not fit this model: {err}"
         if self.trainer.is_global_zero:
@@ -401,6 +400,15 @@ class SequenceModel(L.LightningModule):
             root.clip_grad_norm_(gradient_clip_val)
         else:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+def _own_part(parts: list | None, rank: int) -> tuple[int, dict | None] | None:
+    """How many processes a checkpoint's carried state is for, and process ``rank``'s part of it,
+    copied into memory (the rest stays in the mapped file: `MappedCheckpointIO`); None for a
+    checkpoint without one."""
+    if parts is None:
+        return None
+    return len(parts), in_memory(parts[rank]) if rank < len(parts) else None
 
 
 def _rate_change(old: float, new: float) -> str:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from ttt_mm.module import _own_part
 from ttt_mm.training.checkpoint_io import MappedCheckpointIO
 
 
@@ -25,7 +26,14 @@ def test_a_checkpoint_is_mapped_not_read_and_gives_back_what_was_saved(tmp_path)
     mapped = MappedCheckpointIO().load_checkpoint(path, weights_only=True)
     grew = resident_mib() - before
     assert grew < 16, f"{grew:.1f} MiB resident after loading"  # (not the 64 MiB of the file)
-    assert mapped["global_step"] == 7 and torch.equal(mapped["carried_state"][2]["leaves"][0], parts[2]["leaves"][0])
+    before = resident_mib()
+    count, own = _own_part(mapped["carried_state"], rank=2)  # what a process takes, copied out
+    grew = resident_mib() - before  # its pages read from the mapping, and the copy of them
+    assert count == 4 and 14 < grew < 40, f"{grew:.1f} MiB resident after taking one 16 MiB part"
+    path.write_bytes(b"")  # the file written over in place (a save under the same name): the copy stays
+    assert torch.equal(own["leaves"][0], parts[2]["leaves"][0])
+    assert mapped["global_step"] == 7
+    torch.save({"carried_state": parts, "global_step": 7}, path)
     before = resident_mib()
     read = TorchCheckpointIO().load_checkpoint(path, weights_only=True)  # what Lightning does: all of it read
     assert resident_mib() - before > 48 and read["global_step"] == 7

@@ -1,6 +1,8 @@
 """Lightning's checkpoint loading, memory-mapped: every process of a resumed run loads the whole
 file, which for a streamed run holds every process's carried state (up to GiBs each for a large
-LaCT); mapped, each process reads only the pages it uses, and the processes share them."""
+LaCT); mapped, each process reads only the part it takes (`SequenceModel.on_load_checkpoint` copies
+it out). Everything else is copied into memory at once: a mapping of a file that is later written
+over in place (a checkpoint saved again under the same name) would change under the run, or fault."""
 
 from __future__ import annotations
 
@@ -9,6 +11,11 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
+from torch import Tensor
+
+MAPPED = "carried_state"
+"""The checkpoint entry left mapped: one part per process, each taking its own."""
 
 
 class MappedCheckpointIO(TorchCheckpointIO):
@@ -21,4 +28,10 @@ class MappedCheckpointIO(TorchCheckpointIO):
             return super().load_checkpoint(path, weights_only=weights_only)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
+        return {k: v if k == MAPPED else in_memory(v) for k, v in checkpoint.items()}
+
+
+def in_memory(value: Any) -> Any:
+    """``value`` with each tensor copied out of the mapped file."""
+    return apply_to_collection(value, Tensor, Tensor.clone)
