@@ -137,6 +137,23 @@ def test_an_ogg_stretch_the_demuxer_cannot_parse_is_a_gap_and_the_rest_is_read(t
     assert info.audio_backend == "pyav" and info.audio_duration == 60.0 and info.audio_gaps == placement.gaps
 
 
+def test_an_unparsable_ogg_stretch_ending_near_the_track_end_still_leaves_the_tail_read(tmp_path):
+    """The search for where demuxing works again doubles its step: damage ending inside the last
+    doubling (here from about 21 s to 38 s of 50: tries at +16 s, still damaged, then +32 s, past the
+    end) gave up, and the 12 readable seconds after it were lost."""
+    noise = (0.3 * np.random.default_rng(1).standard_normal(50 * 16000)).astype(np.float32)
+    whole = tmp_path / "whole.ogg"
+    sf.write(whole, noise, 16000, format="OGG", subtype="VORBIS")
+    data = bytearray(whole.read_bytes())
+    data[int(len(data) * 0.42) : int(len(data) * 0.76)] = bytes(int(len(data) * 0.76) - int(len(data) * 0.42))
+    path = tmp_path / "damaged.ogg"
+    path.write_bytes(data)
+    track, placement = audio.placed_track(str(path), 16000, "pyav")
+    reference, _ = audio.placed_track(str(whole), 16000, "pyav")
+    assert len(track) == len(reference) and 15 < placement.gaps < 20
+    assert torch.equal(track[-16000 * 10 :], reference[-16000 * 10 :])
+
+
 def test_audio_after_an_unparsable_ogg_stretch_starts_once_the_decoder_has_settled(tmp_path):
     """The decoder went on past the stretch with what it held before it, so Opus's first 80 ms after
     it were wrong by up to the tone's whole amplitude: it now starts afresh there, and the audio it

@@ -247,7 +247,9 @@ def _demuxed(container, stream):
 
 def _resumed(container, stream, after: float):
     """Packets from the earliest place found after time ``after`` where demuxing works again, to
-    within a second: seeks 1, 2, 4, ... s on, then back by halves. None where nothing after it reads."""
+    within a second: seeks 1, 2, 4, ... s on (the last try at the track's end, so that damage ending
+    in the last doubling does not cost the readable tail), then back by halves. None where nothing
+    after it reads."""
     end = after + 86400.0 if container.duration is None else container.duration / av.time_base
 
     def attempt(t: float):  # packets from a seek to t, when the first timed one is after ``after``
@@ -263,12 +265,11 @@ def _resumed(container, stream, after: float):
 
     if stream.time_base is None:
         return None
-    step = 1.0
-    while attempt(after + step) is None:
-        step *= 2
-        if after + step >= end:
+    lo, hi = 0.0, 1.0  # (lo failed, or is the place of the damage)
+    while attempt(after + hi) is None:
+        if after + hi >= end:
             return None
-    lo, hi = step / 2, step  # (lo failed, or lies before the first try)
+        lo, hi = hi, min(2 * hi, end - after)
     while hi - lo > 1.0:
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if attempt(after + mid) is not None else (mid, hi)
