@@ -211,6 +211,11 @@ class Backbone(nn.Module):
         """The state before the first token, the same as passing ``None``."""
         return BackboneState([block.initial_state(batch_size) for block in self.blocks])
 
+    def check_state(self, state: BackboneState) -> None:
+        """Raises ValueError when a mixer cannot go on from its part of ``state`` (`Mixer.check_state`)."""
+        for block, block_state in zip(self.blocks, state.blocks, strict=True):
+            block.mixer.check_state(block_state.mixer)
+
     def forward(self, x: Tensor, state: BackboneState | None = None) -> tuple[Tensor, BackboneState]:
         """``x [B, T, C]`` -> ``y [B, T, C]`` (after the final norm) and the state after ``x``."""
         y, _, state = self.forward_intermediates(x, state, layers=())

@@ -85,7 +85,7 @@ def test_a_state_with_an_open_mini_batch_refuses_another_mini_batch_size(inner):
     inputs, params, ln = make_inputs(inner, T=12)
     _, open_state = run(inner, inputs, params, ln, 8)  # 4 tokens into the second mini-batch of 8
     assert (open_state.pos, open_state.mini_batch_size) == (4, 8)
-    with pytest.raises(ValueError, match="holds 4 tokens of a mini-batch of 8; this call's mini_batch_size=16"):
+    with pytest.raises(ValueError, match="holds 4 tokens of a mini-batch of 8, which mini_batch_size=16 cannot finish"):
         run(inner, inputs, params, ln, 16, state=open_state)
     _, closed = run(inner, tuple(x[:, :, :8] for x in inputs), params, ln, 8)
     assert closed.pos == 0 and run(inner, inputs, params, ln, 16, state=closed)[1].mini_batch_size == 16

@@ -18,8 +18,9 @@ from ttt_mm.module import PLACE, SequenceModel
 from ttt_mm.training.carried_state import CarriedState, place_of
 
 
-def model(mixer: str = "ttt_linear", depth: int = 2) -> SequenceModel:
-    backbone = {"_target_": "ttt_mm.backbone.Backbone", "dim": 32, "depth": depth, "mixer": MIXERS[mixer]}
+def model(mixer: str = "ttt_linear", depth: int = 2, **settings) -> SequenceModel:
+    factory = MIXERS[mixer] | settings
+    backbone = {"_target_": "ttt_mm.backbone.Backbone", "dim": 32, "depth": depth, "mixer": factory}
     return SequenceModel(TOKENIZERS["audio"], backbone, carry_state=True)
 
 
@@ -103,6 +104,19 @@ def test_a_state_of_another_model_is_refused_and_one_of_another_batch_size_start
         )
         is None
     )
+
+
+@pytest.mark.parametrize("mixer, setting", [("ttt_linear", "mini_batch_size"), ("lact", "chunk_size")])
+def test_a_state_part_way_through_a_unit_of_another_size_is_refused(mixer, setting):
+    """A run resumed with another LaCT chunk_size (or TTT mini_batch_size) took the checkpoint's
+    state, then crashed at its first step: it is now refused where it is restored, which the module
+    reports as a state that does not fit and starts afresh."""
+    carried, _ = carried_after_one_batch(model(mixer, **{setting: 12}))  # 16 tokens: 4 into the second unit
+    with pytest.raises(ValueError, match=f"{setting}=4"):
+        CarriedState().restore(carried.saved(), model(mixer, **{setting: 4}).backbone)
+    restored = CarriedState()
+    restored.restore(carried.saved(), model(mixer, **{setting: 12}).backbone)  # its own settings: taken
+    assert restored.state is not None
 
 
 def test_batches_without_a_reset_flag_are_refused():

@@ -45,6 +45,9 @@ class AttentionLayer(nn.Module):
         empty = self.wo.weight.new_zeros(batch_size, self.num_heads, 0, self.head_dim)
         return KVCache(empty, empty.clone())
 
+    def check_state(self, state: KVCache) -> None:
+        """Any cache goes on (its keys carry their positions)."""
+
     def no_weight_decay(self) -> list[nn.Parameter]:
         """Nothing beyond the generic rule (tensors of < 2 dims, norms)."""
         return []

@@ -181,6 +181,11 @@ class LaCTLayer(nn.Module):
         per-channel scale and offset of fast q and k."""
         return [self.w0, self.w1, self.w2, self.qk_scale, self.qk_offset]
 
+    def check_state(self, state: LaCTLayerState) -> None:
+        """Raises ValueError when ``state`` is further into its open chunk than this mixer's chunk
+        holds (the window is the cache's shape)."""
+        state.fast.check_continued_with(self.chunk_size)
+
     def initial_state(self, batch_size: int) -> LaCTLayerState:
         """The state before the first token (``None`` passed to ``forward`` means the same). The fast
         weights stay attached to the initial ones, so a stream restarted in training trains them."""

@@ -50,6 +50,12 @@ class Mixer(Protocol):
         shapes do not depend on how many tokens were seen."""
         ...
 
+    def check_state(self, state: Any) -> None:
+        """Raises ValueError when this mixer cannot go on from ``state``, one of its own shapes but made
+        with other settings (part way through a mini-batch or chunk of another size): a carried state
+        restored from a checkpoint into a mixer configured otherwise."""
+        ...
+
     def no_weight_decay(self) -> list[nn.Parameter]:
         """Parameters that take no weight decay beyond the generic rule (tensors of < 2 dims, norms)."""
         ...

@@ -124,6 +124,10 @@ class TTTLayer(nn.Module):
         would pull the inner model towards zero rather than regularise the projections."""
         return [*self.inner_params(), self.ln_weight, self.ln_bias, self.token_scale_delta]
 
+    def check_state(self, state: TTTLayerState) -> None:
+        """Raises ValueError when ``state`` is part way through a mini-batch of another size."""
+        state.core.check_continued_with(self.mini_batch_size)
+
     def initial_state(self, batch_size: int) -> TTTLayerState:
         """The state before the first token, as explicit tensors (``None`` passed to ``forward`` means the
         same). It stays attached to the initial weights, so a stream restarted in training trains them."""

@@ -100,8 +100,11 @@ class CarriedState:
 
     def restore(self, saved: Mapping[str, Any], backbone: Backbone) -> None:
         """Take this process's part of a checkpoint (`saved`); the first batch after it checks that
-        it goes on from there. Raises ValueError when the state is not one of ``backbone``."""
-        self.state = with_leaves(backbone.initial_state(len(saved["rows"])), saved["leaves"])
+        it goes on from there. Raises ValueError when the state is not one of ``backbone`` (another
+        model, or one whose mixers cannot go on from it: `Backbone.check_state`)."""
+        state = with_leaves(backbone.initial_state(len(saved["rows"])), saved["leaves"])
+        backbone.check_state(state)
+        self.state = state
         self.step, self.rows = saved["step"], saved["rows"]
         self._restored = True
 

@@ -212,9 +212,8 @@ def lact_swiglu(
         inputs = tuple(flat(x) for x in (q, k, v, lr, momentum))
         carried = (stacked(state.weights), stacked(state.grads), stacked(state.velocity), flat(state.gate_sum))
 
+        state.check_continued_with(chunk_size)
         counts = state.count.tolist()
-        if not all(0 <= c < chunk_size for c in counts):
-            raise ValueError(f"state.count must lie in [0, chunk_size={chunk_size}); got {counts}")
         if len(set(counts)) <= 1:  # (none: an empty batch)
             out, (W, G, vel, gate_sum) = _scan(*carried, counts[0] if counts else 0, *inputs, norms, chunk_size, muon)
         else:

@@ -64,3 +64,13 @@ class LaCTState:
             velocity=cut(self.velocity),
             gate_sum=None if self.gate_sum is None else self.gate_sum.detach(),
         )
+
+    def check_continued_with(self, chunk_size: int) -> None:
+        """Raises ValueError when a core with ``chunk_size`` cannot go on from this state (a row is
+        further into its open chunk than such a chunk holds)."""
+        counts = self.count.tolist()
+        if not all(0 <= c < chunk_size for c in counts):
+            raise ValueError(
+                f"state.count must lie in [0, chunk_size={chunk_size}); got {counts} (a state is continued "
+                "with the chunk_size it was made with)"
+            )

@@ -80,13 +80,8 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
         raise ValueError(f"ln_weight and ln_bias must be [H, F] = {(H, F)}; got {tuple(ln_weight.shape)}")
     if token_scale is not None and token_scale.shape != (K,):
         raise ValueError(f"token_scale must be [mini_batch_size] = [{K}]; got {tuple(token_scale.shape)}")
-    if state is not None and not 0 <= state.pos < K:
-        raise ValueError(f"state.pos must be in [0, {K}); got {state.pos}")
-    if state is not None and state.pos and state.mini_batch_size not in (None, K):
-        raise ValueError(
-            f"the state holds {state.pos} tokens of a mini-batch of {state.mini_batch_size}; this call's "
-            f"mini_batch_size={K} cannot finish it (pass the mini_batch_size the sequence started with)"
-        )
+    if state is not None:
+        state.check_continued_with(K)
     if span < 1:
         raise ValueError(f"checkpoint_span must be >= 1 mini-batch; got {span}")
 

@@ -38,3 +38,13 @@ class TTTState:
     def detach(self) -> TTTState:
         """The same state cut from the autograd graph (for carrying state across training windows)."""
         return replace(self, params=tuple(p.detach() for p in self.params), grads=tuple(g.detach() for g in self.grads))
+
+    def check_continued_with(self, mini_batch_size: int) -> None:
+        """Raises ValueError when a core with ``mini_batch_size`` cannot go on from this state (its
+        open mini-batch is of another size)."""
+        K = mini_batch_size
+        if not 0 <= self.pos < K or (self.pos and self.mini_batch_size not in (None, K)):
+            raise ValueError(
+                f"the state holds {self.pos} tokens of a mini-batch of {self.mini_batch_size or 'unrecorded size'}, "
+                f"which mini_batch_size={K} cannot finish (go on with the mini_batch_size the sequence started with)"
+            )
