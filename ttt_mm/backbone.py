@@ -87,15 +87,19 @@ def reset_rows(backbone: Backbone, state: BackboneState, rows: Tensor) -> Backbo
     """``state`` with the batch rows where ``rows [B]`` is true replaced by the initial state
     (a new stream starts in those rows while the others go on). The merge runs even when no row
     restarts, so the initial state's parameters take part in every training step (with zero
-    gradient), as data-parallel training requires."""
+    gradient), as data-parallel training requires. ``rows`` goes to each device the state is on once
+    (a state has dozens of tensors; a copy for each made every step wait for the device as often)."""
     if bool(rows.all()):
         return backbone.initial_state(rows.shape[0])
-    return _merge_rows(state, backbone.initial_state(rows.shape[0]), rows, bool(rows.any()))
+    return _merge_rows(state, backbone.initial_state(rows.shape[0]), {rows.device: rows}, bool(rows.any()))
 
 
-def _merge_rows(old, fresh, rows: Tensor, restart: bool):
+def _merge_rows(old, fresh, rows: dict[torch.device, Tensor], restart: bool):
+    """``rows``: the mask on each device met so far."""
     if isinstance(old, Tensor):
-        keep_shape = rows.view(-1, *[1] * (old.dim() - 1)).to(old.device)
+        if old.device not in rows:
+            rows[old.device] = next(iter(rows.values())).to(old.device)
+        keep_shape = rows[old.device].view(-1, *[1] * (old.dim() - 1))
         return torch.where(keep_shape, fresh.to(device=old.device, dtype=old.dtype), old)
     if dataclasses.is_dataclass(old):
         merged = {
