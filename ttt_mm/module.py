@@ -106,6 +106,7 @@ class SequenceModel(L.LightningModule):
         self.head = nn.Linear(self.backbone.dim, self.tokenizer.target_dim)
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
         self._carried = CarriedState()  # with carry_state: the training state from batch to batch
+        self._gather_group = None  # the processes' gloo group that `_gathered` gathers over, once made
         self._scored_unstepped: Tensor | None = None  # tokens scored since the last optimizer step, this rank
         self._skipped_steps = 0
         self._eval_sums: Tensor | None = None  # validation or test, per epoch: loss * n, copy loss * n, n
@@ -291,11 +292,14 @@ class SequenceModel(L.LightningModule):
     def _gathered(self, part: Any) -> list | None:
         """Every process's ``part``, in rank order, on the first process, which writes the checkpoint
         (None on the others: they would each hold every process's state for nothing). All of them
-        call this: every save is collective."""
+        call this: every save is collective. They gather over gloo, through host memory: over NCCL
+        each part would go through its GPU, and the first process's would hold all of them at once."""
         if self.trainer.world_size == 1:
             return [part]
+        if self._gather_group is None:
+            self._gather_group = torch.distributed.new_group(backend="gloo")
         parts = [None] * self.trainer.world_size if self.trainer.is_global_zero else None
-        torch.distributed.gather_object(part, parts, dst=0)
+        torch.distributed.gather_object(part, parts, dst=0, group=self._gather_group)
         return parts
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
