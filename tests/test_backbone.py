@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ttt_mm.backbone import Backbone, reset_rows, state_tensors
+from ttt_mm.backbone import Backbone, Restart, state_tensors
 from ttt_mm.layers import AttentionLayer, LaCTLayer, TTTLayer
 
 CONFIGS = [
@@ -186,39 +186,37 @@ def test_explicit_initial_state_equals_none(mixer, variant):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(state_tensors(s0), state_tensors(s1), strict=True))
 
 
-def test_reset_rows_restarts_only_those_rows():
+def test_restarted_rows_start_afresh_and_the_others_go_on():
     model = tiny("ttt_linear", "mamba").eval()
     a, b = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
     with torch.no_grad():
         _, state = model(a)
-        state = reset_rows(model, state, torch.tensor([True, False]))
-        y, _ = model(b, state)
+        y, _ = model(b, state, restart=torch.tensor([True, False]))
         fresh, _ = model(b[:1])
         carried, _ = model(torch.cat([a[1:], b[1:]], 1))
     assert torch.allclose(y[:1], fresh, atol=1e-5)
     assert torch.allclose(y[1:], carried[:, 16:], atol=1e-5)
     with pytest.raises(ValueError, match="middle of the mixer.s restart unit"):
         _, mid = model(a[:, :5])
-        reset_rows(model, mid, torch.tensor([True, False]))
+        model(b, mid, restart=torch.tensor([True, False]))
 
 
-def test_reset_rows_without_restarts_keeps_the_state_and_uses_every_parameter():
+def test_a_restart_of_no_row_keeps_the_state_and_uses_every_parameter():
     model = tiny("ttt_linear", "mamba")
     a, b = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
     _, state = model(a)
     state = state.detach()
-    kept = reset_rows(model, state, torch.tensor([False, False]))
-    assert all(torch.equal(x, y) for x, y in zip(state_tensors(state), state_tensors(kept), strict=True))
-    y, _ = model(b, kept)
+    y, _ = model(b, state, restart=torch.tensor([False, False]))
+    assert torch.equal(y, model(b, state)[0])
     y.square().mean().backward()
     unused = [name for name, p in model.named_parameters() if p.grad is None]
     assert not unused  # data-parallel training needs every parameter in each step's graph
     _, mid = model(a[:, :5])
-    reset_rows(model, mid.detach(), torch.tensor([False, False]))  # no restart: a mid-mini-batch state is fine
+    model(b, mid.detach(), restart=torch.tensor([False, False]))  # no restart: a mid-mini-batch state is fine
 
 
 @pytest.mark.parametrize("name", ["ttt_linear", "lact"])
-def test_reset_rows_moves_the_mask_to_the_state_s_device_once(name):
+def test_a_restart_moves_the_mask_to_the_state_s_device_once(name):
     """The mask comes from the CPU; moved for each of the state's tensors, every training step waited
     for the device once per tensor (48 times at depth 4 with LaCT)."""
 
@@ -233,17 +231,18 @@ def test_reset_rows_moves_the_mask_to_the_state_s_device_once(name):
     model = tiny(name, "mamba").to("meta")
     state = model.initial_state(2)
     assert len([t for t in state_tensors(state) if t.device.type == "meta"]) > 8
+    rows = Restart(torch.tensor([True, False]))  # (as the backbone's forward makes it, once for every block)
     with MaskCopies():
-        restarted = reset_rows(model, state, torch.tensor([True, False]))
+        restarted = [block.restarted(s, rows) for block, s in zip(model.blocks, state.blocks, strict=True)]
     assert MaskCopies.count == 1
     assert [t.device for t in state_tensors(restarted)] == [t.device for t in state_tensors(state)]
 
 
-def test_a_restarted_row_trains_the_initial_inner_weights():
-    model = tiny("ttt_linear", "transformer")
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_a_restarted_row_trains_the_initial_inner_weights(checkpointed):
+    model = tiny("ttt_linear", "transformer", checkpoint_activations=checkpointed)
     _, state = model(torch.randn(2, 16, 32))
-    restarted = reset_rows(model, state.detach(), torch.tensor([True, False]))
-    y, _ = model(torch.randn(2, 16, 32), restarted)
+    y, _ = model(torch.randn(2, 16, 32), state.detach(), restart=torch.tensor([True, False]))
     y[:1].square().mean().backward()  # only the restarted row's output
     W = model.blocks[0].mixer.W
     assert W.grad is not None and W.grad.abs().sum() > 0

@@ -83,33 +83,35 @@ def with_leaves(template, leaves: list[Any]):
 _MISSING = object()
 
 
-def reset_rows(backbone: Backbone, state: BackboneState, rows: Tensor) -> BackboneState:
-    """``state`` with the batch rows where ``rows [B]`` is true replaced by the initial state
-    (a new stream starts in those rows while the others go on). The merge runs even when no row
-    restarts, so the initial state's parameters take part in every training step (with zero
-    gradient), as data-parallel training requires. ``rows`` goes to each device the state is on once
-    (a state has dozens of tensors; a copy for each made every step wait for the device as often)."""
-    if bool(rows.all()):
-        return backbone.initial_state(rows.shape[0])
-    return _merge_rows(state, backbone.initial_state(rows.shape[0]), {rows.device: rows}, bool(rows.any()))
+class Restart:
+    """The batch rows ``[B]`` (bool) whose state starts afresh in a forward pass (a new stream starts
+    in them while the others go on), with the mask's copy on each device the state is on, made once
+    (a state has dozens of tensors, some kept on the CPU; a copy for each made every step wait for
+    the device as often)."""
+
+    def __init__(self, rows: Tensor):
+        self.rows = rows.to(dtype=torch.bool)
+        self.all, self.any = bool(self.rows.all()), bool(self.rows.any())
+        self._copies = {self.rows.device: self.rows}
+
+    def on(self, device: torch.device) -> Tensor:
+        if device not in self._copies:
+            self._copies[device] = self.rows.to(device)
+        return self._copies[device]
 
 
-def _merge_rows(old, fresh, rows: dict[torch.device, Tensor], restart: bool):
-    """``rows``: the mask on each device met so far."""
+def _merge_rows(old, fresh, rows: Restart):
     if isinstance(old, Tensor):
-        if old.device not in rows:
-            rows[old.device] = next(iter(rows.values())).to(old.device)
-        keep_shape = rows[old.device].view(-1, *[1] * (old.dim() - 1))
+        keep_shape = rows.on(old.device).view(-1, *[1] * (old.dim() - 1))
         return torch.where(keep_shape, fresh.to(device=old.device, dtype=old.dtype), old)
     if dataclasses.is_dataclass(old):
         merged = {
-            f.name: _merge_rows(getattr(old, f.name), getattr(fresh, f.name), rows, restart)
-            for f in dataclasses.fields(old)
+            f.name: _merge_rows(getattr(old, f.name), getattr(fresh, f.name), rows) for f in dataclasses.fields(old)
         }
         return dataclasses.replace(old, **merged)
     if isinstance(old, (list, tuple)):
-        return type(old)(_merge_rows(a, b, rows, restart) for a, b in zip(old, fresh, strict=True))
-    if restart and old != fresh:  # a plain-int field (e.g. a position in a TTT mini-batch): shared by all rows
+        return type(old)(_merge_rows(a, b, rows) for a, b in zip(old, fresh, strict=True))
+    if rows.any and old != fresh:  # a plain-int field (e.g. a position in a TTT mini-batch): shared by all rows
         raise ValueError(
             f"cannot restart some rows of a batch in the middle of the mixer's restart unit (position {old}); "
             "use windows whose token count is a multiple of it (the mixer's restart_unit)"
@@ -138,7 +140,19 @@ class Block(nn.Module):
             )
         return BlockState(self.mixer.initial_state(batch_size), conv)
 
-    def forward(self, x: Tensor, state: BlockState | None = None) -> tuple[Tensor, BlockState]:
+    def restarted(self, state: BlockState, rows: Restart) -> BlockState:
+        """``state`` with ``rows`` replaced by the initial state. Made in the block's forward pass, where
+        FSDP has gathered the block's parameters (outside it, they are flat shards). The merge runs even
+        when no row restarts, so that the initial state's parameters take part in every training step
+        (with zero gradient), as data-parallel training requires."""
+        fresh = self.initial_state(rows.rows.shape[0])
+        return fresh if rows.all else _merge_rows(state, fresh, rows)
+
+    def forward(
+        self, x: Tensor, state: BlockState | None = None, restart: Restart | None = None
+    ) -> tuple[Tensor, BlockState]:
+        if state is not None and restart is not None:
+            state = self.restarted(state, restart)
         conv_cache = None
         if self.conv is not None:
             h, conv_cache = self.conv(self.conv_norm(x), None if state is None else state.conv)
@@ -220,24 +234,32 @@ class Backbone(nn.Module):
         for block, block_state in zip(self.blocks, state.blocks, strict=True):
             block.mixer.check_state(block_state.mixer)
 
-    def forward(self, x: Tensor, state: BackboneState | None = None) -> tuple[Tensor, BackboneState]:
-        """``x [B, T, C]`` -> ``y [B, T, C]`` (after the final norm) and the state after ``x``."""
-        y, _, state = self.forward_intermediates(x, state, layers=())
+    def forward(
+        self, x: Tensor, state: BackboneState | None = None, restart: Tensor | None = None
+    ) -> tuple[Tensor, BackboneState]:
+        """``x [B, T, C]`` -> ``y [B, T, C]`` (after the final norm) and the state after ``x``. ``restart
+        [B]`` (bool, best on the CPU): rows of ``state`` that start afresh instead (`Block.restarted`)."""
+        y, _, state = self.forward_intermediates(x, state, layers=(), restart=restart)
         return y, state
 
     def forward_intermediates(
-        self, x: Tensor, state: BackboneState | None = None, layers: tuple[int, ...] | None = None
+        self,
+        x: Tensor,
+        state: BackboneState | None = None,
+        layers: tuple[int, ...] | None = None,
+        restart: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor], BackboneState]:
         """Like :meth:`forward`, also returning the outputs of the blocks in ``layers``
         (indices into ``range(depth)``, negatives allowed; ``None`` = all), for embedding and probing."""
         wanted = set(range(self.depth)) if layers is None else {i % self.depth for i in layers}
+        rows = None if restart is None or state is None else Restart(restart)
         hidden, new_states = [], []
         for i, block in enumerate(self.blocks):
             block_state = None if state is None else state.blocks[i]
             if self.checkpoint_activations and self.training and torch.is_grad_enabled():
-                x, block_state = checkpoint(block, x, block_state, use_reentrant=False)
+                x, block_state = checkpoint(block, x, block_state, rows, use_reentrant=False)
             else:
-                x, block_state = block(x, block_state)
+                x, block_state = block(x, block_state, rows)
             new_states.append(block_state)
             if i in wanted:
                 hidden.append(x)

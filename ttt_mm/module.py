@@ -7,6 +7,7 @@ objects, so that ``save_hyperparameters`` records everything needed to rebuild i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from .backbone import Backbone, BackboneState
 from .tokenizers.base import TOKEN_LOSSES, Tokens, token_loss
@@ -124,10 +126,10 @@ class SequenceModel(L.LightningModule):
 
     # ------------------------------------------------------------------------------------ forward
 
-    def forward(self, batch: Mapping[str, Any], state: BackboneState | None = None):
-        """Returns (tokens, predictions [B, N, target_dim], new state)."""
+    def forward(self, batch: Mapping[str, Any], state: BackboneState | None = None, restart: Tensor | None = None):
+        """Returns (tokens, predictions [B, N, target_dim], new state); ``restart``: the backbone's."""
         tokens = self.tokenizer(batch)
-        hidden, state = self.backbone(tokens.embeddings, state)
+        hidden, state = self.backbone(tokens.embeddings, state, restart)
         return tokens, self.head(hidden), state
 
     def _pair_mask(self, tokens: Tokens) -> Tensor:
@@ -168,11 +170,11 @@ class SequenceModel(L.LightningModule):
         return batch
 
     def training_step(self, batch, batch_idx):
-        state = place = None
+        state = restart = place = None
         if self.hparams.carry_state:
             place = batch[PLACE] if PLACE in batch else place_of(batch)
-            state = self._carried.before(self.backbone, place)
-        tokens, pred, state = self(batch, state)
+            state, restart = self._carried.before(place)
+        tokens, pred, state = self(batch, state, restart)
         if self.hparams.carry_state:
             self._carried.after(state, place)
         loss, copy, n = self.losses(tokens, pred)
@@ -373,19 +375,23 @@ class SequenceModel(L.LightningModule):
 
     def _restore_carried_state(self, saved: tuple[int, dict | None] | None, step: int) -> None:
         """Each process takes its own part of the checkpoint's carried state (`_own_part`), when the
-        checkpoint has one for as many processes, and the first batch checks that each row goes on from it."""
+        checkpoint has one for as many processes, and the first batch checks that each row goes on from it.
+        The state is checked against the model's own (`CarriedState.restore`), made with its parameters'
+        full shapes (under FSDP, gathered: every process takes part)."""
         why = None
-        if saved is None:
-            why = "the checkpoint does not hold the carried state (it was written by an earlier version)"
-        elif saved[0] != self.trainer.world_size:
-            why = f"the checkpoint's carried state is for {saved[0]} processes, this run has {self.trainer.world_size}"
-        elif saved[1] is None:
-            why = "the checkpoint was written before the first training batch"
-        else:
-            try:
-                self._carried.restore(saved[1], self.backbone)
-            except ValueError as err:
-                why = f"the checkpoint's carried state does not fit this model: {err}"
+        with full_parameters(self.trainer.strategy.model):
+            if saved is None:
+                why = "the checkpoint does not hold the carried state (it was written by an earlier version)"
+            elif saved[0] != self.trainer.world_size:
+                world = self.trainer.world_size
+                why = f"the checkpoint's carried state is for {saved[0]} processes, this run has {world}"
+            elif saved[1] is None:
+                why = "the checkpoint was written before the first training batch"
+            else:
+                try:
+                    self._carried.restore(saved[1], self.backbone)
+                except ValueError as err:
+                    why = f"the checkpoint's carried state does not fit this model: {err}"
         if self.trainer.is_global_zero:
             if why is None:
                 log.info(
@@ -404,6 +410,15 @@ class SequenceModel(L.LightningModule):
             root.clip_grad_norm_(gradient_clip_val)
         else:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+def full_parameters(model: nn.Module) -> contextlib.AbstractContextManager:
+    """A context in which the parameters of an FSDP-wrapped ``model`` have their own shapes (outside a
+    forward pass they are flat shards), gathered on every process (all must enter it together); any
+    other model as it is."""
+    if isinstance(model, FullyShardedDataParallel):
+        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
+    return contextlib.nullcontext()
 
 
 def _own_part(parts: list | None, rank: int) -> tuple[int, dict | None] | None:

@@ -223,7 +223,7 @@ def test_the_places_each_call_plans_from_stay_on_the_cpu_whatever_the_device():
 
 
 def merge_rows(old, fresh, rows):
-    """What the backbone's ``reset_rows`` does: ``torch.where`` on every tensor of the state."""
+    """What the backbone's ``Block.restarted`` does: ``torch.where`` on every tensor of the state."""
     if isinstance(old, torch.Tensor):
         return torch.where(rows.view(-1, *[1] * (old.dim() - 1)), fresh, old)
     if dataclasses.is_dataclass(old):

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 @dataclass(frozen=True)
 class RestartUnit:
     """The unit of tokens a bounded mixer steps in, as carried training windows see it: a batch row
-    whose file ends restarts (`ttt_mm.backbone.reset_rows`) at a window boundary while the others go on."""
+    whose file ends restarts (`ttt_mm.backbone.Block.restarted`) at a window boundary while the others go on."""
 
     tokens: int
     name: str  # what the units are called in messages, e.g. "TTT mini-batches"
@@ -38,7 +38,7 @@ class Mixer(Protocol):
 
     bounded_state: bool
     """True when the state has a fixed size whatever the length (it can be carried across training
-    windows, and rows restarted with `ttt_mm.backbone.reset_rows`); False for a growing cache."""
+    windows, and rows restarted with `ttt_mm.backbone.Block.restarted`); False for a growing cache."""
 
     restart_unit: RestartUnit | None
     """How a bounded mixer steps through tokens (None: token by token, so rows restart anywhere)."""

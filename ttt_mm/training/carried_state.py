@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ..backbone import Backbone, BackboneState, reset_rows, state_leaves, with_leaves
+from ..backbone import Backbone, BackboneState, state_leaves, with_leaves
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,10 @@ class CarriedState:
         self.rows: list[tuple[str, float] | None] = []  # None: a batch that does not say
         self._restored = False  # restored from a checkpoint: say how the first batch takes it
 
-    def before(self, backbone: Backbone, place: Place) -> BackboneState | None:
-        """The state to run the batch at ``place`` from: the carried one, with the rows that start a
-        clip or do not go on in theirs reset; None (every row afresh) when the batch does not follow
-        the last one."""
+    def before(self, place: Place) -> tuple[BackboneState | None, Tensor | None]:
+        """The state to run the batch at ``place`` from and the rows ``[B]`` that start afresh instead
+        (those that start a clip or do not go on in theirs: the backbone's ``restart``); (None, None),
+        every row afresh, when the batch does not follow the last one."""
         follows = place.step is None or (self.step is not None and place.step == self.step + 1)
         restored, self._restored = self._restored, False
         state, rows, last, self.step = self.state, self.rows, self.step, place.step
@@ -73,7 +73,7 @@ class CarriedState:
                     place.step,
                     len(place.reset),
                 )
-            return None
+            return None, None
         reset = torch.tensor(place.reset)
         moved = ~reset & ~_goes_on(rows, place.rows)
         if restored and bool(moved.any()):
@@ -83,7 +83,7 @@ class CarriedState:
                 int(moved.sum()),
                 len(reset),
             )
-        return reset_rows(backbone, state, reset | moved)
+        return state, reset | moved
 
     def after(self, state: BackboneState, place: Place) -> None:
         """Keep the state after the batch at ``place`` (detached) and where each of its rows stands."""

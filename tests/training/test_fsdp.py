@@ -1,0 +1,75 @@
+"""The carried state under FSDP, on two CPU processes: outside a block's forward pass its parameters
+are flat shards, so a state made there (a restarted row's, a checkpoint's template) had their shapes."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import partial
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+from ttt_mm.backbone import Backbone, Block
+from ttt_mm.layers import LaCTLayer, TTTLayer
+from ttt_mm.module import full_parameters
+from ttt_mm.training.carried_state import CarriedState, Place
+
+MIXERS = {
+    "ttt_linear": partial(TTTLayer, num_heads=2, mini_batch_size=8),
+    "lact": partial(LaCTLayer, num_heads=2, chunk_size=8, window=6),
+}
+
+
+def backbone(mixer: str) -> Backbone:
+    torch.manual_seed(0)
+    return Backbone(dim=32, depth=2, mixer=MIXERS[mixer]).double()
+
+
+def one_process(rank: int, port: int, mixer: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        plain = backbone(mixer)
+        sharded = FullyShardedDataParallel(
+            backbone(mixer),
+            auto_wrap_policy=ModuleWrapPolicy({Block}),
+            use_orig_params=True,
+            device_id=torch.device("cpu"),
+        )
+        model = sharded.module
+        assert model.blocks[0].mixer.wo.weight.shape != (32, 32)  # a flat shard, outside the forward pass
+        a, b = torch.randn(2, 16, 32, dtype=torch.float64), torch.randn(2, 16, 32, dtype=torch.float64)
+        restart = torch.tensor([True, False])
+        _, state = sharded(a)
+        got, _ = sharded(b, state, restart)  # the restarted row's state is made inside each block's forward
+        _, plain_state = plain(a)
+        want, _ = plain(b, plain_state, restart)
+        torch.testing.assert_close(got, want)
+
+        carried = CarriedState()
+        carried.after(state, Place(1, (False, False), (None, None)))
+        with pytest.raises(ValueError, match="another model"):
+            CarriedState().restore(carried.saved(), model)  # the template made from shards
+        restored = CarriedState()
+        with full_parameters(sharded):  # every process takes part
+            restored.restore(carried.saved(), model)
+        torch.testing.assert_close(sharded(b, restored.state)[0], plain(b, plain_state)[0])
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])
+def test_restarted_rows_and_a_restored_state_under_fsdp_match_the_unsharded_model(mixer):
+    mp.spawn(one_process, args=(free_port(), mixer), nprocs=2)
