@@ -71,6 +71,6 @@ class LaCTState:
         counts = self.count.tolist()
         if not all(0 <= c < chunk_size for c in counts):
             raise ValueError(
-                f"state.count must lie in [0, chunk_size={chunk_size}); got {counts} (a state is continued "
-                "with the chunk_size it was made with)"
+                f"its rows are {counts} tokens into their open chunk, which chunk_size={chunk_size} cannot "
+                "finish (a state goes on with the chunk_size it was made with)"
             )
