@@ -377,21 +377,23 @@ class SequenceModel(L.LightningModule):
         """Each process takes its own part of the checkpoint's carried state (`_own_part`), when the
         checkpoint has one for as many processes, and the first batch checks that each row goes on from it.
         The state is checked against the model's own (`CarriedState.restore`), made with its parameters'
-        full shapes (under FSDP, gathered: every process takes part)."""
-        why = None
-        with full_parameters(self.trainer.strategy.model):
-            if saved is None:
-                why = "the checkpoint does not hold the carried state (it was written by an earlier version)"
-            elif saved[0] != self.trainer.world_size:
-                world = self.trainer.world_size
-                why = f"the checkpoint's carried state is for {saved[0]} processes, this run has {world}"
-            elif saved[1] is None:
-                why = "the checkpoint was written before the first training batch"
-            else:
-                try:
-                    self._carried.restore(saved[1], self.backbone)
-                except ValueError as err:
-                    why = f"the checkpoint's carried state does not fit this model: {err}"
+        full shapes (`gathered_initial_state`: under FSDP, every process takes part)."""
+        why = template = None
+        if saved is not None:  # (alike on every process)
+            rows = len(saved[1]["rows"]) if saved[1] is not None else 1
+            template = gathered_initial_state(self.trainer.strategy.model, self.backbone, rows)
+        if saved is None:
+            why = "the checkpoint does not hold the carried state (it was written by an earlier version)"
+        elif saved[0] != self.trainer.world_size:
+            world = self.trainer.world_size
+            why = f"the checkpoint's carried state is for {saved[0]} processes, this run has {world}"
+        elif saved[1] is None:
+            why = "the checkpoint was written before the first training batch"
+        else:
+            try:
+                self._carried.restore(saved[1], self.backbone, template)
+            except ValueError as err:
+                why = f"the checkpoint's carried state does not fit this model: {err}"
         if self.trainer.is_global_zero:
             if why is None:
                 log.info(
@@ -412,12 +414,23 @@ class SequenceModel(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
 
-def full_parameters(model: nn.Module) -> contextlib.AbstractContextManager:
-    """A context in which the parameters of an FSDP-wrapped ``model`` have their own shapes (outside a
-    forward pass they are flat shards), gathered on every process (all must enter it together); any
-    other model as it is."""
-    if isinstance(model, FullyShardedDataParallel):
-        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
+def gathered_initial_state(root: nn.Module, backbone: Backbone, batch_size: int) -> BackboneState:
+    """``backbone.initial_state(batch_size)``, for its shapes, made under FSDP with each block's
+    parameters gathered in turn (outside a forward pass they are flat shards; all at once, the whole
+    model would be on each device), on every process together; ``root``: the model FSDP wraps. Its
+    tensors may view parameters that are freed again on return."""
+    with _full_parameters(root, recurse=False):  # (FSDP sets itself up from its root, on first use)
+        pass
+    blocks = []
+    for block in backbone.blocks:
+        with _full_parameters(block):
+            blocks.append(block.initial_state(batch_size))
+    return BackboneState(blocks)
+
+
+def _full_parameters(module: nn.Module, recurse: bool = True) -> contextlib.AbstractContextManager:
+    if isinstance(module, FullyShardedDataParallel):
+        return FullyShardedDataParallel.summon_full_params(module, recurse=recurse, writeback=False)
     return contextlib.nullcontext()
 
 

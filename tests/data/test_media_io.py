@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
+from types import SimpleNamespace
 
 import av
 import decord
@@ -152,6 +154,25 @@ def test_an_unparsable_ogg_stretch_ending_near_the_track_end_still_leaves_the_ta
     reference, _ = audio.placed_track(str(whole), 16000, "pyav")
     assert len(track) == len(reference) and 15 < placement.gaps < 20
     assert torch.equal(track[-16000 * 10 :], reference[-16000 * 10 :])
+
+
+def test_the_search_past_damage_that_runs_to_the_end_stops():
+    """Its last try is at the track's end, ``after + (end - after)``, which can fall an ulp short of
+    ``end``: the search then tried that place again forever (here, for a track of 118.93 s)."""
+
+    class NothingReads:
+        duration, seeks = 118930664, 0  # (microseconds, as FFmpeg gives it)
+
+        def seek(self, offset, stream=None):
+            self.seeks += 1
+            assert self.seeks < 100, "the search does not stop"
+
+        def demux(self, stream):
+            return iter(())
+
+    container, stream = NothingReads(), SimpleNamespace(time_base=Fraction(1, 48000))
+    assert audio._resumed(container, stream, after=float(1369351 * Fraction(1, 48000))) is None
+    assert container.seeks == 8  # 1, 2, 4, ... s on, up to the end
 
 
 def test_audio_after_an_unparsable_ogg_stretch_starts_once_the_decoder_has_settled(tmp_path):

@@ -39,6 +39,15 @@ def test_a_checkpoint_is_mapped_not_read_and_gives_back_what_was_saved(tmp_path)
     assert resident_mib() - before > 48 and read["global_step"] == 7
 
 
+def test_a_state_dict_keeps_the_module_versions_it_was_saved_with(tmp_path):
+    """``load_state_dict`` passes each module its saved version (``_metadata``), which a copy of the
+    dict's tensors alone would drop."""
+    state_dict = torch.nn.BatchNorm1d(4).state_dict()
+    torch.save({"state_dict": state_dict}, tmp_path / "c.ckpt")
+    loaded = MappedCheckpointIO().load_checkpoint(tmp_path / "c.ckpt", weights_only=True)["state_dict"]
+    assert loaded._metadata == state_dict._metadata and loaded._metadata[""]["version"] == 2
+
+
 def test_a_missing_checkpoint_is_named():
     with pytest.raises(FileNotFoundError, match="no/such.ckpt"):
         MappedCheckpointIO().load_checkpoint("/no/such.ckpt")

@@ -16,7 +16,7 @@ from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from ttt_mm.backbone import Backbone, Block
 from ttt_mm.layers import LaCTLayer, TTTLayer
-from ttt_mm.module import full_parameters
+from ttt_mm.module import gathered_initial_state
 from ttt_mm.training.carried_state import CarriedState, Place
 
 MIXERS = {
@@ -44,21 +44,21 @@ def one_process(rank: int, port: int, mixer: str) -> None:
         model = sharded.module
         assert model.blocks[0].mixer.wo.weight.shape != (32, 32)  # a flat shard, outside the forward pass
         a, b = torch.randn(2, 16, 32, dtype=torch.float64), torch.randn(2, 16, 32, dtype=torch.float64)
+        _, plain_state = plain(a)
+        saved = CarriedState()
+        saved.after(plain_state, Place(1, (False, False), (None, None)))
+
+        with pytest.raises(ValueError, match="another model"):
+            CarriedState().restore(saved.saved(), model)  # the template made from shards
+        restored = CarriedState()  # as a resumed run does, before any forward pass
+        restored.restore(saved.saved(), model, gathered_initial_state(sharded, model, 2))
+        torch.testing.assert_close(sharded(b, restored.state)[0], plain(b, plain_state)[0])
+
         restart = torch.tensor([True, False])
         _, state = sharded(a)
         got, _ = sharded(b, state, restart)  # the restarted row's state is made inside each block's forward
-        _, plain_state = plain(a)
         want, _ = plain(b, plain_state, restart)
         torch.testing.assert_close(got, want)
-
-        carried = CarriedState()
-        carried.after(state, Place(1, (False, False), (None, None)))
-        with pytest.raises(ValueError, match="another model"):
-            CarriedState().restore(carried.saved(), model)  # the template made from shards
-        restored = CarriedState()
-        with full_parameters(sharded):  # every process takes part
-            restored.restore(carried.saved(), model)
-        torch.testing.assert_close(sharded(b, restored.state)[0], plain(b, plain_state)[0])
     finally:
         dist.destroy_process_group()
 

@@ -98,11 +98,15 @@ class CarriedState:
         leaves = [leaf.cpu() if isinstance(leaf, Tensor) else leaf for leaf in state_leaves(self.state)]
         return {"step": self.step, "rows": self.rows, "leaves": leaves}
 
-    def restore(self, saved: Mapping[str, Any], backbone: Backbone) -> None:
+    def restore(self, saved: Mapping[str, Any], backbone: Backbone, template: BackboneState | None = None) -> None:
         """Take this process's part of a checkpoint (`saved`); the first batch after it checks that
         it goes on from there. Raises ValueError when the state is not one of ``backbone`` (another
-        model, or one whose mixers cannot go on from it: `Backbone.check_state`)."""
-        state = with_leaves(backbone.initial_state(len(saved["rows"])), saved["leaves"])
+        model, or one whose mixers cannot go on from it: `Backbone.check_state`). ``template``: the
+        shapes of ``backbone.initial_state`` where it cannot make them itself (under FSDP:
+        `ttt_mm.module.gathered_initial_state`)."""
+        if template is None:
+            template = backbone.initial_state(len(saved["rows"]))
+        state = with_leaves(template, saved["leaves"])
         backbone.check_state(state)
         self.state = state
         self.step, self.rows = saved["step"], saved["rows"]

@@ -33,5 +33,9 @@ class MappedCheckpointIO(TorchCheckpointIO):
 
 
 def in_memory(value: Any) -> Any:
-    """``value`` with each tensor copied out of the mapped file."""
-    return apply_to_collection(value, Tensor, Tensor.clone)
+    """``value`` with each tensor copied out of the mapped file (a state dict keeps its ``_metadata``:
+    the module versions ``load_state_dict`` passes to each module's loading)."""
+    copied = apply_to_collection(value, Tensor, Tensor.clone)
+    if hasattr(value, "_metadata"):
+        copied._metadata = value._metadata
+    return copied

@@ -265,11 +265,11 @@ def _resumed(container, stream, after: float):
 
     if stream.time_base is None:
         return None
-    lo, hi = 0.0, 1.0  # (lo failed, or is the place of the damage)
+    span, lo, hi = end - after, 0.0, 1.0  # (lo failed, or is the place of the damage)
     while attempt(after + hi) is None:
-        if after + hi >= end:
+        if hi >= span:  # (on offsets, not times: after + (end - after) can fall an ulp short of end)
             return None
-        lo, hi = hi, min(2 * hi, end - after)
+        lo, hi = hi, min(2 * hi, span)
     while hi - lo > 1.0:
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if attempt(after + mid) is not None else (mid, hi)

@@ -72,5 +72,5 @@ class LaCTState:
         if not all(0 <= c < chunk_size for c in counts):
             raise ValueError(
                 f"its rows are {counts} tokens into their open chunk, which chunk_size={chunk_size} cannot "
-                "finish (a state goes on with the chunk_size it was made with)"
+                "finish (it was made with a larger chunk_size)"
             )

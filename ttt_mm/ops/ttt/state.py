@@ -43,6 +43,8 @@ class TTTState:
         """Raises ValueError when a core with ``mini_batch_size`` cannot go on from this state (its
         open mini-batch is of another size)."""
         K = mini_batch_size
+        if not 0 <= self.pos < K and self.mini_batch_size in (None, K):
+            raise ValueError(f"state.pos must be in [0, {K}); got {self.pos}")
         if not 0 <= self.pos < K or (self.pos and self.mini_batch_size not in (None, K)):
             raise ValueError(
                 f"the state holds {self.pos} tokens of a mini-batch of {self.mini_batch_size or 'unrecorded size'}, "
