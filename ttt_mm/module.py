@@ -309,11 +309,13 @@ class SequenceModel(L.LightningModule):
         begins (with every strategy the restore is done by then; loading to test or embed says nothing).
         The optimizer state of a checkpoint that decayed the tokenizer's codes is regrouped first."""
         self._regroup_optimizer_state(checkpoint)
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
         self._resumed = {
             "optimizer": _optimizer_settings(checkpoint),
             "schedule_steps": checkpoint.get("lr_schedule_steps"),
             "step": checkpoint.get("global_step", 0),
-            "carried_state": _own_part(checkpoint.get("carried_state"), self.global_rank),
+            # only a fit goes on from it: a checkpoint loaded to test or validate leaves it in the file
+            "carried_state": _own_part(checkpoint.get("carried_state"), self.global_rank) if fitting else None,
         }
 
     def _regroup_optimizer_state(self, checkpoint: dict) -> None:
@@ -383,7 +385,10 @@ class SequenceModel(L.LightningModule):
             rows = len(saved[1]["rows"]) if saved[1] is not None else 1
             template = gathered_initial_state(self.trainer.strategy.model, self.backbone, rows)
         if saved is None:
-            why = "the checkpoint does not hold the carried state (it was written by an earlier version)"
+            why = (
+                "the checkpoint does not hold the carried state "
+                "(it was written by an earlier version, or by a run without model.carry_state)"
+            )
         elif saved[0] != self.trainer.world_size:
             world = self.trainer.world_size
             why = f"the checkpoint's carried state is for {saved[0]} processes, this run has {world}"
@@ -403,6 +408,13 @@ class SequenceModel(L.LightningModule):
                 )
             else:
                 log.info("resuming at step %d: %s, so every row starts its clip's state afresh", step, why)
+        elif why is not None:  # a part that only this process refuses (its rows stopped elsewhere in a chunk)
+            log.warning(
+                "resuming at step %d on process %d: %s, so its rows start their clips' state afresh",
+                step,
+                self.global_rank,
+                why,
+            )
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clipping by norm under FSDP: the gradients are sharded, so the root FSDP module takes their

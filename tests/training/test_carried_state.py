@@ -10,6 +10,7 @@ import pytest
 import torch
 from embedhelpers import MIXERS, TOKENIZERS
 from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.trainer.states import TrainerFn
 
 from ttt_mm.backbone import BackboneState, Restart, state_tensors
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, collate
@@ -154,3 +155,14 @@ def test_a_training_batch_says_where_it_stands_before_it_goes_to_the_device():
     assert on_device[PLACE] == place_of(windows(1.0) | {"stream_step": torch.tensor(4)})
     assert on_device[PLACE].step == 4 and on_device[PLACE].reset == (False, False)
     assert [row[1] for row in on_device[PLACE].rows] == pytest.approx([1.0, 1.0])
+
+
+def test_only_a_fit_takes_its_part_of_a_checkpoints_carried_state():
+    """A checkpoint loaded to test or validate never goes on from the state: its part stays in the file
+    (held, it would stay in memory to the process's end: up to GiBs per process for a large LaCT)."""
+    part = {"step": 7, "rows": [None], "leaves": [torch.zeros(4, 4)]}
+    for fn, taken in ((TrainerFn.TESTING, False), (TrainerFn.FITTING, True)):
+        m = model()
+        m._trainer = SimpleNamespace(state=SimpleNamespace(fn=fn), global_rank=0)
+        m.on_load_checkpoint({"global_step": 8, "carried_state": [part]})
+        assert (m._resumed["carried_state"] is not None) == taken
