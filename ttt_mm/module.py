@@ -286,9 +286,14 @@ class SequenceModel(L.LightningModule):
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
+    @property
+    def _carrying_in_fit(self) -> bool:
+        """Whether the carried state goes into checkpoints and out of them: only a fit goes on from it."""
+        return self.hparams.carry_state and self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lr_schedule_steps"] = self._schedule_steps
-        if self.hparams.carry_state and self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+        if self._carrying_in_fit:
             checkpoint["carried_state"] = self._gathered(self._carried.saved())
 
     def _gathered(self, part: Any) -> list | None:
@@ -309,13 +314,14 @@ class SequenceModel(L.LightningModule):
         begins (with every strategy the restore is done by then; loading to test or embed says nothing).
         The optimizer state of a checkpoint that decayed the tokenizer's codes is regrouped first."""
         self._regroup_optimizer_state(checkpoint)
-        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
         self._resumed = {
             "optimizer": _optimizer_settings(checkpoint),
             "schedule_steps": checkpoint.get("lr_schedule_steps"),
             "step": checkpoint.get("global_step", 0),
-            # only a fit goes on from it: a checkpoint loaded to test or validate leaves it in the file
-            "carried_state": _own_part(checkpoint.get("carried_state"), self.global_rank) if fitting else None,
+            # a checkpoint loaded to test or validate leaves it in the file
+            "carried_state": _own_part(checkpoint.get("carried_state"), self.global_rank)
+            if self._carrying_in_fit
+            else None,
         }
 
     def _regroup_optimizer_state(self, checkpoint: dict) -> None:
@@ -397,8 +403,12 @@ class SequenceModel(L.LightningModule):
         else:
             try:
                 self._carried.restore(saved[1], self.backbone, template)
-            except ValueError as err:
+            except ValueError as err:  # each process checks its own part: the first may take its own
                 why = f"the checkpoint's carried state does not fit this model: {err}"
+                if not self.trainer.is_global_zero:
+                    log.warning(
+                        "resuming at step %d on process %d: %s; its rows start afresh", step, self.global_rank, why
+                    )
         if self.trainer.is_global_zero:
             if why is None:
                 log.info(
@@ -408,13 +418,6 @@ class SequenceModel(L.LightningModule):
                 )
             else:
                 log.info("resuming at step %d: %s, so every row starts its clip's state afresh", step, why)
-        elif why is not None:  # a part that only this process refuses (its rows stopped elsewhere in a chunk)
-            log.warning(
-                "resuming at step %d on process %d: %s, so its rows start their clips' state afresh",
-                step,
-                self.global_rank,
-                why,
-            )
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clipping by norm under FSDP: the gradients are sharded, so the root FSDP module takes their
