@@ -432,8 +432,12 @@ class SequenceModel(L.LightningModule):
 def gathered_initial_state(root: nn.Module, backbone: Backbone, batch_size: int) -> BackboneState:
     """``backbone.initial_state(batch_size)``, for its shapes, made under FSDP with each block's
     parameters gathered in turn (outside a forward pass they are flat shards; all at once, the whole
-    model would be on each device), on every process together; ``root``: the model FSDP wraps. Its
-    tensors may view parameters that are freed again on return."""
+    model would be on each device), on every process together; ``root``: the model FSDP wraps. A wrap
+    policy that does not make each block its own FSDP unit leaves no such turns: the whole model is
+    gathered then. Its tensors may view parameters that are freed again on return."""
+    if not all(isinstance(block, FullyShardedDataParallel) for block in backbone.blocks):
+        with _full_parameters(root):
+            return backbone.initial_state(batch_size)
     with _full_parameters(root, recurse=False):  # (FSDP sets itself up from its root, on first use)
         pass
     blocks = []

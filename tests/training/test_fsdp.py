@@ -30,14 +30,14 @@ def backbone(mixer: str) -> Backbone:
     return Backbone(dim=32, depth=2, mixer=MIXERS[mixer]).double()
 
 
-def one_process(rank: int, port: int, mixer: str) -> None:
+def one_process(rank: int, port: int, mixer: str, per_block: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         plain = backbone(mixer)
         sharded = FullyShardedDataParallel(
             backbone(mixer),
-            auto_wrap_policy=ModuleWrapPolicy({Block}),
+            auto_wrap_policy=ModuleWrapPolicy({Block}) if per_block else None,
             use_orig_params=True,
             device_id=torch.device("cpu"),
         )
@@ -72,4 +72,11 @@ def free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])
 def test_restarted_rows_and_a_restored_state_under_fsdp_match_the_unsharded_model(mixer):
-    mp.spawn(one_process, args=(free_port(), mixer), nprocs=2)
+    mp.spawn(one_process, args=(free_port(), mixer, True), nprocs=2)
+
+
+@pytest.mark.slow
+def test_a_restored_state_fits_a_model_whose_blocks_are_not_fsdp_units_of_their_own():
+    """A wrap policy of the user's own may shard the whole model as one unit: its blocks then have
+    no parameters of their own to gather (each resume was refused as being from another model)."""
+    mp.spawn(one_process, args=(free_port(), "ttt_linear", False), nprocs=2)
