@@ -201,6 +201,19 @@ def test_restarted_rows_start_afresh_and_the_others_go_on():
         model(b, mid, restart=torch.tensor([True, False]))
 
 
+def test_a_state_at_a_mini_batch_boundary_goes_on_with_another_mini_batch_size_and_restarts():
+    """At a boundary a TTT state holds nothing tied to its mini-batch size, so a model with another one
+    goes on from it, and restarts rows of it (its recorded size once made the merge refuse)."""
+    torch.manual_seed(0)
+    other = Backbone(dim=32, depth=2, mixer=partial(TTTLayer, num_heads=4, mini_batch_size=4), variant="transformer")
+    a, b = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
+    with torch.no_grad():
+        _, state = tiny("ttt_linear", "transformer")(a)  # 16 tokens: two whole mini-batches of 8
+        y, _ = other(b, state, restart=torch.tensor([True, False]))
+        assert torch.allclose(y[:1], other(b[:1])[0], atol=1e-5)
+        assert torch.allclose(y[1:], other(b, state)[0][1:], atol=1e-5)
+
+
 def test_a_restart_of_no_row_keeps_the_state_and_uses_every_parameter():
     model = tiny("ttt_linear", "mamba")
     a, b = torch.randn(2, 16, 32), torch.randn(2, 16, 32)

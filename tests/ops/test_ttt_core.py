@@ -88,7 +88,8 @@ def test_a_state_with_an_open_mini_batch_refuses_another_mini_batch_size(inner):
     with pytest.raises(ValueError, match="holds 4 tokens of a mini-batch of 8, which mini_batch_size=16 cannot finish"):
         run(inner, inputs, params, ln, 16, state=open_state)
     _, closed = run(inner, tuple(x[:, :, :8] for x in inputs), params, ln, 8)
-    assert closed.pos == 0 and run(inner, inputs, params, ln, 16, state=closed)[1].mini_batch_size == 16
+    assert (closed.pos, closed.mini_batch_size) == (0, None)  # nothing open: any K goes on from it
+    assert run(inner, inputs, params, ln, 16, state=closed)[1].mini_batch_size == 16  # 12 tokens open
 
 
 @pytest.mark.parametrize("inner", ["linear", "mlp"])

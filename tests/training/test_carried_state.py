@@ -99,6 +99,27 @@ def test_a_saved_state_restores_through_a_checkpoint_file(mixer):
     assert rows_equal(following, state, 0) and rows_equal(following, state, 1)
 
 
+def test_a_checkpoint_whose_ttt_states_record_their_mini_batch_size_at_a_boundary_still_restarts_rows():
+    """Earlier versions recorded a TTT state's mini-batch size at a boundary too, where a fresh state
+    now records none: a checkpoint of theirs still merges with a fresh state when a row restarts."""
+    m = model()
+    carried, state = carried_after_one_batch(m)  # 16 tokens: whole mini-batches of 8
+    saved = carried.saved()
+    leaves = saved["leaves"]
+    at_boundary = [
+        i for i, leaf in enumerate(leaves[:-1]) if type(leaf) is int and leaf == 0 and leaves[i + 1] in (None, 8)
+    ]
+    assert len(at_boundary) == 2  # one TTT core per block
+    for i in at_boundary:
+        leaves[i + 1] = 8  # as those versions wrote it
+    restored = CarriedState()
+    restored.restore(saved, m.backbone)
+    batch = windows(1.64) | {"stream_step": torch.tensor(5)}
+    batch["path"] = ["synthetic/other", batch["path"][1]]
+    got = starting_state(restored, m, batch)
+    assert rows_equal(got, m.backbone.initial_state(2), 0) and rows_equal(got, state, 1)
+
+
 def test_a_state_of_another_model_is_refused_and_one_of_another_batch_size_starts_afresh():
     m = model()
     carried, _ = carried_after_one_batch(m)

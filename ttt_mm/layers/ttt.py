@@ -133,7 +133,7 @@ class TTTLayer(nn.Module):
         same). It stays attached to the initial weights, so a stream restarted in training trains them."""
         inner = self.inner_params()
         dtype = torch.float64 if inner[0].dtype == torch.float64 else torch.float32  # as the core's own
-        core = TTTState.initial(inner, batch_size, dtype, self.mini_batch_size)
+        core = TTTState.initial(inner, batch_size, dtype)
         conv = None
         if self.share_qk:
             w = self.wqkv.weight

@@ -92,7 +92,7 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
         else:
             tau = token_scale.to(dtype).clamp_min(0)
         if state is None:
-            state = TTTState.initial(params, B, dtype, K)
+            state = TTTState.initial(params, B, dtype)
         inputs = (q, k, v, lr, ln_weight, ln_bias, tau, *state.params, *state.grads)
         training = torch.is_grad_enabled() and any(x.requires_grad for x in inputs)
         use_fused = _fused_wanted(kernel, q, K, state.params, training)

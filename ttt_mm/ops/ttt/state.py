@@ -18,8 +18,10 @@ class TTTState:
     ``grads`` has the same shapes: the sums ``sum_j lr_j * grad_j`` over the tokens already seen in
     the current, unfinished mini-batch (zeros when ``pos == 0``). ``pos`` is how many tokens of that
     mini-batch were seen, ``0 <= pos < K``. The state never grows with the sequence length.
-    ``mini_batch_size`` is the K it was made with (None: not recorded, for a state built by hand): a
-    call with another K cannot finish that open mini-batch.
+    ``mini_batch_size`` is the K of that open mini-batch, which a call with another K cannot finish
+    (None: none is open, or not recorded, for a state built by hand). At a boundary the state holds
+    nothing tied to K, so it records none there: states of cores with different Ks are alike (a row
+    restarted in a batch merges with them), as are those of checkpoints that recorded one.
     """
 
     params: tuple[Tensor, ...]
@@ -27,13 +29,15 @@ class TTTState:
     pos: int
     mini_batch_size: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.pos == 0:
+            self.mini_batch_size = None
+
     @classmethod
-    def initial(
-        cls, params: tuple[Tensor, ...], batch_size: int, dtype: torch.dtype, mini_batch_size: int | None = None
-    ) -> TTTState:
+    def initial(cls, params: tuple[Tensor, ...], batch_size: int, dtype: torch.dtype) -> TTTState:
         """The state before the first token: the shared initial weights, copied for each batch row."""
         expanded = tuple(p.to(dtype).unsqueeze(0).expand(batch_size, *p.shape) for p in params)
-        return cls(expanded, tuple(torch.zeros_like(p) for p in expanded), 0, mini_batch_size)
+        return cls(expanded, tuple(torch.zeros_like(p) for p in expanded), 0)
 
     def detach(self) -> TTTState:
         """The same state cut from the autograd graph (for carrying state across training windows)."""
