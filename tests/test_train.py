@@ -671,11 +671,13 @@ def test_a_test_only_run_tests_the_checkpoint_it_is_given(tmp_path):
 def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monkeypatch, capsys):
     """Lightning shuts an interrupted fit down and calls exit(1); the run still reports its checkpoints,
     says how to resume, and exits 130 as an interrupted command does (its test run is not started).
-    A resumed run stopped before its first save names the checkpoint it resumed from (it said none)."""
+    A resumed run stopped before its first save names the checkpoint it resumed from (it said none).
+    The steps since the last save are named: they are trained again (it is saved every few steps)."""
+    stop_at = 3
 
     class Interrupt(L.Callback):
         def on_train_batch_end(self, trainer, *args):
-            if trainer.global_step == 3:
+            if trainer.global_step == stop_at:
                 raise KeyboardInterrupt
 
     def build_and_interrupt(cfg):
@@ -683,11 +685,11 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
         trainer.callbacks.append(Interrupt())
         return datamodule, model, trainer
 
-    def interrupted(*overrides):
+    def interrupted(*overrides, folder=tmp_path):
         sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C while it shuts down
         try:
             every = "callbacks.last_checkpoint.every_n_train_steps=2"
-            return run(compose_train(tmp_path, [*TINY, "trainer.max_steps=20", every, "test=true", *overrides]))
+            return run(compose_train(folder, [*TINY, "trainer.max_steps=20", every, "test=true", *overrides]))
         finally:
             signal.signal(signal.SIGINT, sigint)
 
@@ -704,13 +706,19 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
         logging.getLogger().removeHandler(log_file)
         log_file.close()
     assert ended.value.code == 130
-    resume = f"interrupted: resume with ckpt_path={out['last_ckpt']}"
+    resume = f"interrupted at step 3: resume with ckpt_path={out['last_ckpt']} (saved at step 2: the step since is"
     assert resume in capsys.readouterr().err and resume in (tmp_path / "train.log").read_text()
     again = interrupted(f"ckpt_path={out['last_ckpt']}")  # from step 2, stopped at 3: saves at 4
     assert again["interrupted"] and again["last_ckpt"] == out["last_ckpt"]
     with pytest.raises(SystemExit):
         report(again)
-    assert f"interrupted: resume with ckpt_path={out['last_ckpt']}" in capsys.readouterr().err
+    assert resume in capsys.readouterr().err
+    stop_at = 1  # before the first save
+    with pytest.raises(SystemExit):
+        report(interrupted(folder=tmp_path / "early"))
+    printed = capsys.readouterr()
+    assert "last checkpoint: none (interrupted before the first save)" in printed.out
+    assert "interrupted at step 1: no checkpoint was saved (every 2 steps" in printed.err
 
 
 def test_a_run_stopped_by_an_error_says_where_to_resume_and_names_a_dead_loader_worker(tmp_path):

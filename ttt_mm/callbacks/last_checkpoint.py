@@ -46,6 +46,11 @@ class LastCheckpoint(Checkpoint):
         """Where the last checkpoint is (an empty string until one is written), as ``ModelCheckpoint`` says it."""
         return self.path if self._saved_step is not None else ""
 
+    @property
+    def saved_step(self) -> int | None:
+        """The optimizer step the last checkpoint was written at (None until one is written)."""
+        return self._saved_step
+
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return

@@ -292,9 +292,10 @@ def run(cfg: DictConfig) -> dict:
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), None)
     if best and not Path(best).is_file():  # restored from a run that was moved or copied since
         best = None
-    last = next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
+    saver = next((c for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
+    last, last_step = (saver.last_model_path, getattr(saver, "saved_step", None)) if saver else (None, None)
     if interrupted and not last and cfg.get("ckpt_path"):  # stopped before its first save: where it resumed from
-        last = str(Path(cfg.ckpt_path).absolute())
+        last, last_step = str(Path(cfg.ckpt_path).absolute()), resumed_step
     if cfg.get("test") and not interrupted:  # the best weights of this fit; without one, the checkpoint given
         tested = best if cfg.get("train", True) else cfg.get("ckpt_path")
         trainer.test(model, datamodule=datamodule, ckpt_path=tested)
@@ -304,6 +305,9 @@ def run(cfg: DictConfig) -> dict:
         "run_dir": cfg.paths.output_dir,
         "best_ckpt": best,
         "last_ckpt": last,
+        "last_ckpt_step": last_step,
+        "step": trainer.global_step,
+        "save_every": OmegaConf.select(cfg, "callbacks.last_checkpoint.every_n_train_steps"),
         "log_dirs": [lg.log_dir for lg in trainer.loggers],
         "interrupted": interrupted,
         "global_zero": trainer.is_global_zero,
@@ -336,7 +340,7 @@ def report(out: dict) -> None:
         best += " (in the run this one resumed: this run has saved no validated checkpoint yet)"
     lines = [
         "run directory:   " + str(out["run_dir"]),
-        "last checkpoint: " + str(out["last_ckpt"]),
+        "last checkpoint: " + (str(out["last_ckpt"]) if out["last_ckpt"] else _no_last(out)),
         "best checkpoint: " + best,
         "logs:            " + logs,
         *(f"{k}: {v:.4f}" for k, v in shown.items()),
@@ -344,10 +348,31 @@ def report(out: dict) -> None:
     print("\n".join(lines), flush=True)
     to_log_file("\n".join(lines))
     if out.get("interrupted"):
-        resume = f": resume with ckpt_path={out['last_ckpt']}" if out["last_ckpt"] else ""
-        print(f"interrupted{resume}", file=sys.stderr, flush=True)
-        to_log_file(f"interrupted{resume}", logging.WARNING)
+        line = f"interrupted at step {out['step']}: " + _how_to_resume(out)
+        print(line, file=sys.stderr, flush=True)
+        to_log_file(line, logging.WARNING)
         sys.exit(130)
+
+
+def _no_last(out: dict) -> str:
+    if out.get("interrupted") and out.get("save_every"):
+        return "none (interrupted before the first save)"
+    return "none (this run saves no checkpoint to resume from)"
+
+
+def _how_to_resume(out: dict) -> str:
+    """What an interrupted run can resume from, and what resuming trains again: last.ckpt is saved every
+    few steps, not when the run is stopped (a Ctrl-C may fall inside an optimizer step)."""
+    if not out["last_ckpt"]:
+        every = out.get("save_every")
+        when = f" (every {every} steps: callbacks.last_checkpoint.every_n_train_steps)" if every else ""
+        return f"no checkpoint was saved{when}, so there is nothing to resume from"
+    line = f"resume with ckpt_path={out['last_ckpt']}"
+    saved, lost = out.get("last_ckpt_step"), out["step"] - (out.get("last_ckpt_step") or 0)
+    if saved is not None and lost > 0:
+        since = "the step since is" if lost == 1 else f"the {lost} steps since are"
+        line += f" (saved at step {saved}: {since} trained again)"
+    return line
 
 
 WORKER_DIED = "a data loader worker died"
