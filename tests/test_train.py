@@ -177,6 +177,14 @@ def test_fast_dev_run(data, model, tmp_path, media_tree):
     assert torch.isfinite(torch.tensor([metrics["train/loss"], metrics["val/loss"]])).all()
 
 
+def test_test_true_without_a_test_clip_is_a_config_error_before_training(tmp_path):
+    """It said, after the whole training, that the test files failed or were silent."""
+    cfg = compose_train(tmp_path, [*TINY, "test=true", "data.test_fraction=0"])
+    with pytest.raises(ConfigError, match=r"test=true, but no clip of the \d+ falls in the test split"):
+        run(cfg)
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 def test_test_split_is_scored_with_the_best_checkpoint(tmp_path):
     cfg = compose_train(
         tmp_path,

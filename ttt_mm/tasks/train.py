@@ -270,6 +270,12 @@ def run(cfg: DictConfig) -> dict:
         datamodule.setup("fit")
     except (OSError, ValueError) as err:  # (OSError: a skip list or index cache that cannot be written, say)
         raise ConfigError(f"data: {err}") from None
+    if cfg.get("test") and not datamodule.splits["test"]:  # (said now, not after the training)
+        raise ConfigError(
+            f"test=true, but no clip of the {len(datamodule.clips)} falls in the test split "
+            f"(data.test_fraction={datamodule.test_fraction:g}, or a manifest's split column): raise "
+            "data.test_fraction, or leave out test=true"
+        )
     if cfg.get("train", True):
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
