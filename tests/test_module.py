@@ -72,6 +72,23 @@ def test_carrying_state_needs_a_bounded_mixer():
         model("attention", carry_state=True)
 
 
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ({"lr": -1.0}, "model.lr must be a positive number; got -1.0"),
+        ({"betas": (0.9, 1.5)}, r"model.betas must be two numbers in \[0, 1\)"),
+        ({"weight_decay": -1.0}, "model.weight_decay must be 0 or more"),
+        ({"warmup_steps": -5}, "model.warmup_steps must be 0 or more"),
+        ({"min_lr_ratio": 2.0}, r"model.min_lr_ratio must lie in \[0, 1\]"),
+    ],
+)
+def test_optimizer_settings_out_of_range_are_refused_when_the_model_is_built(setting, message):
+    """The optimizer refused a negative rate only at the first step, with a traceback; a negative
+    warm-up or weight decay ran quietly as something else."""
+    with pytest.raises(ValueError, match=message):
+        model("ttt_linear", **setting)
+
+
 def test_lact_initial_fast_weights_and_qk_affine_take_no_weight_decay():
     m = model("lact")
     skip = m._no_decay()

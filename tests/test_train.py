@@ -465,6 +465,9 @@ def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path)
         (["data.eval_batch_size=0"], "data.eval_batch_size must be a whole number >= 1; got 0"),
         (["data.val_fraction=-0.5"], "data.val_fraction must lie in [0, 1]; got -0.5"),
         (["data.probe_timeout=-100"], "data.probe_timeout must be a positive number of seconds; got -100"),
+        (["data.min_seconds=-1"], "data.min_seconds must be a number of seconds, 0 or more; got -1"),
+        (["model.backbone.mixer.mini_batch_size=0"], "mini_batch_size and conv_kernel must be positive; got 4, 0, 4"),
+        (["model.lr=-1"], "error: model.lr must be a positive number; got -1"),
         (["data.skip_list=."], "data.skip_list=. is a folder; it names a file"),
         (["seed=-1"], "seed must be a whole number from 0 to 2**32 - 1; got -1"),
         (
@@ -475,6 +478,10 @@ def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path)
 )
 @pytest.mark.slow
 def test_missing_or_wrong_data_paths_are_clear_errors(overrides, message, tmp_path):
+    """Also in a run folder that an earlier run left a last.ckpt in: nothing has trained, so nothing
+    says to resume (a mistake in the model's settings did)."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
     done = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={tmp_path}"],
         cwd=tmp_path,
@@ -483,6 +490,7 @@ def test_missing_or_wrong_data_paths_are_clear_errors(overrides, message, tmp_pa
         timeout=120,
     )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert "resume with" not in done.stderr
 
 
 # Two rows, each walking 8 s clips in two 4 s windows (144 tokens of the default data), four steps.

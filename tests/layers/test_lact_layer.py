@@ -307,6 +307,7 @@ def test_the_fast_weight_initial_values_and_qk_affine_are_exempt_from_weight_dec
         ({"chunk_size": 0}, "positive"),
         ({"window": 0}, "positive"),
         ({"base_lr": 0.0}, "positive"),
+        ({"fast_heads": 0}, "fast_heads must be positive"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(kwargs, message):

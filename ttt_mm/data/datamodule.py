@@ -40,13 +40,17 @@ MIN_FILES_FOR_VALIDATION = 3
 """With fewer usable files than this, validation runs on the training files (with a warning)."""
 
 
-def _check_settings(positive: dict, counts: dict, fractions: dict, seed) -> None:
+def _check_settings(positive: dict, non_negative: dict, counts: dict, fractions: dict, seed) -> None:
     """Values that would otherwise fail deep inside a run (a division by zero, a DataLoader's own
-    error) or quietly do nothing (a negative validation fraction): a ValueError naming the key."""
+    error) or quietly do something else (a negative validation fraction, or minimum length): a
+    ValueError naming the key."""
     for key, value in positive.items():
         if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
             unit = " of seconds" if key.endswith(("_seconds", "_timeout")) else ""
             raise ValueError(f"data.{key} must be a positive number{unit}; got {value}")
+    for key, value in non_negative.items():
+        if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
+            raise ValueError(f"data.{key} must be a number of seconds, 0 or more; got {value}")
     for key, value in counts.items():
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             raise ValueError(f"data.{key} must be a whole number >= 1; got {value}")
@@ -120,6 +124,11 @@ class MediaDataModule(L.LightningDataModule):
                 "fps": fps,
                 "size": size,
                 "probe_timeout": probe_timeout,
+            },
+            non_negative={
+                "min_seconds": min_seconds,
+                "audio_context_seconds": audio_context_seconds,
+                "timeout": timeout,
             },
             counts={"batch_size": batch_size, "eval_batch_size": eval_batch_size},
             fractions={"val_fraction": val_fraction, "test_fraction": test_fraction},

@@ -32,6 +32,8 @@ class AttentionLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, rope_theta: float = 10000.0):
         super().__init__()
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be positive; got {num_heads}")
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads, self.head_dim, self.rope_theta = num_heads, dim // num_heads, rope_theta

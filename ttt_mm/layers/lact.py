@@ -134,6 +134,8 @@ class LaCTLayer(nn.Module):
         rope_theta: float = 10000.0,
     ):
         super().__init__()
+        if num_heads < 1 or fast_heads < 1:
+            raise ValueError(f"num_heads and fast_heads must be positive; got {num_heads}, {fast_heads}")
         if dim % num_heads or (dim // num_heads) % 2:
             raise ValueError(f"dim ({dim}) must split into num_heads ({num_heads}) heads of even width (RoPE)")
         if dim % fast_heads:

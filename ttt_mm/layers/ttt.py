@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -69,6 +70,13 @@ class TTTLayer(nn.Module):
         rope_theta: float = 10000.0,
     ):
         super().__init__()
+        if num_heads < 1 or mini_batch_size < 1 or conv_kernel < 1:
+            raise ValueError(
+                f"num_heads, mini_batch_size and conv_kernel must be positive; got {num_heads}, {mini_batch_size}, "
+                f"{conv_kernel}"
+            )
+        if base_lr is not None and not 0 < base_lr < math.inf:
+            raise ValueError(f"base_lr must be positive; got {base_lr}")
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         if inner not in ("linear", "mlp"):

@@ -15,11 +15,13 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from ttt_mm.callbacks import last_checkpoint
 from ttt_mm.data import reading_notes
@@ -444,7 +446,7 @@ def main(cfg: DictConfig) -> None:
     with config_errors_end_the_command():
         try:
             out = run(cfg)
-        except ConfigError:
+        except (ConfigError, InstantiationException, MissingMandatoryValue):  # (nothing has trained)
             raise
         except Exception as exc:
             line = where_to_resume(cfg, exc)
