@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -344,6 +345,13 @@ def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, 
     assert f"{sidecars[-1]}: unreadable sidecar" in caplog.text
     with pytest.raises(ConfigError, match="either ckpt"):
         run(_cfg(ckpt=ckpts["audio"], embeddings=tmp_path / "emb", input=manifest))
+
+    copies = tmp_path / "copies"  # other files: one error line, not a "left out" line for each, then
+    shutil.copytree(tones, copies)  # "fewer than 2 classes"
+    caplog.clear()
+    with pytest.raises(ConfigError, match=r"embeds none of the 20 clips of input=.*copies \(it holds .*\.wav, say"):
+        run(_cfg(embeddings=tmp_path / "emb", input=copies, output=tmp_path / "d"))
+    assert f"left out: {copies}" not in caplog.text
 
 
 def test_an_embedding_folder_from_two_checkpoints_is_refused(ckpts, tones, tmp_path, caplog):

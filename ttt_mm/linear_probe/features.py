@@ -170,6 +170,10 @@ class EmbeddingFolder:
                 root,
             )
 
+    def holds(self, clip: ClipInfo) -> bool:
+        """Whether the folder has an embedding of ``clip`` (of its file, over its span)."""
+        return _span_key(clip.name, clip.start, clip.end) in self.stems
+
     def __call__(self, clip: ClipInfo, rows: bool) -> FileFeatures:
         stem = self.stems.get(_span_key(clip.name, clip.start, clip.end))
         if stem is None:

@@ -297,6 +297,12 @@ def run(cfg: DictConfig) -> dict:
     dropped |= lonely
     extractors = build_extractors(cfg, baselines)
     output = results_folder(cfg.output)  # (before files are read: a folder that cannot be made is a config error)
+    if extractors.folder is not None and clips and not any(extractors.folder.holds(c) for c in clips):
+        held = next(iter(extractors.folder.stems))[0]  # (one line, not a "left out" line for each clip)
+        raise ConfigError(
+            f"embeddings={cfg.embeddings} embeds none of the {len(clips)} clips of input={cfg.input} (it holds "
+            f"{held}, say; the input {clips[0].name}): run the embed task on this input, or give its embeddings"
+        )
     rows = bool(cfg.rows)
     selection = index_clips(clips, extractors.spec, cfg.get("index_cache"))  # probed in subprocesses first
     unread = [(c.segment, reason) for c in clips if (reason := selection.reason_of(c))]  # each span of a bad file
