@@ -842,11 +842,14 @@ def test_every_dataset_notes_the_file_its_worker_reads(tmp_path, monkeypatch, ki
 
 def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path):
     first = run(compose_train(tmp_path / "a", [*TINY, "trainer.max_steps=2"]))
+    logs = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("version_*"))
+    assert logs == ["a/csv/version_0", "a/tensorboard/version_0"]
     other_model = [*TINY, "size=small", f"ckpt_path={first['last_ckpt']}"]
     with pytest.raises(
         ConfigError, match=r"cannot resume this run \(Missing key\(s\) in state_dict: .{100,200} \.\.\.\)"
     ):
-        run(compose_train(tmp_path / "b", other_model))
+        run(compose_train(tmp_path / "a", other_model))  # in place, as a resume runs
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("version_*")) == logs  # no empty version_1
     regrouped = tmp_path / "regrouped.ckpt"  # as written by a version that decayed one more parameter
     ckpt = torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)
     decayed, kept = ckpt["optimizer_states"][0]["param_groups"]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -279,6 +281,7 @@ def run(cfg: DictConfig) -> dict:
             "data.test_fraction, or leave out test=true"
         )
     if cfg.get("train", True):
+        new_log_dirs = [d for lg in trainer.loggers if (d := lg.log_dir) and not os.path.exists(d)]
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         except SystemExit:  # Lightning ends an interrupted fit (Ctrl-C) with exit(1) after its shutdown
@@ -290,6 +293,8 @@ def run(cfg: DictConfig) -> dict:
             lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
             first = next((line for line in lines if not line.endswith(":")), lines[0])  # (what differs, not a heading)
             first = first if len(first) <= 200 else first[:200] + " ..."
+            for folder in new_log_dirs:  # this attempt's empty log versions (beside the run's own)
+                shutil.rmtree(folder, ignore_errors=True)
             raise ConfigError(
                 f"ckpt_path={cfg.ckpt_path} cannot resume this run ({first}); resume with the overrides "
                 "that trained it (its run directory's .hydra/overrides.yaml)"
