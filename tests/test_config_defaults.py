@@ -20,6 +20,7 @@ from ttt_mm.data.index import index_files
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.tasks.common import (
     ConfigError,
+    Interrupted,
     config_error_message,
     config_errors_end_the_command,
     extensions_of,
@@ -126,6 +127,9 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130_also_in_the_log_file
         handler.close()
     assert ended.value.code == 130 and capsys.readouterr().err == "interrupted\n"
     assert (tmp_path / "train.log").read_text() == "interrupted\n"
+    with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
+        raise Interrupted("nothing was written")  # a command that knows what it left behind says so
+    assert ended.value.code == 130 and capsys.readouterr().err == "interrupted: nothing was written\n"
 
 
 def test_a_crash_goes_on_up_with_its_traceback_also_in_the_log_file(tmp_path):

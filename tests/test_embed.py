@@ -25,7 +25,7 @@ from ttt_mm.data import decode
 from ttt_mm.embed import Embedder, Stream, load_parts
 from ttt_mm.embed.files import NpyRowWriter, load
 from ttt_mm.tasks import embed as task
-from ttt_mm.tasks.common import ConfigError
+from ttt_mm.tasks.common import ConfigError, Interrupted
 from ttt_mm.tasks.probe import main as probe_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -491,6 +491,18 @@ def test_interrupted_run_leaves_no_partial_output(ckpts, folder, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=out, window_seconds=0.4))
     assert [p.name for p in out.rglob("*") if p.is_file()] == []  # nothing final, no temporaries
+
+
+def test_a_run_interrupted_while_its_inputs_are_probed_says_nothing_was_written(ckpts, folder, tmp_path, monkeypatch):
+    """It said that finished outputs were kept and the file in progress not written."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(task, "index_clips", interrupted)
+    with pytest.raises(Interrupted, match=r"^nothing was written \(the inputs were being listed and probed\)$"):
+        task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def _command(*args: str) -> list[str]:

@@ -25,7 +25,8 @@ from ttt_mm.eval.rollout import rollout
 from ttt_mm.eval.scoring import HORIZON_FIELDS, ClipScorer
 from ttt_mm.eval.tables import SKIP_LIST, remove_earlier_figures, skip_list_set_aside
 from ttt_mm.module import SequenceModel
-from ttt_mm.tasks.common import CONF_DIR, ConfigError
+from ttt_mm.tasks import evaluate as evaluate_task
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted
 from ttt_mm.tasks.evaluate import load_models, report, run, warn_if_incomparable
 from ttt_mm.tokenizers import VIDEO, AudioTokenizer, VideoTokenizer
 
@@ -382,6 +383,18 @@ def test_a_rerun_into_the_same_output_reads_every_file_afresh(folder, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4", "no_audio.mp4"]
     assert sorted(Path(s["path"]).name for s in result["skipped"]) == ["empty.mp4", "noise.mkv"]
+
+
+def test_an_interrupted_evaluation_says_no_metrics_were_written(folder, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_task, "evaluate", interrupted)
+    out = tmp_path / "out"
+    args = [*command_args(folder, out), f"ckpt={folder[2][0]}", "rollout_steps=0", "plots=false"]
+    with pytest.raises(Interrupted, match=f"^no metrics were written to {out} "):
+        run(compose_evaluate(*args, f"paths.output_dir={out}"))
+    assert not (out / "metrics.json").exists()
 
 
 def test_missing_checkpoint_is_a_config_error(tmp_path):

@@ -74,6 +74,11 @@ def to_log_file(text: str, level: int = logging.INFO) -> None:
         handler.handle(record)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C that says what it left behind: ``Interrupted("nothing was written")`` ends a command
+    with ``interrupted: nothing was written`` (`config_errors_end_the_command`)."""
+
+
 class SweepJobError(CompactHydraException):
     """A config mistake in one job of a Hydra sweep (``-m``): the job fails, the sweep goes on, and
     its end names the job and this message (`ttt_mm.tasks.sweep_report`; exit status 1)."""
@@ -91,9 +96,10 @@ def config_errors_end_the_command() -> Iterator[None]:
     goes on up as it is, its traceback also written to the job's log file (Hydra prints it only)."""
     try:
         yield
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        to_log_file("interrupted", logging.WARNING)
+    except KeyboardInterrupt as err:
+        line = f"interrupted: {err}" if isinstance(err, Interrupted) else "interrupted"
+        print(line, file=sys.stderr)
+        to_log_file(line, logging.WARNING)
         sys.exit(130)
     except (ConfigError, IndexCacheError, InstantiationException, MissingMandatoryValue) as err:
         if isinstance(err, MissingMandatoryValue):

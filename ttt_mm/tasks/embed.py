@@ -63,6 +63,7 @@ from ttt_mm.storage.atomic import remove_stale_temporaries, replaced, write_json
 from ttt_mm.tasks.common import (
     CONF_DIR,
     ConfigError,
+    Interrupted,
     SweepJobError,
     config_errors_end_the_command,
     extensions_of,
@@ -244,14 +245,17 @@ def run(cfg: DictConfig) -> Summary:
             raise ConfigError(f"{key}=<path> is required")
     if threads := positive_count(cfg.threads, "threads", "torch's default"):
         torch.set_num_threads(threads)
-    clips, single, classes = list_inputs(str(cfg.input), extensions_of(cfg.extensions))
-    output = sweep_job_folder(cfg.output)
-    if output.exists() and not output.is_dir():  # (said now: a run of bad inputs only would not make it)
-        raise ConfigError(f"output={output} cannot be made a folder: a file of that name exists")
-    check_outputs_apart(clips, output)
-    embedder, meta = build(cfg)
-    summary = Summary(single=single, output=str(output))
-    selection = index_clips(clips, embedder.read_spec(), cfg.get("index_cache"))  # probed in subprocesses first
+    try:
+        clips, single, classes = list_inputs(str(cfg.input), extensions_of(cfg.extensions))
+        output = sweep_job_folder(cfg.output)
+        if output.exists() and not output.is_dir():  # (said now: a run of bad inputs only would not make it)
+            raise ConfigError(f"output={output} cannot be made a folder: a file of that name exists")
+        check_outputs_apart(clips, output)
+        embedder, meta = build(cfg)
+        summary = Summary(single=single, output=str(output))
+        selection = index_clips(clips, embedder.read_spec(), cfg.get("index_cache"))  # probed in subprocesses first
+    except KeyboardInterrupt:
+        raise Interrupted("nothing was written (the inputs were being listed and probed)") from None
     for clip in clips:  # each span of a file left out whole is an output not made
         if not (reason := selection.reason_of(clip)):
             continue
@@ -315,9 +319,10 @@ def main(cfg: DictConfig) -> None:
     with config_errors_end_the_command():
         try:
             summary = run(cfg)
-        except KeyboardInterrupt:
-            print("interrupted: finished outputs are kept, the file in progress was not written", file=sys.stderr)
-            sys.exit(130)
+        except KeyboardInterrupt as err:
+            if isinstance(err, Interrupted):
+                raise
+            raise Interrupted("finished outputs are kept, the file in progress was not written") from None
     if summary.single and summary.failed:
         name, reason = summary.failed[0]
         print(f"error: {name}: {reason}", file=sys.stderr)

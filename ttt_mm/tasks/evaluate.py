@@ -38,6 +38,7 @@ from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import (
     CONF_DIR,
     ConfigError,
+    Interrupted,
     config_errors_end_the_command,
     names_of,
     positive_count,
@@ -171,15 +172,24 @@ def run(cfg: DictConfig) -> dict:
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
     window = window or datamodule.eval_window_seconds
     window = check_window(models, window)
-    with skip_list_set_aside(output) as had_skip_list:  # (the new list is opened and appended to here)
-        clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
-    if earlier := remove_earlier_figures(output, had_skip_list):
-        log.info("output %s held an earlier evaluation: %s", output, earlier)
-    skips = datamodule.skips
-    log.info(
-        "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s", len(models), len(clips), window, output
-    )
-    result = evaluate(models, clips, datamodule.spec, window, options, skips, output)
+    try:
+        with skip_list_set_aside(output) as had_skip_list:  # (the new list is opened and appended to here)
+            clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
+        if earlier := remove_earlier_figures(output, had_skip_list):
+            log.info("output %s held an earlier evaluation: %s", output, earlier)
+        skips = datamodule.skips
+        log.info(
+            "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s",
+            len(models),
+            len(clips),
+            window,
+            output,
+        )
+        result = evaluate(models, clips, datamodule.spec, window, options, skips, output)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"no metrics were written to {output} (they are written once every clip is evaluated)"
+        ) from None
     result["skipped"] = [{"path": p, "reason": r} for p, r in datamodule.rejected.items()] + result["skipped"]
     settings = {
         "split": str(cfg.split),

@@ -48,6 +48,7 @@ from ttt_mm.linear_probe.tables import write_outputs
 from ttt_mm.tasks.common import (
     CONF_DIR,
     ConfigError,
+    Interrupted,
     config_errors_end_the_command,
     extensions_of,
     names_of,
@@ -413,7 +414,11 @@ def report(out: dict) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="linear_probe")
 def main(cfg: DictConfig) -> None:
     with config_errors_end_the_command():
-        report(run(cfg))
+        try:
+            out = run(cfg)
+        except KeyboardInterrupt:
+            raise Interrupted("no results were written (they are written once every probe is fitted)") from None
+        report(out)
 
 
 if __name__ == "__main__":
