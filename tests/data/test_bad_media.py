@@ -412,6 +412,24 @@ def test_an_ogg_that_ffmpeg_cannot_open_has_no_video_to_blame(tmp_path):
     assert record["has_video"] is False and "video_error" not in record
 
 
+def test_an_mp4_cut_before_its_index_says_it_may_be_truncated(tmp_path):
+    """FFmpeg says "moov atom not found" only on its log, which is silenced: the reason was only that
+    the file is not a readable media container."""
+    whole = write_video(tmp_path / "whole.mp4", seconds=1.0, fps=10, width=64, height=48).read_bytes()
+    assert whole.index(b"mdat") < whole.index(b"moov")  # (written without faststart: the index comes last)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[: whole.index(b"moov") - 4])  # every frame, but not the index
+    with pytest.raises(MediaError, match=r"container \(ffmpeg could not open it; an MP4/MOV file without its index"):
+        decode.probe(cut)
+    cut.write_bytes(whole[: len(whole) // 3])
+    reason = describe(str(cut))["error"]
+    assert reason.endswith("cut short before its index, the moov box: truncated, or still being written?)")
+    assert skiplist.reason_kind(reason) == "not a readable media container"  # counted with the others
+    with pytest.raises(MediaError, match=r"container \(ffmpeg could not open it\)$"):  # not an MP4: no guess
+        (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+        decode.probe(tmp_path / "noise.mp4")
+
+
 def test_video_in_an_mpeg_transport_stream_is_refused_with_how_to_remux_it(tmp_path):
     """decord's seeks in MPEG program and transport streams land seconds off the frame asked for, and
     PyAV's frame index does not match their decoded frames: every window would be other pictures."""

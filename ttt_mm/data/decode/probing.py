@@ -12,6 +12,7 @@ import numpy as np
 from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, placed_track, read_samples, sf_info
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import MediaError, checked_stat, open_reason, without_frames
+from ttt_mm.data.decode.isobmff import missing_index
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
 from ttt_mm.data.decode.video import TIME_UNSEEKABLE_FORMATS, read_frames, seeks_land_exactly, video_index
 
@@ -223,7 +224,8 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
     else:
         present = _streams_present(path)  # FFmpeg's list of streams: which ones a backend must read
         if present is None and libsndfile is None:
-            raise MediaError(path, UNREADABLE)
+            hint = missing_index(path)
+            raise MediaError(path, f"{UNREADABLE[:-1]}; {hint})" if hint else UNREADABLE)  # (counted as one kind)
         if present is not None and present.empty and libsndfile is None:
             raise MediaError(path, NO_STREAMS)
     fields: dict = {"path": path, "num_bytes": st.st_size, "has_audio": None, "has_video": None}

@@ -1,0 +1,43 @@
+"""Why FFmpeg cannot open an MP4/MOV file: the top-level boxes of the ISO base media format
+(ISO/IEC 14496-12) say whether its index (the ``moov`` box) is missing or the file is cut short.
+FFmpeg says so only on its log ("moov atom not found"), which the decoders silence."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+_CONTAINER_START = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")
+"""Box types a QuickTime/MP4 file may open with (``wide`` and ``pnot``: older QuickTime files)."""
+
+
+def missing_index(path: str | os.PathLike) -> str | None:
+    """A hint for an MP4/MOV file that cannot be opened: it has no ``moov`` box, or is cut short before
+    one; None when the file is not one of them or has its index (FFmpeg's trouble is elsewhere)."""
+    seen, cut = [], False
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            at = 0
+            while at + 8 <= size and len(seen) < 10_000:
+                f.seek(at)
+                length, kind = struct.unpack(">I4s", f.read(8))
+                if not seen and kind not in _CONTAINER_START:
+                    return None  # another container: a hint would be a guess
+                seen.append(kind)
+                header = 8
+                if length == 1:  # a 64-bit size follows the type
+                    header = 16
+                    length = struct.unpack(">Q", f.read(8))[0] if at + 16 <= size else 0
+                elif length == 0:  # the box runs to the end of the file
+                    length = size - at
+                if length < header or at + length > size:
+                    cut = True
+                    break
+                at += length
+    except OSError:
+        return None
+    if not seen or b"moov" in seen:
+        return None
+    where = "cut short before its index" if cut else "without its index"
+    return f"an MP4/MOV file {where}, the moov box: truncated, or still being written?"
