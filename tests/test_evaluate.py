@@ -258,6 +258,7 @@ def test_a_checkpoint_of_one_stream_is_evaluated_with_the_other_streams_keys_lef
         ("window_seconds=abc", "window_seconds must be a number of seconds > 0 (or null for the data's validation"),
         ("window_seconds=0", "window_seconds must be a number of seconds > 0"),  # not the default in disguise
         ("window_seconds=-4", "window_seconds must be a number of seconds > 0"),
+        ("threads=0", "threads must be a whole number >= 1 (or null for torch's default); got 0"),
     ],
 )
 def test_a_value_of_the_wrong_kind_is_a_config_error_naming_its_key(tmp_path, model, override, message):
@@ -383,6 +384,15 @@ def test_a_rerun_into_the_same_output_reads_every_file_afresh(folder, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4", "no_audio.mp4"]
     assert sorted(Path(s["path"]).name for s in result["skipped"]) == ["empty.mp4", "noise.mkv"]
+
+
+def test_threads_sets_torchs_cpu_threads(folder, tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)
+    out = tmp_path / "out"
+    args = [*command_args(folder, out), f"ckpt={folder[2][0]}", "rollout_steps=0", "plots=false", "max_files=1"]
+    run(compose_evaluate(*args, f"paths.output_dir={out}", "threads=1"))
+    assert asked == [1]
 
 
 def test_an_interrupted_evaluation_says_no_metrics_were_written(folder, tmp_path, monkeypatch):

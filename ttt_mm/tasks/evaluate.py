@@ -141,6 +141,8 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError("ckpt is required: ckpt=<path> or ckpt=[a.ckpt,b.ckpt]")
     ckpts = [str(c) for c in cfg.ckpt] if isinstance(cfg.ckpt, (list, ListConfig)) else [str(cfg.ckpt)]
     names = names_of(cfg.get("names"))
+    if threads := positive_count(cfg.get("threads"), "threads", "torch's default"):
+        torch.set_num_threads(threads)
     options = Options(
         int(cfg.rollout_steps),
         int(cfg.ssim_window),
