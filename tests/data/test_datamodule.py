@@ -323,6 +323,19 @@ def test_no_usable_file_is_one_error_with_the_reasons_counted(media, tmp_path):
     )
 
 
+def test_sound_files_read_as_videos_say_which_modalities_to_set(media, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        shutil.copy(media["wav16k"], data / f"{i}.wav")
+    dm = folder_module(data, tmp_path / "run", modalities=["video"])
+    with pytest.raises(ValueError, match=r"3 x no video stream \(3 have no video stream: files of audio alone need "):
+        dm.setup("fit")
+    dm = folder_module(data, tmp_path / "run2", modalities=["audio", "video"])
+    with pytest.raises(ValueError, match=r"need data.modalities=\[audio\] tokenizer=audio\); each is listed"):
+        dm.setup("fit")
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 4])
 def test_small_folders_still_validate(tmp_path, caplog, count):
     data = tmp_path / "data"
