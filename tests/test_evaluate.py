@@ -402,9 +402,12 @@ def test_an_interrupted_evaluation_says_no_metrics_were_written(folder, tmp_path
     monkeypatch.setattr(evaluate_task, "evaluate", interrupted)
     out = tmp_path / "out"
     args = [*command_args(folder, out), f"ckpt={folder[2][0]}", "rollout_steps=0", "plots=false"]
-    with pytest.raises(Interrupted, match=f"^no metrics were written to {out} "):
+    with pytest.raises(Interrupted, match=f"^no metrics were written to {out} .*evaluated\\)$"):
         run(compose_evaluate(*args, f"paths.output_dir={out}"))
     assert not (out / "metrics.json").exists()
+    (out / "metrics.json").write_text("{}")  # an earlier evaluation's, which stays
+    with pytest.raises(Interrupted, match="evaluated; the metrics.json there is an earlier evaluation's\\)$"):
+        run(compose_evaluate(*args, f"paths.output_dir={out}"))
 
 
 def test_missing_checkpoint_is_a_config_error(tmp_path):

@@ -177,12 +177,21 @@ def test_fast_dev_run(data, model, tmp_path, media_tree):
     assert torch.isfinite(torch.tensor([metrics["train/loss"], metrics["val/loss"]])).all()
 
 
-def test_test_true_without_a_test_clip_is_a_config_error_before_training(tmp_path):
-    """It said, after the whole training, that the test files failed or were silent."""
+def test_test_true_without_a_test_clip_is_a_config_error_before_training(tmp_path, media_tree):
+    """It said, after the whole training, that the test files failed or were silent. A manifest that
+    splits its rows itself is told so (the fraction is not used there)."""
     cfg = compose_train(tmp_path, [*TINY, "test=true", "data.test_fraction=0"])
-    with pytest.raises(ConfigError, match=r"test=true, but no clip of the \d+ falls in the test split"):
+    with pytest.raises(ConfigError, match=r"test=true, but no clip of the \d+ falls in the test split \(data.test_fr"):
         run(cfg)
     assert not list(tmp_path.rglob("*.ckpt"))
+    manifest = tmp_path / "split.csv"
+    rows = [
+        f"{media_tree['videos']}/{c}/{n},{s}\n" for c, n, s in [("bounce", "a.mp4", "train"), ("still", "c.mp4", "val")]
+    ]
+    manifest.write_text("path,split\n" + "".join(rows))
+    cfg = compose_train(tmp_path / "m", [*TINY, *data_overrides("manifest", media_tree), f"data.root={manifest}"])
+    with pytest.raises(ConfigError, match=r"test split \(the manifest's split column names no test row"):
+        run(OmegaConf.merge(cfg, {"test": True}))
 
 
 def test_test_split_is_scored_with_the_best_checkpoint(tmp_path):
@@ -466,8 +475,8 @@ def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path)
         (["data.val_fraction=-0.5"], "data.val_fraction must lie in [0, 1]; got -0.5"),
         (["data.probe_timeout=-100"], "data.probe_timeout must be a positive number of seconds; got -100"),
         (["data.min_seconds=-1"], "data.min_seconds must be a number of seconds, 0 or more; got -1"),
-        (["model.backbone.mixer.mini_batch_size=0"], "mini_batch_size and conv_kernel must be positive; got 4, 0, 4"),
-        (["model.lr=-1"], "error: model.lr must be a positive number; got -1"),
+        (["model.backbone.mixer.mini_batch_size=0"], "num_heads and mini_batch_size must be positive; got 4, 0"),
+        (["model.lr=-1"], "error: model.lr must be a number >= 0; got -1"),
         (["data.skip_list=."], "data.skip_list=. is a folder; it names a file"),
         (["seed=-1"], "seed must be a whole number from 0 to 2**32 - 1; got -1"),
         (
@@ -850,6 +859,26 @@ def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path
     ):
         run(compose_train(tmp_path / "a", other_model))  # in place, as a resume runs
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("version_*")) == logs  # no empty version_1
+
+
+def test_an_error_read_as_a_refused_resume_after_training_went_on_keeps_the_logs(tmp_path, monkeypatch):
+    """Only an attempt that trained nothing has its log versions removed."""
+    first = run(compose_train(tmp_path, [*TINY, "trainer.max_steps=2"]))
+
+    class FailsLater(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 3:
+                raise RuntimeError("PytorchStreamReader failed reading a file it had to read")
+
+    def build_and_fail(cfg):
+        datamodule, model, trainer = build(cfg)
+        trainer.callbacks.append(FailsLater())
+        return datamodule, model, trainer
+
+    monkeypatch.setattr(train_task, "build", build_and_fail)
+    with pytest.raises(ConfigError):
+        run(compose_train(tmp_path, [*TINY, "trainer.max_steps=6", f"ckpt_path={first['last_ckpt']}"]))
+    assert (tmp_path / "csv" / "version_1").is_dir() and (tmp_path / "tensorboard" / "version_1").is_dir()
     regrouped = tmp_path / "regrouped.ckpt"  # as written by a version that decayed one more parameter
     ckpt = torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)
     decayed, kept = ckpt["optimizer_states"][0]["param_groups"]

@@ -95,7 +95,6 @@ class SequenceModel(L.LightningModule):
             raise ValueError(f"predict must be one of {PREDICT}; got {predict!r}")
         if loss not in TOKEN_LOSSES:
             raise ValueError(f"loss must be one of {TOKEN_LOSSES}; got {loss!r}")
-        _check_optimizer_settings(lr, betas, weight_decay, warmup_steps, min_lr_ratio)
         self.save_hyperparameters({k: _plain(v) for k, v in locals().items() if k not in ("self", "__class__")})
         self.tokenizer = instantiate(self.hparams.tokenizer)
         self.backbone: Backbone = instantiate(self.hparams.backbone)
@@ -267,6 +266,22 @@ class SequenceModel(L.LightningModule):
                 skip |= {id(p) for p in m.parameters()}
         return skip | {id(p) for p in (*self.backbone.no_weight_decay(), *self.tokenizer.no_weight_decay())}
 
+    def check_optimizer_settings(self) -> None:
+        """Raises ValueError for values the optimizer would refuse only at the first step (a traceback),
+        or take quietly and do something else (a negative warm-up is none, a negative weight decay
+        grows the weights). Asked by training only: a checkpoint is loaded whatever it was trained with."""
+        h = self.hparams
+        if not 0 <= h.lr < math.inf:
+            raise ValueError(f"model.lr must be a number >= 0; got {h.lr}")
+        if len(h.betas) != 2 or not all(0 <= b < 1 for b in h.betas):
+            raise ValueError(f"model.betas must be two numbers in [0, 1); got {list(h.betas)}")
+        if not 0 <= h.weight_decay < math.inf:
+            raise ValueError(f"model.weight_decay must be 0 or more; got {h.weight_decay}")
+        if h.warmup_steps < 0:
+            raise ValueError(f"model.warmup_steps must be 0 or more; got {h.warmup_steps}")
+        if not 0 <= h.min_lr_ratio <= 1:
+            raise ValueError(f"model.min_lr_ratio must lie in [0, 1]; got {h.min_lr_ratio}")
+
     def configure_optimizers(self):
         skip = self._no_decay_ids
         params = [p for p in self.parameters() if p.requires_grad]
@@ -428,21 +443,6 @@ class SequenceModel(L.LightningModule):
             root.clip_grad_norm_(gradient_clip_val)
         else:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-
-def _check_optimizer_settings(lr, betas, weight_decay, warmup_steps, min_lr_ratio) -> None:
-    """Values the optimizer would refuse only at the first step (a traceback), or take quietly and
-    do something else (a negative warm-up is none, a negative weight decay grows the weights)."""
-    if not 0 < lr < math.inf:
-        raise ValueError(f"model.lr must be a positive number; got {lr}")
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        raise ValueError(f"model.betas must be two numbers in [0, 1); got {list(betas)}")
-    if not 0 <= weight_decay < math.inf:
-        raise ValueError(f"model.weight_decay must be 0 or more; got {weight_decay}")
-    if warmup_steps < 0:
-        raise ValueError(f"model.warmup_steps must be 0 or more; got {warmup_steps}")
-    if not 0 <= min_lr_ratio <= 1:
-        raise ValueError(f"model.min_lr_ratio must lie in [0, 1]; got {min_lr_ratio}")
 
 
 def gathered_initial_state(root: nn.Module, backbone: Backbone, batch_size: int) -> BackboneState:

@@ -70,13 +70,12 @@ class TTTLayer(nn.Module):
         rope_theta: float = 10000.0,
     ):
         super().__init__()
-        if num_heads < 1 or mini_batch_size < 1 or conv_kernel < 1:
-            raise ValueError(
-                f"num_heads, mini_batch_size and conv_kernel must be positive; got {num_heads}, {mini_batch_size}, "
-                f"{conv_kernel}"
-            )
-        if base_lr is not None and not 0 < base_lr < math.inf:
-            raise ValueError(f"base_lr must be positive; got {base_lr}")
+        if num_heads < 1 or mini_batch_size < 1:
+            raise ValueError(f"num_heads and mini_batch_size must be positive; got {num_heads}, {mini_batch_size}")
+        if share_qk and conv_kernel < 1:
+            raise ValueError(f"conv_kernel must be positive; got {conv_kernel}")
+        if base_lr is not None and not 0 <= base_lr < math.inf:  # (0: the inner model never learns, an ablation)
+            raise ValueError(f"base_lr must be 0 or more; got {base_lr}")
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         if inner not in ("linear", "mlp"):

@@ -189,8 +189,9 @@ def run(cfg: DictConfig) -> dict:
         )
         result = evaluate(models, clips, datamodule.spec, window, options, skips, output)
     except KeyboardInterrupt:
+        earlier = "; the metrics.json there is an earlier evaluation's" if (output / "metrics.json").exists() else ""
         raise Interrupted(
-            f"no metrics were written to {output} (they are written once every clip is evaluated)"
+            f"no metrics were written to {output} (they are written once every clip is evaluated{earlier})"
         ) from None
     result["skipped"] = [{"path": p, "reason": r} for p, r in datamodule.rejected.items()] + result["skipped"]
     settings = {

@@ -264,6 +264,11 @@ def run(cfg: DictConfig) -> dict:
     torch.set_num_threads(positive_count(cfg.get("cpu_threads"), "cpu_threads", "torch's default") or DEFAULT_THREADS)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    if cfg.get("train", True):
+        try:
+            model.check_optimizer_settings()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     check_launch(cfg, trainer, resumed_step)
     check_modalities(datamodule, model)
     check_window_length(datamodule, model)
@@ -275,11 +280,12 @@ def run(cfg: DictConfig) -> dict:
     except (OSError, ValueError) as err:  # (OSError: a skip list or index cache that cannot be written, say)
         raise ConfigError(f"data: {err}") from None
     if cfg.get("test") and not datamodule.splits["test"]:  # (said now, not after the training)
-        raise ConfigError(
-            f"test=true, but no clip of the {len(datamodule.clips)} falls in the test split "
-            f"(data.test_fraction={datamodule.test_fraction:g}, or a manifest's split column): raise "
-            "data.test_fraction, or leave out test=true"
-        )
+        clips = datamodule.clips
+        if all(c.split is not None for c in clips):  # (a manifest's split column: the fraction is not used)
+            why = "the manifest's split column names no test row: add some, or leave out test=true"
+        else:
+            why = f"data.test_fraction={datamodule.test_fraction:g}: raise it, or leave out test=true"
+        raise ConfigError(f"test=true, but no clip of the {len(clips)} falls in the test split ({why})")
     if cfg.get("train", True):
         new_log_dirs = [d for lg in trainer.loggers if (d := lg.log_dir) and not os.path.exists(d)]
         try:
@@ -293,8 +299,9 @@ def run(cfg: DictConfig) -> dict:
             lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
             first = next((line for line in lines if not line.endswith(":")), lines[0])  # (what differs, not a heading)
             first = first if len(first) <= 200 else first[:200] + " ..."
-            for folder in new_log_dirs:  # this attempt's empty log versions (beside the run's own)
-                shutil.rmtree(folder, ignore_errors=True)
+            if trainer.global_step <= (resumed_step or 0):  # nothing trained: this attempt's empty log versions
+                for folder in new_log_dirs:
+                    shutil.rmtree(folder, ignore_errors=True)
             raise ConfigError(
                 f"ckpt_path={cfg.ckpt_path} cannot resume this run ({first}); resume with the overrides "
                 "that trained it (its run directory's .hydra/overrides.yaml)"

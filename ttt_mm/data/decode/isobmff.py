@@ -10,24 +10,33 @@ import struct
 _CONTAINER_START = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")
 """Box types a QuickTime/MP4 file may open with (``wide`` and ``pnot``: older QuickTime files)."""
 
+_IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis")
+"""``ftyp`` brands of still images (HEIF, AVIF), which have no ``moov`` box to miss."""
+
+_MAX_BOXES = 10_000
+
 
 def missing_index(path: str | os.PathLike) -> str | None:
     """A hint for an MP4/MOV file that cannot be opened: it has no ``moov`` box, or is cut short before
-    one; None when the file is not one of them or has its index (FFmpeg's trouble is elsewhere)."""
+    or inside it; None when the file is not one of them or has its index whole (FFmpeg's trouble is
+    elsewhere)."""
     seen, cut = [], False
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             at = 0
-            while at + 8 <= size and len(seen) < 10_000:
+            while at + 8 <= size:
+                if len(seen) == _MAX_BOXES:
+                    return None  # (not walked to its end: a hint would be a guess)
                 f.seek(at)
                 length, kind = struct.unpack(">I4s", f.read(8))
-                if not seen and kind not in _CONTAINER_START:
-                    return None  # another container: a hint would be a guess
+                if not seen and (kind not in _CONTAINER_START or (kind == b"ftyp" and f.read(4) in _IMAGE_BRANDS)):
+                    return None  # another container, or an image: a hint would be a guess
                 seen.append(kind)
                 header = 8
                 if length == 1:  # a 64-bit size follows the type
                     header = 16
+                    f.seek(at + 8)
                     length = struct.unpack(">Q", f.read(8))[0] if at + 16 <= size else 0
                 elif length == 0:  # the box runs to the end of the file
                     length = size - at
@@ -37,7 +46,11 @@ def missing_index(path: str | os.PathLike) -> str | None:
                 at += length
     except OSError:
         return None
-    if not seen or b"moov" in seen:
+    if not seen:
+        return None
+    if cut and seen[-1] == b"moov":
+        return "an MP4/MOV file whose index, the moov box, is cut short: truncated, or still being written?"
+    if b"moov" in seen:
         return None
     where = "cut short before its index" if cut else "without its index"
     return f"an MP4/MOV file {where}, the moov box: truncated, or still being written?"

@@ -1,0 +1,41 @@
+"""The MP4/MOV index hint, on box layouts written by hand: whole, without an index, cut before or
+inside it, and files it must not guess about."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from ttt_mm.data.decode.isobmff import missing_index
+
+
+def box(kind: bytes, body: bytes = b"") -> bytes:
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+FTYP = box(b"ftyp", b"isom" + bytes(8))
+MDAT = box(b"mdat", b"x" * 100)
+
+
+@pytest.mark.parametrize(
+    "data,hint",
+    [
+        (FTYP + MDAT + box(b"moov", b"m" * 10), None),
+        (FTYP + MDAT, "an MP4/MOV file without its index, the moov box: truncated, or still being written?"),
+        (FTYP + MDAT[:50], "an MP4/MOV file cut short before its index, the moov box"),
+        (FTYP + MDAT + struct.pack(">I4s", 256, b"moov") + b"m" * 20, "whose index, the moov box, is cut short"),
+        (FTYP + struct.pack(">I4sQ", 1, b"mdat", 16 + 50) + b"x" * 50, "without its index"),  # a 64-bit size
+        (FTYP + struct.pack(">I4sQ", 1, b"mdat", 16 + 500) + b"x" * 50, "cut short before its index"),
+        (FTYP + box(b"free") * 10_001 + box(b"moov"), None),  # too many boxes to walk: no guess
+        (box(b"ftyp", b"heic" + bytes(8)) + box(b"meta", b"z" * 10), None),  # an image has no moov
+        (b"RIFF" + bytes(100), None),  # another container
+        (b"abc", None),
+    ],
+    ids=["whole", "no-index", "cut-before", "cut-inside", "64-bit", "64-bit-cut", "many-boxes", "heic", "riff", "tiny"],
+)
+def test_the_hint_names_a_missing_or_cut_index_and_guesses_nothing_else(tmp_path, data, hint):
+    path = tmp_path / "file.mp4"
+    path.write_bytes(data)
+    got = missing_index(path)
+    assert got is None if hint is None else hint in got
