@@ -18,6 +18,7 @@ from mediafiles import gray, tone, write_short_flac, write_video
 from ttt_mm.data import decode
 from ttt_mm.data.decode import audio
 from ttt_mm.data.decode.audio import read_samples
+from ttt_mm.data.decode.pcm_header import stated_frames
 
 
 def test_probe_reports_both_streams(media):
@@ -314,6 +315,30 @@ def test_audio_ending_well_before_its_header_is_not_read_with_the_header(tmp_pat
     info = decode.probe(path, verify=True)  # the header is wrong: a backend that does not trust it reads what is there
     assert info.audio_backend != "soundfile" and info.audio_duration == pytest.approx(2.0, abs=0.01)
     assert info.audio_stated == pytest.approx(2.0 + missing)  # (and the index says so when the file is used)
+
+
+@pytest.mark.parametrize("fmt,subtype,channels", [("WAV", "PCM_16", 2), ("WAV", "FLOAT", 1), ("AIFF", "PCM_24", 1)])
+def test_a_wav_or_aiff_cut_short_says_how_long_its_header_says_it_is(tmp_path, fmt, subtype, channels):
+    """libsndfile counts only the frames present: a truncated WAV read as a shorter, whole file."""
+    whole = tmp_path / f"whole.{fmt.lower()}"
+    sf.write(whole, np.full((32000, channels), 0.1, dtype=np.float32), 16000, subtype=subtype, format=fmt)
+    cut = tmp_path / f"cut.{fmt.lower()}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    info = decode.probe(cut, verify=True)
+    assert info.audio_backend == "soundfile" and info.audio_duration == pytest.approx(1.0, abs=0.01)
+    assert info.audio_stated == pytest.approx(2.0)
+    assert decode.probe(whole).audio_stated is None
+
+
+def test_a_wav_whose_header_states_no_length_is_read_as_it_is(tmp_path):
+    """A recorder writing to a pipe leaves the data size at 0 or 0xFFFFFFFF: nothing is stated."""
+    path = tmp_path / "piped.wav"
+    sf.write(path, np.full(16000, 0.1, dtype=np.float32), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at : at + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    assert stated_frames(path) is None and decode.probe(path).audio_stated is None
 
 
 def test_a_sliver_of_a_video_is_cropped_before_it_is_scaled(tmp_path, monkeypatch):

@@ -89,7 +89,10 @@ def test_without_an_output_the_records_go_to_stdout(data, tmp_path, capsys):
 def test_single_bad_file_exits_nonzero_with_the_reason(media, tmp_path, capfd):
     assert main([str(media["truncated"]), "-o", str(tmp_path / "m.jsonl"), "--index-cache", str(tmp_path)]) == 1
     out, err = capfd.readouterr()  # file-descriptor level: decoders' native prints would show here
-    assert err == f"error: {media['truncated']}: not a readable media container (ffmpeg could not open it)\n"
+    assert err == (
+        f"error: {media['truncated']}: not a readable media container (ffmpeg could not open it; an MP4/MOV file cut "
+        "short before its index, the moov box: truncated, or still being written?)\n"
+    )
 
 
 def test_missing_path_exits_2(tmp_path, capsys):

@@ -51,7 +51,7 @@ from ttt_mm.storage.cache import user_cache_dir
 
 log = logging.getLogger(__name__)
 
-VERSION = 11
+VERSION = 12
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")

@@ -14,6 +14,7 @@ from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS, recorded
 from ttt_mm.data.decode.errors import MediaError, checked_stat, open_reason, without_frames
 from ttt_mm.data.decode.isobmff import missing_index
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
+from ttt_mm.data.decode.pcm_header import stated_frames
 from ttt_mm.data.decode.video import TIME_UNSEEKABLE_FORMATS, read_frames, seeks_land_exactly, video_index
 
 ESTIMATED_LENGTH_FORMATS = frozenset({"mp3", "aac", "ac3", "eac3", "mp2", "dts"})
@@ -144,6 +145,9 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
             if backend == "soundfile":
                 rate = info.samplerate
                 fields = {"audio_duration": info.frames / rate, "sample_rate": rate, "channels": info.channels}
+                stated = stated_frames(path)  # (libsndfile counts only the frames present)
+                if stated is not None and (stated - info.frames) / rate > AUDIO_SHORTFALL_S:
+                    fields["audio_stated"] = stated / rate
             else:
                 rate = 16000  # the usual training rate: the decoded track is cached for the first reads
                 track, placement = placed_track(path, rate, backend)
