@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from mediafiles import write_video
+from mediafiles import tone, write_video, write_wav
 
 from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.embed.checkpoint import resolve_device
@@ -384,6 +384,22 @@ def test_a_rerun_into_the_same_output_reads_every_file_afresh(folder, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4", "no_audio.mp4"]
     assert sorted(Path(s["path"]).name for s in result["skipped"]) == ["empty.mp4", "noise.mkv"]
+
+
+def test_files_without_a_stream_the_checkpoint_reads_are_said_to_lack_it(folder, tmp_path):
+    """The advice for training (set data.modalities and the tokenizer) conflicts with the checkpoint."""
+    sounds = tmp_path / "sounds"
+    sounds.mkdir()
+    for i in range(2):
+        write_wav(sounds / f"{i}.wav", tone(1.0, 16000), 16000)
+    out = tmp_path / "out"
+    cfg = compose_evaluate(
+        f"ckpt={folder[2][0]}", "data=audio_folder", f"data.root={sounds}", f"output={out}", f"paths.output_dir={out}"
+    )
+    with pytest.raises(
+        ConfigError, match=r"2 have no video stream, which the checkpoint reads: modalities=\[audio,video\]\)"
+    ):
+        run(cfg)
 
 
 def test_threads_sets_torchs_cpu_threads(folder, tmp_path, monkeypatch):

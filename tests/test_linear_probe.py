@@ -307,6 +307,14 @@ def test_a_manifest_without_labels_is_one_error_line(ckpts, tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == "error: manifest nolabel.csv has no 'label' column"
 
 
+def test_sound_files_probed_with_a_video_model_are_one_error_saying_what_they_lack(ckpts, tones, tmp_path):
+    """It logged each file, then that no class was left, then "fewer than 2 classes"."""
+    with pytest.raises(
+        ConfigError, match=r"none of the 20 clips of input=.* can be read: 20 x no video stream \(20 have"
+    ):
+        run(_cfg(ckpt=ckpts["video"], input=tones, output=tmp_path / "out"))
+
+
 def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, caplog):
     rows = [{"path": str(p), "label": p.parent.name} for p in sorted(tones.rglob("*.wav"))]
     manifest = _manifest(tmp_path / "list.csv", rows)

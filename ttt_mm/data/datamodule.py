@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from ttt_mm.data import reading_notes
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
 from ttt_mm.data.index import PROBE_TIMEOUT, index_clips
-from ttt_mm.data.skiplist import SkipList, count_reasons, reason_kind
+from ttt_mm.data.skiplist import SkipList, count_reasons, missing_stream_hint
 from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
 from ttt_mm.data.training import ResumableSampler, StreamWindows, WindowDataset, is_seed
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
@@ -61,19 +61,6 @@ def _check_settings(positive: dict, non_negative: dict, counts: dict, fractions:
         raise ValueError(f"data.val_fraction + data.test_fraction must be at most 1; got {sum(fractions.values()):g}")
     if not is_seed(seed):
         raise ValueError(f"data.seed must be a whole number from 0 to 2**32 - 1; got {seed}")
-
-
-def _missing_stream_hint(reasons: list[str], modalities: tuple[str, ...]) -> str:
-    """What to set when most files lack a stream that the run reads (sound files read as videos, say)."""
-    for stream, other in (("video", "audio"), ("audio", "video")):
-        lacking = sum(reason_kind(r) == f"no {stream} stream" for r in reasons)
-        if stream in modalities and lacking > len(reasons) / 2:
-            silence = " (or data.missing_audio=silence)" if stream == "audio" and other in modalities else ""
-            return (
-                f" ({lacking} have no {stream} stream: files of {other} alone need "
-                f"data.modalities=[{other}] tokenizer={other}{silence})"
-            )
-    return ""
 
 
 class MediaDataModule(L.LightningDataModule):
@@ -191,6 +178,7 @@ class MediaDataModule(L.LightningDataModule):
         self.rejected: dict[str, str] = {}  # the files left out, with their reasons
         self.splits: dict[str, list[ClipInfo]] = {}
         self.skips: SkipList | None = None
+        self.modalities_from: str | None = None  # what chose the modalities, when not the config (a checkpoint)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -215,7 +203,7 @@ class MediaDataModule(L.LightningDataModule):
         if self.skips.holds_all(selection.clips):
             where = f"; each is listed with its reason in {self.skips.path}" if self.skips.path else ""
             reasons = [self.skips.reasons.get(c.segment) or self.skips.reasons[c.name] for c in listed]
-            hint = _missing_stream_hint(reasons, self.spec.modalities)
+            hint = missing_stream_hint(reasons, self.spec.modalities, self.modalities_from)
             raise ValueError(f"none of the {len(listed)} {unit} can be used: {count_reasons(reasons)}{hint}{where}")
         self.clips = selection.clips
         self.splits = {name: [] for name in SPLITS}

@@ -152,6 +152,22 @@ def count_reasons(reasons: Iterable[str]) -> str:
     return ", ".join(f"{n} x {kind}" for kind, n in Counter(map(reason_kind, reasons)).most_common())
 
 
+def missing_stream_hint(reasons: list[str], modalities: tuple[str, ...], chosen_by: str | None) -> str:
+    """What to set when most files lack a stream that the run reads (sound files read as videos, say);
+    ``chosen_by``: what decided the modalities, when not the config (then it is named instead)."""
+    for stream, other in (("video", "audio"), ("audio", "video")):
+        lacking = sum(reason_kind(r) == f"no {stream} stream" for r in reasons)
+        if stream in modalities and lacking > len(reasons) / 2 and chosen_by:
+            return f" ({lacking} have no {stream} stream, which {chosen_by} reads: modalities=[{','.join(modalities)}])"
+        if stream in modalities and lacking > len(reasons) / 2:
+            silence = " (or data.missing_audio=silence)" if stream == "audio" and other in modalities else ""
+            return (
+                f" ({lacking} have no {stream} stream: files of {other} alone need "
+                f"data.modalities=[{other}] tokenizer={other}{silence})"
+            )
+    return ""
+
+
 def unusable_message(clips: Sequence, skips: SkipList) -> str:
     """The error when no clip is left: how many there were and why each kind failed."""
     reasons = [skips.reasons.get(c.name, "unknown") for c in clips]

@@ -171,6 +171,8 @@ def run(cfg: DictConfig) -> dict:
         )
     # a skip list is a training run's memory across restarts: an evaluation reads every file afresh
     datamodule = instantiate(cfg.data, **decoding, earlier_skips=False)
+    if "modalities" in decoding:  # (the files are read as the checkpoints were trained)
+        datamodule.modalities_from = "the checkpoint" if len(models) == 1 else "each checkpoint"
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
     window = window or datamodule.eval_window_seconds
     window = check_window(models, window)

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource
 from ttt_mm.data.index import index_clips
+from ttt_mm.data.skiplist import count_reasons, missing_stream_hint
 from ttt_mm.data.sources import MANIFEST_SUFFIXES, SPLITS, one_line
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
@@ -311,6 +312,12 @@ def run(cfg: DictConfig) -> dict:
         log.warning("left out: %s: %s", one_line(name), reason)
     got = gather(selection.clips, extractors, rows, bool(cfg.progress))
     got.skipped[:0] = unread
+    if clips and not got.clips:  # (one line for all, rather than "fewer than 2 classes")
+        reasons = [reason for _, reason in got.skipped]
+        hint = missing_stream_hint(reasons, extractors.spec.modalities, "the probed model")
+        raise ConfigError(
+            f"none of the {len(clips)} clips of input={cfg.input} can be read: {count_reasons(reasons)}{hint}"
+        )
     kept_labels = sorted({c.label for c in clips})
     clips, thinned = drop_rare(got.clips, data.names, kept_labels, min_clips)  # unreadable files may thin a class
     clips, lonely = drop_one_group(clips, data.names, bool(cfg.group))
