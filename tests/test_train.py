@@ -615,7 +615,8 @@ def test_a_lact_chunk_that_fills_the_training_window_is_a_config_error(tmp_path,
     with pytest.raises(
         ConfigError,
         match=r"^data.clip_seconds=4 \(64 tokens\) holds no more than one of the LaCT chunks of 128 tokens, whose "
-        r"update reaches only the tokens after it: .* e.g. model.backbone.mixer.chunk_size=32 or a window of more",
+        r"update reaches only the tokens after it: .* e.g. model.backbone.mixer.chunk_size=32 or "
+        r"data.clip_seconds=16 \(256 tokens: two LaCT chunks\)$",
     ):
         run(compose_train(tmp_path, lact))
     datamodule, model, _ = build(compose_train(tmp_path, [*lact[:-1], "model.backbone.mixer.chunk_size=63"]))

@@ -200,10 +200,14 @@ def check_updates_learn(datamodule, model) -> None:
         return
     fits = _unit_sizes(tokens, tok, most=tokens // 2)
     smaller = f"{MIXER_KEY}.{unit.argument}={max(fits)} or " if fits else ""
+    steps = math.ceil(2 * unit.tokens / tok.tokens_per_step)  # a training window of two units
+    longer = (
+        f"data.clip_seconds={steps * tok.seconds_per_step:g} ({steps * tok.tokens_per_step} tokens: two {unit.name})"
+    )
     raise ConfigError(
         f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens) holds no more than one of the {unit.name} "
         f"of {unit.tokens} tokens, whose update reaches only the tokens after it: the update's step sizes would "
-        f"never learn; e.g. {smaller}a window of more than {unit.tokens} tokens"
+        f"never learn; e.g. {smaller}{longer}"
     )
 
 
