@@ -523,6 +523,21 @@ def test_single_bad_file_is_one_error_line(ckpts, folder, tmp_path):
     assert os.listdir(tmp_path) == ["in"]  # no output, no Hydra run directory or log file
 
 
+@pytest.mark.slow
+def test_a_key_added_with_a_plus_that_the_command_does_not_have_is_an_error(ckpts, folder, tmp_path):
+    """Hydra suggests +key=value for a key it does not know: +hop=0.5 then ran as if not given."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        _command(f"ckpt={ckpts['audio']}", f"input={folder / 'a.wav'}", f"output={out}", "+hop=0.5"),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and not out.exists()
+    assert proc.stderr.strip().endswith("error: +hop: hop is not a key of this command; did you mean hop_seconds?")
+
+
 # The embed command with its row writer stalled after the first rows: a run caught mid-file, whatever
 # the machine's speed.
 _STALLED_EMBED = """

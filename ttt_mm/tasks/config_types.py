@@ -11,9 +11,11 @@ import os
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
+from difflib import get_close_matches
 from pathlib import Path, PurePath
 from typing import Any, Literal, Union
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -75,6 +77,7 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
     as true, and ``baselines=logmel`` as the baselines l, o, g, ... A key shipped as null (or as an
     interpolation) can take anything here."""
     shipped = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / f"{command}.yaml"), resolve=False)
+    check_added_keys(cfg, {*shipped, *_groups(shipped.get("defaults") or [])})
     for key, default in shipped.items():
         if key in ("defaults", "hydra") or key not in cfg or _unresolved(cfg, key):
             continue
@@ -83,6 +86,34 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
         value = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
         if kind is not None and _fits(value, kind) is False:
             raise ConfigError(_message(key, kind, value))
+
+
+def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
+    """Raise a ConfigError for a key added on the command line (``+key=value``, which Hydra suggests
+    for a key it does not know) that is none of the command's: the command would read past it, and
+    ``+hop=0.5`` (for ``hop_seconds``) ran as if it had not been given."""
+    if not HydraConfig.initialized():
+        return
+    for override in HydraConfig.get().overrides.task:
+        if not override.startswith("+"):
+            continue
+        key = override.lstrip("+").split("=", 1)[0].split(".", 1)[0]
+        if key in known:
+            continue
+        nested = [f"{k}.{key}" for k in cfg if isinstance(cfg.get(k), DictConfig) and key in cfg[k]]
+        keys = sorted(known - {"defaults", "hydra"})
+        close = nested or [k for k in keys if k.startswith(key)] or get_close_matches(key, keys, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"{override.split('=', 1)[0]}: {key} is not a key of this command{hint}")
+
+
+def _groups(defaults: list) -> set[str]:
+    """The config groups a defaults list names (``data``, ``override hydra/help``: ``hydra``)."""
+    names = set()
+    for entry in defaults:
+        for name in entry if isinstance(entry, dict) else ():
+            names.add(name.removeprefix("override ").split("/")[0].split("@")[0])
+    return names
 
 
 def _kind(default):
