@@ -461,6 +461,7 @@ def test_command_line(folder, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all((tmp_path / "out" / name).is_file() for name in OUTPUTS)
     assert "skipped 2 file(s)" in proc.stdout and "ttt: loss" in proc.stdout
+    assert "evaluating 3 model(s)" in proc.stderr and "evaluating" not in proc.stdout  # the log is on stderr
     proc = subprocess.run(
         call + [f"ckpt={tmp_path}/missing.ckpt", f"output={tmp_path}/bad"],
         cwd=REPO,
