@@ -27,6 +27,7 @@ import errno
 import logging
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,12 +88,14 @@ class Summary:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    again: Counter[str] = field(default_factory=Counter)  # why earlier outputs were embedded again: how many
     single: bool = False  # the input was one file
     output: str = ""  # the folder written to
 
     def report(self) -> str:
         counts = f"embedded {len(self.written)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}"
         lines = [f"{counts} -> {self.output}"]
+        lines += [f"embedded again: {n} out of date, {why}" for why, n in self.again.items() if n > 1]
         if self.failed:
             lines.append(f"{len(self.failed)} failed:")
             lines += [f"  {name}: {reason}" for name, reason in self.failed]
@@ -289,7 +292,11 @@ def run(cfg: DictConfig) -> Summary:
                             log.info("relabelled the output of %s: %s", one_line(clip.segment), label.get("label"))
                         summary.skipped.append(clip.segment)
                         continue
-                    log.warning("embedding %s again: %s", one_line(clip.segment), why)
+                    if why not in summary.again:  # (a run's new settings: one line, not one per file)
+                        log.warning("embedding %s again: %s", one_line(clip.segment), why)
+                    elif summary.again[why] == 1:
+                        log.warning("embedding the other outputs out of date for that reason again: counted at the end")
+                    summary.again[why] += 1
                 embed_one(embedder, clip, stem, meta | label, cfg.dtype, progress)
             except (MediaError, InputError, OSError) as exc:
                 if isinstance(exc, OSError) and exc.errno != errno.ENAMETOOLONG:
