@@ -42,6 +42,8 @@ def test_timestamp_and_scene_embeddings(model):
 def test_clear_errors(model, tmp_path):
     with pytest.raises(ValueError, match=r"shorter than one token \(640 samples = 40 ms at 16000 Hz\)$"):
         hear.get_scene_embeddings(torch.zeros(2, 100), model)
+    with pytest.raises(ValueError, match=r"^audio of 0 samples is shorter than one token .* Hz\)$"):  # not transposed
+        hear.get_scene_embeddings(torch.zeros(2, 0), model)
     with pytest.raises(ValueError, match=r"2 samples .* \[n_samples, channels\] array .* audio.T.mean"):
         hear.get_scene_embeddings(torch.rand(16000, 2), model)  # stereo as soundfile reads it
     with pytest.raises(ValueError, match=r"\[n_sounds, n_samples\]"):

@@ -57,7 +57,7 @@ class HearModel(nn.Module):
         if audio.shape[1] < samples:
             layout = (
                 "; a [n_samples, channels] array (soundfile's layout) is transposed: pass audio.T.mean(0, keepdim=True)"
-                if audio.shape[1] <= 8 and audio.shape[0] > audio.shape[1]
+                if 0 < audio.shape[1] <= 8 and audio.shape[0] > audio.shape[1]
                 else ""
             )
             raise ValueError(

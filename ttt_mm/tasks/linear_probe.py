@@ -356,7 +356,7 @@ def run(cfg: DictConfig) -> dict:
             log.warning("log-mel baseline left out: %s (e.g. %s)", unavailable[name], got.no_audio[0])
             continue
         feats = stack([got.features[name][i] for i in kept], rows)
-        log.info("fitting probes on %s: %d files, %d rows of %d", name, len(clips), len(feats.x), feats.x.shape[1])
+        log.info("fitting probes on %s: %d clips, %d rows of %d", name, len(clips), len(feats.x), feats.x.shape[1])
         scores[name] = cross_validate(feats, y, fold_of, len(names), groups, grid, int(cfg.seed))
     if "majority" in baselines:
         scores["majority"] = majority_class(y, fold_of)
