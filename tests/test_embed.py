@@ -230,6 +230,15 @@ def folder(tmp_path) -> Path:
     return root
 
 
+def test_a_file_of_digital_silence_is_embedded_and_said_to_be(ckpts, tmp_path, caplog):
+    """Training and evaluation leave it out of audio-only reads; embedding keeps it (silence has an
+    embedding), and said nothing of it."""
+    silent = write_wav(tmp_path / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    summary = task.run(_cfg(ckpt=ckpts["audio"], input=silent, output=tmp_path / "out"))
+    assert len(summary.written) == 1
+    assert f"{silent}: the audio is digital silence: embedded as it is" in caplog.text
+
+
 def test_a_probe_manifests_bad_rows_fail_with_their_reasons_like_a_folders_bad_files(ckpts, folder, tmp_path):
     manifest = tmp_path / "probed.jsonl"
     assert probe_command([str(folder), "-o", str(manifest)]) == 0

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from faults import interrupted_after
 from mediafiles import tone, without_audio_decoder, write_video, write_wav
@@ -71,6 +72,9 @@ def test_the_summary_counts_usable_files_with_a_stream_that_is_not(tmp_path, cap
     err = capsys.readouterr().err
     assert f"2 files under {tmp_path / 'data'}: 2 usable (1 without a usable audio stream: 1 x " in err
     assert ", 0 not." in err
+    write_wav(tmp_path / "data" / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    assert main([str(tmp_path / "data"), "--index-cache", str(tmp_path / "cache")]) == 0
+    assert "; 1 whose audio is digital silence), 0 not." in capsys.readouterr().err  # left out of audio-only runs
 
 
 def test_an_output_named_other_than_json_lines_is_refused_before_probing(data, tmp_path, capsys):

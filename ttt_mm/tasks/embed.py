@@ -268,6 +268,14 @@ def run(cfg: DictConfig) -> Summary:
         if remove_outputs(output_stem(clip, output)):  # an earlier output describes what the file was
             log.warning("removed the earlier output of %s, which cannot be read now", one_line(clip.segment))
     clips = selection.clips
+    if "audio" in embedder.read_spec().modalities:
+        for clip in clips:
+            if clip.info is not None and clip.info.silent:
+                log.warning(
+                    "%s: the audio is digital silence: embedded as it is (training and evaluation leave such a file "
+                    "out when they read only audio)",
+                    one_line(clip.segment),
+                )
     if clips:  # made only when something may be written: a lone bad input leaves no folder behind
         output_folder(output)
         if removed := remove_stale_temporaries(output):

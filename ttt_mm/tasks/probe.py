@@ -110,6 +110,9 @@ def _stream_errors(records) -> str:
         reasons = [r[f"{stream}_error"] for r in records if not r.get("error") and r.get(f"{stream}_error")]
         if reasons:
             counts.append(f"{len(reasons)} without a usable {stream} stream: {count_reasons(reasons)}")
+    silent = sum(1 for r in records if not r.get("error") and not r.get("audio_error") and r.get("silent"))
+    if silent:  # (training and evaluation leave them out when they read only audio)
+        counts.append(f"{silent} whose audio is digital silence")
     return "; ".join(counts)
 
 
