@@ -331,13 +331,16 @@ def test_a_streamed_run_stopped_and_resumed_trains_the_weights_of_one_that_was_n
     ckpt = torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)
     ((rows, leaves),) = [(p["rows"], p["leaves"]) for p in ckpt["carried_state"]]  # one process: one part
     assert len(rows) == 2 and any(isinstance(leaf, torch.Tensor) for leaf in leaves)
+    kept = tmp_path / "kept.ckpt"  # (elsewhere than the run's folder: resumed in a run of its own)
+    torch.save(ckpt, kept)
     del ckpt["carried_state"]
     torch.save(ckpt, tmp_path / "earlier.ckpt")
-    with caplog.at_level(logging.INFO, logger="ttt_mm.module"):
+    with caplog.at_level(logging.INFO, logger="ttt_mm"):
         resumed = run(
             compose_train(tmp_path / "parts", [*common, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}"])
         )
     assert "resuming at step 4 with the checkpoint's carried state" in caplog.text
+    assert "the first batch after the resume goes on from the checkpoint's carried state in every row" in caplog.text
     a, b = _weights(whole["last_ckpt"]), _weights(resumed["last_ckpt"])
     assert all(torch.equal(a[k], b[k]) for k in a)
     caplog.clear()
@@ -350,6 +353,10 @@ def test_a_streamed_run_stopped_and_resumed_trains_the_weights_of_one_that_was_n
     assert "does not hold the carried state" in caplog.text
     c = _weights(afresh["last_ckpt"])
     assert not all(torch.equal(a[k], c[k]) for k in a)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ttt_mm"):  # the restore said it went on, then the batch it did not
+        run(compose_train(tmp_path / "one", [*common, "trainer.max_steps=5", "data.batch_size=1", f"ckpt_path={kept}"]))
+    assert "the checkpoint's carried state is for batches of 2 rows, this run's are of 1, so every row" in caplog.text
 
 
 def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(tmp_path):
@@ -900,6 +907,7 @@ def test_resuming_with_other_settings_says_what_they_change(tmp_path, caplog, mo
     first = run(compose_train(tmp_path / "a", [*short, "trainer.max_steps=4"]))
     assert torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)["lr_schedule_steps"] == 4
     changed = ["trainer.max_steps=8", "data.batch_size=1", "model.lr=1e-5", f"ckpt_path={first['last_ckpt']}"]
+    changed.append("model.backbone.mixer.base_lr=0.5")  # the weights fit: nothing else said it changed
     rates = []
 
     class FirstRate(L.Callback):
@@ -928,6 +936,10 @@ def test_resuming_with_other_settings_says_what_they_change(tmp_path, caplog, mo
         "(given 1e-05)" in lines
     )
     assert any(line.startswith("resuming with other data settings (data.batch_size 2 -> 1)") for line in lines)
+    assert (
+        "resuming with other mixer settings (model.backbone.mixer.base_lr None -> 0.5): the weights load as the "
+        "checkpoint has them" in lines
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ttt_mm"):
         SequenceModel.load_from_checkpoint(first["last_ckpt"], lr=1e-4)  # loading is not resuming: no warning

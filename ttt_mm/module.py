@@ -45,6 +45,19 @@ def _optimizer_settings(checkpoint: dict) -> dict:
     return out
 
 
+def _changed_mixer_settings(saved: Mapping, now: Mapping) -> list[str]:
+    """``model.backbone.mixer.<key> <was> -> <now>`` for each mixer setting a resumed run changes (a
+    LaCT chunk or window, say): the weights fit both, so nothing else would say so."""
+    was, given = (dict((h.get("backbone") or {}).get("mixer") or {}) for h in (saved, now))
+    if was.get("_target_") != given.get("_target_"):
+        return []  # (another mixer: its weights do not load, and that says why)
+    return [
+        f"model.backbone.mixer.{k} {was[k]} -> {given[k]}"
+        for k in sorted(was.keys() & given.keys())
+        if was[k] != given[k]
+    ]
+
+
 def _plain_list(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 
@@ -334,6 +347,7 @@ class SequenceModel(L.LightningModule):
             "optimizer": _optimizer_settings(checkpoint),
             "schedule_steps": checkpoint.get("lr_schedule_steps"),
             "step": checkpoint.get("global_step", 0),
+            "mixer": _changed_mixer_settings(checkpoint.get("hyper_parameters") or {}, self.hparams),
             # a checkpoint loaded to test or validate leaves it in the file
             "carried_state": _own_part(checkpoint.get("carried_state"), self.global_rank)
             if self._carrying_in_fit
@@ -368,6 +382,11 @@ class SequenceModel(L.LightningModule):
         resumed, self._resumed = self._resumed, None
         if resumed is None:
             return
+        if resumed["mixer"] and self.trainer.is_global_zero:
+            log.warning(
+                "resuming with other mixer settings (%s): the weights load as the checkpoint has them",
+                ", ".join(resumed["mixer"]),
+            )
         if self.hparams.carry_state:
             self._restore_carried_state(resumed["carried_state"], resumed["step"])
         # a run resumed with another step count (a larger trainer.max_steps, say) follows the new
@@ -416,6 +435,9 @@ class SequenceModel(L.LightningModule):
             why = f"the checkpoint's carried state is for {saved[0]} processes, this run has {world}"
         elif saved[1] is None:
             why = "the checkpoint was written before the first training batch"
+        elif (batch := getattr(self.trainer.datamodule, "batch_size", None)) and batch != len(saved[1]["rows"]):
+            rows = len(saved[1]["rows"])
+            why = f"the checkpoint's carried state is for batches of {rows} rows, this run's are of {batch}"
         else:
             try:
                 self._carried.restore(saved[1], self.backbone, template)

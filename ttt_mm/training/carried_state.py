@@ -83,6 +83,8 @@ class CarriedState:
                 int(moved.sum()),
                 len(reset),
             )
+        elif restored:  # (the restore said only that it would, if the rows were found where they stopped)
+            log.info("the first batch after the resume goes on from the checkpoint's carried state in every row")
         return state, reset | moved
 
     def after(self, state: BackboneState, place: Place) -> None:
