@@ -237,6 +237,9 @@ def test_a_file_of_digital_silence_is_embedded_and_said_to_be(ckpts, tmp_path, c
     summary = task.run(_cfg(ckpt=ckpts["audio"], input=silent, output=tmp_path / "out"))
     assert len(summary.written) == 1
     assert f"{silent}: the audio is digital silence: embedded as it is" in caplog.text
+    caplog.clear()
+    again = task.run(_cfg(ckpt=ckpts["audio"], input=silent, output=tmp_path / "out"))
+    assert again.skipped and "digital silence" not in caplog.text  # up to date: nothing embedded, nothing said
 
 
 def test_a_probe_manifests_bad_rows_fail_with_their_reasons_like_a_folders_bad_files(ckpts, folder, tmp_path):

@@ -340,7 +340,7 @@ def test_a_streamed_run_stopped_and_resumed_trains_the_weights_of_one_that_was_n
             compose_train(tmp_path / "parts", [*common, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}"])
         )
     assert "resuming at step 4 with the checkpoint's carried state" in caplog.text
-    assert "the first batch after the resume goes on from the checkpoint's carried state in every row" in caplog.text
+    assert "the first batch after the resume goes on from the checkpoint's carried state in 2 of 2 rows" in caplog.text
     a, b = _weights(whole["last_ckpt"]), _weights(resumed["last_ckpt"])
     assert all(torch.equal(a[k], b[k]) for k in a)
     caplog.clear()

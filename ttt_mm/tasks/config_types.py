@@ -90,21 +90,26 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
 
 def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
     """Raise a ConfigError for a key added on the command line (``+key=value``, which Hydra suggests
-    for a key it does not know) that is none of the command's: the command would read past it, and
-    ``+hop=0.5`` (for ``hop_seconds``) ran as if it had not been given."""
+    for a key it does not know) that is none of the command's but close to one: the command would
+    read past it, and ``+hop=0.5`` (for ``hop_seconds``) ran as if it had not been given. A key like
+    none of them is the user's own (``+tag=x`` for ``hydra.run.dir=runs/${tag}``): it is left alone."""
     if not HydraConfig.initialized():
         return
-    for override in HydraConfig.get().overrides.task:
+    hydra = HydraConfig.get()
+    known = known | set(hydra.runtime.choices)  # (config groups, a user's own from hydra.searchpath too)
+    for override in hydra.overrides.task:
         if not override.startswith("+"):
             continue
-        key = override.lstrip("+").split("=", 1)[0].split(".", 1)[0]
+        key = override.lstrip("+").split("=", 1)[0].split(".", 1)[0].split("/", 1)[0].split("@", 1)[0]
         if key in known:
             continue
         nested = [f"{k}.{key}" for k in cfg if isinstance(cfg.get(k), DictConfig) and key in cfg[k]]
         keys = sorted(known - {"defaults", "hydra"})
         close = nested or [k for k in keys if k.startswith(key)] or get_close_matches(key, keys, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise ConfigError(f"{override.split('=', 1)[0]}: {key} is not a key of this command{hint}")
+        if close:
+            raise ConfigError(
+                f"{override.split('=', 1)[0]}: {key} is not a key of this command; did you mean {close[0]}?"
+            )
 
 
 def _groups(defaults: list) -> set[str]:

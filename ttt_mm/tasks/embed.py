@@ -95,7 +95,7 @@ class Summary:
     def report(self) -> str:
         counts = f"embedded {len(self.written)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}"
         lines = [f"{counts} -> {self.output}"]
-        lines += [f"embedded again: {n} out of date, {why}" for why, n in self.again.items() if n > 1]
+        lines += [f"embedded again: {n} out of date, {why}" for why, n in self.again.items()]
         if self.failed:
             lines.append(f"{len(self.failed)} failed:")
             lines += [f"  {name}: {reason}" for name, reason in self.failed]
@@ -268,14 +268,7 @@ def run(cfg: DictConfig) -> Summary:
         if remove_outputs(output_stem(clip, output)):  # an earlier output describes what the file was
             log.warning("removed the earlier output of %s, which cannot be read now", one_line(clip.segment))
     clips = selection.clips
-    if "audio" in embedder.read_spec().modalities:
-        for clip in clips:
-            if clip.info is not None and clip.info.silent:
-                log.warning(
-                    "%s: the audio is digital silence: embedded as it is (training and evaluation leave such a file "
-                    "out when they read only audio)",
-                    one_line(clip.segment),
-                )
+    hears = "audio" in embedder.read_spec().modalities
     if clips:  # made only when something may be written: a lone bad input leaves no folder behind
         output_folder(output)
         if removed := remove_stale_temporaries(output):
@@ -284,6 +277,7 @@ def run(cfg: DictConfig) -> Summary:
             )
     progress = bool(cfg.progress)
     bar = tqdm(clips, unit="file", desc="embed", disable=not progress or len(clips) == 1 or None)
+    told: set[str] = set()  # reasons for embedding again that were logged
     with logging_redirect_tqdm():
         for clip in bar:
             stem = output_stem(clip, output)
@@ -291,7 +285,7 @@ def run(cfg: DictConfig) -> Summary:
                 if adopt_older_name(clip, stem):
                     log.info("renamed the output of %s from its older name", one_line(clip.segment))
                 label = {"label": classes[clip.label]} if clip.label != -1 else {}  # by name: indices shift
-                old = None if cfg.overwrite else _finished(stem)
+                old, why = None if cfg.overwrite else _finished(stem), None
                 if old is not None:
                     why = out_of_date(old, meta | source_record(clip))
                     if why is None:
@@ -300,11 +294,19 @@ def run(cfg: DictConfig) -> Summary:
                             log.info("relabelled the output of %s: %s", one_line(clip.segment), label.get("label"))
                         summary.skipped.append(clip.segment)
                         continue
-                    if why not in summary.again:  # (a run's new settings: one line, not one per file)
-                        log.warning("embedding %s again: %s", one_line(clip.segment), why)
-                    elif summary.again[why] == 1:
-                        log.warning("embedding the other outputs out of date for that reason again: counted at the end")
-                    summary.again[why] += 1
+                    if why not in told:  # (a run's new settings: one line, not one per file)
+                        log.warning(
+                            "embedding %s again: %s (others out of date for this reason: counted at the end)",
+                            one_line(clip.segment),
+                            why,
+                        )
+                        told.add(why)
+                if hears and clip.info is not None and clip.info.silent:
+                    log.warning(
+                        "%s: the audio is digital silence: embedded as it is (training and evaluation leave such a "
+                        "file out when they read only audio)",
+                        one_line(clip.segment),
+                    )
                 embed_one(embedder, clip, stem, meta | label, cfg.dtype, progress)
             except (MediaError, InputError, OSError) as exc:
                 if isinstance(exc, OSError) and exc.errno != errno.ENAMETOOLONG:
@@ -323,6 +325,8 @@ def run(cfg: DictConfig) -> Summary:
                 bar.set_postfix(failed=len(summary.failed))
             else:
                 summary.written.append(clip.segment)
+                if why is not None:
+                    summary.again[why] += 1
     return summary
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from ..backbone import Backbone, BackboneState, state_leaves, with_leaves
@@ -83,8 +84,14 @@ class CarriedState:
                 int(moved.sum()),
                 len(reset),
             )
-        elif restored:  # (the restore said only that it would, if the rows were found where they stopped)
-            log.info("the first batch after the resume goes on from the checkpoint's carried state in every row")
+        elif restored and rank_zero_only.rank == 0:  # (the restore said it would, if the rows were where they stopped)
+            going_on = int((~reset).sum())
+            log.info(
+                "the first batch after the resume goes on from the checkpoint's carried state in %d of %d rows%s",
+                going_on,
+                len(reset),
+                "" if going_on == len(reset) else " (the others start a clip)",
+            )
         return state, reset | moved
 
     def after(self, state: BackboneState, place: Place) -> None:

@@ -145,7 +145,7 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
             if backend == "soundfile":
                 rate = info.samplerate
                 fields = {"audio_duration": info.frames / rate, "sample_rate": rate, "channels": info.channels}
-                stated = stated_frames(path)  # (libsndfile counts only the frames present)
+                stated = stated_frames(path, info.frames)  # (libsndfile counts only the frames present)
                 if stated is not None and (stated - info.frames) / rate > AUDIO_SHORTFALL_S:
                     fields["audio_stated"] = stated / rate
             else:
