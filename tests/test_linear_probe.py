@@ -25,7 +25,7 @@ from ttt_mm.linear_probe.features import EmbeddingFolder
 from ttt_mm.linear_probe.folds import assign_folds, joined_groups
 from ttt_mm.tasks import embed as embed_task
 from ttt_mm.tasks import linear_probe
-from ttt_mm.tasks.common import CONF_DIR, ConfigError
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted
 from ttt_mm.tasks.linear_probe import drop_one_group, each_class_in_turn, fold_groups, report, run
 
 RATE = 16000
@@ -305,6 +305,17 @@ def test_a_manifest_without_labels_is_one_error_line(ckpts, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.strip() == "error: manifest nolabel.csv has no 'label' column"
+
+
+def test_a_probe_interrupted_while_writing_says_its_files_may_be_missing(ckpts, tones, tmp_path, monkeypatch):
+    """The command said that no results were written, whenever the Ctrl-C fell."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(linear_probe, "write_outputs", interrupted)
+    with pytest.raises(Interrupted, match="^the results were being written to .*out: some of its files may be missing"):
+        run(_cfg(ckpt=ckpts["audio"], input=tones, output=tmp_path / "out", baselines="[]"))
 
 
 def test_sound_files_probed_with_a_video_model_are_one_error_saying_what_they_lack(ckpts, tones, tmp_path):

@@ -382,7 +382,10 @@ def run(cfg: DictConfig) -> dict:
         "unavailable": unavailable,
         "results": {name: summarize(s) for name, s in scores.items()},
     }
-    paths = write_outputs(output, metrics, scores, clips, y, names, fold_of)
+    try:
+        paths = write_outputs(output, metrics, scores, clips, y, names, fold_of)
+    except KeyboardInterrupt:  # (each file is whole, written through a temporary name; not all may be there)
+        raise Interrupted(f"the results were being written to {output}: some of its files may be missing") from None
     return {"output": str(output), "paths": paths, "metrics": metrics}
 
 
@@ -423,7 +426,9 @@ def main(cfg: DictConfig) -> None:
     with config_errors_end_the_command():
         try:
             out = run(cfg)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
+            if isinstance(err, Interrupted):  # (stopped while writing: it says so)
+                raise
             raise Interrupted("no results were written (they are written once every probe is fitted)") from None
         report(out)
 
