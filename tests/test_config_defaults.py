@@ -130,6 +130,10 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130_also_in_the_log_file
     with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
         raise Interrupted("nothing was written")  # a command that knows what it left behind says so
     assert ended.value.code == 130 and capsys.readouterr().err == "interrupted: nothing was written\n"
+    for raised, said in ((KeyboardInterrupt(), "elsewhere"), (Interrupted("while writing"), "while writing")):
+        with pytest.raises(SystemExit), config_errors_end_the_command(interrupted="elsewhere"):
+            raise raised  # the command's own words for a Ctrl-C anywhere else
+        assert capsys.readouterr().err == f"interrupted: {said}\n"
 
 
 def test_a_crash_goes_on_up_with_its_traceback_also_in_the_log_file(tmp_path):

@@ -435,8 +435,7 @@ class SequenceModel(L.LightningModule):
             why = f"the checkpoint's carried state is for {saved[0]} processes, this run has {world}"
         elif saved[1] is None:
             why = "the checkpoint was written before the first training batch"
-        elif (batch := getattr(self.trainer.datamodule, "batch_size", None)) and batch != len(saved[1]["rows"]):
-            rows = len(saved[1]["rows"])
+        elif (batch := getattr(self.trainer.datamodule, "batch_size", None)) and batch != rows:
             why = f"the checkpoint's carried state is for batches of {rows} rows, this run's are of {batch}"
         else:
             try:

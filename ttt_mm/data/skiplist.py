@@ -157,14 +157,15 @@ def missing_stream_hint(reasons: list[str], modalities: tuple[str, ...], chosen_
     ``chosen_by``: what decided the modalities, when not the config (then it is named instead)."""
     for stream, other in (("video", "audio"), ("audio", "video")):
         lacking = sum(reason_kind(r) == f"no {stream} stream" for r in reasons)
-        if stream in modalities and lacking > len(reasons) / 2 and chosen_by:
+        if stream not in modalities or lacking <= len(reasons) / 2:
+            continue
+        if chosen_by:
             return f" ({lacking} have no {stream} stream, which {chosen_by} reads: modalities=[{','.join(modalities)}])"
-        if stream in modalities and lacking > len(reasons) / 2:
-            silence = " (or data.missing_audio=silence)" if stream == "audio" and other in modalities else ""
-            return (
-                f" ({lacking} have no {stream} stream: files of {other} alone need "
-                f"data.modalities=[{other}] tokenizer={other}{silence})"
-            )
+        silence = " (or data.missing_audio=silence)" if stream == "audio" and other in modalities else ""
+        return (
+            f" ({lacking} have no {stream} stream: files of {other} alone need "
+            f"data.modalities=[{other}] tokenizer={other}{silence})"
+        )
     return ""
 
 

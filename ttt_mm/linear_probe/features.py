@@ -170,12 +170,12 @@ class EmbeddingFolder:
                 root,
             )
 
-    def holds(self, clip: ClipInfo) -> bool:
-        """Whether the folder has an embedding of ``clip`` (of its file, over its span)."""
-        return _span_key(clip.name, clip.start, clip.end) in self.stems
+    def stem_of(self, clip: ClipInfo) -> Path | None:
+        """The output that embeds ``clip`` (its file, over its span); None when the folder has none."""
+        return self.stems.get(_span_key(clip.name, clip.start, clip.end))
 
     def __call__(self, clip: ClipInfo, rows: bool) -> FileFeatures:
-        stem = self.stems.get(_span_key(clip.name, clip.start, clip.end))
+        stem = self.stem_of(clip)
         if stem is None:
             raise MediaError(clip.name, f"not embedded in {self.root} (run the embed task on the same input)")
         try:

@@ -90,14 +90,15 @@ def in_a_sweep() -> bool:
 
 
 @contextmanager
-def config_errors_end_the_command() -> Iterator[None]:
+def config_errors_end_the_command(interrupted: str | None = None) -> Iterator[None]:
     """A config mistake ends a command with one ``error:`` line and exit status 2, and Ctrl-C with one
     line and status 130, not a traceback. In a sweep the mistake ends only its job. Anything else
     goes on up as it is, its traceback also written to the job's log file (Hydra prints it only)."""
     try:
         yield
-    except KeyboardInterrupt as err:
-        line = f"interrupted: {err}" if isinstance(err, Interrupted) else "interrupted"
+    except KeyboardInterrupt as err:  # ``interrupted``: what a command stopped anywhere else left behind
+        left = str(err) if isinstance(err, Interrupted) else interrupted
+        line = f"interrupted: {left}" if left else "interrupted"
         print(line, file=sys.stderr)
         to_log_file(line, logging.WARNING)
         sys.exit(130)

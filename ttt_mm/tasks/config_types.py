@@ -77,7 +77,7 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
     as true, and ``baselines=logmel`` as the baselines l, o, g, ... A key shipped as null (or as an
     interpolation) can take anything here."""
     shipped = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / f"{command}.yaml"), resolve=False)
-    check_added_keys(cfg, {*shipped, *_groups(shipped.get("defaults") or [])})
+    check_added_keys(cfg, set(shipped))
     for key, default in shipped.items():
         if key in ("defaults", "hydra") or key not in cfg or _unresolved(cfg, key):
             continue
@@ -96,7 +96,7 @@ def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
-    known = known | set(hydra.runtime.choices)  # (config groups, a user's own from hydra.searchpath too)
+    known = known | {group.split("/")[0] for group in hydra.runtime.choices}  # (a user's own groups too)
     for override in hydra.overrides.task:
         if not override.startswith("+"):
             continue
@@ -110,15 +110,6 @@ def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
             raise ConfigError(
                 f"{override.split('=', 1)[0]}: {key} is not a key of this command; did you mean {close[0]}?"
             )
-
-
-def _groups(defaults: list) -> set[str]:
-    """The config groups a defaults list names (``data``, ``override hydra/help``: ``hydra``)."""
-    names = set()
-    for entry in defaults:
-        for name in entry if isinstance(entry, dict) else ():
-            names.add(name.removeprefix("override ").split("/")[0].split("@")[0])
-    return names
 
 
 def _kind(default):

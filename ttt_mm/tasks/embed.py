@@ -335,13 +335,8 @@ def main(cfg: DictConfig) -> None:
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", stream=sys.stderr
     )
-    with config_errors_end_the_command():
-        try:
-            summary = run(cfg)
-        except KeyboardInterrupt as err:
-            if isinstance(err, Interrupted):
-                raise
-            raise Interrupted("finished outputs are kept, the file in progress was not written") from None
+    with config_errors_end_the_command(interrupted="finished outputs are kept, the file in progress was not written"):
+        summary = run(cfg)
     if summary.single and summary.failed:
         name, reason = summary.failed[0]
         print(f"error: {name}: {reason}", file=sys.stderr)

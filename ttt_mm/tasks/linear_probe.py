@@ -299,7 +299,7 @@ def run(cfg: DictConfig) -> dict:
     dropped |= lonely
     extractors = build_extractors(cfg, baselines)
     output = results_folder(cfg.output)  # (before files are read: a folder that cannot be made is a config error)
-    if extractors.folder is not None and clips and not any(extractors.folder.holds(c) for c in clips):
+    if extractors.folder is not None and clips and not any(extractors.folder.stem_of(c) for c in clips):
         held = next(iter(extractors.folder.stems))[0]  # (one line, not a "left out" line for each clip)
         raise ConfigError(
             f"embeddings={cfg.embeddings} embeds none of the {len(clips)} clips of input={cfg.input} (it holds "
@@ -423,14 +423,10 @@ def report(out: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="linear_probe")
 def main(cfg: DictConfig) -> None:
-    with config_errors_end_the_command():
-        try:
-            out = run(cfg)
-        except KeyboardInterrupt as err:
-            if isinstance(err, Interrupted):  # (stopped while writing: it says so)
-                raise
-            raise Interrupted("no results were written (they are written once every probe is fitted)") from None
-        report(out)
+    with config_errors_end_the_command(
+        interrupted="no results were written (they are written once every probe is fitted)"
+    ):
+        report(run(cfg))
 
 
 if __name__ == "__main__":

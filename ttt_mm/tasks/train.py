@@ -392,8 +392,9 @@ def _how_to_resume(out: dict) -> str:
         when = f" (every {every} steps: callbacks.last_checkpoint.every_n_train_steps)" if every else ""
         return f"no checkpoint was saved{when}, so there is nothing to resume from"
     line = f"resume with ckpt_path={out['last_ckpt']}"
-    saved, lost = out.get("last_ckpt_step"), out["step"] - (out.get("last_ckpt_step") or 0)
-    if saved is not None and lost > 0:
+    saved = out.get("last_ckpt_step")
+    if saved is not None and out["step"] > saved:
+        lost = out["step"] - saved
         since = "the step since is" if lost == 1 else f"the {lost} steps since are"
         line += f" (saved at step {saved}: {since} trained again)"
     return line
