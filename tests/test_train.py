@@ -195,17 +195,25 @@ def test_test_true_without_a_test_clip_is_a_config_error_before_training(tmp_pat
 
 
 def test_test_split_is_scored_with_the_best_checkpoint(tmp_path):
+    """Not last.ckpt or the weights in memory: ranked by step, the best is the first of two
+    validations, two steps before the end of the fit."""
+    data = [*TINY, "data.source.num_clips=12", "data.test_fraction=0.25", "data.val_fraction=0.25"]
     cfg = compose_train(
-        tmp_path,
-        [*TINY, "test=true", "data.source.num_clips=12", "data.test_fraction=0.25", "data.val_fraction=0.25"]
-        + ["trainer.max_steps=4", "trainer.val_check_interval=2", "callbacks.last_checkpoint.every_n_train_steps=1"],
+        tmp_path / "fit",
+        [*data, "test=true", "trainer.max_steps=4", "trainer.val_check_interval=2"]
+        + ["callbacks.last_checkpoint.every_n_train_steps=1", "callbacks.model_checkpoint.monitor=step"]
+        + ["callbacks.model_checkpoint.mode=min"],
     )
     out = run(cfg)
-    assert Path(out["best_ckpt"]).name in ("step000002.ckpt", "step000004.ckpt") and Path(out["last_ckpt"]).is_file()
+    assert Path(out["best_ckpt"]).name == "step000002.ckpt" and Path(out["last_ckpt"]).is_file()
     metrics = out["metrics"]
-    assert metrics["test/loss"] > 0 and metrics["test/loss_ratio_copy"] == pytest.approx(
-        metrics["test/loss"] / metrics["test/loss_copy"]
-    )
+    assert metrics["test/loss_ratio_copy"] == pytest.approx(metrics["test/loss"] / metrics["test/loss_copy"])
+    scored = {}
+    for name in ("best_ckpt", "last_ckpt"):
+        only = [*data, "train=false", "test=true", f"ckpt_path={out[name]}"]
+        scored[name] = run(compose_train(tmp_path / name, only))["metrics"]["test/loss"]
+    assert metrics["test/loss"] == pytest.approx(scored["best_ckpt"], rel=1e-6)
+    assert metrics["test/loss"] != pytest.approx(scored["last_ckpt"], rel=1e-6)
 
 
 def read_metrics(folder: Path) -> list[dict]:
