@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ttt_mm.backbone import state_tensors
-from ttt_mm.layers import AttentionLayer, TTTLayer
+from ttt_mm.layers import AttentionLayer, LaCTLayer, TTTLayer
 from ttt_mm.ops.rope import apply_rope, rope_rotation
 from ttt_mm.ops.ttt.naive import linear_model, mlp_model, ttt_naive
 
@@ -172,3 +172,17 @@ def test_pieces_are_cache_sized_on_the_cpu_and_long_elsewhere():
     assert piece_tokens(torch.empty(1), 2048) == 2048
     assert piece_tokens(torch.empty(1, device="meta"), 2048) == DEVICE_PIECE_TOKENS >= 8 * 2048
     assert piece_tokens(torch.empty(1, device="meta"), 10**6) == 10**6
+
+
+@pytest.mark.parametrize("name", [*LAYERS, "lact"])
+def test_a_layer_runs_forward_streamed_and_backward_on_the_meta_device(name):
+    """What a GPU needs beyond the CPU: no value of a device tensor read on the host (each read waits
+    for the device) and no tensors of two devices mixed. Meta tensors have no values: either raises."""
+    make = LAYERS.get(name, lambda: LaCTLayer(32, 4, chunk_size=4, window=6, fast_heads=2))
+    layer = make().to("meta")
+    x = torch.randn(2, 7, 32, device="meta", requires_grad=True)
+    y, state = layer(x)
+    more, _ = layer(x[:, :3], state)
+    (y.sum() + more.sum()).backward()
+    assert x.grad.device.type == "meta" and x.grad.shape == x.shape
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in layer.parameters() if p.requires_grad)

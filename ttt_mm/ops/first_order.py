@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
+from .precision import autocast_off
+
 
 def first_order_backward(backward: Callable) -> Callable:
     """Decorate an ``autograd.Function.backward``: it runs without autograd and autocast, and a call
@@ -31,7 +33,7 @@ def first_order_backward(backward: Callable) -> Callable:
                 "kernel='autograd' (autograd records the whole scan)"
             )
         device = next((g.device.type for g in grads if isinstance(g, torch.Tensor)), "cpu")
-        with torch.autocast(device, enabled=False):
+        with autocast_off(device):
             return once(ctx, *grads)
 
     return wrapper

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .first_order import first_order_backward
+from .precision import autocast_off
 from .rope import apply_rope
 
 # Queries per block: about a quarter of the window, a multiple of 32 in [32, 128]. A block scores
@@ -156,7 +157,7 @@ class _WindowAttention(torch.autograd.Function):
         B, T, H, F = q.shape
         dtype = torch.promote_types(q.dtype, torch.float32)
         counts = cached.tolist()
-        with torch.autocast(q.device.type, enabled=False):
+        with autocast_off(q.device.type):
             blocks = _Blocks(T, cache_k.shape[2], H, counts, q.device, dtype)
             qs, ks = blocks.queries(q, rotation, dtype), blocks.keys(cache_k, k, rotation, dtype)
             vs = blocks.keys(cache_v, v, None, dtype)

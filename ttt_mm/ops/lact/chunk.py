@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..precision import autocast_off
 from .muon import orthogonalize
 from .state import LaCTState
 from .step import swiglu_chunk
@@ -192,7 +193,7 @@ def lact_swiglu(
     _check(q, k, v, lr, w0, w1, w2, momentum, chunk_size, state)
     B, H, T, D = q.shape
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    with torch.autocast(q.device.type, enabled=False):
+    with autocast_off(q.device.type):
         if state is None:
             state = LaCTState.initial((w0, w1, w2), B, dtype, momentum is not None)
         if T == 0:

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..first_order import first_order_backward
 from ..native import lact as native
+from ..precision import autocast_off
 from .tiles import token_tiles
 
 # Tokens per tile on the CPU (all batch rows): the temporaries of a tile are a few [B, TILE_TOKENS, C].
@@ -41,11 +42,6 @@ def gated_rms_norm(o: Tensor, weight: Tensor, gate: Tensor, eps: float) -> Tenso
     return _GatedRMSNorm.apply(o, weight, gate, eps)
 
 
-def _exact(x: Tensor) -> torch.autocast:
-    """Autocast off for the PyTorch paths: it would run their dot products (``vecdot``) in bfloat16."""
-    return torch.autocast(x.device.type, enabled=False)
-
-
 def _token_major(x: Tensor, t: slice) -> Tensor:
     """Tokens ``t`` of a head-major ``[n, B, H, T, D]`` as a view ``[B, t, n, H, D]``."""
     return x[:, :, :, t].permute(1, 3, 0, 2, 4)
@@ -56,7 +52,7 @@ class _FastInputs(torch.autograd.Function):
     def forward(ctx, qkv, scale, offset, heads, eps):
         ctx.eps = eps
         fused = native.fast_inputs(qkv, scale, offset, heads, eps)
-        with _exact(qkv):
+        with autocast_off(qkv.device.type):
             out, norms = fused if fused is not None else _fast_inputs(qkv, scale, offset, heads, eps)
         ctx.save_for_backward(qkv, scale, offset, norms)
         return out[0], out[1], out[2]
@@ -67,7 +63,7 @@ class _FastInputs(torch.autograd.Function):
         qkv, scale, offset, norms = ctx.saved_tensors
         fused = native.fast_inputs_backward(qkv, scale, offset, norms, grads, ctx.eps)
         if fused is None:
-            with _exact(qkv):
+            with autocast_off(qkv.device.type):
                 fused = _fast_inputs_backward(qkv, scale, offset, norms, torch.stack(grads), ctx.eps)
         return *fused, None, None
 
@@ -120,7 +116,7 @@ class _GatedRMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, o, weight, gate, eps):
         fused = native.gated_rms_norm(o, weight, gate, eps)
-        with _exact(o):
+        with autocast_off(o.device.type):
             out, rms = fused if fused is not None else _gated_rms_norm(o, weight, gate, eps)
         ctx.save_for_backward(o, weight, gate, rms)
         return out.flatten(2)
@@ -132,7 +128,7 @@ class _GatedRMSNorm(torch.autograd.Function):
         grad = grad.unflatten(-1, o.shape[1:2] + o.shape[3:])  # [B, T, H, D]
         fused = native.gated_rms_norm_backward(o, weight, gate, rms, grad)
         if fused is None:
-            with _exact(o):
+            with autocast_off(o.device.type):
                 fused = _gated_rms_norm_backward(o, weight, gate, rms, grad)
         return *fused, None
 
@@ -157,20 +153,17 @@ def _gated_rms_norm_backward(o, weight, gate, rms, grad):
     d_weight = torch.zeros_like(weight)
     weight = weight.to(o.dtype)
     for t in token_tiles(T, TILE_TOKENS, grad.device):
-        o_t, r = o[:, :, t], rms[:, :, t]
+        r = rms[:, :, t]
+        n = o[:, :, t] * r  # the normalised rows (RMS about 1): products of them stay in float16's range
         dy = grad[:, t].transpose(1, 2)  # [B, H, t, D]
         g = F.silu(gate[:, t].to(o.dtype)).transpose(1, 2).unsqueeze(-1)
         dyw = dy * weight
-        # y = o r g w: d g = r <dy w, o>, d w = sum dy o r g, d (o r) = dy w g
-        _silu_backward.grad_input(
-            (torch.linalg.vecdot(dyw, o_t).unsqueeze(-1) * r).squeeze(-1).transpose(1, 2),
-            gate[:, t],
-            grad_input=d_gate[:, t],
-        )
-        rg = r * g
-        d_weight += torch.einsum("bhtd,bhtx->d", dy * o_t, rg)
+        # y = n g w: d g = <dy w, n>, d w = sum dy n g, d n = dy w g
+        _silu_backward.grad_input(torch.linalg.vecdot(dyw, n).transpose(1, 2), gate[:, t], grad_input=d_gate[:, t])
+        d_weight += torch.einsum("bhtd,bhtx->d", dy * n, g)
         dn = dyw.mul_(g)
-        # n = o r, r = (mean o^2 + eps)^-1/2: d o = r dn - r^3 <dn, o> o / D
-        coef = torch.linalg.vecdot(dn, o_t).unsqueeze(-1) * r.pow(3) / D
-        torch.sub(dn * r, o_t * coef, out=d_o[:, :, t])
+        # n = o r, r = (mean o^2 + eps)^-1/2: d o = r (dn - <dn, n> n / D), without r^3 (past float16's
+        # range for the small rows of a fresh layer)
+        coef = torch.linalg.vecdot(dn, n).unsqueeze(-1).div_(D)
+        torch.mul(dn.sub_(n.mul_(coef)), r, out=d_o[:, :, t])
     return d_o, d_weight, d_gate

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..precision import autocast_off
 from . import backward, dual, fused
 from .state import TTTState
 
@@ -86,7 +87,7 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
         raise ValueError(f"checkpoint_span must be >= 1 mini-batch; got {span}")
 
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    with torch.autocast(q.device.type, enabled=False):
+    with autocast_off(q.device.type):
         if token_scale is None:
             tau = 1.0 / torch.arange(1, K + 1, device=q.device, dtype=dtype)
         else:
