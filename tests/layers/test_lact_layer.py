@@ -218,7 +218,7 @@ def test_the_places_each_call_plans_from_stay_on_the_cpu_whatever_the_device():
     state = layer.initial_state(2)
     assert state.fast.weights[0].device.type == "meta"
     assert state.cached.device.type == "cpu" and state.fast.count.device.type == "cpu"
-    _, after = make()(torch.randn(2, 7, DIM, dtype=torch.float64))
+    _, after = layer(torch.randn(2, 7, DIM, dtype=torch.float64, device="meta"), state)
     assert after.cached.device.type == "cpu" and after.fast.count.tolist() == [3, 3]  # (chunks of 4)
 
 
@@ -290,6 +290,25 @@ def test_bf16_autocast_stays_finite_with_a_float32_state():
     assert all(t.dtype in (torch.float32, torch.int64) and torch.isfinite(t).all() for t in state_tensors(state))
 
 
+def test_a_fresh_float16_layer_has_finite_gradients_close_to_float32s():
+    """At initialisation the fast weights' outputs are small (RMS about 1e-2): the gated norm's backward
+    took their inverse RMS cubed, past float16's range (inf in every gradient but the output's)."""
+    torch.manual_seed(0)
+    layer = LaCTLayer(DIM, HEADS, chunk_size=4, window=6, fast_heads=2)
+    x = torch.randn(2, 13, DIM)
+    grads = {}
+    for dtype in (torch.float32, torch.float16):
+        copy = LaCTLayer(DIM, HEADS, chunk_size=4, window=6, fast_heads=2).to(dtype)
+        copy.load_state_dict(layer.state_dict())
+        inputs = x.to(dtype, copy=True).requires_grad_()
+        copy(inputs)[0].float().square().sum().backward()
+        grads[dtype] = [inputs.grad] + [p.grad for p in copy.parameters() if p.grad is not None]
+    assert len(grads[torch.float16]) == len(grads[torch.float32]) > 10
+    for full, half in zip(grads[torch.float32], grads[torch.float16]):
+        assert torch.isfinite(half).all()
+        assert (half.float() - full).norm() <= 0.02 * full.norm() + 1e-3
+
+
 def test_the_fast_weight_initial_values_and_qk_affine_are_exempt_from_weight_decay():
     layer = LaCTLayer(DIM, HEADS, fast_heads=2)
     exempt = {id(p) for p in layer.no_weight_decay()}
@@ -314,6 +333,30 @@ def test_bad_configuration_is_a_clear_error(kwargs, message):
     args = {"dim": DIM, "num_heads": HEADS, **kwargs}
     with pytest.raises(ValueError, match=message):
         LaCTLayer(**args)
+
+
+@pytest.mark.parametrize(
+    "made,message",
+    [
+        ({"window": 9}, "the state caches 8 tokens \\(made with window=9\\); this layer has window=6"),
+        ({"momentum": False}, "the state was made with momentum=False; this layer has momentum=True"),
+        ({"batch": 3}, "the state holds 3 rows; the input has 2"),
+    ],
+    ids=["window", "momentum", "batch"],
+)
+def test_a_state_of_other_settings_is_refused_by_name(made, message):
+    """Passed to forward or checked (a carried state restored into another layer): it failed deep in
+    the window attention, with the shapes of RoPE's rotation."""
+    settings = {"window": 6, **made}
+    batch = settings.pop("batch", 2)
+    other = LaCTLayer(DIM, HEADS, chunk_size=4, fast_heads=2, **settings)
+    state = other.initial_state(batch)
+    layer = LaCTLayer(DIM, HEADS, chunk_size=4, window=6, fast_heads=2)
+    with pytest.raises(ValueError, match=message):
+        layer(torch.randn(2, 5, DIM), state)
+    if batch == 2:
+        with pytest.raises(ValueError, match=message):
+            layer.check_state(state)
 
 
 @pytest.mark.parametrize("chunk,learns", [(4, True), (12, False)], ids=["chunks_inside_the_window", "window_long"])

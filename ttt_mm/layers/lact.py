@@ -184,8 +184,18 @@ class LaCTLayer(nn.Module):
         return [self.w0, self.w1, self.w2, self.qk_scale, self.qk_offset]
 
     def check_state(self, state: LaCTLayerState) -> None:
-        """Raises ValueError when ``state`` is further into its open chunk than this mixer's chunk
-        holds (the window is the cache's shape)."""
+        """Raises ValueError when this layer cannot go on from ``state``: one made with another window
+        (its cache's length) or momentum setting, or further into its open chunk than this chunk holds."""
+        if state.keys.shape[2] != self.window - 1:
+            raise ValueError(
+                f"the state caches {state.keys.shape[2]} tokens (made with window={state.keys.shape[2] + 1}); "
+                f"this layer has window={self.window}"
+            )
+        if (state.fast.velocity is not None) != self.momentum:
+            raise ValueError(
+                f"the state was made with momentum={state.fast.velocity is not None}; this layer has "
+                f"momentum={self.momentum}"
+            )
         state.fast.check_continued_with(self.chunk_size)
 
     def initial_state(self, batch_size: int) -> LaCTLayerState:
@@ -201,6 +211,10 @@ class LaCTLayer(nn.Module):
         """``x [B, T, C]`` (the block's normed input) -> ``y [B, T, C]`` and the state after ``x``."""
         if state is None:
             state = self.initial_state(x.shape[0])
+        else:
+            self.check_state(state)
+            if state.cached.shape[0] != x.shape[0]:
+                raise ValueError(f"the state holds {state.cached.shape[0]} rows; the input has {x.shape[0]}")
         if x.shape[1] == 0:
             return self.wo(x), state
         tokens = piece_tokens(x, PIECE_TOKENS)
