@@ -170,6 +170,9 @@ def test_embed_tensor_equals_embed_file_and_batch_rows_are_independent(ckpts, fi
     batch = embedder.embed_tensor(audio=torch.stack([samples, 0.5 * samples.flip(0)]))
     assert batch.embeddings.shape == (2, *single.embeddings.shape) and batch.pooled.shape == (2, 32)
     assert (batch.embeddings[0] - single.embeddings).abs().max().item() < 1e-5
+    other = embedder.embed_tensor(audio=0.5 * samples.flip(0))
+    assert (batch.embeddings[1] - other.embeddings).abs().max().item() < 1e-5
+    assert (batch.pooled - torch.stack([single.pooled, other.pooled])).abs().max().item() < 1e-5
     with pytest.raises(ValueError, match="reads audio"):
         embedder.embed_tensor(video=torch.zeros(8, 3, 32, 32, dtype=torch.uint8))
 

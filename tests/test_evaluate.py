@@ -227,12 +227,18 @@ def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
 
 
 @pytest.mark.parametrize("stream", ["audio", "video"])
-def test_a_checkpoint_of_one_stream_is_evaluated_with_the_other_streams_keys_left_null(tmp_path, stream):
+def test_a_checkpoint_of_one_stream_sets_only_that_streams_keys_and_is_evaluated(tmp_path, stream, monkeypatch):
+    """The checkpoint holds null for the keys of the stream it does not read: passed on to the data
+    module, they failed in its media clock."""
     ckpt = save(tiny_model(stream=stream), tmp_path / "tiny.ckpt")
     cfg = compose_evaluate(
         f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "max_files=1", "plots=false"
     )
+    decoded, decoding = [], evaluate_task.checkpoint_decoding
+    monkeypatch.setattr(evaluate_task, "checkpoint_decoding", lambda *a: decoded.append(decoding(*a)) or decoded[-1])
     out = run(cfg)
+    own = {"audio": {"sample_rate": 16000}, "video": {"fps": 8.0, "size": 32}}[stream]
+    assert decoded == [{"modalities": [stream], **own}]  # (the other stream's keys: data.*'s, unused)
     scored = out["models"]["ttt"]
     assert scored["files"] == 1 and scored["tokens_scored"] > 0 and np.isfinite(scored["loss"]["model"])
 

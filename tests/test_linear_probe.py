@@ -326,7 +326,7 @@ def test_sound_files_probed_with_a_video_model_are_one_error_saying_what_they_la
         run(_cfg(ckpt=ckpts["video"], input=tones, output=tmp_path / "out"))
 
 
-def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, caplog):
+def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, caplog, monkeypatch):
     rows = [{"path": str(p), "label": p.parent.name} for p in sorted(tones.rglob("*.wav"))]
     manifest = _manifest(tmp_path / "list.csv", rows)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -334,13 +334,21 @@ def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, 
     cfg.progress = False
     assert len(embed_task.run(cfg).written) == 20
     (tmp_path / "emb" / "notes.json").write_text("{}")  # not an embedding: ignored
+    fitted = record_fits(monkeypatch)
     direct = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "a"))["metrics"]
     stored = run(_cfg(embeddings=tmp_path / "emb", input=manifest, output=tmp_path / "b"))["metrics"]
     assert stored["settings"]["embeddings"] == str(tmp_path / "emb")
+    assert len(fitted) == 6  # model, logmel, random_weights: each run's pooled vectors, the folder's as the model's
+    for live, read in zip(fitted[:3], fitted[3:]):
+        assert read.x.shape == live.x.shape == (20, live.x.shape[1])
+        torch.testing.assert_close(read.x, live.x, atol=2e-3, rtol=2e-3)  # (kept in float16 by embed)
     for name in ("model", "random_weights", "logmel"):
         assert stored["results"][name]["accuracy"] == direct["results"][name]["accuracy"], name
+    fitted.clear()
     by_rows = run(_cfg(embeddings=tmp_path / "emb", input=manifest, output=tmp_path / "r", rows="true", folds=2))
-    assert set(by_rows["metrics"]["results"]) >= {"model", "random_weights"}  # the folder's rows: one per token
+    assert set(by_rows["metrics"]["results"]) >= {"model", "random_weights"}
+    tokens = [len(np.load(f)) for f in sorted((tmp_path / "emb").rglob("*.wav.npy"))]
+    assert torch.bincount(fitted[0].owner).tolist() == tokens and min(tokens) > 1  # the folder's rows: one per token
     changed, st = Path(rows[0]["path"]), Path(rows[0]["path"]).stat()
     os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # edited since it was embedded
     try:
@@ -451,11 +459,27 @@ def test_a_file_and_a_group_column_join_into_one_group_and_a_class_held_in_one_g
     assert "dropped class 'solo': 6 clips (in one group" in capsys.readouterr().out
 
 
-def test_rows_probe_predicts_files_from_their_hops(ckpts, tones, tmp_path):
+def record_fits(monkeypatch) -> list[Features]:
+    """The features each probe is fitted on, in the command's order (model, logmel, random_weights)."""
+    fitted = []
+
+    def recording(feats, *args):
+        fitted.append(feats)
+        return cross_validate(feats, *args)
+
+    monkeypatch.setattr(linear_probe, "cross_validate", recording)
+    return fitted
+
+
+def test_rows_probe_predicts_files_from_their_hops(ckpts, tones, tmp_path, monkeypatch):
+    fitted = record_fits(monkeypatch)
     metrics = run(_cfg(ckpt=ckpts["audio"], input=tones, output=tmp_path / "out", rows="true", hop_seconds=0.2))
     m = metrics["metrics"]
     assert m["settings"]["rows"] and m["settings"]["hop_seconds"] == 0.2
     assert all(m["results"][n]["accuracy"]["mean"] == 1.0 for n in ("model", "logmel", "random_weights"))
+    assert len(fitted) == 3
+    for feats in fitted:  # rows of 0.2 s, each owned by its file (pooled vectors: one a file)
+        assert torch.bincount(feats.owner).tolist() == [4] * 20
 
 
 def test_videos_are_probed_and_the_log_mel_baseline_needs_their_sound(ckpts, tmp_path):

@@ -535,13 +535,36 @@ def test_long_context_training_carries_state_across_windows(tmp_path):
     cfg = compose_train(tmp_path, ["experiment=long_context", *TWO_WINDOW_STREAMS])
     datamodule, model, trainer = build(cfg)
     datamodule.setup("fit")
-    seen = []
+    seen, given = [], []
     original = model._carried.before
-    model._carried.before = lambda place: seen.append(place.reset) or original(place)
+
+    def before(place):
+        carried = original(place)
+        seen.append(place.reset)
+        given.append(carried)
+        return carried
+
+    model._carried.before = before
+    passed = spy_on_training_forward(model)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 4
     assert seen == [(True, True), (False, False), (True, True), (False, False)]
+    assert given[1][0] is not None and given[3][0] is not None  # windows that go on from the one before
+    assert len(passed) == 4 and all(p[0] is g[0] and p[1] is g[1] for p, g in zip(passed, given))
     assert model._carried.state is not None  # the carried (detached) state of the last window
+
+
+def spy_on_training_forward(model) -> list[tuple]:
+    """The ``(state, restart)`` each training step passes the backbone: what its forward pass goes on from."""
+    passed, forward = [], model.backbone.forward
+
+    def spy(x, state=None, restart=None):
+        if model.training:
+            passed.append((state, restart))
+        return forward(x, state, restart)
+
+    model.backbone.forward = spy
+    return passed
 
 
 @pytest.mark.slow
@@ -562,6 +585,7 @@ def test_lact_training_carries_its_state_across_windows_detached_and_restarts_ro
 
     step_size_grads = []
     model._carried.before = spy
+    passed = spy_on_training_forward(model)
     model.on_after_backward = lambda: step_size_grads.append(model.backbone.blocks[0].mixer.lr_proj.weight.grad.norm())
     trainer.fit(model, datamodule=datamodule)
 
@@ -570,6 +594,7 @@ def test_lact_training_carries_its_state_across_windows_detached_and_restarts_ro
     for reset, left, carried, restart in steps[1:]:
         assert not any(t.requires_grad for t in state_tensors(left))  # cut from the last step's graph
         assert carried is left and restart.tolist() == reset  # the forward pass starts those rows afresh
+    assert len(passed) == 4 and all(p[0] is step[2] and p[1] is step[3] for p, step in zip(passed, steps))
     fresh = model.backbone.initial_state(2).blocks[0].mixer.fast
     fast = steps[1][1].blocks[0].mixer.fast  # after a whole window: four complete chunks
     assert fast.count.tolist() == [0, 0] and not torch.allclose(fast.weights[0], fresh.weights[0].to(fast.weights[0]))
