@@ -230,13 +230,16 @@ def test_a_failed_clips_stand_in_does_not_depend_on_what_other_workers_listed(tm
         path.write_bytes(b"")
     good = [write_wav(tmp_path / f"{k}.wav", tone(2.0, 16000, 200 + 50 * k), 16000) for k in range(6)]
     clips = [ClipInfo(str(p)) for p in bad + good]
-    told = SkipList()
-    told.add(str(bad[1]), "found bad by another worker")
-    alone, beside = WindowDataset(clips, 1.0, AUDIO, seed=3), WindowDataset(clips, 1.0, AUDIO, seed=3, skip_list=told)
-    for epoch in range(6):
-        a, b = alone[(0, epoch)], beside[(0, epoch)]
-        assert (a["path"], a["start"]) == (b["path"], b["start"])
-        assert torch.equal(a["audio"], b["audio"])
+    alone = WindowDataset(clips, 1.0, AUDIO, seed=3)
+    for others in range(4):  # y.wav and 0-3 files of other runs, listed before x.wav fails here
+        told = SkipList()
+        for name in [str(bad[1])] + [f"/elsewhere/{k}.wav" for k in range(others)]:
+            told.add(name, "found bad by another worker")
+        beside = WindowDataset(clips, 1.0, AUDIO, seed=3, skip_list=told)
+        for epoch in range(8):
+            a, b = alone[(0, epoch)], beside[(0, epoch)]
+            assert (a["path"], a["start"]) == (b["path"], b["start"])
+            assert torch.equal(a["audio"], b["audio"])
 
 
 def test_a_dataset_fails_only_when_no_clip_is_left_and_says_why(media, tmp_path):
@@ -288,6 +291,19 @@ def test_a_skip_list_looks_at_its_file_for_other_processes_entries_about_once_a_
     assert "/data/worse.wav" not in other  # (looked at a moment ago: only an addition of its own reads it)
     monkeypatch.setattr(skiplist, "REFRESH_S", 0.0)  # (as a second later)
     assert "/data/worse.wav" in other
+
+
+def test_two_workers_that_find_one_bad_file_within_a_second_list_and_log_it_once(tmp_path, caplog):
+    """The second has not looked at the file since the first added it: its addition reads the file
+    under the lock first, so it writes no second line and logs no second warning."""
+    skip_file = tmp_path / "skip.tsv"
+    first, second = SkipList(skip_file), SkipList(skip_file)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        assert first.add("/data/bad.wav", "corrupt") and not second.add("/data/bad.wav", "corrupt")
+    assert skip_file.read_text() == "/data/bad.wav\tcorrupt\n"
+    assert [r.getMessage() for r in caplog.records].count(
+        f"skipping /data/bad.wav: corrupt (added to {skip_file})"
+    ) == 1
 
 
 def test_notes_of_reads_by_runs_that_are_over_are_cleared():

@@ -58,6 +58,22 @@ def test_synthetic_default_batches():
     assert val[0]["window_index"][:3].tolist() == [0, 1, 2]
 
 
+def test_loader_workers_share_out_the_evaluation_windows_each_once():
+    dm = MediaDataModule(
+        SyntheticSource(num_clips=10, duration=3.0),
+        batch_size=2,
+        size=32,
+        clip_seconds=1.0,
+        val_fraction=0.5,
+        test_fraction=0.0,
+        num_workers=2,
+    )
+    dm.setup("fit")
+    seen = [(path, float(start)) for b in dm.val_dataloader() for path, start in zip(b["path"], b["start"])]
+    assert len(dm.splits["val"]) > 2
+    assert sorted(seen) == sorted((clip.name, float(t)) for clip in dm.splits["val"] for t in range(3))
+
+
 def test_workers_open_their_own_decoders_and_share_the_skip_list(media, tmp_path):
     for name in ("av", "faststart", "zero", "corrupt"):
         shutil.copy(media[name], tmp_path / f"{name}.mp4" if name != "corrupt" else tmp_path / "corrupt.mkv")
@@ -142,6 +158,34 @@ def test_epochs_draw_new_windows_and_a_resumed_run_continues_the_stream():
     )
     resumed = next(iter(dm.train_dataloader()))
     assert resumed["path"] == third["path"] and torch.equal(resumed["start"], third["start"])
+    dm.trainer.global_step, dm.trainer.accumulate_grad_batches = 1, 2  # an optimizer step of two batches
+    resumed = next(iter(dm.train_dataloader()))
+    assert resumed["path"] == third["path"] and torch.equal(resumed["start"], third["start"])
+
+
+def test_each_rank_draws_its_own_share_of_the_random_windows():
+    dm = MediaDataModule(
+        SyntheticSource(num_clips=4, duration=20.0),
+        batch_size=2,
+        size=32,
+        clip_seconds=1.0,
+        val_fraction=0.0,
+        test_fraction=0.0,
+    )
+    dm.setup("fit")
+    firsts = []
+    for rank in range(2):
+        dm.trainer = SimpleNamespace(
+            global_step=0,
+            accumulate_grad_batches=1,
+            global_rank=rank,
+            world_size=2,
+            default_root_dir=".",
+            overfit_batches=0,
+            limit_train_batches=1.0,
+        )
+        firsts += next(iter(dm.train_dataloader()))["path"]
+    assert sorted(firsts) == sorted(clip.name for clip in dm.splits["train"])  # one epoch, shared out
 
 
 def test_a_resume_with_another_seed_or_other_training_clips_is_warned_about(caplog):

@@ -105,6 +105,19 @@ def test_a_second_run_probes_nothing_and_a_touched_file_again(folder, tmp_path):
     assert (run4.probed, run4.cached) == (1, len(files) - 1) and fourth == third  # its line's file, probed again
 
 
+def test_a_run_over_some_of_a_folders_files_keeps_the_records_of_the_others(folder, tmp_path):
+    """It rewrites the index (a file of it changed): the files it was not given keep their records, and
+    a later run over the whole folder probes none of them again."""
+    files = sorted(folder.iterdir())
+    index_files(files, tmp_path / "cache")
+    later = time.time() + 5
+    os.utime(files[0], (later, later))
+    _, some = index_files(files[:-1], tmp_path / "cache")
+    assert some.probed == 1 and some.cache == cache_file([str(f) for f in files], tmp_path / "cache")
+    _, whole = index_files(files, tmp_path / "cache")
+    assert (whole.probed, whole.cached) == (0, len(files))
+
+
 def test_compressed_audio_longer_than_the_decode_cache_is_warned_about_once(media, tmp_path, caplog, monkeypatch):
     """Such a track is decoded whole for a window whenever another file's audio was read in between."""
     monkeypatch.setattr(index, "AUDIO_CACHE_SAMPLES", 16000 * 2)  # 2 s: the 3 s AAC track is longer

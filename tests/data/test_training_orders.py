@@ -20,9 +20,11 @@ def test_sampler_visits_every_clip_once_per_epoch_and_resumes_exactly():
     assert list(itertools.islice(ResumableSampler(5, seed=3, start=7), 8)) == pairs[7:15]
 
 
-def test_ranks_split_the_stream_without_overlap():
-    ranks = [list(itertools.islice(ResumableSampler(6, seed=0, rank=r, world=2), 3)) for r in range(2)]
-    assert sorted(i for r in ranks for i, _ in r) == list(range(6))
+def test_ranks_split_the_stream_without_overlap_and_each_resumes_where_it_stopped():
+    ranks = [list(itertools.islice(ResumableSampler(6, seed=0, rank=r, world=2), 9)) for r in range(2)]
+    assert sorted(i for r in ranks for i, _ in r[:3]) == list(range(6))
+    for rank, pairs in enumerate(ranks):  # ``start``: the rank's own position (a step's batch rows)
+        assert list(itertools.islice(ResumableSampler(6, seed=0, start=4, rank=rank, world=2), 5)) == pairs[4:]
 
 
 def clips(durations):
@@ -42,6 +44,21 @@ def test_stream_rows_walk_whole_clips_in_order_and_flag_new_clips():
                 assert path == prev_path and start == prev_start + 1.0  # the next window of the same clip
         assert walk[0][2] and walk[0][1] == 0.0  # the first batch starts every row afresh
     assert all(b["audio"].shape[1] == 8000 and b["video"].shape[1] == 8 for b in batches)
+
+
+def test_the_rows_of_all_ranks_stream_distinct_clips():
+    """Clips of one window each: every row of every rank starts a new clip at every step, and one
+    epoch's clips are shared out among the 2 ranks' 2 rows, none twice."""
+    listed = clips([1.0] * 8)
+    paths = [
+        [
+            path
+            for batch in itertools.islice(StreamWindows(listed, 1.0, 2, SPEC, seed=4, rank=rank, world=2), 2)
+            for path in batch["path"]
+        ]
+        for rank in range(2)
+    ]
+    assert sorted(paths[0] + paths[1]) == sorted(clip.name for clip in listed)
 
 
 def test_stream_resumes_at_a_step_without_decoding_the_skipped_windows(monkeypatch):
