@@ -58,15 +58,16 @@ def tiny_model(mixer: str = "ttt_linear", stream: str | None = None) -> Sequence
     return SequenceModel(tokenizer, backbone).eval()
 
 
-def save(model: SequenceModel, path: Path) -> Path:
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "hyper_parameters": dict(model.hparams),
-            "pytorch-lightning_version": lightning.__version__,
-        },
-        path,
-    )
+def save(model: SequenceModel, path: Path, split: dict | None = None) -> Path:
+    """A checkpoint as training saves it (``split``: the fractions its run split the data with)."""
+    ckpt = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    if split is not None:
+        ckpt["MediaDataModule"] = {"split": split}
+    torch.save(ckpt, path)
     return path
 
 
@@ -224,6 +225,35 @@ def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
     cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "ssim_window=33")
     with pytest.raises(ConfigError, match=r"ssim_window must be a whole number from 1 to the frame size \(32 px\)"):
         run(cfg)  # before any file is read
+
+
+def test_the_val_and_test_splits_are_those_of_the_checkpoints_run(tmp_path, model, monkeypatch, caplog):
+    """With the data config's own fractions (0.02 for the synthetic data), split=test scored files that
+    the checkpoint's run had trained on."""
+    run_split = {"val_fraction": 0.25, "test_fraction": 0.5}
+    ckpt = save(model, tmp_path / "m.ckpt", split=run_split)
+    evaluated, evaluate = [], evaluate_task.evaluate
+    monkeypatch.setattr(
+        evaluate_task, "evaluate", lambda m, clips, *a: evaluated.append(clips) or evaluate(m, clips, *a)
+    )
+    data = ["data.source.num_clips=12", "data.source.duration=1.0", "plots=false", "rollout_steps=0"]
+    for split in ("all", "test"):
+        out = tmp_path / split
+        with caplog.at_level(logging.INFO, logger="ttt_mm.tasks.evaluate"):
+            run(compose_evaluate(f"ckpt={ckpt}", f"output={out}", f"paths.output_dir={out}", f"split={split}", *data))
+    every, test = evaluated
+    assert test and [c.name for c in test] == [c.name for c in every if c.split_of(0.25, 0.5) == "test"]
+    changed = "data.val_fraction=0.02 -> 0.25, data.test_fraction=0.02 -> 0.5"
+    assert f"split=test: the checkpoint's test files, as its run split them ({changed})" in caplog.text
+
+    other = save(model, tmp_path / "o.ckpt", split={"val_fraction": 0.25, "test_fraction": 0.0})
+    both = [f"ckpt=[{ckpt},{other}]", f"output={tmp_path}", f"paths.output_dir={tmp_path}", *data]
+    with pytest.raises(ConfigError, match=r"trained on different splits \(ttt: val_fraction=0.25 test_fraction=0.5, "):
+        run(compose_evaluate(*both, "names=[ttt,other]", "split=val"))
+    with pytest.raises(ConfigError, match=r"no clips in split 'test' of the data config \(data.test_fraction=0\)"):
+        run(
+            compose_evaluate(f"ckpt={other}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "split=test", *data)
+        )
 
 
 @pytest.mark.parametrize("stream", ["audio", "video"])

@@ -206,6 +206,8 @@ def test_test_split_is_scored_with_the_best_checkpoint(tmp_path):
     )
     out = run(cfg)
     assert Path(out["best_ckpt"]).name == "step000002.ckpt" and Path(out["last_ckpt"]).is_file()
+    saved = torch.load(out["last_ckpt"], weights_only=True)  # the split, for evaluate's split=val or test
+    assert saved["MediaDataModule"]["split"] == {"val_fraction": 0.25, "test_fraction": 0.25}
     metrics = out["metrics"]
     assert metrics["test/loss_ratio_copy"] == pytest.approx(metrics["test/loss"] / metrics["test/loss_copy"])
     scored = {}

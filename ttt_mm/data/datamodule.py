@@ -297,8 +297,12 @@ class MediaDataModule(L.LightningDataModule):
         }
 
     def state_dict(self) -> dict:
-        """Saved in checkpoints by Lightning, to check a resume against (`load_state_dict`)."""
-        return {"order": self._order()}
+        """Saved in checkpoints by Lightning, to check a resume against (`load_state_dict`), and the
+        split fractions, so that an evaluation of the checkpoint's val or test split reads its files."""
+        return {
+            "order": self._order(),
+            "split": {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """A run resumed with other batch sizes, windows or processes continues from the same step, but

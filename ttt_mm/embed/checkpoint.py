@@ -131,9 +131,13 @@ def load_model(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", weights_only: bool = True
 ) -> SequenceModel:
     """The whole ``SequenceModel`` (prediction head included) in eval mode, weights loaded strictly."""
+    return model_of(read_checkpoint(path, weights_only), path).to(map_location).eval()
+
+
+def model_of(ckpt: dict, path: str | os.PathLike) -> SequenceModel:
+    """The ``SequenceModel`` of a checkpoint dict (`read_checkpoint`) read from ``path``."""
     from ttt_mm.module import SequenceModel  # Lightning is imported only when the whole model is wanted
 
-    ckpt = read_checkpoint(path, weights_only)
     accepted = inspect.signature(SequenceModel).parameters  # hyperparameters of older versions are left out
     hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}
     try:
@@ -141,7 +145,14 @@ def load_model(
     except InstantiationException as exc:
         raise ValueError(f"cannot rebuild the model of {os.fspath(path)}: {str(exc).splitlines()[0]}") from None
     _load_weights(model, ckpt["state_dict"], os.fspath(path))
-    return model.to(map_location).eval()
+    return model
+
+
+def trained_split(ckpt: dict) -> dict[str, float] | None:
+    """``{"val_fraction": ..., "test_fraction": ...}`` of the run that saved a checkpoint dict (its data
+    module's state); None when it records none (a run of an older version)."""
+    split = (ckpt.get("MediaDataModule") or {}).get("split")
+    return None if not split else {k: float(split[k]) for k in ("val_fraction", "test_fraction")}
 
 
 # ------------------------------------------------------------------------------------ old checkpoints

@@ -1,10 +1,11 @@
-"""Decoding settings for a trained model: the checkpoint's own, unless the user sets them.
+"""Decoding and split settings for a trained model: the checkpoint's own.
 
 A model reads media the way it was trained to (its tokenizer's streams, sample rate, frame rate
 and frame size). Evaluation takes those from the checkpoints (embedding from its one model, through
 `Embedder.read_spec`), so no ``data.*`` value has to be repeated by hand; a value the user does set
 must agree with the checkpoint, else it is a clear error rather than a model fed frames of a size it
-never saw.
+never saw. Its validation and test files are those of its run: the split fractions it was trained
+with (`checkpoint_split`), whatever ``data.*`` says.
 """
 
 from __future__ import annotations
@@ -61,3 +62,25 @@ def checkpoint_decoding(models: Mapping[str, Mapping[str, Any]], requested: Mapp
             )
         settings[key] = list(value) if key == "modalities" else value
     return settings
+
+
+def checkpoint_split(models: Mapping[str, Mapping[str, float] | None]) -> dict[str, float]:
+    """``data.val_fraction`` and ``data.test_fraction`` that give the files of the checkpoints' own
+    validation and test splits (``models``: checkpoint name -> what it recorded, `trained_split`, or
+    None). Empty when none recorded them (``data.*`` then decides).
+
+    Raises:
+        ValueError: when the checkpoints were trained on different splits.
+    """
+    recorded = {name: dict(split) for name, split in models.items() if split}
+    if len({tuple(sorted(split.items())) for split in recorded.values()}) > 1:
+        listed = ", ".join(f"{name}: {_fractions(split)}" for name, split in recorded.items())
+        raise ValueError(
+            f"the checkpoints were trained on different splits ({listed}); evaluate their val or test split "
+            "in separate runs, or all files (split=all)"
+        )
+    return next(iter(recorded.values()), {})
+
+
+def _fractions(split: Mapping[str, float]) -> str:
+    return " ".join(f"{key}={value:g}" for key, value in split.items())

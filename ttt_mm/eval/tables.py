@@ -34,6 +34,8 @@ def skip_list_set_aside(output: Path) -> Iterator[bool]:
     try:
         os.replace(path, aside)
     except FileNotFoundError:
+        aside = None
+    if aside is None:  # (outside the except: an error in the block is not chained to this one)
         yield False
         return
     try:

@@ -29,8 +29,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data import ClipInfo
 from ttt_mm.data.sources import SPLITS
-from ttt_mm.embed.checkpoint import load_model, resolve_device
-from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding
+from ttt_mm.embed.checkpoint import model_of, read_checkpoint, resolve_device, trained_split
+from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding, checkpoint_split
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.report import MODALITY_NAMES
 from ttt_mm.eval.tables import remove_earlier_figures, skip_list_set_aside, write_outputs
@@ -52,10 +52,10 @@ log = logging.getLogger(__name__)
 
 def load_models(
     ckpts: list[str], names: list[str] | None, device: str, weights_only: bool = True
-) -> dict[str, tuple[str, SequenceModel]]:
+) -> tuple[dict[str, tuple[str, SequenceModel]], dict[str, dict | None]]:
     """``{name: (path, model)}`` in eval mode on ``device`` (a name, or ``auto``), through the one
-    checkpoint loader. Unnamed models are called after their mixer class (``ttt``, ``attention``,
-    ``lact``), numbered if repeated."""
+    checkpoint loader, and ``{name: the split its run trained with}`` (`trained_split`). Unnamed models
+    are called after their mixer class (``ttt``, ``attention``, ``lact``), numbered if repeated."""
     if names is not None and len(names) != len(ckpts):
         raise ConfigError(f"names has {len(names)} entries but ckpt has {len(ckpts)}")
     try:
@@ -63,9 +63,11 @@ def load_models(
     except ValueError as err:
         raise ConfigError(str(err)) from None
     out: dict[str, tuple[str, SequenceModel]] = {}
+    splits: dict[str, dict | None] = {}
     for i, path in enumerate(ckpts):
         try:
-            model = load_model(path, on, weights_only)
+            ckpt = read_checkpoint(path, weights_only)
+            model = model_of(ckpt, path).to(on).eval()
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(str(err)) from None
         name = names[i] if names is not None else model.backbone.mixer_name
@@ -75,7 +77,8 @@ def load_models(
         while name in out:  # the same mixer twice: ttt, ttt_2, ...
             name, number = f"{base}_{number}", number + 1
         out[name] = (path, model)
-    return out
+        splits[name] = trained_split(ckpt)
+    return out, splits
 
 
 def check_window(models: dict[str, tuple[str, SequenceModel]], window_seconds: float) -> float:
@@ -125,7 +128,10 @@ def select_clips(datamodule, split: str, max_files: int | None) -> list[ClipInfo
         raise ConfigError(f"data: {err}") from None
     clips = datamodule.clips if split == "all" else datamodule.splits[split]
     if not clips:
-        raise ConfigError(f"no clips in split {split!r} of the data config")
+        fraction = (
+            f" (data.{split}_fraction={getattr(datamodule, split + '_fraction'):g})" if split in ("val", "test") else ""
+        )
+        raise ConfigError(f"no clips in split {split!r} of the data config{fraction}")
     return clips if max_files is None else clips[:max_files]
 
 
@@ -155,14 +161,19 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError("need rollout_steps >= 0, bins_per_octave >= 1 and 0 < edge_fraction <= 0.5")
     window = positive_seconds(cfg.get("window_seconds"), "window_seconds", "the data's validation window")
     output = results_folder(cfg.output)
-    models = load_models(ckpts, names, str(cfg.device), bool(cfg.weights_only))
+    models, splits = load_models(ckpts, names, str(cfg.device), bool(cfg.weights_only))
     warn_if_incomparable(models)
+    split = str(cfg.split)
     try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)
         decoding = checkpoint_decoding(
             {n: decoding_of(m) for n, (_, m) in models.items()}, {k: cfg.data.get(k) for k in DECODING_KEYS}
         )
+        fractions = checkpoint_split(splits) if split in ("val", "test") else {}  # (the files of their split)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    if changed := [f"data.{k}={cfg.data.get(k)} -> {v:g}" for k, v in fractions.items() if cfg.data.get(k) != v]:
+        log.info("split=%s: the checkpoint's %s files, as its run split them (%s)", split, split, ", ".join(changed))
+    decoding |= fractions
     check_types(OmegaConf.merge(cfg.data, decoding), "data")
     size = decoding.get("size")
     if options.ssim_window < 1 or ("video" in decoding["modalities"] and size and options.ssim_window > size):
