@@ -29,7 +29,15 @@ from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks.common import ConfigError, _config_subdir, _run_dir
-from ttt_mm.tasks.train import build, check_carried_windows, check_window_length, report, run, where_to_resume
+from ttt_mm.tasks.train import (
+    build,
+    check_carried_windows,
+    check_window_length,
+    report,
+    resume_command,
+    run,
+    where_to_resume,
+)
 from ttt_mm.tokenizers.base import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -787,6 +795,17 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
     printed = capsys.readouterr()
     assert "last checkpoint: none (interrupted before the first save)" in printed.out
     assert "interrupted at step 1: no checkpoint was saved (every 2 steps" in printed.err
+
+
+def test_the_resume_command_repeats_the_runs_overrides():
+    """A run resumes only with the settings that trained it: ``ckpt_path=`` alone was refused."""
+    overrides = ["data=audio_folder", "data.root=/my media", "ckpt_path=/old/last.ckpt", "+tag=x"]
+    assert resume_command("/run/last.ckpt", overrides, "train.py") == (
+        "python train.py data=audio_folder 'data.root=/my media' +tag=x ckpt_path=/run/last.ckpt"
+    )
+    assert resume_command("/run/last.ckpt", [], "/repo/ttt_mm/tasks/train.py") == (
+        "python -m ttt_mm.tasks.train ckpt_path=/run/last.ckpt"
+    )
 
 
 def test_a_run_stopped_by_an_error_says_where_to_resume_and_names_a_dead_loader_worker(tmp_path):

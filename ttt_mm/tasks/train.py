@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
@@ -391,7 +393,7 @@ def _how_to_resume(out: dict) -> str:
         every = out.get("save_every")
         when = f" (every {every} steps: callbacks.last_checkpoint.every_n_train_steps)" if every else ""
         return f"no checkpoint was saved{when}, so there is nothing to resume from"
-    line = f"resume with ckpt_path={out['last_ckpt']}"
+    line = f"resume with {_resume_command(out['last_ckpt'])}"
     saved = out.get("last_ckpt_step")
     if saved is not None and out["step"] > saved:
         lost = out["step"] - saved
@@ -419,7 +421,26 @@ def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
     line = "training stopped by the error above"
     if died:
         line += f" ({dead_worker(cfg, ' '.join(map(str, chain)))})"
-    return line + (f"; resume with ckpt_path={last}" if saved else "")
+    return line + (f"; resume with {_resume_command(last)}" if saved else "")
+
+
+def _resume_command(last: str | os.PathLike) -> str:
+    """The command that resumes this run from ``last`` (`resume_command`); ``ckpt_path=<last>`` alone
+    where the run was not started by a Hydra command."""
+    if not HydraConfig.initialized():
+        return f"ckpt_path={last}"
+    return resume_command(last, list(HydraConfig.get().overrides.task), sys.argv[0])
+
+
+def resume_command(last: str | os.PathLike, overrides: list[str], script: str) -> str:
+    """``python train.py <the run's overrides> ckpt_path=<last>``, quoted for a shell: a run resumes only
+    with the settings that trained it (``ckpt_path=`` alone failed on any run with overrides)."""
+    kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != "ckpt_path"]
+    path = Path(script)
+    command = (
+        f"python {script}" if path.name == "train.py" and "ttt_mm" not in path.parts else "python -m ttt_mm.tasks.train"
+    )
+    return " ".join([command, *map(shlex.quote, [*kept, f"ckpt_path={last}"])])
 
 
 CRASH_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGFPE", "SIGILL")
