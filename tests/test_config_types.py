@@ -83,6 +83,28 @@ def test_a_training_value_of_the_wrong_kind_names_its_key(override, message):
 
 
 @pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "+data.clip_second=4",
+            "data.clip_second is not a setting of MediaDataModule; did you mean data.clip_seconds?",
+        ),
+        ("+trainer.max_step=5", "trainer.max_step is not a setting of Trainer; did you mean trainer.max_steps?"),
+        ("+model.backbone.mixer.mini_batch=8", "model.backbone.mixer.mini_batch is not a setting of TTTLayer; did"),
+        ("+data.xyzzy=1", "data.xyzzy is not a setting of MediaDataModule"),
+    ],
+)
+def test_a_key_added_to_a_built_node_that_its_class_does_not_take_names_the_closest(override, message):
+    """Hydra suggests ``+`` for a key it does not know: the constructor's TypeError said only that."""
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        check_config(composed("train", [override]), "train")
+
+
+def test_a_key_added_that_its_class_takes_is_accepted():
+    check_config(composed("train", ["+trainer.limit_test_batches=2", "+data.index_cache=/tmp/x"]), "train")
+
+
+@pytest.mark.parametrize(
     "command,override,message",
     [
         ("evaluate", "plots=no", "plots must be true or false; got 'no'"),

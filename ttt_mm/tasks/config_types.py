@@ -41,10 +41,26 @@ def check_types(cfg: DictConfig, prefix: str = "") -> None:
             target = get_object(node._target_)
         except Exception:  # (instantiation will say what is wrong with the target)
             continue
+        check_names(target, [k for k in node if k not in HYDRA_KEYS], path)
         values = {k: node[k] for k in node if k not in HYDRA_KEYS and not _unresolved(node, k)}
         raw = OmegaConf.to_container(node, resolve=False)
         sources = {k: raw[k] for k in values if OmegaConf.is_interpolation(node, k)}
         check_arguments(target, {k: v for k, v in values.items() if not isinstance(v, DictConfig)}, path, sources)
+
+
+def check_names(target, keys: Sequence[str], prefix: str) -> None:
+    """Raise a ConfigError for the first of ``keys`` that is no parameter of ``target`` (one without
+    ``**kwargs``), naming the closest parameter: ``+data.clip_second=4`` (Hydra suggests the ``+`` for
+    a key it does not know) ended in the constructor's TypeError, with nothing to say what was meant."""
+    _, params = _annotations(target)
+    if not params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in keys:
+        if key not in params:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            close = get_close_matches(str(key), list(params), n=1)
+            hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
+            raise ConfigError(f"{where} is not a setting of {getattr(target, '__name__', target)}{hint}")
 
 
 def check_arguments(
