@@ -226,6 +226,17 @@ def test_test_split_is_scored_with_the_best_checkpoint(tmp_path):
     assert metrics["test/loss"] != pytest.approx(scored["last_ckpt"], rel=1e-6)
 
 
+def test_with_val_fraction_0_validation_is_off_and_the_summary_says_so(tmp_path, caplog, capsys):
+    """It ran validation on no file at every interval, and said its files had failed."""
+    steps = ["data.val_fraction=0", "trainer.max_steps=2", "trainer.val_check_interval=1"]
+    with caplog.at_level(logging.WARNING):
+        out = run(compose_train(tmp_path, [*TINY, *steps]))
+    assert out["validation_off"] and out["best_ckpt"] is None and not out["unscored"]
+    assert "no token was scored" not in caplog.text and not any(k.startswith("val/") for k in out["metrics"])
+    report(out)
+    assert "best checkpoint: none (validation is off: data.val_fraction=0)" in capsys.readouterr().out
+
+
 def read_metrics(folder: Path) -> list[dict]:
     rows = []
     for path in sorted(folder.glob("**/metrics.csv")):

@@ -86,8 +86,9 @@ def build(cfg: DictConfig):
     # without checkpoint callbacks (callbacks=none), no checkpoints: Lightning would otherwise add one of
     # its own, saved under a name that resuming and the other commands do not look for
     saves = cfg.trainer.get("enable_checkpointing", any(isinstance(c, Checkpoint) for c in callbacks))
+    off = {"limit_val_batches": 0} if datamodule.val_fraction == 0 else {}  # (no val files: no validation)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_checkpointing=saves
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_checkpointing=saves, **off
     )
     return datamodule, model, trainer
 
@@ -339,6 +340,7 @@ def run(cfg: DictConfig) -> dict:
         "global_zero": trainer.is_global_zero,
         "resumed": bool(cfg.get("ckpt_path")),
         "unscored": sorted(model.unscored),
+        "validation_off": trainer.limit_val_batches == 0,
     }
 
 
@@ -355,6 +357,8 @@ def report(out: dict) -> None:
         best = "none (this run saves no checkpoints)"
     elif "val" in out.get("unscored", ()):
         best = "none (validation ran but scored no token: see the log and the skip list)"
+    elif out.get("validation_off"):
+        best = "none (validation is off: data.val_fraction=0)"
     else:
         best = "none (no validation has run)"
     logs = ", ".join(str(d) for d in out["log_dirs"] if d) or "none (this run keeps no logs)"
