@@ -110,8 +110,9 @@ def test_activation_checkpointing_gives_the_same_gradients():
         assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_detached_state_carries_values_but_no_graph():
-    model = tiny("ttt_linear", "transformer")
+@pytest.mark.parametrize("variant", ["transformer", "mamba"])  # (mamba: the conv's cache too)
+def test_detached_state_carries_values_but_no_graph(variant):
+    model = tiny("ttt_linear", variant)
     _, state = model(torch.randn(1, 10, 32))
     assert any(t.requires_grad for t in state_tensors(state))
     detached = state.detach()

@@ -235,6 +235,36 @@ def test_the_copy_baseline_copies_the_same_slot_one_step_back_whatever_is_predic
     assert float(copy_token) == pytest.approx(float(by_hand.mean()), rel=1e-6)  # not the neighbouring token
 
 
+def test_norms_biases_and_what_the_mixers_name_take_no_weight_decay_in_a_fresh_optimizer():
+    m = model("ttt_linear", weight_decay=0.3)
+    m._trainer = SimpleNamespace(estimated_stepping_batches=100)
+    decayed, exempt = m.configure_optimizers()["optimizer"].param_groups
+    assert decayed["weight_decay"] == 0.3 and exempt["weight_decay"] == 0.0
+    assert {id(p) for p in exempt["params"]} == m._no_decay() and decayed["params"]
+
+
+def test_the_rate_warms_up_from_its_first_step_then_falls_to_its_floor():
+    m = model("ttt_linear", warmup_steps=4, min_lr_ratio=0.1)
+    factors = [m._lr_factor(step, 100) for step in range(5)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0] and factors[4] == pytest.approx(1.0, abs=1e-3)  # no step at 0
+    assert m._lr_factor(100, 100) == pytest.approx(0.1) and m._lr_factor(52, 100) == pytest.approx(0.55)
+    short = model("ttt_linear", warmup_steps=50)  # a run shorter than the warm-up: half of it warms up
+    assert short._lr_factor(4, 10) == 1.0 and short._lr_factor(9, 10) < 1.0
+
+
+def test_a_training_step_logs_the_loss_over_the_copy_baselines_and_counts_real_tokens():
+    m = SequenceModel(TOKENIZERS["av"], BACKBONE)
+    batch = _av_batch(1.0)
+    batch["audio_lengths"][1] //= 2  # a shorter second row: padding, not tokens
+    logged = {}
+    m.log = lambda name, value, **kw: logged.setdefault(name, value)
+    out = m.training_step(batch, 0)
+    tokens, pred, _ = m(batch)
+    loss, copy, _ = m.losses(tokens, pred)
+    assert float(logged["train/loss_ratio_copy"]) == pytest.approx(float(loss / copy), rel=1e-5)
+    assert int(out["tokens"]) == int(tokens.mask.sum()) < tokens.mask.numel()
+
+
 def test_a_redrawn_schedule_says_how_the_rate_moves_or_that_it_does_not_at_this_step():
     assert _rate_change(2e-4, 1.3e-3) == "goes from 0.0002 to 0.0013"
     assert _rate_change(2e-3, 2e-3 * (1 + 1e-9)) == "is 0.002 at this step under both"  # (as the log shows it)

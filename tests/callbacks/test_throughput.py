@@ -53,6 +53,17 @@ def test_tokens_per_second_and_data_wait_over_one_interval(monkeypatch):
     assert module.logged["train/data_wait"] == 3.0 / 10.0
 
 
+def test_tokens_are_summed_over_processes(monkeypatch):
+    """``train/tokens_per_s`` is the run's throughput: every rank's tokens, not the first one's."""
+    clock, trainer, module, cb = started(monkeypatch, log_every_n_steps=1)
+    trainer.strategy = SimpleNamespace(reduce=lambda t, reduce_op: t * 2 if reduce_op == "sum" else t)  # 2 ranks
+    cb.on_train_batch_start(trainer, module, None, 0)
+    clock.now += 4.0
+    trainer.global_step += 1
+    cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(40)}, None, 0)
+    assert module.logged["train/tokens_per_s"] == 2 * 40 / 4.0
+
+
 def test_nothing_is_logged_before_the_interval_ends(monkeypatch):
     _, trainer, module, cb = started(monkeypatch, log_every_n_steps=5)
     for i in range(4):

@@ -65,7 +65,7 @@ def test_the_state_goes_on_only_into_the_batch_that_follows_it():
     assert starting_state(carried, m, windows(1.64) | {"stream_step": torch.tensor(9)}) is None
 
 
-@pytest.mark.parametrize("elsewhere", ["another clip", "an earlier window"])
+@pytest.mark.parametrize("elsewhere", ["another clip", "an earlier window", "the same window"])
 def test_a_row_that_does_not_go_on_in_its_clip_starts_afresh_and_the_others_go_on(elsewhere, caplog):
     """Rows go on by (clip, window start): a resumed run whose files read differently this time can
     find a row in another clip than the checkpoint's, and says so."""
@@ -73,7 +73,8 @@ def test_a_row_that_does_not_go_on_in_its_clip_starts_afresh_and_the_others_go_o
     carried, state = carried_after_one_batch(m)
     restored = CarriedState()
     restored.restore(carried.saved(), m.backbone)
-    batch = windows(1.64 if elsewhere == "another clip" else 0.0) | {"stream_step": torch.tensor(5)}
+    start = {"another clip": 1.64, "an earlier window": 0.0, "the same window": 1.0}[elsewhere]  # (it ended at 1.64)
+    batch = windows(start) | {"stream_step": torch.tensor(5)}
     if elsewhere == "another clip":
         batch["path"] = ["synthetic/other", batch["path"][1]]
     with caplog.at_level(logging.INFO, logger="ttt_mm.training.carried_state"):
@@ -123,7 +124,7 @@ def test_a_checkpoint_whose_ttt_states_record_their_mini_batch_size_at_a_boundar
 def test_a_state_of_another_model_is_refused_and_one_of_another_batch_size_starts_afresh():
     m = model()
     carried, _ = carried_after_one_batch(m)
-    for other in (model(depth=3), model("lact")):
+    for other in (model(depth=3), model("lact"), model(num_heads=4)):  # (heads: as many tensors, other shapes)
         with pytest.raises(ValueError, match="another model or batch size"):
             CarriedState().restore(carried.saved(), other.backbone)
     restored = CarriedState()
@@ -176,6 +177,23 @@ def test_a_training_batch_says_where_it_stands_before_it_goes_to_the_device():
     assert on_device[PLACE] == place_of(windows(1.0) | {"stream_step": torch.tensor(4)})
     assert on_device[PLACE].step == 4 and on_device[PLACE].reset == (False, False)
     assert [row[1] for row in on_device[PLACE].rows] == pytest.approx([1.0, 1.0])
+
+
+def test_a_carried_state_of_another_number_of_processes_is_not_taken(caplog):
+    """Its parts are each process's rows: with fewer processes some rows would go on from another's."""
+    m = model()
+    carried, _ = carried_after_one_batch(m)
+    for world, taken in ((2, False), (1, True)):
+        m._carried = CarriedState()
+        m._trainer = SimpleNamespace(
+            world_size=1, is_global_zero=True, global_rank=0, strategy=SimpleNamespace(model=m), datamodule=None
+        )
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ttt_mm.module"):
+            m._restore_carried_state((world, carried.saved()), 4)
+        assert (m._carried.state is not None) == taken
+        said = "the checkpoint's carried state is for 2 processes, this run has 1"
+        assert (said in caplog.text) != taken
 
 
 def test_only_a_fit_takes_its_part_of_a_checkpoints_carried_state():
