@@ -22,6 +22,7 @@ from mediafiles import write_video
 from omegaconf import OmegaConf
 
 from ttt_mm.data import (
+    ClipInfo,
     FolderSource,
     ManifestSource,
     MediaDataModule,
@@ -396,6 +397,22 @@ def test_small_folders_still_validate(tmp_path, caplog, count):
     else:  # too few to spare one: validate on the training files, and say so once
         assert val == train and len(train) == count and len(warnings) == 1
     assert sum(len(b["path"]) for b in dm.val_dataloader()) > 0  # a validation metric will be logged
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_folder_of_one_or_two_files_trains_on_them_whatever_their_names_hash_to(tmp_path, caplog, count):
+    """With one file hashed into validation, training ended at launch: 'no training clips among 1'."""
+    held_out = [n for n in (f"v{i}.mp4" for i in range(200)) if ClipInfo(n, key=n).split_of(0.5, 0.45) != "train"]
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in held_out[:count]:
+        write_video(data / name, seconds=1.0, fps=8, width=32, height=32, audio_rate=None)
+    dm = folder_module(data, tmp_path / "run", modalities=["video"], val_fraction=0.5, test_fraction=0.45)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        dm.setup("fit")
+    assert sorted(c.key for c in dm.splits["train"]) == sorted(held_out[:count]) and not dm.splits["test"]
+    assert {c.key for c in dm.splits["val"]} == set(held_out[:count])  # validated on, as any tiny folder is
+    assert f"only {count} usable file(s), none hashed into training: training on them all" in caplog.text
 
 
 def test_a_manifest_that_fixes_every_split_and_none_to_val_is_said_so(tmp_path, caplog):

@@ -212,11 +212,28 @@ class MediaDataModule(L.LightningDataModule):
             if split not in self.splits:
                 raise ValueError(f"clip {clip.name} has split {split!r}; expected one of {SPLITS}")
             self.splits[split].append(clip)
+        files = {c.file_key for c in self.clips}
+        hashed = [c for c in self.clips if c.split is None]
+        if not self.splits["train"] and len(files) < MIN_FILES_FOR_VALIDATION and hashed:
+            self._train_on_all(hashed, warn=stage in (None, "fit"))
         if not self.splits["train"] and stage in (None, "fit"):
             fractions = f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction}"
-            raise ValueError(f"no training clips among {len(self.clips)} ({fractions})")
+            raise ValueError(
+                f"no training clips among {len(self.clips)} ({fractions}): lower the fractions, or name each "
+                "file's split in a manifest"
+            )
         if self.val_fraction > 0 and not self.splits["val"] and self.splits["train"]:
             self._ensure_validation(warn=stage in (None, "fit"))
+
+    def _train_on_all(self, hashed: list, warn: bool) -> None:
+        """Train on the files of a folder too small to hold any out: with one or two files, whether one
+        trains was a matter of its name's hash (a manifest's own splits stay as they are)."""
+        moved = {c.file_key for c in hashed}
+        for name in ("val", "test"):
+            self.splits[name] = [c for c in self.splits[name] if c.file_key not in moved]
+        self.splits["train"] = hashed
+        level = logging.WARNING if warn else logging.DEBUG
+        log.log(level, "only %d usable file(s), none hashed into training: training on them all", len(moved))
 
     def _ensure_validation(self, warn: bool) -> None:
         """Give validation one file when there are enough (moved from training), else, in training, the
