@@ -162,6 +162,9 @@ def test_a_file_that_cannot_be_opened_says_so_and_is_not_cached_as_corrupt(folde
     assert run.cached == 0  # (a broken link was counted as cached)
     records, run = index_files([locked], tmp_path / "cache")  # permissions fixed: size and mtime as they were
     assert records[locked]["audio_backend"] == "soundfile" and (run.probed, run.cached) == (1, 0)
+    monkeypatch.setattr(os, "open", denied)  # taken away again after a good probe: the cached record is not read
+    records, _ = index_files([locked], tmp_path / "cache")
+    assert records[locked]["error"] == "cannot open: Permission denied"  # (runs said "libsndfile cannot open")
 
 
 def test_a_decoder_that_aborts_costs_its_file_not_the_caller(folder, tmp_path):

@@ -42,7 +42,7 @@ from ttt_mm.data import decode
 from ttt_mm.data.datasets import ReadSpec, clip_span
 from ttt_mm.data.decode import MediaError, MediaInfo, stat_reason
 from ttt_mm.data.decode.audio import AUDIO_CACHE_SAMPLES
-from ttt_mm.data.decode.errors import CANNOT_OPEN
+from ttt_mm.data.decode.errors import CANNOT_OPEN, open_reason
 from ttt_mm.data.decode.isolation import Failure, IsolatedPool, refuse_in_a_worker
 from ttt_mm.data.sources import ClipInfo, one_line
 from ttt_mm.data.synthetic import SyntheticClip
@@ -291,7 +291,9 @@ def index_files(
                 out[path] = {"path": path, "error": stat_reason(path, exc)}
                 continue
             if not refresh and _current(cached.get(path), st, verify, timeout):
-                out[path] = cached[path]
+                # (a chmod keeps size and mtime: a file read well before may no longer open)
+                why = open_reason(path) if "error" not in cached[path] else None
+                out[path] = cached[path] if why is None else {"path": path, "error": why}
                 run.cached += 1
             else:
                 todo.append(path)
