@@ -249,8 +249,8 @@ def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog, mo
     manifest = _manifest(tmp_path / "list.csv", rows)
     metrics = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out"))["metrics"]
     assert metrics["files"] == 20 and [c["name"] for c in metrics["classes"]] == ["high", "low"]
-    assert metrics["dropped_classes"] == [{"name": "rare", "files": 1, "reason": "fewer than min_clips=5"}]
-    assert "class 'rare' has 1 clips, fewer than min_clips=5" in caplog.text
+    assert metrics["dropped_classes"] == [{"name": "rare", "files": 1, "reason": "listed: fewer than min_clips=5"}]
+    assert "class 'rare' has 1 listed clip(s), fewer than min_clips=5" in caplog.text  # (so it is not read)
     skipped = {Path(s["path"]).name: s["reason"] for s in metrics["skipped"]}
     assert skipped == {"missing.wav": "file not found", "empty.wav": "empty file (0 bytes)"}
     assert metrics["left_out_before_reading"] == ["1 rows without a label"]
@@ -284,7 +284,9 @@ def test_a_class_with_no_clips_or_none_readable_is_reported_as_dropped(ckpts, to
     metrics = run(_cfg(ckpt=ckpts["audio"], input=root, output=tmp_path / "out", baselines="[]"))["metrics"]
     assert [c["name"] for c in metrics["classes"]] == ["high", "low"]
     assert [(c["name"], c["files"]) for c in metrics["dropped_classes"]] == [("empty", 0), ("broken", 0)]
-    assert "class 'empty' has 0 clips" in caplog.text and "class 'broken' has 0 clips" in caplog.text
+    assert (
+        "class 'empty' has 0 listed clip(s)" in caplog.text and "class 'broken' has 0 readable clip(s)" in caplog.text
+    )
 
 
 def test_an_output_that_cannot_be_known_is_refused_before_any_file_is_read(ckpts, tones, monkeypatch):
@@ -425,7 +427,7 @@ def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_clas
     out = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out", folds=2, min_clips=2, baselines="[]"))
     m = out["metrics"]
     assert m["files"] == 22 and m["dropped_classes"] == [
-        {"name": "rare", "files": 1, "reason": "fewer than min_clips=2"}
+        {"name": "rare", "files": 1, "reason": "readable: fewer than min_clips=2"}
     ]
     assert m["results"]["model"]["accuracy"]["mean"] == 1.0  # every file's features beside its own label
     files = _read_csv(Path(out["paths"]["files"]))
@@ -456,7 +458,7 @@ def test_a_file_and_a_group_column_join_into_one_group_and_a_class_held_in_one_g
     assert solo_class["name"] == "solo" and solo_class["files"] == 6 and "in one group" in solo_class["reason"]
     assert "class 'solo' (6 clip(s)) is in one group" in caplog.text
     report(out)
-    assert "dropped class 'solo': 6 clips (in one group" in capsys.readouterr().out
+    assert "dropped class 'solo': 6 clip(s) (in one group" in capsys.readouterr().out
 
 
 def record_fits(monkeypatch) -> list[Features]:

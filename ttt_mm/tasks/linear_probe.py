@@ -147,15 +147,18 @@ def each_class_in_turn(clips: list[ClipInfo], count: int) -> list[ClipInfo]:
 
 
 def drop_rare(
-    clips: list[ClipInfo], names: list[str], labels: list[int], min_clips: int
+    clips: list[ClipInfo], names: list[str], labels: list[int], min_clips: int, which: str
 ) -> tuple[list[ClipInfo], dict[str, dict]]:
     """The clips of classes with at least ``min_clips`` clips, and the dropped classes of ``labels``
-    (those asked for: a class with no clips at all is dropped too) with their counts and why."""
+    (those asked for: a class with no clips at all is dropped too) with their counts and why.
+    ``which``: what was counted, ``listed`` (before reading: such a class is not read) or ``readable``."""
     counts = Counter(c.label for c in clips)
     rare = {names[label]: counts[label] for label in labels if counts[label] < min_clips}
     for name, n in rare.items():
-        log.warning("class %r has %d clips, fewer than min_clips=%d: left out of the probe", name, n, min_clips)
-    why = f"fewer than min_clips={min_clips}"
+        log.warning(
+            "class %r has %d %s clip(s), fewer than min_clips=%d: left out of the probe", name, n, which, min_clips
+        )
+    why = f"{which}: fewer than min_clips={min_clips}"
     return [c for c in clips if counts[c.label] >= min_clips], {n: {"files": k, "reason": why} for n, k in rare.items()}
 
 
@@ -294,7 +297,7 @@ def run(cfg: DictConfig) -> dict:
     extensions = extensions_of(cfg.extensions)
 
     data = select(labelled_clips(str(cfg.input), extensions), cfg)
-    clips, dropped = drop_rare(data.clips, data.names, data.labels, min_clips)  # before reading: no time spent on them
+    clips, dropped = drop_rare(data.clips, data.names, data.labels, min_clips, "listed")  # (not read: no time spent)
     clips, lonely = drop_one_group(clips, data.names, bool(cfg.group))
     dropped |= lonely
     extractors = build_extractors(cfg, baselines)
@@ -319,7 +322,7 @@ def run(cfg: DictConfig) -> dict:
             f"none of the {len(clips)} clips of input={cfg.input} can be read: {count_reasons(reasons)}{hint}"
         )
     kept_labels = sorted({c.label for c in clips})
-    clips, thinned = drop_rare(got.clips, data.names, kept_labels, min_clips)  # unreadable files may thin a class
+    clips, thinned = drop_rare(got.clips, data.names, kept_labels, min_clips, "readable")  # (bad files thin one)
     clips, lonely = drop_one_group(clips, data.names, bool(cfg.group))
     dropped |= thinned | lonely
     labels = {c.label for c in clips}
@@ -396,7 +399,7 @@ def report(out: dict) -> None:
     grouping = f"grouped by '{s['grouped_by']}' ({s['groups']} groups)" if s["grouped_by"] else "stratified"
     what = "per-hop rows" if s["rows"] else "pooled embeddings"
     lines = [
-        f"linear probe on {what}: {m['files']} files, {len(m['classes'])} classes ({classes})",
+        f"linear probe on {what}: {m['files']} clips, {len(m['classes'])} classes ({classes})",
         f"{s['folds']}-fold cross-validation, {grouping}; mean ± std over folds",
         "",
         f"{'features':<22} {'accuracy':>15}   {'macro-F1':>15}",
@@ -410,7 +413,7 @@ def report(out: dict) -> None:
         lines.append(f"{TITLES[name]:<22} not computed: {why}")
     lines.append("")
     for c in m["dropped_classes"]:
-        lines.append(f"dropped class {c['name']!r}: {c['files']} clips ({c['reason']})")
+        lines.append(f"dropped class {c['name']!r}: {c['files']} clip(s) ({c['reason']})")
     for note in m["left_out_before_reading"]:
         lines.append(f"left out: {note}")
     if m["skipped"]:
