@@ -328,7 +328,7 @@ def index_files(
             out |= probed
             log.log(
                 level,
-                "indexed %d files in %.0f s: %d cannot be used",
+                "probed %d new or changed files in %.0f s: %d cannot be used",
                 len(todo),
                 time.monotonic() - started,
                 sum(1 for r in probed.values() if r.get("error")),
