@@ -344,7 +344,8 @@ def main(cfg: DictConfig) -> None:
         print(summary.report(), file=sys.stderr)
     if summary.failed:
         if in_a_sweep():  # the job fails and the sweep goes on; its end lists the failed jobs (`SweepReport`)
-            raise SweepJobError(f"{len(summary.failed)} input(s) failed")
+            done = len(summary.written) + len(summary.skipped)
+            raise SweepJobError(f"{len(summary.failed)} input(s) failed, {done} embedded (outputs kept)")
         sys.exit(1)
 
 
