@@ -56,6 +56,7 @@ def write_video(
     muxer_options: dict | None = None,
     b_frames: bool = False,
     audio_first: bool = False,
+    audio_seconds: float | None = None,
 ) -> Path:
     """H.264 (+ AAC) file by default. ``times_ms`` gives explicit frame times (variable frame rate, mkv).
 
@@ -65,7 +66,7 @@ def write_video(
     them; the samples are the same), or, when negative, the picture that many seconds after the
     sound. ``muxer_options`` go to FFmpeg's muxer (e.g. a fragmented MP4); ``b_frames`` encodes
     H.264 with reordered frames, as cameras and most encoders do;
-    ``audio_first`` lists the audio stream before the video.
+    ``audio_first`` lists the audio stream before the video; ``audio_seconds`` ends the sound early.
     """
     options = ({"movflags": "faststart"} if faststart else {}) | (muxer_options or {})
     out = av.open(str(path), "w", options=options)
@@ -81,7 +82,7 @@ def write_video(
     if audio_rate:
         audio = audio or out.add_stream(audio_codec, rate=audio_rate, layout="stereo" if stereo else "mono")
         block, fmt = audio.codec_context.frame_size or 1024, audio.codec_context.format.name
-        wave = tone(seconds, audio_rate)
+        wave = tone(seconds if audio_seconds is None else audio_seconds, audio_rate)
         wave = np.pad(wave, (0, -len(wave) % block))  # whole frames: some encoders take no short last frame
         samples = 0
     for i in range(n):

@@ -27,6 +27,7 @@ def videos(tmp_path_factory) -> dict:
             root / "ac3.avi", seconds=2.0, fps=25, video_codec="mpeg4", audio_codec="ac3", audio_rate=48000
         ),
         "odd_rate_mov": write_video(root / "odd.mov", seconds=1.5, fps=23, width=96, height=64, audio_rate=None),
+        "slow_mp4": write_video(root / "slow.mp4", seconds=2.0, fps=5, width=64, height=48, audio_rate=None),
         # cut from a longer recording: its timestamps start at 10 s
         "late_start_mkv": write_video(
             root / "late.mkv", audio_rate=None, times_ms=[10_000 + 40 * i for i in range(30)]
@@ -69,6 +70,16 @@ def test_pyav_windows_read_in_order_equal_one_read(videos):
     assert torch.equal(windows, whole) and torch.equal(backwards, whole[4:8])
     expected = [gray(int(np.floor(k / 8 * 30 + 1e-6)), 60) for k in range(16)]
     assert whole.float().mean(dim=(1, 2, 3)).tolist() == pytest.approx(expected, abs=1.5)
+
+
+def test_pyav_windows_that_show_the_same_frame_equal_one_read(videos):
+    """At 5 frames/s read at 8, two windows can start and end on one frame: the second asks again for
+    the frame the first just decoded, which a reader that only goes forward has passed."""
+    path = videos["slow_mp4"]
+    whole = decode.read_video(path, 0.5, 0.5, fps=8, size=32, backend="pyav")
+    decode.clear_caches()
+    parts = [decode.read_video(path, t, 0.25, fps=8, size=32, backend="pyav") for t in (0.5, 0.75)]
+    assert torch.equal(torch.cat(parts), whole)
 
 
 def test_pyav_reads_video_that_decord_cannot(tmp_path):
@@ -147,6 +158,15 @@ def test_several_channels_are_averaged_by_every_decoder(media):
     stereo = decode.read_audio(media["av44k"], 0.0, 2.0, 16000)  # AAC, the tone in both channels
     assert decode.probe(media["av44k"]).channels == 2
     assert stereo.pow(2).mean().sqrt() == pytest.approx(wav.pow(2).mean().sqrt(), rel=0.03)
+
+
+def test_sound_that_stops_long_before_the_picture_is_refused_and_one_that_nearly_lasts_is_kept(tmp_path):
+    """A track that decodes to much less than the video: truncated, corrupt, or stopped early."""
+    short = write_video(tmp_path / "short.mp4", seconds=3.0, fps=8, width=32, height=32, audio_seconds=0.9)
+    with pytest.raises(decode.MediaError, match=r"the audio track decodes to 0\.\d+ s but the video lasts 3\.00 s"):
+        decode.probe(short)
+    most = write_video(tmp_path / "most.mp4", seconds=3.0, fps=8, width=32, height=32, audio_seconds=2.0)
+    assert decode.probe(most).audio_duration == pytest.approx(2.0, abs=0.1)
 
 
 def test_sound_that_starts_after_the_first_frame_is_read_at_its_time(tmp_path):

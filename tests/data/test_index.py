@@ -229,6 +229,16 @@ def test_the_index_is_saved_while_probing(folder, tmp_path, monkeypatch):
     assert saved == [1, 2]
 
 
+def test_the_files_after_a_hung_one_get_a_worker_of_their_own(media, tmp_path):
+    """The hung worker is killed, not handed the next file (which would then be called hung too)."""
+    names = ["slow.wav", "a.wav", "b.wav"]
+    for name in names:
+        shutil.copy(media["wav16k"], tmp_path / name)
+    answers = dict(IsolatedPool(hang_on_slow, jobs=1, timeout=3).map([str(tmp_path / n) for n in names]))
+    reasons = {os.path.basename(p): getattr(a, "reason", None) for p, a in answers.items()}
+    assert reasons == {"slow.wav": "decoder hung: no answer in 3 s", "a.wav": None, "b.wav": None}
+
+
 def test_a_worker_that_retires_after_a_stuck_decoder_takes_no_file_with_it(media, tmp_path):
     names = ["0stuck.wav", *(f"{i}good.wav" for i in range(1, 5))]
     for name in names:

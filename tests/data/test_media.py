@@ -35,6 +35,14 @@ def test_tensors_give_the_windows_of_the_clip_they_hold(start):
             assert a["audio_context"].abs().sum() == 0 < b["audio_context"].abs().sum()
 
 
+def test_tensors_end_with_their_shorter_stream_and_a_window_holds_every_frame_it_reaches():
+    """As a file's clip does: where one stream ends the clip ends, and a window of 0.3 s at 8 fps
+    reaches into a third frame (frames at 0, 0.125 and 0.25 s)."""
+    media = TensorMedia(torch.zeros(32000), torch.zeros(8, 3, 32, 32, dtype=torch.uint8), 16000, 8.0, offset=5.0)
+    assert media.duration == 6.0  # 2 s of sound, 1 s of frames
+    assert len(media.video(5.0, 0.3, 8.0, 32)) == 3 and len(media.video(5.0, 0.25, 8.0, 32)) == 2
+
+
 def test_tensors_are_never_resampled():
     media = TensorMedia(torch.zeros(16000), None, sample_rate=16000)
     with pytest.raises(ValueError, match="at 16000 Hz, not 22050 Hz"):

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
-from mediafiles import gray, tone, write_short_flac, write_video
+from mediafiles import gray, tone, write_short_flac, write_video, write_wav
 
 from ttt_mm.data import decode
 from ttt_mm.data.decode import audio
@@ -328,6 +328,31 @@ def test_a_wav_or_aiff_cut_short_says_how_long_its_header_says_it_is(tmp_path, f
     assert info.audio_backend == "soundfile" and info.audio_duration == pytest.approx(1.0, abs=0.01)
     assert info.audio_stated == pytest.approx(2.0, abs=0.01)
     assert decode.probe(whole).audio_stated is None
+
+
+def test_a_wav_cut_by_a_third_of_a_second_after_an_odd_sized_chunk_says_so(tmp_path):
+    """Chunks of odd size are padded to even (a LIST chunk of tags, say): read without the pad, the
+    data chunk was not found. A shortfall of 0.3 s is past what encoders leave out (0.1 s)."""
+    path = tmp_path / "tagged.wav"
+    sf.write(path, np.full(32000, 0.1, dtype=np.float32), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data")
+    data[at:at] = b"LIST" + (5).to_bytes(4, "little") + b"INFO!" + b"\0"  # 5 bytes and their pad
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(bytes(data[: len(data) - round(0.3 * 16000) * 2]))
+    info = decode.probe(cut, verify=True)
+    assert info.audio_duration == pytest.approx(1.7, abs=0.01) and info.audio_stated == pytest.approx(2.0, abs=0.01)
+
+
+def test_resampled_audio_before_the_first_sample_is_silence_and_a_whole_read_is_as_long_as_pyavs(tmp_path, media):
+    """A window's left context at the file's start: the resampling filter rang there (up to 7e-4). A
+    whole read of 44101 frames at 16 kHz has ceil(16000.36) samples, as PyAV's read has."""
+    early = decode.read_audio(media["wav44k"], -0.01, 0.02, 16000)
+    assert len(early) == 320 and not early[:160].any() and early[160:].abs().max() > 0.01
+    odd = write_wav(tmp_path / "odd.wav", tone(44101 / 44100, 44100)[:44101], 44100)
+    assert len(decode.read_audio(odd, 0.0, None, 16000, backend="soundfile")) == 16001
+    assert len(decode.read_audio(odd, 0.0, None, 16000, backend="pyav")) == 16001
 
 
 @pytest.mark.parametrize("placeholder", [0, 0xFFFFFFFF, 0x7FFFFFFF, 0x7FFFF000])

@@ -70,6 +70,15 @@ def test_a_shorter_modality_is_masked(tokenizer, batch):
     assert tokens.embeddings[1][~tokens.mask[1]].abs().sum() == 0
 
 
+def test_sound_that_ends_before_the_picture_in_every_row_masks_its_steps_and_keeps_the_video(tokenizer, batch):
+    """A batch of a file's last window, where the sound (the tensor itself, not a length) ends first."""
+    batch = dict(batch, audio=batch["audio"][:, :8000], audio_lengths=torch.tensor([8000, 8000]))  # 0.5 s
+    tokens = tokenizer(batch)
+    assert tokens.mask.shape == (2, 5 * 9)  # the video's 5 steps, not the sound's 2
+    assert (tokens.mask & (tokens.modality == VIDEO)).sum(1).tolist() == [20, 20]
+    assert (tokens.mask & (tokens.modality == AUDIO)).sum(1).tolist() == [10, 10]
+
+
 def test_mismatched_rates_are_refused():
     with pytest.raises(ValueError, match="giving 6.25 audio tokens per step"):
         AVTokenizer(dim=16, audio=AudioTokenizer(dim=16), video=VideoTokenizer(dim=16))

@@ -17,7 +17,8 @@ def tokenizer() -> VideoTokenizer:
 @pytest.mark.parametrize("frames", [2, 7, 16], ids=lambda t: f"T{t}")
 def test_token_count_and_clock(tokenizer, frames):
     video = torch.randint(0, 256, (2, frames, 3, 64, 64), dtype=torch.uint8)
-    tokens = tokenizer({"video": video, "start": torch.tensor([1.0, 2.0]), "video_lengths": torch.tensor([frames, 2])})
+    lengths = torch.tensor([frames, min(frames, 3)])  # row 1: one tubelet and half of one (padding: masked)
+    tokens = tokenizer({"video": video, "start": torch.tensor([1.0, 2.0]), "video_lengths": lengths})
     steps = frames // 2
     assert tokens.embeddings.shape == (2, steps * 16, 32) and tokens.targets.shape == (2, steps * 16, 1536)
     seconds = frames / 8  # tokens per second times the whole steps in the clip
