@@ -20,7 +20,8 @@ from hydra import compose, initialize_config_dir
 from mediafiles import write_video, write_wav
 
 from ttt_mm.data import ClipInfo, decode
-from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1
+from ttt_mm.linear_probe import classifier
+from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1, majority_class
 from ttt_mm.linear_probe.features import EmbeddingFolder
 from ttt_mm.linear_probe.folds import assign_folds, joined_groups
 from ttt_mm.tasks import embed as embed_task
@@ -54,6 +55,10 @@ def test_folds_without_groups_are_stratified_and_every_fold_gets_files():
     assert (counts.max(0) - counts.min(0) <= 1).all()  # every class spread as evenly as it can be
     tight = assign_folds(np.array([0, 0, 0, 1, 1, 1]), np.array([1, 1, 2, 3, 4, 5]), 5)
     assert sorted(set(tight)) == [0, 1, 2, 3, 4]  # as many groups as folds: one group each
+    sizes = np.repeat(np.arange(5), [4, 1, 3, 4, 3])  # groups of uneven sizes: the last ones fill empty folds
+    labels = np.array([1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 1, 1])
+    for seed in range(1000):
+        assert len(set(assign_folds(labels, sizes, 5, seed))) == 5, seed
     with pytest.raises(ValueError, match="3 groups cannot fill 5 folds"):
         assign_folds(np.array([0, 1, 0, 1]), np.array(["a", "b", "c", "c"]), 5)
 
@@ -117,6 +122,40 @@ def test_macro_f1_by_hand():
     # class 0: tp 1 fp 1 fn 1 -> 0.5; class 1: tp 2 fp 1 fn 0 -> 0.8; class 2: tp 0 -> 0
     assert macro_f1(y, pred) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     assert macro_f1(y, y) == 1.0
+    assert macro_f1(np.array([0, 0]), np.array([0, 1])) == pytest.approx((2 / 3 + 0.0) / 2)  # a class only predicted
+
+
+def test_l2_is_chosen_on_training_files_only_and_its_inner_folds_never_share_a_file(monkeypatch):
+    """The test fold must not steer the probe: choose_l2 saw only the fold's training files, and its
+    own validation files were never fitted on."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 20)
+    features = Features.per_file(torch.from_numpy(rng.normal(size=(40, 6)) + y[:, None]).float())
+    folds = assign_folds(y, None, 4)
+    seen, fitted, fit = [], [], classifier.fit
+    choose = classifier.choose_l2
+    monkeypatch.setattr(classifier, "choose_l2", lambda feats, yy, *a: seen.append(len(yy)) or choose(feats, yy, *a))
+    monkeypatch.setattr(classifier, "fit", lambda feats, *a, **k: fitted.append(feats) or fit(feats, *a, **k))
+    cross_validate(features, y, folds, 2, grid=(0.1, 1.0))
+    assert seen == [int((folds != k).sum()) for k in range(4)]
+    inner = [f for f in fitted if len(f.x) < min(seen)]  # the inner fits, on three quarters of a fold's training files
+    assert inner and all(len(f.x) <= 0.8 * max(seen) for f in inner)
+
+
+def test_the_majority_baseline_is_the_training_folds_majority():
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    folds = np.array([0, 0, 0, 1, 1, 1, 1, 1])  # fold 1 tests every 1: its training fold holds only 0s
+    scores = majority_class(y, folds)
+    assert scores[1].predictions.tolist() == [0] * 5 and scores[1].accuracy == 0.0
+
+
+def test_each_file_weighs_the_same_however_many_rows_it_has():
+    """Under a strong penalty the probe is its bias, the classes' weights: one file of class 0 with 50
+    rows against three files of class 1 with one row each is 1 to 3, not 50 to 3."""
+    x = torch.cat([torch.zeros(50, 1), torch.ones(3, 1)])
+    owner = torch.cat([torch.zeros(50, dtype=torch.long), torch.tensor([1, 2, 3])])
+    probe = classifier.fit(Features(x, owner), torch.tensor([0, 1, 1, 1]), 2, l2=1e4)
+    assert probe.file_log_probs(Features(x, owner), 4).exp()[:, 1].tolist() == pytest.approx([0.75] * 4, abs=0.02)
 
 
 def test_probe_separates_separable_vectors_and_is_at_chance_on_noise():
