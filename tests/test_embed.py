@@ -171,11 +171,26 @@ def test_embed_tensor_equals_embed_file_and_batch_rows_are_independent(ckpts, fi
     batch = embedder.embed_tensor(audio=torch.stack([samples, 0.5 * samples.flip(0)]))
     assert batch.embeddings.shape == (2, *single.embeddings.shape) and batch.pooled.shape == (2, 32)
     assert (batch.embeddings[0] - single.embeddings).abs().max().item() < 1e-5
+    hops = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, hop_seconds=0.5, device="cpu")
+    shifted = hops.embed_tensor(audio=samples, start=0.25)  # the first sample at 0.25 s: hops counted from there
+    torch.testing.assert_close(shifted.timestamps, hops.embed_tensor(audio=samples).timestamps + 0.25)
     other = embedder.embed_tensor(audio=0.5 * samples.flip(0))
     assert (batch.embeddings[1] - other.embeddings).abs().max().item() < 1e-5
     assert (batch.pooled - torch.stack([single.pooled, other.pooled])).abs().max().item() < 1e-5
     with pytest.raises(ValueError, match="reads audio"):
         embedder.embed_tensor(video=torch.zeros(8, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_a_step_with_only_some_of_its_tokens_real_gives_no_row(ckpts):
+    """Sound that ends 0.07 s before the picture: the last step has video but not all of its audio."""
+    embedder = Embedder.from_checkpoint(ckpts["av"], window_seconds=0.5, device="cpu")
+    spec = embedder.read_spec()
+    audio = torch.from_numpy(tone(0.93, spec.sample_rate))
+    video = torch.zeros(round(spec.fps), 3, spec.size, spec.size, dtype=torch.uint8)  # 1 s of frames
+    out = embedder.embed_tensor(audio=audio, video=video)
+    steps = math.floor(0.93 / embedder.seconds_per_step + 1e-9)
+    assert steps == 3 and len(out.embeddings) == steps * embedder.tokens_per_step  # (not the fourth step's)
+    assert out.timestamps.max() < steps * embedder.seconds_per_step
 
 
 def test_downsampling_and_pooling(ckpts, files):
@@ -370,6 +385,36 @@ def test_a_rerun_redoes_outputs_made_from_another_checkpoint_or_source(ckpts, tm
     assert embed(other, hop_seconds=0.2) == (["a.wav"], 0)  # (its output had become elsewhere's a.wav's)
     assert "removed the earlier output of" in caplog.text and str(b) in caplog.text
     assert not (out / "b.wav.npy").exists() and not (out / "b.wav.json").exists()
+
+
+def test_overwrite_and_dtype_redo_an_output_and_a_rerun_that_fails_leaves_no_stale_one(ckpts, tmp_path, monkeypatch):
+    root, out = tmp_path / "in", tmp_path / "out"
+    root.mkdir()
+    write_wav(root / "a.wav", tone(0.6, 16000), 16000)
+    npy, sidecar = out / "a.wav.npy", out / "a.wav.json"
+
+    def embed(**overrides):
+        summary = task.run(_cfg(ckpt=ckpts["audio"], input=root, output=out, **overrides))
+        return len(summary.written), len(summary.skipped), len(summary.failed)
+
+    assert embed() == (1, 0, 0) and embed() == (0, 1, 0)
+    assert embed(overwrite="true") == (1, 0, 0)  # asked to: embedded again
+    assert embed(dtype="float32") == (1, 0, 0) and np.load(npy).dtype == np.float32  # stored otherwise: again
+    fail = lambda self, batch: (_ for _ in ()).throw(decode.MediaError(str(root / "a.wav"), "decoding failed"))  # noqa: E731
+    with monkeypatch.context() as patch:
+        patch.setattr(Stream, "push", fail)
+        assert embed(dtype="float16") == (0, 0, 1)  # out of date, and now failing: its old rows are gone
+    assert not npy.exists() and not sidecar.exists()
+    assert embed() == (1, 0, 0)
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:  # the new rows are in place when the sidecar cannot be written
+        patch.setattr(task, "write_json", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            embed(dtype="float32")
+    assert npy.exists() and not sidecar.exists()  # no sidecar of the old rows describes the new ones
 
 
 def test_inputs_that_list_no_files_and_paths_that_are_not_checkpoints(ckpts, folder, tmp_path):
