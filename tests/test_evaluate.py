@@ -206,6 +206,12 @@ def test_rollouts_leave_the_stream_unchanged(model, clip_windows):
     assert rolled.plot is not None and len(rolled.plot["rollout"]) == 3
 
 
+def test_a_rollout_longer_than_a_window_is_scored_at_every_horizon(model, clip_windows):
+    """Windows of 3 steps and rollouts of 4: a rollout's last horizon falls in the window after next."""
+    rolled = scores(model, clip_windows[0], rollout_steps=4)
+    assert rolled.horizon_counts[:, 0].tolist() == [3, 3, 3, 2]  # from steps 2, 5, 8 (past the end from 8 at 4)
+
+
 def test_rollout_fed_the_truth_is_teacher_forcing(model, clip_windows):
     whole = clip_windows[1]
     with torch.no_grad():

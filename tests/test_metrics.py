@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from ttt_mm.eval.metrics import LogBins, edge_masks, log_bin_edges, log_bin_index, mel_l1, psnr, ssim
+from ttt_mm.eval.report import ModelReport
+from ttt_mm.eval.scoring import FRAME_COLUMNS, HORIZON_FIELDS, ClipResult
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2  # 6.5025, 58.5225
 
@@ -123,3 +125,26 @@ def test_edge_masks_take_the_first_and_last_tenth():
     assert x[last].tolist() == [9.0, 9.5]
     with pytest.raises(ValueError):
         edge_masks(x, 0.0, 10.0, 0.6)
+
+
+def _clip(seconds: list[float], model: list[float], copy: float, running: float) -> ClipResult:
+    n = len(seconds)
+    losses = np.stack([model, [copy] * n, [running] * n], axis=1).astype(np.float32)
+    return ClipResult(
+        "a.wav", 0.0, 10.0, n, np.arange(n), np.array(seconds), np.zeros(n, np.int8), losses,
+        np.zeros((0, len(FRAME_COLUMNS))), np.zeros((0, 2)), np.zeros((0, len(HORIZON_FIELDS))),
+        np.zeros((0, len(HORIZON_FIELDS))), 0,
+    )  # fmt: skip
+
+
+def test_a_report_pools_each_edge_over_its_own_tokens_and_bins_seconds_from_one_step():
+    """Five scored tokens in the clip's first tenth, one in its last: each edge's mean is its own."""
+    seconds = [0.0, 0.2, 0.4, 0.6, 0.8, 2.0, 4.0, 6.0, 9.5]
+    report = ModelReport("m", {}, (0,), seconds_per_step=0.25, rollout_steps=0, edge_fraction=0.1)
+    report.add(_clip(seconds, [1.0] * 5 + [2.0] * 3 + [5.0], copy=3.0, running=1.5))
+    out = report.to_dict()
+    edges = out["length_extrapolation"]["all"]["model"]
+    assert (edges["first"], edges["last"]) == (1.0, 5.0) and not out["length_extrapolation"]["model_last_below_first"]
+    by_second = out["loss_vs_context"]["all"]["seconds"]
+    assert by_second[0]["hi"] == 0.25 and by_second[0]["count"] == 2  # the first step alone, not the first second
+    assert not out["beats_both_baselines"]  # below the copy's 3.0, not below the running mean's 1.5
