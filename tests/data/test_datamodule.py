@@ -37,15 +37,26 @@ from ttt_mm.tasks.probe import main as probe_command
 from ttt_mm.tokenizers import AudioTokenizer
 
 
-def test_synthetic_default_batches():
-    dm = MediaDataModule(
-        SyntheticSource(num_clips=30, duration=6.0),
-        batch_size=3,
-        size=32,
-        clip_seconds=1.0,
-        val_fraction=0.2,
-        test_fraction=0.1,
+def synthetic_module(num_clips: int, duration: float, **kwargs) -> MediaDataModule:
+    """Synthetic clips read at 32 px in 1 s windows."""
+    return MediaDataModule(SyntheticSource(num_clips=num_clips, duration=duration), size=32, clip_seconds=1.0, **kwargs)
+
+
+def at_step(step: int, rank: int = 0, world: int = 1, accumulate: int = 1) -> SimpleNamespace:
+    """What the data module reads of a trainer: where a (resumed) fit stands, and in which process."""
+    return SimpleNamespace(
+        global_step=step,
+        accumulate_grad_batches=accumulate,
+        global_rank=rank,
+        world_size=world,
+        default_root_dir=".",
+        overfit_batches=0,
+        limit_train_batches=1.0,
     )
+
+
+def test_synthetic_default_batches():
+    dm = synthetic_module(30, 6.0, batch_size=3, val_fraction=0.2, test_fraction=0.1)
     dm.setup("fit")
     sizes = {k: len(v) for k, v in dm.splits.items()}
     assert sum(sizes.values()) == 30 and sizes["val"] > 0 and sizes["test"] > 0
@@ -60,15 +71,7 @@ def test_synthetic_default_batches():
 
 
 def test_loader_workers_share_out_the_evaluation_windows_each_once():
-    dm = MediaDataModule(
-        SyntheticSource(num_clips=10, duration=3.0),
-        batch_size=2,
-        size=32,
-        clip_seconds=1.0,
-        val_fraction=0.5,
-        test_fraction=0.0,
-        num_workers=2,
-    )
+    dm = synthetic_module(10, 3.0, batch_size=2, val_fraction=0.5, test_fraction=0.0, num_workers=2)
     dm.setup("fit")
     seen = [(path, float(start)) for b in dm.val_dataloader() for path, start in zip(b["path"], b["start"])]
     assert len(dm.splits["val"]) > 2
@@ -136,55 +139,25 @@ def test_a_reader_left_in_a_reference_cycle_is_never_freed_in_a_forked_child(med
 
 
 def test_epochs_draw_new_windows_and_a_resumed_run_continues_the_stream():
-    dm = MediaDataModule(
-        SyntheticSource(num_clips=4, duration=20.0),
-        batch_size=4,
-        size=32,
-        clip_seconds=1.0,
-        val_fraction=0.0,
-        test_fraction=0.0,
-    )
+    dm = synthetic_module(4, 20.0, batch_size=4, val_fraction=0.0, test_fraction=0.0)
     dm.setup("fit")
     first, second, third = itertools.islice(dm.train_dataloader(), 3)  # 4 clips: one batch is one epoch
     assert sorted(first["path"]) == sorted(second["path"])  # every clip once per epoch ...
     assert not torch.equal(first["start"], second["start"])  # ... at new random windows
-    dm.trainer = SimpleNamespace(
-        global_step=2,
-        accumulate_grad_batches=1,
-        global_rank=0,
-        world_size=1,
-        default_root_dir=".",
-        overfit_batches=0,
-        limit_train_batches=1.0,
-    )
+    dm.trainer = at_step(2)
     resumed = next(iter(dm.train_dataloader()))
     assert resumed["path"] == third["path"] and torch.equal(resumed["start"], third["start"])
-    dm.trainer.global_step, dm.trainer.accumulate_grad_batches = 1, 2  # an optimizer step of two batches
+    dm.trainer = at_step(1, accumulate=2)  # an optimizer step of two batches
     resumed = next(iter(dm.train_dataloader()))
     assert resumed["path"] == third["path"] and torch.equal(resumed["start"], third["start"])
 
 
 def test_each_rank_draws_its_own_share_of_the_random_windows():
-    dm = MediaDataModule(
-        SyntheticSource(num_clips=4, duration=20.0),
-        batch_size=2,
-        size=32,
-        clip_seconds=1.0,
-        val_fraction=0.0,
-        test_fraction=0.0,
-    )
+    dm = synthetic_module(4, 20.0, batch_size=2, val_fraction=0.0, test_fraction=0.0)
     dm.setup("fit")
     firsts = []
     for rank in range(2):
-        dm.trainer = SimpleNamespace(
-            global_step=0,
-            accumulate_grad_batches=1,
-            global_rank=rank,
-            world_size=2,
-            default_root_dir=".",
-            overfit_batches=0,
-            limit_train_batches=1.0,
-        )
+        dm.trainer = at_step(0, rank=rank, world=2)
         firsts += next(iter(dm.train_dataloader()))["path"]
     assert sorted(firsts) == sorted(clip.name for clip in dm.splits["train"])  # one epoch, shared out
 
