@@ -197,6 +197,9 @@ def test_restarted_rows_start_afresh_and_the_others_go_on():
         carried, _ = model(torch.cat([a[1:], b[1:]], 1))
     assert torch.allclose(y[:1], fresh, atol=1e-5)
     assert torch.allclose(y[1:], carried[:, 16:], atol=1e-5)
+    with torch.no_grad():  # every row at once (a batch in which each row starts a new clip)
+        all_fresh, _ = model(b, state, restart=torch.tensor([True, True]))
+    assert torch.allclose(all_fresh, model(b)[0], atol=1e-6)
     with pytest.raises(ValueError, match="middle of the mixer.s restart unit"):
         _, mid = model(a[:, :5])
         model(b, mid, restart=torch.tensor([True, False]))
@@ -260,3 +263,14 @@ def test_a_restarted_row_trains_the_initial_inner_weights(checkpointed):
     y[:1].square().mean().backward()  # only the restarted row's output
     W = model.blocks[0].mixer.W
     assert W.grad is not None and W.grad.abs().sum() > 0
+
+
+def test_a_block_is_pre_norm_residual_mixer_then_mlp():
+    """``x + mixer(norm(x))``, then ``+ mlp(norm(.))``: the order that streaming and shapes leave free."""
+    torch.manual_seed(0)
+    model = Backbone(dim=32, depth=1, mixer=partial(AttentionLayer, num_heads=4)).eval()
+    block, x = model.blocks[0], torch.randn(2, 9, 32)
+    with torch.no_grad():
+        h = x + block.mixer(block.mixer_norm(x))[0]
+        by_hand = h + block.mlp(block.mlp_norm(h))
+        assert torch.allclose(block(x)[0], by_hand, atol=1e-6)
