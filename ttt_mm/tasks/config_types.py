@@ -6,6 +6,7 @@ is left to the constructor."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import types
@@ -171,9 +172,11 @@ def _unresolved(node: DictConfig, key) -> bool:
     return False
 
 
+@functools.cache
 def _annotations(target) -> tuple[dict[str, Any], dict[str, inspect.Parameter]]:
     """The annotations of ``target``'s parameters (a class's ``__init__``), each evaluated on its own:
-    one that names something imported only for type checkers leaves just that parameter unchecked."""
+    one that names something imported only for type checkers leaves just that parameter unchecked.
+    Read once per target (the names and the values of a config node are checked against them apart)."""
     try:
         params = dict(inspect.signature(target).parameters)
     except (TypeError, ValueError):  # (a builtin without a signature)
