@@ -115,13 +115,69 @@ def test_kernel_selection(monkeypatch):
     assert isinstance(core(args, "torch")[1], TTTState)
 
 
-def test_mlp_training_too_wide_for_the_backward_kernel(monkeypatch):
-    monkeypatch.setattr(fused, "MLP_BACKWARD_MAX_FD", F * 4 * F - 1)  # the test's MLP is now "too wide" to train
+def test_shapes_over_what_fits_on_chip_are_refused_by_name():
+    """A TTT-Linear head over `fused.LINEAR_MAX_F`, a TTT-MLP over `fused.MLP_MAX_FD` or mini-batches over
+    `fused.MAX_K` would not compile within a GPU's shared memory: ``kernel="triton"`` refuses them by name
+    (``None`` runs the PyTorch core on them)."""
+    wide = fused.LINEAR_MAX_F * 2
+    q = torch.zeros(1, 1, K, wide)
+    lr = torch.zeros(1, 1, K)
+    W, b, ln = torch.zeros(1, wide, wide), torch.zeros(1, wide), torch.ones(1, wide)
+    with pytest.raises(ValueError, match=f"head dim <= {fused.LINEAR_MAX_F} .*got torch.float32, head dim {wide}"):
+        ttt_linear(q, q, q, lr, W, b, ln, b, mini_batch_size=K, kernel="triton")
+    F_mlp = 2 * int((fused.MLP_MAX_FD // 4) ** 0.5)  # the next power of two: F x 4F = 4 MLP_MAX_FD
+    q = torch.zeros(1, 1, K, F_mlp)
+    params = (torch.zeros(1, F_mlp, 4 * F_mlp), torch.zeros(1, 4 * F_mlp), torch.zeros(1, 4 * F_mlp, F_mlp))
+    with pytest.raises(ValueError, match=f"head dim x MLP width <= {fused.MLP_MAX_FD}"):
+        ttt_mlp(
+            q,
+            q,
+            q,
+            lr,
+            *params,
+            torch.zeros(1, F_mlp),
+            torch.ones(1, F_mlp),
+            torch.zeros(1, F_mlp),
+            mini_batch_size=K,
+            kernel="triton",
+        )
+    long_K = 2 * fused.MAX_K
+    q, lr = torch.zeros(1, 1, long_K, F), torch.zeros(1, 1, long_K)
+    with pytest.raises(ValueError, match=f"K <= {fused.MAX_K},.*K={long_K}"):
+        ttt_linear(
+            q,
+            q,
+            q,
+            lr,
+            torch.zeros(1, F, F),
+            torch.zeros(1, F),
+            torch.ones(1, F),
+            torch.zeros(1, F),
+            mini_batch_size=long_K,
+            kernel="triton",
+        )
+    assert fused.supported(torch.zeros(1, 1, K, fused.LINEAR_MAX_F), fused.MAX_K)
     args = inputs(T=K)
-    with torch.no_grad():
-        mlp(args[:4], mlp_params(), "triton")  # inference is still fine
-    with pytest.raises(ValueError, match="to train TTT-MLP"):
-        mlp(args[:4], [p.requires_grad_(True) for p in mlp_params()], "triton")
+    with pytest.raises(ValueError, match="MLP width <= 4 x head dim.*MLP width 128"):  # its [K, D] tiles grow too
+        mlp(args[:4], mlp_params(D=8 * F), "triton")
+    assert fused.supported(torch.zeros(1, 1, K, F_mlp // 2), K, 2 * F_mlp)
+
+
+def test_wide_mlps_train_in_three_pass_tf32():
+    """On a GPU, 16-bit inputs multiply in single-pass TF32, except a TTT-MLP wider than
+    `fused.MLP_SINGLE_PASS_MAX_FD` in training, whose backward fits in shared memory only in three-pass
+    (and whose forward matches it); float32 inputs always take three-pass, and the interpreter exact products."""
+
+    def prec(dtype, F, hidden, training, cuda=True):
+        return fused.launch_options(dtype, cuda, F, K, hidden, training)["PREC"]
+
+    assert prec(torch.bfloat16, 64, 256, training=True) == "tf32x3"
+    assert prec(torch.bfloat16, 64, 256, training=False) == "tf32"
+    assert prec(torch.bfloat16, 32, 128, training=True) == "tf32"
+    assert prec(torch.bfloat16, 64, None, training=True) == "tf32"
+    assert prec(torch.float32, 32, 128, training=False) == "tf32x3"
+    assert prec(torch.bfloat16, 64, 256, training=True, cuda=False) == "ieee"
+    assert fused.launch_options(torch.bfloat16, True, 64, K, 256, True)["D"] == 256
 
 
 def mlp_params(H=2, D=4 * F):

@@ -42,8 +42,8 @@ SCAN_CHUNK = 128
 @functools.cache
 def _log_torch_fallback(shape: tuple, dtype: torch.dtype, K: int, hidden: int | None) -> None:
     log.info(
-        "TTT core: the Triton kernels do not train %s %s with K=%d, MLP width %s; using the PyTorch scan "
-        "with its hand-written backward",
+        "TTT core: the Triton kernels do not run %s %s with K=%d, MLP width %s; using the PyTorch scan "
+        "(`ttt_mm.ops.ttt.fused.supported` says which shapes they take)",
         shape,
         dtype,
         K,
@@ -51,20 +51,21 @@ def _log_torch_fallback(shape: tuple, dtype: torch.dtype, K: int, hidden: int | 
     )
 
 
-def _fused_wanted(kernel: str | None, q: Tensor, K: int, params: Params, training: bool) -> bool:
+def _fused_wanted(kernel: str | None, q: Tensor, K: int, params: Params) -> bool:
     """``kernel=None`` picks Triton on CUDA where it applies; ``"triton"`` insists (e.g. on the CPU under
     ``TRITON_INTERPRET=1``), ``"torch"`` and ``"autograd"`` never use it."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
     hidden = params[0].shape[-1] if len(params) == 4 else None
-    usable = fused.supported(q, K, hidden, training)
+    usable = fused.supported(q, K, hidden)
     if kernel == "triton" and not usable:
         raise ValueError(
             "kernel='triton' needs Triton, 16/32-bit floats and a head dim, mini-batch size (and MLP width) that "
-            f"are powers of two >= 16 (and, to train TTT-MLP, head dim x MLP width <= {fused.MLP_BACKWARD_MAX_FD}); "
+            f"are powers of two >= 16, with K <= {fused.MAX_K}, and head dim <= {fused.LINEAR_MAX_F} (TTT-Linear) or "
+            f"MLP width <= 4 x head dim and head dim x MLP width <= {fused.MLP_MAX_FD} (TTT-MLP); "
             f"got {q.dtype}, head dim {q.shape[-1]}, K={K}, MLP width {hidden}"
         )
-    if kernel is None and q.is_cuda and training and not usable and fused.supported(q, K, hidden, False):
+    if kernel is None and q.is_cuda and not usable:
         _log_torch_fallback(tuple(q.shape), q.dtype, K, hidden)
     return kernel == "triton" or (kernel is None and usable and q.is_cuda)
 
@@ -96,7 +97,7 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
             state = TTTState.initial(params, B, dtype)
         inputs = (q, k, v, lr, ln_weight, ln_bias, tau, *state.params, *state.grads)
         training = torch.is_grad_enabled() and any(x.requires_grad for x in inputs)
-        use_fused = _fused_wanted(kernel, q, K, state.params, training)
+        use_fused = _fused_wanted(kernel, q, K, state.params)
         hand_written = training and kernel != "autograd"
 
         def flat(x):

@@ -46,21 +46,52 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
 
 # Mini-batches between stored weight checkpoints in the forward pass (training only).
 CHECKPOINT = 16
-# TTT-MLP's backward keeps W1, W2 and their adjoints (four F x D float32 matrices) in shared memory
-# as matrix-product operands: beyond F * D = 8192 that exceeds an H100's 227 KiB (measured by
-# compiling for sm_90 with Triton 3.6), so larger inner MLPs train with the PyTorch core.
-MLP_BACKWARD_MAX_FD = 8192
+# What fits an H100's shared memory (232,448 bytes a program), measured by compiling for sm_90 offline (Triton
+# 3.8; `tests/ops/test_kernels_fit.py` compiles the largest case of each kernel that `supported` admits),
+# in kB at K = 16 / 32:
+# - TTT-Linear up to F = 128: backward 141 / 152 (360 at K = 64), in three-pass TF32 (float32 inputs)
+#   156 / 180; at F = 256 the forward alone needs 256 at K = 16.
+# - TTT-MLP up to F x D = 64 x 256, the paper's, with D <= 4F (the layers' D = 4F): forward 86 / 106
+#   (303 at 128 x 512). Its backward holds W1, W2 and its intermediates as product operands; in
+#   single-pass TF32 the compiler stages them in shared memory for Hopper's warpgroup products, 88 / 115
+#   at 32 x 128 but 305 at 64 x 256, while three-pass TF32 (float32 accuracy) takes 172 / 213 there. So
+#   wide TTT-MLPs train in three-pass TF32.
+# Larger shapes run the PyTorch core.
+MAX_K = 32
+LINEAR_MAX_F = 128
+MLP_MAX_FD = 64 * 256
+MLP_SINGLE_PASS_MAX_FD = 32 * 128
 
 
-def supported(q: Tensor, mini_batch_size: int, hidden: int | None = None, training: bool = False) -> bool:
+def supported(q: Tensor, mini_batch_size: int, hidden: int | None = None) -> bool:
     """Whether the kernels can run these inputs: Triton present, shapes the kernels tile and fit."""
 
     def ok(n):
         return n >= 16 and n & (n - 1) == 0
 
-    shapes = ok(q.shape[-1]) and ok(mini_batch_size) and (hidden is None or ok(hidden))
-    fits = hidden is None or not training or q.shape[-1] * hidden <= MLP_BACKWARD_MAX_FD
+    F = q.shape[-1]
+    shapes = ok(F) and ok(mini_batch_size) and mini_batch_size <= MAX_K and (hidden is None or ok(hidden))
+    fits = F <= LINEAR_MAX_F if hidden is None else hidden <= 4 * F and F * hidden <= MLP_MAX_FD
     return triton is not None and shapes and fits and q.dtype != torch.float64
+
+
+def precision(dtype: torch.dtype, cuda: bool, three_pass: bool = False) -> str:
+    """The kernels' ``input_precision``: TF32 where the inputs are 16-bit anyway; three-pass TF32 on a GPU
+    for float32 inputs (float32 accuracy on tensor cores; plain float32 products spill and crawl there)
+    and where ``three_pass`` asks (a wide TTT-MLP in training); exact in the interpreter."""
+    if dtype != torch.float32 and not three_pass:
+        return "tf32"
+    return "tf32x3" if cuda else "ieee"
+
+
+def launch_options(dtype: torch.dtype, cuda: bool, F: int, K: int, hidden: int | None, training: bool) -> dict:
+    """Compile-time sizes and options of a core's kernels (its forward's; the backward adds ``num_stages=1``).
+    A wide TTT-MLP's training forward multiplies as its backward must (which recomputes its weights)."""
+    three_pass = training and hidden is not None and F * hidden > MLP_SINGLE_PASS_MAX_FD
+    options = {"K": K, "F": F, "CKPT": CHECKPOINT, "EPS": 1e-6, "PREC": precision(dtype, cuda, three_pass)}
+    if hidden is not None:  # the MLP kernels hold F x D tiles: more warps share them
+        options.update(D=hidden, num_warps=8)
+    return options
 
 
 if triton is not None:
@@ -569,14 +600,6 @@ if triton is not None:
         tl.store(dtau + bh * K + rk, d_tau)
 
 
-def _precision(x: Tensor) -> str:
-    """TF32 where the inputs are 16-bit anyway; for float32 inputs, three-pass TF32 on a GPU (float32
-    accuracy on tensor cores; plain float32 products spill and crawl there) and exact in the interpreter."""
-    if x.dtype != torch.float32:
-        return "tf32"
-    return "tf32x3" if x.is_cuda else "ieee"
-
-
 def _on(x: Tensor):
     """Launch on ``x``'s GPU (Triton launches on the current device otherwise)."""
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
@@ -595,11 +618,10 @@ class _Scan(torch.autograd.Function):
         BH, T, F = q.shape
         mlp = len(params) == 4
         fwd, bwd = (_mlp_fwd, _mlp_bwd) if mlp else (_linear_fwd, _linear_bwd)
-        sizes = {"K": tau.shape[0], "F": F, "CKPT": CHECKPOINT, "EPS": 1e-6, "PREC": _precision(q)}
-        if mlp:  # the MLP kernels hold F x D tiles: more warps share them
-            sizes.update(D=params[0].shape[-1], num_warps=8)
-        M = T // sizes["K"]
         save = any(ctx.needs_input_grad)
+        hidden = params[0].shape[-1] if mlp else None
+        sizes = launch_options(q.dtype, q.is_cuda, F, tau.shape[0], hidden, save)
+        M = T // sizes["K"]
         n_ckpt = triton.cdiv(M, CHECKPOINT)
         out = torch.empty_like(q)
         new = tuple(torch.empty_like(p) for p in params)
