@@ -116,8 +116,9 @@ def test_kernel_selection(monkeypatch):
 
 
 def test_shapes_over_what_fits_on_chip_are_refused_by_name():
-    """A TTT-Linear head over `fused.LINEAR_MAX_F`, a TTT-MLP over `fused.MLP_MAX_FD` or mini-batches over
-    `fused.MAX_K` would not compile within a GPU's shared memory: ``kernel="triton"`` refuses them by name
+    """A TTT-Linear head over `fused.LINEAR_MAX_F`, a TTT-MLP over `fused.MLP_MAX_F` (or over
+    `fused.MLP_MAX_KF` with its mini-batches) or mini-batches over `fused.MAX_K` would not compile within
+    a GPU's shared memory: ``kernel="triton"`` refuses them by name
     (``None`` runs the PyTorch core on them)."""
     wide = fused.LINEAR_MAX_F * 2
     q = torch.zeros(1, 1, K, wide)
@@ -125,10 +126,12 @@ def test_shapes_over_what_fits_on_chip_are_refused_by_name():
     W, b, ln = torch.zeros(1, wide, wide), torch.zeros(1, wide), torch.ones(1, wide)
     with pytest.raises(ValueError, match=f"head dim <= {fused.LINEAR_MAX_F} .*got torch.float32, head dim {wide}"):
         ttt_linear(q, q, q, lr, W, b, ln, b, mini_batch_size=K, kernel="triton")
-    F_mlp = 2 * int((fused.MLP_MAX_FD // 4) ** 0.5)  # the next power of two: F x 4F = 4 MLP_MAX_FD
+    F_mlp = 2 * fused.MLP_MAX_F
     q = torch.zeros(1, 1, K, F_mlp)
     params = (torch.zeros(1, F_mlp, 4 * F_mlp), torch.zeros(1, 4 * F_mlp), torch.zeros(1, 4 * F_mlp, F_mlp))
-    with pytest.raises(ValueError, match=f"head dim x MLP width <= {fused.MLP_MAX_FD}"):
+    with pytest.raises(
+        ValueError, match=f"head dim <= {fused.MLP_MAX_F}, MLP width <= 4 x head dim .*head dim {F_mlp}"
+    ):
         ttt_mlp(
             q,
             q,
@@ -161,11 +164,13 @@ def test_shapes_over_what_fits_on_chip_are_refused_by_name():
     with pytest.raises(ValueError, match="MLP width <= 4 x head dim.*MLP width 128"):  # its [K, D] tiles grow too
         mlp(args[:4], mlp_params(D=8 * F), "triton")
     assert fused.supported(torch.zeros(1, 1, K, F_mlp // 2), K, 2 * F_mlp)
+    assert not fused.supported(torch.zeros(1, 1, K, F_mlp), K, F_mlp)  # a narrower MLP of the same head dim
+    assert not fused.supported(torch.zeros(1, 1, K, F_mlp // 2), fused.MAX_K, 2 * F_mlp)  # wide with long mini-batches
 
 
 def test_wide_mlps_train_in_three_pass_tf32():
     """On a GPU, 16-bit inputs multiply in single-pass TF32, except a TTT-MLP wider than
-    `fused.MLP_SINGLE_PASS_MAX_FD` in training, whose backward fits in shared memory only in three-pass
+    `fused.MLP_SINGLE_PASS_MAX_F` in training, whose backward fits in shared memory only in three-pass
     (and whose forward matches it); float32 inputs always take three-pass, and the interpreter exact products."""
 
     def prec(dtype, F, hidden, training, cuda=True):
@@ -178,6 +183,19 @@ def test_wide_mlps_train_in_three_pass_tf32():
     assert prec(torch.float32, 32, 128, training=False) == "tf32x3"
     assert prec(torch.bfloat16, 64, 256, training=True, cuda=False) == "ieee"
     assert fused.launch_options(torch.bfloat16, True, 64, K, 256, True)["D"] == 256
+
+
+def test_the_scan_launches_training_kernels_only_for_training(monkeypatch):
+    """What `test_wide_mlps_train_in_three_pass_tf32` decides must reach the launch: the scan asks for
+    training kernels exactly when gradients are needed (the interpreter's products are exact either way)."""
+    seen = []
+    options = fused.launch_options
+    monkeypatch.setattr(fused, "launch_options", lambda *a: seen.append(a[-1]) or options(*a))
+    args = inputs(T=2 * K)
+    with torch.no_grad():
+        mlp(args[:4], mlp_params(), "triton")
+    mlp(args[:4], [p.requires_grad_(True) for p in mlp_params()], "triton")[0].sum().backward()
+    assert seen == [False, True]
 
 
 def mlp_params(H=2, D=4 * F):

@@ -25,8 +25,8 @@ from triton.compiler import ASTSource  # noqa: E402
 pytestmark = pytest.mark.slow
 
 H100_SHARED_BYTES = 227 * 1024  # the most one program may use (opt-in), also an H200's
-K = fused.MAX_K  # the largest mini-batch size admitted (the layers default to 16)
-TOKEN_ARGS = {"q", "k", "v", "lr", "out", "dout", "dq", "dk", "dv", "dlr"}  # in the inputs' dtype; the rest float32
+# in the inputs' dtype; the rest float32, as the layers pass them (their step sizes ``lr`` included)
+TOKEN_ARGS = {"q", "k", "v", "out", "dout", "dq", "dk", "dv"}
 
 
 def shared_bytes(kernel, dtype: torch.dtype, options: dict, **extra) -> int:
@@ -34,32 +34,34 @@ def shared_bytes(kernel, dtype: torch.dtype, options: dict, **extra) -> int:
     options = {**options, **extra}
     launch = {k: options.pop(k) for k in ("num_warps", "num_stages") if k in options}
     pointer = {torch.bfloat16: "*bf16", torch.float32: "*fp32"}[dtype]
-    signature = {}
-    for name in inspect.signature(kernel.fn).parameters:
+    signature, aligned = {}, {}
+    for i, name in enumerate(inspect.signature(kernel.fn).parameters):
         if name in options:
             signature[name] = "constexpr"
         elif name in ("M", "n_ckpt"):
             signature[name] = "i32"
         else:
             signature[name] = pointer if name in TOKEN_ARGS else "*fp32"
-    source = ASTSource(fn=kernel, signature=signature, constexprs=options)
+            aligned[(i,)] = [["tt.divisibility", 16]]  # as a launch specialises PyTorch's allocations
+    source = ASTSource(fn=kernel, signature=signature, constexprs=options, attrs=aligned)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=launch).metadata.shared
 
 
-# (kernels, inputs' dtype, head dim, MLP width, training): the largest admitted shape of each core, in
-# each precision its kernels compile to (float32 inputs take three-pass TF32, as a wide MLP's training does)
-SINGLE_PASS_F = int((fused.MLP_SINGLE_PASS_MAX_FD // 4) ** 0.5)  # MLP width 4F, the largest the limits admit
-WIDEST_F = int((fused.MLP_MAX_FD // 4) ** 0.5)
+# (kernels, inputs' dtype, head dim, MLP width, mini-batch size, training): the largest admitted shape of
+# each core, in each precision its kernels compile to (float32 inputs take three-pass TF32, as the training
+# of a TTT-MLP over `fused.MLP_SINGLE_PASS_MAX_F` does)
+NARROW, WIDE = fused.MLP_SINGLE_PASS_MAX_F, fused.MLP_MAX_F
 CASES = [
-    ("linear", torch.bfloat16, fused.LINEAR_MAX_F, None, True),
-    ("linear", torch.float32, fused.LINEAR_MAX_F, None, True),
-    ("mlp", torch.bfloat16, SINGLE_PASS_F, 4 * SINGLE_PASS_F, True),
-    ("mlp", torch.bfloat16, WIDEST_F, 4 * WIDEST_F, True),
-    ("mlp", torch.bfloat16, WIDEST_F, 4 * WIDEST_F, False),  # inference: its forward in single-pass
+    ("linear", torch.bfloat16, fused.LINEAR_MAX_F, None, fused.MAX_K, True),
+    ("linear", torch.float32, fused.LINEAR_MAX_F, None, fused.MAX_K, True),
+    ("mlp", torch.bfloat16, NARROW, 4 * NARROW, fused.MLP_MAX_KF // NARROW, True),
+    ("mlp", torch.float32, NARROW, 4 * NARROW, fused.MLP_MAX_KF // NARROW, True),
+    ("mlp", torch.bfloat16, WIDE, 4 * WIDE, fused.MLP_MAX_KF // WIDE, True),
+    ("mlp", torch.bfloat16, WIDE, 4 * WIDE, fused.MLP_MAX_KF // WIDE, False),  # inference: a single-pass forward
 ]
 
 
-def measure(core: str, dtype: torch.dtype, F: int, hidden: int | None, training: bool) -> dict[str, int]:
+def measure(core: str, dtype: torch.dtype, F: int, hidden: int | None, K: int, training: bool) -> dict[str, int]:
     """Shared bytes of the kernels of one case, launched as the scan would launch them on a GPU."""
     options = fused.launch_options(dtype, True, F, K, hidden, training)
     fwd, bwd = (fused._mlp_fwd, fused._mlp_bwd) if core == "mlp" else (fused._linear_fwd, fused._linear_bwd)
@@ -79,8 +81,9 @@ def compiled() -> list[dict[str, int]]:
 
 @pytest.mark.parametrize(("case"), range(len(CASES)), ids=["-".join(map(str, c)) for c in CASES])
 def test_largest_admitted_kernels_fit_in_shared_memory(compiled, case):
-    core, dtype, F, hidden, training = CASES[case]
+    core, dtype, F, hidden, K, training = CASES[case]
     assert fused.supported(torch.zeros(1, 1, K, F, dtype=dtype), K, hidden)
+    assert K == fused.MAX_K or not fused.supported(torch.zeros(1, 1, K, F, dtype=dtype), 2 * K, hidden)
     used = compiled[case]
     assert len(used) == 1 + training
     assert all(0 < n <= H100_SHARED_BYTES for n in used.values()), used

@@ -35,7 +35,7 @@ from .arguments import positive_int
 
 # Dense TF32 tensor-core peak FLOP/s (no sparsity; half the bf16 peak) from the vendors' data sheets,
 # by device-name substring: the kernels multiply 16-bit inputs (what this benchmark times) in TF32
-# (`ttt_mm.ops.ttt.fused.precision`; a TTT-MLP wider than 32 x 128 trains in three-pass TF32, its products
+# (`ttt_mm.ops.ttt.fused.precision`; a TTT-MLP of head dim over 32 trains in three-pass TF32, its products
 # counted once); the PyTorch core's rows are measured against the same peak for comparison.
 PEAK_TF32 = {  # matched in this order: the NVL (PCIe) cards run at lower clocks
     "H200 NVL": 417.5e12,
@@ -84,7 +84,7 @@ def _mlp_training(kernel: str, T: int, device: str, F: int) -> list[torch.Tensor
 
 
 # (what, function of kernel, T, device): TTT-MLP at F = 32 trains in single-pass TF32 on 16-bit inputs,
-# at 64 in three-pass (`fused.MLP_SINGLE_PASS_MAX_FD`); float32 inputs, as here, take three-pass at both.
+# at 64 in three-pass (`fused.MLP_SINGLE_PASS_MAX_F`); float32 inputs, as here, take three-pass at both.
 # T: 37 whole mini-batches in the kernel (3 weight checkpoints), 5 tokens after them in PyTorch (the
 # benchmark's lengths compile their own kernels, so one T is enough).
 CHECKS = (

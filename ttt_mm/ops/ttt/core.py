@@ -40,11 +40,11 @@ SCAN_CHUNK = 128
 
 
 @functools.cache
-def _log_torch_fallback(shape: tuple, dtype: torch.dtype, K: int, hidden: int | None) -> None:
+def _log_torch_fallback(F: int, dtype: torch.dtype, K: int, hidden: int | None) -> None:
     log.info(
-        "TTT core: the Triton kernels do not run %s %s with K=%d, MLP width %s; using the PyTorch scan "
+        "TTT core: the Triton kernels do not run head dim %d, %s, K=%d, MLP width %s; using the PyTorch scan "
         "(`ttt_mm.ops.ttt.fused.supported` says which shapes they take)",
-        shape,
+        F,
         dtype,
         K,
         hidden,
@@ -62,11 +62,12 @@ def _fused_wanted(kernel: str | None, q: Tensor, K: int, params: Params) -> bool
         raise ValueError(
             "kernel='triton' needs Triton, 16/32-bit floats and a head dim, mini-batch size (and MLP width) that "
             f"are powers of two >= 16, with K <= {fused.MAX_K}, and head dim <= {fused.LINEAR_MAX_F} (TTT-Linear) or "
-            f"MLP width <= 4 x head dim and head dim x MLP width <= {fused.MLP_MAX_FD} (TTT-MLP); "
+            f"head dim <= {fused.MLP_MAX_F}, MLP width <= 4 x head dim and K x head dim <= {fused.MLP_MAX_KF} "
+            "(TTT-MLP); "
             f"got {q.dtype}, head dim {q.shape[-1]}, K={K}, MLP width {hidden}"
         )
     if kernel is None and q.is_cuda and not usable:
-        _log_torch_fallback(tuple(q.shape), q.dtype, K, hidden)
+        _log_torch_fallback(q.shape[-1], q.dtype, K, hidden)  # once per shape, whatever the length
     return kernel == "triton" or (kernel is None and usable and q.is_cuda)
 
 

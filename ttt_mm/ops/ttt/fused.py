@@ -26,7 +26,7 @@ and ``G1 = (G2 W2^T) gelu'(X1)`` brings in gelu's second derivative. Each deriva
 against autograd in float64 before it became a kernel; `tests/ops/test_fused.py` keeps checking it.
 
 The kernels need ``K``, ``F`` (and TTT-MLP's hidden width ``D``) to be powers of two, at least 16
-(the smallest Triton matrix product).
+(the smallest Triton matrix product), and no larger than fits a GPU's shared memory (`supported`).
 """
 
 from __future__ import annotations
@@ -47,20 +47,21 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
 # Mini-batches between stored weight checkpoints in the forward pass (training only).
 CHECKPOINT = 16
 # What fits an H100's shared memory (232,448 bytes a program), measured by compiling for sm_90 offline (Triton
-# 3.8; `tests/ops/test_kernels_fit.py` compiles the largest case of each kernel that `supported` admits),
-# in kB at K = 16 / 32:
-# - TTT-Linear up to F = 128: backward 141 / 152 (360 at K = 64), in three-pass TF32 (float32 inputs)
-#   156 / 180; at F = 256 the forward alone needs 256 at K = 16.
-# - TTT-MLP up to F x D = 64 x 256, the paper's, with D <= 4F (the layers' D = 4F): forward 86 / 106
-#   (303 at 128 x 512). Its backward holds W1, W2 and its intermediates as product operands; in
-#   single-pass TF32 the compiler stages them in shared memory for Hopper's warpgroup products, 88 / 115
-#   at 32 x 128 but 305 at 64 x 256, while three-pass TF32 (float32 accuracy) takes 172 / 213 there. So
-#   wide TTT-MLPs train in three-pass TF32.
+# 3.8, 16-byte aligned pointers as PyTorch allocates them; `tests/ops/test_kernels_fit.py` compiles the
+# largest case of each kernel that `supported` admits: every other has smaller tiles), in kB:
+# - TTT-Linear up to F = 128 and K = 32: forward / backward 115 / 152, in three-pass TF32 (float32
+#   inputs) 181 / 180; its backward at K = 64 needs 360, and at F = 256 the forward alone is over 227.
+# - TTT-MLP up to F = 64 with D <= 4F (the layers' D = 4F) and K x F <= 1024: the paper's 64 x 256 at
+#   K = 16. Its backward holds W1, W2 and its intermediates as product operands; in single-pass TF32 the
+#   compiler stages them in shared memory for Hopper's warpgroup products, 371 at 64 x 256, while
+#   three-pass TF32 (float32 accuracy) takes 172 (forward 172; the backward 279 at K = 32). So TTT-MLPs
+#   over F = 32 train in three-pass TF32; at 32 x 128 and K = 32 single-pass takes 58 / 131.
 # Larger shapes run the PyTorch core.
 MAX_K = 32
 LINEAR_MAX_F = 128
-MLP_MAX_FD = 64 * 256
-MLP_SINGLE_PASS_MAX_FD = 32 * 128
+MLP_MAX_F = 64
+MLP_MAX_KF = 16 * 64
+MLP_SINGLE_PASS_MAX_F = 32
 
 
 def supported(q: Tensor, mini_batch_size: int, hidden: int | None = None) -> bool:
@@ -71,7 +72,11 @@ def supported(q: Tensor, mini_batch_size: int, hidden: int | None = None) -> boo
 
     F = q.shape[-1]
     shapes = ok(F) and ok(mini_batch_size) and mini_batch_size <= MAX_K and (hidden is None or ok(hidden))
-    fits = F <= LINEAR_MAX_F if hidden is None else hidden <= 4 * F and F * hidden <= MLP_MAX_FD
+    fits = (
+        F <= LINEAR_MAX_F
+        if hidden is None
+        else F <= MLP_MAX_F and hidden <= 4 * F and mini_batch_size * F <= MLP_MAX_KF
+    )
     return triton is not None and shapes and fits and q.dtype != torch.float64
 
 
@@ -87,7 +92,7 @@ def precision(dtype: torch.dtype, cuda: bool, three_pass: bool = False) -> str:
 def launch_options(dtype: torch.dtype, cuda: bool, F: int, K: int, hidden: int | None, training: bool) -> dict:
     """Compile-time sizes and options of a core's kernels (its forward's; the backward adds ``num_stages=1``).
     A wide TTT-MLP's training forward multiplies as its backward must (which recomputes its weights)."""
-    three_pass = training and hidden is not None and F * hidden > MLP_SINGLE_PASS_MAX_FD
+    three_pass = training and hidden is not None and F > MLP_SINGLE_PASS_MAX_F
     options = {"K": K, "F": F, "CKPT": CHECKPOINT, "EPS": 1e-6, "PREC": precision(dtype, cuda, three_pass)}
     if hidden is not None:  # the MLP kernels hold F x D tiles: more warps share them
         options.update(D=hidden, num_warps=8)
