@@ -67,7 +67,7 @@ def measure(core: str, dtype: torch.dtype, F: int, hidden: int | None, K: int, t
     fwd, bwd = (fused._mlp_fwd, fused._mlp_bwd) if core == "mlp" else (fused._linear_fwd, fused._linear_bwd)
     used = {"forward": shared_bytes(fwd, dtype, options, SAVE=training)}
     if training:
-        used["backward"] = shared_bytes(bwd, dtype, options, num_stages=1)
+        used["backward"] = shared_bytes(bwd, dtype, options, num_stages=fused.BACKWARD_NUM_STAGES)
     return used
 
 

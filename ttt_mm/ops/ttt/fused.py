@@ -62,6 +62,10 @@ LINEAR_MAX_F = 128
 MLP_MAX_F = 64
 MLP_MAX_KF = 16 * 64
 MLP_SINGLE_PASS_MAX_F = 32
+# The backward kernels' num_stages: no load is software-pipelined ahead of the store it depends on
+# (TTT-MLP's adjoints are re-read from global memory right after being written), and fewer stages hold
+# less shared memory.
+BACKWARD_NUM_STAGES = 1
 
 
 def supported(q: Tensor, mini_batch_size: int, hidden: int | None = None) -> bool:
@@ -90,7 +94,7 @@ def precision(dtype: torch.dtype, cuda: bool, three_pass: bool = False) -> str:
 
 
 def launch_options(dtype: torch.dtype, cuda: bool, F: int, K: int, hidden: int | None, training: bool) -> dict:
-    """Compile-time sizes and options of a core's kernels (its forward's; the backward adds ``num_stages=1``).
+    """Compile-time sizes and options of a core's kernels (its forward's; the backward adds `BACKWARD_NUM_STAGES`).
     A wide TTT-MLP's training forward multiplies as its backward must (which recomputes its weights)."""
     three_pass = training and hidden is not None and F > MLP_SINGLE_PASS_MAX_F
     options = {"K": K, "F": F, "CKPT": CHECKPOINT, "EPS": 1e-6, "PREC": precision(dtype, cuda, three_pass)}
@@ -653,9 +657,6 @@ class _Scan(torch.autograd.Function):
         dtau = tau.new_empty(BH, K)
         dlnw, dlnb = (x.new_empty(BH, F, dtype=torch.float32) for x in (ln_w, ln_b))
         scratch = tuple(c.new_empty(BH, CHECKPOINT, *c.shape[2:]) for c in ckpts)
-        # num_stages=1: no load is software-pipelined ahead of the store it depends on (TTT-MLP's
-        # adjoints are re-read from global memory right after being written), and TTT-Linear at
-        # F = 128 in float32 stays within shared memory
         with _on(q):
             ctx.bwd[(BH,)](
                 q,
@@ -678,7 +679,7 @@ class _Scan(torch.autograd.Function):
                 *scratch,
                 ctx.M,
                 n_ckpt,
-                num_stages=1,
+                num_stages=BACKWARD_NUM_STAGES,
                 **ctx.sizes,
             )
         return (dq, dk, dv, dlr, dtau.sum(0), dlnw.to(ln_w.dtype), dlnb.to(ln_b.dtype), *grads)
