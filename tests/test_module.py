@@ -268,3 +268,22 @@ def test_a_training_step_logs_the_loss_over_the_copy_baselines_and_counts_real_t
 def test_a_redrawn_schedule_says_how_the_rate_moves_or_that_it_does_not_at_this_step():
     assert _rate_change(2e-4, 1.3e-3) == "goes from 0.0002 to 0.0013"
     assert _rate_change(2e-3, 2e-3 * (1 + 1e-9)) == "is 0.002 at this step under both"  # (as the log shows it)
+
+
+def test_a_restarted_evaluation_pass_voids_what_was_scored_before_it():
+    """The loader marks the first batch of a pass it starts again (a decoder crashed on a file):
+    the files scored before it are scored again, not twice."""
+    m = model("ttt_linear").eval()
+    spec = ReadSpec(("audio",))
+    first, second = (
+        collate([read_item(ClipInfo(SyntheticClip(0, index)), 0.0, 1.0, spec)] * 2) | {"window_index": torch.zeros(2)}
+        for index in (1, 2)
+    )
+    with torch.no_grad():
+        m._start_scoring()
+        m._score(second)
+        alone = m._eval_sums.clone()
+        m._start_scoring()
+        m._score(first)
+        m._score(second | {"restarted": True})
+    assert torch.equal(m._eval_sums, alone)

@@ -922,6 +922,34 @@ def test_every_dataset_notes_the_file_its_worker_reads(tmp_path, monkeypatch, ki
     assert f"a data loader worker died reading {bad}" in line
 
 
+@pytest.mark.parametrize("reads", ["windows", "stream", "validation"])
+def test_a_run_whose_decoder_crashes_on_a_file_lists_it_and_trains_to_the_end(tmp_path, monkeypatch, reads):
+    """A read kills its worker as a native crash would (the fifth in training, the second in
+    validation); the run used to end there (and its last line said to resume)."""
+    from ttt_mm.data import datasets, training
+
+    module = datasets if reads == "validation" else training  # (each reads with its own name for the reader)
+    read, count, crashing = module.read_item, tmp_path / "reads", 2 if reads == "validation" else 5
+    count.write_text("0")
+
+    def one_read_crashes(clip, *args):
+        n = int(count.read_text()) + 1  # (in a file: each new worker starts from the training process's state)
+        count.write_text(str(n))
+        if n == crashing:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return read(clip, *args)
+
+    monkeypatch.setattr(module, "read_item", one_read_crashes)
+    steps = 10 if reads == "validation" else 6  # (validation at step 10: debug=default)
+    overrides = [*TINY, f"trainer.max_steps={steps}", "data.num_workers=1", f"data.stream={reads == 'stream'}"]
+    out = run(compose_train(tmp_path, overrides + (["data.val_fraction=0"] if reads != "validation" else [])))
+    assert out["step"] == steps and int(count.read_text()) > crashing
+    listed = SkipList(tmp_path / "skipped_media.tsv").reasons
+    assert list(listed.values()) == ["decoder crashed: SIGSEGV"] and list(listed)[0].startswith("synthetic/")
+    if reads == "validation":
+        assert 0 < out["metrics"]["val/loss_copy"] < float("inf")
+
+
 def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path):
     first = run(compose_train(tmp_path / "a", [*TINY, "trainer.max_steps=2"]))
     logs = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("version_*"))

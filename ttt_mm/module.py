@@ -228,6 +228,8 @@ class SequenceModel(L.LightningModule):
         self._eval_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
 
     def _score(self, batch) -> None:
+        if batch.get("restarted"):  # the pass starts again without a file whose decoder crashed
+            self._start_scoring()
         tokens, pred, _ = self(batch)
         loss, copy, n = self.losses(tokens, pred)
         self._eval_sums += torch.stack([loss.detach() * n, copy * n, n.to(loss.dtype)]).double()

@@ -210,14 +210,14 @@ def test_a_streamed_run_says_once_that_it_reads_with_one_worker(caplog):
         )
         dm.setup("fit")
         loaders = [dm.train_dataloader() for _ in range(3)]
-    assert [loader.num_workers for loader in loaders] == [1, 1, 1]
+    assert [loader.loader.num_workers for loader in loaders] == [1, 1, 1]
     assert len([r for r in caplog.records if "reads with one loader worker" in r.message]) == 1
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         crops = MediaDataModule(SyntheticSource(num_clips=4, duration=4.0), size=32, clip_seconds=1.0, num_workers=3)
         crops.setup("fit")
         loader = crops.train_dataloader()
-    assert crops.stream is False and isinstance(loader.dataset, WindowDataset) and loader.num_workers == 3
+    assert crops.stream is False and isinstance(loader.loader.dataset, WindowDataset) and loader.loader.num_workers == 3
     assert not [r for r in caplog.records if "reads with one loader worker" in r.message]
 
 

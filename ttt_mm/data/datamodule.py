@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from ttt_mm.data import reading_notes
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
 from ttt_mm.data.index import PROBE_TIMEOUT, index_clips
+from ttt_mm.data.restarts import RestartingLoader
 from ttt_mm.data.skiplist import SkipList, count_reasons, missing_stream_hint
 from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
 from ttt_mm.data.training import ResumableSampler, StreamWindows, WindowDataset, is_seed
@@ -336,8 +337,9 @@ class MediaDataModule(L.LightningDataModule):
                 ", ".join(changed),
             )
 
-    def train_dataloader(self) -> DataLoader:
-        """Endless: training is counted in steps, and a resumed run continues with the next batch."""
+    def train_dataloader(self) -> RestartingLoader:
+        """Endless: training is counted in steps, and a resumed run continues with the next batch. A
+        decoder crash in a worker lists the file and starts a new loader at the same batch (`RestartingLoader`)."""
         steps, rank, world = self._position()
         trainer = self._fitting()
         limit = None if trainer is None or trainer.overfit_batches else trainer.limit_train_batches
@@ -356,30 +358,45 @@ class MediaDataModule(L.LightningDataModule):
                     trainer.accumulate_grad_batches,
                 )
         if self.stream:
-            dataset = StreamWindows(
-                self.splits["train"],
-                self.clip_seconds,
-                self.batch_size,
-                self.spec,
-                self.seed,
-                self.skips,
-                start_step=steps,
-                rank=rank,
-                world=world,
-            )
-            return DataLoader(  # (one worker at most: said once, in __init__)
-                dataset, batch_size=None, num_workers=min(self.num_workers, 1), pin_memory=self.pin_memory
-            )
-        dataset = WindowDataset(self.splits["train"], self.clip_seconds, self.spec, self.seed, self.skips)
-        sampler = ResumableSampler(len(dataset), self.seed, start=steps * self.batch_size, rank=rank, world=world)
-        return self._loader(dataset, self.batch_size, sampler)
 
-    def _eval(self, split: str) -> DataLoader:
-        dataset = SequentialWindows(self.splits[split], self.eval_window_seconds, self.spec, self.skips)
-        return self._loader(dataset, self.eval_batch_size)
+            def build(done: int) -> DataLoader:
+                dataset = StreamWindows(
+                    self.splits["train"],
+                    self.clip_seconds,
+                    self.batch_size,
+                    self.spec,
+                    self.seed,
+                    self.skips,
+                    start_step=steps + done,
+                    rank=rank,
+                    world=world,
+                )
+                return DataLoader(  # (one worker at most: said once, in __init__)
+                    dataset, batch_size=None, num_workers=min(self.num_workers, 1), pin_memory=self.pin_memory
+                )
 
-    def val_dataloader(self) -> DataLoader:
+        else:
+
+            def build(done: int) -> DataLoader:
+                dataset = WindowDataset(self.splits["train"], self.clip_seconds, self.spec, self.seed, self.skips)
+                start = (steps + done) * self.batch_size
+                sampler = ResumableSampler(len(dataset), self.seed, start=start, rank=rank, world=world)
+                return self._loader(dataset, self.batch_size, sampler)
+
+        return RestartingLoader(build, self.skips)
+
+    def _eval(self, split: str) -> RestartingLoader:
+        """Every clip of the split, whole; a decoder crash in a worker lists the file and the pass starts
+        again without it (its first batch marked ``restarted``: the scores so far are void)."""
+
+        def build(done: int) -> DataLoader:
+            dataset = SequentialWindows(self.splits[split], self.eval_window_seconds, self.spec, self.skips)
+            return self._loader(dataset, self.eval_batch_size)
+
+        return RestartingLoader(build, self.skips, resume=False)
+
+    def val_dataloader(self) -> RestartingLoader:
         return self._eval("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> RestartingLoader:
         return self._eval("test")

@@ -45,6 +45,15 @@ def reading(name: str) -> Iterator[None]:
                 os.unlink(note)
 
 
+def peek(worker: int) -> str | None:
+    """The file this process's worker ``worker`` is reading, or was when it died; the note stays."""
+    try:
+        with open(_note(os.getpid(), worker), encoding="utf-8", errors="surrogateescape") as f:
+            return f.read() or None
+    except OSError:
+        return None
+
+
 def left_by(worker: int | None) -> str | None:
     """The file this process's worker ``worker`` was reading when it died (its note, then removed);
     ``None`` for the worker: the one note its workers left, if there is exactly one."""

@@ -30,6 +30,7 @@ from omegaconf.errors import MissingMandatoryValue
 from ttt_mm.callbacks import last_checkpoint
 from ttt_mm.data import reading_notes
 from ttt_mm.data.datasets import MODALITIES, off_grid
+from ttt_mm.data.restarts import CRASH_SIGNALS, crash_reason
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.training import is_seed
 from ttt_mm.embed.checkpoint import read_checkpoint
@@ -447,11 +448,6 @@ def resume_command(last: str | os.PathLike, overrides: list[str], script: str) -
     return " ".join([command, *map(shlex.quote, [*kept, f"ckpt_path={last}"])])
 
 
-CRASH_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGFPE", "SIGILL")
-"""What a decoder's native crash kills its process with (SIGKILL and SIGTERM come from outside: memory,
-a scheduler's preemption)."""
-
-
 def dead_worker(cfg: DictConfig, error: str) -> str:
     """What is known of a data loader worker that died, from PyTorch's ``error`` text: the file it was
     reading (`reading_notes`), which a decoder that crashed on it (`CRASH_SIGNALS`) puts in the skip
@@ -467,7 +463,7 @@ def dead_worker(cfg: DictConfig, error: str) -> str:
     if name is None:
         return f"{WORKER_DIED}: {memory if for_memory else how}"
     if how in CRASH_SIGNALS and path:
-        SkipList(path).add(name, f"decoder crashed: {how}")
+        SkipList(path).add(name, crash_reason(how))
         return (
             f"{WORKER_DIED} reading {name}, decoder crashed: {how}: listed in {path}, so a resumed run passes over it"
         )

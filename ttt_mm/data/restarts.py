@@ -1,0 +1,139 @@
+"""Loaders that go on after a decoder crash: the file is listed and the loader built again.
+
+A native decoder that crashes on a file kills the DataLoader worker reading it (SIGSEGV, SIGABRT: no
+``except`` runs), and PyTorch then ends the iteration with an error that names no file. The index
+opens every file once in a sandbox (`ttt_mm.data.decode.isolation`), but a file can still fail deeper
+in, hours into a run. `RestartingLoader` turns that into what a readable failure is: the file (named
+by its worker's note, `ttt_mm.data.reading_notes`) goes into the skip list with the signal, one line
+is logged, and a new loader goes on.
+
+- Training: it starts at the batch the training loop was waiting for. The data orders are pure
+  functions of the position (`ttt_mm.data.training`), so the batches are those that the run would
+  have read had the file failed in Python: a random window of the listed file is replaced by its
+  stand-in; in a stream every row restarts its state at the first batch after the restart (a row
+  that was inside the file goes on with the clips after it).
+- Evaluation (validation, test): leaving a file out changes which worker reads what, so the pass
+  starts again, its first batch marked ``restarted`` (`SequenceModel` drops what it had scored).
+
+PyTorch reports a dead worker from a SIGCHLD handler too, which raises wherever the training process
+happens to be (in the middle of a forward pass). The loader's workers are taken off that handler's
+list, so their death surfaces where it can be handled: in the loader's own wait for data, within 5 s
+(or ``data.timeout`` when that is set). Where PyTorch lacks the internals this uses, a crash ends the
+run as before (`ttt_mm.tasks.train.dead_worker` then names the file and lists it for the resumed run).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from ttt_mm.data import reading_notes
+from ttt_mm.data.skiplist import SkipList
+
+log = logging.getLogger(__name__)
+
+CRASH_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGFPE", "SIGILL")
+"""What a decoder's native crash kills its process with (SIGKILL and SIGTERM come from outside: memory,
+a scheduler's preemption; those stop the run)."""
+
+
+DEATH_WAIT_S = 5.0
+"""How long a loader error that a dying worker causes waits for the worker's exit to show."""
+
+
+def crash_reason(signal_name: str) -> str:
+    """The skip list's reason for a file whose decoder crashed with this signal."""
+    return f"decoder crashed: {signal_name}"
+
+
+class RestartingLoader:
+    """A loader that is built again when a decoder crash kills one of its workers (the file listed in
+    ``skips``): training's at the batch the loop waited for, an evaluation pass's from its start.
+
+    Args:
+        build: ``build(n)`` is the loader that starts ``n`` batches after the first one of this loader
+            (an evaluation pass is built with ``n = 0`` only).
+        skips: the skip list its datasets read (the same object: a new loader's workers start with the
+            crashed file in it).
+        resume: True for the training orders, pure functions of the position; False for an evaluation
+            pass, whose order leaving out a file changes: it is read again from its start, its first
+            batch marked ``batch["restarted"] = True`` (what was scored before it is void).
+    """
+
+    def __init__(self, build: Callable[[int], DataLoader], skips: SkipList, resume: bool = True) -> None:
+        self.build, self.skips, self.resume = build, skips, resume
+        self.loader, self.offset = build(0), 0  # the loader in use, and where it starts
+
+    def __iter__(self) -> Iterator:
+        done, restarted = self.offset, False
+        while True:
+            batches = iter(self.loader)
+            _unwatched(batches)
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                except (RuntimeError, ConnectionResetError, EOFError) as exc:  # (the latter two: a pipe cut mid-batch)
+                    self._list_the_crash(batches, exc)
+                    break
+                if restarted and not self.resume:
+                    batch["restarted"] = True
+                elif restarted and "reset" in batch:  # a row inside the crashed file now stands elsewhere
+                    batch["reset"] = torch.ones_like(batch["reset"])
+                restarted = False
+                yield batch
+                done += 1
+            del batches
+            done = done if self.resume else 0
+            self.loader, self.offset, restarted = self.build(done), done, True
+            where = f"batch {done} of this epoch (the one the training step waited for)" if self.resume else "its start"
+            log.info("a new data loader goes on from %s", where)
+
+    def _list_the_crash(self, batches, exc: RuntimeError) -> None:
+        """Lists the file whose decoder killed a worker; re-raises ``exc`` for any other error, or when
+        no worker died of a signal, one died otherwise (SIGKILL: memory) or left no note."""
+        if isinstance(exc, RuntimeError) and "DataLoader worker" not in str(exc):
+            raise exc  # (an error of the dataset's own, raised again by the loader)
+        workers = list(getattr(batches, "_workers", []))
+        deadline = time.monotonic() + DEATH_WAIT_S
+        while not (dead := [w for w in workers if w.exitcode is not None and w.exitcode < 0]):
+            if time.monotonic() > deadline:
+                raise exc
+            time.sleep(0.05)  # (a pipe cut by a dying worker can be seen before its exit is)
+        how = {w: _signal_name(-w.exitcode) for w in dead}
+        names = {w: reading_notes.peek(w.pid) for w in dead}
+        if any(how[w] not in CRASH_SIGNALS or names[w] is None or names[w] in self.skips for w in dead):
+            raise exc  # (killed from outside, not while reading, or a listed file read again: the run ends)
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        for worker in workers:  # (the notes of the workers stopped mid-read go too)
+            reading_notes.left_by(worker.pid)
+        for worker in dead:
+            self.skips.add(names[worker], crash_reason(how[worker]))
+
+
+def _unwatched(batches) -> None:
+    """Takes a loader's workers off PyTorch's SIGCHLD handler (see the module's docstring)."""
+    if not getattr(batches, "_worker_pids_set", False):
+        return
+    try:
+        from torch.utils.data._utils import signal_handling
+
+        signal_handling._remove_worker_pids(id(batches))
+    except (ImportError, AttributeError, RuntimeError):
+        return
+    batches._worker_pids_set = False
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
