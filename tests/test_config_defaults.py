@@ -34,6 +34,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 CHOICES = {  # (file, key): why it differs from the signature's default
     ("tokenizer/av.yaml", "audio.frames_per_token"): "a 0.25 s audio-visual step needs a whole number of audio tokens",
     ("data/synthetic.yaml", "data.source.num_clips"): "the size of the default run's synthetic set",
+    ("data/default.yaml", "num_workers"): "runs decode in a worker, where a decoder crash costs a file, not the run",
     ("model/lact.yaml", "backbone.mixer.chunk_size"): "8 s of the default data: 4 updates per 32 s training window",
     ("model/lact.yaml", "backbone.mixer.window"): "one chunk of the default data (the signature's 2048 is as released)",
 }
