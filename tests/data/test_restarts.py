@@ -13,12 +13,12 @@ import time
 import pytest
 import torch
 
-from ttt_mm.data import MediaDataModule, MediaError, SyntheticSource, datasets, reading_notes, training
+from ttt_mm.data import MediaDataModule, MediaError, SyntheticSource, datasets, reading_notes, restarts, training
 
 BATCHES = 10
 
 
-def module(stream: bool, num_workers: int, val_fraction: float = 0.0) -> MediaDataModule:
+def module(stream: bool, num_workers: int, val_fraction: float = 0.0, **kwargs) -> MediaDataModule:
     dm = MediaDataModule(
         SyntheticSource(num_clips=20, duration=3.0),
         ["audio"],
@@ -28,6 +28,7 @@ def module(stream: bool, num_workers: int, val_fraction: float = 0.0) -> MediaDa
         num_workers=num_workers,
         val_fraction=val_fraction,
         test_fraction=0.0,
+        **kwargs,
     )
     dm.setup("fit")
     return dm
@@ -39,7 +40,8 @@ def reads(dm: MediaDataModule, busy: float = 0.0) -> list[dict]:
     batches = []
     for batch in itertools.islice(dm.train_dataloader(), BATCHES):
         batches.append(batch)
-        time.sleep(busy)
+        if busy:
+            time.sleep(busy)
     return batches
 
 
@@ -134,3 +136,48 @@ def test_a_decoder_crash_in_validation_lists_the_file_and_the_pass_starts_again_
     marked = [i for i, b in enumerate(got) if b.get("restarted")]
     assert len(marked) == 1 and marked[0] > 0 and key(got[marked[0] :]) == key(expected)
     assert "a new data loader goes on from its start" in caplog.text
+
+
+def test_a_crash_of_a_persistent_worker_reading_ahead_between_passes_is_listed_at_the_next_pass(monkeypatch):
+    """A pass that ends early (``limit_val_batches``, the sanity check) leaves persistent workers reading
+    ahead; the next pass's ``iter`` waits for them, and raised there before."""
+
+    def key(batches):
+        return [(b["path"], b["start"].tolist()) for b in batches]
+
+    def val(**kwargs):
+        return module(False, num_workers=1, val_fraction=0.5, eval_batch_size=1, persistent_workers=True, **kwargs)
+
+    clean = list(val().val_dataloader())
+    first = {}
+    for i, batch in enumerate(clean):
+        first.setdefault(batch["path"][0], i)
+    bad, at = next((path, i) for path, i in first.items() if i >= 2)
+    failing(monkeypatch, bad, unreadable)
+    expected = list(val().val_dataloader())
+
+    failing(monkeypatch, bad, crash(signal.SIGSEGV))
+    dm = val()
+    loader = dm.val_dataloader()
+    assert len(list(itertools.islice(loader, at - 1))) == at - 1  # the worker goes on to batch `at` (2 ahead)
+    time.sleep(1.0)
+    got = list(loader)
+    assert dm.skips.reasons == {bad: "decoder crashed: SIGSEGV"} and key(got) == key(expected)
+
+
+def test_an_error_the_dataset_raises_in_a_worker_is_raised_at_once(monkeypatch):
+    """Its worker lives: nothing to wait for (the loader waited `DEATH_WAIT_S` for a death first)."""
+    dm = module(stream=False, num_workers=1)
+    bad = later_clip(reads(module(stream=False, num_workers=0)))
+
+    def fail(clip):
+        raise OSError("the disk went away")
+
+    failing(monkeypatch, bad, fail)
+
+    def waits(seconds):
+        raise AssertionError("waited for a worker to die")
+
+    monkeypatch.setattr(restarts.time, "sleep", waits)
+    with pytest.raises(OSError, match="Caught OSError in DataLoader worker process 0"):
+        reads(dm)

@@ -8,12 +8,16 @@ by its worker's note, `ttt_mm.data.reading_notes`) goes into the skip list with 
 is logged, and a new loader goes on.
 
 - Training: it starts at the batch the training loop was waiting for. The data orders are pure
-  functions of the position (`ttt_mm.data.training`), so the batches are those that the run would
-  have read had the file failed in Python: a random window of the listed file is replaced by its
-  stand-in; in a stream every row restarts its state at the first batch after the restart (a row
-  that was inside the file goes on with the clips after it).
+  functions of the position (`ttt_mm.data.training`), so random windows are those that the run
+  would have read had the file failed in Python (a window of the listed file replaced by its
+  stand-in). In a stream every row restarts its state at the first batch after the restart; a row
+  whose file crashed on its first window goes on as after a failure in Python, but one that had
+  read part of the file goes on that many windows further along the clips after it (the new
+  stream's fast-forward leaves the listed file out from its start).
 - Evaluation (validation, test): leaving a file out changes which worker reads what, so the pass
   starts again, its first batch marked ``restarted`` (`SequenceModel` drops what it had scored).
+  Under ``trainer.limit_val_batches`` the batches before the restart count towards the limit, so
+  that pass scores fewer.
 
 PyTorch reports a dead worker from a SIGCHLD handler too, which raises wherever the training process
 happens to be (in the middle of a forward pass). The loader's workers are taken off that handler's
@@ -46,6 +50,12 @@ DEATH_WAIT_S = 5.0
 """How long a loader error that a dying worker causes waits for the worker's exit to show."""
 
 
+_DYING = (RuntimeError, OSError, EOFError)
+"""What a loader raises when a worker died: PyTorch's "exited unexpectedly" or "killed by signal", or
+an error of the pipe or socket the dead worker was sending a batch through (seen before its exit is)."""
+_END, _CRASHED = object(), object()
+
+
 def crash_reason(signal_name: str) -> str:
     """The skip list's reason for a file whose decoder crashed with this signal."""
     return f"decoder crashed: {signal_name}"
@@ -72,15 +82,12 @@ class RestartingLoader:
     def __iter__(self) -> Iterator:
         done, restarted = self.offset, False
         while True:
-            batches = iter(self.loader)
-            _unwatched(batches)
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
+            batches = self._started(self.loader)
+            while batches is not None:
+                batch = self._next(batches)
+                if batch is _END:
                     return
-                except (RuntimeError, ConnectionResetError, EOFError) as exc:  # (the latter two: a pipe cut mid-batch)
-                    self._list_the_crash(batches, exc)
+                if batch is _CRASHED:
                     break
                 if restarted and not self.resume:
                     batch["restarted"] = True
@@ -95,11 +102,35 @@ class RestartingLoader:
             where = f"batch {done} of this epoch (the one the training step waited for)" if self.resume else "its start"
             log.info("a new data loader goes on from %s", where)
 
-    def _list_the_crash(self, batches, exc: RuntimeError) -> None:
+    def _started(self, loader: DataLoader):
+        """``iter(loader)`` off PyTorch's SIGCHLD handler, or None when a worker that persists from the
+        last pass (``persistent_workers``, still reading ahead) crashed meanwhile: ``iter`` waits for it."""
+        try:
+            batches = iter(loader)
+        except _DYING as exc:
+            self._list_the_crash(getattr(loader, "_iterator", None), exc)
+            return None
+        _unwatched(batches)
+        return batches
+
+    def _next(self, batches):
+        """The next batch, `_END`, or `_CRASHED` once the crash is listed."""
+        try:
+            return next(batches)
+        except StopIteration:
+            return _END
+        except _DYING as exc:
+            self._list_the_crash(batches, exc)
+            return _CRASHED
+
+    def _list_the_crash(self, batches, exc: BaseException) -> None:
         """Lists the file whose decoder killed a worker; re-raises ``exc`` for any other error, or when
         no worker died of a signal, one died otherwise (SIGKILL: memory) or left no note."""
-        if isinstance(exc, RuntimeError) and "DataLoader worker" not in str(exc):
-            raise exc  # (an error of the dataset's own, raised again by the loader)
+        text = str(exc)
+        if "in DataLoader worker process" in text or (
+            isinstance(exc, RuntimeError) and "DataLoader worker" not in text
+        ):
+            raise exc  # (the dataset's own error, raised again by the loader: its worker lives)
         workers = list(getattr(batches, "_workers", []))
         deadline = time.monotonic() + DEATH_WAIT_S
         while not (dead := [w for w in workers if w.exitcode is not None and w.exitcode < 0]):
