@@ -270,9 +270,10 @@ def test_a_redrawn_schedule_says_how_the_rate_moves_or_that_it_does_not_at_this_
     assert _rate_change(2e-3, 2e-3 * (1 + 1e-9)) == "is 0.002 at this step under both"  # (as the log shows it)
 
 
-def test_a_restarted_evaluation_pass_voids_what_was_scored_before_it():
+def test_a_restarted_evaluation_pass_voids_what_was_scored_before_it_and_padding_is_not_scored():
     """The loader marks the first batch of a pass it starts again (a decoder crashed on a file):
-    the files scored before it are scored again, not twice."""
+    the files scored before it are scored again, not twice; and the batches a process repeats while
+    others evaluate (under FSDP) are not scored at all."""
     m = model("ttt_linear").eval()
     spec = ReadSpec(("audio",))
     first, second = (
@@ -286,4 +287,6 @@ def test_a_restarted_evaluation_pass_voids_what_was_scored_before_it():
         m._start_scoring()
         m._score(first)
         m._score(second | {"restarted": True})
-    assert torch.equal(m._eval_sums, alone)
+        restarted = m._eval_sums.clone()
+        m._score(first | {"padding": True})  # run for FSDP's gathers, not scored (`EvenPasses`)
+    assert torch.equal(restarted, alone) and torch.equal(m._eval_sums, alone)

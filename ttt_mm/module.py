@@ -231,6 +231,8 @@ class SequenceModel(L.LightningModule):
         if batch.get("restarted"):  # the pass starts again without a file whose decoder crashed
             self._start_scoring()
         tokens, pred, _ = self(batch)
+        if batch.get("padding"):  # run for FSDP's gathers while other processes evaluate (`EvenPasses`)
+            return
         loss, copy, n = self.losses(tokens, pred)
         self._eval_sums += torch.stack([loss.detach() * n, copy * n, n.to(loss.dtype)]).double()
 

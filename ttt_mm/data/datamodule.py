@@ -23,11 +23,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import lightning as L
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from ttt_mm.data import reading_notes
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
+from ttt_mm.data.even_passes import EvenPasses
 from ttt_mm.data.index import PROBE_TIMEOUT, index_clips
 from ttt_mm.data.restarts import RestartingLoader
 from ttt_mm.data.skiplist import SkipList, count_reasons, missing_stream_hint
@@ -385,18 +387,23 @@ class MediaDataModule(L.LightningDataModule):
 
         return RestartingLoader(build, self.skips)
 
-    def _eval(self, split: str) -> RestartingLoader:
+    def _eval(self, split: str) -> RestartingLoader | EvenPasses:
         """Every clip of the split, whole; a decoder crash in a worker lists the file and the pass starts
-        again without it (its first batch marked ``restarted``: the scores so far are void)."""
+        again without it (its first batch marked ``restarted``: the scores so far are void). Under FSDP,
+        every process's pass has as many batches (`EvenPasses`)."""
 
         def build(done: int) -> DataLoader:
             dataset = SequentialWindows(self.splits[split], self.eval_window_seconds, self.spec, self.skips)
             return self._loader(dataset, self.eval_batch_size)
 
-        return RestartingLoader(build, self.skips, resume=False)
+        loader = RestartingLoader(build, self.skips, resume=False)
+        strategy = getattr(self._fitting(), "strategy", None)
+        if isinstance(strategy, FSDPStrategy) and strategy.world_size > 1:
+            return EvenPasses(loader, lambda t: strategy.reduce(t.to(strategy.root_device), reduce_op="sum"))
+        return loader
 
-    def val_dataloader(self) -> RestartingLoader:
+    def val_dataloader(self) -> RestartingLoader | EvenPasses:
         return self._eval("val")
 
-    def test_dataloader(self) -> RestartingLoader:
+    def test_dataloader(self) -> RestartingLoader | EvenPasses:
         return self._eval("test")
