@@ -45,13 +45,17 @@ def reading(name: str) -> Iterator[None]:
                 os.unlink(note)
 
 
-def peek(worker: int) -> str | None:
-    """The file this process's worker ``worker`` is reading, or was when it died; the note stays."""
+def _read(note: str) -> str | None:
     try:
-        with open(_note(os.getpid(), worker), encoding="utf-8", errors="surrogateescape") as f:
-            return f.read() or None
+        with open(note, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
     except OSError:
         return None
+
+
+def peek(worker: int) -> str | None:
+    """The file this process's worker ``worker`` is reading, or was when it died; the note stays."""
+    return _read(_note(os.getpid(), worker)) or None
 
 
 def left_by(worker: int | None) -> str | None:
@@ -64,9 +68,10 @@ def left_by(worker: int | None) -> str | None:
         note = notes[0]
     else:
         note = _note(os.getpid(), worker)
+    name = _read(note)
+    if name is None:
+        return None
     try:
-        with open(note, encoding="utf-8", errors="surrogateescape") as f:
-            name = f.read()
         os.unlink(note)
     except OSError:
         return None

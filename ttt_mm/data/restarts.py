@@ -29,7 +29,6 @@ run as before (`ttt_mm.tasks.train.dead_worker` then names the file and lists it
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections.abc import Callable, Iterator
 
@@ -37,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ttt_mm.data import reading_notes
+from ttt_mm.data.decode.isolation import crash_reason, signal_name
 from ttt_mm.data.skiplist import SkipList
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,6 @@ _DYING = (RuntimeError, OSError, EOFError)
 """What a loader raises when a worker died: PyTorch's "exited unexpectedly" or "killed by signal", or
 an error of the pipe or socket the dead worker was sending a batch through (seen before its exit is)."""
 _END, _CRASHED = object(), object()
-
-
-def crash_reason(signal_name: str) -> str:
-    """The skip list's reason for a file whose decoder crashed with this signal."""
-    return f"decoder crashed: {signal_name}"
 
 
 class RestartingLoader:
@@ -137,7 +132,7 @@ class RestartingLoader:
             if time.monotonic() > deadline:
                 raise exc
             time.sleep(0.05)  # (a pipe cut by a dying worker can be seen before its exit is)
-        how = {w: _signal_name(-w.exitcode) for w in dead}
+        how = {w: signal_name(-w.exitcode) for w in dead}
         names = {w: reading_notes.peek(w.pid) for w in dead}
         if any(how[w] not in CRASH_SIGNALS or names[w] is None or names[w] in self.skips for w in dead):
             raise exc  # (killed from outside, not while reading, or a listed file read again: the run ends)
@@ -161,10 +156,3 @@ def _unwatched(batches) -> None:
     except (ImportError, AttributeError, RuntimeError):
         return
     batches._worker_pids_set = False
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

@@ -30,7 +30,8 @@ from omegaconf.errors import MissingMandatoryValue
 from ttt_mm.callbacks import last_checkpoint
 from ttt_mm.data import reading_notes
 from ttt_mm.data.datasets import MODALITIES, off_grid
-from ttt_mm.data.restarts import CRASH_SIGNALS, crash_reason
+from ttt_mm.data.decode.isolation import crash_reason
+from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.training import is_seed
 from ttt_mm.embed.checkpoint import read_checkpoint

@@ -68,11 +68,17 @@ class Failure:
     hung: bool = False
 
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
+    """``SIGSEGV`` for 11: what a process's negative exit code says killed it."""
     try:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def crash_reason(name: str) -> str:
+    """The skip list's reason for a file whose decoder crashed with the signal of this name."""
+    return f"decoder crashed: {name}"
 
 
 def _serve(conn: Connection, task: Callable, stderr_path: str, memory_bytes: int | None) -> None:
@@ -252,7 +258,7 @@ class IsolatedPool:
             )
         message = worker.last_message()
         if code is not None and code < 0:
-            reason = f"decoder crashed: {_signal_name(-code)}"
+            reason = crash_reason(signal_name(-code))
         else:
             reason = f"decoder exited with status {code}"
         return Failure(reason + (f" ({message})" if message else ""))
