@@ -57,7 +57,9 @@ CASES = [
     ("mlp", torch.bfloat16, NARROW, 4 * NARROW, fused.MLP_MAX_KF // NARROW, True),
     ("mlp", torch.float32, NARROW, 4 * NARROW, fused.MLP_MAX_KF // NARROW, True),
     ("mlp", torch.bfloat16, WIDE, 4 * WIDE, fused.MLP_MAX_KF // WIDE, True),
+    ("mlp", torch.float32, WIDE, 4 * WIDE, fused.MLP_MAX_KF // WIDE, True),
     ("mlp", torch.bfloat16, WIDE, 4 * WIDE, fused.MLP_MAX_KF // WIDE, False),  # inference: a single-pass forward
+    ("mlp", torch.float32, WIDE, 4 * WIDE, fused.MLP_MAX_KF // WIDE, False),
 ]
 
 
