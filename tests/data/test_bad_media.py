@@ -100,9 +100,11 @@ def test_lying_frame_count_is_caught_without_hanging(media):
     assert (info.video_backend, info.n_frames) == ("pyav", 30) and info.video_duration == pytest.approx(1.0, abs=0.05)
 
 
-def test_a_truncated_file_is_read_as_far_as_it_goes(media):
+def test_a_truncated_file_is_read_as_far_as_it_goes_and_says_how_long_it_should_be(media):
     info = decode.probe(media["truncated_faststart"], verify=True)  # the index (moov) survives, half the data not
     assert info.video_backend == "pyav" and 0.5 < info.video_duration < 1.5 and info.audio_duration < 1.5
+    assert info.video_stated == pytest.approx(2.0) and info.audio_stated == pytest.approx(2.0, abs=0.05)
+    assert decode.probe(media["faststart"], verify=True).video_stated is None  # whole: as long as it says
     frames = decode.read_video(media["truncated_faststart"], 0.0, None, fps=8, size=32)
     assert len(frames) == math.ceil(info.video_duration * 8 - 1e-6)
 

@@ -397,6 +397,25 @@ def test_a_file_whose_sound_ends_well_before_its_picture_says_where_it_is_cut(tm
     assert not [r for r in caplog.records if "before the video" in r.message]
 
 
+@pytest.mark.parametrize("modalities", [("video",), ("audio", "video")])
+def test_a_file_cut_short_is_read_as_far_as_it_goes_with_a_warning_per_stream_it_reads(
+    media, tmp_path, caplog, modalities
+):
+    """The frames of an MP4 cut short are listed in its index (moov) but not in the file: a 2 s video
+    was read as a whole one of 1 s, without a word (its audio was said to be short)."""
+    path = str(media["truncated_faststart"])
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+        selection = index_clips([ClipInfo(path)], ReadSpec(modalities, size=32), tmp_path / "cache")
+    assert [c.name for c in selection.clips] == [path]
+    lines = [r.message for r in caplog.records if "the file states" in r.message]
+    assert [line.split(": the ")[1].split(" ")[0] for line in lines] == list(modalities)
+    assert re.fullmatch(
+        rf"{re.escape(path)}: the video decodes to 0\.\d{{3}} s of the 2\.000 s the file states "
+        r"\(truncated or corrupt\): read as far as it goes",
+        lines[-1],
+    )
+
+
 def test_an_index_cache_that_cannot_be_written_is_a_setting_to_change(folder, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(
@@ -433,4 +452,12 @@ def test_progress_is_logged_for_files_before_the_last_only(tmp_path, caplog, mon
     with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
         index_files(files, tmp_path / "cache")
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("probed")]
-    assert progress == ["probed 1 of 3 files so far", "probed 2 of 3 files so far"]
+    assert progress[:2] == ["probed 1 of 3 new or changed files so far", "probed 2 of 3 new or changed files so far"]
+    # fewer than 10 files are indexed without a word, but progress once logged is closed by its end
+    assert len(progress) == 3 and progress[2].startswith("probed 3 new or changed files in ")
+    caplog.clear()
+    files = [write_wav(tmp_path / f"{i}.wav", tone(0.6, 8000), 8000) for i in range(3, 5)]
+    clock = iter(range(0, 10_000, 1))  # fast
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+        index_files(files, tmp_path / "cache")
+    assert not [r for r in caplog.records if r.getMessage().startswith("probed")]

@@ -51,10 +51,12 @@ from ttt_mm.storage.cache import user_cache_dir
 
 log = logging.getLogger(__name__)
 
-VERSION = 12
+VERSION = 13
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")
+PROGRESS_SECONDS = 10.0
+"""Seconds between the lines that say how far a long indexing is."""
 UNEVEN_END_S = 1.0
 """How far apart a file's audio and video may end, when both are read, without a warning: the
 clip is cut where the first one ends."""
@@ -81,6 +83,7 @@ RECORD_FIELDS = (
     "has_video",
     "video_backend",
     "video_duration",
+    "video_stated",
     "video_error",
     "fps",
     "n_frames",
@@ -139,6 +142,7 @@ def media_info(record: dict) -> MediaInfo:
         n_frames=record.get("n_frames") if video else None,
         size=(width, height) if video and width and height else None,
         video_backend=record.get("video_backend") if video else None,
+        video_stated=record.get("video_stated") if video else None,
         silent=record.get("silent") if audio else None,
         audio_stated=record.get("audio_stated") if audio else None,
         audio_gaps=record.get("audio_gaps") if audio else None,
@@ -165,6 +169,7 @@ def _stream_fields(info: MediaInfo, stream: str) -> dict:
             "n_frames": info.n_frames,
             "width": width,
             "height": height,
+            "video_stated": info.video_stated,
         }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -313,7 +318,7 @@ def index_files(
                 _save(run.cache, others | {p: r for p, r in (out | probed).items() if "bytes" in r})
 
             try:
-                _probe(todo, task, jobs or default_jobs(), timeout, run, probed, save)
+                progressed = _probe(todo, task, jobs or default_jobs(), timeout, run, probed, save)
             except BaseException as exc:
                 save()  # what was probed survives an interrupt or a failure
                 if not isinstance(exc, KeyboardInterrupt):
@@ -327,7 +332,7 @@ def index_files(
             save()
             out |= probed
             log.log(
-                level,
+                logging.INFO if progressed else level,  # (progress was logged: so is its end)
                 "probed %d new or changed files in %.0f s: %d cannot be used",
                 len(todo),
                 time.monotonic() - started,
@@ -366,10 +371,11 @@ def _probe(
     run: IndexRun,
     out: dict[str, dict],
     save: Callable[[], None],
-) -> None:
+) -> bool:
     """Probe ``paths`` into ``out`` as results come, calling ``save`` every `SAVE_SECONDS` (a killed
-    run keeps what it had probed)."""
+    run keeps what it had probed); True when it logged how far it was (a slow indexing)."""
     last_log = last_save = time.monotonic()
+    progressed = False
     for path, result in IsolatedPool(task, jobs=jobs, timeout=timeout).map(paths):
         if isinstance(result, Failure):
             run.failures[path] = result.reason
@@ -385,12 +391,13 @@ def _probe(
                     record["hung_timeout"] = timeout
                 result = record
         out[path] = result
-        if time.monotonic() - last_log > 10.0 and len(out) < len(paths):  # the last file: the caller logs
-            log.info("probed %d of %d files so far", len(out), len(paths))
-            last_log = time.monotonic()
+        if time.monotonic() - last_log > PROGRESS_SECONDS and len(out) < len(paths):  # the last file: the caller logs
+            log.info("probed %d of %d new or changed files so far", len(out), len(paths))
+            last_log, progressed = time.monotonic(), True
         if time.monotonic() - last_save > SAVE_SECONDS:
             save()
             last_save = time.monotonic()
+    return progressed
 
 
 # ------------------------------------------------------------------------------------ selection
@@ -509,8 +516,8 @@ def index_clips(
 
     Logs one line per video read with a silent track, saying why: a warning when the file has sound
     that cannot be read (the model hears silence where there was sound); and a warning per file whose
-    audio decodes well short of the length the file states (truncated, or a corrupt middle that ends
-    the decoder's reading): it is read as far as it goes; a warning per file whose audio has gaps read
+    audio or video decodes well short of the length the file states (truncated, or a corrupt middle that
+    ends the decoder's reading): it is read as far as it goes; a warning per file whose audio has gaps read
     as silence, and per file read with both streams that end over `UNEVEN_END_S` apart (what is read
     stops where the first ends). This is what training, embedding and
     evaluation call before they open any file.
@@ -521,16 +528,18 @@ def index_clips(
     for name, why in selection.silent.items():
         level = logging.INFO if why in ("no audio stream", SILENT_TRACK) else logging.WARNING
         log.log(level, "%s: %s: read with a silent track", one_line(name), why)  # (data.missing_audio=silence)
-    if "audio" in spec.modalities:
-        short = {c.name: c.info for c in selection.clips if c.info is not None and c.info.audio_stated is not None}
+    for stream in spec.modalities:
+        short = {c.name: c.info for c in selection.clips if c.info is not None and getattr(c.info, f"{stream}_stated")}
         for name, info in short.items():
             log.warning(
-                "%s: the audio decodes to %.3f s of the %.3f s the file states (truncated or corrupt): read as "
-                "far as it goes",
+                "%s: the %s decodes to %.3f s of the %.3f s the file states (truncated or corrupt): read as far as "
+                "it goes",
                 one_line(name),
-                info.audio_duration,
-                info.audio_stated,
+                stream,
+                getattr(info, f"{stream}_duration"),
+                getattr(info, f"{stream}_stated"),
             )
+    if "audio" in spec.modalities:
         whole = {c.name: c.info for c in selection.clips if _decoded_whole_past_the_cache(c.info, spec.sample_rate)}
         if whole:
             (name, info), n = next(iter(whole.items())), len(whole)

@@ -20,6 +20,10 @@ from ttt_mm.data.decode.video import TIME_UNSEEKABLE_FORMATS, read_frames, seeks
 ESTIMATED_LENGTH_FORMATS = frozenset({"mp3", "aac", "ac3", "eac3", "mp2", "dts"})
 """Raw audio streams whose length FFmpeg estimates from the bit rate (a VBR file's estimate is off by
 any amount): their decoded length is not held against it."""
+VIDEO_SHORTFALL_S = 0.5
+"""How much shorter than its stated length a video may index before the file is called cut short (the
+frames of a truncated MP4 are listed in its index, but their data is not in the file). Whole files
+index to their stated length, to the frame."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class MediaInfo:
     video_backend: str | None = None  # one of VIDEO_BACKENDS
     silent: bool | None = None  # set by probe(verify=True): the audio is digital silence
     audio_stated: float | None = None  # the length the file states, when its audio decodes well short of it
+    video_stated: float | None = None  # the same for the video (a file cut short: frames indexed but not there)
     audio_gaps: float | None = None  # seconds missing inside the audio (dropped packets, gaps), read as silence
 
     @property
@@ -59,6 +64,7 @@ class _Streams:
     channels: int | None = None
     audio_decoder: bool = True  # False: FFmpeg lists the audio stream but has no decoder for its codec
     audio_seconds: float | None = None  # the audio stream's length as the container states it (None: unknown)
+    video_seconds: float | None = None  # the video stream's, likewise
     video_seekable: bool = True  # False: an MPEG program or transport stream (`TIME_UNSEEKABLE_FORMATS`)
     empty: bool = False  # FFmpeg opens the container but finds no stream of any kind in it
 
@@ -68,22 +74,31 @@ def _streams_present(path: str) -> _Streams | None:
     try:
         with av_open(path) as container:
             audio = container.streams.audio[0] if container.streams.audio else None
-            video = video_stream(container) is not None
+            picture = video_stream(container)
+            video = picture is not None
             seekable = not set(container.format.name.split(",")) & TIME_UNSEEKABLE_FORMATS
+            estimated = container.format.name in ESTIMATED_LENGTH_FORMATS
+            of_video = {"video_seekable": seekable, "video_seconds": None if estimated else _stated(picture)}
             if not len(container.streams):
                 return _Streams(False, False, empty=True)
             if audio is None:
-                return _Streams(False, video, video_seekable=seekable)
+                return _Streams(False, video, **of_video)
             if audio.codec_context is None:  # an unknown codec (a WAV or AVI format tag FFmpeg lacks)
-                return _Streams(True, video, audio_decoder=False, video_seekable=seekable)
+                return _Streams(True, video, audio_decoder=False, **of_video)
             rate, channels = audio.codec_context.sample_rate, audio.codec_context.channels
             if not (rate or channels or video):  # a format guessed from the name alone (a text file called .flac)
                 return None
-            stated = audio.duration is not None and container.format.name not in ESTIMATED_LENGTH_FORMATS
-            seconds = float(audio.duration * audio.time_base) if stated else None
-            return _Streams(True, video, rate or None, channels or None, audio_seconds=seconds, video_seekable=seekable)
+            seconds = None if estimated else _stated(audio)
+            return _Streams(True, video, rate or None, channels or None, audio_seconds=seconds, **of_video)
     except (av.error.FFmpegError, ValueError, MemoryError):
         return None
+
+
+def _stated(stream) -> float | None:
+    """A stream's length as its container states it, in seconds (None: not stated, or no stream)."""
+    if stream is None or not stream.duration or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
 
 
 def _first_reason(errors: list[MediaError], stream: str) -> MediaError:
@@ -125,6 +140,8 @@ def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
             continue
         remember(path, "video", backend)
         fields = {"has_video": True, "video_backend": backend, "video_duration": index.duration, "fps": index.fps}
+        if present.video_seconds is not None and index.duration < present.video_seconds - VIDEO_SHORTFALL_S:
+            fields["video_stated"] = present.video_seconds  # read as far as it goes, and said so (`ttt_mm.data.index`)
         return fields | {"n_frames": len(index.starts), "size": index.size}
     raise _first_reason(errors, "video")
 
