@@ -656,6 +656,19 @@ def test_a_clip_whose_name_is_not_utf8_is_evaluated_and_drawn(folder, tmp_path):
     assert os.fsencode(name) in (out / "files.csv").read_bytes()
 
 
+def test_a_video_read_with_a_silent_track_gets_its_frames_drawn_and_no_blank_spectrogram(folder, tmp_path, caplog):
+    _, media, ckpts = folder
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    os.symlink(media / "no_audio.mp4", clips / "no_audio.mp4")
+    out = tmp_path / "out"
+    args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={clips}", f"output={out}", f"paths.output_dir={out}"]
+    with caplog.at_level(logging.INFO, logger="ttt_mm.eval.loop"):
+        run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=2", "plot_clips=1", "device=cpu"))
+    assert (out / "rollout_1.png").is_file() and not list(out.glob("spectrogram_*.png"))
+    assert f"{clips / 'no_audio.mp4'}: no spectrogram: read with a silent track" in caplog.messages
+
+
 def test_a_window_typed_within_rounding_of_whole_steps_is_taken_as_them(folder, tmp_path):
     """0.5000000001 s passed the step check (1e-6 of a step) and then failed the sample grid's (1e-6 of
     a sample at 16 kHz) with a traceback; 0.3 s is 1.2 steps, said with its digits."""

@@ -114,7 +114,10 @@ def evaluate(
         )
         log.info("[%d/%d] %s: %.1f s; loss %s", number, len(clips), one_line(clip.segment), first.duration, summary)
         if keep_plot:
-            drawn = plots.clip_figures(results, len(files), one_line(clip.segment), output)
+            sound = clip.info is None or clip.info.has_audio is not False
+            drawn = plots.clip_figures(results, len(files), one_line(clip.segment), output, sound)
+            if drawn and not sound and "audio" in spec.modalities:
+                log.info("%s: no spectrogram: read with a silent track", one_line(clip.segment))
             if (
                 not drawn
                 and any(s.keep_plot for s in scorers.values())

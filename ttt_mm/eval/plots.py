@@ -159,9 +159,10 @@ def spectrograms(plots: dict[str, dict], path: str | Path, title: str) -> None:
     plt.close(fig)
 
 
-def clip_figures(results: dict, index: int, title: str, output: Path) -> list[str]:
+def clip_figures(results: dict, index: int, title: str, output: Path, sound: bool = True) -> list[str]:
     """``rollout_<index>.png`` and ``spectrogram_<index>.png`` of one clip's `ClipResult` per model
-    (when they rolled out from the same time); returns the paths written."""
+    (when they rolled out from the same time); returns the paths written. ``sound=False``: the clip was
+    read with a silent track standing in for sound it lacks, whose spectrogram would be blank: none."""
     shown = {n: r.plot for n, r in results.items() if r.plot is not None}
     origins = {p["origin_seconds"] for p in shown.values()}
     if not shown or len(origins) > 1:
@@ -173,7 +174,7 @@ def clip_figures(results: dict, index: int, title: str, output: Path) -> list[st
     if "video" in some["last"]:
         out.append(str(output / f"rollout_{index}.png"))
         frame_strip(shown, out[-1], title)
-    if "audio" in some["last"]:
+    if "audio" in some["last"] and sound:
         out.append(str(output / f"spectrogram_{index}.png"))
         spectrograms(shown, out[-1], title)
     return out
