@@ -362,6 +362,13 @@ def test_reasons_are_counted_by_kind():
         "2 x opening the video failed: the container is truncated or corrupt, 1 x NaN/Inf audio samples, "
         "1 x decoder crashed: SIGABRT"
     )
+    # the numbers a kind keeps are given as the range they span (they were shown as "N")
+    short = [f"only {s} s of audio in the clip (min_seconds=0.5)" for s in ("0.42", "0.125", "0.3")]
+    assert reason_kind(short[0]) == "only N s of audio in the clip"
+    assert count_reasons(short + reasons[3:]) == (
+        "3 x only 0.125-0.42 s of audio in the clip, 1 x decoder crashed: SIGABRT"
+    )
+    assert count_reasons(short[:1] * 2) == "2 x only 0.42 s of audio in the clip"
 
 
 @pytest.mark.parametrize("name", ["notes.flac", "notes.mp3", "notes.wav"])

@@ -16,7 +16,6 @@ import math
 import os
 import re
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 log = logging.getLogger("ttt_mm.data")
@@ -136,20 +135,41 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m[1], m[0]), text)
 
 
-def reason_kind(reason: str) -> str:
-    """A reason without its particulars (numbers, parenthesised details, what follows a comma), to
-    count reasons by kind: "10 NaN/Inf audio samples, the first at 0.250 s" -> "NaN/Inf audio samples"."""
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _gist(reason: str) -> tuple[str, list[str]]:
+    """A reason without its parenthesised details, what follows a comma and a leading count, with each
+    number left in it as ``{}``; and those numbers."""
     kind, previous = reason, None
     while kind != previous:  # innermost parentheses first: "(... (invalid data))"
         kind, previous = re.sub(r"\s*\([^()]*\)", "", kind), kind
-    kind = kind.split(", ")[0]
-    kind = re.sub(r"\d+(\.\d+)?", "N", kind)
-    return re.sub(r"^N ", "", kind).strip() or reason
+    kind = re.sub(r"^\d+ ", "", kind.split(", ")[0]).strip()
+    return _NUMBER.sub("{}", kind.replace("{", "{{").replace("}", "}}")), _NUMBER.findall(kind)
+
+
+def reason_kind(reason: str) -> str:
+    """A reason without its particulars (numbers, parenthesised details, what follows a comma), to
+    count reasons by kind: "10 NaN/Inf audio samples, the first at 0.250 s" -> "NaN/Inf audio samples"."""
+    form, numbers = _gist(reason)
+    return form.format(*["N"] * len(numbers)) or reason
 
 
 def count_reasons(reasons: Iterable[str]) -> str:
-    """``"3 x not a readable media container, 1 x decoder crashed: SIGABRT"``, the commonest first."""
-    return ", ".join(f"{n} x {kind}" for kind, n in Counter(map(reason_kind, reasons)).most_common())
+    """``"3 x not a readable media container, 2 x only 0.2-0.4 s of audio, 1 x decoder crashed: SIGABRT"``,
+    the commonest first; the numbers left in a kind are given as the range they span."""
+    kinds: dict[str, list[list[str]]] = {}
+    for reason in reasons:
+        form, numbers = _gist(reason)
+        kinds.setdefault(form or reason, []).append(numbers)
+    parts = []
+    for form, numbers in sorted(kinds.items(), key=lambda kind: -len(kind[1])):
+        spans = []
+        for values in zip(*numbers):
+            low, high = min(values, key=float), max(values, key=float)
+            spans.append(low if float(low) == float(high) else f"{low}-{high}")
+        parts.append(f"{len(numbers)} x {form.format(*spans) if spans else form.format()}")
+    return ", ".join(parts)
 
 
 def missing_stream_hint(reasons: list[str], modalities: tuple[str, ...], chosen_by: str | None) -> str:
