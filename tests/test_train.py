@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +29,7 @@ from ttt_mm.data.skiplist import SkipList
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import train as train_task
-from ttt_mm.tasks.common import ConfigError, _config_subdir, _run_dir
+from ttt_mm.tasks.common import ConfigError, _config_subdir, _run_dir, quiet_lightning
 from ttt_mm.tasks.train import (
     build,
     check_carried_windows,
@@ -1107,3 +1108,33 @@ def test_a_run_without_cpu_threads_gets_the_default_back(tmp_path):
     assert torch.get_num_threads() == threads
     run(compose_train(tmp_path / "b", [*TINY, "trainer.max_steps=1"]))
     assert torch.get_num_threads() == train_task.DEFAULT_THREADS
+
+
+@pytest.mark.parametrize("resuming", [False, True])
+def test_lightning_notices_that_say_nothing_about_the_run_are_left_out(resuming):
+    """Every run printed Lightning's advertisement for its cloud logger, a deprecation inside Lightning
+    and a warning about the module's own batch hook; every resumed run, that its folder has checkpoints."""
+    notices = [
+        "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)` instead.",
+        "You have overridden `on_before_batch_transfer` in `LightningModule` but have passed in a "
+        "`LightningDataModule`. It will use the implementation from `LightningModule` instance.",
+        "Checkpoint directory /runs/a/checkpoints exists and is not empty.",
+        "The number of training batches (2) is smaller than the logging interval.",  # (about this run: kept)
+    ]
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    rank_zero.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet_lightning(resuming)
+            for notice in notices:
+                warnings.warn(notice, UserWarning, stacklevel=1)
+            rank_zero.warning("💡 Tip: For seamless cloud logging, try installing [litlogger]")
+            rank_zero.warning("GPU available: False, used: False")
+    finally:
+        rank_zero.removeHandler(handler)
+    assert [str(w.message) for w in caught] == notices[2 + resuming :]
+    assert seen == ["GPU available: False, used: False"]

@@ -9,6 +9,7 @@ import logging
 import math
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +66,30 @@ def lightning_logs_to_file() -> None:
         if not logger.propagate:  # (a propagating one reaches the file through the root already)
             for handler in _log_files():
                 logger.addHandler(handler)
+
+
+LIGHTNING_NOTICES = (
+    # what a Lightning release prints with PyTorch's newer pytree API: about Lightning's own code
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # by design: the module attaches each batch's place in the stream before it is moved to the device
+    r"You have overridden `on_before_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
+)
+RESUMED_NOTICE = r"Checkpoint directory .* exists and is not empty"
+"""What every resumed run would print: it goes on in its own run folder, whose checkpoints are its own."""
+
+
+class _DropsTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")  # (Lightning's advertisement for its cloud logger)
+
+
+def quiet_lightning(resuming: bool) -> None:
+    """Leaves out Lightning's notices that say nothing about this run (each run printed them all)."""
+    for message in LIGHTNING_NOTICES + ((RESUMED_NOTICE,) if resuming else ()):
+        warnings.filterwarnings("ignore", message=message)
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropsTips) for f in logger.filters):
+        logger.addFilter(_DropsTips())
 
 
 def to_log_file(text: str, level: int = logging.INFO) -> None:

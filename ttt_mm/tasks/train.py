@@ -42,6 +42,7 @@ from ttt_mm.tasks.common import (
     in_a_sweep,
     lightning_logs_to_file,
     positive_count,
+    quiet_lightning,
     to_log_file,
 )
 from ttt_mm.tasks.config_types import check_config
@@ -482,6 +483,7 @@ _SIGNALS = {signal.strsignal(s): s.name for s in signal.Signals if signal.strsig
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     lightning_logs_to_file()
+    quiet_lightning(resuming=bool(cfg.get("ckpt_path")))
     with config_errors_end_the_command():
         try:
             out = run(cfg)
