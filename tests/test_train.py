@@ -335,6 +335,15 @@ def test_resume_after_sigkill_continues_the_run(tmp_path):
     assert "trainer.max_steps=400" in (run_dir / ".hydra" / "overrides.yaml").read_text()  # how it was trained
     (resumed,) = (run_dir / ".hydra").glob("resumed-*")  # the resume's own record beside it
     assert f"trainer.max_steps={target}" in (resumed / "overrides.yaml").read_text()
+    refused = subprocess.run(  # nothing left to train: refused, and no record of a resume that never ran
+        train_cmd(run_dir, f"trainer.max_steps={target}", f"ckpt_path={last}"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "nothing is left to train" in refused.stderr
+    assert list((run_dir / ".hydra").glob("resumed-*")) == [resumed]
 
 
 def _weights(ckpt: str) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 import traceback
 import warnings
@@ -234,6 +235,17 @@ def _config_subdir(ckpt_path: str | None, stamp: str, mode: str = "RUN") -> str:
     neither a resume nor a failed attempt overwrites the record of how the run was trained."""
     in_place = _resumed_run(ckpt_path) is not None and "MULTIRUN" not in str(mode)
     return f".hydra/resumed-{stamp}" if in_place else ".hydra"
+
+
+def forget_refused_resume() -> None:
+    """Removes the config record (`_config_subdir`) of a resume in place that a config check refused
+    before it trained: the run folder would list a resume that never ran (its log keeps the error)."""
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    subdir = hydra.output_subdir
+    if subdir and Path(subdir).name.startswith("resumed-"):
+        shutil.rmtree(Path(hydra.runtime.output_dir) / subdir, ignore_errors=True)
 
 
 def _eq(a, b) -> bool:

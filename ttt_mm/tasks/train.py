@@ -39,6 +39,7 @@ from ttt_mm.tasks.common import (
     CONF_DIR,
     ConfigError,
     config_errors_end_the_command,
+    forget_refused_resume,
     in_a_sweep,
     lightning_logs_to_file,
     positive_count,
@@ -488,6 +489,7 @@ def main(cfg: DictConfig) -> None:
         try:
             out = run(cfg)
         except (ConfigError, InstantiationException, MissingMandatoryValue):  # (nothing has trained)
+            forget_refused_resume()
             raise
         except Exception as exc:
             line = where_to_resume(cfg, exc)
