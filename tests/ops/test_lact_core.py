@@ -2,6 +2,7 @@
 with and without momentum and Muon; streaming over any split; causality; restarted rows."""
 
 import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 from ttt_mm.ops import LaCTState, lact_swiglu
 from ttt_mm.ops.lact import step
-from ttt_mm.ops.lact.muon import NEWTON_SCHULZ_STEPS, orthogonalize
+from ttt_mm.ops.lact.muon import NEWTON_SCHULZ_STEPS, NORM_EPS, orthogonalize
 from ttt_mm.ops.lact.naive import lact_naive, newton_schulz
 
 C = 4  # chunk size of the small tests
@@ -154,38 +155,50 @@ def test_no_output_depends_on_a_later_token_even_inside_a_chunk(variant):
         assert grads["k"][0, 0, start:].abs().max() == 0
 
 
-def test_rows_restarted_mid_chunk_run_as_fresh_sequences():
+@pytest.mark.parametrize(
+    "pieces,restarts,counts",
+    [([6], [[False, True, False]], [2, 0, 2]), ([3, 2], [[False, True, False], [False, False, True]], [1, 2, 0])],
+    ids=["two_places", "three_places_in_a_cycle"],
+)
+def test_rows_restarted_mid_chunk_run_as_fresh_sequences(pieces, restarts, counts):
     """After some rows restart (their state replaced with the initial one by ``torch.where``), rows sit
     at different places in their chunks; each must still equal its own sequence run alone, gradients
-    included."""
-    inputs = make_inputs(B=3, T=17, momentum=True)
-    first = {n: x if n.startswith("w") else x[:, :, :6] for n, x in inputs.items()}
-    then = {n: x if n.startswith("w") else x[:, :, 6:] for n, x in inputs.items()}
-    _, state = lact_swiglu(**first, chunk_size=C, muon=True)
+    included. The core runs the rows place by place and puts them back by inverting that permutation:
+    places [2, 0, 2] order the rows by a swap (its own inverse), places [1, 2, 0] by a 3-cycle (not)."""
+    T = 17
+    inputs = make_inputs(B=3, T=T, momentum=True)
     fresh = LaCTState.initial((inputs["w0"], inputs["w1"], inputs["w2"]), 3, torch.float64, momentum=True)
-    restart = torch.tensor([False, True, False])
 
-    def merge(old, new):
-        return torch.where(restart.view(-1, *[1] * (old.dim() - 1)), new, old)
+    def tokens(start, end, rows=slice(None)):
+        return {n: x if n.startswith("w") else x[rows, :, start:end] for n, x in inputs.items()}
 
-    mixed = LaCTState(
-        *[
-            tuple(merge(o, n) for o, n in zip(a, b)) if isinstance(a, tuple) else merge(a, b)
-            for a, b in zip(dataclasses.astuple(state), dataclasses.astuple(fresh))
-        ]
-    )
-    assert mixed.count.tolist() == [2, 0, 2]
-    then_in = leaves(then)
-    out, after = lact_swiglu(**then_in, chunk_size=C, muon=True, state=mixed)
+    state, start, since = None, 0, [0, 0, 0]  # since: where each row's own sequence starts
+    for end, restart in zip(itertools.accumulate(pieces), restarts):
+        _, state = lact_swiglu(**tokens(start, end), chunk_size=C, muon=True, state=state)
+        mask = torch.tensor(restart)
+
+        def merge(old, new, mask=mask):
+            return torch.where(mask.view(-1, *[1] * (old.dim() - 1)), new, old)
+
+        state = LaCTState(
+            *[
+                tuple(merge(o, n) for o, n in zip(a, b)) if isinstance(a, tuple) else merge(a, b)
+                for a, b in zip(dataclasses.astuple(state), dataclasses.astuple(fresh))
+            ]
+        )
+        since = [end if r else s for s, r in zip(since, restart)]
+        start = end
+    assert state.count.tolist() == counts
+    then_in = leaves(tokens(start, T))
+    out, after = lact_swiglu(**then_in, chunk_size=C, muon=True, state=state)
     cotangent = torch.randn(out.shape, dtype=out.dtype)
     k_grad, lr_grad = torch.autograd.grad((out * cotangent).sum(), [then_in["k"], then_in["lr"]])
 
     for b in range(3):
-        alone_first = {n: x if n.startswith("w") else x[b : b + 1] for n, x in first.items()}
-        alone_then = leaves({n: x if n.startswith("w") else x[b : b + 1] for n, x in then.items()})
+        alone_then = leaves(tokens(start, T, slice(b, b + 1)))
         s = None
-        if not restart[b]:
-            _, s = lact_swiglu(**alone_first, chunk_size=C, muon=True)
+        if since[b] < start:
+            _, s = lact_swiglu(**tokens(since[b], start, slice(b, b + 1)), chunk_size=C, muon=True)
         o, s = lact_swiglu(**alone_then, chunk_size=C, muon=True, state=s)
         assert (out[b : b + 1] - o).abs().max().item() <= 1e-12
         assert max_diff([x[b : b + 1] for x in state_tensors(after)], state_tensors(s)) <= 1e-12
@@ -216,6 +229,30 @@ def test_newton_schulz_pushes_singular_values_near_one_and_matches_the_polynomia
     assert torch.allclose(X, U @ torch.diag_embed(x) @ Vh, atol=1e-10)
     assert torch.allclose(X, torch.stack([newton_schulz(g) for g in G]), atol=1e-12)
     assert orthogonalize(torch.zeros(shape, dtype=torch.float64)).abs().max() == 0
+
+
+def test_newton_schulz_coefficients_are_the_ones_lact_released():
+    """The reference (`naive.newton_schulz`) and the test above read the same table, so a changed
+    coefficient would go unseen there. Pinned to LaCT's release (``zeropower_via_newtonschulz5`` in
+    ``lact_llm/lact_model/ttt_operation.py`` of github.com/a1600012888/LaCT: a schedule of five steps, not
+    Muon's single (3.4445, -4.7750, 2.0315) repeated), with its eps."""
+    assert NEWTON_SCHULZ_STEPS == (
+        (4.0848, -6.8946, 2.9270),
+        (3.9505, -6.3029, 2.6377),
+        (3.7418, -5.5913, 2.3037),
+        (2.8769, -3.1427, 1.2046),
+        (2.8366, -3.0525, 1.2012),
+    )
+    assert NORM_EPS == 1e-7
+
+
+def test_newton_schulz_brings_well_spread_singular_values_within_a_few_percent_of_one():
+    """Singular values at about 0.1 to 0.4 of the Frobenius norm (random 16 x 64) all end in [0.978, 1.032]
+    under the released schedule; four of its steps end at 0.918, Muon's original five at 0.68, and a
+    reordered or retuned last step outside too."""
+    G = torch.randn(8, 16, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s = torch.linalg.svdvals(orthogonalize(G))
+    assert s.min() >= 0.97 and s.max() <= 1.04
 
 
 @pytest.mark.parametrize("shape", [(3, 6, 4), (3, 4, 6), (2, 5, 5)], ids=["tall", "wide", "square"])

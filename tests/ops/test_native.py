@@ -189,6 +189,8 @@ def test_without_a_compiler_the_ops_fall_back_with_one_log_line(monkeypatch, tmp
 
 @needs_cc
 def test_the_library_is_built_once_into_the_cache_without_leftovers(monkeypatch, tmp_path):
+    """A build found in the cache is loaded as it is, and its time refreshed: another machine sharing the
+    cache prunes the builds by that time, and must not delete one still in use."""
     monkeypatch.setenv("TTT_MM_CACHE", str(tmp_path))
     build.library.cache_clear()
     try:
@@ -196,10 +198,35 @@ def test_the_library_is_built_once_into_the_cache_without_leftovers(monkeypatch,
         built = list(tmp_path.iterdir())
         assert len(built) == 1 and built[0].name.startswith("kernels-") and built[0].suffix == ".so"
         inode = built[0].stat().st_ino
+        old = time.time() - (build.STALE_DAYS + 1) * 86400
+        os.utime(built[0], (old, old))
         build.library.cache_clear()
         assert build.library() is not None and built[0].stat().st_ino == inode  # reused, not rebuilt
+        assert built[0].stat().st_mtime > time.time() - 3600
     finally:
         build.library.cache_clear()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in compiler is a shell script")
+def test_a_changed_header_gives_another_build(monkeypatch, tmp_path):
+    """Both C files include the header: a change there alone must not load a build of the old one. (A
+    stand-in compiler that writes an empty file: only the naming in the cache is under test.)"""
+    cc = tmp_path / "cc"
+    cc.write_text('#!/bin/sh\necho stand-in 1.0\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && : > "$2"; shift; done\n')
+    cc.chmod(0o755)
+    monkeypatch.setenv("TTT_MM_CACHE", str(tmp_path / "cache"))
+    first = build._compile(str(cc), build.FLAGS)
+    assert first.exists() and first.parent == tmp_path / "cache"
+    copies = []
+    for header in build.HEADERS:
+        copies.append(tmp_path / header.name)
+        shutil.copy(header, copies[-1])
+    monkeypatch.setattr(build, "HEADERS", copies)
+    assert build._compile(str(cc), build.FLAGS) == first  # the same text: the same build
+    with copies[0].open("a") as f:
+        f.write("#define TTT_MM_TEST_CHANGE 1\n")
+    changed = build._compile(str(cc), build.FLAGS)
+    assert changed != first and changed.exists() and changed.parent == first.parent
 
 
 @needs_cc
@@ -220,9 +247,10 @@ def test_a_new_build_deletes_the_builds_not_loaded_for_a_month(monkeypatch, tmp_
         build.library.cache_clear()
 
 
-def lact_map_results(dtype, generator_seed=0):
+def lact_map_results(dtype, generator_seed=0, T=13):
     """LaCT's feature maps and one chunk step (tiles of 5 tokens), forward and every gradient, in
-    ``dtype``; ``lr`` is a token slice of a longer tensor (rows of groups apart, as the core passes it)."""
+    ``dtype``, for ``T`` tokens; ``lr`` is a token slice of a longer tensor (rows of groups apart, as the
+    core passes it)."""
     from ttt_mm.ops.lact import features
     from ttt_mm.ops.lact.step import swiglu_chunk
 
@@ -231,7 +259,7 @@ def lact_map_results(dtype, generator_seed=0):
     def randn(*shape, scale=1.0):
         return (scale * torch.randn(*shape, generator=g, dtype=dtype)).requires_grad_()
 
-    B, T, H, D, M = 2, 13, 3, 8, 6
+    B, H, D, M = 2, 3, 8, 6
     qkv, scale, offset = randn(B, T, 3 * H * D, scale=2), randn(2, H * D), randn(2, H * D, scale=0.3)
     o, weight, gate = randn(B, H, T, D), randn(D), randn(B, T, H, scale=3)
     W02, W1 = randn(B * H, 2 * M, D, scale=0.5), randn(B * H, D, M, scale=0.5)
@@ -282,13 +310,15 @@ def test_the_pytorch_lact_maps_keep_float32_under_autocast(pytorch_ops):
 
 @needs_cc
 def test_lact_loops_give_the_same_values_on_one_thread_and_on_several():
-    """The per-thread sums of the parameters' gradients, added at the end, must not change them."""
+    """The per-thread sums of the parameters' gradients, added at the end, must not change them. 240
+    tokens: every loop has at least the ``PARALLEL_MIN`` (8192) values it takes to split across threads
+    (2 x 240 x 24 in the feature maps, 6 x 240 x 6 in the SwiGLU chains)."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = lact_map_results(torch.float64)
+        one = lact_map_results(torch.float64, T=240)
         torch.set_num_threads(3)
-        several = lact_map_results(torch.float64)
+        several = lact_map_results(torch.float64, T=240)
     finally:
         torch.set_num_threads(threads)
     assert all(close(a, b, torch.float64) for a, b in zip(one, several, strict=True))

@@ -8,6 +8,7 @@ from test_train import compose_train
 from test_ttt_core import INNER, make_inputs
 
 from ttt_mm.ops import TTTState
+from ttt_mm.ops.ttt import core
 from ttt_mm.ops.ttt.naive import ttt_naive
 
 TOL = 1e-10
@@ -67,9 +68,15 @@ def test_the_hand_written_backward_is_the_one_used_on_the_cpu():
 
 
 @pytest.mark.parametrize("inner", ["linear", "mlp"])
-@pytest.mark.parametrize("T,span", [(37, 3), (64, 16), (83, 1)], ids=["T37-span3", "T64-span16", "T83-span1"])
-def test_gradients_match_the_token_by_token_reference(inner, T, span):
-    """T not a multiple of K, and spans that do not divide the mini-batch count."""
+@pytest.mark.parametrize(
+    "T,span,scan_chunk",
+    [(37, 3, core.SCAN_CHUNK), (64, 16, core.SCAN_CHUNK), (83, 1, core.SCAN_CHUNK), (64, 3, 2)],
+    ids=["T37-span3", "T64-span16", "T83-span1", "T64-span3-scans_of_2"],
+)
+def test_gradients_match_the_token_by_token_reference(inner, T, span, scan_chunk, monkeypatch):
+    """T not a multiple of K, and spans that do not divide the mini-batch count; scans of 2 mini-batches
+    (spans cut at their ends), each going on from the weights the previous one left."""
+    monkeypatch.setattr(core, "SCAN_CHUNK", scan_chunk)
     K = 8
     inputs, params, ln = make_inputs(inner, B=2, H=2, T=T, F=6, K=K)
     tau = torch.linspace(-0.2, 1.0, K, dtype=torch.float64)  # the clamp at 0 is in the graph too

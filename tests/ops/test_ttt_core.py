@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ttt_mm.ops import TTTState, ttt_linear, ttt_mlp
+from ttt_mm.ops.ttt import core
 from ttt_mm.ops.ttt.naive import linear_model, mlp_model, ttt_naive
 
 INNER = {"linear": (ttt_linear, linear_model), "mlp": (ttt_mlp, mlp_model)}
@@ -39,7 +40,10 @@ def max_err(a: TTTState, b: TTTState) -> float:
 @pytest.mark.parametrize("inner,tol", [("linear", 1e-10), ("mlp", 1e-8)])
 @pytest.mark.parametrize("T", [37, 32, 5], ids=lambda t: f"T{t}")
 @pytest.mark.parametrize("custom_scale", [False, True], ids=["tau_default", "tau_custom"])
-def test_matches_token_by_token_reference(inner, tol, T, custom_scale):
+@pytest.mark.parametrize("scan_chunk", [core.SCAN_CHUNK, 2], ids=["one_scan", "scans_of_2"])
+def test_matches_token_by_token_reference(inner, tol, T, custom_scale, scan_chunk, monkeypatch):
+    """Scans of 2 mini-batches: each scan must go on from the weights the previous one left."""
+    monkeypatch.setattr(core, "SCAN_CHUNK", scan_chunk)
     K = 8
     inputs, params, ln = make_inputs(inner, T=T, K=K)
     # A learned token scale can go negative: the spec clamps it at zero.
@@ -112,6 +116,18 @@ def test_gradcheck_through_outputs_and_state(inner):
         return fresh, cont, *s.params, *s.grads
 
     assert torch.autograd.gradcheck(f, leaves, fast_mode=True)
+
+
+@pytest.mark.parametrize("inner", ["linear", "mlp"])
+def test_a_detached_state_carries_the_values_but_no_graph(inner):
+    """Carried across training windows, a state must not keep the previous window's graph alive,
+    through its weights or its open gradient sums."""
+    inputs, params, ln = make_inputs(inner, T=12)
+    _, state = run(inner, tuple(x.requires_grad_() for x in inputs), params, ln, 8)
+    assert state.pos == 4 and all(t.requires_grad for t in state.params + state.grads)
+    detached = state.detach()
+    assert all(not t.requires_grad and t.grad_fn is None for t in detached.params + detached.grads)
+    assert (detached.pos, detached.mini_batch_size) == (4, 8) and max_err(detached, state) == 0
 
 
 @pytest.mark.slow
