@@ -8,8 +8,10 @@ import os
 import subprocess
 import sys
 import threading
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import decord
 import numpy as np
 import pytest
@@ -107,6 +109,43 @@ def test_a_truncated_file_is_read_as_far_as_it_goes_and_says_how_long_it_should_
     assert decode.probe(media["faststart"], verify=True).video_stated is None  # whole: as long as it says
     frames = decode.read_video(media["truncated_faststart"], 0.0, None, fps=8, size=32)
     assert len(frames) == math.ceil(info.video_duration * 8 - 1e-6)
+
+
+def _frames(n: int):
+    """``n`` small gray frames at 30 fps, as PyAV would encode them (pts 0..n-1)."""
+    for i in range(n):
+        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * i, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = i, Fraction(1, 30)
+        yield frame
+
+
+def test_whole_videos_that_index_short_of_their_stated_length_are_not_called_cut_short(tmp_path):
+    """Fragmented MP4 whose last frame is shown for 5 s: decord ends it at that frame's start (0.13 s),
+    PyAV reads it whole. An AVI whose last 30 chunks are empty (a capture tool's repeated frames): its
+    header counts them, and nothing is missing. Neither is truncated."""
+    fragmented = tmp_path / "long_last_frame.mp4"
+    with av.open(str(fragmented), "w", options={"movflags": "frag_keyframe+empty_moov"}) as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.options = {"bf": "0"}
+        packets = [p for frame in _frames(4) for p in stream.encode(frame)] + list(stream.encode(None))
+        packets[-1].duration = round(5.0 / packets[-1].time_base)
+        for packet in packets:
+            out.mux(packet)
+    info = decode.probe(fragmented, verify=True)
+    assert (info.video_backend, info.video_stated) == ("pyav", None) and info.video_duration == pytest.approx(5.1)
+    avi = tmp_path / "repeated.avi"
+    with av.open(str(avi), "w") as out:
+        stream = out.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for packet in [p for frame in _frames(30) for p in stream.encode(frame)] + list(stream.encode(None)):
+            out.mux(packet)
+        for i in range(30, 60):
+            empty = av.Packet(b"")
+            empty.stream, empty.pts, empty.dts, empty.time_base = stream, i, i, Fraction(1, 30)
+            out.mux(empty)
+    info = decode.probe(avi, verify=True)
+    assert info.video_stated is None and info.video_duration == pytest.approx(1.0)
 
 
 def test_a_file_cut_inside_an_audio_packet_keeps_its_sound_as_decoded_before_the_cut(tmp_path):
@@ -366,9 +405,11 @@ def test_reasons_are_counted_by_kind():
     short = [f"only {s} s of audio in the clip (min_seconds=0.5)" for s in ("0.42", "0.125", "0.3")]
     assert reason_kind(short[0]) == "only N s of audio in the clip"
     assert count_reasons(short + reasons[3:]) == (
-        "3 x only 0.125-0.42 s of audio in the clip, 1 x decoder crashed: SIGABRT"
+        "3 x only 0.125 to 0.42 s of audio in the clip, 1 x decoder crashed: SIGABRT"
     )
     assert count_reasons(short[:1] * 2) == "2 x only 0.42 s of audio in the clip"
+    assert count_reasons(["gain 1e-05", "gain 2e-03"]) == "2 x gain 1e-05 to 2e-03"
+    assert count_reasons(["({x})", "(3 {})"]) == "1 x ({x}), 1 x (3 {})"  # (typed in a skip list: read as typed)
 
 
 @pytest.mark.parametrize("name", ["notes.flac", "notes.mp3", "notes.wav"])

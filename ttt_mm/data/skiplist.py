@@ -135,7 +135,7 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m[1], m[0]), text)
 
 
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
 def _gist(reason: str) -> tuple[str, list[str]]:
@@ -156,18 +156,18 @@ def reason_kind(reason: str) -> str:
 
 
 def count_reasons(reasons: Iterable[str]) -> str:
-    """``"3 x not a readable media container, 2 x only 0.2-0.4 s of audio, 1 x decoder crashed: SIGABRT"``,
+    """``"3 x not a readable media container, 2 x only 0.2 to 0.4 s of audio, 1 x decoder crashed: SIGABRT"``,
     the commonest first; the numbers left in a kind are given as the range they span."""
     kinds: dict[str, list[list[str]]] = {}
     for reason in reasons:
         form, numbers = _gist(reason)
-        kinds.setdefault(form or reason, []).append(numbers)
+        kinds.setdefault(form or reason.replace("{", "{{").replace("}", "}}"), []).append(numbers)
     parts = []
     for form, numbers in sorted(kinds.items(), key=lambda kind: -len(kind[1])):
         spans = []
         for values in zip(*numbers):
             low, high = min(values, key=float), max(values, key=float)
-            spans.append(low if float(low) == float(high) else f"{low}-{high}")
+            spans.append(low if float(low) == float(high) else f"{low} to {high}")
         parts.append(f"{len(numbers)} x {form.format(*spans) if spans else form.format()}")
     return ", ".join(parts)
 

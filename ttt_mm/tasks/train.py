@@ -313,10 +313,12 @@ def run(cfg: DictConfig) -> dict:
             if trainer.global_step <= (resumed_step or 0):  # nothing trained: this attempt's empty log versions
                 for folder in new_log_dirs:
                     shutil.rmtree(folder, ignore_errors=True)
-            raise ConfigError(
+            error = ConfigError(
                 f"ckpt_path={cfg.ckpt_path} cannot resume this run ({first}); resume with the overrides "
                 "that trained it (its run directory's .hydra/overrides.yaml)"
-            ) from None
+            )
+            error.trained = trainer.global_step > (resumed_step or 0)  # (then its config record stays)
+            raise error from None
     interrupted = trainer.interrupted  # (a test run afterwards resets it)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the best weights and last.ckpt come from separate callbacks (conf/callbacks/model_checkpoint.yaml)
@@ -488,8 +490,9 @@ def main(cfg: DictConfig) -> None:
     with config_errors_end_the_command():
         try:
             out = run(cfg)
-        except (ConfigError, InstantiationException, MissingMandatoryValue):  # (nothing has trained)
-            forget_refused_resume()
+        except (ConfigError, InstantiationException, MissingMandatoryValue) as err:  # (nothing has trained)
+            if not getattr(err, "trained", False):
+                forget_refused_resume()
             raise
         except Exception as exc:
             line = where_to_resume(cfg, exc)

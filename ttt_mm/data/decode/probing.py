@@ -24,6 +24,10 @@ VIDEO_SHORTFALL_S = 0.5
 """How much shorter than its stated length a video may index before the file is called cut short (the
 frames of a truncated MP4 are listed in its index, but their data is not in the file). Whole files
 index to their stated length, to the frame."""
+INDEXED_VIDEO_FORMATS = frozenset({"mov", "mp4"})
+"""FFmpeg's names of the containers whose stated video length is held against what indexes: an MP4 or
+MOV states the length its sample index lists. Elsewhere a shorter index is no sign of a cut: an AVI's
+header counts the empty chunks that repeat a frame, and Matroska states no stream length."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ def _streams_present(path: str) -> _Streams | None:
             video = picture is not None
             seekable = not set(container.format.name.split(",")) & TIME_UNSEEKABLE_FORMATS
             estimated = container.format.name in ESTIMATED_LENGTH_FORMATS
-            of_video = {"video_seekable": seekable, "video_seconds": None if estimated else _stated(picture)}
+            indexed = set(container.format.name.split(",")) & INDEXED_VIDEO_FORMATS
+            of_video = {"video_seekable": seekable, "video_seconds": _stated(picture) if indexed else None}
             if not len(container.streams):
                 return _Streams(False, False, empty=True)
             if audio is None:
@@ -125,7 +130,7 @@ def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
         return {"has_video": False}
     if not present.video_seekable:
         raise MediaError(path, UNSEEKABLE_CONTAINER)
-    errors = []
+    errors, short = [], None  # short: the first backend's fields that fell short of the stated length
     for backend in VIDEO_BACKENDS:
         try:
             index = video_index(path, backend)
@@ -138,11 +143,17 @@ def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
         except MediaError as exc:
             errors.append(without_frames(exc))
             continue
-        remember(path, "video", backend)
         fields = {"has_video": True, "video_backend": backend, "video_duration": index.duration, "fps": index.fps}
+        fields |= {"n_frames": len(index.starts), "size": index.size}
         if present.video_seconds is not None and index.duration < present.video_seconds - VIDEO_SHORTFALL_S:
             fields["video_stated"] = present.video_seconds  # read as far as it goes, and said so (`ttt_mm.data.index`)
-        return fields | {"n_frames": len(index.starts), "size": index.size}
+            short = short or fields
+            continue  # (the next backend may read it whole: decord ends a fragmented MP4 at its last frame's start)
+        remember(path, "video", backend)
+        return fields
+    if short is not None:
+        remember(path, "video", short["video_backend"])
+        return short
     raise _first_reason(errors, "video")
 
 
