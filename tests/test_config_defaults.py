@@ -192,6 +192,7 @@ def test_a_gpu_trainer_on_a_machine_without_one_says_how_to_run_on_the_cpu():
     message = config_error_message(err)
     assert message.startswith("MisconfigurationException: No supported gpu backend found! No GPU that torch can use")
     assert "run on the CPU (trainer=cpu" in message and message.endswith("(config key 'trainer')")
+    assert "trainer=ddp takes trainer.accelerator=cpu trainer.precision=32-true" in message  # (not bf16 there)
 
 
 @pytest.mark.parametrize(

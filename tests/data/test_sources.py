@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -227,6 +228,17 @@ def test_a_row_without_a_split_takes_the_one_its_files_other_rows_name(tmp_path,
 def test_a_folder_given_as_a_manifest_says_which_configs_read_folders(tmp_path):
     with pytest.raises(ValueError, match="is a folder; data=manifest needs a CSV or JSONL file .*data=audio_folder"):
         ManifestSource(str(tmp_path)).clips()
+
+
+def test_a_missing_relative_manifest_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """An experiment's manifest path is relative to the current folder: run from another one, it was
+    only "not found"."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"relative path: from the current folder, {re.escape(str(tmp_path))}"):
+        ManifestSource("data/music/manifest.csv").clips()
+    with pytest.raises(FileNotFoundError) as absolute:
+        ManifestSource(str(tmp_path / "none.csv")).clips()
+    assert str(absolute.value) == f"manifest {tmp_path / 'none.csv'} not found"
 
 
 def test_a_written_manifest_reads_back_with_its_groups_and_class_names(tmp_path):

@@ -114,7 +114,8 @@ class ManifestSource:
                 "(for a folder of media use data=audio_folder, video_folder, av_folder or class_folders)"
             )
         if not manifest.is_file():
-            raise FileNotFoundError(f"manifest {manifest} not found")
+            where = "" if manifest.is_absolute() else f" (a relative path: from the current folder, {Path.cwd()})"
+            raise FileNotFoundError(f"manifest {manifest} not found{where}")
         try:
             text = manifest.read_text(encoding="utf-8-sig")  # Excel starts its UTF-8 CSVs with a byte-order mark
         except UnicodeDecodeError:

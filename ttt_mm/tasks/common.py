@@ -42,7 +42,7 @@ def config_error_message(err: BaseException) -> str:
     if key == "trainer" and "No supported gpu backend" in text:  # Lightning's words for a machine without one
         text += (
             " No GPU that torch can use here: run on the CPU (trainer=cpu, the default; trainer=ddp takes"
-            " trainer.accelerator=cpu)"
+            " trainer.accelerator=cpu trainer.precision=32-true: its bf16 autocast is for GPUs)"
         )
     if key and text.startswith(key + "."):  # a check that names its own key (data.fps must be ...)
         return text
