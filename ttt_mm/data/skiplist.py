@@ -139,12 +139,15 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
 def _gist(reason: str) -> tuple[str, list[str]]:
-    """A reason without its parenthesised details, what follows a comma and a leading count, with each
-    number left in it as ``{}``; and those numbers."""
+    """A reason without its parenthesised details, what follows a comma and a leading count, as a
+    ``str.format`` template with each number left in it as ``{}``; and those numbers. A reason with
+    nothing left (all details) is its own template, without numbers."""
     kind, previous = reason, None
     while kind != previous:  # innermost parentheses first: "(... (invalid data))"
         kind, previous = re.sub(r"\s*\([^()]*\)", "", kind), kind
     kind = re.sub(r"^\d+ ", "", kind.split(", ")[0]).strip()
+    if not kind:
+        return reason.replace("{", "{{").replace("}", "}}"), []
     return _NUMBER.sub("{}", kind.replace("{", "{{").replace("}", "}}")), _NUMBER.findall(kind)
 
 
@@ -152,7 +155,7 @@ def reason_kind(reason: str) -> str:
     """A reason without its particulars (numbers, parenthesised details, what follows a comma), to
     count reasons by kind: "10 NaN/Inf audio samples, the first at 0.250 s" -> "NaN/Inf audio samples"."""
     form, numbers = _gist(reason)
-    return form.format(*["N"] * len(numbers)) or reason
+    return form.format(*["N"] * len(numbers))
 
 
 def count_reasons(reasons: Iterable[str]) -> str:
@@ -161,14 +164,14 @@ def count_reasons(reasons: Iterable[str]) -> str:
     kinds: dict[str, list[list[str]]] = {}
     for reason in reasons:
         form, numbers = _gist(reason)
-        kinds.setdefault(form or reason.replace("{", "{{").replace("}", "}}"), []).append(numbers)
+        kinds.setdefault(form, []).append(numbers)
     parts = []
     for form, numbers in sorted(kinds.items(), key=lambda kind: -len(kind[1])):
         spans = []
         for values in zip(*numbers):
             low, high = min(values, key=float), max(values, key=float)
             spans.append(low if float(low) == float(high) else f"{low} to {high}")
-        parts.append(f"{len(numbers)} x {form.format(*spans) if spans else form.format()}")
+        parts.append(f"{len(numbers)} x {form.format(*spans)}")
     return ", ".join(parts)
 
 

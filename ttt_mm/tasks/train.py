@@ -310,14 +310,15 @@ def run(cfg: DictConfig) -> dict:
             lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
             first = next((line for line in lines if not line.endswith(":")), lines[0])  # (what differs, not a heading)
             first = first if len(first) <= 200 else first[:200] + " ..."
-            if trainer.global_step <= (resumed_step or 0):  # nothing trained: this attempt's empty log versions
+            trained = trainer.global_step > (resumed_step or 0)
+            if not trained:  # this attempt's empty log versions go
                 for folder in new_log_dirs:
                     shutil.rmtree(folder, ignore_errors=True)
             error = ConfigError(
                 f"ckpt_path={cfg.ckpt_path} cannot resume this run ({first}); resume with the overrides "
                 "that trained it (its run directory's .hydra/overrides.yaml)"
             )
-            error.trained = trainer.global_step > (resumed_step or 0)  # (then its config record stays)
+            error.trained = trained  # (then its config record stays: `main`)
             raise error from None
     interrupted = trainer.interrupted  # (a test run afterwards resets it)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -490,8 +491,8 @@ def main(cfg: DictConfig) -> None:
     with config_errors_end_the_command():
         try:
             out = run(cfg)
-        except (ConfigError, InstantiationException, MissingMandatoryValue) as err:  # (nothing has trained)
-            if not getattr(err, "trained", False):
+        except (ConfigError, InstantiationException, MissingMandatoryValue) as err:  # (a config mistake)
+            if not getattr(err, "trained", False):  # (refused before it trained: no record of a resume)
                 forget_refused_resume()
             raise
         except Exception as exc:

@@ -80,10 +80,12 @@ def _streams_present(path: str) -> _Streams | None:
             audio = container.streams.audio[0] if container.streams.audio else None
             picture = video_stream(container)
             video = picture is not None
-            seekable = not set(container.format.name.split(",")) & TIME_UNSEEKABLE_FORMATS
+            formats = set(container.format.name.split(","))  # ("mov,mp4,m4a,3gp,3g2,mj2": one demuxer's names)
             estimated = container.format.name in ESTIMATED_LENGTH_FORMATS
-            indexed = set(container.format.name.split(",")) & INDEXED_VIDEO_FORMATS
-            of_video = {"video_seekable": seekable, "video_seconds": _stated(picture) if indexed else None}
+            of_video = {
+                "video_seekable": not formats & TIME_UNSEEKABLE_FORMATS,
+                "video_seconds": _stated(picture) if formats & INDEXED_VIDEO_FORMATS else None,
+            }
             if not len(container.streams):
                 return _Streams(False, False, empty=True)
             if audio is None:
