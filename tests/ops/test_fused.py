@@ -41,6 +41,14 @@ def checkpoint(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=[True, False], ids=["spans_in_parallel", "one_pass"])
+def spans(request, monkeypatch):
+    """The forward's two launches (the recurrence, then the outputs span by span, as on a GPU with rows to
+    spare) or its single pass (as on a GPU full of rows)."""
+    monkeypatch.setattr(fused, "parallel_spans", lambda q: request.param)
+    return request.param
+
+
 def assert_kernels_agree(run, args, names, pos):
     """``run(leaves, kernel)`` with the PyTorch core and with the kernels, on copies of ``args`` that need
     gradients and under the same random upstream gradient of the outputs and the final state: outputs,
@@ -63,8 +71,24 @@ def assert_kernels_agree(run, args, names, pos):
         assert close(a, b, 1e-4), f"d{name}: {(a - b).abs().max().item():.2e}"
 
 
-def test_forward_and_backward_match_pytorch_core(checkpoint):
+def test_forward_and_backward_match_pytorch_core(checkpoint, spans):
     assert_kernels_agree(core, inputs(), "q k v lr W b ln_w ln_b tau", pos=3)
+
+
+@torch.no_grad()
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")
+def test_inference_matches_pytorch_core(checkpoint, spans):
+    """Without gradients the single pass stores no checkpoints, and the two launches store theirs in a
+    temporary: outputs and final state as the PyTorch core's, for both cores."""
+    args = inputs(T=5 * K)
+    for run in (lambda kernel: core(args, kernel), lambda kernel: mlp(args[:4], mlp_params(), kernel, tau=args[-1])):
+        torch.manual_seed(0)
+        out_t, state_t = run("torch")
+        torch.manual_seed(0)
+        out_f, state_f = run("triton")
+        assert close(out_f, out_t, 1e-5)
+        for a, b in zip(state_f.params, state_t.params, strict=True):
+            assert close(a, b, 1e-5)
 
 
 def test_streaming_through_the_kernels_matches_one_call():
@@ -217,7 +241,7 @@ def mlp(seq, params, kernel, state=None, tau=None):
 @pytest.mark.filterwarnings(
     "ignore:overflow encountered in exp"
 )  # the interpreter's sigmoid of very negative inputs: 0, as it should
-def test_mlp_kernels_match_pytorch_core(checkpoint):
+def test_mlp_kernels_match_pytorch_core(checkpoint, spans):
     args = inputs(T=4 * K + 7)
 
     def run(leaves, kernel):

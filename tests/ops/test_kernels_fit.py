@@ -67,9 +67,19 @@ def measure(core: str, dtype: torch.dtype, F: int, hidden: int | None, K: int, t
     """Shared bytes of the kernels of one case, launched as the scan would launch them on a GPU."""
     options = fused.launch_options(dtype, True, F, K, hidden, training)
     fwd, bwd = (fused._mlp_fwd, fused._mlp_bwd) if core == "mlp" else (fused._linear_fwd, fused._linear_bwd)
-    used = {"forward": shared_bytes(fwd, dtype, options, SAVE=training)}
+    used = {
+        "forward": shared_bytes(
+            fwd, dtype, options, SAVE=training, READOUT=True, SPANS=False, num_stages=fused.ONE_PASS_NUM_STAGES
+        ),
+        "recurrence": shared_bytes(
+            fwd, dtype, options, SAVE=True, READOUT=False, SPANS=False, num_stages=fused.SPANS_NUM_STAGES
+        ),
+        "spans": shared_bytes(
+            fwd, dtype, options, SAVE=False, READOUT=True, SPANS=True, num_stages=fused.SPANS_NUM_STAGES
+        ),
+    }
     if training:
-        used["backward"] = shared_bytes(bwd, dtype, options, num_stages=fused.BACKWARD_NUM_STAGES)
+        used["backward"] = shared_bytes(bwd, dtype, fused.backward_options(options))
     return used
 
 
@@ -87,7 +97,7 @@ def test_largest_admitted_kernels_fit_in_shared_memory(compiled, case):
     assert fused.supported(torch.zeros(1, 1, K, F, dtype=dtype), K, hidden)
     assert K == fused.MAX_K or not fused.supported(torch.zeros(1, 1, K, F, dtype=dtype), 2 * K, hidden)
     used = compiled[case]
-    assert len(used) == 1 + training
+    assert len(used) == 3 + training
     assert all(0 < n <= H100_SHARED_BYTES for n in used.values()), used
 
 

@@ -5,6 +5,12 @@ One program per (batch row, head) walks the mini-batches in order with the inner
 and bias ``b [F]`` held on chip in float32, whatever the input dtype: each mini-batch costs a handful
 of ``[K, F] x [F, F]`` products and row reductions, the dual form of spec section 1.
 
+Only the weights' recurrence is sequential; the outputs of a mini-batch need just the weights at its
+start. So where rows are fewer than the GPU's multiprocessors (`parallel_spans`) the forward is two
+launches: one program per row runs the recurrence alone and stores the weights every ``CHECKPOINT``
+mini-batches, then one program per (row, span) walks its span again from that checkpoint and writes
+the outputs, all spans at once.
+
 Memory for training: the forward pass stores the weights only every ``CHECKPOINT`` mini-batches.
 The backward pass walks those spans from last to first; for each it recomputes and stashes the span's
 weights, then runs the reverse pass mini-batch by mini-batch, carrying the adjoints of ``W`` and ``b``.
@@ -62,10 +68,19 @@ LINEAR_MAX_F = 128
 MLP_MAX_F = 64
 MLP_MAX_KF = 16 * 64
 MLP_SINGLE_PASS_MAX_F = 32
-# The backward kernels' num_stages: no load is software-pipelined ahead of the store it depends on
-# (TTT-MLP's adjoints are re-read from global memory right after being written), and fewer stages hold
-# less shared memory.
+# Launch options measured on an H200 (BENCHMARKS.md, "GPU kernels"; bf16, 12 heads of 64, 64k tokens unless
+# said). TTT-Linear's forward loads each mini-batch's inputs one step ahead itself (9.9 ms at one stage and
+# 4 warps, against 10.6 with only Triton's pipelining at three stages and 13.5 with neither); TTT-MLP's
+# cannot (its three-pass training forward would then need 288 kB of shared memory). A single-pass forward
+# runs best at three stages (TTT-Linear 10.8 ms against 12.1 at one, TTT-MLP 65.8 against 68.5), the two
+# launches of `parallel_spans` at one (7.8 against 8.0; TTT-MLP 44.4 against 71.7). The backward kernels
+# use 8 warps (TTT-Linear: 44.7 ms against 48.4 with 4) and one stage: no load is software-pipelined ahead
+# of the store it depends on (TTT-MLP's adjoints are re-read from global memory right after being
+# written), and fewer stages hold less shared memory.
+ONE_PASS_NUM_STAGES = 3
+SPANS_NUM_STAGES = 1
 BACKWARD_NUM_STAGES = 1
+BACKWARD_NUM_WARPS = 8
 
 
 def supported(q: Tensor, mini_batch_size: int, hidden: int | None = None) -> bool:
@@ -94,13 +109,30 @@ def precision(dtype: torch.dtype, cuda: bool, three_pass: bool = False) -> str:
 
 
 def launch_options(dtype: torch.dtype, cuda: bool, F: int, K: int, hidden: int | None, training: bool) -> dict:
-    """Compile-time sizes and options of a core's kernels (its forward's; the backward adds `BACKWARD_NUM_STAGES`).
-    A wide TTT-MLP's training forward multiplies as its backward must (which recomputes its weights)."""
+    """Compile-time sizes and options of a core's forward kernel, less the stages that its launches choose
+    (`backward_options` derives the backward's). A wide TTT-MLP's training forward multiplies as its backward must (which recomputes its weights)."""
     three_pass = training and hidden is not None and F > MLP_SINGLE_PASS_MAX_F
     options = {"K": K, "F": F, "CKPT": CHECKPOINT, "EPS": 1e-6, "PREC": precision(dtype, cuda, three_pass)}
     if hidden is not None:  # the MLP kernels hold F x D tiles: more warps share them
         options.update(D=hidden, num_warps=8)
     return options
+
+
+def backward_options(forward: dict) -> dict:
+    """The backward kernel's options, from its forward's (`launch_options`)."""
+    return {**forward, "num_warps": BACKWARD_NUM_WARPS, "num_stages": BACKWARD_NUM_STAGES}
+
+
+def parallel_spans(q: Tensor) -> bool:
+    """Whether the forward runs as two launches: the recurrence alone, one program per row, storing a
+    checkpoint of the weights every `CHECKPOINT` mini-batches; then the outputs, one program per (row, span)
+    from those checkpoints, in parallel. The recurrence is the sequential part: without the readout it
+    takes 6.4 of a fused forward's 9.9 ms (H200, as above). Worth it while one program per row leaves
+    most of the GPU idle, past that the readout's second pass through the weights is pure cost: on the
+    H200's 132 multiprocessors, at 16k tokens, two launches were 1.40x as fast as one pass with 24 rows
+    (TTT-MLP 1.30x), even at 48, and 0.97x (0.81x) at 96. Always under Triton's interpreter, so that the
+    CPU tests run the path GPUs take."""
+    return not q.is_cuda or 3 * q.shape[0] <= torch.cuda.get_device_properties(q.device).multi_processor_count
 
 
 if triton is not None:
@@ -142,14 +174,37 @@ if triton is not None:
         return gam, bet, ta, t_last, rk[:, None] >= rk[None, :]
 
     @triton.jit
+    def _offsets(bh, T, m, K: tl.constexpr, F: tl.constexpr):
+        """Offsets of mini-batch ``m`` of row ``bh``, per token and per element."""
+        tok = bh * T + m * K + tl.arange(0, K)
+        return tok, tok[:, None] * F + tl.arange(0, F)[None, :]
+
+    @triton.jit
     def _minibatch(q, k, v, lr, bh, T, m, K: tl.constexpr, F: tl.constexpr):
         """Mini-batch ``m`` of row ``bh`` in float32, and its offsets per token and per element."""
-        tok = bh * T + m * K + tl.arange(0, K)
-        kf = tok[:, None] * F + tl.arange(0, F)[None, :]
+        tok, kf = _offsets(bh, T, m, K, F)
         Qm = tl.load(q + kf).to(tl.float32)
         Km = tl.load(k + kf).to(tl.float32)
         Vm = tl.load(v + kf).to(tl.float32)
         return Qm, Km, Vm, tl.load(lr + tok).to(tl.float32), tok, kf
+
+    @triton.jit
+    def _inner_inputs(k, v, lr, bh, T, m, K: tl.constexpr, F: tl.constexpr):
+        """Mini-batch ``m``'s keys, values and step sizes as stored: TTT-Linear's forward loads them one
+        mini-batch ahead and converts them where they are used, so that their latency overlaps a step's arithmetic."""
+        tok, kf = _offsets(bh, T, m, K, F)
+        return tl.load(k + kf), tl.load(v + kf), tl.load(lr + tok)
+
+    @triton.jit
+    def _span_bounds(M, n_ckpt, CKPT: tl.constexpr, SPANS: tl.constexpr):
+        """The mini-batches this program walks and the index of its row: all of them from the initial state,
+        or (``SPANS``) the span of program ``(row, span)`` from that span's checkpoint."""
+        bh = tl.program_id(0).to(tl.int64)
+        if SPANS:
+            span = tl.program_id(1)
+            return bh, span * CKPT, tl.minimum(M, span * CKPT + CKPT), bh * n_ckpt + span
+        else:
+            return bh, 0, M, bh
 
     @triton.jit
     def _linear_readout(Qm, Km, L, W, b, G, ta, causal, F: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
@@ -197,36 +252,49 @@ if triton is not None:
         Wn,
         bn,
         Wc,
-        bc,  # outputs: tokens, final state, checkpoints
+        bc,  # outputs: tokens, final state, checkpoints (with SPANS: the checkpoints are inputs)
         M,
         n_ckpt,
         K: tl.constexpr,
         F: tl.constexpr,
         CKPT: tl.constexpr,
         SAVE: tl.constexpr,
+        READOUT: tl.constexpr,
+        SPANS: tl.constexpr,
         EPS: tl.constexpr,
         PREC: tl.constexpr,
     ):
-        bh = tl.program_id(0).to(tl.int64)
+        bh, m0, m1, start = _span_bounds(M, n_ckpt, CKPT, SPANS)
         rf = tl.arange(0, F)
         ff = rf[:, None] * F + rf[None, :]
-        W = tl.load(W0 + bh * F * F + ff).to(tl.float32)
-        b = tl.load(b0 + bh * F + rf).to(tl.float32)
+        if SPANS:
+            W = tl.load(Wc + start * F * F + ff)
+            b = tl.load(bc + start * F + rf)
+        else:
+            W = tl.load(W0 + start * F * F + ff).to(tl.float32)
+            b = tl.load(b0 + start * F + rf).to(tl.float32)
         gam, bet, ta, t_last, causal = _per_head(lnw, lnb, tau, bh, K, F)
         T = M * K
-        for m in range(M):
+        Kn, Vn, Ln = _inner_inputs(k, v, lr, bh, T, m0, K, F)
+        for m in range(m0, m1):
+            Kr, Vr, Lr = Kn, Vn, Ln
+            Kn, Vn, Ln = _inner_inputs(k, v, lr, bh, T, tl.minimum(m + 1, m1 - 1), K, F)
             if SAVE:
                 if m % CKPT == 0:
                     c = bh * n_ckpt + m // CKPT
                     tl.store(Wc + c * F * F + ff, W)
                     tl.store(bc + c * F + rf, b)
-            Qm, Km, Vm, L, tok, kf = _minibatch(q, k, v, lr, bh, T, m, K, F)
+            Km, Vm, L = Kr.to(tl.float32), Vr.to(tl.float32), Lr.to(tl.float32)
             G, Zh, r, e, meZ = _inner_grad(Km, Vm, W, b, gam, bet, F, EPS, PREC)
-            Zbh, r2, A, E, Mm = _linear_readout(Qm, Km, L, W, b, G, ta, causal, F, EPS, PREC)
-            tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
+            if READOUT:
+                tok, kf = _offsets(bh, T, m, K, F)
+                Qm = tl.load(q + kf).to(tl.float32)
+                Zbh, r2, A, E, Mm = _linear_readout(Qm, Km, L, W, b, G, ta, causal, F, EPS, PREC)
+                tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
             W, b = _linear_step(Km, G, L, t_last, W, b, PREC)
-        tl.store(Wn + bh * F * F + ff, W)
-        tl.store(bn + bh * F + rf, b)
+        if not SPANS:
+            tl.store(Wn + bh * F * F + ff, W)
+            tl.store(bn + bh * F + rf, b)
 
     @triton.jit
     def _gelu_tanh(x):
@@ -321,7 +389,7 @@ if triton is not None:
         W1c,
         b1c,
         W2c,
-        b2c,  # outputs: tokens, final state, checkpoints
+        b2c,  # outputs: tokens, final state, checkpoints (with SPANS: the checkpoints are inputs)
         M,
         n_ckpt,
         K: tl.constexpr,
@@ -329,25 +397,35 @@ if triton is not None:
         D: tl.constexpr,
         CKPT: tl.constexpr,
         SAVE: tl.constexpr,
+        READOUT: tl.constexpr,
+        SPANS: tl.constexpr,
         EPS: tl.constexpr,
         PREC: tl.constexpr,
     ):
-        bh = tl.program_id(0).to(tl.int64)
-        W1, b1, W2, b2 = _mlp_load(W1_0, b1_0, W2_0, b2_0, bh, F, D)
+        bh, m0, m1, start = _span_bounds(M, n_ckpt, CKPT, SPANS)
+        if SPANS:
+            W1, b1, W2, b2 = _mlp_load(W1c, b1c, W2c, b2c, start, F, D)
+        else:
+            W1, b1, W2, b2 = _mlp_load(W1_0, b1_0, W2_0, b2_0, start, F, D)
         gam, bet, ta, t_last, causal = _per_head(lnw, lnb, tau, bh, K, F)
         T = M * K
-        for m in range(M):
+        for m in range(m0, m1):  # no loads one step ahead: they take the three-pass kernel over shared memory
             if SAVE:
                 if m % CKPT == 0:
                     _mlp_store(W1c, b1c, W2c, b2c, bh * n_ckpt + m // CKPT, W1, b1, W2, b2, F, D)
-            Qm, Km, Vm, L, tok, kf = _minibatch(q, k, v, lr, bh, T, m, K, F)
+            Kr, Vr, Lr = _inner_inputs(k, v, lr, bh, T, m, K, F)
+            Km, Vm, L = Kr.to(tl.float32), Vr.to(tl.float32), Lr.to(tl.float32)
             G1, G2, X1, Xh, S, G2W, Zh, r, e, meZ = _mlp_inner(Km, Vm, W1, b1, W2, b2, gam, bet, F, EPS, PREC)
-            Zbh, r2, E, A1, M1, H1, Hh, A2, M2 = _mlp_readout(
-                Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F, EPS, PREC
-            )
-            tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
+            if READOUT:
+                tok, kf = _offsets(bh, T, m, K, F)
+                Qm = tl.load(q + kf).to(tl.float32)
+                Zbh, r2, E, A1, M1, H1, Hh, A2, M2 = _mlp_readout(
+                    Qm, Km, L, W1, b1, W2, b2, G1, G2, Xh, ta, causal, F, EPS, PREC
+                )
+                tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
             W1, b1, W2, b2 = _mlp_step(Km, Xh, G1, G2, L, t_last, W1, b1, W2, b2, PREC)
-        _mlp_store(W1n, b1n, W2n, b2n, bh, W1, b1, W2, b2, F, D)
+        if not SPANS:
+            _mlp_store(W1n, b1n, W2n, b2n, bh, W1, b1, W2, b2, F, D)
 
     @triton.jit
     def _mlp_bwd(
@@ -634,9 +712,15 @@ class _Scan(torch.autograd.Function):
         n_ckpt = triton.cdiv(M, CHECKPOINT)
         out = torch.empty_like(q)
         new = tuple(torch.empty_like(p) for p in params)
-        ckpts = tuple(p.new_empty(BH, n_ckpt, *p.shape[1:]) for p in params) if save else params
+        spans = parallel_spans(q)
+        ckpts = tuple(p.new_empty(BH, n_ckpt, *p.shape[1:]) for p in params) if save or spans else params
+        args = (q, k, v, lr, tau, ln_w, ln_b, *params, out, *new, *ckpts, M, n_ckpt)
         with _on(q):
-            fwd[(BH,)](q, k, v, lr, tau, ln_w, ln_b, *params, out, *new, *ckpts, M, n_ckpt, SAVE=save, **sizes)
+            if spans:
+                fwd[(BH,)](*args, SAVE=True, READOUT=False, SPANS=False, num_stages=SPANS_NUM_STAGES, **sizes)
+                fwd[(BH, n_ckpt)](*args, SAVE=False, READOUT=True, SPANS=True, num_stages=SPANS_NUM_STAGES, **sizes)
+            else:
+                fwd[(BH,)](*args, SAVE=save, READOUT=True, SPANS=False, num_stages=ONE_PASS_NUM_STAGES, **sizes)
         if save:
             ctx.save_for_backward(q, k, v, lr, tau, ln_w, ln_b, *ckpts)
             ctx.bwd, ctx.sizes, ctx.M = bwd, sizes, M
@@ -679,8 +763,7 @@ class _Scan(torch.autograd.Function):
                 *scratch,
                 ctx.M,
                 n_ckpt,
-                num_stages=BACKWARD_NUM_STAGES,
-                **ctx.sizes,
+                **backward_options(ctx.sizes),
             )
         return (dq, dk, dv, dlr, dtau.sum(0), dlnw.to(ln_w.dtype), dlnb.to(ln_b.dtype), *grads)
 
