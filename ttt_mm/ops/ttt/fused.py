@@ -110,7 +110,8 @@ def precision(dtype: torch.dtype, cuda: bool, three_pass: bool = False) -> str:
 
 def launch_options(dtype: torch.dtype, cuda: bool, F: int, K: int, hidden: int | None, training: bool) -> dict:
     """Compile-time sizes and options of a core's forward kernel, less the stages that its launches choose
-    (`backward_options` derives the backward's). A wide TTT-MLP's training forward multiplies as its backward must (which recomputes its weights)."""
+    (`backward_options` derives the backward's). A wide TTT-MLP's training forward multiplies as its
+    backward must (which recomputes its weights)."""
     three_pass = training and hidden is not None and F > MLP_SINGLE_PASS_MAX_F
     options = {"K": K, "F": F, "CKPT": CHECKPOINT, "EPS": 1e-6, "PREC": precision(dtype, cuda, three_pass)}
     if hidden is not None:  # the MLP kernels hold F x D tiles: more warps share them
