@@ -130,9 +130,9 @@ def parallel_spans(q: Tensor) -> bool:
     from those checkpoints, in parallel. The recurrence is the sequential part: without the readout it
     takes 6.4 of a fused forward's 9.9 ms (H200, as above). Worth it while one program per row leaves
     most of the GPU idle, past that the readout's second pass through the weights is pure cost: on the
-    H200's 132 multiprocessors, at 16k tokens, two launches were 1.40x as fast as one pass with 24 rows
-    (TTT-MLP 1.30x), even at 48, and 0.97x (0.81x) at 96. Always under Triton's interpreter, so that the
-    CPU tests run the path GPUs take."""
+    H200's 132 multiprocessors, at 16k tokens, two launches were 1.40x as fast as a one-stage single pass
+    with 24 rows (TTT-MLP 1.30x), 1.13x (1.03x) at 48 and 0.97x (0.81x) at 96; a single pass gains 5-10%
+    at its own three stages. Always under Triton's interpreter, so that the CPU tests run the path GPUs take."""
     return not q.is_cuda or 3 * q.shape[0] <= torch.cuda.get_device_properties(q.device).multi_processor_count
 
 
