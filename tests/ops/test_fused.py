@@ -75,6 +75,13 @@ def test_forward_and_backward_match_pytorch_core(checkpoint, spans):
     assert_kernels_agree(core, inputs(), "q k v lr W b ln_w ln_b tau", pos=3)
 
 
+def test_the_kernels_scan_only_whole_mini_batches():
+    q, k, v, lr, W, b, ln_w, ln_b, tau = inputs(B=1, H=1)
+    flat = [x[0, :, :0] for x in (q, k, v, lr)]
+    with pytest.raises(ValueError, match="whole mini-batches of 16; got 0 tokens"):
+        fused.scan(*flat, tau, ln_w, ln_b, (W, b))
+
+
 @torch.no_grad()
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp")
 def test_inference_matches_pytorch_core(checkpoint, spans):
@@ -242,7 +249,7 @@ def mlp(seq, params, kernel, state=None, tau=None):
     "ignore:overflow encountered in exp"
 )  # the interpreter's sigmoid of very negative inputs: 0, as it should
 def test_mlp_kernels_match_pytorch_core(checkpoint, spans):
-    args = inputs(T=4 * K + 7)
+    args = inputs(T=5 * K + 7)  # with spans of 2 mini-batches, the last one short
 
     def run(leaves, kernel):
         return mlp(leaves[:4], leaves[4:10], kernel, tau=leaves[10])

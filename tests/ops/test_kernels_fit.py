@@ -67,10 +67,9 @@ def measure(core: str, dtype: torch.dtype, F: int, hidden: int | None, K: int, t
     """Shared bytes of the kernels of one case, launched as the scan would launch them on a GPU."""
     options = fused.launch_options(dtype, True, F, K, hidden, training)
     fwd, bwd = (fused._mlp_fwd, fused._mlp_bwd) if core == "mlp" else (fused._linear_fwd, fused._linear_bwd)
+    one_pass = fused.MLP_ONE_PASS_NUM_STAGES if core == "mlp" else fused.LINEAR_ONE_PASS_NUM_STAGES
     used = {
-        "forward": shared_bytes(
-            fwd, dtype, options, SAVE=training, READOUT=True, SPANS=False, num_stages=fused.ONE_PASS_NUM_STAGES
-        ),
+        "forward": shared_bytes(fwd, dtype, options, SAVE=training, READOUT=True, SPANS=False, num_stages=one_pass),
         "recurrence": shared_bytes(
             fwd, dtype, options, SAVE=True, READOUT=False, SPANS=False, num_stages=fused.SPANS_NUM_STAGES
         ),

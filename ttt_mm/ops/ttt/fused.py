@@ -6,8 +6,8 @@ and bias ``b [F]`` held on chip in float32, whatever the input dtype: each mini-
 of ``[K, F] x [F, F]`` products and row reductions, the dual form of spec section 1.
 
 Only the weights' recurrence is sequential; the outputs of a mini-batch need just the weights at its
-start. So where rows are fewer than the GPU's multiprocessors (`parallel_spans`) the forward is two
-launches: one program per row runs the recurrence alone and stores the weights every ``CHECKPOINT``
+start. So where rows are at most a third of the GPU's multiprocessors (`parallel_spans`) the forward
+is two launches: one program per row runs the recurrence alone and stores the weights every ``CHECKPOINT``
 mini-batches, then one program per (row, span) walks its span again from that checkpoint and writes
 the outputs, all spans at once.
 
@@ -50,13 +50,15 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch on Linux
     triton = None
 
-# Mini-batches between stored weight checkpoints in the forward pass (training only).
+# Mini-batches between the weight checkpoints that the forward stores (for the backward, and for its own
+# second launch where `parallel_spans`).
 CHECKPOINT = 16
 # What fits an H100's shared memory (232,448 bytes a program), measured by compiling for sm_90 offline (Triton
 # 3.8, 16-byte aligned pointers as PyTorch allocates them; `tests/ops/test_kernels_fit.py` compiles the
-# largest case of each kernel that `supported` admits: every other has smaller tiles), in kB:
-# - TTT-Linear up to F = 128 and K = 32: forward / backward 115 / 152, in three-pass TF32 (float32
-#   inputs) 181 / 180; its backward at K = 64 needs 360, and at F = 256 the forward alone is over 227.
+# largest case of each kernel that `supported` admits, with the launch options below: every other has smaller
+# tiles), in kB (a forward's largest of its single pass and its two launches):
+# - TTT-Linear up to F = 128 and K = 32: forward / backward 82 / 153, in three-pass TF32 (float32
+#   inputs) 164 / 180; its backward at K = 64 needs 360, and at F = 256 the forward alone is over 227.
 # - TTT-MLP up to F = 64 with D <= 4F (the layers' D = 4F) and K x F <= 1024: the paper's 64 x 256 at
 #   K = 16. Its backward holds W1, W2 and its intermediates as product operands; in single-pass TF32 the
 #   compiler stages them in shared memory for Hopper's warpgroup products, 371 at 64 x 256, while
@@ -68,16 +70,18 @@ LINEAR_MAX_F = 128
 MLP_MAX_F = 64
 MLP_MAX_KF = 16 * 64
 MLP_SINGLE_PASS_MAX_F = 32
-# Launch options measured on an H200 (BENCHMARKS.md, "GPU kernels"; bf16, 12 heads of 64, 64k tokens unless
-# said). TTT-Linear's forward loads each mini-batch's inputs one step ahead itself (9.9 ms at one stage and
-# 4 warps, against 10.6 with only Triton's pipelining at three stages and 13.5 with neither); TTT-MLP's
-# cannot (its three-pass training forward would then need 288 kB of shared memory). A single-pass forward
-# runs best at three stages (TTT-Linear 10.8 ms against 12.1 at one, TTT-MLP 65.8 against 68.5), the two
-# launches of `parallel_spans` at one (7.8 against 8.0; TTT-MLP 44.4 against 71.7). The backward kernels
-# use 8 warps (TTT-Linear: 44.7 ms against 48.4 with 4) and one stage: no load is software-pipelined ahead
-# of the store it depends on (TTT-MLP's adjoints are re-read from global memory right after being
-# written), and fewer stages hold less shared memory.
-ONE_PASS_NUM_STAGES = 3
+# Launch options measured on an H200 (BENCHMARKS.md, "GPU kernels"; bf16, 12 heads of 64, 64k tokens). TTT-Linear's
+# forward loads each mini-batch's inputs one step ahead itself: 9.9 ms in one pass at one stage (a scratch
+# kernel of the same loop), against 10.6 with Triton's pipelining alone at three stages, 13.5 with neither,
+# and 12.1 / 10.8 at one / three stages when the queries alone were loaded late. TTT-MLP's forward cannot
+# (its three-pass training forward would then need 288 kB of shared memory) and runs a single pass best at
+# three stages (65.8 ms against 68.5 at one). The two launches of `parallel_spans` run one stage (TTT-MLP
+# 44.4 ms against 71.7 at three; TTT-Linear 7.8 against 8.0). The backward kernels use 8 warps
+# (TTT-Linear: 44.7 ms against 48.4 with 4) and one stage: no load is software-pipelined ahead of the store
+# it depends on (TTT-MLP's adjoints are re-read from global memory right after being written), and fewer
+# stages hold less shared memory.
+LINEAR_ONE_PASS_NUM_STAGES = 1
+MLP_ONE_PASS_NUM_STAGES = 3
 SPANS_NUM_STAGES = 1
 BACKWARD_NUM_STAGES = 1
 BACKWARD_NUM_WARPS = 8
@@ -131,8 +135,9 @@ def parallel_spans(q: Tensor) -> bool:
     takes 6.4 of a fused forward's 9.9 ms (H200, as above). Worth it while one program per row leaves
     most of the GPU idle, past that the readout's second pass through the weights is pure cost: on the
     H200's 132 multiprocessors, at 16k tokens, two launches were 1.40x as fast as a one-stage single pass
-    with 24 rows (TTT-MLP 1.30x), 1.13x (1.03x) at 48 and 0.97x (0.81x) at 96; a single pass gains 5-10%
-    at its own three stages. Always under Triton's interpreter, so that the CPU tests run the path GPUs take."""
+    with 24 rows (TTT-MLP 1.30x), 1.13x (1.03x) at 48 and 0.97x (0.81x) at 96 (a single pass gains 4-11%
+    at its own stages, above). Always under Triton's interpreter, so that the CPU tests run the path GPUs
+    take."""
     return not q.is_cuda or 3 * q.shape[0] <= torch.cuda.get_device_properties(q.device).multi_processor_count
 
 
@@ -191,20 +196,23 @@ if triton is not None:
 
     @triton.jit
     def _inner_inputs(k, v, lr, bh, T, m, K: tl.constexpr, F: tl.constexpr):
-        """Mini-batch ``m``'s keys, values and step sizes as stored: TTT-Linear's forward loads them one
-        mini-batch ahead and converts them where they are used, so that their latency overlaps a step's arithmetic."""
+        """Mini-batch ``m``'s keys, values and step sizes as stored: TTT-Linear's forward loads them (and
+        the queries) one mini-batch ahead and converts them where they are used, so that their latency
+        overlaps a step's arithmetic."""
         tok, kf = _offsets(bh, T, m, K, F)
         return tl.load(k + kf), tl.load(v + kf), tl.load(lr + tok)
 
     @triton.jit
     def _span_bounds(M, n_ckpt, CKPT: tl.constexpr, SPANS: tl.constexpr):
-        """The mini-batches this program walks and the index of its row: all of them from the initial state,
-        or (``SPANS``) the span of program ``(row, span)`` from that span's checkpoint."""
-        bh = tl.program_id(0).to(tl.int64)
+        """The index of this program's row, the mini-batches it walks, and the weights it starts from: all of
+        them from the initial state (program ``row``), or (``SPANS``) one span from that span's checkpoint
+        (program ``(span, row)``: spans can outnumber the 65,535 programs a launch's second axis takes)."""
         if SPANS:
-            span = tl.program_id(1)
+            span = tl.program_id(0)
+            bh = tl.program_id(1).to(tl.int64)
             return bh, span * CKPT, tl.minimum(M, span * CKPT + CKPT), bh * n_ckpt + span
         else:
+            bh = tl.program_id(0).to(tl.int64)
             return bh, 0, M, bh
 
     @triton.jit
@@ -277,9 +285,17 @@ if triton is not None:
         gam, bet, ta, t_last, causal = _per_head(lnw, lnb, tau, bh, K, F)
         T = M * K
         Kn, Vn, Ln = _inner_inputs(k, v, lr, bh, T, m0, K, F)
+        if READOUT:
+            _, kf = _offsets(bh, T, m0, K, F)
+            Qn = tl.load(q + kf)
         for m in range(m0, m1):
+            ahead = tl.minimum(m + 1, m1 - 1)
             Kr, Vr, Lr = Kn, Vn, Ln
-            Kn, Vn, Ln = _inner_inputs(k, v, lr, bh, T, tl.minimum(m + 1, m1 - 1), K, F)
+            Kn, Vn, Ln = _inner_inputs(k, v, lr, bh, T, ahead, K, F)
+            if READOUT:
+                Qr = Qn
+                _, kf = _offsets(bh, T, ahead, K, F)
+                Qn = tl.load(q + kf)
             if SAVE:
                 if m % CKPT == 0:
                     c = bh * n_ckpt + m // CKPT
@@ -289,7 +305,7 @@ if triton is not None:
             G, Zh, r, e, meZ = _inner_grad(Km, Vm, W, b, gam, bet, F, EPS, PREC)
             if READOUT:
                 tok, kf = _offsets(bh, T, m, K, F)
-                Qm = tl.load(q + kf).to(tl.float32)
+                Qm = Qr.to(tl.float32)
                 Zbh, r2, A, E, Mm = _linear_readout(Qm, Km, L, W, b, G, ta, causal, F, EPS, PREC)
                 tl.store(out + kf, (Qm + gam[None, :] * Zbh + bet[None, :]).to(out.dtype.element_ty))
             W, b = _linear_step(Km, G, L, t_last, W, b, PREC)
@@ -713,15 +729,16 @@ class _Scan(torch.autograd.Function):
         n_ckpt = triton.cdiv(M, CHECKPOINT)
         out = torch.empty_like(q)
         new = tuple(torch.empty_like(p) for p in params)
-        spans = parallel_spans(q)
+        spans = n_ckpt > 1 and parallel_spans(q)
         ckpts = tuple(p.new_empty(BH, n_ckpt, *p.shape[1:]) for p in params) if save or spans else params
         args = (q, k, v, lr, tau, ln_w, ln_b, *params, out, *new, *ckpts, M, n_ckpt)
         with _on(q):
             if spans:
                 fwd[(BH,)](*args, SAVE=True, READOUT=False, SPANS=False, num_stages=SPANS_NUM_STAGES, **sizes)
-                fwd[(BH, n_ckpt)](*args, SAVE=False, READOUT=True, SPANS=True, num_stages=SPANS_NUM_STAGES, **sizes)
+                fwd[(n_ckpt, BH)](*args, SAVE=False, READOUT=True, SPANS=True, num_stages=SPANS_NUM_STAGES, **sizes)
             else:
-                fwd[(BH,)](*args, SAVE=save, READOUT=True, SPANS=False, num_stages=ONE_PASS_NUM_STAGES, **sizes)
+                stages = MLP_ONE_PASS_NUM_STAGES if mlp else LINEAR_ONE_PASS_NUM_STAGES
+                fwd[(BH,)](*args, SAVE=save, READOUT=True, SPANS=False, num_stages=stages, **sizes)
         if save:
             ctx.save_for_backward(q, k, v, lr, tau, ln_w, ln_b, *ckpts)
             ctx.bwd, ctx.sizes, ctx.M = bwd, sizes, M
@@ -774,6 +791,8 @@ def scan(
 ):
     """Whole mini-batches from a boundary with the Triton kernels of the core that ``params`` belong
     to (``(W, b)``: TTT-Linear, ``(W1, b1, W2, b2)``: TTT-MLP): ``out [BH, T, F]`` in ``q``'s dtype
-    and the float32 weights after them. ``T`` must be a multiple of ``K = len(tau)``."""
+    and the float32 weights after them. ``T`` must be a positive multiple of ``K = len(tau)``."""
+    if q.shape[1] == 0 or q.shape[1] % tau.shape[0]:
+        raise ValueError(f"the kernels scan whole mini-batches of {tau.shape[0]}; got {q.shape[1]} tokens")
     out, *new = _Scan.apply(q, k, v, lr, tau, ln_w, ln_b, *params)
     return out, tuple(new)
