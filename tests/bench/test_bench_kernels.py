@@ -1,8 +1,10 @@
 """The GPU benchmark's correctness check: it reports every core's result and never stops the run."""
 
+import pytest
 import torch
 
 from ttt_mm.bench import kernels
+from ttt_mm.ops.ttt import fused
 
 
 def test_the_check_reports_each_core_and_survives_a_failing_one(monkeypatch):
@@ -34,3 +36,17 @@ def test_the_check_reports_each_core_and_survives_a_failing_one(monkeypatch):
         "cannot compile": "FAIL RuntimeError: out of resource: shared memory",
         "NaN after a match": "inf FAIL",  # max() alone would have passed it (nan > 0 is False)
     }
+
+
+def test_a_forced_launch_holds_for_the_run_only():
+    """``--launch``: the forward's launch mode is forced inside the run and chosen by rows again after."""
+    rows = torch.zeros(2, 32, 16)  # on the CPU `parallel_spans` always says two launches
+    with kernels.forced_launch("one-pass"):
+        assert fused.parallel_spans(rows) is False
+    assert fused.parallel_spans(rows) is True
+    with kernels.forced_launch("spans"):
+        assert fused.parallel_spans(rows) is True
+    with kernels.forced_launch("auto"):
+        assert fused.parallel_spans(rows) is True
+    with pytest.raises(ValueError, match="launch must be one of"):
+        kernels.forced_launch("fast")

@@ -2,6 +2,7 @@
 
     python -m ttt_mm.bench kernels                 # needs CUDA; bf16, batch 1, 12 heads of 64
     python -m ttt_mm.bench kernels --quick         # the correctness check and T = 4k only
+    python -m ttt_mm.bench kernels --launch spans  # the forward in two launches whatever the rows (or one-pass)
 
 Correctness comes first: on small shapes each Triton core is compared with the PyTorch core (float32:
 outputs, final state and every input gradient of TTT-Linear and TTT-MLP), and the errors are printed.
@@ -26,11 +27,13 @@ import math
 import sys
 import time
 from functools import partial
+from unittest import mock
 
 import torch
 
 from ..layers import AttentionLayer, LaCTLayer, TTTLayer
 from ..ops import ttt_linear, ttt_mlp
+from ..ops.ttt import fused
 from .arguments import positive_int
 
 # Dense TF32 tensor-core peak FLOP/s (no sparsity; half the bf16 peak) from the vendors' data sheets,
@@ -110,6 +113,19 @@ def check(device: str) -> dict[str, str]:
     return results
 
 
+LAUNCHES = ("auto", "spans", "one-pass")
+
+
+def forced_launch(launch: str):
+    """The Triton forward's launches for this run: ``"auto"`` lets `fused.parallel_spans` choose by rows,
+    ``"spans"`` and ``"one-pass"`` force two launches or one, to compare them at the same shape."""
+    if launch not in LAUNCHES:
+        raise ValueError(f"launch must be one of {LAUNCHES}; got {launch!r}")
+    if launch == "auto":
+        return contextlib.nullcontext()
+    return mock.patch.object(fused, "parallel_spans", lambda q: launch == "spans")
+
+
 def timed(fn, repeats: int) -> tuple[float, float]:
     """Best time of ``fn()`` over ``repeats`` calls after a warm-up, and its peak memory above the start."""
     fn()
@@ -154,13 +170,26 @@ def main(argv: list[str]) -> int:
     p.add_argument("--lact-chunk", type=positive_int, default=2048, help="LaCT tokens per fast-weight update")
     p.add_argument("--lact-window", type=positive_int, default=256, help="LaCT attention window (tokens)")
     p.add_argument("--quick", action="store_true", help="correctness check and T = 4096 only")
+    p.add_argument(
+        "--launch",
+        choices=LAUNCHES,
+        default="auto",
+        help="the Triton forward: two launches where rows are few (auto), always two (spans), or one pass",
+    )
     args = p.parse_args(argv)
+    with forced_launch(args.launch):
+        return _run(args)
+
+
+def _run(args) -> int:
+    """The check and the table; the exit status."""
     if not torch.cuda.is_available():
         print("the kernels benchmark needs a CUDA device", file=sys.stderr)
         return 2
     device, name = "cuda", torch.cuda.get_device_name()
     checks = check(device)
-    print(f"# {name}, torch {torch.__version__}; Triton vs PyTorch core, float32, max relative error:")
+    print(f"# {name}, torch {torch.__version__}, forward launches: {args.launch}; Triton vs PyTorch core, float32,")
+    print("# max relative error:")
     for what, result in checks.items():
         print(f"#   {what}: {result}")
     failed = any("FAIL" in r for r in checks.values())
