@@ -818,6 +818,33 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
     assert "interrupted at step 1: no checkpoint was saved (every 2 steps" in printed.err
 
 
+def test_sigterm_ends_training_with_status_143_and_where_to_resume(tmp_path, monkeypatch, capsys):
+    """A scheduler stops a job with SIGTERM: Lightning stops the fit as for Ctrl-C, and the run exits
+    143, as shells report SIGTERM (it exited 130, as for Ctrl-C), saying so and how to resume."""
+
+    class Terminate(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler: the fit stops after this batch
+
+    def build_and_terminate(cfg):
+        datamodule, model, trainer = build(cfg)
+        trainer.callbacks.append(Terminate())
+        return datamodule, model, trainer
+
+    monkeypatch.setattr(train_task, "build", build_and_terminate)
+    every = "callbacks.last_checkpoint.every_n_train_steps=2"
+    out = run(compose_train(tmp_path, [*TINY, "trainer.max_steps=20", every]))
+    assert out["interrupted"] and out["terminated"] and out["step"] == 3
+    with pytest.raises(SystemExit) as ended:
+        report(out)
+    assert ended.value.code == 143
+    assert f"terminated (SIGTERM) at step 3: resume with ckpt_path={out['last_ckpt']}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ended:
+        report({**out, "global_zero": False})  # the other processes of a DDP run
+    assert ended.value.code == 143
+
+
 def test_the_resume_command_repeats_the_runs_overrides():
     """A run resumes only with the settings that trained it: ``ckpt_path=`` alone was refused."""
     overrides = ["data=audio_folder", "data.root=/my media", "ckpt_path=/old/last.ckpt", "+tag=x"]

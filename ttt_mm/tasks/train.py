@@ -321,6 +321,7 @@ def run(cfg: DictConfig) -> dict:
             error.trained = trained  # (then its config record stays: `main`)
             raise error from None
     interrupted = trainer.interrupted  # (a test run afterwards resets it)
+    terminated = interrupted and trainer.received_sigterm  # (a scheduler's SIGTERM, not Ctrl-C)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the best weights and last.ckpt come from separate callbacks (conf/callbacks/model_checkpoint.yaml)
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), None)
@@ -344,6 +345,7 @@ def run(cfg: DictConfig) -> dict:
         "save_every": OmegaConf.select(cfg, "callbacks.last_checkpoint.every_n_train_steps"),
         "log_dirs": [lg.log_dir for lg in trainer.loggers],
         "interrupted": interrupted,
+        "terminated": terminated,
         "global_zero": trainer.is_global_zero,
         "resumed": bool(cfg.get("ckpt_path")),
         "unscored": sorted(model.unscored),
@@ -352,10 +354,12 @@ def run(cfg: DictConfig) -> dict:
 
 
 def report(out: dict) -> None:
-    """The run's summary, from the first process only; exit status 130 when it was interrupted."""
+    """The run's summary, from the first process only; exit status 130 when it was interrupted (Ctrl-C),
+    143 when it was terminated (SIGTERM, as schedulers stop jobs), as shells report those signals."""
+    status = 143 if out.get("terminated") else 130
     if not out.get("global_zero", True):
         if out.get("interrupted"):
-            sys.exit(130)
+            sys.exit(status)
         return
     shown = {k: out["metrics"][k] for k in sorted(out["metrics"]) if k.startswith(("val/", "test/"))}
     if out["best_ckpt"]:
@@ -385,10 +389,11 @@ def report(out: dict) -> None:
     print("\n".join(lines), flush=True)
     to_log_file("\n".join(lines))
     if out.get("interrupted"):
-        line = f"interrupted at step {out['step']}: " + _how_to_resume(out)
+        how = "terminated (SIGTERM)" if out.get("terminated") else "interrupted"
+        line = f"{how} at step {out['step']}: " + _how_to_resume(out)
         print(line, file=sys.stderr, flush=True)
         to_log_file(line, logging.WARNING)
-        sys.exit(130)
+        sys.exit(status)
 
 
 def _no_last(out: dict) -> str:
