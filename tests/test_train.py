@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,13 +127,13 @@ def test_every_group_option_composes_and_instantiates(group, tmp_path):
 def test_callbacks_none_saves_no_checkpoints(tmp_path):
     """``callbacks=none`` means no checkpoints: not even Lightning's own default one, which would be saved
     under a name that resuming does not look for; the default callbacks keep exactly ours."""
-    from ttt_mm.callbacks import LastCheckpoint
+    from ttt_mm.callbacks import BestCheckpoint, LastCheckpoint
 
     _, _, trainer = build(compose_train(tmp_path, ["callbacks=none"]))
     assert trainer.checkpoint_callbacks == []
     _, _, trainer = build(compose_train(tmp_path, []))
     kinds = sorted(type(c).__name__ for c in trainer.checkpoint_callbacks)
-    assert kinds == sorted(["ModelCheckpoint", LastCheckpoint.__name__])
+    assert kinds == sorted([BestCheckpoint.__name__, LastCheckpoint.__name__])
 
 
 def test_the_fsdp_config_builds_on_cpu_with_gloo_up_to_the_trainer(tmp_path):
@@ -755,14 +756,41 @@ def test_epochs_of_a_set_number_of_batches_set_the_runs_length(tmp_path):
     assert torch.load(out["last_ckpt"], weights_only=False)["global_step"] == 4
 
 
-def test_a_test_only_run_tests_the_checkpoint_it_is_given(tmp_path):
-    """It tested the model's fresh weights: ckpt_path was used only to resume a fit."""
+def test_a_test_only_run_tests_the_checkpoint_it_is_given_and_says_which(tmp_path, capsys):
+    """It tested the model's fresh weights: ckpt_path was used only to resume a fit. Its summary said
+    the run had no last or best checkpoint, while they sat in the folder it wrote to."""
     steps = ["trainer.max_steps=2", "trainer.val_check_interval=2"]
     trained = run(compose_train(tmp_path / "a", [*TINY, *steps, "test=true"]))
     tested = run(
         compose_train(tmp_path / "b", [*TINY, "train=false", "test=true", f"ckpt_path={trained['best_ckpt']}"])
     )
     assert tested["metrics"]["test/loss"] == pytest.approx(trained["metrics"]["test/loss"], rel=1e-6)
+    capsys.readouterr()
+    report(tested)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == f"tested:          {trained['best_ckpt']}" and lines[2].startswith("logs:")
+    assert not any(line.startswith(("last checkpoint", "best checkpoint")) for line in lines)
+
+
+def test_a_run_that_neither_trains_nor_tests_is_refused(tmp_path):
+    """It printed a summary of nothing and exited 0."""
+    with pytest.raises(ConfigError, match="train=false and test=false leave nothing to run"):
+        run(compose_train(tmp_path, [*TINY, "train=false"]))
+
+
+def test_a_run_resumed_from_a_copy_of_its_folder_keeps_its_ranking_there(tmp_path):
+    """Lightning's ModelCheckpoint drops its ranking when its folder changes: the copy named the
+    original's best file, and its next validation was saved as best whatever its score (here the
+    ranking is by step, lowest first: step 2 stays the best)."""
+    rank = [*TINY, "callbacks.model_checkpoint.monitor=step", "callbacks.model_checkpoint.mode=min"]
+    rank += ["trainer.val_check_interval=2"]
+    first = run(compose_train(tmp_path / "a", [*rank, "trainer.max_steps=2"]))
+    assert Path(first["best_ckpt"]).name == "step000002.ckpt"
+    copy = tmp_path / "b"
+    shutil.copytree(tmp_path / "a", copy)
+    out = run(compose_train(copy, [*rank, "trainer.max_steps=4", f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}"]))
+    assert out["best_ckpt"] == str(copy / "checkpoints" / "step000002.ckpt")
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["last.ckpt", "step000002.ckpt"]
 
 
 def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monkeypatch, capsys):

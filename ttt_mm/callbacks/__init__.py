@@ -1,6 +1,7 @@
 """Lightning callbacks the training configs add (``conf/callbacks``)."""
 
+from .best_checkpoint import BestCheckpoint
 from .last_checkpoint import LastCheckpoint
 from .throughput import Throughput
 
-__all__ = ["LastCheckpoint", "Throughput"]
+__all__ = ["BestCheckpoint", "LastCheckpoint", "Throughput"]

@@ -69,6 +69,8 @@ def check(cfg: DictConfig) -> int | None:
     for key in ("data", "model", "trainer"):
         if key not in cfg or cfg[key] is None:
             raise ConfigError(f"config group '{key}' is missing")
+    if not cfg.get("train", True) and not cfg.get("test"):
+        raise ConfigError("train=false and test=false leave nothing to run (train=false test=true tests ckpt_path)")
     seed = cfg.get("seed")
     if seed is not None and not is_seed(seed):
         raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1; got {seed}")
@@ -331,10 +333,12 @@ def run(cfg: DictConfig) -> dict:
     last, last_step = (saver.last_model_path, getattr(saver, "saved_step", None)) if saver else (None, None)
     if interrupted and not last and cfg.get("ckpt_path"):  # stopped before its first save: where it resumed from
         last, last_step = str(Path(cfg.ckpt_path).absolute()), resumed_step
+    tested = None
     if cfg.get("test") and not interrupted:  # the best weights of this fit; without one, the checkpoint given
         tested = best if cfg.get("train", True) else cfg.get("ckpt_path")
         trainer.test(model, datamodule=datamodule, ckpt_path=tested)
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
+        tested = str(Path(tested).absolute()) if tested else None
     return {
         "metrics": metrics,
         "run_dir": cfg.paths.output_dir,
@@ -348,6 +352,8 @@ def run(cfg: DictConfig) -> dict:
         "terminated": terminated,
         "global_zero": trainer.is_global_zero,
         "resumed": bool(cfg.get("ckpt_path")),
+        "trained": bool(cfg.get("train", True)),
+        "tested_ckpt": tested,
         "unscored": sorted(model.unscored),
         "validation_off": trainer.limit_val_batches == 0,
     }
@@ -379,10 +385,16 @@ def report(out: dict) -> None:
         and not Path(best).resolve().is_relative_to(Path(out["run_dir"]).resolve())
     ):
         best += " (in the run this one resumed: this run has saved no validated checkpoint yet)"
+    if out.get("trained", True):
+        checkpoints = [
+            "last checkpoint: " + (str(out["last_ckpt"]) if out["last_ckpt"] else _no_last(out)),
+            "best checkpoint: " + best,
+        ]
+    else:  # (a test-only run saves nothing: its folder's checkpoints are those of the run it tested)
+        checkpoints = ["tested:          " + (out.get("tested_ckpt") or "the model as initialised (no ckpt_path)")]
     lines = [
         "run directory:   " + str(out["run_dir"]),
-        "last checkpoint: " + (str(out["last_ckpt"]) if out["last_ckpt"] else _no_last(out)),
-        "best checkpoint: " + best,
+        *checkpoints,
         "logs:            " + logs,
         *(f"{k}: {v:.4f}" for k, v in shown.items()),
     ]

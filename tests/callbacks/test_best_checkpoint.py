@@ -1,0 +1,51 @@
+"""`BestCheckpoint`: its ranking follows a copied or moved run folder, and only a whole one."""
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from ttt_mm.callbacks import BestCheckpoint
+from ttt_mm.callbacks.best_checkpoint import followed
+
+
+def saved_state(folder, names=("step000010.ckpt", "step000020.ckpt")) -> dict:
+    paths = [str(folder / n) for n in names]
+    return {
+        "monitor": "val/loss",
+        "best_model_score": 0.5,
+        "best_model_path": paths[0],
+        "dirpath": str(folder),
+        "best_k_models": dict(zip(paths, (0.5, 0.7), strict=True)),
+        "kth_best_model_path": paths[-1],
+        "kth_value": 0.7,
+        "last_model_path": "",
+    }
+
+
+def test_a_copied_folder_keeps_its_ranking_under_the_new_folder(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    new.mkdir()
+    for name in ("step000010.ckpt", "step000020.ckpt"):
+        (new / name).write_text("")
+    cb = BestCheckpoint(dirpath=new, monitor="val/loss", save_top_k=2)
+    cb.load_state_dict(saved_state(old))
+    assert cb.best_model_path == str(new / "step000010.ckpt") and cb.best_model_score == 0.5
+    assert cb.best_k_models == {str(new / "step000010.ckpt"): 0.5, str(new / "step000020.ckpt"): 0.7}
+    assert cb.kth_best_model_path == str(new / "step000020.ckpt") and cb.last_model_path == ""
+
+
+def test_a_folder_that_lacks_a_ranked_file_is_not_taken_for_a_copy(tmp_path):
+    """(A resume into another run's folder, or a copy made without every checkpoint.)"""
+    old, new = tmp_path / "old", tmp_path / "new"
+    new.mkdir()
+    (new / "step000010.ckpt").write_text("")
+    state = saved_state(old)
+    assert followed(state, str(new)) is state
+    assert followed(state, str(old)) is state
+    cb = BestCheckpoint(dirpath=new, monitor="val/loss")
+    cb.load_state_dict(state)  # as ModelCheckpoint does: only the best path is kept
+    assert cb.best_model_path == state["best_model_path"] and cb.best_k_models == {}
+
+
+def test_its_state_is_saved_under_model_checkpoints_key():
+    """Checkpoints written while the config named ModelCheckpoint resume this callback's ranking."""
+    args = {"monitor": "val/loss", "mode": "min", "dirpath": "x"}
+    assert BestCheckpoint(**args).state_key == ModelCheckpoint(**args).state_key

@@ -1,0 +1,51 @@
+"""The best checkpoint by a validation metric: Lightning's ``ModelCheckpoint``, made to follow its run
+folder when that folder was copied or moved.
+
+A resumed run continues in the folder of the checkpoint it resumes from. ``ModelCheckpoint`` records
+its folder, and when the folder it is given differs from the one recorded, it drops the ranking
+(scores, the top k) and keeps only the old ``best_model_path``. A run resumed from a copy of its folder
+then named the original's best file, and its next validation was saved as best whatever its score,
+since nothing was ranked. Where every ranked file is in the new folder under the same name, this
+callback reads the ranking as the new folder's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose saved ranking follows the run folder to where it was copied or moved."""
+
+    @property
+    def state_key(self) -> str:
+        # the key ModelCheckpoint saves under, so that checkpoints written before this class resume it
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(followed(state_dict, self.dirpath))
+
+
+def followed(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
+    """``state`` with its folder's files named in ``dirpath``, where it was saved in another folder and
+    each of its ranked files is in ``dirpath`` under the same name; otherwise ``state`` as it is."""
+    old = state.get("dirpath")
+    if not old or not dirpath or old == dirpath:
+        return state
+    paths = [p for p in (*(state.get(k) for k in PATH_KEYS), *state.get("best_k_models", {})) if p]
+
+    def moved(path: str) -> str:
+        return os.path.join(dirpath, os.path.basename(path))
+
+    if not paths or any(os.path.dirname(p) != old or not os.path.isfile(moved(p)) for p in paths):
+        return state
+    return state | {
+        "dirpath": dirpath,
+        **{k: moved(state[k]) if state.get(k) else state.get(k) for k in PATH_KEYS if k in state},
+        "best_k_models": {moved(p): score for p, score in state.get("best_k_models", {}).items()},
+    }
