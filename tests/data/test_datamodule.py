@@ -176,6 +176,8 @@ def test_a_resume_with_another_seed_or_other_training_clips_is_warned_about(capl
         module(seed=1, clips=5).load_state_dict(saved)
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("resuming with other data settings (seed 0 -> 1, training clips 4 (")
+    # the files, not only the digest of their list
+    assert line.endswith("; training clips since the checkpoint: 1 added (synthetic/seed=0/index=4@0-60)")
 
 
 def test_a_resume_after_a_file_was_rewritten_with_another_length_is_warned_about(caplog):
@@ -200,6 +202,8 @@ def test_a_resume_after_a_file_was_rewritten_with_another_length_is_warned_about
         module(12.5).load_state_dict(saved)
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("resuming with other data settings (training clip lengths ")
+    first = module(20.0).splits["train"][0].segment
+    assert line.endswith(f"; training clips since the checkpoint: 1 with another length ({first})")
 
 
 def test_a_streamed_run_says_once_that_it_reads_with_one_worker(caplog):

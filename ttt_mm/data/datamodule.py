@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from ttt_mm.data import reading_notes
+from ttt_mm.data.clip_record import clip_changes, clip_record
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
 from ttt_mm.data.even_passes import EvenPasses
 from ttt_mm.data.index import PROBE_TIMEOUT, index_clips
@@ -322,22 +323,28 @@ class MediaDataModule(L.LightningDataModule):
         return {
             "order": self._order(),
             "split": {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction},
+            "training clips": clip_record(self.splits.get("train", [])),
         }
 
     def load_state_dict(self, state: dict) -> None:
         """A run resumed with other batch sizes, windows or processes continues from the same step, but
-        in another data order: windows are read again or passed over. Say so."""
+        in another data order: windows are read again or passed over. Say so, naming the training files
+        that changed."""
         trainer = self.trainer
         if trainer is None or trainer.state.fn != "fit" or not trainer.is_global_zero:
             return  # (a checkpoint loaded to test, or another process of the same run)
         now = self._order()
         changed = [f"{k} {v} -> {now[k]}" for k, v in state.get("order", {}).items() if k in now and now[k] != v]
-        if changed:
-            log.warning(
-                "resuming with other data settings (%s): the run goes on from its step in a different data "
-                "order, so some windows are read again and others passed over",
-                ", ".join(changed),
-            )
+        if not changed:
+            return
+        record = state.get("training clips")  # (absent from checkpoints written before it was kept)
+        clips = clip_changes(record, self.splits.get("train", [])) if isinstance(record, bytes) else None
+        log.warning(
+            "resuming with other data settings (%s): the run goes on from its step in a different data order, so "
+            "some windows are read again and others passed over%s",
+            ", ".join(changed),
+            f"; training clips since the checkpoint: {clips}" if clips else "",
+        )
 
     def train_dataloader(self) -> RestartingLoader:
         """Endless: training is counted in steps, and a resumed run continues with the next batch. A

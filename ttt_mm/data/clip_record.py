@@ -1,0 +1,52 @@
+"""The training clips a checkpoint was trained on, kept in it: a run resumed after the data changed
+names the files that changed, where the data order's digests only say that something did.
+
+Kept compressed (names of one folder compress well: about 1 MB for 100,000 files), as JSON, which
+``torch.load(weights_only=True)`` reads as plain bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+
+from ttt_mm.data.sources import ClipInfo
+
+NAMED = 3
+"""Files named for each kind of change; the rest are counted."""
+
+
+def _rows(clips: Sequence[ClipInfo]) -> dict[str, list | None]:
+    """Each clip's segment name and its streams' lengths (None where it was not probed)."""
+    return {c.segment: [i.audio_duration, i.video_duration] if (i := c.info) is not None else None for c in clips}
+
+
+def clip_record(clips: Sequence[ClipInfo]) -> bytes:
+    """What `clip_changes` compares with: the clips' names and lengths."""
+    return zlib.compress(json.dumps(_rows(clips)).encode(), level=6)
+
+
+def clip_changes(record: bytes, clips: Sequence[ClipInfo]) -> str | None:
+    """The training clips added, removed and rewritten with another length since ``record`` was made,
+    named (``2 added (a.wav, b.wav), 1 removed (c.wav)``); None where none changed, or where the
+    record cannot be read (a damaged or foreign one: the digests have said that something changed)."""
+    try:
+        saved = json.loads(zlib.decompress(record))
+    except (zlib.error, ValueError, TypeError):
+        return None
+    if not isinstance(saved, dict):
+        return None
+    now = _rows(clips)
+    kinds = {
+        "added": [n for n in now if n not in saved],
+        "removed": [n for n in saved if n not in now],
+        "with another length": [n for n in now if n in saved and saved[n] != now[n]],
+    }
+    said = [f"{len(names)} {kind} ({_named(names)})" for kind, names in kinds.items() if names]
+    return ", ".join(said) or None
+
+
+def _named(names: list[str]) -> str:
+    shown = ", ".join(names[:NAMED])
+    return shown + (f" and {len(names) - NAMED} more" if len(names) > NAMED else "")
