@@ -3,9 +3,11 @@ are the slow sweep tests of train and embed)."""
 
 from __future__ import annotations
 
+import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
+from ttt_mm.tasks.common import SweepJobError
 from ttt_mm.tasks.sweep_report import SweepReport, sweep_size
 
 
@@ -21,11 +23,12 @@ def _sweep(total: int) -> SweepReport:
     return report
 
 
-def _ended(report: SweepReport, num: int, override: str, error: Exception | None) -> None:
+def _ended(report: SweepReport, num: int, override: str, error: Exception | None) -> JobReturn:
     report.on_job_start(_job(num, override))
     result = JobReturn(status=JobStatus.COMPLETED if error is None else JobStatus.FAILED)
     result._return_value = error
     report.on_job_end(_job(num, override), result)
+    return result
 
 
 def test_the_jobs_of_a_sweep_are_counted_from_its_overrides():
@@ -62,3 +65,24 @@ def test_a_single_run_is_not_reported_on():
     single = SweepReport()
     _ended(single, "???", "seed=0", ValueError("a config error"))
     assert single.lines() == []
+
+
+def test_a_config_error_said_in_its_job_is_listed_once_at_the_end_not_raised_again(capsys):
+    """Hydra raised it again after the last job ("Error executing job ...", the message, a hint about
+    stack traces), between the job's own error line and this report."""
+    report = _sweep(3)
+    said = _ended(report, 0, "seed=-1", SweepJobError("seed must be a whole number"))
+    assert said.status == JobStatus.COMPLETED and said.return_value is None  # (Hydra reads it after the jobs)
+    crashed = _ended(report, 1, "seed=0", RuntimeError("boom"))  # (not a config error: Hydra shows its traceback)
+    assert crashed.status == JobStatus.FAILED
+    _ended(report, 2, "seed=1", None)
+    with pytest.raises(SystemExit) as ended:
+        report.on_multirun_end(_job(0))
+    assert ended.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "sweep: 2 job(s) of 3 failed:",
+        "  #0 seed=-1: seed must be a whole number",
+        "  #1 seed=0: boom",
+    ]
+    report.report()  # (at exit: said already)
+    assert capsys.readouterr().err == ""

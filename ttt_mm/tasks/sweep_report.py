@@ -1,7 +1,9 @@
 """What a sweep (``-m``) did, said once at its end: Hydra's basic sweeper runs every job, then raises
 only the first failure, so a later failed job was named only in the middle of the output; and a
 sweep stopped by Ctrl-C did not say which jobs never ran. Registered in ``conf/hydra`` as a Hydra
-callback; the lines are printed when the process exits, after Hydra's own."""
+callback. A job's config error (`SweepJobError`) is said once in the job and listed at the sweep's
+end, not raised again by Hydra with a hint about stack traces; where a job raised anything else,
+Hydra shows it (a traceback) and the lines follow when the process exits."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from ttt_mm.tasks.common import SweepJobError
 
 
 def sweep_size(task_overrides: list[str]) -> int | None:
@@ -35,6 +39,7 @@ class SweepReport(Callback):
         self.started = 0
         self.failed: list[tuple[int, str, str]] = []  # (job number, its overrides, the error)
         self.running: tuple[int, str] | None = None
+        self.reported = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.begin(config)
@@ -60,6 +65,15 @@ class SweepReport(Callback):
             error = job_return._return_value  # (reading .return_value would raise it)
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             self.failed.append((num, overrides, first))
+            if isinstance(error, SweepJobError):  # said in the job already: Hydra would say it again at the end
+                job_return.status, job_return._return_value = JobStatus.COMPLETED, None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Every job ran and none raised past its own error line (`SweepJobError`): the failed ones are
+        listed now, and the sweep exits 1 (Hydra's status for a failed job)."""
+        if self.failed:
+            self.report()
+            raise SystemExit(1)
 
     def lines(self) -> list[str]:
         of = f" of {self.total}" if self.total else ""
@@ -78,5 +92,7 @@ class SweepReport(Callback):
         return out
 
     def report(self) -> None:
-        if lines := self.lines():
+        """Says `lines` once (at the sweep's end, else at exit)."""
+        if (lines := self.lines()) and not self.reported:
             print("\n".join(lines), file=sys.stderr, flush=True)
+        self.reported = True
