@@ -11,23 +11,23 @@ from ttt_mm.tasks.common import SweepJobError
 from ttt_mm.tasks.sweep_report import SweepReport, sweep_size
 
 
-def _job(num: int | str, *overrides: str):
-    return OmegaConf.create(
-        {"hydra": {"job": {"num": num}, "overrides": {"task": list(overrides)}, "sweeper": {"params": None}}}
-    )
+def _job(num: int | str, *overrides: str, folder="sweep"):
+    hydra = {"job": {"num": num}, "overrides": {"task": list(overrides)}, "sweeper": {"params": None}}
+    return OmegaConf.create({"hydra": hydra | {"sweep": {"dir": str(folder)}}})
 
 
-def _sweep(total: int) -> SweepReport:
+def _sweep(total: int, folder="sweep") -> SweepReport:
     report = SweepReport()
-    report.begin(_job(0, f"seed=range({total})"))  # (on_multirun_start: and the report at exit)
+    report.begin(_job(0, f"seed=range({total})", folder=folder))  # (on_multirun_start: and the report at exit)
     return report
 
 
-def _ended(report: SweepReport, num: int, override: str, error: Exception | None) -> JobReturn:
-    report.on_job_start(_job(num, override))
+def _ended(report: SweepReport, num: int, override: str, error: Exception | None, returned=None) -> JobReturn:
+    overrides = override.split()
+    report.on_job_start(_job(num, *overrides))
     result = JobReturn(status=JobStatus.COMPLETED if error is None else JobStatus.FAILED)
-    result._return_value = error
-    report.on_job_end(_job(num, override), result)
+    result._return_value = returned if error is None else error
+    report.on_job_end(_job(num, *overrides), result)
     return result
 
 
@@ -86,3 +86,30 @@ def test_a_config_error_said_in_its_job_is_listed_once_at_the_end_not_raised_aga
     ]
     report.report()  # (at exit: said already)
     assert capsys.readouterr().err == ""
+
+
+def test_the_finished_jobs_are_compared_in_a_table_and_a_csv_in_the_sweeps_folder(tmp_path, capsys):
+    """There was no way to compare a sweep's runs but to read each one's summary."""
+    report = _sweep(3, folder=tmp_path)
+    runs = {
+        n: {"metrics": {"val/loss": 0.5 + n, "train/loss": 9.0}, "run_dir": f"r{n}", "best_ckpt": f"b{n}"}
+        for n in (0, 2)
+    }
+    _ended(report, 0, "model=ttt_linear seed=1", None, runs[0])
+    _ended(report, 1, "model=attention seed=-1", SweepJobError("seed must be a whole number"))
+    runs[2]["metrics"]["test/loss"] = 3.25
+    _ended(report, 2, "model=lact seed=1", None, runs[2])
+    with pytest.raises(SystemExit):
+        report.on_multirun_end(_job(0))
+    assert capsys.readouterr().out.splitlines() == [
+        f"sweep results (also in {tmp_path / 'results.csv'}):",
+        "job test/loss val/loss overrides",  # (the validation and test metrics; the overrides that differ)
+        "#0  -         0.5000   model=ttt_linear",
+        "#2  3.2500    2.5000   model=lact",
+    ]
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert rows == [
+        "job,test/loss,val/loss,overrides,run_dir,best_ckpt",
+        "0,,0.5,model=ttt_linear seed=1,r0,b0",
+        "2,3.25,2.5,model=lact seed=1,r2,b2",
+    ]

@@ -492,6 +492,11 @@ def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path)
     assert done.returncode == 1  # Hydra's status for a sweep with a failed job
     assert "error: data.batch_size must be a whole number >= 1; got 0" in done.stderr and "Traceback" not in done.stderr
     assert done.stderr.count("got 0") == 2 and "HYDRA_FULL_ERROR" not in done.stderr  # in its job, and in the list
+    # the finished job's results, in a table and in the sweep's folder
+    assert f"sweep results (also in {tmp_path / 'results.csv'}):" in done.stdout.splitlines()
+    with open(tmp_path / "results.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["job"] == "1" and row["run_dir"] == str(tmp_path / "1") and "data.batch_size=2" in row["overrides"]
     assert (tmp_path / "1" / "checkpoints" / "last.ckpt").is_file()  # the next job ran
     # each job's log file holds its own end, and Lightning's lines, which do not reach the root logger
     assert "error: data.batch_size must be a whole number >= 1" in (tmp_path / "0" / "train.log").read_text()

@@ -1,6 +1,8 @@
-"""What a sweep (``-m``) did, said once at its end: Hydra's basic sweeper runs every job, then raises
-only the first failure, so a later failed job was named only in the middle of the output; and a
-sweep stopped by Ctrl-C did not say which jobs never ran. Registered in ``conf/hydra`` as a Hydra
+"""What a sweep (``-m``) did, said once at its end: how its finished runs compare (a table, and
+``results.csv`` in the sweep's folder, from what each job's task returns: train's metrics); which
+jobs failed, since Hydra's basic sweeper runs every job and then raises only the first failure, so a
+later failed job was named only in the middle of the output; and, for a sweep stopped by Ctrl-C,
+which jobs never ran. Registered in ``conf/hydra`` as a Hydra
 callback. A job's config error (`SweepJobError`) is said once in the job and listed at the sweep's
 end, not raised again by Hydra with a hint about stack traces; where a job raised anything else,
 Hydra shows it (a traceback) and the lines follow when the process exits."""
@@ -10,6 +12,8 @@ from __future__ import annotations
 import atexit
 import math
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -17,7 +21,10 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ttt_mm.storage.atomic import write_csv
 from ttt_mm.tasks.common import SweepJobError
+
+RESULTS = "results.csv"
 
 
 def sweep_size(task_overrides: list[str]) -> int | None:
@@ -31,7 +38,8 @@ def sweep_size(task_overrides: list[str]) -> int | None:
 
 
 class SweepReport(Callback):
-    """Collects each job's outcome; at exit prints the failed jobs, and the job a Ctrl-C stopped."""
+    """Collects each job's outcome; at the sweep's end (or exit) prints the results, the failed jobs, and the
+    job a Ctrl-C stopped."""
 
     def __init__(self) -> None:
         self.sweeping = False  # (Hydra calls the job hooks in a single run too: they do nothing there)
@@ -39,6 +47,8 @@ class SweepReport(Callback):
         self.started = 0
         self.failed: list[tuple[int, str, str]] = []  # (job number, its overrides, the error)
         self.running: tuple[int, str] | None = None
+        self.results: list[tuple[int, list[str], Mapping]] = []  # (job number, its overrides, what its run returned)
+        self.folder: Path | None = None  # the sweep's folder, where the results table goes
         self.reported = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -48,6 +58,7 @@ class SweepReport(Callback):
     def begin(self, config: DictConfig) -> None:
         """A sweep starts: its jobs are counted from the command line."""
         self.sweeping = True
+        self.folder = Path(config.hydra.sweep.dir)
         if not config.hydra.sweeper.get("params"):  # (params in a config also make jobs: not counted here)
             self.total = sweep_size(list(config.hydra.overrides.task))
 
@@ -61,6 +72,9 @@ class SweepReport(Callback):
             return
         num, overrides = self.running
         self.running = None
+        done = job_return._return_value
+        if job_return.status == JobStatus.COMPLETED and isinstance(done, Mapping) and "metrics" in done:
+            self.results.append((num, list(config.hydra.overrides.task), done))
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value  # (reading .return_value would raise it)
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -69,10 +83,10 @@ class SweepReport(Callback):
                 job_return.status, job_return._return_value = JobStatus.COMPLETED, None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Every job ran and none raised past its own error line (`SweepJobError`): the failed ones are
-        listed now, and the sweep exits 1 (Hydra's status for a failed job)."""
+        """Every job ran and none raised past its own error line (`SweepJobError`): the results and the
+        failed jobs are said now, and a sweep with a failed job exits 1 (Hydra's status for one)."""
+        self.report()
         if self.failed:
-            self.report()
             raise SystemExit(1)
 
     def lines(self) -> list[str]:
@@ -91,8 +105,54 @@ class SweepReport(Callback):
             )
         return out
 
+    def columns(self) -> list[str]:
+        """The results table's metric columns: every ``val/`` and ``test/`` metric a job reported."""
+        keys = {k for _, _, done in self.results for k in done["metrics"] if k.startswith(("val/", "test/"))}
+        return sorted(keys)
+
+    def table(self) -> list[str]:
+        """The finished jobs side by side, one line each: their validation and test metrics, then the
+        overrides that tell them apart (those every finished job shares are left out)."""
+        if not self.results:
+            return []
+        keys = self.columns()
+        shared = set.intersection(*(set(o) for _, o, _ in self.results)) if len(self.results) > 1 else set()
+        rows = [["job", *keys, "overrides"]]
+        for num, overrides, done in self.results:
+            values = [f"{v:.4f}" if (v := done["metrics"].get(k)) is not None else "-" for k in keys]
+            rows.append([f"#{num}", *values, " ".join(o for o in overrides if o not in shared) or "(the same)"])
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        return [" ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + " " + row[-1] for row in rows]
+
+    def write_results(self) -> Path | None:
+        """``results.csv`` in the sweep's folder: the table, with each job's run folder and best checkpoint."""
+        if not self.results or self.folder is None:
+            return None
+        keys = self.columns()
+        rows = [
+            {"job": num, **{k: done["metrics"].get(k, "") for k in keys}}
+            | {
+                "overrides": " ".join(overrides),
+                "run_dir": done.get("run_dir") or "",
+                "best_ckpt": done.get("best_ckpt") or "",
+            }
+            for num, overrides, done in self.results
+        ]
+        path = self.folder / RESULTS
+        write_csv(path, rows, ["job", *keys, "overrides", "run_dir", "best_ckpt"])
+        return path
+
     def report(self) -> None:
-        """Says `lines` once (at the sweep's end, else at exit)."""
-        if (lines := self.lines()) and not self.reported:
-            print("\n".join(lines), file=sys.stderr, flush=True)
+        """Says once (at the sweep's end, else at exit) how the finished jobs compare, on standard output
+        with the table in the sweep's folder (`write_results`), and `lines` on standard error."""
+        if self.reported:
+            return
         self.reported = True
+        if table := self.table():
+            try:
+                where = f" (also in {self.write_results()})"
+            except OSError as err:
+                where = f" (not written to {self.folder / RESULTS}: {err.strerror or err})"
+            print(f"sweep results{where}:", *table, sep="\n", flush=True)
+        if lines := self.lines():
+            print("\n".join(lines), file=sys.stderr, flush=True)

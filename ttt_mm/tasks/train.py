@@ -502,7 +502,9 @@ _SIGNALS = {signal.strsignal(s): s.name for s in signal.Signals if signal.strsig
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict:
+    """Trains as configured; returns the run's metrics, folder and best checkpoint (what a sweep's
+    results table shows: `ttt_mm.tasks.sweep_report`)."""
     lightning_logs_to_file()
     quiet_lightning(resuming=bool(cfg.get("ckpt_path")))
     with config_errors_end_the_command():
@@ -520,3 +522,4 @@ def main(cfg: DictConfig) -> None:
             raise
         report(out)
     log.debug("resolved config:\n%s", OmegaConf.to_yaml(cfg))
+    return {k: out[k] for k in ("metrics", "run_dir", "best_ckpt")}
