@@ -409,6 +409,9 @@ def test_reasons_are_counted_by_kind():
     )
     assert count_reasons(short[:1] * 2) == "2 x only 0.42 s of audio in the clip"
     assert count_reasons(["gain 1e-05", "gain 2e-03"]) == "2 x gain 1e-05 to 2e-03"
+    # signed numbers keep their sign (they read "-3 to 7 dB"); a span's hyphen is no sign
+    assert count_reasons(["peak -3 dB", "peak -7 dB"]) == "2 x peak -7 to -3 dB"
+    assert reason_kind("seconds 0-60 of 90") == "seconds N-N of N"
     assert count_reasons(["({x})", "(3 {})"]) == "1 x ({x}), 1 x (3 {})"  # (typed in a skip list: read as typed)
 
 

@@ -135,7 +135,8 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m[1], m[0]), text)
 
 
-_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+_NUMBER = re.compile(r"(?:(?<![\w.)\]])-)?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+"""A number in a reason, with its sign where the minus stands alone ("-3 dB"; not "0-60", a span)."""
 
 
 def _gist(reason: str) -> tuple[str, list[str]]:
