@@ -452,6 +452,52 @@ def test_ddp_on_two_cpu_processes(tmp_path, val):
     assert "resuming at step 4 with the checkpoint's carried state" in (run_dir / "train.log").read_text()
 
 
+def _processes(parent: int | None = None, group: int | None = None) -> list[int]:
+    """Live processes (not zombies) with this parent, or in this process group (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid, pgid = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # (ended while read)
+            continue
+        if state != "Z" and (int(ppid) == parent or int(pgid) == group):
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_ddps_other_process_starts_ends_the_run_cleanly(tmp_path):
+    """A terminal's Ctrl-C reaches every process. The second one, still importing, printed a long
+    traceback, and the first, waiting for it to join, was killed by Lightning's watchdog (-9, no line)."""
+    proc = subprocess.Popen(
+        train_cmd(tmp_path / "run", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+        + ["trainer.precision=32-true", "trainer.max_steps=400"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # (its own process group, as a terminal's foreground job)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # (not ignored, as in a background job)
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _processes(parent=proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.5)  # the second process is importing
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted at step 0: no checkpoint was saved" in err and "Traceback" not in err
+    deadline = time.monotonic() + 10  # no process of the run is left (the others are stopped with SIGKILL)
+    while _processes(group=proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _processes(group=proc.pid)
+
+
 @pytest.mark.slow
 def test_bad_config_values_end_in_one_clear_line(tmp_path):
     done = subprocess.run(

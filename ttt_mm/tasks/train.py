@@ -47,6 +47,7 @@ from ttt_mm.tasks.common import (
     to_log_file,
 )
 from ttt_mm.tasks.config_types import check_config
+from ttt_mm.training.interrupts import leave_ctrl_c_to_the_first_process
 
 log = logging.getLogger(__name__)
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's choice (one per core, or OMP_NUM_THREADS)
@@ -505,6 +506,7 @@ _SIGNALS = {signal.strsignal(s): s.name for s in signal.Signals if signal.strsig
 def main(cfg: DictConfig) -> dict:
     """Trains as configured; returns the run's metrics, folder and best checkpoint (what a sweep's
     results table shows: `ttt_mm.tasks.sweep_report`)."""
+    leave_ctrl_c_to_the_first_process()  # (train.py does it before its imports; ``python -m`` gets here)
     lightning_logs_to_file()
     quiet_lightning(resuming=bool(cfg.get("ckpt_path")))
     with config_errors_end_the_command():
