@@ -808,6 +808,25 @@ def test_epochs_of_a_set_number_of_batches_set_the_runs_length(tmp_path):
     assert torch.load(out["last_ckpt"], weights_only=False)["global_step"] == 4
 
 
+def test_the_progress_bar_counts_the_batches_of_the_run_resumed_or_accumulated(tmp_path):
+    """Lightning's bar took its total from the steps left: with two batches a step it ran past it, and a
+    resumed run, whose epoch counts on from the checkpoint's batches, showed ``8/?``."""
+    from ttt_mm.callbacks import ProgressBar
+
+    def fit(folder, *overrides, ckpt_path=None):
+        steps = ["callbacks.progress_bar.refresh_rate=1", "callbacks.last_checkpoint.every_n_train_steps=1"]
+        datamodule, model, trainer = build(compose_train(tmp_path / folder, [*TINY, *steps, *overrides]))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        (bar,) = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+        return (bar.train_progress_bar.n, bar.train_progress_bar.total), trainer
+
+    assert fit("acc", "trainer.max_steps=3", "trainer.accumulate_grad_batches=2")[0] == (6, 6)
+    done, trainer = fit("first", "trainer.max_steps=4")
+    assert done == (4, 4)
+    last = trainer.checkpoint_callbacks[-1].last_model_path
+    assert fit("first", "trainer.max_steps=6", ckpt_path=last)[0] == (6, 6)
+
+
 def test_a_test_only_run_tests_the_checkpoint_it_is_given_and_says_which(tmp_path, capsys):
     """It tested the model's fresh weights: ckpt_path was used only to resume a fit. Its summary said
     the run had no last or best checkpoint, while they sat in the folder it wrote to."""

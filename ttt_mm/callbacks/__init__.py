@@ -2,6 +2,7 @@
 
 from .best_checkpoint import BestCheckpoint
 from .last_checkpoint import LastCheckpoint
+from .progress_bar import ProgressBar
 from .throughput import Throughput
 
-__all__ = ["BestCheckpoint", "LastCheckpoint", "Throughput"]
+__all__ = ["BestCheckpoint", "LastCheckpoint", "ProgressBar", "Throughput"]
