@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.utils import get_class
+from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data.index import index_files
@@ -41,11 +41,11 @@ CHOICES = {  # (file, key): why it differs from the signature's default
 
 
 def built_nodes(node, path=()):
-    """``(key path, class, node)`` of every node with a ``_target_`` in a raw (uncomposed) config."""
+    """``(key path, class or function, node)`` of every node with a ``_target_`` in a raw (uncomposed) config."""
     if not isinstance(node, DictConfig):
         return
     if "_target_" in node:
-        yield path, get_class(node._target_), node
+        yield path, get_object(node._target_), node
     for key in node:
         if not (OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key)):
             yield from built_nodes(node[key], (*path, str(key)))
@@ -55,8 +55,9 @@ def disagreements() -> dict[tuple[str, str], tuple]:
     out = {}
     for file in sorted(CONF.glob("*/*.yaml")):
         for path, cls, node in built_nodes(OmegaConf.load(file)):
-            if not cls.__module__.startswith("ttt_mm"):
-                continue  # Lightning's and torch's own classes
+            made_by = cls.__init__ if isinstance(cls, type) else cls  # (a subclass may keep its base's)
+            if not made_by.__module__.startswith("ttt_mm"):
+                continue  # Lightning's and torch's own classes and signatures
             params = inspect.signature(cls).parameters
             for key in node:
                 param = params.get(key)
