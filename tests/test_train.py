@@ -843,6 +843,15 @@ def test_a_test_only_run_tests_the_checkpoint_it_is_given_and_says_which(tmp_pat
     assert not any(line.startswith(("last checkpoint", "best checkpoint")) for line in lines)
 
 
+def test_a_test_only_run_of_another_models_checkpoint_is_a_config_error(tmp_path):
+    """It ended in torch's traceback (a resume of the same checkpoint ends in one line)."""
+    trained = run(compose_train(tmp_path / "a", [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]))
+    test_only = ["train=false", "test=true", f"ckpt_path={trained['last_ckpt']}", "model=attention"]
+    with pytest.raises(ConfigError, match=r"cannot be tested with this config \((Missing|Unexpected) key"):
+        run(compose_train(tmp_path / "b", [*TINY, *test_only]))
+    assert not (tmp_path / "b" / "csv").exists() or not list((tmp_path / "b" / "csv").iterdir())
+
+
 def test_a_run_that_neither_trains_nor_tests_is_refused(tmp_path):
     """It printed a summary of nothing and exited 0."""
     with pytest.raises(ConfigError, match="train=false and test=false leave nothing to run"):

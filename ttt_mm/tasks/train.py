@@ -300,8 +300,8 @@ def run(cfg: DictConfig) -> dict:
         else:
             why = f"data.test_fraction={datamodule.test_fraction:g}: raise it, or leave out test=true"
         raise ConfigError(f"test=true, but no clip of the {len(clips)} falls in the test split ({why})")
+    new_log_dirs = [d for lg in trainer.loggers if (d := lg.log_dir) and not os.path.exists(d)]
     if cfg.get("train", True):
-        new_log_dirs = [d for lg in trainer.loggers if (d := lg.log_dir) and not os.path.exists(d)]
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         except SystemExit:  # Lightning ends an interrupted fit (Ctrl-C) with exit(1) after its shutdown
@@ -310,15 +310,12 @@ def run(cfg: DictConfig) -> dict:
         except (RuntimeError, ValueError) as err:  # resuming from a checkpoint of another model, or a damaged file
             if not cfg.get("ckpt_path") or not any(s in str(err) for s in RESUME_ERRORS):
                 raise
-            lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-            first = next((line for line in lines if not line.endswith(":")), lines[0])  # (what differs, not a heading)
-            first = first if len(first) <= 200 else first[:200] + " ..."
             trained = trainer.global_step > (resumed_step or 0)
             if not trained:  # this attempt's empty log versions go
                 for folder in new_log_dirs:
                     shutil.rmtree(folder, ignore_errors=True)
             error = ConfigError(
-                f"ckpt_path={cfg.ckpt_path} cannot resume this run ({first}); resume with the overrides "
+                f"ckpt_path={cfg.ckpt_path} cannot resume this run ({_first_line(err)}); resume with the overrides "
                 "that trained it (its run directory's .hydra/overrides.yaml)"
             )
             error.trained = trained  # (then its config record stays: `main`)
@@ -337,7 +334,17 @@ def run(cfg: DictConfig) -> dict:
     tested = None
     if cfg.get("test") and not interrupted:  # the best weights of this fit; without one, the checkpoint given
         tested = best if cfg.get("train", True) else cfg.get("ckpt_path")
-        trainer.test(model, datamodule=datamodule, ckpt_path=tested)
+        try:
+            trainer.test(model, datamodule=datamodule, ckpt_path=tested)
+        except (RuntimeError, ValueError) as err:  # a checkpoint of another model (test-only), or a damaged file
+            if cfg.get("train", True) or not any(s in str(err) for s in RESUME_ERRORS):
+                raise
+            for folder in new_log_dirs:  # (this attempt's empty log versions)
+                shutil.rmtree(folder, ignore_errors=True)
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} cannot be tested with this config ({_first_line(err)}); test it with "
+                "the overrides that trained it (its run directory's .hydra/overrides.yaml)"
+            ) from None
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
         tested = str(Path(tested).absolute()) if tested else None
     return {
@@ -358,6 +365,13 @@ def run(cfg: DictConfig) -> dict:
         "unscored": sorted(model.unscored),
         "validation_off": trainer.limit_val_batches == 0,
     }
+
+
+def _first_line(err: BaseException) -> str:
+    """What torch's load error says differs (its first line that is not a heading), at most 200 characters."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    first = next((line for line in lines if not line.endswith(":")), lines[0] if lines else type(err).__name__)
+    return first if len(first) <= 200 else first[:200] + " ..."
 
 
 def report(out: dict) -> None:
