@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ttt_mm.backbone import state_tensors
+from ttt_mm.callbacks import ProgressBar
 from ttt_mm.data import reading_notes
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.layers import LaCTLayer
@@ -811,13 +812,13 @@ def test_epochs_of_a_set_number_of_batches_set_the_runs_length(tmp_path):
 def test_the_progress_bar_counts_the_batches_of_the_run_resumed_or_accumulated(tmp_path):
     """Lightning's bar took its total from the steps left: with two batches a step it ran past it, and a
     resumed run, whose epoch counts on from the checkpoint's batches, showed ``8/?``."""
-    from ttt_mm.callbacks import ProgressBar
 
     def fit(folder, *overrides, ckpt_path=None):
         steps = ["callbacks.progress_bar.refresh_rate=1", "callbacks.last_checkpoint.every_n_train_steps=1"]
         datamodule, model, trainer = build(compose_train(tmp_path / folder, [*TINY, *steps, *overrides]))
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         (bar,) = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+        assert bar.train_progress_bar.desc.startswith("Epoch ")  # (a resumed run's read "Training")
         return (bar.train_progress_bar.n, bar.train_progress_bar.total), trainer
 
     assert fit("acc", "trainer.max_steps=3", "trainer.accumulate_grad_batches=2")[0] == (6, 6)
@@ -885,9 +886,12 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
             if trainer.global_step == stop_at:
                 raise KeyboardInterrupt
 
+    trainers = []
+
     def build_and_interrupt(cfg):
         datamodule, model, trainer = build(cfg)
         trainer.callbacks.append(Interrupt())
+        trainers.append(trainer)
         return datamodule, model, trainer
 
     def interrupted(*overrides, folder=tmp_path):
@@ -901,6 +905,8 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
     monkeypatch.setattr(train_task, "build", build_and_interrupt)
     out = interrupted()
     assert out["interrupted"] and Path(out["last_ckpt"]).is_file()
+    (bar,) = [c for c in trainers[0].callbacks if isinstance(c, ProgressBar)]
+    assert bar.train_progress_bar.disable  # closed now: at exit it was drawn again, after the summary
     assert torch.load(out["last_ckpt"], map_location="cpu", weights_only=False)["global_step"] == 2
     log_file = logging.FileHandler(tmp_path / "train.log")  # (Hydra's, in a real run)
     logging.getLogger().addHandler(log_file)

@@ -3,7 +3,8 @@
 Training draws windows without end, so a run's length is ``trainer.max_steps``. Lightning's bar
 counts batches but takes its total from the steps left, so with ``accumulate_grad_batches`` it ran
 past its total, and a resumed run, whose epoch counts on from the checkpoint's batches, showed
-``350/?``. Here the total is in batches, and a resumed epoch's bar starts where it stood.
+``350/?``. Here the total is in batches, and a resumed epoch's bar starts where it stood. A run
+stopped by Ctrl-C or SIGTERM closes its bars at once, so that its summary is the last thing printed.
 """
 
 from __future__ import annotations
@@ -51,4 +52,11 @@ class ProgressBar(TQDMProgressBar):
             if self._left is not None:
                 bar.total = batch_idx + self._left
             bar.initial = bar.n = bar.last_print_n = batch_idx  # (the rate counts this run's batches only)
+            bar.set_description(f"Epoch {trainer.current_epoch}")
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """A stopped run's bars are closed now: closed at exit, they were drawn again after the run's summary."""
+        for name in ("_train_progress_bar", "_val_progress_bar", "_test_progress_bar"):  # (None until shown)
+            if (bar := getattr(self, name, None)) is not None:
+                bar.close()
