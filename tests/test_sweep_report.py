@@ -95,6 +95,7 @@ def test_the_finished_jobs_are_compared_in_a_table_and_a_csv_in_the_sweeps_folde
         n: {"metrics": {"val/loss": 0.5 + n, "train/loss": 9.0}, "run_dir": f"r{n}", "best_ckpt": f"b{n}"}
         for n in (0, 2)
     }
+    runs[0]["best_score"] = {"val/loss": 0.25}
     _ended(report, 0, "model=ttt_linear seed=1", None, runs[0])
     _ended(report, 1, "model=attention seed=-1", SweepJobError("seed must be a whole number"))
     runs[2]["metrics"]["test/loss"] = 3.25
@@ -103,13 +104,21 @@ def test_the_finished_jobs_are_compared_in_a_table_and_a_csv_in_the_sweeps_folde
         report.on_multirun_end(_job(0))
     assert capsys.readouterr().out.splitlines() == [
         f"sweep results (also in {tmp_path / 'results.csv'}):",
-        "job test/loss val/loss overrides",  # (the validation and test metrics; the overrides that differ)
-        "#0  -         0.5000   model=ttt_linear",
-        "#2  3.2500    2.5000   model=lact",
+        "job best val/loss test/loss val/loss overrides",  # (the best's score, the last metrics; what differs)
+        "#0  0.2500        -         0.5000   model=ttt_linear seed=1",
+        "#2  -             3.2500    2.5000   model=lact seed=1",
     ]
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert rows == [
-        "job,test/loss,val/loss,overrides,run_dir,best_ckpt",
-        "0,,0.5,model=ttt_linear seed=1,r0,b0",
-        "2,3.25,2.5,model=lact seed=1,r2,b2",
+        "job,best val/loss,test/loss,val/loss,overrides,run_dir,best_ckpt",
+        "0,0.25,,0.5,model=ttt_linear seed=1,r0,b0",
+        "2,,3.25,2.5,model=lact seed=1,r2,b2",
     ]
+
+
+def test_the_overrides_shown_are_those_that_differ_among_all_the_sweeps_jobs():
+    """With one job finished, every override was shown (what differs was taken among finished jobs)."""
+    report = _sweep(2)
+    _ended(report, 0, "model.lr=0.001 trainer.max_steps=10", None, {"metrics": {}})
+    _ended(report, 1, "model.lr=abc trainer.max_steps=10", SweepJobError("model.lr must be a number"))
+    assert report.table()[1] == "#0  model.lr=0.001"

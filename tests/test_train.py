@@ -217,6 +217,7 @@ def test_test_split_is_scored_with_the_best_checkpoint(tmp_path):
     )
     out = run(cfg)
     assert Path(out["best_ckpt"]).name == "step000002.ckpt" and Path(out["last_ckpt"]).is_file()
+    assert out["best_score"] == {"step": 2.0}  # what made it the best, for the summary and a sweep's table
     saved = torch.load(out["last_ckpt"], weights_only=True)  # the split, for evaluate's split=val or test
     assert saved["MediaDataModule"]["split"] == {"val_fraction": 0.25, "test_fraction": 0.25}
     metrics = out["metrics"]
@@ -1249,6 +1250,8 @@ def test_a_best_checkpoint_from_the_resumed_run_is_said_to_be_from_there(tmp_pat
     )
     report(out | {"best_ckpt": str(old), "resumed": False})  # (a checkpoint folder set elsewhere: no note)
     assert capsys.readouterr().out.splitlines()[2] == f"best checkpoint: {old}"
+    report(out | {"best_ckpt": str(old), "resumed": False, "best_score": {"val/loss": 0.18461}})
+    assert capsys.readouterr().out.splitlines()[2] == f"best checkpoint: {old} (val/loss 0.1846)"
 
 
 def test_a_run_without_cpu_threads_gets_the_default_back(tmp_path):

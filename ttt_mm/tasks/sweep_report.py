@@ -49,6 +49,7 @@ class SweepReport(Callback):
         self.running: tuple[int, str] | None = None
         self.results: list[tuple[int, list[str], Mapping]] = []  # (job number, its overrides, what its run returned)
         self.folder: Path | None = None  # the sweep's folder, where the results table goes
+        self.swept: list[set[str]] = []  # each started job's overrides: those all share are not shown
         self.reported = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -66,6 +67,7 @@ class SweepReport(Callback):
         if self.sweeping:
             self.running = (int(config.hydra.job.num), " ".join(config.hydra.overrides.task) or "(no overrides)")
             self.started += 1
+            self.swept.append(set(config.hydra.overrides.task))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if self.running is None:
@@ -105,32 +107,40 @@ class SweepReport(Callback):
             )
         return out
 
+    @staticmethod
+    def _values(done: Mapping) -> dict[str, float]:
+        """A finished run's numbers: its best checkpoint's score (``best val/loss``), then its last
+        ``val/`` and ``test/`` metrics."""
+        best = {f"best {k}": v for k, v in (done.get("best_score") or {}).items()}
+        return best | {k: v for k, v in sorted(done["metrics"].items()) if k.startswith(("val/", "test/"))}
+
     def columns(self) -> list[str]:
-        """The results table's metric columns: every ``val/`` and ``test/`` metric a job reported."""
-        keys = {k for _, _, done in self.results for k in done["metrics"] if k.startswith(("val/", "test/"))}
-        return sorted(keys)
+        """The results table's number columns: every one a finished job reported, the best scores first."""
+        keys = {k for _, _, done in self.results for k in self._values(done)}
+        return sorted(keys, key=lambda k: (not k.startswith("best "), k))
 
     def table(self) -> list[str]:
-        """The finished jobs side by side, one line each: their validation and test metrics, then the
-        overrides that tell them apart (those every finished job shares are left out)."""
+        """The finished jobs side by side, one line each: their numbers (`_values`), then the overrides that
+        tell the sweep's jobs apart (those every job shares are left out)."""
         if not self.results:
             return []
         keys = self.columns()
-        shared = set.intersection(*(set(o) for _, o, _ in self.results)) if len(self.results) > 1 else set()
+        shared = set.intersection(*self.swept) if len(self.swept) > 1 else set()
         rows = [["job", *keys, "overrides"]]
         for num, overrides, done in self.results:
-            values = [f"{v:.4f}" if (v := done["metrics"].get(k)) is not None else "-" for k in keys]
+            values = [f"{v:.4f}" if (v := self._values(done).get(k)) is not None else "-" for k in keys]
             rows.append([f"#{num}", *values, " ".join(o for o in overrides if o not in shared) or "(the same)"])
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         return [" ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + " " + row[-1] for row in rows]
 
     def write_results(self) -> Path | None:
-        """``results.csv`` in the sweep's folder: the table, with each job's run folder and best checkpoint."""
+        """``results.csv`` in the sweep's folder: the table, with each job's every override, run folder and
+        best checkpoint."""
         if not self.results or self.folder is None:
             return None
         keys = self.columns()
         rows = [
-            {"job": num, **{k: done["metrics"].get(k, "") for k in keys}}
+            {"job": num, **{k: self._values(done).get(k, "") for k in keys}}
             | {
                 "overrides": " ".join(overrides),
                 "run_dir": done.get("run_dir") or "",

@@ -324,9 +324,12 @@ def run(cfg: DictConfig) -> dict:
     terminated = interrupted and trainer.received_sigterm  # (a scheduler's SIGTERM, not Ctrl-C)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the best weights and last.ckpt come from separate callbacks (conf/callbacks/model_checkpoint.yaml)
-    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), None)
+    ranking = next((c for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), None)
+    best = ranking.best_model_path if ranking else None
     if best and not Path(best).is_file():  # restored from a run that was moved or copied since
         best = None
+    score = getattr(ranking, "best_model_score", None) if best else None  # (what made it the best)
+    best_score = {ranking.monitor: float(score)} if score is not None and ranking.monitor else {}
     saver = next((c for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
     last, last_step = (saver.last_model_path, getattr(saver, "saved_step", None)) if saver else (None, None)
     if interrupted and not last and cfg.get("ckpt_path"):  # stopped before its first save: where it resumed from
@@ -351,6 +354,7 @@ def run(cfg: DictConfig) -> dict:
         "metrics": metrics,
         "run_dir": cfg.paths.output_dir,
         "best_ckpt": best,
+        "best_score": best_score,
         "last_ckpt": last,
         "last_ckpt_step": last_step,
         "step": trainer.global_step,
@@ -384,7 +388,7 @@ def report(out: dict) -> None:
         return
     shown = {k: out["metrics"][k] for k in sorted(out["metrics"]) if k.startswith(("val/", "test/"))}
     if out["best_ckpt"]:
-        best = str(out["best_ckpt"])
+        best = str(out["best_ckpt"]) + "".join(f" ({k} {v:.4f})" for k, v in out.get("best_score", {}).items())
     elif any(k.startswith("val/") for k in shown):  # (fast_dev_run validates but saves nothing)
         best = "none (this run saves no checkpoints)"
     elif "val" in out.get("unscored", ()):
@@ -397,7 +401,7 @@ def report(out: dict) -> None:
     if (
         out.get("resumed")
         and out["best_ckpt"]
-        and not Path(best).resolve().is_relative_to(Path(out["run_dir"]).resolve())
+        and not Path(out["best_ckpt"]).resolve().is_relative_to(Path(out["run_dir"]).resolve())
     ):
         best += " (in the run this one resumed: this run has saved no validated checkpoint yet)"
     if out.get("trained", True):
@@ -538,4 +542,4 @@ def main(cfg: DictConfig) -> dict:
             raise
         report(out)
     log.debug("resolved config:\n%s", OmegaConf.to_yaml(cfg))
-    return {k: out[k] for k in ("metrics", "run_dir", "best_ckpt")}
+    return {k: out[k] for k in ("metrics", "run_dir", "best_ckpt", "best_score")}
