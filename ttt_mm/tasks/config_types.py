@@ -105,6 +105,10 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
             raise ConfigError(_message(key, kind, value))
 
 
+TRAINING_GROUPS = ("data", "model", "tokenizer", "trainer", "callbacks", "logger")
+"""Config groups of training that a command reading a checkpoint may lack (embed, linear_probe)."""
+
+
 def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
     """Raise a ConfigError for a key added on the command line (``+key=value``, which Hydra suggests
     for a key it does not know) that is none of the command's but close to one: the command would
@@ -120,6 +124,11 @@ def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
         key = override.lstrip("+").split("=", 1)[0].split(".", 1)[0].split("/", 1)[0].split("@", 1)[0]
         if key in known:
             continue
+        if key in TRAINING_GROUPS:  # (the user's own key would not be named after one)
+            raise ConfigError(
+                f"{override.split('=', 1)[0]}: this command has no {key} settings: it uses those of the model's "
+                "checkpoint, as trained"
+            )
         nested = [f"{k}.{key}" for k in cfg if isinstance(cfg.get(k), DictConfig) and key in cfg[k]]
         keys = sorted(known - {"defaults", "hydra"})
         close = nested or [k for k in keys if k.startswith(key)] or get_close_matches(key, keys, n=1)
