@@ -180,6 +180,27 @@ def test_a_resume_with_another_seed_or_other_training_clips_is_warned_about(capl
     assert line.endswith("; training clips since the checkpoint: 1 added (synthetic/seed=0/index=4@0-60)")
 
 
+def test_a_resume_whose_validation_clips_changed_is_warned_about(caplog):
+    """Its val/* and the best checkpoint's ranking then mix two validation sets, which went unsaid (the
+    data order, and its warning, concern the training clips only)."""
+
+    def module():
+        dm = MediaDataModule(SyntheticSource(num_clips=8), val_fraction=0.5, test_fraction=0.0)
+        dm.setup("fit")
+        dm.trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), is_global_zero=True, default_root_dir=".")
+        return dm
+
+    saved = module().state_dict()
+    fewer = module()
+    gone = fewer.splits["val"].pop()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        module().load_state_dict(saved)
+        assert not caplog.records
+        fewer.load_state_dict(saved)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"validation clips since the checkpoint: 1 removed ({gone.segment}): val/* from now on")
+
+
 def test_a_resume_after_a_file_was_rewritten_with_another_length_is_warned_about(caplog):
     """Its rows walk another number of windows, so the order after it changes; the list of names alone
     did not say."""

@@ -1,4 +1,4 @@
-"""The training clips a checkpoint was trained on, kept in it: a run resumed after the data changed
+"""The training and validation clips a checkpoint was made with, kept in it: a run resumed after the data changed
 names the files that changed, where the data order's digests only say that something did.
 
 Kept compressed (about 1.5 MB for 100,000 files: their names compress well, their lengths do not), as JSON, which

@@ -324,6 +324,7 @@ class MediaDataModule(L.LightningDataModule):
             "order": self._order(),
             "split": {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction},
             "training clips": clip_record(self.splits.get("train", [])),
+            "validation clips": clip_record(self.splits.get("val", [])),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -335,16 +336,26 @@ class MediaDataModule(L.LightningDataModule):
             return  # (a checkpoint loaded to test, or another process of the same run)
         now = self._order()
         changed = [f"{k} {v} -> {now[k]}" for k, v in state.get("order", {}).items() if k in now and now[k] != v]
-        if not changed:
-            return
-        record = state.get("training clips")  # (absent from checkpoints written before it was kept)
-        clips = clip_changes(record, self.splits.get("train", [])) if isinstance(record, bytes) else None
-        log.warning(
-            "resuming with other data settings (%s): the run goes on from its step in a different data order, so "
-            "some windows are read again and others passed over%s",
-            ", ".join(changed),
-            f"; training clips since the checkpoint: {clips}" if clips else "",
-        )
+        if changed:
+            clips = self._changes(state, "training clips", "train")
+            log.warning(
+                "resuming with other data settings (%s): the run goes on from its step in a different data order, "
+                "so some windows are read again and others passed over%s",
+                ", ".join(changed),
+                f"; training clips since the checkpoint: {clips}" if clips else "",
+            )
+        if val := self._changes(state, "validation clips", "val"):
+            log.warning(
+                "validation clips since the checkpoint: %s: val/* from now on are not comparable with the earlier "
+                "validations', nor is the best checkpoint's score",
+                val,
+            )
+
+    def _changes(self, state: dict, key: str, split: str) -> str | None:
+        """The split's clips added, removed or rewritten since ``state`` (`clip_changes`); None where its
+        record is absent (checkpoints written before it was kept)."""
+        record = state.get(key)
+        return clip_changes(record, self.splits.get(split, [])) if isinstance(record, bytes) else None
 
     def train_dataloader(self) -> RestartingLoader:
         """Endless: training is counted in steps, and a resumed run continues with the next batch. A
