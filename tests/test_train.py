@@ -406,6 +406,7 @@ def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(t
     (tmp_path / "run" / ".hydra").mkdir(parents=True)
     (tmp_path / "run" / ".hydra" / "config.yaml").write_text("{}")
     assert (_run_dir(in_run, "new"), _config_subdir(in_run, "T")) == (str(tmp_path / "run"), ".hydra/resumed-T")
+    assert _config_subdir(in_run, "T", "RUN", False) == ".hydra/tested-T"  # (train=false test=true)
     assert _config_subdir(in_run, "T", "RunMode.MULTIRUN") == ".hydra"  # a sweep job runs in its own directory
     for elsewhere in ("models/ttt.ckpt", "models/checkpoints/ttt.ckpt"):  # the user's own folders, not runs
         path = str(tmp_path / elsewhere)

@@ -229,12 +229,13 @@ def _run_dir(ckpt_path: str | None, default: str) -> str:
     return default if run is None else str(run)
 
 
-def _config_subdir(ckpt_path: str | None, stamp: str, mode: str = "RUN") -> str:
+def _config_subdir(ckpt_path: str | None, stamp: str, mode: str = "RUN", train: bool = True) -> str:
     """Where Hydra records a run's config in its directory: ``.hydra`` for a new run (a sweep's jobs
-    always run in new directories), and ``.hydra/resumed-<stamp>`` for a resume in place, so that
-    neither a resume nor a failed attempt overwrites the record of how the run was trained."""
+    always run in new directories), and ``.hydra/resumed-<stamp>`` for a resume in place
+    (``tested-<stamp>`` for a test-only run of its checkpoint), so that neither a resume nor a failed
+    attempt overwrites the record of how the run was trained."""
     in_place = _resumed_run(ckpt_path) is not None and "MULTIRUN" not in str(mode)
-    return f".hydra/resumed-{stamp}" if in_place else ".hydra"
+    return f".hydra/{'resumed' if train else 'tested'}-{stamp}" if in_place else ".hydra"
 
 
 def forget_refused_resume() -> None:
@@ -244,7 +245,7 @@ def forget_refused_resume() -> None:
         return
     hydra = HydraConfig.get()
     subdir = hydra.output_subdir
-    if subdir and Path(subdir).name.startswith("resumed-"):
+    if subdir and Path(subdir).name.startswith(("resumed-", "tested-")):
         shutil.rmtree(Path(hydra.runtime.output_dir) / subdir, ignore_errors=True)
 
 
