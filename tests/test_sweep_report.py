@@ -8,7 +8,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from ttt_mm.tasks.common import SweepJobError
-from ttt_mm.tasks.sweep_report import SweepReport, sweep_size
+from ttt_mm.tasks.sweep_report import SweepReport, sweep_jobs, this_command
 
 
 def _job(num: int | str, *overrides: str, folder="sweep"):
@@ -16,9 +16,10 @@ def _job(num: int | str, *overrides: str, folder="sweep"):
     return OmegaConf.create({"hydra": hydra | {"sweep": {"dir": str(folder)}}})
 
 
-def _sweep(total: int, folder="sweep") -> SweepReport:
+def _sweep(total: int, folder="sweep", overrides: tuple[str, ...] = ()) -> SweepReport:
     report = SweepReport()
-    report.begin(_job(0, f"seed=range({total})", folder=folder))  # (on_multirun_start: and the report at exit)
+    swept = overrides or (f"seed=range({total})",)
+    report.begin(_job(0, *swept, folder=folder))  # (on_multirun_start: and the report at exit)
     return report
 
 
@@ -31,10 +32,11 @@ def _ended(report: SweepReport, num: int, override: str, error: Exception | None
     return result
 
 
-def test_the_jobs_of_a_sweep_are_counted_from_its_overrides():
-    assert sweep_size(["model.lr=1,2,3", "seed=0,1", "debug=default"]) == 6
-    assert sweep_size(["seed=range(4)"]) == 4 and sweep_size(["seed=0"]) == 1
-    assert sweep_size(["seed=glob(*)"]) is None  # (a glob needs the config group's options)
+def test_the_jobs_of_a_sweep_are_expanded_from_its_overrides_in_the_sweepers_order():
+    jobs = sweep_jobs(["model.lr=1,2,3", "seed=0,1", "debug=default"])
+    assert len(jobs) == 6 and jobs[1] == ["model.lr=1", "seed=1", "debug=default"]
+    assert len(sweep_jobs(["seed=range(4)"])) == 4 and sweep_jobs(["seed=0"]) == [["seed=0"]]
+    assert sweep_jobs(["seed=glob(*)"]) is None  # (a glob needs the config group's options)
 
 
 def test_every_failed_job_is_listed_with_the_first_line_of_its_error():
@@ -53,11 +55,16 @@ def test_a_sweep_stopped_in_a_job_says_which_jobs_did_not_run():
     report = _sweep(4)
     _ended(report, 0, "seed=0", None)
     report.on_job_start(_job(1, "seed=1"))  # Ctrl-C: the job never ends
-    assert report.lines() == ["sweep: stopped in job #1 (seed=1)", "sweep: jobs #2-#3 did not run"]
+    assert report.lines() == [  # (and how to run those that did not: it was not said)
+        "sweep: stopped in job #1 (seed=1)",
+        "sweep: jobs #2-#3 did not run: to run them,",
+        f"  {this_command()} seed=2",
+        f"  {this_command()} seed=3",
+    ]
     between = _sweep(3)
     _ended(between, 0, "seed=0", None)
     _ended(between, 1, "seed=1", None)  # Ctrl-C before the next job starts
-    assert between.lines() == ["sweep: job #2 did not run"]
+    assert between.lines() == ["sweep: job #2 did not run: to run it,", f"  {this_command()} seed=2"]
 
 
 def test_a_single_run_is_not_reported_on():
@@ -118,7 +125,10 @@ def test_the_finished_jobs_are_compared_in_a_table_and_a_csv_in_the_sweeps_folde
 
 def test_the_overrides_shown_are_those_that_differ_among_all_the_sweeps_jobs():
     """With one job finished, every override was shown (what differs was taken among finished jobs)."""
-    report = _sweep(2)
+    report = _sweep(2, overrides=("model.lr=0.001,abc", "trainer.max_steps=10"))
     _ended(report, 0, "model.lr=0.001 trainer.max_steps=10", None, {"metrics": {}})
     _ended(report, 1, "model.lr=abc trainer.max_steps=10", SweepJobError("model.lr must be a number"))
     assert report.table()[1] == "#0  model.lr=0.001"
+    stopped = _sweep(4)  # (seed=range(4): the jobs not started differ too)
+    _ended(stopped, 0, "seed=0", None, {"metrics": {}})
+    assert stopped.table()[1] == "#0  seed=0"

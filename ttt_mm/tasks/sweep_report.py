@@ -10,12 +10,13 @@ Hydra shows it (a traceback) and the lines follow when the process exits."""
 from __future__ import annotations
 
 import atexit
-import math
+import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -25,16 +26,25 @@ from ttt_mm.storage.atomic import write_csv
 from ttt_mm.tasks.common import SweepJobError
 
 RESULTS = "results.csv"
+SHOWN = 8
+"""Jobs that did not run, named each with its command; the rest are counted."""
 
 
-def sweep_size(task_overrides: list[str]) -> int | None:
-    """How many jobs the basic sweeper makes of these command-line overrides (None: not known here,
-    e.g. a glob over a config group's options)."""
+def sweep_jobs(task_overrides: list[str]) -> list[list[str]] | None:
+    """The overrides of each job the basic sweeper makes of these command-line overrides, in its order
+    (None: not known here, e.g. a glob over a config group's options)."""
     try:
         overrides = OverridesParser.create().parse_overrides(task_overrides)
-        return math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in overrides)
-    except Exception:  # (anything the parser cannot count alone)
+        (jobs,) = BasicSweeper.split_arguments(overrides, None)
+        return jobs
+    except Exception:  # (anything the parser cannot expand alone)
         return None
+
+
+def this_command() -> str:
+    """How this process was started: ``python train.py`` or ``python -m ttt_mm.tasks.<name>``."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return f"python -m {spec.name}" if spec is not None and spec.name else f"python {sys.argv[0]}"
 
 
 class SweepReport(Callback):
@@ -44,6 +54,7 @@ class SweepReport(Callback):
     def __init__(self) -> None:
         self.sweeping = False  # (Hydra calls the job hooks in a single run too: they do nothing there)
         self.total: int | None = None
+        self.jobs: list[list[str]] | None = None  # each job's overrides, where known
         self.started = 0
         self.failed: list[tuple[int, str, str]] = []  # (job number, its overrides, the error)
         self.running: tuple[int, str] | None = None
@@ -61,7 +72,8 @@ class SweepReport(Callback):
         self.sweeping = True
         self.folder = Path(config.hydra.sweep.dir)
         if not config.hydra.sweeper.get("params"):  # (params in a config also make jobs: not counted here)
-            self.total = sweep_size(list(config.hydra.overrides.task))
+            self.jobs = sweep_jobs(list(config.hydra.overrides.task))
+            self.total = None if self.jobs is None else len(self.jobs)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweeping:
@@ -102,9 +114,12 @@ class SweepReport(Callback):
             out.append(f"sweep: stopped in job #{num} ({overrides})")
         if self.total and self.started < self.total:  # stopped in a job, or between two
             first, last = self.started, self.total - 1
+            which = f"job #{first} did not run" if first == last else f"jobs #{first}-#{last} did not run"
             out.append(
-                f"sweep: job #{first} did not run" if first == last else f"sweep: jobs #{first}-#{last} did not run"
+                f"sweep: {which}" + ((": to run it," if first == last else ": to run them,") if self.jobs else "")
             )
+            left = [f"  {this_command()} {' '.join(map(shlex.quote, job))}" for job in (self.jobs or [])[first:]]
+            out += left[:SHOWN] + ([f"  ... and {len(left) - SHOWN} more"] if len(left) > SHOWN else [])
         return out
 
     @staticmethod
@@ -125,7 +140,8 @@ class SweepReport(Callback):
         if not self.results:
             return []
         keys = self.columns()
-        shared = set.intersection(*self.swept) if len(self.swept) > 1 else set()
+        jobs = [set(job) for job in self.jobs] if self.jobs else self.swept  # (the whole sweep's, where known)
+        shared = set.intersection(*jobs) if len(jobs) > 1 else set()
         rows = [["job", *keys, "overrides"]]
         for num, overrides, done in self.results:
             values = [f"{v:.4f}" if (v := self._values(done).get(k)) is not None else "-" for k in keys]
