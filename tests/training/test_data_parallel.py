@@ -28,3 +28,9 @@ def test_the_ddp_config_syncs_buffers_once_without_a_deprecation_warning(tmp_pat
         dist.destroy_process_group()
     synced = getattr(ddp, "forward_sync_buffers", None)
     assert (synced if synced is not None else ddp.broadcast_buffers) is False  # not before every forward
+
+
+def test_a_buffer_setting_given_in_the_config_is_kept():
+    from ttt_mm.training.data_parallel import data_parallel
+
+    assert data_parallel(broadcast_buffers=True)._ddp_kwargs == {"broadcast_buffers": True}

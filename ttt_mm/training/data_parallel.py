@@ -24,5 +24,7 @@ def buffers_synced_at_start() -> dict[str, bool]:
 
 
 def data_parallel(**kwargs: Any) -> DDPStrategy:
-    """``DDPStrategy(**kwargs)`` with `buffers_synced_at_start` (``conf/trainer/ddp.yaml``)."""
-    return DDPStrategy(**buffers_synced_at_start(), **kwargs)
+    """``DDPStrategy(**kwargs)`` with `buffers_synced_at_start`, unless ``kwargs`` set buffer syncing
+    themselves (``conf/trainer/ddp.yaml``)."""
+    given = {"broadcast_buffers", "forward_sync_buffers"} & kwargs.keys()
+    return DDPStrategy(**({} if given else buffers_synced_at_start()), **kwargs)
