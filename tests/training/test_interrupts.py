@@ -3,32 +3,38 @@ test in ``tests/test_train.py``)."""
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
 
-from ttt_mm.training.interrupts import is_other_process, leave_ctrl_c_to_the_first_process
+from ttt_mm.training.interrupts import FIRST_PROCESS, first_process_marked, leave_ctrl_c_to_the_first_process
 
 
 @pytest.mark.parametrize(
-    ("env", "other"),
+    ("mark", "ignored"),
     [
-        ({}, False),  # a plain run, or the process that starts Lightning's others
-        ({"LOCAL_RANK": "0"}, False),
-        ({"LOCAL_RANK": "1"}, True),  # Lightning's launcher, torchrun
-        ({"SLURM_LOCALID": "3"}, True),
-        ({"SLURM_LOCALID": "0", "LOCAL_RANK": ""}, False),
+        (None, False),  # a plain run, the first process, or one that torchrun or SLURM started
+        ("parent", True),  # started by the first process while it fits (Lightning's launcher)
+        ("self", False),  # (the first process itself)
+        ("other", False),  # started by another: the mark is inherited further down
     ],
 )
-def test_the_other_processes_are_told_by_their_local_rank(monkeypatch, env, other):
-    for key in ("LOCAL_RANK", "SLURM_LOCALID"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+def test_only_the_processes_the_first_one_started_ignore_ctrl_c(monkeypatch, mark, ignored):
+    monkeypatch.delenv(FIRST_PROCESS, raising=False)
+    pid = {"parent": os.getppid(), "self": os.getpid(), "other": 1}.get(mark)
+    if pid is not None:
+        monkeypatch.setenv(FIRST_PROCESS, str(pid))
     before = signal.getsignal(signal.SIGINT)
     try:
         leave_ctrl_c_to_the_first_process()
-        assert is_other_process() is other
-        assert (signal.getsignal(signal.SIGINT) == signal.SIG_IGN) is other
+        assert (signal.getsignal(signal.SIGINT) == signal.SIG_IGN) is ignored
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_the_mark_is_there_only_while_the_first_process_fits(monkeypatch):
+    monkeypatch.delenv(FIRST_PROCESS, raising=False)
+    with first_process_marked():
+        assert os.environ[FIRST_PROCESS] == str(os.getpid())
+    assert FIRST_PROCESS not in os.environ  # (what it starts afterwards is not its DDP processes)

@@ -47,7 +47,7 @@ from ttt_mm.tasks.common import (
     to_log_file,
 )
 from ttt_mm.tasks.config_types import check_config
-from ttt_mm.training.interrupts import leave_ctrl_c_to_the_first_process
+from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process
 
 log = logging.getLogger(__name__)
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's choice (one per core, or OMP_NUM_THREADS)
@@ -303,7 +303,8 @@ def run(cfg: DictConfig) -> dict:
     new_log_dirs = [d for lg in trainer.loggers if (d := lg.log_dir) and not os.path.exists(d)]
     if cfg.get("train", True):
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            with first_process_marked():  # (Ctrl-C: `leave_ctrl_c_to_the_first_process`)
+                trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         except SystemExit:  # Lightning ends an interrupted fit (Ctrl-C) with exit(1) after its shutdown
             if not trainer.interrupted:
                 raise

@@ -1,25 +1,42 @@
-"""Ctrl-C in a data-parallel run: a terminal sends it to every process, and only the first should act.
+"""Ctrl-C in a data-parallel run that Lightning starts itself (``trainer=ddp`` on one machine): a
+terminal sends it to every process, and only the first should act.
 
 Lightning starts DDP's other processes by running the training command again. A Ctrl-C while they
 were importing printed a long traceback from each, and the first process, waiting for them to join,
 was killed by Lightning's watchdog (exit status 137, no resume line). With the others ignoring it,
 they join, and the first process's shutdown (Lightning's) stops them and says where to resume, as in
-any other part of the run.
+any other part of the run. Processes that torchrun or SLURM start are left alone: no process of the
+run would stop them (their launcher stops them on its own).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-
-def is_other_process() -> bool:
-    """Whether this is one of a data-parallel run's processes other than a machine's first: what
-    Lightning's DDP launcher, torchrun and SLURM set (``LOCAL_RANK``, ``SLURM_LOCALID``) above 0."""
-    return any(os.environ.get(key, "0") not in ("", "0") for key in ("LOCAL_RANK", "SLURM_LOCALID"))
+FIRST_PROCESS = "TTT_MM_FIRST_PROCESS"
+"""The first process's id, in the environment of the processes it starts while it fits."""
 
 
 def leave_ctrl_c_to_the_first_process() -> None:
-    """Ignores Ctrl-C (SIGINT) in `is_other_process`; SIGTERM still ends each process (exit 143)."""
-    if is_other_process():
+    """Ignores Ctrl-C (SIGINT) in a process that the run's first process started (`first_process_marked`);
+    SIGTERM still ends each process (exit 143)."""
+    if os.environ.get(FIRST_PROCESS) == str(os.getppid()):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def first_process_marked() -> Iterator[None]:
+    """Marks this process, for the processes it starts meanwhile (Lightning's DDP launcher starts them
+    in ``fit``), as the one that answers Ctrl-C."""
+    before = os.environ.get(FIRST_PROCESS)
+    os.environ[FIRST_PROCESS] = str(os.getpid())
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[FIRST_PROCESS]
+        else:
+            os.environ[FIRST_PROCESS] = before
