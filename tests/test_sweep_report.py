@@ -3,12 +3,14 @@ are the slow sweep tests of train and embed)."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from ttt_mm.tasks.common import SweepJobError
-from ttt_mm.tasks.sweep_report import SweepReport, sweep_jobs, this_command
+from ttt_mm.tasks.sweep_report import SweepReport, sweep_jobs
 
 
 def _job(num: int | str, *overrides: str, folder="sweep"):
@@ -51,20 +53,22 @@ def test_every_failed_job_is_listed_with_the_first_line_of_its_error():
     ]
 
 
-def test_a_sweep_stopped_in_a_job_says_which_jobs_did_not_run():
+def test_a_sweep_stopped_in_a_job_says_which_jobs_did_not_run(monkeypatch):
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)  # as ``python train.py`` starts
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "seed=range(4)"])
     report = _sweep(4)
     _ended(report, 0, "seed=0", None)
     report.on_job_start(_job(1, "seed=1"))  # Ctrl-C: the job never ends
     assert report.lines() == [  # (and how to run those that did not: it was not said)
         "sweep: stopped in job #1 (seed=1)",
         "sweep: jobs #2-#3 did not run: to run them,",
-        f"  {this_command()} seed=2",
-        f"  {this_command()} seed=3",
+        "  python train.py seed=2",
+        "  python train.py seed=3",
     ]
     between = _sweep(3)
     _ended(between, 0, "seed=0", None)
     _ended(between, 1, "seed=1", None)  # Ctrl-C before the next job starts
-    assert between.lines() == ["sweep: job #2 did not run: to run it,", f"  {this_command()} seed=2"]
+    assert between.lines() == ["sweep: job #2 did not run: to run it,", "  python train.py seed=2"]
 
 
 def test_a_single_run_is_not_reported_on():

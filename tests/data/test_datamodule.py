@@ -201,6 +201,20 @@ def test_a_resume_whose_validation_clips_changed_is_warned_about(caplog):
     assert line.startswith(f"validation clips since the checkpoint: 1 removed ({gone.segment}): val/* from now on")
 
 
+def test_the_clip_records_are_made_once_not_at_every_save(monkeypatch):
+    from ttt_mm.data import datamodule
+
+    made = []
+    monkeypatch.setattr(datamodule, "clip_record", lambda clips: made.append(len(clips)) or b"")
+    dm = MediaDataModule(SyntheticSource(num_clips=8), val_fraction=0.5, test_fraction=0.0)
+    dm.setup("fit")
+    dm.state_dict(), dm.state_dict()
+    assert sorted(made) == sorted([len(dm.splits["train"]), len(dm.splits["val"])])
+    dm.splits["train"].pop()  # (the list changed: made again)
+    dm.state_dict()
+    assert len(made) == 3
+
+
 def test_a_resume_after_a_file_was_rewritten_with_another_length_is_warned_about(caplog):
     """Its rows walk another number of windows, so the order after it changes; the list of names alone
     did not say."""

@@ -28,7 +28,7 @@ def clip_record(clips: Sequence[ClipInfo]) -> bytes:
 
 
 def clip_changes(record: bytes, clips: Sequence[ClipInfo]) -> str | None:
-    """The training clips added, removed and rewritten with another length since ``record`` was made,
+    """The clips added, removed and rewritten with another length since ``record`` was made,
     named (``2 added (a.wav, b.wav), 1 removed (c.wav)``); None where none changed, or where the
     record cannot be read (a damaged or foreign one: the digests have said that something changed)."""
     try:
