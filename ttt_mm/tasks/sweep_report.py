@@ -53,7 +53,6 @@ class SweepReport(Callback):
 
     def __init__(self) -> None:
         self.sweeping = False  # (Hydra calls the job hooks in a single run too: they do nothing there)
-        self.total: int | None = None
         self.jobs: list[list[str]] | None = None  # each job's overrides, where known
         self.started = 0
         self.failed: list[tuple[int, str, str]] = []  # (job number, its overrides, the error)
@@ -73,7 +72,6 @@ class SweepReport(Callback):
         self.folder = Path(config.hydra.sweep.dir)
         if not config.hydra.sweeper.get("params"):  # (params in a config also make jobs: not counted here)
             self.jobs = sweep_jobs(list(config.hydra.overrides.task))
-            self.total = None if self.jobs is None else len(self.jobs)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweeping:
@@ -102,6 +100,11 @@ class SweepReport(Callback):
         self.report()
         if self.failed:
             raise SystemExit(1)
+
+    @property
+    def total(self) -> int | None:
+        """The sweep's jobs, where known."""
+        return None if self.jobs is None else len(self.jobs)
 
     def lines(self) -> list[str]:
         of = f" of {self.total}" if self.total else ""
@@ -144,7 +147,8 @@ class SweepReport(Callback):
         shared = set.intersection(*jobs) if len(jobs) > 1 else set()
         rows = [["job", *keys, "overrides"]]
         for num, overrides, done in self.results:
-            values = [f"{v:.4f}" if (v := self._values(done).get(k)) is not None else "-" for k in keys]
+            numbers = self._values(done)
+            values = [f"{v:.4f}" if (v := numbers.get(k)) is not None else "-" for k in keys]
             rows.append([f"#{num}", *values, " ".join(o for o in overrides if o not in shared) or "(the same)"])
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         return [" ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + " " + row[-1] for row in rows]
@@ -156,7 +160,8 @@ class SweepReport(Callback):
             return None
         keys = self.columns()
         rows = [
-            {"job": num, **{k: self._values(done).get(k, "") for k in keys}}
+            {"job": num}
+            | self._values(done)  # (a number a job lacks: an empty cell, `write_csv`)
             | {
                 "overrides": " ".join(overrides),
                 "run_dir": done.get("run_dir") or "",

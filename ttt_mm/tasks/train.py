@@ -309,7 +309,7 @@ def run(cfg: DictConfig) -> dict:
             if not trainer.interrupted:
                 raise
         except (RuntimeError, ValueError) as err:  # resuming from a checkpoint of another model, or a damaged file
-            if not cfg.get("ckpt_path") or not any(s in str(err) for s in RESUME_ERRORS):
+            if not cfg.get("ckpt_path") or not _does_not_fit(err):
                 raise
             trained = trainer.global_step > (resumed_step or 0)
             if not trained:  # this attempt's empty log versions go
@@ -341,7 +341,7 @@ def run(cfg: DictConfig) -> dict:
         try:
             trainer.test(model, datamodule=datamodule, ckpt_path=tested)
         except (RuntimeError, ValueError) as err:  # a checkpoint of another model (test-only), or a damaged file
-            if cfg.get("train", True) or not any(s in str(err) for s in RESUME_ERRORS):
+            if cfg.get("train", True) or not _does_not_fit(err):
                 raise
             for folder in new_log_dirs:  # (this attempt's empty log versions)
                 shutil.rmtree(folder, ignore_errors=True)
@@ -370,6 +370,11 @@ def run(cfg: DictConfig) -> dict:
         "unscored": sorted(model.unscored),
         "validation_off": trainer.limit_val_batches == 0,
     }
+
+
+def _does_not_fit(err: BaseException) -> bool:
+    """Whether torch's error says that a checkpoint does not fit the model, or is damaged (`RESUME_ERRORS`)."""
+    return any(s in str(err) for s in RESUME_ERRORS)
 
 
 def _first_line(err: BaseException) -> str:
