@@ -455,17 +455,17 @@ def test_ddp_on_two_cpu_processes(tmp_path, val):
     assert "resuming at step 4 with the checkpoint's carried state" in (run_dir / "train.log").read_text()
 
 
-def _processes(parent: int | None = None, group: int | None = None, running: str = "") -> list[int]:
-    """Live processes (not zombies) with this parent, or in this process group, whose command line holds
-    ``running`` (from /proc)."""
+def _processes(parent: int | None = None, group: int | None = None, env: str = "") -> list[int]:
+    """Live processes (not zombies) with this parent, or in this process group, whose environment holds
+    ``env`` (``NAME=value``; from /proc)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             state, ppid, pgid = stat.read_text().rsplit(")", 1)[1].split()[:3]
-            command = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+            environ = (stat.parent / "environ").read_bytes().split(b"\0")
         except OSError:  # (ended while read)
             continue
-        if state != "Z" and (int(ppid) == parent or int(pgid) == group) and running in command:
+        if state != "Z" and (int(ppid) == parent or int(pgid) == group) and (not env or env.encode() in environ):
             found.append(int(stat.parent.name))
     return found
 
@@ -486,8 +486,9 @@ def test_ctrl_c_while_ddps_other_process_starts_ends_the_run_cleanly(tmp_path):
     )
     try:
         deadline = time.monotonic() + 120
-        # the second process runs train.py again (a helper that an import starts, ldconfig say, does not)
-        while not _processes(proc.pid, running="train.py") and proc.poll() is None and time.monotonic() < deadline:
+        # the second process, which Lightning starts with LOCAL_RANK=1 (not a helper such as multiprocessing's
+        # forkserver, whose command line also names train.py: a signal then hit the first process mid-import)
+        while not _processes(proc.pid, env="LOCAL_RANK=1") and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.5)  # the second process is importing
