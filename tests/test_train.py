@@ -522,6 +522,23 @@ def test_bad_config_values_end_in_one_clear_line(tmp_path):
     )
     assert done.returncode == 2
     assert "unknown mixer 'mamba9'" in done.stderr and "Traceback" not in done.stderr
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()  # a folder given is the user's: it stays
+
+
+@pytest.mark.slow
+def test_a_refused_run_leaves_no_run_folder(tmp_path):
+    """The stamped folder Hydra made for a run that a check refused goes: it would pass for a run."""
+    env = {k: v for k, v in os.environ.items() if k != "TTT_MM_ROOT"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "debug=default", "test=true", "data.test_fraction=0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "no clip of the" in done.stderr
+    assert (tmp_path / "logs" / "train" / "runs").is_dir() and not any((tmp_path / "logs" / "train" / "runs").iterdir())
 
 
 @pytest.mark.slow

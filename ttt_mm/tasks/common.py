@@ -140,8 +140,10 @@ def config_errors_end_the_command(interrupted: str | None = None) -> Iterator[No
             to_log_file("error: " + message, logging.ERROR)
         else:
             print(f"[rank {rank}] error: {message}", file=sys.stderr)
-        if in_a_sweep():
+        if in_a_sweep():  # (its job folders stay: the sweep's report lists each job's error)
             raise SweepJobError(message) from None
+        if rank == 0:
+            forget_refused_run()
         sys.exit(2)
     except Exception:
         to_log_file("the command failed:\n" + traceback.format_exc().rstrip(), logging.ERROR)
@@ -236,6 +238,30 @@ def _config_subdir(ckpt_path: str | None, stamp: str, mode: str = "RUN", train: 
     attempt overwrites the record of how the run was trained."""
     in_place = _resumed_run(ckpt_path) is not None and "MULTIRUN" not in str(mode)
     return f".hydra/{'resumed' if train else 'tested'}-{stamp}" if in_place else ".hydra"
+
+
+_HYDRA_RECORD = {"config.yaml", "hydra.yaml", "overrides.yaml"}
+"""What Hydra writes to a run's ``.hydra`` before the command starts."""
+
+
+def forget_refused_run() -> None:
+    """Removes the run directory of a command refused before it began, where Hydra made it (the stamped
+    default: no ``hydra.run.dir`` or ``output`` given) and it holds only Hydra's config record and the
+    log: the error was printed, and an empty folder among the runs would pass for a run. A folder with
+    anything else in it (a resume in place, say) is left as it is."""
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    given = {o.split("=", 1)[0].lstrip("+~") for o in [*hydra.overrides.hydra, *hydra.overrides.task]}
+    folder = Path(hydra.runtime.output_dir)
+    if given & {"hydra.run.dir", "output"} or not folder.is_dir():
+        return
+    logs = {Path(h.baseFilename).resolve() for h in _log_files()}
+    record = folder / ".hydra"
+    if all(p == record or p.resolve() in logs for p in folder.iterdir()) and all(
+        p.name in _HYDRA_RECORD for p in (record.iterdir() if record.is_dir() else ())
+    ):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def forget_refused_resume() -> None:
