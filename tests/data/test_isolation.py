@@ -4,11 +4,15 @@ file's (which the index would remember as unreadable)."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPTS = {  # what a user's script does, directly with the pool or through the dataset index
     "pool": """
@@ -61,3 +65,20 @@ def test_an_unguarded_script_is_told_to_guard_its_code_and_no_file_is_blamed(tmp
     assert last.startswith("ttt_mm.data.decode.isolation.WorkerStartError: a decoder worker exited (status 1) before")
     assert 'must keep its code under `if __name__ == "__main__":`' in last
     assert "decoder hung" not in done.stderr and not done.stdout
+
+
+@pytest.mark.slow
+def test_workers_import_the_ttt_mm_that_runs_not_one_in_the_working_directory(tmp_path):
+    """Python before 3.12.8 started the forkserver without the caller's import path, so a checkout in
+    the working directory (here one that exits when imported) was the one its workers loaded."""
+    (tmp_path / "script").mkdir()
+    (tmp_path / "elsewhere" / "ttt_mm").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "ttt_mm" / "__init__.py").write_text("import os\nos._exit(3)\n")
+    script = tmp_path / "script" / "guarded.py"
+    script.write_text(textwrap.dedent(SCRIPTS["pool"]) + '\nif __name__ == "__main__":\n    main()\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path / "elsewhere", env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert ast.literal_eval(done.stdout.strip()) == {str(script): script.stat().st_size}

@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,6 +51,29 @@ UNGUARDED_SCRIPT = (
 
 class WorkerStartError(RuntimeError):
     """A worker process died or stalled before it could take a file: not a property of any file."""
+
+
+def start_forkserver() -> None:
+    """Starts multiprocessing's forkserver (once per process) with this process's import path.
+
+    Python before 3.12.8 starts it as ``python -c ...`` without passing ``sys.path`` on (CPython
+    gh-117378), so its preloaded imports search the working directory first: another checkout of
+    ttt_mm there would be imported in place of the one running, and the workers would fail to start.
+    The path goes by the environment instead (``PYTHONSAFEPATH`` keeps the working directory out,
+    from Python 3.11)."""
+    from multiprocessing import forkserver
+
+    path = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
+    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    os.environ.update(PYTHONPATH=os.pathsep.join(path), PYTHONSAFEPATH="1")
+    try:
+        forkserver.ensure_running()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def refuse_in_a_worker() -> None:
@@ -177,6 +201,7 @@ class IsolatedPool:
         self.memory_bytes = None if memory_gb is None else int(memory_gb * 2**30)
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(PRELOAD)
+        start_forkserver()
 
     def deadline(self, path: str) -> float:
         """Seconds allowed for one file."""
