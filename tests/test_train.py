@@ -851,6 +851,22 @@ def test_the_progress_bar_counts_the_batches_of_the_run_resumed_or_accumulated(t
     assert fit("first", "trainer.max_steps=6", ckpt_path=last)[0] == (6, 6)
 
 
+def test_where_stdout_is_no_terminal_the_bar_prints_plain_lines(tmp_path, capsys):
+    """A bar written to a log file is carriage returns and cursor moves on one endless line; there a
+    plain line is printed instead, at most every line_seconds, after each validation and at the end."""
+    every = ["callbacks.progress_bar.refresh_rate=1", "callbacks.progress_bar.line_seconds=1000"]
+    datamodule, model, trainer = build(
+        compose_train(tmp_path, [*TINY, "trainer.max_steps=4", "trainer.val_check_interval=2", *every])
+    )
+    capsys.readouterr()
+    trainer.fit(model, datamodule=datamodule)
+    out = capsys.readouterr().out  # (captured: no terminal)
+    assert "\r" not in out and "\x1b" not in out
+    lines = [line for line in out.splitlines() if line.startswith("Epoch ")]
+    assert [line.split(" batches,")[0] for line in lines] == ["Epoch 0: 2/4", "Epoch 0: 4/4", "Epoch 0: 4/4"]
+    assert "val/loss_ratio_copy=" in lines[0] and "batches/s" in lines[0]
+
+
 def test_a_test_only_run_tests_the_checkpoint_it_is_given_and_says_which(tmp_path, capsys):
     """It tested the model's fresh weights: ckpt_path was used only to resume a fit. Its summary said
     the run had no last or best checkpoint, while they sat in the folder it wrote to."""

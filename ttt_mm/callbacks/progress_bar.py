@@ -5,24 +5,76 @@ counts batches but takes its total from the steps left, so with ``accumulate_gra
 past its total, and a resumed run, whose epoch counts on from the checkpoint's batches, showed
 ``350/?``. Here the total is in batches, and a resumed epoch's bar starts where it stood. A run
 stopped by Ctrl-C or SIGTERM closes its bars at once, so that its summary is the last thing printed.
+
+Where stdout is no terminal (a scheduler's log file, ``nohup``, a pipe), a bar is a stream of
+carriage returns and cursor moves that reads as one endless line. There the bar gives way to a
+plain line every ``line_seconds``, after each validation and at the end.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import time
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 
 class ProgressBar(TQDMProgressBar):
-    """``TQDMProgressBar`` whose training bar reads ``batches done / batches in the run``."""
+    """``TQDMProgressBar`` whose training bar reads ``batches done / batches in the run``.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    Args:
+        lines: print plain lines instead of bars; None: where stdout is no terminal.
+        line_seconds: the least time between two lines (the end and each validation print one anyway).
+    """
+
+    def __init__(self, *args: Any, lines: bool | None = None, line_seconds: float = 30.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.lines = lines
+        self.line_seconds = line_seconds
         self._left: int | None = None  # batches this run trains, where it is counted in steps
         self._placed = False  # the bar has been set to where this run's batches start
+        self._started = self._last_line = 0.0  # (time.monotonic(): this run's first batch, the last line)
+
+    def _as_lines(self) -> bool:
+        return not sys.stdout.isatty() if self.lines is None else self.lines
+
+    def _counter(self, make_bar) -> Tqdm:
+        """Lightning's bar, or where lines are printed a silent one that only counts (it draws nothing)."""
+        return Tqdm(disable=True) if self._as_lines() else make_bar()
+
+    def init_sanity_tqdm(self) -> Tqdm:
+        return self._counter(super().init_sanity_tqdm)
+
+    def init_train_tqdm(self) -> Tqdm:
+        return self._counter(super().init_train_tqdm)
+
+    def init_validation_tqdm(self) -> Tqdm:
+        return self._counter(super().init_validation_tqdm)
+
+    def init_test_tqdm(self) -> Tqdm:
+        return self._counter(super().init_test_tqdm)
+
+    def init_predict_tqdm(self) -> Tqdm:
+        return self._counter(super().init_predict_tqdm)
+
+    def _print_line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """``Epoch 0: 20/400 batches, 00:13, 1.51 batches/s, train/loss=0.590, ...`` on stdout."""
+        bar = self.train_progress_bar
+        elapsed = time.monotonic() - self._started
+        rate = (bar.n - bar.initial) / elapsed if elapsed > 0 else 0.0
+        total = "?" if bar.total is None or not math.isfinite(bar.total) else bar.total
+        metrics = "".join(
+            f", {k}={Tqdm.format_num(v) if isinstance(v, (int, float)) else v}"
+            for k, v in self.get_metrics(trainer, pl_module).items()
+        )
+        when = Tqdm.format_interval(elapsed)
+        name = (bar.desc or "Training").removesuffix(": ")  # (tqdm adds ": " to a description)
+        print(f"{name}: {bar.n}/{total} batches, {when}, {rate:.2f} batches/s{metrics}", flush=True)
+        self._last_line = time.monotonic()
 
     def _in_steps(self) -> bool:
         trainer = self.trainer
@@ -40,6 +92,7 @@ class ProgressBar(TQDMProgressBar):
         super().on_train_start(trainer, pl_module)
         self._left = self.total_train_batches if self._in_steps() else None
         self._placed = False
+        self._started = self._last_line = time.monotonic()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -54,6 +107,15 @@ class ProgressBar(TQDMProgressBar):
             bar.initial = bar.n = bar.last_print_n = batch_idx  # (the rate counts this run's batches only)
             bar.set_description(f"Epoch {trainer.current_epoch}")
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.is_enabled and self._as_lines() and bar is not None:
+            bar.n = batch_idx + 1  # (Lightning counts only every refresh_rate batches)
+            if bar.n == bar.total or time.monotonic() - self._last_line >= self.line_seconds:
+                self._print_line(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self.is_enabled and self._as_lines() and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._print_line(trainer, pl_module)  # (with the validation's metrics)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """A stopped run's bars are closed now: closed at exit, they were drawn again after the run's summary."""
