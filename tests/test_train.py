@@ -913,6 +913,33 @@ def test_a_run_resumed_from_a_copy_of_its_folder_keeps_its_ranking_there(tmp_pat
     assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["last.ckpt", "step000002.ckpt"]
 
 
+def test_ctrl_c_between_fit_and_test_stops_the_processes_the_launcher_started(tmp_path, monkeypatch):
+    """Inside fit or test Lightning stops them on Ctrl-C. Between the two it reached the first process
+    alone, and the others, which ignore it, would have waited for it in test until the collective timeout."""
+    killed = []
+
+    class Launcher:  # (as Lightning's DDP launcher does in the first process: it runs the call here)
+        def launch(self, function, *args, trainer=None, **kwargs):
+            return function(*args, **kwargs)
+
+        def kill(self, signum):
+            killed.append(signum)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def build_with_launcher(cfg):
+        datamodule, model, trainer = build(cfg)
+        trainer.strategy._launcher = Launcher()
+        monkeypatch.setattr(trainer, "test", ctrl_c)  # (before Lightning's own handler is reached)
+        return datamodule, model, trainer
+
+    monkeypatch.setattr(train_task, "build", build_with_launcher)
+    with pytest.raises(KeyboardInterrupt):
+        run(compose_train(tmp_path, [*TINY, "trainer.max_steps=2", "test=true"]))
+    assert killed == [signal.SIGKILL]
+
+
 def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monkeypatch, capsys):
     """Lightning shuts an interrupted fit down and calls exit(1); the run still reports its checkpoints,
     says how to resume, and exits 130 as an interrupted command does (its test run is not started).

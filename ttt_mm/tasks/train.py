@@ -47,7 +47,7 @@ from ttt_mm.tasks.common import (
     to_log_file,
 )
 from ttt_mm.tasks.config_types import check_config
-from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process
+from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 
 log = logging.getLogger(__name__)
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's choice (one per core, or OMP_NUM_THREADS)
@@ -300,6 +300,12 @@ def run(cfg: DictConfig) -> dict:
         else:
             why = f"data.test_fraction={datamodule.test_fraction:g}: raise it, or leave out test=true"
         raise ConfigError(f"test=true, but no clip of the {len(clips)} falls in the test split ({why})")
+    with others_stopped_on_ctrl_c(trainer):  # (between fit and test: inside them, Lightning does)
+        return fit_and_test(cfg, datamodule, model, trainer, resumed_step)
+
+
+def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed_step: int | None) -> dict:
+    """The checked run: fits, tests, and says what it wrote (`run`)."""
     new_log_dirs = [d for lg in trainer.loggers if (d := lg.log_dir) and not os.path.exists(d)]
     if cfg.get("train", True):
         try:

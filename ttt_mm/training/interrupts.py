@@ -7,6 +7,10 @@ was killed by Lightning's watchdog (exit status 137, no resume line). With the o
 they join, and the first process's shutdown (Lightning's) stops them and says where to resume, as in
 any other part of the run. Processes that torchrun or SLURM start are left alone: no process of the
 run would stop them (their launcher stops them on its own).
+
+Lightning's shutdown covers Ctrl-C inside ``fit`` and ``test``; between the two, the first process
+stops them itself (`others_stopped_on_ctrl_c`): they would wait for it in ``test`` until the
+collective timeout.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (train.py imports this module before the slow imports)
+    import lightning as L
 
 FIRST_PROCESS = "TTT_MM_FIRST_PROCESS"
 """The first process's id, in the environment of the processes it starts while it fits."""
@@ -40,3 +48,16 @@ def first_process_marked() -> Iterator[None]:
             del os.environ[FIRST_PROCESS]
         else:
             os.environ[FIRST_PROCESS] = before
+
+
+@contextmanager
+def others_stopped_on_ctrl_c(trainer: L.Trainer) -> Iterator[None]:
+    """Stops the processes Lightning's launcher started when Ctrl-C reaches this process outside
+    ``fit`` and ``test`` (inside them Lightning does, as here), then lets it go on up."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        launcher = trainer.strategy.launcher
+        if launcher is not None:  # (one that started none, torchrun's say, has none to stop)
+            launcher.kill(signal.SIGKILL)
+        raise
