@@ -38,9 +38,13 @@ class ProgressBar(TQDMProgressBar):
         self._left: int | None = None  # batches this run trains, where it is counted in steps
         self._placed = False  # the bar has been set to where this run's batches start
         self._started = self._last_line = 0.0  # (time.monotonic(): this run's first batch, the last line)
+        self._line_at = -1  # the batch the last line was printed at
 
     def _as_lines(self) -> bool:
         return not sys.stdout.isatty() if self.lines is None else self.lines
+
+    def _prints_lines(self) -> bool:
+        return self.is_enabled and self._as_lines()  # (refresh_rate=0 and ranks other than the first: nothing)
 
     def _counter(self, make_bar) -> Tqdm:
         """Lightning's bar, or where lines are printed a silent one that only counts (it draws nothing)."""
@@ -74,7 +78,7 @@ class ProgressBar(TQDMProgressBar):
         when = Tqdm.format_interval(elapsed)
         name = (bar.desc or "Training").removesuffix(": ")  # (tqdm adds ": " to a description)
         print(f"{name}: {bar.n}/{total} batches, {when}, {rate:.2f} batches/s{metrics}", flush=True)
-        self._last_line = time.monotonic()
+        self._last_line, self._line_at = time.monotonic(), bar.n
 
     def _in_steps(self) -> bool:
         trainer = self.trainer
@@ -107,15 +111,21 @@ class ProgressBar(TQDMProgressBar):
             bar.initial = bar.n = bar.last_print_n = batch_idx  # (the rate counts this run's batches only)
             bar.set_description(f"Epoch {trainer.current_epoch}")
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self.is_enabled and self._as_lines() and bar is not None:
+        if self._prints_lines() and bar is not None:
             bar.n = batch_idx + 1  # (Lightning counts only every refresh_rate batches)
-            if bar.n == bar.total or time.monotonic() - self._last_line >= self.line_seconds:
+            if time.monotonic() - self._last_line >= self.line_seconds:
                 self._print_line(trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        if self.is_enabled and self._as_lines() and trainer.state.fn == "fit" and not trainer.sanity_checking:
+        if self._prints_lines() and trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._print_line(trainer, pl_module)  # (with the validation's metrics)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        bar = self.train_progress_bar
+        if self._prints_lines() and bar is not None and bar.n != self._line_at:
+            self._print_line(trainer, pl_module)  # (where a validation at the last batch has not)
+        super().on_train_end(trainer, pl_module)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """A stopped run's bars are closed now: closed at exit, they were drawn again after the run's summary."""
