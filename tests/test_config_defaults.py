@@ -3,6 +3,7 @@ the signature, the two agree, unless the file makes a deliberate choice listed h
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import logging.config
@@ -24,6 +25,7 @@ from ttt_mm.tasks.common import (
     config_error_message,
     config_errors_end_the_command,
     extensions_of,
+    hydra_command,
     names_of,
     output_folder,
     positive_count,
@@ -106,6 +108,59 @@ def test_evaluate_help_lists_its_keys_and_every_data_option_not_the_training_gro
     options = ", ".join(sorted(p.stem for p in (CONF / "data").glob("*.yaml") if p.stem != "default"))
     assert f"\n{options}.\n" in done.stdout and "\nrollout_steps: 8\n" in done.stdout
     assert "Configuration groups" not in done.stdout and "experiment:" not in done.stdout
+
+
+MODEL_OPTIONS = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+
+
+@pytest.mark.parametrize(
+    ("command", "override", "said"),
+    [
+        (
+            "train",
+            "trainer.max_step=3",
+            "trainer.max_step is not a key of this command's config; did you mean trainer.max_steps? (a key of your "
+            "own is added with +trainer.max_step=...)",
+        ),
+        (  # (train's key: the other commands have threads)
+            "embed",
+            "cpu_threads=1",
+            "cpu_threads is not a key of this command's config; did you mean threads? (a key of your own is added "
+            "with +cpu_threads=...)",
+        ),
+        (
+            "train",
+            "model=attn",
+            f"could not find 'model/attn'; did you mean attention? (the options of 'model': {MODEL_OPTIONS})",
+        ),
+    ],
+)
+def test_a_mistake_met_while_composing_the_config_is_one_error_line_and_status_2(
+    command, override, said, capsys, monkeypatch
+):
+    """Hydra printed these over several lines with exit status 1, and for a misspelled key suggested
+    adding it with a +."""
+    monkeypatch.setattr(sys, "argv", [command, override])
+    with pytest.raises(SystemExit) as ended:
+        importlib.import_module(f"ttt_mm.tasks.{command}").main()
+    assert ended.value.code == 2 and capsys.readouterr().err == f"error: {said}\n"
+    assert "HYDRA_FULL_ERROR" not in os.environ  # (set only while Hydra runs)
+
+
+def test_a_crash_is_a_traceback_of_the_command_without_hydras_frames(capsys, monkeypatch, tmp_path):
+    def failing():
+        raise RuntimeError("a bug")
+
+    @hydra_command("train")
+    def task(cfg):
+        failing()
+
+    monkeypatch.setattr(sys, "argv", ["train", f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(SystemExit) as ended:
+        task()
+    err = capsys.readouterr().err
+    assert ended.value.code == 1 and err.rstrip().endswith("RuntimeError: a bug") and "in failing" in err
+    assert f"{os.sep}hydra{os.sep}" not in err and "in command" not in err
 
 
 def test_a_config_error_is_said_plainly_once_and_by_the_other_processes_with_their_rank(capsys, monkeypatch):

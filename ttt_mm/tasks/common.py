@@ -5,22 +5,27 @@ imports this module first)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
+import re
 import shutil
 import sys
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from difflib import get_close_matches
 from pathlib import Path
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException
 from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, MissingMandatoryValue
 
 from ttt_mm.data.index import IndexCacheError
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
@@ -148,6 +153,75 @@ def config_errors_end_the_command(interrupted: str | None = None) -> Iterator[No
     except Exception:
         to_log_file("the command failed:\n" + traceback.format_exc().rstrip(), logging.ERROR)
         raise
+
+
+def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
+    """``hydra.main`` for the command whose config is ``conf/<config_name>.yaml``, where the mistakes
+    Hydra finds while composing the config end as the command's own do: one ``error:`` line, exit 2.
+    Hydra printed them over several lines, exit 1, and for a misspelled key suggested adding it
+    (``+trainer.max_step=3``) rather than naming the key that was meant."""
+
+    def decorate(task: Callable) -> Callable:
+        composed = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(task)
+
+        @functools.wraps(task)
+        def command(cfg: DictConfig | None = None):
+            if cfg is not None:  # (called with a config: no composing)
+                return composed(cfg)
+            full = os.environ.get("HYDRA_FULL_ERROR")
+            os.environ["HYDRA_FULL_ERROR"] = "1"  # (Hydra then raises what it would print)
+            try:
+                return composed()
+            except CompactHydraException as err:  # (the job's own mistakes are said in it: ConfigError)
+                print(f"error: {composing_error_message(err)}", file=sys.stderr)
+                sys.exit(2)
+            except Exception as err:
+                if full:  # (the user asked for the whole traceback)
+                    raise
+                print_without_hydra_frames(err)
+                sys.exit(1)
+            finally:
+                if full is None:
+                    os.environ.pop("HYDRA_FULL_ERROR", None)
+
+        return command
+
+    return decorate
+
+
+def composing_error_message(err: CompactHydraException) -> str:
+    """A mistake Hydra met while composing a config, on one line: a key the config lacks, with the one
+    of its neighbours it most likely meant, or a config option that does not exist, with the options."""
+    cause = err.__cause__
+    key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
+    if isinstance(cause, ConfigAttributeError) and key and isinstance(parent, DictConfig):
+        name = key.rsplit(".", 1)[-1]
+        prefix = key[: -len(name)]
+        close = get_close_matches(name, [str(k) for k in parent], n=1)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+        return f"{key} is not a key of this command's config{hint} (a key of your own is added with +{key}=...)"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, MissingConfigException) and any(line.startswith("Available options") for line in lines):
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
+        options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
+        wanted = re.search(r"Could not find '([^']*)'", lines[0])
+        close = get_close_matches(wanted.group(1).rsplit("/", 1)[-1], options, n=1) if wanted else []
+        hint = f"; did you mean {close[0]}?" if close else ""
+        group = lines[start].removeprefix("Available options in ").rstrip(":")
+        found = lines[0].split(": ", 1)[-1]
+        return f"{found[:1].lower()}{found[1:]}{hint} (the options of {group}: {', '.join(options)})"
+    return " | ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))
+
+
+def print_without_hydra_frames(err: BaseException) -> None:
+    """A traceback as Hydra prints one: without its frames (and `hydra_command`'s) above the command's."""
+    shown = traceback.TracebackException.from_exception(err)
+    hydra_dir = str(Path(hydra.__file__).parent)
+    ours = [
+        f for f in shown.stack if not f.filename.startswith(hydra_dir) and (f.filename, f.name) != (__file__, "command")
+    ]
+    shown.stack = traceback.StackSummary.from_list(ours)
+    print("".join(shown.format()), file=sys.stderr, end="")
 
 
 def names_of(value) -> list[str] | None:

@@ -33,7 +33,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -62,12 +61,12 @@ from ttt_mm.embed.files import (
 )
 from ttt_mm.storage.atomic import remove_stale_temporaries, replaced, write_json
 from ttt_mm.tasks.common import (
-    CONF_DIR,
     ConfigError,
     Interrupted,
     SweepJobError,
     config_errors_end_the_command,
     extensions_of,
+    hydra_command,
     in_a_sweep,
     output_folder,
     positive_count,
@@ -330,7 +329,7 @@ def run(cfg: DictConfig) -> Summary:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="embed")
+@hydra_command("embed")
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", stream=sys.stderr

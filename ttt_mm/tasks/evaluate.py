@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -36,10 +35,10 @@ from ttt_mm.eval.report import MODALITY_NAMES
 from ttt_mm.eval.tables import remove_earlier_figures, skip_list_set_aside, write_outputs
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import (
-    CONF_DIR,
     ConfigError,
     Interrupted,
     config_errors_end_the_command,
+    hydra_command,
     names_of,
     positive_count,
     positive_seconds,
@@ -257,7 +256,7 @@ def report(out: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+@hydra_command("evaluate")
 def main(cfg: DictConfig) -> None:
     with config_errors_end_the_command():
         report(run(cfg))

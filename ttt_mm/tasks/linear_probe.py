@@ -30,7 +30,6 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
@@ -47,11 +46,11 @@ from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStat
 from ttt_mm.linear_probe.folds import assign_folds, joined_groups
 from ttt_mm.linear_probe.tables import write_outputs
 from ttt_mm.tasks.common import (
-    CONF_DIR,
     ConfigError,
     Interrupted,
     config_errors_end_the_command,
     extensions_of,
+    hydra_command,
     names_of,
     positive_count,
     results_folder,
@@ -424,7 +423,7 @@ def report(out: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="linear_probe")
+@hydra_command("linear_probe")
 def main(cfg: DictConfig) -> None:
     with config_errors_end_the_command(
         interrupted="no results were written (they are written once every probe is fitted)"

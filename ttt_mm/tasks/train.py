@@ -15,7 +15,6 @@ import signal
 import sys
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -36,10 +35,10 @@ from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.training import is_seed
 from ttt_mm.embed.checkpoint import read_checkpoint
 from ttt_mm.tasks.common import (
-    CONF_DIR,
     ConfigError,
     config_errors_end_the_command,
     forget_refused_resume,
+    hydra_command,
     in_a_sweep,
     lightning_logs_to_file,
     positive_count,
@@ -532,7 +531,7 @@ _SIGNALS = {signal.strsignal(s): s.name for s in signal.Signals if signal.strsig
 """Signal names by the description PyTorch reports a dead worker with ("Segmentation fault": SIGSEGV)."""
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra_command("train")
 def main(cfg: DictConfig) -> dict:
     """Trains as configured; returns the run's metrics, folder and best checkpoint (what a sweep's
     results table shows: `ttt_mm.tasks.sweep_report`)."""
