@@ -118,6 +118,27 @@ def test_a_run_over_some_of_a_folders_files_keeps_the_records_of_the_others(fold
     assert (whole.probed, whole.cached) == (0, len(files))
 
 
+def test_files_indexed_in_the_cache_of_another_folder_are_not_probed_again(folder, tmp_path):
+    """A run over a dataset indexes its subfolders' files in the dataset folder's cache. A run over one
+    subfolder, or over a manifest listing files of several subfolders indexed one by one, probed them
+    all again (each set of files has a cache of the folder that holds them all)."""
+    data = tmp_path / "set"
+    for sub, name in (("a", "tone.wav"), ("b", "av.mp4"), ("b", "video.mp4")):
+        (data / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(folder / name, data / sub / name)
+    everything = sorted(str(p) for p in data.rglob("*.*"))
+    first, whole = index_files(everything, tmp_path / "cache")
+    part_files = sorted(str(p) for p in (data / "b").iterdir())
+    part, run = index_files(part_files, tmp_path / "cache")
+    assert whole.probed == 3 and (run.probed, run.cached) == (0, 2) and run.cache != whole.cache
+    assert part == {p: first[p] for p in part_files}
+    assert sorted(json.loads(line)["path"] for line in run.cache.read_text().splitlines()) == part_files  # kept
+    for sub in ("a", "b"):
+        index_files(sorted((data / sub).iterdir()), tmp_path / "per_folder")
+    _, listed = index_files(everything, tmp_path / "per_folder")
+    assert (listed.probed, listed.cached) == (0, 3)
+
+
 def test_compressed_audio_longer_than_the_decode_cache_is_warned_about_once(media, tmp_path, caplog, monkeypatch):
     """Such a track is decoded whole for a window whenever another file's audio was read in between."""
     monkeypatch.setattr(index, "AUDIO_CACHE_SAMPLES", 16000 * 2)  # 2 s: the 3 s AAC track is longer

@@ -6,7 +6,9 @@ audio decoded) in an `IsolatedPool`, so a file that crashes or hangs a decoder i
 that trains, embeds or evaluates. The records are cached as JSONL, one line per file keyed by its
 absolute path, size and modification time, under ``<cache dir>/<folder name>-<hash of the folder>.jsonl``
 for the folder that holds the files; a second run probes only new or changed files, and files that
-hung under a shorter probe timeout than this run's. The file is rewritten whole under a temporary
+hung under a shorter probe timeout than this run's. A file this folder's cache lacks is looked up in
+the caches of the folders around it (a subfolder of a dataset indexed whole, the folders a manifest
+draws on), so it is probed once whichever way it is reached. The file is rewritten whole under a temporary
 name and renamed, under a lock (ranks of one job share it): at the end, every few minutes while
 probing and when interrupted, so that an interrupted first indexing of a large folder keeps its work.
 
@@ -215,9 +217,31 @@ def describe(path: str, verify: bool = True) -> dict:
 def cache_file(paths: Sequence[str], cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the index of these files is cached: one file per folder that holds them all."""
     root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else "/"
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(root) or "root")[:40]
-    digest = hashlib.sha1(os.fsencode(root)).hexdigest()[:12]
+    return _folder_cache(root, cache_dir)
+
+
+def _folder_cache(folder: str, cache_dir: str | os.PathLike | None) -> Path:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(folder) or "root")[:40]
+    digest = hashlib.sha1(os.fsencode(folder)).hexdigest()[:12]
     return Path(cache_dir or default_cache_dir()) / f"{name}-{digest}.jsonl"
+
+
+def _records_nearby(paths: Sequence[str], own: Path, cache_dir: str | os.PathLike | None) -> dict[str, dict]:
+    """The records of ``paths`` in the caches of the folders around them, ``own`` aside: a run over a
+    whole dataset indexed a subfolder's files in the dataset folder's cache, and a run over each
+    subfolder the files a manifest of the dataset lists. (Read without their locks: a cache is only
+    ever replaced whole.)"""
+    folders: set[str] = set()
+    for path in paths:
+        folder = os.path.dirname(path)
+        while folder not in folders:
+            folders.add(folder)
+            folder = os.path.dirname(folder)
+    wanted, found = set(paths), {}
+    for cache in sorted({_folder_cache(f, cache_dir) for f in folders} - {own}):
+        if cache.is_file():
+            found |= {p: r for p, r in _load(cache).items() if p in wanted}
+    return found
 
 
 def _load(path: Path) -> dict[str, dict]:
@@ -287,7 +311,9 @@ def index_files(
     started = time.monotonic()
     with _lock_file(run.cache) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another rank or run indexing the same folder: wait, then reuse
-        cached = _load(run.cache)
+        own = cached = _load(run.cache)
+        if not refresh and any(p not in own for p in files):
+            cached = _records_nearby([p for p in files if p not in own], run.cache, cache_dir) | own
         out, todo = {}, []
         for path in files:
             try:
@@ -302,6 +328,14 @@ def index_files(
                 run.cached += 1
             else:
                 todo.append(path)
+        others = {p: r for p, r in cached.items() if p not in out and _exists(r)}
+
+        def save() -> None:
+            _save(run.cache, others | {p: r for p, r in (out | probed).items() if "bytes" in r})
+
+        probed: dict[str, dict] = {}
+        if not todo and any(p not in own and "bytes" in r for p, r in out.items()):
+            save()  # (records from the caches around it: this folder's own has them next time)
         if todo:
             level = logging.INFO if len(todo) >= 10 else logging.DEBUG  # a few files are quick: no line for them
             log.log(
@@ -311,12 +345,6 @@ def index_files(
                 run.cached,
                 run.cache,
             )
-            others = {p: r for p, r in cached.items() if p not in out and _exists(r)}
-            probed: dict[str, dict] = {}
-
-            def save() -> None:
-                _save(run.cache, others | {p: r for p, r in (out | probed).items() if "bytes" in r})
-
             try:
                 progressed = _probe(todo, task, jobs or default_jobs(), timeout, run, probed, save)
             except BaseException as exc:
