@@ -256,9 +256,27 @@ def test_a_file_of_digital_silence_is_embedded_and_said_to_be(ckpts, tmp_path, c
     summary = task.run(_cfg(ckpt=ckpts["audio"], input=silent, output=tmp_path / "out"))
     assert len(summary.written) == 1
     assert f"{silent}: the audio is digital silence: embedded as it is" in caplog.text
+    assert "training and evaluation leave such a file out: they read only audio" in caplog.text
     caplog.clear()
     again = task.run(_cfg(ckpt=ckpts["audio"], input=silent, output=tmp_path / "out"))
     assert again.skipped and "digital silence" not in caplog.text  # up to date: nothing embedded, nothing said
+
+
+def test_a_video_whose_track_is_digital_silence_is_said_to_be_read_as_one_without_sound(
+    ckpts, tmp_path, caplog, monkeypatch
+):
+    """Runs that read audio and video take it as a video without sound; the line said they leave it out
+    only when they read audio alone."""
+    import mediafiles
+
+    monkeypatch.setattr(mediafiles, "tone", lambda seconds, rate, *args: np.zeros(round(seconds * rate), np.float32))
+    video = mediafiles.write_video(tmp_path / "mute.mp4", seconds=3.0, fps=16, width=64, height=48)
+    summary = task.run(_cfg(ckpt=ckpts["av"], input=video, output=tmp_path / "out"))
+    assert len(summary.written) == 1
+    assert f"{video}: the audio is digital silence: embedded as it is (training and evaluation read such a file " in (
+        caplog.text
+    )
+    assert "as a video without sound" in caplog.text and "they read only audio" not in caplog.text
 
 
 def test_a_probe_manifests_bad_rows_fail_with_their_reasons_like_a_folders_bad_files(ckpts, folder, tmp_path):

@@ -267,7 +267,14 @@ def run(cfg: DictConfig) -> Summary:
         if remove_outputs(output_stem(clip, output)):  # an earlier output describes what the file was
             log.warning("removed the earlier output of %s, which cannot be read now", one_line(clip.segment))
     clips = selection.clips
-    hears = "audio" in embedder.read_spec().modalities
+    modalities = embedder.read_spec().modalities
+    hears = "audio" in modalities
+    after = (  # what training and evaluation do with such a file (`ttt_mm.data.index.select`)
+        "training and evaluation leave such a file out: they read only audio"
+        if modalities == ("audio",)
+        else "training and evaluation read such a file as a video without sound: left out, or with "
+        "data.missing_audio=silence read with its silence"
+    )
     if clips:  # made only when something may be written: a lone bad input leaves no folder behind
         output_folder(output)
         if removed := remove_stale_temporaries(output):
@@ -302,9 +309,7 @@ def run(cfg: DictConfig) -> Summary:
                         told.add(why)
                 if hears and clip.info is not None and clip.info.silent:
                     log.warning(
-                        "%s: the audio is digital silence: embedded as it is (training and evaluation leave such a "
-                        "file out when they read only audio)",
-                        one_line(clip.segment),
+                        "%s: the audio is digital silence: embedded as it is (%s)", one_line(clip.segment), after
                     )
                 embed_one(embedder, clip, stem, meta | label, cfg.dtype, progress)
             except (MediaError, InputError, OSError) as exc:
