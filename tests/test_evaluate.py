@@ -233,6 +233,16 @@ def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
         run(cfg)  # before any file is read
 
 
+def test_checkpoints_that_read_different_streams_are_refused_without_a_warning_first(tmp_path, caplog):
+    """They make different tokens too: the warning that their losses are on different scales came first,
+    for a run that the next line refused."""
+    audio, video = (save(tiny_model(stream=s), tmp_path / f"{s}.ckpt") for s in ("audio", "video"))
+    cfg = compose_evaluate(f"ckpt=[{audio},{video}]", f"output={tmp_path}", f"paths.output_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="the checkpoints read different modalities"):
+        run(cfg)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_the_val_and_test_splits_are_those_of_the_checkpoints_run(tmp_path, model, monkeypatch, caplog):
     """With the data config's own fractions (0.02 for the synthetic data), split=test scored files that
     the checkpoint's run had trained on."""

@@ -161,7 +161,6 @@ def run(cfg: DictConfig) -> dict:
     window = positive_seconds(cfg.get("window_seconds"), "window_seconds", "the data's validation window")
     output = results_folder(cfg.output)
     models, splits = load_models(ckpts, names, str(cfg.device), bool(cfg.weights_only))
-    warn_if_incomparable(models)
     split = str(cfg.split)
     try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)
         decoding = checkpoint_decoding(
@@ -170,6 +169,7 @@ def run(cfg: DictConfig) -> dict:
         fractions = checkpoint_split(splits) if split in ("val", "test") else {}  # (the files of their split)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    warn_if_incomparable(models)  # (models that read different streams were refused above: no warning first)
     if changed := [f"data.{k}={cfg.data.get(k)} -> {v:g}" for k, v in fractions.items() if cfg.data.get(k) != v]:
         log.info("split=%s: the checkpoint's %s files, as its run split them (%s)", split, split, ", ".join(changed))
     decoding |= fractions
