@@ -473,7 +473,7 @@ def test_missing_checkpoint_is_a_config_error(tmp_path):
 
 @pytest.mark.parametrize(
     "data,message",
-    [("video_folder", "data: dataset root /no/such/folder is not a directory"), ("manifest", "data: manifest ")],
+    [("video_folder", "data: dataset root /no/such/folder does not exist"), ("manifest", "data: manifest ")],
 )
 def test_a_data_root_that_is_not_there_is_a_config_error(tmp_path, model, data, message):
     ckpt = save(model, tmp_path / "tiny.ckpt")

@@ -587,7 +587,7 @@ def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path)
     "overrides,message",
     [
         (["data=video_folder"], "data.root must be set"),
-        (["data=video_folder", "data.root=/no/such/folder"], "is not a directory"),
+        (["data=video_folder", "data.root=/no/such/folder"], "dataset root /no/such/folder does not exist"),
         (["data.root=/no/such/folder"], "the synthetic data generates its clips and reads no files"),
         (["data.clip_seconds=0"], "data.clip_seconds must be a positive number of seconds; got 0"),
         (["data.stream=false", "data.clip_seconds=2.1"], "data.clip_seconds=2.1 (also the validation window) is not a"),

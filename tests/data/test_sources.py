@@ -26,8 +26,10 @@ def test_folder_source_is_recursive_and_filters_by_extension(media, tmp_path):
     clips = FolderSource(str(tmp_path)).clips()
     assert [c.key for c in clips] == ["a/b/clip.MP4", "a/tone.wav"]
     assert [c.key for c in FolderSource(str(tmp_path), (".wav",)).clips()] == ["a/tone.wav"]
-    with pytest.raises(FileNotFoundError, match="not a directory"):
+    with pytest.raises(FileNotFoundError, match="missing does not exist$"):
         FolderSource(str(tmp_path / "missing")).clips()
+    with pytest.raises(FileNotFoundError, match=r"tone.wav is a file, not a folder; to use one file, list it in a man"):
+        FolderSource(str(tmp_path / "a" / "tone.wav")).clips()
     for name in (
         "book.m4b",
         "track.mka",

@@ -152,8 +152,12 @@ class _Found:
 
 def _walk(root: Path, extensions: tuple[str, ...], base: Path) -> list[_Found]:
     """The media files under ``root`` (a part of the dataset at ``base``), sorted by path."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset root {root} is not a directory")
+    if not root.exists():
+        raise FileNotFoundError(f"dataset root {root} does not exist")
+    if not root.is_dir():  # (one file: a manifest of one row, data=manifest, reads it)
+        raise FileNotFoundError(
+            f"dataset root {root} is a file, not a folder; to use one file, list it in a manifest (data=manifest)"
+        )
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     top, real_base = os.path.realpath(root), os.path.realpath(base)
     walked = {top}
