@@ -411,6 +411,22 @@ def test_small_folders_still_validate(tmp_path, caplog, count):
     assert sum(len(b["path"]) for b in dm.val_dataloader()) > 0  # a validation metric will be logged
 
 
+def test_training_says_how_many_files_each_split_has_and_names_the_few_it_validates_and_tests_on(tmp_path, caplog):
+    """Nothing said which files val/* was measured on: a user matched the score against evaluate's
+    per-file output to find out."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = ["path,split"]
+    for i, split in enumerate(["train", "train", "train", "val", "test", "test"]):
+        write_video(data / f"v{i}.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=None)
+        rows.append(f"v{i}.mp4,{split}")
+    (data / "m.csv").write_text("\n".join(rows) + "\n")
+    dm = MediaDataModule(ManifestSource(str(data / "m.csv")), modalities=["video"], size=32, clip_seconds=1.0)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        dm.setup("fit")
+    assert "data: 6 files: 3 train, 1 val (v3.mp4), 2 test (v4.mp4, v5.mp4)" in caplog.messages
+
+
 @pytest.mark.parametrize("count", [1, 2])
 def test_a_folder_of_one_or_two_files_trains_on_them_whatever_their_names_hash_to(tmp_path, caplog, count):
     """With one file hashed into validation, training ended at launch: 'no training clips among 1'."""

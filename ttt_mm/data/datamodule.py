@@ -34,7 +34,8 @@ from ttt_mm.data.even_passes import EvenPasses
 from ttt_mm.data.index import PROBE_TIMEOUT, index_clips
 from ttt_mm.data.restarts import RestartingLoader
 from ttt_mm.data.skiplist import SkipList, count_reasons, missing_stream_hint
-from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
+from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource, one_line
+from ttt_mm.data.synthetic import SyntheticClip
 from ttt_mm.data.training import ResumableSampler, StreamWindows, WindowDataset, is_seed
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 MIN_FILES_FOR_VALIDATION = 3
 """With fewer usable files than this, validation runs on the training files (with a warning)."""
+NAMED_FILES = 5
+"""The most validation or test files the data's summary line names."""
 
 
 def _check_settings(positive: dict, non_negative: dict, counts: dict, fractions: dict, seed) -> None:
@@ -229,6 +232,19 @@ class MediaDataModule(L.LightningDataModule):
             )
         if self.val_fraction > 0 and not self.splits["val"] and self.splits["train"]:
             self._ensure_validation(warn=stage in (None, "fit"))
+        if stage in (None, "fit") and rank_zero_only.rank == 0:
+            log.info("data: %s", self.split_summary())
+
+    def split_summary(self) -> str:
+        """``14 files: 11 train, 1 val (a.mp4), 2 test (b.mp4, c.mp4)``: how many files each split has,
+        and which they are for validation and test where they are few (what ``val/*`` was measured on)."""
+        counts = []
+        for name in SPLITS:
+            keys = sorted({c.file_key for c in self.splits[name]})
+            named = name != "train" and 0 < len(keys) <= NAMED_FILES
+            counts.append(f"{len(keys)} {name}" + (f" ({', '.join(map(one_line, keys))})" if named else ""))
+        unit = "synthetic clips" if any(isinstance(c.media, SyntheticClip) for c in self.clips) else "files"
+        return f"{len({c.file_key for c in self.clips})} {unit}: {', '.join(counts)}"
 
     def _train_on_all(self, hashed: list, warn: bool) -> None:
         """Train on the files of a folder too small to hold any out: with one or two files, whether one
