@@ -148,5 +148,15 @@ def test_a_clip_just_short_of_the_least_says_how_long_it_is(tmp_path):
     """639 samples at 16 kHz were "only 0.040 s of audio in the clip (min_seconds=0.04)"."""
     path = tmp_path / "short.wav"
     sf.write(path, np.full(639, 0.1, dtype=np.float32), 16000)
-    with pytest.raises(MediaError, match=r"only 0.0399375 s of audio in the clip \(min_seconds=0.04\)$"):
+    with pytest.raises(MediaError, match=r"only 0.0399375 s of audio in the clip \(data.min_seconds=0.04\)$"):
         clip_span(ClipInfo(str(path)), ReadSpec(modalities=("audio",), min_seconds=0.04))
+
+
+def test_a_clip_shorter_than_a_token_says_so_not_a_data_setting_that_embedding_lacks(tmp_path):
+    from ttt_mm.tokenizers import AudioTokenizer
+
+    path = tmp_path / "short.wav"
+    sf.write(path, np.full(500, 0.1, dtype=np.float32), 16000)
+    spec = ReadSpec.for_tokenizer(AudioTokenizer(dim=16, frames_per_token=4))
+    with pytest.raises(MediaError, match=r"only 0.03125 s of audio in the clip \(less than one token step, 0.04 s\)$"):
+        clip_span(ClipInfo(str(path)), spec)

@@ -53,6 +53,7 @@ class ReadSpec:
     size: int = FRAME_SIZE
     audio_context_seconds: float = 0.025  # >= win_length - hop_length of the audio tokenizer
     min_seconds: float = 0.5  # shorter clips (e.g. 1-frame videos) are bad files
+    min_seconds_set_by: str = "data.min_seconds"  # what a too-short file's reason names as the least length
     missing_audio: Literal["skip", "silence"] = "skip"
     skip_silent: bool = False  # audio of digital silence: the file left out of audio-only reads, no sound with video
 
@@ -78,6 +79,7 @@ class ReadSpec:
             size=d.size or FRAME_SIZE,
             audio_context_seconds=d.context_samples / sample_rate,
             min_seconds=tokenizer.seconds_per_step,
+            min_seconds_set_by="one token step",
             missing_audio=missing_audio,
         )
 
@@ -119,7 +121,12 @@ def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
     end = end if clip.end is None else min(end, clip.end)
     if end - clip.start < spec.min_seconds:
         seconds = max(0.0, end - clip.start)
-        raise MediaError(clip.name, f"only {seconds:.6g} s of {what} in the clip (min_seconds={spec.min_seconds:g})")
+        least = (
+            f"{spec.min_seconds_set_by}={spec.min_seconds:g}"
+            if spec.min_seconds_set_by.startswith("data.")
+            else f"less than {spec.min_seconds_set_by}, {spec.min_seconds:g} s"
+        )
+        raise MediaError(clip.name, f"only {seconds:.6g} s of {what} in the clip ({least})")
     return clip.start, end
 
 
