@@ -21,6 +21,7 @@ from mediafiles import tone, write_video, write_wav
 
 from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.embed.checkpoint import resolve_device
+from ttt_mm.eval.loop import model_info
 from ttt_mm.eval.rollout import rollout
 from ttt_mm.eval.scoring import HORIZON_FIELDS, ClipScorer
 from ttt_mm.eval.tables import SKIP_LIST, remove_earlier_figures, skip_list_set_aside
@@ -617,6 +618,13 @@ def test_models_that_score_different_tokens_are_said_to_be_on_different_scales(c
         warn_if_incomparable({"a": ("a.ckpt", audio_model(4)), "b": ("b.ckpt", audio_model(8))})
     (line,) = [r.getMessage() for r in caplog.records]
     assert "a: 25 tokens/s, targets of audio 320" in line and "b: 12.5 tokens/s, targets of audio 640" in line
+
+
+def test_metrics_name_the_checkpoint_by_its_absolute_path(model, tmp_path, monkeypatch):
+    """As embed's sidecars and linear_probe's metrics do: it was kept as typed, relative to a folder
+    the metrics do not say."""
+    monkeypatch.chdir(tmp_path)
+    assert model_info("runs/last.ckpt", model, 0)["checkpoint"] == str(tmp_path / "runs" / "last.ckpt")
 
 
 def test_a_device_this_machine_lacks_is_a_config_error(monkeypatch):

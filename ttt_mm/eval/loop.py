@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ class Options:
 def model_info(path: str, model: SequenceModel, rollout_steps: int) -> dict:
     tok, bb = model.tokenizer, model.hparams.backbone
     info = {
-        "checkpoint": str(path),
+        "checkpoint": os.path.abspath(path),  # (as embed and linear_probe record it)
         "mixer": bb.get("mixer"),
         "variant": bb.get("variant"),
         "dim": bb.get("dim"),
