@@ -70,7 +70,7 @@ def test_the_summary_counts_usable_files_with_a_stream_that_is_not(tmp_path, cap
     write_wav(tmp_path / "data" / "a.wav", tone(1.0, 16000), 16000)
     assert main([str(tmp_path / "data"), "--index-cache", str(tmp_path / "cache")]) == 0
     err = capsys.readouterr().err
-    assert f"2 files under {tmp_path / 'data'}: 2 usable (1 without a usable audio stream: 1 x " in err
+    assert f"2 files under {tmp_path / 'data'}: 2 usable (1 without a usable audio stream [1 x " in err
     assert ", 0 not." in err
     write_wav(tmp_path / "data" / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
     assert main([str(tmp_path / "data"), "--index-cache", str(tmp_path / "cache")]) == 0
@@ -86,8 +86,10 @@ def test_an_output_named_other_than_json_lines_is_refused_before_probing(data, t
 
 def test_without_an_output_the_records_go_to_stdout(data, tmp_path, capsys):
     assert main([str(data / "b.wav"), "--index-cache", str(tmp_path / "cache")]) == 0
-    (record,) = map(json.loads, capsys.readouterr().out.splitlines())
+    out, err = capsys.readouterr()
+    (record,) = map(json.loads, out.splitlines())
     assert record["path"] == str(data / "b.wav") and record["audio_backend"] == "soundfile"
+    assert err.startswith(f"{data / 'b.wav'}: usable. 1 probed, 0 from the index cache ")  # (not "1 file under")
 
 
 def test_single_bad_file_exits_nonzero_with_the_reason(media, tmp_path, capfd):

@@ -86,14 +86,17 @@ def index_and_list(args: argparse.Namespace) -> int:
     if single and bad:
         print(f"error: {target}: {bad[0]['error']}", file=sys.stderr)
         return 1
-    files = f"{len(records)} file{'s' if len(records) != 1 else ''}"
-    summary = f"{files} under {target}: {len(records) - len(bad)} usable"
     partly = _stream_errors(records.values())
-    if partly:
-        summary += f" ({partly})"
-    summary += f", {len(bad)} not"
-    if bad:
-        summary += f" ({count_reasons(r['error'] for r in bad)})"
+    if single:
+        summary = f"{target}: usable" + (f" ({partly})" if partly else "")
+    else:
+        files = f"{len(records)} file{'s' if len(records) != 1 else ''}"
+        summary = f"{files} under {target}: {len(records) - len(bad)} usable"
+        if partly:
+            summary += f" ({partly})"
+        summary += f", {len(bad)} not"
+        if bad:
+            summary += f" ({count_reasons(r['error'] for r in bad)})"
     where = f"; wrote {args.output}" if args.output else ""
     print(
         f"{summary}. {run.probed} probed, {run.cached} from the index cache {run.cache}, in {run.seconds:.1f} s{where}",
@@ -109,7 +112,7 @@ def _stream_errors(records) -> str:
     for stream in ("video", "audio"):
         reasons = [r[f"{stream}_error"] for r in records if not r.get("error") and r.get(f"{stream}_error")]
         if reasons:
-            counts.append(f"{len(reasons)} without a usable {stream} stream: {count_reasons(reasons)}")
+            counts.append(f"{len(reasons)} without a usable {stream} stream [{count_reasons(reasons)}]")
     silent = sum(1 for r in records if not r.get("error") and not r.get("audio_error") and r.get("silent"))
     if silent:  # (training and evaluation leave them out when they read only audio)
         counts.append(f"{silent} whose audio is digital silence")
