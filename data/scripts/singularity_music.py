@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         for p, k in zip(files, keys)
     ]
     write_manifest(out, rows)
-    counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
+    counts = ", ".join(f"{sum(r['split'] == s for r in rows)} {s}" for s in ("train", "val", "test"))
     held_out = ", ".join(k for k in keys if split[k] == "test")
     print(f"wrote {out}: {len(rows)} tracks, {counts} (seed {args.seed}); test: {held_out}", file=sys.stderr)
     return 0

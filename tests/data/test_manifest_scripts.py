@@ -97,7 +97,7 @@ def test_dialogue_script_says_where_the_media_should_be(tmp_path, capsys):
     assert "fetch-real-media.sh" in capsys.readouterr().err and not (tmp_path / "m.csv").exists()
 
 
-def test_music_split_holds_out_a_quarter_of_the_tracks(tmp_path):
+def test_music_split_holds_out_a_quarter_of_the_tracks(tmp_path, capsys):
     media = tmp_path / "media"
     names = [f"Track {i}.ogg" for i in range(13)] + ["lose/Sad.ogg", "lose/Sadder.ogg", "win/Glad.ogg"]
     for name in names:
@@ -105,6 +105,7 @@ def test_music_split_holds_out_a_quarter_of_the_tracks(tmp_path):
     out = tmp_path / "data" / "singularity_music" / "manifest.csv"
     module = script("singularity_music")
     assert module.main(["--media", str(media), "--out", str(out), "--seed", "3"]) == 0
+    assert f"wrote {out}: 16 tracks, 11 train, 1 val, 4 test (seed 3); test: " in capsys.readouterr().err
     clips = ManifestSource(str(out)).clips()
     assert len(clips) == 16 and all(Path(c.media).is_file() and c.start == 0 and c.end is None for c in clips)
     assert Counter(c.split for c in clips) == {"train": 11, "val": 1, "test": 4}
