@@ -157,7 +157,9 @@ def test_indexing_many_files_ends_with_a_line_that_says_it_is_done(tmp_path, cap
     (tmp_path / "bad.wav").write_bytes(b"not audio")
     with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
         index_files([*files, tmp_path / "bad.wav"], tmp_path / "cache")
-    assert re.match(r"probed 12 new or changed files in \d+ s: 1 cannot be read$", caplog.records[-1].getMessage())
+    assert re.match(
+        r"probed 12 new or changed files in \d+ s: 1 of them cannot be read$", caplog.records[-1].getMessage()
+    )
 
 
 def test_a_file_that_cannot_be_opened_says_so_and_is_not_cached_as_corrupt(folder, tmp_path, monkeypatch):

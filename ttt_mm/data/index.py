@@ -361,7 +361,7 @@ def index_files(
             out |= probed
             log.log(
                 logging.INFO if progressed else level,  # (progress was logged: so is its end)
-                "probed %d new or changed files in %.0f s: %d cannot be read",
+                "probed %d new or changed files in %.0f s: %d of them cannot be read",
                 len(todo),
                 time.monotonic() - started,
                 sum(1 for r in probed.values() if r.get("error")),
