@@ -53,9 +53,9 @@ class ReadSpec:
     size: int = FRAME_SIZE
     audio_context_seconds: float = 0.025  # >= win_length - hop_length of the audio tokenizer
     min_seconds: float = 0.5  # shorter clips (e.g. 1-frame videos) are bad files
-    min_seconds_set_by: str = "data.min_seconds"  # what a too-short file's reason names as the least length
     missing_audio: Literal["skip", "silence"] = "skip"
     skip_silent: bool = False  # audio of digital silence: the file left out of audio-only reads, no sound with video
+    min_seconds_set_by: str = "data.min_seconds"  # what a too-short file's reason names as the least length
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))
