@@ -140,6 +140,7 @@ def test_a_mistake_met_while_composing_the_config_is_one_error_line_and_status_2
 ):
     """Hydra printed these over several lines with exit status 1, and for a misspelled key suggested
     adding it with a +."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # (the user's: raised as it is)
     monkeypatch.setattr(sys, "argv", [command, override])
     with pytest.raises(SystemExit) as ended:
         importlib.import_module(f"ttt_mm.tasks.{command}").main()
@@ -147,7 +148,51 @@ def test_a_mistake_met_while_composing_the_config_is_one_error_line_and_status_2
     assert "HYDRA_FULL_ERROR" not in os.environ  # (set only while Hydra runs)
 
 
-def test_a_crash_is_a_traceback_of_the_command_without_hydras_frames(capsys, monkeypatch, tmp_path):
+def test_hydra_full_error_of_the_users_raises_as_it_is_and_one_a_run_passed_on_does_not(capsys, monkeypatch):
+    from hydra.errors import ConfigCompositionException
+
+    train = importlib.import_module("ttt_mm.tasks.train")
+    monkeypatch.setattr(sys, "argv", ["train", "trainer.max_step=3"])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ConfigCompositionException):
+        train.main()
+    monkeypatch.setenv("TTT_MM_HYDRA_FULL_ERROR_OURS", "1")  # (in a process the run started: DDP's)
+    with pytest.raises(SystemExit) as ended:
+        train.main()
+    assert ended.value.code == 2 and capsys.readouterr().err.startswith("error: trainer.max_step is not a key")
+    assert os.environ["HYDRA_FULL_ERROR"] == os.environ["TTT_MM_HYDRA_FULL_ERROR_OURS"] == "1"  # (as they were)
+
+
+@pytest.fixture
+def root_logging():
+    """A Hydra job run here sets up logging (console and file handlers); they go with the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
+
+def test_a_refused_command_keeps_the_folder_it_runs_in(tmp_path, monkeypatch, capsys):
+    """embed runs in the working directory (its hydra.run.dir is .): only a run folder Hydra stamped
+    goes when a command is refused, never that one, even empty."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "argv", ["embed"])
+    with pytest.raises(SystemExit) as ended:
+        importlib.import_module("ttt_mm.tasks.embed").main()
+    assert ended.value.code == 2 and capsys.readouterr().err.startswith("error: ckpt")
+    assert work.is_dir()
+
+
+def test_a_crash_is_a_traceback_of_the_command_without_hydras_frames(capsys, monkeypatch, tmp_path, root_logging):
+    """Also a Hydra error the command raises itself: it is no mistake in composing the config."""
+    from hydra.errors import ConfigCompositionException
+
     def failing():
         raise RuntimeError("a bug")
 
@@ -161,6 +206,15 @@ def test_a_crash_is_a_traceback_of_the_command_without_hydras_frames(capsys, mon
     err = capsys.readouterr().err
     assert ended.value.code == 1 and err.rstrip().endswith("RuntimeError: a bug") and "in failing" in err
     assert f"{os.sep}hydra{os.sep}" not in err and "in command" not in err
+
+    @hydra_command("train")
+    def composes(cfg):
+        raise ConfigCompositionException("a config the command composes itself")
+
+    monkeypatch.setattr(sys, "argv", ["train", f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(SystemExit) as ended:
+        composes()
+    assert ended.value.code == 1 and "Traceback" in capsys.readouterr().err
 
 
 def test_a_config_error_is_said_plainly_once_and_by_the_other_processes_with_their_rank(capsys, monkeypatch):

@@ -5,6 +5,7 @@ imports this module first)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -155,34 +156,54 @@ def config_errors_end_the_command(interrupted: str | None = None) -> Iterator[No
         raise
 
 
+FULL_ERROR = "HYDRA_FULL_ERROR"
+"""Hydra raises, rather than prints, what goes wrong where this is "1"."""
+_FULL_ERROR_OURS = "TTT_MM_HYDRA_FULL_ERROR_OURS"
+"""Marks `FULL_ERROR` as set by `hydra_command`, for the processes a run starts (DDP's): not the user's."""
+
+
 def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
     """``hydra.main`` for the command whose config is ``conf/<config_name>.yaml``, where the mistakes
     Hydra finds while composing the config end as the command's own do: one ``error:`` line, exit 2.
     Hydra printed them over several lines, exit 1, and for a misspelled key suggested adding it
-    (``+trainer.max_step=3``) rather than naming the key that was meant."""
+    (``+trainer.max_step=3``) rather than naming the key that was meant. A crash prints its traceback
+    without Hydra's frames, as Hydra does; ``HYDRA_FULL_ERROR=1`` raises everything as it is."""
 
     def decorate(task: Callable) -> Callable:
-        composed = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(task)
+        @functools.wraps(task)
+        def job(cfg: DictConfig):
+            try:
+                return task(cfg)
+            except BaseException as err:
+                with contextlib.suppress(AttributeError):  # (not one of composing, whatever its type)
+                    err.raised_by_the_command = True
+                raise
+
+        composed = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(job)
 
         @functools.wraps(task)
         def command(cfg: DictConfig | None = None):
             if cfg is not None:  # (called with a config: no composing)
                 return composed(cfg)
-            full = os.environ.get("HYDRA_FULL_ERROR")
-            os.environ["HYDRA_FULL_ERROR"] = "1"  # (Hydra then raises what it would print)
+            before = {key: os.environ.get(key) for key in (FULL_ERROR, _FULL_ERROR_OURS)}
+            users = before[FULL_ERROR] == "1" and before[_FULL_ERROR_OURS] != "1"
+            os.environ.update({FULL_ERROR: "1"} if users else {FULL_ERROR: "1", _FULL_ERROR_OURS: "1"})
             try:
                 return composed()
-            except CompactHydraException as err:  # (the job's own mistakes are said in it: ConfigError)
-                print(f"error: {composing_error_message(err)}", file=sys.stderr)
-                sys.exit(2)
             except Exception as err:
-                if full:  # (the user asked for the whole traceback)
+                if users:
                     raise
+                if isinstance(err, CompactHydraException) and not getattr(err, "raised_by_the_command", False):
+                    print(f"error: {composing_error_message(err)}", file=sys.stderr)
+                    sys.exit(2)
                 print_without_hydra_frames(err)
                 sys.exit(1)
             finally:
-                if full is None:
-                    os.environ.pop("HYDRA_FULL_ERROR", None)
+                for key, value in before.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
 
         return command
 
@@ -211,6 +232,9 @@ def composing_error_message(err: CompactHydraException) -> str:
         found = lines[0].split(": ", 1)[-1]
         return f"{found[:1].lower()}{found[1:]}{hint} (the options of {group}: {', '.join(options)})"
     return " | ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))
+
+
+_WRAPPERS = {(__file__, "command"), (__file__, "job")}
 
 
 def print_without_hydra_frames(err: BaseException) -> None:
@@ -316,24 +340,32 @@ def _config_subdir(ckpt_path: str | None, stamp: str, mode: str = "RUN", train: 
 
 _HYDRA_RECORD = {"config.yaml", "hydra.yaml", "overrides.yaml"}
 """What Hydra writes to a run's ``.hydra`` before the command starts."""
+_STAMPED = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}")
+"""A run directory's name as ``conf/hydra/default.yaml`` stamps it (``${now:%Y-%m-%d_%H-%M-%S-%f}``)."""
 
 
 def forget_refused_run() -> None:
-    """Removes the run directory of a command refused before it began, where Hydra made it (the stamped
-    default: no ``hydra.run.dir`` or ``output`` given) and it holds only Hydra's config record and the
-    log: the error was printed, and an empty folder among the runs would pass for a run. A folder with
-    anything else in it (a resume in place, say) is left as it is."""
+    """Removes the run directory of a command refused before it began, where Hydra stamped it
+    (``<log_dir>/<task>/runs/<date>``, the default: no ``hydra.run.dir`` or ``output`` given) and it
+    holds only Hydra's config record and the log: the error was printed, and an empty folder among the
+    runs would pass for a run. Any other folder (the working directory embed runs in, a resume in
+    place, one the user named) is left as it is."""
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
     given = {o.split("=", 1)[0].lstrip("+~") for o in [*hydra.overrides.hydra, *hydra.overrides.task]}
     folder = Path(hydra.runtime.output_dir)
-    if given & {"hydra.run.dir", "output"} or not folder.is_dir():
+    record = folder / ".hydra"
+    if (
+        given & {"hydra.run.dir", "output"}
+        or folder.parent.name != "runs"
+        or not _STAMPED.fullmatch(folder.name)
+        or not (record / "config.yaml").is_file()
+    ):
         return
     logs = {Path(h.baseFilename).resolve() for h in _log_files()}
-    record = folder / ".hydra"
     if all(p == record or p.resolve() in logs for p in folder.iterdir()) and all(
-        p.name in _HYDRA_RECORD for p in (record.iterdir() if record.is_dir() else ())
+        p.name in _HYDRA_RECORD for p in record.iterdir()
     ):
         shutil.rmtree(folder, ignore_errors=True)
 
