@@ -137,6 +137,13 @@ def test_files_indexed_in_the_cache_of_another_folder_are_not_probed_again(folde
         index_files(sorted((data / sub).iterdir()), tmp_path / "per_folder")
     _, listed = index_files(everything, tmp_path / "per_folder")
     assert (listed.probed, listed.cached) == (0, 3)
+    later = time.time() + 5
+    os.utime(data / "a" / "tone.wav", (later, later))  # the dataset's cache describes the file as it was
+    _, changed = index_files([str(data / "a" / "tone.wav")], tmp_path / "cache")
+    assert (changed.probed, changed.cached) == (1, 0)
+    cache_file([str(data / "file")], tmp_path / "unreadable").mkdir(parents=True)  # (the dataset's: a folder)
+    _, passed_over = index_files(part_files, tmp_path / "unreadable")
+    assert passed_over.probed == 2
 
 
 def test_compressed_audio_longer_than_the_decode_cache_is_warned_about_once(media, tmp_path, caplog, monkeypatch):

@@ -226,21 +226,27 @@ def _folder_cache(folder: str, cache_dir: str | os.PathLike | None) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"{name}-{digest}.jsonl"
 
 
-def _records_nearby(paths: Sequence[str], own: Path, cache_dir: str | os.PathLike | None) -> dict[str, dict]:
-    """The records of ``paths`` in the caches of the folders around them, ``own`` aside: a run over a
-    whole dataset indexed a subfolder's files in the dataset folder's cache, and a run over each
-    subfolder the files a manifest of the dataset lists. (Read without their locks: a cache is only
-    ever replaced whole.)"""
+def _records_nearby(
+    wanted: dict[str, os.stat_result], own: Path, cache_dir: str | os.PathLike | None, current: Callable
+) -> dict[str, dict]:
+    """Records of the files in ``wanted`` (by their stat) that are ``current(record, stat)`` in the
+    caches of the folders around them, ``own`` aside: a run over a whole dataset indexed a subfolder's
+    files in the dataset folder's cache, and a run over each subfolder the files a manifest of the
+    dataset lists. (Read without their locks: a cache is only ever replaced whole; one that cannot be
+    read is passed over.)"""
     folders: set[str] = set()
-    for path in paths:
+    for path in wanted:
         folder = os.path.dirname(path)
         while folder not in folders:
             folders.add(folder)
             folder = os.path.dirname(folder)
-    wanted, found = set(paths), {}
+    found = {}
     for cache in sorted({_folder_cache(f, cache_dir) for f in folders} - {own}):
-        if cache.is_file():
-            found |= {p: r for p, r in _load(cache).items() if p in wanted}
+        try:
+            records = _load(cache)
+        except OSError:
+            continue
+        found |= {p: r for p, r in records.items() if p in wanted and current(r, wanted[p])}
     return found
 
 
@@ -311,30 +317,39 @@ def index_files(
     started = time.monotonic()
     with _lock_file(run.cache) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another rank or run indexing the same folder: wait, then reuse
-        own = cached = _load(run.cache)
-        if not refresh and any(p not in own for p in files):
-            cached = _records_nearby([p for p in files if p not in own], run.cache, cache_dir) | own
-        out, todo = {}, []
+        cached = _load(run.cache)
+        out, stats = {}, {}
         for path in files:
             try:
-                st = os.stat(path)
+                stats[path] = os.stat(path)
             except OSError as exc:
                 out[path] = {"path": path, "error": stat_reason(path, exc)}
-                continue
-            if not refresh and _current(cached.get(path), st, verify, timeout):
+
+        def current(record: dict | None, st: os.stat_result) -> bool:
+            return not refresh and _current(record, st, verify, timeout)
+
+        stale = {p: st for p, st in stats.items() if not current(cached.get(p), st)}
+        adopted = _records_nearby(stale, run.cache, cache_dir, current) if stale and not refresh else {}
+        cached |= adopted
+        todo = []
+        for path, st in stats.items():
+            if current(cached.get(path), st):
                 # (a chmod keeps size and mtime: a file read well before may no longer open)
                 why = open_reason(path) if "error" not in cached[path] else None
                 out[path] = cached[path] if why is None else {"path": path, "error": why}
                 run.cached += 1
             else:
                 todo.append(path)
-        others = {p: r for p, r in cached.items() if p not in out and _exists(r)}
+        others: dict[str, dict] | None = None  # the cache's records of files not asked for, still there
+        probed: dict[str, dict] = {}
 
         def save() -> None:
+            nonlocal others
+            if others is None:  # (once, and only when something is saved: each is a stat)
+                others = {p: r for p, r in cached.items() if p not in out and _exists(r)}
             _save(run.cache, others | {p: r for p, r in (out | probed).items() if "bytes" in r})
 
-        probed: dict[str, dict] = {}
-        if not todo and any(p not in own and "bytes" in r for p, r in out.items()):
+        if adopted and not todo:
             save()  # (records from the caches around it: this folder's own has them next time)
         if todo:
             level = logging.INFO if len(todo) >= 10 else logging.DEBUG  # a few files are quick: no line for them
