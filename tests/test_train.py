@@ -868,6 +868,12 @@ def test_where_stdout_is_no_terminal_the_bar_prints_plain_lines(tmp_path, capsys
     datamodule, model, trainer = build(compose_train(tmp_path / "b", [*TINY, "trainer.max_steps=3", *every]))
     trainer.fit(model, datamodule=datamodule)  # (no validation at its end: the end has its own line)
     assert [line.split(" batches,")[0] for line in capsys.readouterr().out.splitlines()] == ["Epoch 0: 3/3"]
+    epochs = ["trainer.max_steps=-1", "trainer.max_epochs=2", "trainer.limit_train_batches=2"]
+    datamodule, model, trainer = build(compose_train(tmp_path / "c", [*TINY, *epochs, *every]))
+    trainer.fit(model, datamodule=datamodule)
+    assert [line.split(" batches,")[0] for line in capsys.readouterr().out.splitlines()] == ["Epoch 1: 2/2"]
+    (bar,) = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    assert bar._batches == 4  # the rate's: the run's batches (the bar's count starts again each epoch)
 
 
 def test_a_test_only_run_tests_the_checkpoint_it_is_given_and_says_which(tmp_path, capsys):
@@ -928,15 +934,26 @@ def test_ctrl_c_between_fit_and_test_stops_the_processes_the_launcher_started(tm
         def kill(self, signum):
             killed.append(signum)
 
-    def ctrl_c(*args, **kwargs):
-        raise KeyboardInterrupt
+    fitted = []
+
+    class FitEnds(L.Callback):
+        def on_fit_end(self, trainer, pl_module):
+            fitted.append(True)
+
+    metrics = L.Trainer.callback_metrics.fget
+
+    def callback_metrics(trainer):  # (read by `fit_and_test` after fit: Ctrl-C there)
+        if fitted:
+            raise KeyboardInterrupt
+        return metrics(trainer)
 
     def build_with_launcher(cfg):
         datamodule, model, trainer = build(cfg)
         trainer.strategy._launcher = Launcher()
-        monkeypatch.setattr(trainer, "test", ctrl_c)  # (before Lightning's own handler is reached)
+        trainer.callbacks.append(FitEnds())
         return datamodule, model, trainer
 
+    monkeypatch.setattr(L.Trainer, "callback_metrics", property(callback_metrics))
     monkeypatch.setattr(train_task, "build", build_with_launcher)
     with pytest.raises(KeyboardInterrupt):
         run(compose_train(tmp_path, [*TINY, "trainer.max_steps=2", "test=true"]))

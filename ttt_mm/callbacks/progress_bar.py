@@ -38,7 +38,8 @@ class ProgressBar(TQDMProgressBar):
         self._left: int | None = None  # batches this run trains, where it is counted in steps
         self._placed = False  # the bar has been set to where this run's batches start
         self._started = self._last_line = 0.0  # (time.monotonic(): this run's first batch, the last line)
-        self._line_at = -1  # the batch the last line was printed at
+        self._batches = 0  # this run's, over its epochs (a bar counts its epoch's)
+        self._line_at = -1  # `_batches` when the last line was printed
 
     def _as_lines(self) -> bool:
         return not sys.stdout.isatty() if self.lines is None else self.lines
@@ -69,7 +70,7 @@ class ProgressBar(TQDMProgressBar):
         """``Epoch 0: 20/400 batches, 00:13, 1.51 batches/s, train/loss=0.590, ...`` on stdout."""
         bar = self.train_progress_bar
         elapsed = time.monotonic() - self._started
-        rate = (bar.n - bar.initial) / elapsed if elapsed > 0 else 0.0
+        rate = self._batches / elapsed if elapsed > 0 else 0.0
         total = "?" if bar.total is None or not math.isfinite(bar.total) else bar.total
         metrics = "".join(
             f", {k}={Tqdm.format_num(v) if isinstance(v, (int, float)) else v}"
@@ -78,7 +79,7 @@ class ProgressBar(TQDMProgressBar):
         when = Tqdm.format_interval(elapsed)
         name = (bar.desc or "Training").removesuffix(": ")  # (tqdm adds ": " to a description)
         print(f"{name}: {bar.n}/{total} batches, {when}, {rate:.2f} batches/s{metrics}", flush=True)
-        self._last_line, self._line_at = time.monotonic(), bar.n
+        self._last_line, self._line_at = time.monotonic(), self._batches
 
     def _in_steps(self) -> bool:
         trainer = self.trainer
@@ -97,6 +98,7 @@ class ProgressBar(TQDMProgressBar):
         self._left = self.total_train_batches if self._in_steps() else None
         self._placed = False
         self._started = self._last_line = time.monotonic()
+        self._batches = 0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -113,6 +115,7 @@ class ProgressBar(TQDMProgressBar):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if self._prints_lines() and bar is not None:
             bar.n = batch_idx + 1  # (Lightning counts only every refresh_rate batches)
+            self._batches += 1
             if time.monotonic() - self._last_line >= self.line_seconds:
                 self._print_line(trainer, pl_module)
 
@@ -123,7 +126,7 @@ class ProgressBar(TQDMProgressBar):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         bar = self.train_progress_bar
-        if self._prints_lines() and bar is not None and bar.n != self._line_at:
+        if self._prints_lines() and bar is not None and self._batches != self._line_at:
             self._print_line(trainer, pl_module)  # (where a validation at the last batch has not)
         super().on_train_end(trainer, pl_module)
 

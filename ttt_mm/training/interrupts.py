@@ -58,6 +58,6 @@ def others_stopped_on_ctrl_c(trainer: L.Trainer) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         launcher = trainer.strategy.launcher
-        if launcher is not None:  # (one that started none, torchrun's say, has none to stop)
+        if launcher is not None:  # (under torchrun it started none: nothing to stop)
             launcher.kill(signal.SIGKILL)
         raise
