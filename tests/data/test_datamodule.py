@@ -408,6 +408,7 @@ def test_small_folders_still_validate(tmp_path, caplog, count):
         assert len(val) == 1 and not val & train and len(train) == count - 1 and not warnings
     else:  # too few to spare one: validate on the training files, and say so once
         assert val == train and len(train) == count and len(warnings) == 1
+        assert dm.split_summary() == f"{count} files: {count} train, {count} val (the training files), 0 test"
     assert sum(len(b["path"]) for b in dm.val_dataloader()) > 0  # a validation metric will be logged
 
 

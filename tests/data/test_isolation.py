@@ -68,6 +68,7 @@ def test_an_unguarded_script_is_told_to_guard_its_code_and_no_file_is_blamed(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH, which keeps it out, is Python 3.11's")
 def test_workers_import_the_ttt_mm_that_runs_not_one_in_the_working_directory(tmp_path):
     """Python before 3.12.8 started the forkserver without the caller's import path, so a checkout in
     the working directory (here one that exits when imported) was the one its workers loaded."""

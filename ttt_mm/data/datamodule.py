@@ -157,8 +157,15 @@ class MediaDataModule(L.LightningDataModule):
         sample_rate = SAMPLE_RATE if sample_rate is None else sample_rate
         fps = FPS if fps is None else fps
         size = FRAME_SIZE if size is None else size
-        self.spec = ReadSpec(  # training and evaluation learn and score nothing on digital silence
-            tuple(modalities), sample_rate, fps, size, audio_context_seconds, min_seconds, missing_audio, True
+        self.spec = ReadSpec(
+            tuple(modalities),
+            sample_rate=sample_rate,
+            fps=fps,
+            size=size,
+            audio_context_seconds=audio_context_seconds,
+            min_seconds=min_seconds,
+            missing_audio=missing_audio,
+            skip_silent=True,  # training and evaluation learn and score nothing on digital silence
         )
         self.clip_seconds = clip_seconds
         self.eval_window_seconds = clip_seconds if eval_window_seconds is None else eval_window_seconds
@@ -239,8 +246,12 @@ class MediaDataModule(L.LightningDataModule):
         """``14 files: 11 train, 1 val (a.mp4), 2 test (b.mp4, c.mp4)``: how many files each split has,
         and which they are for validation and test where they are few (what ``val/*`` was measured on)."""
         counts = []
+        train = {c.file_key for c in self.splits["train"]}
         for name in SPLITS:
             keys = sorted({c.file_key for c in self.splits[name]})
+            if name == "val" and keys and set(keys) == train:  # (too few files to hold one out: `_ensure_validation`)
+                counts.append(f"{len(keys)} val (the training files)")
+                continue
             named = name != "train" and 0 < len(keys) <= NAMED_FILES
             counts.append(f"{len(keys)} {name}" + (f" ({', '.join(map(one_line, keys))})" if named else ""))
         unit = "synthetic clips" if any(isinstance(c.media, SyntheticClip) for c in self.clips) else "files"

@@ -60,7 +60,7 @@ def start_forkserver() -> None:
     gh-117378), so its preloaded imports search the working directory first: another checkout of
     ttt_mm there would be imported in place of the one running, and the workers would fail to start.
     The path goes by the environment instead (``PYTHONSAFEPATH`` keeps the working directory out,
-    from Python 3.11)."""
+    from Python 3.11; on 3.10 it still comes first)."""
     from multiprocessing import forkserver
 
     path = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
