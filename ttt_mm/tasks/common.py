@@ -30,6 +30,7 @@ from omegaconf.errors import ConfigAttributeError, MissingMandatoryValue
 
 from ttt_mm.data.index import IndexCacheError
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
+from ttt_mm.environment import environment
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -185,11 +186,10 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
         def command(cfg: DictConfig | None = None):
             if cfg is not None:  # (called with a config: no composing)
                 return composed(cfg)
-            before = {key: os.environ.get(key) for key in (FULL_ERROR, _FULL_ERROR_OURS)}
-            users = before[FULL_ERROR] == "1" and before[_FULL_ERROR_OURS] != "1"
-            os.environ.update({FULL_ERROR: "1"} if users else {FULL_ERROR: "1", _FULL_ERROR_OURS: "1"})
+            users = os.environ.get(FULL_ERROR) == "1" and os.environ.get(_FULL_ERROR_OURS) != "1"
             try:
-                return composed()
+                with environment({FULL_ERROR: "1"} if users else {FULL_ERROR: "1", _FULL_ERROR_OURS: "1"}):
+                    return composed()
             except Exception as err:
                 if users:
                     raise
@@ -198,12 +198,6 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
                     sys.exit(2)
                 print_without_hydra_frames(err)
                 sys.exit(1)
-            finally:
-                for key, value in before.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
 
         return command
 

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from ttt_mm.environment import environment
+
 if TYPE_CHECKING:  # (train.py imports this module before the slow imports)
     import lightning as L
 
@@ -39,15 +41,8 @@ def leave_ctrl_c_to_the_first_process() -> None:
 def first_process_marked() -> Iterator[None]:
     """Marks this process, for the processes it starts meanwhile (Lightning's DDP launcher starts them
     in ``fit``), as the one that answers Ctrl-C."""
-    before = os.environ.get(FIRST_PROCESS)
-    os.environ[FIRST_PROCESS] = str(os.getpid())
-    try:
+    with environment({FIRST_PROCESS: str(os.getpid())}):
         yield
-    finally:
-        if before is None:
-            del os.environ[FIRST_PROCESS]
-        else:
-            os.environ[FIRST_PROCESS] = before
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from ttt_mm.data.decode import guard
+from ttt_mm.environment import environment
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,8 @@ def start_forkserver() -> None:
     from multiprocessing import forkserver
 
     path = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
-    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "PYTHONSAFEPATH")}
-    os.environ.update(PYTHONPATH=os.pathsep.join(path), PYTHONSAFEPATH="1")
-    try:
+    with environment({"PYTHONPATH": os.pathsep.join(path), "PYTHONSAFEPATH": "1"}):
         forkserver.ensure_running()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def refuse_in_a_worker() -> None:
