@@ -13,9 +13,10 @@ from ttt_mm.tasks.common import SweepJobError
 from ttt_mm.tasks.sweep_report import SweepReport, sweep_jobs
 
 
-def _job(num: int | str, *overrides: str, folder="sweep"):
+def _job(num: int | str, *overrides: str, folder="sweep", subdir=None):
     hydra = {"job": {"num": num}, "overrides": {"task": list(overrides)}, "sweeper": {"params": None}}
-    return OmegaConf.create({"hydra": hydra | {"sweep": {"dir": str(folder)}}})
+    sweep = {"dir": str(folder), "subdir": num if subdir is None else subdir}
+    return OmegaConf.create({"hydra": hydra | {"sweep": sweep}})
 
 
 def _sweep(total: int, folder="sweep", overrides: tuple[str, ...] = ()) -> SweepReport:
@@ -61,14 +62,36 @@ def test_a_sweep_stopped_in_a_job_says_which_jobs_did_not_run(monkeypatch):
     report.on_job_start(_job(1, "seed=1"))  # Ctrl-C: the job never ends
     assert report.lines() == [  # (and how to run those that did not: it was not said)
         "sweep: stopped in job #1 (seed=1)",
-        "sweep: jobs #2-#3 did not run: to run them,",
-        "  python train.py seed=2",
-        "  python train.py seed=3",
+        "sweep: jobs #2-#3 did not run: to run them (their results join results.csv),",
+        "  python train.py -m seed=2 hydra.sweep.dir=sweep hydra.sweep.subdir=2",
+        "  python train.py -m seed=3 hydra.sweep.dir=sweep hydra.sweep.subdir=3",
     ]
     between = _sweep(3)
     _ended(between, 0, "seed=0", None)
     _ended(between, 1, "seed=1", None)  # Ctrl-C before the next job starts
-    assert between.lines() == ["sweep: job #2 did not run: to run it,", "  python train.py seed=2"]
+    assert between.lines() == [
+        "sweep: job #2 did not run: to run it (their results join results.csv),",
+        "  python train.py -m seed=2 hydra.sweep.dir=sweep hydra.sweep.subdir=2",
+    ]
+
+
+def test_a_job_run_again_alone_as_said_joins_its_sweeps_results(tmp_path, capsys):
+    """The command given for a job that did not run made a run of its own, outside the sweep's table."""
+    stopped = _sweep(3, folder=tmp_path)
+    _ended(stopped, 0, "seed=0", None, {"metrics": {"val/loss": 0.5}, "run_dir": "r0"})
+    stopped.report()
+    alone = _sweep(1, folder=tmp_path, overrides=("seed=2",))  # (-m seed=2 hydra.sweep.subdir=2)
+    alone.on_job_start(_job(0, "seed=2", folder=tmp_path, subdir="2"))
+    result = JobReturn(status=JobStatus.COMPLETED)
+    result._return_value = {"metrics": {"val/loss": 0.25, "test/loss": 1.0}, "run_dir": "r2"}
+    alone.on_job_end(_job(0, "seed=2", folder=tmp_path, subdir="2"), result)
+    alone.report()
+    assert (tmp_path / "results.csv").read_text().splitlines() == [
+        "job,test/loss,val/loss,overrides,run_dir,best_ckpt",
+        "0,,0.5,seed=0,r0,",
+        "2,1.0,0.25,seed=2,r2,",
+    ]
+    assert "#2  1.0000    0.2500   seed=2" in capsys.readouterr().out.splitlines()  # (its own number)
 
 
 def test_a_single_run_is_not_reported_on():

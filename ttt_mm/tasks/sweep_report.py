@@ -10,6 +10,7 @@ Hydra shows it (a traceback) and the lines follow when the process exits."""
 from __future__ import annotations
 
 import atexit
+import csv
 import shlex
 import sys
 from collections.abc import Mapping
@@ -20,12 +21,14 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.storage.atomic import write_csv
 from ttt_mm.tasks.common import SweepJobError
 
 RESULTS = "results.csv"
+FILED = ["overrides", "run_dir", "best_ckpt"]
+"""The columns of ``results.csv`` after the numbers."""
 SHOWN = 8
 """Jobs that did not run, named each with its command; the rest are counted."""
 
@@ -39,6 +42,22 @@ def sweep_jobs(task_overrides: list[str]) -> list[list[str]] | None:
         return jobs
     except Exception:  # (anything the parser cannot expand alone)
         return None
+
+
+def _job_number(config: DictConfig) -> int:
+    """The job's number: its folder's, where a job is run again alone into its sweep (``-m ...
+    hydra.sweep.dir=<sweep> hydra.sweep.subdir=<n>``, as `SweepReport.lines` says), else Hydra's."""
+    subdir = str(OmegaConf.select(config, "hydra.sweep.subdir", default="") or "")
+    return int(subdir) if subdir.isdigit() else int(config.hydra.job.num)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of an earlier ``results.csv`` (none if there is none, or it cannot be read)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
 
 
 def this_command() -> str:
@@ -75,7 +94,7 @@ class SweepReport(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweeping:
-            self.running = (int(config.hydra.job.num), " ".join(config.hydra.overrides.task) or "(no overrides)")
+            self.running = (_job_number(config), " ".join(config.hydra.overrides.task) or "(no overrides)")
             self.started += 1
             self.swept.append(set(config.hydra.overrides.task))
 
@@ -119,9 +138,18 @@ class SweepReport(Callback):
             first, last = self.started, self.total - 1
             which = f"job #{first} did not run" if first == last else f"jobs #{first}-#{last} did not run"
             out.append(
-                f"sweep: {which}" + ((": to run it," if first == last else ": to run them,") if self.jobs else "")
+                f"sweep: {which}"
+                + (
+                    (": to run it" if first == last else ": to run them") + f" (their results join {RESULTS}),"
+                    if self.jobs
+                    else ""
+                )
             )
-            left = [f"  {this_command()} {' '.join(map(shlex.quote, job))}" for job in (self.jobs or [])[first:]]
+            where = f"hydra.sweep.dir={shlex.quote(str(self.folder))}" if self.folder else ""
+            left = [
+                f"  {this_command()} -m {' '.join(map(shlex.quote, job))} {where} hydra.sweep.subdir={first + i}"
+                for i, job in enumerate((self.jobs or [])[first:])
+            ]
             out += left[:SHOWN] + ([f"  ... and {len(left) - SHOWN} more"] if len(left) > SHOWN else [])
         return out
 
@@ -170,7 +198,10 @@ class SweepReport(Callback):
             for num, overrides, done in self.results
         ]
         path = self.folder / RESULTS
-        write_csv(path, rows, ["job", *keys, "overrides", "run_dir", "best_ckpt"])
+        earlier = [row for row in read_csv(path) if row.get("job") not in {str(r["job"]) for r in rows}]
+        keys += sorted({k for row in earlier for k in row} - set(keys) - {"job", *FILED})  # (a job run alone)
+        rows = sorted(earlier + rows, key=lambda row: int(row["job"]) if str(row["job"]).isdigit() else -1)
+        write_csv(path, rows, ["job", *keys, *FILED])
         return path
 
     def report(self) -> None:
