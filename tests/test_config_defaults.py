@@ -133,6 +133,22 @@ MODEL_OPTIONS = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")
             "model=attn",
             f"could not find 'model/attn'; did you mean attention? (the options of 'model': {MODEL_OPTIONS})",
         ),
+        (  # (a key of a config group without its group: the group's)
+            "train",
+            "max_steps=3",
+            "max_steps is not a key of this command's config; did you mean trainer.max_steps? (a key of your own "
+            "is added with +max_steps=...)",
+        ),
+        (  # (a command that reads the checkpoint's: Hydra told to add the key, which was then refused)
+            "embed",
+            "data.root=/x",
+            "data.root: this command has no data settings: it uses those of the model's checkpoint, as trained",
+        ),
+        (
+            "embed",
+            "data=audio_folder",
+            "data: this command has no data settings: it uses those of the model's checkpoint, as trained",
+        ),
     ],
 )
 def test_a_mistake_met_while_composing_the_config_is_one_error_line_and_status_2(
@@ -146,6 +162,16 @@ def test_a_mistake_met_while_composing_the_config_is_one_error_line_and_status_2
         importlib.import_module(f"ttt_mm.tasks.{command}").main()
     assert ended.value.code == 2 and capsys.readouterr().err == f"error: {said}\n"
     assert "HYDRA_FULL_ERROR" not in os.environ  # (set only while Hydra runs)
+
+
+def test_a_training_group_added_to_a_command_that_reads_the_checkpoints_is_refused(capsys, monkeypatch, tmp_path):
+    """``+model=attention`` added a config group that embed then read past, silently."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["embed", "ckpt=a.ckpt", "input=a.wav", "+model=attention"])
+    with pytest.raises(SystemExit) as ended:
+        importlib.import_module("ttt_mm.tasks.embed").main()
+    said = "error: +model: this command has no model settings: it uses those of the model's checkpoint, as trained\n"
+    assert ended.value.code == 2 and capsys.readouterr().err == said
 
 
 def test_hydra_full_error_of_the_users_raises_as_it_is_and_one_a_run_passed_on_does_not(capsys, monkeypatch):

@@ -159,3 +159,15 @@ def test_the_overrides_shown_are_those_that_differ_among_all_the_sweeps_jobs():
     stopped = _sweep(4)  # (seed=range(4): the jobs not started differ too)
     _ended(stopped, 0, "seed=0", None, {"metrics": {}})
     assert stopped.table()[1] == "#0  seed=0"
+
+
+def test_a_sweep_refused_before_its_first_job_names_no_job_to_run_and_leaves_no_folder(tmp_path, capsys):
+    """A mistake in composing its configs (said already) stops it before any job: the commands given for
+    its jobs carried the same mistake, and its stamped folder was left holding only multirun.yaml."""
+    folder = tmp_path / "multiruns" / "2026-12-04_23-59-59-000001"
+    folder.mkdir(parents=True)
+    (folder / "multirun.yaml").write_text("hydra: {}\n")
+    report = _sweep(2, folder=folder)
+    assert report.lines() == []
+    report.report()
+    assert capsys.readouterr().err == "" and not folder.exists() and (tmp_path / "multiruns").is_dir()

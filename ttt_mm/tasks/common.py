@@ -26,7 +26,7 @@ from hydra.errors import CompactHydraException, InstantiationException, MissingC
 from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, MissingMandatoryValue
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from ttt_mm.data.index import IndexCacheError
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
@@ -193,7 +193,9 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
             except Exception as err:
                 if users:
                     raise
-                if isinstance(err, CompactHydraException) and not getattr(err, "raised_by_the_command", False):
+                if not getattr(err, "raised_by_the_command", False) and (
+                    isinstance(err, CompactHydraException) or _raised_in_hydra(err)  # (`=3`: its parser's ValueError)
+                ):
                     print(f"error: {composing_error_message(err)}", file=sys.stderr)
                     sys.exit(2)
                 print_without_hydra_frames(err)
@@ -204,18 +206,23 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def composing_error_message(err: CompactHydraException) -> str:
+def composing_error_message(err: Exception) -> str:
     """A mistake Hydra met while composing a config, on one line: a key the config lacks, with the one
     of its neighbours it most likely meant, or a config option that does not exist, with the options."""
     cause = err.__cause__
     key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
-    if isinstance(cause, ConfigAttributeError) and key and isinstance(parent, DictConfig):
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    overridden = re.match(r"Could not override '([^']*)'", lines[0]) if lines else None
+    group = overridden.group(1).split(".", 1)[0].split("/", 1)[0] if overridden else None
+    if group in TRAINING_GROUPS and (key == group or "No match in the defaults list" in lines[0]):
+        return f"{overridden.group(1)}: {no_training_settings(group)}"
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key and isinstance(parent, DictConfig):
         name = key.rsplit(".", 1)[-1]
         prefix = key[: -len(name)]
-        close = get_close_matches(name, [str(k) for k in parent], n=1)
-        hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+        nested = [f"{k}.{name}" for k in parent if not prefix and _holds(parent, k, name)]  # (max_steps: trainer's)
+        close = nested or [prefix + c for c in get_close_matches(name, [str(k) for k in parent], n=1)]
+        hint = f"; did you mean {close[0]}?" if close else ""
         return f"{key} is not a key of this command's config{hint} (a key of your own is added with +{key}=...)"
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     if isinstance(err, MissingConfigException) and any(line.startswith("Available options") for line in lines):
         start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
         options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
@@ -226,6 +233,25 @@ def composing_error_message(err: CompactHydraException) -> str:
         found = lines[0].split(": ", 1)[-1]
         return f"{found[:1].lower()}{found[1:]}{hint} (the options of {group}: {', '.join(options)})"
     return " | ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))
+
+
+def _raised_in_hydra(err: BaseException) -> bool:
+    """Whether Hydra's own code raised ``err`` (its innermost frame is Hydra's)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return bool(frames) and frames[-1].filename.startswith(str(Path(hydra.__file__).parent))
+
+
+def _holds(node: DictConfig, key, name: str) -> bool:
+    child = node._get_node(key)
+    return isinstance(child, DictConfig) and name in child
+
+
+TRAINING_GROUPS = ("data", "model", "tokenizer", "trainer", "callbacks", "logger")
+"""Config groups of training that a command reading a checkpoint may lack (embed, linear_probe)."""
+
+
+def no_training_settings(group: str) -> str:
+    return f"this command has no {group} settings: it uses those of the model's checkpoint, as trained"
 
 
 _WRAPPERS = {(__file__, "command"), (__file__, "job")}
@@ -334,7 +360,7 @@ def _config_subdir(ckpt_path: str | None, stamp: str, mode: str = "RUN", train: 
 
 _HYDRA_RECORD = {"config.yaml", "hydra.yaml", "overrides.yaml"}
 """What Hydra writes to a run's ``.hydra`` before the command starts."""
-_STAMPED = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}")
+STAMPED = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}")
 """A run directory's name as ``conf/hydra/default.yaml`` stamps it (``${now:%Y-%m-%d_%H-%M-%S-%f}``)."""
 
 
@@ -353,7 +379,7 @@ def forget_refused_run() -> None:
     if (
         given & {"hydra.run.dir", "output"}
         or folder.parent.name != "runs"
-        or not _STAMPED.fullmatch(folder.name)
+        or not STAMPED.fullmatch(folder.name)
         or not (record / "config.yaml").is_file()
     ):
         return

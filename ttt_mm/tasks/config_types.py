@@ -21,7 +21,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ttt_mm.tasks.common import CONF_DIR, ConfigError
+from ttt_mm.tasks.common import CONF_DIR, TRAINING_GROUPS, ConfigError, no_training_settings
 
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 UNKNOWN = None
@@ -105,10 +105,6 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
             raise ConfigError(_message(key, kind, value))
 
 
-TRAINING_GROUPS = ("data", "model", "tokenizer", "trainer", "callbacks", "logger")
-"""Config groups of training that a command reading a checkpoint may lack (embed, linear_probe)."""
-
-
 def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
     """Raise a ConfigError for a key added on the command line (``+key=value``, which Hydra suggests
     for a key it does not know) that is none of the command's but close to one: the command would
@@ -117,18 +113,16 @@ def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
+    own = known
     known = known | {group.split("/")[0] for group in hydra.runtime.choices}  # (a user's own groups too)
     for override in hydra.overrides.task:
         if not override.startswith("+"):
             continue
         key = override.lstrip("+").split("=", 1)[0].split(".", 1)[0].split("/", 1)[0].split("@", 1)[0]
+        if key in TRAINING_GROUPS and key not in own:  # (+model=attention adds a group: not the user's own)
+            raise ConfigError(f"{override.split('=', 1)[0]}: {no_training_settings(key)}")
         if key in known:
             continue
-        if key in TRAINING_GROUPS:  # (the user's own key would not be named after one)
-            raise ConfigError(
-                f"{override.split('=', 1)[0]}: this command has no {key} settings: it uses those of the model's "
-                "checkpoint, as trained"
-            )
         nested = [f"{k}.{key}" for k in cfg if isinstance(cfg.get(k), DictConfig) and key in cfg[k]]
         keys = sorted(known - {"defaults", "hydra"})
         close = nested or [k for k in keys if k.startswith(key)] or get_close_matches(key, keys, n=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import csv
 import shlex
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.storage.atomic import write_csv
-from ttt_mm.tasks.common import SweepJobError
+from ttt_mm.tasks.common import STAMPED, SweepJobError
 
 RESULTS = "results.csv"
 FILED = ["overrides", "run_dir", "best_ckpt"]
@@ -134,7 +135,7 @@ class SweepReport(Callback):
         if self.running is not None:
             num, overrides = self.running
             out.append(f"sweep: stopped in job #{num} ({overrides})")
-        if self.total and self.started < self.total:  # stopped in a job, or between two
+        if self.total and 0 < self.started < self.total:  # stopped in a job, or between two (none: refused)
             first, last = self.started, self.total - 1
             which = f"job #{first} did not run" if first == last else f"jobs #{first}-#{last} did not run"
             out.append(
@@ -204,12 +205,23 @@ class SweepReport(Callback):
         write_csv(path, rows, ["job", *keys, *FILED])
         return path
 
+    def forget_refused(self) -> None:
+        """A sweep refused before its first job (a mistake in composing its configs, said already) leaves
+        no folder among the sweeps: the stamped one Hydra made holds only its ``multirun.yaml``."""
+        folder = self.folder
+        if folder is None or folder.parent.name != "multiruns" or not STAMPED.fullmatch(folder.name):
+            return
+        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"multirun.yaml"}:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def report(self) -> None:
         """Says once (at the sweep's end, else at exit) how the finished jobs compare, on standard output
         with the table in the sweep's folder (`write_results`), and `lines` on standard error."""
         if self.reported:
             return
         self.reported = True
+        if not self.started:
+            self.forget_refused()
         if table := self.table():
             try:
                 where = f" (also in {self.write_results()})"
