@@ -149,6 +149,7 @@ MODEL_OPTIONS = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")
             "data=audio_folder",
             "data: this command has no data settings: it uses those of the model's checkpoint, as trained",
         ),
+        ("train", "=3", "Config group override must be a string or a list. Got int"),  # (Hydra's parser: exit 1)
     ],
 )
 def test_a_mistake_met_while_composing_the_config_is_one_error_line_and_status_2(
