@@ -1,6 +1,6 @@
 import os
 
-from ttt_mm.environment import environment
+from ttt_mm.processes.environment import environment
 
 
 def test_each_key_gets_back_the_value_it_had_and_other_keys_stay_as_they_are_then(monkeypatch):

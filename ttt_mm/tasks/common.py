@@ -30,7 +30,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 
 from ttt_mm.data.index import IndexCacheError
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
-from ttt_mm.environment import environment
+from ttt_mm.processes.environment import environment
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ttt_mm.environment import environment
+from ttt_mm.processes.environment import environment
 
 if TYPE_CHECKING:  # (train.py imports this module before the slow imports)
     import lightning as L

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from ttt_mm.data.decode import guard
-from ttt_mm.environment import environment
+from ttt_mm.processes.environment import environment
 
 log = logging.getLogger(__name__)
 
