@@ -232,7 +232,7 @@ def test_a_crash_is_a_traceback_of_the_command_without_hydras_frames(capsys, mon
         task()
     err = capsys.readouterr().err
     assert ended.value.code == 1 and err.rstrip().endswith("RuntimeError: a bug") and "in failing" in err
-    assert f"{os.sep}hydra{os.sep}" not in err and "in command" not in err
+    assert f"{os.sep}hydra{os.sep}" not in err and "in command" not in err and "in job" not in err
 
     @hydra_command("train")
     def composes(cfg):

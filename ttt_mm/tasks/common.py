@@ -235,10 +235,14 @@ def composing_error_message(err: Exception) -> str:
     return " | ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))
 
 
+_HYDRA_DIR = str(Path(hydra.__file__).parent)
+"""Where Hydra's own code lies: the frames it raises from, and those left out of a crash's traceback."""
+
+
 def _raised_in_hydra(err: BaseException) -> bool:
     """Whether Hydra's own code raised ``err`` (its innermost frame is Hydra's)."""
     frames = traceback.extract_tb(err.__traceback__)
-    return bool(frames) and frames[-1].filename.startswith(str(Path(hydra.__file__).parent))
+    return bool(frames) and frames[-1].filename.startswith(_HYDRA_DIR)
 
 
 def _holds(node: DictConfig, key, name: str) -> bool:
@@ -260,10 +264,7 @@ _WRAPPERS = {(__file__, "command"), (__file__, "job")}
 def print_without_hydra_frames(err: BaseException) -> None:
     """A traceback as Hydra prints one: without its frames (and `hydra_command`'s) above the command's."""
     shown = traceback.TracebackException.from_exception(err)
-    hydra_dir = str(Path(hydra.__file__).parent)
-    ours = [
-        f for f in shown.stack if not f.filename.startswith(hydra_dir) and (f.filename, f.name) != (__file__, "command")
-    ]
+    ours = [f for f in shown.stack if not f.filename.startswith(_HYDRA_DIR) and (f.filename, f.name) not in _WRAPPERS]
     shown.stack = traceback.StackSummary.from_list(ours)
     print("".join(shown.format()), file=sys.stderr, end="")
 
@@ -360,8 +361,15 @@ def _config_subdir(ckpt_path: str | None, stamp: str, mode: str = "RUN", train: 
 
 _HYDRA_RECORD = {"config.yaml", "hydra.yaml", "overrides.yaml"}
 """What Hydra writes to a run's ``.hydra`` before the command starts."""
-STAMPED = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}")
+_STAMPED = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}")
 """A run directory's name as ``conf/hydra/default.yaml`` stamps it (``${now:%Y-%m-%d_%H-%M-%S-%f}``)."""
+
+
+def stamped_by_hydra(folder: Path, kind: str) -> bool:
+    """Whether ``folder`` is one Hydra made for a run (``kind="runs"``) or a sweep (``"multiruns"``) under
+    the default names of ``conf/hydra/default.yaml``: what a refused command may remove, never a folder
+    the user named."""
+    return folder.parent.name == kind and _STAMPED.fullmatch(folder.name) is not None
 
 
 def forget_refused_run() -> None:
@@ -378,8 +386,7 @@ def forget_refused_run() -> None:
     record = folder / ".hydra"
     if (
         given & {"hydra.run.dir", "output"}
-        or folder.parent.name != "runs"
-        or not STAMPED.fullmatch(folder.name)
+        or not stamped_by_hydra(folder, "runs")
         or not (record / "config.yaml").is_file()
     ):
         return

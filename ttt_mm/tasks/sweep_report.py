@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.storage.atomic import write_csv
-from ttt_mm.tasks.common import STAMPED, SweepJobError
+from ttt_mm.tasks.common import SweepJobError, stamped_by_hydra
 
 RESULTS = "results.csv"
 FILED = ["overrides", "run_dir", "best_ckpt"]
@@ -209,7 +209,7 @@ class SweepReport(Callback):
         """A sweep refused before its first job (a mistake in composing its configs, said already) leaves
         no folder among the sweeps: the stamped one Hydra made holds only its ``multirun.yaml``."""
         folder = self.folder
-        if folder is None or folder.parent.name != "multiruns" or not STAMPED.fullmatch(folder.name):
+        if folder is None or not stamped_by_hydra(folder, "multiruns"):
             return
         if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"multirun.yaml"}:
             shutil.rmtree(folder, ignore_errors=True)
