@@ -874,6 +874,13 @@ def test_where_stdout_is_no_terminal_the_bar_prints_plain_lines(tmp_path, capsys
     assert [line.split(" batches,")[0] for line in capsys.readouterr().out.splitlines()] == ["Epoch 1: 2/2"]
     (bar,) = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
     assert bar._batches == 4  # the rate's: the run's batches (the bar's count starts again each epoch)
+    # a line due at a validation's batch is the validation's line, not one more beside it
+    often = ["callbacks.progress_bar.refresh_rate=1", "callbacks.progress_bar.line_seconds=0"]
+    steps = ["trainer.max_steps=4", "trainer.val_check_interval=2"]
+    datamodule, model, trainer = build(compose_train(tmp_path / "d", [*TINY, *steps, *often]))
+    trainer.fit(model, datamodule=datamodule)
+    lines = [line.split(" batches,")[0] for line in capsys.readouterr().out.splitlines()]
+    assert lines == ["Epoch 0: 1/4", "Epoch 0: 2/4", "Epoch 0: 3/4", "Epoch 0: 4/4"]
 
 
 def test_a_test_only_run_tests_the_checkpoint_it_is_given_and_says_which(tmp_path, capsys):

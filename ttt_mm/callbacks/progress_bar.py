@@ -39,7 +39,7 @@ class ProgressBar(TQDMProgressBar):
         self._placed = False  # the bar has been set to where this run's batches start
         self._started = self._last_line = 0.0  # (time.monotonic(): this run's first batch, the last line)
         self._batches = 0  # this run's, over its epochs (a bar counts its epoch's)
-        self._line_at = -1  # `_batches` when the last line was printed
+        self._line_at = 0  # `_batches` when the last line was printed
 
     def _as_lines(self) -> bool:
         return not sys.stdout.isatty() if self.lines is None else self.lines
@@ -98,7 +98,7 @@ class ProgressBar(TQDMProgressBar):
         self._left = self.total_train_batches if self._in_steps() else None
         self._placed = False
         self._started = self._last_line = time.monotonic()
-        self._batches = 0
+        self._batches = self._line_at = 0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -116,8 +116,16 @@ class ProgressBar(TQDMProgressBar):
         if self._prints_lines() and bar is not None:
             bar.n = batch_idx + 1  # (Lightning counts only every refresh_rate batches)
             self._batches += 1
-            if time.monotonic() - self._last_line >= self.line_seconds:
-                self._print_line(trainer, pl_module)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """A line that is due is printed before the next batch, not after the last one: a validation
+        run in between prints its own, and the two read as the same line twice."""
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        due = time.monotonic() - self._last_line >= self.line_seconds
+        if self._prints_lines() and self.train_progress_bar is not None and self._line_at < self._batches and due:
+            self._print_line(trainer, pl_module)  # (none before this run's first batch: `_batches` 0, `_line_at` 0)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
