@@ -592,6 +592,15 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ttt_mm.tasks.embed", "progress=false", "threads=1", *args]
 
 
+def test_embed_and_the_probe_start_without_lightning():
+    """They run in one process and use none of it, yet importing it took 2-3 s of every start (a
+    missing input was said after 7 s)."""
+    loaded = "import sys, ttt_mm.tasks.embed, ttt_mm.tasks.linear_probe; print(sorted(sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", loaded], capture_output=True, text=True, timeout=120, check=True)
+    modules = proc.stdout.split("'")
+    assert "ttt_mm.tasks.embed" in modules and not [m for m in modules if m.split(".")[0] == "lightning"]
+
+
 @pytest.mark.slow
 def test_single_bad_file_is_one_error_line(ckpts, folder, tmp_path):
     proc = subprocess.run(

@@ -24,7 +24,6 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException
 from hydra.types import RunMode
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
@@ -141,7 +140,7 @@ def config_errors_end_the_command(interrupted: str | None = None) -> Iterator[No
             message = f"{key} must be set, e.g. {key}=/path/to/your/data"
         else:  # (the index cache is a setting)
             message = config_error_message(err)
-        rank = rank_zero_only.rank  # the processes of a data-parallel run: the first says it plainly, the
+        rank = _rank()  # the processes of a data-parallel run: the first says it plainly, the
         if rank == 0:  # others with their rank (a mistake only one meets, its data mount say, is not lost)
             print("error: " + message, file=sys.stderr)
             to_log_file("error: " + message, logging.ERROR)
@@ -155,6 +154,13 @@ def config_errors_end_the_command(interrupted: str | None = None) -> Iterator[No
     except Exception:
         to_log_file("the command failed:\n" + traceback.format_exc().rstrip(), logging.ERROR)
         raise
+
+
+def _rank() -> int:
+    """This process's rank in a data-parallel run, as Lightning set it; 0 where Lightning is not loaded
+    (embed and the probe run in one process and do not import it: it took 2-3 s of their start)."""
+    module = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    return getattr(module.rank_zero_only, "rank", 0) if module is not None else 0
 
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
