@@ -89,13 +89,15 @@ def test_the_media_clock_is_the_data_config_default():
 
 @pytest.mark.slow
 def test_commands_set_by_keys_alone_list_their_keys_in_help():
-    """``--help`` of embed and linear_probe shows their own keys, not training's config groups."""
+    """``--help`` of embed and linear_probe shows their own keys, not training's config groups, and
+    where the file that explains them is."""
     for task, key in (("embed", "hop_seconds"), ("linear_probe", "folds")):
         done = subprocess.run(
             [sys.executable, "-m", f"ttt_mm.tasks.{task}", "--help"], capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, done.stderr
-        assert f"conf/{task}.yaml explains each" in done.stdout and f"\n{key}:" in done.stdout
+        # the file named whole: the command runs from any folder, the help with it
+        assert f"{CONF / task}.yaml explains each" in done.stdout and f"\n{key}:" in done.stdout
         assert "Configuration groups" not in done.stdout and "experiment:" not in done.stdout
 
 
