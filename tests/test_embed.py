@@ -106,6 +106,17 @@ def test_streaming_equals_one_pass(ckpts, files, kind, media, window, layer, nor
     torch.testing.assert_close(out.pooled, rows.mean(0), atol=1e-5, rtol=0)
 
 
+def test_a_stream_continued_from_a_span_off_the_step_grid_says_where_it_starts(ckpts, files):
+    """The message told a user whose second span started at 1.01 s to change the windows' length."""
+    embedder = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu")
+    stream = embedder.stream()
+    for window in embedder.windows(files["audio"], 0.0, 1.0):
+        stream.push(window)
+    with pytest.raises(ValueError, match=r"1\.010000 s into the input.*start every span and window of one stream"):
+        for window in embedder.windows(files["audio"], 1.01, None):
+            stream.push(window)
+
+
 def test_timestamps_match_the_media(ckpts, files):
     audio = Embedder.from_checkpoint(ckpts["audio"], device="cpu").embed_file(files["audio"])
     duration = decode.probe(files["audio"]).audio_duration  # 2.5 s

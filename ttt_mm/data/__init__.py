@@ -1,6 +1,5 @@
 """Media in, tensors out: decoding (`decode`), the dataset index (`index`: every file probed once, in a
-subprocess), clip sources, datasets, and the Lightning DataModule; and the atomic file writers
-(`atomic`) that every output of the project goes through.
+subprocess), clip sources, datasets, and the Lightning DataModule.
 
 `MediaDataModule` is imported on first use, so that the probe command, benchmarks and DataLoader
 workers do not pay for importing Lightning.

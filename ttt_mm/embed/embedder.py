@@ -271,7 +271,8 @@ class Stream:
         if abs(first - round(first)) > 1e-6:
             raise ValueError(
                 f"a window starts {window_start - self.start:.6f} s into the input, not on the "
-                f"{e.seconds_per_step} s step grid: use windows whose length is a multiple of it"
+                f"{e.seconds_per_step} s step grid: start every span and window of one stream at a "
+                f"multiple of it (each window's length a multiple too)"
             )
         self.batch_size = B
         keep = tokens.mask.reshape(B, N // k, k).all(-1).all(0)  # [S] steps whose tokens are all real
