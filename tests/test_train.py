@@ -881,6 +881,14 @@ def test_where_stdout_is_no_terminal_the_bar_prints_plain_lines(tmp_path, capsys
     trainer.fit(model, datamodule=datamodule)
     lines = [line.split(" batches,")[0] for line in capsys.readouterr().out.splitlines()]
     assert lines == ["Epoch 0: 1/4", "Epoch 0: 2/4", "Epoch 0: 3/4", "Epoch 0: 4/4"]
+    # an epoch's last line is its own, not the next epoch's bar reset to 0
+    epochs = ["trainer.max_steps=-1", "trainer.max_epochs=2", "trainer.limit_train_batches=2"]
+    datamodule, model, trainer = build(
+        compose_train(tmp_path / "e", [*TINY, *epochs, "trainer.limit_val_batches=0", *often])
+    )
+    trainer.fit(model, datamodule=datamodule)
+    lines = [line.split(" batches,")[0] for line in capsys.readouterr().out.splitlines()]
+    assert lines == ["Epoch 0: 1/2", "Epoch 0: 2/2", "Epoch 1: 1/2", "Epoch 1: 2/2"]
 
 
 def test_a_test_only_run_tests_the_checkpoint_it_is_given_and_says_which(tmp_path, capsys):

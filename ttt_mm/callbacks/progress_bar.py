@@ -120,12 +120,23 @@ class ProgressBar(TQDMProgressBar):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """A line that is due is printed before the next batch, not after the last one: a validation
-        run in between prints its own, and the two read as the same line twice."""
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        self._print_line_if_due(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._print_line_if_due(trainer, pl_module)  # (before the next epoch resets the bar to 0)
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def _print_line_if_due(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A line that is due is printed before the next batch (or at the epoch's end), not after the
+        last one: a validation run in between prints its own, and the two read as the same line twice."""
         due = time.monotonic() - self._last_line >= self.line_seconds
-        if self._prints_lines() and self.train_progress_bar is not None and self._line_at < self._batches and due:
-            self._print_line(trainer, pl_module)  # (none before this run's first batch: `_batches` 0, `_line_at` 0)
+        if self._prints_lines() and self.train_progress_bar is not None and self._unprinted() and due:
+            self._print_line(trainer, pl_module)
+
+    def _unprinted(self) -> bool:
+        """Whether batches ran since the last line (none has before this run's first batch)."""
+        return self._batches > self._line_at
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -134,7 +145,7 @@ class ProgressBar(TQDMProgressBar):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         bar = self.train_progress_bar
-        if self._prints_lines() and bar is not None and self._batches != self._line_at:
+        if self._prints_lines() and bar is not None and self._unprinted():
             self._print_line(trainer, pl_module)  # (where a validation at the last batch has not)
         super().on_train_end(trainer, pl_module)
 
