@@ -1,5 +1,6 @@
 """The Backbone stack: streaming state across calls, intermediates, checkpointing, config errors."""
 
+import re
 from functools import partial
 
 import pytest
@@ -174,6 +175,24 @@ def test_every_block_gets_its_own_mixer_built_with_the_backbone_width():
 
     model = Backbone(dim=16, depth=3, mixer=factory)
     assert made == [16, 16, 16] and len({id(b.mixer) for b in model.blocks}) == 3
+
+
+@pytest.mark.parametrize("mixer,variant", CONFIGS)
+def test_an_input_of_the_wrong_shape_or_batch_is_refused_by_the_backbone_and_each_mixer(mixer, variant):
+    """Each failed deep inside a layer (a reshape, RMSNorm, a conv), or not at all."""
+    model = tiny(mixer, variant)
+    _, state = model(torch.randn(2, 8, 32))
+    block = model.blocks[0]
+    for module, module_state in ((model, state), (block.mixer, state.blocks[0].mixer)):
+        with pytest.raises(ValueError, match=r"^the state holds 2 batch rows; the input has 3 \(continue"):
+            module(torch.randn(3, 8, 32), module_state)
+        for shape in ((8, 32), (2, 8, 16)):
+            with pytest.raises(
+                ValueError, match=rf"^the input must be \[batch, tokens, 32\]; got {re.escape(str(shape))}$"
+            ):
+                module(torch.randn(*shape))
+    with pytest.raises(ValueError, match="^the state is of 1 blocks; this backbone has 2$"):
+        model(torch.randn(2, 8, 32), type(state)(state.blocks[:1]))
 
 
 @pytest.mark.parametrize("mixer,variant", CONFIGS)

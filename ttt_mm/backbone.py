@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .layers import CausalDepthwiseConv, MixerFactory, SwiGLU
-from .layers.mixer import RestartUnit
+from .layers.mixer import RestartUnit, check_input, state_leaves
 
 VARIANTS = ("transformer", "mamba")
 
@@ -43,16 +43,6 @@ class BackboneState:
 def state_tensors(state) -> list[Tensor]:
     """Every tensor inside a (nested) state, in a fixed order: to measure a state or compare two."""
     return [leaf for leaf in state_leaves(state) if isinstance(leaf, Tensor)]
-
-
-def state_leaves(state) -> list[Any]:
-    """Every leaf of a (nested) state in a fixed order: tensors, and the plain values beside them
-    (a position in a TTT mini-batch, an absent cache's None). `with_leaves` puts them back."""
-    if dataclasses.is_dataclass(state):
-        state = [getattr(state, f.name) for f in dataclasses.fields(state)]
-    if isinstance(state, (list, tuple)):
-        return [leaf for item in state for leaf in state_leaves(item)]
-    return [state]
 
 
 def with_leaves(template, leaves: list[Any]):
@@ -251,6 +241,9 @@ class Backbone(nn.Module):
     ) -> tuple[Tensor, list[Tensor], BackboneState]:
         """Like :meth:`forward`, also returning the outputs of the blocks in ``layers``
         (indices into ``range(depth)``, negatives allowed; ``None`` = all), for embedding and probing."""
+        if state is not None and len(state.blocks) != self.depth:
+            raise ValueError(f"the state is of {len(state.blocks)} blocks; this backbone has {self.depth}")
+        check_input(x, self.dim, state)
         wanted = set(range(self.depth)) if layers is None else {i % self.depth for i in layers}
         rows = None if restart is None or state is None else Restart(restart)
         hidden, new_states = [], []

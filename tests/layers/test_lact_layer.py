@@ -340,7 +340,7 @@ def test_bad_configuration_is_a_clear_error(kwargs, message):
     [
         ({"window": 9}, "the state caches 8 tokens \\(made with window=9\\); this layer has window=6"),
         ({"momentum": False}, "the state was made with momentum=False; this layer has momentum=True"),
-        ({"batch": 3}, "the state holds 3 rows; the input has 2"),
+        ({"batch": 3}, "the state holds 3 batch rows; the input has 2"),
     ],
     ids=["window", "momentum", "batch"],
 )

@@ -149,6 +149,26 @@ def test_empty_sequence_returns_the_state_unchanged():
     assert same.pos == state.pos and max_err(same, state) == 0
 
 
+@pytest.mark.parametrize("K", [0, -8, 8.0, True])
+def test_a_mini_batch_size_that_is_not_a_whole_number_of_tokens_is_refused(K):
+    inputs, params, ln = make_inputs("linear")
+    with pytest.raises(ValueError, match=rf"^mini_batch_size must be a whole number >= 1; got {K!r}$"):
+        run("linear", inputs, params, ln, K=K)
+
+
+@pytest.mark.parametrize("inner", ["linear", "mlp"])
+def test_a_state_of_another_batch_or_model_is_refused_with_both_shapes(inner):
+    """It failed in a reshape deep inside the scan, with numbers of flattened rows."""
+    inputs, params, ln = make_inputs(inner, B=2, T=12)
+    _, state = run(inner, inputs, params, ln, K=8)
+    one_row = tuple(x[:1] for x in inputs)
+    with pytest.raises(ValueError, match=r"inner weights are \[\(2, 2, 8, .*these inputs continue \[\(1, 2, 8, "):
+        run(inner, one_row, params, ln, K=8, state=state)
+    other_inner = make_inputs("mlp" if inner == "linear" else "linear", B=2, T=12)[1]
+    with pytest.raises(ValueError, match="continue a sequence with the batch and the model it was started with"):
+        run("mlp" if inner == "linear" else "linear", inputs, other_inner, ln, K=8, state=state)
+
+
 @pytest.mark.parametrize(
     "change,message",
     [

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.rope import apply_rope, rope_rotation
-from .ttt import INIT_STD
+from .mixer import INIT_STD, check_input
 
 
 @dataclass
@@ -36,7 +36,7 @@ class AttentionLayer(nn.Module):
             raise ValueError(f"num_heads must be positive; got {num_heads}")
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
-        self.num_heads, self.head_dim, self.rope_theta = num_heads, dim // num_heads, rope_theta
+        self.dim, self.num_heads, self.head_dim, self.rope_theta = dim, num_heads, dim // num_heads, rope_theta
         self.wqkv = nn.Linear(dim, 3 * dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
         for lin in (self.wqkv, self.wo):
@@ -55,6 +55,7 @@ class AttentionLayer(nn.Module):
         return []
 
     def forward(self, x: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
+        check_input(x, self.dim, state)
         B, T, C = x.shape
         H = self.num_heads
         qkv = self.wqkv(x).unflatten(-1, (3 * H, self.head_dim))  # [B, T, 3H, F]

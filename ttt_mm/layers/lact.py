@@ -59,9 +59,8 @@ from ..ops.lact.features import fast_inputs, gated_rms_norm
 from ..ops.recompute import recomputed
 from ..ops.rope import rope_rotation
 from ..ops.window_attention import window_attention
-from .mixer import RestartUnit
+from .mixer import INIT_STD, RestartUnit, check_input
 from .pieces import in_pieces, piece_tokens
-from .ttt import INIT_STD
 
 # Tokens per internal step of a long input on the CPU (rounded up to whole chunks; other devices take
 # longer pieces: `piece_tokens`); exact, since the layer streams exactly. Small pieces keep every
@@ -209,12 +208,11 @@ class LaCTLayer(nn.Module):
 
     def forward(self, x: Tensor, state: LaCTLayerState | None = None) -> tuple[Tensor, LaCTLayerState]:
         """``x [B, T, C]`` (the block's normed input) -> ``y [B, T, C]`` and the state after ``x``."""
+        check_input(x, self.dim, state)
         if state is None:
             state = self.initial_state(x.shape[0])
         else:
             self.check_state(state)
-            if state.cached.shape[0] != x.shape[0]:
-                raise ValueError(f"the state holds {state.cached.shape[0]} rows; the input has {x.shape[0]}")
         if x.shape[1] == 0:
             return self.wo(x), state
         tokens = piece_tokens(x, PIECE_TOKENS)

@@ -8,11 +8,15 @@ mixer names; they ask the questions below.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import Tensor, nn
+
+INIT_STD = 0.02
+"""Standard deviation of the mixers' projection weights at initialisation (as GPT-2's)."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ class RestartUnit:
 class Mixer(Protocol):
     """``forward(x [B, T, C], state | None) -> (y [B, T, C], state)``: ``None`` starts a sequence and
     passing the returned state continues it; any split of a sequence into calls gives the outputs of
-    one call. The state is a dataclass with a ``detach()`` method."""
+    one call. The state is a dataclass with a ``detach()`` method, and every tensor in it has the batch
+    axis first (so that single rows can be restarted, and a state checked against its input)."""
 
     bounded_state: bool
     """True when the state has a fixed size whatever the length (it can be carried across training
@@ -59,6 +64,29 @@ class Mixer(Protocol):
     def no_weight_decay(self) -> list[nn.Parameter]:
         """Parameters that take no weight decay beyond the generic rule (tensors of < 2 dims, norms)."""
         ...
+
+
+def state_leaves(state) -> list[Any]:
+    """Every leaf of a (nested) state in a fixed order: tensors, and the plain values beside them
+    (a position in a TTT mini-batch, an absent cache's None)."""
+    if dataclasses.is_dataclass(state):
+        state = [getattr(state, f.name) for f in dataclasses.fields(state)]
+    if isinstance(state, (list, tuple)):
+        return [leaf for item in state for leaf in state_leaves(item)]
+    return [state]
+
+
+def check_input(x: Tensor, dim: int, state: Any = None) -> None:
+    """Raises ValueError unless ``x`` is ``[B, T, dim]`` and ``state`` (None: a new sequence) holds
+    the same ``B`` rows: a mistake caught here instead of as a shape error deep inside a layer."""
+    if x.dim() != 3 or x.shape[-1] != dim:
+        raise ValueError(f"the input must be [batch, tokens, {dim}]; got {tuple(x.shape)}")
+    rows = {leaf.shape[0] for leaf in state_leaves(state) if isinstance(leaf, Tensor)}
+    if rows and rows != {x.shape[0]}:
+        raise ValueError(
+            f"the state holds {' or '.join(map(str, sorted(rows)))} batch rows; the input has {x.shape[0]} "
+            "(continue a sequence with the batch it was started with)"
+        )
 
 
 MixerFactory = Callable[..., nn.Module]

@@ -14,10 +14,9 @@ from torch.utils.checkpoint import checkpoint
 from ..ops import TTTState, ttt_linear, ttt_mlp
 from ..ops.rope import apply_rope, rope_rotation
 from .conv import CausalDepthwiseConv
-from .mixer import RestartUnit
+from .mixer import INIT_STD, RestartUnit, check_input
 from .pieces import in_pieces, piece_tokens
 
-INIT_STD = 0.02
 # Tokens per internal step of a long forward pass on the CPU (a multiple of any usual mini-batch size;
 # other devices take longer pieces: `piece_tokens`).
 PIECE_TOKENS = 2048
@@ -153,6 +152,7 @@ class TTTLayer(nn.Module):
         Long inputs are processed a piece at a time (``PIECE_TOKENS`` on the CPU) with the state carried,
         which gives the same result (the layer streams exactly) while every temporary stays small.
         """
+        check_input(x, self.dim, state)
         return in_pieces(self._forward, x, state, piece_tokens(x, PIECE_TOKENS))
 
     def _forward(self, x: Tensor, state: TTTLayerState | None) -> tuple[Tensor, TTTLayerState]:

@@ -16,7 +16,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from ..backbone import Backbone, BackboneState, state_leaves, with_leaves
+from ..backbone import Backbone, BackboneState, with_leaves
+from ..layers.mixer import state_leaves
 
 log = logging.getLogger(__name__)
 

@@ -77,6 +77,8 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must all be [B, H, T, F]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     B, H, T, F = q.shape
+    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+        raise ValueError(f"mini_batch_size must be a whole number >= 1; got {K!r}")
     if lr.shape != (B, H, T):
         raise ValueError(f"lr must be [B, H, T] = {(B, H, T)}; got {tuple(lr.shape)}")
     if ln_weight.shape != (H, F) or ln_bias.shape != (H, F):
@@ -84,6 +86,7 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
     if token_scale is not None and token_scale.shape != (K,):
         raise ValueError(f"token_scale must be [mini_batch_size] = [{K}]; got {tuple(token_scale.shape)}")
     if state is not None:
+        state.check_shapes(params, B)
         state.check_continued_with(K)
     if span < 1:
         raise ValueError(f"checkpoint_span must be >= 1 mini-batch; got {span}")

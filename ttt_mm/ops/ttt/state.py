@@ -43,6 +43,17 @@ class TTTState:
         """The same state cut from the autograd graph (for carrying state across training windows)."""
         return replace(self, params=tuple(p.detach() for p in self.params), grads=tuple(g.detach() for g in self.grads))
 
+    def check_shapes(self, params: tuple[Tensor, ...], batch_size: int) -> None:
+        """Raises ValueError unless this state holds ``params``' shapes (the initial inner weights,
+        ``[H, ...]``) for ``batch_size`` rows: one from another batch, head count or inner model."""
+        want = [(batch_size, *p.shape) for p in params]
+        got = [tuple(x.shape) for x in self.params]
+        if got != want or [tuple(g.shape) for g in self.grads] != want:
+            raise ValueError(
+                f"the state's inner weights are {got}; these inputs continue {want} (batch, heads, ...): "
+                "continue a sequence with the batch and the model it was started with"
+            )
+
     def check_continued_with(self, mini_batch_size: int) -> None:
         """Raises ValueError when a core with ``mini_batch_size`` cannot go on from this state (its
         open mini-batch is of another size)."""
