@@ -113,6 +113,16 @@ def test_checkpoints_load_weights_only_unless_the_caller_trusts_the_file(tmp_pat
     assert model.backbone.depth == 2
 
 
+def test_a_model_loaded_onto_a_gpu_this_machine_lacks_is_one_line_not_a_driver_error(tmp_path, monkeypatch):
+    path, _, _ = save_old(tmp_path / "old.ckpt", "ttt_linear", "transformer")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(
+        ValueError, match="^device=cuda, but this machine has no usable CUDA GPU; use device=cpu or auto$"
+    ):
+        load_model(path, device="cuda")
+    assert next(load_model(path, device="auto").parameters()).device == torch.device("cpu")
+
+
 def test_not_a_checkpoint_is_one_clear_error(tmp_path):
     (tmp_path / "notes.ckpt").write_text("hello")
     with pytest.raises(ValueError, match="is not a PyTorch checkpoint"):

@@ -127,11 +127,11 @@ def build_parts(hparams: dict, source: str) -> tuple[Tokenizer, Backbone]:
         raise ValueError(f"cannot rebuild the model of {source}: {str(exc).splitlines()[0]}") from None
 
 
-def load_model(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", weights_only: bool = True
-) -> SequenceModel:
-    """The whole ``SequenceModel`` (prediction head included) in eval mode, weights loaded strictly."""
-    return model_of(read_checkpoint(path, weights_only), path).to(map_location).eval()
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", weights_only: bool = True) -> SequenceModel:
+    """The whole ``SequenceModel`` (prediction head included) in eval mode on ``device`` (as
+    `resolve_device` reads it: ``"auto"`` picks a GPU where there is one), weights loaded strictly."""
+    on = resolve_device(device)  # before reading: a GPU this machine lacks is one line, not a driver error
+    return model_of(read_checkpoint(path, weights_only), path).to(on).eval()
 
 
 def model_of(ckpt: dict, path: str | os.PathLike) -> SequenceModel:
