@@ -186,3 +186,26 @@ def test_a_layer_runs_forward_streamed_and_backward_on_the_meta_device(name):
     (y.sum() + more.sum()).backward()
     assert x.grad.device.type == "meta" and x.grad.shape == x.shape
     assert all(p.grad is not None and p.grad.device.type == "meta" for p in layer.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", ["ttt_linear", "lact"])
+def test_a_compiled_layer_streams_as_the_eager_one_without_a_graph_per_call(name, monkeypatch):
+    """The cores' Python loops were traced: every split of a sequence compiled their helpers anew until
+    torch.compile's recompile limit, then ran them eagerly with a warning."""
+    import torch._dynamo
+
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    torch._dynamo.reset()
+    make = LAYERS.get(name, lambda: LaCTLayer(32, 4, chunk_size=4, window=6, fast_heads=2))
+    layer = make().eval()
+    compiled = torch.compile(layer, backend="eager")  # tracing is what is tested, not code generation
+    x = torch.randn(2, 24, 32)
+    try:
+        with torch.no_grad():
+            whole, _ = layer(x)
+            for cut in (5, 11, 13):
+                first, state = compiled(x[:, :cut])
+                rest, _ = compiled(x[:, cut:], state)
+                torch.testing.assert_close(torch.cat([first, rest], dim=1), whole, atol=1e-6, rtol=0)
+    finally:
+        torch._dynamo.reset()

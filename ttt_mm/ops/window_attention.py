@@ -40,6 +40,7 @@ def query_block(window: int) -> int:
     return max(low, min(high, -(-(window - 1) // 128) * 32))
 
 
+@torch.compiler.disable
 def window_attention(
     q: Tensor, k: Tensor, v: Tensor, cache_k: Tensor, cache_v: Tensor, cached: Tensor, rotation: Tensor
 ) -> Tensor:

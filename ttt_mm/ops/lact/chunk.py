@@ -154,6 +154,7 @@ def _check(q, k, v, lr, w0, w1, w2, momentum, chunk_size, state) -> None:
             raise ValueError(f"state.count must be [B] = [{B}]; got {tuple(state.count.shape)}")
 
 
+@torch.compiler.disable
 def lact_swiglu(
     q: Tensor,
     k: Tensor,

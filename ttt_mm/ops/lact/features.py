@@ -25,6 +25,7 @@ TILE_TOKENS = 128
 _silu_backward = torch.ops.aten.silu_backward
 
 
+@torch.compiler.disable
 def fast_inputs(qkv: Tensor, scale: Tensor, offset: Tensor, heads: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """LaCT's fast-weight inputs from the layer's projection ``qkv [B, T, 3C]`` (q, k, v one after another).
 
@@ -34,6 +35,7 @@ def fast_inputs(qkv: Tensor, scale: Tensor, offset: Tensor, heads: int, eps: flo
     return _FastInputs.apply(qkv, scale, offset, heads, eps)
 
 
+@torch.compiler.disable
 def gated_rms_norm(o: Tensor, weight: Tensor, gate: Tensor, eps: float) -> Tensor:
     """``RMSNorm(o) * weight * silu(gate)`` per head, laid out token-major.
 

@@ -71,6 +71,7 @@ def _fused_wanted(kernel: str | None, q: Tensor, K: int, params: Params) -> bool
     return kernel == "triton" or (kernel is None and usable and q.is_cuda)
 
 
+@torch.compiler.disable
 def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, token_scale, state, kernel, span):
     """Shared driver: check shapes, then finish the open mini-batch, scan the whole ones and start the
     next. The PyTorch steps run in float32/64; the fused scan reads the inputs in their own dtype."""
