@@ -1,4 +1,5 @@
-"""Mixer layers: the TTT layer against spec section 4 written out by hand; streaming, causality, gradients."""
+"""Mixer layers: the TTT layer against the official release's layer written out by hand; streaming,
+causality, gradients."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""The TTT layer (spec section 4): projections, RoPE, learned inner step size, the core, post-norm, gate."""
+"""The TTT layer as in the paper's official release (ttt-lm-pytorch): projections, RoPE, learned inner
+step size, the core, post-norm, gate."""
 
 from __future__ import annotations
 

@@ -171,7 +171,7 @@ def ttt_linear(
     kernel: str | None = None,
     checkpoint_span: int = backward.SPAN,
 ) -> tuple[Tensor, TTTState]:
-    """TTT-Linear core (spec sections 1 and 3): ``out_t = q_t + LN(q_t W_t' + b_t')``.
+    """TTT-Linear core: mini-batch TTT of Sun et al. 2024 (arXiv 2407.04620), ``out_t = q_t + LN(q_t W_t' + b_t')``.
 
     Args:
         q, k, v: ``[B, H, T, F]`` queries, keys (inner inputs) and values (``v - k`` is the inner target).
@@ -228,7 +228,7 @@ def ttt_mlp(
     kernel: str | None = None,
     checkpoint_span: int = backward.SPAN,
 ) -> tuple[Tensor, TTTState]:
-    """TTT-MLP core (spec section 2): the inner model is ``gelu_tanh(x W1 + b1) W2 + b2``.
+    """TTT-MLP core (the same paper): the inner model is ``gelu_tanh(x W1 + b1) W2 + b2``.
 
     Args as :func:`ttt_linear`, with ``W1 [H, F, D]``, ``b1 [H, D]``, ``W2 [H, D, F]``, ``b2 [H, F]``
     (``D = 4F`` in the paper; any ``D`` works).

@@ -3,7 +3,7 @@ forward and backward.
 
 One program per (batch row, head) walks the mini-batches in order with the inner weights ``W [F, F]``
 and bias ``b [F]`` held on chip in float32, whatever the input dtype: each mini-batch costs a handful
-of ``[K, F] x [F, F]`` products and row reductions, the dual form of spec section 1.
+of ``[K, F] x [F, F]`` products and row reductions, the mini-batch update in its dual form (`dual`).
 
 Only the weights' recurrence is sequential; the outputs of a mini-batch need just the weights at its
 start. So where rows are at most a third of the GPU's multiprocessors (`parallel_spans`) the forward

@@ -1,4 +1,4 @@
-"""The state a TTT core carries from one call to the next (spec section 3)."""
+"""The state a TTT core carries from one call to the next."""
 
 from __future__ import annotations
 
