@@ -1031,6 +1031,10 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
     printed = capsys.readouterr()
     assert "last checkpoint: none (interrupted before the first save)" in printed.out
     assert "interrupted at step 1: no checkpoint was saved (every 2 steps" in printed.err
+    at_a_save = {"last_ckpt": "last.ckpt", "last_ckpt_step": 4, "save_every": 2}
+    for step, said in ((4, "no step is"), (5, "the step since is"), (7, "the 3 steps since are")):
+        line = train_task._how_to_resume({**at_a_save, "step": step})
+        assert line == f"resume with ckpt_path=last.ckpt (saved at step 4: {said} trained again)"
 
 
 def test_sigterm_ends_training_with_status_143_and_where_to_resume(tmp_path, monkeypatch, capsys):

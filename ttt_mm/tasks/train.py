@@ -453,9 +453,9 @@ def _how_to_resume(out: dict) -> str:
         return f"no checkpoint was saved{when}, so there is nothing to resume from"
     line = f"resume with {_resume_command(out['last_ckpt'])}"
     saved = out.get("last_ckpt_step")
-    if saved is not None and out["step"] > saved:
+    if saved is not None and out["step"] >= saved:
         lost = out["step"] - saved
-        since = "the step since is" if lost == 1 else f"the {lost} steps since are"
+        since = "no step is" if lost == 0 else "the step since is" if lost == 1 else f"the {lost} steps since are"
         line += f" (saved at step {saved}: {since} trained again)"
     return line
 
