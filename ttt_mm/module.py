@@ -7,7 +7,6 @@ objects, so that ``save_hyperparameters`` records everything needed to rebuild i
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Mapping
@@ -20,12 +19,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
-from torch.distributed.fsdp import FullyShardedDataParallel
 
 from .backbone import Backbone, BackboneState
 from .tokenizers.base import TOKEN_LOSSES, Tokens, token_loss
-from .training.carried_state import CarriedState, place_of
-from .training.checkpoint_io import in_memory
+from .training.carried_state import CarriedState, gathered_initial_state, own_part, place_of
 
 PREDICT = ("next_token", "next_step")
 PLACE = "stream_place"
@@ -353,7 +350,7 @@ class SequenceModel(L.LightningModule):
             "step": checkpoint.get("global_step", 0),
             "mixer": _changed_mixer_settings(checkpoint.get("hyper_parameters") or {}, self.hparams),
             # a checkpoint loaded to test or validate leaves it in the file
-            "carried_state": _own_part(checkpoint.get("carried_state"), self.global_rank)
+            "carried_state": own_part(checkpoint.get("carried_state"), self.global_rank)
             if self._carrying_in_fit
             else None,
         }
@@ -421,7 +418,7 @@ class SequenceModel(L.LightningModule):
             )
 
     def _restore_carried_state(self, saved: tuple[int, dict | None] | None, step: int) -> None:
-        """Each process takes its own part of the checkpoint's carried state (`_own_part`), when the
+        """Each process takes its own part of the checkpoint's carried state (`own_part`), when the
         checkpoint has one for as many processes, and the first batch checks that each row goes on from it.
         The state is checked against the model's own (`CarriedState.restore`), made with its parameters'
         full shapes (`gathered_initial_state`: under FSDP, every process takes part)."""
@@ -468,39 +465,6 @@ class SequenceModel(L.LightningModule):
             root.clip_grad_norm_(gradient_clip_val)
         else:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-
-def gathered_initial_state(root: nn.Module, backbone: Backbone, batch_size: int) -> BackboneState:
-    """``backbone.initial_state(batch_size)``, for its shapes, made under FSDP with each block's
-    parameters gathered in turn (outside a forward pass they are flat shards; all at once, the whole
-    model would be on each device), on every process together; ``root``: the model FSDP wraps. A wrap
-    policy that does not make each block its own FSDP unit leaves no such turns: the whole model is
-    gathered then. Its tensors may view parameters that are freed again on return."""
-    if not all(isinstance(block, FullyShardedDataParallel) for block in backbone.blocks):
-        with _full_parameters(root):
-            return backbone.initial_state(batch_size)
-    with _full_parameters(root, recurse=False):  # (FSDP sets itself up from its root, on first use)
-        pass
-    blocks = []
-    for block in backbone.blocks:
-        with _full_parameters(block):
-            blocks.append(block.initial_state(batch_size))
-    return BackboneState(blocks)
-
-
-def _full_parameters(module: nn.Module, recurse: bool = True) -> contextlib.AbstractContextManager:
-    if isinstance(module, FullyShardedDataParallel):
-        return FullyShardedDataParallel.summon_full_params(module, recurse=recurse, writeback=False)
-    return contextlib.nullcontext()
-
-
-def _own_part(parts: list | None, rank: int) -> tuple[int, dict | None] | None:
-    """How many processes a checkpoint's carried state is for, and process ``rank``'s part of it,
-    copied into memory (the rest stays in the mapped file: `MappedCheckpointIO`); None for a
-    checkpoint without one."""
-    if parts is None:
-        return None
-    return len(parts), in_memory(parts[rank]) if rank < len(parts) else None
 
 
 def _rate_change(old: float, new: float) -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ttt_mm.module import _own_part
+from ttt_mm.training.carried_state import own_part
 from ttt_mm.training.checkpoint_io import MappedCheckpointIO
 
 
@@ -28,7 +28,7 @@ def measure(folder: Path) -> None:
     grew = resident_mib() - before
     assert grew < 16, f"{grew:.1f} MiB resident after loading"  # (not the 64 MiB of the file)
     before = resident_mib()
-    count, own = _own_part(mapped["carried_state"], rank=2)  # what a process takes, copied out
+    count, own = own_part(mapped["carried_state"], rank=2)  # what a process takes, copied out
     grew = resident_mib() - before  # its pages read from the mapping, and the copy of them
     assert count == 4 and 14 < grew < 40, f"{grew:.1f} MiB resident after taking one 16 MiB part"
     path.write_bytes(b"")  # the file written over in place (a save under the same name): the copy stays

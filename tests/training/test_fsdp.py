@@ -16,8 +16,7 @@ from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from ttt_mm.backbone import Backbone, Block
 from ttt_mm.layers import LaCTLayer, TTTLayer
-from ttt_mm.module import gathered_initial_state
-from ttt_mm.training.carried_state import CarriedState, Place
+from ttt_mm.training.carried_state import CarriedState, Place, gathered_initial_state
 
 MIXERS = {
     "ttt_linear": partial(TTTLayer, num_heads=2, mini_batch_size=8),

@@ -4,20 +4,26 @@ checkpoint, so that a resumed run goes on with each row's context where it stopp
 Each batch row walks its own clips window by window (`ttt_mm.data.training.StreamWindows`). Between
 batches the state goes on in a row only when the batch follows the one before in the stream and the
 row goes on in the same clip; anywhere else the row starts afresh, as it does at a clip's first window.
+A checkpoint holds each process's part (`CarriedState.saved`); a resume hands each its own (`own_part`),
+checked against the model's initial state, made under FSDP with the parameters gathered
+(`gathered_initial_state`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from torch import Tensor
+from torch import Tensor, nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from ..backbone import Backbone, BackboneState, with_leaves
 from ..layers.mixer import state_leaves
+from .checkpoint_io import in_memory
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +119,7 @@ class CarriedState:
         it goes on from there. Raises ValueError when the state is not one of ``backbone`` (another
         model, or one whose mixers cannot go on from it: `Backbone.check_state`). ``template``: the
         shapes of ``backbone.initial_state`` where it cannot make them itself (under FSDP:
-        `ttt_mm.module.gathered_initial_state`)."""
+        `gathered_initial_state`)."""
         if template is None:
             template = backbone.initial_state(len(saved["rows"]))
         state = with_leaves(template, saved["leaves"])
@@ -130,3 +136,36 @@ def _goes_on(was: list[tuple[str, float] | None], now: tuple[tuple[str, float] |
         [a is None or b is None or (b[0] == a[0] and b[1] > a[1]) for a, b in zip(was, now, strict=True)],
         dtype=torch.bool,
     )
+
+
+def gathered_initial_state(root: nn.Module, backbone: Backbone, batch_size: int) -> BackboneState:
+    """``backbone.initial_state(batch_size)``, for its shapes, made under FSDP with each block's
+    parameters gathered in turn (outside a forward pass they are flat shards; all at once, the whole
+    model would be on each device), on every process together; ``root``: the model FSDP wraps. A wrap
+    policy that does not make each block its own FSDP unit leaves no such turns: the whole model is
+    gathered then. Its tensors may view parameters that are freed again on return."""
+    if not all(isinstance(block, FullyShardedDataParallel) for block in backbone.blocks):
+        with _full_parameters(root):
+            return backbone.initial_state(batch_size)
+    with _full_parameters(root, recurse=False):  # (FSDP sets itself up from its root, on first use)
+        pass
+    blocks = []
+    for block in backbone.blocks:
+        with _full_parameters(block):
+            blocks.append(block.initial_state(batch_size))
+    return BackboneState(blocks)
+
+
+def _full_parameters(module: nn.Module, recurse: bool = True) -> contextlib.AbstractContextManager:
+    if isinstance(module, FullyShardedDataParallel):
+        return FullyShardedDataParallel.summon_full_params(module, recurse=recurse, writeback=False)
+    return contextlib.nullcontext()
+
+
+def own_part(parts: list | None, rank: int) -> tuple[int, dict | None] | None:
+    """How many processes a checkpoint's carried state is for, and process ``rank``'s part of it,
+    copied into memory (the rest stays in the mapped file: `MappedCheckpointIO`); None for a
+    checkpoint without one."""
+    if parts is None:
+        return None
+    return len(parts), in_memory(parts[rank]) if rank < len(parts) else None
