@@ -23,11 +23,11 @@ from ttt_mm.data import ClipInfo, decode
 from ttt_mm.linear_probe import classifier
 from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1, majority_class
 from ttt_mm.linear_probe.features import EmbeddingFolder
-from ttt_mm.linear_probe.folds import assign_folds, joined_groups
+from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups, joined_groups
 from ttt_mm.tasks import embed as embed_task
 from ttt_mm.tasks import linear_probe
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted
-from ttt_mm.tasks.linear_probe import drop_one_group, each_class_in_turn, fold_groups, report, run
+from ttt_mm.tasks.linear_probe import each_class_in_turn, report, run
 
 RATE = 16000
 

@@ -4,12 +4,21 @@
 recording session) always share a fold, so no group is both in a fold's training and test data.
 Groups are placed one by one, largest first (a seeded shuffle breaks ties), each in the fold where
 the classes' shares across folds stay most even; without groups every sample is its own group,
-which gives ordinary stratified folds.
+which gives ordinary stratified folds. `fold_groups` says which clips form a group (the spans of
+one file, the clips of one value of a manifest's group column), and `drop_one_group` leaves out the
+classes that lie in one group, since no fold could train on them while testing them.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+
 import numpy as np
+
+from ttt_mm.data import ClipInfo
+
+log = logging.getLogger(__name__)
 
 
 def assign_folds(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: int = 0) -> np.ndarray:
@@ -67,3 +76,44 @@ def joined_groups(keys: list[tuple[str, ...]]) -> np.ndarray:
         for key in sample_keys:
             parent[root(i)] = root(first.setdefault(key, i))
     return np.unique([root(i) for i in range(len(keys))], return_inverse=True)[1].astype(np.int64)
+
+
+def fold_groups(clips: list[ClipInfo], group: bool) -> np.ndarray:
+    """The group of every clip ``[n]``, which a fold never splits: with ``group``, the spans of one file
+    (whatever names lead to it) and the clips of one value of the manifest's group column, joined
+    where they overlap; without, every clip alone. Groups are numbered in the order of their names
+    (a group value of theirs, else their file), so unjoined groups get the folds they always had."""
+    if not group:
+        return np.arange(len(clips))
+    files = [f"file:{os.path.realpath(c.name)}" for c in clips]
+    joined = joined_groups([(f, *((f"group:{c.group}",) if c.group else ())) for f, c in zip(files, clips)])
+    first: dict[int, tuple[int, str]] = {}  # group -> its name: the least group value, else file
+    for g, f, c in zip(joined.tolist(), files, clips):
+        first[g] = min(first.get(g, (2, "")), (0, c.group) if c.group else (1, f))
+    return np.unique([first[g][1] for g in joined.tolist()], return_inverse=True)[1]
+
+
+def drop_one_group(clips: list[ClipInfo], names: list[str], group: bool) -> tuple[list[ClipInfo], dict[str, dict]]:
+    """The clips of classes spread over at least two groups (`fold_groups`), and the others with their
+    counts and why: a class held in one group is tested only in the fold that never trains on it.
+    Classes in one group by their own clips go first, and the groups are drawn again without them
+    (their files may have joined another class's groups), until every class left spans two."""
+    held = "in one group (the spans of one file, or one value of the group column)" if group else "a single clip"
+    why = f"{held}: no fold can train on it while testing it"
+    dropped: dict[str, dict] = {}
+    while lonely := _in_one_group(clips, group):
+        alone = [label for label in lonely if _in_one_group([c for c in clips if c.label == label], group)]
+        for label in sorted(alone or lonely, key=names.__getitem__):
+            n = sum(c.label == label for c in clips)
+            log.warning("class %r (%d clip(s)) is %s; left out of the probe", names[label], n, why)
+            dropped[names[label]] = {"files": n, "reason": why}
+        clips = [c for c in clips if names[c.label] not in dropped]
+    return clips, dropped
+
+
+def _in_one_group(clips: list[ClipInfo], group: bool) -> set[int]:
+    """The labels whose clips all lie in one group (`fold_groups`)."""
+    spread: dict[int, set[int]] = {}
+    for clip, g in zip(clips, fold_groups(clips, group).tolist()):
+        spread.setdefault(clip.label, set()).add(g)
+    return {label for label, groups in spread.items() if len(groups) < 2}

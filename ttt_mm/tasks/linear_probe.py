@@ -43,7 +43,7 @@ from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.checkpoint import build_parts
 from ttt_mm.linear_probe.classifier import FoldScore, cross_validate, majority_class, summarize
 from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
-from ttt_mm.linear_probe.folds import assign_folds, joined_groups
+from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups
 from ttt_mm.linear_probe.tables import write_outputs
 from ttt_mm.tasks.common import (
     ConfigError,
@@ -159,47 +159,6 @@ def drop_rare(
         )
     why = f"{which}: fewer than min_clips={min_clips}"
     return [c for c in clips if counts[c.label] >= min_clips], {n: {"files": k, "reason": why} for n, k in rare.items()}
-
-
-def fold_groups(clips: list[ClipInfo], group: bool) -> np.ndarray:
-    """The group of every clip ``[n]``, which a fold never splits: with ``group``, the spans of one file
-    (whatever names lead to it) and the clips of one value of the manifest's group column, joined
-    where they overlap; without, every clip alone. Groups are numbered in the order of their names
-    (a group value of theirs, else their file), so unjoined groups get the folds they always had."""
-    if not group:
-        return np.arange(len(clips))
-    files = [f"file:{os.path.realpath(c.name)}" for c in clips]
-    joined = joined_groups([(f, *((f"group:{c.group}",) if c.group else ())) for f, c in zip(files, clips)])
-    first: dict[int, tuple[int, str]] = {}  # group -> its name: the least group value, else file
-    for g, f, c in zip(joined.tolist(), files, clips):
-        first[g] = min(first.get(g, (2, "")), (0, c.group) if c.group else (1, f))
-    return np.unique([first[g][1] for g in joined.tolist()], return_inverse=True)[1]
-
-
-def drop_one_group(clips: list[ClipInfo], names: list[str], group: bool) -> tuple[list[ClipInfo], dict[str, dict]]:
-    """The clips of classes spread over at least two groups (`fold_groups`), and the others with their
-    counts and why: a class held in one group is tested only in the fold that never trains on it.
-    Classes in one group by their own clips go first, and the groups are drawn again without them
-    (their files may have joined another class's groups), until every class left spans two."""
-    held = "in one group (the spans of one file, or one value of the group column)" if group else "a single clip"
-    why = f"{held}: no fold can train on it while testing it"
-    dropped: dict[str, dict] = {}
-    while lonely := _in_one_group(clips, group):
-        alone = [label for label in lonely if _in_one_group([c for c in clips if c.label == label], group)]
-        for label in sorted(alone or lonely, key=names.__getitem__):
-            n = sum(c.label == label for c in clips)
-            log.warning("class %r (%d clip(s)) is %s; left out of the probe", names[label], n, why)
-            dropped[names[label]] = {"files": n, "reason": why}
-        clips = [c for c in clips if names[c.label] not in dropped]
-    return clips, dropped
-
-
-def _in_one_group(clips: list[ClipInfo], group: bool) -> set[int]:
-    """The labels whose clips all lie in one group (`fold_groups`)."""
-    spread: dict[int, set[int]] = {}
-    for clip, g in zip(clips, fold_groups(clips, group).tolist()):
-        spread.setdefault(clip.label, set()).add(g)
-    return {label for label, groups in spread.items() if len(groups) < 2}
 
 
 # --------------------------------------------------------------------------------------- features
