@@ -157,6 +157,9 @@ def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+FOLD_COLUMNS = ("fold", "train_files", "test_files", "accuracy", "macro_f1", "l2")
+
+
 @dataclass
 class FoldScore:
     fold: int
@@ -166,6 +169,10 @@ class FoldScore:
     macro_f1: float
     l2: float | None
     predictions: np.ndarray  # [test_files] predicted class of each test file, in file order
+
+    def row(self) -> dict:
+        """The fold's numbers as ``metrics.json`` and ``folds.csv`` list them (not its predictions)."""
+        return {k: getattr(self, k) for k in FOLD_COLUMNS}
 
 
 def cross_validate(
@@ -207,8 +214,5 @@ def summarize(scores: list[FoldScore]) -> dict:
     return {
         "accuracy": {"mean": float(acc.mean()), "std": float(acc.std(**std))},
         "macro_f1": {"mean": float(f1.mean()), "std": float(f1.std(**std))},
-        "folds": [
-            {k: getattr(s, k) for k in ("fold", "train_files", "test_files", "accuracy", "macro_f1", "l2")}
-            for s in scores
-        ],
+        "folds": [s.row() for s in scores],
     }

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ttt_mm.linear_probe.classifier import FOLD_COLUMNS
 from ttt_mm.storage.atomic import write_csv, write_json
 
 
@@ -15,14 +16,11 @@ def write_outputs(output: Path, metrics: dict, scores: dict, clips, y, names, fo
     paths = {"metrics": output / "metrics.json", "folds": output / "folds.csv", "files": output / "files.csv"}
     write_json(paths["metrics"], metrics)
     fold_rows = [
-        {"features": name, **{k: getattr(s, k) for k in ("fold", "train_files", "test_files", "accuracy", "macro_f1")}}
-        | {"l2": "" if s.l2 is None else s.l2}
+        {"features": name, **s.row()} | {"l2": "" if s.l2 is None else s.l2}
         for name, fold_scores in scores.items()
         for s in fold_scores
     ]
-    write_csv(
-        paths["folds"], fold_rows, ["features", "fold", "train_files", "test_files", "accuracy", "macro_f1", "l2"]
-    )
+    write_csv(paths["folds"], fold_rows, ["features", *FOLD_COLUMNS])
     predicted = {name: np.empty(len(clips), dtype=np.int64) for name in scores}
     for name, fold_scores in scores.items():
         for s in fold_scores:
