@@ -157,3 +157,17 @@ def test_weights_that_disagree_with_the_settings_are_one_clear_error(tmp_path):
         load_parts(tmp_path / "deeper.ckpt")
     with pytest.raises(ValueError, match=r"deeper.ckpt do not fit the model .*Missing key.*blocks\.2\."):
         load_model(tmp_path / "deeper.ckpt")
+
+
+@pytest.mark.parametrize("message", ["", "\n", "\nPytorchStreamReader failed reading file data/3"])
+def test_a_load_error_is_said_by_its_first_line_whatever_its_message(tmp_path, monkeypatch, message):
+    """An error whose message had no first line raised an IndexError instead of the ValueError."""
+    path, _, _ = save_old(tmp_path / "old.ckpt", "ttt_linear", "transformer")
+
+    def fails(*args, **kwargs):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(torch, "load", fails)
+    said = message.strip() or "RuntimeError"
+    with pytest.raises(ValueError, match=f"cannot be read as a PyTorch checkpoint: {said}$"):
+        load_parts(path)

@@ -32,6 +32,7 @@ from unittest import mock
 import torch
 
 from ..layers import AttentionLayer, LaCTLayer, TTTLayer
+from ..messages import first_line
 from ..ops import ttt_linear, ttt_mlp
 from ..ops.ttt import fused
 from .arguments import positive_int
@@ -109,7 +110,7 @@ def check(device: str) -> dict[str, str]:
             err = _compare(partial(fn, T=CHECK_T, device=device))
             results[what] = f"{err:.2e}" + ("" if err <= TOLERANCE else " FAIL")
         except Exception as exc:  # e.g. Triton's OutOfResources at compile time
-            results[what] = f"FAIL {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            results[what] = f"FAIL {type(exc).__name__}: {first_line(exc)}"
     return results
 
 

@@ -24,6 +24,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from ttt_mm.backbone import Backbone
+from ttt_mm.messages import first_line
 from ttt_mm.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
             ) from None
         raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {first}") from None
     except (RuntimeError, EOFError) as exc:
-        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {first_line(exc)}") from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hparams or "tokenizer" not in hparams or "backbone" not in hparams or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a ttt_mm SequenceModel checkpoint (no tokenizer/backbone hyperparameters)")
@@ -124,7 +125,7 @@ def build_parts(hparams: dict, source: str) -> tuple[Tokenizer, Backbone]:
     try:
         return instantiate(hparams["tokenizer"]), instantiate(hparams["backbone"])
     except InstantiationException as exc:  # e.g. a checkpoint from a version with other classes
-        raise ValueError(f"cannot rebuild the model of {source}: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"cannot rebuild the model of {source}: {first_line(exc)}") from None
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", weights_only: bool = True) -> SequenceModel:
@@ -143,7 +144,7 @@ def model_of(ckpt: dict, path: str | os.PathLike) -> SequenceModel:
     try:
         model = SequenceModel(**hparams)
     except InstantiationException as exc:
-        raise ValueError(f"cannot rebuild the model of {os.fspath(path)}: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"cannot rebuild the model of {os.fspath(path)}: {first_line(exc)}") from None
     _load_weights(model, ckpt["state_dict"], os.fspath(path))
     return model
 

@@ -24,6 +24,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ttt_mm.messages import first_line
 from ttt_mm.storage.atomic import write_csv
 from ttt_mm.tasks.common import SweepJobError, stamped_by_hydra
 
@@ -109,8 +110,7 @@ class SweepReport(Callback):
             self.results.append((num, list(config.hydra.overrides.task), done))
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value  # (reading .return_value would raise it)
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            self.failed.append((num, overrides, first))
+            self.failed.append((num, overrides, first_line(error)))
             if isinstance(error, SweepJobError):  # said in the job already: Hydra would say it again at the end
                 job_return.status, job_return._return_value = JobStatus.COMPLETED, None
 

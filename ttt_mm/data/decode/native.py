@@ -11,6 +11,7 @@ import decord
 
 from ttt_mm.data.decode.errors import MediaError
 from ttt_mm.data.decode.guard import DecodeTimeout, native_stderr_silenced, run_with_timeout
+from ttt_mm.messages import first_line
 
 decord.logging.set_level(decord.logging.QUIET)
 
@@ -33,8 +34,7 @@ def open_timeout(st: os.stat_result) -> float:
 
 def _decord_reason(exc: BaseException, what: str) -> str:
     """decord's message without its timestamp and source location, ffmpeg codes named."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)
+    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", first_line(exc))
     if "cannot find video stream" in text:
         return "no video stream"
     if "Can't find audio stream" in text:
