@@ -333,7 +333,7 @@ def test_a_video_config_trains_on_the_videos_of_a_mixed_folder(media, tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape == (2, 8, 3, 32, 32)
     skipped = dict(line.split("\t") for line in (tmp_path / "run" / "skipped_media.tsv").read_text().splitlines())
-    assert skipped == {str(data / n): "no video stream (this run reads video)" for n in ("c.wav", "d.flac")}
+    assert skipped == {str(data / n): "no video stream (the model reads video)" for n in ("c.wav", "d.flac")}
     audio = folder_module(data, tmp_path / "run2", modalities=["audio"], val_fraction=0.0, test_fraction=0.0)
     audio.setup("fit")
     assert sorted(c.key for c in audio.splits["train"]) == ["a.mp4", "c.wav", "d.flac"]

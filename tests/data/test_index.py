@@ -307,7 +307,7 @@ def test_configs_take_the_files_with_their_streams(folder, tmp_path):
     records, _ = index_files([c.media for c in clips], tmp_path / "cache")
     video = select(clips, records, ReadSpec(("video",), size=32))
     assert names(video) == ["av.mp4", "video.mp4"]
-    assert video.rejected[str(folder / "tone.wav")] == "no video stream (this run reads video)"
+    assert video.rejected[str(folder / "tone.wav")] == "no video stream (the model reads video)"
     assert names(select(clips, records, ReadSpec(("audio",)))) == ["av.mp4", "tone.wav"]
     skip = select(clips, records, ReadSpec(("audio", "video"), size=32))
     assert names(skip) == ["av.mp4"]
@@ -340,7 +340,7 @@ def test_a_video_with_a_digitally_silent_track_counts_as_one_without_sound(folde
     records[clip.media] = records[clip.media] | {"silent": True}  # a placeholder track
     skip = select([clip], records, ReadSpec(("audio", "video"), size=32, skip_silent=True))
     assert not skip.clips
-    assert skip.rejected == {clip.media: f"{SILENT_TRACK} (this run reads audio and video; data.missing_audio=skip)"}
+    assert skip.rejected == {clip.media: f"{SILENT_TRACK} (the model reads audio and video; data.missing_audio=skip)"}
     spec = ReadSpec(("audio", "video"), size=32, missing_audio="silence", skip_silent=True)
     silence = select([clip], records, spec)
     assert silence.silent == {clip.media: SILENT_TRACK} and silence.clips[0].info.has_audio is False  # not decoded

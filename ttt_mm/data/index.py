@@ -494,7 +494,7 @@ def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) 
             silent[clip.name] = record.get("audio_error") or "no audio stream"
         elif missing:
             stream = missing[0]
-            hint = f"this run reads {reads}"
+            hint = f"the model reads {reads}"
             if stream == "audio" and "video" in spec.modalities:
                 hint += f"; data.missing_audio={spec.missing_audio}"
             rejected[clip.name] = f"{record.get(f'{stream}_error') or f'no {stream} stream'} ({hint})"
