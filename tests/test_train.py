@@ -31,16 +31,10 @@ from ttt_mm.data.skiplist import SkipList
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import train as train_task
+from ttt_mm.tasks import train_checks
 from ttt_mm.tasks.common import ConfigError, _config_subdir, _run_dir, quiet_lightning
-from ttt_mm.tasks.train import (
-    build,
-    check_carried_windows,
-    check_window_length,
-    report,
-    resume_command,
-    run,
-    where_to_resume,
-)
+from ttt_mm.tasks.train import build, report, resume_command, run, where_to_resume
+from ttt_mm.tasks.train_checks import check_carried_windows, check_window_length
 from ttt_mm.tokenizers.base import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -746,7 +740,7 @@ def test_carried_windows_that_cut_a_mini_batch_fail_before_training(tmp_path, ca
     datamodule, model, _ = build(compose_train(tmp_path, ["data.clip_seconds=1.25", "data.batch_size=1"]))
     check_carried_windows(datamodule, model)  # a lone row that restarts takes a fresh state whole: fine
     lact = ["model=lact", "data.clip_seconds=9", "trainer.max_steps=1", "data.source.num_clips=4"]
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train_checks"):
         run(compose_train(tmp_path / "lact", lact))
     (line,) = [r.getMessage() for r in caplog.records if "LaCT chunks" in r.getMessage()]
     assert (
@@ -768,7 +762,7 @@ def test_a_lact_chunk_that_fills_the_training_window_is_a_config_error(tmp_path,
     ):
         run(compose_train(tmp_path, lact))
     datamodule, model, _ = build(compose_train(tmp_path, [*lact[:-1], "model.backbone.mixer.chunk_size=63"]))
-    train_task.check_updates_learn(datamodule, model)  # one token after the chunk: it learns (slowly)
+    train_checks.check_updates_learn(datamodule, model)  # one token after the chunk: it learns (slowly)
 
 
 @pytest.mark.parametrize(
@@ -785,7 +779,7 @@ def test_data_that_does_not_read_what_the_tokenizer_takes_is_a_config_error(tmp_
     assert "[" in str(caught.value) and "'" not in str(caught.value)
     fixed = compose_train(tmp_path, [*TINY, *overrides, fix])
     datamodule, model, _ = build(fixed)
-    train_task.check_modalities(datamodule, model)  # the suggested tokenizer fits
+    train_checks.check_modalities(datamodule, model)  # the suggested tokenizer fits
 
 
 def test_a_window_too_short_to_predict_is_a_config_error_naming_the_shortest(tmp_path):
@@ -1302,14 +1296,14 @@ def test_a_sweep_cannot_start_its_own_ddp_processes(tmp_path, monkeypatch):
         strategy="ddp", accelerator="cpu", devices=2, max_steps=10, logger=False, enable_checkpointing=False
     )
     cfg = compose_train(tmp_path, TINY)
-    train_task.check_launch(cfg, ddp)  # a single run: Lightning starts the second process itself
-    monkeypatch.setattr(train_task, "in_a_sweep", lambda: True)
+    train_checks.check_launch(cfg, ddp)  # a single run: Lightning starts the second process itself
+    monkeypatch.setattr(train_checks, "in_a_sweep", lambda: True)
     with pytest.raises(ConfigError, match="a sweep \\(-m\\) cannot start 2 processes of DDPStrategy"):
-        train_task.check_launch(cfg, ddp)
+        train_checks.check_launch(cfg, ddp)
     one = L.Trainer(
         strategy="ddp", accelerator="cpu", devices=1, max_steps=10, logger=False, enable_checkpointing=False
     )
-    train_task.check_launch(cfg, one)  # nothing to start: a sweep of one-process DDP runs is fine
+    train_checks.check_launch(cfg, one)  # nothing to start: a sweep of one-process DDP runs is fine
 
 
 def test_only_the_first_process_prints_the_summary(capsys):

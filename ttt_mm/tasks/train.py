@@ -6,7 +6,6 @@ Config errors end in one ``error:`` line and exit code 2 rather than a deep trac
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shlex
@@ -21,37 +20,30 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from ttt_mm.callbacks import last_checkpoint
 from ttt_mm.data import reading_notes
-from ttt_mm.data.datasets import MODALITIES, off_grid
 from ttt_mm.data.decode.isolation import crash_reason
 from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
-from ttt_mm.data.training import is_seed
-from ttt_mm.embed.checkpoint import read_checkpoint
 from ttt_mm.tasks.common import (
     ConfigError,
     config_errors_end_the_command,
     forget_refused_resume,
     hydra_command,
-    in_a_sweep,
     lightning_logs_to_file,
     positive_count,
     quiet_lightning,
     to_log_file,
 )
-from ttt_mm.tasks.config_types import check_config
+from ttt_mm.tasks.train_checks import check, check_parts
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 
 log = logging.getLogger(__name__)
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's choice (one per core, or OMP_NUM_THREADS)
-MIXER_KEY = "model.backbone.mixer"
-"""Where the configs put the mixer's arguments (``conf/model/<name>.yaml``), for messages naming one."""
 
 # What torch says when a checkpoint does not fit the model, or is a damaged zip archive
 RESUME_ERRORS = (
@@ -60,26 +52,6 @@ RESUME_ERRORS = (
     "failed finding central directory",
     "parameter group that doesn't match the size",  # optimizer groups split otherwise (another version)
 )
-
-
-def check(cfg: DictConfig) -> int | None:
-    """Catch the mistakes that would otherwise surface deep inside a run; returns the step of the
-    checkpoint to resume from (None: a new run)."""
-    check_config(cfg, "train")
-    for key in ("data", "model", "trainer"):
-        if key not in cfg or cfg[key] is None:
-            raise ConfigError(f"config group '{key}' is missing")
-    if not cfg.get("train", True) and not cfg.get("test"):
-        raise ConfigError("train=false and test=false leave nothing to run (train=false test=true tests ckpt_path)")
-    seed = cfg.get("seed")
-    if seed is not None and not is_seed(seed):
-        raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1; got {seed}")
-    if not cfg.get("ckpt_path"):
-        return None
-    try:  # (memory-mapped: the tensors are not loaded; every byte is read once for the checksums)
-        return read_checkpoint(cfg.ckpt_path).get("global_step", 0)
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"ckpt_path: {err}") from None
 
 
 def build(cfg: DictConfig):
@@ -99,177 +71,6 @@ def build(cfg: DictConfig):
     return datamodule, model, trainer
 
 
-def check_launch(cfg: DictConfig, trainer: L.Trainer, resumed_step: int | None = None) -> None:
-    """What the trainer cannot do in this run: start its own DDP processes inside a sweep (Lightning
-    starts each one by running this command again, sweep and all), or resume from a step at or past
-    ``trainer.max_steps`` (``resumed_step``, from `check`: it would stop at once, with nothing trained
-    and no checkpoint written)."""
-    launcher = trainer.strategy.launcher
-    if in_a_sweep() and isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1:
-        strategy = type(trainer.strategy).__name__
-        raise ConfigError(
-            f"a sweep (-m) cannot start {launcher.num_processes} processes of {strategy}: Lightning starts the "
-            "others by running this command again, sweep included. Run each configuration as its own command "
-            "(or start the processes with torchrun or SLURM)"
-        )
-    if trainer.accumulate_grad_batches < 1:
-        raise ConfigError(f"trainer.accumulate_grad_batches must be >= 1; got {trainer.accumulate_grad_batches}")
-    if not cfg.get("train", True) or trainer.fast_dev_run:
-        return
-    steps = trainer.max_steps
-    check_run_length(steps, trainer.max_epochs, cfg.trainer.get("limit_train_batches"))
-    if resumed_step is not None and 0 <= steps <= resumed_step:
-        raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path} is at step {resumed_step} and trainer.max_steps={steps}: nothing is "
-            f"left to train; to go on, set trainer.max_steps above {resumed_step}"
-        )
-
-
-def check_run_length(max_steps: int, max_epochs: int | None, limit_train_batches) -> None:
-    """Training draws windows without end, so an epoch ends only at ``limit_train_batches``: a run's
-    length, and its lr schedule, is ``max_steps`` (or epochs of a set number of batches). Anything else
-    would run forever, or crash when the schedule is built."""
-    epochs = max_epochs not in (None, -1)
-    batches = type(limit_train_batches) is int and limit_train_batches > 0  # (a bool is no count)
-    if epochs and not batches:  # (a fraction, 1.0 say, of an endless epoch is endless)
-        raise ConfigError(
-            f"trainer.max_epochs={max_epochs} has no effect: training draws windows without end, so an epoch "
-            "never ends; set trainer.max_steps (or trainer.limit_train_batches=N batches per epoch)"
-        )
-    if max_steps < 1 and not epochs:
-        raise ConfigError(
-            f"trainer.max_steps={max_steps}: training draws windows without end, so a run's length (and its lr "
-            "schedule) is set in steps: trainer.max_steps >= 1 (or trainer.max_epochs with "
-            "trainer.limit_train_batches=N batches per epoch)"
-        )
-
-
-TOKENIZER_OF = {("audio",): "audio", ("video",): "video", ("audio", "video"): "av"}
-"""The tokenizer config (``conf/tokenizer``) that reads each set of modalities."""
-
-
-def check_modalities(datamodule, model) -> None:
-    """The data must read what the tokenizer takes: a stream it lacks would otherwise fail at the first
-    step, after every file is listed and probed (one it does not take would be read for nothing, and a
-    file without it left out)."""
-    reads, takes = (
-        tuple(m for m in MODALITIES if m in mods)
-        for mods in (datamodule.spec.modalities, model.tokenizer.decoding.modalities)
-    )
-    if reads != takes:
-        raise ConfigError(
-            f"data.modalities={list(reads)} but the tokenizer takes {list(takes)}: set tokenizer={TOKENIZER_OF[reads]} "
-            f"(or data.modalities={list(takes)})".replace("'", "")
-        )
-
-
-def check_window_length(datamodule, model) -> None:
-    """A training or validation window must hold a token and its target ``offset`` tokens later; a
-    shorter one would fail at the first step (or blame every file as too short to read), or at the
-    first validation (nothing scored, no val/loss to checkpoint on), possibly hours in."""
-    tok = model.tokenizer
-    windows = {"clip_seconds": datamodule.clip_seconds, datamodule.eval_window_key: datamodule.eval_window_seconds}
-    for key, seconds in windows.items():
-        tokens = _window_tokens(seconds, tok)
-        if tokens <= model.offset:
-            steps = model.offset // tok.tokens_per_step + 1
-            unit = model.backbone.restart_unit
-            if key == "clip_seconds" and _restarts_rows(datamodule, model) and unit is not None and unit.required:
-                whole = math.lcm(unit.tokens, tok.tokens_per_step) // tok.tokens_per_step  # (`check_carried_windows`)
-                steps = -(-steps // whole) * whole
-            raise ConfigError(
-                f"data.{key}={seconds:g} holds {tokens} tokens, too few to predict {model.offset} ahead; the "
-                f"shortest that works is data.{key}={steps * tok.seconds_per_step:.10g}"
-            )
-
-
-def _window_tokens(seconds: float, tok) -> int:
-    """The tokens a window of ``seconds`` holds: its whole tokenizer steps."""
-    return math.floor(seconds / tok.seconds_per_step + 1e-6) * tok.tokens_per_step
-
-
-def _unit_sizes(tokens: int, tok, most: int) -> list[int]:
-    """Unit sizes up to ``most`` tokens that divide a window of ``tokens`` into whole tokenizer steps."""
-    return [c for c in range(tok.tokens_per_step, most + 1, tok.tokens_per_step) if tokens % c == 0]
-
-
-def _restarts_rows(datamodule, model) -> bool:
-    """Whether single batch rows restart at window boundaries: a carried state in batches of several
-    rows (a lone row that restarts takes a fresh state whole)."""
-    return bool(model.hparams.carry_state) and datamodule.batch_size > 1
-
-
-def check_updates_learn(datamodule, model) -> None:
-    """A mixer whose update reaches only the tokens after its unit (LaCT's chunk) learns its step sizes
-    from a training window only when the window holds more than one unit: otherwise they would get
-    no gradient, silently (and DDP would stop at its second step on the unused parameters)."""
-    unit, tok = model.backbone.restart_unit, model.tokenizer
-    tokens = _window_tokens(datamodule.clip_seconds, tok)
-    if unit is None or not unit.applied_after or tokens > unit.tokens:
-        return
-    fits = _unit_sizes(tokens, tok, most=tokens // 2)
-    smaller = f"{MIXER_KEY}.{unit.argument}={max(fits)} or " if fits else ""
-    steps = math.ceil(2 * unit.tokens / tok.tokens_per_step)  # a training window of two units
-    longer = (
-        f"data.clip_seconds={steps * tok.seconds_per_step:g} ({steps * tok.tokens_per_step} tokens: two {unit.name})"
-    )
-    raise ConfigError(
-        f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens) holds no more than one of the {unit.name} "
-        f"of {unit.tokens} tokens, whose update reaches only the tokens after it: the update's step sizes would "
-        f"never learn; e.g. {smaller}{longer}"
-    )
-
-
-def check_carried_windows(datamodule, model) -> None:
-    """With the state carried (``data.stream``), a row whose file ends restarts while the others go on,
-    at a window boundary. A mixer whose `restart_unit` is required (TTT's mini-batches) restarts rows only
-    between units, so a window must hold whole ones: otherwise the run would stop at the first file's
-    end, possibly hours in. One that is not (LaCT's chunks) only costs speed: a warning."""
-    if model.hparams.carry_state and not getattr(datamodule, "stream", False):
-        raise ConfigError(
-            "model.carry_state=true needs data.stream=true: the state is carried from one window of a file to "
-            "the next (experiment=long_context sets both)"
-        )
-    if not _restarts_rows(datamodule, model):
-        return
-    tok, unit = model.tokenizer, model.backbone.restart_unit
-    # a window that must change is suggested in whole steps, and whole units when they are required
-    grid = math.lcm(unit.tokens, tok.tokens_per_step) if unit is not None and unit.required else tok.tokens_per_step
-    near = max(1, round(datamodule.clip_seconds / tok.seconds_per_step * tok.tokens_per_step / grid))
-    suggested = f"data.clip_seconds={near * grid // tok.tokens_per_step * tok.seconds_per_step:.15g}"  # (exact)
-    steps = tok.whole_steps(datamodule.clip_seconds)
-    if steps is None:
-        raise ConfigError(
-            f"data.clip_seconds={datamodule.clip_seconds:g} is not a whole number of tokenizer steps of "
-            f"{tok.seconds_per_step:g} s; e.g. {suggested}"
-        )
-    tokens = steps * tok.tokens_per_step
-    window = f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens)"
-    if unit is None or tokens % unit.tokens == 0:
-        return
-    if unit.required:
-        raise ConfigError(
-            f"{window} is not a whole number of {unit.name} of {unit.tokens} tokens, which a carried state "
-            f"needs to restart single rows; e.g. {suggested}"
-        )
-    most = tokens // 2 if unit.applied_after else tokens  # (more than one unit a window: `check_updates_learn`)
-    fits = _unit_sizes(tokens, tok, most)
-    near = min(fits, key=lambda c: abs(c - unit.tokens), default=None)  # the unit changes: the window is the data's
-    log.warning(
-        f"{window} is not a whole number of {unit.name} of {unit.tokens} tokens: rows restarted at a file's "
-        f"end run in separate groups (slower)" + (f"; e.g. {MIXER_KEY}.{unit.argument}={near}" if near else "")
-    )
-
-
-def check_validation_window(datamodule) -> None:
-    """Validation walks files in consecutive windows, which must start on every stream's frame and sample
-    grid: an off-grid length would otherwise fail at the first validation, possibly hours in."""
-    if (why := off_grid(datamodule.eval_window_seconds, datamodule.spec)) is not None:
-        key = datamodule.eval_window_key
-        also = " (also the validation window)" if key == "clip_seconds" else ""
-        raise ConfigError(f"data.{key}={datamodule.eval_window_seconds:g}{also} {why}")
-
-
 def run(cfg: DictConfig) -> dict:
     """Fit (and optionally test); returns the final metrics and where things were written."""
     resumed_step = check(cfg)
@@ -282,12 +83,7 @@ def run(cfg: DictConfig) -> dict:
             model.check_optimizer_settings()
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    check_launch(cfg, trainer, resumed_step)
-    check_modalities(datamodule, model)
-    check_window_length(datamodule, model)
-    check_updates_learn(datamodule, model)
-    check_carried_windows(datamodule, model)
-    check_validation_window(datamodule)
+    check_parts(cfg, datamodule, model, trainer, resumed_step)
     try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
         datamodule.setup("fit")
     except (OSError, ValueError) as err:  # (OSError: a skip list or index cache that cannot be written, say)
