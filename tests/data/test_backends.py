@@ -13,7 +13,8 @@ import torch
 from mediafiles import gray, rotate_display, tone, trim_by_edit_list, write_video, write_wav
 
 from ttt_mm.data import ClipInfo, ReadSpec, decode
-from ttt_mm.data.index import index_clips, index_files
+from ttt_mm.data.index import index_files
+from ttt_mm.data.selection import index_clips
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +269,7 @@ def test_frequent_lost_packets_are_silence_in_place_not_a_shift(tmp_path):
 def test_a_file_with_gaps_is_warned_about_once_however_many_of_its_spans_are_used(tmp_path, caplog):
     path = str(_write_pcm_mkv(tmp_path / "lossy.mkv", drop_every=20))
     spans = [ClipInfo(path, 0.0, 0.6), ClipInfo(path, 0.6, 1.2), ClipInfo(path, 1.2)]
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         index_clips(spans, ReadSpec(("audio",)), tmp_path / "cache")
     assert len([r for r in caplog.records if "inside the audio is missing" in r.getMessage()]) == 1
 

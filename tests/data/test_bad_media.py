@@ -455,7 +455,7 @@ def test_a_corrupt_middle_is_read_as_silence_in_place_and_said(tmp_path, hole, c
     assert not heard[round(hole * 3 * 16000) - 4000 : round(hole * 3 * 16000) + 4000].all()  # silence near the hole
     tail = slice(len(audio) - 8000, len(audio) - 100)  # after the hole: the tone still on time
     assert torch.allclose(audio[tail], torch.from_numpy(tone(3.0, 16000))[tail], atol=0.02)
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         index_clips([ClipInfo(str(path))], AUDIO, cache_dir=tmp_path / "cache")
     (line,) = [r.getMessage() for r in caplog.records if "inside the audio is missing" in r.getMessage()]
     assert line.startswith(f"{path}: {record['audio_gaps']:.3f} s inside the audio is missing")

@@ -25,17 +25,11 @@ from ttt_mm.data import (
     index,
     index_clips,
     index_files,
+    selection,
 )
 from ttt_mm.data.decode.isolation import IsolatedPool
-from ttt_mm.data.index import (
-    SILENT_AUDIO,
-    SILENT_TRACK,
-    IndexCacheError,
-    IndexInterrupted,
-    cache_file,
-    media_info,
-    select,
-)
+from ttt_mm.data.index import IndexCacheError, IndexInterrupted, cache_file, media_info
+from ttt_mm.data.selection import SILENT_AUDIO, SILENT_TRACK, select
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import FolderSource
 
@@ -148,9 +142,9 @@ def test_files_indexed_in_the_cache_of_another_folder_are_not_probed_again(folde
 
 def test_compressed_audio_longer_than_the_decode_cache_is_warned_about_once(media, tmp_path, caplog, monkeypatch):
     """Such a track is decoded whole for a window whenever another file's audio was read in between."""
-    monkeypatch.setattr(index, "AUDIO_CACHE_SAMPLES", 16000 * 2)  # 2 s: the 3 s AAC track is longer
+    monkeypatch.setattr(selection, "AUDIO_CACHE_SAMPLES", 16000 * 2)  # 2 s: the 3 s AAC track is longer
     clips = [ClipInfo(str(media["av"])), ClipInfo(str(media["wav16k"]))]  # the WAV is read by seeking
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         index_clips(clips, ReadSpec(("audio",)), tmp_path / "cache")
     (line,) = [r.getMessage() for r in caplog.records if "compressed audio" in r.getMessage()]
     assert line.startswith("files whose compressed audio is longer than the decoded track a process keeps")
@@ -162,7 +156,7 @@ def test_indexing_many_files_ends_with_a_line_that_says_it_is_done(tmp_path, cap
     """The progress line ("indexed 1 of 83 files") was the last word, and read like a final count."""
     files = [write_wav(tmp_path / f"{i}.wav", tone(0.6, 8000), 8000) for i in range(11)]
     (tmp_path / "bad.wav").write_bytes(b"not audio")
-    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
         index_files([*files, tmp_path / "bad.wav"], tmp_path / "cache")
     assert re.match(
         r"probed 12 new or changed files in \d+ s: 1 of them cannot be read$", caplog.records[-1].getMessage()
@@ -349,8 +343,8 @@ def test_a_video_with_a_digitally_silent_track_counts_as_one_without_sound(folde
     assert names(select([clip], records, ReadSpec(("video",), size=32, skip_silent=True))) == ["av.mp4"]
     broken = {clip.media: records[clip.media] | {"video_error": "decoding frame 0 failed"}}
     assert select([clip], broken, spec).rejected[clip.media].startswith("decoding frame 0 failed")  # the real trouble
-    monkeypatch.setattr(index, "index_files", lambda *args: (records, None))
-    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+    monkeypatch.setattr(selection, "index_files", lambda *args: (records, None))
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
         index_clips([clip], spec)
     (line,) = [r for r in caplog.records if "silent track" in r.getMessage()]
     assert line.levelno == logging.INFO  # nothing that was there is lost
@@ -367,8 +361,8 @@ def test_a_video_whose_sound_cannot_be_read_is_read_with_silence_only_when_asked
     assert not skip.clips and skip.rejected[clip.media].startswith(why)
     silence = select([clip], records, ReadSpec(("audio", "video"), size=32, missing_audio="silence"))
     assert silence.silent == {clip.media: why} and silence.clips[0].info.has_audio is False
-    monkeypatch.setattr(index, "index_files", lambda *args: (records, None))
-    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+    monkeypatch.setattr(selection, "index_files", lambda *args: (records, None))
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
         index_clips([clip], ReadSpec(("audio", "video"), size=32, missing_audio="silence"))
     (line,) = [r for r in caplog.records if "silent track" in r.getMessage()]
     assert line.levelno == logging.WARNING and f"{clip.media}: {why}: read with a silent track" in line.getMessage()
@@ -399,7 +393,7 @@ def test_spans_that_end_well_past_their_file_are_read_to_its_end_with_one_warnin
     """A manifest's end of 60 for a 2 s file (a typo for 6.0, or another file) was trimmed without a word."""
     video = str(media["video_only"])  # 2 s
     clips = [ClipInfo(video, 0.0, 2.3), ClipInfo(video, 0.0, 60.0), ClipInfo(video, 1.0, 30.0)]
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         selection = index_clips(clips, ReadSpec(("video",), size=32), tmp_path / "cache")
     assert len(selection.clips) == 3  # still read, to the file's end
     (line,) = [r.message for r in caplog.records if "past their file's end" in r.message]
@@ -413,14 +407,14 @@ def test_a_file_whose_sound_ends_well_before_its_picture_says_where_it_is_cut(tm
     out without a word."""
     path = write_video(tmp_path / "early.mp4", seconds=4.0, audio_delay=-1.5)  # sound 1.5 s before the picture
     spec = ReadSpec(("audio", "video"), size=32)
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         selection = index_clips([ClipInfo(str(path)), ClipInfo(str(path), 0.0, 2.0)], spec, tmp_path / "cache")
     assert len(selection.clips) == 2
     (line,) = [r.message for r in caplog.records if "before the video" in r.message]  # once, for the whole file
     assert re.fullmatch(
         rf"{re.escape(str(path))}: the audio ends 1\.\d\d\d s before the video \(at 2\.\d\d\d s of 4\.000 s\): .*", line
     )
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         caplog.clear()
         index_clips([ClipInfo(str(path), 0.0, 2.0)], spec, tmp_path / "cache")  # a span the cut does not reach
         index_clips([ClipInfo(str(path))], ReadSpec(("video",), size=32), tmp_path / "cache")  # the picture alone
@@ -434,7 +428,7 @@ def test_a_file_cut_short_is_read_as_far_as_it_goes_with_a_warning_per_stream_it
     """The frames of an MP4 cut short are listed in its index (moov) but not in the file: a 2 s video
     was read as a whole one of 1 s, without a word (its audio was said to be short)."""
     path = str(media["truncated_faststart"])
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         selection = index_clips([ClipInfo(path)], ReadSpec(modalities, size=32), tmp_path / "cache")
     assert [c.name for c in selection.clips] == [path]
     lines = [r.message for r in caplog.records if "the file states" in r.message]
@@ -467,7 +461,7 @@ def test_a_file_name_with_a_line_break_stays_on_one_log_line(media, tmp_path, ca
     name = tmp_path / "two\nlines.mp4"
     shutil.copy(media["video_only"], name)
     spec = ReadSpec(("audio", "video"), size=32, missing_audio="silence")
-    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
         index_clips([ClipInfo(str(name))], spec, cache_dir=tmp_path / "cache")
     (line,) = [r.getMessage() for r in caplog.records if "read with a silent track" in r.getMessage()]
     assert "\n" not in line and line.startswith(str(tmp_path / "two\\nlines.mp4"))
@@ -479,7 +473,7 @@ def test_progress_is_logged_for_files_before_the_last_only(tmp_path, caplog, mon
     clock = iter(range(0, 10_000, 11))  # every reading of the clock is 11 s after the one before
     monkeypatch.setattr(index, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
     files = [write_wav(tmp_path / f"{i}.wav", tone(0.6, 8000), 8000) for i in range(3)]
-    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
         index_files(files, tmp_path / "cache")
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("probed")]
     assert progress[:2] == ["probed 1 of 3 new or changed files so far", "probed 2 of 3 new or changed files so far"]
@@ -488,6 +482,6 @@ def test_progress_is_logged_for_files_before_the_last_only(tmp_path, caplog, mon
     caplog.clear()
     files = [write_wav(tmp_path / f"{i}.wav", tone(0.6, 8000), 8000) for i in range(3, 5)]
     clock = iter(range(0, 10_000, 1))  # fast
-    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
         index_files(files, tmp_path / "cache")
     assert not [r for r in caplog.records if r.getMessage().startswith("probed")]

@@ -1,5 +1,6 @@
 """Media in, tensors out: decoding (`decode`), the dataset index (`index`: every file probed once, in a
-subprocess), clip sources, datasets, and the Lightning DataModule.
+subprocess) and the clips a reader can use (`selection`), clip sources, datasets, and the Lightning
+DataModule.
 
 `MediaDataModule` is imported on first use, so that the probe command, benchmarks and DataLoader
 workers do not pay for importing Lightning.
@@ -10,8 +11,9 @@ from typing import Any
 
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate, iter_windows
 from ttt_mm.data.decode import MediaError, MediaInfo, read_audio, read_video
-from ttt_mm.data.index import Selection, index_clips, index_files
+from ttt_mm.data.index import index_files
 from ttt_mm.data.manifest import ManifestSource
+from ttt_mm.data.selection import Selection, index_clips
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClassFolderSource, ClipInfo, FolderSource, LibriSpeechSource, SyntheticSource
 from ttt_mm.data.synthetic import SyntheticClip

@@ -31,8 +31,9 @@ from ttt_mm.data import reading_notes
 from ttt_mm.data.clip_record import clip_changes, clip_record
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
 from ttt_mm.data.even_passes import EvenPasses
-from ttt_mm.data.index import PROBE_TIMEOUT, index_clips
+from ttt_mm.data.index import PROBE_TIMEOUT
 from ttt_mm.data.restarts import RestartingLoader
+from ttt_mm.data.selection import index_clips
 from ttt_mm.data.skiplist import SkipList, count_reasons, missing_stream_hint
 from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource, one_line
 from ttt_mm.data.synthetic import SyntheticClip

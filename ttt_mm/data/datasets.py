@@ -95,7 +95,7 @@ def _file_info(clip: ClipInfo, spec: ReadSpec) -> MediaInfo:
 
 def reads_silence(info: MediaInfo, spec: ReadSpec) -> bool:
     """Whether a file's audio is read as silence: a video without (usable) sound, which includes a track of
-    digital silence in training and evaluation (`ttt_mm.data.index.select`), and ``missing_audio="silence"``."""
+    digital silence in training and evaluation (`ttt_mm.data.selection.select`), and ``missing_audio="silence"``."""
     return spec.missing_audio == "silence" and "video" in spec.modalities and info.has_video and not info.has_audio
 
 

@@ -42,8 +42,8 @@ from torch import Tensor
 from ttt_mm.backbone import Backbone, BackboneState
 from ttt_mm.data.datasets import ReadSpec, clip_span, collate, iter_windows, to_device, walk
 from ttt_mm.data.decode import MediaError, MediaInfo
-from ttt_mm.data.index import index_clips
 from ttt_mm.data.media import TensorMedia
+from ttt_mm.data.selection import index_clips
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.embed.checkpoint import load_parts, resolve_device
 from ttt_mm.embed.clock import MIXED, Clock

@@ -40,8 +40,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data.decode import MediaError
 from ttt_mm.data.decode.guard import native_stderr_silenced
-from ttt_mm.data.index import index_clips
 from ttt_mm.data.manifest import ManifestSource
+from ttt_mm.data.selection import index_clips
 from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource, one_line
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.files import (
@@ -269,7 +269,7 @@ def run(cfg: DictConfig) -> Summary:
     clips = selection.clips
     modalities = embedder.read_spec().modalities
     hears = "audio" in modalities
-    after = (  # what training and evaluation do with such a file (`ttt_mm.data.index.select`)
+    after = (  # what training and evaluation do with such a file (`ttt_mm.data.selection.select`)
         "training and evaluation leave such a file out: they read only audio"
         if modalities == ("audio",)
         else "training and evaluation read such a file as a video without sound: left out, or with "

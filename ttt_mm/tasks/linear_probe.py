@@ -36,7 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource
-from ttt_mm.data.index import index_clips
+from ttt_mm.data.selection import index_clips
 from ttt_mm.data.skiplist import count_reasons, missing_stream_hint
 from ttt_mm.data.sources import MANIFEST_SUFFIXES, SPLITS, one_line
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
