@@ -1145,10 +1145,10 @@ def test_every_dataset_notes_the_file_its_worker_reads(tmp_path, monkeypatch, ki
     """Training windows, streamed windows and validation: the file whose read kills the worker is named."""
     from mediafiles import tone, write_wav
 
-    from ttt_mm.data import datasets, training
+    from ttt_mm.data import datasets, training_order
     from ttt_mm.data.datasets import ReadSpec, SequentialWindows
     from ttt_mm.data.sources import ClipInfo
-    from ttt_mm.data.training import StreamWindows, WindowDataset
+    from ttt_mm.data.training_order import StreamWindows, WindowDataset
 
     clips = [ClipInfo(str(write_wav(tmp_path / f"{k}.wav", tone(2.0, 16000), 16000))) for k in range(2)]
     bad = clips[0].name
@@ -1159,7 +1159,7 @@ def test_every_dataset_notes_the_file_its_worker_reads(tmp_path, monkeypatch, ki
             os.kill(os.getpid(), signal.SIGSEGV)
         return read(clip, *args)
 
-    monkeypatch.setattr(training, "read_item", crash_on_bad)
+    monkeypatch.setattr(training_order, "read_item", crash_on_bad)
     monkeypatch.setattr(datasets, "read_item", crash_on_bad)
     spec = ReadSpec(("audio",))
     dataset, batch = {
@@ -1176,9 +1176,9 @@ def test_every_dataset_notes_the_file_its_worker_reads(tmp_path, monkeypatch, ki
 def test_a_run_whose_decoder_crashes_on_a_file_lists_it_and_trains_to_the_end(tmp_path, monkeypatch, reads):
     """A read kills its worker as a native crash would (the fifth in training, the second in
     validation); the run used to end there (and its last line said to resume)."""
-    from ttt_mm.data import datasets, training
+    from ttt_mm.data import datasets, training_order
 
-    module = datasets if reads == "validation" else training  # (each reads with its own name for the reader)
+    module = datasets if reads == "validation" else training_order  # (each reads with its own name for the reader)
     read, count, crashing = module.read_item, tmp_path / "reads", 2 if reads == "validation" else 5
     count.write_text("0")
 

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from ttt_mm.data import MediaDataModule, MediaError, SyntheticSource, datasets, reading_notes, restarts, training
+from ttt_mm.data import MediaDataModule, MediaError, SyntheticSource, datasets, reading_notes, restarts, training_order
 
 BATCHES = 10
 
@@ -65,7 +65,7 @@ def failing(monkeypatch, bad: str, fail) -> None:
             fail(clip)
         return read(clip, *args)
 
-    monkeypatch.setattr(training, "read_item", read_item)
+    monkeypatch.setattr(training_order, "read_item", read_item)
     monkeypatch.setattr(datasets, "read_item", read_item)
 
 

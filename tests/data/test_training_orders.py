@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, training
-from ttt_mm.data.training import ResumableSampler, StreamWindows
+from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, training_order
+from ttt_mm.data.training_order import ResumableSampler, StreamWindows
 
 SPEC = ReadSpec(sample_rate=8000, fps=8.0, size=32)
 
@@ -63,13 +63,13 @@ def test_the_rows_of_all_ranks_stream_distinct_clips():
 
 def test_stream_resumes_at_a_step_without_decoding_the_skipped_windows(monkeypatch):
     full = list(itertools.islice(StreamWindows(clips([2.0, 3.0, 1.0, 2.0]), 1.0, 2, SPEC, seed=1), 5))
-    decoded, read = [], training.read_item
+    decoded, read = [], training_order.read_item
 
     def read_item(clip, start, duration, spec):
         decoded.append((clip.name, start))
         return read(clip, start, duration, spec)
 
-    monkeypatch.setattr(training, "read_item", read_item)
+    monkeypatch.setattr(training_order, "read_item", read_item)
     resumed = list(itertools.islice(StreamWindows(clips([2.0, 3.0, 1.0, 2.0]), 1.0, 2, SPEC, seed=1, start_step=3), 2))
     for a, b in zip(full[3:], resumed):
         assert a["path"] == b["path"] and a["start"].tolist() == b["start"].tolist()

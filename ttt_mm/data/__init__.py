@@ -17,7 +17,7 @@ from ttt_mm.data.selection import Selection, index_clips
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClassFolderSource, ClipInfo, FolderSource, LibriSpeechSource, SyntheticSource
 from ttt_mm.data.synthetic import SyntheticClip
-from ttt_mm.data.training import WindowDataset
+from ttt_mm.data.training_order import WindowDataset
 
 __all__ = [
     "ClassFolderSource",

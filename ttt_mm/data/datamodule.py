@@ -37,7 +37,7 @@ from ttt_mm.data.selection import index_clips
 from ttt_mm.data.skiplist import SkipList, count_reasons, missing_stream_hint
 from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource, one_line
 from ttt_mm.data.synthetic import SyntheticClip
-from ttt_mm.data.training import ResumableSampler, StreamWindows, WindowDataset, is_seed
+from ttt_mm.data.training_order import ResumableSampler, StreamWindows, WindowDataset, is_seed
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 log = logging.getLogger(__name__)

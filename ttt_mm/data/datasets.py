@@ -1,6 +1,6 @@
 """Reading windows of clips: what to decode (`ReadSpec`), one window of a clip (`read_item`), batching
 (`collate`), and every file in order as consecutive windows, for evaluation and streaming
-(`SequentialWindows`, `iter_windows`); the training orders are in `ttt_mm.data.training`.
+(`SequentialWindows`, `iter_windows`); the training orders are in `ttt_mm.data.training_order`.
 
 Items are dicts (see `collate` for the batch form):
 

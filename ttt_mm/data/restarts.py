@@ -8,7 +8,7 @@ by its worker's note, `ttt_mm.data.reading_notes`) goes into the skip list with 
 is logged, and a new loader goes on.
 
 - Training: it starts at the batch the training loop was waiting for. The data orders are pure
-  functions of the position (`ttt_mm.data.training`), so random windows are those that the run
+  functions of the position (`ttt_mm.data.training_order`), so random windows are those that the run
   would have read had the file failed in Python (a window of the listed file replaced by its
   stand-in). In a stream every row restarts its state at the first batch after the restart; a row
   whose file crashed on its first window goes on as after a failure in Python, but one that had

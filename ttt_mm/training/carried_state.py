@@ -1,7 +1,7 @@
 """The backbone state a streamed training run carries from one batch to the next, and through a
 checkpoint, so that a resumed run goes on with each row's context where it stopped.
 
-Each batch row walks its own clips window by window (`ttt_mm.data.training.StreamWindows`). Between
+Each batch row walks its own clips window by window (`ttt_mm.data.training_order.StreamWindows`). Between
 batches the state goes on in a row only when the batch follows the one before in the stream and the
 row goes on in the same clip; anywhere else the row starts afresh, as it does at a clip's first window.
 A checkpoint holds each process's part (`CarriedState.saved`); a resume hands each its own (`own_part`),

@@ -68,7 +68,7 @@ class WindowDataset(Dataset):
     """Training: item ``i`` is a random window of ``clip_seconds`` from clip ``i`` (whole clip if shorter).
 
     The window start is on the ``1 / fps`` grid and drawn from ``(seed, epoch, i)``; index with
-    ``(i, epoch)`` (as `ttt_mm.data.training.ResumableSampler` does) or a plain ``i`` for epoch 0.
+    ``(i, epoch)`` (as `ttt_mm.data.training_order.ResumableSampler` does) or a plain ``i`` for epoch 0.
     A clip that fails is replaced by another that reads, the first in a seeded order (`_candidates`).
     """
 
