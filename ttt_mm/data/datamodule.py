@@ -35,9 +35,10 @@ from ttt_mm.data.index import PROBE_TIMEOUT
 from ttt_mm.data.restarts import RestartingLoader
 from ttt_mm.data.selection import index_clips
 from ttt_mm.data.skiplist import SkipList, count_reasons, missing_stream_hint
-from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource, one_line
+from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
 from ttt_mm.data.synthetic import SyntheticClip
 from ttt_mm.data.training_order import ResumableSampler, StreamWindows, WindowDataset, is_seed
+from ttt_mm.messages import one_line
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,9 @@ from ttt_mm.data.datasets import ReadSpec, clip_span
 from ttt_mm.data.decode import MediaError, MediaInfo
 from ttt_mm.data.decode.audio import AUDIO_CACHE_SAMPLES
 from ttt_mm.data.index import PROBE_TIMEOUT, index_files, media_info, usable
-from ttt_mm.data.sources import ClipInfo, one_line
+from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.messages import one_line
 
 log = logging.getLogger(__name__)
 

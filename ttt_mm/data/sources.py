@@ -19,6 +19,7 @@ from typing import Protocol
 
 from ttt_mm.data.decode import MediaInfo
 from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.messages import one_line
 
 log = logging.getLogger(__name__)
 
@@ -294,11 +295,6 @@ class SyntheticSource:
     def clips(self) -> list[ClipInfo]:
         clips = [SyntheticClip(self.seed, i, self.duration) for i in range(self.num_clips)]
         return [ClipInfo(c, end=self.duration, label=c.label, key=str(c)) for c in clips]
-
-
-def one_line(name: str) -> str:
-    """A file name as a log line shows it: a line break in it escaped, so that the line stays one."""
-    return name.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def relative_to(path: str, root: str) -> str:

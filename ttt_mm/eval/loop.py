@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from ttt_mm.data import MediaError, ReadSpec, SkipList, iter_windows
 from ttt_mm.data.datasets import to_device
-from ttt_mm.data.sources import one_line
 from ttt_mm.eval import plots
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.scoring import ClipScorer
+from ttt_mm.messages import one_line
 
 if TYPE_CHECKING:
     from ttt_mm.module import SequenceModel

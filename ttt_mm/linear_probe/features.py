@@ -25,11 +25,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, iter_windows
-from ttt_mm.data.sources import one_line
 from ttt_mm.embed import Clock, Embedder
 from ttt_mm.embed.files import load, read_sidecar, source_record
 from ttt_mm.embed.reducers import HopBins, Pool
 from ttt_mm.linear_probe.classifier import Features
+from ttt_mm.messages import one_line
 from ttt_mm.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ from ttt_mm.data.decode import MediaError
 from ttt_mm.data.decode.guard import native_stderr_silenced
 from ttt_mm.data.manifest import ManifestSource
 from ttt_mm.data.selection import index_clips
-from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource, one_line
+from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.files import (
     DTYPES,
@@ -59,6 +59,7 @@ from ttt_mm.embed.files import (
     source_record,
     weights_hash,
 )
+from ttt_mm.messages import one_line
 from ttt_mm.storage.atomic import remove_stale_temporaries, replaced, write_json
 from ttt_mm.tasks.common import (
     ConfigError,
