@@ -606,13 +606,15 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ttt_mm.tasks.embed", "progress=false", "threads=1", *args]
 
 
-def test_embed_and_the_probe_start_without_lightning():
-    """They run in one process and use none of it, yet importing it took 2-3 s of every start (a
-    missing input was said after 7 s)."""
+def test_embed_and_the_probe_start_without_lightning_or_the_compiler():
+    """They run in one process and use none of them, yet importing Lightning took 2-3 s of every start
+    (a missing input was said after 7 s), and torch's compiler (imported where an op was marked to run
+    as it is under torch.compile) about 1 s more."""
     loaded = "import sys, ttt_mm.tasks.embed, ttt_mm.tasks.linear_probe; print(*sys.modules, sep='\\n')"
     proc = subprocess.run([sys.executable, "-c", loaded], capture_output=True, text=True, timeout=120, check=True)
     modules = proc.stdout.splitlines()
     assert "ttt_mm.tasks.embed" in modules and not [m for m in modules if m.split(".")[0] == "lightning"]
+    assert "torch._dynamo" not in modules and "torch._inductor" not in modules
 
 
 @pytest.mark.slow

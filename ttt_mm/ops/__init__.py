@@ -1,7 +1,7 @@
 """Pure functions: no ``nn.Module``, no config. ``ttt_linear``, ``ttt_mlp`` and ``lact_swiglu`` are the fast paths.
 
 Under ``torch.compile`` the sequence ops (the two cores, LaCT's window attention and fused features)
-run as they are (``torch.compiler.disable``) and the code around them is compiled: they are
+run as they are (`eager.eager_under_compile`) and the code around them is compiled: they are
 hand-written kernels (C loops on the CPU, Triton on GPUs) driven by Python loops whose trip counts
 depend on the length and the state, which tracing would specialise into a graph per call.
 """

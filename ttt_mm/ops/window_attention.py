@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor
 
+from .eager import eager_under_compile
 from .first_order import first_order_backward
 from .precision import autocast_off
 from .rope import apply_rope
@@ -40,7 +41,7 @@ def query_block(window: int) -> int:
     return max(low, min(high, -(-(window - 1) // 128) * 32))
 
 
-@torch.compiler.disable
+@eager_under_compile
 def window_attention(
     q: Tensor, k: Tensor, v: Tensor, cache_k: Tensor, cache_v: Tensor, cached: Tensor, rotation: Tensor
 ) -> Tensor:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..eager import eager_under_compile
 from ..precision import autocast_off
 from .muon import orthogonalize
 from .state import LaCTState
@@ -154,7 +155,7 @@ def _check(q, k, v, lr, w0, w1, w2, momentum, chunk_size, state) -> None:
             raise ValueError(f"state.count must be [B] = [{B}]; got {tuple(state.count.shape)}")
 
 
-@torch.compiler.disable
+@eager_under_compile
 def lact_swiglu(
     q: Tensor,
     k: Tensor,

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..eager import eager_under_compile
 from ..first_order import first_order_backward
 from ..native import lact as native
 from ..precision import autocast_off
@@ -25,7 +26,7 @@ TILE_TOKENS = 128
 _silu_backward = torch.ops.aten.silu_backward
 
 
-@torch.compiler.disable
+@eager_under_compile
 def fast_inputs(qkv: Tensor, scale: Tensor, offset: Tensor, heads: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """LaCT's fast-weight inputs from the layer's projection ``qkv [B, T, 3C]`` (q, k, v one after another).
 
@@ -35,7 +36,7 @@ def fast_inputs(qkv: Tensor, scale: Tensor, offset: Tensor, heads: int, eps: flo
     return _FastInputs.apply(qkv, scale, offset, heads, eps)
 
 
-@torch.compiler.disable
+@eager_under_compile
 def gated_rms_norm(o: Tensor, weight: Tensor, gate: Tensor, eps: float) -> Tensor:
     """``RMSNorm(o) * weight * silu(gate)`` per head, laid out token-major.
 

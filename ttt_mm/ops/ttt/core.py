@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..eager import eager_under_compile
 from ..precision import autocast_off
 from . import backward, dual, fused
 from .state import TTTState
@@ -71,7 +72,7 @@ def _fused_wanted(kernel: str | None, q: Tensor, K: int, params: Params) -> bool
     return kernel == "triton" or (kernel is None and usable and q.is_cuda)
 
 
-@torch.compiler.disable
+@eager_under_compile
 def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, token_scale, state, kernel, span):
     """Shared driver: check shapes, then finish the open mini-batch, scan the whole ones and start the
     next. The PyTorch steps run in float32/64; the fused scan reads the inputs in their own dtype."""
