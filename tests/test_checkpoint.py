@@ -121,6 +121,8 @@ def test_a_model_loaded_onto_a_gpu_this_machine_lacks_is_one_line_not_a_driver_e
     ):
         load_model(path, device="cuda")
     assert next(load_model(path, device="auto").parameters()).device == torch.device("cpu")
+    with pytest.warns(DeprecationWarning, match="map_location is deprecated; pass device"):
+        assert next(load_model(path, map_location="cpu").parameters()).device == torch.device("cpu")
 
 
 def test_not_a_checkpoint_is_one_clear_error(tmp_path):

@@ -1,11 +1,11 @@
 """ttt-mm: Test-Time Training backbones for very long audio and video sequences.
 
 Old import paths of modules that moved (`MOVED`: into ``ttt_mm.embed``, ``ttt_mm.eval``,
-``ttt_mm.linear_probe``, ``ttt_mm.data.decode`` and ``ttt_mm.storage``) still work until the next release: importing one
-gives the module at its new home and a DeprecationWarning. They are resolved by a small import hook
-rather than by shim files, so the package's top level holds only ``backbone`` and ``module`` beside
-its sub-packages (the one moved command, ``python -m ttt_mm.data.probe``, keeps a file: ``-m`` needs
-one).
+``ttt_mm.linear_probe``, ``ttt_mm.data.decode`` and ``ttt_mm.storage``, or renamed) still work until
+the next release: importing one gives the module at its new home and a DeprecationWarning. They are
+resolved by a small import hook rather than by shim files, so the package's top level holds only
+``backbone`` and ``module`` beside its sub-packages (the one moved command, ``python -m
+ttt_mm.data.probe``, keeps a file: ``-m`` needs one).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ MOVED = {
     "ttt_mm.data.guard": "ttt_mm.data.decode.guard",
     "ttt_mm.data.isolation": "ttt_mm.data.decode.isolation",
     "ttt_mm.data.atomic": "ttt_mm.storage.atomic",
+    "ttt_mm.data.training": "ttt_mm.data.training_order",
     "ttt_mm.eval.features": "ttt_mm.linear_probe.features",
     "ttt_mm.eval.folds": "ttt_mm.linear_probe.folds",
     "ttt_mm.eval.linear_probe": "ttt_mm.linear_probe.classifier",

@@ -290,3 +290,14 @@ def test_no_gap_is_counted_before_the_video_starts(tmp_path):
     )
     info = decode.probe(path, verify=True)
     assert info.has_audio and info.audio_gaps is None
+
+
+@pytest.mark.parametrize("message", ["", "\n", "  \nthe real trouble"])
+def test_a_decoder_error_with_a_blank_first_line_is_said_by_its_first_words(message):
+    """PyAV's and decord's errors are reasons in one line; one with a blank first line raised an IndexError."""
+    from ttt_mm.data.decode.native import _decord_reason, _pyav_reason
+
+    said = message.strip() or "RuntimeError"
+    assert _pyav_reason(RuntimeError(message), "decoding frame 3") == f"decoding frame 3 failed: {said}"
+    assert _pyav_reason(av.error.FFmpegError(1, message), "decoding frame 3").startswith("decoding frame 3 failed: ")
+    assert said in _decord_reason(RuntimeError(message), "decoding frame 3")

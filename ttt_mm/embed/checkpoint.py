@@ -16,6 +16,7 @@ import copy
 import inspect
 import os
 import pickle
+import warnings
 import zipfile
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -128,9 +129,19 @@ def build_parts(hparams: dict, source: str) -> tuple[Tokenizer, Backbone]:
         raise ValueError(f"cannot rebuild the model of {source}: {first_line(exc)}") from None
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", weights_only: bool = True) -> SequenceModel:
+def load_model(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    weights_only: bool = True,
+    *,
+    map_location: str | torch.device | None = None,
+) -> SequenceModel:
     """The whole ``SequenceModel`` (prediction head included) in eval mode on ``device`` (as
-    `resolve_device` reads it: ``"auto"`` picks a GPU where there is one), weights loaded strictly."""
+    `resolve_device` reads it: ``"auto"`` picks a GPU where there is one), weights loaded strictly.
+    ``map_location``: the old name of ``device``, deprecated."""
+    if map_location is not None:
+        warnings.warn("load_model's map_location is deprecated; pass device", DeprecationWarning, stacklevel=2)
+        device = map_location
     on = resolve_device(device)  # before reading: a GPU this machine lacks is one line, not a driver error
     return model_of(read_checkpoint(path, weights_only), path).to(on).eval()
 

@@ -325,8 +325,14 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
         batched = value.dim() == dims + 1
         given[name] = value if batched else value.unsqueeze(0)
         if 0 in given[name].shape[:2]:  # an empty batch or time axis: nothing to embed
-            axis = "batch axis" if given[name].shape[0] == 0 else ("samples" if name == "audio" else "frames")
-            raise ValueError(f"{name} has no {axis}: shape {tuple(value.shape)}")
+            empty = (
+                "an empty batch (0 rows)"
+                if given[name].shape[0] == 0
+                else "no samples"
+                if name == "audio"
+                else "no frames"
+            )
+            raise ValueError(f"{name} has {empty}: shape {tuple(value.shape)}")
     if "video" in given:
         v = given["video"]
         if v.dtype != torch.uint8 or tuple(v.shape[2:]) != (3, e.size, e.size):

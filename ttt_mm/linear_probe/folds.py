@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ttt_mm.data import ClipInfo
+if TYPE_CHECKING:  # (only named: importing the data package would load the decoders)
+    from ttt_mm.data import ClipInfo
 
 log = logging.getLogger(__name__)
 

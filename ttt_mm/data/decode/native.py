@@ -61,9 +61,9 @@ def _pyav_reason(exc: BaseException, what: str) -> str:
     if isinstance(exc, av.error.FFmpegError):
         if what.startswith("opening") and isinstance(exc, av.error.InvalidDataError):
             return UNREADABLE
-        text = exc.strerror or str(exc)
+        text = (exc.strerror or "").strip() or first_line(exc)
     else:
-        text = str(exc) or type(exc).__name__
+        text = first_line(exc)
     return f"{what} failed: {text.splitlines()[0][:200]}"
 
 
