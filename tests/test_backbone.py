@@ -193,6 +193,12 @@ def test_an_input_of_the_wrong_shape_or_batch_is_refused_by_the_backbone_and_eac
                 module(torch.randn(*shape))
     with pytest.raises(ValueError, match="^the state is of 1 blocks; this backbone has 2$"):
         model(torch.randn(2, 8, 32), type(state)(state.blocks[:1]))
+    with pytest.raises(TypeError, match="^state must be a BackboneState .*; got tuple$"):
+        model(torch.randn(2, 8, 32), (1, 2))
+    with pytest.raises(ValueError, match=r"^restart must be \[batch\] = \[2\] \(a flag per row\); got \(1,\)$"):
+        model(torch.randn(2, 8, 32), state, restart=torch.tensor([True]))  # (blamed the state's rows)
+    with pytest.raises(ValueError, match="^the input must be floating point .*; got torch.int64$"):
+        model(torch.randint(0, 5, (2, 8, 32)))
 
 
 @pytest.mark.parametrize("mixer,variant", CONFIGS)

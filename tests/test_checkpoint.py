@@ -123,6 +123,13 @@ def test_a_model_loaded_onto_a_gpu_this_machine_lacks_is_one_line_not_a_driver_e
     assert next(load_model(path, device="auto").parameters()).device == torch.device("cpu")
     with pytest.warns(DeprecationWarning, match="map_location is deprecated; pass device"):
         assert next(load_model(path, map_location="cpu").parameters()).device == torch.device("cpu")
+    with pytest.raises(ValueError, match="pass device='cuda' or map_location='cpu', not both"):  # (cpu won, unsaid)
+        load_model(path, device="cuda", map_location="cpu")
+    monkeypatch.setattr(torch.mps, "is_available", lambda: False)
+    with pytest.raises(
+        ValueError, match="^device=mps, but this PyTorch cannot run on mps here; use device=cpu or auto$"
+    ):
+        load_model(path, device="mps")
 
 
 def test_not_a_checkpoint_is_one_clear_error(tmp_path):

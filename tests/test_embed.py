@@ -188,8 +188,16 @@ def test_embed_tensor_equals_embed_file_and_batch_rows_are_independent(ckpts, fi
     other = embedder.embed_tensor(audio=0.5 * samples.flip(0))
     assert (batch.embeddings[1] - other.embeddings).abs().max().item() < 1e-5
     assert (batch.pooled - torch.stack([single.pooled, other.pooled])).abs().max().item() < 1e-5
-    with pytest.raises(ValueError, match="reads audio"):
+    with pytest.raises(ValueError, match="^this model reads audio only; it takes no video$"):  # (said: audio=None)
         embedder.embed_tensor(video=torch.zeros(8, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="^this model reads audio: pass audio=$"):
+        embedder.embed_tensor()
+    with pytest.raises(TypeError, match=r"got ndarray \(a NumPy array: torch.from_numpy\)"):  # (an AttributeError)
+        embedder.embed_tensor(audio=samples.numpy())
+    with pytest.raises(
+        ValueError, match=r"rows of 2 samples, .* \[n_samples, channels\] array\? .*audio.mean\(dim=1\)"
+    ):
+        embedder.embed_tensor(audio=torch.stack([samples, samples], dim=1))  # (said: 0.000125 s of audio)
     for empty, said in (
         (torch.zeros(0), "no samples"),
         (torch.zeros(2, 0), "no samples"),

@@ -175,6 +175,8 @@ def test_a_state_of_another_batch_or_model_is_refused_with_both_shapes(inner):
         (lambda a: {**a, "lr": a["lr"][..., :-1]}, "lr must be"),
         (lambda a: {**a, "k": a["k"][:, :1]}, "q, k, v must all be"),
         (lambda a: {**a, "ln_weight": a["ln_weight"][:1]}, "ln_weight and ln_bias"),
+        (lambda a: {**a, "W": a["W"][:, :4]}, r"inner weights must be \(2, 8, 8\), \(2, 8\) .*got \(2, 4, 8\)"),
+        (lambda a: {**a, "W": a["W"][..., :4]}, r"inner weights must be .*got \(2, 8, 4\)"),
         (lambda a: {**a, "token_scale": torch.ones(3, dtype=torch.float64)}, "token_scale must be"),
     ],
 )

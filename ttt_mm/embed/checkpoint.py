@@ -52,6 +52,9 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
         raise ValueError(f"device={name!r} is not a device (auto, cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name}, but this machine has no usable CUDA GPU; use device=cpu or auto")
+    available = getattr(getattr(torch, device.type, None), "is_available", None)  # torch.mps, torch.xpu, ...
+    if device.type not in ("cpu", "cuda") and available is not None and not available():
+        raise ValueError(f"device={name}, but this PyTorch cannot run on {device.type} here; use device=cpu or auto")
     return device
 
 
@@ -140,6 +143,10 @@ def load_model(
     `resolve_device` reads it: ``"auto"`` picks a GPU where there is one), weights loaded strictly.
     ``map_location``: the old name of ``device``, deprecated."""
     if map_location is not None:
+        if device != "cpu":
+            raise ValueError(
+                f"pass device={device!r} or map_location={map_location!r}, not both (map_location is device's old name)"
+            )
         warnings.warn("load_model's map_location is deprecated; pass device", DeprecationWarning, stacklevel=2)
         device = map_location
     on = resolve_device(device)  # before reading: a GPU this machine lacks is one line, not a driver error

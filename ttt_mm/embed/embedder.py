@@ -310,12 +310,19 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
     they had a batch axis."""
     given: dict[str, Tensor] = {}
     batched = None
+    reads = " and ".join(e.modalities)
+    for name, value in (("audio", audio), ("video", video)):
+        if value is not None and name not in e.modalities:
+            raise ValueError(f"this model reads {reads} only; it takes no {name}")
     for name, value, dims in (("audio", audio, 1), ("video", video, 4)):
-        if (value is not None) != (name in e.modalities):
-            given_text = "a tensor" if value is not None else None
-            raise ValueError(f"this model reads {' and '.join(e.modalities)}; got {name}={given_text}")
+        if value is None and name in e.modalities:
+            raise ValueError(f"this model reads {reads}: pass {name}=")
         if value is None:
             continue
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"{name} must be a torch.Tensor; got {type(value).__name__} (a NumPy array: torch.from_numpy)"
+            )
         if value.dim() not in (dims, dims + 1):
             raise ValueError(
                 f"{name} must have {dims} dimensions, or {dims + 1} with a batch axis; got {tuple(value.shape)}"
@@ -340,6 +347,13 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
                 f"video must be uint8 [.., T, 3, {e.size}, {e.size}] at {e.fps} fps; got {v.dtype} {tuple(v.shape)}"
             )
     if "audio" in given:
+        step = round(e.sample_rate * e.seconds_per_step)
+        rows, n = given["audio"].shape
+        if batched and n < step <= rows:  # e.g. [n_samples, channels] as soundfile reads it
+            raise ValueError(
+                f"audio [B, n] has rows of {n} samples, shorter than one token step ({step} samples), and {rows} of "
+                f"them: a [n_samples, channels] array? give mono samples, e.g. audio.mean(dim=1)"
+            )
         if not given["audio"].is_floating_point():  # int16 samples would be embedded unscaled
             raise ValueError(
                 f"audio must be floating point in [-1, 1]; got {given['audio'].dtype} (int16 samples: divide by 32768)"

@@ -81,6 +81,8 @@ def check_input(x: Tensor, dim: int, state: Any = None) -> None:
     the same ``B`` rows: a mistake caught here instead of as a shape error deep inside a layer."""
     if x.dim() != 3 or x.shape[-1] != dim:
         raise ValueError(f"the input must be [batch, tokens, {dim}]; got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"the input must be floating point (token embeddings); got {x.dtype}")
     rows = {leaf.shape[0] for leaf in state_leaves(state) if isinstance(leaf, Tensor)}
     if rows and rows != {x.shape[0]}:
         raise ValueError(

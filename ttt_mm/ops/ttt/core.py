@@ -83,6 +83,13 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
         raise ValueError(f"mini_batch_size must be a whole number >= 1; got {K!r}")
     if lr.shape != (B, H, T):
         raise ValueError(f"lr must be [B, H, T] = {(B, H, T)}; got {tuple(lr.shape)}")
+    D = params[0].shape[-1]  # (TTT-MLP's hidden width)
+    want = [(H, F, F), (H, F)] if len(params) == 2 else [(H, F, D), (H, D), (H, D, F), (H, F)]
+    if [tuple(p.shape) for p in params] != want:
+        got = ", ".join(str(tuple(p.shape)) for p in params)
+        raise ValueError(
+            f"the initial inner weights must be {', '.join(map(str, want))} for q of {(B, H, T, F)}; got {got}"
+        )
     if ln_weight.shape != (H, F) or ln_bias.shape != (H, F):
         raise ValueError(f"ln_weight and ln_bias must be [H, F] = {(H, F)}; got {tuple(ln_weight.shape)}")
     if token_scale is not None and token_scale.shape != (K,):
