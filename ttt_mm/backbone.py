@@ -241,10 +241,13 @@ class Backbone(nn.Module):
     ) -> tuple[Tensor, list[Tensor], BackboneState]:
         """Like :meth:`forward`, also returning the outputs of the blocks in ``layers``
         (indices into ``range(depth)``, negatives allowed; ``None`` = all), for embedding and probing."""
-        if state is not None and not isinstance(state, BackboneState):
-            raise TypeError(f"state must be a BackboneState (what a call returned) or None; got {type(state).__name__}")
-        if state is not None and len(state.blocks) != self.depth:
-            raise ValueError(f"the state is of {len(state.blocks)} blocks; this backbone has {self.depth}")
+        if state is not None:
+            if not isinstance(state, BackboneState):
+                raise TypeError(
+                    f"state must be a BackboneState (what a call returned) or None; got {type(state).__name__}"
+                )
+            if len(state.blocks) != self.depth:
+                raise ValueError(f"the state is of {len(state.blocks)} blocks; this backbone has {self.depth}")
         check_input(x, self.dim, state)
         if restart is not None and tuple(restart.shape) != (x.shape[0],):
             raise ValueError(f"restart must be [batch] = [{x.shape[0]}] (a flag per row); got {tuple(restart.shape)}")

@@ -331,15 +331,10 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
             raise ValueError("give audio and video both with or both without a batch axis")
         batched = value.dim() == dims + 1
         given[name] = value if batched else value.unsqueeze(0)
-        if 0 in given[name].shape[:2]:  # an empty batch or time axis: nothing to embed
-            empty = (
-                "an empty batch (0 rows)"
-                if given[name].shape[0] == 0
-                else "no samples"
-                if name == "audio"
-                else "no frames"
-            )
-            raise ValueError(f"{name} has {empty}: shape {tuple(value.shape)}")
+        if given[name].shape[0] == 0:  # nothing to embed
+            raise ValueError(f"{name} has an empty batch (0 rows): shape {tuple(value.shape)}")
+        if given[name].shape[1] == 0:
+            raise ValueError(f"{name} has no {'samples' if name == 'audio' else 'frames'}: shape {tuple(value.shape)}")
     if "video" in given:
         v = given["video"]
         if v.dtype != torch.uint8 or tuple(v.shape[2:]) != (3, e.size, e.size):
