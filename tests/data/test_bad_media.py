@@ -37,7 +37,7 @@ from ttt_mm.data import (
     reading_notes,
     skiplist,
 )
-from ttt_mm.data.decode import guard, native
+from ttt_mm.data.decode import guard, native, probing
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER
 from ttt_mm.data.index import describe
 from ttt_mm.data.skiplist import count_reasons, reason_kind
@@ -502,23 +502,62 @@ def test_an_mp4_cut_before_its_index_says_it_may_be_truncated(tmp_path):
         decode.probe(tmp_path / "noise.mp4")
 
 
-def test_video_in_an_mpeg_transport_stream_is_refused_with_how_to_remux_it(tmp_path):
-    """decord's seeks in MPEG program and transport streams land seconds off the frame asked for, and
-    PyAV's frame index does not match their decoded frames: every window would be other pictures."""
-    record = describe(str(write_video(tmp_path / "clip.ts", seconds=1.0, fps=10, width=64, height=48)))
-    assert record["has_video"] and "MPEG program or transport stream" in record["video_error"]
-    assert (
-        "ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4" in record["video_error"] and "error" not in record
-    )  # its audio reads
+def _windows_out_of_order(path, backend, starts, seconds, fps):
+    """Windows of a video read in the order given, each against the same frames of the whole video
+    read in order from its start: whether each matches."""
+    whole = decode.read_video(path, 0.0, None, fps=fps, size=32, backend=backend)
+    return [
+        torch.equal(
+            decode.read_video(path, s, seconds, fps=fps, size=32, backend=backend),
+            whole[round(s * fps) :][: round(seconds * fps)],
+        )
+        for s in starts
+    ]
 
 
-def test_key_frames_that_cannot_start_a_decode_are_found_by_the_probe(tmp_path):
+def test_video_in_an_mpeg_transport_stream_is_read_from_its_start(tmp_path, caplog):
+    """Seeks in MPEG program and transport streams land seconds off the frame asked for, so every
+    window is reached by decoding from the first frame: windows out of order are the right pictures,
+    and the run says once which videos are read so, and how to make them seekable."""
+    path = write_video(tmp_path / "clip.ts", seconds=3.0, fps=10, width=64, height=48, bands=True)
+    record = describe(str(path))
+    assert "error" not in record and "video_error" not in record
+    assert record["video_backend"] == decode.FROM_START and record["n_frames"] == 30 and record["has_audio"]
+    assert all(_windows_out_of_order(path, decode.FROM_START, [2.0, 0.5, 1.2, 0.0, 1.9], 0.8, 10))
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        index_clips([ClipInfo(str(path))], VIDEO, cache_dir=tmp_path / "cache")
+    (line,) = [r.getMessage() for r in caplog.records if "read by decoding from their first frame" in r.getMessage()]
+    assert f"1 (the first: {path})" in line and "ffmpeg -i in.mpg -c:v libx264 -c:a aac out.mp4" in line
+
+
+def test_key_frames_that_cannot_start_a_decode_send_the_video_to_be_read_from_its_start(tmp_path):
     """Frames after a seek to such a key frame are other pictures than decoding in order gives (a cut
-    or damaged stream, as a real cockatoo clip has): the window read mid-file is garbage."""
-    record = describe(str(write_false_key_frames(tmp_path / "false_keys.mp4", false_keys=(40, 50))))
-    assert "video frames read after a seek are not the frames read in order" in record["error"]
+    or damaged stream, as a real cockatoo clip has): the probe finds it, and the video is read from its
+    first frame, so a window mid-file holds the right pictures."""
+    path = write_false_key_frames(tmp_path / "false_keys.mp4", false_keys=(40, 50))
+    record = describe(str(path))
+    assert "error" not in record and record["video_backend"] == decode.FROM_START and record["n_frames"] == 90
+    starts = [1.6, 0.4, 2.0, 1.7]  # (around the false key frames at 1.6 s and 2 s, back to the start, on)
+    assert all(_windows_out_of_order(path, decode.FROM_START, starts, 0.8, 25))
+    try:  # a seek there lands off: other pictures, or none
+        landed = all(_windows_out_of_order(path, "pyav", starts, 0.8, 25))
+    except MediaError:
+        landed = False
+    assert not landed
     sound = describe(str(write_false_key_frames(tmp_path / "sound.mp4", false_keys=())))
     assert "error" not in sound and sound["video_backend"] == "decord" and sound["n_frames"] == 90
+
+
+def test_a_video_too_long_to_read_from_its_start_is_refused_with_how_to_reencode_it(tmp_path, monkeypatch):
+    """Each window read out of order decodes every frame before it: past `FROM_START_MAX_PIXELS` that is
+    too slow, and the file is left out with why and the command that makes it seekable."""
+    monkeypatch.setattr(probing, "FROM_START_MAX_PIXELS", 64 * 48 * 80)
+    keys = describe(str(write_false_key_frames(tmp_path / "false_keys.mp4", false_keys=(40, 50))))
+    assert keys["error"].startswith(probing.SEEKS_LAND_OFF + ", and the video is too long to decode from its start")
+    assert "for each window (90 frames of 64x48); re-encode it, e.g. ffmpeg -i in.mp4 -c:v libx264" in keys["error"]
+    ts = describe(str(write_video(tmp_path / "clip.ts", seconds=9.0, fps=10, width=64, height=48)))
+    assert "MPEG program or transport stream" in ts["video_error"] and "(90 frames of 64x48)" in ts["video_error"]
+    assert "ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4" in ts["video_error"] and "error" not in ts  # its audio reads
 
 
 OPEN_GOP = {"x264-params": "open-gop=1:keyint=24:min-keyint=24:scenecut=0:bframes=3"}

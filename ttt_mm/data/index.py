@@ -48,7 +48,7 @@ from ttt_mm.storage.cache import user_cache_dir
 
 log = logging.getLogger(__name__)
 
-VERSION = 13
+VERSION = 14
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from ttt_mm.data.datasets import ReadSpec, clip_span
 from ttt_mm.data.decode import MediaError, MediaInfo
 from ttt_mm.data.decode.audio import AUDIO_CACHE_SAMPLES
+from ttt_mm.data.decode.backends import FROM_START
 from ttt_mm.data.index import PROBE_TIMEOUT, index_files, media_info, usable
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
@@ -123,6 +124,21 @@ def _warn_uneven_ends(clips: Sequence[ClipInfo]) -> None:
             )
 
 
+def _warn_read_from_start(clips: Sequence[ClipInfo]) -> None:
+    """One warning for the videos whose frames are reached by decoding from their start (`FROM_START`):
+    a window read out of order costs a decode of every frame before it, which re-encoding avoids."""
+    names = list(dict.fromkeys(c.info.path for c in clips if c.info is not None and c.info.video_backend == FROM_START))
+    if names:
+        log.warning(
+            "videos whose seeks land on other pictures (an MPEG program or transport stream, or key frames that "
+            "cannot start a decode), read by decoding from their first frame: %d (the first: %s); each window "
+            "read out of order decodes every frame before it, so re-encode them for speed, e.g. ffmpeg -i in.mpg "
+            "-c:v libx264 -c:a aac out.mp4",
+            len(names),
+            one_line(names[0]),
+        )
+
+
 def _decoded_whole_past_the_cache(info: MediaInfo | None, sample_rate: int) -> bool:
     """Whether a file's audio is decoded whole (not a libsndfile format) to more samples than
     `decode.audio.AUDIO_CACHE_SAMPLES`, so that reading another file's audio between two of its
@@ -146,7 +162,7 @@ def index_clips(
     audio or video decodes well short of the length the file states (truncated, or a corrupt middle that
     ends the decoder's reading): it is read as far as it goes; a warning per file whose audio has gaps read
     as silence, and per file read with both streams that end over `UNEVEN_END_S` apart (what is read
-    stops where the first ends). This is what training, embedding and
+    stops where the first ends); one for the videos read from their start. This is what training, embedding and
     evaluation call before they open any file.
     """
     files = [c.media for c in clips if not isinstance(c.media, SyntheticClip)]
@@ -166,6 +182,8 @@ def index_clips(
                 getattr(info, f"{stream}_duration"),
                 getattr(info, f"{stream}_stated"),
             )
+    if "video" in spec.modalities:
+        _warn_read_from_start(selection.clips)
     if "audio" in spec.modalities:
         whole = {c.name: c.info for c in selection.clips if _decoded_whole_past_the_cache(c.info, spec.sample_rate)}
         if whole:

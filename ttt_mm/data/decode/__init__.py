@@ -8,7 +8,10 @@ index records the choice, see `ttt_mm.data.index`), by content rather than exten
 - ``decord`` for video and for audio in other containers;
 - ``pyav`` (PyAV, which ships its own FFmpeg and raises Python exceptions) for the streams decord
   cannot open or decode: codecs its FFmpeg 4.1 lacks (AV1 video, DFPWM audio, ...) and containers
-  or tracks it fails on.
+  or tracks it fails on;
+- ``pyav_from_start`` (`FROM_START`) for a video whose seeks land on other pictures (an MPEG program
+  or transport stream, key frames that cannot start a decode): every window is reached by decoding
+  from the first frame, which bounds the length of such a video it accepts.
 
 torchcodec is not used: it needs a system FFmpeg (this project installs from wheels alone, and
 torchaudio no longer decodes files without it), and its wheels pin one torch version each; PyAV
@@ -29,7 +32,7 @@ import os
 from torch import Tensor
 
 from ttt_mm.data.decode import audio, backends, video
-from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS
+from ttt_mm.data.decode.backends import AUDIO_BACKENDS, FROM_START, VIDEO_BACKENDS
 from ttt_mm.data.decode.errors import MediaError, stat_reason
 from ttt_mm.data.decode.probing import MediaInfo, check_audio_covers_video, chosen, probe
 from ttt_mm.data.decode.video import video_timeline
@@ -40,6 +43,7 @@ it first): embeddings made by another version are made again (`ttt_mm.embed.file
 
 __all__ = [
     "AUDIO_BACKENDS",
+    "FROM_START",
     "VERSION",
     "VIDEO_BACKENDS",
     "MediaError",

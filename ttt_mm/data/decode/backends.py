@@ -8,7 +8,11 @@ from ttt_mm.data.decode.guard import LRUCache
 
 AUDIO_BACKENDS = ("soundfile", "pyav", "decord")
 """Tried in this order for an audio stream; the first that reads it is recorded."""
-VIDEO_BACKENDS = ("decord", "pyav")
+FROM_START = "pyav_from_start"
+"""PyAV, reaching every window by decoding on from the first frame, never by a seek mid-file: the last
+resort for a video whose seeks land on other pictures (key frames that cannot start a decode, an MPEG
+program or transport stream), which each window read out of order costs a decode from the start."""
+VIDEO_BACKENDS = ("decord", "pyav", FROM_START)
 """Tried in this order for a video stream; the first that reads it is recorded."""
 
 _recorded: LRUCache[str] = LRUCache(max_items=8192)  # (path, mtime, size, stream) -> backend chosen by probe

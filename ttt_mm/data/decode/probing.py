@@ -10,7 +10,7 @@ import av
 import numpy as np
 
 from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, placed_track, read_samples, sf_info
-from ttt_mm.data.decode.backends import AUDIO_BACKENDS, VIDEO_BACKENDS, recorded, remember
+from ttt_mm.data.decode.backends import AUDIO_BACKENDS, FROM_START, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import MediaError, checked_stat, open_reason, without_frames
 from ttt_mm.data.decode.isobmff import missing_index
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
@@ -114,36 +114,58 @@ def _first_reason(errors: list[MediaError], stream: str) -> MediaError:
 
 
 NO_STREAMS = "the container holds no streams (cut short before its first stream, or damaged)"
+FROM_START_MAX_PIXELS = 2_000_000_000
+"""The most decoded pixels (frames x width x height) a video read only from its start (`FROM_START`) may
+hold: about 6,500 frames of 640x480 or 1,000 of 1080p, a few seconds of decoding for the window
+furthest in. A longer one is left out with how to re-encode it, which makes it seekable."""
 UNSEEKABLE_CONTAINER = (
-    "video in an MPEG program or transport stream, whose frames cannot be found by time here (seeks land "
-    "seconds off); re-encode it, e.g. ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4"
+    "video in an MPEG program or transport stream, whose frames cannot be found by time (seeks land "
+    "seconds off), and too long to decode from its start for each window ({size}); re-encode it, e.g. "
+    "ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4"
 )
-SEEKS_OFF = (
+SEEKS_LAND_OFF = (
     "video frames read after a seek are not the frames read in order at that place (key frames that "
-    "cannot start a decode, or reordered frames decord seeks past); re-encode it, e.g. ffmpeg -i in.mp4 "
-    "-c:v libx264 out.mp4"
+    "cannot start a decode, or reordered frames decord seeks past)"
 )
+SEEKS_OFF = SEEKS_LAND_OFF + (
+    ", and the video is too long to decode from its start for each window ({size}); re-encode it, e.g. "
+    "ffmpeg -i in.mp4 -c:v libx264 out.mp4"
+)
+
+
+def _check_from_start_cost(path: str, present: _Streams) -> None:
+    """Refuse a video too large to decode from its start for every window (`FROM_START_MAX_PIXELS`)."""
+    index = video_index(path, FROM_START)
+    n, (width, height) = len(index.starts), index.size
+    if n * width * height > FROM_START_MAX_PIXELS:
+        why = SEEKS_OFF if present.video_seekable else UNSEEKABLE_CONTAINER
+        raise MediaError(path, why.format(size=f"{n} frames of {width}x{height}"))
 
 
 def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
     """The video fields of `MediaInfo`, from the first backend that reads the stream. ``verify`` also
-    reads the last frame and checks that the backend's seeks land on the frames asked for."""
+    reads the last frame and checks that the backend's seeks land on the frames asked for; where no
+    backend's do, or the container cannot seek (an MPEG program or transport stream), the video is read
+    from its start (`FROM_START`) if it is short enough (`FROM_START_MAX_PIXELS`)."""
     if present is None or not present.video:
         return {"has_video": False}
-    if not present.video_seekable:
-        raise MediaError(path, UNSEEKABLE_CONTAINER)
     errors, short = [], None  # short: the first backend's fields that fell short of the stated length
-    for backend in VIDEO_BACKENDS:
+    for backend in VIDEO_BACKENDS if present.video_seekable else (FROM_START,):
+        if backend == FROM_START and present.video_seekable and not any(e.reason == SEEKS_LAND_OFF for e in errors):
+            continue  # (the last resort where seeks land off; elsewhere it would read what PyAV read)
         try:
+            if backend == FROM_START:
+                _check_from_start_cost(path, present)
             index = video_index(path, backend)
             if verify:
                 last = float(index.starts[-1])
                 if len(read_frames(path, last, 1e-3, 1.0, 16, backend)) != 1:
                     raise MediaError(path, f"the last indexed frame ({len(index.starts) - 1}) cannot be read")
             if verify and not seeks_land_exactly(path, backend):
-                raise MediaError(path, SEEKS_OFF)  # (the next backend may seek right)
+                raise MediaError(path, SEEKS_LAND_OFF)  # (the next backend may seek right)
         except MediaError as exc:
-            errors.append(without_frames(exc))
+            # (the last resort's reason comes first: it says why the one way left to read it failed)
+            errors.insert(len(errors) if backend != FROM_START else 0, without_frames(exc))
             continue
         fields = {"has_video": True, "video_backend": backend, "video_duration": index.duration, "fps": index.fps}
         fields |= {"n_frames": len(index.starts), "size": index.size}

@@ -6,7 +6,7 @@ Both backends index frames by their presentation timestamps counted from the str
 average frame rate when those are broken, show frames the way up the file's display matrix says
 (phone videos), and agree within one frame (``tests/data/test_backends.py``). Only a window's
 frames are decoded; PyAV decodes from the key frame before a window, and onwards without seeking
-for the next window.
+for the next window (`FROM_START`: from the first frame, where seeks land on other pictures).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from decord.bridge import to_torch
 from torch import Tensor
 
 from ttt_mm.data.decode import native
-from ttt_mm.data.decode.backends import VIDEO_BACKENDS, check_backend
+from ttt_mm.data.decode.backends import FROM_START, VIDEO_BACKENDS, check_backend
 from ttt_mm.data.decode.errors import MediaError, checked_stat, version_key
 from ttt_mm.data.decode.guard import LRUCache
 from ttt_mm.data.decode.native import av_open, open_timeout, video_stream
@@ -154,10 +154,11 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
 def video_index(path: str, backend: str) -> VideoIndex:
     """The frame timeline of this version of the file as ``backend`` reads it (cached per process)."""
     st = checked_stat(path)
-    key = (*version_key(path, st), backend)
+    reader = "decord" if backend == "decord" else "pyav"  # (FROM_START reads PyAV's index)
+    key = (*version_key(path, st), reader)
     index = _video_index.get(key)
     if index is None:
-        index = _video_index.put(key, (_decord_index if backend == "decord" else _pyav_index)(path, st))
+        index = _video_index.put(key, (_decord_index if reader == "decord" else _pyav_index)(path, st))
     return index
 
 
@@ -169,8 +170,8 @@ def video_timeline(path: str | os.PathLike, backend: str) -> tuple[np.ndarray, f
 
 TIME_UNSEEKABLE_FORMATS = frozenset({"mpeg", "mpegts", "mpegvideo"})
 """FFmpeg's names of the MPEG program and transport streams (.mpg, .vob, .ts, .m2ts): their packets
-carry no frame index, and decord's seeks in them land seconds off the frame asked for (both backends
-misread them), so their video is refused with a hint to re-encode it."""
+carry no frame index, and seeks in them land seconds off the frame asked for, so their video is read
+only by decoding from its start (`FROM_START`)."""
 SEEK_CHECKS = 3
 """Key frames after the first that `seeks_land_exactly` checks around (and groups of pictures in the middle)."""
 SEEK_CHECK_FRAMES = 600
@@ -186,8 +187,8 @@ def seeks_land_exactly(path: str, backend: str) -> bool:
     than asked for, and they change with where the reader last was. A stretch that cannot be decoded
     in order is not held against the file here: its windows fail when they are read, as they would have."""
     index = video_index(path, backend)
-    if backend != "decord" and index.pts is None:
-        return True  # PyAV without timestamps decodes every window from the start: nothing to check
+    if backend == FROM_START or (backend != "decord" and index.pts is None):
+        return True  # every window is decoded from the start: no seek to check
     width, height = 64, 48  # small frames: only equality is asked (64 wide: a row stride decord copies right)
 
     def check() -> bool:
@@ -238,11 +239,18 @@ def _scaled_size(width: int, height: int, size: int) -> tuple[int, int]:
 
 class _PyAVVideo:
     """An open PyAV container that remembers where its decoder is, so the next window of a file
-    continues decoding instead of seeking back to a key frame."""
+    continues decoding instead of seeking back to a key frame. ``from_start``: instead of seeking,
+    it opens the file again and decodes from the first frame (`FROM_START`)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.container = av_open(path)
+    def __init__(self, path: str, from_start: bool = False) -> None:
+        self.path, self.from_start = path, from_start
+        self.container = None
+        self._open()
+
+    def _open(self) -> None:
+        if self.container is not None:
+            self.container.close()
+        self.container = av_open(self.path)
         self.stream = video_stream(self.container)
         self.stream.codec_context.thread_count = 1  # as decord's num_threads=1: workers are the parallelism
         self.frames = None  # decoded-frame iterator, None before the first seek
@@ -252,7 +260,7 @@ class _PyAVVideo:
         """Whether frame ``first`` is reached sooner by seeking than by decoding on from here."""
         if self.frames is None or first <= self.position:
             return True
-        if index.pts is None:
+        if index.pts is None or self.from_start:
             return False
         key = index.key_pts[max(0, np.searchsorted(index.key_pts, index.pts[first], side="right") - 1)]
         return key > index.pts[max(self.position, 0)]
@@ -268,8 +276,11 @@ class _PyAVVideo:
         """Frames ``ids`` (sorted, unique index ids) as uint8 ``[U, height, width, 3]``."""
         first, last = int(ids[0]), int(ids[-1])
         if self._must_seek(index, first):
-            target = 0 if index.pts is None else int(index.pts[first])
-            self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+            if self.from_start:
+                self._open()
+            else:
+                target = 0 if index.pts is None else int(index.pts[first])
+                self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
             self.frames, self.position = _decoded(self.container.demux(self.stream)), -1
         slots = {int(i): k for k, i in enumerate(ids)}
         out = np.empty((len(ids), height, width, 3), dtype=np.uint8)
@@ -307,7 +318,7 @@ def _decoded(packets):
 def _open_reader(path: str, backend: str, width: int, height: int):
     if backend == "decord":
         return decord.VideoReader(path, num_threads=1, width=width, height=height)
-    return _PyAVVideo(path)
+    return _PyAVVideo(path, from_start=backend == FROM_START)
 
 
 def _read_ids(reader, index: VideoIndex, ids: np.ndarray, width: int, height: int) -> np.ndarray:
