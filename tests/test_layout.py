@@ -120,3 +120,15 @@ def test_an_old_module_path_still_imports_with_a_deprecation_warning(old):
     with pytest.warns(DeprecationWarning, match=f"{old} is deprecated; import {new} instead"):
         module = importlib.import_module(old)
     assert module is importlib.import_module(new)
+
+
+@pytest.mark.parametrize("name", ["select", "Selection", "index_clips"])
+def test_a_name_that_moved_out_of_a_module_still_imports_with_a_deprecation_warning(name):
+    index = importlib.import_module("ttt_mm.data.index")
+    with pytest.warns(
+        DeprecationWarning, match=f"ttt_mm.data.index.{name} is deprecated; import it from ttt_mm.data.selection"
+    ):
+        old = getattr(index, name)
+    assert old is getattr(importlib.import_module("ttt_mm.data.selection"), name)
+    with pytest.raises(AttributeError, match="module 'ttt_mm.data.index' has no attribute 'no_such_name'"):
+        index.no_such_name  # noqa: B018

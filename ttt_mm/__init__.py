@@ -2,7 +2,8 @@
 
 Old import paths of modules that moved (`MOVED`: into ``ttt_mm.embed``, ``ttt_mm.eval``,
 ``ttt_mm.linear_probe``, ``ttt_mm.data.decode`` and ``ttt_mm.storage``, or renamed) still work until
-the next release: importing one gives the module at its new home and a DeprecationWarning. They are
+the next release: importing one gives the module at its new home and a DeprecationWarning (names
+that moved between modules likewise, through `moved_names`). They are
 resolved by a small import hook rather than by shim files, so the package's top level holds only
 ``backbone`` and ``module`` beside its sub-packages (the one moved command, ``python -m
 ttt_mm.data.probe``, keeps a file: ``-m`` needs one).
@@ -39,6 +40,19 @@ MOVED = {
     "ttt_mm.eval.linear_probe": "ttt_mm.linear_probe.classifier",
 }
 """Deprecated module path -> its new home (the old paths go in the next release)."""
+
+
+def moved_names(module: str, homes: dict[str, str]):
+    """A module ``__getattr__`` (PEP 562) for names that moved out of ``module``: ``homes`` maps each
+    to the module it lives in now, which gives it, with a DeprecationWarning (until the next release)."""
+
+    def __getattr__(name: str):
+        if name not in homes:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(f"{module}.{name} is deprecated; import it from {homes[name]}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(homes[name]), name)
+
+    return __getattr__
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):

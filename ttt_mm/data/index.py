@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from ttt_mm import moved_names
 from ttt_mm.data import decode
 from ttt_mm.data.decode import MediaError, MediaInfo, stat_reason
 from ttt_mm.data.decode.errors import CANNOT_OPEN, open_reason
@@ -47,6 +48,7 @@ from ttt_mm.storage.atomic import write_text
 from ttt_mm.storage.cache import user_cache_dir
 
 log = logging.getLogger(__name__)
+__getattr__ = moved_names(__name__, dict.fromkeys(("select", "Selection", "index_clips"), "ttt_mm.data.selection"))
 
 VERSION = 14
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
