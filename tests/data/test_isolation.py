@@ -68,18 +68,21 @@ def test_an_unguarded_script_is_told_to_guard_its_code_and_no_file_is_blamed(tmp
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH, which keeps it out, is Python 3.11's")
 def test_workers_import_the_ttt_mm_that_runs_not_one_in_the_working_directory(tmp_path):
     """Python before 3.12.8 started the forkserver without the caller's import path, so a checkout in
-    the working directory (here one that exits when imported) was the one its workers loaded."""
+    the working directory (here one that exits when imported) was the one its workers loaded. The
+    server starts beside the running ttt_mm (no PYTHONSAFEPATH: Python 3.10 has none), and its
+    workers still read a path relative to the caller's working directory."""
     (tmp_path / "script").mkdir()
     (tmp_path / "elsewhere" / "ttt_mm").mkdir(parents=True)
     (tmp_path / "elsewhere" / "ttt_mm" / "__init__.py").write_text("import os\nos._exit(3)\n")
+    (tmp_path / "elsewhere" / "here.txt").write_text("12345")
     script = tmp_path / "script" / "guarded.py"
-    script.write_text(textwrap.dedent(SCRIPTS["pool"]) + '\nif __name__ == "__main__":\n    main()\n')
+    pool = SCRIPTS["pool"].replace("map([__file__])", 'map([__file__, "here.txt"])')
+    script.write_text(textwrap.dedent(pool) + '\nif __name__ == "__main__":\n    main()\n')
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path / "elsewhere", env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
-    assert ast.literal_eval(done.stdout.strip()) == {str(script): script.stat().st_size}
+    assert ast.literal_eval(done.stdout.strip()) == {str(script): script.stat().st_size, "here.txt": 5}

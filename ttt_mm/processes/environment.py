@@ -1,5 +1,5 @@
-"""Environment variables set for a while: what the processes started meanwhile inherit (DDP's
-processes, multiprocessing's forkserver, Hydra's error handling)."""
+"""Environment variables, and the working directory, set for a while: what the processes started
+meanwhile inherit (DDP's processes, multiprocessing's forkserver, Hydra's error handling)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,15 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def working_directory(path: str | os.PathLike) -> Iterator[None]:
+    """Works in ``path``, and back in the directory before on leaving (``contextlib.chdir`` is
+    Python 3.11's). The working directory is the whole process's: keep the span short."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from ttt_mm.data.decode import guard
-from ttt_mm.processes.environment import environment
+from ttt_mm.processes.environment import environment, working_directory
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,18 @@ def start_forkserver() -> None:
     Python before 3.12.8 starts it as ``python -c ...`` without passing ``sys.path`` on (CPython
     gh-117378), so its preloaded imports search the working directory first: another checkout of
     ttt_mm there would be imported in place of the one running, and the workers would fail to start.
-    The path goes by the environment instead (``PYTHONSAFEPATH`` keeps the working directory out,
-    from Python 3.11; on 3.10 it still comes first)."""
+    The path goes by the environment instead, and the server starts in the folder that holds the
+    running ttt_mm, so that the working directory it searches first has that one (``PYTHONSAFEPATH``,
+    which would keep it out, is Python 3.11's). Each worker then moves to the caller's working
+    directory, as multiprocessing prepares it. (The caller's own working directory changes for the
+    moment the server takes to start: this runs before any thread of ours reads files.)"""
     from multiprocessing import forkserver
 
+    import ttt_mm
+
     path = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
-    with environment({"PYTHONPATH": os.pathsep.join(path), "PYTHONSAFEPATH": "1"}):
+    home = os.path.dirname(os.path.dirname(os.path.abspath(ttt_mm.__file__)))
+    with environment({"PYTHONPATH": os.pathsep.join(path)}), working_directory(home):
         forkserver.ensure_running()
 
 
