@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -37,7 +38,7 @@ from ttt_mm.data import (
     reading_notes,
     skiplist,
 )
-from ttt_mm.data.decode import guard, native, probing
+from ttt_mm.data.decode import guard, native, probing, video
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER
 from ttt_mm.data.index import describe
 from ttt_mm.data.skiplist import count_reasons, reason_kind
@@ -517,17 +518,41 @@ def _windows_out_of_order(path, backend, starts, seconds, fps):
 
 def test_video_in_an_mpeg_transport_stream_is_read_from_its_start(tmp_path, caplog):
     """Seeks in MPEG program and transport streams land seconds off the frame asked for, so every
-    window is reached by decoding from the first frame: windows out of order are the right pictures,
-    and the run says once which videos are read so, and how to make them seekable."""
-    path = write_video(tmp_path / "clip.ts", seconds=3.0, fps=10, width=64, height=48, bands=True)
+    window is reached by decoding from the first frame: windows out of order are the right pictures
+    (each frame of this clip differs from the others), and the run names such videos once, with how
+    to make them seekable."""
+    path = write_video(tmp_path / "clip.ts", seconds=3.0, fps=10, width=64, height=48)
     record = describe(str(path))
     assert "error" not in record and "video_error" not in record
     assert record["video_backend"] == decode.FROM_START and record["n_frames"] == 30 and record["has_audio"]
+    whole = decode.read_video(path, 0.0, None, fps=10, size=32, backend=decode.FROM_START)
+    assert len({frame.numpy().tobytes() for frame in whole}) == 30  # (a window of other frames would show)
     assert all(_windows_out_of_order(path, decode.FROM_START, [2.0, 0.5, 1.2, 0.0, 1.9], 0.8, 10))
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         index_clips([ClipInfo(str(path))], VIDEO, cache_dir=tmp_path / "cache")
-    (line,) = [r.getMessage() for r in caplog.records if "read by decoding from their first frame" in r.getMessage()]
-    assert f"1 (the first: {path})" in line and "ffmpeg -i in.mpg -c:v libx264 -c:a aac out.mp4" in line
+    (line,) = [r.getMessage() for r in caplog.records if "read by decoding from the first frame" in r.getMessage()]
+    assert line.startswith("1 video whose seeks land on other pictures")
+    assert line.endswith(
+        f": {path}; re-encoding makes them seekable, e.g. ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4"
+    )
+
+
+def test_windows_read_in_order_go_on_decoding_from_where_the_last_one_ended(tmp_path, monkeypatch):
+    """A video read from its start opens the file once for windows read in order, also when the next
+    window begins on the last one's last picture (a source slower than the rate read: 25 fps read at
+    60); each window is what a fresh read of it gives."""
+    path = write_false_key_frames(tmp_path / "false_keys.mp4", false_keys=(40, 50))
+    starts = np.arange(0.0, 3.2, 0.3)
+    fresh = []
+    for s in starts:
+        decode.clear_caches()
+        fresh.append(decode.read_video(path, s, 0.3, fps=60, size=32, backend=decode.FROM_START))
+    opened = []
+    real_open = video._PyAVVideo._open
+    monkeypatch.setattr(video._PyAVVideo, "_open", lambda reader: opened.append(1) or real_open(reader))
+    decode.clear_caches()
+    in_order = [decode.read_video(path, s, 0.3, fps=60, size=32, backend=decode.FROM_START) for s in starts]
+    assert len(opened) == 1 and all(torch.equal(a, b) for a, b in zip(in_order, fresh))
 
 
 def test_key_frames_that_cannot_start_a_decode_send_the_video_to_be_read_from_its_start(tmp_path):
@@ -553,11 +578,53 @@ def test_a_video_too_long_to_read_from_its_start_is_refused_with_how_to_reencode
     too slow, and the file is left out with why and the command that makes it seekable."""
     monkeypatch.setattr(probing, "FROM_START_MAX_PIXELS", 64 * 48 * 80)
     keys = describe(str(write_false_key_frames(tmp_path / "false_keys.mp4", false_keys=(40, 50))))
-    assert keys["error"].startswith(probing.SEEKS_LAND_OFF + ", and the video is too long to decode from its start")
-    assert "for each window (90 frames of 64x48); re-encode it, e.g. ffmpeg -i in.mp4 -c:v libx264" in keys["error"]
+    assert keys["error"] == (
+        "video too long to decode from its start for each window (90 frames of 64x48, over 2e+05 decoded pixels) "
+        "(it is read from its start, as seeks in it land on other pictures: key frames that cannot start a decode, "
+        "or reordered frames decord seeks past); re-encode it, e.g. ffmpeg -i in.mp4 -c:v libx264 -c:a aac out.mp4"
+    )
+    assert reason_kind(keys["error"]) == "video too long to decode from its start for each window; re-encode it"
     ts = describe(str(write_video(tmp_path / "clip.ts", seconds=9.0, fps=10, width=64, height=48)))
-    assert "MPEG program or transport stream" in ts["video_error"] and "(90 frames of 64x48)" in ts["video_error"]
-    assert "ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4" in ts["video_error"] and "error" not in ts  # its audio reads
+    assert ts["video_error"].startswith("video too long to decode from its start for each window (90 frames")
+    assert "an MPEG program or transport stream" in ts["video_error"] and "error" not in ts  # its audio reads
+    assert ts["video_error"].endswith("ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4")
+
+
+def test_a_transport_stream_cut_inside_a_group_of_pictures_is_refused_with_how_to_reencode_it(tmp_path):
+    """Its first frames refer to pictures cut off before it, so they never come out of the decoder: the
+    probe decodes every frame in order, as the windows will, and leaves out what they could not read."""
+    whole = tmp_path / "whole.ts"
+    out = av.open(str(whole), "w")
+    stream = out.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt, stream.codec_context.gop_size = 160, 120, "yuv420p", 25
+    stream.options = {"preset": "ultrafast"}
+    for i in range(150):
+        frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), i * 7 % 256, np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *(stream.encode() if i == 149 else ())]:
+            out.mux(packet)
+    out.close()
+    data, hint = whole.read_bytes(), "; re-encode it, e.g. ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4"
+    assert describe(str(whole))["video_backend"] == decode.FROM_START
+    for fraction in (0.1, 0.02):  # (inside the first group of pictures after the cut, or inside a frame)
+        cut = tmp_path / f"cut{fraction}.ts"
+        cut.write_bytes(data[188 * int(len(data) // 188 * fraction) :])  # at a transport packet
+        reason = describe(str(cut))["error"]
+        assert reason.endswith("an MPEG program or transport stream, which has no frame index)" + hint), reason
+        if fraction == 0.1:
+            assert re.match(r"frames 0-\d+ could not all be decoded \(frame 0 did not come out\) \(it is read", reason)
+
+
+def test_a_video_no_backend_decodes_is_not_sent_to_be_read_from_its_start(tmp_path):
+    """Reading from the start is the way round seeks that land off, not a third decoder: a video whose
+    frames neither backend decodes keeps their reason, without a hint about seeks."""
+    path = write_video(tmp_path / "clip.mp4", seconds=1.0, fps=10, width=64, height=48, audio_rate=None, faststart=True)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"mdat") + 4 + 200
+    data[start:] = bytes(len(data) - start)  # every frame's data zeroed, the index kept
+    path.write_bytes(bytes(data))
+    assert describe(str(path))["error"] == (
+        "opening the video failed: the video stream cannot be decoded (no frames or unknown format)"
+    )
 
 
 OPEN_GOP = {"x264-params": "open-gop=1:keyint=24:min-keyint=24:scenecut=0:bframes=3"}

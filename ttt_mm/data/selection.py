@@ -124,18 +124,27 @@ def _warn_uneven_ends(clips: Sequence[ClipInfo]) -> None:
             )
 
 
+NAMED_AT_MOST = 5
+"""How many files a warning names one by one; past this many it names the first ones and counts the rest."""
+
+
 def _warn_read_from_start(clips: Sequence[ClipInfo]) -> None:
     """One warning for the videos whose frames are reached by decoding from their start (`FROM_START`):
     a window read out of order costs a decode of every frame before it, which re-encoding avoids."""
-    names = list(dict.fromkeys(c.info.path for c in clips if c.info is not None and c.info.video_backend == FROM_START))
-    if names:
+    paths = list(dict.fromkeys(c.info.path for c in clips if c.info is not None and c.info.video_backend == FROM_START))
+    if paths:
+        named = ", ".join(one_line(p) for p in paths[:NAMED_AT_MOST])
+        more = f" and {len(paths) - NAMED_AT_MOST} more" if len(paths) > NAMED_AT_MOST else ""
         log.warning(
-            "videos whose seeks land on other pictures (an MPEG program or transport stream, or key frames that "
-            "cannot start a decode), read by decoding from their first frame: %d (the first: %s); each window "
-            "read out of order decodes every frame before it, so re-encode them for speed, e.g. ffmpeg -i in.mpg "
-            "-c:v libx264 -c:a aac out.mp4",
-            len(names),
-            one_line(names[0]),
+            "%d %s whose seeks land on other pictures (an MPEG program or transport stream, or key frames that "
+            "cannot start a decode) read by decoding from the first frame, so that a window read out of order "
+            "decodes every frame before it: %s%s; re-encoding makes them seekable, e.g. ffmpeg -i in%s -c:v "
+            "libx264 -c:a aac out.mp4",
+            len(paths),
+            "video" if len(paths) == 1 else "videos",
+            named,
+            more,
+            os.path.splitext(paths[0])[1] or ".mp4",
         )
 
 

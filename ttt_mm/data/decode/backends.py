@@ -13,7 +13,8 @@ FROM_START = "pyav_from_start"
 resort for a video whose seeks land on other pictures (key frames that cannot start a decode, an MPEG
 program or transport stream), which each window read out of order costs a decode from the start."""
 VIDEO_BACKENDS = ("decord", "pyav", FROM_START)
-"""Tried in this order for a video stream; the first that reads it is recorded."""
+"""Tried in this order for a video stream, the first that reads it recorded: `FROM_START` only where
+the seeks of both others land off, and alone for an MPEG program or transport stream."""
 
 _recorded: LRUCache[str] = LRUCache(max_items=8192)  # (path, mtime, size, stream) -> backend chosen by probe
 

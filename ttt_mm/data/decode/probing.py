@@ -15,7 +15,13 @@ from ttt_mm.data.decode.errors import MediaError, checked_stat, open_reason, wit
 from ttt_mm.data.decode.isobmff import missing_index
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
 from ttt_mm.data.decode.pcm_header import stated_frames
-from ttt_mm.data.decode.video import TIME_UNSEEKABLE_FORMATS, read_frames, seeks_land_exactly, video_index
+from ttt_mm.data.decode.video import (
+    TIME_UNSEEKABLE_FORMATS,
+    decode_in_order,
+    read_frames,
+    seeks_land_exactly,
+    video_index,
+)
 
 ESTIMATED_LENGTH_FORMATS = frozenset({"mp3", "aac", "ac3", "eac3", "mp2", "dts"})
 """Raw audio streams whose length FFmpeg estimates from the bit rate (a VBR file's estimate is off by
@@ -118,35 +124,47 @@ FROM_START_MAX_PIXELS = 2_000_000_000
 """The most decoded pixels (frames x width x height) a video read only from its start (`FROM_START`) may
 hold: about 6,500 frames of 640x480 or 1,000 of 1080p, a few seconds of decoding for the window
 furthest in. A longer one is left out with how to re-encode it, which makes it seekable."""
-UNSEEKABLE_CONTAINER = (
-    "video in an MPEG program or transport stream, whose frames cannot be found by time (seeks land "
-    "seconds off), and too long to decode from its start for each window ({size}); re-encode it, e.g. "
-    "ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4"
+SEEKS_LAND_OFF = "video frames read after a seek are not the frames read in order at that place"
+"""A backend's seeks land off: the next backend is tried, and `FROM_START` last."""
+WHY_READ_FROM_START = {
+    True: "key frames that cannot start a decode, or reordered frames decord seeks past",
+    False: "an MPEG program or transport stream, which has no frame index",
+}
+FROM_START_TOO_LONG = (
+    "video too long to decode from its start for each window ({n} frames of {width}x{height}, over "
+    "{limit:.0e} decoded pixels)"
 )
-SEEKS_LAND_OFF = (
-    "video frames read after a seek are not the frames read in order at that place (key frames that "
-    "cannot start a decode, or reordered frames decord seeks past)"
-)
-SEEKS_OFF = SEEKS_LAND_OFF + (
-    ", and the video is too long to decode from its start for each window ({size}); re-encode it, e.g. "
-    "ffmpeg -i in.mp4 -c:v libx264 out.mp4"
+READ_FROM_START = (
+    " (it is read from its start, as seeks in it land on other pictures: {why}); re-encode it, e.g. "
+    "ffmpeg -i in{suffix} -c:v libx264 -c:a aac out.mp4"
 )
 
 
-def _check_from_start_cost(path: str, present: _Streams) -> None:
-    """Refuse a video too large to decode from its start for every window (`FROM_START_MAX_PIXELS`)."""
-    index = video_index(path, FROM_START)
-    n, (width, height) = len(index.starts), index.size
-    if n * width * height > FROM_START_MAX_PIXELS:
-        why = SEEKS_OFF if present.video_seekable else UNSEEKABLE_CONTAINER
-        raise MediaError(path, why.format(size=f"{n} frames of {width}x{height}"))
+def _check_read_from_start(path: str, present: _Streams, verify: bool) -> None:
+    """Raise unless the video can be read from its start (`FROM_START`): small enough
+    (`FROM_START_MAX_PIXELS`) and, with ``verify``, every indexed frame decodes in order (a stream cut
+    mid-GOP starts with frames whose references it lacks, and a damaged stretch would fail every window
+    after it). The reason says why it is read so and how to re-encode it."""
+    try:
+        index = video_index(path, FROM_START)
+        n, (width, height) = len(index.starts), index.size
+        if n * width * height > FROM_START_MAX_PIXELS:
+            raise MediaError(
+                path, FROM_START_TOO_LONG.format(n=n, width=width, height=height, limit=FROM_START_MAX_PIXELS)
+            )
+        if verify:
+            decode_in_order(path)
+    except MediaError as exc:
+        why = WHY_READ_FROM_START[present.video_seekable]
+        suffix = os.path.splitext(path)[1] or ".mp4"
+        raise MediaError(path, exc.reason + READ_FROM_START.format(why=why, suffix=suffix)) from None
 
 
 def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
     """The video fields of `MediaInfo`, from the first backend that reads the stream. ``verify`` also
     reads the last frame and checks that the backend's seeks land on the frames asked for; where no
     backend's do, or the container cannot seek (an MPEG program or transport stream), the video is read
-    from its start (`FROM_START`) if it is short enough (`FROM_START_MAX_PIXELS`)."""
+    from its start (`FROM_START`), if `_check_read_from_start` passes."""
     if present is None or not present.video:
         return {"has_video": False}
     errors, short = [], None  # short: the first backend's fields that fell short of the stated length
@@ -155,9 +173,9 @@ def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
             continue  # (the last resort where seeks land off; elsewhere it would read what PyAV read)
         try:
             if backend == FROM_START:
-                _check_from_start_cost(path, present)
+                _check_read_from_start(path, present, verify)
             index = video_index(path, backend)
-            if verify:
+            if verify and backend != FROM_START:  # (which decoded every frame)
                 last = float(index.starts[-1])
                 if len(read_frames(path, last, 1e-3, 1.0, 16, backend)) != 1:
                     raise MediaError(path, f"the last indexed frame ({len(index.starts) - 1}) cannot be read")
@@ -264,7 +282,8 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
     process use the same. Container audio is decoded in full here (decord cannot do less) and
     cached for later reads. ``verify`` also decodes the last video frame (catching containers that
     claim more frames than they hold), checks that seeks in it land on the frames asked for
-    (`seeks_land_exactly`), and reads all of the audio (NaN/Inf, a file shorter than its
+    (`seeks_land_exactly`; where they do not, the video is read from its start, `FROM_START`, and
+    every frame is decoded here), and reads all of the audio (NaN/Inf, a file shorter than its
     header, digital silence).
 
     This opens the file in the calling process, and a corrupt file can abort that process: long

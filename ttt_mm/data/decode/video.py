@@ -172,6 +172,15 @@ TIME_UNSEEKABLE_FORMATS = frozenset({"mpeg", "mpegts", "mpegvideo"})
 """FFmpeg's names of the MPEG program and transport streams (.mpg, .vob, .ts, .m2ts): their packets
 carry no frame index, and seeks in them land seconds off the frame asked for, so their video is read
 only by decoding from its start (`FROM_START`)."""
+
+
+def decode_in_order(path: str) -> None:
+    """Decode every indexed frame of the video in order, as `FROM_START` reads it (scaled to 16 x 16:
+    only that each comes out matters), raising `MediaError` for the first that does not."""
+    index = video_index(path, FROM_START)
+    _frames(path, index, np.arange(len(index.starts)), 16, 16, FROM_START)
+
+
 SEEK_CHECKS = 3
 """Key frames after the first that `seeks_land_exactly` checks around (and groups of pictures in the middle)."""
 SEEK_CHECK_FRAMES = 600
@@ -239,8 +248,9 @@ def _scaled_size(width: int, height: int, size: int) -> tuple[int, int]:
 
 class _PyAVVideo:
     """An open PyAV container that remembers where its decoder is, so the next window of a file
-    continues decoding instead of seeking back to a key frame. ``from_start``: instead of seeking,
-    it opens the file again and decodes from the first frame (`FROM_START`)."""
+    continues decoding instead of seeking back to a key frame, and keeps the last picture it gave,
+    which the next window may show again (a source slower than the rate read). ``from_start``:
+    instead of seeking, it opens the file again and decodes from the first frame (`FROM_START`)."""
 
     def __init__(self, path: str, from_start: bool = False) -> None:
         self.path, self.from_start = path, from_start
@@ -253,8 +263,13 @@ class _PyAVVideo:
         self.container = av_open(self.path)
         self.stream = video_stream(self.container)
         self.stream.codec_context.thread_count = 1  # as decord's num_threads=1: workers are the parallelism
+        self.read_from = False  # whether anything was demuxed from this container yet
+        self._restart()
+
+    def _restart(self) -> None:
         self.frames = None  # decoded-frame iterator, None before the first seek
         self.position = -1  # index id of the last frame the iterator yielded
+        self.held = None  # (its id, (width, height), picture) of the last frame a read gave
 
     def _must_seek(self, index: VideoIndex, first: int) -> bool:
         """Whether frame ``first`` is reached sooner by seeking than by decoding on from here."""
@@ -275,19 +290,24 @@ class _PyAVVideo:
     def read(self, index: VideoIndex, ids: np.ndarray, width: int, height: int) -> np.ndarray:
         """Frames ``ids`` (sorted, unique index ids) as uint8 ``[U, height, width, 3]``."""
         first, last = int(ids[0]), int(ids[-1])
-        if self._must_seek(index, first):
+        out = np.empty((len(ids), height, width, 3), dtype=np.uint8)
+        filled = np.zeros(len(ids), dtype=bool)
+        held = self.held
+        if held is not None and held[0] == first == self.position and held[1] == (width, height):
+            out[0], filled[0] = held[2], True  # the last window's last picture: decoding goes on after it
+        elif self._must_seek(index, first):
             if self.from_start:
-                self._open()
+                if self.read_from:
+                    self._open()
             else:
                 target = 0 if index.pts is None else int(index.pts[first])
                 self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
-            self.frames, self.position = _decoded(self.container.demux(self.stream)), -1
+            self._restart()
+            self.frames, self.read_from = _decoded(self.container.demux(self.stream)), True
         slots = {int(i): k for k, i in enumerate(ids)}
-        out = np.empty((len(ids), height, width, 3), dtype=np.uint8)
         turns = index.quarter_turns  # frames are stored sideways, turned once scaled
         stored = (height, width) if turns % 2 else (width, height)
-        found = 0
-        for frame in self.frames:
+        for frame in self.frames if not filled.all() else ():
             i = self._id(index, frame)
             if i is None:
                 continue
@@ -295,12 +315,16 @@ class _PyAVVideo:
             if i in slots:
                 picture = frame.reformat(*stored, "rgb24", interpolation="BICUBIC").to_ndarray()
                 out[slots[i]] = np.rot90(picture, turns) if turns else picture
-                found += 1
+                filled[slots[i]] = True
             if i >= last:
                 break
-        if found < len(ids):
-            self.frames = None
-            raise MediaError(self.path, f"frames {first}-{last} could not all be decoded")
+        if not filled.all():
+            self._restart()
+            missing = int(ids[np.argmin(filled)])
+            raise MediaError(
+                self.path, f"frames {first}-{last} could not all be decoded (frame {missing} did not come out)"
+            )
+        self.held = (last, (width, height), out[-1].copy())
         return out
 
 
