@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import ttt_mm
+from ttt_mm.data.decode import isolation
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPTS = {  # what a user's script does, directly with the pool or through the dataset index
@@ -86,3 +89,17 @@ def test_workers_import_the_ttt_mm_that_runs_not_one_in_the_working_directory(tm
     )
     assert done.returncode == 0, done.stderr
     assert ast.literal_eval(done.stdout.strip()) == {str(script): script.stat().st_size, "here.txt": 5}
+
+
+def test_the_working_directory_moves_only_while_this_process_first_starts_the_server(monkeypatch):
+    """It is the whole process's: a pool made later (each new file that `Embedder.embed_file` indexes)
+    must not move it under another thread's feet."""
+    moves = []
+    real = isolation.working_directory
+    monkeypatch.setattr(isolation, "working_directory", lambda path: moves.append(path) or real(path))
+    monkeypatch.setattr(isolation, "_forkserver_started", False)
+    before = os.getcwd()
+    for _ in range(3):
+        isolation.start_forkserver()
+    assert moves == [os.path.dirname(os.path.dirname(os.path.abspath(ttt_mm.__file__)))]  # (the running one's)
+    assert os.getcwd() == before

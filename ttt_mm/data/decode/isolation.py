@@ -54,6 +54,9 @@ class WorkerStartError(RuntimeError):
     """A worker process died or stalled before it could take a file: not a property of any file."""
 
 
+_forkserver_started = False  # by this process (the server then outlives each pool)
+
+
 def start_forkserver() -> None:
     """Starts multiprocessing's forkserver (once per process) with this process's import path.
 
@@ -63,16 +66,19 @@ def start_forkserver() -> None:
     The path goes by the environment instead, and the server starts in the folder that holds the
     running ttt_mm, so that the working directory it searches first has that one (``PYTHONSAFEPATH``,
     which would keep it out, is Python 3.11's). Each worker then moves to the caller's working
-    directory, as multiprocessing prepares it. (The caller's own working directory changes for the
-    moment the server takes to start: this runs before any thread of ours reads files.)"""
+    directory, as multiprocessing prepares it. The caller's own working directory changes only for
+    the moment its first pool starts the server, before any thread of ours reads files."""
+    global _forkserver_started
     from multiprocessing import forkserver
 
     import ttt_mm
 
     path = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
     home = os.path.dirname(os.path.dirname(os.path.abspath(ttt_mm.__file__)))
-    with environment({"PYTHONPATH": os.pathsep.join(path)}), working_directory(home):
+    where = contextlib.nullcontext() if _forkserver_started else working_directory(home)  # (a restart: rare)
+    with environment({"PYTHONPATH": os.pathsep.join(path)}), where:
         forkserver.ensure_running()
+    _forkserver_started = True
 
 
 def refuse_in_a_worker() -> None:
