@@ -514,6 +514,18 @@ def test_command_line(folder, tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint {tmp_path}/missing.ckpt does not exist"
 
 
+def test_figures_go_to_the_first_clips_long_enough_to_roll_out(folder, tmp_path):
+    """plot_clips=1 with a first clip too short for a rollout: the next clip that has one gets the figure
+    (it was spent on the short one, and the run had none)."""
+    _, media, ckpts = folder
+    (tmp_path / "spans.csv").write_text(f"path,start,end\n{media / 'a.mp4'},0.0,0.5\n{media / 'a.mp4'},0.0,2.0\n")
+    out = tmp_path / "out"
+    args = [f"ckpt={ckpts[0]}", "data=manifest", f"data.root={tmp_path / 'spans.csv'}", f"output={out}"]
+    args += [f"paths.output_dir={tmp_path}"]
+    run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=2", "plot_clips=1", "device=cpu"))
+    assert sorted(p.name for p in out.glob("rollout_*.png")) == ["rollout_2.png"]
+
+
 def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_path, caplog):
     _, media, ckpts = folder
     args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={media}", f"output={tmp_path}", "window_seconds=4"]

@@ -79,12 +79,12 @@ def evaluate(
             options.bins_per_octave,
             options.edge_fraction,
         )
-    files, skipped, figures = [], [], []
+    files, skipped, figures, plotted = [], [], [], 0  # plotted: clips with figures
     for number, clip in enumerate(clips, 1):
         if clip.name in skips:
             skipped.append({"path": clip.name, "reason": "in the skip list: " + skips.reasons.get(clip.name, "")})
             continue
-        keep_plot = options.plots and len(files) < options.plot_clips
+        keep_plot = options.plots and plotted < options.plot_clips  # (the first clips that can have figures)
         scorers = {
             name: ClipScorer(model, clip.name, options.rollout_steps, keep_plot, options.ssim_window)
             for name, (_, model) in models.items()
@@ -132,4 +132,5 @@ def evaluate(
                     options.rollout_steps,
                 )
             figures += drawn
+            plotted += bool(drawn)
     return {"reports": reports, "files": files, "skipped": skipped, "figures": figures}
