@@ -18,6 +18,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from mediafiles import tone, write_video, write_wav
+from omegaconf import OmegaConf
 
 from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.embed.checkpoint import resolve_device
@@ -737,3 +738,44 @@ def test_clips_too_short_to_score_are_skipped_and_none_left_is_an_error(tmp_path
     (media / "long.mp4").unlink()
     with pytest.raises(ConfigError, match="none of the 1 clips could be evaluated"):
         run(compose_evaluate(*args, f"data.root={media}", f"output={tmp_path / 'short'}", "window_seconds=0.5"))
+
+
+def _run_folder(root: Path, source: str, overrides: list[str]) -> Path:
+    """A training run's folder as Hydra records it, with a checkpoint file in it."""
+    (root / ".hydra").mkdir(parents=True)
+    (root / ".hydra" / "config.yaml").write_text(f"data:\n  root: /x\n  source:\n    _target_: {source}\n")
+    (root / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (root / "checkpoints").mkdir()
+    ckpt = root / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(b"")
+    return ckpt
+
+
+def test_a_model_trained_on_files_evaluated_on_the_synthetic_default_is_told_how_its_run_read(tmp_path, caplog):
+    """Only ckpt= scores the synthetic clips (evaluate's default data): a user who trained on a folder
+    expects that folder, so the warning gives the run's own data overrides to pass."""
+    files = _run_folder(
+        tmp_path / "a", "ttt_mm.data.sources.FolderSource", ["data=audio_folder", "data.root=/m", "size=tiny"]
+    )
+    synthetic = _run_folder(tmp_path / "b", "ttt_mm.data.sources.SyntheticSource", ["data.source.num_clips=8"])
+    models = {"ttt": (str(files), None), "attention": (str(synthetic), None)}
+    default = OmegaConf.create({"source": {"_target_": "ttt_mm.data.sources.SyntheticSource"}})
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
+        evaluate_task.warn_if_files_model_on_synthetic_clips(default, models)
+        evaluate_task.warn_if_files_model_on_synthetic_clips(OmegaConf.create({"root": "/m"}), models)
+    assert [r.getMessage() for r in caplog.records] == [
+        "ttt was trained on files (its run: data=audio_folder data.root=/m) and is evaluated on synthetic clips, "
+        "evaluate's default data; to score files, pass data=... as its run did"
+    ]
+
+
+def test_the_evaluate_command_warns_of_a_files_model_on_the_synthetic_default(folder, tmp_path, caplog):
+    _, _, ckpts = folder
+    ckpt = _run_folder(tmp_path / "run", "ttt_mm.data.sources.FolderSource", ["data=av_folder", "data.root=/m"])
+    ckpt.write_bytes(Path(ckpts[0]).read_bytes())
+    args = [f"ckpt={ckpt}", f"output={tmp_path / 'out'}", f"paths.output_dir={tmp_path}", "device=cpu", "plots=false"]
+    args += ["max_files=1", "data.source.num_clips=2", "data.source.duration=1", "window_seconds=0.5"]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
+        run(compose_evaluate(*args))
+    (line,) = [r.getMessage() for r in caplog.records if "is evaluated on synthetic clips" in r.getMessage()]
+    assert line.startswith("ttt was trained on files (its run: data=av_folder data.root=/m)")

@@ -350,6 +350,27 @@ def _resumed_run(ckpt_path: str | None) -> Path | None:
     return run if folder.name == "checkpoints" and (run / ".hydra" / "config.yaml").is_file() else None
 
 
+SYNTHETIC_SOURCE = "ttt_mm.data.sources.SyntheticSource"
+"""The data source of ``data=synthetic``, the embedded default: clips generated on the fly."""
+
+
+def trained_on_files(ckpt_path: str) -> list[str] | None:
+    """How the run that saved a checkpoint chose its data, if that was files rather than synthetic clips:
+    its data overrides (``data=...``, ``data.*=...``, ``experiment=...``) from ``.hydra/overrides.yaml``.
+    None for synthetic clips, a checkpoint kept outside its run folder, or a record that cannot be read."""
+    run = _resumed_run(ckpt_path)
+    if run is None:
+        return None
+    try:
+        source = OmegaConf.select(OmegaConf.load(run / ".hydra" / "config.yaml"), "data.source._target_")
+        overrides = [str(o) for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
+    except (OSError, ValueError, TypeError):  # (a hand-edited or damaged record: nothing to say)
+        return None
+    if source in (None, SYNTHETIC_SOURCE):
+        return None
+    return [o for o in overrides if re.match(r"(data|experiment)[.=]", o.lstrip("+~"))]
+
+
 def _run_dir(ckpt_path: str | None, default: str) -> str:
     """Resuming from ``<run>/checkpoints/<name>.ckpt`` continues in ``<run>``; otherwise ``default``."""
     run = _resumed_run(ckpt_path)

@@ -35,6 +35,7 @@ from ttt_mm.eval.report import MODALITY_NAMES
 from ttt_mm.eval.tables import remove_earlier_figures, skip_list_set_aside, write_outputs
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import (
+    SYNTHETIC_SOURCE,
     ConfigError,
     Interrupted,
     config_errors_end_the_command,
@@ -43,6 +44,7 @@ from ttt_mm.tasks.common import (
     positive_count,
     positive_seconds,
     results_folder,
+    trained_on_files,
 )
 from ttt_mm.tasks.config_types import check_command_keys, check_types
 
@@ -112,6 +114,23 @@ def warn_if_incomparable(models: dict[str, tuple[str, SequenceModel]]) -> None:
         )
 
 
+def warn_if_files_model_on_synthetic_clips(data: DictConfig, models: dict[str, tuple[str, SequenceModel]]) -> None:
+    """Evaluate reads the synthetic clips (``data=synthetic``) unless told otherwise, so a model trained
+    on files, evaluated with only ``ckpt=``, is scored on clips unlike its data: say how its run chose
+    its data, which is what to pass to score files."""
+    if OmegaConf.select(data, "source._target_") != SYNTHETIC_SOURCE:
+        return
+    for name, (path, _) in models.items():
+        trained = trained_on_files(path)
+        if trained is not None:
+            log.warning(
+                "%s was trained on files (its run: %s) and is evaluated on synthetic clips, evaluate's default "
+                "data; to score files, pass data=... as its run did",
+                name,
+                " ".join(trained) or "see its .hydra/config.yaml",
+            )
+
+
 def decoding_of(model: SequenceModel) -> dict:
     """The streams, sample rate, fps and frame size the model's tokenizer reads (None: a stream it does not read)."""
     d = model.tokenizer.decoding
@@ -170,6 +189,7 @@ def run(cfg: DictConfig) -> dict:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     warn_if_incomparable(models)  # (models that read different streams were refused above: no warning first)
+    warn_if_files_model_on_synthetic_clips(cfg.data, models)
     if changed := [f"data.{k}={cfg.data.get(k)} -> {v:g}" for k, v in fractions.items() if cfg.data.get(k) != v]:
         log.info("split=%s: the checkpoint's %s files, as its run split them (%s)", split, split, ", ".join(changed))
     decoding |= fractions
