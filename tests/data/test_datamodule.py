@@ -531,3 +531,28 @@ def test_evaluation_of_a_small_folder_has_no_validation_split_rather_than_the_tr
         dm.setup("validate")  # as evaluate sets it up: split=val then says there is none
     assert dm.splits["val"] == [] and {c.key for c in dm.splits["train"]} == {"v0.mp4", "v1.mp4"}
     assert not [r for r in caplog.records if "validating on the training files" in r.message]
+
+
+def test_a_resumed_run_says_which_files_its_skip_list_already_leaves_out(tmp_path, caplog):
+    """The skip list logs only what it adds, so a resumed run, whose list already holds the bad files,
+    said nothing of them: one line counts them, with their reasons, and names the list."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        write_video(data / f"v{i}.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=None)
+    (data / "empty.mp4").write_bytes(b"")
+    for attempt in ("first", "resumed"):
+        caplog.clear()
+        dm = MediaDataModule(FolderSource(str(data)), modalities=["video"], size=32, clip_seconds=1.0)
+        dm.trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"))
+        with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+            dm.setup("fit")
+        (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping 1 of 3 files")]
+        if attempt == "first":
+            assert line.startswith("skipping 1 of 3 files (1 x empty file)")
+        else:
+            listed = tmp_path / "run" / "skipped_media.tsv"
+            assert (
+                line
+                == f"skipping 1 of 3 files that {listed} lists from an earlier attempt of this run (1 x empty file)"
+            )

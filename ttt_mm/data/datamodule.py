@@ -214,6 +214,15 @@ class MediaDataModule(L.LightningDataModule):
         unit = "clips" if any(c.segment != c.name for c in listed) else "files"  # (a manifest's spans of files)
         covers = Counter(c.segment if c.segment in selection.rejected else c.name for c in listed)
         self.skips.add_many(selection.rejected, total=len(listed), unit=unit, covers=covers)
+        if known_bad:  # (add_many says nothing of what the list held: a resumed run would not mention them)
+            log.warning(
+                "skipping %d of %d %s that %s lists from an earlier attempt of this run (%s)",
+                len(known_bad),
+                len(listed),
+                unit,
+                self.skips.path,
+                count_reasons(known_bad.values()),
+            )
         self.rejected = known_bad | selection.rejected
         # files that failed in an earlier attempt of this run stay listed (the readers pass over them), so
         # that a resumed run draws from the same list in the same order
