@@ -503,6 +503,7 @@ def test_command_line(folder, tmp_path):
     assert all((tmp_path / "out" / name).is_file() for name in OUTPUTS)
     assert "skipped 2 file(s)" in proc.stdout and "ttt: loss" in proc.stdout
     assert "evaluating 3 model(s)" in proc.stderr and "evaluating" not in proc.stdout  # the log is on stderr
+    assert "][ttt_mm.tasks.evaluate][INFO] - evaluating 3 model(s)" in proc.stderr  # (not __main__, as -m names it)
     proc = subprocess.run(
         call + [f"ckpt={tmp_path}/missing.ckpt", f"output={tmp_path}/bad"],
         cwd=REPO,

@@ -34,6 +34,12 @@ from ttt_mm.processes.environment import environment
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
+def module_logger(name: str, spec) -> logging.Logger:
+    """A module's logger under its import name (``ttt_mm.tasks.embed``), also when it runs as
+    ``python -m``, where ``__name__`` is ``__main__``: call with ``__name__, __spec__``."""
+    return logging.getLogger(spec.name if spec is not None else name)
+
+
 class ConfigError(ValueError):
     """A config value that cannot work; the message says which key and why."""
 

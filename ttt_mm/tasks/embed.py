@@ -69,13 +69,14 @@ from ttt_mm.tasks.common import (
     extensions_of,
     hydra_command,
     in_a_sweep,
+    module_logger,
     output_folder,
     positive_count,
     sweep_job_folder,
 )
 from ttt_mm.tasks.config_types import check_arguments, check_config
 
-log = logging.getLogger(__name__)
+log = module_logger(__name__, __spec__)
 EMBEDDER_KEYS = (*EMBEDDING_OPTIONS, "device")  # the keys passed to the Embedder as they are
 
 

@@ -20,8 +20,6 @@ one ``error:`` line and exit code 2.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -40,6 +38,7 @@ from ttt_mm.tasks.common import (
     Interrupted,
     config_errors_end_the_command,
     hydra_command,
+    module_logger,
     names_of,
     positive_count,
     positive_seconds,
@@ -48,7 +47,7 @@ from ttt_mm.tasks.common import (
 )
 from ttt_mm.tasks.config_types import check_command_keys, check_types
 
-log = logging.getLogger(__name__)
+log = module_logger(__name__, __spec__)
 
 
 def load_models(

@@ -24,7 +24,6 @@ warning; a manifest without labels, too few classes, groups or files for the fol
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -52,13 +51,14 @@ from ttt_mm.tasks.common import (
     config_errors_end_the_command,
     extensions_of,
     hydra_command,
+    module_logger,
     names_of,
     positive_count,
     results_folder,
 )
 from ttt_mm.tasks.config_types import check_arguments, check_config
 
-log = logging.getLogger(__name__)
+log = module_logger(__name__, __spec__)
 
 BASELINES = ("logmel", "random_weights", "majority")
 TITLES = {
