@@ -64,9 +64,12 @@ def build(cfg: DictConfig):
     # without checkpoint callbacks (callbacks=none), no checkpoints: Lightning would otherwise add one of
     # its own, saved under a name that resuming and the other commands do not look for
     saves = cfg.trainer.get("enable_checkpointing", any(isinstance(c, Checkpoint) for c in callbacks))
-    off = {"limit_val_batches": 0} if datamodule.val_fraction == 0 else {}  # (no val files: no validation)
+    settings = {"limit_val_batches": 0} if datamodule.val_fraction == 0 else {}  # (no val files: no validation)
+    steps, every = cfg.trainer.get("max_steps") or -1, cfg.trainer.get("log_every_n_steps") or 50
+    if 0 < steps < every:  # a run shorter than the logging interval logs at its end (it logged nothing)
+        settings["log_every_n_steps"] = steps
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_checkpointing=saves, **off
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_checkpointing=saves, **settings
     )
     return datamodule, model, trainer
 
