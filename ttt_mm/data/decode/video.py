@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import av
@@ -110,7 +110,7 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
             stream = video_stream(container)
             if stream is None:
                 raise MediaError(path, "no video stream")
-            frame = next(container.decode(stream), None)
+            frame = next(_decoded(container.demux(stream)), None)
             return None if frame is None else (frame.width, frame.height, _rotation(frame))
 
     def scan():  # demuxing reads packet headers only: no decoding
@@ -130,8 +130,10 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
 
     first = native.call(path, "decoding frame 0", first_frame, open_timeout(st))
     rows, time_base, fps, start_time = native.call(path, "opening the video", scan, open_timeout(st))
-    if not rows or first is None:
+    if not rows:
         raise MediaError(path, "video stream has no frames")
+    if first is None:  # (a stream cut after its codec's parameters, which only its start held)
+        raise MediaError(path, f"none of the video's {len(rows)} frames decodes")
     width, height, turns = first
     size = (height, width) if turns % 2 else (width, height)  # as shown
     stamps = [pts if pts is not None else dts for pts, dts, _, _ in rows]
@@ -151,14 +153,28 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     return VideoIndex(starts, duration, fps, size, pts, pts[keys] if keys.any() else pts[:1], turns)
 
 
+def _from_first_key(index: VideoIndex) -> VideoIndex:
+    """PyAV's index without the frames before the first key frame, which a decode from the file's start
+    never gives (their references were cut off: a stream cut inside a group of pictures, as recordings
+    of broadcasts start). The timeline keeps its origin, so that the sound stays in place, and the first
+    kept picture is what shows before it."""
+    if index.pts is None or index.key_pts is None or index.pts[0] >= index.key_pts[0]:
+        return index
+    kept = index.pts >= index.key_pts[0]
+    return replace(index, starts=index.starts[kept], pts=index.pts[kept])
+
+
 def video_index(path: str, backend: str) -> VideoIndex:
     """The frame timeline of this version of the file as ``backend`` reads it (cached per process)."""
     st = checked_stat(path)
-    reader = "decord" if backend == "decord" else "pyav"  # (FROM_START reads PyAV's index)
-    key = (*version_key(path, st), reader)
+    key = (*version_key(path, st), backend)
     index = _video_index.get(key)
     if index is None:
-        index = _video_index.put(key, (_decord_index if reader == "decord" else _pyav_index)(path, st))
+        if backend == FROM_START:
+            index = _from_first_key(video_index(path, "pyav"))
+        else:
+            index = (_decord_index if backend == "decord" else _pyav_index)(path, st)
+        index = _video_index.put(key, index)
     return index
 
 
@@ -330,12 +346,16 @@ class _PyAVVideo:
 
 def _decoded(packets):
     """The frames of ``packets``, passing over one the file's end cut short (`_pyav_index` lists
-    no frame of it): a frame the decoder holds back for it (B-frames) still comes out at the flush."""
+    no frame of it: a frame the decoder holds back for it, a B-frame, still comes out at the flush),
+    and those before the first key frame, which a stream cut inside a group of pictures starts with
+    (their references, perhaps the codec's parameters too, were cut off: `_from_first_key`)."""
+    keyed = False
     for packet in packets:
+        keyed = keyed or packet.is_keyframe
         try:
             yield from packet.decode()
         except av.error.FFmpegError:
-            if not packet.is_corrupt:
+            if keyed and not packet.is_corrupt:
                 raise
 
 
