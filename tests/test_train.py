@@ -238,10 +238,12 @@ def test_with_val_fraction_0_validation_is_off_and_the_summary_says_so(tmp_path,
 def test_a_run_shorter_than_the_logging_interval_logs_its_metrics_at_its_end(tmp_path):
     """trainer.max_steps=2 with log_every_n_steps=10 logged no step: the CSV held only the hyperparameters,
     and the progress bar never showed the throughput."""
-    steps = ["data.val_fraction=0", "trainer.max_steps=2", "trainer.log_every_n_steps=10"]
-    run(compose_train(tmp_path, [*TINY, *steps]))
-    logged = [r for r in read_metrics(tmp_path) if r.get("train/tokens_per_s")]
+    steps = ["data.val_fraction=0", "trainer.max_steps=2"]
+    run(compose_train(tmp_path / "short", [*TINY, *steps, "trainer.log_every_n_steps=10"]))
+    logged = [r for r in read_metrics(tmp_path / "short") if r.get("train/tokens_per_s")]
     assert [int(r["step"]) for r in logged] == [1]  # (Lightning's step of the second optimizer step)
+    run(compose_train(tmp_path / "off", [*TINY, *steps, "trainer.log_every_n_steps=0"]))  # (off stays off)
+    assert not [r for r in read_metrics(tmp_path / "off") if r.get("train/loss")]
 
 
 def read_metrics(folder: Path) -> list[dict]:

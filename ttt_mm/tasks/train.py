@@ -65,7 +65,8 @@ def build(cfg: DictConfig):
     # its own, saved under a name that resuming and the other commands do not look for
     saves = cfg.trainer.get("enable_checkpointing", any(isinstance(c, Checkpoint) for c in callbacks))
     settings = {"limit_val_batches": 0} if datamodule.val_fraction == 0 else {}  # (no val files: no validation)
-    steps, every = cfg.trainer.get("max_steps") or -1, cfg.trainer.get("log_every_n_steps") or 50
+    steps, every = cfg.trainer.get("max_steps") or -1, cfg.trainer.get("log_every_n_steps")
+    every = 50 if every is None else every  # (Lightning's default; 0 turns step logs off, and stays)
     if 0 < steps < every:  # a run shorter than the logging interval logs at its end (it logged nothing)
         settings["log_every_n_steps"] = steps
     trainer: L.Trainer = instantiate(
