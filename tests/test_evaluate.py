@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.embed.checkpoint import resolve_device
+from ttt_mm.eval import loop as evaluate_loop
 from ttt_mm.eval.loop import model_info
 from ttt_mm.eval.rollout import rollout
 from ttt_mm.eval.scoring import HORIZON_FIELDS, ClipScorer
@@ -516,9 +517,10 @@ def test_command_line(folder, tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint {tmp_path}/missing.ckpt does not exist"
 
 
-def test_figures_go_to_the_first_clips_long_enough_to_roll_out(folder, tmp_path):
+def test_figures_go_to_the_first_clips_long_enough_to_roll_out(folder, tmp_path, monkeypatch):
     """plot_clips=1 with a first clip too short for a rollout: the next clip that has one gets the figure
-    (it was spent on the short one, and the run had none)."""
+    (it was spent on the short one, and the run had none); they are looked for among a bounded number
+    of clips without one (each keeps its rollouts until it is scored)."""
     _, media, ckpts = folder
     (tmp_path / "spans.csv").write_text(f"path,start,end\n{media / 'a.mp4'},0.0,0.5\n{media / 'a.mp4'},0.0,2.0\n")
     out = tmp_path / "out"
@@ -526,6 +528,9 @@ def test_figures_go_to_the_first_clips_long_enough_to_roll_out(folder, tmp_path)
     args += [f"paths.output_dir={tmp_path}"]
     run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=2", "plot_clips=1", "device=cpu"))
     assert sorted(p.name for p in out.glob("rollout_*.png")) == ["rollout_2.png"]
+    monkeypatch.setattr(evaluate_loop, "UNPLOTTED_AT_MOST", 1)
+    run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=2", "plot_clips=1", "device=cpu"))
+    assert not list(out.glob("rollout_*.png"))
 
 
 def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_path, caplog):
@@ -741,11 +746,11 @@ def test_clips_too_short_to_score_are_skipped_and_none_left_is_an_error(tmp_path
         run(compose_evaluate(*args, f"data.root={media}", f"output={tmp_path / 'short'}", "window_seconds=0.5"))
 
 
-def _run_folder(root: Path, source: str, overrides: list[str]) -> Path:
+def _run_folder(root: Path, source: str, group: str) -> Path:
     """A training run's folder as Hydra records it, with a checkpoint file in it."""
     (root / ".hydra").mkdir(parents=True)
-    (root / ".hydra" / "config.yaml").write_text(f"data:\n  root: /x\n  source:\n    _target_: {source}\n")
-    (root / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (root / ".hydra" / "config.yaml").write_text(f"data:\n  root: /m\n  source:\n    _target_: {source}\n")
+    (root / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    choices:\n      data: {group}\n")
     (root / "checkpoints").mkdir()
     ckpt = root / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(b"")
@@ -755,10 +760,8 @@ def _run_folder(root: Path, source: str, overrides: list[str]) -> Path:
 def test_a_model_trained_on_files_evaluated_on_the_synthetic_default_is_told_how_its_run_read(tmp_path, caplog):
     """Only ckpt= scores the synthetic clips (evaluate's default data): a user who trained on a folder
     expects that folder, so the warning gives the run's own data overrides to pass."""
-    files = _run_folder(
-        tmp_path / "a", "ttt_mm.data.sources.FolderSource", ["data=audio_folder", "data.root=/m", "size=tiny"]
-    )
-    synthetic = _run_folder(tmp_path / "b", "ttt_mm.data.sources.SyntheticSource", ["data.source.num_clips=8"])
+    files = _run_folder(tmp_path / "a", "ttt_mm.data.sources.FolderSource", "audio_folder")
+    synthetic = _run_folder(tmp_path / "b", "ttt_mm.data.sources.SyntheticSource", "synthetic")
     models = {"ttt": (str(files), None), "attention": (str(synthetic), None)}
     default = OmegaConf.create({"source": {"_target_": "ttt_mm.data.sources.SyntheticSource"}})
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
@@ -766,13 +769,13 @@ def test_a_model_trained_on_files_evaluated_on_the_synthetic_default_is_told_how
         evaluate_task.warn_if_files_model_on_synthetic_clips(OmegaConf.create({"root": "/m"}), models)
     assert [r.getMessage() for r in caplog.records] == [
         "ttt was trained on files (its run: data=audio_folder data.root=/m) and is evaluated on synthetic clips, "
-        "evaluate's default data; to score files, pass data=... as its run did"
+        "evaluate's default data; to score such files, pass those"
     ]
 
 
 def test_the_evaluate_command_warns_of_a_files_model_on_the_synthetic_default(folder, tmp_path, caplog):
     _, _, ckpts = folder
-    ckpt = _run_folder(tmp_path / "run", "ttt_mm.data.sources.FolderSource", ["data=av_folder", "data.root=/m"])
+    ckpt = _run_folder(tmp_path / "run", "ttt_mm.data.sources.FolderSource", "av_folder")
     ckpt.write_bytes(Path(ckpts[0]).read_bytes())
     args = [f"ckpt={ckpt}", f"output={tmp_path / 'out'}", f"paths.output_dir={tmp_path}", "device=cpu", "plots=false"]
     args += ["max_files=1", "data.source.num_clips=2", "data.source.duration=1", "window_seconds=0.5"]

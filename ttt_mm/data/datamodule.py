@@ -209,19 +209,21 @@ class MediaDataModule(L.LightningDataModule):
         if not listed:
             where = getattr(self.source, "root", None) or getattr(self.source, "path", None)
             raise ValueError(f"no media files in {where}" if where else "the data source lists no clips")
+        known = dict(self.skips.reasons)  # (before this setup adds to it)
         known_bad = {c.name: self.skips.reasons[c.name] for c in listed if c.name in self.skips}
         selection = index_clips(listed, self.spec, self.index_cache, self.probe_jobs, self.probe_timeout)
         unit = "clips" if any(c.segment != c.name for c in listed) else "files"  # (a manifest's spans of files)
         covers = Counter(c.segment if c.segment in selection.rejected else c.name for c in listed)
         self.skips.add_many(selection.rejected, total=len(listed), unit=unit, covers=covers)
-        if known_bad:  # (add_many says nothing of what the list held: a resumed run would not mention them)
+        held = [r for c in listed if (r := known.get(c.segment) or known.get(c.name)) is not None]
+        if held:  # (add_many says nothing of what the list held: a resumed run would not mention them)
             log.warning(
-                "skipping %d of %d %s that %s lists from an earlier attempt of this run (%s)",
-                len(known_bad),
+                "skipping %d of %d %s already listed in %s (%s)",
+                len(held),
                 len(listed),
                 unit,
                 self.skips.path,
-                count_reasons(known_bad.values()),
+                count_reasons(held),
             )
         self.rejected = known_bad | selection.rejected
         # files that failed in an earlier attempt of this run stay listed (the readers pass over them), so

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+UNPLOTTED_AT_MOST = 10
+"""Clips too short to roll out (or rolled out from different times) after which no more are looked at
+for figures: each one looked at keeps its rollouts until it is scored."""
+
+
 @dataclass(frozen=True)
 class Options:
     """What `evaluate` computes besides the losses (see ``conf/evaluate.yaml``)."""
@@ -79,12 +84,13 @@ def evaluate(
             options.bins_per_octave,
             options.edge_fraction,
         )
-    files, skipped, figures, plotted = [], [], [], 0  # plotted: clips with figures
+    files, skipped, figures, plotted, unplotted = [], [], [], 0, 0  # clips with figures, and without
     for number, clip in enumerate(clips, 1):
         if clip.name in skips:
             skipped.append({"path": clip.name, "reason": "in the skip list: " + skips.reasons.get(clip.name, "")})
             continue
-        keep_plot = options.plots and plotted < options.plot_clips  # (the first clips that can have figures)
+        # the first clips that have figures, looked for among `UNPLOTTED_AT_MOST` more (each keeps its rollouts)
+        keep_plot = options.plots and plotted < options.plot_clips and unplotted < UNPLOTTED_AT_MOST
         scorers = {
             name: ClipScorer(model, clip.name, options.rollout_steps, keep_plot, options.ssim_window)
             for name, (_, model) in models.items()
@@ -132,5 +138,5 @@ def evaluate(
                     options.rollout_steps,
                 )
             figures += drawn
-            plotted += bool(drawn)
+            plotted, unplotted = plotted + bool(drawn), unplotted + (not drawn)
     return {"reports": reports, "files": files, "skipped": skipped, "figures": figures}

@@ -362,19 +362,22 @@ SYNTHETIC_SOURCE = "ttt_mm.data.sources.SyntheticSource"
 
 def trained_on_files(ckpt_path: str) -> list[str] | None:
     """How the run that saved a checkpoint chose its data, if that was files rather than synthetic clips:
-    its data overrides (``data=...``, ``data.*=...``, ``experiment=...``) from ``.hydra/overrides.yaml``.
-    None for synthetic clips, a checkpoint kept outside its run folder, or a record that cannot be read."""
+    ``["data=<its data group>", "data.root=<its root>"]`` from its ``.hydra`` record, which evaluate
+    takes as they are. None for synthetic clips, a checkpoint kept outside its run folder, or a record
+    that cannot be read."""
     run = _resumed_run(ckpt_path)
     if run is None:
         return None
     try:
-        source = OmegaConf.select(OmegaConf.load(run / ".hydra" / "config.yaml"), "data.source._target_")
-        overrides = [str(o) for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
+        data = OmegaConf.load(run / ".hydra" / "config.yaml").get("data")
+        choices = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.runtime.choices")
+        source, root = OmegaConf.select(data, "source._target_"), OmegaConf.select(data, "root")
     except (OSError, ValueError, TypeError):  # (a hand-edited or damaged record: nothing to say)
         return None
     if source in (None, SYNTHETIC_SOURCE):
         return None
-    return [o for o in overrides if re.match(r"(data|experiment)[.=]", o.lstrip("+~"))]
+    group = choices.get("data") if choices is not None else None
+    return [f"data={group}"] * (group is not None) + [f"data.root={root}"] * (root is not None)
 
 
 def _run_dir(ckpt_path: str | None, default: str) -> str:

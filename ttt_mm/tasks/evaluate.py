@@ -124,7 +124,7 @@ def warn_if_files_model_on_synthetic_clips(data: DictConfig, models: dict[str, t
         if trained is not None:
             log.warning(
                 "%s was trained on files (its run: %s) and is evaluated on synthetic clips, evaluate's default "
-                "data; to score files, pass data=... as its run did",
+                "data; to score such files, pass those",
                 name,
                 " ".join(trained) or "see its .hydra/config.yaml",
             )

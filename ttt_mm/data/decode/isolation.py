@@ -64,10 +64,11 @@ def start_forkserver() -> None:
     gh-117378), so its preloaded imports search the working directory first: another checkout of
     ttt_mm there would be imported in place of the one running, and the workers would fail to start.
     The path goes by the environment instead, and the server starts in the folder that holds the
-    running ttt_mm, so that the working directory it searches first has that one (``PYTHONSAFEPATH``,
-    which would keep it out, is Python 3.11's). Each worker then moves to the caller's working
-    directory, as multiprocessing prepares it. The caller's own working directory changes only for
-    the moment its first pool starts the server, before any thread of ours reads files."""
+    running ttt_mm, so that the working directory it searches first has that one (``PYTHONSAFEPATH``
+    keeps it out from Python 3.11, also when a server that died is started again, where the working
+    directory is left alone). Each worker then moves to the caller's working directory, as
+    multiprocessing prepares it. The caller's own working directory changes only for the moment its
+    first pool starts the server, before any thread of ours reads files."""
     global _forkserver_started
     from multiprocessing import forkserver
 
@@ -76,7 +77,7 @@ def start_forkserver() -> None:
     path = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
     home = os.path.dirname(os.path.dirname(os.path.abspath(ttt_mm.__file__)))
     where = contextlib.nullcontext() if _forkserver_started else working_directory(home)  # (a restart: rare)
-    with environment({"PYTHONPATH": os.pathsep.join(path)}), where:
+    with environment({"PYTHONPATH": os.pathsep.join(path), "PYTHONSAFEPATH": "1"}), where:
         forkserver.ensure_running()
     _forkserver_started = True
 

@@ -16,6 +16,7 @@ from ttt_mm.data.decode.isobmff import missing_index
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
 from ttt_mm.data.decode.pcm_header import stated_frames
 from ttt_mm.data.decode.video import (
+    NOTHING_DECODES,
     TIME_UNSEEKABLE_FORMATS,
     decode_in_order,
     read_frames,
@@ -143,7 +144,7 @@ READ_FROM_START = (
 def _check_read_from_start(path: str, present: _Streams, verify: bool) -> None:
     """Raise unless the video can be read from its start (`FROM_START`): small enough
     (`FROM_START_MAX_PIXELS`) and, with ``verify``, every indexed frame decodes in order (those from
-    the first key frame on: `video._from_first_key`; a damaged stretch would fail every window after
+    the first that decodes on: `video._from_first_decoded`; a damaged stretch would fail every window after
     it). The reason says why it is read so and how to re-encode it."""
     try:
         index = video_index(path, FROM_START)
@@ -155,6 +156,8 @@ def _check_read_from_start(path: str, present: _Streams, verify: bool) -> None:
         if verify:
             decode_in_order(path)
     except MediaError as exc:
+        if exc.reason.startswith(NOTHING_DECODES.split("{")[0]):
+            raise  # (no frame to re-encode: a hint about seeks would mislead)
         why = WHY_READ_FROM_START[present.video_seekable]
         suffix = os.path.splitext(path)[1] or ".mp4"
         raise MediaError(path, exc.reason + READ_FROM_START.format(why=why, suffix=suffix)) from None

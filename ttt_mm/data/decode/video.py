@@ -41,6 +41,7 @@ class VideoIndex:
     pts: np.ndarray | None = None  # pyav: [n] int64 stream pts of each frame (None: timestamps broken)
     key_pts: np.ndarray | None = None  # pyav: sorted pts of the key frames
     quarter_turns: int = 0  # pyav: counterclockwise quarter turns that show a frame upright (`_rotation`)
+    first_decoded: int | None = None  # pyav: pts of the first frame a decode from the file's start gives
 
 
 _video_index: LRUCache[VideoIndex] = LRUCache(max_items=4096)
@@ -63,6 +64,8 @@ def _timeline(path: str, starts: np.ndarray, stops: np.ndarray, fps: float) -> t
     last = stops[-1] if stops[-1] > starts[-1] else starts[-1] + 1.0 / (fps if fps > 0 else 30.0)
     return starts, float(last), fps if fps > 0 else n / last
 
+
+NOTHING_DECODES = "none of the video's {n} frames decodes (its codec's parameters are missing, or it is damaged)"
 
 EDIT_LIST_FORMAT = "mov"
 """FFmpeg's name (among others) of the MP4/QuickTime demuxer, whose edit lists can hide frames."""
@@ -111,7 +114,7 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
             if stream is None:
                 raise MediaError(path, "no video stream")
             frame = next(_decoded(container.demux(stream)), None)
-            return None if frame is None else (frame.width, frame.height, _rotation(frame))
+            return None if frame is None else (frame.width, frame.height, _rotation(frame), frame.pts)
 
     def scan():  # demuxing reads packet headers only: no decoding
         with av_open(path) as container:
@@ -133,8 +136,8 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     if not rows:
         raise MediaError(path, "video stream has no frames")
     if first is None:  # (a stream cut after its codec's parameters, which only its start held)
-        raise MediaError(path, f"none of the video's {len(rows)} frames decodes")
-    width, height, turns = first
+        raise MediaError(path, NOTHING_DECODES.format(n=len(rows)))
+    width, height, turns, first_pts = first
     size = (height, width) if turns % 2 else (width, height)  # as shown
     stamps = [pts if pts is not None else dts for pts, dts, _, _ in rows]
     if None in stamps or len(set(stamps)) != len(stamps):  # broken timestamps: frames are counted instead
@@ -150,17 +153,17 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     origin = int(pts[0]) if start_time is None else int(start_time)
     shown = (pts - origin) * time_base
     starts, duration, fps = _timeline(path, shown, shown + durations * time_base, fps)
-    return VideoIndex(starts, duration, fps, size, pts, pts[keys] if keys.any() else pts[:1], turns)
+    return VideoIndex(starts, duration, fps, size, pts, pts[keys] if keys.any() else pts[:1], turns, first_pts)
 
 
-def _from_first_key(index: VideoIndex) -> VideoIndex:
-    """PyAV's index without the frames before the first key frame, which a decode from the file's start
-    never gives (their references were cut off: a stream cut inside a group of pictures, as recordings
-    of broadcasts start). The timeline keeps its origin, so that the sound stays in place, and the first
+def _from_first_decoded(index: VideoIndex) -> VideoIndex:
+    """PyAV's index without the frames before the first that a decode from the file's start gives: those
+    refer to pictures that were cut off (a stream cut inside a group of pictures, as recordings of
+    broadcasts start). The timeline keeps its origin, so that the sound stays in place, and the first
     kept picture is what shows before it."""
-    if index.pts is None or index.key_pts is None or index.pts[0] >= index.key_pts[0]:
+    if index.pts is None or index.first_decoded is None or index.pts[0] >= index.first_decoded:
         return index
-    kept = index.pts >= index.key_pts[0]
+    kept = index.pts >= index.first_decoded
     return replace(index, starts=index.starts[kept], pts=index.pts[kept])
 
 
@@ -171,7 +174,7 @@ def video_index(path: str, backend: str) -> VideoIndex:
     index = _video_index.get(key)
     if index is None:
         if backend == FROM_START:
-            index = _from_first_key(video_index(path, "pyav"))
+            index = _from_first_decoded(video_index(path, "pyav"))
         else:
             index = (_decord_index if backend == "decord" else _pyav_index)(path, st)
         index = _video_index.put(key, index)
@@ -348,7 +351,7 @@ def _decoded(packets):
     """The frames of ``packets``, passing over one the file's end cut short (`_pyav_index` lists
     no frame of it: a frame the decoder holds back for it, a B-frame, still comes out at the flush),
     and those before the first key frame, which a stream cut inside a group of pictures starts with
-    (their references, perhaps the codec's parameters too, were cut off: `_from_first_key`)."""
+    (their references, perhaps the codec's parameters too, were cut off: `_from_first_decoded`)."""
     keyed = False
     for packet in packets:
         keyed = keyed or packet.is_keyframe
