@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from ttt_mm.data.index import IndexCacheError
-from ttt_mm.data.sources import MEDIA_EXTENSIONS
+from ttt_mm.data.sources import MEDIA_EXTENSIONS, SyntheticSource
 from ttt_mm.processes.environment import environment
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -356,7 +356,7 @@ def _resumed_run(ckpt_path: str | None) -> Path | None:
     return run if folder.name == "checkpoints" and (run / ".hydra" / "config.yaml").is_file() else None
 
 
-SYNTHETIC_SOURCE = "ttt_mm.data.sources.SyntheticSource"
+SYNTHETIC_SOURCE = f"{SyntheticSource.__module__}.{SyntheticSource.__qualname__}"
 """The data source of ``data=synthetic``, the embedded default: clips generated on the fly."""
 
 
