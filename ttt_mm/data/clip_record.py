@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Sequence
 
 from ttt_mm.data.sources import ClipInfo
+from ttt_mm.messages import first_of
 
 NAMED = 3
 """Files named for each kind of change; the rest are counted."""
@@ -43,10 +44,5 @@ def clip_changes(record: bytes, clips: Sequence[ClipInfo]) -> str | None:
         "removed": [n for n in saved if n not in now],
         "with another length": [n for n in now if n in saved and saved[n] != now[n]],
     }
-    said = [f"{len(names)} {kind} ({_named(names)})" for kind, names in kinds.items() if names]
+    said = [f"{len(names)} {kind} ({first_of(names, NAMED)})" for kind, names in kinds.items() if names]
     return ", ".join(said) or None
-
-
-def _named(names: list[str]) -> str:
-    shown = ", ".join(names[:NAMED])
-    return shown + (f" and {len(names) - NAMED} more" if len(names) > NAMED else "")

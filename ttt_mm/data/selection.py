@@ -19,7 +19,7 @@ from ttt_mm.data.decode.backends import FROM_START
 from ttt_mm.data.index import PROBE_TIMEOUT, index_files, media_info, usable
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
-from ttt_mm.messages import one_line
+from ttt_mm.messages import first_of, one_line
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +133,14 @@ def _warn_read_from_start(clips: Sequence[ClipInfo]) -> None:
     a window read out of order costs a decode of every frame before it, which re-encoding avoids."""
     paths = list(dict.fromkeys(c.info.path for c in clips if c.info is not None and c.info.video_backend == FROM_START))
     if paths:
-        named = ", ".join(one_line(p) for p in paths[:NAMED_AT_MOST])
-        more = f" and {len(paths) - NAMED_AT_MOST} more" if len(paths) > NAMED_AT_MOST else ""
         log.warning(
             "%d %s whose seeks land on other pictures (an MPEG program or transport stream, or key frames that "
             "cannot start a decode) read by decoding from the first frame, so that a window read out of order "
-            "decodes every frame before it: %s%s; re-encoding makes them seekable, e.g. ffmpeg -i in%s -c:v "
+            "decodes every frame before it: %s; re-encoding makes them seekable, e.g. ffmpeg -i in%s -c:v "
             "libx264 -c:a aac out.mp4",
             len(paths),
             "video" if len(paths) == 1 else "videos",
-            named,
-            more,
+            first_of([one_line(p) for p in paths], NAMED_AT_MOST),
             os.path.splitext(paths[0])[1] or ".mp4",
         )
 

@@ -1,6 +1,7 @@
 """How the pipeline says things in one line (logs, skip lists, summaries give each file or failure
-a single line): an error by its first line, a file name with its line breaks escaped (`lines`)."""
+a single line): an error by its first line, a file name with its line breaks escaped,
+a long list by its first items and a count (`lines`)."""
 
-from ttt_mm.messages.lines import first_line, one_line
+from ttt_mm.messages.lines import first_line, first_of, one_line
 
-__all__ = ["first_line", "one_line"]
+__all__ = ["first_line", "first_of", "one_line"]

@@ -1,4 +1,4 @@
-"""An error or a file name made to fit one line."""
+"""An error, a file name or a list of them made to fit one line."""
 
 from __future__ import annotations
 
@@ -11,3 +11,9 @@ def first_line(exc: BaseException) -> str:
 def one_line(name: str) -> str:
     """A file name as a log line shows it: a line break in it escaped, so that the line stays one."""
     return name.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def first_of(items: list[str], at_most: int, sep: str = ", ") -> str:
+    """The first ``at_most`` items joined, and how many more there are: ``a, b and 3 more``."""
+    more = f" and {len(items) - at_most} more" if len(items) > at_most else ""
+    return sep.join(items[:at_most]) + more

@@ -44,7 +44,7 @@ from ttt_mm.linear_probe.classifier import FoldScore, cross_validate, majority_c
 from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
 from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups
 from ttt_mm.linear_probe.tables import write_outputs
-from ttt_mm.messages import one_line
+from ttt_mm.messages import first_of, one_line
 from ttt_mm.tasks.common import (
     ConfigError,
     Interrupted,
@@ -67,6 +67,8 @@ TITLES = {
     "random_weights": "random weights",
     "majority": "majority class",
 }
+SKIPPED_NAMED = 5
+"""Unreadable clips the summary names; the rest are counted (metrics.json lists them all)."""
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -376,9 +378,8 @@ def report(out: dict) -> None:
     for note in m["left_out_before_reading"]:
         lines.append(f"left out: {note}")
     if m["skipped"]:
-        shown = "; ".join(f"{x['path']} ({x['reason']})" for x in m["skipped"][:5])
-        more = f" and {len(m['skipped']) - 5} more" if len(m["skipped"]) > 5 else ""
-        lines.append(f"skipped {len(m['skipped'])} unreadable clip(s): {shown}{more}")
+        shown = first_of([f"{x['path']} ({x['reason']})" for x in m["skipped"]], SKIPPED_NAMED, sep="; ")
+        lines.append(f"skipped {len(m['skipped'])} unreadable clip(s): {shown}")
     lines.append(f"output: {out['output']} (metrics.json, folds.csv, files.csv)")
     print("\n".join(lines), flush=True)
 
