@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from fractions import Fraction
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from mediafiles import gray, tone, write_short_flac, write_video, write_wav
 from ttt_mm.data import decode
 from ttt_mm.data.decode import audio
 from ttt_mm.data.decode.audio import read_samples
+from ttt_mm.data.decode.errors import NothingDecodes
 from ttt_mm.data.decode.pcm_header import stated_frames
 
 
@@ -398,3 +400,12 @@ def test_a_sliver_of_a_video_is_cropped_before_it_is_scaled(tmp_path, monkeypatc
     wide = write_video(tmp_path / "wide.mp4", seconds=0.5, fps=8, width=400, height=64, audio_rate=None)
     assert decode.read_video(wide, 0.0, 0.5, 8, 32, backend="pyav").shape == (4, 3, 32, 32)
     assert asked == [(200, 32)]  # larger than the frame size: scaled down whole, never decoded at full size
+
+
+@pytest.mark.parametrize("kind", [decode.MediaError, NothingDecodes])
+def test_a_media_error_keeps_its_kind_path_and_reason_across_processes(kind):
+    """Errors raised in a DataLoader worker reach the main process pickled: the skip list reads the reason,
+    and the probe tells a stream with nothing to re-encode by its kind."""
+    back = pickle.loads(pickle.dumps(kind("/data/a b.mp4", "why it failed")))
+    assert type(back) is kind and (back.path, back.reason) == ("/data/a b.mp4", "why it failed")
+    assert str(back) == "/data/a b.mp4: why it failed"

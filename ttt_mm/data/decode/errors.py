@@ -1,5 +1,6 @@
-"""A file that cannot be used (`MediaError`, whose reason is what the skip list records), and the
-checks every read starts with: the file exists, is a regular file and is not empty."""
+"""A file that cannot be used (`MediaError`, whose reason is what the skip list records; `NothingDecodes`
+for a stream with no frame to re-encode), and the checks every read starts with: the file exists, is a
+regular file and is not empty."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ class MediaError(RuntimeError):
         self.path, self.reason = str(path), reason
         super().__init__(f"{self.path}: {reason}")
 
-    def __reduce__(self):  # keep (path, reason) when raised inside a DataLoader worker
-        return (MediaError, (self.path, self.reason))
+    def __reduce__(self):  # keep (path, reason) and the kind when raised inside a DataLoader worker
+        return (type(self), (self.path, self.reason))
+
+
+class NothingDecodes(MediaError):
+    """A stream none of whose frames decodes: no re-encode could start from it, so no hint says so."""
 
 
 def stat_reason(path: str, exc: OSError) -> str:

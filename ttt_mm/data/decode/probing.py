@@ -11,12 +11,11 @@ import numpy as np
 
 from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, placed_track, read_samples, sf_info
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, FROM_START, VIDEO_BACKENDS, recorded, remember
-from ttt_mm.data.decode.errors import MediaError, checked_stat, open_reason, without_frames
+from ttt_mm.data.decode.errors import MediaError, NothingDecodes, checked_stat, open_reason, without_frames
 from ttt_mm.data.decode.isobmff import missing_index
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
 from ttt_mm.data.decode.pcm_header import stated_frames
 from ttt_mm.data.decode.video import (
-    NOTHING_DECODES,
     TIME_UNSEEKABLE_FORMATS,
     decode_in_order,
     read_frames,
@@ -155,9 +154,9 @@ def _check_read_from_start(path: str, present: _Streams, verify: bool) -> None:
             )
         if verify:
             decode_in_order(path)
+    except NothingDecodes:
+        raise  # (no frame to re-encode: a hint about seeks would mislead)
     except MediaError as exc:
-        if exc.reason.startswith(NOTHING_DECODES.split("{")[0]):
-            raise  # (no frame to re-encode: a hint about seeks would mislead)
         why = WHY_READ_FROM_START[present.video_seekable]
         suffix = os.path.splitext(path)[1] or ".mp4"
         raise MediaError(path, exc.reason + READ_FROM_START.format(why=why, suffix=suffix)) from None

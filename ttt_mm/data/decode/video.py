@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ttt_mm.data.decode import native
 from ttt_mm.data.decode.backends import FROM_START, VIDEO_BACKENDS, check_backend
-from ttt_mm.data.decode.errors import MediaError, checked_stat, version_key
+from ttt_mm.data.decode.errors import MediaError, NothingDecodes, checked_stat, version_key
 from ttt_mm.data.decode.guard import LRUCache
 from ttt_mm.data.decode.native import av_open, open_timeout, video_stream
 
@@ -136,7 +136,7 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     if not rows:
         raise MediaError(path, "video stream has no frames")
     if first is None:  # (a stream cut after its codec's parameters, which only its start held)
-        raise MediaError(path, NOTHING_DECODES.format(n=len(rows)))
+        raise NothingDecodes(path, NOTHING_DECODES.format(n=len(rows)))
     width, height, turns, first_pts = first
     size = (height, width) if turns % 2 else (width, height)  # as shown
     stamps = [pts if pts is not None else dts for pts, dts, _, _ in rows]
