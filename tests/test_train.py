@@ -33,7 +33,7 @@ from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks import train_checks
 from ttt_mm.tasks.common import ConfigError, _config_subdir, _run_dir, quiet_lightning
-from ttt_mm.tasks.train import build, report, resume_command, run, where_to_resume
+from ttt_mm.tasks.train import build, report, resume_command, run, run_length, where_to_resume
 from ttt_mm.tasks.train_checks import check_carried_windows, check_window_length
 from ttt_mm.tokenizers.base import Tokenizer
 
@@ -244,6 +244,26 @@ def test_a_run_shorter_than_the_logging_interval_logs_its_metrics_at_its_end(tmp
     assert [int(r["step"]) for r in logged] == [1]  # (Lightning's step of the second optimizer step)
     run(compose_train(tmp_path / "off", [*TINY, *steps, "trainer.log_every_n_steps=0"]))  # (off stays off)
     assert not [r for r in read_metrics(tmp_path / "off") if r.get("train/loss")]
+    epochs = ["data.val_fraction=0", "trainer.max_steps=-1", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    run(compose_train(tmp_path / "epochs", [*TINY, *epochs, "trainer.log_every_n_steps=10"]))  # (ended by epochs)
+    logged = [r for r in read_metrics(tmp_path / "epochs") if r.get("train/tokens_per_s")]
+    assert [int(r["step"]) for r in logged] == [1]
+
+
+@pytest.mark.parametrize(
+    ("settings", "steps"),
+    [
+        ({"max_steps": 7}, 7),
+        ({"max_steps": -1, "max_epochs": 2, "limit_train_batches": 3}, 6),
+        ({"max_steps": 4, "max_epochs": 2, "limit_train_batches": 3}, 4),  # (whichever ends it first)
+        ({"max_steps": 100, "max_epochs": 2, "limit_train_batches": 3}, 6),
+        ({"max_steps": -1, "max_epochs": 2, "limit_train_batches": 5, "accumulate_grad_batches": 2}, 6),
+        ({"max_steps": -1, "max_epochs": 2, "limit_train_batches": 1.0}, -1),  # (a fraction of an endless epoch)
+        ({"max_steps": -1, "max_epochs": -1}, -1),
+    ],
+)
+def test_a_runs_length_in_optimizer_steps_is_what_ends_it_first(settings, steps):
+    assert run_length(OmegaConf.create(settings)) == steps
 
 
 def read_metrics(folder: Path) -> list[dict]:

@@ -6,6 +6,7 @@ Config errors end in one ``error:`` line and exit code 2 rather than a deep trac
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shlex
@@ -65,7 +66,7 @@ def build(cfg: DictConfig):
     # its own, saved under a name that resuming and the other commands do not look for
     saves = cfg.trainer.get("enable_checkpointing", any(isinstance(c, Checkpoint) for c in callbacks))
     settings = {"limit_val_batches": 0} if datamodule.val_fraction == 0 else {}  # (no val files: no validation)
-    steps, every = cfg.trainer.get("max_steps") or -1, cfg.trainer.get("log_every_n_steps")
+    steps, every = run_length(cfg.trainer), cfg.trainer.get("log_every_n_steps")
     every = 50 if every is None else every  # (Lightning's default; 0 turns step logs off, and stays)
     if 0 < steps < every:  # a run shorter than the logging interval logs at its end (it logged nothing)
         settings["log_every_n_steps"] = steps
@@ -73,6 +74,16 @@ def build(cfg: DictConfig):
         cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_checkpointing=saves, **settings
     )
     return datamodule, model, trainer
+
+
+def run_length(trainer: DictConfig) -> int:
+    """The optimizer steps a run takes: ``max_steps``, or fewer where epochs of ``limit_train_batches``
+    batches end it sooner (`train_checks.check_run_length`: one of them is set); -1 where neither is."""
+    lengths = [s for s in (trainer.get("max_steps") or -1,) if s > 0]
+    epochs, batches = trainer.get("max_epochs") or -1, trainer.get("limit_train_batches")
+    if epochs > 0 and type(batches) is int and batches > 0:  # (a bool is no count)
+        lengths.append(epochs * math.ceil(batches / (trainer.get("accumulate_grad_batches") or 1)))
+    return min(lengths, default=-1)
 
 
 def run(cfg: DictConfig) -> dict:
