@@ -94,7 +94,8 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
     as true, and ``baselines=logmel`` as the baselines l, o, g, ... A key shipped as null (or as an
     interpolation) can take anything here."""
     shipped = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / f"{command}.yaml"), resolve=False)
-    check_added_keys(cfg, set(shipped))
+    groups = {next(iter(d)).split("/")[0] for d in shipped.get("defaults", []) if isinstance(d, dict)}
+    check_added_keys(cfg, set(shipped) | {g for g in groups if not g.startswith("override ")})
     for key, default in shipped.items():
         if key in ("defaults", "hydra") or key not in cfg or _unresolved(cfg, key):
             continue
