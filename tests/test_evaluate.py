@@ -20,7 +20,8 @@ from hydra import compose, initialize_config_dir
 from mediafiles import tone, write_video, write_wav
 from omegaconf import OmegaConf
 
-from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
+from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, iter_windows
+from ttt_mm.data.clip_record import clip_record
 from ttt_mm.embed.checkpoint import resolve_device
 from ttt_mm.eval import loop as evaluate_loop
 from ttt_mm.eval.loop import model_info
@@ -61,8 +62,9 @@ def tiny_model(mixer: str = "ttt_linear", stream: str | None = None) -> Sequence
     return SequenceModel(tokenizer, backbone).eval()
 
 
-def save(model: SequenceModel, path: Path, split: dict | None = None) -> Path:
-    """A checkpoint as training saves it (``split``: the fractions its run split the data with)."""
+def save(model: SequenceModel, path: Path, split: dict | None = None, trained: list[ClipInfo] | None = None) -> Path:
+    """A checkpoint as training saves it (``split``: the fractions its run split the data with;
+    ``trained``: the clips it trained on)."""
     ckpt = {
         "state_dict": model.state_dict(),
         "hyper_parameters": dict(model.hparams),
@@ -70,6 +72,8 @@ def save(model: SequenceModel, path: Path, split: dict | None = None) -> Path:
     }
     if split is not None:
         ckpt["MediaDataModule"] = {"split": split}
+    if trained is not None:
+        ckpt["MediaDataModule"]["training clips"] = clip_record(trained)
     torch.save(ckpt, path)
     return path
 
@@ -610,6 +614,30 @@ def test_an_evaluation_into_an_earlier_ones_folder_lists_only_its_own_skipped_fi
         result = run(compose_evaluate(*args, f"data.root={clean}", "window_seconds=0.5"))
     assert result["skipped"] == [] and not (out / "skipped_media.tsv").exists()
     assert any("held an earlier evaluation" in r.getMessage() for r in caplog.records)
+
+
+def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_another_way(folder, tmp_path, caplog):
+    """A folder's split is drawn from each file's path relative to data.root, a manifest's from the path
+    as written: a test split of the same files listed in a manifest scored training files, silently."""
+    _, media, _ = folder
+    split = {"val_fraction": 0.0, "test_fraction": 1.0}  # (every file lands in the test split)
+    trained = [ClipInfo(str(media / "a.mp4"), start=0.0, end=1.0), ClipInfo(str(media / "no_audio.mp4"))]
+    ckpt = save(tiny_model(), tmp_path / "m.ckpt", split=split, trained=trained)
+    manifest = tmp_path / "files.csv"
+    manifest.write_text("path\n" + "".join(f"{media / n}\n" for n in ("a.mp4", "b.mp4", "no_audio.mp4")))
+    out = tmp_path / "out"
+    args = [f"ckpt={ckpt}", "data=manifest", f"data.root={manifest}", f"output={out}", f"paths.output_dir={out}"]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
+        result = run(compose_evaluate(*args, "split=test", "plots=false", "rollout_steps=0", "window_seconds=0.5"))
+    assert [f["path"] for f in json.loads((out / "metrics.json").read_text())["files"]] == [str(media / "b.mp4")]
+    assert json.loads((out / "metrics.json").read_text())["settings"]["left_out_as_trained_on"] == 2
+    (line,) = [r.getMessage() for r in caplog.records if "trained on, left out" in r.getMessage()]
+    assert line.startswith("split=test: 2 of its 3 clips are of files the checkpoint's run trained on, left out: ")
+    assert f"{media / 'a.mp4'}, {media / 'no_audio.mp4'} (" in line and result["output"] == str(out)
+
+    every = save(tiny_model(), tmp_path / "all.ckpt", split=split, trained=[*trained, ClipInfo(str(media / "b.mp4"))])
+    with pytest.raises(ConfigError, match="every clip of split 'test' is of a file the checkpoint's run trained on"):
+        run(compose_evaluate(f"ckpt={every}", *args[1:], "split=test", "plots=false"))
 
 
 def test_frames_of_two_spans_of_one_file_are_told_apart_by_their_start(folder, tmp_path):

@@ -1,8 +1,9 @@
-"""`clip_changes`: which training files a resumed run's data lost, gained or saw rewritten."""
+"""`clip_changes`: which training files a resumed run's data lost, gained or saw rewritten; `recorded_files`:
+which files a run trained on."""
 
 import dataclasses
 
-from ttt_mm.data.clip_record import clip_changes, clip_record
+from ttt_mm.data.clip_record import clip_changes, clip_record, recorded_files
 from ttt_mm.data.decode.probing import MediaInfo
 from ttt_mm.data.sources import ClipInfo
 
@@ -28,3 +29,9 @@ def test_no_change_or_an_unreadable_record_says_nothing():
     assert clip_changes(clip_record(clips), clips) is None
     assert clip_changes(b"not zlib", clips) is None
     assert clip_changes(clip_record([]), []) is None
+
+
+def test_the_files_a_record_lists_are_its_clips_files_without_their_spans():
+    spans = [ClipInfo("/d/a.wav", start=0.0, end=12.5), ClipInfo("/d/a.wav", start=12.5), ClipInfo("/d/b@2.wav")]
+    assert recorded_files(clip_record([*spans, clip("/d/c.wav")])) == {"/d/a.wav", "/d/b@2.wav", "/d/c.wav"}
+    assert recorded_files(b"not a record") is None

@@ -8,6 +8,7 @@ Kept compressed (about 1.5 MB for 100,000 files: their names compress well, thei
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Sequence
 
@@ -16,6 +17,9 @@ from ttt_mm.messages import first_of
 
 NAMED = 3
 """Files named for each kind of change; the rest are counted."""
+
+_SPAN = re.compile(r"@[0-9.]+-(?:end|[0-9.]+)$")
+"""How `ClipInfo.segment` ends for a span of a file: ``@start-end``."""
 
 
 def _rows(clips: Sequence[ClipInfo]) -> dict[str, list | None]:
@@ -28,15 +32,28 @@ def clip_record(clips: Sequence[ClipInfo]) -> bytes:
     return zlib.compress(json.dumps(_rows(clips)).encode(), level=6)
 
 
-def clip_changes(record: bytes, clips: Sequence[ClipInfo]) -> str | None:
-    """The clips added, removed and rewritten with another length since ``record`` was made,
-    named (``2 added (a.wav, b.wav), 1 removed (c.wav)``); None where none changed, or where the
-    record cannot be read (a damaged or foreign one: the digests have said that something changed)."""
+def _read(record: bytes) -> dict | None:
+    """The rows `clip_record` made; None where the record cannot be read (damaged, or foreign)."""
     try:
         saved = json.loads(zlib.decompress(record))
     except (zlib.error, ValueError, TypeError):
         return None
-    if not isinstance(saved, dict):
+    return saved if isinstance(saved, dict) else None
+
+
+def recorded_files(record: bytes) -> set[str] | None:
+    """The files whose clips ``record`` lists (a span's segment name without its ``@start-end``);
+    None where it cannot be read."""
+    saved = _read(record)
+    return None if saved is None else {_SPAN.sub("", segment) for segment in saved}
+
+
+def clip_changes(record: bytes, clips: Sequence[ClipInfo]) -> str | None:
+    """The clips added, removed and rewritten with another length since ``record`` was made,
+    named (``2 added (a.wav, b.wav), 1 removed (c.wav)``); None where none changed, or where the
+    record cannot be read (a damaged or foreign one: the digests have said that something changed)."""
+    saved = _read(record)
+    if saved is None:
         return None
     now = _rows(clips)
     kinds = {

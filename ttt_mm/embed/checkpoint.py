@@ -25,6 +25,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from ttt_mm.backbone import Backbone
+from ttt_mm.data.clip_record import recorded_files
 from ttt_mm.messages import first_line
 from ttt_mm.tokenizers import Tokenizer
 
@@ -172,6 +173,13 @@ def trained_split(ckpt: dict) -> dict[str, float] | None:
     module's state); None when it records none (a run of an older version)."""
     split = (ckpt.get("MediaDataModule") or {}).get("split")
     return None if not split else {k: float(split[k]) for k in ("val_fraction", "test_fraction")}
+
+
+def trained_files(ckpt: dict) -> set[str] | None:
+    """The files the run that saved a checkpoint dict trained on (as its data config named them); None
+    when it records none (a run of an older version, or one whose record cannot be read)."""
+    record = (ckpt.get("MediaDataModule") or {}).get("training clips")
+    return recorded_files(record) if isinstance(record, bytes) else None
 
 
 # ------------------------------------------------------------------------------------ old checkpoints

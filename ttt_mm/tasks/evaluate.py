@@ -20,17 +20,22 @@ one ``error:`` line and exit code 2.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from typing import NamedTuple
+
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data import ClipInfo
 from ttt_mm.data.sources import SPLITS
-from ttt_mm.embed.checkpoint import model_of, read_checkpoint, resolve_device, trained_split
+from ttt_mm.embed.checkpoint import model_of, read_checkpoint, resolve_device, trained_files, trained_split
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding, checkpoint_split
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.report import MODALITY_NAMES
 from ttt_mm.eval.tables import remove_earlier_figures, skip_list_set_aside, write_outputs
+from ttt_mm.messages import first_of, one_line
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.common import (
     SYNTHETIC_SOURCE,
@@ -49,12 +54,23 @@ from ttt_mm.tasks.config_types import check_command_keys, check_types
 
 log = module_logger(__name__, __spec__)
 
+TRAINED_ON_NAMED = 5
+"""Training files found in a held-out split that the warning names; the rest are counted."""
+
+
+class Trained(NamedTuple):
+    """What a checkpoint recorded of its run's data: the split fractions (`trained_split`) and the files it
+    trained on (`trained_files`); None where it recorded none."""
+
+    split: dict[str, float] | None
+    files: set[str] | None
+
 
 def load_models(
     ckpts: list[str], names: list[str] | None, device: str, weights_only: bool = True
-) -> tuple[dict[str, tuple[str, SequenceModel]], dict[str, dict | None]]:
+) -> tuple[dict[str, tuple[str, SequenceModel]], dict[str, Trained]]:
     """``{name: (path, model)}`` in eval mode on ``device`` (a name, or ``auto``), through the one
-    checkpoint loader, and ``{name: the split its run trained with}`` (`trained_split`). Unnamed models
+    checkpoint loader, and ``{name: what its run recorded of its data}`` (`Trained`). Unnamed models
     are called after their mixer class (``ttt``, ``attention``, ``lact``), numbered if repeated."""
     if names is not None and len(names) != len(ckpts):
         raise ConfigError(f"names has {len(names)} entries but ckpt has {len(ckpts)}")
@@ -63,7 +79,7 @@ def load_models(
     except ValueError as err:
         raise ConfigError(str(err)) from None
     out: dict[str, tuple[str, SequenceModel]] = {}
-    splits: dict[str, dict | None] = {}
+    trained: dict[str, Trained] = {}
     for i, path in enumerate(ckpts):
         try:
             ckpt = read_checkpoint(path, weights_only)
@@ -77,8 +93,8 @@ def load_models(
         while name in out:  # the same mixer twice: ttt, ttt_2, ...
             name, number = f"{base}_{number}", number + 1
         out[name] = (path, model)
-        splits[name] = trained_split(ckpt)
-    return out, splits
+        trained[name] = Trained(trained_split(ckpt), trained_files(ckpt))
+    return out, trained
 
 
 def check_window(models: dict[str, tuple[str, SequenceModel]], window_seconds: float) -> float:
@@ -136,6 +152,34 @@ def decoding_of(model: SequenceModel) -> dict:
     return {"modalities": list(d.modalities), "sample_rate": d.sample_rate, "fps": d.fps, "size": d.size}
 
 
+def held_out(clips: list[ClipInfo], split: str, trained: Mapping[str, Trained]) -> tuple[list[ClipInfo], int]:
+    """The clips of a val or test split that no checkpoint's run trained on, and how many were left out.
+
+    A split is drawn from each file's name as the data config lists it (relative to ``data.root`` for a
+    folder, as written for a manifest), so the same files listed another way split otherwise: the
+    training files that land in a held-out split are named in one warning and not scored."""
+    files = set().union(*(t.files for t in trained.values() if t.files)) if split in ("val", "test") else set()
+    seen = {os.path.realpath(f) for f in files}
+    trained_on = [c.name in files or os.path.realpath(c.name) in seen for c in clips]
+    left_out = [c for c, t in zip(clips, trained_on) if t]
+    if not left_out:
+        return clips, 0
+    names = list(dict.fromkeys(one_line(c.name) for c in left_out))
+    kept = [c for c, t in zip(clips, trained_on) if not t]
+    log.warning(
+        "split=%s: %d of its %d clips are of files the checkpoint's run trained on, left out: %s (a file's split "
+        "is drawn from its name as the data config lists it, relative to data.root for a folder, as written "
+        "for a manifest: evaluate with the data config the run trained on)",
+        split,
+        len(left_out),
+        len(clips),
+        first_of(names, TRAINED_ON_NAMED),
+    )
+    if not kept:
+        raise ConfigError(f"every clip of split {split!r} is of a file the checkpoint's run trained on (see above)")
+    return kept, len(left_out)
+
+
 def select_clips(datamodule, split: str, max_files: int | None) -> list[ClipInfo]:
     if split not in ("all", *SPLITS):
         raise ConfigError(f"split must be all, train, val or test; got {split!r}")
@@ -178,13 +222,13 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError("need rollout_steps >= 0, bins_per_octave >= 1 and 0 < edge_fraction <= 0.5")
     window = positive_seconds(cfg.get("window_seconds"), "window_seconds", "the data's validation window")
     output = results_folder(cfg.output)
-    models, splits = load_models(ckpts, names, str(cfg.device), bool(cfg.weights_only))
+    models, trained = load_models(ckpts, names, str(cfg.device), bool(cfg.weights_only))
     split = str(cfg.split)
     try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)
         decoding = checkpoint_decoding(
             {n: decoding_of(m) for n, (_, m) in models.items()}, {k: cfg.data.get(k) for k in DECODING_KEYS}
         )
-        fractions = checkpoint_split(splits) if split in ("val", "test") else {}  # (the files of their split)
+        fractions = checkpoint_split({n: t.split for n, t in trained.items()}) if split in ("val", "test") else {}
     except ValueError as err:
         raise ConfigError(str(err)) from None
     warn_if_incomparable(models)  # (models that read different streams were refused above: no warning first)
@@ -208,6 +252,7 @@ def run(cfg: DictConfig) -> dict:
     try:
         with skip_list_set_aside(output) as had_skip_list:  # (the new list is opened and appended to here)
             clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
+        clips, trained_on = held_out(clips, split, trained)
         if earlier := remove_earlier_figures(output, had_skip_list):
             log.info("output %s held an earlier evaluation: %s", output, earlier)
         skips = datamodule.skips
@@ -229,6 +274,7 @@ def run(cfg: DictConfig) -> dict:
         "split": str(cfg.split),
         "window_seconds": window,
         "clips": len(clips),
+        "left_out_as_trained_on": trained_on,
         "evaluated": len(result["files"]),
         "skipped": len(result["skipped"]),
         "device": str(next(iter(models.values()))[1].device),
