@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from faults import interrupted_after
-from mediafiles import tone, without_audio_decoder, write_video, write_wav
+from mediafiles import tone, without_audio_decoder, write_short_flac, write_video, write_wav
 
 import ttt_mm.data
 from ttt_mm.data import ManifestSource, decode
@@ -75,6 +75,21 @@ def test_the_summary_counts_usable_files_with_a_stream_that_is_not(tmp_path, cap
     write_wav(tmp_path / "data" / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
     assert main([str(tmp_path / "data"), "--index-cache", str(tmp_path / "cache")]) == 0
     assert "; 1 whose audio is digital silence), 0 not." in capsys.readouterr().err  # left out of audio-only runs
+
+
+def test_a_file_that_decodes_short_of_its_stated_length_is_usable_and_said_to_be_truncated(tmp_path, capsys):
+    """Training, evaluation and embedding warn about such a file; the probe called it plainly usable."""
+    (tmp_path / "data").mkdir()
+    short = write_short_flac(tmp_path / "data" / "short.flac", seconds=2.0, missing=5.0)
+    write_wav(tmp_path / "data" / "whole.wav", tone(1.0, 16000), 16000)
+    assert main([str(short), "--index-cache", str(tmp_path / "cache")]) == 0
+    assert capsys.readouterr().err.startswith(
+        f"{short}: usable (its audio decodes to 2.000 s of the 7.000 s the file states: truncated or corrupt, "
+        "it is read as far as it goes). "
+    )
+    assert main([str(tmp_path / "data"), "--index-cache", str(tmp_path / "cache")]) == 0
+    said = "2 usable (1 whose audio decodes well short of the length the file states), 0 not."
+    assert said in capsys.readouterr().err
 
 
 def test_an_output_named_other_than_json_lines_is_refused_before_probing(data, tmp_path, capsys):

@@ -116,6 +116,13 @@ def _stream_errors(records) -> str:
     silent = sum(1 for r in records if not r.get("error") and not r.get("audio_error") and r.get("silent"))
     if silent:  # (training and evaluation leave them out when they read only audio)
         counts.append(f"{silent} whose audio is digital silence")
+    for stream in ("video", "audio"):  # (read as far as they go, with a warning: `selection.index_clips`)
+        short = [r for r in records if not r.get("error") and r.get(f"{stream}_stated")]
+        if len(short) == 1 and len(records) == 1:
+            said = f"{short[0][f'{stream}_duration']:.3f} s of the {short[0][f'{stream}_stated']:.3f} s the file states"
+            counts.append(f"its {stream} decodes to {said}: truncated or corrupt, it is read as far as it goes")
+        elif short:
+            counts.append(f"{len(short)} whose {stream} decodes well short of the length the file states")
     return "; ".join(counts)
 
 
