@@ -1337,6 +1337,17 @@ def test_a_sweep_cannot_start_its_own_ddp_processes(tmp_path, monkeypatch):
     train_checks.check_launch(cfg, one)  # nothing to start: a sweep of one-process DDP runs is fine
 
 
+def test_a_run_that_ended_before_its_first_validation_says_when_that_comes(tmp_path, capsys):
+    """``best checkpoint: none (no validation has run)`` after a short run gave no reason: the interval."""
+    out = run(compose_train(tmp_path, [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=5"]))
+    assert (out["batches"], out["val_every"], out["best_ckpt"]) == (2, 5, None)
+    report(out)
+    said = "best checkpoint: none (no validation has run: it comes every 5 training batches, "
+    assert said + "trainer.val_check_interval, and this run took 2)" in capsys.readouterr().out
+    report(out | {"batches": 5, "val_every": 5})  # (validation ran but saved nothing: no reason to give)
+    assert "best checkpoint: none (no validation has run)\n" in capsys.readouterr().out
+
+
 def test_only_the_first_process_prints_the_summary(capsys):
     out = {"metrics": {}, "run_dir": "r", "last_ckpt": "l", "best_ckpt": None, "log_dirs": [], "global_zero": False}
     report(out)

@@ -185,6 +185,8 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
         "tested_ckpt": tested,
         "unscored": sorted(model.unscored),
         "validation_off": trainer.limit_val_batches == 0,
+        "val_every": trainer.val_check_interval,
+        "batches": trainer.fit_loop.total_batch_idx + 1,
     }
 
 
@@ -218,7 +220,7 @@ def report(out: dict) -> None:
     elif out.get("validation_off"):
         best = "none (validation is off: data.val_fraction=0)"
     else:
-        best = "none (no validation has run)"
+        best = "none (no validation has run" + _validation_interval(out) + ")"
     logs = ", ".join(str(d) for d in out["log_dirs"] if d) or "none (this run keeps no logs)"
     if (
         out.get("resumed")
@@ -247,6 +249,14 @@ def report(out: dict) -> None:
         print(line, file=sys.stderr, flush=True)
         to_log_file(line, logging.WARNING)
         sys.exit(status)
+
+
+def _validation_interval(out: dict) -> str:
+    """Why a run ended before its first validation, where the interval says so (a short run)."""
+    every, batches = out.get("val_every"), out.get("batches")
+    if type(every) is not int or batches is None or batches >= every:
+        return ""
+    return f": it comes every {every} training batches, trainer.val_check_interval, and this run took {batches}"
 
 
 def _no_last(out: dict) -> str:
