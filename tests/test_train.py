@@ -186,8 +186,11 @@ def test_test_true_without_a_test_clip_is_a_config_error_before_training(tmp_pat
     """It said, after the whole training, that the test files failed or were silent. A manifest that
     splits its rows itself is told so (the fraction is not used there)."""
     cfg = compose_train(tmp_path, [*TINY, "test=true", "data.test_fraction=0"])
-    with pytest.raises(ConfigError, match=r"test=true, but no clip of the \d+ falls in the test split \(data.test_fr"):
+    with pytest.raises(
+        ConfigError, match=r"test=true, but no clip of the \d+ falls in the test split \(data.test_fr"
+    ) as err:
         run(cfg)
+    assert "raise it, name the test files in a manifest's split column, or leave out test=true" in str(err.value)
     assert not list(tmp_path.rglob("*.ckpt"))
     manifest = tmp_path / "split.csv"
     rows = [

@@ -108,7 +108,11 @@ def run(cfg: DictConfig) -> dict:
         if all(c.split is not None for c in clips):  # (a manifest's split column: the fraction is not used)
             why = "the manifest's split column names no test row: add some, or leave out test=true"
         else:
-            why = f"data.test_fraction={datamodule.test_fraction:g}: raise it, or leave out test=true"
+            why = (
+                f"data.test_fraction={datamodule.test_fraction:g}: raise it, name the test files in a manifest's "
+                "split column, or leave out test=true; each file's split is drawn from a hash of its name, so "
+                "a few files split unevenly"
+            )
         raise ConfigError(f"test=true, but no clip of the {len(clips)} falls in the test split ({why})")
     with others_stopped_on_ctrl_c(trainer):  # (between fit and test: inside them, Lightning does)
         return fit_and_test(cfg, datamodule, model, trainer, resumed_step)
