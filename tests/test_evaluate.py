@@ -31,7 +31,7 @@ from ttt_mm.eval.tables import SKIP_LIST, remove_earlier_figures, skip_list_set_
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import evaluate as evaluate_task
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted
-from ttt_mm.tasks.evaluate import load_models, report, run, warn_if_incomparable
+from ttt_mm.tasks.evaluate import load_models, read_otherwise, report, run, warn_if_incomparable
 from ttt_mm.tokenizers import VIDEO
 
 REPO = Path(__file__).resolve().parents[1]
@@ -638,6 +638,15 @@ def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_anothe
     every = save(tiny_model(), tmp_path / "all.ckpt", split=split, trained=[*trained, ClipInfo(str(media / "b.mp4"))])
     with pytest.raises(ConfigError, match="every clip of split 'test' is of a file the checkpoint's run trained on"):
         run(compose_evaluate(f"ckpt={every}", *args[1:], "split=test", "plots=false"))
+
+
+def test_a_data_group_of_other_streams_than_the_checkpoints_is_said_to_be_read_for_the_checkpoints():
+    """``data=video_folder`` with an audio checkpoint scored the files' audio without a word."""
+    audio = {"modalities": ["audio"], "sample_rate": 16000, "fps": None, "size": None}
+    said = read_otherwise({"data": "video_folder", "tokenizer": "video"}, audio)
+    assert said == "data=video_folder reads video in training; its clips are read for the audio the checkpoint reads"
+    assert "reads audio and video in training" in read_otherwise({"data": "synthetic", "tokenizer": "av"}, audio)
+    assert read_otherwise({"data": "audio_folder", "tokenizer": "audio"}, audio) is None
 
 
 def test_frames_of_two_spans_of_one_file_are_told_apart_by_their_start(folder, tmp_path):

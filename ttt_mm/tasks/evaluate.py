@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -51,6 +52,7 @@ from ttt_mm.tasks.common import (
     trained_on_files,
 )
 from ttt_mm.tasks.config_types import check_command_keys, check_types
+from ttt_mm.tasks.train_checks import TOKENIZER_OF
 
 log = module_logger(__name__, __spec__)
 
@@ -146,6 +148,19 @@ def warn_if_files_model_on_synthetic_clips(data: DictConfig, models: dict[str, t
             )
 
 
+def read_otherwise(choices: Mapping[str, str], decoding: Mapping) -> str | None:
+    """What says that the streams the data group reads in training (those of the tokenizer group it sets)
+    are not the ones read here, the checkpoint's; None where they are the same."""
+    group, tokenizer = choices.get("data"), choices.get("tokenizer")
+    reads = next((list(streams) for streams, name in TOKENIZER_OF.items() if name == tokenizer), None)
+    if not group or reads is None or reads == list(decoding["modalities"]):
+        return None
+    return (
+        f"data={group} reads {' and '.join(reads)} in training; its clips are read for the "
+        f"{' and '.join(decoding['modalities'])} the checkpoint reads"
+    )
+
+
 def decoding_of(model: SequenceModel) -> dict:
     """The streams, sample rate, fps and frame size the model's tokenizer reads (None: a stream it does not read)."""
     d = model.tokenizer.decoding
@@ -233,6 +248,8 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(str(err)) from None
     warn_if_incomparable(models)  # (models that read different streams were refused above: no warning first)
     warn_if_files_model_on_synthetic_clips(cfg.data, models)
+    if HydraConfig.initialized() and (line := read_otherwise(HydraConfig.get().runtime.choices, decoding)):
+        log.info(line)
     if changed := [f"data.{k}={cfg.data.get(k)} -> {v:g}" for k, v in fractions.items() if cfg.data.get(k) != v]:
         log.info("split=%s: the checkpoint's %s files, as its run split them (%s)", split, split, ", ".join(changed))
     decoding |= fractions
