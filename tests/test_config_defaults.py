@@ -152,6 +152,13 @@ MODEL_OPTIONS = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")
             "data: this command has no data settings: it uses those of the model's checkpoint, as trained",
         ),
         ("train", "=3", "Config group override must be a string or a list. Got int"),  # (Hydra's parser: exit 1)
+        (  # (Hydra's grammar error and a link: nothing said to quote the value)
+            "train",
+            "data.root=/my media [2024]",
+            "data.root=/my media [2024]: not an override Hydra can read (mismatched input '[' expecting <EOF>); a "
+            "value with spaces, brackets, commas or quotes is quoted inside the argument, e.g. "
+            "\"data.root='/my media [2024]'\"",
+        ),
     ],
 )
 def test_a_mistake_met_while_composing_the_config_is_one_error_line_and_status_2(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException
+from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
@@ -224,6 +224,12 @@ def composing_error_message(err: Exception) -> str:
     cause = err.__cause__
     key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, OverrideParseException) and lines:  # (its grammar's words, and a link)
+        key = err.override.split("=", 1)[0]
+        return (
+            f"{err.override}: not an override Hydra can read ({lines[0]}); a value with spaces, brackets, commas "
+            f"or quotes is quoted inside the argument, e.g. \"{key}='/my media [2024]'\""
+        )
     overridden = re.match(r"Could not override '([^']*)'", lines[0]) if lines else None
     group = overridden.group(1).split(".", 1)[0].split("/", 1)[0] if overridden else None
     if group in TRAINING_GROUPS and (key == group or "No match in the defaults list" in lines[0]):
