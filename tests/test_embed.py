@@ -236,6 +236,13 @@ def test_downsampling_and_pooling(ckpts, files):
     )
     with pytest.raises(ValueError, match="shorter than one token step"):
         Embedder.from_checkpoint(ckpts["audio"], hop_seconds=0.01)
+    for hop in (0, -1):  # (not "shorter than one token step": a hop must be positive first)
+        with pytest.raises(
+            ValueError,
+            match=rf"^hop_seconds must be a positive number of seconds \(at least one token step, [\d.]+ s\); "
+            rf"got {hop}$",
+        ):
+            Embedder.from_checkpoint(ckpts["audio"], hop_seconds=hop)
     for key in ("hop_seconds", "window_seconds"):
         for value in (math.nan, math.inf):
             with pytest.raises(ValueError, match=f"{key} must be a finite number of seconds; got {value}"):

@@ -113,6 +113,11 @@ class Embedder:
         for key, value in (("hop_seconds", hop_seconds), ("window_seconds", window_seconds)):
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{key} must be a finite number of seconds; got {value}")
+        if hop_seconds is not None and hop_seconds <= 0:
+            raise ValueError(
+                f"hop_seconds must be a positive number of seconds (at least one token step, {step} s); "
+                f"got {hop_seconds}"
+            )
         if hop_seconds is not None and hop_seconds < step - 1e-9:
             raise ValueError(
                 f"hop_seconds={hop_seconds} is shorter than one token step ({step} s): some bins would be empty"
