@@ -119,6 +119,13 @@ def test_a_key_added_to_a_built_node_that_its_class_does_not_take_names_the_clos
         check_config(as_run("train", [override]), "train")
 
 
+def test_a_tokenizer_key_added_to_evaluate_is_refused_as_the_checkpoints_own(as_run):
+    """Evaluate composes a placeholder tokenizer group (each checkpoint's is used): a key added to it would
+    be read past."""
+    with pytest.raises(ConfigError, match=r"^\+tokenizer.patchh: this command has no tokenizer settings"):
+        check_command_keys(as_run("evaluate", ["ckpt=a.ckpt", "+tokenizer.patchh=8"]), "evaluate")
+
+
 def test_a_key_added_that_its_class_takes_is_accepted():
     check_config(composed("train", ["+trainer.detect_anomaly=false", "+data.index_cache=/tmp/x"]), "train")
 

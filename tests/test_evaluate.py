@@ -71,9 +71,9 @@ def save(model: SequenceModel, path: Path, split: dict | None = None, trained: l
         "pytorch-lightning_version": lightning.__version__,
     }
     if split is not None:
-        ckpt["MediaDataModule"] = {"split": split}
+        ckpt.setdefault("MediaDataModule", {})["split"] = split
     if trained is not None:
-        ckpt["MediaDataModule"]["training clips"] = clip_record(trained)
+        ckpt.setdefault("MediaDataModule", {})["training clips"] = clip_record(trained)
     torch.save(ckpt, path)
     return path
 
@@ -635,6 +635,10 @@ def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_anothe
     assert line.startswith("split=test: 2 of its 3 clips are of files the checkpoint's run trained on, left out: ")
     assert f"{media / 'a.mp4'}, {media / 'no_audio.mp4'} (" in line and result["output"] == str(out)
 
+    # (max_files counts the clips evaluated: those left out come first here)
+    run(compose_evaluate(*args, "split=test", "plots=false", "rollout_steps=0", "window_seconds=0.5", "max_files=1"))
+    assert [f["path"] for f in json.loads((out / "metrics.json").read_text())["files"]] == [str(media / "b.mp4")]
+
     every = save(tiny_model(), tmp_path / "all.ckpt", split=split, trained=[*trained, ClipInfo(str(media / "b.mp4"))])
     with pytest.raises(ConfigError, match="every clip of split 'test' is of a file the checkpoint's run trained on"):
         run(compose_evaluate(f"ckpt={every}", *args[1:], "split=test", "plots=false"))
@@ -645,7 +649,8 @@ def test_a_data_group_of_other_streams_than_the_checkpoints_is_said_to_be_read_f
     audio = {"modalities": ["audio"], "sample_rate": 16000, "fps": None, "size": None}
     said = read_otherwise({"data": "video_folder", "tokenizer": "video"}, audio)
     assert said == "data=video_folder reads video in training; its clips are read for the audio the checkpoint reads"
-    assert "reads audio and video in training" in read_otherwise({"data": "synthetic", "tokenizer": "av"}, audio)
+    assert "reads audio and video in training" in read_otherwise({"data": "av_folder", "tokenizer": "av"}, audio)
+    assert read_otherwise({"data": "synthetic", "tokenizer": "video"}, audio) is None  # (its clips have sound)
     assert read_otherwise({"data": "audio_folder", "tokenizer": "audio"}, audio) is None
 
 

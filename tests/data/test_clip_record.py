@@ -33,5 +33,6 @@ def test_no_change_or_an_unreadable_record_says_nothing():
 
 def test_the_files_a_record_lists_are_its_clips_files_without_their_spans():
     spans = [ClipInfo("/d/a.wav", start=0.0, end=12.5), ClipInfo("/d/a.wav", start=12.5), ClipInfo("/d/b@2.wav")]
+    spans += [ClipInfo("/d/a.wav", start=1e-05, end=2.0), ClipInfo("/d/a.wav", start=0.0, end=1e16)]
     assert recorded_files(clip_record([*spans, clip("/d/c.wav")])) == {"/d/a.wav", "/d/b@2.wav", "/d/c.wav"}
     assert recorded_files(b"not a record") is None

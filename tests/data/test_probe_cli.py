@@ -92,6 +92,14 @@ def test_a_file_that_decodes_short_of_its_stated_length_is_usable_and_said_to_be
     assert said in capsys.readouterr().err
 
 
+def test_a_stream_that_is_not_usable_is_not_also_said_to_be_read_as_far_as_it_goes():
+    """A record can hold both a stream's error and the length it states (audio too short for the video)."""
+    record = {"has_audio": True, "has_video": True, "audio_duration": 1.0, "audio_stated": 9.0}
+    said = probe._stream_errors([record | {"audio_error": "audio ends 8 s before the video"}])
+    assert "read as far as it goes" not in said and "1 without a usable audio stream" in said
+    assert "its audio decodes to 1.000 s of the 9.000 s the file states" in probe._stream_errors([record])
+
+
 def test_an_output_named_other_than_json_lines_is_refused_before_probing(data, tmp_path, capsys):
     """data=manifest reads a .csv as CSV: JSON lines under that name failed only when a run read them."""
     assert main([str(data), "-o", str(tmp_path / "list.csv"), "--index-cache", str(tmp_path / "cache")]) == 2

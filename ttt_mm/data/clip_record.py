@@ -18,7 +18,7 @@ from ttt_mm.messages import first_of
 NAMED = 3
 """Files named for each kind of change; the rest are counted."""
 
-_SPAN = re.compile(r"@[0-9.]+-(?:end|[0-9.]+)$")
+_SPAN = re.compile(r"@[0-9.]+(?:e[+-]?[0-9]+)?-(?:end|[0-9.]+(?:e[+-]?[0-9]+)?)$")
 """How `ClipInfo.segment` ends for a span of a file: ``@start-end``."""
 
 

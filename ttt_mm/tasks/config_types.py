@@ -95,6 +95,8 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
     interpolation) can take anything here."""
     shipped = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / f"{command}.yaml"), resolve=False)
     groups = {next(iter(d)).split("/")[0] for d in shipped.get("defaults", []) if isinstance(d, dict)}
+    if command != "train":  # (evaluate's tokenizer group is a placeholder: each checkpoint's own is used)
+        groups.discard("tokenizer")
     check_added_keys(cfg, set(shipped) | {g for g in groups if not g.startswith("override ")})
     for key, default in shipped.items():
         if key in ("defaults", "hydra") or key not in cfg or _unresolved(cfg, key):

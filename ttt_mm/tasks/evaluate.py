@@ -153,8 +153,8 @@ def read_otherwise(choices: Mapping[str, str], decoding: Mapping) -> str | None:
     are not the ones read here, the checkpoint's; None where they are the same."""
     group, tokenizer = choices.get("data"), choices.get("tokenizer")
     reads = next((list(streams) for streams, name in TOKENIZER_OF.items() if name == tokenizer), None)
-    if not group or reads is None or reads == list(decoding["modalities"]):
-        return None
+    if not group or group == "synthetic" or reads is None or set(reads) == set(decoding["modalities"]):
+        return None  # (synthetic clips have both streams: a model of either is evaluated on its own)
     return (
         f"data={group} reads {' and '.join(reads)} in training; its clips are read for the "
         f"{' and '.join(decoding['modalities'])} the checkpoint reads"
@@ -174,6 +174,8 @@ def held_out(clips: list[ClipInfo], split: str, trained: Mapping[str, Trained]) 
     folder, as written for a manifest), so the same files listed another way split otherwise: the
     training files that land in a held-out split are named in one warning and not scored."""
     files = set().union(*(t.files for t in trained.values() if t.files)) if split in ("val", "test") else set()
+    if not files:
+        return clips, 0
     seen = {os.path.realpath(f) for f in files}
     trained_on = [c.name in files or os.path.realpath(c.name) in seen for c in clips]
     left_out = [c for c, t in zip(clips, trained_on) if t]
@@ -195,7 +197,7 @@ def held_out(clips: list[ClipInfo], split: str, trained: Mapping[str, Trained]) 
     return kept, len(left_out)
 
 
-def select_clips(datamodule, split: str, max_files: int | None) -> list[ClipInfo]:
+def select_clips(datamodule, split: str) -> list[ClipInfo]:
     if split not in ("all", *SPLITS):
         raise ConfigError(f"split must be all, train, val or test; got {split!r}")
     try:  # indexes the files (probed in subprocesses) and leaves out those that cannot be read
@@ -208,7 +210,7 @@ def select_clips(datamodule, split: str, max_files: int | None) -> list[ClipInfo
             f" (data.{split}_fraction={getattr(datamodule, split + '_fraction'):g})" if split in ("val", "test") else ""
         )
         raise ConfigError(f"no clips in split {split!r} of the data config{fraction}")
-    return clips if max_files is None else clips[:max_files]
+    return clips
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -268,8 +270,9 @@ def run(cfg: DictConfig) -> dict:
     window = check_window(models, window)
     try:
         with skip_list_set_aside(output) as had_skip_list:  # (the new list is opened and appended to here)
-            clips = select_clips(datamodule, str(cfg.split), positive_count(cfg.get("max_files"), "max_files"))
+            clips = select_clips(datamodule, str(cfg.split))
         clips, trained_on = held_out(clips, split, trained)
+        clips = clips[: positive_count(cfg.get("max_files"), "max_files")]
         if earlier := remove_earlier_figures(output, had_skip_list):
             log.info("output %s held an earlier evaluation: %s", output, earlier)
         skips = datamodule.skips

@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, default_jobs, index_files
+from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, default_jobs, index_files, usable
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, MEDIA_EXTENSIONS, FolderSource, relative_to
 from ttt_mm.storage.atomic import write_text
@@ -117,7 +117,7 @@ def _stream_errors(records) -> str:
     if silent:  # (training and evaluation leave them out when they read only audio)
         counts.append(f"{silent} whose audio is digital silence")
     for stream in ("video", "audio"):  # (read as far as they go, with a warning: `selection.index_clips`)
-        short = [r for r in records if not r.get("error") and r.get(f"{stream}_stated")]
+        short = [r for r in records if usable(r, stream) and r.get(f"{stream}_stated")]
         if len(short) == 1 and len(records) == 1:
             said = f"{short[0][f'{stream}_duration']:.3f} s of the {short[0][f'{stream}_stated']:.3f} s the file states"
             counts.append(f"its {stream} decodes to {said}: truncated or corrupt, it is read as far as it goes")
