@@ -621,7 +621,8 @@ def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_anothe
     as written: a test split of the same files listed in a manifest scored training files, silently."""
     _, media, _ = folder
     split = {"val_fraction": 0.0, "test_fraction": 1.0}  # (every file lands in the test split)
-    trained = [ClipInfo(str(media / "a.mp4"), start=0.0, end=1.0), ClipInfo(str(media / "no_audio.mp4"))]
+    (tmp_path / "link").symlink_to(media)  # (the run read a.mp4 through a link to the folder)
+    trained = [ClipInfo(str(tmp_path / "link" / "a.mp4"), start=0.0, end=1.0), ClipInfo(str(media / "no_audio.mp4"))]
     ckpt = save(tiny_model(), tmp_path / "m.ckpt", split=split, trained=trained)
     manifest = tmp_path / "files.csv"
     manifest.write_text("path\n" + "".join(f"{media / n}\n" for n in ("a.mp4", "b.mp4", "no_audio.mp4")))

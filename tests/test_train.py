@@ -33,8 +33,8 @@ from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks import train_checks
 from ttt_mm.tasks.common import ConfigError, _config_subdir, _run_dir, quiet_lightning
-from ttt_mm.tasks.train import build, report, resume_command, run, run_length, where_to_resume
-from ttt_mm.tasks.train_checks import check_carried_windows, check_window_length
+from ttt_mm.tasks.train import build, report, resume_command, run, where_to_resume
+from ttt_mm.tasks.train_checks import check_carried_windows, check_window_length, run_length
 from ttt_mm.tokenizers.base import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

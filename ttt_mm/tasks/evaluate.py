@@ -176,8 +176,8 @@ def held_out(clips: list[ClipInfo], split: str, trained: Mapping[str, Trained]) 
     files = set().union(*(t.files for t in trained.values() if t.files)) if split in ("val", "test") else set()
     if not files:
         return clips, 0
-    seen = {os.path.realpath(f) for f in files}
-    trained_on = [c.name in files or os.path.realpath(c.name) in seen for c in clips]
+    seen = {os.path.realpath(f) for f in files}  # (a file reached through another link is the same file)
+    trained_on = [os.path.realpath(c.name) in seen for c in clips]
     left_out = [c for c, t in zip(clips, trained_on) if t]
     if not left_out:
         return clips, 0

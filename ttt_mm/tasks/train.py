@@ -6,7 +6,6 @@ Config errors end in one ``error:`` line and exit code 2 rather than a deep trac
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shlex
@@ -40,7 +39,7 @@ from ttt_mm.tasks.common import (
     quiet_lightning,
     to_log_file,
 )
-from ttt_mm.tasks.train_checks import check, check_parts
+from ttt_mm.tasks.train_checks import check, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 
 log = logging.getLogger(__name__)
@@ -74,16 +73,6 @@ def build(cfg: DictConfig):
         cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_checkpointing=saves, **settings
     )
     return datamodule, model, trainer
-
-
-def run_length(trainer: DictConfig) -> int:
-    """The optimizer steps a run takes: ``max_steps``, or fewer where epochs of ``limit_train_batches``
-    batches end it sooner (`train_checks.check_run_length`: one of them is set); -1 where neither is."""
-    lengths = [s for s in (trainer.get("max_steps") or -1,) if s > 0]
-    epochs, batches = trainer.get("max_epochs") or -1, trainer.get("limit_train_batches")
-    if epochs > 0 and type(batches) is int and batches > 0:  # (a bool is no count)
-        lengths.append(epochs * math.ceil(batches / (trainer.get("accumulate_grad_batches") or 1)))
-    return min(lengths, default=-1)
 
 
 def run(cfg: DictConfig) -> dict:

@@ -80,13 +80,19 @@ def check_launch(cfg: DictConfig, trainer: L.Trainer, resumed_step: int | None =
         )
 
 
+def batches_per_epoch(limit_train_batches) -> int | None:
+    """``limit_train_batches`` as a count of batches; None where it is none (unset, or a fraction of an
+    endless epoch, which is endless; a bool is no count)."""
+    counted = type(limit_train_batches) is int and limit_train_batches > 0
+    return limit_train_batches if counted else None
+
+
 def check_run_length(max_steps: int, max_epochs: int | None, limit_train_batches) -> None:
     """Training draws windows without end, so an epoch ends only at ``limit_train_batches``: a run's
     length, and its lr schedule, is ``max_steps`` (or epochs of a set number of batches). Anything else
     would run forever, or crash when the schedule is built."""
     epochs = max_epochs not in (None, -1)
-    batches = type(limit_train_batches) is int and limit_train_batches > 0  # (a bool is no count)
-    if epochs and not batches:  # (a fraction, 1.0 say, of an endless epoch is endless)
+    if epochs and batches_per_epoch(limit_train_batches) is None:
         raise ConfigError(
             f"trainer.max_epochs={max_epochs} has no effect: training draws windows without end, so an epoch "
             "never ends; set trainer.max_steps (or trainer.limit_train_batches=N batches per epoch)"
@@ -97,6 +103,16 @@ def check_run_length(max_steps: int, max_epochs: int | None, limit_train_batches
             "schedule) is set in steps: trainer.max_steps >= 1 (or trainer.max_epochs with "
             "trainer.limit_train_batches=N batches per epoch)"
         )
+
+
+def run_length(trainer: DictConfig) -> int:
+    """The optimizer steps a run takes: ``max_steps``, or fewer where epochs of ``limit_train_batches``
+    batches end it sooner (`check_run_length`: one of them is set); -1 where neither is."""
+    lengths = [s for s in (trainer.get("max_steps") or -1,) if s > 0]
+    epochs, batches = trainer.get("max_epochs") or -1, batches_per_epoch(trainer.get("limit_train_batches"))
+    if epochs > 0 and batches is not None:
+        lengths.append(epochs * math.ceil(batches / (trainer.get("accumulate_grad_batches") or 1)))
+    return min(lengths, default=-1)
 
 
 TOKENIZER_OF = {("audio",): "audio", ("video",): "video", ("audio", "video"): "av"}
