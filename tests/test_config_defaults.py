@@ -8,12 +8,14 @@ import inspect
 import logging
 import logging.config
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -29,6 +31,7 @@ from ttt_mm.tasks.common import (
     names_of,
     output_folder,
     positive_count,
+    quoted_override,
 )
 from ttt_mm.tokenizers import FPS, FRAME_SIZE, SAMPLE_RATE
 
@@ -115,6 +118,19 @@ def test_evaluate_help_lists_its_keys_and_every_data_option_not_the_training_gro
 MODEL_OPTIONS = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
 
 
+@pytest.mark.parametrize("value", ["/my media [2024]", "a,b]", "it's", "x=y", "/data/clip (1).wav", "a b'c d", "}{"])
+def test_the_quoted_override_suggested_reads_back_as_the_value_typed(value):
+    """What the error line suggests, split as a POSIX shell does, is one override of that very value."""
+    (argument,) = shlex.split(quoted_override(f"data.root={value}"))
+    override = OverridesParser.create().parse_override(argument)
+    assert (override.key_or_group, override.value()) == ("data.root", value)
+
+
+@pytest.mark.parametrize("value", ["'/my media", '"/x', 'a"b', "/x/$y", "a\\b", "wow!", ""])
+def test_no_quoted_override_is_suggested_for_a_value_that_quotes_or_escapes_itself(value):
+    assert quoted_override(f"data.root={value}") is None
+
+
 @pytest.mark.parametrize(
     ("command", "override", "said"),
     [
@@ -156,8 +172,20 @@ MODEL_OPTIONS = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")
             "train",
             "data.root=/my media [2024]",
             "data.root=/my media [2024]: not an override Hydra can read (mismatched input '[' expecting <EOF>); a "
-            "value with spaces, brackets, commas or quotes is quoted inside the argument, e.g. "
+            "value with spaces, brackets, commas, quotes or = in it is quoted inside the argument: "
             "\"data.root='/my media [2024]'\"",
+        ),
+        (  # (a lexer's error repeated the override; the example is the user's own value)
+            "embed",
+            "data.root=it's",
+            "data.root=it's: not an override Hydra can read; a value with spaces, brackets, commas, quotes or = in "
+            'it is quoted inside the argument: "data.root=\\"it\'s\\""',
+        ),
+        (  # (a quote left open: no value to quote, the README's example)
+            "train",
+            "data.root='/my media",
+            "data.root='/my media: not an override Hydra can read; a value with spaces, brackets, commas, quotes or = "
+            "in it is quoted inside the argument, e.g. \"data.root='/my media [2024]'\"",
         ),
     ],
 )

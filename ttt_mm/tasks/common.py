@@ -225,10 +225,12 @@ def composing_error_message(err: Exception) -> str:
     key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     if isinstance(err, OverrideParseException) and lines:  # (its grammar's words, and a link)
-        key = err.override.split("=", 1)[0]
+        why = f" ({lines[0]})" if err.override not in lines[0] else ""  # (a lexer's error only repeats it)
+        quoted = quoted_override(err.override)
+        example = f": {quoted}" if quoted else f", e.g. \"{err.override.split('=', 1)[0]}='/my media [2024]'\""
         return (
-            f"{err.override}: not an override Hydra can read ({lines[0]}); a value with spaces, brackets, commas "
-            f"or quotes is quoted inside the argument, e.g. \"{key}='/my media [2024]'\""
+            f"{err.override}: not an override Hydra can read{why}; a value with spaces, brackets, commas, quotes "
+            f"or = in it is quoted inside the argument{example}"
         )
     overridden = re.match(r"Could not override '([^']*)'", lines[0]) if lines else None
     group = overridden.group(1).split(".", 1)[0].split("/", 1)[0] if overridden else None
@@ -251,6 +253,16 @@ def composing_error_message(err: Exception) -> str:
         found = lines[0].split(": ", 1)[-1]
         return f"{found[:1].lower()}{found[1:]}{hint} (the options of {group}: {', '.join(options)})"
     return " | ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))
+
+
+def quoted_override(override: str) -> str | None:
+    """``override`` as a shell argument whose value Hydra reads as one quoted string (in single quotes,
+    or double where the value holds a single one); None where the value starts with a quote (one left
+    open, most likely), holds a double one, or holds what a shell's double quotes expand."""
+    key, _, value = override.partition("=")
+    if not value or value[0] in "'\"" or set(value) & set('$`\\!"'):
+        return None
+    return f'"{key}=\\"{value}\\""' if "'" in value else f"\"{key}='{value}'\""
 
 
 _HYDRA_DIR = str(Path(hydra.__file__).parent)
