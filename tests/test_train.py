@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -433,13 +434,17 @@ def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(t
     in_run = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     (tmp_path / "run" / ".hydra").mkdir(parents=True)
     (tmp_path / "run" / ".hydra" / "config.yaml").write_text("{}")
-    assert (_run_dir(in_run, "new"), _config_subdir(in_run, "T")) == (str(tmp_path / "run"), ".hydra/resumed-T")
-    assert _config_subdir(in_run, "T", "RUN", False) == ".hydra/tested-T"  # (train=false test=true)
-    assert _config_subdir(in_run, "T", "RunMode.MULTIRUN") == ".hydra"  # a sweep job runs in its own directory
+    assert (_run_dir(in_run, "new"), _config_subdir(in_run, "T", str(tmp_path / "run"))) == (
+        str(tmp_path / "run"),
+        ".hydra/resumed-T",
+    )
+    run = str(tmp_path / "run")  # (the folder the run, or a sweep's job resumed into it, writes to)
+    assert _config_subdir(in_run, "T", run, False) == ".hydra/tested-T"  # (train=false test=true)
+    assert _config_subdir(in_run, "T", str(tmp_path / "sweep" / "3")) == ".hydra"  # a new job of a sweep
     for elsewhere in ("models/ttt.ckpt", "models/checkpoints/ttt.ckpt"):  # the user's own folders, not runs
         path = str(tmp_path / elsewhere)
-        assert (_run_dir(path, "new"), _config_subdir(path, "T")) == ("new", ".hydra")
-    assert (_run_dir(None, "new"), _config_subdir(None, "T")) == ("new", ".hydra")
+        assert (_run_dir(path, "new"), _config_subdir(path, "T", "new")) == ("new", ".hydra")
+    assert (_run_dir(None, "new"), _config_subdir(None, "T", "new")) == ("new", ".hydra")
 
 
 @pytest.mark.slow
@@ -609,6 +614,51 @@ def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path)
         f"  #2 data.batch_size=-1 {' '.join(TINY[:2])} data.source.num_clips=8 trainer.max_steps=1: "
         "data.batch_size must be a whole number >= 1; got -1",
     ]
+
+
+@pytest.mark.slow
+def test_a_sweeps_job_stopped_by_ctrl_c_resumes_into_its_folder_and_joins_the_sweeps_results(tmp_path):
+    """The resume command a stopped job printed ran outside the sweep: its results never joined results.csv.
+    Run as a sweep of one into the job's folder, it overwrote the job's record of how it was trained."""
+    sweep, steps = tmp_path / "sweep", "trainer.max_steps=400"
+    extra = [
+        "data.source.num_clips=24",
+        "callbacks.last_checkpoint.every_n_train_steps=5",
+        "trainer.val_check_interval=5",
+    ]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "seed=0,1",
+        *TINY,
+        *extra,
+        steps,
+        f"hydra.sweep.dir={sweep}",
+    ]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last, deadline = sweep / "0" / "checkpoints" / "last.ckpt", time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not last.exists():
+        time.sleep(0.5)
+    time.sleep(1.0)  # (the checkpoint written whole)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    (said,) = [line for line in err.splitlines() if "resume with " in line]
+    resume = shlex.split(said.split("resume with ", 1)[1].split(" (saved at", 1)[0])
+    assert resume[:3] == ["python", str(ROOT / "train.py"), "-m"] and f"hydra.sweep.dir={sweep}" in resume
+    trained = (sweep / "0" / ".hydra" / "overrides.yaml").read_text()
+    step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    resume = [sys.executable, *resume[1:]]
+    resume[resume.index(steps)] = f"trainer.max_steps={step + 2}"
+    done = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(sweep / "results.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["job"], row["run_dir"]) == ("0", str(sweep / "0")) and "seed=0" in row["overrides"]
+    assert (sweep / "0" / ".hydra" / "overrides.yaml").read_text() == trained  # how the job was trained, kept
+    (record,) = (sweep / "0" / ".hydra").glob("resumed-*")
+    assert f"ckpt_path={last}" in (record / "overrides.yaml").read_text()
 
 
 @pytest.mark.parametrize(
@@ -1100,6 +1150,9 @@ def test_the_resume_command_repeats_the_runs_overrides():
     )
     assert resume_command("/run/last.ckpt", [], "/repo/ttt_mm/tasks/train.py") == (
         "python -m ttt_mm.tasks.train ckpt_path=/run/last.ckpt"
+    )
+    assert resume_command("/s/0/last.ckpt", ["seed=1"], "train.py", ("/my sweep", "0")) == (  # a sweep's job
+        "python train.py -m seed=1 'hydra.sweep.dir=/my sweep' hydra.sweep.subdir=0 ckpt_path=/s/0/last.ckpt"
     )
 
 

@@ -404,12 +404,13 @@ def _run_dir(ckpt_path: str | None, default: str) -> str:
     return default if run is None else str(run)
 
 
-def _config_subdir(ckpt_path: str | None, stamp: str, mode: str = "RUN", train: bool = True) -> str:
-    """Where Hydra records a run's config in its directory: ``.hydra`` for a new run (a sweep's jobs
-    always run in new directories), and ``.hydra/resumed-<stamp>`` for a resume in place
-    (``tested-<stamp>`` for a test-only run of its checkpoint), so that neither a resume nor a failed
-    attempt overwrites the record of how the run was trained."""
-    in_place = _resumed_run(ckpt_path) is not None and "MULTIRUN" not in str(mode)
+def _config_subdir(ckpt_path: str | None, stamp: str, output_dir: str, train: bool = True) -> str:
+    """Where Hydra records a run's config in its directory ``output_dir``: ``.hydra`` for a new run, and
+    ``.hydra/resumed-<stamp>`` for a resume in the checkpoint's run (``tested-<stamp>`` for a test-only
+    run of its checkpoint; a sweep's job resumed into its folder too), so that neither a resume nor a
+    failed attempt overwrites the record of how the run was trained."""
+    run = _resumed_run(ckpt_path)
+    in_place = run is not None and os.path.realpath(output_dir) == os.path.realpath(run)
     return f".hydra/{'resumed' if train else 'tested'}-{stamp}" if in_place else ".hydra"
 
 

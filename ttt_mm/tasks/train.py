@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -301,17 +302,26 @@ def _resume_command(last: str | os.PathLike) -> str:
     where the run was not started by a Hydra command."""
     if not HydraConfig.initialized():
         return f"ckpt_path={last}"
-    return resume_command(last, list(HydraConfig.get().overrides.task), sys.argv[0])
+    hydra = HydraConfig.get()
+    job = (hydra.sweep.dir, hydra.sweep.subdir) if hydra.mode == RunMode.MULTIRUN else None
+    return resume_command(last, list(hydra.overrides.task), sys.argv[0], job)
 
 
-def resume_command(last: str | os.PathLike, overrides: list[str], script: str) -> str:
+def resume_command(
+    last: str | os.PathLike, overrides: list[str], script: str, sweep_job: tuple[str, str] | None = None
+) -> str:
     """``python train.py <the run's overrides> ckpt_path=<last>``, quoted for a shell: a run resumes only
-    with the settings that trained it (``ckpt_path=`` alone failed on any run with overrides)."""
+    with the settings that trained it (``ckpt_path=`` alone failed on any run with overrides). A sweep's
+    job (``sweep_job``: the sweep's folder and the job's) resumes as a sweep of one into its folder, so
+    that its results join the sweep's ``results.csv``."""
     kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != "ckpt_path"]
     path = Path(script)
     command = (
         f"python {script}" if path.name == "train.py" and "ttt_mm" not in path.parts else "python -m ttt_mm.tasks.train"
     )
+    if sweep_job is not None:
+        command += " -m"
+        kept += [f"hydra.sweep.dir={sweep_job[0]}", f"hydra.sweep.subdir={sweep_job[1]}"]
     return " ".join([command, *map(shlex.quote, [*kept, f"ckpt_path={last}"])])
 
 
