@@ -433,7 +433,9 @@ def test_an_embedding_folder_from_two_checkpoints_is_refused(ckpts, tones, tmp_p
             cfg = compose("embed", overrides=[f"ckpt={ckpt}", f"input={listed}", f"output={tmp_path / 'emb'}"])
         cfg.progress = False
         assert embed_task.run(cfg).written
-    mixed = r"mixes embedding runs: .*\.json has weights_hash \w+, .*\.json \w+ \(other checkpoints\)"
+    mixed = (
+        r"mixes embedding runs \(other checkpoints\): 1 of 2 sidecars have weights_hash \w+, 1 with weights_hash \w+ "
+    )
     with pytest.raises(ConfigError, match=mixed):
         run(_cfg(embeddings=tmp_path / "emb", input=manifest, output=tmp_path / "out"))
 
@@ -445,6 +447,25 @@ def test_an_embedding_folder_from_two_checkpoints_is_refused(ckpts, tones, tmp_p
     assert "1 of 2 sidecars" in caplog.text and "record no weights_hash" in caplog.text
     with pytest.raises(ConfigError, match="is a directory, not a checkpoint file"):
         run(_cfg(ckpt=tmp_path, input=manifest))
+
+
+def test_an_embedding_folder_of_mixed_settings_names_the_odd_sidecar_and_the_setting(ckpts, tones, tmp_path):
+    """The folder's first sidecar was taken as the rule: an odd one sorted first had every other file named."""
+    listed = tmp_path / "list.csv"
+    listed.write_text("path\n" + "".join(f"{p}\n" for p in sorted(tones.rglob("*.wav"))[:3]))
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("embed", overrides=[f"ckpt={ckpts['audio']}", f"input={listed}", f"output={tmp_path / 'emb'}"])
+    cfg.progress = False
+    assert len(embed_task.run(cfg).written) == 3
+    odd, usual, _ = sorted((tmp_path / "emb").rglob("*.json"))  # (as if embedded with hop_seconds=1)
+    odd.write_text(json.dumps(json.loads(odd.read_text()) | {"config_hash": "0ther", "hop_seconds": 1.0}))
+    with pytest.raises(ValueError) as refused:
+        EmbeddingFolder(tmp_path / "emb")
+    assert str(refused.value) == (
+        f"{tmp_path / 'emb'} mixes embedding runs (other model config or settings): 2 of 3 sidecars have config_hash "
+        f"{json.loads(usual.read_text())['config_hash']}, 1 with config_hash 0ther (e.g. {odd}; hop_seconds null "
+        "-> 1.0); embed into a folder of its own per model and settings"
+    )
 
 
 def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_class_keeps_its_features(

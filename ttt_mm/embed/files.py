@@ -216,7 +216,7 @@ def out_of_date(old: dict, expected: dict) -> str | None:
         return "written by an older embed, whose sidecar records no weights_hash"
     for key, meaning in _MADE_FROM.items():
         if old.get(key) != expected[key] and not (key == "source" and _same_file(old.get(key), expected[key])):
-            if key == "config_hash" and (named := _changed_settings(old, expected)):
+            if key == "config_hash" and (named := changed_settings(old, expected)):
                 return f"other settings ({named})"
             return f"{meaning} ({key} {old.get(key, 'not recorded')}, now {expected[key]})"
     return None
@@ -227,8 +227,9 @@ def _same_file(old: str | None, now: str) -> bool:
     return old is not None and os.path.realpath(old) == os.path.realpath(now)
 
 
-def _changed_settings(old: dict, expected: dict) -> str:
-    """The settings behind ``config_hash`` that differ, as ``key was -> now``; the model by name only."""
+def changed_settings(old: dict, expected: dict) -> str:
+    """The settings behind ``config_hash`` that differ between two sidecars, as ``key old -> expected``;
+    the model by name only."""
     changed = [k for k in ("model", *SETTINGS) if old.get(k) != expected.get(k)]
     was = {k: json.dumps(old[k]) if k in old else "not recorded" for k in changed}
     return ", ".join(

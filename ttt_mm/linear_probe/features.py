@@ -26,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, iter_windows
 from ttt_mm.embed import Clock, Embedder
-from ttt_mm.embed.files import load, read_sidecar, source_record
+from ttt_mm.embed.files import changed_settings, load, read_sidecar, source_record
 from ttt_mm.embed.reducers import HopBins, Pool
 from ttt_mm.linear_probe.classifier import Features
 from ttt_mm.messages import one_line
@@ -124,43 +124,29 @@ class EmbeddingFolder:
         if not self.root.is_dir():
             raise ValueError(f"embeddings={root} is not a folder")
         self.stems: dict[tuple[str, float, float | None], Path] = {}  # (source, span start, span end) -> stem
-        self.meta: dict | None = None
-        self.weights_hash: str | None = None  # of the sidecars that record one
-        weighed: Path | None = None  # the first sidecar with a weights_hash
-        unknown = 0
+        found = []
         for sidecar in sorted(self.root.rglob("*.json")):
-            stem = sidecar.with_suffix("")
             try:
-                meta = read_sidecar(stem)
+                meta = read_sidecar(sidecar.with_suffix(""))
             except ValueError as exc:
                 log.warning("left out: %s", exc)
                 continue
-            if meta is None or "source" not in meta or "config_hash" not in meta:
-                continue  # not an embedding (e.g. a metrics.json)
-            if self.meta is None:
-                self.meta = meta
-            elif meta["config_hash"] != self.meta["config_hash"]:
-                raise ValueError(
-                    f"{root} mixes embedding runs: {sidecar} has config_hash {meta['config_hash']}, "
-                    f"others {self.meta['config_hash']} (other model config or settings)"
-                )
-            weights = meta.get("weights_hash")
-            if weights is None:
-                unknown += 1
-            elif weighed is None:
-                self.weights_hash, weighed = weights, sidecar
-            elif weights != self.weights_hash:
-                raise ValueError(
-                    f"{root} mixes embedding runs: {sidecar} has weights_hash {weights}, "
-                    f"{weighed} {self.weights_hash} (other checkpoints)"
-                )
+            if meta is not None and "source" in meta and "config_hash" in meta:  # (else e.g. a metrics.json)
+                found.append((sidecar, meta))
+        if not found:
+            raise ValueError(f"embeddings={root} holds no .npy + .json pairs written by the embed task")
+        _one_run(root, found, "config_hash", "other model config or settings")
+        _one_run(root, found, "weights_hash", "other checkpoints")
+        self.meta: dict = found[0][1]
+        self.weights_hash: str | None = next((m["weights_hash"] for _, m in found if m.get("weights_hash")), None)
+        unknown = sum(m.get("weights_hash") is None for _, m in found)
+        for sidecar, meta in found:
+            stem = sidecar.with_suffix("")
             start, end = meta.get("span") or (meta["start"], None)  # (sidecars before spans were recorded)
             key = _span_key(meta["source"], start, end)
             if key in self.stems:
                 raise ValueError(f"{root}: {self.stems[key]} and {stem} both embed {key[0]} from {key[1]} to {key[2]}")
             self.stems[key] = stem
-        if self.meta is None:
-            raise ValueError(f"embeddings={root} holds no .npy + .json pairs written by the embed task")
         if unknown:
             log.warning(
                 "%d of %d sidecars in %s record no weights_hash (written by an older embed task): "
@@ -190,6 +176,27 @@ class EmbeddingFolder:
         if len(loaded.embeddings) == 0:
             raise MediaError(clip.name, f"{stem}.npy holds no rows")
         return FileFeatures(loaded.pooled, np.asarray(loaded.embeddings, dtype=np.float32) if rows else None)
+
+
+def _one_run(root: Path, found: list[tuple[Path, dict]], field: str, meaning: str) -> None:
+    """Raises ValueError where the sidecars record more than one ``field`` (those without one aside),
+    naming each value that fewer of them share with a sidecar of it, and, for ``config_hash``, the
+    settings that differ from the most common one's."""
+    runs: dict[str, list[tuple[Path, dict]]] = {}
+    for sidecar, meta in found:
+        if meta.get(field) is not None:
+            runs.setdefault(meta[field], []).append((sidecar, meta))
+    if len(runs) < 2:
+        return
+    (most, [(_, usual), *_]), *others = sorted(runs.items(), key=lambda run: -len(run[1]))
+    said = []
+    for value, [(sidecar, meta), *_] in others:
+        differs = changed_settings(usual, meta) if field == "config_hash" else ""
+        said.append(f"{len(runs[value])} with {field} {value} (e.g. {sidecar}{'; ' + differs if differs else ''})")
+    raise ValueError(
+        f"{root} mixes embedding runs ({meaning}): {len(runs[most])} of {len(found)} sidecars have {field} {most}, "
+        f"{', '.join(said)}; embed into a folder of its own per model and settings"
+    )
 
 
 def _span_key(source: str, start: float, end: float | None) -> tuple[str, float, float | None]:
