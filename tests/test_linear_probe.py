@@ -468,6 +468,33 @@ def test_an_embedding_folder_of_mixed_settings_names_the_odd_sidecar_and_the_set
     )
 
 
+def test_an_embedding_folder_is_probed_as_embedded_and_a_setting_given_otherwise_says_so(
+    ckpts, tones, tmp_path, monkeypatch, capsys
+):
+    """Embedded with pool=null, a folder was refused with "pool must be mean, max or mean_std", which the
+    user had given (pool=mean): a folder's settings are its sidecars', whatever the command line says."""
+    wavs = [p for c in sorted(tones.iterdir()) for p in sorted(c.glob("*.wav"))[:2]]  # (two of each class)
+    listed = _manifest(tmp_path / "list.csv", [{"path": str(p), "label": p.parent.name} for p in wavs])
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        embed = [
+            f"ckpt={ckpts['audio']}",
+            f"input={listed}",
+            f"output={tmp_path / 'emb'}",
+            "pool=null",
+            "progress=false",
+        ]
+        assert len(embed_task.run(compose("embed", overrides=embed)).written) == len(wavs)
+    probe = ["linear_probe", f"embeddings={tmp_path / 'emb'}", f"input={listed}", f"output={tmp_path / 'out'}"]
+    for given, said in [
+        ([], "was embedded with pool=null (rows only): a probe needs one vector per file; embed again with pool="),
+        (["pool=mean", "norm=true"], "was embedded with norm=true, pool=null, and is probed so: for pool=mean, embed"),
+    ]:
+        monkeypatch.setattr(sys, "argv", [*probe, *given])
+        with pytest.raises(SystemExit) as ended:
+            linear_probe.main()
+        assert ended.value.code == 2 and f"error: embeddings={tmp_path / 'emb'} {said}" in capsys.readouterr().err
+
+
 def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_class_keeps_its_features(
     ckpts, tones, tmp_path
 ):

@@ -427,6 +427,13 @@ def stamped_by_hydra(folder: Path, kind: str) -> bool:
     return folder.parent.name == kind and _STAMPED.fullmatch(folder.name) is not None
 
 
+def given_keys() -> set[str]:
+    """The config keys this command's overrides set (none where Hydra did not start it)."""
+    if not HydraConfig.initialized():
+        return set()
+    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+
+
 def forget_refused_run() -> None:
     """Removes the run directory of a command refused before it began, where Hydra stamped it
     (``<log_dir>/<task>/runs/<date>``, the default: no ``hydra.run.dir`` or ``output`` given) and it
@@ -436,7 +443,7 @@ def forget_refused_run() -> None:
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
-    given = {o.split("=", 1)[0].lstrip("+~") for o in [*hydra.overrides.hydra, *hydra.overrides.task]}
+    given = given_keys() | {o.split("=", 1)[0] for o in hydra.overrides.hydra}
     folder = Path(hydra.runtime.output_dir)
     record = folder / ".hydra"
     if (

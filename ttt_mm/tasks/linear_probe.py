@@ -24,6 +24,7 @@ warning; a manifest without labels, too few classes, groups or files for the fol
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,7 @@ from ttt_mm.tasks.common import (
     Interrupted,
     config_errors_end_the_command,
     extensions_of,
+    given_keys,
     hydra_command,
     module_logger,
     names_of,
@@ -183,6 +185,28 @@ def _embedder(tokenizer, backbone, cfg: DictConfig, options: dict) -> Embedder:
         raise ConfigError(str(exc)) from None
 
 
+def check_embedded_settings(cfg: DictConfig, written: dict) -> None:
+    """An embeddings folder is probed as it was embedded (``written``: its sidecars' settings): a setting
+    given here that differs, or pool=null (rows only, no vector per file), asks for embedding again."""
+    probe = "or probe the checkpoint: ckpt=<checkpoint> in place of embeddings="
+    given = [k for k in ("layer", "norm", "pool", *(("hop_seconds",) if cfg.rows else ())) if k in given_keys()]
+    if differ := [f"{k}={_value(cfg[k])}" for k in given if cfg[k] != written[k]]:
+        raise ConfigError(
+            f"embeddings={cfg.embeddings} was embedded with {', '.join(f'{k}={_value(written[k])}' for k in given)}, "
+            f"and is probed so: for {', '.join(differ)}, embed again (python -m ttt_mm.tasks.embed) {probe}"
+        )
+    if written["pool"] is None:
+        raise ConfigError(
+            f"embeddings={cfg.embeddings} was embedded with pool=null (rows only): a probe needs one vector per "
+            f"file; embed again with pool=mean, max or mean_std, {probe}"
+        )
+
+
+def _value(value) -> str:
+    """A setting as an override writes it (``null``, ``true``, ``0.5``, ``mean``)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
     out = Extractors()
     if cfg.ckpt:
@@ -210,6 +234,7 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
             "weights_hash": out.folder.weights_hash,
         }
         out.description |= options
+        check_embedded_settings(cfg, options)
     if options["pool"] is None:
         raise ConfigError("pool must be mean, max or mean_std for a probe (it needs one vector per file)")
     if "random_weights" in baselines or out.spec is None:
