@@ -21,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data.index import index_files
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
+from ttt_mm.tasks import sweep_report
 from ttt_mm.tasks.common import (
     ConfigError,
     Interrupted,
@@ -116,6 +117,30 @@ def test_evaluate_help_lists_its_keys_and_every_data_option_not_the_training_gro
 
 
 MODEL_OPTIONS = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+
+
+@pytest.mark.parametrize("plus", ["", "+"])
+def test_a_key_of_one_swept_option_is_named_as_such_and_the_refused_sweep_leaves_no_folder(
+    plus, tmp_path, capsys, monkeypatch
+):
+    """Hydra refuses a sweep over model=ttt_linear,lact with a key of LaCT's config: the hint was to add it
+    with +, which Hydra then refused in LaCT's job, and the sweep's named folder kept a multirun.yaml."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    key, folder = "model.backbone.mixer.chunk_size", tmp_path / "sweep"
+    argv = ["train", "-m", "model=ttt_linear,lact", f"{plus}{key}=50", f"hydra.sweep.dir={folder}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    at_exit = []  # (the sweep's report, and its cleanup, run at exit)
+    monkeypatch.setattr(sweep_report.atexit, "register", at_exit.append)
+    with pytest.raises(SystemExit) as ended:
+        importlib.import_module("ttt_mm.tasks.train").main()
+    assert ended.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {key} is not a key of every config this sweep composes (model=ttt_linear,lact): each job takes "
+        "every override, so a key of one option's config fails the others' (with or without +); sweep each "
+        "option with its own keys"
+    )
+    for report in at_exit:
+        report()
+    assert not folder.exists()
 
 
 @pytest.mark.parametrize("value", ["/my media [2024]", "a,b]", "it's", "x=y", "/data/clip (1).wav", "a b'c d", "}{"])

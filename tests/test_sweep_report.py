@@ -3,6 +3,8 @@ are the slow sweep tests of train and embed)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 
 import pytest
@@ -171,3 +173,16 @@ def test_a_sweep_refused_before_its_first_job_names_no_job_to_run_and_leaves_no_
     assert report.lines() == []
     report.report()
     assert capsys.readouterr().err == "" and not folder.exists() and (tmp_path / "multiruns").is_dir()
+    named = tmp_path / "mine"  # (hydra.sweep.dir=mine: its record goes too, and so does the folder it left empty)
+    named.mkdir()
+    (named / "multirun.yaml").write_text("hydra: {}\n")
+    _sweep(2, folder=named).report()
+    assert not named.exists()
+    (named / "0").mkdir(parents=True)  # (a folder holding anything else, or a record of an earlier sweep, stays)
+    (named / "multirun.yaml").write_text("hydra: {}\n")
+    _sweep(2, folder=named).report()
+    assert (named / "multirun.yaml").is_file()
+    shutil.rmtree(named / "0")
+    os.utime(named / "multirun.yaml", (0, 0))
+    _sweep(2, folder=named).report()
+    assert (named / "multirun.yaml").is_file()

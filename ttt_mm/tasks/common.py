@@ -236,6 +236,13 @@ def composing_error_message(err: Exception) -> str:
     group = overridden.group(1).split(".", 1)[0].split("/", 1)[0] if overridden else None
     if group in TRAINING_GROUPS and (key == group or "No match in the defaults list" in lines[0]):
         return f"{overridden.group(1)}: {no_training_settings(group)}"
+    appended = re.search(r"An item is already at '([^']*)'", lines[0]) if lines else None  # (+key where it is)
+    lacking = key if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) else appended and appended[1]
+    if lacking and (swept := _swept_group_of(lacking)):
+        return (
+            f"{lacking} is not a key of every config this sweep composes ({swept}): each job takes every override, "
+            "so a key of one option's config fails the others' (with or without +); sweep each option with its own keys"
+        )
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key and isinstance(parent, DictConfig):
         name = key.rsplit(".", 1)[-1]
         prefix = key[: -len(name)]
@@ -253,6 +260,22 @@ def composing_error_message(err: Exception) -> str:
         found = lines[0].split(": ", 1)[-1]
         return f"{found[:1].lower()}{found[1:]}{hint} (the options of {group}: {', '.join(options)})"
     return " | ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))
+
+
+def _swept_group_of(key: str) -> str | None:
+    """The override of this sweep's command line (``-m``) that sweeps the config group ``key`` lies in
+    (``model=ttt_linear,lact`` for ``model.backbone.mixer.chunk_size``); None where there is none."""
+    if not {"-m", "--multirun"} & set(sys.argv[1:]):
+        return None
+    for argument in sys.argv[1:]:
+        group, _, options = argument.partition("=")
+        if (
+            group.isidentifier()
+            and key.startswith(f"{group}.")
+            and ("," in options or options.startswith(("choice(", "glob(")))
+        ):
+            return argument
+    return None
 
 
 def quoted_override(override: str) -> str | None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import atexit
 import csv
 import shlex
-import shutil
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.messages import first_line
 from ttt_mm.storage.atomic import write_csv
-from ttt_mm.tasks.common import SweepJobError, stamped_by_hydra
+from ttt_mm.tasks.common import SweepJobError
 
 RESULTS = "results.csv"
 FILED = ["overrides", "run_dir", "best_ckpt"]
 """The columns of ``results.csv`` after the numbers."""
 SHOWN = 8
 """Jobs that did not run, named each with its command; the rest are counted."""
+STARTED = time.time()
+"""About when this process started: a sweep's record written since is its own."""
 
 
 def sweep_jobs(task_overrides: list[str]) -> list[list[str]] | None:
@@ -207,12 +209,17 @@ class SweepReport(Callback):
 
     def forget_refused(self) -> None:
         """A sweep refused before its first job (a mistake in composing its configs, said already) leaves
-        no folder among the sweeps: the stamped one Hydra made holds only its ``multirun.yaml``."""
-        folder = self.folder
-        if folder is None or not stamped_by_hydra(folder, "multiruns"):
-            return
-        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"multirun.yaml"}:
-            shutil.rmtree(folder, ignore_errors=True)
+        no record of itself: the ``multirun.yaml`` it wrote, alone in the sweep's folder, is removed, and
+        the folder with it where that leaves it empty."""
+        record = None if self.folder is None else self.folder / "multirun.yaml"
+        try:
+            if record is None or {p.name for p in record.parent.iterdir()} != {record.name}:
+                return
+            if record.stat().st_mtime >= STARTED:  # (written by this sweep, not one before it)
+                record.unlink()
+                record.parent.rmdir()
+        except OSError:
+            pass
 
     def report(self) -> None:
         """Says once (at the sweep's end, else at exit) how the finished jobs compare, on standard output
