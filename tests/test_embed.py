@@ -592,6 +592,15 @@ def test_an_output_under_the_older_span_name_is_renamed_not_made_twice(ckpts, tm
     ]
 
 
+def test_a_spans_duration_is_written_without_float_noise(ckpts, tmp_path):
+    wav = write_wav(tmp_path / "tone.wav", tone(3.0, 16000), 16000)
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f"path,start,end\n{wav},0.31,2.3\n")
+    assert len(task.run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out")).written) == 1
+    (sidecar,) = (tmp_path / "out").rglob("*.json")
+    assert '"duration": 1.99,' in sidecar.read_text()
+
+
 def test_interrupted_run_leaves_no_partial_output(ckpts, folder, tmp_path, monkeypatch):
     calls = {"n": 0}
     push = Stream.push

@@ -189,7 +189,7 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
                 **made_from,
                 "start": first,
                 "end": end,
-                "duration": end - first,
+                "duration": round(end - first, 9),  # (2.3 - 0.31 is 1.9899999999999998 in floats)
                 "embeddings": npy.name,
                 "shape": [writer.rows, embedder.dim],
                 "dtype": dtype,
