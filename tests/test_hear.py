@@ -72,6 +72,10 @@ def test_clear_errors(model, tmp_path):
 def test_integer_audio_is_an_error_not_embedded_unscaled(model):
     pcm = (0.1 * torch.randn(2, 16000) * 32768).to(torch.int16)
     for embed in (hear.get_timestamp_embeddings, hear.get_scene_embeddings):
-        with pytest.raises(ValueError, match=r"floating point in \[-1, 1\]; got torch.int16 .*divide by 32768"):
+        with pytest.raises(ValueError, match=r"floating point in \[-1, 1\]; got torch.int16 .*divide by 32768\)"):
             embed(pcm, model)
+        with pytest.raises(ValueError, match=r"got torch.int32 \(integer samples: divide by 2147483648\)"):
+            embed(pcm.to(torch.int32) * 65536, model)
+        with pytest.raises(ValueError, match=r"got torch.int64 \(integer samples: divide by their type's full scale\)"):
+            embed(pcm.long(), model)
     assert hear.get_scene_embeddings(pcm / 32768, model).shape == (2, 32)

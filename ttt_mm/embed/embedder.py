@@ -78,6 +78,15 @@ class Embeddings:
 # ------------------------------------------------------------------------------------- embedder
 
 
+_FULL_SCALE = {
+    torch.int16: "32768",
+    torch.int32: "2147483648",
+    torch.int8: "128",
+    torch.uint8: "128 after subtracting 128",
+}
+"""What integer PCM samples of each type are divided by to lie in [-1, 1]."""
+
+
 class Embedder:
     """Frozen tokenizer + backbone of a trained model, streaming inputs of any length.
 
@@ -354,9 +363,10 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
                 f"audio [B, n] has rows of {n} samples, shorter than one token step ({step} samples), and {rows} of "
                 f"them: a [n_samples, channels] array? give mono samples, e.g. audio.mean(dim=1)"
             )
-        if not given["audio"].is_floating_point():  # int16 samples would be embedded unscaled
+        if not (dtype := given["audio"].dtype).is_floating_point:  # integer samples would be embedded unscaled
+            scale = _FULL_SCALE.get(dtype, "their type's full scale")
             raise ValueError(
-                f"audio must be floating point in [-1, 1]; got {given['audio'].dtype} (int16 samples: divide by 32768)"
+                f"audio must be floating point in [-1, 1]; got {dtype} (integer samples: divide by {scale})"
             )
         # NaN or inf samples would give NaN embeddings without a word
         bad = (~torch.isfinite(given["audio"])).any(dim=1).nonzero().flatten().tolist()
