@@ -128,6 +128,8 @@ def select(data: Labelled, cfg: DictConfig) -> Labelled:
         unknown = sorted(set(classes) - set(data.names))
         if unknown:
             raise ConfigError(f"classes: {unknown} are not among the labels {data.names}")
+        if len(set(classes)) < 2:
+            raise ConfigError(f"classes={classes[0]} names one class: a probe tells two or more apart")
         labels = sorted({data.names.index(name) for name in classes})
         clips = [c for c in clips if c.label in labels]
     if cfg.max_files is not None:
