@@ -87,13 +87,8 @@ LIGHTNING_NOTICES = (
     # by design: the module attaches each batch's place in the stream before it is moved to the device
     r"You have overridden `on_before_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
 )
-RESUMED_NOTICES = (
-    # every resumed run: it goes on in its own run folder, whose checkpoints are its own
-    r"Checkpoint directory .* exists and is not empty",
-    # a run resumed from a checkpoint kept elsewhere, or moved with its folder: its summary says how the
-    # best checkpoint is ranked there, in ttt-mm's words (`callbacks.best_checkpoint`)
-    r"The dirpath has changed from",
-)
+RESUMED_NOTICE = r"Checkpoint directory .* exists and is not empty"
+"""What every resumed run would print: it goes on in its own run folder, whose checkpoints are its own."""
 
 
 class _DropsTips(logging.Filter):
@@ -103,7 +98,7 @@ class _DropsTips(logging.Filter):
 
 def quiet_lightning(resuming: bool) -> None:
     """Leaves out Lightning's notices that say nothing about this run (each run printed them all)."""
-    for message in LIGHTNING_NOTICES + (RESUMED_NOTICES if resuming else ()):
+    for message in LIGHTNING_NOTICES + ((RESUMED_NOTICE,) if resuming else ()):
         warnings.filterwarnings("ignore", message=message)
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropsTips) for f in logger.filters):
