@@ -490,6 +490,8 @@ def test_an_embedding_folder_is_probed_as_embedded_and_a_setting_given_otherwise
     for given, said in [
         ([], "was embedded with pool=null (rows only): a probe needs one vector per file; embed again with pool="),
         (["pool=mean", "norm=true"], "was embedded with norm=true, pool=null, and is probed so: for pool=mean, embed"),
+        (["layer=-1", "pool=max"], "was embedded with layer=1, pool=null, and is probed so: for pool=max, embed"),
+        (["layer=0"], "was embedded with layer=1, and is probed so: for layer=0, embed again"),  # (of 2 blocks)
     ]:
         monkeypatch.setattr(sys, "argv", [*probe, *given])
         with pytest.raises(SystemExit) as ended:
@@ -570,6 +572,18 @@ def test_rows_probe_predicts_files_from_their_hops(ckpts, tones, tmp_path, monke
     assert all(m["results"][n]["accuracy"]["mean"] == 1.0 for n in ("model", "logmel", "random_weights"))
     assert len(fitted) == 3
     for feats in fitted:  # rows of 0.2 s, each owned by its file (pooled vectors: one a file)
+        assert torch.bincount(feats.owner).tolist() == [4] * 20
+
+
+def test_an_embedding_folders_rows_set_the_hop_of_every_feature_set(ckpts, tones, tmp_path, monkeypatch):
+    """The log-mel baseline took the config's hop (0.5 s) beside a folder embedded with another."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        embed = [f"ckpt={ckpts['audio']}", f"input={tones}", f"output={tmp_path / 'emb'}", "hop_seconds=0.2"]
+        assert len(embed_task.run(compose("embed", overrides=[*embed, "progress=false"])).written) == 20
+    fitted = record_fits(monkeypatch)
+    run(_cfg(embeddings=tmp_path / "emb", input=tones, output=tmp_path / "out", rows="true", folds=2))
+    assert len(fitted) == 3
+    for feats in fitted:  # model, logmel, random_weights: rows of 0.2 s, four a file
         assert torch.bincount(feats.owner).tolist() == [4] * 20
 
 

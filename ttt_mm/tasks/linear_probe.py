@@ -188,11 +188,14 @@ def _embedder(tokenizer, backbone, cfg: DictConfig, options: dict) -> Embedder:
 
 
 def check_embedded_settings(cfg: DictConfig, written: dict) -> None:
-    """An embeddings folder is probed as it was embedded (``written``: its sidecars' settings): a setting
+    """An embeddings folder is probed as it was embedded (``written``: a sidecar's settings): a setting
     given here that differs, or pool=null (rows only, no vector per file), asks for embedding again."""
     probe = "or probe the checkpoint: ckpt=<checkpoint> in place of embeddings="
     given = [k for k in ("layer", "norm", "pool", *(("hop_seconds",) if cfg.rows else ())) if k in given_keys()]
-    if differ := [f"{k}={_value(cfg[k])}" for k in given if cfg[k] != written[k]]:
+    asked = {k: cfg[k] for k in given}
+    if "layer" in asked and isinstance(written.get("depth"), int):  # (a sidecar counts blocks from 0: -1 is depth-1)
+        asked["layer"] = int(asked["layer"]) % written["depth"]
+    if differ := [f"{k}={_value(cfg[k])}" for k in given if asked[k] != written[k]]:
         raise ConfigError(
             f"embeddings={cfg.embeddings} was embedded with {', '.join(f'{k}={_value(written[k])}' for k in given)}, "
             f"and is probed so: for {', '.join(differ)}, embed again (python -m ttt_mm.tasks.embed) {probe}"
@@ -236,7 +239,7 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
             "weights_hash": out.folder.weights_hash,
         }
         out.description |= options
-        check_embedded_settings(cfg, options)
+        check_embedded_settings(cfg, meta)
     if options["pool"] is None:
         raise ConfigError("pool must be mean, max or mean_std for a probe (it needs one vector per file)")
     if "random_weights" in baselines or out.spec is None:
@@ -253,7 +256,8 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
         out.live = ModelFeatures(embedders, rows=bool(cfg.rows))  # an embeddings folder's rows: its own hop
     if "logmel" in baselines:
         try:
-            out.logmel = LogMelStats(instantiate(cfg.logmel), float(cfg.hop_seconds) if cfg.rows else None)
+            hop = options["hop_seconds"] or cfg.hop_seconds  # (an embeddings folder's rows: its own hop)
+            out.logmel = LogMelStats(instantiate(cfg.logmel), float(hop) if cfg.rows else None)
         except ValueError as exc:
             raise ConfigError(f"logmel: {exc}") from None
     return out
