@@ -141,6 +141,10 @@ def test_a_key_of_one_swept_option_is_named_as_such_and_the_refused_sweep_leaves
     for report in at_exit:
         report()
     assert not folder.exists()
+    monkeypatch.setattr(sys, "argv", [*argv[:3], f"{plus}model.backbone.mixer.chunk_sizee=50", argv[-1]])  # a typo
+    with pytest.raises(SystemExit) as ended:
+        importlib.import_module("ttt_mm.tasks.train").main()
+    assert "is not a key of every config this sweep composes" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["/my media [2024]", "a,b]", "it's", "x=y", "/data/clip (1).wav", "a b'c d", "}{"])

@@ -263,18 +263,22 @@ def composing_error_message(err: Exception) -> str:
 
 
 def _swept_group_of(key: str) -> str | None:
-    """The override of this sweep's command line (``-m``) that sweeps the config group ``key`` lies in
-    (``model=ttt_linear,lact`` for ``model.backbone.mixer.chunk_size``); None where there is none."""
+    """The override of this sweep's command line (``-m``) that sweeps the config group ``key`` lies in,
+    where the config of one of its options has the key and another's lacks it (``model=ttt_linear,lact``
+    for ``model.backbone.mixer.chunk_size``); None where there is none (a typo, say)."""
     if not {"-m", "--multirun"} & set(sys.argv[1:]):
         return None
     for argument in sys.argv[1:]:
-        group, _, options = argument.partition("=")
-        if (
-            group.isidentifier()
-            and key.startswith(f"{group}.")
-            and ("," in options or options.startswith(("choice(", "glob(")))
-        ):
-            return argument
+        group, _, swept = argument.partition("=")
+        if not (group.isidentifier() and key.startswith(f"{group}.") and "," in swept):
+            continue
+        rest, has = key[len(group) + 1 :], set()
+        for option in swept.split(","):
+            try:
+                has.add(OmegaConf.select(OmegaConf.load(Path(CONF_DIR, group, f"{option}.yaml")), rest) is not None)
+            except (OSError, ValueError):  # (not an option's file: a value the config knows otherwise)
+                return None
+        return argument if has == {True, False} else None
     return None
 
 
