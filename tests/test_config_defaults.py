@@ -148,16 +148,24 @@ def test_a_key_of_one_swept_option_is_named_as_such_and_the_refused_sweep_leaves
 
 
 @pytest.mark.parametrize("value", ["/my media [2024]", "a,b]", "it's", "x=y", "/data/clip (1).wav", "a b'c d", "}{"])
-def test_the_quoted_override_suggested_reads_back_as_the_value_typed(value):
+def test_the_quoted_override_suggested_reads_back_as_the_value_typed(value, monkeypatch):
     """What the error line suggests, split as a POSIX shell does, is one override of that very value."""
+    monkeypatch.setattr(sys, "argv", ["train.py", f"data.root={value}"])  # (not pytest's: -m there picks tests)
     (argument,) = shlex.split(quoted_override(f"data.root={value}"))
     override = OverridesParser.create().parse_override(argument)
     assert (override.key_or_group, override.value()) == ("data.root", value)
 
 
-@pytest.mark.parametrize("value", ["'/my media", '"/x', 'a"b', "/x/$y", "a\\b", "wow!", ""])
-def test_no_quoted_override_is_suggested_for_a_value_that_quotes_or_escapes_itself(value):
+@pytest.mark.parametrize("value", ["'/my media", '"/x', 'a"b', "/x/$y", "a\\b", "wow!", "", "[0,1", "{a: 1"])
+def test_no_quoted_override_is_suggested_for_a_value_that_quotes_or_escapes_itself_or_is_a_list(value):
     assert quoted_override(f"data.root={value}") is None
+
+
+def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train.py", "seed=0,1,"])  # (not pytest's: -m there picks tests)
+    assert quoted_override("seed=0,1,") == "\"seed='0,1,'\""  # (one value with commas: a path, say)
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "seed=0,1,"])
+    assert quoted_override("seed=0,1,") is None
 
 
 @pytest.mark.parametrize(

@@ -285,9 +285,11 @@ def _swept_group_of(key: str) -> str | None:
 def quoted_override(override: str) -> str | None:
     """``override`` as a shell argument whose value Hydra reads as one quoted string (in single quotes,
     or double where the value holds a single one); None where the value starts with a quote (one left
-    open, most likely), holds a double one, or holds what a shell's double quotes expand."""
+    open, most likely) or a bracket (a list or dict), holds a double quote or what a shell's double
+    quotes expand, or, in a sweep, a comma (values to sweep): quoted, it would mean another thing."""
     key, _, value = override.partition("=")
-    if not value or value[0] in "'\"" or set(value) & set('$`\\!"'):
+    sweep = {"-m", "--multirun"} & set(sys.argv[1:])
+    if not value or value[0] in "'\"[{" or set(value) & set('$`\\!"') or (sweep and "," in value):
         return None
     return f'"{key}=\\"{value}\\""' if "'" in value else f"\"{key}='{value}'\""
 
