@@ -21,6 +21,7 @@ import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -1151,9 +1152,17 @@ def test_the_resume_command_repeats_the_runs_overrides():
     assert resume_command("/run/last.ckpt", [], "/repo/ttt_mm/tasks/train.py") == (
         "python -m ttt_mm.tasks.train ckpt_path=/run/last.ckpt"
     )
-    assert resume_command("/s/0/last.ckpt", ["seed=1"], "train.py", ("/my sweep", "0")) == (  # a sweep's job
-        "python train.py -m seed=1 'hydra.sweep.dir=/my sweep' hydra.sweep.subdir=0 ckpt_path=/s/0/last.ckpt"
+    said = resume_command("/s, 1/0/last.ckpt", ["seed=1"], "train.py", ("/s, 1", "0"))  # a sweep's job
+    assert said == (
+        "python train.py -m seed=1 \"hydra.sweep.dir='/s, 1'\" hydra.sweep.subdir=0 \"ckpt_path='/s, 1/0/last.ckpt'\""
     )
+    overrides = OverridesParser.create().parse_overrides(shlex.split(said)[3:])  # (a comma: a sweep, unquoted)
+    assert [(o.key_or_group, o.value()) for o in overrides] == [
+        ("seed", 1),
+        ("hydra.sweep.dir", "/s, 1"),
+        ("hydra.sweep.subdir", 0),
+        ("ckpt_path", "/s, 1/0/last.ckpt"),
+    ]
 
 
 def test_a_run_stopped_by_an_error_says_where_to_resume_and_names_a_dead_loader_worker(tmp_path):

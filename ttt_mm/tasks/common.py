@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import sys
 import traceback
@@ -280,6 +281,18 @@ def _swept_group_of(key: str) -> str | None:
                 return None
         return argument if has == {True, False} else None
     return None
+
+
+def shell_override(key: str, value: str) -> str:
+    """``key=value`` as one shell argument whose value Hydra reads back whole: quoted for Hydra where
+    its grammar would split or parse it (a comma makes a sweep, brackets a list), then for the shell."""
+    if not re.fullmatch(r"[\w/.@:+~-]+", value):
+        quote = "'" if "'" not in value else '"' if '"' not in value else None
+        value = f"{quote}{value}{quote}" if quote else "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    argument = f"{key}={value}"
+    if set(argument) & set('$`\\!"'):  # (what a shell's double quotes would expand)
+        return shlex.quote(argument)
+    return f'"{argument}"' if value[0] in "'\"" else argument
 
 
 def quoted_override(override: str) -> str | None:

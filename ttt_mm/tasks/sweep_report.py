@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.messages import first_line
 from ttt_mm.storage.atomic import write_csv
-from ttt_mm.tasks.common import SweepJobError
+from ttt_mm.tasks.common import SweepJobError, shell_override
 
 RESULTS = "results.csv"
 FILED = ["overrides", "run_dir", "best_ckpt"]
@@ -148,7 +148,7 @@ class SweepReport(Callback):
                     else ""
                 )
             )
-            where = f"hydra.sweep.dir={shlex.quote(str(self.folder))}" if self.folder else ""
+            where = shell_override("hydra.sweep.dir", str(self.folder)) if self.folder else ""
             left = [
                 f"  {this_command()} -m {' '.join(map(shlex.quote, job))} {where} hydra.sweep.subdir={first + i}"
                 for i, job in enumerate((self.jobs or [])[first:])

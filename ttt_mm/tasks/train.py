@@ -38,6 +38,7 @@ from ttt_mm.tasks.common import (
     lightning_logs_to_file,
     positive_count,
     quiet_lightning,
+    shell_override,
     to_log_file,
 )
 from ttt_mm.tasks.train_checks import check, check_parts, run_length
@@ -319,10 +320,11 @@ def resume_command(
     command = (
         f"python {script}" if path.name == "train.py" and "ttt_mm" not in path.parts else "python -m ttt_mm.tasks.train"
     )
+    said = [*map(shlex.quote, kept)]
     if sweep_job is not None:
         command += " -m"
-        kept += [f"hydra.sweep.dir={sweep_job[0]}", f"hydra.sweep.subdir={sweep_job[1]}"]
-    return " ".join([command, *map(shlex.quote, [*kept, f"ckpt_path={last}"])])
+        said += [shell_override("hydra.sweep.dir", sweep_job[0]), shell_override("hydra.sweep.subdir", sweep_job[1])]
+    return " ".join([command, *said, shell_override("ckpt_path", str(last))])
 
 
 def dead_worker(cfg: DictConfig, error: str) -> str:
