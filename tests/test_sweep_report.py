@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from datetime import datetime
 
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
@@ -178,11 +179,28 @@ def test_a_sweep_refused_before_its_first_job_names_no_job_to_run_and_leaves_no_
     (named / "multirun.yaml").write_text("hydra: {}\n")
     _sweep(2, folder=named).report()
     assert not named.exists()
-    (named / "0").mkdir(parents=True)  # (a folder holding anything else, or a record of an earlier sweep, stays)
+    (named / "0").mkdir(parents=True)  # (a folder holding anything else stays)
     (named / "multirun.yaml").write_text("hydra: {}\n")
     _sweep(2, folder=named).report()
     assert (named / "multirun.yaml").is_file()
-    shutil.rmtree(named / "0")
-    os.utime(named / "multirun.yaml", (0, 0))
-    _sweep(2, folder=named).report()
-    assert (named / "multirun.yaml").is_file()
+    shutil.rmtree(named / "0")  # a record of an earlier sweep into the folder is put back
+    refused = _sweep(2, folder=named)
+    refused.keep_earlier_record()  # (on_multirun_start, before Hydra writes its record)
+    (named / "multirun.yaml").write_text("refused: {}\n")
+    refused.report()
+    assert [p.name for p in named.iterdir()] == ["multirun.yaml"]
+    assert (named / "multirun.yaml").read_text() == "hydra: {}\n"
+
+
+def test_a_job_run_again_into_its_sweep_keeps_the_sweeps_record_beside_its_own(tmp_path):
+    """Hydra wrote the sweep of one's multirun.yaml over the whole sweep's: the only record of its command."""
+    (tmp_path / "multirun.yaml").write_text("the sweep\n")
+    os.utime(tmp_path / "multirun.yaml", (0, 0))
+    again = _sweep(1, folder=tmp_path, overrides=("seed=2",))
+    again.keep_earlier_record()
+    (tmp_path / "multirun.yaml").write_text("the job run again\n")
+    _ended(again, 2, "seed=2", None, returned={"metrics": {"val/loss": 1.0}})
+    again.report()
+    (earlier,) = tmp_path.glob("multirun-*.yaml")
+    assert earlier.read_text() == "the sweep\n" and (tmp_path / "multirun.yaml").read_text() == "the job run again\n"
+    assert earlier.name == f"multirun-{datetime.fromtimestamp(0).strftime('%Y-%m-%d_%H-%M-%S-%f')}.yaml"

@@ -660,6 +660,8 @@ def test_a_sweeps_job_stopped_by_ctrl_c_resumes_into_its_folder_and_joins_the_sw
     assert (sweep / "0" / ".hydra" / "overrides.yaml").read_text() == trained  # how the job was trained, kept
     (record,) = (sweep / "0" / ".hydra").glob("resumed-*")
     assert f"ckpt_path={last}" in (record / "overrides.yaml").read_text()
+    (whole,) = sweep.glob("multirun-*.yaml")  # the sweep's own record, beside the resume's multirun.yaml
+    assert "seed=0,1" in whole.read_text() and "seed=0,1" not in (sweep / "multirun.yaml").read_text()
 
 
 @pytest.mark.parametrize(

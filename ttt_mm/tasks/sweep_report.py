@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import atexit
 import csv
+import os
 import shlex
 import sys
-import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,12 @@ from ttt_mm.storage.atomic import write_csv
 from ttt_mm.tasks.common import SweepJobError, shell_override
 
 RESULTS = "results.csv"
+MULTIRUN = "multirun.yaml"
+"""Hydra's record of a sweep's command, in its folder."""
 FILED = ["overrides", "run_dir", "best_ckpt"]
 """The columns of ``results.csv`` after the numbers."""
 SHOWN = 8
 """Jobs that did not run, named each with its command; the rest are counted."""
-STARTED = time.time()
-"""About when this process started: a sweep's record written since is its own."""
 
 
 def sweep_jobs(task_overrides: list[str]) -> list[list[str]] | None:
@@ -84,10 +85,25 @@ class SweepReport(Callback):
         self.folder: Path | None = None  # the sweep's folder, where the results table goes
         self.swept: list[set[str]] = []  # each started job's overrides: those all share are not shown
         self.reported = False
+        self.earlier: Path | None = None  # the record of an earlier sweep into this folder, set aside
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.begin(config)
+        self.keep_earlier_record()
         atexit.register(self.report)
+
+    def keep_earlier_record(self) -> None:
+        """Hydra writes the sweep's ``multirun.yaml`` over the one there: a job run again into its sweep (a
+        resume, one that did not run) would erase the record of the whole sweep's command. The earlier one
+        is kept beside it, as ``multirun-<its date>.yaml``."""
+        record = None if self.folder is None else self.folder / MULTIRUN
+        try:
+            if record is not None and record.is_file():
+                made = datetime.fromtimestamp(record.stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S-%f")
+                self.earlier = record.with_name(f"multirun-{made}.yaml")
+                os.replace(record, self.earlier)
+        except OSError:  # (a folder that cannot be written: Hydra says so itself)
+            self.earlier = None
 
     def begin(self, config: DictConfig) -> None:
         """A sweep starts: its jobs are counted from the command line."""
@@ -209,15 +225,17 @@ class SweepReport(Callback):
 
     def forget_refused(self) -> None:
         """A sweep refused before its first job (a mistake in composing its configs, said already) leaves
-        no record of itself: the ``multirun.yaml`` it wrote, alone in the sweep's folder, is removed, and
-        the folder with it where that leaves it empty."""
-        record = None if self.folder is None else self.folder / "multirun.yaml"
+        no record of itself: the ``multirun.yaml`` it wrote goes, the earlier one (`keep_earlier_record`)
+        back in its place, or the folder with it where that leaves the folder empty."""
+        if self.folder is None:
+            return
+        record = self.folder / MULTIRUN
         try:
-            if record is None or {p.name for p in record.parent.iterdir()} != {record.name}:
-                return
-            if record.stat().st_mtime >= STARTED:  # (written by this sweep, not one before it)
+            if self.earlier is not None:
+                os.replace(self.earlier, record)
+            elif record.is_file() and [p.name for p in self.folder.iterdir()] == [MULTIRUN]:
                 record.unlink()
-                record.parent.rmdir()
+                self.folder.rmdir()
         except OSError:
             pass
 
