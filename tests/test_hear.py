@@ -74,8 +74,8 @@ def test_integer_audio_is_an_error_not_embedded_unscaled(model):
     for embed in (hear.get_timestamp_embeddings, hear.get_scene_embeddings):
         with pytest.raises(ValueError, match=r"floating point in \[-1, 1\]; got torch.int16 .*divide by 32768\)"):
             embed(pcm, model)
-        with pytest.raises(ValueError, match=r"got torch.int32 \(integer samples: divide by 2147483648\)"):
-            embed(pcm.to(torch.int32) * 65536, model)
-        with pytest.raises(ValueError, match=r"got torch.int64 \(integer samples: divide by their type's full scale\)"):
-            embed(pcm.long(), model)
+        with pytest.raises(
+            ValueError, match=r"got torch.int64 \(integer samples: divide by the full scale of their bit"
+        ):
+            embed(pcm.long(), model)  # (torch.tensor of a list of 16-bit samples: 32768 still)
     assert hear.get_scene_embeddings(pcm / 32768, model).shape == (2, 32)

@@ -78,13 +78,8 @@ class Embeddings:
 # ------------------------------------------------------------------------------------- embedder
 
 
-_FULL_SCALE = {
-    torch.int16: "32768",
-    torch.int32: "2147483648",
-    torch.int8: "128",
-    torch.uint8: "128 after subtracting 128",
-}
-"""What integer PCM samples of each type are divided by to lie in [-1, 1]."""
+_SCALED = {torch.int16: "divide by 32768", torch.uint8: "subtract 128, then divide by 128"}
+"""How integer PCM samples of a type that says their bit depth are brought to [-1, 1]."""
 
 
 class Embedder:
@@ -364,10 +359,8 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
                 f"them: a [n_samples, channels] array? give mono samples, e.g. audio.mean(dim=1)"
             )
         if not (dtype := given["audio"].dtype).is_floating_point:  # integer samples would be embedded unscaled
-            scale = _FULL_SCALE.get(dtype, "their type's full scale")
-            raise ValueError(
-                f"audio must be floating point in [-1, 1]; got {dtype} (integer samples: divide by {scale})"
-            )
+            scale = _SCALED.get(dtype, "divide by the full scale of their bit depth, 32768 for 16-bit samples")
+            raise ValueError(f"audio must be floating point in [-1, 1]; got {dtype} (integer samples: {scale})")
         # NaN or inf samples would give NaN embeddings without a word
         bad = (~torch.isfinite(given["audio"])).any(dim=1).nonzero().flatten().tolist()
         if bad:

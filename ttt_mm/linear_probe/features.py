@@ -188,9 +188,11 @@ def _one_run(root: Path, found: list[tuple[Path, dict]], field: str, meaning: st
             runs.setdefault(meta[field], []).append((sidecar, meta))
     if len(runs) < 2:
         return
-    (most, [(_, usual), *_]), *others = sorted(runs.items(), key=lambda run: -len(run[1]))
+    most, *others = sorted(runs, key=lambda value: -len(runs[value]))
+    usual = runs[most][0][1]  # (the settings of a sidecar of the value most share)
     said = []
-    for value, [(sidecar, meta), *_] in others:
+    for value in others:
+        sidecar, meta = runs[value][0]
         differs = changed_settings(usual, meta) if field == "config_hash" else ""
         said.append(f"{len(runs[value])} with {field} {value} (e.g. {sidecar}{'; ' + differs if differs else ''})")
     raise ValueError(

@@ -485,7 +485,7 @@ def forget_refused_run() -> None:
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
-    given = given_keys() | {o.split("=", 1)[0] for o in hydra.overrides.hydra}
+    given = given_keys() | {o.split("=", 1)[0].lstrip("+~") for o in hydra.overrides.hydra}
     folder = Path(hydra.runtime.output_dir)
     record = folder / ".hydra"
     if (
