@@ -86,6 +86,7 @@ class SweepReport(Callback):
         self.swept: list[set[str]] = []  # each started job's overrides: those all share are not shown
         self.reported = False
         self.earlier: Path | None = None  # the record of an earlier sweep into this folder, set aside
+        self.made_folder = True  # whether the folder is this sweep's (none was there when it started)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.begin(config)
@@ -97,6 +98,7 @@ class SweepReport(Callback):
         resume, one that did not run) would erase the record of the whole sweep's command. The earlier one
         is kept beside it, as ``multirun-<its date>.yaml``."""
         record = None if self.folder is None else self.folder / MULTIRUN
+        self.made_folder = record is not None and not record.parent.exists()
         try:
             if record is not None and record.is_file():
                 made = datetime.fromtimestamp(record.stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S-%f")
@@ -226,7 +228,7 @@ class SweepReport(Callback):
     def forget_refused(self) -> None:
         """A sweep refused before its first job (a mistake in composing its configs, said already) leaves
         no record of itself: the ``multirun.yaml`` it wrote goes, the earlier one (`keep_earlier_record`)
-        back in its place, or the folder with it where that leaves the folder empty."""
+        back in its place, and the folder with it where the sweep made it and leaves it empty."""
         if self.folder is None:
             return
         record = self.folder / MULTIRUN
@@ -235,7 +237,8 @@ class SweepReport(Callback):
                 os.replace(self.earlier, record)
             elif record.is_file() and [p.name for p in self.folder.iterdir()] == [MULTIRUN]:
                 record.unlink()
-                self.folder.rmdir()
+                if self.made_folder:
+                    self.folder.rmdir()
         except OSError:
             pass
 
