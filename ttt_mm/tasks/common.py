@@ -267,7 +267,7 @@ def _swept_group_of(key: str) -> str | None:
     """The override of this sweep's command line (``-m``) that sweeps the config group ``key`` lies in,
     where the config of one of its options has the key and another's lacks it (``model=ttt_linear,lact``
     for ``model.backbone.mixer.chunk_size``); None where there is none (a typo, say)."""
-    if not {"-m", "--multirun"} & set(sys.argv[1:]):
+    if not _sweep_on_command_line():
         return None
     for argument in sys.argv[1:]:
         group, _, swept = argument.partition("=")
@@ -283,16 +283,17 @@ def _swept_group_of(key: str) -> str | None:
     return None
 
 
-def shell_override(key: str, value: str) -> str:
+def shell_override(key: str, value: str, quoted: bool = False) -> str:
     """``key=value`` as one shell argument whose value Hydra reads back whole: quoted for Hydra where
-    its grammar would split or parse it (a comma makes a sweep, brackets a list), then for the shell."""
-    if not re.fullmatch(r"[\w/.@:+~-]+", value):
+    its grammar would split or parse it (a comma makes a sweep, brackets a list), or always (``quoted``),
+    then for the shell."""
+    if quoted or not re.fullmatch(r"[\w/.@:+~-]+", value):
         quote = "'" if "'" not in value else '"' if '"' not in value else None
         value = f"{quote}{value}{quote}" if quote else "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     argument = f"{key}={value}"
-    if set(argument) & set('$`\\!"'):  # (what a shell's double quotes would expand)
+    if set(argument) & set("$`\\!"):  # (what a shell's double quotes would expand)
         return shlex.quote(argument)
-    return f'"{argument}"' if value[0] in "'\"" else argument
+    return '"' + argument.replace('"', '\\"') + '"' if value[0] in "'\"" else argument
 
 
 def quoted_override(override: str) -> str | None:
@@ -301,10 +302,14 @@ def quoted_override(override: str) -> str | None:
     open, most likely) or a bracket (a list or dict), holds a double quote or what a shell's double
     quotes expand, or, in a sweep, a comma (values to sweep): quoted, it would mean another thing."""
     key, _, value = override.partition("=")
-    sweep = {"-m", "--multirun"} & set(sys.argv[1:])
-    if not value or value[0] in "'\"[{" or set(value) & set('$`\\!"') or (sweep and "," in value):
+    if not value or value[0] in "'\"[{" or set(value) & set('$`\\!"') or (_sweep_on_command_line() and "," in value):
         return None
-    return f'"{key}=\\"{value}\\""' if "'" in value else f"\"{key}='{value}'\""
+    return shell_override(key, value, quoted=True)
+
+
+def _sweep_on_command_line() -> bool:
+    """Whether this command was started as a sweep (``-m``): what composing its configs cannot ask Hydra."""
+    return bool({"-m", "--multirun"} & set(sys.argv[1:]))
 
 
 _HYDRA_DIR = str(Path(hydra.__file__).parent)
