@@ -406,6 +406,49 @@ def test_a_gpu_trainer_on_a_machine_without_one_says_how_to_run_on_the_cpu():
     assert "trainer=ddp takes trainer.accelerator=cpu trainer.precision=32-true" in message  # (not bf16 there)
 
 
+def _model_error(overrides: list[str], settings_of=lambda settings: settings) -> str:
+    """What a command says when building the model of ``train.py <overrides>`` fails."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    settings = settings_of(OmegaConf.to_container(cfg, resolve=False))
+    with pytest.raises(InstantiationException) as raised:
+        instantiate(cfg.model)
+    return config_error_message(raised.value, settings)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["tokenizer.patch=0"], "tokenizer.patch must be positive; got 0"),  # (built by the model)
+        (["model.backbone.dim=0"], "model.backbone.dim must be positive; got 0"),  # (tokenizer.dim: ${...})
+        (
+            ["model=lact", "model.backbone.mixer.chunk_size=0"],
+            "model.backbone.mixer.chunk_size must be positive; got 0",
+        ),
+        (["tokenizer=av", "tokenizer.audio.n_mels=0"], "tokenizer.audio.n_mels must be positive; got 0"),
+        (
+            ["model=lact", "model.backbone.mixer.fast_heads=3"],  # (not one argument's check: the node is named)
+            "ValueError: dim (128) must be divisible by fast_heads (3) (config key 'model.backbone.mixer')",
+        ),
+    ],
+)
+def test_a_constructor_error_names_the_key_it_refused(overrides, message):
+    assert _model_error(overrides) == message
+
+
+def test_a_constructor_error_names_the_node_hydra_built_where_the_one_that_raised_is_unclear():
+    said = "ValueError: n_mels must be positive; got 0 (config key 'model')"
+    assert _model_error(["tokenizer=av", "tokenizer.audio.n_mels=0"], lambda settings: None) == said
+
+    def two_audio_nodes(settings):  # (a class built at two keys: which one raised cannot be told)
+        return settings | {"second": settings["tokenizer"]["audio"]}
+
+    assert _model_error(["tokenizer=av", "tokenizer.audio.n_mels=0"], two_audio_nodes) == said
+
+
 @pytest.mark.parametrize(
     "command,key",
     [

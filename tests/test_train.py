@@ -679,7 +679,15 @@ def test_a_sweeps_job_stopped_by_ctrl_c_resumes_into_its_folder_and_joins_the_sw
         (["data.val_fraction=-0.5"], "data.val_fraction must lie in [0, 1]; got -0.5"),
         (["data.probe_timeout=-100"], "data.probe_timeout must be a positive number of seconds; got -100"),
         (["data.min_seconds=-1"], "data.min_seconds must be a number of seconds, 0 or more; got -1"),
-        (["model.backbone.mixer.mini_batch_size=0"], "num_heads and mini_batch_size must be positive; got 4, 0"),
+        (
+            ["model.backbone.mixer.mini_batch_size=0"],
+            "error: model.backbone.mixer.mini_batch_size must be positive; got 0\n",
+        ),
+        (["model.backbone.dim=0"], "error: model.backbone.dim must be positive; got 0\n"),  # (through tokenizer.dim)
+        (
+            ["tokenizer.patch=7"],
+            "error: ValueError: frame size 32 is not a multiple of patch 7 (config key 'tokenizer')",
+        ),
         (["model.lr=-1"], "error: model.lr must be a number >= 0; got -1"),
         (["data.skip_list=."], "data.skip_list=. is a folder; it names a file"),
         (["seed=-1"], "seed must be a whole number from 0 to 2**32 - 1; got -1"),

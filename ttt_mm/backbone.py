@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .layers import CausalDepthwiseConv, MixerFactory, SwiGLU
 from .layers.mixer import RestartUnit, check_input, state_leaves
+from .messages import check_positive
 
 VARIANTS = ("transformer", "mamba")
 
@@ -186,8 +187,7 @@ class Backbone(nn.Module):
             )
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
-        if depth < 1 or dim < 1:
-            raise ValueError(f"depth and dim must be positive; got {depth}, {dim}")
+        check_positive(depth=depth, dim=dim)
         self.dim, self.depth, self.checkpoint_activations = dim, depth, checkpoint_activations
         hidden = int(round(mlp_ratio * dim))
         self.blocks = nn.ModuleList(

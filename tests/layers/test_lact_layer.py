@@ -323,9 +323,9 @@ def test_the_fast_weight_initial_values_and_qk_affine_are_exempt_from_weight_dec
     [
         ({"dim": 30}, "num_heads"),
         ({"dim": 24, "num_heads": 4, "fast_heads": 5}, "fast_heads"),
-        ({"chunk_size": 0}, "positive"),
-        ({"window": 0}, "positive"),
-        ({"base_lr": 0.0}, "positive"),
+        ({"chunk_size": 0}, "^chunk_size must be positive; got 0$"),
+        ({"window": 0}, "^window must be positive; got 0$"),
+        ({"base_lr": 0.0}, "^base_lr must be positive; got 0.0$"),
         ({"fast_heads": 0}, "fast_heads must be positive"),
     ],
 )

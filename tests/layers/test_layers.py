@@ -159,7 +159,7 @@ def test_bad_configuration_is_a_clear_error():
         TTTLayer(30, 4)
     with pytest.raises(ValueError, match="inner must be"):
         TTTLayer(32, 4, inner="rnn")
-    with pytest.raises(ValueError, match="must be positive; got 4, 0"):  # (a division by zero, later)
+    with pytest.raises(ValueError, match="^mini_batch_size must be positive; got 0$"):  # (a division by zero, later)
         TTTLayer(32, 4, mini_batch_size=0)
     with pytest.raises(ValueError, match="base_lr must be 0 or more"):
         TTTLayer(32, 4, base_lr=-1.0)

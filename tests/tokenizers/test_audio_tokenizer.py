@@ -71,3 +71,12 @@ def test_gradients_reach_the_embedding(tokenizer):
     tokens = tokenizer({"audio": torch.randn(2, 4000)})
     tokens.embeddings.square().mean().backward()
     assert tokenizer.proj.weight.grad is not None and tokenizer.proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "setting", ["sample_rate", "win_length", "hop_length", "n_mels", "frames_per_token", "mel_std", "dim"]
+)
+def test_a_size_or_rate_that_is_not_positive_is_refused_by_name(setting):
+    """(n_mels=0 trained on NaN targets; frames_per_token=0 divided by zero in the token rate)"""
+    with pytest.raises(ValueError, match=f"^{setting} must be positive; got 0$"):
+        AudioTokenizer(**{setting: 0})

@@ -97,3 +97,10 @@ def test_gradients_reach_the_embedding(tokenizer):
     tokens = tokenizer({"video": torch.randint(0, 256, (1, 4, 3, 64, 64), dtype=torch.uint8)})
     tokens.embeddings.square().mean().backward()
     assert tokenizer.proj.weight.grad.abs().sum() > 0 and tokenizer.pos.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("setting", ["fps", "size", "patch", "tubelet", "target_pool", "dim"])
+def test_a_size_or_rate_that_is_not_positive_is_refused_by_name(setting):
+    """(patch=0 and tubelet=0 divided by zero; a negative tubelet failed in a convolution's shape)"""
+    with pytest.raises(ValueError, match=f"^{setting} must be positive; got -2$"):
+        VideoTokenizer(**{setting: -2})

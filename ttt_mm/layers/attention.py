@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..messages import check_positive
 from ..ops.rope import apply_rope, rope_rotation
 from .mixer import INIT_STD, check_input
 
@@ -32,8 +33,7 @@ class AttentionLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, rope_theta: float = 10000.0):
         super().__init__()
-        if num_heads < 1:
-            raise ValueError(f"num_heads must be positive; got {num_heads}")
+        check_positive(num_heads=num_heads)
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.dim, self.num_heads, self.head_dim, self.rope_theta = dim, num_heads, dim // num_heads, rope_theta

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..messages import check_positive
 from ..ops import LaCTState, lact_swiglu
 from ..ops.lact.features import fast_inputs, gated_rms_norm
 from ..ops.recompute import recomputed
@@ -133,16 +134,12 @@ class LaCTLayer(nn.Module):
         rope_theta: float = 10000.0,
     ):
         super().__init__()
-        if num_heads < 1 or fast_heads < 1:
-            raise ValueError(f"num_heads and fast_heads must be positive; got {num_heads}, {fast_heads}")
+        check_positive(num_heads=num_heads, fast_heads=fast_heads)
         if dim % num_heads or (dim // num_heads) % 2:
             raise ValueError(f"dim ({dim}) must split into num_heads ({num_heads}) heads of even width (RoPE)")
         if dim % fast_heads:
             raise ValueError(f"dim ({dim}) must be divisible by fast_heads ({fast_heads})")
-        if chunk_size < 1 or window < 1:
-            raise ValueError(f"chunk_size and window must be positive; got {chunk_size}, {window}")
-        if base_lr <= 0 or fast_hidden_mult <= 0:
-            raise ValueError(f"base_lr and fast_hidden_mult must be positive; got {base_lr}, {fast_hidden_mult}")
+        check_positive(chunk_size=chunk_size, window=window, base_lr=base_lr, fast_hidden_mult=fast_hidden_mult)
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.fast_heads, self.fast_dim = fast_heads, dim // fast_heads
         self.fast_hidden = max(1, round(self.fast_dim * fast_hidden_mult))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..messages import check_positive
 from ..ops import TTTState, ttt_linear, ttt_mlp
 from ..ops.rope import apply_rope, rope_rotation
 from .conv import CausalDepthwiseConv
@@ -70,10 +71,9 @@ class TTTLayer(nn.Module):
         rope_theta: float = 10000.0,
     ):
         super().__init__()
-        if num_heads < 1 or mini_batch_size < 1:
-            raise ValueError(f"num_heads and mini_batch_size must be positive; got {num_heads}, {mini_batch_size}")
-        if share_qk and conv_kernel < 1:
-            raise ValueError(f"conv_kernel must be positive; got {conv_kernel}")
+        check_positive(num_heads=num_heads, mini_batch_size=mini_batch_size)
+        if share_qk:
+            check_positive(conv_kernel=conv_kernel)
         if base_lr is not None and not 0 <= base_lr < math.inf:  # (0: the inner model never learns, an ablation)
             raise ValueError(f"base_lr must be 0 or more; got {base_lr}")
         if dim % num_heads:

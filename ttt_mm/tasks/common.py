@@ -45,13 +45,25 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message says which key and why."""
 
 
-def config_error_message(err: BaseException) -> str:
-    """The root cause of a (nested) instantiation error and the config key it came from, on one line."""
+def config_error_message(err: BaseException, settings: dict | None = None) -> str:
+    """The root cause of a (nested) instantiation error and the config key it came from, on one line:
+    the node of ``settings`` (the command's config as given: plain containers, interpolations
+    unresolved) whose constructor raised it where one can tell (``tokenizer``,
+    ``model.backbone.mixer``), else the top-level node Hydra was building (``model``). A check that
+    names one argument of that node (``n_mels must be positive``) names its key instead
+    (``tokenizer.audio.n_mels must ...``), or the key it is taken from (``${model.backbone.dim}``)."""
     key = next((line.split(":", 1)[1].strip() for line in str(err).splitlines() if line.startswith("full_key:")), None)
     while err.__cause__ is not None:
         err = err.__cause__
-    where = f" (config key '{key}')" if key else ""
     text = " | ".join(line for line in str(err).strip().splitlines() if line)
+    raised_in = _raising_node(err, settings)
+    if raised_in is not None:
+        key, node = raised_in
+        name, _, rest = text.partition(" ")
+        if name in node and rest.startswith("must "):
+            source = re.fullmatch(r"\$\{([\w.]+)\}", str(node[name]))
+            return f"{source.group(1) if source else f'{key}.{name}'} {rest}"
+    where = f" (config key '{key}')" if key else ""
     if key == "trainer" and "No supported gpu backend" in text:  # Lightning's words for a machine without one
         text += (
             " No GPU that torch can use here: run on the CPU (trainer=cpu, the default; trainer=ddp takes"
@@ -64,6 +76,38 @@ def config_error_message(err: BaseException) -> str:
         if isinstance(err, (ConfigError, IndexCacheError, InstantiationException))
         else f"{type(err).__name__}: {text}{where}"
     )
+
+
+def _raising_node(err: BaseException, settings: dict | None) -> tuple[str, dict] | None:
+    """The key and (unresolved) settings of the config node whose class's constructor raised ``err``:
+    the innermost constructor on its traceback whose class one node's ``_target_`` names. Nodes built
+    by another one (the model builds the tokenizer and the backbone, the backbone each block's mixer)
+    are found too."""
+    if settings is None:
+        return None
+    nodes: dict[type, list[tuple[str, dict]]] = {}
+    for key, node in _targets(settings):
+        module, _, name = node["_target_"].rpartition(".")
+        owner = getattr(sys.modules.get(module), name, None)  # (a module not imported built nothing)
+        if isinstance(owner, type):
+            nodes.setdefault(owner, []).append((key, node))
+    for frame, _ in reversed(list(traceback.walk_tb(err.__traceback__))):
+        found = nodes.get(type(frame.f_locals.get("self"))) if frame.f_code.co_name == "__init__" else None
+        if found:
+            return found[0] if len(found) == 1 else None  # (two nodes of one class: cannot tell which)
+    return None
+
+
+def _targets(node, key: str = "") -> Iterator[tuple[str, dict]]:
+    """(key, node) of every node that names a ``_target_``, in a config as plain containers."""
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            yield key, node
+        for name, child in node.items():
+            yield from _targets(child, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from _targets(child, f"{key}.{i}")
 
 
 def _log_files() -> list[logging.FileHandler]:
@@ -129,10 +173,12 @@ def in_a_sweep() -> bool:
 
 
 @contextmanager
-def config_errors_end_the_command(interrupted: str | None = None) -> Iterator[None]:
+def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfig | None = None) -> Iterator[None]:
     """A config mistake ends a command with one ``error:`` line and exit status 2, and Ctrl-C with one
     line and status 130, not a traceback. In a sweep the mistake ends only its job. Anything else
-    goes on up as it is, its traceback also written to the job's log file (Hydra prints it only)."""
+    goes on up as it is, its traceback also written to the job's log file (Hydra prints it only).
+    ``cfg``: the command's config, so that a constructor's error names the key that it refused."""
+    settings = None if cfg is None else OmegaConf.to_container(cfg, resolve=False)  # (as given: the run resolves it)
     try:
         yield
     except KeyboardInterrupt as err:  # ``interrupted``: what a command stopped anywhere else left behind
@@ -146,7 +192,7 @@ def config_errors_end_the_command(interrupted: str | None = None) -> Iterator[No
             key = getattr(err, "full_key", None) or str(err)
             message = f"{key} must be set, e.g. {key}=/path/to/your/data"
         else:  # (the index cache is a setting)
-            message = config_error_message(err)
+            message = config_error_message(err, settings)
         rank = _rank()  # the processes of a data-parallel run: the first says it plainly, the
         if rank == 0:  # others with their rank (a mistake only one meets, its data mount say, is not lost)
             print("error: " + message, file=sys.stderr)

@@ -341,7 +341,9 @@ def main(cfg: DictConfig) -> None:
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", stream=sys.stderr
     )
-    with config_errors_end_the_command(interrupted="finished outputs are kept, the file in progress was not written"):
+    with config_errors_end_the_command(
+        interrupted="finished outputs are kept, the file in progress was not written", cfg=cfg
+    ):
         summary = run(cfg)
     if summary.single and summary.failed:
         name, reason = summary.failed[0]

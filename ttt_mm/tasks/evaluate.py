@@ -343,7 +343,7 @@ def report(out: dict) -> None:
 
 @hydra_command("evaluate")
 def main(cfg: DictConfig) -> None:
-    with config_errors_end_the_command():
+    with config_errors_end_the_command(cfg=cfg):
         report(run(cfg))
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
 

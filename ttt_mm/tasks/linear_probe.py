@@ -418,7 +418,7 @@ def report(out: dict) -> None:
 @hydra_command("linear_probe")
 def main(cfg: DictConfig) -> None:
     with config_errors_end_the_command(
-        interrupted="no results were written (they are written once every probe is fitted)"
+        interrupted="no results were written (they are written once every probe is fitted)", cfg=cfg
     ):
         report(run(cfg))
 

@@ -364,7 +364,7 @@ def main(cfg: DictConfig) -> dict:
     leave_ctrl_c_to_the_first_process()  # (train.py does it before its imports; ``python -m`` gets here)
     lightning_logs_to_file()
     quiet_lightning(resuming=bool(cfg.get("ckpt_path")))
-    with config_errors_end_the_command():
+    with config_errors_end_the_command(cfg=cfg):
         try:
             out = run(cfg)
         except (ConfigError, InstantiationException, MissingMandatoryValue) as err:  # (a config mistake)
