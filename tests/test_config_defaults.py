@@ -22,18 +22,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ttt_mm.data.index import index_files
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.tasks import sweep_report
-from ttt_mm.tasks.common import (
-    ConfigError,
-    Interrupted,
-    config_error_message,
-    config_errors_end_the_command,
-    extensions_of,
-    hydra_command,
-    names_of,
-    output_folder,
-    positive_count,
-    quoted_override,
-)
+from ttt_mm.tasks.command_keys import extensions_of, names_of, output_folder, positive_count
+from ttt_mm.tasks.common import ConfigError, Interrupted, config_error_message, config_errors_end_the_command
+from ttt_mm.tasks.composing import hydra_command, quoted_override
 from ttt_mm.tokenizers import FPS, FRAME_SIZE, SAMPLE_RATE
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -34,7 +34,9 @@ from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks import train_checks
-from ttt_mm.tasks.common import ConfigError, _config_subdir, _run_dir, quiet_lightning
+from ttt_mm.tasks.common import ConfigError
+from ttt_mm.tasks.job_logs import quiet_lightning
+from ttt_mm.tasks.run_folders import config_subdir_of, run_dir_of
 from ttt_mm.tasks.train import build, report, resume_command, run, where_to_resume
 from ttt_mm.tasks.train_checks import check_carried_windows, check_window_length, run_length
 from ttt_mm.tokenizers.base import Tokenizer
@@ -435,17 +437,17 @@ def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(t
     in_run = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     (tmp_path / "run" / ".hydra").mkdir(parents=True)
     (tmp_path / "run" / ".hydra" / "config.yaml").write_text("{}")
-    assert (_run_dir(in_run, "new"), _config_subdir(in_run, "T", str(tmp_path / "run"))) == (
+    assert (run_dir_of(in_run, "new"), config_subdir_of(in_run, "T", str(tmp_path / "run"))) == (
         str(tmp_path / "run"),
         ".hydra/resumed-T",
     )
     run = str(tmp_path / "run")  # (the folder the run, or a sweep's job resumed into it, writes to)
-    assert _config_subdir(in_run, "T", run, False) == ".hydra/tested-T"  # (train=false test=true)
-    assert _config_subdir(in_run, "T", str(tmp_path / "sweep" / "3")) == ".hydra"  # a new job of a sweep
+    assert config_subdir_of(in_run, "T", run, False) == ".hydra/tested-T"  # (train=false test=true)
+    assert config_subdir_of(in_run, "T", str(tmp_path / "sweep" / "3")) == ".hydra"  # a new job of a sweep
     for elsewhere in ("models/ttt.ckpt", "models/checkpoints/ttt.ckpt"):  # the user's own folders, not runs
         path = str(tmp_path / elsewhere)
-        assert (_run_dir(path, "new"), _config_subdir(path, "T", "new")) == ("new", ".hydra")
-    assert (_run_dir(None, "new"), _config_subdir(None, "T", "new")) == ("new", ".hydra")
+        assert (run_dir_of(path, "new"), config_subdir_of(path, "T", "new")) == ("new", ".hydra")
+    assert (run_dir_of(None, "new"), config_subdir_of(None, "T", "new")) == ("new", ".hydra")
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ttt_mm.tasks.common import CONF_DIR, TRAINING_GROUPS, ConfigError, no_training_settings
+from ttt_mm.tasks.common import CONF_DIR, ConfigError
+from ttt_mm.tasks.composing import TRAINING_GROUPS, no_training_settings
 
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 UNKNOWN = None

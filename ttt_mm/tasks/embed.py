@@ -61,20 +61,11 @@ from ttt_mm.embed.files import (
 )
 from ttt_mm.messages import one_line
 from ttt_mm.storage.atomic import remove_stale_temporaries, replaced, write_json
-from ttt_mm.tasks.common import (
-    ConfigError,
-    Interrupted,
-    SweepJobError,
-    config_errors_end_the_command,
-    extensions_of,
-    hydra_command,
-    in_a_sweep,
-    module_logger,
-    output_folder,
-    positive_count,
-    sweep_job_folder,
-)
+from ttt_mm.tasks.command_keys import extensions_of, output_folder, positive_count, sweep_job_folder
+from ttt_mm.tasks.common import ConfigError, Interrupted, SweepJobError, config_errors_end_the_command, in_a_sweep
+from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_types import check_arguments, check_config
+from ttt_mm.tasks.job_logs import module_logger
 
 log = module_logger(__name__, __spec__)
 EMBEDDER_KEYS = (*EMBEDDING_OPTIONS, "device")  # the keys passed to the Embedder as they are

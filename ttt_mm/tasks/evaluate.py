@@ -38,20 +38,12 @@ from ttt_mm.eval.report import MODALITY_NAMES
 from ttt_mm.eval.tables import remove_earlier_figures, skip_list_set_aside, write_outputs
 from ttt_mm.messages import first_of, one_line
 from ttt_mm.module import SequenceModel
-from ttt_mm.tasks.common import (
-    SYNTHETIC_SOURCE,
-    ConfigError,
-    Interrupted,
-    config_errors_end_the_command,
-    hydra_command,
-    module_logger,
-    names_of,
-    positive_count,
-    positive_seconds,
-    results_folder,
-    trained_on_files,
-)
+from ttt_mm.tasks.command_keys import names_of, positive_count, positive_seconds, results_folder
+from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
+from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_types import check_command_keys, check_types
+from ttt_mm.tasks.job_logs import module_logger
+from ttt_mm.tasks.run_folders import SYNTHETIC_SOURCE, trained_on_files
 from ttt_mm.tasks.train_checks import TOKENIZER_OF
 
 log = module_logger(__name__, __spec__)

@@ -46,19 +46,12 @@ from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStat
 from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups
 from ttt_mm.linear_probe.tables import write_outputs
 from ttt_mm.messages import first_of, one_line
-from ttt_mm.tasks.common import (
-    ConfigError,
-    Interrupted,
-    config_errors_end_the_command,
-    extensions_of,
-    given_keys,
-    hydra_command,
-    module_logger,
-    names_of,
-    positive_count,
-    results_folder,
-)
+from ttt_mm.tasks.command_keys import extensions_of, names_of, positive_count, results_folder
+from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
+from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_types import check_arguments, check_config
+from ttt_mm.tasks.job_logs import module_logger
+from ttt_mm.tasks.run_folders import given_keys
 
 log = module_logger(__name__, __spec__)
 

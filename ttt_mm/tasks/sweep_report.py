@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.messages import first_line
 from ttt_mm.storage.atomic import write_csv
-from ttt_mm.tasks.common import SweepJobError, shell_override
+from ttt_mm.tasks.common import SweepJobError
+from ttt_mm.tasks.composing import shell_override
 
 RESULTS = "results.csv"
 MULTIRUN = "multirun.yaml"

@@ -30,17 +30,11 @@ from ttt_mm.data import reading_notes
 from ttt_mm.data.decode.isolation import crash_reason
 from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
-from ttt_mm.tasks.common import (
-    ConfigError,
-    config_errors_end_the_command,
-    forget_refused_resume,
-    hydra_command,
-    lightning_logs_to_file,
-    positive_count,
-    quiet_lightning,
-    shell_override,
-    to_log_file,
-)
+from ttt_mm.tasks.command_keys import positive_count
+from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command
+from ttt_mm.tasks.composing import hydra_command, shell_override
+from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
+from ttt_mm.tasks.run_folders import forget_refused_resume
 from ttt_mm.tasks.train_checks import check, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 

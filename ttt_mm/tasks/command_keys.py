@@ -1,0 +1,72 @@
+"""Readers of the keys several commands share: lists of names and extensions, counts (``max_files``),
+durations, and the ``output`` folder (one per job in a sweep); a value that cannot work is a
+`ConfigError` naming its key."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+
+from ttt_mm.data.sources import MEDIA_EXTENSIONS
+from ttt_mm.tasks.common import ConfigError, in_a_sweep
+
+
+def names_of(value) -> list[str] | None:
+    """A key that lists names (``names``, ``classes``, ``extensions``): a list, or one name given as a
+    plain string (``names=mine``), which would otherwise be read one character at a time; None if unset."""
+    if value is None:
+        return None
+    return [str(value)] if isinstance(value, (str, int, float)) else [str(v) for v in value]
+
+
+def extensions_of(value) -> tuple[str, ...]:
+    """A command's ``extensions`` key as a tuple (see `names_of`); none means every audio and video extension."""
+    return tuple(e for e in names_of(value) or () if e) or MEDIA_EXTENSIONS
+
+
+def positive_count(value, key: str, null: str = "all") -> int | None:
+    """A count key (``max_files``): None, or a whole number >= 1; anything else is a config error.
+    ``null`` says what None means, for the message."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a whole number >= 1 (or null for {null}); got {value!r}")
+    return value
+
+
+def positive_seconds(value, key: str, null: str) -> float | None:
+    """A duration key shipped as null (``window_seconds``): None, or a finite number > 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"{key} must be a number of seconds > 0 (or null for {null}); got {value!r}")
+    return float(value)
+
+
+def output_folder(path: str | Path, key: str = "output") -> Path:
+    """``path`` as a folder that exists, made if needed; a path that cannot be one is a config error."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{key}={folder} cannot be made a folder: {err.strerror or err}") from None
+    return folder
+
+
+def sweep_job_folder(output: str | Path) -> Path:
+    """``output``, or in a sweep (``-m``) ``output/<job number>`` (numbered as Hydra's sweep folders
+    are): a sweep's jobs run one after another in one process and would otherwise each overwrite
+    the results of the one before."""
+    return Path(output) / str(HydraConfig.get().job.num) if in_a_sweep() else Path(output)
+
+
+def results_folder(output: str | None) -> Path:
+    """The folder a task writes its results to, made: ``output`` (`sweep_job_folder`), or where it is
+    unset the run's own folder (Hydra's run directory, or a sweep job's)."""
+    if output is not None:
+        return output_folder(sweep_job_folder(output))
+    if not HydraConfig.initialized():
+        raise ConfigError("output must be set: output=/path/to/results")
+    return output_folder(HydraConfig.get().runtime.output_dir)

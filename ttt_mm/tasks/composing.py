@@ -1,0 +1,201 @@
+"""`hydra_command`: a command's ``hydra.main``, where the mistakes Hydra meets while composing its
+config (a misspelled key, a missing option, an override it cannot parse) end in one line that names
+the fix, and a crash's traceback leaves out Hydra's frames; with the shell quoting those lines use."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import shlex
+import sys
+import traceback
+from collections.abc import Callable
+from difflib import get_close_matches
+from pathlib import Path
+
+import hydra
+from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+from ttt_mm.processes.environment import environment
+from ttt_mm.tasks.common import CONF_DIR
+
+FULL_ERROR = "HYDRA_FULL_ERROR"
+"""Hydra raises, rather than prints, what goes wrong where this is "1"."""
+
+
+_FULL_ERROR_OURS = "TTT_MM_HYDRA_FULL_ERROR_OURS"
+"""Marks `FULL_ERROR` as set by `hydra_command`, for the processes a run starts (DDP's): not the user's."""
+
+
+def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
+    """``hydra.main`` for the command whose config is ``conf/<config_name>.yaml``, where the mistakes
+    Hydra finds while composing the config end as the command's own do: one ``error:`` line, exit 2.
+    Hydra printed them over several lines, exit 1, and for a misspelled key suggested adding it
+    (``+trainer.max_step=3``) rather than naming the key that was meant. A crash prints its traceback
+    without Hydra's frames, as Hydra does; ``HYDRA_FULL_ERROR=1`` raises everything as it is."""
+
+    def decorate(task: Callable) -> Callable:
+        @functools.wraps(task)
+        def job(cfg: DictConfig):
+            try:
+                return task(cfg)
+            except BaseException as err:
+                with contextlib.suppress(AttributeError):  # (not one of composing, whatever its type)
+                    err.raised_by_the_command = True
+                raise
+
+        composed = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(job)
+
+        @functools.wraps(task)
+        def command(cfg: DictConfig | None = None):
+            if cfg is not None:  # (called with a config: no composing)
+                return composed(cfg)
+            users = os.environ.get(FULL_ERROR) == "1" and os.environ.get(_FULL_ERROR_OURS) != "1"
+            try:
+                with environment({FULL_ERROR: "1"} if users else {FULL_ERROR: "1", _FULL_ERROR_OURS: "1"}):
+                    return composed()
+            except Exception as err:
+                if users:
+                    raise
+                if not getattr(err, "raised_by_the_command", False) and (
+                    isinstance(err, CompactHydraException) or _raised_in_hydra(err)  # (`=3`: its parser's ValueError)
+                ):
+                    print(f"error: {composing_error_message(err)}", file=sys.stderr)
+                    sys.exit(2)
+                print_without_hydra_frames(err)
+                sys.exit(1)
+
+        return command
+
+    return decorate
+
+
+def composing_error_message(err: Exception) -> str:
+    """A mistake Hydra met while composing a config, on one line: a key the config lacks, with the one
+    of its neighbours it most likely meant, or a config option that does not exist, with the options."""
+    cause = err.__cause__
+    key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, OverrideParseException) and lines:  # (its grammar's words, and a link)
+        why = f" ({lines[0]})" if err.override not in lines[0] else ""  # (a lexer's error only repeats it)
+        quoted = quoted_override(err.override)
+        example = f": {quoted}" if quoted else f", e.g. \"{err.override.split('=', 1)[0]}='/my media [2024]'\""
+        return (
+            f"{err.override}: not an override Hydra can read{why}; a value with spaces, brackets, commas, quotes "
+            f"or = in it is quoted inside the argument{example}"
+        )
+    overridden = re.match(r"Could not override '([^']*)'", lines[0]) if lines else None
+    group = overridden.group(1).split(".", 1)[0].split("/", 1)[0] if overridden else None
+    if group in TRAINING_GROUPS and (key == group or "No match in the defaults list" in lines[0]):
+        return f"{overridden.group(1)}: {no_training_settings(group)}"
+    appended = re.search(r"An item is already at '([^']*)'", lines[0]) if lines else None  # (+key where it is)
+    lacking = key if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) else appended and appended[1]
+    if lacking and (swept := _swept_group_of(lacking)):
+        return (
+            f"{lacking} is not a key of every config this sweep composes ({swept}): each job takes every override, "
+            "so a key of one option's config fails the others' (with or without +); sweep each option with its own keys"
+        )
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key and isinstance(parent, DictConfig):
+        name = key.rsplit(".", 1)[-1]
+        prefix = key[: -len(name)]
+        nested = [f"{k}.{name}" for k in parent if not prefix and _holds(parent, k, name)]  # (max_steps: trainer's)
+        close = nested or [prefix + c for c in get_close_matches(name, [str(k) for k in parent], n=1)]
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"{key} is not a key of this command's config{hint} (a key of your own is added with +{key}=...)"
+    if isinstance(err, MissingConfigException) and any(line.startswith("Available options") for line in lines):
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
+        options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
+        wanted = re.search(r"Could not find '([^']*)'", lines[0])
+        close = get_close_matches(wanted.group(1).rsplit("/", 1)[-1], options, n=1) if wanted else []
+        hint = f"; did you mean {close[0]}?" if close else ""
+        group = lines[start].removeprefix("Available options in ").rstrip(":")
+        found = lines[0].split(": ", 1)[-1]
+        return f"{found[:1].lower()}{found[1:]}{hint} (the options of {group}: {', '.join(options)})"
+    return " | ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))
+
+
+def _swept_group_of(key: str) -> str | None:
+    """The override of this sweep's command line (``-m``) that sweeps the config group ``key`` lies in,
+    where the config of one of its options has the key and another's lacks it (``model=ttt_linear,lact``
+    for ``model.backbone.mixer.chunk_size``); None where there is none (a typo, say)."""
+    if not _sweep_on_command_line():
+        return None
+    for argument in sys.argv[1:]:
+        group, _, swept = argument.partition("=")
+        if not (group.isidentifier() and key.startswith(f"{group}.") and "," in swept):
+            continue
+        rest, has = key[len(group) + 1 :], set()
+        for option in swept.split(","):
+            try:
+                has.add(OmegaConf.select(OmegaConf.load(Path(CONF_DIR, group, f"{option}.yaml")), rest) is not None)
+            except (OSError, ValueError):  # (not an option's file: a value the config knows otherwise)
+                return None
+        return argument if has == {True, False} else None
+    return None
+
+
+def shell_override(key: str, value: str, quoted: bool = False) -> str:
+    """``key=value`` as one shell argument whose value Hydra reads back whole: quoted for Hydra where
+    its grammar would split or parse it (a comma makes a sweep, brackets a list), or always (``quoted``),
+    then for the shell."""
+    if quoted or not re.fullmatch(r"[\w/.@:+~-]+", value):
+        quote = "'" if "'" not in value else '"' if '"' not in value else None
+        value = f"{quote}{value}{quote}" if quote else "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    argument = f"{key}={value}"
+    if set(argument) & set("$`\\!"):  # (what a shell's double quotes would expand)
+        return shlex.quote(argument)
+    return '"' + argument.replace('"', '\\"') + '"' if value[0] in "'\"" else argument
+
+
+def quoted_override(override: str) -> str | None:
+    """``override`` as a shell argument whose value Hydra reads as one quoted string (in single quotes,
+    or double where the value holds a single one); None where the value starts with a quote (one left
+    open, most likely) or a bracket (a list or dict), holds a double quote or what a shell's double
+    quotes expand, or, in a sweep, a comma (values to sweep): quoted, it would mean another thing."""
+    key, _, value = override.partition("=")
+    if not value or value[0] in "'\"[{" or set(value) & set('$`\\!"') or (_sweep_on_command_line() and "," in value):
+        return None
+    return shell_override(key, value, quoted=True)
+
+
+def _sweep_on_command_line() -> bool:
+    """Whether this command was started as a sweep (``-m``): what composing its configs cannot ask Hydra."""
+    return bool({"-m", "--multirun"} & set(sys.argv[1:]))
+
+
+_HYDRA_DIR = str(Path(hydra.__file__).parent)
+"""Where Hydra's own code lies: the frames it raises from, and those left out of a crash's traceback."""
+
+
+def _raised_in_hydra(err: BaseException) -> bool:
+    """Whether Hydra's own code raised ``err`` (its innermost frame is Hydra's)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return bool(frames) and frames[-1].filename.startswith(_HYDRA_DIR)
+
+
+def _holds(node: DictConfig, key, name: str) -> bool:
+    child = node._get_node(key)
+    return isinstance(child, DictConfig) and name in child
+
+
+TRAINING_GROUPS = ("data", "model", "tokenizer", "trainer", "callbacks", "logger")
+"""Config groups of training that a command reading a checkpoint may lack (embed, linear_probe)."""
+
+
+def no_training_settings(group: str) -> str:
+    return f"this command has no {group} settings: it uses those of the model's checkpoint, as trained"
+
+
+_WRAPPERS = {(__file__, "command"), (__file__, "job")}
+
+
+def print_without_hydra_frames(err: BaseException) -> None:
+    """A traceback as Hydra prints one: without its frames (and `hydra_command`'s) above the command's."""
+    shown = traceback.TracebackException.from_exception(err)
+    ours = [f for f in shown.stack if not f.filename.startswith(_HYDRA_DIR) and (f.filename, f.name) not in _WRAPPERS]
+    shown.stack = traceback.StackSummary.from_list(ours)
+    print("".join(shown.format()), file=sys.stderr, end="")

@@ -1,0 +1,125 @@
+"""A run's folder: where a resume continues (the checkpoint's run) and where its config record goes
+(`run_dir_of`, `config_subdir_of`: config resolvers), what the run trained on, and removing what a
+refused command left behind (a stamped folder holding only Hydra's record, a resume's record)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from ttt_mm.data.sources import SyntheticSource
+from ttt_mm.tasks.job_logs import log_files
+
+
+def _resumed_run(ckpt_path: str | None) -> Path | None:
+    """The run a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/<name>.ckpt`` of a run
+    directory (one with ``.hydra/config.yaml``); None for no checkpoint or one kept anywhere else (a
+    resume from it starts a run directory of its own)."""
+    if not ckpt_path:
+        return None
+    folder = Path(ckpt_path).resolve().parent
+    run = folder.parent
+    return run if folder.name == "checkpoints" and (run / ".hydra" / "config.yaml").is_file() else None
+
+
+SYNTHETIC_SOURCE = f"{SyntheticSource.__module__}.{SyntheticSource.__qualname__}"
+"""The data source of ``data=synthetic``, the embedded default: clips generated on the fly."""
+
+
+def trained_on_files(ckpt_path: str) -> list[str] | None:
+    """How the run that saved a checkpoint chose its data, if that was files rather than synthetic clips:
+    ``["data=<its data group>", "data.root=<its root>"]`` from its ``.hydra`` record, which evaluate
+    takes as they are. None for synthetic clips, a checkpoint kept outside its run folder, or a record
+    that cannot be read."""
+    run = _resumed_run(ckpt_path)
+    if run is None:
+        return None
+    try:
+        data = OmegaConf.load(run / ".hydra" / "config.yaml").get("data")
+        choices = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.runtime.choices")
+        source, root = OmegaConf.select(data, "source._target_"), OmegaConf.select(data, "root")
+    except (OSError, ValueError, TypeError):  # (a hand-edited or damaged record: nothing to say)
+        return None
+    if source in (None, SYNTHETIC_SOURCE):
+        return None
+    group = choices.get("data") if choices is not None else None
+    return [f"data={group}"] * (group is not None) + [f"data.root={root}"] * (root is not None)
+
+
+def run_dir_of(ckpt_path: str | None, default: str) -> str:
+    """Resuming from ``<run>/checkpoints/<name>.ckpt`` continues in ``<run>``; otherwise ``default``."""
+    run = _resumed_run(ckpt_path)
+    return default if run is None else str(run)
+
+
+def config_subdir_of(ckpt_path: str | None, stamp: str, output_dir: str, train: bool = True) -> str:
+    """Where Hydra records a run's config in its directory ``output_dir``: ``.hydra`` for a new run, and
+    ``.hydra/resumed-<stamp>`` for a resume in the checkpoint's run (``tested-<stamp>`` for a test-only
+    run of its checkpoint; a sweep's job resumed into its folder too), so that neither a resume nor a
+    failed attempt overwrites the record of how the run was trained."""
+    run = _resumed_run(ckpt_path)
+    in_place = run is not None and os.path.realpath(output_dir) == os.path.realpath(run)
+    return f".hydra/{'resumed' if train else 'tested'}-{stamp}" if in_place else ".hydra"
+
+
+_HYDRA_RECORD = {"config.yaml", "hydra.yaml", "overrides.yaml"}
+"""What Hydra writes to a run's ``.hydra`` before the command starts."""
+
+
+_STAMPED = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}")
+"""A run directory's name as ``conf/hydra/default.yaml`` stamps it (``${now:%Y-%m-%d_%H-%M-%S-%f}``)."""
+
+
+def stamped_by_hydra(folder: Path, kind: str) -> bool:
+    """Whether ``folder`` is one Hydra made for a run (``kind="runs"``) or a sweep (``"multiruns"``) under
+    the default names of ``conf/hydra/default.yaml``: what a refused command may remove, never a folder
+    the user named."""
+    return folder.parent.name == kind and _STAMPED.fullmatch(folder.name) is not None
+
+
+def given_keys() -> set[str]:
+    """The config keys this command's overrides set (none where Hydra did not start it)."""
+    if not HydraConfig.initialized():
+        return set()
+    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+
+
+def forget_refused_run() -> None:
+    """Removes the run directory of a command refused before it began, where Hydra stamped it
+    (``<log_dir>/<task>/runs/<date>``, the default: no ``hydra.run.dir`` or ``output`` given) and it
+    holds only Hydra's config record and the log: the error was printed, and an empty folder among the
+    runs would pass for a run. Any other folder (the working directory embed runs in, a resume in
+    place, one the user named) is left as it is."""
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    given = given_keys() | {o.split("=", 1)[0].lstrip("+~") for o in hydra.overrides.hydra}
+    folder = Path(hydra.runtime.output_dir)
+    record = folder / ".hydra"
+    if (
+        given & {"hydra.run.dir", "output"}
+        or not stamped_by_hydra(folder, "runs")
+        or not (record / "config.yaml").is_file()
+    ):
+        return
+    logs = {Path(h.baseFilename).resolve() for h in log_files()}
+    if all(p == record or p.resolve() in logs for p in folder.iterdir()) and all(
+        p.name in _HYDRA_RECORD for p in record.iterdir()
+    ):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def forget_refused_resume() -> None:
+    """Removes the config record (`config_subdir_of`) of a resume in place that a config check refused
+    before it trained: the run folder would list a resume that never ran (its log keeps the error)."""
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    subdir = hydra.output_subdir
+    if subdir and Path(subdir).name.startswith(("resumed-", "tested-")):
+        shutil.rmtree(Path(hydra.runtime.output_dir) / subdir, ignore_errors=True)
