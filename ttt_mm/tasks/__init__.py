@@ -1,3 +1,9 @@
 """Entry points: ``train`` (fit, then test with ``test=true``), ``embed``, ``evaluate``,
 ``linear_probe`` and ``probe`` (index media files); the Hydra ones keep ``run(cfg)`` apart from their
-``main`` so tests can call them with a composed config."""
+``main`` so tests can call them with a composed config.
+
+What they share: `common` (the config folder, its resolvers, the config error and how a command ends
+on one), `composing` (``hydra_command``: composing mistakes in one line), `command_keys` (readers of
+shared keys), `config_types` (values checked against constructor annotations), `run_folders` (resume
+folders, config records, refused runs), `job_logs` (the job's log file, Lightning's notices);
+training's own `train_checks` and a sweep's `sweep_report`."""
