@@ -149,7 +149,9 @@ def test_bf16_mixed_training_step_runs_and_gives_float32_gradients(mixer, varian
     [
         ({"mixer": "mamba2"}, "unknown mixer 'mamba2'"),
         ({"variant": "rwkv"}, "unknown variant"),
-        ({"depth": 0}, "positive"),
+        ({"depth": 0}, "^depth must be positive; got 0$"),
+        ({"mlp_ratio": -1.0}, "^mlp_ratio must be positive; got -1.0$"),  # (a negative tensor size, later)
+        ({"mlp_ratio": 0.01}, r"^mlp_ratio \(0.01\) leaves the MLP no hidden unit at dim 32$"),  # (trained without one)
     ],
 )
 def test_bad_configuration_is_a_clear_error(kw, message):

@@ -879,6 +879,32 @@ def test_data_that_does_not_read_what_the_tokenizer_takes_is_a_config_error(tmp_
     train_checks.check_modalities(datamodule, model)  # the suggested tokenizer fits
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "tokenizer.video.fps=4",
+            r"reads video at 4 fps \(its fps\) but the data decodes video at 8.0 fps \(data.fps\): set data.fps=4 ",
+        ),
+        (
+            "tokenizer.video.size=64",
+            r"reads frames of 64 px \(its size\) but the data decodes frames of 32 px \(data.size\)",
+        ),
+        (
+            "tokenizer.audio.sample_rate=32000",
+            r"reads audio at 32000 Hz .* \(data.sample_rate\): set data.sample_rate=32000 ",
+        ),
+    ],
+)
+def test_a_tokenizer_clock_set_apart_from_the_data_is_a_config_error(tmp_path, override, message):
+    """(the run failed at its first step, after probing every file, with a traceback)"""
+    datamodule, model, _ = build(compose_train(tmp_path, [*TINY, "experiment=synthetic_av", override]))
+    with pytest.raises(ConfigError, match=message):
+        train_checks.check_media_clock(datamodule, model)
+    datamodule, model, _ = build(compose_train(tmp_path, [*TINY, "experiment=synthetic_av"]))
+    train_checks.check_media_clock(datamodule, model)  # the shipped configs agree
+
+
 def test_a_window_too_short_to_predict_is_a_config_error_naming_the_shortest(tmp_path):
     datamodule, model, _ = build(compose_train(tmp_path, [*TINY, "data.clip_seconds=0.1"]))
     with pytest.raises(ConfigError, match="too few to predict") as caught:

@@ -187,9 +187,11 @@ class Backbone(nn.Module):
             )
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
-        check_positive(depth=depth, dim=dim)
+        check_positive(depth=depth, dim=dim, mlp_ratio=mlp_ratio)
         self.dim, self.depth, self.checkpoint_activations = dim, depth, checkpoint_activations
         hidden = int(round(mlp_ratio * dim))
+        if hidden < 1:
+            raise ValueError(f"mlp_ratio ({mlp_ratio}) leaves the MLP no hidden unit at dim {dim}")
         self.blocks = nn.ModuleList(
             Block(dim, mixer(dim=dim), hidden, pre_conv=variant == "mamba") for _ in range(depth)
         )

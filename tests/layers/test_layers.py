@@ -155,7 +155,7 @@ def test_rope_rotates_interleaved_pairs():
 
 
 def test_bad_configuration_is_a_clear_error():
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ValueError, match=r"^dim \(30\) must split into num_heads \(4\) heads of even width"):
         TTTLayer(30, 4)
     with pytest.raises(ValueError, match="inner must be"):
         TTTLayer(32, 4, inner="rnn")
@@ -165,6 +165,20 @@ def test_bad_configuration_is_a_clear_error():
         TTTLayer(32, 4, base_lr=-1.0)
     with pytest.raises(ValueError, match="num_heads must be positive"):
         AttentionLayer(32, 0)
+
+
+@pytest.mark.parametrize("layer", [TTTLayer, AttentionLayer, LaCTLayer])
+def test_every_mixer_checks_its_heads_and_rope_base_when_built(layer):
+    """(attention failed at its first call on heads of odd width; a base of 0 or less trained on NaN)"""
+    with pytest.raises(
+        ValueError, match=r"^dim \(30\) must split into num_heads \(10\) heads of even width .*; got 3$"
+    ):
+        layer(30, 10)
+    for theta in (0.0, -5.0):
+        with pytest.raises(ValueError, match=f"^rope_theta must be positive; got {theta}$"):
+            layer(32, 2, rope_theta=theta)
+    with pytest.raises(ValueError, match="^dim must be positive; got 0$"):
+        layer(0, 2)
 
 
 def test_pieces_are_cache_sized_on_the_cpu_and_long_elsewhere():

@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..messages import check_positive
 from ..ops.rope import apply_rope, rope_rotation
-from .mixer import INIT_STD, check_input
+from .mixer import INIT_STD, check_input, rope_head_width
 
 
 @dataclass
@@ -33,10 +32,8 @@ class AttentionLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, rope_theta: float = 10000.0):
         super().__init__()
-        check_positive(num_heads=num_heads)
-        if dim % num_heads:
-            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
-        self.dim, self.num_heads, self.head_dim, self.rope_theta = dim, num_heads, dim // num_heads, rope_theta
+        self.dim, self.num_heads, self.rope_theta = dim, num_heads, rope_theta
+        self.head_dim = rope_head_width(dim, num_heads, rope_theta)
         self.wqkv = nn.Linear(dim, 3 * dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
         for lin in (self.wqkv, self.wo):

@@ -60,7 +60,7 @@ from ..ops.lact.features import fast_inputs, gated_rms_norm
 from ..ops.recompute import recomputed
 from ..ops.rope import rope_rotation
 from ..ops.window_attention import window_attention
-from .mixer import INIT_STD, RestartUnit, check_input
+from .mixer import INIT_STD, RestartUnit, check_input, rope_head_width
 from .pieces import in_pieces, piece_tokens
 
 # Tokens per internal step of a long input on the CPU (rounded up to whole chunks; other devices take
@@ -134,13 +134,12 @@ class LaCTLayer(nn.Module):
         rope_theta: float = 10000.0,
     ):
         super().__init__()
-        check_positive(num_heads=num_heads, fast_heads=fast_heads)
-        if dim % num_heads or (dim // num_heads) % 2:
-            raise ValueError(f"dim ({dim}) must split into num_heads ({num_heads}) heads of even width (RoPE)")
+        head_dim = rope_head_width(dim, num_heads, rope_theta)
+        check_positive(fast_heads=fast_heads)
         if dim % fast_heads:
             raise ValueError(f"dim ({dim}) must be divisible by fast_heads ({fast_heads})")
         check_positive(chunk_size=chunk_size, window=window, base_lr=base_lr, fast_hidden_mult=fast_hidden_mult)
-        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim
         self.fast_heads, self.fast_dim = fast_heads, dim // fast_heads
         self.fast_hidden = max(1, round(self.fast_dim * fast_hidden_mult))
         self.chunk_size, self.window, self.momentum, self.muon = chunk_size, window, momentum, muon

@@ -16,7 +16,7 @@ from ..messages import check_positive
 from ..ops import TTTState, ttt_linear, ttt_mlp
 from ..ops.rope import apply_rope, rope_rotation
 from .conv import CausalDepthwiseConv
-from .mixer import INIT_STD, RestartUnit, check_input
+from .mixer import INIT_STD, RestartUnit, check_input, rope_head_width
 from .pieces import in_pieces, piece_tokens
 
 # Tokens per internal step of a long forward pass on the CPU (a multiple of any usual mini-batch size;
@@ -71,18 +71,14 @@ class TTTLayer(nn.Module):
         rope_theta: float = 10000.0,
     ):
         super().__init__()
-        check_positive(num_heads=num_heads, mini_batch_size=mini_batch_size)
+        check_positive(mini_batch_size=mini_batch_size)
         if share_qk:
             check_positive(conv_kernel=conv_kernel)
         if base_lr is not None and not 0 <= base_lr < math.inf:  # (0: the inner model never learns, an ablation)
             raise ValueError(f"base_lr must be 0 or more; got {base_lr}")
-        if dim % num_heads:
-            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         if inner not in ("linear", "mlp"):
             raise ValueError(f"inner must be 'linear' or 'mlp'; got {inner!r}")
-        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim = dim / num_heads must be even for RoPE; got {self.head_dim}")
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, rope_head_width(dim, num_heads, rope_theta)
         self.inner, self.mini_batch_size = inner, mini_batch_size
         self.restart_unit = RestartUnit(mini_batch_size, "TTT mini-batches", "mini_batch_size", required=True)
         self.base_lr = (1.0 if inner == "linear" else 0.1) if base_lr is None else base_lr

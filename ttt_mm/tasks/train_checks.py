@@ -48,6 +48,7 @@ def check_parts(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed_
     """Everything below, on the parts `ttt_mm.tasks.train.build` made from ``cfg``."""
     check_launch(cfg, trainer, resumed_step)
     check_modalities(datamodule, model)
+    check_media_clock(datamodule, model)
     check_window_length(datamodule, model)
     check_updates_learn(datamodule, model)
     check_carried_windows(datamodule, model)
@@ -132,6 +133,20 @@ def check_modalities(datamodule, model) -> None:
             f"data.modalities={list(reads)} but the tokenizer takes {list(takes)}: set tokenizer={TOKENIZER_OF[reads]} "
             f"(or data.modalities={list(takes)})".replace("'", "")
         )
+
+
+def check_media_clock(datamodule, model) -> None:
+    """The data must decode at the sample rate, frame rate and frame size the tokenizer reads: the
+    tokenizer configs take theirs from ``data.*``, and one set on the tokenizer alone
+    (``tokenizer.sample_rate=8000``) would fail at the first step, after every file is probed."""
+    decoding, spec = model.tokenizer.decoding, datamodule.spec
+    for key, what in (("sample_rate", "audio at {} Hz"), ("fps", "video at {} fps"), ("size", "frames of {} px")):
+        takes, decodes = getattr(decoding, key), getattr(spec, key)
+        if takes is not None and float(takes) != float(decodes):
+            raise ConfigError(
+                f"the tokenizer reads {what.format(takes)} (its {key}) but the data decodes {what.format(decodes)} "
+                f"(data.{key}): set data.{key}={takes} rather than the tokenizer's own (its config takes data.{key})"
+            )
 
 
 def check_window_length(datamodule, model) -> None:
