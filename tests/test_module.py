@@ -12,7 +12,7 @@ from embedhelpers import MIXERS, TOKENIZERS
 
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, collate
 from ttt_mm.data.datasets import read_item
-from ttt_mm.module import SequenceModel, _rate_change
+from ttt_mm.module import Diverged, SequenceModel, _rate_change
 from ttt_mm.tokenizers.base import token_loss
 
 
@@ -202,18 +202,32 @@ def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored():
     """Every rank decides on the count summed over ranks, so all step or none do (the averaged
     gradients are the same on each)."""
     m = model("ttt_linear")
-    other_rank = torch.tensor(5.0)
+    other_rank = torch.tensor([5.0, 0.0])  # [tokens scored, batches whose loss was not finite]
     m._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t + other_rank), global_step=0)
     for p in m.parameters():
         p.grad = torch.zeros_like(p)
     optimizer = torch.optim.AdamW(m.parameters())
-    m._scored_unstepped = torch.tensor(0)
+    m._unstepped = torch.tensor([0.0, 0.0])
     m.on_before_optimizer_step(optimizer)
     assert all(p.grad is not None for p in m.parameters())
     other_rank.zero_()
-    m._scored_unstepped = torch.tensor(0)
+    m._unstepped = torch.tensor([0.0, 0.0])
     m.on_before_optimizer_step(optimizer)
-    assert all(p.grad is None for p in m.parameters()) and m._scored_unstepped is None
+    assert all(p.grad is None for p in m.parameters()) and m._unstepped is None
+
+
+def test_a_loss_that_is_not_finite_on_any_rank_ends_the_run_on_every_rank():
+    """(so that no rank steps on NaN, and none waits for the others at the next step's collective)"""
+    m = model("ttt_linear")
+    other_rank = torch.tensor([5.0, 1.0])  # another rank's batch was not finite
+    m._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t + other_rank), global_step=3)
+    m._unstepped = torch.tensor([7.0, 0.0])
+    with pytest.raises(Diverged, match=r"^the training loss is not finite at step 3 .*lower model.lr \(now 0.002\)"):
+        m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))
+    assert m._unstepped is None
+    other_rank.zero_()
+    m._unstepped = torch.tensor([7.0, 0.0])
+    m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))  # (all finite: it steps)
 
 
 def test_the_copy_baseline_copies_the_same_slot_one_step_back_whatever_is_predicted():

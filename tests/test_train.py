@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -903,6 +904,17 @@ def test_a_tokenizer_clock_set_apart_from_the_data_is_a_config_error(tmp_path, o
         train_checks.check_media_clock(datamodule, model)
     datamodule, model, _ = build(compose_train(tmp_path, [*TINY, "experiment=synthetic_av"]))
     train_checks.check_media_clock(datamodule, model)  # the shipped configs agree
+
+
+def test_a_loss_that_stops_being_finite_ends_the_run_in_one_line_naming_the_step(tmp_path):
+    """(the run trained on NaN to its end, exit 0, and reported val/loss nan and a best checkpoint)"""
+    diverging = [*TINY, "model.lr=1e4", "model.warmup_steps=0", "trainer.max_steps=8"]
+    with pytest.raises(
+        ConfigError, match=r"^the training loss is not finite at step \d+ .*lower model.lr \(now 10000\)"
+    ):
+        run(compose_train(tmp_path / "diverged", diverging))
+    out = run(compose_train(tmp_path / "sane", [*TINY, "trainer.max_steps=8"]))  # (finite: it trains on)
+    assert math.isfinite(out["metrics"]["train/loss"])
 
 
 def test_a_window_too_short_to_predict_is_a_config_error_naming_the_shortest(tmp_path):

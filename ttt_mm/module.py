@@ -30,6 +30,11 @@ PLACE = "stream_place"
 log = logging.getLogger(__name__)
 
 
+class Diverged(ArithmeticError):
+    """The training loss stopped being finite: every later step would train on NaN, and the run would
+    go on to its end and report NaN metrics as if it had trained."""
+
+
 def _optimizer_settings(checkpoint: dict) -> dict:
     """``lr``, ``betas`` and ``weight_decay`` as the checkpoint's optimizer has them: what a resume
     keeps (the base learning rate is the scheduler's), whatever the config now says."""
@@ -119,7 +124,8 @@ class SequenceModel(L.LightningModule):
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
         self._carried = CarriedState()  # with carry_state: the training state from batch to batch
         self._gather_group = None  # the processes' gloo group that `_gathered` gathers over, once made
-        self._scored_unstepped: Tensor | None = None  # tokens scored since the last optimizer step, this rank
+        # since the last optimizer step, on this rank: [tokens scored, batches whose loss was not finite]
+        self._unstepped: Tensor | None = None
         self._skipped_steps = 0
         self._eval_sums: Tensor | None = None  # validation or test, per epoch: loss * n, copy loss * n, n
         self.unscored: set[str] = set()  # the splits ("val", "test") whose last run scored no token
@@ -188,7 +194,8 @@ class SequenceModel(L.LightningModule):
         if self.hparams.carry_state:
             self._carried.after(state, place)
         loss, copy, n = self.losses(tokens, pred)
-        self._scored_unstepped = n if self._scored_unstepped is None else self._scored_unstepped + n
+        counts = torch.stack([n.float(), (~torch.isfinite(loss.detach())).float()])  # (no sync: checked per step)
+        self._unstepped = counts if self._unstepped is None else self._unstepped + counts
         B = tokens.mask.shape[0]
         if tokens.mask.shape[1] > self.offset:  # (a batch of a file's last few frames scores nothing)
             self.log("train/loss", loss, prog_bar=True, batch_size=B)
@@ -196,14 +203,22 @@ class SequenceModel(L.LightningModule):
         return {"loss": loss, "tokens": tokens.mask.sum().detach()}  # real tokens, for `callbacks.Throughput`
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Leave out a step whose batches scored no token on any rank (a file's last few frames in each
-        row): its gradients are all zero, yet AdamW would still move every weight, by its momentum and
-        the decay. Parameters without a gradient are what AdamW skips."""
-        scored = self._scored_unstepped
-        self._scored_unstepped = None
-        if scored is None:
+        """End the run where a batch's loss on any rank is not finite (`Diverged`: on every rank at once,
+        so none waits on the others), before the step spreads it to every weight. Leave out a step whose
+        batches scored no token on any rank (a file's last few frames in each row): its gradients are
+        all zero, yet AdamW would still move every weight, by its momentum and the decay. Parameters
+        without a gradient are what AdamW skips."""
+        counts, self._unstepped = self._unstepped, None
+        if counts is None:
             return
-        if float(self.trainer.strategy.reduce(scored.float(), reduce_op="sum")) > 0:
+        scored, nonfinite = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        if nonfinite > 0:
+            raise Diverged(
+                f"the training loss is not finite at step {self.global_step} (the weights have diverged, most "
+                f"likely): lower model.lr (now {self.hparams.lr:g}) or lengthen model.warmup_steps (now "
+                f"{self.hparams.warmup_steps})"
+            )
+        if scored > 0:
             return
         for group in optimizer.param_groups:
             for p in group["params"]:

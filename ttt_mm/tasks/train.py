@@ -30,6 +30,7 @@ from ttt_mm.data import reading_notes
 from ttt_mm.data.decode.isolation import crash_reason
 from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
+from ttt_mm.module import Diverged
 from ttt_mm.tasks.command_keys import positive_count
 from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command, shell_override
@@ -113,6 +114,10 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
         except SystemExit:  # Lightning ends an interrupted fit (Ctrl-C) with exit(1) after its shutdown
             if not trainer.interrupted:
                 raise
+        except Diverged as err:  # (a setting that cannot train: one line, exit 2, what was saved kept)
+            error = ConfigError(str(err))
+            error.trained = True
+            raise error from None
         except (RuntimeError, ValueError) as err:  # resuming from a checkpoint of another model, or a damaged file
             if not cfg.get("ckpt_path") or not _does_not_fit(err):
                 raise
