@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from embedhelpers import TOKENIZERS, one_pass, save_checkpoint
@@ -50,8 +52,11 @@ def test_clear_errors(model, tmp_path):
         hear.get_scene_embeddings(torch.zeros(100), model)
     with pytest.raises(ValueError, match="with at least one sound; got \\(0, 16000\\)"):
         hear.get_scene_embeddings(torch.zeros(0, 16000), model)
-    with pytest.raises(TypeError, match="must be a torch.Tensor .* got ndarray .*torch.from_numpy"):
+    with pytest.raises(TypeError, match="must be a torch.Tensor .* got ndarray .*torch.from_numpy") as said:
         hear.get_timestamp_embeddings(torch.zeros(1, 16000).numpy(), model)
+    stereo = torch.rand(16000, 2).numpy()  # (the hint once made a file's two channels two sounds)
+    hinted = eval(re.search(r"torch\.from_numpy\(.*\)\[None\]", str(said.value))[0], {"torch": torch, "x": stereo})
+    assert hear.get_scene_embeddings(hinted, model).shape == (1, model.scene_embedding_size)
     broken = torch.zeros(3, 16000)
     broken[1, 5], broken[2, 7] = float("nan"), float("inf")
     with pytest.raises(ValueError, match=r"NaN or infinite samples \(rows \[1, 2\]\)"):

@@ -49,7 +49,8 @@ class HearModel(nn.Module):
         if not isinstance(audio, Tensor):  # e.g. what soundfile returns: say what to pass
             raise TypeError(
                 f"audio must be a torch.Tensor [n_sounds, n_samples]; got {type(audio).__name__} "
-                "(for a numpy array from soundfile: torch.from_numpy(x.T if x.ndim == 2 else x[None]))"
+                "(for one sound x as soundfile reads it, [n_samples] or [n_samples, channels]: "
+                "torch.from_numpy(x.mean(1) if x.ndim == 2 else x)[None], its channels averaged into one sound)"
             )
         if audio.dim() != 2 or audio.shape[0] == 0:
             raise ValueError(f"audio must be [n_sounds, n_samples] with at least one sound; got {tuple(audio.shape)}")
