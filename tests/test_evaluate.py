@@ -240,6 +240,34 @@ def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
         run(cfg)  # before any file is read
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("rollout_steps=-1", r"^rollout_steps must be a whole number >= 0 \(0: no rollout\); got -1$"),
+        ("bins_per_octave=0", r"^bins_per_octave must be a whole number >= 1; got 0$"),
+        ("plot_clips=-1", r"^plot_clips must be a whole number >= 0 \(0: no figures of single clips\); got -1$"),
+        ("edge_fraction=0.7", r"^edge_fraction must lie in \(0, 0.5\], .*; got 0.7$"),
+        ("edge_fraction=0", r"^edge_fraction must lie in \(0, 0.5\], .*; got 0$"),
+        ("max_files=0", r"^max_files must be a whole number >= 1 \(or null for all\); got 0$"),
+    ],
+)
+def test_each_option_out_of_range_is_named_before_anything_is_written(tmp_path, model, override, message):
+    """(one line named all four options whatever was wrong; max_files was refused after every file was
+    probed and the list of skipped files written; plot_clips=-1 passed)"""
+    ckpt = save(model, tmp_path / "tiny.ckpt")
+    cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path / 'out'}", f"paths.output_dir={tmp_path}", override)
+    with pytest.raises(ConfigError, match=message):
+        run(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_ssim_window_for_a_model_without_video_says_what_it_takes(tmp_path):
+    ckpt = save(tiny_model(stream="audio"), tmp_path / "audio.ckpt")
+    cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "ssim_window=0")
+    with pytest.raises(ConfigError, match=r"^ssim_window must be a whole number >= 1; got 0$"):  # (not "(None px)")
+        run(cfg)
+
+
 def test_checkpoints_that_read_different_streams_are_refused_without_a_warning_first(tmp_path, caplog):
     """They make different tokens too: the warning that their losses are on different scales came first,
     for a run that the next line refused."""

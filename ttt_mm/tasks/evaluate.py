@@ -227,8 +227,19 @@ def run(cfg: DictConfig) -> dict:
         bool(cfg.plots),
         int(cfg.plot_clips),
     )
-    if options.rollout_steps < 0 or options.bins_per_octave < 1 or not 0 < options.edge_fraction <= 0.5:
-        raise ConfigError("need rollout_steps >= 0, bins_per_octave >= 1 and 0 < edge_fraction <= 0.5")
+    for key, value, least, meaning in (
+        ("rollout_steps", options.rollout_steps, 0, " (0: no rollout)"),
+        ("bins_per_octave", options.bins_per_octave, 1, ""),
+        ("plot_clips", options.plot_clips, 0, " (0: no figures of single clips)"),
+    ):
+        if value < least:
+            raise ConfigError(f"{key} must be a whole number >= {least}{meaning}; got {value}")
+    if not 0 < options.edge_fraction <= 0.5:
+        raise ConfigError(
+            f"edge_fraction must lie in (0, 0.5], the share of each clip scored as its start and as its end; "
+            f"got {options.edge_fraction:g}"
+        )
+    max_files = positive_count(cfg.get("max_files"), "max_files")  # (before the files are listed and probed)
     window = positive_seconds(cfg.get("window_seconds"), "window_seconds", "the data's validation window")
     output = results_folder(cfg.output)
     models, trained = load_models(ckpts, names, str(cfg.device), bool(cfg.weights_only))
@@ -249,10 +260,10 @@ def run(cfg: DictConfig) -> dict:
     decoding |= fractions
     check_types(OmegaConf.merge(cfg.data, decoding), "data")
     size = decoding.get("size")
-    if options.ssim_window < 1 or ("video" in decoding["modalities"] and size and options.ssim_window > size):
-        raise ConfigError(
-            f"ssim_window must be a whole number from 1 to the frame size ({size} px); got {options.ssim_window}"
-        )
+    video = "video" in decoding["modalities"] and size
+    if options.ssim_window < 1 or (video and options.ssim_window > size):
+        allowed = f"from 1 to the frame size ({size} px)" if video else ">= 1"
+        raise ConfigError(f"ssim_window must be a whole number {allowed}; got {options.ssim_window}")
     # a skip list is a training run's memory across restarts: an evaluation reads every file afresh
     datamodule = instantiate(cfg.data, **decoding, earlier_skips=False)
     if "modalities" in decoding:  # (the files are read as the checkpoints were trained)
@@ -264,7 +275,7 @@ def run(cfg: DictConfig) -> dict:
         with skip_list_set_aside(output) as had_skip_list:  # (the new list is opened and appended to here)
             clips = select_clips(datamodule, str(cfg.split))
         clips, trained_on = held_out(clips, split, trained)
-        clips = clips[: positive_count(cfg.get("max_files"), "max_files")]
+        clips = clips[:max_files]
         if earlier := remove_earlier_figures(output, had_skip_list):
             log.info("output %s held an earlier evaluation: %s", output, earlier)
         skips = datamodule.skips
