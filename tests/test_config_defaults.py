@@ -174,6 +174,24 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
             "cpu_threads is not a key of this command's config; did you mean threads? (a key of your own is added "
             "with +cpu_threads=...)",
         ),
+        (  # (an argument of the mixer that its config leaves at its default: not "a key of your own")
+            "train",
+            "model.backbone.mixer.rope_theta=500",
+            "model.backbone.mixer.rope_theta is an argument of TTTLayer that this config does not list (it takes its "
+            "default): add it with +model.backbone.mixer.rope_theta=...",
+        ),
+        (
+            "train",
+            "model.backbone.mixer.dim=8",
+            "model.backbone.mixer.dim is not a key of this command's config "
+            "(a key of your own is added with +model.backbone.mixer.dim=...)",
+        ),  # (the backbone gives each mixer dim=)
+        (  # (a key of another option of the group)
+            "train",
+            "model.backbone.mixer.chunk_size=5",
+            "model.backbone.mixer.chunk_size is not a key of this command's config: it is a key of model=lact, not of "
+            "the model chosen",
+        ),
         (
             "train",
             "model=attn",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import re
 import shlex
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import hydra
 from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
@@ -102,6 +104,15 @@ def composing_error_message(err: Exception) -> str:
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key and isinstance(parent, DictConfig):
         name = key.rsplit(".", 1)[-1]
         prefix = key[: -len(name)]
+        if builder := _builder_taking(parent, name):
+            return (
+                f"{key} is an argument of {builder} that this config does not list (it takes its default): "
+                f"add it with +{key}=..."
+            )
+        if options := _options_holding(key):
+            group = key.split(".", 1)[0]
+            chosen = " or ".join(f"{group}={option}" for option in options)
+            return f"{key} is not a key of this command's config: it is a key of {chosen}, not of the {group} chosen"
         nested = [f"{k}.{name}" for k in parent if not prefix and _holds(parent, k, name)]  # (max_steps: trainer's)
         close = nested or [prefix + c for c in get_close_matches(name, [str(k) for k in parent], n=1)]
         hint = f"; did you mean {close[0]}?" if close else ""
@@ -116,6 +127,42 @@ def composing_error_message(err: Exception) -> str:
         found = lines[0].split(": ", 1)[-1]
         return f"{found[:1].lower()}{found[1:]}{hint} (the options of {group}: {', '.join(options)})"
     return " | ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))
+
+
+def _builder_taking(node: DictConfig, name: str) -> str | None:
+    """The class or function that config ``node`` builds (its ``_target_``) where it takes an optional
+    argument ``name`` the config does not list (``tokenizer.hop_length``: Hydra's words, "add it with +", read
+    as if the key were the user's own)."""
+    if "_target_" not in node:
+        return None
+    try:
+        built = get_object(str(node._get_node("_target_")._value()))
+        parameters = inspect.signature(built).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):  # (a target that cannot be read here)
+        return None
+    # (an optional one only: a required one the config lacks is its caller's to give, as a mixer's dim=)
+    optional = name in parameters and parameters[name].default is not inspect.Parameter.empty
+    return getattr(built, "__name__", None) if optional and not name.startswith("_") else None
+
+
+def _options_holding(key: str) -> list[str]:
+    """The options of ``key``'s config group (``conf/model/*.yaml``) whose file sets it: ``lact`` for
+    ``model.backbone.mixer.chunk_size``, where another option was chosen."""
+    group, _, rest = key.partition(".")
+    folder = Path(CONF_DIR, group)
+    if not rest or not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            if OmegaConf.select(OmegaConf.load(path), rest, default=_ABSENT) is not _ABSENT:
+                found.append(path.stem)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+_ABSENT = object()
 
 
 def _swept_group_of(key: str) -> str | None:
