@@ -80,3 +80,8 @@ def test_a_size_or_rate_that_is_not_positive_is_refused_by_name(setting):
     """(n_mels=0 trained on NaN targets; frames_per_token=0 divided by zero in the token rate)"""
     with pytest.raises(ValueError, match=f"^{setting} must be positive; got 0$"):
         AudioTokenizer(**{setting: 0})
+
+
+def test_integer_samples_are_refused_not_read_as_loud_floats(tokenizer):
+    with pytest.raises(ValueError, match=r"^audio must be float samples in \[-1, 1\], as decoded; got torch.int16$"):
+        tokenizer({"audio": torch.zeros(1, 3200, dtype=torch.int16)})

@@ -104,3 +104,8 @@ def test_a_size_or_rate_that_is_not_positive_is_refused_by_name(setting):
     """(patch=0 and tubelet=0 divided by zero; a negative tubelet failed in a convolution's shape)"""
     with pytest.raises(ValueError, match=f"^{setting} must be positive; got -2$"):
         VideoTokenizer(**{setting: -2})
+
+
+def test_float_frames_are_refused_not_divided_by_255_again(tokenizer):
+    with pytest.raises(ValueError, match=r"^video must be uint8 frames .* of 0-255, as decoded; got torch.float32$"):
+        tokenizer({"video": torch.rand(1, 2, 3, 64, 64)})

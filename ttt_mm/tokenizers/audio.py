@@ -113,6 +113,8 @@ class AudioTokenizer(Tokenizer):
         """Tokens ``[B, n // samples_per_token]``; a trailing partial token is dropped."""
         check_rate(batch, "sample_rate", self.sample_rate, "audio")
         audio = batch["audio"]
+        if not audio.is_floating_point():  # (int16 samples read as floats 32768 times too loud, silently)
+            raise ValueError(f"audio must be float samples in [-1, 1], as decoded; got {audio.dtype}")
         batch_size, n = audio.shape
         count = n // self.samples_per_token
         mel = self.log_mel(audio[:, : count * self.samples_per_token], batch.get("audio_context"))

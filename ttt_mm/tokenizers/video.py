@@ -136,6 +136,8 @@ class VideoTokenizer(Tokenizer):
         """Tokens ``[B, (T // tubelet) * P]``; trailing frames that do not fill a tubelet are dropped."""
         check_rate(batch, "fps", self.fps, "video")
         video = batch["video"]
+        if video.dtype != torch.uint8:  # (floats in [0, 1] were divided by 255 again: a black video, silently)
+            raise ValueError(f"video must be uint8 frames [B, T, 3, S, S] of 0-255, as decoded; got {video.dtype}")
         b, t = video.shape[:2]
         if tuple(video.shape[2:]) != (3, self.size, self.size):
             raise ValueError(
