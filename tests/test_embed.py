@@ -247,6 +247,11 @@ def test_downsampling_and_pooling(ckpts, files):
         for value in (math.nan, math.inf):
             with pytest.raises(ValueError, match=f"{key} must be a finite number of seconds; got {value}"):
                 Embedder.from_checkpoint(ckpts["audio"], **{key: value})
+    for layer in ("last", 2, -3, True):  # (depth 2; "last" failed on a raw comparison)
+        with pytest.raises(ValueError, match=rf"^layer must be a block's index from -2 to 1 .* got {layer!r}$"):
+            Embedder.from_checkpoint(ckpts["audio"], layer=layer)
+    with pytest.raises(ValueError, match="^norm must be True or False; got 'foo'$"):  # (it read as true)
+        Embedder.from_checkpoint(ckpts["audio"], norm="foo")
 
 
 def test_loader_matches_lightning(ckpts):

@@ -109,8 +109,13 @@ class Embedder:
         window_seconds: float | None = None,
         device: str | torch.device | None = None,
     ) -> None:
-        if not -backbone.depth <= layer < backbone.depth:
-            raise ValueError(f"layer={layer} is out of range for a backbone of depth {backbone.depth}")
+        if isinstance(layer, bool) or not isinstance(layer, int) or not -backbone.depth <= layer < backbone.depth:
+            raise ValueError(
+                f"layer must be a block's index from {-backbone.depth} to {backbone.depth - 1} (-1: the last) for a "
+                f"backbone of depth {backbone.depth}; got {layer!r}"
+            )
+        if not isinstance(norm, bool):  # (a string such as "foo" or "false" would read as true)
+            raise ValueError(f"norm must be True or False; got {norm!r}")
         if pool is not None and pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS} or None; got {pool!r}")
         step = float(tokenizer.seconds_per_step)
