@@ -168,6 +168,21 @@ def test_weights_that_disagree_with_the_settings_are_one_clear_error(tmp_path):
         load_model(tmp_path / "deeper.ckpt")
 
 
+def test_weights_that_are_not_finite_are_one_clear_error_naming_them(tmp_path):
+    """(a diverged run's checkpoint: evaluate scored it nan with exit 0)"""
+    path, _, _ = save_old(tmp_path / "plain.ckpt", "ttt_linear", "transformer")
+    ckpt = torch.load(path, weights_only=True)
+    name = next(k for k in ckpt["state_dict"] if k.startswith("backbone.") and k.endswith(".weight"))
+    ckpt["state_dict"][name][0] = float("nan")
+    torch.save(ckpt, tmp_path / "diverged.ckpt")
+    for load in (load_parts, load_model):
+        with pytest.raises(
+            ValueError, match=rf"diverged.ckpt.* are not finite \((backbone\.)?{name.removeprefix('backbone.')}"
+        ):
+            load(tmp_path / "diverged.ckpt")
+    load_model(path)  # (finite: it loads)
+
+
 @pytest.mark.parametrize("message", ["", "\n", "\nPytorchStreamReader failed reading file data/3"])
 def test_a_load_error_is_said_by_its_first_line_whatever_its_message(tmp_path, monkeypatch, message):
     """An error whose message had no first line raised an IndexError instead of the ValueError."""

@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 
 from ttt_mm.backbone import Backbone
 from ttt_mm.data.clip_record import recorded_files
-from ttt_mm.messages import first_line
+from ttt_mm.messages import first_line, first_of
 from ttt_mm.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
@@ -115,7 +115,14 @@ def load_parts(path: str | os.PathLike, weights_only: bool = True) -> Parts:
 
 def _load_weights(module: torch.nn.Module, weights: dict, source: str) -> None:
     """``load_state_dict(strict=True)``, with a mismatch (missing, unexpected or reshaped weights: a
-    checkpoint whose weights disagree with its own settings) raised as a ValueError naming ``source``."""
+    checkpoint whose weights disagree with its own settings) raised as a ValueError naming ``source``,
+    and weights that are not finite too (of a run that diverged: every output would be NaN)."""
+    broken = [k for k, w in weights.items() if w.is_floating_point() and not torch.isfinite(w).all()]
+    if broken:
+        raise ValueError(
+            f"the weights of {source} are not finite ({first_of(broken, 3)}): the run that saved it had diverged; "
+            "use a checkpoint it saved before"
+        )
     try:
         module.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
