@@ -168,6 +168,19 @@ def test_weights_that_disagree_with_the_settings_are_one_clear_error(tmp_path):
         load_model(tmp_path / "deeper.ckpt")
 
 
+def test_settings_a_constructor_refuses_are_said_in_its_words(tmp_path):
+    """(the message was Hydra's first line alone: "Error in call to target 'ttt_mm.backbone.Backbone':")"""
+    path, _, _ = save_old(tmp_path / "plain.ckpt", "ttt_linear", "transformer")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"]["backbone"]["depth"] = 0
+    torch.save(ckpt, tmp_path / "refused.ckpt")
+    for load in (load_parts, load_model):
+        with pytest.raises(
+            ValueError, match=r"cannot rebuild the model of .*refused.ckpt: depth must be positive; got 0$"
+        ):
+            load(tmp_path / "refused.ckpt")
+
+
 def test_weights_that_are_not_finite_are_one_clear_error_naming_them(tmp_path):
     """(a diverged run's checkpoint: evaluate scored it nan with exit 0)"""
     path, _, _ = save_old(tmp_path / "plain.ckpt", "ttt_linear", "transformer")
