@@ -499,6 +499,12 @@ def test_an_embedding_folder_is_probed_as_embedded_and_a_setting_given_otherwise
         assert ended.value.code == 2 and f"error: embeddings={tmp_path / 'emb'} {said}" in capsys.readouterr().err
 
 
+def test_a_checkpoint_probed_with_pool_null_is_refused_before_any_file_is_read(ckpts, tones, tmp_path):
+    with pytest.raises(ConfigError, match=r"^pool must be mean, max or mean_std for a probe \(it needs one vector"):
+        run(_cfg(ckpt=ckpts["audio"], input=tones, output=tmp_path / "out", pool="null"))
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
 def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_class_keeps_its_features(
     ckpts, tones, tmp_path
 ):

@@ -214,6 +214,8 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
             raise ConfigError(str(exc)) from None
         model = {"tokenizer": hparams["tokenizer"], "backbone": hparams["backbone"]}
         options = {k: cfg[k] for k in EMBEDDING_OPTIONS} | {"hop_seconds": cfg.hop_seconds if cfg.rows else None}
+        if options["pool"] is None:  # (an embeddings folder's: `check_embedded_settings`)
+            raise ConfigError("pool must be mean, max or mean_std for a probe (it needs one vector per file)")
         embedders = {"model": _embedder(tokenizer, backbone, cfg, options)}
         out.spec = embedders["model"].read_spec()
         out.description = {"checkpoint": os.path.abspath(cfg.ckpt), **options}
@@ -233,8 +235,6 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
         }
         out.description |= options
         check_embedded_settings(cfg, meta)
-    if options["pool"] is None:
-        raise ConfigError("pool must be mean, max or mean_std for a probe (it needs one vector per file)")
     if "random_weights" in baselines or out.spec is None:
         torch.manual_seed(int(cfg.seed))
         try:
