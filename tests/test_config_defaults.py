@@ -192,6 +192,13 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
             "model.backbone.mixer.chunk_size is not a key of this command's config: it is a key of model=lact, not of "
             "the model chosen",
         ),
+        (  # (an argument of another option's class that its file leaves at its default)
+            "train",
+            "tokenizer.hop_length=160",
+            "tokenizer.hop_length is not a key of this command's config: it is an argument of tokenizer=audio's "
+            "AudioTokenizer, not of the tokenizer chosen (choose it and add the key, e.g. tokenizer=audio "
+            "+tokenizer.hop_length=...)",
+        ),
         (
             "train",
             "model=attn",

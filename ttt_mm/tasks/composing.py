@@ -113,6 +113,13 @@ def composing_error_message(err: Exception) -> str:
             group = key.split(".", 1)[0]
             chosen = " or ".join(f"{group}={option}" for option in options)
             return f"{key} is not a key of this command's config: it is a key of {chosen}, not of the {group} chosen"
+        if takers := _options_taking(key):
+            group = key.split(".", 1)[0]
+            chosen = " or ".join(f"{group}={option}'s {builder}" for option, builder in takers)
+            return (
+                f"{key} is not a key of this command's config: it is an argument of {chosen}, not of the {group} "
+                f"chosen (choose it and add the key, e.g. {group}={takers[0][0]} +{key}=...)"
+            )
         nested = [f"{k}.{name}" for k in parent if not prefix and _holds(parent, k, name)]  # (max_steps: trainer's)
         close = nested or [prefix + c for c in get_close_matches(name, [str(k) for k in parent], n=1)]
         hint = f"; did you mean {close[0]}?" if close else ""
@@ -159,6 +166,27 @@ def _options_holding(key: str) -> list[str]:
                 found.append(path.stem)
         except (OSError, ValueError):
             continue
+    return found
+
+
+def _options_taking(key: str) -> list[tuple[str, str]]:
+    """The options of ``key``'s config group, with the class each builds, whose class takes ``key``'s last
+    name as an optional argument that the option's file leaves at its default: ``tokenizer=audio``'s
+    ``AudioTokenizer`` for ``tokenizer.hop_length``, where another tokenizer was chosen."""
+    group, _, rest = key.partition(".")
+    folder = Path(CONF_DIR, group)
+    if not rest or not folder.is_dir():
+        return []
+    within, _, name = rest.rpartition(".")
+    found = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            config = OmegaConf.load(path)
+            node = OmegaConf.select(config, within, default=None) if within else config
+        except (OSError, ValueError):
+            continue
+        if isinstance(node, DictConfig) and (builder := _builder_taking(node, name)):
+            found.append((path.stem, builder))
     return found
 
 
