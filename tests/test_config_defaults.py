@@ -255,6 +255,27 @@ def test_a_mistake_met_while_composing_the_config_is_one_error_line_and_status_2
     assert "HYDRA_FULL_ERROR" not in os.environ  # (set only while Hydra runs)
 
 
+def test_hydras_settings_printed_resolved_end_in_one_line_naming_the_way_that_works(capsys, monkeypatch):
+    """``--cfg hydra --resolve`` printed a traceback: Hydra resolves its own settings without the
+    command's config that they read; ``--cfg all --resolve`` has both."""
+    from hydra.core.hydra_config import HydraConfig
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)  # (--cfg leaves Hydra's set)
+    monkeypatch.setattr(sys, "argv", ["train", "--cfg", "hydra", "--resolve"])
+    with pytest.raises(SystemExit) as ended:
+        importlib.import_module("ttt_mm.tasks.train").main()
+    said = (
+        "error: --cfg hydra --resolve cannot resolve Hydra's settings: they read keys of this command's config "
+        "(ckpt_path, say), which --cfg hydra leaves out; print both resolved with --cfg all --resolve\n"
+    )
+    assert ended.value.code == 2 and capsys.readouterr().err == said
+    monkeypatch.setattr(sys, "argv", ["train", "--cfg", "all", "--resolve"])  # (the way named)
+    importlib.import_module("ttt_mm.tasks.train").main()
+    printed = capsys.readouterr().out
+    assert "/train/runs/" in printed and "${" not in printed
+
+
 def test_a_training_group_added_to_a_command_that_reads_the_checkpoints_is_refused(capsys, monkeypatch, tmp_path):
     """``+model=attention`` added a config group that embed then read past, silently."""
     monkeypatch.chdir(tmp_path)

@@ -20,7 +20,7 @@ import hydra
 from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationKeyError
 
 from ttt_mm.processes.environment import environment
 from ttt_mm.tasks.common import CONF_DIR
@@ -67,6 +67,9 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
                     isinstance(err, CompactHydraException) or _raised_in_hydra(err)  # (`=3`: its parser's ValueError)
                 ):
                     print(f"error: {composing_error_message(err)}", file=sys.stderr)
+                    sys.exit(2)
+                if isinstance(err, InterpolationKeyError) and _printing_hydra_resolved():
+                    print(f"error: {hydra_resolved_message(err)}", file=sys.stderr)
                     sys.exit(2)
                 print_without_hydra_frames(err)
                 sys.exit(1)
@@ -244,6 +247,24 @@ def _sweep_on_command_line() -> bool:
 
 _HYDRA_DIR = str(Path(hydra.__file__).parent)
 """Where Hydra's own code lies: the frames it raises from, and those left out of a crash's traceback."""
+
+
+def _printing_hydra_resolved() -> bool:
+    """Whether this command line asks Hydra to print its own settings resolved (``--cfg hydra --resolve``)."""
+    arguments = sys.argv[1:]
+    shown = [arguments[i + 1] for i, a in enumerate(arguments[:-1]) if a in ("--cfg", "-c")]
+    return "hydra" in shown and "--resolve" in arguments
+
+
+def hydra_resolved_message(err: InterpolationKeyError) -> str:
+    """``--cfg hydra --resolve``: Hydra resolves its settings (``hydra.run.dir``) without the command's
+    config they read (``paths.log_dir``), which fails for every command; ``--cfg all`` keeps both."""
+    read = re.search(r"Interpolation key '([^']*)'", str(err))
+    keys = f" ({read[1]}, say)" if read else ""
+    return (
+        f"--cfg hydra --resolve cannot resolve Hydra's settings: they read keys of this command's config{keys}, "
+        "which --cfg hydra leaves out; print both resolved with --cfg all --resolve"
+    )
 
 
 def _raised_in_hydra(err: BaseException) -> bool:
