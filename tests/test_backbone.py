@@ -150,6 +150,8 @@ def test_bf16_mixed_training_step_runs_and_gives_float32_gradients(mixer, varian
         ({"mixer": "mamba2"}, "unknown mixer 'mamba2'"),
         ({"variant": "rwkv"}, "unknown variant"),
         ({"depth": 0}, "^depth must be positive; got 0$"),
+        ({"depth": 2.0}, "^depth must be a whole number; got 2.0$"),  # (range() refused it, later)
+        ({"mlp_ratio": "4"}, "^mlp_ratio must be a number; got '4'$"),
         ({"mlp_ratio": -1.0}, "^mlp_ratio must be positive; got -1.0$"),  # (a negative tensor size, later)
         ({"mlp_ratio": 0.01}, r"^mlp_ratio \(0.01\) leaves the MLP no hidden unit at dim 32$"),  # (trained without one)
     ],

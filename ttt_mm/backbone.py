@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .layers import CausalDepthwiseConv, MixerFactory, SwiGLU
 from .layers.mixer import RestartUnit, check_input, state_leaves
-from .messages import check_positive
+from .messages import check_count, check_positive
 
 VARIANTS = ("transformer", "mamba")
 
@@ -187,7 +187,8 @@ class Backbone(nn.Module):
             )
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
-        check_positive(depth=depth, dim=dim, mlp_ratio=mlp_ratio)
+        check_count(depth=depth, dim=dim)
+        check_positive(mlp_ratio=mlp_ratio)
         self.dim, self.depth, self.checkpoint_activations = dim, depth, checkpoint_activations
         hidden = int(round(mlp_ratio * dim))
         if hidden < 1:

@@ -179,6 +179,10 @@ def test_every_mixer_checks_its_heads_and_rope_base_when_built(layer):
             layer(32, 2, rope_theta=theta)
     with pytest.raises(ValueError, match="^dim must be positive; got 0$"):
         layer(0, 2)
+    with pytest.raises(ValueError, match="^num_heads must be a whole number; got '2'$"):  # (Python's TypeError)
+        layer(32, "2")
+    with pytest.raises(ValueError, match="^rope_theta must be a number; got '1e4'$"):
+        layer(32, 2, rope_theta="1e4")
 
 
 def test_pieces_are_cache_sized_on_the_cpu_and_long_elsewhere():

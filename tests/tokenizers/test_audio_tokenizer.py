@@ -82,6 +82,21 @@ def test_a_size_or_rate_that_is_not_positive_is_refused_by_name(setting):
         AudioTokenizer(**{setting: 0})
 
 
+@pytest.mark.parametrize(
+    "setting,value,said",
+    [
+        ("n_mels", 80.0, "a whole number; got 80.0"),
+        ("hop_length", "160", "a whole number; got '160'"),
+        ("mel_std", "4", "a number; got '4'"),
+        ("sample_rate", True, "a whole number; got True"),
+    ],
+)
+def test_a_size_or_rate_of_the_wrong_type_is_refused_by_name(setting, value, said):
+    """(a float size failed later as a tensor shape; a string in a comparison, with Python's TypeError)"""
+    with pytest.raises(ValueError, match=f"^{setting} must be {said}$"):
+        AudioTokenizer(**{setting: value})
+
+
 def test_integer_samples_are_refused_not_read_as_loud_floats(tokenizer):
     with pytest.raises(ValueError, match=r"^audio must be float samples in \[-1, 1\], as decoded; got torch.int16$"):
         tokenizer({"audio": torch.zeros(1, 3200, dtype=torch.int16)})

@@ -106,6 +106,14 @@ def test_a_size_or_rate_that_is_not_positive_is_refused_by_name(setting):
         VideoTokenizer(**{setting: -2})
 
 
+@pytest.mark.parametrize(
+    "setting,value,said", [("size", 64.0, "a whole number; got 64.0"), ("fps", "8", "a number; got '8'")]
+)
+def test_a_size_or_rate_of_the_wrong_type_is_refused_by_name(setting, value, said):
+    with pytest.raises(ValueError, match=f"^{setting} must be {said}$"):
+        VideoTokenizer(**{setting: value})
+
+
 def test_float_frames_are_refused_not_divided_by_255_again(tokenizer):
     with pytest.raises(ValueError, match=r"^video must be uint8 frames .* of 0-255, as decoded; got torch.float32$"):
         tokenizer({"video": torch.rand(1, 2, 3, 64, 64)})

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..messages import check_positive
+from ..messages import check_count, check_positive
 from ..ops import LaCTState, lact_swiglu
 from ..ops.lact.features import fast_inputs, gated_rms_norm
 from ..ops.recompute import recomputed
@@ -135,10 +135,11 @@ class LaCTLayer(nn.Module):
     ):
         super().__init__()
         head_dim = rope_head_width(dim, num_heads, rope_theta)
-        check_positive(fast_heads=fast_heads)
+        check_count(fast_heads=fast_heads)
         if dim % fast_heads:
             raise ValueError(f"dim ({dim}) must be divisible by fast_heads ({fast_heads})")
-        check_positive(chunk_size=chunk_size, window=window, base_lr=base_lr, fast_hidden_mult=fast_hidden_mult)
+        check_count(chunk_size=chunk_size, window=window)
+        check_positive(base_lr=base_lr, fast_hidden_mult=fast_hidden_mult)
         self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim
         self.fast_heads, self.fast_dim = fast_heads, dim // fast_heads
         self.fast_hidden = max(1, round(self.fast_dim * fast_hidden_mult))

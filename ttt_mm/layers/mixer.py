@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
-from ..messages import check_positive
+from ..messages import check_count, check_positive
 
 INIT_STD = 0.02
 """Standard deviation of the mixers' projection weights at initialisation (as GPT-2's)."""
@@ -82,7 +82,8 @@ def rope_head_width(dim: int, num_heads: int, rope_theta: float) -> int:
     """The width of each of a mixer's ``num_heads`` heads of ``dim``, which RoPE rotates in pairs: whole
     and even, or a clear error when the mixer is built (not a shape error at its first call); and
     RoPE's base, which must be positive (0 or less makes every rotation NaN)."""
-    check_positive(dim=dim, num_heads=num_heads, rope_theta=rope_theta)
+    check_count(dim=dim, num_heads=num_heads)
+    check_positive(rope_theta=rope_theta)
     if dim % num_heads or (dim // num_heads) % 2:
         raise ValueError(
             f"dim ({dim}) must split into num_heads ({num_heads}) heads of even width (RoPE rotates pairs); "

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..messages import check_positive
+from ..messages import check_count
 from ..ops import TTTState, ttt_linear, ttt_mlp
 from ..ops.rope import apply_rope, rope_rotation
 from .conv import CausalDepthwiseConv
@@ -71,9 +71,9 @@ class TTTLayer(nn.Module):
         rope_theta: float = 10000.0,
     ):
         super().__init__()
-        check_positive(mini_batch_size=mini_batch_size)
+        check_count(mini_batch_size=mini_batch_size)
         if share_qk:
-            check_positive(conv_kernel=conv_kernel)
+            check_count(conv_kernel=conv_kernel)
         if base_lr is not None and not 0 <= base_lr < math.inf:  # (0: the inner model never learns, an ablation)
             raise ValueError(f"base_lr must be 0 or more; got {base_lr}")
         if inner not in ("linear", "mlp"):

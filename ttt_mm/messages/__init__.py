@@ -3,7 +3,7 @@ a single line): an error by its first line, a file name with its line breaks esc
 a long list by its first items and a count (`lines`); an argument a constructor refuses, by its
 name (`arguments`)."""
 
-from ttt_mm.messages.arguments import check_positive
+from ttt_mm.messages.arguments import check_count, check_positive
 from ttt_mm.messages.lines import first_line, first_of, one_line
 
-__all__ = ["check_positive", "first_line", "first_of", "one_line"]
+__all__ = ["check_count", "check_positive", "first_line", "first_of", "one_line"]

@@ -3,10 +3,23 @@ config error can name the key it came from (`ttt_mm.tasks.common.config_error_me
 
 from __future__ import annotations
 
+import numbers
+
 
 def check_positive(**arguments: float) -> None:
-    """Sizes, counts and rates must be above zero: zero divides by zero or makes nothing, and a
-    negative size fails far from its cause."""
+    """Rates and scales must be numbers above zero: zero divides by zero or makes nothing, a negative
+    one fails far from its cause, and a string (``"2"``, a quoted override) fails in a comparison."""
     for name, value in arguments.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name} must be a number; got {value!r}")
         if not value > 0:
             raise ValueError(f"{name} must be positive; got {value}")
+
+
+def check_count(**arguments: int) -> None:
+    """Sizes and counts must be whole numbers above zero: a float (``2.0``) fails later as a tensor
+    size or a range, far from its cause."""
+    for name, value in arguments.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{name} must be a whole number; got {value!r}")
+        check_positive(**{name: value})

@@ -18,7 +18,7 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from ttt_mm.messages import check_positive
+from ttt_mm.messages import check_count, check_positive
 from ttt_mm.tokenizers.base import (
     AUDIO,
     SAMPLE_RATE,
@@ -53,15 +53,15 @@ class AudioTokenizer(Tokenizer):
         mel_std: float = 4.0,
     ) -> None:
         super().__init__()
-        check_positive(
+        check_count(
             dim=dim,
             sample_rate=sample_rate,
             win_length=win_length,
             hop_length=hop_length,
             n_mels=n_mels,
             frames_per_token=frames_per_token,
-            mel_std=mel_std,
         )
+        check_positive(mel_std=mel_std)
         if win_length < hop_length:
             raise ValueError(f"win_length ({win_length}) must be >= hop_length ({hop_length})")
         self.dim, self.sample_rate, self.n_mels = dim, sample_rate, n_mels

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ttt_mm.messages import check_positive
+from ttt_mm.messages import check_count, check_positive
 from ttt_mm.tokenizers.base import (
     FPS,
     FRAME_SIZE,
@@ -68,7 +68,8 @@ class VideoTokenizer(Tokenizer):
         target_pool: int = 4,
     ) -> None:
         super().__init__()
-        check_positive(dim=dim, fps=fps, size=size, patch=patch, tubelet=tubelet, target_pool=target_pool)
+        check_count(dim=dim, size=size, patch=patch, tubelet=tubelet, target_pool=target_pool)
+        check_positive(fps=fps)
         if size % patch:
             raise ValueError(f"frame size {size} is not a multiple of patch {patch}")
         if target_pool < 1 or patch % target_pool:
