@@ -120,6 +120,35 @@ def test_a_damaged_ogg_stream_is_refused_by_libsndfile_and_read_by_pyav_with_the
     assert info.audio_backend == "pyav" and info.audio_duration == 40.0 and info.audio_gaps > 5  # silence in place
 
 
+def test_an_ogg_file_read_through_in_one_pass_is_found_silent_or_not(tmp_path):
+    silent, sound = tmp_path / "silent.ogg", tmp_path / "sound.ogg"
+    sf.write(silent, np.zeros(5 * 16000, np.float32), 16000, format="OGG", subtype="VORBIS")
+    sf.write(sound, tone(5.0, 16000), 16000, format="OGG", subtype="VORBIS")
+    assert decode.probe(silent, streams=("audio",), verify=True).silent
+    assert not decode.probe(sound, streams=("audio",), verify=True).silent
+
+
+def test_a_short_damaged_ogg_stretch_that_windowed_reads_pass_over_is_found_by_one_pass(tmp_path):
+    """Random bytes over 1% of a 130 s Vorbis file, in its middle: each 60 s read of the probe's scan
+    read its full count (the damaged seconds made up from later audio) and each seek landed right, so
+    the file was verified good and its windows there were read seconds early, without a word."""
+    noise = (0.3 * np.random.default_rng(2).standard_normal(130 * 16000)).astype(np.float32)
+    whole = tmp_path / "whole.ogg"
+    sf.write(whole, noise, 16000, format="OGG", subtype="VORBIS")
+    assert audio.ogg_peak(str(whole), sf.info(whole)) == pytest.approx(np.abs(sf.read(whole)[0]).max())
+    data = bytearray(whole.read_bytes())
+    middle, span = len(data) // 2, len(data) // 100
+    data[middle : middle + span] = np.random.default_rng(3).integers(0, 256, span, dtype=np.uint8).tobytes()
+    path = tmp_path / "damaged.ogg"
+    path.write_bytes(data)
+    with pytest.raises(decode.MediaError, match=r"libsndfile passes over \d+\.\d\d s of this Ogg stream"):
+        audio.ogg_peak(str(path), sf.info(path))
+    info = decode.probe(path, streams=("audio",), verify=True)
+    assert info.audio_backend == "pyav" and info.audio_duration == 130.0 and info.audio_gaps > 1
+    track = read_samples(str(path), 100.0, 30.0, 16000, "pyav")  # (after the damage: in its place)
+    assert torch.equal(track, read_samples(str(whole), 100.0, 30.0, 16000, "pyav"))
+
+
 def test_an_ogg_stretch_the_demuxer_cannot_parse_is_a_gap_and_the_rest_is_read(tmp_path):
     """FFmpeg's Ogg demuxer stops at a zeroed stretch longer than a page (a decoder passes over a bad
     packet; the demuxer raised, PyAV gave up and decord read the file only up to the damage)."""

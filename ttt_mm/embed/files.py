@@ -203,7 +203,7 @@ _MADE_FROM = {
     "source_bytes": "the source file changed",
     "source_mtime_ns": "the source file changed",
     "span": "another span of the source",
-    "decoder": "decoded by another version of ttt-mm's readers (its timeline, channel mix or rotation changed)",
+    "decoder": "decoded by another version of ttt-mm's readers (its timeline, channel mix, rotation or reader changed)",
     "weights_hash": "another checkpoint's weights",
     "config_hash": "other model config or settings",
 }

@@ -140,6 +140,29 @@ def _sf_rows(path: str, lo: int, count: int, info) -> tuple[np.ndarray, int, Exc
         return data, int(stopped.argmax()) if stopped.any() else count, exc
 
 
+def ogg_peak(path: str, info) -> float:
+    """The peak of an Ogg file's samples, read from its start to its end in one pass, as libsndfile
+    decodes them. libsndfile passes over a damaged stretch of an Ogg stream without an error and
+    without a jump in its position: every later sample of a read across it comes early, while its
+    seeks (by the pages' granule positions) land right. The one pass then reads fewer samples than
+    the stream's length, which is an error here (PyAV reads such a file with the gap in place)."""
+    read, peak = 0, 0.0
+    try:
+        with sf.SoundFile(path) as f:
+            mix = np.full(info.channels, 1.0 / info.channels, dtype=np.float32)  # (as `_sf_read` mixes)
+            while len(block := f.read(2**18, dtype="float32", always_2d=True)):  # (Vorbis and Opus: finite)
+                peak, read = max(peak, float(np.abs(block @ mix).max())), read + len(block)
+    except sf.LibsndfileError as exc:
+        raise MediaError(path, f"cannot read audio from sample {read} (of {info.frames}): {exc}") from None
+    if read != info.frames:
+        raise MediaError(
+            path,
+            f"libsndfile passes over {abs(info.frames - read) / info.samplerate:.2f} s of this Ogg stream "
+            f"(reads {read} of its {info.frames} samples from start to end: a damaged stream?)",
+        )
+    return peak
+
+
 def _sf_window(path: str, info, first: int, count: int, sample_rate: int) -> Tensor:
     """Output-rate samples ``[first, first + count)`` of the (resampled) file, zeros before 0."""
     return _resampled_window(partial(_sf_read, path, info), info.samplerate, first, count, sample_rate)

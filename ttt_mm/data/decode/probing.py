@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, placed_track, read_samples, sf_info
+from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, ogg_peak, placed_track, read_samples, sf_info
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, FROM_START, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import MediaError, NothingDecodes, checked_stat, open_reason, without_frames
 from ttt_mm.data.decode.isobmff import missing_index
@@ -259,6 +259,8 @@ def _stated_seconds(info, present: _Streams | None) -> float | None:
 
 def _scan_audio(path: str, duration: float, rate: int, backend: str) -> bool:
     """Read all of the audio (raising on NaN/Inf or a short file); True if it is digital silence."""
+    if backend == "soundfile" and (info := sf_info(path)) is not None and info.format == "OGG":
+        return ogg_peak(path, info) == 0.0  # (in one pass: reads across damage come early, unlike seeks)
     peak, step = 0.0, 60.0
     for t in np.arange(0.0, duration, step):
         chunk = read_samples(path, float(t), step, rate, backend)
