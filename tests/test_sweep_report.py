@@ -15,6 +15,9 @@ from omegaconf import OmegaConf
 from ttt_mm.tasks.common import SweepJobError
 from ttt_mm.tasks.sweep_report import SweepReport, sweep_jobs
 
+SWEEP = os.path.abspath("sweep")
+"""The sweep's folder in the commands of the jobs that did not run: they run from anywhere."""
+
 
 def _job(num: int | str, *overrides: str, folder="sweep", subdir=None):
     hydra = {"job": {"num": num}, "overrides": {"task": list(overrides)}, "sweeper": {"params": None}}
@@ -66,15 +69,15 @@ def test_a_sweep_stopped_in_a_job_says_which_jobs_did_not_run(monkeypatch):
     assert report.lines() == [  # (and how to run those that did not: it was not said)
         "sweep: stopped in job #1 (seed=1)",
         "sweep: jobs #2-#3 did not run: to run them (their results join results.csv),",
-        "  python train.py -m seed=2 hydra.sweep.dir=sweep hydra.sweep.subdir=2",
-        "  python train.py -m seed=3 hydra.sweep.dir=sweep hydra.sweep.subdir=3",
+        f"  python train.py -m seed=2 hydra.sweep.dir={SWEEP} hydra.sweep.subdir=2",
+        f"  python train.py -m seed=3 hydra.sweep.dir={SWEEP} hydra.sweep.subdir=3",
     ]
     between = _sweep(3)
     _ended(between, 0, "seed=0", None)
     _ended(between, 1, "seed=1", None)  # Ctrl-C before the next job starts
     assert between.lines() == [
         "sweep: job #2 did not run: to run it (their results join results.csv),",
-        "  python train.py -m seed=2 hydra.sweep.dir=sweep hydra.sweep.subdir=2",
+        f"  python train.py -m seed=2 hydra.sweep.dir={SWEEP} hydra.sweep.subdir=2",
     ]
 
 

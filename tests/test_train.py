@@ -1206,6 +1206,8 @@ def test_the_resume_command_repeats_the_runs_overrides():
     assert said == (
         "python train.py -m seed=1 \"hydra.sweep.dir='/s, 1'\" hydra.sweep.subdir=0 \"ckpt_path='/s, 1/0/last.ckpt'\""
     )
+    relative = resume_command("/s/0/last.ckpt", ["seed=1"], "train.py", ("logs/s", "0"))  # (a sweep's folder as given)
+    assert f"hydra.sweep.dir={Path('logs/s').absolute()} " in relative  # (it resumed into another folder elsewhere)
     overrides = OverridesParser.create().parse_overrides(shlex.split(said)[3:])  # (a comma: a sweep, unquoted)
     assert [(o.key_or_group, o.value()) for o in overrides] == [
         ("seed", 1),

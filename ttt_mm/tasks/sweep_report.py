@@ -167,7 +167,7 @@ class SweepReport(Callback):
                     else ""
                 )
             )
-            where = shell_override("hydra.sweep.dir", str(self.folder)) if self.folder else ""
+            where = shell_override("hydra.sweep.dir", str(self.folder.absolute())) if self.folder else ""
             left = [
                 f"  {this_command()} -m {' '.join(map(shlex.quote, job))} {where} hydra.sweep.subdir={first + i}"
                 for i, job in enumerate((self.jobs or [])[first:])

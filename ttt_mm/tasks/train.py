@@ -313,7 +313,7 @@ def resume_command(
     """``python train.py <the run's overrides> ckpt_path=<last>``, quoted for a shell: a run resumes only
     with the settings that trained it (``ckpt_path=`` alone failed on any run with overrides). A sweep's
     job (``sweep_job``: the sweep's folder and the job's) resumes as a sweep of one into its folder, so
-    that its results join the sweep's ``results.csv``."""
+    that its results join the sweep's ``results.csv`` from whichever folder it is run in."""
     kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != "ckpt_path"]
     path = Path(script)
     command = (
@@ -322,7 +322,8 @@ def resume_command(
     said = [*map(shlex.quote, kept)]
     if sweep_job is not None:
         command += " -m"
-        said += [shell_override("hydra.sweep.dir", sweep_job[0]), shell_override("hydra.sweep.subdir", sweep_job[1])]
+        folder = os.path.abspath(sweep_job[0])  # (the command runs from anywhere, as its ckpt_path does)
+        said += [shell_override("hydra.sweep.dir", folder), shell_override("hydra.sweep.subdir", sweep_job[1])]
     return " ".join([command, *said, shell_override("ckpt_path", str(last))])
 
 
