@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import decord
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from mediafiles import write_video
@@ -32,7 +33,7 @@ from ttt_mm.data import (
     reading_notes,
 )
 from ttt_mm.data.decode import MediaInfo
-from ttt_mm.tasks.common import CONF_DIR
+from ttt_mm.tasks.common import CONF_DIR, ConfigError
 from ttt_mm.tasks.probe import main as probe_command
 from ttt_mm.tokenizers import AudioTokenizer
 
@@ -461,9 +462,38 @@ def test_a_manifest_that_fixes_every_split_and_none_to_val_is_said_so(tmp_path, 
     assert {c.key for c in dm.splits["val"]} == {c.key for c in dm.splits["train"]} == {"v0.mp4", "v1.mp4", "v2.mp4"}
     warnings = [r.message for r in caplog.records if "validating on the training files" in r.message]
     assert warnings == [
-        "the manifest's split column puts no file in val: validating on the training files, "
+        "the manifest's split column puts no row in val: validating on the training files, "
         "so val/* measures fit, not generalisation"
     ]
+
+
+def test_a_manifest_whose_val_rows_cannot_be_used_says_so_rather_than_that_it_has_none(tmp_path, caplog):
+    """Its one val row, of a file that cannot be read, was left out: the warning said that the split
+    column put no file in val, and evaluate's split=val error named data.val_fraction, unused there."""
+    from ttt_mm.tasks.evaluate import select_clips
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        write_video(data / f"v{i}.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=None)
+    (data / "bad.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (data / "manifest.csv").write_text("path,split\nv0.mp4,train\nv1.mp4,train\nv2.mp4,test\nbad.mp4,val\n")
+    source = ManifestSource(str(data / "manifest.csv"))
+    dm = MediaDataModule(source, modalities=["video"], size=32, clip_seconds=1.0)
+    dm.trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"))
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        dm.setup("fit")
+    said = f"the manifest's 1 val row(s) cannot be used, listed with their reasons in {tmp_path / 'run'}"
+    warnings = [r.message for r in caplog.records if "validating on the training files" in r.message]
+    assert warnings == [
+        f"{said}/skipped_media.tsv: validating on the training files, so val/* measures fit, not generalisation"
+    ]
+    later = MediaDataModule(source, modalities=["video"], size=32, clip_seconds=1.0)  # (evaluate's)
+    later.skip_list_path = str(tmp_path / "evaluated" / "skipped_media.tsv")
+    with pytest.raises(
+        ConfigError, match=r"^no clips in split 'val' of the data config \(the manifest's 1 val row\(s\) cannot be used"
+    ):
+        select_clips(later, "val")
 
 
 def test_a_files_rows_that_name_their_split_are_not_moved_to_validation(tmp_path):

@@ -193,6 +193,7 @@ class MediaDataModule(L.LightningDataModule):
         self.clips: list[ClipInfo] = []  # the usable clips, in the source's order
         self.rejected: dict[str, str] = {}  # the files left out, with their reasons
         self.splits: dict[str, list[ClipInfo]] = {}
+        self._left_out: Counter[str] = Counter()  # the rows of each split of a manifest left out as unusable
         self._records: dict[str, tuple[tuple[int, int], bytes]] = {}  # `_clip_record`'s, by split
         self.skips: SkipList | None = None
         self.modalities_from: str | None = None  # what chose the modalities, when not the config (a checkpoint)
@@ -234,6 +235,8 @@ class MediaDataModule(L.LightningDataModule):
             hint = missing_stream_hint(reasons, self.spec.modalities, self.modalities_from)
             raise ValueError(f"none of the {len(listed)} {unit} can be used: {count_reasons(reasons)}{hint}{where}")
         self.clips = selection.clips
+        usable = {c.segment for c in self.clips}
+        self._left_out = Counter(c.split for c in listed if c.split is not None and c.segment not in usable)
         self.splits = {name: [] for name in SPLITS}
         for clip in self.clips:
             split = clip.split_of(self.val_fraction, self.test_fraction)
@@ -298,12 +301,22 @@ class MediaDataModule(L.LightningDataModule):
         if len(files) < MIN_FILES_FOR_VALIDATION:
             why = f"only {len(files)} usable file(s)"
         elif not movable:
-            why = "the manifest's split column puts no file in val"
+            why = self.why_empty("val")
         else:
             why = f"only {len({c.file_key for c in train})} training file(s)"
         if warn:
             log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
             self.splits["val"] = list(train)
+
+    def why_empty(self, split: str) -> str:
+        """Why ``split`` holds no clip: a manifest's rows of it that cannot be used, its split column, or
+        the fraction of the files hashed into it."""
+        if left := self._left_out.get(split):
+            where = f", listed with their reasons in {self.skips.path}" if self.skips and self.skips.path else ""
+            return f"the manifest's {left} {split} row(s) cannot be used{where}"
+        if self.clips and all(c.split is not None for c in self.clips):
+            return f"the manifest's split column puts no row in {split}"
+        return f"data.{split}_fraction={getattr(self, split + '_fraction'):g}" if split in ("val", "test") else ""
 
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
         return DataLoader(

@@ -198,10 +198,8 @@ def select_clips(datamodule, split: str) -> list[ClipInfo]:
         raise ConfigError(f"data: {err}") from None
     clips = datamodule.clips if split == "all" else datamodule.splits[split]
     if not clips:
-        fraction = (
-            f" (data.{split}_fraction={getattr(datamodule, split + '_fraction'):g})" if split in ("val", "test") else ""
-        )
-        raise ConfigError(f"no clips in split {split!r} of the data config{fraction}")
+        why = datamodule.why_empty(split) if split != "all" else ""
+        raise ConfigError(f"no clips in split {split!r} of the data config" + (f" ({why})" if why else ""))
     return clips
 
 
