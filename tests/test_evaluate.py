@@ -565,6 +565,18 @@ def test_figures_go_to_the_first_clips_long_enough_to_roll_out(folder, tmp_path,
     assert not list(out.glob("rollout_*.png"))
 
 
+def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(folder, tmp_path):
+    """split=test ended with "skipped 2 file(s)", both of them rows of the training split, never to be scored."""
+    _, media, ckpts = folder
+    rows = f"path,split\n{media / 'a.mp4'},test\n{media / 'noise.mkv'},train\n{media / 'empty.mp4'},test\n"
+    (tmp_path / "rows.csv").write_text(rows)
+    args = [f"ckpt={ckpts[0]}", "data=manifest", f"data.root={tmp_path / 'rows.csv'}", f"paths.output_dir={tmp_path}"]
+    args += ["plots=false", "rollout_steps=0", "window_seconds=0.5", "device=cpu"]
+    for split, skipped in (("test", ["empty.mp4"]), ("all", ["empty.mp4", "noise.mkv"])):
+        result = run(compose_evaluate(*args, f"split={split}", f"output={tmp_path / split}"))
+        assert sorted(Path(s["path"]).name for s in result["skipped"]) == skipped, split
+
+
 def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_path, caplog):
     _, media, ckpts = folder
     args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={media}", f"output={tmp_path}", "window_seconds=4"]

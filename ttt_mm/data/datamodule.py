@@ -193,7 +193,7 @@ class MediaDataModule(L.LightningDataModule):
         self.clips: list[ClipInfo] = []  # the usable clips, in the source's order
         self.rejected: dict[str, str] = {}  # the files left out, with their reasons
         self.splits: dict[str, list[ClipInfo]] = {}
-        self._left_out: Counter[str] = Counter()  # the rows of each split of a manifest left out as unusable
+        self._left_out: list[ClipInfo] = []  # the listed clips that cannot be used
         self._records: dict[str, tuple[tuple[int, int], bytes]] = {}  # `_clip_record`'s, by split
         self.skips: SkipList | None = None
         self.modalities_from: str | None = None  # what chose the modalities, when not the config (a checkpoint)
@@ -236,7 +236,7 @@ class MediaDataModule(L.LightningDataModule):
             raise ValueError(f"none of the {len(listed)} {unit} can be used: {count_reasons(reasons)}{hint}{where}")
         self.clips = selection.clips
         usable = {c.segment for c in self.clips}
-        self._left_out = Counter(c.split for c in listed if c.split is not None and c.segment not in usable)
+        self._left_out = [c for c in listed if c.segment not in usable]
         self.splits = {name: [] for name in SPLITS}
         for clip in self.clips:
             split = clip.split_of(self.val_fraction, self.test_fraction)
@@ -311,12 +311,20 @@ class MediaDataModule(L.LightningDataModule):
     def why_empty(self, split: str) -> str:
         """Why ``split`` holds no clip: a manifest's rows of it that cannot be used, its split column, or
         the fraction of the files hashed into it."""
-        if left := self._left_out.get(split):
+        if left := sum(c.split == split for c in self._left_out):
             where = f", listed with their reasons in {self.skips.path}" if self.skips and self.skips.path else ""
             return f"the manifest's {left} {split} row(s) cannot be used{where}"
         if self.clips and all(c.split is not None for c in self.clips):
             return f"the manifest's split column puts no row in {split}"
         return f"data.{split}_fraction={getattr(self, split + '_fraction'):g}" if split in ("val", "test") else ""
+
+    def rejected_in(self, split: str) -> dict[str, str]:
+        """The files left out (`rejected`, with their reasons) that ``split`` would have held ("all": every one)."""
+        if split == "all":
+            return dict(self.rejected)
+        held = [c for c in self._left_out if c.split_of(self.val_fraction, self.test_fraction) == split]
+        names = {c.segment for c in held} | {c.name for c in held}  # (the list names a file, or a span of one)
+        return {name: why for name, why in self.rejected.items() if name in names}
 
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
         return DataLoader(

@@ -290,7 +290,8 @@ def run(cfg: DictConfig) -> dict:
         raise Interrupted(
             f"no metrics were written to {output} (they are written once every clip is evaluated{earlier})"
         ) from None
-    result["skipped"] = [{"path": p, "reason": r} for p, r in datamodule.rejected.items()] + result["skipped"]
+    rejected = datamodule.rejected_in(str(cfg.split))  # (not another split's: they were never to be scored)
+    result["skipped"] = [{"path": p, "reason": r} for p, r in rejected.items()] + result["skipped"]
     settings = {
         "split": str(cfg.split),
         "window_seconds": window,
