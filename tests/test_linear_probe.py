@@ -392,6 +392,8 @@ def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, 
     assert set(by_rows["metrics"]["results"]) >= {"model", "random_weights"}
     tokens = [len(np.load(f)) for f in sorted((tmp_path / "emb").rglob("*.wav.npy"))]
     assert torch.bincount(fitted[0].owner).tolist() == tokens and min(tokens) > 1  # the folder's rows: one per token
+    logmel = torch.bincount(fitted[1].owner).tolist()  # (its rows were 0.5 s, against the folder's 40 ms)
+    assert all(abs(a - b) <= 1 for a, b in zip(logmel, tokens, strict=True)), (logmel, tokens)
     changed, st = Path(rows[0]["path"]), Path(rows[0]["path"]).stat()
     os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # edited since it was embedded
     try:

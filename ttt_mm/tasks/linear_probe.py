@@ -249,7 +249,8 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
         out.live = ModelFeatures(embedders, rows=bool(cfg.rows))  # an embeddings folder's rows: its own hop
     if "logmel" in baselines:
         try:
-            hop = options["hop_seconds"] or cfg.hop_seconds  # (an embeddings folder's rows: its own hop)
+            # the model's rows: its embeddings folder's own hop, or one per token (hop_seconds=null)
+            hop = options["hop_seconds"] or float(tokenizer.seconds_per_step)
             out.logmel = LogMelStats(instantiate(cfg.logmel), float(hop) if cfg.rows else None)
         except ValueError as exc:
             raise ConfigError(f"logmel: {exc}") from None
