@@ -369,7 +369,7 @@ def test_sound_files_probed_with_a_video_model_are_one_error_saying_what_they_la
         run(_cfg(ckpt=ckpts["video"], input=tones, output=tmp_path / "out"))
 
 
-def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, caplog, monkeypatch):
+def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, caplog, monkeypatch, capsys):
     rows = [{"path": str(p), "label": p.parent.name} for p in sorted(tones.rglob("*.wav"))]
     manifest = _manifest(tmp_path / "list.csv", rows)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -409,12 +409,16 @@ def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, 
     npys, sidecars = sorted((tmp_path / "emb").rglob("*.wav.npy")), sorted((tmp_path / "emb").rglob("*.wav.json"))
     npys[0].write_bytes(npys[0].read_bytes()[:200])
     sidecars[-1].write_text(sidecars[-1].read_text()[:40])
-    torn = run(_cfg(embeddings=tmp_path / "emb", input=manifest, output=tmp_path / "c", folds=2))["metrics"]
+    probed = run(_cfg(embeddings=tmp_path / "emb", input=manifest, output=tmp_path / "c", folds=2))
+    torn = probed["metrics"]
     skipped = {Path(s["path"]).name: s["reason"] for s in torn["skipped"]}
     assert torn["files"] == 18 and len(skipped) == 2, skipped
     assert "unreadable (ValueError" in skipped[npys[0].name.removesuffix(".npy")]
     assert "not embedded" in skipped[sidecars[-1].name.removesuffix(".json")]
     assert f"{sidecars[-1]}: unreadable sidecar" in caplog.text
+    capsys.readouterr()
+    report(probed)  # (a clip that is not embedded is no unreadable file: each says why, as it is)
+    assert "\nskipped 2 clip(s): " in capsys.readouterr().out
     with pytest.raises(ConfigError, match="either ckpt"):
         run(_cfg(ckpt=ckpts["audio"], embeddings=tmp_path / "emb", input=manifest))
 

@@ -404,7 +404,7 @@ def report(out: dict) -> None:
         lines.append(f"left out: {note}")
     if m["skipped"]:
         shown = first_of([f"{x['path']} ({x['reason']})" for x in m["skipped"]], SKIPPED_NAMED, sep="; ")
-        lines.append(f"skipped {len(m['skipped'])} unreadable clip(s): {shown}")
+        lines.append(f"skipped {len(m['skipped'])} clip(s): {shown}")
     lines.append(f"output: {out['output']} (metrics.json, folds.csv, files.csv)")
     print("\n".join(lines), flush=True)
 
