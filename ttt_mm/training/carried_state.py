@@ -86,8 +86,8 @@ class CarriedState:
         moved = ~reset & ~_goes_on(rows, place.rows)
         if restored and bool(moved.any()):
             log.info(
-                "%d of %d rows do not go on where the checkpoint left them (a file read differently this time): "
-                "those rows start afresh",
+                "%d of %d rows do not go on where the checkpoint left them (the data changed since: files "
+                "added, removed or read differently, as said above): those rows start afresh",
                 int(moved.sum()),
                 len(reset),
             )
