@@ -25,6 +25,7 @@ from ttt_mm.data.clip_record import clip_record
 from ttt_mm.embed.checkpoint import resolve_device
 from ttt_mm.eval import loop as evaluate_loop
 from ttt_mm.eval.loop import model_info
+from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.rollout import rollout
 from ttt_mm.eval.scoring import HORIZON_FIELDS, ClipScorer
 from ttt_mm.eval.tables import SKIP_LIST, remove_earlier_figures, skip_list_set_aside
@@ -95,6 +96,17 @@ def scores(model, windows, rollout_steps=0, keep_plot=False):
     for batch in windows:
         scorer.push(batch)
     return scorer.finish()
+
+
+def test_seconds_are_written_as_the_steps_make_them_not_with_float_noise():
+    """files.csv said 3.2800000000000002 s for 82 steps of 0.04 s."""
+    torch.manual_seed(0)
+    audio = tiny_model(stream="audio")  # (0.05 s a step)
+    clip = SyntheticClip(0, 3, 2.05)
+    result = scores(audio, iter_windows(clip, 2.05, ReadSpec(("audio",))))
+    assert str(result.duration) == "2.05"  # (41 steps: 2.0500000000000003)
+    report = ModelReport("m", {}, (0,), 0.04, 82)  # (modality 0: audio)
+    assert [row["seconds"] for row in report.horizons()][-2:] == [3.24, 3.28]
 
 
 @pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])

@@ -117,7 +117,7 @@ class ModelReport:
         for h in range(self.rollout_steps):
             row = {
                 "horizon": h + 1,
-                "seconds": (h + 1) * self.seconds_per_step,
+                "seconds": round((h + 1) * self.seconds_per_step, 9),
                 "count": int(self.horizon_counts[h, 0]),
             }
             for j, name in enumerate(HORIZON_FIELDS):
