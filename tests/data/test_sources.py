@@ -30,6 +30,9 @@ def test_folder_source_is_recursive_and_filters_by_extension(media, tmp_path):
         FolderSource(str(tmp_path / "missing")).clips()
     with pytest.raises(FileNotFoundError, match=r"tone.wav is a file, not a folder; to use one file, list it in a man"):
         FolderSource(str(tmp_path / "a" / "tone.wav")).clips()
+    (tmp_path / "list.CSV").write_text("path\na/tone.wav\n")  # (it told to list the manifest in a manifest)
+    with pytest.raises(FileNotFoundError, match=r"list.CSV is a file, not a folder; a manifest is read with data=man"):
+        FolderSource(str(tmp_path / "list.CSV")).clips()
     for name in (
         "book.m4b",
         "track.mka",

@@ -156,9 +156,11 @@ def _walk(root: Path, extensions: tuple[str, ...], base: Path) -> list[_Found]:
     if not root.exists():
         raise FileNotFoundError(f"dataset root {root} does not exist")
     if not root.is_dir():  # (one file: a manifest of one row, data=manifest, reads it)
-        raise FileNotFoundError(
-            f"dataset root {root} is a file, not a folder; to use one file, list it in a manifest (data=manifest)"
-        )
+        if root.suffix.lower() in MANIFEST_SUFFIXES:
+            fix = "a manifest is read with data=manifest"
+        else:
+            fix = "to use one file, list it in a manifest (data=manifest)"
+        raise FileNotFoundError(f"dataset root {root} is a file, not a folder; {fix}")
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     top, real_base = os.path.realpath(root), os.path.realpath(base)
     walked = {top}
