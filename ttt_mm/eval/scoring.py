@@ -319,9 +319,7 @@ class ClipScorer:
         return ClipResult(
             path=self.path,
             start=0.0 if self.start is None else self.start,
-            duration=round(
-                self.steps_real * float(self.tokenizer.seconds_per_step), 9
-            ),  # (3.28, not 3.2800000000000002)
+            duration=round(self.steps_real * float(self.tokenizer.seconds_per_step), 9),  # (not 3.2800000000000002)
             tokens=self.real_tokens,
             position=cat("position", (0,), np.int64),
             seconds=cat("seconds", (0,), np.float64),

@@ -155,41 +155,41 @@ def _builder_taking(node: DictConfig, name: str) -> str | None:
     return getattr(built, "__name__", None) if optional and not name.startswith("_") else None
 
 
-def _options_holding(key: str) -> list[str]:
-    """The options of ``key``'s config group (``conf/model/*.yaml``) whose file sets it: ``lact`` for
-    ``model.backbone.mixer.chunk_size``, where another option was chosen."""
+def _group_options(key: str) -> list[tuple[str, DictConfig]]:
+    """Each option of ``key``'s config group (``conf/model/*.yaml`` for ``model.*``), by name, with its
+    file's config as written; none where ``key`` names no group."""
     group, _, rest = key.partition(".")
     folder = Path(CONF_DIR, group)
     if not rest or not folder.is_dir():
         return []
-    found = []
+    options = []
     for path in sorted(folder.glob("*.yaml")):
         try:
-            if OmegaConf.select(OmegaConf.load(path), rest, default=_ABSENT) is not _ABSENT:
-                found.append(path.stem)
+            options.append((path.stem, OmegaConf.load(path)))
         except (OSError, ValueError):
             continue
-    return found
+    return options
+
+
+def _options_holding(key: str) -> list[str]:
+    """The options of ``key``'s config group whose file sets it: ``lact`` for
+    ``model.backbone.mixer.chunk_size``, where another option was chosen."""
+    rest = key.partition(".")[2]
+    return [
+        name for name, config in _group_options(key) if OmegaConf.select(config, rest, default=_ABSENT) is not _ABSENT
+    ]
 
 
 def _options_taking(key: str) -> list[tuple[str, str]]:
     """The options of ``key``'s config group, with the class each builds, whose class takes ``key``'s last
     name as an optional argument that the option's file leaves at its default: ``tokenizer=audio``'s
     ``AudioTokenizer`` for ``tokenizer.hop_length``, where another tokenizer was chosen."""
-    group, _, rest = key.partition(".")
-    folder = Path(CONF_DIR, group)
-    if not rest or not folder.is_dir():
-        return []
-    within, _, name = rest.rpartition(".")
+    within, _, name = key.partition(".")[2].rpartition(".")
     found = []
-    for path in sorted(folder.glob("*.yaml")):
-        try:
-            config = OmegaConf.load(path)
-            node = OmegaConf.select(config, within, default=None) if within else config
-        except (OSError, ValueError):
-            continue
+    for option, config in _group_options(key):
+        node = OmegaConf.select(config, within, default=None) if within else config
         if isinstance(node, DictConfig) and (builder := _builder_taking(node, name)):
-            found.append((path.stem, builder))
+            found.append((option, builder))
     return found
 
 
