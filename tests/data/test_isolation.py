@@ -91,6 +91,38 @@ def test_workers_import_the_ttt_mm_that_runs_not_one_in_the_working_directory(tm
     assert ast.literal_eval(done.stdout.strip()) == {str(script): script.stat().st_size, "here.txt": 5}
 
 
+FORKED = """
+import os
+from ttt_mm.data.decode.isolation import IsolatedPool
+
+def sizes():
+    return dict(IsolatedPool(os.path.getsize, jobs=1, timeout=30).map([__file__]))
+
+if __name__ == "__main__":
+    print("parent", sizes(), flush=True)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            print("child", sizes(), flush=True)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    print("parent again", sizes(), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_process_forked_from_one_whose_workers_ran_starts_its_own(tmp_path):
+    """multiprocessing's record of the forkserver is inherited by a forked process (a user's own pool of
+    embedders, say), whose check on it then failed with ChildProcessError: the server is not its child."""
+    script = tmp_path / "forks.py"
+    script.write_text(FORKED)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "Error" not in done.stderr, done.stderr
+    size = {str(script): script.stat().st_size}
+    assert done.stdout.splitlines() == [f"parent {size}", f"child {size}", f"parent again {size}"], done.stderr
+
+
 def test_the_working_directory_moves_only_while_this_process_first_starts_the_server(monkeypatch):
     """It is the whole process's: a pool made later (each new file that `Embedder.embed_file` indexes)
     must not move it under another thread's feet."""

@@ -55,6 +55,7 @@ class WorkerStartError(RuntimeError):
 
 
 _forkserver_started = False  # by this process (the server then outlives each pool)
+_forkserver_pid_of: int | None = None  # the process that started it: not this one in a process forked from it
 
 
 def start_forkserver() -> None:
@@ -69,17 +70,34 @@ def start_forkserver() -> None:
     directory is left alone). Each worker then moves to the caller's working directory, as
     multiprocessing prepares it. The caller's own working directory changes only for the moment its
     first pool starts the server, before any thread of ours reads files."""
-    global _forkserver_started
+    global _forkserver_started, _forkserver_pid_of
     from multiprocessing import forkserver
 
     import ttt_mm
 
+    if _forkserver_pid_of not in (None, os.getpid()):
+        _forget_inherited_server(forkserver._forkserver)
+        _forkserver_started = False
     path = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
     home = os.path.dirname(os.path.dirname(os.path.abspath(ttt_mm.__file__)))
     where = contextlib.nullcontext() if _forkserver_started else working_directory(home)  # (a restart: rare)
     with environment({"PYTHONPATH": os.pathsep.join(path), "PYTHONSAFEPATH": "1"}), where:
         forkserver.ensure_running()
-    _forkserver_started = True
+    _forkserver_started, _forkserver_pid_of = True, os.getpid()
+
+
+def _forget_inherited_server(server) -> None:
+    """A process forked from one that started the forkserver inherits multiprocessing's record of that
+    server, whose check that the server still runs (``waitpid``) then fails: it is not this process's
+    child (``ChildProcessError``, from a user's ``multiprocessing.Pool`` of embedders, say). This process
+    forgets it and starts its own; its copy of the server's keep-alive pipe is closed, so that the
+    server still ends with the process that started it."""
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if alive is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive)
+    for name in ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid"):
+        setattr(server, name, None)
 
 
 def refuse_in_a_worker() -> None:
