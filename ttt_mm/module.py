@@ -394,6 +394,19 @@ class SequenceModel(L.LightningModule):
         for group, ps in zip(groups, now, strict=True):
             group["params"] = [saved[id(p)] for p in ps]
 
+    def on_train_end(self) -> None:
+        """Write the last step's training loss to the loggers where Lightning did not: it writes every
+        ``log_every_n_steps`` optimizer steps, so a run of 25 steps at 10 ended its loss curve 5 steps early."""
+        trainer, steps = self.trainer, self.trainer.global_step
+        every = trainer.log_every_n_steps
+        if not trainer.loggers or not every or steps % every == 0:
+            return
+        last = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train/loss", "train/loss_ratio_copy")
+        }
+        for logger in trainer.loggers if last else ():
+            logger.log_metrics(last | {"epoch": trainer.current_epoch}, step=steps - 1)  # (Lightning's step count)
+
     def on_train_start(self) -> None:
         resumed, self._resumed = self._resumed, None
         if resumed is None:
