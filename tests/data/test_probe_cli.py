@@ -129,6 +129,22 @@ def test_missing_path_exits_2(tmp_path, capsys):
     assert "no such file or directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "option,value,said",
+    [
+        ("--timeout", "-5", "must be a number of seconds > 0; got '-5'"),  # (every file "hung: no answer in -5 s")
+        ("--timeout", "0", "must be a number of seconds > 0; got '0'"),
+        ("--jobs", "0", "must be a whole number > 0; got '0'"),
+    ],
+)
+def test_a_time_limit_or_process_count_that_is_not_positive_is_refused_before_probing(
+    option, value, said, tmp_path, capsys
+):
+    with pytest.raises(SystemExit) as ended:
+        main([str(tmp_path), option, value])
+    assert ended.value.code == 2 and capsys.readouterr().err.endswith(f"error: argument {option}: {said}\n")
+
+
 def test_a_broken_link_is_listed_as_a_file_that_cannot_be_read(data, tmp_path, capsys, caplog):
     (data / "gone.wav").symlink_to("/nonexistent/x.ogg")
     manifest, cache = tmp_path / "manifest.jsonl", str(tmp_path / "cache")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -26,15 +27,33 @@ from ttt_mm.data.sources import JSON_LINES_SUFFIXES, MEDIA_EXTENSIONS, FolderSou
 from ttt_mm.storage.atomic import write_text
 
 
+def _seconds(text: str) -> float:
+    """A time limit: a finite number > 0 (0 or less called every file hung)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0; got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A number of processes: a whole number > 0."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number > 0; got {text!r}")
+    return int(text)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ttt_mm.tasks.probe", description=__doc__.splitlines()[0])
     parser.add_argument("path", help="a folder (searched recursively) or one media file")
     parser.add_argument("-o", "--output", help="JSONL file to write (default: stdout)")
     parser.add_argument("--extensions", nargs="+", default=list(MEDIA_EXTENSIONS), help="file extensions to include")
     parser.add_argument("--no-verify", dest="verify", action="store_false", help="read headers only (faster)")
-    parser.add_argument("--jobs", type=int, default=default_jobs(), help="probe in this many processes")
+    parser.add_argument("--jobs", type=_count, default=default_jobs(), help="probe in this many processes")
     parser.add_argument(
-        "--timeout", type=float, default=PROBE_TIMEOUT, help="seconds per file (+1 s per 20 MB) before hung"
+        "--timeout", type=_seconds, default=PROBE_TIMEOUT, help="seconds per file (+1 s per 20 MB) before hung"
     )
     parser.add_argument("--index-cache", help="folder of the index cache (default: ~/.cache/ttt-mm/index)")
     parser.add_argument("--refresh", action="store_true", help="probe every file again, ignoring the cache")
