@@ -192,6 +192,12 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
             "model.backbone.mixer.chunk_size is not a key of this command's config: it is a key of model=lact, not of "
             "the model chosen",
         ),
+        (  # (a key of a node inside the one named: the audio-visual tokenizer's video part)
+            "train",
+            ("tokenizer=av", "tokenizer.target_pool=1"),
+            "tokenizer.target_pool is not a key of this command's config; did you mean tokenizer.video.target_pool? "
+            "(a key of your own is added with +tokenizer.target_pool=...)",
+        ),
         (  # (an argument of another option's class that its file leaves at its default)
             "train",
             "tokenizer.hop_length=160",
@@ -248,7 +254,7 @@ def test_a_mistake_met_while_composing_the_config_is_one_error_line_and_status_2
     """Hydra printed these over several lines with exit status 1, and for a misspelled key suggested
     adding it with a +."""
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # (the user's: raised as it is)
-    monkeypatch.setattr(sys, "argv", [command, override])
+    monkeypatch.setattr(sys, "argv", [command, *((override,) if isinstance(override, str) else override)])
     with pytest.raises(SystemExit) as ended:
         importlib.import_module(f"ttt_mm.tasks.{command}").main()
     assert ended.value.code == 2 and capsys.readouterr().err == f"error: {said}\n"

@@ -112,18 +112,19 @@ def composing_error_message(err: Exception) -> str:
                 f"{key} is an argument of {builder} that this config does not list (it takes its default): "
                 f"add it with +{key}=..."
             )
-        if options := _options_holding(key):
+        # a key of a node inside: max_steps, trainer's; tokenizer.target_pool of tokenizer=av, tokenizer.video's
+        nested = [f"{prefix}{k}.{name}" for k in parent if _holds(parent, k, name)]
+        if not nested and (options := _options_holding(key)):
             group = key.split(".", 1)[0]
             chosen = " or ".join(f"{group}={option}" for option in options)
             return f"{key} is not a key of this command's config: it is a key of {chosen}, not of the {group} chosen"
-        if takers := _options_taking(key):
+        if not nested and (takers := _options_taking(key)):
             group = key.split(".", 1)[0]
             chosen = " or ".join(f"{group}={option}'s {builder}" for option, builder in takers)
             return (
                 f"{key} is not a key of this command's config: it is an argument of {chosen}, not of the {group} "
                 f"chosen (choose it and add the key, e.g. {group}={takers[0][0]} +{key}=...)"
             )
-        nested = [f"{k}.{name}" for k in parent if not prefix and _holds(parent, k, name)]  # (max_steps: trainer's)
         close = nested or [prefix + c for c in get_close_matches(name, [str(k) for k in parent], n=1)]
         hint = f"; did you mean {close[0]}?" if close else ""
         return f"{key} is not a key of this command's config{hint} (a key of your own is added with +{key}=...)"
