@@ -589,12 +589,15 @@ def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(
         assert sorted(Path(s["path"]).name for s in result["skipped"]) == skipped, split
 
 
-def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_path, caplog):
+def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_path, caplog, capsys):
     _, media, ckpts = folder
     args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={media}", f"output={tmp_path}", "window_seconds=4"]
     args += ["rollout_steps=2", "plot_clips=1", "device=cpu", "max_files=1", f"paths.output_dir={tmp_path}"]
     with caplog.at_level(logging.INFO, logger="ttt_mm.eval.loop"):
-        run(compose_evaluate(*args))
+        evaluate_task.report(run(compose_evaluate(*args)))
+    assert (
+        "  rollouts: none scored (each starts at a window's end and needs the next 2 steps" in capsys.readouterr().out
+    )
     assert not list(tmp_path.glob("rollout_*.png")) and not list(tmp_path.glob("spectrogram_*.png"))
     (line,) = [r.getMessage() for r in caplog.records if "no rollout figure" in r.getMessage()]
     assert line.startswith(str(media / "a.mp4")) and "end of each 4 s window" in line
@@ -604,6 +607,9 @@ def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_pa
         run(compose_evaluate(*args[:1], "data=manifest", f"data.root={tmp_path / 'spans.csv'}", *args[3:]))
     (line,) = [r.getMessage() for r in caplog.records if "no rollout figure" in r.getMessage()]
     assert line.startswith(f"{media / 'a.mp4'}@0.5-2.5: no rollout figure")
+    scored = [*args[:3], f"output={tmp_path / 'scored'}", "window_seconds=0.5", *args[5:]]  # (rollouts scored)
+    evaluate_task.report(run(compose_evaluate(*scored)))
+    assert "rollouts: none scored" not in capsys.readouterr().out
 
 
 def test_an_evaluation_into_an_earlier_ones_folder_removes_its_figures_only(tmp_path):

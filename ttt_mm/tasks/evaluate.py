@@ -335,6 +335,12 @@ def report(out: dict) -> None:
         if "audio" in d:
             a = d["audio"]["mel_l1"]
             lines.append(f"  audio log-mel L1 {a['model']:.3f} (copy {a['copy_last_step']:.3f})")
+        rollout = d["rollout"]
+        if rollout["steps"] and not any(h["count"] for h in rollout["horizons"]):  # (horizons.csv: blank rows)
+            lines.append(
+                f"  rollouts: none scored (each starts at a window's end and needs the next {rollout['steps']} "
+                "steps of its clip: shorter window_seconds, or rollout_steps=0)"
+            )
     if out["skipped"]:
         lines.append(
             f"skipped {len(out['skipped'])} file(s): "
