@@ -33,6 +33,7 @@ from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import evaluate as evaluate_task
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted
 from ttt_mm.tasks.evaluate import load_models, read_otherwise, report, run, warn_if_incomparable
+from ttt_mm.tasks.run_folders import trained_on_files
 from ttt_mm.tokenizers import VIDEO
 
 REPO = Path(__file__).resolve().parents[1]
@@ -847,11 +848,12 @@ def test_clips_too_short_to_score_are_skipped_and_none_left_is_an_error(tmp_path
         run(compose_evaluate(*args, f"data.root={media}", f"output={tmp_path / 'short'}", "window_seconds=0.5"))
 
 
-def _run_folder(root: Path, source: str, group: str) -> Path:
-    """A training run's folder as Hydra records it, with a checkpoint file in it."""
+def _run_folder(root: Path, source: str, group: str, data_root: str = "/m") -> Path:
+    """A training run's folder as Hydra records it (started in /work), with a checkpoint file in it."""
     (root / ".hydra").mkdir(parents=True)
-    (root / ".hydra" / "config.yaml").write_text(f"data:\n  root: /m\n  source:\n    _target_: {source}\n")
-    (root / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    choices:\n      data: {group}\n")
+    (root / ".hydra" / "config.yaml").write_text(f"data:\n  root: {data_root}\n  source:\n    _target_: {source}\n")
+    runtime = f"hydra:\n  runtime:\n    cwd: /work\n    choices:\n      data: {group}\n"
+    (root / ".hydra" / "hydra.yaml").write_text(runtime)
     (root / "checkpoints").mkdir()
     ckpt = root / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(b"")
@@ -872,6 +874,8 @@ def test_a_model_trained_on_files_evaluated_on_the_synthetic_default_is_told_how
         "ttt was trained on files (its run: data=audio_folder data.root=/m) and is evaluated on synthetic clips, "
         "evaluate's default data; to score such files, pass those"
     ]
+    relative = _run_folder(tmp_path / "c", "ttt_mm.data.sources.FolderSource", "audio_folder", "media/mix")
+    assert trained_on_files(str(relative)) == ["data=audio_folder", "data.root=/work/media/mix"]  # (from anywhere)
 
 
 def test_the_evaluate_command_warns_of_a_files_model_on_the_synthetic_default(folder, tmp_path, caplog):

@@ -34,20 +34,23 @@ SYNTHETIC_SOURCE = f"{SyntheticSource.__module__}.{SyntheticSource.__qualname__}
 def trained_on_files(ckpt_path: str) -> list[str] | None:
     """How the run that saved a checkpoint chose its data, if that was files rather than synthetic clips:
     ``["data=<its data group>", "data.root=<its root>"]`` from its ``.hydra`` record, which evaluate
-    takes as they are. None for synthetic clips, a checkpoint kept outside its run folder, or a record
-    that cannot be read."""
+    takes as they are (a relative root made absolute from the folder the run started in). None for
+    synthetic clips, a checkpoint kept outside its run folder, or a record that cannot be read."""
     run = _resumed_run(ckpt_path)
     if run is None:
         return None
     try:
         data = OmegaConf.load(run / ".hydra" / "config.yaml").get("data")
-        choices = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.runtime.choices")
+        record = OmegaConf.load(run / ".hydra" / "hydra.yaml")
+        choices, started_in = (OmegaConf.select(record, f"hydra.runtime.{k}") for k in ("choices", "cwd"))
         source, root = OmegaConf.select(data, "source._target_"), OmegaConf.select(data, "root")
     except (OSError, ValueError, TypeError):  # (a hand-edited or damaged record: nothing to say)
         return None
     if source in (None, SYNTHETIC_SOURCE):
         return None
     group = choices.get("data") if choices is not None else None
+    if root is not None and started_in is not None:
+        root = os.path.join(started_in, root)  # (as it is where it is absolute)
     return [f"data={group}"] * (group is not None) + [f"data.root={root}"] * (root is not None)
 
 
