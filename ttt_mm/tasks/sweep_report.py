@@ -66,6 +66,14 @@ def read_csv(path: Path) -> list[dict]:
         return []
 
 
+def into_sweep_job(folder: str | os.PathLike, job: int | str) -> str:
+    """``hydra.sweep.dir=<folder> hydra.sweep.subdir=<job>``: what runs a command as job ``job`` of the
+    sweep in ``folder`` (its results join the sweep's), the folder absolute so that it runs from anywhere."""
+    return (
+        f"{shell_override('hydra.sweep.dir', os.path.abspath(folder))} {shell_override('hydra.sweep.subdir', str(job))}"
+    )
+
+
 def this_command() -> str:
     """How this process was started: ``python train.py`` or ``python -m ttt_mm.tasks.<name>``."""
     spec = getattr(sys.modules["__main__"], "__spec__", None)
@@ -167,9 +175,8 @@ class SweepReport(Callback):
                     else ""
                 )
             )
-            where = shell_override("hydra.sweep.dir", str(self.folder.absolute())) if self.folder else ""
             left = [
-                f"  {this_command()} -m {' '.join(map(shlex.quote, job))} {where} hydra.sweep.subdir={first + i}"
+                f"  {this_command()} -m {' '.join(map(shlex.quote, job))} {into_sweep_job(self.folder, first + i)}"
                 for i, job in enumerate((self.jobs or [])[first:])
             ]
             out += left[:SHOWN] + ([f"  ... and {len(left) - SHOWN} more"] if len(left) > SHOWN else [])

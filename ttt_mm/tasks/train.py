@@ -36,6 +36,7 @@ from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command, shell_override
 from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
 from ttt_mm.tasks.run_folders import forget_refused_resume
+from ttt_mm.tasks.sweep_report import into_sweep_job
 from ttt_mm.tasks.train_checks import check, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 
@@ -322,8 +323,7 @@ def resume_command(
     said = [*map(shlex.quote, kept)]
     if sweep_job is not None:
         command += " -m"
-        folder = os.path.abspath(sweep_job[0])  # (the command runs from anywhere, as its ckpt_path does)
-        said += [shell_override("hydra.sweep.dir", folder), shell_override("hydra.sweep.subdir", sweep_job[1])]
+        said.append(into_sweep_job(*sweep_job))
     return " ".join([command, *said, shell_override("ckpt_path", str(last))])
 
 
