@@ -129,7 +129,7 @@ def test_the_working_directory_moves_only_while_this_process_first_starts_the_se
     moves = []
     real = isolation.working_directory
     monkeypatch.setattr(isolation, "working_directory", lambda path: moves.append(path) or real(path))
-    monkeypatch.setattr(isolation, "_forkserver_started", False)
+    monkeypatch.setattr(isolation, "_forkserver_started_by", None)
     before = os.getcwd()
     for _ in range(3):
         isolation.start_forkserver()

@@ -54,8 +54,7 @@ class WorkerStartError(RuntimeError):
     """A worker process died or stalled before it could take a file: not a property of any file."""
 
 
-_forkserver_started = False  # by this process (the server then outlives each pool)
-_forkserver_pid_of: int | None = None  # the process that started it: not this one in a process forked from it
+_forkserver_started_by: int | None = None  # the process that started it (it outlives each pool): a fork's parent
 
 
 def start_forkserver() -> None:
@@ -70,20 +69,20 @@ def start_forkserver() -> None:
     directory is left alone). Each worker then moves to the caller's working directory, as
     multiprocessing prepares it. The caller's own working directory changes only for the moment its
     first pool starts the server, before any thread of ours reads files."""
-    global _forkserver_started, _forkserver_pid_of
+    global _forkserver_started_by
     from multiprocessing import forkserver
 
     import ttt_mm
 
-    if _forkserver_pid_of not in (None, os.getpid()):
+    if _forkserver_started_by not in (None, os.getpid()):
         _forget_inherited_server(forkserver._forkserver)
-        _forkserver_started = False
     path = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
     home = os.path.dirname(os.path.dirname(os.path.abspath(ttt_mm.__file__)))
-    where = contextlib.nullcontext() if _forkserver_started else working_directory(home)  # (a restart: rare)
+    started_here = _forkserver_started_by == os.getpid()  # (then running, or a server that died: rare)
+    where = contextlib.nullcontext() if started_here else working_directory(home)
     with environment({"PYTHONPATH": os.pathsep.join(path), "PYTHONSAFEPATH": "1"}), where:
         forkserver.ensure_running()
-    _forkserver_started, _forkserver_pid_of = True, os.getpid()
+    _forkserver_started_by = os.getpid()
 
 
 def _forget_inherited_server(server) -> None:
