@@ -114,17 +114,8 @@ def composing_error_message(err: Exception) -> str:
             )
         # a key of a node inside: max_steps, trainer's; tokenizer.target_pool of tokenizer=av, tokenizer.video's
         nested = [f"{prefix}{k}.{name}" for k in parent if _holds(parent, k, name)]
-        if not nested and (options := _options_holding(key)):
-            group = key.split(".", 1)[0]
-            chosen = " or ".join(f"{group}={option}" for option in options)
-            return f"{key} is not a key of this command's config: it is a key of {chosen}, not of the {group} chosen"
-        if not nested and (takers := _options_taking(key)):
-            group = key.split(".", 1)[0]
-            chosen = " or ".join(f"{group}={option}'s {builder}" for option, builder in takers)
-            return (
-                f"{key} is not a key of this command's config: it is an argument of {chosen}, not of the {group} "
-                f"chosen (choose it and add the key, e.g. {group}={takers[0][0]} +{key}=...)"
-            )
+        if not nested and (elsewhere := _of_other_options(key)):
+            return f"{key} is not a key of this command's config: {elsewhere}"
         close = nested or [prefix + c for c in get_close_matches(name, [str(k) for k in parent], n=1)]
         hint = f"; did you mean {close[0]}?" if close else ""
         return f"{key} is not a key of this command's config{hint} (a key of your own is added with +{key}=...)"
@@ -172,6 +163,21 @@ def _group_options(key: str) -> list[tuple[str, DictConfig]]:
     return options
 
 
+def _of_other_options(key: str) -> str | None:
+    """Which other options of ``key``'s config group than the one chosen have it, in their file or as an
+    argument of the class they build (with how to choose one), or None."""
+    group = key.split(".", 1)[0]
+    if options := _options_holding(key):
+        return f"it is a key of {' or '.join(f'{group}={option}' for option in options)}, not of the {group} chosen"
+    if takers := _options_taking(key):
+        chosen = " or ".join(f"{group}={option}'s {builder}" for option, builder in takers)
+        return (
+            f"it is an argument of {chosen}, not of the {group} chosen (choose it and add the key, e.g. "
+            f"{group}={takers[0][0]} +{key}=...)"
+        )
+    return None
+
+
 def _options_holding(key: str) -> list[str]:
     """The options of ``key``'s config group whose file sets it: ``lact`` for
     ``model.backbone.mixer.chunk_size``, where another option was chosen."""
@@ -207,12 +213,10 @@ def _swept_group_of(key: str) -> str | None:
         group, _, swept = argument.partition("=")
         if not (group.isidentifier() and key.startswith(f"{group}.") and "," in swept):
             continue
-        rest, has = key[len(group) + 1 :], set()
-        for option in swept.split(","):
-            try:
-                has.add(OmegaConf.select(OmegaConf.load(Path(CONF_DIR, group, f"{option}.yaml")), rest) is not None)
-            except (OSError, ValueError):  # (not an option's file: a value the config knows otherwise)
-                return None
+        configs, rest = dict(_group_options(key)), key[len(group) + 1 :]
+        if not set(options := swept.split(",")) <= set(configs):  # (not options: values the config knows otherwise)
+            return None
+        has = {OmegaConf.select(configs[option], rest) is not None for option in options}
         return argument if has == {True, False} else None
     return None
 
