@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 
 from ttt_mm.backbone import Backbone
 from ttt_mm.data.clip_record import recorded_files
-from ttt_mm.messages import first_line, first_of
+from ttt_mm.messages import first_line, first_of, root_cause
 from ttt_mm.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
@@ -137,14 +137,7 @@ def build_parts(hparams: dict, source: str) -> tuple[Tokenizer, Backbone]:
     try:
         return instantiate(hparams["tokenizer"]), instantiate(hparams["backbone"])
     except InstantiationException as exc:  # e.g. a checkpoint from a version with other classes
-        raise ValueError(f"cannot rebuild the model of {source}: {_why(exc)}") from None
-
-
-def _why(exc: InstantiationException) -> str:
-    """What a constructor said, under Hydra's nested "Error in call to target ..." lines."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return first_line(exc)
+        raise ValueError(f"cannot rebuild the model of {source}: {first_line(root_cause(exc))}") from None
 
 
 def load_model(
@@ -177,7 +170,7 @@ def model_of(ckpt: dict, path: str | os.PathLike) -> SequenceModel:
     try:
         model = SequenceModel(**hparams)
     except InstantiationException as exc:
-        raise ValueError(f"cannot rebuild the model of {os.fspath(path)}: {_why(exc)}") from None
+        raise ValueError(f"cannot rebuild the model of {os.fspath(path)}: {first_line(root_cause(exc))}") from None
     _load_weights(model, ckpt["state_dict"], os.fspath(path))
     return model
 

@@ -1,9 +1,9 @@
 """How the pipeline says things in one line (logs, skip lists, summaries give each file or failure
-a single line): an error by its first line, a file name with its line breaks escaped,
-a long list by its first items and a count (`lines`); an argument a constructor refuses, by its
-name (`arguments`)."""
+a single line): an error by its first line, and a chain of them by its root cause; a file name with
+its line breaks escaped; a long list by its first items and a count (`lines`); an argument a
+constructor refuses, by its name (`arguments`)."""
 
 from ttt_mm.messages.arguments import check_count, check_positive
-from ttt_mm.messages.lines import first_line, first_of, one_line
+from ttt_mm.messages.lines import first_line, first_of, one_line, root_cause
 
-__all__ = ["check_count", "check_positive", "first_line", "first_of", "one_line"]
+__all__ = ["check_count", "check_positive", "first_line", "first_of", "one_line", "root_cause"]

@@ -8,6 +8,14 @@ def first_line(exc: BaseException) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost error of a chain raised ``from`` one another: what a constructor said, under Hydra's
+    nested "Error in call to target ..." errors."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
 def one_line(name: str) -> str:
     """A file name as a log line shows it: a line break in it escaped, so that the line stays one."""
     return name.replace("\r", "\\r").replace("\n", "\\n")

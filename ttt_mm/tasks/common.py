@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from ttt_mm.data.index import IndexCacheError
+from ttt_mm.messages import root_cause
 from ttt_mm.tasks.job_logs import to_log_file
 from ttt_mm.tasks.run_folders import config_subdir_of, forget_refused_run, run_dir_of
 
@@ -37,8 +38,7 @@ def config_error_message(err: BaseException, settings: dict | None = None) -> st
     names one argument of that node (``n_mels must be positive``) names its key instead
     (``tokenizer.audio.n_mels must ...``), or the key it is taken from (``${model.backbone.dim}``)."""
     key = next((line.split(":", 1)[1].strip() for line in str(err).splitlines() if line.startswith("full_key:")), None)
-    while err.__cause__ is not None:
-        err = err.__cause__
+    err = root_cause(err)
     text = " | ".join(line for line in str(err).strip().splitlines() if line)
     raised_in = _raising_node(err, settings)
     if raised_in is not None:
