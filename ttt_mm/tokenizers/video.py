@@ -72,7 +72,7 @@ class VideoTokenizer(Tokenizer):
         check_positive(fps=fps)
         if size % patch:
             raise ValueError(f"frame size {size} is not a multiple of patch {patch}")
-        if target_pool < 1 or patch % target_pool:
+        if patch % target_pool:  # (check_count: 1 or more)
             raise ValueError(f"target_pool {target_pool} does not divide patch {patch}")
         self.dim, self.fps, self.size, self.patch, self.tubelet = dim, fps, size, patch, tubelet
         self.target_pool = target_pool
