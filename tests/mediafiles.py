@@ -72,8 +72,9 @@ def write_video(
     out = av.open(str(path), "w", options=options)
     audio = out.add_stream(audio_codec, rate=audio_rate, layout="stereo" if stereo else "mono") if audio_first else None
     video = out.add_stream(video_codec, rate=fps)
-    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    video.options = {"preset": "ultrafast"} if video_codec == "libx264" else {"preset": "12"}
+    video.width, video.height = width, height
+    video.pix_fmt = "yuvj420p" if video_codec == "mjpeg" else "yuv420p"
+    video.options = {"libx264": {"preset": "ultrafast"}, "libsvtav1": {"preset": "12"}}.get(video_codec, {})
     if b_frames:
         video.options = {"preset": "medium", "bf": "2"}
     if times_ms is not None:

@@ -196,6 +196,71 @@ def test_a_file_cut_inside_a_video_packet_is_read_up_to_that_frame(tmp_path, b_f
     assert len(frames) == count // 2 and torch.equal(frames, decode.read_video(full, 0.0, len(frames) / 8, 8, 32))
 
 
+def _damage_video_packets(path: Path, out: Path, which: slice) -> Path:
+    """``path`` with the video packets ``which`` (in decoding order) overwritten by noise."""
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+    data, noise = bytearray(path.read_bytes()), np.random.default_rng(1)
+    for at, size in packets[which]:
+        data[at : at + size] = noise.integers(0, 256, size, dtype=np.uint8).tobytes()
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav", None])
+def test_a_damaged_video_frame_is_stood_in_for_by_the_picture_before_it_and_said_once(tmp_path, backend, caplog):
+    """A packet the decoder refused failed every window that held it: decord stops there, PyAV raised,
+    and the file was left out at the first such window, its other frames with it. Players show the
+    picture before it; so do both backends now (decord's windows there are read by PyAV)."""
+    full = write_video(tmp_path / "full.avi", 3.0, 8, 64, 48, audio_rate=None, video_codec="mjpeg")
+    damaged = _damage_video_packets(full, tmp_path / "damaged.avi", slice(12, 13))
+    decode.clear_caches()
+    decode.probe(damaged, verify=True)  # (decord or PyAV: decord's read-ahead may reach the damage in its checks)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        for _ in range(2):
+            frames = decode.read_video(damaged, 0.0, None, fps=8, size=32, backend=backend)
+    expected = decode.read_video(full, 0.0, None, fps=8, size=32)
+    assert len(frames) == 24 and torch.equal(frames[12], frames[11]) and not torch.equal(frames[12], expected[12])
+    assert torch.equal(frames[:12], expected[:12]) and torch.equal(frames[13:], expected[13:])
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line.startswith(f"{damaged}: video frame 12 (at 1.500 s) does not decode (damaged data)")
+
+
+def test_a_window_whose_frames_mostly_do_not_decode_is_refused(tmp_path):
+    full = write_video(tmp_path / "full.avi", 3.0, 8, 64, 48, audio_rate=None, video_codec="mjpeg")
+    damaged = _damage_video_packets(full, tmp_path / "damaged.avi", slice(10, 13))
+    decode.clear_caches()
+    assert len(decode.read_video(damaged, 1.0, 1.0, fps=8, size=32, backend="pyav")) == 8  # 3 of 8 missing
+    with pytest.raises(MediaError, match=r"frames 9-12 could not all be decoded \(3 of 4 did not come out"):
+        decode.read_video(damaged, 1.125, 0.5, fps=8, size=32, backend="pyav")
+    with pytest.raises(MediaError, match=r"decoding frames? [\d-]+ failed: the decoder rejected"):  # decord's error
+        decode.read_video(damaged, 1.125, 0.5, fps=8, size=32, backend="decord")
+
+
+def test_reading_from_the_start_takes_a_damaged_frame_but_not_a_damaged_second(tmp_path):
+    """The probe of a video read from its start decodes all of it: one frame that does not decode is
+    stood in for, as its windows will be; a second of them would fail the windows there, so it is refused."""
+    full = write_video(tmp_path / "full.avi", 3.0, 10, 64, 48, audio_rate=None, video_codec="mjpeg")
+    video.decode_in_order(str(_damage_video_packets(full, tmp_path / "frame.avi", slice(12, 13))))
+    with pytest.raises(MediaError, match=r"frames 10-19 could not all be decoded \(10 of 10 did not come out"):
+        video.decode_in_order(str(_damage_video_packets(full, tmp_path / "second.avi", slice(9, 21))))
+
+
+def test_decord_windows_it_cannot_decode_are_read_by_pyav_and_said_once(tmp_path, caplog):
+    """A window that needs a damaged H.264 frame to decode the ones it shows (frame 12 of 24, which frame
+    13 refers to): decord stops there, and the file was left out; PyAV decodes them, the damage hidden."""
+    full = write_video(tmp_path / "full.mp4", 3.0, 8, 64, 48, audio_rate=None, faststart=True)
+    damaged = _damage_video_packets(full, tmp_path / "damaged.mp4", slice(12, 13))
+    decode.clear_caches()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        frames = [decode.read_video(damaged, t, 1.0, fps=4, size=32, backend="decord") for t in (0.125, 1.125, 2.125)]
+    assert [len(f) for f in frames] == [4, 4, 4]  # (frames 1, 3, 5, ...: never frame 12 itself)
+    expected = decode.read_video(full, 0.125, None, fps=4, size=32)
+    assert torch.equal(torch.cat(frames), expected)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert re.match(rf"{re.escape(str(damaged))}: decord: decoding frames? [\d-]+ failed: .*; read by PyAV there", line)
+
+
 def test_a_decoder_that_never_returns_is_abandoned(media, monkeypatch):
     release, returned = threading.Event(), threading.Event()
 

@@ -12,7 +12,7 @@ Items are dicts (see `collate` for the batch form):
   evaluation ``"window_index"`` (0 at the first window of each file: reset streaming state there).
 
 Files are normally screened before a dataset sees them (`ttt_mm.data.index`); one that still
-fails (`MediaError`, e.g. a corrupt packet in the middle) is logged once, recorded in a `SkipList`
+fails (`MediaError`, e.g. a damaged stretch of video in the middle) is logged once, recorded in a `SkipList`
 and replaced by another clip. A dataset raises only when every clip it has is in the skip list,
 with the reasons counted by kind.
 """

@@ -1,5 +1,5 @@
 """A file that cannot be used (`MediaError`, whose reason is what the skip list records; `NothingDecodes`
-for a stream with no frame to re-encode), and the checks every read starts with: the file exists, is a
+for a stream with no frame to re-encode, `FramesRefused` for damage a decoder stopped at), and the checks every read starts with: the file exists, is a
 regular file and is not empty."""
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ class MediaError(RuntimeError):
 
 class NothingDecodes(MediaError):
     """A stream none of whose frames decodes: no re-encode could start from it, so no hint says so."""
+
+
+class FramesRefused(MediaError):
+    """A decoder refused data it was decoding frames from (damage): another decoder may pass over it."""
 
 
 def stat_reason(path: str, exc: OSError) -> str:

@@ -67,9 +67,10 @@ def _pyav_reason(exc: BaseException, what: str) -> str:
     return f"{what} failed: {text.splitlines()[0][:200]}"
 
 
-def call(path: str, what: str, fn, timeout: float, reader=None):
-    """Call a decoder under the watchdog; any decoder failure becomes a MediaError naming the file.
-    ``reader`` is the handle to abandon (never free) if the call does not return in time."""
+def call(path: str, what: str, fn, timeout: float, reader=None, error: type[MediaError] = MediaError):
+    """Call a decoder under the watchdog; any decoder failure becomes a MediaError naming the file (the
+    decoder's own error: an ``error``). ``reader`` is the handle to abandon (never free) if the call does
+    not return in time."""
     try:
         with native_stderr_silenced():
             return run_with_timeout(fn, timeout, f"{what} of {path}", abandon_on_timeout=reader)
@@ -82,11 +83,11 @@ def call(path: str, what: str, fn, timeout: float, reader=None):
             "claims frames it cannot decode); the reader was abandoned",
         ) from None
     except av.error.FFmpegError as exc:
-        raise MediaError(path, _pyav_reason(exc, what)) from None
+        raise error(path, _pyav_reason(exc, what)) from None
     except _DECODER_ERRORS as exc:
         if isinstance(exc, RuntimeError) and "decoder calls never returned" in str(exc):
             raise
-        raise MediaError(path, _decord_reason(exc, what)) from None
+        raise error(path, _decord_reason(exc, what)) from None
 
 
 def av_open(path: str):

@@ -142,9 +142,10 @@ READ_FROM_START = (
 
 def _check_read_from_start(path: str, present: _Streams, verify: bool) -> None:
     """Raise unless the video can be read from its start (`FROM_START`): small enough
-    (`FROM_START_MAX_PIXELS`) and, with ``verify``, every indexed frame decodes in order (those from
-    the first that decodes on: `video._from_first_decoded`; a damaged stretch would fail every window after
-    it). The reason says why it is read so and how to re-encode it."""
+    (`FROM_START_MAX_PIXELS`) and, with ``verify``, its indexed frames decode in order (those from the
+    first that decodes on: `video._from_first_decoded`; all but a few damaged ones, which the picture
+    before each stands in for: `video.decode_in_order`). The reason says why it is read so and how to
+    re-encode it."""
     try:
         index = video_index(path, FROM_START)
         n, (width, height) = len(index.starts), index.size

@@ -11,6 +11,7 @@ for the next window (`FROM_START`: from the first frame, where seeks land on oth
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, replace
@@ -25,9 +26,12 @@ from torch import Tensor
 
 from ttt_mm.data.decode import native
 from ttt_mm.data.decode.backends import FROM_START, VIDEO_BACKENDS, check_backend
-from ttt_mm.data.decode.errors import MediaError, NothingDecodes, checked_stat, version_key
+from ttt_mm.data.decode.errors import FramesRefused, MediaError, NothingDecodes, checked_stat, version_key
 from ttt_mm.data.decode.guard import LRUCache
 from ttt_mm.data.decode.native import av_open, open_timeout, video_stream
+from ttt_mm.messages import one_line
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,15 @@ class VideoIndex:
 
 _video_index: LRUCache[VideoIndex] = LRUCache(max_items=4096)
 _video_readers: LRUCache = LRUCache(max_items=4, native=True)
+_stood_in: set[str] = set()  # files a damaged frame of which was stood in for (said once per file)
+_past_decord: set[str] = set()  # files a window of which PyAV read where decord failed (said once per file)
 
 
 def clear() -> None:
     _video_index.clear()
     _video_readers.clear()
+    _stood_in.clear()
+    _past_decord.clear()
 
 
 def _timeline(path: str, starts: np.ndarray, stops: np.ndarray, fps: float) -> tuple[np.ndarray, float, float]:
@@ -89,7 +97,9 @@ def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
     n = len(reader)
     if n < 1:
         raise MediaError(path, "video stream has no frames")
-    first = native.call(path, "decoding frame 0", lambda: reader.get_batch([0]), native.DECODE_TIMEOUT_S, reader)
+    first = native.call(
+        path, "decoding frame 0", lambda: reader.get_batch([0]), native.DECODE_TIMEOUT_S, reader, FramesRefused
+    )
     height, width = first.shape[1:3]
     stamps = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64)
     starts, duration, fps = _timeline(path, stamps[:, 0], stamps[:, 1], float(reader.get_avg_fps()))
@@ -195,9 +205,13 @@ only by decoding from its start (`FROM_START`)."""
 
 def decode_in_order(path: str) -> None:
     """Decode every indexed frame of the video in order, as `FROM_START` reads it (scaled to 16 x 16:
-    only that each comes out matters), raising `MediaError` for the first that does not."""
+    only that they come out matters), a second of frames at a time, raising `MediaError` for a second
+    more than `MOST_STOOD_IN` of whose frames do not (a damaged stretch, which would fail the windows
+    read there)."""
     index = video_index(path, FROM_START)
-    _frames(path, index, np.arange(len(index.starts)), 16, 16, FROM_START)
+    ids = np.arange(len(index.starts))
+    for second in np.array_split(ids, max(1, math.ceil(len(ids) / max(1.0, index.fps)))):
+        _frames(path, index, second, 16, 16, FROM_START)
 
 
 SEEK_CHECKS = 3
@@ -252,6 +266,10 @@ def seeks_land_exactly(path: str, backend: str) -> bool:
     return native.call(path, "checking seeks", check, open_timeout(st) + native.DECODE_TIMEOUT_S)
 
 
+MOST_STOOD_IN = 0.5
+"""The largest share of a window's frames that may be missing (packets the decoder refused) and stood
+in for by the picture before each; a window with more is not read (`_PyAVVideo._stand_in`)."""
+
 SLIVER_ASPECT = 4
 """Frames longer than this many times their short side, and narrower than the frame size (a 4 x 2000
 video), are cropped to a square in source pixels before they are scaled up: scaled whole, their long
@@ -269,11 +287,12 @@ class _PyAVVideo:
     """An open PyAV container that remembers where its decoder is, so the next window of a file
     continues decoding instead of seeking back to a key frame, and keeps the last picture it gave,
     which the next window may show again (a source slower than the rate read). ``from_start``:
-    instead of seeking, it opens the file again and decodes from the first frame (`FROM_START`)."""
+    instead of seeking, it opens the file again and decodes from the first frame (`FROM_START`).
+    ``stood_in``: the first frame of the last read that did not decode, shown as the picture before it."""
 
     def __init__(self, path: str, from_start: bool = False) -> None:
         self.path, self.from_start = path, from_start
-        self.container = None
+        self.container, self.stood_in = None, None
         self._open()
 
     def _open(self) -> None:
@@ -309,6 +328,7 @@ class _PyAVVideo:
     def read(self, index: VideoIndex, ids: np.ndarray, width: int, height: int) -> np.ndarray:
         """Frames ``ids`` (sorted, unique index ids) as uint8 ``[U, height, width, 3]``."""
         first, last = int(ids[0]), int(ids[-1])
+        self.stood_in = None
         out = np.empty((len(ids), height, width, 3), dtype=np.uint8)
         filled = np.zeros(len(ids), dtype=bool)
         held = self.held
@@ -338,28 +358,42 @@ class _PyAVVideo:
             if i >= last:
                 break
         if not filled.all():
-            self._restart()
-            missing = int(ids[np.argmin(filled)])
-            raise MediaError(
-                self.path, f"frames {first}-{last} could not all be decoded (frame {missing} did not come out)"
-            )
+            self._stand_in(index, ids, out, filled)
         self.held = (last, (width, height), out[-1].copy())
         return out
 
+    def _stand_in(self, index: VideoIndex, ids: np.ndarray, out: np.ndarray, filled: np.ndarray) -> None:
+        """Put in the place of each frame that did not come out (a packet the decoder refused) the
+        nearest picture before it in the window (after it, at the window's start), and keep the first
+        such frame's id in ``stood_in``; raise where more than `MOST_STOOD_IN` of the window's frames
+        are missing."""
+        missing = int(ids[np.argmin(filled)])
+        if (~filled).mean() > MOST_STOOD_IN:
+            self._restart()
+            raise MediaError(
+                self.path,
+                f"frames {ids[0]}-{ids[-1]} could not all be decoded ({np.count_nonzero(~filled)} of "
+                f"{len(ids)} did not come out, the first frame {missing})",
+            )
+        slots = np.arange(len(ids))
+        before = np.maximum.accumulate(np.where(filled, slots, -1))
+        after = np.minimum.accumulate(np.where(filled, slots, len(ids))[::-1])[::-1]
+        out[:] = out[np.where(before >= 0, before, after)]
+        self.stood_in = missing
+
 
 def _decoded(packets):
-    """The frames of ``packets``, passing over one the file's end cut short (`_pyav_index` lists
-    no frame of it: a frame the decoder holds back for it, a B-frame, still comes out at the flush),
-    and those before the first key frame, which a stream cut inside a group of pictures starts with
-    (their references, perhaps the codec's parameters too, were cut off: `_from_first_decoded`)."""
-    keyed = False
+    """The frames of ``packets``, passing over each packet the decoder refuses: damaged data in the
+    middle of a file (`_PyAVVideo.read` shows the picture before it in its place, as players do), one
+    the file's end cut short (`_pyav_index` lists no frame of it: a frame the decoder holds back for it,
+    a B-frame, still comes out at the flush), and those before the first key frame, which a stream cut
+    inside a group of pictures starts with (their references, perhaps the codec's parameters too, were
+    cut off: `_from_first_decoded`)."""
     for packet in packets:
-        keyed = keyed or packet.is_keyframe
         try:
             yield from packet.decode()
         except av.error.FFmpegError:
-            if keyed and not packet.is_corrupt:
-                raise
+            continue
 
 
 def _open_reader(path: str, backend: str, width: int, height: int):
@@ -415,10 +449,20 @@ def _scaled_frames(path, st, index: VideoIndex, ids: np.ndarray, width: int, hei
 
     what = f"decoding frames {ids[0]}-{ids[-1]}"
     try:
-        return native.call(path, what, decode, native.DECODE_TIMEOUT_S + len(ids), reader)
+        frames = native.call(path, what, decode, native.DECODE_TIMEOUT_S + len(ids), reader, FramesRefused)
     except MediaError:
         _video_readers.pop(key)  # its state is unknown after a failure
         raise
+    if getattr(reader, "stood_in", None) is not None and path not in _stood_in:  # (said here: stderr is
+        _stood_in.add(path)  # silenced during the call)
+        log.warning(
+            "%s: video frame %d (at %.3f s) does not decode (damaged data): the picture before it stands in "
+            "(said once per file and process)",
+            one_line(path),
+            reader.stood_in,
+            index.starts[reader.stood_in],
+        )
+    return frames
 
 
 def read_frames(path: str, start: float, duration: float | None, fps: float, size: int, backend: str) -> Tensor:
@@ -431,12 +475,28 @@ def read_frames(path: str, start: float, duration: float | None, fps: float, siz
     """
     if start < 0:
         raise ValueError(f"start must be >= 0 for video, got {start}")
-    index = video_index(path, check_backend(backend, VIDEO_BACKENDS))
+    check_backend(backend, VIDEO_BACKENDS)
+    index = None
+    try:
+        index = video_index(path, backend)
+        times = _times(index, start, duration, fps)
+        return _frames_at(path, index, times, size, backend)
+    except FramesRefused as exc:
+        if backend != "decord":
+            raise
+        return _read_past_decord(path, index, start, duration, fps, size, exc)
+
+
+def _times(index: VideoIndex, start: float, duration: float | None, fps: float) -> np.ndarray:
+    """The times of the frames `read_frames` gives: from ``start`` on, every ``1 / fps``, up to the video's end."""
     end = index.duration if duration is None else min(start + duration, index.duration)
-    count = max(0, math.ceil((end - start) * fps - 1e-6))
-    if count == 0:
+    return start + np.arange(max(0, math.ceil((end - start) * fps - 1e-6))) / fps
+
+
+def _frames_at(path: str, index: VideoIndex, times: np.ndarray, size: int, backend: str) -> Tensor:
+    """The frames on screen at ``times`` (`read_frames`): uint8 ``[T, 3, size, size]``."""
+    if not len(times):
         return torch.empty(0, 3, size, size, dtype=torch.uint8)
-    times = start + np.arange(count) / fps
     frame_ids = np.searchsorted(index.starts, times + 1e-6, side="right") - 1
     frame_ids = np.clip(frame_ids, 0, len(index.starts) - 1)  # never past the indexed end
     unique, inverse = np.unique(frame_ids, return_inverse=True)
@@ -448,3 +508,29 @@ def read_frames(path: str, start: float, duration: float | None, fps: float, siz
     frames = frames[:, top : top + size, left : left + size].transpose(0, 3, 1, 2)
     # numpy, not torch: torch's strided uint8 copy is ~10x slower here and this is the hot path
     return torch.from_numpy(np.take(frames, inverse.reshape(-1), axis=0))
+
+
+def _read_past_decord(
+    path: str, index: VideoIndex | None, start: float, duration: float | None, fps: float, size: int, failed: MediaError
+) -> Tensor:
+    """The frames `read_frames` gives, read by PyAV where decord failed on them (or on its index, ``None``,
+    when its decoding ahead reached the damage): decord stops at a packet it cannot decode, where PyAV
+    passes over it (`_decoded`). ``failed`` is raised if PyAV fails too, or ends before the frames asked
+    for (frames decord lists that hold no picture: a container that claims more than it has)."""
+    try:
+        pyav = video_index(path, "pyav")
+        times = _times(pyav if index is None else index, start, duration, fps)
+        if len(times) and times[-1] >= pyav.duration:
+            raise failed
+        frames = _frames_at(path, pyav, times, size, "pyav")
+    except MediaError:
+        raise failed from None
+    if path not in _past_decord and path not in _stood_in:  # (a frame stood in for: that line said it)
+        _past_decord.add(path)
+        log.warning(
+            "%s: decord: %s; read by PyAV there, which passes over data it cannot decode (said once per file and "
+            "process)",
+            one_line(path),
+            failed.reason,
+        )
+    return frames
