@@ -1,6 +1,6 @@
 """A file that cannot be used (`MediaError`, whose reason is what the skip list records; `NothingDecodes`
-for a stream with no frame to re-encode, `FramesRefused` for damage a decoder stopped at), and the checks every read starts with: the file exists, is a
-regular file and is not empty."""
+for a stream with no frame to re-encode, `FramesRefused` for damage a decoder stopped at), and the
+checks every read starts with: the file exists, is a regular file and is not empty."""
 
 from __future__ import annotations
 
