@@ -562,7 +562,7 @@ def test_command_line(folder, tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint {tmp_path}/missing.ckpt does not exist"
 
 
-def test_figures_go_to_the_first_clips_long_enough_to_roll_out(folder, tmp_path, monkeypatch):
+def test_figures_go_to_the_first_clips_long_enough_to_roll_out(folder, tmp_path, monkeypatch, caplog):
     """plot_clips=1 with a first clip too short for a rollout: the next clip that has one gets the figure
     (it was spent on the short one, and the run had none); they are looked for among a bounded number
     of clips without one (each keeps its rollouts until it is scored)."""
@@ -571,8 +571,11 @@ def test_figures_go_to_the_first_clips_long_enough_to_roll_out(folder, tmp_path,
     out = tmp_path / "out"
     args = [f"ckpt={ckpts[0]}", "data=manifest", f"data.root={tmp_path / 'spans.csv'}", f"output={out}"]
     args += [f"paths.output_dir={tmp_path}"]
-    run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=2", "plot_clips=1", "device=cpu"))
+    with caplog.at_level(logging.INFO, logger="ttt_mm.eval.loop"):
+        run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=2", "plot_clips=1", "device=cpu"))
     assert sorted(p.name for p in out.glob("rollout_*.png")) == ["rollout_2.png"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[")]
+    assert [line.partition("; figures ")[2] for line in lines] == ["", "rollout_2.png, spectrogram_2.png"]
     monkeypatch.setattr(evaluate_loop, "UNPLOTTED_AT_MOST", 1)
     run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=2", "plot_clips=1", "device=cpu"))
     assert not list(out.glob("rollout_*.png"))
@@ -795,17 +798,25 @@ def test_a_clip_whose_name_is_not_utf8_is_evaluated_and_drawn(folder, tmp_path):
     assert os.fsencode(name) in (out / "files.csv").read_bytes()
 
 
-def test_a_video_read_with_a_silent_track_gets_its_frames_drawn_and_no_blank_spectrogram(folder, tmp_path, caplog):
+def test_a_video_read_with_a_silent_track_gets_its_frames_drawn_and_the_next_clip_the_spectrogram(
+    folder, tmp_path, caplog
+):
+    """A silent first clip took the one figure plot_clips=1 allows: no spectrogram was drawn at all.
+    Each kind of figure now goes to the first clips that have one."""
     _, media, ckpts = folder
     clips = tmp_path / "clips"
     clips.mkdir()
-    os.symlink(media / "no_audio.mp4", clips / "no_audio.mp4")
+    os.symlink(media / "no_audio.mp4", clips / "1_no_audio.mp4")
+    os.symlink(media / "a.mp4", clips / "2_sound.mp4")
     out = tmp_path / "out"
     args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={clips}", f"output={out}", f"paths.output_dir={out}"]
     with caplog.at_level(logging.INFO, logger="ttt_mm.eval.loop"):
         run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=2", "plot_clips=1", "device=cpu"))
-    assert (out / "rollout_1.png").is_file() and not list(out.glob("spectrogram_*.png"))
-    assert f"{clips / 'no_audio.mp4'}: no spectrogram: read with a silent track" in caplog.messages
+    assert sorted(p.name for p in [*out.glob("rollout_*"), *out.glob("spectrogram_*")]) == [
+        "rollout_1.png",
+        "spectrogram_2.png",
+    ]
+    assert f"{clips / '1_no_audio.mp4'}: no spectrogram: read with a silent track" in caplog.messages
 
 
 def test_a_window_typed_within_rounding_of_whole_steps_is_taken_as_them(folder, tmp_path):

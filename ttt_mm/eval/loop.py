@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ttt_mm.data import MediaError, ReadSpec, SkipList, iter_windows
 from ttt_mm.data.datasets import to_device
 from ttt_mm.eval import plots
-from ttt_mm.eval.report import ModelReport
+from ttt_mm.eval.report import MODALITY_NAMES, ModelReport
 from ttt_mm.eval.scoring import ClipScorer
 from ttt_mm.messages import one_line
 
@@ -84,13 +84,16 @@ def evaluate(
             options.bins_per_octave,
             options.edge_fraction,
         )
-    files, skipped, figures, plotted, unplotted = [], [], [], 0, 0  # clips with figures, and without
+    files, skipped, figures, unplotted = [], [], [], 0  # unplotted: clips looked at for figures that got none
+    predicted = {MODALITY_NAMES[m] for report in reports.values() for m in report.ids.values() if m is not None}
+    left = dict.fromkeys(predicted, options.plot_clips if options.plots else 0)  # figures of each kind to draw
     for number, clip in enumerate(clips, 1):
         if clip.name in skips:
             skipped.append({"path": clip.name, "reason": "in the skip list: " + skips.reasons.get(clip.name, "")})
             continue
-        # the first clips that have figures, looked for among `UNPLOTTED_AT_MOST` more (each keeps its rollouts)
-        keep_plot = options.plots and plotted < options.plot_clips and unplotted < UNPLOTTED_AT_MOST
+        # the first clips that have figures of each kind, looked for among `UNPLOTTED_AT_MOST` more (each
+        # keeps its rollouts): a clip read with a silent track has no spectrogram, and the next one draws it
+        keep_plot = any(left.values()) and unplotted < UNPLOTTED_AT_MOST
         scorers = {
             name: ClipScorer(model, clip.name, options.rollout_steps, keep_plot, options.ssim_window)
             for name, (_, model) in models.items()
@@ -119,11 +122,17 @@ def evaluate(
             f"mean {r.losses[:, 2].mean() if len(r.losses) else math.nan:.4f})"
             for n, r in results.items()
         )
-        log.info("[%d/%d] %s: %.1f s; loss %s", number, len(clips), one_line(clip.segment), first.duration, summary)
+        drawn = {}
         if keep_plot:
             sound = clip.info is None or clip.info.has_audio is not False
-            drawn = plots.clip_figures(results, len(files), one_line(clip.segment), output, sound)
-            if drawn and not sound and "audio" in spec.modalities:
+            kinds = {kind for kind, n in left.items() if n > 0 and (sound or kind != "audio")}
+            drawn = plots.clip_figures(results, len(files), one_line(clip.segment), output, kinds)
+        named = f"; figures {', '.join(os.path.basename(f) for f in drawn.values())}" if drawn else ""
+        log.info(  # (figures are numbered by the rows of files.csv; the count here, by the clips listed)
+            "[%d/%d] %s: %.1f s; loss %s%s", number, len(clips), one_line(clip.segment), first.duration, summary, named
+        )
+        if keep_plot:
+            if not sound and left.get("audio", 0) > 0:
                 log.info("%s: no spectrogram: read with a silent track", one_line(clip.segment))
             if (
                 not drawn
@@ -137,6 +146,7 @@ def evaluate(
                     window_seconds,
                     options.rollout_steps,
                 )
-            figures += drawn
-            plotted, unplotted = plotted + bool(drawn), unplotted + (not drawn)
+            figures += drawn.values()
+            left = {kind: n - (kind in drawn) for kind, n in left.items()}
+            unplotted += not drawn
     return {"reports": reports, "files": files, "skipped": skipped, "figures": figures}

@@ -159,22 +159,22 @@ def spectrograms(plots: dict[str, dict], path: str | Path, title: str) -> None:
     plt.close(fig)
 
 
-def clip_figures(results: dict, index: int, title: str, output: Path, sound: bool = True) -> list[str]:
-    """``rollout_<index>.png`` and ``spectrogram_<index>.png`` of one clip's `ClipResult` per model
-    (when they rolled out from the same time); returns the paths written. ``sound=False``: the clip was
-    read with a silent track standing in for sound it lacks, whose spectrogram would be blank: none."""
+def clip_figures(results: dict, index: int, title: str, output: Path, kinds: set[str]) -> dict[str, str]:
+    """``rollout_<index>.png`` (kind ``"video"``) and ``spectrogram_<index>.png`` (``"audio"``) of one
+    clip's `ClipResult` per model, of the ``kinds`` asked for that its rollouts have (when the models
+    rolled out from the same time); returns the paths written by kind."""
     shown = {n: r.plot for n, r in results.items() if r.plot is not None}
     origins = {p["origin_seconds"] for p in shown.values()}
     if not shown or len(origins) > 1:
         if len(origins) > 1:
             log.warning("models rolled out from different times in %s (%s); no figures for it", title, sorted(origins))
-        return []
-    out = []
+        return {}
+    out = {}
     some = next(iter(shown.values()))
-    if "video" in some["last"]:
-        out.append(str(output / f"rollout_{index}.png"))
-        frame_strip(shown, out[-1], title)
-    if "audio" in some["last"] and sound:
-        out.append(str(output / f"spectrogram_{index}.png"))
-        spectrograms(shown, out[-1], title)
+    if "video" in some["last"] and "video" in kinds:
+        out["video"] = str(output / f"rollout_{index}.png")
+        frame_strip(shown, out["video"], title)
+    if "audio" in some["last"] and "audio" in kinds:
+        out["audio"] = str(output / f"spectrogram_{index}.png")
+        spectrograms(shown, out["audio"], title)
     return out
