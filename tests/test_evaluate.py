@@ -593,6 +593,21 @@ def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(
         assert sorted(Path(s["path"]).name for s in result["skipped"]) == skipped, split
 
 
+def test_an_evaluation_of_one_split_says_how_that_splits_files_are_read_only(folder, tmp_path, caplog):
+    """split=test logged how every listed file is read, those of other splits too (here: a training file
+    read with a silent track), as the index found them; now only the split's own."""
+    _, media, ckpts = folder
+    rows = f"path,split\n{media / 'a.mp4'},test\n{media / 'no_audio.mp4'},train\n"
+    (tmp_path / "rows.csv").write_text(rows)
+    args = [f"ckpt={ckpts[0]}", "data=manifest", f"data.root={tmp_path / 'rows.csv'}", f"paths.output_dir={tmp_path}"]
+    args += ["plots=false", "rollout_steps=0", "window_seconds=0.5", "device=cpu"]
+    for split, said in (("test", False), ("all", True)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+            run(compose_evaluate(*args, f"split={split}", f"output={tmp_path / split}"))
+        assert any("no_audio.mp4: no audio stream: read with a silent track" in m for m in caplog.messages) == said
+
+
 def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_path, caplog, capsys):
     _, media, ckpts = folder
     args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={media}", f"output={tmp_path}", "window_seconds=4"]

@@ -33,7 +33,7 @@ from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
 from ttt_mm.data.even_passes import EvenPasses
 from ttt_mm.data.index import PROBE_TIMEOUT
 from ttt_mm.data.restarts import RestartingLoader
-from ttt_mm.data.selection import index_clips
+from ttt_mm.data.selection import index_clips, say_how_read
 from ttt_mm.data.skiplist import SkipList, count_reasons, missing_stream_hint
 from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
 from ttt_mm.data.synthetic import SyntheticClip
@@ -70,6 +70,11 @@ def _check_settings(positive: dict, non_negative: dict, counts: dict, fractions:
         raise ValueError(f"data.val_fraction + data.test_fraction must be at most 1; got {sum(fractions.values()):g}")
     if not is_seed(seed):
         raise ValueError(f"data.seed must be a whole number from 0 to 2**32 - 1; got {seed}")
+
+
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",)}
+"""The splits Lightning's stages read; a split's name as the stage (``test``, or evaluate's ``train``)
+reads that split, and any other (``predict``, or None) every split."""
 
 
 class MediaDataModule(L.LightningDataModule):
@@ -212,7 +217,7 @@ class MediaDataModule(L.LightningDataModule):
             raise ValueError(f"no media files in {where}" if where else "the data source lists no clips")
         known = dict(self.skips.reasons)  # (before this setup adds to it)
         known_bad = {c.name: self.skips.reasons[c.name] for c in listed if c.name in self.skips}
-        selection = index_clips(listed, self.spec, self.index_cache, self.probe_jobs, self.probe_timeout)
+        selection = index_clips(listed, self.spec, self.index_cache, self.probe_jobs, self.probe_timeout, say=False)
         unit = "clips" if any(c.segment != c.name for c in listed) else "files"  # (a manifest's spans of files)
         covers = Counter(c.segment if c.segment in selection.rejected else c.name for c in listed)
         self.skips.add_many(selection.rejected, total=len(listed), unit=unit, covers=covers)
@@ -255,6 +260,9 @@ class MediaDataModule(L.LightningDataModule):
             )
         if self.val_fraction > 0 and not self.splits["val"] and self.splits["train"]:
             self._ensure_validation(warn=stage in (None, "fit"))
+        stage_splits = STAGE_SPLITS.get(stage) or ((stage,) if stage in SPLITS else SPLITS)
+        read = [c for split in stage_splits for c in self.splits[split]]
+        say_how_read(selection, self.spec, read)  # (of the files this stage reads: others' would be noise)
         if stage in (None, "fit") and rank_zero_only.rank == 0:
             log.info("data: %s", self.split_summary())
 

@@ -160,25 +160,38 @@ def index_clips(
     cache_dir: str | os.PathLike | None = None,
     jobs: int | None = None,
     timeout: float = PROBE_TIMEOUT,
+    say: bool = True,
 ) -> Selection:
-    """Index the clips' files (probing new ones in subprocesses) and keep those a reader can use.
-
-    Logs one line per video read with a silent track, saying why: a warning when the file has sound
-    that cannot be read (the model hears silence where there was sound); and a warning per file whose
-    audio or video decodes well short of the length the file states (truncated, or a corrupt middle that
-    ends the decoder's reading): it is read as far as it goes; a warning per file whose audio has gaps read
-    as silence, and per file read with both streams that end over `UNEVEN_END_S` apart (what is read
-    stops where the first ends); one for the videos read from their start. This is what training, embedding and
+    """Index the clips' files (probing new ones in subprocesses) and keep those a reader can use; with
+    ``say``, log how the kept ones are read (`say_how_read`). This is what training, embedding and
     evaluation call before they open any file.
     """
     files = [c.media for c in clips if not isinstance(c.media, SyntheticClip)]
     records, _ = index_files(files, cache_dir, jobs, timeout)
     selection = select(clips, records, spec)
+    if say:
+        say_how_read(selection, spec, selection.clips)
+    return selection
+
+
+def say_how_read(selection: Selection, spec: ReadSpec, clips: Sequence[ClipInfo]) -> None:
+    """Log how ``clips`` (of ``selection``: those a run reads) are read where it is not plainly.
+
+    One line per video read with a silent track, saying why: a warning when the file has sound that
+    cannot be read (the model hears silence where there was sound); a warning per file whose audio or
+    video decodes well short of the length the file states (truncated, or a corrupt middle that ends the
+    decoder's reading): it is read as far as it goes; a warning per file whose audio has gaps read as
+    silence, and per file read with both streams that end over `UNEVEN_END_S` apart (what is read stops
+    where the first ends); one for the videos read from their start.
+    """
+    names = {c.name for c in clips}
     for name, why in selection.silent.items():
+        if name not in names:
+            continue
         level = logging.INFO if why in ("no audio stream", SILENT_TRACK) else logging.WARNING
         log.log(level, "%s: %s: read with a silent track", one_line(name), why)  # (data.missing_audio=silence)
     for stream in spec.modalities:
-        short = {c.name: c.info for c in selection.clips if c.info is not None and getattr(c.info, f"{stream}_stated")}
+        short = {c.name: c.info for c in clips if c.info is not None and getattr(c.info, f"{stream}_stated")}
         for name, info in short.items():
             log.warning(
                 "%s: the %s decodes to %.3f s of the %.3f s the file states (truncated or corrupt): read as far as "
@@ -189,9 +202,9 @@ def index_clips(
                 getattr(info, f"{stream}_stated"),
             )
     if "video" in spec.modalities:
-        _warn_read_from_start(selection.clips)
+        _warn_read_from_start(clips)
     if "audio" in spec.modalities:
-        whole = {c.name: c.info for c in selection.clips if _decoded_whole_past_the_cache(c.info, spec.sample_rate)}
+        whole = {c.name: c.info for c in clips if _decoded_whole_past_the_cache(c.info, spec.sample_rate)}
         if whole:
             (name, info), n = next(iter(whole.items())), len(whole)
             log.warning(
@@ -203,8 +216,8 @@ def index_clips(
                 info.audio_duration / 60,
             )
         if "video" in spec.modalities:
-            _warn_uneven_ends(selection.clips)
-        gapped = {c.name: c.info for c in selection.clips if c.info is not None and c.info.audio_gaps}
+            _warn_uneven_ends(clips)
+        gapped = {c.name: c.info for c in clips if c.info is not None and c.info.audio_gaps}
         for name, info in gapped.items():  # (once per file, however many of its spans are used)
             log.warning(
                 "%s: %.3f s inside the audio is missing (packets the decoder could not read, or a gap in its "
@@ -212,4 +225,3 @@ def index_clips(
                 one_line(name),
                 info.audio_gaps,
             )
-    return selection

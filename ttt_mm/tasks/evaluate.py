@@ -193,7 +193,7 @@ def select_clips(datamodule, split: str) -> list[ClipInfo]:
     if split not in ("all", *SPLITS):
         raise ConfigError(f"split must be all, train, val or test; got {split!r}")
     try:  # indexes the files (probed in subprocesses) and leaves out those that cannot be read
-        datamodule.setup("validate" if split in ("all", "val") else split)
+        datamodule.setup({"all": "predict", "val": "validate"}.get(split, split))  # (Lightning's stage names)
     except (FileNotFoundError, ValueError) as err:  # (a wrong path, an empty folder: as in training)
         raise ConfigError(f"data: {err}") from None
     clips = datamodule.clips if split == "all" else datamodule.splits[split]
