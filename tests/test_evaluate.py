@@ -901,7 +901,15 @@ def test_a_model_trained_on_files_evaluated_on_the_synthetic_default_is_told_how
         "evaluate's default data; to score such files, pass those"
     ]
     relative = _run_folder(tmp_path / "c", "ttt_mm.data.sources.FolderSource", "audio_folder", "media/mix")
-    assert trained_on_files(str(relative)) == ["data=audio_folder", "data.root=/work/media/mix"]  # (from anywhere)
+    assert trained_on_files(str(relative)) == {
+        "data": "audio_folder",
+        "data.root": "/work/media/mix",
+    }  # (from anywhere)
+    spaced = _run_folder(tmp_path / "d", "ttt_mm.data.sources.FolderSource", "audio_folder", "/my clips/a,b")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
+        evaluate_task.warn_if_files_model_on_synthetic_clips(default, {"ttt": (str(spaced), None)})
+    assert "(its run: data=audio_folder \"data.root='/my clips/a,b'\")" in caplog.messages[0]  # (a shell argument)
 
 
 def test_the_evaluate_command_warns_of_a_files_model_on_the_synthetic_default(folder, tmp_path, caplog):

@@ -40,7 +40,7 @@ from ttt_mm.messages import first_of, one_line
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.command_keys import names_of, positive_count, positive_seconds, results_folder
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
-from ttt_mm.tasks.composing import hydra_command
+from ttt_mm.tasks.composing import hydra_command, shell_override
 from ttt_mm.tasks.config_types import check_command_keys, check_types
 from ttt_mm.tasks.job_logs import module_logger
 from ttt_mm.tasks.run_folders import SYNTHETIC_SOURCE, trained_on_files
@@ -136,7 +136,7 @@ def warn_if_files_model_on_synthetic_clips(data: DictConfig, models: dict[str, t
                 "%s was trained on files (its run: %s) and is evaluated on synthetic clips, evaluate's default "
                 "data; to score such files, pass those",
                 name,
-                " ".join(trained) or "see its .hydra/config.yaml",
+                " ".join(shell_override(key, value) for key, value in trained.items()) or "see its .hydra/config.yaml",
             )
 
 

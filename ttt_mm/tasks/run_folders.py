@@ -31,11 +31,11 @@ SYNTHETIC_SOURCE = f"{SyntheticSource.__module__}.{SyntheticSource.__qualname__}
 """The data source of ``data=synthetic``, the embedded default: clips generated on the fly."""
 
 
-def trained_on_files(ckpt_path: str) -> list[str] | None:
+def trained_on_files(ckpt_path: str) -> dict[str, str] | None:
     """How the run that saved a checkpoint chose its data, if that was files rather than synthetic clips:
-    ``["data=<its data group>", "data.root=<its root>"]`` from its ``.hydra`` record, which evaluate
-    takes as they are (a relative root made absolute from the folder the run started in). None for
-    synthetic clips, a checkpoint kept outside its run folder, or a record that cannot be read."""
+    ``{"data": <its data group>, "data.root": <its root>}`` from its ``.hydra`` record, the overrides
+    that give evaluate the same (a relative root made absolute from the folder the run started in). None
+    for synthetic clips, a checkpoint kept outside its run folder, or a record that cannot be read."""
     run = _resumed_run(ckpt_path)
     if run is None:
         return None
@@ -51,7 +51,7 @@ def trained_on_files(ckpt_path: str) -> list[str] | None:
     group = choices.get("data") if choices is not None else None
     if root is not None and started_in is not None:
         root = os.path.join(started_in, root)  # (as it is where it is absolute)
-    return [f"data={group}"] * (group is not None) + [f"data.root={root}"] * (root is not None)
+    return {key: value for key, value in (("data", group), ("data.root", root)) if value is not None}
 
 
 def run_dir_of(ckpt_path: str | None, default: str) -> str:
