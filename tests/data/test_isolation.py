@@ -61,13 +61,15 @@ def test_a_guarded_script_gets_its_answers(tmp_path, kind):
 def test_an_unguarded_script_is_told_to_guard_its_code_and_no_file_is_blamed(tmp_path, kind):
     """Python prepares each worker by importing the script, which would run it again inside the worker
     (and, through the index, wait for the lock its caller holds): the worker stops at once, and the
-    caller gets an error that says what to do, not a decoder failure."""
+    caller gets an error that says what to do, not a decoder failure. The worker's own traceback (25
+    lines, before the caller's) is gone."""
     done = run_script(tmp_path / "unguarded.py", kind, guarded=False)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("ttt_mm.data.decode.isolation.WorkerStartError: a decoder worker exited (status 1) before")
+    assert last.startswith("ttt_mm.data.decode.isolation.WorkerStartError: a decoder worker ran the script that")
     assert 'must keep its code under `if __name__ == "__main__":`' in last
     assert "decoder hung" not in done.stderr and not done.stdout
+    assert done.stderr.count("Traceback") == 1  # the caller's: the worker stops without its own
 
 
 @pytest.mark.slow

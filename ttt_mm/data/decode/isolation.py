@@ -99,11 +99,16 @@ def _forget_inherited_server(server) -> None:
         setattr(server, name, None)
 
 
+RAN_THE_SCRIPT = 86
+"""The exit status of a worker that `refuse_in_a_worker` stopped: its caller says why, once."""
+
+
 def refuse_in_a_worker() -> None:
     """Stops a worker that is importing an unguarded script at once (it would otherwise run the script's
-    work again, and wait for the index lock its caller holds); called where that work begins."""
+    work again, and wait for the index lock its caller holds); called where that work begins. It exits
+    without a word (a traceback from each worker would bury the caller's error, which says what to do)."""
     if multiprocessing.current_process().name == WORKER_NAME:
-        raise RuntimeError(f"ttt_mm's decoder worker is running the script that started it; {UNGUARDED_SCRIPT}")
+        os._exit(RAN_THE_SCRIPT)
 
 
 @dataclass(frozen=True)
@@ -300,6 +305,8 @@ class IsolatedPool:
             return Failure(f"decoder hung: no answer in {limit:.0f} s", hung=True)
         worker.process.join(5.0)
         code = worker.process.exitcode
+        if not worker.ready and code == RAN_THE_SCRIPT:
+            raise WorkerStartError(f"a decoder worker ran the script that started it; {UNGUARDED_SCRIPT}")
         if not worker.ready:
             raise WorkerStartError(
                 f"a decoder worker exited (status {code}) before it started; usually {UNGUARDED_SCRIPT}"
