@@ -261,6 +261,20 @@ def test_decord_windows_it_cannot_decode_are_read_by_pyav_and_said_once(tmp_path
     assert re.match(rf"{re.escape(str(damaged))}: decord: decoding frames? [\d-]+ failed: .*; read by PyAV there", line)
 
 
+def test_cached_readers_are_freed_before_the_interpreter_tears_down(tmp_path):
+    """A decord reader left to the interpreter's teardown crashed a process that had done its work (a real
+    H.264 file with decoding errors: status 134 or 139). Readers are freed at exit, before the exit
+    handlers registered earlier run (here, one that counts them)."""
+    path = write_video(tmp_path / "a.mp4", 1.0, 8, 64, 48, audio_rate=None)
+    count = 'len(sys.modules["ttt_mm.data.decode.video"]._video_readers)'
+    script = (
+        f"import atexit, sys\natexit.register(lambda: print({count}))\nfrom ttt_mm.data import decode\n"
+        f"decode.read_video({str(path)!r}, 0.0, 0.5, backend='decord')\nprint({count})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split() == ["1", "0"], done.stderr
+
+
 def test_a_decoder_that_never_returns_is_abandoned(media, monkeypatch):
     release, returned = threading.Event(), threading.Event()
 

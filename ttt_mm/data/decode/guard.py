@@ -13,6 +13,7 @@ Python), counted, and capped.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import sys
@@ -102,6 +103,18 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _free_native_readers() -> None:
+    """Free the cached readers while the interpreter still runs: decord's, freed only as it tears
+    down (its decoding thread still running), can end a process that did its work with a crash (a real
+    H.264 file with decoding errors: exit status 134 or 139)."""
+    for cache in _caches:
+        if cache.native:
+            cache.clear()
+
+
+atexit.register(_free_native_readers)
 
 
 _stderr_lock = threading.Lock()
