@@ -246,6 +246,18 @@ def test_reading_from_the_start_takes_a_damaged_frame_but_not_a_damaged_second(t
         video.decode_in_order(str(_damage_video_packets(full, tmp_path / "second.avi", slice(9, 21))))
 
 
+def test_damage_in_the_frames_that_check_decords_seeks_sends_the_video_to_pyav(tmp_path):
+    """decord's seek check passed a video whose in-order decode stopped at damage there, unchecked: its
+    windows at the damage were then read by PyAV, seeking where nobody had checked that PyAV's seeks
+    land (a real file whose do not gave pictures of other times). PyAV passes over the damage, so its
+    own seeks are checked across it."""
+    full = write_false_key_frames(tmp_path / "full.mp4", false_keys=())  # (key frames at 0, 30, 60)
+    damaged = _damage_video_packets(full, tmp_path / "damaged.mp4", slice(20, 21))
+    decode.clear_caches()
+    assert decode.probe(full, verify=True).video_backend == "decord"
+    assert decode.probe(damaged, verify=True).video_backend == "pyav"
+
+
 def test_decord_windows_it_cannot_decode_are_read_by_pyav_and_said_once(tmp_path, caplog):
     """A window that needs a damaged H.264 frame to decode the ones it shows (frame 12 of 24, which frame
     13 refers to): decord stops there, and the file was left out; PyAV decodes them, the damage hidden."""

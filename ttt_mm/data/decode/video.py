@@ -226,8 +226,10 @@ def seeks_land_exactly(path: str, backend: str) -> bool:
     window's frames: the reader skips forward across it), around the first key frames after the
     first. Where it does not (key frames that cannot start a decode, as in a cut stream; decord in
     open-GOP and some MPEG-1/2/4 and WMV streams), every window read mid-file holds other pictures
-    than asked for, and they change with where the reader last was. A stretch that cannot be decoded
-    in order is not held against the file here: its windows fail when they are read, as they would have."""
+    than asked for, and they change with where the reader last was. Damage that decord stops at in
+    these frames fails its check: PyAV passes over it, and its own seeks are checked across it (for
+    decord, windows there would be read by PyAV, `read_frames`, its seeks unchecked). Where PyAV cannot
+    decode them in order (over half missing), nothing is held against the file here."""
     index = video_index(path, backend)
     if backend == FROM_START or (backend != "decord" and index.pts is None):
         return True  # every window is decoded from the start: no seek to check
@@ -251,7 +253,9 @@ def seeks_land_exactly(path: str, backend: str) -> bool:
                 frames = [in_order.next().asnumpy() for _ in range(last + 1)]
             else:
                 frames = _read_ids(in_order, index, np.arange(last + 1), width, height)
-        except (decord.DECORDError, MediaError):
+        except decord.DECORDError:
+            return False  # (damage, which decord stops at: PyAV passes over it, and is checked across it)
+        except MediaError:
             return True
         for ids in batches:  # a fresh reader for each
             try:
