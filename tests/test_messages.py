@@ -1,8 +1,15 @@
-"""One-line wording shared by logs, skip lists and summaries."""
+"""One-line wording shared by logs, skip lists and summaries; what a run says once."""
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from ttt_mm.messages import first_line, first_of, one_line
+from ttt_mm.messages import first_line, first_of, once, one_line
 
 
 @pytest.mark.parametrize(
@@ -25,3 +32,32 @@ def test_a_name_with_line_breaks_stays_on_one_line():
 def test_an_error_is_said_by_its_first_line_with_text_or_else_by_its_type():
     assert first_line(ValueError("\n  bad header  \nmore")) == "bad header"
     assert first_line(KeyError()) == "KeyError"
+
+
+def _first_time_in_a_child(what: str, answers) -> None:
+    answers.put(once.first_time(what))
+
+
+def test_a_thing_is_said_once_per_run_also_by_the_processes_it_starts():
+    """A warning said by a DataLoader worker came again from every worker of every later pass (each
+    validation starts new ones): the run is the process that started them, and one mark serves all."""
+    what = f"damaged: /data/{os.getpid()}-{time.monotonic_ns()}.mp4"
+    assert once.first_time(what) and not once.first_time(what)
+    answers = multiprocessing.get_context("fork").Queue()
+    for said in (what, what + " (another)"):
+        child = multiprocessing.get_context("fork").Process(target=_first_time_in_a_child, args=(said, answers))
+        child.start()
+        child.join(30)
+    assert [answers.get(timeout=30), answers.get(timeout=30)] == [False, True]
+    assert not once.first_time(what + " (another)")  # (said by the child, for this run)
+
+
+def test_marks_of_runs_that_are_over_are_cleared():
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    over, running = Path(once._mark(gone.pid, "a")), Path(once._mark(os.getpid(), "b"))
+    over.touch()
+    running.touch()
+    once.clear_stale()
+    assert not over.exists() and running.exists()
+    running.unlink()

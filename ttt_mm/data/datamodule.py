@@ -38,7 +38,7 @@ from ttt_mm.data.skiplist import SkipList, count_reasons, missing_stream_hint
 from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
 from ttt_mm.data.synthetic import SyntheticClip
 from ttt_mm.data.training_order import ResumableSampler, StreamWindows, WindowDataset, is_seed
-from ttt_mm.messages import one_line
+from ttt_mm.messages import once, one_line
 from ttt_mm.tokenizers.base import FPS, FRAME_SIZE, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,7 @@ class MediaDataModule(L.LightningDataModule):
             path = os.path.join(self.trainer.default_root_dir, "skipped_media.tsv")
         self.skips = SkipList(path, earlier=self.earlier_skips)
         reading_notes.clear_stale()
+        once.clear_stale()
         listed = self.source.clips()
         if not listed:
             where = getattr(self.source, "root", None) or getattr(self.source, "path", None)

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 from torch.utils.data import get_worker_info
 
+from ttt_mm.processes.alive import running
+
 _PREFIX = "ttt-mm-reading"
 
 
@@ -82,16 +84,6 @@ def clear_stale() -> None:
     """Remove the notes of runs that are over (their parent process is gone)."""
     for note in glob.glob(_note("*", "*")):
         parent = os.path.basename(note).removeprefix(f"{_PREFIX}-").partition("-")[0]
-        if parent.isdigit() and not _alive(int(parent)):
+        if parent.isdigit() and not running(int(parent)):
             with contextlib.suppress(OSError):
                 os.unlink(note)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # (another user's process)
-        return True
-    return True

@@ -179,8 +179,11 @@ def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
                 _check_read_from_start(path, present, verify)
             index = video_index(path, backend)
             if verify and backend != FROM_START:  # (which decoded every frame)
+                # decord's last frame, which fails where it lists frames that hold no picture; PyAV's last
+                # second, which a damaged last frame does not fail (the picture before it stands in)
                 last = float(index.starts[-1])
-                if len(read_frames(path, last, 1e-3, 1.0, 16, backend)) != 1:
+                start, fps = (last, 1.0) if backend == "decord" else (max(0.0, last - 1.0), index.fps or 1.0)
+                if not len(read_frames(path, start, None, fps, 16, backend, past_damage=False)):
                     raise MediaError(path, f"the last indexed frame ({len(index.starts) - 1}) cannot be read")
             if verify and not seeks_land_exactly(path, backend):
                 raise MediaError(path, SEEKS_LAND_OFF)  # (the next backend may seek right)

@@ -29,7 +29,7 @@ from ttt_mm.data.decode.backends import FROM_START, VIDEO_BACKENDS, check_backen
 from ttt_mm.data.decode.errors import FramesRefused, MediaError, NothingDecodes, checked_stat, version_key
 from ttt_mm.data.decode.guard import LRUCache
 from ttt_mm.data.decode.native import av_open, open_timeout, video_stream
-from ttt_mm.messages import one_line
+from ttt_mm.messages import once, one_line
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,11 @@ class VideoIndex:
 
 _video_index: LRUCache[VideoIndex] = LRUCache(max_items=4096)
 _video_readers: LRUCache = LRUCache(max_items=4, native=True)
-_stood_in: set[str] = set()  # files a damaged frame of which was stood in for (said once per file)
-_past_decord: set[str] = set()  # files a window of which PyAV read where decord failed (said once per file)
 
 
 def clear() -> None:
     _video_index.clear()
     _video_readers.clear()
-    _stood_in.clear()
-    _past_decord.clear()
 
 
 def _timeline(path: str, starts: np.ndarray, stops: np.ndarray, fps: float) -> tuple[np.ndarray, float, float]:
@@ -292,7 +288,7 @@ class _PyAVVideo:
     continues decoding instead of seeking back to a key frame, and keeps the last picture it gave,
     which the next window may show again (a source slower than the rate read). ``from_start``:
     instead of seeking, it opens the file again and decodes from the first frame (`FROM_START`).
-    ``stood_in``: the first frame of the last read that did not decode, shown as the picture before it."""
+    ``stood_in``: the frames of the last read that did not decode, each shown as the picture before it."""
 
     def __init__(self, path: str, from_start: bool = False) -> None:
         self.path, self.from_start = path, from_start
@@ -368,9 +364,8 @@ class _PyAVVideo:
 
     def _stand_in(self, index: VideoIndex, ids: np.ndarray, out: np.ndarray, filled: np.ndarray) -> None:
         """Put in the place of each frame that did not come out (a packet the decoder refused) the
-        nearest picture before it in the window (after it, at the window's start), and keep the first
-        such frame's id in ``stood_in``; raise where more than `MOST_STOOD_IN` of the window's frames
-        are missing."""
+        nearest picture before it in the window (after it, at the window's start), and keep their ids
+        in ``stood_in``; raise where more than `MOST_STOOD_IN` of the window's frames are missing."""
         missing = int(ids[np.argmin(filled)])
         if (~filled).mean() > MOST_STOOD_IN:
             self._restart()
@@ -383,7 +378,7 @@ class _PyAVVideo:
         before = np.maximum.accumulate(np.where(filled, slots, -1))
         after = np.minimum.accumulate(np.where(filled, slots, len(ids))[::-1])[::-1]
         out[:] = out[np.where(before >= 0, before, after)]
-        self.stood_in = missing
+        self.stood_in = ids[~filled]
 
 
 def _decoded(packets):
@@ -457,25 +452,30 @@ def _scaled_frames(path, st, index: VideoIndex, ids: np.ndarray, width: int, hei
     except MediaError:
         _video_readers.pop(key)  # its state is unknown after a failure
         raise
-    if getattr(reader, "stood_in", None) is not None and path not in _stood_in:  # (said here: stderr is
-        _stood_in.add(path)  # silenced during the call)
-        log.warning(
-            "%s: video frame %d (at %.3f s) does not decode (damaged data): the picture before it stands in "
-            "(said once per file and process)",
+    missing = getattr(reader, "stood_in", None)
+    if missing is not None and once.first_time(f"damaged video: {path}"):  # (said here: stderr is silenced
+        log.warning(  # during the call)
+            "%s: %d of the %d video frames read from %.3f s do not decode (damaged data), the first at %.3f s: "
+            "the picture before each stands in (said once per file and run)",
             one_line(path),
-            reader.stood_in,
-            index.starts[reader.stood_in],
+            len(missing),
+            len(ids),
+            index.starts[ids[0]],
+            index.starts[missing[0]],
         )
     return frames
 
 
-def read_frames(path: str, start: float, duration: float | None, fps: float, size: int, backend: str) -> Tensor:
+def read_frames(
+    path: str, start: float, duration: float | None, fps: float, size: int, backend: str, past_damage: bool = True
+) -> Tensor:
     """Frames of ``[start, start + duration)`` sampled at ``fps``: uint8 ``[T, 3, size, size]`` RGB.
 
     Frame ``k`` shows what is on screen at ``start + k / fps`` (the last source frame starting at
     or before it), so variable frame rates and odd native rates are handled. The window is cut at
     the end of the video, so ``T`` can be smaller than ``duration * fps`` (0 past the end).
-    ``backend`` is one of `VIDEO_BACKENDS`.
+    ``backend`` is one of `VIDEO_BACKENDS`; with ``past_damage``, a window decord stops in is read
+    by PyAV (`_read_past_decord`), not so where the probe checks what decord itself reads.
     """
     if start < 0:
         raise ValueError(f"start must be >= 0 for video, got {start}")
@@ -486,7 +486,7 @@ def read_frames(path: str, start: float, duration: float | None, fps: float, siz
         times = _times(index, start, duration, fps)
         return _frames_at(path, index, times, size, backend)
     except FramesRefused as exc:
-        if backend != "decord":
+        if backend != "decord" or not past_damage:
             raise
         return _read_past_decord(path, index, start, duration, fps, size, exc)
 
@@ -519,21 +519,20 @@ def _read_past_decord(
 ) -> Tensor:
     """The frames `read_frames` gives, read by PyAV where decord failed on them (or on its index, ``None``,
     when its decoding ahead reached the damage): decord stops at a packet it cannot decode, where PyAV
-    passes over it (`_decoded`). ``failed`` is raised if PyAV fails too, or ends before the frames asked
-    for (frames decord lists that hold no picture: a container that claims more than it has)."""
+    passes over it (`_decoded`). ``failed`` is raised if PyAV cannot index the video, or it ends before
+    the frames asked for (frames decord lists that hold no picture: a container that claims more)."""
     try:
         pyav = video_index(path, "pyav")
-        times = _times(pyav if index is None else index, start, duration, fps)
-        if len(times) and times[-1] >= pyav.duration:
-            raise failed
-        frames = _frames_at(path, pyav, times, size, "pyav")
     except MediaError:
         raise failed from None
-    if path not in _past_decord and path not in _stood_in:  # (a frame stood in for: that line said it)
-        _past_decord.add(path)
+    times = _times(pyav if index is None else index, start, duration, fps)
+    if len(times) and times[-1] >= pyav.duration:
+        raise failed
+    frames = _frames_at(path, pyav, times, size, "pyav")  # (its own error says why: most frames do not decode)
+    if once.first_time(f"damaged video: {path}"):
         log.warning(
-            "%s: decord: %s; read by PyAV there, which passes over data it cannot decode (said once per file and "
-            "process)",
+            "%s: damaged video data that decord stops at (%s): the windows it fails on are read by PyAV, which "
+            "passes over such data (said once per file and run)",
             one_line(path),
             failed.reason,
         )
