@@ -238,6 +238,20 @@ def test_a_window_whose_frames_mostly_do_not_decode_is_refused(tmp_path):
         decode.read_video(damaged, 1.125, 0.5, fps=8, size=32, backend="decord")
 
 
+def test_a_stretch_of_video_without_frames_is_said(tmp_path, caplog):
+    """A damaged MPEG-1 file lost 9.6 s of frames in the middle, and one picture stood for all of it
+    without a word (its sound's gap was said). Frames whose length is known and that end well before
+    the next starts leave such a gap; an MP4's frames last until the next (a variable frame rate)."""
+    times = [40 * i for i in range(25)] + [2000 + 40 * i for i in range(25)]  # (1 s without frames at 1 s)
+    lost = write_video(tmp_path / "lost.mkv", 3.0, 25, 64, 48, audio_rate=None, times_ms=times)
+    steady = write_video(tmp_path / "steady.mp4", 3.0, 25, 64, 48, audio_rate=None, times_ms=times)
+    assert describe(str(lost))["video_gaps"] == pytest.approx(1.0) and "video_gaps" not in describe(str(steady))
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        index_clips([ClipInfo(str(lost)), ClipInfo(str(steady))], VIDEO, cache_dir=tmp_path / "cache")
+    (line,) = [m for m in caplog.messages if "has no frames" in m]
+    assert line.startswith(f"{lost}: 1.000 s inside the video has no frames")
+
+
 def test_a_video_whose_last_frame_is_damaged_is_read_to_its_end(tmp_path):
     """The probe read the last frame alone: refused by both backends' decoders, the file was left out
     whole. PyAV's last second has the picture before it stand in, as any window does."""

@@ -50,7 +50,7 @@ from ttt_mm.storage.cache import user_cache_dir
 log = logging.getLogger(__name__)
 __getattr__ = moved_names(__name__, dict.fromkeys(("select", "Selection", "index_clips"), "ttt_mm.data.selection"))
 
-VERSION = 16
+VERSION = 17
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")
@@ -77,6 +77,7 @@ RECORD_FIELDS = (
     "video_backend",
     "video_duration",
     "video_stated",
+    "video_gaps",
     "video_error",
     "fps",
     "n_frames",
@@ -136,6 +137,7 @@ def media_info(record: dict) -> MediaInfo:
         size=(width, height) if video and width and height else None,
         video_backend=record.get("video_backend") if video else None,
         video_stated=record.get("video_stated") if video else None,
+        video_gaps=record.get("video_gaps") if video else None,
         silent=record.get("silent") if audio else None,
         audio_stated=record.get("audio_stated") if audio else None,
         audio_gaps=record.get("audio_gaps") if audio else None,
@@ -163,6 +165,7 @@ def _stream_fields(info: MediaInfo, stream: str) -> dict:
             "width": width,
             "height": height,
             "video_stated": info.video_stated,
+            "video_gaps": info.video_gaps,
         }
     return {k: v for k, v in fields.items() if v is not None}
 

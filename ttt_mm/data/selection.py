@@ -182,7 +182,8 @@ def say_how_read(selection: Selection, spec: ReadSpec, clips: Sequence[ClipInfo]
     video decodes well short of the length the file states (truncated, or a corrupt middle that ends the
     decoder's reading): it is read as far as it goes; a warning per file whose audio has gaps read as
     silence, and per file read with both streams that end over `UNEVEN_END_S` apart (what is read stops
-    where the first ends); one for the videos read from their start.
+    where the first ends); one for the videos read from their start, and one per file with stretches of
+    video that no frame covers.
     """
     names = {c.name for c in clips}
     for name, why in selection.silent.items():
@@ -203,6 +204,13 @@ def say_how_read(selection: Selection, spec: ReadSpec, clips: Sequence[ClipInfo]
             )
     if "video" in spec.modalities:
         _warn_read_from_start(clips)
+        for name, info in {c.name: c.info for c in clips if c.info is not None and c.info.video_gaps}.items():
+            log.warning(
+                "%s: %.3f s inside the video has no frames (packets lost, a recording that skipped, or timestamps "
+                "that jump): the picture before each gap shows through it",
+                one_line(name),
+                info.video_gaps,
+            )
     if "audio" in spec.modalities:
         whole = {c.name: c.info for c in clips if _decoded_whole_past_the_cache(c.info, spec.sample_rate)}
         if whole:

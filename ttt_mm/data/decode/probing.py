@@ -57,6 +57,7 @@ class MediaInfo:
     audio_stated: float | None = None  # the length the file states, when its audio decodes well short of it
     video_stated: float | None = None  # the same for the video (a file cut short: frames indexed but not there)
     audio_gaps: float | None = None  # seconds missing inside the audio (dropped packets, gaps), read as silence
+    video_gaps: float | None = None  # seconds inside the video no frame covers: the picture before shows on
 
     @property
     def duration(self) -> float:
@@ -193,6 +194,8 @@ def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
             continue
         fields = {"has_video": True, "video_backend": backend, "video_duration": index.duration, "fps": index.fps}
         fields |= {"n_frames": len(index.starts), "size": index.size}
+        if round(index.gaps, 3):
+            fields["video_gaps"] = round(index.gaps, 3)  # read with the picture before each, and said so
         if present.video_seconds is not None and index.duration < present.video_seconds - VIDEO_SHORTFALL_S:
             fields["video_stated"] = present.video_seconds  # read as far as it goes, and said so (`ttt_mm.data.index`)
             short = short or fields

@@ -46,6 +46,7 @@ class VideoIndex:
     key_pts: np.ndarray | None = None  # pyav: sorted pts of the key frames
     quarter_turns: int = 0  # pyav: counterclockwise quarter turns that show a frame upright (`_rotation`)
     first_decoded: int | None = None  # pyav: pts of the first frame a decode from the file's start gives
+    gaps: float = 0.0  # seconds inside the video that no frame covers (`_gaps`)
 
 
 _video_index: LRUCache[VideoIndex] = LRUCache(max_items=4096)
@@ -57,8 +58,9 @@ def clear() -> None:
     _video_readers.clear()
 
 
-def _timeline(path: str, starts: np.ndarray, stops: np.ndarray, fps: float) -> tuple[np.ndarray, float, float]:
-    """Frame starts, end and frame rate; the average frame rate's grid when timestamps are broken."""
+def _timeline(path: str, starts: np.ndarray, stops: np.ndarray, fps: float) -> tuple[np.ndarray, float, float, float]:
+    """Frame starts, end, frame rate and gaps (`_gaps`); the average frame rate's grid when timestamps
+    are broken."""
     n = len(starts)
     if not (np.isfinite(starts).all() and np.isfinite(stops).all() and (n == 1 or (np.diff(starts) > 0).all())):
         if not fps > 0:
@@ -66,7 +68,16 @@ def _timeline(path: str, starts: np.ndarray, stops: np.ndarray, fps: float) -> t
         starts = np.arange(n) / fps
         stops = starts + 1.0 / fps
     last = stops[-1] if stops[-1] > starts[-1] else starts[-1] + 1.0 / (fps if fps > 0 else 30.0)
-    return starts, float(last), fps if fps > 0 else n / last
+    fps = fps if fps > 0 else n / last
+    return starts, float(last), fps, _gaps(starts, stops, fps)
+
+
+def _gaps(starts: np.ndarray, stops: np.ndarray, fps: float) -> float:
+    """Seconds inside the video that no frame covers: where a frame whose length is known ends over half
+    a frame before the next starts (packets lost, a recording that skipped, timestamps that jump). The
+    picture before each gap shows through it."""
+    holes = starts[1:] - stops[:-1]
+    return float(holes[(stops[:-1] > starts[:-1]) & (holes > 0.5 / fps)].sum())
 
 
 NOTHING_DECODES = "none of the video's {n} frames decodes (its codec's parameters are missing, or it is damaged)"
@@ -98,13 +109,13 @@ def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
     )
     height, width = first.shape[1:3]
     stamps = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64)
-    starts, duration, fps = _timeline(path, stamps[:, 0], stamps[:, 1], float(reader.get_avg_fps()))
+    starts, duration, fps, gaps = _timeline(path, stamps[:, 0], stamps[:, 1], float(reader.get_avg_fps()))
     # decord lists the frames an MP4 edit list hides (before time 0, or past the shown length) but
     # decodes only the shown ones, so its frame k is another picture; PyAV leaves them out
     shown = native.call(path, "opening the video", partial(_shown_seconds, path), open_timeout(st))
     if shown is not None and (stamps[0, 0] < -0.5 / fps or stamps[-1, 1] > shown + 1.5 / fps):
         raise MediaError(path, HIDDEN_BY_EDIT_LIST)
-    return VideoIndex(starts, duration, fps, (int(width), int(height)))
+    return VideoIndex(starts, duration, fps, (int(width), int(height)), gaps=gaps)
 
 
 def _rotation(frame) -> int:
@@ -147,7 +158,7 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     size = (height, width) if turns % 2 else (width, height)  # as shown
     stamps = [pts if pts is not None else dts for pts, dts, _, _ in rows]
     if None in stamps or len(set(stamps)) != len(stamps):  # broken timestamps: frames are counted instead
-        starts, duration, fps = _timeline(path, np.full(len(rows), np.nan), np.full(len(rows), np.nan), fps)
+        starts, duration, fps, _ = _timeline(path, np.full(len(rows), np.nan), np.full(len(rows), np.nan), fps)
         return VideoIndex(starts, duration, fps, size, quarter_turns=turns)
     pts = np.array(stamps, dtype=np.int64)
     order = np.argsort(pts)
@@ -158,8 +169,9 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     # recording starts its timestamps at 10 s, say, and its first frame is still at time 0
     origin = int(pts[0]) if start_time is None else int(start_time)
     shown = (pts - origin) * time_base
-    starts, duration, fps = _timeline(path, shown, shown + durations * time_base, fps)
-    return VideoIndex(starts, duration, fps, size, pts, pts[keys] if keys.any() else pts[:1], turns, first_pts)
+    starts, duration, fps, gaps = _timeline(path, shown, shown + durations * time_base, fps)
+    key_pts = pts[keys] if keys.any() else pts[:1]
+    return VideoIndex(starts, duration, fps, size, pts, key_pts, turns, first_pts, gaps)
 
 
 def _from_first_decoded(index: VideoIndex) -> VideoIndex:
