@@ -370,11 +370,11 @@ class _PyAVVideo:
             if i >= last:
                 break
         if not filled.all():
-            self._stand_in(index, ids, out, filled)
+            self._stand_in(ids, out, filled)
         self.held = (last, (width, height), out[-1].copy())
         return out
 
-    def _stand_in(self, index: VideoIndex, ids: np.ndarray, out: np.ndarray, filled: np.ndarray) -> None:
+    def _stand_in(self, ids: np.ndarray, out: np.ndarray, filled: np.ndarray) -> None:
         """Put in the place of each frame that did not come out (a packet the decoder refused) the
         nearest picture before it in the window (after it, at the window's start), and keep their ids
         in ``stood_in``; raise where more than `MOST_STOOD_IN` of the window's frames are missing."""
