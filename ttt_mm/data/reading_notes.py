@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 from torch.utils.data import get_worker_info
 
-from ttt_mm.processes.alive import running
+from ttt_mm.processes.alive import remove_left_by_gone
 
 _PREFIX = "ttt-mm-reading"
 
@@ -82,8 +82,4 @@ def left_by(worker: int | None) -> str | None:
 
 def clear_stale() -> None:
     """Remove the notes of runs that are over (their parent process is gone)."""
-    for note in glob.glob(_note("*", "*")):
-        parent = os.path.basename(note).removeprefix(f"{_PREFIX}-").partition("-")[0]
-        if parent.isdigit() and not running(int(parent)):
-            with contextlib.suppress(OSError):
-                os.unlink(note)
+    remove_left_by_gone(_PREFIX)

@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import tempfile
 
-from ttt_mm.processes.alive import running
+from ttt_mm.processes.alive import remove_left_by_gone
 
 _PREFIX = "ttt-mm-said"
 
@@ -55,8 +55,4 @@ atexit.register(_forget_own)  # (a multiprocessing child ends without exit handl
 
 def clear_stale() -> None:
     """Remove the marks of runs that are over (their main process is gone)."""
-    for mark in glob.glob(_mark("*", "*")):
-        run = os.path.basename(mark).removeprefix(f"{_PREFIX}-").partition("-")[0]
-        if run.isdigit() and not running(int(run)):
-            with contextlib.suppress(OSError):
-                os.unlink(mark)
+    remove_left_by_gone(_PREFIX)
