@@ -38,7 +38,7 @@ from ttt_mm.data import (
     reading_notes,
     skiplist,
 )
-from ttt_mm.data.decode import guard, native, probing, video
+from ttt_mm.data.decode import backends, guard, native, probing, video
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER
 from ttt_mm.data.index import describe
 from ttt_mm.data.skiplist import count_reasons, reason_kind
@@ -780,3 +780,26 @@ def test_videos_with_reordered_frames_go_to_a_backend_whose_seeks_land(tmp_path,
     frames off), and reads a window's spaced frames across a key frame as well as a lone frame."""
     record = describe(str(write_reordered_video(tmp_path / name, codec, options)))
     assert "error" not in record and record["video_backend"] == backend and record["n_frames"] == 120
+
+
+@pytest.mark.parametrize(
+    ("false_keys", "read_by"), [((40, 50), decode.FROM_START), ((), "decord")], ids=["lands_off", "lands"]
+)
+def test_a_read_without_a_backend_checks_the_seeks_of_the_one_a_plain_probe_chose(tmp_path, false_keys, read_by):
+    """From Python, a read without an index: a probe without ``verify`` chooses decord by its headers
+    alone, and the first read checks its seeks before using it. Where they land off, the read goes to
+    the backend that reads the file right, also after that probe; where they land, it stays, and later
+    reads check no more."""
+    path = write_false_key_frames(tmp_path / "keys.mp4", false_keys=false_keys)
+    decode.clear_caches()
+    assert decode.probe(path, streams=("video",)).video_backend == "decord"  # (headers only: it looks fine)
+    checks = []
+    real_check = probing.seeks_land_exactly
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(probing, "seeks_land_exactly", lambda *a: checks.append(a[1]) or real_check(*a))
+        windows = [decode.read_video(path, s, 0.8, fps=25, size=32) for s in (1.6, 0.4, 2.0)]
+        decode.read_video(path, 0.0, 0.4, fps=25, size=32)
+    assert checks[0] == "decord" and (checks == ["decord"]) == (read_by == "decord")
+    assert backends.recorded(str(path), "video", seeks_checked=True) == read_by
+    whole = decode.read_video(path, 0.0, None, fps=25, size=32, backend=read_by)  # (in order from the start)
+    assert all(torch.equal(w, whole[round(s * 25) :][:20]) for w, s in zip(windows, (1.6, 0.4, 2.0)))

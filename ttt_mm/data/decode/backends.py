@@ -16,7 +16,8 @@ VIDEO_BACKENDS = ("decord", "pyav", FROM_START)
 """Tried in this order for a video stream, the first that reads it recorded: `FROM_START` only where
 the seeks of both others land off, and alone for an MPEG program or transport stream."""
 
-_recorded: LRUCache[str] = LRUCache(max_items=8192)  # (path, mtime, size, stream) -> backend chosen by probe
+_recorded: LRUCache[tuple[str, bool]] = LRUCache(max_items=8192)
+"""(path, mtime, size, stream) -> (the backend `probe` chose, whether a video's seeks in it were checked)"""
 
 
 def check_backend(backend: str, allowed: tuple[str, ...]) -> str:
@@ -26,14 +27,17 @@ def check_backend(backend: str, allowed: tuple[str, ...]) -> str:
     return backend
 
 
-def remember(path: str, stream: str, backend: str) -> None:
-    """Record the backend `probe` found for this version of the file's stream."""
-    _recorded.put((*version_key(path, checked_stat(path)), stream), backend)
+def remember(path: str, stream: str, backend: str, seeks_checked: bool = True) -> None:
+    """Record the backend `probe` found for this version of the file's stream; ``seeks_checked``: False
+    for a video probed without the check that its seeks land (`video.seeks_land_exactly`)."""
+    _recorded.put((*version_key(path, checked_stat(path)), stream), (backend, seeks_checked))
 
 
-def recorded(path: str, stream: str) -> str | None:
-    """The backend `probe` chose for this version of the file's stream, if it has probed it here."""
-    return _recorded.get((*version_key(path, checked_stat(path)), stream))
+def recorded(path: str, stream: str, seeks_checked: bool = False) -> str | None:
+    """The backend `probe` chose for this version of the file's stream, if it has probed it here (with
+    ``seeks_checked``, only a choice whose seeks were checked)."""
+    choice = _recorded.get((*version_key(path, checked_stat(path)), stream))
+    return None if choice is None or (seeks_checked and not choice[1]) else choice[0]
 
 
 def clear() -> None:

@@ -200,10 +200,10 @@ def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
             fields["video_stated"] = present.video_seconds  # read as far as it goes, and said so (`ttt_mm.data.index`)
             short = short or fields
             continue  # (the next backend may read it whole: decord ends a fragmented MP4 at its last frame's start)
-        remember(path, "video", backend)
+        remember(path, "video", backend, seeks_checked=verify or backend == FROM_START)
         return fields
     if short is not None:
-        remember(path, "video", short["video_backend"])
+        remember(path, "video", short["video_backend"], seeks_checked=verify or short["video_backend"] == FROM_START)
         return short
     raise _first_reason(errors, "video")
 
@@ -290,12 +290,12 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
 
     A stream not in ``streams`` is reported as ``None`` (not checked). Each stream gets the first
     backend (`AUDIO_BACKENDS`, `VIDEO_BACKENDS`) that reads it, and later reads of the file in this
-    process use the same. Container audio is decoded in full here (decord cannot do less) and
-    cached for later reads. ``verify`` also decodes the last video frame (catching containers that
-    claim more frames than they hold), checks that seeks in it land on the frames asked for
-    (`seeks_land_exactly`; where they do not, the video is read from its start, `FROM_START`, and
-    every frame is decoded here), and reads all of the audio (NaN/Inf, a file shorter than its
-    header, digital silence).
+    process use the same (a video's once its seeks are checked, which the first read does: `chosen`).
+    Container audio is decoded in full here (decord cannot do less) and cached for later reads.
+    ``verify`` also decodes the last video frame (catching containers that claim more frames than they
+    hold), checks that seeks in it land on the frames asked for (`seeks_land_exactly`; where they do
+    not, the video is read from its start, `FROM_START`, and every frame is decoded here), and reads
+    all of the audio (NaN/Inf, a file shorter than its header, digital silence).
 
     This opens the file in the calling process, and a corrupt file can abort that process: long
     jobs probe through the dataset index (`ttt_mm.data.index`), which runs this in a subprocess.
@@ -327,11 +327,18 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
 
 
 def chosen(path: str, stream: str) -> str:
-    """The backend `probe` chose for this version of the file's stream (probing it if needed)."""
+    """The backend `probe` chose for this version of the file's stream (probing it if needed). A video's
+    backend chosen without ``verify`` has its seeks checked first (`seeks_land_exactly`): where they land
+    off, the file is probed again with ``verify``, which goes on to the backend that reads it right."""
     backend = recorded(path, stream)
     if backend is None:
         info = probe(path, streams=(stream,))
         backend = info.audio_backend if stream == "audio" else info.video_backend
         if backend is None:
             raise MediaError(path, f"no {stream} stream")
+    if stream == "video" and recorded(path, stream, seeks_checked=True) is None:
+        if seeks_land_exactly(path, backend):
+            remember(path, stream, backend)
+        else:
+            backend = probe(path, streams=(stream,), verify=True).video_backend
     return backend
