@@ -595,16 +595,18 @@ def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(
 
 def test_an_evaluation_of_one_split_says_how_that_splits_files_are_read_only(folder, tmp_path, caplog):
     """split=test logged how every listed file is read, those of other splits too (here: a training file
-    read with a silent track), as the index found them; now only the split's own."""
+    read with a silent track), as the index found them; now only the split's own. max_files=1 logged it
+    of the files past the first too."""
     _, media, ckpts = folder
     rows = f"path,split\n{media / 'a.mp4'},test\n{media / 'no_audio.mp4'},train\n"
     (tmp_path / "rows.csv").write_text(rows)
     args = [f"ckpt={ckpts[0]}", "data=manifest", f"data.root={tmp_path / 'rows.csv'}", f"paths.output_dir={tmp_path}"]
     args += ["plots=false", "rollout_steps=0", "window_seconds=0.5", "device=cpu"]
-    for split, said in (("test", False), ("all", True)):
+    for split, said in (("test", False), ("all", True), ("all max_files=1", False)):
         caplog.clear()
+        split, *more = split.split()
         with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
-            run(compose_evaluate(*args, f"split={split}", f"output={tmp_path / split}"))
+            run(compose_evaluate(*args, *more, f"split={split}", f"output={tmp_path / split}"))
         assert any("no_audio.mp4: no audio stream: read with a silent track" in m for m in caplog.messages) == said
 
 

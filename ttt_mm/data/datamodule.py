@@ -33,7 +33,7 @@ from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
 from ttt_mm.data.even_passes import EvenPasses
 from ttt_mm.data.index import PROBE_TIMEOUT
 from ttt_mm.data.restarts import RestartingLoader
-from ttt_mm.data.selection import index_clips, say_how_read
+from ttt_mm.data.selection import Selection, index_clips, say_how_read
 from ttt_mm.data.skiplist import SkipList, count_reasons, missing_stream_hint
 from ttt_mm.data.sources import SPLITS, ClipInfo, ClipSource, SyntheticSource
 from ttt_mm.data.synthetic import SyntheticClip
@@ -202,6 +202,8 @@ class MediaDataModule(L.LightningDataModule):
         self._records: dict[str, tuple[tuple[int, int], bytes]] = {}  # `_clip_record`'s, by split
         self.skips: SkipList | None = None
         self.modalities_from: str | None = None  # what chose the modalities, when not the config (a checkpoint)
+        self.says_how_read = True  # False: the caller says it of the clips it reads (`say_how_read`)
+        self._selection: Selection | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -261,11 +263,17 @@ class MediaDataModule(L.LightningDataModule):
             )
         if self.val_fraction > 0 and not self.splits["val"] and self.splits["train"]:
             self._ensure_validation(warn=stage in (None, "fit"))
-        stage_splits = STAGE_SPLITS.get(stage) or ((stage,) if stage in SPLITS else SPLITS)
-        read = [c for split in stage_splits for c in self.splits[split]]
-        say_how_read(selection, self.spec, read)  # (of the files this stage reads: others' would be noise)
+        self._selection = selection
+        if self.says_how_read:  # (of the files this stage reads: others' would be noise)
+            stage_splits = STAGE_SPLITS.get(stage) or ((stage,) if stage in SPLITS else SPLITS)
+            self.say_how_read([c for split in stage_splits for c in self.splits[split]])
         if stage in (None, "fit") and rank_zero_only.rank == 0:
             log.info("data: %s", self.split_summary())
+
+    def say_how_read(self, clips: list[ClipInfo]) -> None:
+        """Log how these clips (of this setup's) are read where it is not plainly (`selection.say_how_read`):
+        a caller that reads some of a split (evaluate's ``max_files``) says it of those alone."""
+        say_how_read(self._selection, self.spec, clips)
 
     def split_summary(self) -> str:
         """``14 files: 11 train, 1 val (a.mp4), 2 test (b.mp4, c.mp4)``: how many files each split has,

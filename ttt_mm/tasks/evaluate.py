@@ -266,6 +266,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data, **decoding, earlier_skips=False)
     if "modalities" in decoding:  # (the files are read as the checkpoints were trained)
         datamodule.modalities_from = "the checkpoint" if len(models) == 1 else "each checkpoint"
+    datamodule.says_how_read = False  # (said below of the clips evaluated: not those held out or past max_files)
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
     window = window or datamodule.eval_window_seconds
     window = check_window(models, window)
@@ -274,6 +275,7 @@ def run(cfg: DictConfig) -> dict:
             clips = select_clips(datamodule, str(cfg.split))
         clips, trained_on = held_out(clips, split, trained)
         clips = clips[:max_files]
+        datamodule.say_how_read(clips)
         if earlier := remove_earlier_figures(output, had_skip_list):
             log.info("output %s held an earlier evaluation: %s", output, earlier)
         skips = datamodule.skips
