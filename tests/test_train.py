@@ -1504,6 +1504,35 @@ def test_a_validation_whose_files_all_fail_says_it_scored_nothing(tmp_path, monk
     assert "best checkpoint: none (validation ran but scored no token" in capsys.readouterr().out
 
 
+def test_a_validation_file_that_fails_mid_run_is_named_in_the_summary(tmp_path, monkeypatch, capsys):
+    """Its first validation scored the file, the later ones did not: the summary showed val/* as if
+    every validation had averaged over the same files, with no word of the one left out."""
+    from ttt_mm.data import datasets
+    from ttt_mm.data.decode import MediaError
+
+    read, walked = datasets.read_item, []
+
+    def fails_once_read(clip, *args):
+        if clip.name == (walked or [clip.name])[0] and len(walked) > 1:  # (its first window, in a later pass)
+            raise MediaError(clip.name, "deleted since the index probed it")
+        walked.append(clip.name)
+        return read(clip, *args)
+
+    monkeypatch.setattr(datasets, "read_item", fails_once_read)  # (the windows that validation walks)
+    steps = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.num_sanity_val_steps=0"]
+    out = run(compose_train(tmp_path, [*TINY, *steps]))
+    assert out["failed_when_read"] == {"val": [walked[0]]} and any(k.startswith("val/") for k in out["metrics"])
+    report(out)
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("failed mid-run:")]
+    assert line == (
+        f"failed mid-run:  1 file (validation's: {walked[0]}), with its reason in {tmp_path}/skipped_media.tsv; "
+        "validations before and after a file failed scored different files: val/* compare only roughly"
+    )
+    report(out | {"failed_when_read": {"train": ["a.mp4", "b.mp4"], "val": [walked[0]]}, "skip_list": None})
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("failed mid-run:")]
+    assert line.startswith(f"failed mid-run:  3 files (1 of them validation's: {walked[0]}); validations before")
+
+
 def test_a_best_checkpoint_from_the_resumed_run_is_said_to_be_from_there(tmp_path, capsys):
     out = {"metrics": {}, "run_dir": str(tmp_path / "new"), "last_ckpt": "l", "log_dirs": [], "resumed": True}
     report(out | {"best_ckpt": str(tmp_path / "new" / "checkpoints" / "step000050.ckpt")})

@@ -27,6 +27,7 @@ from ttt_mm.data import (
     FolderSource,
     ManifestSource,
     MediaDataModule,
+    SkipList,
     SyntheticSource,
     WindowDataset,
     decode,
@@ -104,6 +105,9 @@ def test_workers_open_their_own_decoders_and_share_the_skip_list(media, tmp_path
     )  # workers decoded with their own readers
     lines = (root / "skipped_media.tsv").read_text().splitlines()
     assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in lines) == ["corrupt.mkv", "zero.mp4"]
+    assert dm.failed_when_read() == {}  # (the index left those out: none failed when read)
+    SkipList(root / "skipped_media.tsv").add(str(tmp_path / "av.mp4"), "failed in a worker")  # (its own list)
+    assert dm.failed_when_read() == {"train": [str(tmp_path / "av.mp4")]}
     stale = Path(reading_notes._note(999999999, 7))  # of a run that is over (no such pid now)
     stale.write_text(str(tmp_path / "av.mp4"))
     dm2 = MediaDataModule(FolderSource(str(tmp_path)), size=32, val_fraction=0.0, test_fraction=0.0)

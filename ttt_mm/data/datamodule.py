@@ -203,6 +203,7 @@ class MediaDataModule(L.LightningDataModule):
         self.skips: SkipList | None = None
         self.modalities_from: str | None = None  # what chose the modalities, when not the config (a checkpoint)
         self.says_how_read = True  # False: the caller says it of the clips it reads (`say_how_read`)
+        self._skipped_at_setup: set[str] = set()  # the skip list's names once `setup` had listed the data
         self._selection: Selection | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -264,6 +265,7 @@ class MediaDataModule(L.LightningDataModule):
         if self.val_fraction > 0 and not self.splits["val"] and self.splits["train"]:
             self._ensure_validation(warn=stage in (None, "fit"))
         self._selection = selection
+        self._skipped_at_setup = set(self.skips.reasons)
         if self.says_how_read:  # (of the files this stage reads: others' would be noise)
             stage_splits = STAGE_SPLITS.get(stage) or ((stage,) if stage in SPLITS else SPLITS)
             self.say_how_read([c for split in stage_splits for c in self.splits[split]])
@@ -342,6 +344,18 @@ class MediaDataModule(L.LightningDataModule):
         held = [c for c in self._left_out if c.split_of(self.val_fraction, self.test_fraction) == split]
         names = {c.segment for c in held} | {c.name for c in held}  # (the list names a file, or a span of one)
         return {name: why for name, why in self.rejected.items() if name in names}
+
+    def failed_when_read(self) -> dict[str, list[str]]:
+        """The files that failed when read since `setup` listed the data (in a loader worker, or here), by
+        split: the skip list's names added since, which the file shared with the workers holds."""
+        if self.skips is None:
+            return {}
+        listed = SkipList(self.skips.path).reasons if self.skips.path else self.skips.reasons
+        split_of = {c.name: name for name, clips in self.splits.items() for c in clips}
+        failed: dict[str, list[str]] = {}
+        for name in listed.keys() - self._skipped_at_setup:
+            failed.setdefault(split_of.get(name, "train"), []).append(name)
+        return {split: sorted(names) for split, names in failed.items()}
 
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
         return DataLoader(

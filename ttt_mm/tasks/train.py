@@ -27,9 +27,11 @@ from omegaconf.errors import MissingMandatoryValue
 
 from ttt_mm.callbacks import last_checkpoint
 from ttt_mm.data import reading_notes
+from ttt_mm.data.datamodule import NAMED_FILES
 from ttt_mm.data.decode.isolation import crash_reason
 from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
+from ttt_mm.messages import one_line
 from ttt_mm.module import Diverged
 from ttt_mm.tasks.command_keys import positive_count
 from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command
@@ -179,6 +181,8 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
         "trained": bool(cfg.get("train", True)),
         "tested_ckpt": tested,
         "unscored": sorted(model.unscored),
+        "failed_when_read": datamodule.failed_when_read(),
+        "skip_list": datamodule.skips.path if datamodule.skips else None,
         "validation_off": trainer.limit_val_batches == 0,
         "val_every": trainer.val_check_interval,
         "batches": trainer.fit_loop.total_batch_idx + 1,
@@ -235,6 +239,7 @@ def report(out: dict) -> None:
         *checkpoints,
         "logs:            " + logs,
         *(f"{k}: {v:.4f}" for k, v in shown.items()),
+        *_failed_mid_run(out),
     ]
     print("\n".join(lines), flush=True)
     to_log_file("\n".join(lines))
@@ -244,6 +249,23 @@ def report(out: dict) -> None:
         print(line, file=sys.stderr, flush=True)
         to_log_file(line, logging.WARNING)
         sys.exit(status)
+
+
+def _failed_mid_run(out: dict) -> list[str]:
+    """The summary's line on files left out after the data was listed, as they failed when read; those
+    of validation change what its later passes average over."""
+    failed = out.get("failed_when_read") or {}
+    if not (count := sum(map(len, failed.values()))):
+        return []
+    line = f"failed mid-run:  {count} file{'s' * (count > 1)}"
+    if val := failed.get("val"):
+        names = ", ".join(map(one_line, val[:NAMED_FILES])) + (", ..." if len(val) > NAMED_FILES else "")
+        line += f" ({'' if len(val) == count else f'{len(val)} of them '}validation's: {names})"
+    if out.get("skip_list"):
+        line += f", {'each ' * (count > 1)}with its reason in {out['skip_list']}"
+    if val:
+        line += "; validations before and after a file failed scored different files: val/* compare only roughly"
+    return [line]
 
 
 def _validation_interval(out: dict) -> str:
