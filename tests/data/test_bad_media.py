@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -657,6 +658,12 @@ def test_video_in_an_mpeg_transport_stream_is_read_from_its_start(tmp_path, capl
     assert line.endswith(
         f": {path}; re-encoding makes them seekable, e.g. ffmpeg -i in.ts -c:v libx264 -c:a aac out.mp4"
     )
+    shutil.copy(path, tmp_path / "another.ts")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):  # (named in order, not as the clips came)
+        index_clips([ClipInfo(str(path)), ClipInfo(str(tmp_path / "another.ts"))], VIDEO, cache_dir=tmp_path / "cache")
+    (line,) = [r.getMessage() for r in caplog.records if "read by decoding from the first frame" in r.getMessage()]
+    assert line.startswith("2 videos whose seeks") and f": {tmp_path / 'another.ts'}, {path}; re-encoding" in line
 
 
 def test_windows_read_in_order_go_on_decoding_from_where_the_last_one_ended(tmp_path, monkeypatch):

@@ -131,7 +131,7 @@ NAMED_AT_MOST = 5
 def _warn_read_from_start(clips: Sequence[ClipInfo]) -> None:
     """One warning for the videos whose frames are reached by decoding from their start (`FROM_START`):
     a window read out of order costs a decode of every frame before it, which re-encoding avoids."""
-    paths = list(dict.fromkeys(c.info.path for c in clips if c.info is not None and c.info.video_backend == FROM_START))
+    paths = sorted({c.info.path for c in clips if c.info is not None and c.info.video_backend == FROM_START})
     if paths:
         log.warning(
             "%d %s whose seeks land on other pictures (an MPEG program or transport stream, or key frames that "
