@@ -206,3 +206,19 @@ def test_the_old_command_forwards_with_a_warning(media, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "DeprecationWarning: python -m ttt_mm.data.probe is deprecated" in proc.stderr
     assert json.loads(proc.stdout)["audio_backend"] == "soundfile"
+
+
+def test_files_with_stretches_missing_inside_a_stream_are_counted(tmp_path, capsys):
+    """They are read with each gap filled, and training warns of each: the probe called them plainly usable."""
+    times = [40 * i for i in range(25)] + [2000 + 40 * i for i in range(25)]  # (1 s without frames at 1 s)
+    lost = write_video(tmp_path / "lost.mkv", 3.0, 25, 64, 48, audio_rate=None, times_ms=times)
+    assert main([str(lost), "--index-cache", str(tmp_path / "cache")]) == 0
+    assert capsys.readouterr().err.startswith(
+        f"{lost}: usable (1.000 s inside its video is missing: the picture before each shows through it). "
+    )
+    gapped = {"has_audio": True, "has_video": True, "audio_duration": 9.0, "video_duration": 9.0}
+    said = probe._stream_errors([gapped | {"audio_gaps": 0.5}, gapped | {"audio_gaps": 0.2, "video_gaps": 1.0}, {}])
+    assert said == (
+        "1 with stretches missing inside their video, the picture before each shows through it; "
+        "2 with stretches missing inside their audio, read as silence in place"
+    )

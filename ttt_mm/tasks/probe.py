@@ -142,7 +142,17 @@ def _stream_errors(records) -> str:
             counts.append(f"its {stream} decodes to {said}: truncated or corrupt, it is read as far as it goes")
         elif short:
             counts.append(f"{len(short)} whose {stream} decodes well short of the length the file states")
+    for stream, filled in GAPS_FILLED.items():  # (read with their gaps filled, with a warning: `say_how_read`)
+        gapped = [r for r in records if usable(r, stream) and r.get(f"{stream}_gaps")]
+        if len(gapped) == 1 and len(records) == 1:
+            counts.append(f"{gapped[0][f'{stream}_gaps']:.3f} s inside its {stream} is missing: {filled}")
+        elif gapped:
+            counts.append(f"{len(gapped)} with stretches missing inside their {stream}, {filled}")
     return "; ".join(counts)
+
+
+GAPS_FILLED = {"video": "the picture before each shows through it", "audio": "read as silence in place"}
+"""How a stream's gaps (`MediaInfo.video_gaps`, ``audio_gaps``) are read."""
 
 
 if __name__ == "__main__":
