@@ -383,8 +383,8 @@ class _PyAVVideo:
             self._restart()
             raise MediaError(
                 self.path,
-                f"frames {ids[0]}-{ids[-1]} could not all be decoded ({np.count_nonzero(~filled)} of "
-                f"{len(ids)} did not come out, the first frame {missing})",
+                f"{np.count_nonzero(~filled)} of the {len(ids)} video frames read from frame {ids[0]} to {ids[-1]} "
+                f"do not decode (damaged data, the first frame {missing}): over half, too many to stand in for",
             )
         slots = np.arange(len(ids))
         before = np.maximum.accumulate(np.where(filled, slots, -1))
