@@ -17,7 +17,7 @@ import torchaudio.functional as AF
 from mediafiles import gray, tone, write_short_flac, write_video, write_wav
 
 from ttt_mm.data import decode
-from ttt_mm.data.decode import audio
+from ttt_mm.data.decode import audio, backends
 from ttt_mm.data.decode.audio import read_samples
 from ttt_mm.data.decode.errors import NothingDecodes
 from ttt_mm.data.decode.pcm_header import stated_frames
@@ -131,7 +131,8 @@ def test_an_ogg_file_read_through_in_one_pass_is_found_silent_or_not(tmp_path):
 def test_a_short_damaged_ogg_stretch_that_windowed_reads_pass_over_is_found_by_one_pass(tmp_path):
     """Random bytes over 1% of a 130 s Vorbis file, in its middle: each 60 s read of the probe's scan
     read its full count (the damaged seconds made up from later audio) and each seek landed right, so
-    the file was verified good and its windows there were read seconds early, without a word."""
+    the file was verified good and its windows there were read seconds early, without a word. From
+    Python, a read across the damage came early, where the index's choice (PyAV) reads it in place."""
     noise = (0.3 * np.random.default_rng(2).standard_normal(130 * 16000)).astype(np.float32)
     whole = tmp_path / "whole.ogg"
     sf.write(whole, noise, 16000, format="OGG", subtype="VORBIS")
@@ -141,6 +142,12 @@ def test_a_short_damaged_ogg_stretch_that_windowed_reads_pass_over_is_found_by_o
     data[middle : middle + span] = np.random.default_rng(3).integers(0, 256, span, dtype=np.uint8).tobytes()
     path = tmp_path / "damaged.ogg"
     path.write_bytes(data)
+    decode.clear_caches()  # from Python, without the index: a probe by the headers alone chooses libsndfile
+    assert decode.probe(path, streams=("audio",)).audio_backend == "soundfile"
+    across = decode.read_audio(path, 50.0, 30.0)  # (libsndfile's read across the damage fails: PyAV reads it)
+    assert torch.equal(across, read_samples(str(path), 50.0, 30.0, 16000, "pyav"))
+    decode.read_audio(whole, 50.0, 1.0)  # (read through once, found whole: libsndfile reads it on)
+    assert backends.recorded(str(whole), "audio", checked=True) == "soundfile"
     with pytest.raises(decode.MediaError, match=r"libsndfile passes over \d+\.\d\d s of this Ogg stream"):
         audio.ogg_peak(str(path), sf.info(path))
     info = decode.probe(path, streams=("audio",), verify=True)

@@ -17,7 +17,7 @@ VIDEO_BACKENDS = ("decord", "pyav", FROM_START)
 the seeks of both others land off, and alone for an MPEG program or transport stream."""
 
 _recorded: LRUCache[tuple[str, bool]] = LRUCache(max_items=8192)
-"""(path, mtime, size, stream) -> (the backend `probe` chose, whether a video's seeks in it were checked)"""
+"""(path, mtime, size, stream) -> (the backend `probe` chose, whether the choice was checked: `remember`)"""
 
 
 def check_backend(backend: str, allowed: tuple[str, ...]) -> str:
@@ -27,17 +27,17 @@ def check_backend(backend: str, allowed: tuple[str, ...]) -> str:
     return backend
 
 
-def remember(path: str, stream: str, backend: str, seeks_checked: bool = True) -> None:
-    """Record the backend `probe` found for this version of the file's stream; ``seeks_checked``: False
-    for a video probed without the check that its seeks land (`video.seeks_land_exactly`)."""
-    _recorded.put((*version_key(path, checked_stat(path)), stream), (backend, seeks_checked))
+def remember(path: str, stream: str, backend: str, checked: bool = True) -> None:
+    """Record the backend `probe` found for this version of the file's stream. ``checked``: False for a
+    choice made without ``verify``, which the first read checks (`probing.chosen`)."""
+    _recorded.put((*version_key(path, checked_stat(path)), stream), (backend, checked))
 
 
-def recorded(path: str, stream: str, seeks_checked: bool = False) -> str | None:
+def recorded(path: str, stream: str, checked: bool = False) -> str | None:
     """The backend `probe` chose for this version of the file's stream, if it has probed it here (with
-    ``seeks_checked``, only a choice whose seeks were checked)."""
+    ``checked``, only a choice that was checked)."""
     choice = _recorded.get((*version_key(path, checked_stat(path)), stream))
-    return None if choice is None or (seeks_checked and not choice[1]) else choice[0]
+    return None if choice is None or (checked and not choice[1]) else choice[0]
 
 
 def clear() -> None:

@@ -200,10 +200,10 @@ def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
             fields["video_stated"] = present.video_seconds  # read as far as it goes, and said so (`ttt_mm.data.index`)
             short = short or fields
             continue  # (the next backend may read it whole: decord ends a fragmented MP4 at its last frame's start)
-        remember(path, "video", backend, seeks_checked=verify or backend == FROM_START)
+        remember(path, "video", backend, checked=verify or backend == FROM_START)
         return fields
     if short is not None:
-        remember(path, "video", short["video_backend"], seeks_checked=verify or short["video_backend"] == FROM_START)
+        remember(path, "video", short["video_backend"], checked=verify or short["video_backend"] == FROM_START)
         return short
     raise _first_reason(errors, "video")
 
@@ -247,7 +247,7 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
         except MediaError as exc:
             errors.append(without_frames(exc))
             continue
-        remember(path, "audio", backend)
+        remember(path, "audio", backend, checked=verify)
         return {"has_audio": True, "audio_backend": backend, **fields}
     if present is None and all(e.reason == "no audio stream" for e in errors):
         return {"has_audio": False}
@@ -290,7 +290,7 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
 
     A stream not in ``streams`` is reported as ``None`` (not checked). Each stream gets the first
     backend (`AUDIO_BACKENDS`, `VIDEO_BACKENDS`) that reads it, and later reads of the file in this
-    process use the same (a video's once its seeks are checked, which the first read does: `chosen`).
+    process use the same, once the first read checked it where that matters (`chosen`).
     Container audio is decoded in full here (decord cannot do less) and cached for later reads.
     ``verify`` also decodes the last video frame (catching containers that claim more frames than they
     hold), checks that seeks in it land on the frames asked for (`seeks_land_exactly`; where they do
@@ -327,18 +327,24 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
 
 
 def chosen(path: str, stream: str) -> str:
-    """The backend `probe` chose for this version of the file's stream (probing it if needed). A video's
-    backend chosen without ``verify`` has its seeks checked first (`seeks_land_exactly`): where they land
-    off, the file is probed again with ``verify``, which goes on to the backend that reads it right."""
+    """The backend `probe` chose for this version of the file's stream (probing it if needed). A choice
+    made without ``verify`` is checked where it may read other content than the index's choice: a
+    video's seeks (`seeks_land_exactly`; where they land off, the file is probed again with ``verify``,
+    which goes on to the backend that reads it right), and an Ogg file libsndfile reads (probed again
+    with ``verify``, which reads it through once: where libsndfile passes over damage, PyAV reads it)."""
     backend = recorded(path, stream)
     if backend is None:
         info = probe(path, streams=(stream,))
         backend = info.audio_backend if stream == "audio" else info.video_backend
         if backend is None:
             raise MediaError(path, f"no {stream} stream")
-    if stream == "video" and recorded(path, stream, seeks_checked=True) is None:
+    if recorded(path, stream, checked=True) is not None:
+        return backend
+    if stream == "video":
         if seeks_land_exactly(path, backend):
             remember(path, stream, backend)
         else:
             backend = probe(path, streams=(stream,), verify=True).video_backend
+    elif backend == "soundfile" and sf_info(path).format == "OGG":  # (read through once: `ogg_peak`)
+        backend = probe(path, streams=(stream,), verify=True).audio_backend
     return backend
