@@ -25,6 +25,7 @@ from mediafiles import tone, write_video, write_wav
 from ttt_mm.data import decode
 from ttt_mm.embed import Embedder, Stream, load_parts
 from ttt_mm.embed.files import NpyRowWriter, load
+from ttt_mm.storage import atomic
 from ttt_mm.tasks import embed as task
 from ttt_mm.tasks.common import ConfigError, Interrupted
 from ttt_mm.tasks.probe import main as probe_command
@@ -467,7 +468,7 @@ def test_overwrite_and_dtype_redo_an_output_and_a_rerun_that_fails_leaves_no_sta
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:  # the new rows are in place when the sidecar cannot be written
-        patch.setattr(task, "write_json", full_disk)
+        patch.setattr(atomic, "write_json", full_disk)
         with pytest.raises(OSError, match="No space left"):
             embed(dtype="float32")
     assert npy.exists() and not sidecar.exists()  # no sidecar of the old rows describes the new ones

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 
 import numpy as np
 import pytest
 
 from ttt_mm.storage import atomic
-from ttt_mm.storage.atomic import replaced, temporary_path, write_text
+from ttt_mm.storage.atomic import replaced, replaced_with_sidecar, temporary_path, write_json, write_text
 
 
 def test_a_finished_block_replaces_the_file_and_a_failed_one_leaves_it_as_it_was(tmp_path):
@@ -75,3 +76,27 @@ def test_names_that_are_not_utf8_keep_their_bytes_in_every_written_file(tmp_path
     write_text(tmp_path / "names.txt", name)
     assert (tmp_path / "files.csv").read_bytes() == b"path\r\ncaf\xe9.wav\r\n"
     assert (tmp_path / "names.txt").read_bytes() == b"caf\xe9.wav"
+
+
+def test_a_ctrl_c_while_a_file_and_its_sidecar_are_swapped_waits_until_both_are_in_place(tmp_path, monkeypatch):
+    """embed overwrite=true, interrupted after the old sidecar went and before the new one came, kept
+    the old rows without their sidecar: neither pair, and the output unreadable."""
+    rows, sidecar = tmp_path / "a.npy", tmp_path / "a.json"
+    rows.write_text("old rows")
+    write_json(sidecar, {"rows": "old"})
+    real_replace = os.replace
+
+    def interrupted_meanwhile(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # (Ctrl-C, between the old sidecar's removal and the new one)
+        real_replace(*args)
+
+    monkeypatch.setattr(atomic.os, "replace", interrupted_meanwhile)
+    with pytest.raises(KeyboardInterrupt), replaced_with_sidecar(rows, sidecar) as (tmp, data):
+        tmp.write_text("new rows")
+        data["rows"] = "new"
+    assert rows.read_text() == "new rows" and json.loads(sidecar.read_text()) == {"rows": "new"}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(RuntimeError, match="killed"), replaced_with_sidecar(rows, sidecar) as (tmp, data):
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert rows.read_text() == "new rows" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npy"]

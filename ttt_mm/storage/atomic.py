@@ -11,6 +11,8 @@ import json
 import math
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +47,43 @@ def replaced(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -> Iterator[tuple[Path, dict]]:
+    """As `replaced`, for a file and the JSON sidecar that describes it: the block writes the temporary
+    path and fills the dict with the sidecar's data. The old sidecar goes first, so that it never
+    describes the new file, and a Ctrl-C from then until the new one is written waits for it: an
+    interrupted run keeps the old pair or the new one (the slow part, the file's data reaching the
+    disk, comes before)."""
+    tmp, data = temporary_path(path), {}
+    try:
+        yield tmp, data
+        _flush_to_disk(tmp)
+        with _ctrl_c_held():
+            Path(sidecar).unlink(missing_ok=True)
+            os.replace(tmp, path)
+            write_json(sidecar, data)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """A SIGINT during the block takes effect when it ends (in the main thread, where Python takes signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *received: caught.append(received))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught and callable(previous):
+        previous(*caught[0])  # (Python's own handler raises KeyboardInterrupt)
+    elif caught and previous == signal.SIG_DFL:
+        raise KeyboardInterrupt
 
 
 def _flush_to_disk(path: Path) -> None:

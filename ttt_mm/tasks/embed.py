@@ -60,7 +60,7 @@ from ttt_mm.embed.files import (
     weights_hash,
 )
 from ttt_mm.messages import one_line
-from ttt_mm.storage.atomic import remove_stale_temporaries, replaced, write_json
+from ttt_mm.storage.atomic import remove_stale_temporaries, replaced_with_sidecar, write_json
 from ttt_mm.tasks.command_keys import extensions_of, output_folder, positive_count, sweep_job_folder
 from ttt_mm.tasks.common import ConfigError, Interrupted, SweepJobError, config_errors_end_the_command, in_a_sweep
 from ttt_mm.tasks.composing import hydra_command
@@ -157,7 +157,7 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
     name = Path(clip.name).name[-30:]
     bar = tqdm(total=round(end - first, 2), unit="s", desc=name, leave=False, disable=not progress or None)
     try:
-        with replaced(npy) as tmp:
+        with replaced_with_sidecar(npy, sidecar) as (tmp, data):
             with open(tmp, "wb") as f:
                 writer = NpyRowWriter(f, embedder.dim, dtype)
                 done = first
@@ -175,7 +175,7 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
                 step = embedder.seconds_per_step
                 raise InputError(f"no whole token step in {end - first:.3f} s (a step is {step} s)")
             pooled = stream.pooled()
-            data = {
+            data |= {
                 **meta,
                 **made_from,
                 "start": first,
@@ -189,8 +189,6 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
                 "pooled": None if pooled is None else [float(x) for x in pooled[0]],
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
-            sidecar.unlink(missing_ok=True)  # an old sidecar must never describe the new rows
-        write_json(sidecar, data)
         return data
     finally:
         bar.close()
