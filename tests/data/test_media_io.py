@@ -128,6 +128,21 @@ def test_an_ogg_file_read_through_in_one_pass_is_found_silent_or_not(tmp_path):
     assert not decode.probe(sound, streams=("audio",), verify=True).silent
 
 
+def test_an_ogg_file_cut_after_its_length_was_taken_says_where_it_ends(tmp_path):
+    """A file zeroed from its middle on while a run read it: the read said "passed over -8000 of them"."""
+    path = tmp_path / "a.ogg"
+    sf.write(path, (0.3 * np.random.default_rng(0).standard_normal(20 * 16000)).astype(np.float32), 16000, "VORBIS")
+    taken = sf.info(path)  # (as the run found it)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)
+    path.write_bytes(data)
+    ends = sf.info(path).frames
+    with pytest.raises(
+        decode.MediaError, match=rf"from sample {ends + 8000} \(of 320000\): the stream ends at sample {ends},"
+    ):
+        audio._sf_read(str(path), taken, ends + 8000, ends + 24000)
+
+
 def test_a_short_damaged_ogg_stretch_that_windowed_reads_pass_over_is_found_by_one_pass(tmp_path):
     """Random bytes over 1% of a 130 s Vorbis file, in its middle: each 60 s read of the probe's scan
     read its full count (the damaged seconds made up from later audio) and each seek landed right, so

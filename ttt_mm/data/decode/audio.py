@@ -128,6 +128,8 @@ def _sf_rows(path: str, lo: int, count: int, info) -> tuple[np.ndarray, int, Exc
                 raise RuntimeError(f"a seek to sample {lo - lead} landed at {landed} (a damaged stream?)")
             if lead:
                 f.read(lead, dtype="float32", always_2d=True)
+                if f.tell() < lo:  # (a file cut or rewritten since its length was taken)
+                    raise RuntimeError(f"the stream ends at sample {f.tell()}, before it (cut short, or damaged?)")
             got = len(f.read(count, dtype="float32", always_2d=True, out=data))
             if f.tell() != lo + got:
                 data[:] = np.nan
