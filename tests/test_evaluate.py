@@ -581,8 +581,9 @@ def test_figures_go_to_the_first_clips_long_enough_to_roll_out(folder, tmp_path,
     assert not list(out.glob("rollout_*.png"))
 
 
-def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(folder, tmp_path):
-    """split=test ended with "skipped 2 file(s)", both of them rows of the training split, never to be scored."""
+def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(folder, tmp_path, capsys):
+    """split=test ended with "skipped 2 file(s)", both of them rows of the training split, never to be scored.
+    Its summary's count is the split's, said so beside the log's count of every file left out."""
     _, media, ckpts = folder
     rows = f"path,split\n{media / 'a.mp4'},test\n{media / 'noise.mkv'},train\n{media / 'empty.mp4'},test\n"
     (tmp_path / "rows.csv").write_text(rows)
@@ -591,6 +592,10 @@ def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(
     for split, skipped in (("test", ["empty.mp4"]), ("all", ["empty.mp4", "noise.mkv"])):
         result = run(compose_evaluate(*args, f"split={split}", f"output={tmp_path / split}"))
         assert sorted(Path(s["path"]).name for s in result["skipped"]) == skipped, split
+        capsys.readouterr()
+        report(result)
+        of = " of the test split" if split == "test" else ""
+        assert f"\nskipped {len(skipped)} file(s){of}: " in capsys.readouterr().out
 
 
 def test_an_evaluation_of_one_split_says_how_that_splits_files_are_read_only(folder, tmp_path, caplog):

@@ -315,6 +315,7 @@ def run(cfg: DictConfig) -> dict:
         "paths": paths,
         "models": {n: r.to_dict() for n, r in result["reports"].items()},
         "skipped": result["skipped"],
+        "split": str(cfg.split),
     }
 
 
@@ -344,8 +345,9 @@ def report(out: dict) -> None:
                 "steps of its clip: shorter window_seconds, or rollout_steps=0)"
             )
     if out["skipped"]:
+        split = out.get("split", "all")  # (the log counted the files left out of every split)
         lines.append(
-            f"skipped {len(out['skipped'])} file(s): "
+            f"skipped {len(out['skipped'])} file(s){'' if split == 'all' else f' of the {split} split'}: "
             + "; ".join(f"{s['path']} ({s['reason']})" for s in out["skipped"])
         )
     print("\n".join(lines), flush=True)
