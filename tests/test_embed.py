@@ -244,6 +244,11 @@ def test_downsampling_and_pooling(ckpts, files):
             rf"got {hop}$",
         ):
             Embedder.from_checkpoint(ckpts["audio"], hop_seconds=hop)
+    for window in (0, -3):  # (0 and -3 were said not to be multiples of the step, "e.g. 0.04")
+        with pytest.raises(
+            ValueError, match=rf"^window_seconds must be a positive number of seconds .*; got {window}$"
+        ):
+            Embedder.from_checkpoint(ckpts["audio"], window_seconds=window)
     for key in ("hop_seconds", "window_seconds"):
         for value in (math.nan, math.inf):
             with pytest.raises(ValueError, match=f"{key} must be a finite number of seconds; got {value}"):

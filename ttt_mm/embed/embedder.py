@@ -131,6 +131,11 @@ class Embedder:
             raise ValueError(
                 f"hop_seconds={hop_seconds} is shorter than one token step ({step} s): some bins would be empty"
             )
+        if window_seconds is not None and window_seconds <= 0:
+            raise ValueError(
+                f"window_seconds must be a positive number of seconds (a multiple of the tokenizer's step of "
+                f"{step} s); got {window_seconds}"
+            )
         steps = max(1, round(DEFAULT_WINDOW_TOKENS / tokenizer.tokens_per_step))
         window = steps * step if window_seconds is None else float(window_seconds)
         if (whole := tokenizer.whole_window(window)) is None:
