@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 from fractions import Fraction
 from types import SimpleNamespace
@@ -65,6 +66,16 @@ def test_video_window_is_cut_at_the_end(media):
     for path in (media["video_only"], "/no/such/file.mp4"):  # a bad argument, before any file is opened
         with pytest.raises(ValueError, match="start must be >= 0"):
             decode.read_video(path, -1.0, 1.0)
+        for bad, said in (  # (fps=0 read no frame, size=0 frames of no pixel: neither said a word)
+            ({"fps": 0}, r"^fps must be a number of frames per second > 0; got 0$"),
+            ({"fps": math.inf}, r"^fps must be a number .*; got inf$"),
+            ({"size": 0}, r"^size must be a whole number of pixels >= 1; got 0$"),
+            ({"size": 32.5}, r"^size must be a whole number of pixels >= 1; got 32.5$"),
+        ):
+            with pytest.raises(ValueError, match=said):
+                decode.read_video(path, **{"start": 0.0, "duration": 1.0} | bad)
+        with pytest.raises(ValueError, match=r"^sample_rate must be a whole number .*>= 1; got 0$"):
+            decode.read_audio(path, 0.0, 1.0, sample_rate=0)
 
 
 def test_video_windows_decode_only_their_frames(media, monkeypatch):

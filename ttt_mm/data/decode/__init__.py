@@ -27,6 +27,8 @@ opened in a subprocess (`isolation`) by the dataset index, and only files it fou
 these functions in a long job.
 """
 
+import math
+import numbers
 import os
 
 from torch import Tensor
@@ -71,6 +73,10 @@ def read_video(
     path = os.fspath(path)
     if start < 0:
         raise ValueError(f"start must be >= 0 for video, got {start}")
+    if not fps > 0 or math.isinf(fps):
+        raise ValueError(f"fps must be a number of frames per second > 0; got {fps}")
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise ValueError(f"size must be a whole number of pixels >= 1; got {size!r}")
     return video.read_frames(path, start, duration, fps, size, chosen(path, "video") if backend is None else backend)
 
 
@@ -81,9 +87,12 @@ def read_audio(
     sample_rate: int = 16000,
     backend: str | None = None,
 ) -> Tensor:
-    """Mono float32 samples of ``[start, start + duration)`` at ``sample_rate``: ``[n]``
-    (`audio.read_samples`). ``backend`` is one of `AUDIO_BACKENDS`; None: the one `probe` chose."""
+    """Mono float32 samples of ``[start, start + duration)`` at ``sample_rate``: ``[n]``, silence before
+    the file's start (a negative ``start`` reads left context; `audio.read_samples`). ``backend`` is one
+    of `AUDIO_BACKENDS`; None: the one `probe` chose."""
     path = os.fspath(path)
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Integral) or sample_rate < 1:
+        raise ValueError(f"sample_rate must be a whole number of samples per second >= 1; got {sample_rate!r}")
     return audio.read_samples(path, start, duration, sample_rate, chosen(path, "audio") if backend is None else backend)
 
 
