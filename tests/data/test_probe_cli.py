@@ -105,6 +105,11 @@ def test_an_output_named_other_than_json_lines_is_refused_before_probing(data, t
     assert main([str(data), "-o", str(tmp_path / "list.csv"), "--index-cache", str(tmp_path / "cache")]) == 2
     assert "name it list.jsonl" in capsys.readouterr().err
     assert not (tmp_path / "list.csv").exists() and not (tmp_path / "cache").exists()
+    assert main([str(data), "-o", str(tmp_path), "--index-cache", str(tmp_path / "cache")]) == 2  # (not "name it")
+    assert (
+        capsys.readouterr().err
+        == f"error: -o {tmp_path} is a folder; -o names the file to write, e.g. -o manifest.jsonl\n"
+    )
 
 
 def test_without_an_output_the_records_go_to_stdout(data, tmp_path, capsys):

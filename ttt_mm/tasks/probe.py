@@ -81,6 +81,11 @@ def index_and_list(args: argparse.Namespace) -> int:
     if not target.exists() and not target.is_symlink():
         print(f"error: {target}: no such file or directory", file=sys.stderr)
         return 2
+    if args.output and Path(args.output).is_dir():
+        print(
+            f"error: -o {args.output} is a folder; -o names the file to write, e.g. -o manifest.jsonl", file=sys.stderr
+        )
+        return 2
     if args.output and Path(args.output).suffix.lower() not in JSON_LINES_SUFFIXES:
         print(
             f"error: -o {args.output}: the records are JSON lines, and data=manifest reads a file by its "
