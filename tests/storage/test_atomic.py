@@ -42,8 +42,10 @@ def test_a_final_name_near_the_length_limit_still_gets_a_temporary_name(tmp_path
 
 def test_temporary_files_of_killed_runs_are_swept_and_a_live_one_is_not(tmp_path):
     (tmp_path / "sub").mkdir()
-    old, live = tmp_path / "sub" / ".a.npy.123.tmp", tmp_path / ".b.npy.456.tmp"
+    old, live = tmp_path / "sub" / ".a.npy.ttt-mm-123.tmp", tmp_path / ".b.npy.ttt-mm-456.tmp"
+    assert temporary_path(tmp_path / "a.npy").name == f".a.npy.ttt-mm-{os.getpid()}.tmp"  # (the pattern swept)
     kept = [tmp_path / "a.npy", tmp_path / ".hidden.tmp", tmp_path / "c.123.tmp"]  # not of this module's pattern
+    kept.append(tmp_path / ".my_notes.42.tmp")  # (a user's, of a hidden file and a number: it was swept)
     for path in (old, live, *kept):
         path.write_text("x")
     for path in (old, *kept):

@@ -22,16 +22,17 @@ NAME_MAX = 255
 """Bytes in one file name on the usual filesystems (ext4, xfs, btrfs, tmpfs)."""
 STALE_SECONDS = 3600.0
 """A temporary file left untouched this long belongs to a killed run: writers add to theirs as they go."""
-_TEMPORARY = re.compile(r"\..+\.\d+\.tmp")
+_TEMPORARY = re.compile(r"\..+\.ttt-mm-\d+\.tmp")
+"""`temporary_path`'s names, tagged so that the sweep (`remove_stale_temporaries`) takes no one else's."""
 
 
 def temporary_path(final: str | os.PathLike) -> Path:
     """A hidden, per-process name beside ``final``; it ends in ``.tmp``, never in the final suffix. A
     name too long to take the additions is replaced by its hash."""
     final = Path(final)
-    name = f".{final.name}.{os.getpid()}.tmp"
+    name = f".{final.name}.ttt-mm-{os.getpid()}.tmp"
     if len(os.fsencode(name)) > NAME_MAX:  # (fsencode: a name that is not UTF-8 keeps its bytes)
-        name = f".{hashlib.sha1(os.fsencode(final.name)).hexdigest()[:20]}.{os.getpid()}.tmp"
+        name = f".{hashlib.sha1(os.fsencode(final.name)).hexdigest()[:20]}.ttt-mm-{os.getpid()}.tmp"
     return final.with_name(name)
 
 
