@@ -17,6 +17,7 @@ import av
 import decord
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from mediafiles import (
     middle_packet,
@@ -815,3 +816,25 @@ def test_a_read_without_a_backend_checks_the_seeks_of_the_one_a_plain_probe_chos
     assert backends.recorded(str(path), "video", checked=True) == read_by
     whole = decode.read_video(path, 0.0, None, fps=25, size=32, backend=read_by)  # (in order from the start)
     assert all(torch.equal(w, whole[round(s * 25) :][:20]) for w, s in zip(windows, (1.6, 0.4, 2.0)))
+
+
+def test_a_file_that_ends_in_zero_bytes_is_said_to_be_unfinished(tmp_path, caplog):
+    """A half-finished download, its rest zeros (space a torrent sets aside): an Ogg stream states no
+    length, so its first half was read as the whole file, called usable without a word. A WAV that
+    ends in digital silence ends in zero bytes too, and is whole."""
+    ogg, wav = tmp_path / "unfinished.ogg", tmp_path / "quiet_end.wav"
+    sf.write(ogg, (0.3 * np.random.default_rng(0).standard_normal(60 * 16000)).astype(np.float32), 16000, "VORBIS")
+    data = bytearray(ogg.read_bytes())
+    data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)
+    ogg.write_bytes(data)
+    write_wav(wav, np.concatenate([tone(1.0, 16000), np.zeros(5 * 16000, np.float32)]), 16000)
+    record, whole = describe(str(ogg)), describe(str(wav))
+    assert "error" not in record and record["zeroed_tail"] >= len(data) // 2 and record["audio_duration"] < 40
+    assert "error" not in whole and "zeroed_tail" not in whole
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        index_clips([ClipInfo(str(ogg)), ClipInfo(str(wav))], AUDIO, cache_dir=tmp_path / "cache")
+    (line,) = [m for m in caplog.messages if "bytes are zeros" in m]
+    assert line == (
+        f"{ogg}: its last {record['zeroed_tail']} bytes are zeros (space a download or copy set aside and did "
+        f"not fill?): read as far as its data goes, {record['audio_duration']:.3f} s"
+    )

@@ -227,3 +227,10 @@ def test_files_with_stretches_missing_inside_a_stream_are_counted(tmp_path, caps
         "1 with stretches missing inside their video, the picture before each shows through it; "
         "2 with stretches missing inside their audio, read as silence in place"
     )
+    unfinished = gapped | {"zeroed_tail": 70000}
+    said = "its last 70000 bytes are zeros: an unfinished download or copy?"
+    assert probe._stream_errors([unfinished]) == said
+    assert (
+        probe._stream_errors([unfinished, unfinished, gapped])
+        == "2 ending in zero bytes: unfinished downloads or copies?"
+    )

@@ -50,7 +50,7 @@ from ttt_mm.storage.cache import user_cache_dir
 log = logging.getLogger(__name__)
 __getattr__ = moved_names(__name__, dict.fromkeys(("select", "Selection", "index_clips"), "ttt_mm.data.selection"))
 
-VERSION = 17
+VERSION = 18
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")
@@ -83,6 +83,7 @@ RECORD_FIELDS = (
     "n_frames",
     "width",
     "height",
+    "zeroed_tail",
 )
 """Every field a record may hold besides ``path`` (the probe command writes them, and a manifest read
 from its output knows them)."""
@@ -141,6 +142,7 @@ def media_info(record: dict) -> MediaInfo:
         silent=record.get("silent") if audio else None,
         audio_stated=record.get("audio_stated") if audio else None,
         audio_gaps=record.get("audio_gaps") if audio else None,
+        zeroed_tail=record.get("zeroed_tail"),
     )
 
 
@@ -189,6 +191,8 @@ def describe(path: str, verify: bool = True) -> dict:
                 errors[stream] = exc.reason
         else:
             record |= {f"has_{stream}": True} | _stream_fields(info, stream)
+            if info.zeroed_tail:  # (of the file: the same in each stream's probe)
+                record["zeroed_tail"] = info.zeroed_tail
     decode.clear_caches()  # each file is probed once: keep the worker small
     if len(errors) == 2 and len(set(errors.values())) == 1:  # the file itself (empty, not a container, ...)
         return {k: v for k, v in record.items() if not k.startswith("has_")} | {"error": errors["audio"]}

@@ -183,9 +183,17 @@ def say_how_read(selection: Selection, spec: ReadSpec, clips: Sequence[ClipInfo]
     decoder's reading): it is read as far as it goes; a warning per file whose audio has gaps read as
     silence, and per file read with both streams that end over `UNEVEN_END_S` apart (what is read stops
     where the first ends); one for the videos read from their start, and one per file with stretches of
-    video that no frame covers.
+    video that no frame covers; one per file that ends in zero bytes (`probing.ZEROED_TAIL_BYTES`).
     """
     names = {c.name for c in clips}
+    for name, info in {c.name: c.info for c in clips if c.info is not None and c.info.zeroed_tail}.items():
+        log.warning(
+            "%s: its last %d bytes are zeros (space a download or copy set aside and did not fill?): read as far "
+            "as its data goes, %.3f s",
+            one_line(name),
+            info.zeroed_tail,
+            info.duration,
+        )
     for name, why in selection.silent.items():
         if name not in names:
             continue

@@ -147,6 +147,11 @@ def _stream_errors(records) -> str:
             counts.append(f"its {stream} decodes to {said}: truncated or corrupt, it is read as far as it goes")
         elif short:
             counts.append(f"{len(short)} whose {stream} decodes well short of the length the file states")
+    zeroed = [r for r in records if not r.get("error") and r.get("zeroed_tail")]
+    if len(zeroed) == 1 and len(records) == 1:
+        counts.append(f"its last {zeroed[0]['zeroed_tail']} bytes are zeros: an unfinished download or copy?")
+    elif zeroed:
+        counts.append(f"{len(zeroed)} ending in zero bytes: unfinished downloads or copies?")
     for stream, filled in GAPS_FILLED.items():  # (read with their gaps filled, with a warning: `say_how_read`)
         gapped = [r for r in records if usable(r, stream) and r.get(f"{stream}_gaps")]
         if len(gapped) == 1 and len(records) == 1:

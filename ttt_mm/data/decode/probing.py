@@ -4,6 +4,7 @@ it; `verify` also decodes its ends, so a file that would fail halfway through tr
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import av
@@ -58,11 +59,40 @@ class MediaInfo:
     video_stated: float | None = None  # the same for the video (a file cut short: frames indexed but not there)
     audio_gaps: float | None = None  # seconds missing inside the audio (dropped packets, gaps), read as silence
     video_gaps: float | None = None  # seconds inside the video no frame covers: the picture before shows on
+    zeroed_tail: int | None = None  # zero bytes that end the file (`ZEROED_TAIL_BYTES` or more): unfinished?
 
     @property
     def duration(self) -> float:
         """Length of the longest stream present (0 if none)."""
         return max(self.audio_duration or 0.0, self.video_duration or 0.0)
+
+
+ZEROED_TAIL_BYTES = 65536
+"""Zero bytes at a file's end from which it is said to be unfinished: space that a download or copy set
+aside and did not fill (a torrent's, a disk's). Compressed media end in a few at most; the sound of a
+file read as far as its data goes then stops early without a sign, where its format states no length
+(Ogg, MP3). Uncompressed audio (WAV, AIFF) is left out: its digital silence is zero bytes."""
+_UNCOMPRESSED = re.compile(r"PCM_.*|FLOAT|DOUBLE")
+"""libsndfile's subtypes of uncompressed samples (`ZEROED_TAIL_BYTES`)."""
+
+
+def zeroed_tail(path: str, libsndfile) -> int | None:
+    """How many zero bytes end the file, where they are `ZEROED_TAIL_BYTES` or more (None: fewer, or
+    uncompressed audio, ``libsndfile``'s view of the file saying so)."""
+    if libsndfile is not None and _UNCOMPRESSED.fullmatch(libsndfile.subtype or ""):
+        return None
+    zeros, block = 0, 1 << 20
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            f.seek(max(0, end - block))
+            data = f.read(end - max(0, end - block))
+            kept = len(data.rstrip(b"\0"))
+            zeros += len(data) - kept
+            if kept:
+                break
+            end -= len(data)
+    return zeros if zeros >= ZEROED_TAIL_BYTES else None
 
 
 @dataclass(frozen=True)
@@ -315,6 +345,7 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
         if present is not None and present.empty and libsndfile is None:
             raise MediaError(path, NO_STREAMS)
     fields: dict = {"path": path, "num_bytes": st.st_size, "has_audio": None, "has_video": None}
+    fields["zeroed_tail"] = zeroed_tail(path, libsndfile)
     if "video" in streams:  # (present None: FFmpeg cannot open what libsndfile reads, so no video is readable)
         fields |= _probe_video(path, present, verify)
     if "audio" in streams:
