@@ -81,7 +81,7 @@ def zeroed_tail(path: str, libsndfile) -> int | None:
     uncompressed audio, ``libsndfile``'s view of the file saying so)."""
     if libsndfile is not None and _UNCOMPRESSED.fullmatch(libsndfile.subtype or ""):
         return None
-    zeros, block = 0, 1 << 20
+    zeros, block = 0, 4096  # (a few KB read for most files: their last bytes are not zeros)
     with open(path, "rb") as f:
         end = f.seek(0, os.SEEK_END)
         while end > 0:
@@ -91,7 +91,7 @@ def zeroed_tail(path: str, libsndfile) -> int | None:
             zeros += len(data) - kept
             if kept:
                 break
-            end -= len(data)
+            end, block = end - len(data), min(2 * block, 1 << 20)
     return zeros if zeros >= ZEROED_TAIL_BYTES else None
 
 
