@@ -331,7 +331,7 @@ def main(cfg: DictConfig) -> None:
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", stream=sys.stderr
     )
     with config_errors_end_the_command(
-        interrupted="finished outputs are kept, the file in progress was not written", cfg=cfg
+        interrupted="finished outputs are kept, and one in progress was not written", cfg=cfg
     ):
         summary = run(cfg)
     if summary.single and summary.failed:
