@@ -813,7 +813,7 @@ def test_a_read_without_a_backend_checks_the_seeks_of_the_one_a_plain_probe_chos
         windows = [decode.read_video(path, s, 0.8, fps=25, size=32) for s in (1.6, 0.4, 2.0)]
         decode.read_video(path, 0.0, 0.4, fps=25, size=32)
     assert checks[0] == "decord" and (checks == ["decord"]) == (read_by == "decord")
-    assert backends.recorded(str(path), "video", checked=True) == read_by
+    assert backends.recorded(str(path), "video") == (read_by, True)
     whole = decode.read_video(path, 0.0, None, fps=25, size=32, backend=read_by)  # (in order from the start)
     assert all(torch.equal(w, whole[round(s * 25) :][:20]) for w, s in zip(windows, (1.6, 0.4, 2.0)))
 

@@ -173,7 +173,7 @@ def test_a_short_damaged_ogg_stretch_that_windowed_reads_pass_over_is_found_by_o
     across = decode.read_audio(path, 50.0, 30.0)  # (libsndfile's read across the damage fails: PyAV reads it)
     assert torch.equal(across, read_samples(str(path), 50.0, 30.0, 16000, "pyav"))
     decode.read_audio(whole, 50.0, 1.0)  # (read through once, found whole: libsndfile reads it on)
-    assert backends.recorded(str(whole), "audio", checked=True) == "soundfile"
+    assert backends.recorded(str(whole), "audio") == ("soundfile", True)
     with pytest.raises(decode.MediaError, match=r"libsndfile passes over \d+\.\d\d s of this Ogg stream"):
         audio.ogg_peak(str(path), sf.info(path))
     info = decode.probe(path, streams=("audio",), verify=True)

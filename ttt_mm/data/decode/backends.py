@@ -33,11 +33,10 @@ def remember(path: str, stream: str, backend: str, checked: bool = True) -> None
     _recorded.put((*version_key(path, checked_stat(path)), stream), (backend, checked))
 
 
-def recorded(path: str, stream: str, checked: bool = False) -> str | None:
-    """The backend `probe` chose for this version of the file's stream, if it has probed it here (with
-    ``checked``, only a choice that was checked)."""
-    choice = _recorded.get((*version_key(path, checked_stat(path)), stream))
-    return None if choice is None or (checked and not choice[1]) else choice[0]
+def recorded(path: str, stream: str) -> tuple[str, bool] | None:
+    """The backend `probe` chose for this version of the file's stream and whether the choice was
+    checked (`remember`), if it has probed it here."""
+    return _recorded.get((*version_key(path, checked_stat(path)), stream))
 
 
 def clear() -> None:

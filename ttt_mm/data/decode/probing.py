@@ -363,19 +363,21 @@ def chosen(path: str, stream: str) -> str:
     video's seeks (`seeks_land_exactly`; where they land off, the file is probed again with ``verify``,
     which goes on to the backend that reads it right), and an Ogg file libsndfile reads (probed again
     with ``verify``, which reads it through once: where libsndfile passes over damage, PyAV reads it)."""
-    backend = recorded(path, stream)
-    if backend is None:
-        info = probe(path, streams=(stream,))
-        backend = info.audio_backend if stream == "audio" else info.video_backend
-        if backend is None:
+    choice = recorded(path, stream)
+    if choice is None:
+        info = probe(path, streams=(stream,))  # (which remembers its choice)
+        if (info.audio_backend if stream == "audio" else info.video_backend) is None:
             raise MediaError(path, f"no {stream} stream")
-    if recorded(path, stream, checked=True) is not None:
+        choice = recorded(path, stream)
+    backend, checked = choice
+    if checked:
         return backend
     if stream == "video":
-        if seeks_land_exactly(path, backend):
-            remember(path, stream, backend)
-        else:
-            backend = probe(path, streams=(stream,), verify=True).video_backend
-    elif backend == "soundfile" and sf_info(path).format == "OGG":  # (read through once: `ogg_peak`)
-        backend = probe(path, streams=(stream,), verify=True).audio_backend
-    return backend
+        right = seeks_land_exactly(path, backend)
+    else:  # (an Ogg file libsndfile reads is read through once: `ogg_peak`)
+        right = backend != "soundfile" or sf_info(path).format != "OGG"
+    if right:
+        remember(path, stream, backend)  # (checked: later reads look it up alone)
+        return backend
+    info = probe(path, streams=(stream,), verify=True)
+    return info.audio_backend if stream == "audio" else info.video_backend
