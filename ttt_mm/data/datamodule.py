@@ -202,7 +202,7 @@ class MediaDataModule(L.LightningDataModule):
         self._records: dict[str, tuple[tuple[int, int], bytes]] = {}  # `_clip_record`'s, by split
         self.skips: SkipList | None = None
         self.modalities_from: str | None = None  # what chose the modalities, when not the config (a checkpoint)
-        self.says_how_read = True  # False: the caller says it of the clips it reads (`say_how_read`)
+        self.says_how_read_on_setup = True  # False: the caller says it of the clips it reads (`say_how_read`)
         self._skipped_at_setup: set[str] = set()  # the skip list's names once `setup` had listed the data
         self._selection: Selection | None = None
 
@@ -266,7 +266,7 @@ class MediaDataModule(L.LightningDataModule):
             self._ensure_validation(warn=stage in (None, "fit"))
         self._selection = selection
         self._skipped_at_setup = set(self.skips.reasons)
-        if self.says_how_read:  # (of the files this stage reads: others' would be noise)
+        if self.says_how_read_on_setup:  # (of the files this stage reads: others' would be noise)
             stage_splits = STAGE_SPLITS.get(stage) or ((stage,) if stage in SPLITS else SPLITS)
             self.say_how_read([c for split in stage_splits for c in self.splits[split]])
         if stage in (None, "fit") and rank_zero_only.rank == 0:

@@ -130,8 +130,9 @@ def index_and_list(args: argparse.Namespace) -> int:
 
 
 def _stream_errors(records) -> str:
-    """Usable files with a stream that is not, counted by stream and reason: such a file serves only
-    configs that read its other stream."""
+    """What the summary says of the usable files besides their count: those with a stream that is not
+    (counted by stream and reason: such a file serves only configs that read its other stream), and
+    those read otherwise than plainly (silent, short of their stated length, with gaps, ending in zeros)."""
     counts = []
     for stream in ("video", "audio"):
         reasons = [r[f"{stream}_error"] for r in records if not r.get("error") and r.get(f"{stream}_error")]
