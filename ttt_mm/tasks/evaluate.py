@@ -266,9 +266,8 @@ def run(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data, **decoding, earlier_skips=False)
     if "modalities" in decoding:  # (the files are read as the checkpoints were trained)
         datamodule.modalities_from = "the checkpoint" if len(models) == 1 else "each checkpoint"
-    datamodule.says_how_read_on_setup = (
-        False  # (said below of the clips evaluated: not those held out or past max_files)
-    )
+    # said below of the clips evaluated, not of those held out or past max_files
+    datamodule.says_how_read_on_setup = False
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
     window = window or datamodule.eval_window_seconds
     window = check_window(models, window)
