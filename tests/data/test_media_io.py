@@ -182,6 +182,32 @@ def test_a_short_damaged_ogg_stretch_that_windowed_reads_pass_over_is_found_by_o
     assert torch.equal(track, read_samples(str(whole), 100.0, 30.0, 16000, "pyav"))
 
 
+@pytest.mark.parametrize(
+    ("rate", "channels", "seconds", "zeroed"),
+    [
+        (22050, 2, 4, 0.02),  # in reads of 2**18 rows: the first stops short at the damage, the next goes on
+        (16000, 1, 20, 0.005),  # in reads of 2**18 rows: each read gets its full count
+    ],
+)
+def test_damage_an_ogg_pass_in_large_reads_hides_is_found_and_read_by_pyav(tmp_path, rate, channels, seconds, zeroed):
+    """A few zeroed bytes in a Vorbis file that libsndfile's one pass, in reads of 2**18 rows, read
+    whole: the file was verified good, and every window read across the damage failed ("file ends at
+    sample N but its header promises M") or held other samples than PyAV's, in training and embed."""
+    noise = (0.3 * np.random.default_rng(0).standard_normal((seconds * rate, channels))).astype(np.float32)
+    path = tmp_path / "damaged.ogg"
+    sf.write(path, noise, rate, format="OGG", subtype="VORBIS")
+    data = bytearray(path.read_bytes())
+    start, span = len(data) // 2, round(len(data) * zeroed)
+    data[start : start + span] = bytes(span)
+    path.write_bytes(data)
+    with pytest.raises(decode.MediaError, match=r"libsndfile passes over \d+\.\d\d s of this Ogg stream"):
+        audio.ogg_peak(str(path), sf.info(path))
+    info = decode.probe(path, streams=("audio",), verify=True)
+    assert info.audio_backend == "pyav" and info.audio_duration == seconds and info.audio_gaps > 0
+    decode.clear_caches()  # from Python: a probe by the headers alone chooses libsndfile, which the first read checks
+    assert torch.equal(decode.read_audio(path, 0.0, None), read_samples(str(path), 0.0, seconds, 16000, "pyav"))
+
+
 def test_an_ogg_stretch_the_demuxer_cannot_parse_is_a_gap_and_the_rest_is_read(tmp_path):
     """FFmpeg's Ogg demuxer stops at a zeroed stretch longer than a page (a decoder passes over a bad
     packet; the demuxer raised, PyAV gave up and decord read the file only up to the damage)."""
@@ -381,6 +407,22 @@ def test_audio_ending_well_before_its_header_is_not_read_with_the_header(tmp_pat
     info = decode.probe(path, verify=True)  # the header is wrong: a backend that does not trust it reads what is there
     assert info.audio_backend != "soundfile" and info.audio_duration == pytest.approx(2.0, abs=0.01)
     assert info.audio_stated == pytest.approx(2.0 + missing)  # (and the index says so when the file is used)
+
+
+def test_a_cut_flac_read_from_python_is_read_as_far_as_it_goes_as_the_index_reads_it(tmp_path):
+    """A FLAC cut to 30% of its bytes: the index reads it with PyAV as far as it goes, and a read from
+    Python (a backend chosen by the headers: libsndfile) raised "file ends at sample N but its header
+    promises M"."""
+    whole = write_wav(tmp_path / "whole.flac", tone(20.0, 16000), 16000)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 3 // 10])
+    decode.clear_caches()
+    assert decode.probe(cut, streams=("audio",)).audio_backend == "soundfile"
+    read = decode.read_audio(cut, 0.0, None)
+    assert 4.0 < len(read) / 16000 < 8.0 and torch.equal(read, read_samples(str(cut), 0.0, None, 16000, "pyav"))
+    assert backends.recorded(str(cut), "audio") == ("pyav", True)  # (later reads go to PyAV at once)
+    with pytest.raises(decode.MediaError, match="file ends at sample"):  # (a backend asked for is used as it is)
+        decode.read_audio(cut, 0.0, None, backend="soundfile")
 
 
 @pytest.mark.parametrize(

@@ -89,11 +89,21 @@ def read_audio(
 ) -> Tensor:
     """Mono float32 samples of ``[start, start + duration)`` at ``sample_rate``: ``[n]``, silence before
     the file's start (a negative ``start`` reads left context; `audio.read_samples`). ``backend`` is one
-    of `AUDIO_BACKENDS`; None: the one `probe` chose."""
+    of `AUDIO_BACKENDS`; None: the one `probe` chose. Where that one's read fails, the file is probed
+    again with ``verify``, which reads it through: a file that holds less than its header says (cut
+    short) goes on to the backend that reads it as far as it goes, as in the dataset index."""
     path = os.fspath(path)
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Integral) or sample_rate < 1:
         raise ValueError(f"sample_rate must be a whole number of samples per second >= 1; got {sample_rate!r}")
-    return audio.read_samples(path, start, duration, sample_rate, chosen(path, "audio") if backend is None else backend)
+    if backend is not None:
+        return audio.read_samples(path, start, duration, sample_rate, backend)
+    choice = chosen(path, "audio")
+    try:
+        return audio.read_samples(path, start, duration, sample_rate, choice)
+    except MediaError:
+        if (verified := probe(path, streams=("audio",), verify=True).audio_backend) == choice:
+            raise
+    return audio.read_samples(path, start, duration, sample_rate, verified)
 
 
 def clear_caches() -> None:

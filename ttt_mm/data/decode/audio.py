@@ -142,17 +142,26 @@ def _sf_rows(path: str, lo: int, count: int, info) -> tuple[np.ndarray, int, Exc
         return data, int(stopped.argmax()) if stopped.any() else count, exc
 
 
+OGG_PASS_ROWS = 4096
+"""Rows per read of `ogg_peak`'s pass. Whether libsndfile's reads across damage come out short depends
+on their size: in reads of 2**18 rows, over half of 30 Vorbis files with 0.1-5% of their bytes zeroed
+or overwritten read their full count (a window across the damage then held other samples than
+PyAV's, or its read failed); in reads of 4096 rows none of 69 did, and 1851 undamaged Ogg files
+read whole."""
+
+
 def ogg_peak(path: str, info) -> float:
     """The peak of an Ogg file's samples, read from its start to its end in one pass, as libsndfile
     decodes them. libsndfile passes over a damaged stretch of an Ogg stream without an error and
     without a jump in its position: every later sample of a read across it comes early, while its
-    seeks (by the pages' granule positions) land right. The one pass then reads fewer samples than
-    the stream's length, which is an error here (PyAV reads such a file with the gap in place)."""
+    seeks (by the pages' granule positions) land right. The one pass (in reads of `OGG_PASS_ROWS`)
+    then reads fewer samples than the stream's length, which is an error here (PyAV reads such a file
+    with the gap in place)."""
     read, peak = 0, 0.0
     try:
         with sf.SoundFile(path) as f:
             mix = np.full(info.channels, 1.0 / info.channels, dtype=np.float32)  # (as `_sf_read` mixes)
-            while len(block := f.read(2**18, dtype="float32", always_2d=True)):  # (Vorbis and Opus: finite)
+            while len(block := f.read(OGG_PASS_ROWS, dtype="float32", always_2d=True)):  # (Vorbis, Opus: finite)
                 peak, read = max(peak, float(np.abs(block @ mix).max())), read + len(block)
     except sf.LibsndfileError as exc:
         raise MediaError(path, f"cannot read audio from sample {read} (of {info.frames}): {exc}") from None
