@@ -1120,7 +1120,7 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
     stop_at = 3
 
     class Interrupt(L.Callback):
-        def on_train_batch_end(self, trainer, *args):
+        def on_train_batch_start(self, trainer, *args):  # (a Ctrl-C lands in a batch, as here, more often than not)
             if trainer.global_step == stop_at:
                 raise KeyboardInterrupt
 
@@ -1143,6 +1143,7 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
     monkeypatch.setattr(train_task, "build", build_and_interrupt)
     out = interrupted()
     assert out["interrupted"] and Path(out["last_ckpt"]).is_file()
+    assert out["batches"] == 3  # (not the batch it was in: a run that ended before validating says so)
     (bar,) = [c for c in trainers[0].callbacks if isinstance(c, ProgressBar)]
     assert bar.train_progress_bar.disable  # closed now: at exit it was drawn again, after the summary
     assert torch.load(out["last_ckpt"], map_location="cpu", weights_only=False)["global_step"] == 2
@@ -1468,7 +1469,7 @@ def test_a_run_that_ended_before_its_first_validation_says_when_that_comes(tmp_p
     assert (out["batches"], out["val_every"], out["best_ckpt"]) == (2, 5, None)
     report(out)
     said = "best checkpoint: none (no validation has run: it comes every 5 training batches, "
-    assert said + "trainer.val_check_interval, and this run took 2)" in capsys.readouterr().out
+    assert said + "trainer.val_check_interval, and this run ended at batch 2)" in capsys.readouterr().out
     report(out | {"batches": 5, "val_every": 5})  # (validation ran but saved nothing: no reason to give)
     assert "best checkpoint: none (no validation has run)\n" in capsys.readouterr().out
 

@@ -185,7 +185,7 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
         "skip_list": datamodule.skips.path if datamodule.skips else None,
         "validation_off": trainer.limit_val_batches == 0,
         "val_every": trainer.val_check_interval,
-        "batches": trainer.fit_loop.total_batch_idx + 1,
+        "batches": trainer.fit_loop.epoch_loop.batch_progress.total.processed,  # (not one a Ctrl-C cut short)
     }
 
 
@@ -273,7 +273,9 @@ def _validation_interval(out: dict) -> str:
     every, batches = out.get("val_every"), out.get("batches")
     if type(every) is not int or batches is None or batches >= every:
         return ""
-    return f": it comes every {every} training batches, trainer.val_check_interval, and this run took {batches}"
+    return (
+        f": it comes every {every} training batches, trainer.val_check_interval, and this run ended at batch {batches}"
+    )
 
 
 def _no_last(out: dict) -> str:
