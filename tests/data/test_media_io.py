@@ -421,6 +421,8 @@ def test_a_cut_flac_read_from_python_is_read_as_far_as_it_goes_as_the_index_read
     read = decode.read_audio(cut, 0.0, None)
     assert 4.0 < len(read) / 16000 < 8.0 and torch.equal(read, read_samples(str(cut), 0.0, None, 16000, "pyav"))
     assert backends.recorded(str(cut), "audio") == ("pyav", True)  # (later reads go to PyAV at once)
+    info = decode.probe(cut, verify=True)  # (its native format as libsndfile states it: it was left unknown)
+    assert (info.audio_backend, info.sample_rate, info.channels, info.audio_stated) == ("pyav", 16000, 1, 20.0)
     with pytest.raises(decode.MediaError, match="file ends at sample"):  # (a backend asked for is used as it is)
         decode.read_audio(cut, 0.0, None, backend="soundfile")
 

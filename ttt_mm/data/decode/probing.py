@@ -261,8 +261,10 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
                 rate = 16000  # the usual training rate: the decoded track is cached for the first reads
                 track, placement = placed_track(path, rate, backend)
                 fields = {"audio_duration": len(track) / rate}
-                if present is not None:
+                if present is not None and present.sample_rate:
                     fields |= {"sample_rate": present.sample_rate, "channels": present.channels}
+                elif info is not None:  # (a format libsndfile opens: FFmpeg's view of it was not taken)
+                    fields |= {"sample_rate": info.samplerate, "channels": info.channels}
                 stated = _stated_seconds(info, present)
                 if stated is not None:
                     stated += placement.moved  # (on the video's timeline: sound before its start is cut)
