@@ -57,6 +57,7 @@ def write_video(
     b_frames: bool = False,
     audio_first: bool = False,
     audio_seconds: float | None = None,
+    gop: int | None = None,
 ) -> Path:
     """H.264 (+ AAC) file by default. ``times_ms`` gives explicit frame times (variable frame rate, mkv).
 
@@ -66,7 +67,8 @@ def write_video(
     them; the samples are the same), or, when negative, the picture that many seconds after the
     sound. ``muxer_options`` go to FFmpeg's muxer (e.g. a fragmented MP4); ``b_frames`` encodes
     H.264 with reordered frames, as cameras and most encoders do;
-    ``audio_first`` lists the audio stream before the video; ``audio_seconds`` ends the sound early.
+    ``audio_first`` lists the audio stream before the video; ``audio_seconds`` ends the sound early;
+    ``gop`` puts a key frame every that many frames (H.264), and only there.
     """
     options = ({"movflags": "faststart"} if faststart else {}) | (muxer_options or {})
     out = av.open(str(path), "w", options=options)
@@ -77,6 +79,8 @@ def write_video(
     video.options = {"libx264": {"preset": "ultrafast"}, "libsvtav1": {"preset": "12"}}.get(video_codec, {})
     if b_frames:
         video.options = {"preset": "medium", "bf": "2"}
+    if gop:
+        video.options = video.options | {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
     if times_ms is not None:
         video.time_base = video.codec_context.time_base = Fraction(1, 1000)
     n = len(times_ms) if times_ms is not None else round(seconds * fps)

@@ -645,6 +645,30 @@ def _windows_out_of_order(path, backend, starts, seconds, fps):
     ]
 
 
+def test_a_video_whose_last_key_frame_is_damaged_is_read_from_its_start(tmp_path, caplog):
+    """A zeroed key frame: every frame after it that a seek reaches (through that key frame) fails in
+    both backends, so the verified probe refused the whole file (a real MP4 with 30 KB zeroed at its
+    middle), where decoding in order passes over the damage with the pictures before it."""
+    path = write_video(tmp_path / "clip.mp4", seconds=6.0, fps=10, audio_rate=None, gop=20)
+    with av.open(str(path)) as container:
+        keys = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size and p.is_keyframe]
+    assert len(keys) == 3  # (at 0, 2 and 4 s)
+    data = bytearray(path.read_bytes())
+    pos, size = keys[-1]
+    data[pos + 8 : pos + size] = bytes(size - 8)  # (its start kept: the packet still parses as one)
+    path.write_bytes(bytes(data))
+    for backend in ("decord", "pyav"):  # (a seek into the last two seconds reads from the damaged key frame)
+        with pytest.raises(decode.MediaError):
+            decode.read_video(path, 5.0, 1.0, fps=10, size=32, backend=backend)
+    record = describe(str(path))
+    assert "error" not in record and record["video_backend"] == decode.FROM_START and record["n_frames"] == 60
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        window = decode.read_video(path, 4.0, 2.0, fps=10, size=32, backend=decode.FROM_START)
+    assert len(window) == 20 and "do not decode (damaged data)" in caplog.text  # (said, the picture before stands in)
+    decode.clear_caches()  # from Python, without the index: the first read checks the choice and goes on to it
+    assert torch.equal(decode.read_video(path, 4.0, 2.0, fps=10, size=32), window)
+
+
 def test_video_in_an_mpeg_transport_stream_is_read_from_its_start(tmp_path, caplog):
     """Seeks in MPEG program and transport streams land seconds off the frame asked for, so every
     window is reached by decoding from the first frame: windows out of order are the right pictures

@@ -12,7 +12,14 @@ import numpy as np
 
 from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, ogg_peak, placed_track, read_samples, sf_info
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, FROM_START, VIDEO_BACKENDS, recorded, remember
-from ttt_mm.data.decode.errors import MediaError, NothingDecodes, checked_stat, open_reason, without_frames
+from ttt_mm.data.decode.errors import (
+    FramesRefused,
+    MediaError,
+    NothingDecodes,
+    checked_stat,
+    open_reason,
+    without_frames,
+)
 from ttt_mm.data.decode.isobmff import missing_index
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
 from ttt_mm.data.decode.pcm_header import stated_frames
@@ -197,14 +204,15 @@ def _check_read_from_start(path: str, present: _Streams, verify: bool) -> None:
 def _probe_video(path: str, present: _Streams | None, verify: bool) -> dict:
     """The video fields of `MediaInfo`, from the first backend that reads the stream. ``verify`` also
     reads the last frame and checks that the backend's seeks land on the frames asked for; where no
-    backend's do, or the container cannot seek (an MPEG program or transport stream), the video is read
-    from its start (`FROM_START`), if `_check_read_from_start` passes."""
+    backend's do, or a decoder refuses a packet after a seek (`_in_order_may_read`), or the container
+    cannot seek (an MPEG program or transport stream), the video is read from its start (`FROM_START`),
+    if `_check_read_from_start` passes."""
     if present is None or not present.video:
         return {"has_video": False}
     errors, short = [], None  # short: the first backend's fields that fell short of the stated length
     for backend in VIDEO_BACKENDS if present.video_seekable else (FROM_START,):
-        if backend == FROM_START and present.video_seekable and not any(e.reason == SEEKS_LAND_OFF for e in errors):
-            continue  # (the last resort where seeks land off; elsewhere it would read what PyAV read)
+        if backend == FROM_START and present.video_seekable and not any(map(_in_order_may_read, errors)):
+            continue  # (the last resort where seeks land off or damage stops reads that seek: see there)
         try:
             if backend == FROM_START:
                 _check_read_from_start(path, present, verify)
@@ -315,6 +323,14 @@ def check_audio_covers_video(info: MediaInfo) -> None:
             f"the audio track decodes to {info.audio_duration:.2f} s but the video lasts "
             f"{info.video_duration:.2f} s (a truncated or corrupt track, or one that stops early)",
         )
+
+
+def _in_order_may_read(error: MediaError) -> bool:
+    """Whether reading from the start (`FROM_START`) may read a video that a backend failed on with
+    ``error``: where its seeks land off, and where the decoder refused a packet after a seek (a damaged
+    key frame: decoding in order, it holds the pictures before the damage and goes on past it).
+    Elsewhere it would fail as PyAV did."""
+    return error.reason == SEEKS_LAND_OFF or isinstance(error, FramesRefused)
 
 
 def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video"), verify: bool = False) -> MediaInfo:
