@@ -181,9 +181,9 @@ def _sf_window(path: str, info, first: int, count: int, sample_rate: int) -> Ten
 
 def _resampled_window(read, rate: int, first: int, count: int, sample_rate: int) -> Tensor:
     """Samples ``[first, first + count)`` at ``sample_rate`` of the signal ``read(lo, hi)`` gives at
-        ``rate`` (zeros outside it): resampled on whole blocks with context on both sides, so that
-        consecutive windows join into the one-shot resampled signal (to float rounding: a few 1e-8, at most
-    2e-7 on the files tried, as the filter's sums run in another order)."""
+    ``rate`` (zeros outside it): resampled on whole blocks with context on both sides, so that
+    consecutive windows join into the one-shot resampled signal (to float rounding: a few 1e-8, at
+    most 2e-7 on the files tried, as the filter's sums run in another order)."""
     if rate == sample_rate:
         return read(first, first + count)
     g = math.gcd(rate, sample_rate)
