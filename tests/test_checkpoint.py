@@ -125,6 +125,8 @@ def test_a_model_loaded_onto_a_gpu_this_machine_lacks_is_one_line_not_a_driver_e
         assert next(load_model(path, map_location="cpu").parameters()).device == torch.device("cpu")
     with pytest.raises(ValueError, match="pass device='cuda' or map_location='cpu', not both"):  # (cpu won, unsaid)
         load_model(path, device="cuda", map_location="cpu")
+    with pytest.raises(ValueError, match="pass device='cpu' or map_location='cuda', not both"):  # not cuda, unsaid
+        load_model(path, device="cpu", map_location="cuda")
     monkeypatch.setattr(torch.mps, "is_available", lambda: False)
     with pytest.raises(
         ValueError, match="^device=mps, but this PyTorch cannot run on mps here; use device=cpu or auto$"

@@ -142,22 +142,22 @@ def build_parts(hparams: dict, source: str) -> tuple[Tokenizer, Backbone]:
 
 def load_model(
     path: str | os.PathLike,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     weights_only: bool = True,
     *,
     map_location: str | torch.device | None = None,
 ) -> SequenceModel:
     """The whole ``SequenceModel`` (prediction head included) in eval mode on ``device`` (as
-    `resolve_device` reads it: ``"auto"`` picks a GPU where there is one), weights loaded strictly.
-    ``map_location``: the old name of ``device``, deprecated."""
+    `resolve_device` reads it: ``"auto"`` picks a GPU where there is one; None: the CPU), weights
+    loaded strictly. ``map_location``: the old name of ``device``, deprecated."""
     if map_location is not None:
-        if device != "cpu":
+        if device is not None:
             raise ValueError(
                 f"pass device={device!r} or map_location={map_location!r}, not both (map_location is device's old name)"
             )
         warnings.warn("load_model's map_location is deprecated; pass device", DeprecationWarning, stacklevel=2)
         device = map_location
-    on = resolve_device(device)  # before reading: a GPU this machine lacks is one line, not a driver error
+    on = resolve_device("cpu" if device is None else device)  # before reading: a GPU this machine lacks is one line, not a driver error
     return model_of(read_checkpoint(path, weights_only), path).to(on).eval()
 
 
