@@ -96,6 +96,8 @@ def test_intermediates_agree_with_forward():
     assert torch.equal(y, y2)
     assert len(hidden) == 2 and torch.equal(last_only[0], hidden[-1])
     assert torch.allclose(model.norm(hidden[-1]), y)
+    with pytest.raises(ValueError, match=r"layers must be block indices from -2 to 1; got \[2\]"):
+        model.forward_intermediates(x, layers=(0, 2))  # (not block 0 again, wrapped)
 
 
 def test_activation_checkpointing_gives_the_same_gradients():

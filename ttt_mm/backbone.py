@@ -242,8 +242,10 @@ class Backbone(nn.Module):
         layers: tuple[int, ...] | None = None,
         restart: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor], BackboneState]:
-        """Like :meth:`forward`, also returning the outputs of the blocks in ``layers``
-        (indices into ``range(depth)``, negatives allowed; ``None`` = all), for embedding and probing."""
+        """Like :meth:`forward`, also returning the outputs of the blocks in ``layers`` (indices from
+        ``-depth`` to ``depth - 1``; ``None`` = all), for embedding and probing: in block order, once each."""
+        if layers is not None and (bad := [i for i in layers if not -self.depth <= i < self.depth]):
+            raise ValueError(f"layers must be block indices from {-self.depth} to {self.depth - 1}; got {bad}")
         if state is not None:
             if not isinstance(state, BackboneState):
                 raise TypeError(

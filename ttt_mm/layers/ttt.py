@@ -42,7 +42,8 @@ class TTTLayerState:
 
 class TTTLayer(nn.Module):
     """Sequence mixer whose hidden state is a linear map or a 2-layer MLP trained while reading
-    (the mixer protocol: ``forward(x, state)``, `initial_state`, `bounded_state`, `no_weight_decay`).
+    (the mixer protocol, `ttt_mm.layers.Mixer`: ``forward(x, state)``, `initial_state`, `check_state`,
+    `bounded_state`, `restart_unit`, `no_weight_decay`).
 
     Args:
         dim: model width ``C``; ``num_heads`` heads of ``F = C / num_heads``.
@@ -53,6 +54,7 @@ class TTTLayer(nn.Module):
         share_qk: one projection for q and k followed by separate depthwise causal convs
             (the "mamba" backbone variant).
         conv_kernel: kernel of those convs.
+        rope_theta: base of the rotary embedding of q and k (at the position inside the mini-batch).
     """
 
     bounded_state = True

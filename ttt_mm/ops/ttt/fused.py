@@ -51,7 +51,8 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 # Mini-batches between the weight checkpoints that the forward stores (for the backward, and for its own
-# second launch where `parallel_spans`).
+# second launch where `parallel_spans`). The kernels' counterpart of the PyTorch core's `backward.SPAN`, kept
+# apart: here it sizes compiled tiles and scratch, there it is an argument a caller may change.
 CHECKPOINT = 16
 # What fits an H100's shared memory (232,448 bytes a program), measured by compiling for sm_90 offline (Triton
 # 3.8, 16-byte aligned pointers as PyTorch allocates them; `tests/ops/test_kernels_fit.py` compiles the
