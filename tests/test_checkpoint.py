@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from ttt_mm.backbone import Backbone
+from ttt_mm.checkpoint import load_model, load_parts
 from ttt_mm.data import ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.embed import Embedder
-from ttt_mm.embed.checkpoint import load_model, load_parts
 from ttt_mm.layers import AttentionLayer, TTTLayer
 from ttt_mm.tokenizers import AudioTokenizer, AVTokenizer, VideoTokenizer
 

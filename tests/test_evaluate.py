@@ -20,9 +20,9 @@ from hydra import compose, initialize_config_dir
 from mediafiles import tone, write_video, write_wav
 from omegaconf import OmegaConf
 
+from ttt_mm.checkpoint import resolve_device
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.data.clip_record import clip_record
-from ttt_mm.embed.checkpoint import resolve_device
 from ttt_mm.eval import loop as evaluate_loop
 from ttt_mm.eval.loop import model_info
 from ttt_mm.eval.report import ModelReport

@@ -108,9 +108,9 @@ def test_nothing_outside_the_tokenizers_names_a_concrete_tokenizer():
     assert users == []
 
 
-def test_the_top_level_holds_only_the_backbone_the_module_and_packages():
+def test_the_top_level_holds_only_the_backbone_the_module_its_checkpoints_and_packages():
     files = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert files == ["__init__.py", "backbone.py", "module.py"]
+    assert files == ["__init__.py", "backbone.py", "checkpoint.py", "module.py"]
 
 
 @pytest.mark.parametrize("old", sorted(ttt_mm.MOVED))

@@ -5,7 +5,7 @@ Old import paths of modules that moved (`MOVED`: into ``ttt_mm.embed``, ``ttt_mm
 the next release: importing one gives the module at its new home and a DeprecationWarning (names
 that moved between modules likewise, through `moved_names`). They are
 resolved by a small import hook rather than by shim files, so the package's top level holds only
-``backbone`` and ``module`` beside its sub-packages (the one moved command, ``python -m
+``backbone``, ``module`` and ``checkpoint`` beside its sub-packages (the one moved command, ``python -m
 ttt_mm.data.probe``, keeps a file: ``-m`` needs one).
 """
 
@@ -38,6 +38,7 @@ MOVED = {
     "ttt_mm.eval.features": "ttt_mm.linear_probe.features",
     "ttt_mm.eval.folds": "ttt_mm.linear_probe.folds",
     "ttt_mm.eval.linear_probe": "ttt_mm.linear_probe.classifier",
+    "ttt_mm.embed.checkpoint": "ttt_mm.checkpoint",
 }
 """Deprecated module path -> its new home (the old paths go in the next release)."""
 

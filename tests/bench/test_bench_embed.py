@@ -6,7 +6,7 @@ import pytest
 
 from ttt_mm.bench import embed
 from ttt_mm.bench.media import write_synthetic_flac
-from ttt_mm.embed.checkpoint import load_parts
+from ttt_mm.checkpoint import load_parts
 
 
 def test_every_row_builds_the_tokenizer_it_names(tmp_path):

@@ -1,7 +1,7 @@
-"""Embeddings from a trained checkpoint: the one checkpoint loader, the streaming `Embedder`, the row
+"""Embeddings from a trained checkpoint (read by `ttt_mm.checkpoint`): the streaming `Embedder`, the row
 clock, running reducers, ``.npy`` + ``.json`` files and the HEAR interface (`ttt_mm.embed.hear`)."""
 
-from ttt_mm.embed.checkpoint import load_parts
+from ttt_mm.checkpoint import load_parts
 from ttt_mm.embed.clock import MIXED, Clock
 from ttt_mm.embed.embedder import DEFAULT_WINDOW_TOKENS, EMBEDDING_OPTIONS, Embedder, Embeddings, Stream
 from ttt_mm.embed.reducers import POOLS

@@ -40,12 +40,12 @@ import torch
 from torch import Tensor
 
 from ttt_mm.backbone import Backbone, BackboneState
+from ttt_mm.checkpoint import load_parts, resolve_device
 from ttt_mm.data.datasets import ReadSpec, clip_span, collate, iter_windows, to_device, walk
 from ttt_mm.data.decode import MediaError, MediaInfo
 from ttt_mm.data.media import TensorMedia
 from ttt_mm.data.selection import index_clips
 from ttt_mm.data.sources import ClipInfo
-from ttt_mm.embed.checkpoint import load_parts, resolve_device
 from ttt_mm.embed.clock import MIXED, Clock
 from ttt_mm.embed.reducers import POOLS, HopBins, Pool, PoolKind
 from ttt_mm.tokenizers import Tokenizer
@@ -170,7 +170,7 @@ class Embedder:
         weights_only: bool = True,
     ) -> Embedder:
         """Build from a ``SequenceModel`` checkpoint; arguments as in the constructor, ``weights_only`` as
-        in `ttt_mm.embed.checkpoint` (the one loader: ``False`` only for files you trust)."""
+        in `ttt_mm.checkpoint` (the one loader: ``False`` only for files you trust)."""
         tokenizer, backbone, _ = load_parts(path, weights_only)
         return cls(tokenizer, backbone, layer, norm, hop_seconds, pool, window_seconds, device)
 

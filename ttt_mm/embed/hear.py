@@ -75,7 +75,7 @@ def load_model(
     """Load a ttt-mm checkpoint (``SequenceModel``, audio tokenizer) as a HEAR model.
 
     ``layer`` picks the block whose output is the embedding (-1: the last); ``device`` defaults to
-    CUDA when available; ``weights_only`` as in `ttt_mm.embed.checkpoint`.
+    CUDA when available; ``weights_only`` as in `ttt_mm.checkpoint`.
     """
     if not model_file_path:
         raise ValueError("load_model needs the path of a ttt-mm checkpoint (there are no built-in weights)")

@@ -29,9 +29,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ttt_mm.checkpoint import model_of, read_checkpoint, resolve_device, trained_files, trained_split
 from ttt_mm.data import ClipInfo
 from ttt_mm.data.sources import SPLITS
-from ttt_mm.embed.checkpoint import model_of, read_checkpoint, resolve_device, trained_files, trained_split
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding, checkpoint_split
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.report import MODALITY_NAMES

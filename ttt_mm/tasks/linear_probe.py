@@ -35,12 +35,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ttt_mm.checkpoint import build_parts
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource
 from ttt_mm.data.selection import index_clips
 from ttt_mm.data.skiplist import count_reasons, missing_stream_hint
 from ttt_mm.data.sources import MANIFEST_SUFFIXES, SPLITS
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
-from ttt_mm.embed.checkpoint import build_parts
 from ttt_mm.linear_probe.classifier import FoldScore, cross_validate, majority_class, summarize
 from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
 from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups

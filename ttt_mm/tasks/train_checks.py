@@ -13,9 +13,9 @@ import lightning as L
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
+from ttt_mm.checkpoint import read_checkpoint
 from ttt_mm.data.datasets import MODALITIES, off_grid
 from ttt_mm.data.training_order import is_seed
-from ttt_mm.embed.checkpoint import read_checkpoint
 from ttt_mm.tasks.common import ConfigError, in_a_sweep
 from ttt_mm.tasks.config_types import check_config
 

@@ -8,7 +8,8 @@ tokenizer can map targets back to media (`invert`) and to the embeddings it woul
 from that media (`embed_targets`, for rollouts).
 
 `Tokenizer` is the whole interface its callers use; nothing outside ``ttt_mm.tokenizers`` names a
-concrete tokenizer. Every tokenizer sets, in ``__init__``:
+concrete tokenizer (but the upgrade of old checkpoints' configs, which reads their class names). Every
+tokenizer sets, in ``__init__``:
 
 - ``decoding``: what to decode for it (`Decoding`: streams, sample rate, fps, frame size, audio
   context);

@@ -1,4 +1,5 @@
-"""The one checkpoint loader: embed, evaluate and HEAR read ``SequenceModel`` checkpoints through it.
+"""The one checkpoint loader: embed, evaluate, the linear probe, HEAR and training's resume checks read
+``SequenceModel`` checkpoints through it (what Lightning saved, read back as a model or its parts).
 
 The rule: checkpoints are read with ``torch.load(weights_only=True)``, which unpickles only tensors
 and plain types, so a file cannot run code when it is opened. ``SequenceModel`` saves its
@@ -157,7 +158,9 @@ def load_model(
             )
         warnings.warn("load_model's map_location is deprecated; pass device", DeprecationWarning, stacklevel=2)
         device = map_location
-    on = resolve_device("cpu" if device is None else device)  # before reading: a GPU this machine lacks is one line, not a driver error
+    on = resolve_device(
+        "cpu" if device is None else device
+    )  # before reading: a GPU this machine lacks is one line, not a driver error
     return model_of(read_checkpoint(path, weights_only), path).to(on).eval()
 
 
