@@ -70,6 +70,17 @@ def test_invert_gives_media_per_step_rows_per_step(tokenizer):
         assert media[name].shape[1] == steps * per_step
 
 
+@pytest.mark.parametrize("name", ["video", "av"])
+def test_targets_that_are_not_whole_steps_are_refused(name):
+    tokenizer = TOKENIZERS[name]()
+    tokens = tokenizer(batch_for(tokenizer))
+    cut, stats = tokens.targets[:, 1:], tokens.target_stats[:, 1:]
+    n, P = cut.shape[1], tokenizer.tokens_per_step
+    for call in (tokenizer.invert, tokenizer.embed_targets):
+        with pytest.raises(ValueError, match=f"^{n} tokens is not a whole number of steps of {P}$"):
+            call(cut, stats)
+
+
 def test_target_widths_mark_the_real_target_entries(tokenizer):
     tokens = tokenizer(batch_for(tokenizer))
     widths = tokenizer.target_widths(tokens.modality)

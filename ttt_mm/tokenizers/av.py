@@ -119,10 +119,8 @@ class AVTokenizer(Tokenizer):
 
     def invert(self, targets: Tensor, target_stats: Tensor | None = None) -> dict[str, Tensor]:
         """``{"audio": log-mel [B, F, n_mels], "video": uint8 [B, T, 3, S, S]}`` from AV targets."""
-        b, n, _ = targets.shape
-        if n % self.tokens_per_step:
-            raise ValueError(f"{n} tokens is not a whole number of steps of {self.tokens_per_step}")
-        steps = targets.reshape(b, n // self.tokens_per_step, self.tokens_per_step, -1)
+        b = targets.shape[0]
+        steps = targets.reshape(b, self.steps_in(targets), self.tokens_per_step, -1)
         audio = steps[:, :, : self.audio_per_step, : self.audio.target_dim].flatten(1, 2)
         video = steps[:, :, self.audio_per_step :, : self.video.target_dim].flatten(1, 2)
         stats = None
@@ -134,11 +132,8 @@ class AVTokenizer(Tokenizer):
         """Each step's audio and video parts embedded by their tokenizers, plus the modality embeddings."""
         if target_stats is None:
             raise ValueError("video targets need their patch statistics (target_stats) to become pixels")
-        b, n, _ = targets.shape
+        b, k = targets.shape[0], self.steps_in(targets)
         per_step, a = self.tokens_per_step, self.audio_per_step
-        if n % per_step:
-            raise ValueError(f"{n} tokens is not a whole number of steps of {per_step}")
-        k = n // per_step
         steps = targets.reshape(b, k, per_step, -1)  # [B, K, per_step, D]
         audio = self.audio.embed_targets(steps[:, :, :a].flatten(1, 2))  # [B, K * a, dim]
         video_stats = target_stats.reshape(b, k, per_step, 2, 3)[:, :, a:].flatten(1, 2)

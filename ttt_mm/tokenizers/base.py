@@ -116,6 +116,13 @@ class Tokenizer(nn.Module):
         ``target_stats [B, N, 2, 3]`` as in `Tokens`, required when there is video)."""
         raise NotImplementedError
 
+    def steps_in(self, targets: Tensor) -> int:
+        """How many steps the tokens of ``targets [B, N, ...]`` make; ValueError unless whole ones."""
+        n = targets.shape[1]
+        if n % self.tokens_per_step:
+            raise ValueError(f"{n} tokens is not a whole number of steps of {self.tokens_per_step}")
+        return n // self.tokens_per_step
+
     def whole_steps(self, seconds: float) -> int | None:
         """How many steps ``seconds`` holds, or None unless that is a whole number, at least 1 (windows
         of media must be: a step's tokens are made together)."""

@@ -187,8 +187,7 @@ class VideoTokenizer(Tokenizer):
         mean 0.5 and std 0.25, which is enough to look at predicted structure.
         """
         b, n, _ = targets.shape
-        if n % self.tokens_per_step:
-            raise ValueError(f"{n} tokens is not a whole number of steps of {self.tokens_per_step}")
+        self.steps_in(targets)
         patches = targets[..., : self.target_dim].reshape(b, n, -1, 3).float()
         if target_stats is None:
             patches = patches * 0.25 + 0.5
