@@ -37,8 +37,9 @@ from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks import train_checks
 from ttt_mm.tasks.common import ConfigError
 from ttt_mm.tasks.job_logs import quiet_lightning
+from ttt_mm.tasks.resume_advice import resume_command, where_to_resume
 from ttt_mm.tasks.run_folders import config_subdir_of, run_dir_of
-from ttt_mm.tasks.train import build, report, resume_command, run, where_to_resume
+from ttt_mm.tasks.train import build, report, run
 from ttt_mm.tasks.train_checks import check_carried_windows, check_window_length, run_length
 from ttt_mm.tokenizers.base import Tokenizer
 

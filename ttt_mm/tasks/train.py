@@ -7,38 +7,28 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import shlex
 import shutil
-import signal
 import sys
 from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from ttt_mm.callbacks import last_checkpoint
-from ttt_mm.data import reading_notes
 from ttt_mm.data.datamodule import NAMED_FILES
-from ttt_mm.data.decode.isolation import crash_reason
-from ttt_mm.data.restarts import CRASH_SIGNALS
-from ttt_mm.data.skiplist import SkipList
 from ttt_mm.messages import one_line
 from ttt_mm.module import Diverged
 from ttt_mm.tasks.command_keys import positive_count
 from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command
-from ttt_mm.tasks.composing import hydra_command, shell_override
+from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
+from ttt_mm.tasks.resume_advice import WORKER_DIED, resume_this_run, where_to_resume
 from ttt_mm.tasks.run_folders import forget_refused_resume
-from ttt_mm.tasks.sweep_report import into_sweep_job
 from ttt_mm.tasks.train_checks import check, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 
@@ -129,7 +119,7 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
                 for folder in new_log_dirs:
                     shutil.rmtree(folder, ignore_errors=True)
             error = ConfigError(
-                f"ckpt_path={cfg.ckpt_path} cannot resume this run ({_first_line(err)}); resume with the overrides "
+                f"ckpt_path={cfg.ckpt_path} cannot resume this run ({_load_error(err)}); resume with the overrides "
                 "that trained it (its run directory's .hydra/overrides.yaml)"
             )
             error.trained = trained  # (then its config record stays: `main`)
@@ -159,7 +149,7 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
             for folder in new_log_dirs:  # (this attempt's empty log versions)
                 shutil.rmtree(folder, ignore_errors=True)
             raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path} cannot be tested with this config ({_first_line(err)}); test it with "
+                f"ckpt_path={cfg.ckpt_path} cannot be tested with this config ({_load_error(err)}); test it with "
                 "the overrides that trained it (its run directory's .hydra/overrides.yaml)"
             ) from None
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -194,7 +184,7 @@ def _does_not_fit(err: BaseException) -> bool:
     return any(s in str(err) for s in RESUME_ERRORS)
 
 
-def _first_line(err: BaseException) -> str:
+def _load_error(err: BaseException) -> str:
     """What torch's load error says differs (its first line that is not a heading), at most 200 characters."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     first = next((line for line in lines if not line.endswith(":")), lines[0] if lines else type(err).__name__)
@@ -291,94 +281,13 @@ def _how_to_resume(out: dict) -> str:
         every = out.get("save_every")
         when = f" (every {every} steps: callbacks.last_checkpoint.every_n_train_steps)" if every else ""
         return f"no checkpoint was saved{when}, so there is nothing to resume from"
-    line = f"resume with {_resume_command(out['last_ckpt'])}"
+    line = f"resume with {resume_this_run(out['last_ckpt'])}"
     saved = out.get("last_ckpt_step")
     if saved is not None and out["step"] >= saved:
         lost = out["step"] - saved
         since = "no step is" if lost == 0 else "the step since is" if lost == 1 else f"the {lost} steps since are"
         line += f" (saved at step {saved}: {since} trained again)"
     return line
-
-
-WORKER_DIED = "a data loader worker died"
-
-
-def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
-    """The line that ends a run stopped by an error: what is known of a data loader worker that died
-    (PyTorch then raises from its queue, naming no file: `dead_worker`), and the checkpoint to
-    resume from."""
-    folder = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath")  # (none: no last.ckpt is written)
-    last = Path(folder) / last_checkpoint.FILE_NAME if folder else None
-    saved = last is not None and last.is_file()
-    chain = [exc]  # (PyTorch's own error, with what it caught behind it)
-    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 10:
-        chain.append(cause)
-    died = any(isinstance(e, (ConnectionResetError, EOFError)) or "DataLoader worker" in str(e) for e in chain)
-    if not (died or saved):
-        return None
-    line = "training stopped by the error above"
-    if died:
-        line += f" ({dead_worker(cfg, ' '.join(map(str, chain)))})"
-    return line + (f"; resume with {_resume_command(last)}" if saved else "")
-
-
-def _resume_command(last: str | os.PathLike) -> str:
-    """The command that resumes this run from ``last`` (`resume_command`); ``ckpt_path=<last>`` alone
-    where the run was not started by a Hydra command."""
-    if not HydraConfig.initialized():
-        return f"ckpt_path={last}"
-    hydra = HydraConfig.get()
-    job = (hydra.sweep.dir, hydra.sweep.subdir) if hydra.mode == RunMode.MULTIRUN else None
-    return resume_command(last, list(hydra.overrides.task), sys.argv[0], job)
-
-
-def resume_command(
-    last: str | os.PathLike, overrides: list[str], script: str, sweep_job: tuple[str, str] | None = None
-) -> str:
-    """``python train.py <the run's overrides> ckpt_path=<last>``, quoted for a shell: a run resumes only
-    with the settings that trained it (``ckpt_path=`` alone failed on any run with overrides). A sweep's
-    job (``sweep_job``: the sweep's folder and the job's) resumes as a sweep of one into its folder, so
-    that its results join the sweep's ``results.csv`` from whichever folder it is run in."""
-    kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != "ckpt_path"]
-    path = Path(script)
-    command = (
-        f"python {script}" if path.name == "train.py" and "ttt_mm" not in path.parts else "python -m ttt_mm.tasks.train"
-    )
-    said = [*map(shlex.quote, kept)]
-    if sweep_job is not None:
-        command += " -m"
-        said.append(into_sweep_job(*sweep_job))
-    return " ".join([command, *said, shell_override("ckpt_path", str(last))])
-
-
-def dead_worker(cfg: DictConfig, error: str) -> str:
-    """What is known of a data loader worker that died, from PyTorch's ``error`` text: the file it was
-    reading (`reading_notes`), which a decoder that crashed on it (`CRASH_SIGNALS`) puts in the skip
-    list, so that a resumed run passes over it instead of crashing on it again; else what likely
-    killed it."""
-    how = _SIGNALS.get(m[1].strip()) if (m := re.search(r"killed by signal: ([^.]+)", error)) else None
-    pids = re.search(r"\(pid(?:\(s\))? ([\d, ]+)\)", error)
-    workers = [int(p) for p in pids[1].split(",")] if pids else [None]  # (None: the one note left, if any)
-    name = next((n for w in workers if (n := reading_notes.left_by(w))), None)
-    path = OmegaConf.select(cfg, "data.skip_list")
-    memory = "killed for memory? fewer data.num_workers or shorter windows use less"
-    for_memory = how in (None, "SIGKILL")  # (what the kernel's out-of-memory killer sends)
-    if name is None:
-        return f"{WORKER_DIED}: {memory if for_memory else how}"
-    if how in CRASH_SIGNALS and path:
-        SkipList(path).add(name, crash_reason(how))
-        return (
-            f"{WORKER_DIED} reading {name}, decoder crashed: {how}: listed in {path}, so a resumed run passes over it"
-        )
-    listing = (
-        f"; if a resumed run dies on it again, list it in {path} (a line: the path, a tab, a reason)" if path else ""
-    )
-    killed = f"{how or 'how is not known'}: {memory if for_memory else 'not a crash'}"
-    return f"{WORKER_DIED} reading {name} ({killed}){listing}"
-
-
-_SIGNALS = {signal.strsignal(s): s.name for s in signal.Signals if signal.strsignal(s)}
-"""Signal names by the description PyTorch reports a dead worker with ("Segmentation fault": SIGSEGV)."""
 
 
 @hydra_command("train")

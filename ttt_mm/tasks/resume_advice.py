@@ -1,0 +1,105 @@
+"""How a stopped training run goes on: the command that resumes it (with the overrides that trained
+it), and, for a run stopped by an error, what is known of a data loader worker that died (PyTorch names
+no file; the worker's reading note does, and a decoder crash on that file puts it in the skip list, so
+that a resumed run passes over it)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from ttt_mm.callbacks import last_checkpoint
+from ttt_mm.data import reading_notes
+from ttt_mm.data.decode.isolation import crash_reason
+from ttt_mm.data.restarts import CRASH_SIGNALS
+from ttt_mm.data.skiplist import SkipList
+from ttt_mm.tasks.composing import shell_override
+from ttt_mm.tasks.sweep_report import into_sweep_job
+
+WORKER_DIED = "a data loader worker died"
+
+
+def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
+    """The line that ends a run stopped by an error: what is known of a data loader worker that died
+    (PyTorch then raises from its queue, naming no file: `_dead_worker`), and the checkpoint to
+    resume from."""
+    folder = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath")  # (none: no last.ckpt is written)
+    last = Path(folder) / last_checkpoint.FILE_NAME if folder else None
+    saved = last is not None and last.is_file()
+    chain = [exc]  # (PyTorch's own error, with what it caught behind it)
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 10:
+        chain.append(cause)
+    died = any(isinstance(e, (ConnectionResetError, EOFError)) or "DataLoader worker" in str(e) for e in chain)
+    if not (died or saved):
+        return None
+    line = "training stopped by the error above"
+    if died:
+        line += f" ({_dead_worker(cfg, ' '.join(map(str, chain)))})"
+    return line + (f"; resume with {resume_this_run(last)}" if saved else "")
+
+
+def resume_this_run(last: str | os.PathLike) -> str:
+    """The command that resumes this run from ``last`` (`resume_command`); ``ckpt_path=<last>`` alone
+    where the run was not started by a Hydra command."""
+    if not HydraConfig.initialized():
+        return f"ckpt_path={last}"
+    hydra = HydraConfig.get()
+    job = (hydra.sweep.dir, hydra.sweep.subdir) if hydra.mode == RunMode.MULTIRUN else None
+    return resume_command(last, list(hydra.overrides.task), sys.argv[0], job)
+
+
+def resume_command(
+    last: str | os.PathLike, overrides: list[str], script: str, sweep_job: tuple[str, str] | None = None
+) -> str:
+    """``python train.py <the run's overrides> ckpt_path=<last>``, quoted for a shell: a run resumes only
+    with the settings that trained it (``ckpt_path=`` alone failed on any run with overrides). A sweep's
+    job (``sweep_job``: the sweep's folder and the job's) resumes as a sweep of one into its folder, so
+    that its results join the sweep's ``results.csv`` from whichever folder it is run in."""
+    kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != "ckpt_path"]
+    path = Path(script)
+    command = (
+        f"python {script}" if path.name == "train.py" and "ttt_mm" not in path.parts else "python -m ttt_mm.tasks.train"
+    )
+    said = [*map(shlex.quote, kept)]
+    if sweep_job is not None:
+        command += " -m"
+        said.append(into_sweep_job(*sweep_job))
+    return " ".join([command, *said, shell_override("ckpt_path", str(last))])
+
+
+def _dead_worker(cfg: DictConfig, error: str) -> str:
+    """What is known of a data loader worker that died, from PyTorch's ``error`` text: the file it was
+    reading (`reading_notes`), which a decoder that crashed on it (`CRASH_SIGNALS`) puts in the skip
+    list, so that a resumed run passes over it instead of crashing on it again; else what likely
+    killed it."""
+    how = _SIGNALS.get(m[1].strip()) if (m := re.search(r"killed by signal: ([^.]+)", error)) else None
+    pids = re.search(r"\(pid(?:\(s\))? ([\d, ]+)\)", error)
+    workers = [int(p) for p in pids[1].split(",")] if pids else [None]  # (None: the one note left, if any)
+    name = next((n for w in workers if (n := reading_notes.left_by(w))), None)
+    path = OmegaConf.select(cfg, "data.skip_list")
+    memory = "killed for memory? fewer data.num_workers or shorter windows use less"
+    for_memory = how in (None, "SIGKILL")  # (what the kernel's out-of-memory killer sends)
+    if name is None:
+        return f"{WORKER_DIED}: {memory if for_memory else how}"
+    if how in CRASH_SIGNALS and path:
+        SkipList(path).add(name, crash_reason(how))
+        return (
+            f"{WORKER_DIED} reading {name}, decoder crashed: {how}: listed in {path}, so a resumed run passes over it"
+        )
+    listing = (
+        f"; if a resumed run dies on it again, list it in {path} (a line: the path, a tab, a reason)" if path else ""
+    )
+    killed = f"{how or 'how is not known'}: {memory if for_memory else 'not a crash'}"
+    return f"{WORKER_DIED} reading {name} ({killed}){listing}"
+
+
+_SIGNALS = {signal.strsignal(s): s.name for s in signal.Signals if signal.strsignal(s)}
+"""Signal names by the description PyTorch reports a dead worker with ("Segmentation fault": SIGSEGV)."""
