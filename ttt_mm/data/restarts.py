@@ -23,7 +23,7 @@ PyTorch reports a dead worker from a SIGCHLD handler too, which raises wherever 
 happens to be (in the middle of a forward pass). The loader's workers are taken off that handler's
 list, so their death surfaces where it can be handled: in the loader's own wait for data, within 5 s
 (or ``data.timeout`` when that is set). Where PyTorch lacks the internals this uses, a crash ends the
-run as before (`ttt_mm.tasks.train.dead_worker` then names the file and lists it for the resumed run).
+run as before (`ttt_mm.tasks.resume_advice.where_to_resume` then names the file and lists it for the resumed run).
 """
 
 from __future__ import annotations
