@@ -174,6 +174,12 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
             "cpu_threads is not a key of this command's config; did you mean threads? (a key of your own is added "
             "with +cpu_threads=...)",
         ),
+        (  # (a key's first word: too short for a close spelling)
+            "embed",
+            "hop=0.5",
+            "hop is not a key of this command's config; did you mean hop_seconds? (a key of your own is added "
+            "with +hop=...)",
+        ),
         (  # (an argument of the mixer that its config leaves at its default: not "a key of your own")
             "train",
             "model.backbone.mixer.rope_theta=500",

@@ -116,7 +116,7 @@ def composing_error_message(err: Exception) -> str:
         nested = [f"{prefix}{k}.{name}" for k in parent if _holds(parent, k, name)]
         if not nested and (elsewhere := _of_other_options(key)):
             return f"{key} is not a key of this command's config: {elsewhere}"
-        close = nested or [prefix + c for c in get_close_matches(name, [str(k) for k in parent], n=1)]
+        close = nested or [prefix + c for c in [closest_key(name, parent)] if c]
         hint = f"; did you mean {close[0]}?" if close else ""
         return f"{key} is not a key of this command's config{hint} (a key of your own is added with +{key}=...)"
     if isinstance(err, MissingConfigException) and any(line.startswith("Available options") for line in lines):
@@ -129,6 +129,14 @@ def composing_error_message(err: Exception) -> str:
         found = lines[0].split(": ", 1)[-1]
         return f"{found[:1].lower()}{found[1:]}{hint} (the options of {group}: {', '.join(options)})"
     return " | ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))
+
+
+def closest_key(name: str, keys) -> str | None:
+    """The key a mistyped ``name`` most likely meant: the first that ``name`` begins (``hop`` for
+    ``hop_seconds``: too short for a close spelling), else the closest spelling; None when none is close."""
+    keys = sorted(str(k) for k in keys)
+    begun = [k for k in keys if k.startswith(name) and k != name]
+    return begun[0] if begun else next(iter(get_close_matches(name, keys, n=1)), None)
 
 
 def _builder_taking(node: DictConfig, name: str) -> str | None:

@@ -12,7 +12,6 @@ import os
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
-from difflib import get_close_matches
 from pathlib import Path, PurePath
 from typing import Any, Literal, Union
 
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
-from ttt_mm.tasks.composing import TRAINING_GROUPS, no_training_settings
+from ttt_mm.tasks.composing import TRAINING_GROUPS, closest_key, no_training_settings
 
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 UNKNOWN = None
@@ -60,8 +59,8 @@ def check_names(target, keys: Sequence[str], prefix: str) -> None:
     for key in keys:
         if key not in params:
             where = f"{prefix}.{key}" if prefix else str(key)
-            close = get_close_matches(str(key), list(params), n=1)
-            hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
+            close = closest_key(str(key), params)
+            hint = f"; did you mean {prefix + '.' if prefix else ''}{close}?" if close else ""
             raise ConfigError(f"{where} is not a setting of {getattr(target, '__name__', target)}{hint}")
 
 
@@ -129,7 +128,7 @@ def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
             continue
         nested = [f"{k}.{key}" for k in cfg if isinstance(cfg.get(k), DictConfig) and key in cfg[k]]
         keys = sorted(known - {"defaults", "hydra"})
-        close = nested or [k for k in keys if k.startswith(key)] or get_close_matches(key, keys, n=1)
+        close = nested or [c for c in [closest_key(key, keys)] if c]
         if close:
             raise ConfigError(
                 f"{override.split('=', 1)[0]}: {key} is not a key of this command; did you mean {close[0]}?"
