@@ -246,7 +246,7 @@ def test_a_resume_after_a_file_was_rewritten_with_another_length_is_warned_about
     assert line.endswith(f"; training clips since the checkpoint: 1 with another length ({first})")
 
 
-def test_a_streamed_run_says_once_that_it_reads_with_one_worker(caplog):
+def test_a_streamed_run_says_once_that_it_trains_with_one_worker(caplog):
     """It was said again with every epoch's loader (four times in a run of eight steps), and by every rank."""
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         dm = MediaDataModule(
@@ -255,14 +255,19 @@ def test_a_streamed_run_says_once_that_it_reads_with_one_worker(caplog):
         dm.setup("fit")
         loaders = [dm.train_dataloader() for _ in range(3)]
     assert [loader.loader.num_workers for loader in loaders] == [1, 1, 1]
-    assert len([r for r in caplog.records if "reads with one loader worker" in r.message]) == 1
+    said = [r.message for r in caplog.records if "trains with one loader worker" in r.message]
+    assert said == [
+        "data.stream=true trains with one loader worker (its rows walk files in order), not data.num_workers=3 "
+        "(which validation and testing use)"
+    ]
+    assert dm.val_dataloader().loader.num_workers == 3
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         crops = MediaDataModule(SyntheticSource(num_clips=4, duration=4.0), size=32, clip_seconds=1.0, num_workers=3)
         crops.setup("fit")
         loader = crops.train_dataloader()
     assert crops.stream is False and isinstance(loader.loader.dataset, WindowDataset) and loader.loader.num_workers == 3
-    assert not [r for r in caplog.records if "reads with one loader worker" in r.message]
+    assert not [r for r in caplog.records if "trains with one loader worker" in r.message]
 
 
 def test_the_audio_context_read_covers_what_the_tokenizer_needs():
