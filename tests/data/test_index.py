@@ -140,6 +140,24 @@ def test_files_indexed_in_the_cache_of_another_folder_are_not_probed_again(folde
     assert passed_over.probed == 2
 
 
+def test_a_file_reached_through_a_link_is_probed_once_whichever_way(folder, tmp_path):
+    """A folder of links to a dataset's files, then a manifest listing the files themselves: each file was
+    probed again (its records were keyed by the path it was reached by)."""
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "t.wav").symlink_to(folder / "tone.wav")
+    (links / "v.mp4").symlink_to(folder / "av.mp4")
+    tone, av = str(folder / "tone.wav"), str(folder / "av.mp4")
+    linked, first = index_files([links / "t.wav"], tmp_path / "cache")
+    assert first.probed == 1 and linked[str(links / "t.wav")]["path"] == str(links / "t.wav")
+    direct, second = index_files([tone, av], tmp_path / "cache")
+    assert (second.probed, second.cached) == (1, 1)  # av.mp4 only
+    assert direct[tone] == linked[str(links / "t.wav")] | {"path": tone}
+    both, third = index_files([links / "v.mp4", tone, links / "t.wav"], tmp_path / "cache")  # the other way round
+    assert (third.probed, third.cached) == (0, 2) and list(both) == [str(links / "v.mp4"), tone, str(links / "t.wav")]
+    assert both[str(links / "v.mp4")] == direct[av] | {"path": str(links / "v.mp4")}
+
+
 def test_compressed_audio_longer_than_the_decode_cache_is_warned_about_once(media, tmp_path, caplog, monkeypatch):
     """Such a track is decoded whole for a window whenever another file's audio was read in between."""
     monkeypatch.setattr(selection, "AUDIO_CACHE_SAMPLES", 16000 * 2)  # 2 s: the 3 s AAC track is longer

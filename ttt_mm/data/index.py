@@ -4,7 +4,7 @@
 audio decoded) in an `IsolatedPool`, so a file that crashes or hangs a decoder is recorded as bad
 ("decoder crashed: SIGABRT", "decoder hung: no answer in 60 s") and is never opened by the process
 that trains, embeds or evaluates. The records are cached as JSONL, one line per file keyed by its
-absolute path, size and modification time, under ``<cache dir>/<folder name>-<hash of the folder>.jsonl``
+real path (links resolved: a file is probed once, whichever link reaches it), size and modification time, under ``<cache dir>/<folder name>-<hash of the folder>.jsonl``
 for the folder that holds the files; a second run probes only new or changed files, and files that
 hung under a shorter probe timeout than this run's. A file this folder's cache lacks is looked up in
 the caches of the folders around it (a subfolder of a dataset indexed whole, the folders a manifest
@@ -307,20 +307,31 @@ def index_files(
     ``task`` replaces `describe` (tests inject faults with it). What was probed is saved every
     `SAVE_SECONDS` and when probing stops early; Ctrl-C then raises `IndexInterrupted`, saying so."""
     refuse_in_a_worker()  # before the lock, which the caller of an unguarded script's worker holds
-    files = list(dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths))
+    asked = list(dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths))
+    # a file is indexed under its real path: reached through links (a folder of them) or directly, it is
+    # one record, probed once; a link whose target is gone is named as the link
+    out: dict[str, dict] = {}
+    real: dict[str, str] = {}
+    for path in asked:
+        try:
+            os.stat(path)
+            real[path] = os.path.realpath(path)
+        except OSError as exc:
+            out[path] = {"path": path, "error": stat_reason(path, exc)}
+    files = list(dict.fromkeys(real.values()))
     task = task or partial(describe, verify=verify)
-    run = IndexRun(cache_file(files, cache_dir))
+    run = IndexRun(cache_file(files or asked, cache_dir))
     if not files:
-        return {}, run
+        return {p: out[p] for p in asked}, run
     started = time.monotonic()
     with _lock_file(run.cache) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another rank or run indexing the same folder: wait, then reuse
         cached = _load(run.cache)
-        out, stats = {}, {}
+        stats = {}
         for path in files:
             try:
                 stats[path] = os.stat(path)
-            except OSError as exc:
+            except OSError as exc:  # (removed meanwhile)
                 out[path] = {"path": path, "error": stat_reason(path, exc)}
 
         def current(record: dict | None, st: os.stat_result) -> bool:
@@ -381,7 +392,12 @@ def index_files(
             )
         run.probed = len(todo)
     run.seconds = time.monotonic() - started
-    return {p: out[p] for p in files}, run
+    return {p: out[p] if p not in real else _as_asked(out[real[p]], p) for p in asked}, run
+
+
+def _as_asked(record: dict, path: str) -> dict:
+    """A record of a file's real path, under the path it was asked for (a link to it)."""
+    return record if record["path"] == path else {**record, "path": path}
 
 
 def _lock_file(cache: Path):
