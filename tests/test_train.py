@@ -613,6 +613,7 @@ def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path)
     with open(tmp_path / "results.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["job"] == "1" and row["run_dir"] == str(tmp_path / "1") and "data.batch_size=2" in row["overrides"]
+    assert float(row["train tokens/s"]) > 0 and float(row["fit minutes"]) > 0  # (what each run cost, to compare)
     assert (tmp_path / "1" / "checkpoints" / "last.ckpt").is_file()  # the next job ran
     # each job's log file holds its own end, and Lightning's lines, which do not reach the root logger
     assert "error: data.batch_size must be a whole number >= 1" in (tmp_path / "0" / "train.log").read_text()
@@ -1468,11 +1469,17 @@ def test_a_run_that_ended_before_its_first_validation_says_when_that_comes(tmp_p
     """``best checkpoint: none (no validation has run)`` after a short run gave no reason: the interval."""
     out = run(compose_train(tmp_path, [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=5"]))
     assert (out["batches"], out["val_every"], out["best_ckpt"]) == (2, 5, None)
+    assert out["cost"]["train tokens/s"] > 0 and out["cost"]["fit minutes"] > 0
     report(out)
     said = "best checkpoint: none (no validation has run: it comes every 5 training batches, "
     assert said + "trainer.val_check_interval, and this run ended at batch 2)" in capsys.readouterr().out
     report(out | {"batches": 5, "val_every": 5})  # (validation ran but saved nothing: no reason to give)
-    assert "best checkpoint: none (no validation has run)\n" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "best checkpoint: none (no validation has run)\n" in said
+    speed = round(out["cost"]["train tokens/s"])
+    assert f"\ntraining:        {speed} tokens/s (the fit's mean, validation left out) in " in said
+    report(out | {"cost": {"fit minutes": 2.0}})  # (interrupted, or without the Throughput callback)
+    assert "\ntraining:        2.0 min\n" in capsys.readouterr().out
 
 
 def test_only_the_first_process_prints_the_summary(capsys):

@@ -64,6 +64,24 @@ def test_tokens_are_summed_over_processes(monkeypatch):
     assert module.logged["train/tokens_per_s"] == 2 * 40 / 4.0
 
 
+def test_the_fits_mean_covers_every_batch_and_leaves_out_validation(monkeypatch):
+    """What a run's summary and a sweep's table give: over the whole fit, not the last interval logged."""
+    clock, trainer, module, cb = started(monkeypatch, log_every_n_steps=2)
+    trainer.strategy = SimpleNamespace(reduce=lambda t, reduce_op: t * 2 if reduce_op == "sum" else t)  # 2 ranks
+    for i, (seconds, tokens) in enumerate([(2.0, 10), (2.0, 10), (6.0, 30)]):  # the last batch: after the last log
+        cb.on_train_batch_start(trainer, module, None, i)
+        clock.now += seconds
+        trainer.global_step += 1
+        cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(tokens)}, None, i)
+        if i == 0:
+            cb.on_validation_start(trainer, module)
+            clock.now += 100.0
+            cb.on_validation_end(trainer, module)
+    assert module.logged["train/tokens_per_s"] == 2 * 20 / 4.0 and cb.mean_tokens_per_s is None
+    cb.on_train_end(trainer, module)
+    assert cb.mean_tokens_per_s == 2 * 50 / 10.0
+
+
 def test_nothing_is_logged_before_the_interval_ends(monkeypatch):
     _, trainer, module, cb = started(monkeypatch, log_every_n_steps=5)
     for i in range(4):

@@ -8,6 +8,9 @@ loop spent between one batch's end and the next one's start, which is where it w
 loader (validation runs and checkpoint saves are left out of both). A data wait near 1 means
 decoding or tokenizing sets the pace (more ``data.num_workers``, smaller frames); near 0, the model does.
 
+At the end of a fit it also keeps the fit's mean, `mean_tokens_per_s` (the same count over all of the
+fit's training time: what a run's summary and a sweep's table give, to compare runs' cost).
+
 Checkpoint callbacks run after every other callback's hooks, so their saves fall in that gap between
 batches: they are timed by wrapping ``trainer.save_checkpoint`` (through which every save goes) for
 the length of the fit.
@@ -28,6 +31,11 @@ class Throughput(L.Callback):
         self._reset(None)
         self._val_start: float | None = None
         self._step_seen: int | None = None  # global_step at the last batch end
+        self._fit_start: float | None = None
+        self._fit_paused = 0.0  # the fit's validation and checkpoint-saving time
+        self._fit_tokens: torch.Tensor | int = 0
+        self.mean_tokens_per_s: float | None = None
+        """The last fit's training throughput, summed over processes (None before a fit has ended)."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or "save_checkpoint" in vars(trainer):
@@ -40,7 +48,7 @@ class Throughput(L.Callback):
                 return save(*args, **kwargs)
             finally:
                 if self._val_start is None:  # (a save inside a validation is paused already)
-                    self._paused += time.perf_counter() - started
+                    self._pause(time.perf_counter() - started)
 
         trainer.save_checkpoint = timed_save
 
@@ -54,9 +62,22 @@ class Throughput(L.Callback):
         self._paused = 0.0  # validation and checkpoint-saving time inside the interval
         self._tokens: torch.Tensor | int = 0  # summed on the device: no sync per batch
 
+    def _pause(self, seconds: float) -> None:
+        self._paused += seconds
+        self._fit_paused += seconds
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset(time.perf_counter())  # a resumed run starts mid-epoch: no epoch-start hook then
         self._step_seen = trainer.global_step
+        self._fit_start, self._fit_paused, self._fit_tokens = self._start, 0.0, 0
+        self.mean_tokens_per_s = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._fit_start is None:
+            return
+        wall = max(time.perf_counter() - self._fit_start - self._fit_paused, 1e-9)
+        tokens = torch.as_tensor(self._fit_tokens, dtype=torch.float64, device=pl_module.device)
+        self.mean_tokens_per_s = float(trainer.strategy.reduce(tokens, reduce_op="sum")) / wall
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset(time.perf_counter())
@@ -66,7 +87,7 @@ class Throughput(L.Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if self._val_start is not None:
-            self._paused += time.perf_counter() - self._val_start
+            self._pause(time.perf_counter() - self._val_start)
             self._val_start = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
@@ -77,6 +98,7 @@ class Throughput(L.Callback):
         now = time.perf_counter()
         if isinstance(outputs, dict) and "tokens" in outputs:
             self._tokens = self._tokens + outputs["tokens"]
+            self._fit_tokens = self._fit_tokens + outputs["tokens"]
         self._last_end = now
         # Lightning writes a step's logs at the batch that takes an optimizer step whose count is a
         # multiple of log_every_n_steps (counted over the run: epochs end at limit_train_batches)

@@ -186,8 +186,8 @@ class MediaDataModule(L.LightningDataModule):
         if stream and num_workers > 1 and rank_zero_only.rank == 0:  # (once, not per epoch's loader or per rank)
             # one process walks all rows in order: more workers would each repeat the same stream
             log.warning(
-                "data.stream=true trains with one loader worker (its rows walk files in order), not data.num_workers=%d "
-                "(which validation and testing use)",
+                "data.stream=true trains with one loader worker (its rows walk files in order), "
+                "not data.num_workers=%d (which validation and testing use)",
                 num_workers,
             )
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed

@@ -4,7 +4,8 @@
 audio decoded) in an `IsolatedPool`, so a file that crashes or hangs a decoder is recorded as bad
 ("decoder crashed: SIGABRT", "decoder hung: no answer in 60 s") and is never opened by the process
 that trains, embeds or evaluates. The records are cached as JSONL, one line per file keyed by its
-real path (links resolved: a file is probed once, whichever link reaches it), size and modification time, under ``<cache dir>/<folder name>-<hash of the folder>.jsonl``
+real path (links resolved: a file is probed once, whichever link reaches it), size and modification
+time, under ``<cache dir>/<folder name>-<hash of the folder>.jsonl``
 for the folder that holds the files; a second run probes only new or changed files, and files that
 hung under a shorter probe timeout than this run's. A file this folder's cache lacks is looked up in
 the caches of the folders around it (a subfolder of a dataset indexed whole, the folders a manifest

@@ -57,6 +57,13 @@ def _job_number(config: DictConfig) -> int:
     return int(subdir) if subdir.isdigit() else int(config.hydra.job.num)
 
 
+def _shown(column: str, value: float) -> str:
+    """A number of the results table: scores to 4 decimals, a throughput whole, minutes to 1 decimal."""
+    if column == "train tokens/s":
+        return f"{value:.0f}"
+    return f"{value:.1f}" if column == "fit minutes" else f"{value:.4f}"
+
+
 def read_csv(path: Path) -> list[dict]:
     """The rows of an earlier ``results.csv`` (none if there is none, or it cannot be read)."""
     try:
@@ -184,15 +191,17 @@ class SweepReport(Callback):
 
     @staticmethod
     def _values(done: Mapping) -> dict[str, float]:
-        """A finished run's numbers: its best checkpoint's score (``best val/loss``), then its last
-        ``val/`` and ``test/`` metrics."""
+        """A finished run's numbers: its best checkpoint's score (``best val/loss``), its last ``val/`` and
+        ``test/`` metrics, then what its training cost (``train tokens/s``, ``fit minutes``)."""
         best = {f"best {k}": v for k, v in (done.get("best_score") or {}).items()}
-        return best | {k: v for k, v in sorted(done["metrics"].items()) if k.startswith(("val/", "test/"))}
+        scores = {k: v for k, v in sorted(done["metrics"].items()) if k.startswith(("val/", "test/"))}
+        return best | scores | dict(done.get("cost") or {})
 
     def columns(self) -> list[str]:
-        """The results table's number columns: every one a finished job reported, the best scores first."""
+        """The results table's number columns: every one a finished job reported, the best scores first
+        and the costs last."""
         keys = {k for _, _, done in self.results for k in self._values(done)}
-        return sorted(keys, key=lambda k: (not k.startswith("best "), k))
+        return sorted(keys, key=lambda k: (not k.startswith("best "), "/" not in k or k.startswith("train "), k))
 
     def table(self) -> list[str]:
         """The finished jobs side by side, one line each: their numbers (`_values`), then the overrides that
@@ -205,7 +214,7 @@ class SweepReport(Callback):
         rows = [["job", *keys, "overrides"]]
         for num, overrides, done in self.results:
             numbers = self._values(done)
-            values = [f"{v:.4f}" if (v := numbers.get(k)) is not None else "-" for k in keys]
+            values = [_shown(k, v) if (v := numbers.get(k)) is not None else "-" for k in keys]
             rows.append([f"#{num}", *values, " ".join(o for o in overrides if o not in shared) or "(the same)"])
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         return [" ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + " " + row[-1] for row in rows]

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from ttt_mm.callbacks import Throughput
 from ttt_mm.data.datamodule import NAMED_FILES
 from ttt_mm.messages import one_line
 from ttt_mm.module import Diverged
@@ -100,6 +102,7 @@ def run(cfg: DictConfig) -> dict:
 def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed_step: int | None) -> dict:
     """The checked run: fits, tests, and says what it wrote (`run`)."""
     new_log_dirs = [d for lg in trainer.loggers if (d := lg.log_dir) and not os.path.exists(d)]
+    fit_started = time.monotonic()
     if cfg.get("train", True):
         try:
             with first_process_marked():  # (Ctrl-C: `leave_ctrl_c_to_the_first_process`)
@@ -124,6 +127,7 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
             )
             error.trained = trained  # (then its config record stays: `main`)
             raise error from None
+    fit_seconds = time.monotonic() - fit_started
     interrupted = trainer.interrupted  # (a test run afterwards resets it)
     terminated = interrupted and trainer.received_sigterm  # (a scheduler's SIGTERM, not Ctrl-C)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -176,7 +180,16 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
         "validation_off": trainer.limit_val_batches == 0,
         "val_every": trainer.val_check_interval,
         "batches": trainer.fit_loop.epoch_loop.batch_progress.total.processed,  # (not one a Ctrl-C cut short)
+        "cost": _cost(trainer, fit_seconds) if cfg.get("train", True) else {},
     }
+
+
+def _cost(trainer: L.Trainer, fit_seconds: float) -> dict[str, float]:
+    """What the fit cost, to compare runs by (a sweep's table): its mean training throughput (`Throughput`;
+    absent where that callback is off or the fit was interrupted) and its minutes, validation included."""
+    meter = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
+    speed = {"train tokens/s": meter.mean_tokens_per_s} if meter and meter.mean_tokens_per_s else {}
+    return speed | {"fit minutes": fit_seconds / 60}
 
 
 def _does_not_fit(err: BaseException) -> bool:
@@ -229,6 +242,7 @@ def report(out: dict) -> None:
         *checkpoints,
         "logs:            " + logs,
         *(f"{k}: {v:.4f}" for k, v in shown.items()),
+        *_cost_line(out.get("cost") or {}),
         *_failed_mid_run(out),
     ]
     print("\n".join(lines), flush=True)
@@ -239,6 +253,14 @@ def report(out: dict) -> None:
         print(line, file=sys.stderr, flush=True)
         to_log_file(line, logging.WARNING)
         sys.exit(status)
+
+
+def _cost_line(cost: dict[str, float]) -> list[str]:
+    """The summary's line on what the fit cost (`_cost`)."""
+    if not cost:
+        return []
+    speed = f"{cost['train tokens/s']:.0f} tokens/s (the fit's mean, validation left out) in " if len(cost) > 1 else ""
+    return [f"training:        {speed}{cost['fit minutes']:.1f} min"]
 
 
 def _failed_mid_run(out: dict) -> list[str]:
@@ -312,4 +334,4 @@ def main(cfg: DictConfig) -> dict:
             raise
         report(out)
     log.debug("resolved config:\n%s", OmegaConf.to_yaml(cfg))
-    return {k: out[k] for k in ("metrics", "run_dir", "best_ckpt", "best_score")}
+    return {k: out[k] for k in ("metrics", "run_dir", "best_ckpt", "best_score", "cost")}
