@@ -37,7 +37,7 @@ from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks import train_checks
 from ttt_mm.tasks.common import ConfigError
 from ttt_mm.tasks.job_logs import quiet_lightning
-from ttt_mm.tasks.resume_advice import resume_command, where_to_resume
+from ttt_mm.tasks.resume_advice import resume_command, where_to_resume, with_its_overrides
 from ttt_mm.tasks.run_folders import config_subdir_of, run_dir_of
 from ttt_mm.tasks.train import build, report, run
 from ttt_mm.tasks.train_checks import check_carried_windows, check_window_length, run_length
@@ -1050,9 +1050,33 @@ def test_a_test_only_run_of_another_models_checkpoint_is_a_config_error(tmp_path
     """It ended in torch's traceback (a resume of the same checkpoint ends in one line)."""
     trained = run(compose_train(tmp_path / "a", [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]))
     test_only = ["train=false", "test=true", f"ckpt_path={trained['last_ckpt']}", "model=attention"]
-    with pytest.raises(ConfigError, match=r"cannot be tested with this config \((Missing|Unexpected) key"):
+    with pytest.raises(ConfigError, match=r"cannot be tested with this config \((Missing|Unexpected) key") as refused:
         run(compose_train(tmp_path / "b", [*TINY, *test_only]))
+    assert str(refused.value).endswith(
+        "; test it with the overrides that trained it (its run directory's .hydra/overrides.yaml)"
+    )  # (composed here: Hydra wrote no record)
     assert not (tmp_path / "b" / "csv").exists() or not list((tmp_path / "b" / "csv").iterdir())
+    (tmp_path / "a" / ".hydra").mkdir()  # what a run started by `python train.py ...` keeps
+    (tmp_path / "a" / ".hydra" / "overrides.yaml").write_text(f"- {TINY[1]}\n- size=tiny\n- test=true\n")
+    with pytest.raises(ConfigError) as refused:
+        run(compose_train(tmp_path / "b", [*TINY, *test_only]))
+    assert str(refused.value).endswith(
+        "; test it with the overrides that trained it: python -m ttt_mm.tasks.train data.clip_seconds=1.0 size=tiny "
+        f"train=false test=true ckpt_path={trained['last_ckpt']}"
+    )
+
+
+def test_a_checkpoint_that_does_not_fit_the_overrides_that_trained_it_is_said_to_be_damaged(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- model=lact\n- ckpt_path=/earlier.ckpt\n")
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert with_its_overrides(ckpt, ["model=lact", f"ckpt_path={ckpt}"], test_only=False) == (
+        "the overrides that trained it are this run's: it is damaged, or from another version of ttt-mm"
+    )
+    said = with_its_overrides(ckpt, ["model=attention", f"ckpt_path={ckpt}"], test_only=False)
+    assert (
+        said == f"resume with the overrides that trained it: python -m ttt_mm.tasks.train model=lact ckpt_path={ckpt}"
+    )
 
 
 def test_a_run_that_neither_trains_nor_tests_is_refused(tmp_path):
@@ -1480,6 +1504,8 @@ def test_a_run_that_ended_before_its_first_validation_says_when_that_comes(tmp_p
     assert f"\ntraining:        {speed} tokens/s (the fit's mean, validation left out) in " in said
     report(out | {"cost": {"fit minutes": 2.0}})  # (interrupted, or without the Throughput callback)
     assert "\ntraining:        2.0 min\n" in capsys.readouterr().out
+    report(out | {"cost": {"fit minutes": 0.25}})
+    assert "\ntraining:        15 s\n" in capsys.readouterr().out
 
 
 def test_only_the_first_process_prints_the_summary(capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.callbacks import last_checkpoint
 from ttt_mm.data import reading_notes
@@ -44,6 +44,42 @@ def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
     if died:
         line += f" ({_dead_worker(cfg, ' '.join(map(str, chain)))})"
     return line + (f"; resume with {resume_this_run(last)}" if saved else "")
+
+
+def trained_overrides(ckpt: str | os.PathLike) -> list[str] | None:
+    """The command-line overrides of the run that saved ``ckpt``, where it still sits in that run's folder
+    (``<run>/checkpoints/``, beside ``<run>/.hydra/overrides.yaml``); None where they cannot be read."""
+    record = Path(ckpt).absolute().parent.parent / ".hydra" / "overrides.yaml"
+    try:
+        overrides = OmegaConf.load(record)
+    except Exception:  # (no such file, or not one Hydra wrote)
+        return None
+    return [str(o) for o in overrides] if isinstance(overrides, ListConfig) else None
+
+
+def with_its_overrides(ckpt: str | os.PathLike, now: list[str] | None, test_only: bool) -> str:
+    """What to do with a checkpoint that does not fit this run's model: resume it, or test it alone
+    (``test_only``), with the overrides that trained it; as a command where they are known and differ
+    from this run's (``now``; None: not known)."""
+    how = "test it" if test_only else "resume"
+    trained = trained_overrides(ckpt)
+    if trained is None:
+        return f"{how} with the overrides that trained it (its run directory's .hydra/overrides.yaml)"
+    settings = _settings(trained)
+    if now is not None and sorted(settings) == sorted(_settings(now)):
+        return "the overrides that trained it are this run's: it is damaged, or from another version of ttt-mm"
+    extra = ["train=false", "test=true"] if test_only else []
+    return f"{how} with the overrides that trained it: {resume_command(ckpt, [*settings, *extra], sys.argv[0])}"
+
+
+def this_runs_overrides() -> list[str] | None:
+    """This run's command-line overrides (None where it was not started by a Hydra command)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
+def _settings(overrides: list[str]) -> list[str]:
+    """The overrides that set up a run's model and data: all but which checkpoint, and whether to train or test."""
+    return [o for o in overrides if o.lstrip("+~").partition("=")[0] not in ("ckpt_path", "train", "test")]
 
 
 def resume_this_run(last: str | os.PathLike) -> str:

@@ -29,7 +29,13 @@ from ttt_mm.tasks.command_keys import positive_count
 from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
-from ttt_mm.tasks.resume_advice import WORKER_DIED, resume_this_run, where_to_resume
+from ttt_mm.tasks.resume_advice import (
+    WORKER_DIED,
+    resume_this_run,
+    this_runs_overrides,
+    where_to_resume,
+    with_its_overrides,
+)
 from ttt_mm.tasks.run_folders import forget_refused_resume
 from ttt_mm.tasks.train_checks import check, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
@@ -122,8 +128,8 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
                 for folder in new_log_dirs:
                     shutil.rmtree(folder, ignore_errors=True)
             error = ConfigError(
-                f"ckpt_path={cfg.ckpt_path} cannot resume this run ({_load_error(err)}); resume with the overrides "
-                "that trained it (its run directory's .hydra/overrides.yaml)"
+                f"ckpt_path={cfg.ckpt_path} cannot resume this run ({_load_error(err)}); "
+                + with_its_overrides(cfg.ckpt_path, this_runs_overrides(), test_only=False)
             )
             error.trained = trained  # (then its config record stays: `main`)
             raise error from None
@@ -153,8 +159,8 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
             for folder in new_log_dirs:  # (this attempt's empty log versions)
                 shutil.rmtree(folder, ignore_errors=True)
             raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path} cannot be tested with this config ({_load_error(err)}); test it with "
-                "the overrides that trained it (its run directory's .hydra/overrides.yaml)"
+                f"ckpt_path={cfg.ckpt_path} cannot be tested with this config ({_load_error(err)}); "
+                + with_its_overrides(cfg.ckpt_path, this_runs_overrides(), test_only=True)
             ) from None
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
         tested = str(Path(tested).absolute()) if tested else None
@@ -260,7 +266,8 @@ def _cost_line(cost: dict[str, float]) -> list[str]:
     if not cost:
         return []
     speed = f"{cost['train tokens/s']:.0f} tokens/s (the fit's mean, validation left out) in " if len(cost) > 1 else ""
-    return [f"training:        {speed}{cost['fit minutes']:.1f} min"]
+    minutes = cost["fit minutes"]
+    return [f"training:        {speed}" + (f"{minutes:.1f} min" if minutes >= 1 else f"{minutes * 60:.0f} s")]
 
 
 def _failed_mid_run(out: dict) -> list[str]:
