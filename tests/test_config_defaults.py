@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data.index import index_files
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
-from ttt_mm.tasks import sweep_report
+from ttt_mm.tasks import common, sweep_report
 from ttt_mm.tasks.command_keys import extensions_of, names_of, output_folder, positive_count
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_error_message, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command, quoted_override
@@ -377,7 +377,9 @@ def test_a_config_error_is_said_plainly_once_and_by_the_other_processes_with_the
         assert ended.value.code == 2 and capsys.readouterr().err == said
 
 
-def test_ctrl_c_ends_a_command_with_one_line_and_status_130_also_in_the_log_file(capsys, tmp_path):
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130_also_in_the_log_file(capsys, tmp_path, monkeypatch):
+    forgotten = []
+    monkeypatch.setattr(common, "forget_refused_run", lambda: forgotten.append(True))  # (its own test: test_train)
     handler = logging.FileHandler(tmp_path / "train.log")
     logging.getLogger().addHandler(handler)
     try:
@@ -388,6 +390,7 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130_also_in_the_log_file
         handler.close()
     assert ended.value.code == 130 and capsys.readouterr().err == "interrupted\n"
     assert (tmp_path / "train.log").read_text() == "interrupted\n"
+    assert forgotten == [True]  # a run stopped before it began (indexing, say) leaves no empty run folder
     with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
         raise Interrupted("nothing was written")  # a command that knows what it left behind says so
     assert ended.value.code == 130 and capsys.readouterr().err == "interrupted: nothing was written\n"

@@ -252,6 +252,12 @@ def test_an_interrupted_indexing_keeps_what_it_probed(folder, tmp_path, monkeypa
     assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name, cache.with_suffix(".lock").name]
     records, run = index_files(files, tmp_path / "cache")
     assert (run.probed, run.cached) == (3, 2) and records[str(folder / "video.mp4")]["has_video"]
+    with monkeypatch.context() as patch:  # (before any probe ended: "kept 0 of 2 ... the other 2")
+        patch.setattr(IsolatedPool, "map", interrupted_after(0))
+        with pytest.raises(
+            IndexInterrupted, match="^interrupted before the first of 2 probes ended: a re-run probes them all$"
+        ):
+            index_files([folder / "tone.wav", folder / "av.mp4"], tmp_path / "fresh")
 
 
 def test_the_index_is_saved_while_probing(folder, tmp_path, monkeypatch):

@@ -379,6 +379,8 @@ def index_files(
                 message = (
                     f"interrupted: kept {len(probed)} of {len(todo)} probe results in the index cache {run.cache}; "
                     f"a re-run probes only the other {len(todo) - len(probed)}"
+                    if probed
+                    else f"interrupted before the first of {len(todo)} probes ended: a re-run probes them all"
                 )
                 log.warning("%s", message)
                 raise IndexInterrupted(message) from None

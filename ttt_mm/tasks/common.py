@@ -112,7 +112,8 @@ def in_a_sweep() -> bool:
 @contextmanager
 def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfig | None = None) -> Iterator[None]:
     """A config mistake ends a command with one ``error:`` line and exit status 2, and Ctrl-C with one
-    line and status 130, not a traceback. In a sweep the mistake ends only its job. Anything else
+    line and status 130, not a traceback (either way, a run folder left holding only Hydra's record and
+    the log goes: `forget_refused_run`). In a sweep the mistake ends only its job. Anything else
     goes on up as it is, its traceback also written to the job's log file (Hydra prints it only).
     ``cfg``: the command's config, so that a constructor's error names the key that it refused."""
     settings = None if cfg is None else OmegaConf.to_container(cfg, resolve=False)  # (as given: the run resolves it)
@@ -123,6 +124,8 @@ def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfi
         line = f"interrupted: {left}" if left else "interrupted"
         print(line, file=sys.stderr)
         to_log_file(line, logging.WARNING)
+        if _rank() == 0 and not in_a_sweep():  # stopped before it began (indexing, say): no empty run folder
+            forget_refused_run()
         sys.exit(130)
     except (ConfigError, IndexCacheError, InstantiationException, MissingMandatoryValue) as err:
         if isinstance(err, MissingMandatoryValue):
