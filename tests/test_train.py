@@ -1057,6 +1057,7 @@ def test_a_test_only_run_of_another_models_checkpoint_is_a_config_error(tmp_path
     )  # (composed here: Hydra wrote no record)
     assert not (tmp_path / "b" / "csv").exists() or not list((tmp_path / "b" / "csv").iterdir())
     (tmp_path / "a" / ".hydra").mkdir()  # what a run started by `python train.py ...` keeps
+    (tmp_path / "a" / ".hydra" / "config.yaml").write_text("{}")
     (tmp_path / "a" / ".hydra" / "overrides.yaml").write_text(f"- {TINY[1]}\n- size=tiny\n- test=true\n")
     with pytest.raises(ConfigError) as refused:
         run(compose_train(tmp_path / "b", [*TINY, *test_only]))
@@ -1068,6 +1069,7 @@ def test_a_test_only_run_of_another_models_checkpoint_is_a_config_error(tmp_path
 
 def test_a_checkpoint_that_does_not_fit_the_overrides_that_trained_it_is_said_to_be_damaged(tmp_path):
     (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("{}")
     (tmp_path / ".hydra" / "overrides.yaml").write_text("- model=lact\n- ckpt_path=/earlier.ckpt\n")
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert with_its_overrides(ckpt, ["model=lact", f"ckpt_path={ckpt}"], test_only=False) == (

@@ -22,6 +22,7 @@ from ttt_mm.data.decode.isolation import crash_reason
 from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.tasks.composing import shell_override
+from ttt_mm.tasks.run_folders import run_of_checkpoint
 from ttt_mm.tasks.sweep_report import into_sweep_job
 
 WORKER_DIED = "a data loader worker died"
@@ -48,10 +49,12 @@ def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
 
 def trained_overrides(ckpt: str | os.PathLike) -> list[str] | None:
     """The command-line overrides of the run that saved ``ckpt``, where it still sits in that run's folder
-    (``<run>/checkpoints/``, beside ``<run>/.hydra/overrides.yaml``); None where they cannot be read."""
-    record = Path(ckpt).absolute().parent.parent / ".hydra" / "overrides.yaml"
+    (`run_of_checkpoint`: its ``.hydra/overrides.yaml``); None where they cannot be read."""
+    run = run_of_checkpoint(os.fspath(ckpt))
+    if run is None:
+        return None
     try:
-        overrides = OmegaConf.load(record)
+        overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml")
     except Exception:  # (no such file, or not one Hydra wrote)
         return None
     return [str(o) for o in overrides] if isinstance(overrides, ListConfig) else None

@@ -16,7 +16,7 @@ from ttt_mm.data.sources import SyntheticSource
 from ttt_mm.tasks.job_logs import log_files
 
 
-def _resumed_run(ckpt_path: str | None) -> Path | None:
+def run_of_checkpoint(ckpt_path: str | None) -> Path | None:
     """The run a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/<name>.ckpt`` of a run
     directory (one with ``.hydra/config.yaml``); None for no checkpoint or one kept anywhere else (a
     resume from it starts a run directory of its own)."""
@@ -36,7 +36,7 @@ def trained_on_files(ckpt_path: str) -> dict[str, str] | None:
     ``{"data": <its data group>, "data.root": <its root>}`` from its ``.hydra`` record, the overrides
     that give evaluate the same (a relative root made absolute from the folder the run started in). None
     for synthetic clips, a checkpoint kept outside its run folder, or a record that cannot be read."""
-    run = _resumed_run(ckpt_path)
+    run = run_of_checkpoint(ckpt_path)
     if run is None:
         return None
     try:
@@ -56,7 +56,7 @@ def trained_on_files(ckpt_path: str) -> dict[str, str] | None:
 
 def run_dir_of(ckpt_path: str | None, default: str) -> str:
     """Resuming from ``<run>/checkpoints/<name>.ckpt`` continues in ``<run>``; otherwise ``default``."""
-    run = _resumed_run(ckpt_path)
+    run = run_of_checkpoint(ckpt_path)
     return default if run is None else str(run)
 
 
@@ -65,7 +65,7 @@ def config_subdir_of(ckpt_path: str | None, stamp: str, output_dir: str, train: 
     ``.hydra/resumed-<stamp>`` for a resume in the checkpoint's run (``tested-<stamp>`` for a test-only
     run of its checkpoint; a sweep's job resumed into its folder too), so that neither a resume nor a
     failed attempt overwrites the record of how the run was trained."""
-    run = _resumed_run(ckpt_path)
+    run = run_of_checkpoint(ckpt_path)
     in_place = run is not None and os.path.realpath(output_dir) == os.path.realpath(run)
     return f".hydra/{'resumed' if train else 'tested'}-{stamp}" if in_place else ".hydra"
 
