@@ -97,7 +97,11 @@ def test_a_job_run_again_alone_as_said_joins_its_sweeps_results(tmp_path, capsys
         "0,,0.5,seed=0,r0,",
         "2,1.0,0.25,seed=2,r2,",
     ]
-    assert "#2  1.0000    0.2500   seed=2" in capsys.readouterr().out.splitlines()  # (its own number)
+    assert capsys.readouterr().out.splitlines()[-3:] == [  # the whole sweep's, not the job's alone; its own number
+        "job test/loss val/loss overrides",
+        "#0  -         0.5000   seed=0",
+        "#2  1.0000    0.2500   seed=2",
+    ]
 
 
 def test_a_single_run_is_not_reported_on():
@@ -164,10 +168,10 @@ def test_the_overrides_shown_are_those_that_differ_among_all_the_sweeps_jobs():
     report = _sweep(2, overrides=("model.lr=0.001,abc", "trainer.max_steps=10"))
     _ended(report, 0, "model.lr=0.001 trainer.max_steps=10", None, {"metrics": {}})
     _ended(report, 1, "model.lr=abc trainer.max_steps=10", SweepJobError("model.lr must be a number"))
-    assert report.table()[1] == "#0  model.lr=0.001"
+    assert report.table(report.rows())[1] == "#0  model.lr=0.001"
     stopped = _sweep(4)  # (seed=range(4): the jobs not started differ too)
     _ended(stopped, 0, "seed=0", None, {"metrics": {}})
-    assert stopped.table()[1] == "#0  seed=0"
+    assert stopped.table(stopped.rows())[1] == "#0  seed=0"
 
 
 def test_a_sweep_refused_before_its_first_job_names_no_job_to_run_and_leaves_no_folder(tmp_path, capsys):

@@ -64,6 +64,19 @@ def _shown(column: str, value: float) -> str:
     return f"{value:.1f}" if column == "fit minutes" else f"{value:.4f}"
 
 
+def _numbers_read(row: dict) -> dict:
+    """A row of ``results.csv`` as read, its numbers as numbers again (an empty cell left out)."""
+    numbers = {}
+    for key, value in row.items():
+        if key in ("job", *FILED) or not value:
+            continue
+        try:
+            numbers[key] = float(value)
+        except ValueError:
+            continue
+    return {k: v for k, v in row.items() if k in ("job", *FILED)} | numbers
+
+
 def read_csv(path: Path) -> list[dict]:
     """The rows of an earlier ``results.csv`` (none if there is none, or it cannot be read)."""
     try:
@@ -197,37 +210,12 @@ class SweepReport(Callback):
         scores = {k: v for k, v in sorted(done["metrics"].items()) if k.startswith(("val/", "test/"))}
         return best | scores | dict(done.get("cost") or {})
 
-    def columns(self) -> list[str]:
-        """The results table's number columns: every one a finished job reported, the best scores first
-        and the costs last."""
-        keys = {k for _, _, done in self.results for k in self._values(done)}
-        return sorted(keys, key=lambda k: (not k.startswith("best "), "/" not in k or k.startswith("train "), k))
-
-    def table(self) -> list[str]:
-        """The finished jobs side by side, one line each: their numbers (`_values`), then the overrides that
-        tell the sweep's jobs apart (those every job shares are left out)."""
-        if not self.results:
-            return []
-        keys = self.columns()
-        jobs = [set(job) for job in self.jobs] if self.jobs else self.swept  # (the whole sweep's, where known)
-        shared = set.intersection(*jobs) if len(jobs) > 1 else set()
-        rows = [["job", *keys, "overrides"]]
-        for num, overrides, done in self.results:
-            numbers = self._values(done)
-            values = [_shown(k, v) if (v := numbers.get(k)) is not None else "-" for k in keys]
-            rows.append([f"#{num}", *values, " ".join(o for o in overrides if o not in shared) or "(the same)"])
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-        return [" ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + " " + row[-1] for row in rows]
-
-    def write_results(self) -> Path | None:
-        """``results.csv`` in the sweep's folder: the table, with each job's every override, run folder and
-        best checkpoint."""
-        if not self.results or self.folder is None:
-            return None
-        keys = self.columns()
+    def rows(self) -> list[dict]:
+        """Every finished job of the sweep, in job order, as a row of ``results.csv``: this run's jobs and
+        those an earlier run of the sweep recorded there (before a job was run again alone into it)."""
         rows = [
             {"job": num}
-            | self._values(done)  # (a number a job lacks: an empty cell, `write_csv`)
+            | self._values(done)
             | {
                 "overrides": " ".join(overrides),
                 "run_dir": done.get("run_dir") or "",
@@ -235,11 +223,41 @@ class SweepReport(Callback):
             }
             for num, overrides, done in self.results
         ]
+        ours = {str(row["job"]) for row in rows}
+        earlier = [_numbers_read(row) for row in read_csv(self.folder / RESULTS)] if self.folder else []
+        rows += [row for row in earlier if row.get("job") not in ours]
+        return sorted(rows, key=lambda row: int(row["job"]) if str(row["job"]).isdigit() else -1)
+
+    @staticmethod
+    def columns(rows: list[dict]) -> list[str]:
+        """The results table's number columns: every one a finished job reported, the best scores first
+        and the costs last."""
+        keys = {k for row in rows for k in row} - {"job", *FILED}
+        return sorted(keys, key=lambda k: (not k.startswith("best "), "/" not in k or k.startswith("train "), k))
+
+    def table(self, rows: list[dict]) -> list[str]:
+        """The finished jobs (`rows`) side by side, one line each: their numbers (`_values`), then the
+        overrides that tell the sweep's jobs apart (those every job shares are left out)."""
+        if not rows:
+            return []
+        keys = self.columns(rows)
+        jobs = [set(job) for job in self.jobs] if self.jobs else self.swept  # (the whole sweep's, where known)
+        shared = set.intersection(*jobs) if len(jobs) > 1 else set()
+        lines = [["job", *keys, "overrides"]]
+        for row in rows:
+            values = [_shown(k, v) if isinstance(v := row.get(k), float) else "-" for k in keys]
+            overrides = " ".join(o for o in str(row["overrides"]).split(" ") if o and o not in shared)
+            lines.append([f"#{row['job']}", *values, overrides or "(the same)"])
+        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
+        return [" ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + " " + line[-1] for line in lines]
+
+    def write_results(self, rows: list[dict]) -> Path | None:
+        """``results.csv`` in the sweep's folder: the table (`rows`), with each job's every override, run
+        folder and best checkpoint."""
+        if not rows or self.folder is None:
+            return None
         path = self.folder / RESULTS
-        earlier = [row for row in read_csv(path) if row.get("job") not in {str(r["job"]) for r in rows}]
-        keys += sorted({k for row in earlier for k in row} - set(keys) - {"job", *FILED})  # (a job run alone)
-        rows = sorted(earlier + rows, key=lambda row: int(row["job"]) if str(row["job"]).isdigit() else -1)
-        write_csv(path, rows, ["job", *keys, *FILED])
+        write_csv(path, rows, ["job", *self.columns(rows), *FILED])  # (a number a job lacks: an empty cell)
         return path
 
     def forget_refused(self) -> None:
@@ -267,9 +285,10 @@ class SweepReport(Callback):
         self.reported = True
         if not self.started:
             self.forget_refused()
-        if table := self.table():
+        rows = self.rows() if self.results else []  # (none finished now: the earlier record is not said again)
+        if table := self.table(rows):
             try:
-                where = f" (also in {self.write_results()})"
+                where = f" (also in {self.write_results(rows)})"
             except OSError as err:
                 where = f" (not written to {self.folder / RESULTS}: {err.strerror or err})"
             print(f"sweep results{where}:", *table, sep="\n", flush=True)
