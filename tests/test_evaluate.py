@@ -512,6 +512,15 @@ def test_an_interrupted_evaluation_says_no_metrics_were_written(folder, tmp_path
     with pytest.raises(Interrupted, match="evaluated; the metrics.json there is an earlier evaluation's\\)$"):
         run(compose_evaluate(*args, f"paths.output_dir={out}"))
 
+    def some_figures_then_interrupted(models, clips, spec, window, options, skips, output):
+        (output / "spectrogram_0.png").write_bytes(b"png")  # a clip's figure, made before the interrupt
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_task, "evaluate", some_figures_then_interrupted)
+    with pytest.raises(Interrupted, match=r"evaluation's\); the 1 figure\(s\) made so far were removed$"):
+        run(compose_evaluate(*args, f"paths.output_dir={out}"))
+    assert not list(out.glob("*.png"))  # (they would pass for a whole evaluation's)
+
 
 def test_missing_checkpoint_is_a_config_error(tmp_path):
     cfg = compose_evaluate(f"ckpt={tmp_path}/missing.ckpt", f"output={tmp_path}", f"paths.output_dir={tmp_path}")

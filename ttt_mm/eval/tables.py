@@ -46,15 +46,21 @@ def skip_list_set_aside(output: Path) -> Iterator[bool]:
     aside.unlink()
 
 
-def remove_earlier_figures(output: Path, had_skip_list: bool) -> str | None:
-    """Deletes an earlier evaluation's figures from ``output``; returns what it held, for the log (None:
-    no earlier evaluation there)."""
+def remove_figures(output: Path) -> int:
+    """Deletes the evaluation figures in ``output``; returns how many there were."""
     figures = [p for pattern in FIGURES for p in output.glob(pattern)]
     for path in figures:
         path.unlink()
+    return len(figures)
+
+
+def remove_earlier_figures(output: Path, had_skip_list: bool) -> str | None:
+    """Deletes an earlier evaluation's figures from ``output``; returns what it held, for the log (None:
+    no earlier evaluation there)."""
+    figures = remove_figures(output)
     if not figures and not had_skip_list and not (output / "metrics.json").exists():
         return None
-    return f"{len(figures)} figure(s) removed, its tables and skip list replaced by this evaluation's"
+    return f"{figures} figure(s) removed, its tables and skip list replaced by this evaluation's"
 
 
 def _prefixed(row: dict) -> dict:

@@ -35,7 +35,7 @@ from ttt_mm.data.sources import SPLITS
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding, checkpoint_split
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.report import MODALITY_NAMES
-from ttt_mm.eval.tables import remove_earlier_figures, skip_list_set_aside, write_outputs
+from ttt_mm.eval.tables import remove_earlier_figures, remove_figures, skip_list_set_aside, write_outputs
 from ttt_mm.messages import first_of, one_line
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.command_keys import names_of, positive_count, positive_seconds, results_folder
@@ -271,6 +271,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
     window = window or datamodule.eval_window_seconds
     window = check_window(models, window)
+    began = False  # (figures in the output are this evaluation's from then on)
     try:
         with skip_list_set_aside(output) as had_skip_list:  # (the new list is opened and appended to here)
             clips = select_clips(datamodule, str(cfg.split))
@@ -279,6 +280,7 @@ def run(cfg: DictConfig) -> dict:
         datamodule.say_how_read(clips)
         if earlier := remove_earlier_figures(output, had_skip_list):
             log.info("output %s held an earlier evaluation: %s", output, earlier)
+        began = True
         skips = datamodule.skips
         log.info(
             "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s",
@@ -290,8 +292,10 @@ def run(cfg: DictConfig) -> dict:
         result = evaluate(models, clips, datamodule.spec, window, options, skips, output)
     except KeyboardInterrupt:
         earlier = "; the metrics.json there is an earlier evaluation's" if (output / "metrics.json").exists() else ""
+        made = remove_figures(output) if began else 0  # (figures of some clips: they would pass for a whole run's)
+        removed = f"; the {made} figure(s) made so far were removed" if made else ""
         raise Interrupted(
-            f"no metrics were written to {output} (they are written once every clip is evaluated{earlier})"
+            f"no metrics were written to {output} (they are written once every clip is evaluated{earlier}){removed}"
         ) from None
     rejected = datamodule.rejected_in(str(cfg.split))  # (not another split's: they were never to be scored)
     result["skipped"] = [{"path": p, "reason": r} for p, r in rejected.items()] + result["skipped"]
