@@ -1,7 +1,8 @@
 """How a stopped training run goes on: the command that resumes it (with the overrides that trained
-it), and, for a run stopped by an error, what is known of a data loader worker that died (PyTorch names
-no file; the worker's reading note does, and a decoder crash on that file puts it in the skip list, so
-that a resumed run passes over it)."""
+it, also where a checkpoint was given to a run configured otherwise), and, for a run stopped by an
+error, what is known of a data loader worker that died (PyTorch names no file; the worker's reading
+note does, and a decoder crash on that file puts it in the skip list, so that a resumed run passes
+over it)."""
 
 from __future__ import annotations
 
