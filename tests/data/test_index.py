@@ -156,6 +156,14 @@ def test_a_file_reached_through_a_link_is_probed_once_whichever_way(folder, tmp_
     both, third = index_files([links / "v.mp4", tone, links / "t.wav"], tmp_path / "cache")  # the other way round
     assert (third.probed, third.cached) == (0, 2) and list(both) == [str(links / "v.mp4"), tone, str(links / "t.wav")]
     assert both[str(links / "v.mp4")] == direct[av] | {"path": str(links / "v.mp4")}
+    # a name decoders read otherwise (not UTF-8: decord cannot open it; another extension) is its own record
+    odd = [os.fsdecode(os.fsencode(links) + b"/caf\xe9.wav"), str(links / "t.flac")]
+    for name in odd:
+        os.symlink(tone, name)
+    _, own = index_files(odd, tmp_path / "cache")
+    assert (own.probed, own.cached) == (2, 0)
+    kept = {json.loads(line)["path"] for line in own.cache.read_text(errors="surrogateescape").splitlines()}
+    assert set(odd) <= kept
 
 
 def test_compressed_audio_longer_than_the_decode_cache_is_warned_about_once(media, tmp_path, caplog, monkeypatch):

@@ -309,14 +309,14 @@ def index_files(
     `SAVE_SECONDS` and when probing stops early; Ctrl-C then raises `IndexInterrupted`, saying so."""
     refuse_in_a_worker()  # before the lock, which the caller of an unguarded script's worker holds
     asked = list(dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths))
-    # a file is indexed under its real path: reached through links (a folder of them) or directly, it is
-    # one record, probed once; a link whose target is gone is named as the link
+    # a file is indexed under its real path (`_index_path`): reached through links (a folder of them) or
+    # directly, it is one record, probed once; a link whose target is gone is named as the link
     out: dict[str, dict] = {}
     real: dict[str, str] = {}
     for path in asked:
         try:
             os.stat(path)
-            real[path] = os.path.realpath(path)
+            real[path] = _index_path(path)
         except OSError as exc:
             out[path] = {"path": path, "error": stat_reason(path, exc)}
     files = list(dict.fromkeys(real.values()))
@@ -396,6 +396,20 @@ def index_files(
         run.probed = len(todo)
     run.seconds = time.monotonic() - started
     return {p: out[p] if p not in real else _as_asked(out[real[p]], p) for p in asked}, run
+
+
+def _index_path(path: str) -> str:
+    """The path a file is indexed under: its real path, where decoders read that name as they read the
+    link's (the same extension, both UTF-8: decord cannot open a name that is not, and a probe of the
+    target would choose it), else the link's own."""
+    target = os.path.realpath(path)
+    if target == path or os.path.splitext(target)[1].lower() != os.path.splitext(path)[1].lower():
+        return path
+    try:
+        path.encode(), target.encode()
+    except UnicodeEncodeError:  # (a name that is not UTF-8, held with surrogates)
+        return path
+    return target
 
 
 def _as_asked(record: dict, path: str) -> dict:
