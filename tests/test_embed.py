@@ -485,8 +485,16 @@ def test_inputs_that_list_no_files_and_paths_that_are_not_checkpoints(ckpts, fol
     for manifest in ("header.csv", "empty.jsonl"):
         with pytest.raises(ConfigError, match=f"input={tmp_path / manifest}: the manifest lists no files"):
             task.run(_cfg(ckpt=ckpts["audio"], input=tmp_path / manifest, output=tmp_path / "out"))
-    with pytest.raises(ConfigError, match=f"checkpoint {tmp_path} is a directory, not a checkpoint file"):
+    with pytest.raises(ConfigError, match=f"checkpoint {tmp_path} is a directory, not a checkpoint file$"):
         task.run(_cfg(ckpt=tmp_path, input=folder, output=tmp_path / "out"))
+    run = tmp_path / "run"  # a run's folder given for its checkpoint: one is named
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("epoch0.ckpt", "last.ckpt"):
+        (run / "checkpoints" / name).write_bytes(b"")
+    with pytest.raises(
+        ConfigError, match=f"a checkpoint file; it holds 2 checkpoint\\(s\\), e.g. {run}/checkpoints/last.ckpt$"
+    ):
+        task.run(_cfg(ckpt=run, input=folder, output=tmp_path / "out"))
     assert task.list_inputs(str(folder), task.extensions_of(".FLAC"))[0][0].name == str(folder / "sub" / "b.flac")
     summary = task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=tmp_path / "out", extensions="flac"))
     assert summary.written == [str(folder / "sub" / "b.flac")] and not summary.failed

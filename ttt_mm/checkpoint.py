@@ -19,6 +19,7 @@ import os
 import pickle
 import warnings
 import zipfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -60,6 +61,16 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     return device
 
 
+def _checkpoints_in(folder: str) -> str:
+    """A hint for a folder given as a checkpoint: one of the checkpoints it or its ``checkpoints/`` (a
+    run's folder) holds, ``last.ckpt`` where there is one."""
+    found = sorted(Path(folder).glob("*.ckpt")) + sorted(Path(folder).glob("checkpoints/*.ckpt"))
+    if not found:
+        return ""
+    chosen = next((p for p in found if p.name == "last.ckpt"), found[0])
+    return f"; it holds {len(found)} checkpoint(s), e.g. {chosen}"
+
+
 def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
     """The checkpoint dict with its hyperparameters translated to today's form (see the module docstring).
 
@@ -67,7 +78,7 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise ValueError(f"checkpoint {path} is a directory, not a checkpoint file")
+        raise ValueError(f"checkpoint {path} is a directory, not a checkpoint file{_checkpoints_in(path)}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if not zipfile.is_zipfile(path):
