@@ -31,8 +31,30 @@ MDAT = box(b"mdat", b"x" * 100)
         (box(b"ftyp", b"heic" + bytes(8)) + box(b"meta", b"z" * 10), None),  # an image has no moov
         (b"RIFF" + bytes(100), None),  # another container
         (b"abc", None),
+        # bytes inserted inside mdat (its size unchanged): the walk lands on data, not on the moov after it
+        (FTYP + MDAT[:100] + bytes(range(130, 170)) + MDAT[100:] + box(b"moov"), "stop lining up at byte 128"),
+        (FTYP + MDAT[:60] + bytes(range(130, 170)) + MDAT[60:] + box(b"moov"), "stop lining up at byte 128"),
+        # the four bytes "moov" in media data cut short (no box size before them): cut, not damaged inside
+        (
+            FTYP + struct.pack(">I4s", 500, b"mdat") + b"x" * 20 + b"\xff\xff\xff\xffmoov" + b"x" * 20,
+            "cut short before",
+        ),
     ],
-    ids=["whole", "no-index", "cut-before", "cut-inside", "64-bit", "64-bit-cut", "many-boxes", "heic", "riff", "tiny"],
+    ids=[
+        "whole",
+        "no-index",
+        "cut-before",
+        "cut-inside",
+        "64-bit",
+        "64-bit-cut",
+        "many-boxes",
+        "heic",
+        "riff",
+        "tiny",
+        "spliced",
+        "spliced-printable",
+        "moov-in-data",
+    ],
 )
 def test_the_hint_names_a_missing_or_cut_index_and_guesses_nothing_else(tmp_path, data, hint):
     path = tmp_path / "file.mp4"

@@ -1,5 +1,6 @@
 """Why FFmpeg cannot open an MP4/MOV file: the top-level boxes of the ISO base media format
-(ISO/IEC 14496-12) say whether its index (the ``moov`` box) is missing or the file is cut short.
+(ISO/IEC 14496-12) say whether its index (the ``moov`` box) is missing, the file is cut short, or its
+boxes stop lining up (damaged inside).
 FFmpeg says so only on its log ("moov atom not found"), which the decoders silence."""
 
 from __future__ import annotations
@@ -16,10 +17,46 @@ _IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis")
 _MAX_BOXES = 10_000
 
 
+def _a_box_type(kind: bytes) -> bool:
+    """Whether four bytes can be a box type: printable (``©`` opens QuickTime's metadata types)."""
+    return all(32 <= b < 127 or b == 0xA9 for b in kind)
+
+
+def _holds_moov_after(f, start: int, size: int, block: int = 1 << 20) -> bool:
+    """Whether a ``moov`` box lies in the file after ``start``: its type, after a size that ends it at the
+    file's end or at another box (four bytes ``moov`` alone turn up in a gigabyte of media data by chance)."""
+    f.seek(start)
+    offset, data = start, b""
+    while chunk := f.read(block):
+        data += chunk
+        found = data.find(b"moov", 4)
+        while found != -1:
+            box_at = offset + found - 4
+            length = struct.unpack(">I", data[found - 4 : found])[0]
+            if length >= 8 and (box_at + length == size or _next_is_a_box(f, box_at + length, size)):
+                return True
+            found = data.find(b"moov", found + 1)
+        offset += len(data) - 7  # (the last 7 bytes again: a size and a type across two blocks)
+        data = data[-7:]
+        f.seek(offset + len(data))
+    return False
+
+
+def _next_is_a_box(f, at: int, size: int) -> bool:
+    """Whether a box header with a type that can be one sits at ``at`` (the file position is kept)."""
+    if at + 8 > size:
+        return False
+    here = f.tell()
+    f.seek(at + 4)
+    kind = f.read(4)
+    f.seek(here)
+    return _a_box_type(kind)
+
+
 def missing_index(path: str | os.PathLike) -> str | None:
-    """A hint for an MP4/MOV file that cannot be opened: it has no ``moov`` box, or is cut short before
-    or inside it; None when the file is not one of them or has its index whole (FFmpeg's trouble is
-    elsewhere)."""
+    """A hint for an MP4/MOV file that cannot be opened: it has no ``moov`` box, is cut short before or
+    inside it, or its boxes stop lining up (bytes lost or inserted inside it: the walk lands on data);
+    None when the file is not one of them or has its index whole (FFmpeg's trouble is elsewhere)."""
     seen, cut = [], False
     try:
         with open(path, "rb") as f:
@@ -32,6 +69,8 @@ def missing_index(path: str | os.PathLike) -> str | None:
                 length, kind = struct.unpack(">I4s", f.read(8))
                 if not seen and (kind not in _CONTAINER_START or (kind == b"ftyp" and f.read(4) in _IMAGE_BRANDS)):
                     return None  # another container, or an image: a hint would be a guess
+                if not _a_box_type(kind):
+                    return f"an MP4/MOV file whose boxes stop lining up at byte {at}: damaged inside"
                 seen.append(kind)
                 header = 8
                 if length == 1:  # a 64-bit size follows the type
@@ -41,6 +80,8 @@ def missing_index(path: str | os.PathLike) -> str | None:
                 elif length == 0:  # the box runs to the end of the file
                     length = size - at
                 if length < header or at + length > size:
+                    if kind != b"moov" and _holds_moov_after(f, at + 8, size):  # (landed on data: an index lies ahead)
+                        return f"an MP4/MOV file whose boxes stop lining up at byte {at}: damaged inside"
                     cut = True
                     break
                 at += length
