@@ -632,6 +632,24 @@ def test_an_mp4_cut_before_its_index_says_it_may_be_truncated(tmp_path):
         decode.probe(tmp_path / "noise.mp4")
 
 
+def test_a_container_read_only_as_a_raw_video_stream_is_refused_as_damaged(tmp_path):
+    """A QuickTime file with its header zeroed: FFmpeg found JPEG frames in it by their content, and the
+    file was read as a video at a made-up 25 fps, its sound gone without a word."""
+    raw = tmp_path / "frames.mjpeg"
+    with av.open(str(raw), "w", format="mjpeg") as out:
+        stream = out.add_stream("mjpeg", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 10, np.uint8), format="rgb24")
+            out.mux(stream.encode(frame.reformat(format="yuvj420p")))
+        out.mux(stream.encode(None))
+    assert decode.probe(raw).has_video  # named as what it is: a stream of frames, read as one
+    damaged = tmp_path / "clip.mov"
+    damaged.write_bytes(raw.read_bytes())
+    with pytest.raises(MediaError, match=r"a damaged MOV container: FFmpeg finds only a raw mjpeg stream in it \("):
+        decode.probe(damaged)
+
+
 def _windows_out_of_order(path, backend, starts, seconds, fps):
     """Windows of a video read in the order given, each against the same frames of the whole video
     read in order from its start: whether each matches."""

@@ -38,6 +38,11 @@ VIDEO_SHORTFALL_S = 0.5
 """How much shorter than its stated length a video may index before the file is called cut short (the
 frames of a truncated MP4 are listed in its index, but their data is not in the file). Whole files
 index to their stated length, to the frame."""
+RAW_VIDEO_FORMATS = frozenset({"mjpeg", "h264", "hevc", "m4v", "mpegvideo", "h261", "h263", "vc1", "cavsvideo"})
+"""FFmpeg's names of raw video streams, which hold frames without a container's timing."""
+CONTAINER_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".3gp", ".mkv", ".webm", ".avi"})
+"""Names of files that hold a container: one that FFmpeg reads as a raw video stream (`RAW_VIDEO_FORMATS`)
+lost its container's header, and with it the frames' timing (FFmpeg assumes 25 fps) and any other stream."""
 INDEXED_VIDEO_FORMATS = frozenset({"mov", "mp4"})
 """FFmpeg's names of the containers whose stated video length is held against what indexes: an MP4 or
 MOV states the length its sample index lists. Elsewhere a shorter index is no sign of a cut: an AVI's
@@ -115,6 +120,7 @@ class _Streams:
     video_seconds: float | None = None  # the video stream's, likewise
     video_seekable: bool = True  # False: an MPEG program or transport stream (`TIME_UNSEEKABLE_FORMATS`)
     empty: bool = False  # FFmpeg opens the container but finds no stream of any kind in it
+    raw_format: str | None = None  # a container's file read as a raw video stream (`CONTAINER_SUFFIXES`)
 
 
 def _streams_present(path: str) -> _Streams | None:
@@ -132,6 +138,8 @@ def _streams_present(path: str) -> _Streams | None:
             }
             if not len(container.streams):
                 return _Streams(False, False, empty=True)
+            if container.format.name in RAW_VIDEO_FORMATS and os.path.splitext(path)[1].lower() in CONTAINER_SUFFIXES:
+                return _Streams(False, video, raw_format=container.format.name)
             if audio is None:
                 return _Streams(False, video, **of_video)
             if audio.codec_context is None:  # an unknown codec (a WAV or AVI format tag FFmpeg lacks)
@@ -158,6 +166,10 @@ def _first_reason(errors: list[MediaError], stream: str) -> MediaError:
 
 
 NO_STREAMS = "the container holds no streams (cut short before its first stream, or damaged)"
+RAW_STREAM = (
+    "a damaged {kind} container: FFmpeg finds only a raw {raw} stream in it (the header is lost, and with it the "
+    "frames' timing and any other stream)"
+)
 FROM_START_MAX_PIXELS = 2_000_000_000
 """The most decoded pixels (frames x width x height) a video read only from its start (`FROM_START`) may
 hold: about 6,500 frames of 640x480 or 1,000 of 1080p, a few seconds of decoding for the window
@@ -362,6 +374,10 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
             raise MediaError(path, f"{UNREADABLE[:-1]}; {hint})" if hint else UNREADABLE)  # (counted as one kind)
         if present is not None and present.empty and libsndfile is None:
             raise MediaError(path, NO_STREAMS)
+        if present is not None and present.raw_format:
+            raise MediaError(
+                path, RAW_STREAM.format(kind=os.path.splitext(path)[1][1:].upper(), raw=present.raw_format)
+            )
     fields: dict = {"path": path, "num_bytes": st.st_size, "has_audio": None, "has_video": None}
     fields["zeroed_tail"] = zeroed_tail(path, libsndfile)
     if "video" in streams:  # (present None: FFmpeg cannot open what libsndfile reads, so no video is readable)
