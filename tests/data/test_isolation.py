@@ -73,6 +73,22 @@ def test_an_unguarded_script_is_told_to_guard_its_code_and_no_file_is_blamed(tmp
 
 
 @pytest.mark.slow
+def test_a_script_read_from_standard_input_is_told_to_run_as_a_file(tmp_path):
+    """Guarded, it was told to guard its code: its workers failed to read "<stdin>" again."""
+    source = textwrap.dedent(SCRIPTS["pool"]).replace("[__file__]", f"[{str(tmp_path)!r}]")
+    source += '\nif __name__ == "__main__":\n    main()\n'
+    done = subprocess.run([sys.executable, "-"], input=source, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ttt_mm.data.decode.isolation.WorkerStartError: a decoder worker exited (status 1)")
+    assert last.endswith(
+        "a script read from standard input (python - < script.py, or a heredoc) cannot start "
+        "decoder workers: Python prepares each by reading the script that started it again, from "
+        "its file; run it as a file"
+    )
+
+
+@pytest.mark.slow
 def test_workers_import_the_ttt_mm_that_runs_not_one_in_the_working_directory(tmp_path):
     """Python before 3.12.8 started the forkserver without the caller's import path, so a checkout in
     the working directory (here one that exits when imported) was the one its workers loaded. The

@@ -48,6 +48,17 @@ UNGUARDED_SCRIPT = (
     "worker processes, and Python prepares each one by importing the script that started it, which runs that code"
 )
 """What a worker that does not start usually means (the others: a machine out of memory or far too busy)."""
+SCRIPT_FROM_STDIN = (
+    "a script read from standard input (python - < script.py, or a heredoc) cannot start decoder workers: "
+    "Python prepares each by reading the script that started it again, from its file; run it as a file"
+)
+
+
+def _why_workers_fail() -> str:
+    """What a worker that did not start most likely means here: a script from standard input, which no
+    worker can read, or one whose code is not guarded (`UNGUARDED_SCRIPT`)."""
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    return SCRIPT_FROM_STDIN if main == "<stdin>" else f"usually {UNGUARDED_SCRIPT}"
 
 
 class WorkerStartError(RuntimeError):
@@ -298,7 +309,7 @@ class IsolatedPool:
                 return None
             if not worker.ready:
                 raise WorkerStartError(
-                    f"a decoder worker did not start in {STARTUP_TIMEOUT:.0f} s; usually {UNGUARDED_SCRIPT}"
+                    f"a decoder worker did not start in {STARTUP_TIMEOUT:.0f} s; {_why_workers_fail()}"
                 )
             limit = self.deadline(worker.path)
             log.warning("%s: no answer from its decoder in %.0f s; the worker was killed", worker.path, limit)
@@ -308,9 +319,7 @@ class IsolatedPool:
         if not worker.ready and code == RAN_THE_SCRIPT:
             raise WorkerStartError(f"a decoder worker ran the script that started it; {UNGUARDED_SCRIPT}")
         if not worker.ready:
-            raise WorkerStartError(
-                f"a decoder worker exited (status {code}) before it started; usually {UNGUARDED_SCRIPT}"
-            )
+            raise WorkerStartError(f"a decoder worker exited (status {code}) before it started; {_why_workers_fail()}")
         message = worker.last_message()
         if code is not None and code < 0:
             reason = crash_reason(signal_name(-code))
