@@ -1,4 +1,5 @@
-"""Corrupted copies of media files, and how the probe command copes with a folder of them:
+"""Corrupted copies of media files, and how the probe command copes with a folder of them.
+
 ``python -m ttt_mm.bench corrupt SRC [SRC ...] --out DIR [--count 200] [--seed 0]``.
 
 Variant ``i`` is source ``i % len(sources)`` damaged one of four ways (`KINDS`, in turn), with a
@@ -95,9 +96,11 @@ def _media(paths: Sequence[str]) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ttt_mm.bench corrupt", description=__doc__.splitlines()[0])
     parser.add_argument("sources", nargs="+", help="media files or folders to corrupt copies of")
-    parser.add_argument("--out", required=True, help="folder for the variants")
-    parser.add_argument("--count", type=positive_int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="folder for the variants (and the probe's probe.jsonl)")
+    parser.add_argument(
+        "--count", type=positive_int, default=200, help="variants in all, the sources taken in turn (default 200)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the same seed and arguments give the same bytes")
     parser.add_argument("--jobs", type=positive_int, default=2, help="probe processes")
     args = parser.parse_args(argv)
     sources = _media(args.sources)
