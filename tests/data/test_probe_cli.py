@@ -96,7 +96,7 @@ def test_a_stream_that_is_not_usable_is_not_also_said_to_be_read_as_far_as_it_go
     """A record can hold both a stream's error and the length it states (audio too short for the video)."""
     record = {"has_audio": True, "has_video": True, "audio_duration": 1.0, "audio_stated": 9.0}
     said = probe._stream_errors([record | {"audio_error": "audio ends 8 s before the video"}])
-    assert "read as far as it goes" not in said and "1 without a usable audio stream" in said
+    assert said == "its audio stream is not usable: audio ends 8 s before the video"  # (not also read as far as...)
     assert "its audio decodes to 1.000 s of the 9.000 s the file states" in probe._stream_errors([record])
 
 
@@ -118,6 +118,17 @@ def test_without_an_output_the_records_go_to_stdout(data, tmp_path, capsys):
     (record,) = map(json.loads, out.splitlines())
     assert record["path"] == str(data / "b.wav") and record["audio_backend"] == "soundfile"
     assert err.startswith(f"{data / 'b.wav'}: usable. 1 probed, 0 from the index cache ")  # (not "1 file under")
+
+
+def test_a_single_file_that_only_embed_reads_says_so_in_its_own_words(tmp_path, capsys):
+    """A file whose only stream is digital silence was "usable (1 whose audio is digital silence)": in
+    a folder's words, and no config that trains or evaluates reads it."""
+    silent = write_wav(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000)
+    assert main([str(silent), "--index-cache", str(tmp_path / "cache")]) == 0
+    said = capsys.readouterr().err
+    assert said.startswith(
+        f"{silent}: usable by embed only (training and evaluation leave it out) (its audio is digital silence). "
+    )
 
 
 def test_single_bad_file_exits_nonzero_with_the_reason(media, tmp_path, capfd):

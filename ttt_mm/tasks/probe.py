@@ -112,7 +112,10 @@ def index_and_list(args: argparse.Namespace) -> int:
         return 1
     partly = _stream_errors(records.values())
     if single:
-        summary = f"{target}: usable" + (f" ({partly})" if partly else "")
+        (record,) = records.values()
+        trained = usable(record, "video") or (usable(record, "audio") and not record.get("silent"))
+        usable_for = "usable" if trained else "usable by embed only (training and evaluation leave it out)"
+        summary = f"{target}: {usable_for}" + (f" ({partly})" if partly else "")
     else:
         files = f"{len(records)} file{'s' if len(records) != 1 else ''}"
         summary = f"{files} under {target}: {len(records) - len(bad)} usable"
@@ -134,28 +137,32 @@ def _stream_errors(records) -> str:
     (counted by stream and reason: such a file serves only configs that read its other stream), and
     those read otherwise than plainly (silent, short of their stated length, with gaps, ending in zeros)."""
     counts = []
+    records = list(records)
+    one = len(records) == 1  # (a single file's summary says "its ...")
     for stream in ("video", "audio"):
         reasons = [r[f"{stream}_error"] for r in records if not r.get("error") and r.get(f"{stream}_error")]
-        if reasons:
+        if reasons and one:
+            counts.append(f"its {stream} stream is not usable: {reasons[0]}")
+        elif reasons:
             counts.append(f"{len(reasons)} without a usable {stream} stream [{count_reasons(reasons)}]")
     silent = sum(1 for r in records if not r.get("error") and not r.get("audio_error") and r.get("silent"))
     if silent:  # (training and evaluation leave them out when they read only audio)
-        counts.append(f"{silent} whose audio is digital silence")
+        counts.append("its audio is digital silence" if one else f"{silent} whose audio is digital silence")
     for stream in ("video", "audio"):  # (read as far as they go, with a warning: `selection.index_clips`)
         short = [r for r in records if usable(r, stream) and r.get(f"{stream}_stated")]
-        if len(short) == 1 and len(records) == 1:
+        if len(short) == 1 and one:
             said = f"{short[0][f'{stream}_duration']:.3f} s of the {short[0][f'{stream}_stated']:.3f} s the file states"
             counts.append(f"its {stream} decodes to {said}: truncated or corrupt, it is read as far as it goes")
         elif short:
             counts.append(f"{len(short)} whose {stream} decodes well short of the length the file states")
     zeroed = [r for r in records if not r.get("error") and r.get("zeroed_tail")]
-    if len(zeroed) == 1 and len(records) == 1:
+    if len(zeroed) == 1 and one:
         counts.append(f"its last {zeroed[0]['zeroed_tail']} bytes are zeros: an unfinished download or copy?")
     elif zeroed:
         counts.append(f"{len(zeroed)} ending in zero bytes: unfinished downloads or copies?")
     for stream, filled in GAPS_FILLED.items():  # (read with their gaps filled, with a warning: `say_how_read`)
         gapped = [r for r in records if usable(r, stream) and r.get(f"{stream}_gaps")]
-        if len(gapped) == 1 and len(records) == 1:
+        if len(gapped) == 1 and one:
             counts.append(f"{gapped[0][f'{stream}_gaps']:.3f} s inside its {stream} is missing: {filled}")
         elif gapped:
             counts.append(f"{len(gapped)} with stretches missing inside their {stream}, {filled}")
