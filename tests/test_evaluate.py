@@ -24,7 +24,7 @@ from ttt_mm.checkpoint import resolve_device
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.data.clip_record import clip_record
 from ttt_mm.eval import loop as evaluate_loop
-from ttt_mm.eval.loop import model_info
+from ttt_mm.eval.loop import model_info, time_left
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.rollout import rollout
 from ttt_mm.eval.scoring import HORIZON_FIELDS, ClipScorer
@@ -498,6 +498,12 @@ def test_threads_sets_torchs_cpu_threads(folder, tmp_path, monkeypatch):
     assert asked == [1]
 
 
+def test_the_progress_line_says_how_long_the_other_clips_take_from_a_minute_on():
+    assert time_left(10.0, 5, 10) == ""  # (10 s left)
+    assert time_left(60.0, 6, 512) == "; about 84 min left"
+    assert time_left(600.0, 10, 512) == "; about 8.4 h left"
+
+
 def test_an_interrupted_evaluation_says_no_metrics_were_written(folder, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -505,11 +511,13 @@ def test_an_interrupted_evaluation_says_no_metrics_were_written(folder, tmp_path
     monkeypatch.setattr(evaluate_task, "evaluate", interrupted)
     out = tmp_path / "out"
     args = [*command_args(folder, out), f"ckpt={folder[2][0]}", "rollout_steps=0", "plots=false"]
-    with pytest.raises(Interrupted, match=f"^no metrics were written to {out} .*evaluated\\)$"):
+    with pytest.raises(
+        Interrupted, match=f"^no metrics were written to {out} .*evaluated; max_files=N evaluates the first N\\)$"
+    ):
         run(compose_evaluate(*args, f"paths.output_dir={out}"))
     assert not (out / "metrics.json").exists()
     (out / "metrics.json").write_text("{}")  # an earlier evaluation's, which stays
-    with pytest.raises(Interrupted, match="evaluated; the metrics.json there is an earlier evaluation's\\)$"):
+    with pytest.raises(Interrupted, match="evaluated; the metrics.json there is an earlier evaluation's; max_files="):
         run(compose_evaluate(*args, f"paths.output_dir={out}"))
 
     def some_figures_then_interrupted(models, clips, spec, window, options, skips, output):
@@ -517,7 +525,7 @@ def test_an_interrupted_evaluation_says_no_metrics_were_written(folder, tmp_path
         raise KeyboardInterrupt
 
     monkeypatch.setattr(evaluate_task, "evaluate", some_figures_then_interrupted)
-    with pytest.raises(Interrupted, match=r"evaluation's\); the 1 figure\(s\) made so far were removed$"):
+    with pytest.raises(Interrupted, match=r"the first N\); the 1 figure\(s\) made so far were removed$"):
         run(compose_evaluate(*args, f"paths.output_dir={out}"))
     assert not list(out.glob("*.png"))  # (they would pass for a whole evaluation's)
 

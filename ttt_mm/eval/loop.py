@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +67,15 @@ TOO_SHORT_TO_SCORE = (
 )
 
 
+def time_left(seconds: float, done: int, total: int) -> str:
+    """The progress line's estimate of the time the other clips take, at the pace so far (from a minute
+    on: the metrics are written only at the end, and a long evaluation is better cut with max_files)."""
+    left = seconds / done * (total - done)
+    if left < 60:
+        return ""
+    return f"; about {left / 60:.0f} min left" if left < 5400 else f"; about {left / 3600:.1f} h left"
+
+
 def evaluate(
     models, clips, spec: ReadSpec, window_seconds: float, options: Options, skips: SkipList, output: Path
 ) -> dict:
@@ -87,6 +97,7 @@ def evaluate(
     files, skipped, figures, unplotted = [], [], [], 0  # unplotted: clips looked at for figures that got none
     predicted = {MODALITY_NAMES[m] for report in reports.values() for m in report.ids.values() if m is not None}
     left = dict.fromkeys(predicted, options.plot_clips if options.plots else 0)  # figures of each kind to draw
+    started = time.monotonic()
     for number, clip in enumerate(clips, 1):
         if clip.name in skips:
             skipped.append({"path": clip.name, "reason": "in the skip list: " + skips.reasons.get(clip.name, "")})
@@ -129,7 +140,14 @@ def evaluate(
             drawn = plots.clip_figures(results, len(files), one_line(clip.segment), output, kinds)
         named = f"; figures {', '.join(os.path.basename(f) for f in drawn.values())}" if drawn else ""
         log.info(  # (figures are numbered by the rows of files.csv; the count here, by the clips listed)
-            "[%d/%d] %s: %.1f s; loss %s%s", number, len(clips), one_line(clip.segment), first.duration, summary, named
+            "[%d/%d] %s: %.1f s; loss %s%s%s",
+            number,
+            len(clips),
+            one_line(clip.segment),
+            first.duration,
+            summary,
+            named,
+            time_left(time.monotonic() - started, number, len(clips)),
         )
         if keep_plot:
             if not sound and left.get("audio", 0) > 0:

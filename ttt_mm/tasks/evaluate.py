@@ -295,7 +295,8 @@ def run(cfg: DictConfig) -> dict:
         made = remove_figures(output) if began else 0  # (figures of some clips: they would pass for a whole run's)
         removed = f"; the {made} figure(s) made so far were removed" if made else ""
         raise Interrupted(
-            f"no metrics were written to {output} (they are written once every clip is evaluated{earlier}){removed}"
+            f"no metrics were written to {output} (they are written once every clip is evaluated{earlier}; max_files=N "
+            f"evaluates the first N){removed}"
         ) from None
     rejected = datamodule.rejected_in(str(cfg.split))  # (not another split's: they were never to be scored)
     result["skipped"] = [{"path": p, "reason": r} for p, r in rejected.items()] + result["skipped"]
