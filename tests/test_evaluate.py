@@ -781,6 +781,15 @@ def test_models_that_score_different_tokens_are_said_to_be_on_different_scales(c
         warn_if_incomparable({"a": ("a.ckpt", audio_model(4)), "b": ("b.ckpt", audio_model(8))})
     (line,) = [r.getMessage() for r in caplog.records]
     assert "a: 25 tokens/s, targets of audio 320" in line and "b: 12.5 tokens/s, targets of audio 640" in line
+    caplog.clear()
+    one = audio_model(4)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
+        warn_if_incomparable(
+            {"last": ("last.ckpt", one), "step": ("step20.ckpt", one), "c": ("c.ckpt", audio_model(4))}
+        )
+    assert [r.getMessage() for r in caplog.records] == [
+        "last and step hold the same weights: their numbers will be the same"
+    ]
 
 
 def test_metrics_name_the_checkpoint_by_its_absolute_path(model, tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ttt_mm.checkpoint import model_of, read_checkpoint, resolve_device, trained_files, trained_split
 from ttt_mm.data import ClipInfo
 from ttt_mm.data.sources import SPLITS
+from ttt_mm.embed.files import weights_hash
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding, checkpoint_split
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.report import MODALITY_NAMES
@@ -109,7 +110,8 @@ def check_window(models: dict[str, tuple[str, SequenceModel]], window_seconds: f
 
 def warn_if_incomparable(models: dict[str, tuple[str, SequenceModel]]) -> None:
     """Models that make different tokens (rates, target sizes) or losses score on different scales:
-    one table holds them all, so a warning says to read each against its own baselines."""
+    one table holds them all, so a warning says to read each against its own baselines. Checkpoints of
+    the same weights (a run's last.ckpt and the one saved at the same step) are said to be so."""
     scales = {}
     for name, (_, model) in models.items():
         tok = model.tokenizer
@@ -121,6 +123,11 @@ def warn_if_incomparable(models: dict[str, tuple[str, SequenceModel]]) -> None:
             "own copy-last-step and running-mean baselines",
             "; ".join(f"{n}: {s}" for n, s in scales.items()),
         )
+    same: dict[str, list[str]] = {}
+    for name, (_, model) in models.items():
+        same.setdefault(weights_hash(model), []).append(name)
+    for names in (n for n in same.values() if len(n) > 1):  # (last.ckpt and the step's own, saved together)
+        log.warning("%s hold the same weights: their numbers will be the same", " and ".join(names))
 
 
 def warn_if_files_model_on_synthetic_clips(data: DictConfig, models: dict[str, tuple[str, SequenceModel]]) -> None:
