@@ -124,7 +124,7 @@ def warn_if_incomparable(models: dict[str, tuple[str, SequenceModel]]) -> None:
             "; ".join(f"{n}: {s}" for n, s in scales.items()),
         )
     same: dict[str, list[str]] = {}
-    for name, (_, model) in models.items():
+    for name, (_, model) in models.items() if len(models) > 1 else ():  # (each model's every weight read once)
         same.setdefault(weights_hash(model), []).append(name)
     for names in (n for n in same.values() if len(n) > 1):  # (last.ckpt and the step's own, saved together)
         log.warning("%s hold the same weights: their numbers will be the same", " and ".join(names))
