@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ttt_mm.data.index import index_files
+from ttt_mm.data.index import IndexInterrupted, index_files
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.tasks import common, sweep_report
 from ttt_mm.tasks.command_keys import extensions_of, names_of, output_folder, positive_count
@@ -390,7 +390,12 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130_also_in_the_log_file
         handler.close()
     assert ended.value.code == 130 and capsys.readouterr().err == "interrupted\n"
     assert (tmp_path / "train.log").read_text() == "interrupted\n"
-    assert forgotten == [True]  # a run stopped before it began (indexing, say) leaves no empty run folder
+    assert forgotten == []  # a run stopped once it began keeps its folder (an evaluation's log of its clips)
+    for before in (IndexInterrupted("interrupted: kept 0 of 2"), Interrupted("nothing", before_it_began=True)):
+        with pytest.raises(SystemExit), config_errors_end_the_command():
+            raise before
+    assert forgotten == [True, True]  # stopped while it listed its data: no empty run folder
+    capsys.readouterr()
     with pytest.raises(SystemExit) as ended, config_errors_end_the_command():
         raise Interrupted("nothing was written")  # a command that knows what it left behind says so
     assert ended.value.code == 130 and capsys.readouterr().err == "interrupted: nothing was written\n"

@@ -648,6 +648,14 @@ def test_a_container_read_only_as_a_raw_video_stream_is_refused_as_damaged(tmp_p
     damaged.write_bytes(raw.read_bytes())
     with pytest.raises(MediaError, match=r"a damaged MOV container: FFmpeg finds only a raw mjpeg stream in it \("):
         decode.probe(damaged)
+    elementary = tmp_path / "stream.m4v"  # FFmpeg's own name for a raw MPEG-4 stream: read as one
+    with av.open(str(elementary), "w", format="m4v") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(20):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 10, np.uint8), format="rgb24")))
+        out.mux(stream.encode(None))
+    assert decode.probe(elementary).has_video
 
 
 def _windows_out_of_order(path, backend, starts, seconds, fps):

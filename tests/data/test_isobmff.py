@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from ttt_mm.data.decode import isobmff
 from ttt_mm.data.decode.isobmff import missing_index
 
 
@@ -16,6 +17,20 @@ def box(kind: bytes, body: bytes = b"") -> bytes:
 
 FTYP = box(b"ftyp", b"isom" + bytes(8))
 MDAT = box(b"mdat", b"x" * 100)
+
+
+def test_a_moov_box_is_looked_for_near_where_the_walk_broke_and_near_the_end_only(tmp_path, monkeypatch):
+    """A large MP4 cut short was read to its end by the probe (a slow disk's time limit)."""
+    monkeypatch.setattr(isobmff, "MOOV_SEARCH_BYTES", 64)
+    spliced = FTYP + MDAT[:60] + bytes(range(130, 170)) + MDAT[60:]  # (the walk lands on media data at 128)
+    for middle, hint in ((b"x" * 10, "stop lining up"), (b"x" * 1000, "cut short before its index")):
+        path = tmp_path / "file.mp4"
+        path.write_bytes(spliced + box(b"free", middle) + box(b"moov"))  # (the moov: in the last 64 bytes)
+        assert "stop lining up" in missing_index(path)
+        path.write_bytes(spliced + box(b"moov") + box(b"free", middle))  # (the moov: 48 bytes after the break)
+        assert "stop lining up" in missing_index(path)
+        path.write_bytes(spliced + box(b"free", middle) + box(b"moov") + box(b"free", middle))
+        assert hint in missing_index(path)  # (too far from both ends: not looked for)
 
 
 @pytest.mark.parametrize(
@@ -34,6 +49,7 @@ MDAT = box(b"mdat", b"x" * 100)
         # bytes inserted inside mdat (its size unchanged): the walk lands on data, not on the moov after it
         (FTYP + MDAT[:100] + bytes(range(130, 170)) + MDAT[100:] + box(b"moov"), "stop lining up at byte 128"),
         (FTYP + MDAT[:60] + bytes(range(130, 170)) + MDAT[60:] + box(b"moov"), "stop lining up at byte 128"),
+        (FTYP + MDAT + bytes(200), "without its index"),  # zeros after the last box: unwritten, not damaged
         # the four bytes "moov" in media data cut short (no box size before them): cut, not damaged inside
         (
             FTYP + struct.pack(">I4s", 500, b"mdat") + b"x" * 20 + b"\xff\xff\xff\xffmoov" + b"x" * 20,
@@ -53,6 +69,7 @@ MDAT = box(b"mdat", b"x" * 100)
         "tiny",
         "spliced",
         "spliced-printable",
+        "zero-tail",
         "moov-in-data",
     ],
 )

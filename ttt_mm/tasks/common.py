@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from ttt_mm.data.index import IndexCacheError
+from ttt_mm.data.index import IndexCacheError, IndexInterrupted
 from ttt_mm.messages import root_cause
 from ttt_mm.tasks.job_logs import to_log_file
 from ttt_mm.tasks.run_folders import config_subdir_of, forget_refused_run, run_dir_of
@@ -96,7 +96,12 @@ def _targets(node, key: str = "") -> Iterator[tuple[str, dict]]:
 
 class Interrupted(KeyboardInterrupt):
     """A Ctrl-C that says what it left behind: ``Interrupted("nothing was written")`` ends a command
-    with ``interrupted: nothing was written`` (`config_errors_end_the_command`)."""
+    with ``interrupted: nothing was written`` (`config_errors_end_the_command`); ``before_it_began``:
+    while it listed its data, so that its run folder holds nothing of it."""
+
+    def __init__(self, message: str, before_it_began: bool = False) -> None:
+        super().__init__(message)
+        self.before_it_began = before_it_began
 
 
 class SweepJobError(CompactHydraException):
@@ -112,9 +117,10 @@ def in_a_sweep() -> bool:
 @contextmanager
 def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfig | None = None) -> Iterator[None]:
     """A config mistake ends a command with one ``error:`` line and exit status 2, and Ctrl-C with one
-    line and status 130, not a traceback (either way, a run folder left holding only Hydra's record and
-    the log goes: `forget_refused_run`). In a sweep the mistake ends only its job. Anything else
-    goes on up as it is, its traceback also written to the job's log file (Hydra prints it only).
+    line and status 130, not a traceback (a run folder left holding only Hydra's record and the log goes,
+    `forget_refused_run`: after a mistake, or a Ctrl-C while the data was indexed, ``before_it_began``).
+    In a sweep the mistake ends only its job. Anything else goes on up as it is, its traceback also
+    written to the job's log file (Hydra prints it only).
     ``cfg``: the command's config, so that a constructor's error names the key that it refused."""
     settings = None if cfg is None else OmegaConf.to_container(cfg, resolve=False)  # (as given: the run resolves it)
     try:
@@ -124,7 +130,8 @@ def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfi
         line = f"interrupted: {left}" if left else "interrupted"
         print(line, file=sys.stderr)
         to_log_file(line, logging.WARNING)
-        if _rank() == 0 and not in_a_sweep():  # stopped before it began (indexing, say): no empty run folder
+        began = not isinstance(err, IndexInterrupted) and not getattr(err, "before_it_began", False)
+        if not began and _rank() == 0 and not in_a_sweep():  # (stopped while listing its data: no empty run folder)
             forget_refused_run()
         sys.exit(130)
     except (ConfigError, IndexCacheError, InstantiationException, MissingMandatoryValue) as err:

@@ -248,7 +248,9 @@ def run(cfg: DictConfig) -> Summary:
         summary = Summary(single=single, output=str(output))
         selection = index_clips(clips, embedder.read_spec(), cfg.get("index_cache"))  # probed in subprocesses first
     except KeyboardInterrupt:
-        raise Interrupted("nothing was written (the inputs were being listed and probed)") from None
+        raise Interrupted(
+            "nothing was written (the inputs were being listed and probed)", before_it_began=True
+        ) from None
     for clip in clips:  # each span of a file left out whole is an output not made
         if not (reason := selection.reason_of(clip)):
             continue

@@ -303,7 +303,8 @@ def run(cfg: DictConfig) -> dict:
         removed = f"; the {made} figure(s) made so far were removed" if made else ""
         raise Interrupted(
             f"no metrics were written to {output} (they are written once every clip is evaluated{earlier}; max_files=N "
-            f"evaluates the first N){removed}"
+            f"evaluates the first N){removed}",
+            before_it_began=not began,
         ) from None
     rejected = datamodule.rejected_in(str(cfg.split))  # (not another split's: they were never to be scored)
     result["skipped"] = [{"path": p, "reason": r} for p, r in rejected.items()] + result["skipped"]

@@ -15,6 +15,7 @@ _IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis")
 """``ftyp`` brands of still images (HEIF, AVIF), which have no ``moov`` box to miss."""
 
 _MAX_BOXES = 10_000
+MOOV_SEARCH_BYTES = 128 << 20
 
 
 def _a_box_type(kind: bytes) -> bool:
@@ -22,12 +23,23 @@ def _a_box_type(kind: bytes) -> bool:
     return all(32 <= b < 127 or b == 0xA9 for b in kind)
 
 
-def _holds_moov_after(f, start: int, size: int, block: int = 1 << 20) -> bool:
-    """Whether a ``moov`` box lies in the file after ``start``: its type, after a size that ends it at the
-    file's end or at another box (four bytes ``moov`` alone turn up in a gigabyte of media data by chance)."""
+def _holds_moov_after(f, start: int, size: int) -> bool:
+    """Whether a ``moov`` box lies in the file (of ``size`` bytes) after ``start``: its type, after a size
+    that ends it at the file's end or at another box (four bytes ``moov`` alone turn up in a gigabyte of
+    media data by chance). Looked for in the `MOOV_SEARCH_BYTES` after ``start`` and as many before the
+    end (where a recorder writes it): a probe reads no more of a large file cut short."""
+    if size - start <= 2 * MOOV_SEARCH_BYTES:
+        return _moov_within(f, start, size, size)
+    return _moov_within(f, start, start + MOOV_SEARCH_BYTES, size) or _moov_within(
+        f, size - MOOV_SEARCH_BYTES, size, size
+    )
+
+
+def _moov_within(f, start: int, end: int, size: int, block: int = 1 << 20) -> bool:
+    """`_holds_moov_after`, for a ``moov`` type between ``start`` and ``end``."""
     f.seek(start)
     offset, data = start, b""
-    while chunk := f.read(block):
+    while offset + len(data) < end and (chunk := f.read(min(block, end - offset - len(data)))):
         data += chunk
         found = data.find(b"moov", 4)
         while found != -1:
@@ -69,7 +81,7 @@ def missing_index(path: str | os.PathLike) -> str | None:
                 length, kind = struct.unpack(">I4s", f.read(8))
                 if not seen and (kind not in _CONTAINER_START or (kind == b"ftyp" and f.read(4) in _IMAGE_BRANDS)):
                     return None  # another container, or an image: a hint would be a guess
-                if not _a_box_type(kind):
+                if not _a_box_type(kind) and (kind, length) != (bytes(4), 0):  # (zeros: an unwritten tail)
                     return f"an MP4/MOV file whose boxes stop lining up at byte {at}: damaged inside"
                 seen.append(kind)
                 header = 8

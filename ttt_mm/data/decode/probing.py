@@ -40,9 +40,10 @@ frames of a truncated MP4 are listed in its index, but their data is not in the 
 index to their stated length, to the frame."""
 RAW_VIDEO_FORMATS = frozenset({"mjpeg", "h264", "hevc", "m4v", "mpegvideo", "h261", "h263", "vc1", "cavsvideo"})
 """FFmpeg's names of raw video streams, which hold frames without a container's timing."""
-CONTAINER_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".3gp", ".mkv", ".webm", ".avi"})
+CONTAINER_SUFFIXES = frozenset({".mp4", ".mov", ".3gp", ".mkv", ".webm", ".avi"})
 """Names of files that hold a container: one that FFmpeg reads as a raw video stream (`RAW_VIDEO_FORMATS`)
-lost its container's header, and with it the frames' timing (FFmpeg assumes 25 fps) and any other stream."""
+lost its container's header, and with it the frames' timing (FFmpeg assumes 25 fps) and any other stream.
+(Not ``.m4v``: FFmpeg's own name for a raw MPEG-4 video stream, as well as Apple's for an MP4.)"""
 INDEXED_VIDEO_FORMATS = frozenset({"mov", "mp4"})
 """FFmpeg's names of the containers whose stated video length is held against what indexes: an MP4 or
 MOV states the length its sample index lists. Elsewhere a shorter index is no sign of a cut: an AVI's
