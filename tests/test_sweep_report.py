@@ -172,6 +172,14 @@ def test_the_overrides_shown_are_those_that_differ_among_all_the_sweeps_jobs():
     stopped = _sweep(4)  # (seed=range(4): the jobs not started differ too)
     _ended(stopped, 0, "seed=0", None, {"metrics": {}})
     assert stopped.table(stopped.rows())[1] == "#0  seed=0"
+    spaced = _sweep(2, overrides=("seed=0,1", "data.root='/my data'"))  # (shared: a value with a space)
+    for num in (0, 1):
+        job = _job(num, f"seed={num}", "data.root='/my data'")
+        spaced.on_job_start(job)
+        result = JobReturn(status=JobStatus.COMPLETED)
+        result._return_value = {"metrics": {}}
+        spaced.on_job_end(job, result)
+    assert spaced.table(spaced.rows())[1:] == ["#0  seed=0", "#1  seed=1"]
 
 
 def test_a_sweep_refused_before_its_first_job_names_no_job_to_run_and_leaves_no_folder(tmp_path, capsys):

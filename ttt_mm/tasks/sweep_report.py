@@ -243,10 +243,12 @@ class SweepReport(Callback):
         keys = self.columns(rows)
         jobs = [set(job) for job in self.jobs] if self.jobs else self.swept  # (the whole sweep's, where known)
         shared = set.intersection(*jobs) if len(jobs) > 1 else set()
+        given = {str(num): overrides for num, overrides, _ in self.results}  # (a value may hold a space)
         lines = [["job", *keys, "overrides"]]
         for row in rows:
             values = [_shown(k, v) if isinstance(v := row.get(k), float) else "-" for k in keys]
-            overrides = " ".join(o for o in str(row["overrides"]).split(" ") if o and o not in shared)
+            listed = given.get(str(row["job"])) or str(row["overrides"]).split(" ")  # (read back from results.csv)
+            overrides = " ".join(o for o in listed if o and o not in shared)
             lines.append([f"#{row['job']}", *values, overrides or "(the same)"])
         widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
         return [" ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + " " + line[-1] for line in lines]
