@@ -78,8 +78,20 @@ def test_the_fits_mean_covers_every_batch_and_leaves_out_validation(monkeypatch)
             clock.now += 100.0
             cb.on_validation_end(trainer, module)
     assert module.logged["train/tokens_per_s"] == 2 * 20 / 4.0 and cb.mean_tokens_per_s is None
+    saved = cb.state_dict()  # (a checkpoint now: the logged interval's count, and the time so far)
+    assert saved == {"tokens": 2 * 20, "seconds": 4.0, "wall": 110.0}
     cb.on_train_end(trainer, module)
-    assert cb.mean_tokens_per_s == 2 * 50 / 10.0
+    assert cb.mean_tokens_per_s == 2 * 50 / 10.0 and cb.fit_minutes == 110.0 / 60
+
+    resumed = Throughput()  # from that checkpoint: its count goes on
+    resumed.load_state_dict(saved)
+    resumed.on_train_start(trainer, module)
+    resumed.on_train_batch_start(trainer, module, None, 0)
+    clock.now += 6.0
+    trainer.global_step += 1
+    resumed.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(30)}, None, 0)
+    resumed.on_train_end(trainer, module)
+    assert resumed.mean_tokens_per_s == (2 * 20 + 2 * 30) / (4.0 + 6.0) and resumed.fit_minutes == (110.0 + 6.0) / 60
 
 
 def test_nothing_is_logged_before_the_interval_ends(monkeypatch):

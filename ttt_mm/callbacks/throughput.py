@@ -8,8 +8,10 @@ loop spent between one batch's end and the next one's start, which is where it w
 loader (validation runs and checkpoint saves are left out of both). A data wait near 1 means
 decoding or tokenizing sets the pace (more ``data.num_workers``, smaller frames); near 0, the model does.
 
-At the end of a fit it also keeps the fit's mean, `mean_tokens_per_s` (the same count over all of the
-fit's training time: what a run's summary and a sweep's table give, to compare runs' cost).
+At the end of a fit it also keeps what the run's training cost, to compare runs (a run's summary, a
+sweep's table): `mean_tokens_per_s`, the same count over all of its training time, and `fit_minutes`,
+validation included. A resumed run's count goes on from its checkpoint's (`state_dict`: the logged
+intervals until the save; the steps after it are trained again, and counted once).
 
 Checkpoint callbacks run after every other callback's hooks, so their saves fall in that gap between
 batches: they are timed by wrapping ``trainer.save_checkpoint`` (through which every save goes) for
@@ -34,8 +36,23 @@ class Throughput(L.Callback):
         self._fit_start: float | None = None
         self._fit_paused = 0.0  # the fit's validation and checkpoint-saving time
         self._fit_tokens: torch.Tensor | int = 0
+        self._logged = {"tokens": 0.0, "seconds": 0.0}  # this fit's logged intervals, summed over processes
+        self._earlier = {"tokens": 0.0, "seconds": 0.0, "wall": 0.0}  # before this fit (a resumed run's checkpoint)
         self.mean_tokens_per_s: float | None = None
-        """The last fit's training throughput, summed over processes (None before a fit has ended)."""
+        """The run's training throughput, summed over processes (None before a fit has ended)."""
+        self.fit_minutes: float | None = None
+        """The run's training time, validation and checkpoint saves included."""
+
+    def state_dict(self) -> dict[str, float]:
+        wall = 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
+        return {
+            "tokens": self._earlier["tokens"] + self._logged["tokens"],
+            "seconds": self._earlier["seconds"] + self._logged["seconds"],
+            "wall": self._earlier["wall"] + wall,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._earlier = {key: float(state_dict.get(key, 0.0)) for key in self._earlier}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or "save_checkpoint" in vars(trainer):
@@ -70,14 +87,18 @@ class Throughput(L.Callback):
         self._reset(time.perf_counter())  # a resumed run starts mid-epoch: no epoch-start hook then
         self._step_seen = trainer.global_step
         self._fit_start, self._fit_paused, self._fit_tokens = self._start, 0.0, 0
-        self.mean_tokens_per_s = None
+        self._logged = {"tokens": 0.0, "seconds": 0.0}
+        self.mean_tokens_per_s = self.fit_minutes = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._fit_start is None:
             return
-        wall = max(time.perf_counter() - self._fit_start - self._fit_paused, 1e-9)
+        wall = time.perf_counter() - self._fit_start
         tokens = torch.as_tensor(self._fit_tokens, dtype=torch.float64, device=pl_module.device)
-        self.mean_tokens_per_s = float(trainer.strategy.reduce(tokens, reduce_op="sum")) / wall
+        tokens = self._earlier["tokens"] + float(trainer.strategy.reduce(tokens, reduce_op="sum"))
+        seconds = self._earlier["seconds"] + wall - self._fit_paused
+        self.mean_tokens_per_s = tokens / max(seconds, 1e-9)
+        self.fit_minutes = (self._earlier["wall"] + wall) / 60
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset(time.perf_counter())
@@ -111,4 +132,5 @@ class Throughput(L.Callback):
         tokens = float(trainer.strategy.reduce(tokens, reduce_op="sum"))
         pl_module.log("train/tokens_per_s", tokens / wall, prog_bar=True, rank_zero_only=True)
         pl_module.log("train/data_wait", wait / wall, rank_zero_only=True)
+        self._logged = {"tokens": self._logged["tokens"] + tokens, "seconds": self._logged["seconds"] + wall}
         self._reset(now)

@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import lightning as L
@@ -108,7 +107,6 @@ def run(cfg: DictConfig) -> dict:
 def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed_step: int | None) -> dict:
     """The checked run: fits, tests, and says what it wrote (`run`)."""
     new_log_dirs = [d for lg in trainer.loggers if (d := lg.log_dir) and not os.path.exists(d)]
-    fit_started = time.monotonic()
     if cfg.get("train", True):
         try:
             with first_process_marked():  # (Ctrl-C: `leave_ctrl_c_to_the_first_process`)
@@ -133,7 +131,6 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
             )
             error.trained = trained  # (then its config record stays: `main`)
             raise error from None
-    fit_seconds = time.monotonic() - fit_started
     interrupted = trainer.interrupted  # (a test run afterwards resets it)
     terminated = interrupted and trainer.received_sigterm  # (a scheduler's SIGTERM, not Ctrl-C)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -186,16 +183,18 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
         "validation_off": trainer.limit_val_batches == 0,
         "val_every": trainer.val_check_interval,
         "batches": trainer.fit_loop.epoch_loop.batch_progress.total.processed,  # (not one a Ctrl-C cut short)
-        "cost": _cost(trainer, fit_seconds) if cfg.get("train", True) else {},
+        "cost": _cost(trainer) if cfg.get("train", True) else {},
     }
 
 
-def _cost(trainer: L.Trainer, fit_seconds: float) -> dict[str, float]:
-    """What the fit cost, to compare runs by (a sweep's table): its mean training throughput (`Throughput`;
-    absent where that callback is off or the fit was interrupted) and its minutes, validation included."""
+def _cost(trainer: L.Trainer) -> dict[str, float]:
+    """What the run's training cost, to compare runs by (a sweep's table): its mean throughput and its
+    minutes, validation included, a resumed run's before it too (`Throughput`; none where that callback
+    is off or the fit was interrupted)."""
     meter = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
-    speed = {"train tokens/s": meter.mean_tokens_per_s} if meter and meter.mean_tokens_per_s else {}
-    return speed | {"fit minutes": fit_seconds / 60}
+    if meter is None or meter.mean_tokens_per_s is None:
+        return {}
+    return {"train tokens/s": meter.mean_tokens_per_s, "fit minutes": meter.fit_minutes}
 
 
 def _does_not_fit(err: BaseException) -> bool:
@@ -262,12 +261,12 @@ def report(out: dict) -> None:
 
 
 def _cost_line(cost: dict[str, float]) -> list[str]:
-    """The summary's line on what the fit cost (`_cost`)."""
+    """The summary's line on what the run's training cost (`_cost`)."""
     if not cost:
         return []
-    speed = f"{cost['train tokens/s']:.0f} tokens/s (the fit's mean, validation left out) in " if len(cost) > 1 else ""
     minutes = cost["fit minutes"]
-    return [f"training:        {speed}" + (f"{minutes:.1f} min" if minutes >= 1 else f"{minutes * 60:.0f} s")]
+    took = f"{minutes:.1f} min" if minutes >= 1 else f"{minutes * 60:.0f} s"
+    return [f"training:        {cost['train tokens/s']:.0f} tokens/s (its mean, validation left out), {took}"]
 
 
 def _failed_mid_run(out: dict) -> list[str]:
