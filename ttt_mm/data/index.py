@@ -6,7 +6,7 @@ audio decoded) in an `IsolatedPool`, so a file that crashes or hangs a decoder i
 that trains, embeds or evaluates. The records are cached as JSONL, one line per file keyed by its
 real path (links resolved: a file is probed once, whichever link reaches it), size and modification
 time, under ``<cache dir>/<folder name>-<hash of the folder>.jsonl``
-for the folder that holds the files; a second run probes only new or changed files, and files that
+for the folder that holds the files (by those real paths: a folder of links, the one holding their targets); a second run probes only new or changed files, and files that
 hung under a shorter probe timeout than this run's. A file this folder's cache lacks is looked up in
 the caches of the folders around it (a subfolder of a dataset indexed whole, the folders a manifest
 draws on), so it is probed once whichever way it is reached. The file is rewritten whole under a temporary

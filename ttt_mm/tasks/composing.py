@@ -135,7 +135,7 @@ def closest_key(name: str, keys) -> str | None:
     """The key a mistyped ``name`` most likely meant: the first that ``name`` begins (``hop`` for
     ``hop_seconds``: too short for a close spelling), else the closest spelling; None when none is close."""
     keys = sorted(str(k) for k in keys)
-    begun = [k for k in keys if k.startswith(name) and k != name]
+    begun = [k for k in keys if k.startswith(name) and k != name] if name else []
     return begun[0] if begun else next(iter(get_close_matches(name, keys, n=1)), None)
 
 
