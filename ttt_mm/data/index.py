@@ -4,13 +4,14 @@
 audio decoded) in an `IsolatedPool`, so a file that crashes or hangs a decoder is recorded as bad
 ("decoder crashed: SIGABRT", "decoder hung: no answer in 60 s") and is never opened by the process
 that trains, embeds or evaluates. The records are cached as JSONL, one line per file keyed by its
-real path (links resolved: a file is probed once, whichever link reaches it), size and modification
-time, under ``<cache dir>/<folder name>-<hash of the folder>.jsonl``
-for the folder that holds the files (by those real paths: a folder of links, the one holding their targets); a second run probes only new or changed files, and files that
-hung under a shorter probe timeout than this run's. A file this folder's cache lacks is looked up in
-the caches of the folders around it (a subfolder of a dataset indexed whole, the folders a manifest
-draws on), so it is probed once whichever way it is reached. The file is rewritten whole under a temporary
-name and renamed, under a lock (ranks of one job share it): at the end, every few minutes while
+real path (links resolved where decoders read both names alike, `_index_path`: a file is probed once,
+whichever link reaches it), size and modification time, under ``<cache dir>/<folder name>-<hash of the
+folder>.jsonl`` for the folder that holds the files by those paths (for a folder of links, the one that
+holds their targets); a second run probes only new or changed files, and files that hung under a
+shorter probe timeout than this run's. A file this folder's cache lacks is looked up in the caches of
+the folders around it (a subfolder of a dataset indexed whole, the folders a manifest draws on), so it
+is probed once whichever way it is reached. The file is rewritten whole under a temporary name and
+renamed, under a lock (ranks of one job share it): at the end, every few minutes while
 probing and when interrupted, so that an interrupted first indexing of a large folder keeps its work.
 
 A record (plain JSON)::
