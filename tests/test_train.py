@@ -1079,6 +1079,12 @@ def test_a_checkpoint_that_does_not_fit_the_overrides_that_trained_it_is_said_to
     assert (
         said == f"resume with the overrides that trained it: python -m ttt_mm.tasks.train model=lact ckpt_path={ckpt}"
     )
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- model=lact\n- trainer.max_steps=20\n")
+    assert "it is damaged" in with_its_overrides(ckpt, ["model=lact", "trainer.max_steps=30"], test_only=False)
+    longer = with_its_overrides(ckpt, ["model=attention", "trainer.max_steps=30"], test_only=False)
+    assert longer.endswith(f"python -m ttt_mm.tasks.train model=lact trainer.max_steps=30 ckpt_path={ckpt}")
+    tested = with_its_overrides(ckpt, ["model=attention", "trainer.max_steps=30"], test_only=True)
+    assert tested.endswith("train model=lact trainer.max_steps=20 train=false test=true ckpt_path=" + str(ckpt))
 
 
 def test_a_run_that_neither_trains_nor_tests_is_refused(tmp_path):

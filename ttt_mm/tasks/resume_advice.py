@@ -70,10 +70,26 @@ def with_its_overrides(ckpt: str | os.PathLike, now: list[str] | None, test_only
     if trained is None:
         return f"{how} with the overrides that trained it (its run directory's .hydra/overrides.yaml)"
     settings = _settings(trained)
-    if now is not None and sorted(settings) == sorted(_settings(now)):
+    if now is not None and sorted(_model_and_data(settings)) == sorted(_model_and_data(_settings(now))):
         return "the overrides that trained it are this run's: it is damaged, or from another version of ttt-mm"
+    # a resume may run longer than the run did (a new lr schedule): this run's length is kept
+    length = [o for o in now or () if _key(o) in RUN_LENGTH] if not test_only else []
+    settings = (_model_and_data(settings) if length else settings) + length
     extra = ["train=false", "test=true"] if test_only else []
     return f"{how} with the overrides that trained it: {resume_command(ckpt, [*settings, *extra], sys.argv[0])}"
+
+
+RUN_LENGTH = ("trainer.max_steps", "trainer.max_epochs")
+"""Keys a resume may set otherwise than the run did: how long it trains."""
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").partition("=")[0]
+
+
+def _model_and_data(overrides: list[str]) -> list[str]:
+    """The overrides that set up a run's model and data (`_settings`), its length aside."""
+    return [o for o in overrides if _key(o) not in RUN_LENGTH]
 
 
 def this_runs_overrides() -> list[str] | None:
@@ -83,7 +99,7 @@ def this_runs_overrides() -> list[str] | None:
 
 def _settings(overrides: list[str]) -> list[str]:
     """The overrides that set up a run's model and data: all but which checkpoint, and whether to train or test."""
-    return [o for o in overrides if o.lstrip("+~").partition("=")[0] not in ("ckpt_path", "train", "test")]
+    return [o for o in overrides if _key(o) not in ("ckpt_path", "train", "test")]
 
 
 def resume_this_run(last: str | os.PathLike) -> str:
