@@ -83,25 +83,28 @@ def test_a_sweep_stopped_in_a_job_says_which_jobs_did_not_run(monkeypatch):
 
 def test_a_job_run_again_alone_as_said_joins_its_sweeps_results(tmp_path, capsys):
     """The command given for a job that did not run made a run of its own, outside the sweep's table."""
-    stopped = _sweep(3, folder=tmp_path)
-    _ended(stopped, 0, "seed=0", None, {"metrics": {"val/loss": 0.5}, "run_dir": "r0"})
+    stopped = _sweep(3, folder=tmp_path, overrides=("seed=range(3)", "size=tiny"))
+    _ended(stopped, 0, "seed=0 size=tiny", None, {"metrics": {"val/loss": 0.5}, "run_dir": "r0"})
     stopped.report()
-    alone = _sweep(1, folder=tmp_path, overrides=("seed=2",))  # (-m seed=2 hydra.sweep.subdir=2)
-    alone.on_job_start(_job(0, "seed=2", folder=tmp_path, subdir="2"))
+    alone = _sweep(1, folder=tmp_path, overrides=("seed=2", "size=tiny"))  # (-m seed=2 ... hydra.sweep.subdir=2)
+    alone.on_job_start(_job(0, "seed=2", "size=tiny", folder=tmp_path, subdir="2"))
     result = JobReturn(status=JobStatus.COMPLETED)
     result._return_value = {"metrics": {"val/loss": 0.25, "test/loss": 1.0}, "run_dir": "r2"}
-    alone.on_job_end(_job(0, "seed=2", folder=tmp_path, subdir="2"), result)
+    alone.on_job_end(_job(0, "seed=2", "size=tiny", folder=tmp_path, subdir="2"), result)
     alone.report()
     assert (tmp_path / "results.csv").read_text().splitlines() == [
         "job,test/loss,val/loss,overrides,run_dir,best_ckpt",
-        "0,,0.5,seed=0,r0,",
-        "2,1.0,0.25,seed=2,r2,",
+        "0,,0.5,seed=0 size=tiny,r0,",
+        "2,1.0,0.25,seed=2 size=tiny,r2,",
     ]
     assert capsys.readouterr().out.splitlines()[-3:] == [  # the whole sweep's, not the job's alone; its own number
         "job test/loss val/loss overrides",
-        "#0  -         0.5000   seed=0",
+        "#0  -         0.5000   seed=0",  # (what differs among the jobs shown: every override, as the job's own)
         "#2  1.0000    0.2500   seed=2",
     ]
+    resumed = _sweep(1, folder=tmp_path, overrides=("seed=0", "size=tiny", "ckpt_path=/r0/last.ckpt"))
+    _ended(resumed, 0, "seed=0 size=tiny ckpt_path=/r0/last.ckpt", None, {"metrics": {"val/loss": 0.125}})
+    assert resumed.table(resumed.rows())[1:] == ["#0  -         0.1250   seed=0", "#2  1.0000    0.2500   seed=2"]
 
 
 def test_a_single_run_is_not_reported_on():

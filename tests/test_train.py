@@ -1203,6 +1203,12 @@ def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monk
     printed = capsys.readouterr()
     assert "last checkpoint: none (interrupted before the first save)" in printed.out
     assert "interrupted at step 1: no checkpoint was saved (every 2 steps" in printed.err
+    monkeypatch.setattr(train_task, "rerun_this_job", lambda: "python train.py -m seed=1 hydra.sweep.subdir=2")
+    assert train_task._how_to_resume({"last_ckpt": None, "save_every": 2}) == (  # (a sweep's job)
+        "no checkpoint was saved (every 2 steps: callbacks.last_checkpoint.every_n_train_steps), so there is nothing "
+        "to resume from; to run this sweep job again (it joins the sweep's results): python train.py -m seed=1 "
+        "hydra.sweep.subdir=2"
+    )
     at_a_save = {"last_ckpt": "last.ckpt", "last_ckpt_step": 4, "save_every": 2}
     for step, said in ((4, "no step is"), (5, "the step since is"), (7, "the 3 steps since are")):
         line = train_task._how_to_resume({**at_a_save, "step": step})
@@ -1249,6 +1255,8 @@ def test_the_resume_command_repeats_the_runs_overrides():
     assert said == (
         "python train.py -m seed=1 \"hydra.sweep.dir='/s, 1'\" hydra.sweep.subdir=0 \"ckpt_path='/s, 1/0/last.ckpt'\""
     )
+    again = resume_command(None, ["seed=1"], "train.py", ("/s", "2"))  # (a job stopped before its first save)
+    assert again == "python train.py -m seed=1 hydra.sweep.dir=/s hydra.sweep.subdir=2"
     relative = resume_command("/s/0/last.ckpt", ["seed=1"], "train.py", ("logs/s", "0"))  # (a sweep's folder as given)
     assert f"hydra.sweep.dir={Path('logs/s').absolute()} " in relative  # (it resumed into another folder elsewhere)
     overrides = OverridesParser.create().parse_overrides(shlex.split(said)[3:])  # (a comma: a sweep, unquoted)

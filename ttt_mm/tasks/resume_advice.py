@@ -112,13 +112,22 @@ def resume_this_run(last: str | os.PathLike) -> str:
     return resume_command(last, list(hydra.overrides.task), sys.argv[0], job)
 
 
+def rerun_this_job() -> str | None:
+    """The command that runs this sweep's job again from its start, into its folder (None: not a sweep)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra = HydraConfig.get()
+    return resume_command(None, list(hydra.overrides.task), sys.argv[0], (hydra.sweep.dir, hydra.sweep.subdir))
+
+
 def resume_command(
-    last: str | os.PathLike, overrides: list[str], script: str, sweep_job: tuple[str, str] | None = None
+    last: str | os.PathLike | None, overrides: list[str], script: str, sweep_job: tuple[str, str] | None = None
 ) -> str:
     """``python train.py <the run's overrides> ckpt_path=<last>``, quoted for a shell: a run resumes only
     with the settings that trained it (``ckpt_path=`` alone failed on any run with overrides). A sweep's
     job (``sweep_job``: the sweep's folder and the job's) resumes as a sweep of one into its folder, so
-    that its results join the sweep's ``results.csv`` from whichever folder it is run in."""
+    that its results join the sweep's ``results.csv`` from whichever folder it is run in. ``last`` None:
+    the command that runs it again from its start."""
     kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != "ckpt_path"]
     path = Path(script)
     command = (
@@ -128,7 +137,7 @@ def resume_command(
     if sweep_job is not None:
         command += " -m"
         said.append(into_sweep_job(*sweep_job))
-    return " ".join([command, *said, shell_override("ckpt_path", str(last))])
+    return " ".join([command, *said, *([shell_override("ckpt_path", str(last))] if last is not None else [])])
 
 
 def _dead_worker(cfg: DictConfig, error: str) -> str:

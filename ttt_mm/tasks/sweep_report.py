@@ -241,14 +241,20 @@ class SweepReport(Callback):
         if not rows:
             return []
         keys = self.columns(rows)
-        jobs = [set(job) for job in self.jobs] if self.jobs else self.swept  # (the whole sweep's, where known)
-        shared = set.intersection(*jobs) if len(jobs) > 1 else set()
         given = {str(num): overrides for num, overrides, _ in self.results}  # (a value may hold a space)
+        listed = {  # (a job run again: which checkpoint it resumed from is no difference between jobs)
+            str(row["job"]): [o for o in given.get(str(row["job"])) or str(row["overrides"]).split(" ") if o]
+            for row in rows
+        }
+        listed = {job: [o for o in overrides if not o.startswith("ckpt_path=")] for job, overrides in listed.items()}
+        # what differs among the jobs shown and the whole sweep's (where known: also those not run)
+        jobs = [set(job) for job in self.jobs] if self.jobs else self.swept
+        sets = [*jobs, *map(set, listed.values())]
+        shared = set.intersection(*sets) if len({frozenset(s) for s in sets}) > 1 else set()
         lines = [["job", *keys, "overrides"]]
         for row in rows:
             values = [_shown(k, v) if isinstance(v := row.get(k), float) else "-" for k in keys]
-            listed = given.get(str(row["job"])) or str(row["overrides"]).split(" ")  # (read back from results.csv)
-            overrides = " ".join(o for o in listed if o and o not in shared)
+            overrides = " ".join(o for o in listed[str(row["job"])] if o not in shared)
             lines.append([f"#{row['job']}", *values, overrides or "(the same)"])
         widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
         return [" ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + " " + line[-1] for line in lines]

@@ -30,6 +30,7 @@ from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
 from ttt_mm.tasks.resume_advice import (
     WORKER_DIED,
+    rerun_this_job,
     resume_this_run,
     this_runs_overrides,
     where_to_resume,
@@ -308,7 +309,12 @@ def _how_to_resume(out: dict) -> str:
     if not out["last_ckpt"]:
         every = out.get("save_every")
         when = f" (every {every} steps: callbacks.last_checkpoint.every_n_train_steps)" if every else ""
-        return f"no checkpoint was saved{when}, so there is nothing to resume from"
+        again = (
+            f"; to run this sweep job again (it joins the sweep's results): {rerun}"
+            if (rerun := rerun_this_job())
+            else ""
+        )
+        return f"no checkpoint was saved{when}, so there is nothing to resume from{again}"
     line = f"resume with {resume_this_run(out['last_ckpt'])}"
     saved = out.get("last_ckpt_step")
     if saved is not None and out["step"] >= saved:
