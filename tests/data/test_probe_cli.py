@@ -120,6 +120,15 @@ def test_without_an_output_the_records_go_to_stdout(data, tmp_path, capsys):
     assert err.startswith(f"{data / 'b.wav'}: usable. 1 probed, 0 from the index cache ")  # (not "1 file under")
 
 
+def test_a_manifest_is_refused_as_not_what_probe_takes_and_left_out_of_the_index(data, tmp_path, capsys):
+    """It was probed as a media file ("not a readable media container"), and its record cached."""
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text(json.dumps({"path": str(data / "b.wav")}) + "\n")
+    assert main([str(manifest), "--index-cache", str(tmp_path / "cache")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {manifest} is a manifest (by its name): probe takes a folder")
+    assert not (tmp_path / "cache").exists()
+
+
 def test_a_single_file_that_only_embed_reads_says_so_in_its_own_words(tmp_path, capsys):
     """A file whose only stream is digital silence was "usable (1 whose audio is digital silence)": in
     a folder's words, and no config that trains or evaluates reads it."""

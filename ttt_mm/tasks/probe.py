@@ -9,7 +9,7 @@ that ``data=manifest`` reads; the index checks its ``error`` rows again and list
 with their reasons) or to stdout; a summary with the bad
 files counted by reason goes to stderr. Exit status 0 for a folder, whatever its files hold; for a
 single file, 1 and the reason if the file is unusable (a broken symbolic link included); 2 if the path
-does not exist; 130 when interrupted (Ctrl-C), with one line saying what the index cache kept.
+does not exist or is a manifest; 130 when interrupted (Ctrl-C), with one line saying what the index cache kept.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, default_jobs, index_files, usable
 from ttt_mm.data.skiplist import count_reasons
-from ttt_mm.data.sources import JSON_LINES_SUFFIXES, MEDIA_EXTENSIONS, FolderSource, relative_to
+from ttt_mm.data.sources import JSON_LINES_SUFFIXES, MANIFEST_SUFFIXES, MEDIA_EXTENSIONS, FolderSource, relative_to
 from ttt_mm.storage.atomic import write_text
 
 
@@ -90,6 +90,13 @@ def index_and_list(args: argparse.Namespace) -> int:
         print(
             f"error: -o {args.output}: the records are JSON lines, and data=manifest reads a file by its "
             f"suffix; name it {Path(args.output).with_suffix('.jsonl').name}",
+            file=sys.stderr,
+        )
+        return 2
+    if target.suffix.lower() in MANIFEST_SUFFIXES and target.is_file():
+        print(
+            f"error: {target} is a manifest (by its name): probe takes a folder or one media file; the files a "
+            "manifest lists are probed when a command reads it (data=manifest data.root=<it>, or embed's input=)",
             file=sys.stderr,
         )
         return 2
