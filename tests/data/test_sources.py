@@ -92,8 +92,13 @@ def test_class_folders_of_links_to_files_beside_them_keep_each_file_once(media, 
     (tmp_path / "cat" / "a.wav").symlink_to(tmp_path / "a.wav")
     (tmp_path / "dog" / "b.wav").symlink_to(tmp_path / "b.wav")
     (tmp_path / "dog" / "a.wav").symlink_to(tmp_path / "a.wav")  # in two classes: the first keeps it
-    clips = ClassFolderSource(str(tmp_path)).clips()
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        clips = ClassFolderSource(str(tmp_path)).clips()
     assert [(c.key, c.label) for c in clips] == [("cat/a.wav", 0), ("dog/b.wav", 1)]
+    (left,) = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert left == f"1 file name(s) left out, another name of a file listed: {tmp_path / 'dog' / 'a.wav'} (as " + (
+        f"{tmp_path / 'cat' / 'a.wav'})"
+    )  # (it was only counted)
     (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]  # not only "a name left out"
     assert warning.getMessage() == (
         f"1 file(s) sit under more than one class folder; each keeps one label, e.g. {tmp_path / 'a.wav'} "

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from ttt_mm.data.decode import MediaInfo
 from ttt_mm.data.synthetic import SyntheticClip
-from ttt_mm.messages import one_line
+from ttt_mm.messages import first_of, one_line
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,9 @@ def _each_file_once(found: list[_Found]) -> list[_Found]:
         if f.real not in chosen or (chosen[f.real].linked and not f.linked):
             chosen[f.real] = f
     kept = {f.path for f in chosen.values()}
-    if len(kept) < len(found):
-        log.info("%d file name(s) left out: another name of the same file is listed", len(found) - len(kept))
+    if left := [f for f in found if f.path not in kept]:
+        named = [f"{one_line(str(f.path))} (as {one_line(str(chosen[f.real].path))})" for f in left]
+        log.info("%d file name(s) left out, another name of a file listed: %s", len(left), first_of(named, 3))
     return [f for f in found if f.path in kept]
 
 
