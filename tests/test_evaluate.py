@@ -529,6 +529,16 @@ def test_an_interrupted_evaluation_says_no_metrics_were_written(folder, tmp_path
         run(compose_evaluate(*args, f"paths.output_dir={out}"))
     assert not list(out.glob("*.png"))  # (they would pass for a whole evaluation's)
 
+    def interrupted_while_writing(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.undo()  # (evaluated whole, then stopped while its outputs were written: it said "interrupted")
+    monkeypatch.setattr(evaluate_task, "write_outputs", interrupted_while_writing)
+    with pytest.raises(
+        Interrupted, match=f"^the results were being written to {out}: some of its files may be missing$"
+    ):
+        run(compose_evaluate(*args, f"paths.output_dir={out}", "max_files=1"))
+
 
 def test_missing_checkpoint_is_a_config_error(tmp_path):
     cfg = compose_evaluate(f"ckpt={tmp_path}/missing.ckpt", f"output={tmp_path}", f"paths.output_dir={tmp_path}")

@@ -322,7 +322,10 @@ def run(cfg: DictConfig) -> dict:
     if not result["files"]:
         write_outputs(output, result, settings, with_plots=False)
         raise ConfigError(f"none of the {len(clips)} clips could be evaluated; see {output / 'metrics.json'}")
-    paths = write_outputs(output, result, settings, options.plots)
+    try:
+        paths = write_outputs(output, result, settings, options.plots)
+    except KeyboardInterrupt:  # (each file is whole, written through a temporary name; not all may be there)
+        raise Interrupted(f"the results were being written to {output}: some of its files may be missing") from None
     paths["figures"] = result["figures"]
     return {
         "output": str(output),
