@@ -1046,6 +1046,17 @@ def test_a_test_only_run_tests_the_checkpoint_it_is_given_and_says_which(tmp_pat
     assert not any(line.startswith(("last checkpoint", "best checkpoint")) for line in lines)
 
 
+def test_a_test_only_run_leaves_out_the_files_its_checkpoint_trained_on(tmp_path, caplog):
+    """A test split drawn with other fractions than the run's held its training files, scored as test data."""
+    trained = run(compose_train(tmp_path / "a", [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]))
+    test_only = ["train=false", "test=true", f"ckpt_path={trained['last_ckpt']}", "data.test_fraction=0.5"]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks"):
+        tested = run(compose_train(tmp_path / "b", [*TINY, *test_only]))
+    (line,) = [r.getMessage() for r in caplog.records if "trained on, left out" in r.getMessage()]
+    assert line.startswith("split=test: ") and line.endswith("test it with the data settings it trained with)")
+    assert tested["metrics"]["test/loss"] > 0
+
+
 def test_a_test_only_run_of_another_models_checkpoint_is_a_config_error(tmp_path):
     """It ended in torch's traceback (a resume of the same checkpoint ends in one line)."""
     trained = run(compose_train(tmp_path / "a", [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]))

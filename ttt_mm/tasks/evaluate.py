@@ -20,7 +20,6 @@ one ``error:`` line and exit code 2.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -37,20 +36,17 @@ from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding, checkpoint_
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.report import MODALITY_NAMES
 from ttt_mm.eval.tables import remove_earlier_figures, remove_figures, skip_list_set_aside, write_outputs
-from ttt_mm.messages import first_of, one_line
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.command_keys import names_of, positive_count, positive_seconds, results_folder
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command, shell_override
 from ttt_mm.tasks.config_types import check_command_keys, check_types
+from ttt_mm.tasks.held_out import held_out
 from ttt_mm.tasks.job_logs import module_logger
 from ttt_mm.tasks.run_folders import SYNTHETIC_SOURCE, trained_on_files
 from ttt_mm.tasks.train_checks import TOKENIZER_OF
 
 log = module_logger(__name__, __spec__)
-
-TRAINED_ON_NAMED = 5
-"""Training files found in a held-out split that the warning names; the rest are counted."""
 
 
 class Trained(NamedTuple):
@@ -166,36 +162,6 @@ def decoding_of(model: SequenceModel) -> dict:
     return {"modalities": list(d.modalities), "sample_rate": d.sample_rate, "fps": d.fps, "size": d.size}
 
 
-def held_out(clips: list[ClipInfo], split: str, trained: Mapping[str, Trained]) -> tuple[list[ClipInfo], int]:
-    """The clips of a val or test split that no checkpoint's run trained on, and how many were left out.
-
-    A split is drawn from each file's name as the data config lists it (relative to ``data.root`` for a
-    folder, as written for a manifest), so the same files listed another way split otherwise: the
-    training files that land in a held-out split are named in one warning and not scored."""
-    files = set().union(*(t.files for t in trained.values() if t.files)) if split in ("val", "test") else set()
-    if not files:
-        return clips, 0
-    seen = {os.path.realpath(f) for f in files}  # (a file reached through another link is the same file)
-    trained_on = [os.path.realpath(c.name) in seen for c in clips]
-    left_out = [c for c, t in zip(clips, trained_on) if t]
-    if not left_out:
-        return clips, 0
-    names = list(dict.fromkeys(one_line(c.name) for c in left_out))
-    kept = [c for c, t in zip(clips, trained_on) if not t]
-    log.warning(
-        "split=%s: %d of its %d clips are of files the checkpoint's run trained on, left out: %s (a file's split "
-        "is drawn from its name as the data config lists it, relative to data.root for a folder, as written "
-        "for a manifest: evaluate with the data config the run trained on)",
-        split,
-        len(left_out),
-        len(clips),
-        first_of(names, TRAINED_ON_NAMED),
-    )
-    if not kept:
-        raise ConfigError(f"every clip of split {split!r} is of a file the checkpoint's run trained on (see above)")
-    return kept, len(left_out)
-
-
 def select_clips(datamodule, split: str) -> list[ClipInfo]:
     if split not in ("all", *SPLITS):
         raise ConfigError(f"split must be all, train, val or test; got {split!r}")
@@ -282,7 +248,8 @@ def run(cfg: DictConfig) -> dict:
     try:
         with skip_list_set_aside(output) as had_skip_list:  # (the new list is opened and appended to here)
             clips = select_clips(datamodule, str(cfg.split))
-        clips, trained_on = held_out(clips, split, trained)
+        files = set().union(*(t.files for t in trained.values() if t.files)) if split in ("val", "test") else set()
+        clips, trained_on = held_out(clips, split, files, "evaluate with the data config the run trained on")
         clips = clips[:max_files]
         datamodule.say_how_read(clips)
         if earlier := remove_earlier_figures(output, had_skip_list):

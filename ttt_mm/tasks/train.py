@@ -21,12 +21,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from ttt_mm.callbacks import Throughput
+from ttt_mm.checkpoint import read_checkpoint, trained_files
 from ttt_mm.data.datamodule import NAMED_FILES
 from ttt_mm.messages import one_line
 from ttt_mm.module import Diverged
 from ttt_mm.tasks.command_keys import positive_count
 from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
+from ttt_mm.tasks.held_out import held_out
 from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
 from ttt_mm.tasks.resume_advice import (
     WORKER_DIED,
@@ -101,6 +103,11 @@ def run(cfg: DictConfig) -> dict:
                 "a few files split unevenly"
             )
         raise ConfigError(f"test=true, but no clip of the {len(clips)} falls in the test split ({why})")
+    if cfg.get("test") and not cfg.get("train", True) and cfg.get("ckpt_path"):  # (another split than the run's)
+        remedy = "test it with the data settings it trained with"
+        datamodule.splits["test"], _ = held_out(
+            datamodule.splits["test"], "test", _trained_files(cfg.ckpt_path), remedy
+        )
     with others_stopped_on_ctrl_c(trainer):  # (between fit and test: inside them, Lightning does)
         return fit_and_test(cfg, datamodule, model, trainer, resumed_step)
 
@@ -196,6 +203,15 @@ def _cost(trainer: L.Trainer) -> dict[str, float]:
     if meter is None or meter.mean_tokens_per_s is None:
         return {}
     return {"train tokens/s": meter.mean_tokens_per_s, "fit minutes": meter.fit_minutes}
+
+
+def _trained_files(ckpt_path: str) -> set[str] | None:
+    """The files the run that saved a checkpoint trained on, where it records them (a checkpoint that
+    cannot be read is said so by the test run)."""
+    try:
+        return trained_files(read_checkpoint(ckpt_path))
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _does_not_fit(err: BaseException) -> bool:

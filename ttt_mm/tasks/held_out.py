@@ -1,0 +1,47 @@
+"""Held-out clips of files a checkpoint's run trained on. A file's split is drawn from its name as the
+data config lists it (relative to ``data.root`` for a folder, as written for a manifest) and from the
+split fractions, so the same files listed another way, or split with other fractions, put training
+files in a held-out split: scoring them there would pass training data for held-out data. Evaluate
+and a test-only training run leave them out, with one warning that names them."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ttt_mm.data.sources import ClipInfo
+from ttt_mm.messages import first_of, one_line
+from ttt_mm.tasks.common import ConfigError
+
+log = logging.getLogger(__name__)
+
+TRAINED_ON_NAMED = 5
+"""Training files found in a held-out split that the warning names; the rest are counted."""
+
+
+def held_out(clips: list[ClipInfo], split: str, files: set[str] | None, remedy: str) -> tuple[list[ClipInfo], int]:
+    """The clips of a held-out ``split`` that are not of the training ``files`` (a checkpoint's record:
+    `ttt_mm.checkpoint.trained_files`; None or empty: none known), and how many were left out;
+    ``remedy`` ends the warning. A ConfigError where every clip is of a training file."""
+    if not files:
+        return clips, 0
+    seen = {os.path.realpath(f) for f in files}  # (a file reached through another link is the same file)
+    trained_on = [os.path.realpath(c.name) in seen for c in clips]
+    left_out = [c for c, t in zip(clips, trained_on) if t]
+    if not left_out:
+        return clips, 0
+    names = list(dict.fromkeys(one_line(c.name) for c in left_out))
+    kept = [c for c, t in zip(clips, trained_on) if not t]
+    log.warning(
+        "split=%s: %d of its %d clips are of files the checkpoint's run trained on, left out: %s (a file's split "
+        "is drawn from its name as the data config lists it, relative to data.root for a folder, as written "
+        "for a manifest, and from the split fractions: %s)",
+        split,
+        len(left_out),
+        len(clips),
+        first_of(names, TRAINED_ON_NAMED),
+        remedy,
+    )
+    if not kept:
+        raise ConfigError(f"every clip of split {split!r} is of a file the checkpoint's run trained on (see above)")
+    return kept, len(left_out)
