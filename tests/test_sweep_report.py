@@ -166,7 +166,7 @@ def test_the_finished_jobs_are_compared_in_a_table_and_a_csv_in_the_sweeps_folde
     ]
 
 
-def test_the_overrides_shown_are_those_that_differ_among_all_the_sweeps_jobs():
+def test_the_overrides_shown_are_those_that_differ_among_all_the_sweeps_jobs(tmp_path):
     """With one job finished, every override was shown (what differs was taken among finished jobs)."""
     report = _sweep(2, overrides=("model.lr=0.001,abc", "trainer.max_steps=10"))
     _ended(report, 0, "model.lr=0.001 trainer.max_steps=10", None, {"metrics": {}})
@@ -175,14 +175,20 @@ def test_the_overrides_shown_are_those_that_differ_among_all_the_sweeps_jobs():
     stopped = _sweep(4)  # (seed=range(4): the jobs not started differ too)
     _ended(stopped, 0, "seed=0", None, {"metrics": {}})
     assert stopped.table(stopped.rows())[1] == "#0  seed=0"
-    spaced = _sweep(2, overrides=("seed=0,1", "data.root='/my data'"))  # (shared: a value with a space)
+    spaced = _sweep(2, folder=tmp_path, overrides=("seed=0,1", "data.root='/my data'"))  # (shared, with a space)
     for num in (0, 1):
-        job = _job(num, f"seed={num}", "data.root='/my data'")
+        job = _job(num, f"seed={num}", "data.root='/my data'", folder=tmp_path)
         spaced.on_job_start(job)
         result = JobReturn(status=JobStatus.COMPLETED)
         result._return_value = {"metrics": {}}
         spaced.on_job_end(job, result)
     assert spaced.table(spaced.rows())[1:] == ["#0  seed=0", "#1  seed=1"]
+    spaced.write_results(spaced.rows())
+    again = _sweep(1, folder=tmp_path, overrides=("seed=1", "data.root='/my data'"))  # (job 1 run again alone)
+    job = _job(0, "seed=1", "data.root='/my data'", folder=tmp_path, subdir="1")
+    again.on_job_start(job)
+    again.on_job_end(job, result)
+    assert again.table(again.rows())[1:] == ["#0  seed=0", "#1  seed=1"]  # (job 0's read back from results.csv)
 
 
 def test_a_sweep_refused_before_its_first_job_names_no_job_to_run_and_leaves_no_folder(tmp_path, capsys):

@@ -35,7 +35,7 @@ from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks import train_checks
-from ttt_mm.tasks.common import ConfigError
+from ttt_mm.tasks.common import ConfigError, Interrupted
 from ttt_mm.tasks.job_logs import quiet_lightning
 from ttt_mm.tasks.resume_advice import resume_command, where_to_resume, with_its_overrides
 from ttt_mm.tasks.run_folders import config_subdir_of, run_dir_of
@@ -1044,6 +1044,19 @@ def test_a_test_only_run_tests_the_checkpoint_it_is_given_and_says_which(tmp_pat
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == f"tested:          {trained['best_ckpt']}" and lines[2].startswith("logs:")
     assert not any(line.startswith(("last checkpoint", "best checkpoint")) for line in lines)
+
+
+def test_ctrl_c_while_the_data_is_listed_says_nothing_was_trained_and_began_nothing(tmp_path, monkeypatch):
+    """It ended as a bare KeyboardInterrupt: the run folder, holding only Hydra's record, was left."""
+    from ttt_mm.data import datamodule
+
+    def interrupted(self, stage=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datamodule.MediaDataModule, "setup", interrupted)
+    with pytest.raises(Interrupted, match=r"^nothing was trained \(the data was being listed\)$") as stopped:
+        run(compose_train(tmp_path, TINY))
+    assert stopped.value.before_it_began  # (so its stamped run folder goes: `forget_refused_run`)
 
 
 def test_a_test_only_run_leaves_out_the_files_its_checkpoint_trained_on(tmp_path, caplog):

@@ -50,6 +50,7 @@ def test_a_moov_box_is_looked_for_near_where_the_walk_broke_and_near_the_end_onl
         (FTYP + MDAT[:100] + bytes(range(130, 170)) + MDAT[100:] + box(b"moov"), "stop lining up at byte 128"),
         (FTYP + MDAT[:60] + bytes(range(130, 170)) + MDAT[60:] + box(b"moov"), "stop lining up at byte 128"),
         (FTYP + MDAT + bytes(200), "without its index"),  # zeros after the last box: unwritten, not damaged
+        (FTYP + MDAT + bytes(200) + box(b"moov"), "stop lining up at byte 128"),  # zeros inside: damaged
         # the four bytes "moov" in media data cut short (no box size before them): cut, not damaged inside
         (
             FTYP + struct.pack(">I4s", 500, b"mdat") + b"x" * 20 + b"\xff\xff\xff\xffmoov" + b"x" * 20,
@@ -70,6 +71,7 @@ def test_a_moov_box_is_looked_for_near_where_the_walk_broke_and_near_the_end_onl
         "spliced",
         "spliced-printable",
         "zero-tail",
+        "zeros-inside",
         "moov-in-data",
     ],
 )

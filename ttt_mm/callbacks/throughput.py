@@ -11,7 +11,8 @@ decoding or tokenizing sets the pace (more ``data.num_workers``, smaller frames)
 At the end of a fit it also keeps what the run's training cost, to compare runs (a run's summary, a
 sweep's table): `mean_tokens_per_s`, the same count over all of its training time, and `fit_minutes`,
 validation included. A resumed run's count goes on from its checkpoint's (`state_dict`: the logged
-intervals until the save; the steps after it are trained again, and counted once).
+intervals before the save, the tokens and seconds of each; a checkpoint of an older version holds none,
+and the count starts at the resume).
 
 Checkpoint callbacks run after every other callback's hooks, so their saves fall in that gap between
 batches: they are timed by wrapping ``trainer.save_checkpoint`` (through which every save goes) for

@@ -64,6 +64,14 @@ def _shown(column: str, value: float) -> str:
     return f"{value:.1f}" if column == "fit minutes" else f"{value:.4f}"
 
 
+def _split(overrides: str) -> list[str]:
+    """A job's overrides as ``results.csv`` holds them (quoted for a shell; an older version's unquoted)."""
+    try:
+        return shlex.split(overrides)
+    except ValueError:
+        return overrides.split(" ")
+
+
 def _numbers_read(row: dict) -> dict:
     """A row of ``results.csv`` as read, its numbers as numbers again (an empty cell left out)."""
     numbers = {}
@@ -217,7 +225,7 @@ class SweepReport(Callback):
             {"job": num}
             | self._values(done)
             | {
-                "overrides": " ".join(overrides),
+                "overrides": " ".join(map(shlex.quote, overrides)),  # (as a shell reads them back)
                 "run_dir": done.get("run_dir") or "",
                 "best_ckpt": done.get("best_ckpt") or "",
             }
@@ -243,7 +251,7 @@ class SweepReport(Callback):
         keys = self.columns(rows)
         given = {str(num): overrides for num, overrides, _ in self.results}  # (a value may hold a space)
         listed = {  # (a job run again: which checkpoint it resumed from is no difference between jobs)
-            str(row["job"]): [o for o in given.get(str(row["job"])) or str(row["overrides"]).split(" ") if o]
+            str(row["job"]): [o for o in given.get(str(row["job"])) or _split(str(row["overrides"])) if o]
             for row in rows
         }
         listed = {job: [o for o in overrides if not o.startswith("ckpt_path=")] for job, overrides in listed.items()}

@@ -23,10 +23,11 @@ from omegaconf.errors import MissingMandatoryValue
 from ttt_mm.callbacks import Throughput
 from ttt_mm.checkpoint import read_checkpoint, trained_files
 from ttt_mm.data.datamodule import NAMED_FILES
+from ttt_mm.data.index import IndexInterrupted
 from ttt_mm.messages import one_line
 from ttt_mm.module import Diverged
 from ttt_mm.tasks.command_keys import positive_count
-from ttt_mm.tasks.common import ConfigError, config_errors_end_the_command
+from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.held_out import held_out
 from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
@@ -92,6 +93,10 @@ def run(cfg: DictConfig) -> dict:
         datamodule.setup("fit")
     except (OSError, ValueError) as err:  # (OSError: a skip list or index cache that cannot be written, say)
         raise ConfigError(f"data: {err}") from None
+    except IndexInterrupted:  # (it says what the index kept)
+        raise
+    except KeyboardInterrupt:  # (the run folder holds nothing of the run: it goes)
+        raise Interrupted("nothing was trained (the data was being listed)", before_it_began=True) from None
     if cfg.get("test") and not datamodule.splits["test"]:  # (said now, not after the training)
         clips = datamodule.clips
         if all(c.split is not None for c in clips):  # (a manifest's split column: the fraction is not used)

@@ -81,7 +81,8 @@ def missing_index(path: str | os.PathLike) -> str | None:
                 length, kind = struct.unpack(">I4s", f.read(8))
                 if not seen and (kind not in _CONTAINER_START or (kind == b"ftyp" and f.read(4) in _IMAGE_BRANDS)):
                     return None  # another container, or an image: a hint would be a guess
-                if not _a_box_type(kind) and (kind, length) != (bytes(4), 0):  # (zeros: an unwritten tail)
+                unwritten = (kind, length) == (bytes(4), 0) and not _holds_moov_after(f, at + 8, size)  # (zeros)
+                if not _a_box_type(kind) and not unwritten:
                     return f"an MP4/MOV file whose boxes stop lining up at byte {at}: damaged inside"
                 seen.append(kind)
                 header = 8
