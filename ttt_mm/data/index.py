@@ -314,13 +314,17 @@ def index_files(
     # directly, it is one record, probed once; a link whose target is gone is named as the link
     out: dict[str, dict] = {}
     real: dict[str, str] = {}
+    stats: dict[str, os.stat_result] = {}
+    folders: dict[str, str] = {}  # each folder's real path, resolved once
     for path in asked:
         try:
-            os.stat(path)
-            real[path] = _index_path(path)
+            st = os.stat(path)
         except OSError as exc:
             out[path] = {"path": path, "error": stat_reason(path, exc)}
-    files = list(dict.fromkeys(real.values()))
+            continue
+        real[path] = _index_path(path, folders)
+        stats[real[path]] = st
+    files = list(stats)
     task = task or partial(describe, verify=verify)
     run = IndexRun(cache_file(files or asked, cache_dir))
     if not files:
@@ -329,12 +333,6 @@ def index_files(
     with _lock_file(run.cache) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another rank or run indexing the same folder: wait, then reuse
         cached = _load(run.cache)
-        stats = {}
-        for path in files:
-            try:
-                stats[path] = os.stat(path)
-            except OSError as exc:  # (removed meanwhile)
-                out[path] = {"path": path, "error": stat_reason(path, exc)}
 
         def current(record: dict | None, st: os.stat_result) -> bool:
             return not refresh and _current(record, st, verify, timeout)
@@ -399,11 +397,17 @@ def index_files(
     return {p: out[p] if p not in real else _as_asked(out[real[p]], p) for p in asked}, run
 
 
-def _index_path(path: str) -> str:
+def _index_path(path: str, folders: dict[str, str]) -> str:
     """The path a file is indexed under: its real path, where decoders read that name as they read the
     link's (the same extension, both UTF-8: decord cannot open a name that is not, and a probe of the
-    target would choose it), else the link's own."""
-    target = os.path.realpath(path)
+    target would choose it), else the link's own. ``folders``: the real paths of the folders resolved so
+    far (`os.path.realpath` takes a system call per part of a path: once per folder, not per file)."""
+    folder, name = os.path.split(path)
+    if (real_folder := folders.get(folder)) is None:
+        real_folder = folders[folder] = os.path.realpath(folder)
+    target = os.path.join(real_folder, name)
+    if os.path.islink(target):
+        target = os.path.realpath(target)
     if target == path or os.path.splitext(target)[1].lower() != os.path.splitext(path)[1].lower():
         return path
     try:
