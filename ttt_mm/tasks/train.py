@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from ttt_mm.callbacks import Throughput
-from ttt_mm.checkpoint import read_checkpoint, trained_files
+from ttt_mm.checkpoint import trained_files_at
 from ttt_mm.data.datamodule import NAMED_FILES
 from ttt_mm.data.index import IndexInterrupted
 from ttt_mm.messages import one_line
@@ -111,7 +111,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("test") and not cfg.get("train", True) and cfg.get("ckpt_path"):  # (another split than the run's)
         remedy = "test it with the data settings it trained with"
         datamodule.splits["test"], _ = held_out(
-            datamodule.splits["test"], "test", _trained_files(cfg.ckpt_path), remedy
+            datamodule.splits["test"], "test", trained_files_at(cfg.ckpt_path), remedy
         )
     with others_stopped_on_ctrl_c(trainer):  # (between fit and test: inside them, Lightning does)
         return fit_and_test(cfg, datamodule, model, trainer, resumed_step)
@@ -208,15 +208,6 @@ def _cost(trainer: L.Trainer) -> dict[str, float]:
     if meter is None or meter.mean_tokens_per_s is None:
         return {}
     return {"train tokens/s": meter.mean_tokens_per_s, "fit minutes": meter.fit_minutes}
-
-
-def _trained_files(ckpt_path: str) -> set[str] | None:
-    """The files the run that saved a checkpoint trained on, where it records them (a checkpoint that
-    cannot be read is said so by the test run)."""
-    try:
-        return trained_files(read_checkpoint(ckpt_path))
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def _does_not_fit(err: BaseException) -> bool:
