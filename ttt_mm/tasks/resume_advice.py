@@ -84,6 +84,7 @@ RUN_LENGTH = ("trainer.max_steps", "trainer.max_epochs")
 
 
 def _key(override: str) -> str:
+    """The key an override sets (``+a.b=1``, ``~a.b``: ``a.b``)."""
     return override.lstrip("+~").partition("=")[0]
 
 
@@ -128,7 +129,7 @@ def resume_command(
     job (``sweep_job``: the sweep's folder and the job's) resumes as a sweep of one into its folder, so
     that its results join the sweep's ``results.csv`` from whichever folder it is run in. ``last`` None:
     the command that runs it again from its start."""
-    kept = [o for o in overrides if o.lstrip("+~").partition("=")[0] != "ckpt_path"]
+    kept = [o for o in overrides if _key(o) != "ckpt_path"]
     path = Path(script)
     command = (
         f"python {script}" if path.name == "train.py" and "ttt_mm" not in path.parts else "python -m ttt_mm.tasks.train"

@@ -251,10 +251,13 @@ class SweepReport(Callback):
         keys = self.columns(rows)
         given = {str(num): overrides for num, overrides, _ in self.results}  # (a value may hold a space)
         listed = {  # (a job run again: which checkpoint it resumed from is no difference between jobs)
-            str(row["job"]): [o for o in given.get(str(row["job"])) or _split(str(row["overrides"])) if o]
+            str(row["job"]): [
+                o
+                for o in given.get(str(row["job"])) or _split(str(row["overrides"]))
+                if o and not o.startswith("ckpt_path=")
+            ]
             for row in rows
         }
-        listed = {job: [o for o in overrides if not o.startswith("ckpt_path=")] for job, overrides in listed.items()}
         # what differs among the jobs shown and the whole sweep's (where known: also those not run)
         jobs = [set(job) for job in self.jobs] if self.jobs else self.swept
         sets = [*jobs, *map(set, listed.values())]
