@@ -169,9 +169,8 @@ def load_model(
             )
         warnings.warn("load_model's map_location is deprecated; pass device", DeprecationWarning, stacklevel=2)
         device = map_location
-    on = resolve_device(
-        "cpu" if device is None else device
-    )  # before reading: a GPU this machine lacks is one line, not a driver error
+    # before reading: a GPU this machine lacks is one line, not a driver error
+    on = resolve_device("cpu" if device is None else device)
     return model_of(read_checkpoint(path, weights_only), path).to(on).eval()
 
 
