@@ -4,6 +4,7 @@ are the slow sweep tests of train and embed)."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from datetime import datetime
@@ -238,3 +239,40 @@ def test_a_job_run_again_into_its_sweep_keeps_the_sweeps_record_beside_its_own(t
     (earlier,) = tmp_path.glob("multirun-*.yaml")
     assert earlier.read_text() == "the sweep\n" and (tmp_path / "multirun.yaml").read_text() == "the job run again\n"
     assert earlier.name == f"multirun-{datetime.fromtimestamp(0).strftime('%Y-%m-%d_%H-%M-%S-%f')}.yaml"
+
+
+def test_a_job_run_again_into_its_sweep_names_the_sweeps_jobs_still_without_a_result(tmp_path, monkeypatch, capsys):
+    """Of a sweep of 4 stopped in job #1, job #3 was run again alone: #1 and #2 still have no result."""
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)  # as ``python train.py`` starts
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    record = {"hydra": {"overrides": {"task": ["seed=range(4)", "size=tiny"]}, "sweeper": {"params": None}}}
+    OmegaConf.save(OmegaConf.create(record), tmp_path / "multirun.yaml")
+    os.utime(tmp_path / "multirun.yaml", (0, 0))  # (each record kept is named by its date)
+    stopped = _sweep(4, folder=tmp_path, overrides=("seed=range(4)", "size=tiny"))
+    _ended(stopped, 0, "seed=0 size=tiny", None, {"metrics": {"val/loss": 0.5}})
+    stopped.report()
+    again = _sweep(1, folder=tmp_path, overrides=("seed=3", "size=tiny"))
+    again.keep_earlier_record()
+    OmegaConf.save(
+        OmegaConf.create({"hydra": {"overrides": {"task": ["seed=3", "size=tiny"]}}}), tmp_path / "multirun.yaml"
+    )
+    os.utime(tmp_path / "multirun.yaml", (60, 60))
+    _ended(again, 3, "seed=3 size=tiny", None, {"metrics": {"val/loss": 0.25}})
+    capsys.readouterr()
+    again.report()
+    out, err = capsys.readouterr()
+    assert [line.split()[0] for line in out.splitlines()[-2:]] == ["#0", "#3"]
+    folder = shlex.quote(str(tmp_path))
+    assert err.splitlines() == [
+        "sweep: 2 jobs (#1, #2) of 4 still without a result in results.csv: to run them,",
+        f"  python train.py -m seed=1 size=tiny hydra.sweep.dir={folder} hydra.sweep.subdir=1",
+        f"  python train.py -m seed=2 size=tiny hydra.sweep.dir={folder} hydra.sweep.subdir=2",
+    ]
+    last = _sweep(1, folder=tmp_path, overrides=("seed=1", "size=tiny"))  # (a third record: the first is the sweep's)
+    last.keep_earlier_record()
+    _ended(last, 1, "seed=1 size=tiny", None, {"metrics": {"val/loss": 0.125}})
+    assert last.still_missing(last.rows()) == [
+        "sweep: job #2 of 4 still without a result in results.csv: to run it,",
+        f"  python train.py -m seed=2 size=tiny hydra.sweep.dir={folder} hydra.sweep.subdir=2",
+    ]
+    assert stopped.still_missing(stopped.rows()) == []  # (the sweep itself says which jobs did not run)

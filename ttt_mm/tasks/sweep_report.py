@@ -5,7 +5,9 @@ later failed job was named only in the middle of the output; and, for a sweep st
 which jobs never ran. Registered in ``conf/hydra`` as a Hydra
 callback. A job's config error (`SweepJobError`) is said once in the job and listed at the sweep's
 end, not raised again by Hydra with a hint about stack traces; where a job raised anything else,
-Hydra shows it (a traceback) and the lines follow when the process exits."""
+Hydra shows it (a traceback) and the lines follow when the process exits. A job run again into its
+sweep's folder (as said for one that did not run) shows the whole sweep's table, and the sweep's jobs
+still without a result."""
 
 from __future__ import annotations
 
@@ -203,12 +205,45 @@ class SweepReport(Callback):
                     else ""
                 )
             )
-            left = [
-                f"  {this_command()} -m {' '.join(map(shlex.quote, job))} {into_sweep_job(self.folder, first + i)}"
-                for i, job in enumerate((self.jobs or [])[first:])
-            ]
-            out += left[:SHOWN] + ([f"  ... and {len(left) - SHOWN} more"] if len(left) > SHOWN else [])
+            out += self.commands(list(enumerate(self.jobs or []))[first:])
         return out
+
+    def commands(self, jobs: list[tuple[int, list[str]]]) -> list[str]:
+        """The command that runs each of these jobs (number, overrides) into the sweep, the first `SHOWN`."""
+        left = [
+            f"  {this_command()} -m {' '.join(map(shlex.quote, job))} {into_sweep_job(self.folder, num)}"
+            for num, job in jobs
+        ]
+        return left[:SHOWN] + ([f"  ... and {len(left) - SHOWN} more"] if len(left) > SHOWN else [])
+
+    def whole_sweep(self) -> list[list[str]] | None:
+        """The jobs of the sweep that this one joined (a job run again into its folder), from the first
+        record of its command that `keep_earlier_record` kept; None where there is none, or its jobs are
+        not known here."""
+        if self.earlier is None or self.folder is None:
+            return None
+        first = min(self.folder.glob("multirun-*.yaml"), default=None)  # (named by date: the first sorts first)
+        try:
+            config = OmegaConf.load(first)
+            if config.hydra.sweeper.get("params"):
+                return None
+            return sweep_jobs(list(config.hydra.overrides.task))
+        except Exception:  # (no record, or one that cannot be read: nothing to say)
+            return None
+
+    def still_missing(self, rows: list[dict]) -> list[str]:
+        """After a job run again into its sweep: the sweep's jobs that still have no result, each with
+        the command that runs it (a job said failed or stopped here is said so already)."""
+        whole = self.whole_sweep()
+        said = {str(num) for num, _, _ in self.failed} | ({str(self.running[0])} if self.running else set())
+        done = {str(row["job"]) for row in rows} | said
+        missing = [(num, job) for num, job in enumerate(whole or []) if str(num) not in done]
+        if not missing:
+            return []
+        named = ", ".join(f"#{num}" for num, _ in missing[:SHOWN]) + (", ..." if len(missing) > SHOWN else "")
+        which = f"job {named}" if len(missing) == 1 else f"{len(missing)} jobs ({named})"
+        head = f"sweep: {which} of {len(whole)} still without a result in {RESULTS}: to run "
+        return [head + ("it," if len(missing) == 1 else "them,"), *self.commands(missing)]
 
     @staticmethod
     def _values(done: Mapping) -> dict[str, float]:
@@ -311,5 +346,5 @@ class SweepReport(Callback):
             except OSError as err:
                 where = f" (not written to {self.folder / RESULTS}: {err.strerror or err})"
             print(f"sweep results{where}:", *table, sep="\n", flush=True)
-        if lines := self.lines():
+        if lines := self.lines() + self.still_missing(rows):
             print("\n".join(lines), file=sys.stderr, flush=True)
