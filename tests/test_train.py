@@ -675,6 +675,9 @@ def test_a_sweeps_job_stopped_by_ctrl_c_resumes_into_its_folder_and_joins_the_sw
     assert f"ckpt_path={last}" in (record / "overrides.yaml").read_text()
     (whole,) = sweep.glob("multirun-*.yaml")  # the sweep's own record, beside the resume's multirun.yaml
     assert "seed=0,1" in whole.read_text() and "seed=0,1" not in (sweep / "multirun.yaml").read_text()
+    said = done.stderr.splitlines()  # the sweep's job still to run, with its command
+    at = said.index("sweep: job #1 of 2 still without a result in results.csv: to run it,")
+    assert "seed=1" in shlex.split(said[at + 1]) and "hydra.sweep.subdir=1" in said[at + 1]
 
 
 @pytest.mark.parametrize(
