@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,6 +34,7 @@ from ttt_mm.data import (
     decode,
     reading_notes,
 )
+from ttt_mm.data.datamodule import validation_file
 from ttt_mm.data.decode import MediaInfo
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 from ttt_mm.tasks.probe import main as probe_command
@@ -420,6 +422,25 @@ def test_small_folders_still_validate(tmp_path, caplog, count):
         assert val == train and len(train) == count and len(warnings) == 1
         assert dm.split_summary() == f"{count} files: {count} train, {count} val (the training files), 0 test"
     assert sum(len(b["path"]) for b in dm.val_dataloader()) > 0  # a validation metric will be logged
+
+
+def test_a_long_recording_nearest_the_validation_hash_is_not_moved_out_of_training(tmp_path, caplog):
+    """Four files, none hashed into validation: the nearest went, though it held most of the clips."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        write_video(data / f"v{i}.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=None)
+    short = folder_module(data, tmp_path / "short", modalities=["video"], val_fraction=1e-9, test_fraction=0.0)
+    short.setup("fit")
+    (nearest,) = {c.file_key for c in short.splits["val"]}  # (all as short: the nearest hash's)
+    write_video(data / nearest, seconds=8.0, fps=8, width=32, height=32, audio_rate=None)
+    dm = folder_module(data, tmp_path / "run", modalities=["video"], val_fraction=1e-9, test_fraction=0.0)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        dm.setup("fit")
+    (val,) = {c.file_key for c in dm.splits["val"]}
+    assert val != nearest and nearest in {c.file_key for c in dm.splits["train"]}
+    assert f"validating on {val} (1.0 s of the training files' 11.0 s)" in "\n".join(caplog.messages)
+    assert validation_file(["a", "b", "c"], Counter(a=4, b=3, c=3)) == "b"  # (none small enough: the shortest)
 
 
 def test_training_says_how_many_files_each_split_has_and_names_the_few_it_validates_and_tests_on(tmp_path, caplog):

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from ttt_mm.data import reading_notes
 from ttt_mm.data.clip_record import clip_changes, clip_record
-from ttt_mm.data.datasets import ReadSpec, SequentialWindows, collate
+from ttt_mm.data.datasets import ReadSpec, SequentialWindows, clip_span, collate
 from ttt_mm.data.even_passes import EvenPasses
 from ttt_mm.data.index import PROBE_TIMEOUT
 from ttt_mm.data.restarts import RestartingLoader
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 MIN_FILES_FOR_VALIDATION = 3
 """With fewer usable files than this, validation runs on the training files (with a warning)."""
+MAX_VALIDATION_SHARE = 0.25
+"""The most of the training data's duration that a file moved to validation may take, where none hashed
+into it."""
 NAMED_FILES = 5
 """The most validation or test files the data's summary line names."""
 
@@ -75,6 +78,14 @@ def _check_settings(positive: dict, non_negative: dict, counts: dict, fractions:
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",)}
 """The splits Lightning's stages read; a split's name as the stage (``test``, or evaluate's ``train``)
 reads that split, and any other (``predict``, or None) every split."""
+
+
+def validation_file(movable: list[str], seconds: Counter) -> str:
+    """Of the training files that may move to validation (in the order of their hash's distance to its
+    range), the nearest that holds at most `MAX_VALIDATION_SHARE` of the training ``seconds``, else the
+    shortest: a long recording among a few short ones would take most of the training data with it."""
+    small = [key for key in movable if seconds[key] <= MAX_VALIDATION_SHARE * seconds.total()]
+    return small[0] if small else min(movable, key=lambda key: seconds[key])
 
 
 class MediaDataModule(L.LightningDataModule):
@@ -312,11 +323,23 @@ class MediaDataModule(L.LightningDataModule):
         fixed = {c.file_key for c in self.clips if c.split is not None}  # a row's split is the manifest's word
         movable = sorted({(c.split_hash(), c.file_key) for c in train if c.file_key not in fixed})
         if len(files) >= MIN_FILES_FOR_VALIDATION and len({c.file_key for c in train}) >= 2 and movable:
-            key = movable[0][1]  # the training file whose hash lies nearest the validation range
+            seconds = Counter()
+            for c in train:
+                start, end = clip_span(c, self.spec)
+                seconds[c.file_key] += end - start
+            key = validation_file([key for _, key in movable], seconds)
             self.splits["val"] = [replace(c, split="val") for c in train if c.file_key == key]
             self.splits["train"] = [c for c in train if c.file_key != key]
             level = logging.INFO if warn else logging.DEBUG  # (the split evaluation asks for is its own line)
-            log.log(level, "no file hashed into validation (val_fraction=%g): validating on %s", self.val_fraction, key)
+            log.log(
+                level,
+                "no file hashed into validation (val_fraction=%g): validating on %s "
+                "(%.1f s of the training files' %.1f s)",
+                self.val_fraction,
+                key,
+                seconds[key],
+                seconds.total(),
+            )
             return
         if len(files) < MIN_FILES_FOR_VALIDATION:
             why = f"only {len(files)} usable file(s)"
