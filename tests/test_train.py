@@ -175,7 +175,7 @@ def test_default_run_carries_state_over_streamed_windows_and_attention_starts_fr
     assert av.data.clip_seconds * build(av)[1].tokenizer.tokens_per_second % 16 == 0
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", [MODELS[0], *(pytest.param(m, marks=pytest.mark.slow) for m in MODELS[1:])])
 @pytest.mark.parametrize("data", DATA)
 def test_fast_dev_run(data, model, tmp_path, media_tree):
     extra = SHORT_CHUNKS if model == "lact" else []
@@ -208,6 +208,7 @@ def test_test_true_without_a_test_clip_is_a_config_error_before_training(tmp_pat
         run(OmegaConf.merge(cfg, {"test": True}))
 
 
+@pytest.mark.slow
 def test_test_split_is_scored_with_the_best_checkpoint(tmp_path):
     """Not last.ckpt or the weights in memory: ranked by step, the best is the first of two
     validations, two steps before the end of the fit."""
@@ -244,6 +245,7 @@ def test_with_val_fraction_0_validation_is_off_and_the_summary_says_so(tmp_path,
     assert "best checkpoint: none (validation is off: data.val_fraction=0)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_run_shorter_than_the_logging_interval_logs_its_metrics_at_its_end(tmp_path):
     """trainer.max_steps=2 with log_every_n_steps=10 logged no step: the CSV held only the hyperparameters,
     and the progress bar never showed the throughput."""
@@ -395,6 +397,7 @@ def _weights(ckpt: str) -> dict:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])
 def test_a_streamed_run_stopped_and_resumed_trains_the_weights_of_one_that_was_not(tmp_path, mixer, caplog):
     """The carried state is in the checkpoint: a run resumed at step 4 goes on with every row's
@@ -654,6 +657,7 @@ def test_a_sweeps_job_stopped_by_ctrl_c_resumes_into_its_folder_and_joins_the_sw
     last, deadline = sweep / "0" / "checkpoints" / "last.ckpt", time.time() + 240
     while time.time() < deadline and proc.poll() is None and not last.exists():
         time.sleep(0.5)
+    assert last.exists(), proc.stderr.read()[-3000:] if proc.poll() is not None else "no checkpoint in time"
     time.sleep(1.0)  # (the checkpoint written whole)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -680,6 +684,7 @@ def test_a_sweeps_job_stopped_by_ctrl_c_resumes_into_its_folder_and_joins_the_sw
     assert "seed=1" in shlex.split(said[at + 1]) and "hydra.sweep.subdir=1" in said[at + 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides,message",
     [
@@ -714,7 +719,7 @@ def test_a_sweeps_job_stopped_by_ctrl_c_resumes_into_its_folder_and_joins_the_sw
     ],
 )
 @pytest.mark.slow
-def test_missing_or_wrong_data_paths_are_clear_errors(overrides, message, tmp_path):
+def test_bad_data_and_model_settings_end_in_one_line_without_resume_advice(overrides, message, tmp_path):
     """Also in a run folder that an earlier run left a last.ckpt in: nothing has trained, so nothing
     says to resume (a mistake in the model's settings did)."""
     (tmp_path / "checkpoints").mkdir()
@@ -974,6 +979,7 @@ def test_epochs_of_a_set_number_of_batches_set_the_runs_length(tmp_path):
     assert torch.load(out["last_ckpt"], weights_only=False)["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_the_progress_bar_counts_the_batches_of_the_run_resumed_or_accumulated(tmp_path):
     """Lightning's bar took its total from the steps left: with two batches a step it ran past it, and a
     resumed run, whose epoch counts on from the checkpoint's batches, showed ``8/?``."""
@@ -993,6 +999,7 @@ def test_the_progress_bar_counts_the_batches_of_the_run_resumed_or_accumulated(t
     assert fit("first", "trainer.max_steps=6", ckpt_path=last)[0] == (6, 6)
 
 
+@pytest.mark.slow
 def test_where_stdout_is_no_terminal_the_bar_prints_plain_lines(tmp_path, capsys):
     """A bar written to a log file is carriage returns and cursor moves on one endless line; there a
     plain line is printed instead, at most every line_seconds, after each validation and at the end."""
@@ -1120,6 +1127,7 @@ def test_a_run_that_neither_trains_nor_tests_is_refused(tmp_path):
         run(compose_train(tmp_path, [*TINY, "train=false"]))
 
 
+@pytest.mark.slow
 def test_a_run_resumed_from_a_copy_of_its_folder_keeps_its_ranking_there(tmp_path):
     """Lightning's ModelCheckpoint drops its ranking when its folder changes: the copy named the
     original's best file, and its next validation was saved as best whatever its score (here the
@@ -1173,6 +1181,7 @@ def test_ctrl_c_between_fit_and_test_stops_the_processes_the_launcher_started(tm
     assert killed == [signal.SIGKILL]
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_training_with_status_130_and_where_to_resume(tmp_path, monkeypatch, capsys):
     """Lightning shuts an interrupted fit down and calls exit(1); the run still reports its checkpoints,
     says how to resume, and exits 130 as an interrupted command does (its test run is not started).
@@ -1398,6 +1407,7 @@ def test_every_dataset_notes_the_file_its_worker_reads(tmp_path, monkeypatch, ki
     assert f"a data loader worker died reading {bad}" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reads", ["windows", "stream", "validation"])
 def test_a_run_whose_decoder_crashes_on_a_file_lists_it_and_trains_to_the_end(tmp_path, monkeypatch, reads):
     """A read kills its worker as a native crash would (the fifth in training, the second in

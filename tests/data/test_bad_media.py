@@ -454,9 +454,11 @@ def test_a_skip_list_that_leaves_out_earlier_entries_still_appends_its_own(tmp_p
 def test_a_skip_list_looks_at_its_file_for_other_processes_entries_about_once_a_second(tmp_path, monkeypatch):
     """A lookup per clip cost a stat each: 0.3 s per 100k clips on a local disk, more on network storage."""
     skip_file = tmp_path / "skip.tsv"
+    monkeypatch.setattr(skiplist, "REFRESH_S", 1e9)  # (a loaded machine's second passes in no time)
     skips = SkipList(skip_file)
     skips.add("/data/bad.wav", "corrupt")
     other = SkipList(skip_file)
+    assert "/data/bad.wav" in other  # (read when made)
     stats = []
     real_stat = os.stat
     monkeypatch.setattr(os, "stat", lambda *a, **k: stats.append(a) or real_stat(*a, **k))

@@ -15,6 +15,8 @@ import torch
 
 from ttt_mm.data import MediaDataModule, MediaError, SyntheticSource, datasets, reading_notes, restarts, training_order
 
+pytestmark = pytest.mark.slow  # (worker processes started, crashed and restarted; a training step's sleep)
+
 BATCHES = 10
 
 

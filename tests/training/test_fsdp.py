@@ -3,8 +3,6 @@ are flat shards, so a state made there (a restarted row's, a checkpoint's templa
 
 from __future__ import annotations
 
-import os
-import socket
 from functools import partial
 
 import pytest
@@ -29,9 +27,8 @@ def backbone(mixer: str) -> Backbone:
     return Backbone(dim=32, depth=2, mixer=MIXERS[mixer]).double()
 
 
-def one_process(rank: int, port: int, mixer: str, per_block: bool) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def one_process(rank: int, store: str, mixer: str, per_block: bool) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         plain = backbone(mixer)
         sharded = FullyShardedDataParallel(
@@ -62,20 +59,14 @@ def one_process(rank: int, port: int, mixer: str, per_block: bool) -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])
-def test_restarted_rows_and_a_restored_state_under_fsdp_match_the_unsharded_model(mixer):
-    mp.spawn(one_process, args=(free_port(), mixer, True), nprocs=2)
+def test_restarted_rows_and_a_restored_state_under_fsdp_match_the_unsharded_model(mixer, tmp_path):
+    mp.spawn(one_process, args=(str(tmp_path / "group"), mixer, True), nprocs=2)  # (a file: no port to race for)
 
 
 @pytest.mark.slow
-def test_a_restored_state_fits_a_model_whose_blocks_are_not_fsdp_units_of_their_own():
+def test_a_restored_state_fits_a_model_whose_blocks_are_not_fsdp_units_of_their_own(tmp_path):
     """A wrap policy of the user's own may shard the whole model as one unit: its blocks then have
     no parameters of their own to gather (each resume was refused as being from another model)."""
-    mp.spawn(one_process, args=(free_port(), "ttt_linear", False), nprocs=2)
+    mp.spawn(one_process, args=(str(tmp_path / "group"), "ttt_linear", False), nprocs=2)

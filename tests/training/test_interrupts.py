@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -22,7 +24,9 @@ from ttt_mm.training.interrupts import FIRST_PROCESS, first_process_marked, leav
 )
 def test_only_the_processes_the_first_one_started_ignore_ctrl_c(monkeypatch, mark, ignored):
     monkeypatch.delenv(FIRST_PROCESS, raising=False)
-    pid = {"parent": os.getppid(), "self": os.getpid(), "other": 1}.get(mark)
+    other = subprocess.Popen([sys.executable, "-c", "pass"])  # (not 1: pytest's parent may be a container's first)
+    other.wait()
+    pid = {"parent": os.getppid(), "self": os.getpid(), "other": other.pid}.get(mark)
     if pid is not None:
         monkeypatch.setenv(FIRST_PROCESS, str(pid))
     before = signal.getsignal(signal.SIGINT)
