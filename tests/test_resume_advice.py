@@ -1,0 +1,168 @@
+"""What a stopped or refused training run says to do next: the command that resumes it (with the
+overrides that trained it), and the file a dead loader worker was reading (the end-to-end runs are in
+``tests/test_train.py``)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from ttt_mm.data import reading_notes
+from ttt_mm.data.skiplist import SkipList
+from ttt_mm.tasks.resume_advice import resume_command, where_to_resume, with_its_overrides
+
+
+def test_a_checkpoint_that_does_not_fit_the_overrides_that_trained_it_is_said_to_be_damaged(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("{}")
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- model=lact\n- ckpt_path=/earlier.ckpt\n")
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert with_its_overrides(ckpt, ["model=lact", f"ckpt_path={ckpt}"], test_only=False) == (
+        "the overrides that trained it are this run's: it is damaged, or from another version of ttt-mm"
+    )
+    said = with_its_overrides(ckpt, ["model=attention", f"ckpt_path={ckpt}"], test_only=False)
+    assert (
+        said == f"resume with the overrides that trained it: python -m ttt_mm.tasks.train model=lact ckpt_path={ckpt}"
+    )
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- model=lact\n- trainer.max_steps=20\n")
+    assert "it is damaged" in with_its_overrides(ckpt, ["model=lact", "trainer.max_steps=30"], test_only=False)
+    longer = with_its_overrides(ckpt, ["model=attention", "trainer.max_steps=30"], test_only=False)
+    assert longer.endswith(f"python -m ttt_mm.tasks.train model=lact trainer.max_steps=30 ckpt_path={ckpt}")
+    tested = with_its_overrides(ckpt, ["model=attention", "trainer.max_steps=30"], test_only=True)
+    assert tested.endswith("train model=lact trainer.max_steps=20 train=false test=true ckpt_path=" + str(ckpt))
+
+
+def test_the_resume_command_repeats_the_runs_overrides():
+    """A run resumes only with the settings that trained it: ``ckpt_path=`` alone was refused."""
+    overrides = ["data=audio_folder", "data.root=/my media", "ckpt_path=/old/last.ckpt", "+tag=x"]
+    assert resume_command("/run/last.ckpt", overrides, "train.py") == (
+        "python train.py data=audio_folder 'data.root=/my media' +tag=x ckpt_path=/run/last.ckpt"
+    )
+    assert resume_command("/run/last.ckpt", [], "/repo/ttt_mm/tasks/train.py") == (
+        "python -m ttt_mm.tasks.train ckpt_path=/run/last.ckpt"
+    )
+    said = resume_command("/s, 1/0/last.ckpt", ["seed=1"], "train.py", ("/s, 1", "0"))  # a sweep's job
+    assert said == (
+        "python train.py -m seed=1 \"hydra.sweep.dir='/s, 1'\" hydra.sweep.subdir=0 \"ckpt_path='/s, 1/0/last.ckpt'\""
+    )
+    again = resume_command(None, ["seed=1"], "train.py", ("/s", "2"))  # (a job stopped before its first save)
+    assert again == "python train.py -m seed=1 hydra.sweep.dir=/s hydra.sweep.subdir=2"
+    relative = resume_command("/s/0/last.ckpt", ["seed=1"], "train.py", ("logs/s", "0"))  # (a sweep's folder as given)
+    assert f"hydra.sweep.dir={Path('logs/s').absolute()} " in relative  # (it resumed into another folder elsewhere)
+    overrides = OverridesParser.create().parse_overrides(shlex.split(said)[3:])  # (a comma: a sweep, unquoted)
+    assert [(o.key_or_group, o.value()) for o in overrides] == [
+        ("seed", 1),
+        ("hydra.sweep.dir", "/s, 1"),
+        ("hydra.sweep.subdir", 0),
+        ("ckpt_path", "/s, 1/0/last.ckpt"),
+    ]
+
+
+def test_a_run_stopped_by_an_error_says_where_to_resume_and_names_a_dead_loader_worker(tmp_path):
+    """A loader worker killed for memory ended the run with only PyTorch's "Connection reset by peer"."""
+    cfg = OmegaConf.create({"callbacks": {"last_checkpoint": {"dirpath": str(tmp_path / "checkpoints")}}})
+    assert where_to_resume(cfg, ValueError("a bug")) is None  # nothing to resume from, nothing to explain
+    dead = where_to_resume(cfg, ConnectionResetError(104, "Connection reset by peer"))
+    assert dead.startswith("training stopped by the error above (a data loader worker died") and "ckpt_path" not in dead
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    line = where_to_resume(cfg, RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed."))
+    assert "a data loader worker died" in line and line.endswith(
+        f"; resume with ckpt_path={tmp_path}/checkpoints/last.ckpt"
+    )
+    assert where_to_resume(cfg, ValueError("a bug")) == (
+        f"training stopped by the error above; resume with ckpt_path={tmp_path}/checkpoints/last.ckpt"
+    )
+
+
+def _first_error(loader) -> BaseException:
+    """The error that ends reading ``loader`` (its workers shut down, and no frame kept alive)."""
+    batches = iter(loader)
+    try:
+        while True:
+            next(batches)
+    except Exception as exc:
+        caught = exc
+    finally:
+        batches._shutdown_workers()
+    chained = caught
+    while chained is not None:
+        chained.__traceback__ = None
+        chained = chained.__cause__ or chained.__context__
+    return caught
+
+
+def test_a_dead_workers_file_is_listed_only_when_a_decoder_crashed_on_it(tmp_path):
+    """PyTorch names the worker's pid (and, behind its own error, the signal), never the file: the
+    worker's note does. Only a crash is the file's doing: SIGKILL (memory) or SIGTERM (a scheduler)
+    are not, and listing the file then would take a good file out of every resumed run."""
+    skip_file = tmp_path / "skipped_media.tsv"
+    cfg = OmegaConf.create({"data": {"skip_list": str(skip_file)}})
+
+    def died(worker: int, signal_text: str) -> RuntimeError:
+        Path(reading_notes._note(os.getpid(), worker)).write_text(f"/data/clip {worker}.mp4")
+        try:
+            try:
+                raise RuntimeError(f"DataLoader worker (pid {worker}) is killed by signal: {signal_text}. ")
+            except RuntimeError as handler:
+                raise RuntimeError(f"DataLoader worker (pid(s) {worker}) exited unexpectedly") from handler
+        except RuntimeError as exc:
+            return exc
+
+    assert where_to_resume(cfg, died(4242, "Segmentation fault")) == (
+        "training stopped by the error above (a data loader worker died reading /data/clip 4242.mp4, decoder "
+        f"crashed: SIGSEGV: listed in {skip_file}, so a resumed run passes over it)"
+    )
+    assert SkipList(skip_file).reasons == {"/data/clip 4242.mp4": "decoder crashed: SIGSEGV"}
+    killed = where_to_resume(cfg, died(4243, "Killed"))
+    assert killed.startswith(
+        "training stopped by the error above (a data loader worker died reading /data/clip 4243.mp4 (SIGKILL: "
+        "killed for memory?"
+    ) and killed.endswith(
+        f"if a resumed run dies on it again, list it in {skip_file} (a line: the path, a tab, a reason))"
+    )
+    assert "(SIGTERM: not a crash)" in where_to_resume(cfg, died(4244, "Terminated"))
+    assert list(SkipList(skip_file).reasons) == ["/data/clip 4242.mp4"]
+    Path(reading_notes._note(os.getpid(), 4245)).write_text("/data/clip 4245.mp4")
+    reset = where_to_resume(cfg, ConnectionResetError(104, "Connection reset by peer"))  # no pid: the one note left
+    assert "died reading /data/clip 4245.mp4 (how is not known: killed for memory?" in reset
+    assert not list(Path(reading_notes._note(os.getpid(), 0)).parent.glob(f"ttt-mm-reading-{os.getpid()}-*"))
+
+
+@pytest.mark.parametrize("kind", ["windows", "stream", "evaluation"])
+def test_every_dataset_notes_the_file_its_worker_reads(tmp_path, monkeypatch, kind):
+    """Training windows, streamed windows and validation: the file whose read kills the worker is named."""
+    from mediafiles import tone, write_wav
+
+    from ttt_mm.data import datasets, training_order
+    from ttt_mm.data.datasets import ReadSpec, SequentialWindows
+    from ttt_mm.data.sources import ClipInfo
+    from ttt_mm.data.training_order import StreamWindows, WindowDataset
+
+    clips = [ClipInfo(str(write_wav(tmp_path / f"{k}.wav", tone(2.0, 16000), 16000))) for k in range(2)]
+    bad = clips[0].name
+    read = datasets.read_item
+
+    def crash_on_bad(clip, *args):
+        if clip.name == bad:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return read(clip, *args)
+
+    monkeypatch.setattr(training_order, "read_item", crash_on_bad)
+    monkeypatch.setattr(datasets, "read_item", crash_on_bad)
+    spec = ReadSpec(("audio",))
+    dataset, batch = {
+        "windows": (lambda: WindowDataset(clips, 1.0, spec), 1),
+        "stream": (lambda: StreamWindows(clips, 1.0, 1, spec), None),
+        "evaluation": (lambda: SequentialWindows(clips, 1.0, spec), 1),
+    }[kind]
+    loader = torch.utils.data.DataLoader(dataset(), batch_size=batch, num_workers=1, timeout=60, collate_fn=len)
+    line = where_to_resume(OmegaConf.create({}), _first_error(loader))
+    assert f"a data loader worker died reading {bad}" in line
