@@ -128,6 +128,8 @@ def test_a_tokenizer_key_added_to_evaluate_is_refused_as_the_checkpoints_own(as_
 
 def test_a_key_added_that_its_class_takes_is_accepted():
     check_config(composed("train", ["+trainer.detect_anomaly=false", "+data.index_cache=/tmp/x"]), "train")
+    with pytest.raises(ConfigError, match="detect_anomalyy"):  # (the same key misspelled: refused)
+        check_config(composed("train", ["+trainer.detect_anomalyy=false"]), "train")
 
 
 @pytest.mark.parametrize(
