@@ -953,6 +953,13 @@ def test_a_model_trained_on_files_evaluated_on_the_synthetic_default_is_told_how
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
         evaluate_task.warn_if_files_model_on_synthetic_clips(default, {"ttt": (str(spaced), None)})
     assert "(its run: data=audio_folder \"data.root='/my clips/a,b'\")" in caplog.messages[0]  # (a shell argument)
+    with pytest.raises(
+        ConfigError,
+        match=r"^split=test means the files ttt's run held out, but evaluate reads its default synthetic clips unless "
+        r"told otherwise: pass the run's data, data=audio_folder data.root=/m$",
+    ):
+        evaluate_task.warn_if_files_model_on_synthetic_clips(default, models, "test")  # (their split of other clips)
+    evaluate_task.warn_if_files_model_on_synthetic_clips(default, {"attention": (str(synthetic), None)}, "val")
 
 
 def test_the_evaluate_command_warns_of_a_files_model_on_the_synthetic_default(folder, tmp_path, caplog):

@@ -126,21 +126,31 @@ def warn_if_incomparable(models: dict[str, tuple[str, SequenceModel]]) -> None:
         log.warning("%s hold the same weights: their numbers will be the same", " and ".join(names))
 
 
-def warn_if_files_model_on_synthetic_clips(data: DictConfig, models: dict[str, tuple[str, SequenceModel]]) -> None:
+def warn_if_files_model_on_synthetic_clips(
+    data: DictConfig, models: dict[str, tuple[str, SequenceModel]], split: str = "all"
+) -> None:
     """Evaluate reads the synthetic clips (``data=synthetic``) unless told otherwise, so a model trained
     on files, evaluated with only ``ckpt=``, is scored on clips unlike its data: say how its run chose
-    its data, which is what to pass to score files."""
+    its data, which is what to pass to score files. Its held-out files (``split=val|test``) are not
+    among synthetic clips at all: a ConfigError, not a split of the clips passed for them."""
     if OmegaConf.select(data, "source._target_") != SYNTHETIC_SOURCE:
         return
     for name, (path, _) in models.items():
         trained = trained_on_files(path)
-        if trained is not None:
-            log.warning(
-                "%s was trained on files (its run: %s) and is evaluated on synthetic clips, evaluate's default "
-                "data; to score such files, pass those",
-                name,
-                " ".join(shell_override(key, value) for key, value in trained.items()) or "see its .hydra/config.yaml",
+        if trained is None:
+            continue
+        given = " ".join(shell_override(key, value) for key, value in trained.items())
+        if split in ("val", "test"):
+            raise ConfigError(
+                f"split={split} means the files {name}'s run held out, but evaluate reads its default synthetic "
+                "clips unless told otherwise: pass the run's data, " + (given or "as its .hydra/config.yaml has it")
             )
+        log.warning(
+            "%s was trained on files (its run: %s) and is evaluated on synthetic clips, evaluate's default "
+            "data; to score such files, pass those",
+            name,
+            given or "see its .hydra/config.yaml",
+        )
 
 
 def read_otherwise(choices: Mapping[str, str], decoding: Mapping) -> str | None:
@@ -223,7 +233,7 @@ def run(cfg: DictConfig) -> dict:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     warn_if_incomparable(models)  # (models that read different streams were refused above: no warning first)
-    warn_if_files_model_on_synthetic_clips(cfg.data, models)
+    warn_if_files_model_on_synthetic_clips(cfg.data, models, split)
     if HydraConfig.initialized() and (line := read_otherwise(HydraConfig.get().runtime.choices, decoding)):
         log.info(line)
     if changed := [f"data.{k}={cfg.data.get(k)} -> {v:g}" for k, v in fractions.items() if cfg.data.get(k) != v]:
