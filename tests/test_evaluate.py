@@ -972,3 +972,5 @@ def test_the_evaluate_command_warns_of_a_files_model_on_the_synthetic_default(fo
         run(compose_evaluate(*args))
     (line,) = [r.getMessage() for r in caplog.records if "is evaluated on synthetic clips" in r.getMessage()]
     assert line.startswith("ttt was trained on files (its run: data=av_folder data.root=/m)")
+    with pytest.raises(ConfigError, match="^split=test means the files ttt's run held out"):
+        run(compose_evaluate(*args, "split=test"))
