@@ -1271,11 +1271,25 @@ def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path
     logs = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("version_*"))
     assert logs == ["a/csv/version_0", "a/tensorboard/version_0"]
     other_model = [*TINY, "size=small", f"ckpt_path={first['last_ckpt']}"]
-    with pytest.raises(
-        ConfigError, match=r"cannot resume this run \(Missing key\(s\) in state_dict: .{100,200} \.\.\.\)"
-    ):
+    with pytest.raises(ConfigError, match=r"cannot resume this run \(its weights do not fit this model: \d+ of") as err:
         run(compose_train(tmp_path / "a", other_model))  # in place, as a resume runs
+    assert ": backbone.blocks.2." in str(err.value) and "of other shapes: tokenizer." in str(err.value)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("version_*")) == logs  # no empty version_1
+    (tmp_path / "a" / ".hydra").mkdir()  # as `python train.py <TINY> trainer.max_steps=2` records its run
+    (tmp_path / "a" / ".hydra" / "config.yaml").write_text("{}")
+    (tmp_path / "a" / ".hydra" / "overrides.yaml").write_text(
+        "".join(f"- {o}\n" for o in [*TINY, "trainer.max_steps=2"])
+    )
+    with pytest.raises(ConfigError) as err:  # (its step against this run's length was said first)
+        run(
+            compose_train(
+                tmp_path / "b", [*TINY, "size=small", "trainer.max_steps=1", f"ckpt_path={first['last_ckpt']}"]
+            )
+        )
+    assert "nothing is left to train" not in str(err.value) and str(err.value).endswith(
+        f"resume with the overrides that trained it: python -m ttt_mm.tasks.train {' '.join(TINY)} "
+        f"trainer.max_steps=2 ckpt_path={first['last_ckpt']}"
+    )
 
 
 def test_an_error_read_as_a_refused_resume_after_training_went_on_keeps_the_logs(tmp_path, monkeypatch):

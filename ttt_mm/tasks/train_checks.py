@@ -10,14 +10,17 @@ import logging
 import math
 
 import lightning as L
+import torch
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
 from ttt_mm.checkpoint import read_checkpoint
 from ttt_mm.data.datasets import MODALITIES, off_grid
 from ttt_mm.data.training_order import is_seed
+from ttt_mm.messages import first_of
 from ttt_mm.tasks.common import ConfigError, in_a_sweep
 from ttt_mm.tasks.config_types import check_config
+from ttt_mm.tasks.resume_advice import this_runs_overrides, with_its_overrides
 
 log = logging.getLogger(__name__)
 MIXER_KEY = "model.backbone.mixer"
@@ -46,6 +49,7 @@ def check(cfg: DictConfig) -> int | None:
 
 def check_parts(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed_step: int | None) -> None:
     """Everything below, on the parts `ttt_mm.tasks.train.build` made from ``cfg``."""
+    check_resume_fits(cfg, model)
     check_launch(cfg, trainer, resumed_step)
     check_modalities(datamodule, model)
     check_media_clock(datamodule, model)
@@ -53,6 +57,46 @@ def check_parts(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed_
     check_updates_learn(datamodule, model)
     check_carried_windows(datamodule, model)
     check_validation_window(datamodule)
+
+
+def check_resume_fits(cfg: DictConfig, model: torch.nn.Module) -> None:
+    """A checkpoint to resume whose weights do not fit this run's model (another model's, or its own run's
+    given without the overrides that trained it) is refused first, with those overrides: what is said of
+    its step (`check_launch`) was this run's length against another run's. A file that cannot be read is
+    said so where it is loaded."""
+    if not cfg.get("ckpt_path") or not cfg.get("train", True):
+        return
+    try:  # (memory-mapped: only the shapes are read)
+        saved = torch.load(cfg.ckpt_path, map_location="cpu", mmap=True, weights_only=True).get("state_dict")
+    except Exception:
+        return
+    if isinstance(saved, dict) and (differs := weights_differ(saved, model.state_dict())):
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} cannot resume this run ({differs}); "
+            + with_its_overrides(cfg.ckpt_path, this_runs_overrides(), test_only=False)
+        )
+
+
+def weights_differ(saved: dict, model: dict) -> str | None:
+    """How a checkpoint's state dict (``saved``) differs from a model's, as a strict load would find it
+    (weights missing, left over, or of other shapes, a few named); None where it fits."""
+    missing = [k for k in model if k not in saved]
+    unexpected = [k for k in saved if k not in model]
+    shaped = [k for k in model if k in saved and tuple(saved[k].shape) != tuple(model[k].shape)]
+    found = [
+        f"{len(keys)} {what}: {first_of(keys, NAMED_WEIGHTS)}"
+        for keys, what in (
+            (missing, "of this model's weights not in it"),
+            (unexpected, "weights of another model"),
+            (shaped, "of other shapes"),
+        )
+        if keys
+    ]
+    return "its weights do not fit this model: " + "; ".join(found) if found else None
+
+
+NAMED_WEIGHTS = 3
+"""Weights named, of each kind, where a checkpoint does not fit."""
 
 
 def check_launch(cfg: DictConfig, trainer: L.Trainer, resumed_step: int | None = None) -> None:
