@@ -246,6 +246,17 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
             "data.root=it's: not an override Hydra can read; a value with spaces, brackets, commas, quotes or = in "
             'it is quoted inside the argument: "data.root=\\"it\'s\\""',
         ),
+        (  # (a path with a space, unquoted: the word after it was said to be an override of its own to quote)
+            "train",
+            ["data.root=/my", "media", "set", "debug=default"],
+            "media: not an override (it has no =): the shell split an argument at its spaces; quote it whole: "
+            "\"data.root='/my media set'\"",
+        ),
+        (  # (a word of its own: said to be quoted as foo='...')
+            "train",
+            "foo",
+            "foo: not an override (it has no =): an override is key=value, e.g. data.root=/my/media",
+        ),
         (  # (a quote left open: no value to quote, the README's example)
             "train",
             "data.root='/my media",
