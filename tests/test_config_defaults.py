@@ -252,6 +252,12 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
             "media: not an override (it has no =): the shell split an argument at its spaces; quote it whole: "
             "\"data.root='/my media set'\"",
         ),
+        (  # (no shell expands a ~ after a key's =: nor would it quoted, so the example has the home folder)
+            "train",
+            "data.root=~/my clips",
+            "data.root=~/my clips: not an override Hydra can read; a value with spaces, brackets, commas, quotes or "
+            f"= in it is quoted inside the argument: \"data.root='{os.path.expanduser('~')}/my clips'\"",
+        ),
         (  # (a word of its own: said to be quoted as foo='...')
             "train",
             "foo",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ttt_mm.messages import first_line, first_of, once, one_line
+from ttt_mm.messages import first_line, first_of, missing, once, one_line
 
 
 @pytest.mark.parametrize(
@@ -27,6 +27,15 @@ def test_a_list_is_joined_with_the_separator_given():
 
 def test_a_name_with_line_breaks_stays_on_one_line():
     assert one_line("a\nb\rc.wav") == "a\\nb\\rc.wav"
+
+
+def test_a_missing_path_that_starts_with_a_tilde_is_said_to_be_unexpanded(monkeypatch):
+    """``data.root=~/x`` reaches the command as it is (no shell expands it there): "~/x does not exist"."""
+    monkeypatch.setenv("HOME", "/home/me")
+    assert missing("dataset root /no/x", "/no/x") == "dataset root /no/x does not exist"
+    assert missing("input=~/x", "~/x") == (
+        "input=~/x does not exist (a ~ reaches a command as it is, not as your home folder: write /home/me/x)"
+    )
 
 
 def test_an_error_is_said_by_its_first_line_with_text_or_else_by_its_type():

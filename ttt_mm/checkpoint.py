@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 
 from ttt_mm.backbone import Backbone
 from ttt_mm.data.clip_record import recorded_files
-from ttt_mm.messages import first_line, first_of, root_cause
+from ttt_mm.messages import first_line, first_of, missing, root_cause
 from ttt_mm.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
     if os.path.isdir(path):
         raise ValueError(f"checkpoint {path} is a directory, not a checkpoint file{_checkpoints_in(path)}")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(missing(f"checkpoint {path}", path))
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a PyTorch checkpoint (a zip archive): truncated, damaged or another file")
     try:  # torch.load does not check the archive's checksums: damaged weights would load as they are

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from ttt_mm.data.decode import MediaInfo
 from ttt_mm.data.synthetic import SyntheticClip
-from ttt_mm.messages import first_of, one_line
+from ttt_mm.messages import first_of, missing, one_line
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class _Found:
 def _walk(root: Path, extensions: tuple[str, ...], base: Path) -> list[_Found]:
     """The media files under ``root`` (a part of the dataset at ``base``), sorted by path."""
     if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
+        raise FileNotFoundError(missing(f"dataset root {root}", root))
     if not root.is_dir():  # (one file: a manifest of one row, data=manifest, reads it)
         if root.suffix.lower() in MANIFEST_SUFFIXES:
             fix = "a manifest is read with data=manifest"

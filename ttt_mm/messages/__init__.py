@@ -4,6 +4,6 @@ its line breaks escaped; a long list by its first items and a count (`lines`); a
 constructor refuses, by its name (`arguments`)."""
 
 from ttt_mm.messages.arguments import check_count, check_positive
-from ttt_mm.messages.lines import first_line, first_of, one_line, root_cause
+from ttt_mm.messages.lines import first_line, first_of, missing, one_line, root_cause
 
-__all__ = ["check_count", "check_positive", "first_line", "first_of", "one_line", "root_cause"]
+__all__ = ["check_count", "check_positive", "first_line", "first_of", "missing", "one_line", "root_cause"]

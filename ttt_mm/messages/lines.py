@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of ``exc``'s message, stripped; its type's name when it says nothing."""
@@ -25,3 +27,13 @@ def first_of(items: list[str], at_most: int, sep: str = ", ") -> str:
     """The first ``at_most`` items joined, and how many more there are: ``a, b and 3 more``."""
     more = f" and {len(items) - at_most} more" if len(items) > at_most else ""
     return sep.join(items[:at_most]) + more
+
+
+def missing(said: str, path: str | os.PathLike) -> str:
+    """``<said> does not exist`` of a ``path`` (``said`` names it: ``dataset root /x``), and where the path
+    starts with ``~``, that no shell expanded it (``data.root=~/x``: bash expands a ``~`` after ``=`` only
+    in a variable's assignment)."""
+    text = f"{said} does not exist"
+    if os.fspath(path).startswith("~"):
+        text += f" (a ~ reaches a command as it is, not as your home folder: write {os.path.expanduser(path)})"
+    return text

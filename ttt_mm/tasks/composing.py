@@ -253,11 +253,12 @@ def quoted_override(override: str) -> str | None:
     """``override`` as a shell argument whose value Hydra reads as one quoted string (in single quotes,
     or double where the value holds a single one); None where the value starts with a quote (one left
     open, most likely) or a bracket (a list or dict), holds a double quote or what a shell's double
-    quotes expand, or, in a sweep, a comma (values to sweep): quoted, it would mean another thing."""
+    quotes expand, or, in a sweep, a comma (values to sweep): quoted, it would mean another thing. A
+    leading ``~`` is written as the home folder it stands for: quoted, no shell would expand it."""
     key, _, value = override.partition("=")
     if not value or value[0] in "'\"[{" or set(value) & set('$`\\!"') or (_sweep_on_command_line() and "," in value):
         return None
-    return shell_override(key, value, quoted=True)
+    return shell_override(key, os.path.expanduser(value), quoted=True)  # (~: no shell expands it after a key's =)
 
 
 def _split_at_spaces(word: str) -> str | None:

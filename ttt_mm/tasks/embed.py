@@ -59,7 +59,7 @@ from ttt_mm.embed.files import (
     source_record,
     weights_hash,
 )
-from ttt_mm.messages import one_line
+from ttt_mm.messages import missing, one_line
 from ttt_mm.storage.atomic import remove_stale_temporaries, replaced_with_sidecar, write_json
 from ttt_mm.tasks.command_keys import extensions_of, output_folder, positive_count, sweep_job_folder
 from ttt_mm.tasks.common import ConfigError, Interrupted, SweepJobError, config_errors_end_the_command, in_a_sweep
@@ -122,7 +122,7 @@ def list_inputs(path: str, extensions: tuple[str, ...]) -> Inputs:
         return Inputs(clips, False, classes)
     if target.exists() or target.is_symlink():
         return Inputs([ClipInfo(str(target), key=target.name)], True, [])
-    raise ConfigError(f"input={path} does not exist")
+    raise ConfigError(missing(f"input={path}", path))
 
 
 def check_outputs_apart(clips: list[ClipInfo], output: Path) -> None:
