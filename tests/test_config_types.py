@@ -3,6 +3,7 @@ shipped config passes, and a value of the wrong kind is one ConfigError naming i
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -117,6 +118,16 @@ def test_a_key_added_to_a_built_node_that_its_class_does_not_take_names_the_clos
     a ``+data.*`` typo to train was once answered as if train, like embed, had no data settings)."""
     with pytest.raises(ConfigError, match="^" + re.escape(message)):
         check_config(as_run("train", [override]), "train")
+
+
+def test_a_key_of_the_users_own_that_nothing_reads_is_said_to_change_nothing(as_run, caplog):
+    """``+foo=1`` (like none of the command's keys) ran as if not given, without a word."""
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.config_types"):
+        check_config(as_run("embed", ["ckpt=a.ckpt", "+foo=1", "+tag=x", "output=/out/${tag}", "+seeds=[1]"]), "embed")
+    assert caplog.messages == [
+        "+foo: foo is no key of this command, and nothing in its config reads it (as ${foo}): it changes nothing",
+        "+seeds: seeds is no key of this command, and nothing in its config reads it (as ${seeds}): it changes nothing",
+    ]  # (+tag is read: the output folder's name)
 
 
 def test_a_tokenizer_key_added_to_evaluate_is_refused_as_the_checkpoints_own(as_run):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
+import re
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,6 +24,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 from ttt_mm.tasks.composing import TRAINING_GROUPS, closest_key, no_training_settings
+
+log = logging.getLogger(__name__)
 
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 UNKNOWN = None
@@ -133,6 +137,20 @@ def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
             raise ConfigError(
                 f"{override.split('=', 1)[0]}: {key} is not a key of this command; did you mean {close[0]}?"
             )
+        if not _interpolated(key, cfg, hydra):
+            log.warning(
+                "%s: %s is no key of this command, and nothing in its config reads it (as ${%s}): it changes nothing",
+                override.split("=", 1)[0],
+                key,
+                key,
+            )
+
+
+def _interpolated(key: str, *configs: DictConfig) -> bool:
+    """Whether a value of these configs, as written, reads top-level ``key`` (``${key}``, ``${key.a}``,
+    or within a resolver's arguments)."""
+    texts = (OmegaConf.to_yaml(c, resolve=False) for c in configs)
+    return any(re.search(r"\$\{[^}]*(?<![\w.])" + re.escape(key) + r"(?![\w])", text) for text in texts)
 
 
 def _kind(default):
