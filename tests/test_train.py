@@ -238,7 +238,12 @@ def test_with_val_fraction_0_validation_is_off_and_the_summary_says_so(tmp_path,
     assert out["validation_off"] and out["best_ckpt"] is None and not out["unscored"]
     assert "no token was scored" not in caplog.text and not any(k.startswith("val/") for k in out["metrics"])
     report(out)
-    assert "best checkpoint: none (validation is off: data.val_fraction=0)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "best checkpoint: none (validation is off: data.val_fraction=0)" in said and "tested:" not in said
+    report(out | {"metrics": {**out["metrics"], "test/loss": 1.0}})  # (test=true: no best checkpoint to test)
+    assert "\ntested:          the weights training ended with\n" in capsys.readouterr().out
+    report(out | {"metrics": {**out["metrics"], "test/loss": 1.0}, "tested_ckpt": "/run/best.ckpt"})
+    assert "\ntested:          /run/best.ckpt\n" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -253,6 +253,8 @@ def report(out: dict) -> None:
             "last checkpoint: " + (str(out["last_ckpt"]) if out["last_ckpt"] else _no_last(out)),
             "best checkpoint: " + best,
         ]
+        if any(k.startswith("test/") for k in shown):  # (the best checkpoint's weights, where there is one)
+            checkpoints.append("tested:          " + (out.get("tested_ckpt") or "the weights training ended with"))
     else:  # (a test-only run saves nothing: its folder's checkpoints are those of the run it tested)
         checkpoints = ["tested:          " + (out.get("tested_ckpt") or "the model as initialised (no ckpt_path)")]
     lines = [
