@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import pkgutil
 import sys
 from pathlib import Path
 
@@ -109,8 +110,8 @@ def test_nothing_outside_the_tokenizers_names_a_concrete_tokenizer():
 
 
 def test_the_top_level_holds_only_the_backbone_the_module_its_checkpoints_and_packages():
-    files = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert files == ["__init__.py", "backbone.py", "checkpoint.py", "module.py"]
+    files = sorted(p.name for p in PACKAGE.glob("*.py"))  # (and the list of commands, ``python -m ttt_mm``)
+    assert files == ["__init__.py", "__main__.py", "backbone.py", "checkpoint.py", "module.py"]
 
 
 @pytest.mark.parametrize("old", sorted(ttt_mm.MOVED))
@@ -132,3 +133,20 @@ def test_a_name_that_moved_out_of_a_module_still_imports_with_a_deprecation_warn
     assert old is getattr(importlib.import_module("ttt_mm.data.selection"), name)
     with pytest.raises(AttributeError, match="module 'ttt_mm.data.index' has no attribute 'no_such_name'"):
         index.no_such_name  # noqa: B018
+
+
+def test_python_m_ttt_mm_lists_every_command_and_names_the_module_of_one_given(capsys):
+    """``python -m ttt_mm`` failed with "No module named ttt_mm.__main__"."""
+    from ttt_mm import __main__ as commands
+
+    tasks = {m.name for m in pkgutil.iter_modules(importlib.import_module("ttt_mm.tasks").__path__)}
+    entry_points = {m for m in tasks if hasattr(importlib.import_module(f"ttt_mm.tasks.{m}"), "main")}
+    assert set(commands.COMMANDS) == entry_points  # (every command, and none that is not one)
+    assert commands.main([]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"python -m ttt_mm.tasks.{name} " in listed for name in commands.COMMANDS)
+    assert commands.main(["linear-probe", "ckpt=a"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "error: python -m ttt_mm linear-probe: run it as python -m ttt_mm.tasks.linear_probe\n"
+    )
