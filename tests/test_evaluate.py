@@ -756,6 +756,26 @@ def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_anothe
         run(compose_evaluate(f"ckpt={every}", *args[1:], "split=test", "plots=false"))
 
 
+def test_the_files_a_run_read_under_a_relative_root_are_known_from_any_folder(tmp_path, monkeypatch):
+    """Its record names them relative to the folder it started in: from another, none of its training
+    files was recognised in a held-out split, and all were scored as held out."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("{}")
+    (run_dir / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {tmp_path / 'work'}\n")
+    (run_dir / "checkpoints").mkdir()
+    trained = [ClipInfo("media/a.mp4"), ClipInfo(str(tmp_path / "elsewhere" / "b.mp4"))]  # (data.root=media)
+    ckpt = save(tiny_model(), run_dir / "checkpoints" / "last.ckpt", trained=trained)
+    monkeypatch.chdir(tmp_path)  # (not where the run started)
+    _, records = load_models([str(ckpt)], ["ttt"], "cpu")
+    assert records["ttt"].files == {str(tmp_path / "work" / "media" / "a.mp4"), str(tmp_path / "elsewhere" / "b.mp4")}
+    kept = save(tiny_model(), tmp_path / "kept.ckpt", trained=trained)  # (outside its run: as recorded)
+    assert load_models([str(kept)], ["ttt"], "cpu")[1]["ttt"].files == {
+        "media/a.mp4",
+        str(tmp_path / "elsewhere" / "b.mp4"),
+    }
+
+
 def test_a_data_group_of_other_streams_than_the_checkpoints_is_said_to_be_read_for_the_checkpoints():
     """``data=video_folder`` with an audio checkpoint scored the files' audio without a word."""
     audio = {"modalities": ["audio"], "sample_rate": 16000, "fps": None, "size": None}

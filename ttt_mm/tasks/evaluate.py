@@ -41,7 +41,7 @@ from ttt_mm.tasks.command_keys import names_of, positive_count, positive_seconds
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command, shell_override
 from ttt_mm.tasks.config_types import check_command_keys, check_types
-from ttt_mm.tasks.held_out import held_out
+from ttt_mm.tasks.held_out import from_anywhere, held_out
 from ttt_mm.tasks.job_logs import module_logger
 from ttt_mm.tasks.run_folders import SYNTHETIC_SOURCE, trained_on_files
 from ttt_mm.tasks.train_checks import TOKENIZER_OF
@@ -84,7 +84,7 @@ def load_models(
         while name in out:  # the same mixer twice: ttt, ttt_2, ...
             name, number = f"{base}_{number}", number + 1
         out[name] = (path, model)
-        trained[name] = Trained(trained_split(ckpt), trained_files(ckpt))
+        trained[name] = Trained(trained_split(ckpt), from_anywhere(trained_files(ckpt), path))
     return out, trained
 
 

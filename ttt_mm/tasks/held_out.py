@@ -12,11 +12,21 @@ import os
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.messages import first_of, one_line
 from ttt_mm.tasks.common import ConfigError
+from ttt_mm.tasks.run_folders import run_started_in
 
 log = logging.getLogger(__name__)
 
 TRAINED_ON_NAMED = 5
 """Training files found in a held-out split that the warning names; the rest are counted."""
+
+
+def from_anywhere(files: set[str] | None, ckpt_path: str | os.PathLike) -> set[str] | None:
+    """A checkpoint's training files (`ttt_mm.checkpoint.trained_files`) as paths that hold from any folder:
+    a relative one (its run's ``data.root`` was) joined to the folder its run started in, where known."""
+    started_in = run_started_in(ckpt_path) if files and any(not os.path.isabs(f) for f in files) else None
+    if started_in is None:
+        return files
+    return {os.path.join(started_in, f) for f in files}
 
 
 def held_out(clips: list[ClipInfo], split: str, files: set[str] | None, remedy: str) -> tuple[list[ClipInfo], int]:

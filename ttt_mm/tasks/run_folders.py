@@ -41,17 +41,33 @@ def trained_on_files(ckpt_path: str) -> dict[str, str] | None:
         return None
     try:
         data = OmegaConf.load(run / ".hydra" / "config.yaml").get("data")
-        record = OmegaConf.load(run / ".hydra" / "hydra.yaml")
-        choices, started_in = (OmegaConf.select(record, f"hydra.runtime.{k}") for k in ("choices", "cwd"))
+        choices = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.runtime.choices")
         source, root = OmegaConf.select(data, "source._target_"), OmegaConf.select(data, "root")
     except (OSError, ValueError, TypeError):  # (a hand-edited or damaged record: nothing to say)
         return None
+    started_in = run_started_in(ckpt_path)
     if source in (None, SYNTHETIC_SOURCE):
         return None
     group = choices.get("data") if choices is not None else None
     if root is not None and started_in is not None:
         root = os.path.join(started_in, root)  # (as it is where it is absolute)
     return {key: value for key, value in (("data", group), ("data.root", root)) if value is not None}
+
+
+def run_started_in(ckpt_path: str | os.PathLike) -> str | None:
+    """The folder the run that saved a checkpoint was started in (its ``.hydra`` record's ``cwd``): what
+    the relative paths it read and recorded are relative to. None for a checkpoint kept outside its run
+    folder, or a record that cannot be read."""
+    run = run_of_checkpoint(os.fspath(ckpt_path))
+    try:
+        cwd = (
+            None
+            if run is None
+            else OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.runtime.cwd")
+        )
+    except (OSError, ValueError, TypeError):
+        return None
+    return cwd if isinstance(cwd, str) else None
 
 
 def run_dir_of(ckpt_path: str | None, default: str) -> str:

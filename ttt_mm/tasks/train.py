@@ -29,7 +29,7 @@ from ttt_mm.module import Diverged
 from ttt_mm.tasks.command_keys import positive_count
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
-from ttt_mm.tasks.held_out import held_out
+from ttt_mm.tasks.held_out import from_anywhere, held_out
 from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
 from ttt_mm.tasks.resume_advice import (
     WORKER_DIED,
@@ -111,7 +111,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("test") and not cfg.get("train", True) and cfg.get("ckpt_path"):  # (another split than the run's)
         remedy = "test it with the data settings it trained with"
         datamodule.splits["test"], _ = held_out(
-            datamodule.splits["test"], "test", trained_files_at(cfg.ckpt_path), remedy
+            datamodule.splits["test"], "test", from_anywhere(trained_files_at(cfg.ckpt_path), cfg.ckpt_path), remedy
         )
     with others_stopped_on_ctrl_c(trainer):  # (between fit and test: inside them, Lightning does)
         return fit_and_test(cfg, datamodule, model, trainer, resumed_step)
