@@ -848,10 +848,10 @@ def test_a_sweep_writes_each_jobs_results_to_its_own_folder(folder, tmp_path):
     call = [sys.executable, "-m", "ttt_mm.tasks.evaluate", "-m", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for where, folders in (
-        (f"paths.log_dir={tmp_path}/logs", lambda: sorted(tmp_path.glob("logs/evaluate/multiruns/*/[01]"))),
-        (f"output={tmp_path}/out", lambda: [tmp_path / "out" / "0", tmp_path / "out" / "1"]),
+        ([f"paths.log_dir={tmp_path}/logs"], lambda: sorted(tmp_path.glob("logs/evaluate/multiruns/*/[01]"))),
+        ([f"output={tmp_path}/out"], lambda: [tmp_path / "out" / "0", tmp_path / "out" / "1"]),
     ):
-        proc = subprocess.run([*call, where], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+        proc = subprocess.run([*call, *where], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         checkpoints = []
         for job in folders():
@@ -859,6 +859,14 @@ def test_a_sweep_writes_each_jobs_results_to_its_own_folder(folder, tmp_path):
             checkpoints.append(model["checkpoint"])
             assert (job / "evaluate.log").is_file()  # the job's log beside its results
         assert checkpoints == [str(ckpts[0]), str(ckpts[1])]
+    # the two checkpoints side by side, as a training sweep's runs are
+    table = proc.stdout.split(f"sweep results (also in {tmp_path / 'out' / 'results.csv'}):\n", 1)[1].splitlines()
+    columns = ["eval/loss", "eval/loss_copy", "eval/loss_end", "eval/loss_start", "eval/mel_l1", "eval/psnr_db"]
+    assert table[0].split() == ["job", *columns, "eval/ssim", "overrides"]
+    assert [line.split()[0] for line in table[1:3]] == ["#0", "#1"] and f"ckpt={ckpts[1]}" in table[2]
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(row["eval/loss"]) > 0 for row in rows] == [True, True] and rows[1]["run_dir"] == str(folders()[1])
 
 
 def test_a_clip_whose_name_is_not_utf8_is_evaluated_and_drawn(folder, tmp_path):

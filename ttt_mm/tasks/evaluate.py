@@ -347,11 +347,31 @@ def report(out: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
+def scores(models: dict[str, dict]) -> dict[str, float]:
+    """The evaluation's main numbers, flat (``eval/loss``; ``eval/loss_start`` and ``eval/loss_end``, of
+    the first and last ``edge_fraction`` of each clip; ``eval/psnr_db``...; ``eval/<model>/...`` where it
+    scored several): what a sweep's results table sets side by side (`ttt_mm.tasks.sweep_report`)."""
+    out = {}
+    for name, d in models.items():
+        at = "eval/" if len(models) == 1 else f"eval/{name}/"
+        edges = d["length_extrapolation"]["all"]["model"]
+        out |= {f"{at}loss": d["loss"]["model"], f"{at}loss_copy": d["loss"]["copy_last_step"]}
+        out |= {f"{at}loss_start": edges["first"], f"{at}loss_end": edges["last"]}
+        if "video" in d:
+            out |= {f"{at}psnr_db": d["video"]["psnr_db"]["model"], f"{at}ssim": d["video"]["ssim"]["model"]}
+        if "audio" in d:
+            out[f"{at}mel_l1"] = d["audio"]["mel_l1"]["model"]
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
 @hydra_command("evaluate")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict:
+    """Evaluates as configured; returns its scores and output folder (a sweep's results table)."""
     with config_errors_end_the_command(cfg=cfg):
-        report(run(cfg))
+        out = run(cfg)
+        report(out)
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    return {"metrics": scores(out["models"]), "run_dir": out["output"]}
 
 
 if __name__ == "__main__":

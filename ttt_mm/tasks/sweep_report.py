@@ -248,9 +248,10 @@ class SweepReport(Callback):
     @staticmethod
     def _values(done: Mapping) -> dict[str, float]:
         """A finished run's numbers: its best checkpoint's score (``best val/loss``), its last ``val/`` and
-        ``test/`` metrics, then what its training cost (``train tokens/s``, ``fit minutes``)."""
+        ``test/`` metrics (an evaluation's ``eval/`` scores), then what its training cost (``train tokens/s``,
+        ``fit minutes``)."""
         best = {f"best {k}": v for k, v in (done.get("best_score") or {}).items()}
-        scores = {k: v for k, v in sorted(done["metrics"].items()) if k.startswith(("val/", "test/"))}
+        scores = {k: v for k, v in sorted(done["metrics"].items()) if k.startswith(("val/", "test/", "eval/"))}
         return best | scores | dict(done.get("cost") or {})
 
     def rows(self) -> list[dict]:
