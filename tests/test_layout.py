@@ -142,6 +142,10 @@ def test_python_m_ttt_mm_lists_every_command_and_names_the_module_of_one_given(c
     tasks = {m.name for m in pkgutil.iter_modules(importlib.import_module("ttt_mm.tasks").__path__)}
     entry_points = {m for m in tasks if hasattr(importlib.import_module(f"ttt_mm.tasks.{m}"), "main")}
     assert set(commands.COMMANDS) == entry_points  # (every command, and none that is not one)
+    for name in commands.COMMANDS:  # each runs as ``python -m ttt_mm.tasks.<name>`` (train's did nothing)
+        tree = ast.parse((PACKAGE / "tasks" / f"{name}.py").read_text())
+        guards = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+        assert guards and "main()" in ast.unparse(guards[-1]), name
     assert commands.main([]) == 0
     listed = capsys.readouterr().out
     assert all(f"python -m ttt_mm.tasks.{name} " in listed for name in commands.COMMANDS)

@@ -361,3 +361,7 @@ def main(cfg: DictConfig) -> dict:
         report(out)
     log.debug("resolved config:\n%s", OmegaConf.to_yaml(cfg))
     return {k: out[k] for k in ("metrics", "run_dir", "best_ckpt", "best_score", "cost")}
+
+
+if __name__ == "__main__":
+    main()
