@@ -268,11 +268,30 @@ def test_a_job_run_again_into_its_sweep_names_the_sweeps_jobs_still_without_a_re
         f"  python train.py -m seed=1 size=tiny hydra.sweep.dir={folder} hydra.sweep.subdir=1",
         f"  python train.py -m seed=2 size=tiny hydra.sweep.dir={folder} hydra.sweep.subdir=2",
     ]
+
+    def record_of(*overrides: str, at: int) -> None:  # (Hydra writes each sweep's record as it starts)
+        OmegaConf.save(
+            OmegaConf.create({"hydra": {"overrides": {"task": list(overrides)}}}), tmp_path / "multirun.yaml"
+        )
+        os.utime(tmp_path / "multirun.yaml", (at, at))
+
+    record_of("seed=1", "size=tiny", at=120)
     last = _sweep(1, folder=tmp_path, overrides=("seed=1", "size=tiny"))  # (a third record: the first is the sweep's)
     last.keep_earlier_record()
-    _ended(last, 1, "seed=1 size=tiny", None, {"metrics": {"val/loss": 0.125}})
-    assert last.still_missing(last.rows()) == [
+    _ended(last, 1, "seed=1 size=tiny ckpt_path=/s/1/last.ckpt", ValueError("a bug"))  # (a resume, failed)
+    assert last.still_missing() == [  # (#1 is said to have failed; #0 and #3 have their results)
         "sweep: job #2 of 4 still without a result in results.csv: to run it,",
         f"  python train.py -m seed=2 size=tiny hydra.sweep.dir={folder} hydra.sweep.subdir=2",
     ]
-    assert stopped.still_missing(stopped.rows()) == []  # (the sweep itself says which jobs did not run)
+    assert stopped.still_missing() == []  # (the sweep itself says which jobs did not run)
+    record_of("seed=range(4)", "size=tiny", at=180)
+    whole = _sweep(4, folder=tmp_path, overrides=("seed=range(4)", "size=tiny"))  # the whole sweep again
+    whole.keep_earlier_record()
+    _ended(whole, 0, "seed=0 size=tiny", None, {"metrics": {"val/loss": 0.5}})
+    whole.on_job_start(_job(1, "seed=1", "size=tiny"))  # Ctrl-C
+    assert len(whole.lines()) == 4 and whole.still_missing() == []  # (#1 stopped, #2 and #3 did not run: said once)
+    record_of("seed=9", at=240)
+    other = _sweep(1, folder=tmp_path, overrides=("seed=9",))  # (another sweep's job, into this folder)
+    other.keep_earlier_record()
+    _ended(other, 2, "seed=9", None, {"metrics": {"val/loss": 1.0}})
+    assert other.still_missing() == [] and len(list(tmp_path.glob("multirun-*.yaml"))) == 4

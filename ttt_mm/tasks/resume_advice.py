@@ -24,7 +24,7 @@ from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.tasks.composing import shell_override
 from ttt_mm.tasks.run_folders import run_of_checkpoint
-from ttt_mm.tasks.sweep_report import into_sweep_job
+from ttt_mm.tasks.sweep_report import RUN_LENGTH, into_sweep_job
 
 WORKER_DIED = "a data loader worker died"
 
@@ -77,10 +77,6 @@ def with_its_overrides(ckpt: str | os.PathLike, now: list[str] | None, test_only
     settings = (_model_and_data(settings) if length else settings) + length
     extra = ["train=false", "test=true"] if test_only else []
     return f"{how} with the overrides that trained it: {resume_command(ckpt, [*settings, *extra], sys.argv[0])}"
-
-
-RUN_LENGTH = ("trainer.max_steps", "trainer.max_epochs")
-"""Keys a resume may set otherwise than the run did: how long it trains."""
 
 
 def _key(override: str) -> str:

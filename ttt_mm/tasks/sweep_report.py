@@ -52,6 +52,17 @@ def sweep_jobs(task_overrides: list[str]) -> list[list[str]] | None:
         return None
 
 
+RUN_LENGTH = ("trainer.max_steps", "trainer.max_epochs")
+"""Keys a resume may set otherwise than the run did: how long it trains."""
+
+
+def _job(overrides: list[str]) -> list[str]:
+    """A job's overrides as what tells it apart: not the checkpoint a resume of it starts from, nor how
+    long that trains (`RUN_LENGTH`)."""
+    keys = [o.lstrip("+~").partition("=")[0] for o in overrides]
+    return sorted(o for o, key in zip(overrides, keys) if key not in ("ckpt_path", *RUN_LENGTH))
+
+
 def _job_number(config: DictConfig) -> int:
     """The job's number: its folder's, where a job is run again alone into its sweep (``-m ...
     hydra.sweep.dir=<sweep> hydra.sweep.subdir=<n>``, as `SweepReport.lines` says), else Hydra's."""
@@ -123,6 +134,7 @@ class SweepReport(Callback):
         self.results: list[tuple[int, list[str], Mapping]] = []  # (job number, its overrides, what its run returned)
         self.folder: Path | None = None  # the sweep's folder, where the results table goes
         self.swept: list[set[str]] = []  # each started job's overrides: those all share are not shown
+        self.ran: list[tuple[int, list[str]]] = []  # each started job's number and overrides
         self.reported = False
         self.earlier: Path | None = None  # the record of an earlier sweep into this folder, set aside
         self.made_folder = True  # whether the folder is this sweep's (none was there when it started)
@@ -158,6 +170,7 @@ class SweepReport(Callback):
             self.running = (_job_number(config), " ".join(config.hydra.overrides.task) or "(no overrides)")
             self.started += 1
             self.swept.append(set(config.hydra.overrides.task))
+            self.ran.append((self.running[0], list(config.hydra.overrides.task)))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if self.running is None:
@@ -231,13 +244,23 @@ class SweepReport(Callback):
         except Exception:  # (no record, or one that cannot be read: nothing to say)
             return None
 
-    def still_missing(self, rows: list[dict]) -> list[str]:
-        """After a job run again into its sweep: the sweep's jobs that still have no result, each with
-        the command that runs it (a job said failed or stopped here is said so already)."""
+    def still_missing(self) -> list[str]:
+        """After jobs of a sweep run again into its folder: the sweep's jobs that still have no result in
+        ``results.csv``, each with the command that runs it. Nothing where this run's jobs are not that
+        sweep's own (by their overrides, a resume's checkpoint aside), and no job `lines` says failed,
+        stopped or not run."""
         whole = self.whole_sweep()
-        said = {str(num) for num, _, _ in self.failed} | ({str(self.running[0])} if self.running else set())
-        done = {str(row["job"]) for row in rows} | said
-        missing = [(num, job) for num, job in enumerate(whole or []) if str(num) not in done]
+        if (
+            not whole
+            or not self.ran
+            or any(num >= len(whole) or _job(ran) != _job(whole[num]) for num, ran in self.ran)
+        ):
+            return []
+        said = {num for num, _, _ in self.failed} | ({self.running[0]} if self.running else set())
+        if self.total and self.started < self.total:  # (`lines`: this sweep's jobs that did not run)
+            said |= set(range(self.started, self.total))
+        done = {str(row["job"]) for row in self.rows()} | {str(num) for num in said}
+        missing = [(num, job) for num, job in enumerate(whole) if str(num) not in done]
         if not missing:
             return []
         named = ", ".join(f"#{num}" for num, _ in missing[:SHOWN]) + (", ..." if len(missing) > SHOWN else "")
@@ -347,5 +370,5 @@ class SweepReport(Callback):
             except OSError as err:
                 where = f" (not written to {self.folder / RESULTS}: {err.strerror or err})"
             print(f"sweep results{where}:", *table, sep="\n", flush=True)
-        if lines := self.lines() + self.still_missing(rows):
+        if lines := self.lines() + self.still_missing():
             print("\n".join(lines), file=sys.stderr, flush=True)
