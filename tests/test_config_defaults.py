@@ -258,6 +258,12 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
             "data.root=~/my clips: not an override Hydra can read; a value with spaces, brackets, commas, quotes or "
             f"= in it is quoted inside the argument: \"data.root='{os.path.expanduser('~')}/my clips'\"",
         ),
+        (  # (a ~, which Hydra refuses unquoted, in a path the shell split: the rest of the path was lost)
+            "train",
+            ["data.root=~/my", "clips"],
+            "data.root=~/my: not an override Hydra can read: the shell split an argument at its spaces; quote it "
+            f"whole: \"data.root='{os.path.expanduser('~')}/my clips'\"",
+        ),
         (  # (a word of its own: said to be quoted as foo='...')
             "train",
             "foo",

@@ -86,10 +86,8 @@ def composing_error_message(err: Exception) -> str:
     key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     if isinstance(err, OverrideParseException) and (whole := _split_at_spaces(err.override)):
-        return (
-            f"{err.override}: not an override (it has no =): the shell split an argument at its spaces; "
-            f"quote it whole: {whole}"
-        )
+        what = "not an override Hydra can read" if "=" in err.override else "not an override (it has no =)"
+        return f"{err.override}: {what}: the shell split an argument at its spaces; quote it whole: {whole}"
     if isinstance(err, OverrideParseException) and "=" not in err.override and not err.override.startswith("~"):
         return f"{err.override}: not an override (it has no =): an override is key=value, e.g. data.root=/my/media"
     if isinstance(err, OverrideParseException) and lines:  # (its grammar's words, and a link)
@@ -258,25 +256,30 @@ def quoted_override(override: str) -> str | None:
     key, _, value = override.partition("=")
     if not value or value[0] in "'\"[{" or set(value) & set('$`\\!"') or (_sweep_on_command_line() and "," in value):
         return None
-    return shell_override(key, os.path.expanduser(value), quoted=True)  # (~: no shell expands it after a key's =)
+    home = value == "~" or value.startswith("~/")  # (no shell expands it after such a key's =, nor quoted)
+    return shell_override(key, os.path.expanduser(value) if home else value, quoted=True)
 
 
 def _split_at_spaces(word: str) -> str | None:
-    """Where ``word``, an argument without ``=``, follows an override on the command line (``data.root=/my
-    set``: a path with a space, unquoted), that override and the words around it that are no overrides
-    either, quoted as one argument (`quoted_override`); None where it does not."""
+    """Where the shell split an override at its spaces (``data.root=/my set``, unquoted: ``word`` is
+    ``set``, or ``data.root=~/my``, which Hydra refuses itself), that override and the words after it
+    that are no overrides either, quoted as one argument (`quoted_override`); None where it did not."""
     args = sys.argv[1:]
-    if "=" in word or word not in args:
+    if word not in args:
         return None
     first = end = args.index(word)
     words = [i for i, arg in enumerate(args) if "=" not in arg and not arg.startswith("-")]  # (none an override)
-    while first - 1 in words:
+    if "=" not in word:
+        while first - 1 in words:
+            first -= 1
+        if first == 0 or args[first - 1].startswith("-"):
+            return None
         first -= 1
     while end + 1 in words:
         end += 1
-    if first == 0 or args[first - 1].startswith("-"):
+    if end == first:  # (an override alone: nothing was split off it)
         return None
-    return quoted_override(" ".join(args[first - 1 : end + 1]))
+    return quoted_override(" ".join(args[first : end + 1]))
 
 
 def _sweep_on_command_line() -> bool:
