@@ -988,6 +988,14 @@ def test_a_model_trained_on_files_evaluated_on_the_synthetic_default_is_told_how
     ):
         evaluate_task.warn_if_files_model_on_synthetic_clips(default, models, "test")  # (their split of other clips)
     evaluate_task.warn_if_files_model_on_synthetic_clips(default, {"attention": (str(synthetic), None)}, "val")
+    kept = {"ttt": (str(tmp_path / "ttt.ckpt"), None)}  # (outside its run folder: its record of files tells)
+    with pytest.raises(ConfigError, match=r"pass the run's data, as it trained on them \(data=<group> data.root="):
+        evaluate_task.warn_if_files_model_on_synthetic_clips(default, kept, "val", {"ttt": {"/m/a.wav"}})
+    evaluate_task.warn_if_files_model_on_synthetic_clips(default, kept, "val", {"ttt": {"synthetic/seed=0/index=1"}})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
+        evaluate_task.warn_if_files_model_on_synthetic_clips(default, kept, "all", {"ttt": {"/m/a.wav"}})
+    assert "(its run: not known: kept outside its run folder)" in caplog.messages[0]
 
 
 def test_the_evaluate_command_warns_of_a_files_model_on_the_synthetic_default(folder, tmp_path, caplog):

@@ -63,6 +63,10 @@ class Event(NamedTuple):
     kind: str  # "bounce" or "note"
 
 
+NAME_PREFIX = "synthetic/"
+"""How every synthetic clip's name begins (what tells a checkpoint's record of synthetic clips from one of files)."""
+
+
 @dataclass(frozen=True)
 class _Scene:
     start: np.ndarray  # [K, 2] top-left corner (x, y) at t = 0, in frame units
@@ -83,7 +87,7 @@ class SyntheticClip:
     duration: float = 60.0
 
     def __str__(self) -> str:
-        return f"synthetic/seed={self.seed}/index={self.index}"
+        return f"{NAME_PREFIX}seed={self.seed}/index={self.index}"
 
     @cached_property
     def scene(self) -> _Scene:

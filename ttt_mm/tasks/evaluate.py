@@ -31,6 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ttt_mm.checkpoint import model_of, read_checkpoint, resolve_device, trained_files, trained_split
 from ttt_mm.data import ClipInfo
 from ttt_mm.data.sources import SPLITS
+from ttt_mm.data.synthetic import NAME_PREFIX
 from ttt_mm.embed.files import weights_hash
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding, checkpoint_split
 from ttt_mm.eval.loop import Options, evaluate
@@ -127,29 +128,37 @@ def warn_if_incomparable(models: dict[str, tuple[str, SequenceModel]]) -> None:
 
 
 def warn_if_files_model_on_synthetic_clips(
-    data: DictConfig, models: dict[str, tuple[str, SequenceModel]], split: str = "all"
+    data: DictConfig,
+    models: dict[str, tuple[str, SequenceModel]],
+    split: str = "all",
+    files: Mapping[str, set[str] | None] | None = None,
 ) -> None:
     """Evaluate reads the synthetic clips (``data=synthetic``) unless told otherwise, so a model trained
     on files, evaluated with only ``ckpt=``, is scored on clips unlike its data: say how its run chose
-    its data, which is what to pass to score files. Its held-out files (``split=val|test``) are not
-    among synthetic clips at all: a ConfigError, not a split of the clips passed for them."""
+    its data (from its run folder's record), which is what to pass to score files. A checkpoint kept
+    elsewhere is known to be of files from the names it trained on (``files``: `Trained.files`). Its
+    held-out files (``split=val|test``) are not among synthetic clips at all: a ConfigError, not a split
+    of the clips passed for them."""
     if OmegaConf.select(data, "source._target_") != SYNTHETIC_SOURCE:
         return
     for name, (path, _) in models.items():
         trained = trained_on_files(path)
-        if trained is None:
+        read = (files or {}).get(name) or ()
+        if trained is None and not any(not f.startswith(NAME_PREFIX) for f in read):
             continue
-        given = " ".join(shell_override(key, value) for key, value in trained.items())
+        given = " ".join(shell_override(key, value) for key, value in (trained or {}).items())
         if split in ("val", "test"):
             raise ConfigError(
                 f"split={split} means the files {name}'s run held out, but evaluate reads its default synthetic "
-                "clips unless told otherwise: pass the run's data, " + (given or "as its .hydra/config.yaml has it")
+                "clips unless told otherwise: pass the run's data, "
+                + (given or "as it trained on them (data=<group> data.root=<its folder>)")
             )
         log.warning(
             "%s was trained on files (its run: %s) and is evaluated on synthetic clips, evaluate's default "
             "data; to score such files, pass those",
             name,
-            given or "see its .hydra/config.yaml",
+            given
+            or ("see its .hydra/config.yaml" if trained is not None else "not known: kept outside its run folder"),
         )
 
 
@@ -233,7 +242,7 @@ def run(cfg: DictConfig) -> dict:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     warn_if_incomparable(models)  # (models that read different streams were refused above: no warning first)
-    warn_if_files_model_on_synthetic_clips(cfg.data, models, split)
+    warn_if_files_model_on_synthetic_clips(cfg.data, models, split, {n: t.files for n, t in trained.items()})
     if HydraConfig.initialized() and (line := read_otherwise(HydraConfig.get().runtime.choices, decoding)):
         log.info(line)
     if changed := [f"data.{k}={cfg.data.get(k)} -> {v:g}" for k, v in fractions.items() if cfg.data.get(k) != v]:
