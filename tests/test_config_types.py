@@ -14,8 +14,9 @@ from typing import Literal
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
+from ttt_mm.tasks import config_types
 from ttt_mm.tasks import embed as embed_task
 from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks.common import ConfigError
@@ -128,6 +129,25 @@ def test_a_key_of_the_users_own_that_nothing_reads_is_said_to_change_nothing(as_
         "+foo: foo is no key of this command, and nothing in its config reads it (as ${foo}): it changes nothing",
         "+seeds: seeds is no key of this command, and nothing in its config reads it (as ${seeds}): it changes nothing",
     ]  # (+tag is read: the output folder's name)
+
+
+@pytest.mark.parametrize(
+    "value,reads",
+    [
+        ("${tag}", True),
+        ("runs/${tag.a}", True),
+        ("${..tag}", True),  # (relative)
+        ("${oc.select:tag,x}", True),
+        ("${or_default:${tag},x}", True),
+        ("${tags}", False),
+        ("${tag-b}", False),
+        ("${tag:%Y}", False),  # (a resolver of that name)
+        ("${oc.env:tag}", False),  # (an environment variable)
+        ("\\${tag}", False),  # (escaped)
+    ],
+)
+def test_which_interpolations_read_a_key_of_the_users_own(value, reads):
+    assert config_types._interpolated("tag", OmegaConf.create({"a": {"b": value}})) is reads
 
 
 def test_a_tokenizer_key_added_to_evaluate_is_refused_as_the_checkpoints_own(as_run):

@@ -147,10 +147,11 @@ def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
 
 
 def _interpolated(key: str, *configs: DictConfig) -> bool:
-    """Whether a value of these configs, as written, reads top-level ``key`` (``${key}``, ``${key.a}``,
-    or within a resolver's arguments)."""
-    texts = (OmegaConf.to_yaml(c, resolve=False) for c in configs)
-    return any(re.search(r"\$\{[^}]*(?<![\w.])" + re.escape(key) + r"(?![\w])", text) for text in texts)
+    """Whether a value of these configs, as written, reads top-level ``key``: ``${key}``, ``${key.a}``,
+    relative (``${..key}``) or through ``oc.select`` (not a resolver of that name, ``${key:...}``, nor an
+    environment variable, ``${oc.env:key}``, nor an escaped ``\\${key}``)."""
+    reads = re.compile(r"(?<!\\)\$\{(?:oc\.select:\s*)?\.*" + re.escape(key) + r"(?![\w:-])")
+    return any(reads.search(OmegaConf.to_yaml(c, resolve=False)) for c in configs)
 
 
 def _kind(default):
