@@ -431,3 +431,16 @@ def test_which_name_of_a_file_is_kept_does_not_depend_on_how_the_root_is_reached
     (tmp_path / "alias").symlink_to(data)  # a root reached through a link (/data -> /mnt/...)
     for root in (data, tmp_path / "alias"):
         assert [c.key for c in FolderSource(str(root)).clips()] == ["z.wav"]
+
+
+def test_a_manifest_or_class_folder_root_with_an_unexpanded_tilde_says_so(tmp_path, monkeypatch):
+    from ttt_mm.data import ManifestSource
+    from ttt_mm.data.sources import ClassFolderSource
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for source in (ManifestSource("~/m.csv"), ClassFolderSource("~/classes")):
+        with pytest.raises(
+            FileNotFoundError,
+            match=f"does not exist \\(a ~ reaches a command as it is, not as your home folder: write {tmp_path}/",
+        ):
+            source.clips()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ttt_mm.data.index import RECORD_FIELDS
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, SPLITS, ClipInfo
+from ttt_mm.messages import missing
 from ttt_mm.storage.atomic import write_csv
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ class ManifestSource:
                 f"manifest {manifest} is a folder; data=manifest needs a CSV or JSONL file "
                 "(for a folder of media use data=audio_folder, video_folder, av_folder or class_folders)"
             )
+        if not manifest.is_file() and str(self.path).startswith("~"):
+            raise FileNotFoundError(missing(f"manifest {manifest}", self.path))
         if not manifest.is_file():
             where = "" if manifest.is_absolute() else f" (a relative path: from the current folder, {Path.cwd()})"
             raise FileNotFoundError(f"manifest {manifest} not found{where}")

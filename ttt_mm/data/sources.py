@@ -251,6 +251,8 @@ class ClassFolderSource:
 
     def clips(self) -> list[ClipInfo]:
         root = Path(self.root)
+        if not root.exists():
+            raise FileNotFoundError(missing(f"dataset root {root}", root))
         names = self.classes() if root.is_dir() else []
         found = [(f, label) for label, name in enumerate(names) for f in _walk(root / name, self.extensions, root)]
         labels = {f.path: label for f, label in found}

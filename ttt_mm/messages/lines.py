@@ -31,8 +31,8 @@ def first_of(items: list[str], at_most: int, sep: str = ", ") -> str:
 
 def missing(said: str, path: str | os.PathLike) -> str:
     """``<said> does not exist`` of a ``path`` (``said`` names it: ``dataset root /x``), and where the path
-    starts with ``~``, that no shell expanded it (``data.root=~/x``: bash expands a ``~`` after ``=`` only
-    in a variable's assignment)."""
+    starts with ``~``, that no shell expanded it (bash expands a ``~`` after ``=`` only in an argument
+    shaped as a variable's assignment: ``ckpt_path=~/x``, not ``data.root=~/x``; and never quoted)."""
     text = f"{said} does not exist"
     if os.fspath(path).startswith("~"):
         text += f" (a ~ reaches a command as it is, not as your home folder: write {os.path.expanduser(path)})"
