@@ -668,7 +668,6 @@ def test_a_sweeps_job_stopped_by_ctrl_c_resumes_into_its_folder_and_joins_the_sw
     assert "seed=1" in shlex.split(said[at + 1]) and "hydra.sweep.subdir=1" in said[at + 1]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides,message",
     [
