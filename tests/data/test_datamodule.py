@@ -441,6 +441,11 @@ def test_a_long_recording_nearest_the_validation_hash_is_not_moved_out_of_traini
     assert val != nearest and nearest in {c.file_key for c in dm.splits["train"]}
     assert f"validating on {val} (1.0 s of the training files' 11.0 s)" in "\n".join(caplog.messages)
     assert validation_file(["a", "b", "c"], Counter(a=4, b=3, c=3)) == "b"  # (none small enough: the shortest)
+    # evaluating a checkpoint of a run that validated on the long one (an older version's choice): that one
+    older = folder_module(data, tmp_path / "eval", modalities=["video"], val_fraction=1e-9, test_fraction=0.0)
+    older.trained_on = {str(data / f"v{i}.mp4") for i in range(4)} - {str(data / nearest)}
+    older.setup("validate")
+    assert {c.file_key for c in older.splits["val"]} == {nearest}
 
 
 def test_training_says_how_many_files_each_split_has_and_names_the_few_it_validates_and_tests_on(tmp_path, caplog):

@@ -215,6 +215,7 @@ class MediaDataModule(L.LightningDataModule):
         self.skips: SkipList | None = None
         self.modalities_from: str | None = None  # what chose the modalities, when not the config (a checkpoint)
         self.says_how_read_on_setup = True  # False: the caller says it of the clips it reads (`say_how_read`)
+        self.trained_on: set[str] | None = None  # a checkpoint's training files, where its data is evaluated
         self._skipped_at_setup: set[str] = set()  # the skip list's names once `setup` had listed the data
         self._selection: Selection | None = None
 
@@ -327,7 +328,7 @@ class MediaDataModule(L.LightningDataModule):
             for c in train:
                 start, end = clip_span(c, self.spec)
                 seconds[c.file_key] += end - start
-            key = validation_file([key for _, key in movable], seconds)
+            key = validation_file(self._not_trained_on([key for _, key in movable]), seconds)
             self.splits["val"] = [replace(c, split="val") for c in train if c.file_key == key]
             self.splits["train"] = [c for c in train if c.file_key != key]
             level = logging.INFO if warn else logging.DEBUG  # (the split evaluation asks for is its own line)
@@ -350,6 +351,15 @@ class MediaDataModule(L.LightningDataModule):
         if warn:
             log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
             self.splits["val"] = list(train)
+
+    def _not_trained_on(self, keys: list[str]) -> list[str]:
+        """Of these training files, evaluating a checkpoint (`trained_on`), those its run did not train on:
+        the one it moved to validation, whatever its skip list or this version would choose now."""
+        if not self.trained_on:
+            return keys
+        trained = {os.path.realpath(f) for f in self.trained_on}
+        names = {c.file_key: c.name for c in self.splits["train"]}
+        return [key for key in keys if os.path.realpath(names[key]) not in trained] or keys
 
     def why_empty(self, split: str) -> str:
         """Why ``split`` holds no clip: a manifest's rows of it that cannot be used, its split column, or

@@ -260,6 +260,7 @@ def run(cfg: DictConfig) -> dict:
         datamodule.modalities_from = "the checkpoint" if len(models) == 1 else "each checkpoint"
     # said below of the clips evaluated, not of those held out or past max_files
     datamodule.says_how_read_on_setup = False
+    datamodule.trained_on = set().union(*(t.files for t in trained.values() if t.files))  # (split=val: its file)
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
     window = window or datamodule.eval_window_seconds
     window = check_window(models, window)
@@ -267,7 +268,7 @@ def run(cfg: DictConfig) -> dict:
     try:
         with skip_list_set_aside(output) as had_skip_list:  # (the new list is opened and appended to here)
             clips = select_clips(datamodule, str(cfg.split))
-        files = set().union(*(t.files for t in trained.values() if t.files)) if split in ("val", "test") else set()
+        files = datamodule.trained_on if split in ("val", "test") else set()
         clips, trained_on = held_out(clips, split, files, "evaluate with the data config the run trained on")
         clips = clips[:max_files]
         datamodule.say_how_read(clips)
