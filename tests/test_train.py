@@ -28,6 +28,8 @@ from omegaconf import OmegaConf
 
 from ttt_mm.backbone import state_tensors
 from ttt_mm.callbacks import ProgressBar
+from ttt_mm.data import ClipInfo
+from ttt_mm.data.clip_record import clip_record
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
@@ -1294,6 +1296,31 @@ def test_resuming_from_a_checkpoint_that_does_not_fit_is_a_config_error(tmp_path
         f"resume with the overrides that trained it: python -m ttt_mm.tasks.train {' '.join(TINY)} "
         f"trainer.max_steps=2 ckpt_path={first['last_ckpt']}"
     )
+
+
+def test_a_resume_validates_on_the_file_its_run_moved_to_validation(tmp_path, caplog):
+    """Where no file hashes into validation, which moves there depends on the files usable now and on
+    this version's rule: a resume took another, and warned that val/* no longer compared."""
+    from mediafiles import tone, write_wav
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(4):
+        write_wav(folder / f"{i}.wav", tone(2.0, 16000, 200.0 * (i + 1)), 16000)
+    common = [*TINY, "data=audio_folder", f"data.root={folder}", "data.val_fraction=1e-9", "data.test_fraction=0"]
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        first = run(compose_train(tmp_path / "run", [*common, "trainer.max_steps=1"]))
+    (said,) = [m for m in caplog.messages if "no file hashed into validation" in m]
+    moved = said.split("validating on ", 1)[1].split(" ", 1)[0]
+    other = next(f"{i}.wav" for i in range(4) if f"{i}.wav" != moved)  # (as if the run had validated on this one)
+    ckpt = torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)
+    trained = [ClipInfo(str(folder / f"{i}.wav")) for i in range(4) if f"{i}.wav" != other]
+    ckpt["MediaDataModule"]["training clips"] = clip_record(trained)
+    torch.save(ckpt, first["last_ckpt"])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        run(compose_train(tmp_path / "run", [*common, "trainer.max_steps=2", f"ckpt_path={first['last_ckpt']}"]))
+    assert any(f"validating on {other} " in m for m in caplog.messages), caplog.messages
 
 
 def test_an_error_read_as_a_refused_resume_after_training_went_on_keeps_the_logs(tmp_path, monkeypatch):

@@ -89,6 +89,8 @@ def run(cfg: DictConfig) -> dict:
         except ValueError as err:
             raise ConfigError(str(err)) from None
     check_parts(cfg, datamodule, model, trainer, resumed_step)
+    if cfg.get("ckpt_path"):  # (resumed or tested: validation keeps the file its run moved there, if it did)
+        datamodule.trained_on = from_anywhere(trained_files_at(cfg.ckpt_path), cfg.ckpt_path)
     try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
         datamodule.setup("fit")
     except (OSError, ValueError) as err:  # (OSError: a skip list or index cache that cannot be written, say)
@@ -110,9 +112,7 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"test=true, but no clip of the {len(clips)} falls in the test split ({why})")
     if cfg.get("test") and not cfg.get("train", True) and cfg.get("ckpt_path"):  # (another split than the run's)
         remedy = "test it with the data settings it trained with"
-        datamodule.splits["test"], _ = held_out(
-            datamodule.splits["test"], "test", from_anywhere(trained_files_at(cfg.ckpt_path), cfg.ckpt_path), remedy
-        )
+        datamodule.splits["test"], _ = held_out(datamodule.splits["test"], "test", datamodule.trained_on, remedy)
     with others_stopped_on_ctrl_c(trainer):  # (between fit and test: inside them, Lightning does)
         return fit_and_test(cfg, datamodule, model, trainer, resumed_step)
 
