@@ -121,7 +121,7 @@ def test_a_key_added_to_a_built_node_that_its_class_does_not_take_names_the_clos
         check_config(as_run("train", [override]), "train")
 
 
-def test_a_key_of_the_users_own_that_nothing_reads_is_said_to_change_nothing(as_run, caplog):
+def test_a_key_of_the_users_own_that_nothing_reads_is_said_to_change_nothing(as_run, caplog, monkeypatch):
     """``+foo=1`` (like none of the command's keys) ran as if not given, without a word."""
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.config_types"):
         check_config(as_run("embed", ["ckpt=a.ckpt", "+foo=1", "+tag=x", "output=/out/${tag}", "+seeds=[1]"]), "embed")
@@ -129,6 +129,11 @@ def test_a_key_of_the_users_own_that_nothing_reads_is_said_to_change_nothing(as_
         "+foo: foo is no key of this command, and nothing in its config reads it (as ${foo}): it changes nothing",
         "+seeds: seeds is no key of this command, and nothing in its config reads it (as ${seeds}): it changes nothing",
     ]  # (+tag is read: the output folder's name)
+    caplog.clear()
+    monkeypatch.setattr(config_types, "process_rank", lambda: 1)  # (DDP's other processes: said once, by the first)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.config_types"):
+        check_config(as_run("embed", ["ckpt=a.ckpt", "+foo=1"]), "embed")
+    assert caplog.messages == []
 
 
 @pytest.mark.parametrize(

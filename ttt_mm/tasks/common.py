@@ -131,7 +131,9 @@ def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfi
         print(line, file=sys.stderr)
         to_log_file(line, logging.WARNING)
         began = not isinstance(err, IndexInterrupted) and not getattr(err, "before_it_began", False)
-        if not began and _rank() == 0 and not in_a_sweep():  # (stopped while listing its data: no empty run folder)
+        if (
+            not began and process_rank() == 0 and not in_a_sweep()
+        ):  # (stopped while listing its data: no empty run folder)
             forget_refused_run()
         sys.exit(130)
     except (ConfigError, IndexCacheError, InstantiationException, MissingMandatoryValue) as err:
@@ -140,7 +142,7 @@ def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfi
             message = f"{key} must be set, e.g. {key}=/path/to/your/data"
         else:  # (the index cache is a setting)
             message = config_error_message(err, settings)
-        rank = _rank()  # the processes of a data-parallel run: the first says it plainly, the
+        rank = process_rank()  # the processes of a data-parallel run: the first says it plainly, the
         if rank == 0:  # others with their rank (a mistake only one meets, its data mount say, is not lost)
             print("error: " + message, file=sys.stderr)
             to_log_file("error: " + message, logging.ERROR)
@@ -156,7 +158,7 @@ def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfi
         raise
 
 
-def _rank() -> int:
+def process_rank() -> int:
     """This process's rank in a data-parallel run, as Lightning set it; 0 where Lightning is not loaded
     (embed and the probe run in one process and do not import it: it took 2-3 s of their start)."""
     module = sys.modules.get("lightning.fabric.utilities.rank_zero")

@@ -22,7 +22,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ttt_mm.tasks.common import CONF_DIR, ConfigError
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, process_rank
 from ttt_mm.tasks.composing import TRAINING_GROUPS, closest_key, no_training_settings
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
             raise ConfigError(
                 f"{override.split('=', 1)[0]}: {key} is not a key of this command; did you mean {close[0]}?"
             )
-        if not _interpolated(key, cfg, hydra):
+        if process_rank() == 0 and not _interpolated(key, cfg, hydra):  # (once, not by every DDP process)
             log.warning(
                 "%s: %s is no key of this command, and nothing in its config reads it (as ${%s}): it changes nothing",
                 override.split("=", 1)[0],
