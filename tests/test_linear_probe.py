@@ -494,7 +494,7 @@ def test_an_embedding_folder_is_probed_as_embedded_and_a_setting_given_otherwise
         assert len(embed_task.run(compose("embed", overrides=embed)).written) == len(wavs)
     probe = ["linear_probe", f"embeddings={tmp_path / 'emb'}", f"input={listed}", f"output={tmp_path / 'out'}"]
     for given, said in [
-        ([], "was embedded with pool=null (rows only): a probe needs one vector per file; embed again with pool="),
+        ([], "was embedded with pool=null (rows only): a probe of files needs one vector per file; probe its rows"),
         (["pool=mean", "norm=true"], "was embedded with norm=true, pool=null, and is probed so: for pool=mean, embed"),
         (["layer=-1", "pool=max"], "was embedded with layer=1, pool=null, and is probed so: for pool=max, embed"),
         (["layer=0"], "was embedded with layer=1, and is probed so: for layer=0, embed again"),  # (of 2 blocks)
@@ -503,6 +503,10 @@ def test_an_embedding_folder_is_probed_as_embedded_and_a_setting_given_otherwise
         with pytest.raises(SystemExit) as ended:
             linear_probe.main()
         assert ended.value.code == 2 and f"error: embeddings={tmp_path / 'emb'} {said}" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", [*probe, "rows=true", "folds=2", "baselines=[]"])  # (rows: no vector per file)
+    linear_probe.main()
+    done = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert done["settings"]["rows"] is True and list(done["results"]) == ["model"]
 
 
 def test_a_checkpoint_probed_with_pool_null_is_refused_before_any_file_is_read(ckpts, tones, tmp_path):

@@ -171,7 +171,7 @@ class EmbeddingFolder:
         now = source_record(clip)
         if any(k in loaded.meta and loaded.meta[k] != now[k] for k in ("source_bytes", "source_mtime_ns")):
             raise MediaError(clip.name, f"changed since {stem}.npy was embedded (run the embed task again)")
-        if loaded.pooled is None:
+        if loaded.pooled is None and not rows:
             raise MediaError(clip.name, f"{stem}.json has no pooled vector (embedded with pool=null)")
         if len(loaded.embeddings) == 0:
             raise MediaError(clip.name, f"{stem}.npy holds no rows")

@@ -182,7 +182,8 @@ def _embedder(tokenizer, backbone, cfg: DictConfig, options: dict) -> Embedder:
 
 def check_embedded_settings(cfg: DictConfig, written: dict) -> None:
     """An embeddings folder is probed as it was embedded (``written``: a sidecar's settings): a setting
-    given here that differs, or pool=null (rows only, no vector per file), asks for embedding again."""
+    given here that differs, or pool=null (rows only, no vector per file) without rows=true, asks for
+    embedding again."""
     probe = "or probe the checkpoint: ckpt=<checkpoint> in place of embeddings="
     given = [k for k in ("layer", "norm", "pool", *(("hop_seconds",) if cfg.rows else ())) if k in given_keys()]
     asked = {k: cfg[k] for k in given}
@@ -193,10 +194,10 @@ def check_embedded_settings(cfg: DictConfig, written: dict) -> None:
             f"embeddings={cfg.embeddings} was embedded with {', '.join(f'{k}={_value(written[k])}' for k in given)}, "
             f"and is probed so: for {', '.join(differ)}, embed again (python -m ttt_mm.tasks.embed) {probe}"
         )
-    if written["pool"] is None:
+    if written["pool"] is None and not cfg.rows:
         raise ConfigError(
-            f"embeddings={cfg.embeddings} was embedded with pool=null (rows only): a probe needs one vector per "
-            f"file; embed again with pool=mean, max or mean_std, {probe}"
+            f"embeddings={cfg.embeddings} was embedded with pool=null (rows only): a probe of files needs one "
+            f"vector per file; probe its rows (rows=true), embed again with pool=mean, max or mean_std, {probe}"
         )
 
 
