@@ -3,11 +3,13 @@ and the clips a reader can use chosen from them."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import re
 import shutil
+import threading
 import time
 import types
 
@@ -97,6 +99,36 @@ def test_a_second_run_probes_nothing_and_a_touched_file_again(folder, tmp_path):
     run3.cache.write_bytes(lines[0][:20] + b"\xff\xfe" + lines[0][20:] + b"".join(lines[1:]))  # a damaged byte
     fourth, run4 = index_files(files, tmp_path / "cache")
     assert (run4.probed, run4.cached) == (1, len(files) - 1) and fourth == third  # its line's file, probed again
+
+
+def test_a_run_that_waits_for_another_indexing_the_same_files_says_so(folder, tmp_path, caplog):
+    """A probe waited minutes on another run's indexing of the same media tree without a line."""
+    files = sorted(folder.iterdir())
+    lock_path = cache_file([str(f) for f in files], tmp_path / "cache").with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True)
+    other = open(lock_path, "w")  # noqa: SIM115 (another process's hold: the locks of two opens exclude each other)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    said = threading.Event()  # (released once the wait is said, however slowly the run reaches the lock)
+
+    class Released(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("waiting for another process"):
+                said.set()
+
+    threading.Thread(target=lambda: (said.wait(60), other.close())).start()
+    handler = Released()
+    logging.getLogger("ttt_mm.data.index").addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+            _, run = index_files(files, tmp_path / "cache")
+    finally:
+        logging.getLogger("ttt_mm.data.index").removeHandler(handler)
+    assert f"waiting for another process indexing these files (it holds {lock_path})" in caplog.messages
+    assert run.probed == len(files)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data.index"):
+        index_files(files, tmp_path / "cache")  # (nobody else: no wait said)
+    assert not [m for m in caplog.messages if m.startswith("waiting")]
 
 
 def test_a_run_over_some_of_a_folders_files_keeps_the_records_of_the_others(folder, tmp_path):

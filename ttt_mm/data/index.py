@@ -331,7 +331,7 @@ def index_files(
         return {p: out[p] for p in asked}, run
     started = time.monotonic()
     with _lock_file(run.cache) as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another rank or run indexing the same folder: wait, then reuse
+        _wait_for(lock)  # another rank or run indexing the same folder: wait, then reuse
         cached = _load(run.cache)
 
         def current(record: dict | None, st: os.stat_result) -> bool:
@@ -420,6 +420,16 @@ def _index_path(path: str, folders: dict[str, str]) -> str:
 def _as_asked(record: dict, path: str) -> dict:
     """A record of a file's real path, under the path it was asked for (a link to it)."""
     return record if record["path"] == path else {**record, "path": path}
+
+
+def _wait_for(lock) -> None:
+    """Take the index's lock, saying so where another process holds it: a run that waits on another's
+    indexing of the same files (the cache is shared by the folder they lie in) said nothing for minutes."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("waiting for another process indexing these files (it holds %s)", lock.name)
+        fcntl.flock(lock, fcntl.LOCK_EX)
 
 
 def _lock_file(cache: Path):
