@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -23,7 +24,13 @@ from ttt_mm.data import ClipInfo, decode
 from ttt_mm.linear_probe import classifier
 from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1, majority_class
 from ttt_mm.linear_probe.features import EmbeddingFolder
-from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups, joined_groups
+from ttt_mm.linear_probe.folds import (
+    assign_folds,
+    drop_one_group,
+    fold_groups,
+    joined_groups,
+    warn_of_classes_some_folds_miss,
+)
 from ttt_mm.tasks import embed as embed_task
 from ttt_mm.tasks import linear_probe
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted
@@ -46,6 +53,24 @@ def test_grouped_folds_never_put_a_group_in_two_folds_and_keep_class_shares():
     shares = [labels[folds == k].mean() for k in range(5)]
     assert max(shares) - min(shares) < 0.1
     assert np.array_equal(folds, assign_folds(labels, groups, 5, seed=1))  # seeded
+
+
+def test_a_class_in_fewer_groups_than_folds_is_said_to_be_missing_from_some_test_folds(caplog):
+    """Its folds scored without it, their macro-F1 averaged over the other classes, without a word."""
+    y = np.array([0] * 40 + [1] * 6)
+    groups = np.concatenate([np.arange(40), np.repeat([40, 41, 42], 2)])  # (class 1: 3 groups)
+    names = ["speech", "other"]
+    fold_of = assign_folds(y, groups, 5)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.linear_probe.folds"):
+        warn_of_classes_some_folds_miss(fold_of, y, groups, names)
+    assert caplog.messages == [
+        "class 'other' (3 groups) is in 3 of the 5 test folds: the others hold none of its clips, and score without "
+        "it (folds=3 or fewer, or more groups, tests every class in every fold)"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.linear_probe.folds"):
+        warn_of_classes_some_folds_miss(assign_folds(y, groups, 3), y, groups, names)
+    assert caplog.messages == []
 
 
 def test_folds_without_groups_are_stratified_and_every_fold_gets_files():

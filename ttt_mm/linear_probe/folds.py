@@ -61,6 +61,25 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: in
     return fold_of_group[group_ids]
 
 
+def warn_of_classes_some_folds_miss(fold_of: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str]) -> None:
+    """Warn of the classes that some test folds hold none of (their clips lie in fewer groups than there
+    are folds): those folds are scored without them, their macro-F1 averaged over the other classes."""
+    k = int(fold_of.max()) + 1
+    short = []
+    for c, name in enumerate(names):
+        tested, held = len(set(fold_of[y == c].tolist())), len(set(groups[y == c].tolist()))
+        if tested < k:
+            short.append((name, tested, held))
+    if short:
+        log.warning(
+            "%s of the %d test folds: the others hold none of its clips, and score without it (folds=%d or "
+            "fewer, or more groups, tests every class in every fold)",
+            "; ".join(f"class {name!r} ({held} groups) is in {tested}" for name, tested, held in short),
+            k,
+            max(2, min(held for _, _, held in short)),
+        )
+
+
 def joined_groups(keys: list[tuple[str, ...]]) -> np.ndarray:
     """Group index of every sample ``[n]`` (int64, ``0 .. G-1``), where samples that share any key, or
     are linked through a chain of others that do, form one group: a clip keyed by its file and by

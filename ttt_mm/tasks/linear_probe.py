@@ -43,7 +43,7 @@ from ttt_mm.data.sources import MANIFEST_SUFFIXES, SPLITS
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.linear_probe.classifier import FoldScore, cross_validate, majority_class, summarize
 from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
-from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups
+from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups, warn_of_classes_some_folds_miss
 from ttt_mm.linear_probe.tables import write_outputs
 from ttt_mm.messages import first_of, one_line
 from ttt_mm.tasks.command_keys import extensions_of, names_of, positive_count, results_folder
@@ -334,6 +334,8 @@ def run(cfg: DictConfig) -> dict:
     except ValueError as exc:
         hint = " (a group: the spans of one file, or one value of the group column; group=false splits them)"
         raise ConfigError(f"input={cfg.input}: {exc}{hint if grouped else ''}") from None
+    if grouped:
+        warn_of_classes_some_folds_miss(fold_of, y, groups, names)
 
     scores: dict[str, list[FoldScore]] = {}
     unavailable: dict[str, str] = {}
