@@ -1,5 +1,7 @@
 """One-line wording shared by logs, skip lists and summaries; what a run says once."""
 
+import io
+import logging
 import multiprocessing
 import os
 import subprocess
@@ -70,3 +72,17 @@ def test_marks_of_runs_that_are_over_are_cleared():
     once.clear_stale()
     assert not over.exists() and running.exists()
     running.unlink()
+
+
+def test_a_files_bar_where_the_output_is_no_terminal_says_how_far_it_is_in_plain_lines(monkeypatch, caplog):
+    """A linear probe piped to a file said nothing for minutes: tqdm's bar is off there."""
+    from ttt_mm.messages import progress
+
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # (no terminal, also under pytest -s)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.messages.progress"):
+        bar = progress.FilesBar(["a", "b", "c"], "features", shown=True)
+        assert [item for item in bar if bar.set_postfix(skipped=1) is None] == ["a", "b", "c"]
+        assert list(progress.FilesBar(["a", "b"], "embed", shown=False)) == ["a", "b"]  # (progress=false: nothing)
+    assert [m.split(", 0.")[0] for m in caplog.messages] == ["features: 1 of 3 files", "features: 2 of 3 files"]
+    assert all(m.endswith(" min, skipped 1") for m in caplog.messages)  # (the last file: the command's own end says)

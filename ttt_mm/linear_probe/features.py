@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, iter_windows
@@ -30,6 +29,7 @@ from ttt_mm.embed.files import changed_settings, load, read_sidecar, source_reco
 from ttt_mm.embed.reducers import HopBins, Pool
 from ttt_mm.linear_probe.classifier import Features
 from ttt_mm.messages import one_line
+from ttt_mm.messages.progress import FilesBar
 from ttt_mm.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def gather(clips: list[ClipInfo], ex: Extractors, rows: bool, progress: bool) ->
     """Features of every clip; a clip that cannot be read is reported and left out (a clip whose only
     fault is having no audio track keeps its model features, and the log-mel baseline is dropped)."""
     out = Gathered()
-    bar = tqdm(clips, unit="file", desc="features", disable=not progress or None)
+    bar = FilesBar(clips, "features", progress)
     with logging_redirect_tqdm():
         for clip in bar:
             try:

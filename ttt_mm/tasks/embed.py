@@ -60,6 +60,7 @@ from ttt_mm.embed.files import (
     weights_hash,
 )
 from ttt_mm.messages import missing, one_line
+from ttt_mm.messages.progress import FilesBar
 from ttt_mm.storage.atomic import remove_stale_temporaries, replaced_with_sidecar, write_json
 from ttt_mm.tasks.command_keys import extensions_of, output_folder, positive_count, sweep_job_folder
 from ttt_mm.tasks.common import ConfigError, Interrupted, SweepJobError, config_errors_end_the_command, in_a_sweep
@@ -275,7 +276,7 @@ def run(cfg: DictConfig) -> Summary:
                 "removed %d temporary file(s) that earlier runs, killed while writing, left in %s", removed, output
             )
     progress = bool(cfg.progress)
-    bar = tqdm(clips, unit="file", desc="embed", disable=not progress or len(clips) == 1 or None)
+    bar = FilesBar(clips, "embed", progress and len(clips) > 1)
     told: set[str] = set()  # reasons for embedding again that were logged
     with logging_redirect_tqdm():
         for clip in bar:
