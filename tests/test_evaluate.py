@@ -33,6 +33,7 @@ from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import evaluate as evaluate_task
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted
 from ttt_mm.tasks.evaluate import load_models, read_otherwise, report, run, warn_if_incomparable
+from ttt_mm.tasks.held_out import from_anywhere
 from ttt_mm.tasks.run_folders import trained_on_files
 from ttt_mm.tokenizers import VIDEO
 
@@ -988,6 +989,10 @@ def test_a_model_trained_on_files_evaluated_on_the_synthetic_default_is_told_how
     ):
         evaluate_task.warn_if_files_model_on_synthetic_clips(default, models, "test")  # (their split of other clips)
     evaluate_task.warn_if_files_model_on_synthetic_clips(default, {"attention": (str(synthetic), None)}, "val")
+    trained_synthetic = {"attention": from_anywhere({"synthetic/seed=0/index=1"}, synthetic)}  # (as load_models)
+    alone = {"attention": (str(synthetic), None)}
+    evaluate_task.warn_if_files_model_on_synthetic_clips(default, alone, "test", trained_synthetic)  # (no raise)
+    assert trained_synthetic["attention"] == {"synthetic/seed=0/index=1"}  # (no path: not joined to /work)
     kept = {"ttt": (str(tmp_path / "ttt.ckpt"), None)}  # (outside its run folder: its record of files tells)
     with pytest.raises(ConfigError, match=r"pass the run's data, as it trained on them \(data=<group> data.root="):
         evaluate_task.warn_if_files_model_on_synthetic_clips(default, kept, "val", {"ttt": {"/m/a.wav"}})

@@ -10,6 +10,7 @@ import logging
 import os
 
 from ttt_mm.data.sources import ClipInfo
+from ttt_mm.data.synthetic import NAME_PREFIX
 from ttt_mm.messages import first_of, one_line
 from ttt_mm.tasks.common import ConfigError
 from ttt_mm.tasks.run_folders import run_started_in
@@ -22,11 +23,13 @@ TRAINED_ON_NAMED = 5
 
 def from_anywhere(files: set[str] | None, ckpt_path: str | os.PathLike) -> set[str] | None:
     """A checkpoint's training files (`ttt_mm.checkpoint.trained_files`) as paths that hold from any folder:
-    a relative one (its run's ``data.root`` was) joined to the folder its run started in, where known."""
-    started_in = run_started_in(ckpt_path) if files and any(not os.path.isabs(f) for f in files) else None
+    a relative one (its run's ``data.root`` was) joined to the folder its run started in, where known.
+    Synthetic clips' names are no paths: they stay as they are."""
+    relative = [f for f in files or () if not os.path.isabs(f) and not f.startswith(NAME_PREFIX)]
+    started_in = run_started_in(ckpt_path) if relative else None
     if started_in is None:
         return files
-    return {os.path.join(started_in, f) for f in files}
+    return {f if os.path.isabs(f) or f.startswith(NAME_PREFIX) else os.path.join(started_in, f) for f in files}
 
 
 def held_out(clips: list[ClipInfo], split: str, files: set[str] | None, remedy: str) -> tuple[list[ClipInfo], int]:
