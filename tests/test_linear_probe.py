@@ -528,16 +528,18 @@ def test_an_embedding_folder_is_probed_as_embedded_and_a_setting_given_otherwise
         with pytest.raises(SystemExit) as ended:
             linear_probe.main()
         assert ended.value.code == 2 and f"error: embeddings={tmp_path / 'emb'} {said}" in capsys.readouterr().err
-    monkeypatch.setattr(sys, "argv", [*probe, "rows=true", "folds=2", "baselines=[]"])  # (rows: no vector per file)
+    monkeypatch.setattr(sys, "argv", [*probe, "rows=true", "folds=2"])  # (rows: no vector per file)
     linear_probe.main()
     done = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert done["settings"]["rows"] is True and list(done["results"]) == ["model"]
+    assert done["settings"]["rows"] is True and {"model", "random_weights"} <= set(done["results"])
 
 
 def test_a_checkpoint_probed_with_pool_null_is_refused_before_any_file_is_read(ckpts, tones, tmp_path):
-    with pytest.raises(ConfigError, match=r"^pool must be mean, max or mean_std for a probe \(it needs one vector"):
+    with pytest.raises(ConfigError, match=r"^pool must be mean, max or mean_std for a probe of files \(it needs one"):
         run(_cfg(ckpt=ckpts["audio"], input=tones, output=tmp_path / "out", pool="null"))
     assert not (tmp_path / "out" / "metrics.json").exists()
+    run(_cfg(ckpt=ckpts["audio"], input=tones, output=tmp_path / "rows", pool="null", rows="true", folds=2))  # (rows)
+    assert json.loads((tmp_path / "rows" / "metrics.json").read_text())["settings"]["pool"] is None
 
 
 def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_class_keeps_its_features(

@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FileFeatures:
-    """``pooled [P]`` and, for a row probe, ``rows [n, D]`` (n >= 1), float32."""
+    """``pooled [P]`` (None for a row probe of an embedding without a pool) and, for a row probe,
+    ``rows [n, D]`` (n >= 1), float32."""
 
-    pooled: np.ndarray
+    pooled: np.ndarray | None
     rows: np.ndarray | None = None
 
 
@@ -67,8 +68,10 @@ class ModelFeatures:
             rows[name].append(stream.finish()[0])
             if stream.num_tokens == 0:
                 raise MediaError(clip.name, f"no whole token step ({self.first.seconds_per_step} s) in the clip")
-            pooled = stream.pooled()[0].numpy()
-            out[name] = FileFeatures(pooled, torch.cat(rows[name]).numpy() if self.rows else None)
+            pooled = stream.pooled()  # (None: pool=null, for a row probe)
+            out[name] = FileFeatures(
+                None if pooled is None else pooled[0].numpy(), torch.cat(rows[name]).numpy() if self.rows else None
+            )
         return out
 
 

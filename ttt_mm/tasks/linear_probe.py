@@ -215,8 +215,11 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
             raise ConfigError(str(exc)) from None
         model = {"tokenizer": hparams["tokenizer"], "backbone": hparams["backbone"]}
         options = {k: cfg[k] for k in EMBEDDING_OPTIONS} | {"hop_seconds": cfg.hop_seconds if cfg.rows else None}
-        if options["pool"] is None:  # (an embeddings folder's: `check_embedded_settings`)
-            raise ConfigError("pool must be mean, max or mean_std for a probe (it needs one vector per file)")
+        if options["pool"] is None and not cfg.rows:  # (an embeddings folder's: `check_embedded_settings`)
+            raise ConfigError(
+                "pool must be mean, max or mean_std for a probe of files (it needs one vector per file), "
+                "or null with rows=true (a probe of rows)"
+            )
         embedders = {"model": _embedder(tokenizer, backbone, cfg, options)}
         out.spec = embedders["model"].read_spec()
         out.description = {"checkpoint": os.path.abspath(cfg.ckpt), **options}
