@@ -56,6 +56,8 @@ VERSION = 20
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")
+LOCK_QUIET_SECONDS = 1.0
+"""How long a run waits for another's hold on the index before it says that it waits."""
 PROGRESS_SECONDS = 10.0
 """Seconds between the lines that say how far a long indexing is."""
 
@@ -423,13 +425,20 @@ def _as_asked(record: dict, path: str) -> dict:
 
 
 def _wait_for(lock) -> None:
-    """Take the index's lock, saying so where another process holds it: a run that waits on another's
-    indexing of the same files (the cache is shared by the folder they lie in) said nothing for minutes."""
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        log.info("waiting for another process indexing these files (it holds %s)", lock.name)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """Take the index's lock, saying so where another process holds it longer than `LOCK_QUIET_SECONDS`
+    (one that reads a current cache holds it a moment): a run that waited on another's indexing of the
+    same files (the cache is shared by the folder they lie in) said nothing for minutes."""
+    quiet_until = time.monotonic() + LOCK_QUIET_SECONDS
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > quiet_until:
+                break
+            time.sleep(0.05)
+    log.info("waiting for another process indexing these files (it holds %s)", lock.name)
+    fcntl.flock(lock, fcntl.LOCK_EX)
 
 
 def _lock_file(cache: Path):
