@@ -64,8 +64,8 @@ def test_a_class_in_fewer_groups_than_folds_is_said_to_be_missing_from_some_test
     with caplog.at_level(logging.WARNING, logger="ttt_mm.linear_probe.folds"):
         warn_of_classes_some_folds_miss(fold_of, y, groups, names)
     assert caplog.messages == [
-        "class 'other' (3 groups) is in 3 of the 5 test folds: the others hold none of its clips, and score without "
-        "it (folds=3 or fewer, or more groups, tests every class in every fold)"
+        "class 'other' (3 groups) is in 3 of the 5 test folds: a test fold without a class scores without it "
+        "(folds=3 or fewer, or more groups, tests every class in every fold)"
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ttt_mm.linear_probe.folds"):

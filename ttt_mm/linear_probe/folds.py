@@ -72,10 +72,11 @@ def warn_of_classes_some_folds_miss(fold_of: np.ndarray, y: np.ndarray, groups: 
             short.append((name, tested, held))
     if short:
         log.warning(
-            "%s of the %d test folds: the others hold none of its clips, and score without it (folds=%d or "
-            "fewer, or more groups, tests every class in every fold)",
-            "; ".join(f"class {name!r} ({held} groups) is in {tested}" for name, tested, held in short),
-            k,
+            "%s: a test fold without a class scores without it (folds=%d or fewer, or more groups, tests every "
+            "class in every fold)",
+            "; ".join(
+                f"class {name!r} ({held} groups) is in {tested} of the {k} test folds" for name, tested, held in short
+            ),
             max(2, min(held for _, _, held in short)),
         )
 
