@@ -1316,6 +1316,7 @@ def test_a_resume_validates_on_the_file_its_run_moved_to_validation(tmp_path, ca
     ckpt = torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)
     trained = [ClipInfo(str(folder / f"{i}.wav")) for i in range(4) if f"{i}.wav" != other]
     ckpt["MediaDataModule"]["training clips"] = clip_record(trained)
+    ckpt["MediaDataModule"]["validation clips"] = clip_record([ClipInfo(str(folder / other))])
     torch.save(ckpt, first["last_ckpt"])
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ttt_mm.data"):

@@ -195,18 +195,23 @@ def trained_split(ckpt: dict) -> dict[str, float] | None:
     return None if not split else {k: float(split[k]) for k in ("val_fraction", "test_fraction")}
 
 
-def trained_files(ckpt: dict) -> set[str] | None:
-    """The files the run that saved a checkpoint dict trained on (as its data config named them); None
-    when it records none (a run of an older version, or one whose record cannot be read)."""
-    record = (ckpt.get("MediaDataModule") or {}).get("training clips")
+RECORDS = {"train": "training clips", "val": "validation clips"}
+"""The data module's records of a split's clips in a checkpoint (`MediaDataModule.state_dict`)."""
+
+
+def trained_files(ckpt: dict, split: str = "train") -> set[str] | None:
+    """The files the run that saved a checkpoint dict trained on (``split="val"``: validated on), as its
+    data config named them; None when it records none (a run of an older version, or one whose record
+    cannot be read)."""
+    record = (ckpt.get("MediaDataModule") or {}).get(RECORDS[split])
     return recorded_files(record) if isinstance(record, bytes) else None
 
 
-def trained_files_at(path: str | os.PathLike) -> set[str] | None:
+def trained_files_at(path: str | os.PathLike, split: str = "train") -> set[str] | None:
     """`trained_files` of the checkpoint file at ``path``, its weights left unread (memory-mapped: the
     caller loads them next); None also for a file that cannot be read as one (its loading says why)."""
     try:
-        return trained_files(torch.load(os.fspath(path), map_location="cpu", mmap=True, weights_only=True))
+        return trained_files(torch.load(os.fspath(path), map_location="cpu", mmap=True, weights_only=True), split)
     except Exception:  # (not a checkpoint, damaged, or of pickled objects: said when it is loaded)
         return None
 

@@ -446,6 +446,10 @@ def test_a_long_recording_nearest_the_validation_hash_is_not_moved_out_of_traini
     older.trained_on = {str(data / f"v{i}.mp4") for i in range(4)} - {str(data / nearest)}
     older.setup("validate")
     assert {c.file_key for c in older.splits["val"]} == {nearest}
+    recorded = folder_module(data, tmp_path / "again", modalities=["video"], val_fraction=1e-9, test_fraction=0.0)
+    recorded.trained_on, recorded.validated_on = older.trained_on | {str(data / val)}, {str(data / val)}
+    recorded.setup("validate")  # (its record of validation names the file, though it is listed as trained on too)
+    assert {c.file_key for c in recorded.splits["val"]} == {val}
 
 
 def test_training_says_how_many_files_each_split_has_and_names_the_few_it_validates_and_tests_on(tmp_path, caplog):

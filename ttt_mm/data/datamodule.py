@@ -216,6 +216,7 @@ class MediaDataModule(L.LightningDataModule):
         self.modalities_from: str | None = None  # what chose the modalities, when not the config (a checkpoint)
         self.says_how_read_on_setup = True  # False: the caller says it of the clips it reads (`say_how_read`)
         self.trained_on: set[str] | None = None  # a checkpoint's training files, where its data is evaluated
+        self.validated_on: set[str] | None = None  # and its validation files
         self._skipped_at_setup: set[str] = set()  # the skip list's names once `setup` had listed the data
         self._selection: Selection | None = None
 
@@ -353,13 +354,15 @@ class MediaDataModule(L.LightningDataModule):
             self.splits["val"] = list(train)
 
     def _not_trained_on(self, keys: list[str]) -> list[str]:
-        """Of these training files, evaluating a checkpoint (`trained_on`), those its run did not train on:
-        the one it moved to validation, whatever its skip list or this version would choose now."""
-        if not self.trained_on:
-            return keys
-        trained = {os.path.realpath(f) for f in self.trained_on}
-        names = {c.file_key: c.name for c in self.splits["train"]}
-        return [key for key in keys if os.path.realpath(names[key]) not in trained] or keys
+        """Of these training files, where a checkpoint's data is read again (`validated_on`, `trained_on`),
+        the one its run validated on, else those it did not train on: the file it moved to validation,
+        whatever the files usable now or this version's rule would choose."""
+        names = {c.file_key: os.path.realpath(c.name) for c in self.splits["train"]}
+        for files, held in ((self.validated_on, True), (self.trained_on, False)):
+            recorded = {os.path.realpath(f) for f in files or ()}
+            if chosen := [key for key in keys if (names[key] in recorded) == held] if recorded else []:
+                return chosen
+        return keys
 
     def why_empty(self, split: str) -> str:
         """Why ``split`` holds no clip: a manifest's rows of it that cannot be used, its split column, or

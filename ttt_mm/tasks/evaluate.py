@@ -52,10 +52,11 @@ log = module_logger(__name__, __spec__)
 
 class Trained(NamedTuple):
     """What a checkpoint recorded of its run's data: the split fractions (`trained_split`) and the files it
-    trained on (`trained_files`); None where it recorded none."""
+    trained and validated on (`trained_files`); None where it recorded none."""
 
     split: dict[str, float] | None
     files: set[str] | None
+    validated: set[str] | None = None
 
 
 def load_models(
@@ -85,7 +86,8 @@ def load_models(
         while name in out:  # the same mixer twice: ttt, ttt_2, ...
             name, number = f"{base}_{number}", number + 1
         out[name] = (path, model)
-        trained[name] = Trained(trained_split(ckpt), from_anywhere(trained_files(ckpt), path))
+        files, validated = (from_anywhere(trained_files(ckpt, split), path) for split in ("train", "val"))
+        trained[name] = Trained(trained_split(ckpt), files, validated)
     return out, trained
 
 
@@ -261,6 +263,7 @@ def run(cfg: DictConfig) -> dict:
     # said below of the clips evaluated, not of those held out or past max_files
     datamodule.says_how_read_on_setup = False
     datamodule.trained_on = set().union(*(t.files for t in trained.values() if t.files))  # (split=val: its file)
+    datamodule.validated_on = set().union(*(t.validated for t in trained.values() if t.validated))
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
     window = window or datamodule.eval_window_seconds
     window = check_window(models, window)

@@ -91,6 +91,7 @@ def run(cfg: DictConfig) -> dict:
     check_parts(cfg, datamodule, model, trainer, resumed_step)
     if cfg.get("ckpt_path"):  # (resumed or tested: validation keeps the file its run moved there, if it did)
         datamodule.trained_on = from_anywhere(trained_files_at(cfg.ckpt_path), cfg.ckpt_path)
+        datamodule.validated_on = from_anywhere(trained_files_at(cfg.ckpt_path, "val"), cfg.ckpt_path)
     try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
         datamodule.setup("fit")
     except (OSError, ValueError) as err:  # (OSError: a skip list or index cache that cannot be written, say)
