@@ -247,6 +247,11 @@ def shell_override(key: str, value: str, quoted: bool = False) -> str:
     return '"' + argument.replace('"', '\\"') + '"' if value[0] in "'\"" else argument
 
 
+def override_key(override: str) -> str:
+    """The key an override sets (``+a.b=1``, ``~a.b``: ``a.b``)."""
+    return override.lstrip("+~").partition("=")[0]
+
+
 def quoted_override(override: str) -> str | None:
     """``override`` as a shell argument whose value Hydra reads as one quoted string (in single quotes,
     or double where the value holds a single one); None where the value starts with a quote (one left

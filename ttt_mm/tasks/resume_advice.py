@@ -22,7 +22,7 @@ from ttt_mm.data import reading_notes
 from ttt_mm.data.decode.isolation import crash_reason
 from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
-from ttt_mm.tasks.composing import shell_override
+from ttt_mm.tasks.composing import override_key, shell_override
 from ttt_mm.tasks.run_folders import run_of_checkpoint
 from ttt_mm.tasks.sweep_report import RUN_LENGTH, into_sweep_job
 
@@ -73,20 +73,15 @@ def with_its_overrides(ckpt: str | os.PathLike, now: list[str] | None, test_only
     if now is not None and sorted(_model_and_data(settings)) == sorted(_model_and_data(_settings(now))):
         return "the overrides that trained it are this run's: it is damaged, or from another version of ttt-mm"
     # a resume may run longer than the run did (a new lr schedule): this run's length is kept
-    length = [o for o in now or () if _key(o) in RUN_LENGTH] if not test_only else []
+    length = [o for o in now or () if override_key(o) in RUN_LENGTH] if not test_only else []
     settings = (_model_and_data(settings) if length else settings) + length
     extra = ["train=false", "test=true"] if test_only else []
     return f"{how} with the overrides that trained it: {resume_command(ckpt, [*settings, *extra], sys.argv[0])}"
 
 
-def _key(override: str) -> str:
-    """The key an override sets (``+a.b=1``, ``~a.b``: ``a.b``)."""
-    return override.lstrip("+~").partition("=")[0]
-
-
 def _model_and_data(overrides: list[str]) -> list[str]:
     """The overrides that set up a run's model and data (`_settings`), its length aside."""
-    return [o for o in overrides if _key(o) not in RUN_LENGTH]
+    return [o for o in overrides if override_key(o) not in RUN_LENGTH]
 
 
 def this_runs_overrides() -> list[str] | None:
@@ -96,7 +91,7 @@ def this_runs_overrides() -> list[str] | None:
 
 def _settings(overrides: list[str]) -> list[str]:
     """The overrides that set up a run's model and data: all but which checkpoint, and whether to train or test."""
-    return [o for o in overrides if _key(o) not in ("ckpt_path", "train", "test")]
+    return [o for o in overrides if override_key(o) not in ("ckpt_path", "train", "test")]
 
 
 def resume_this_run(last: str | os.PathLike) -> str:
@@ -125,7 +120,7 @@ def resume_command(
     job (``sweep_job``: the sweep's folder and the job's) resumes as a sweep of one into its folder, so
     that its results join the sweep's ``results.csv`` from whichever folder it is run in. ``last`` None:
     the command that runs it again from its start."""
-    kept = [o for o in overrides if _key(o) != "ckpt_path"]
+    kept = [o for o in overrides if override_key(o) != "ckpt_path"]
     path = Path(script)
     command = (
         f"python {script}" if path.name == "train.py" and "ttt_mm" not in path.parts else "python -m ttt_mm.tasks.train"

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ttt_mm.messages import first_line
 from ttt_mm.storage.atomic import write_csv
 from ttt_mm.tasks.common import SweepJobError
-from ttt_mm.tasks.composing import shell_override
+from ttt_mm.tasks.composing import override_key, shell_override
 
 RESULTS = "results.csv"
 MULTIRUN = "multirun.yaml"
@@ -59,8 +59,7 @@ RUN_LENGTH = ("trainer.max_steps", "trainer.max_epochs")
 def _job(overrides: list[str]) -> list[str]:
     """A job's overrides as what tells it apart: not the checkpoint a resume of it starts from, nor how
     long that trains (`RUN_LENGTH`)."""
-    keys = [o.lstrip("+~").partition("=")[0] for o in overrides]
-    return sorted(o for o, key in zip(overrides, keys) if key not in ("ckpt_path", *RUN_LENGTH))
+    return sorted(o for o in overrides if override_key(o) not in ("ckpt_path", *RUN_LENGTH))
 
 
 def _job_number(config: DictConfig) -> int:
