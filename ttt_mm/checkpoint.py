@@ -207,15 +207,6 @@ def trained_files(ckpt: dict, split: str = "train") -> set[str] | None:
     return recorded_files(record) if isinstance(record, bytes) else None
 
 
-def trained_files_at(path: str | os.PathLike, split: str = "train") -> set[str] | None:
-    """`trained_files` of the checkpoint file at ``path``, its weights left unread (memory-mapped: the
-    caller loads them next); None also for a file that cannot be read as one (its loading says why)."""
-    try:
-        return trained_files(torch.load(os.fspath(path), map_location="cpu", mmap=True, weights_only=True), split)
-    except Exception:  # (not a checkpoint, damaged, or of pickled objects: said when it is loaded)
-        return None
-
-
 # ------------------------------------------------------------------------------------ old checkpoints
 
 _TOKENIZERS = "ttt_mm.tokenizers."

@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from ttt_mm.callbacks import Throughput
-from ttt_mm.checkpoint import trained_files_at
 from ttt_mm.data.datamodule import NAMED_FILES
 from ttt_mm.data.index import IndexInterrupted
 from ttt_mm.messages import one_line
@@ -78,7 +77,8 @@ def build(cfg: DictConfig):
 
 def run(cfg: DictConfig) -> dict:
     """Fit (and optionally test); returns the final metrics and where things were written."""
-    resumed_step = check(cfg)
+    resumed = check(cfg)
+    resumed_step = resumed.step if resumed else None
     # a sweep's jobs share this process: a job without cpu_threads gets the default back
     torch.set_num_threads(positive_count(cfg.get("cpu_threads"), "cpu_threads", "torch's default") or DEFAULT_THREADS)
     L.seed_everything(cfg.seed, workers=True)
@@ -88,10 +88,10 @@ def run(cfg: DictConfig) -> dict:
             model.check_optimizer_settings()
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    check_parts(cfg, datamodule, model, trainer, resumed_step)
-    if cfg.get("ckpt_path"):  # (resumed or tested: validation keeps the file its run moved there, if it did)
-        datamodule.trained_on = from_anywhere(trained_files_at(cfg.ckpt_path), cfg.ckpt_path)
-        datamodule.validated_on = from_anywhere(trained_files_at(cfg.ckpt_path, "val"), cfg.ckpt_path)
+    check_parts(cfg, datamodule, model, trainer, resumed)
+    if resumed:  # (resumed or tested: validation keeps the file its run moved there, if it did)
+        datamodule.trained_on = from_anywhere(resumed.trained, cfg.ckpt_path)
+        datamodule.validated_on = from_anywhere(resumed.validated, cfg.ckpt_path)
     try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
         datamodule.setup("fit")
     except (OSError, ValueError) as err:  # (OSError: a skip list or index cache that cannot be written, say)

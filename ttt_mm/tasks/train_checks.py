@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import NamedTuple
 
 import lightning as L
 import torch
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
-from ttt_mm.checkpoint import read_checkpoint
+from ttt_mm.checkpoint import read_checkpoint, trained_files
 from ttt_mm.data.datasets import MODALITIES, off_grid
 from ttt_mm.data.training_order import is_seed
 from ttt_mm.messages import first_of
@@ -27,9 +28,20 @@ MIXER_KEY = "model.backbone.mixer"
 """Where the configs put the mixer's arguments (``conf/model/<name>.yaml``), for messages naming one."""
 
 
-def check(cfg: DictConfig) -> int | None:
-    """Catch the mistakes that would otherwise surface deep inside a run; returns the step of the
-    checkpoint to resume from (None: a new run)."""
+class Resumed(NamedTuple):
+    """What a run resumes or tests from, read once from its checkpoint (its weights left in the file, not
+    mapped for the run: it may be saved again under that name): its step, the shapes of its weights
+    (`check_resume_fits`), and the files its run trained and validated on (`trained_files`)."""
+
+    step: int
+    shapes: dict[str, tuple[int, ...]] | None
+    trained: set[str] | None
+    validated: set[str] | None
+
+
+def check(cfg: DictConfig) -> Resumed | None:
+    """Catch the mistakes that would otherwise surface deep inside a run; returns what it resumes or
+    tests from (None: a new run)."""
     check_config(cfg, "train")
     for key in ("data", "model", "trainer"):
         if key not in cfg or cfg[key] is None:
@@ -42,15 +54,20 @@ def check(cfg: DictConfig) -> int | None:
     if not cfg.get("ckpt_path"):
         return None
     try:  # (memory-mapped: the tensors are not loaded; every byte is read once for the checksums)
-        return read_checkpoint(cfg.ckpt_path).get("global_step", 0)
+        ckpt = read_checkpoint(cfg.ckpt_path)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"ckpt_path: {err}") from None
+    weights = ckpt.get("state_dict")
+    shapes = (
+        {k: tuple(v.shape) for k, v in weights.items() if hasattr(v, "shape")} if isinstance(weights, dict) else None
+    )
+    return Resumed(ckpt.get("global_step", 0), shapes, trained_files(ckpt), trained_files(ckpt, "val"))
 
 
-def check_parts(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed_step: int | None) -> None:
+def check_parts(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed: Resumed | None) -> None:
     """Everything below, on the parts `ttt_mm.tasks.train.build` made from ``cfg``."""
-    check_resume_fits(cfg, model)
-    check_launch(cfg, trainer, resumed_step)
+    check_resume_fits(cfg, model, resumed)
+    check_launch(cfg, trainer, resumed.step if resumed else None)
     check_modalities(datamodule, model)
     check_media_clock(datamodule, model)
     check_window_length(datamodule, model)
@@ -59,30 +76,26 @@ def check_parts(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed_
     check_validation_window(datamodule)
 
 
-def check_resume_fits(cfg: DictConfig, model: torch.nn.Module) -> None:
+def check_resume_fits(cfg: DictConfig, model: torch.nn.Module, resumed: Resumed | None) -> None:
     """A checkpoint to resume whose weights do not fit this run's model (another model's, or its own run's
     given without the overrides that trained it) is refused first, with those overrides: what is said of
-    its step (`check_launch`) was this run's length against another run's. A file that cannot be read is
-    said so where it is loaded."""
-    if not cfg.get("ckpt_path") or not cfg.get("train", True):
+    its step (`check_launch`) was this run's length against another run's."""
+    if resumed is None or resumed.shapes is None or not cfg.get("train", True):
         return
-    try:  # (memory-mapped: only the shapes are read)
-        saved = torch.load(cfg.ckpt_path, map_location="cpu", mmap=True, weights_only=True).get("state_dict")
-    except Exception:
-        return
-    if isinstance(saved, dict) and (differs := weights_differ(saved, model.state_dict())):
+    here = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if differs := weights_differ(resumed.shapes, here):
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} cannot resume this run ({differs}); "
             + with_its_overrides(cfg.ckpt_path, this_runs_overrides(), test_only=False)
         )
 
 
-def weights_differ(saved: dict, model: dict) -> str | None:
-    """How a checkpoint's state dict (``saved``) differs from a model's, as a strict load would find it
-    (weights missing, left over, or of other shapes, a few named); None where it fits."""
+def weights_differ(saved: dict[str, tuple[int, ...]], model: dict[str, tuple[int, ...]]) -> str | None:
+    """How a checkpoint's weights (``saved``, their shapes by name) differ from a model's, as a strict load
+    would find it (weights missing, left over, or of other shapes, a few named); None where they fit."""
     missing = [k for k in model if k not in saved]
     unexpected = [k for k in saved if k not in model]
-    shaped = [k for k in model if k in saved and tuple(saved[k].shape) != tuple(model[k].shape)]
+    shaped = [k for k in model if k in saved and saved[k] != model[k]]
     found = [
         f"{len(keys)} {what}: {first_of(keys, NAMED_WEIGHTS)}"
         for keys, what in (
