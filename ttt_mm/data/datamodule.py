@@ -329,7 +329,7 @@ class MediaDataModule(L.LightningDataModule):
             for c in train:
                 start, end = clip_span(c, self.spec)
                 seconds[c.file_key] += end - start
-            key = validation_file(self._not_trained_on([key for _, key in movable]), seconds)
+            key = validation_file(self._the_runs_validation([key for _, key in movable]), seconds)
             self.splits["val"] = [replace(c, split="val") for c in train if c.file_key == key]
             self.splits["train"] = [c for c in train if c.file_key != key]
             level = logging.INFO if warn else logging.DEBUG  # (the split evaluation asks for is its own line)
@@ -353,7 +353,7 @@ class MediaDataModule(L.LightningDataModule):
             log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
             self.splits["val"] = list(train)
 
-    def _not_trained_on(self, keys: list[str]) -> list[str]:
+    def _the_runs_validation(self, keys: list[str]) -> list[str]:
         """Of these training files, where a checkpoint's data is read again (`validated_on`, `trained_on`),
         the one its run validated on, else those it did not train on: the file it moved to validation,
         whatever the files usable now or this version's rule would choose."""

@@ -131,9 +131,8 @@ def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfi
         print(line, file=sys.stderr)
         to_log_file(line, logging.WARNING)
         began = not isinstance(err, IndexInterrupted) and not getattr(err, "before_it_began", False)
-        if (
-            not began and process_rank() == 0 and not in_a_sweep()
-        ):  # (stopped while listing its data: no empty run folder)
+        # stopped while listing its data: no empty run folder
+        if not began and process_rank() == 0 and not in_a_sweep():
             forget_refused_run()
         sys.exit(130)
     except (ConfigError, IndexCacheError, InstantiationException, MissingMandatoryValue) as err:
