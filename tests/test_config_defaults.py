@@ -252,6 +252,12 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
             "media: not an override (it has no =): the shell split an argument at its spaces; quote it whole: "
             "\"data.root='/my media set'\"",
         ),
+        (  # (the split-off word also a flag's value: that one was taken for it, and called a bare word)
+            "train",
+            ["--config-name", "train", "data.root=/my", "train"],
+            "train: not an override (it has no =): the shell split an argument at its spaces; quote it whole: "
+            "\"data.root='/my train'\"",
+        ),
         (  # (no shell expands a ~ after a key's =: nor would it quoted, so the example has the home folder)
             "train",
             "data.root=~/my clips",

@@ -265,15 +265,23 @@ def quoted_override(override: str) -> str | None:
     return shell_override(key, os.path.expanduser(value) if home else value, quoted=True)
 
 
+_HYDRA_FLAGS_WITH_VALUES = frozenset(
+    ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--cfg", "-c", "--package", "-p")
+)
+"""Hydra's flags whose next argument is their value, not an override: ``--config-name media``."""
+
+
 def _split_at_spaces(word: str) -> str | None:
     """Where the shell split an override at its spaces (``data.root=/my set``, unquoted: ``word`` is
     ``set``, or ``data.root=~/my``, which Hydra refuses itself), that override and the words after it
     that are no overrides either, quoted as one argument (`quoted_override`); None where it did not."""
     args = sys.argv[1:]
-    if word not in args:
+    flag_values = {i + 1 for i, arg in enumerate(args) if arg in _HYDRA_FLAGS_WITH_VALUES}  # (--config-name NAME)
+    found = [i for i, arg in enumerate(args) if arg == word and i not in flag_values]
+    if not found:
         return None
-    first = end = args.index(word)
-    words = [i for i, arg in enumerate(args) if "=" not in arg and not arg.startswith("-")]  # (none an override)
+    first = end = found[0]
+    words = [i for i, arg in enumerate(args) if "=" not in arg and not arg.startswith("-") and i not in flag_values]
     if "=" not in word:
         while first - 1 in words:
             first -= 1
