@@ -203,6 +203,8 @@ def test_an_input_of_the_wrong_shape_or_batch_is_refused_by_the_backbone_and_eac
         model(torch.randn(2, 8, 32), (1, 2))
     with pytest.raises(ValueError, match=r"^restart must be \[batch\] = \[2\] \(a flag per row\); got \(1,\)$"):
         model(torch.randn(2, 8, 32), state, restart=torch.tensor([True]))  # (blamed the state's rows)
+    with pytest.raises(ValueError, match=r"^restart must be a bool tensor \(a flag per row\); got torch.float32$"):
+        model(torch.randn(2, 8, 32), state, restart=torch.tensor([0.3, 0.0]))  # (0.3 restarted its row)
     with pytest.raises(ValueError, match="^the input must be floating point .*; got torch.int64$"):
         model(torch.randint(0, 5, (2, 8, 32)))
 

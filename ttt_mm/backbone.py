@@ -256,6 +256,8 @@ class Backbone(nn.Module):
         check_input(x, self.dim, state)
         if restart is not None and tuple(restart.shape) != (x.shape[0],):
             raise ValueError(f"restart must be [batch] = [{x.shape[0]}] (a flag per row); got {tuple(restart.shape)}")
+        if restart is not None and restart.dtype != torch.bool:  # (0.3 would restart its row: no flag at all)
+            raise ValueError(f"restart must be a bool tensor (a flag per row); got {restart.dtype}")
         wanted = set(range(self.depth)) if layers is None else {i % self.depth for i in layers}
         rows = None if restart is None or state is None else Restart(restart)
         hidden, new_states = [], []

@@ -341,15 +341,17 @@ def test_bad_configuration_is_a_clear_error(kwargs, message):
         ({"window": 9}, "the state caches 8 tokens \\(made with window=9\\); this layer has window=6"),
         ({"momentum": False}, "the state was made with momentum=False; this layer has momentum=True"),
         ({"batch": 3}, "the state holds 3 batch rows; the input has 2"),
+        ({"fast_heads": 4}, r"the state's fast weights are \[\(2, 4, 8, 8\).* continue \[\(2, 2, 16, 16\)"),
+        ({"fast_hidden_mult": 2.0}, r"the state's fast weights are \[\(2, 2, 32, 16\)"),
     ],
-    ids=["window", "momentum", "batch"],
+    ids=["window", "momentum", "batch", "fast_heads", "fast_width"],
 )
 def test_a_state_of_other_settings_is_refused_by_name(made, message):
     """Passed to forward or checked (a carried state restored into another layer): it failed deep in
     the window attention, with the shapes of RoPE's rotation."""
-    settings = {"window": 6, **made}
+    settings = {"window": 6, "fast_heads": 2, **made}
     batch = settings.pop("batch", 2)
-    other = LaCTLayer(DIM, HEADS, chunk_size=4, fast_heads=2, **settings)
+    other = LaCTLayer(DIM, HEADS, chunk_size=4, **settings)
     state = other.initial_state(batch)
     layer = LaCTLayer(DIM, HEADS, chunk_size=4, window=6, fast_heads=2)
     with pytest.raises(ValueError, match=message):

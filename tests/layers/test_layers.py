@@ -167,6 +167,33 @@ def test_bad_configuration_is_a_clear_error():
         AttentionLayer(32, 0)
 
 
+@pytest.mark.parametrize("made,taken", [("ttt_mamba", "ttt_linear"), ("ttt_linear", "ttt_mamba")])
+def test_a_ttt_state_with_or_without_convolution_caches_goes_on_only_in_its_own_kind(made, taken):
+    """A share_qk layer took a state without its q and k caches as a fresh convolution, a plain
+    layer one with caches, and both answered otherwise than going on from their own state."""
+    x = torch.randn(2, 8, 32)
+    _, state = LAYERS[made]()(x)
+    layer = LAYERS[taken]()
+    message = "this share_qk layer continues" if layer.share_qk else "this layer has none"
+    with pytest.raises(ValueError, match=message):
+        layer(x, state)
+    with pytest.raises(ValueError, match=message):
+        layer.check_state(state)
+
+
+@pytest.mark.parametrize("name", [*LAYERS, "lact"])
+def test_another_mixers_state_is_refused_by_its_type(name):
+    """A KVCache given to a TTT layer failed with "'KVCache' object has no attribute 'core'"."""
+    make = LAYERS.get(name) or (lambda: LaCTLayer(32, 4, chunk_size=4, window=4, fast_heads=2))
+    other = AttentionLayer(32, 4) if name != "attention" else TTTLayer(32, 4, mini_batch_size=4)
+    x = torch.randn(2, 8, 32)
+    _, state = other(x)
+    with pytest.raises(
+        TypeError, match=rf"^state must be a \w+ \(what this layer returned\) or None; got {type(state).__name__}$"
+    ):
+        make()(x, state)
+
+
 @pytest.mark.parametrize("layer", [TTTLayer, AttentionLayer, LaCTLayer])
 def test_every_mixer_checks_its_heads_and_rope_base_when_built(layer):
     """(attention failed at its first call on heads of odd width; a base of 0 or less trained on NaN)"""

@@ -304,6 +304,40 @@ def test_bad_shapes_are_rejected_with_the_numbers(change, message):
         lact_swiglu(**change(make_inputs()), chunk_size=C)
 
 
+def test_integer_inputs_are_refused():
+    """The core worked in float32 and rounded its outputs back to the integers' dtype, without a word."""
+    inputs = make_inputs()
+    ints = {n: (inputs[n] * 3).round().long() for n in ("q", "k", "v")}
+    with pytest.raises(ValueError, match=r"^q, k, v must be floating point; got torch.int64$"):
+        lact_swiglu(**{**inputs, **ints}, chunk_size=C)
+
+
+@pytest.mark.parametrize("chunk", [0, 2.5, 4.0, True])
+def test_a_chunk_size_that_is_not_a_whole_number_of_tokens_is_refused(chunk):
+    """2.5 failed in Python's list arithmetic; True ran as chunks of 1 (as TTT's mini_batch_size is checked)."""
+    with pytest.raises(ValueError, match=rf"^chunk_size must be a whole number >= 1; got {chunk!r}$"):
+        lact_swiglu(**make_inputs(), chunk_size=chunk)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            lambda a: {n: x[:1] if n in ("q", "k", "v", "lr", "momentum") else x for n, x in a.items()},
+            r"\(1, 2, 6, 4\)",
+        ),
+        (lambda a: {**a, "w0": a["w0"][:, :3], "w1": a["w1"][..., :3], "w2": a["w2"][:, :3]}, r"\(2, 2, 3, 4\)"),
+    ],
+    ids=["batch", "fast_width"],
+)
+def test_a_state_of_another_batch_or_fast_weight_shape_is_refused_with_both_shapes(change, message):
+    """It failed in a reshape or a broadcast deep inside the chunk step."""
+    inputs = make_inputs(T=3)
+    _, state = lact_swiglu(**inputs, chunk_size=C)
+    with pytest.raises(ValueError, match=rf"the state's fast weights are \[\(2, 2, 6, 4\).*continue \[{message}"):
+        lact_swiglu(**change(inputs), chunk_size=C, state=state)
+
+
 def test_a_state_without_momentum_cannot_continue_with_momentum():
     inputs = make_inputs(T=5, momentum=True)
     _, plain = lact_swiglu(**{**inputs, "momentum": None}, chunk_size=C)

@@ -157,6 +157,15 @@ def test_a_mini_batch_size_that_is_not_a_whole_number_of_tokens_is_refused(K):
 
 
 @pytest.mark.parametrize("inner", ["linear", "mlp"])
+def test_integer_inputs_are_refused(inner):
+    """The core worked in float32 and rounded its outputs back to the integers' dtype, without a word."""
+    (q, k, v, lr), params, ln = make_inputs(inner)
+    ints = tuple(x.round().long() for x in (q, k, v))
+    with pytest.raises(ValueError, match=r"^q, k, v must be floating point; got torch.int64$"):
+        run(inner, (*ints, lr), params, ln, K=8)
+
+
+@pytest.mark.parametrize("inner", ["linear", "mlp"])
 def test_a_state_of_another_batch_or_model_is_refused_with_both_shapes(inner):
     """It failed in a reshape deep inside the scan, with numbers of flattened rows."""
     inputs, params, ln = make_inputs(inner, B=2, T=12)

@@ -264,6 +264,8 @@ class Stream:
         self.num_tokens = 0
         self._pool = None if embedder.pool is None else Pool(embedder.pool)
         self._bins = None
+        self._end_step = 0  # (where the last window ended, in steps from ``start``)
+        self._finished = False
         if embedder.hop_seconds is None:
             tok = embedder.tokenizer
             self.clock = Clock(self.start, embedder.seconds_per_step, tok.slot_offsets, tok.slot_modality)
@@ -276,6 +278,8 @@ class Stream:
     @torch.inference_mode()
     def push(self, batch: Mapping[str, Any]) -> Tensor:
         """Embed the next window (a collated batch as `ttt_mm.data.iter_windows` yields)."""
+        if self._finished:
+            raise RuntimeError("this stream is finished: embed another input with a new Embedder.stream()")
         e = self.embedder
         batch = to_device(batch, e.device)
         tokens = e.tokenizer(batch)
@@ -293,6 +297,12 @@ class Stream:
                 f"{e.seconds_per_step} s step grid: start every span and window of one stream at a "
                 f"multiple of it (each window's length a multiple too)"
             )
+        if round(first) < self._end_step:  # (the state has read past it: its rows would be wrong and out of order)
+            raise ValueError(
+                f"a window starts {window_start - self.start:g} s into the input, before the end of the last one "
+                f"({self._end_step * e.seconds_per_step:g} s): push a stream's windows in order, without overlap"
+            )
+        self._end_step = round(first) + N // k
         self.batch_size = B
         keep = tokens.mask.reshape(B, N // k, k).all(-1).all(0)  # [S] steps whose tokens are all real
         steps = round(first) + keep.nonzero().squeeze(1).cpu()
@@ -306,7 +316,8 @@ class Stream:
         return self._bins.push(rows, steps)
 
     def finish(self) -> Tensor:
-        """Rows still held back (the last open bin when downsampling)."""
+        """Rows still held back (the last open bin when downsampling); the stream takes no more windows."""
+        self._finished = True
         if self._bins is None:
             return torch.zeros(self.batch_size, 0, self.embedder.dim)
         return self._bins.finish(self.batch_size, self.embedder.dim)

@@ -52,7 +52,7 @@ class AttentionLayer(nn.Module):
         return []
 
     def forward(self, x: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
-        check_input(x, self.dim, state)
+        check_input(x, self.dim, state, KVCache)
         B, T, C = x.shape
         H = self.num_heads
         qkv = self.wqkv(x).unflatten(-1, (3 * H, self.head_dim))  # [B, T, 3H, F]

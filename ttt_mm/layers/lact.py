@@ -158,6 +158,7 @@ class LaCTLayer(nn.Module):
         self.w0 = nn.Parameter(torch.empty(Hf, M, Df))
         self.w1 = nn.Parameter(torch.empty(Hf, Df, M))
         self.w2 = nn.Parameter(torch.empty(Hf, M, Df))
+        self.fast_shapes = [(Hf, M, Df), (Hf, Df, M), (Hf, M, Df)]  # (FSDP may flatten the weights)
         self.fast_norm = nn.RMSNorm(Df, eps=1e-6)
         self.reset_parameters()
 
@@ -181,7 +182,8 @@ class LaCTLayer(nn.Module):
 
     def check_state(self, state: LaCTLayerState) -> None:
         """Raises ValueError when this layer cannot go on from ``state``: one made with another window
-        (its cache's length) or momentum setting, or further into its open chunk than this chunk holds."""
+        (its cache's length), momentum setting or fast-weight shape, or further into its open chunk than
+        this chunk holds."""
         if state.keys.shape[2] != self.window - 1:
             raise ValueError(
                 f"the state caches {state.keys.shape[2]} tokens (made with window={state.keys.shape[2] + 1}); "
@@ -192,6 +194,7 @@ class LaCTLayer(nn.Module):
                 f"the state was made with momentum={state.fast.velocity is not None}; this layer has "
                 f"momentum={self.momentum}"
             )
+        state.fast.check_shapes(self.fast_shapes, state.fast.count.shape[0])
         state.fast.check_continued_with(self.chunk_size)
 
     def initial_state(self, batch_size: int) -> LaCTLayerState:
@@ -205,7 +208,7 @@ class LaCTLayer(nn.Module):
 
     def forward(self, x: Tensor, state: LaCTLayerState | None = None) -> tuple[Tensor, LaCTLayerState]:
         """``x [B, T, C]`` (the block's normed input) -> ``y [B, T, C]`` and the state after ``x``."""
-        check_input(x, self.dim, state)
+        check_input(x, self.dim, state, LaCTLayerState)
         if state is None:
             state = self.initial_state(x.shape[0])
         else:

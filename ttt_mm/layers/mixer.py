@@ -92,9 +92,14 @@ def rope_head_width(dim: int, num_heads: int, rope_theta: float) -> int:
     return dim // num_heads
 
 
-def check_input(x: Tensor, dim: int, state: Any = None) -> None:
+def check_input(x: Tensor, dim: int, state: Any = None, state_type: type | None = None) -> None:
     """Raises ValueError unless ``x`` is ``[B, T, dim]`` and ``state`` (None: a new sequence) holds
-    the same ``B`` rows: a mistake caught here instead of as a shape error deep inside a layer."""
+    the same ``B`` rows, TypeError unless ``state`` is a ``state_type`` (another mixer's state, say):
+    mistakes caught here instead of as a shape or attribute error deep inside a layer."""
+    if state is not None and state_type is not None and not isinstance(state, state_type):
+        raise TypeError(
+            f"state must be a {state_type.__name__} (what this layer returned) or None; got {type(state).__name__}"
+        )
     if x.dim() != 3 or x.shape[-1] != dim:
         raise ValueError(f"the input must be [batch, tokens, {dim}]; got {tuple(x.shape)}")
     if not x.is_floating_point():

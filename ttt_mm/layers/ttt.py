@@ -104,6 +104,7 @@ class TTTLayer(nn.Module):
             self.b1 = nn.Parameter(torch.zeros(H, 4 * Fd))
             self.W2 = nn.Parameter(torch.empty(H, 4 * Fd, Fd))
             self.b2 = nn.Parameter(torch.zeros(H, Fd))
+        self.inner_shapes = [tuple(p.shape) for p in self.inner_params()]  # (FSDP may flatten the weights)
         self.ln_weight = nn.Parameter(torch.ones(H, Fd))
         self.ln_bias = nn.Parameter(torch.zeros(H, Fd))
         self.post_norm = nn.LayerNorm(dim, eps=1e-6)
@@ -130,7 +131,20 @@ class TTTLayer(nn.Module):
         return [*self.inner_params(), self.ln_weight, self.ln_bias, self.token_scale_delta]
 
     def check_state(self, state: TTTLayerState) -> None:
-        """Raises ValueError when ``state`` is part way through a mini-batch of another size."""
+        """Raises ValueError when ``state`` is of another inner model, head count or q/k convolution
+        (``share_qk``: a state without its caches would restart them silently), or part way through a
+        mini-batch of another size."""
+        state.core.check_shapes(self.inner_shapes, state.core.params[0].shape[0])
+        caches = [c for c in (state.conv_q, state.conv_k) if c is not None]
+        if self.share_qk:
+            want = (state.core.params[0].shape[0], self.conv_q.kernel_size - 1, self.dim)
+            if len(caches) != 2 or any(tuple(c.shape) != want for c in caches):
+                got = [None if c is None else tuple(c.shape) for c in (state.conv_q, state.conv_k)]
+                raise ValueError(
+                    f"this share_qk layer continues q and k convolution caches of {want}; the state holds {got}"
+                )
+        elif caches:
+            raise ValueError("the state holds q and k convolution caches (share_qk=True); this layer has none")
         state.core.check_continued_with(self.mini_batch_size)
 
     def initial_state(self, batch_size: int) -> TTTLayerState:
@@ -151,7 +165,9 @@ class TTTLayer(nn.Module):
         Long inputs are processed a piece at a time (``PIECE_TOKENS`` on the CPU) with the state carried,
         which gives the same result (the layer streams exactly) while every temporary stays small.
         """
-        check_input(x, self.dim, state)
+        check_input(x, self.dim, state, TTTLayerState)
+        if state is not None:
+            self.check_state(state)
         return in_pieces(self._forward, x, state, piece_tokens(x, PIECE_TOKENS))
 
     def _forward(self, x: Tensor, state: TTTLayerState | None) -> tuple[Tensor, TTTLayerState]:

@@ -131,6 +131,8 @@ def _check(q, k, v, lr, w0, w1, w2, momentum, chunk_size, state) -> None:
         raise ValueError(
             f"q, k must be [B, H, T, D] and v [B, H, T, E]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
+    if not q.is_floating_point():  # (it works in float32 and would round its outputs back to integers)
+        raise ValueError(f"q, k, v must be floating point; got {q.dtype}")
     B, H, T, D = q.shape
     E = v.shape[-1]
     if lr.shape != (B, H, T, 3):
@@ -143,16 +145,15 @@ def _check(q, k, v, lr, w0, w1, w2, momentum, chunk_size, state) -> None:
         )
     if momentum is not None and momentum.shape != (B, H, T):
         raise ValueError(f"momentum must be [B, H, T] = {(B, H, T)}; got {tuple(momentum.shape)}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive; got {chunk_size}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a whole number >= 1; got {chunk_size!r}")
     if state is not None:
         if (state.velocity is None) != (momentum is None):
             raise ValueError(
                 "state and call disagree on momentum: pass momentum gates exactly when the state has a "
                 "momentum buffer (velocity)"
             )
-        if state.count.shape != (B,):
-            raise ValueError(f"state.count must be [B] = [{B}]; got {tuple(state.count.shape)}")
+        state.check_shapes([w0.shape, w1.shape, w2.shape], B)
 
 
 @eager_under_compile

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -64,6 +65,24 @@ class LaCTState:
             velocity=cut(self.velocity),
             gate_sum=None if self.gate_sum is None else self.gate_sum.detach(),
         )
+
+    def check_shapes(self, shapes: Sequence[Sequence[int]], batch_size: int) -> None:
+        """Raises ValueError unless this state holds the initial fast weights' ``shapes`` (``[H, ...]``
+        each) for ``batch_size`` rows: one from another batch, head count or fast-weight width."""
+        want = [(batch_size, *shape) for shape in shapes]
+        held = [self.weights, self.grads, *([self.velocity] if self.velocity is not None else [])]
+        got = [tuple(w.shape) for w in self.weights]
+        if any([tuple(w.shape) for w in ws] != want for ws in held):
+            raise ValueError(
+                f"the state's fast weights are {got}; these inputs continue {want} (batch, heads, ...): "
+                "continue a sequence with the batch and the model it was started with"
+            )
+        if self.count.shape != (batch_size,):
+            raise ValueError(f"state.count must be [B] = [{batch_size}]; got {tuple(self.count.shape)}")
+        if self.gate_sum is not None and self.gate_sum.shape != (batch_size, shapes[0][0]):
+            raise ValueError(
+                f"state.gate_sum must be [B, H] = {(batch_size, shapes[0][0])}; got {tuple(self.gate_sum.shape)}"
+            )
 
     def check_continued_with(self, chunk_size: int) -> None:
         """Raises ValueError when a core with ``chunk_size`` cannot go on from this state (a row is

@@ -78,6 +78,8 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
     next. The PyTorch steps run in float32/64; the fused scan reads the inputs in their own dtype."""
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must all be [B, H, T, F]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if not q.is_floating_point():  # (it works in float32 and would round its outputs back to integers)
+        raise ValueError(f"q, k, v must be floating point; got {q.dtype}")
     B, H, T, F = q.shape
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise ValueError(f"mini_batch_size must be a whole number >= 1; got {K!r}")
@@ -95,7 +97,7 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
     if token_scale is not None and token_scale.shape != (K,):
         raise ValueError(f"token_scale must be [mini_batch_size] = [{K}]; got {tuple(token_scale.shape)}")
     if state is not None:
-        state.check_shapes(params, B)
+        state.check_shapes([p.shape for p in params], B)
         state.check_continued_with(K)
     if span < 1:
         raise ValueError(f"checkpoint_span must be >= 1 mini-batch; got {span}")

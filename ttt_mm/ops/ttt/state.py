@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -43,10 +44,10 @@ class TTTState:
         """The same state cut from the autograd graph (for carrying state across training windows)."""
         return replace(self, params=tuple(p.detach() for p in self.params), grads=tuple(g.detach() for g in self.grads))
 
-    def check_shapes(self, params: tuple[Tensor, ...], batch_size: int) -> None:
-        """Raises ValueError unless this state holds ``params``' shapes (the initial inner weights,
-        ``[H, ...]``) for ``batch_size`` rows: one from another batch, head count or inner model."""
-        want = [(batch_size, *p.shape) for p in params]
+    def check_shapes(self, shapes: Sequence[Sequence[int]], batch_size: int) -> None:
+        """Raises ValueError unless this state holds the initial inner weights' ``shapes`` (``[H, ...]``
+        each) for ``batch_size`` rows: one from another batch, head count or inner model."""
+        want = [(batch_size, *shape) for shape in shapes]
         got = [tuple(x.shape) for x in self.params]
         if got != want or [tuple(g.shape) for g in self.grads] != want:
             raise ValueError(
