@@ -118,6 +118,27 @@ def test_a_stream_continued_from_a_span_off_the_step_grid_says_where_it_starts(c
             stream.push(window)
 
 
+def test_a_stream_takes_its_windows_once_in_order_and_none_after_it_finished(ckpts, files):
+    """A window pushed again, out of order or after `finish` was embedded from the state that had read
+    past it: other rows, and timestamps repeated or going back, without an error."""
+    embedder = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu")
+    windows = list(embedder.windows(files["audio"], 0.0, 1.2))
+    stream = embedder.stream()
+    stream.push(windows[0])
+    stream.push(windows[1])
+    for window in (windows[0], windows[1]):
+        with pytest.raises(
+            ValueError,
+            match=r"^a window starts 0(\.4)? s into the input, before the end of the last one \(0\.8 s\): push",
+        ):
+            stream.push(window)
+    stream.push(windows[2])  # (the refused windows changed nothing: it goes on where it was)
+    stream.finish()
+    with pytest.raises(RuntimeError, match="^this stream is finished"):
+        stream.push(windows[2])
+    assert stream.clock.steps == [(0, 30)]
+
+
 def test_timestamps_match_the_media(ckpts, files):
     audio = Embedder.from_checkpoint(ckpts["audio"], device="cpu").embed_file(files["audio"])
     duration = decode.probe(files["audio"]).audio_duration  # 2.5 s
@@ -379,6 +400,51 @@ def test_folder_with_bad_files(ckpts, folder, tmp_path):
     )
     assert len(redo.written) == 2
     assert np.load(out / "a.wav.npy").shape == (3, 32) and load(out / "a.wav").timestamps.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_files_without_the_stream_the_model_reads_are_left_out_and_listed_not_failed(
+    ckpts, tmp_path, monkeypatch, capsys
+):
+    """A video model given a folder of mixed media called each sound file failed, twice over, and
+    exited 1: a good file of another kind is no failure. Nothing embedded at all still is."""
+    root = tmp_path / "in"
+    root.mkdir()
+    write_video(root / "clip.mp4", seconds=1.0, fps=16, width=64, height=48, audio_rate=None)
+    write_wav(root / "song.wav", tone(1.3, 16000), 16000)
+    (root / "empty.wav").write_bytes(b"")
+    args = {"ckpt": ckpts["video"], "input": root, "output": tmp_path / "out", "window_seconds": 0.5}
+    summary = task.run(_cfg(**args))
+    assert [Path(p).name for p in summary.written] == ["clip.mp4"]
+    assert summary.lacking == [(str(root / "song.wav"), "no video stream (the model reads video)")]
+    assert summary.failed == [(str(root / "empty.wav"), "empty file (0 bytes)")]
+    assert (
+        summary.report()
+        .splitlines()[0]
+        .endswith("failed 1, left out 1 (no stream the model reads) -> " + str(args["output"]))
+    )
+    assert f"1 left out:\n  {root / 'song.wav'}: no video stream (the model reads video)\n1 failed:" in summary.report()
+
+    def status(**changed) -> int:
+        monkeypatch.setattr(
+            sys, "argv", ["embed", *(f"{k}={v}" for k, v in (args | changed).items()), "progress=false"]
+        )
+        try:
+            task.main()
+        except SystemExit as ended:
+            return ended.code
+        return 0
+
+    (root / "empty.wav").unlink()
+    assert status() == 0  # (clip.mp4 already done, song.wav left out)
+    (root / "clip.mp4").unlink()
+    assert status(output=tmp_path / "none") == 1  # (only a file of another kind: nothing made)
+    assert "embedded 0, skipped 0 (already done), failed 0, left out 1" in capsys.readouterr().err
+
+
+def test_the_summary_lists_a_name_with_a_line_break_on_one_line():
+    """Its log line escaped the break; the summary printed it raw, the rest of the name on a line of its own."""
+    summary = task.Summary(failed=[("in/new\nline.ogg", "empty file (0 bytes)")], output="out")
+    assert summary.report().splitlines()[-1] == "  in/new\\nline.ogg: empty file (0 bytes)"
 
 
 def test_a_rerun_redoes_outputs_made_from_another_checkpoint_or_source(ckpts, tmp_path, caplog):
@@ -665,16 +731,19 @@ def test_embed_and_the_probe_start_without_lightning_or_the_compiler():
 
 
 @pytest.mark.slow
-def test_single_bad_file_is_one_error_line(ckpts, folder, tmp_path):
+@pytest.mark.parametrize("name", ["empty.wav", "new\nline.wav"])
+def test_single_bad_file_is_one_error_line(ckpts, folder, tmp_path, name):
+    """(A line break in the name is escaped: the line stays one.)"""
+    (folder / name).write_bytes(b"")
     proc = subprocess.run(
-        _command(f"ckpt={ckpts['audio']}", f"input={folder / 'empty.wav'}", f"output={tmp_path / 'out'}"),
+        _command(f"ckpt={ckpts['audio']}", f"input='{folder / name}'", f"output={tmp_path / 'out'}"),
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=120,
     )
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: {folder / 'empty.wav'}: empty file (0 bytes)"
+    assert proc.stderr.strip() == f"error: {folder / name.replace(chr(10), chr(92) + 'n')}: empty file (0 bytes)"
     assert os.listdir(tmp_path) == ["in"]  # no output, no Hydra run directory or log file
 
 

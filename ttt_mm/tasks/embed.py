@@ -18,7 +18,9 @@ describes another checkpoint, older media or other settings than its input's lat
 files no longer listed stay as they are). ``overwrite=true`` redoes every input. A file that cannot be
 read is reported and the others go on; the run ends with a summary listing every failed file and its
 reason, and exits with status 1 if any failed (2 for a config error or an input that lists no files,
-130 when interrupted). A single bad input gives one ``error: <file>: <reason>`` line.
+130 when interrupted). A single bad input gives one ``error: <file>: <reason>`` line. Files without a
+stream the model reads (sound files for a video model) are left out and listed, not failed: a folder
+of mixed media embeds what the model reads, and exits 1 only when that is nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ttt_mm.data.decode import MediaError
 from ttt_mm.data.decode.guard import native_stderr_silenced
 from ttt_mm.data.manifest import ManifestSource
 from ttt_mm.data.selection import index_clips
+from ttt_mm.data.skiplist import count_reasons, reason_kind
 from ttt_mm.data.sources import MANIFEST_SUFFIXES, ClipInfo, FolderSource
 from ttt_mm.embed import EMBEDDING_OPTIONS, Embedder, load_parts
 from ttt_mm.embed.files import (
@@ -81,17 +84,21 @@ class Summary:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    lacking: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): good files without a stream read
     again: Counter[str] = field(default_factory=Counter)  # why earlier outputs were embedded again: how many
     single: bool = False  # the input was one file
     output: str = ""  # the folder written to
 
     def report(self) -> str:
         counts = f"embedded {len(self.written)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}"
+        if self.lacking:
+            counts += f", left out {len(self.lacking)} (no stream the model reads)"
         lines = [f"{counts} -> {self.output}"]
         lines += [f"embedded again: {n} out of date, {why}" for why, n in self.again.items()]
-        if self.failed:
-            lines.append(f"{len(self.failed)} failed:")
-            lines += [f"  {name}: {reason}" for name, reason in self.failed]
+        for heading, listed in (("left out", self.lacking), ("failed", self.failed)):
+            if listed:
+                lines.append(f"{len(listed)} {heading}:")
+                lines += [f"  {one_line(name)}: {reason}" for name, reason in listed]
         return "\n".join(lines)
 
 
@@ -252,16 +259,27 @@ def run(cfg: DictConfig) -> Summary:
         raise Interrupted(
             "nothing was written (the inputs were being listed and probed)", before_it_began=True
         ) from None
+    modalities = embedder.read_spec().modalities
     for clip in clips:  # each span of a file left out whole is an output not made
         if not (reason := selection.reason_of(clip)):
             continue
-        summary.failed.append((clip.segment, reason))
-        if not single:
-            log.warning("failed: %s: %s", one_line(clip.segment), reason)
+        if not single and reason_kind(reason) in {f"no {stream} stream" for stream in modalities}:
+            summary.lacking.append((clip.segment, reason))  # (a good file of another kind: said once, below)
+        else:
+            summary.failed.append((clip.segment, reason))
+            if not single:
+                log.warning("failed: %s: %s", one_line(clip.segment), reason)
         if remove_outputs(output_stem(clip, output)):  # an earlier output describes what the file was
             log.warning("removed the earlier output of %s, which cannot be read now", one_line(clip.segment))
+    if summary.lacking:
+        log.warning(
+            "left out %d of %d inputs, which lack a stream the model reads (%s): listed at the end; "
+            "extensions=[...] takes only the files of the extensions given",
+            len(summary.lacking),
+            len(clips),
+            count_reasons([reason for _, reason in summary.lacking]),
+        )
     clips = selection.clips
-    modalities = embedder.read_spec().modalities
     hears = "audio" in modalities
     after = (  # what training and evaluation do with such a file (`ttt_mm.data.selection.select`)
         "training and evaluation leave such a file out: they read only audio"
@@ -339,13 +357,14 @@ def main(cfg: DictConfig) -> None:
         summary = run(cfg)
     if summary.single and summary.failed:
         name, reason = summary.failed[0]
-        print(f"error: {name}: {reason}", file=sys.stderr)
+        print(f"error: {one_line(name)}: {reason}", file=sys.stderr)
     else:
         print(summary.report(), file=sys.stderr)
-    if summary.failed:
+    done = len(summary.written) + len(summary.skipped)
+    unmade = summary.failed if done else summary.failed + summary.lacking  # (all lacking a stream: nothing made)
+    if unmade:
         if in_a_sweep():  # the job fails and the sweep goes on; its end lists the failed jobs (`SweepReport`)
-            done = len(summary.written) + len(summary.skipped)
-            raise SweepJobError(f"{len(summary.failed)} input(s) failed, {done} embedded (outputs kept)")
+            raise SweepJobError(f"{len(unmade)} input(s) failed, {done} embedded (outputs kept)")
         sys.exit(1)
 
 
