@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +16,9 @@ def test_help_lists_every_suite_and_a_wrong_name_is_an_error(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(f"\n  {name} " in out for name in SUITES)
-    assert main(["no-such-suite"]) == 2 and "usage: python -m ttt_mm.bench" in capsys.readouterr().err
+    assert main(["no-such-suite"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("error: no suite 'no-such-suite'\nusage: python -m ttt_mm.bench")
     assert all(callable(importlib.import_module(module).main) for module, _ in SUITES.values())
 
 
@@ -39,3 +44,53 @@ def test_a_real_folder_without_media_is_refused_before_anything_is_generated(tmp
     (tmp_path / "notes.txt").write_text("no media here")
     assert main(["index", "--real", str(tmp_path)]) == 2
     assert f"no media files under {tmp_path}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,said",
+    [
+        (
+            ["data", "--real", "{tmp}/nowhere"],
+            "--real {tmp}/nowhere holds none of the files of fetch-real-media.sh that this benchmark reads",
+        ),
+        (
+            ["data", "--real", "{tmp}"],
+            "--real {tmp} holds none of the files of fetch-real-media.sh that this benchmark reads",
+        ),
+        (["corrupt", "{tmp}/gone.flac", "--out", "{tmp}/o"], "{tmp}/gone.flac does not exist"),
+        (["corrupt", "{tmp}", "--out", "{tmp}/o"], "no media files under {tmp}"),
+    ],
+)
+def test_a_folder_or_file_that_holds_no_media_to_read_is_one_usage_error(argv, said, tmp_path, capsys):
+    """``data --real`` of a wrong folder ran without its real rows and said nothing; ``corrupt`` of a
+    path that is not there, or of a folder without media, ended in a traceback."""
+    (tmp_path / "notes.txt").write_text("no media here")
+    with pytest.raises(SystemExit) as exit:
+        main([a.format(tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err.splitlines()
+    assert exit.value.code == 2 and err[-1] == f"python -m ttt_mm.bench {argv[0]}: error: {said.format(tmp=tmp_path)}"
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupts_time_per_file_counts_every_file_the_probe_read(tmp_path, monkeypatch, capsys):
+    """A second run into the same --out probed the first run's variants too, and its wall time was
+    divided by this run's count alone (2 written, 6 probed: three times the real cost per file)."""
+    from ttt_mm.bench import corrupt
+
+    (tmp_path / "a.wav").write_bytes(b"RIFF" + bytes(64))
+    out = tmp_path / "out"
+    out.mkdir()
+    for i in range(4):  # an earlier run's variants
+        (out / f"9{i:03d}_zero_a.wav").write_bytes(bytes(8))
+
+    def probe(command, **_):
+        listed = sorted(p.name for p in out.iterdir() if p.suffix == ".wav")
+        Path(command[command.index("-o") + 1]).write_text("".join(json.dumps({"path": n}) + "\n" for n in listed))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    clock = iter([100.0, 106.0])
+    monkeypatch.setattr(corrupt.subprocess, "run", probe)
+    monkeypatch.setattr(corrupt.time, "monotonic", lambda: next(clock))
+    assert corrupt.main([str(tmp_path / "a.wav"), "--out", str(out), "--count", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "| per file probed (s) | 1.000 |" in table and "| files listed / written | 2 / 2 |" in table

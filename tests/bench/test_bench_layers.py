@@ -58,3 +58,49 @@ def test_threads_reach_every_timed_process_and_two_rounds_report_the_slower(monk
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert "threads 1" in out and "| ttt_linear |     64 |          64 |" in out  # 64 tokens in 1.0 s
+
+
+def test_a_layer_or_length_named_twice_is_measured_once_and_the_header_says_how(monkeypatch, capsys):
+    """``--layers attention attention --lengths 256 256`` timed four samples and reported their median
+    as one row; the header did not say the sample size, rounds, LaCT's fast heads or what bf16 means."""
+    seen = []
+
+    def fake(name, T, argv, env=None):
+        seen.append((name, T))
+        return {"layer": name, "T": T, "seconds": 1.0, "tokens_per_s": T, "peak_mib": 1.0}
+
+    monkeypatch.setattr(layers, "run_isolated", fake)
+    argv = ["--layers", "attention", "attention", "--lengths", "64", "64", "--rounds", "1", "--dtype", "bf16"]
+    assert layers.main([*argv, "--work", "128"]) == 0
+    assert seen == [("attention", 64)] * 2  # (the timed sample and the live-memory pass)
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "bf16 autocast of the forward" in header and "fast heads 4" in header
+    assert "samples of 128 tokens (ms: per sequence of T), median of 1 rounds" in header
+
+
+def test_the_peak_is_one_untimed_sequences_and_the_timed_ones_start_warm(monkeypatch):
+    """The first timed sequence faulted in the memory the others reuse, so a sample of one sequence
+    (64k by default) paid for it alone; the peak was read after the whole sample, fragmentation of
+    later sequences included."""
+    lengths, reads = [], []
+    monkeypatch.setattr(layers, "build", lambda name, args: RecordingLayer(lengths))
+    monkeypatch.setattr(layers, "resident_mib", lambda field: reads.append(len(lengths)) or 100.0)
+    clock = []
+    monkeypatch.setattr(layers.time, "perf_counter", lambda: clock.append(len(lengths)) or float(len(lengths)))
+    args = layers.parse(["--layers", "ttt_linear", "--dim", "8", "--heads", "2", "--work", "24576"])
+    got = layers.measure("ttt_linear", 8192, args)
+    assert lengths == [256, 8192, 8192, 8192, 8192]  # warm-up, the untimed sequence, the sample of three
+    assert reads[-1] == 2 and clock == [2, 5]  # the peak read before the clock starts
+    assert got["seconds"] == 1.0 and got["peak_mib"] == 0.0
+
+
+class RecordingLayer(torch.nn.Module):
+    """A layer that notes the length of every input."""
+
+    def __init__(self, lengths: list[int]) -> None:
+        super().__init__()
+        self.lengths = lengths
+
+    def forward(self, x):
+        self.lengths.append(x.shape[1])
+        return x, None

