@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from ttt_mm.data import reading_notes
 from ttt_mm.data.skiplist import SkipList
+from ttt_mm.tasks.composing import config_flags
 from ttt_mm.tasks.resume_advice import resume_command, where_to_resume, with_its_overrides
 
 
@@ -63,6 +64,35 @@ def test_the_resume_command_repeats_the_runs_overrides():
         ("hydra.sweep.subdir", 0),
         ("ckpt_path", "/s, 1/0/last.ckpt"),
     ]
+
+
+def _hydra_record(config_dir: str, name: str = "train", searchpath: str | None = None) -> dict:
+    """What Hydra records of a run (``.hydra/hydra.yaml``'s ``hydra`` node) started with ``--config-dir``."""
+    sources = [
+        {"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
+        {"path": "/repo/conf", "schema": "file", "provider": "main"},
+        {"path": config_dir, "schema": "file", "provider": "command-line"},
+    ]
+    hydras = ["hydra.run.dir=/x", *([f"hydra.searchpath=[file://{searchpath}]"] if searchpath else [])]
+    return {"runtime": {"config_sources": sources}, "overrides": {"hydra": hydras}, "job": {"config_name": name}}
+
+
+def test_a_run_configured_from_the_users_config_folder_is_resumed_from_it(tmp_path):
+    """Every printed command dropped ``--config-dir`` (and ``hydra.searchpath``): pasted, it failed with
+    "could not find 'experiment/my_speech'"."""
+    flags = config_flags(OmegaConf.create(_hydra_record("/my confs", "mine", searchpath="/more")))
+    assert flags == ["--config-dir", "'/my confs'", "'hydra.searchpath=[file:///more]'", "--config-name", "mine"]
+    assert config_flags(OmegaConf.create(_hydra_record("/c"))) == ["--config-dir", "/c"]  # (train: ttt-mm's own)
+    assert config_flags(OmegaConf.create({"job": {"config_name": "train"}})) == []
+    assert resume_command("/r/last.ckpt", ["experiment=mine"], "train.py", None, ["--config-dir", "/c"]) == (
+        "python train.py --config-dir /c experiment=mine ckpt_path=/r/last.ckpt"
+    )
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("{}")
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- experiment=mine\n")
+    OmegaConf.save(OmegaConf.create({"hydra": _hydra_record("/c")}), tmp_path / ".hydra" / "hydra.yaml")
+    said = with_its_overrides(tmp_path / "checkpoints" / "last.ckpt", ["model=attention"], test_only=False)
+    assert said.endswith(f"train --config-dir /c experiment=mine ckpt_path={tmp_path}/checkpoints/last.ckpt")
 
 
 def test_a_run_stopped_by_an_error_says_where_to_resume_and_names_a_dead_loader_worker(tmp_path):

@@ -82,6 +82,21 @@ def test_a_sweep_stopped_in_a_job_says_which_jobs_did_not_run(monkeypatch):
     ]
 
 
+def test_the_jobs_that_did_not_run_are_run_from_the_sweeps_own_config_folder(monkeypatch):
+    """Pasted, a command without the sweep's ``--config-dir`` could not find its experiment."""
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)
+    monkeypatch.setattr(sys, "argv", ["train.py", "--config-dir", "/c", "-m", "seed=range(2)"])
+    report = SweepReport()
+    started = _job(0, "seed=range(2)")
+    started.hydra.runtime = {"config_sources": [{"path": "/c", "schema": "file", "provider": "command-line"}]}
+    report.begin(started)
+    report.on_job_start(_job(0, "seed=0"))  # Ctrl-C
+    assert (
+        report.lines()[-1]
+        == f"  python train.py -m --config-dir /c seed=1 hydra.sweep.dir={SWEEP} hydra.sweep.subdir=1"
+    )
+
+
 def test_a_job_run_again_alone_as_said_joins_its_sweeps_results(tmp_path, capsys):
     """The command given for a job that did not run made a run of its own, outside the sweep's table."""
     stopped = _sweep(3, folder=tmp_path, overrides=("seed=range(3)", "size=tiny"))

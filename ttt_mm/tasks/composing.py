@@ -247,6 +247,23 @@ def shell_override(key: str, value: str, quoted: bool = False) -> str:
     return '"' + argument.replace('"', '\\"') + '"' if value[0] in "'\"" else argument
 
 
+def config_flags(hydra_config: DictConfig) -> list[str]:
+    """The arguments, quoted for a shell, that find a run's configs again (``hydra_config``: its ``hydra``
+    node): each ``--config-dir`` (a config source Hydra records as given on the command line), its
+    ``hydra.searchpath`` overrides, and ``--config-name`` where the config is not one of ttt-mm's own. A
+    printed command without them cannot compose a run configured from the user's own config folder."""
+    flags = []
+    for source in OmegaConf.select(hydra_config, "runtime.config_sources", default=None) or ():
+        if source.get("provider") == "command-line" and source.get("schema") == "file":
+            flags += ["--config-dir", shlex.quote(str(source.path))]
+    hydras = OmegaConf.select(hydra_config, "overrides.hydra", default=None) or ()
+    flags += [shlex.quote(str(o)) for o in hydras if override_key(str(o)) == "hydra.searchpath"]
+    name = OmegaConf.select(hydra_config, "job.config_name", default=None)
+    if name and not (Path(CONF_DIR) / f"{name}.yaml").is_file():
+        flags += ["--config-name", shlex.quote(str(name))]
+    return flags
+
+
 def override_key(override: str) -> str:
     """The key an override sets (``+a.b=1``, ``~a.b``: ``a.b``)."""
     return override.lstrip("+~").partition("=")[0]

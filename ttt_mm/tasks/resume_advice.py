@@ -11,6 +11,7 @@ import re
 import shlex
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -22,7 +23,7 @@ from ttt_mm.data import reading_notes
 from ttt_mm.data.decode.isolation import crash_reason
 from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
-from ttt_mm.tasks.composing import override_key, shell_override
+from ttt_mm.tasks.composing import config_flags, override_key, shell_override
 from ttt_mm.tasks.run_folders import run_of_checkpoint
 from ttt_mm.tasks.sweep_report import RUN_LENGTH, into_sweep_job
 
@@ -51,14 +52,25 @@ def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
 def trained_overrides(ckpt: str | os.PathLike) -> list[str] | None:
     """The command-line overrides of the run that saved ``ckpt``, where it still sits in that run's folder
     (`run_of_checkpoint`: its ``.hydra/overrides.yaml``); None where they cannot be read."""
+    overrides = _run_record(ckpt, "overrides.yaml")
+    return [str(o) for o in overrides] if isinstance(overrides, ListConfig) else None
+
+
+def _trained_config_flags(ckpt: str | os.PathLike) -> list[str]:
+    """`config_flags` of the run that saved ``ckpt``, from its ``.hydra/hydra.yaml`` (none where it cannot be read)."""
+    record = _run_record(ckpt, "hydra.yaml")
+    return config_flags(record.hydra) if isinstance(record, DictConfig) and "hydra" in record else []
+
+
+def _run_record(ckpt: str | os.PathLike, name: str) -> DictConfig | ListConfig | None:
+    """The file ``name`` of ``.hydra/`` in the run folder that holds ``ckpt``; None where there is none."""
     run = run_of_checkpoint(os.fspath(ckpt))
     if run is None:
         return None
     try:
-        overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml")
+        return OmegaConf.load(run / ".hydra" / name)
     except Exception:  # (no such file, or not one Hydra wrote)
         return None
-    return [str(o) for o in overrides] if isinstance(overrides, ListConfig) else None
 
 
 def with_its_overrides(ckpt: str | os.PathLike, now: list[str] | None, test_only: bool) -> str:
@@ -76,7 +88,8 @@ def with_its_overrides(ckpt: str | os.PathLike, now: list[str] | None, test_only
     length = [o for o in now or () if override_key(o) in RUN_LENGTH] if not test_only else []
     settings = (_model_and_data(settings) if length else settings) + length
     extra = ["train=false", "test=true"] if test_only else []
-    return f"{how} with the overrides that trained it: {resume_command(ckpt, [*settings, *extra], sys.argv[0])}"
+    command = resume_command(ckpt, [*settings, *extra], sys.argv[0], flags=_trained_config_flags(ckpt))
+    return f"{how} with the overrides that trained it: {command}"
 
 
 def _model_and_data(overrides: list[str]) -> list[str]:
@@ -101,7 +114,7 @@ def resume_this_run(last: str | os.PathLike) -> str:
         return f"ckpt_path={last}"
     hydra = HydraConfig.get()
     job = (hydra.sweep.dir, hydra.sweep.subdir) if hydra.mode == RunMode.MULTIRUN else None
-    return resume_command(last, list(hydra.overrides.task), sys.argv[0], job)
+    return resume_command(last, list(hydra.overrides.task), sys.argv[0], job, config_flags(hydra))
 
 
 def rerun_this_job() -> str | None:
@@ -109,23 +122,29 @@ def rerun_this_job() -> str | None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     hydra = HydraConfig.get()
-    return resume_command(None, list(hydra.overrides.task), sys.argv[0], (hydra.sweep.dir, hydra.sweep.subdir))
+    job = (hydra.sweep.dir, hydra.sweep.subdir)
+    return resume_command(None, list(hydra.overrides.task), sys.argv[0], job, config_flags(hydra))
 
 
 def resume_command(
-    last: str | os.PathLike | None, overrides: list[str], script: str, sweep_job: tuple[str, str] | None = None
+    last: str | os.PathLike | None,
+    overrides: list[str],
+    script: str,
+    sweep_job: tuple[str, str] | None = None,
+    flags: Sequence[str] = (),
 ) -> str:
     """``python train.py <the run's overrides> ckpt_path=<last>``, quoted for a shell: a run resumes only
-    with the settings that trained it (``ckpt_path=`` alone failed on any run with overrides). A sweep's
-    job (``sweep_job``: the sweep's folder and the job's) resumes as a sweep of one into its folder, so
-    that its results join the sweep's ``results.csv`` from whichever folder it is run in. ``last`` None:
-    the command that runs it again from its start."""
+    with the settings that trained it (``ckpt_path=`` alone failed on any run with overrides), and from
+    its configs (``flags``: `config_flags`, such as the user's ``--config-dir``). A sweep's job
+    (``sweep_job``: the sweep's folder and the job's) resumes as a sweep of one into its folder, so that
+    its results join the sweep's ``results.csv`` from whichever folder it is run in. ``last`` None: the
+    command that runs it again from its start."""
     kept = [o for o in overrides if override_key(o) != "ckpt_path"]
     path = Path(script)
     command = (
         f"python {script}" if path.name == "train.py" and "ttt_mm" not in path.parts else "python -m ttt_mm.tasks.train"
     )
-    said = [*map(shlex.quote, kept)]
+    said = [*flags, *map(shlex.quote, kept)]
     if sweep_job is not None:
         command += " -m"
         said.append(into_sweep_job(*sweep_job))

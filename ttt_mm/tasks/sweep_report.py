@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ttt_mm.messages import first_line
 from ttt_mm.storage.atomic import write_csv
 from ttt_mm.tasks.common import SweepJobError
-from ttt_mm.tasks.composing import override_key, shell_override
+from ttt_mm.tasks.composing import config_flags, override_key, shell_override
 
 RESULTS = "results.csv"
 MULTIRUN = "multirun.yaml"
@@ -132,6 +132,7 @@ class SweepReport(Callback):
         self.running: tuple[int, str] | None = None
         self.results: list[tuple[int, list[str], Mapping]] = []  # (job number, its overrides, what its run returned)
         self.folder: Path | None = None  # the sweep's folder, where the results table goes
+        self.flags: list[str] = []  # what finds the sweep's configs (`config_flags`): part of each command
         self.swept: list[set[str]] = []  # each started job's overrides: those all share are not shown
         self.ran: list[tuple[int, list[str]]] = []  # each started job's number and overrides
         self.reported = False
@@ -161,6 +162,7 @@ class SweepReport(Callback):
         """A sweep starts: its jobs are counted from the command line."""
         self.sweeping = True
         self.folder = Path(config.hydra.sweep.dir)
+        self.flags = config_flags(config.hydra)
         if not config.hydra.sweeper.get("params"):  # (params in a config also make jobs: not counted here)
             self.jobs = sweep_jobs(list(config.hydra.overrides.task))
 
@@ -222,9 +224,9 @@ class SweepReport(Callback):
 
     def commands(self, jobs: list[tuple[int, list[str]]]) -> list[str]:
         """The command that runs each of these jobs (number, overrides) into the sweep, the first `SHOWN`."""
+        command = " ".join([this_command(), "-m", *self.flags])
         left = [
-            f"  {this_command()} -m {' '.join(map(shlex.quote, job))} {into_sweep_job(self.folder, num)}"
-            for num, job in jobs
+            f"  {command} {' '.join(map(shlex.quote, job))} {into_sweep_job(self.folder, num)}" for num, job in jobs
         ]
         return left[:SHOWN] + ([f"  ... and {len(left) - SHOWN} more"] if len(left) > SHOWN else [])
 
