@@ -270,3 +270,22 @@ def test_a_wrong_kind_of_value_ends_training_in_one_line_before_anything_is_buil
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == "error: model.lr must be a number; got 'abc'"
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_an_interpolation_of_a_key_that_is_not_there_ends_training_in_one_line_and_leaves_no_run_folder(tmp_path):
+    """It ended in a 67-line traceback through OmegaConf, and left a run folder holding only its log:
+    Hydra's record of the overrides, read item by item, resolved ``${data.clip_second}`` itself."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "data.clip_seconds=${data.clip_second}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: data.clip_seconds: ${data.clip_second} names no key of this command's config (an interpolation "
+        "reads another key's value); did you mean ${data.clip_seconds}?"
+    )
+    assert not list((tmp_path / "logs" / "train" / "runs").glob("*"))

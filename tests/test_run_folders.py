@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from ttt_mm.tasks.run_folders import config_subdir_of, run_dir_of
+import pytest
+from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationKeyError
+
+from ttt_mm.tasks.run_folders import as_typed, config_subdir_of, run_dir_of
 
 
 def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(tmp_path):
@@ -20,3 +24,13 @@ def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(t
         path = str(tmp_path / elsewhere)
         assert (run_dir_of(path, "new"), config_subdir_of(path, "T", "new")) == ("new", ".hydra")
     assert (run_dir_of(None, "new"), config_subdir_of(None, "T", "new")) == ("new", ".hydra")
+
+
+def test_hydras_record_of_overrides_is_read_as_typed_an_interpolation_unresolved():
+    """Read item by item, ``a=${b}`` was resolved against Hydra's own config, which has no ``b``: every
+    command given an interpolation failed where it listed its overrides (a resume command, say)."""
+    record = OmegaConf.create({"overrides": {"task": ["seed=1", "data.val_seconds=${data.clip_seconds}"]}})
+    with pytest.raises(InterpolationKeyError):
+        list(record.overrides.task)
+    assert as_typed(record.overrides.task) == ["seed=1", "data.val_seconds=${data.clip_seconds}"]
+    assert as_typed(None) == []

@@ -10,13 +10,14 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from difflib import get_close_matches
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import InterpolationKeyError, MissingMandatoryValue
 
 from ttt_mm.data.index import IndexCacheError, IndexInterrupted
 from ttt_mm.messages import root_cause
@@ -60,6 +61,37 @@ def config_error_message(err: BaseException, settings: dict | None = None) -> st
         if isinstance(err, (ConfigError, IndexCacheError, InstantiationException))
         else f"{type(err).__name__}: {text}{where}"
     )
+
+
+def interpolation_message(err: InterpolationKeyError, settings: dict | None) -> str:
+    """``${data.clip_len}`` read where no such key is (a config file's or an override's), on one line:
+    the key whose value reads it, and the key of that name's node it most likely meant."""
+    named = m[1] if (m := re.search(r"Interpolation key '([^']*)'", str(err))) else None
+    key = getattr(err, "full_key", None) or (named and next(_keys_reading(settings, named), None))
+    where = f"{key}: " if key else ""
+    if named is None:
+        return f"{where}an interpolation names no key of this command's config ({str(err).strip()})"
+    parent, _, name = named.rpartition(".")
+    node = settings
+    for part in parent.split(".") if parent else ():
+        node = node.get(part) if isinstance(node, dict) else None
+    close = get_close_matches(name, [str(k) for k in node], n=1) if isinstance(node, dict) else []
+    hint = f"; did you mean ${{{parent + '.' if parent else ''}{close[0]}}}?" if close else ""
+    return (
+        f"{where}${{{named}}} names no key of this command's config (an interpolation reads another key's value){hint}"
+    )
+
+
+def _keys_reading(settings, named: str, prefix: str = "") -> Iterator[str]:
+    """The keys of ``settings`` (plain, unresolved) whose value interpolates ``${named}``."""
+    if isinstance(settings, dict):
+        for k, v in settings.items():
+            yield from _keys_reading(v, named, f"{prefix}{k}.")
+    elif isinstance(settings, list):
+        for i, v in enumerate(settings):
+            yield from _keys_reading(v, named, f"{prefix}{i}.")
+    elif isinstance(settings, str) and "${" + named + "}" in settings:
+        yield prefix.rstrip(".")
 
 
 def _raising_node(err: BaseException, settings: dict | None) -> tuple[str, dict] | None:
@@ -135,10 +167,12 @@ def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfi
         if not began and process_rank() == 0 and not in_a_sweep():
             forget_refused_run()
         sys.exit(130)
-    except (ConfigError, IndexCacheError, InstantiationException, MissingMandatoryValue) as err:
+    except (ConfigError, IndexCacheError, InstantiationException, MissingMandatoryValue, InterpolationKeyError) as err:
         if isinstance(err, MissingMandatoryValue):
             key = getattr(err, "full_key", None) or str(err)
             message = f"{key} must be set, e.g. {key}=/path/to/your/data"
+        elif isinstance(err, InterpolationKeyError):
+            message = interpolation_message(err, settings)
         else:  # (the index cache is a setting)
             message = config_error_message(err, settings)
         rank = process_rank()  # the processes of a data-parallel run: the first says it plainly, the

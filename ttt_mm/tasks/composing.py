@@ -24,6 +24,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, Interpolation
 
 from ttt_mm.processes.environment import environment
 from ttt_mm.tasks.common import CONF_DIR
+from ttt_mm.tasks.run_folders import as_typed
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
 """Hydra raises, rather than prints, what goes wrong where this is "1"."""
@@ -256,8 +257,8 @@ def config_flags(hydra_config: DictConfig) -> list[str]:
     for source in OmegaConf.select(hydra_config, "runtime.config_sources", default=None) or ():
         if source.get("provider") == "command-line" and source.get("schema") == "file":
             flags += ["--config-dir", shlex.quote(str(source.path))]
-    hydras = OmegaConf.select(hydra_config, "overrides.hydra", default=None) or ()
-    flags += [shlex.quote(str(o)) for o in hydras if override_key(str(o)) == "hydra.searchpath"]
+    hydras = as_typed(OmegaConf.select(hydra_config, "overrides.hydra", default=None))
+    flags += [shlex.quote(o) for o in hydras if override_key(o) == "hydra.searchpath"]
     name = OmegaConf.select(hydra_config, "job.config_name", default=None)
     if name and not (Path(CONF_DIR) / f"{name}.yaml").is_file():
         flags += ["--config-name", shlex.quote(str(name))]

@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, process_rank
 from ttt_mm.tasks.composing import TRAINING_GROUPS, closest_key, no_training_settings
+from ttt_mm.tasks.run_folders import as_typed
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
     hydra = HydraConfig.get()
     own = known
     known = known | {group.split("/")[0] for group in hydra.runtime.choices}  # (a user's own groups too)
-    for override in hydra.overrides.task:
+    for override in as_typed(hydra.overrides.task):
         if not override.startswith("+"):
             continue
         key = override.lstrip("+").split("=", 1)[0].split(".", 1)[0].split("/", 1)[0].split("@", 1)[0]

@@ -24,7 +24,7 @@ from ttt_mm.data.decode.isolation import crash_reason
 from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.tasks.composing import config_flags, override_key, shell_override
-from ttt_mm.tasks.run_folders import run_of_checkpoint
+from ttt_mm.tasks.run_folders import as_typed, run_of_checkpoint
 from ttt_mm.tasks.sweep_report import RUN_LENGTH, into_sweep_job
 
 WORKER_DIED = "a data loader worker died"
@@ -53,7 +53,7 @@ def trained_overrides(ckpt: str | os.PathLike) -> list[str] | None:
     """The command-line overrides of the run that saved ``ckpt``, where it still sits in that run's folder
     (`run_of_checkpoint`: its ``.hydra/overrides.yaml``); None where they cannot be read."""
     overrides = _run_record(ckpt, "overrides.yaml")
-    return [str(o) for o in overrides] if isinstance(overrides, ListConfig) else None
+    return as_typed(overrides) if isinstance(overrides, ListConfig) else None
 
 
 def _trained_config_flags(ckpt: str | os.PathLike) -> list[str]:
@@ -99,7 +99,7 @@ def _model_and_data(overrides: list[str]) -> list[str]:
 
 def this_runs_overrides() -> list[str] | None:
     """This run's command-line overrides (None where it was not started by a Hydra command)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+    return as_typed(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
 def _settings(overrides: list[str]) -> list[str]:
@@ -114,7 +114,7 @@ def resume_this_run(last: str | os.PathLike) -> str:
         return f"ckpt_path={last}"
     hydra = HydraConfig.get()
     job = (hydra.sweep.dir, hydra.sweep.subdir) if hydra.mode == RunMode.MULTIRUN else None
-    return resume_command(last, list(hydra.overrides.task), sys.argv[0], job, config_flags(hydra))
+    return resume_command(last, as_typed(hydra.overrides.task), sys.argv[0], job, config_flags(hydra))
 
 
 def rerun_this_job() -> str | None:
@@ -123,7 +123,7 @@ def rerun_this_job() -> str | None:
         return None
     hydra = HydraConfig.get()
     job = (hydra.sweep.dir, hydra.sweep.subdir)
-    return resume_command(None, list(hydra.overrides.task), sys.argv[0], job, config_flags(hydra))
+    return resume_command(None, as_typed(hydra.overrides.task), sys.argv[0], job, config_flags(hydra))
 
 
 def resume_command(

@@ -101,11 +101,18 @@ def stamped_by_hydra(folder: Path, kind: str) -> bool:
     return folder.parent.name == kind and _STAMPED.fullmatch(folder.name) is not None
 
 
+def as_typed(overrides) -> list[str]:
+    """Hydra's record of overrides (``hydra.overrides.task``, ``.hydra``) as they were typed. Read item by
+    item, an override whose value is an interpolation (``a=${b}``) is resolved, against Hydra's own
+    config where ``b`` is not: every command with one failed, or printed its value for it."""
+    return [str(o) for o in OmegaConf.to_container(overrides, resolve=False)] if overrides is not None else []
+
+
 def given_keys() -> set[str]:
     """The config keys this command's overrides set (none where Hydra did not start it)."""
     if not HydraConfig.initialized():
         return set()
-    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+    return {o.split("=", 1)[0].lstrip("+~") for o in as_typed(HydraConfig.get().overrides.task)}
 
 
 def forget_refused_run() -> None:
@@ -117,7 +124,7 @@ def forget_refused_run() -> None:
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
-    given = given_keys() | {o.split("=", 1)[0].lstrip("+~") for o in hydra.overrides.hydra}
+    given = given_keys() | {o.split("=", 1)[0].lstrip("+~") for o in as_typed(hydra.overrides.hydra)}
     folder = Path(hydra.runtime.output_dir)
     record = folder / ".hydra"
     if (

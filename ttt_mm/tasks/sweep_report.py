@@ -31,6 +31,7 @@ from ttt_mm.messages import first_line
 from ttt_mm.storage.atomic import write_csv
 from ttt_mm.tasks.common import SweepJobError
 from ttt_mm.tasks.composing import config_flags, override_key, shell_override
+from ttt_mm.tasks.run_folders import as_typed
 
 RESULTS = "results.csv"
 MULTIRUN = "multirun.yaml"
@@ -164,14 +165,14 @@ class SweepReport(Callback):
         self.folder = Path(config.hydra.sweep.dir)
         self.flags = config_flags(config.hydra)
         if not config.hydra.sweeper.get("params"):  # (params in a config also make jobs: not counted here)
-            self.jobs = sweep_jobs(list(config.hydra.overrides.task))
+            self.jobs = sweep_jobs(as_typed(config.hydra.overrides.task))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweeping:
-            self.running = (_job_number(config), " ".join(config.hydra.overrides.task) or "(no overrides)")
+            self.running = (_job_number(config), " ".join(as_typed(config.hydra.overrides.task)) or "(no overrides)")
             self.started += 1
-            self.swept.append(set(config.hydra.overrides.task))
-            self.ran.append((self.running[0], list(config.hydra.overrides.task)))
+            self.swept.append(set(as_typed(config.hydra.overrides.task)))
+            self.ran.append((self.running[0], as_typed(config.hydra.overrides.task)))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if self.running is None:
@@ -180,7 +181,7 @@ class SweepReport(Callback):
         self.running = None
         done = job_return._return_value
         if job_return.status == JobStatus.COMPLETED and isinstance(done, Mapping) and "metrics" in done:
-            self.results.append((num, list(config.hydra.overrides.task), done))
+            self.results.append((num, as_typed(config.hydra.overrides.task), done))
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value  # (reading .return_value would raise it)
             self.failed.append((num, overrides, first_line(error)))
@@ -241,7 +242,7 @@ class SweepReport(Callback):
             config = OmegaConf.load(first)
             if config.hydra.sweeper.get("params"):
                 return None
-            return sweep_jobs(list(config.hydra.overrides.task))
+            return sweep_jobs(as_typed(config.hydra.overrides.task))
         except Exception:  # (no record, or one that cannot be read: nothing to say)
             return None
 
