@@ -137,6 +137,47 @@ def test_a_key_of_the_users_own_that_nothing_reads_is_said_to_change_nothing(as_
 
 
 @pytest.mark.parametrize(
+    "option,text,message",
+    [
+        (
+            "experiment/mine",
+            "trainer:\n  max_steps: 3\n",
+            "experiment=mine put its settings under experiment.*, where nothing reads them: begin its file "
+            "(experiment/mine.yaml) with the line  # @package _global_  as ttt-mm's own experiment configs do",
+        ),
+        (
+            "size/mine",
+            "dim: 64\n",
+            "size=mine put its settings under size.*, where nothing reads them: begin its "
+            "file (size/mine.yaml) with the line  # @package model.backbone  as ttt-mm's own size configs do",
+        ),
+        (
+            "experiment/mine",
+            "# @package _global_\ncpu_thread: 1\n",
+            "cpu_thread (set in a config file) is not a key of this command; did you mean cpu_threads?",
+        ),
+    ],
+)
+def test_a_users_config_file_without_its_package_line_or_with_a_mistyped_key_is_refused(
+    option, text, message, as_run, tmp_path
+):
+    """Both ran as if the file had not been written: a config of the user's own (``--config-dir``)."""
+    (tmp_path / option).parent.mkdir(parents=True)
+    (tmp_path / f"{option}.yaml").write_text(text)
+    cfg = as_run("train", [f"hydra.searchpath=[file://{tmp_path}]", option.replace("/", "=")])
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        check_config(cfg, "train")
+
+
+def test_a_key_of_a_users_config_file_that_nothing_reads_is_said_to_change_nothing(as_run, tmp_path, caplog):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nmy_note: hello\n")
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.config_types"):
+        check_command_keys(as_run("train", [f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine"]), "train")
+    assert caplog.messages == ["my_note: a config file sets it, but it is no key of this command and nothing reads it"]
+
+
+@pytest.mark.parametrize(
     "value,reads",
     [
         ("${tag}", True),

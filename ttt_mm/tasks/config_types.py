@@ -102,7 +102,9 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
     groups = {next(iter(d)).split("/")[0] for d in shipped.get("defaults", []) if isinstance(d, dict)}
     if command != "train":  # (evaluate's tokenizer group is a placeholder: each checkpoint's own is used)
         groups.discard("tokenizer")
-    check_added_keys(cfg, set(shipped) | {g for g in groups if not g.startswith("override ")})
+    own = set(shipped) | {g for g in groups if not g.startswith("override ")}
+    check_added_keys(cfg, own)
+    check_keys_of_config_files(cfg, own)
     for key, default in shipped.items():
         if key in ("defaults", "hydra") or key not in cfg or _unresolved(cfg, key):
             continue
@@ -145,6 +147,48 @@ def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
                 key,
                 key,
             )
+
+
+def check_keys_of_config_files(cfg: DictConfig, known: set[str]) -> None:
+    """Raise a ConfigError for a top-level key that a config file (the user's own, ``--config-dir``) set
+    and the command does not have, where the file misses its package line or the key is close to one of
+    the command's: ``experiment/mine.yaml`` without ``# @package _global_`` put its settings under
+    ``experiment``, and ``cpu_thread: 1`` stood for ``cpu_threads``; both ran as if not written. A key
+    like none of them gets the warning a ``+key`` does (`check_added_keys`)."""
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    typed = {o.lstrip("+").split("=", 1)[0].split(".", 1)[0] for o in as_typed(hydra.overrides.task)}
+    for key in cfg:
+        package = _packages().get(key)
+        if package is not None:  # (ttt-mm's own options of this group all declare it: the user's lacked it)
+            choice = hydra.runtime.choices.get(key)
+            raise ConfigError(
+                f"{key}={choice} put its settings under {key}.*, where nothing reads them: begin its file "
+                f"({key}/{choice}.yaml) with the line  # @package {package}  as ttt-mm's own {key} configs do"
+            )
+        if key in known or key in typed:  # (a key added on the command line: `check_added_keys`)
+            continue
+        close = closest_key(str(key), sorted(known - {"defaults", "hydra"}))
+        if close:
+            raise ConfigError(f"{key} (set in a config file) is not a key of this command; did you mean {close}?")
+        if process_rank() == 0 and not _interpolated(str(key), cfg, hydra):
+            log.warning("%s: a config file sets it, but it is no key of this command and nothing reads it", key)
+
+
+@functools.cache
+def _packages() -> dict[str, str]:
+    """The config groups whose options ttt-mm ships all under another package than the group's name
+    (``experiment``: ``_global_``; ``size``: ``model.backbone``), by group."""
+    packages = {}
+    for group in Path(CONF_DIR).iterdir():
+        declared = set()
+        for option in group.glob("*.yaml") if group.is_dir() else ():
+            found = re.search(r"^# @package (\S+)", option.read_text(), re.MULTILINE)
+            declared.add(found[1] if found else group.name)
+        if len(declared) == 1 and (package := declared.pop()) != group.name:
+            packages[group.name] = package
+    return packages
 
 
 def _interpolated(key: str, *configs: DictConfig) -> bool:
