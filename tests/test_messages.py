@@ -40,6 +40,14 @@ def test_a_missing_path_that_starts_with_a_tilde_is_said_to_be_unexpanded(monkey
     )
 
 
+def test_a_missing_relative_path_names_the_folder_it_was_looked_for_in(tmp_path, monkeypatch):
+    """``root: ../clips`` in a config file, resumed from another folder: nothing said where it was looked for."""
+    monkeypatch.chdir(tmp_path)
+    assert missing("dataset root ../clips", "../clips") == (
+        f"dataset root ../clips does not exist (relative to the folder the command runs in, {tmp_path})"
+    )
+
+
 def test_an_error_is_said_by_its_first_line_with_text_or_else_by_its_type():
     assert first_line(ValueError("\n  bad header  \nmore")) == "bad header"
     assert first_line(KeyError()) == "KeyError"

@@ -32,8 +32,11 @@ def first_of(items: list[str], at_most: int, sep: str = ", ") -> str:
 def missing(said: str, path: str | os.PathLike) -> str:
     """``<said> does not exist`` of a ``path`` (``said`` names it: ``dataset root /x``), and where the path
     starts with ``~``, that no shell expanded it (bash expands a ``~`` after ``=`` only in an argument
-    shaped as a variable's assignment: ``ckpt_path=~/x``, not ``data.root=~/x``; and never quoted)."""
+    shaped as a variable's assignment: ``ckpt_path=~/x``, not ``data.root=~/x``; and never quoted); a
+    relative path, the folder it was looked for in (a resume from another folder, a config file's path)."""
     text = f"{said} does not exist"
     if os.fspath(path).startswith("~"):
         text += f" (a ~ reaches a command as it is, not as your home folder: write {os.path.expanduser(path)})"
+    elif not os.path.isabs(path):
+        text += f" (relative to the folder the command runs in, {os.getcwd()})"
     return text
