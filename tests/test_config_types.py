@@ -330,3 +330,34 @@ def test_an_interpolation_of_a_key_that_is_not_there_ends_training_in_one_line_a
         "reads another key's value); did you mean ${data.clip_seconds}?"
     )
     assert not list((tmp_path / "logs" / "train" / "runs").glob("*"))
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "model.backbone.mixer._target_=ttt_mm.layers.TTTLayr",
+            "model.backbone.mixer._target_: ttt_mm.layers has no TTTLayr; did you mean ttt_mm.layers.TTTLayer?",
+        ),
+        (
+            "data.source._target_=ttt_mm.data.sources.FolderSorce",
+            "data.source._target_: ttt_mm.data.sources has no FolderSorce; did you mean ttt_mm.data.sources.FolderSource?",
+        ),
+        (
+            "model.backbone.mixer._target_=nothere.X",
+            "model.backbone.mixer._target_: nothere.X names no module that can be imported",
+        ),
+    ],
+)
+def test_a_target_that_names_nothing_is_refused_with_its_key_and_the_closest_name(override, message):
+    """It was "No module named 'ttt_mm.layers.TTTLayr' (config key 'model')", after four lines of Hydra's
+    logged error; a class misspelled in a module read as "'ttt_mm.data.sources' is not a package"."""
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        check_config(composed("train", [override]), "train")
+
+
+def test_a_target_whose_module_fails_to_import_says_why(tmp_path, monkeypatch):
+    (tmp_path / "broken_mod.py").write_text("import no_such_dependency\nclass X: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="^k: broken_mod.X cannot be imported: No module named 'no_such_dependency'$"):
+        config_types.located("broken_mod.X", "k")
