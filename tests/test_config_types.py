@@ -318,7 +318,7 @@ def test_an_interpolation_of_a_key_that_is_not_there_ends_training_in_one_line_a
     """It ended in a 67-line traceback through OmegaConf, and left a run folder holding only its log:
     Hydra's record of the overrides, read item by item, resolved ``${data.clip_second}`` itself."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "data.clip_seconds=${data.clip_second}"],
+        [sys.executable, str(ROOT / "train.py"), "data.eval_window_seconds=${data.clip_second}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -326,8 +326,8 @@ def test_an_interpolation_of_a_key_that_is_not_there_ends_training_in_one_line_a
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        "error: data.clip_seconds: ${data.clip_second} names no key of this command's config (an interpolation "
-        "reads another key's value); did you mean ${data.clip_seconds}?"
+        "error: data.eval_window_seconds: ${data.clip_second} names no key of this command's config (an "
+        "interpolation reads another key's value); did you mean ${data.clip_seconds}?"
     )
     assert not list((tmp_path / "logs" / "train" / "runs").glob("*"))
 
@@ -341,7 +341,8 @@ def test_an_interpolation_of_a_key_that_is_not_there_ends_training_in_one_line_a
         ),
         (
             "data.source._target_=ttt_mm.data.sources.FolderSorce",
-            "data.source._target_: ttt_mm.data.sources has no FolderSorce; did you mean ttt_mm.data.sources.FolderSource?",
+            "data.source._target_: ttt_mm.data.sources has no FolderSorce; did you mean "
+            "ttt_mm.data.sources.FolderSource?",
         ),
         (
             "model.backbone.mixer._target_=nothere.X",
@@ -361,3 +362,30 @@ def test_a_target_whose_module_fails_to_import_says_why(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match="^k: broken_mod.X cannot be imported: No module named 'no_such_dependency'$"):
         config_types.located("broken_mod.X", "k")
+
+
+def test_an_interpolation_is_never_pointed_at_the_key_that_holds_it():
+    """``data.clip_seconds=${data.clip_second}`` was told "did you mean ${data.clip_seconds}?": itself."""
+    from omegaconf.errors import InterpolationKeyError
+
+    from ttt_mm.tasks.common import interpolation_message
+
+    settings = {"data": {"clip_seconds": "${data.clip_second}", "batch_size": 8}}
+    said = interpolation_message(InterpolationKeyError("Interpolation key 'data.clip_second' not found"), settings)
+    assert said == (
+        "data.clip_seconds: ${data.clip_second} names no key of this command's config (an interpolation reads "
+        "another key's value)"
+    )
+
+
+def test_a_variable_of_a_users_config_file_that_a_value_reads_is_left_alone(as_run, tmp_path, caplog):
+    """``train_steps: 2`` read as ``${train_steps}`` was refused as a misspelled ``trainer``; evaluate's own
+    placeholder tokenizer was warned about in every run."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ntrain_steps: 2\ntrainer:\n  max_steps: ${train_steps}\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.config_types"):
+        check_command_keys(as_run("train", [f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine"]), "train")
+        check_command_keys(as_run("evaluate", ["ckpt=a.ckpt"]), "evaluate")
+    assert caplog.messages == []

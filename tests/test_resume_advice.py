@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from ttt_mm.data import reading_notes
 from ttt_mm.data.skiplist import SkipList
+from ttt_mm.tasks.common import CONF_DIR
 from ttt_mm.tasks.composing import config_flags
 from ttt_mm.tasks.resume_advice import resume_command, where_to_resume, with_its_overrides
 
@@ -70,7 +71,7 @@ def _hydra_record(config_dir: str, name: str = "train", searchpath: str | None =
     """What Hydra records of a run (``.hydra/hydra.yaml``'s ``hydra`` node) started with ``--config-dir``."""
     sources = [
         {"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
-        {"path": "/repo/conf", "schema": "file", "provider": "main"},
+        {"path": CONF_DIR, "schema": "file", "provider": "main"},
         {"path": config_dir, "schema": "file", "provider": "command-line"},
     ]
     hydras = ["hydra.run.dir=/x", *([f"hydra.searchpath=[file://{searchpath}]"] if searchpath else [])]
@@ -84,6 +85,18 @@ def test_a_run_configured_from_the_users_config_folder_is_resumed_from_it(tmp_pa
     assert flags == ["--config-dir", "'/my confs'", "'hydra.searchpath=[file:///more]'", "--config-name", "mine"]
     assert config_flags(OmegaConf.create(_hydra_record("/c"))) == ["--config-dir", "/c"]  # (train: ttt-mm's own)
     assert config_flags(OmegaConf.create({"job": {"config_name": "train"}})) == []
+    primary = _hydra_record("/c", "mine")  # (-cp /mine -cn mine: the primary config from the user's folder)
+    primary["runtime"]["config_sources"][1]["path"] = "/mine"
+    assert config_flags(OmegaConf.create(primary)) == [
+        "--config-dir",
+        "/c",
+        "--config-path",
+        "/mine",
+        "--config-name",
+        "mine",
+    ]
+    primary["job"]["config_name"] = "train"  # (ttt-mm's own config, from another copy of its conf: not needed)
+    assert config_flags(OmegaConf.create(primary)) == ["--config-dir", "/c"]
     assert resume_command("/r/last.ckpt", ["experiment=mine"], "train.py", None, ["--config-dir", "/c"]) == (
         "python train.py --config-dir /c experiment=mine ckpt_path=/r/last.ckpt"
     )

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.run(command, capture_output=True, text=True)
         seconds = time.monotonic() - started
     records = [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.is_file() else []
-    probed = len(records)  # (with what earlier runs left in `out`: the probe's time is theirs too)
+    probed = len(records)  # (with what earlier runs left in `out`, probed again in the fresh cache: their time too)
     written = {p.resolve() for p in paths}
     records = [r for r in records if (out / r["path"]).resolve() in written]  # not what earlier runs left in `out`
     listed = {(out / r["path"]).resolve() for r in records}

@@ -282,13 +282,6 @@ class Stream:
             raise RuntimeError("this stream is finished: embed another input with a new Embedder.stream()")
         e = self.embedder
         batch = to_device(batch, e.device)
-        tokens = e.tokenizer(batch)
-        _, hidden, self.state = e.backbone.forward_intermediates(tokens.embeddings, self.state, layers=(e.layer,))
-        h = e.backbone.norm(hidden[0]) if e.norm else hidden[0]  # [B, N, D]
-        B, N, D = h.shape
-        k = e.tokens_per_step
-        if N % k:
-            raise ValueError(f"the tokenizer returned {N} tokens, not a whole number of steps of {k}")
         window_start = float(torch.as_tensor(batch.get("start", 0.0), dtype=torch.float64).reshape(-1)[0])
         first = (window_start - self.start) / e.seconds_per_step
         if abs(first - round(first)) > 1e-6:
@@ -302,6 +295,15 @@ class Stream:
                 f"a window starts {window_start - self.start:g} s into the input, before the end of the last one "
                 f"({self._end_step * e.seconds_per_step:g} s): push a stream's windows in order, without overlap"
             )
+        tokens = e.tokenizer(batch)  # (every check before the state reads the window: a refused one changes nothing)
+        k = e.tokens_per_step
+        if tokens.embeddings.shape[1] % k:
+            raise ValueError(
+                f"the tokenizer returned {tokens.embeddings.shape[1]} tokens, not a whole number of steps of {k}"
+            )
+        _, hidden, self.state = e.backbone.forward_intermediates(tokens.embeddings, self.state, layers=(e.layer,))
+        h = e.backbone.norm(hidden[0]) if e.norm else hidden[0]  # [B, N, D]
+        B, N, D = h.shape
         self._end_step = round(first) + N // k
         self.batch_size = B
         keep = tokens.mask.reshape(B, N // k, k).all(-1).all(0)  # [S] steps whose tokens are all real

@@ -75,7 +75,8 @@ def interpolation_message(err: InterpolationKeyError, settings: dict | None) -> 
     node = settings
     for part in parent.split(".") if parent else ():
         node = node.get(part) if isinstance(node, dict) else None
-    close = get_close_matches(name, [str(k) for k in node], n=1) if isinstance(node, dict) else []
+    setting = key.rpartition(".")[2] if key and key.rpartition(".")[0] == parent else None  # (not itself)
+    close = get_close_matches(name, [str(k) for k in node if k != setting], n=1) if isinstance(node, dict) else []
     hint = f"; did you mean ${{{parent + '.' if parent else ''}{close[0]}}}?" if close else ""
     return (
         f"{where}${{{named}}} names no key of this command's config (an interpolation reads another key's value){hint}"

@@ -251,16 +251,21 @@ def shell_override(key: str, value: str, quoted: bool = False) -> str:
 def config_flags(hydra_config: DictConfig) -> list[str]:
     """The arguments, quoted for a shell, that find a run's configs again (``hydra_config``: its ``hydra``
     node): each ``--config-dir`` (a config source Hydra records as given on the command line), its
-    ``hydra.searchpath`` overrides, and ``--config-name`` where the config is not one of ttt-mm's own. A
-    printed command without them cannot compose a run configured from the user's own config folder."""
-    flags = []
+    ``hydra.searchpath`` overrides, and, where its config is not one of ttt-mm's own, ``--config-name``
+    and the ``--config-path`` it was found in. A printed command without them cannot compose a run
+    configured from the user's own config folder."""
+    flags, main = [], None
     for source in OmegaConf.select(hydra_config, "runtime.config_sources", default=None) or ():
-        if source.get("provider") == "command-line" and source.get("schema") == "file":
+        if source.get("schema") == "file" and source.get("provider") == "command-line":
             flags += ["--config-dir", shlex.quote(str(source.path))]
+        elif source.get("schema") == "file" and source.get("provider") == "main":
+            main = str(source.path)
     hydras = as_typed(OmegaConf.select(hydra_config, "overrides.hydra", default=None))
     flags += [shlex.quote(o) for o in hydras if override_key(o) == "hydra.searchpath"]
     name = OmegaConf.select(hydra_config, "job.config_name", default=None)
     if name and not (Path(CONF_DIR) / f"{name}.yaml").is_file():
+        if main is not None and os.path.realpath(main) != os.path.realpath(CONF_DIR):  # (-cp: not ttt-mm's conf)
+            flags += ["--config-path", shlex.quote(main)]
         flags += ["--config-name", shlex.quote(str(name))]
     return flags
 
@@ -285,6 +290,7 @@ def quoted_override(override: str) -> str | None:
 
 _HYDRA_FLAGS_WITH_VALUES = frozenset(
     ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--cfg", "-c", "--package", "-p")
+    + ("--info", "-i", "--experimental-rerun")
 )
 """Hydra's flags whose next argument is their value, not an override: ``--config-name media``."""
 

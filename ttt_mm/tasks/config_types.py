@@ -125,11 +125,11 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
     interpolation) can take anything here."""
     shipped = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / f"{command}.yaml"), resolve=False)
     groups = {next(iter(d)).split("/")[0] for d in shipped.get("defaults", []) if isinstance(d, dict)}
-    if command != "train":  # (evaluate's tokenizer group is a placeholder: each checkpoint's own is used)
-        groups.discard("tokenizer")
     own = set(shipped) | {g for g in groups if not g.startswith("override ")}
+    check_keys_of_config_files(cfg, own)  # (evaluate's placeholder tokenizer among them: its file sets it)
+    if command != "train":  # (evaluate's tokenizer group is a placeholder: each checkpoint's own is used)
+        own.discard("tokenizer")
     check_added_keys(cfg, own)
-    check_keys_of_config_files(cfg, own)
     for key, default in shipped.items():
         if key in ("defaults", "hydra") or key not in cfg or _unresolved(cfg, key):
             continue
@@ -179,11 +179,13 @@ def check_keys_of_config_files(cfg: DictConfig, known: set[str]) -> None:
     and the command does not have, where the file misses its package line or the key is close to one of
     the command's: ``experiment/mine.yaml`` without ``# @package _global_`` put its settings under
     ``experiment``, and ``cpu_thread: 1`` stood for ``cpu_threads``; both ran as if not written. A key
-    like none of them gets the warning a ``+key`` does (`check_added_keys`)."""
+    that a value reads (``${steps}``) is the user's own variable; one like none of the command's keys
+    that nothing reads gets the warning a ``+key`` does (`check_added_keys`)."""
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
     typed = {o.lstrip("+").split("=", 1)[0].split(".", 1)[0] for o in as_typed(hydra.overrides.task)}
+    known = known | {group.split("/")[0] for group in hydra.runtime.choices}  # (a user's own groups too)
     for key in cfg:
         package = _packages().get(key)
         if package is not None:  # (ttt-mm's own options of this group all declare it: the user's lacked it)
@@ -192,12 +194,12 @@ def check_keys_of_config_files(cfg: DictConfig, known: set[str]) -> None:
                 f"{key}={choice} put its settings under {key}.*, where nothing reads them: begin its file "
                 f"({key}/{choice}.yaml) with the line  # @package {package}  as ttt-mm's own {key} configs do"
             )
-        if key in known or key in typed:  # (a key added on the command line: `check_added_keys`)
-            continue
+        if key in known or key in typed or _interpolated(str(key), cfg, hydra):  # (a variable of the user's own)
+            continue  # (a key added on the command line: `check_added_keys`)
         close = closest_key(str(key), sorted(known - {"defaults", "hydra"}))
         if close:
             raise ConfigError(f"{key} (set in a config file) is not a key of this command; did you mean {close}?")
-        if process_rank() == 0 and not _interpolated(str(key), cfg, hydra):
+        if process_rank() == 0:
             log.warning("%s: a config file sets it, but it is no key of this command and nothing reads it", key)
 
 

@@ -20,7 +20,8 @@ read is reported and the others go on; the run ends with a summary listing every
 reason, and exits with status 1 if any failed (2 for a config error or an input that lists no files,
 130 when interrupted). A single bad input gives one ``error: <file>: <reason>`` line. Files without a
 stream the model reads (sound files for a video model) are left out and listed, not failed: a folder
-of mixed media embeds what the model reads, and exits 1 only when that is nothing.
+of mixed media embeds what the model reads (exit 0 where nothing failed), and only where none of its
+files has such a stream do they count as failed.
 """
 
 from __future__ import annotations
