@@ -104,3 +104,12 @@ class RecordingLayer(torch.nn.Module):
     def forward(self, x):
         self.lengths.append(x.shape[1])
         return x, None
+
+
+def test_a_width_the_heads_do_not_divide_is_one_error_before_any_row_runs(monkeypatch, capsys):
+    """It was a failed row of every length, each after starting a worker process."""
+    monkeypatch.setattr(layers, "run_isolated", lambda *a, **k: pytest.fail("a worker started"))
+    assert layers.main(["--layers", "lact", "--dim", "500", "--heads", "8", "--lengths", "64"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "python -m ttt_mm.bench layers: error: lact: dim (500) must split into num_heads (8) heads of even width"
+    )

@@ -165,6 +165,13 @@ def main(argv: list[str]) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
         return 2
+    for name in args.layers:  # (a width the heads do not divide, say: said once, not in a row of every length)
+        try:
+            with torch.device("meta"):
+                build(name, args)
+        except ValueError as exc:
+            print(f"python -m ttt_mm.bench layers: error: {name}: {exc}", file=sys.stderr)
+            return 2
     gpu = f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""
     precision = f"{args.dtype} autocast of the forward" if args.dtype != "fp32" else args.dtype
     print(
@@ -213,7 +220,7 @@ def main(argv: list[str]) -> int:
     )
     print(f"|{'-' * 12}|{'-' * 8}|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 10}|{'-' * 13}|")
     for r in rows:
-        ratio = f"{r['tokens_per_s'] / attn[r['T']]:.2f}" if r["T"] in attn else "-"
+        ratio = f"{r['tokens_per_s'] / attn[r['T']]:.3g}" if r["T"] in attn else "-"  # (3 digits: 0.00412, 13.9)
         print(
             f"| {r['layer']:<10} | {r['T']:>6} | {r['tokens_per_s']:>11,.0f} | {r['seconds'] * 1e3:>9.1f} "
             f"| {r['peak_mib']:>8.1f} | {r['live_mib']:>8.1f} | {ratio:>11} |"
