@@ -346,7 +346,8 @@ def test_an_interpolation_of_a_key_that_is_not_there_ends_training_in_one_line_a
         ),
         (
             "model.backbone.mixer._target_=nothere.X",
-            "model.backbone.mixer._target_: nothere.X names no module that can be imported",
+            "model.backbone.mixer._target_: nothere.X cannot be imported: ModuleNotFoundError: No module named "
+            "'nothere'",
         ),
     ],
 )
@@ -358,10 +359,23 @@ def test_a_target_that_names_nothing_is_refused_with_its_key_and_the_closest_nam
 
 
 def test_a_target_whose_module_fails_to_import_says_why(tmp_path, monkeypatch):
+    """A failure inside the target's own package was said to be a name it lacks; a hand-raised
+    ImportError (an optional dependency's guard) lost its words."""
     (tmp_path / "broken_mod.py").write_text("import no_such_dependency\nclass X: pass\n")
+    (tmp_path / "guarded").mkdir()
+    (tmp_path / "guarded" / "__init__.py").write_text("raise ImportError('needs libfoo >= 2')\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "sub.py").write_text("from pkg import nothing\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(ConfigError, match="^k: broken_mod.X cannot be imported: No module named 'no_such_dependency'$"):
-        config_types.located("broken_mod.X", "k")
+    for target, said in [
+        ("broken_mod.X", "ModuleNotFoundError: No module named 'no_such_dependency'"),
+        ("guarded.X", "ImportError: needs libfoo >= 2"),
+        ("pkg.sub.Y", "ImportError: cannot import name 'nothing' from 'pkg'"),
+    ]:
+        with pytest.raises(ConfigError, match="^" + re.escape(f"k: {target} cannot be imported: {said}")):
+            config_types.located(target, "k")
+    assert config_types.located("builtins.dict", "k") is dict
 
 
 def test_an_interpolation_is_never_pointed_at_the_key_that_holds_it():

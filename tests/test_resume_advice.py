@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 from pathlib import Path
 
@@ -95,7 +96,18 @@ def test_a_run_configured_from_the_users_config_folder_is_resumed_from_it(tmp_pa
         "--config-name",
         "mine",
     ]
-    primary["job"]["config_name"] = "train"  # (ttt-mm's own config, from another copy of its conf: not needed)
+    primary["job"]["config_name"] = "train"  # (the user's own train.yaml: the folder decides which)
+    assert config_flags(OmegaConf.create(primary)) == [
+        "--config-dir",
+        "/c",
+        "--config-path",
+        "/mine",
+        "--config-name",
+        "train",
+    ]
+    copy = tmp_path / "older_checkout_conf"  # (a run of another checkout of ttt-mm: its conf is as good as this one)
+    shutil.copytree(CONF_DIR, copy)
+    primary["runtime"]["config_sources"][1]["path"] = str(copy)
     assert config_flags(OmegaConf.create(primary)) == ["--config-dir", "/c"]
     assert resume_command("/r/last.ckpt", ["experiment=mine"], "train.py", None, ["--config-dir", "/c"]) == (
         "python train.py --config-dir /c experiment=mine ckpt_path=/r/last.ckpt"

@@ -111,5 +111,16 @@ def test_a_width_the_heads_do_not_divide_is_one_error_before_any_row_runs(monkey
     monkeypatch.setattr(layers, "run_isolated", lambda *a, **k: pytest.fail("a worker started"))
     assert layers.main(["--layers", "lact", "--dim", "500", "--heads", "8", "--lengths", "64"]) == 2
     assert capsys.readouterr().err.startswith(
-        "python -m ttt_mm.bench layers: error: lact: dim (500) must split into num_heads (8) heads of even width"
+        "python -m ttt_mm.bench layers: error: lact: ValueError: dim (500) must split into num_heads (8) heads of "
+        "even width"
     )
+
+
+def test_ratios_keep_three_digits_below_a_tenth_and_never_go_scientific():
+    assert [layers._ratio(x) for x in (13.923, 1.0, 0.756, 0.0041234, 1234.5)] == [
+        "13.92",
+        "1.00",
+        "0.76",
+        "0.00412",
+        "1234.50",
+    ]

@@ -61,6 +61,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _ratio(x: float) -> str:
+    """Two decimals, or as many as three significant digits need below 0.1 (TTT-MLP on a GPU: 0.00412)."""
+    return f"{x:.{2 if x >= 0.1 else 2 - math.floor(math.log10(x))}f}" if x > 0 else "0"
+
+
 def measure(name: str, T: int, args: argparse.Namespace) -> dict:
     """Time per sequence of one sample (``max(1, work // T)`` sequences of ``T`` tokens), and the peak
     memory of one sequence above the inputs and weights, in this process.
@@ -169,8 +174,8 @@ def main(argv: list[str]) -> int:
         try:
             with torch.device("meta"):
                 build(name, args)
-        except ValueError as exc:
-            print(f"python -m ttt_mm.bench layers: error: {name}: {exc}", file=sys.stderr)
+        except Exception as exc:  # (what the layer's own checks raise, or any other constructor error)
+            print(f"python -m ttt_mm.bench layers: error: {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
     gpu = f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""
     precision = f"{args.dtype} autocast of the forward" if args.dtype != "fp32" else args.dtype
@@ -220,7 +225,7 @@ def main(argv: list[str]) -> int:
     )
     print(f"|{'-' * 12}|{'-' * 8}|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 10}|{'-' * 13}|")
     for r in rows:
-        ratio = f"{r['tokens_per_s'] / attn[r['T']]:.3g}" if r["T"] in attn else "-"  # (3 digits: 0.00412, 13.9)
+        ratio = _ratio(r["tokens_per_s"] / attn[r["T"]]) if r["T"] in attn else "-"
         print(
             f"| {r['layer']:<10} | {r['T']:>6} | {r['tokens_per_s']:>11,.0f} | {r['seconds'] * 1e3:>9.1f} "
             f"| {r['peak_mib']:>8.1f} | {r['live_mib']:>8.1f} | {ratio:>11} |"

@@ -251,9 +251,9 @@ def shell_override(key: str, value: str, quoted: bool = False) -> str:
 def config_flags(hydra_config: DictConfig) -> list[str]:
     """The arguments, quoted for a shell, that find a run's configs again (``hydra_config``: its ``hydra``
     node): each ``--config-dir`` (a config source Hydra records as given on the command line), its
-    ``hydra.searchpath`` overrides, and, where its config is not one of ttt-mm's own, ``--config-name``
-    and the ``--config-path`` it was found in. A printed command without them cannot compose a run
-    configured from the user's own config folder."""
+    ``hydra.searchpath`` overrides, a ``--config-path`` that is not ttt-mm's ``conf``, and ``--config-name``
+    where the config is not one of ttt-mm's own or comes from that path. A printed command without them
+    cannot compose a run configured from the user's own config folder."""
     flags, main = [], None
     for source in OmegaConf.select(hydra_config, "runtime.config_sources", default=None) or ():
         if source.get("schema") == "file" and source.get("provider") == "command-line":
@@ -262,12 +262,21 @@ def config_flags(hydra_config: DictConfig) -> list[str]:
             main = str(source.path)
     hydras = as_typed(OmegaConf.select(hydra_config, "overrides.hydra", default=None))
     flags += [shlex.quote(o) for o in hydras if override_key(o) == "hydra.searchpath"]
+    if main is not None and not _a_copy_of_ttt_mms_conf(main):  # (-cp: the user's own primary config)
+        flags += ["--config-path", shlex.quote(main)]
     name = OmegaConf.select(hydra_config, "job.config_name", default=None)
-    if name and not (Path(CONF_DIR) / f"{name}.yaml").is_file():
-        if main is not None and os.path.realpath(main) != os.path.realpath(CONF_DIR):  # (-cp: not ttt-mm's conf)
-            flags += ["--config-path", shlex.quote(main)]
+    if name and (not (Path(CONF_DIR) / f"{name}.yaml").is_file() or "--config-path" in flags):
         flags += ["--config-name", shlex.quote(str(name))]
     return flags
+
+
+def _a_copy_of_ttt_mms_conf(folder: str) -> bool:
+    """Whether ``folder`` is ttt-mm's ``conf`` (this one, or another checkout's: a run of an older copy
+    resumed by this one) rather than a folder of the user's own given with ``--config-path``."""
+    if os.path.realpath(folder) == os.path.realpath(CONF_DIR):
+        return True
+    own = [p.relative_to(CONF_DIR) for p in Path(CONF_DIR).glob("*/*.yaml")]
+    return all((Path(folder) / p).is_file() for p in own) and (Path(folder) / "train.yaml").is_file()
 
 
 def override_key(override: str) -> str:

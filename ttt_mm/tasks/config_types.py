@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -19,6 +20,7 @@ from difflib import get_close_matches
 from pathlib import Path, PurePath
 from typing import Any, Literal, Union
 
+from hydra._internal.utils import _locate
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -53,30 +55,39 @@ def check_types(cfg: DictConfig, prefix: str = "") -> None:
 
 
 def located(target: str, key: str) -> Any:
-    """The class or function that ``target`` (a ``_target_``'s dotted path) names; a ConfigError naming
-    ``key`` and the closest name where it names none: ``ttt_mm.layers.TTTLayr`` was "No module named
-    'ttt_mm.layers.TTTLayr' (config key 'model')", after a logged error of Hydra's of four lines."""
+    """The class or function that ``target`` (a ``_target_``'s dotted path) names, found as Hydra's
+    instantiate finds it; a ConfigError naming ``key`` where it names none: the closest name where a
+    module or class lacks it (``ttt_mm.layers.TTTLayr`` was "No module named 'ttt_mm.layers.TTTLayr'
+    (config key 'model')", after a logged error of Hydra's of four lines), else why it cannot be imported."""
+    try:
+        return _locate(target)
+    except Exception as exc:
+        failed = exc
     parts = target.split(".")
-    found, depth = None, 0
-    for depth in range(len(parts), 0, -1):  # the longest importable module, then attributes from it
+    for i in range(len(parts) - 1, 0, -1):  # the longest part that resolves, and whether it lacks the next name
         try:
-            found = importlib.import_module(".".join(parts[:depth]))
-            break
-        except ImportError as exc:
-            if exc.name is not None and not ".".join(parts[:depth]).startswith(exc.name):
-                raise ConfigError(f"{key}: {target} cannot be imported: {exc}") from None  # (a module's own import)
-        except Exception as exc:  # (a module that raised while it was imported)
-            raise ConfigError(f"{key}: {target} cannot be imported: {type(exc).__name__}: {exc}") from None
-    if found is None:
-        raise ConfigError(f"{key}: {target} names no module that can be imported")
-    for i in range(depth, len(parts)):
-        if not hasattr(found, parts[i]):
-            names = [n for n in dir(found) if not n.startswith("_")]
-            close = get_close_matches(parts[i], names, n=1)
-            hint = f"; did you mean {'.'.join([*parts[:i], close[0]])}?" if close else ""
-            raise ConfigError(f"{key}: {'.'.join(parts[:i])} has no {parts[i]}{hint}")
-        found = getattr(found, parts[i])
-    return found
+            owner = _locate(".".join(parts[:i]))
+        except Exception:
+            continue
+        name, where = parts[i], ".".join(parts[:i])
+        if name and not hasattr(owner, name) and not _has_submodule(owner, name):
+            close = get_close_matches(name, [n for n in dir(owner) if not n.startswith("__")], n=1)
+            hint = f"; did you mean {where}.{close[0]}?" if close else ""
+            raise ConfigError(f"{key}: {where} has no {name}{hint}") from None
+        break
+    cause = failed.__cause__ or failed  # (Hydra's words wrap the import's own error)
+    reason = f"{type(cause).__name__}: {cause}" if cause is not failed else str(failed).splitlines()[-1]
+    raise ConfigError(f"{key}: {target} cannot be imported: {reason}") from None
+
+
+def _has_submodule(owner: Any, name: str) -> bool:
+    """Whether module ``owner`` has a submodule ``name`` (one that failed to import, say)."""
+    if not hasattr(owner, "__path__"):
+        return False
+    try:
+        return importlib.util.find_spec(f"{owner.__name__}.{name}") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def check_names(target, keys: Sequence[str], prefix: str) -> None:
