@@ -169,6 +169,11 @@ def test_a_users_config_file_without_its_package_line_or_with_a_mistyped_key_is_
         check_config(cfg, "train")
 
 
+def test_a_group_node_added_on_the_command_line_is_not_blamed_on_the_groups_option(as_run):
+    """``+size.dim=64`` would have been told that size=small lacks its package line."""
+    assert check_command_keys(as_run("train", ["+size.dim=64"]), "train") is None  # (its own: a + key)
+
+
 def test_a_key_of_a_users_config_file_that_nothing_reads_is_said_to_change_nothing(as_run, tmp_path, caplog):
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nmy_note: hello\n")
