@@ -86,25 +86,18 @@ def test_a_run_configured_from_the_users_config_folder_is_resumed_from_it(tmp_pa
     assert flags == ["--config-dir", "'/my confs'", "'hydra.searchpath=[file:///more]'", "--config-name", "mine"]
     assert config_flags(OmegaConf.create(_hydra_record("/c"))) == ["--config-dir", "/c"]  # (train: ttt-mm's own)
     assert config_flags(OmegaConf.create({"job": {"config_name": "train"}})) == []
-    primary = _hydra_record("/c", "mine")  # (-cp /mine -cn mine: the primary config from the user's folder)
+    primary = _hydra_record("/c")  # (-cp /mine -cn <name>: the primary config from the user's folder)
     primary["runtime"]["config_sources"][1]["path"] = "/mine"
-    assert config_flags(OmegaConf.create(primary)) == [
-        "--config-dir",
-        "/c",
-        "--config-path",
-        "/mine",
-        "--config-name",
-        "mine",
-    ]
-    primary["job"]["config_name"] = "train"  # (the user's own train.yaml: the folder decides which)
-    assert config_flags(OmegaConf.create(primary)) == [
-        "--config-dir",
-        "/c",
-        "--config-path",
-        "/mine",
-        "--config-name",
-        "train",
-    ]
+    for name in ("mine", "train"):  # (train: the user's own train.yaml, the folder decides which)
+        primary["job"]["config_name"] = name
+        assert config_flags(OmegaConf.create(primary)) == [
+            "--config-dir",
+            "/c",
+            "--config-path",
+            "/mine",
+            "--config-name",
+            name,
+        ]
     copy = tmp_path / "older_checkout_conf"  # (a run of another checkout of ttt-mm: its conf is as good as this one)
     shutil.copytree(CONF_DIR, copy)
     primary["runtime"]["config_sources"][1]["path"] = str(copy)
