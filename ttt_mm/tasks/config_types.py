@@ -196,9 +196,10 @@ def check_keys_of_config_files(cfg: DictConfig, known: set[str]) -> None:
         return
     hydra = HydraConfig.get()
     typed = {o.lstrip("+").split("=", 1)[0].split(".", 1)[0] for o in as_typed(hydra.overrides.task)}
+    nodes = {k.split(".", 1)[0] for o in as_typed(hydra.overrides.task) if "." in (k := o.lstrip("+").split("=", 1)[0])}
     known = known | {group.split("/")[0] for group in hydra.runtime.choices}  # (a user's own groups too)
     for key in cfg:
-        package = _packages().get(key) if key not in typed else None  # (+size.dim=64: the command line's)
+        package = _packages().get(key) if key not in nodes else None  # (+size.dim=64: the command line's)
         if package is not None:  # (ttt-mm's own options of this group all declare it: the user's lacked it)
             choice = hydra.runtime.choices.get(key)
             raise ConfigError(
