@@ -338,6 +338,15 @@ def test_a_state_of_another_batch_or_fast_weight_shape_is_refused_with_both_shap
         lact_swiglu(**change(inputs), chunk_size=C, state=state)
 
 
+def test_a_state_whose_momentum_buffer_alone_is_of_another_shape_is_refused():
+    """It named the weights' shapes, which were right, and not the buffer that was wrong."""
+    inputs = make_inputs(T=3, momentum=True)
+    _, state = lact_swiglu(**inputs, chunk_size=C)
+    spliced = dataclasses.replace(state, velocity=tuple(w[:, :1] for w in state.velocity))
+    with pytest.raises(ValueError, match=r"the state's fast weights are \[\(2, 1, 6, 4\).*continue \[\(2, 2, 6, 4\)"):
+        lact_swiglu(**inputs, chunk_size=C, state=spliced)
+
+
 def test_a_state_without_momentum_cannot_continue_with_momentum():
     inputs = make_inputs(T=5, momentum=True)
     _, plain = lact_swiglu(**{**inputs, "momentum": None}, chunk_size=C)

@@ -178,6 +178,15 @@ def test_a_state_of_another_batch_or_model_is_refused_with_both_shapes(inner):
         run("mlp" if inner == "linear" else "linear", inputs, other_inner, ln, K=8, state=state)
 
 
+def test_a_state_whose_pending_step_alone_is_of_another_shape_is_refused():
+    """A hand-built state (or one spliced from two batches) names the group that is wrong."""
+    inputs, params, ln = make_inputs("linear", B=2, T=12)
+    _, state = run("linear", inputs, params, ln, K=8)
+    spliced = TTTState(state.params, tuple(g[:1] for g in state.grads), state.pos, state.mini_batch_size)
+    with pytest.raises(ValueError, match=r"inner weights are \[\(1, 2, 8, 8\).*continue \[\(2, 2, 8, 8\)"):
+        run("linear", inputs, params, ln, K=8, state=spliced)
+
+
 @pytest.mark.parametrize(
     "change,message",
     [

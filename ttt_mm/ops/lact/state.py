@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from ..state_shapes import check_rows_of
+
 Weights = tuple[Tensor, Tensor, Tensor]
 
 
@@ -69,14 +71,8 @@ class LaCTState:
     def check_shapes(self, shapes: Sequence[Sequence[int]], batch_size: int) -> None:
         """Raises ValueError unless this state holds the initial fast weights' ``shapes`` (``[H, ...]``
         each) for ``batch_size`` rows: one from another batch, head count or fast-weight width."""
-        want = [(batch_size, *shape) for shape in shapes]
         held = [self.weights, self.grads, *([self.velocity] if self.velocity is not None else [])]
-        got = [tuple(w.shape) for w in self.weights]
-        if any([tuple(w.shape) for w in ws] != want for ws in held):
-            raise ValueError(
-                f"the state's fast weights are {got}; these inputs continue {want} (batch, heads, ...): "
-                "continue a sequence with the batch and the model it was started with"
-            )
+        check_rows_of(held, shapes, batch_size, "fast weights")
         if self.count.shape != (batch_size,):
             raise ValueError(f"state.count must be [B] = [{batch_size}]; got {tuple(self.count.shape)}")
         if self.gate_sum is not None and self.gate_sum.shape != (batch_size, shapes[0][0]):

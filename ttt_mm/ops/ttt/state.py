@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from ..state_shapes import check_rows_of
+
 
 @dataclass
 class TTTState:
@@ -47,13 +49,7 @@ class TTTState:
     def check_shapes(self, shapes: Sequence[Sequence[int]], batch_size: int) -> None:
         """Raises ValueError unless this state holds the initial inner weights' ``shapes`` (``[H, ...]``
         each) for ``batch_size`` rows: one from another batch, head count or inner model."""
-        want = [(batch_size, *shape) for shape in shapes]
-        got = [tuple(x.shape) for x in self.params]
-        if got != want or [tuple(g.shape) for g in self.grads] != want:
-            raise ValueError(
-                f"the state's inner weights are {got}; these inputs continue {want} (batch, heads, ...): "
-                "continue a sequence with the batch and the model it was started with"
-            )
+        check_rows_of([self.params, self.grads], shapes, batch_size, "inner weights")
 
     def check_continued_with(self, mini_batch_size: int) -> None:
         """Raises ValueError when a core with ``mini_batch_size`` cannot go on from this state (its
