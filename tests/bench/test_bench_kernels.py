@@ -50,3 +50,35 @@ def test_a_forced_launch_holds_for_the_run_only():
         assert fused.parallel_spans(rows) is True
     with pytest.raises(ValueError, match="launch must be one of"):
         kernels.forced_launch("fast")
+
+
+@pytest.mark.parametrize(
+    "argv,rows",
+    [
+        ([], [(1, 4096), (1, 16384), (1, 65536), (1, 262144), (8, 4096)]),
+        (["--quick"], [(1, 4096), (8, 4096)]),
+        (["--lengths", "65536", "65536", "--batched-length", "0"], [(1, 65536)]),
+        (["--lengths", "1024", "--batched-length", "2048"], [(1, 1024), (8, 2048)]),
+    ],
+)
+def test_the_rows_timed_follow_the_lengths_given(argv, rows, monkeypatch):
+    """The batch-8 rows were always added, and a repeated length was timed twice (GPU minutes are few)."""
+    timed = []
+    monkeypatch.setattr(kernels, "_run", lambda args: timed.extend(kernels.cases(args)) or 0)
+    assert kernels.main(argv) == 0
+    assert timed == rows
+
+
+@pytest.mark.parametrize(
+    "argv,said",
+    [
+        (["--quick", "--lengths", "65536"], "give --lengths or --quick, not both"),
+        (["--batched-length", "-1"], "must be >= 0"),
+        (["--torch-max", "-5"], "must be >= 0"),
+    ],
+)
+def test_conflicting_or_negative_options_are_usage_errors(argv, said, capsys):
+    """--quick silently dropped the lengths given with it; a negative length made a row of T < 0."""
+    with pytest.raises(SystemExit) as exit:
+        kernels.main(argv)
+    assert exit.value.code == 2 and said in capsys.readouterr().err

@@ -13,6 +13,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def length_or_zero(text: str) -> int:
+    """A length where 0 means "leave those rows out"."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: leave them out); got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float("inf"):

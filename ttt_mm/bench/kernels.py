@@ -2,6 +2,7 @@
 
     python -m ttt_mm.bench kernels                 # needs CUDA; bf16, batch 1, 12 heads of 64
     python -m ttt_mm.bench kernels --quick         # the correctness check and T = 4k only
+    python -m ttt_mm.bench kernels --lengths 65536 --torch-max 0 --batched-length 0  # 64k alone, Triton only
     python -m ttt_mm.bench kernels --launch spans  # the forward in two launches whatever the rows (or one-pass)
 
 Correctness comes first: on small shapes each Triton core is compared with the PyTorch core (float32:
@@ -35,7 +36,7 @@ from ..layers import AttentionLayer, LaCTLayer, TTTLayer
 from ..messages import first_line
 from ..ops import ttt_linear, ttt_mlp
 from ..ops.ttt import fused
-from .arguments import positive_int
+from .arguments import length_or_zero, positive_int
 
 # Dense TF32 tensor-core peak FLOP/s (no sparsity; half the bf16 peak) from the vendors' data sheets,
 # by device-name substring: the kernels multiply 16-bit inputs (what this benchmark times) in TF32
@@ -158,19 +159,28 @@ def _fwd_bwd(core, inputs, K: int, kernel: str) -> None:
     out.float().square().mean().backward()
 
 
+LENGTHS = [4096, 16384, 65536, 262144]
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m ttt_mm.bench kernels", description=__doc__.split("\n")[0])
-    p.add_argument("--lengths", nargs="+", type=positive_int, default=[4096, 16384, 65536, 262144])
+    p.add_argument("--lengths", nargs="+", type=positive_int, help=f"batch-1 lengths (default: {LENGTHS})")
+    p.add_argument(
+        "--batched-length", type=length_or_zero, default=4096, help="T of the extra batch-8 rows (0: leave them out)"
+    )
     p.add_argument("--heads", type=positive_int, default=12)
     p.add_argument("--head-dim", type=positive_int, default=64)
     p.add_argument("--mini-batch", type=positive_int, default=16)
     p.add_argument(
-        "--torch-max", type=int, default=16384, help="longest T for the (slow) PyTorch core (0: leave it out)"
+        "--torch-max",
+        type=length_or_zero,
+        default=16384,
+        help="longest T for the (slow) PyTorch core (0: leave it out)",
     )
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--lact-chunk", type=positive_int, default=2048, help="LaCT tokens per fast-weight update")
     p.add_argument("--lact-window", type=positive_int, default=256, help="LaCT attention window (tokens)")
-    p.add_argument("--quick", action="store_true", help="correctness check and T = 4096 only")
+    p.add_argument("--quick", action="store_true", help="correctness check and batch-1 T = 4096 only")
     p.add_argument(
         "--launch",
         choices=LAUNCHES,
@@ -178,8 +188,16 @@ def main(argv: list[str]) -> int:
         help="the Triton forward: two launches where rows are few (auto), always two (spans), or one pass",
     )
     args = p.parse_args(argv)
+    if args.quick and args.lengths:
+        p.error("--quick times T = 4096 alone; give --lengths or --quick, not both")
     with forced_launch(args.launch):
         return _run(args)
+
+
+def cases(args) -> list[tuple[int, int]]:
+    """The (batch, length) rows to time: batch 1 at each length, then the batch-8 rows, if any."""
+    lengths = [4096] if args.quick else args.lengths or LENGTHS
+    return [(1, T) for T in dict.fromkeys(lengths)] + ([(8, args.batched_length)] if args.batched_length else [])
 
 
 def _run(args) -> int:
@@ -201,8 +219,6 @@ def _run(args) -> int:
     flops_fwd = 2 * F * (3 * F + 2 * K) * H  # per token: K W, Q W, the update (F x F); Q K^T, M G (K x K)
     D = 4 * F  # TTT-MLP per token: 6 products with W1 or W2 (k, q, update; 2 F D each), G2 W2^T, 4 K x K ones
     flops_mlp = (6 * 2 * F * D + 2 * F * D + 2 * K * (2 * F + 2 * D)) * H
-    lengths = [4096] if args.quick else args.lengths
-    cases = [(1, T) for T in lengths] + [(8, 4096)]
     print("| what | B | T | tokens/s | ms | peak MiB | % TF32 peak |")
     print("|---|---|---|---|---|---|---|")
 
@@ -221,7 +237,7 @@ def _run(args) -> int:
         frac = f"{100 * flops_per_token * B * T / seconds / peak:.2f}" if peak and flops_per_token else "-"
         print(f"| {what} | {B} | {T} | {B * T / seconds:,.0f} | {seconds * 1e3:.2f} | {mib:.0f} | {frac} |", flush=True)
 
-    for B, T in cases:
+    for B, T in cases(args):
         for kernel in ("triton", "torch"):
             if kernel == "torch" and args.torch_max < T:
                 continue
