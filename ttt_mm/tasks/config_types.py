@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, process_rank
-from ttt_mm.tasks.composing import TRAINING_GROUPS, closest_key, no_training_settings
+from ttt_mm.tasks.composing import TRAINING_GROUPS, closest_key, no_training_settings, override_key
 from ttt_mm.tasks.run_folders import as_typed
 
 log = logging.getLogger(__name__)
@@ -137,10 +137,14 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
     shipped = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / f"{command}.yaml"), resolve=False)
     groups = {next(iter(d)).split("/")[0] for d in shipped.get("defaults", []) if isinstance(d, dict)}
     own = set(shipped) | {g for g in groups if not g.startswith("override ")}
-    check_keys_of_config_files(cfg, own)  # (evaluate's placeholder tokenizer among them: its file sets it)
-    if command != "train":  # (evaluate's tokenizer group is a placeholder: each checkpoint's own is used)
-        own.discard("tokenizer")
-    check_added_keys(cfg, own)
+    if HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        overrides = as_typed(hydra.overrides.task)
+        known = own | {group.split("/")[0] for group in hydra.runtime.choices}  # (a user's own groups too)
+        check_keys_of_config_files(cfg, known, overrides)  # (evaluate's placeholder tokenizer: its file sets it)
+        if command != "train":  # (evaluate's tokenizer group is a placeholder: each checkpoint's own is used)
+            own.discard("tokenizer")
+        check_added_keys(cfg, own, known, overrides)
     for key, default in shipped.items():
         if key in ("defaults", "hydra") or key not in cfg or _unresolved(cfg, key):
             continue
@@ -151,53 +155,43 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
             raise ConfigError(_message(key, kind, value))
 
 
-def check_added_keys(cfg: DictConfig, known: set[str]) -> None:
+def check_added_keys(cfg: DictConfig, own: set[str], known: set[str], overrides: list[str]) -> None:
     """Raise a ConfigError for a key added on the command line (``+key=value``, which Hydra suggests
-    for a key it does not know) that is none of the command's but close to one: the command would
-    read past it, and ``+hop=0.5`` (for ``hop_seconds``) ran as if it had not been given. A key like
-    none of them is the user's own (``+tag=x`` for ``hydra.run.dir=runs/${tag}``): it is left alone."""
-    if not HydraConfig.initialized():
-        return
-    hydra = HydraConfig.get()
-    own = known
-    known = known | {group.split("/")[0] for group in hydra.runtime.choices}  # (a user's own groups too)
-    for override in as_typed(hydra.overrides.task):
+    for a key it does not know) that is none of the ``known`` keys and groups but close to one: the
+    command would read past it, and ``+hop=0.5`` (for ``hop_seconds``) ran as if it had not been given.
+    A key like none of them is the user's own (``+tag=x`` for ``hydra.run.dir=runs/${tag}``): it is
+    left alone. ``own``: the command's keys and groups, which a training group added must be one of."""
+    for override in overrides:
         if not override.startswith("+"):
             continue
-        key = override.lstrip("+").split("=", 1)[0].split(".", 1)[0].split("/", 1)[0].split("@", 1)[0]
+        key, typed = _top_key(override), override.split("=", 1)[0]
         if key in TRAINING_GROUPS and key not in own:  # (+model=attention adds a group: not the user's own)
-            raise ConfigError(f"{override.split('=', 1)[0]}: {no_training_settings(key)}")
+            raise ConfigError(f"{typed}: {no_training_settings(key)}")
         if key in known:
             continue
         nested = [f"{k}.{key}" for k in cfg if isinstance(cfg.get(k), DictConfig) and key in cfg[k]]
-        keys = sorted(known - {"defaults", "hydra"})
-        close = nested or [c for c in [closest_key(key, keys)] if c]
+        close = nested or [c for c in [_closest(key, known)] if c]
         if close:
-            raise ConfigError(
-                f"{override.split('=', 1)[0]}: {key} is not a key of this command; did you mean {close[0]}?"
-            )
-        if process_rank() == 0 and not _interpolated(key, cfg, hydra):  # (once, not by every DDP process)
+            raise ConfigError(f"{typed}: {key} is not a key of this command; did you mean {close[0]}?")
+        if process_rank() == 0 and not _interpolated(key, cfg, HydraConfig.get()):  # (once, not by every DDP process)
             log.warning(
                 "%s: %s is no key of this command, and nothing in its config reads it (as ${%s}): it changes nothing",
-                override.split("=", 1)[0],
+                typed,
                 key,
                 key,
             )
 
 
-def check_keys_of_config_files(cfg: DictConfig, known: set[str]) -> None:
+def check_keys_of_config_files(cfg: DictConfig, known: set[str], overrides: list[str]) -> None:
     """Raise a ConfigError for a top-level key that a config file (the user's own, ``--config-dir``) set
-    and the command does not have, where the file misses its package line or the key is close to one of
-    the command's: ``experiment/mine.yaml`` without ``# @package _global_`` put its settings under
+    and is none of the ``known`` keys and groups, where the file misses its package line or the key is
+    close to one of them: ``experiment/mine.yaml`` without ``# @package _global_`` put its settings under
     ``experiment``, and ``cpu_thread: 1`` stood for ``cpu_threads``; both ran as if not written. A key
     that a value reads (``${steps}``) is the user's own variable; one like none of the command's keys
     that nothing reads gets the warning a ``+key`` does (`check_added_keys`)."""
-    if not HydraConfig.initialized():
-        return
     hydra = HydraConfig.get()
-    typed = {o.lstrip("+").split("=", 1)[0].split(".", 1)[0] for o in as_typed(hydra.overrides.task)}
-    nodes = {k.split(".", 1)[0] for o in as_typed(hydra.overrides.task) if "." in (k := o.lstrip("+").split("=", 1)[0])}
-    known = known | {group.split("/")[0] for group in hydra.runtime.choices}  # (a user's own groups too)
+    typed = {_top_key(o) for o in overrides}
+    nodes = {_top_key(o) for o in overrides if "." in override_key(o)}
     for key in cfg:
         package = _packages().get(key) if key not in nodes else None  # (+size.dim=64: the command line's)
         if package is not None:  # (ttt-mm's own options of this group all declare it: the user's lacked it)
@@ -208,11 +202,20 @@ def check_keys_of_config_files(cfg: DictConfig, known: set[str]) -> None:
             )
         if key in known or key in typed or _interpolated(str(key), cfg, hydra):  # (a variable of the user's own)
             continue  # (a key added on the command line: `check_added_keys`)
-        close = closest_key(str(key), sorted(known - {"defaults", "hydra"}))
+        close = _closest(str(key), known)
         if close:
             raise ConfigError(f"{key} (set in a config file) is not a key of this command; did you mean {close}?")
         if process_rank() == 0:
             log.warning("%s: a config file sets it, but it is no key of this command and nothing reads it", key)
+
+
+def _top_key(override: str) -> str:
+    """The top-level key or group an override sets (``+a.b=1``, ``a/b@c=d``: ``a``)."""
+    return re.split(r"[./@]", override_key(override), maxsplit=1)[0]
+
+
+def _closest(key: str, known: set[str]) -> str | None:
+    return closest_key(key, sorted(known - {"defaults", "hydra"}))
 
 
 @functools.cache
