@@ -394,6 +394,15 @@ def test_resume_after_sigkill_continues_the_run(tmp_path):
     )
     assert refused.returncode != 0 and "nothing is left to train" in refused.stderr
     assert list((run_dir / ".hydra").glob("resumed-*")) == [resumed]
+    misread = subprocess.run(  # a value reading a key that is not there: refused the same way
+        train_cmd(run_dir, f"trainer.max_steps={target + 10}", f"ckpt_path={last}", "seed=${nope}"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert misread.returncode == 2 and "names no key" in misread.stderr, misread.stderr[-3000:]
+    assert list((run_dir / ".hydra").glob("resumed-*")) == [resumed]
 
 
 def _weights(ckpt: str) -> dict:

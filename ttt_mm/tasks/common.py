@@ -147,6 +147,10 @@ def in_a_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+CONFIG_ERRORS = (ConfigError, IndexCacheError, InstantiationException, MissingMandatoryValue, InterpolationKeyError)
+"""What a mistake in the settings raises: it ends a command with one line (`config_errors_end_the_command`)."""
+
+
 @contextmanager
 def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfig | None = None) -> Iterator[None]:
     """A config mistake ends a command with one ``error:`` line and exit status 2, and Ctrl-C with one
@@ -168,7 +172,7 @@ def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfi
         if not began and process_rank() == 0 and not in_a_sweep():
             forget_refused_run()
         sys.exit(130)
-    except (ConfigError, IndexCacheError, InstantiationException, MissingMandatoryValue, InterpolationKeyError) as err:
+    except CONFIG_ERRORS as err:
         if isinstance(err, MissingMandatoryValue):
             key = getattr(err, "full_key", None) or str(err)
             message = f"{key} must be set, e.g. {key}=/path/to/your/data"

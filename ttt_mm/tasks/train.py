@@ -13,12 +13,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from ttt_mm.callbacks import Throughput
 from ttt_mm.data.datamodule import NAMED_FILES
@@ -26,7 +24,7 @@ from ttt_mm.data.index import IndexInterrupted
 from ttt_mm.messages import one_line
 from ttt_mm.module import Diverged
 from ttt_mm.tasks.command_keys import positive_count
-from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
+from ttt_mm.tasks.common import CONFIG_ERRORS, ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.held_out import from_anywhere, held_out
 from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
@@ -349,7 +347,7 @@ def main(cfg: DictConfig) -> dict:
     with config_errors_end_the_command(cfg=cfg):
         try:
             out = run(cfg)
-        except (ConfigError, InstantiationException, MissingMandatoryValue) as err:  # (a config mistake)
+        except CONFIG_ERRORS as err:
             if not getattr(err, "trained", False):  # (refused before it trained: no record of a resume)
                 forget_refused_resume()
             raise
