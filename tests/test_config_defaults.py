@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_object
@@ -21,9 +22,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data.index import IndexInterrupted, index_files
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
-from ttt_mm.tasks import common, sweep_report
+from ttt_mm.tasks import command_keys, common, sweep_report
 from ttt_mm.tasks.command_keys import extensions_of, names_of, output_folder, positive_count
-from ttt_mm.tasks.common import ConfigError, Interrupted, config_error_message, config_errors_end_the_command
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted, config_error_message, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command, quoted_override
 from ttt_mm.tokenizers import FPS, FRAME_SIZE, SAMPLE_RATE
 
@@ -567,3 +568,25 @@ def test_the_log_file_takes_a_file_name_that_is_not_utf8(tmp_path):
         logger.removeHandler(h)
         h.close()
     assert (tmp_path / "evaluate.log").read_text().strip() == "skipping /media/caf\\udce9.mp4"
+
+
+@pytest.mark.parametrize(
+    "command,keys",
+    [
+        ("embed", ["ckpt=x.ckpt", "input={tmp}/nowhere", "output={tmp}/out"]),
+        ("evaluate", ["ckpt={tmp}/nowhere.ckpt", "output={tmp}/out"]),
+        ("linear_probe", ["ckpt=x.ckpt", "input={tmp}/nowhere"]),
+    ],
+)
+def test_a_sweep_job_without_threads_gets_torchs_default_back(command, keys, tmp_path, monkeypatch):
+    """A sweep's jobs share one process (``-m threads=1,null``): the second ran with the first's count."""
+    task = importlib.import_module(f"ttt_mm.tasks.{command}")
+    default = command_keys.DEFAULT_THREADS
+    monkeypatch.setattr(command_keys, "DEFAULT_THREADS", default + 1)  # (a count no job sets, on any machine)
+    keys = [k.format(tmp=tmp_path) for k in keys]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for threads, after in (("1", 1), ("null", default + 1)):
+            with pytest.raises(ConfigError, match="nowhere"):  # (refused once the threads are set)
+                task.run(compose(command, [*keys, f"threads={threads}"]))
+            assert torch.get_num_threads() == after
+    torch.set_num_threads(default)

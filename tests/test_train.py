@@ -33,8 +33,8 @@ from ttt_mm.data.clip_record import clip_record
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
+from ttt_mm.tasks import command_keys, train_checks
 from ttt_mm.tasks import train as train_task
-from ttt_mm.tasks import train_checks
 from ttt_mm.tasks.common import ConfigError, Interrupted
 from ttt_mm.tasks.job_logs import quiet_lightning
 from ttt_mm.tasks.train import build, report, run
@@ -1525,11 +1525,11 @@ def test_a_best_checkpoint_from_the_resumed_run_is_said_to_be_from_there(tmp_pat
 
 def test_a_run_without_cpu_threads_gets_the_default_back(tmp_path):
     """Sweep jobs share one process: one job's thread count must not leak into the next."""
-    threads = train_task.DEFAULT_THREADS + 1  # (not the default, on any machine)
+    threads = command_keys.DEFAULT_THREADS + 1  # (not the default, on any machine)
     run(compose_train(tmp_path / "a", [*TINY, "trainer.max_steps=1", f"cpu_threads={threads}"]))
     assert torch.get_num_threads() == threads
     run(compose_train(tmp_path / "b", [*TINY, "trainer.max_steps=1"]))
-    assert torch.get_num_threads() == train_task.DEFAULT_THREADS
+    assert torch.get_num_threads() == command_keys.DEFAULT_THREADS
 
 
 @pytest.mark.parametrize("resuming", [False, True])

@@ -1,5 +1,5 @@
-"""Readers of the keys several commands share: lists of names and extensions, counts (``max_files``),
-durations, and the ``output`` folder (one per job in a sweep); a value that cannot work is a
+"""Readers of the keys several commands share: lists of names and extensions, counts (``max_files``,
+``threads``), durations, and the ``output`` folder (one per job in a sweep); a value that cannot work is a
 `ConfigError` naming its key."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
@@ -34,6 +35,15 @@ def positive_count(value, key: str, null: str = "all") -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key} must be a whole number >= 1 (or null for {null}); got {value!r}")
     return value
+
+
+DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's choice (one per core, or OMP_NUM_THREADS)
+
+
+def set_threads(value, key: str) -> None:
+    """Sets torch's CPU threads to a threads key's count, or where it is null back to torch's default:
+    a sweep's jobs share one process, and a job without the key would run with the last one's."""
+    torch.set_num_threads(positive_count(value, key, "torch's default") or DEFAULT_THREADS)
 
 
 def positive_seconds(value, key: str, null: str) -> float | None:

@@ -36,7 +36,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -66,7 +65,7 @@ from ttt_mm.embed.files import (
 from ttt_mm.messages import missing, one_line
 from ttt_mm.messages.progress import FilesBar
 from ttt_mm.storage.atomic import remove_stale_temporaries, replaced_with_sidecar, write_json
-from ttt_mm.tasks.command_keys import extensions_of, output_folder, positive_count, sweep_job_folder
+from ttt_mm.tasks.command_keys import extensions_of, output_folder, set_threads, sweep_job_folder
 from ttt_mm.tasks.common import ConfigError, Interrupted, SweepJobError, config_errors_end_the_command, in_a_sweep
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_types import check_arguments, check_config
@@ -245,8 +244,7 @@ def run(cfg: DictConfig) -> Summary:
     for key in ("ckpt", "input", "output"):
         if OmegaConf.is_missing(cfg, key) or not cfg[key]:
             raise ConfigError(f"{key}=<path> is required")
-    if threads := positive_count(cfg.threads, "threads", "torch's default"):
-        torch.set_num_threads(threads)
+    set_threads(cfg.threads, "threads")
     try:
         clips, single, classes = list_inputs(str(cfg.input), extensions_of(cfg.extensions))
         output = sweep_job_folder(cfg.output)

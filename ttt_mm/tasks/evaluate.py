@@ -38,7 +38,7 @@ from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.report import MODALITY_NAMES
 from ttt_mm.eval.tables import remove_earlier_figures, remove_figures, skip_list_set_aside, write_outputs
 from ttt_mm.module import SequenceModel
-from ttt_mm.tasks.command_keys import names_of, positive_count, positive_seconds, results_folder
+from ttt_mm.tasks.command_keys import names_of, positive_count, positive_seconds, results_folder, set_threads
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command, shell_override
 from ttt_mm.tasks.config_types import check_command_keys, check_types
@@ -209,8 +209,7 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError("ckpt is required: ckpt=<path> or ckpt=[a.ckpt,b.ckpt]")
     ckpts = [str(c) for c in cfg.ckpt] if isinstance(cfg.ckpt, (list, ListConfig)) else [str(cfg.ckpt)]
     names = names_of(cfg.get("names"))
-    if threads := positive_count(cfg.get("threads"), "threads", "torch's default"):
-        torch.set_num_threads(threads)
+    set_threads(cfg.get("threads"), "threads")
     options = Options(
         int(cfg.rollout_steps),
         int(cfg.ssim_window),

@@ -46,7 +46,7 @@ from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStat
 from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups, warn_of_classes_some_folds_miss
 from ttt_mm.linear_probe.tables import write_outputs
 from ttt_mm.messages import first_of, one_line
-from ttt_mm.tasks.command_keys import extensions_of, names_of, positive_count, results_folder
+from ttt_mm.tasks.command_keys import extensions_of, names_of, positive_count, results_folder, set_threads
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_types import check_arguments, check_config
@@ -282,8 +282,7 @@ def run(cfg: DictConfig) -> dict:
     grid = tuple(float(x) for x in cfg.l2)
     if not grid or min(grid) <= 0:
         raise ConfigError(f"l2 must be a list of positive numbers; got {list(grid)}")
-    if threads := positive_count(cfg.threads, "threads", "torch's default"):
-        torch.set_num_threads(threads)
+    set_threads(cfg.threads, "threads")
     extensions = extensions_of(cfg.extensions)
 
     data = select(labelled_clips(str(cfg.input), extensions), cfg)

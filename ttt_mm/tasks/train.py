@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -23,7 +22,7 @@ from ttt_mm.data.datamodule import NAMED_FILES
 from ttt_mm.data.index import IndexInterrupted
 from ttt_mm.messages import one_line
 from ttt_mm.module import Diverged
-from ttt_mm.tasks.command_keys import positive_count
+from ttt_mm.tasks.command_keys import set_threads
 from ttt_mm.tasks.common import CONFIG_ERRORS, ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.held_out import from_anywhere, held_out
@@ -41,7 +40,6 @@ from ttt_mm.tasks.train_checks import check, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 
 log = logging.getLogger(__name__)
-DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's choice (one per core, or OMP_NUM_THREADS)
 
 # What torch says when a checkpoint does not fit the model, or is a damaged zip archive
 RESUME_ERRORS = (
@@ -77,8 +75,7 @@ def run(cfg: DictConfig) -> dict:
     """Fit (and optionally test); returns the final metrics and where things were written."""
     resumed = check(cfg)
     resumed_step = resumed.step if resumed else None
-    # a sweep's jobs share this process: a job without cpu_threads gets the default back
-    torch.set_num_threads(positive_count(cfg.get("cpu_threads"), "cpu_threads", "torch's default") or DEFAULT_THREADS)
+    set_threads(cfg.get("cpu_threads"), "cpu_threads")
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     if cfg.get("train", True):
