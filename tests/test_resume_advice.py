@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 
 from ttt_mm.data import reading_notes
 from ttt_mm.data.skiplist import SkipList
+from ttt_mm.tasks.command_lines import config_flags
 from ttt_mm.tasks.common import CONF_DIR
-from ttt_mm.tasks.composing import config_flags
 from ttt_mm.tasks.resume_advice import resume_command, where_to_resume, with_its_overrides
 
 

@@ -6,7 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
-from ttt_mm.tasks.run_folders import as_typed, config_subdir_of, run_dir_of
+from ttt_mm.tasks.overrides import as_typed
+from ttt_mm.tasks.run_folders import config_subdir_of, run_dir_of
 
 
 def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(tmp_path):

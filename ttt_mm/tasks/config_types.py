@@ -26,8 +26,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, process_rank
-from ttt_mm.tasks.composing import TRAINING_GROUPS, closest_key, no_training_settings, override_key
-from ttt_mm.tasks.run_folders import as_typed
+from ttt_mm.tasks.composing import TRAINING_GROUPS, closest_key, no_training_settings
+from ttt_mm.tasks.overrides import as_typed, override_key, top_key
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def check_added_keys(cfg: DictConfig, own: set[str], known: set[str], overrides:
     for override in overrides:
         if not override.startswith("+"):
             continue
-        key, typed = _top_key(override), override.split("=", 1)[0]
+        key, typed = top_key(override), override.split("=", 1)[0]
         if key in TRAINING_GROUPS and key not in own:  # (+model=attention adds a group: not the user's own)
             raise ConfigError(f"{typed}: {no_training_settings(key)}")
         if key in known:
@@ -190,8 +190,8 @@ def check_keys_of_config_files(cfg: DictConfig, known: set[str], overrides: list
     that a value reads (``${steps}``) is the user's own variable; one like none of the command's keys
     that nothing reads gets the warning a ``+key`` does (`check_added_keys`)."""
     hydra = HydraConfig.get()
-    typed = {_top_key(o) for o in overrides}
-    nodes = {_top_key(o) for o in overrides if "." in override_key(o)}
+    typed = {top_key(o) for o in overrides}
+    nodes = {top_key(o) for o in overrides if "." in override_key(o)}
     for key in cfg:
         package = _packages().get(key) if key not in nodes else None  # (+size.dim=64: the command line's)
         if package is not None:  # (ttt-mm's own options of this group all declare it: the user's lacked it)
@@ -207,11 +207,6 @@ def check_keys_of_config_files(cfg: DictConfig, known: set[str], overrides: list
             raise ConfigError(f"{key} (set in a config file) is not a key of this command; did you mean {close}?")
         if process_rank() == 0:
             log.warning("%s: a config file sets it, but it is no key of this command and nothing reads it", key)
-
-
-def _top_key(override: str) -> str:
-    """The top-level key or group an override sets (``+a.b=1``, ``a/b@c=d``: ``a``)."""
-    return re.split(r"[./@]", override_key(override), maxsplit=1)[0]
 
 
 def _closest(key: str, known: set[str]) -> str | None:

@@ -39,8 +39,9 @@ from ttt_mm.eval.report import MODALITY_NAMES
 from ttt_mm.eval.tables import remove_earlier_figures, remove_figures, skip_list_set_aside, write_outputs
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.command_keys import names_of, positive_count, positive_seconds, results_folder, set_threads
+from ttt_mm.tasks.command_lines import shell_override
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
-from ttt_mm.tasks.composing import hydra_command, shell_override
+from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_types import check_command_keys, check_types
 from ttt_mm.tasks.held_out import from_anywhere, held_out
 from ttt_mm.tasks.job_logs import module_logger

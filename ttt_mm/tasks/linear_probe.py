@@ -51,7 +51,7 @@ from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_types import check_arguments, check_config
 from ttt_mm.tasks.job_logs import module_logger
-from ttt_mm.tasks.run_folders import given_keys
+from ttt_mm.tasks.overrides import given_keys
 
 log = module_logger(__name__, __spec__)
 

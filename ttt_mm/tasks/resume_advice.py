@@ -23,8 +23,9 @@ from ttt_mm.data import reading_notes
 from ttt_mm.data.decode.isolation import crash_reason
 from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
-from ttt_mm.tasks.composing import config_flags, override_key, shell_override
-from ttt_mm.tasks.run_folders import as_typed, run_of_checkpoint
+from ttt_mm.tasks.command_lines import config_flags, shell_override
+from ttt_mm.tasks.overrides import as_typed, override_key
+from ttt_mm.tasks.run_folders import run_of_checkpoint
 from ttt_mm.tasks.sweep_report import RUN_LENGTH, into_sweep_job
 
 WORKER_DIED = "a data loader worker died"

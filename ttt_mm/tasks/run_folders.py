@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from ttt_mm.data.sources import SyntheticSource
 from ttt_mm.tasks.job_logs import log_files
+from ttt_mm.tasks.overrides import as_typed, given_keys, override_key
 
 
 def run_of_checkpoint(ckpt_path: str | None) -> Path | None:
@@ -101,20 +102,6 @@ def stamped_by_hydra(folder: Path, kind: str) -> bool:
     return folder.parent.name == kind and _STAMPED.fullmatch(folder.name) is not None
 
 
-def as_typed(overrides) -> list[str]:
-    """Hydra's record of overrides (``hydra.overrides.task``, ``.hydra``) as they were typed. Read item by
-    item, an override whose value is an interpolation (``a=${b}``) is resolved, against Hydra's own
-    config where ``b`` is not: every command with one failed, or printed its value for it."""
-    return [str(o) for o in OmegaConf.to_container(overrides, resolve=False)] if overrides is not None else []
-
-
-def given_keys() -> set[str]:
-    """The config keys this command's overrides set (none where Hydra did not start it)."""
-    if not HydraConfig.initialized():
-        return set()
-    return {o.split("=", 1)[0].lstrip("+~") for o in as_typed(HydraConfig.get().overrides.task)}
-
-
 def forget_refused_run() -> None:
     """Removes the run directory of a command refused before it began, where Hydra stamped it
     (``<log_dir>/<task>/runs/<date>``, the default: no ``hydra.run.dir`` or ``output`` given) and it
@@ -124,7 +111,7 @@ def forget_refused_run() -> None:
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
-    given = given_keys() | {o.split("=", 1)[0].lstrip("+~") for o in as_typed(hydra.overrides.hydra)}
+    given = given_keys() | {override_key(o) for o in as_typed(hydra.overrides.hydra)}
     folder = Path(hydra.runtime.output_dir)
     record = folder / ".hydra"
     if (

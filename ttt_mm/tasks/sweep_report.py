@@ -29,9 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.messages import first_line
 from ttt_mm.storage.atomic import write_csv
+from ttt_mm.tasks.command_lines import config_flags, shell_override
 from ttt_mm.tasks.common import SweepJobError
-from ttt_mm.tasks.composing import config_flags, override_key, shell_override
-from ttt_mm.tasks.run_folders import as_typed
+from ttt_mm.tasks.overrides import as_typed, override_key
 
 RESULTS = "results.csv"
 MULTIRUN = "multirun.yaml"
