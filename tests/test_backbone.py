@@ -238,6 +238,22 @@ def test_restarted_rows_start_afresh_and_the_others_go_on():
         model(b, mid, restart=torch.tensor([True, False]))
 
 
+def test_attention_restarts_every_row_or_none_and_refuses_some_plainly():
+    """Its cache holds each row's whole past, so rows cannot be swapped one at a time; any restart but
+    all rows failed in a broadcast deep in the merge, even one restarting no row."""
+    model = tiny("attention", "transformer").eval()
+    a, b = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
+    with torch.no_grad():
+        _, state = model(a)
+        kept, _ = model(b, state, restart=torch.tensor([False, False]))
+        carried, _ = model(torch.cat([a, b], 1))
+        fresh, _ = model(b, state, restart=torch.tensor([True, True]))
+        assert torch.allclose(kept, carried[:, 16:], atol=1e-5)
+        assert torch.allclose(fresh, model(b)[0], atol=1e-6)
+        with pytest.raises(ValueError, match="^restart: attention's cache grows .* restart every row or none"):
+            model(b, state, restart=torch.tensor([True, False]))
+
+
 def test_a_state_at_a_mini_batch_boundary_goes_on_with_another_mini_batch_size_and_restarts():
     """At a boundary a TTT state holds nothing tied to its mini-batch size, so a model with another one
     goes on from it, and restarts rows of it (its recorded size once made the merge refuse)."""

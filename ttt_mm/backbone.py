@@ -231,7 +231,8 @@ class Backbone(nn.Module):
         self, x: Tensor, state: BackboneState | None = None, restart: Tensor | None = None
     ) -> tuple[Tensor, BackboneState]:
         """``x [B, T, C]`` -> ``y [B, T, C]`` (after the final norm) and the state after ``x``. ``restart
-        [B]`` (bool, best on the CPU): rows of ``state`` that start afresh instead (`Block.restarted`)."""
+        [B]`` (bool, best on the CPU): rows of ``state`` that start afresh instead (`Block.restarted`; with
+        attention, whose cache grows, every row or none)."""
         y, _, state = self.forward_intermediates(x, state, layers=(), restart=restart)
         return y, state
 
@@ -260,6 +261,13 @@ class Backbone(nn.Module):
             raise ValueError(f"restart must be a bool tensor (a flag per row); got {restart.dtype}")
         wanted = set(range(self.depth)) if layers is None else {i % self.depth for i in layers}
         rows = None if restart is None or state is None else Restart(restart)
+        if rows is not None and not self.bounded_state and not rows.all:  # (a cache of each row's whole past)
+            if rows.any:
+                raise ValueError(
+                    "restart: attention's cache grows with each row's past, so single rows cannot start afresh "
+                    "in a batch: restart every row or none (TTT and LaCT states restart by row)"
+                )
+            rows = None
         hidden, new_states = [], []
         for i, block in enumerate(self.blocks):
             block_state = None if state is None else state.blocks[i]
