@@ -1,6 +1,7 @@
 """Mixer layers: the TTT layer against the official release's layer written out by hand; streaming,
 causality, gradients."""
 
+import copy
 import math
 
 import pytest
@@ -192,6 +193,18 @@ def test_another_mixers_state_is_refused_by_its_type(name):
         TypeError, match=rf"^state must be a \w+ \(what this layer returned\) or None; got {type(state).__name__}$"
     ):
         make()(x, state)
+
+
+@pytest.mark.parametrize("name", [*LAYERS, "lact"])
+def test_a_state_of_a_float64_layer_goes_on_in_the_float32_layers_own_dtype(name):
+    """LaCT kept a float64 window cache for good, in a float32 layer, where the others cast."""
+    make = LAYERS.get(name) or (lambda: LaCTLayer(32, 4, chunk_size=4, window=4, fast_heads=2))
+    layer = make()
+    x = torch.randn(2, 10, 32)
+    _, wide = copy.deepcopy(layer).double()(x[:, :6].double())
+    y, state = layer(x[:, 6:], wide)
+    assert y.dtype == torch.float32
+    assert {t.dtype for t in state_tensors(state) if t.is_floating_point()} == {torch.float32}
 
 
 @pytest.mark.parametrize("layer", [TTTLayer, AttentionLayer, LaCTLayer])

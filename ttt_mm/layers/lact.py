@@ -197,10 +197,15 @@ class LaCTLayer(nn.Module):
         state.fast.check_shapes(self.fast_shapes, state.fast.count.shape[0])
         state.fast.check_continued_with(self.chunk_size)
 
+    @property
+    def state_dtype(self) -> torch.dtype:
+        """What the state is kept in: float32, or float64 for a float64 layer (as the core computes)."""
+        return torch.float64 if self.w0.dtype == torch.float64 else torch.float32
+
     def initial_state(self, batch_size: int) -> LaCTLayerState:
         """The state before the first token (``None`` passed to ``forward`` means the same). The fast
         weights stay attached to the initial ones, so a stream restarted in training trains them."""
-        dtype = torch.float64 if self.w0.dtype == torch.float64 else torch.float32
+        dtype = self.state_dtype
         fast = LaCTState.initial((self.w0, self.w1, self.w2), batch_size, dtype, self.momentum)
         cache = self.w0.new_zeros(batch_size, self.num_heads, self.window - 1, self.head_dim, dtype=dtype)
         cached = torch.zeros(batch_size, dtype=torch.int64)  # (on the CPU: `LaCTLayerState`)
@@ -250,12 +255,14 @@ class LaCTLayer(nn.Module):
         q, k, v = (t.unflatten(-1, (H, Fh)) for t in (q, k, v))  # [B, T, H, F]
         rotation = rope_rotation(torch.arange(-P, T, device=q.device), Fh, self.rope_theta)
         o = window_attention(q, k, v, state.keys, state.values, state.cached, rotation)
-        keys, values = (_last_slots(cache, new, P) for cache, new in ((state.keys, k), (state.values, v)))
+        slots = ((state.keys, k), (state.values, v))
+        keys, values = (_last_slots(cache, new, P, self.state_dtype) for cache, new in slots)
         return o.reshape(B, T, C), keys, values, torch.clamp(state.cached + T, max=P)
 
 
-def _last_slots(cache: Tensor, new: Tensor, P: int) -> Tensor:
-    """The cache ``[B, H, P, F]`` after the new tokens ``[B, T, H, F]``: their last ``P``, in the cache's dtype."""
+def _last_slots(cache: Tensor, new: Tensor, P: int, dtype: torch.dtype) -> Tensor:
+    """The cache ``[B, H, P, F]`` after the new tokens ``[B, T, H, F]``: their last ``P``, in ``dtype`` (a
+    cache carried from a layer of another dtype is not kept in it)."""
     T = new.shape[1]
-    new = new.to(cache.dtype).transpose(1, 2)
-    return new[:, :, T - P :].contiguous() if T >= P else torch.cat([cache[:, :, T:], new], dim=2)
+    new = new.to(dtype).transpose(1, 2)
+    return new[:, :, T - P :].contiguous() if T >= P else torch.cat([cache[:, :, T:].to(dtype), new], dim=2)
