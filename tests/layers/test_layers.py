@@ -3,6 +3,7 @@ causality, gradients."""
 
 import copy
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -266,5 +267,31 @@ def test_a_compiled_layer_streams_as_the_eager_one_without_a_graph_per_call(name
                 first, state = compiled(x[:, :cut])
                 rest, _ = compiled(x[:, cut:], state)
                 torch.testing.assert_close(torch.cat([first, rest], dim=1), whole, atol=1e-6, rtol=0)
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.slow
+def test_the_ops_kept_out_of_compilation_stay_under_the_recompile_limit_together():
+    """Every op's wrapper shared one code object, which dynamo compiles at each call: a TTT backbone and
+    a LaCT layer compiled in one process (forward, streamed, backward, autocast) hit its limit of 8."""
+    import torch._dynamo
+
+    from ttt_mm.backbone import Backbone
+
+    torch._dynamo.reset()
+    x = torch.randn(2, 24, 32)
+    models = [
+        Backbone(32, 2, partial(TTTLayer, num_heads=4, mini_batch_size=4)),
+        LaCTLayer(32, 4, chunk_size=8, window=8),
+    ]
+    try:
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+            for model in models:
+                compiled = torch.compile(model, backend="eager")
+                first, state = compiled(x[:, :10])
+                compiled(x[:, 10:], state)[0].square().sum().backward()
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    compiled(x)
     finally:
         torch._dynamo.reset()
