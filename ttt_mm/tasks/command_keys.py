@@ -55,13 +55,13 @@ def positive_seconds(value, key: str, null: str) -> float | None:
     return float(value)
 
 
-def output_folder(path: str | Path, key: str = "output") -> Path:
+def output_folder(path: str | Path) -> Path:
     """``path`` as a folder that exists, made if needed; a path that cannot be one is a config error."""
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"{key}={folder} cannot be made a folder: {err.strerror or err}") from None
+        raise ConfigError(f"output={folder} cannot be made a folder: {err.strerror or err}") from None
     return folder
 
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.callbacks import last_checkpoint
@@ -24,6 +23,7 @@ from ttt_mm.data.decode.isolation import crash_reason
 from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.tasks.command_lines import config_flags, shell_override
+from ttt_mm.tasks.common import in_a_sweep
 from ttt_mm.tasks.overrides import as_typed, override_key
 from ttt_mm.tasks.run_folders import run_of_checkpoint
 from ttt_mm.tasks.sweep_report import RUN_LENGTH, into_sweep_job
@@ -114,13 +114,13 @@ def resume_this_run(last: str | os.PathLike) -> str:
     if not HydraConfig.initialized():
         return f"ckpt_path={last}"
     hydra = HydraConfig.get()
-    job = (hydra.sweep.dir, hydra.sweep.subdir) if hydra.mode == RunMode.MULTIRUN else None
+    job = (hydra.sweep.dir, hydra.sweep.subdir) if in_a_sweep() else None
     return resume_command(last, as_typed(hydra.overrides.task), sys.argv[0], job, config_flags(hydra))
 
 
 def rerun_this_job() -> str | None:
     """The command that runs this sweep's job again from its start, into its folder (None: not a sweep)."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_a_sweep():
         return None
     hydra = HydraConfig.get()
     job = (hydra.sweep.dir, hydra.sweep.subdir)

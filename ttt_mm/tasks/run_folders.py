@@ -95,11 +95,10 @@ _STAMPED = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}")
 """A run directory's name as ``conf/hydra/default.yaml`` stamps it (``${now:%Y-%m-%d_%H-%M-%S-%f}``)."""
 
 
-def stamped_by_hydra(folder: Path, kind: str) -> bool:
-    """Whether ``folder`` is one Hydra made for a run (``kind="runs"``) or a sweep (``"multiruns"``) under
-    the default names of ``conf/hydra/default.yaml``: what a refused command may remove, never a folder
-    the user named."""
-    return folder.parent.name == kind and _STAMPED.fullmatch(folder.name) is not None
+def stamped_by_hydra(folder: Path) -> bool:
+    """Whether ``folder`` is one Hydra made for a run under the default names of
+    ``conf/hydra/default.yaml``: what a refused command may remove, never a folder the user named."""
+    return folder.parent.name == "runs" and _STAMPED.fullmatch(folder.name) is not None
 
 
 def forget_refused_run() -> None:
@@ -114,11 +113,7 @@ def forget_refused_run() -> None:
     given = given_keys() | {override_key(o) for o in as_typed(hydra.overrides.hydra)}
     folder = Path(hydra.runtime.output_dir)
     record = folder / ".hydra"
-    if (
-        given & {"hydra.run.dir", "output"}
-        or not stamped_by_hydra(folder, "runs")
-        or not (record / "config.yaml").is_file()
-    ):
+    if given & {"hydra.run.dir", "output"} or not stamped_by_hydra(folder) or not (record / "config.yaml").is_file():
         return
     logs = {Path(h.baseFilename).resolve() for h in log_files()}
     if all(p == record or p.resolve() in logs for p in folder.iterdir()) and all(

@@ -14,7 +14,6 @@ from pathlib import Path
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.callbacks import Throughput
@@ -23,7 +22,7 @@ from ttt_mm.data.index import IndexInterrupted
 from ttt_mm.messages import one_line
 from ttt_mm.module import Diverged
 from ttt_mm.tasks.command_keys import set_threads
-from ttt_mm.tasks.common import CONFIG_ERRORS, ConfigError, Interrupted, config_errors_end_the_command
+from ttt_mm.tasks.common import CONFIG_ERRORS, ConfigError, Interrupted, config_errors_end_the_command, process_rank
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.held_out import from_anywhere, held_out
 from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
@@ -350,7 +349,7 @@ def main(cfg: DictConfig) -> dict:
             raise
         except Exception as exc:
             line = where_to_resume(cfg, exc)
-            if line and (rank_zero_only.rank == 0 or WORKER_DIED in line):  # (each rank's own workers)
+            if line and (process_rank() == 0 or WORKER_DIED in line):  # (each rank's own workers)
                 print(line, file=sys.stderr, flush=True)
                 to_log_file(line, logging.ERROR)
             raise
