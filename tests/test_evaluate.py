@@ -1015,3 +1015,13 @@ def test_the_evaluate_command_warns_of_a_files_model_on_the_synthetic_default(fo
     assert line.startswith("ttt was trained on files (its run: data=av_folder data.root=/m)")
     with pytest.raises(ConfigError, match="^split=test means the files ttt's run held out"):
         run(compose_evaluate(*args, "split=test"))
+
+
+def test_a_damaged_run_record_says_what_it_still_can_and_never_crashes(tmp_path):
+    """A record that was no YAML at all raised the parser's own error out of evaluate (only OSError,
+    ValueError and TypeError were caught)."""
+    ckpt = _run_folder(tmp_path / "a", "ttt_mm.data.sources.FolderSource", "audio_folder", "/m")
+    (ckpt.parents[1] / ".hydra" / "hydra.yaml").write_text("choices: [unclosed\n")
+    assert trained_on_files(str(ckpt)) == {"data.root": "/m"}  # (its group was in the damaged file)
+    (ckpt.parents[1] / ".hydra" / "config.yaml").write_text("data: {source: [\n")
+    assert trained_on_files(str(ckpt)) is None

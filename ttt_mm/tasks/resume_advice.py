@@ -25,7 +25,7 @@ from ttt_mm.data.skiplist import SkipList
 from ttt_mm.tasks.command_lines import config_flags, shell_override
 from ttt_mm.tasks.common import in_a_sweep
 from ttt_mm.tasks.overrides import as_typed, override_key
-from ttt_mm.tasks.run_folders import run_of_checkpoint
+from ttt_mm.tasks.run_folders import run_record
 from ttt_mm.tasks.sweep_report import RUN_LENGTH, into_sweep_job
 
 WORKER_DIED = "a data loader worker died"
@@ -53,25 +53,14 @@ def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
 def trained_overrides(ckpt: str | os.PathLike) -> list[str] | None:
     """The command-line overrides of the run that saved ``ckpt``, where it still sits in that run's folder
     (`run_of_checkpoint`: its ``.hydra/overrides.yaml``); None where they cannot be read."""
-    overrides = _run_record(ckpt, "overrides.yaml")
+    overrides = run_record(ckpt, "overrides.yaml")
     return as_typed(overrides) if isinstance(overrides, ListConfig) else None
 
 
 def _trained_config_flags(ckpt: str | os.PathLike) -> list[str]:
     """`config_flags` of the run that saved ``ckpt``, from its ``.hydra/hydra.yaml`` (none where it cannot be read)."""
-    record = _run_record(ckpt, "hydra.yaml")
+    record = run_record(ckpt, "hydra.yaml")
     return config_flags(record.hydra) if isinstance(record, DictConfig) and "hydra" in record else []
-
-
-def _run_record(ckpt: str | os.PathLike, name: str) -> DictConfig | ListConfig | None:
-    """The file ``name`` of ``.hydra/`` in the run folder that holds ``ckpt``; None where there is none."""
-    run = run_of_checkpoint(os.fspath(ckpt))
-    if run is None:
-        return None
-    try:
-        return OmegaConf.load(run / ".hydra" / name)
-    except Exception:  # (no such file, or not one Hydra wrote)
-        return None
 
 
 def with_its_overrides(ckpt: str | os.PathLike, now: list[str] | None, test_only: bool) -> str:

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data.sources import SyntheticSource
 from ttt_mm.tasks.job_logs import log_files
@@ -32,24 +32,33 @@ SYNTHETIC_SOURCE = f"{SyntheticSource.__module__}.{SyntheticSource.__qualname__}
 """The data source of ``data=synthetic``, the embedded default: clips generated on the fly."""
 
 
+def run_record(ckpt_path: str | os.PathLike, name: str) -> DictConfig | ListConfig | None:
+    """The file ``name`` (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``) of the ``.hydra`` record of
+    the run that saved a checkpoint; None for a checkpoint kept outside its run folder, or a file that is
+    missing or not one Hydra wrote (a hand-edited or damaged record: nothing to say from it)."""
+    run = run_of_checkpoint(os.fspath(ckpt_path))
+    if run is None:
+        return None
+    try:
+        return OmegaConf.load(run / ".hydra" / name)
+    except Exception:  # (OSError, or whatever a YAML parser raises on a damaged file)
+        return None
+
+
 def trained_on_files(ckpt_path: str) -> dict[str, str] | None:
     """How the run that saved a checkpoint chose its data, if that was files rather than synthetic clips:
     ``{"data": <its data group>, "data.root": <its root>}`` from its ``.hydra`` record, the overrides
     that give evaluate the same (a relative root made absolute from the folder the run started in). None
     for synthetic clips, a checkpoint kept outside its run folder, or a record that cannot be read."""
-    run = run_of_checkpoint(ckpt_path)
-    if run is None:
-        return None
-    try:
-        data = OmegaConf.load(run / ".hydra" / "config.yaml").get("data")
-        choices = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.runtime.choices")
-        source, root = OmegaConf.select(data, "source._target_"), OmegaConf.select(data, "root")
-    except (OSError, ValueError, TypeError):  # (a hand-edited or damaged record: nothing to say)
-        return None
-    started_in = run_started_in(ckpt_path)
+    config = run_record(ckpt_path, "config.yaml")
+    data = config.get("data") if isinstance(config, DictConfig) else None
+    source = OmegaConf.select(data, "source._target_") if isinstance(data, DictConfig) else None
     if source in (None, SYNTHETIC_SOURCE):
         return None
-    group = choices.get("data") if choices is not None else None
+    hydra = run_record(ckpt_path, "hydra.yaml")
+    choices = OmegaConf.select(hydra, "hydra.runtime.choices") if isinstance(hydra, DictConfig) else None
+    group = choices.get("data") if isinstance(choices, DictConfig) else None
+    root, started_in = OmegaConf.select(data, "root"), run_started_in(ckpt_path)
     if root is not None and started_in is not None:
         root = os.path.join(started_in, root)  # (as it is where it is absolute)
     return {key: value for key, value in (("data", group), ("data.root", root)) if value is not None}
@@ -59,15 +68,8 @@ def run_started_in(ckpt_path: str | os.PathLike) -> str | None:
     """The folder the run that saved a checkpoint was started in (its ``.hydra`` record's ``cwd``): what
     the relative paths it read and recorded are relative to. None for a checkpoint kept outside its run
     folder, or a record that cannot be read."""
-    run = run_of_checkpoint(os.fspath(ckpt_path))
-    try:
-        cwd = (
-            None
-            if run is None
-            else OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.runtime.cwd")
-        )
-    except (OSError, ValueError, TypeError):
-        return None
+    hydra = run_record(ckpt_path, "hydra.yaml")
+    cwd = OmegaConf.select(hydra, "hydra.runtime.cwd") if isinstance(hydra, DictConfig) else None
     return cwd if isinstance(cwd, str) else None
 
 
