@@ -166,16 +166,7 @@ def drop_rare(
 
 def _embedder(tokenizer, backbone, cfg: DictConfig, options: dict) -> Embedder:
     try:
-        return Embedder(
-            tokenizer,
-            backbone,
-            options["layer"],
-            options["norm"],
-            options["hop_seconds"],
-            options["pool"],
-            options["window_seconds"],
-            cfg.device,
-        )
+        return Embedder(tokenizer, backbone, **options, device=cfg.device)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
