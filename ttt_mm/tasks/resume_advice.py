@@ -23,7 +23,7 @@ from ttt_mm.data.decode.isolation import crash_reason
 from ttt_mm.data.restarts import CRASH_SIGNALS
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.tasks.command_lines import config_flags, shell_override
-from ttt_mm.tasks.common import in_a_sweep
+from ttt_mm.tasks.common import ConfigError, in_a_sweep
 from ttt_mm.tasks.overrides import as_typed, override_key
 from ttt_mm.tasks.run_folders import run_record
 from ttt_mm.tasks.sweep_report import RUN_LENGTH, into_sweep_job
@@ -61,6 +61,14 @@ def _trained_config_flags(ckpt: str | os.PathLike) -> list[str]:
     """`config_flags` of the run that saved ``ckpt``, from its ``.hydra/hydra.yaml`` (none where it cannot be read)."""
     record = run_record(ckpt, "hydra.yaml")
     return config_flags(record.hydra) if isinstance(record, DictConfig) and "hydra" in record else []
+
+
+def checkpoint_does_not_fit(ckpt_path: str, why: str, test_only: bool) -> ConfigError:
+    """The error for a checkpoint that this run's model cannot take (``why``), with the command that
+    resumes it, or tests it alone (``test_only``), as it was trained (`with_its_overrides`)."""
+    what = "be tested with this config" if test_only else "resume this run"
+    advice = with_its_overrides(ckpt_path, this_runs_overrides(), test_only=test_only)
+    return ConfigError(f"ckpt_path={ckpt_path} cannot {what} ({why}); {advice}")
 
 
 def with_its_overrides(ckpt: str | os.PathLike, now: list[str] | None, test_only: bool) -> str:

@@ -28,11 +28,10 @@ from ttt_mm.tasks.held_out import from_anywhere, held_out
 from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
 from ttt_mm.tasks.resume_advice import (
     WORKER_DIED,
+    checkpoint_does_not_fit,
     rerun_this_job,
     resume_this_run,
-    this_runs_overrides,
     where_to_resume,
-    with_its_overrides,
 )
 from ttt_mm.tasks.run_folders import forget_refused_resume
 from ttt_mm.tasks.train_checks import check, check_parts, run_length
@@ -133,10 +132,7 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
             if not trained:  # this attempt's empty log versions go
                 for folder in new_log_dirs:
                     shutil.rmtree(folder, ignore_errors=True)
-            error = ConfigError(
-                f"ckpt_path={cfg.ckpt_path} cannot resume this run ({_load_error(err)}); "
-                + with_its_overrides(cfg.ckpt_path, this_runs_overrides(), test_only=False)
-            )
+            error = checkpoint_does_not_fit(cfg.ckpt_path, _load_error(err), test_only=False)
             error.trained = trained  # (then its config record stays: `main`)
             raise error from None
     interrupted = trainer.interrupted  # (a test run afterwards resets it)
@@ -163,10 +159,7 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
                 raise
             for folder in new_log_dirs:  # (this attempt's empty log versions)
                 shutil.rmtree(folder, ignore_errors=True)
-            raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path} cannot be tested with this config ({_load_error(err)}); "
-                + with_its_overrides(cfg.ckpt_path, this_runs_overrides(), test_only=True)
-            ) from None
+            raise checkpoint_does_not_fit(cfg.ckpt_path, _load_error(err), test_only=True) from None
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
         tested = str(Path(tested).absolute()) if tested else None
     return {

@@ -21,7 +21,7 @@ from ttt_mm.data.training_order import is_seed
 from ttt_mm.messages import first_of
 from ttt_mm.tasks.common import ConfigError, in_a_sweep
 from ttt_mm.tasks.config_types import check_config
-from ttt_mm.tasks.resume_advice import this_runs_overrides, with_its_overrides
+from ttt_mm.tasks.resume_advice import checkpoint_does_not_fit
 
 log = logging.getLogger(__name__)
 MIXER_KEY = "model.backbone.mixer"
@@ -84,10 +84,7 @@ def check_resume_fits(cfg: DictConfig, model: torch.nn.Module, resumed: Resumed 
         return
     here = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if differs := weights_differ(resumed.shapes, here):
-        raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path} cannot resume this run ({differs}); "
-            + with_its_overrides(cfg.ckpt_path, this_runs_overrides(), test_only=False)
-        )
+        raise checkpoint_does_not_fit(cfg.ckpt_path, differs, test_only=False)
 
 
 def weights_differ(saved: dict[str, tuple[int, ...]], model: dict[str, tuple[int, ...]]) -> str | None:
