@@ -134,8 +134,9 @@ class SweepReport(Callback):
         self.results: list[tuple[int, list[str], Mapping]] = []  # (job number, its overrides, what its run returned)
         self.folder: Path | None = None  # the sweep's folder, where the results table goes
         self.flags: list[str] = []  # what finds the sweep's configs (`config_flags`): part of each command
-        self.swept: list[set[str]] = []  # each started job's overrides: those all share are not shown
-        self.ran: list[tuple[int, list[str]]] = []  # each started job's number and overrides
+        self.ran: list[
+            tuple[int, list[str]]
+        ] = []  # each started job's number and overrides (those all share: not shown)
         self.reported = False
         self.earlier: Path | None = None  # the record of an earlier sweep into this folder, set aside
         self.made_folder = True  # whether the folder is this sweep's (none was there when it started)
@@ -169,10 +170,10 @@ class SweepReport(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweeping:
-            self.running = (_job_number(config), " ".join(as_typed(config.hydra.overrides.task)) or "(no overrides)")
+            num, overrides = _job_number(config), as_typed(config.hydra.overrides.task)
+            self.running = (num, " ".join(overrides) or "(no overrides)")
             self.started += 1
-            self.swept.append(set(as_typed(config.hydra.overrides.task)))
-            self.ran.append((self.running[0], as_typed(config.hydra.overrides.task)))
+            self.ran.append((num, overrides))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if self.running is None:
@@ -315,12 +316,12 @@ class SweepReport(Callback):
             str(row["job"]): [
                 o
                 for o in given.get(str(row["job"])) or _split(str(row["overrides"]))
-                if o and not o.startswith("ckpt_path=")
+                if o and override_key(o) != "ckpt_path"
             ]
             for row in rows
         }
         # what differs among the jobs shown and the whole sweep's (where known: also those not run)
-        jobs = [set(job) for job in self.jobs] if self.jobs else self.swept
+        jobs = [set(job) for job in self.jobs] if self.jobs else [set(job) for _, job in self.ran]
         sets = [*jobs, *map(set, listed.values())]
         shared = set.intersection(*sets) if len({frozenset(s) for s in sets}) > 1 else set()
         lines = [["job", *keys, "overrides"]]
