@@ -25,8 +25,9 @@ from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.tasks import command_keys, common, sweep_report
 from ttt_mm.tasks.command_keys import extensions_of, names_of, output_folder, positive_count
 from ttt_mm.tasks.command_lines import quoted_override
-from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted, config_error_message, config_errors_end_the_command
+from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
+from ttt_mm.tasks.config_errors import config_error_message
 from ttt_mm.tokenizers import FPS, FRAME_SIZE, SAMPLE_RATE
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -387,7 +387,7 @@ def test_an_interpolation_is_never_pointed_at_the_key_that_holds_it():
     """``data.clip_seconds=${data.clip_second}`` was told "did you mean ${data.clip_seconds}?": itself."""
     from omegaconf.errors import InterpolationKeyError
 
-    from ttt_mm.tasks.common import interpolation_message
+    from ttt_mm.tasks.config_errors import interpolation_message
 
     settings = {"data": {"clip_seconds": "${data.clip_second}", "batch_size": 8}}
     said = interpolation_message(InterpolationKeyError("Interpolation key 'data.clip_second' not found"), settings)

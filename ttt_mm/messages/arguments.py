@@ -1,5 +1,5 @@
 """How a constructor refuses an argument: by its name alone at the start of the message, so that a
-config error can name the key it came from (`ttt_mm.tasks.common.config_error_message`)."""
+config error can name the key it came from (`ttt_mm.tasks.config_errors.config_error_message`)."""
 
 from __future__ import annotations
 
