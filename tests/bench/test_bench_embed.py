@@ -1,6 +1,8 @@
 """The embedding benchmark's pieces: each model row builds the tokenizer it names, and a child embeds a
 file through the embed command's own config (a smoke run on a few seconds of audio: nothing timed)."""
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,16 @@ def test_every_row_builds_the_tokenizer_it_names(tmp_path):
         embed.write_checkpoint(path, [*overrides, "size=tiny"])
         kinds[name.split()[0]] = type(load_parts(path).tokenizer).__name__
     assert kinds == {"audio": "AudioTokenizer", "AV": "AVTokenizer", "video": "VideoTokenizer"}
+
+
+def test_writing_a_checkpoint_prints_none_of_lightnings_notices(tmp_path, caplog):
+    """Each model of the table printed Lightning's GPU and TPU lines and its tip, before the table."""
+    notices = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = notices.level
+    with caplog.at_level(logging.INFO):
+        embed.write_checkpoint(tmp_path / "m.ckpt", ["tokenizer=audio", "size=tiny"])
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("lightning")]
+    assert notices.level == level  # (put back)
 
 
 def test_a_child_embeds_a_file_as_the_command_does(tmp_path):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -62,9 +63,15 @@ def write_checkpoint(path: Path, overrides: list[str]) -> str:
         "enable_progress_bar": False,
         "enable_model_summary": False,
     }
-    trainer = L.Trainer(accelerator="cpu", **quiet)
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path, weights_only=False)
+    notices = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = notices.level
+    notices.setLevel(logging.WARNING)  # (it only saves: its GPU and TPU lines and tips said nothing, three times)
+    try:
+        trainer = L.Trainer(accelerator="cpu", **quiet)
+        trainer.strategy.connect(model)
+        trainer.save_checkpoint(path, weights_only=False)
+    finally:
+        notices.setLevel(level)
     b = model.backbone
     return f"{b.mixer_name} {b.dim} wide x {b.depth} blocks"
 
