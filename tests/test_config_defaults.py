@@ -586,9 +586,11 @@ def test_a_sweep_job_without_threads_gets_torchs_default_back(command, keys, tmp
     default = command_keys.DEFAULT_THREADS
     monkeypatch.setattr(command_keys, "DEFAULT_THREADS", default + 1)  # (a count no job sets, on any machine)
     keys = [k.format(tmp=tmp_path) for k in keys]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        for threads, after in (("1", 1), ("null", default + 1)):
-            with pytest.raises(ConfigError, match="nowhere"):  # (refused once the threads are set)
-                task.run(compose(command, [*keys, f"threads={threads}"]))
-            assert torch.get_num_threads() == after
-    torch.set_num_threads(default)
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            for threads, after in (("1", 1), ("null", default + 1)):
+                with pytest.raises(ConfigError, match="nowhere"):  # (refused once the threads are set)
+                    task.run(compose(command, [*keys, f"threads={threads}"]))
+                assert torch.get_num_threads() == after
+    finally:
+        torch.set_num_threads(default)

@@ -1019,9 +1019,14 @@ def test_the_evaluate_command_warns_of_a_files_model_on_the_synthetic_default(fo
 
 def test_a_damaged_run_record_says_what_it_still_can_and_never_crashes(tmp_path):
     """A record that was no YAML at all raised the parser's own error out of evaluate (only OSError,
-    ValueError and TypeError were caught)."""
+    ValueError and TypeError were caught), and one whose values read what is not set now must not."""
     ckpt = _run_folder(tmp_path / "a", "ttt_mm.data.sources.FolderSource", "audio_folder", "/m")
     (ckpt.parents[1] / ".hydra" / "hydra.yaml").write_text("choices: [unclosed\n")
     assert trained_on_files(str(ckpt)) == {"data.root": "/m"}  # (its group was in the damaged file)
     (ckpt.parents[1] / ".hydra" / "config.yaml").write_text("data: {source: [\n")
     assert trained_on_files(str(ckpt)) is None
+    reads = _run_folder(tmp_path / "b", "ttt_mm.data.sources.FolderSource", "audio_folder", "${oc.env:TTT_MM_UNSET}")
+    (reads.parents[1] / ".hydra" / "hydra.yaml").write_text(
+        "hydra: {runtime: {cwd: '${paths.work}', choices: {data: audio_folder}}}\n"
+    )
+    assert trained_on_files(str(reads)) == {"data": "audio_folder"}  # (values that read what is not here now)

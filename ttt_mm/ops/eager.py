@@ -27,5 +27,5 @@ def eager_under_compile(fn: F) -> F:
 
     # each op its own code object: dynamo compiles the wrapper's frame at every call (the graph breaks
     # there) and keys its cache by code, so one shared by every op hit its recompile limit, with warnings
-    op.__code__ = op.__code__.replace(co_name=fn.__name__, co_qualname=f"eager_under_compile.{fn.__qualname__}")
+    op.__code__ = op.__code__.replace(co_name=fn.__name__)  # (a new object, with the op's name in traces)
     return op  # type: ignore[return-value]

@@ -50,27 +50,32 @@ def trained_on_files(ckpt_path: str) -> dict[str, str] | None:
     ``{"data": <its data group>, "data.root": <its root>}`` from its ``.hydra`` record, the overrides
     that give evaluate the same (a relative root made absolute from the folder the run started in). None
     for synthetic clips, a checkpoint kept outside its run folder, or a record that cannot be read."""
-    config = run_record(ckpt_path, "config.yaml")
-    data = config.get("data") if isinstance(config, DictConfig) else None
-    source = OmegaConf.select(data, "source._target_") if isinstance(data, DictConfig) else None
+    data = _recorded(run_record(ckpt_path, "config.yaml"), "data")
+    source = _recorded(data, "source._target_")
     if source in (None, SYNTHETIC_SOURCE):
         return None
-    hydra = run_record(ckpt_path, "hydra.yaml")
-    choices = OmegaConf.select(hydra, "hydra.runtime.choices") if isinstance(hydra, DictConfig) else None
-    group = choices.get("data") if isinstance(choices, DictConfig) else None
-    root, started_in = OmegaConf.select(data, "root"), run_started_in(ckpt_path)
-    if root is not None and started_in is not None:
+    group = _recorded(run_record(ckpt_path, "hydra.yaml"), "hydra.runtime.choices.data")
+    root, started_in = _recorded(data, "root"), run_started_in(ckpt_path)
+    if isinstance(root, str) and started_in is not None:
         root = os.path.join(started_in, root)  # (as it is where it is absolute)
-    return {key: value for key, value in (("data", group), ("data.root", root)) if value is not None}
+    found = (("data", group), ("data.root", root))
+    return {key: value for key, value in found if isinstance(value, str)}
 
 
 def run_started_in(ckpt_path: str | os.PathLike) -> str | None:
     """The folder the run that saved a checkpoint was started in (its ``.hydra`` record's ``cwd``): what
     the relative paths it read and recorded are relative to. None for a checkpoint kept outside its run
     folder, or a record that cannot be read."""
-    hydra = run_record(ckpt_path, "hydra.yaml")
-    cwd = OmegaConf.select(hydra, "hydra.runtime.cwd") if isinstance(hydra, DictConfig) else None
+    cwd = _recorded(run_record(ckpt_path, "hydra.yaml"), "hydra.runtime.cwd")
     return cwd if isinstance(cwd, str) else None
+
+
+def _recorded(record, key: str):
+    """``key`` of a run's record as it reads; None where the record is none, or the value is missing or
+    cannot be resolved here (``${oc.env:DATA}`` of a variable not set now, a key of another config)."""
+    if not isinstance(record, DictConfig):
+        return None
+    return OmegaConf.select(record, key, default=None, throw_on_resolution_failure=False)
 
 
 def run_dir_of(ckpt_path: str | None, default: str) -> str:
