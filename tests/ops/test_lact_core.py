@@ -343,7 +343,9 @@ def test_a_state_whose_momentum_buffer_alone_is_of_another_shape_is_refused():
     inputs = make_inputs(T=3, momentum=True)
     _, state = lact_swiglu(**inputs, chunk_size=C)
     spliced = dataclasses.replace(state, velocity=tuple(w[:, :1] for w in state.velocity))
-    with pytest.raises(ValueError, match=r"the state's fast weights are \[\(2, 1, 6, 4\).*continue \[\(2, 2, 6, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"the state's momentum buffers are \[\(2, 1, 6, 4\).*continue \[\(2, 2, 6, 4\)"
+    ):
         lact_swiglu(**inputs, chunk_size=C, state=spliced)
 
 

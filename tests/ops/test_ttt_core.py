@@ -183,7 +183,7 @@ def test_a_state_whose_pending_step_alone_is_of_another_shape_is_refused():
     inputs, params, ln = make_inputs("linear", B=2, T=12)
     _, state = run("linear", inputs, params, ln, K=8)
     spliced = TTTState(state.params, tuple(g[:1] for g in state.grads), state.pos, state.mini_batch_size)
-    with pytest.raises(ValueError, match=r"inner weights are \[\(1, 2, 8, 8\).*continue \[\(2, 2, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"the state's pending steps are \[\(1, 2, 8, 8\).*continue \[\(2, 2, 8, 8\)"):
         run("linear", inputs, params, ln, K=8, state=spliced)
 
 

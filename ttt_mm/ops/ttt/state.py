@@ -49,7 +49,7 @@ class TTTState:
     def check_shapes(self, shapes: Sequence[Sequence[int]], batch_size: int) -> None:
         """Raises ValueError unless this state holds the initial inner weights' ``shapes`` (``[H, ...]``
         each) for ``batch_size`` rows: one from another batch, head count or inner model."""
-        check_rows_of([self.params, self.grads], shapes, batch_size, "inner weights")
+        check_rows_of({"inner weights": self.params, "pending steps": self.grads}, shapes, batch_size)
 
     def check_continued_with(self, mini_batch_size: int) -> None:
         """Raises ValueError when a core with ``mini_batch_size`` cannot go on from this state (its
