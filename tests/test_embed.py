@@ -850,6 +850,9 @@ def test_a_sweep_embeds_each_job_into_its_own_folder_and_goes_on_past_bad_files(
         timeout=300,
     )
     assert proc.returncode == 1 and "2 input(s) failed" in proc.stderr, proc.stderr[-3000:]
+    said = proc.stderr.splitlines()  # what each job ran, also the first (job 0's own logging hid it)
+    assert [m[1] for line in said if (m := re.search(r"\[HYDRA\]\s+(#\d+) : ", line))] == ["#0", "#1"]
+    assert any(line.endswith("Launching 2 jobs locally") for line in said)
     report = proc.stderr.rstrip().splitlines()[-3:]  # every failed job, not only the first Hydra raises
     assert report[0] == "sweep: 2 job(s) of 2 failed:"
     for job, name in enumerate(["audio", "audio_mamba"]):

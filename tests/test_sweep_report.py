@@ -26,8 +26,10 @@ def _job(num: int | str, *overrides: str, folder="sweep", subdir=None):
     return OmegaConf.create({"hydra": hydra | {"sweep": sweep}})
 
 
-def _sweep(total: int, folder="sweep", overrides: tuple[str, ...] = ()) -> SweepReport:
-    report = SweepReport()
+def _sweep(total: int, folder="sweep", overrides: tuple[str, ...] = (), **options) -> SweepReport:
+    """A training sweep's report, as ``conf/train.yaml`` sets it up (a stopped job says how to resume
+    itself), unless ``options`` say otherwise."""
+    report = SweepReport(**{"reruns_stopped": False} | options)
     swept = overrides or (f"seed=range({total})",)
     report.begin(_job(0, *swept, folder=folder))  # (on_multirun_start: and the report at exit)
     return report
@@ -310,3 +312,58 @@ def test_a_job_run_again_into_its_sweep_names_the_sweeps_jobs_still_without_a_re
     other.keep_earlier_record()
     _ended(other, 2, "seed=9", None, {"metrics": {"val/loss": 1.0}})
     assert other.still_missing() == [] and len(list(tmp_path.glob("multirun-*.yaml"))) == 4
+
+
+def test_a_stopped_job_of_a_command_that_cannot_resume_is_given_its_command_again(monkeypatch):
+    """An evaluation or embedding stopped by Ctrl-C was named, with no way to run it again into the sweep."""
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)
+    monkeypatch.setattr(sys, "argv", ["evaluate.py"])
+    report = _sweep(2, overrides=("split=val,test",), reruns_stopped=True)
+    report.on_job_start(_job(0, "split=val"))  # Ctrl-C
+    assert report.lines()[:2] == [
+        "sweep: stopped in job #0 (split=val): to run it again from its start,",
+        f"  python evaluate.py -m split=val hydra.sweep.dir={SWEEP} hydra.sweep.subdir=0",
+    ]
+
+
+def test_a_sweep_of_a_command_without_a_results_table_names_no_results_to_join(tmp_path, monkeypatch):
+    """Embed and the probe return no scores: their sweeps said every job was "still without a result in
+    results.csv", again after each job was run as said, and that stopped jobs' results join that file."""
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)
+    monkeypatch.setattr(sys, "argv", ["embed.py"])
+    record = {"hydra": {"overrides": {"task": ["pool=mean,max"]}, "sweeper": {"params": None}}}
+    OmegaConf.save(OmegaConf.create(record), tmp_path / "multirun.yaml")
+    again = _sweep(2, folder=tmp_path, overrides=("pool=mean,max",), keeps_table=False, reruns_stopped=True)
+    again.keep_earlier_record()
+    _ended(again, 0, "pool=mean", None)  # (embed returns nothing)
+    again.on_job_start(_job(1, "pool=max"))  # Ctrl-C
+    assert again.still_missing() == []
+    assert not [line for line in again.lines() if "results.csv" in line]
+    table = _sweep(2, folder=tmp_path, overrides=("pool=mean,max",), keeps_table=True)
+    _ended(table, 0, "pool=mean", None)
+    assert table.still_missing()[0] == "sweep: job #0 of 2 still without a result in results.csv: to run it,"
+
+
+def test_another_sweep_into_an_old_sweeps_folder_keeps_its_table_apart(tmp_path, capsys):
+    """Its jobs #0 and #1 were listed beside the old sweep's #2 in one table, as if one sweep."""
+    old = {"hydra": {"overrides": {"task": ["seed=range(3)"]}, "sweeper": {"params": None}}}
+    OmegaConf.save(OmegaConf.create(old), tmp_path / "multirun.yaml")
+    first = _sweep(3, folder=tmp_path, overrides=("seed=range(3)",))
+    for num in range(3):
+        _ended(first, num, f"seed={num}", None, {"metrics": {"val/loss": 1.0 + num}})
+    first.report()
+    os.utime(tmp_path / "results.csv", (0, 0))
+    other = _sweep(2, folder=tmp_path, overrides=("seed=range(2)", "size=tiny"))
+    other.keep_earlier_record()
+    for num in range(2):
+        _ended(other, num, f"seed={num} size=tiny", None, {"metrics": {"val/loss": 0.5}})
+    capsys.readouterr()
+    other.report()
+    said = capsys.readouterr().out.splitlines()
+    kept = f"results-{datetime.fromtimestamp(0).strftime('%Y-%m-%d_%H-%M-%S-%f')}.csv"
+    assert (
+        said[0] == f"sweep results (also in {tmp_path / 'results.csv'}; an earlier, other sweep's is kept as {kept}):"
+    )
+    assert [line.split()[0] for line in said[2:]] == ["#0", "#1"]
+    assert [row.split(",")[0] for row in (tmp_path / "results.csv").read_text().splitlines()[1:]] == ["0", "1"]
+    assert len((tmp_path / kept).read_text().splitlines()) == 4  # (the old sweep's three jobs, kept)

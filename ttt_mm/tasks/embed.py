@@ -27,7 +27,6 @@ files has such a stream do they count as failed.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import sys
 from collections import Counter
@@ -347,9 +346,6 @@ def run(cfg: DictConfig) -> Summary:
 
 @hydra_command("embed")
 def main(cfg: DictConfig) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", stream=sys.stderr
-    )
     with config_errors_end_the_command(
         interrupted="finished outputs are kept, and one in progress was not written", cfg=cfg
     ):

@@ -115,6 +115,11 @@ def into_sweep_job(folder: str | os.PathLike, job: int | str) -> str:
     )
 
 
+def _dated(path: Path) -> str:
+    """When ``path`` was last written, as a run folder's name stamps it: what names a record set aside."""
+    return datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S-%f")
+
+
 def this_command() -> str:
     """How this process was started: ``python train.py`` or ``python -m ttt_mm.tasks.<name>``."""
     spec = getattr(sys.modules["__main__"], "__spec__", None)
@@ -125,7 +130,9 @@ class SweepReport(Callback):
     """Collects each job's outcome; at the sweep's end (or exit) prints the results, the failed jobs, and the
     job a Ctrl-C stopped."""
 
-    def __init__(self) -> None:
+    def __init__(self, keeps_table: bool = True, reruns_stopped: bool = True) -> None:
+        self.keeps_table = keeps_table  # the jobs return scores for results.csv (train, evaluate; not embed, the probe)
+        self.reruns_stopped = reruns_stopped  # a job Ctrl-C stopped is run again from its start (train's: resumed)
         self.sweeping = False  # (Hydra calls the job hooks in a single run too: they do nothing there)
         self.jobs: list[list[str]] | None = None  # each job's overrides, where known
         self.started = 0
@@ -154,8 +161,7 @@ class SweepReport(Callback):
         self.made_folder = record is not None and not record.parent.exists()
         try:
             if record is not None and record.is_file():
-                made = datetime.fromtimestamp(record.stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S-%f")
-                self.earlier = record.with_name(f"multirun-{made}.yaml")
+                self.earlier = record.with_name(f"multirun-{_dated(record)}.yaml")
                 os.replace(record, self.earlier)
         except OSError:  # (a folder that cannot be written: Hydra says so itself)
             self.earlier = None
@@ -209,17 +215,19 @@ class SweepReport(Callback):
             out += [f"  #{num} {overrides}: {error}" for num, overrides, error in self.failed]
         if self.running is not None:
             num, overrides = self.running
-            out.append(f"sweep: stopped in job #{num} ({overrides})")
+            stopped = next((job for n, job in reversed(self.ran) if n == num), None)
+            again = self.reruns_stopped and stopped is not None
+            out.append(
+                f"sweep: stopped in job #{num} ({overrides})" + (": to run it again from its start," if again else "")
+            )
+            out += self.commands([(num, stopped)]) if again else []
         if self.total and 0 < self.started < self.total:  # stopped in a job, or between two (none: refused)
             first, last = self.started, self.total - 1
             which = f"job #{first} did not run" if first == last else f"jobs #{first}-#{last} did not run"
+            joins = f" (their results join {RESULTS})" if self.keeps_table else ""
             out.append(
                 f"sweep: {which}"
-                + (
-                    (": to run it" if first == last else ": to run them") + f" (their results join {RESULTS}),"
-                    if self.jobs
-                    else ""
-                )
+                + ((": to run it" if first == last else ": to run them") + joins + "," if self.jobs else "")
             )
             out += self.commands(list(enumerate(self.jobs or []))[first:])
         return out
@@ -232,32 +240,45 @@ class SweepReport(Callback):
         ]
         return left[:SHOWN] + ([f"  ... and {len(left) - SHOWN} more"] if len(left) > SHOWN else [])
 
+    def earlier_sweeps(self) -> list[list[list[str]]]:
+        """The jobs of each earlier sweep into this folder, from the records of their commands that
+        `keep_earlier_record` kept (oldest first); a record that cannot be read, or of jobs not known
+        here (a sweeper's ``params``), is left out."""
+        sweeps = []
+        for record in sorted(self.folder.glob("multirun-*.yaml")) if self.folder is not None else ():
+            try:
+                config = OmegaConf.load(record)
+                jobs = None if config.hydra.sweeper.get("params") else sweep_jobs(as_typed(config.hydra.overrides.task))
+            except Exception:  # (one that cannot be read: nothing to say of it)
+                jobs = None
+            if jobs:
+                sweeps.append(jobs)
+        return sweeps
+
+    def _joins(self, jobs: list[list[str]]) -> bool:
+        """Whether every job of this run is the job of that number among ``jobs`` (by its overrides, a
+        resume's checkpoint and length aside): this run is jobs of that sweep run again into its folder."""
+        return bool(self.ran) and all(num < len(jobs) and _job(ran) == _job(jobs[num]) for num, ran in self.ran)
+
     def whole_sweep(self) -> list[list[str]] | None:
-        """The jobs of the sweep that this one joined (a job run again into its folder), from the first
-        record of its command that `keep_earlier_record` kept; None where there is none, or its jobs are
-        not known here."""
-        if self.earlier is None or self.folder is None:
-            return None
-        first = min(self.folder.glob("multirun-*.yaml"), default=None)  # (named by date: the first sorts first)
-        try:
-            config = OmegaConf.load(first)
-            if config.hydra.sweeper.get("params"):
-                return None
-            return sweep_jobs(as_typed(config.hydra.overrides.task))
-        except Exception:  # (no record, or one that cannot be read: nothing to say)
-            return None
+        """The jobs of the sweep that this one joined (a job run again into its folder): the largest
+        earlier sweep whose jobs this run's are (a job run again alone records a sweep of one); None
+        where there is none, or its jobs are not known here."""
+        return max((jobs for jobs in self.earlier_sweeps() if self._joins(jobs)), key=len, default=None)
+
+    def another_sweeps_folder(self) -> bool:
+        """Whether this sweep was started into the folder of earlier sweeps whose jobs its are not (the
+        same ``output=`` for another sweep): their results are not this sweep's."""
+        sweeps = self.earlier_sweeps()
+        return bool(sweeps) and bool(self.ran) and not any(self._joins(jobs) for jobs in sweeps)
 
     def still_missing(self) -> list[str]:
         """After jobs of a sweep run again into its folder: the sweep's jobs that still have no result in
         ``results.csv``, each with the command that runs it. Nothing where this run's jobs are not that
         sweep's own (by their overrides, a resume's checkpoint aside), and no job `lines` says failed,
         stopped or not run."""
-        whole = self.whole_sweep()
-        if (
-            not whole
-            or not self.ran
-            or any(num >= len(whole) or _job(ran) != _job(whole[num]) for num, ran in self.ran)
-        ):
+        whole = self.whole_sweep() if self.keeps_table else None  # (no table: no results to miss)
+        if not whole:
             return []
         said = {num for num, _, _ in self.failed} | ({self.running[0]} if self.running else set())
         if self.total and self.started < self.total:  # (`lines`: this sweep's jobs that did not run)
@@ -294,7 +315,8 @@ class SweepReport(Callback):
             for num, overrides, done in self.results
         ]
         ours = {str(row["job"]) for row in rows}
-        earlier = [_numbers_read(row) for row in read_csv(self.folder / RESULTS)] if self.folder else []
+        kept = self.folder is not None and not self.another_sweeps_folder()  # (another sweep's: set aside)
+        earlier = [_numbers_read(row) for row in read_csv(self.folder / RESULTS)] if kept else []
         rows += [row for row in earlier if row.get("job") not in ours]
         return sorted(rows, key=lambda row: int(row["job"]) if str(row["job"]).isdigit() else -1)
 
@@ -332,14 +354,17 @@ class SweepReport(Callback):
         widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
         return [" ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + " " + line[-1] for line in lines]
 
-    def write_results(self, rows: list[dict]) -> Path | None:
-        """``results.csv`` in the sweep's folder: the table (`rows`), with each job's every override, run
-        folder and best checkpoint."""
-        if not rows or self.folder is None:
-            return None
+    def write_results(self, rows: list[dict]) -> str:
+        """Writes ``results.csv`` in the sweep's folder: the table (`rows`), with each job's every override,
+        run folder and best checkpoint; says where. One of another sweep there is kept beside it, as
+        ``results-<its date>.csv`` (as its ``multirun.yaml`` is)."""
         path = self.folder / RESULTS
+        aside = None
+        if path.is_file() and self.another_sweeps_folder():
+            aside = path.with_name(f"results-{_dated(path)}.csv")
+            os.replace(path, aside)
         write_csv(path, rows, ["job", *self.columns(rows), *FILED])  # (a number a job lacks: an empty cell)
-        return path
+        return f"{path}" + (f"; an earlier, other sweep's is kept as {aside.name}" if aside else "")
 
     def forget_refused(self) -> None:
         """A sweep refused before its first job (a mistake in composing its configs, said already) leaves
