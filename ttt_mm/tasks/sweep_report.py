@@ -7,7 +7,8 @@ callback. A job's config error (`SweepJobError`) is said once in the job and lis
 end, not raised again by Hydra with a hint about stack traces; where a job raised anything else,
 Hydra shows it (a traceback) and the lines follow when the process exits. A job run again into its
 sweep's folder (as said for one that did not run) shows the whole sweep's table, and the sweep's jobs
-still without a result."""
+still without a result; another sweep into that folder keeps its table apart. Commands whose jobs
+return no scores (embed, the linear probe: each job's files are its results) keep no table."""
 
 from __future__ import annotations
 
