@@ -864,3 +864,20 @@ def test_a_sweep_embeds_each_job_into_its_own_folder_and_goes_on_past_bad_files(
         sidecar = json.loads((out / str(job) / "a.wav.json").read_text())
         assert sidecar["checkpoint"] == str(ckpts[name])
         assert (out / str(job) / "sub" / "b.flac.npy").is_file()
+
+
+def test_a_sweep_without_an_output_is_refused_once_before_any_job(tmp_path):
+    """Each job failed alone on the missing output, after the sweep had made its folder in the shared /tmp."""
+    proc = subprocess.run(
+        [*_command("ckpt=a.ckpt", f"input={tmp_path}", "pool=mean,max"), "-m"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == [
+        "error: output must be set (hydra.sweep.dir reads it), e.g. output=/path/to/folder"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # (no sweep folder, nothing written)

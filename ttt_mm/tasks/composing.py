@@ -19,7 +19,13 @@ import hydra
 from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationKeyError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationKeyError,
+    InterpolationToMissingValueError,
+    MissingMandatoryValue,
+)
 
 from ttt_mm.processes.environment import environment
 from ttt_mm.tasks.command_lines import quoted_override
@@ -71,6 +77,11 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
                     sys.exit(2)
                 if isinstance(err, InterpolationKeyError) and _printing_hydra_resolved():
                     print(f"error: {hydra_resolved_message(err)}", file=sys.stderr)
+                    sys.exit(2)
+                if isinstance(err, (MissingMandatoryValue, InterpolationToMissingValueError)) and not getattr(
+                    err, "raised_by_the_command", False
+                ):
+                    print(f"error: {missing_value_message(err)}", file=sys.stderr)  # (Hydra's own keys read it)
                     sys.exit(2)
                 print_without_hydra_frames(err)
                 sys.exit(1)
@@ -135,6 +146,15 @@ def composing_error_message(err: Exception) -> str:
         found = lines[0].split(": ", 1)[-1]
         return f"{found[:1].lower()}{found[1:]}{hint} (the options of {group}: {', '.join(options)})"
     return " | ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))
+
+
+def missing_value_message(err: MissingMandatoryValue | InterpolationToMissingValueError) -> str:
+    """A key left ``???`` that one of Hydra's own reads before the command starts (``hydra.sweep.dir:
+    ${output}``: a sweep's jobs write to ``output/<n>``), on one line."""
+    missing = m[1] if (m := re.search(r"Missing mandatory value: ([\w.]+)", str(err))) else None
+    where = getattr(err, "full_key", None)
+    reads = f" ({where} reads it)" if where and where != missing else ""
+    return f"{missing or where} must be set{reads}, e.g. {missing or where}=/path/to/folder"
 
 
 def closest_key(name: str, keys) -> str | None:

@@ -170,7 +170,8 @@ class SweepReport(Callback):
     def begin(self, config: DictConfig) -> None:
         """A sweep starts: its jobs are counted from the command line."""
         self.sweeping = True
-        self.folder = Path(config.hydra.sweep.dir)
+        folder = OmegaConf.select(config, "hydra.sweep.dir", throw_on_resolution_failure=False)
+        self.folder = Path(folder) if folder else None  # (one left to set: Hydra's launcher says so)
         self.flags = config_flags(config.hydra)
         if not config.hydra.sweeper.get("params"):  # (params in a config also make jobs: not counted here)
             self.jobs = sweep_jobs(as_typed(config.hydra.overrides.task))
