@@ -79,7 +79,7 @@ def test_a_sweep_stopped_in_a_job_says_which_jobs_did_not_run(monkeypatch):
     _ended(between, 0, "seed=0", None)
     _ended(between, 1, "seed=1", None)  # Ctrl-C before the next job starts
     assert between.lines() == [
-        "sweep: job #2 did not run: to run it (their results join results.csv),",
+        "sweep: job #2 did not run: to run it (its result joins results.csv),",
         f"  python train.py -m seed=2 hydra.sweep.dir={SWEEP} hydra.sweep.subdir=2",
     ]
 

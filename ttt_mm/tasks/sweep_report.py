@@ -226,7 +226,8 @@ class SweepReport(Callback):
         if self.total and 0 < self.started < self.total:  # stopped in a job, or between two (none: refused)
             first, last = self.started, self.total - 1
             which = f"job #{first} did not run" if first == last else f"jobs #{first}-#{last} did not run"
-            joins = f" (their results join {RESULTS})" if self.keeps_table else ""
+            whose = "its result joins" if first == last else "their results join"
+            joins = f" ({whose} {RESULTS})" if self.keeps_table else ""
             out.append(
                 f"sweep: {which}"
                 + ((": to run it" if first == last else ": to run them") + joins + "," if self.jobs else "")
