@@ -142,9 +142,7 @@ class SweepReport(Callback):
         self.results: list[tuple[int, list[str], Mapping]] = []  # (job number, its overrides, what its run returned)
         self.folder: Path | None = None  # the sweep's folder, where the results table goes
         self.flags: list[str] = []  # what finds the sweep's configs (`config_flags`): part of each command
-        self.ran: list[
-            tuple[int, list[str]]
-        ] = []  # each started job's number and overrides (those all share: not shown)
+        self.ran: list[tuple[int, list[str]]] = []  # each started job's number and overrides
         self.reported = False
         self.earlier: Path | None = None  # the record of an earlier sweep into this folder, set aside
         self.made_folder = True  # whether the folder is this sweep's (none was there when it started)
@@ -357,10 +355,12 @@ class SweepReport(Callback):
         widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
         return [" ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + " " + line[-1] for line in lines]
 
-    def write_results(self, rows: list[dict]) -> str:
+    def write_results(self, rows: list[dict]) -> str | None:
         """Writes ``results.csv`` in the sweep's folder: the table (`rows`), with each job's every override,
-        run folder and best checkpoint; says where. One of another sweep there is kept beside it, as
-        ``results-<its date>.csv`` (as its ``multirun.yaml`` is)."""
+        run folder and best checkpoint; says where (None: no folder). One of another sweep there is kept
+        beside it, as ``results-<its date>.csv`` (as its ``multirun.yaml`` is)."""
+        if self.folder is None:
+            return None
         path = self.folder / RESULTS
         aside = None
         if path.is_file() and self.another_sweeps_folder():
@@ -397,7 +397,7 @@ class SweepReport(Callback):
         rows = self.rows() if self.results else []  # (none finished now: the earlier record is not said again)
         if table := self.table(rows):
             try:
-                where = f" (also in {self.write_results(rows)})"
+                where = f" (also in {written})" if (written := self.write_results(rows)) else ""
             except OSError as err:
                 where = f" (not written to {self.folder / RESULTS}: {err.strerror or err})"
             print(f"sweep results{where}:", *table, sep="\n", flush=True)
