@@ -532,6 +532,8 @@ def test_an_embedding_folder_is_probed_as_embedded_and_a_setting_given_otherwise
     linear_probe.main()
     done = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert done["settings"]["rows"] is True and {"model", "random_weights"} <= set(done["results"])
+    means = {f"probe/{n}/{s}": r[s]["mean"] for n, r in done["results"].items() for s in ("accuracy", "macro_f1")}
+    assert linear_probe.sweep_scores(done) == means  # (what a sweep's job returns, for its results table)
 
 
 def test_a_checkpoint_probed_with_pool_null_is_refused_before_any_file_is_read(ckpts, tones, tmp_path):

@@ -367,3 +367,16 @@ def test_another_sweep_into_an_old_sweeps_folder_keeps_its_table_apart(tmp_path,
     assert [line.split()[0] for line in said[2:]] == ["#0", "#1"]
     assert [row.split(",")[0] for row in (tmp_path / "results.csv").read_text().splitlines()[1:]] == ["0", "1"]
     assert len((tmp_path / kept).read_text().splitlines()) == 4  # (the old sweep's three jobs, kept)
+
+
+def test_a_linear_probes_scores_are_columns_of_the_table(tmp_path):
+    """The probe returned nothing, so a sweep over layers or pools had no table to compare them in."""
+    report = _sweep(2, folder=tmp_path, overrides=("layer=0,1",))
+    for num in range(2):
+        scores = {"probe/model/accuracy": 0.5 + num / 4, "probe/majority/accuracy": 0.5}
+        _ended(report, num, f"layer={num}", None, {"metrics": scores, "run_dir": f"o/{num}"})
+    assert report.table(report.rows()) == [
+        "job probe/majority/accuracy probe/model/accuracy overrides",
+        "#0  0.5000                  0.5000               layer=0",
+        "#1  0.5000                  0.7500               layer=1",
+    ]

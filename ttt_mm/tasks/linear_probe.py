@@ -406,11 +406,25 @@ def report(out: dict) -> None:
 
 
 @hydra_command("linear_probe")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict:
+    """Probes as configured; returns each feature set's mean scores over the folds and the output folder
+    (what a sweep's results table shows: `ttt_mm.tasks.sweep_report`)."""
     with config_errors_end_the_command(
         interrupted="no results were written (they are written once every probe is fitted)", cfg=cfg
     ):
-        report(run(cfg))
+        out = run(cfg)
+        report(out)
+    return {"metrics": sweep_scores(out["metrics"]), "run_dir": out["output"]}
+
+
+def sweep_scores(metrics: dict) -> dict[str, float]:
+    """``probe/<features>/accuracy`` and ``probe/<features>/macro_f1``, the means over the folds: a
+    sweep over layers, pools or L2 grids compares them side by side."""
+    return {
+        f"probe/{name}/{score}": float(result[score]["mean"])
+        for name, result in metrics["results"].items()
+        for score in ("accuracy", "macro_f1")
+    }
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ callback. A job's config error (`SweepJobError`) is said once in the job and lis
 end, not raised again by Hydra with a hint about stack traces; where a job raised anything else,
 Hydra shows it (a traceback) and the lines follow when the process exits. A job run again into its
 sweep's folder (as said for one that did not run) shows the whole sweep's table, and the sweep's jobs
-still without a result; another sweep into that folder keeps its table apart. Commands whose jobs
-return no scores (embed, the linear probe: each job's files are its results) keep no table."""
+still without a result; another sweep into that folder keeps its table apart. A command whose jobs
+return no scores (embed: each job's files are its results) keeps no table."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ class SweepReport(Callback):
     job a Ctrl-C stopped."""
 
     def __init__(self, keeps_table: bool = True, reruns_stopped: bool = True) -> None:
-        self.keeps_table = keeps_table  # the jobs return scores for results.csv (train, evaluate; not embed, the probe)
+        self.keeps_table = keeps_table  # the jobs return scores for results.csv (not embed's: files)
         self.reruns_stopped = reruns_stopped  # a job Ctrl-C stopped is run again from its start (train's: resumed)
         self.sweeping = False  # (Hydra calls the job hooks in a single run too: they do nothing there)
         self.jobs: list[list[str]] | None = None  # each job's overrides, where known
@@ -296,10 +296,12 @@ class SweepReport(Callback):
     @staticmethod
     def _values(done: Mapping) -> dict[str, float]:
         """A finished run's numbers: its best checkpoint's score (``best val/loss``), its last ``val/`` and
-        ``test/`` metrics (an evaluation's ``eval/`` scores), then what its training cost (``train tokens/s``,
-        ``fit minutes``)."""
+        ``test/`` metrics (an evaluation's ``eval/`` scores, a linear probe's ``probe/``), then what its
+        training cost (``train tokens/s``, ``fit minutes``)."""
         best = {f"best {k}": v for k, v in (done.get("best_score") or {}).items()}
-        scores = {k: v for k, v in sorted(done["metrics"].items()) if k.startswith(("val/", "test/", "eval/"))}
+        scores = {
+            k: v for k, v in sorted(done["metrics"].items()) if k.startswith(("val/", "test/", "eval/", "probe/"))
+        }
         return best | scores | dict(done.get("cost") or {})
 
     def rows(self) -> list[dict]:
