@@ -270,9 +270,8 @@ def test_a_job_run_again_into_its_sweep_names_the_sweeps_jobs_still_without_a_re
     stopped.report()
     again = _sweep(1, folder=tmp_path, overrides=("seed=3", "size=tiny"))
     again.keep_earlier_record()
-    OmegaConf.save(
-        OmegaConf.create({"hydra": {"overrides": {"task": ["seed=3", "size=tiny"]}}}), tmp_path / "multirun.yaml"
-    )
+    alone = {"task": ["seed=3", "size=tiny"], "hydra": [f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=3"]}
+    OmegaConf.save(OmegaConf.create({"hydra": {"overrides": alone}}), tmp_path / "multirun.yaml")
     os.utime(tmp_path / "multirun.yaml", (60, 60))
     _ended(again, 3, "seed=3 size=tiny", None, {"metrics": {"val/loss": 0.25}})
     capsys.readouterr()
@@ -287,8 +286,10 @@ def test_a_job_run_again_into_its_sweep_names_the_sweeps_jobs_still_without_a_re
     ]
 
     def record_of(*overrides: str, at: int) -> None:  # (Hydra writes each sweep's record as it starts)
+        hydra = ["hydra.sweep.subdir=1"]  # (a job run again alone into its sweep, as said)
         OmegaConf.save(
-            OmegaConf.create({"hydra": {"overrides": {"task": list(overrides)}}}), tmp_path / "multirun.yaml"
+            OmegaConf.create({"hydra": {"overrides": {"task": list(overrides), "hydra": hydra}}}),
+            tmp_path / "multirun.yaml",
         )
         os.utime(tmp_path / "multirun.yaml", (at, at))
 
@@ -380,3 +381,39 @@ def test_a_linear_probes_scores_are_columns_of_the_table(tmp_path):
         "#0  0.5000                  0.5000               layer=0",
         "#1  0.5000                  0.7500               layer=1",
     ]
+
+
+def test_jobs_run_alone_into_a_sweep_whose_jobs_are_not_known_keep_its_table(tmp_path):
+    """Of a sweep over a glob (jobs not known here), a second job run alone was taken for another sweep
+    (the first one's record of one job did not hold it): the sweep's table was set aside."""
+    glob = {"hydra": {"overrides": {"task": ["model=glob(*)"]}, "sweeper": {"params": None}}}
+    OmegaConf.save(OmegaConf.create(glob), tmp_path / "multirun.yaml")
+    os.utime(tmp_path / "multirun.yaml", (0, 0))
+    stopped = _sweep(3, folder=tmp_path, overrides=("model=glob(*)",))
+    _ended(stopped, 0, "model=a", None, {"metrics": {"val/loss": 0.1}})
+    stopped.report()
+    for num, model, at in ((1, "b", 60), (2, "c", 120)):
+        alone = {"task": [f"model={model}"], "hydra": [f"hydra.sweep.subdir={num}"]}
+        run = _sweep(1, folder=tmp_path, overrides=(f"model={model}",))
+        run.keep_earlier_record()
+        record = {"hydra": {"overrides": alone, "sweeper": {"params": None}}}
+        OmegaConf.save(OmegaConf.create(record), tmp_path / "multirun.yaml")
+        os.utime(tmp_path / "multirun.yaml", (at, at))
+        _ended(run, num, f"model={model}", None, {"metrics": {"val/loss": num / 10}})
+        run.report()
+    assert [row.split(",")[0] for row in (tmp_path / "results.csv").read_text().splitlines()[1:]] == ["0", "1", "2"]
+    assert not list(tmp_path.glob("results-*.csv"))
+
+
+def test_an_old_sweeps_job_run_alone_after_another_sweep_is_not_put_in_its_table(tmp_path):
+    """Sweep B was started into sweep A's folder; A's job #2, run alone after, was merged into B's table."""
+    for sweep, at in ((["seed=range(3)"], 0), (["seed=range(2)", "size=tiny"], 60)):
+        record = {"hydra": {"overrides": {"task": sweep}, "sweeper": {"params": None}}}
+        OmegaConf.save(OmegaConf.create(record), tmp_path / f"multirun-{at}.yaml")
+    b = _sweep(2, folder=tmp_path, overrides=("seed=range(2)", "size=tiny"))
+    assert b.another_sweeps_folder() is False  # (no job ran yet: nothing to tell)
+    _ended(b, 0, "seed=0 size=tiny", None, {"metrics": {"val/loss": 0.5}})
+    assert b.whole_sweep() == [["seed=0", "size=tiny"], ["seed=1", "size=tiny"]]
+    a = _sweep(1, folder=tmp_path, overrides=("seed=2",))
+    _ended(a, 2, "seed=2", None, {"metrics": {"val/loss": 9.0}})
+    assert a.another_sweeps_folder() and a.whole_sweep() is None

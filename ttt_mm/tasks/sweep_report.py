@@ -241,19 +241,22 @@ class SweepReport(Callback):
         ]
         return left[:SHOWN] + ([f"  ... and {len(left) - SHOWN} more"] if len(left) > SHOWN else [])
 
-    def earlier_sweeps(self) -> list[list[list[str]]]:
-        """The jobs of each earlier sweep into this folder, from the records of their commands that
-        `keep_earlier_record` kept (oldest first); a record that cannot be read, or of jobs not known
-        here (a sweeper's ``params``), is left out."""
+    def earlier_sweeps(self) -> list[list[list[str]] | None]:
+        """The jobs of each earlier sweep started into this folder, oldest first, from the records of
+        their commands that `keep_earlier_record` kept; None for one whose jobs are not known here (a
+        sweeper's ``params``, a record that cannot be read). A job run again alone into its sweep (its
+        record sets ``hydra.sweep.subdir``) started no sweep of its own: left out."""
         sweeps = []
         for record in sorted(self.folder.glob("multirun-*.yaml")) if self.folder is not None else ():
             try:
                 config = OmegaConf.load(record)
+                hydras = as_typed(OmegaConf.select(config, "hydra.overrides.hydra", default=None))
+                if any(override_key(o) == "hydra.sweep.subdir" for o in hydras):
+                    continue
                 jobs = None if config.hydra.sweeper.get("params") else sweep_jobs(as_typed(config.hydra.overrides.task))
-            except Exception:  # (one that cannot be read: nothing to say of it)
+            except Exception:  # (one that cannot be read: its jobs are not known)
                 jobs = None
-            if jobs:
-                sweeps.append(jobs)
+            sweeps.append(jobs or None)
         return sweeps
 
     def _joins(self, jobs: list[list[str]]) -> bool:
@@ -262,16 +265,18 @@ class SweepReport(Callback):
         return bool(self.ran) and all(num < len(jobs) and _job(ran) == _job(jobs[num]) for num, ran in self.ran)
 
     def whole_sweep(self) -> list[list[str]] | None:
-        """The jobs of the sweep that this one joined (a job run again into its folder): the largest
-        earlier sweep whose jobs this run's are (a job run again alone records a sweep of one); None
+        """The jobs of the sweep that this one joined (a job run again into its folder): the last sweep
+        started into the folder, whose table ``results.csv`` is, where this run's jobs are its own; None
         where there is none, or its jobs are not known here."""
-        return max((jobs for jobs in self.earlier_sweeps() if self._joins(jobs)), key=len, default=None)
+        sweeps = self.earlier_sweeps()
+        return sweeps[-1] if sweeps and sweeps[-1] and self._joins(sweeps[-1]) else None
 
     def another_sweeps_folder(self) -> bool:
-        """Whether this sweep was started into the folder of earlier sweeps whose jobs its are not (the
-        same ``output=`` for another sweep): their results are not this sweep's."""
+        """Whether this sweep was started into the folder of an earlier sweep whose jobs its are not (the
+        same ``output=`` for another sweep): that sweep's results are not this one's. Where its jobs are
+        not known, it cannot tell: no."""
         sweeps = self.earlier_sweeps()
-        return bool(sweeps) and bool(self.ran) and not any(self._joins(jobs) for jobs in sweeps)
+        return bool(sweeps) and sweeps[-1] is not None and bool(self.ran) and not self._joins(sweeps[-1])
 
     def still_missing(self) -> list[str]:
         """After jobs of a sweep run again into its folder: the sweep's jobs that still have no result in
