@@ -114,6 +114,17 @@ def test_a_truncated_file_is_read_as_far_as_it_goes_and_says_how_long_it_should_
     assert len(frames) == math.ceil(info.video_duration * 8 - 1e-6)
 
 
+def test_a_matroska_file_cut_short_says_how_long_it_should_be(tmp_path):
+    """Matroska's stream lengths are tags its muxer writes once the file is whole: a copy cut in half
+    was read as a whole, shorter video, without a word."""
+    whole = write_video(tmp_path / "whole.mkv", seconds=4.0, fps=10, width=64, height=48)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    info = decode.probe(cut, verify=True)
+    assert info.video_duration < 3.0 and info.video_stated == pytest.approx(4.0, abs=0.1)
+    assert decode.probe(whole, verify=True).video_stated is None  # (as long as it says)
+
+
 def _frames(n: int):
     """``n`` small gray frames at 30 fps, as PyAV would encode them (pts 0..n-1)."""
     for i in range(n):

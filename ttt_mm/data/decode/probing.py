@@ -44,10 +44,11 @@ CONTAINER_SUFFIXES = frozenset({".mp4", ".mov", ".3gp", ".mkv", ".webm", ".avi"}
 """Names of files that hold a container: one that FFmpeg reads as a raw video stream (`RAW_VIDEO_FORMATS`)
 lost its container's header, and with it the frames' timing (FFmpeg assumes 25 fps) and any other stream.
 (Not ``.m4v``: FFmpeg's own name for a raw MPEG-4 video stream, as well as Apple's for an MP4.)"""
-INDEXED_VIDEO_FORMATS = frozenset({"mov", "mp4"})
+INDEXED_VIDEO_FORMATS = frozenset({"mov", "mp4", "matroska"})
 """FFmpeg's names of the containers whose stated video length is held against what indexes: an MP4 or
-MOV states the length its sample index lists. Elsewhere a shorter index is no sign of a cut: an AVI's
-header counts the empty chunks that repeat a frame, and Matroska states no stream length."""
+MOV states the length its sample index lists, a Matroska or WebM file the length its muxer counted
+(`_stated`: a file still being recorded states none). Elsewhere a shorter index is no sign of a cut: an
+AVI's header counts the empty chunks that repeat a frame."""
 
 
 @dataclass(frozen=True)
@@ -155,10 +156,16 @@ def _streams_present(path: str) -> _Streams | None:
 
 
 def _stated(stream) -> float | None:
-    """A stream's length as its container states it, in seconds (None: not stated, or no stream)."""
-    if stream is None or not stream.duration or stream.time_base is None:
+    """A stream's length as its container states it, in seconds (None: not stated, or no stream): its
+    duration, else the ``DURATION`` tag a Matroska muxer writes once the file is whole (``01:02:03.5``;
+    FFmpeg's, or ``DURATION-eng`` as mkvmerge names it), which a file cut short keeps."""
+    if stream is None:
         return None
-    return float(stream.duration * stream.time_base)
+    if stream.duration and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    tag = next((v for k, v in stream.metadata.items() if k.upper().split("-")[0] == "DURATION"), None)
+    found = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", str(tag).strip()) if tag else None
+    return int(found[1]) * 3600 + int(found[2]) * 60 + float(found[3]) if found else None
 
 
 def _first_reason(errors: list[MediaError], stream: str) -> MediaError:
