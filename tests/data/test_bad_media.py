@@ -43,7 +43,7 @@ from ttt_mm.data import (
 from ttt_mm.data.decode import backends, guard, native, probing, video
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER
 from ttt_mm.data.index import describe
-from ttt_mm.data.skiplist import count_reasons, reason_kind
+from ttt_mm.data.skiplist import count_reasons, missing_stream_hint, reason_kind
 from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
 
 AV = ReadSpec(("audio", "video"), size=32)
@@ -112,6 +112,18 @@ def test_a_truncated_file_is_read_as_far_as_it_goes_and_says_how_long_it_should_
     assert decode.probe(media["faststart"], verify=True).video_stated is None  # whole: as long as it says
     frames = decode.read_video(media["truncated_faststart"], 0.0, None, fps=8, size=32)
     assert len(frames) == math.ceil(info.video_duration * 8 - 1e-6)
+
+
+def test_videos_without_usable_sound_in_an_audio_visual_run_name_the_setting_that_reads_them():
+    """One video without sound and one whose sound is digital silence: the error named neither fix."""
+    reasons = ["the audio is digital silence", "no audio stream"]
+    assert missing_stream_hint(reasons, ("audio", "video"), None) == (
+        " (2 have no audio stream or only digital silence: files of video alone need data.modalities=[video] "
+        "tokenizer=video (or data.missing_audio=silence))"
+    )
+    assert missing_stream_hint(["no audio stream"] * 2, ("audio", "video"), None).startswith(
+        " (2 have no audio stream:"
+    )
 
 
 def test_a_matroska_file_cut_short_says_how_long_it_should_be(tmp_path):

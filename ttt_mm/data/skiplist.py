@@ -180,17 +180,26 @@ def missing_stream_hint(reasons: list[str], modalities: tuple[str, ...], chosen_
     """What to set when most files lack a stream that the run reads (sound files read as videos, say);
     ``chosen_by``: what decided the modalities, when not the config (then it is named instead)."""
     for stream, other in (("video", "audio"), ("audio", "video")):
-        lacking = sum(reason_kind(r) == f"no {stream} stream" for r in reasons)
+        lacking = sum(_lacks(r, stream) for r in reasons)
         if stream not in modalities or lacking <= len(reasons) / 2:
             continue
+        what = f"no {stream} stream" + (" or only digital silence" if any(_silent(r) for r in reasons) else "")
         if chosen_by:
-            return f" ({lacking} have no {stream} stream, which {chosen_by} reads: modalities=[{','.join(modalities)}])"
+            return f" ({lacking} have {what}, which {chosen_by} reads: modalities=[{','.join(modalities)}])"
         silence = " (or data.missing_audio=silence)" if stream == "audio" and other in modalities else ""
-        return (
-            f" ({lacking} have no {stream} stream: files of {other} alone need "
-            f"data.modalities=[{other}] tokenizer={other}{silence})"
-        )
+        need = f"data.modalities=[{other}] tokenizer={other}{silence}"
+        return f" ({lacking} have {what}: files of {other} alone need {need})"
     return ""
+
+
+def _silent(reason: str) -> bool:
+    """A video left out for its silent sound (`ttt_mm.data.selection.SILENT_TRACK`): one without sound."""
+    return reason.startswith("the audio is digital silence")
+
+
+def _lacks(reason: str, stream: str) -> bool:
+    """Whether a file was left out for want of ``stream`` (a silent audio track counts as none)."""
+    return reason_kind(reason) == f"no {stream} stream" or (stream == "audio" and _silent(reason))
 
 
 def unusable_message(clips: Sequence, skips: SkipList) -> str:
