@@ -92,6 +92,21 @@ def test_a_file_that_decodes_short_of_its_stated_length_is_usable_and_said_to_be
     assert said in capsys.readouterr().err
 
 
+def test_a_file_too_short_for_training_is_said_to_be(tmp_path, capsys):
+    """A 1-frame video was "usable", and every command then left it out as shorter than data.min_seconds."""
+    (tmp_path / "data").mkdir()
+    brief = write_video(tmp_path / "data" / "brief.mp4", seconds=0.2, fps=10, width=64, height=48, audio_rate=None)
+    write_wav(tmp_path / "data" / "whole.wav", tone(1.0, 16000), 16000)
+    assert main([str(brief), "--index-cache", str(tmp_path / "cache")]) == 0
+    assert capsys.readouterr().err.startswith(
+        f"{brief}: usable (it is 0.200 s long, under data.min_seconds=0.5: training and evaluation leave it out "
+        "unless that is lowered). "
+    )
+    assert main([str(tmp_path / "data"), "--index-cache", str(tmp_path / "cache")]) == 0
+    said = "2 usable (1 shorter than data.min_seconds=0.5, which training and evaluation leave out), 0 not."
+    assert said in capsys.readouterr().err
+
+
 def test_a_stream_that_is_not_usable_is_not_also_said_to_be_read_as_far_as_it_goes():
     """A record can hold both a stream's error and the length it states (audio too short for the video)."""
     record = {"has_audio": True, "has_video": True, "audio_duration": 1.0, "audio_stated": 9.0}

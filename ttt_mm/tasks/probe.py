@@ -21,6 +21,7 @@ import math
 import sys
 from pathlib import Path
 
+from ttt_mm.data.datasets import ReadSpec
 from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, default_jobs, index_files, usable
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, MANIFEST_SUFFIXES, MEDIA_EXTENSIONS, FolderSource, relative_to
@@ -139,6 +140,12 @@ def index_and_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _longest_stream(record: dict) -> float:
+    """The seconds of a record's longest readable stream (inf where no length is recorded)."""
+    lengths = [record.get(f"{s}_duration") for s in ("audio", "video") if usable(record, s)]
+    return max((x for x in lengths if x is not None), default=math.inf)
+
+
 def _stream_errors(records) -> str:
     """What the summary says of the usable files besides their count: those with a stream that is not
     (counted by stream and reason: such a file serves only configs that read its other stream), and
@@ -162,6 +169,13 @@ def _stream_errors(records) -> str:
             counts.append(f"its {stream} decodes to {said}: truncated or corrupt, it is read as far as it goes")
         elif short:
             counts.append(f"{len(short)} whose {stream} decodes well short of the length the file states")
+    least = ReadSpec.min_seconds  # (a run's data.min_seconds by default)
+    brief = [r for r in records if not r.get("error") and _longest_stream(r) < least]
+    if len(brief) == 1 and one:
+        said = f"{_longest_stream(brief[0]):.3f} s long, under data.min_seconds={least:g}"
+        counts.append(f"it is {said}: training and evaluation leave it out unless that is lowered")
+    elif brief:
+        counts.append(f"{len(brief)} shorter than data.min_seconds={least:g}, which training and evaluation leave out")
     zeroed = [r for r in records if not r.get("error") and r.get("zeroed_tail")]
     if len(zeroed) == 1 and one:
         counts.append(f"its last {zeroed[0]['zeroed_tail']} bytes are zeros: an unfinished download or copy?")
