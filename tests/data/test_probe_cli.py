@@ -77,34 +77,40 @@ def test_the_summary_counts_usable_files_with_a_stream_that_is_not(tmp_path, cap
     assert "; 1 whose audio is digital silence), 0 not." in capsys.readouterr().err  # left out of audio-only runs
 
 
+def _probed_alone_and_beside_a_whole_file(path: Path, capsys) -> tuple[str, str]:
+    """What the probe says of ``path`` alone, then of its folder with a whole WAV beside it."""
+    write_wav(path.parent / "whole.wav", tone(1.0, 16000), 16000)
+    said = []
+    for target in (path, path.parent):
+        assert main([str(target), "--index-cache", str(path.parent.parent / "cache")]) == 0
+        said.append(capsys.readouterr().err)
+    return said[0], said[1]
+
+
 def test_a_file_that_decodes_short_of_its_stated_length_is_usable_and_said_to_be_truncated(tmp_path, capsys):
     """Training, evaluation and embedding warn about such a file; the probe called it plainly usable."""
     (tmp_path / "data").mkdir()
     short = write_short_flac(tmp_path / "data" / "short.flac", seconds=2.0, missing=5.0)
-    write_wav(tmp_path / "data" / "whole.wav", tone(1.0, 16000), 16000)
-    assert main([str(short), "--index-cache", str(tmp_path / "cache")]) == 0
-    assert capsys.readouterr().err.startswith(
+    alone, in_folder = _probed_alone_and_beside_a_whole_file(short, capsys)
+    assert alone.startswith(
         f"{short}: usable (its audio decodes to 2.000 s of the 7.000 s the file states: truncated or corrupt, "
         "it is read as far as it goes). "
     )
-    assert main([str(tmp_path / "data"), "--index-cache", str(tmp_path / "cache")]) == 0
-    said = "2 usable (1 whose audio decodes well short of the length the file states), 0 not."
-    assert said in capsys.readouterr().err
+    assert "2 usable (1 whose audio decodes well short of the length the file states), 0 not." in in_folder
 
 
 def test_a_file_too_short_for_training_is_said_to_be(tmp_path, capsys):
     """A 1-frame video was "usable", and every command then left it out as shorter than data.min_seconds."""
     (tmp_path / "data").mkdir()
     brief = write_video(tmp_path / "data" / "brief.mp4", seconds=0.2, fps=10, width=64, height=48, audio_rate=None)
-    write_wav(tmp_path / "data" / "whole.wav", tone(1.0, 16000), 16000)
-    assert main([str(brief), "--index-cache", str(tmp_path / "cache")]) == 0
-    assert capsys.readouterr().err.startswith(
+    alone, in_folder = _probed_alone_and_beside_a_whole_file(brief, capsys)
+    assert alone.startswith(
         f"{brief}: usable (it is 0.200 s long, under data.min_seconds=0.5: training and evaluation leave it out "
         "unless that is lowered). "
     )
-    assert main([str(tmp_path / "data"), "--index-cache", str(tmp_path / "cache")]) == 0
-    said = "2 usable (1 shorter than data.min_seconds=0.5, which training and evaluation leave out), 0 not."
-    assert said in capsys.readouterr().err
+    assert (
+        "2 usable (1 shorter than data.min_seconds=0.5, which training and evaluation leave out), 0 not." in in_folder
+    )
 
 
 def test_a_stream_that_is_not_usable_is_not_also_said_to_be_read_as_far_as_it_goes():
