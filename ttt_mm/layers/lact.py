@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from ..messages import check_count, check_positive
 from ..ops import LaCTState, lact_swiglu
 from ..ops.lact.features import fast_inputs, gated_rms_norm
+from ..ops.precision import exact_dtype
 from ..ops.recompute import recomputed
 from ..ops.rope import rope_rotation
 from ..ops.window_attention import window_attention
@@ -197,15 +198,10 @@ class LaCTLayer(nn.Module):
         state.fast.check_shapes(self.fast_shapes, state.fast.count.shape[0])
         state.fast.check_continued_with(self.chunk_size)
 
-    @property
-    def state_dtype(self) -> torch.dtype:
-        """What the state is kept in: float32, or float64 for a float64 layer (as the core computes)."""
-        return torch.float64 if self.w0.dtype == torch.float64 else torch.float32
-
     def initial_state(self, batch_size: int) -> LaCTLayerState:
         """The state before the first token (``None`` passed to ``forward`` means the same). The fast
         weights stay attached to the initial ones, so a stream restarted in training trains them."""
-        dtype = self.state_dtype
+        dtype = exact_dtype(self.w0.dtype)  # as the core's own
         fast = LaCTState.initial((self.w0, self.w1, self.w2), batch_size, dtype, self.momentum)
         cache = self.w0.new_zeros(batch_size, self.num_heads, self.window - 1, self.head_dim, dtype=dtype)
         cached = torch.zeros(batch_size, dtype=torch.int64)  # (on the CPU: `LaCTLayerState`)
@@ -256,7 +252,7 @@ class LaCTLayer(nn.Module):
         rotation = rope_rotation(torch.arange(-P, T, device=q.device), Fh, self.rope_theta)
         o = window_attention(q, k, v, state.keys, state.values, state.cached, rotation)
         slots = ((state.keys, k), (state.values, v))
-        keys, values = (_last_slots(cache, new, P, self.state_dtype) for cache, new in slots)
+        keys, values = (_last_slots(cache, new, P, exact_dtype(self.w0.dtype)) for cache, new in slots)
         return o.reshape(B, T, C), keys, values, torch.clamp(state.cached + T, max=P)
 
 

@@ -14,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..messages import check_count
 from ..ops import TTTState, ttt_linear, ttt_mlp
+from ..ops.precision import exact_dtype
 from ..ops.rope import apply_rope, rope_rotation
 from .conv import CausalDepthwiseConv
 from .mixer import INIT_STD, RestartUnit, check_input, rope_head_width
@@ -151,7 +152,7 @@ class TTTLayer(nn.Module):
         """The state before the first token, as explicit tensors (``None`` passed to ``forward`` means the
         same). It stays attached to the initial weights, so a stream restarted in training trains them."""
         inner = self.inner_params()
-        dtype = torch.float64 if inner[0].dtype == torch.float64 else torch.float32  # as the core's own
+        dtype = exact_dtype(inner[0].dtype)  # as the core's own
         core = TTTState.initial(inner, batch_size, dtype)
         conv = None
         if self.share_qk:

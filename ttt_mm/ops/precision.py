@@ -1,4 +1,5 @@
-"""Autocast off around the exact paths, on any device."""
+"""The exact paths' precision: the dtype they compute and keep their state in, and autocast off around
+them, on any device."""
 
 from __future__ import annotations
 
@@ -13,3 +14,9 @@ def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     if torch.amp.is_autocast_available(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
+
+
+def exact_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64 inputs, else float32: what the exact paths compute in (bf16 or fp16 inputs
+    included) and keep their carried state in."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

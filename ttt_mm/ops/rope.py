@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .precision import exact_dtype
+
 
 def rope_rotation(positions: Tensor, head_dim: int, theta: float = 10000.0) -> Tensor:
     """Unit complex numbers ``exp(i * pos * theta^(-2j/F))``, ``[T, F/2]`` (complex128; cast on use)."""
@@ -18,6 +20,6 @@ def rope_rotation(positions: Tensor, head_dim: int, theta: float = 10000.0) -> T
 
 def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
     """Rotate ``x [B, T, n, F]`` (``n`` heads) by ``rotation [T, F/2]``; returns ``x``'s dtype."""
-    real = torch.float64 if x.dtype == torch.float64 else torch.float32
+    real = exact_dtype(x.dtype)
     pairs = torch.view_as_complex(x.to(real).unflatten(-1, (-1, 2)))  # [B, T, n, F/2]
     return torch.view_as_real(pairs * rotation.to(pairs.dtype)[:, None, :]).flatten(-2).to(x.dtype)

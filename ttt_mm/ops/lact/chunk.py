@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..eager import eager_under_compile
-from ..precision import autocast_off
+from ..precision import autocast_off, exact_dtype
 from .muon import orthogonalize
 from .state import LaCTState
 from .step import swiglu_chunk
@@ -195,7 +195,7 @@ def lact_swiglu(
     """
     _check(q, k, v, lr, w0, w1, w2, momentum, chunk_size, state)
     B, H, T, D = q.shape
-    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    dtype = exact_dtype(q.dtype)
     with autocast_off(q.device.type):
         if state is None:
             state = LaCTState.initial((w0, w1, w2), B, dtype, momentum is not None)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..eager import eager_under_compile
-from ..precision import autocast_off
+from ..precision import autocast_off, exact_dtype
 from . import backward, dual, fused
 from .state import TTTState
 
@@ -102,7 +102,7 @@ def _run(partial: Partial, q, k, v, lr, params: Params, ln_weight, ln_bias, K, t
     if span < 1:
         raise ValueError(f"checkpoint_span must be >= 1 mini-batch; got {span}")
 
-    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    dtype = exact_dtype(q.dtype)
     with autocast_off(q.device.type):
         if token_scale is None:
             tau = 1.0 / torch.arange(1, K + 1, device=q.device, dtype=dtype)
