@@ -116,7 +116,10 @@ def test_a_truncated_file_is_read_as_far_as_it_goes_and_says_how_long_it_should_
 
 def test_videos_without_usable_sound_in_an_audio_visual_run_name_the_setting_that_reads_them():
     """One video without sound and one whose sound is digital silence: the error named neither fix."""
-    reasons = ["the audio is digital silence", "no audio stream"]
+    reasons = [
+        "the audio is digital silence (the model reads audio and video; data.missing_audio=skip)",
+        "no audio stream",
+    ]
     assert missing_stream_hint(reasons, ("audio", "video"), None) == (
         " (2 have no audio stream or only digital silence: files of video alone need data.modalities=[video] "
         "tokenizer=video (or data.missing_audio=silence))"
@@ -124,6 +127,8 @@ def test_videos_without_usable_sound_in_an_audio_visual_run_name_the_setting_tha
     assert missing_stream_hint(["no audio stream"] * 2, ("audio", "video"), None).startswith(
         " (2 have no audio stream:"
     )
+    silent_wavs = ["the audio is digital silence (nothing to model or score when only audio is read)"] * 2
+    assert missing_stream_hint(silent_wavs, ("audio",), None) == ""  # (no video to read them as: no advice)
 
 
 def test_a_matroska_file_cut_short_says_how_long_it_should_be(tmp_path):

@@ -17,6 +17,7 @@ from ttt_mm.data.decode import MediaError, MediaInfo
 from ttt_mm.data.decode.audio import AUDIO_CACHE_SAMPLES
 from ttt_mm.data.decode.backends import FROM_START
 from ttt_mm.data.index import PROBE_TIMEOUT, index_files, media_info, usable
+from ttt_mm.data.skiplist import SILENT_TRACK
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import SyntheticClip
 from ttt_mm.messages import first_of, one_line
@@ -50,7 +51,6 @@ class Selection:
 # audio and video treat such a track as no sound (`ReadSpec.missing_audio`: left out, or read as
 # the silence it is), and embedding keeps it (silence has an embedding).
 SILENT_AUDIO = "the audio is digital silence (nothing to model or score when only audio is read)"
-SILENT_TRACK = "the audio is digital silence"
 
 
 def select(clips: Sequence[ClipInfo], records: dict[str, dict], spec: ReadSpec) -> Selection:

@@ -176,30 +176,28 @@ def count_reasons(reasons: Iterable[str]) -> str:
     return ", ".join(parts)
 
 
+SILENT_TRACK = "the audio is digital silence"
+"""Why a run that reads video and audio leaves out a video whose sound is all zeros (`ttt_mm.data.selection`):
+as one without sound, which ``data.missing_audio=silence`` reads."""
+
+
 def missing_stream_hint(reasons: list[str], modalities: tuple[str, ...], chosen_by: str | None) -> str:
     """What to set when most files lack a stream that the run reads (sound files read as videos, say);
     ``chosen_by``: what decided the modalities, when not the config (then it is named instead)."""
     for stream, other in (("video", "audio"), ("audio", "video")):
-        lacking = sum(_lacks(r, stream) for r in reasons)
+        silent = (
+            sum(reason_kind(r) == SILENT_TRACK for r in reasons) if stream == "audio" and other in modalities else 0
+        )
+        lacking = sum(reason_kind(r) == f"no {stream} stream" for r in reasons) + silent
         if stream not in modalities or lacking <= len(reasons) / 2:
             continue
-        what = f"no {stream} stream" + (" or only digital silence" if any(_silent(r) for r in reasons) else "")
+        what = f"no {stream} stream" + (" or only digital silence" if silent else "")
         if chosen_by:
             return f" ({lacking} have {what}, which {chosen_by} reads: modalities=[{','.join(modalities)}])"
         silence = " (or data.missing_audio=silence)" if stream == "audio" and other in modalities else ""
         need = f"data.modalities=[{other}] tokenizer={other}{silence}"
         return f" ({lacking} have {what}: files of {other} alone need {need})"
     return ""
-
-
-def _silent(reason: str) -> bool:
-    """A video left out for its silent sound (`ttt_mm.data.selection.SILENT_TRACK`): one without sound."""
-    return reason.startswith("the audio is digital silence")
-
-
-def _lacks(reason: str, stream: str) -> bool:
-    """Whether a file was left out for want of ``stream`` (a silent audio track counts as none)."""
-    return reason_kind(reason) == f"no {stream} stream" or (stream == "audio" and _silent(reason))
 
 
 def unusable_message(clips: Sequence, skips: SkipList) -> str:
