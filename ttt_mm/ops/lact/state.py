@@ -71,8 +71,10 @@ class LaCTState:
     def check_shapes(self, shapes: Sequence[Sequence[int]], batch_size: int) -> None:
         """Raises ValueError unless this state holds the initial fast weights' ``shapes`` (``[H, ...]``
         each) for ``batch_size`` rows: one from another batch, head count or fast-weight width."""
-        held = {"fast weights": self.weights, "pending steps": self.grads, "momentum buffers": self.velocity or ()}
-        check_rows_of({name: group for name, group in held.items() if group}, shapes, batch_size)
+        held = {"fast weights": self.weights, "pending steps": self.grads}
+        if self.velocity is not None:
+            held["momentum buffers"] = self.velocity
+        check_rows_of(held, shapes, batch_size)
         if self.count.shape != (batch_size,):
             raise ValueError(f"state.count must be [B] = [{batch_size}]; got {tuple(self.count.shape)}")
         if self.gate_sum is not None and self.gate_sum.shape != (batch_size, shapes[0][0]):
