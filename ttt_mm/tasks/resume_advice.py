@@ -105,9 +105,9 @@ def _settings(overrides: list[str]) -> list[str]:
     return [o for o in overrides if override_key(o) not in ("ckpt_path", "train", "test")]
 
 
-def resume_this_run(last: str | os.PathLike) -> str:
-    """The command that resumes this run from ``last`` (`resume_command`); ``ckpt_path=<last>`` alone
-    where the run was not started by a Hydra command."""
+def resume_this_run(last: str | os.PathLike | None) -> str:
+    """The command that resumes this run from ``last`` (`resume_command`; None: that runs it again from
+    its start); ``ckpt_path=<last>`` alone where the run was not started by a Hydra command."""
     if not HydraConfig.initialized():
         return f"ckpt_path={last}"
     hydra = HydraConfig.get()
@@ -117,11 +117,7 @@ def resume_this_run(last: str | os.PathLike) -> str:
 
 def rerun_this_job() -> str | None:
     """The command that runs this sweep's job again from its start, into its folder (None: not a sweep)."""
-    if not in_a_sweep():
-        return None
-    hydra = HydraConfig.get()
-    job = (hydra.sweep.dir, hydra.sweep.subdir)
-    return resume_command(None, as_typed(hydra.overrides.task), sys.argv[0], job, config_flags(hydra))
+    return resume_this_run(None) if in_a_sweep() else None
 
 
 def resume_command(
