@@ -54,8 +54,9 @@ def trained_on_files(ckpt_path: str) -> dict[str, str] | None:
     source = _recorded(data, "source._target_")
     if source in (None, SYNTHETIC_SOURCE):
         return None
-    group = _recorded(run_record(ckpt_path, "hydra.yaml"), "hydra.runtime.choices.data")
-    root, started_in = _recorded(data, "root"), run_started_in(ckpt_path)
+    hydra = run_record(ckpt_path, "hydra.yaml")
+    group, started_in = _recorded(hydra, "hydra.runtime.choices.data"), _cwd(hydra)
+    root = _recorded(data, "root")
     if isinstance(root, str) and started_in is not None:
         root = os.path.join(started_in, root)  # (as it is where it is absolute)
     found = (("data", group), ("data.root", root))
@@ -66,7 +67,12 @@ def run_started_in(ckpt_path: str | os.PathLike) -> str | None:
     """The folder the run that saved a checkpoint was started in (its ``.hydra`` record's ``cwd``): what
     the relative paths it read and recorded are relative to. None for a checkpoint kept outside its run
     folder, or a record that cannot be read."""
-    cwd = _recorded(run_record(ckpt_path, "hydra.yaml"), "hydra.runtime.cwd")
+    return _cwd(run_record(ckpt_path, "hydra.yaml"))
+
+
+def _cwd(hydra_record) -> str | None:
+    """The folder a run was started in, from its ``hydra.yaml`` record (None: not recorded, or unreadable)."""
+    cwd = _recorded(hydra_record, "hydra.runtime.cwd")
     return cwd if isinstance(cwd, str) else None
 
 
