@@ -30,6 +30,8 @@ import errno
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -235,6 +237,20 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
     return embedder, meta
 
 
+@contextmanager
+def _said_on_ctrl_c(summary: Summary, readable: int, output: Path) -> Iterator[None]:
+    """Ctrl-C while inputs are embedded ends with how far it got, and how to go on (`embed_one` writes
+    through temporary names: nothing half-written is left)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        done = len(summary.written) + len(summary.skipped)
+        raise Interrupted(
+            f"{done} of the {readable} readable inputs are embedded in {output} and kept, the one in progress not "
+            "written; the same command embeds the rest"
+        ) from None
+
+
 def run(cfg: DictConfig) -> Summary:
     """Embed every input of ``cfg.input`` into ``cfg.output`` (`sweep_job_folder`); bad files are
     collected, not raised."""
@@ -294,62 +310,53 @@ def run(cfg: DictConfig) -> Summary:
     progress = bool(cfg.progress)
     bar = FilesBar(clips, "embed", progress and len(clips) > 1)
     told: set[str] = set()  # reasons for embedding again that were logged
-    try:
-        with logging_redirect_tqdm():
-            for clip in bar:
-                stem = output_stem(clip, output)
-                try:
-                    if adopt_older_name(clip, stem):
-                        log.info("renamed the output of %s from its older name", one_line(clip.segment))
-                    label = {"label": classes[clip.label]} if clip.label != -1 else {}  # by name: indices shift
-                    old, why = None if cfg.overwrite else _finished(stem), None
-                    if old is not None:
-                        why = out_of_date(old, meta | source_record(clip))
-                        if why is None:
-                            if old.get("label") != label.get("label"):  # relabelled in the manifest: same rows
-                                write_json(
-                                    output_paths(stem)[1], {k: v for k, v in old.items() if k != "label"} | label
-                                )
-                                log.info("relabelled the output of %s: %s", one_line(clip.segment), label.get("label"))
-                            summary.skipped.append(clip.segment)
-                            continue
-                        if why not in told:  # (a run's new settings: one line, not one per file)
-                            log.warning(
-                                "embedding %s again: %s (others out of date for this reason: counted at the end)",
-                                one_line(clip.segment),
-                                why,
-                            )
-                            told.add(why)
-                    if hears and clip.info is not None and clip.info.silent:
+    with logging_redirect_tqdm(), _said_on_ctrl_c(summary, len(clips), output):
+        for clip in bar:
+            stem = output_stem(clip, output)
+            try:
+                if adopt_older_name(clip, stem):
+                    log.info("renamed the output of %s from its older name", one_line(clip.segment))
+                label = {"label": classes[clip.label]} if clip.label != -1 else {}  # by name: indices shift
+                old, why = None if cfg.overwrite else _finished(stem), None
+                if old is not None:
+                    why = out_of_date(old, meta | source_record(clip))
+                    if why is None:
+                        if old.get("label") != label.get("label"):  # relabelled in the manifest: same rows
+                            write_json(output_paths(stem)[1], {k: v for k, v in old.items() if k != "label"} | label)
+                            log.info("relabelled the output of %s: %s", one_line(clip.segment), label.get("label"))
+                        summary.skipped.append(clip.segment)
+                        continue
+                    if why not in told:  # (a run's new settings: one line, not one per file)
                         log.warning(
-                            "%s: the audio is digital silence: embedded as it is (%s)", one_line(clip.segment), after
+                            "embedding %s again: %s (others out of date for this reason: counted at the end)",
+                            one_line(clip.segment),
+                            why,
                         )
-                    embed_one(embedder, clip, stem, meta | label, cfg.dtype, progress)
-                except (MediaError, InputError, OSError) as exc:
-                    if isinstance(exc, OSError) and exc.errno != errno.ENAMETOOLONG:
-                        raise  # a full disk, a read-only folder: every later file would fail the same way
-                    if isinstance(exc, MediaError):
-                        reason = exc.reason
-                    elif isinstance(exc, OSError):  # this input's output name is longer than the filesystem takes
-                        reason = f"cannot write its output: {exc.strerror}"
-                    else:
-                        reason = str(exc)
-                    summary.failed.append((clip.segment, reason))
-                    if not single:
-                        log.warning("failed: %s: %s", one_line(clip.segment), reason)
-                    if remove_outputs(stem):  # it was out of date (or overwrite=true): keep no stale rows
-                        log.warning("removed the earlier output of %s, which is out of date", one_line(clip.segment))
-                    bar.set_postfix(failed=len(summary.failed))
+                        told.add(why)
+                if hears and clip.info is not None and clip.info.silent:
+                    log.warning(
+                        "%s: the audio is digital silence: embedded as it is (%s)", one_line(clip.segment), after
+                    )
+                embed_one(embedder, clip, stem, meta | label, cfg.dtype, progress)
+            except (MediaError, InputError, OSError) as exc:
+                if isinstance(exc, OSError) and exc.errno != errno.ENAMETOOLONG:
+                    raise  # a full disk, a read-only folder: every later file would fail the same way
+                if isinstance(exc, MediaError):
+                    reason = exc.reason
+                elif isinstance(exc, OSError):  # this input's output name is longer than the filesystem takes
+                    reason = f"cannot write its output: {exc.strerror}"
                 else:
-                    summary.written.append(clip.segment)
-                    if why is not None:
-                        summary.again[why] += 1
-    except KeyboardInterrupt:  # (`embed_one` writes through temporary names: nothing half-written is left)
-        done = len(summary.written) + len(summary.skipped)
-        raise Interrupted(
-            f"{done} of the {len(clips)} readable inputs are embedded in {output} and kept, the one in progress not "
-            "written; the same command embeds the rest"
-        ) from None
+                    reason = str(exc)
+                summary.failed.append((clip.segment, reason))
+                if not single:
+                    log.warning("failed: %s: %s", one_line(clip.segment), reason)
+                if remove_outputs(stem):  # it was out of date (or overwrite=true): keep no stale rows
+                    log.warning("removed the earlier output of %s, which is out of date", one_line(clip.segment))
+                bar.set_postfix(failed=len(summary.failed))
+            else:
+                summary.written.append(clip.segment)
+                if why is not None:
+                    summary.again[why] += 1
     return summary
 
 
