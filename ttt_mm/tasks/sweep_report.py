@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import csv
+import functools
 import os
 import shlex
 import sys
@@ -241,11 +242,13 @@ class SweepReport(Callback):
         ]
         return left[:SHOWN] + ([f"  ... and {len(left) - SHOWN} more"] if len(left) > SHOWN else [])
 
+    @functools.cached_property
     def earlier_sweeps(self) -> list[list[list[str]] | None]:
         """The jobs of each earlier sweep started into this folder, oldest first, from the records of
         their commands that `keep_earlier_record` kept; None for one whose jobs are not known here (a
         sweeper's ``params``, a record that cannot be read). A job run again alone into its sweep (its
-        record sets ``hydra.sweep.subdir``) started no sweep of its own: left out."""
+        record sets ``hydra.sweep.subdir``) started no sweep of its own: left out. Read once, when the
+        report first asks (the records are set aside as the sweep starts)."""
         sweeps = []
         for record in sorted(self.folder.glob("multirun-*.yaml")) if self.folder is not None else ():
             try:
@@ -268,14 +271,14 @@ class SweepReport(Callback):
         """The jobs of the sweep that this one joined (a job run again into its folder): the last sweep
         started into the folder, whose table ``results.csv`` is, where this run's jobs are its own; None
         where there is none, or its jobs are not known here."""
-        sweeps = self.earlier_sweeps()
+        sweeps = self.earlier_sweeps
         return sweeps[-1] if sweeps and sweeps[-1] and self._joins(sweeps[-1]) else None
 
     def another_sweeps_folder(self) -> bool:
         """Whether this sweep was started into the folder of an earlier sweep whose jobs its are not (the
         same ``output=`` for another sweep): that sweep's results are not this one's. Where its jobs are
         not known, it cannot tell: no."""
-        sweeps = self.earlier_sweeps()
+        sweeps = self.earlier_sweeps
         return bool(sweeps) and sweeps[-1] is not None and bool(self.ran) and not self._joins(sweeps[-1])
 
     def still_missing(self) -> list[str]:
