@@ -868,6 +868,7 @@ def test_a_sweep_writes_each_jobs_results_to_its_own_folder(folder, tmp_path):
     with open(tmp_path / "out" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [float(row["eval/loss"]) > 0 for row in rows] == [True, True] and rows[1]["run_dir"] == str(folders()[1])
+    assert "best_ckpt" not in rows[0]  # (an evaluation has no best checkpoint: no empty column for one)
 
 
 def test_a_clip_whose_name_is_not_utf8_is_evaluated_and_drawn(folder, tmp_path):

@@ -39,7 +39,7 @@ RESULTS = "results.csv"
 MULTIRUN = "multirun.yaml"
 """Hydra's record of a sweep's command, in its folder."""
 FILED = ["overrides", "run_dir", "best_ckpt"]
-"""The columns of ``results.csv`` after the numbers."""
+"""The columns of ``results.csv`` after the numbers (``best_ckpt`` only where a job has one: training's)."""
 SHOWN = 8
 """Jobs that did not run, named each with its command; the rest are counted."""
 
@@ -376,7 +376,8 @@ class SweepReport(Callback):
         if path.is_file() and self.another_sweeps_folder():
             aside = path.with_name(f"results-{_dated(path)}.csv")
             os.replace(path, aside)
-        write_csv(path, rows, ["job", *self.columns(rows), *FILED])  # (a number a job lacks: an empty cell)
+        filed = [c for c in FILED if c != "best_ckpt" or any(row.get(c) for row in rows)]
+        write_csv(path, rows, ["job", *self.columns(rows), *filed])  # (a number a job lacks: an empty cell)
         return f"{path}" + (f"; an earlier, other sweep's is kept as {aside.name}" if aside else "")
 
     def forget_refused(self) -> None:
