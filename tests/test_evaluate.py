@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -459,6 +460,27 @@ def test_bad_files_are_reported_and_skipped(evaluated, capsys):
     assert metrics["settings"]["skipped"] == 2 and metrics["settings"]["evaluated"] == 3
     report(result)
     assert "skipped 2 file(s)" in capsys.readouterr().out
+
+
+def test_a_score_nothing_was_scored_for_is_left_out_of_the_sweep_table(evaluated):
+    """A NaN (an edge of no scored step) reached the sweep's table and results.csv as a number."""
+    result, _ = evaluated
+    (name, model), *_ = result["models"].items()
+    edges = model["length_extrapolation"]["all"]["model"]
+    flat = evaluate_task.scores(
+        {name: model | {"length_extrapolation": {"all": {"model": edges | {"first": math.nan}}}}}
+    )
+    assert "eval/loss_start" not in flat and flat["eval/loss_end"] == edges["last"]
+
+
+def test_the_summary_names_the_first_skipped_files_and_counts_the_rest(evaluated, capsys):
+    """It named every skipped file on one line: thousands of names for a folder of bad files."""
+    result, _ = evaluated
+    skipped = [{"path": f"bad{i}.wav", "reason": "empty file"} for i in range(9)]
+    report(result | {"skipped": skipped})
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("skipped ")]
+    assert line.startswith("skipped 9 file(s): bad0.wav (empty file); bad1.wav (empty file);")
+    assert "bad5.wav" not in line and line.endswith(" and 4 more (all in skipped_media.tsv)")
 
 
 def test_a_rerun_into_the_same_output_reads_every_file_afresh(folder, tmp_path):

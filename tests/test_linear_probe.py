@@ -20,10 +20,11 @@ from embedhelpers import AUDIO, VIDEO, save_checkpoint
 from hydra import compose, initialize_config_dir
 from mediafiles import write_video, write_wav
 
-from ttt_mm.data import ClipInfo, decode
+from ttt_mm.data import ClipInfo, ReadSpec, decode, iter_windows
+from ttt_mm.embed import Embedder
 from ttt_mm.linear_probe import classifier
 from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1, majority_class
-from ttt_mm.linear_probe.features import EmbeddingFolder
+from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather
 from ttt_mm.linear_probe.folds import (
     assign_folds,
     drop_one_group,
@@ -35,6 +36,7 @@ from ttt_mm.tasks import embed as embed_task
 from ttt_mm.tasks import linear_probe
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted
 from ttt_mm.tasks.linear_probe import each_class_in_turn, report, run
+from ttt_mm.tokenizers import AudioTokenizer
 
 RATE = 16000
 
@@ -647,3 +649,55 @@ def test_videos_are_probed_and_the_log_mel_baseline_needs_their_sound(ckpts, tmp
         write_video(root / "sound2" / f"{i}.mp4", seconds=1.0, fps=8, width=64, height=48, audio_rate=16000)
     with_sound = run(_cfg(ckpt=ckpts["video"], input=root, output=tmp_path / "out2", folds=3))["metrics"]
     assert "logmel" in with_sound["results"] and not with_sound["unavailable"]
+
+
+def test_the_log_mel_baselines_rows_hold_the_spread_of_a_quiet_band(tmp_path):
+    """Each hop's standard deviation is E[x^2] - E[x]^2 of log-mel values near the floor (about -23):
+    in float32 that difference was rounding noise (up to 0.007 where the spread is 0.001)."""
+    rate = 16000
+    rng = np.random.default_rng(0)
+    wav = write_wav(tmp_path / "quiet.wav", (1e-6 * rng.standard_normal(2 * rate)).astype(np.float32), rate)
+    tokenizer = AudioTokenizer(dim=1, frames_per_token=1)
+    stats = LogMelStats(tokenizer, hop_seconds=0.5)
+    rows = stats(ClipInfo(str(wav))).rows  # [hops, 2 * n_mels]: means, then standard deviations
+    spec = ReadSpec.for_tokenizer(tokenizer)
+    (batch,) = iter_windows(str(wav), 30.0, spec)
+    tokens = tokenizer.eval()(batch)
+    frames = tokenizer.invert(tokens.targets[:, tokens.mask[0]])["audio"][0].double()  # [F, n_mels]
+    per_hop = round(0.5 / stats.frame_seconds)
+    spread = torch.stack([frames[i : i + per_hop].std(0, correction=0) for i in range(0, len(frames), per_hop)])
+    assert rows.shape == (len(spread), 2 * tokenizer.n_mels)
+    np.testing.assert_allclose(rows[:, tokenizer.n_mels :], spread.numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_a_file_whose_embeddings_are_not_finite_is_left_out_with_its_reason(ckpts, tones):
+    """A NaN in one file's features turned the whole probe's scores to chance, with no word of it."""
+    embedder = Embedder.from_checkpoint(ckpts["audio"], device="cpu")
+    with torch.no_grad():
+        next(embedder.backbone.parameters()).fill_(float("nan"))
+    clip = ClipInfo(str(tones / "low" / "0.wav"))
+    gathered = gather(
+        [clip], Extractors(live=ModelFeatures({"model": embedder}, rows=False)), rows=False, progress=False
+    )
+    assert not gathered.clips and gathered.skipped == [(clip.name, "its model embeddings are not finite (NaN or inf)")]
+    features = Features(torch.tensor([[0.0, 1.0], [float("nan"), 2.0]]), torch.arange(2))
+    with pytest.raises(ValueError, match="not finite"):
+        classifier.fit(features, torch.tensor([0, 1]), 2, l2=1e-3)
+
+
+def test_a_row_probe_of_float32_embeddings_keeps_no_file_open(ckpts, tones, tmp_path):
+    """Each file's rows were a view of its memory map, which held the file open until the probe ended:
+    past the process's limit of open files, every later file was left out as unreadable."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        embed = [f"ckpt={ckpts['audio']}", f"input={tones / 'low'}", f"output={tmp_path / 'emb'}", "dtype=float32"]
+        assert len(embed_task.run(compose("embed", overrides=[*embed, "progress=false"])).written) == 10
+    rows = EmbeddingFolder(tmp_path / "emb")(ClipInfo(str(tones / "low" / "0.wav")), rows=True).rows
+    assert rows.dtype == np.float32 and len(rows) and rows.flags.owndata  # (a copy: no map, no open file)
+
+
+def test_l2_falls_back_to_the_middle_of_the_grid_by_value():
+    """Three files cannot fill an inner fold of four: the fallback took the grid's middle entry as
+    given ([1, 1e-4, 1e-2]: 1e-4), not its middle value."""
+    features = Features.per_file(torch.randn(3, 2))
+    chosen, probe = classifier.choose_l2(features, np.array([0, 1, 0]), None, 2, (1.0, 1e-4, 1e-2), seed=0)
+    assert (chosen, probe) == (1e-2, None)

@@ -118,13 +118,23 @@ def test_log_bins_means_by_hand():
     assert [r["means"] for r in rows] == [[1.0, 10.0], [3.0, 30.0], [7.0, 70.0]]
 
 
-def test_edge_masks_take_the_first_and_last_tenth():
-    x = np.arange(20) * 0.5  # 0 .. 9.5 s of a 10 s clip: first 10% is < 1 s, last is >= 9 s
-    first, last = edge_masks(x, 0.0, 10.0, 0.1)
-    assert x[first].tolist() == [0.0, 0.5]
-    assert x[last].tolist() == [9.0, 9.5]
+def test_edge_masks_take_the_first_and_last_tenth_of_the_span_scored():
+    x = np.arange(1, 21) * 0.5  # 0.5 .. 10 s scored: first 10% is <= 1.45 s, last is >= 9.05 s
+    first, last = edge_masks(x, 0.1)
+    assert x[first].tolist() == [0.5, 1.0] and x[last].tolist() == [9.5, 10.0]
     with pytest.raises(ValueError):
-        edge_masks(x, 0.0, 10.0, 0.6)
+        edge_masks(x, 0.6)
+
+
+def test_edge_masks_of_a_few_steps_hold_the_first_and_the_last():
+    """Scoring starts a step in: measured from the clip's start, the first tenth of a clip of ten
+    steps held no scored step (its loss NaN) while the last held one."""
+    x = np.arange(1, 10) * 0.25  # steps 1..9 of a 2.5 s clip of 0.25 s steps (step 0 is never scored)
+    first, last = edge_masks(x, 0.1)
+    assert x[first].tolist() == [0.25] and x[last].tolist() == [2.25]
+    one, alone = edge_masks(np.array([3.0]), 0.1)
+    assert one.tolist() == alone.tolist() == [True]
+    assert [m.tolist() for m in edge_masks(np.zeros(0), 0.1)] == [[], []]
 
 
 def _clip(seconds: list[float], model: list[float], copy: float, running: float) -> ClipResult:
@@ -144,7 +154,17 @@ def test_a_report_pools_each_edge_over_its_own_tokens_and_bins_seconds_from_one_
     report.add(_clip(seconds, [1.0] * 5 + [2.0] * 3 + [5.0], copy=3.0, running=1.5))
     out = report.to_dict()
     edges = out["length_extrapolation"]["all"]["model"]
-    assert (edges["first"], edges["last"]) == (1.0, 5.0) and not out["length_extrapolation"]["model_last_below_first"]
+    assert (edges["first"], edges["last"]) == (1.0, 5.0) and out["length_extrapolation"][
+        "model_last_below_first"
+    ] is False
     by_second = out["loss_vs_context"]["all"]["seconds"]
     assert by_second[0]["hi"] == 0.25 and by_second[0]["count"] == 2  # the first step alone, not the first second
-    assert not out["beats_both_baselines"]  # below the copy's 3.0, not below the running mean's 1.5
+    assert out["beats_both_baselines"] is False  # below the copy's 3.0, not below the running mean's 1.5
+
+
+def test_a_report_with_nothing_scored_compares_nothing():
+    """NaN losses made both comparisons False, as if the model had lost; they are null."""
+    report = ModelReport("m", {}, (0,), seconds_per_step=0.25, rollout_steps=0, edge_fraction=0.1)
+    report.add(_clip([], [], copy=3.0, running=1.5))
+    out = report.to_dict()
+    assert out["beats_both_baselines"] is None and out["length_extrapolation"]["model_last_below_first"] is None

@@ -58,17 +58,21 @@ class HopBins:
     """Means of the rows whose step starts in ``[k * hop, (k + 1) * hop)`` seconds, closed in order.
 
     ``push`` returns the bins that can no longer grow; the last one stays open until `finish`.
-    Every closed bin is recorded in ``clock`` (a `Clock` of one slot per bin).
+    Every closed bin is recorded in ``clock`` (a `Clock` of one slot per bin). Sums are float64, the
+    means returned in the rows' dtype (float64 rows keep a difference of two means exact enough for
+    a standard deviation).
     """
 
     def __init__(self, seconds_per_step: float, hop_seconds: float, tokens_per_step: int, clock: Clock) -> None:
         self.seconds_per_step, self.hop_seconds, self.tokens_per_step = seconds_per_step, hop_seconds, tokens_per_step
         self.clock = clock
         self._open: tuple[int, Tensor, int] | None = None  # (bin index, sum [B, D] float64, rows)
+        self.dtype = torch.float32  # the rows'"'"' (`push`)
 
     def push(self, rows: Tensor, steps: Tensor) -> Tensor:
         """Rows ``[B, n, D]`` of the steps ``steps [n / tokens_per_step]`` -> closed bins ``[B, m, D]``."""
         B, _, D = rows.shape
+        self.dtype = rows.dtype
         if len(steps) == 0:
             return rows.new_zeros(B, 0, D)
         # bin of each kept step: floor(step * p / hop), with a tolerance for 0.04 * 25 != 1.0
@@ -90,13 +94,13 @@ class HopBins:
             self.clock.add(int(ids[j]), 1)
         self._open = (int(ids[-1]), sums[:, -1], int(counts[-1]))
         out.append(sums[:, :-1] / counts[:-1, None].double())
-        return torch.cat(out, dim=1).float()
+        return torch.cat(out, dim=1).to(self.dtype)
 
     def finish(self, batch_size: int, dim: int) -> Tensor:
         """The open bin ``[B, 1, D]`` (``[B, 0, D]`` when there is none)."""
         if self._open is None:
-            return torch.zeros(batch_size, 0, dim)
+            return torch.zeros(batch_size, 0, dim, dtype=self.dtype)
         index, total, count = self._open
         self._open = None
         self.clock.add(index, 1)
-        return (total / count).float().unsqueeze(1)
+        return (total / count).to(self.dtype).unsqueeze(1)

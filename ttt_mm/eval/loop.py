@@ -128,9 +128,7 @@ def evaluate(
         first = next(iter(results.values()))
         files.append({"path": clip.name, "start": clip.start, "seconds": first.duration})
         summary = ", ".join(
-            f"{n} {r.losses[:, 0].mean() if len(r.losses) else math.nan:.4f} "
-            f"(copy {r.losses[:, 1].mean() if len(r.losses) else math.nan:.4f}, "
-            f"mean {r.losses[:, 2].mean() if len(r.losses) else math.nan:.4f})"
+            "{} {:.4f} (copy {:.4f}, mean {:.4f})".format(n, *(r.losses.mean(0) if len(r.losses) else [math.nan] * 3))
             for n, r in results.items()
         )
         drawn = {}

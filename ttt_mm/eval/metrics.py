@@ -179,14 +179,20 @@ class LogBins:
         return out
 
 
-def edge_masks(x: np.ndarray, begin: float, end: float, fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of the positions in the first and in the last ``fraction`` of ``[begin, end)``:
-    ``x < begin + fraction * (end - begin)`` and ``x >= end - fraction * (end - begin)``."""
+def edge_masks(x: np.ndarray, fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the positions ``x`` in the first and in the last ``fraction`` of the span they cover,
+    ``[min(x), max(x)]``: ``x <= min + fraction * span`` and ``x >= max - fraction * span``. Each holds
+    at least the first (last) position, so neither is empty where ``x`` is not, and the two are
+    measured alike (a clip's scoring starts a step after its start, and its last step starts a step
+    before its end)."""
     if not 0 < fraction <= 0.5:
         raise ValueError(f"fraction must be in (0, 0.5]; got {fraction}")
     x = np.asarray(x, dtype=np.float64)
+    if not len(x):
+        return np.zeros(0, bool), np.zeros(0, bool)
+    begin, end = x.min(), x.max()
     span = end - begin
-    return x < begin + fraction * span, x >= end - fraction * span
+    return x <= begin + fraction * span, x >= end - fraction * span
 
 
 def safe_mean(total: float, count: int) -> float:

@@ -2,7 +2,7 @@
 
 Means are pooled over tokens (or frames) of all clips, so a long clip weighs more than a short
 one, as in a one-pass loss. "First" and "last" are the first and last ``edge_fraction`` of each
-clip's duration, pooled the same way.
+clip's scored steps (from the first scored to the last: `edge_masks`), pooled the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ from ttt_mm.eval.scoring import FRAME_COLUMNS, HORIZON_FIELDS, SERIES, ClipResul
 from ttt_mm.tokenizers import AUDIO, VIDEO
 
 MODALITY_NAMES = {AUDIO: "audio", VIDEO: "video"}
+
+
+def _below(a: float, b: float) -> bool | None:
+    """``a < b``; None (null in JSON) where either is NaN: nothing was scored to compare."""
+    return None if math.isnan(a) or math.isnan(b) else bool(a < b)
 
 
 class _Group:
@@ -83,7 +88,7 @@ class ModelReport:
         self.files: list[dict] = []
 
     def add(self, r: ClipResult) -> None:
-        first, last = edge_masks(r.seconds, 0.0, r.duration, self.edge_fraction)
+        first, last = edge_masks(r.seconds, self.edge_fraction)
         for g, group in self.groups.items():
             sel = np.ones(len(r.losses), bool) if self.ids[g] is None else r.modality == self.ids[g]
             group.add(r.position[sel], r.seconds[sel], r.losses[sel], first[sel], last[sel])
@@ -136,13 +141,13 @@ class ModelReport:
             "loss": loss,
             "ratio_to_copy_last_step": loss["model"] / loss["copy_last_step"] if loss["copy_last_step"] else math.nan,
             "ratio_to_running_mean": loss["model"] / loss["running_mean"] if loss["running_mean"] else math.nan,
-            "beats_both_baselines": bool(loss["model"] < min(loss["copy_last_step"], loss["running_mean"])),
+            "beats_both_baselines": _below(loss["model"], min(loss["copy_last_step"], loss["running_mean"])),
             "by_modality": {
                 g: {"tokens": grp.count, "loss": grp.means()} for g, grp in self.groups.items() if g != "all"
             },
             "length_extrapolation": {
                 "fraction": self.edge_fraction,
-                "model_last_below_first": bool(edges["all"]["model"]["last"] < edges["all"]["model"]["first"]),
+                "model_last_below_first": _below(edges["all"]["model"]["last"], edges["all"]["model"]["first"]),
                 **edges,
             },
             "loss_vs_context": {
@@ -150,7 +155,7 @@ class ModelReport:
                 for g, grp in self.groups.items()
             },
         }
-        frames = np.concatenate(self.frames) if self.frames else np.zeros((0, len(FRAME_COLUMNS)))
+        frames = self._frames()
         if len(frames):
             col = {c: frames[:, i] for i, c in enumerate(FRAME_COLUMNS)}
             out["video"] = {
@@ -168,10 +173,13 @@ class ModelReport:
         out["per_file"] = self.files
         return out
 
+    def _frames(self) -> np.ndarray:
+        """Every clip's frame rows, ``[frames, len(FRAME_COLUMNS)]``."""
+        return np.concatenate(self.frames) if self.frames else np.zeros((0, len(FRAME_COLUMNS)))
+
     def frame_rows(self) -> list[dict]:
-        frames = np.concatenate(self.frames) if self.frames else np.zeros((0, len(FRAME_COLUMNS)))
         rows = []
-        for (path, start), values in zip(self.frame_clips, frames):
+        for (path, start), values in zip(self.frame_clips, self._frames()):
             row = dict(zip(FRAME_COLUMNS, values.tolist()))
             row["frame"] = int(row["frame"])
             rows.append({"model": self.name, "path": path, "start": start, **row})

@@ -85,6 +85,10 @@ def fit(
     ``start``: a probe on the same features whose weights to start from (a neighbouring ``l2``).
     """
     x = features.x.double()
+    if not torch.isfinite(x).all():
+        raise ValueError(
+            "features that are not finite (NaN or inf) cannot be probed: every prediction would be one class"
+        )
     mean, std = x.mean(0), x.std(0, unbiased=False)
     std = torch.where(std > 1e-6 * std.max().clamp_min(1e-12), std, torch.ones_like(std))  # constant: leave as is
     z = (x - mean) / std  # [R, D]
@@ -131,8 +135,9 @@ def choose_l2(
     try:
         inner = assign_folds(y, groups, 4, seed)
     except ValueError:
-        log.debug("too few files or groups to choose l2; using %g", grid[len(grid) // 2])
-        return grid[len(grid) // 2], None
+        middle = sorted(grid)[len(grid) // 2]  # (by value: a grid may be given in any order)
+        log.debug("too few files or groups to choose l2; using %g", middle)
+        return middle, None
     train, val = np.flatnonzero(inner != 0), np.flatnonzero(inner == 0)
     train_x, val_x = features.files(train), features.files(val)
     val_y = torch.as_tensor(y[val])

@@ -72,6 +72,9 @@ class ModelFeatures:
             out[name] = FileFeatures(
                 None if pooled is None else pooled[0].numpy(), torch.cat(rows[name]).numpy() if self.rows else None
             )
+            if not all(np.isfinite(x).all() for x in (out[name].pooled, out[name].rows) if x is not None):
+                # (the embed task refuses such rows too: a NaN would turn the probe's scores to chance, unsaid)
+                raise MediaError(clip.name, f"its {name} embeddings are not finite (NaN or inf)")
         return out
 
 
@@ -101,14 +104,15 @@ class LogMelStats:
             tokens = self.tokenizer(batch)
             frames = self.tokenizer.invert(tokens.targets[:, tokens.mask[0]])["audio"]  # [1, F, n_mels]
             pool.add(frames)
-            if bins is not None:
+            if bins is not None:  # (in float64: a quiet band's E[x^2] - E[x]^2 cancels to noise in float32)
                 first = round((float(batch["start"][0]) - clip.start) / self.frame_seconds)
-                hops.append(bins.push(torch.cat([frames, frames.square()], -1), first + torch.arange(frames.shape[1])))
+                x = frames.double()
+                hops.append(bins.push(torch.cat([x, x.square()], -1), first + torch.arange(frames.shape[1])))
         if pool.count == 0:
             raise MediaError(clip.name, f"no whole log-mel frame ({self.frame_seconds} s) in the clip")
         rows = None
         if bins is not None:
-            moments = torch.cat([*hops, bins.finish(1, 2 * frames.shape[-1])], 1)[0].double()  # [n, 2 * n_mels]
+            moments = torch.cat([*hops, bins.finish(1, 2 * self.tokenizer.n_mels)], 1)[0]  # [n, 2 * n_mels]
             mean, square = moments.chunk(2, -1)
             rows = torch.cat([mean, (square - mean.square()).clamp_min(0).sqrt()], -1).float().numpy()
         return FileFeatures(pool.result()[0].numpy(), rows)
@@ -178,7 +182,8 @@ class EmbeddingFolder:
             raise MediaError(clip.name, f"{stem}.json has no pooled vector (embedded with pool=null)")
         if len(loaded.embeddings) == 0:
             raise MediaError(clip.name, f"{stem}.npy holds no rows")
-        return FileFeatures(loaded.pooled, np.asarray(loaded.embeddings, dtype=np.float32) if rows else None)
+        # rows copied out of the memory map: a map kept per file held its file open, past the process's limit
+        return FileFeatures(loaded.pooled, np.array(loaded.embeddings, dtype=np.float32) if rows else None)
 
 
 def _one_run(root: Path, found: list[tuple[Path, dict]], field: str, meaning: str) -> None:

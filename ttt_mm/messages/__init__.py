@@ -5,6 +5,15 @@ constructor refuses, by its name (`arguments`); how far a command is through its
 every so often where no terminal shows a bar (`progress`)."""
 
 from ttt_mm.messages.arguments import check_count, check_positive
-from ttt_mm.messages.lines import first_line, first_of, missing, one_line, root_cause
+from ttt_mm.messages.lines import first_line, first_of, missing, one_line, root_cause, skips_named
 
-__all__ = ["check_count", "check_positive", "first_line", "first_of", "missing", "one_line", "root_cause"]
+__all__ = [
+    "check_count",
+    "check_positive",
+    "first_line",
+    "first_of",
+    "missing",
+    "one_line",
+    "root_cause",
+    "skips_named",
+]

@@ -29,6 +29,17 @@ def first_of(items: list[str], at_most: int, sep: str = ", ") -> str:
     return sep.join(items[:at_most]) + more
 
 
+SKIPS_NAMED = 5
+"""Files a command's closing summary names of those it skipped; the rest are counted (its output
+folder lists them all)."""
+
+
+def skips_named(skipped: list[dict]) -> str:
+    """The first `SKIPS_NAMED` of a command's skipped files (``path``, ``reason``), each with its
+    reason: ``a.wav (reason); b.mp4 (reason) and 3 more``."""
+    return first_of([f"{s['path']} ({s['reason']})" for s in skipped], SKIPS_NAMED, sep="; ")
+
+
 def missing(said: str, path: str | os.PathLike) -> str:
     """``<said> does not exist`` of a ``path`` (``said`` names it: ``dataset root /x``), and where the path
     starts with ``~``, that no shell expanded it (bash expands a ``~`` after ``=`` only in an argument

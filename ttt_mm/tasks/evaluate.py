@@ -20,6 +20,7 @@ one ``error:`` line and exit code 2.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -36,7 +37,8 @@ from ttt_mm.embed.files import weights_hash
 from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding, checkpoint_split
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.report import MODALITY_NAMES
-from ttt_mm.eval.tables import remove_earlier_figures, remove_figures, skip_list_set_aside, write_outputs
+from ttt_mm.eval.tables import SKIP_LIST, remove_earlier_figures, remove_figures, skip_list_set_aside, write_outputs
+from ttt_mm.messages.lines import SKIPS_NAMED, skips_named
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.command_keys import names_of, positive_count, positive_seconds, results_folder, set_threads
 from ttt_mm.tasks.command_lines import shell_override
@@ -355,7 +357,8 @@ def report(out: dict) -> None:
         split = out.get("split", "all")  # (the log counted the files left out of every split)
         lines.append(
             f"skipped {len(out['skipped'])} file(s){'' if split == 'all' else f' of the {split} split'}: "
-            + "; ".join(f"{s['path']} ({s['reason']})" for s in out["skipped"])
+            + skips_named(out["skipped"])
+            + (f" (all in {SKIP_LIST})" if len(out["skipped"]) > SKIPS_NAMED else "")
         )
     print("\n".join(lines), flush=True)
 
@@ -374,7 +377,7 @@ def scores(models: dict[str, dict]) -> dict[str, float]:
             out |= {f"{at}psnr_db": d["video"]["psnr_db"]["model"], f"{at}ssim": d["video"]["ssim"]["model"]}
         if "audio" in d:
             out[f"{at}mel_l1"] = d["audio"]["mel_l1"]["model"]
-    return {k: float(v) for k, v in out.items() if v is not None}
+    return {k: float(v) for k, v in out.items() if math.isfinite(v)}  # (NaN, nothing scored: "-" in the table)
 
 
 @hydra_command("evaluate")

@@ -45,7 +45,7 @@ from ttt_mm.linear_probe.classifier import FoldScore, cross_validate, majority_c
 from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather, stack
 from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups, warn_of_classes_some_folds_miss
 from ttt_mm.linear_probe.tables import write_outputs
-from ttt_mm.messages import first_of, one_line
+from ttt_mm.messages import one_line, skips_named
 from ttt_mm.tasks.command_keys import extensions_of, names_of, positive_count, results_folder, set_threads
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
@@ -62,8 +62,6 @@ TITLES = {
     "random_weights": "random weights",
     "majority": "majority class",
 }
-SKIPPED_NAMED = 5
-"""Unreadable clips the summary names; the rest are counted (metrics.json lists them all)."""
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -399,8 +397,7 @@ def report(out: dict) -> None:
     for note in m["left_out_before_reading"]:
         lines.append(f"left out: {note}")
     if m["skipped"]:
-        shown = first_of([f"{x['path']} ({x['reason']})" for x in m["skipped"]], SKIPPED_NAMED, sep="; ")
-        lines.append(f"skipped {len(m['skipped'])} clip(s): {shown}")
+        lines.append(f"skipped {len(m['skipped'])} clip(s): {skips_named(m['skipped'])}")
     lines.append(f"output: {out['output']} (metrics.json, folds.csv, files.csv)")
     print("\n".join(lines), flush=True)
 
