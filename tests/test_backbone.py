@@ -184,6 +184,7 @@ def test_every_block_gets_its_own_mixer_built_with_the_backbone_width():
 
 
 @pytest.mark.parametrize("mixer,variant", CONFIGS)
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")  # (a norm's, under autocast)
 def test_an_input_of_the_wrong_shape_or_batch_is_refused_by_the_backbone_and_each_mixer(mixer, variant):
     """Each failed deep inside a layer (a reshape, RMSNorm, a conv), or not at all."""
     model = tiny(mixer, variant)
@@ -207,6 +208,11 @@ def test_an_input_of_the_wrong_shape_or_batch_is_refused_by_the_backbone_and_eac
         model(torch.randn(2, 8, 32), state, restart=torch.tensor([0.3, 0.0]))  # (0.3 restarted its row)
     with pytest.raises(ValueError, match="^the input must be floating point .*; got torch.int64$"):
         model(torch.randint(0, 5, (2, 8, 32)))
+    for module in (model, block.mixer):  # (a matmul's "expected m1 and m2 to have the same dtype")
+        with pytest.raises(ValueError, match=r"^the input is torch.bfloat16 and the weights torch.float32: move"):
+            module(torch.randn(2, 8, 32, dtype=torch.bfloat16))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # (autocast casts each op's inputs: any dtype goes)
+            assert module(torch.randn(2, 8, 32, dtype=torch.bfloat16))[0].shape == (2, 8, 32)
 
 
 @pytest.mark.parametrize("mixer,variant", CONFIGS)

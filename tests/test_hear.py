@@ -74,6 +74,15 @@ def test_clear_errors(model, tmp_path):
         hear.load_model(av)
 
 
+def test_a_model_moved_to_bfloat16_is_refused_with_the_way_back(tmp_path):
+    """Its float32 log-mel frames met bfloat16 weights: a matmul's "float != c10::BFloat16"."""
+    ckpt = save_checkpoint(tmp_path / "audio.ckpt", TOKENIZERS["audio"])
+    half = hear.load_model(ckpt, device="cpu").to(torch.bfloat16)
+    with pytest.raises(ValueError, match=r"^HEAR embeds with float32 weights; this model's are torch.bfloat16: model"):
+        hear.get_scene_embeddings(torch.zeros(1, 16000), half)
+    assert hear.get_scene_embeddings(torch.zeros(1, 16000), half.float()).shape == (1, half.scene_embedding_size)
+
+
 def test_integer_audio_is_an_error_not_embedded_unscaled(model):
     pcm = (0.1 * torch.randn(2, 16000) * 32768).to(torch.int16)
     for embed in (hear.get_timestamp_embeddings, hear.get_scene_embeddings):

@@ -62,7 +62,10 @@ def with_leaves(template, leaves: list[Any]):
         if isinstance(node, Tensor) != isinstance(leaf, Tensor) or (
             isinstance(node, Tensor) and node.shape != leaf.shape
         ):
-            raise ValueError("the leaves are not those of this state (another model or batch size)")
+            raise ValueError(
+                "the leaves are not those of this state (another model or batch size; or an attention cache, "
+                "whose length grows with every token: not kept this way)"
+            )
         return leaf.to(device=node.device) if isinstance(leaf, Tensor) else leaf
 
     state = rebuild(template)
@@ -254,7 +257,7 @@ class Backbone(nn.Module):
                 )
             if len(state.blocks) != self.depth:
                 raise ValueError(f"the state is of {len(state.blocks)} blocks; this backbone has {self.depth}")
-        check_input(x, self.dim, state)
+        check_input(x, self.dim, state, weights=self.norm.weight)
         if restart is not None and tuple(restart.shape) != (x.shape[0],):
             raise ValueError(f"restart must be [batch] = [{x.shape[0]}] (a flag per row); got {tuple(restart.shape)}")
         if restart is not None and restart.dtype != torch.bool:  # (0.3 would restart its row: no flag at all)

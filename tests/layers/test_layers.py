@@ -183,6 +183,18 @@ def test_a_ttt_state_with_or_without_convolution_caches_goes_on_only_in_its_own_
         layer.check_state(state)
 
 
+def test_an_attention_cache_of_other_heads_is_refused_by_name():
+    """A cache of 4 heads passed check_state in a layer of 8, whose forward then failed in torch.cat."""
+    x = torch.randn(2, 5, 32)
+    _, cache = AttentionLayer(32, 4)(x)
+    wider = AttentionLayer(32, 8)
+    message = r"^the cache holds keys \(2, 4, 5, 8\) and values \(2, 4, 5, 8\); this layer caches \[2, 8, tokens, 4\]"
+    for call in (lambda: wider.check_state(cache), lambda: wider(x, cache)):
+        with pytest.raises(ValueError, match=message):
+            call()
+    AttentionLayer(32, 4).check_state(cache)  # (its own kind, of any length, goes on)
+
+
 @pytest.mark.parametrize("name", [*LAYERS, "lact"])
 def test_another_mixers_state_is_refused_by_its_type(name):
     """A KVCache given to a TTT layer failed with "'KVCache' object has no attribute 'core'"."""

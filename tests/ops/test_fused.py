@@ -134,13 +134,16 @@ def test_kernel_selection(monkeypatch):
     assert calls == []
     core(args, "triton")
     assert calls == [1]
-    with pytest.raises(ValueError, match="powers of two"):
+    with pytest.raises(ValueError, match="powers of two.*K=16$"):  # (TTT-Linear's refusal names no MLP width)
         narrow = [x[..., :8] if i < 3 else x for i, x in enumerate(args)]
         ttt_linear(
             *narrow[:4], torch.zeros(2, 8, 8), torch.zeros(2, 8), torch.ones(2, 8), torch.zeros(2, 8), kernel="triton"
         )
     with pytest.raises(ValueError, match="MLP width 24"):
         mlp(args[:4], mlp_params(D=24), "triton")
+    monkeypatch.delenv("TRITON_INTERPRET")  # (CPU tensors outside the interpreter: Triton's "0 active drivers")
+    with pytest.raises(ValueError, match="CUDA tensors, or on the CPU in Triton's interpreter: TRITON_INTERPRET=1"):
+        core(args, "triton")
     with pytest.raises(ValueError, match="kernel must be"):
         core(args, "cuda")
     assert isinstance(core(args, "torch")[1], TTTState)

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import os
 
+import torch
 from torch import Tensor, nn
 
 from ttt_mm.embed.embedder import Embedder
 
 
 class HearModel(nn.Module):
-    """A frozen ttt-mm audio model with the attributes HEAR reads.
+    """A ttt-mm audio model with the attributes HEAR reads, in eval mode (its embeddings are computed
+    without gradients; its parameters are left as they are, shared with the embedder).
 
     ``sample_rate`` (Hz) of the expected audio, ``timestamp_embedding_size`` and
     ``scene_embedding_size`` (both the backbone width). Move it with ``.to(device)`` as usual.
@@ -65,7 +67,10 @@ class HearModel(nn.Module):
                 f"audio of {audio.shape[1]} samples is shorter than one token "
                 f"({samples} samples = {samples / self.sample_rate * 1000:g} ms at {self.sample_rate} Hz){layout}"
             )
-        self.embedder.device = next(self.parameters()).device  # follow .to(device)
+        weights = next(self.parameters())
+        if weights.dtype != torch.float32:  # (the audio and its log-mel frames are float32)
+            raise ValueError(f"HEAR embeds with float32 weights; this model's are {weights.dtype}: model.float()")
+        self.embedder.device = weights.device  # follow .to(device)
         return self.embedder.embed_tensor(audio=audio)
 
 

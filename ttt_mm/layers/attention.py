@@ -45,14 +45,23 @@ class AttentionLayer(nn.Module):
         return KVCache(empty, empty.clone())
 
     def check_state(self, state: KVCache) -> None:
-        """Any cache goes on (its keys carry their positions)."""
+        """Raises ValueError unless ``state`` caches keys and values of this layer's heads (its count and
+        width); a cache of any length goes on (its keys carry their positions)."""
+        B, H, F = state.k.shape[0], self.num_heads, self.head_dim
+        if state.k.dim() != 4 or state.k.shape[1:2] + state.k.shape[3:] != (H, F) or state.v.shape != state.k.shape:
+            raise ValueError(
+                f"the cache holds keys {tuple(state.k.shape)} and values {tuple(state.v.shape)}; this layer caches "
+                f"[{B}, {H}, tokens, {F}] each ({H} heads of {F}): a cache of another attention layer"
+            )
 
     def no_weight_decay(self) -> list[nn.Parameter]:
         """Nothing beyond the generic rule (tensors of < 2 dims, norms)."""
         return []
 
     def forward(self, x: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
-        check_input(x, self.dim, state, KVCache)
+        check_input(x, self.dim, state, KVCache, self.wqkv.weight)
+        if state is not None:
+            self.check_state(state)
         B, T, C = x.shape
         H = self.num_heads
         qkv = self.wqkv(x).unflatten(-1, (3 * H, self.head_dim))  # [B, T, 3H, F]

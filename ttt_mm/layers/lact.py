@@ -209,7 +209,7 @@ class LaCTLayer(nn.Module):
 
     def forward(self, x: Tensor, state: LaCTLayerState | None = None) -> tuple[Tensor, LaCTLayerState]:
         """``x [B, T, C]`` (the block's normed input) -> ``y [B, T, C]`` and the state after ``x``."""
-        check_input(x, self.dim, state, LaCTLayerState)
+        check_input(x, self.dim, state, LaCTLayerState, self.wqkv.weight)
         if state is None:
             state = self.initial_state(x.shape[0])
         else:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from ..messages import check_count, check_positive
@@ -58,9 +59,10 @@ class Mixer(Protocol):
         ...
 
     def check_state(self, state: Any) -> None:
-        """Raises ValueError when this mixer cannot go on from ``state``, one of its own shapes but made
-        with other settings (part way through a mini-batch or chunk of another size): a carried state
-        restored from a checkpoint into a mixer configured otherwise."""
+        """Raises ValueError when this mixer cannot go on from ``state``, one made with other settings
+        (another head count or width; TTT's part way through a mini-batch of another size; LaCT's
+        further into its open chunk than its chunk holds: a chunk's sums record no size): a carried
+        state restored from a checkpoint into a mixer configured otherwise."""
         ...
 
     def no_weight_decay(self) -> list[nn.Parameter]:
@@ -92,10 +94,13 @@ def rope_head_width(dim: int, num_heads: int, rope_theta: float) -> int:
     return dim // num_heads
 
 
-def check_input(x: Tensor, dim: int, state: Any = None, state_type: type | None = None) -> None:
-    """Raises ValueError unless ``x`` is ``[B, T, dim]`` and ``state`` (None: a new sequence) holds
-    the same ``B`` rows, TypeError unless ``state`` is a ``state_type`` (another mixer's state, say):
-    mistakes caught here instead of as a shape or attribute error deep inside a layer."""
+def check_input(
+    x: Tensor, dim: int, state: Any = None, state_type: type | None = None, weights: Tensor | None = None
+) -> None:
+    """Raises ValueError unless ``x`` is ``[B, T, dim]`` of the dtype of ``weights`` (a weight of the
+    module: any dtype under autocast) and ``state`` (None: a new sequence) holds the same ``B`` rows,
+    TypeError unless ``state`` is a ``state_type`` (another mixer's state, say): mistakes caught here
+    instead of as a shape, dtype or attribute error deep inside a layer."""
     if state is not None and state_type is not None and not isinstance(state, state_type):
         raise TypeError(
             f"state must be a {state_type.__name__} (what this layer returned) or None; got {type(state).__name__}"
@@ -104,6 +109,11 @@ def check_input(x: Tensor, dim: int, state: Any = None, state_type: type | None 
         raise ValueError(f"the input must be [batch, tokens, {dim}]; got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"the input must be floating point (token embeddings); got {x.dtype}")
+    if weights is not None and x.dtype != weights.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(
+            f"the input is {x.dtype} and the weights {weights.dtype}: move one to the other's dtype "
+            f"(x.to({weights.dtype}) or module.to({x.dtype})), or run under torch.autocast"
+        )
     rows = {leaf.shape[0] for leaf in state_leaves(state) if isinstance(leaf, Tensor)}
     if rows and rows != {x.shape[0]}:
         raise ValueError(

@@ -166,7 +166,7 @@ class TTTLayer(nn.Module):
         Long inputs are processed a piece at a time (``PIECE_TOKENS`` on the CPU) with the state carried,
         which gives the same result (the layer streams exactly) while every temporary stays small.
         """
-        check_input(x, self.dim, state, TTTLayerState)
+        check_input(x, self.dim, state, TTTLayerState, self.wqkv.weight)
         if state is not None:
             self.check_state(state)
         return in_pieces(self._forward, x, state, piece_tokens(x, PIECE_TOKENS))

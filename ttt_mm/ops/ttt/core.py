@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 
 import torch
@@ -65,7 +66,12 @@ def _fused_wanted(kernel: str | None, q: Tensor, K: int, params: Params) -> bool
             f"are powers of two >= 16, with K <= {fused.MAX_K}, and head dim <= {fused.LINEAR_MAX_F} (TTT-Linear) or "
             f"head dim <= {fused.MLP_MAX_F}, MLP width <= 4 x head dim and K x head dim <= {fused.MLP_MAX_KF} "
             "(TTT-MLP); "
-            f"got {q.dtype}, head dim {q.shape[-1]}, K={K}, MLP width {hidden}"
+            f"got {q.dtype}, head dim {q.shape[-1]}, K={K}" + ("" if hidden is None else f", MLP width {hidden}")
+        )
+    if kernel == "triton" and not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(
+            "kernel='triton' runs on CUDA tensors, or on the CPU in Triton's interpreter: TRITON_INTERPRET=1 in "
+            "the environment before ttt_mm is imported"
         )
     if kernel is None and q.is_cuda and not usable:
         _log_torch_fallback(q.shape[-1], q.dtype, K, hidden)  # once per shape, whatever the length
