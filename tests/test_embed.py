@@ -547,6 +547,17 @@ def test_overwrite_and_dtype_redo_an_output_and_a_rerun_that_fails_leaves_no_sta
     assert npy.exists() and not sidecar.exists()  # no sidecar of the old rows describes the new ones
 
 
+def test_a_list_or_a_pattern_given_as_input_says_how_to_give_several_files(ckpts, folder, tmp_path):
+    """Both files of ``input=[a,b]`` exist, and ``*`` reaches the command unexpanded: each was said not
+    to exist."""
+    listed = f"input=[{folder / 'a.wav'},{folder / 'sub' / 'b.flac'}]"
+    with pytest.raises(ConfigError, match=r"^input takes one file, folder or manifest; got a list of 2: give their"):
+        task.run(_cfg(ckpt=ckpts["audio"], output=tmp_path / "out", **dict([listed.split("=", 1)])))
+    with pytest.raises(ConfigError, match=r"^input=.*/\*.wav: a pattern is not expanded here: give the folder"):
+        task.run(_cfg(ckpt=ckpts["audio"], input=folder / "*.wav", output=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_inputs_that_list_no_files_and_paths_that_are_not_checkpoints(ckpts, folder, tmp_path):
     (tmp_path / "header.csv").write_text("path,start,end,label\n")
     (tmp_path / "empty.jsonl").write_text("")

@@ -803,7 +803,10 @@ def test_a_data_group_of_other_streams_than_the_checkpoints_is_said_to_be_read_f
     """``data=video_folder`` with an audio checkpoint scored the files' audio without a word."""
     audio = {"modalities": ["audio"], "sample_rate": 16000, "fps": None, "size": None}
     said = read_otherwise({"data": "video_folder", "tokenizer": "video"}, audio)
-    assert said == "data=video_folder reads video in training; its clips are read for the audio the checkpoint reads"
+    assert said == (  # (not only its videos: every file with sound, as an audio run of the group takes them)
+        "data=video_folder reads video in training; here its files with audio are taken and read for the audio "
+        "the checkpoint reads (as data.modalities=[audio] takes them)"
+    )
     assert "reads audio and video in training" in read_otherwise({"data": "av_folder", "tokenizer": "av"}, audio)
     assert read_otherwise({"data": "synthetic", "tokenizer": "video"}, audio) is None  # (its clips have sound)
     assert read_otherwise({"data": "audio_folder", "tokenizer": "audio"}, audio) is None

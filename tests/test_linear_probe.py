@@ -701,3 +701,10 @@ def test_l2_falls_back_to_the_middle_of_the_grid_by_value():
     features = Features.per_file(torch.randn(3, 2))
     chosen, probe = classifier.choose_l2(features, np.array([0, 1, 0]), None, 2, (1.0, 1e-4, 1e-2), seed=0)
     assert (chosen, probe) == (1e-2, None)
+
+
+def test_a_list_given_as_input_says_how_to_give_several_files(ckpts, tones, tmp_path):
+    """It was said not to exist (``input=['a', 'b'] does not exist``), though both folders do."""
+    listed = f"[{tones / 'low'},{tones / 'high'}]"
+    with pytest.raises(ConfigError, match=r"^input takes one file, folder or manifest; got a list of 2"):
+        run(_cfg(ckpt=ckpts["audio"], input=listed, output=tmp_path / "out"))

@@ -1,14 +1,16 @@
-"""Readers of the keys several commands share: lists of names and extensions, counts (``max_files``,
+"""Readers of the keys several commands share: lists of names and extensions, an ``input`` path, counts (``max_files``,
 ``threads``), durations, and the ``output`` folder (one per job in a sweep); a value that cannot work is a
 `ConfigError` naming its key."""
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import ListConfig
 
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.tasks.common import ConfigError, in_a_sweep
@@ -53,6 +55,24 @@ def positive_seconds(value, key: str, null: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ConfigError(f"{key} must be a number of seconds > 0 (or null for {null}); got {value!r}")
     return float(value)
+
+
+def input_path(value, key: str = "input") -> str:
+    """A key that takes one file, folder or manifest (``input``), as a path. A list (``input=[a,b]``)
+    and a pattern no shell expanded (``input=/x/*.ogg``: no such file) are config errors that say how to
+    give several files; they read as a path that does not exist."""
+    if isinstance(value, (list, tuple, ListConfig)):
+        raise ConfigError(
+            f"{key} takes one file, folder or manifest; got a list of {len(value)}: give their folder, or list "
+            "them in a CSV or JSONL manifest (a path column)"
+        )
+    path = str(value)
+    if any(c in path for c in "*?[") and not os.path.lexists(path):
+        raise ConfigError(
+            f"{key}={path}: a pattern is not expanded here: give the folder (extensions=[...] takes files by "
+            "extension) or a CSV or JSONL manifest that lists them"
+        )
+    return path
 
 
 def output_folder(path: str | Path) -> Path:

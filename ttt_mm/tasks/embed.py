@@ -66,7 +66,7 @@ from ttt_mm.embed.files import (
 from ttt_mm.messages import missing, one_line
 from ttt_mm.messages.progress import FilesBar
 from ttt_mm.storage.atomic import remove_stale_temporaries, replaced_with_sidecar, write_json
-from ttt_mm.tasks.command_keys import extensions_of, output_folder, set_threads, sweep_job_folder
+from ttt_mm.tasks.command_keys import extensions_of, input_path, output_folder, set_threads, sweep_job_folder
 from ttt_mm.tasks.common import ConfigError, Interrupted, SweepJobError, config_errors_end_the_command, in_a_sweep
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_types import check_arguments, check_config
@@ -261,7 +261,7 @@ def run(cfg: DictConfig) -> Summary:
             raise ConfigError(f"{key}=<path> is required")
     set_threads(cfg.threads, "threads")
     try:
-        clips, single, classes = list_inputs(str(cfg.input), extensions_of(cfg.extensions))
+        clips, single, classes = list_inputs(input_path(cfg.input), extensions_of(cfg.extensions))
         output = sweep_job_folder(cfg.output)
         if output.exists() and not output.is_dir():  # (said now: a run of bad inputs only would not make it)
             raise ConfigError(f"output={output} cannot be made a folder: a file of that name exists")

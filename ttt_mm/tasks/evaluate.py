@@ -174,10 +174,16 @@ def read_otherwise(choices: Mapping[str, str], decoding: Mapping) -> str | None:
     reads = next((list(streams) for streams, name in TOKENIZER_OF.items() if name == tokenizer), None)
     if not group or group == "synthetic" or reads is None or set(reads) == set(decoding["modalities"]):
         return None  # (synthetic clips have both streams: a model of either is evaluated on its own)
+    streams = " and ".join(decoding["modalities"])
     return (
-        f"data={group} reads {' and '.join(reads)} in training; its clips are read for the "
-        f"{' and '.join(decoding['modalities'])} the checkpoint reads"
+        f"data={group} reads {' and '.join(reads)} in training; here its files with {streams} are taken and read "
+        f"for the {streams} the checkpoint reads (as data.modalities={_listed(decoding['modalities'])} takes them)"
     )
+
+
+def _listed(values) -> str:
+    """A list as an override writes it: ``[audio,video]``."""
+    return "[" + ",".join(values) + "]"
 
 
 def decoding_of(model: SequenceModel) -> dict:

@@ -46,7 +46,7 @@ from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStat
 from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups, warn_of_classes_some_folds_miss
 from ttt_mm.linear_probe.tables import write_outputs
 from ttt_mm.messages import one_line, skips_named
-from ttt_mm.tasks.command_keys import extensions_of, names_of, positive_count, results_folder, set_threads
+from ttt_mm.tasks.command_keys import extensions_of, input_path, names_of, positive_count, results_folder, set_threads
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_types import check_arguments, check_config
@@ -274,7 +274,7 @@ def run(cfg: DictConfig) -> dict:
     set_threads(cfg.threads, "threads")
     extensions = extensions_of(cfg.extensions)
 
-    data = select(labelled_clips(str(cfg.input), extensions), cfg)
+    data = select(labelled_clips(input_path(cfg.input), extensions), cfg)
     clips, dropped = drop_rare(data.clips, data.names, data.labels, min_clips, "listed")  # (not read: no time spent)
     clips, lonely = drop_one_group(clips, data.names, bool(cfg.group))
     dropped |= lonely
