@@ -9,6 +9,7 @@ import logging
 import logging.config
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data.index import IndexInterrupted, index_files
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
-from ttt_mm.tasks import command_keys, common, sweep_report
+from ttt_mm.tasks import command_keys, common, starting, sweep_report
 from ttt_mm.tasks.command_keys import extensions_of, names_of, output_folder, positive_count
 from ttt_mm.tasks.command_lines import quoted_override
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted, config_errors_end_the_command
@@ -594,3 +595,24 @@ def test_a_sweep_job_without_threads_gets_torchs_default_back(command, keys, tmp
                 assert torch.get_num_threads() == after
     finally:
         torch.set_num_threads(default)
+
+
+def test_ctrl_c_while_a_command_starts_is_one_line_and_in_its_work_a_traceback(monkeypatch, tmp_path):
+    """Ctrl-C in the seconds a command imports printed dozens of lines of import machinery."""
+    importing = "import ttt_mm.tasks\nraise KeyboardInterrupt"
+    proc = subprocess.run([sys.executable, "-c", importing], capture_output=True, text=True, timeout=120)
+    assert proc.stderr == "interrupted while the command was starting: nothing was run\n"
+    assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT)  # (as any Ctrl-C that ends Python)
+    seen = []
+
+    @hydra_command("train")
+    def task(cfg):
+        seen.append(sys.excepthook)
+
+    starting.started()  # (this process imported ttt_mm.tasks: its hook may still be in place)
+    before = sys.excepthook
+    starting.say_ctrl_c_while_starting()
+    assert sys.excepthook is not before
+    monkeypatch.setattr(sys, "argv", ["train", f"hydra.run.dir={tmp_path}"])
+    task()
+    assert seen == [before] and sys.excepthook is before  # (in its work a Ctrl-C shows where a hang was)

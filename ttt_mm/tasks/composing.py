@@ -31,6 +31,7 @@ from ttt_mm.processes.environment import environment
 from ttt_mm.tasks.command_lines import quoted_override
 from ttt_mm.tasks.common import CONF_DIR
 from ttt_mm.tasks.overrides import sweep_on_command_line
+from ttt_mm.tasks.starting import started
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
 """Hydra raises, rather than prints, what goes wrong where this is "1"."""
@@ -50,6 +51,7 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
     def decorate(task: Callable) -> Callable:
         @functools.wraps(task)
         def job(cfg: DictConfig):
+            started()  # (the command's work begins: `ttt_mm.tasks.starting`)
             try:
                 return task(cfg)
             except BaseException as err:

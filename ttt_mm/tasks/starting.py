@@ -1,0 +1,34 @@
+"""Ctrl-C while a command starts: its imports (PyTorch, Lightning, Hydra) and the composing of its
+config take seconds, and a Ctrl-C then printed a traceback of import machinery, dozens of lines that
+say nothing to a user. Until the command's own work begins (`started`, called by ``hydra_command``),
+an interrupt that ends the process is said in one line; the exit status stays Python's (130). From
+then on each command says where it stopped itself, and an interrupt it does not catch shows its
+traceback again (where a hang was)."""
+
+from __future__ import annotations
+
+import sys
+
+STARTING = "interrupted while the command was starting: nothing was run"
+
+_before = None  # the hook that was in place before `say_ctrl_c_while_starting`
+
+
+def _one_line(exc_type, exc, traceback) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        print(STARTING, file=sys.stderr)
+    else:
+        (_before or sys.__excepthook__)(exc_type, exc, traceback)
+
+
+def say_ctrl_c_while_starting() -> None:
+    """Until `started`, an uncaught KeyboardInterrupt ends the process with `STARTING`."""
+    global _before
+    if sys.excepthook is not _one_line:
+        _before, sys.excepthook = sys.excepthook, _one_line
+
+
+def started() -> None:
+    """The command's own work begins: uncaught exceptions are shown as before."""
+    if sys.excepthook is _one_line:
+        sys.excepthook = _before or sys.__excepthook__
