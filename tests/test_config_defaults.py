@@ -599,18 +599,22 @@ def test_a_sweep_job_without_threads_gets_torchs_default_back(command, keys, tmp
 
 def test_ctrl_c_while_a_command_starts_is_one_line_and_in_its_work_a_traceback(monkeypatch, tmp_path):
     """Ctrl-C in the seconds a command imports printed dozens of lines of import machinery."""
-    importing = "import ttt_mm.tasks\nraise KeyboardInterrupt"
-    proc = subprocess.run([sys.executable, "-c", importing], capture_output=True, text=True, timeout=120)
-    assert proc.stderr == "interrupted while the command was starting: nothing was run\n"
-    assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT)  # (as any Ctrl-C that ends Python)
+    for started_as in ("sys.orig_argv = [sys.executable, '-m', 'ttt_mm.tasks.evaluate']", "sys.argv[0] = 'train.py'"):
+        importing = f"import sys\n{started_as}\nimport ttt_mm.tasks\nraise KeyboardInterrupt"
+        proc = subprocess.run([sys.executable, "-c", importing], capture_output=True, text=True, timeout=120)
+        assert proc.stderr == "interrupted while the command was starting: nothing was run\n"
+        assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT)  # (as any Ctrl-C that ends Python)
+    script = "import ttt_mm.tasks\nraise KeyboardInterrupt"  # (a script that imports the tasks: Python's own)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.stderr.startswith("Traceback") and proc.stderr.endswith("KeyboardInterrupt\n")
     seen = []
 
     @hydra_command("train")
     def task(cfg):
         seen.append(sys.excepthook)
 
-    starting.started()  # (this process imported ttt_mm.tasks: its hook may still be in place)
     before = sys.excepthook
+    monkeypatch.setattr(starting, "a_command", lambda: True)
     starting.say_ctrl_c_while_starting()
     assert sys.excepthook is not before
     monkeypatch.setattr(sys, "argv", ["train", f"hydra.run.dir={tmp_path}"])

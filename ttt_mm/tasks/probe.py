@@ -26,6 +26,7 @@ from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, 
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, MANIFEST_SUFFIXES, MEDIA_EXTENSIONS, FolderSource, relative_to
 from ttt_mm.storage.atomic import write_text
+from ttt_mm.tasks.starting import started
 
 
 def _seconds(text: str) -> float:
@@ -62,6 +63,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started()  # (its work begins: `ttt_mm.tasks.starting`)
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:

@@ -1,12 +1,15 @@
 """Ctrl-C while a command starts: its imports (PyTorch, Lightning, Hydra) and the composing of its
 config take seconds, and a Ctrl-C then printed a traceback of import machinery, dozens of lines that
-say nothing to a user. Until the command's own work begins (`started`, called by ``hydra_command``),
-an interrupt that ends the process is said in one line; the exit status stays Python's (130). From
-then on each command says where it stopped itself, and an interrupt it does not catch shows its
-traceback again (where a hang was)."""
+say nothing to a user. In a process started as a command (``python -m ttt_mm.tasks.<name>``,
+``python train.py``), until the command's own work begins (`started`, called by ``hydra_command`` and
+the probe command), an interrupt that ends the process is said in one line; the exit status stays
+Python's (130). From then on each command says where it stopped itself, and an interrupt it does not
+catch shows its traceback again (where a hang was). A script or notebook that imports the tasks
+keeps Python's own."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 STARTING = "interrupted while the command was starting: nothing was run"
@@ -21,10 +24,19 @@ def _one_line(exc_type, exc, traceback) -> None:
         (_before or sys.__excepthook__)(exc_type, exc, traceback)
 
 
+def a_command() -> bool:
+    """Whether this process was started as a command: ``python -m ttt_mm.tasks.<name>`` or ``python
+    train.py``."""
+    argv = sys.orig_argv
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
+    return module.startswith("ttt_mm.tasks.") or os.path.basename(sys.argv[0]) == "train.py"
+
+
 def say_ctrl_c_while_starting() -> None:
-    """Until `started`, an uncaught KeyboardInterrupt ends the process with `STARTING`."""
+    """In a command's process (`a_command`), until `started`, an uncaught KeyboardInterrupt ends the
+    process with `STARTING`."""
     global _before
-    if sys.excepthook is not _one_line:
+    if a_command() and sys.excepthook is not _one_line:
         _before, sys.excepthook = sys.excepthook, _one_line
 
 
