@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
 from ttt_mm.tasks.overrides import as_typed
-from ttt_mm.tasks.run_folders import config_subdir_of, run_dir_of
+from ttt_mm.tasks.run_folders import config_subdir_of, later_last_checkpoint, run_dir_of
 
 
 def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(tmp_path):
@@ -35,3 +36,24 @@ def test_hydras_record_of_overrides_is_read_as_typed_an_interpolation_unresolved
         list(record.overrides.task)
     assert as_typed(record.overrides.task) == ["seed=1", "data.val_seconds=${data.clip_seconds}"]
     assert as_typed(None) == []
+
+
+def test_a_resume_from_an_earlier_checkpoint_of_its_run_names_the_later_last_one(tmp_path):
+    """Resumed in its run's folder from step 100 while last.ckpt was at step 120, the run replaced the
+    later one with its saves, and nothing said so."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("{}\n")
+    (run / "checkpoints").mkdir()
+    earlier, last = run / "checkpoints" / "step000100.ckpt", run / "checkpoints" / "last.ckpt"
+    torch.save({"global_step": 100}, earlier)
+    torch.save({"global_step": 120}, last)
+    assert later_last_checkpoint(str(earlier), 100) == (last, 120)
+    assert later_last_checkpoint(str(last), 120) is None  # (the one resumed)
+    torch.save({"global_step": 90}, last)
+    assert later_last_checkpoint(str(earlier), 100) is None  # (not later)
+    last.write_bytes(b"not a checkpoint")
+    assert later_last_checkpoint(str(earlier), 100) is None
+    elsewhere = tmp_path / "step000100.ckpt"  # (kept outside a run: resumed into a run folder of its own)
+    torch.save({"global_step": 100}, elsewhere)
+    assert later_last_checkpoint(str(elsewhere), 100) is None

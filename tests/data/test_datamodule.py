@@ -622,3 +622,35 @@ def test_a_resumed_run_says_which_files_its_skip_list_already_leaves_out(tmp_pat
         else:
             listed = tmp_path / "run" / "skipped_media.tsv"
             assert line == f"skipping 1 of 3 files already listed in {listed} (1 x empty file)"
+
+
+def test_a_few_files_one_of_them_hashed_into_test_say_it_is_held_out_and_how_to_train_on_it(media, tmp_path, caplog):
+    """Of a user's 3 files one went to the test split (5% asked) and was never trained on, unsaid."""
+    data = tmp_path / "data"
+    data.mkdir()
+    names = (f"clip{i}.wav" for i in range(1000))
+    held = next(n for n in names if ClipInfo(n, key=n).split_hash() < 0.05)
+    trained = [n for n in (f"take{i}.wav" for i in range(1000)) if ClipInfo(n, key=n).split_hash() >= 0.15][:2]
+    for name in (held, *trained):
+        shutil.copy(media["wav16k"], data / name)
+    dm = folder_module(data, tmp_path / "run", modalities=["audio"], val_fraction=0.1, test_fraction=0.05)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        dm.setup("fit")
+    (said,) = [m for m in caplog.messages if m.startswith("data: 3 files:")]
+    assert said.endswith(
+        f"1 test ({held}); the test split holds 1 of the 3 (data.test_fraction=0.05), never trained on: test=true "
+        "scores it, data.test_fraction=0 trains on it"
+    )
+
+
+def test_the_file_moved_to_validation_is_named_on_one_line(media, tmp_path, caplog):
+    """A name with a line break was logged raw: the log line broke in two (the summary escaped it)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        shutil.copy(media["wav16k"], data / f"take\n{i}.wav")
+    dm = folder_module(data, tmp_path / "run", modalities=["audio"], val_fraction=1e-9, test_fraction=0.0)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        dm.setup("fit")
+    (said,) = [m for m in caplog.messages if "validating on" in m]
+    assert "validating on take\\n" in said and "\n" not in said

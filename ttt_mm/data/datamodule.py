@@ -304,7 +304,15 @@ class MediaDataModule(L.LightningDataModule):
             named = name != "train" and 0 < len(keys) <= NAMED_FILES
             counts.append(f"{len(keys)} {name}" + (f" ({', '.join(map(one_line, keys))})" if named else ""))
         unit = "synthetic clips" if any(isinstance(c.media, SyntheticClip) for c in self.clips) else "files"
-        return f"{len({c.file_key for c in self.clips})} {unit}: {', '.join(counts)}"
+        files = len({c.file_key for c in self.clips})
+        held = len({c.file_key for c in self.splits["test"] if c.split is None})  # (hashed: a manifest's are its own)
+        more = ""
+        if held and held > 2 * self.test_fraction * files:  # (few files: the hash held out more than asked)
+            more = (
+                f"; the test split holds {held} of the {files} (data.test_fraction={self.test_fraction:g}), never "
+                "trained on: test=true scores it, data.test_fraction=0 trains on it"
+            )
+        return f"{files} {unit}: {', '.join(counts)}{more}"
 
     def _train_on_all(self, hashed: list, warn: bool) -> None:
         """Train on the files of a folder too small to hold any out: with one or two files, whether one
@@ -338,7 +346,7 @@ class MediaDataModule(L.LightningDataModule):
                 "no file hashed into validation (val_fraction=%g): validating on %s "
                 "(%.1f s of the training files' %.1f s)",
                 self.val_fraction,
-                key,
+                one_line(key),
                 seconds[key],
                 seconds.total(),
             )

@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -26,6 +27,21 @@ def run_of_checkpoint(ckpt_path: str | None) -> Path | None:
     folder = Path(ckpt_path).resolve().parent
     run = folder.parent
     return run if folder.name == "checkpoints" and (run / ".hydra" / "config.yaml").is_file() else None
+
+
+def later_last_checkpoint(ckpt_path: str, step: int) -> tuple[Path, int] | None:
+    """The ``last.ckpt`` of the run a checkpoint of an earlier ``step`` resumes in (`run_of_checkpoint`: a
+    ``step<n>.ckpt`` beside it), with its step: the resume's saves replace it. None where there is none,
+    it is the checkpoint resumed, or its step cannot be read or is not later."""
+    run = run_of_checkpoint(ckpt_path)
+    last = None if run is None else run / "checkpoints" / "last.ckpt"
+    if last is None or not last.is_file() or last.resolve() == Path(ckpt_path).resolve():
+        return None
+    try:  # (memory-mapped: only its plain values are read)
+        saved = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    except Exception:  # (damaged, or another file: nothing said of it here)
+        return None
+    return (last, saved) if isinstance(saved, int) and saved > step else None
 
 
 SYNTHETIC_SOURCE = f"{SyntheticSource.__module__}.{SyntheticSource.__qualname__}"

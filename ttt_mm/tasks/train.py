@@ -33,7 +33,7 @@ from ttt_mm.tasks.resume_advice import (
     resume_this_run,
     where_to_resume,
 )
-from ttt_mm.tasks.run_folders import forget_refused_resume
+from ttt_mm.tasks.run_folders import forget_refused_resume, later_last_checkpoint
 from ttt_mm.tasks.train_checks import check, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 
@@ -82,6 +82,13 @@ def run(cfg: DictConfig) -> dict:
         except ValueError as err:
             raise ConfigError(str(err)) from None
     check_parts(cfg, datamodule, model, trainer, resumed)
+    if resumed and cfg.get("train", True) and (later := later_last_checkpoint(cfg.ckpt_path, resumed.step)):
+        log.warning(
+            "resuming from step %d, in its run's folder, whose %s was saved later (step %d): this run's saves "
+            "replace it (to keep it, copy it aside first)",
+            resumed.step,
+            *later,
+        )
     if resumed:  # (resumed or tested: validation keeps the file its run moved there, if it did)
         datamodule.trained_on = from_anywhere(resumed.trained, cfg.ckpt_path)
         datamodule.validated_on = from_anywhere(resumed.validated, cfg.ckpt_path)
