@@ -241,14 +241,14 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
             "train",
             "data.root=/my media [2024]",
             "data.root=/my media [2024]: not an override Hydra can read (mismatched input '[' expecting <EOF>); a "
-            "value with spaces, brackets, commas, quotes or = in it is quoted inside the argument: "
-            "\"data.root='/my media [2024]'\"",
+            "value with spaces, brackets, commas, quotes, = or a sign such as ~ # & ; ! in it is quoted inside the "
+            "argument: \"data.root='/my media [2024]'\"",
         ),
         (  # (a lexer's error repeated the override; the example is the user's own value)
             "embed",
             "data.root=it's",
-            "data.root=it's: not an override Hydra can read; a value with spaces, brackets, commas, quotes or = in "
-            'it is quoted inside the argument: "data.root=\\"it\'s\\""',
+            "data.root=it's: not an override Hydra can read; a value with spaces, brackets, commas, quotes, = or a "
+            'sign such as ~ # & ; ! in it is quoted inside the argument: "data.root=\\"it\'s\\""',
         ),
         (  # (a path with a space, unquoted: the word after it was said to be an override of its own to quote)
             "train",
@@ -265,8 +265,16 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
         (  # (no shell expands a ~ after a key's =: nor would it quoted, so the example has the home folder)
             "train",
             "data.root=~/my clips",
-            "data.root=~/my clips: not an override Hydra can read; a value with spaces, brackets, commas, quotes or "
-            f"= in it is quoted inside the argument: \"data.root='{os.path.expanduser('~')}/my clips'\"",
+            "data.root=~/my clips: not an override Hydra can read; a value with spaces, brackets, commas, quotes, = "
+            "or a sign such as ~ # & ; ! in it is quoted inside the argument: "
+            f"\"data.root='{os.path.expanduser('~')}/my clips'\"",
+        ),
+        (  # (a ~ alone: the signs named were spaces, brackets, commas, quotes and =, none of them in it)
+            "train",
+            "data.root=~/mydata",
+            "data.root=~/mydata: not an override Hydra can read; a value with spaces, brackets, commas, quotes, = or "
+            f"a sign such as ~ # & ; ! in it is quoted inside the argument: \"data.root='{os.path.expanduser('~')}/"
+            "mydata'\"",
         ),
         (  # (a ~, which Hydra refuses unquoted, in a path the shell split: the rest of the path was lost)
             "train",
@@ -282,8 +290,8 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
         (  # (a quote left open: no value to quote, the README's example)
             "train",
             "data.root='/my media",
-            "data.root='/my media: not an override Hydra can read; a value with spaces, brackets, commas, quotes or = "
-            "in it is quoted inside the argument, e.g. \"data.root='/my media [2024]'\"",
+            "data.root='/my media: not an override Hydra can read; a value with spaces, brackets, commas, quotes, = or "
+            "a sign such as ~ # & ; ! in it is quoted inside the argument, e.g. \"data.root='/my media [2024]'\"",
         ),
     ],
 )

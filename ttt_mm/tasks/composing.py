@@ -109,8 +109,8 @@ def composing_error_message(err: Exception) -> str:
         quoted = quoted_override(err.override)
         example = f": {quoted}" if quoted else f", e.g. \"{err.override.split('=', 1)[0]}='/my media [2024]'\""
         return (
-            f"{err.override}: not an override Hydra can read{why}; a value with spaces, brackets, commas, quotes "
-            f"or = in it is quoted inside the argument{example}"
+            f"{err.override}: not an override Hydra can read{why}; a value with spaces, brackets, commas, quotes, = "
+            f"or a sign such as ~ # & ; ! in it is quoted inside the argument{example}"
         )
     overridden = re.match(r"Could not override '([^']*)'", lines[0]) if lines else None
     group = overridden.group(1).split(".", 1)[0].split("/", 1)[0] if overridden else None
