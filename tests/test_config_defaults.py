@@ -607,14 +607,21 @@ def test_a_sweep_job_without_threads_gets_torchs_default_back(command, keys, tmp
 
 def test_ctrl_c_while_a_command_starts_is_one_line_and_in_its_work_a_traceback(monkeypatch, tmp_path):
     """Ctrl-C in the seconds a command imports printed dozens of lines of import machinery."""
-    for started_as in ("sys.orig_argv = [sys.executable, '-m', 'ttt_mm.tasks.evaluate']", "sys.argv[0] = 'train.py'"):
+    train_py = os.path.join(os.path.dirname(CONF_DIR), "train.py")
+    for started_as in (
+        "sys.orig_argv = [sys.executable, '-m', 'ttt_mm.tasks.evaluate']",
+        f"sys.argv[0] = {train_py!r}",
+    ):
         importing = f"import sys\n{started_as}\nimport ttt_mm.tasks\nraise KeyboardInterrupt"
         proc = subprocess.run([sys.executable, "-c", importing], capture_output=True, text=True, timeout=120)
         assert proc.stderr == "interrupted while the command was starting: nothing was run\n"
         assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT)  # (as any Ctrl-C that ends Python)
-    script = "import ttt_mm.tasks\nraise KeyboardInterrupt"  # (a script that imports the tasks: Python's own)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert proc.stderr.startswith("Traceback") and proc.stderr.endswith("KeyboardInterrupt\n")
+    for script in ("", "sys.argv[0] = 'train.py'\n"):  # (a script that imports the tasks, of any name: Python's own)
+        importing = f"import sys\n{script}import ttt_mm.tasks\nraise KeyboardInterrupt"
+        proc = subprocess.run(
+            [sys.executable, "-c", importing], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+        assert proc.stderr.startswith("Traceback") and proc.stderr.endswith("KeyboardInterrupt\n")
     seen = []
 
     @hydra_command("train")
@@ -625,6 +632,5 @@ def test_ctrl_c_while_a_command_starts_is_one_line_and_in_its_work_a_traceback(m
     monkeypatch.setattr(starting, "a_command", lambda: True)
     starting.say_ctrl_c_while_starting()
     assert sys.excepthook is not before
-    monkeypatch.setattr(sys, "argv", ["train", f"hydra.run.dir={tmp_path}"])
-    task()
+    task(OmegaConf.create({}))  # (a config given: no Hydra run, whose logging setup would outlive the test)
     assert seen == [before] and sys.excepthook is before  # (in its work a Ctrl-C shows where a hang was)

@@ -555,6 +555,10 @@ def test_a_list_or_a_pattern_given_as_input_says_how_to_give_several_files(ckpts
         task.run(_cfg(ckpt=ckpts["audio"], output=tmp_path / "out", **dict([listed.split("=", 1)])))
     with pytest.raises(ConfigError, match=r"^input=.*/\*.wav: a pattern is not expanded here: give the folder"):
         task.run(_cfg(ckpt=ckpts["audio"], input=folder / "*.wav", output=tmp_path / "out"))
+    with pytest.raises(ConfigError, match=r"^input=.*/\?\.wav: a pattern is not expanded here"):  # (it matches a.wav)
+        task.run(_cfg(ckpt=ckpts["audio"], input=folder / "?.wav", output=tmp_path / "out"))
+    with pytest.raises(ConfigError, match=r"^input=.*/my clips \[2024\] does not exist"):  # (a path, not a pattern)
+        task.run(_cfg(ckpt=ckpts["audio"], input=f"'{folder / 'my clips [2024]'}'", output=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 

@@ -471,6 +471,8 @@ def test_a_score_nothing_was_scored_for_is_left_out_of_the_sweep_table(evaluated
         {name: model | {"length_extrapolation": {"all": {"model": edges | {"first": math.nan}}}}}
     )
     assert "eval/loss_start" not in flat and flat["eval/loss_end"] == edges["last"]
+    diverged = evaluate_task.scores({name: model | {"loss": model["loss"] | {"model": math.inf}}})
+    assert diverged["eval/loss"] == math.inf  # (a score, unlike nothing scored: shown as inf)
 
 
 def test_the_summary_names_the_first_skipped_files_and_counts_the_rest(evaluated, capsys):

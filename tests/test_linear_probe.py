@@ -20,7 +20,7 @@ from embedhelpers import AUDIO, VIDEO, save_checkpoint
 from hydra import compose, initialize_config_dir
 from mediafiles import write_video, write_wav
 
-from ttt_mm.data import ClipInfo, ReadSpec, decode, iter_windows
+from ttt_mm.data import ClipInfo, MediaError, ReadSpec, decode, iter_windows
 from ttt_mm.embed import Embedder
 from ttt_mm.linear_probe import classifier
 from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1, majority_class
@@ -693,6 +693,12 @@ def test_a_row_probe_of_float32_embeddings_keeps_no_file_open(ckpts, tones, tmp_
         assert len(embed_task.run(compose("embed", overrides=[*embed, "progress=false"])).written) == 10
     rows = EmbeddingFolder(tmp_path / "emb")(ClipInfo(str(tones / "low" / "0.wav")), rows=True).rows
     assert rows.dtype == np.float32 and len(rows) and rows.flags.owndata  # (a copy: no map, no open file)
+    npy = tmp_path / "emb" / "0.wav.npy"  # a NaN written into the rows since (the embed task writes none)
+    broken = np.load(npy)
+    broken[0, 0] = np.nan
+    np.save(npy, broken)
+    with pytest.raises(MediaError, match=r"the embeddings in .*0\.wav are not finite \(NaN or inf\)"):
+        EmbeddingFolder(tmp_path / "emb")(ClipInfo(str(tones / "low" / "0.wav")), rows=True)
 
 
 def test_l2_falls_back_to_the_middle_of_the_grid_by_value():

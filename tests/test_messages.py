@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ttt_mm.messages import first_line, first_of, missing, once, one_line
+from ttt_mm.messages import first_line, first_of, missing, once, one_line, skips_named
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,12 @@ def test_a_list_past_its_limit_names_its_first_items_and_counts_the_rest(items, 
 
 def test_a_list_is_joined_with_the_separator_given():
     assert first_of(["a (why)", "b (why)"], 1, sep="; ") == "a (why) and 1 more"
+
+
+def test_skipped_files_are_named_each_on_the_summarys_one_line():
+    """A line break in a name split a command's closing "skipped N file(s)" line."""
+    skipped = [{"path": "take\n1.wav", "reason": "empty file"}, {"path": "b.wav", "reason": "too short"}]
+    assert skips_named(skipped) == "take\\n1.wav (empty file); b.wav (too short)"
     assert first_of(["a (why)", "b (why)"], 2, sep="; ") == "a (why); b (why)"
 
 

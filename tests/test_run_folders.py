@@ -48,12 +48,15 @@ def test_a_resume_from_an_earlier_checkpoint_of_its_run_names_the_later_last_one
     earlier, last = run / "checkpoints" / "step000100.ckpt", run / "checkpoints" / "last.ckpt"
     torch.save({"global_step": 100}, earlier)
     torch.save({"global_step": 120}, last)
-    assert later_last_checkpoint(str(earlier), 100) == (last, 120)
-    assert later_last_checkpoint(str(last), 120) is None  # (the one resumed)
+    folder = str(run / "checkpoints")  # (where the resume saves: its run's folder)
+    assert later_last_checkpoint(str(earlier), 100, None) is None  # (a resume that saves none: callbacks=none)
+    assert later_last_checkpoint(str(earlier), 100, str(tmp_path / "elsewhere")) is None  # (another run folder)
+    assert later_last_checkpoint(str(earlier), 100, folder) == (last, 120)
+    assert later_last_checkpoint(str(last), 120, folder) is None  # (the one resumed)
     torch.save({"global_step": 90}, last)
-    assert later_last_checkpoint(str(earlier), 100) is None  # (not later)
+    assert later_last_checkpoint(str(earlier), 100, folder) is None  # (not later)
     last.write_bytes(b"not a checkpoint")
-    assert later_last_checkpoint(str(earlier), 100) is None
+    assert later_last_checkpoint(str(earlier), 100, folder) is None
     elsewhere = tmp_path / "step000100.ckpt"  # (kept outside a run: resumed into a run folder of its own)
     torch.save({"global_step": 100}, elsewhere)
-    assert later_last_checkpoint(str(elsewhere), 100) is None
+    assert later_last_checkpoint(str(elsewhere), 100, folder) is None

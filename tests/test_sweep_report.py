@@ -184,6 +184,15 @@ def test_the_finished_jobs_are_compared_in_a_table_and_a_csv_in_the_sweeps_folde
     ]
 
 
+def test_a_training_sweep_without_best_checkpoints_keeps_the_column_for_them(tmp_path):
+    """Its column came and went with the jobs' results (validation off: none had one), a script's
+    row["best_ckpt"] failing on one sweep's table and not another's."""
+    report = _sweep(1, folder=tmp_path)
+    _ended(report, 0, "seed=0", None, {"metrics": {"train/loss": 1.5}, "run_dir": "r0", "best_ckpt": None})
+    report.report()
+    assert (tmp_path / "results.csv").read_text().splitlines() == ["job,overrides,run_dir,best_ckpt", "0,seed=0,r0,"]
+
+
 def test_the_overrides_shown_are_those_that_differ_among_all_the_sweeps_jobs(tmp_path):
     """With one job finished, every override was shown (what differs was taken among finished jobs)."""
     report = _sweep(2, overrides=("model.lr=0.001,abc", "trainer.max_steps=10"))

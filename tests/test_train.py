@@ -1117,6 +1117,20 @@ def test_a_run_resumed_from_a_copy_of_its_folder_keeps_its_ranking_there(tmp_pat
     assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["last.ckpt", "step000002.ckpt"]
 
 
+def test_a_resume_from_an_earlier_checkpoint_of_its_run_says_its_saves_replace_the_later_one(tmp_path, caplog):
+    """Resumed in its run's folder from step 2 while last.ckpt was at step 4, the run saved over it unsaid."""
+    rank = [*TINY, "callbacks.model_checkpoint.monitor=step", "callbacks.model_checkpoint.mode=min"]
+    rank += ["trainer.val_check_interval=2"]
+    first = run(compose_train(tmp_path, [*rank, "trainer.max_steps=4"]))
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("{}\n")  # (a run folder, as Hydra leaves one)
+    earlier = Path(first["best_ckpt"])
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
+        run(compose_train(tmp_path, [*rank, "trainer.max_steps=6", f"ckpt_path={earlier}"]))
+    (said,) = [m for m in caplog.messages if m.startswith("resuming from step 2, in its run's folder")]
+    assert f"whose {tmp_path / 'checkpoints' / 'last.ckpt'} was saved later (step 4): this run's saves" in said
+
+
 def test_ctrl_c_between_fit_and_test_stops_the_processes_the_launcher_started(tmp_path, monkeypatch):
     """Inside fit or test Lightning stops them on Ctrl-C. Between the two it reached the first process
     alone, and the others, which ignore it, would have waited for it in test until the collective timeout."""

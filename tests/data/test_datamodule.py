@@ -639,8 +639,11 @@ def test_a_few_files_one_of_them_hashed_into_test_say_it_is_held_out_and_how_to_
     (said,) = [m for m in caplog.messages if m.startswith("data: 3 files:")]
     assert said.endswith(
         f"1 test ({held}); the test split holds 1 of the 3 (data.test_fraction=0.05), never trained on: test=true "
-        "scores it, data.test_fraction=0 trains on it"
+        "scores it, data.test_fraction=0 returns it to training and validation"
     )
+    again = folder_module(data, tmp_path / "again", modalities=["audio"], val_fraction=0.1, test_fraction=0.0)
+    again.setup("fit")  # (as said: every file trains or validates; a hash below 0.05 is now the validation's)
+    assert not again.splits["test"] and len({c.file_key for c in again.splits["train"]}) == 2
 
 
 def test_the_file_moved_to_validation_is_named_on_one_line(media, tmp_path, caplog):

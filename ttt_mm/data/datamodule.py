@@ -310,7 +310,7 @@ class MediaDataModule(L.LightningDataModule):
         if held and held > 2 * self.test_fraction * files:  # (few files: the hash held out more than asked)
             more = (
                 f"; the test split holds {held} of the {files} (data.test_fraction={self.test_fraction:g}), never "
-                "trained on: test=true scores it, data.test_fraction=0 trains on it"
+                "trained on: test=true scores it, data.test_fraction=0 returns it to training and validation"
             )
         return f"{files} {unit}: {', '.join(counts)}{more}"
 

@@ -44,6 +44,14 @@ class FileFeatures:
     rows: np.ndarray | None = None
 
 
+def _finite(features: FileFeatures, clip: ClipInfo, what: str) -> FileFeatures:
+    """``features``, or a `MediaError` (the clip left out) where a value is NaN or infinite: one would turn
+    the probe's scores to chance, unsaid (the embed task refuses such rows too)."""
+    if not all(np.isfinite(x).all() for x in (features.pooled, features.rows) if x is not None):
+        raise MediaError(clip.name, f"{what} are not finite (NaN or inf)")
+    return features
+
+
 class ModelFeatures:
     """Embeddings of a clip from several embedders at once (same tokenizer settings, so the same windows)."""
 
@@ -72,9 +80,7 @@ class ModelFeatures:
             out[name] = FileFeatures(
                 None if pooled is None else pooled[0].numpy(), torch.cat(rows[name]).numpy() if self.rows else None
             )
-            if not all(np.isfinite(x).all() for x in (out[name].pooled, out[name].rows) if x is not None):
-                # (the embed task refuses such rows too: a NaN would turn the probe's scores to chance, unsaid)
-                raise MediaError(clip.name, f"its {name} embeddings are not finite (NaN or inf)")
+            _finite(out[name], clip, f"its {name} embeddings")
         return out
 
 
@@ -183,7 +189,8 @@ class EmbeddingFolder:
         if len(loaded.embeddings) == 0:
             raise MediaError(clip.name, f"{stem}.npy holds no rows")
         # rows copied out of the memory map: a map kept per file held its file open, past the process's limit
-        return FileFeatures(loaded.pooled, np.array(loaded.embeddings, dtype=np.float32) if rows else None)
+        out = FileFeatures(loaded.pooled, np.array(loaded.embeddings, dtype=np.float32) if rows else None)
+        return _finite(out, clip, f"the embeddings in {stem}")
 
 
 def _one_run(root: Path, found: list[tuple[Path, dict]], field: str, meaning: str) -> None:

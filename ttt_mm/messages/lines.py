@@ -37,7 +37,7 @@ folder lists them all)."""
 def skips_named(skipped: list[dict]) -> str:
     """The first `SKIPS_NAMED` of a command's skipped files (``path``, ``reason``), each with its
     reason: ``a.wav (reason); b.mp4 (reason) and 3 more``."""
-    return first_of([f"{s['path']} ({s['reason']})" for s in skipped], SKIPS_NAMED, sep="; ")
+    return first_of([f"{one_line(s['path'])} ({s['reason']})" for s in skipped], SKIPS_NAMED, sep="; ")
 
 
 def missing(said: str, path: str | os.PathLike) -> str:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 from pathlib import Path
@@ -67,7 +68,7 @@ def input_path(value, key: str = "input") -> str:
             "them in a CSV or JSONL manifest (a path column)"
         )
     path = str(value)
-    if any(c in path for c in "*?[") and not os.path.lexists(path):
+    if not os.path.lexists(path) and ("*" in path or glob.glob(path)):  # (a missing "/x [2024]" is a path)
         raise ConfigError(
             f"{key}={path}: a pattern is not expanded here: give the folder (extensions=[...] takes files by "
             "extension) or a CSV or JSONL manifest that lists them"

@@ -383,7 +383,7 @@ def scores(models: dict[str, dict]) -> dict[str, float]:
             out |= {f"{at}psnr_db": d["video"]["psnr_db"]["model"], f"{at}ssim": d["video"]["ssim"]["model"]}
         if "audio" in d:
             out[f"{at}mel_l1"] = d["audio"]["mel_l1"]["model"]
-    return {k: float(v) for k, v in out.items() if math.isfinite(v)}  # (NaN, nothing scored: "-" in the table)
+    return {k: float(v) for k, v in out.items() if not math.isnan(v)}  # (NaN, nothing scored: "-" in the table)
 
 
 @hydra_command("evaluate")

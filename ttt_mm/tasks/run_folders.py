@@ -29,15 +29,18 @@ def run_of_checkpoint(ckpt_path: str | None) -> Path | None:
     return run if folder.name == "checkpoints" and (run / ".hydra" / "config.yaml").is_file() else None
 
 
-def later_last_checkpoint(ckpt_path: str, step: int) -> tuple[Path, int] | None:
-    """The ``last.ckpt`` of the run a checkpoint of an earlier ``step`` resumes in (`run_of_checkpoint`: a
-    ``step<n>.ckpt`` beside it), with its step: the resume's saves replace it. None where there is none,
-    it is the checkpoint resumed, or its step cannot be read or is not later."""
+def later_last_checkpoint(ckpt_path: str, step: int, saves_to: str | None) -> tuple[Path, int] | None:
+    """The ``last.ckpt`` that a resume from a checkpoint of an earlier ``step`` of its run (a ``step<n>.ckpt``
+    beside it) replaces with its saves (into ``saves_to``: the run's last checkpoint's folder, None where
+    it saves none), with its step. None where there is none, it is the checkpoint resumed, the resume
+    saves elsewhere, or its step cannot be read or is not later."""
     run = run_of_checkpoint(ckpt_path)
     last = None if run is None else run / "checkpoints" / "last.ckpt"
     if last is None or not last.is_file() or last.resolve() == Path(ckpt_path).resolve():
         return None
-    try:  # (memory-mapped: only its plain values are read)
+    if saves_to is None or Path(saves_to).resolve() != last.parent.resolve():
+        return None
+    try:  # (its step alone, memory-mapped: `read_checkpoint` would read every byte for its checksums)
         saved = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step")
     except Exception:  # (damaged, or another file: nothing said of it here)
         return None

@@ -24,12 +24,17 @@ def _one_line(exc_type, exc, traceback) -> None:
         (_before or sys.__excepthook__)(exc_type, exc, traceback)
 
 
+TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "train.py")
+"""The repository's ``train.py`` (another script of that name is not the command)."""
+
+
 def a_command() -> bool:
-    """Whether this process was started as a command: ``python -m ttt_mm.tasks.<name>`` or ``python
-    train.py``."""
+    """Whether this process was started as a command: ``python -m ttt_mm.tasks.<name>`` (or the old
+    ``ttt_mm.data.probe``) or the repository's ``python train.py``."""
     argv = sys.orig_argv
     module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
-    return module.startswith("ttt_mm.tasks.") or os.path.basename(sys.argv[0]) == "train.py"
+    script = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return module.startswith(("ttt_mm.tasks.", "ttt_mm.data.probe")) or script == os.path.realpath(TRAIN_SCRIPT)
 
 
 def say_ctrl_c_while_starting() -> None:

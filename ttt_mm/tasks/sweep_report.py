@@ -39,7 +39,8 @@ RESULTS = "results.csv"
 MULTIRUN = "multirun.yaml"
 """Hydra's record of a sweep's command, in its folder."""
 FILED = ["overrides", "run_dir", "best_ckpt"]
-"""The columns of ``results.csv`` after the numbers (``best_ckpt`` only where a job has one: training's)."""
+"""The columns of ``results.csv`` after the numbers (``best_ckpt`` where the jobs train: empty for one
+without a best checkpoint)."""
 SHOWN = 8
 """Jobs that did not run, named each with its command; the rest are counted."""
 
@@ -321,8 +322,8 @@ class SweepReport(Callback):
             | {
                 "overrides": " ".join(map(shlex.quote, overrides)),  # (as a shell reads them back)
                 "run_dir": done.get("run_dir") or "",
-                "best_ckpt": done.get("best_ckpt") or "",
             }
+            | ({"best_ckpt": done.get("best_ckpt") or ""} if "best_ckpt" in done else {})  # (training's runs)
             for num, overrides, done in self.results
         ]
         ours = {str(row["job"]) for row in rows}
@@ -376,7 +377,7 @@ class SweepReport(Callback):
         if path.is_file() and self.another_sweeps_folder():
             aside = path.with_name(f"results-{_dated(path)}.csv")
             os.replace(path, aside)
-        filed = [c for c in FILED if c != "best_ckpt" or any(row.get(c) for row in rows)]
+        filed = [c for c in FILED if c != "best_ckpt" or any(c in row for row in rows)]
         write_csv(path, rows, ["job", *self.columns(rows), *filed])  # (a number a job lacks: an empty cell)
         return f"{path}" + (f"; an earlier, other sweep's is kept as {aside.name}" if aside else "")
 

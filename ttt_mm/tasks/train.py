@@ -82,7 +82,8 @@ def run(cfg: DictConfig) -> dict:
         except ValueError as err:
             raise ConfigError(str(err)) from None
     check_parts(cfg, datamodule, model, trainer, resumed)
-    if resumed and cfg.get("train", True) and (later := later_last_checkpoint(cfg.ckpt_path, resumed.step)):
+    saves_to = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath", default=None)
+    if resumed and cfg.get("train", True) and (later := later_last_checkpoint(cfg.ckpt_path, resumed.step, saves_to)):
         log.warning(
             "resuming from step %d, in its run's folder, whose %s was saved later (step %d): this run's saves "
             "replace it (to keep it, copy it aside first)",

@@ -182,10 +182,8 @@ def lact_swiglu(
             a sequence when ``state`` is None, and their row norms are what every update is rescaled
             to, in every call.
         momentum: ``[B, H, T]`` per-token momentum gates in [0, 1] (their mean over a chunk scales the
-            previous update), or ``None`` for plain steps.
-
-        The values of ``lr`` and ``momentum`` are not checked (that would make every call wait for
-        the GPU): the layer makes them with a softplus and a sigmoid.
+            previous update), or ``None`` for plain steps. Neither these nor ``lr`` are checked (that
+            would make every call wait for the GPU): the layer makes them with a sigmoid and a softplus.
         chunk_size: ``C``, tokens per update. Any ``T`` works: a partial chunk waits in the state.
         muon: orthogonalise each update (Newton-Schulz) before adding it.
         state: what an earlier call returned, to continue the same sequences; ``None`` starts them.
