@@ -132,6 +132,9 @@ def test_edge_masks_of_a_few_steps_hold_the_first_and_the_last():
     x = np.arange(1, 10) * 0.25  # steps 1..9 of a 2.5 s clip of 0.25 s steps (step 0 is never scored)
     first, last = edge_masks(x, 0.1)
     assert x[first].tolist() == [0.25] and x[last].tolist() == [2.25]
+    for n in (61, 71, 131, 161, 191):  # 40 ms steps whose edges fall on a step: rounding took it on one side only
+        first, last = edge_masks(np.arange(1, n + 1) * 0.04, 0.1)
+        assert first.sum() == last.sum(), n
     one, alone = edge_masks(np.array([3.0]), 0.1)
     assert one.tolist() == alone.tolist() == [True]
     assert [m.tolist() for m in edge_masks(np.zeros(0), 0.1)] == [[], []]

@@ -372,7 +372,8 @@ def test_another_sweep_into_an_old_sweeps_folder_keeps_its_table_apart(tmp_path,
     said = capsys.readouterr().out.splitlines()
     kept = f"results-{datetime.fromtimestamp(0).strftime('%Y-%m-%d_%H-%M-%S-%f')}.csv"
     assert (
-        said[0] == f"sweep results (also in {tmp_path / 'results.csv'}; an earlier, other sweep's is kept as {kept}):"
+        said[0] == f"sweep results (also in {tmp_path / 'results.csv'}; an earlier, other sweep's is kept as {kept}, "
+        "its job folders of the same numbers now hold this sweep's jobs):"  # (its run_dir column names them)
     )
     assert [line.split()[0] for line in said[2:]] == ["#0", "#1"]
     assert [row.split(",")[0] for row in (tmp_path / "results.csv").read_text().splitlines()[1:]] == ["0", "1"]

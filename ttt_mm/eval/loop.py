@@ -165,4 +165,10 @@ def evaluate(
             figures += drawn.values()
             left = {kind: n - (kind in drawn) for kind, n in left.items()}
             unplotted += not drawn
+            if unplotted == UNPLOTTED_AT_MOST and any(left.values()):
+                log.info(
+                    "figures: %d clips had none to draw; no more clips are looked at for them (each keeps its "
+                    "rollouts until it is scored): evaluate the clips long enough to roll out apart for their figures",
+                    UNPLOTTED_AT_MOST,
+                )
     return {"reports": reports, "files": files, "skipped": skipped, "figures": figures}

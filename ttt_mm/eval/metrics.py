@@ -191,8 +191,8 @@ def edge_masks(x: np.ndarray, fraction: float = 0.1) -> tuple[np.ndarray, np.nda
     if not len(x):
         return np.zeros(0, bool), np.zeros(0, bool)
     begin, end = x.min(), x.max()
-    span = end - begin
-    return x <= begin + fraction * span, x >= end - fraction * span
+    edge = fraction * (end - begin) + 1e-9 * max(1.0, abs(end))  # (a step on the edge counts on both sides alike)
+    return x <= begin + edge, x >= end - edge
 
 
 def safe_mean(total: float, count: int) -> float:

@@ -379,7 +379,8 @@ class SweepReport(Callback):
             os.replace(path, aside)
         filed = [c for c in FILED if c != "best_ckpt" or any(c in row for row in rows)]
         write_csv(path, rows, ["job", *self.columns(rows), *filed])  # (a number a job lacks: an empty cell)
-        return f"{path}" + (f"; an earlier, other sweep's is kept as {aside.name}" if aside else "")
+        replaced = "its job folders of the same numbers now hold this sweep's jobs"  # (Hydra's: <folder>/<n>)
+        return f"{path}" + (f"; an earlier, other sweep's is kept as {aside.name}, {replaced}" if aside else "")
 
     def forget_refused(self) -> None:
         """A sweep refused before its first job (a mistake in composing its configs, said already) leaves
