@@ -3,12 +3,14 @@ state can be carried."""
 
 from __future__ import annotations
 
+from copy import deepcopy
 from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
 from embedhelpers import MIXERS, TOKENIZERS
+from torch import Tensor
 
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, collate
 from ttt_mm.data.datasets import read_item
@@ -135,7 +137,7 @@ def test_a_rank_without_validation_batches_still_joins_the_one_reduction():
     m._trainer = SimpleNamespace(strategy=strategy, sanity_checking=False, is_global_zero=True)
     m.on_validation_epoch_start()
     m.on_validation_epoch_end()
-    assert len(reduced) == 1 and reduced[0].tolist() == [0.0, 0.0, 0.0]
+    assert len(reduced) == 1 and reduced[0].tolist() == [0.0, 0.0, 0.0, 0.0]
     assert m.unscored == {"val"}  # (no rank scored a token: said, not logged as a loss)
 
 
@@ -157,8 +159,10 @@ def test_a_window_too_short_to_score_gives_zero_losses_that_reach_every_paramete
         TOKENIZERS["av"], {"_target_": "ttt_mm.backbone.Backbone", "dim": 32, "depth": 1, "mixer": MIXERS[mixer]}
     )
     tokens, pred, _ = m(_av_batch(0.125))  # half a step: fewer tokens than the offset
-    loss, copy, n = m.losses(tokens, pred)
-    assert tokens.mask.shape[1] <= m.offset and float(loss.detach()) == float(copy) == 0.0 and int(n) == 0
+    loss, copy, n, copied = m.losses(tokens, pred)
+    assert (
+        tokens.mask.shape[1] <= m.offset and float(loss.detach()) == float(copy) == 0.0 and int(n) == int(copied) == 0
+    )
     loss.backward()
     assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
 
@@ -202,16 +206,17 @@ def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored():
     """Every rank decides on the count summed over ranks, so all step or none do (the averaged
     gradients are the same on each)."""
     m = model("ttt_linear")
-    other_rank = torch.tensor([5.0, 0.0])  # [tokens scored, batches whose loss was not finite]
-    m._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t + other_rank), global_step=0)
+    other_rank = torch.tensor([5.0, 0.0, 2.0, 4.0, 5.0])  # [scored, not finite, loss, copy loss, copied]
+    m._trainer = _ranks(other_rank)
+    m.log = lambda *args, **kwargs: None
     for p in m.parameters():
-        p.grad = torch.zeros_like(p)
+        p.grad = torch.ones_like(p)  # (a sum's gradient, averaged over the two ranks)
     optimizer = torch.optim.AdamW(m.parameters())
-    m._unstepped = torch.tensor([0.0, 0.0])
+    m._unstepped = torch.zeros(5)
     m.on_before_optimizer_step(optimizer)
-    assert all(p.grad is not None for p in m.parameters())
+    assert all(torch.equal(p.grad, torch.full_like(p, 2 / 5)) for p in m.parameters())  # (the mean's: x ranks / 5)
     other_rank.zero_()
-    m._unstepped = torch.tensor([0.0, 0.0])
+    m._unstepped = torch.zeros(5)
     m.on_before_optimizer_step(optimizer)
     assert all(p.grad is None for p in m.parameters()) and m._unstepped is None
 
@@ -219,14 +224,15 @@ def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored():
 def test_a_loss_that_is_not_finite_on_any_rank_ends_the_run_on_every_rank():
     """(so that no rank steps on NaN, and none waits for the others at the next step's collective)"""
     m = model("ttt_linear")
-    other_rank = torch.tensor([5.0, 1.0])  # another rank's batch was not finite
-    m._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t + other_rank), global_step=3)
-    m._unstepped = torch.tensor([7.0, 0.0])
+    other_rank = torch.tensor([5.0, 1.0, 2.0, 4.0, 5.0])  # another rank's batch was not finite
+    m._trainer = _ranks(other_rank, global_step=3)
+    m.log = lambda *args, **kwargs: None
+    m._unstepped = torch.tensor([7.0, 0.0, 3.0, 6.0, 7.0])
     with pytest.raises(Diverged, match=r"^the training loss is not finite at step 3 .*lower model.lr \(now 0.002\)"):
         m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))
     assert m._unstepped is None
     other_rank.zero_()
-    m._unstepped = torch.tensor([7.0, 0.0])
+    m._unstepped = torch.tensor([7.0, 0.0, 3.0, 6.0, 7.0])
     m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))  # (all finite: it steps)
 
 
@@ -243,10 +249,10 @@ def test_the_copy_baseline_copies_the_same_slot_one_step_back_whatever_is_predic
 
     # by hand: every target from the second step on, guessed by the same slot's target one step back
     by_hand = token_loss(targets[:, P:], targets[:, :-P], step.tokenizer.target_widths(tokens.modality[:, P:]), "mse")
-    _, copy_step, _ = step.losses(tokens, targets.new_zeros(targets.shape))
-    _, copy_token, _ = token.losses(tokens, targets.new_zeros(targets.shape))
-    assert float(copy_step) == pytest.approx(float(by_hand.mean()), rel=1e-6)
-    assert float(copy_token) == pytest.approx(float(by_hand.mean()), rel=1e-6)  # not the neighbouring token
+    for model in (step, token):
+        s = model.losses(tokens, targets.new_zeros(targets.shape))
+        assert float(s.copy / s.copied) == pytest.approx(float(by_hand.mean()), rel=1e-6)  # not the neighbouring token
+    assert int(token.losses(tokens, targets).copied) < int(token.losses(tokens, targets).scored)  # (its own count)
 
 
 def test_norms_biases_and_what_the_mixers_name_take_no_weight_decay_in_a_fresh_optimizer():
@@ -272,11 +278,62 @@ def test_a_training_step_logs_the_loss_over_the_copy_baselines_and_counts_real_t
     batch["audio_lengths"][1] //= 2  # a shorter second row: padding, not tokens
     logged = {}
     m.log = lambda name, value, **kw: logged.setdefault(name, value)
+    m._trainer = _ranks(torch.zeros(5))
     out = m.training_step(batch, 0)
+    m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))  # (the step's mean, over its batches and ranks)
     tokens, pred, _ = m(batch)
-    loss, copy, _ = m.losses(tokens, pred)
-    assert float(logged["train/loss_ratio_copy"]) == pytest.approx(float((loss / copy).detach()), rel=1e-5)
+    s = m.losses(tokens, pred)
+    assert logged["train/loss"] == pytest.approx(float(s.loss.detach() / s.scored), rel=1e-5)
+    ratio = float(s.loss.detach() * s.copied / (s.copy * s.scored))
+    assert logged["train/loss_ratio_copy"] == pytest.approx(ratio, rel=1e-5)
     assert int(out["tokens"]) == int(tokens.mask.sum()) < tokens.mask.numel()
+    m._unstepped = torch.tensor([5.0, 0.0, 2.0, 0.0, 5.0])  # a still picture: the copy is exact
+    logged.clear()
+    m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))
+    assert logged == {"train/loss": 0.4}  # (its ratio reached 1e12)
+
+
+def _ranks(other_rank: Tensor, global_step: int = 0, accumulate: int = 1) -> SimpleNamespace:
+    """A trainer of two ranks, the other's sums ``other_rank``."""
+    return SimpleNamespace(
+        strategy=SimpleNamespace(reduce=lambda t, reduce_op: t + other_rank),
+        global_step=global_step,
+        accumulate_grad_batches=accumulate,
+        world_size=2,
+    )
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_a_steps_gradient_is_that_of_the_mean_over_every_token_it_scored(accumulate):
+    """Each batch's loss was its own mean: with accumulation a short window (or one that scored nothing)
+    counted as much as a full batch, and halved the step's gradient."""
+    torch.manual_seed(0)
+    m = SequenceModel(TOKENIZERS["av"], BACKBONE)
+    full, short = _av_batch(1.0), _av_batch(0.5)
+    batches = [full, short] if accumulate == 2 else [full]
+    expected = deepcopy(m)
+    sums = [expected.losses(*expected(b)[:2]) for b in batches]
+    (sum(s.loss for s in sums) / sum(s.scored for s in sums)).backward()
+    seen = []
+    step = m.on_before_optimizer_step
+
+    def record(optimizer):
+        step(optimizer)
+        seen.append([p.grad.clone() for p in m.parameters()])
+
+    m.on_before_optimizer_step = record
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accumulate_grad_batches=accumulate,
+    )
+    trainer.fit(m, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    for got, want in zip(seen[0], (p.grad for p in expected.parameters()), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_a_redrawn_schedule_says_how_the_rate_moves_or_that_it_does_not_at_this_step():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import lightning as L
 import torch
@@ -28,6 +28,18 @@ PREDICT = ("next_token", "next_step")
 PLACE = "stream_place"
 """The batch key under which a streamed training batch carries its `Place`, read before the transfer."""
 log = logging.getLogger(__name__)
+EXACT_COPY = 1e-6
+"""A copy baseline's mean loss at or below which it is taken as exact (a still picture): no ratio to it is
+logged (it reached 1e12)."""
+
+
+class Losses(NamedTuple):
+    """What `SequenceModel.losses` scores in a batch: sums over the scored tokens, and their counts."""
+
+    loss: Tensor  # the model's, summed (differentiable)
+    copy: Tensor  # the copy-the-last-step baseline's, summed
+    scored: Tensor  # tokens the model's loss scores
+    copied: Tensor  # tokens the copy baseline scores (with predict="next_token", fewer: `losses`)
 
 
 class Diverged(ArithmeticError):
@@ -83,11 +95,12 @@ class SequenceModel(L.LightningModule):
         tokenizer, backbone: config mappings with ``_target_`` (see ``conf/tokenizer``, ``conf/model``).
         predict: ``"next_token"`` predicts token ``i + 1``; ``"next_step"`` predicts token
             ``i + tokenizer.tokens_per_step`` (for video: the same patch one tubelet step later).
-        loss: ``"mse"`` or ``"l1"`` on the tokenizer's normalised targets, masked by validity.
+        loss: ``"mse"`` or ``"l1"`` on the tokenizer's normalised targets, masked by validity; each
+            optimizer step's is the mean over every token it scores (all its batches and ranks).
         lr, betas, weight_decay: AdamW; norms, biases and what the mixers name (e.g. the TTT inner
             initial weights) get no decay.
-        warmup_steps, min_lr_ratio: linear warm-up, then cosine decay to ``min_lr_ratio * lr`` at the
-            trainer's last step.
+        warmup_steps, min_lr_ratio: linear warm-up, then cosine decay towards ``min_lr_ratio * lr``,
+            reached as the trainer's last step ends.
         carry_state: train consecutive windows of one stream in order, carrying the backbone state
             (detached) across batches; rows whose batch entry ``reset`` is true start afresh.
     """
@@ -124,10 +137,11 @@ class SequenceModel(L.LightningModule):
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
         self._carried = CarriedState()  # with carry_state: the training state from batch to batch
         self._gather_group = None  # the processes' gloo group that `_gathered` gathers over, once made
-        # since the last optimizer step, on this rank: [tokens scored, batches whose loss was not finite]
+        # since the last optimizer step, on this rank: [tokens scored, batches whose loss was not finite,
+        # summed loss, summed copy loss, tokens the copy scored]
         self._unstepped: Tensor | None = None
         self._skipped_steps = 0
-        self._eval_sums: Tensor | None = None  # validation or test, per epoch: loss * n, copy loss * n, n
+        self._eval_sums: Tensor | None = None  # validation or test, per epoch: `Losses`, summed
         self.unscored: set[str] = set()  # the splits ("val", "test") whose last run scored no token
         # decided now, on the parameters' own shapes: FSDP (use_orig_params) shows them as flat shards later
         self._no_decay_ids = frozenset(self._no_decay())
@@ -152,31 +166,34 @@ class SequenceModel(L.LightningModule):
         """Token i is scored when it is real and its target token i + offset is scored (`Tokens.scored`)."""
         return tokens.mask[:, : -self.offset] & tokens.scored[:, self.offset :]
 
-    def _loss(self, pred: Tensor, target: Tensor, mask: Tensor, modality: Tensor) -> Tensor:
-        """Mean over scored tokens of `token_loss` (each token averaged over its real target entries)."""
+    def _summed(self, pred: Tensor, target: Tensor, mask: Tensor, modality: Tensor) -> Tensor:
+        """`token_loss` summed over the scored tokens (each token averaged over its real target entries)."""
         per = token_loss(pred, target, self.tokenizer.target_widths(modality), self.hparams.loss)
-        return (per * mask).sum() / mask.sum().clamp_min(1)
+        return (per * mask).sum()
 
-    def losses(self, tokens, pred: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Model loss, copy-the-last-step loss, and the number of scored tokens.
+    def losses(self, tokens, pred: Tensor) -> Losses:
+        """The model's loss and the copy-the-last-step baseline's, each summed over the tokens it scores,
+        and their counts (`Losses`): sums, so that a step's loss is the mean over every token it scored,
+        whatever the windows' lengths, the micro-batches and the ranks (`on_before_optimizer_step`).
 
         The copy baseline guesses target ``i + offset`` with the target of the same slot one step earlier,
         ``i + offset - tokens_per_step`` (with ``predict="next_token"`` the tokens it has no such earlier
-        slot for are left out of its mean only). A window too short to score anything (a file's last few
+        slot for are left out of its count). A window too short to score anything (a file's last few
         frames) gives zero losses that reach every parameter: DDP's reducer on this rank then reduces
         every bucket, as the other ranks' do (an empty input reaches none of the mixers' weights)."""
         o, P = self.offset, self.tokenizer.tokens_per_step
         N = tokens.targets.shape[1]
         if o >= N:
             zero = pred.sum() * 0.0 + sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
-            return zero, zero.detach(), torch.zeros((), dtype=torch.long, device=pred.device)
+            none = torch.zeros((), dtype=torch.long, device=pred.device)
+            return Losses(zero, zero.detach(), none, none)
         mask = self._pair_mask(tokens)
         target, modality = tokens.targets[:, o:], tokens.modality[:, o:]
-        loss = self._loss(pred[:, :-o], target, mask, modality)
+        loss = self._summed(pred[:, :-o], target, mask, modality)
         shift = P - o  # >= 0: how far before token i its copy source lies
         source = F.pad(tokens.targets, (0, 0, shift, 0))[:, : N - o]
-        copy = self._loss(source, target, mask & F.pad(tokens.mask, (shift, 0))[:, : N - o], modality)
-        return loss, copy, mask.sum()
+        copied = mask & F.pad(tokens.mask, (shift, 0))[:, : N - o]
+        return Losses(loss, self._summed(source, target, copied, modality).detach(), mask.sum(), copied.sum())
 
     # ----------------------------------------------------------------------------------- training
 
@@ -193,25 +210,28 @@ class SequenceModel(L.LightningModule):
         tokens, pred, state = self(batch, state, restart)
         if self.hparams.carry_state:
             self._carried.after(state, place)
-        loss, copy, n = self.losses(tokens, pred)
-        counts = torch.stack([n.float(), (~torch.isfinite(loss.detach())).float()])  # (no sync: checked per step)
-        self._unstepped = counts if self._unstepped is None else self._unstepped + counts
-        B = tokens.mask.shape[0]
-        if tokens.mask.shape[1] > self.offset:  # (a batch of a file's last few frames scores nothing)
-            self.log("train/loss", loss, prog_bar=True, batch_size=B)
-            self.log("train/loss_ratio_copy", loss.detach() / copy.clamp_min(1e-12), batch_size=B)
-        return {"loss": loss, "tokens": tokens.mask.sum().detach()}  # real tokens, for `callbacks.Throughput`
+        s = self.losses(tokens, pred)
+        sums = torch.stack(
+            [x.double() for x in (s.scored, ~torch.isfinite(s.loss.detach()), s.loss.detach(), s.copy, s.copied)]
+        )
+        self._unstepped = sums if self._unstepped is None else self._unstepped + sums  # (no sync: once per step)
+        return {"loss": s.loss, "tokens": tokens.mask.sum().detach()}  # real tokens, for `callbacks.Throughput`
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """End the run where a batch's loss on any rank is not finite (`Diverged`: on every rank at once,
-        so none waits on the others), before the step spreads it to every weight. Leave out a step whose
-        batches scored no token on any rank (a file's last few frames in each row): its gradients are
-        all zero, yet AdamW would still move every weight, by its momentum and the decay. Parameters
-        without a gradient are what AdamW skips."""
+        """Once per optimizer step, on the sums of its batches over every rank (one collective):
+        - end the run where a batch's loss on any rank is not finite (`Diverged`: on every rank at once,
+          so none waits on the others), before the step spreads it to every weight;
+        - leave out a step whose batches scored no token on any rank (a file's last few frames in each
+          row): its gradients are all zero, yet AdamW would still move every weight, by its momentum and
+          the decay (parameters without a gradient are what AdamW skips);
+        - scale the gradients of the summed losses (`losses`; Lightning divides each micro-batch's by
+          their number, data-parallel ranks average theirs) to those of the mean over every token the
+          step scored: a short window counts by its tokens, not as much as a full batch;
+        - log that mean (``train/loss``) and its ratio to the copy baseline's, over every rank."""
         counts, self._unstepped = self._unstepped, None
         if counts is None:
             return
-        scored, nonfinite = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        scored, nonfinite, loss, copy, copied = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
         if nonfinite > 0:
             raise Diverged(
                 f"the training loss is not finite at step {self.global_step} (the weights have diverged, most "
@@ -219,6 +239,14 @@ class SequenceModel(L.LightningModule):
                 f"{self.hparams.warmup_steps})"
             )
         if scored > 0:
+            scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / scored
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.mul_(scale)
+            self.log("train/loss", loss / scored, prog_bar=True)
+            if copied > 0 and copy / copied > EXACT_COPY:  # (a still picture: the copy is exact, the ratio meaningless)
+                self.log("train/loss_ratio_copy", (loss / scored) / (copy / copied))
             return
         for group in optimizer.param_groups:
             for p in group["params"]:
@@ -237,7 +265,7 @@ class SequenceModel(L.LightningModule):
     # logs means over all scored tokens.
 
     def _start_scoring(self) -> None:
-        self._eval_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        self._eval_sums = torch.zeros(4, dtype=torch.float64, device=self.device)
 
     def _score(self, batch) -> None:
         if batch.get("restarted"):  # the pass starts again without a file whose decoder crashed
@@ -245,17 +273,18 @@ class SequenceModel(L.LightningModule):
         tokens, pred, _ = self(batch)
         if batch.get("padding"):  # run for FSDP's gathers while other processes evaluate (`EvenPasses`)
             return
-        loss, copy, n = self.losses(tokens, pred)
-        self._eval_sums += torch.stack([loss.detach() * n, copy * n, n.to(loss.dtype)]).double()
+        s = self.losses(tokens, pred)
+        self._eval_sums += torch.stack([s.loss.detach(), s.copy, s.scored, s.copied]).double()
 
     def _log_scores(self, split: str) -> None:
-        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum").cpu()
-        if sums[2] > 0:  # equal on every rank: averaging them (sync_dist) changes nothing, and says they are global
+        loss, copy, scored, copied = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum").tolist()
+        if scored > 0:  # equal on every rank: averaging them (sync_dist) changes nothing, and says they are global
             self.unscored.discard(split)
-            self.log(f"{split}/loss", float(sums[0] / sums[2]), sync_dist=True)
-            self.log(f"{split}/loss_copy", float(sums[1] / sums[2]), sync_dist=True)
-            ratio = float(sums[0] / sums[1].clamp_min(1e-12))
-            self.log(f"{split}/loss_ratio_copy", ratio, prog_bar=True, sync_dist=True)
+            self.log(f"{split}/loss", loss / scored, sync_dist=True)
+            if copied > 0:
+                self.log(f"{split}/loss_copy", copy / copied, sync_dist=True)
+            if copied > 0 and copy / copied > EXACT_COPY:  # (still pictures only: the ratio is meaningless)
+                self.log(f"{split}/loss_ratio_copy", (loss / scored) / (copy / copied), prog_bar=True, sync_dist=True)
         elif not self.trainer.sanity_checking and split not in self.unscored:
             self.unscored.add(split)
             if self.trainer.is_global_zero:

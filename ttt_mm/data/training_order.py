@@ -124,7 +124,8 @@ class StreamWindows(IterableDataset):
     where a row starts a new clip: the model restarts that row's state and carries the others; and
     ``batch["stream_step"]``, the batch's place in the stream: a stream started again at a later
     step (each epoch, a resumed run) goes on mid-clip, and a model carries its state into a batch
-    only from the one just before (a resumed run has none: every row starts afresh). A clip's last
+    only from the one just before (a resumed run, from the state its checkpoint saved at that step;
+    without one, every row starts afresh). A clip's last
     window shorter than ``spec.min_seconds`` is left out: too short to train on.
     Clips come from the seeded epoch orders, row ``r`` of rank ``k`` taking every ``B * world``-th.
     ``start_step`` batches are skipped by arithmetic over clip durations, without decoding.
