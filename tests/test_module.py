@@ -3,6 +3,7 @@ state can be carried."""
 
 from __future__ import annotations
 
+import math
 from copy import deepcopy
 from types import SimpleNamespace
 
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, collate
 from ttt_mm.data.datasets import read_item
-from ttt_mm.module import Diverged, SequenceModel, _rate_change
+from ttt_mm.module import NOMINAL_TOKENS, Diverged, SequenceModel, _rate_change
 from ttt_mm.tokenizers.base import token_loss
 
 
@@ -214,7 +215,8 @@ def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored():
     optimizer = torch.optim.AdamW(m.parameters())
     m._unstepped = torch.zeros(5)
     m.on_before_optimizer_step(optimizer)
-    assert all(torch.equal(p.grad, torch.full_like(p, 2 / 5)) for p in m.parameters())  # (the mean's: x ranks / 5)
+    scale = 2 * NOMINAL_TOKENS / 5  # (the mean's: x ranks / 5 tokens, the batch's sum divided by NOMINAL_TOKENS)
+    assert all(torch.allclose(p.grad, torch.full_like(p, scale)) for p in m.parameters())
     other_rank.zero_()
     m._unstepped = torch.zeros(5)
     m.on_before_optimizer_step(optimizer)
@@ -290,7 +292,11 @@ def test_a_training_step_logs_the_loss_over_the_copy_baselines_and_counts_real_t
     m._unstepped = torch.tensor([5.0, 0.0, 2.0, 0.0, 5.0])  # a still picture: the copy is exact
     logged.clear()
     m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))
-    assert logged == {"train/loss": 0.4}  # (its ratio reached 1e12)
+    # (its ratio reached 1e12; left unlogged, the loggers repeated the last step's)
+    assert logged["train/loss"] == 0.4 and math.isnan(logged["train/loss_ratio_copy"])
+    m._unstepped = torch.ones(5)  # (sums of a fit stopped between its batches and its step)
+    m.on_train_start()
+    assert m._unstepped is None  # (the next fit's first step would count them)
 
 
 def _ranks(other_rank: Tensor, global_step: int = 0, accumulate: int = 1) -> SimpleNamespace:

@@ -29,8 +29,17 @@ PLACE = "stream_place"
 """The batch key under which a streamed training batch carries its `Place`, read before the transfer."""
 log = logging.getLogger(__name__)
 EXACT_COPY = 1e-6
-"""A copy baseline's mean loss at or below which it is taken as exact (a still picture): no ratio to it is
-logged (it reached 1e12)."""
+"""A copy baseline's mean loss at or below which it is taken as exact (a still picture): the ratio to it
+is logged as NaN (it reached 1e12; left out, the loggers would repeat the last step's)."""
+NOMINAL_TOKENS = 1024
+"""What a batch's summed loss is divided by before its backward pass (`training_step`), undone when its
+step's gradients are scaled to the mean (`on_before_optimizer_step`): a sum over thousands of tokens
+would overflow float16's gradients at GradScaler's first scale (``trainer.precision=16-mixed``)."""
+
+
+def _ratio(loss: float, scored: float, copy: float, copied: float) -> float:
+    """The model's mean loss over the copy baseline's; NaN where the copy is exact or scored nothing."""
+    return (loss / scored) / (copy / copied) if copied > 0 and copy / copied > EXACT_COPY else math.nan
 
 
 class Losses(NamedTuple):
@@ -215,7 +224,8 @@ class SequenceModel(L.LightningModule):
             [x.double() for x in (s.scored, ~torch.isfinite(s.loss.detach()), s.loss.detach(), s.copy, s.copied)]
         )
         self._unstepped = sums if self._unstepped is None else self._unstepped + sums  # (no sync: once per step)
-        return {"loss": s.loss, "tokens": tokens.mask.sum().detach()}  # real tokens, for `callbacks.Throughput`
+        loss = s.loss / NOMINAL_TOKENS
+        return {"loss": loss, "tokens": tokens.mask.sum().detach()}  # real tokens, for `callbacks.Throughput`
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Once per optimizer step, on the sums of its batches over every rank (one collective):
@@ -226,7 +236,8 @@ class SequenceModel(L.LightningModule):
           the decay (parameters without a gradient are what AdamW skips);
         - scale the gradients of the summed losses (`losses`; Lightning divides each micro-batch's by
           their number, data-parallel ranks average theirs) to those of the mean over every token the
-          step scored: a short window counts by its tokens, not as much as a full batch;
+          step scored: a short window counts by its tokens, not as much as a full batch (callbacks'
+          ``on_before_optimizer_step`` run before this one: they see the gradients unscaled);
         - log that mean (``train/loss``) and its ratio to the copy baseline's, over every rank."""
         counts, self._unstepped = self._unstepped, None
         if counts is None:
@@ -239,14 +250,13 @@ class SequenceModel(L.LightningModule):
                 f"{self.hparams.warmup_steps})"
             )
         if scored > 0:
-            scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / scored
+            scale = self.trainer.accumulate_grad_batches * self.trainer.world_size * NOMINAL_TOKENS / scored
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
                         p.grad.mul_(scale)
             self.log("train/loss", loss / scored, prog_bar=True)
-            if copied > 0 and copy / copied > EXACT_COPY:  # (a still picture: the copy is exact, the ratio meaningless)
-                self.log("train/loss_ratio_copy", (loss / scored) / (copy / copied))
+            self.log("train/loss_ratio_copy", _ratio(loss, scored, copy, copied))
             return
         for group in optimizer.param_groups:
             for p in group["params"]:
@@ -281,10 +291,8 @@ class SequenceModel(L.LightningModule):
         if scored > 0:  # equal on every rank: averaging them (sync_dist) changes nothing, and says they are global
             self.unscored.discard(split)
             self.log(f"{split}/loss", loss / scored, sync_dist=True)
-            if copied > 0:
-                self.log(f"{split}/loss_copy", copy / copied, sync_dist=True)
-            if copied > 0 and copy / copied > EXACT_COPY:  # (still pictures only: the ratio is meaningless)
-                self.log(f"{split}/loss_ratio_copy", (loss / scored) / (copy / copied), prog_bar=True, sync_dist=True)
+            self.log(f"{split}/loss_copy", copy / copied if copied else math.nan, sync_dist=True)
+            self.log(f"{split}/loss_ratio_copy", _ratio(loss, scored, copy, copied), prog_bar=True, sync_dist=True)
         elif not self.trainer.sanity_checking and split not in self.unscored:
             self.unscored.add(split)
             if self.trainer.is_global_zero:
@@ -437,6 +445,7 @@ class SequenceModel(L.LightningModule):
             logger.log_metrics(last | {"epoch": trainer.current_epoch}, step=steps - 1)  # (Lightning's step count)
 
     def on_train_start(self) -> None:
+        self._unstepped = None  # (an earlier fit of this module stopped between its batches and its step)
         resumed, self._resumed = self._resumed, None
         if resumed is None:
             return
