@@ -168,6 +168,13 @@ def test_a_window_too_short_to_score_gives_zero_losses_that_reach_every_paramete
     assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
 
 
+def fit(m: SequenceModel, batches: list[dict], **settings) -> None:
+    """``m`` fitted on ``batches`` in order by a bare CPU trainer with these ``settings``."""
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    trainer = L.Trainer(accelerator="cpu", enable_model_summary=False, **quiet, **settings)
+    trainer.fit(m, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+
+
 class _Snapshots(L.Callback):
     def __init__(self):
         self.weights, self.steps = [], []
@@ -185,17 +192,7 @@ def test_a_step_that_scored_no_token_leaves_the_weights_and_the_optimizer_as_the
     full, short = _av_batch(1.0), _av_batch(0.125)  # short: fewer tokens than the offset
     batches = [full] * accumulate + [short] * accumulate + [full, short][:accumulate]
     snaps = _Snapshots()
-    trainer = L.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[snaps],
-        accumulate_grad_batches=accumulate,
-    )
-    trainer.fit(m, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    fit(m, batches, max_steps=3, callbacks=[snaps], accumulate_grad_batches=accumulate)
     ends = [i * accumulate + accumulate - 1 for i in range(3)]  # the batch that ends each step
     first, skipped, mixed = (snaps.weights[i] for i in ends)
     assert all(torch.equal(a, b) for a, b in zip(first, skipped))  # the step of short windows only: nothing moved
@@ -328,16 +325,7 @@ def test_a_steps_gradient_is_that_of_the_mean_over_every_token_it_scored(accumul
         seen.append([p.grad.clone() for p in m.parameters()])
 
     m.on_before_optimizer_step = record
-    trainer = L.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accumulate_grad_batches=accumulate,
-    )
-    trainer.fit(m, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    fit(m, batches, max_steps=1, accumulate_grad_batches=accumulate)
     for got, want in zip(seen[0], (p.grad for p in expected.parameters()), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
