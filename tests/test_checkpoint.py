@@ -87,7 +87,7 @@ def test_a_checkpoint_naming_its_mixer_loads_as_the_model_it_was(tmp_path, windo
     assert not model.training and model.hparams.lr == 1e-3
     with torch.no_grad():
         tokens, pred, _ = model(window)
-        loss, copy, n = model.losses(tokens, pred)
+        loss, _, n, _ = model.losses(tokens, pred)
     assert torch.isfinite(loss) and n > 0
     embedded = Embedder.from_checkpoint(path, device="cpu").embed_tensor(
         audio=window["audio"][0], video=window["video"][0]

@@ -121,10 +121,10 @@ def test_streamed_scores_equal_one_pass(mixer, model, clip_windows):
     result = scores(model, windows)
     with torch.no_grad():
         tokens, pred, _ = model(whole)
-        loss, copy, n = model.losses(tokens, pred)
-    assert len(result.losses) == int(n) == 12 * STEP - STEP
-    assert result.losses[:, 0].mean() == pytest.approx(loss.item(), rel=1e-5)
-    assert result.losses[:, 1].mean() == pytest.approx(copy.item(), rel=1e-5)
+        loss, copy, n, copied = model.losses(tokens, pred)
+    assert len(result.losses) == int(n) == int(copied) == 12 * STEP - STEP
+    assert result.losses[:, 0].mean() == pytest.approx((loss / n).item(), rel=1e-5)
+    assert result.losses[:, 1].mean() == pytest.approx((copy / copied).item(), rel=1e-5)
     assert result.position.tolist() == list(range(STEP, 12 * STEP))
     assert result.seconds[:5].tolist() == pytest.approx([0.25, 0.30, 0.35, 0.40, 0.45])  # audio tokens of step 1
     assert result.duration == 3.0 and result.tokens == 12 * STEP
@@ -173,7 +173,7 @@ def test_a_silent_track_read_in_place_of_sound_is_input_but_never_scored(model, 
     assert heard.horizon_counts[:, mel].sum() > 0 and quiet.horizon_counts[:, mel].sum() == 0
     with torch.no_grad():  # training and validation losses leave it out too
         tokens, pred, _ = model(dict(whole, audio_silent=torch.tensor([True])))
-        _, _, n = model.losses(tokens, pred)
+        n = model.losses(tokens, pred).scored
     assert int(n) == int(video.sum()) and tokens.mask.all()
 
 
