@@ -204,7 +204,7 @@ def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored():
     """Every rank decides on the count summed over ranks, so all step or none do (the averaged
     gradients are the same on each)."""
     m = model("ttt_linear")
-    other_rank = torch.tensor([5.0, 0.0, 2.0, 4.0, 5.0])  # [scored, not finite, loss, copy loss, copied]
+    other_rank = torch.tensor([2.0, 4.0, 5.0, 5.0, 0.0])  # [loss, copy loss, scored, copied, not finite]
     m._trainer = _ranks(other_rank)
     m.log = lambda *args, **kwargs: None
     for p in m.parameters():
@@ -223,15 +223,15 @@ def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored():
 def test_a_loss_that_is_not_finite_on_any_rank_ends_the_run_on_every_rank():
     """(so that no rank steps on NaN, and none waits for the others at the next step's collective)"""
     m = model("ttt_linear")
-    other_rank = torch.tensor([5.0, 1.0, 2.0, 4.0, 5.0])  # another rank's batch was not finite
+    other_rank = torch.tensor([2.0, 4.0, 5.0, 5.0, 1.0])  # another rank's batch was not finite
     m._trainer = _ranks(other_rank, global_step=3)
     m.log = lambda *args, **kwargs: None
-    m._unstepped = torch.tensor([7.0, 0.0, 3.0, 6.0, 7.0])
+    m._unstepped = torch.tensor([3.0, 6.0, 7.0, 7.0, 0.0])
     with pytest.raises(Diverged, match=r"^the training loss is not finite at step 3 .*lower model.lr \(now 0.002\)"):
         m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))
     assert m._unstepped is None
     other_rank.zero_()
-    m._unstepped = torch.tensor([7.0, 0.0, 3.0, 6.0, 7.0])
+    m._unstepped = torch.tensor([3.0, 6.0, 7.0, 7.0, 0.0])
     m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))  # (all finite: it steps)
 
 
@@ -286,7 +286,7 @@ def test_a_training_step_logs_the_loss_over_the_copy_baselines_and_counts_real_t
     ratio = float(s.loss.detach() * s.copied / (s.copy * s.scored))
     assert logged["train/loss_ratio_copy"] == pytest.approx(ratio, rel=1e-5)
     assert int(out["tokens"]) == int(tokens.mask.sum()) < tokens.mask.numel()
-    m._unstepped = torch.tensor([5.0, 0.0, 2.0, 0.0, 5.0])  # a still picture: the copy is exact
+    m._unstepped = torch.tensor([2.0, 0.0, 5.0, 5.0, 0.0])  # a still picture: the copy is exact
     logged.clear()
     m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))
     # (its ratio reached 1e12; left unlogged, the loggers repeated the last step's)

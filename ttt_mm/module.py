@@ -50,6 +50,11 @@ class Losses(NamedTuple):
     scored: Tensor  # tokens the model's loss scores
     copied: Tensor  # tokens the copy baseline scores (with predict="next_token", fewer: `losses`)
 
+    def summed(self) -> Tensor:
+        """``[loss, copy, scored, copied]`` as float64, detached: what batches add up to a step's or an
+        epoch's sums, reduced over ranks once."""
+        return torch.stack([x.detach().double() for x in self])
+
 
 class Diverged(ArithmeticError):
     """The training loss stopped being finite: every later step would train on NaN, and the run would
@@ -146,8 +151,7 @@ class SequenceModel(L.LightningModule):
         self.offset = 1 if predict == "next_token" else int(self.tokenizer.tokens_per_step)
         self._carried = CarriedState()  # with carry_state: the training state from batch to batch
         self._gather_group = None  # the processes' gloo group that `_gathered` gathers over, once made
-        # since the last optimizer step, on this rank: [tokens scored, batches whose loss was not finite,
-        # summed loss, summed copy loss, tokens the copy scored]
+        # since the last optimizer step, on this rank: `Losses.summed`, then the batches whose loss was not finite
         self._unstepped: Tensor | None = None
         self._skipped_steps = 0
         self._eval_sums: Tensor | None = None  # validation or test, per epoch: `Losses`, summed
@@ -220,9 +224,7 @@ class SequenceModel(L.LightningModule):
         if self.hparams.carry_state:
             self._carried.after(state, place)
         s = self.losses(tokens, pred)
-        sums = torch.stack(
-            [x.double() for x in (s.scored, ~torch.isfinite(s.loss.detach()), s.loss.detach(), s.copy, s.copied)]
-        )
+        sums = torch.cat([s.summed(), (~torch.isfinite(s.loss.detach())).double()[None]])
         self._unstepped = sums if self._unstepped is None else self._unstepped + sums  # (no sync: once per step)
         loss = s.loss / NOMINAL_TOKENS
         return {"loss": loss, "tokens": tokens.mask.sum().detach()}  # real tokens, for `callbacks.Throughput`
@@ -242,25 +244,24 @@ class SequenceModel(L.LightningModule):
         counts, self._unstepped = self._unstepped, None
         if counts is None:
             return
-        scored, nonfinite, loss, copy, copied = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
+        loss, copy, scored, copied, nonfinite = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
         if nonfinite > 0:
             raise Diverged(
                 f"the training loss is not finite at step {self.global_step} (the weights have diverged, most "
                 f"likely): lower model.lr (now {self.hparams.lr:g}) or lengthen model.warmup_steps (now "
                 f"{self.hparams.warmup_steps})"
             )
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         if scored > 0:
             scale = self.trainer.accumulate_grad_batches * self.trainer.world_size * NOMINAL_TOKENS / scored
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.grad.mul_(scale)
+            for p in params:
+                if p.grad is not None:
+                    p.grad.mul_(scale)
             self.log("train/loss", loss / scored, prog_bar=True)
             self.log("train/loss_ratio_copy", _ratio(loss, scored, copy, copied))
             return
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                p.grad = None
+        for p in params:
+            p.grad = None
         self._skipped_steps += 1
         if self._skipped_steps == 1:
             log.info(
@@ -283,8 +284,7 @@ class SequenceModel(L.LightningModule):
         tokens, pred, _ = self(batch)
         if batch.get("padding"):  # run for FSDP's gathers while other processes evaluate (`EvenPasses`)
             return
-        s = self.losses(tokens, pred)
-        self._eval_sums += torch.stack([s.loss.detach(), s.copy, s.scored, s.copied]).double()
+        self._eval_sums += self.losses(tokens, pred).summed()
 
     def _log_scores(self, split: str) -> None:
         loss, copy, scored, copied = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum").tolist()

@@ -67,7 +67,7 @@ class HopBins:
         self.seconds_per_step, self.hop_seconds, self.tokens_per_step = seconds_per_step, hop_seconds, tokens_per_step
         self.clock = clock
         self._open: tuple[int, Tensor, int] | None = None  # (bin index, sum [B, D] float64, rows)
-        self.dtype = torch.float32  # the rows'"'"' (`push`)
+        self.dtype = torch.float32  # the rows' (set by `push`)
 
     def push(self, rows: Tensor, steps: Tensor) -> Tensor:
         """Rows ``[B, n, D]`` of the steps ``steps [n / tokens_per_step]`` -> closed bins ``[B, m, D]``."""

@@ -34,10 +34,12 @@ SKIPS_NAMED = 5
 folder lists them all)."""
 
 
-def skips_named(skipped: list[dict]) -> str:
+def skips_named(skipped: list[dict], all_in: str | None = None) -> str:
     """The first `SKIPS_NAMED` of a command's skipped files (``path``, ``reason``), each with its
-    reason: ``a.wav (reason); b.mp4 (reason) and 3 more``."""
-    return first_of([f"{one_line(s['path'])} ({s['reason']})" for s in skipped], SKIPS_NAMED, sep="; ")
+    reason: ``a.wav (reason); b.mp4 (reason) and 3 more``, and where some go unnamed, the file that
+    lists them ``all_in`` (``... and 3 more (all in skipped_media.tsv)``)."""
+    named = first_of([f"{one_line(s['path'])} ({s['reason']})" for s in skipped], SKIPS_NAMED, sep="; ")
+    return named + (f" (all in {all_in})" if all_in and len(skipped) > SKIPS_NAMED else "")
 
 
 def missing(said: str, path: str | os.PathLike) -> str:

@@ -38,7 +38,7 @@ from ttt_mm.eval.decoding import DECODING_KEYS, checkpoint_decoding, checkpoint_
 from ttt_mm.eval.loop import Options, evaluate
 from ttt_mm.eval.report import MODALITY_NAMES
 from ttt_mm.eval.tables import SKIP_LIST, remove_earlier_figures, remove_figures, skip_list_set_aside, write_outputs
-from ttt_mm.messages.lines import SKIPS_NAMED, skips_named
+from ttt_mm.messages import skips_named
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks.command_keys import names_of, positive_count, positive_seconds, results_folder, set_threads
 from ttt_mm.tasks.command_lines import shell_override
@@ -177,13 +177,8 @@ def read_otherwise(choices: Mapping[str, str], decoding: Mapping) -> str | None:
     streams = " and ".join(decoding["modalities"])
     return (
         f"data={group} reads {' and '.join(reads)} in training; here its files with {streams} are taken and read "
-        f"for the {streams} the checkpoint reads (as data.modalities={_listed(decoding['modalities'])} takes them)"
+        f"for the {streams} the checkpoint reads (as data.modalities=[{','.join(decoding['modalities'])}] takes them)"
     )
-
-
-def _listed(values) -> str:
-    """A list as an override writes it: ``[audio,video]``."""
-    return "[" + ",".join(values) + "]"
 
 
 def decoding_of(model: SequenceModel) -> dict:
@@ -363,8 +358,7 @@ def report(out: dict) -> None:
         split = out.get("split", "all")  # (the log counted the files left out of every split)
         lines.append(
             f"skipped {len(out['skipped'])} file(s){'' if split == 'all' else f' of the {split} split'}: "
-            + skips_named(out["skipped"])
-            + (f" (all in {SKIP_LIST})" if len(out["skipped"]) > SKIPS_NAMED else "")
+            + skips_named(out["skipped"], all_in=SKIP_LIST)
         )
     print("\n".join(lines), flush=True)
 
