@@ -82,3 +82,11 @@ def test_conflicting_or_negative_options_are_usage_errors(argv, said, capsys):
     with pytest.raises(SystemExit) as exit:
         kernels.main(argv)
     assert exit.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_a_timed_training_repeat_makes_fresh_gradients_and_adds_into_none():
+    """Each repeat of a fwd+bwd row costs what a step after ``zero_grad()`` does: nothing read from the last."""
+    inputs = kernels.core_inputs(1, 2, 32, 8, torch.float32, "cpu", grad=True)
+    for _ in range(2):
+        kernels._fwd_bwd(kernels.ttt_linear, inputs, 16, "torch")
+    assert all(x.grad is None for x in inputs)

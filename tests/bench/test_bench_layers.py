@@ -94,16 +94,29 @@ def test_the_peak_is_one_untimed_sequences_and_the_timed_ones_start_warm(monkeyp
     assert got["seconds"] == 1.0 and got["peak_mib"] == 0.0
 
 
-class RecordingLayer(torch.nn.Module):
-    """A layer that notes the length of every input."""
+@pytest.mark.parametrize("train", [False, True])
+def test_a_training_measurement_runs_the_layer_in_training_mode(train, monkeypatch):
+    """A mixer that behaved differently in training (dropout, say) would otherwise be timed as at inference."""
+    modes = []
+    monkeypatch.setattr(layers, "build", lambda name, args: RecordingLayer([], modes))
+    args = layers.parse(["--layers", "ttt_linear", "--dim", "8", "--heads", "2", "--work", "64"] + ["--train"] * train)
+    layers.measure("ttt_linear", 32, args)
+    assert modes and set(modes) == {train}
 
-    def __init__(self, lengths: list[int]) -> None:
+
+class RecordingLayer(torch.nn.Module):
+    """A layer that notes the length of every input (and, given a list, whether it ran in training mode)."""
+
+    def __init__(self, lengths: list[int], modes: list[bool] | None = None) -> None:
         super().__init__()
-        self.lengths = lengths
+        self.lengths, self.modes = lengths, modes
+        self.weight = torch.nn.Parameter(torch.ones(()))  # something for a training measurement's backward
 
     def forward(self, x):
         self.lengths.append(x.shape[1])
-        return x, None
+        if self.modes is not None:
+            self.modes.append(self.training)
+        return x * self.weight, None
 
 
 def test_a_width_the_heads_do_not_divide_is_one_error_before_any_row_runs(monkeypatch, capsys):

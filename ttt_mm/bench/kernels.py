@@ -155,8 +155,10 @@ def _layer_forward(layer, x) -> None:
 
 
 def _fwd_bwd(core, inputs, K: int, kernel: str) -> None:
+    """Forward and backward to fresh gradient tensors, as a training step after ``zero_grad()`` makes them
+    (``.backward()`` would add into the previous repeat's, a read that a step does not pay for)."""
     out, _ = core(*inputs, mini_batch_size=K, kernel=kernel)
-    out.float().square().mean().backward()
+    torch.autograd.grad(out.float().square().mean(), inputs)
 
 
 LENGTHS = [4096, 16384, 65536, 262144]

@@ -6,7 +6,8 @@
 
 On the CPU each measurement runs in a fresh subprocess so that its peak resident memory (``VmHWM``)
 belongs to that layer and length alone; on CUDA the allocator's peak is used. The table's last column
-divides each layer's tokens/s by the attention layer's at the same length (same run, same machine).
+divides each layer's tokens/s by the attention layer's at the same length: the two rows' median rounds
+(below), taken in the same run on the same machine.
 
 Every timed sample does the same amount of work at every length: ``--work`` tokens (64k by default)
 as independent sequences of length ``T``, each with its own data. A short length is then not timed in
@@ -41,8 +42,9 @@ from .memory import reset_peak, resident_mib
 
 LAYERS = ("ttt_linear", "ttt_mlp", "attention", "lact")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# Written before each timed CPU call to evict the caches: otherwise a short input stays resident in
-# L3 across repeats and short lengths look faster per token than long ones for that reason alone.
+# Written before each timed CPU sample (its sequences each read fresh inputs) to evict the caches:
+# otherwise a short input stays resident in L3 across repeats and short lengths look faster per token
+# than long ones for that reason alone.
 CACHE_FLUSH_BYTES = 256 * 2**20
 
 
@@ -76,7 +78,7 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
     (timed, a sample of one sequence paid for that alone: 20-40% at 4k on the CPU)."""
     torch.manual_seed(0)
     device, dtype = args.device, DTYPES[args.dtype]
-    layer = build(name, args).to(device).eval()
+    layer = build(name, args).to(device).train(args.train)
     count = max(1, args.work // T)
     xs = torch.randn(count, args.batch, T, args.dim, device=device).unbind(0)
     autocast = torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
