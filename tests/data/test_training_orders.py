@@ -1,10 +1,17 @@
 """Training orders: the endless resumable sampler and per-row streams of whole clips."""
 
 import itertools
+import logging
+import math
 
 import pytest
+import torch
 
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, training_order
+from ttt_mm.data.datasets import SequentialWindows
+from ttt_mm.data.decode import MediaError
+from ttt_mm.data.media import TensorMedia
+from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.training_order import ResumableSampler, StreamWindows
 
 SPEC = ReadSpec(sample_rate=8000, fps=8.0, size=32)
@@ -118,3 +125,65 @@ def test_a_skip_listed_clip_is_passed_over_and_the_others_keep_their_order(tmp_p
     order = walked(20)
     (tmp_path / "skip.tsv").write_text(f"{order[1]}\tfailed in an earlier attempt\n")
     assert walked(12, str(tmp_path / "skip.tsv")) == [p for p in order if p != order[1]][:12]
+
+
+def failing_from(name, second, monkeypatch):
+    """Make every read of clip ``name`` at or after ``second`` fail, as a file damaged from there on."""
+    read = training_order.read_item
+
+    def read_item(clip, start, duration, spec):
+        if clip.name == name and start >= second:
+            raise MediaError(clip.name, "damaged from here on")
+        return read(clip, start, duration, spec)
+
+    monkeypatch.setattr(training_order, "read_item", read_item)
+
+
+@pytest.mark.parametrize("resume_at", [2, 5, 9])  # before the clip, inside it after its failure, after it
+def test_a_stream_resumed_after_a_clip_failed_part_way_goes_on_with_the_data_it_would_have_seen(
+    resume_at, tmp_path, monkeypatch
+):
+    """The interrupted run trained on the clip's windows before the failure; the resumed one found the
+    clip listed and used to leave all of it out, so its fast-forward landed that many windows later."""
+    listed = clips([3.0, 5.0, 2.0, 4.0])
+
+    def walk(skip_list, start_step, steps):
+        stream = StreamWindows(listed, 1.0, 1, SPEC, seed=3, skip_list=skip_list, start_step=start_step)
+        return [(b["path"][0], float(b["start"][0]), bool(b["reset"][0])) for b in itertools.islice(stream, steps)]
+
+    damaged = "synthetic/seed=0/index=1"  # 5 s: three windows read, then the file fails
+    failing_from(damaged, 3.0, monkeypatch)
+    skip_list = tmp_path / "run" / "skipped_media.tsv"
+    uninterrupted = walk(str(skip_list), 0, 14)
+    assert [(p, s) for p, s, _ in uninterrupted if p == damaged][:3] == [(damaged, 0.0), (damaged, 1.0), (damaged, 2.0)]
+    assert SkipList(str(skip_list)).readable_until(listed[1]) == 3.0
+    resumed = walk(str(skip_list), resume_at, 14 - resume_at)
+    assert resumed == uninterrupted[resume_at:]
+
+
+def test_the_skip_list_keeps_where_a_file_stopped_reading_and_reads_older_lists_whole(tmp_path, caplog):
+    path = tmp_path / "skips.tsv"
+    skips = SkipList(str(path))
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        skips.add("a.wav", "damaged", read_to=0.1 + 0.2)  # (a float that prints long: it must read back the same)
+    assert "skipping a.wav from 0.300 s on: damaged" in caplog.text
+    skips.add("b.wav", "not media")
+    path.write_text(path.read_text() + "c.wav\tfrom an older run\n")
+    again = SkipList(str(path))
+    a, b, c, d = (ClipInfo(f"{n}.wav") for n in "abcd")
+    assert again.readable_until(a) == 0.1 + 0.2
+    assert again.readable_until(b) == again.readable_until(c) == -math.inf and again.readable_until(d) == math.inf
+    assert again.reasons == {"a.wav": "damaged", "b.wav": "not media", "c.wav": "from an older run"}
+
+
+def test_a_span_too_short_to_read_leaves_the_files_other_spans_in(tmp_path):
+    """A clip's own trouble (too short, starting past the file's end) used to be listed under its file's
+    name, and every dataset then passed over all the file's spans."""
+    media = TensorMedia(samples=torch.zeros(8000 * 10), sample_rate=8000, name="f.wav")
+    spec = ReadSpec(modalities=("audio",), sample_rate=8000)
+    spans = [ClipInfo(media, start=0.0, end=0.2), ClipInfo(media, start=2.0, end=6.0), ClipInfo(media, start=12.0)]
+    skips = SkipList(str(tmp_path / "skips.tsv"))
+    windows = list(SequentialWindows(spans, 1.0, spec, skip_list=skips))
+    assert [w["start"] for w in windows] == [2.0, 3.0, 4.0, 5.0]
+    assert sorted(skips.reasons) == ["f.wav@0-0.2", "f.wav@12-end"]
+    assert [skips.holds(c) for c in spans] == [True, False, True]

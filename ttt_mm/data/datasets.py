@@ -115,8 +115,8 @@ def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
         end = min(ends)
     what = " and ".join(spec.modalities)
     if clip.start >= end:
-        raise MediaError(
-            clip.name, f"the clip starts at {clip.start:.10g} s, at or after the end of its {what} ({end:.3f} s)"
+        raise MediaError(  # (this span's trouble, recorded under its own name: the file's other spans stay in)
+            clip.segment, f"the clip starts at {clip.start:.10g} s, at or after the end of its {what} ({end:.3f} s)"
         )
     end = end if clip.end is None else min(end, clip.end)
     if end - clip.start < spec.min_seconds:
@@ -126,7 +126,7 @@ def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
             if spec.min_seconds_set_by.startswith("data.")
             else f"less than {spec.min_seconds_set_by}, {spec.min_seconds:g} s"
         )
-        raise MediaError(clip.name, f"only {seconds:.6g} s of {what} in the clip ({least})")
+        raise MediaError(clip.segment, f"only {seconds:.6g} s of {what} in the clip ({least})")
     return clip.start, end
 
 
@@ -262,7 +262,7 @@ class SequentialWindows(IterableDataset):
         worker = get_worker_info()
         clips = clips if worker is None else clips[worker.id :: worker.num_workers]
         for clip in clips:
-            if clip.name in self.skips:
+            if self.skips.holds(clip):
                 continue
             try:
                 yield from walk(clip, self.window_seconds, self.spec)

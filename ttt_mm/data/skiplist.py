@@ -2,14 +2,18 @@
 
 Each line is ``<path>\\t<reason>``, with backslashes, tabs and line breaks in either written as
 ``\\\\``, ``\\t``, ``\\n`` and ``\\r`` (file names may hold them), so every entry reads back
-exactly. A file is logged (one WARNING) only when it is first added,
-whichever worker finds it: additions take an exclusive lock and re-read the file first. A run
-that starts with an existing skip list never opens those files again. Files the dataset index
+exactly. A file that a training stream read part of before it failed has a third field, the second
+of the file from which it is left out (`SkipList.readable_until`): its windows before that were
+trained on, and a resumed stream counts them to land where the interrupted one was. A file is
+logged (one WARNING) only when it is first added, whichever worker finds it: additions take an
+exclusive lock and re-read the file first. A run that starts with an existing skip list never
+opens those files again (but for what a stream read of them before they failed). Files the dataset index
 leaves out are added together (`SkipList.add_many`), with one log line counting them by kind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import math
@@ -33,6 +37,7 @@ class SkipList:
     def __init__(self, path: str | os.PathLike | None = None, earlier: bool = True) -> None:
         self.path = None if path is None else os.fspath(path)
         self.reasons: dict[str, str] = {}
+        self.read_to: dict[str, float] = {}  # where a listed file is readable up to (`readable_until`)
         self._mtime: int | None = None
         self._skip_lines = 0  # lines of the file that are not ours to read
         self._looked = -math.inf  # when the file was last looked at (`_refresh`)
@@ -61,8 +66,12 @@ class SkipList:
     def _parse(self, text: str) -> None:
         for line in text.split("\n")[self._skip_lines :]:  # not splitlines: it also breaks at what a name may hold
             name, _, reason = line.partition("\t")
-            if name:
-                self.reasons.setdefault(_unescape(name), _unescape(reason))
+            reason, _, read_to = reason.partition("\t")
+            if name and _unescape(name) not in self.reasons:
+                self.reasons[_unescape(name)] = _unescape(reason)
+                if read_to:
+                    with contextlib.suppress(ValueError):  # (a torn number: the whole file is left out)
+                        self.read_to[_unescape(name)] = float(read_to)
 
     def __contains__(self, name: str) -> bool:
         self._refresh()
@@ -71,16 +80,31 @@ class SkipList:
     def __len__(self) -> int:
         return len(self.reasons)
 
-    def holds_all(self, clips: Sequence) -> bool:
-        """Whether every clip (anything with a ``name``) is listed, so none is left to read; True for none."""
-        return all(c.name in self for c in clips)
+    def holds(self, clip) -> bool:
+        """Whether a clip (a `ClipInfo`) is listed: its file, or this span of it (`ClipInfo.segment`)."""
+        return clip.name in self or clip.segment in self
 
-    def add(self, name: str, reason: str) -> bool:
-        """Record a bad file; returns False (and logs nothing) if it was already known."""
-        if not self._append({name: reason}):
+    def holds_all(self, clips: Sequence) -> bool:
+        """Whether every clip is listed (`holds`), so none is left to read whole; True for none."""
+        return all(self.holds(c) for c in clips)
+
+    def readable_until(self, clip) -> float:
+        """The second of its file from which a clip is not read: ``inf`` for a clip not listed, ``-inf``
+        for one listed whole, else where a stream's read of the file failed part-way through."""
+        if clip.segment != clip.name and clip.segment in self:  # (a span listed on its own: all of it)
+            return -math.inf
+        if clip.name not in self:
+            return math.inf
+        return self.read_to.get(clip.name, -math.inf)
+
+    def add(self, name: str, reason: str, read_to: float | None = None) -> bool:
+        """Record a bad file, and with ``read_to`` the second of it from which it fails (what comes
+        before was read); returns False (and logs nothing) if it was already known."""
+        if not self._append({name: reason}, {} if read_to is None else {name: read_to}):
             return False
         where = f" (added to {self.path})" if self.path else ""
-        log.warning("skipping %s: %s%s", _escape(name), self.reasons[name], where)
+        since = f" from {self.read_to[name]:.3f} s on" if name in self.read_to else ""
+        log.warning("skipping %s%s: %s%s", _escape(name), since, self.reasons[name], where)
         return True
 
     def add_many(
@@ -96,9 +120,11 @@ class SkipList:
             log.warning("skipping %d of %d %s (%s)%s", len(each), total, unit, count_reasons(each), where)
         return len(added)
 
-    def _append(self, reasons: Mapping[str, str]) -> dict[str, str]:
-        """Add the entries not known yet, under the file lock; returns them."""
+    def _append(self, reasons: Mapping[str, str], read_to: Mapping[str, float] | None = None) -> dict[str, str]:
+        """Add the entries not known yet (with where each is readable to, where given), under the file
+        lock; returns them."""
         new = {name: " ".join(reason.split()) for name, reason in reasons.items() if name not in self}  # one line
+        read_to = read_to or {}
         if new and self.path is not None:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             with _open(self.path, "a+") as f:
@@ -109,12 +135,18 @@ class SkipList:
                     self._parse(text)
                     new = {name: reason for name, reason in new.items() if name not in self.reasons}
                     torn = "\n" if text and not text.endswith("\n") else ""  # a line cut short by a killed run
-                    f.write(torn + "".join(f"{_escape(name)}\t{_escape(reason)}\n" for name, reason in new.items()))
+                    f.write(torn + "".join(_line(name, reason, read_to.get(name)) for name, reason in new.items()))
                     f.flush()
                 finally:
                     fcntl.flock(f, fcntl.LOCK_UN)
         self.reasons.update(new)
+        self.read_to.update({name: read_to[name] for name in new if name in read_to})
         return new
+
+
+def _line(name: str, reason: str, read_to: float | None) -> str:
+    """One entry of the file; ``read_to`` as `repr` writes it, which reads back as the same float."""
+    return f"{_escape(name)}\t{_escape(reason)}" + ("" if read_to is None else f"\t{read_to!r}") + "\n"
 
 
 def _open(path: str, mode: str):

@@ -1,9 +1,12 @@
 """Training orders that survive a restart: an endless, seeded stream of random windows, and
 streams of consecutive windows (whole files as one context) for training with carried state.
 
-Both are pure functions of (seed, position), so a run resumed from a checkpoint at optimizer step
-``n`` continues with exactly the data it would have seen, and each distributed rank takes its own
-share without a distributed sampler.
+Both are pure functions of (seed, position) and the skip list, so a run resumed from a checkpoint
+at optimizer step ``n`` continues with the data it would have seen, and each distributed rank takes
+its own share without a distributed sampler. Failures are taken to be repeatable: the resumed run
+finds the files that failed listed (a stream, with the second each failed at), and its readers do
+what the interrupted run's did on reaching them. A read that hung past ``data.timeout`` may not
+fail again; nor does a decoder crash list where in the file it happened (`ttt_mm.data.restarts`).
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class WindowDataset(Dataset):
         index, epoch = index if isinstance(index, tuple) else (index, 0)
         for i in self._candidates(index, epoch):
             clip = self.clips[i]
-            if clip.name in self.skips:
+            if self.skips.holds(clip):
                 continue
             rng = np.random.default_rng([self.seed, epoch, index] + ([] if i == index else [i + 1]))
             try:
@@ -128,8 +131,11 @@ class StreamWindows(IterableDataset):
     without one, every row starts afresh). A clip's last
     window shorter than ``spec.min_seconds`` is left out: too short to train on.
     Clips come from the seeded epoch orders, row ``r`` of rank ``k`` taking every ``B * world``-th.
-    ``start_step`` batches are skipped by arithmetic over clip durations, without decoding.
-    A clip that fails is logged, recorded in the skip list, and its row moves on to the next clip.
+    ``start_step`` batches are skipped by arithmetic over clip durations, without decoding (a clip
+    that the index did not probe, ``ClipInfo.info`` None, is probed for its duration).
+    A clip that fails is logged and recorded in the skip list with the start of the window that
+    failed, and its row moves on to the next clip; in later passes the clip's windows before that
+    start are read again (`_row_windows`).
     """
 
     def __init__(
@@ -157,21 +163,26 @@ class StreamWindows(IterableDataset):
             yield self.clips[index]
 
     def _row_windows(self, row: int) -> Iterator[tuple[ClipInfo, float, float, bool]]:
-        """``(clip, start, duration, first)`` for every window of the row, in order; unreadable clips left out."""
-        passed = 0  # clips passed over in a row: when that is all of them, check whether any is left
+        """``(clip, start, duration, first)`` for every window of the row, in order, but those of
+        unreadable clips: a listed clip's windows from where its file failed (`SkipList.readable_until`)
+        are left out as they come, so a read that fails ends its clip, and a resumed stream (the failure
+        listed) counts the windows that the interrupted one read before it."""
+        passed = 0  # clips in a row that gave no window: when that is all of them, check whether any is left
         for clip in self._row_clips(row):
-            if clip.name not in self.skips:
+            gave = False
+            if self.skips.readable_until(clip) > clip.start:
                 try:
                     start, end = clip_span(clip, self.spec)
                 except MediaError as exc:
                     self.skips.add(exc.path, exc.reason)
                 else:
-                    passed = 0
                     for k, (t, duration) in enumerate(window_spans(start, end, self.window)):
+                        if t >= self.skips.readable_until(clip):  # (listed meanwhile: the rest of it too)
+                            break
                         if k == 0 or duration >= self.spec.min_seconds:  # (a tail too short to train on: left out)
+                            gave = True
                             yield clip, t, duration, k == 0
-                    continue
-            passed += 1
+            passed = 0 if gave else passed + 1
             if passed >= len(self.clips) and self.skips.holds_all(self.clips):
                 raise RuntimeError(unusable_message(self.clips, self.skips))
 
@@ -183,20 +194,17 @@ class StreamWindows(IterableDataset):
         for step in itertools.count(self.start_step):
             items, reset = [], []
             for windows in rows:
-                restart = False
+                failed = False
                 while True:
                     clip, start, duration, first = next(windows)
-                    if clip.name in self.skips:  # failed earlier in this clip: leave the rest of it
-                        restart = True
-                        continue
                     try:
                         with reading_notes.reading(clip.name):
                             items.append(read_item(clip, start, duration, self.spec))
-                    except MediaError as exc:
-                        self.skips.add(exc.path, exc.reason)
-                        restart = True
+                    except MediaError as exc:  # the row goes on with the next clip, its state restarted
+                        self.skips.add(exc.path, exc.reason, read_to=start if exc.path == clip.name else None)
+                        failed = True
                         continue
-                    reset.append(first or restart)
+                    reset.append(first or failed)
                     break
             batch = collate(items)
             batch["reset"] = torch.tensor(reset)

@@ -99,8 +99,9 @@ def evaluate(
     left = dict.fromkeys(predicted, options.plot_clips if options.plots else 0)  # figures of each kind to draw
     started = time.monotonic()
     for number, clip in enumerate(clips, 1):
-        if clip.name in skips:
-            skipped.append({"path": clip.name, "reason": "in the skip list: " + skips.reasons.get(clip.name, "")})
+        if skips.holds(clip):
+            reason = skips.reasons.get(clip.segment) or skips.reasons.get(clip.name, "")
+            skipped.append({"path": clip.name, "reason": "in the skip list: " + reason})
             continue
         # the first clips that have figures of each kind, looked for among `UNPLOTTED_AT_MOST` more (each
         # keeps its rollouts): a clip read with a silent track has no spectrogram, and the next one draws it
