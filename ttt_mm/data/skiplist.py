@@ -178,7 +178,7 @@ def _gist(reason: str) -> tuple[str, list[str]]:
     kind, previous = reason, None
     while kind != previous:  # innermost parentheses first: "(... (invalid data))"
         kind, previous = re.sub(r"\s*\([^()]*\)", "", kind), kind
-    kind = re.sub(r"^\d+ ", "", kind.split(", ")[0]).strip()
+    kind = re.sub(r"^\d+ (?!of )", "", kind.split(", ")[0]).strip()  # ("8 of the 8 frames": a part, kept)
     if not kind:
         return reason.replace("{", "{{").replace("}", "}}"), []
     return _NUMBER.sub("{}", kind.replace("{", "{{").replace("}", "}}")), _NUMBER.findall(kind)
@@ -193,7 +193,8 @@ def reason_kind(reason: str) -> str:
 
 def count_reasons(reasons: Iterable[str]) -> str:
     """``"3 x not a readable media container, 2 x only 0.2 to 0.4 s of audio, 1 x decoder crashed: SIGABRT"``,
-    the commonest first; the numbers left in a kind are given as the range they span."""
+    the commonest first; a number left in a kind is given as the range it spans, or as ``N`` where
+    another number of the kind varies too (two ranges side by side would read as one: "32 to 40 to 39")."""
     kinds: dict[str, list[list[str]]] = {}
     for reason in reasons:
         form, numbers = _gist(reason)
@@ -203,7 +204,9 @@ def count_reasons(reasons: Iterable[str]) -> str:
         spans = []
         for values in zip(*numbers):
             low, high = min(values, key=float), max(values, key=float)
-            spans.append(low if float(low) == float(high) else f"{low} to {high}")
+            spans.append(low if float(low) == float(high) else (low, high))
+        ranges = sum(isinstance(span, tuple) for span in spans)
+        spans = [span if not isinstance(span, tuple) else "N" if ranges > 1 else " to ".join(span) for span in spans]
         parts.append(f"{len(numbers)} x {form.format(*spans)}")
     return ", ".join(parts)
 
