@@ -716,9 +716,12 @@ def test_interrupted_run_leaves_no_partial_output(ckpts, folder, tmp_path, monke
     monkeypatch.setattr(Stream, "push", interrupt_on_the_fourth_window)
     out = tmp_path / "out"
     said = r"^0 of the 2 readable inputs are embedded in .*out and kept, the one in progress not written; the same"
-    with pytest.raises(Interrupted, match=said):  # (it said nothing of how far it got, nor how to go on)
+    with pytest.raises(Interrupted, match=said + " command embeds the rest$"):  # (how far it got, how to go on)
         task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=out, window_seconds=0.4))
     assert [p.name for p in out.rglob("*") if p.is_file()] == []  # nothing final, no temporaries
+    calls["n"] = 0  # with overwrite=true the same command would embed every input again, not the rest
+    with pytest.raises(Interrupted, match=said + r" command without overwrite=true embeds the rest \(with it, all"):
+        task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=out, window_seconds=0.4, overwrite=True))
 
 
 def test_a_run_interrupted_while_its_inputs_are_probed_says_nothing_was_written(ckpts, folder, tmp_path, monkeypatch):

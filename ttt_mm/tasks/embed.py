@@ -238,16 +238,21 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
 
 
 @contextmanager
-def _said_on_ctrl_c(summary: Summary, readable: int, output: Path) -> Iterator[None]:
+def _said_on_ctrl_c(summary: Summary, readable: int, output: Path, overwrite: bool) -> Iterator[None]:
     """Ctrl-C while inputs are embedded ends with how far it got, and how to go on (`embed_one` writes
     through temporary names: nothing half-written is left)."""
     try:
         yield
     except KeyboardInterrupt:
         done = len(summary.written) + len(summary.skipped)
+        again = (
+            "the same command without overwrite=true embeds the rest (with it, all of them again)"
+            if overwrite
+            else "the same command embeds the rest"
+        )
         raise Interrupted(
             f"{done} of the {readable} readable inputs are embedded in {output} and kept, the one in progress not "
-            "written; the same command embeds the rest"
+            f"written; {again}"
         ) from None
 
 
@@ -310,7 +315,7 @@ def run(cfg: DictConfig) -> Summary:
     progress = bool(cfg.progress)
     bar = FilesBar(clips, "embed", progress and len(clips) > 1)
     told: set[str] = set()  # reasons for embedding again that were logged
-    with logging_redirect_tqdm(), _said_on_ctrl_c(summary, len(clips), output):
+    with logging_redirect_tqdm(), _said_on_ctrl_c(summary, len(clips), output, cfg.overwrite):
         for clip in bar:
             stem = output_stem(clip, output)
             try:
