@@ -468,6 +468,29 @@ def test_training_says_how_many_files_each_split_has_and_names_the_few_it_valida
     assert "data: 6 files: 3 train, 1 val (v3.mp4), 2 test (v4.mp4, v5.mp4)" in caplog.messages
 
 
+@pytest.mark.parametrize("modalities", [["audio"], ["audio", "video"]])
+def test_a_run_reading_only_the_sound_of_videos_says_so_and_how_to_read_the_pictures(tmp_path, caplog, modalities):
+    """A probe's manifest of videos (``data=manifest``: audio unless told) trained on their sound without a word."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        write_video(data / f"v{i}.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=16000)
+    (data / "m.csv").write_text("path\n" + "".join(f"v{i}.mp4\n" for i in range(3)))
+    dm = MediaDataModule(ManifestSource(str(data / "m.csv")), modalities=modalities, size=32, clip_seconds=1.0)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        dm.setup("fit")
+    said = [m for m in caplog.messages if "reads the sound alone" in m]
+    assert said == (
+        []
+        if len(modalities) == 2
+        else [
+            "data: 3 of the 3 files are videos, of which this run reads the sound alone (data.modalities=[audio]); "
+            "data.modalities=[audio,video] tokenizer=av reads both, data.modalities=[video] tokenizer=video the "
+            "pictures"
+        ]
+    )
+
+
 @pytest.mark.parametrize("count", [1, 2])
 def test_a_folder_of_one_or_two_files_trains_on_them_whatever_their_names_hash_to(tmp_path, caplog, count):
     """With one file hashed into validation, training ended at launch: 'no training clips among 1'."""

@@ -285,6 +285,23 @@ class MediaDataModule(L.LightningDataModule):
             self.say_how_read([c for split in stage_splits for c in self.splits[split]])
         if stage in (None, "fit") and rank_zero_only.rank == 0:
             log.info("data: %s", self.split_summary())
+            self._say_unread_pictures()
+
+    def _say_unread_pictures(self) -> None:
+        """One line when the config reads only the sound of files that are mostly videos (``data=manifest``
+        reads audio unless told otherwise: a probe's manifest of videos then trained on their sound alone)."""
+        if self.spec.modalities != ("audio",) or self.modalities_from is not None:
+            return
+        videos = {c.file_key for c in self.clips if c.info is not None and c.info.has_video}
+        files = {c.file_key for c in self.clips}
+        if len(videos) * 2 > len(files):
+            log.info(
+                "data: %d of the %d files are videos, of which this run reads the sound alone "
+                "(data.modalities=[audio]); data.modalities=[audio,video] tokenizer=av reads both, "
+                "data.modalities=[video] tokenizer=video the pictures",
+                len(videos),
+                len(files),
+            )
 
     def say_how_read(self, clips: list[ClipInfo]) -> None:
         """Log how these clips (of this setup's) are read where it is not plainly (`selection.say_how_read`):
