@@ -902,6 +902,31 @@ def test_a_read_without_a_backend_checks_the_seeks_of_the_one_a_plain_probe_chos
     assert all(torch.equal(w, whole[round(s * 25) :][:20]) for w, s in zip(windows, (1.6, 0.4, 2.0)))
 
 
+def test_a_video_that_ends_in_zero_bytes_is_read_as_far_as_its_data_goes(tmp_path):
+    """An unfinished download of an MP4 whose index comes first: the frames that lie in the zeros were
+    indexed and failed the check of the video's end, so the whole file was left out ("8 of the 8 video
+    frames ... do not decode: over half") with advice to re-encode it."""
+    path = tmp_path / "unfinished.mp4"
+    out = av.open(str(path), "w", options={"movflags": "faststart"})
+    stream = out.add_stream("libx264", rate=8)
+    stream.width, stream.height, stream.pix_fmt, stream.options = 64, 48, "yuv420p", {"preset": "ultrafast"}
+    rng = np.random.default_rng(0)
+    for _ in range(48):  # 6 s of noise: frames of a few KB each
+        img = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+    out.mux(stream.encode())
+    out.close()
+    data = bytearray(path.read_bytes())
+    data[-(probing.ZEROED_TAIL_BYTES + 8192) :] = bytes(probing.ZEROED_TAIL_BYTES + 8192)
+    path.write_bytes(data)
+    decode.clear_caches()
+    record = describe(str(path))
+    assert "error" not in record and record["zeroed_tail"] >= probing.ZEROED_TAIL_BYTES
+    assert 1.0 < record["video_duration"] < record["video_stated"] == 6.0
+    last = decode.read_video(str(path), record["video_duration"] - 1.0, 1.0, fps=8, size=32)
+    assert len(last) == 8 and last.float().std() > 10  # (the frames before the zeros: noise, not gray stand-ins)
+
+
 def test_a_file_that_ends_in_zero_bytes_is_said_to_be_unfinished(tmp_path, caplog):
     """A half-finished download, its rest zeros (space a torrent sets aside): an Ogg stream states no
     length, so its first half was read as the whole file, called usable without a word. A WAV that

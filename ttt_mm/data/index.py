@@ -52,7 +52,7 @@ from ttt_mm.storage.cache import user_cache_dir
 log = logging.getLogger(__name__)
 __getattr__ = moved_names(__name__, dict.fromkeys(("select", "Selection", "index_clips"), "ttt_mm.data.selection"))
 
-VERSION = 21
+VERSION = 22
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")

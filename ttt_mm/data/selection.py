@@ -183,7 +183,7 @@ def say_how_read(selection: Selection, spec: ReadSpec, clips: Sequence[ClipInfo]
     decoder's reading): it is read as far as it goes; a warning per file whose audio has gaps read as
     silence, and per file read with both streams that end over `UNEVEN_END_S` apart (what is read stops
     where the first ends); one for the videos read from their start, and one per file with stretches of
-    video that no frame covers; one per file that ends in zero bytes (`probing.ZEROED_TAIL_BYTES`).
+    video that no frame covers; one per file that ends in zero bytes (`decode.errors.ZEROED_TAIL_BYTES`).
     """
     names = {c.name for c in clips}
     for name, info in {c.name: c.info for c in clips if c.info is not None and c.info.zeroed_tail}.items():

@@ -64,6 +64,27 @@ def open_reason(path: str) -> str | None:
     return None
 
 
+ZEROED_TAIL_BYTES = 65536
+"""Zero bytes at a file's end from which it is said to be unfinished: space that a download or copy set
+aside and did not fill (a torrent's, a disk's). Compressed media end in a few at most."""
+
+
+def zero_bytes_at_end(path: str) -> int:
+    """How many zero bytes end the file (a few KB read for most files: their last bytes are not zeros)."""
+    zeros, block = 0, 4096
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            f.seek(max(0, end - block))
+            data = f.read(end - max(0, end - block))
+            kept = len(data.rstrip(b"\0"))
+            zeros += len(data) - kept
+            if kept:
+                break
+            end, block = end - len(data), min(2 * block, 1 << 20)
+    return zeros
+
+
 def version_key(path: str, st: os.stat_result) -> tuple:
     """Cache key of one version of a file."""
     return (path, st.st_mtime_ns, st.st_size)

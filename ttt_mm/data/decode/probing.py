@@ -13,12 +13,14 @@ import numpy as np
 from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, ogg_peak, placed_track, read_samples, sf_info
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, FROM_START, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import (
+    ZEROED_TAIL_BYTES,
     FramesRefused,
     MediaError,
     NothingDecodes,
     checked_stat,
     open_reason,
     without_frames,
+    zero_bytes_at_end,
 )
 from ttt_mm.data.decode.isobmff import missing_index
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
@@ -81,11 +83,10 @@ class MediaInfo:
         return max(self.audio_duration or 0.0, self.video_duration or 0.0)
 
 
-ZEROED_TAIL_BYTES = 65536
-"""Zero bytes at a file's end from which it is said to be unfinished: space that a download or copy set
-aside and did not fill (a torrent's, a disk's). Compressed media end in a few at most; the sound of a
-file read as far as its data goes then stops early without a sign, where its format states no length
-(Ogg, MP3). Uncompressed audio (WAV, AIFF) is left out: its digital silence is zero bytes."""
+# A zeroed tail (`ZEROED_TAIL_BYTES` or more): the sound of a file read as far as its data goes stops
+# early without a sign, where its format states no length (Ogg, MP3), and a video's frames that lie in
+# the zeros are left out of its index (`video._pyav_index`). Uncompressed audio (WAV, AIFF) is not
+# counted: its digital silence is zero bytes.
 _UNCOMPRESSED = re.compile(r"PCM_.*|FLOAT|DOUBLE")
 """libsndfile's subtypes of uncompressed samples (`ZEROED_TAIL_BYTES`)."""
 
@@ -95,17 +96,7 @@ def zeroed_tail(path: str, libsndfile) -> int | None:
     uncompressed audio, ``libsndfile``'s view of the file saying so)."""
     if libsndfile is not None and _UNCOMPRESSED.fullmatch(libsndfile.subtype or ""):
         return None
-    zeros, block = 0, 4096  # (a few KB read for most files: their last bytes are not zeros)
-    with open(path, "rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        while end > 0:
-            f.seek(max(0, end - block))
-            data = f.read(end - max(0, end - block))
-            kept = len(data.rstrip(b"\0"))
-            zeros += len(data) - kept
-            if kept:
-                break
-            end, block = end - len(data), min(2 * block, 1 << 20)
+    zeros = zero_bytes_at_end(path)
     return zeros if zeros >= ZEROED_TAIL_BYTES else None
 
 

@@ -11,6 +11,7 @@ for the next window (`FROM_START`: from the first frame, where seeks land on oth
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -26,7 +27,15 @@ from torch import Tensor
 
 from ttt_mm.data.decode import native
 from ttt_mm.data.decode.backends import FROM_START, VIDEO_BACKENDS, check_backend
-from ttt_mm.data.decode.errors import FramesRefused, MediaError, NothingDecodes, checked_stat, version_key
+from ttt_mm.data.decode.errors import (
+    ZEROED_TAIL_BYTES,
+    FramesRefused,
+    MediaError,
+    NothingDecodes,
+    checked_stat,
+    version_key,
+    zero_bytes_at_end,
+)
 from ttt_mm.data.decode.guard import LRUCache
 from ttt_mm.data.decode.native import av_open, open_timeout, video_stream
 from ttt_mm.messages import once, one_line
@@ -133,14 +142,17 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
             frame = next(_decoded(container.demux(stream)), None)
             return None if frame is None else (frame.width, frame.height, _rotation(frame), frame.pts)
 
+    zeros = zero_bytes_at_end(path)
+    data_end = st.st_size - zeros if zeros >= ZEROED_TAIL_BYTES else math.inf  # (an unfinished download's)
+
     def scan():  # demuxing reads packet headers only: no decoding
         with av_open(path) as container:
             stream = video_stream(container)
             packets = [  # (headers only: a packet's data is not kept)
                 (p.pts, p.dts, p.duration or 0, p.is_keyframe, p.is_discard, p.is_corrupt)
-                for p in container.demux(stream)
+                for p in itertools.takewhile(lambda p: (p.pos or 0) + p.size <= data_end, container.demux(stream))
                 if p.size > 0
-            ]
+            ]  # (from the first packet whose data lies in a zeroed tail on, nothing decodes: the frames end there)
             while packets and packets[-1][5]:  # cut short by the file's end: its frame cannot be read
                 packets.pop()
             # (a packet an edit list hides is decoded for the frames after it, but never shown)
