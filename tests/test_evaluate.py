@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from ttt_mm.checkpoint import resolve_device
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.data.clip_record import clip_record
+from ttt_mm.data.media import TensorMedia
 from ttt_mm.eval import loop as evaluate_loop
 from ttt_mm.eval.loop import model_info, time_left
 from ttt_mm.eval.report import ModelReport
@@ -110,6 +111,15 @@ def test_seconds_are_written_as_the_steps_make_them_not_with_float_noise():
     assert str(result.duration) == "2.05"  # (41 steps: 2.0500000000000003)
     report = ModelReport("m", {}, (0,), 0.04, 82)  # (modality 0: audio)
     assert [row["seconds"] for row in report.horizons()][-2:] == [3.24, 3.28]
+
+
+def test_a_clip_scored_is_as_long_as_its_media_not_its_last_step_rounded_up(model):
+    """Sound that ends 0.17 s into a step gave a step of tokens, counted whole: 1.25 s scored of a 1.17 s
+    clip (a video whose audio ends first), longer than the file and than what embed says of it."""
+    frames = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)  # 1.25 s at 8 fps
+    media = TensorMedia(samples=torch.zeros(round(1.17 * 16000)), frames=frames, sample_rate=16000, fps=8.0)
+    result = scores(model, iter_windows(media, 0.5, SPEC))
+    assert result.duration == 1.17 and result.tokens > 4 * STEP  # (the last step's tokens are still scored)
 
 
 @pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])

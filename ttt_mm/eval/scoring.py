@@ -74,13 +74,24 @@ class Lag:
         return joined[:, : x.shape[1]]
 
 
+def _window_seconds(batch: dict[str, Any]) -> float:
+    """Seconds of media in a window of one: its samples over the sample rate, or its frames over the frame
+    rate, the shorter (where a clip's streams end apart, it is read to the first end). Steps were counted
+    instead, and a last step that held a little audio counted whole: 1.25 s scored of a 1.17 s file."""
+    seconds = []
+    for modality, rate in (("audio", "sample_rate"), ("video", "fps")):
+        if f"{modality}_lengths" in batch:
+            seconds.append(float(batch[f"{modality}_lengths"][0]) / float(batch[rate]))
+    return min(seconds)
+
+
 @dataclass
 class ClipResult:
     """Everything scored on one clip; arrays hold only scored tokens, frames and audio tokens."""
 
     path: str
     start: float  # seconds into the file where the clip begins
-    duration: float  # seconds covered by tokens
+    duration: float  # seconds of media scored (`_window_seconds`)
     tokens: int  # real tokens in the clip
     position: np.ndarray  # [n] int64 token index of each scored token in the clip
     seconds: np.ndarray  # [n] float64 seconds from the clip start
@@ -128,7 +139,7 @@ class ClipScorer:
         self.state = None
         self.seen = 0  # tokens pushed so far
         self.start: float | None = None
-        self.steps_real = 0  # steps holding at least one real token
+        self.seconds = 0.0  # of media pushed (`_window_seconds`)
         self.real_tokens = 0
         self.lag_pred, self.lag_mask_off = Lag(self.offset), Lag(self.offset)
         self.lag_prev, self.lag_stats, self.lag_mask_prev, self.lag_mean = (
@@ -189,7 +200,7 @@ class ClipScorer:
         if self.audio:
             self._score_mel(media, tokens, valid)
         self._resolve(tokens, media, step0)
-        self.steps_real += int(tokens.mask[0].reshape(-1, self.P).any(-1).sum())
+        self.seconds += _window_seconds(batch)
         self.real_tokens += int(tokens.mask.sum())
         self.seen += n
         if self.rollout_steps and bool(tokens.mask[0, -self.P :].all()):
@@ -319,7 +330,7 @@ class ClipScorer:
         return ClipResult(
             path=self.path,
             start=0.0 if self.start is None else self.start,
-            duration=round(self.steps_real * float(self.tokenizer.seconds_per_step), 9),  # (not 3.2800000000000002)
+            duration=round(self.seconds, 9),  # (not 3.2800000000000002)
             tokens=self.real_tokens,
             position=cat("position", (0,), np.int64),
             seconds=cat("seconds", (0,), np.float64),
