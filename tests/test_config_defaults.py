@@ -25,7 +25,7 @@ from ttt_mm.data.index import IndexInterrupted, index_files
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.tasks import command_keys, common, starting, sweep_report
 from ttt_mm.tasks.command_keys import extensions_of, names_of, output_folder, positive_count
-from ttt_mm.tasks.command_lines import quoted_override
+from ttt_mm.tasks.command_lines import quoted_override, shell_override
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_errors import config_error_message
@@ -149,6 +149,17 @@ def test_the_quoted_override_suggested_reads_back_as_the_value_typed(value, monk
     (argument,) = shlex.split(quoted_override(f"data.root={value}"))
     override = OverridesParser.create().parse_override(argument)
     assert (override.key_or_group, override.value()) == ("data.root", value)
+
+
+@pytest.mark.parametrize(
+    "value", ["/runs/rü/last.ckpt", "/tmp/a~b/x.ckpt", "~x", "/plain/path-1.2@x:y+z", "/a b", "it's", "x,y", "$HOME"]
+)
+def test_a_printed_override_reads_back_as_its_value(value):
+    """A resume command named /tmp/rü/checkpoints/last.ckpt bare, and Hydra refused what it printed: its
+    grammar takes neither letters outside ASCII nor a tilde in a bare value."""
+    (argument,) = shlex.split(shell_override("ckpt_path", value))
+    override = OverridesParser.create().parse_override(argument)
+    assert (override.key_or_group, override.value()) == ("ckpt_path", value)
 
 
 @pytest.mark.parametrize("value", ["'/my media", '"/x', 'a"b', "/x/$y", "a\\b", "wow!", "", "[0,1", "{a: 1"])

@@ -18,7 +18,7 @@ def shell_override(key: str, value: str, quoted: bool = False) -> str:
     """``key=value`` as one shell argument whose value Hydra reads back whole: quoted for Hydra where
     its grammar would split or parse it (a comma makes a sweep, brackets a list), or always (``quoted``),
     then for the shell."""
-    if quoted or not re.fullmatch(r"[\w/.@:+~-]+", value):
+    if quoted or not re.fullmatch(r"[A-Za-z0-9_/.@:+-]+", value):  # (Hydra's grammar: ASCII alone, no ~)
         quote = "'" if "'" not in value else '"' if '"' not in value else None
         value = f"{quote}{value}{quote}" if quote else "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     argument = f"{key}={value}"
