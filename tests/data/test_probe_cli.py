@@ -3,6 +3,7 @@ file; the old ``python -m ttt_mm.data.probe`` still works, with a deprecation wa
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -131,6 +132,22 @@ def test_an_output_named_other_than_json_lines_is_refused_before_probing(data, t
         capsys.readouterr().err
         == f"error: -o {tmp_path} is a folder; -o names the file to write, e.g. -o manifest.jsonl\n"
     )
+
+
+def test_an_output_that_cannot_be_written_is_one_error_line_before_or_after_probing(data, tmp_path, capsys):
+    """-o under a file ended in a traceback (FileExistsError), and only once every file was probed."""
+    (tmp_path / "taken").write_text("a file, not a folder")
+    assert main([str(data), "-o", str(tmp_path / "taken" / "m.jsonl"), "--index-cache", str(tmp_path / "cache")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: -o {tmp_path / 'taken' / 'm.jsonl'}: cannot make its folder: ")
+    assert not (tmp_path / "cache").exists()  # (refused before probing)
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(probe, "write_text", full)
+        assert main([str(data), "-o", str(tmp_path / "m.jsonl"), "--index-cache", str(tmp_path / "cache")]) == 1
+    assert capsys.readouterr().err == f"error: -o {tmp_path / 'm.jsonl'}: No space left on device\n"
 
 
 def test_without_an_output_the_records_go_to_stdout(data, tmp_path, capsys):

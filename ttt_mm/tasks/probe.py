@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -103,6 +104,9 @@ def index_and_list(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.output and (why := _unwritable(Path(args.output))):  # (before the probing, which may take hours)
+        print(f"error: -o {args.output}: {why}", file=sys.stderr)
+        return 2
     single = not target.is_dir()  # a file, or a broken link to one
     files = [str(target)] if single else [c.name for c in FolderSource(str(target), args.extensions).clips()]
     records, run = index_files(
@@ -111,9 +115,11 @@ def index_and_list(args: argparse.Namespace) -> int:
     base = str(Path(args.output).parent) if args.output else None
     lines = [json.dumps(r | {"path": relative_to(r["path"], base)} if base else r) + "\n" for r in records.values()]
     if args.output:
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        write_text(output, "".join(lines))
+        try:
+            write_text(Path(args.output), "".join(lines))
+        except OSError as exc:  # (the disk filled, say, while the files were probed)
+            print(f"error: -o {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     else:
         sys.stdout.writelines(lines)
     bad = [r for r in records.values() if r.get("error")]
@@ -146,6 +152,17 @@ def _longest_stream(record: dict) -> float:
     """The seconds of a record's longest readable stream (inf where no length is recorded)."""
     lengths = [record.get(f"{s}_duration") for s in ("audio", "video") if usable(record, s)]
     return max((x for x in lengths if x is not None), default=math.inf)
+
+
+def _unwritable(output: Path) -> str | None:
+    """Why the manifest cannot be written to ``output`` (its folder made where missing), or None."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot make its folder: {exc.strerror or exc}"
+    if not os.access(output.parent, os.W_OK):
+        return f"{output.parent} is not writable"
+    return None
 
 
 def _stream_errors(records) -> str:
