@@ -102,3 +102,16 @@ def test_a_ctrl_c_while_a_file_and_its_sidecar_are_swapped_waits_until_both_are_
         tmp.write_text("half")
         raise RuntimeError("killed")
     assert rows.read_text() == "new rows" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npy"]
+
+
+def test_a_sidecar_that_cannot_be_written_leaves_the_old_pair_whole(tmp_path):
+    """The old sidecar went and the new file was renamed in before the sidecar was written: a value JSON
+    cannot hold (or a full disk) then left the new rows without a sidecar, and the old pair gone."""
+    rows, sidecar = tmp_path / "a.npy", tmp_path / "a.json"
+    rows.write_text("old rows")
+    write_json(sidecar, {"rows": "old"})
+    with pytest.raises(TypeError), replaced_with_sidecar(rows, sidecar) as (tmp, data):
+        tmp.write_text("new rows")
+        data["rows"] = object()
+    assert rows.read_text() == "old rows" and json.loads(sidecar.read_text()) == {"rows": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npy"]  # (no temporaries left)

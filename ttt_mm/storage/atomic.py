@@ -53,20 +53,23 @@ def replaced(path: str | os.PathLike) -> Iterator[Path]:
 @contextmanager
 def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -> Iterator[tuple[Path, dict]]:
     """As `replaced`, for a file and the JSON sidecar that describes it: the block writes the temporary
-    path and fills the dict with the sidecar's data. The old sidecar goes first, so that it never
-    describes the new file, and a Ctrl-C from then until the new one is written waits for it: an
-    interrupted run keeps the old pair or the new one (the slow part, the file's data reaching the
-    disk, comes before)."""
-    tmp, data = temporary_path(path), {}
+    path and fills the dict with the sidecar's data. Both are written to temporary names and reach the
+    disk first (a sidecar that cannot be written fails there, the old pair untouched); then the old
+    sidecar goes, so that it never describes the new file, and the two are renamed into place, a Ctrl-C
+    meanwhile waiting for them: an interrupted or failed run keeps the old pair or the new one."""
+    tmp, data, side_tmp = temporary_path(path), {}, temporary_path(sidecar)
     try:
         yield tmp, data
         _flush_to_disk(tmp)
+        side_tmp.write_text(json.dumps(plain(data), indent=1) + "\n", encoding="utf-8", errors="surrogateescape")
+        _flush_to_disk(side_tmp)
         with _ctrl_c_held():
             Path(sidecar).unlink(missing_ok=True)
             os.replace(tmp, path)
-            write_json(sidecar, data)
+            os.replace(side_tmp, sidecar)
     finally:
         tmp.unlink(missing_ok=True)
+        side_tmp.unlink(missing_ok=True)
 
 
 @contextmanager
