@@ -40,6 +40,13 @@ def test_a_checkpoint_that_does_not_fit_the_overrides_that_trained_it_is_said_to
     assert longer.endswith(f"python -m ttt_mm.tasks.train model=lact trainer.max_steps=30 ckpt_path={ckpt}")
     tested = with_its_overrides(ckpt, ["model=attention", "trainer.max_steps=30"], test_only=True)
     assert tested.endswith("train model=lact trainer.max_steps=20 train=false test=true ckpt_path=" + str(ckpt))
+    # the run was resumed to 30 steps and its checkpoint saved past 20: the run's own 20 would be refused
+    for stamp, steps in (("2026-01-01_10-00-00-000000", 30), ("2026-01-02_10-00-00-000000", None)):
+        (tmp_path / ".hydra" / f"resumed-{stamp}").mkdir()
+        resumed = f"- model=lact\n- ckpt_path={ckpt}\n" + (f"- trainer.max_steps={steps}\n" if steps else "")
+        (tmp_path / ".hydra" / f"resumed-{stamp}" / "overrides.yaml").write_text(resumed)
+    again = with_its_overrides(ckpt, ["model=attention", f"ckpt_path={ckpt}"], test_only=False)
+    assert again.endswith(f"python -m ttt_mm.tasks.train model=lact trainer.max_steps=30 ckpt_path={ckpt}")
 
 
 def test_the_resume_command_repeats_the_runs_overrides():

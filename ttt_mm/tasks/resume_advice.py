@@ -25,7 +25,7 @@ from ttt_mm.data.skiplist import SkipList
 from ttt_mm.tasks.command_lines import config_flags, shell_override
 from ttt_mm.tasks.common import ConfigError, in_a_sweep
 from ttt_mm.tasks.overrides import as_typed, override_key
-from ttt_mm.tasks.run_folders import run_record
+from ttt_mm.tasks.run_folders import run_of_checkpoint, run_record
 from ttt_mm.tasks.sweep_report import RUN_LENGTH, into_sweep_job
 
 WORKER_DIED = "a data loader worker died"
@@ -82,12 +82,29 @@ def with_its_overrides(ckpt: str | os.PathLike, now: list[str] | None, test_only
     settings = _settings(trained)
     if now is not None and sorted(_model_and_data(settings)) == sorted(_model_and_data(_settings(now))):
         return "the overrides that trained it are this run's: it is damaged, or from another version of ttt-mm"
-    # a resume may run longer than the run did (a new lr schedule): this run's length is kept
-    length = [o for o in now or () if override_key(o) in RUN_LENGTH] if not test_only else []
+    # a resume may run longer than the run did (a new lr schedule): this run's length is kept, else the last
+    # resume's (the run's own would be refused for a checkpoint saved past it)
+    length = [] if test_only else [o for o in now or () if override_key(o) in RUN_LENGTH] or _resumed_length(ckpt)
     settings = (_model_and_data(settings) if length else settings) + length
     extra = ["train=false", "test=true"] if test_only else []
     command = resume_command(ckpt, [*settings, *extra], sys.argv[0], flags=_trained_config_flags(ckpt))
     return f"{how} with the overrides that trained it: {command}"
+
+
+def _resumed_length(ckpt: str | os.PathLike) -> list[str]:
+    """How long the newest resume of the checkpoint's run that set it trained (`RUN_LENGTH` overrides of
+    its ``.hydra/resumed-<stamp>`` record, `config_subdir_of`); none where no resume set it."""
+    run = run_of_checkpoint(os.fspath(ckpt))
+    for record in sorted(run.glob(".hydra/resumed-*/overrides.yaml"), reverse=True) if run is not None else ():
+        try:
+            overrides = OmegaConf.load(record)
+        except Exception:  # (OSError, or whatever a YAML parser raises on a damaged file)
+            continue
+        if isinstance(overrides, ListConfig) and (
+            length := [o for o in as_typed(overrides) if override_key(o) in RUN_LENGTH]
+        ):
+            return length
+    return []
 
 
 def _model_and_data(overrides: list[str]) -> list[str]:
