@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
 from ttt_mm.tasks.overrides import as_typed
-from ttt_mm.tasks.run_folders import config_subdir_of, later_last_checkpoint, run_dir_of
+from ttt_mm.tasks.run_folders import config_subdir_of, later_last_checkpoint, later_step_checkpoints, run_dir_of
 
 
 def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(tmp_path):
@@ -36,6 +36,18 @@ def test_hydras_record_of_overrides_is_read_as_typed_an_interpolation_unresolved
         list(record.overrides.task)
     assert as_typed(record.overrides.task) == ["seed=1", "data.val_seconds=${data.clip_seconds}"]
     assert as_typed(None) == []
+
+
+def test_the_best_checkpoints_a_run_saved_after_a_step_are_found_by_their_names(tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (tmp_path / "run" / ".hydra").mkdir()
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text("{}\n")
+    for name in ("step000020.ckpt", "step000030.ckpt", "step000030-v1.ckpt", "step000010.ckpt", "last.ckpt", "x.ckpt"):
+        (checkpoints / name).write_bytes(b"")
+    later = later_step_checkpoints(str(checkpoints / "step000020.ckpt"), 20)
+    assert [p.name for p in later] == ["step000030-v1.ckpt", "step000030.ckpt"]
+    assert later_step_checkpoints(str(tmp_path / "elsewhere.ckpt"), 0) == []  # (kept outside a run)
 
 
 def test_a_resume_from_an_earlier_checkpoint_of_its_run_names_the_later_last_one(tmp_path):

@@ -1125,10 +1125,13 @@ def test_a_resume_from_an_earlier_checkpoint_of_its_run_says_its_saves_replace_t
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("{}\n")  # (a run folder, as Hydra leaves one)
     earlier = Path(first["best_ckpt"])
+    shutil.copy(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "checkpoints" / "step000004.ckpt")  # (a later best)
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
         run(compose_train(tmp_path, [*rank, "trainer.max_steps=6", f"ckpt_path={earlier}"]))
-    (said,) = [m for m in caplog.messages if m.startswith("resuming from step 2, in its run's folder")]
+    said, held = [m for m in caplog.messages if m.startswith("resuming from step 2, in its run's folder")]
     assert f"whose {tmp_path / 'checkpoints' / 'last.ckpt'} was saved later (step 4): this run's saves" in said
+    # a later best stayed on disk, outside the resumed run's ranking, and nothing named it
+    assert "which holds checkpoints saved later (step000004.ckpt): they stay, outside this run's ranking" in held
 
 
 def test_ctrl_c_between_fit_and_test_stops_the_processes_the_launcher_started(tmp_path, monkeypatch):

@@ -47,6 +47,18 @@ def later_last_checkpoint(ckpt_path: str, step: int, saves_to: str | None) -> tu
     return (last, saved) if isinstance(saved, int) and saved > step else None
 
 
+def later_step_checkpoints(ckpt_path: str, step: int) -> list[Path]:
+    """The ``step<n>.ckpt`` files (the best checkpoints' names, ``callbacks.model_checkpoint.filename``)
+    of a checkpoint's run saved after ``step``: a resume from an earlier one goes another way, and its
+    ranking of the best knows nothing of them, so they stay on disk, never replaced nor named."""
+    run = run_of_checkpoint(ckpt_path)
+    folder = None if run is None else run / "checkpoints"
+    if folder is None or not folder.is_dir():
+        return []
+    later = [(int(m[1]), p) for p in folder.iterdir() if (m := re.fullmatch(r"step(\d+)(?:-v\d+)?\.ckpt", p.name))]
+    return [p for n, p in sorted(later) if n > step and p.resolve() != Path(ckpt_path).resolve()]
+
+
 SYNTHETIC_SOURCE = f"{SyntheticSource.__module__}.{SyntheticSource.__qualname__}"
 """The data source of ``data=synthetic``, the embedded default: clips generated on the fly."""
 

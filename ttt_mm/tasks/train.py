@@ -33,7 +33,7 @@ from ttt_mm.tasks.resume_advice import (
     resume_this_run,
     where_to_resume,
 )
-from ttt_mm.tasks.run_folders import forget_refused_resume, later_last_checkpoint
+from ttt_mm.tasks.run_folders import forget_refused_resume, later_last_checkpoint, later_step_checkpoints
 from ttt_mm.tasks.train_checks import check, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 
@@ -89,6 +89,13 @@ def run(cfg: DictConfig) -> dict:
             "replace it (to keep it, copy it aside first)",
             resumed.step,
             *later,
+        )
+    if resumed and cfg.get("train", True) and (after := later_step_checkpoints(cfg.ckpt_path, resumed.step)):
+        log.warning(
+            "resuming from step %d, in its run's folder, which holds checkpoints saved later (%s): they stay, "
+            "outside this run's ranking of the best (remove them, or keep them aside, if they are not wanted)",
+            resumed.step,
+            ", ".join(p.name for p in after),
         )
     if resumed:  # (resumed or tested: validation keeps the file its run moved there, if it did)
         datamodule.trained_on = from_anywhere(resumed.trained, cfg.ckpt_path)
