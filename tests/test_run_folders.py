@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+from datetime import datetime
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
+from ttt_mm.callbacks import ProgressBar
+from ttt_mm.messages.progress import LINE_SECONDS
+from ttt_mm.tasks.common import CONF_DIR
 from ttt_mm.tasks.overrides import as_typed
-from ttt_mm.tasks.run_folders import config_subdir_of, later_last_checkpoint, later_step_checkpoints, run_dir_of
+from ttt_mm.tasks.run_folders import (
+    _STAMPED,
+    RUN_STAMP,
+    config_subdir_of,
+    later_last_checkpoint,
+    later_step_checkpoints,
+    run_dir_of,
+)
 
 
 def test_a_checkpoint_resumes_in_its_run_only_from_the_runs_checkpoints_folder(tmp_path):
@@ -72,3 +87,17 @@ def test_a_resume_from_an_earlier_checkpoint_of_its_run_names_the_later_last_one
     elsewhere = tmp_path / "step000100.ckpt"  # (kept outside a run: resumed into a run folder of its own)
     torch.save({"global_step": 100}, elsewhere)
     assert later_last_checkpoint(str(elsewhere), 100, folder) is None
+
+
+def test_every_run_folder_stamp_in_the_configs_is_the_one_the_code_recognises():
+    """The stamp is written in the configs and read in Python (a refused run deletes only a folder so
+    named, a record set aside is named so): one edited without the other would stop both, unsaid."""
+    stamps = {m for path in Path(CONF_DIR).rglob("*.yaml") for m in re.findall(r"\$\{now:([^}]*)\}", path.read_text())}
+    assert stamps == {RUN_STAMP}
+    assert _STAMPED.fullmatch(datetime(2026, 1, 2, 3, 4, 5, 60).strftime(RUN_STAMP))
+
+
+def test_the_progress_lines_default_interval_is_the_one_the_code_uses():
+    configured = OmegaConf.load(Path(CONF_DIR, "callbacks", "progress_bar.yaml"))
+    assert OmegaConf.select(configured, "progress_bar.line_seconds") == LINE_SECONDS
+    assert inspect.signature(ProgressBar).parameters["line_seconds"].default == LINE_SECONDS

@@ -22,6 +22,8 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
+from ttt_mm.messages.progress import LINE_SECONDS
+
 
 class ProgressBar(TQDMProgressBar):
     """``TQDMProgressBar`` whose training bar reads ``batches done / batches in the run``.
@@ -31,7 +33,9 @@ class ProgressBar(TQDMProgressBar):
         line_seconds: the least time between two lines (the end and each validation print one anyway).
     """
 
-    def __init__(self, *args: Any, lines: bool | None = None, line_seconds: float = 30.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, lines: bool | None = None, line_seconds: float = LINE_SECONDS, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.lines = lines
         self.line_seconds = line_seconds

@@ -135,8 +135,10 @@ _HYDRA_RECORD = {"config.yaml", "hydra.yaml", "overrides.yaml"}
 """What Hydra writes to a run's ``.hydra`` before the command starts."""
 
 
+RUN_STAMP = "%Y-%m-%d_%H-%M-%S-%f"
+"""How a run directory's name is stamped: every ``${now:...}`` in ``conf`` writes this (a test holds them to it)."""
 _STAMPED = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}")
-"""A run directory's name as ``conf/hydra/default.yaml`` stamps it (``${now:%Y-%m-%d_%H-%M-%S-%f}``)."""
+"""A name `RUN_STAMP` writes: what a refused run may delete as its own folder (`stamped_by_hydra`)."""
 
 
 def stamped_by_hydra(folder: Path) -> bool:

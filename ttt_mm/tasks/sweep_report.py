@@ -34,6 +34,7 @@ from ttt_mm.storage.atomic import write_csv
 from ttt_mm.tasks.command_lines import config_flags, shell_override
 from ttt_mm.tasks.common import SweepJobError
 from ttt_mm.tasks.overrides import as_typed, override_key
+from ttt_mm.tasks.run_folders import RUN_STAMP
 
 RESULTS = "results.csv"
 MULTIRUN = "multirun.yaml"
@@ -120,7 +121,7 @@ def into_sweep_job(folder: str | os.PathLike, job: int | str) -> str:
 
 def _dated(path: Path) -> str:
     """When ``path`` was last written, as a run folder's name stamps it: what names a record set aside."""
-    return datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S-%f")
+    return datetime.fromtimestamp(path.stat().st_mtime).strftime(RUN_STAMP)
 
 
 def this_command() -> str:
