@@ -404,6 +404,20 @@ def test_folder_with_bad_files(ckpts, folder, tmp_path):
     assert np.load(out / "a.wav.npy").shape == (3, 32) and load(out / "a.wav").timestamps.tolist() == [0.0, 0.5, 1.0]
 
 
+def test_an_audio_visual_sidecar_says_where_silence_stood_in_for_the_sound(ckpts, files, tmp_path):
+    """A video without sound embeds silence in its audio rows and pooled vector, and nothing in its output
+    said so: pooled vectors of videos with and without sound compared as alike."""
+    mute = write_video(tmp_path / "mute.mp4", seconds=1.0, fps=16, width=64, height=48, audio_rate=None)
+    sidecars = {}
+    for name, path in (("mute", mute), ("sound", files["av"]), ("audio model", files["audio"])):
+        ckpt = ckpts["audio" if name == "audio model" else "av"]
+        task.run(_cfg(ckpt=ckpt, input=path, output=tmp_path / name, window_seconds=1.0))
+        (sidecar,) = (tmp_path / name).rglob("*.json")
+        sidecars[name] = json.loads(sidecar.read_text())
+    assert sidecars["mute"]["silent_track"] is True and sidecars["sound"]["silent_track"] is False
+    assert "silent_track" not in sidecars["audio model"]  # (a model of one stream reads no stand-in)
+
+
 def test_files_without_the_stream_the_model_reads_are_left_out_and_listed_not_failed(
     ckpts, tmp_path, monkeypatch, capsys
 ):

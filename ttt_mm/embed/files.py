@@ -9,12 +9,14 @@ Layout of one output, e.g. ``talk.flac.npy`` + ``talk.flac.json``:
   ``checkpoint``, ``config_hash`` (of the model config and the embedding options), ``weights_hash``
   (of the checkpoint's weights), ``model``, and what the rows were made from: ``source_bytes`` and
   ``source_mtime_ns`` (the source file when it was read), ``span`` (the requested start and end)
-  and ``decoder`` (`ttt_mm.data.decode.VERSION`: the readers' version).
+  and ``decoder`` (`ttt_mm.data.decode.VERSION`: the readers' version); for an audio-visual model,
+  ``silent_track`` (true: a video without usable sound, read with silence in its place).
 
 Both are written under hidden temporary names in the same folder and renamed into place, the
-``.npy`` first: an interrupted run leaves no ``.npy`` or ``.json`` that is partial, and an output
-counts as done only when its ``.json`` exists. `load` reads both back with the timestamps.
-`output_stem` names an input's output, and `out_of_date` says when a finished one must be redone.
+``.npy`` first (`ttt_mm.storage.atomic.replaced_with_sidecar`): an interrupted run leaves no ``.npy``
+or ``.json`` that is partial, and an output counts as done only when its ``.json`` exists. `load`
+reads both back with the timestamps. `output_stem` names an input's output, and `out_of_date` says
+when a finished one must be redone.
 """
 
 from __future__ import annotations
