@@ -103,7 +103,7 @@ class SkipList:
         if not self._append({name: reason}, {} if read_to is None else {name: read_to}):
             return False
         where = f" (added to {self.path})" if self.path else ""
-        since = f" from {self.read_to[name]:.3f} s on" if name in self.read_to else ""
+        since = f" from {self.read_to[name]:.3f} s on" if self.read_to.get(name, 0) > 0 else ""  # (0: all of it)
         log.warning("skipping %s%s: %s%s", _escape(name), since, self.reasons[name], where)
         return True
 
