@@ -120,6 +120,8 @@ def test_a_clip_scored_is_as_long_as_its_media_not_its_last_step_rounded_up(mode
     media = TensorMedia(samples=torch.zeros(round(1.17 * 16000)), frames=frames, sample_rate=16000, fps=8.0)
     result = scores(model, iter_windows(media, 0.5, SPEC))
     assert result.duration == 1.17 and result.tokens > 4 * STEP  # (the last step's tokens are still scored)
+    scorer = ClipScorer(model, "hand-made")  # a batch made by hand, without lengths or rates: all data, at the model's
+    assert scorer._window_seconds({"audio": torch.zeros(1, 8000), "video": torch.zeros(1, 8, 3, 32, 32)}) == 0.5
 
 
 @pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])

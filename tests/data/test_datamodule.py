@@ -468,6 +468,17 @@ def test_training_says_how_many_files_each_split_has_and_names_the_few_it_valida
     assert "data: 6 files: 3 train, 1 val (v3.mp4), 2 test (v4.mp4, v5.mp4)" in caplog.messages
 
 
+def test_a_span_that_fails_when_read_is_counted_in_its_own_split(tmp_path):
+    """A span's own trouble is listed under its span's name, which the split lookup did not know: a failing
+    validation span was reported as a training file."""
+    dm = MediaDataModule(SyntheticSource(num_clips=2), skip_list=str(tmp_path / "skips.tsv"))
+    dm.setup("fit")
+    val = ClipInfo(str(tmp_path / "f.wav"), start=0.0, end=0.2)
+    dm.splits["val"] = [val]
+    SkipList(str(tmp_path / "skips.tsv")).add(val.segment, "only 0.2 s of audio in the clip")
+    assert dm.failed_when_read() == {"val": [val.segment]}
+
+
 @pytest.mark.parametrize("modalities", [["audio"], ["audio", "video"]])
 def test_a_run_reading_only_the_sound_of_videos_says_so_and_how_to_read_the_pictures(tmp_path, caplog, modalities):
     """A probe's manifest of videos (``data=manifest``: audio unless told) trained on their sound without a word."""

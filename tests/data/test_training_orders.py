@@ -187,3 +187,29 @@ def test_a_span_too_short_to_read_leaves_the_files_other_spans_in(tmp_path):
     assert [w["start"] for w in windows] == [2.0, 3.0, 4.0, 5.0]
     assert sorted(skips.reasons) == ["f.wav@0-0.2", "f.wav@12-end"]
     assert [skips.holds(c) for c in spans] == [True, False, True]
+
+
+def test_a_stream_whose_every_file_failed_part_way_still_streams_what_came_before(tmp_path):
+    """The interrupted run went on with the windows before each failure; resumed, it was refused at once:
+    'no clips to stream (all in the skip list)'."""
+    listed = clips([3.0, 3.0])
+    skips = SkipList(str(tmp_path / "skips.tsv"))
+    for clip in listed:
+        skips.add(clip.name, "damaged from here on", read_to=2.0)
+    stream = StreamWindows(listed, 1.0, 1, SPEC, seed=0, skip_list=skips)
+    walked = [(b["path"][0], float(b["start"][0])) for b in itertools.islice(stream, 4)]
+    assert sorted(walked) == sorted((c.name, s) for c in listed for s in (0.0, 1.0))
+    whole = SkipList(str(tmp_path / "whole.tsv"))
+    for clip in listed:
+        whole.add(clip.name, "damaged from its start", read_to=0.0)
+    with pytest.raises(ValueError, match="no clips to stream"):
+        StreamWindows(listed, 1.0, 1, SPEC, skip_list=whole)
+
+
+def test_a_torn_last_line_of_the_skip_list_leaves_its_whole_file_out(tmp_path):
+    """A run killed while writing 'x.wav<TAB>damaged<TAB>12.5' may leave '...<TAB>1': read as 1 s, the
+    resumed stream counted too few windows of it."""
+    path = tmp_path / "skips.tsv"
+    path.write_text("a.wav\tdamaged\t3.5\nx.wav\tdamaged\t1")
+    skips = SkipList(str(path))
+    assert skips.read_to == {"a.wav": 3.5} and skips.readable_until(ClipInfo("x.wav")) == -math.inf

@@ -234,25 +234,27 @@ class MediaDataModule(L.LightningDataModule):
             where = getattr(self.source, "root", None) or getattr(self.source, "path", None)
             raise ValueError(f"no media files in {where}" if where else "the data source lists no clips")
         known = dict(self.skips.reasons)  # (before this setup adds to it)
-        known_bad = {c.name: self.skips.reasons[c.name] for c in listed if c.name in self.skips}
+        known_bad = {k: self.skips.reasons[k] for c in listed for k in (c.name, c.segment) if k in self.skips}
         selection = index_clips(listed, self.spec, self.index_cache, self.probe_jobs, self.probe_timeout, say=False)
         unit = "clips" if any(c.segment != c.name for c in listed) else "files"  # (a manifest's spans of files)
         covers = Counter(c.segment if c.segment in selection.rejected else c.name for c in listed)
         self.skips.add_many(selection.rejected, total=len(listed), unit=unit, covers=covers)
         held = [r for c in listed if (r := known.get(c.segment) or known.get(c.name)) is not None]
         if held:  # (add_many says nothing of what the list held: a resumed run would not mention them)
+            partly = sum(c.start < self.skips.readable_until(c) < math.inf for c in listed) if self.stream else 0
             log.warning(
-                "skipping %d of %d %s already listed in %s (%s)",
+                "skipping %d of %d %s already listed in %s (%s)%s",
                 len(held),
                 len(listed),
                 unit,
                 self.skips.path,
                 count_reasons(held),
+                f"; {partly} of them streamed up to where they failed" if partly else "",
             )
         self.rejected = known_bad | selection.rejected
         # files that failed in an earlier attempt of this run stay listed (the readers pass over them), so
         # that a resumed run draws from the same list in the same order
-        if self.skips.holds_all(selection.clips):
+        if self.skips.none_readable(selection.clips):  # (a stream reads a file up to where it failed)
             where = f"; each is listed with its reason in {self.skips.path}" if self.skips.path else ""
             reasons = [self.skips.reasons.get(c.segment) or self.skips.reasons[c.name] for c in listed]
             hint = missing_stream_hint(reasons, self.spec.modalities, self.modalities_from)
@@ -413,7 +415,7 @@ class MediaDataModule(L.LightningDataModule):
         if self.skips is None:
             return {}
         listed = SkipList(self.skips.path).reasons if self.skips.path else self.skips.reasons
-        split_of = {c.name: name for name, clips in self.splits.items() for c in clips}
+        split_of = {key: name for name, clips in self.splits.items() for c in clips for key in (c.name, c.segment)}
         failed: dict[str, list[str]] = {}
         for name in listed.keys() - self._skipped_at_setup:
             failed.setdefault(split_of.get(name, "train"), []).append(name)

@@ -135,7 +135,9 @@ class RestartingLoader:
         how = {w: signal_name(-w.exitcode) for w in dead}
         names = {w: reading_notes.peek(w.pid) for w in dead}
         if any(how[w] not in CRASH_SIGNALS or names[w] is None or names[w] in self.skips for w in dead):
-            raise exc  # (killed from outside, not while reading, or a listed file read again: the run ends)
+            # (killed from outside, not while reading, or a listed file read again, which includes one that a
+            # stream reads up to where it failed in Python: its entry stays, so a new loader would crash again)
+            raise exc
         shutdown = getattr(batches, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()

@@ -64,13 +64,14 @@ class SkipList:
                 self._parse(f.read())
 
     def _parse(self, text: str) -> None:
-        for line in text.split("\n")[self._skip_lines :]:  # not splitlines: it also breaks at what a name may hold
+        lines = text.split("\n")  # not splitlines: it also breaks at what a name may hold
+        for number, line in enumerate(lines[self._skip_lines :], self._skip_lines):
             name, _, reason = line.partition("\t")
             reason, _, read_to = reason.partition("\t")
             if name and _unescape(name) not in self.reasons:
                 self.reasons[_unescape(name)] = _unescape(reason)
-                if read_to:
-                    with contextlib.suppress(ValueError):  # (a torn number: the whole file is left out)
+                if read_to and number < len(lines) - 1:  # (a torn last line's number may be cut: all of it out)
+                    with contextlib.suppress(ValueError):
                         self.read_to[_unescape(name)] = float(read_to)
 
     def __contains__(self, name: str) -> bool:
@@ -87,6 +88,11 @@ class SkipList:
     def holds_all(self, clips: Sequence) -> bool:
         """Whether every clip is listed (`holds`), so none is left to read whole; True for none."""
         return all(self.holds(c) for c in clips)
+
+    def none_readable(self, clips: Sequence) -> bool:
+        """Whether no clip has a window left to read in a stream (`readable_until`, which reads a listed
+        file up to where it failed); True for none."""
+        return all(self.readable_until(c) <= c.start for c in clips)
 
     def readable_until(self, clip) -> float:
         """The second of its file from which a clip is not read: ``inf`` for a clip not listed, ``-inf``

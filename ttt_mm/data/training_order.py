@@ -133,9 +133,10 @@ class StreamWindows(IterableDataset):
     Clips come from the seeded epoch orders, row ``r`` of rank ``k`` taking every ``B * world``-th.
     ``start_step`` batches are skipped by arithmetic over clip durations, without decoding (a clip
     that the index did not probe, ``ClipInfo.info`` None, is probed for its duration).
-    A clip that fails is logged and recorded in the skip list with the start of the window that
-    failed, and its row moves on to the next clip; in later passes the clip's windows before that
-    start are read again (`_row_windows`).
+    A clip whose window fails to read is logged and recorded in the skip list with that window's
+    start, and its row moves on to the next clip; in later passes the clip's windows before that
+    start are read again (`_row_windows`). One that fails before any window (`clip_span`: no such
+    stream, too short) is listed whole, or its span alone.
     """
 
     def __init__(
@@ -152,7 +153,7 @@ class StreamWindows(IterableDataset):
     ) -> None:
         self.skips = skip_list if isinstance(skip_list, SkipList) else SkipList(skip_list)
         self.clips = list(clips)  # skip-listed ones too, passed over when read: the order stays that of the list
-        if self.skips.holds_all(self.clips):
+        if self.skips.none_readable(self.clips):
             raise ValueError(f"no clips to stream ({len(self.clips)} given, all in the skip list or none at all)")
         self.window, self.batch_size, self.spec, self.seed = window_seconds, batch_size, spec, seed
         self.start_step, self.rank, self.world = start_step, rank, world
@@ -183,7 +184,7 @@ class StreamWindows(IterableDataset):
                             gave = True
                             yield clip, t, duration, k == 0
             passed = 0 if gave else passed + 1
-            if passed >= len(self.clips) and self.skips.holds_all(self.clips):
+            if passed >= len(self.clips) and self.skips.none_readable(self.clips):
                 raise RuntimeError(unusable_message(self.clips, self.skips))
 
     def __iter__(self) -> Iterator[dict]:

@@ -74,17 +74,6 @@ class Lag:
         return joined[:, : x.shape[1]]
 
 
-def _window_seconds(batch: dict[str, Any]) -> float:
-    """Seconds of media in a window of one: its samples over the sample rate, or its frames over the frame
-    rate, the shorter (where a clip's streams end apart, it is read to the first end). Steps were counted
-    instead, and a last step that held a little audio counted whole: 1.25 s scored of a 1.17 s file."""
-    seconds = []
-    for modality, rate in (("audio", "sample_rate"), ("video", "fps")):
-        if f"{modality}_lengths" in batch:
-            seconds.append(float(batch[f"{modality}_lengths"][0]) / float(batch[rate]))
-    return min(seconds)
-
-
 @dataclass
 class ClipResult:
     """Everything scored on one clip; arrays hold only scored tokens, frames and audio tokens."""
@@ -200,7 +189,7 @@ class ClipScorer:
         if self.audio:
             self._score_mel(media, tokens, valid)
         self._resolve(tokens, media, step0)
-        self.seconds += _window_seconds(batch)
+        self.seconds += self._window_seconds(batch)
         self.real_tokens += int(tokens.mask.sum())
         self.seen += n
         if self.rollout_steps and bool(tokens.mask[0, -self.P :].all()):
@@ -317,6 +306,18 @@ class ClipScorer:
                 last = _cpu(self._step_media(invert(r.targets, r.stats), 0))
                 self.plot = {"origin_seconds": (r.origin + 1) * self.tokenizer.seconds_per_step, "last": last, **r.plot}
         self.pending = [r for r in self.pending if r.origin + self.rollout_steps >= step0 + steps]
+
+    def _window_seconds(self, batch: dict[str, Any]) -> float:
+        """Seconds of media in a window of one: its samples over the sample rate, or its frames over the
+        frame rate, the shorter (where a clip's streams end apart, it is read to the first end). Steps
+        were counted instead, and a last step that held a little audio counted whole: 1.25 s scored of a
+        1.17 s file. Without ``*_lengths`` a stream is all data, and without rates, the tokenizer's."""
+        seconds = []
+        for modality, key in (("audio", "sample_rate"), ("video", "fps")):
+            if modality in batch:
+                length = batch.get(f"{modality}_lengths", torch.tensor([batch[modality].shape[1]]))[0]
+                seconds.append(float(length) / float(batch.get(key) or getattr(self.decoding, key)))
+        return min(seconds)
 
     # -------------------------------------------------------------------------------------- result
 

@@ -61,7 +61,7 @@ def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -
     try:
         yield tmp, data
         _flush_to_disk(tmp)
-        side_tmp.write_text(json.dumps(plain(data), indent=1) + "\n", encoding="utf-8", errors="surrogateescape")
+        side_tmp.write_text(_json_text(data), encoding="utf-8", errors="surrogateescape")
         _flush_to_disk(side_tmp)
         with _ctrl_c_held():
             Path(sidecar).unlink(missing_ok=True)
@@ -138,7 +138,11 @@ def plain(value):
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
     """``data`` as standard JSON (`plain`), written whole."""
-    write_text(path, json.dumps(plain(data), indent=1) + "\n")
+    write_text(path, _json_text(data))
+
+
+def _json_text(data: dict) -> str:
+    return json.dumps(plain(data), indent=1) + "\n"
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
