@@ -187,6 +187,36 @@ def test_a_resume_with_another_seed_or_other_training_clips_is_warned_about(capl
     assert line.endswith("; training clips since the checkpoint: 1 added (synthetic/seed=0/index=4@0-60)")
 
 
+def test_a_checkpoint_carries_its_training_files_failures_to_a_resume_in_another_folder(tmp_path, caplog):
+    """Resumed with a skip list of its own (a checkpoint copied elsewhere), the run knew nothing of a file
+    that had failed part-way: its stream counted all of that file's windows and ran behind for good."""
+
+    def module(folder):
+        dm = MediaDataModule(
+            SyntheticSource(num_clips=4), val_fraction=0.0, test_fraction=0.0, skip_list=str(folder / "skips.tsv")
+        )
+        dm.setup("fit")
+        dm.trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), is_global_zero=True, default_root_dir=".")
+        return dm
+
+    first = module(tmp_path / "a")
+    damaged, other = first.splits["train"][1].name, "not/a/training/file.wav"
+    SkipList(str(tmp_path / "a" / "skips.tsv")).add(damaged, "1280 NaN/Inf audio samples", read_to=15.36)
+    SkipList(str(tmp_path / "a" / "skips.tsv")).add(other, "unreadable")  # (by a worker: the file has it)
+    saved = first.state_dict()
+    resumed = module(tmp_path / "b")
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        resumed.load_state_dict(saved)
+    again = SkipList(str(tmp_path / "b" / "skips.tsv"))
+    assert again.reasons == {damaged: "1280 NaN/Inf audio samples"} and again.read_to == {damaged: 15.36}
+    assert resumed.failed_when_read() == {}  # (it failed in the checkpoint's run, not in this one)
+    assert "the checkpoint's run listed 1 training files that failed when read" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        module(tmp_path / "a").load_state_dict(saved)  # (resumed in place: its own list has them)
+    assert "the checkpoint's run listed" not in caplog.text
+
+
 def test_a_resume_whose_validation_clips_changed_is_warned_about(caplog):
     """Its val/* and the best checkpoint's ranking then mix two validation sets, which went unsaid (the
     data order, and its warning, concern the training clips only)."""

@@ -482,7 +482,16 @@ class MediaDataModule(L.LightningDataModule):
             "split": {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction},
             "training clips": self._clip_record("train"),
             "validation clips": self._clip_record("val"),
+            "failed training files": self._failed_training_files(),
         }
+
+    def _failed_training_files(self) -> dict[str, tuple[str, float | None]]:
+        """The skip list's training files (or spans), with where a stream read each up to: a run resumed in
+        another folder starts a list of its own, and without them its streams would count every window of
+        a file that failed part-way (`StreamWindows`), landing elsewhere than the interrupted run."""
+        if self.skips is None:
+            return {}
+        return self.skips.entries({key for c in self.splits.get("train", []) for key in (c.name, c.segment)})
 
     def _clip_record(self, split: str) -> bytes:
         """`clip_record` of a split's clips, made once for each list of them: every save would otherwise
@@ -498,8 +507,20 @@ class MediaDataModule(L.LightningDataModule):
         in another data order: windows are read again or passed over. Say so, naming the training files
         that changed."""
         trainer = self.trainer
-        if trainer is None or trainer.state.fn != "fit" or not trainer.is_global_zero:
-            return  # (a checkpoint loaded to test, or another process of the same run)
+        if trainer is None or trainer.state.fn != "fit":
+            return  # (a checkpoint loaded to test)
+        carried = self.skips.carry(state.get("failed training files", {})) if self.skips is not None else {}
+        self._skipped_at_setup |= set(carried)  # (they failed in the checkpoint's run, not in this one)
+        if not trainer.is_global_zero:
+            return  # (another process of the same run: one says it)
+        if carried:
+            log.warning(
+                "the checkpoint's run listed %d training files that failed when read, which %s lacked: "
+                "listed there too (%s), so that this run reads what the interrupted one would have",
+                len(carried),
+                self.skips.path or "this run's skip list",
+                count_reasons(carried.values()),
+            )
         now = self._order()
         changed = [f"{k} {v} -> {now[k]}" for k, v in state.get("order", {}).items() if k in now and now[k] != v]
         if changed:

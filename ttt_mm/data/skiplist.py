@@ -126,6 +126,18 @@ class SkipList:
             log.warning("skipping %d of %d %s (%s)%s", len(each), total, unit, count_reasons(each), where)
         return len(added)
 
+    def entries(self, names: set[str]) -> dict[str, tuple[str, float | None]]:
+        """``name -> (reason, read_to)`` of the listed ones among ``names``, as the file holds them now (what
+        other processes added included): what a checkpoint carries to a resume with a list of its own."""
+        self._looked = -math.inf  # (read the file now, not at most every `REFRESH_S`)
+        self._refresh()
+        return {name: (reason, self.read_to.get(name)) for name, reason in self.reasons.items() if name in names}
+
+    def carry(self, entries: Mapping[str, tuple[str, float | None]]) -> dict[str, str]:
+        """Add `entries` that are not listed yet, with where each is readable to; returns them (nothing logged)."""
+        read_to = {name: at for name, (_, at) in entries.items() if at is not None}
+        return self._append({name: reason for name, (reason, _) in entries.items()}, read_to)
+
     def _append(self, reasons: Mapping[str, str], read_to: Mapping[str, float] | None = None) -> dict[str, str]:
         """Add the entries not known yet (with where each is readable to, where given), under the file
         lock; returns them."""
