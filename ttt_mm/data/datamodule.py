@@ -509,8 +509,9 @@ class MediaDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.state.fn != "fit":
             return  # (a checkpoint loaded to test)
-        carried = self.skips.carry(state.get("failed training files", {})) if self.skips is not None else {}
-        self._skipped_at_setup |= set(carried)  # (they failed in the checkpoint's run, not in this one)
+        failed = state.get("failed training files", {})
+        carried = self.skips.carry(failed) if self.skips is not None else {}  # (what another process added: not)
+        self._skipped_at_setup |= set(failed)  # (they failed in the checkpoint's run, not in this one)
         if not trainer.is_global_zero:
             return  # (another process of the same run: one says it)
         if carried:
