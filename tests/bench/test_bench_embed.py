@@ -37,5 +37,13 @@ def test_a_child_embeds_a_file_as_the_command_does(tmp_path):
     row = embed.child(str(ckpt), str(flac), str(tmp_path / "out"), threads=1)
     assert row["media"] == pytest.approx(6.0, abs=0.05) and row["tokens"] == 150  # 25 tokens/s
     assert row["wall"] >= row["decode"] > 0 and row["peak_rss_mb"] >= row["rss_before_mb"] > 0
+    assert row["index"] > 0 and list((tmp_path / "out" / "index").glob("*.jsonl"))  # (a new file's check, timed)
     rows = np.load(next((tmp_path / "out").glob("*.npy")))
     assert rows.shape[0] == 150 and rows.dtype == np.float16  # the command's default dtype
+
+
+def test_a_short_file_no_shorter_than_a_long_one_is_a_usage_error_before_anything_runs(capsys):
+    """Equal lengths ran every child, then failed on the memory ratio (an IndexError)."""
+    with pytest.raises(SystemExit) as ended:
+        embed.main(["--audio-minutes", "0.25", "--short-minutes", "0.25"])
+    assert ended.value.code == 2 and "--short-minutes must be shorter" in capsys.readouterr().err
