@@ -12,6 +12,7 @@ width). Targets: audio >= 200x, video >= 20x real time.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -122,6 +123,9 @@ def main(argv: list[str]) -> int:
     )
     if args.real and not real:  # (said before the sources are generated)
         parser.error(f"--real {args.real} holds none of the files of fetch-real-media.sh that this benchmark reads")
+    missing = sorted({rel for _, rel in REAL_FILES if not Path(args.real, rel).is_file()}) if args.real else []
+    for rel in missing:  # (the table would be shorter without a word: another version of the media script)
+        print(f"--real: {Path(args.real, rel)} is missing: its rows are left out", file=sys.stderr)
     torch.set_num_threads(1)  # one DataLoader worker's worth of CPU
     audio_spec, video_spec, av_spec = ReadSpec(("audio",)), ReadSpec(("video",)), ReadSpec()
     audio_tok, video_tok, av_tok = (configured_tokenizer(name) for name in ("audio", "video", "av"))
