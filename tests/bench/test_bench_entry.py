@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ttt_mm.bench.__main__ import SUITES, main
+from ttt_mm.bench.index import real_files
 
 
 def test_help_lists_every_suite_and_a_wrong_name_is_an_error(capsys):
@@ -44,6 +45,16 @@ def test_a_real_folder_without_media_is_refused_before_anything_is_generated(tmp
     (tmp_path / "notes.txt").write_text("no media here")
     assert main(["index", "--real", str(tmp_path)]) == 2
     assert f"no media files under {tmp_path}" in capsys.readouterr().err
+
+
+def test_a_real_file_reached_through_links_is_counted_once(tmp_path):
+    """The index checks it once; three links to it divided its cost per file by four."""
+    (tmp_path / "a.wav").write_bytes(b"")
+    for name in ("b.wav", "c.wav", "d.mp4"):
+        (tmp_path / name).symlink_to(tmp_path / "a.wav")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "e.ogg").write_bytes(b"")
+    assert [p.name for p in real_files(tmp_path)] == ["a.wav", "e.ogg"]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ processes (a forkserver that imports the decoders, paid once per process) is tim
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -44,6 +45,17 @@ def generate(folder: Path, count: int, seconds: float) -> list[Path]:
     return paths
 
 
+def real_files(folder: Path) -> list[Path]:
+    """The media files under ``folder``, sorted by path, each once: the index checks a file reached through
+    links once, and counting every path divided its cost by them (one file and three links: 4 files)."""
+    found, seen = [], set()
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file()):
+        if (real := os.path.realpath(path)) not in seen:
+            seen.add(real)
+            found.append(path)
+    return found
+
+
 def measure(paths: list[Path], jobs: int) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         started = time.monotonic()
@@ -72,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     real = []
     if args.real:
-        real = sorted(p for p in Path(args.real).rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file())
+        real = real_files(Path(args.real))
         if not real:
             print(f"no media files under {args.real}", file=sys.stderr)
             return 2
