@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from ttt_mm.data.skiplist import reason_kind
-from ttt_mm.data.sources import MEDIA_EXTENSIONS
 
 from .arguments import positive_int
+from .media import media_files
 
 KINDS = ("bitflip", "truncate", "zero", "splice")
 
@@ -86,10 +86,12 @@ def write_variants(sources: Sequence[Path], out: Path, count: int, seed: int = 0
     return paths
 
 
-def _media(paths: Sequence[str]) -> list[Path]:
+def _media(paths: Sequence[str], out: Path) -> list[Path]:
+    """The files to corrupt: those given, and the media files of the folders given, but those under ``out``
+    (a rerun would corrupt the last run's variants again)."""
     found = []
     for p in map(Path, paths):
-        found += sorted(f for f in p.rglob("*") if f.suffix.lower() in MEDIA_EXTENSIONS) if p.is_dir() else [p]
+        found += media_files(p, outside=out) if p.is_dir() else [p]
     return found
 
 
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if missing := [s for s in args.sources if not Path(s).exists()]:
         parser.error(f"{missing[0]} does not exist")
-    if not (sources := _media(args.sources)):
+    if not (sources := _media(args.sources, Path(args.out))):
         parser.error(f"no media files under {' '.join(args.sources)}")
     out = Path(args.out)
     paths = write_variants(sources, out, args.count, args.seed)
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("exit status", proc.returncode),
         ("wall time (s)", f"{seconds:.1f}"),
-        ("per file probed (s)", f"{seconds / max(1, probed or len(paths)):.3f}"),
+        ("wall time / files probed (s), startup included", f"{seconds / max(1, probed or len(paths)):.3f}"),
         ("files listed / written", f"{len(listed & {p.resolve() for p in paths})} / {len(paths)}"),
         ("usable", sum(1 for r in records if not r.get("error"))),
         ("decoder crashed (a worker died)", sum(n for kind, n in bad.items() if kind.startswith("decoder crashed"))),

@@ -11,7 +11,6 @@ processes (a forkserver that imports the decoders, paid once per process) is tim
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -20,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ttt_mm.bench.media import write_ramp_video
+from ttt_mm.bench.media import media_files, write_ramp_video
 from ttt_mm.data.index import default_jobs, index_files
-from ttt_mm.data.sources import MEDIA_EXTENSIONS
 
 from .arguments import positive_float, positive_int
 
@@ -43,17 +41,6 @@ def generate(folder: Path, count: int, seconds: float) -> list[Path]:
             sf.write(path, music * (1 + i / count), 44100)
         paths.append(path)
     return paths
-
-
-def real_files(folder: Path) -> list[Path]:
-    """The media files under ``folder``, sorted by path, each once: the index checks a file reached through
-    links once, and counting every path divided its cost by them (one file and three links: 4 files)."""
-    found, seen = [], set()
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file()):
-        if (real := os.path.realpath(path)) not in seen:
-            seen.add(real)
-            found.append(path)
-    return found
 
 
 def measure(paths: list[Path], jobs: int) -> dict:
@@ -84,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     real = []
     if args.real:
-        real = real_files(Path(args.real))
+        real = media_files(Path(args.real))
         if not real:
             print(f"no media files under {args.real}", file=sys.stderr)
             return 2

@@ -1,15 +1,18 @@
 """The media files the benchmarks decode: for the data and index benchmarks, colour ramps that drift
 every frame (so no codec can skip them) with a 440 Hz stereo tone, 320 x 240, in any codec PyAV can
-write; for the embed benchmark, long recordings of the synthetic clips (FLAC, and H.264 + AAC)."""
+write; for the embed benchmark, long recordings of the synthetic clips (FLAC, and H.264 + AAC); and the
+media files of a folder, for the benchmarks that read real ones (`media_files`)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
 import numpy as np
 import soundfile as sf
 
+from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.data.synthetic import SyntheticClip
 
 
@@ -93,3 +96,19 @@ def write_synthetic_video(path: Path, minutes: float, fps: int = 24, size: int =
             out.mux(packet)
     out.close()
     return path
+
+
+def media_files(folder: Path, outside: Path | None = None) -> list[Path]:
+    """The media files under ``folder`` (not a folder named like one), sorted by path, each once: the index
+    checks a file reached through links once, and counting every path divided its cost by them (one file
+    and three links: 4 files). Those under ``outside`` are left out (a benchmark's own output folder)."""
+    found, seen = [], set()
+    skip = None if outside is None else os.path.realpath(outside)
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file()):
+        real = os.path.realpath(path)
+        if skip is not None and (real == skip or real.startswith(skip + os.sep)):
+            continue
+        if real not in seen:
+            seen.add(real)
+            found.append(path)
+    return found
