@@ -2,6 +2,7 @@
 file through the embed command's own config (a smoke run on a few seconds of audio: nothing timed)."""
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from ttt_mm.bench import embed
 from ttt_mm.bench.media import write_synthetic_flac
 from ttt_mm.checkpoint import load_parts
+from ttt_mm.data import selection
 
 
 def test_every_row_builds_the_tokenizer_it_names(tmp_path):
@@ -37,7 +39,19 @@ def test_a_child_embeds_a_file_as_the_command_does(tmp_path):
     row = embed.child(str(ckpt), str(flac), str(tmp_path / "out"), threads=1)
     assert row["media"] == pytest.approx(6.0, abs=0.05) and row["tokens"] == 150  # 25 tokens/s
     assert row["wall"] >= row["decode"] > 0 and row["peak_rss_mb"] >= row["rss_before_mb"] > 0
-    assert row["index"] > 0 and list((tmp_path / "out" / "index").glob("*.jsonl"))  # (a new file's check, timed)
+    assert row["index"] > 0  # the index's check, timed apart: a new file's, each child in an empty cache of its own
+    caches = []
+    real = selection.index_clips
+
+    def index_clips(clips, spec, cache_dir, *args, **kwargs):
+        caches.append((cache_dir, sorted(os.listdir(cache_dir))))
+        return real(clips, spec, cache_dir, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(selection, "index_clips", index_clips)
+        embed.child(str(ckpt), str(flac), str(tmp_path / "out"), threads=1)
+        embed.child(str(ckpt), str(flac), str(tmp_path / "out"), threads=1)
+    assert len(caches) == 2 and caches[0][0] != caches[1][0] and caches[0][1] == caches[1][1] == []
     rows = np.load(next((tmp_path / "out").glob("*.npy")))
     assert rows.shape[0] == 150 and rows.dtype == np.float16  # the command's default dtype
 

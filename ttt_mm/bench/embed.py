@@ -111,9 +111,10 @@ def child(ckpt: str, media: str, out: str, threads: int) -> dict:
             yield batch
 
     embedder.windows = timed_windows
-    t0 = time.perf_counter()
-    selection = index_clips([ClipInfo(media, key=Path(media).name)], embedder.read_spec(), Path(out) / "index")
-    index = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as cache:  # (a cache of its own: as for a file never seen)
+        t0 = time.perf_counter()
+        selection = index_clips([ClipInfo(media, key=Path(media).name)], embedder.read_spec(), cache)
+        index = time.perf_counter() - t0
     if not selection.clips:
         raise RuntimeError(f"the index left {media} out: {selection.rejected}")
     rss_before = resident_mib("VmRSS")
