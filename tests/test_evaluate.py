@@ -260,7 +260,9 @@ def test_rollout_fed_the_truth_is_teacher_forcing(model, clip_windows):
 def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
     ckpt = save(model, tmp_path / "tiny.ckpt")
     cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "data.size=64")
-    with pytest.raises(ConfigError, match="data.size=64 conflicts with checkpoint ttt, which was trained on size=32"):
+    with pytest.raises(
+        ConfigError, match="data.size=64 conflicts with checkpoint ttt_linear, which was trained on size=32"
+    ):
         run(cfg)
     cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "ssim_window=33")
     with pytest.raises(ConfigError, match=r"ssim_window must be a whole number from 1 to the frame size \(32 px\)"):
@@ -347,7 +349,7 @@ def test_a_checkpoint_of_one_stream_sets_only_that_streams_keys_and_is_evaluated
     out = run(cfg)
     own = {"audio": {"sample_rate": 16000}, "video": {"fps": 8.0, "size": 32}}[stream]
     assert decoded == [{"modalities": [stream], **own}]  # (the other stream's keys: data.*'s, unused)
-    scored = out["models"]["ttt"]
+    scored = out["models"]["ttt_linear"]
     assert scored["files"] == 1 and scored["tokens_scored"] > 0 and np.isfinite(scored["loss"]["model"])
 
 
@@ -439,7 +441,7 @@ def test_evaluate_writes_every_output(evaluated, capsys):
     assert (out / "loss_vs_context.png").read_bytes().startswith(b"\x89PNG")  # written whole under a temporary name
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # and no temporary left
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"ttt", "attention", "lact"}  # named after the mixer class
+    assert set(metrics["models"]) == {"ttt_linear", "attention", "lact"}  # named after the mixer, as model= names it
     assert [Path(f["path"]).name for f in metrics["files"]] == ["a.mp4", "b.mp4", "no_audio.mp4"]
     for m in metrics["models"].values():
         assert all(np.isfinite(v) for v in m["loss"].values())
@@ -458,7 +460,9 @@ def test_evaluate_writes_every_output(evaluated, capsys):
         assert set(next(csv.DictReader(f))) >= {"model", "loss_model", "loss_copy_last_step", "loss_running_mean"}
     report(result)
     printed = capsys.readouterr().out
-    assert "ttt: loss" in printed and "attention: loss" in printed and "lact: loss" in printed
+    assert "ttt_linear: loss" in printed and "attention: loss" in printed and "lact: loss" in printed
+    edges = metrics["models"]["lact"]["length_extrapolation"]["all"]["copy_last_step"]  # (copying gains with context)
+    assert f"(copy-last-step {edges['first']:.4f} -> {edges['last']:.4f})" in printed
 
 
 def test_bad_files_are_reported_and_skipped(evaluated, capsys):
@@ -611,7 +615,7 @@ def test_command_line(folder, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all((tmp_path / "out" / name).is_file() for name in OUTPUTS)
-    assert "skipped 2 file(s)" in proc.stdout and "ttt: loss" in proc.stdout
+    assert "skipped 2 file(s)" in proc.stdout and "ttt_linear: loss" in proc.stdout
     assert "evaluating 3 model(s)" in proc.stderr and "evaluating" not in proc.stdout  # the log is on stderr
     assert "][ttt_mm.tasks.evaluate][INFO] - evaluating 3 model(s)" in proc.stderr  # (not __main__, as -m names it)
     proc = subprocess.run(
@@ -795,6 +799,15 @@ def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_anothe
     with pytest.raises(ConfigError, match="every clip of split 'test' is of a file the checkpoint's run trained on"):
         run(compose_evaluate(f"ckpt={every}", *args[1:], "split=test", "plots=false"))
 
+    # split=all scores them with the rest: it says how many (it said nothing, the default split)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
+        run(compose_evaluate(*args, "split=all", "plots=false", "rollout_steps=0", "window_seconds=0.5"))
+    assert json.loads((out / "metrics.json").read_text())["settings"]["trained_on_scored"] == 2
+    assert "split=all: 2 of the 3 clips are of files the checkpoint's run trained on, scored with the rest" in (
+        caplog.text
+    )
+
 
 def test_the_files_a_run_read_under_a_relative_root_are_known_from_any_folder(tmp_path, monkeypatch):
     """Its record names them relative to the folder it started in: from another, none of its training
@@ -957,7 +970,7 @@ def test_a_window_typed_within_rounding_of_whole_steps_is_taken_as_them(folder, 
     result = run(compose_evaluate(*args, f"output={tmp_path / 'near'}", "window_seconds=0.5000000001", "max_files=1"))
     metrics = json.loads((Path(result["output"]) / "metrics.json").read_text())
     assert metrics["settings"]["window_seconds"] == 0.5 and metrics["settings"]["evaluated"] == 1
-    with pytest.raises(ConfigError, match=r"window_seconds=0.3 is 1.2 steps of model ttt \(0.25 s\)"):
+    with pytest.raises(ConfigError, match=r"window_seconds=0.3 is 1.2 steps of model ttt_linear \(0.25 s\)"):
         run(compose_evaluate(*args, f"output={tmp_path / 'off'}", "window_seconds=0.3"))
 
 
@@ -967,7 +980,7 @@ def test_a_window_far_longer_than_every_file_reads_each_whole(folder, tmp_path):
     _, media, ckpts = folder
     args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={media}", f"output={tmp_path}", "plots=false"]
     result = run(compose_evaluate(*args, f"paths.output_dir={tmp_path}", "window_seconds=1e12", "max_files=1"))
-    loss = result["models"]["ttt"]["loss"]["model"]
+    loss = result["models"]["ttt_linear"]["loss"]["model"]
     assert np.isfinite(loss) and loss > 0
 
 
@@ -1055,8 +1068,8 @@ def test_the_evaluate_command_warns_of_a_files_model_on_the_synthetic_default(fo
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
         run(compose_evaluate(*args))
     (line,) = [r.getMessage() for r in caplog.records if "is evaluated on synthetic clips" in r.getMessage()]
-    assert line.startswith("ttt was trained on files (its run: data=av_folder data.root=/m)")
-    with pytest.raises(ConfigError, match="^split=test means the files ttt's run held out"):
+    assert line.startswith("ttt_linear was trained on files (its run: data=av_folder data.root=/m)")
+    with pytest.raises(ConfigError, match="^split=test means the files ttt_linear's run held out"):
         run(compose_evaluate(*args, "split=test"))
 
 

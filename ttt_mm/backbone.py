@@ -214,8 +214,12 @@ class Backbone(nn.Module):
 
     @property
     def mixer_name(self) -> str:
-        """The mixers' kind in a word (``ttt``, ``attention``, ``lact``): a default name for a run."""
-        return type(self.blocks[0].mixer).__name__.removesuffix("Layer").lower()
+        """The mixers' kind in a word, as the model configs name it (``ttt_linear``, ``ttt_mlp``, ``attention``,
+        ``lact``): a default name for a run. (A TTT layer named ``ttt`` alone made TTT-Linear and TTT-MLP,
+        evaluated side by side, read as two runs of one model.)"""
+        mixer = self.blocks[0].mixer
+        kind = type(mixer).__name__.removesuffix("Layer").lower()
+        return f"{kind}_{mixer.inner}" if isinstance(getattr(mixer, "inner", None), str) else kind
 
     def no_weight_decay(self) -> list[nn.Parameter]:
         """The mixers' parameters that take no weight decay (beyond tensors of < 2 dims and norms)."""

@@ -45,7 +45,7 @@ from ttt_mm.tasks.command_lines import shell_override
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_types import check_command_keys, check_types
-from ttt_mm.tasks.held_out import from_anywhere, held_out
+from ttt_mm.tasks.held_out import from_anywhere, held_out, of_training_files
 from ttt_mm.tasks.job_logs import module_logger
 from ttt_mm.tasks.run_folders import SYNTHETIC_SOURCE, trained_on_files
 from ttt_mm.tasks.train_checks import TOKENIZER_OF
@@ -67,7 +67,8 @@ def load_models(
 ) -> tuple[dict[str, tuple[str, SequenceModel]], dict[str, Trained]]:
     """``{name: (path, model)}`` in eval mode on ``device`` (a name, or ``auto``), through the one
     checkpoint loader, and ``{name: what its run recorded of its data}`` (`Trained`). Unnamed models
-    are called after their mixer class (``ttt``, ``attention``, ``lact``), numbered if repeated."""
+    are called after their mixer (`Backbone.mixer_name`: ``ttt_linear``, ``ttt_mlp``, ``attention``, ``lact``),
+    numbered if repeated."""
     if names is not None and len(names) != len(ckpts):
         raise ConfigError(f"names has {len(names)} entries but ckpt has {len(ckpts)}")
     try:
@@ -86,7 +87,7 @@ def load_models(
         if name in out and names is not None:
             raise ConfigError(f"names must be unique; {name!r} is repeated")
         base, number = name, 2
-        while name in out:  # the same mixer twice: ttt, ttt_2, ...
+        while name in out:  # the same mixer twice: ttt_linear, ttt_linear_2, ...
             name, number = f"{base}_{number}", number + 1
         out[name] = (path, model)
         files, validated = (from_anywhere(trained_files(ckpt, split), path) for split in ("train", "val"))
@@ -277,6 +278,14 @@ def run(cfg: DictConfig) -> dict:
         files = datamodule.trained_on if split in ("val", "test") else set()
         clips, trained_on = held_out(clips, split, files, "evaluate with the data config the run trained on")
         clips = clips[:max_files]
+        scored_trained = sum(of_training_files(clips, datamodule.trained_on)) if split == "all" else 0
+        if scored_trained:
+            log.warning(
+                "split=all: %d of the %d clips are of files the checkpoint's run trained on, scored with the rest "
+                "(split=val or split=test scores only what it held out)",
+                scored_trained,
+                len(clips),
+            )
         datamodule.say_how_read(clips)
         if earlier := remove_earlier_figures(output, had_skip_list):
             log.info("output %s held an earlier evaluation: %s", output, earlier)
@@ -306,6 +315,7 @@ def run(cfg: DictConfig) -> dict:
         "window_seconds": window,
         "clips": len(clips),
         "left_out_as_trained_on": trained_on,
+        **({"trained_on_scored": scored_trained} if str(cfg.split) == "all" else {}),
         "evaluated": len(result["files"]),
         "skipped": len(result["skipped"]),
         "device": str(next(iter(models.values()))[1].device),
@@ -332,12 +342,14 @@ def run(cfg: DictConfig) -> dict:
 def report(out: dict) -> None:
     lines = [f"output: {out['output']}"]
     for name, d in out["models"].items():
-        loss, edge = d["loss"], d["length_extrapolation"]["all"]["model"]
+        loss, edges = d["loss"], d["length_extrapolation"]["all"]
+        edge, copy = edges["model"], edges["copy_last_step"]
         pct = f"{100 * d['length_extrapolation']['fraction']:g}%"
-        lines.append(
+        lines.append(  # (the baseline's edges beside the model's: copying gains with context too)
             f"{name}: loss {loss['model']:.4f} | copy-last-step {loss['copy_last_step']:.4f} | "
             f"running-mean {loss['running_mean']:.4f} | "
-            f"first {pct} {edge['first']:.4f} -> last {pct} {edge['last']:.4f}"
+            f"first {pct} {edge['first']:.4f} -> last {pct} {edge['last']:.4f} "
+            f"(copy-last-step {copy['first']:.4f} -> {copy['last']:.4f})"
         )
         if "video" in d:
             v = d["video"]

@@ -32,14 +32,19 @@ def from_anywhere(files: set[str] | None, ckpt_path: str | os.PathLike) -> set[s
     return {f if os.path.isabs(f) or f.startswith(NAME_PREFIX) else os.path.join(started_in, f) for f in files}
 
 
+def of_training_files(clips: list[ClipInfo], files: set[str] | None) -> list[bool]:
+    """Whether each clip is of the training ``files`` (a file reached through another link is the same)."""
+    seen = {os.path.realpath(f) for f in files or ()}
+    return [bool(seen) and os.path.realpath(c.name) in seen for c in clips]
+
+
 def held_out(clips: list[ClipInfo], split: str, files: set[str] | None, remedy: str) -> tuple[list[ClipInfo], int]:
     """The clips of a held-out ``split`` that are not of the training ``files`` (a checkpoint's record:
     `ttt_mm.checkpoint.trained_files`; None or empty: none known), and how many were left out;
     ``remedy`` ends the warning. A ConfigError where every clip is of a training file."""
     if not files:
         return clips, 0
-    seen = {os.path.realpath(f) for f in files}  # (a file reached through another link is the same file)
-    trained_on = [os.path.realpath(c.name) in seen for c in clips]
+    trained_on = of_training_files(clips, files)
     left_out = [c for c, t in zip(clips, trained_on) if t]
     if not left_out:
         return clips, 0
