@@ -75,10 +75,11 @@ def _job_number(config: DictConfig) -> int:
 
 
 def _shown(column: str, value: float) -> str:
-    """A number of the results table: scores to 4 decimals, a throughput whole, minutes to 1 decimal."""
+    """A number of the results table: scores to 4 decimals, a throughput whole, minutes to 3 digits (to 1
+    decimal, short runs all read 0.0)."""
     if column == "train tokens/s":
         return f"{value:.0f}"
-    return f"{value:.1f}" if column == "fit minutes" else f"{value:.4f}"
+    return f"{value:.3g}" if column == "fit minutes" else f"{value:.4f}"
 
 
 def _split(overrides: str) -> list[str]:
