@@ -551,14 +551,15 @@ def test_overwrite_and_dtype_redo_an_output_and_a_rerun_that_fails_leaves_no_sta
     assert not npy.exists() and not sidecar.exists()
     assert embed() == (1, 0, 0)
 
-    def full_disk(path, data):
+    def full_disk(data):
         raise OSError(28, "No space left on device")
 
-    with monkeypatch.context() as patch:  # the new rows are in place when the sidecar cannot be written
-        patch.setattr(atomic, "write_json", full_disk)
+    with monkeypatch.context() as patch:  # the sidecar cannot be written: the old pair stays, whole
+        patch.setattr(atomic, "_json_text", full_disk)
         with pytest.raises(OSError, match="No space left"):
             embed(dtype="float32")
-    assert npy.exists() and not sidecar.exists()  # no sidecar of the old rows describes the new ones
+    assert np.load(npy).dtype == np.float16 and json.loads(sidecar.read_text())["dtype"] == "float16"
+    assert sorted(p.name for p in out.iterdir()) == ["a.wav.json", "a.wav.npy"]  # (no temporaries left)
 
 
 def test_a_list_or_a_pattern_given_as_input_says_how_to_give_several_files(ckpts, folder, tmp_path):
