@@ -161,7 +161,7 @@ def test_the_finished_jobs_are_compared_in_a_table_and_a_csv_in_the_sweeps_folde
         for n in (0, 2)
     }
     runs[0]["best_score"] = {"val/loss": 0.25}
-    runs[0]["cost"] = {"train tokens/s": 6021.5, "fit minutes": 3.25}  # (what a run without Throughput lacks)
+    runs[0]["cost"] = {"train tokens/s": 6021.5, "fit minutes": 1234.5}  # (what a run without Throughput lacks)
     runs[2]["cost"] = {"fit minutes": 0.024}  # (a short run: it read 0.0)
     _ended(report, 0, "model=ttt_linear seed=1", None, runs[0])
     _ended(report, 1, "model=attention seed=-1", SweepJobError("seed must be a whole number"))
@@ -173,13 +173,13 @@ def test_the_finished_jobs_are_compared_in_a_table_and_a_csv_in_the_sweeps_folde
         f"sweep results (also in {tmp_path / 'results.csv'}):",
         # (the best's score, the last metrics, the cost; the overrides that differ)
         "job best val/loss test/loss val/loss fit minutes train tokens/s overrides",
-        "#0  0.2500        -         0.5000   3.25        6022           model=ttt_linear seed=1",
+        "#0  0.2500        -         0.5000   1234        6022           model=ttt_linear seed=1",
         "#2  -             3.2500    2.5000   0.024       -              model=lact seed=1",
     ]
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert rows == [
         "job,best val/loss,test/loss,val/loss,fit minutes,train tokens/s,overrides,run_dir,best_ckpt",
-        "0,0.25,,0.5,3.25,6021.5,model=ttt_linear seed=1,r0,b0",
+        "0,0.25,,0.5,1234.5,6021.5,model=ttt_linear seed=1,r0,b0",
         "2,,3.25,2.5,0.024,,model=lact seed=1,r2,b2",
     ]
 

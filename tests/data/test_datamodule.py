@@ -204,11 +204,14 @@ def test_a_checkpoint_carries_its_training_files_failures_to_a_resume_in_another
     SkipList(str(tmp_path / "a" / "skips.tsv")).add(damaged, "1280 NaN/Inf audio samples", read_to=15.36)
     SkipList(str(tmp_path / "a" / "skips.tsv")).add(other, "unreadable")  # (by a worker: the file has it)
     saved = first.state_dict()
-    resumed = module(tmp_path / "b")
+    resumed, other_process = module(tmp_path / "b"), module(tmp_path / "b")
+    other_process.trainer.is_global_zero = False
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        other_process.load_state_dict(saved)  # (another process took the list's lock first: the first still says it)
         resumed.load_state_dict(saved)
     again = SkipList(str(tmp_path / "b" / "skips.tsv"))
     assert again.reasons == {damaged: "1280 NaN/Inf audio samples"} and again.read_to == {damaged: 15.36}
+    assert resumed.skips.readable_until(first.splits["train"][1]) == 15.36  # (what the stream it builds reads)
     assert resumed.failed_when_read() == {}  # (it failed in the checkpoint's run, not in this one)
     assert "the checkpoint's run listed 1 training files that failed when read" in caplog.text
     caplog.clear()

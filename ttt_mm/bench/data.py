@@ -116,15 +116,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeat", type=positive_int, default=3, help="best of this many cold passes")
     parser.add_argument("--real", default=None, help="folder of fetch-real-media.sh (e.g. /tmp/ttt-mm-media)")
     args = parser.parse_args(argv)
-    real = (
-        [(kind, Path(args.real, rel)) for kind, rel in REAL_FILES if Path(args.real, rel).is_file()]
-        if args.real
-        else []
-    )
+    present = {rel: Path(args.real, rel).is_file() for _, rel in REAL_FILES} if args.real else {}
+    real = [(kind, Path(args.real, rel)) for kind, rel in REAL_FILES if present.get(rel)]
     if args.real and not real:  # (said before the sources are generated)
         parser.error(f"--real {args.real} holds none of the files of fetch-real-media.sh that this benchmark reads")
-    missing = sorted({rel for _, rel in REAL_FILES if not Path(args.real, rel).is_file()}) if args.real else []
-    for rel in missing:  # (the table would be shorter without a word: another version of the media script)
+    for rel in sorted(rel for rel, found in present.items() if not found):  # (else the table is shorter, unsaid)
         print(f"--real: {Path(args.real, rel)} is missing: its rows are left out", file=sys.stderr)
     torch.set_num_threads(1)  # one DataLoader worker's worth of CPU
     audio_spec, video_spec, av_spec = ReadSpec(("audio",)), ReadSpec(("video",)), ReadSpec()

@@ -491,7 +491,14 @@ class MediaDataModule(L.LightningDataModule):
         a file that failed part-way (`StreamWindows`), landing elsewhere than the interrupted run."""
         if self.skips is None:
             return {}
-        return self.skips.entries({key for c in self.splits.get("train", []) for key in (c.name, c.segment)})
+        train = self.splits.get("train", [])
+        made = self._records.get("training keys")  # (made once for each list of clips, as `_clip_record`)
+        if made is None or made[0] != (id(train), len(train)):
+            made = self._records["training keys"] = (
+                (id(train), len(train)),
+                {k for c in train for k in (c.name, c.segment)},
+            )
+        return self.skips.entries(made[1])
 
     def _clip_record(self, split: str) -> bytes:
         """`clip_record` of a split's clips, made once for each list of them: every save would otherwise
@@ -510,17 +517,19 @@ class MediaDataModule(L.LightningDataModule):
         if trainer is None or trainer.state.fn != "fit":
             return  # (a checkpoint loaded to test)
         failed = state.get("failed training files", {})
-        carried = self.skips.carry(failed) if self.skips is not None else {}  # (what another process added: not)
+        lacked = [reason for name, (reason, _) in failed.items() if name not in self._skipped_at_setup]
+        if self.skips is not None:  # (every process: whichever takes the list's lock first writes them)
+            self.skips.carry(failed)
         self._skipped_at_setup |= set(failed)  # (they failed in the checkpoint's run, not in this one)
         if not trainer.is_global_zero:
             return  # (another process of the same run: one says it)
-        if carried:
+        if lacked:
             log.warning(
                 "the checkpoint's run listed %d training files that failed when read, which %s lacked: "
                 "listed there too (%s), so that this run reads what the interrupted one would have",
-                len(carried),
+                len(lacked),
                 self.skips.path or "this run's skip list",
-                count_reasons(carried.values()),
+                count_reasons(lacked),
             )
         now = self._order()
         changed = [f"{k} {v} -> {now[k]}" for k, v in state.get("order", {}).items() if k in now and now[k] != v]

@@ -281,10 +281,11 @@ def run(cfg: DictConfig) -> dict:
         scored_trained = sum(of_training_files(clips, datamodule.trained_on)) if split == "all" else 0
         if scored_trained:
             log.warning(
-                "split=all: %d of the %d clips are of files the checkpoint's run trained on, scored with the rest "
+                "split=all: %d of the %d clips are of files %s trained on, scored with the rest "
                 "(split=val or split=test scores only what it held out)",
                 scored_trained,
                 len(clips),
+                "the checkpoint's run" if len(models) == 1 else "a checkpoint's run",
             )
         datamodule.say_how_read(clips)
         if earlier := remove_earlier_figures(output, had_skip_list):

@@ -79,7 +79,9 @@ def _shown(column: str, value: float) -> str:
     decimal, short runs all read 0.0)."""
     if column == "train tokens/s":
         return f"{value:.0f}"
-    return f"{value:.3g}" if column == "fit minutes" else f"{value:.4f}"
+    if column == "fit minutes":
+        return f"{value:.3g}" if value < 100 else f"{value:.0f}"  # (not 1.23e+03)
+    return f"{value:.4f}"
 
 
 def _split(overrides: str) -> list[str]:
