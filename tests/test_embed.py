@@ -241,6 +241,9 @@ def test_a_step_with_only_some_of_its_tokens_real_gives_no_row(ckpts):
     steps = math.floor(0.93 / embedder.seconds_per_step + 1e-9)
     assert steps == 3 and len(out.embeddings) == steps * embedder.tokens_per_step  # (not the fourth step's)
     assert out.timestamps.max() < steps * embedder.seconds_per_step
+    # streams that end further apart than a frame: what is read would end with the shorter (it did, unsaid)
+    with pytest.raises(ValueError, match=r"^audio lasts 3.000 s and video 1.000 s: give both for the same span"):
+        embedder.embed_tensor(audio=torch.from_numpy(tone(3.0, spec.sample_rate)), video=video)
 
 
 def test_downsampling_and_pooling(ckpts, files):

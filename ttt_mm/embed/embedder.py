@@ -232,8 +232,9 @@ class Embedder:
         ``audio``: float ``[n]`` or ``[B, n]`` in [-1, 1], mono at `sample_rate`; ``video``: uint8
         ``[T, 3, size, size]`` or ``[B, T, 3, size, size]`` at `fps` (what the tokenizer reads). With
         a batch axis, every row is a separate input of the same length and the result has a batch
-        axis too. The tensors are cut into windows by the same code as files
-        (`ttt_mm.data.media.TensorMedia`), with ``start`` the time of their first sample.
+        axis too. Audio and video cover the same span, within a frame (a ValueError otherwise). The
+        tensors are cut into windows by the same code as files (`ttt_mm.data.media.TensorMedia`), with
+        ``start`` the time of their first sample.
         """
         inputs, batched = _tensor_inputs(self, audio, video, start)
         rows = [walk(ClipInfo(media, start=start), self.window_seconds, self.read_spec()) for media in inputs]
@@ -397,6 +398,13 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
             )
     if len({x.shape[0] for x in given.values()}) > 1:
         raise ValueError(f"audio and video batch sizes differ: {[tuple(x.shape) for x in given.values()]}")
+    if len(given) == 2:  # (what is read ends where the shorter does: the rest of the longer was dropped unsaid)
+        seconds = given["audio"].shape[1] / e.sample_rate, given["video"].shape[1] / e.fps
+        if abs(seconds[0] - seconds[1]) > 1 / e.fps:
+            raise ValueError(
+                f"audio lasts {seconds[0]:.3f} s and video {seconds[1]:.3f} s: give both for the same span (within "
+                f"a frame, 1/{e.fps:g} s); what is read would end where the shorter does"
+            )
     rows = next(iter(given.values())).shape[0]
     samples, frames = given.get("audio"), given.get("video")
     inputs = [
