@@ -419,6 +419,11 @@ def test_an_audio_visual_sidecar_says_where_silence_stood_in_for_the_sound(ckpts
         sidecars[name] = json.loads(sidecar.read_text())
     assert sidecars["mute"]["silent_track"] is True and sidecars["sound"]["silent_track"] is False
     assert "silent_track" not in sidecars["audio model"]  # (a model of one stream reads no stand-in)
+    # the Python API says it too (only a log line at INFO did)
+    av = Embedder.from_checkpoint(ckpts["av"], window_seconds=1.0, device="cpu")
+    assert av.embed_file(mute).silent_track is True and av.embed_file(files["av"]).silent_track is False
+    alone = Embedder.from_checkpoint(ckpts["audio"], window_seconds=1.0, device="cpu")
+    assert alone.embed_file(files["audio"]).silent_track is None
 
 
 def test_files_without_the_stream_the_model_reads_are_left_out_and_listed_not_failed(

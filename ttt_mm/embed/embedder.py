@@ -65,7 +65,9 @@ class Embeddings:
 
     ``embeddings`` ``[N, D]`` or ``[B, N, D]`` float32; ``timestamps`` ``[N]`` float64 seconds and
     ``modality`` ``[N]`` int8 (shared by every batch row); ``pooled`` ``[P]`` or ``[B, P]`` (None
-    when pooling is off); ``clock`` is the compact form of the timestamps.
+    when pooling is off); ``clock`` is the compact form of the timestamps; ``silent_track``
+    (`Stream.silent_track`): whether silence stood in for a video's missing sound, None for a model of
+    one stream.
     """
 
     embeddings: Tensor
@@ -73,6 +75,7 @@ class Embeddings:
     modality: Tensor
     pooled: Tensor | None
     clock: Clock
+    silent_track: bool | None = None
 
 
 # ------------------------------------------------------------------------------------- embedder
@@ -205,7 +208,7 @@ class Embedder:
         parts.append(stream.finish())
         rows = torch.cat(parts, dim=1)
         clock = stream.clock
-        return Embeddings(rows, clock.timestamps(), clock.modality(), stream.pooled(), clock)
+        return Embeddings(rows, clock.timestamps(), clock.modality(), stream.pooled(), clock, stream.silent_track)
 
     def embed_file(self, path: str | os.PathLike, start: float = 0.0, end: float | None = None) -> Embeddings:
         """Rows of a media file (or of its span ``[start, end)``) ``[N, D]``; raises `MediaError` for a bad file.
@@ -267,6 +270,10 @@ class Stream:
         self._bins = None
         self._end_step = 0  # (where the last window ended, in steps from ``start``)
         self._finished = False
+        reads_both = {"audio", "video"} <= set(embedder.modalities)
+        self.silent_track: bool | None = False if reads_both else None
+        """Whether silence stood in for the sound of a video without usable sound (a batch's ``audio_silent``),
+        which the audio rows and the pooled vector then embed; None for a model of one stream."""
         if embedder.hop_seconds is None:
             tok = embedder.tokenizer
             self.clock = Clock(self.start, embedder.seconds_per_step, tok.slot_offsets, tok.slot_modality)
@@ -297,6 +304,8 @@ class Stream:
                 f"({self._end_step * e.seconds_per_step:g} s): push a stream's windows in order, without overlap"
             )
         tokens = e.tokenizer(batch)  # (every check before the state reads the window: a refused one changes nothing)
+        if self.silent_track is not None and "audio_silent" in batch:
+            self.silent_track = self.silent_track or bool(batch["audio_silent"].any())
         k = e.tokens_per_step
         if tokens.embeddings.shape[1] % k:
             raise ValueError(

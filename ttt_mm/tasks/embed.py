@@ -169,11 +169,9 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
         with replaced_with_sidecar(npy, sidecar) as (tmp, data):
             with open(tmp, "wb") as f:
                 writer = NpyRowWriter(f, embedder.dim, dtype)
-                done, silent = first, None  # silent: whether silence stood in for the sound (audio-visual models)
+                done = first
                 try:
                     for batch in embedder.windows(clip.media, clip.start, clip.end, info=clip.info):
-                        if "audio_silent" in batch and "video" in batch:
-                            silent = bool(silent) or bool(batch["audio_silent"][0])
                         writer.write(stream.push(batch)[0].numpy())
                         reached = min(float(batch["start"][0]) + embedder.window_seconds, end)
                         bar.update(round(reached - done, 2))
@@ -198,7 +196,7 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
                 "tokens": stream.num_tokens,
                 "clock": stream.clock.to_json(),
                 "pooled": None if pooled is None else [float(x) for x in pooled[0]],
-                **({} if silent is None else {"silent_track": silent}),  # (its audio rows embed that silence)
+                **({} if stream.silent_track is None else {"silent_track": stream.silent_track}),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
         return data
