@@ -40,7 +40,7 @@ from ttt_mm.data import (
     reading_notes,
     skiplist,
 )
-from ttt_mm.data.decode import backends, guard, native, probing, video
+from ttt_mm.data.decode import backends, errors, guard, native, probing, video
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER
 from ttt_mm.data.index import describe
 from ttt_mm.data.skiplist import count_reasons, missing_stream_hint, reason_kind
@@ -917,11 +917,11 @@ def test_a_video_that_ends_in_zero_bytes_is_read_as_far_as_its_data_goes(tmp_pat
     out.mux(stream.encode())
     out.close()
     data = bytearray(path.read_bytes())
-    data[-(probing.ZEROED_TAIL_BYTES + 8192) :] = bytes(probing.ZEROED_TAIL_BYTES + 8192)
+    data[-(errors.ZEROED_TAIL_BYTES + 8192) :] = bytes(errors.ZEROED_TAIL_BYTES + 8192)
     path.write_bytes(data)
     decode.clear_caches()
     record = describe(str(path))
-    assert "error" not in record and record["zeroed_tail"] >= probing.ZEROED_TAIL_BYTES
+    assert "error" not in record and record["zeroed_tail"] >= errors.ZEROED_TAIL_BYTES
     assert 1.0 < record["video_duration"] < record["video_stated"] == 6.0
     last = decode.read_video(str(path), record["video_duration"] - 1.0, 1.0, fps=8, size=32)
     assert len(last) == 8 and last.float().std() > 10  # (the frames before the zeros: noise, not gray stand-ins)

@@ -491,22 +491,20 @@ class MediaDataModule(L.LightningDataModule):
         a file that failed part-way (`StreamWindows`), landing elsewhere than the interrupted run."""
         if self.skips is None:
             return {}
-        train = self.splits.get("train", [])
-        made = self._records.get("training keys")  # (made once for each list of clips, as `_clip_record`)
-        if made is None or made[0] != (id(train), len(train)):
-            made = self._records["training keys"] = (
-                (id(train), len(train)),
-                {k for c in train for k in (c.name, c.segment)},
-            )
-        return self.skips.entries(made[1])
+        keys = self._made_once("training keys", "train", lambda clips: {k for c in clips for k in (c.name, c.segment)})
+        return self.skips.entries(keys)
 
     def _clip_record(self, split: str) -> bytes:
-        """`clip_record` of a split's clips, made once for each list of them: every save would otherwise
+        """`clip_record` of a split's clips (`_made_once`)."""
+        return self._made_once(split, split, clip_record)
+
+    def _made_once(self, key: str, split: str, make):
+        """``make(clips)`` of a split's clips, made once for each list of them: every save would otherwise
         remake it (0.2 s for 100,000 files, in every process)."""
         clips = self.splits.get(split, [])
-        made = self._records.get(split)
+        made = self._records.get(key)
         if made is None or made[0] != (id(clips), len(clips)):
-            made = self._records[split] = ((id(clips), len(clips)), clip_record(clips))
+            made = self._records[key] = ((id(clips), len(clips)), make(clips))
         return made[1]
 
     def load_state_dict(self, state: dict) -> None:

@@ -95,11 +95,8 @@ def _resumed_length(ckpt: str | os.PathLike) -> list[str]:
     """How long the newest resume of the checkpoint's run that set it trained (`RUN_LENGTH` overrides of
     its ``.hydra/resumed-<stamp>`` record, `config_subdir_of`); none where no resume set it."""
     run = run_of_checkpoint(os.fspath(ckpt))
-    for record in sorted(run.glob(".hydra/resumed-*/overrides.yaml"), reverse=True) if run is not None else ():
-        try:
-            overrides = OmegaConf.load(record)
-        except Exception:  # (OSError, or whatever a YAML parser raises on a damaged file)
-            continue
+    for resumed in sorted(run.glob(".hydra/resumed-*"), reverse=True) if run is not None else ():
+        overrides = run_record(ckpt, f"{resumed.name}/overrides.yaml")
         if isinstance(overrides, ListConfig) and (
             length := [o for o in as_typed(overrides) if override_key(o) in RUN_LENGTH]
         ):

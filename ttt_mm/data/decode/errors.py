@@ -69,6 +69,12 @@ ZEROED_TAIL_BYTES = 65536
 aside and did not fill (a torrent's, a disk's). Compressed media end in a few at most."""
 
 
+def zeroed_tail_bytes(path: str) -> int | None:
+    """How many zero bytes end the file where they are `ZEROED_TAIL_BYTES` or more, else None."""
+    zeros = zero_bytes_at_end(path)
+    return zeros if zeros >= ZEROED_TAIL_BYTES else None
+
+
 def zero_bytes_at_end(path: str) -> int:
     """How many zero bytes end the file (a few KB read for most files: their last bytes are not zeros)."""
     zeros, block = 0, 4096

@@ -13,14 +13,13 @@ import numpy as np
 from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, ogg_peak, placed_track, read_samples, sf_info
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, FROM_START, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import (
-    ZEROED_TAIL_BYTES,
     FramesRefused,
     MediaError,
     NothingDecodes,
     checked_stat,
     open_reason,
     without_frames,
-    zero_bytes_at_end,
+    zeroed_tail_bytes,
 )
 from ttt_mm.data.decode.isobmff import missing_index
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, UNREADABLE, av_open, video_stream
@@ -96,8 +95,7 @@ def zeroed_tail(path: str, libsndfile) -> int | None:
     uncompressed audio, ``libsndfile``'s view of the file saying so)."""
     if libsndfile is not None and _UNCOMPRESSED.fullmatch(libsndfile.subtype or ""):
         return None
-    zeros = zero_bytes_at_end(path)
-    return zeros if zeros >= ZEROED_TAIL_BYTES else None
+    return zeroed_tail_bytes(path)
 
 
 @dataclass(frozen=True)

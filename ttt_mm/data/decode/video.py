@@ -28,13 +28,12 @@ from torch import Tensor
 from ttt_mm.data.decode import native
 from ttt_mm.data.decode.backends import FROM_START, VIDEO_BACKENDS, check_backend
 from ttt_mm.data.decode.errors import (
-    ZEROED_TAIL_BYTES,
     FramesRefused,
     MediaError,
     NothingDecodes,
     checked_stat,
     version_key,
-    zero_bytes_at_end,
+    zeroed_tail_bytes,
 )
 from ttt_mm.data.decode.guard import LRUCache
 from ttt_mm.data.decode.native import av_open, open_timeout, video_stream
@@ -142,8 +141,8 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
             frame = next(_decoded(container.demux(stream)), None)
             return None if frame is None else (frame.width, frame.height, _rotation(frame), frame.pts)
 
-    zeros = zero_bytes_at_end(path)
-    data_end = st.st_size - zeros if zeros >= ZEROED_TAIL_BYTES else math.inf  # (an unfinished download's)
+    zeros = zeroed_tail_bytes(path)
+    data_end = st.st_size - zeros if zeros else math.inf  # (an unfinished download's)
 
     def scan():  # demuxing reads packet headers only: no decoding
         with av_open(path) as container:
