@@ -244,6 +244,15 @@ def test_a_step_with_only_some_of_its_tokens_real_gives_no_row(ckpts):
     # streams that end further apart than a frame: what is read would end with the shorter (it did, unsaid)
     with pytest.raises(ValueError, match=r"^audio lasts 3.000 s and video 1.000 s: give both for the same span"):
         embedder.embed_tensor(audio=torch.from_numpy(tone(3.0, spec.sample_rate)), video=video)
+    stereo = torch.from_numpy(tone(1.0, spec.sample_rate)).expand(2, -1)  # [channels, n] beside one clip
+    with pytest.raises(
+        ValueError, match=r"^audio has a batch axis and video none \(audio \(2, \d+\), video \(\d+, 3, "
+    ):
+        embedder.embed_tensor(audio=stereo, video=video)  # (said: give both with or without a batch axis)
+    with pytest.raises(
+        ValueError, match=r"^give audio and video both with or both without a batch axis \(audio \(\d+,\)"
+    ):
+        embedder.embed_tensor(audio=stereo[0], video=video[None])
 
 
 def test_downsampling_and_pooling(ckpts, files):

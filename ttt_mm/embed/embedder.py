@@ -370,7 +370,13 @@ def _tensor_inputs(e: Embedder, audio: Tensor | None, video: Tensor | None, star
                 f"{name} must have {dims} dimensions, or {dims + 1} with a batch axis; got {tuple(value.shape)}"
             )
         if batched is not None and batched != (value.dim() == dims + 1):
-            raise ValueError("give audio and video both with or both without a batch axis")
+            shapes = f"audio {tuple(audio.shape)}, video {tuple(value.shape)}"
+            if batched:  # audio [2, n] beside one clip of video: stereo as decoders give it, not a batch
+                raise ValueError(
+                    f"audio has a batch axis and video none ({shapes}): a [channels, n_samples] array? give mono "
+                    "samples, e.g. audio.mean(dim=0), or both with a batch axis"
+                )
+            raise ValueError(f"give audio and video both with or both without a batch axis ({shapes})")
         batched = value.dim() == dims + 1
         given[name] = value if batched else value.unsqueeze(0)
         if given[name].shape[0] == 0:  # nothing to embed
