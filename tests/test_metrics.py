@@ -11,6 +11,7 @@ import torch
 from ttt_mm.eval.metrics import LogBins, edge_masks, log_bin_edges, log_bin_index, mel_l1, psnr, ssim
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.scoring import FRAME_COLUMNS, HORIZON_FIELDS, ClipResult
+from ttt_mm.tokenizers import AUDIO, VIDEO
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2  # 6.5025, 58.5225
 
@@ -140,11 +141,12 @@ def test_edge_masks_of_a_few_steps_hold_the_first_and_the_last():
     assert [m.tolist() for m in edge_masks(np.zeros(0), 0.1)] == [[], []]
 
 
-def _clip(seconds: list[float], model: list[float], copy: float, running: float) -> ClipResult:
+def _clip(seconds: list[float], model: list[float], copy: float, running: float, modality=None) -> ClipResult:
     n = len(seconds)
     losses = np.stack([model, [copy] * n, [running] * n], axis=1).astype(np.float32)
+    modality = np.zeros(n, np.int8) if modality is None else np.array(modality, np.int8)
     return ClipResult(
-        "a.wav", 0.0, 10.0, n, np.arange(n), np.array(seconds), np.zeros(n, np.int8), losses,
+        "a.wav", 0.0, 10.0, n, np.arange(n), np.array(seconds), modality, losses,
         np.zeros((0, len(FRAME_COLUMNS))), np.zeros((0, 2)), np.zeros((0, len(HORIZON_FIELDS))),
         np.zeros((0, len(HORIZON_FIELDS))), 0,
     )  # fmt: skip
@@ -163,6 +165,21 @@ def test_a_report_pools_each_edge_over_its_own_tokens_and_bins_seconds_from_one_
     by_second = out["loss_vs_context"]["all"]["seconds"]
     assert by_second[0]["hi"] == 0.25 and by_second[0]["count"] == 2  # the first step alone, not the first second
     assert out["beats_both_baselines"] is False  # below the copy's 3.0, not below the running mean's 1.5
+
+
+def test_a_reports_edges_are_whole_steps_of_audio_and_video():
+    """Audio-visual steps of 0.5 s: the video tokens at each step's start, the audio tokens at 0 and 0.25 s
+    into it. Each edge holds whole steps: timed by token, the last step's video was left out of the
+    last tenth and the first step's later audio token out of the first, so the two edges compared
+    other mixes of audio and video, not early and late context."""
+    steps = [1, 2, 3]  # (scoring starts a step in)
+    seconds = [0.5 * s + offset for s in steps for offset in (0.0, 0.0, 0.0, 0.25)]
+    modality = [VIDEO, VIDEO, AUDIO, AUDIO] * len(steps)
+    model = [1.0 if m == VIDEO else 3.0 for m in modality]  # the same at every step of the clip
+    report = ModelReport("m", {}, (AUDIO, VIDEO), seconds_per_step=0.5, rollout_steps=0, edge_fraction=0.1)
+    report.add(_clip(seconds, model, copy=3.0, running=1.5, modality=modality))
+    edges = report.to_dict()["length_extrapolation"]["all"]["model"]
+    assert (edges["first"], edges["last"], edges["last_over_first"]) == (2.0, 2.0, 1.0)
 
 
 def test_a_report_with_nothing_scored_compares_nothing():

@@ -88,7 +88,9 @@ class ModelReport:
         self.files: list[dict] = []
 
     def add(self, r: ClipResult) -> None:
-        first, last = edge_masks(r.seconds, self.edge_fraction)
+        # edges of whole steps: a step's video tokens are timed at its start, its audio tokens across it
+        steps = np.floor(r.seconds / self.seconds_per_step + 1e-9)
+        first, last = edge_masks(steps, self.edge_fraction)
         for g, group in self.groups.items():
             sel = np.ones(len(r.losses), bool) if self.ids[g] is None else r.modality == self.ids[g]
             group.add(r.position[sel], r.seconds[sel], r.losses[sel], first[sel], last[sel])
