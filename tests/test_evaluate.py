@@ -796,8 +796,11 @@ def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_anothe
     assert [f["path"] for f in json.loads((out / "metrics.json").read_text())["files"]] == [str(media / "b.mp4")]
 
     every = save(tiny_model(), tmp_path / "all.ckpt", split=split, trained=[*trained, ClipInfo(str(media / "b.mp4"))])
+    (out / SKIP_LIST).write_text("old.mp4\tbad\n")  # (as an earlier evaluation that skipped a file left it)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(ConfigError, match="every clip of split 'test' is of a file the checkpoint's run trained on"):
         run(compose_evaluate(f"ckpt={every}", *args[1:], "split=test", "plots=false"))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # (its skip list was deleted)
 
     # split=all scores them with the rest: it says how many (it said nothing, the default split)
     caplog.clear()

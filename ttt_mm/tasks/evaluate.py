@@ -273,23 +273,24 @@ def run(cfg: DictConfig) -> dict:
     window = check_window(models, window)
     began = False  # (figures in the output are this evaluation's from then on)
     try:
-        with skip_list_set_aside(output) as had_skip_list:  # (the new list is opened and appended to here)
+        # (the new list is opened and appended to in the block; a config error in it puts the earlier one back)
+        with skip_list_set_aside(output) as had_skip_list:
             clips = select_clips(datamodule, str(cfg.split))
-        files = datamodule.trained_on if split in ("val", "test") else set()
-        clips, trained_on = held_out(clips, split, files, "evaluate with the data config the run trained on")
-        clips = clips[:max_files]
-        scored_trained = sum(of_training_files(clips, datamodule.trained_on)) if split == "all" else 0
-        if scored_trained:
-            log.warning(
-                "split=all: %d of the %d clips are of files %s trained on, scored with the rest "
-                "(split=val or split=test scores only what it held out)",
-                scored_trained,
-                len(clips),
-                "the checkpoint's run" if len(models) == 1 else "a checkpoint's run",
-            )
-        datamodule.say_how_read(clips)
-        if earlier := remove_earlier_figures(output, had_skip_list):
-            log.info("output %s held an earlier evaluation: %s", output, earlier)
+            files = datamodule.trained_on if split in ("val", "test") else set()
+            clips, trained_on = held_out(clips, split, files, "evaluate with the data config the run trained on")
+            clips = clips[:max_files]
+            scored_trained = sum(of_training_files(clips, datamodule.trained_on)) if split == "all" else 0
+            if scored_trained:
+                log.warning(
+                    "split=all: %d of the %d clips are of files %s trained on, scored with the rest "
+                    "(split=val or split=test scores only what it held out)",
+                    scored_trained,
+                    len(clips),
+                    "the checkpoint's run" if len(models) == 1 else "a checkpoint's run",
+                )
+            datamodule.say_how_read(clips)
+            if earlier := remove_earlier_figures(output, had_skip_list):
+                log.info("output %s held an earlier evaluation: %s", output, earlier)
         began = True
         skips = datamodule.skips
         log.info(
