@@ -651,6 +651,33 @@ def test_videos_are_probed_and_the_log_mel_baseline_needs_their_sound(ckpts, tmp
     assert "logmel" in with_sound["results"] and not with_sound["unavailable"]
 
 
+def test_a_clip_whose_sound_alone_is_bad_keeps_its_model_features(ckpts, tmp_path, monkeypatch):
+    """A video model's clip with a damaged audio track (here: one the log-mel reader refuses) was left
+    out of every feature set, so the model's score depended on the baselines asked for; and clips of a
+    class dropped as too small counted against the log-mel baseline."""
+    root = tmp_path / "videos"
+    for cls, count, audio in (("a", 3, 16000), ("b", 3, 16000), ("lone", 1, None)):
+        (root / cls).mkdir(parents=True)
+        for i in range(count):
+            write_video(root / cls / f"{i}.mp4", seconds=1.0, fps=8, width=64, height=48, audio_rate=audio)
+    metrics = run(_cfg(ckpt=ckpts["video"], input=root, output=tmp_path / "out", folds=3))["metrics"]
+    assert metrics["files"] == 6 and "logmel" in metrics["results"]  # (the lone silent clip's class is dropped)
+
+    refused = LogMelStats.__call__
+
+    def damaged(self, clip):
+        if clip.name.endswith("b/1.mp4"):
+            raise MediaError(clip.name, "the audio decoder rejected a packet")
+        return refused(self, clip)
+
+    monkeypatch.setattr(LogMelStats, "__call__", damaged)
+    metrics = run(_cfg(ckpt=ckpts["video"], input=root, output=tmp_path / "out2", folds=3))["metrics"]
+    assert metrics["files"] == 6 and set(metrics["results"]) == {"model", "random_weights", "majority"}
+    assert metrics["unavailable"] == {
+        "logmel": "1 of 6 clips give no log-mel features (1 x the audio decoder rejected a packet)"
+    }
+
+
 def test_the_log_mel_baselines_rows_hold_the_spread_of_a_quiet_band(tmp_path):
     """Each hop's standard deviation is E[x^2] - E[x]^2 of log-mel values near the floor (about -23):
     in float32 that difference was rounding noise (up to 0.007 where the spread is 0.001)."""

@@ -240,12 +240,13 @@ class Gathered:
     clips: list[ClipInfo] = field(default_factory=list)
     features: dict[str, list[FileFeatures]] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    no_audio: list[str] = field(default_factory=list)
+    no_logmel: dict[int, str] = field(default_factory=dict)  # clip (its index in clips) -> why it has no log-mel
 
 
 def gather(clips: list[ClipInfo], ex: Extractors, rows: bool, progress: bool) -> Gathered:
     """Features of every clip; a clip that cannot be read is reported and left out (a clip whose only
-    fault is having no audio track keeps its model features, and the log-mel baseline is dropped)."""
+    fault is its sound, which the model does not read, keeps its model features: the log-mel baseline
+    is dropped where a clip probed has none)."""
     out = Gathered()
     bar = FilesBar(clips, "features", progress)
     with logging_redirect_tqdm():
@@ -257,10 +258,8 @@ def gather(clips: list[ClipInfo], ex: Extractors, rows: bool, progress: bool) ->
                 if ex.logmel is not None:
                     try:
                         found["logmel"] = ex.logmel(clip)
-                    except MediaError as exc:
-                        if not exc.reason.startswith("no audio stream"):
-                            raise
-                        out.no_audio.append(clip.name)
+                    except MediaError as exc:  # (no audio track, a damaged one, one shorter than a frame)
+                        out.no_logmel[len(out.clips)] = exc.reason
             except MediaError as exc:
                 out.skipped.append((clip.name, exc.reason))
                 log.warning("left out: %s: %s", one_line(clip.name), exc.reason)

@@ -253,6 +253,13 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
 # -------------------------------------------------------------------------------------------- run
 
 
+def _without_logmel(reasons: list[str], probed: int) -> str:
+    """Why the log-mel baseline is left out: how many of the ``probed`` clips give it nothing, and why."""
+    if all(r.startswith("no audio stream") for r in reasons):
+        return f"{len(reasons)} of {probed} files have no audio track"
+    return f"{len(reasons)} of {probed} clips give no log-mel features ({count_reasons(reasons)})"
+
+
 def run(cfg: DictConfig) -> dict:
     """Probe the labelled clips of ``cfg.input``; returns the metrics and where they were written."""
     check_config(cfg, "linear_probe")
@@ -334,9 +341,11 @@ def run(cfg: DictConfig) -> dict:
     for name in order:
         if name != "model" and name not in baselines:
             continue
-        if name == "logmel" and got.no_audio:
-            unavailable[name] = f"{len(got.no_audio)} of {len(got.clips)} files have no audio track"
-            log.warning("log-mel baseline left out: %s (e.g. %s)", unavailable[name], got.no_audio[0])
+        no_logmel = {i: got.no_logmel[i] for i in kept if i in got.no_logmel}  # (of the clips probed)
+        if name == "logmel" and no_logmel:
+            unavailable[name] = _without_logmel(list(no_logmel.values()), len(clips))
+            example = got.clips[next(iter(no_logmel))].name
+            log.warning("log-mel baseline left out: %s (e.g. %s)", unavailable[name], example)
             continue
         feats = stack([got.features[name][i] for i in kept], rows)
         log.info("fitting probes on %s: %d clips, %d rows of %d", name, len(clips), len(feats.x), feats.x.shape[1])
