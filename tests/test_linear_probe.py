@@ -525,6 +525,8 @@ def test_an_embedding_folder_is_probed_as_embedded_and_a_setting_given_otherwise
         (["pool=mean", "norm=true"], "was embedded with norm=true, pool=null, and is probed so: for pool=mean, embed"),
         (["layer=-1", "pool=max"], "was embedded with layer=1, pool=null, and is probed so: for pool=max, embed"),
         (["layer=0"], "was embedded with layer=1, and is probed so: for layer=0, embed again"),  # (of 2 blocks)
+        (["layer=3"], "was embedded by a model of 2 blocks: layer=3 is none of them (from -2 to 1)"),  # (read as 1)
+        (["layer=-3"], "was embedded by a model of 2 blocks: layer=-3 is none of them (from -2 to 1)"),
     ]:
         monkeypatch.setattr(sys, "argv", [*probe, *given])
         with pytest.raises(SystemExit) as ended:

@@ -176,8 +176,13 @@ def check_embedded_settings(cfg: DictConfig, written: dict) -> None:
     probe = "or probe the checkpoint: ckpt=<checkpoint> in place of embeddings="
     given = [k for k in ("layer", "norm", "pool", *(("hop_seconds",) if cfg.rows else ())) if k in given_keys()]
     asked = {k: cfg[k] for k in given}
-    if "layer" in asked and isinstance(written.get("depth"), int):  # (a sidecar counts blocks from 0: -1 is depth-1)
-        asked["layer"] = int(asked["layer"]) % written["depth"]
+    if "layer" in asked and isinstance(depth := written.get("depth"), int):  # (a sidecar counts from 0: -1 is depth-1)
+        if not -depth <= int(asked["layer"]) < depth:  # (it wrapped round: layer=5 of 4 blocks read as layer=1)
+            raise ConfigError(
+                f"embeddings={cfg.embeddings} was embedded by a model of {depth} blocks: layer={asked['layer']} "
+                f"is none of them (from {-depth} to {depth - 1})"
+            )
+        asked["layer"] = int(asked["layer"]) % depth
     if differ := [f"{k}={_value(cfg[k])}" for k in given if asked[k] != written[k]]:
         raise ConfigError(
             f"embeddings={cfg.embeddings} was embedded with {', '.join(f'{k}={_value(written[k])}' for k in given)}, "
