@@ -26,6 +26,7 @@ from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.data.clip_record import clip_record
 from ttt_mm.data.media import TensorMedia
 from ttt_mm.eval import loop as evaluate_loop
+from ttt_mm.eval import plots
 from ttt_mm.eval.loop import model_info, time_left
 from ttt_mm.eval.report import ModelReport
 from ttt_mm.eval.rollout import rollout
@@ -1089,3 +1090,20 @@ def test_a_damaged_run_record_says_what_it_still_can_and_never_crashes(tmp_path)
         "hydra: {runtime: {cwd: '${paths.work}', choices: {data: audio_folder}}}\n"
     )
     assert trained_on_files(str(reads)) == {"data": "audio_folder"}  # (values that read what is not here now)
+
+
+def test_the_frame_strip_starts_from_the_last_frame_seen(tmp_path, monkeypatch):
+    """Steps of two frames: the "last seen" picture was the first frame of the last step seen, one frame
+    earlier than its label and than the copy baseline's."""
+    shown = []
+    monkeypatch.setattr(
+        plots, "_image", lambda f: shown.append(int(np.asarray(f).max())) or np.zeros((4, 4, 3), np.uint8)
+    )
+
+    def step(*values):
+        return {"video": torch.stack([torch.full((3, 4, 4), v, dtype=torch.uint8) for v in values])}
+
+    steps = [step(30, 40), step(50, 60)]
+    plot = {"truth": steps, "rollout": steps, "onestep": steps, "last": step(10, 20), "origin_seconds": 1.0}
+    plots.frame_strip({"m": plot}, tmp_path / "strip.png", "clip")
+    assert shown == [20, 30, 50, 30, 50, 30, 50] and (tmp_path / "strip.png").stat().st_size > 0

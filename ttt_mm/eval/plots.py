@@ -104,7 +104,7 @@ def frame_strip(plots: dict[str, dict], path: str | Path, title: str) -> None:
     plt = _pyplot()
     first = next(iter(plots.values()))
     k = len(first["truth"])
-    rows = [("truth", first["last"]["video"][0], [s["video"][0] for s in first["truth"]])]
+    rows = [("truth", first["last"]["video"][-1], [s["video"][0] for s in first["truth"]])]
     for name, plot in plots.items():
         rows.append((f"{name}\nrollout", None, [s["video"][0] for s in plot["rollout"]]))
         rows.append((f"{name}\none-step", None, [s["video"][0] for s in plot["onestep"]]))
