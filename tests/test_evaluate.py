@@ -265,6 +265,11 @@ def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
         ConfigError, match="data.size=64 conflicts with checkpoint ttt_linear, which was trained on size=32"
     ):
         run(cfg)
+    cfg = compose_evaluate(
+        f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "data.modalities=video"
+    )
+    with pytest.raises(ConfigError, match=r"^data.modalities must be a list \(of a string each\); got 'video'$"):
+        run(cfg)  # (said: data.modalities=[d,e,i,o,v] conflicts with checkpoint ttt_linear)
     cfg = compose_evaluate(f"ckpt={ckpt}", f"output={tmp_path}", f"paths.output_dir={tmp_path}", "ssim_window=33")
     with pytest.raises(ConfigError, match=r"ssim_window must be a whole number from 1 to the frame size \(32 px\)"):
         run(cfg)  # before any file is read

@@ -55,6 +55,8 @@ def checkpoint_decoding(models: Mapping[str, Mapping[str, Any]], requested: Mapp
             raise ValueError(f"the checkpoints read different {key} ({listed}); evaluate them in separate runs")
         name, value = next(iter(values.items()))
         user = requested.get(key)
+        if key == "modalities" and isinstance(user, str):  # (sorted, its letters were compared: [a,d,i,o,u])
+            raise ValueError(f"data.modalities must be a list (of a string each); got {user!r}")
         if user is not None and _normal(key, user) != value:
             raise ValueError(
                 f"data.{key}={_shown(key, _normal(key, user))} conflicts with checkpoint {name}, which was trained "
