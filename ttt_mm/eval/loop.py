@@ -115,7 +115,9 @@ def evaluate(
                 batch = to_device(batch, device)
                 for scorer in scorers.values():
                     scorer.push(batch)
-        except MediaError as exc:  # the whole file is left out, also the windows already scored
+        except MediaError as exc:
+            # the clip is left out, also its windows already scored, and so are the file's later spans (it
+            # is listed); spans of it scored before stay, each read whole
             skips.add(exc.path, exc.reason)
             skipped.append({"path": exc.path, "reason": exc.reason})
             continue
