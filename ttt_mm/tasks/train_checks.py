@@ -247,7 +247,8 @@ def check_updates_learn(datamodule, model) -> None:
     tokens = _window_tokens(datamodule.clip_seconds, tok)
     if unit is None or not unit.applied_after or tokens > unit.tokens:
         return
-    fits = _unit_sizes(tokens, tok, most=tokens // 2)
+    # a quarter of the window, as conf/model/lact.yaml advises (three of four updates teach), else a half
+    fits = _unit_sizes(tokens, tok, most=tokens // 4) or _unit_sizes(tokens, tok, most=tokens // 2)
     smaller = f"{MIXER_KEY}.{unit.argument}={max(fits)} or " if fits else ""
     steps = math.ceil(2 * unit.tokens / tok.tokens_per_step)  # a training window of two units
     longer = (
