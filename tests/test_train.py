@@ -1064,12 +1064,28 @@ def test_ctrl_c_while_the_data_is_listed_says_nothing_was_trained_and_began_noth
     assert stopped.value.before_it_began  # (so its stamped run folder goes: `forget_refused_run`)
 
 
-def test_a_test_only_run_leaves_out_the_files_its_checkpoint_trained_on(tmp_path, caplog):
-    """A test split drawn with other fractions than the run's held its training files, scored as test data."""
-    trained = run(compose_train(tmp_path / "a", [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]))
-    test_only = ["train=false", "test=true", f"ckpt_path={trained['last_ckpt']}", "data.test_fraction=0.5"]
-    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks"):
+def test_a_test_only_run_scores_its_runs_test_split_and_leaves_out_files_it_trained_on(tmp_path, caplog):
+    """Drawn with the defaults (or other fractions) instead of the run's, the test split held the run's
+    training files: all of them left out was a config error ("raise data.test_fraction"); some, a
+    warning. The run's fractions are used, as evaluate split=test uses them; a checkpoint that records
+    none (an older run's) still has its training files left out."""
+    fit = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2", "data.test_fraction=0.25", "test=true"]
+    trained = run(compose_train(tmp_path / "a", fit))
+    test_only = ["train=false", "test=true", f"ckpt_path={trained['best_ckpt']}", "data.test_fraction=0.5"]
+    with caplog.at_level(logging.INFO, logger="ttt_mm.tasks"):
         tested = run(compose_train(tmp_path / "b", [*TINY, *test_only]))
+    said = "test-only: the checkpoint's test files, as its run split them (data.test_fraction=0.5 -> 0.25)"
+    assert said in caplog.text and "trained on, left out" not in caplog.text
+    assert tested["metrics"]["test/loss"] == pytest.approx(trained["metrics"]["test/loss"], rel=1e-6)
+
+    older = torch.load(trained["best_ckpt"], weights_only=False)
+    del older["MediaDataModule"]["split"]
+    torch.save(older, tmp_path / "older.ckpt")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks"):
+        tested = run(
+            compose_train(tmp_path / "c", [*TINY, *test_only[:2], f"ckpt_path={tmp_path / 'older.ckpt'}", test_only[3]])
+        )
     (line,) = [r.getMessage() for r in caplog.records if "trained on, left out" in r.getMessage()]
     assert line.startswith("split=test: ") and line.endswith("test it with the data settings it trained with)")
     assert tested["metrics"]["test/loss"] > 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ttt_mm.callbacks import Throughput
 from ttt_mm.data.datamodule import NAMED_FILES
@@ -73,6 +73,8 @@ def run(cfg: DictConfig) -> dict:
     """Fit (and optionally test); returns the final metrics and where things were written."""
     resumed = check(cfg)
     resumed_step = resumed.step if resumed else None
+    if resumed and not cfg.get("train", True):
+        test_the_runs_split(cfg, resumed.split)
     set_threads(cfg.get("cpu_threads"), "cpu_threads")
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
@@ -124,6 +126,18 @@ def run(cfg: DictConfig) -> dict:
         datamodule.splits["test"], _ = held_out(datamodule.splits["test"], "test", datamodule.trained_on, remedy)
     with others_stopped_on_ctrl_c(trainer):  # (between fit and test: inside them, Lightning does)
         return fit_and_test(cfg, datamodule, model, trainer, resumed_step)
+
+
+def test_the_runs_split(cfg: DictConfig, split: dict[str, float] | None) -> None:
+    """A checkpoint tested alone (``train=false``) scores its run's test split: ``data.*``'s split
+    fractions become those its run recorded (``split``), as ``evaluate split=test`` takes them: the
+    defaults drew another test split, mostly of files the run trained on."""
+    changed = [f"data.{k}={cfg.data.get(k)} -> {v:g}" for k, v in (split or {}).items() if cfg.data.get(k) != v]
+    if not changed:
+        return
+    with open_dict(cfg.data):
+        cfg.data.update(split)
+    log.info("test-only: the checkpoint's test files, as its run split them (%s)", ", ".join(changed))
 
 
 def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed_step: int | None) -> dict:
