@@ -47,6 +47,12 @@ def test_a_checkpoint_that_does_not_fit_the_overrides_that_trained_it_is_said_to
         (tmp_path / ".hydra" / f"resumed-{stamp}" / "overrides.yaml").write_text(resumed)
     again = with_its_overrides(ckpt, ["model=attention", f"ckpt_path={ckpt}"], test_only=False)
     assert again.endswith(f"python -m ttt_mm.tasks.train model=lact trainer.max_steps=30 ckpt_path={ckpt}")
+    # a resume tests at its end as this command asks, else as the run did (test=true was dropped)
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- model=lact\n- test=true\n")
+    said = with_its_overrides(ckpt, ["model=attention", f"ckpt_path={ckpt}"], test_only=False)
+    assert said.endswith(f"train model=lact trainer.max_steps=30 test=true ckpt_path={ckpt}")
+    said = with_its_overrides(ckpt, ["model=attention", "test=false"], test_only=False)
+    assert said.endswith(f"train model=lact trainer.max_steps=30 test=false ckpt_path={ckpt}")
 
 
 def test_the_resume_command_repeats_the_runs_overrides():

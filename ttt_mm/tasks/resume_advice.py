@@ -86,7 +86,9 @@ def with_its_overrides(ckpt: str | os.PathLike, now: list[str] | None, test_only
     # resume's (the run's own would be refused for a checkpoint saved past it)
     length = [] if test_only else [o for o in now or () if override_key(o) in RUN_LENGTH] or _resumed_length(ckpt)
     settings = (_model_and_data(settings) if length else settings) + length
-    extra = ["train=false", "test=true"] if test_only else []
+    # whether a resume tests at its end: as this command asks, else as the run did
+    tests = [o for o in now or () if override_key(o) == "test"] or [o for o in trained if override_key(o) == "test"]
+    extra = ["train=false", "test=true"] if test_only else tests
     command = resume_command(ckpt, [*settings, *extra], sys.argv[0], flags=_trained_config_flags(ckpt))
     return f"{how} with the overrides that trained it: {command}"
 
