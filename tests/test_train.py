@@ -1435,8 +1435,8 @@ def test_resuming_with_other_settings_says_what_they_change(tmp_path, caplog, mo
     )
     assert any(line.startswith("resuming with other data settings (data.batch_size 2 -> 1)") for line in lines)
     assert (
-        "resuming with other mixer settings (model.backbone.mixer.base_lr None -> 0.5): the weights load as the "
-        "checkpoint has them" in lines
+        "resuming with other model settings (model.backbone.mixer.base_lr None -> 0.5): the weights load as the "
+        "checkpoint has them, and train on with these" in lines
     )
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ttt_mm"):
@@ -1444,6 +1444,46 @@ def test_resuming_with_other_settings_says_what_they_change(tmp_path, caplog, mo
     assert not [r for r in caplog.records if "resuming" in r.getMessage()]
     with pytest.raises(ConfigError, match="is at step 8 and trainer.max_steps=8: nothing is left to train"):
         run(compose_train(tmp_path / "a", [*short, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}"]))
+
+
+def test_resuming_with_another_objective_or_schedule_says_so(tmp_path, caplog):
+    """model.predict, model.loss and the schedule's warm-up and floor changed on resume went unsaid (where
+    the run's length stayed, the rate jumped at the next step, silently); the rate before the jump is the
+    checkpoint's own (it was recomputed with the new floor: "is 0.002 under both"); a checkpoint saved
+    before the mixer was injected (its mixer a name) ended the resume in a traceback."""
+    first = run(compose_train(tmp_path / "a", [*TINY, "model.warmup_steps=1", "trainer.max_steps=4"]))
+    saved = torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)
+    saved["lr_schedule_steps"] = 8  # (as if stopped half-way through an 8-step run)
+    torch.save(saved, tmp_path / "half.ckpt")
+    changed = ["model.predict=next_token", "model.loss=l1", "model.min_lr_ratio=1.0", "trainer.max_steps=8"]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm"):
+        run(
+            compose_train(
+                tmp_path / "b", [*TINY, "model.warmup_steps=1", *changed, f"ckpt_path={tmp_path / 'half.ckpt'}"]
+            )
+        )
+    lines = [r.getMessage() for r in caplog.records]
+    assert (
+        "resuming with other model settings (model.loss mse -> l1, model.min_lr_ratio 0.1 -> 1.0, model.predict "
+        "next_step -> next_token): the weights load as the checkpoint has them, and train on with these" in lines
+    )
+    assert (
+        "resuming at step 4 a run whose learning-rate schedule changed (model.min_lr_ratio 0.1 -> 1.0): the "
+        "learning rate follows the new schedule and goes from 0.0002 to 0.002" in lines
+    )
+    backbone = saved["hyper_parameters"]["backbone"]
+    mixer = backbone.pop("mixer")
+    backbone |= {"mixer": "ttt_linear", "num_heads": mixer["num_heads"], "mini_batch_size": mixer["mini_batch_size"]}
+    torch.save(saved, tmp_path / "older.ckpt")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm"):
+        run(
+            compose_train(
+                tmp_path / "c",
+                [*TINY, "model.warmup_steps=1", "trainer.max_steps=8", f"ckpt_path={tmp_path / 'older.ckpt'}"],
+            )
+        )
+    assert not [r for r in caplog.records if "other model settings" in r.getMessage()]
 
 
 def test_a_sweep_cannot_start_its_own_ddp_processes(tmp_path, monkeypatch):

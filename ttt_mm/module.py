@@ -21,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from .backbone import Backbone, BackboneState
+from .checkpoint import translate
 from .tokenizers.base import TOKEN_LOSSES, Tokens, token_loss
 from .training.carried_state import CarriedState, gathered_initial_state, own_part, place_of
 
@@ -73,17 +74,42 @@ def _optimizer_settings(checkpoint: dict) -> dict:
     return out
 
 
-def _changed_mixer_settings(saved: Mapping, now: Mapping) -> list[str]:
-    """``model.backbone.mixer.<key> <was> -> <now>`` for each mixer setting a resumed run changes (a
-    LaCT chunk or window, say): the weights fit both, so nothing else would say so."""
-    was, given = (dict((h.get("backbone") or {}).get("mixer") or {}) for h in (saved, now))
-    if was.get("_target_") != given.get("_target_"):
-        return []  # (another mixer: its weights do not load, and that says why)
-    return [
-        f"model.backbone.mixer.{k} {was[k]} -> {given[k]}"
-        for k in sorted(was.keys() & given.keys())
-        if was[k] != given[k]
-    ]
+def _saved_rate(checkpoint: dict) -> float | None:
+    """The learning rate the checkpoint's optimizer would take its next step with (None: not saved)."""
+    groups = (checkpoint.get("optimizer_states") or [{}])[0].get("param_groups") or [{}]
+    return groups[0].get("lr")
+
+
+OPTIMIZER_KEYS = ("lr", "betas", "weight_decay")
+"""Settings a resume keeps from the checkpoint's optimizer state (`_optimizer_settings`), said apart."""
+UNTRAINED_KEYS = ("backbone.checkpoint_activations",)
+"""Settings that change how a step is computed, not what it trains: a resume may change them unsaid."""
+SCHEDULE_KEYS = ("warmup_steps", "min_lr_ratio")
+"""Settings that shape the learning-rate schedule (its length aside)."""
+
+
+def _changed_settings(saved: Mapping, now: Mapping) -> dict[str, tuple[Any, Any]]:
+    """``{key: (was, now)}`` for each model setting (dotted, under ``model.``) that a resumed run
+    changes and its weights fit either way (a LaCT chunk, predict, loss, the warm-up): nothing else would
+    say so. A checkpoint saved before the mixer was injected is read in today's form (`translate`)."""
+    if isinstance(saved.get("backbone"), Mapping):
+        saved = translate(dict(saved))
+    was, given = _flat(saved), _flat(now)
+    if was.get("backbone.mixer._target_") != given.get("backbone.mixer._target_"):
+        return {}  # (another mixer: its weights do not load, and that says why)
+    skip = (*OPTIMIZER_KEYS, *UNTRAINED_KEYS)
+    return {k: (was[k], given[k]) for k in sorted(was.keys() & given.keys()) if was[k] != given[k] and k not in skip}
+
+
+def _flat(node: Mapping, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping's leaves by dotted key."""
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, Mapping):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = _plain_list(value)
+    return out
 
 
 def _plain_list(value: Any) -> Any:
@@ -400,7 +426,8 @@ class SequenceModel(L.LightningModule):
             "optimizer": _optimizer_settings(checkpoint),
             "schedule_steps": checkpoint.get("lr_schedule_steps"),
             "step": checkpoint.get("global_step", 0),
-            "mixer": _changed_mixer_settings(checkpoint.get("hyper_parameters") or {}, self.hparams),
+            "rate": _saved_rate(checkpoint),
+            "settings": _changed_settings(checkpoint.get("hyper_parameters") or {}, self.hparams),
             # a checkpoint loaded to test or validate leaves it in the file
             "carried_state": own_part(checkpoint.get("carried_state"), self.global_rank)
             if self._carrying_in_fit
@@ -449,18 +476,22 @@ class SequenceModel(L.LightningModule):
         resumed, self._resumed = self._resumed, None
         if resumed is None:
             return
-        if resumed["mixer"] and self.trainer.is_global_zero:
+        settings = resumed["settings"]
+        if settings and self.trainer.is_global_zero:
             log.warning(
-                "resuming with other mixer settings (%s): the weights load as the checkpoint has them",
-                ", ".join(resumed["mixer"]),
+                "resuming with other model settings (%s): the weights load as the checkpoint has them, and train "
+                "on with these",
+                ", ".join(f"model.{k} {was} -> {now}" for k, (was, now) in settings.items()),
             )
         if self.hparams.carry_state:
             self._restore_carried_state(resumed["carried_state"], resumed["step"])
-        # a run resumed with another step count (a larger trainer.max_steps, say) follows the new
-        # cosine from where it stopped; the restored optimizer holds the old schedule's rate until
+        # a run resumed with another step count (a larger trainer.max_steps, say) or schedule shape follows
+        # the new schedule from where it stopped; the restored optimizer holds the old schedule's rate until
         # the scheduler's next step, so every process sets the new one now
         planned, total, step = resumed["schedule_steps"], self._schedule_steps, resumed["step"]
-        redrawn = planned is not None and total is not None and planned != total
+        longer = planned is not None and total is not None and planned != total
+        reshaped = [f"model.{k} {settings[k][0]} -> {settings[k][1]}" for k in SCHEDULE_KEYS if k in settings]
+        redrawn = total is not None and (longer or bool(reshaped))
         if redrawn:
             bases = self.lr_schedulers().base_lrs
             for group, base in zip(self.optimizers().optimizer.param_groups, bases, strict=True):
@@ -477,10 +508,11 @@ class SequenceModel(L.LightningModule):
             )
         if redrawn:  # its learning rate jumps: say so, with both values
             lr = restored.get("lr", self.hparams.lr)
-            old, new = (lr * self._lr_factor(step, n) for n in (planned, total))
+            old = resumed["rate"] if resumed["rate"] is not None else lr * self._lr_factor(step, planned or total)
+            why = f"was planned for {planned} steps, now {total}" if longer else f"changed ({', '.join(reshaped)})"
             log.warning(
-                f"resuming at step {step} a run whose learning-rate schedule was planned for {planned} steps, now "
-                f"{total}: the learning rate follows the new schedule and {_rate_change(old, new)}"
+                f"resuming at step {step} a run whose learning-rate schedule {why}: the learning rate follows the "
+                f"new schedule and {_rate_change(old, lr * self._lr_factor(step, total))}"
             )
 
     def _restore_carried_state(self, saved: tuple[int, dict | None] | None, step: int) -> None:
