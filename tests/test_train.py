@@ -1553,6 +1553,16 @@ def test_a_validation_whose_files_all_fail_says_it_scored_nothing(tmp_path, monk
     assert "best checkpoint: none (validation ran but scored no token" in capsys.readouterr().out
 
 
+def test_a_validation_whose_windows_score_no_token_ranks_no_checkpoint(tmp_path, monkeypatch, caplog):
+    """Its batches ran, none scored (windows of silence read for missing sound): Lightning's best-checkpoint
+    callback ended the fit over the missing val/loss_ratio_copy."""
+    monkeypatch.setattr(SequenceModel, "_score", lambda self, batch: None)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.module"):
+        out = run(compose_train(tmp_path, [*TINY, "trainer.max_steps=4", "trainer.val_check_interval=2"]))
+    assert out["unscored"] == ["val"] and out["best_ckpt"] is None and Path(out["last_ckpt"]).is_file()
+    assert "validation: no token was scored" in caplog.text
+
+
 def test_a_validation_file_that_fails_mid_run_is_named_in_the_summary(tmp_path, monkeypatch, capsys):
     """Its first validation scored the file, the later ones did not: the summary showed val/* as if
     every validation had averaged over the same files, with no word of the one left out."""

@@ -1,5 +1,6 @@
 """The best checkpoint by a validation metric: Lightning's ``ModelCheckpoint``, made to follow its run
-folder when that folder was copied or moved.
+folder when that folder was copied or moved, and to rank nothing after a validation that scored no
+token (the module warns of it; Lightning ended the fit over the missing metric).
 
 A resumed run continues in the folder of the checkpoint it resumes from. ``ModelCheckpoint`` records
 its folder, and when the folder it is given differs from the one recorded, it drops the ranking
@@ -29,6 +30,13 @@ class BestCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(followed(state_dict, self.dirpath))
+
+    def _save_topk_checkpoint(self, trainer, monitor_candidates: dict[str, Any]) -> None:
+        unscored = tuple(f"{split}/" for split in getattr(trainer.lightning_module, "unscored", ()))
+        monitor = self.monitor
+        if monitor is not None and monitor not in monitor_candidates and monitor.startswith(unscored):
+            return  # (a validation whose windows held no scored token: nothing to rank it by)
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
 
 
 def followed(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
