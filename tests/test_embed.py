@@ -216,6 +216,9 @@ def test_embed_tensor_equals_embed_file_and_batch_rows_are_independent(ckpts, fi
         embedder.embed_tensor(video=torch.zeros(8, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match="^this model reads audio: pass audio=$"):
         embedder.embed_tensor()
+    for start in (math.nan, math.inf, "0.5", True):  # (said: cannot convert float NaN to integer, ...)
+        with pytest.raises(ValueError, match=rf"^start must be a finite time in seconds; got {start!r}$"):
+            embedder.embed_tensor(audio=samples, start=start)
     with pytest.raises(TypeError, match=r"got ndarray \(a NumPy array: torch.from_numpy\)"):  # (an AttributeError)
         embedder.embed_tensor(audio=samples.numpy())
     with pytest.raises(

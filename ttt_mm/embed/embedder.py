@@ -239,6 +239,8 @@ class Embedder:
         tensors are cut into windows by the same code as files (`ttt_mm.data.media.TensorMedia`), with
         ``start`` the time of their first sample.
         """
+        if isinstance(start, bool) or not isinstance(start, numbers.Real) or not math.isfinite(start):
+            raise ValueError(f"start must be a finite time in seconds; got {start!r}")  # (said: NaN to integer)
         inputs, batched = _tensor_inputs(self, audio, video, start)
         rows = [walk(ClipInfo(media, start=start), self.window_seconds, self.read_spec()) for media in inputs]
         try:  # the rows have the same length, so the same windows: each window is one batch
