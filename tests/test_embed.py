@@ -3,6 +3,7 @@ bad files and interruptions. Tiny models and seconds-long files written to tmp_p
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -570,6 +571,10 @@ def test_overwrite_and_dtype_redo_an_output_and_a_rerun_that_fails_leaves_no_sta
         assert embed(dtype="float16") == (0, 0, 1)  # out of date, and now failing: its old rows are gone
     assert not npy.exists() and not sidecar.exists()
     assert embed() == (1, 0, 0)
+    with monkeypatch.context() as patch:  # overwrite=true, failing: its output is still what it would write
+        patch.setattr(Stream, "push", fail)
+        assert embed(overwrite="true") == (0, 0, 1)
+    assert npy.exists() and sidecar.exists()  # (it was removed, "out of date")
 
     def full_disk(data):
         raise OSError(28, "No space left on device")
@@ -680,7 +685,7 @@ def test_an_output_under_a_file_is_a_config_error_even_when_every_input_fails(ck
     assert (tmp_path / "notes.txt").read_text() == "x"
 
 
-def test_an_output_that_cannot_be_written_fails_its_file_alone(ckpts, tmp_path):
+def test_an_output_that_cannot_be_written_fails_its_file_alone(ckpts, tmp_path, monkeypatch):
     root = tmp_path / "in"
     root.mkdir()
     write_wav(root / "a.wav", tone(1.0, 16000), 16000)
@@ -689,6 +694,18 @@ def test_an_output_that_cannot_be_written_fails_its_file_alone(ckpts, tmp_path):
     assert summary.written == [str(root / "a.wav")]
     ((name, reason),) = summary.failed
     assert name.endswith("n.wav") and reason == "cannot write its output: File name too long"
+
+    def no_colons(src, dst):  # as FAT, exFAT and SMB refuse ':' in a name (a whole job stopped)
+        if ":" in os.fspath(dst):
+            raise OSError(errno.EINVAL, "Invalid argument", os.fspath(dst))
+        return replace(src, dst)
+
+    write_wav(root / "a:b.wav", tone(1.0, 16000), 16000)
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", no_colons)
+    summary = task.run(_cfg(ckpt=ckpts["audio"], input=root, output=tmp_path / "out2"))
+    assert summary.written == [str(root / "a.wav")] and len(summary.failed) == 2
+    assert dict(summary.failed)[str(root / "a:b.wav")] == "cannot write its output: Invalid argument"
 
 
 def test_a_span_that_no_longer_fits_its_file_loses_its_output(ckpts, tmp_path, caplog):

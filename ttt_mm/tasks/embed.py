@@ -204,6 +204,20 @@ def embed_one(embedder: Embedder, clip: ClipInfo, stem: Path, meta: dict, dtype:
         bar.close()
 
 
+UNNAMEABLE = (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ)
+"""Why a filesystem refuses one output's name (too long; characters such as ``:`` that FAT, exFAT and SMB
+refuse; bytes that are not its encoding): that input fails alone."""
+
+
+def _up_to_date(stem: Path, clip: ClipInfo, meta: dict) -> bool:
+    """Whether ``stem`` holds a finished output that records what this run would write of ``clip``."""
+    old = _finished(stem)
+    try:
+        return old is not None and out_of_date(old, meta | source_record(clip)) is None
+    except MediaError:  # (the source is gone)
+        return False
+
+
 def _finished(stem: Path) -> dict | None:
     """The sidecar of the finished output at ``stem``; None when there is none or it is unreadable
     (the output is then made again)."""
@@ -345,18 +359,20 @@ def run(cfg: DictConfig) -> Summary:
                     )
                 embed_one(embedder, clip, stem, meta | label, cfg.dtype, progress)
             except (MediaError, InputError, OSError) as exc:
-                if isinstance(exc, OSError) and exc.errno != errno.ENAMETOOLONG:
+                if isinstance(exc, OSError) and exc.errno not in UNNAMEABLE:
                     raise  # a full disk, a read-only folder: every later file would fail the same way
                 if isinstance(exc, MediaError):
                     reason = exc.reason
-                elif isinstance(exc, OSError):  # this input's output name is longer than the filesystem takes
+                elif isinstance(exc, OSError):  # the filesystem takes no such output name (too long, a ':' on FAT)
                     reason = f"cannot write its output: {exc.strerror}"
                 else:
                     reason = str(exc)
                 summary.failed.append((clip.segment, reason))
                 if not single:
                     log.warning("failed: %s: %s", one_line(clip.segment), reason)
-                if remove_outputs(stem):  # it was out of date (or overwrite=true): keep no stale rows
+                # an earlier output out of date goes (no stale rows); one that overwrite=true could not
+                # replace stays where it is still what this run would write
+                if not (cfg.overwrite and _up_to_date(stem, clip, meta)) and remove_outputs(stem):
                     log.warning("removed the earlier output of %s, which is out of date", one_line(clip.segment))
                 bar.set_postfix(failed=len(summary.failed))
             else:

@@ -298,9 +298,8 @@ def _cost_line(cost: dict[str, float]) -> list[str]:
         return []
     minutes = cost["fit minutes"]
     took = f"{minutes:.1f} min" if minutes >= 1 else f"{minutes * 60:.0f} s"
-    return [
-        f"training:        {cost['train tokens/s']:.0f} tokens/s (its mean, validation left out), {took} with validation"
-    ]
+    speed = f"{cost['train tokens/s']:.0f} tokens/s"
+    return [f"training:        {speed} (its mean, validation left out), {took} with validation"]
 
 
 def _failed_mid_run(out: dict) -> list[str]:
