@@ -56,7 +56,8 @@ DEFAULT_WINDOW_TOKENS = 1024
 """Tokens per streaming window by default: what one window costs in memory does not depend on the
 tokenizer (41 s of audio at 25 tokens/s, 3.75 s of 128 px audio-visual media at 276 tokens/s)."""
 EMBEDDING_OPTIONS = ("layer", "norm", "hop_seconds", "pool", "window_seconds")
-"""The `Embedder` arguments that decide what an embedding is (each output's sidecar records them)."""
+"""The `Embedder` arguments each output's sidecar records: all but ``window_seconds`` decide its rows (the
+window only how they are computed, exactly: a change in it redoes no output)."""
 
 
 @dataclass
