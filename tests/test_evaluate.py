@@ -239,6 +239,12 @@ def test_rollouts_leave_the_stream_unchanged(model, clip_windows):
     assert rolled.horizon_counts[:, 2].tolist() == [6, 6, 6]  # PSNR: 2 frames per step
     assert np.isfinite(rolled.horizon_sums).all()
     assert rolled.plot is not None and len(rolled.plot["rollout"]) == 3
+    assert rolled.plot["origin_seconds"] == 2.25  # the last whole rollout, where no time is asked for
+    for near, origin in ((1.4, 1.5), (0.0, 0.75), (1.875, 2.25)):  # (a clip's middle: its end may fade out)
+        scorer = ClipScorer(model, "clip", rollout_steps=3, keep_plot=True, plot_near=near)
+        for batch in clip_windows[0]:
+            scorer.push(batch)
+        assert scorer.finish().plot["origin_seconds"] == origin
 
 
 def test_a_rollout_longer_than_a_window_is_scored_at_every_horizon(model, clip_windows):
@@ -1112,3 +1118,16 @@ def test_the_frame_strip_starts_from_the_last_frame_seen(tmp_path, monkeypatch):
     plot = {"truth": steps, "rollout": steps, "onestep": steps, "last": step(10, 20), "origin_seconds": 1.0}
     plots.frame_strip({"m": plot}, tmp_path / "strip.png", "clip")
     assert shown == [20, 30, 50, 30, 50, 30, 50] and (tmp_path / "strip.png").stat().st_size > 0
+
+
+def test_the_spectrograms_colour_scale_holds_every_panel(tmp_path, monkeypatch):
+    """Taken from the truth alone, a near-silent truth (a track fading out) saturated every model's
+    louder prediction into stripes."""
+    from matplotlib.axes import Axes
+
+    scales = []
+    monkeypatch.setattr(Axes, "imshow", lambda self, x, **kw: scales.append((kw["vmin"], kw["vmax"])))
+    quiet, loud = ({"audio": np.full((4, 8), v, np.float32)} for v in (-20.0, 3.0))
+    plot = {"truth": [quiet] * 2, "rollout": [loud] * 2, "onestep": [quiet] * 2, "last": quiet, "origin_seconds": 1.0}
+    plots.spectrograms({"m": plot}, tmp_path / "s.png", "clip")
+    assert scales == [(-20.0, 3.0)] * 3

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ttt_mm.data import MediaError, ReadSpec, SkipList, iter_windows
-from ttt_mm.data.datasets import to_device
+from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, iter_windows
+from ttt_mm.data.datasets import clip_span, to_device
 from ttt_mm.eval import plots
 from ttt_mm.eval.report import MODALITY_NAMES, ModelReport
 from ttt_mm.eval.scoring import ClipScorer
@@ -106,8 +106,9 @@ def evaluate(
         # the first clips that have figures of each kind, looked for among `UNPLOTTED_AT_MOST` more (each
         # keeps its rollouts): a clip read with a silent track has no spectrogram, and the next one draws it
         keep_plot = any(left.values()) and unplotted < UNPLOTTED_AT_MOST
+        middle = _middle(clip, spec) if keep_plot else None
         scorers = {
-            name: ClipScorer(model, clip.name, options.rollout_steps, keep_plot, options.ssim_window)
+            name: ClipScorer(model, clip.name, options.rollout_steps, keep_plot, options.ssim_window, middle)
             for name, (_, model) in models.items()
         }
         try:
@@ -175,3 +176,13 @@ def evaluate(
                     UNPLOTTED_AT_MOST,
                 )
     return {"reports": reports, "files": files, "skipped": skipped, "figures": figures}
+
+
+def _middle(clip: ClipInfo, spec: ReadSpec) -> float | None:
+    """Seconds from a clip's start to its middle, where its figures' rollout is taken (None: not known
+    before it is read, which then says why)."""
+    try:
+        start, end = clip_span(clip, spec)
+    except MediaError:
+        return None
+    return 0.5 * (end - start)

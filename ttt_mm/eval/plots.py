@@ -143,8 +143,10 @@ def spectrograms(plots: dict[str, dict], path: str | Path, title: str) -> None:
     panels = [("truth", joined(first, "truth"))]
     for name, plot in plots.items():
         panels += [(f"{name} rollout", joined(plot, "rollout")), (f"{name} one-step", joined(plot, "onestep"))]
-    truth = panels[0][1]
-    lo, hi = np.percentile(truth, 1), np.percentile(truth, 99.5)
+    # one colour scale that holds every panel: taken from the truth alone, predictions louder than a
+    # near-silent truth (a fade-out) all saturated into stripes
+    lo = min(np.percentile(mel, 1) for _, mel in panels)
+    hi = max(np.percentile(mel, 99.5) for _, mel in panels)
     seen = len(first["last"]["audio"])
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 1.6 * len(panels)), squeeze=False)
     for ax, (label, mel) in zip(axes[:, 0], panels):

@@ -91,7 +91,7 @@ class ClipResult:
     horizon_sums: np.ndarray  # [rollout_steps, len(HORIZON_FIELDS)]
     horizon_counts: np.ndarray  # same shape
     rollouts: int  # rollouts started
-    plot: dict | None = None  # the last rollout with every horizon scored, for the figures
+    plot: dict | None = None  # a rollout with every horizon scored, for the figures (`ClipScorer.plot_near`)
 
 
 @dataclass
@@ -108,7 +108,13 @@ class ClipScorer:
     """Streams one clip through one `ttt_mm.module.SequenceModel`; see the module docstring."""
 
     def __init__(
-        self, model, path: str, rollout_steps: int = 0, keep_plot: bool = False, ssim_window: int = 11
+        self,
+        model,
+        path: str,
+        rollout_steps: int = 0,
+        keep_plot: bool = False,
+        ssim_window: int = 11,
+        plot_near: float | None = None,
     ) -> None:
         tok = model.tokenizer
         self.model, self.tokenizer, self.path = model, tok, path
@@ -122,6 +128,8 @@ class ClipScorer:
             self.mel_per_token = self.per_step["audio"] // tok.slot_modality.count(AUDIO)
         self.rollout_steps = rollout_steps if model.predicts_next_step else 0
         self.keep_plot = keep_plot and self.rollout_steps > 0
+        # the figures' rollout: the one starting nearest this many seconds into the clip (None: the last)
+        self.plot_near = plot_near
         if self.video and self.decoding.size < ssim_window:
             raise ValueError(f"frames of {self.decoding.size} px are smaller than ssim_window={ssim_window}")
         self.ssim_window = ssim_window
@@ -266,7 +274,7 @@ class ClipScorer:
         """Score the horizons of pending rollouts whose true step is in this window."""
         steps = tokens.mask.shape[1] // self.P
         whole = tokens.mask[0].reshape(steps, self.P).all(-1)
-        invert = self.tokenizer.invert
+        invert, spp = self.tokenizer.invert, self.tokenizer.seconds_per_step
         for r in self.pending:
             for h in range(1, self.rollout_steps + 1):
                 i = r.origin + h - step0
@@ -302,10 +310,17 @@ class ClipScorer:
                     onestep = self._step_media(media["model"], i)
                     for key, value in (("truth", true_m), ("rollout", model_m), ("onestep", onestep)):
                         r.plot.setdefault(key, []).append(_cpu(value))
-            if self.keep_plot and r.scored == self.rollout_steps:
+            if self.keep_plot and r.scored == self.rollout_steps and self._nearer((r.origin + 1) * spp):
                 last = _cpu(self._step_media(invert(r.targets, r.stats), 0))
-                self.plot = {"origin_seconds": (r.origin + 1) * self.tokenizer.seconds_per_step, "last": last, **r.plot}
+                self.plot = {"origin_seconds": (r.origin + 1) * spp, "last": last, **r.plot}
         self.pending = [r for r in self.pending if r.origin + self.rollout_steps >= step0 + steps]
+
+    def _nearer(self, origin: float) -> bool:
+        """Whether a rollout from ``origin`` seconds is the figures' rather than the one kept so far: nearer
+        `plot_near` (a clip's middle: a track's last seconds often fade to silence, its first from it)."""
+        if self.plot is None or self.plot_near is None:
+            return True
+        return abs(origin - self.plot_near) <= abs(self.plot["origin_seconds"] - self.plot_near)
 
     def _window_seconds(self, batch: dict[str, Any]) -> float:
         """Seconds of media in a window of one: its samples over the sample rate, or its frames over the
