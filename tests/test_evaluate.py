@@ -933,8 +933,9 @@ def test_a_sweep_writes_each_jobs_results_to_its_own_folder(folder, tmp_path):
     # the two checkpoints side by side, as a training sweep's runs are
     table = proc.stdout.split(f"sweep results (also in {tmp_path / 'out' / 'results.csv'}):\n", 1)[1].splitlines()
     columns = ["eval/loss", "eval/loss_copy", "eval/loss_end", "eval/loss_start", "eval/mel_l1", "eval/psnr_db"]
-    assert table[0].split() == ["job", *columns, "eval/ssim", "overrides"]
-    assert [line.split()[0] for line in table[1:3]] == ["#0", "#1"] and f"ckpt={ckpts[1]}" in table[2]
+    assert table[0].split() == ["job", "mixer", *columns, "eval/ssim", "overrides"]
+    assert [line.split()[:2] for line in table[1:3]] == [["#0", "ttt_linear"], ["#1", "attention"]]
+    assert f"ckpt={ckpts[1]}" in table[2]
     with open(tmp_path / "out" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [float(row["eval/loss"]) > 0 for row in rows] == [True, True] and rows[1]["run_dir"] == str(folders()[1])

@@ -184,6 +184,30 @@ def test_the_finished_jobs_are_compared_in_a_table_and_a_csv_in_the_sweeps_folde
     ]
 
 
+def test_a_sweep_over_checkpoints_names_each_jobs_mixer(tmp_path, capsys):
+    """An evaluation swept over checkpoints told its rows apart by their paths alone: which was the
+    attention model was read off each run's folder by hand."""
+    report = _sweep(2, folder=tmp_path, overrides=("ckpt=/runs/a/last.ckpt,/runs/b/last.ckpt",))
+    for num, (ckpt, mixer) in enumerate((("/runs/a/last.ckpt", "ttt_linear"), ("/runs/b/last.ckpt", "attention"))):
+        done = {"metrics": {"eval/loss": 0.25 * (num + 1)}, "run_dir": f"e{num}", "mixer": mixer}
+        _ended(report, num, f"ckpt={ckpt}", None, done)
+    report.on_multirun_end(_job(0))
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "job mixer      eval/loss overrides",
+        "#0  ttt_linear 0.2500    ckpt=/runs/a/last.ckpt",
+        "#1  attention  0.5000    ckpt=/runs/b/last.ckpt",
+    ]
+    assert (tmp_path / "results.csv").read_text().splitlines()[:2] == [
+        "job,mixer,eval/loss,overrides,run_dir",
+        "0,ttt_linear,0.25,ckpt=/runs/a/last.ckpt,e0",
+    ]
+    again = _sweep(2, folder=tmp_path, overrides=("ckpt=/runs/a/last.ckpt,/runs/b/last.ckpt",))
+    assert [(row["job"], row.get("mixer"), row["eval/loss"]) for row in again.rows()] == [
+        ("0", "ttt_linear", 0.25),
+        ("1", "attention", 0.5),
+    ]  # (read back from results.csv: the mixer kept as a name, not taken for a score)
+
+
 def test_a_training_sweep_without_best_checkpoints_keeps_the_column_for_them(tmp_path):
     """Its column came and went with the jobs' results (validation off: none had one), a script's
     row["best_ckpt"] failing on one sweep's table and not another's."""

@@ -44,6 +44,7 @@ def model_info(path: str, model: SequenceModel, rollout_steps: int) -> dict:
     tok, bb = model.tokenizer, model.hparams.backbone
     info = {
         "checkpoint": os.path.abspath(path),  # (as embed and linear_probe record it)
+        "mixer_name": model.backbone.mixer_name,
         "mixer": bb.get("mixer"),
         "variant": bb.get("variant"),
         "dim": bb.get("dim"),

@@ -401,7 +401,8 @@ def main(cfg: DictConfig) -> dict:
         out = run(cfg)
         report(out)
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    return {"metrics": scores(out["models"]), "run_dir": out["output"]}
+    mixers = ",".join(dict.fromkeys(d["mixer_name"] for d in out["models"].values()))
+    return {"metrics": scores(out["models"]), "run_dir": out["output"], "mixer": mixers}
 
 
 if __name__ == "__main__":

@@ -42,6 +42,11 @@ MULTIRUN = "multirun.yaml"
 FILED = ["overrides", "run_dir", "best_ckpt"]
 """The columns of ``results.csv`` after the numbers (``best_ckpt`` where the jobs train: empty for one
 without a best checkpoint)."""
+MIXER = "mixer"
+"""The column before the numbers, where jobs say their model's mixer (`Backbone.mixer_name`; an
+evaluation of several, each one's): a sweep over checkpoints names them by path alone."""
+TEXT = ("job", MIXER, *FILED)
+"""The columns of ``results.csv`` that hold no number."""
 SHOWN = 8
 """Jobs that did not run, named each with its command; the rest are counted."""
 
@@ -96,13 +101,13 @@ def _numbers_read(row: dict) -> dict:
     """A row of ``results.csv`` as read, its numbers as numbers again (an empty cell left out)."""
     numbers = {}
     for key, value in row.items():
-        if key in ("job", *FILED) or not value:
+        if key in TEXT or not value:
             continue
         try:
             numbers[key] = float(value)
         except ValueError:
             continue
-    return {k: v for k, v in row.items() if k in ("job", *FILED)} | numbers
+    return {k: v for k, v in row.items() if k in TEXT and (v or k != MIXER)} | numbers
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -322,6 +327,7 @@ class SweepReport(Callback):
         those an earlier run of the sweep recorded there (before a job was run again alone into it)."""
         rows = [
             {"job": num}
+            | ({MIXER: done[MIXER]} if done.get(MIXER) else {})
             | self._values(done)
             | {
                 "overrides": " ".join(map(shlex.quote, overrides)),  # (as a shell reads them back)
@@ -340,12 +346,13 @@ class SweepReport(Callback):
     def columns(rows: list[dict]) -> list[str]:
         """The results table's number columns: every one a finished job reported, the best scores first
         and the costs last."""
-        keys = {k for row in rows for k in row} - {"job", *FILED}
+        keys = {k for row in rows for k in row} - set(TEXT)
         return sorted(keys, key=lambda k: (not k.startswith("best "), "/" not in k or k.startswith("train "), k))
 
     def table(self, rows: list[dict]) -> list[str]:
-        """The finished jobs (`rows`) side by side, one line each: their numbers (`_values`), then the
-        overrides that tell the sweep's jobs apart (those every job shares are left out)."""
+        """The finished jobs (`rows`) side by side, one line each: their mixer (where they say it), their
+        numbers (`_values`), then the overrides that tell the sweep's jobs apart (those every job shares are
+        left out)."""
         if not rows:
             return []
         keys = self.columns(rows)
@@ -362,11 +369,13 @@ class SweepReport(Callback):
         jobs = [set(job) for job in self.jobs] if self.jobs else [set(job) for _, job in self.ran]
         sets = [*jobs, *map(set, listed.values())]
         shared = set.intersection(*sets) if len({frozenset(s) for s in sets}) > 1 else set()
-        lines = [["job", *keys, "overrides"]]
+        mixers = [MIXER] if any(row.get(MIXER) for row in rows) else []
+        lines = [["job", *mixers, *keys, "overrides"]]
         for row in rows:
             values = [_shown(k, v) if isinstance(v := row.get(k), float) else "-" for k in keys]
             overrides = " ".join(o for o in listed[str(row["job"])] if o not in shared)
-            lines.append([f"#{row['job']}", *values, overrides or "(the same)"])
+            named = [row.get(MIXER) or "-" for _ in mixers]
+            lines.append([f"#{row['job']}", *named, *values, overrides or "(the same)"])
         widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
         return [" ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + " " + line[-1] for line in lines]
 
@@ -382,7 +391,8 @@ class SweepReport(Callback):
             aside = path.with_name(f"results-{_dated(path)}.csv")
             os.replace(path, aside)
         filed = [c for c in FILED if c != "best_ckpt" or any(c in row for row in rows)]
-        write_csv(path, rows, ["job", *self.columns(rows), *filed])  # (a number a job lacks: an empty cell)
+        mixers = [MIXER] if any(row.get(MIXER) for row in rows) else []
+        write_csv(path, rows, ["job", *mixers, *self.columns(rows), *filed])  # (a number a job lacks: an empty cell)
         replaced = "its job folders of the same numbers now hold this sweep's jobs"  # (Hydra's: <folder>/<n>)
         return f"{path}" + (f"; an earlier, other sweep's is kept as {aside.name}, {replaced}" if aside else "")
 

@@ -194,6 +194,7 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
     return {
         "metrics": metrics,
         "run_dir": cfg.paths.output_dir,
+        "mixer": model.backbone.mixer_name,
         "best_ckpt": best,
         "best_score": best_score,
         "last_ckpt": last,
@@ -378,7 +379,7 @@ def main(cfg: DictConfig) -> dict:
             raise
         report(out)
     log.debug("resolved config:\n%s", OmegaConf.to_yaml(cfg))
-    return {k: out[k] for k in ("metrics", "run_dir", "best_ckpt", "best_score", "cost")}
+    return {k: out[k] for k in ("metrics", "run_dir", "best_ckpt", "best_score", "cost", "mixer")}
 
 
 if __name__ == "__main__":
