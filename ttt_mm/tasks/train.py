@@ -74,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
     resumed = check(cfg)
     resumed_step = resumed.step if resumed else None
     if resumed and not cfg.get("train", True):
-        test_the_runs_split(cfg, resumed.split)
+        use_the_runs_split(cfg, resumed.split)
     set_threads(cfg.get("cpu_threads"), "cpu_threads")
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
@@ -128,7 +128,7 @@ def run(cfg: DictConfig) -> dict:
         return fit_and_test(cfg, datamodule, model, trainer, resumed_step)
 
 
-def test_the_runs_split(cfg: DictConfig, split: dict[str, float] | None) -> None:
+def use_the_runs_split(cfg: DictConfig, split: dict[str, float] | None) -> None:
     """A checkpoint tested alone (``train=false``) scores its run's test split: ``data.*``'s split
     fractions become those its run recorded (``split``), as ``evaluate split=test`` takes them: the
     defaults drew another test split, mostly of files the run trained on."""
