@@ -1,3 +1,4 @@
+import logging
 import os
 
 import pytest
@@ -10,6 +11,21 @@ if not torch.cuda.is_available():  # the Triton kernels then run, slowly but exa
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging():
+    """A Hydra job run in a test sets up logging (console and file handlers, the root logger at INFO);
+    they go with the test: a root left at INFO let later tests' caplog hold INFO lines they never asked
+    for, and those tests failed only after such a one."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -365,19 +365,6 @@ def test_hydra_full_error_of_the_users_raises_as_it_is_and_one_a_run_passed_on_d
     assert os.environ["HYDRA_FULL_ERROR"] == os.environ["TTT_MM_HYDRA_FULL_ERROR_OURS"] == "1"  # (as they were)
 
 
-@pytest.fixture
-def root_logging():
-    """A Hydra job run here sets up logging (console and file handlers); they go with the test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-
-
 def test_a_refused_command_keeps_the_folder_it_runs_in(tmp_path, monkeypatch, capsys):
     """embed runs in the working directory (its hydra.run.dir is .): only a run folder Hydra stamped
     goes when a command is refused, never that one, even empty."""
@@ -391,7 +378,7 @@ def test_a_refused_command_keeps_the_folder_it_runs_in(tmp_path, monkeypatch, ca
     assert work.is_dir()
 
 
-def test_a_crash_is_a_traceback_of_the_command_without_hydras_frames(capsys, monkeypatch, tmp_path, root_logging):
+def test_a_crash_is_a_traceback_of_the_command_without_hydras_frames(capsys, monkeypatch, tmp_path):
     """Also a Hydra error the command raises itself: it is no mistake in composing the config."""
     from hydra.errors import ConfigCompositionException
 
