@@ -79,6 +79,15 @@ def test_sound_that_ends_before_the_picture_in_every_row_masks_its_steps_and_kee
     assert (tokens.mask & (tokens.modality == AUDIO)).sum(1).tolist() == [10, 10]
 
 
+def test_sound_that_ends_inside_a_step_keeps_its_tokens_there_however_it_ends(tokenizer, batch):
+    """Sound to 0.55 s: the 0.05 s of it in the third step was dropped where the tensor itself ended
+    there, and kept where a length said so, over a longer tensor."""
+    cut = dict(batch, audio=batch["audio"][:, :8800], audio_lengths=torch.tensor([8800, 8800]))
+    told = dict(batch, audio_lengths=torch.tensor([8800, 8800]))
+    real = [(t.mask & (t.modality == AUDIO)).sum(1).tolist() for t in map(tokenizer, (cut, told))]
+    assert real == [[11, 11], [11, 11]]
+
+
 def test_mismatched_rates_are_refused():
     with pytest.raises(ValueError, match="giving 6.25 audio tokens per step"):
         AVTokenizer(dim=16, audio=AudioTokenizer(dim=16), video=VideoTokenizer(dim=16))

@@ -70,6 +70,17 @@ def test_invert_gives_media_per_step_rows_per_step(tokenizer):
         assert media[name].shape[1] == steps * per_step
 
 
+def test_a_clip_shorter_than_a_step_inverts_and_embeds_to_nothing(tokenizer):
+    """Its tokens are [B, 0]; inverting them or embedding them again raised "cannot reshape tensor of 0
+    elements" (a dimension left to -1)."""
+    tokens = tokenizer(batch_for(tokenizer))
+    none = tokens.targets[:, :0], None if tokens.target_stats is None else tokens.target_stats[:, :0]
+    media = tokenizer.invert(*none)
+    assert all(media[name].shape[:2] == (2, 0) for name in tokenizer.decoding.modalities)
+    if none[1] is not None or "video" not in tokenizer.decoding.modalities:
+        assert tokenizer.embed_targets(*none).shape == (2, 0, 16)
+
+
 @pytest.mark.parametrize("name", ["video", "av"])
 def test_targets_that_are_not_whole_steps_are_refused(name):
     tokenizer = TOKENIZERS[name]()

@@ -69,9 +69,11 @@ class AVTokenizer(Tokenizer):
         return [self.modality_embed.weight, *self.audio.no_weight_decay(), *self.video.no_weight_decay()]
 
     def _steps(self, tokens: Tokens, per_step: int, steps: int) -> dict[str, Tensor]:
-        """Tokens cut to whole steps, zero-padded to ``steps``, shaped ``[B, steps, per_step, ...]``."""
+        """Tokens cut to ``steps`` steps, zero-padded (masked) to fill them, shaped ``[B, steps, per_step, ...]``:
+        a stream that ends inside a step keeps its tokens there (cut to whole steps, it lost them where the
+        tensor itself ended, not where a length said so)."""
         b, n = tokens.mask.shape
-        keep = min(n // per_step, steps) * per_step
+        keep = min(n, steps * per_step)
         stats = tokens.target_stats
         if stats is None:  # audio targets are not normalized per token: mean 0, std 1
             stats = torch.stack([torch.zeros(b, n, 3), torch.ones(b, n, 3)], dim=2).to(tokens.targets)
@@ -119,13 +121,13 @@ class AVTokenizer(Tokenizer):
 
     def invert(self, targets: Tensor, target_stats: Tensor | None = None) -> dict[str, Tensor]:
         """``{"audio": log-mel [B, F, n_mels], "video": uint8 [B, T, 3, S, S]}`` from AV targets."""
-        b = targets.shape[0]
-        steps = targets.reshape(b, self.steps_in(targets), self.tokens_per_step, -1)
+        b, k = targets.shape[0], self.steps_in(targets)
+        steps = targets.reshape(b, k, self.tokens_per_step, targets.shape[-1])  # (sizes given: k may be 0)
         audio = steps[:, :, : self.audio_per_step, : self.audio.target_dim].flatten(1, 2)
         video = steps[:, :, self.audio_per_step :, : self.video.target_dim].flatten(1, 2)
         stats = None
         if target_stats is not None:
-            stats = target_stats.reshape(b, -1, self.tokens_per_step, 2, 3)[:, :, self.audio_per_step :].flatten(1, 2)
+            stats = target_stats.reshape(b, k, self.tokens_per_step, 2, 3)[:, :, self.audio_per_step :].flatten(1, 2)
         return self.audio.invert(audio) | self.video.invert(video, stats)
 
     def embed_targets(self, targets: Tensor, target_stats: Tensor | None) -> Tensor:
@@ -134,10 +136,10 @@ class AVTokenizer(Tokenizer):
             raise ValueError("video targets need their patch statistics (target_stats) to become pixels")
         b, k = targets.shape[0], self.steps_in(targets)
         per_step, a = self.tokens_per_step, self.audio_per_step
-        steps = targets.reshape(b, k, per_step, -1)  # [B, K, per_step, D]
+        steps = targets.reshape(b, k, per_step, targets.shape[-1])  # [B, K, per_step, D] (sizes given: K may be 0)
         audio = self.audio.embed_targets(steps[:, :, :a].flatten(1, 2))  # [B, K * a, dim]
         video_stats = target_stats.reshape(b, k, per_step, 2, 3)[:, :, a:].flatten(1, 2)
         video = self.video.embed_targets(steps[:, :, a:].flatten(1, 2), video_stats)  # [B, K * v, dim]
-        emb = torch.cat([audio.reshape(b, k, a, -1), video.reshape(b, k, per_step - a, -1)], dim=2)
+        emb = torch.cat([audio.reshape(b, k, a, self.dim), video.reshape(b, k, per_step - a, self.dim)], dim=2)
         modality = torch.tensor(self.slot_modality, device=targets.device)
         return (emb + self.modality_embed(modality)).flatten(1, 2)

@@ -188,7 +188,7 @@ class VideoTokenizer(Tokenizer):
         """
         b, n, _ = targets.shape
         self.steps_in(targets)
-        patches = targets[..., : self.target_dim].reshape(b, n, -1, 3).float()
+        patches = targets[..., : self.target_dim].reshape(b, n, self.target_dim // 3, 3).float()  # (n may be 0)
         if target_stats is None:
             patches = patches * 0.25 + 0.5
         else:
