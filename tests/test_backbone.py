@@ -200,6 +200,8 @@ def test_an_input_of_the_wrong_shape_or_batch_is_refused_by_the_backbone_and_eac
                 module(torch.randn(*shape))
     with pytest.raises(ValueError, match="^the state is of 1 blocks; this backbone has 2$"):
         model(torch.randn(2, 8, 32), type(state)(state.blocks[:1]))
+    with pytest.raises(ValueError, match="^the state is of 1 blocks; this backbone has 2$"):  # (said: zip() ...)
+        model.check_state(type(state)(state.blocks[:1]))
     with pytest.raises(TypeError, match="^state must be a BackboneState .*; got tuple$"):
         model(torch.randn(2, 8, 32), (1, 2))
     with pytest.raises(ValueError, match=r"^restart must be \[batch\] = \[2\] \(a flag per row\); got \(1,\)$"):

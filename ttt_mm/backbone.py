@@ -230,7 +230,10 @@ class Backbone(nn.Module):
         return BackboneState([block.initial_state(batch_size) for block in self.blocks])
 
     def check_state(self, state: BackboneState) -> None:
-        """Raises ValueError when a mixer cannot go on from its part of ``state`` (`Mixer.check_state`)."""
+        """Raises ValueError when a mixer cannot go on from its part of ``state`` (`Mixer.check_state`), or
+        the state is of another number of blocks."""
+        if len(state.blocks) != self.depth:
+            raise ValueError(f"the state is of {len(state.blocks)} blocks; this backbone has {self.depth}")
         for block, block_state in zip(self.blocks, state.blocks, strict=True):
             block.mixer.check_state(block_state.mixer)
 

@@ -343,15 +343,19 @@ def test_bad_configuration_is_a_clear_error(kwargs, message):
         ({"batch": 3}, "the state holds 3 batch rows; the input has 2"),
         ({"fast_heads": 4}, r"the state's fast weights are \[\(2, 4, 8, 8\).* continue \[\(2, 2, 16, 16\)"),
         ({"fast_hidden_mult": 2.0}, r"the state's fast weights are \[\(2, 2, 32, 16\)"),
+        (
+            {"num_heads": 2},
+            r"the state caches attention heads of shape \(2, 16\) \(heads, width\); this layer has \(4, 8\)",
+        ),
     ],
-    ids=["window", "momentum", "batch", "fast_heads", "fast_width"],
+    ids=["window", "momentum", "batch", "fast_heads", "fast_width", "heads"],
 )
 def test_a_state_of_other_settings_is_refused_by_name(made, message):
     """Passed to forward or checked (a carried state restored into another layer): it failed deep in
-    the window attention, with the shapes of RoPE's rotation."""
+    the window attention, with the shapes of RoPE's rotation (another head count: the check passed it)."""
     settings = {"window": 6, "fast_heads": 2, **made}
     batch = settings.pop("batch", 2)
-    other = LaCTLayer(DIM, HEADS, chunk_size=4, **settings)
+    other = LaCTLayer(DIM, settings.pop("num_heads", HEADS), chunk_size=4, **settings)
     state = other.initial_state(batch)
     layer = LaCTLayer(DIM, HEADS, chunk_size=4, window=6, fast_heads=2)
     with pytest.raises(ValueError, match=message):

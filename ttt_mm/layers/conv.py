@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 
 class CausalDepthwiseConv(nn.Module):
-    """``y_t = sum_i w_i * x_{t-i} (+ bias)`` per channel, on ``[B, T, C]`` inputs.
+    """``y_t = sum_i w_{k-1-i} * x_{t-i} (+ bias)`` per channel, on ``[B, T, C]`` inputs (``k`` the kernel
+    size: the last weight takes the newest input, as ``nn.Conv1d`` over left-padded inputs does).
 
     ``forward(x, cache)`` returns ``(y, cache)`` where ``cache [B, kernel-1, C]`` holds the inputs
     the next call needs; ``None`` means the sequence starts here (zeros before it).

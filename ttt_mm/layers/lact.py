@@ -183,12 +183,18 @@ class LaCTLayer(nn.Module):
 
     def check_state(self, state: LaCTLayerState) -> None:
         """Raises ValueError when this layer cannot go on from ``state``: one made with another window
-        (its cache's length), momentum setting or fast-weight shape, or further into its open chunk than
-        this chunk holds."""
+        (its cache's length), head count or width (its cache's heads), momentum setting or fast-weight
+        shape, or further into its open chunk than this chunk holds."""
         if state.keys.shape[2] != self.window - 1:
             raise ValueError(
                 f"the state caches {state.keys.shape[2]} tokens (made with window={state.keys.shape[2] + 1}); "
                 f"this layer has window={self.window}"
+            )
+        heads = (self.num_heads, self.head_dim)
+        if any((cache.shape[1], cache.shape[3]) != heads for cache in (state.keys, state.values)):
+            raise ValueError(
+                f"the state caches attention heads of shape {tuple(state.keys.shape[1::2])} (heads, width); this "
+                f"layer has {heads}"
             )
         if (state.fast.velocity is not None) != self.momentum:
             raise ValueError(

@@ -8,7 +8,7 @@ token (0.04 s) would give 6.25, so the default audio tokenizer here uses 5 frame
 (20 tokens/s, 5 per step); any other mismatch raises with the numbers.
 
 Targets of the two modalities differ in size (audio ``frames_per_token * n_mels``, video
-``tubelet * patch**2 * 3``); both are zero-padded to ``target_dim`` = the larger, and
+``tubelet * (patch / target_pool)**2 * 3``); both are zero-padded to ``target_dim`` = the larger, and
 ``target_dims[modality]`` says how many leading entries are real: compute losses on those.
 """
 
