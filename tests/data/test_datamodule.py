@@ -691,6 +691,26 @@ def test_a_resumed_run_says_which_files_its_skip_list_already_leaves_out(tmp_pat
             assert line == f"skipping 1 of 3 files already listed in {listed} (1 x empty file)"
 
 
+def test_a_few_files_one_of_them_hashed_into_validation_say_it_is_never_trained_on(media, tmp_path, caplog):
+    """Of two files, the hash put one in validation (5% asked): half the data was never trained on, and
+    the data line only named it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    val = next(n for n in (f"clip{i}.wav" for i in range(1000)) if 0.05 <= ClipInfo(n, key=n).split_hash() < 0.1)
+    train = next(n for n in (f"take{i}.wav" for i in range(1000)) if ClipInfo(n, key=n).split_hash() >= 0.15)
+    for name in (val, train):
+        shutil.copy(media["wav16k"], data / name)
+    dm = folder_module(data, tmp_path / "run", modalities=["audio"], val_fraction=0.05, test_fraction=0.05)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        dm.setup("fit")
+    (said,) = [m for m in caplog.messages if m.startswith("data: 2 files:")]
+    assert said.endswith(
+        f"1 val ({val}), 0 test; the validation split holds 1 of the 2 (data.val_fraction=0.05), never trained "
+        "on: name the validation files in a manifest's split column, or data.val_fraction=0 trains on every file "
+        "(validation off)"
+    )
+
+
 def test_a_few_files_one_of_them_hashed_into_test_say_it_is_held_out_and_how_to_train_on_it(media, tmp_path, caplog):
     """Of a user's 3 files one went to the test split (5% asked) and was never trained on, unsaid."""
     data = tmp_path / "data"

@@ -88,6 +88,18 @@ def validation_file(movable: list[str], seconds: Counter) -> str:
     return small[0] if small else min(movable, key=lambda key: seconds[key])
 
 
+HELD_OUT = {
+    "val": (
+        "validation",
+        "name the validation files in a manifest's split column, or data.val_fraction=0 trains on every file "
+        "(validation off)",
+    ),
+    "test": ("test", "test=true scores it, data.test_fraction=0 returns it to training and validation"),
+}
+"""A held-out split that a few files' hashes made larger than asked: what the data line calls it, and what
+to do about it."""
+
+
 class MediaDataModule(L.LightningDataModule):
     """Batches of media windows (see `ttt_mm.data.datasets.collate` for the keys).
 
@@ -324,13 +336,15 @@ class MediaDataModule(L.LightningDataModule):
             counts.append(f"{len(keys)} {name}" + (f" ({', '.join(map(one_line, keys))})" if named else ""))
         unit = "synthetic clips" if any(isinstance(c.media, SyntheticClip) for c in self.clips) else "files"
         files = len({c.file_key for c in self.clips})
-        held = len({c.file_key for c in self.splits["test"] if c.split is None})  # (hashed: a manifest's are its own)
         more = ""
-        if held and held > 2 * self.test_fraction * files:  # (few files: the hash held out more than asked)
-            more = (
-                f"; the test split holds {held} of the {files} (data.test_fraction={self.test_fraction:g}), never "
-                "trained on: test=true scores it, data.test_fraction=0 returns it to training and validation"
-            )
+        for name, (called, remedy) in HELD_OUT.items():
+            fraction = getattr(self, f"{name}_fraction")
+            held = {c.file_key for c in self.splits[name] if c.split is None}  # (hashed: a manifest's are its own)
+            if held and held != train and len(held) > 2 * fraction * files:  # (few files: the hash held out more)
+                more += (
+                    f"; the {called} split holds {len(held)} of the {files} (data.{name}_fraction={fraction:g}), "
+                    f"never trained on: {remedy}"
+                )
         return f"{files} {unit}: {', '.join(counts)}{more}"
 
     def _train_on_all(self, hashed: list, warn: bool) -> None:
