@@ -1068,14 +1068,15 @@ def test_a_test_only_run_scores_its_runs_test_split_and_leaves_out_files_it_trai
     """Drawn with the defaults (or other fractions) instead of the run's, the test split held the run's
     training files: all of them left out was a config error ("raise data.test_fraction"); some, a
     warning. The run's fractions are used, as evaluate split=test uses them; a checkpoint that records
-    none (an older run's) still has its training files left out."""
+    none (an older run's) still has its training files left out. Tested in other windows than its run's
+    (test/* changed with data.clip_seconds, unsaid), it is warned about."""
     fit = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2", "data.test_fraction=0.25", "test=true"]
     trained = run(compose_train(tmp_path / "a", fit))
     test_only = ["train=false", "test=true", f"ckpt_path={trained['best_ckpt']}", "data.test_fraction=0.5"]
     with caplog.at_level(logging.INFO, logger="ttt_mm.tasks"):
         tested = run(compose_train(tmp_path / "b", [*TINY, *test_only]))
     said = "test-only: the checkpoint's test files, as its run split them (data.test_fraction=0.5 -> 0.25)"
-    assert said in caplog.text and "trained on, left out" not in caplog.text
+    assert said in caplog.text and "trained on, left out" not in caplog.text and "test windows" not in caplog.text
     assert tested["metrics"]["test/loss"] == pytest.approx(trained["metrics"]["test/loss"], rel=1e-6)
 
     older = torch.load(trained["best_ckpt"], weights_only=False)
@@ -1084,10 +1085,23 @@ def test_a_test_only_run_scores_its_runs_test_split_and_leaves_out_files_it_trai
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks"):
         tested = run(
-            compose_train(tmp_path / "c", [*TINY, *test_only[:2], f"ckpt_path={tmp_path / 'older.ckpt'}", test_only[3]])
+            compose_train(
+                tmp_path / "c",
+                [
+                    *TINY,
+                    *test_only[:2],
+                    f"ckpt_path={tmp_path / 'older.ckpt'}",
+                    test_only[3],
+                    "data.eval_window_seconds=0.5",
+                ],
+            )
         )
     (line,) = [r.getMessage() for r in caplog.records if "trained on, left out" in r.getMessage()]
     assert line.startswith("split=test: ") and line.endswith("test it with the data settings it trained with)")
+    assert (
+        "test-only: test windows of 0.5 s (data.eval_window_seconds), the checkpoint's run tested in 1 s: test/* "
+        "compares only roughly with its run's" in caplog.text
+    )
     assert tested["metrics"]["test/loss"] > 0
 
 

@@ -195,6 +195,13 @@ def trained_split(ckpt: dict) -> dict[str, float] | None:
     return None if not split else {k: float(split[k]) for k in ("val_fraction", "test_fraction")}
 
 
+def trained_eval_window(ckpt: dict) -> float | None:
+    """The seconds of the windows the run that saved a checkpoint dict validated and tested in (None: not
+    recorded, a run of an older version)."""
+    window = (ckpt.get("MediaDataModule") or {}).get("eval window")
+    return None if window is None else float(window)
+
+
 RECORDS = {"train": "training clips", "val": "validation clips"}
 """The data module's records of a split's clips in a checkpoint (`MediaDataModule.state_dict`)."""
 

@@ -489,11 +489,13 @@ class MediaDataModule(L.LightningDataModule):
         }
 
     def state_dict(self) -> dict:
-        """Saved in checkpoints by Lightning, to check a resume against (`load_state_dict`), and the
-        split fractions, so that an evaluation of the checkpoint's val or test split reads its files."""
+        """Saved in checkpoints by Lightning, to check a resume against (`load_state_dict`), the split
+        fractions, so that an evaluation of the checkpoint's val or test split reads its files, and the
+        window validation and test score in, which a test of the checkpoint alone is compared with."""
         return {
             "order": self._order(),
             "split": {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction},
+            "eval window": self.eval_window_seconds,
             "training clips": self._clip_record("train"),
             "validation clips": self._clip_record("val"),
             "failed training files": self._failed_training_files(),

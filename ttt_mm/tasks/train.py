@@ -124,6 +124,16 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("test") and not cfg.get("train", True) and cfg.get("ckpt_path"):  # (another split than the run's)
         remedy = "test it with the data settings it trained with"
         datamodule.splits["test"], _ = held_out(datamodule.splits["test"], "test", datamodule.trained_on, remedy)
+        if resumed and resumed.eval_window not in (None, datamodule.eval_window_seconds):
+            log.warning(
+                "test-only: test windows of %g s (data.%s), the checkpoint's run tested in %g s: test/* compares "
+                "only roughly with its run's (each window is scored from a fresh state; data.eval_window_seconds="
+                "%g scores as it did)",
+                datamodule.eval_window_seconds,
+                datamodule.eval_window_key,
+                resumed.eval_window,
+                resumed.eval_window,
+            )
     with others_stopped_on_ctrl_c(trainer):  # (between fit and test: inside them, Lightning does)
         return fit_and_test(cfg, datamodule, model, trainer, resumed_step)
 

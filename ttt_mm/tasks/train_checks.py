@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
-from ttt_mm.checkpoint import read_checkpoint, trained_files, trained_split
+from ttt_mm.checkpoint import read_checkpoint, trained_eval_window, trained_files, trained_split
 from ttt_mm.data.datasets import MODALITIES, off_grid
 from ttt_mm.data.training_order import is_seed
 from ttt_mm.messages import first_of
@@ -31,14 +31,15 @@ MIXER_KEY = "model.backbone.mixer"
 class Resumed(NamedTuple):
     """What a run resumes or tests from, read once from its checkpoint (its weights left in the file, not
     mapped for the run: it may be saved again under that name): its step, the shapes of its weights
-    (`check_resume_fits`), the files its run trained and validated on (`trained_files`), and the split
-    fractions it drew them with (`trained_split`)."""
+    (`check_resume_fits`), the files its run trained and validated on (`trained_files`), the split
+    fractions it drew them with (`trained_split`) and the window it validated and tested in."""
 
     step: int
     shapes: dict[str, tuple[int, ...]] | None
     trained: set[str] | None
     validated: set[str] | None
     split: dict[str, float] | None
+    eval_window: float | None
 
 
 def check(cfg: DictConfig) -> Resumed | None:
@@ -64,7 +65,12 @@ def check(cfg: DictConfig) -> Resumed | None:
         {k: tuple(v.shape) for k, v in weights.items() if hasattr(v, "shape")} if isinstance(weights, dict) else None
     )
     return Resumed(
-        ckpt.get("global_step", 0), shapes, trained_files(ckpt), trained_files(ckpt, "val"), trained_split(ckpt)
+        ckpt.get("global_step", 0),
+        shapes,
+        trained_files(ckpt),
+        trained_files(ckpt, "val"),
+        trained_split(ckpt),
+        trained_eval_window(ckpt),
     )
 
 
