@@ -35,6 +35,7 @@ from ttt_mm.data import (
     ReadSpec,
     SkipList,
     WindowDataset,
+    datasets,
     decode,
     index_clips,
     reading_notes,
@@ -373,6 +374,36 @@ def test_a_decoder_that_never_returns_is_abandoned(media, monkeypatch):
     assert len(guard._hung) == 1
     (reader,) = guard._abandoned  # never freed: its stuck thread is still inside it
     assert isinstance(reader, decord.VideoReader)
+
+
+def test_a_decoder_that_fails_in_its_own_code_costs_its_file_alone(media, monkeypatch):
+    """A damaged file took PyAV down a path of its own that raised AttributeError (an audio stream with no
+    codec context): not a decoder error as listed, it went through and ended train, evaluate and embed."""
+
+    def trips(*args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'sample_rate'")
+
+    monkeypatch.setattr(decode.audio, "_pyav_samples", trips)
+    with pytest.raises(MediaError) as caught:
+        decode.read_audio(media["wav16k"], 0.0, 0.5, 16000, backend="pyav")
+    assert caught.value.reason == (
+        "decoding the audio track failed: AttributeError: 'NoneType' object has no attribute 'sample_rate'"
+    )
+
+
+def test_a_file_rewritten_after_it_was_probed_is_left_out_unread(media, tmp_path, monkeypatch):
+    """A file changed during a long run reached the decoders as its old record described it, never
+    vetted again (a damaged rewrite ended the job)."""
+    path = tmp_path / "a.wav"
+    shutil.copy(media["wav16k"], path)
+    (clip,) = index_clips([ClipInfo(str(path))], AUDIO, cache_dir=str(tmp_path / "cache")).clips
+    assert datasets.read_item(clip, 0.0, 0.5, AUDIO)["audio"].numel() > 0
+    path.write_bytes(path.read_bytes()[:-100])  # (rewritten: another size and time)
+    read = []
+    monkeypatch.setattr(decode, "read_audio", lambda *args, **kwargs: read.append(args))
+    with pytest.raises(MediaError, match=f"^{re.escape(str(path))}: the file changed since it was probed "):
+        datasets.read_item(clip, 0.0, 0.5, AUDIO)
+    assert not read  # (no decoder saw it)
 
 
 def test_too_many_hung_decoders_stop_the_process(monkeypatch):

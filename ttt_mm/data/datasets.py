@@ -20,6 +20,7 @@ with the reasons counted by kind.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -141,6 +142,8 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
     }
     media = clip.media
     info = clip.info
+    if not isinstance(media, Media):
+        _check_unchanged(clip)
     if "audio" in spec.modalities:
         sr, context = spec.sample_rate, spec.context_samples
         first = round(start * sr)
@@ -168,6 +171,23 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
             raise MediaError(clip.name, f"no video frames at {start:.3f} s")
         item["video"] = frames
     return item
+
+
+CHANGED = "the file changed since it was probed (its size or modification time): left out, not read unvetted"
+
+
+def _check_unchanged(clip: ClipInfo) -> None:
+    """Raises `MediaError` where a file is no longer the one its `MediaInfo` describes: rewritten during
+    a long run, it would reach a decoder that can abort the process without being vetted again."""
+    info = clip.info
+    if info is None or info.mtime_ns is None:
+        return
+    try:
+        st = os.stat(clip.media)
+    except OSError as exc:
+        raise MediaError(clip.name, f"cannot be read since it was probed: {exc.strerror}") from None
+    if (st.st_size, st.st_mtime_ns) != (info.num_bytes, info.mtime_ns):
+        raise MediaError(clip.name, CHANGED)
 
 
 def _pad(values: list[Tensor]) -> tuple[Tensor, Tensor]:

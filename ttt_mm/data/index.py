@@ -147,6 +147,7 @@ def media_info(record: dict) -> MediaInfo:
         audio_stated=record.get("audio_stated") if audio else None,
         audio_gaps=record.get("audio_gaps") if audio else None,
         zeroed_tail=record.get("zeroed_tail"),
+        mtime_ns=record.get("mtime_ns"),
     )
 
 

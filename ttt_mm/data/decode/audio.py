@@ -30,7 +30,7 @@ from ttt_mm.data.decode import native
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, check_backend
 from ttt_mm.data.decode.errors import MediaError, checked_stat, version_key
 from ttt_mm.data.decode.guard import LRUCache, native_stderr_silenced
-from ttt_mm.data.decode.native import av_open, open_timeout, video_stream
+from ttt_mm.data.decode.native import NO_AUDIO_DECODER, av_open, open_timeout, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,8 @@ def _pyav_samples(path: str, sample_rate: int) -> tuple[np.ndarray, Placement]:
         if not container.streams.audio:
             raise MediaError(path, "no audio stream")
         stream = container.streams.audio[0]
+        if stream.codec_context is None:  # (a codec FFmpeg does not know: an AttributeError below)
+            raise MediaError(path, NO_AUDIO_DECODER)
         rate = stream.codec_context.sample_rate
         packed = av.AudioResampler(format="flt")  # channels interleaved, layout and rate as stored
         blocks, times = [], []  # each decoded frame's mono samples, and its time (None: no timestamp)

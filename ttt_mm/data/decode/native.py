@@ -69,7 +69,8 @@ def _pyav_reason(exc: BaseException, what: str) -> str:
 
 def call(path: str, what: str, fn, timeout: float, reader=None, error: type[MediaError] = MediaError):
     """Call a decoder under the watchdog; any decoder failure becomes a MediaError naming the file (the
-    decoder's own error: an ``error``). ``reader`` is the handle to abandon (never free) if the call does
+    decoder's own error: an ``error``), whatever it raised: a damaged file reaches code paths of the
+    decoders' own that fail in any way. ``reader`` is the handle to abandon (never free) if the call does
     not return in time."""
     try:
         with native_stderr_silenced():
@@ -88,6 +89,8 @@ def call(path: str, what: str, fn, timeout: float, reader=None, error: type[Medi
         if isinstance(exc, RuntimeError) and "decoder calls never returned" in str(exc):
             raise
         raise error(path, _decord_reason(exc, what)) from None
+    except Exception as exc:  # (a damaged file trips a decoder's own code: an AttributeError ended the job)
+        raise error(path, f"{what} failed: {type(exc).__name__}: {first_line(exc)[:200]}") from None
 
 
 def av_open(path: str):

@@ -75,6 +75,7 @@ class MediaInfo:
     audio_gaps: float | None = None  # seconds missing inside the audio (dropped packets, gaps), read as silence
     video_gaps: float | None = None  # seconds inside the video no frame covers: the picture before shows on
     zeroed_tail: int | None = None  # zero bytes that end the file (`ZEROED_TAIL_BYTES` or more): unfinished?
+    mtime_ns: int | None = None  # the file's modification time when it was probed (None: not known)
 
     @property
     def duration(self) -> float:
@@ -375,7 +376,13 @@ def probe(path: str | os.PathLike, streams: tuple[str, ...] = ("audio", "video")
             raise MediaError(
                 path, RAW_STREAM.format(kind=os.path.splitext(path)[1][1:].upper(), raw=present.raw_format)
             )
-    fields: dict = {"path": path, "num_bytes": st.st_size, "has_audio": None, "has_video": None}
+    fields: dict = {
+        "path": path,
+        "num_bytes": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "has_audio": None,
+        "has_video": None,
+    }
     fields["zeroed_tail"] = zeroed_tail(path, libsndfile)
     if "video" in streams:  # (present None: FFmpeg cannot open what libsndfile reads, so no video is readable)
         fields |= _probe_video(path, present, verify)
