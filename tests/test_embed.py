@@ -119,6 +119,23 @@ def test_a_stream_continued_from_a_span_off_the_step_grid_says_where_it_starts(c
             stream.push(window)
 
 
+def test_a_file_spanned_or_windowed_alone_is_probed_in_a_worker_not_here(ckpts, files, monkeypatch, tmp_path):
+    """Without its index entry, span and windows probed the file in the caller's process: a file that
+    aborts a decoder (decord) took the caller down, which embed_file's index had kept away."""
+    shutil.copy(files["av"], tmp_path / "clip.mp4")  # (not indexed yet)
+    probed_here = []
+    monkeypatch.setattr(decode, "probe", lambda *args, **kwargs: probed_here.append(args))
+    embedder = Embedder.from_checkpoint(ckpts["av"], window_seconds=0.5, device="cpu")
+    start, end = embedder.span(tmp_path / "clip.mp4")
+    assert (start, end) == (0.0, pytest.approx(3.0, abs=0.05)) and len(
+        list(embedder.windows(tmp_path / "clip.mp4"))
+    ) == 6
+    assert not probed_here
+    (tmp_path / "bad.mp4").write_text("not a video")
+    with pytest.raises(decode.MediaError, match="not a readable media container"):
+        embedder.span(tmp_path / "bad.mp4")
+
+
 def test_a_stream_takes_its_windows_once_in_order_and_none_after_it_finished(ckpts, files):
     """A window pushed again, out of order or after `finish` was embedded from the state that had read
     past it: other rows, and timestamps repeated or going back, without an error."""

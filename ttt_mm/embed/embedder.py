@@ -186,8 +186,10 @@ class Embedder:
         self, path: str | os.PathLike, start: float = 0.0, end: float | None = None, info: MediaInfo | None = None
     ) -> tuple[float, float]:
         """``(start, end)`` seconds of the file that will be embedded (raises `MediaError`). ``info``: the
-        file's entry in the dataset index (`ClipInfo.info`); without it the file is probed in this process."""
+        file's entry in the dataset index (`ClipInfo.info`); without it the file is indexed first, probed
+        in a worker process (`vetted`)."""
         _check_span(start, end)
+        info = info or self.vetted(path, start, end)
         return clip_span(ClipInfo(os.fspath(path), start=start, end=end, info=info), self.read_spec())
 
     def windows(
@@ -196,7 +198,17 @@ class Embedder:
         """The file's consecutive window batches (decoding is lazy; a bad file raises `MediaError`);
         ``info`` as in `span`."""
         _check_span(start, end)
+        info = info or self.vetted(path, start, end)
         return iter_windows(os.fspath(path), self.window_seconds, self.read_spec(), start, end, info)
+
+    def vetted(self, path: str | os.PathLike, start: float = 0.0, end: float | None = None) -> MediaInfo:
+        """The file's entry in the dataset index (`ttt_mm.data.index`, cached per folder), probed in a worker
+        process: a file that crashes or hangs a decoder raises `MediaError` instead of taking this process
+        down (probed here, it reached decord in the caller's process)."""
+        selection = index_clips([ClipInfo(os.fspath(path), start=start, end=end)], self.read_spec())
+        for name, reason in selection.rejected.items():
+            raise MediaError(name, reason)
+        return selection.clips[0].info
 
     def stream(self, start: float = 0.0) -> Stream:
         """A fresh `Stream` for an input whose first window starts at ``start`` seconds."""
@@ -220,10 +232,7 @@ class Embedder:
         file that crashes or hangs a decoder raises `MediaError` instead of taking this process down.
         """
         _check_span(start, end)
-        selection = index_clips([ClipInfo(os.fspath(path), start=start, end=end)], self.read_spec())
-        for name, reason in selection.rejected.items():
-            raise MediaError(name, reason)
-        info = selection.clips[0].info
+        info = self.vetted(path, start, end)
         first, _ = self.span(path, start, end, info)
         out = self.embed_windows(self.windows(path, start, end, info), start=first)
         out.embeddings = out.embeddings[0]
