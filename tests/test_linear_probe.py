@@ -656,14 +656,19 @@ def test_videos_are_probed_and_the_log_mel_baseline_needs_their_sound(ckpts, tmp
 def test_a_clip_whose_sound_alone_is_bad_keeps_its_model_features(ckpts, tmp_path, monkeypatch):
     """A video model's clip with a damaged audio track (here: one the log-mel reader refuses) was left
     out of every feature set, so the model's score depended on the baselines asked for; and clips of a
-    class dropped as too small counted against the log-mel baseline."""
+    class dropped as too small counted against the log-mel baseline (then, read before the others, it
+    shifted every later clip's log-mel features by one: an IndexError, or the wrong clip's)."""
     root = tmp_path / "videos"
-    for cls, count, audio in (("a", 3, 16000), ("b", 3, 16000), ("lone", 1, None)):
+    for cls, count, audio in (("0thin", 3, None), ("a", 3, 16000), ("b", 3, 16000)):
         (root / cls).mkdir(parents=True)
         for i in range(count):
             write_video(root / cls / f"{i}.mp4", seconds=1.0, fps=8, width=64, height=48, audio_rate=audio)
+    (root / "0thin" / "1.mp4").write_text("not a video")  # (2 readable clips of 3: the class is dropped after reading)
     metrics = run(_cfg(ckpt=ckpts["video"], input=root, output=tmp_path / "out", folds=3))["metrics"]
-    assert metrics["files"] == 6 and "logmel" in metrics["results"]  # (the lone silent clip's class is dropped)
+    assert metrics["files"] == 6 and "logmel" in metrics["results"]  # (the thin class's silent clips don't count)
+    shutil.rmtree(root / "0thin")
+    without = run(_cfg(ckpt=ckpts["video"], input=root, output=tmp_path / "out1", folds=3))["metrics"]
+    assert without["results"]["logmel"] == metrics["results"]["logmel"]  # (each clip's own features)
 
     refused = LogMelStats.__call__
 

@@ -238,7 +238,7 @@ class Extractors:
 @dataclass
 class Gathered:
     clips: list[ClipInfo] = field(default_factory=list)
-    features: dict[str, list[FileFeatures]] = field(default_factory=dict)
+    features: dict[str, list[FileFeatures | None]] = field(default_factory=dict)  # each set's, by clip (None: none)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     no_logmel: dict[int, str] = field(default_factory=dict)  # clip (its index in clips) -> why it has no log-mel
 
@@ -260,6 +260,7 @@ def gather(clips: list[ClipInfo], ex: Extractors, rows: bool, progress: bool) ->
                         found["logmel"] = ex.logmel(clip)
                     except MediaError as exc:  # (no audio track, a damaged one, one shorter than a frame)
                         out.no_logmel[len(out.clips)] = exc.reason
+                        found["logmel"] = None  # (each set's list stays aligned with the clips)
             except MediaError as exc:
                 out.skipped.append((clip.name, exc.reason))
                 log.warning("left out: %s: %s", one_line(clip.name), exc.reason)
