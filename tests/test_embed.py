@@ -711,6 +711,10 @@ def test_an_output_that_cannot_be_written_fails_its_file_alone(ckpts, tmp_path, 
     assert summary.written == [str(root / "a.wav")]
     ((name, reason),) = summary.failed
     assert name.endswith("n.wav") and reason == "cannot write its output: File name too long"
+    again = task.run(_cfg(ckpt=ckpts["audio"], input=root, output=tmp_path / "out", overwrite=True))
+    assert [reason for _, reason in again.failed] == [
+        "cannot write its output: File name too long"
+    ]  # (it ended the job)
 
     def no_colons(src, dst):  # as FAT, exFAT and SMB refuse ':' in a name (a whole job stopped)
         if ":" in os.fspath(dst):

@@ -211,10 +211,10 @@ refuse; bytes that are not its encoding): that input fails alone."""
 
 def _up_to_date(stem: Path, clip: ClipInfo, meta: dict) -> bool:
     """Whether ``stem`` holds a finished output that records what this run would write of ``clip``."""
-    old = _finished(stem)
     try:
+        old = _finished(stem)
         return old is not None and out_of_date(old, meta | source_record(clip)) is None
-    except MediaError:  # (the source is gone)
+    except (MediaError, OSError):  # (the source is gone; the output's name is one the filesystem refuses)
         return False
 
 
