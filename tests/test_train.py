@@ -1578,6 +1578,19 @@ def test_a_validation_whose_windows_score_no_token_ranks_no_checkpoint(tmp_path,
         out = run(compose_train(tmp_path, [*TINY, "trainer.max_steps=4", "trainer.val_check_interval=2"]))
     assert out["unscored"] == ["val"] and out["best_ckpt"] is None and Path(out["last_ckpt"]).is_file()
     assert "validation: no token was scored" in caplog.text
+    monkeypatch.undo()
+    score = SequenceModel._score  # scoring only the first validation: the later ones took its score
+
+    def first_only(self, batch):
+        if self.global_step <= 2:
+            score(self, batch)
+
+    monkeypatch.setattr(SequenceModel, "_score", first_only)
+    every = ["trainer.max_steps=6", "trainer.val_check_interval=2", "callbacks.model_checkpoint.save_top_k=-1"]
+    out = run(compose_train(tmp_path / "later", [*TINY, *every]))
+    ranked = torch.load(out["last_ckpt"], weights_only=False)["callbacks"]
+    (kept,) = [state["best_k_models"] for key, state in ranked.items() if key.startswith("ModelCheckpoint")]
+    assert [Path(p).name for p in kept] == ["step000002.ckpt"]
 
 
 def test_a_validation_file_that_fails_mid_run_is_named_in_the_summary(tmp_path, monkeypatch, capsys):

@@ -1,6 +1,7 @@
 """The best checkpoint by a validation metric: Lightning's ``ModelCheckpoint``, made to follow its run
 folder when that folder was copied or moved, and to rank nothing after a validation that scored no
-token (the module warns of it; Lightning ended the fit over the missing metric).
+token (the module warns of it; Lightning ended the fit over the missing metric, or ranked the save by
+an earlier validation's score).
 
 A resumed run continues in the folder of the checkpoint it resumes from. ``ModelCheckpoint`` records
 its folder, and when the folder it is given differs from the one recorded, it drops the ranking
@@ -32,10 +33,11 @@ class BestCheckpoint(ModelCheckpoint):
         super().load_state_dict(followed(state_dict, self.dirpath))
 
     def _save_topk_checkpoint(self, trainer, monitor_candidates: dict[str, Any]) -> None:
+        # a validation whose windows held no scored token: nothing to rank it by (the metric is missing, or
+        # still an earlier validation's: Lightning keeps the last value logged)
         unscored = tuple(f"{split}/" for split in getattr(trainer.lightning_module, "unscored", ()))
-        monitor = self.monitor
-        if monitor is not None and monitor not in monitor_candidates and monitor.startswith(unscored):
-            return  # (a validation whose windows held no scored token: nothing to rank it by)
+        if self.monitor is not None and self.monitor.startswith(unscored):
+            return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 
 
