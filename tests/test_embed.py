@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
 import shutil
@@ -134,6 +135,15 @@ def test_a_file_spanned_or_windowed_alone_is_probed_in_a_worker_not_here(ckpts, 
     (tmp_path / "bad.mp4").write_text("not a video")
     with pytest.raises(decode.MediaError, match="not a readable media container"):
         embedder.span(tmp_path / "bad.mp4")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-cache-here")  # (an index cache that cannot be written)
+    assert embedder.span(tmp_path / "clip.mp4") == (start, end) and not probed_here
+    monkeypatch.undo()
+
+    class Worker:  # (a DataLoader worker, which cannot start the index's processes: it probes the file itself)
+        daemon = True
+
+    monkeypatch.setattr(multiprocessing, "current_process", Worker)
+    assert embedder.span(tmp_path / "clip.mp4") == (start, end)
 
 
 def test_a_stream_takes_its_windows_once_in_order_and_none_after_it_finished(ckpts, files):

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import numbers
 import os
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,7 @@ from ttt_mm.backbone import Backbone, BackboneState
 from ttt_mm.checkpoint import load_parts, resolve_device
 from ttt_mm.data.datasets import ReadSpec, clip_span, collate, iter_windows, to_device, walk
 from ttt_mm.data.decode import MediaError, MediaInfo
+from ttt_mm.data.index import IndexCacheError
 from ttt_mm.data.media import TensorMedia
 from ttt_mm.data.selection import index_clips
 from ttt_mm.data.sources import ClipInfo
@@ -201,11 +204,20 @@ class Embedder:
         info = info or self.vetted(path, start, end)
         return iter_windows(os.fspath(path), self.window_seconds, self.read_spec(), start, end, info)
 
-    def vetted(self, path: str | os.PathLike, start: float = 0.0, end: float | None = None) -> MediaInfo:
-        """The file's entry in the dataset index (`ttt_mm.data.index`, cached per folder), probed in a worker
-        process: a file that crashes or hangs a decoder raises `MediaError` instead of taking this process
-        down (probed here, it reached decord in the caller's process)."""
-        selection = index_clips([ClipInfo(os.fspath(path), start=start, end=end)], self.read_spec())
+    def vetted(self, path: str | os.PathLike, start: float = 0.0, end: float | None = None) -> MediaInfo | None:
+        """The file's entry in the dataset index (`ttt_mm.data.index`, cached per folder; in a temporary
+        folder where that cannot be written), probed in a worker process: a file that crashes or hangs a
+        decoder raises `MediaError` instead of taking this process down (probed here, it reached decord in
+        the caller's process). None in a daemonic process (a DataLoader worker: it cannot start the
+        index's workers, and is itself one), where the file is then probed."""
+        if multiprocessing.current_process().daemon:
+            return None
+        clips = [ClipInfo(os.fspath(path), start=start, end=end)]
+        try:
+            selection = index_clips(clips, self.read_spec())
+        except IndexCacheError:
+            with tempfile.TemporaryDirectory() as cache:
+                selection = index_clips(clips, self.read_spec(), cache_dir=cache)
         for name, reason in selection.rejected.items():
             raise MediaError(name, reason)
         return selection.clips[0].info
