@@ -9,7 +9,7 @@ import torch
 
 from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, training_order
 from ttt_mm.data.datasets import SequentialWindows
-from ttt_mm.data.decode import MediaError
+from ttt_mm.data.decode import MediaError, NotAsProbed
 from ttt_mm.data.media import TensorMedia
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.training_order import ResumableSampler, StreamWindows
@@ -159,6 +159,25 @@ def test_a_stream_resumed_after_a_clip_failed_part_way_goes_on_with_the_data_it_
     assert SkipList(str(skip_list)).readable_until(listed[1]) == 3.0
     resumed = walk(str(skip_list), resume_at, 14 - resume_at)
     assert resumed == uninterrupted[resume_at:]
+
+
+def test_a_file_found_changed_mid_stream_is_listed_whole(tmp_path, monkeypatch):
+    """Changed since it was probed, none of it is read: listed from the window where that was found, its
+    earlier windows were tried in every later pass, each failing unsaid (and read by a resumed run)."""
+    listed = clips([3.0, 5.0, 2.0, 4.0])
+    changed = "synthetic/seed=0/index=1"
+    read = training_order.read_item
+
+    def read_item(clip, start, duration, spec):
+        if clip.name == changed and start >= 2.0:
+            raise NotAsProbed(clip.name, "the file changed since it was probed")
+        return read(clip, start, duration, spec)
+
+    monkeypatch.setattr(training_order, "read_item", read_item)
+    skip_list = tmp_path / "skipped_media.tsv"
+    stream = StreamWindows(listed, 1.0, 1, SPEC, seed=3, skip_list=str(skip_list))
+    list(itertools.islice(stream, 14))
+    assert SkipList(str(skip_list)).readable_until(listed[1]) == -math.inf
 
 
 def test_the_skip_list_keeps_where_a_file_stopped_reading_and_reads_older_lists_whole(tmp_path, caplog):

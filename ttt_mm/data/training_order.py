@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, IterableDataset, Sampler
 
 from ttt_mm.data import reading_notes
 from ttt_mm.data.datasets import ReadSpec, clip_span, collate, read_item, window_spans
-from ttt_mm.data.decode import MediaError
+from ttt_mm.data.decode import MediaError, NotAsProbed
 from ttt_mm.data.skiplist import SkipList, unusable_message
 from ttt_mm.data.sources import ClipInfo
 
@@ -202,7 +202,8 @@ class StreamWindows(IterableDataset):
                         with reading_notes.reading(clip.name):
                             items.append(read_item(clip, start, duration, self.spec))
                     except MediaError as exc:  # the row goes on with the next clip, its state restarted
-                        self.skips.add(exc.path, exc.reason, read_to=start if exc.path == clip.name else None)
+                        part = exc.path == clip.name and not isinstance(exc, NotAsProbed)  # (else all of it)
+                        self.skips.add(exc.path, exc.reason, read_to=start if part else None)
                         failed = True
                         continue
                     reset.append(first or failed)

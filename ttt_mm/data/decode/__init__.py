@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ttt_mm.data.decode import audio, backends, video
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, FROM_START, VIDEO_BACKENDS
-from ttt_mm.data.decode.errors import MediaError, stat_reason
+from ttt_mm.data.decode.errors import MediaError, NotAsProbed, stat_reason
 from ttt_mm.data.decode.probing import MediaInfo, check_audio_covers_video, chosen, probe
 from ttt_mm.data.decode.video import video_timeline
 
@@ -50,6 +50,7 @@ __all__ = [
     "VIDEO_BACKENDS",
     "MediaError",
     "MediaInfo",
+    "NotAsProbed",
     "check_audio_covers_video",
     "clear_caches",
     "probe",

@@ -26,6 +26,11 @@ class FramesRefused(MediaError):
     """A decoder refused data it was decoding frames from (damage): another decoder may pass over it."""
 
 
+class NotAsProbed(MediaError):
+    """The file is no longer the one that was probed (or is gone): none of it is read, not only from the
+    window where this was found."""
+
+
 def stat_reason(path: str, exc: OSError) -> str:
     """Why a file cannot be used, when ``os.stat`` fails; a link whose target is gone is named as such,
     since the file listed is there."""

@@ -27,6 +27,12 @@ _DECODER_ERRORS = (decord.DECORDError, av.error.FFmpegError, RuntimeError, Value
 """What decoders raise for a file they cannot read (PyAV's errors are also ValueError/OSError subclasses)."""
 
 
+_TRIPPED = (AttributeError, TypeError, KeyError, ZeroDivisionError, OverflowError, UnicodeError)
+"""What a decoder's own Python code raises where a damaged file gives it a field it does not expect (a
+missing codec context, a None duration): the file's fault. Others, such as OSError for too many open
+files, are the process's and propagate."""
+
+
 def open_timeout(st: os.stat_result) -> float:
     """Deadline for opening a file: opening demuxes the whole file, so allow >= 2 MB/s."""
     return DECODE_TIMEOUT_S + st.st_size / 2e6
@@ -69,9 +75,8 @@ def _pyav_reason(exc: BaseException, what: str) -> str:
 
 def call(path: str, what: str, fn, timeout: float, reader=None, error: type[MediaError] = MediaError):
     """Call a decoder under the watchdog; any decoder failure becomes a MediaError naming the file (the
-    decoder's own error: an ``error``), whatever it raised: a damaged file reaches code paths of the
-    decoders' own that fail in any way. ``reader`` is the handle to abandon (never free) if the call does
-    not return in time."""
+    decoder's own error: an ``error``), also where a damaged file trips the decoder's own Python code
+    (`_TRIPPED`). ``reader`` is the handle to abandon (never free) if the call does not return in time."""
     try:
         with native_stderr_silenced():
             return run_with_timeout(fn, timeout, f"{what} of {path}", abandon_on_timeout=reader)
@@ -89,8 +94,8 @@ def call(path: str, what: str, fn, timeout: float, reader=None, error: type[Medi
         if isinstance(exc, RuntimeError) and "decoder calls never returned" in str(exc):
             raise
         raise error(path, _decord_reason(exc, what)) from None
-    except Exception as exc:  # (a damaged file trips a decoder's own code: an AttributeError ended the job)
-        raise error(path, f"{what} failed: {type(exc).__name__}: {first_line(exc)[:200]}") from None
+    except _TRIPPED as exc:  # (a damaged file trips a decoder's own code: an AttributeError ended the job)
+        raise MediaError(path, f"{what} failed: {type(exc).__name__}: {first_line(exc)[:200]}") from None
 
 
 def av_open(path: str):
