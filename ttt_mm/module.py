@@ -74,12 +74,6 @@ def _optimizer_settings(checkpoint: dict) -> dict:
     return out
 
 
-def _saved_rate(checkpoint: dict) -> float | None:
-    """The learning rate the checkpoint's optimizer would take its next step with (None: not saved)."""
-    groups = (checkpoint.get("optimizer_states") or [{}])[0].get("param_groups") or [{}]
-    return groups[0].get("lr")
-
-
 OPTIMIZER_KEYS = ("lr", "betas", "weight_decay")
 """Settings a resume keeps from the checkpoint's optimizer state (`_optimizer_settings`), said apart."""
 UNTRAINED_KEYS = ("backbone.checkpoint_activations",)
@@ -426,7 +420,6 @@ class SequenceModel(L.LightningModule):
             "optimizer": _optimizer_settings(checkpoint),
             "schedule_steps": checkpoint.get("lr_schedule_steps"),
             "step": checkpoint.get("global_step", 0),
-            "rate": _saved_rate(checkpoint),
             "settings": _changed_settings(checkpoint.get("hyper_parameters") or {}, self.hparams),
             # a checkpoint loaded to test or validate leaves it in the file
             "carried_state": own_part(checkpoint.get("carried_state"), self.global_rank)
@@ -492,7 +485,9 @@ class SequenceModel(L.LightningModule):
         longer = planned is not None and total is not None and planned != total
         reshaped = [f"model.{k} {settings[k][0]} -> {settings[k][1]}" for k in SCHEDULE_KEYS if k in settings]
         redrawn = total is not None and (longer or bool(reshaped))
+        old = None
         if redrawn:
+            old = self.optimizers().optimizer.param_groups[0]["lr"]  # (as restored, under every strategy)
             bases = self.lr_schedulers().base_lrs
             for group, base in zip(self.optimizers().optimizer.param_groups, bases, strict=True):
                 group["lr"] = base * self._lr_factor(step, total)
@@ -508,7 +503,6 @@ class SequenceModel(L.LightningModule):
             )
         if redrawn:  # its learning rate jumps: say so, with both values
             lr = restored.get("lr", self.hparams.lr)
-            old = resumed["rate"] if resumed["rate"] is not None else lr * self._lr_factor(step, planned or total)
             why = f"was planned for {planned} steps, now {total}" if longer else f"changed ({', '.join(reshaped)})"
             log.warning(
                 f"resuming at step {step} a run whose learning-rate schedule {why}: the learning rate follows the "
