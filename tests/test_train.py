@@ -1105,6 +1105,15 @@ def test_a_test_only_run_scores_its_runs_test_split_and_leaves_out_files_it_trai
     assert tested["metrics"]["test/loss"] > 0
 
 
+def test_a_test_only_run_of_a_checkpoint_whose_run_held_out_no_test_files_says_so(tmp_path):
+    """Its fractions replace data.*'s: the error said to raise data.test_fraction, which changed nothing."""
+    fit = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2", "data.test_fraction=0"]
+    trained = run(compose_train(tmp_path / "a", fit))
+    test_only = ["train=false", "test=true", f"ckpt_path={trained['last_ckpt']}", "data.test_fraction=0.3"]
+    with pytest.raises(ConfigError, match=r"the checkpoint's run held out no test files, data.test_fraction=0: "):
+        run(compose_train(tmp_path / "b", [*TINY, *test_only]))
+
+
 def test_a_test_only_run_of_another_models_checkpoint_is_a_config_error(tmp_path):
     """It ended in torch's traceback (a resume of the same checkpoint ends in one line)."""
     trained = run(compose_train(tmp_path / "a", [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]))

@@ -114,6 +114,11 @@ def run(cfg: DictConfig) -> dict:
         clips = datamodule.clips
         if all(c.split is not None for c in clips):  # (a manifest's split column: the fraction is not used)
             why = "the manifest's split column names no test row: add some, or leave out test=true"
+        elif resumed and not cfg.get("train", True) and resumed.split and not resumed.split["test_fraction"]:
+            why = (  # (its fractions replaced data.*'s: raising data.test_fraction would change nothing)
+                "the checkpoint's run held out no test files, data.test_fraction=0: score it with python -m "
+                "ttt_mm.tasks.evaluate (split=val, its validation files), or test a run trained with a test split"
+            )
         else:
             why = (
                 f"data.test_fraction={datamodule.test_fraction:g}: raise it, name the test files in a manifest's "
