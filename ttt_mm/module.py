@@ -21,7 +21,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from .backbone import Backbone, BackboneState
-from .checkpoint import translate
 from .tokenizers.base import TOKEN_LOSSES, Tokens, token_loss
 from .training.carried_state import CarriedState, gathered_initial_state, own_part, place_of
 
@@ -85,9 +84,10 @@ SCHEDULE_KEYS = ("warmup_steps", "min_lr_ratio")
 def _changed_settings(saved: Mapping, now: Mapping) -> dict[str, tuple[Any, Any]]:
     """``{key: (was, now)}`` for each model setting (dotted, under ``model.``) that a resumed run
     changes and its weights fit either way (a LaCT chunk, predict, loss, the warm-up): nothing else would
-    say so. A checkpoint saved before the mixer was injected is read in today's form (`translate`)."""
-    if isinstance(saved.get("backbone"), Mapping):
-        saved = translate(dict(saved))
+    say so. Not said for a checkpoint saved before the mixer was injected (its mixer a name): its settings
+    are in another form (`ttt_mm.checkpoint.translate`)."""
+    if not isinstance((saved.get("backbone") or {}).get("mixer"), Mapping):
+        return {}
     was, given = _flat(saved), _flat(now)
     if was.get("backbone.mixer._target_") != given.get("backbone.mixer._target_"):
         return {}  # (another mixer: its weights do not load, and that says why)
