@@ -691,19 +691,30 @@ def test_a_resumed_run_says_which_files_its_skip_list_already_leaves_out(tmp_pat
             assert line == f"skipping 1 of 3 files already listed in {listed} (1 x empty file)"
 
 
+def _hashed(prefix: str, low: float, high: float, count: int = 1) -> list[str]:
+    """``count`` file names whose split hash lies in ``[low, high)``."""
+    names = (f"{prefix}{i}.wav" for i in range(1000))
+    return [n for n in names if low <= ClipInfo(n, key=n).split_hash() < high][:count]
+
+
+def _data_line(media, tmp_path, caplog, names: list[str], **fractions) -> str:
+    """The line setup logs of a folder of ``names`` (copies of one WAV file) read with ``fractions``."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in names:
+        shutil.copy(media["wav16k"], data / name)
+    dm = folder_module(data, tmp_path / "run", modalities=["audio"], **fractions)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        dm.setup("fit")
+    (said,) = [m for m in caplog.messages if m.startswith(f"data: {len(names)} files:")]
+    return said
+
+
 def test_a_few_files_one_of_them_hashed_into_validation_say_it_is_never_trained_on(media, tmp_path, caplog):
     """Of two files, the hash put one in validation (5% asked): half the data was never trained on, and
     the data line only named it."""
-    data = tmp_path / "data"
-    data.mkdir()
-    val = next(n for n in (f"clip{i}.wav" for i in range(1000)) if 0.05 <= ClipInfo(n, key=n).split_hash() < 0.1)
-    train = next(n for n in (f"take{i}.wav" for i in range(1000)) if ClipInfo(n, key=n).split_hash() >= 0.15)
-    for name in (val, train):
-        shutil.copy(media["wav16k"], data / name)
-    dm = folder_module(data, tmp_path / "run", modalities=["audio"], val_fraction=0.05, test_fraction=0.05)
-    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
-        dm.setup("fit")
-    (said,) = [m for m in caplog.messages if m.startswith("data: 2 files:")]
+    (val,), trained = _hashed("clip", 0.05, 0.1), _hashed("take", 0.15, 1.0)
+    said = _data_line(media, tmp_path, caplog, [val, *trained], val_fraction=0.05, test_fraction=0.05)
     assert said.endswith(
         f"1 val ({val}), 0 test; the validation split holds 1 of the 2 (data.val_fraction=0.05), never trained "
         "on: name the validation files in a manifest's split column, or data.val_fraction=0 trains on every file "
@@ -713,21 +724,13 @@ def test_a_few_files_one_of_them_hashed_into_validation_say_it_is_never_trained_
 
 def test_a_few_files_one_of_them_hashed_into_test_say_it_is_held_out_and_how_to_train_on_it(media, tmp_path, caplog):
     """Of a user's 3 files one went to the test split (5% asked) and was never trained on, unsaid."""
-    data = tmp_path / "data"
-    data.mkdir()
-    names = (f"clip{i}.wav" for i in range(1000))
-    held = next(n for n in names if ClipInfo(n, key=n).split_hash() < 0.05)
-    trained = [n for n in (f"take{i}.wav" for i in range(1000)) if ClipInfo(n, key=n).split_hash() >= 0.15][:2]
-    for name in (held, *trained):
-        shutil.copy(media["wav16k"], data / name)
-    dm = folder_module(data, tmp_path / "run", modalities=["audio"], val_fraction=0.1, test_fraction=0.05)
-    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
-        dm.setup("fit")
-    (said,) = [m for m in caplog.messages if m.startswith("data: 3 files:")]
+    (held,), trained = _hashed("clip", 0.0, 0.05), _hashed("take", 0.15, 1.0, count=2)
+    said = _data_line(media, tmp_path, caplog, [held, *trained], val_fraction=0.1, test_fraction=0.05)
     assert said.endswith(
         f"1 test ({held}); the test split holds 1 of the 3 (data.test_fraction=0.05), never trained on: test=true "
         "scores it, data.test_fraction=0 returns it to training and validation"
     )
+    data = tmp_path / "data"
     again = folder_module(data, tmp_path / "again", modalities=["audio"], val_fraction=0.1, test_fraction=0.0)
     again.setup("fit")  # (as said: every file trains or validates; a hash below 0.05 is now the validation's)
     assert not again.splits["test"] and len({c.file_key for c in again.splits["train"]}) == 2
