@@ -95,6 +95,11 @@ def _changed_settings(saved: Mapping, now: Mapping) -> dict[str, tuple[Any, Any]
     return {k: (was[k], given[k]) for k in sorted(was.keys() & given.keys()) if was[k] != given[k] and k not in skip}
 
 
+def _said(changes: Mapping[str, tuple[Any, Any]]) -> str:
+    """``model.<key> <was> -> <now>, ...`` of `_changed_settings`'s changes."""
+    return ", ".join(f"model.{k} {was} -> {now}" for k, (was, now) in changes.items())
+
+
 def _flat(node: Mapping, prefix: str = "") -> dict[str, Any]:
     """A nested mapping's leaves by dotted key."""
     out = {}
@@ -474,7 +479,7 @@ class SequenceModel(L.LightningModule):
             log.warning(
                 "resuming with other model settings (%s): the weights load as the checkpoint has them, and train "
                 "on with these",
-                ", ".join(f"model.{k} {was} -> {now}" for k, (was, now) in settings.items()),
+                _said(settings),
             )
         if self.hparams.carry_state:
             self._restore_carried_state(resumed["carried_state"], resumed["step"])
@@ -483,7 +488,7 @@ class SequenceModel(L.LightningModule):
         # the scheduler's next step, so every process sets the new one now
         planned, total, step = resumed["schedule_steps"], self._schedule_steps, resumed["step"]
         longer = planned is not None and total is not None and planned != total
-        reshaped = [f"model.{k} {settings[k][0]} -> {settings[k][1]}" for k in SCHEDULE_KEYS if k in settings]
+        reshaped = {k: settings[k] for k in SCHEDULE_KEYS if k in settings}
         redrawn = total is not None and (longer or bool(reshaped))
         old = None
         if redrawn:
@@ -503,7 +508,7 @@ class SequenceModel(L.LightningModule):
             )
         if redrawn:  # its learning rate jumps: say so, with both values
             lr = restored.get("lr", self.hparams.lr)
-            why = f"was planned for {planned} steps, now {total}" if longer else f"changed ({', '.join(reshaped)})"
+            why = f"was planned for {planned} steps, now {total}" if longer else f"changed ({_said(reshaped)})"
             log.warning(
                 f"resuming at step {step} a run whose learning-rate schedule {why}: the learning rate follows the "
                 f"new schedule and {_rate_change(old, lr * self._lr_factor(step, total))}"

@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ttt_mm.data import decode, reading_notes
-from ttt_mm.data.decode import MediaError, MediaInfo, NotAsProbed
+from ttt_mm.data.decode import MediaError, MediaInfo, NotAsProbed, stat_reason
 from ttt_mm.data.media import Media
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.sources import ClipInfo
@@ -185,7 +185,7 @@ def _check_unchanged(clip: ClipInfo) -> None:
     try:
         st = os.stat(clip.media)
     except OSError as exc:
-        raise NotAsProbed(clip.name, f"cannot be read since it was probed: {exc.strerror}") from None
+        raise NotAsProbed(clip.name, f"{stat_reason(clip.media, exc)} (since it was probed)") from None
     if (st.st_size, st.st_mtime_ns) != (info.num_bytes, info.mtime_ns):
         raise NotAsProbed(clip.name, CHANGED)
 

@@ -343,10 +343,10 @@ def run(cfg: DictConfig) -> dict:
     scores: dict[str, list[FoldScore]] = {}
     unavailable: dict[str, str] = {}
     order = ["model", "logmel", "random_weights"]
+    no_logmel = {i: got.no_logmel[i] for i in kept if i in got.no_logmel}  # (of the clips probed)
     for name in order:
         if name != "model" and name not in baselines:
             continue
-        no_logmel = {i: got.no_logmel[i] for i in kept if i in got.no_logmel}  # (of the clips probed)
         if name == "logmel" and no_logmel:
             unavailable[name] = _without_logmel(list(no_logmel.values()), len(clips))
             example = got.clips[next(iter(no_logmel))].name

@@ -73,7 +73,8 @@ def run(cfg: DictConfig) -> dict:
     """Fit (and optionally test); returns the final metrics and where things were written."""
     resumed = check(cfg)
     resumed_step = resumed.step if resumed else None
-    if resumed and not cfg.get("train", True):
+    tested_alone = resumed is not None and not cfg.get("train", True)  # (train=false: test ckpt_path)
+    if tested_alone:
         use_the_runs_split(cfg, resumed.split)
     set_threads(cfg.get("cpu_threads"), "cpu_threads")
     L.seed_everything(cfg.seed, workers=True)
@@ -114,7 +115,7 @@ def run(cfg: DictConfig) -> dict:
         clips = datamodule.clips
         if all(c.split is not None for c in clips):  # (a manifest's split column: the fraction is not used)
             why = "the manifest's split column names no test row: add some, or leave out test=true"
-        elif resumed and not cfg.get("train", True) and resumed.split and not resumed.split["test_fraction"]:
+        elif tested_alone and resumed.split and not resumed.split["test_fraction"]:
             why = (  # (its fractions replaced data.*'s: raising data.test_fraction would change nothing)
                 "the checkpoint's run held out no test files, data.test_fraction=0: score it with python -m "
                 "ttt_mm.tasks.evaluate (split=val, its validation files), or test a run trained with a test split"
@@ -126,10 +127,10 @@ def run(cfg: DictConfig) -> dict:
                 "a few files split unevenly"
             )
         raise ConfigError(f"test=true, but no clip of the {len(clips)} falls in the test split ({why})")
-    if cfg.get("test") and not cfg.get("train", True) and cfg.get("ckpt_path"):  # (another split than the run's)
+    if cfg.get("test") and tested_alone:  # (another split than the run's)
         remedy = "test it with the data settings it trained with"
         datamodule.splits["test"], _ = held_out(datamodule.splits["test"], "test", datamodule.trained_on, remedy)
-        if resumed and resumed.eval_window not in (None, datamodule.eval_window_seconds):
+        if resumed.eval_window not in (None, datamodule.eval_window_seconds):
             log.warning(
                 "test-only: test windows of %g s (data.%s), the checkpoint's run tested in %g s: test/* compares "
                 "only roughly with its run's (each window is scored from a fresh state; data.eval_window_seconds="
