@@ -432,6 +432,7 @@ def test_folder_with_bad_files(ckpts, folder, tmp_path):
     assert isinstance(rows, np.memmap) and rows.dtype == np.float16 and rows.shape == (32, 32) == tuple(meta["shape"])
     assert meta["source"] == str(folder / "a.wav") and meta["duration"] == pytest.approx(1.3)
     assert meta["checkpoint"] == str(ckpts["audio"]) and len(meta["config_hash"]) == 16 and meta["layer"] == 1
+    assert meta["mixer"] == "ttt_linear"  # (a probe of the folder names it in a sweep's table)
     loaded = load(out / "a.wav.npy")
     np.testing.assert_allclose(loaded.timestamps, np.arange(32) * 0.04)
     assert loaded.pooled.shape == (32,) and set(loaded.modality.tolist()) == {0}

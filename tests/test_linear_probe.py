@@ -532,12 +532,14 @@ def test_an_embedding_folder_is_probed_as_embedded_and_a_setting_given_otherwise
         with pytest.raises(SystemExit) as ended:
             linear_probe.main()
         assert ended.value.code == 2 and f"error: embeddings={tmp_path / 'emb'} {said}" in capsys.readouterr().err
-    monkeypatch.setattr(sys, "argv", [*probe, "rows=true", "folds=2"])  # (rows: no vector per file)
-    linear_probe.main()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):  # (rows: no vector per file)
+        returned = linear_probe.main(compose("linear_probe", overrides=[*probe[1:], "rows=true", "folds=2"]))
     done = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert done["settings"]["rows"] is True and {"model", "random_weights"} <= set(done["results"])
     means = {f"probe/{n}/{s}": r[s]["mean"] for n, r in done["results"].items() for s in ("accuracy", "macro_f1")}
-    assert linear_probe.sweep_scores(done) == means  # (what a sweep's job returns, for its results table)
+    # what a sweep's job returns, for its results table: the scores and the embedding model's mixer (the
+    # sweep's table could not tell a folder embedded by attention from one by TTT-Linear)
+    assert returned == {"metrics": means, "run_dir": str(tmp_path / "out"), "mixer": "ttt_linear"}
 
 
 def test_a_checkpoint_probed_with_pool_null_is_refused_before_any_file_is_read(ckpts, tones, tmp_path):
@@ -545,7 +547,8 @@ def test_a_checkpoint_probed_with_pool_null_is_refused_before_any_file_is_read(c
         run(_cfg(ckpt=ckpts["audio"], input=tones, output=tmp_path / "out", pool="null"))
     assert not (tmp_path / "out" / "metrics.json").exists()
     run(_cfg(ckpt=ckpts["audio"], input=tones, output=tmp_path / "rows", pool="null", rows="true", folds=2))  # (rows)
-    assert json.loads((tmp_path / "rows" / "metrics.json").read_text())["settings"]["pool"] is None
+    settings = json.loads((tmp_path / "rows" / "metrics.json").read_text())["settings"]
+    assert settings["pool"] is None and settings["mixer"] == "ttt_linear"
 
 
 def test_spans_of_one_file_stay_in_one_fold_whatever_its_name_and_a_thinned_class_keeps_its_features(

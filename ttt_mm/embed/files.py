@@ -7,10 +7,11 @@ Layout of one output, e.g. ``talk.flac.npy`` + ``talk.flac.json``:
   ``shape``, ``dtype``, ``layer``, ``norm``, ``hop_seconds``, ``clock`` (the row timestamps in
   compact form, see `ttt_mm.embed.clock.Clock`), ``pool`` and ``pooled`` (the pooled vector),
   ``checkpoint``, ``config_hash`` (of the model config and the embedding options), ``weights_hash``
-  (of the checkpoint's weights), ``model``, and what the rows were made from: ``source_bytes`` and
-  ``source_mtime_ns`` (the source file when it was read), ``span`` (the requested start and end)
-  and ``decoder`` (`ttt_mm.data.decode.VERSION`: the readers' version); for an audio-visual model,
-  ``silent_track`` (true: a video without usable sound, read with silence in its place).
+  (of the checkpoint's weights), ``model`` and ``mixer`` (its mixers' kind, `Backbone.mixer_name`),
+  and what the rows were made from: ``source_bytes`` and ``source_mtime_ns`` (the source file when it
+  was read), ``span`` (the requested start and end) and ``decoder`` (`ttt_mm.data.decode.VERSION`:
+  the readers' version); for an audio-visual model, ``silent_track`` (true: a video without usable
+  sound, read with silence in its place).
 
 Both are written under hidden temporary names in the same folder and renamed into place, the
 ``.npy`` first (`ttt_mm.storage.atomic.replaced_with_sidecar`): an interrupted run leaves no ``.npy``

@@ -245,6 +245,7 @@ def build(cfg: DictConfig) -> tuple[Embedder, dict]:
         "weights_hash": weights,
         **options,
         "depth": backbone.depth,
+        "mixer": backbone.mixer_name,
         "window_seconds": embedder.window_seconds,
         "modalities": list(embedder.modalities),
         "model": model,

@@ -216,7 +216,7 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
             )
         embedders = {"model": _embedder(tokenizer, backbone, cfg, options)}
         out.spec = embedders["model"].read_spec()
-        out.description = {"checkpoint": os.path.abspath(cfg.ckpt), **options}
+        out.description = {"checkpoint": os.path.abspath(cfg.ckpt), "mixer": backbone.mixer_name, **options}
     else:
         try:
             out.folder = EmbeddingFolder(cfg.embeddings)
@@ -229,6 +229,7 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
         out.description = {
             "embeddings": os.path.abspath(cfg.embeddings),
             "checkpoint": meta.get("checkpoint"),
+            "mixer": meta.get("mixer"),  # (a folder written before embed recorded it: None)
             "weights_hash": out.folder.weights_hash,
         }
         out.description |= options
@@ -418,14 +419,15 @@ def report(out: dict) -> None:
 
 @hydra_command("linear_probe")
 def main(cfg: DictConfig) -> dict:
-    """Probes as configured; returns each feature set's mean scores over the folds and the output folder
-    (what a sweep's results table shows: `ttt_mm.tasks.sweep_report`)."""
+    """Probes as configured; returns each feature set's mean scores over the folds, the output folder and
+    the probed model's mixer (what a sweep's results table shows: `ttt_mm.tasks.sweep_report`)."""
     with config_errors_end_the_command(
         interrupted="no results were written (they are written once every probe is fitted)", cfg=cfg
     ):
         out = run(cfg)
         report(out)
-    return {"metrics": sweep_scores(out["metrics"]), "run_dir": out["output"]}
+    mixer = out["metrics"]["settings"]["mixer"]  # (a sweep's results table names each job's: `sweep_report`)
+    return {"metrics": sweep_scores(out["metrics"]), "run_dir": out["output"], "mixer": mixer}
 
 
 def sweep_scores(metrics: dict) -> dict[str, float]:
