@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -362,6 +363,15 @@ def test_an_output_that_cannot_be_known_is_refused_before_any_file_is_read(ckpts
     monkeypatch.setattr(linear_probe, "gather", lambda *a, **k: pytest.fail("files were read"))
     with pytest.raises(ConfigError, match="output must be set"):
         run(_cfg(ckpt=ckpts["audio"], input=tones, output="null"))
+
+
+def test_one_l2_strength_is_a_grid_of_one_and_a_strength_that_is_no_number_is_refused():
+    """``l2=0.01`` (one strength, none to choose) stopped the command with a TypeError traceback."""
+    assert linear_probe.l2_grid(_cfg(l2=0.01).l2) == (0.01,)
+    assert linear_probe.l2_grid(_cfg().l2) == (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    for given, said in [("abc", '["abc"]'), ("[0.1,-1]", "[0.1, -1]"), ("[]", "[]"), ("nan", "[NaN]")]:
+        with pytest.raises(ConfigError, match=re.escape(f"l2 must be a positive number or a list of them; got {said}")):
+            linear_probe.l2_grid(_cfg(l2=given).l2)
 
 
 @pytest.mark.slow

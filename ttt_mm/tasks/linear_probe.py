@@ -25,6 +25,7 @@ warning; a manifest without labels, too few classes, groups or files for the fol
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.checkpoint import build_parts
 from ttt_mm.data import ClassFolderSource, ClipInfo, ManifestSource
@@ -259,6 +260,19 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
 # -------------------------------------------------------------------------------------------- run
 
 
+def l2_grid(value) -> tuple[float, ...]:
+    """The L2 strengths to choose from: a list, or one number (``l2=0.01``: that strength, none chosen)."""
+    values = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+    values = values if isinstance(values, list) else [values]
+    try:
+        grid = tuple(float(x) for x in values)
+    except (TypeError, ValueError):
+        grid = ()
+    if not grid or not all(0 < x < math.inf for x in grid):
+        raise ConfigError(f"l2 must be a positive number or a list of them; got {_value(values)}")
+    return grid
+
+
 def _without_logmel(reasons: list[str], probed: int) -> str:
     """Why the log-mel baseline is left out: how many of the ``probed`` clips give it nothing, and why."""
     if all(r.startswith("no audio stream") for r in reasons):
@@ -281,9 +295,7 @@ def run(cfg: DictConfig) -> dict:
     if folds < 2:
         raise ConfigError(f"folds must be >= 2; got {folds}")
     min_clips = positive_count(cfg.min_clips, "min_clips", "as many as folds") or folds
-    grid = tuple(float(x) for x in cfg.l2)
-    if not grid or min(grid) <= 0:
-        raise ConfigError(f"l2 must be a list of positive numbers; got {list(grid)}")
+    grid = l2_grid(cfg.l2)
     set_threads(cfg.threads, "threads")
     extensions = extensions_of(cfg.extensions)
 
