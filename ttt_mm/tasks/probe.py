@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 def index_and_list(args: argparse.Namespace) -> int:
     target = Path(args.path)
     if not target.exists() and not target.is_symlink():
-        print(f"error: {target}: no such file or directory", file=sys.stderr)
+        key, _, meant = args.path.partition("=")
+        hint = f" (the path comes alone, not as a setting: {meant})" if meant and Path(meant).exists() else ""
+        print(f"error: {target}: no such file or directory{hint}", file=sys.stderr)
         return 2
     if args.output and Path(args.output).is_dir():
         print(
