@@ -72,6 +72,20 @@ def test_evaluation_walks_files_in_order_whole(media):
         SequentialWindows(clips, window_seconds=0.3, spec=SPEC)
 
 
+def test_a_tail_too_short_to_read_a_sample_ends_the_walk_and_is_no_fault(tmp_path):
+    """A 44.1 kHz file one sample longer than two windows ended in a window of no 16 kHz sample: "no
+    audio samples at 10.000 s" listed the healthy file, left out of every later validation."""
+    audio = ReadSpec(modalities=("audio",))
+    rng = np.random.default_rng(0)
+    for samples, starts, last in [(441001, [0.0, 5.0], 80000), (441030, [0.0, 5.0, 10.0], 11)]:
+        path = tmp_path / f"{samples}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(samples)).astype(np.float32), 44100)
+        walked = SequentialWindows([ClipInfo(str(path))], window_seconds=5.0, spec=audio)
+        items = list(walked)
+        assert [it["start"] for it in items] == starts and len(items[-1]["audio"]) == last
+        assert not walked.skips.holds(ClipInfo(str(path)))
+
+
 def test_collate_pads_and_masks():
     items = [read_item(ClipInfo(SyntheticClip(0, 0, 10.0)), 0.0, d, SPEC) for d in (1.0, 0.5)]
     batch = collate(items)

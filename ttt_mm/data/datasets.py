@@ -236,17 +236,31 @@ def to_device(batch: Mapping[str, Any], device: torch.device | str) -> dict[str,
     return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-def window_spans(start: float, end: float, window_seconds: float) -> Iterator[tuple[float, float]]:
-    """``(start, duration)`` of the consecutive windows covering ``[start, end)``; the last may be shorter."""
-    for k in range(math.ceil((end - start) / window_seconds * (1 - 1e-9))):  # (relative: any window length)
+def window_spans(start: float, end: float, window_seconds: float, least: float = 0.0) -> Iterator[tuple[float, float]]:
+    """``(start, duration)`` of the consecutive windows covering ``[start, end)``; the last may be
+    shorter, and is left out where it lasts no more than ``least`` seconds (unless it is the only one)."""
+    count = math.ceil((end - start) / window_seconds * (1 - 1e-9))  # (relative: any window length)
+    if count > 1 and end - (start + (count - 1) * window_seconds) <= least:
+        count -= 1
+    for k in range(count):
         t = start + k * window_seconds
         yield t, min(window_seconds, end - t)
 
 
+def reads_nothing(spec: ReadSpec) -> float:
+    """The longest window that reads no sample or no frame (`read_item`: a sample for each half of a
+    1/sample_rate, a frame for more than a millionth of a 1/fps): a file a fraction of a sample longer
+    than whole windows (a 44.1 kHz file read at 16 kHz, say) ends in such a tail, which is no fault."""
+    ticks = {"audio": 0.5 / spec.sample_rate, "video": 1e-6 / spec.fps}
+    return max(ticks[m] for m in spec.modalities)
+
+
 def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec) -> Iterator[dict]:
-    """Consecutive windows covering the clip; the last may be shorter. Raises `MediaError`. In a
-    DataLoader worker, each read is noted while it lasts (`reading_notes`)."""
-    for k, (t, duration) in enumerate(window_spans(*clip_span(clip, spec), window_seconds)):
+    """Consecutive windows covering the clip; the last may be shorter (one too short to read anything
+    of a stream is left out: `reads_nothing`). Raises `MediaError`. In a DataLoader worker, each read
+    is noted while it lasts (`reading_notes`)."""
+    spans = window_spans(*clip_span(clip, spec), window_seconds, reads_nothing(spec))
+    for k, (t, duration) in enumerate(spans):
         with reading_notes.reading(clip.name):
             item = read_item(clip, t, duration, spec)
         item["window_index"] = k
