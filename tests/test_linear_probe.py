@@ -22,17 +22,12 @@ from hydra import compose, initialize_config_dir
 from mediafiles import write_video, write_wav
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, decode, iter_windows
+from ttt_mm.data.groups import joined_groups
 from ttt_mm.embed import Embedder
 from ttt_mm.linear_probe import classifier
 from ttt_mm.linear_probe.classifier import Features, cross_validate, macro_f1, majority_class
 from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStats, ModelFeatures, gather
-from ttt_mm.linear_probe.folds import (
-    assign_folds,
-    drop_one_group,
-    fold_groups,
-    joined_groups,
-    warn_of_classes_some_folds_miss,
-)
+from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups, warn_of_classes_some_folds_miss
 from ttt_mm.tasks import embed as embed_task
 from ttt_mm.tasks import linear_probe
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, Interrupted

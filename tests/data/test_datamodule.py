@@ -691,6 +691,48 @@ def test_a_resumed_run_says_which_files_its_skip_list_already_leaves_out(tmp_pat
             assert line == f"skipping 1 of 3 files already listed in {listed} (1 x empty file)"
 
 
+def _splits_of_groups(dm: MediaDataModule, group_of: dict[str, str]) -> dict[str, set[str]]:
+    """Each group's splits, as ``dm`` drew them."""
+    out: dict[str, set[str]] = {}
+    for name, clips in dm.splits.items():
+        for c in clips:
+            out.setdefault(group_of[c.file_key], set()).add(name)
+    return out
+
+
+def test_a_manifests_group_lies_in_one_split_and_moves_to_validation_whole(media, tmp_path, caplog):
+    """Clips of one conversation were split by their own names: a model validated and tested on the
+    halves of conversations it had trained on (only the probe's folds kept a group together)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    group_of = {f"c{i}.wav": f"talk{i // 4}" for i in range(32)}  # 8 groups of 4 files
+    for name in group_of:
+        shutil.copy(media["wav16k"], data / name)
+    fractions = {"val_fraction": 0.25, "test_fraction": 0.25}
+
+    def module(rows: dict[str, str], column: bool, **kwargs) -> MediaDataModule:
+        listed = "".join(f"{n},{g}\n" if column else f"{n}\n" for n, g in rows.items())
+        (data / "m.csv").write_text(("path,group\n" if column else "path\n") + listed)
+        dm = MediaDataModule(ManifestSource(str(data / "m.csv")), modalities=["audio"], clip_seconds=0.5, **kwargs)
+        dm.trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"))
+        dm.setup("fit")
+        return dm
+
+    by_file = _splits_of_groups(module(group_of, column=False, **fractions), group_of)
+    assert max(map(len, by_file.values())) > 1  # (by their own names, the clips of a group straddle splits)
+    grouped = _splits_of_groups(module(group_of, column=True, **fractions), group_of)
+    assert all(len(splits) == 1 for splits in grouped.values()) and len(set().union(*grouped.values())) == 3
+    # none hashed into validation (a tiny fraction): one group moves there, all of its files
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        moved = module(group_of, column=True, val_fraction=1e-9, test_fraction=0.0)
+    (val,) = {group_of[c.file_key] for c in moved.splits["val"]}
+    assert len(moved.splits["val"]) == 4 and val not in {group_of[c.file_key] for c in moved.splits["train"]}
+    assert f"validating on group '{val}' (4 file(s)) (10.0 s of the training files' 80.0 s)" in caplog.text
+    one_talk = module(dict.fromkeys(list(group_of)[:4], "talk"), column=True, val_fraction=1e-9, test_fraction=0.0)
+    assert one_talk.splits["val"] == one_talk.splits["train"]  # (one group: nothing to hold out, fit measured)
+    assert "the training files are of one group ('talk'): validating on the training files" in caplog.text
+
+
 def _hashed(prefix: str, low: float, high: float, count: int = 1) -> list[str]:
     """``count`` file names whose split hash lies in ``[low, high)``."""
     names = (f"{prefix}{i}.wav" for i in range(1000))

@@ -5,9 +5,11 @@ index (`ttt_mm.data.index`), which probes new files in subprocesses; files witho
 config reads, or that no decoder reads, are left out there and listed in the skip list with their
 reason. Every decoder is then opened in the process that reads (each DataLoader worker gets its
 own, see `ttt_mm.data.decode.guard`). Splits come from the source (a manifest ``split`` column) or from a
-hash of each clip's key, so they never change when files are added. When none lands in validation,
-a training file moves there if there are three usable files or more, two of them in training and one
-whose split the source does not fix; otherwise the training files are validated on (with a warning).
+hash of each clip's key (of its manifest ``group``, where it has one: `ttt_mm.data.groups`), so they
+never change when files are added. When none lands in validation, a training file (or group) moves
+there if there are three usable files or more, two units of them in training and one whose split the
+source does not fix (which one can change with the files; a resumed run keeps its run's); otherwise
+the training files are validated on (with a warning).
 The skip list defaults to ``<trainer.default_root_dir>/skipped_media.tsv``; without a trainer and a
 path, each loader worker keeps its own in memory (a bad file is then logged by each that meets it).
 """
@@ -31,6 +33,7 @@ from ttt_mm.data import reading_notes
 from ttt_mm.data.clip_record import clip_changes, clip_record
 from ttt_mm.data.datasets import ReadSpec, SequentialWindows, clip_span, collate
 from ttt_mm.data.even_passes import EvenPasses
+from ttt_mm.data.groups import GROUP, split_units
 from ttt_mm.data.index import PROBE_TIMEOUT
 from ttt_mm.data.restarts import RestartingLoader
 from ttt_mm.data.selection import Selection, index_clips, say_how_read
@@ -81,9 +84,10 @@ reads that split, and any other (``predict``, or None) every split."""
 
 
 def validation_file(movable: list[str], seconds: Counter) -> str:
-    """Of the training files that may move to validation (in the order of their hash's distance to its
-    range), the nearest that holds at most `MAX_VALIDATION_SHARE` of the training ``seconds``, else the
-    shortest: a long recording among a few short ones would take most of the training data with it."""
+    """Of the training files (or groups: `ttt_mm.data.groups`) that may move to validation (in the order
+    of their hash's distance to its range), the nearest that holds at most `MAX_VALIDATION_SHARE` of the
+    training ``seconds``, else the shortest: a long recording among a few short ones would take most of
+    the training data with it."""
     small = [key for key in movable if seconds[key] <= MAX_VALIDATION_SHARE * seconds.total()]
     return small[0] if small else min(movable, key=lambda key: seconds[key])
 
@@ -275,8 +279,9 @@ class MediaDataModule(L.LightningDataModule):
         usable = {c.segment for c in self.clips}
         self._left_out = [c for c in listed if c.segment not in usable]
         self.splits = {name: [] for name in SPLITS}
+        self._units = split_units(listed)  # (a manifest's group: its clips share a split)
         for clip in self.clips:
-            split = clip.split_of(self.val_fraction, self.test_fraction)
+            split = clip.split_of(self.val_fraction, self.test_fraction, self._units[clip.file_key])
             if split not in self.splits:
                 raise ValueError(f"clip {clip.name} has split {split!r}; expected one of {SPLITS}")
             self.splits[split].append(clip)
@@ -363,23 +368,28 @@ class MediaDataModule(L.LightningDataModule):
         then stays empty: a command that asks for it says so rather than score training files."""
         files = {c.file_key for c in self.clips}
         train = self.splits["train"]
-        fixed = {c.file_key for c in self.clips if c.split is not None}  # a row's split is the manifest's word
-        movable = sorted({(c.split_hash(), c.file_key) for c in train if c.file_key not in fixed})
-        if len(files) >= MIN_FILES_FOR_VALIDATION and len({c.file_key for c in train}) >= 2 and movable:
+        unit = {c.file_key: self._units[c.file_key] for c in self.clips}  # (a file, or its manifest group)
+        fixed = {unit[c.file_key] for c in self.clips if c.split is not None}  # a row's split is the manifest's word
+        movable = sorted(
+            {(c.split_hash(unit[c.file_key]), unit[c.file_key]) for c in train if unit[c.file_key] not in fixed}
+        )
+        units = {unit[c.file_key] for c in train}
+        if len(files) >= MIN_FILES_FOR_VALIDATION and len(units) >= 2 and movable:
             seconds = Counter()
             for c in train:
                 start, end = clip_span(c, self.spec)
-                seconds[c.file_key] += end - start
-            key = validation_file(self._the_runs_validation([key for _, key in movable]), seconds)
-            self.splits["val"] = [replace(c, split="val") for c in train if c.file_key == key]
-            self.splits["train"] = [c for c in train if c.file_key != key]
+                seconds[unit[c.file_key]] += end - start
+            key = validation_file(self._the_runs_validation([key for _, key in movable], unit), seconds)
+            self.splits["val"] = [replace(c, split="val") for c in train if unit[c.file_key] == key]
+            self.splits["train"] = [c for c in train if unit[c.file_key] != key]
             level = logging.INFO if warn else logging.DEBUG  # (the split evaluation asks for is its own line)
+            moved = len({c.file_key for c in self.splits["val"]})
             log.log(
                 level,
                 "no file hashed into validation (val_fraction=%g): validating on %s "
                 "(%.1f s of the training files' %.1f s)",
                 self.val_fraction,
-                one_line(key),
+                f"group {key.removeprefix(GROUP)!r} ({moved} file(s))" if key.startswith(GROUP) else one_line(key),
                 seconds[key],
                 seconds.total(),
             )
@@ -388,22 +398,27 @@ class MediaDataModule(L.LightningDataModule):
             why = f"only {len(files)} usable file(s)"
         elif not movable:
             why = self.why_empty("val")
-        else:
+        elif len({c.file_key for c in train}) < 2:
             why = f"only {len({c.file_key for c in train})} training file(s)"
+        else:
+            why = f"the training files are of one group ({next(iter(units)).removeprefix(GROUP)!r})"
         if warn:
             log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
             self.splits["val"] = list(train)
 
-    def _the_runs_validation(self, keys: list[str]) -> list[str]:
-        """Of these training files, where a checkpoint's data is read again (`validated_on`, `trained_on`),
-        the one its run validated on, else those it did not train on: the file it moved to validation,
-        whatever the files usable now or this version's rule would choose."""
-        names = {c.file_key: os.path.realpath(c.name) for c in self.splits["train"]}
+    def _the_runs_validation(self, units: list[str], unit_of: dict[str, str]) -> list[str]:
+        """Of these split units of training files (`split_units`; ``unit_of``: each file key's), where a
+        checkpoint's data is read again (`validated_on`, `trained_on`), the one its run validated on,
+        else those it did not train on: the unit it moved to validation, whatever the files usable now
+        or this version's rule would choose."""
+        names: dict[str, set[str]] = {}
+        for c in self.splits["train"]:
+            names.setdefault(unit_of[c.file_key], set()).add(os.path.realpath(c.name))
         for files, held in ((self.validated_on, True), (self.trained_on, False)):
             recorded = {os.path.realpath(f) for f in files or ()}
-            if chosen := [key for key in keys if (names[key] in recorded) == held] if recorded else []:
+            if chosen := [u for u in units if bool(names[u] & recorded) == held] if recorded else []:
                 return chosen
-        return keys
+        return units
 
     def why_empty(self, split: str) -> str:
         """Why ``split`` holds no clip: a manifest's rows of it that cannot be used, its split column, or
@@ -419,7 +434,11 @@ class MediaDataModule(L.LightningDataModule):
         """The files left out (`rejected`, with their reasons) that ``split`` would have held ("all": every one)."""
         if split == "all":
             return dict(self.rejected)
-        held = [c for c in self._left_out if c.split_of(self.val_fraction, self.test_fraction) == split]
+        held = [
+            c
+            for c in self._left_out
+            if c.split_of(self.val_fraction, self.test_fraction, self._units[c.file_key]) == split
+        ]
         names = {c.segment for c in held} | {c.name for c in held}  # (the list names a file, or a span of one)
         return {name: why for name, why in self.rejected.items() if name in names}
 

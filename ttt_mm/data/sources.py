@@ -81,7 +81,7 @@ class ClipInfo:
     train and validation. ``info`` is what the dataset index found in the file (its streams,
     durations and the backend to read each with); readers probe the file themselves without it.
     ``group`` (a manifest's ``group`` column, e.g. a conversation or a recording session) keeps
-    related clips together: cross-validation never splits a group.
+    related clips together: neither the train/val/test split nor cross-validation parts a group.
     """
 
     media: str | SyntheticClip
@@ -112,16 +112,17 @@ class ClipInfo:
         """Which file the clip is a span of: its key, else its name. Every span of one file shares it."""
         return self.key or self.name
 
-    def split_hash(self) -> float:
-        """A number in [0, 1) drawn from the key: what decides the split when the clip has none."""
-        digest = hashlib.sha1(os.fsencode(self.file_key)).digest()  # (a name that is not UTF-8: its bytes)
+    def split_hash(self, unit: str | None = None) -> float:
+        """A number in [0, 1) drawn from the clip's split unit (`ttt_mm.data.groups.split_units`: its
+        manifest group's, else its key): what decides the split when the clip has none."""
+        digest = hashlib.sha1(os.fsencode(unit or self.file_key)).digest()  # (a name that is not UTF-8: its bytes)
         return int.from_bytes(digest[:8], "big") / 2**64
 
-    def split_of(self, val_fraction: float, test_fraction: float) -> str:
-        """The clip's split: its own, or a deterministic hash of its key."""
+    def split_of(self, val_fraction: float, test_fraction: float, unit: str | None = None) -> str:
+        """The clip's split: its own, or a deterministic hash of its split unit (None: its key)."""
         if self.split is not None:
             return self.split
-        u = self.split_hash()
+        u = self.split_hash(unit)
         return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
 
 

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # (only named: importing the data package would load the decoders)
+from ttt_mm.data.groups import joined_groups
+
+if TYPE_CHECKING:
     from ttt_mm.data import ClipInfo
 
 log = logging.getLogger(__name__)
@@ -79,25 +81,6 @@ def warn_of_classes_some_folds_miss(fold_of: np.ndarray, y: np.ndarray, groups: 
             ),
             max(2, min(held for _, _, held in short)),
         )
-
-
-def joined_groups(keys: list[tuple[str, ...]]) -> np.ndarray:
-    """Group index of every sample ``[n]`` (int64, ``0 .. G-1``), where samples that share any key, or
-    are linked through a chain of others that do, form one group: a clip keyed by its file and by
-    its manifest group joins every span of that file and every clip of that group."""
-    parent = list(range(len(keys)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[str, int] = {}
-    for i, sample_keys in enumerate(keys):
-        for key in sample_keys:
-            parent[root(i)] = root(first.setdefault(key, i))
-    return np.unique([root(i) for i in range(len(keys))], return_inverse=True)[1].astype(np.int64)
 
 
 def fold_groups(clips: list[ClipInfo], group: bool) -> np.ndarray:
