@@ -510,6 +510,16 @@ def test_a_skip_list_that_leaves_out_earlier_entries_still_appends_its_own(tmp_p
     assert set(SkipList(skip_file).reasons) == {"/data/a.wav", "/data/to", "/data/b.wav"}
 
 
+def test_a_skip_list_that_leaves_out_earlier_entries_of_an_empty_file_reads_the_first_one_added(tmp_path, monkeypatch):
+    """An empty file counted as one line to leave out: the first entry another process added was not seen."""
+    monkeypatch.setattr(skiplist, "REFRESH_S", 0.0)
+    skip_file = tmp_path / "skip.tsv"
+    skip_file.write_text("")
+    fresh = SkipList(skip_file, earlier=False)
+    SkipList(skip_file).add("/data/bad.wav", "corrupt")  # (by a loader worker)
+    assert "/data/bad.wav" in fresh and fresh.reasons == {"/data/bad.wav": "corrupt"}
+
+
 def test_a_skip_list_looks_at_its_file_for_other_processes_entries_about_once_a_second(tmp_path, monkeypatch):
     """A lookup per clip cost a stat each: 0.3 s per 100k clips on a local disk, more on network storage."""
     skip_file = tmp_path / "skip.tsv"

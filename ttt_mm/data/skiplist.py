@@ -44,7 +44,7 @@ class SkipList:
         if not earlier and self.path is not None and os.path.exists(self.path):
             with _open(self.path, "r") as f:
                 text = f.read()
-            self._skip_lines = text.count("\n") + (not text.endswith("\n"))  # a torn last line stays one line
+            self._skip_lines = text.count("\n") + (text != "" and not text.endswith("\n"))  # (a torn line: one)
         self._refresh()
 
     def _refresh(self) -> None:
