@@ -56,7 +56,9 @@ def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -
     path and fills the dict with the sidecar's data. Both are written to temporary names and reach the
     disk first (a sidecar that cannot be written fails there, the old pair untouched); then the old
     sidecar goes, so that it never describes the new file, and the two are renamed into place, a Ctrl-C
-    meanwhile waiting for them: an interrupted or failed run keeps the old pair or the new one."""
+    meanwhile waiting for them: an interrupted run keeps the old pair or the new one (a rename that fails,
+    which the disk's writes passed first make all but impossible, can leave the file without a sidecar:
+    not done, for readers that count an output by its sidecar)."""
     tmp, data, side_tmp = temporary_path(path), {}, temporary_path(sidecar)
     try:
         yield tmp, data
