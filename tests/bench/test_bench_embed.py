@@ -6,11 +6,13 @@ import os
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from ttt_mm.bench import embed
 from ttt_mm.bench.media import write_synthetic_flac
 from ttt_mm.checkpoint import load_parts
 from ttt_mm.data import selection
+from ttt_mm.data.synthetic import SyntheticClip
 
 
 def test_every_row_builds_the_tokenizer_it_names(tmp_path):
@@ -30,6 +32,18 @@ def test_writing_a_checkpoint_prints_none_of_lightnings_notices(tmp_path, caplog
         embed.write_checkpoint(tmp_path / "m.ckpt", ["tokenizer=audio", "size=tiny"])
     assert not [r.getMessage() for r in caplog.records if r.name.startswith("lightning")]
     assert notices.level == level  # (put back)
+
+
+def test_generated_audio_lasts_as_asked_and_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    """60.4 s came out as 60 s (the last part under half a second was dropped), and a file under 0.5 s
+    had no samples; a run stopped while writing left a short file that --keep reused as whole."""
+    for seconds in (60.4, 0.3):
+        path = write_synthetic_flac(tmp_path / f"{seconds}.flac", minutes=seconds / 60)
+        assert sf.info(str(path)).frames == round(seconds * 16000)
+    monkeypatch.setattr(SyntheticClip, "audio", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_flac(tmp_path / "stopped.flac", minutes=2.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.3.flac", "60.4.flac"]
 
 
 def test_a_child_embeds_a_file_as_the_command_does(tmp_path):

@@ -14,6 +14,7 @@ import soundfile as sf
 
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.data.synthetic import SyntheticClip
+from ttt_mm.storage.atomic import replaced
 
 
 def write_ramp_video(
@@ -55,22 +56,30 @@ def write_ramp_video(
         for packet in stream.encode():
             out.mux(packet)
     out.close()
-    return path
 
 
 def write_synthetic_flac(path: Path, minutes: float, sample_rate: int = 16000) -> Path:
-    """Synthetic tones and noise, written a minute at a time."""
-    clip = SyntheticClip(0, 0, minutes * 60)
-    with sf.SoundFile(path, "w", sample_rate, 1, format="FLAC", subtype="PCM_16") as f:
-        for start in range(0, round(minutes * 60), 60):
-            f.write(clip.audio(start, min(60, minutes * 60 - start), sample_rate).numpy().clip(-1, 1))
+    """Synthetic tones and noise, written a minute at a time (under a temporary name: a run stopped
+    meanwhile leaves no short file that ``--keep`` would take for whole)."""
+    seconds = minutes * 60
+    clip = SyntheticClip(0, 0, seconds)
+    with replaced(path) as tmp, sf.SoundFile(tmp, "w", sample_rate, 1, format="FLAC", subtype="PCM_16") as f:
+        for start in np.arange(0, seconds, 60.0):
+            f.write(clip.audio(float(start), min(60.0, seconds - start), sample_rate).numpy().clip(-1, 1))
     return path
 
 
 def write_synthetic_video(path: Path, minutes: float, fps: int = 24, size: int = 256, sample_rate: int = 16000) -> Path:
-    """Synthetic moving squares with their sounds: H.264 (veryfast) + AAC, 10 s at a time."""
-    clip, seconds = SyntheticClip(0, 1, minutes * 60), minutes * 60
-    out = av.open(str(path), "w")
+    """Synthetic moving squares with their sounds: H.264 (veryfast) + AAC, 10 s at a time (under a
+    temporary name, as `write_synthetic_flac`)."""
+    with replaced(path) as tmp:
+        _write_video(tmp, minutes * 60, fps, size, sample_rate)
+    return path
+
+
+def _write_video(path: Path, seconds: float, fps: int, size: int, sample_rate: int) -> None:
+    clip = SyntheticClip(0, 1, seconds)
+    out = av.open(str(path), "w", format="mp4")
     video = out.add_stream("libx264", rate=fps)
     video.width = video.height = size
     video.pix_fmt, video.options = "yuv420p", {"preset": "veryfast", "crf": "23"}
@@ -95,7 +104,6 @@ def write_synthetic_video(path: Path, minutes: float, fps: int = 24, size: int =
         for packet in stream.encode():
             out.mux(packet)
     out.close()
-    return path
 
 
 def media_files(folder: Path, outside: Path | None = None) -> list[Path]:
