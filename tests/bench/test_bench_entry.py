@@ -111,3 +111,13 @@ def test_corrupts_time_per_file_counts_every_file_the_probe_read(tmp_path, monke
         "| wall time / files probed (s), startup included | 1.000 |" in table
         and "| files listed / written | 2 / 2 |" in table
     )
+
+
+def test_corrupt_leaves_out_an_empty_source_and_says_so(tmp_path, capsys):
+    """A 0-byte file among the sources stopped the command with a ValueError traceback."""
+    from ttt_mm.bench import corrupt
+
+    (tmp_path / "a.wav").write_bytes(b"RIFF" + bytes(64))
+    (tmp_path / "empty.wav").write_bytes(b"")
+    assert corrupt._media([str(tmp_path)], tmp_path / "out") == [tmp_path / "a.wav"]
+    assert capsys.readouterr().out == f"left out 1 empty file(s), e.g. {tmp_path / 'empty.wav'}: no bytes to corrupt\n"

@@ -92,7 +92,9 @@ def _media(paths: Sequence[str], out: Path) -> list[Path]:
     found = []
     for p in map(Path, paths):
         found += media_files(p, outside=out) if p.is_dir() else [p]
-    return found
+    if empty := [p for p in found if p.stat().st_size == 0]:  # (nothing to damage: no variant differs)
+        print(f"left out {len(empty)} empty file(s), e.g. {empty[0]}: no bytes to corrupt")
+    return [p for p in found if p not in empty]
 
 
 def main(argv: list[str] | None = None) -> int:
