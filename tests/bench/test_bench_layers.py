@@ -41,6 +41,22 @@ def test_a_failing_row_is_reported_and_the_others_still_printed(monkeypatch, cap
     assert "| ttt_linear |     64 |" in out
 
 
+def test_a_row_that_fails_in_a_later_round_is_one_failed_row(monkeypatch, capsys):
+    """It was printed twice: as a median of the rounds it passed and as failed, with nothing saying so."""
+    rounds = []
+
+    def fake(name, T, argv, env=None):
+        rounds.append(name)
+        if name == "attention" and rounds.count("attention") == 2:
+            raise RuntimeError("benchmark worker attention failed:\nCUDA out of memory")
+        return {"layer": name, "T": T, "seconds": 0.5, "tokens_per_s": T / 0.5, "peak_mib": 1.0}
+
+    monkeypatch.setattr(layers, "run_isolated", fake)
+    assert layers.main(["--layers", "ttt_linear", "attention", "--lengths", "64", "--rounds", "2"]) == 1
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| attention ")]
+    assert rows == ["| attention  |     64 | failed: RuntimeError: CUDA out of memory |"]
+
+
 def test_threads_reach_every_timed_process_and_two_rounds_report_the_slower(monkeypatch, capsys):
     seen = []
 
@@ -92,6 +108,9 @@ def test_the_peak_is_one_untimed_sequences_and_the_timed_ones_start_warm(monkeyp
     assert lengths == [256, 8192, 8192, 8192, 8192]  # warm-up, the untimed sequence, the sample of three
     assert reads[-1] == 2 and clock == [2, 5]  # the peak read before the clock starts
     assert got["seconds"] == 1.0 and got["peak_mib"] == 0.0
+    lengths.clear()
+    layers.measure("ttt_linear", 64, layers.parse(["--dim", "8", "--heads", "2", "--work", "64"]))
+    assert lengths == [32, 64, 64]  # (a full-length warm-up left the peak resident: about 0 MiB measured)
 
 
 @pytest.mark.parametrize("train", [False, True])

@@ -92,8 +92,9 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
     scratch = torch.ones(CACHE_FLUSH_BYTES // 4) if device == "cpu" else None  # resident before the baseline
     with torch.set_grad_enabled(args.train):
         # warm-up: lazy init, kernel selection; on CUDA at the full length, so that Triton compiles the
-        # kernels for these shapes (and LaCT runs an update) before the peak is measured
-        step(xs[0] if device == "cuda" else xs[0][:, : min(T, 256)])
+        # kernels for these shapes (and LaCT runs an update) before the peak is measured; on the CPU at
+        # most half of it (a full-length warm-up left the peak resident: 0 MiB for T <= 256)
+        step(xs[0] if device == "cuda" else xs[0][:, : max(1, min(T // 2, 256))])
         _sync(device)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -212,8 +213,9 @@ def main(argv: list[str]) -> int:
                     flush=True,
                 )
                 rounds.setdefault((name, T), []).append(row)
-    # median; of an even number of rounds the slower middle one (two rounds: the slower, not the best)
-    rows = [sorted(rs, key=lambda row: row["seconds"])[len(rs) // 2] for rs in rounds.values()]
+    # median; of an even number of rounds the slower middle one (two rounds: the slower, not the best); a
+    # row that failed in any round is a failed row (not also a median of the rounds it passed)
+    rows = [sorted(rs, key=lambda row: row["seconds"])[len(rs) // 2] for k, rs in rounds.items() if k not in failed]
     for r in rows:  # CPU: the memory that is live at the peak, beside what the process held (see live_memory)
         try:
             r["live_mib"] = live_memory(r["layer"], r["T"], argv) if args.device == "cpu" else r["peak_mib"]
