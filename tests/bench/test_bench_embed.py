@@ -61,11 +61,16 @@ def test_a_child_embeds_a_file_as_the_command_does(tmp_path):
         caches.append((cache_dir, sorted(os.listdir(cache_dir))))
         return real(clips, spec, cache_dir, *args, **kwargs)
 
+    memory = []  # the peak starts again before embedding: building the model and the index's check are not in it
+    real_read = embed.resident_mib
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(selection, "index_clips", index_clips)
+        patch.setattr(embed, "reset_peak", lambda: memory.append("reset") or True)
+        patch.setattr(embed, "resident_mib", lambda field: memory.append(field) or real_read(field))
         embed.child(str(ckpt), str(flac), str(tmp_path / "out"), threads=1)
         embed.child(str(ckpt), str(flac), str(tmp_path / "out"), threads=1)
     assert len(caches) == 2 and caches[0][0] != caches[1][0] and caches[0][1] == caches[1][1] == []
+    assert memory == ["reset", "VmRSS", "VmHWM"] * 2
     rows = np.load(next((tmp_path / "out").glob("*.npy")))
     assert rows.shape[0] == 150 and rows.dtype == np.float16  # the command's default dtype
 

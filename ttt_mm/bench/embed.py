@@ -38,7 +38,7 @@ from ttt_mm.bench.media import write_synthetic_flac, write_synthetic_video
 from ttt_mm.tasks.common import CONF_DIR
 
 from .arguments import positive_float, positive_int
-from .memory import resident_mib
+from .memory import reset_peak, resident_mib
 
 TARGET_RATIO = 1.2
 
@@ -117,6 +117,7 @@ def child(ckpt: str, media: str, out: str, threads: int) -> dict:
         index = time.perf_counter() - t0
     if not selection.clips:
         raise RuntimeError(f"the index left {media} out: {selection.rejected}")
+    reset_peak()  # (the peak of building the model and indexing the file is not the embedding's)
     rss_before = resident_mib("VmRSS")
     t0 = time.perf_counter()
     data = task.embed_one(embedder, selection.clips[0], Path(out) / Path(media).name, meta, cfg.dtype)

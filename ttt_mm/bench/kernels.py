@@ -182,7 +182,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--lact-chunk", type=positive_int, default=2048, help="LaCT tokens per fast-weight update")
     p.add_argument("--lact-window", type=positive_int, default=256, help="LaCT attention window (tokens)")
-    p.add_argument("--quick", action="store_true", help="correctness check and batch-1 T = 4096 only")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="correctness check and T = 4096 only (and the batch-8 rows: --batched-length 0 leaves them out)",
+    )
     p.add_argument(
         "--launch",
         choices=LAUNCHES,
