@@ -366,7 +366,7 @@ def test_a_file_of_digital_silence_is_embedded_and_said_to_be(ckpts, tmp_path, c
     summary = task.run(_cfg(ckpt=ckpts["audio"], input=silent, output=tmp_path / "out"))
     assert len(summary.written) == 1
     assert f"{silent}: the audio is digital silence: embedded as it is" in caplog.text
-    assert "training and evaluation leave such a file out: they read only audio" in caplog.text
+    assert "(an audio model's training and evaluation leave such a file out)" in caplog.text
     caplog.clear()
     again = task.run(_cfg(ckpt=ckpts["audio"], input=silent, output=tmp_path / "out"))
     assert again.skipped and "digital silence" not in caplog.text  # up to date: nothing embedded, nothing said
@@ -386,7 +386,21 @@ def test_a_video_whose_track_is_digital_silence_is_said_to_be_read_as_one_withou
     assert f"{video}: the audio is digital silence: embedded as it is (training and evaluation read such a file " in (
         caplog.text
     )
-    assert "as a video without sound" in caplog.text and "they read only audio" not in caplog.text
+    assert "as a video without sound" in caplog.text and "an audio model's" not in caplog.text
+    assert "embedding the sound alone" not in caplog.text  # (an audio-visual model reads both)
+
+
+def test_videos_embedded_by_an_audio_model_are_said_to_be_read_for_their_sound_alone(ckpts, tmp_path, caplog):
+    """Only the sidecars' modalities told a user that an audio checkpoint had embedded a video's sound."""
+    root = tmp_path / "in"
+    root.mkdir()
+    video = write_video(root / "clip.mp4", seconds=1.0, fps=8, width=32, height=32)
+    write_wav(root / "a.wav", tone(1.0, 16000), 16000)
+    with caplog.at_level(logging.INFO, logger="ttt_mm"):
+        summary = task.run(_cfg(ckpt=ckpts["audio"], input=root, output=tmp_path / "out"))
+    assert len(summary.written) == 2
+    said = "embedding the sound alone of 1 video(s), e.g. {}: the checkpoint's model reads audio"
+    assert said.format(video) in caplog.text
 
 
 def test_a_probe_manifests_bad_rows_fail_with_their_reasons_like_a_folders_bad_files(ckpts, folder, tmp_path):

@@ -317,11 +317,18 @@ def run(cfg: DictConfig) -> Summary:
     clips = selection.clips
     hears = "audio" in modalities
     after = (  # what training and evaluation do with such a file (`ttt_mm.data.selection.select`)
-        "training and evaluation leave such a file out: they read only audio"
+        "an audio model's training and evaluation leave such a file out"
         if modalities == ("audio",)
         else "training and evaluation read such a file as a video without sound: left out, or with "
         "data.missing_audio=silence read with its silence"
     )
+    videos = [c for c in clips if modalities == ("audio",) and c.info is not None and c.info.has_video]
+    if videos:  # (the sidecars' modalities said it alone)
+        log.info(
+            "embedding the sound alone of %d video(s), e.g. %s: the checkpoint's model reads audio",
+            len(videos),
+            one_line(videos[0].segment),
+        )
     if clips:  # made only when something may be written: a lone bad input leaves no folder behind
         output_folder(output)
         if removed := remove_stale_temporaries(output):
