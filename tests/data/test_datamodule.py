@@ -720,8 +720,13 @@ def test_a_manifests_group_lies_in_one_split_and_moves_to_validation_whole(media
 
     by_file = _splits_of_groups(module(group_of, column=False, **fractions), group_of)
     assert max(map(len, by_file.values())) > 1  # (by their own names, the clips of a group straddle splits)
-    grouped = _splits_of_groups(module(group_of, column=True, **fractions), group_of)
+    with_groups = module(group_of, column=True, **fractions)
+    grouped = _splits_of_groups(with_groups, group_of)
     assert all(len(splits) == 1 for splits in grouped.values()) and len(set().union(*grouped.values())) == 3
+    held = {name: sorted(g for g, splits in grouped.items() if splits == {name}) for name in ("val", "test")}
+    said = with_groups.split_summary()  # (the data line names the groups held out, where it named files)
+    assert said.startswith(f"32 files in 8 groups: {4 * (8 - len(held['val']) - len(held['test']))} train, ")
+    assert f"{4 * len(held['val'])} val ({', '.join(f'group {g}' for g in held['val'])})" in said
     # none hashed into validation (a tiny fraction): one group moves there, all of its files
     with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
         moved = module(group_of, column=True, val_fraction=1e-9, test_fraction=0.0)

@@ -329,17 +329,22 @@ class MediaDataModule(L.LightningDataModule):
 
     def split_summary(self) -> str:
         """``14 files: 11 train, 1 val (a.mp4), 2 test (b.mp4, c.mp4)``: how many files each split has,
-        and which they are for validation and test where they are few (what ``val/*`` was measured on)."""
+        and which they are for validation and test where they are few (what ``val/*`` was measured on);
+        of a manifest with groups, which groups (``30 files in 8 groups: ..., 4 val (group talk3)``)."""
         counts = []
         train = {c.file_key for c in self.splits["train"]}
+        groups = {c.group for c in self.clips if c.group}
         for name in SPLITS:
             keys = sorted({c.file_key for c in self.splits[name]})
             if name == "val" and keys and set(keys) == train:  # (too few files to hold one out: `_ensure_validation`)
                 counts.append(f"{len(keys)} val (the training files)")
                 continue
-            named = name != "train" and 0 < len(keys) <= NAMED_FILES
-            counts.append(f"{len(keys)} {name}" + (f" ({', '.join(map(one_line, keys))})" if named else ""))
+            units = sorted({self._units[key] for key in keys}) if groups else keys  # (`split_units`)
+            named = name != "train" and 0 < len(units) <= NAMED_FILES
+            shown = (one_line(f"group {u.removeprefix(GROUP)}" if u.startswith(GROUP) else u) for u in units)
+            counts.append(f"{len(keys)} {name}" + (f" ({', '.join(shown)})" if named else ""))
         unit = "synthetic clips" if any(isinstance(c.media, SyntheticClip) for c in self.clips) else "files"
+        unit += f" in {len(groups)} group{'s' if len(groups) > 1 else ''}" if groups else ""
         files = len({c.file_key for c in self.clips})
         more = ""
         for name, (called, remedy) in HELD_OUT.items():
