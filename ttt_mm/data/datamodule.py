@@ -373,7 +373,7 @@ class MediaDataModule(L.LightningDataModule):
         then stays empty: a command that asks for it says so rather than score training files."""
         files = {c.file_key for c in self.clips}
         train = self.splits["train"]
-        unit = {c.file_key: self._units[c.file_key] for c in self.clips}  # (a file, or its manifest group)
+        unit = self._units  # (each file's split unit: the file, or its manifest group)
         fixed = {unit[c.file_key] for c in self.clips if c.split is not None}  # a row's split is the manifest's word
         movable = sorted(
             {(c.split_hash(unit[c.file_key]), unit[c.file_key]) for c in train if unit[c.file_key] not in fixed}
