@@ -20,7 +20,7 @@ from ttt_mm.data import (
     collate,
     iter_windows,
 )
-from ttt_mm.data.datasets import clip_span, read_item
+from ttt_mm.data.datasets import clip_span, read_item, reads_nothing
 from ttt_mm.tokenizers import AudioTokenizer, AVTokenizer, Tokens, VideoTokenizer
 
 
@@ -84,6 +84,7 @@ def test_a_tail_too_short_to_read_a_sample_ends_the_walk_and_is_no_fault(tmp_pat
         items = list(walked)
         assert [it["start"] for it in items] == starts and len(items[-1]["audio"]) == last
         assert not walked.skips.holds(ClipInfo(str(path)))
+    assert reads_nothing(ReadSpec(("video",), fps=8, sample_rate=None)) == 1e-6 / 8  # (no clock for a stream unread)
 
 
 def test_collate_pads_and_masks():

@@ -251,8 +251,8 @@ def reads_nothing(spec: ReadSpec) -> float:
     """The longest window that reads no sample or no frame (`read_item`: a sample for each half of a
     1/sample_rate, a frame for more than a millionth of a 1/fps): a file a fraction of a sample longer
     than whole windows (a 44.1 kHz file read at 16 kHz, say) ends in such a tail, which is no fault."""
-    ticks = {"audio": 0.5 / spec.sample_rate, "video": 1e-6 / spec.fps}
-    return max(ticks[m] for m in spec.modalities)
+    audio = 0.5 / spec.sample_rate if "audio" in spec.modalities else 0.0  # (a clock only for a stream read)
+    return max(audio, 1e-6 / spec.fps if "video" in spec.modalities else 0.0)
 
 
 def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec) -> Iterator[dict]:
