@@ -232,7 +232,21 @@ def test_a_row_without_a_split_takes_the_one_its_files_other_rows_name(tmp_path,
         clips = ManifestSource(str(tmp_path / "m.csv")).clips()
     assert [c.split for c in clips] == ["val", "val", None, "train", "val", None]  # c: several named, left to the hash
     (line,) = [r.getMessage() for r in caplog.records if "rows of several splits" in r.getMessage()]
-    assert "1 file(s)" in line and line.endswith("c.ogg): give those rows a split")
+    assert "1 file(s) or group(s)" in line and line.endswith("c.ogg): give those rows a split")
+
+
+def test_a_row_without_a_split_takes_the_one_its_groups_other_rows_name(tmp_path, caplog):
+    """A conversation with one row named test had its other rows hashed by the group's name: half of it
+    trained on, half tested. Groups join through a file they share (talk1 and talk2 through c.ogg)."""
+    rows = ["a.ogg,0,,talk0,test", "b.ogg,0,,talk0,", "c.ogg,0,5,talk1,", "c.ogg,5,,talk2,val", "d.ogg,0,,talk2,"]
+    rows += ["e.ogg,0,,talk1,", "f.ogg,0,,talk3,train", "g.ogg,0,,talk3,val", "h.ogg,0,,talk3,", "i.ogg,0,,,"]
+    (tmp_path / "m.csv").write_text("path,start,end,group,split\n" + "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.manifest"):
+        clips = ManifestSource(str(tmp_path / "m.csv")).clips()
+    splits = [c.split for c in clips]
+    assert splits == ["test", "test", "val", "val", "val", "val", "train", "val", None, None]  # (talk3: two named)
+    (line,) = [r.getMessage() for r in caplog.records if "rows of several splits" in r.getMessage()]
+    assert "1 file(s) or group(s)" in line and f"e.g. {tmp_path / 'h.ogg'}" in line
 
 
 def test_a_folder_given_as_a_manifest_says_which_configs_read_folders(tmp_path):

@@ -56,6 +56,7 @@ def write_ramp_video(
         for packet in stream.encode():
             out.mux(packet)
     out.close()
+    return path
 
 
 def write_synthetic_flac(path: Path, minutes: float, sample_rate: int = 16000) -> Path:

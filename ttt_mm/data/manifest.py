@@ -10,11 +10,11 @@ import logging
 import math
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from ttt_mm.data.groups import joined_groups
 from ttt_mm.data.index import RECORD_FIELDS
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, SPLITS, ClipInfo
 from ttt_mm.messages import missing
@@ -57,9 +57,9 @@ class ManifestSource:
         index = {n: i for i, n in enumerate(names)}
         keys: dict[str, str] = {}  # file -> the key of its first row: one key per file, however spelled
         folder = _folder(Path(self.path))
-        splits = self._file_splits
+        splits = self._inherited_splits
         out = []
-        for (_, row, (start, end)), real in zip(self._table, self._files, strict=True):
+        for (_, row, (start, end)), real, inherited in zip(self._table, self._files, splits, strict=True):
             path = Path(str(row["path"]))
             media = _media_path(folder, path)
             label = row.get("label")
@@ -69,9 +69,9 @@ class ManifestSource:
                     start=start,
                     end=end,
                     label=-1 if _unlabelled(label) else index[_label_name(label)],
-                    split=row.get("split") or splits.get(real),
+                    split=row.get("split") or inherited,
                     key=keys.setdefault(real, _split_key(path)),
-                    group=None if row.get("group") in (None, "") else str(row["group"]),
+                    group=_group(row),
                 )
             )
         return out
@@ -83,27 +83,37 @@ class ManifestSource:
         return [os.path.realpath(_media_path(folder, Path(str(row["path"])))) for _, row, _ in self._table]
 
     @cached_property
-    def _file_splits(self) -> dict[str, str]:
-        """The split each file's rows without one take: the one its other rows name, so that no file
-        is both trained on and validated (the hash of its key would put them anywhere). A file whose
-        rows name several splits leaves the rest to the hash, with a warning."""
-        named: dict[str, set[str]] = {}
-        unnamed: Counter = Counter()
-        for (_, row, _), real in zip(self._table, self._files, strict=True):
+    def _inherited_splits(self) -> list[str | None]:
+        """The split each row without one takes (None for the others): the one the other rows of its
+        file and of its group (joined where they share a file: `ttt_mm.data.groups`) name, so that no
+        file or conversation is both trained on and validated (the hash would put its rows anywhere).
+        A file or group whose rows name several splits leaves the rest to the hash, with a warning."""
+        rows = [row for _, row, _ in self._table]
+        keys = [
+            (f"file:{real}", *((f"group:{g}",) if (g := _group(row)) else ())) for row, real in zip(rows, self._files)
+        ]
+        units = joined_groups(keys).tolist()
+        named: dict[int, set[str]] = {}
+        for row, unit in zip(rows, units):
             if row.get("split"):
-                named.setdefault(real, set()).add(row["split"])
-            else:
-                unnamed[real] += 1
-        mixed = sorted(f for f in unnamed if len(named.get(f, ())) > 1)
+                named.setdefault(unit, set()).add(row["split"])
+        mixed = {  # unit -> a file of it
+            unit: real
+            for row, unit, real in zip(rows, units, self._files)
+            if not row.get("split") and len(named.get(unit, ())) > 1
+        }
         if mixed:
             log.warning(
-                "%s: %d file(s) with rows of several splits also have rows without one, whose split is drawn "
-                "by a hash of the file's path (e.g. %s): give those rows a split",
+                "%s: %d file(s) or group(s) with rows of several splits also have rows without one, whose split "
+                "is drawn by a hash (of the group's name, else the file's path; e.g. %s): give those rows a split",
                 self.path,
                 len(mixed),
-                mixed[0],
+                next(iter(mixed.values())),
             )
-        return {f: next(iter(s)) for f, s in named.items() if len(s) == 1 and f in unnamed}
+        return [
+            None if row.get("split") or len(named.get(u, ())) != 1 else next(iter(named[u]))
+            for row, u in zip(rows, units)
+        ]
 
     @cached_property
     def _table(self) -> list[tuple[int, dict, tuple[float, float | None]]]:
@@ -337,6 +347,11 @@ def _label_number(label: object) -> int | None:
     if isinstance(label, str) and re.fullmatch(r"-?\d+(\.0*)?", label):
         return int(label.split(".")[0])
     return None
+
+
+def _group(row: dict) -> str | None:
+    """A row's group (the ``group`` column), None where it has none."""
+    return None if row.get("group") in (None, "") else str(row["group"])
 
 
 def _unlabelled(label: object) -> bool:
