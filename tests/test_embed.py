@@ -387,7 +387,7 @@ def test_a_video_whose_track_is_digital_silence_is_said_to_be_read_as_one_withou
         caplog.text
     )
     assert "as a video without sound" in caplog.text and "an audio model's" not in caplog.text
-    assert "embedding the sound alone" not in caplog.text  # (an audio-visual model reads both)
+    assert "embedding only the sound" not in caplog.text  # (an audio-visual model reads both)
 
 
 def test_videos_embedded_by_an_audio_model_are_said_to_be_read_for_their_sound_alone(ckpts, tmp_path, caplog):
@@ -399,7 +399,7 @@ def test_videos_embedded_by_an_audio_model_are_said_to_be_read_for_their_sound_a
     with caplog.at_level(logging.INFO, logger="ttt_mm"):
         summary = task.run(_cfg(ckpt=ckpts["audio"], input=root, output=tmp_path / "out"))
     assert len(summary.written) == 2
-    said = "embedding the sound alone of 1 video(s), e.g. {}: the checkpoint's model reads audio"
+    said = "embedding only the sound of a video, {}: the checkpoint's model reads audio"
     assert said.format(video) in caplog.text
 
 

@@ -120,4 +120,4 @@ def test_corrupt_leaves_out_an_empty_source_and_says_so(tmp_path, capsys):
     (tmp_path / "a.wav").write_bytes(b"RIFF" + bytes(64))
     (tmp_path / "empty.wav").write_bytes(b"")
     assert corrupt._media([str(tmp_path)], tmp_path / "out") == [tmp_path / "a.wav"]
-    assert capsys.readouterr().out == f"left out 1 empty file(s), e.g. {tmp_path / 'empty.wav'}: no bytes to corrupt\n"
+    assert capsys.readouterr().out == f"left out an empty file {tmp_path / 'empty.wav'}: nothing to corrupt\n"

@@ -34,7 +34,7 @@ from ttt_mm.data import (
     decode,
     reading_notes,
 )
-from ttt_mm.data.datamodule import validation_file
+from ttt_mm.data.datamodule import validation_unit
 from ttt_mm.data.decode import MediaInfo
 from ttt_mm.tasks.common import CONF_DIR, ConfigError
 from ttt_mm.tasks.probe import main as probe_command
@@ -473,7 +473,7 @@ def test_a_long_recording_nearest_the_validation_hash_is_not_moved_out_of_traini
     (val,) = {c.file_key for c in dm.splits["val"]}
     assert val != nearest and nearest in {c.file_key for c in dm.splits["train"]}
     assert f"validating on {val} (1.0 s of the training files' 11.0 s)" in "\n".join(caplog.messages)
-    assert validation_file(["a", "b", "c"], Counter(a=4, b=3, c=3)) == "b"  # (none small enough: the shortest)
+    assert validation_unit(["a", "b", "c"], Counter(a=4, b=3, c=3)) == "b"  # (none small enough: the shortest)
     # evaluating a checkpoint of a run that validated on the long one (an older version's choice): that one
     older = folder_module(data, tmp_path / "eval", modalities=["video"], val_fraction=1e-9, test_fraction=0.0)
     older.trained_on = {str(data / f"v{i}.mp4") for i in range(4)} - {str(data / nearest)}
@@ -726,16 +726,19 @@ def test_a_manifests_group_lies_in_one_split_and_moves_to_validation_whole(media
     held = {name: sorted(g for g, splits in grouped.items() if splits == {name}) for name in ("val", "test")}
     said = with_groups.split_summary()  # (the data line names the groups held out, where it named files)
     assert said.startswith(f"32 files in 8 groups: {4 * (8 - len(held['val']) - len(held['test']))} train, ")
-    assert f"{4 * len(held['val'])} val ({', '.join(f'group {g}' for g in held['val'])})" in said
+    plural = "s" if len(held["val"]) > 1 else ""
+    assert f"{4 * len(held['val'])} val (group{plural} {', '.join(held['val'])})" in said
+    ungrouped = module(group_of | {"c0.wav": ""}, column=True, **fractions).split_summary()  # (a row with no group)
+    assert ungrouped.startswith("32 files (31 in 8 groups): ")
     # none hashed into validation (a tiny fraction): one group moves there, all of its files
     with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
         moved = module(group_of, column=True, val_fraction=1e-9, test_fraction=0.0)
     (val,) = {group_of[c.file_key] for c in moved.splits["val"]}
     assert len(moved.splits["val"]) == 4 and val not in {group_of[c.file_key] for c in moved.splits["train"]}
-    assert f"validating on group '{val}' (4 file(s)) (10.0 s of the training files' 80.0 s)" in caplog.text
+    assert f"validating on group {val} (4 files, 10.0 s of the training files' 80.0 s)" in caplog.text
     one_talk = module(dict.fromkeys(list(group_of)[:4], "talk"), column=True, val_fraction=1e-9, test_fraction=0.0)
     assert one_talk.splits["val"] == one_talk.splits["train"]  # (one group: nothing to hold out, fit measured)
-    assert "the training files are of one group ('talk'): validating on the training files" in caplog.text
+    assert "all training files are in one group (talk): validating on the training files" in caplog.text
 
 
 def _hashed(prefix: str, low: float, high: float, count: int = 1) -> list[str]:

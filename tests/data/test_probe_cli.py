@@ -137,7 +137,7 @@ def test_an_output_named_other_than_json_lines_is_refused_before_probing(data, t
 def test_a_folder_given_as_a_setting_is_told_to_come_alone(data, tmp_path, capsys):
     """``input=<folder>``, as the Hydra commands take it, was "no such file or directory" alone."""
     assert main([f"input={data}", "--index-cache", str(tmp_path / "cache")]) == 2
-    said = f"error: input={data}: no such file or directory (the path comes alone, not as a setting: {data})\n"
+    said = f"error: input={data}: no such file or directory (give the path without input=: {data})\n"
     assert capsys.readouterr().err == said
     assert main([str(tmp_path / "none"), "--index-cache", str(tmp_path / "cache")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'none'}: no such file or directory\n"

@@ -93,7 +93,8 @@ def _media(paths: Sequence[str], out: Path) -> list[Path]:
     for p in map(Path, paths):
         found += media_files(p, outside=out) if p.is_dir() else [p]
     if empty := [p for p in found if p.stat().st_size == 0]:  # (nothing to damage: no variant differs)
-        print(f"left out {len(empty)} empty file(s), e.g. {empty[0]}: no bytes to corrupt")
+        some = "an empty file" if len(empty) == 1 else f"{len(empty)} empty files, e.g."
+        print(f"left out {some} {empty[0]}: nothing to corrupt")
     return [p for p in found if p not in empty]
 
 

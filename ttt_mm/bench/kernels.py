@@ -1,7 +1,7 @@
 """GPU benchmark of the TTT cores and layer: Triton kernels against the PyTorch core and SDPA attention.
 
     python -m ttt_mm.bench kernels                 # needs CUDA; bf16, batch 1, 12 heads of 64
-    python -m ttt_mm.bench kernels --quick         # the correctness check and T = 4k only
+    python -m ttt_mm.bench kernels --quick         # the correctness check and T = 4k (and batch 8) only
     python -m ttt_mm.bench kernels --lengths 65536 --torch-max 0 --batched-length 0  # 64k alone, Triton only
     python -m ttt_mm.bench kernels --launch spans  # the forward in two launches whatever the rows (or one-pass)
 

@@ -7,8 +7,8 @@ reason. Every decoder is then opened in the process that reads (each DataLoader 
 own, see `ttt_mm.data.decode.guard`). Splits come from the source (a manifest ``split`` column) or from a
 hash of each clip's key (of its manifest ``group``, where it has one: `ttt_mm.data.groups`), so they
 never change when files are added. When none lands in validation, a training file (or group) moves
-there if there are three usable files or more, two units of them in training and one whose split the
-source does not fix (which one can change with the files; a resumed run keeps its run's); otherwise
+there if there are three usable files or more, at least two files or groups in training and one whose
+split the source does not fix (which one can change with the files; a resumed run keeps its run's); otherwise
 the training files are validated on (with a warning).
 The skip list defaults to ``<trainer.default_root_dir>/skipped_media.tsv``; without a trainer and a
 path, each loader worker keeps its own in memory (a bad file is then logged by each that meets it).
@@ -83,7 +83,7 @@ STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",)}
 reads that split, and any other (``predict``, or None) every split."""
 
 
-def validation_file(movable: list[str], seconds: Counter) -> str:
+def validation_unit(movable: list[str], seconds: Counter) -> str:
     """Of the training files (or groups: `ttt_mm.data.groups`) that may move to validation (in the order
     of their hash's distance to its range), the nearest that holds at most `MAX_VALIDATION_SHARE` of the
     training ``seconds``, else the shortest: a long recording among a few short ones would take most of
@@ -102,6 +102,14 @@ HELD_OUT = {
 }
 """A held-out split that a few files' hashes made larger than asked: what the data line calls it, and what
 to do about it."""
+
+
+def _units_named(units: list[str]) -> str:
+    """Split units as the data line names them: ``groups talk2, talk3; x.wav`` (`split_units`)."""
+    groups = [one_line(u.removeprefix(GROUP)) for u in units if u.startswith(GROUP)]
+    files = [one_line(u) for u in units if not u.startswith(GROUP)]
+    named = [f"group{'s' if len(groups) > 1 else ''} {', '.join(groups)}"] if groups else []
+    return "; ".join(named + ([", ".join(files)] if files else []))
 
 
 class MediaDataModule(L.LightningDataModule):
@@ -330,22 +338,24 @@ class MediaDataModule(L.LightningDataModule):
     def split_summary(self) -> str:
         """``14 files: 11 train, 1 val (a.mp4), 2 test (b.mp4, c.mp4)``: how many files each split has,
         and which they are for validation and test where they are few (what ``val/*`` was measured on);
-        of a manifest with groups, which groups (``30 files in 8 groups: ..., 4 val (group talk3)``)."""
+        of a manifest with groups, which groups (``32 files in 8 groups: ..., 4 val (group talk3)``)."""
         counts = []
         train = {c.file_key for c in self.splits["train"]}
-        groups = {c.group for c in self.clips if c.group}
         for name in SPLITS:
             keys = sorted({c.file_key for c in self.splits[name]})
             if name == "val" and keys and set(keys) == train:  # (too few files to hold one out: `_ensure_validation`)
                 counts.append(f"{len(keys)} val (the training files)")
                 continue
-            units = sorted({self._units[key] for key in keys}) if groups else keys  # (`split_units`)
+            units = sorted({self._units[key] for key in keys})  # (a file's own, or its group's: `split_units`)
             named = name != "train" and 0 < len(units) <= NAMED_FILES
-            shown = (one_line(f"group {u.removeprefix(GROUP)}" if u.startswith(GROUP) else u) for u in units)
-            counts.append(f"{len(keys)} {name}" + (f" ({', '.join(shown)})" if named else ""))
+            counts.append(f"{len(keys)} {name}" + (f" ({_units_named(units)})" if named else ""))
         unit = "synthetic clips" if any(isinstance(c.media, SyntheticClip) for c in self.clips) else "files"
-        unit += f" in {len(groups)} group{'s' if len(groups) > 1 else ''}" if groups else ""
         files = len({c.file_key for c in self.clips})
+        grouped = {key for key in {c.file_key for c in self.clips} if self._units[key].startswith(GROUP)}
+        if grouped:
+            groups = len({self._units[key] for key in grouped})
+            in_groups = f"in {groups} group{'s' if groups > 1 else ''}"
+            unit += f" {in_groups}" if len(grouped) == files else f" ({len(grouped)} {in_groups})"
         more = ""
         for name, (called, remedy) in HELD_OUT.items():
             fraction = getattr(self, f"{name}_fraction")
@@ -384,17 +394,18 @@ class MediaDataModule(L.LightningDataModule):
             for c in train:
                 start, end = clip_span(c, self.spec)
                 seconds[unit[c.file_key]] += end - start
-            key = validation_file(self._the_runs_validation([key for _, key in movable], unit), seconds)
+            key = validation_unit(self._the_runs_validation([key for _, key in movable], unit), seconds)
             self.splits["val"] = [replace(c, split="val") for c in train if unit[c.file_key] == key]
             self.splits["train"] = [c for c in train if unit[c.file_key] != key]
             level = logging.INFO if warn else logging.DEBUG  # (the split evaluation asks for is its own line)
             moved = len({c.file_key for c in self.splits["val"]})
+            group = one_line(key.removeprefix(GROUP))
             log.log(
                 level,
-                "no file hashed into validation (val_fraction=%g): validating on %s "
-                "(%.1f s of the training files' %.1f s)",
+                "no file hashed into validation (val_fraction=%g): validating on %s%.1f s of the training files' "
+                "%.1f s)",
                 self.val_fraction,
-                f"group {key.removeprefix(GROUP)!r} ({moved} file(s))" if key.startswith(GROUP) else one_line(key),
+                f"group {group} ({moved} files, " if key.startswith(GROUP) else f"{one_line(key)} (",
                 seconds[key],
                 seconds.total(),
             )
@@ -406,7 +417,7 @@ class MediaDataModule(L.LightningDataModule):
         elif len({c.file_key for c in train}) < 2:
             why = f"only {len({c.file_key for c in train})} training file(s)"
         else:
-            why = f"the training files are of one group ({next(iter(units)).removeprefix(GROUP)!r})"
+            why = f"all training files are in one group ({one_line(next(iter(units)).removeprefix(GROUP))})"
         if warn:
             log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
             self.splits["val"] = list(train)

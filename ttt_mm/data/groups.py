@@ -33,18 +33,27 @@ def joined_groups(keys: list[tuple[str, ...]]) -> np.ndarray:
     return np.unique([root(i) for i in range(len(keys))], return_inverse=True)[1].astype(np.int64)
 
 
+def joined_names(files: Sequence[str], groups: Sequence[str | None]) -> list[tuple[int, str]]:
+    """The name of each clip's joined group (`joined_groups` of its file and its group value):
+    ``(0, v)``, the least group value among the clips it joins, else ``(1, file)``, its file's."""
+    keys = [(f"file:{f}", *((f"group:{g}",) if g else ())) for f, g in zip(files, groups)]
+    joined = joined_groups(keys).tolist()
+    least: dict[int, tuple[int, str]] = {}
+    for j, f, g in zip(joined, files, groups):
+        least[j] = min(least.get(j, (2, "")), (0, g) if g else (1, f))
+    return [least[j] for j in joined]
+
+
 GROUP = "group:"
-"""How a split unit named by a group value starts (a file's unit is its key: the two never meet)."""
+"""How a split unit named by a group value starts (`split_units`; a file key written so would share
+its unit with that group's)."""
 
 
 def split_units(clips: Sequence[ClipInfo]) -> dict[str, str]:
     """The unit each file's split is drawn from (`ClipInfo.split_of`), by its `ClipInfo.file_key`: the
     file's own key where its clips carry no group value, else ``group:<v>``, the least value of the
-    group its clips join. Without group values every file is its own unit, as it always was."""
+    group its clips join (`joined_names`). Without group values every file is its own unit, as it
+    always was."""
     files = [c.file_key for c in clips]
-    joined = joined_groups([(f, *((GROUP + c.group,) if c.group else ())) for f, c in zip(files, clips)])
-    named: dict[int, str] = {}
-    for g, c in zip(joined.tolist(), clips):
-        if c.group and (g not in named or GROUP + c.group < named[g]):
-            named[g] = GROUP + c.group
-    return {f: named.get(g, f) for f, g in zip(files, joined.tolist())}
+    names = joined_names(files, [c.group for c in clips])
+    return {f: GROUP + name if kind == 0 else name for f, (kind, name) in zip(files, names)}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ttt_mm.data.groups import joined_groups
+from ttt_mm.data.groups import joined_names
 
 if TYPE_CHECKING:
     from ttt_mm.data import ClipInfo
@@ -90,12 +90,9 @@ def fold_groups(clips: list[ClipInfo], group: bool) -> np.ndarray:
     (a group value of theirs, else their file), so unjoined groups get the folds they always had."""
     if not group:
         return np.arange(len(clips))
-    files = [f"file:{os.path.realpath(c.name)}" for c in clips]
-    joined = joined_groups([(f, *((f"group:{c.group}",) if c.group else ())) for f, c in zip(files, clips)])
-    first: dict[int, tuple[int, str]] = {}  # group -> its name: the least group value, else file
-    for g, f, c in zip(joined.tolist(), files, clips):
-        first[g] = min(first.get(g, (2, "")), (0, c.group) if c.group else (1, f))
-    return np.unique([first[g][1] for g in joined.tolist()], return_inverse=True)[1]
+    names = joined_names([os.path.realpath(c.name) for c in clips], [c.group for c in clips])
+    order = {name: i for i, name in enumerate(sorted({name for _, name in names}))}
+    return np.array([order[name] for _, name in names], dtype=np.int64)
 
 
 def drop_one_group(clips: list[ClipInfo], names: list[str], group: bool) -> tuple[list[ClipInfo], dict[str, dict]]:

@@ -324,10 +324,9 @@ def run(cfg: DictConfig) -> Summary:
     )
     videos = [c for c in clips if modalities == ("audio",) and c.info is not None and c.info.has_video]
     if videos:  # (the sidecars' modalities said it alone)
+        some = f"{len(videos)} videos, e.g." if len(videos) > 1 else "a video,"
         log.info(
-            "embedding the sound alone of %d video(s), e.g. %s: the checkpoint's model reads audio",
-            len(videos),
-            one_line(videos[0].segment),
+            "embedding only the sound of %s %s: the checkpoint's model reads audio", some, one_line(videos[0].segment)
         )
     if clips:  # made only when something may be written: a lone bad input leaves no folder behind
         output_folder(output)

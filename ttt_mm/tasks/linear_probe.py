@@ -269,7 +269,8 @@ def l2_grid(value) -> tuple[float, ...]:
     except (TypeError, ValueError):
         grid = ()
     if not grid or not all(0 < x < math.inf for x in grid):
-        raise ConfigError(f"l2 must be a positive number or a list of them; got {_value(values)}")
+        given = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+        raise ConfigError(f"l2 must be a positive number or a list of them; got {_value(given)}")
     return grid
 
 

@@ -84,7 +84,7 @@ def index_and_list(args: argparse.Namespace) -> int:
     target = Path(args.path)
     if not target.exists() and not target.is_symlink():
         key, _, meant = args.path.partition("=")
-        hint = f" (the path comes alone, not as a setting: {meant})" if meant and Path(meant).exists() else ""
+        hint = f" (give the path without {key}=: {meant})" if meant and Path(meant).exists() else ""
         print(f"error: {target}: no such file or directory{hint}", file=sys.stderr)
         return 2
     if args.output and Path(args.output).is_dir():
