@@ -162,6 +162,15 @@ def test_a_printed_override_reads_back_as_its_value(value):
     assert (override.key_or_group, override.value()) == ("ckpt_path", value)
 
 
+@pytest.mark.parametrize("value", ["/runs/${USER}/last.ckpt", "/x/end\\", "/x/a b\\", "/x/it's$x\\", "${a}/${b}\\"])
+def test_a_printed_override_of_a_path_with_an_interpolation_or_a_final_backslash_composes_as_it(value):
+    """Hydra resolves ``${...}`` inside quotes, and a final backslash escaped the closing quote: a printed
+    resume command failed when pasted (an interpolation key not found, a token recognition error)."""
+    (argument,) = shlex.split(shell_override("ckpt_path", value))
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        assert compose("train", overrides=[argument]).ckpt_path == value
+
+
 @pytest.mark.parametrize("value", ["'/my media", '"/x', 'a"b', "/x/$y", "a\\b", "wow!", "", "[0,1", "{a: 1"])
 def test_no_quoted_override_is_suggested_for_a_value_that_quotes_or_escapes_itself_or_is_a_list(value):
     assert quoted_override(f"data.root={value}") is None

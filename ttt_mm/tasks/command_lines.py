@@ -19,12 +19,20 @@ def shell_override(key: str, value: str, quoted: bool = False) -> str:
     its grammar would split or parse it (a comma makes a sweep, brackets a list), or always (``quoted``),
     then for the shell."""
     if quoted or not re.fullmatch(r"[A-Za-z0-9_/.@:+-]+", value):  # (Hydra's grammar: ASCII alone, no ~)
-        quote = "'" if "'" not in value else '"' if '"' not in value else None
-        value = f"{quote}{value}{quote}" if quote else "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        value = _hydra_quoted(value)
     argument = f"{key}={value}"
     if set(argument) & set("$`\\!"):  # (what a shell's double quotes would expand)
         return shlex.quote(argument)
     return '"' + argument.replace('"', '\\"') + '"' if value[0] in "'\"" else argument
+
+
+def _hydra_quoted(value: str) -> str:
+    """``value`` as a Hydra quoted string that reads back as it is: in single quotes (double where it
+    holds a single one and no double), the quote escaped, the backslashes before a quote or the end
+    doubled, and ``${`` escaped (Hydra resolves interpolations inside quotes: ``/runs/${USER}``)."""
+    quote = '"' if "'" in value and '"' not in value else "'"
+    body = re.sub(rf"(\\+)(?={quote}|$)", lambda run: run.group(1) * 2, value)
+    return quote + body.replace(quote, "\\" + quote).replace("${", "\\${") + quote
 
 
 def config_flags(hydra_config: DictConfig) -> list[str]:
