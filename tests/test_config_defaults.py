@@ -12,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -413,6 +414,21 @@ def test_a_crash_is_a_traceback_of_the_command_without_hydras_frames(capsys, mon
     with pytest.raises(SystemExit) as ended:
         composes()
     assert ended.value.code == 1 and "Traceback" in capsys.readouterr().err
+
+
+def test_each_job_of_a_sweep_says_again_what_the_jobs_before_it_said():
+    """A sweep's jobs run in one process: a warning said once per run was missing from every later job's log."""
+    from ttt_mm.messages import once
+
+    what = f"damaged: /data/{os.getpid()}-{time.monotonic_ns()}.mp4"
+
+    @hydra_command("train")
+    def job(cfg):
+        return once.first_time(what), once.first_time(what)
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train")
+    assert job(cfg) == job(cfg) == (True, False)
 
 
 def test_a_config_error_is_said_plainly_once_and_by_the_other_processes_with_their_rank(capsys, monkeypatch):

@@ -4,8 +4,8 @@ processes for every pass over its data (every validation too), and each would sa
 A run is its main process: the parent of a worker that `multiprocessing` started, the process itself
 otherwise. What was said is marked by an empty file in this machine's temporary folder, named by that
 process's pid and a digest of the words, made atomically, so that of two workers only one says it.
-A run's marks go when it exits (`_forget_own`); those of runs killed before are removed when a data
-module sets up (`clear_stale`).
+A run's marks go when it exits (`_forget_own`) or when its process starts another (`new_run`: a
+sweep's next job); those of runs killed before are removed when a data module sets up (`clear_stale`).
 """
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ def _forget_own() -> None:
 
 
 atexit.register(_forget_own)  # (a multiprocessing child ends without exit handlers: its marks are its run's)
+
+
+def new_run() -> None:
+    """This process starts a run afresh: a sweep's jobs run one after another in one process, and each
+    job's log says again what an earlier job said."""
+    _forget_own()
 
 
 def clear_stale() -> None:

@@ -27,6 +27,7 @@ from omegaconf.errors import (
     MissingMandatoryValue,
 )
 
+from ttt_mm.messages import once
 from ttt_mm.processes.environment import environment
 from ttt_mm.tasks.command_lines import quoted_override
 from ttt_mm.tasks.common import CONF_DIR
@@ -52,6 +53,7 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
         @functools.wraps(task)
         def job(cfg: DictConfig):
             started()  # (the command's work begins: `ttt_mm.tasks.starting`)
+            once.new_run()  # (a sweep's job: what the jobs before it said is said again in its log)
             try:
                 return task(cfg)
             except BaseException as err:
