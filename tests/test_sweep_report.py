@@ -3,10 +3,13 @@ are the slow sweep tests of train and embed)."""
 
 from __future__ import annotations
 
+import csv
+import multiprocessing
 import os
 import shlex
 import shutil
 import sys
+import time
 from datetime import datetime
 
 import pytest
@@ -451,3 +454,32 @@ def test_an_old_sweeps_job_run_alone_after_another_sweep_is_not_put_in_its_table
     a = _sweep(1, folder=tmp_path, overrides=("seed=2",))
     _ended(a, 2, "seed=2", None, {"metrics": {"val/loss": 9.0}})
     assert a.another_sweeps_folder() and a.whole_sweep() is None
+
+
+def _report_one_job(folder, num: int, barrier) -> None:
+    """A rerun of job ``num`` into ``folder``, reporting when the other rerun does."""
+    report = _sweep(2, folder=folder)
+    _ended(report, num, f"seed={num}", None, {"metrics": {"train/loss": 1.0 + num}, "run_dir": f"r{num}"})
+    read = report.rows
+
+    def slow_rows():  # (the other rerun reads meanwhile, unless the lock holds it back)
+        rows = read()
+        time.sleep(0.5)
+        return rows
+
+    report.rows = slow_rows
+    barrier.wait(30)
+    report.report()
+
+
+def test_two_jobs_rerun_at_once_into_a_sweeps_folder_both_keep_their_rows(tmp_path):
+    """Each read results.csv, added its row and wrote it back: the last to write left the other's out."""
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    reruns = [context.Process(target=_report_one_job, args=(tmp_path, num, barrier)) for num in (0, 1)]
+    for rerun in reruns:
+        rerun.start()
+    for rerun in reruns:
+        rerun.join(60)
+    with open(tmp_path / "results.csv", newline="") as f:
+        assert sorted(row["job"] for row in csv.DictReader(f)) == ["0", "1"]

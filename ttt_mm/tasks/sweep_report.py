@@ -13,6 +13,7 @@ return no scores (embed: each job's files are its results) keeps no table."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
 import functools
 import os
@@ -31,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttt_mm.messages import first_line
 from ttt_mm.storage.atomic import write_csv
+from ttt_mm.storage.locks import held
 from ttt_mm.tasks.command_lines import config_flags, shell_override
 from ttt_mm.tasks.common import SweepJobError
 from ttt_mm.tasks.overrides import as_typed, override_key
@@ -421,12 +423,15 @@ class SweepReport(Callback):
         self.reported = True
         if not self.started:
             self.forget_refused()
-        rows = self.rows() if self.results else []  # (none finished now: the earlier record is not said again)
-        if table := self.table(rows):
-            try:
-                where = f" (also in {written})" if (written := self.write_results(rows)) else ""
-            except OSError as err:
-                where = f" (not written to {self.folder / RESULTS}: {err.strerror or err})"
+        shared = self.folder is not None and self.results  # (jobs rerun at once into one folder: each its rows)
+        with held(self.folder / RESULTS) if shared else contextlib.nullcontext():
+            rows = self.rows() if self.results else []  # (none finished now: the earlier record is not said again)
+            if table := self.table(rows):
+                try:
+                    where = f" (also in {written})" if (written := self.write_results(rows)) else ""
+                except OSError as err:
+                    where = f" (not written to {self.folder / RESULTS}: {err.strerror or err})"
+        if table:
             print(f"sweep results{where}:", *table, sep="\n", flush=True)
         if lines := self.lines() + self.still_missing():
             print("\n".join(lines), file=sys.stderr, flush=True)
