@@ -17,7 +17,7 @@ from pathlib import Path
 from ttt_mm.data.groups import joined_groups
 from ttt_mm.data.index import RECORD_FIELDS
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, SPLITS, ClipInfo
-from ttt_mm.messages import missing
+from ttt_mm.messages import missing, one_line
 from ttt_mm.storage.atomic import write_csv
 
 log = logging.getLogger(__name__)
@@ -87,16 +87,30 @@ class ManifestSource:
         """The split each row without one takes (None for the others): the one the other rows of its
         file and of its group (joined where they share a file: `ttt_mm.data.groups`) name, so that no
         file or conversation is both trained on and validated (the hash would put its rows anywhere).
-        A file or group whose rows name several splits leaves the rest to the hash, with a warning."""
+        A file or group whose rows name several splits leaves the rest to the hash, with a warning (a
+        group, with one in any case: the column meant to keep it together)."""
         rows = [row for _, row, _ in self._table]
         keys = [
             (f"file:{real}", *((f"group:{g}",) if (g := _group(row)) else ())) for row, real in zip(rows, self._files)
         ]
         units = joined_groups(keys).tolist()
         named: dict[int, set[str]] = {}
+        groups: dict[int, str] = {}  # unit -> its least group value
         for row, unit in zip(rows, units):
             if row.get("split"):
                 named.setdefault(unit, set()).add(row["split"])
+            if (g := _group(row)) is not None:
+                groups[unit] = min(groups.get(unit, g), g)
+        if parted := sorted((groups[u], sorted(s)) for u, s in named.items() if len(s) > 1 and u in groups):
+            group, splits = parted[0]
+            log.warning(
+                "%s: the split column puts %d group(s) in several splits (e.g. group %s: %s): such a group is "
+                "partly trained on and partly held out; give all of a group's rows one split to keep it together",
+                self.path,
+                len(parted),
+                one_line(group),
+                ", ".join(splits),
+            )
         mixed = {  # unit -> a file of it
             unit: real
             for row, unit, real in zip(rows, units, self._files)

@@ -1,8 +1,9 @@
 """Held-out clips of files a checkpoint's run trained on. A file's split is drawn from its name as the
-data config lists it (relative to ``data.root`` for a folder, as written for a manifest) and from the
-split fractions, so the same files listed another way, or split with other fractions, put training
-files in a held-out split: scoring them there would pass training data for held-out data. Evaluate
-and a test-only training run leave them out, with one warning that names them."""
+data config lists it (relative to ``data.root`` for a folder, as written for a manifest, or its
+manifest group's name) and from the split fractions, so the same files listed another way, or split
+with other fractions, put training files in a held-out split: scoring them there would pass training
+data for held-out data. Evaluate and a test-only training run leave them out, with one warning that
+names them."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def held_out(clips: list[ClipInfo], split: str, files: set[str] | None, remedy: 
     log.warning(
         "split=%s: %d of its %d clips are of files the checkpoint's run trained on, left out: %s (a file's split "
         "is drawn from its name as the data config lists it, relative to data.root for a folder, as written "
-        "for a manifest, and from the split fractions: %s)",
+        "for a manifest, or from its manifest group's name, and from the split fractions: %s)",
         split,
         len(left_out),
         len(clips),
