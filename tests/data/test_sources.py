@@ -249,6 +249,12 @@ def test_a_row_without_a_split_takes_the_one_its_groups_other_rows_name(tmp_path
     assert "1 file(s) or group(s)" in line and f"e.g. {tmp_path / 'h.ogg'}" in line
     (parted,) = [r.getMessage() for r in caplog.records if "in several splits" in r.getMessage()]
     assert "puts 1 group(s) in several splits (e.g. group talk3: train, val): such a group is partly" in parted
+    lines = ['{"path": "a.ogg", "group": NaN, "split": "test"}', '{"path": "b.ogg", "group": NaN}']  # (pandas)
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    assert [(c.group, c.split) for c in ManifestSource(str(tmp_path / "m.jsonl")).clips()] == [
+        (None, "test"),
+        (None, None),
+    ]
 
 
 def test_a_folder_given_as_a_manifest_says_which_configs_read_folders(tmp_path):

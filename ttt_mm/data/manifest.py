@@ -364,8 +364,10 @@ def _label_number(label: object) -> int | None:
 
 
 def _group(row: dict) -> str | None:
-    """A row's group (the ``group`` column), None where it has none."""
-    return None if row.get("group") in (None, "") else str(row["group"])
+    """A row's group (the ``group`` column), None where it has none (a JSON NaN, as pandas writes a
+    missing value, included: as a group, it would join every row without one)."""
+    group = row.get("group")
+    return None if group in (None, "") or (isinstance(group, float) and math.isnan(group)) else str(group)
 
 
 def _unlabelled(label: object) -> bool:
