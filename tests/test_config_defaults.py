@@ -163,7 +163,9 @@ def test_a_printed_override_reads_back_as_its_value(value):
     assert (override.key_or_group, override.value()) == ("ckpt_path", value)
 
 
-@pytest.mark.parametrize("value", ["/runs/${USER}/last.ckpt", "/x/end\\", "/x/a b\\", "/x/it's$x\\", "${a}/${b}\\"])
+@pytest.mark.parametrize(
+    "value", ["/runs/${USER}/last.ckpt", "/x/end\\", "/x/a b\\", "/x/it's$x\\", "${a}/${b}\\", "a\\${x}", "\\\\${x}"]
+)
 def test_a_printed_override_of_a_path_with_an_interpolation_or_a_final_backslash_composes_as_it(value):
     """Hydra resolves ``${...}`` inside quotes, and a final backslash escaped the closing quote: a printed
     resume command failed when pasted (an interpolation key not found, a token recognition error)."""

@@ -85,6 +85,12 @@ def test_folds_without_groups_are_stratified_and_every_fold_gets_files():
         assign_folds(np.array([0, 1, 0, 1]), np.array(["a", "b", "c", "c"]), 5)
 
 
+def test_groups_are_numbered_by_their_group_value_else_their_file_as_they_always_were():
+    """The folds follow the groups' numbers: numbered otherwise, the same clips fell in other folds."""
+    clips = [ClipInfo("/d/x.wav"), ClipInfo("/d/y.wav", group="0"), ClipInfo("/d/z.wav", group="1")]
+    assert fold_groups(clips, group=True).tolist() == [2, 0, 1]  # ("0" < "1" < "file:/d/x.wav")
+
+
 def test_a_class_in_one_group_only_through_a_dropped_class_is_kept():
     """C's two spans of one file join groups g and h, which put both of A's files in one group; C, in
     one group by its own clips, goes first, and A, then spread over g and h, stays."""

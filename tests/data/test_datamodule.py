@@ -10,6 +10,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -736,6 +737,12 @@ def test_a_manifests_group_lies_in_one_split_and_moves_to_validation_whole(media
     (val,) = {group_of[c.file_key] for c in moved.splits["val"]}
     assert len(moved.splits["val"]) == 4 and val not in {group_of[c.file_key] for c in moved.splits["train"]}
     assert f"validating on group {val} (4 files, 10.0 s of the training files' 80.0 s)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        module(
+            {n: f"solo{i}" for i, n in enumerate(list(group_of)[:4])}, column=True, val_fraction=1e-9, test_fraction=0
+        )
+    assert re.search(r"validating on group solo\d \(1 file, 2\.5 s of the training files' 10\.0 s\)", caplog.text)
     one_talk = module(dict.fromkeys(list(group_of)[:4], "talk"), column=True, val_fraction=1e-9, test_fraction=0.0)
     assert one_talk.splits["val"] == one_talk.splits["train"]  # (one group: nothing to hold out, fit measured)
     assert "all training files are in one group (talk): validating on the training files" in caplog.text

@@ -405,7 +405,9 @@ class MediaDataModule(L.LightningDataModule):
                 "no file hashed into validation (val_fraction=%g): validating on %s%.1f s of the training files' "
                 "%.1f s)",
                 self.val_fraction,
-                f"group {group} ({moved} files, " if key.startswith(GROUP) else f"{one_line(key)} (",
+                f"group {group} ({moved} file{'s' if moved > 1 else ''}, "
+                if key.startswith(GROUP)
+                else f"{one_line(key)} (",
                 seconds[key],
                 seconds.total(),
             )

@@ -91,8 +91,8 @@ def fold_groups(clips: list[ClipInfo], group: bool) -> np.ndarray:
     if not group:
         return np.arange(len(clips))
     names = joined_names([os.path.realpath(c.name) for c in clips], [c.group for c in clips])
-    order = {name: i for i, name in enumerate(sorted({name for _, name in names}))}
-    return np.array([order[name] for _, name in names], dtype=np.int64)
+    keys = [name if kind == 0 else f"file:{name}" for kind, name in names]  # (numbered as they always were)
+    return np.unique(keys, return_inverse=True)[1].astype(np.int64)
 
 
 def drop_one_group(clips: list[ClipInfo], names: list[str], group: bool) -> tuple[list[ClipInfo], dict[str, dict]]:

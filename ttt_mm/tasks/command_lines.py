@@ -28,10 +28,10 @@ def shell_override(key: str, value: str, quoted: bool = False) -> str:
 
 def _hydra_quoted(value: str) -> str:
     """``value`` as a Hydra quoted string that reads back as it is: in single quotes (double where it
-    holds a single one and no double), the quote escaped, the backslashes before a quote or the end
-    doubled, and ``${`` escaped (Hydra resolves interpolations inside quotes: ``/runs/${USER}``)."""
+    holds a single one and no double), the quote escaped, the backslashes before a quote, ``${`` or the
+    end doubled, and ``${`` escaped (Hydra resolves interpolations inside quotes: ``/runs/${USER}``)."""
     quote = '"' if "'" in value and '"' not in value else "'"
-    body = re.sub(rf"(\\+)(?={quote}|$)", lambda run: run.group(1) * 2, value)
+    body = re.sub(rf"(\\+)(?={quote}|\$\{{|$)", lambda run: run.group(1) * 2, value)
     return quote + body.replace(quote, "\\" + quote).replace("${", "\\${") + quote
 
 
