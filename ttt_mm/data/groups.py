@@ -33,15 +33,19 @@ def joined_groups(keys: list[tuple[str, ...]]) -> np.ndarray:
     return np.unique([root(i) for i in range(len(keys))], return_inverse=True)[1].astype(np.int64)
 
 
+def joined(files: Sequence[str], groups: Sequence[str | None]) -> list[int]:
+    """The joined group of each clip (`joined_groups`), keyed by its file and its group value (None: none)."""
+    return joined_groups([(f"file:{f}", *((f"group:{g}",) if g else ())) for f, g in zip(files, groups)]).tolist()
+
+
 def joined_names(files: Sequence[str], groups: Sequence[str | None]) -> list[tuple[int, str]]:
-    """The name of each clip's joined group (`joined_groups` of its file and its group value):
-    ``(0, v)``, the least group value among the clips it joins, else ``(1, file)``, its file's."""
-    keys = [(f"file:{f}", *((f"group:{g}",) if g else ())) for f, g in zip(files, groups)]
-    joined = joined_groups(keys).tolist()
+    """The name of each clip's joined group (`joined`): ``(0, v)``, the least group value among the
+    clips it joins, else ``(1, file)``, its file's."""
+    joined_of = joined(files, groups)
     least: dict[int, tuple[int, str]] = {}
-    for j, f, g in zip(joined, files, groups):
+    for j, f, g in zip(joined_of, files, groups):
         least[j] = min(least.get(j, (2, "")), (0, g) if g else (1, f))
-    return [least[j] for j in joined]
+    return [least[j] for j in joined_of]
 
 
 GROUP = "group:"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ttt_mm.data.groups import joined_groups
+from ttt_mm.data.groups import joined
 from ttt_mm.data.index import RECORD_FIELDS
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, SPLITS, ClipInfo
 from ttt_mm.messages import missing, one_line
@@ -90,10 +90,7 @@ class ManifestSource:
         A file or group whose rows name several splits leaves the rest to the hash, with a warning (a
         group, with one in any case: the column meant to keep it together)."""
         rows = [row for _, row, _ in self._table]
-        keys = [
-            (f"file:{real}", *((f"group:{g}",) if (g := _group(row)) else ())) for row, real in zip(rows, self._files)
-        ]
-        units = joined_groups(keys).tolist()
+        units = joined(self._files, [_group(row) for row in rows])
         named: dict[int, set[str]] = {}
         groups: dict[int, str] = {}  # unit -> its least group value
         for row, unit in zip(rows, units):

@@ -262,14 +262,12 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
 
 def l2_grid(value) -> tuple[float, ...]:
     """The L2 strengths to choose from: a list, or one number (``l2=0.01``: that strength, none chosen)."""
-    values = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-    values = values if isinstance(values, list) else [values]
+    given = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
     try:
-        grid = tuple(float(x) for x in values)
+        grid = tuple(float(x) for x in (given if isinstance(given, list) else [given]))
     except (TypeError, ValueError):
         grid = ()
     if not grid or not all(0 < x < math.inf for x in grid):
-        given = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
         raise ConfigError(f"l2 must be a positive number or a list of them; got {_value(given)}")
     return grid
 

@@ -112,6 +112,11 @@ def _numbers_read(row: dict) -> dict:
     return {k: v for k, v in row.items() if k in TEXT and (v or k != MIXER)} | numbers
 
 
+def _mixer_column(rows: list[dict]) -> list[str]:
+    """``[MIXER]`` where a job says its mixer, else none: the table's and ``results.csv``'s column."""
+    return [MIXER] if any(row.get(MIXER) for row in rows) else []
+
+
 def read_csv(path: Path) -> list[dict]:
     """The rows of an earlier ``results.csv`` (none if there is none, or it cannot be read)."""
     try:
@@ -371,7 +376,7 @@ class SweepReport(Callback):
         jobs = [set(job) for job in self.jobs] if self.jobs else [set(job) for _, job in self.ran]
         sets = [*jobs, *map(set, listed.values())]
         shared = set.intersection(*sets) if len({frozenset(s) for s in sets}) > 1 else set()
-        mixers = [MIXER] if any(row.get(MIXER) for row in rows) else []
+        mixers = _mixer_column(rows)
         lines = [["job", *mixers, *keys, "overrides"]]
         for row in rows:
             values = [_shown(k, v) if isinstance(v := row.get(k), float) else "-" for k in keys]
@@ -393,8 +398,9 @@ class SweepReport(Callback):
             aside = path.with_name(f"results-{_dated(path)}.csv")
             os.replace(path, aside)
         filed = [c for c in FILED if c != "best_ckpt" or any(c in row for row in rows)]
-        mixers = [MIXER] if any(row.get(MIXER) for row in rows) else []
-        write_csv(path, rows, ["job", *mixers, *self.columns(rows), *filed])  # (a number a job lacks: an empty cell)
+        write_csv(
+            path, rows, ["job", *_mixer_column(rows), *self.columns(rows), *filed]
+        )  # (a number a job lacks: an empty cell)
         replaced = "its job folders of the same numbers now hold this sweep's jobs"  # (Hydra's: <folder>/<n>)
         return f"{path}" + (f"; an earlier, other sweep's is kept as {aside.name}, {replaced}" if aside else "")
 
