@@ -1,5 +1,7 @@
 """`BestCheckpoint`: its ranking follows a copied or moved run folder, and only a whole one."""
 
+from pathlib import Path
+
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ttt_mm.callbacks import BestCheckpoint
@@ -49,3 +51,21 @@ def test_its_state_is_saved_under_model_checkpoints_key():
     """Checkpoints written while the config named ModelCheckpoint resume this callback's ranking."""
     args = {"monitor": "val/loss", "mode": "min", "dirpath": "x"}
     assert BestCheckpoint(**args).state_key == ModelCheckpoint(**args).state_key
+
+
+def test_a_best_checkpoint_is_written_beside_its_final_name_and_renamed_into_place(tmp_path):
+    written = []
+
+    class Trainer:
+        is_global_zero, global_step, loggers = True, 7, []
+
+        def save_checkpoint(self, path, weights_only=False):
+            Path(path).write_text("state")
+            written.append(Path(path))
+
+    cb = BestCheckpoint(dirpath=tmp_path, monitor="val/loss")
+    cb._save_checkpoint(Trainer(), str(tmp_path / "step000007.ckpt"))
+    (partial,) = written
+    assert partial.parent == tmp_path and partial.name != "step000007.ckpt"  # same folder: a rename, never a copy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step000007.ckpt"]
+    assert cb._last_global_step_saved == 7  # Lightning's bookkeeping still done

@@ -1,7 +1,7 @@
 """The best checkpoint by a validation metric: Lightning's ``ModelCheckpoint``, made to follow its run
 folder when that folder was copied or moved, and to rank nothing after a validation that scored no
 token (the module warns of it; Lightning ended the fit over the missing metric, or ranked the save by
-an earlier validation's score).
+an earlier validation's score), and to write each file whole (`save_whole`).
 
 A resumed run continues in the folder of the checkpoint it resumes from. ``ModelCheckpoint`` records
 its folder, and when the folder it is given differs from the one recorded, it drops the ranking
@@ -17,6 +17,8 @@ import os
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from ttt_mm.callbacks.saving import save_whole
 
 PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
@@ -39,6 +41,22 @@ class BestCheckpoint(ModelCheckpoint):
         if self.monitor is not None and self.monitor.startswith(unscored):
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        super()._save_checkpoint(_SavingWhole(trainer), filepath)  # Lightning's bookkeeping, our write
+
+
+class _SavingWhole:
+    """The trainer, its checkpoints written whole (`save_whole`)."""
+
+    def __init__(self, trainer) -> None:
+        self._trainer = trainer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trainer, name)
+
+    def save_checkpoint(self, filepath: str, weights_only: bool = False) -> None:
+        save_whole(self._trainer, filepath, weights_only)
 
 
 def followed(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:

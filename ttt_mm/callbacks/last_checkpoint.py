@@ -9,9 +9,7 @@ again once a validation has run; a validation that falls inside a group of accum
 followed by a save once that group's optimizer step is taken (a checkpoint mid-group would lose the
 group's gradients and resume one batch off).
 
-It writes through a temporary name beside ``last.ckpt`` and renames it into place: Lightning's own
-save renames from ``$TMPDIR``, which is a copy, not a rename, when that is another filesystem (a
-tmpfs ``/tmp``, node-local scratch), so an interrupted save would truncate the only resume point.
+It is written whole (`save_whole`): an interrupted save must not truncate the only resume point.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from ttt_mm.storage.atomic import replaced
+from ttt_mm.callbacks.saving import save_whole
 
 FILE_NAME = "last.ckpt"
 
@@ -54,11 +52,7 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
-        if trainer.is_global_zero:
-            with replaced(self.path) as partial:
-                trainer.save_checkpoint(partial, weights_only=False)  # the whole training state
-        else:  # every process takes part in gathering the state; only the first writes it
-            trainer.save_checkpoint(self.path, weights_only=False)
+        save_whole(trainer, self.path)  # the whole training state
         self._saved_step, self._pending = trainer.global_step, False
 
     def on_train_start(self, trainer, pl_module) -> None:
