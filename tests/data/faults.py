@@ -3,7 +3,9 @@ name, so they live in a module of their own rather than in a test file)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import time
 
 from ttt_mm.data.decode import guard
@@ -15,6 +17,17 @@ def abort_on_boom(path: str) -> dict:
     if "boom" in os.path.basename(path):
         os.write(2, b"terminate called after throwing an instance of 'std::bad_alloc'\n")
         os.abort()
+    return describe(path)
+
+
+def killed_or_failed(path: str) -> dict:
+    """`describe`, except that the worker is killed from outside on ``*killed*`` (as the kernel's
+    out-of-memory killer does) and runs out of file handles on ``*handles*`` (a process's error)."""
+    name = os.path.basename(path)
+    if "killed" in name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if "handles" in name:
+        raise OSError(errno.EMFILE, "Too many open files")
     return describe(path)
 
 

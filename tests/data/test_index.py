@@ -14,7 +14,7 @@ import time
 import types
 
 import pytest
-from faults import abort_on_boom, denied_on_locked, hang_on_slow, interrupted_after, stuck_on_stuck
+from faults import abort_on_boom, denied_on_locked, hang_on_slow, interrupted_after, killed_or_failed, stuck_on_stuck
 from mediafiles import tone, write_video, write_wav
 
 from ttt_mm.data import (
@@ -260,6 +260,22 @@ def test_a_decoder_that_aborts_costs_its_file_not_the_caller(folder, tmp_path):
     assert all("error" not in records[str(folder / n)] for n in ("av.mp4", "video.mp4", "tone.wav"))
     _, again = index_files(files, tmp_path / "cache", task=abort_on_boom)
     assert again.probed == 0  # the crash is remembered: the file is never opened again
+
+
+def test_a_probe_killed_from_outside_or_failing_in_its_process_is_not_held_against_the_file(folder, tmp_path):
+    """An out-of-memory kill or a process out of file handles is not the file's doing: the run skips
+    the file, and the next one probes it again (they were remembered until the file changed)."""
+    for name in ("killed.wav", "handles.wav"):
+        shutil.copy(folder / "tone.wav", folder / name)
+    files = [str(folder / n) for n in ("killed.wav", "handles.wav", "tone.wav")]
+    records, run = index_files(files, tmp_path / "cache", task=killed_or_failed)
+    assert records[files[0]]["error"] == "decoder crashed: SIGKILL (the next run probes it again)"
+    assert records[files[1]]["error"].startswith("decoder exited with status 1 (OSError: [Errno 24] Too many")
+    assert records[files[1]]["error"].endswith("(the next run probes it again)")
+    assert sorted(run.failures) == sorted(files[:2]) and "error" not in records[files[2]]
+    records, again = index_files(files, tmp_path / "cache")  # (the real probe)
+    assert (again.probed, again.cached) == (2, 1)
+    assert all(records[f]["audio_backend"] == "soundfile" for f in files)
 
 
 @pytest.mark.slow

@@ -274,10 +274,12 @@ def _save(path: Path, records: dict[str, dict]) -> None:
 
 def _current(record: dict | None, st: os.stat_result, verify: bool, timeout: float) -> bool:
     """Whether a cached record still describes this version of the file (a probe that hung under a
-    shorter timeout than ``timeout`` is tried again, and so is a file that could not be opened)."""
+    shorter timeout than ``timeout`` is tried again, and so are a file that could not be opened and one
+    whose probe died of something other than the file: `Failure.files_doing`)."""
     return (
         record is not None
         and not str(record.get("error", "")).startswith(CANNOT_OPEN)
+        and not record.get("probe_again")
         and record.get("bytes") == st.st_size
         and record.get("mtime_ns") == st.st_mtime_ns
         and record.get("version") == VERSION
@@ -488,6 +490,9 @@ def _probe(
                 if result.hung:  # remembered only until a run allows a probe more time
                     record["error"] += " (a longer probe timeout tries it again)"
                     record["hung_timeout"] = timeout
+                elif not result.files_doing:  # (a process error or a kill from outside): not remembered
+                    record["error"] += " (the next run probes it again)"
+                    record["probe_again"] = True
                 result = record
         out[path] = result
         if time.monotonic() - last_log > PROGRESS_SECONDS and len(out) < len(paths):  # the last file: the caller logs

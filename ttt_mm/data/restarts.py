@@ -36,15 +36,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from ttt_mm.data import reading_notes
-from ttt_mm.data.decode.isolation import crash_reason, signal_name
+from ttt_mm.data.decode.isolation import CRASH_SIGNALS, crash_reason, signal_name
 from ttt_mm.data.skiplist import SkipList
 
 log = logging.getLogger(__name__)
-
-CRASH_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGFPE", "SIGILL")
-"""What a decoder's native crash kills its process with (SIGKILL and SIGTERM come from outside: memory,
-a scheduler's preemption; those stop the run)."""
-
 
 DEATH_WAIT_S = 5.0
 """How long a loader error that a dying worker causes waits for the worker's exit to show."""

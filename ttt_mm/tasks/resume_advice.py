@@ -19,8 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.callbacks import last_checkpoint
 from ttt_mm.data import reading_notes
-from ttt_mm.data.decode.isolation import crash_reason
-from ttt_mm.data.restarts import CRASH_SIGNALS
+from ttt_mm.data.decode.isolation import CRASH_SIGNALS, crash_reason
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.tasks.command_lines import config_flags, shell_override
 from ttt_mm.tasks.common import ConfigError, in_a_sweep

@@ -125,10 +125,18 @@ def refuse_in_a_worker() -> None:
 @dataclass(frozen=True)
 class Failure:
     """A file whose worker crashed, exited or hung: ``reason`` says which, in words; ``hung``: killed
-    for taking longer than its time limit (a longer one might see it through)."""
+    for taking longer than its time limit (a longer one might see it through); ``files_doing``: the
+    worker died of a decoder's native crash (`CRASH_SIGNALS`) or hung on it, where a worker that exited
+    (an error of the process or of this code) or was killed from outside need not be the file's doing."""
 
     reason: str
     hung: bool = False
+    files_doing: bool = True
+
+
+CRASH_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGFPE", "SIGILL")
+"""What a decoder's native crash kills its process with (SIGKILL and SIGTERM come from outside: memory,
+a scheduler's preemption)."""
 
 
 def signal_name(number: int) -> str:
@@ -321,8 +329,6 @@ class IsolatedPool:
         if not worker.ready:
             raise WorkerStartError(f"a decoder worker exited (status {code}) before it started; {_why_workers_fail()}")
         message = worker.last_message()
-        if code is not None and code < 0:
-            reason = crash_reason(signal_name(-code))
-        else:
-            reason = f"decoder exited with status {code}"
-        return Failure(reason + (f" ({message})" if message else ""))
+        how = signal_name(-code) if code is not None and code < 0 else None
+        reason = crash_reason(how) if how else f"decoder exited with status {code}"
+        return Failure(reason + (f" ({message})" if message else ""), files_doing=how in CRASH_SIGNALS)
