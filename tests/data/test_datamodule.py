@@ -282,6 +282,20 @@ def test_a_resume_after_a_file_was_rewritten_with_another_length_is_warned_about
     assert line.endswith(f"; training clips since the checkpoint: 1 with another length ({first})")
 
 
+def test_loader_workers_are_forked_whatever_the_default():
+    """A worker names its reading note after its parent (`reading_notes`): started by a fork server (the
+    default on Linux from Python 3.14), its parent is that server, and a crashed decoder's file went
+    unnamed (the run ended, where it costs one file)."""
+    for stream in (False, True):
+        dm = synthetic_module(6, 3.0, batch_size=2, val_fraction=0.5, test_fraction=0.0, num_workers=1, stream=stream)
+        dm.setup("fit")
+        for loader in (dm.train_dataloader().loader, dm.val_dataloader().loader):
+            assert loader.multiprocessing_context.get_start_method() == "fork"
+    serial = synthetic_module(6, 3.0, val_fraction=0.5, test_fraction=0.0, num_workers=0)
+    serial.setup("fit")
+    assert serial.train_dataloader().loader.multiprocessing_context is None  # (no worker: nothing to start)
+
+
 def test_a_streamed_run_says_once_that_it_trains_with_one_worker(caplog):
     """It was said again with every epoch's loader (four times in a run of eight steps), and by every rank."""
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):

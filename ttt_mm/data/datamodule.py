@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -110,6 +111,13 @@ def _units_named(units: list[str]) -> str:
     files = [one_line(u) for u in units if not u.startswith(GROUP)]
     named = [f"group{'s' if len(groups) > 1 else ''} {', '.join(groups)}"] if groups else []
     return "; ".join(named + ([", ".join(files)] if files else []))
+
+
+def worker_start(workers: int) -> str | None:
+    """How loader workers start: forked, as the reading notes (named by the worker's parent process,
+    `reading_notes`) and the decoders' fork-safe caches expect, whatever the platform's default (Python
+    3.14 made it ``forkserver`` on Linux: a crashed decoder's file would go unnamed and end the run)."""
+    return "fork" if workers > 0 and "fork" in multiprocessing.get_all_start_methods() else None
 
 
 class MediaDataModule(L.LightningDataModule):
@@ -478,6 +486,7 @@ class MediaDataModule(L.LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
+            multiprocessing_context=worker_start(self.num_workers),
             collate_fn=collate,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -639,8 +648,13 @@ class MediaDataModule(L.LightningDataModule):
                     rank=rank,
                     world=world,
                 )
-                return DataLoader(  # (one worker at most: said once, in __init__)
-                    dataset, batch_size=None, num_workers=min(self.num_workers, 1), pin_memory=self.pin_memory
+                workers = min(self.num_workers, 1)  # (one worker at most: said once, in __init__)
+                return DataLoader(
+                    dataset,
+                    batch_size=None,
+                    num_workers=workers,
+                    multiprocessing_context=worker_start(workers),
+                    pin_memory=self.pin_memory,
                 )
 
         else:
