@@ -3,7 +3,7 @@
     python data/scripts/singularity_music.py --media /tmp/ttt-mm-media --out data/singularity_music/manifest.csv
 
 ``--media`` is the folder ``bash ../shared/data/fetch-real-media.sh`` unpacked into; the tracks are
-the 16 Vorbis files under ``root/usr/share/games/singularity/music`` (3-6 min each, 48 kHz stereo).
+the 16 Vorbis files under ``root/usr/share/games/singularity/music`` (43 s to 6 min, 48 kHz stereo).
 One row per whole track (``start`` and ``end`` empty, no label). The split is seeded: a quarter of
 the tracks (4 of 16) is held out as ``test`` for evaluation on music never trained on, ``--val``
 tracks (default 1) are ``val`` for the validation metric during training, the rest ``train``.
