@@ -7,6 +7,7 @@ import ast
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -153,3 +154,30 @@ def test_the_working_directory_moves_only_while_this_process_first_starts_the_se
         isolation.start_forkserver()
     assert moves == [os.path.dirname(os.path.dirname(os.path.abspath(ttt_mm.__file__)))]  # (the running one's)
     assert os.getcwd() == before
+
+
+def test_worker_stderr_files_are_named_by_their_process_and_a_gone_ones_are_swept(tmp_path, monkeypatch):
+    """A run killed outright (SIGKILL) left its workers' stderr files in the temporary folder for good."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # (this process's temporary folder)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = tmp_path / f"{isolation.STDERR_PREFIX}-{gone.pid}-abc.stderr"
+    mine = tmp_path / f"{isolation.STDERR_PREFIX}-{os.getpid()}-def.stderr"
+    left.write_text("")
+    mine.write_text("")
+    pool = isolation.IsolatedPool(os.path.basename, jobs=1)
+    assert not left.exists() and mine.exists()  # (this process runs: its own stay)
+    seen = []
+    real_mkstemp = tempfile.mkstemp
+
+    def recorded(*args, **kwargs):
+        handle, path = real_mkstemp(*args, **kwargs)
+        seen.append(os.path.basename(path))
+        return handle, path
+
+    monkeypatch.setattr(tempfile, "mkstemp", recorded)
+    assert dict(pool.map(["/a/x.wav"])) == {"/a/x.wav": "x.wav"}
+    (name,) = seen
+    assert name.startswith(f"{isolation.STDERR_PREFIX}-{os.getpid()}-")
+    stderr_files = [p.name for p in tmp_path.iterdir() if p.name.startswith(isolation.STDERR_PREFIX)]
+    assert stderr_files == [mine.name]  # the worker's own was removed when it stopped

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from ttt_mm.data.decode import guard
+from ttt_mm.processes.alive import remove_left_by_gone
 from ttt_mm.processes.environment import environment, working_directory
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 PRELOAD = ["ttt_mm.data.decode"]
 """Imported once by the forkserver, so workers start with the decoders loaded."""
 WORKER_NAME = "ttt-mm-probe"
+STDERR_PREFIX = "ttt-mm-probe-stderr"
+"""Where each worker's stderr goes: ``<tmp>/<prefix>-<pid of the pool's process>-....stderr``."""
 READY = "ttt-mm-worker-ready"
 STARTUP_TIMEOUT = 120.0
 """Seconds a worker may take to start (its first files wait that long at most before their own timeout)."""
@@ -184,14 +187,21 @@ def _serve(conn: Connection, task: Callable, stderr_path: str, memory_bytes: int
 
 class _Worker:
     def __init__(self, context, task: Callable, memory_bytes: int | None) -> None:
-        handle, self.stderr_path = tempfile.mkstemp(prefix="ttt-mm-probe-", suffix=".stderr")
+        # named by this process, so that a run killed before it removed them has them swept by the next
+        handle, self.stderr_path = tempfile.mkstemp(prefix=f"{STDERR_PREFIX}-{os.getpid()}-", suffix=".stderr")
         os.close(handle)
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=_serve, args=(child, task, self.stderr_path, memory_bytes), daemon=True, name=WORKER_NAME
         )
-        self.process.start()
-        child.close()
+        try:
+            self.process.start()
+        except BaseException:
+            self.conn.close()
+            os.unlink(self.stderr_path)
+            raise
+        finally:
+            child.close()
         self.ready = False
         self.retiring = False  # it said it exits after its answer: it takes no further file
         self.path: str | None = None
@@ -246,6 +256,7 @@ class IsolatedPool:
         refuse_in_a_worker()
         self.task, self.jobs, self.timeout, self.budget = task, jobs, timeout, budget
         self.memory_bytes = None if memory_gb is None else int(memory_gb * 2**30)
+        remove_left_by_gone(STDERR_PREFIX)
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(PRELOAD)
         start_forkserver()
