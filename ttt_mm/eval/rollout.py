@@ -12,8 +12,10 @@ into the embeddings the tokenizer would have produced had the predicted media be
 - audio-visual: both, interleaved as the tokenizer does, plus modality embeddings.
 
 Each tokenizer does this in its ``embed_targets``; given real targets and their statistics it
-reproduces the tokenizer's embeddings (tested), so a rollout differs from teacher forcing only
-through the predictions it feeds back.
+reproduces the tokenizer's embeddings (tested) where the targets hold all the media: audio, and video
+at ``target_pool=1``. Then a rollout differs from teacher forcing only through the predictions it
+feeds back. Pooled video targets (``target_pool > 1``, the default) become frames of block means, an
+input training never shows the model, so horizons from the second on also measure that loss of detail.
 Rollouts need ``offset == tokens_per_step`` (next-step prediction; for audio also next-token):
 one forward call on a predicted step then predicts the whole following step.
 """
