@@ -91,6 +91,8 @@ def test_sound_that_ends_inside_a_step_keeps_its_tokens_there_however_it_ends(to
 def test_mismatched_rates_are_refused():
     with pytest.raises(ValueError, match="giving 6.25 audio tokens per step"):
         AVTokenizer(dim=16, audio=AudioTokenizer(dim=16), video=VideoTokenizer(dim=16))
+    with pytest.raises(ValueError, match=r"\(5512.5 samples at 22050 Hz\) and an audio token 800 samples"):
+        AVTokenizer(dim=16, audio=AudioTokenizer(dim=16, sample_rate=22050, frames_per_token=5))
     with pytest.raises(ValueError, match="must both equal dim 16"):
         AVTokenizer(dim=16, audio=AudioTokenizer(dim=8, frames_per_token=5), video=VideoTokenizer(dim=16))
 

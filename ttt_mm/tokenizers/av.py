@@ -44,10 +44,13 @@ class AVTokenizer(Tokenizer):
             raise ValueError(f"audio dim {audio.dim} and video dim {video.dim} must both equal dim {dim}")
         per_step = video.seconds_per_step / audio.seconds_per_step
         if abs(per_step - round(per_step)) > 1e-9 or round(per_step) < 1:
+            step_samples = video.seconds_per_step * audio.sample_rate
             raise ValueError(
-                f"a video step lasts {video.seconds_per_step} s and an audio token {audio.seconds_per_step} s, "
-                f"giving {per_step:g} audio tokens per step; choose frames_per_token, hop_length, fps or "
-                "tubelet so that this is a whole number (e.g. frames_per_token=5 at 8 fps, tubelet 2)"
+                f"a video step lasts {video.seconds_per_step:g} s ({step_samples:g} samples at "
+                f"{audio.sample_rate} Hz) and an audio token {audio.samples_per_token} samples (frames_per_token "
+                f"{audio.frames_per_token} x hop_length {audio.hop_length}), giving {per_step:g} audio tokens per "
+                "step; choose the sample rate, frames_per_token, hop_length, fps or tubelet so that this is a "
+                "whole number (e.g. 16 kHz, frames_per_token=5, hop_length=160 at 8 fps, tubelet 2)"
             )
         self.audio, self.video, self.dim = audio, video, dim
         self.audio_per_step = round(per_step)
