@@ -316,7 +316,7 @@ def _cost_line(cost: dict[str, float]) -> list[str]:
     minutes = cost["fit minutes"]
     took = f"{minutes:.1f} min" if minutes >= 1 else f"{minutes * 60:.0f} s"
     speed = f"{cost['train tokens/s']:.0f} tokens/s"
-    return [f"training:        {speed} (its mean, validation left out), {took} with validation"]
+    return [f"training:        {speed} (its mean, validation left out), {took} in all"]
 
 
 def _failed_mid_run(out: dict) -> list[str]:
