@@ -331,6 +331,28 @@ def test_a_mistake_met_while_composing_the_config_is_one_error_line_and_status_2
     assert "HYDRA_FULL_ERROR" not in os.environ  # (set only while Hydra runs)
 
 
+@pytest.mark.parametrize(
+    ("command", "key", "way"),
+    [("train", "hydra.run.dir", "hydra.run.dir=<folder> (this run's)"), ("evaluate", "output", "output=<folder>")],
+)
+def test_a_run_folder_that_cannot_be_made_is_one_error_line_and_status_2(
+    command, key, way, capsys, monkeypatch, tmp_path
+):
+    """Hydra makes the run folder before the command begins: a file in its place, or a folder that cannot
+    be made, ended in a traceback of pathlib's with status 1."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    taken = tmp_path / "a file"
+    taken.write_text("")
+    monkeypatch.setattr(sys, "argv", [command, f"{key}='{taken}'", *(["ckpt=x.ckpt"] if command == "evaluate" else [])])
+    with pytest.raises(SystemExit) as ended:
+        importlib.import_module(f"ttt_mm.tasks.{command}").main()
+    said = (
+        f"error: {taken}: File exists: the run folder cannot be made or written there; choose another with {way} "
+        "or paths.log_dir=<folder> (where runs go)\n"
+    )
+    assert ended.value.code == 2 and capsys.readouterr().err == said
+
+
 def test_hydras_settings_printed_resolved_end_in_one_line_naming_the_way_that_works(capsys, monkeypatch):
     """``--cfg hydra --resolve`` printed a traceback: Hydra resolves its own settings without the
     command's config that they read; ``--cfg all --resolve`` has both."""

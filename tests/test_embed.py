@@ -652,6 +652,9 @@ def test_inputs_that_list_no_files_and_paths_that_are_not_checkpoints(ckpts, fol
             task.run(_cfg(ckpt=ckpts["audio"], input=tmp_path / manifest, output=tmp_path / "out"))
     with pytest.raises(ConfigError, match=f"checkpoint {tmp_path} is a directory, not a checkpoint file$"):
         task.run(_cfg(ckpt=tmp_path, input=folder, output=tmp_path / "out"))
+    # the checkpoint is said first: a mistyped one was said after the inputs were listed (a large folder: minutes)
+    with pytest.raises(ConfigError, match=f"^checkpoint {tmp_path / 'x.ckpt'} does not exist$"):
+        task.run(_cfg(ckpt=tmp_path / "x.ckpt", input=tmp_path / "no such folder", output=tmp_path / "out"))
     run = tmp_path / "run"  # a run's folder given for its checkpoint: one is named
     (run / "checkpoints").mkdir(parents=True)
     for name in ("epoch0.ckpt", "last.ckpt"):

@@ -1539,8 +1539,7 @@ def test_a_run_that_ended_before_its_first_validation_says_when_that_comes(tmp_p
     assert f"\ntraining:        {speed} tokens/s (its mean, validation left out), " in said
     report(out | {"cost": {"train tokens/s": 1000.4, "fit minutes": 2.0}})
     assert (
-        "\ntraining:        1000 tokens/s (its mean, validation left out), 2.0 min in all\n"
-        in capsys.readouterr().out
+        "\ntraining:        1000 tokens/s (its mean, validation left out), 2.0 min in all\n" in capsys.readouterr().out
     )
     report(out | {"cost": {"train tokens/s": 1000.4, "fit minutes": 0.25}})
     assert "validation left out), 15 s in all\n" in capsys.readouterr().out

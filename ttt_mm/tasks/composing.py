@@ -79,6 +79,9 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
                 ):
                     print(f"error: {composing_error_message(err)}", file=sys.stderr)
                     sys.exit(2)
+                if isinstance(err, OSError) and err.filename and not getattr(err, "raised_by_the_command", False):
+                    print(f"error: {run_folder_message(err, config_name)}", file=sys.stderr)  # (Hydra's mkdir)
+                    sys.exit(2)
                 if isinstance(err, InterpolationKeyError) and _printing_hydra_resolved():
                     print(f"error: {hydra_resolved_message(err)}", file=sys.stderr)
                     sys.exit(2)
@@ -93,6 +96,19 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
         return command
 
     return decorate
+
+
+def run_folder_message(err: OSError, config_name: str) -> str:
+    """Hydra could not make the run folder, or write its record in it, before the command began."""
+    keys = (
+        "output=<folder>"
+        if "output" in OmegaConf.load(Path(CONF_DIR) / f"{config_name}.yaml")
+        else ("hydra.run.dir=<folder> (this run's)")
+    )
+    return (
+        f"{err.filename}: {err.strerror or err}: the run folder cannot be made or written there; "
+        f"choose another with {keys} or paths.log_dir=<folder> (where runs go)"
+    )
 
 
 def composing_error_message(err: Exception) -> str:

@@ -282,12 +282,12 @@ def run(cfg: DictConfig) -> Summary:
             raise ConfigError(f"{key}=<path> is required")
     set_threads(cfg.threads, "threads")
     try:
+        embedder, meta = build(cfg)  # (a checkpoint that is not one is said before a large folder is listed)
         clips, single, classes = list_inputs(input_path(cfg.input), extensions_of(cfg.extensions))
         output = sweep_job_folder(cfg.output)
         if output.exists() and not output.is_dir():  # (said now: a run of bad inputs only would not make it)
             raise ConfigError(f"output={output} cannot be made a folder: a file of that name exists")
         check_outputs_apart(clips, output)
-        embedder, meta = build(cfg)
         summary = Summary(single=single, output=str(output))
         selection = index_clips(clips, embedder.read_spec(), cfg.get("index_cache"))  # probed in subprocesses first
     except KeyboardInterrupt:
