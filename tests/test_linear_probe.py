@@ -486,6 +486,9 @@ def test_an_embedding_folder_from_two_checkpoints_is_refused(ckpts, tones, tmp_p
     assert "1 of 2 sidecars" in caplog.text and "record no weights_hash" in caplog.text
     with pytest.raises(ConfigError, match="is a directory, not a checkpoint file"):
         run(_cfg(ckpt=tmp_path, input=manifest))
+    # the checkpoint is said first: a mistyped one was said after the inputs were listed (a large folder: minutes)
+    with pytest.raises(ConfigError, match=f"^checkpoint {tmp_path / 'x.ckpt'} does not exist$"):
+        run(_cfg(ckpt=tmp_path / "x.ckpt", input=tmp_path / "no such folder"))
 
 
 def test_an_embedding_folder_of_mixed_settings_names_the_odd_sidecar_and_the_setting(ckpts, tones, tmp_path):

@@ -298,11 +298,11 @@ def run(cfg: DictConfig) -> dict:
     set_threads(cfg.threads, "threads")
     extensions = extensions_of(cfg.extensions)
 
+    extractors = build_extractors(cfg, baselines)  # (a checkpoint that is not one: said before a folder is listed)
     data = select(labelled_clips(input_path(cfg.input), extensions), cfg)
     clips, dropped = drop_rare(data.clips, data.names, data.labels, min_clips, "listed")  # (not read: no time spent)
     clips, lonely = drop_one_group(clips, data.names, bool(cfg.group))
     dropped |= lonely
-    extractors = build_extractors(cfg, baselines)
     output = results_folder(cfg.output)  # (before files are read: a folder that cannot be made is a config error)
     if extractors.folder is not None and clips and not any(extractors.folder.stem_of(c) for c in clips):
         held = next(iter(extractors.folder.stems))[0]  # (one line, not a "left out" line for each clip)
