@@ -149,6 +149,10 @@ def test_an_output_that_cannot_be_written_is_one_error_line_before_or_after_prob
     assert main([str(data), "-o", str(tmp_path / "taken" / "m.jsonl"), "--index-cache", str(tmp_path / "cache")]) == 2
     assert capsys.readouterr().err.startswith(f"error: -o {tmp_path / 'taken' / 'm.jsonl'}: cannot make its folder: ")
     assert not (tmp_path / "cache").exists()  # (refused before probing)
+    # a folder no file can be made in, whoever asks (root passes os.access there): refused before probing too
+    assert main([str(data), "-o", "/proc/m.jsonl", "--index-cache", str(tmp_path / "cache")]) == 2
+    assert capsys.readouterr().err.startswith("error: -o /proc/m.jsonl: cannot write in /proc: ")
+    assert not (tmp_path / "cache").exists()
 
     def full(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ttt_mm.data.datasets import ReadSpec
 from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, default_jobs, index_files, usable
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, MANIFEST_SUFFIXES, MEDIA_EXTENSIONS, FolderSource, relative_to
-from ttt_mm.storage.atomic import write_text
+from ttt_mm.storage.atomic import temporary_path, write_text
 from ttt_mm.tasks.starting import started
 
 
@@ -162,8 +161,12 @@ def _unwritable(output: Path) -> str | None:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"cannot make its folder: {exc.strerror or exc}"
-    if not os.access(output.parent, os.W_OK):
-        return f"{output.parent} is not writable"
+    trial = temporary_path(output)  # (tried, not asked: root passes os.access where no file can be made)
+    try:
+        trial.write_bytes(b"")
+        trial.unlink()
+    except OSError as exc:
+        return f"cannot write in {output.parent}: {exc.strerror or exc}"
     return None
 
 
