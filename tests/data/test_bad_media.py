@@ -968,6 +968,35 @@ def test_a_video_that_ends_in_zero_bytes_is_read_as_far_as_its_data_goes(tmp_pat
     assert len(last) == 8 and last.float().std() > 10  # (the frames before the zeros: noise, not gray stand-ins)
 
 
+def test_libsndfile_reads_a_file_without_its_zeroed_tail_and_a_wav_with_its_silence(tmp_path, monkeypatch):
+    """Asked an Ogg file's length, libsndfile scanned back through all of a zeroed tail at every open: 0.8 s
+    for each window of a file ending in 2 GB of zeros. It is handed the data only, and reads the same
+    samples; a WAV's zero bytes at its end are silence, read as samples."""
+    whole, tailed, wav = tmp_path / "whole.ogg", tmp_path / "tailed.ogg", tmp_path / "quiet_end.wav"
+    sf.write(whole, (0.3 * np.random.default_rng(0).standard_normal(8 * 16000)).astype(np.float32), 16000, "VORBIS")
+    tailed.write_bytes(whole.read_bytes() + bytes(4 * errors.ZEROED_TAIL_BYTES))
+    write_wav(wav, np.concatenate([tone(1.0, 16000), np.zeros(5 * 16000, np.float32)]), 16000)
+    opened = []
+    real_soundfile = sf.SoundFile
+
+    def recorded(source, *args, **kwargs):  # (what libsndfile is handed: the path, or data ending where)
+        if isinstance(source, str):
+            opened.append((source, None))
+        else:
+            at = source.tell()
+            opened.append((source.name, source.seek(0, os.SEEK_END)))
+            source.seek(at)
+        return real_soundfile(source, *args, **kwargs)
+
+    monkeypatch.setattr(sf, "SoundFile", recorded)
+    decode.clear_caches()
+    got = decode.read_audio(str(tailed), 5.0, 2.0, 16000, backend="soundfile")
+    assert torch.equal(got, decode.read_audio(str(whole), 5.0, 2.0, 16000, backend="soundfile"))
+    assert {end for name, end in opened if name == str(tailed)} == {whole.stat().st_size}  # (the data, not the zeros)
+    end = decode.read_audio(str(wav), 4.0, 2.0, 16000, backend="soundfile")
+    assert len(end) == 32000 and not end.any()  # (the silence read, to the WAV's end: its zeros are samples)
+
+
 def test_a_file_that_ends_in_zero_bytes_is_said_to_be_unfinished(tmp_path, caplog):
     """A half-finished download, its rest zeros (space a torrent sets aside): an Ogg stream states no
     length, so its first half was read as the whole file, called usable without a word. A WAV that

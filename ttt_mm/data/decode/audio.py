@@ -15,6 +15,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
+import re
+from contextlib import contextmanager
 from functools import partial
 from typing import NamedTuple
 
@@ -28,7 +31,7 @@ from torch import Tensor
 
 from ttt_mm.data.decode import native
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, check_backend
-from ttt_mm.data.decode.errors import MediaError, checked_stat, version_key
+from ttt_mm.data.decode.errors import MediaError, checked_stat, version_key, zeroed_tail_bytes
 from ttt_mm.data.decode.guard import LRUCache, native_stderr_silenced
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER, av_open, open_timeout, video_stream
 
@@ -50,6 +53,9 @@ _RESAMPLE_BLOCK = 2**20  # output samples resampled at once from a decoded track
 _audio_tracks: LRUCache[tuple[Tensor, Placement]] = LRUCache(max_items=64, max_cost=AUDIO_CACHE_SAMPLES)
 _sf_infos: LRUCache[tuple] = LRUCache(max_items=4096)
 
+UNCOMPRESSED = re.compile(r"PCM_.*|FLOAT|DOUBLE")
+"""libsndfile's subtypes of uncompressed samples: zero bytes at their end are silence, not a zeroed tail."""
+
 
 def clear() -> None:
     _audio_tracks.clear()
@@ -58,16 +64,69 @@ def clear() -> None:
 
 def sf_info(path: str):
     """libsndfile's view of the file, or None when it cannot read it (cached per file version)."""
-    key = version_key(path, checked_stat(path))
+    return _sf_entry(path)[0]
+
+
+def _sf_entry(path: str) -> tuple:
+    """``(sf_info, data_end)`` of this version of the file: ``data_end`` is where a zeroed tail
+    (`zeroed_tail_bytes`) begins, None for a file without one."""
+    st = checked_stat(path)
+    key = version_key(path, st)
     cached = _sf_infos.get(key)
     if cached is None:
-        try:
-            with native_stderr_silenced():  # libmpg123 prints "Note: ..." lines on bad MP3 data
-                cached = (sf.info(path),)
-        except (sf.LibsndfileError, RuntimeError, TypeError, UnicodeError):  # (soundfile encodes names as UTF-8)
-            cached = (None,)
+        zeros = zeroed_tail_bytes(path)
+        data_end = st.st_size - zeros if zeros else None
+        info = _libsndfile_info(path, data_end)
+        if data_end is not None and (info is None or UNCOMPRESSED.fullmatch(info.subtype or "")):
+            data_end, info = None, _libsndfile_info(path, None)  # (its zeros are samples: silence)
+        cached = (info, data_end)
         _sf_infos.put(key, cached)
-    return cached[0]
+    return cached
+
+
+def _libsndfile_info(path: str, data_end: int | None):
+    try:
+        with native_stderr_silenced(), _data_of(path, data_end) as source:  # (libmpg123 prints "Note: ...")
+            return sf.info(source)
+    except (sf.LibsndfileError, RuntimeError, TypeError, UnicodeError):  # (soundfile encodes names as UTF-8)
+        return None
+
+
+class _DataOnly:
+    """A file's bytes up to ``end``, as libsndfile reads a file object. Asked an Ogg file's length,
+    libsndfile scans back from the file's end for the last page, through all of a zeroed tail (an
+    unfinished download's), at every open: 0.8 s for each window of a file that ends in 2 GB of zeros."""
+
+    def __init__(self, f, end: int) -> None:
+        self._f, self._end, self.name = f, end, f.name
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._f.tell(), os.SEEK_END: self._end}[whence]
+        return self._f.seek(base + offset)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        left = max(0, self._end - self._f.tell())
+        return self._f.read(left if size < 0 else min(size, left))
+
+
+@contextmanager
+def _data_of(path: str, data_end: int | None):
+    """What libsndfile opens for ``path``: the path, or its bytes before a zeroed tail (`_DataOnly`)."""
+    if data_end is None:
+        yield path
+        return
+    with open(path, "rb") as f:
+        yield _DataOnly(f, data_end)
+
+
+@contextmanager
+def _sound_file(path: str):
+    """``sf.SoundFile`` of this file's data (a zeroed tail left out: `_DataOnly`)."""
+    with _data_of(path, _sf_entry(path)[1]) as source, sf.SoundFile(source) as f:
+        yield f
 
 
 def _check_finite(path: str, samples: Tensor, start: float, sample_rate: int) -> Tensor:
@@ -123,7 +182,7 @@ def _sf_rows(path: str, lo: int, count: int, info) -> tuple[np.ndarray, int, Exc
     data = np.full((count, info.channels), np.nan, dtype=np.float32)
     lead = min(lo, round(OGG_SEEK_LEAD_S * info.samplerate)) if info.format == "OGG" else 0
     try:
-        with sf.SoundFile(path) as f:
+        with _sound_file(path) as f:
             if (landed := f.seek(lo - lead)) != lo - lead:
                 raise RuntimeError(f"a seek to sample {lo - lead} landed at {landed} (a damaged stream?)")
             if lead:
@@ -159,7 +218,7 @@ def ogg_peak(path: str, info) -> float:
     with the gap in place)."""
     read, peak = 0, 0.0
     try:
-        with sf.SoundFile(path) as f:
+        with _sound_file(path) as f:
             mix = np.full(info.channels, 1.0 / info.channels, dtype=np.float32)  # (as `_sf_read` mixes)
             while len(block := f.read(OGG_PASS_ROWS, dtype="float32", always_2d=True)):  # (Vorbis, Opus: finite)
                 peak, read = max(peak, float(np.abs(block @ mix).max())), read + len(block)

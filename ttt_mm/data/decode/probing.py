@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, ogg_peak, placed_track, read_samples, sf_info
+from ttt_mm.data.decode.audio import AUDIO_SHORTFALL_S, UNCOMPRESSED, ogg_peak, placed_track, read_samples, sf_info
 from ttt_mm.data.decode.backends import AUDIO_BACKENDS, FROM_START, VIDEO_BACKENDS, recorded, remember
 from ttt_mm.data.decode.errors import (
     FramesRefused,
@@ -87,14 +87,10 @@ class MediaInfo:
 # early without a sign, where its format states no length (Ogg, MP3), and a video's frames that lie in
 # the zeros are left out of its index (`video._pyav_index`). Uncompressed audio (WAV, AIFF) is not
 # counted: its digital silence is zero bytes.
-_UNCOMPRESSED = re.compile(r"PCM_.*|FLOAT|DOUBLE")
-"""libsndfile's subtypes of uncompressed samples (`ZEROED_TAIL_BYTES`)."""
-
-
 def zeroed_tail(path: str, libsndfile) -> int | None:
     """How many zero bytes end the file, where they are `ZEROED_TAIL_BYTES` or more (None: fewer, or
     uncompressed audio, ``libsndfile``'s view of the file saying so)."""
-    if libsndfile is not None and _UNCOMPRESSED.fullmatch(libsndfile.subtype or ""):
+    if libsndfile is not None and UNCOMPRESSED.fullmatch(libsndfile.subtype or ""):
         return None
     return zeroed_tail_bytes(path)
 
