@@ -3,6 +3,7 @@
 import logging
 import os
 import shutil
+import sys
 import time
 
 import pytest
@@ -207,6 +208,49 @@ def test_the_library_is_built_once_into_the_cache_without_leftovers(monkeypatch,
         build.library.cache_clear()
 
 
+@pytest.mark.parametrize("value", ["0", "false", "Off", "no"])
+def test_ttt_mm_native_turns_the_library_off_in_the_words_people_use(value, monkeypatch, tmp_path):
+    monkeypatch.setenv("TTT_MM_NATIVE", value)
+    monkeypatch.setenv("TTT_MM_CACHE", str(tmp_path))
+    build.library.cache_clear()
+    try:
+        assert build.library() is None and not any(tmp_path.iterdir())  # (nothing built)
+    finally:
+        build.library.cache_clear()
+
+
+@needs_cc
+def test_loading_the_library_leaves_the_process_its_denormal_numbers(monkeypatch, tmp_path):
+    """Linked with -ffast-math, GCC 12 added crtfastmath.o, whose constructor turned on flush-to-zero for
+    the whole process: every CPU computation after the first kernel call rounded numbers below 2.2e-308
+    to zero, PyTorch's and Python's own."""
+    monkeypatch.setenv("TTT_MM_CACHE", str(tmp_path))
+    build.library.cache_clear()
+    try:
+        assert build.library() is not None
+        tiny, half = sys.float_info.min, float(len("ab")) / 4  # (computed when run: no constant folding)
+        assert tiny * half > 0.0
+        assert (torch.tensor([tiny], dtype=torch.float64) * half).item() > 0.0
+    finally:
+        build.library.cache_clear()
+
+
+@needs_cc
+def test_a_compiler_command_with_arguments_builds_and_a_damaged_build_is_made_again(monkeypatch, tmp_path):
+    """``CC="ccache gcc"`` was taken for one program's name (no compiler found), and a build in the cache
+    that does not load (written over, or cut short by a power cut) was loaded as it was, every run."""
+    monkeypatch.setenv("TTT_MM_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "env cc")
+    build.library.cache_clear()
+    try:
+        built = build._compile("env cc", build.OPENMP)  # (built, not loaded: a loaded one is not written over)
+        built.write_bytes(b"damaged")
+        assert build.library() is not None and built.read_bytes() != b"damaged"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [built.name]  # (no build folder left)
+    finally:
+        build.library.cache_clear()
+
+
 @pytest.mark.skipif(os.name != "posix", reason="the stand-in compiler is a shell script")
 def test_a_changed_header_gives_another_build(monkeypatch, tmp_path):
     """Both C files include the header: a change there alone must not load a build of the old one. (A
@@ -215,17 +259,17 @@ def test_a_changed_header_gives_another_build(monkeypatch, tmp_path):
     cc.write_text('#!/bin/sh\necho stand-in 1.0\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && : > "$2"; shift; done\n')
     cc.chmod(0o755)
     monkeypatch.setenv("TTT_MM_CACHE", str(tmp_path / "cache"))
-    first = build._compile(str(cc), build.FLAGS)
+    first = build._compile(str(cc))
     assert first.exists() and first.parent == tmp_path / "cache"
     copies = []
     for header in build.HEADERS:
         copies.append(tmp_path / header.name)
         shutil.copy(header, copies[-1])
     monkeypatch.setattr(build, "HEADERS", copies)
-    assert build._compile(str(cc), build.FLAGS) == first  # the same text: the same build
+    assert build._compile(str(cc)) == first  # the same text: the same build
     with copies[0].open("a") as f:
         f.write("#define TTT_MM_TEST_CHANGE 1\n")
-    changed = build._compile(str(cc), build.FLAGS)
+    changed = build._compile(str(cc))
     assert changed != first and changed.exists() and changed.parent == first.parent
 
 

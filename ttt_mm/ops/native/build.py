@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -31,7 +32,11 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 SOURCES = sorted(HERE.glob("*.c"))  # ttt.c, lact.c; both include common.h
 HEADERS = sorted(HERE.glob("*.h"))
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared")
+FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC")
+# Compiled with -ffast-math, linked without it: linked with it, GCC (before 13) adds crtfastmath.o, whose
+# constructor turns on flush-to-zero for the whole process when the library loads, so that every later
+# CPU computation (PyTorch's, NumPy's, Python's own) would round numbers below 2.2e-308 to zero.
+LINK = ("-shared",)
 # The loops split their rows across PyTorch's threads. Linked after torch, the library shares torch's
 # OpenMP runtime (same soname, so the loader reuses it) and its thread pool; where -fopenmp fails
 # (a compiler without it), the plain build runs every loop on the calling thread.
@@ -39,6 +44,12 @@ OPENMP = ("-fopenmp",)
 # A new build deletes the builds not loaded for this long (each change of source, compiler or flags
 # leaves one); loading a build refreshes its time, so machines sharing the cache keep theirs.
 STALE_DAYS = 30
+BUILDING = ".kernels-building-"
+"""Folder prefix of a build in progress (its objects and library), removed after; one that a killed
+compile left goes after a day."""
+COMPILE_TIMEOUT_S = 600.0
+OFF = ("0", "false", "off", "no")
+"""Values of ``TTT_MM_NATIVE`` that turn the library off."""
 
 _P, _I, _D, _N = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
 SIGNATURES = {  # every function ends with the number of threads to use
@@ -80,9 +91,12 @@ def _cache_dir() -> Path:
     return user_cache_dir("kernels")
 
 
-def _compile(cc: str, flags: tuple[str, ...]) -> Path:
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256(b"\0".join(s.encode() for s in (cc, version, *flags, platform.machine(), _cpu_features())))
+def _compile(cc: str, extra: tuple[str, ...] = ()) -> Path:
+    """The library built with the compiler ``cc`` (a command: ``ccache gcc`` too) and ``extra`` flags."""
+    command = shlex.split(cc)
+    version = _run([*command, "--version"], cc).stdout
+    parts = (cc, version, *FLAGS, *LINK, *extra, platform.machine(), _cpu_features())
+    key = hashlib.sha256(b"\0".join(s.encode() for s in parts))
     for path in (*SOURCES, *HEADERS):
         key.update(path.read_bytes())
     target = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
@@ -91,52 +105,78 @@ def _compile(cc: str, flags: tuple[str, ...]) -> Path:
             os.utime(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
+    work = Path(tempfile.mkdtemp(prefix=BUILDING, dir=target.parent))
     try:
-        done = subprocess.run([cc, *flags, *map(str, SOURCES), "-o", tmp, "-lm"], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
-        os.replace(tmp, target)
+        objects = [work / f"{source.stem}.o" for source in SOURCES]
+        for source, obj in zip(SOURCES, objects, strict=True):
+            _run([*command, *FLAGS, *extra, "-c", str(source), "-o", str(obj)], cc)
+        built = work / target.name
+        _run([*command, *LINK, *extra, *map(str, objects), "-o", str(built), "-lm"], cc)
+        fd = os.open(built, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # (on disk before its name is: a power cut must not leave a damaged build there)
+        finally:
+            os.close(fd)
+        os.replace(built, target)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(work, ignore_errors=True)
     _prune(target)
     return target
 
 
+def _run(args: list[str], cc: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=COMPILE_TIMEOUT_S)
+    if done.returncode != 0:
+        raise RuntimeError(f"{cc} failed: {(done.stderr or done.stdout).strip()[-500:]}")
+    return done
+
+
 def _prune(keep: Path) -> None:
-    """Deletes the builds beside ``keep`` not loaded for ``STALE_DAYS``."""
-    cutoff = time.time() - STALE_DAYS * 86400
+    """Deletes the builds beside ``keep`` not loaded for ``STALE_DAYS``, and what killed builds left."""
+    now = time.time()
     for old in keep.parent.glob("kernels-*.so"):
         with contextlib.suppress(OSError):  # another process may be pruning too
-            if old != keep and old.stat().st_mtime < cutoff:
+            if old != keep and old.stat().st_mtime < now - STALE_DAYS * 86400:
                 old.unlink()
+    for left in keep.parent.glob(f"{BUILDING}*"):
+        with contextlib.suppress(OSError):
+            if left.stat().st_mtime < now - 86400:
+                shutil.rmtree(left, ignore_errors=True)
+
+
+def _opened(cc: str, extra: tuple[str, ...]) -> ctypes.CDLL:
+    """The build loaded; a cached one that does not load (damaged) is built again, once."""
+    path = _compile(cc, extra)
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)
+        return ctypes.CDLL(str(_compile(cc, extra)))
 
 
 def _load(cc: str) -> ctypes.CDLL:
     """The OpenMP build, else the plain one."""
     try:
-        return ctypes.CDLL(str(_compile(cc, FLAGS + OPENMP)))
+        return _opened(cc, OPENMP)
     except (OSError, RuntimeError) as err:
         log.info("ttt_mm: fused CPU kernels built without OpenMP (one thread each): %s", err)
-        return ctypes.CDLL(str(_compile(cc, FLAGS)))
+        return _opened(cc, ())
 
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, or None (logged once) where they cannot be built or are turned off."""
-    if os.environ.get("TTT_MM_NATIVE", "1") == "0":
+    if os.environ.get("TTT_MM_NATIVE", "1").strip().lower() in OFF:
         return None
     cc = os.environ.get("CC", "cc")
     try:
-        if shutil.which(cc) is None:
+        if not (command := shlex.split(cc)) or shutil.which(command[0]) is None:
             raise RuntimeError(f"no C compiler ({cc!r} not found)")
         lib = _load(cc)
         for name, args in SIGNATURES.items():
             for suffix in ("f32", "f64"):
                 getattr(lib, f"{name}_{suffix}").argtypes = args
-    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+    except (OSError, RuntimeError, ValueError, AttributeError, subprocess.SubprocessError) as err:
         log.warning("ttt_mm: fused CPU kernels unavailable, using PyTorch ops (slower on CPU): %s", err)
         return None
     return lib
