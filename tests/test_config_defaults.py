@@ -631,9 +631,9 @@ def test_the_log_file_takes_a_file_name_that_is_not_utf8(tmp_path):
 @pytest.mark.parametrize(
     "command,keys",
     [
-        ("embed", ["ckpt=x.ckpt", "input={tmp}/nowhere", "output={tmp}/out"]),
+        ("embed", ["ckpt={tmp}/nowhere.ckpt", "input={tmp}/nowhere", "output={tmp}/out"]),
         ("evaluate", ["ckpt={tmp}/nowhere.ckpt", "output={tmp}/out"]),
-        ("linear_probe", ["ckpt=x.ckpt", "input={tmp}/nowhere"]),
+        ("linear_probe", ["ckpt={tmp}/nowhere.ckpt", "input={tmp}/nowhere"]),
     ],
 )
 def test_a_sweep_job_without_threads_gets_torchs_default_back(command, keys, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 
 import numpy as np
@@ -42,16 +43,24 @@ def test_a_final_name_near_the_length_limit_still_gets_a_temporary_name(tmp_path
 
 def test_temporary_files_of_killed_runs_are_swept_and_a_live_one_is_not(tmp_path):
     (tmp_path / "sub").mkdir()
-    old, live = tmp_path / "sub" / ".a.npy.ttt-mm-123.tmp", tmp_path / ".b.npy.ttt-mm-456.tmp"
-    assert temporary_path(tmp_path / "a.npy").name == f".a.npy.ttt-mm-{os.getpid()}.tmp"  # (the pattern swept)
+    old, live = temporary_path(tmp_path / "sub" / "a.npy"), temporary_path(tmp_path / "b.npy")
+    assert re.fullmatch(rf"\.a\.npy\.ttt-mm-{os.getpid()}-[0-9a-f]{{8}}\.tmp", old.name)  # (the pattern swept)
+    earlier = tmp_path / ".c.npy.ttt-mm-123.tmp"  # (an earlier version's: no random part)
     kept = [tmp_path / "a.npy", tmp_path / ".hidden.tmp", tmp_path / "c.123.tmp"]  # not of this module's pattern
     kept.append(tmp_path / ".my_notes.42.tmp")  # (a user's, of a hidden file and a number: it was swept)
-    for path in (old, live, *kept):
+    for path in (old, earlier, live, *kept):
         path.write_text("x")
-    for path in (old, *kept):
+    for path in (old, earlier, *kept):
         os.utime(path, (0, 0))
-    assert atomic.remove_stale_temporaries(tmp_path) == 1
-    assert not old.exists() and live.exists() and all(p.exists() for p in kept)
+    assert atomic.remove_stale_temporaries(tmp_path) == 2
+    assert not old.exists() and not earlier.exists() and live.exists() and all(p.exists() for p in kept)
+
+
+def test_each_writer_of_a_file_gets_its_own_temporary_name(tmp_path):
+    """Named by the process alone, two threads (or processes of one id in two containers sharing the
+    folder) writing one output wrote one temporary file, and one renamed the other's half-written file."""
+    names = {temporary_path(tmp_path / "a.npy") for _ in range(100)}
+    assert len(names) == 100 and {p.parent for p in names} == {tmp_path}
 
 
 def test_json_and_csv_outputs_are_standard(tmp_path):

@@ -29,7 +29,6 @@ reader can use.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -48,6 +47,7 @@ from ttt_mm.data.decode.errors import CANNOT_OPEN, open_reason
 from ttt_mm.data.decode.isolation import Failure, IsolatedPool, refuse_in_a_worker
 from ttt_mm.storage.atomic import write_text
 from ttt_mm.storage.cache import user_cache_dir
+from ttt_mm.storage.locks import exclusive
 
 log = logging.getLogger(__name__)
 __getattr__ = moved_names(__name__, dict.fromkeys(("select", "Selection", "index_clips"), "ttt_mm.data.selection"))
@@ -434,14 +434,14 @@ def _wait_for(lock) -> None:
     quiet_until = time.monotonic() + LOCK_QUIET_SECONDS
     while True:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            exclusive(lock, lock.name, blocking=False)
             return
         except BlockingIOError:
             if time.monotonic() > quiet_until:
                 break
             time.sleep(0.05)
     log.info("waiting for another process indexing these files (it holds %s)", lock.name)
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    exclusive(lock, lock.name)
 
 
 def _lock_file(cache: Path):

@@ -14,13 +14,14 @@ leaves out are added together (`SkipList.add_many`), with one log line counting 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import math
 import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+
+from ttt_mm.storage.locks import exclusive
 
 log = logging.getLogger("ttt_mm.data")
 
@@ -145,18 +146,15 @@ class SkipList:
         read_to = read_to or {}
         if new and self.path is not None:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            with _open(self.path, "a+") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                try:
-                    f.seek(0)
-                    text = f.read()
-                    self._parse(text)
-                    new = {name: reason for name, reason in new.items() if name not in self.reasons}
-                    torn = "\n" if text and not text.endswith("\n") else ""  # a line cut short by a killed run
-                    f.write(torn + "".join(_line(name, reason, read_to.get(name)) for name, reason in new.items()))
-                    f.flush()
-                finally:
-                    fcntl.flock(f, fcntl.LOCK_UN)
+            with _open(self.path, "a+") as f:  # (closing releases the lock)
+                exclusive(f, self.path)
+                f.seek(0)
+                text = f.read()
+                self._parse(text)
+                new = {name: reason for name, reason in new.items() if name not in self.reasons}
+                torn = "\n" if text and not text.endswith("\n") else ""  # a line cut short by a killed run
+                f.write(torn + "".join(_line(name, reason, read_to.get(name)) for name, reason in new.items()))
+                f.flush()
         self.reasons.update(new)
         self.read_to.update({name: read_to[name] for name in new if name in read_to})
         return new

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import secrets
 import signal
 import threading
 import time
@@ -22,17 +23,21 @@ NAME_MAX = 255
 """Bytes in one file name on the usual filesystems (ext4, xfs, btrfs, tmpfs)."""
 STALE_SECONDS = 3600.0
 """A temporary file left untouched this long belongs to a killed run: writers add to theirs as they go."""
-_TEMPORARY = re.compile(r"\..+\.ttt-mm-\d+\.tmp")
-"""`temporary_path`'s names, tagged so that the sweep (`remove_stale_temporaries`) takes no one else's."""
+_TEMPORARY = re.compile(r"\..+\.ttt-mm-\d+(-[0-9a-f]{8})?\.tmp")
+"""`temporary_path`'s names, tagged so that the sweep (`remove_stale_temporaries`) takes no one else's
+(without the random part: those of earlier versions)."""
 
 
 def temporary_path(final: str | os.PathLike) -> Path:
-    """A hidden, per-process name beside ``final``; it ends in ``.tmp``, never in the final suffix. A
-    name too long to take the additions is replaced by its hash."""
+    """A hidden name beside ``final``, new at each call: the process's id and a random part (two threads
+    of a process, or processes of one id in two containers sharing a folder, must not write one file).
+    It ends in ``.tmp``, never in the final suffix; a name too long to take the additions is replaced by
+    its hash."""
     final = Path(final)
-    name = f".{final.name}.ttt-mm-{os.getpid()}.tmp"
+    tag = f"ttt-mm-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    name = f".{final.name}.{tag}"
     if len(os.fsencode(name)) > NAME_MAX:  # (fsencode: a name that is not UTF-8 keeps its bytes)
-        name = f".{hashlib.sha1(os.fsencode(final.name)).hexdigest()[:20]}.ttt-mm-{os.getpid()}.tmp"
+        name = f".{hashlib.sha1(os.fsencode(final.name)).hexdigest()[:20]}.{tag}"
     return final.with_name(name)
 
 
