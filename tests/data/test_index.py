@@ -278,6 +278,20 @@ def test_a_probe_killed_from_outside_or_failing_in_its_process_is_not_held_again
     assert all(records[f]["audio_backend"] == "soundfile" for f in files)
 
 
+def test_a_probe_that_dies_of_something_else_twice_in_a_row_is_held_against_the_file(folder, tmp_path):
+    """Killed again (by the out-of-memory killer, say, which its decoding sets off), it would be probed
+    again by every run."""
+    shutil.copy(folder / "tone.wav", folder / "killed.wav")
+    killed = str(folder / "killed.wav")
+    index_files([killed], tmp_path / "cache", task=killed_or_failed)
+    records, second = index_files([killed], tmp_path / "cache", task=killed_or_failed)
+    assert second.probed == 1 and records[killed]["error"] == (
+        "decoder crashed: SIGKILL (the second run in a row: remembered until the file changes)"
+    )
+    _, third = index_files([killed], tmp_path / "cache")
+    assert (third.probed, third.cached) == (0, 1)
+
+
 @pytest.mark.slow
 def test_a_decoder_that_hangs_is_killed_after_the_timeout(folder, tmp_path):
     """The hanging worker sleeps an hour: that the call returns at all means it was killed."""

@@ -4,6 +4,7 @@ not an error (Lustre's default mount, some FUSE and SMB mounts)."""
 import errno
 import fcntl
 import logging
+import os
 
 import pytest
 
@@ -52,3 +53,27 @@ def test_a_lock_held_elsewhere_is_refused_without_waiting_and_other_errors_are_r
     monkeypatch.setattr(fcntl, "flock", bad_descriptor)
     with pytest.raises(OSError, match="Bad file descriptor"):  # (not the filesystem's lack of locks: raised)
         exclusive(3, path)
+
+
+def test_another_users_lock_file_is_taken_to_read_and_where_that_cannot_lock_the_block_runs(tmp_path, monkeypatch):
+    """A lock file made by another user (0644) cannot be opened to write; NFS then refuses flock on one
+    opened to read (EBADF), which ended a sweep's report with a traceback."""
+    real_open = os.open
+
+    def not_ours(path, flags, *args):
+        if str(path).endswith(".lock") and flags & os.O_RDWR:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, flags, *args)
+
+    (tmp_path / ".results.csv.lock").write_text("")
+    monkeypatch.setattr(os, "open", not_ours)
+    with held(tmp_path / "results.csv"):  # (a local filesystem: flock takes the file opened to read)
+        (tmp_path / "results.csv").write_text("a\n")
+
+    def nfs(fd, operation):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", nfs)
+    with held(tmp_path / "results.csv"):
+        (tmp_path / "results.csv").write_text("b\n")
+    assert (tmp_path / "results.csv").read_text() == "b\n"

@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import multiprocessing
 import os
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -114,10 +114,11 @@ def _units_named(units: list[str]) -> str:
 
 
 def worker_start(workers: int) -> str | None:
-    """How loader workers start: forked, as the reading notes (named by the worker's parent process,
-    `reading_notes`) and the decoders' fork-safe caches expect, whatever the platform's default (Python
-    3.14 made it ``forkserver`` on Linux: a crashed decoder's file would go unnamed and end the run)."""
-    return "fork" if workers > 0 and "fork" in multiprocessing.get_all_start_methods() else None
+    """How loader workers start on Linux: forked, as the reading notes (named by the worker's parent
+    process, `reading_notes`) and the decoders' fork-safe caches expect, whatever Python's default (3.14
+    made it ``forkserver``: a crashed decoder's file would go unnamed and end the run). Elsewhere the
+    platform's default (macOS spawns: a worker's parent is the training process too)."""
+    return "fork" if workers > 0 and sys.platform.startswith("linux") else None
 
 
 class MediaDataModule(L.LightningDataModule):

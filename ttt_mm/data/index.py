@@ -272,6 +272,15 @@ def _save(path: Path, records: dict[str, dict]) -> None:
     write_text(path, "".join(json.dumps(record) + "\n" for record in records.values()))
 
 
+def _probe_again(record: dict | None, st: os.stat_result) -> bool:
+    """Whether ``record`` is of a probe of this version of the file that died of something other than the
+    file (`Failure.files_doing`): tried again once."""
+    return bool(record and record.get("probe_again")) and (record.get("bytes"), record.get("mtime_ns")) == (
+        st.st_size,
+        st.st_mtime_ns,
+    )
+
+
 def _current(record: dict | None, st: os.stat_result, verify: bool, timeout: float) -> bool:
     """Whether a cached record still describes this version of the file (a probe that hung under a
     shorter timeout than ``timeout`` is tried again, and so are a file that could not be opened and one
@@ -375,7 +384,7 @@ def index_files(
                 run.cache,
             )
             try:
-                progressed = _probe(todo, task, jobs or default_jobs(), timeout, run, probed, save)
+                progressed = _probe(todo, task, jobs or default_jobs(), timeout, run, probed, save, cached)
             except BaseException as exc:
                 save()  # what was probed survives an interrupt or a failure
                 if not isinstance(exc, KeyboardInterrupt):
@@ -472,9 +481,11 @@ def _probe(
     run: IndexRun,
     out: dict[str, dict],
     save: Callable[[], None],
+    before: dict[str, dict],
 ) -> bool:
     """Probe ``paths`` into ``out`` as results come, calling ``save`` every `SAVE_SECONDS` (a killed
-    run keeps what it had probed); True when it logged how far it was (a slow indexing)."""
+    run keeps what it had probed); True when it logged how far it was (a slow indexing). ``before``: the
+    cache's records, where a probe that died of something other than the file once is tried again."""
     last_log = last_save = time.monotonic()
     progressed = False
     for path, result in IsolatedPool(task, jobs=jobs, timeout=timeout).map(paths):
@@ -490,9 +501,11 @@ def _probe(
                 if result.hung:  # remembered only until a run allows a probe more time
                     record["error"] += " (a longer probe timeout tries it again)"
                     record["hung_timeout"] = timeout
-                elif not result.files_doing:  # (a process error or a kill from outside): not remembered
-                    record["error"] += " (the next run probes it again)"
+                elif not result.files_doing and not _probe_again(before.get(path), st):
+                    record["error"] += " (the next run probes it again)"  # (a process's error, a kill from outside)
                     record["probe_again"] = True
+                elif not result.files_doing:  # (the same again: the file's doing after all, its memory say)
+                    record["error"] += " (the second run in a row: remembered until the file changes)"
                 result = record
         out[path] = result
         if time.monotonic() - last_log > PROGRESS_SECONDS and len(out) < len(paths):  # the last file: the caller logs

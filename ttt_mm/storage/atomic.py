@@ -49,7 +49,7 @@ def replaced(path: str | os.PathLike) -> Iterator[Path]:
     tmp = temporary_path(path)
     try:
         yield tmp
-        _flush_to_disk(tmp)
+        flush_to_disk(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -67,9 +67,9 @@ def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -
     tmp, data, side_tmp = temporary_path(path), {}, temporary_path(sidecar)
     try:
         yield tmp, data
-        _flush_to_disk(tmp)
+        flush_to_disk(tmp)
         side_tmp.write_text(_json_text(data), encoding="utf-8", errors="surrogateescape")
-        _flush_to_disk(side_tmp)
+        flush_to_disk(side_tmp)
         with _ctrl_c_held():
             Path(sidecar).unlink(missing_ok=True)
             os.replace(tmp, path)
@@ -97,7 +97,8 @@ def _ctrl_c_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _flush_to_disk(path: Path) -> None:
+def flush_to_disk(path: str | os.PathLike) -> None:
+    """``path``'s data on disk (where its filesystem can say so: some FUSE mounts cannot)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

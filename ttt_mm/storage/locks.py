@@ -50,16 +50,22 @@ def held(path: str | os.PathLike) -> Iterator[None]:
     lock file) or taken (a filesystem without locks), the block runs unlocked, as it did alone."""
     path = Path(path)
     name = path.with_name(f".{path.name}.lock")
+    read_only = False
     try:
         lock = os.open(name, os.O_CREAT | os.O_RDWR, 0o644)
     except OSError:
         try:
             lock = os.open(name, os.O_RDONLY)  # (another user's: flock takes a file opened to read too)
+            read_only = True
         except OSError:
             yield
             return
     try:
-        exclusive(lock, name)
+        try:
+            exclusive(lock, name)
+        except OSError:  # (NFS emulates flock with fcntl's locks, which need a file opened to write: EBADF)
+            if not read_only:
+                raise
         yield
     finally:
         os.close(lock)  # (closing releases the lock)

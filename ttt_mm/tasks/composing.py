@@ -99,14 +99,18 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
 
 
 def run_folder_message(err: OSError, config_name: str) -> str:
-    """Hydra could not make the run folder, or write its record in it, before the command began."""
-    keys = (
-        "output=<folder>"
-        if "output" in OmegaConf.load(Path(CONF_DIR) / f"{config_name}.yaml")
-        else ("hydra.run.dir=<folder> (this run's)")
-    )
+    """Hydra could not make the run (or sweep) folder, or write its record in it, before the command began."""
+    if "output" in OmegaConf.load(Path(CONF_DIR) / f"{config_name}.yaml"):
+        keys = "output=<folder>"
+    else:
+        keys = (
+            "hydra.sweep.dir=<folder> (this sweep's)"
+            if sweep_on_command_line()
+            else "hydra.run.dir=<folder> (this run's)"
+        )
+    what = "sweep" if sweep_on_command_line() else "run"
     return (
-        f"{err.filename}: {err.strerror or err}: the run folder cannot be made or written there; "
+        f"{err.filename}: {err.strerror or err}: the {what} folder cannot be made or written there; "
         f"choose another with {keys} or paths.log_dir=<folder> (where runs go)"
     )
 

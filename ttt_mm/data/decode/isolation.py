@@ -190,18 +190,21 @@ class _Worker:
         # named by this process, so that a run killed before it removed them has them swept by the next
         handle, self.stderr_path = tempfile.mkstemp(prefix=f"{STDERR_PREFIX}-{os.getpid()}-", suffix=".stderr")
         os.close(handle)
-        self.conn, child = context.Pipe()
-        self.process = context.Process(
-            target=_serve, args=(child, task, self.stderr_path, memory_bytes), daemon=True, name=WORKER_NAME
-        )
         try:
-            self.process.start()
+            self.conn, child = context.Pipe()
+            try:
+                self.process = context.Process(
+                    target=_serve, args=(child, task, self.stderr_path, memory_bytes), daemon=True, name=WORKER_NAME
+                )
+                self.process.start()
+            except BaseException:
+                self.conn.close()
+                raise
+            finally:
+                child.close()
         except BaseException:
-            self.conn.close()
             os.unlink(self.stderr_path)
             raise
-        finally:
-            child.close()
         self.ready = False
         self.retiring = False  # it said it exits after its answer: it takes no further file
         self.path: str | None = None

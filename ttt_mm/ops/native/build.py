@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ttt_mm.storage.atomic import flush_to_disk
 from ttt_mm.storage.cache import user_cache_dir
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,9 @@ def _cache_dir() -> Path:
     return user_cache_dir("kernels")
 
 
-def _compile(cc: str, extra: tuple[str, ...] = ()) -> Path:
-    """The library built with the compiler ``cc`` (a command: ``ccache gcc`` too) and ``extra`` flags."""
+def _compile(cc: str, extra: tuple[str, ...] = ()) -> tuple[Path, bool]:
+    """The library built with the compiler ``cc`` (a command: ``ccache gcc`` too) and ``extra`` flags,
+    and whether it was found in the cache rather than built now."""
     command = shlex.split(cc)
     version = _run([*command, "--version"], cc).stdout
     parts = (cc, version, *FLAGS, *LINK, *extra, platform.machine(), _cpu_features())
@@ -103,7 +105,7 @@ def _compile(cc: str, extra: tuple[str, ...] = ()) -> Path:
     if target.exists():
         with contextlib.suppress(OSError):  # a read-only cache still loads
             os.utime(target)
-        return target
+        return target, True
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=BUILDING, dir=target.parent))
     try:
@@ -112,16 +114,12 @@ def _compile(cc: str, extra: tuple[str, ...] = ()) -> Path:
             _run([*command, *FLAGS, *extra, "-c", str(source), "-o", str(obj)], cc)
         built = work / target.name
         _run([*command, *LINK, *extra, *map(str, objects), "-o", str(built), "-lm"], cc)
-        fd = os.open(built, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # (on disk before its name is: a power cut must not leave a damaged build there)
-        finally:
-            os.close(fd)
+        flush_to_disk(built)  # (on disk before its name is: a power cut must not leave a damaged build there)
         os.replace(built, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _prune(target)
-    return target
+    return target, False
 
 
 def _run(args: list[str], cc: str) -> subprocess.CompletedProcess:
@@ -145,20 +143,23 @@ def _prune(keep: Path) -> None:
 
 
 def _opened(cc: str, extra: tuple[str, ...]) -> ctypes.CDLL:
-    """The build loaded; a cached one that does not load (damaged) is built again, once."""
-    path = _compile(cc, extra)
+    """The build loaded; one found in the cache that does not load (damaged) is built again, once (one
+    built now that does not load lacks a library, libomp say: its error is raised)."""
+    path, cached = _compile(cc, extra)
     try:
         return ctypes.CDLL(str(path))
     except OSError:
+        if not cached:
+            raise
         path.unlink(missing_ok=True)
-        return ctypes.CDLL(str(_compile(cc, extra)))
+        return ctypes.CDLL(str(_compile(cc, extra)[0]))
 
 
 def _load(cc: str) -> ctypes.CDLL:
     """The OpenMP build, else the plain one."""
     try:
         return _opened(cc, OPENMP)
-    except (OSError, RuntimeError) as err:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         log.info("ttt_mm: fused CPU kernels built without OpenMP (one thread each): %s", err)
         return _opened(cc, ())
 
