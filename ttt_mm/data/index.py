@@ -501,11 +501,12 @@ def _probe(
                 if result.hung:  # remembered only until a run allows a probe more time
                     record["error"] += " (a longer probe timeout tries it again)"
                     record["hung_timeout"] = timeout
-                elif not result.files_doing and not _probe_again(before.get(path), st):
-                    record["error"] += " (the next run probes it again)"  # (a process's error, a kill from outside)
-                    record["probe_again"] = True
-                elif not result.files_doing:  # (the same again: the file's doing after all, its memory say)
-                    record["error"] += " (the second run in a row: remembered until the file changes)"
+                elif not result.files_doing:  # (a process's error, a kill from outside)
+                    if _probe_again(before.get(path), st):  # (the same again: the file's doing after all)
+                        record["error"] += " (the second run in a row: remembered until the file changes)"
+                    else:
+                        record["error"] += " (the next run probes it again)"
+                        record["probe_again"] = True
                 result = record
         out[path] = result
         if time.monotonic() - last_log > PROGRESS_SECONDS and len(out) < len(paths):  # the last file: the caller logs

@@ -100,15 +100,11 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
 
 def run_folder_message(err: OSError, config_name: str) -> str:
     """Hydra could not make the run (or sweep) folder, or write its record in it, before the command began."""
+    what = "sweep" if sweep_on_command_line() else "run"
     if "output" in OmegaConf.load(Path(CONF_DIR) / f"{config_name}.yaml"):
         keys = "output=<folder>"
     else:
-        keys = (
-            "hydra.sweep.dir=<folder> (this sweep's)"
-            if sweep_on_command_line()
-            else "hydra.run.dir=<folder> (this run's)"
-        )
-    what = "sweep" if sweep_on_command_line() else "run"
+        keys = f"hydra.{what}.dir=<folder> (this {what}'s)"
     return (
         f"{err.filename}: {err.strerror or err}: the {what} folder cannot be made or written there; "
         f"choose another with {keys} or paths.log_dir=<folder> (where runs go)"

@@ -192,19 +192,20 @@ class _Worker:
         os.close(handle)
         try:
             self.conn, child = context.Pipe()
-            try:
-                self.process = context.Process(
-                    target=_serve, args=(child, task, self.stderr_path, memory_bytes), daemon=True, name=WORKER_NAME
-                )
-                self.process.start()
-            except BaseException:
-                self.conn.close()
-                raise
-            finally:
-                child.close()
         except BaseException:
             os.unlink(self.stderr_path)
             raise
+        try:
+            self.process = context.Process(
+                target=_serve, args=(child, task, self.stderr_path, memory_bytes), daemon=True, name=WORKER_NAME
+            )
+            self.process.start()
+        except BaseException:
+            self.conn.close()
+            os.unlink(self.stderr_path)
+            raise
+        finally:
+            child.close()
         self.ready = False
         self.retiring = False  # it said it exits after its answer: it takes no further file
         self.path: str | None = None
