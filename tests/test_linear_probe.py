@@ -729,6 +729,34 @@ def test_a_file_whose_embeddings_are_not_finite_is_left_out_with_its_reason(ckpt
         classifier.fit(features, torch.tensor([0, 1]), 2, l2=1e-3)
 
 
+def test_embeddings_made_through_a_linked_folder_are_found_by_the_real_path(ckpts, tones, tmp_path):
+    """Sources were looked up by their absolute path only: a folder embedded through a link and probed
+    through its real path (or the other way) matched none of its clips."""
+    for link in ("linked", "again"):
+        (tmp_path / link).symlink_to(tones / "low", target_is_directory=True)
+
+    def embed(*paths):
+        listed = tmp_path / "list.csv"
+        listed.write_text("path\n" + "".join(f"{p}\n" for p in paths))
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            overrides = [f"ckpt={ckpts['audio']}", f"input={listed}", f"output={tmp_path / 'emb'}", "progress=false"]
+            return len(embed_task.run(compose("embed", overrides=overrides)).written)
+
+    assert embed(tmp_path / "linked" / "0.wav", tmp_path / "linked" / "1.wav") == 2
+    folder = EmbeddingFolder(tmp_path / "emb")
+    by_link, by_real = (folder.stem_of(ClipInfo(str(root / "0.wav"))) for root in (tmp_path / "linked", tones / "low"))
+    assert by_link is not None and by_real == by_link
+    assert folder.stem_of(ClipInfo(str(tones / "low" / "2.wav"))) is None
+    assert embed(tones / "low" / "1.wav") == 1  # one real file, two outputs: each found by its own name only
+    folder = EmbeddingFolder(tmp_path / "emb")
+    by_link, by_real = (folder.stem_of(ClipInfo(str(root / "1.wav"))) for root in (tmp_path / "linked", tones / "low"))
+    assert None not in (by_link, by_real) and by_link != by_real
+    assert folder.stem_of(ClipInfo(str(tmp_path / "again" / "1.wav"))) is None
+    assert folder.stem_of(ClipInfo(str(tmp_path / "again" / "0.wav"))) == folder.stem_of(
+        ClipInfo(str(tones / "low" / "0.wav"))
+    )
+
+
 def test_a_row_probe_of_float32_embeddings_keeps_no_file_open(ckpts, tones, tmp_path):
     """Each file's rows were a view of its memory map, which held the file open until the probe ended:
     past the process's limit of open files, every later file was left out as unreadable."""

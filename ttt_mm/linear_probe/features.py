@@ -125,7 +125,8 @@ class LogMelStats:
 
 
 class EmbeddingFolder:
-    """The ``.npy`` + ``.json`` pairs under ``root`` written by one embedding run, by ``(source, start)``.
+    """The ``.npy`` + ``.json`` pairs under ``root`` written by one embedding run, by ``(source, span)``:
+    a source by its path as given, else by its real path (embedded through a linked folder, say).
 
     Raises ValueError when the folder holds none, or pairs of different model configs or settings
     (``config_hash``) or checkpoint weights (``weights_hash``), or two of the same span. Sidecars
@@ -160,6 +161,12 @@ class EmbeddingFolder:
             if key in self.stems:
                 raise ValueError(f"{root}: {self.stems[key]} and {stem} both embed {key[0]} from {key[1]} to {key[2]}")
             self.stems[key] = stem
+        # the same sources by their real paths: embedded through a linked folder and probed through the
+        # real one (or the other way), a span is still found; two outputs of one real file: neither
+        self._real: dict[tuple[str, float, float | None], Path | None] = {}
+        for (source, start, end), stem in self.stems.items():
+            real = (os.path.realpath(source), start, end)
+            self._real[real] = None if real in self._real else stem
         if unknown:
             log.warning(
                 "%d of %d sidecars in %s record no weights_hash (written by an older embed task): "
@@ -171,7 +178,8 @@ class EmbeddingFolder:
 
     def stem_of(self, clip: ClipInfo) -> Path | None:
         """The output that embeds ``clip`` (its file, over its span); None when the folder has none."""
-        return self.stems.get(_span_key(clip.name, clip.start, clip.end))
+        source, start, end = key = _span_key(clip.name, clip.start, clip.end)
+        return self.stems.get(key) or self._real.get((os.path.realpath(source), start, end))
 
     def __call__(self, clip: ClipInfo, rows: bool) -> FileFeatures:
         stem = self.stem_of(clip)
