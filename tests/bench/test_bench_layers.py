@@ -57,6 +57,26 @@ def test_a_row_that_fails_in_a_later_round_is_one_failed_row(monkeypatch, capsys
     assert rows == ["| attention  |     64 | failed: RuntimeError: CUDA out of memory |"]
 
 
+def test_the_attention_column_is_the_median_of_ratios_within_a_round(monkeypatch, capsys):
+    """It divided the two rows' median rounds, which may come from different rounds: one round in which
+    the host slowed attention alone moved the whole column."""
+    seconds = {"ttt_linear": [1.0, 2.0, 3.0], "attention": [3.0, 1.0, 2.0]}  # within a round: 3, 0.5, 0.667
+
+    def fake(name, T, argv, env=None):
+        s = seconds[name].pop(0)
+        return {"layer": name, "T": T, "seconds": s, "tokens_per_s": T / s, "peak_mib": 1.0}
+
+    monkeypatch.setattr(layers, "run_isolated", fake)
+    monkeypatch.setattr(layers, "live_memory", lambda *a: 1.0)
+    assert layers.main(["--layers", "ttt_linear", "attention", "--lengths", "64", "--rounds", "3"]) == 0
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[-2].strip()
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ttt_linear ") or line.startswith("| attention ")
+    }
+    assert rows == {"ttt_linear": "0.67", "attention": "1.00"}  # (the medians' ratio: 32 / 32 = 1.00)
+
+
 def test_threads_reach_every_timed_process_and_two_rounds_report_the_slower(monkeypatch, capsys):
     seen = []
 

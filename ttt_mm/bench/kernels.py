@@ -225,6 +225,7 @@ def _run(args) -> int:
     flops_fwd = 2 * F * (3 * F + 2 * K) * H  # per token: K W, Q W, the update (F x F); Q K^T, M G (K x K)
     D = 4 * F  # TTT-MLP per token: 6 products with W1 or W2 (k, q, update; 2 F D each), G2 W2^T, 4 K x K ones
     flops_mlp = (6 * 2 * F * D + 2 * F * D + 2 * K * (2 * F + 2 * D)) * H
+    print(f"# timed: bf16 inputs, best of {args.repeats} calls after a warm-up")
     print("| what | B | T | tokens/s | ms | peak MiB | % TF32 peak |")
     print("|---|---|---|---|---|---|---|")
 

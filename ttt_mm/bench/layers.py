@@ -6,8 +6,9 @@
 
 On the CPU each measurement runs in a fresh subprocess so that its peak resident memory (``VmHWM``)
 belongs to that layer and length alone; on CUDA the allocator's peak is used. The table's last column
-divides each layer's tokens/s by the attention layer's at the same length: the two rows' median rounds
-(below), taken in the same run on the same machine.
+divides each layer's tokens/s by the attention layer's at the same length in the same round (below),
+and reports the median of those ratios: a spell of the host that slows one row of a round is then
+one round's ratio, not the whole column's.
 
 Every timed sample does the same amount of work at every length: ``--work`` tokens (64k by default)
 as independent sequences of length ``T``, each with its own data. A short length is then not timed in
@@ -61,6 +62,15 @@ def build(name: str, args: argparse.Namespace) -> torch.nn.Module:
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def _median_ratio(rows: list[dict], attention: list[dict] | None) -> str:
+    """The median over rounds of a row's tokens/s over attention's in the same round (of an even number
+    of rounds the lower middle one), formatted; "-" where attention has no row at that length."""
+    if attention is None:
+        return "-"
+    within = sorted(r["tokens_per_s"] / a["tokens_per_s"] for r, a in zip(rows, attention, strict=True))
+    return _ratio(within[(len(within) - 1) // 2])
 
 
 def _ratio(x: float) -> str:
@@ -222,14 +232,15 @@ def main(argv: list[str]) -> int:
         except RuntimeError as exc:  # the timed rows still print
             r["live_mib"] = math.nan
             print(f"  live memory of {r['layer']} T={r['T']}: failed: {exc}", file=sys.stderr)
-    attn = {r["T"]: r["tokens_per_s"] for r in rows if r["layer"] == "attention"}
+    attention = {T: rs for (name, T), rs in rounds.items() if name == "attention" and (name, T) not in failed}
+    ratios = {key: _median_ratio(rs, attention.get(key[1])) for key, rs in rounds.items()}
     print(
         f"| {'layer':<10} | {'T':>6} | {'tokens/s':>11} | {'ms':>9} | {'peak MiB':>8} | {'live MiB':>8} "
         f"| {'x attention':>11} |"
     )
     print(f"|{'-' * 12}|{'-' * 8}|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 10}|{'-' * 13}|")
     for r in rows:
-        ratio = _ratio(r["tokens_per_s"] / attn[r["T"]]) if r["T"] in attn else "-"
+        ratio = ratios[r["layer"], r["T"]]
         print(
             f"| {r['layer']:<10} | {r['T']:>6} | {r['tokens_per_s']:>11,.0f} | {r['seconds'] * 1e3:>9.1f} "
             f"| {r['peak_mib']:>8.1f} | {r['live_mib']:>8.1f} | {ratio:>11} |"
