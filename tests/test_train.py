@@ -1035,6 +1035,29 @@ def test_where_stdout_is_no_terminal_the_bar_prints_plain_lines(tmp_path, capsys
     assert lines == ["Epoch 0: 1/2", "Epoch 0: 2/2", "Epoch 1: 1/2", "Epoch 1: 2/2"]
 
 
+def test_the_plain_line_rate_leaves_validation_out(tmp_path, capsys, monkeypatch):
+    """Its batches/s divided by the time since the start, validations included: with validations as long
+    as the training between them, it read half the training rate and fell as the run went on."""
+    from ttt_mm.callbacks import progress_bar
+
+    clock = [0.0]  # seconds added to the real clock: each validation batch takes 1000 s
+    monkeypatch.setattr(progress_bar, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + clock[0]))
+
+    class SlowValidation(L.Callback):
+        def on_validation_batch_end(self, *args, **kwargs):
+            clock[0] += 1000.0
+
+    every = ["callbacks.progress_bar.refresh_rate=1", "callbacks.progress_bar.line_seconds=1e6"]
+    steps = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1"]
+    datamodule, model, trainer = build(compose_train(tmp_path, [*TINY, *steps, *every]))
+    trainer.callbacks.append(SlowValidation())
+    capsys.readouterr()
+    trainer.fit(model, datamodule=datamodule)
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    when, rate = line.split(" batches, ")[1].split(", ")[:2]
+    assert when.startswith("16:") and float(rate.removesuffix(" batches/s")) > 0.05  # (with it: 2 / 1000 s)
+
+
 def test_a_test_only_run_tests_the_checkpoint_it_is_given_and_says_which(tmp_path, capsys):
     """It tested the model's fresh weights: ckpt_path was used only to resume a fit. Its summary said
     the run had no last or best checkpoint, while they sat in the folder it wrote to."""

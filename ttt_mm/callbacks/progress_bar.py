@@ -44,6 +44,8 @@ class ProgressBar(TQDMProgressBar):
         self._started = self._last_line = 0.0  # (time.monotonic(): this run's first batch, the last line)
         self._batches = 0  # this run's, over its epochs (a bar counts its epoch's)
         self._line_at = 0  # `_batches` when the last line was printed
+        self._validating = 0.0  # seconds this run spent validating, which the rate leaves out
+        self._validation_from: float | None = None
 
     def _as_lines(self) -> bool:
         return not sys.stdout.isatty() if self.lines is None else self.lines
@@ -71,10 +73,12 @@ class ProgressBar(TQDMProgressBar):
         return self._counter(super().init_predict_tqdm)
 
     def _print_line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """``Epoch 0: 20/400 batches, 00:13, 1.51 batches/s, train/loss=0.590, ...`` on stdout."""
+        """``Epoch 0: 20/400 batches, 00:13, 1.51 batches/s, train/loss=0.590, ...`` on stdout: the time
+        since the run's start, and the training rate (validations left out, as ``train/tokens_per_s`` does)."""
         bar = self.train_progress_bar
         elapsed = time.monotonic() - self._started
-        rate = self._batches / elapsed if elapsed > 0 else 0.0
+        training = elapsed - self._validating
+        rate = self._batches / training if training > 0 else 0.0
         total = "?" if bar.total is None or not math.isfinite(bar.total) else bar.total
         metrics = "".join(
             f", {k}={Tqdm.format_num(v) if isinstance(v, (int, float)) else v}"
@@ -103,6 +107,7 @@ class ProgressBar(TQDMProgressBar):
         self._placed = False
         self._started = self._last_line = time.monotonic()
         self._batches = self._line_at = 0
+        self._validating, self._validation_from = 0.0, None
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -142,8 +147,15 @@ class ProgressBar(TQDMProgressBar):
         """Whether batches ran since the last line (none has before this run's first batch)."""
         return self._batches > self._line_at
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_start(trainer, pl_module)
+        self._validation_from = time.monotonic()
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
+        if self._validation_from is not None and not trainer.sanity_checking:  # (the sanity check: before the start)
+            self._validating += time.monotonic() - self._validation_from
+        self._validation_from = None
         if self._prints_lines() and trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._print_line(trainer, pl_module)  # (with the validation's metrics)
 
