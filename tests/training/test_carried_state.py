@@ -165,6 +165,27 @@ def test_a_resumed_batch_that_does_not_follow_says_where_each_stands(caplog):
     assert "saved inside a group of accumulate_grad_batches" in caplog.text
 
 
+def test_a_resume_that_does_not_follow_is_said_once_and_moved_rows_by_each_process(caplog, monkeypatch):
+    """Every process of a DDP run said the same long paragraph (eight GPUs: eight times); the rows each
+    process finds moved are its own, so each says them, naming itself."""
+    from ttt_mm.training import carried_state
+
+    m = model()
+    carried, _ = carried_after_one_batch(m, step=5)
+    monkeypatch.setattr(carried_state.rank_zero_only, "rank", 1)
+    monkeypatch.setattr(carried_state, "_distributed", lambda: True)
+    restored = CarriedState()
+    restored.restore(carried.saved(), m.backbone)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.training.carried_state"):
+        assert starting_state(restored, m, windows(1.64) | {"stream_step": torch.tensor(4)}) is None
+    assert "does not go on" not in caplog.text
+    restored = CarriedState()
+    restored.restore(carried.saved(), m.backbone)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.training.carried_state"):
+        starting_state(restored, m, windows(0.0) | {"stream_step": torch.tensor(6)})
+    assert "2 of 2 rows of process 1 do not go on where the checkpoint left them" in caplog.text
+
+
 def test_a_training_batch_says_where_it_stands_before_it_goes_to_the_device():
     """Read from the batch on the device, its place (flags, step, window starts) would make every step
     wait for the device; the module reads it on the CPU, and the transfer leaves it as it is."""

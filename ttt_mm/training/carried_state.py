@@ -38,6 +38,10 @@ class Place(NamedTuple):
     rows: tuple[tuple[str, float] | None, ...]  # each row's clip and window start (None: not said)
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def place_of(batch: Mapping[str, Any]) -> Place:
     """``batch``'s `Place`, from its ``reset``, ``stream_step``, ``path`` and ``start``."""
     reset = batch.get("reset")
@@ -70,7 +74,7 @@ class CarriedState:
         restored, self._restored = self._restored, False
         state, rows, last, self.step = self.state, self.rows, self.step, place.step
         if state is None or not follows or len(rows) != len(place.reset):
-            if restored:
+            if restored and rank_zero_only.rank == 0:  # (every process finds the same)
                 log.info(
                     "the data does not go on from the checkpoint's last batch (stream batch %s of %d rows; this run "
                     "goes on at %s of %d: another batch size, number of processes or accumulate_grad_batches, or a "
@@ -86,10 +90,11 @@ class CarriedState:
         moved = ~reset & ~_goes_on(rows, place.rows)
         if restored and bool(moved.any()):
             log.info(
-                "%d of %d rows do not go on where the checkpoint left them (the data changed since: files "
+                "%d of %d rows%s do not go on where the checkpoint left them (the data changed since: files "
                 "added, removed or read differently, as said above): those rows start afresh",
                 int(moved.sum()),
                 len(reset),
+                f" of process {rank_zero_only.rank}" if _distributed() else "",  # (each process its own rows)
             )
         elif restored and rank_zero_only.rank == 0:  # (the restore said it would, if the rows were where they stopped)
             going_on = int((~reset).sum())
