@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fsspec
 import pytest
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -56,6 +57,17 @@ def test_a_state_dict_keeps_the_module_versions_it_was_saved_with(tmp_path):
     torch.save({"state_dict": state_dict}, tmp_path / "c.ckpt")
     loaded = MappedCheckpointIO().load_checkpoint(tmp_path / "c.ckpt", weights_only=True)["state_dict"]
     assert loaded._metadata == state_dict._metadata and loaded._metadata[""]["version"] == 2
+
+
+def test_a_remote_checkpoint_is_read_with_its_map_location():
+    """A remote path went to Lightning's reader without the map_location it was given."""
+    with fsspec.open("memory://remote/c.ckpt", "wb") as f:
+        torch.save({"w": torch.ones(2)}, f)
+    seen = []
+    loaded = MappedCheckpointIO().load_checkpoint(
+        "memory://remote/c.ckpt", map_location=lambda s, where: seen.append(where) or s
+    )
+    assert seen == ["cpu"] and torch.equal(loaded["w"], torch.ones(2))
 
 
 def test_a_missing_checkpoint_is_named():

@@ -20,12 +20,12 @@ MAPPED = "carried_state"
 
 class MappedCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` that maps a local checkpoint file instead of reading it into memory (a
-    remote one, or a file object, is read as Lightning does). Its tensors come back on the CPU;
-    Lightning moves what it restores to the device."""
+    remote one is read as Lightning does, with ``map_location``). A mapped file's
+    tensors come back on the CPU; Lightning moves what it restores to the device."""
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         if not isinstance(path, (str, os.PathLike)) or "://" in str(path):
-            return super().load_checkpoint(path, weights_only=weights_only)
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
