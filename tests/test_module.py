@@ -3,6 +3,7 @@ state can be carried."""
 
 from __future__ import annotations
 
+import logging
 import math
 from copy import deepcopy
 from types import SimpleNamespace
@@ -200,7 +201,7 @@ def test_a_step_that_scored_no_token_leaves_the_weights_and_the_optimizer_as_the
     assert not all(torch.equal(a, b) for a, b in zip(skipped, mixed)) and snaps.steps[ends[2]] == 2
 
 
-def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored():
+def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored(caplog):
     """Every rank decides on the count summed over ranks, so all step or none do (the averaged
     gradients are the same on each)."""
     m = model("ttt_linear")
@@ -216,8 +217,10 @@ def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored():
     assert all(torch.allclose(p.grad, torch.full_like(p, scale)) for p in m.parameters())
     other_rank.zero_()
     m._unstepped = torch.zeros(5)
-    m.on_before_optimizer_step(optimizer)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.module"):
+        m.on_before_optimizer_step(optimizer)
     assert all(p.grad is None for p in m.parameters()) and m._unstepped is None
+    assert "the step counts, in trainer.max_steps and the learning-rate schedule" in caplog.text  # (it moves on)
 
 
 def test_a_loss_that_is_not_finite_on_any_rank_ends_the_run_on_every_rank():

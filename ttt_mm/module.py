@@ -291,7 +291,8 @@ class SequenceModel(L.LightningModule):
         if self._skipped_steps == 1:
             log.info(
                 "step %d scored no token on any rank (windows shorter than one step): the weights are left "
-                "as they are (logged once)",
+                "as they are, but the step counts, in trainer.max_steps and the learning-rate schedule "
+                "(logged once)",
                 self.global_step,
             )
 
