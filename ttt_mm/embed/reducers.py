@@ -50,20 +50,26 @@ class Pool:
             return mean.float()
         if self.kind == "max":
             return self._max.float()
-        std = (self._sumsq / self.count - mean**2).clamp_min(0).sqrt()
-        return torch.cat([mean, std], dim=-1).float()
+        return mean_and_std(mean, self._sumsq / self.count).float()
+
+
+def mean_and_std(mean: Tensor, mean_square: Tensor) -> Tensor:
+    """``[..., 2D]``: the mean and the population standard deviation, from the mean and the mean square."""
+    return torch.cat([mean, (mean_square - mean.square()).clamp_min(0).sqrt()], dim=-1)
 
 
 class HopBins:
     """Means of the rows whose step starts in ``[k * hop, (k + 1) * hop)`` seconds, closed in order.
 
     ``push`` returns the bins that can no longer grow; the last one stays open until `finish`.
-    Every closed bin is recorded in ``clock`` (a `Clock` of one slot per bin). Sums are float64, the
+    Every closed bin is recorded in ``clock`` (a `Clock` of one slot per bin), where one is given. Sums are float64, the
     means returned in the rows' dtype (float64 rows keep a difference of two means exact enough for
     a standard deviation).
     """
 
-    def __init__(self, seconds_per_step: float, hop_seconds: float, tokens_per_step: int, clock: Clock) -> None:
+    def __init__(
+        self, seconds_per_step: float, hop_seconds: float, tokens_per_step: int, clock: Clock | None = None
+    ) -> None:
         self.seconds_per_step, self.hop_seconds, self.tokens_per_step = seconds_per_step, hop_seconds, tokens_per_step
         self.clock = clock
         self._open: tuple[int, Tensor, int] | None = None  # (bin index, sum [B, D] float64, rows)
@@ -88,10 +94,10 @@ class HopBins:
                 sums[:, 0] += total
                 counts[0] += count
             else:
-                self.clock.add(index, 1)
+                self._closed(index)
                 out.append((total / count).unsqueeze(1))
         for j in range(len(ids) - 1):
-            self.clock.add(int(ids[j]), 1)
+            self._closed(int(ids[j]))
         self._open = (int(ids[-1]), sums[:, -1], int(counts[-1]))
         out.append(sums[:, :-1] / counts[:-1, None].double())
         return torch.cat(out, dim=1).to(self.dtype)
@@ -102,5 +108,9 @@ class HopBins:
             return torch.zeros(batch_size, 0, dim, dtype=self.dtype)
         index, total, count = self._open
         self._open = None
-        self.clock.add(index, 1)
+        self._closed(index)
         return (total / count).to(self.dtype).unsqueeze(1)
+
+    def _closed(self, index: int) -> None:
+        if self.clock is not None:
+            self.clock.add(index, 1)

@@ -24,9 +24,9 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, iter_windows
-from ttt_mm.embed import Clock, Embedder
+from ttt_mm.embed import Embedder
 from ttt_mm.embed.files import changed_settings, load, read_sidecar, source_record
-from ttt_mm.embed.reducers import HopBins, Pool
+from ttt_mm.embed.reducers import HopBins, Pool, mean_and_std
 from ttt_mm.linear_probe.classifier import Features
 from ttt_mm.messages import one_line
 from ttt_mm.messages.progress import FilesBar
@@ -104,7 +104,7 @@ class LogMelStats:
         pool = Pool("mean_std")
         bins = None
         if self.hop_seconds is not None:
-            bins = HopBins(self.frame_seconds, self.hop_seconds, 1, Clock(clip.start, self.hop_seconds, (0.0,), (0,)))
+            bins = HopBins(self.frame_seconds, self.hop_seconds, 1)
         hops = []
         for batch in iter_windows(clip.media, self.window_seconds, self.spec, clip.start, clip.end, clip.info):
             tokens = self.tokenizer(batch)
@@ -119,8 +119,7 @@ class LogMelStats:
         rows = None
         if bins is not None:
             moments = torch.cat([*hops, bins.finish(1, 2 * self.tokenizer.n_mels)], 1)[0]  # [n, 2 * n_mels]
-            mean, square = moments.chunk(2, -1)
-            rows = torch.cat([mean, (square - mean.square()).clamp_min(0).sqrt()], -1).float().numpy()
+            rows = mean_and_std(*moments.chunk(2, -1)).float().numpy()
         return FileFeatures(pool.result()[0].numpy(), rows)
 
 
