@@ -235,6 +235,24 @@ def test_a_row_without_a_split_takes_the_one_its_files_other_rows_name(tmp_path,
     assert "1 file(s) or group(s)" in line and line.endswith("c.ogg): give those rows a split")
 
 
+def test_spans_of_one_file_that_overlap_in_different_splits_are_warned_of(tmp_path, caplog):
+    """A whole-file row in train and a span of the same file in test passed without a word: the test
+    split was scored on audio the model trained on. Spans that only meet, or share a split, are fine."""
+    rows = ["a.ogg,,,train", "a.ogg,0,30,val", "a.ogg,10,40,test", "b.ogg,0,10,train", "b.ogg,10,,val"]
+    rows += ["c.ogg,0,20,train", "c.ogg,5,15,train", "d.ogg,0,10,val", "d.ogg,5,8,"]  # (d: its second row inherits)
+    (tmp_path / "m.csv").write_text("path,start,end,split\n" + "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.manifest"):
+        ManifestSource(str(tmp_path / "m.csv")).clips()
+    (line,) = [r.getMessage() for r in caplog.records if "overlap" in r.getMessage()]
+    assert f"1 file(s) have spans in different splits that overlap (e.g. {tmp_path / 'a.ogg'}: 0-30 s in val" in line
+    assert "and 0-end s in train): their common part is trained on and held out" in line
+    caplog.clear()
+    (tmp_path / "m.csv").write_text("path,start,end,split\n" + "\n".join(rows[3:]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.manifest"):
+        ManifestSource(str(tmp_path / "m.csv")).clips()
+    assert not caplog.records
+
+
 def test_a_row_without_a_split_takes_the_one_its_groups_other_rows_name(tmp_path, caplog):
     """A conversation with one row named test had its other rows hashed by the group's name: half of it
     trained on, half tested. Groups join through a file they share (talk1 and talk2 through c.ogg)."""

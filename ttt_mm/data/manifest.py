@@ -121,10 +121,13 @@ class ManifestSource:
                 len(mixed),
                 next(iter(mixed.values())),
             )
-        return [
+        inherited = [
             None if row.get("split") or len(named.get(u, ())) != 1 else next(iter(named[u]))
             for row, u in zip(rows, units)
         ]
+        spans = [span for _, _, span in self._table]
+        _warn_of_overlaps(self.path, self._files, spans, [r.get("split") or i for r, i in zip(rows, inherited)])
+        return inherited
 
     @cached_property
     def _table(self) -> list[tuple[int, dict, tuple[float, float | None]]]:
@@ -291,6 +294,39 @@ def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
             earlier,
         )
     return sorted(kept.values(), key=lambda r: r[0])  # (in the manifest's order)
+
+
+def _warn_of_overlaps(
+    manifest: str, files: list[str], spans: list[tuple[float, float | None]], splits: list[str | None]
+) -> None:
+    """One warning where spans of one file in different splits overlap (a whole-file row and a span
+    of it, say): their common part is trained on and held out. Spans that only meet, or rows whose
+    split is left to the hash, are not counted."""
+    by_file: dict[str, list[tuple[float, float, str]]] = {}
+    for real, (start, end), split in zip(files, spans, splits):
+        if split:
+            by_file.setdefault(real, []).append((start, math.inf if end is None else end, split))
+    found = []  # (file, (start, end, split) of two overlapping spans)
+    for real, rows in by_file.items():
+        reach: dict[str, tuple[float, float, str]] = {}  # split -> its span reaching furthest so far
+        for span in sorted(rows):
+            start, end, split = span
+            if other := next((r for sp, r in reach.items() if sp != split and r[1] > start), None):
+                found.append((real, other, span))
+                break
+            if split not in reach or end > reach[split][1]:
+                reach[split] = span
+    if found:
+        real, a, b = found[0]
+        said = " and ".join(f"{s:g}-{'end' if e == math.inf else f'{e:g}'} s in {sp}" for s, e, sp in (a, b))
+        log.warning(
+            "%s: %d file(s) have spans in different splits that overlap (e.g. %s: %s): their common part is "
+            "trained on and held out; give overlapping spans one split",
+            manifest,
+            len(found),
+            real,
+            said,
+        )
 
 
 def _folder(manifest: Path) -> Path:
