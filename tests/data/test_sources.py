@@ -84,6 +84,27 @@ def test_class_folders_give_sorted_labels(media, tmp_path):
     ]
 
 
+def test_hidden_files_and_folders_are_left_out_and_counted(media, tmp_path, caplog):
+    """A Mac's ``._a.wav`` beside each file was listed and failed its probe; Jupyter's
+    ``.ipynb_checkpoints`` became the first class, shifting every label by one."""
+    for name in ("cat", "dog", ".ipynb_checkpoints", "cat/.cache"):
+        (tmp_path / name).mkdir()
+    for name in ("cat/a.wav", "cat/._a.wav", "dog/b.wav", ".ipynb_checkpoints/c.wav", "cat/.cache/d.wav"):
+        shutil.copy(media["wav16k"], tmp_path / name)
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        source = ClassFolderSource(str(tmp_path))
+        assert source.classes() == ["cat", "dog"]
+        assert [(c.key, c.label) for c in source.clips()] == [("cat/a.wav", 0), ("dog/b.wav", 1)]
+        assert [c.key for c in FolderSource(str(tmp_path / "cat")).clips()] == ["a.wav"]
+    said = [r.getMessage() for r in caplog.records if "hidden" in r.getMessage()]
+    cat = tmp_path / "cat"
+    assert said == [
+        f"{tmp_path}: hidden folder(s) are no class and left out: .ipynb_checkpoints/",
+        f"{cat}: left out 2 hidden name(s), starting with '.': {cat / '._a.wav'}, {cat / '.cache'}/",
+        f"{cat}: left out 2 hidden name(s), starting with '.': {cat / '._a.wav'}, {cat / '.cache'}/",
+    ]
+
+
 def test_class_folders_of_links_to_files_beside_them_keep_each_file_once(media, tmp_path, caplog):
     for name in ("a", "b", "c"):
         shutil.copy(media["wav16k"], tmp_path / f"{name}.wav")

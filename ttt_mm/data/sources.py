@@ -153,7 +153,9 @@ class _Found:
 
 
 def _walk(root: Path, extensions: tuple[str, ...], base: Path) -> list[_Found]:
-    """The media files under ``root`` (a part of the dataset at ``base``), sorted by path."""
+    """The media files under ``root`` (a part of the dataset at ``base``), sorted by path. Hidden names
+    (starting with ``.``: a Mac's ``._a.wav`` beside ``a.wav``, ``.ipynb_checkpoints``) are left out,
+    counted in one log line."""
     if not root.exists():
         raise FileNotFoundError(missing(f"dataset root {root}", root))
     if not root.is_dir():  # (one file: a manifest of one row, data=manifest, reads it)
@@ -165,7 +167,7 @@ def _walk(root: Path, extensions: tuple[str, ...], base: Path) -> list[_Found]:
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     top, real_base = os.path.realpath(root), os.path.realpath(base)
     walked = {top}
-    found = []
+    found, hidden = [], []
     for folder, subfolders, names in os.walk(root, followlinks=True, onerror=_unlistable):
         real_folder = os.path.realpath(folder)  # once per folder: resolving every file would cost 2-3x
         linked_folder = real_folder != os.path.normpath(os.path.join(real_base, os.path.relpath(folder, base)))
@@ -173,6 +175,9 @@ def _walk(root: Path, extensions: tuple[str, ...], base: Path) -> list[_Found]:
             if os.path.splitext(name)[1].lower() not in wanted:
                 continue
             path = os.path.join(folder, name)
+            if name.startswith("."):
+                hidden.append(path)
+                continue
             if os.path.islink(path):
                 found.append(_Found(Path(path), os.path.realpath(path), True))
             else:
@@ -180,12 +185,22 @@ def _walk(root: Path, extensions: tuple[str, ...], base: Path) -> list[_Found]:
         follow = []
         for name in sorted(subfolders):
             path = os.path.join(folder, name)
+            if name.startswith("."):
+                hidden.append(path + os.sep)
+                continue
             real = os.path.realpath(path)
             if real in walked or (os.path.islink(path) and os.path.commonpath([real, top]) == top):
                 continue
             walked.add(real)
             follow.append(name)
         subfolders[:] = follow
+    if hidden:
+        log.info(
+            "%s: left out %d hidden name(s), starting with '.': %s",
+            root,
+            len(hidden),
+            first_of([one_line(h) for h in hidden], 3),
+        )
     return sorted(found, key=lambda f: f.path)
 
 
@@ -248,13 +263,17 @@ class ClassFolderSource:
     extensions: tuple[str, ...] = MEDIA_EXTENSIONS
 
     def classes(self) -> list[str]:
-        return sorted(d.name for d in Path(self.root).iterdir() if d.is_dir())
+        """The class folders' names, sorted; hidden folders (``.ipynb_checkpoints``) are no class."""
+        return sorted(d.name for d in Path(self.root).iterdir() if d.is_dir() and not d.name.startswith("."))
 
     def clips(self) -> list[ClipInfo]:
         root = Path(self.root)
         if not root.exists():
             raise FileNotFoundError(missing(f"dataset root {root}", root))
         names = self.classes() if root.is_dir() else []
+        entries = root.iterdir() if root.is_dir() else ()
+        if hidden := sorted(d.name + os.sep for d in entries if d.is_dir() and d.name.startswith(".")):
+            log.info("%s: hidden folder(s) are no class and left out: %s", root, first_of(hidden, 3))
         found = [(f, label) for label, name in enumerate(names) for f in _walk(root / name, self.extensions, root)]
         labels = {f.path: label for f, label in found}
         once = _each_file_once([f for f, _ in found])
