@@ -173,6 +173,9 @@ def test_csv_and_jsonl_manifests(tmp_path):
         (tmp_path / "merged.jsonl").write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
         clips = ManifestSource(str(tmp_path / "merged.jsonl")).clips()  # the probe's record gives way, in any order
         assert [(c.media, c.label) for c in clips] == [(str(tmp_path / "bad.mp4"), 0)]
+    odd = {"path": "a\u2028b\x1c.wav", "label": 1}  # (characters str.splitlines breaks at; JSON holds them as they are)
+    (tmp_path / "odd.jsonl").write_bytes((json.dumps(odd, ensure_ascii=False) + "\r\n\r\n").encode())
+    assert [c.media for c in ManifestSource(str(tmp_path / "odd.jsonl")).clips()] == [str(tmp_path / odd["path"])]
     (tmp_path / "broken.csv").write_text("file,label\na.wav,1\n")
     with pytest.raises(ValueError, match="broken.csv, line 1: no 'path' column"):
         ManifestSource(str(tmp_path / "broken.csv")).clips()

@@ -218,7 +218,7 @@ def _object_once_per_key(pairs: list[tuple[str, object]]) -> dict:
 def _json_lines(manifest: Path, text: str) -> list[tuple[int, dict]]:
     """``(line, row)`` of a JSON lines file (one object per line; blank lines skipped)."""
     rows = []
-    for line, item in enumerate(text.splitlines(), 1):
+    for line, item in enumerate(text.split("\n"), 1):  # (not splitlines: a JSON string may hold U+2028 as it is)
         if not item.strip():
             continue
         try:
