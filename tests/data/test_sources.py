@@ -248,6 +248,23 @@ def test_a_manifest_row_that_cannot_be_used_is_an_error_naming_its_line(tmp_path
         ManifestSource(str(tmp_path / name)).clips()
 
 
+def test_relative_paths_written_from_the_current_folder_are_pointed_out(tmp_path, monkeypatch, caplog):
+    """They were read from the manifest's folder (data/data/clips/a.wav) and the run stopped with "3 x
+    file not found", nothing saying where relative paths start."""
+    (tmp_path / "data" / "clips").mkdir(parents=True)
+    for name in ("a", "b"):
+        (tmp_path / "data" / "clips" / f"{name}.wav").write_bytes(b"")
+    (tmp_path / "data" / "m.csv").write_text("path\ndata/clips/a.wav\ndata/clips/b.wav\nclips/a.wav\n")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.manifest"):
+        ManifestSource("data/m.csv").clips()
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == (
+        "data/m.csv: 2 relative path(s) name no file from the manifest's folder (data), where relative paths start, "
+        "but do from the current folder (e.g. data/clips/a.wav): write them from the manifest's folder, or absolute"
+    )
+
+
 def test_a_row_without_a_split_takes_the_one_its_files_other_rows_name(tmp_path, caplog):
     """It was drawn by the file's key: a span could be trained on while another of the file was validated."""
     rows = ["a.ogg,0,10,", "a.ogg,10,20,val", "b.ogg,0,10,", "c.ogg,0,10,train", "c.ogg,10,20,val", "c.ogg,20,30,"]

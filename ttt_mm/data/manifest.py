@@ -58,6 +58,7 @@ class ManifestSource:
         keys: dict[str, str] = {}  # file -> the key of its first row: one key per file, however spelled
         folder = _folder(Path(self.path))
         splits = self._inherited_splits
+        _warn_of_paths_from_here(self.path, folder, [Path(str(row["path"])) for _, row, _ in self._table])
         out = []
         for (_, row, (start, end)), real, inherited in zip(self._table, self._files, splits, strict=True):
             path = Path(str(row["path"]))
@@ -296,6 +297,21 @@ def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
     return sorted(kept.values(), key=lambda r: r[0])  # (in the manifest's order)
 
 
+def _warn_of_paths_from_here(manifest: str, folder: Path, paths: list[Path]) -> None:
+    """One warning where relative paths name no file from the manifest's folder but do from the current
+    one: a manifest written beside the data it lists, as ``data/clips/a.wav`` run from the project's top."""
+    here = [p for p in paths if not p.is_absolute() and not (folder / p).exists() and p.exists()]
+    if here and folder.resolve() != Path.cwd().resolve():
+        log.warning(
+            "%s: %d relative path(s) name no file from the manifest's folder (%s), where relative paths start, but "
+            "do from the current folder (e.g. %s): write them from the manifest's folder, or absolute",
+            manifest,
+            len(here),
+            folder,
+            one_line(str(here[0])),
+        )
+
+
 def _warn_of_overlaps(
     manifest: str, files: list[str], spans: list[tuple[float, float | None]], splits: list[str | None]
 ) -> None:
@@ -368,7 +384,8 @@ def _label_names(manifest: str, rows: list[dict]) -> list[str]:
 def _split_key(path: Path) -> str:
     """What a clip's split is hashed from, and embed names its output by: its path as the manifest
     writes it, normalised (``./a.wav`` and ``sub/../a.wav`` are ``a.wav``), so that every span of a
-    file lands in one split wherever the data is moved. A file spelled several ways (relative and
+    file lands in one split, and relative paths split alike wherever the data is moved (absolute ones
+    are hashed as written: moved, they split anew). A file spelled several ways (relative and
     absolute, or a link and its target) takes the key of its first row."""
     return os.path.normpath(path)
 
