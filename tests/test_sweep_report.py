@@ -128,6 +128,33 @@ def test_a_job_run_again_alone_as_said_joins_its_sweeps_results(tmp_path, capsys
     assert resumed.table(resumed.rows())[1:] == ["#0  -         0.1250   seed=0", "#2  1.0000    0.2500   seed=2"]
 
 
+def test_a_job_run_again_that_fails_or_stops_loses_its_earlier_row(tmp_path, capsys):
+    """Its earlier score stayed in the table and results.csv as if current, while its folder held the
+    failed run; where no job of the rerun finished, the old table was left as it was."""
+    first = _sweep(3, folder=tmp_path)
+    for num in range(3):
+        _ended(first, num, f"seed={num}", None, {"metrics": {"val/loss": 0.5 + num}, "run_dir": f"r{num}"})
+    first.report()
+    again = _sweep(3, folder=tmp_path)
+    _ended(again, 0, "seed=0", None, {"metrics": {"val/loss": 0.25}, "run_dir": "r0"})
+    _ended(again, 1, "seed=1", ValueError("boom"))
+    again.report()
+    assert [row.split(",")[:2] for row in (tmp_path / "results.csv").read_text().splitlines()] == [
+        ["job", "val/loss"],
+        ["0", "0.25"],
+        ["2", "2.5"],  # (not run again: its row stays)
+    ]
+    assert [line.split()[:2] for line in capsys.readouterr().out.splitlines()[-2:]] == [
+        ["#0", "0.2500"],
+        ["#2", "2.5000"],
+    ]
+    stopped = _sweep(3, folder=tmp_path)  # none finishes: the table is not said, but job 2's row goes
+    _ended(stopped, 2, "seed=2", ValueError("boom"))
+    stopped.report()
+    assert [row.split(",")[0] for row in (tmp_path / "results.csv").read_text().splitlines()] == ["job", "0"]
+    assert "sweep results" not in capsys.readouterr().out
+
+
 def test_a_single_run_is_not_reported_on():
     """Hydra calls the job hooks in a single run too, where the job has no number (it raised there)."""
     single = SweepReport()

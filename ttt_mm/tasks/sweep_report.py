@@ -343,11 +343,19 @@ class SweepReport(Callback):
             | ({"best_ckpt": done.get("best_ckpt") or ""} if "best_ckpt" in done else {})  # (training's runs)
             for num, overrides, done in self.results
         ]
-        ours = {str(row["job"]) for row in rows}
-        kept = self.folder is not None and not self.another_sweeps_folder()  # (another sweep's: set aside)
-        earlier = [_numbers_read(row) for row in read_csv(self.folder / RESULTS)] if kept else []
-        rows += [row for row in earlier if row.get("job") not in ours]
+        ours = {str(row["job"]) for row in rows} | self._ran_again()
+        rows += [row for row in self._earlier_rows() if row.get("job") not in ours]
         return sorted(rows, key=lambda row: int(row["job"]) if str(row["job"]).isdigit() else -1)
+
+    def _ran_again(self) -> set[str]:
+        """The numbers of this run's jobs: an earlier row of one that failed or was stopped now is no
+        longer its result (its folder holds this run's), so it goes."""
+        return {str(num) for num, _ in self.ran}
+
+    def _earlier_rows(self) -> list[dict]:
+        """The rows of the ``results.csv`` that this sweep's table goes on from (another sweep's: none)."""
+        kept = self.folder is not None and not self.another_sweeps_folder()  # (another sweep's: set aside)
+        return [_numbers_read(row) for row in read_csv(self.folder / RESULTS)] if kept else []
 
     @staticmethod
     def columns(rows: list[dict]) -> list[str]:
@@ -429,9 +437,15 @@ class SweepReport(Callback):
         self.reported = True
         if not self.started:
             self.forget_refused()
-        shared = self.folder is not None and self.results  # (jobs rerun at once into one folder: each its rows)
+        # none finished now: the earlier table is not said again, but its rows of jobs run again go
+        dropping = not self.results and self.ran and self.folder is not None and (self.folder / RESULTS).is_file()
+        shared = self.folder is not None and (self.results or dropping)  # (jobs rerun at once into one folder)
+        table = []
         with held(self.folder / RESULTS) if shared else contextlib.nullcontext():
-            rows = self.rows() if self.results else []  # (none finished now: the earlier record is not said again)
+            if dropping and any(row.get("job") in self._ran_again() for row in self._earlier_rows()):
+                with contextlib.suppress(OSError):
+                    self.write_results(self.rows())
+            rows = self.rows() if self.results else []
             if table := self.table(rows):
                 try:
                     where = f" (also in {written})" if (written := self.write_results(rows)) else ""
