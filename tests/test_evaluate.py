@@ -780,7 +780,8 @@ def test_an_evaluation_into_an_earlier_ones_folder_lists_only_its_own_skipped_fi
     with caplog.at_level(logging.INFO, logger="ttt_mm.tasks.evaluate"):
         result = run(compose_evaluate(*args, f"data.root={clean}", "window_seconds=0.5"))
     assert result["skipped"] == [] and not (out / "skipped_media.tsv").exists()
-    assert any("held an earlier evaluation" in r.getMessage() for r in caplog.records)
+    (said,) = [r.getMessage() for r in caplog.records if "held an earlier evaluation" in r.getMessage()]
+    assert said.endswith("its tables and skip list are replaced by this evaluation's as it ends")  # (not before)
 
 
 def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_another_way(folder, tmp_path, caplog):

@@ -60,7 +60,7 @@ def remove_earlier_figures(output: Path, had_skip_list: bool) -> str | None:
     figures = remove_figures(output)
     if not figures and not had_skip_list and not (output / "metrics.json").exists():
         return None
-    return f"{figures} figure(s) removed, its tables and skip list replaced by this evaluation's"
+    return f"{figures} figure(s) removed; its tables and skip list are replaced by this evaluation's as it ends"
 
 
 def _prefixed(row: dict) -> dict:
