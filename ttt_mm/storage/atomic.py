@@ -61,7 +61,7 @@ def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -
     path and fills the dict with the sidecar's data. Both are written to temporary names and reach the
     disk first (a sidecar that cannot be written fails there, the old pair untouched); then the old
     sidecar goes, so that it never describes the new file, and the two are renamed into place, a Ctrl-C
-    meanwhile waiting for them: an interrupted run keeps the old pair or the new one (a rename that fails,
+    or SIGTERM meanwhile waiting for them: an interrupted run keeps the old pair or the new one (a rename that fails,
     which the disk's writes passed first make all but impossible, can leave the file without a sidecar:
     not done, for readers that count an output by its sidecar)."""
     tmp, data, side_tmp = temporary_path(path), {}, temporary_path(sidecar)
@@ -70,7 +70,7 @@ def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -
         flush_to_disk(tmp)
         side_tmp.write_text(_json_text(data), encoding="utf-8", errors="surrogateescape")
         flush_to_disk(side_tmp)
-        with _ctrl_c_held():
+        with _signals_held():
             Path(sidecar).unlink(missing_ok=True)
             os.replace(tmp, path)
             os.replace(side_tmp, sidecar)
@@ -80,21 +80,29 @@ def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -
 
 
 @contextmanager
-def _ctrl_c_held() -> Iterator[None]:
-    """A SIGINT during the block takes effect when it ends (in the main thread, where Python takes signals)."""
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C (SIGINT) or SIGTERM during the block takes effect when it ends (in the main thread, where
+    Python takes signals): as the handler before it would have taken it, a default SIGTERM ending the process."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught = []
-    previous = signal.signal(signal.SIGINT, lambda *received: caught.append(received))
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda *received: caught.append(received)) for s in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught and callable(previous):
-        previous(*caught[0])  # (Python's own handler raises KeyboardInterrupt)
-    elif caught and previous == signal.SIG_DFL:
+        for s in held:
+            signal.signal(s, previous[s])
+    if not caught:
+        return
+    signum, frame = caught[0]
+    if callable(handler := previous[signum]):
+        handler(signum, frame)  # (Python's own SIGINT handler raises KeyboardInterrupt)
+    elif handler == signal.SIG_DFL and signum == signal.SIGINT:
         raise KeyboardInterrupt
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)  # (a default SIGTERM: the process ends, its files whole)
 
 
 def flush_to_disk(path: str | os.PathLike) -> None:

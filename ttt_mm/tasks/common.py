@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError, MissingMandatoryValue
 
 from ttt_mm.data.index import IndexCacheError, IndexInterrupted
+from ttt_mm.processes.termination import terminated
 from ttt_mm.tasks.config_errors import ConfigError, config_error_message, interpolation_message
 from ttt_mm.tasks.job_logs import to_log_file
 from ttt_mm.tasks.run_folders import config_subdir_of, forget_refused_run, run_dir_of
@@ -53,24 +54,26 @@ CONFIG_ERRORS = (ConfigError, IndexCacheError, InstantiationException, MissingMa
 @contextmanager
 def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfig | None = None) -> Iterator[None]:
     """A config mistake ends a command with one ``error:`` line and exit status 2, and Ctrl-C with one
-    line and status 130, not a traceback (a run folder left holding only Hydra's record and the log goes,
-    `forget_refused_run`: after a mistake, or a Ctrl-C while the data was indexed, ``before_it_began``).
-    In a sweep the mistake ends only its job. Anything else goes on up as it is, its traceback also
-    written to the job's log file (Hydra prints it only).
+    line and status 130 (a SIGTERM taken as Ctrl-C, `sigterm_as_ctrl_c`: 143), not a traceback (a run
+    folder left holding only Hydra's record and the log goes, `forget_refused_run`: after a mistake, or
+    a Ctrl-C while the data was indexed, ``before_it_began``). In a sweep the mistake ends only its
+    job. Anything else goes on up as it is, its traceback also written to the job's log file (Hydra
+    prints it only).
     ``cfg``: the command's config, so that a constructor's error names the key that it refused."""
     settings = None if cfg is None else OmegaConf.to_container(cfg, resolve=False)  # (as given: the run resolves it)
     try:
         yield
     except KeyboardInterrupt as err:  # ``interrupted``: what a command stopped anywhere else left behind
         left = str(err) if isinstance(err, Interrupted) else interrupted
-        line = f"interrupted: {left}" if left else "interrupted"
+        how = "terminated (SIGTERM)" if terminated() else "interrupted"
+        line = f"{how}: {left}" if left else how
         print(line, file=sys.stderr)
         to_log_file(line, logging.WARNING)
         began = not isinstance(err, IndexInterrupted) and not getattr(err, "before_it_began", False)
         # stopped while listing its data: no empty run folder
         if not began and process_rank() == 0 and not in_a_sweep():
             forget_refused_run()
-        sys.exit(130)
+        sys.exit(143 if terminated() else 130)
     except CONFIG_ERRORS as err:
         if isinstance(err, MissingMandatoryValue):
             key = getattr(err, "full_key", None) or str(err)

@@ -65,6 +65,7 @@ from ttt_mm.embed.files import (
 )
 from ttt_mm.messages import missing, one_line
 from ttt_mm.messages.progress import FilesBar
+from ttt_mm.processes.termination import sigterm_as_ctrl_c
 from ttt_mm.storage.atomic import remove_stale_temporaries, replaced_with_sidecar, write_json
 from ttt_mm.tasks.command_keys import extensions_of, input_path, output_folder, set_threads, sweep_job_folder
 from ttt_mm.tasks.common import ConfigError, Interrupted, SweepJobError, config_errors_end_the_command, in_a_sweep
@@ -391,8 +392,11 @@ def run(cfg: DictConfig) -> Summary:
 
 @hydra_command("embed")
 def main(cfg: DictConfig) -> None:
-    with config_errors_end_the_command(
-        interrupted="finished outputs are kept, and one in progress was not written", cfg=cfg
+    with (
+        config_errors_end_the_command(
+            interrupted="finished outputs are kept, and one in progress was not written", cfg=cfg
+        ),
+        sigterm_as_ctrl_c(),
     ):
         summary = run(cfg)
     if summary.single and summary.failed:

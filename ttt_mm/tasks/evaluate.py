@@ -40,6 +40,7 @@ from ttt_mm.eval.report import MODALITY_NAMES
 from ttt_mm.eval.tables import SKIP_LIST, remove_earlier_figures, remove_figures, skip_list_set_aside, write_outputs
 from ttt_mm.messages import skips_named
 from ttt_mm.module import SequenceModel
+from ttt_mm.processes.termination import sigterm_as_ctrl_c
 from ttt_mm.tasks.command_keys import names_of, positive_count, positive_seconds, results_folder, set_threads
 from ttt_mm.tasks.command_lines import shell_override
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
@@ -397,7 +398,7 @@ def scores(models: dict[str, dict]) -> dict[str, float]:
 @hydra_command("evaluate")
 def main(cfg: DictConfig) -> dict:
     """Evaluates as configured; returns its scores and output folder (a sweep's results table)."""
-    with config_errors_end_the_command(cfg=cfg):
+    with config_errors_end_the_command(cfg=cfg), sigterm_as_ctrl_c():
         out = run(cfg)
         report(out)
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))

@@ -47,6 +47,7 @@ from ttt_mm.linear_probe.features import EmbeddingFolder, Extractors, LogMelStat
 from ttt_mm.linear_probe.folds import assign_folds, drop_one_group, fold_groups, warn_of_classes_some_folds_miss
 from ttt_mm.linear_probe.tables import write_outputs
 from ttt_mm.messages import one_line, skips_named
+from ttt_mm.processes.termination import sigterm_as_ctrl_c
 from ttt_mm.tasks.command_keys import extensions_of, input_path, names_of, positive_count, results_folder, set_threads
 from ttt_mm.tasks.common import ConfigError, Interrupted, config_errors_end_the_command
 from ttt_mm.tasks.composing import hydra_command
@@ -432,8 +433,11 @@ def report(out: dict) -> None:
 def main(cfg: DictConfig) -> dict:
     """Probes as configured; returns each feature set's mean scores over the folds, the output folder and
     the probed model's mixer (what a sweep's results table shows: `ttt_mm.tasks.sweep_report`)."""
-    with config_errors_end_the_command(
-        interrupted="no results were written (they are written once every probe is fitted)", cfg=cfg
+    with (
+        config_errors_end_the_command(
+            interrupted="no results were written (they are written once every probe is fitted)", cfg=cfg
+        ),
+        sigterm_as_ctrl_c(),
     ):
         out = run(cfg)
         report(out)

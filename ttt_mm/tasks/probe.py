@@ -4,12 +4,13 @@ Every media file (found recursively by extension) is probed in a worker process,
 before it opens any file (see `ttt_mm.data.index`): its streams, the decoder that reads each,
 durations, rates and size, or for a file that cannot be used ``"error": "<reason>"`` (a decoder
 that crashed or hung on it included). Results are cached, so a second run probes only new or
-changed files. The records are written as JSONL to ``-o`` (paths relative to its folder, a manifest
-that ``data=manifest`` reads; the index checks its ``error`` rows again and lists those still bad
-with their reasons) or to stdout; a summary with the bad
-files counted by reason goes to stderr. Exit status 0 for a folder, whatever its files hold; for a
-single file, 1 and the reason if the file is unusable (a broken symbolic link included); 2 if the path
-does not exist or is a manifest; 130 when interrupted (Ctrl-C), with one line saying what the index cache kept.
+changed files. The records are written as JSONL to ``-o`` (the paths of files under its folder
+relative to it, others absolute: a manifest that ``data=manifest`` reads; the index checks its
+``error`` rows again and lists those still bad with their reasons) or to stdout; a summary with the
+bad files counted by reason goes to stderr. Exit status 0 for a folder, whatever its files hold; for
+a single file, 1 and the reason if the file is unusable (a broken symbolic link included); 2 if the
+path does not exist or is a manifest; 130 when interrupted (Ctrl-C; 143 for SIGTERM), with one line
+saying what the index cache kept.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ttt_mm.data.datasets import ReadSpec
 from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, default_jobs, index_files, usable
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, MANIFEST_SUFFIXES, MEDIA_EXTENSIONS, FolderSource, relative_to
+from ttt_mm.processes.termination import sigterm_as_ctrl_c, terminated
 from ttt_mm.storage.atomic import temporary_path, write_text
 from ttt_mm.tasks.starting import started
 
@@ -50,7 +52,12 @@ def _count(text: str) -> int:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ttt_mm.tasks.probe", description=__doc__.splitlines()[0])
     parser.add_argument("path", help="a folder (searched recursively) or one media file")
-    parser.add_argument("-o", "--output", help="JSONL file to write (default: stdout)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="JSONL file to write (default: stdout); paths of files under its folder are written relative to it, "
+        "others absolute",
+    )
     parser.add_argument("--extensions", nargs="+", default=list(MEDIA_EXTENSIONS), help="file extensions to include")
     parser.add_argument("--no-verify", dest="verify", action="store_false", help="read headers only (faster)")
     parser.add_argument("--jobs", type=_count, default=default_jobs(), help="probe in this many processes")
@@ -67,16 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        return index_and_list(args)
+        with sigterm_as_ctrl_c():
+            return index_and_list(args)
     except IndexInterrupted:
-        return 130  # the index has logged what it kept
+        return 143 if terminated() else 130  # the index has logged what it kept
     except IndexCacheError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         written = f"{args.output} was not written; " if args.output else ""
-        print(f"interrupted: {written}every file probed before stays in the index cache", file=sys.stderr)
-        return 130
+        how = "terminated (SIGTERM)" if terminated() else "interrupted"
+        print(f"{how}: {written}every file probed before stays in the index cache", file=sys.stderr)
+        return 143 if terminated() else 130
 
 
 def index_and_list(args: argparse.Namespace) -> int:
