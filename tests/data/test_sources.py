@@ -84,25 +84,26 @@ def test_class_folders_give_sorted_labels(media, tmp_path):
     ]
 
 
-def test_hidden_files_and_folders_are_left_out_and_counted(media, tmp_path, caplog):
+def test_hidden_files_and_folders_and_files_in_no_class_are_left_out_and_said(media, tmp_path, caplog):
     """A Mac's ``._a.wav`` beside each file was listed and failed its probe; Jupyter's
     ``.ipynb_checkpoints`` became the first class, shifting every label by one."""
     for name in ("cat", "dog", ".ipynb_checkpoints", "cat/.cache"):
         (tmp_path / name).mkdir()
-    for name in ("cat/a.wav", "cat/._a.wav", "dog/b.wav", ".ipynb_checkpoints/c.wav", "cat/.cache/d.wav"):
+    loose = ("loose.wav", "._loose.wav")  # (beside the class folders: in none; the hidden one not counted)
+    for name in ("cat/a.wav", "cat/._a.wav", "dog/b.wav", ".ipynb_checkpoints/c.wav", "cat/.cache/d.wav", *loose):
         shutil.copy(media["wav16k"], tmp_path / name)
     with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
         source = ClassFolderSource(str(tmp_path))
         assert source.classes() == ["cat", "dog"]
         assert [(c.key, c.label) for c in source.clips()] == [("cat/a.wav", 0), ("dog/b.wav", 1)]
         assert [c.key for c in FolderSource(str(tmp_path / "cat")).clips()] == ["a.wav"]
-    said = [r.getMessage() for r in caplog.records if "hidden" in r.getMessage()]
-    cat = tmp_path / "cat"
-    assert said == [
-        f"{tmp_path}: hidden folder(s) are no class and left out: .ipynb_checkpoints/",
-        f"{cat}: left out 2 hidden name(s), starting with '.': {cat / '._a.wav'}, {cat / '.cache'}/",
-        f"{cat}: left out 2 hidden name(s), starting with '.': {cat / '._a.wav'}, {cat / '.cache'}/",
+    said = [
+        r.getMessage() for r in caplog.records if "hidden name" in r.getMessage() or "hidden folder" in r.getMessage()
     ]
+    assert f"{tmp_path}: 1 media file(s) in no class folder left out (root/<class>/<file>): loose.wav" in caplog.text
+    cat = tmp_path / "cat"
+    walked = f"{cat}: left out 2 hidden name(s), starting with '.': {cat / '._a.wav'}, {cat / '.cache'}/"
+    assert said == [walked, f"{tmp_path}: hidden folder(s) are no class and left out: .ipynb_checkpoints/", walked]
 
 
 def test_class_folders_of_links_to_files_beside_them_keep_each_file_once(media, tmp_path, caplog):
@@ -116,15 +117,15 @@ def test_class_folders_of_links_to_files_beside_them_keep_each_file_once(media, 
     with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
         clips = ClassFolderSource(str(tmp_path)).clips()
     assert [(c.key, c.label) for c in clips] == [("cat/a.wav", 0), ("dog/b.wav", 1)]
-    (left,) = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    (left,) = [r.getMessage() for r in caplog.records if "file name(s) left out" in r.getMessage()]
     assert left == f"1 file name(s) left out, another name of a file listed: {tmp_path / 'dog' / 'a.wav'} (as " + (
         f"{tmp_path / 'cat' / 'a.wav'})"
     )  # (it was only counted)
-    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]  # not only "a name left out"
-    assert warning.getMessage() == (
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [  # not only "a name left out"
+        f"{tmp_path}: 1 media file(s) in no class folder left out (root/<class>/<file>): c.wav",  # (a, b: linked)
         f"1 file(s) sit under more than one class folder; each keeps one label, e.g. {tmp_path / 'a.wav'} "
-        "(in cat, dog) is 'cat'"
-    )
+        "(in cat, dog) is 'cat'",
+    ]
 
 
 def test_librispeech_tree(tmp_path):

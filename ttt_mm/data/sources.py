@@ -164,7 +164,7 @@ def _walk(root: Path, extensions: tuple[str, ...], base: Path) -> list[_Found]:
         else:
             fix = "to use one file, list it in a manifest (data=manifest)"
         raise FileNotFoundError(f"dataset root {root} is a file, not a folder; {fix}")
-    wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    wanted = _suffixes(extensions)
     top, real_base = os.path.realpath(root), os.path.realpath(base)
     walked = {top}
     found, hidden = [], []
@@ -202,6 +202,11 @@ def _walk(root: Path, extensions: tuple[str, ...], base: Path) -> list[_Found]:
             first_of([one_line(h) for h in hidden], 3),
         )
     return sorted(found, key=lambda f: f.path)
+
+
+def _suffixes(extensions: tuple[str, ...]) -> set[str]:
+    """``("mp4", ".WAV")`` as the suffixes a file name ends in: ``{".mp4", ".wav"}``."""
+    return {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
 
 
 def _each_file_once(found: list[_Found]) -> list[_Found]:
@@ -271,10 +276,9 @@ class ClassFolderSource:
         if not root.exists():
             raise FileNotFoundError(missing(f"dataset root {root}", root))
         names = self.classes() if root.is_dir() else []
-        entries = root.iterdir() if root.is_dir() else ()
-        if hidden := sorted(d.name + os.sep for d in entries if d.is_dir() and d.name.startswith(".")):
-            log.info("%s: hidden folder(s) are no class and left out: %s", root, first_of(hidden, 3))
         found = [(f, label) for label, name in enumerate(names) for f in _walk(root / name, self.extensions, root)]
+        if root.is_dir():
+            _say_what_is_in_no_class(root, {f.real for f, _ in found}, self.extensions)
         labels = {f.path: label for f, label in found}
         once = _each_file_once([f for f, _ in found])
         _warn_of_two_classes(found, {f.real: labels[f.path] for f in once}, names)
@@ -282,6 +286,27 @@ class ClassFolderSource:
         if not out:
             raise FileNotFoundError(f"no media files in class folders under {root} (expected root/<class>/<file>)")
         return out
+
+
+def _say_what_is_in_no_class(root: Path, listed: set[str], extensions: tuple[str, ...]) -> None:
+    """Logs what lies beside the class folders: hidden folders (no class), and media files that no
+    class folder lists (through a link), which are left out."""
+    entries = sorted(root.iterdir())
+    if hidden := [d.name + os.sep for d in entries if d.is_dir() and d.name.startswith(".")]:
+        log.info("%s: hidden folder(s) are no class and left out: %s", root, first_of(hidden, 3))
+    loose = [
+        one_line(p.name)
+        for p in entries
+        if p.suffix.lower() in _suffixes(extensions) and not p.name.startswith(".") and not p.is_dir()
+        if os.path.realpath(p) not in listed
+    ]
+    if loose:
+        log.warning(
+            "%s: %d media file(s) in no class folder left out (root/<class>/<file>): %s",
+            root,
+            len(loose),
+            first_of(loose, 3),
+        )
 
 
 _LIBRISPEECH = re.compile(r"(\d+)-(\d+)-(\d+)\.flac$")
