@@ -22,7 +22,7 @@ from mediafiles import tone, write_video, write_wav
 from omegaconf import OmegaConf
 
 from ttt_mm.checkpoint import resolve_device
-from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, iter_windows
+from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SyntheticClip, iter_windows
 from ttt_mm.data.clip_record import clip_record
 from ttt_mm.data.media import TensorMedia
 from ttt_mm.eval import loop as evaluate_loop
@@ -511,6 +511,28 @@ def test_the_summary_names_the_first_skipped_files_and_counts_the_rest(evaluated
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("skipped ")]
     assert line.startswith("skipped 9 file(s): bad0.wav (empty file); bad1.wav (empty file);")
     assert "bad5.wav" not in line and line.endswith(" and 4 more (all in skipped_media.tsv)")
+
+
+def test_a_file_that_fails_is_skipped_once_whatever_its_spans(folder, tmp_path, monkeypatch):
+    """Each later span of a file that failed added a "skipped" entry: "skipped 3 file(s)" of one file."""
+    _, media, ckpts = folder
+    spans = "".join(f"{media / 'a.mp4'},{t},{t + 0.5}\n" for t in (0.0, 0.5, 1.0))
+    (tmp_path / "m.csv").write_text(f"path,start,end\n{spans}{media / 'b.mp4'},,\n")
+    real = evaluate_loop.iter_windows
+
+    def failing(media_path, *args, **kwargs):
+        if Path(media_path).name == "a.mp4":
+            raise MediaError(str(media / "a.mp4"), "broken mid-file")
+        return real(media_path, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_loop, "iter_windows", failing)
+    out = tmp_path / "out"
+    args = [f"ckpt={ckpts[0]}", "data=manifest", f"data.root={tmp_path / 'm.csv'}", f"output={out}"]
+    result = run(
+        compose_evaluate(*args, f"paths.output_dir={out}", "window_seconds=0.5", "rollout_steps=0", "plots=false")
+    )
+    assert result["skipped"] == [{"path": str(media / "a.mp4"), "reason": "broken mid-file"}]
+    assert json.loads((out / "metrics.json").read_text())["settings"]["skipped"] == 1
 
 
 def test_a_rerun_into_the_same_output_reads_every_file_afresh(folder, tmp_path):

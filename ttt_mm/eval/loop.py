@@ -96,13 +96,16 @@ def evaluate(
             options.edge_fraction,
         )
     files, skipped, figures, unplotted = [], [], [], 0  # unplotted: clips looked at for figures that got none
+    listed: set[str] = set()  # the files `skipped` names whole
     predicted = {MODALITY_NAMES[m] for report in reports.values() for m in report.ids.values() if m is not None}
     left = dict.fromkeys(predicted, options.plot_clips if options.plots else 0)  # figures of each kind to draw
     started = time.monotonic()
     for number, clip in enumerate(clips, 1):
         if skips.holds(clip):
-            reason = skips.reasons.get(clip.segment) or skips.reasons.get(clip.name, "")
-            skipped.append({"path": clip.name, "reason": "in the skip list: " + reason})
+            if clip.name not in listed:  # (a file's every span after it failed: said once)
+                listed.add(clip.name)
+                reason = skips.reasons.get(clip.segment) or skips.reasons.get(clip.name, "")
+                skipped.append({"path": clip.name, "reason": "in the skip list: " + reason})
             continue
         # the first clips that have figures of each kind, looked for among `UNPLOTTED_AT_MOST` more (each
         # keeps its rollouts): a clip read with a silent track has no spectrogram, and the next one draws it
@@ -122,6 +125,7 @@ def evaluate(
             # is listed); spans of it scored before stay, each read whole
             skips.add(exc.path, exc.reason)
             skipped.append({"path": exc.path, "reason": exc.reason})
+            listed.add(exc.path)
             continue
         results = {name: s.finish() for name, s in scorers.items()}
         if not any(len(r.losses) for r in results.values()):
