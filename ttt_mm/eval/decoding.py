@@ -10,8 +10,11 @@ with (`checkpoint_split`), whatever ``data.*`` says.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 DECODING_KEYS = ("modalities", "sample_rate", "fps", "size")
 """The ``data.*`` keys a checkpoint decides."""
@@ -80,6 +83,16 @@ def checkpoint_split(models: Mapping[str, Mapping[str, float] | None]) -> dict[s
         raise ValueError(
             f"the checkpoints were trained on different splits ({listed}); evaluate their val or test split "
             "in separate runs, or all files (split=all)"
+        )
+    if recorded and (unknown := [name for name in models if name not in recorded]):
+        log.warning(
+            "%s record%s no split (saved by an older version): the split of %s (%s) is taken for %s too, "
+            "whose own run may have trained on some of its files",
+            ", ".join(unknown),
+            "s" if len(unknown) == 1 else "",
+            next(iter(recorded)),
+            _fractions(next(iter(recorded.values()))),
+            "it" if len(unknown) == 1 else "them",
         )
     return next(iter(recorded.values()), {})
 
