@@ -77,6 +77,25 @@ def test_the_attention_column_is_the_median_of_ratios_within_a_round(monkeypatch
     assert rows == {"ttt_linear": "0.67", "attention": "1.00"}  # (the medians' ratio: 32 / 32 = 1.00)
 
 
+def test_a_layer_that_fails_in_a_later_round_leaves_the_table_printed(monkeypatch, capsys):
+    """Its passed rounds were paired with all of attention's for the ratio: a zip of unequal lengths
+    raised, and no table was printed (a GPU session's measurements lost)."""
+    seen = []
+
+    def fake(name, T, argv, env=None):
+        seen.append(name)
+        if name == "ttt_linear" and seen.count("ttt_linear") == 2:
+            raise RuntimeError("benchmark worker ttt_linear failed:\nCUDA out of memory")
+        return {"layer": name, "T": T, "seconds": 0.5, "tokens_per_s": T / 0.5, "peak_mib": 1.0}
+
+    monkeypatch.setattr(layers, "run_isolated", fake)
+    monkeypatch.setattr(layers, "live_memory", lambda *a: 1.0)
+    assert layers.main(["--layers", "ttt_linear", "attention", "--lengths", "64", "--rounds", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "| ttt_linear |     64 | failed: RuntimeError: CUDA out of memory |" in out
+    assert "| attention  |     64 |" in out
+
+
 def test_threads_reach_every_timed_process_and_two_rounds_report_the_slower(monkeypatch, capsys):
     seen = []
 

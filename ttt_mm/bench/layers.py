@@ -233,7 +233,7 @@ def main(argv: list[str]) -> int:
             r["live_mib"] = math.nan
             print(f"  live memory of {r['layer']} T={r['T']}: failed: {exc}", file=sys.stderr)
     attention = {T: rs for (name, T), rs in rounds.items() if name == "attention" and (name, T) not in failed}
-    ratios = {key: _median_ratio(rs, attention.get(key[1])) for key, rs in rounds.items()}
+    ratios = {key: _median_ratio(rs, attention.get(key[1])) for key, rs in rounds.items() if key not in failed}
     print(
         f"| {'layer':<10} | {'T':>6} | {'tokens/s':>11} | {'ms':>9} | {'peak MiB':>8} | {'live MiB':>8} "
         f"| {'x attention':>11} |"
