@@ -59,7 +59,7 @@ def test_a_state_dict_keeps_the_module_versions_it_was_saved_with(tmp_path):
     assert loaded._metadata == state_dict._metadata and loaded._metadata[""]["version"] == 2
 
 
-def test_a_remote_checkpoint_is_read_with_its_map_location():
+def test_a_remote_checkpoint_is_read_with_its_map_location(monkeypatch):
     """A remote path went to Lightning's reader without the map_location it was given."""
     with fsspec.open("memory://remote/c.ckpt", "wb") as f:
         torch.save({"w": torch.ones(2)}, f)
@@ -68,6 +68,10 @@ def test_a_remote_checkpoint_is_read_with_its_map_location():
         "memory://remote/c.ckpt", map_location=lambda s, where: seen.append(where) or s
     )
     assert seen == ["cpu"] and torch.equal(loaded["w"], torch.ones(2))
+    asked = []  # none given, as Lightning's strategy loads: Lightning's own default (the CPU), not torch.load's None
+    monkeypatch.setattr(TorchCheckpointIO, "load_checkpoint", lambda self, path, **kwargs: asked.append(kwargs) or {})
+    MappedCheckpointIO().load_checkpoint("memory://remote/c.ckpt", weights_only=True)
+    assert asked == [{"weights_only": True}]
 
 
 def test_a_missing_checkpoint_is_named():

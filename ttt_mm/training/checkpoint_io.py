@@ -25,7 +25,8 @@ class MappedCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         if not isinstance(path, (str, os.PathLike)) or "://" in str(path):
-            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+            located = {} if map_location is None else {"map_location": map_location}  # (None: Lightning's, the CPU)
+            return super().load_checkpoint(path, weights_only=weights_only, **located)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
