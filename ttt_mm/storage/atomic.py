@@ -82,27 +82,27 @@ def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -
 @contextmanager
 def _signals_held() -> Iterator[None]:
     """Ctrl-C (SIGINT) or SIGTERM during the block takes effect when it ends (in the main thread, where
-    Python takes signals): as the handler before it would have taken it, a default SIGTERM ending the process."""
+    Python takes signals): each as the handler before it would have taken it, a default SIGTERM ending
+    the process. A signal whose handler Python cannot restore (one set from C) is not held."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda *received: caught.append(received)) for s in held}
+    caught: list[tuple] = []
+    previous = {s: h for s in (signal.SIGINT, signal.SIGTERM) if (h := signal.getsignal(s)) is not None}
+    for s in previous:
+        signal.signal(s, lambda *received: caught.append(received))
     try:
         yield
     finally:
-        for s in held:
-            signal.signal(s, previous[s])
-    if not caught:
-        return
-    signum, frame = caught[0]
-    if callable(handler := previous[signum]):
-        handler(signum, frame)  # (Python's own SIGINT handler raises KeyboardInterrupt)
-    elif handler == signal.SIG_DFL and signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    elif handler == signal.SIG_DFL:
-        signal.raise_signal(signum)  # (a default SIGTERM: the process ends, its files whole)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for signum, frame in caught:
+        if callable(handler := previous[signum]):
+            handler(signum, frame)  # (Python's own SIGINT handler raises KeyboardInterrupt)
+        elif handler == signal.SIG_DFL and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(signum)  # (a default SIGTERM: the process ends, its files whole)
 
 
 def flush_to_disk(path: str | os.PathLike) -> None:

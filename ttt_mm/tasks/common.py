@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError, MissingMandatoryValue
 
 from ttt_mm.data.index import IndexCacheError, IndexInterrupted
-from ttt_mm.processes.termination import terminated
+from ttt_mm.processes.termination import forget_termination, terminated
 from ttt_mm.tasks.config_errors import ConfigError, config_error_message, interpolation_message
 from ttt_mm.tasks.job_logs import to_log_file
 from ttt_mm.tasks.run_folders import config_subdir_of, forget_refused_run, run_dir_of
@@ -65,7 +65,9 @@ def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfi
         yield
     except KeyboardInterrupt as err:  # ``interrupted``: what a command stopped anywhere else left behind
         left = str(err) if isinstance(err, Interrupted) else interrupted
-        how = "terminated (SIGTERM)" if terminated() else "interrupted"
+        by_sigterm = terminated()
+        forget_termination()
+        how = "terminated (SIGTERM)" if by_sigterm else "interrupted"
         line = f"{how}: {left}" if left else how
         print(line, file=sys.stderr)
         to_log_file(line, logging.WARNING)
@@ -73,7 +75,7 @@ def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfi
         # stopped while listing its data: no empty run folder
         if not began and process_rank() == 0 and not in_a_sweep():
             forget_refused_run()
-        sys.exit(143 if terminated() else 130)
+        sys.exit(143 if by_sigterm else 130)
     except CONFIG_ERRORS as err:
         if isinstance(err, MissingMandatoryValue):
             key = getattr(err, "full_key", None) or str(err)

@@ -26,7 +26,7 @@ from ttt_mm.data.datasets import ReadSpec
 from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, default_jobs, index_files, usable
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, MANIFEST_SUFFIXES, MEDIA_EXTENSIONS, FolderSource, relative_to
-from ttt_mm.processes.termination import sigterm_as_ctrl_c, terminated
+from ttt_mm.processes.termination import forget_termination, sigterm_as_ctrl_c, terminated
 from ttt_mm.storage.atomic import temporary_path, write_text
 from ttt_mm.tasks.starting import started
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_as_ctrl_c():
             return index_and_list(args)
     except IndexInterrupted:
-        return 143 if terminated() else 130  # the index has logged what it kept
+        return _stopped()  # the index has logged what it kept
     except IndexCacheError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -85,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         written = f"{args.output} was not written; " if args.output else ""
         how = "terminated (SIGTERM)" if terminated() else "interrupted"
         print(f"{how}: {written}every file probed before stays in the index cache", file=sys.stderr)
-        return 143 if terminated() else 130
+        return _stopped()
+
+
+def _stopped() -> int:
+    """The exit status of a run that Ctrl-C (130) or SIGTERM (143) stopped."""
+    status = 143 if terminated() else 130
+    forget_termination()
+    return status
 
 
 def index_and_list(args: argparse.Namespace) -> int:
