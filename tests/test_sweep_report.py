@@ -148,6 +148,10 @@ def test_a_job_run_again_that_fails_or_stops_loses_its_earlier_row(tmp_path, cap
         ["#0", "0.2500"],
         ["#2", "2.5000"],
     ]
+    refused = _sweep(3, folder=tmp_path)  # a config mistake: the job's run never began, its row stays
+    _ended(refused, 2, "seed=2", SweepJobError("model.lr must be a number"))
+    refused.report()
+    assert [row.split(",")[0] for row in (tmp_path / "results.csv").read_text().splitlines()] == ["job", "0", "2"]
     stopped = _sweep(3, folder=tmp_path)  # none finishes: the table is not said, but job 2's row goes
     _ended(stopped, 2, "seed=2", ValueError("boom"))
     stopped.report()

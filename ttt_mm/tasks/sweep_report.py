@@ -161,6 +161,7 @@ class SweepReport(Callback):
         self.folder: Path | None = None  # the sweep's folder, where the results table goes
         self.flags: list[str] = []  # what finds the sweep's configs (`config_flags`): part of each command
         self.ran: list[tuple[int, list[str]]] = []  # each started job's number and overrides
+        self.refused: set[int] = set()  # jobs that ended on a config mistake, before their run began
         self.reported = False
         self.earlier: Path | None = None  # the record of an earlier sweep into this folder, set aside
         self.made_folder = True  # whether the folder is this sweep's (none was there when it started)
@@ -212,6 +213,7 @@ class SweepReport(Callback):
             self.failed.append((num, overrides, first_line(error)))
             if isinstance(error, SweepJobError):  # said in the job already: Hydra would say it again at the end
                 job_return.status, job_return._return_value = JobStatus.COMPLETED, None
+                self.refused.add(num)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Every job ran and none raised past its own error line (`SweepJobError`): the results and the
@@ -348,9 +350,10 @@ class SweepReport(Callback):
         return sorted(rows, key=lambda row: int(row["job"]) if str(row["job"]).isdigit() else -1)
 
     def _ran_again(self) -> set[str]:
-        """The numbers of this run's jobs: an earlier row of one that failed or was stopped now is no
-        longer its result (its folder holds this run's), so it goes."""
-        return {str(num) for num, _ in self.ran}
+        """The numbers of this run's jobs that began: an earlier row of one that failed or was stopped now
+        is no longer its result (its folder holds this run's), so it goes; one refused by a config
+        mistake left the earlier run's folder as it was, and its row stays."""
+        return {str(num) for num, _ in self.ran if num not in self.refused}
 
     def _earlier_rows(self) -> list[dict]:
         """The rows of the ``results.csv`` that this sweep's table goes on from (another sweep's: none)."""
