@@ -59,6 +59,8 @@ class ManifestSource:
         folder = _folder(Path(self.path))
         splits = self._inherited_splits
         _warn_of_paths_from_here(self.path, folder, [Path(str(row["path"])) for _, row, _ in self._table])
+        named = [row.get("split") or inherited for (_, row, _), inherited in zip(self._table, splits, strict=True)]
+        _warn_of_overlaps(self.path, self._files, [span for _, _, span in self._table], named)
         out = []
         for (_, row, (start, end)), real, inherited in zip(self._table, self._files, splits, strict=True):
             path = Path(str(row["path"]))
@@ -122,13 +124,10 @@ class ManifestSource:
                 len(mixed),
                 next(iter(mixed.values())),
             )
-        inherited = [
+        return [
             None if row.get("split") or len(named.get(u, ())) != 1 else next(iter(named[u]))
             for row, u in zip(rows, units)
         ]
-        spans = [span for _, _, span in self._table]
-        _warn_of_overlaps(self.path, self._files, spans, [r.get("split") or i for r, i in zip(rows, inherited)])
-        return inherited
 
     @cached_property
     def _table(self) -> list[tuple[int, dict, tuple[float, float | None]]]:
@@ -297,16 +296,24 @@ def _without_repeats(manifest: Path, rows: list[tuple]) -> list[tuple]:
     return sorted(kept.values(), key=lambda r: r[0])  # (in the manifest's order)
 
 
+LOOKED_AT = 64
+"""Relative paths of a manifest looked for from the current folder too (`_warn_of_paths_from_here`):
+the first, as a manifest written from the wrong folder shows it in every row."""
+
+
 def _warn_of_paths_from_here(manifest: str, folder: Path, paths: list[Path]) -> None:
     """One warning where relative paths name no file from the manifest's folder but do from the current
     one: a manifest written beside the data it lists, as ``data/clips/a.wav`` run from the project's top."""
-    here = [p for p in paths if not p.is_absolute() and not (folder / p).exists() and p.exists()]
-    if here and folder.resolve() != Path.cwd().resolve():
+    if folder.resolve() == Path.cwd().resolve():
+        return
+    relative = list(dict.fromkeys(p for p in paths if not p.is_absolute()))[:LOOKED_AT]  # (a stat or two each)
+    if here := [p for p in relative if not (folder / p).exists() and p.exists()]:
         log.warning(
-            "%s: %d relative path(s) name no file from the manifest's folder (%s), where relative paths start, but "
-            "do from the current folder (e.g. %s): write them from the manifest's folder, or absolute",
+            "%s: %d of %d relative path(s) looked at name no file from the manifest's folder (%s), where relative "
+            "paths start, but do from the current folder (e.g. %s): write them from the manifest's folder, or absolute",
             manifest,
             len(here),
+            len(relative),
             folder,
             one_line(str(here[0])),
         )
@@ -337,10 +344,10 @@ def _warn_of_overlaps(
         said = " and ".join(f"{s:g}-{'end' if e == math.inf else f'{e:g}'} s in {sp}" for s, e, sp in (a, b))
         log.warning(
             "%s: %d file(s) have spans in different splits that overlap (e.g. %s: %s): their common part is "
-            "trained on and held out; give overlapping spans one split",
+            "in both splits (trained on and held out, or validated and tested); give overlapping spans one split",
             manifest,
             len(found),
-            real,
+            one_line(real),
             said,
         )
 

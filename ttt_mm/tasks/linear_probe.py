@@ -6,7 +6,7 @@ see `ttt_mm.linear_probe.classifier`), scored by k-fold cross-validation (``fold
 keep each class's share and, when the manifest has a ``group`` column, never split a group). On the
 same folds it scores three baselines: pooled log-mel statistics (mean and standard deviation of
 every mel band), the same architecture with random weights (seeded, through the same embedding
-path) and the majority class (chance). ``embeddings=<folder>`` probes what the embed task wrote
+path) and the majority class (each fold's training majority). ``embeddings=<folder>`` probes what the embed task wrote
 instead of a checkpoint (the random-weights model is rebuilt from the sidecars' model config).
 
 Inputs: ``input`` is a class folder tree (``root/<class>/<file>``) or a CSV/JSONL manifest with a
