@@ -747,11 +747,11 @@ def test_embeddings_made_through_a_linked_folder_are_found_by_the_real_path(ckpt
     by_link, by_real = (folder.stem_of(ClipInfo(str(root / "0.wav"))) for root in (tmp_path / "linked", tones / "low"))
     assert by_link is not None and by_real == by_link
     assert folder.stem_of(ClipInfo(str(tones / "low" / "2.wav"))) is None
-    assert embed(tones / "low" / "1.wav") == 1  # one real file, two outputs: each found by its own name only
+    assert embed(tones / "low" / "1.wav") == 1  # one real file, two outputs: each found by its own name
     folder = EmbeddingFolder(tmp_path / "emb")
     by_link, by_real = (folder.stem_of(ClipInfo(str(root / "1.wav"))) for root in (tmp_path / "linked", tones / "low"))
     assert None not in (by_link, by_real) and by_link != by_real
-    assert folder.stem_of(ClipInfo(str(tmp_path / "again" / "1.wav"))) is None
+    assert folder.stem_of(ClipInfo(str(tmp_path / "again" / "1.wav"))) in (by_link, by_real)  # (the same bytes)
     assert folder.stem_of(ClipInfo(str(tmp_path / "again" / "0.wav"))) == folder.stem_of(
         ClipInfo(str(tones / "low" / "0.wav"))
     )

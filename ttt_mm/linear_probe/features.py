@@ -160,12 +160,7 @@ class EmbeddingFolder:
             if key in self.stems:
                 raise ValueError(f"{root}: {self.stems[key]} and {stem} both embed {key[0]} from {key[1]} to {key[2]}")
             self.stems[key] = stem
-        # the same sources by their real paths: embedded through a linked folder and probed through the
-        # real one (or the other way), a span is still found; two outputs of one real file: neither
-        self._real: dict[tuple[str, float, float | None], Path | None] = {}
-        for (source, start, end), stem in self.stems.items():
-            real = (os.path.realpath(source), start, end)
-            self._real[real] = None if real in self._real else stem
+        self._real: dict[tuple[str, float, float | None], Path] | None = None  # (`stem_of`: made when first asked)
         if unknown:
             log.warning(
                 "%d of %d sidecars in %s record no weights_hash (written by an older embed task): "
@@ -178,7 +173,13 @@ class EmbeddingFolder:
     def stem_of(self, clip: ClipInfo) -> Path | None:
         """The output that embeds ``clip`` (its file, over its span); None when the folder has none."""
         source, start, end = key = _span_key(clip.name, clip.start, clip.end)
-        return self.stems.get(key) or self._real.get((os.path.realpath(source), start, end))
+        if (stem := self.stems.get(key)) is not None:
+            return stem
+        if self._real is None:  # the same sources by their real paths (two outputs of one file: the first)
+            self._real = {}
+            for (recorded, first, last), stem in self.stems.items():
+                self._real.setdefault((os.path.realpath(recorded), first, last), stem)
+        return self._real.get((os.path.realpath(source), start, end))
 
     def __call__(self, clip: ClipInfo, rows: bool) -> FileFeatures:
         stem = self.stem_of(clip)
