@@ -41,22 +41,6 @@ def test_a_failing_row_is_reported_and_the_others_still_printed(monkeypatch, cap
     assert "| ttt_linear |     64 |" in out
 
 
-def test_a_row_that_fails_in_a_later_round_is_one_failed_row(monkeypatch, capsys):
-    """It was printed twice: as a median of the rounds it passed and as failed, with nothing saying so."""
-    rounds = []
-
-    def fake(name, T, argv, env=None):
-        rounds.append(name)
-        if name == "attention" and rounds.count("attention") == 2:
-            raise RuntimeError("benchmark worker attention failed:\nCUDA out of memory")
-        return {"layer": name, "T": T, "seconds": 0.5, "tokens_per_s": T / 0.5, "peak_mib": 1.0}
-
-    monkeypatch.setattr(layers, "run_isolated", fake)
-    assert layers.main(["--layers", "ttt_linear", "attention", "--lengths", "64", "--rounds", "2"]) == 1
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| attention ")]
-    assert rows == ["| attention  |     64 | failed: RuntimeError: CUDA out of memory |"]
-
-
 def test_the_attention_column_is_the_median_of_ratios_within_a_round(monkeypatch, capsys):
     """It divided the two rows' median rounds, which may come from different rounds: one round in which
     the host slowed attention alone moved the whole column."""
@@ -77,23 +61,27 @@ def test_the_attention_column_is_the_median_of_ratios_within_a_round(monkeypatch
     assert rows == {"ttt_linear": "0.67", "attention": "1.00"}  # (the medians' ratio: 32 / 32 = 1.00)
 
 
-def test_a_layer_that_fails_in_a_later_round_leaves_the_table_printed(monkeypatch, capsys):
-    """Its passed rounds were paired with all of attention's for the ratio: a zip of unequal lengths
+@pytest.mark.parametrize("failing, other", [("attention", "ttt_linear"), ("ttt_linear", "attention")])
+def test_a_row_that_fails_in_a_later_round_is_one_failed_row(failing, other, monkeypatch, capsys):
+    """It was printed twice: as a median of the rounds it passed and as failed, with nothing saying so.
+    A layer's passed rounds were paired with all of attention's for the ratio: a zip of unequal lengths
     raised, and no table was printed (a GPU session's measurements lost)."""
     seen = []
 
     def fake(name, T, argv, env=None):
         seen.append(name)
-        if name == "ttt_linear" and seen.count("ttt_linear") == 2:
-            raise RuntimeError("benchmark worker ttt_linear failed:\nCUDA out of memory")
+        if name == failing and seen.count(failing) == 2:
+            raise RuntimeError(f"benchmark worker {failing} failed:\nCUDA out of memory")
         return {"layer": name, "T": T, "seconds": 0.5, "tokens_per_s": T / 0.5, "peak_mib": 1.0}
 
     monkeypatch.setattr(layers, "run_isolated", fake)
     monkeypatch.setattr(layers, "live_memory", lambda *a: 1.0)
     assert layers.main(["--layers", "ttt_linear", "attention", "--lengths", "64", "--rounds", "3"]) == 1
-    out = capsys.readouterr().out
-    assert "| ttt_linear |     64 | failed: RuntimeError: CUDA out of memory |" in out
-    assert "| attention  |     64 |" in out
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith(f"| {failing:<10} ")] == [
+        f"| {failing:<10} |     64 | failed: RuntimeError: CUDA out of memory |"
+    ]
+    assert [line for line in out if line.startswith(f"| {other:<10} |     64 |      ")]  # (its timed row)
 
 
 def test_threads_reach_every_timed_process_and_two_rounds_report_the_slower(monkeypatch, capsys):
