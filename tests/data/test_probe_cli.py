@@ -141,6 +141,8 @@ def test_a_folder_given_as_a_setting_is_told_to_come_alone(data, tmp_path, capsy
     assert capsys.readouterr().err == said
     assert main([str(tmp_path / "none"), "--index-cache", str(tmp_path / "cache")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'none'}: no such file or directory\n"
+    assert main(["", "--index-cache", str(tmp_path / "cache")]) == 2  # (an unset variable: not the current folder)
+    assert capsys.readouterr().err.startswith("error: the path is empty (an unset shell variable?)")
 
 
 def test_an_output_that_cannot_be_written_is_one_error_line_before_or_after_probing(data, tmp_path, capsys):

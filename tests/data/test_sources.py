@@ -66,6 +66,17 @@ def test_folder_source_follows_linked_folders_once_and_lists_broken_links(media,
     assert keys == ["a.wav", "broken.ogg", "linked/c.wav", "outside.wav", "sub/b.wav"]
 
 
+@pytest.mark.parametrize(
+    "source", [FolderSource(""), ClassFolderSource(" "), LibriSpeechSource(""), ManifestSource("")]
+)
+def test_an_empty_root_is_refused_not_read_as_the_current_folder(source, tmp_path, monkeypatch):
+    """``data.root=$DATA`` with DATA unset listed every file under the folder the command ran in."""
+    (tmp_path / "a.wav").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"is empty \(an unset shell variable\?\): name it, or \. for the"):
+        source.clips()
+
+
 def test_class_folders_give_sorted_labels(media, tmp_path):
     for name in ("walk", "run", "jump"):
         (tmp_path / name).mkdir()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ttt_mm.data.groups import joined
 from ttt_mm.data.index import RECORD_FIELDS
-from ttt_mm.data.sources import JSON_LINES_SUFFIXES, SPLITS, ClipInfo
+from ttt_mm.data.sources import JSON_LINES_SUFFIXES, SPLITS, ClipInfo, dataset_root
 from ttt_mm.messages import missing, one_line
 from ttt_mm.storage.atomic import write_csv
 
@@ -132,7 +132,7 @@ class ManifestSource:
     @cached_property
     def _table(self) -> list[tuple[int, dict, tuple[float, float | None]]]:
         """``(line, row, (start, end))`` of every row used."""
-        manifest = Path(self.path)
+        manifest = dataset_root(self.path, "manifest's path")
         if manifest.is_dir():
             raise ValueError(
                 f"manifest {manifest} is a folder; data=manifest needs a CSV or JSONL file "

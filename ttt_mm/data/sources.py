@@ -137,6 +137,14 @@ class ClipSource(Protocol):
     def clips(self) -> list[ClipInfo]: ...
 
 
+def dataset_root(value: str | os.PathLike, what: str = "dataset root") -> Path:
+    """``value`` as a path; FileNotFoundError where it is empty: read as the current folder, an unset
+    shell variable (``data.root=$DATA``) had every file below it listed."""
+    if not str(value).strip():
+        raise FileNotFoundError(f"the {what} is empty (an unset shell variable?): name it, or . for the current folder")
+    return Path(value)
+
+
 def _media_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
     """Files under ``root`` with these extensions, through links to folders elsewhere (a folder is
     walked once, so a link cycle ends; a link to a folder inside ``root`` is skipped, its files are
@@ -254,7 +262,7 @@ class FolderSource:
     extensions: tuple[str, ...] = MEDIA_EXTENSIONS
 
     def clips(self) -> list[ClipInfo]:
-        root = Path(self.root)
+        root = dataset_root(self.root)
         return [
             ClipInfo(str(p), key=p.relative_to(root).as_posix()) for p in _media_files(root, tuple(self.extensions))
         ]
@@ -269,10 +277,10 @@ class ClassFolderSource:
 
     def classes(self) -> list[str]:
         """The class folders' names, sorted; hidden folders (``.ipynb_checkpoints``) are no class."""
-        return sorted(d.name for d in Path(self.root).iterdir() if d.is_dir() and not d.name.startswith("."))
+        return sorted(d.name for d in dataset_root(self.root).iterdir() if d.is_dir() and not d.name.startswith("."))
 
     def clips(self) -> list[ClipInfo]:
-        root = Path(self.root)
+        root = dataset_root(self.root)
         if not root.exists():
             raise FileNotFoundError(missing(f"dataset root {root}", root))
         names = self.classes() if root.is_dir() else []
@@ -322,7 +330,7 @@ class LibriSpeechSource:
     root: str
 
     def clips(self) -> list[ClipInfo]:
-        root = Path(self.root)
+        root = dataset_root(self.root)
         files = [p for p in _media_files(root, (".flac",)) if _LIBRISPEECH.search(p.name)]
         files = [p for p in files if p.parent.parent.name == p.name.split("-")[0]]
         if not files:

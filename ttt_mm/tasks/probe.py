@@ -96,6 +96,11 @@ def _stopped() -> int:
 
 
 def index_and_list(args: argparse.Namespace) -> int:
+    if not args.path.strip():  # (read as the current folder: an unset shell variable probed all below it)
+        print(
+            "error: the path is empty (an unset shell variable?): name it, or . for the current folder", file=sys.stderr
+        )
+        return 2
     target = Path(args.path)
     if not target.exists() and not target.is_symlink():
         key, _, meant = args.path.partition("=")
