@@ -2,15 +2,15 @@
 
 Every media file (found recursively by extension) is probed in a worker process, as training does
 before it opens any file (see `ttt_mm.data.index`): its streams, the decoder that reads each,
-durations, rates and size, or for a file that cannot be used ``"error": "<reason>"`` (a decoder
-that crashed or hung on it included). Results are cached, so a second run probes only new or
-changed files. The records are written as JSONL to ``-o`` (the paths of files under its folder
-relative to it, others absolute: a manifest that ``data=manifest`` reads; the index checks its
-``error`` rows again and lists those still bad with their reasons) or to stdout; a summary with the
-bad files counted by reason goes to stderr. Exit status 0 for a folder, whatever its files hold; for
-a single file, 1 and the reason if the file is unusable (a broken symbolic link included); 2 if the
-path does not exist or is a manifest; 130 when interrupted (Ctrl-C; 143 for SIGTERM), with one line
-saying what the index cache kept.
+durations, rates and size, or for a file that cannot be used ``"error": "<reason>"`` (a decoder that
+crashed or hung on it included). Results are cached, so a second run probes only new or changed
+files. The records are written as JSONL to ``-o`` (the paths of files under its folder relative to
+it, others absolute: a manifest that ``data=manifest`` reads; the index checks its ``error`` rows
+again and lists those still bad with their reasons) or to stdout; a summary with the bad files
+counted by reason goes to stderr. Exit status 0 for a folder, whatever its files hold; for a single
+file, 1 and the reason if the file is unusable (a broken symbolic link included); 2 if the path does
+not exist, is a manifest or a folder without media files; 130 when interrupted (Ctrl-C; 143 for
+SIGTERM), with one line saying what the index cache kept.
 """
 
 from __future__ import annotations
@@ -131,6 +131,12 @@ def index_and_list(args: argparse.Namespace) -> int:
         return 2
     single = not target.is_dir()  # a file, or a broken link to one
     files = [str(target)] if single else [c.name for c in FolderSource(str(target), args.extensions).clips()]
+    if not files:  # (a script would take an empty manifest for a folder that holds nothing usable)
+        chosen = (
+            "" if args.extensions == list(MEDIA_EXTENSIONS) else f" with the extensions {' '.join(args.extensions)}"
+        )
+        print(f"error: no media files under {target}{chosen}", file=sys.stderr)
+        return 2
     records, run = index_files(
         files, args.index_cache, args.jobs, args.timeout, verify=args.verify, refresh=args.refresh
     )
