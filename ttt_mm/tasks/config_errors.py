@@ -31,13 +31,19 @@ def config_error_message(err: BaseException, settings: dict | None = None) -> st
     err = root_cause(err)
     text = " | ".join(line for line in str(err).strip().splitlines() if line)
     raised_in = _raising_node(err, settings)
+    taken = ""
     if raised_in is not None:
         key, node = raised_in
         name, _, rest = text.partition(" ")
         if name in node and rest.startswith("must "):
-            source = re.fullmatch(r"\$\{([\w.]+)\}", str(node[name]))
-            return f"{source.group(1) if source else f'{key}.{name}'} {rest}"
-    where = f" (config key '{key}')" if key else ""
+            source = _taken_from(str(node[name]))
+            return f"{source[1] if source else f'{key}.{name}'} {rest}"
+        # the node's values the message names that another key sets (a video tokenizer's size: data.size)
+        named = [
+            f"{arg} is {m[1]}" for arg, v in node.items() if (m := _taken_from(v)) and re.search(rf"\b{arg}\b", text)
+        ]
+        taken = f"; its {', '.join(named)}" if named else ""
+    where = f" (config key '{key}'{taken})" if key else ""
     if key == "trainer" and "No supported gpu backend" in text:  # Lightning's words for a machine without one
         text += (
             " No GPU that torch can use here: run on the CPU (trainer=cpu, the default; trainer=ddp takes"
@@ -50,6 +56,11 @@ def config_error_message(err: BaseException, settings: dict | None = None) -> st
         if isinstance(err, (ConfigError, IndexCacheError, InstantiationException))
         else f"{type(err).__name__}: {text}{where}"
     )
+
+
+def _taken_from(value) -> re.Match | None:
+    """The key a value is read from, where it is a bare interpolation (``${data.size}``)."""
+    return re.fullmatch(r"\$\{([\w.]+)\}", value) if isinstance(value, str) else None
 
 
 def interpolation_message(err: InterpolationKeyError, settings: dict | None) -> str:

@@ -1,11 +1,11 @@
 """Ctrl-C while a command starts: its imports (PyTorch, Lightning, Hydra) and the composing of its
 config take seconds, and a Ctrl-C then printed a traceback of import machinery, dozens of lines that
 say nothing to a user. In a process started as a command (``python -m ttt_mm.tasks.<name>``,
-``python train.py``), until the command's own work begins (`started`, called by ``hydra_command`` and
-the probe command), an interrupt that ends the process is said in one line; the exit status stays
-Python's (130). SIGTERM then (a scheduler stopping the job) is said in one line too, with 143. From then on each command says where it stopped itself, and an interrupt it does not
-catch shows its traceback again (where a hang was). A script or notebook that imports the tasks
-keeps Python's own."""
+``python train.py``), until the command's own work begins (`started`, called by ``hydra_command``
+and the probe command), an interrupt that ends the process is said in one line; the exit status
+stays Python's (130). SIGTERM then (a scheduler stopping the job) is said in one line too, with 143.
+From then on each command says where it stopped itself, and an interrupt it does not catch shows its
+traceback again (where a hang was). A script or notebook that imports the tasks keeps Python's own."""
 
 from __future__ import annotations
 
