@@ -310,8 +310,9 @@ def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog, mo
     manifest = _manifest(tmp_path / "list.csv", rows)
     metrics = run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "out"))["metrics"]
     assert metrics["files"] == 20 and [c["name"] for c in metrics["classes"]] == ["high", "low"]
-    assert metrics["dropped_classes"] == [{"name": "rare", "files": 1, "reason": "listed: fewer than min_clips=5"}]
-    assert "class 'rare' has 1 listed clip(s), fewer than min_clips=5" in caplog.text  # (so it is not read)
+    rule = "5 (folds=5; min_clips unset)"  # (it said min_clips=5, a key nobody set)
+    assert metrics["dropped_classes"] == [{"name": "rare", "files": 1, "reason": f"listed: fewer than {rule}"}]
+    assert f"class 'rare' has 1 listed clip(s), fewer than {rule}" in caplog.text  # (so it is not read)
     skipped = {Path(s["path"]).name: s["reason"] for s in metrics["skipped"]}
     assert skipped == {"missing.wav": "file not found", "empty.wav": "empty file (0 bytes)"}
     assert metrics["left_out_before_reading"] == ["1 rows without a label"]

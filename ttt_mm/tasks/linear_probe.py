@@ -146,18 +146,18 @@ def each_class_in_turn(clips: list[ClipInfo], count: int) -> list[ClipInfo]:
 
 
 def drop_rare(
-    clips: list[ClipInfo], names: list[str], labels: list[int], min_clips: int, which: str
+    clips: list[ClipInfo], names: list[str], labels: list[int], min_clips: int, which: str, rule: str | None = None
 ) -> tuple[list[ClipInfo], dict[str, dict]]:
     """The clips of classes with at least ``min_clips`` clips, and the dropped classes of ``labels``
     (those asked for: a class with no clips at all is dropped too) with their counts and why.
-    ``which``: what was counted, ``listed`` (before reading: such a class is not read) or ``readable``."""
+    ``which``: what was counted, ``listed`` (before reading: such a class is not read) or ``readable``;
+    ``rule``: where ``min_clips`` comes from, as said (``min_clips=5``, the default)."""
+    rule = rule or f"min_clips={min_clips}"
     counts = Counter(c.label for c in clips)
     rare = {names[label]: counts[label] for label in labels if counts[label] < min_clips}
     for name, n in rare.items():
-        log.warning(
-            "class %r has %d %s clip(s), fewer than min_clips=%d: left out of the probe", name, n, which, min_clips
-        )
-    why = f"{which}: fewer than min_clips={min_clips}"
+        log.warning("class %r has %d %s clip(s), fewer than %s: left out of the probe", name, n, which, rule)
+    why = f"{which}: fewer than {rule}"
     return [c for c in clips if counts[c.label] >= min_clips], {n: {"files": k, "reason": why} for n, k in rare.items()}
 
 
@@ -295,13 +295,16 @@ def run(cfg: DictConfig) -> dict:
     if folds < 2:
         raise ConfigError(f"folds must be >= 2; got {folds}")
     min_clips = positive_count(cfg.min_clips, "min_clips", "as many as folds") or folds
+    rule = f"min_clips={min_clips}" if cfg.min_clips is not None else f"{folds} (folds={folds}; min_clips unset)"
     grid = l2_grid(cfg.l2)
     set_threads(cfg.threads, "threads")
     extensions = extensions_of(cfg.extensions)
 
     extractors = build_extractors(cfg, baselines)  # (a checkpoint that is not one: said before a folder is listed)
     data = select(labelled_clips(input_path(cfg.input), extensions), cfg)
-    clips, dropped = drop_rare(data.clips, data.names, data.labels, min_clips, "listed")  # (not read: no time spent)
+    clips, dropped = drop_rare(
+        data.clips, data.names, data.labels, min_clips, "listed", rule
+    )  # (not read: no time spent)
     clips, lonely = drop_one_group(clips, data.names, bool(cfg.group))
     dropped |= lonely
     output = results_folder(cfg.output)  # (before files are read: a folder that cannot be made is a config error)
@@ -325,7 +328,7 @@ def run(cfg: DictConfig) -> dict:
             f"none of the {len(clips)} clips of input={cfg.input} can be read: {count_reasons(reasons)}{hint}"
         )
     kept_labels = sorted({c.label for c in clips})
-    clips, thinned = drop_rare(got.clips, data.names, kept_labels, min_clips, "readable")  # (bad files thin one)
+    clips, thinned = drop_rare(got.clips, data.names, kept_labels, min_clips, "readable", rule)  # (bad files thin one)
     clips, lonely = drop_one_group(clips, data.names, bool(cfg.group))
     dropped |= thinned | lonely
     labels = {c.label for c in clips}
@@ -335,7 +338,7 @@ def run(cfg: DictConfig) -> dict:
             "" if cfg.max_files is None else f" (max_files={cfg.max_files} clips in all, taken from each class in turn)"
         )
         raise ConfigError(
-            f"fewer than 2 classes with at least min_clips={min_clips} readable clips, in more than one group, "
+            f"fewer than 2 classes with at least {rule} readable clips, in more than one group, "
             f"in input={cfg.input}{hint}"
         )
 
