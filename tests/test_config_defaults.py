@@ -509,7 +509,9 @@ def test_a_crash_goes_on_up_with_its_traceback_also_in_the_log_file(tmp_path):
 
 def test_an_output_that_cannot_be_a_folder_is_a_config_error(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(ConfigError, match=r"^output=.*notes.txt/run cannot be made a folder: "):
+    with pytest.raises(
+        ConfigError, match=r"^output=.*notes.txt/run cannot be made a folder: .*notes.txt is a file, not a"
+    ):
         output_folder(tmp_path / "notes.txt" / "run")
     assert output_folder(tmp_path / "a" / "b").is_dir()
 

@@ -5,7 +5,7 @@ constructor refuses, by its name (`arguments`); how far a command is through its
 every so often where no terminal shows a bar (`progress`)."""
 
 from ttt_mm.messages.arguments import check_count, check_positive
-from ttt_mm.messages.lines import first_line, first_of, missing, one_line, root_cause, skips_named
+from ttt_mm.messages.lines import first_line, first_of, missing, one_line, root_cause, skips_named, why_no_folder
 
 __all__ = [
     "check_count",
@@ -16,4 +16,5 @@ __all__ = [
     "one_line",
     "root_cause",
     "skips_named",
+    "why_no_folder",
 ]

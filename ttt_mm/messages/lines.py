@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def first_line(exc: BaseException) -> str:
@@ -40,6 +41,17 @@ def skips_named(skipped: list[dict], all_in: str | None = None) -> str:
     lists them ``all_in`` (``... and 3 more (all in skipped_media.tsv)``)."""
     named = first_of([f"{one_line(s['path'])} ({s['reason']})" for s in skipped], SKIPS_NAMED, sep="; ")
     return named + (f" (all in {all_in})" if all_in and len(skipped) > SKIPS_NAMED else "")
+
+
+def why_no_folder(folder: str | os.PathLike, err: OSError) -> str:
+    """Why ``folder`` could not be made, from ``mkdir``'s error: a file where a folder on its path must be
+    (``File exists`` or ``Not a directory`` named no file), else the error's own words."""
+    for above in [Path(folder), *Path(folder).parents]:
+        if above.exists() or above.is_symlink():
+            if not above.is_dir():
+                return f"{above} is a file, not a folder"
+            break
+    return err.strerror or str(err)
 
 
 def missing(said: str, path: str | os.PathLike) -> str:

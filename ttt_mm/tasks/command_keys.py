@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import ListConfig
 
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
+from ttt_mm.messages import why_no_folder
 from ttt_mm.tasks.common import ConfigError, in_a_sweep
 
 
@@ -82,7 +83,7 @@ def output_folder(path: str | Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"output={folder} cannot be made a folder: {err.strerror or err}") from None
+        raise ConfigError(f"output={folder} cannot be made a folder: {why_no_folder(folder, err)}") from None
     return folder
 
 

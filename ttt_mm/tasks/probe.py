@@ -26,6 +26,7 @@ from ttt_mm.data.datasets import ReadSpec
 from ttt_mm.data.index import PROBE_TIMEOUT, IndexCacheError, IndexInterrupted, default_jobs, index_files, usable
 from ttt_mm.data.skiplist import count_reasons
 from ttt_mm.data.sources import JSON_LINES_SUFFIXES, MANIFEST_SUFFIXES, MEDIA_EXTENSIONS, FolderSource, relative_to
+from ttt_mm.messages import why_no_folder
 from ttt_mm.processes.termination import forget_termination, sigterm_as_ctrl_c, terminated
 from ttt_mm.storage.atomic import temporary_path, write_text
 from ttt_mm.tasks.starting import started
@@ -187,7 +188,7 @@ def _unwritable(output: Path) -> str | None:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return f"cannot make its folder: {exc.strerror or exc}"
+        return f"cannot make its folder: {why_no_folder(output.parent, exc)}"
     trial = temporary_path(output)  # (tried, not asked: root passes os.access where no file can be made)
     try:
         trial.write_bytes(b"")
