@@ -923,6 +923,14 @@ def test_metrics_name_the_checkpoint_by_its_absolute_path(model, tmp_path, monke
     assert model_info("runs/last.ckpt", model, 0)["checkpoint"] == str(tmp_path / "runs" / "last.ckpt")
 
 
+def test_a_checkpoint_listed_twice_is_a_config_error(tmp_path):
+    """It was scored twice, as lact and lact_2, with the same numbers and no word."""
+    (tmp_path / "a.ckpt").write_bytes(b"")
+    (tmp_path / "b.ckpt").symlink_to(tmp_path / "a.ckpt")
+    with pytest.raises(ConfigError, match=r"^ckpt lists .*a\.ckpt twice \(by this or another name\)"):
+        load_models([str(tmp_path / "a.ckpt"), str(tmp_path / "b.ckpt")], None, "cpu")
+
+
 def test_a_device_this_machine_lacks_is_a_config_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no usable CUDA GPU"):

@@ -21,6 +21,7 @@ one ``error:`` line and exit code 2.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -72,6 +73,9 @@ def load_models(
     numbered if repeated."""
     if names is not None and len(names) != len(ckpts):
         raise ConfigError(f"names has {len(names)} entries but ckpt has {len(ckpts)}")
+    real = [os.path.realpath(p) for p in ckpts]
+    if twice := next((p for p, r in zip(ckpts, real, strict=True) if real.count(r) > 1), None):
+        raise ConfigError(f"ckpt lists {twice} twice (by this or another name): each checkpoint once")
     try:
         on = resolve_device(device)
     except ValueError as err:
