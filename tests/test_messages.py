@@ -1,5 +1,6 @@
 """One-line wording shared by logs, skip lists and summaries; what a run says once."""
 
+import errno
 import io
 import logging
 import multiprocessing
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ttt_mm.messages import first_line, first_of, missing, once, one_line, skips_named
+from ttt_mm.messages import first_line, first_of, missing, once, one_line, skips_named, why_no_folder
 
 
 @pytest.mark.parametrize(
@@ -52,6 +53,31 @@ def test_a_missing_relative_path_names_the_folder_it_was_looked_for_in(tmp_path,
     assert missing("dataset root ../clips", "../clips") == (
         f"dataset root ../clips does not exist (relative to the folder the command runs in, {tmp_path})"
     )
+
+
+def test_a_folder_that_cannot_be_made_names_what_stands_in_its_way(tmp_path, monkeypatch):
+    """mkdir said "File exists" or "Not a directory" of a path the message did not name."""
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / "disk").symlink_to(tmp_path / "unmounted")
+    (tmp_path / "ok").mkdir()
+    refused = OSError(errno.ENOTDIR, "Not a directory")
+    assert (
+        why_no_folder(tmp_path / "notes.txt" / "a" / "b", refused)
+        == f"{tmp_path / 'notes.txt'} is a file, not a folder"
+    )
+    link = f"{tmp_path / 'disk'} is a link to {tmp_path / 'unmounted'}, which does not exist"
+    assert why_no_folder(tmp_path / "disk" / "run", refused) == link
+    denied = OSError(errno.EACCES, "Permission denied")  # (a folder in the way is no file: mkdir's own words)
+    assert why_no_folder(tmp_path / "ok" / "run", denied) == "Permission denied"
+    lstat = os.lstat  # a folder this user may not look into: Path.exists raised there, inside the except
+
+    def locked(path, *args, **kwargs):
+        if str(path).startswith(str(tmp_path / "ok")):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", locked)
+    assert why_no_folder(tmp_path / "ok" / "run", denied) == "Permission denied"
 
 
 def test_an_error_is_said_by_its_first_line_with_text_or_else_by_its_type():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -44,13 +45,18 @@ def skips_named(skipped: list[dict], all_in: str | None = None) -> str:
 
 
 def why_no_folder(folder: str | os.PathLike, err: OSError) -> str:
-    """Why ``folder`` could not be made, from ``mkdir``'s error: a file where a folder on its path must be
-    (``File exists`` or ``Not a directory`` named no file), else the error's own words."""
+    """Why ``folder`` could not be made, from ``mkdir``'s error: a file (or a link to nothing) where a
+    folder on its path must be (``File exists`` or ``Not a directory`` named neither), else the error's
+    own words."""
     for above in [Path(folder), *Path(folder).parents]:
-        if above.exists() or above.is_symlink():
-            if not above.is_dir():
-                return f"{above} is a file, not a folder"
-            break
+        if not os.path.lexists(above):
+            continue
+        if os.path.islink(above) and not os.path.exists(above):
+            with contextlib.suppress(OSError):  # (a link that cannot be read: said as mkdir said it)
+                return f"{above} is a link to {os.readlink(above)}, which does not exist"
+        elif not os.path.isdir(above):
+            return f"{above} is a file, not a folder"
+        break
     return err.strerror or str(err)
 
 
