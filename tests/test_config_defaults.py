@@ -580,6 +580,10 @@ def _model_error(overrides: list[str], settings_of=lambda settings: settings) ->
             ["model=lact", "model.backbone.mixer.fast_heads=3"],  # (not one argument's check: the node is named)
             "ValueError: dim (128) must be divisible by fast_heads (3) (config key 'model.backbone.mixer')",
         ),
+        (  # (the model's tokenizer is the node ${tokenizer}: "its tokenizer from tokenizer" said nothing)
+            ["tokenizer.dim=32"],
+            "ValueError: tokenizer.dim (32) must equal backbone.dim (128) (config key 'model')",
+        ),
     ],
 )
 def test_a_constructor_error_names_the_key_it_refused(overrides, message):

@@ -701,7 +701,7 @@ def test_a_sweeps_job_stopped_by_ctrl_c_resumes_into_its_folder_and_joins_the_sw
         (["model.backbone.dim=0"], "error: model.backbone.dim must be positive; got 0\n"),  # (through tokenizer.dim)
         (
             ["tokenizer.patch=7"],
-            "error: ValueError: frame size 32 is not a multiple of patch 7 (config key 'tokenizer'; its size is "
+            "error: ValueError: frame size 32 is not a multiple of patch 7 (config key 'tokenizer'; its size from "
             "data.size)",  # (the size the message names is set by data.size)
         ),
         (["model.lr=-1"], "error: model.lr must be a number >= 0; got -1"),

@@ -40,7 +40,9 @@ def config_error_message(err: BaseException, settings: dict | None = None) -> st
             return f"{source[1] if source else f'{key}.{name}'} {rest}"
         # the node's values the message names that another key sets (a video tokenizer's size: data.size)
         named = [
-            f"{arg} is {m[1]}" for arg, v in node.items() if (m := _taken_from(v)) and re.search(rf"\b{arg}\b", text)
+            f"{arg} from {m[1]}"
+            for arg, v in node.items()
+            if (m := _taken_from(v)) and re.search(rf"\b{arg}\b", text) and not isinstance(_at(settings, m[1]), dict)
         ]
         taken = f"; its {', '.join(named)}" if named else ""
     where = f" (config key '{key}'{taken})" if key else ""
@@ -56,6 +58,14 @@ def config_error_message(err: BaseException, settings: dict | None = None) -> st
         if isinstance(err, (ConfigError, IndexCacheError, InstantiationException))
         else f"{type(err).__name__}: {text}{where}"
     )
+
+
+def _at(settings: dict | None, key: str):
+    """The value at a dotted ``key`` of ``settings`` (plain containers), or None."""
+    node = settings
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _taken_from(value) -> re.Match | None:
