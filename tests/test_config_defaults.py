@@ -669,13 +669,11 @@ def test_ctrl_c_while_a_command_starts_is_one_line_and_in_its_work_a_traceback(m
         proc = subprocess.run([sys.executable, "-c", importing], capture_output=True, text=True, timeout=120)
         assert proc.stderr == "interrupted while the command was starting: nothing was run\n"
         assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT)  # (as any Ctrl-C that ends Python)
-    terminated = "import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(60)"  # (silent: 143)
-    importing = f"import sys\n{started_as}\nimport ttt_mm.tasks\n{terminated}"
-    proc = subprocess.run([sys.executable, "-c", importing], capture_output=True, text=True, timeout=120)
-    assert (proc.stderr, proc.returncode) == (
-        "terminated (SIGTERM) while the command was starting: nothing was run\n",
-        143,
-    )
+        terminated = "import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(60)"  # (was silent)
+        importing = f"import sys\n{started_as}\nimport ttt_mm.tasks\n{terminated}"
+        proc = subprocess.run([sys.executable, "-c", importing], capture_output=True, text=True, timeout=120)
+        said = "terminated (SIGTERM) while the command was starting: nothing was run\n"
+        assert (proc.stderr, proc.returncode) == (said, 143)
     for script in ("", "sys.argv[0] = 'train.py'\n"):  # (a script that imports the tasks, of any name: Python's own)
         importing = f"import sys\n{script}import ttt_mm.tasks\nraise KeyboardInterrupt"
         proc = subprocess.run(
@@ -695,3 +693,7 @@ def test_ctrl_c_while_a_command_starts_is_one_line_and_in_its_work_a_traceback(m
     task(OmegaConf.create({}))  # (a config given: no Hydra run, whose logging setup would outlive the test)
     assert seen == [before] and sys.excepthook is before  # (in its work a Ctrl-C shows where a hang was)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # (each command takes SIGTERM its own way)
+    signal.signal(signal.SIGTERM, starting._terminated)
+    with pytest.raises(SystemExit):  # a second SIGTERM, while the first is said (a hang in native code): the end
+        starting._terminated(signal.SIGTERM, None)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

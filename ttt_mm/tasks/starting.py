@@ -41,6 +41,7 @@ def a_command() -> bool:
 
 
 def _terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (a second one ends the process at once)
     print(TERMINATED_STARTING, file=sys.stderr)
     sys.exit(128 + signal.SIGTERM)  # (as shells report a SIGTERM)
 
