@@ -73,7 +73,10 @@ def test_an_empty_root_is_refused_not_read_as_the_current_folder(source, tmp_pat
     """``data.root=$DATA`` with DATA unset listed every file under the folder the command ran in."""
     (tmp_path / "a.wav").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"is empty \(an unset shell variable\?\): name it, or \. for the"):
+    fix = "a CSV or JSONL file" if isinstance(source, ManifestSource) else r"or \. for the current folder"
+    with pytest.raises(
+        FileNotFoundError, match=rf"is empty \(data\.root=''; an unset shell variable\?\): name it, {fix}"
+    ):
         source.clips()
 
 

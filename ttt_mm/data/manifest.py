@@ -132,7 +132,7 @@ class ManifestSource:
     @cached_property
     def _table(self) -> list[tuple[int, dict, tuple[float, float | None]]]:
         """``(line, row, (start, end))`` of every row used."""
-        manifest = dataset_root(self.path, "manifest's path")
+        manifest = dataset_root(self.path, "manifest's path", "a CSV or JSONL file")
         if manifest.is_dir():
             raise ValueError(
                 f"manifest {manifest} is a folder; data=manifest needs a CSV or JSONL file "

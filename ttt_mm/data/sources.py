@@ -137,11 +137,13 @@ class ClipSource(Protocol):
     def clips(self) -> list[ClipInfo]: ...
 
 
-def dataset_root(value: str | os.PathLike, what: str = "dataset root") -> Path:
+def dataset_root(
+    value: str | os.PathLike, what: str = "dataset root", fix: str = "or . for the current folder"
+) -> Path:
     """``value`` as a path; FileNotFoundError where it is empty: read as the current folder, an unset
     shell variable (``data.root=$DATA``) had every file below it listed."""
     if not str(value).strip():
-        raise FileNotFoundError(f"the {what} is empty (an unset shell variable?): name it, or . for the current folder")
+        raise FileNotFoundError(f"the {what} is empty (data.root=''; an unset shell variable?): name it, {fix}")
     return Path(value)
 
 
