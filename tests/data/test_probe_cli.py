@@ -144,8 +144,10 @@ def test_a_folder_given_as_a_setting_is_told_to_come_alone(data, tmp_path, capsy
     assert main(["", "--index-cache", str(tmp_path / "cache")]) == 2  # (an unset variable: not the current folder)
     assert capsys.readouterr().err.startswith("error: the path is empty (an unset shell variable?)")
     (tmp_path / "empty").mkdir()  # an empty manifest, exit 0: a script took it for a folder of nothing usable
-    assert main([str(tmp_path / "empty"), "--extensions", "wav", "--index-cache", str(tmp_path / "cache")]) == 2
+    out = ["-o", str(tmp_path / "new" / "m.jsonl"), "--index-cache", str(tmp_path / "cache")]
+    assert main([str(tmp_path / "empty"), "--extensions", "wav", *out]) == 2
     assert capsys.readouterr().err == f"error: no media files under {tmp_path / 'empty'} with the extensions wav\n"
+    assert not (tmp_path / "new").exists()  # (said before -o's folder is made)
 
 
 def test_an_output_that_cannot_be_written_is_one_error_line_before_or_after_probing(data, tmp_path, capsys):

@@ -8,9 +8,10 @@ files. The records are written as JSONL to ``-o`` (the paths of files under its 
 it, others absolute: a manifest that ``data=manifest`` reads; the index checks its ``error`` rows
 again and lists those still bad with their reasons) or to stdout; a summary with the bad files
 counted by reason goes to stderr. Exit status 0 for a folder, whatever its files hold; for a single
-file, 1 and the reason if the file is unusable (a broken symbolic link included); 2 if the path does
-not exist, is a manifest or a folder without media files; 130 when interrupted (Ctrl-C; 143 for
-SIGTERM), with one line saying what the index cache kept.
+file, 1 and the reason if the file is unusable (a broken symbolic link included); 2 if the path is
+empty or does not exist, is a manifest or a folder without media files, or where ``-o`` or the index
+cache cannot be written; 130 when interrupted (Ctrl-C; 143 for SIGTERM), with one line saying what
+the index cache kept.
 """
 
 from __future__ import annotations
@@ -127,9 +128,6 @@ def index_and_list(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.output and (why := _unwritable(Path(args.output))):  # (before the probing, which may take hours)
-        print(f"error: -o {args.output}: {why}", file=sys.stderr)
-        return 2
     single = not target.is_dir()  # a file, or a broken link to one
     files = [str(target)] if single else [c.name for c in FolderSource(str(target), args.extensions).clips()]
     if not files:  # (a script would take an empty manifest for a folder that holds nothing usable)
@@ -137,6 +135,9 @@ def index_and_list(args: argparse.Namespace) -> int:
             "" if args.extensions == list(MEDIA_EXTENSIONS) else f" with the extensions {' '.join(args.extensions)}"
         )
         print(f"error: no media files under {target}{chosen}", file=sys.stderr)
+        return 2
+    if args.output and (why := _unwritable(Path(args.output))):  # (before the probing, which may take hours)
+        print(f"error: -o {args.output}: {why}", file=sys.stderr)
         return 2
     records, run = index_files(
         files, args.index_cache, args.jobs, args.timeout, verify=args.verify, refresh=args.refresh
