@@ -322,6 +322,8 @@ def test_bad_inputs_are_reported_and_left_out(ckpts, tones, tmp_path, caplog, mo
     assert [c["name"] for c in few["classes"]] == ["high", "low"]  # rare's one file: never in its fold's training
     assert few["dropped_classes"][0]["name"] == "rare" and "in one group" in few["dropped_classes"][0]["reason"]
 
+    with pytest.raises(ConfigError, match=r"at least 20 readable clips \(folds=20; min_clips unset\), in more"):
+        run(_cfg(ckpt=ckpts["audio"], input=manifest, output=tmp_path / "all", folds=20))  # (said min_clips=20)
     with pytest.raises(ConfigError, match="^classes=high names one class: a probe tells two or more apart$"):
         run(_cfg(ckpt=ckpts["audio"], input=manifest, classes="[high,high]"))  # (it said "fewer than 2 classes ...")
     (tmp_path / "nolabel.csv").write_text("path\nrare.wav\n")

@@ -151,7 +151,7 @@ def drop_rare(
     """The clips of classes with at least ``min_clips`` clips, and the dropped classes of ``labels``
     (those asked for: a class with no clips at all is dropped too) with their counts and why.
     ``which``: what was counted, ``listed`` (before reading: such a class is not read) or ``readable``;
-    ``rule``: where ``min_clips`` comes from, as said (``min_clips=5``, the default)."""
+    ``rule``: ``min_clips`` as said (by default ``min_clips=<n>``; where the key is unset, the folds)."""
     rule = rule or f"min_clips={min_clips}"
     counts = Counter(c.label for c in clips)
     rare = {names[label]: counts[label] for label in labels if counts[label] < min_clips}
@@ -295,7 +295,8 @@ def run(cfg: DictConfig) -> dict:
     if folds < 2:
         raise ConfigError(f"folds must be >= 2; got {folds}")
     min_clips = positive_count(cfg.min_clips, "min_clips", "as many as folds") or folds
-    rule = f"min_clips={min_clips}" if cfg.min_clips is not None else f"{folds} (folds={folds}; min_clips unset)"
+    whence = f"min_clips={min_clips}" if cfg.min_clips is not None else f"folds={folds}; min_clips unset"
+    rule = f"min_clips={min_clips}" if cfg.min_clips is not None else f"{folds} ({whence})"
     grid = l2_grid(cfg.l2)
     set_threads(cfg.threads, "threads")
     extensions = extensions_of(cfg.extensions)
@@ -338,7 +339,7 @@ def run(cfg: DictConfig) -> dict:
             "" if cfg.max_files is None else f" (max_files={cfg.max_files} clips in all, taken from each class in turn)"
         )
         raise ConfigError(
-            f"fewer than 2 classes with at least {rule} readable clips, in more than one group, "
+            f"fewer than 2 classes with at least {min_clips} readable clips ({whence}), in more than one group, "
             f"in input={cfg.input}{hint}"
         )
 
