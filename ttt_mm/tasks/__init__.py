@@ -9,8 +9,8 @@ line, the key each override sets), `command_lines` (commands rebuilt to print), 
 (readers of shared keys), `config_types` (values checked against constructor annotations),
 `run_folders` (resume folders, config records, refused runs), `held_out` (training files kept out
 of held-out scoring), `job_logs` (the job's log file, Lightning's notices); training's own
-`train_checks` and `resume_advice`, a sweep's `sweep_report`, and `starting` (Ctrl-C before a
-command's work begins, in one line)."""
+`train_checks` and `resume_advice`, a sweep's `sweep_report`, and `starting` (Ctrl-C or SIGTERM
+before a command's work begins, in one line)."""
 
 from ttt_mm.tasks.starting import say_ctrl_c_while_starting
 
