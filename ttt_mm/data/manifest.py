@@ -57,13 +57,13 @@ class ManifestSource:
         index = {n: i for i, n in enumerate(names)}
         keys: dict[str, str] = {}  # file -> the key of its first row: one key per file, however spelled
         folder = _folder(Path(self.path))
-        splits = self._inherited_splits
-        _warn_of_paths_from_here(self.path, folder, [Path(str(row["path"])) for _, row, _ in self._table])
-        named = [row.get("split") or inherited for (_, row, _), inherited in zip(self._table, splits, strict=True)]
-        _warn_of_overlaps(self.path, self._files, [span for _, _, span in self._table], named)
+        paths = [Path(str(row["path"])) for _, row, _ in self._table]
+        inherited = self._inherited_splits
+        splits = [row.get("split") or split for (_, row, _), split in zip(self._table, inherited, strict=True)]
+        _warn_of_paths_from_here(self.path, folder, paths)
+        _warn_of_overlaps(self.path, self._files, [span for _, _, span in self._table], splits)
         out = []
-        for (_, row, (start, end)), real, inherited in zip(self._table, self._files, splits, strict=True):
-            path = Path(str(row["path"]))
+        for (_, row, (start, end)), path, real, split in zip(self._table, paths, self._files, splits, strict=True):
             media = _media_path(folder, path)
             label = row.get("label")
             out.append(
@@ -72,7 +72,7 @@ class ManifestSource:
                     start=start,
                     end=end,
                     label=-1 if _unlabelled(label) else index[_label_name(label)],
-                    split=row.get("split") or inherited,
+                    split=split,
                     key=keys.setdefault(real, _split_key(path)),
                     group=_group(row),
                 )

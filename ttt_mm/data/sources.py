@@ -301,13 +301,13 @@ class ClassFolderSource:
 def _say_what_is_in_no_class(root: Path, listed: set[str], extensions: tuple[str, ...]) -> None:
     """Logs what lies beside the class folders: hidden folders (no class), and media files that no
     class folder lists (through a link), which are left out."""
-    entries = sorted(root.iterdir())
+    entries, wanted = sorted(root.iterdir()), _suffixes(extensions)
     if hidden := [d.name + os.sep for d in entries if d.is_dir() and d.name.startswith(".")]:
         log.info("%s: hidden folder(s) are no class and left out: %s", root, first_of(hidden, 3))
     loose = [
         one_line(p.name)
         for p in entries
-        if p.suffix.lower() in _suffixes(extensions) and not p.name.startswith(".") and not p.is_dir()
+        if p.suffix.lower() in wanted and not p.name.startswith(".") and not p.is_dir()
         if os.path.realpath(p) not in listed
     ]
     if loose:

@@ -62,9 +62,9 @@ class HopBins:
     """Means of the rows whose step starts in ``[k * hop, (k + 1) * hop)`` seconds, closed in order.
 
     ``push`` returns the bins that can no longer grow; the last one stays open until `finish`.
-    Every closed bin is recorded in ``clock`` (a `Clock` of one slot per bin), where one is given. Sums are float64, the
-    means returned in the rows' dtype (float64 rows keep a difference of two means exact enough for
-    a standard deviation).
+    Every closed bin is recorded in ``clock`` (a `Clock` of one slot per bin), where one is given.
+    Sums are float64, the means returned in the rows' dtype (float64 rows keep a difference of two
+    means exact enough for a standard deviation).
     """
 
     def __init__(

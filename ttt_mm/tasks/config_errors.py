@@ -82,9 +82,7 @@ def interpolation_message(err: InterpolationKeyError, settings: dict | None) -> 
     if named is None:
         return f"{where}an interpolation names no key of this command's config ({str(err).strip()})"
     parent, _, name = named.rpartition(".")
-    node = settings
-    for part in parent.split(".") if parent else ():
-        node = node.get(part) if isinstance(node, dict) else None
+    node = _at(settings, parent) if parent else settings
     setting = key.rpartition(".")[2] if key and key.rpartition(".")[0] == parent else None  # (not itself)
     close = get_close_matches(name, [str(k) for k in node if k != setting], n=1) if isinstance(node, dict) else []
     hint = f"; did you mean ${{{parent + '.' if parent else ''}{close[0]}}}?" if close else ""

@@ -296,16 +296,15 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"folds must be >= 2; got {folds}")
     min_clips = positive_count(cfg.min_clips, "min_clips", "as many as folds") or folds
     whence = f"min_clips={min_clips}" if cfg.min_clips is not None else f"folds={folds}; min_clips unset"
-    rule = f"min_clips={min_clips}" if cfg.min_clips is not None else f"{folds} ({whence})"
+    rule = whence if cfg.min_clips is not None else f"{folds} ({whence})"
     grid = l2_grid(cfg.l2)
     set_threads(cfg.threads, "threads")
     extensions = extensions_of(cfg.extensions)
 
     extractors = build_extractors(cfg, baselines)  # (a checkpoint that is not one: said before a folder is listed)
     data = select(labelled_clips(input_path(cfg.input), extensions), cfg)
-    clips, dropped = drop_rare(
-        data.clips, data.names, data.labels, min_clips, "listed", rule
-    )  # (not read: no time spent)
+    # a class too small is dropped before its files are read: no time spent on them
+    clips, dropped = drop_rare(data.clips, data.names, data.labels, min_clips, "listed", rule)
     clips, lonely = drop_one_group(clips, data.names, bool(cfg.group))
     dropped |= lonely
     output = results_folder(cfg.output)  # (before files are read: a folder that cannot be made is a config error)
