@@ -4,11 +4,13 @@ file's (which the index would remember as unreadable)."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,55 @@ def test_worker_stderr_files_are_named_by_their_process_and_a_gone_ones_are_swep
     assert name.startswith(f"{isolation.STDERR_PREFIX}-{os.getpid()}-")
     stderr_files = [p.name for p in tmp_path.iterdir() if p.name.startswith(isolation.STDERR_PREFIX)]
     assert stderr_files == [mine.name]  # the worker's own was removed when it stopped
+
+
+STUCK = """
+import os, sys, time
+from ttt_mm.data.decode.isolation import IsolatedPool
+
+def stuck(path):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    while True:  # (a decoder spinning in native code takes no more files from its pipe either)
+        time.sleep(0.1)
+
+if __name__ == "__main__":
+    list(IsolatedPool(stuck, jobs=1, timeout=600).map([sys.argv[1]]))
+"""
+
+
+def _still_runs(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie that no one has reaped yet is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from /proc")
+def test_a_worker_stuck_in_a_file_ends_with_a_pool_killed_outright(tmp_path):
+    """The worker's parent is the forkserver, not the pool's process: one stuck in a file outlived a pool
+    killed with SIGKILL (or by the out-of-memory killer) and kept a core busy for good."""
+    script, said = tmp_path / "stuck.py", tmp_path / "worker.pid"
+    script.write_text(STUCK)
+    pool = subprocess.Popen([sys.executable, str(script), str(said)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (said.exists() and said.read_text()) and pool.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert said.exists() and said.read_text(), pool.stderr.read() if pool.poll() is not None else "no worker"
+        worker = int(said.read_text())
+        assert _still_runs(worker)
+        pool.kill()
+        pool.wait()
+        deadline = time.monotonic() + 30
+        while _still_runs(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _still_runs(worker)
+    finally:
+        pool.kill()
+        pool.wait()
+        with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+            os.kill(int(said.read_text()), 9)
