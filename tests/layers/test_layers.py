@@ -119,6 +119,21 @@ def test_streaming_in_pieces_equals_one_pass(name, dtype, tol):
         assert (a - b).abs().max().item() <= tol
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_16_bit_layers_token_scale_is_the_specs_unrounded(dtype, monkeypatch):
+    """``1/(p+1)`` worked out in a bf16 layer's own dtype was off by up to 0.3% before the core cast it."""
+    import ttt_mm.layers.ttt as ttt_module
+
+    seen, core = {}, ttt_module.ttt_linear
+    monkeypatch.setattr(ttt_module, "ttt_linear", lambda *a, **kw: seen.update(kw) or core(*a, **kw))
+    layer = TTTLayer(32, 2, "linear", mini_batch_size=16).to(dtype)
+    with torch.no_grad():
+        layer(torch.randn(1, 4, 32, dtype=dtype))
+    spec = 1.0 / torch.arange(1, 17, dtype=torch.float32)
+    assert seen["token_scale"].dtype == torch.float32
+    assert torch.equal(seen["token_scale"], spec)
+
+
 @pytest.mark.parametrize("name", ["ttt_linear", "ttt_mlp"])
 def test_a_float64_layer_starts_from_its_own_weights_unrounded(name):
     layer = perturb(LAYERS[name]()).double()
