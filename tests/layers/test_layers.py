@@ -119,6 +119,25 @@ def test_streaming_in_pieces_equals_one_pass(name, dtype, tol):
         assert (a - b).abs().max().item() <= tol
 
 
+RESETTABLE = {
+    **{n: LAYERS[n] for n in ("ttt_linear", "ttt_mlp", "ttt_mamba")},
+    "lact": lambda: LaCTLayer(32, 4, chunk_size=8, window=4),
+}
+
+
+@pytest.mark.parametrize("name", list(RESETTABLE))
+def test_reset_parameters_redraws_every_weight_and_restores_every_constant(name):
+    layer, fresh = perturb(RESETTABLE[name]()), RESETTABLE[name]()
+    before = {n: p.detach().clone() for n, p in layer.named_parameters()}
+    layer.reset_parameters()
+    for n, p in layer.named_parameters():
+        made = dict(fresh.named_parameters())[n]
+        if torch.all(made == made.flatten()[0]):  # a constant as built (zeros, ones): exactly that again
+            assert torch.equal(p, made), n
+        else:  # drawn: drawn again
+            assert not torch.equal(p, before[n]), n
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_a_16_bit_layers_token_scale_is_the_specs_unrounded(dtype, monkeypatch):
     """``1/(p+1)`` worked out in a bf16 layer's own dtype was off by up to 0.3% before the core cast it."""

@@ -164,7 +164,8 @@ class LaCTLayer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Projections ~ N(0, 0.02) with zero biases; fast weights ~ N(0, 1 / fan-in), as released."""
+        """Projections ~ N(0, 0.02) with zero biases; fast weights ~ N(0, 1 / fan-in), as released; the
+        fast-weight output norm and the fast q/k scale and offset the identity."""
         for lin in (self.wqkv, self.wo, self.lr_proj, self.momentum_proj, self.fast_scale_proj):
             if lin is not None:
                 nn.init.normal_(lin.weight, std=INIT_STD)
@@ -175,6 +176,7 @@ class LaCTLayer(nn.Module):
         nn.init.normal_(self.w1, std=self.fast_hidden**-0.5)
         nn.init.ones_(self.qk_scale)
         nn.init.zeros_(self.qk_offset)
+        self.fast_norm.reset_parameters()
 
     def no_weight_decay(self) -> list[nn.Parameter]:
         """The initial fast weights (their row norms are what every update is rescaled to) and the

@@ -113,7 +113,8 @@ class TTTLayer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Initialisation as released: weights ~ N(0, 0.02); biases and the token-scale offset 0."""
+        """Initialisation as released: weights ~ N(0, 0.02); biases and the token-scale offset 0; the inner
+        LayerNorm and the output norm the identity (the q/k convolutions as ``nn.Conv1d``'s)."""
         for lin in (self.wqkv, self.wo, self.wg, self.lr_gate):
             if lin is not None:
                 nn.init.normal_(lin.weight, std=INIT_STD)
@@ -121,6 +122,15 @@ class TTTLayer(nn.Module):
         for p in self.inner_params():
             if p.dim() == 3:
                 nn.init.normal_(p, std=INIT_STD)
+            else:
+                nn.init.zeros_(p)
+        nn.init.zeros_(self.token_scale_delta)
+        nn.init.ones_(self.ln_weight)
+        nn.init.zeros_(self.ln_bias)
+        self.post_norm.reset_parameters()
+        for conv in (self.conv_q, self.conv_k):
+            if conv is not None:
+                conv.conv.reset_parameters()
 
     def inner_params(self) -> tuple[Tensor, ...]:
         """The inner model's initial weights, in the order the core takes them."""
