@@ -3,6 +3,7 @@ and the clips a reader can use chosen from them."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -541,6 +542,27 @@ def test_an_index_cache_that_cannot_be_written_is_a_setting_to_change(folder, tm
         match=r"cannot be kept in .*file/cache \(Not a directory\): set the index cache to a folder you can write",
     ):
         index_files([folder / "tone.wav"], cache_dir=tmp_path / "file" / "cache")
+
+
+def test_a_full_disk_costs_the_index_cache_never_the_runs_probes(folder, tmp_path, monkeypatch, caplog):
+    """A save that failed (ENOSPC) raised out of `index_files` and threw away every probe of the run."""
+
+    def full(path, records):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(index, "_save", full)
+    files = [folder / "tone.wav", folder / "video.mp4"]
+    cache = cache_file([str(f) for f in files], tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+        records, run = index_files(files, tmp_path / "cache")
+    assert run.probed == 2 and records[str(folder / "video.mp4")]["has_video"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{cache}: the index cache cannot be saved (No space left on device); this run goes on, and a re-run "
+        "probes its files again"
+    ]
+    monkeypatch.setattr(IsolatedPool, "map", interrupted_after(1))
+    with pytest.raises(IndexInterrupted, match=r"the index cache .* could not be saved; a re-run probes all 2$"):
+        index_files(files, tmp_path / "cache")
 
 
 def test_every_record_field_is_listed_for_manifests_to_know(folder, tmp_path):

@@ -365,12 +365,26 @@ def index_files(
                 todo.append(path)
         others: dict[str, dict] | None = None  # the cache's records of files not asked for, still there
         probed: dict[str, dict] = {}
+        unsaved = False  # a save failed (a full disk): said once; the run goes on with its records in memory
 
-        def save() -> None:
-            nonlocal others
+        def save() -> bool:
+            """Whether the cache now holds every record of the run (it is an optimisation: a cache that
+            cannot be written costs the next run its probes, never this run its work)."""
+            nonlocal others, unsaved
             if others is None:  # (once, and only when something is saved: each is a stat)
                 others = {p: r for p, r in cached.items() if p not in out and _exists(r)}
-            _save(run.cache, others | {p: r for p, r in (out | probed).items() if "bytes" in r})
+            try:
+                _save(run.cache, others | {p: r for p, r in (out | probed).items() if "bytes" in r})
+            except OSError as exc:
+                if not unsaved:
+                    log.warning(
+                        "%s: the index cache cannot be saved (%s); this run goes on, and a re-run probes its files again",
+                        run.cache,
+                        exc.strerror or exc,
+                    )
+                unsaved = True
+                return False
+            return True
 
         if adopted and not todo:
             save()  # (records from the caches around it: this folder's own has them next time)
@@ -386,15 +400,20 @@ def index_files(
             try:
                 progressed = _probe(todo, task, jobs or default_jobs(), timeout, run, probed, save, cached)
             except BaseException as exc:
-                save()  # what was probed survives an interrupt or a failure
+                saved = save()  # what was probed survives an interrupt or a failure
                 if not isinstance(exc, KeyboardInterrupt):
                     raise
-                message = (
-                    f"interrupted: kept {len(probed)} of {len(todo)} probe results in the index cache {run.cache}; "
-                    f"a re-run probes only the other {len(todo) - len(probed)}"
-                    if probed
-                    else f"interrupted before the first of {len(todo)} probes ended: a re-run probes them all"
-                )
+                if not saved:
+                    message = (
+                        f"interrupted: the index cache {run.cache} could not be saved; a re-run probes all {len(todo)}"
+                    )
+                elif probed:
+                    message = (
+                        f"interrupted: kept {len(probed)} of {len(todo)} probe results in the index cache {run.cache}; "
+                        f"a re-run probes only the other {len(todo) - len(probed)}"
+                    )
+                else:
+                    message = f"interrupted before the first of {len(todo)} probes ended: a re-run probes them all"
                 log.warning("%s", message)
                 raise IndexInterrupted(message) from None
             save()
