@@ -114,6 +114,20 @@ def test_marks_of_runs_that_are_over_are_cleared():
     running.unlink()
 
 
+def test_marks_left_by_a_former_holder_of_this_runs_pid_are_cleared():
+    """A container's run gets the same small pid every time: the marks of one killed before made the
+    next one keep its warnings to itself, as said already."""
+    from ttt_mm.processes import alive
+
+    former, own = Path(once._mark(os.getpid(), "former")), Path(once._mark(os.getpid(), "own"))
+    former.touch()
+    os.utime(former, (alive._STARTED - 60, alive._STARTED - 60))  # (written before this process began)
+    own.touch()
+    once.clear_stale()
+    assert not former.exists() and own.exists()
+    own.unlink()
+
+
 def test_a_files_bar_where_the_output_is_no_terminal_says_how_far_it_is_in_plain_lines(monkeypatch, caplog):
     """A linear probe piped to a file said nothing for minutes: tqdm's bar is off there."""
     from ttt_mm.messages import progress

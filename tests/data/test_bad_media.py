@@ -563,6 +563,18 @@ def test_notes_of_reads_by_runs_that_are_over_are_cleared():
     assert not over.exists() and reading_notes.left_by(12) == "/data/being-read.wav" and not running.exists()
 
 
+def test_a_note_left_by_a_former_holder_of_this_runs_pid_blames_no_file_of_this_run():
+    """In a container every run's trainer gets the same pid: a note a killed run left read as this run's
+    worker's, and its file went into the skip list when a worker died outside a read."""
+    from ttt_mm.processes import alive
+
+    left = Path(reading_notes._note(os.getpid(), 4242))
+    left.write_text("/data/innocent.mp4")
+    os.utime(left, (alive._STARTED - 60, alive._STARTED - 60))
+    reading_notes.clear_stale()
+    assert not left.exists() and reading_notes.left_by(None) is None
+
+
 def test_a_skip_list_line_torn_by_a_killed_run_does_not_swallow_the_next_entry(tmp_path):
     skip_file = tmp_path / "skip.tsv"
     skip_file.write_text("/data/a.wav\tcorrupt\n/data/b.wa")  # killed while appending b

@@ -557,7 +557,7 @@ def test_a_full_disk_costs_the_index_cache_never_the_runs_probes(folder, tmp_pat
         records, run = index_files(files, tmp_path / "cache")
     assert run.probed == 2 and records[str(folder / "video.mp4")]["has_video"]
     assert [r.getMessage() for r in caplog.records] == [
-        f"{cache}: the index cache cannot be saved (No space left on device); this run goes on, and a re-run "
+        f"{cache}: the index cache cannot be saved (No space left on device); this run goes on; a re-run "
         "probes its files again"
     ]
     monkeypatch.setattr(IsolatedPool, "map", interrupted_after(1))

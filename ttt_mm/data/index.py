@@ -378,7 +378,7 @@ def index_files(
             except OSError as exc:
                 if not unsaved:
                     log.warning(
-                        "%s: the index cache cannot be saved (%s); this run goes on, and a re-run probes its files again",
+                        "%s: the index cache cannot be saved (%s); this run goes on; a re-run probes its files again",
                         run.cache,
                         exc.strerror or exc,
                     )

@@ -7,6 +7,14 @@ import contextlib
 import glob
 import os
 import tempfile
+import time
+
+_STARTED = time.time()
+"""When this module was imported: before this process wrote any file named by its pid (each writer of one
+imports it), so such a file older than this (by more than `_CLOCK_SLACK`) is a former holder's of the pid.
+Pids are reused: a container's run gets the same small pid every time, and its temporary folder may last."""
+_CLOCK_SLACK = 1.0
+"""Seconds a file's time may lag the clock (filesystems stamp files from a coarser clock)."""
 
 
 def running(pid: int) -> bool:
@@ -22,9 +30,13 @@ def running(pid: int) -> bool:
 
 def remove_left_by_gone(prefix: str) -> None:
     """Remove the files ``<prefix>-<pid>-...`` in this machine's temporary folder whose process ``pid``
-    is gone (runs that are over, killed before they could remove their own)."""
+    is gone (runs that are over, killed before they could remove their own), or is this one but was
+    another when it wrote them (`_STARTED`)."""
     for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{prefix}-*-*")):
         pid = os.path.basename(path).removeprefix(f"{prefix}-").partition("-")[0]
-        if pid.isdigit() and not running(int(pid)):
-            with contextlib.suppress(OSError):
+        if not pid.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            mine = int(pid) == os.getpid()
+            if (mine and os.stat(path).st_mtime < _STARTED - _CLOCK_SLACK) or not (mine or running(int(pid))):
                 os.unlink(path)
