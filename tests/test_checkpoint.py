@@ -142,6 +142,25 @@ def test_not_a_checkpoint_is_one_clear_error(tmp_path):
         load_model(tmp_path / "missing.ckpt")
 
 
+@pytest.mark.parametrize(
+    "ckpt,why",
+    [
+        ({"hyper_parameters": {"tokenizer": {}, "backbone": None}, "state_dict": {}}, "no tokenizer/backbone"),
+        ({"hyper_parameters": {"tokenizer": {}, "backbone": "resnet50"}, "state_dict": {}}, "no tokenizer/backbone"),
+        ({"hyper_parameters": [1], "state_dict": {}}, "no tokenizer/backbone"),
+        ({"hyper_parameters": {"tokenizer": {}, "backbone": {}}, "state_dict": [1]}, "state_dict is no tensors"),
+        ({"hyper_parameters": {"tokenizer": {}, "backbone": {}}, "state_dict": {"x": 3}}, "state_dict is no tensors"),
+    ],
+    ids=["backbone-none", "backbone-name", "hparams-list", "weights-list", "weight-int"],
+)
+def test_another_projects_checkpoint_is_one_clear_error(tmp_path, ckpt, why):
+    """(another Lightning project's checkpoint: an AttributeError from deep inside the loader)"""
+    torch.save(ckpt, tmp_path / "other.ckpt")
+    for load in (load_parts, load_model):
+        with pytest.raises(ValueError, match=f"other.ckpt is not a ttt_mm SequenceModel checkpoint .*{why}"):
+            load(tmp_path / "other.ckpt")
+
+
 def test_a_checkpoint_with_damaged_weights_is_one_clear_error(tmp_path):
     """torch.load does not check the archive's checksums: one changed byte in the weights loaded
     without a word and gave wrong embeddings (or NaN ones, blamed on the media)."""

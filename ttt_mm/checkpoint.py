@@ -19,6 +19,7 @@ import os
 import pickle
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -104,8 +105,13 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
     except (RuntimeError, EOFError) as exc:
         raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {first_line(exc)}") from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hparams or "tokenizer" not in hparams or "backbone" not in hparams or "state_dict" not in ckpt:
+    if not isinstance(hparams, Mapping) or not all(
+        isinstance(hparams.get(k), Mapping) for k in ("tokenizer", "backbone")
+    ):
         raise ValueError(f"{path} is not a ttt_mm SequenceModel checkpoint (no tokenizer/backbone hyperparameters)")
+    weights = ckpt.get("state_dict")
+    if not isinstance(weights, Mapping) or not all(isinstance(w, torch.Tensor) for w in weights.values()):
+        raise ValueError(f"{path} is not a ttt_mm SequenceModel checkpoint (its state_dict is no tensors by name)")
     return {**ckpt, "hyper_parameters": translate(dict(hparams))}
 
 
