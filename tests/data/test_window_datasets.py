@@ -155,6 +155,9 @@ def test_a_video_without_sound_reads_as_silence_only_when_asked(media):
     assert heard["audio_silent"].tolist() == [False]
     with pytest.raises(MediaError, match="no audio stream"):
         clip_span(clip, ReadSpec(size=32))  # the default: a file without the stream is a bad file
+    longer = ReadSpec(("audio", "video"), size=32, missing_audio="silence", min_seconds=60)
+    with pytest.raises(MediaError, match=r"only [\d.]+ s of video in the clip"):  # (it has no audio to be short of)
+        clip_span(clip, longer)
     with pytest.raises(ValueError, match="missing_audio must be one of"):
         ReadSpec(missing_audio="zeros")
 

@@ -103,18 +103,18 @@ def reads_silence(info: MediaInfo, spec: ReadSpec) -> bool:
 def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
     """``(start, end)`` seconds of the clip where every requested stream has data."""
     if isinstance(clip.media, Media):
-        end = clip.media.duration
+        end, timed = clip.media.duration, spec.modalities
     else:
         info = _file_info(clip, spec)
-        ends = []
+        timed = []  # the streams the file has: its end is theirs (silence read for a missing sound has none)
         for modality in spec.modalities:
             if getattr(info, f"has_{modality}"):
-                ends.append(getattr(info, f"{modality}_duration"))
+                timed.append(modality)
             elif not (modality == "audio" and reads_silence(info, spec)):
                 reads = " and ".join(spec.modalities)
                 raise MediaError(clip.media, f"no {modality} stream (the dataset reads {reads})")
-        end = min(ends)
-    what = " and ".join(spec.modalities)
+        end = min(getattr(info, f"{modality}_duration") for modality in timed)
+    what = " and ".join(timed)
     if clip.start >= end:
         raise MediaError(  # (this span's trouble, recorded under its own name: the file's other spans stay in)
             clip.segment, f"the clip starts at {clip.start:.10g} s, at or after the end of its {what} ({end:.3f} s)"
