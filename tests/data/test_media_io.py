@@ -63,9 +63,22 @@ def test_resize_keeps_aspect_and_crops_the_center(media):
 def test_video_window_is_cut_at_the_end(media):
     assert len(decode.read_video(media["video_only"], 1.5, 4.0, fps=8, size=32)) == 4
     assert len(decode.read_video(media["video_only"], 5.0, 1.0, fps=8, size=32)) == 0
+    assert len(decode.read_video(media["video_only"], 1.5, math.inf, fps=8, size=32)) == 4  # (to the end)
+    whole = decode.read_audio(media["av"], 0.5, None)
+    assert torch.equal(decode.read_audio(media["av"], 0.5, math.inf), whole)  # (an OverflowError)
     for path in (media["video_only"], "/no/such/file.mp4"):  # a bad argument, before any file is opened
-        with pytest.raises(ValueError, match="start must be >= 0"):
-            decode.read_video(path, -1.0, 1.0)
+        for start in (-1.0, math.nan, math.inf):
+            with pytest.raises(ValueError, match=f"^start must be a number of seconds >= 0 for video, got {start}$"):
+                decode.read_video(path, start, 1.0)
+        for start in (math.nan, -math.inf):
+            with pytest.raises(ValueError, match=f"^start must be a number of seconds; got {start}$"):
+                decode.read_audio(path, start, 1.0)
+        for read in (decode.read_audio, decode.read_video):  # (a negative one read nothing without a word)
+            for duration in (-1.0, math.nan):
+                with pytest.raises(
+                    ValueError, match=f"^duration must be a number of seconds >= 0, .*; got {duration}$"
+                ):
+                    read(path, 0.0, duration)
         for bad, said in (  # (fps=0 read no frame, size=0 frames of no pixel: neither said a word)
             ({"fps": 0}, r"^fps must be a number of frames per second > 0; got 0$"),
             ({"fps": math.inf}, r"^fps must be a number .*; got inf$"),

@@ -72,13 +72,23 @@ def read_video(
     """Frames of ``[start, start + duration)`` sampled at ``fps``: uint8 ``[T, 3, size, size]`` RGB
     (`video.read_frames`). ``backend`` is one of `VIDEO_BACKENDS`; None: the one `probe` chose."""
     path = os.fspath(path)
-    if start < 0:
-        raise ValueError(f"start must be >= 0 for video, got {start}")
+    if not start >= 0 or math.isinf(start):  # (NaN too)
+        raise ValueError(f"start must be a number of seconds >= 0 for video, got {start}")
+    duration = _to_the_end(duration)
     if not fps > 0 or math.isinf(fps):
         raise ValueError(f"fps must be a number of frames per second > 0; got {fps}")
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise ValueError(f"size must be a whole number of pixels >= 1; got {size!r}")
     return video.read_frames(path, start, duration, fps, size, chosen(path, "video") if backend is None else backend)
+
+
+def _to_the_end(duration: float | None) -> float | None:
+    """A read's ``duration`` as the readers take it (None, or infinity: to the end of the file)."""
+    if duration is None or duration == math.inf:
+        return None
+    if not duration >= 0:  # (NaN too; a negative one read nothing, without a word)
+        raise ValueError(f"duration must be a number of seconds >= 0, or None for the rest of the file; got {duration}")
+    return duration
 
 
 def read_audio(
@@ -94,6 +104,9 @@ def read_audio(
     again with ``verify``, which reads it through: a file that holds less than its header says (cut
     short) goes on to the backend that reads it as far as it goes, as in the dataset index."""
     path = os.fspath(path)
+    if not math.isfinite(start):
+        raise ValueError(f"start must be a number of seconds; got {start}")
+    duration = _to_the_end(duration)
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Integral) or sample_rate < 1:
         raise ValueError(f"sample_rate must be a whole number of samples per second >= 1; got {sample_rate!r}")
     if backend is not None:
