@@ -114,6 +114,18 @@ def test_a_file_too_short_for_training_is_said_to_be(tmp_path, capsys):
     )
 
 
+def test_a_file_shorter_than_one_token_step_is_not_called_usable(tmp_path, capsys):
+    """A 0.019 s sound was "usable ... unless data.min_seconds is lowered", and embed then refused it as
+    shorter than one token step: no setting of the default models reads it."""
+    (tmp_path / "data").mkdir()
+    blip = write_wav(tmp_path / "data" / "blip.wav", tone(0.019, 16000), 16000)
+    alone, _ = _probed_alone_and_beside_a_whole_file(blip, capsys)
+    assert alone.startswith(
+        f"{blip}: too short for the default models, which read nothing shorter than one token step (0.04 s of "
+        "audio, 0.125 s of video) (it is 0.019 s long, "
+    )
+
+
 def test_a_stream_that_is_not_usable_is_not_also_said_to_be_read_as_far_as_it_goes():
     """A record can hold both a stream's error and the length it states (audio too short for the video)."""
     record = {"has_audio": True, "has_video": True, "audio_duration": 1.0, "audio_stated": 9.0}
