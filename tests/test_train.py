@@ -265,11 +265,15 @@ def test_a_run_shorter_than_the_logging_interval_logs_its_metrics_at_its_end(tmp
 
 
 def test_the_last_steps_loss_is_logged_where_the_run_ends_between_logging_steps(tmp_path):
-    """max_steps=5 with log_every_n_steps=2 wrote the loss of steps 2 and 4 only: the curve ended early."""
+    """max_steps=5 with log_every_n_steps=2 wrote the loss of steps 2 and 4 only: the curve ended early (it is one
+    epoch of the default data)."""
     steps = ["data.val_fraction=0", "trainer.max_steps=5", "trainer.log_every_n_steps=2"]
     run(compose_train(tmp_path, [*TINY, *steps]))
     logged = [r for r in read_metrics(tmp_path) if r.get("train/loss")]
     assert [int(r["step"]) for r in logged] == [1, 3, 4] and all(r.get("train/loss_ratio_copy") for r in logged)
+    assert {r["epoch"] for r in logged} == {
+        "0"
+    }  # (the last row said 1: Lightning had moved on when max_steps ended it)
 
 
 @pytest.mark.parametrize(

@@ -179,6 +179,7 @@ class SequenceModel(L.LightningModule):
         # since the last optimizer step, on this rank: `Losses.summed`, then the batches whose loss was not finite
         self._unstepped: Tensor | None = None
         self._skipped_steps = 0
+        self._epoch_of_step: int | None = None  # the epoch of the last optimizer step
         self._eval_sums: Tensor | None = None  # validation or test, per epoch: `Losses`, summed
         self.unscored: set[str] = set()  # the splits ("val", "test") whose last run scored no token
         # decided now, on the parameters' own shapes: FSDP (use_orig_params) shows them as flat shards later
@@ -276,6 +277,7 @@ class SequenceModel(L.LightningModule):
                 f"likely): lower model.lr (now {self.hparams.lr:g}) or lengthen model.warmup_steps (now "
                 f"{self.hparams.warmup_steps})"
             )
+        self._epoch_of_step = self.current_epoch  # (`on_train_end`: a run ended by max_steps has moved on)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if scored > 0:
             scale = self.trainer.accumulate_grad_batches * self.trainer.world_size * NOMINAL_TOKENS / scored
@@ -468,7 +470,8 @@ class SequenceModel(L.LightningModule):
             k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train/loss", "train/loss_ratio_copy")
         }
         for logger in trainer.loggers if last else ():
-            logger.log_metrics(last | {"epoch": trainer.current_epoch}, step=steps - 1)  # (Lightning's step count)
+            epoch = trainer.current_epoch if self._epoch_of_step is None else self._epoch_of_step
+            logger.log_metrics(last | {"epoch": epoch}, step=steps - 1)  # (Lightning's step count)
 
     def on_train_start(self) -> None:
         self._unstepped = None  # (an earlier fit of this module stopped between its batches and its step)
