@@ -544,6 +544,32 @@ def test_an_index_cache_that_cannot_be_written_is_a_setting_to_change(folder, tm
         index_files([folder / "tone.wav"], cache_dir=tmp_path / "file" / "cache")
 
 
+def test_an_index_shared_read_only_is_read_and_what_is_new_probed_without_saving(folder, tmp_path, monkeypatch, caplog):
+    """A team's index kept where its users cannot write was refused whole: its lock opens to write."""
+    files = [folder / "tone.wav", folder / "video.mp4"]
+    index_files(files, tmp_path / "shared")
+    denied = OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if "r" not in mode:
+            raise denied
+        return open(path, mode, *args, **kwargs)
+
+    def refused(path, records):
+        raise denied
+
+    monkeypatch.setattr(index, "open", read_only, raising=False)
+    monkeypatch.setattr(index, "_save", refused)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data.index"):
+        records, run = index_files([*files, folder / "av.mp4"], tmp_path / "shared")
+    assert (run.cached, run.probed) == (2, 1) and records[str(folder / "av.mp4")]["has_audio"]
+    assert [r.getMessage().partition(": ")[2] for r in caplog.records] == [
+        "the index cache cannot be saved (Permission denied); this run goes on; a re-run probes its files again"
+    ]
+    with pytest.raises(IndexCacheError, match=r"cannot be kept in .*elsewhere \(Permission denied\)"):
+        index_files(files, tmp_path / "elsewhere")  # (no index there to read)
+
+
 def test_a_full_disk_costs_the_index_cache_never_the_runs_probes(folder, tmp_path, monkeypatch, caplog):
     """A save that failed (ENOSPC) raised out of `index_files` and threw away every probe of the run."""
 

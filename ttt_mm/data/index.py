@@ -29,6 +29,7 @@ reader can use.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -468,16 +469,25 @@ def _wait_for(lock) -> None:
             if time.monotonic() > quiet_until:
                 break
             time.sleep(0.05)
+        except OSError:  # (NFS locks only files opened to write, EBADF: a read-only index is read unlocked)
+            if lock.mode != "r":
+                raise
+            return
     log.info("waiting for another process indexing these files (it holds %s)", lock.name)
     exclusive(lock, lock.name)
 
 
 def _lock_file(cache: Path):
-    """The index's lock file, opened for writing (its folder made if needed)."""
+    """The index's lock file, opened for writing (its folder made if needed); where it cannot be and
+    the index exists (one shared read-only), the lock or the index opened to read (``flock`` takes
+    either): the index is read, and whatever a run probes anew is not saved (`index_files` says so)."""
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         return open(cache.with_suffix(".lock"), "w")
     except OSError as err:
+        for readable in (cache.with_suffix(".lock"), cache):
+            with contextlib.suppress(OSError):
+                return open(readable)
         raise IndexCacheError(
             f"the dataset index cannot be kept in {cache.parent} ({err.strerror or err}): set the index cache "
             "to a folder you can write (index_cache=; data.index_cache= for train and evaluate; probe's --index-cache)"
