@@ -538,6 +538,19 @@ def test_a_skip_list_looks_at_its_file_for_other_processes_entries_about_once_a_
     assert "/data/worse.wav" in other
 
 
+def test_a_skip_list_sees_an_entry_added_within_the_clock_tick_of_the_last_it_read(tmp_path, monkeypatch):
+    """Files are stamped from a coarse clock: two appends a millisecond apart can share a modification time,
+    and one that a process read between them hid the second from it until the file changed again."""
+    monkeypatch.setattr(skiplist, "REFRESH_S", 0.0)
+    skip_file = tmp_path / "skip.tsv"
+    SkipList(skip_file).add("/data/bad.wav", "corrupt")
+    other = SkipList(skip_file)
+    stamp = skip_file.stat().st_mtime_ns
+    SkipList(skip_file).add("/data/worse.wav", "empty file (0 bytes)")
+    os.utime(skip_file, ns=(stamp, stamp))  # (the same tick)
+    assert "/data/worse.wav" in other
+
+
 def test_two_workers_that_find_one_bad_file_within_a_second_list_and_log_it_once(tmp_path, caplog):
     """The second has not looked at the file since the first added it: its addition reads the file
     under the lock first, so it writes no second line and logs no second warning."""

@@ -39,7 +39,7 @@ class SkipList:
         self.path = None if path is None else os.fspath(path)
         self.reasons: dict[str, str] = {}
         self.read_to: dict[str, float] = {}  # where a listed file is readable up to (`readable_until`)
-        self._mtime: int | None = None
+        self._version: tuple[int, int] | None = None  # the file's time and size when last read
         self._skip_lines = 0  # lines of the file that are not ours to read
         self._looked = -math.inf  # when the file was last looked at (`_refresh`)
         if not earlier and self.path is not None and os.path.exists(self.path):
@@ -56,11 +56,11 @@ class SkipList:
             return
         self._looked = now
         try:
-            mtime = os.stat(self.path).st_mtime_ns
+            st = os.stat(self.path)
         except FileNotFoundError:
             return
-        if mtime != self._mtime:
-            self._mtime = mtime
+        if (version := (st.st_mtime_ns, st.st_size)) != self._version:  # (two appends may share a clock tick)
+            self._version = version
             with _open(self.path, "r") as f:
                 self._parse(f.read())
 
