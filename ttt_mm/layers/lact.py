@@ -15,8 +15,9 @@ As released (``LaCTSWIGLULayer`` of the language-model code, with its 760M/3B co
 Deliberate differences, for causal streaming over unbounded recordings:
 
 - Strictly causal inside a chunk: a token's fast-weight output uses only the weights from before
-  its chunk (the release's language model does the same; its video and view-synthesis layers
-  apply a chunk's own update to it, which would leak later tokens into earlier outputs).
+  its chunk (the release's language model does the same; its view-synthesis layers, which see every
+  view at once, apply a chunk's own update to it, which here would leak later tokens into earlier
+  outputs).
 - No RoPE on the fast path (the release's ``ttt_nope`` option, which its authors report works as
   well): the fast weights then hold no absolute positions, so a state carried over hours of media
   means the same as one over a minute. Order inside the window comes from the attention.
