@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from types import SimpleNamespace
 
 import pytest
@@ -44,9 +42,8 @@ def test_a_process_with_no_batch_of_its_own_says_why_it_cannot_take_part():
     assert list(EvenPasses([], others_have([0]))) == []
 
 
-def one_process(rank: int, port: int, counts: list[int], out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=len(counts))
+def one_process(rank: int, store: str, counts: list[int], out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=len(counts))
     try:
 
         def total(t):
@@ -60,10 +57,8 @@ def one_process(rank: int, port: int, counts: list[int], out: str) -> None:
 
 
 def test_two_processes_stop_together(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(one_process, args=(port, [3, 1], str(tmp_path / "got")), nprocs=2)
+    # (a file store: a free port found first can be taken by another process before the group binds it)
+    mp.spawn(one_process, args=(str(tmp_path / "store"), [3, 1], str(tmp_path / "got")), nprocs=2)
     assert torch.load(tmp_path / "got.0") == [(0, False), (1, False), (2, False)]
     assert torch.load(tmp_path / "got.1") == [(0, False), (0, True), (0, True)]
 

@@ -247,12 +247,12 @@ def test_newton_schulz_coefficients_are_the_ones_lact_released():
 
 
 def test_newton_schulz_brings_well_spread_singular_values_within_a_few_percent_of_one():
-    """Singular values at about 0.1 to 0.4 of the Frobenius norm (random 16 x 64) all end in [0.978, 1.032]
+    """Singular values at about 0.1 to 0.4 of the Frobenius norm (random 16 x 64) all end in [0.977, 1.033]
     under the released schedule; four of its steps end at 0.918, Muon's original five at 0.68, and a
     reordered or retuned last step outside too."""
     G = torch.randn(8, 16, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     s = torch.linalg.svdvals(orthogonalize(G))
-    assert s.min() >= 0.97 and s.max() <= 1.04
+    assert s.min() >= 0.977 and s.max() <= 1.033
 
 
 @pytest.mark.parametrize("shape", [(3, 6, 4), (3, 4, 6), (2, 5, 5)], ids=["tall", "wide", "square"])
