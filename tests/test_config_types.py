@@ -169,6 +169,19 @@ def test_a_users_config_file_without_its_package_line_or_with_a_mistyped_key_is_
         check_config(cfg, "train")
 
 
+@pytest.mark.parametrize("variant", ["transformer", "mamba"])
+def test_the_readmes_mixer_config_template_builds_the_variant_asked_for(variant, as_run, tmp_path):
+    """The template left out use_gate and share_qk: with variant=mamba a config made from it got the
+    pre-conv alone, without a word."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (template,) = re.findall(r"```yaml\n(# a mixer config, conf/model/.*?)```", readme, re.S)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text(template)
+    overrides = [f"hydra.searchpath=[file://{tmp_path}]", "model=mine", f"model.backbone.variant={variant}"]
+    mixer = as_run("train", overrides).model.backbone.mixer
+    assert mixer.inner == "mlp" and mixer.use_gate is mixer.share_qk is (variant == "mamba")
+
+
 def test_a_group_node_added_on_the_command_line_is_not_blamed_on_the_groups_option(as_run):
     """``+size.dim=64`` would have been told that size=small lacks its package line."""
     assert check_command_keys(as_run("train", ["+size.dim=64"]), "train") is None  # (its own: a + key)
