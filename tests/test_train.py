@@ -1554,6 +1554,48 @@ def test_a_sweep_cannot_start_its_own_ddp_processes(tmp_path, monkeypatch):
     train_checks.check_launch(cfg, one)  # nothing to start: a sweep of one-process DDP runs is fine
 
 
+def torchrun_process(rank: int) -> dict[str, str]:
+    """What torchrun gives the process of this rank that it starts, of two on one machine."""
+    ranks = {"RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+    return ranks | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29531", "TORCHELASTIC_RUN_ID": "test"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("devices", "rank", "said"),
+    [
+        (
+            "4",
+            0,
+            "error: trainer.devices=4 x trainer.num_nodes=1 processes, but the launch started 2 "
+            "(TorchElasticEnvironment): make trainer.devices (processes per node) and trainer.num_nodes match it",
+        ),
+        (
+            "2",
+            0,
+            "error: each of the 2 processes of this launch names the run folder by its own start time (this one: ",
+        ),
+        ("2", 1, "[rank 1] error: each of the 2 processes of this launch names the run folder by its own start time"),
+    ],
+    ids=["devices", "run-folder", "run-folder-rank-1"],
+)
+def test_a_torchrun_launch_that_cannot_work_is_one_line_before_it_starts(tmp_path, devices, rank, said):
+    """Under torchrun, devices that did not match the launch were a traceback from every process as the
+    fit began; without hydra.run.dir every process wrote a run folder of its own, without a word."""
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true", f"trainer.devices={devices}"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *TINY, *ddp, "trainer.max_steps=2", f"paths.log_dir={tmp_path}"],
+        env={**os.environ, **torchrun_process(rank)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and said in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert not list((tmp_path / "train" / "runs").glob("*"))  # (each refused process's stamped folder is gone)
+
+
 def test_a_run_that_ended_before_its_first_validation_says_when_that_comes(tmp_path, capsys):
     """``best checkpoint: none (no validation has run)`` after a short run gave no reason: the interval."""
     out = run(compose_train(tmp_path, [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=5"]))

@@ -92,8 +92,7 @@ def config_errors_end_the_command(interrupted: str | None = None, cfg: DictConfi
             print(f"[rank {rank}] error: {message}", file=sys.stderr)
         if in_a_sweep():  # (its job folders stay: the sweep's report lists each job's error)
             raise SweepJobError(message) from None
-        if rank == 0:
-            forget_refused_run()
+        forget_refused_run()  # (every rank: one whose folder it stamped itself, torchrun's without hydra.run.dir)
         sys.exit(2)
     except Exception:
         to_log_file("the command failed:\n" + traceback.format_exc().rstrip(), logging.ERROR)

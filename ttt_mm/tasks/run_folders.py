@@ -147,19 +147,26 @@ def stamped_by_hydra(folder: Path) -> bool:
     return folder.parent.name == "runs" and _STAMPED.fullmatch(folder.name) is not None
 
 
+def stamped_run_folder() -> Path | None:
+    """This command's run folder where Hydra named it by the process's start time (`stamped_by_hydra`:
+    no ``hydra.run.dir`` or ``output`` given), else None."""
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    given = given_keys() | {override_key(o) for o in as_typed(hydra.overrides.hydra)}
+    folder = Path(hydra.runtime.output_dir)
+    return None if given & {"hydra.run.dir", "output"} or not stamped_by_hydra(folder) else folder
+
+
 def forget_refused_run() -> None:
     """Removes the run directory of a command refused before it began, where Hydra stamped it
     (``<log_dir>/<task>/runs/<date>``, the default: no ``hydra.run.dir`` or ``output`` given) and it
     holds only Hydra's config record and the log: the error was printed, and an empty folder among the
     runs would pass for a run. Any other folder (the working directory embed runs in, a resume in
     place, one the user named) is left as it is."""
-    if not HydraConfig.initialized():
-        return
-    hydra = HydraConfig.get()
-    given = given_keys() | {override_key(o) for o in as_typed(hydra.overrides.hydra)}
-    folder = Path(hydra.runtime.output_dir)
-    record = folder / ".hydra"
-    if given & {"hydra.run.dir", "output"} or not stamped_by_hydra(folder) or not (record / "config.yaml").is_file():
+    folder = stamped_run_folder()
+    record = None if folder is None else folder / ".hydra"
+    if record is None or not (record / "config.yaml").is_file():
         return
     logs = {Path(h.baseFilename).resolve() for h in log_files()}
     if all(p == record or p.resolve() in logs for p in folder.iterdir()) and all(

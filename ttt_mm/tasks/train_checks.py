@@ -22,6 +22,7 @@ from ttt_mm.messages import first_of
 from ttt_mm.tasks.common import ConfigError, in_a_sweep
 from ttt_mm.tasks.config_types import check_config
 from ttt_mm.tasks.resume_advice import checkpoint_does_not_fit
+from ttt_mm.tasks.run_folders import stamped_run_folder
 
 log = logging.getLogger(__name__)
 MIXER_KEY = "model.backbone.mixer"
@@ -132,6 +133,8 @@ def check_launch(cfg: DictConfig, trainer: L.Trainer, resumed_step: int | None =
             "others by running this command again, sweep included. Run each configuration as its own command "
             "(or start the processes with torchrun or SLURM)"
         )
+    if isinstance(launcher, _SubprocessScriptLauncher) and launcher.cluster_environment.creates_processes_externally:
+        check_started_outside(cfg, launcher)
     if trainer.accumulate_grad_batches < 1:
         raise ConfigError(f"trainer.accumulate_grad_batches must be >= 1; got {trainer.accumulate_grad_batches}")
     if not cfg.get("train", True) or trainer.fast_dev_run:
@@ -142,6 +145,31 @@ def check_launch(cfg: DictConfig, trainer: L.Trainer, resumed_step: int | None =
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} is at step {resumed_step} and trainer.max_steps={steps}: nothing is "
             f"left to train; to go on, set trainer.max_steps above {resumed_step}"
+        )
+
+
+def check_started_outside(cfg: DictConfig, launcher: _SubprocessScriptLauncher) -> None:
+    """A run whose processes torchrun or SLURM started (each one this command): Lightning checks that
+    ``trainer.devices`` x ``trainer.num_nodes`` is their number only as the fit starts, in a traceback
+    from every process; and each names the run folder by its own start time (to the microsecond), so
+    that the run is spread over as many folders, unless ``hydra.run.dir`` names one for all (a resumed
+    run's is its checkpoint's)."""
+    environment = launcher.cluster_environment
+    processes = environment.world_size()
+    try:
+        environment.validate_settings(num_devices=launcher.num_processes, num_nodes=launcher.num_nodes)
+    except ValueError:
+        raise ConfigError(
+            f"trainer.devices={launcher.num_processes} x trainer.num_nodes={launcher.num_nodes} processes, but "
+            f"the launch started {processes} ({type(environment).__name__}): make trainer.devices (processes per "
+            "node) and trainer.num_nodes match it"
+        ) from None
+    folder = stamped_run_folder()
+    if processes > 1 and folder is not None and not cfg.get("ckpt_path"):
+        raise ConfigError(
+            f"each of the {processes} processes of this launch names the run folder by its own start time (this "
+            f"one: {folder}): name it once for all, hydra.run.dir=<the same folder on every node> (e.g. "
+            "logs/train/runs/$(date +%Y-%m-%d_%H-%M-%S), expanded once)"
         )
 
 
