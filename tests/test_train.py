@@ -1100,11 +1100,12 @@ def test_a_test_only_run_scores_its_runs_test_split_and_leaves_out_files_it_trai
     warning. The run's fractions are used, as evaluate split=test uses them; a checkpoint that records
     none (an older run's) still has its training files left out. Tested in other windows than its run's
     (test/* changed with data.clip_seconds, unsaid), it is warned about."""
-    fit = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2", "data.test_fraction=0.25", "test=true"]
+    clips = "data.source.num_clips=24"  # (the default's 0.5 of its clips, in windows of 0.5 s, took a minute)
+    fit = [*TINY, clips, "trainer.max_steps=2", "trainer.val_check_interval=2", "data.test_fraction=0.25", "test=true"]
     trained = run(compose_train(tmp_path / "a", fit))
     test_only = ["train=false", "test=true", f"ckpt_path={trained['best_ckpt']}", "data.test_fraction=0.5"]
     with caplog.at_level(logging.INFO, logger="ttt_mm.tasks"):
-        tested = run(compose_train(tmp_path / "b", [*TINY, *test_only]))
+        tested = run(compose_train(tmp_path / "b", [*TINY, clips, *test_only]))
     said = "test-only: the checkpoint's test files, as its run split them (data.test_fraction=0.5 -> 0.25)"
     assert said in caplog.text and "trained on, left out" not in caplog.text and "test windows" not in caplog.text
     assert tested["metrics"]["test/loss"] == pytest.approx(trained["metrics"]["test/loss"], rel=1e-6)
@@ -1119,6 +1120,7 @@ def test_a_test_only_run_scores_its_runs_test_split_and_leaves_out_files_it_trai
                 tmp_path / "c",
                 [
                     *TINY,
+                    clips,
                     *test_only[:2],
                     f"ckpt_path={tmp_path / 'older.ckpt'}",
                     test_only[3],
