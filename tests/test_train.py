@@ -1569,8 +1569,9 @@ def torchrun_process(rank: int) -> dict[str, str]:
         (
             "4",
             0,
-            "error: trainer.devices=4 x trainer.num_nodes=1 processes, but the launch started 2 "
-            "(TorchElasticEnvironment): make trainer.devices (processes per node) and trainer.num_nodes match it",
+            "error: trainer.devices=4 and trainer.num_nodes=1 do not match the launch (TorchElasticEnvironment: You "
+            "set `devices=4` and `num_nodes=1` in Lightning, but the product (4 * 1) does not match the world size "
+            "(2).): make trainer.devices (processes per node) and trainer.num_nodes match it",
         ),
         (
             "2",
@@ -1596,6 +1597,26 @@ def test_a_torchrun_launch_that_cannot_work_is_one_line_before_it_starts(tmp_pat
     assert done.returncode == 2 and said in done.stderr, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     assert not list((tmp_path / "train" / "runs").glob("*"))  # (each refused process's stamped folder is gone)
+
+
+def test_a_launch_of_several_processes_resumed_without_a_run_folder_is_refused_unless_in_its_checkpoints_run(
+    tmp_path, monkeypatch
+):
+    """A resume from a checkpoint kept outside a run folder gets a folder stamped by each process."""
+    run = tmp_path / "runs" / "2026-12-07_08-00-00-000000"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    two = SimpleNamespace(world_size=lambda: 2, validate_settings=lambda num_devices, num_nodes: None)
+    launcher = SimpleNamespace(cluster_environment=two, num_processes=2, num_nodes=1)
+    monkeypatch.setattr(train_checks, "stamped_run_folder", lambda: run)  # (where Hydra's run_dir put it)
+    train_checks.check_started_outside(
+        OmegaConf.create({"ckpt_path": str(run / "checkpoints" / "last.ckpt")}), launcher
+    )
+    monkeypatch.setattr(train_checks, "stamped_run_folder", lambda: tmp_path / "runs" / "2026-12-07_08-00-01-000001")
+    with pytest.raises(ConfigError, match="^each of the 2 processes of this launch names the run folder by its own"):
+        train_checks.check_started_outside(OmegaConf.create({"ckpt_path": str(tmp_path / "saved.ckpt")}), launcher)
 
 
 def test_a_run_that_ended_before_its_first_validation_says_when_that_comes(tmp_path, capsys):

@@ -587,7 +587,10 @@ def test_a_full_disk_costs_the_index_cache_never_the_runs_probes(folder, tmp_pat
         "probes its files again"
     ]
     monkeypatch.setattr(IsolatedPool, "map", interrupted_after(1))
-    with pytest.raises(IndexInterrupted, match=r"the index cache .* could not be saved; a re-run probes all 2$"):
+    with pytest.raises(
+        IndexInterrupted,
+        match=r"the index cache .* could not be saved; a re-run probes again what this run probed since it was last",
+    ):
         index_files(files, tmp_path / "cache")
 
 

@@ -103,10 +103,10 @@ def test_a_file_that_decodes_short_of_its_stated_length_is_usable_and_said_to_be
 def test_a_file_too_short_for_training_is_said_to_be(tmp_path, capsys):
     """A 1-frame video was "usable", and every command then left it out as shorter than data.min_seconds."""
     (tmp_path / "data").mkdir()
-    brief = write_video(tmp_path / "data" / "brief.mp4", seconds=0.2, fps=10, width=64, height=48, audio_rate=None)
+    brief = write_video(tmp_path / "data" / "brief.mp4", seconds=0.3, fps=10, width=64, height=48, audio_rate=None)
     alone, in_folder = _probed_alone_and_beside_a_whole_file(brief, capsys)
     assert alone.startswith(
-        f"{brief}: usable (it is 0.200 s long, under data.min_seconds=0.5: training and evaluation leave it out "
+        f"{brief}: usable (it is 0.300 s long, under data.min_seconds=0.5: training and evaluation leave it out "
         "unless that is lowered). "
     )
     assert (
@@ -122,7 +122,7 @@ def test_a_file_shorter_than_one_token_step_is_not_called_usable(tmp_path, capsy
     alone, _ = _probed_alone_and_beside_a_whole_file(blip, capsys)
     assert alone.startswith(
         f"{blip}: too short for the default models, which read nothing shorter than one token step (0.04 s of "
-        "audio, 0.125 s of video) (it is 0.019 s long, "
+        "audio, 0.25 s of video) (it is 0.019 s long, "
     )
 
 
@@ -241,6 +241,11 @@ def test_a_time_limit_or_process_count_that_is_not_positive_is_refused_before_pr
     with pytest.raises(SystemExit) as ended:
         main([str(tmp_path), option, value])
     assert ended.value.code == 2 and capsys.readouterr().err.endswith(f"error: argument {option}: {said}\n")
+
+
+def test_a_time_limit_and_a_process_count_that_are_positive_are_taken():
+    args = probe.parse(["folder", "--timeout", "30", "--jobs", "3"])
+    assert (args.timeout, args.jobs) == (30.0, 3)
 
 
 def test_a_broken_link_is_listed_as_a_file_that_cannot_be_read(data, tmp_path, capsys, caplog):

@@ -406,7 +406,8 @@ def index_files(
                     raise
                 if not saved:
                     message = (
-                        f"interrupted: the index cache {run.cache} could not be saved; a re-run probes all {len(todo)}"
+                        f"interrupted: the index cache {run.cache} could not be saved; a re-run probes again what "
+                        "this run probed since it was last saved"
                     )
                 elif probed:
                     message = (

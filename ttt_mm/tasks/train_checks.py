@@ -18,11 +18,11 @@ from omegaconf import DictConfig
 from ttt_mm.checkpoint import read_checkpoint, trained_eval_window, trained_files, trained_split
 from ttt_mm.data.datasets import MODALITIES, off_grid
 from ttt_mm.data.training_order import is_seed
-from ttt_mm.messages import first_of
+from ttt_mm.messages import first_line, first_of
 from ttt_mm.tasks.common import ConfigError, in_a_sweep
 from ttt_mm.tasks.config_types import check_config
 from ttt_mm.tasks.resume_advice import checkpoint_does_not_fit
-from ttt_mm.tasks.run_folders import stamped_run_folder
+from ttt_mm.tasks.run_folders import run_of_checkpoint, stamped_run_folder
 
 log = logging.getLogger(__name__)
 MIXER_KEY = "model.backbone.mixer"
@@ -152,20 +152,21 @@ def check_started_outside(cfg: DictConfig, launcher: _SubprocessScriptLauncher) 
     """A run whose processes torchrun or SLURM started (each one this command): Lightning checks that
     ``trainer.devices`` x ``trainer.num_nodes`` is their number only as the fit starts, in a traceback
     from every process; and each names the run folder by its own start time (to the microsecond), so
-    that the run is spread over as many folders, unless ``hydra.run.dir`` names one for all (a resumed
-    run's is its checkpoint's)."""
+    that the run is spread over as many folders, unless ``hydra.run.dir`` names one for all (a run resumed
+    from a checkpoint of a run folder goes on in that folder)."""
     environment = launcher.cluster_environment
     processes = environment.world_size()
     try:
         environment.validate_settings(num_devices=launcher.num_processes, num_nodes=launcher.num_nodes)
-    except ValueError:
+    except ValueError as err:
         raise ConfigError(
-            f"trainer.devices={launcher.num_processes} x trainer.num_nodes={launcher.num_nodes} processes, but "
-            f"the launch started {processes} ({type(environment).__name__}): make trainer.devices (processes per "
-            "node) and trainer.num_nodes match it"
+            f"trainer.devices={launcher.num_processes} and trainer.num_nodes={launcher.num_nodes} do not match the "
+            f"launch ({type(environment).__name__}: {first_line(err)}): make trainer.devices (processes per node) "
+            "and trainer.num_nodes match it"
         ) from None
     folder = stamped_run_folder()
-    if processes > 1 and folder is not None and not cfg.get("ckpt_path"):
+    shared = run_of_checkpoint(cfg.get("ckpt_path"))  # (a resume in place: every process's is its run's)
+    if processes > 1 and folder is not None and (shared is None or folder.resolve() != shared):
         raise ConfigError(
             f"each of the {processes} processes of this launch names the run folder by its own start time (this "
             f"one: {folder}): name it once for all, hydra.run.dir=<the same folder on every node> (e.g. "

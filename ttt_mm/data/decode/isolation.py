@@ -159,9 +159,9 @@ def crash_reason(name: str) -> str:
 
 def _end_with(pool_pid: int) -> None:
     """Kills this worker when process ``pool_pid`` ends. A worker learns of its pool's end from its
-    pipe only between files, and its parent is the forkserver, which lives on while any worker does:
-    a decoder stuck in a file would outlive a pool killed outright (SIGKILL, out of memory) and keep a
-    core busy for good. A thread waits on the pool's process (a pidfd; where there is none, by polling)."""
+    pipe only between files, and its parent is the forkserver, not the pool's process: a decoder stuck
+    in a file outlived a pool killed outright (SIGKILL, out of memory) and kept a core busy for good. A
+    thread waits on the pool's process (a pidfd; where there is none, by polling)."""
 
     def watch() -> None:
         try:
