@@ -31,7 +31,7 @@ from ttt_mm.messages import why_no_folder
 from ttt_mm.processes.termination import forget_termination, sigterm_as_ctrl_c, terminated
 from ttt_mm.storage.atomic import temporary_path, write_text
 from ttt_mm.tasks.starting import started
-from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
+from ttt_mm.tokenizers import default_step_seconds
 
 
 def _seconds(text: str) -> float:
@@ -162,7 +162,7 @@ def index_and_list(args: argparse.Namespace) -> int:
         (record,) = records.values()
         trained = usable(record, "video") or (usable(record, "audio") and not record.get("silent"))
         usable_for = "usable" if trained else "usable by embed only (training and evaluation leave it out)"
-        least = _default_steps()
+        least = default_step_seconds()
         if not any(usable(record, s) and _stream_seconds(record, s) >= step for s, step in least.items()):
             steps = ", ".join(f"{step:g} s of {s}" for s, step in least.items())
             usable_for = f"too short for the default models, which read nothing shorter than one token step ({steps})"
@@ -181,12 +181,6 @@ def index_and_list(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _default_steps() -> dict[str, float]:
-    """The least of each stream that the default tokenizers read: one token step (what embed asks of a
-    file, and training and evaluation at the least)."""
-    return {"audio": AudioTokenizer().seconds_per_step, "video": VideoTokenizer().seconds_per_step}
 
 
 def _stream_seconds(record: dict, stream: str) -> float:

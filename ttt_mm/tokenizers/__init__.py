@@ -20,6 +20,13 @@ from ttt_mm.tokenizers.av import AVTokenizer
 from ttt_mm.tokenizers.base import AUDIO, FPS, FRAME_SIZE, SAMPLE_RATE, VIDEO, Decoding, Tokenizer, Tokens
 from ttt_mm.tokenizers.video import VideoTokenizer
 
+
+def default_step_seconds() -> dict[str, float]:
+    """One token step of each stream under the default settings (the table above): the least of a file
+    that a default model reads (what embed asks of it; training and evaluation ask more)."""
+    return {"audio": AudioTokenizer().seconds_per_step, "video": VideoTokenizer().seconds_per_step}
+
+
 __all__ = [
     "AUDIO",
     "FPS",
@@ -32,4 +39,5 @@ __all__ = [
     "Tokenizer",
     "Tokens",
     "VideoTokenizer",
+    "default_step_seconds",
 ]
