@@ -304,6 +304,7 @@ def _ranks(other_rank: Tensor, global_step: int = 0, accumulate: int = 1) -> Sim
     return SimpleNamespace(
         strategy=SimpleNamespace(reduce=lambda t, reduce_op: t + other_rank),
         global_step=global_step,
+        current_epoch=0,
         accumulate_grad_batches=accumulate,
         world_size=2,
     )
