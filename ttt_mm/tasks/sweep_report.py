@@ -445,7 +445,8 @@ class SweepReport(Callback):
         shared = self.folder is not None and (self.results or dropping)  # (jobs rerun at once into one folder)
         table = []
         with held(self.folder / RESULTS) if shared else contextlib.nullcontext():
-            if dropping and any(row.get("job") in self._ran_again() for row in self._earlier_rows()):
+            again = self._ran_again() if dropping else set()
+            if again and any(row.get("job") in again for row in self._earlier_rows()):
                 with contextlib.suppress(OSError):
                     self.write_results(self.rows())
             rows = self.rows() if self.results else []
