@@ -70,6 +70,24 @@ def test_a_class_in_fewer_groups_than_folds_is_said_to_be_missing_from_some_test
     assert caplog.messages == []
 
 
+def test_a_class_of_fewer_clips_than_folds_is_said_to_be_missing_too_when_no_clips_share_a_group(
+    ckpts, tones, tmp_path, caplog
+):
+    """Every clip its own group (one file each, no group column): a class of 2 clips in 3 folds went
+    untested in one fold without a word."""
+    root = tmp_path / "media"
+    for kind, count in (("low", 4), ("high", 2)):
+        (root / kind).mkdir(parents=True)
+        for i in range(count):
+            shutil.copy(tones / kind / f"{i}.wav", root / kind)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.linear_probe.folds"):
+        run(_cfg(ckpt=ckpts["audio"], input=root, output=tmp_path / "out", folds=3, min_clips=2, baselines="[]"))
+    assert caplog.messages == [
+        "class 'high' (2 clips) is in 2 of the 3 test folds: a test fold without a class scores without it "
+        "(folds=2 or fewer, or more clips, tests every class in every fold)"
+    ]
+
+
 def test_folds_without_groups_are_stratified_and_every_fold_gets_files():
     labels = np.repeat([0, 1, 2], [50, 30, 7])
     folds = assign_folds(labels, None, 5)
@@ -487,6 +505,10 @@ def test_an_embedding_folder_from_two_checkpoints_is_refused(ckpts, tones, tmp_p
     recorded = json.loads(sorted((tmp_path / "emb").rglob("*.json"))[0].read_text())["weights_hash"]
     assert len(folder.stems) == 2 and folder.weights_hash == recorded  # the one hash that is known
     assert "1 of 2 sidecars" in caplog.text and "record no weights_hash" in caplog.text
+    assert "readers" not in caplog.text
+    old.write_text(json.dumps(json.loads(old.read_text()) | {"decoder": decode.VERSION - 1}))  # (older readers)
+    EmbeddingFolder(tmp_path / "emb")
+    assert "1 of 2 sidecars in" in caplog.text and "decoded by another version of ttt-mm's readers" in caplog.text
     with pytest.raises(ConfigError, match="is a directory, not a checkpoint file"):
         run(_cfg(ckpt=tmp_path, input=manifest))
     # the checkpoint is said first: a mistyped one was said after the inputs were listed (a large folder: minutes)

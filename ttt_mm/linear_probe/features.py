@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ttt_mm.data import ClipInfo, MediaError, ReadSpec, iter_windows
+from ttt_mm.data import ClipInfo, MediaError, ReadSpec, decode, iter_windows
 from ttt_mm.embed import Embedder
 from ttt_mm.embed.files import changed_settings, load, read_sidecar, source_record
 from ttt_mm.embed.reducers import HopBins, Pool, mean_and_std
@@ -129,7 +129,8 @@ class EmbeddingFolder:
 
     Raises ValueError when the folder holds none, or pairs of different model configs or settings
     (``config_hash``) or checkpoint weights (``weights_hash``), or two of the same span. Sidecars
-    written before ``weights_hash`` was recorded load, with a warning that their checkpoint is unknown.
+    written before ``weights_hash`` was recorded load, with a warning that their checkpoint is unknown,
+    and so do those decoded by other versions of the readers (`ttt_mm.data.decode.VERSION`).
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
@@ -167,6 +168,14 @@ class EmbeddingFolder:
                 "cannot check that they come from one checkpoint",
                 unknown,
                 len(self.stems),
+                root,
+            )
+        if older := sum(m.get("decoder") != decode.VERSION for _, m in found):
+            log.warning(
+                "%d of %d sidecars in %s were decoded by another version of ttt-mm's readers than the baselines "
+                "will be (run the embed task on the same input to redo them)",
+                older,
+                len(found),
                 root,
             )
 

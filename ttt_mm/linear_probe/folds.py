@@ -63,9 +63,12 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: in
     return fold_of_group[group_ids]
 
 
-def warn_of_classes_some_folds_miss(fold_of: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str]) -> None:
+def warn_of_classes_some_folds_miss(
+    fold_of: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str], unit: str = "groups"
+) -> None:
     """Warn of the classes that some test folds hold none of (their clips lie in fewer groups than there
-    are folds): those folds are scored without them, their macro-F1 averaged over the other classes."""
+    are folds): those folds are scored without them, their macro-F1 averaged over the other classes.
+    ``unit`` names a group in the warning ("clips" where every clip is its own)."""
     k = int(fold_of.max()) + 1
     short = []
     for c, name in enumerate(names):
@@ -74,12 +77,13 @@ def warn_of_classes_some_folds_miss(fold_of: np.ndarray, y: np.ndarray, groups: 
             short.append((name, tested, held))
     if short:
         log.warning(
-            "%s: a test fold without a class scores without it (folds=%d or fewer, or more groups, tests every "
+            "%s: a test fold without a class scores without it (folds=%d or fewer, or more %s, tests every "
             "class in every fold)",
             "; ".join(
-                f"class {name!r} ({held} groups) is in {tested} of the {k} test folds" for name, tested, held in short
+                f"class {name!r} ({held} {unit}) is in {tested} of the {k} test folds" for name, tested, held in short
             ),
             max(2, min(held for _, _, held in short)),
+            unit,
         )
 
 

@@ -353,8 +353,7 @@ def run(cfg: DictConfig) -> dict:
     except ValueError as exc:
         hint = " (a group: the spans of one file, or one value of the group column; group=false splits them)"
         raise ConfigError(f"input={cfg.input}: {exc}{hint if grouped else ''}") from None
-    if grouped:
-        warn_of_classes_some_folds_miss(fold_of, y, groups, names)
+    warn_of_classes_some_folds_miss(fold_of, y, by_group, names, "groups" if grouped else "clips")
 
     scores: dict[str, list[FoldScore]] = {}
     unavailable: dict[str, str] = {}
