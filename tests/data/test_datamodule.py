@@ -762,6 +762,34 @@ def test_a_manifests_group_lies_in_one_split_and_moves_to_validation_whole(media
     assert "all training files are in one group (talk): validating on the training files" in caplog.text
 
 
+def test_a_manifest_of_one_group_that_hashes_out_of_training_trains_on_it(media, tmp_path, caplog):
+    """Four files of one speaker whose group hashed into validation: "no training clips among 4" (one
+    one-group manifest in ten, at the default fractions), where the same files without the column
+    trained. A manifest whose split column names no training row says so, not to lower the fractions."""
+    data = tmp_path / "data"
+    data.mkdir()
+    talk = next(g for g in (f"speaker{i}" for i in range(1000)) if ClipInfo("x").split_hash(f"group:{g}") < 0.1)
+    for i in range(4):
+        shutil.copy(media["wav16k"], data / f"c{i}.wav")
+
+    def module(rows: str) -> MediaDataModule:
+        (data / "m.csv").write_text(rows)
+        dm = MediaDataModule(ManifestSource(str(data / "m.csv")), modalities=["audio"], clip_seconds=0.5)
+        dm.trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"))
+        dm.setup("fit")
+        return dm
+
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        dm = module("path,group\n" + "".join(f"c{i}.wav,{talk}\n" for i in range(4)))
+    assert len(dm.splits["train"]) == 4 and dm.splits["val"] == dm.splits["train"] and not dm.splits["test"]
+    assert "only 4 usable file(s) in 1 group(s), none hashed into training: training on them all" in caplog.text
+    assert f"all training files are in one group ({talk}): validating on the training files" in caplog.text
+    with pytest.raises(
+        ValueError, match=r"^no training clips among 4 \(the manifest's split column puts no row in train\)$"
+    ):
+        module("path,split\n" + "".join(f"c{i}.wav,{'val' if i else 'test'}\n" for i in range(4)))
+
+
 def _hashed(prefix: str, low: float, high: float, count: int = 1) -> list[str]:
     """``count`` file names whose split hash lies in ``[low, high)``."""
     names = (f"{prefix}{i}.wav" for i in range(1000))

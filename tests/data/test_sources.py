@@ -410,6 +410,17 @@ def test_a_manifest_header_without_path_says_what_it_read(tmp_path, header, says
     (tmp_path / "m.csv").write_text("a.wav,1,5\n")  # one row, no header: it was "no media files"
     with pytest.raises(ValueError, match="line 1: no 'path' column \\(the columns read: 'a.wav', '1', '5'"):
         ManifestSource(str(tmp_path / "m.csv")).clips()
+    (tmp_path / "m.csv").write_text("\n \nPath\na.wav\n")  # blank lines first: the header is line 3
+    with pytest.raises(ValueError, match="m.csv, line 3: no 'path' column"):
+        ManifestSource(str(tmp_path / "m.csv")).clips()
+
+
+def test_blank_lines_before_a_manifests_header_are_passed_over(tmp_path):
+    """They were read as an empty header: "line 2: 2 values under 0 columns"."""
+    (tmp_path / "m.csv").write_text("\r\n\npath,label\na.wav,x\n")
+    assert [(c.name, c.label) for c in ManifestSource(str(tmp_path / "m.csv")).clips()] == [
+        (str(tmp_path / "a.wav"), 0)
+    ]
 
 
 def test_a_linked_manifest_reads_relative_paths_from_where_it_lives(tmp_path):

@@ -302,16 +302,16 @@ class MediaDataModule(L.LightningDataModule):
             if split not in self.splits:
                 raise ValueError(f"clip {clip.name} has split {split!r}; expected one of {SPLITS}")
             self.splits[split].append(clip)
-        files = {c.file_key for c in self.clips}
+        units = {self._units[c.file_key] for c in self.clips}  # (files, or a manifest's groups of them)
         hashed = [c for c in self.clips if c.split is None]
-        if not self.splits["train"] and len(files) < MIN_FILES_FOR_VALIDATION and hashed:
+        if not self.splits["train"] and len(units) < MIN_FILES_FOR_VALIDATION and hashed:
             self._train_on_all(hashed, warn=stage in (None, "fit"))
         if not self.splits["train"] and stage in (None, "fit"):
-            fractions = f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction}"
-            raise ValueError(
-                f"no training clips among {len(self.clips)} ({fractions}): lower the fractions, or name each "
-                "file's split in a manifest"
+            why = self.why_empty("train") or (
+                f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction}: lower the fractions, or "
+                "name each file's split in a manifest"
             )
+            raise ValueError(f"no training clips among {len(self.clips)} ({why})")
         if self.val_fraction > 0 and not self.splits["val"] and self.splits["train"]:
             self._ensure_validation(warn=stage in (None, "fit"))
         self._selection = selection
@@ -377,14 +377,21 @@ class MediaDataModule(L.LightningDataModule):
         return f"{files} {unit}: {', '.join(counts)}{more}"
 
     def _train_on_all(self, hashed: list, warn: bool) -> None:
-        """Train on the files of a folder too small to hold any out: with one or two files, whether one
-        trains was a matter of its name's hash (a manifest's own splits stay as they are)."""
+        """Train on the files of a folder too small to hold any out: with one or two files (or groups of
+        a manifest), whether one trains was a matter of its name's hash (a manifest's own splits stay as
+        they are)."""
         moved = {c.file_key for c in hashed}
         for name in ("val", "test"):
             self.splits[name] = [c for c in self.splits[name] if c.file_key not in moved]
         self.splits["train"] = hashed
+        groups = {self._units[key] for key in moved if self._units[key].startswith(GROUP)}
         level = logging.WARNING if warn else logging.DEBUG
-        log.log(level, "only %d usable file(s), none hashed into training: training on them all", len(moved))
+        log.log(
+            level,
+            "only %d usable file(s)%s, none hashed into training: training on them all",
+            len(moved),
+            f" in {len(groups)} group(s)" if groups else "",
+        )
 
     def _ensure_validation(self, warn: bool) -> None:
         """Give validation one file when there are enough (moved from training), else, in training, the

@@ -185,11 +185,12 @@ def _columns_read(row: dict) -> str:
 def _csv_rows(manifest: Path, text: str) -> list[tuple[int, dict]]:
     """``(line, row)`` of a CSV with a header; rows shorter than the header get empty values."""
     reader = csv.reader(io.StringIO(text, newline=""))  # a quoted value may hold a line break
-    header = [name.strip() for name in next(reader, [])]
+    header = [name.strip() for name in next((row for row in reader if any(v.strip() for v in row)), [])]
+    at = f"{manifest}, line {reader.line_num}"  # (the header's: blank lines before it are passed over)
     if header and "path" not in header:  # (checked here too: a one-line file has no row to say it)
-        raise ValueError(f"{manifest}, line 1: no 'path' column ({_columns_read(dict.fromkeys(header))})")
+        raise ValueError(f"{at}: no 'path' column ({_columns_read(dict.fromkeys(header))})")
     if twice := sorted({name for name in header if name and header.count(name) > 1}):
-        raise ValueError(f"{manifest}, line 1: column {twice[0]!r} appears twice in the header")
+        raise ValueError(f"{at}: column {twice[0]!r} appears twice in the header")
     rows = []
     for values in reader:
         if not any(v.strip() for v in values):
