@@ -500,6 +500,33 @@ def test_a_long_recording_nearest_the_validation_hash_is_not_moved_out_of_traini
     assert {c.file_key for c in recorded.splits["val"]} == {val}
 
 
+def test_a_resumed_run_keeps_validating_on_its_file_when_a_new_one_hashes_into_validation(media, tmp_path, caplog):
+    """The file the run had moved to validation went back into training once an added file hashed into
+    validation: the resumed run trained on what its val/* had measured."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in _hashed("take", 0.15, 1.0, count=5):
+        shutil.copy(media["wav16k"], data / name)
+    fractions = {"modalities": ["audio"], "val_fraction": 0.05, "test_fraction": 0.05}
+    first = folder_module(data, tmp_path / "run", **fractions)
+    first.setup("fit")
+    ((moved,), trained) = ({str(data / c.file_key) for c in first.splits[s]} for s in ("val", "train"))
+    (added,) = _hashed("clip", 0.05, 0.1)
+    shutil.copy(media["wav16k"], data / added)
+    resumed = folder_module(data, tmp_path / "run", **fractions)
+    resumed.trained_on, resumed.validated_on = trained, {moved}
+    with caplog.at_level(logging.INFO, logger="ttt_mm.data"):
+        resumed.setup("fit")
+    assert {str(data / c.file_key) for c in resumed.splits["val"]} == {moved, str(data / added)}
+    assert {str(data / c.file_key) for c in resumed.splits["train"]} == trained
+    assert f"validation keeps {os.path.basename(moved)}, which the checkpoint's run validated on" in caplog.text
+    # a run that validated on its training files (too few to hold one out) keeps training on them
+    few = folder_module(data, tmp_path / "few", **fractions)
+    few.trained_on = few.validated_on = trained | {moved}
+    few.setup("fit")
+    assert {str(data / c.file_key) for c in few.splits["train"]} == trained | {moved}
+
+
 def test_training_says_how_many_files_each_split_has_and_names_the_few_it_validates_and_tests_on(tmp_path, caplog):
     """Nothing said which files val/* was measured on: a user matched the score against evaluate's
     per-file output to find out."""

@@ -302,6 +302,8 @@ class MediaDataModule(L.LightningDataModule):
             if split not in self.splits:
                 raise ValueError(f"clip {clip.name} has split {split!r}; expected one of {SPLITS}")
             self.splits[split].append(clip)
+        if self.validated_on and self.splits["val"]:
+            self._keep_the_runs_validation(warn=stage in (None, "fit"))
         units = {self._units[c.file_key] for c in self.clips}  # (files, or a manifest's groups of them)
         hashed = [c for c in self.clips if c.split is None]
         if not self.splits["train"] and len(units) < MIN_FILES_FOR_VALIDATION and hashed:
@@ -439,6 +441,27 @@ class MediaDataModule(L.LightningDataModule):
         if warn:
             log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
             self.splits["val"] = list(train)
+
+    def _keep_the_runs_validation(self, warn: bool) -> None:
+        """Where a checkpoint's data is read again and files hash into validation, the training files its
+        run moved there (`_ensure_validation`: in `validated_on`, not in `trained_on`) stay there too: a
+        resumed run, given a new file that hashed into validation, trained on the one its val/* had
+        measured. (A manifest's fixed splits stay; some file stays in training.)"""
+        unit = self._units
+        realpath = os.path.realpath
+        recorded = {realpath(f) for f in self.validated_on or ()} - {realpath(f) for f in self.trained_on or ()}
+        fixed = {unit[c.file_key] for c in self.clips if c.split is not None}
+        train = self.splits["train"]
+        kept = {unit[c.file_key] for c in train if realpath(c.name) in recorded} - fixed
+        if not kept or kept == {unit[c.file_key] for c in train}:
+            return
+        self.splits["val"] += [replace(c, split="val") for c in train if unit[c.file_key] in kept]
+        self.splits["train"] = [c for c in train if unit[c.file_key] not in kept]
+        log.log(
+            logging.INFO if warn else logging.DEBUG,
+            "validation keeps %s, which the checkpoint's run validated on, beside the files hashed into it since",
+            _units_named(sorted(kept)),
+        )
 
     def _the_runs_validation(self, units: list[str], unit_of: dict[str, str]) -> list[str]:
         """Of these split units of training files (`split_units`; ``unit_of``: each file key's), where a
