@@ -18,6 +18,7 @@ from omegaconf import OmegaConf, open_dict
 
 from ttt_mm.tasks import config_types
 from ttt_mm.tasks import embed as embed_task
+from ttt_mm.tasks import linear_probe as linear_probe_task
 from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks.common import ConfigError
 from ttt_mm.tasks.config_types import _fits, check_arguments, check_command_keys, check_config
@@ -235,14 +236,21 @@ def test_a_key_added_that_its_class_takes_is_accepted():
         ("evaluate", "edge_fraction=abc", "edge_fraction must be a number; got 'abc'"),
         ("linear_probe", "folds=abc", "folds must be a whole number; got 'abc'"),
         ("linear_probe", "baselines=logmel", "baselines must be a list (of a string each); got 'logmel'"),
-        ("linear_probe", "l2=0.01", "l2 must be a list (of a number each); got 0.01"),
-        ("linear_probe", "l2=[0.1,x]", "l2 must be a list (of a number each); got [0.1,'x']"),
+        ("linear_probe", "l2=x", "l2 must be a number or a list (of a number each); got 'x'"),
+        ("linear_probe", "l2=[0.1,x]", "l2 must be a number or a list (of a number each); got [0.1,'x']"),
         ("embed", "layer=1.5", "layer must be a whole number; got 1.5"),
     ],
 )
 def test_a_command_key_of_the_wrong_kind_names_it(command, override, message):
+    kinds = linear_probe_task.KEY_KINDS if command == "linear_probe" else None
     with pytest.raises(ConfigError, match="^" + re.escape(message)):
-        check_command_keys(composed(command, [override]), command)
+        check_command_keys(composed(command, [override]), command, kinds)
+
+
+def test_one_l2_strength_passes_the_check_of_linear_probes_keys():
+    """``l2=0.01``, as the README and config say, was refused: "l2 must be a list (of a number each)"."""
+    for given in ("l2=0.01", "l2=1", "l2=[0.1,1]"):
+        check_command_keys(composed("linear_probe", [given]), "linear_probe", linear_probe_task.KEY_KINDS)
 
 
 @pytest.mark.parametrize(

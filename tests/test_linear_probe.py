@@ -380,6 +380,15 @@ def test_an_output_that_cannot_be_known_is_refused_before_any_file_is_read(ckpts
         run(_cfg(ckpt=ckpts["audio"], input=tones, output="null"))
 
 
+def test_a_probe_with_one_l2_strength_runs(ckpts, tones, tmp_path, monkeypatch):
+    """The command's key check refused ``l2=0.01`` ("must be a list") before `l2_grid` saw it."""
+    chosen = []
+    choose = classifier.choose_l2
+    monkeypatch.setattr(classifier, "choose_l2", lambda *a: chosen.append(a[4]) or choose(*a))
+    metrics = run(_cfg(ckpt=ckpts["audio"], input=tones, output=tmp_path / "out", folds=2, l2=0.01, baselines="[]"))
+    assert set(metrics["metrics"]["results"]) == {"model"} and chosen and all(g == (0.01,) for g in chosen)
+
+
 def test_one_l2_strength_is_a_grid_of_one_and_a_strength_that_is_no_number_is_refused():
     """``l2=0.01`` (one strength, none to choose) stopped the command with a TypeError traceback."""
     assert linear_probe.l2_grid(_cfg(l2=0.01).l2) == (0.01,)

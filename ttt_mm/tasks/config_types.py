@@ -36,9 +36,9 @@ UNKNOWN = None
 """What `_fits` answers for an annotation it cannot check (a class, a callable): neither True nor False."""
 
 
-def check_config(cfg: DictConfig, command: str) -> None:
+def check_config(cfg: DictConfig, command: str, kinds: dict[str, Any] | None = None) -> None:
     """Both checks below, for the command whose config is ``conf/<command>.yaml``."""
-    check_command_keys(cfg, command)
+    check_command_keys(cfg, command, kinds)
     check_types(cfg)
 
 
@@ -129,11 +129,12 @@ def check_arguments(
             raise ConfigError(_message(name, hints[key], value))
 
 
-def check_command_keys(cfg: DictConfig, command: str) -> None:
+def check_command_keys(cfg: DictConfig, command: str, kinds: dict[str, Any] | None = None) -> None:
     """Raise a ConfigError where one of a command's own keys (``conf/<command>.yaml``) shipped as a
     number, true/false or a list is given another kind of value: ``plots=no`` would otherwise read
     as true, and ``baselines=logmel`` as the baselines l, o, g, ... A key shipped as null (or as an
-    interpolation) can take anything here."""
+    interpolation) can take anything here. ``kinds``: the annotations of keys whose shipped value says
+    less than they take (linear_probe's ``l2``, a list, takes one number too)."""
     shipped = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / f"{command}.yaml"), resolve=False)
     groups = {next(iter(d)).split("/")[0] for d in shipped.get("defaults", []) if isinstance(d, dict)}
     own = set(shipped) | {g for g in groups if not g.startswith("override ")}
@@ -148,7 +149,7 @@ def check_command_keys(cfg: DictConfig, command: str) -> None:
     for key, default in shipped.items():
         if key in ("defaults", "hydra") or key not in cfg or _unresolved(cfg, key):
             continue
-        kind = _kind(default)
+        kind = (kinds or {}).get(key, _kind(default))
         value = cfg[key]
         value = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
         if kind is not None and _fits(value, kind) is False:

@@ -261,6 +261,10 @@ def build_extractors(cfg: DictConfig, baselines: set[str]) -> Extractors:
 # -------------------------------------------------------------------------------------------- run
 
 
+KEY_KINDS = {"l2": float | list[float]}
+"""Keys that take more than their shipped value shows (`check_command_keys`): ``l2``, a list, one number too."""
+
+
 def l2_grid(value) -> tuple[float, ...]:
     """The L2 strengths to choose from: a list, or one number (``l2=0.01``: that strength, none chosen)."""
     given = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
@@ -282,7 +286,7 @@ def _without_logmel(reasons: list[str], probed: int) -> str:
 
 def run(cfg: DictConfig) -> dict:
     """Probe the labelled clips of ``cfg.input``; returns the metrics and where they were written."""
-    check_config(cfg, "linear_probe")
+    check_config(cfg, "linear_probe", KEY_KINDS)
     check_arguments(Embedder, {k: cfg[k] for k in (*EMBEDDING_OPTIONS, "device")})
     if OmegaConf.is_missing(cfg, "input") or not cfg.input:
         raise ConfigError("input=<class folder or manifest> is required")
