@@ -292,6 +292,26 @@ def _manifest(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def test_a_split_or_classes_that_leave_no_clips_say_what_the_manifest_has(ckpts, tones, tmp_path):
+    """``split=test`` of a manifest without test rows said "no clips left ... after split=test and
+    classes=None"."""
+    wavs = sorted(tones.rglob("*.wav"))
+    rows = [{"path": str(p), "label": p.parent.name, "split": "val" if i % 4 else "train"} for i, p in enumerate(wavs)]
+    manifest = _manifest(tmp_path / "m.csv", rows)
+    with pytest.raises(
+        ConfigError,
+        match=r"^split=test: input=\S+m.csv has no test rows; its split column names train \(5 rows\), "
+        r"val \(15 rows\)$",
+    ):
+        run(_cfg(ckpt=ckpts["audio"], input=manifest, split="test"))
+    three = [
+        {"path": str(p), "label": "abc"[i % 3], "split": "val" if i % 3 == 2 else "train"} for i, p in enumerate(wavs)
+    ]
+    manifest = _manifest(tmp_path / "abc.csv", three)
+    with pytest.raises(ConfigError, match=r"^no clips in input=\S+abc.csv after split=val and classes=\[a, ?b\]$"):
+        run(_cfg(ckpt=ckpts["audio"], input=manifest, split="val", classes="[a,b]"))
+
+
 def test_noise_with_random_labels_is_at_chance_and_grouped_folds_keep_groups_whole(ckpts, tmp_path):
     rng = np.random.default_rng(1)
     rows = []

@@ -116,7 +116,13 @@ def select(data: Labelled, cfg: DictConfig) -> Labelled:
             raise ConfigError(f"split must be all, train, val or test; got {cfg.split!r}")
         if not any(c.split for c in clips):
             raise ConfigError(f"split={cfg.split} needs a manifest with a 'split' column")
+        present = Counter(c.split for c in clips if c.split)
         clips = [c for c in clips if c.split == cfg.split]
+        if not clips:
+            has = ", ".join(f"{split} ({present[split]} rows)" for split in SPLITS if present[split])
+            raise ConfigError(
+                f"split={cfg.split}: input={cfg.input} has no {cfg.split} rows; its split column names {has}"
+            )
     if classes := names_of(cfg.classes):
         unknown = sorted(set(classes) - set(data.names))
         if unknown:
@@ -128,7 +134,8 @@ def select(data: Labelled, cfg: DictConfig) -> Labelled:
     if cfg.max_files is not None:
         clips = each_class_in_turn(clips, positive_count(cfg.max_files, "max_files"))
     if not clips:
-        raise ConfigError(f"no clips left in input={cfg.input} after split={cfg.split} and classes={cfg.classes}")
+        chosen = [f"split={cfg.split}"] * (cfg.split != "all") + [f"classes=[{','.join(classes)}]"] * bool(classes)
+        raise ConfigError(f"no clips in input={cfg.input}" + (f" after {' and '.join(chosen)}" if chosen else ""))
     return replace(data, clips=clips, labels=labels)
 
 
