@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -41,9 +42,10 @@ from ttt_mm.data import (
     reading_notes,
     skiplist,
 )
-from ttt_mm.data.decode import backends, errors, guard, native, probing, video
+from ttt_mm.data.decode import MediaInfo, backends, errors, guard, native, probing, video
 from ttt_mm.data.decode.native import NO_AUDIO_DECODER
 from ttt_mm.data.index import describe
+from ttt_mm.data.selection import Selection, say_how_read
 from ttt_mm.data.skiplist import count_reasons, missing_stream_hint, reason_kind
 from ttt_mm.tokenizers import AudioTokenizer, VideoTokenizer
 
@@ -992,6 +994,21 @@ def test_a_video_that_ends_in_zero_bytes_is_read_as_far_as_its_data_goes(tmp_pat
     assert 1.0 < record["video_duration"] < record["video_stated"] == 6.0
     last = decode.read_video(str(path), record["video_duration"] - 1.0, 1.0, fps=8, size=32)
     assert len(last) == 8 and last.float().std() > 10  # (the frames before the zeros: noise, not gray stand-ins)
+
+
+def test_a_zeroed_tail_is_said_with_the_length_of_the_streams_read(caplog):
+    """A video model's run said "read as far as its data goes, 20.053 s" (the audio's length), then "the
+    video decodes to 19.700 s" of the same file."""
+    info = MediaInfo("z.mp4", 10**6, True, True, audio_duration=20.053, video_duration=19.7, zeroed_tail=70000)
+    clip = replace(ClipInfo("z.mp4"), info=info)
+    for spec, seconds in ((VIDEO, "19.700"), (AUDIO, "20.053"), (AV, "19.700")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+            say_how_read(Selection([clip], {}, {}), spec, [clip])
+        assert caplog.messages == [
+            "z.mp4: its last 70000 bytes are zeros (space a download or copy set aside and did not fill?): read as "
+            f"far as its data goes, {seconds} s"
+        ]
 
 
 def test_libsndfile_reads_a_file_without_its_zeroed_tail_and_a_wav_with_its_silence(tmp_path, monkeypatch):

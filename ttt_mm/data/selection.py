@@ -187,12 +187,13 @@ def say_how_read(selection: Selection, spec: ReadSpec, clips: Sequence[ClipInfo]
     """
     names = {c.name for c in clips}
     for name, info in {c.name: c.info for c in clips if c.info is not None and c.info.zeroed_tail}.items():
+        read = [d for stream in spec.modalities if (d := getattr(info, f"{stream}_duration"))]
         log.warning(
             "%s: its last %d bytes are zeros (space a download or copy set aside and did not fill?): read as far "
             "as its data goes, %.3f s",
             one_line(name),
             info.zeroed_tail,
-            info.duration,
+            min(read, default=info.duration),  # (of the streams read: what is read ends where the first does)
         )
     for name, why in selection.silent.items():
         if name not in names:
