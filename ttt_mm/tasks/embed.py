@@ -267,9 +267,11 @@ def _said_on_ctrl_c(summary: Summary, readable: int, output: Path, overwrite: bo
             if overwrite
             else "the same command embeds the rest"
         )
+        anew = " anew" if overwrite else ""
+        others = ", the others' outputs of earlier runs (if any) as they were" if overwrite else ""
         raise Interrupted(
-            f"{done} of the {readable} readable inputs are embedded in {output} and kept, the one in progress not "
-            f"written; {again}"
+            f"{done} of the {readable} readable inputs are embedded in {output}{anew} and kept, the one in progress "
+            f"not written{others}; {again}"
         ) from None
 
 
