@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import threading
 import time
 import types
@@ -274,6 +275,7 @@ def test_a_probe_killed_from_outside_or_failing_in_its_process_is_not_held_again
     assert records[files[1]]["error"].startswith("decoder exited with status 1 (OSError: [Errno 24] Too many")
     assert records[files[1]]["error"].endswith("(the next run probes it again)")
     assert sorted(run.failures) == sorted(files[:2]) and "error" not in records[files[2]]
+    assert set().union(*records.values()) <= {"path", *index.RECORD_FIELDS}  # (a manifest from them knows each)
     records, again = index_files(files, tmp_path / "cache")  # (the real probe)
     assert (again.probed, again.cached) == (2, 1)
     assert all(records[f]["audio_backend"] == "soundfile" for f in files)
@@ -329,6 +331,26 @@ def test_an_interrupted_indexing_keeps_what_it_probed(folder, tmp_path, monkeypa
             IndexInterrupted, match="^interrupted before the first of 2 probes ended: a re-run probes them all$"
         ):
             index_files([folder / "tone.wav", folder / "av.mp4"], tmp_path / "fresh")
+
+
+def test_a_ctrl_c_while_the_index_is_saved_takes_effect_once_it_is_saved(folder, tmp_path, monkeypatch):
+    """A signal during the save (a second one after an interrupt: `timeout` signals the whole process
+    group) abandoned it, and the probe command then said that every file probed stayed in the cache."""
+    files = [folder / "tone.wav", folder / "video.mp4"]
+    save, signalled = index._save, []
+
+    def signalled_once(path, records):
+        if not signalled:
+            signalled.append(True)
+            signal.raise_signal(signal.SIGINT)  # (Python's handler: a KeyboardInterrupt, once the save lets it)
+        save(path, records)
+
+    monkeypatch.setattr(index, "_save", signalled_once)
+    with pytest.raises(KeyboardInterrupt):
+        index_files(files, tmp_path / "cache")
+    assert signalled
+    _, run = index_files(files, tmp_path / "cache")
+    assert (run.probed, run.cached) == (0, 2)
 
 
 def test_the_index_is_saved_while_probing(folder, tmp_path, monkeypatch):

@@ -46,7 +46,7 @@ from ttt_mm.data import decode
 from ttt_mm.data.decode import MediaError, MediaInfo, stat_reason
 from ttt_mm.data.decode.errors import CANNOT_OPEN, open_reason
 from ttt_mm.data.decode.isolation import Failure, IsolatedPool, refuse_in_a_worker
-from ttt_mm.storage.atomic import write_text
+from ttt_mm.storage.atomic import signals_held, write_text
 from ttt_mm.storage.cache import user_cache_dir
 from ttt_mm.storage.locks import exclusive
 
@@ -69,6 +69,7 @@ RECORD_FIELDS = (
     "version",
     "verified",
     "hung_timeout",
+    "probe_again",
     "has_audio",
     "audio_backend",
     "audio_duration",
@@ -370,12 +371,15 @@ def index_files(
 
         def save() -> bool:
             """Whether the cache now holds every record of the run (it is an optimisation: a cache that
-            cannot be written costs the next run its probes, never this run its work)."""
+            cannot be written costs the next run its probes, never this run its work). A Ctrl-C or
+            SIGTERM meanwhile takes effect when it is done: one during the save after an interrupt (a
+            second signal: `timeout` and `srun` signal the whole process group) lost the run's probes."""
             nonlocal others, unsaved
-            if others is None:  # (once, and only when something is saved: each is a stat)
-                others = {p: r for p, r in cached.items() if p not in out and _exists(r)}
             try:
-                _save(run.cache, others | {p: r for p, r in (out | probed).items() if "bytes" in r})
+                with signals_held():
+                    if others is None:  # (once, and only when something is saved: each is a stat)
+                        others = {p: r for p, r in cached.items() if p not in out and _exists(r)}
+                    _save(run.cache, others | {p: r for p, r in (out | probed).items() if "bytes" in r})
             except OSError as exc:
                 if not unsaved:
                     log.warning(

@@ -70,7 +70,7 @@ def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -
         flush_to_disk(tmp)
         side_tmp.write_text(_json_text(data), encoding="utf-8", errors="surrogateescape")
         flush_to_disk(side_tmp)
-        with _signals_held():
+        with signals_held():
             Path(sidecar).unlink(missing_ok=True)
             os.replace(tmp, path)
             os.replace(side_tmp, sidecar)
@@ -80,7 +80,7 @@ def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -
 
 
 @contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """Ctrl-C (SIGINT) or SIGTERM during the block takes effect when it ends (in the main thread, where
     Python takes signals): each as the handler before it would have taken it, a default SIGTERM ending
     the process. A signal whose handler Python cannot restore (one set from C) is not held."""

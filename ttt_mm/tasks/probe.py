@@ -9,9 +9,11 @@ it, others absolute: a manifest that ``data=manifest`` reads; the index checks i
 again and lists those still bad with their reasons) or to stdout; a summary with the bad files
 counted by reason goes to stderr. Exit status 0 for a folder, whatever its files hold; for a single
 file, 1 and the reason if the file is unusable (a broken symbolic link included); 2 if the path is
-empty or does not exist, is a manifest or a folder without media files, or where ``-o`` or the index
-cache cannot be written; 130 when interrupted (Ctrl-C; 143 for SIGTERM), with one line saying what
-the index cache kept.
+empty or does not exist, is a manifest or a folder without media files, or where ``-o`` cannot be
+written (checked before any probe) or the index cache's folder cannot be made or read (an index
+that cannot be saved is a warning: the listing goes on); 1 where writing ``-o`` fails after the
+probes (a full disk); 130 when interrupted (Ctrl-C; 143 for SIGTERM), with one line saying what the
+index cache kept.
 """
 
 from __future__ import annotations
