@@ -597,9 +597,19 @@ def test_a_skip_list_line_torn_by_a_killed_run_does_not_swallow_the_next_entry(t
     SkipList(skip_file).add("/data/c.wav", "empty file (0 bytes)")
     assert SkipList(skip_file).reasons == {
         "/data/a.wav": "corrupt",
-        "/data/b.wa": "",
+        "/data/b.wa": "(cut short by a killed run)",
         "/data/c.wav": "empty file (0 bytes)",
     }
+
+
+def test_a_number_cut_short_in_a_skip_list_line_is_not_read_once_the_line_is_ended(tmp_path):
+    """A run killed while writing 'x.wav<TAB>damaged<TAB>12.5' left '...<TAB>1'; the next run's line break
+    made it a whole line that read as 'readable to 1 s' (a resumed stream counted too few windows)."""
+    skip_file = tmp_path / "skip.tsv"
+    skip_file.write_text("/data/x.wav\tdamaged\t1")
+    SkipList(skip_file).add("/data/c.wav", "empty file (0 bytes)")
+    after = SkipList(skip_file)
+    assert after.reasons["/data/x.wav"] == "damaged" and after.read_to == {}
 
 
 def test_a_skip_list_reads_back_names_with_tabs_line_breaks_and_backslashes_exactly(tmp_path):

@@ -232,3 +232,8 @@ def test_a_torn_last_line_of_the_skip_list_leaves_its_whole_file_out(tmp_path):
     path.write_text("a.wav\tdamaged\t3.5\nx.wav\tdamaged\t1")
     skips = SkipList(str(path))
     assert skips.read_to == {"a.wav": 3.5} and skips.readable_until(ClipInfo("x.wav")) == -math.inf
+    # the line was being appended by another process: once it is whole, it is read whole
+    with open(path, "a") as f:
+        f.write("2.5\n")
+    skips._looked = -math.inf  # (as if `REFRESH_S` had passed)
+    assert skips.readable_until(ClipInfo("x.wav")) == 12.5 and skips.read_to == {"a.wav": 3.5, "x.wav": 12.5}

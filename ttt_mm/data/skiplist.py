@@ -41,6 +41,7 @@ class SkipList:
         self.read_to: dict[str, float] = {}  # where a listed file is readable up to (`readable_until`)
         self._version: tuple[int, int] | None = None  # the file's time and size when last read
         self._skip_lines = 0  # lines of the file that are not ours to read
+        self._torn: str | None = None  # the name of a last line read without its line break (`_parse`)
         self._looked = -math.inf  # when the file was last looked at (`_refresh`)
         if not earlier and self.path is not None and os.path.exists(self.path):
             with _open(self.path, "r") as f:
@@ -69,11 +70,18 @@ class SkipList:
         for number, line in enumerate(lines[self._skip_lines :], self._skip_lines):
             name, _, reason = line.partition("\t")
             reason, _, read_to = reason.partition("\t")
-            if name and _unescape(name) not in self.reasons:
-                self.reasons[_unescape(name)] = _unescape(reason)
-                if read_to and number < len(lines) - 1:  # (a torn last line's number may be cut: all of it out)
-                    with contextlib.suppress(ValueError):
-                        self.read_to[_unescape(name)] = float(read_to)
+            name = _unescape(name)
+            if not name or (name in self.reasons and name != self._torn):
+                continue
+            # a last line without its line break is being appended, or was cut by a killed run: its number
+            # may be cut (all of the file out, until the line is read whole)
+            torn = number == len(lines) - 1
+            self.reasons[name] = _unescape(reason)
+            self.read_to.pop(name, None)
+            if read_to and not torn:
+                with contextlib.suppress(ValueError):
+                    self.read_to[name] = float(read_to)
+            self._torn = name if torn else None
 
     def __contains__(self, name: str) -> bool:
         self._refresh()
@@ -152,12 +160,17 @@ class SkipList:
                 text = f.read()
                 self._parse(text)
                 new = {name: reason for name, reason in new.items() if name not in self.reasons}
-                torn = "\n" if text and not text.endswith("\n") else ""  # a line cut short by a killed run
+                torn = CUT_SHORT if text and not text.endswith("\n") else ""  # (its writer held the lock: killed)
                 f.write(torn + "".join(_line(name, reason, read_to.get(name)) for name, reason in new.items()))
                 f.flush()
         self.reasons.update(new)
         self.read_to.update({name: read_to[name] for name in new if name in read_to})
         return new
+
+
+CUT_SHORT = "\t(cut short by a killed run)\n"
+"""What ends a last line found without its line break by the next writer: a field no number reads as,
+so that a number cut short in it (``12.`` of ``12.5``) is not read as where the file is readable to."""
 
 
 def _line(name: str, reason: str, read_to: float | None) -> str:
