@@ -1021,6 +1021,22 @@ def test_a_zeroed_tail_is_said_with_the_length_of_the_streams_read(caplog):
         ]
 
 
+def test_an_ogg_stream_damaged_in_its_first_page_of_sound_states_the_length_its_last_page_gives(tmp_path):
+    """libsndfile and FFmpeg both start such a stream at its first whole page, and FFmpeg's duration
+    counts from there: the file was read 0.9 s short of its length (its start lost) without a word."""
+    ogg = tmp_path / "damaged.ogg"
+    sf.write(ogg, (0.3 * np.random.default_rng(0).standard_normal(3 * 16000)).astype(np.float32), 16000, "VORBIS")
+    data = bytearray(ogg.read_bytes())
+    pages = [m.start() for m in re.finditer(b"OggS", data)]  # (two pages of headers, then sound)
+    data[(pages[2] + pages[3]) // 2] ^= 0xFF
+    ogg.write_bytes(data)
+    info = decode.probe(str(ogg), ("audio",), verify=True)
+    assert info.audio_backend == "soundfile" and info.audio_duration < 2.9 and info.audio_stated == 3.0
+    whole = tmp_path / "whole.ogg"
+    sf.write(whole, (0.3 * np.random.default_rng(0).standard_normal(3 * 16000)).astype(np.float32), 16000, "VORBIS")
+    assert decode.probe(str(whole), ("audio",), verify=True).audio_stated is None
+
+
 def test_libsndfile_reads_a_file_without_its_zeroed_tail_and_a_wav_with_its_silence(tmp_path, monkeypatch):
     """Asked an Ogg file's length, libsndfile scanned back through all of a zeroed tail at every open: 0.8 s
     for each window of a file ending in 2 GB of zeros. It is handed the data only, and reads the same

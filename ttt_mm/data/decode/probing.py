@@ -136,6 +136,10 @@ def _streams_present(path: str) -> _Streams | None:
             if not (rate or channels or video):  # a format guessed from the name alone (a text file called .flac)
                 return None
             seconds = None if estimated else _stated(audio)
+            if seconds is not None and "ogg" in formats and not video and audio.start_time:
+                # FFmpeg starts an Ogg stream at its first page it reads whole: damage before it moves the
+                # start, while the last page's position (start plus duration) is the stream's length
+                seconds += max(0.0, float(audio.start_time * audio.time_base))
             return _Streams(True, video, rate or None, channels or None, audio_seconds=seconds, **of_video)
     except (av.error.FFmpegError, ValueError, MemoryError):
         return None
@@ -269,6 +273,10 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
                 rate = info.samplerate
                 fields = {"audio_duration": info.frames / rate, "sample_rate": rate, "channels": info.channels}
                 stated = stated_frames(path, info.frames)  # (libsndfile counts only the frames present)
+                if stated is None and info.format == "OGG" and present is not None and present.audio_seconds:
+                    # (the last page's position, as FFmpeg reads it: libsndfile's count ends at damage it
+                    # cannot read past, and so do its reads and PyAV's)
+                    stated = round(present.audio_seconds * rate)
                 if stated is not None and (stated - info.frames) / rate > AUDIO_SHORTFALL_S:
                     fields["audio_stated"] = stated / rate
             else:
