@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,6 +82,21 @@ def test_loader_workers_share_out_the_evaluation_windows_each_once():
     seen = [(path, float(start)) for b in dm.val_dataloader() for path, start in zip(b["path"], b["start"])]
     assert len(dm.splits["val"]) > 2
     assert sorted(seen) == sorted((clip.name, float(t)) for clip in dm.splits["val"] for t in range(3))
+
+
+def test_a_sigterm_to_the_process_group_leaves_the_loader_workers_to_their_reader():
+    """``timeout`` or a scheduler signals every process of the job: a loader worker killed by it ended
+    the run as a crash ("DataLoader worker exited unexpectedly") before Lightning could stop it cleanly."""
+    dm = synthetic_module(10, 3.0, batch_size=2, val_fraction=0.5, test_fraction=0.0, num_workers=1)
+    dm.setup("fit")
+    batches = iter(dm.val_dataloader())
+    seen = len(next(batches)["path"])
+    (worker,) = multiprocessing.active_children()
+    os.kill(worker.pid, signal.SIGTERM)
+    worker.join(timeout=2.0)
+    assert worker.is_alive()
+    seen += sum(len(b["path"]) for b in batches)
+    assert seen == len(dm.splits["val"]) * 3 and not dm.failed_when_read()
 
 
 def test_workers_open_their_own_decoders_and_share_the_skip_list(media, tmp_path):

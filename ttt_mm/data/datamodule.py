@@ -20,7 +20,6 @@ import hashlib
 import logging
 import math
 import os
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -36,6 +35,7 @@ from ttt_mm.data.datasets import ReadSpec, SequentialWindows, clip_span, collate
 from ttt_mm.data.even_passes import EvenPasses
 from ttt_mm.data.groups import GROUP, split_units
 from ttt_mm.data.index import PROBE_TIMEOUT
+from ttt_mm.data.loader_workers import worker_options
 from ttt_mm.data.restarts import RestartingLoader
 from ttt_mm.data.selection import Selection, index_clips, say_how_read
 from ttt_mm.data.skiplist import SkipList, count_reasons, missing_stream_hint
@@ -111,14 +111,6 @@ def _units_named(units: list[str]) -> str:
     files = [one_line(u) for u in units if not u.startswith(GROUP)]
     named = [f"group{'s' if len(groups) > 1 else ''} {', '.join(groups)}"] if groups else []
     return "; ".join(named + ([", ".join(files)] if files else []))
-
-
-def worker_start(workers: int) -> str | None:
-    """How loader workers start on Linux: forked, as the reading notes (named by the worker's parent
-    process, `reading_notes`) and the decoders' fork-safe caches expect, whatever Python's default (3.14
-    made it ``forkserver``: a crashed decoder's file would go unnamed and end the run). Elsewhere the
-    platform's default (macOS spawns: a worker's parent is the training process too)."""
-    return "fork" if workers > 0 and sys.platform.startswith("linux") else None
 
 
 class MediaDataModule(L.LightningDataModule):
@@ -517,7 +509,7 @@ class MediaDataModule(L.LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            multiprocessing_context=worker_start(self.num_workers),
+            **worker_options(self.num_workers),
             collate_fn=collate,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -681,11 +673,7 @@ class MediaDataModule(L.LightningDataModule):
                 )
                 workers = min(self.num_workers, 1)  # (one worker at most: said once, in __init__)
                 return DataLoader(
-                    dataset,
-                    batch_size=None,
-                    num_workers=workers,
-                    multiprocessing_context=worker_start(workers),
-                    pin_memory=self.pin_memory,
+                    dataset, batch_size=None, num_workers=workers, **worker_options(workers), pin_memory=self.pin_memory
                 )
 
         else:

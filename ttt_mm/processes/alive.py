@@ -1,12 +1,16 @@
 """Whether a process still runs, by its pid: what tells the notes and marks of a run that is over from
-those of one still going (`ttt_mm.data.reading_notes`, `ttt_mm.messages.once`)."""
+those of one still going (`ttt_mm.data.reading_notes`, `ttt_mm.messages.once`), and ends a worker with
+the process it works for (`end_with`)."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
 import os
+import select
+import signal
 import tempfile
+import threading
 import time
 
 _STARTED = time.time()
@@ -26,6 +30,25 @@ def running(pid: int) -> bool:
     except PermissionError:  # (another user's process)
         return True
     return True
+
+
+def end_with(pid: int, name: str) -> None:
+    """Kills this process when process ``pid`` ends: a thread (called ``name``) waits on it (a pidfd;
+    where there is none, by polling). A process stuck in a native call (a decoder in a bad file) learns
+    of the end of the process it works for only when the call returns, if ever, and would keep a core
+    busy for good."""
+
+    def watch() -> None:
+        try:
+            handle = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # (not Linux, or a kernel before 5.3)
+            while running(pid):
+                time.sleep(1.0)
+        else:
+            select.select([handle], [], [])  # readable once the process has ended
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name=name, daemon=True).start()
 
 
 def remove_left_by_gone(prefix: str) -> None:

@@ -24,18 +24,16 @@ import logging
 import multiprocessing
 import os
 import resource
-import select
 import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from ttt_mm.data.decode import guard
-from ttt_mm.processes.alive import remove_left_by_gone, running
+from ttt_mm.processes.alive import end_with, remove_left_by_gone
 from ttt_mm.processes.environment import environment, working_directory
 
 log = logging.getLogger(__name__)
@@ -157,30 +155,12 @@ def crash_reason(name: str) -> str:
     return f"decoder crashed: {name}"
 
 
-def _end_with(pool_pid: int) -> None:
-    """Kills this worker when process ``pool_pid`` ends. A worker learns of its pool's end from its
-    pipe only between files, and its parent is the forkserver, not the pool's process: a decoder stuck
-    in a file outlived a pool killed outright (SIGKILL, out of memory) and kept a core busy for good. A
-    thread waits on the pool's process (a pidfd; where there is none, by polling)."""
-
-    def watch() -> None:
-        try:
-            handle = os.pidfd_open(pool_pid)
-        except (AttributeError, OSError):  # (not Linux, or a kernel before 5.3)
-            while running(pool_pid):
-                time.sleep(1.0)
-        else:
-            select.select([handle], [], [])  # readable once the process has ended
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="ttt-mm-pool-watch", daemon=True).start()
-
-
 def _serve(conn: Connection, task: Callable, stderr_path: str, memory_bytes: int | None, pool_pid: int) -> None:
     """Worker loop: say it is ready, then receive a path, send back ``(task(path), retiring)``, until the
     pipe closes, a decoder call of its own never returned (``retiring``: it exits after this answer) or
-    the pool's process ``pool_pid`` ends (`_end_with`)."""
-    _end_with(pool_pid)
+    the pool's process ``pool_pid`` ends (`end_with`: its parent is the forkserver, not the pool's
+    process, and a decoder stuck in a file outlived a pool killed outright)."""
+    end_with(pool_pid, "ttt-mm-pool-watch")
     # Ctrl-C reaches the whole process group: the caller stops its workers, and a worker killed by it
     # mid-file would otherwise be recorded as that file's decoder failing
     signal.signal(signal.SIGINT, signal.SIG_IGN)
