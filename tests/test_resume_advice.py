@@ -143,6 +143,26 @@ def test_a_run_stopped_by_an_error_says_where_to_resume_and_names_a_dead_loader_
     )
 
 
+class _Unreadable(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i):
+        raise RuntimeError("none of the 4 clips can be read: 4 x the file changed since it was probed")
+
+
+def test_an_error_a_loader_worker_raised_is_not_said_to_be_a_dead_worker(tmp_path):
+    """Every file changed mid-run: the dataset's own error was said to be "a data loader worker died:
+    killed for memory?"."""
+    cfg = OmegaConf.create({"callbacks": {"last_checkpoint": {"dirpath": str(tmp_path)}}})
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    error = _first_error(torch.utils.data.DataLoader(_Unreadable(), num_workers=1))
+    assert "none of the 4 clips can be read" in str(error)
+    assert where_to_resume(cfg, error) == (
+        f"training stopped by the error above; resume with ckpt_path={tmp_path}/last.ckpt"
+    )
+
+
 def _first_error(loader) -> BaseException:
     """The error that ends reading ``loader`` (its workers shut down, and no frame kept alive)."""
     batches = iter(loader)

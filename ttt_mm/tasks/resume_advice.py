@@ -28,6 +28,9 @@ from ttt_mm.tasks.run_folders import run_of_checkpoint, run_record
 from ttt_mm.tasks.sweep_report import RUN_LENGTH, into_sweep_job
 
 WORKER_DIED = "a data loader worker died"
+RAISED_IN_WORKER = re.compile(r"Caught \w+ in DataLoader worker process")
+"""How PyTorch raises again, in the reading process, an error a worker raised and lived on after (the
+dataset's own, such as "none of the 4 clips can be read"): not a worker that died."""
 
 
 def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
@@ -40,7 +43,11 @@ def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
     chain = [exc]  # (PyTorch's own error, with what it caught behind it)
     while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 10:
         chain.append(cause)
-    died = any(isinstance(e, (ConnectionResetError, EOFError)) or "DataLoader worker" in str(e) for e in chain)
+    died = any(
+        isinstance(e, (ConnectionResetError, EOFError))
+        or ("DataLoader worker" in str(e) and not RAISED_IN_WORKER.match(str(e)))
+        for e in chain
+    )
     if not (died or saved):
         return None
     line = "training stopped by the error above"
