@@ -31,11 +31,40 @@ def test_the_check_reports_each_core_and_survives_a_failing_one(monkeypatch):
     monkeypatch.setattr(kernels, "CHECKS", checks)
     results = kernels.check("cpu")
     assert results == {
-        "agrees": "0.00e+00",
-        "disagrees": "5.00e-01 FAIL",
-        "cannot compile": "FAIL RuntimeError: out of resource: shared memory",
-        "NaN after a match": "inf FAIL",  # max() alone would have passed it (nan > 0 is False)
+        f"{what}, {launch}": said
+        for launch in ("spans", "one-pass")  # (both forward launches, whatever the run's)
+        for what, said in {
+            "agrees": "0.00e+00",
+            "disagrees": "1.00e+00 FAIL",
+            "cannot compile": "FAIL RuntimeError: out of resource: shared memory",
+            "NaN after a match": "inf FAIL",  # max() alone would have passed it (nan > 0 is False)
+        }.items()
     }
+
+
+def test_the_check_runs_the_forward_in_two_launches_and_in_one(monkeypatch):
+    """Its six rows alone took two launches under ``--launch auto``: the one-pass forward, which the
+    batched rows take, went unchecked."""
+    launches = []
+
+    def records(kernel, T, device):
+        launches.append(fused.parallel_spans(torch.zeros(2, 32, 16)))  # (on the CPU: two, unless forced)
+        return [torch.ones(3)]
+
+    monkeypatch.setattr(kernels, "CHECKS", (("records", records),))
+    with kernels.forced_launch("spans"):  # (the run's own choice does not decide the check's)
+        kernels.check("cpu")
+    assert launches == [True, True, False, False]  # (PyTorch's then Triton's, per launch)
+
+
+def test_the_check_measures_each_tensors_error_against_its_own_size(monkeypatch):
+    """A final state whose values are all about 0.05 passed an error of 2% of them over ``1 + max``."""
+
+    def small_state_off(kernel, T, device):
+        return [torch.full((3,), 0.05 * (1.02 if kernel == "triton" else 1.0))]
+
+    monkeypatch.setattr(kernels, "CHECKS", (("small state", small_state_off),))
+    assert kernels.check("cpu")["small state, spans"] == "2.00e-02 FAIL"
 
 
 def test_a_forced_launch_holds_for_the_run_only():
