@@ -1094,6 +1094,27 @@ def test_ctrl_c_while_the_data_is_listed_says_nothing_was_trained_and_began_noth
     assert stopped.value.before_it_began  # (so its stamped run folder goes: `forget_refused_run`)
 
 
+def test_sigterm_while_the_data_is_listed_stops_as_ctrl_c_does(tmp_path, monkeypatch):
+    """A scheduler's SIGTERM while a large folder was probed ended the run at once, without a word, and
+    the probes since the index was last saved were lost (Lightning takes SIGTERM only once it fits)."""
+    from ttt_mm.data import datamodule
+    from ttt_mm.processes import termination
+
+    def terminated(self, stage=None):
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler), "SIGTERM would end the process at once"
+        handler(signal.SIGTERM, None)  # (as the signal would run it)
+
+    monkeypatch.setattr(datamodule.MediaDataModule, "setup", terminated)
+    try:
+        with pytest.raises(Interrupted, match=r"^nothing was trained \(the data was being listed\)$"):
+            run(compose_train(tmp_path, TINY))
+        assert termination.terminated()  # (exit status 143, "terminated (SIGTERM)": `config_errors_end_the_command`)
+    finally:
+        termination.forget_termination()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # (Lightning's own, in fit, is set on the default)
+
+
 def test_a_test_only_run_scores_its_runs_test_split_and_leaves_out_files_it_trained_on(tmp_path, caplog):
     """Drawn with the defaults (or other fractions) instead of the run's, the test split held the run's
     training files: all of them left out was a config error ("raise data.test_fraction"); some, a

@@ -21,6 +21,7 @@ from ttt_mm.data.datamodule import NAMED_FILES
 from ttt_mm.data.index import IndexInterrupted
 from ttt_mm.messages import one_line
 from ttt_mm.module import Diverged
+from ttt_mm.processes.termination import sigterm_as_ctrl_c
 from ttt_mm.tasks.command_keys import set_threads
 from ttt_mm.tasks.common import CONFIG_ERRORS, ConfigError, Interrupted, config_errors_end_the_command, process_rank
 from ttt_mm.tasks.composing import hydra_command
@@ -104,7 +105,8 @@ def run(cfg: DictConfig) -> dict:
         datamodule.trained_on = from_anywhere(resumed.trained, cfg.ckpt_path)
         datamodule.validated_on = from_anywhere(resumed.validated, cfg.ckpt_path)
     try:  # list the data now: a wrong path or an empty folder is a config error, not a crash mid-run
-        datamodule.setup("fit")
+        with sigterm_as_ctrl_c():  # (a scheduler's SIGTERM while a large folder is probed: said, the probes kept)
+            datamodule.setup("fit")
     except (OSError, ValueError) as err:  # (OSError: a skip list or index cache that cannot be written, say)
         raise ConfigError(f"data: {err}") from None
     except IndexInterrupted:  # (it says what the index kept)
