@@ -119,3 +119,11 @@ def test_a_timed_training_repeat_makes_fresh_gradients_and_adds_into_none():
     for _ in range(2):
         kernels._fwd_bwd(kernels.ttt_linear, inputs, 16, "torch")
     assert all(x.grad is None for x in inputs)
+
+
+def test_the_layer_row_names_the_core_the_layer_runs():
+    """Where Triton cannot run, the layer falls back to the PyTorch scan with a log line alone: its row
+    timed that against attention under the same name."""
+    assert kernels.layer_core(64, 16, "cuda") == ("triton" if fused.triton is not None else "torch")
+    assert kernels.layer_core(48, 16, "cuda") == "torch"  # (a head width the kernels do not tile)
+    assert kernels.layer_core(64, 16, "cpu") == "torch"

@@ -136,6 +136,13 @@ def forced_launch(launch: str):
     return mock.patch.object(fused, "parallel_spans", lambda q: launch == "spans")
 
 
+def layer_core(F: int, K: int, device: str) -> str:
+    """The core a TTT-Linear layer of head width ``F`` and mini-batch ``K`` runs on ``device`` (``kernel=None``):
+    the layer row names it, since where Triton cannot run it the layer falls back to the PyTorch scan
+    with a log line alone, and its row would time that against attention."""
+    return "triton" if device == "cuda" and fused.supported(torch.empty(0, F), K) else "torch"
+
+
 def timed(fn, repeats: int) -> tuple[float, float]:
     """Best time of ``fn()`` over ``repeats`` calls after a warm-up, and its peak memory above the start."""
     fn()
@@ -267,7 +274,7 @@ def _run(args) -> int:
                 del inputs
         dim = H * F
         for what, layer in (
-            ("TTT-Linear layer fwd", TTTLayer(dim, H, inner="linear", mini_batch_size=K)),
+            (f"TTT-Linear layer fwd ({layer_core(F, K, device)})", TTTLayer(dim, H, inner="linear", mini_batch_size=K)),
             ("attention layer fwd", AttentionLayer(dim, H)),
             ("LaCT layer fwd", LaCTLayer(dim, H, chunk_size=args.lact_chunk, window=args.lact_window)),
         ):
