@@ -187,7 +187,7 @@ def test_ratios_keep_three_digits_below_a_tenth_and_never_go_scientific():
 
 def test_cost_per_token_against_length_is_a_median_of_ratios_within_rounds():
     """A ratio of two medians taken from different rounds carried a spell of the host into the 1.3x target."""
-    row = [{"T": 8, "seconds": 8 * c} for c in (1.0, 3.0, 1.1)]  # (a spell in round 2)
-    ref = [{"T": 4, "seconds": 4 * c} for c in (1.0, 1.0, 3.0)]  # (one in round 3)
-    assert layers._cost_ratio(row, ref) == 1.0  # (per round: 1, 3, 0.37; the medians' ratio said 1.1)
-    assert layers._cost_ratio(row[:2], ref[:2]) == 3.0  # (two rounds: the costlier)
+    row = [{"T": 8, "tokens_per_s": 1 / c} for c in (1.0, 3.0, 1.1)]  # (a spell in round 2)
+    ref = [{"T": 4, "tokens_per_s": 1 / c} for c in (1.0, 1.0, 3.0)]  # (one in round 3)
+    assert 1 / layers._speed_ratio(row, ref) == 1.0  # (per round: 1, 3, 0.37; the medians' ratio said 1.1)
+    assert 1 / layers._speed_ratio(row[:2], ref[:2]) == 3.0  # (two rounds: the costlier)

@@ -66,12 +66,17 @@ def _sync(device: str) -> None:
 
 
 def _median_ratio(rows: list[dict], attention: list[dict] | None) -> str:
-    """The median over rounds of a row's tokens/s over attention's in the same round (of an even number
-    of rounds the lower middle one), formatted; "-" where attention has no row at that length."""
-    if attention is None:
-        return "-"
-    within = sorted(r["tokens_per_s"] / a["tokens_per_s"] for r, a in zip(rows, attention, strict=True))
-    return _ratio(within[(len(within) - 1) // 2])
+    """`_speed_ratio` of a row over attention's at its length, formatted; "-" where attention has no row
+    at that length."""
+    return "-" if attention is None else _ratio(_speed_ratio(rows, attention))
+
+
+def _speed_ratio(rows: list[dict], ref: list[dict]) -> float:
+    """The median over rounds of a row's tokens/s over another's in the same round (of an even number of
+    rounds the lower middle one, the slower): a spell of the host that slows one row of a round moves
+    one round's ratio, where a ratio of the rows' median rounds, which may be other rounds, carried it."""
+    within = sorted(r["tokens_per_s"] / a["tokens_per_s"] for r, a in zip(rows, ref, strict=True))
+    return within[(len(within) - 1) // 2]
 
 
 def _ratio(x: float) -> str:
@@ -254,13 +259,6 @@ def main(argv: list[str]) -> int:
             continue
         ref = 4096 if 4096 in per else min(per)
         for T in sorted(t for t in per if t > ref):
-            print(f"{name}: cost per token at T={T} is {_cost_ratio(per[T], per[ref]):.2f}x that at T={ref}")
+            cost = 1 / _speed_ratio(per[T], per[ref])  # (per token: the same batch at both lengths)
+            print(f"{name}: cost per token at T={T} is {cost:.2f}x that at T={ref}")
     return 1 if failed else 0
-
-
-def _cost_ratio(rows: list[dict], ref: list[dict]) -> float:
-    """The median over rounds of a row's cost per token over the reference length's in the same round (of
-    an even number of rounds the higher middle one, the costlier), as `_median_ratio` takes its ratios:
-    a ratio of medians from different rounds carried the host's spells into the target it is judged on."""
-    within = sorted((r["seconds"] / r["T"]) / (a["seconds"] / a["T"]) for r, a in zip(rows, ref, strict=True))
-    return within[len(within) // 2]
