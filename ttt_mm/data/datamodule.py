@@ -394,7 +394,7 @@ class MediaDataModule(L.LightningDataModule):
         files = {c.file_key for c in self.clips}
         train = self.splits["train"]
         unit = self._units  # (each file's split unit: the file, or its manifest group)
-        fixed = {unit[c.file_key] for c in self.clips if c.split is not None}  # a row's split is the manifest's word
+        fixed = self._fixed_units()
         movable = sorted(
             {(c.split_hash(unit[c.file_key]), unit[c.file_key]) for c in train if unit[c.file_key] not in fixed}
         )
@@ -434,6 +434,11 @@ class MediaDataModule(L.LightningDataModule):
             log.warning("%s: validating on the training files, so val/* measures fit, not generalisation", why)
             self.splits["val"] = list(train)
 
+    def _fixed_units(self) -> set[str]:
+        """The split units (`split_units`) a row of the source names the split of: the manifest's word,
+        never moved between splits."""
+        return {self._units[c.file_key] for c in self.clips if c.split is not None}
+
     def _keep_the_runs_validation(self, warn: bool) -> None:
         """Where a checkpoint's data is read again and files hash into validation, the training files its
         run moved there (`_ensure_validation`: in `validated_on`, not in `trained_on`) stay there too: a
@@ -442,7 +447,7 @@ class MediaDataModule(L.LightningDataModule):
         unit = self._units
         realpath = os.path.realpath
         recorded = {realpath(f) for f in self.validated_on or ()} - {realpath(f) for f in self.trained_on or ()}
-        fixed = {unit[c.file_key] for c in self.clips if c.split is not None}
+        fixed = self._fixed_units()
         train = self.splits["train"]
         kept = {unit[c.file_key] for c in train if realpath(c.name) in recorded} - fixed
         if not kept or kept == {unit[c.file_key] for c in train}:
