@@ -29,6 +29,7 @@ run as before (`ttt_mm.tasks.resume_advice.where_to_resume` then names the file 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 
@@ -41,6 +42,9 @@ from ttt_mm.data.skiplist import SkipList
 
 log = logging.getLogger(__name__)
 
+RAISED_IN_WORKER = re.compile(r"Caught \w+ in DataLoader worker process")
+"""How PyTorch raises again, in the reading process, an error a worker raised and lived on after (the
+dataset's own, such as "none of the 4 clips can be read"): not a worker that died."""
 DEATH_WAIT_S = 5.0
 """How long a loader error that a dying worker causes waits for the worker's exit to show."""
 
@@ -117,9 +121,7 @@ class RestartingLoader:
         """Lists the file whose decoder killed a worker; re-raises ``exc`` for any other error, or when
         no worker died of a signal, one died otherwise (SIGKILL: memory) or left no note."""
         text = str(exc)
-        if "in DataLoader worker process" in text or (
-            isinstance(exc, RuntimeError) and "DataLoader worker" not in text
-        ):
+        if RAISED_IN_WORKER.search(text) or (isinstance(exc, RuntimeError) and "DataLoader worker" not in text):
             raise exc  # (the dataset's own error, raised again by the loader: its worker lives)
         workers = list(getattr(batches, "_workers", []))
         deadline = time.monotonic() + DEATH_WAIT_S

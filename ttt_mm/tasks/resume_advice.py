@@ -20,6 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ttt_mm.callbacks import last_checkpoint
 from ttt_mm.data import reading_notes
 from ttt_mm.data.decode.isolation import CRASH_SIGNALS, crash_reason
+from ttt_mm.data.restarts import RAISED_IN_WORKER
 from ttt_mm.data.skiplist import SkipList
 from ttt_mm.tasks.command_lines import config_flags, shell_override
 from ttt_mm.tasks.common import ConfigError, in_a_sweep
@@ -28,9 +29,6 @@ from ttt_mm.tasks.run_folders import run_of_checkpoint, run_record
 from ttt_mm.tasks.sweep_report import RUN_LENGTH, into_sweep_job
 
 WORKER_DIED = "a data loader worker died"
-RAISED_IN_WORKER = re.compile(r"Caught \w+ in DataLoader worker process")
-"""How PyTorch raises again, in the reading process, an error a worker raised and lived on after (the
-dataset's own, such as "none of the 4 clips can be read"): not a worker that died."""
 
 
 def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
@@ -45,7 +43,7 @@ def where_to_resume(cfg: DictConfig, exc: BaseException) -> str | None:
         chain.append(cause)
     died = any(
         isinstance(e, (ConnectionResetError, EOFError))
-        or ("DataLoader worker" in str(e) and not RAISED_IN_WORKER.match(str(e)))
+        or ("DataLoader worker" in str(e) and not RAISED_IN_WORKER.search(str(e)))
         for e in chain
     )
     if not (died or saved):
