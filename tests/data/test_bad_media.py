@@ -145,6 +145,21 @@ def test_a_matroska_file_cut_short_says_how_long_it_should_be(tmp_path):
     assert decode.probe(whole, verify=True).video_stated is None  # (as long as it says)
 
 
+@pytest.mark.parametrize("delay", [0.5, -1.0])
+def test_a_whole_matroska_file_whose_streams_start_apart_is_not_called_cut_short(tmp_path, delay):
+    """Matroska's length tag is where a stream ends, not how long it is: sound starting 0.5 s after the
+    first frame was taken to lack 0.57 s ("decodes to 3.5 s of the 4.07 s the file states"), and a
+    picture starting 1 s after the sound to lack 1 s."""
+    path = write_video(tmp_path / "apart.mkv", seconds=3.0, fps=10, width=64, height=48, audio_delay=delay)
+    info = decode.probe(path, verify=True)
+    assert (info.video_stated, info.audio_stated) == (None, None)
+    assert info.audio_duration == pytest.approx(3.0 + min(delay, 0.5), abs=0.07)
+    cut = tmp_path / "cut.mkv"  # (cut short, it is still called so)
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    info = decode.probe(cut, verify=True)
+    assert info.video_stated is not None and info.video_stated > info.video_duration + 1.0
+
+
 def _frames(n: int):
     """``n`` small gray frames at 30 fps, as PyAV would encode them (pts 0..n-1)."""
     for i in range(n):

@@ -148,14 +148,19 @@ def _streams_present(path: str) -> _Streams | None:
 def _stated(stream) -> float | None:
     """A stream's length as its container states it, in seconds (None: not stated, or no stream): its
     duration, else the ``DURATION`` tag a Matroska muxer writes once the file is whole (``01:02:03.5``;
-    FFmpeg's, or ``DURATION-eng`` as mkvmerge names it), which a file cut short keeps."""
+    FFmpeg's, or ``DURATION-eng`` as mkvmerge names it), which a file cut short keeps. The tag is where
+    the stream ends on the file's clock, so a stream that starts late (sound after the first frame)
+    is that much shorter."""
     if stream is None:
         return None
     if stream.duration and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     tag = next((v for k, v in stream.metadata.items() if k.upper().split("-")[0] == "DURATION"), None)
     found = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", str(tag).strip()) if tag else None
-    return int(found[1]) * 3600 + int(found[2]) * 60 + float(found[3]) if found else None
+    if not found:
+        return None
+    start = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
+    return int(found[1]) * 3600 + int(found[2]) * 60 + float(found[3]) - max(0.0, start)
 
 
 def _first_reason(errors: list[MediaError], stream: str) -> MediaError:
