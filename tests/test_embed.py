@@ -225,6 +225,21 @@ def test_a_window_within_rounding_of_whole_steps_is_taken_as_them_and_a_huge_one
     assert (huge.embeddings - exact.embeddings).abs().max().item() < 1e-5
 
 
+def test_the_window_an_error_suggests_is_taken():
+    """A step of 1024/22050 s: 0.3 s was refused with "e.g. 0.325079", and so was 0.325079."""
+    from functools import partial
+
+    from ttt_mm.backbone import Backbone
+    from ttt_mm.layers import TTTLayer
+    from ttt_mm.tokenizers import AudioTokenizer
+
+    parts = AudioTokenizer(dim=16, n_mels=20, sample_rate=22050, hop_length=256), Backbone(16, 1, partial(TTTLayer, num_heads=2))
+    with pytest.raises(ValueError, match=r"must be a multiple of the tokenizer's step .* \(e.g. ([\d.]+)\)$") as error:
+        Embedder(*parts, window_seconds=0.3)
+    suggested = float(re.search(r"e.g. ([\d.]+)\)$", str(error.value))[1])
+    assert Embedder(*parts, window_seconds=suggested).window_seconds == pytest.approx(0.3, abs=0.03)
+
+
 def test_embed_tensor_equals_embed_file_and_batch_rows_are_independent(ckpts, files):
     embedder = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu")
     samples = decode.read_audio(files["audio"], 0, None, 16000)

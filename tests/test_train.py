@@ -822,6 +822,7 @@ def test_a_suggested_window_passes_the_check_that_suggests_it():
     """At 30 steps a second, 3601 s suggested 3601.066667 (10 digits), which the same check refused."""
     tok = SimpleNamespace(seconds_per_step=1 / 30, tokens_per_step=1)
     tok.whole_steps = partial(Tokenizer.whole_steps, tok)
+    tok.seconds_text = partial(Tokenizer.seconds_text, tok)
     unit = SimpleNamespace(tokens=16, required=True, name="TTT mini-batches", argument="mini_batch_size")
     model = SimpleNamespace(
         hparams=SimpleNamespace(carry_state=True), tokenizer=tok, backbone=SimpleNamespace(restart_unit=unit)

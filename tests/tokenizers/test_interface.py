@@ -92,6 +92,16 @@ def test_targets_that_are_not_whole_steps_are_refused(name):
             call(cut, stats)
 
 
+def test_seconds_suggested_in_errors_read_back_as_the_whole_steps_they_stand_for(tokenizer):
+    """At 22.05 kHz a step of 4 x 256 samples is 0.0464399... s: ``:g`` printed 7 of them as 0.325079,
+    which is not whole steps, and the error that suggested it refused it again when typed."""
+    odd = AudioTokenizer(dim=16, n_mels=20, sample_rate=22050, hop_length=256)
+    for tok in (tokenizer, odd):
+        for steps in (1, 7, 10, 333, 10**6):
+            assert tok.whole_steps(float(tok.seconds_text(steps))) == steps
+    assert odd.whole_steps(float(f"{7 * odd.seconds_per_step:g}")) is None  # (what was suggested)
+
+
 def test_target_widths_mark_the_real_target_entries(tokenizer):
     tokens = tokenizer(batch_for(tokenizer))
     widths = tokenizer.target_widths(tokens.modality)

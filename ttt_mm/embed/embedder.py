@@ -148,7 +148,7 @@ class Embedder:
         if (whole := tokenizer.whole_window(window)) is None:
             raise ValueError(
                 f"window_seconds={window} must be a multiple of the tokenizer's step of {step} s "
-                f"(e.g. {max(1, round(window / step)) * step:g})"
+                f"(e.g. {tokenizer.seconds_text(max(1, round(window / step)))})"
             )
         window = whole
         if not backbone.bounded_state:

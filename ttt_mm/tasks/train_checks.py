@@ -291,7 +291,7 @@ def check_updates_learn(datamodule, model) -> None:
     smaller = f"{MIXER_KEY}.{unit.argument}={max(fits)} or " if fits else ""
     steps = math.ceil(2 * unit.tokens / tok.tokens_per_step)  # a training window of two units
     longer = (
-        f"data.clip_seconds={steps * tok.seconds_per_step:g} ({steps * tok.tokens_per_step} tokens: two {unit.name})"
+        f"data.clip_seconds={tok.seconds_text(steps)} ({steps * tok.tokens_per_step} tokens: two {unit.name})"
     )
     raise ConfigError(
         f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens) holds no more than one of the {unit.name} "
@@ -316,7 +316,7 @@ def check_carried_windows(datamodule, model) -> None:
     # a window that must change is suggested in whole steps, and whole units when they are required
     grid = math.lcm(unit.tokens, tok.tokens_per_step) if unit is not None and unit.required else tok.tokens_per_step
     near = max(1, round(datamodule.clip_seconds / tok.seconds_per_step * tok.tokens_per_step / grid))
-    suggested = f"data.clip_seconds={near * grid // tok.tokens_per_step * tok.seconds_per_step:.15g}"  # (exact)
+    suggested = f"data.clip_seconds={tok.seconds_text(near * grid // tok.tokens_per_step)}"
     steps = tok.whole_steps(datamodule.clip_seconds)
     if steps is None:
         raise ConfigError(

@@ -129,6 +129,12 @@ class Tokenizer(nn.Module):
         steps = seconds / self.seconds_per_step
         return round(steps) if round(steps) >= 1 and abs(steps - round(steps)) <= 1e-6 else None
 
+    def seconds_text(self, steps: int) -> str:
+        """``steps`` steps in seconds as the shortest decimal `whole_steps` reads back as them: what an
+        error suggests typing (``:g``'s six digits of a step of 1024/22050 s are not whole steps)."""
+        seconds = steps * self.seconds_per_step
+        return next(t for d in range(6, 18) if self.whole_steps(float(t := f"{seconds:.{d}g}")) == steps)
+
     def whole_window(self, seconds: float) -> float | None:
         """``seconds`` as whole steps (`whole_steps`), or None: the value itself where it is that many
         steps up to float rounding (1.4 stays 1.4), else exactly that many (0.40000001 -> 0.4), so
