@@ -353,6 +353,33 @@ def test_a_run_folder_that_cannot_be_made_is_one_error_line_and_status_2(
     assert ended.value.code == 2 and capsys.readouterr().err == said
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["train", "hydra.run.dir=${paths.log_dirr}/r"], "hydra.run.dir: ${paths.log_dirr} names no key"),
+        (["evaluate", "ckpt=x.ckpt", "output=${paths.log_dirr}/e"], "hydra.run.dir: ${paths.log_dirr} names no key"),
+        (["train", "-m", "seed=1,2", "hydra.sweep.dir=sw_${nokey}"], "hydra.sweep.dir: ${nokey} names no key"),
+    ],
+)
+def test_a_misspelled_key_read_by_the_run_folder_is_one_error_line_and_status_2(
+    argv, said, capsys, monkeypatch, tmp_path
+):
+    """Hydra resolves the run or sweep folder before the command begins: ``${paths.log_dirr}`` there
+    ended in 60 lines of omegaconf's traceback with status 1 (in ``data.root``, in one line)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)  # (left set, unresolved)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as ended:
+        importlib.import_module(f"ttt_mm.tasks.{argv[0]}").main()
+    err = capsys.readouterr().err
+    assert ended.value.code == 2 and err.startswith(f"error: {said}") and err.count("\n") == 1, err
+    if "paths.log_dirr" in said:
+        assert err.endswith("; did you mean ${paths.log_dir}?\n")
+
+
 def test_hydras_settings_printed_resolved_end_in_one_line_naming_the_way_that_works(capsys, monkeypatch):
     """``--cfg hydra --resolve`` printed a traceback: Hydra resolves its own settings without the
     command's config that they read; ``--cfg all --resolve`` has both."""

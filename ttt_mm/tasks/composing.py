@@ -31,6 +31,7 @@ from ttt_mm.messages import once
 from ttt_mm.processes.environment import environment
 from ttt_mm.tasks.command_lines import quoted_override
 from ttt_mm.tasks.common import CONF_DIR
+from ttt_mm.tasks.config_errors import interpolation_message
 from ttt_mm.tasks.overrides import sweep_on_command_line
 from ttt_mm.tasks.starting import started
 
@@ -82,8 +83,11 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
                 if isinstance(err, OSError) and err.filename and not getattr(err, "raised_by_the_command", False):
                     print(f"error: {run_folder_message(err, config_name)}", file=sys.stderr)  # (Hydra's mkdir)
                     sys.exit(2)
-                if isinstance(err, InterpolationKeyError) and _printing_hydra_resolved():
-                    print(f"error: {hydra_resolved_message(err)}", file=sys.stderr)
+                if isinstance(err, InterpolationKeyError) and not getattr(err, "raised_by_the_command", False):
+                    # (Hydra's own settings read a key that is not there: hydra.run.dir, or output, which sets it)
+                    resolving = _printing_hydra_resolved()
+                    message = hydra_resolved_message(err) if resolving else interpolation_message(err, _read_in(err))
+                    print(f"error: {message}", file=sys.stderr)
                     sys.exit(2)
                 if isinstance(err, (MissingMandatoryValue, InterpolationToMissingValueError)) and not getattr(
                     err, "raised_by_the_command", False
@@ -326,6 +330,14 @@ def hydra_resolved_message(err: InterpolationKeyError) -> str:
         f"--cfg hydra --resolve cannot resolve Hydra's settings: they read keys of this command's config{keys}, "
         "which --cfg hydra leaves out; print both resolved with --cfg all --resolve"
     )
+
+
+def _read_in(err: InterpolationKeyError) -> dict | None:
+    """The whole config (Hydra's settings and the command's, unresolved) the failed interpolation was
+    read in, for `interpolation_message` to name the key it meant."""
+    node = getattr(err, "parent_node", None)
+    root = node._get_root() if node is not None else None
+    return OmegaConf.to_container(root, resolve=False) if isinstance(root, DictConfig) else None
 
 
 def _raised_in_hydra(err: BaseException) -> bool:
