@@ -103,6 +103,16 @@ def test_a_training_value_of_the_wrong_kind_names_its_key(override, message):
         check_config(composed("train", override.split()), "train")
 
 
+def test_a_key_of_the_users_own_that_a_value_reads_is_taken_however_like_a_command_key(as_run, tmp_path):
+    """``+exp=foo`` for ``hydra.run.dir=runs/${exp}`` was refused as a misspelled ``experiment`` (and
+    ``+name`` as ``task_name``), against the README's ``+tag`` example; unread, it still is."""
+    for key in ("exp", "name"):
+        run = [f"+{key}=foo", f"hydra.run.dir=runs/${{{key}}}", f"paths.output_dir={tmp_path}"]
+        check_config(as_run("train", run), "train")  # no error
+    with pytest.raises(ConfigError, match=r"^\+exp: exp is not a key of this command; did you mean experiment\?$"):
+        check_config(as_run("train", ["+exp=foo"]), "train")
+
+
 @pytest.mark.parametrize(
     "override,message",
     [

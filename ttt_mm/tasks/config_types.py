@@ -160,21 +160,21 @@ def check_added_keys(cfg: DictConfig, own: set[str], known: set[str], overrides:
     """Raise a ConfigError for a key added on the command line (``+key=value``, which Hydra suggests
     for a key it does not know) that is none of the ``known`` keys and groups but close to one: the
     command would read past it, and ``+hop=0.5`` (for ``hop_seconds``) ran as if it had not been given.
-    A key like none of them is the user's own (``+tag=x`` for ``hydra.run.dir=runs/${tag}``): it is
-    left alone. ``own``: the command's keys and groups, which a training group added must be one of."""
+    A key that a value reads (``+exp=x`` for ``hydra.run.dir=runs/${exp}``) is the user's own, however
+    like one of them; one like none of them that nothing reads gets a warning. ``own``: the command's keys and groups, which a training group added must be one of."""
     for override in overrides:
         if not override.startswith("+"):
             continue
         key, typed = top_key(override), override.split("=", 1)[0]
         if key in TRAINING_GROUPS and key not in own:  # (+model=attention adds a group: not the user's own)
             raise ConfigError(f"{typed}: {no_training_settings(key)}")
-        if key in known:
+        if key in known or _interpolated(key, cfg, HydraConfig.get()):  # (read as ${key}: the user's own)
             continue
         nested = [f"{k}.{key}" for k in cfg if isinstance(cfg.get(k), DictConfig) and key in cfg[k]]
         close = nested or [c for c in [_closest(key, known)] if c]
         if close:
             raise ConfigError(f"{typed}: {key} is not a key of this command; did you mean {close[0]}?")
-        if process_rank() == 0 and not _interpolated(key, cfg, HydraConfig.get()):  # (once, not by every DDP process)
+        if process_rank() == 0:  # (once, not by every DDP process)
             log.warning(
                 "%s: %s is no key of this command, and nothing in its config reads it (as ${%s}): it changes nothing",
                 typed,
