@@ -311,6 +311,20 @@ def test_a_sweep_refused_before_its_first_job_names_no_job_to_run_and_leaves_no_
     assert (named / "multirun.yaml").read_text() == "hydra: {}\n"
 
 
+def test_a_sweep_whose_folder_reads_a_key_its_jobs_set_apart_is_refused_before_its_first_job(capsys):
+    """``hydra.sweep.dir=sw_${seed}`` with ``seed=1,2``: the jobs went to sw_1 and sw_2, and the
+    results table and the commands to run jobs again to sw_0, for the config's own seed."""
+    with pytest.raises(SystemExit) as ended:
+        _sweep(2, folder="sw_${seed}", overrides=("seed=1,2", "model.lr=0.01"))
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: hydra.sweep.dir reads ${seed}, which this sweep's jobs set apart: each would make a sweep folder "
+        "of its own; name the jobs' folders by it instead, with hydra.sweep.subdir='${hydra.job.num}_${seed}'\n"
+    )
+    for folder in ("sw_${model.lr}", "sw_${seeds}", "sw_\\${seed}", "sw"):  # (set alike in every job, or not read)
+        _sweep(2, folder=folder, overrides=("seed=1,2", "model.lr=0.01"))
+
+
 def test_a_job_run_again_into_its_sweep_keeps_the_sweeps_record_beside_its_own(tmp_path):
     """Hydra wrote the sweep of one's multirun.yaml over the whole sweep's: the only record of its command."""
     (tmp_path / "multirun.yaml").write_text("the sweep\n")

@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, process_rank
 from ttt_mm.tasks.composing import TRAINING_GROUPS, closest_key, no_training_settings
-from ttt_mm.tasks.overrides import as_typed, override_key, top_key
+from ttt_mm.tasks.overrides import as_typed, override_key, reads, top_key
 
 log = logging.getLogger(__name__)
 
@@ -230,11 +230,8 @@ def _packages() -> dict[str, str]:
 
 
 def _interpolated(key: str, *configs: DictConfig) -> bool:
-    """Whether a value of these configs, as written, reads top-level ``key``: ``${key}``, ``${key.a}``,
-    relative (``${..key}``) or through ``oc.select`` (not a resolver of that name, ``${key:...}``, nor an
-    environment variable, ``${oc.env:key}``, nor an escaped ``\\${key}``)."""
-    reads = re.compile(r"(?<!\\)\$\{(?:oc\.select:\s*)?\.*" + re.escape(key) + r"(?![\w:-])")
-    return any(reads.search(OmegaConf.to_yaml(c, resolve=False)) for c in configs)
+    """Whether a value of these configs, as written, reads top-level ``key`` (`reads`)."""
+    return any(reads(OmegaConf.to_yaml(c, resolve=False), key) for c in configs)
 
 
 def _kind(default):

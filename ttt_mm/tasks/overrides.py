@@ -36,3 +36,10 @@ def top_key(override: str) -> str:
 def sweep_on_command_line() -> bool:
     """Whether this command was started as a sweep (``-m``): what composing its configs cannot ask Hydra."""
     return bool({"-m", "--multirun"} & set(sys.argv[1:]))
+
+
+def reads(text: str, key: str) -> bool:
+    """Whether config ``text``, as written, reads ``key``: ``${key}``, ``${key.a}``, relative
+    (``${..key}``) or through ``oc.select`` (not a resolver of that name, ``${key:...}``, nor an
+    environment variable, ``${oc.env:key}``, nor an escaped ``\\${key}``)."""
+    return re.search(r"(?<!\\)\$\{(?:oc\.select:\s*)?\.*" + re.escape(key) + r"(?![\w:-])", text) is not None

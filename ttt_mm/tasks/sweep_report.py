@@ -35,7 +35,7 @@ from ttt_mm.storage.atomic import write_csv
 from ttt_mm.storage.locks import held
 from ttt_mm.tasks.command_lines import config_flags, shell_override
 from ttt_mm.tasks.common import SweepJobError
-from ttt_mm.tasks.overrides import as_typed, override_key
+from ttt_mm.tasks.overrides import as_typed, override_key, reads
 from ttt_mm.tasks.run_folders import RUN_STAMP
 
 RESULTS = "results.csv"
@@ -62,6 +62,26 @@ def sweep_jobs(task_overrides: list[str]) -> list[list[str]] | None:
         return jobs
     except Exception:  # (anything the parser cannot expand alone)
         return None
+
+
+def refuse_a_folder_per_job(config: DictConfig, jobs: list[list[str]]) -> None:
+    """Exit 2 with one line where the sweep's folder reads a key its jobs set apart
+    (``hydra.sweep.dir=sw_${seed}`` with ``seed=1,2``): each job went to a sweep folder of its own, and
+    the sweep's record and results to one for the config's own value, which no job used."""
+    set_to = {}
+    for job in jobs:
+        for override in job:
+            set_to.setdefault(override_key(override), set()).add(override)
+    written = str(config.hydra.sweep._get_node("dir")._value())
+    read = [key for key, values in set_to.items() if len(values) > 1 and reads(written, key)]
+    if read:
+        print(
+            f"error: hydra.sweep.dir reads ${{{read[0]}}}, which this sweep's jobs set apart: each would make a "
+            f"sweep folder of its own; name the jobs' folders by it instead, with "
+            f"hydra.sweep.subdir='${{hydra.job.num}}_${{{read[0]}}}'",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
 
 RUN_LENGTH = ("trainer.max_steps", "trainer.max_epochs")
@@ -192,6 +212,7 @@ class SweepReport(Callback):
         self.flags = config_flags(config.hydra)
         if not config.hydra.sweeper.get("params"):  # (params in a config also make jobs: not counted here)
             self.jobs = sweep_jobs(as_typed(config.hydra.overrides.task))
+            refuse_a_folder_per_job(config, self.jobs or [])
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweeping:
