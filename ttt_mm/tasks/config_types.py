@@ -161,14 +161,19 @@ def check_added_keys(cfg: DictConfig, own: set[str], known: set[str], overrides:
     for a key it does not know) that is none of the ``known`` keys and groups but close to one: the
     command would read past it, and ``+hop=0.5`` (for ``hop_seconds``) ran as if it had not been given.
     A key that a value reads (``+exp=x`` for ``hydra.run.dir=runs/${exp}``) is the user's own, however
-    like one of them; one like none of them that nothing reads gets a warning. ``own``: the command's keys and groups, which a training group added must be one of."""
+    like one of them; one like none of them that nothing reads gets a warning. The same holds in a node
+    of plain settings (``+paths.log_dirr``). ``own``: the command's keys and groups, which a training
+    group added must be one of."""
     for override in overrides:
         if not override.startswith("+"):
             continue
         key, typed = top_key(override), override.split("=", 1)[0]
         if key in TRAINING_GROUPS and key not in own:  # (+model=attention adds a group: not the user's own)
             raise ConfigError(f"{typed}: {no_training_settings(key)}")
-        if key in known or _interpolated(key, cfg, HydraConfig.get()):  # (read as ${key}: the user's own)
+        if key in known:
+            _check_added_setting(cfg, override_key(override), typed)
+            continue
+        if _interpolated(key, cfg, HydraConfig.get()):  # (read as ${key}: the user's own)
             continue
         nested = [f"{k}.{key}" for k in cfg if isinstance(cfg.get(k), DictConfig) and key in cfg[k]]
         close = nested or [c for c in [_closest(key, known)] if c]
@@ -181,6 +186,23 @@ def check_added_keys(cfg: DictConfig, own: set[str], known: set[str], overrides:
                 key,
                 key,
             )
+
+
+def _check_added_setting(cfg: DictConfig, key: str, typed: str) -> None:
+    """Raise a ConfigError for ``key`` added to a node of plain settings (no ``_target_``, values only:
+    ``paths``) where it is close to one of that node's keys and nothing reads it (`check_added_keys`).
+    A node that builds an object has its keys checked against what it builds; one of nodes (``callbacks``)
+    takes new ones."""
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else None
+    if not isinstance(node, DictConfig) or "_target_" in node:
+        return
+    siblings = [str(k) for k in node if k != name]
+    if any(isinstance(node._get_node(k), DictConfig) for k in siblings):
+        return
+    close = closest_key(name, siblings)
+    if close and not any(reads(OmegaConf.to_yaml(c, resolve=False), key) for c in (cfg, HydraConfig.get())):
+        raise ConfigError(f"{typed}: {parent} has no key {name}; did you mean {parent}.{close}?")
 
 
 def check_keys_of_config_files(cfg: DictConfig, known: set[str], overrides: list[str]) -> None:
