@@ -116,7 +116,9 @@ def test_a_key_of_the_users_own_that_a_value_reads_is_taken_however_like_a_comma
 def test_a_key_added_to_a_node_of_plain_settings_close_to_one_of_its_keys_names_it(as_run, tmp_path):
     """``+paths.log_dirr=x`` ran (a real training run) as if not given: only nodes that build an object
     had their keys checked. One of the user's own (``+paths.media``), or one a value reads, is taken."""
-    with pytest.raises(ConfigError, match=r"^\+paths.log_dirr: paths has no key log_dirr; did you mean paths.log_dir\?$"):
+    with pytest.raises(
+        ConfigError, match=r"^\+paths.log_dirr: paths has no key log_dirr; did you mean paths.log_dir\?$"
+    ):
         check_config(as_run("train", ["+paths.log_dirr=x"]), "train")
     for run in (["+paths.media=/m"], ["+paths.log_dirr=x", "hydra.run.dir=${paths.log_dirr}/r"]):
         check_config(as_run("train", [*run, f"paths.output_dir={tmp_path}"]), "train")  # no error

@@ -115,7 +115,9 @@ def test_a_stream_continued_from_a_span_off_the_step_grid_says_where_it_starts(c
     stream = embedder.stream()
     for window in embedder.windows(files["audio"], 0.0, 1.0):
         stream.push(window)
-    with pytest.raises(ValueError, match=r"1\.010000 s into the input.*start every span and window of one stream"):
+    with pytest.raises(
+        ValueError, match=r"1\.010000 s into the input.*start every span and window of one stream a whole"
+    ):
         for window in embedder.windows(files["audio"], 1.01, None):
             stream.push(window)
 
@@ -233,11 +235,26 @@ def test_the_window_an_error_suggests_is_taken():
     from ttt_mm.layers import TTTLayer
     from ttt_mm.tokenizers import AudioTokenizer
 
-    parts = AudioTokenizer(dim=16, n_mels=20, sample_rate=22050, hop_length=256), Backbone(16, 1, partial(TTTLayer, num_heads=2))
+    parts = (
+        AudioTokenizer(dim=16, n_mels=20, sample_rate=22050, hop_length=256),
+        Backbone(16, 1, partial(TTTLayer, num_heads=2)),
+    )
     with pytest.raises(ValueError, match=r"must be a multiple of the tokenizer's step .* \(e.g. ([\d.]+)\)$") as error:
         Embedder(*parts, window_seconds=0.3)
     suggested = float(re.search(r"e.g. ([\d.]+)\)$", str(error.value))[1])
     assert Embedder(*parts, window_seconds=suggested).window_seconds == pytest.approx(0.3, abs=0.03)
+
+
+def test_a_stream_opened_elsewhere_than_its_first_window_names_the_start_to_open_it_at(ckpts, files):
+    """Windows of a span from 1.1 s pushed to ``stream()`` were refused with "start every span and window
+    of one stream at a multiple of" the step: it is ``stream(start=1.1)`` that was missing."""
+    embedder = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu")
+    first = next(embedder.windows(files["audio"], 1.1, 2.0))
+    with pytest.raises(
+        ValueError, match=r"open the stream where its first window starts, Embedder.stream\(start=1.1\)$"
+    ):
+        embedder.stream().push(first)
+    assert embedder.stream(start=1.1).push(first).shape[1] == 10  # (0.4 s of 0.04 s steps)
 
 
 def test_embed_tensor_equals_embed_file_and_batch_rows_are_independent(ckpts, files):

@@ -317,10 +317,14 @@ class Stream:
         window_start = float(torch.as_tensor(batch.get("start", 0.0), dtype=torch.float64).reshape(-1)[0])
         first = (window_start - self.start) / e.seconds_per_step
         if abs(first - round(first)) > 1e-6:
+            fix = (  # (a first window: the stream was opened elsewhere; a later one: a span starts off the grid)
+                f"open the stream where its first window starts, Embedder.stream(start={window_start:g})"
+                if self.state is None
+                else "start every span and window of one stream a whole number of steps after its start"
+            )
             raise ValueError(
-                f"a window starts {window_start - self.start:.6f} s into the input, not on the "
-                f"{e.seconds_per_step} s step grid: start every span and window of one stream at a "
-                f"multiple of it (each window's length a multiple too)"
+                f"a window starts {window_start - self.start:.6f} s into the input (from the stream's start, "
+                f"{self.start:g} s), not a whole number of {e.seconds_per_step} s steps: {fix}"
             )
         if round(first) < self._end_step:  # (the state has read past it: its rows would be wrong and out of order)
             raise ValueError(

@@ -290,9 +290,7 @@ def check_updates_learn(datamodule, model) -> None:
     fits = _unit_sizes(tokens, tok, most=tokens // 4) or _unit_sizes(tokens, tok, most=tokens // 2)
     smaller = f"{MIXER_KEY}.{unit.argument}={max(fits)} or " if fits else ""
     steps = math.ceil(2 * unit.tokens / tok.tokens_per_step)  # a training window of two units
-    longer = (
-        f"data.clip_seconds={tok.seconds_text(steps)} ({steps * tok.tokens_per_step} tokens: two {unit.name})"
-    )
+    longer = f"data.clip_seconds={tok.seconds_text(steps)} ({steps * tok.tokens_per_step} tokens: two {unit.name})"
     raise ConfigError(
         f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens) holds no more than one of the {unit.name} "
         f"of {unit.tokens} tokens, whose update reaches only the tokens after it: the update's step sizes would "
