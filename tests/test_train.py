@@ -503,6 +503,41 @@ def test_ddp_on_two_cpu_processes(tmp_path, val):
     assert "resuming at step 4 with the checkpoint's carried state" in (run_dir / "train.log").read_text()
 
 
+SIGTERM_AT = """
+import os, signal
+from lightning.pytorch.callbacks import Callback
+
+class SigtermAt(Callback):
+    def __init__(self, rank: int, step: int):
+        self.rank, self.step = rank, step
+
+    def on_train_batch_end(self, trainer, *args):
+        if (trainer.global_rank, trainer.global_step) == (self.rank, self.step):
+            os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_in_one_process_of_a_ddp_run_stops_all_after_the_same_step(tmp_path):
+    """Lightning's handler ran a collective inside the signal handler: a SIGTERM that reached one process
+    (or one process twice: from the scheduler and from the first process) left every process waiting
+    forever in a collective the others never joined (3 of 4 ``timeout`` stops of such a run)."""
+    (tmp_path / "sigterm_at.py").write_text(SIGTERM_AT)
+    cmd = train_cmd(tmp_path / "run", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+    cmd += ["trainer.precision=32-true", "trainer.max_steps=400", "+callbacks.sigterm._target_=sigterm_at.SigtermAt"]
+    cmd += ["+callbacks.sigterm.rank=1", "+callbacks.sigterm.step=3"]  # (the second process only, after step 3)
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-3000:]
+    assert "terminated (SIGTERM) at step 4:" in err  # (both stopped after the step that agreed)
+    assert not _processes(group=proc.pid)
+
+
 def _processes(parent: int | None = None, group: int | None = None, env: str = "") -> list[int]:
     """Live processes (not zombies) with this parent, or in this process group, whose environment holds
     ``env`` (``NAME=value``; from /proc)."""

@@ -37,6 +37,7 @@ from ttt_mm.tasks.resume_advice import (
 from ttt_mm.tasks.run_folders import forget_refused_resume, later_last_checkpoint, later_step_checkpoints
 from ttt_mm.tasks.train_checks import check, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
+from ttt_mm.training.terminated_together import TerminatedTogether
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def build(cfg: DictConfig):
     model = instantiate(cfg.model)
     datamodule.cover_context(model.tokenizer)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks.append(TerminatedTogether())  # (not a setting: without it, data parallel can hang on SIGTERM)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     # without checkpoint callbacks (callbacks=none), no checkpoints: Lightning would otherwise add one of
     # its own, saved under a name that resuming and the other commands do not look for
