@@ -258,6 +258,30 @@ def test_a_resume_whose_validation_clips_changed_is_warned_about(caplog):
     assert line.startswith(f"validation clips since the checkpoint: 1 removed ({gone.segment}): val/* from now on")
 
 
+def test_a_resume_that_validates_in_other_windows_is_warned_about(caplog):
+    """Resumed with data.eval_window_seconds (or data.clip_seconds, which it defaults to) changed, its
+    val/* and the best checkpoint's ranking mixed scores of two window lengths without a word."""
+
+    def module(**windows):
+        dm = MediaDataModule(SyntheticSource(num_clips=8), val_fraction=0.5, test_fraction=0.0, **windows)
+        dm.setup("fit")
+        dm.trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), is_global_zero=True, default_root_dir=".")
+        return dm
+
+    saved = module(clip_seconds=2.0).state_dict()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        module(clip_seconds=2.0).load_state_dict(saved)
+        module(clip_seconds=1.0, eval_window_seconds=2.0).load_state_dict(saved)  # (validates as it did)
+        assert not [r for r in caplog.records if "validat" in r.getMessage()]
+        module(clip_seconds=1.0).load_state_dict(saved)
+    (line,) = [r.getMessage() for r in caplog.records if "validat" in r.getMessage()]
+    assert line == (
+        "validation windows of 1 s (data.clip_seconds), the checkpoint's run validated in 2 s: val/* from now on "
+        "are not comparable with the earlier validations', nor is the best checkpoint's score "
+        "(data.eval_window_seconds=2 validates as it did)"
+    )
+
+
 def test_the_clip_records_are_made_once_not_at_every_save(monkeypatch):
     from ttt_mm.data import datamodule
 

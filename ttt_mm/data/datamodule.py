@@ -635,6 +635,16 @@ class MediaDataModule(L.LightningDataModule):
                 "validations', nor is the best checkpoint's score",
                 val,
             )
+        if (window := state.get("eval window")) is not None and window != self.eval_window_seconds:
+            log.warning(
+                "validation windows of %g s (data.%s), the checkpoint's run validated in %g s: val/* from now on are "
+                "not comparable with the earlier validations', nor is the best checkpoint's score "
+                "(data.eval_window_seconds=%g validates as it did)",
+                self.eval_window_seconds,
+                self.eval_window_key,
+                window,
+                window,
+            )
 
     def _changes(self, state: dict, key: str, split: str) -> str | None:
         """The split's clips added, removed or rewritten since ``state`` (`clip_changes`); None where its
