@@ -186,6 +186,23 @@ def test_a_resume_that_does_not_follow_is_said_once_and_moved_rows_by_each_proce
     assert "2 of 2 rows of process 1 do not go on where the checkpoint left them" in caplog.text
 
 
+def test_a_resume_that_goes_on_in_a_ddp_run_names_whose_rows_it_counts(caplog, monkeypatch):
+    """Only the first process says it, of its own rows: "in 2 of 2 rows" read as the whole batch of a
+    two-process run (4 rows)."""
+    from ttt_mm.training import carried_state
+
+    m = model()
+    carried, _ = carried_after_one_batch(m, step=5)
+    for distributed, said in ((False, "in 2 of 2 rows\n"), (True, "in 2 of 2 rows of process 0\n")):
+        monkeypatch.setattr(carried_state, "_distributed", lambda d=distributed: d)
+        restored = CarriedState()
+        restored.restore(carried.saved(), m.backbone)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ttt_mm.training.carried_state"):
+            starting_state(restored, m, windows(1.64) | {"stream_step": torch.tensor(6)})
+        assert caplog.text.endswith(f"goes on from the checkpoint's carried state {said}")
+
+
 def test_a_training_batch_says_where_it_stands_before_it_goes_to_the_device():
     """Read from the batch on the device, its place (flags, step, window starts) would make every step
     wait for the device; the module reads it on the CPU, and the transfer leaves it as it is."""

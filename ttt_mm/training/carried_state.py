@@ -99,9 +99,10 @@ class CarriedState:
         elif restored and rank_zero_only.rank == 0:  # (the restore said it would, if the rows were where they stopped)
             going_on = int((~reset).sum())
             log.info(
-                "the first batch after the resume goes on from the checkpoint's carried state in %d of %d rows%s",
+                "the first batch after the resume goes on from the checkpoint's carried state in %d of %d rows%s%s",
                 going_on,
                 len(reset),
+                " of process 0" if _distributed() else "",  # (each process its own rows: the others' alike, or said)
                 "" if going_on == len(reset) else " (the others start a clip)",
             )
         return state, reset | moved
