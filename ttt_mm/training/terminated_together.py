@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 class TerminatedTogether(Callback):
     """Stops every process of a data-parallel fit after the same step when SIGTERM reaches any of them
     (a process alone keeps Lightning's handler). Validation and test ask nothing of the others (a rank
-    may have fewer of their batches): a SIGTERM there stops the fit after the next training step."""
+    may have fewer of their batches): a SIGTERM during a validation stops the fit after the next training
+    step, and one during the test after the fit lets the test finish."""
 
     def __init__(self) -> None:
         self.noted = False
