@@ -255,6 +255,9 @@ def test_a_stream_opened_elsewhere_than_its_first_window_names_the_start_to_open
     ):
         embedder.stream().push(first)
     assert embedder.stream(start=1.1).push(first).shape[1] == 10  # (0.4 s of 0.04 s steps)
+    late = {"start": torch.tensor([5025.125], dtype=torch.float64)}  # (refused before it is read: no media needed)
+    with pytest.raises(ValueError, match=r"Embedder.stream\(start=5025.125\)$"):  # (not :g's 5025.12, refused again)
+        embedder.stream().push(late)
 
 
 def test_embed_tensor_equals_embed_file_and_batch_rows_are_independent(ckpts, files):

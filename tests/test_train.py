@@ -508,24 +508,35 @@ import os, signal
 from lightning.pytorch.callbacks import Callback
 
 class SigtermAt(Callback):
-    def __init__(self, rank: int, step: int):
-        self.rank, self.step = rank, step
+    def __init__(self, rank: int, step: int, hook: str):
+        self.rank, self.step, self.hook = rank, step, hook
+
+    def _at(self, trainer, hook):
+        if (trainer.global_rank, trainer.global_step, hook) == (self.rank, self.step, self.hook):
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def on_train_batch_end(self, trainer, *args):
-        if (trainer.global_rank, trainer.global_step) == (self.rank, self.step):
-            os.kill(os.getpid(), signal.SIGTERM)
+        self._at(trainer, "train")
+
+    def on_validation_batch_end(self, trainer, *args):
+        self._at(trainer, "validation")
 """
 
 
 @pytest.mark.slow
-def test_sigterm_in_one_process_of_a_ddp_run_stops_all_after_the_same_step(tmp_path):
+@pytest.mark.parametrize(
+    ("hook", "rank", "step", "stopped"),
+    [("train", 1, 3, 4), ("validation", 0, 2, 2)],  # (the validation after step 2: stopped at its end)
+)
+def test_sigterm_in_one_process_of_a_ddp_run_stops_all_after_the_same_step(tmp_path, hook, rank, step, stopped):
     """Lightning's handler ran a collective inside the signal handler: a SIGTERM that reached one process
     (or one process twice: from the scheduler and from the first process) left every process waiting
     forever in a collective the others never joined (3 of 4 ``timeout`` stops of such a run)."""
     (tmp_path / "sigterm_at.py").write_text(SIGTERM_AT)
     cmd = train_cmd(tmp_path / "run", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
-    cmd += ["trainer.precision=32-true", "trainer.max_steps=400", "+callbacks.sigterm._target_=sigterm_at.SigtermAt"]
-    cmd += ["+callbacks.sigterm.rank=1", "+callbacks.sigterm.step=3"]  # (the second process only, after step 3)
+    cmd += ["trainer.precision=32-true", "trainer.max_steps=400", "trainer.val_check_interval=2"]
+    cmd += ["+callbacks.sigterm._target_=sigterm_at.SigtermAt", f"+callbacks.sigterm.hook={hook}"]
+    cmd += [f"+callbacks.sigterm.rank={rank}", f"+callbacks.sigterm.step={step}"]  # (one process only)
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -534,7 +545,7 @@ def test_sigterm_in_one_process_of_a_ddp_run_stops_all_after_the_same_step(tmp_p
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 143, err[-3000:]
-    assert "terminated (SIGTERM) at step 4:" in err  # (both stopped after the step that agreed)
+    assert f"terminated (SIGTERM) at step {stopped}:" in err  # (both stopped after the step that agreed)
     assert not _processes(group=proc.pid)
 
 

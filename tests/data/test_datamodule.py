@@ -272,14 +272,18 @@ def test_a_resume_that_validates_in_other_windows_is_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         module(clip_seconds=2.0).load_state_dict(saved)
         module(clip_seconds=1.0, eval_window_seconds=2.0).load_state_dict(saved)  # (validates as it did)
+        module(clip_seconds=2.0 + 1e-12).load_state_dict(saved)  # (the same up to rounding)
         assert not [r for r in caplog.records if "validat" in r.getMessage()]
         module(clip_seconds=1.0).load_state_dict(saved)
-    (line,) = [r.getMessage() for r in caplog.records if "validat" in r.getMessage()]
-    assert line == (
+        module(clip_seconds=1.0).load_state_dict(saved | {"eval window": 7 * 1024 / 22050})
+    lines = [r.getMessage() for r in caplog.records if "validat" in r.getMessage()]
+    assert lines[0] == (
         "validation windows of 1 s (data.clip_seconds), the checkpoint's run validated in 2 s: val/* from now on "
         "are not comparable with the earlier validations', nor is the best checkpoint's score "
         "(data.eval_window_seconds=2 validates as it did)"
     )
+    typed = float(re.search(r"data.eval_window_seconds=([\d.]+) validates", lines[1])[1])  # (whole steps, typed)
+    assert typed == pytest.approx(7 * 1024 / 22050, rel=1e-14) and len(lines) == 2
 
 
 def test_the_clip_records_are_made_once_not_at_every_save(monkeypatch):

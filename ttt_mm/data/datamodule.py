@@ -635,11 +635,12 @@ class MediaDataModule(L.LightningDataModule):
                 "validations', nor is the best checkpoint's score",
                 val,
             )
-        if (window := state.get("eval window")) is not None and window != self.eval_window_seconds:
+        window = state.get("eval window")
+        if window is not None and not math.isclose(window, self.eval_window_seconds, rel_tol=1e-9):
             log.warning(
                 "validation windows of %g s (data.%s), the checkpoint's run validated in %g s: val/* from now on are "
                 "not comparable with the earlier validations', nor is the best checkpoint's score "
-                "(data.eval_window_seconds=%g validates as it did)",
+                "(data.eval_window_seconds=%.15g validates as it did)",
                 self.eval_window_seconds,
                 self.eval_window_key,
                 window,

@@ -318,7 +318,7 @@ class Stream:
         first = (window_start - self.start) / e.seconds_per_step
         if abs(first - round(first)) > 1e-6:
             fix = (  # (a first window: the stream was opened elsewhere; a later one: a span starts off the grid)
-                f"open the stream where its first window starts, Embedder.stream(start={window_start:g})"
+                f"open the stream where its first window starts, Embedder.stream(start={window_start!r})"
                 if self.state is None
                 else "start every span and window of one stream a whole number of steps after its start"
             )

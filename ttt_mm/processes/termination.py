@@ -4,8 +4,9 @@ temporary file left beside the outputs. Taken as Ctrl-C, such a command stops th
 (it says how far it got, nothing is left half-written) and exits with 143, as shells report SIGTERM.
 Python takes a signal between two bytecodes of the main thread: inside one long native call (a
 decoder's read, a large product) the command stops when that call returns. A second SIGTERM ends
-the process at once, as one did before. Training leaves SIGTERM to Lightning, which saves a
-checkpoint and says how to resume (`ttt_mm.tasks.train`)."""
+the process at once, as one did before. Training leaves SIGTERM to Lightning, which stops the fit
+after the step (every process of a data-parallel one after the same step:
+`ttt_mm.training.terminated_together`); the run then says how to resume (`ttt_mm.tasks.train`)."""
 
 from __future__ import annotations
 

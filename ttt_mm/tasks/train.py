@@ -138,7 +138,7 @@ def run(cfg: DictConfig) -> dict:
             log.warning(
                 "test-only: test windows of %g s (data.%s), the checkpoint's run tested in %g s: test/* compares "
                 "only roughly with its run's (each window is scored from a fresh state; data.eval_window_seconds="
-                "%g scores as it did)",
+                "%.15g scores as it did)",
                 datamodule.eval_window_seconds,
                 datamodule.eval_window_key,
                 resumed.eval_window,

@@ -5,8 +5,9 @@ Lightning's own handler runs a collective inside the signal handler and passes t
 processes it started: a process that got it twice (from the scheduler and from the first process),
 or once while the others were mid-step, waited forever in a collective the others never joined (3 of
 4 runs of ``trainer=ddp`` on two CPU processes stopped by ``timeout``). Here the handler only notes
-the signal; at the start of each training batch the processes agree whether any of them noted it,
-and Lightning then ends the fit after that step in all of them at once, as it does in one process.
+the signal; at the start of each training batch, and at the end of each validation, the processes
+agree whether any of them noted it, and Lightning then ends the fit after that step (or validation)
+in all of them at once, as it does in one process.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ log = logging.getLogger(__name__)
 
 class TerminatedTogether(Callback):
     """Stops every process of a data-parallel fit after the same step when SIGTERM reaches any of them
-    (a process alone keeps Lightning's handler). Validation and test ask nothing of the others (a rank
-    may have fewer of their batches): a SIGTERM during a validation stops the fit after the next training
-    step, and one during the test after the fit lets the test finish."""
+    (a process alone keeps Lightning's handler). Validation batches ask nothing of the others (a rank may
+    have fewer of them): a SIGTERM during a validation stops the fit at its end, and one during a test
+    lets the test finish (the run is then done)."""
 
     def __init__(self) -> None:
         self.noted = False
@@ -42,5 +43,12 @@ class TerminatedTogether(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        self._agree(trainer)  # (Lightning ends the fit after this step)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit":  # (every process ends the validation; Lightning ends the fit there)
+            self._agree(trainer)
+
+    def _agree(self, trainer: L.Trainer) -> None:
         if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(self.noted, all=False):
-            trainer._signal_connector.received_sigterm = True  # (Lightning ends the fit after this step)
+            trainer._signal_connector.received_sigterm = True
