@@ -318,8 +318,18 @@ def test_a_sweep_whose_folder_reads_a_key_its_jobs_set_apart_is_refused_before_i
         _sweep(2, folder="sw_${seed}", overrides=("seed=1,2", "model.lr=0.01"))
     assert ended.value.code == 2
     assert capsys.readouterr().err == (
-        "error: hydra.sweep.dir reads ${seed}, which this sweep's jobs set apart: each would make a sweep folder "
+        "error: hydra.sweep.dir reads ${seed}, and this sweep's jobs set seed apart: each would make a sweep folder "
         "of its own; name the jobs' folders by it instead, with hydra.sweep.subdir='${hydra.job.num}_${seed}'\n"
+    )
+    with pytest.raises(SystemExit):  # a config group swept: its option's name, not its whole node, names the folders
+        report = SweepReport(reruns_stopped=False)
+        job = _job(0, "model=attention,lact", folder="sw_${model.lr}")
+        job.hydra.runtime = {"choices": {"model": "attention"}}
+        report.begin(job)
+    assert capsys.readouterr().err == (
+        "error: hydra.sweep.dir reads ${model.lr}, and this sweep's jobs set model apart: each would make a sweep "
+        "folder of its own; name the jobs' folders by it instead, with "
+        "hydra.sweep.subdir='${hydra.job.num}_${hydra:runtime.choices.model}'\n"
     )
     for folder in ("sw_${model.lr}", "sw_${seeds}", "sw_\\${seed}", "sw"):  # (set alike in every job, or not read)
         _sweep(2, folder=folder, overrides=("seed=1,2", "model.lr=0.01"))

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import functools
 import os
+import re
 import shlex
 import sys
 from collections.abc import Mapping
@@ -75,10 +76,14 @@ def refuse_a_folder_per_job(config: DictConfig, jobs: list[list[str]]) -> None:
     written = str(config.hydra.sweep._get_node("dir")._value())
     read = [key for key, values in set_to.items() if len(values) > 1 and reads(written, key)]
     if read:
+        key = read[0]
+        shown = re.search(r"\$\{[^{}]*?" + re.escape(key) + r"[^{}]*\}", written)
+        groups = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
+        name = f"${{hydra:runtime.choices.{key}}}" if key in groups else f"${{{key}}}"  # (a group: its option's name)
         print(
-            f"error: hydra.sweep.dir reads ${{{read[0]}}}, which this sweep's jobs set apart: each would make a "
-            f"sweep folder of its own; name the jobs' folders by it instead, with "
-            f"hydra.sweep.subdir='${{hydra.job.num}}_${{{read[0]}}}'",
+            f"error: hydra.sweep.dir reads {shown[0] if shown else '${' + key + '}'}, and this sweep's jobs set "
+            f"{key} apart: each would make a sweep folder of its own; name the jobs' folders by it instead, with "
+            f"hydra.sweep.subdir='${{hydra.job.num}}_{name}'",
             file=sys.stderr,
         )
         sys.exit(2)
