@@ -305,6 +305,17 @@ def test_a_stretch_of_video_without_frames_is_said(tmp_path, caplog):
     assert line.startswith(f"{lost}: 1.000 s inside the video has no frames")
 
 
+def test_a_variable_rate_mp4_with_reordered_frames_is_not_said_to_lack_frames(tmp_path):
+    """B-frames: an MP4's packet durations are decoding steps, and laid on the frames in the order they
+    are shown, a stretch of 33 ms frames after 200 ms ones left "0.8 s inside the video has no frames"
+    in a whole file. Its holes are counted between decoding times now (an MKV's, as before)."""
+    times = [t for second in range(4) for t in range(1000 * second, 1000 * (second + 1), 200 if second % 2 else 33)]
+    path = write_video(tmp_path / "vfr.mp4", audio_rate=None, times_ms=times, b_frames=True)
+    index = video.video_index(str(path), "pyav")
+    assert len(index.starts) == len(times) and index.gaps == 0.0
+    assert describe(str(path))["n_frames"] == len(times) and "video_gaps" not in describe(str(path))
+
+
 def test_a_video_whose_last_frame_is_damaged_is_read_to_its_end(tmp_path):
     """The probe read the last frame alone: refused by both backends' decoders, the file was left out
     whole. PyAV's last second has the picture before it stand in, as any window does."""

@@ -174,13 +174,20 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     pts = np.array(stamps, dtype=np.int64)
     order = np.argsort(pts)
     pts = pts[order]
-    durations = np.array([r[2] for r in rows], dtype=np.int64)[order]
+    in_decoding = np.array([r[2] for r in rows], dtype=np.int64)
+    durations = in_decoding[order]
     keys = np.array([r[3] for r in rows], dtype=bool)[order]
     # time 0 is the stream's start (its first frame), as decord counts: a file cut from a longer
     # recording starts its timestamps at 10 s, say, and its first frame is still at time 0
     origin = int(pts[0]) if start_time is None else int(start_time)
     shown = (pts - origin) * time_base
     starts, duration, fps, gaps = _timeline(path, shown, shown + durations * time_base, fps)
+    decoded = np.array([dts if dts is not None else np.nan for _, dts, _, _ in rows], dtype=np.float64)
+    if (order != np.arange(len(order))).any() and len(rows) > 1 and (np.diff(decoded) > 0).all():
+        # frames shown in another order than decoded (B-frames): an MP4's durations are decoding steps,
+        # so a frame's own is not how long it is shown (a variable-rate video had 1 s of false gaps);
+        # the stream's holes are those between decoding times
+        gaps = _gaps(decoded * time_base, (decoded + in_decoding) * time_base, fps)
     key_pts = pts[keys] if keys.any() else pts[:1]
     return VideoIndex(starts, duration, fps, size, pts, key_pts, turns, first_pts, gaps)
 
