@@ -286,6 +286,21 @@ def test_a_resume_that_validates_in_other_windows_is_warned_about(caplog):
     assert typed == pytest.approx(7 * 1024 / 22050, rel=1e-14) and len(lines) == 2
 
 
+def test_the_test_after_a_fit_says_how_its_files_are_read_once(monkeypatch):
+    """A truncated test file was read as far as it went without its warning: the data was listed for the
+    fit, which says its notes of train and val files only, and the test's setup found it listed."""
+    from ttt_mm.data import datamodule
+
+    said = []
+    monkeypatch.setattr(datamodule, "say_how_read", lambda selection, spec, clips: said.append(list(clips)))
+    dm = MediaDataModule(SyntheticSource(num_clips=40), val_fraction=0.2, test_fraction=0.2)
+    dm.setup("fit")
+    assert said == [dm.splits["train"] + dm.splits["val"]]
+    dm.setup("test")
+    dm.setup("test")  # (a second test of the run: said already)
+    assert said[1:] == [dm.splits["test"]] and dm.splits["test"]
+
+
 def test_the_clip_records_are_made_once_not_at_every_save(monkeypatch):
     from ttt_mm.data import datamodule
 

@@ -244,9 +244,11 @@ class MediaDataModule(L.LightningDataModule):
         self.validated_on: set[str] | None = None  # and its validation files
         self._skipped_at_setup: set[str] = set()  # the skip list's names once `setup` had listed the data
         self._selection: Selection | None = None
+        self._said: set[str] = set()  # the splits whose files' notes were said (`_say_how_read_once`)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
+        if self.splits:  # (listed already: the test after a fit reads its split now)
+            self._say_how_read_once(stage)
             return
         path = self.skip_list_path
         if path is None and self.trainer is not None:
@@ -310,9 +312,7 @@ class MediaDataModule(L.LightningDataModule):
             self._ensure_validation(warn=stage in (None, "fit"))
         self._selection = selection
         self._skipped_at_setup = set(self.skips.reasons)
-        if self.says_how_read_on_setup:  # (of the files this stage reads: others' would be noise)
-            stage_splits = STAGE_SPLITS.get(stage) or ((stage,) if stage in SPLITS else SPLITS)
-            self.say_how_read([c for split in stage_splits for c in self.splits[split]])
+        self._say_how_read_once(stage)
         if stage in (None, "fit") and rank_zero_only.rank == 0:
             log.info("data: %s", self.split_summary())
             self._say_unread_pictures()
@@ -332,6 +332,18 @@ class MediaDataModule(L.LightningDataModule):
                 len(videos),
                 len(files),
             )
+
+    def _say_how_read_once(self, stage: str | None) -> None:
+        """`say_how_read` of the splits this stage reads that no earlier stage did (the files other stages
+        read would be noise): the test after a fit says its files' notes at the test, once."""
+        if not self.says_how_read_on_setup:
+            return
+        splits = [
+            s for s in STAGE_SPLITS.get(stage) or ((stage,) if stage in SPLITS else SPLITS) if s not in self._said
+        ]
+        self._said.update(splits)
+        if splits:
+            self.say_how_read([c for split in splits for c in self.splits[split]])
 
     def say_how_read(self, clips: list[ClipInfo]) -> None:
         """Log how these clips (of this setup's) are read where it is not plainly (`selection.say_how_read`):
