@@ -878,6 +878,12 @@ def test_a_data_group_of_other_streams_than_the_checkpoints_is_said_to_be_read_f
     assert "reads audio and video in training" in read_otherwise({"data": "av_folder", "tokenizer": "av"}, audio)
     assert read_otherwise({"data": "synthetic", "tokenizer": "video"}, audio) is None  # (its clips have sound)
     assert read_otherwise({"data": "audio_folder", "tokenizer": "audio"}, audio) is None
+    av = audio | {"modalities": ["audio", "video"], "fps": 8.0, "size": 32}  # (evaluate's default takes silent videos)
+    assert "here its files with video (those without sound with a silent track: data.missing_audio=silence) are " in (
+        read_otherwise({"data": "video_folder", "tokenizer": "video"}, av, "silence")
+    )
+    said = read_otherwise({"data": "video_folder", "tokenizer": "video"}, av, "skip")
+    assert "here its files with audio and video are taken" in said
 
 
 def test_frames_of_two_spans_of_one_file_are_told_apart_by_their_start(folder, tmp_path):

@@ -173,16 +173,19 @@ def warn_if_files_model_on_synthetic_clips(
         )
 
 
-def read_otherwise(choices: Mapping[str, str], decoding: Mapping) -> str | None:
+def read_otherwise(choices: Mapping[str, str], decoding: Mapping, missing_audio: str | None = None) -> str | None:
     """What says that the streams the data group reads in training (those of the tokenizer group it sets)
-    are not the ones read here, the checkpoint's; None where they are the same."""
+    are not the ones read here, the checkpoint's; None where they are the same. ``missing_audio``: how
+    an audio-visual checkpoint's data reads videos without usable sound (``silence``: they are taken)."""
     group, tokenizer = choices.get("data"), choices.get("tokenizer")
     reads = next((list(streams) for streams, name in TOKENIZER_OF.items() if name == tokenizer), None)
     if not group or group == "synthetic" or reads is None or set(reads) == set(decoding["modalities"]):
         return None  # (synthetic clips have both streams: a model of either is evaluated on its own)
     streams = " and ".join(decoding["modalities"])
+    silent = {"audio", "video"} <= set(decoding["modalities"]) and missing_audio == "silence"
+    taken = "video (those without sound with a silent track: data.missing_audio=silence)" if silent else streams
     return (
-        f"data={group} reads {' and '.join(reads)} in training; here its files with {streams} are taken and read "
+        f"data={group} reads {' and '.join(reads)} in training; here its files with {taken} are taken and read "
         f"for the {streams} the checkpoint reads (as data.modalities=[{','.join(decoding['modalities'])}] takes them)"
     )
 
@@ -254,7 +257,9 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(str(err)) from None
     warn_if_incomparable(models)  # (models that read different streams were refused above: no warning first)
     warn_if_files_model_on_synthetic_clips(cfg.data, models, split, {n: t.files for n, t in trained.items()})
-    if HydraConfig.initialized() and (line := read_otherwise(HydraConfig.get().runtime.choices, decoding)):
+    if HydraConfig.initialized() and (
+        line := read_otherwise(HydraConfig.get().runtime.choices, decoding, cfg.data.get("missing_audio"))
+    ):
         log.info(line)
     if changed := [f"data.{k}={cfg.data.get(k)} -> {v:g}" for k, v in fractions.items() if cfg.data.get(k) != v]:
         log.info("split=%s: the checkpoint's %s files, as its run split them (%s)", split, split, ", ".join(changed))
