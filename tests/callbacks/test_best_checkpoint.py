@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ttt_mm.callbacks import BestCheckpoint
@@ -43,8 +44,30 @@ def test_a_folder_that_lacks_a_ranked_file_is_not_taken_for_a_copy(tmp_path):
     assert followed(state, str(new)) is state
     assert followed(state, str(old)) is state
     cb = BestCheckpoint(dirpath=new, monitor="val/loss")
-    cb.load_state_dict(state)  # as ModelCheckpoint does: only the best path is kept
+    cb.load_state_dict(state)  # as ModelCheckpoint does: only the best path is kept, where it is there
+    assert cb.best_model_path == "" and cb.best_k_models == {}
+    old.mkdir()
+    (old / "step000010.ckpt").write_text("")
+    cb.load_state_dict(state)
     assert cb.best_model_path == state["best_model_path"] and cb.best_k_models == {}
+
+
+def test_a_ranked_file_that_is_gone_leaves_the_ranking_drawn_from_the_rest(tmp_path):
+    """Killed after a validation saved a new best (removing the one before) and before last.ckpt said so,
+    the run resumed naming the removed best: no best in its summary, a test of its last weights, and a
+    worse file later ranked against the lost score."""
+    (tmp_path / "step000020.ckpt").write_text("")  # (step000010.ckpt, the best, was removed)
+    for mode, top in (("min", 2), ("max", 2), ("min", 1)):
+        cb = BestCheckpoint(dirpath=tmp_path, monitor="val/loss", mode=mode, save_top_k=top)
+        cb.load_state_dict(saved_state(tmp_path))
+        kept = str(tmp_path / "step000020.ckpt")
+        assert (cb.best_model_path, cb.best_model_score, cb.kth_best_model_path) == (kept, 0.7, kept)
+        assert cb.best_k_models == {kept: 0.7} and cb.kth_value == 0.7
+    (tmp_path / "step000020.ckpt").unlink()
+    cb = BestCheckpoint(dirpath=tmp_path, monitor="val/loss", mode="min")
+    cb.load_state_dict(saved_state(tmp_path))  # (none left: the next validation is the best so far)
+    assert (cb.best_model_path, cb.best_model_score, cb.best_k_models) == ("", None, {})
+    assert cb.kth_value.item() == float("inf") and cb.check_monitor_top_k(None, torch.tensor(9.0))
 
 
 def test_its_state_is_saved_under_model_checkpoints_key():

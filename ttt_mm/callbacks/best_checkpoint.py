@@ -13,9 +13,11 @@ callback reads the ranking as the new folder's.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ttt_mm.callbacks.saving import save_whole
@@ -32,7 +34,7 @@ class BestCheckpoint(ModelCheckpoint):
         return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(followed(state_dict, self.dirpath))
+        super().load_state_dict(without_missing(followed(state_dict, self.dirpath), self.mode))
 
     def _save_topk_checkpoint(self, trainer, monitor_candidates: dict[str, Any]) -> None:
         # a validation whose windows held no scored token: nothing to rank it by (the metric is missing, or
@@ -76,4 +78,25 @@ def followed(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
         "dirpath": dirpath,
         **{k: moved(state[k]) if state.get(k) else state.get(k) for k in PATH_KEYS if k in state},
         "best_k_models": {moved(p): score for p, score in state.get("best_k_models", {}).items()},
+    }
+
+
+def without_missing(state: dict[str, Any], mode: str) -> dict[str, Any]:
+    """``state``'s ranking without the files that are gone, its best and k-th drawn from the rest. A
+    run killed after a validation saved a new best (removing the one before) and before ``last.ckpt``
+    recorded it resumes from a ranking that names the removed file: the summary then had no best, a
+    test scored the last weights, and a worse file later ranked against the lost score."""
+    ranked = state.get("best_k_models") or {}
+    kept = {path: score for path, score in ranked.items() if os.path.isfile(path)}
+    best = state.get("best_model_path")
+    if len(kept) == len(ranked) and (not best or os.path.isfile(best)):
+        return state
+    order = sorted(kept, key=lambda path: float(kept[path]), reverse=mode == "max")  # (best first)
+    worst = torch.tensor(math.inf if mode == "min" else -math.inf)
+    return state | {
+        "best_k_models": kept,
+        "best_model_path": order[0] if order else "",
+        "best_model_score": kept[order[0]] if order else None,
+        "kth_best_model_path": order[-1] if order else "",
+        "kth_value": kept[order[-1]] if order else worst,
     }
