@@ -232,6 +232,22 @@ def test_test_split_is_scored_with_the_best_checkpoint(tmp_path):
     assert metrics["test/loss"] != pytest.approx(scored["last_ckpt"], rel=1e-6)
 
 
+def test_a_run_removes_the_unfinished_checkpoints_a_killed_run_left_in_its_folder(tmp_path, caplog):
+    """A kill while a checkpoint was written left its temporary file (as large as a checkpoint) for good:
+    only embed swept its folder. One untouched for an hour is a killed run's; a fresh one may be a live
+    writer's (another container sharing the folder) and stays."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    stale, fresh = folder / ".last.ckpt.ttt-mm-123-0a1b2c3d.tmp", folder / ".step000010.ckpt.ttt-mm-9-0a1b2c3e.tmp"
+    for path in (stale, fresh):
+        path.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    with caplog.at_level(logging.INFO, logger="ttt_mm.tasks.train"):
+        run(compose_train(tmp_path, [*TINY, "trainer.max_steps=1"]))
+    assert not stale.exists() and fresh.exists()
+    assert f"removed 1 unfinished checkpoint file(s) that a run killed while saving left in {folder}" in caplog.text
+
+
 def test_with_val_fraction_0_validation_is_off_and_the_summary_says_so(tmp_path, caplog, capsys):
     """It ran validation on no file at every interval, and said its files had failed."""
     steps = ["data.val_fraction=0", "trainer.max_steps=2", "trainer.val_check_interval=1"]

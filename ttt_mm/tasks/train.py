@@ -22,6 +22,7 @@ from ttt_mm.data.index import IndexInterrupted
 from ttt_mm.messages import one_line
 from ttt_mm.module import Diverged
 from ttt_mm.processes.termination import sigterm_as_ctrl_c
+from ttt_mm.storage.atomic import remove_stale_temporaries
 from ttt_mm.tasks.command_keys import set_threads
 from ttt_mm.tasks.common import CONFIG_ERRORS, ConfigError, Interrupted, config_errors_end_the_command, process_rank
 from ttt_mm.tasks.composing import hydra_command
@@ -89,6 +90,8 @@ def run(cfg: DictConfig) -> dict:
             raise ConfigError(str(err)) from None
     check_parts(cfg, datamodule, model, trainer, resumed)
     saves_to = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath", default=None)
+    if saves_to and os.path.isdir(saves_to) and process_rank() == 0 and (gone := remove_stale_temporaries(saves_to)):
+        log.info("removed %d unfinished checkpoint file(s) that a run killed while saving left in %s", gone, saves_to)
     if resumed and cfg.get("train", True) and (later := later_last_checkpoint(cfg.ckpt_path, resumed.step, saves_to)):
         log.warning(
             "resuming from step %d, in its run's folder, whose %s was saved later (step %d): this run's saves "
