@@ -74,6 +74,28 @@ def test_a_remote_checkpoint_is_read_with_its_map_location(monkeypatch):
     assert asked == [{"weights_only": True}]
 
 
+def test_a_checkpoint_is_written_beside_its_name_not_in_memory_nor_in_tmpdir(tmp_path, monkeypatch):
+    """Lightning's save serialised the whole checkpoint into memory, wrote it in $TMPDIR (a tmpfs: memory
+    again) and copied it over: twice a large carried state's size, and a full-size orphan if killed."""
+    import tempfile
+
+    from ttt_mm.training import checkpoint_io
+
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    written = []
+    save = torch.save
+    monkeypatch.setattr(checkpoint_io.torch, "save", lambda obj, f: (written.append(f), save(obj, f)))
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"  # (its folder made as Lightning's does)
+    MappedCheckpointIO().save_checkpoint({"weights": torch.arange(4.0)}, path)
+    assert [Path(f).parent for f in written] == [path.parent] and Path(written[0]).name != path.name
+    assert torch.equal(torch.load(path)["weights"], torch.arange(4.0)) and [p.name for p in path.parent.iterdir()] == [
+        "last.ckpt"
+    ]
+    assert not any(scratch.iterdir())
+
+
 def test_a_missing_checkpoint_is_named():
     with pytest.raises(FileNotFoundError, match="no/such.ckpt"):
         MappedCheckpointIO().load_checkpoint("/no/such.ckpt")

@@ -2,7 +2,8 @@
 
 Lightning's own save renames from ``$TMPDIR``, which is a copy, not a rename, when that is another
 filesystem (a tmpfs ``/tmp``, node-local scratch): an interrupted save would leave a truncated file
-under a name that resuming or evaluating trusts.
+under a name that resuming or evaluating trusts. (The trainer's `MappedCheckpointIO` writes beside the
+file too; this keeps saves whole with any other.)
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 file, which for a streamed run holds every process's carried state (up to GiBs each for a large
 LaCT); mapped, each process reads only the part it takes (`SequenceModel.on_load_checkpoint` copies
 it out). Everything else is copied into memory at once: a mapping of a file that is later written
-over in place (a checkpoint saved again under the same name) would change under the run, or fault."""
+over in place (a checkpoint saved again under the same name) would change under the run, or fault.
+
+Saving writes straight into a temporary name beside the file and renames it: Lightning's serialises
+the whole checkpoint into memory first, then writes it in ``$TMPDIR`` (on a tmpfs, memory again) and
+copies it over."""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
 
+from ttt_mm.storage.atomic import replaced
+
 MAPPED = "carried_state"
 """The checkpoint entry left mapped: one part per process, each taking its own."""
 
@@ -22,6 +28,13 @@ class MappedCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` that maps a local checkpoint file instead of reading it into memory (a
     remote one is read as Lightning does, with ``map_location``). A mapped file's
     tensors come back on the CPU; Lightning moves what it restores to the device."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
+        if storage_options is not None or not isinstance(path, (str, os.PathLike)) or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)  # (remote: Lightning's way)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with replaced(path) as partial:
+            torch.save(checkpoint, partial)
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         if not isinstance(path, (str, os.PathLike)) or "://" in str(path):
