@@ -248,6 +248,23 @@ def test_a_run_removes_the_unfinished_checkpoints_a_killed_run_left_in_its_folde
     assert f"removed 1 unfinished checkpoint file(s) that a run killed while saving left in {folder}" in caplog.text
 
 
+def test_a_fresh_run_into_a_folder_with_checkpoints_says_it_writes_over_them(tmp_path, caplog):
+    """A sweep's job run again from its start into its folder (a stopped one's rerun command) replaced
+    last.ckpt and its results row without a word, its ranking beside the earlier run's best files."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name in ("last.ckpt", "step000200.ckpt"):
+        (folder / name).write_bytes(b"an earlier run's")
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
+        run(compose_train(tmp_path, [*TINY, "trainer.max_steps=1"]))
+    said = f"{folder} holds checkpoints of an earlier run (last.ckpt, step000200.ckpt): this run starts afresh"
+    assert said in caplog.text and f"ckpt_path={folder / 'last.ckpt'}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
+        run(compose_train(tmp_path / "new", [*TINY, "trainer.max_steps=1"]))
+    assert "holds checkpoints of an earlier run" not in caplog.text
+
+
 def test_with_val_fraction_0_validation_is_off_and_the_summary_says_so(tmp_path, caplog, capsys):
     """It ran validation on no file at every interval, and said its files had failed."""
     steps = ["data.val_fraction=0", "trainer.max_steps=2", "trainer.val_check_interval=1"]

@@ -47,6 +47,14 @@ def later_last_checkpoint(ckpt_path: str, step: int, saves_to: str | None) -> tu
     return (last, saved) if isinstance(saved, int) and saved > step else None
 
 
+def earlier_checkpoints(folder: str | None) -> list[Path]:
+    """The checkpoints (``*.ckpt``) already in a new run's checkpoint folder: a run (a sweep's job run
+    again under its number, a ``hydra.run.dir`` used twice) writes over them with its own."""
+    if not folder or not os.path.isdir(folder):
+        return []
+    return sorted(p for p in Path(folder).iterdir() if p.suffix == ".ckpt" and p.is_file())
+
+
 def later_step_checkpoints(ckpt_path: str, step: int) -> list[Path]:
     """The ``step<n>.ckpt`` files (the best checkpoints' names, ``callbacks.model_checkpoint.filename``)
     of a checkpoint's run saved after ``step``: a resume from an earlier one goes another way, and its

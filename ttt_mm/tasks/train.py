@@ -35,7 +35,12 @@ from ttt_mm.tasks.resume_advice import (
     resume_this_run,
     where_to_resume,
 )
-from ttt_mm.tasks.run_folders import forget_refused_resume, later_last_checkpoint, later_step_checkpoints
+from ttt_mm.tasks.run_folders import (
+    earlier_checkpoints,
+    forget_refused_resume,
+    later_last_checkpoint,
+    later_step_checkpoints,
+)
 from ttt_mm.tasks.train_checks import check, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 from ttt_mm.training.terminated_together import TerminatedTogether
@@ -92,6 +97,15 @@ def run(cfg: DictConfig) -> dict:
     saves_to = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath", default=None)
     if saves_to and os.path.isdir(saves_to) and process_rank() == 0 and (gone := remove_stale_temporaries(saves_to)):
         log.info("removed %d unfinished checkpoint file(s) that a run killed while saving left in %s", gone, saves_to)
+    if not resumed and cfg.get("train", True) and (earlier := earlier_checkpoints(saves_to)):
+        log.warning(
+            "%s holds checkpoints of an earlier run (%s): this run starts afresh and its saves replace those of "
+            "the same names (to keep them, run elsewhere: hydra.run.dir=<folder>; to go on with that run "
+            "instead: %s)",
+            saves_to,
+            ", ".join(p.name for p in earlier[:3]) + (", ..." if len(earlier) > 3 else ""),
+            resume_this_run(os.path.join(saves_to, "last.ckpt")),
+        )
     if resumed and cfg.get("train", True) and (later := later_last_checkpoint(cfg.ckpt_path, resumed.step, saves_to)):
         log.warning(
             "resuming from step %d, in its run's folder, whose %s was saved later (step %d): this run's saves "
