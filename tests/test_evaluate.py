@@ -867,6 +867,21 @@ def test_the_files_a_run_read_under_a_relative_root_are_known_from_any_folder(tm
     }
 
 
+def test_the_validation_split_of_too_few_files_to_hold_one_out_says_so_and_what_scores_them():
+    """A run on two files validated on its training files; ``split=val`` of them blamed data.val_fraction."""
+    from ttt_mm.data import MediaDataModule, SyntheticSource
+    from ttt_mm.tasks.evaluate import select_clips
+
+    datamodule = MediaDataModule(SyntheticSource(num_clips=2), val_fraction=0.05, test_fraction=0.0)
+    with pytest.raises(ConfigError) as error:
+        select_clips(datamodule, "val")
+    assert str(error.value) == (
+        "no clips in split 'val' of the data config (only 2 usable file(s), too few to hold one out: a run on them "
+        "validates on its training files; split=all scores them)"
+    )
+    assert len(select_clips(datamodule, "all")) == 2
+
+
 def test_a_data_group_of_other_streams_than_the_checkpoints_is_said_to_be_read_for_the_checkpoints():
     """``data=video_folder`` with an audio checkpoint scored the files' audio without a word."""
     audio = {"modalities": ["audio"], "sample_rate": 16000, "fps": None, "size": None}

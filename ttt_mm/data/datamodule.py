@@ -494,6 +494,11 @@ class MediaDataModule(L.LightningDataModule):
             return f"the manifest's {left} {split} row(s) cannot be used{where}"
         if self.clips and all(c.split is not None for c in self.clips):
             return f"the manifest's split column puts no row in {split}"
+        files = len({c.file_key for c in self.clips})
+        if split == "val" and files < MIN_FILES_FOR_VALIDATION:  # (a run on them validated on its training files)
+            return (
+                f"only {files} usable file(s), too few to hold one out: a run on them validates on its training files"
+            )
         return f"data.{split}_fraction={getattr(self, split + '_fraction'):g}" if split in ("val", "test") else ""
 
     def rejected_in(self, split: str) -> dict[str, str]:

@@ -206,6 +206,7 @@ def select_clips(datamodule, split: str) -> list[ClipInfo]:
     clips = datamodule.clips if split == "all" else datamodule.splits[split]
     if not clips:
         why = datamodule.why_empty(split) if split != "all" else ""
+        why += "; split=all scores them" if "too few to hold one out" in why else ""
         raise ConfigError(f"no clips in split {split!r} of the data config" + (f" ({why})" if why else ""))
     return clips
 
