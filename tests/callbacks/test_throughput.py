@@ -130,6 +130,41 @@ def test_checkpoint_saves_between_batches_count_neither_as_waiting_nor_as_traini
     assert "save_checkpoint" not in vars(trainer)
 
 
+def test_a_validations_loader_start_before_its_first_hook_counts_as_validation(monkeypatch):
+    """Lightning starts the validation's loader workers and reads its first batch before
+    `on_validation_start`: those seconds counted as training and as waiting for data. A save between
+    the batch and the validation stays paused once."""
+    clock = Clock()
+    monkeypatch.setattr(throughput.time, "perf_counter", clock)
+
+    class Trainer:
+        log_every_n_steps = 2
+        global_step = 0
+        strategy = SimpleNamespace(reduce=lambda t, reduce_op: t)
+
+        def save_checkpoint(self, path, weights_only=False):
+            clock.now += 30.0
+
+    trainer, module, cb = Trainer(), Module(), Throughput()
+    cb.setup(trainer, module, "fit")
+    cb.on_train_start(trainer, module)
+    for i in range(2):
+        clock.now += 1.0  # waiting for the batch
+        cb.on_train_batch_start(trainer, module, None, i)
+        clock.now += 4.0
+        trainer.global_step += 1
+        cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(50)}, None, i)
+        if i == 0:
+            trainer.save_checkpoint("last.ckpt")  # (every n steps, before the validation)
+            clock.now += 7.0  # the validation's loader starts and reads its first batch
+            cb.on_validation_start(trainer, module)
+            clock.now += 20.0
+            cb.on_validation_end(trainer, module)
+    assert module.logged["train/tokens_per_s"] == 100 / 10.0 and module.logged["train/data_wait"] == 2.0 / 10.0
+    cb.on_train_end(trainer, module)
+    assert cb.mean_tokens_per_s == 100 / 10.0 and cb.fit_minutes == (10.0 + 30.0 + 27.0) / 60
+
+
 def test_intervals_follow_the_optimizer_steps_lightning_logs_at_across_short_epochs(monkeypatch):
     """Epochs of 3 batches (limit_train_batches), 2 batches per optimizer step, logs every 2 steps:
     Lightning writes at steps 2, 4, 6, whatever the batch's index in its epoch."""

@@ -33,6 +33,7 @@ class Throughput(L.Callback):
     def __init__(self) -> None:
         self._reset(None)
         self._val_start: float | None = None
+        self._saved_since_batch = 0.0  # checkpoint saves (paused) since the last training batch ended
         self._step_seen: int | None = None  # global_step at the last batch end
         self._fit_start: float | None = None
         self._fit_paused = 0.0  # the fit's validation and checkpoint-saving time
@@ -67,6 +68,7 @@ class Throughput(L.Callback):
             finally:
                 if self._val_start is None:  # (a save inside a validation is paused already)
                     self._pause(time.perf_counter() - started)
+                    self._saved_since_batch += time.perf_counter() - started
 
         trainer.save_checkpoint = timed_save
 
@@ -108,8 +110,11 @@ class Throughput(L.Callback):
         self._val_start = time.perf_counter()
 
     def on_validation_end(self, trainer, pl_module) -> None:
+        # paused from the last training batch's end (its saves, paused already, left out): Lightning
+        # starts the validation's loader workers and reads its first batch before `on_validation_start`
         if self._val_start is not None:
-            self._pause(time.perf_counter() - self._val_start)
+            since_batch = None if self._last_end is None else self._last_end + self._saved_since_batch
+            self._pause(time.perf_counter() - min(self._val_start, since_batch or self._val_start))
             self._val_start = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
@@ -121,7 +126,7 @@ class Throughput(L.Callback):
         if isinstance(outputs, dict) and "tokens" in outputs:
             self._tokens = self._tokens + outputs["tokens"]
             self._fit_tokens = self._fit_tokens + outputs["tokens"]
-        self._last_end = now
+        self._last_end, self._saved_since_batch = now, 0.0
         # Lightning writes a step's logs at the batch that takes an optimizer step whose count is a
         # multiple of log_every_n_steps (counted over the run: epochs end at limit_train_batches)
         stepped, self._step_seen = trainer.global_step != self._step_seen, trainer.global_step
