@@ -455,11 +455,20 @@ def test_another_sweep_into_an_old_sweeps_folder_keeps_its_table_apart(tmp_path,
     kept = f"results-{datetime.fromtimestamp(0).strftime('%Y-%m-%d_%H-%M-%S-%f')}.csv"
     assert (
         said[0] == f"sweep results (also in {tmp_path / 'results.csv'}; an earlier, other sweep's is kept as {kept}, "
-        "its job folders of the same numbers now hold this sweep's jobs):"  # (its run_dir column names them)
+        "its job folders of the same numbers (#0, #1) now hold this sweep's jobs):"  # (its run_dir column names them)
     )
     assert [line.split()[0] for line in said[2:]] == ["#0", "#1"]
     assert [row.split(",")[0] for row in (tmp_path / "results.csv").read_text().splitlines()[1:]] == ["0", "1"]
     assert len((tmp_path / kept).read_text().splitlines()) == 4  # (the old sweep's three jobs, kept)
+    os.utime(tmp_path / "results.csv", (60, 60))
+    apart = _sweep(1, folder=tmp_path, overrides=("model=lact",))  # (a job of a number the earlier one lacks)
+    apart.keep_earlier_record()
+    apart.ran = [(5, ["model=lact"])]
+    apart.results = [(5, ["model=lact"], {"metrics": {"val/loss": 0.4}})]
+    capsys.readouterr()
+    apart.report()
+    assert "is kept as results-" in (line := capsys.readouterr().out.splitlines()[0])
+    assert line.endswith(", its job folders are as they were):")
 
 
 def test_a_linear_probes_scores_are_columns_of_the_table(tmp_path):

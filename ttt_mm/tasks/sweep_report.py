@@ -438,7 +438,13 @@ class SweepReport(Callback):
         write_csv(
             path, rows, ["job", *_mixer_column(rows), *self.columns(rows), *filed]
         )  # (a number a job lacks: an empty cell)
-        replaced = "its job folders of the same numbers now hold this sweep's jobs"  # (Hydra's: <folder>/<n>)
+        earlier = self.earlier_sweeps[-1] if aside else None
+        shared = sorted(num for num, _ in self.ran if earlier is not None and num < len(earlier))
+        replaced = (  # (Hydra's folders: <folder>/<n>)
+            f"its job folders of the same numbers ({', '.join(f'#{n}' for n in shared)}) now hold this sweep's jobs"
+            if shared
+            else "its job folders are as they were"
+        )
         return f"{path}" + (f"; an earlier, other sweep's is kept as {aside.name}, {replaced}" if aside else "")
 
     def forget_refused(self) -> None:
