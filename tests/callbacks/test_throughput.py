@@ -103,11 +103,13 @@ def test_nothing_is_logged_before_the_interval_ends(monkeypatch):
     assert module.logged == {}
 
 
-def test_checkpoint_saves_between_batches_count_neither_as_waiting_nor_as_training(monkeypatch):
+def saving(monkeypatch):
+    """A fake clock, a one-process trainer whose saves take 30 s (as Lightning's checkpoint callbacks make
+    them, after every other callback's hook), a recording module, and the callback with training started."""
     clock = Clock()
     monkeypatch.setattr(throughput.time, "perf_counter", clock)
 
-    class Trainer:  # a save, as Lightning's checkpoint callbacks make it after every other callback's hook
+    class Trainer:
         log_every_n_steps = 2
         global_step = 0
         strategy = SimpleNamespace(reduce=lambda t, reduce_op: t)
@@ -118,6 +120,11 @@ def test_checkpoint_saves_between_batches_count_neither_as_waiting_nor_as_traini
     trainer, module, cb = Trainer(), Module(), Throughput()
     cb.setup(trainer, module, "fit")
     cb.on_train_start(trainer, module)
+    return clock, trainer, module, cb
+
+
+def test_checkpoint_saves_between_batches_count_neither_as_waiting_nor_as_training(monkeypatch):
+    clock, trainer, module, cb = saving(monkeypatch)
     for i in range(2):
         clock.now += 1.0  # waiting for the batch
         cb.on_train_batch_start(trainer, module, None, i)
@@ -134,20 +141,7 @@ def test_a_validations_loader_start_before_its_first_hook_counts_as_validation(m
     """Lightning starts the validation's loader workers and reads its first batch before
     `on_validation_start`: those seconds counted as training and as waiting for data. A save between
     the batch and the validation stays paused once."""
-    clock = Clock()
-    monkeypatch.setattr(throughput.time, "perf_counter", clock)
-
-    class Trainer:
-        log_every_n_steps = 2
-        global_step = 0
-        strategy = SimpleNamespace(reduce=lambda t, reduce_op: t)
-
-        def save_checkpoint(self, path, weights_only=False):
-            clock.now += 30.0
-
-    trainer, module, cb = Trainer(), Module(), Throughput()
-    cb.setup(trainer, module, "fit")
-    cb.on_train_start(trainer, module)
+    clock, trainer, module, cb = saving(monkeypatch)
     for i in range(2):
         clock.now += 1.0  # waiting for the batch
         cb.on_train_batch_start(trainer, module, None, i)
