@@ -123,14 +123,19 @@ def saving(monkeypatch):
     return clock, trainer, module, cb
 
 
+def one_batch(clock, trainer, module, cb, i: int) -> None:
+    """Batch ``i``: 1 s waited for, 4 s of training, 50 tokens, an optimizer step."""
+    clock.now += 1.0
+    cb.on_train_batch_start(trainer, module, None, i)
+    clock.now += 4.0
+    trainer.global_step += 1
+    cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(50)}, None, i)
+
+
 def test_checkpoint_saves_between_batches_count_neither_as_waiting_nor_as_training(monkeypatch):
     clock, trainer, module, cb = saving(monkeypatch)
     for i in range(2):
-        clock.now += 1.0  # waiting for the batch
-        cb.on_train_batch_start(trainer, module, None, i)
-        clock.now += 4.0
-        trainer.global_step += 1
-        cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(50)}, None, i)
+        one_batch(clock, trainer, module, cb, i)
         trainer.save_checkpoint("last.ckpt")
     assert module.logged["train/tokens_per_s"] == 100 / 10.0 and module.logged["train/data_wait"] == 2.0 / 10.0
     cb.teardown(trainer, module, "fit")
@@ -143,11 +148,7 @@ def test_a_validations_loader_start_before_its_first_hook_counts_as_validation(m
     the batch and the validation stays paused once."""
     clock, trainer, module, cb = saving(monkeypatch)
     for i in range(2):
-        clock.now += 1.0  # waiting for the batch
-        cb.on_train_batch_start(trainer, module, None, i)
-        clock.now += 4.0
-        trainer.global_step += 1
-        cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0), "tokens": torch.tensor(50)}, None, i)
+        one_batch(clock, trainer, module, cb, i)
         if i == 0:
             trainer.save_checkpoint("last.ckpt")  # (every n steps, before the validation)
             clock.now += 7.0  # the validation's loader starts and reads its first batch
