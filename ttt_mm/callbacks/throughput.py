@@ -113,8 +113,10 @@ class Throughput(L.Callback):
         # paused from the last training batch's end (its saves, paused already, left out): Lightning
         # starts the validation's loader workers and reads its first batch before `on_validation_start`
         if self._val_start is not None:
-            since_batch = None if self._last_end is None else self._last_end + self._saved_since_batch
-            self._pause(time.perf_counter() - min(self._val_start, since_batch or self._val_start))
+            start = self._val_start  # (the sanity check's: no training batch before it)
+            if self._last_end is not None:
+                start = min(start, self._last_end + self._saved_since_batch)
+            self._pause(time.perf_counter() - start)
             self._val_start = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:

@@ -201,7 +201,7 @@ def _check_added_setting(cfg: DictConfig, key: str, typed: str) -> None:
     if any(isinstance(node._get_node(k), DictConfig) for k in siblings):
         return
     close = closest_key(name, siblings)
-    if close and not any(reads(OmegaConf.to_yaml(c, resolve=False), key) for c in (cfg, HydraConfig.get())):
+    if close and not _interpolated(key, cfg, HydraConfig.get()):
         raise ConfigError(f"{typed}: {parent} has no key {name}; did you mean {parent}.{close}?")
 
 
@@ -252,7 +252,7 @@ def _packages() -> dict[str, str]:
 
 
 def _interpolated(key: str, *configs: DictConfig) -> bool:
-    """Whether a value of these configs, as written, reads top-level ``key`` (`reads`)."""
+    """Whether a value of these configs, as written, reads ``key`` (top-level or dotted: `reads`)."""
     return any(reads(OmegaConf.to_yaml(c, resolve=False), key) for c in configs)
 
 

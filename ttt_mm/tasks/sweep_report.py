@@ -73,7 +73,7 @@ def refuse_a_folder_per_job(config: DictConfig, jobs: list[list[str]]) -> None:
     for job in jobs:
         for override in job:
             set_to.setdefault(override_key(override), set()).add(override)
-    written = str(config.hydra.sweep._get_node("dir")._value())
+    written = str(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("dir"))  # (as typed)
     read = [key for key, values in set_to.items() if len(values) > 1 and reads(written, key)]
     if read:
         key = read[0]

@@ -95,7 +95,7 @@ def run(cfg: DictConfig) -> dict:
             raise ConfigError(str(err)) from None
     check_parts(cfg, datamodule, model, trainer, resumed)
     saves_to = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath", default=None)
-    if saves_to and os.path.isdir(saves_to) and process_rank() == 0 and (gone := remove_stale_temporaries(saves_to)):
+    if saves_to and process_rank() == 0 and (gone := remove_stale_temporaries(saves_to)):  # (none: nothing walked)
         log.info("removed %d unfinished checkpoint file(s) that a run killed while saving left in %s", gone, saves_to)
     if not resumed and cfg.get("train", True) and (earlier := earlier_checkpoints(saves_to)):
         log.warning(

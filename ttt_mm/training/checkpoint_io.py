@@ -30,20 +30,25 @@ class MappedCheckpointIO(TorchCheckpointIO):
     tensors come back on the CPU; Lightning moves what it restores to the device."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
-        if storage_options is not None or not isinstance(path, (str, os.PathLike)) or "://" in str(path):
+        if storage_options is not None or not _local(path):
             return super().save_checkpoint(checkpoint, path, storage_options)  # (remote: Lightning's way)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with replaced(path) as partial:
             torch.save(checkpoint, partial)
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        if not isinstance(path, (str, os.PathLike)) or "://" in str(path):
+        if not _local(path):
             located = {} if map_location is None else {"map_location": map_location}  # (None: Lightning's, the CPU)
             return super().load_checkpoint(path, weights_only=weights_only, **located)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
         return {k: v if k == MAPPED else in_memory(v) for k, v in checkpoint.items()}
+
+
+def _local(path) -> bool:
+    """Whether ``path`` names a file on this machine (not a URL such as ``s3://``, which fsspec reads)."""
+    return isinstance(path, (str, os.PathLike)) and "://" not in str(path)
 
 
 def in_memory(value: Any) -> Any:

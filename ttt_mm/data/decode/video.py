@@ -182,12 +182,13 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
     origin = int(pts[0]) if start_time is None else int(start_time)
     shown = (pts - origin) * time_base
     starts, duration, fps, gaps = _timeline(path, shown, shown + durations * time_base, fps)
-    decoded = np.array([dts if dts is not None else np.nan for _, dts, _, _ in rows], dtype=np.float64)
-    if (order != np.arange(len(order))).any() and len(rows) > 1 and (np.diff(decoded) > 0).all():
+    if (order != np.arange(len(order))).any():
         # frames shown in another order than decoded (B-frames): an MP4's durations are decoding steps,
         # so a frame's own is not how long it is shown (a variable-rate video had 1 s of false gaps);
-        # the stream's holes are those between decoding times
-        gaps = _gaps(decoded * time_base, (decoded + in_decoding) * time_base, fps)
+        # the stream's holes are those between decoding times, where every packet has one
+        decoded = np.array([dts if dts is not None else np.nan for _, dts, _, _ in rows], dtype=np.float64)
+        if (np.diff(decoded) > 0).all():
+            gaps = _gaps(decoded * time_base, (decoded + in_decoding) * time_base, fps)
     key_pts = pts[keys] if keys.any() else pts[:1]
     return VideoIndex(starts, duration, fps, size, pts, key_pts, turns, first_pts, gaps)
 
