@@ -135,6 +135,7 @@ def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> 
     """One window ``[start, start + duration)`` of a clip as an item dict (raises `MediaError`)."""
     item: dict = {
         "start": start,
+        "duration": duration,
         "path": clip.name,
         "label": clip.label,
         "sample_rate": spec.sample_rate,
@@ -204,7 +205,8 @@ def collate(items: Sequence[dict]) -> dict:
     Keys: ``audio [B, n]``, ``audio_lengths [B]``, ``audio_mask [B, n]``, ``audio_context [B, c]``,
     ``video [B, T, 3, S, S]``, ``video_lengths [B]``, ``video_mask [B, T]``, ``start [B]`` float64,
     ``label [B]``, ``path`` list, ``sample_rate`` and ``fps`` (plain numbers), ``audio_silent [B]``
-    (a silent track read in place of missing sound) and ``window_index`` when items have them.
+    (a silent track read in place of missing sound), ``window_index`` and ``duration [B]`` float64 (the
+    seconds of the span read) when items have them.
     """
     batch: dict = {
         "start": torch.tensor([float(x["start"]) for x in items], dtype=torch.float64),
@@ -228,6 +230,8 @@ def collate(items: Sequence[dict]) -> dict:
         batch["audio_silent"] = torch.tensor([x["audio_silent"] for x in items], dtype=torch.bool)
     if "window_index" in items[0]:
         batch["window_index"] = torch.tensor([x["window_index"] for x in items], dtype=torch.long)
+    if "duration" in items[0]:
+        batch["duration"] = torch.tensor([float(x["duration"]) for x in items], dtype=torch.float64)
     return batch
 
 

@@ -324,10 +324,11 @@ class ClipScorer:
 
     def _window_seconds(self, batch: dict[str, Any]) -> float:
         """Seconds of media in a window of one: its samples over the sample rate, or its frames over the
-        frame rate, the shorter (where a clip's streams end apart, it is read to the first end). Steps
-        were counted instead, and a last step that held a little audio counted whole: 1.25 s scored of a
-        1.17 s file. Without ``*_lengths`` a stream is all data, and without rates, the tokenizer's."""
-        seconds = []
+        frame rate, the shorter (where a clip's streams end apart, it is read to the first end), and no
+        more than the span read. Steps were counted instead, and a last step that held a little audio
+        counted whole: 1.25 s scored of a 1.17 s file; and frames were counted whole, 4.125 s of a 4.004 s
+        video at 8 fps. Without ``*_lengths`` a stream is all data, and without rates, the tokenizer's."""
+        seconds = [float(batch["duration"][0])] if "duration" in batch else []
         for modality, key in (("audio", "sample_rate"), ("video", "fps")):
             if modality in batch:
                 length = batch.get(f"{modality}_lengths", torch.tensor([batch[modality].shape[1]]))[0]
