@@ -101,6 +101,13 @@ def test_low_precision_inputs_give_their_dtype_computed_in_float32():
         assert ((a.float() - b).abs() <= 2**-7 * b.abs() + 1e-6).all(), name
 
 
+def test_no_new_token_gives_no_output():
+    """Like the TTT and LaCT cores, an empty call is allowed (it divided by zero laying out blocks)."""
+    q, k, v, cache_k, cache_v, cached, _ = inputs(0, 9, [8, 3])
+    out = window_attention(q, k, v, cache_k, cache_v, cached, rope_rotation(torch.arange(-8, 0), F))
+    assert out.shape == (2, 0, H, F) and out.dtype == q.dtype
+
+
 def test_shapes_that_do_not_fit_are_a_clear_error():
     q, k, v, cache_k, cache_v, cached, rotation = inputs(6, 9, [8, 8])
     with pytest.raises(ValueError, match="caches"):

@@ -68,6 +68,8 @@ def window_attention(
         raise ValueError(
             f"rotation must be [P + T, F / 2] and cached [B]; got {tuple(rotation.shape)}, {tuple(cached.shape)}"
         )
+    if T == 0:  # (no query: no block to lay out)
+        return q.new_zeros(B, 0, H, F)
     return _WindowAttention.apply(q, k, v, cache_k, cache_v, cached, rotation)
 
 
