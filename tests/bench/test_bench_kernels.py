@@ -1,5 +1,7 @@
 """The GPU benchmark's correctness check: it reports every core's result and never stops the run."""
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -22,13 +24,14 @@ def test_the_check_reports_each_core_and_survives_a_failing_one(monkeypatch):
     def nan_gradient(kernel, T, device):
         return [torch.ones(3), torch.full((3,), float("nan") if kernel == "triton" else 1.0)]
 
-    checks = (
-        ("agrees", agrees),
-        ("disagrees", disagrees),
-        ("cannot compile", cannot_compile),
-        ("NaN after a match", nan_gradient),
-    )
-    monkeypatch.setattr(kernels, "CHECKS", checks)
+    rows = [
+        ("agrees", agrees, 1e-3),
+        ("disagrees", disagrees, 1e-3),
+        ("cannot compile", cannot_compile, 1e-3),
+        ("NaN after a match", nan_gradient, 1e-3),
+        ("within its own tolerance", disagrees, 1.0),
+    ]
+    monkeypatch.setattr(kernels, "checks", lambda F, K: rows)
     results = kernels.check("cpu")
     assert results == {
         f"{what}, {launch}": said
@@ -38,6 +41,7 @@ def test_the_check_reports_each_core_and_survives_a_failing_one(monkeypatch):
             "disagrees": "1.00e+00 FAIL",
             "cannot compile": "FAIL RuntimeError: out of resource: shared memory",
             "NaN after a match": "inf FAIL",  # max() alone would have passed it (nan > 0 is False)
+            "within its own tolerance": "1.00e+00",
         }.items()
     }
 
@@ -51,7 +55,7 @@ def test_the_check_runs_the_forward_in_two_launches_and_in_one(monkeypatch):
         launches.append(fused.parallel_spans(torch.zeros(2, 32, 16)))  # (on the CPU: two, unless forced)
         return [torch.ones(3)]
 
-    monkeypatch.setattr(kernels, "CHECKS", (("records", records),))
+    monkeypatch.setattr(kernels, "checks", lambda F, K: [("records", records, 1e-3)])
     with kernels.forced_launch("spans"):  # (the run's own choice does not decide the check's)
         kernels.check("cpu")
     assert launches == [True, True, False, False]  # (PyTorch's then Triton's, per launch)
@@ -63,8 +67,27 @@ def test_the_check_measures_each_tensors_error_against_its_own_size(monkeypatch)
     def small_state_off(kernel, T, device):
         return [torch.full((3,), 0.05 * (1.02 if kernel == "triton" else 1.0))]
 
-    monkeypatch.setattr(kernels, "CHECKS", (("small state", small_state_off),))
+    monkeypatch.setattr(kernels, "checks", lambda F, K: [("small state", small_state_off, 1e-3)])
     assert kernels.check("cpu")["small state, spans"] == "2.00e-02 FAIL"
+
+
+def test_the_check_covers_the_timed_shape_and_bf16_inputs():
+    """It checked float32 inputs at F = 64, K = 16 only, whatever ``--head-dim`` and ``--mini-batch`` the
+    rows were timed at, and every timed row runs on bf16 inputs (single-pass TF32 products)."""
+    names = [what for what, _, _ in kernels.checks(F=32, K=32)]
+    assert names == [
+        f"{core} fwd+bwd, F=32, K=32, {dtype}" for dtype in ("float32", "bf16") for core in ("TTT-Linear", "TTT-MLP")
+    ]
+    assert len(kernels.checks(F=64, K=16)) == 6  # (TTT-MLP also at F = 32, the single-pass width)
+
+
+@pytest.mark.parametrize("core", ["TTT-Linear", "TTT-MLP"])
+def test_a_bf16_row_compares_triton_on_bf16_with_pytorch_on_the_same_values_in_float32(core):
+    """In the interpreter the products are exact: what is left is bf16's rounding of outputs and gradients."""
+    what, fn, tolerance = next(r for r in kernels.checks(F=16, K=16) if r[0].startswith(core) and "bf16" in r[0])
+    reference, triton_ = fn("torch", T=16 * 2 + 3, device="cpu"), fn("triton", T=16 * 2 + 3, device="cpu")
+    assert reference[0].dtype == torch.float32 and triton_[0].dtype == torch.bfloat16
+    assert kernels._compare(partial(fn, T=16 * 2 + 3, device="cpu")) <= tolerance
 
 
 def test_a_forced_launch_holds_for_the_run_only():

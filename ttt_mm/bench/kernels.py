@@ -5,8 +5,9 @@
     python -m ttt_mm.bench kernels --lengths 65536 --torch-max 0 --batched-length 0  # 64k alone, Triton only
     python -m ttt_mm.bench kernels --launch spans  # the forward in two launches whatever the rows (or one-pass)
 
-Correctness comes first: on small shapes each Triton core is compared with the PyTorch core (float32:
-outputs, final state and every input gradient of TTT-Linear and TTT-MLP), and the errors are printed.
+Correctness comes first: on small shapes, at the run's head size and mini-batch, each Triton core is
+compared with the PyTorch core (outputs, final state and every input gradient of TTT-Linear and
+TTT-MLP, on float32 and on bf16 inputs), and the errors are printed.
 A core that fails is still timed, and so is everything else (a row that fails prints why), so one
 short GPU session gets every number it can; the exit status is then 1.
 Then, in one run, for each length: the TTT-Linear and TTT-MLP cores, forward and forward+backward,
@@ -78,46 +79,65 @@ def _compare(fn) -> float:
     return math.inf if any(math.isnan(e) for e in errors) else max(errors)  # max() would pass a NaN over
 
 
-def _linear_training(kernel: str, T: int, device: str) -> list[torch.Tensor]:
-    args = core_inputs(2, 3, T, 64, torch.float32, device, grad=True)
-    out, state = ttt_linear(*args, kernel=kernel)
-    (out.square().sum() + state.params[0].square().sum() + state.params[1].sum()).backward()
+def _training(core, mlp: bool, dtype: torch.dtype, kernel: str, T: int, device: str, F: int, K: int) -> list:
+    """Outputs, final state and every input gradient of one forward and backward of a core on ``dtype``
+    inputs: Triton's on them as they are, PyTorch's (the reference) on the same values in float32."""
+    args = core_inputs(2, 3, T, F, dtype, device, grad=True, mlp=mlp)
+    if kernel == "torch":
+        args = [a.detach().float().requires_grad_() for a in args]
+    out, state = core(*args, mini_batch_size=K, kernel=kernel)
+    (out.float().square().sum() + sum(p.square().sum() for p in state.params)).backward()
     return [out, *state.params, *(a.grad for a in args)]
 
 
-def _mlp_training(kernel: str, T: int, device: str, F: int) -> list[torch.Tensor]:
-    args = core_inputs(2, 3, T, F, torch.float32, device, grad=True, mlp=True)
-    out, state = ttt_mlp(*args, kernel=kernel)
-    (out.square().sum() + sum(p.square().sum() for p in state.params)).backward()
-    return [out, *state.params, *(a.grad for a in args)]
-
-
-# (what, function of kernel, T, device): TTT-MLP at F = 32 trains in single-pass TF32 on 16-bit inputs,
-# at 64 in three-pass (`fused.MLP_SINGLE_PASS_MAX_F`); float32 inputs, as here, take three-pass at both.
 # T: 37 whole mini-batches in the kernel (3 weight checkpoints), 5 tokens after them in PyTorch (the
 # benchmark's lengths compile their own kernels, so one T is enough).
-CHECKS = (
-    ("TTT-Linear fwd+bwd, F=64", _linear_training),
-    ("TTT-MLP fwd+bwd, F=32", partial(_mlp_training, F=32)),
-    ("TTT-MLP fwd+bwd, F=64", partial(_mlp_training, F=64)),
-)
 CHECK_T = 16 * 37 + 5
-TOLERANCE = 1e-3
+# largest relative error passed: float32 inputs multiply in three-pass TF32 (float32 accuracy); bf16 ones
+# in single-pass TF32, with bf16 outputs, gradients and gradient of the output (8 bits: up to 1.1e-2 in
+# Triton's interpreter, whose products are exact)
+TOLERANCES = {torch.float32: 1e-3, torch.bfloat16: 2e-2}
 
 
-def check(device: str) -> dict[str, str]:
-    """Each Triton core against the PyTorch core in float32 on small shapes, with the forward in two
+def checks(F: int = 64, K: int = 16) -> list[tuple[str, object, float]]:
+    """(what, function of kernel, T and device, tolerance): TTT-Linear at the run's head size ``F`` and
+    mini-batch ``K``, TTT-MLP also at ``F = 32`` (it trains in single-pass TF32 on 16-bit inputs up to
+    `fused.MLP_SINGLE_PASS_MAX_F`, in three-pass above), each on float32 and on bf16 inputs (the timed
+    rows' and mixed-precision training's)."""
+    rows = []
+    for dtype, tolerance in TOLERANCES.items():
+        name = {torch.float32: "float32", torch.bfloat16: "bf16"}[dtype]
+        rows.append(
+            (
+                f"TTT-Linear fwd+bwd, F={F}, K={K}, {name}",
+                partial(_training, ttt_linear, False, dtype, F=F, K=K),
+                tolerance,
+            )
+        )
+        for f in sorted({32, F}):
+            rows.append(
+                (
+                    f"TTT-MLP fwd+bwd, F={f}, K={K}, {name}",
+                    partial(_training, ttt_mlp, True, dtype, F=f, K=K),
+                    tolerance,
+                )
+            )
+    return rows
+
+
+def check(device: str, F: int = 64, K: int = 16) -> dict[str, str]:
+    """Each Triton core against the PyTorch core on small shapes (`checks`), with the forward in two
     launches and in one whatever the run's ``--launch`` (the check's few rows alone would take two, and
     the batched rows timed take one): "what, launch" -> the largest relative error, or the exception,
-    with "FAIL" where it is over `TOLERANCE`. Never raises: one failure must not cost the timings of
-    the rest (a GPU session is short)."""
+    with "FAIL" where it is over the row's tolerance. Never raises: one failure must not cost the
+    timings of the rest (a GPU session is short)."""
     results = {}
     for launch in ("spans", "one-pass"):
-        for what, fn in CHECKS:
+        for what, fn, tolerance in checks(F, K):
             try:
                 with forced_launch(launch):
                     err = _compare(partial(fn, T=CHECK_T, device=device))
-                results[f"{what}, {launch}"] = f"{err:.2e}" + ("" if err <= TOLERANCE else " FAIL")
+                results[f"{what}, {launch}"] = f"{err:.2e}" + ("" if err <= tolerance else " FAIL")
             except Exception as exc:  # e.g. Triton's OutOfResources at compile time
                 results[f"{what}, {launch}"] = f"FAIL {type(exc).__name__}: {first_line(exc)}"
     return results
@@ -227,15 +247,15 @@ def _run(args) -> int:
         print("the kernels benchmark needs a CUDA device", file=sys.stderr)
         return 2
     device, name = "cuda", torch.cuda.get_device_name()
-    checks = check(device)
-    print(f"# {name}, torch {torch.__version__}, forward launches: {args.launch}; Triton vs PyTorch core, float32,")
-    print("# max relative error:")
-    for what, result in checks.items():
+    H, F, K = args.heads, args.head_dim, args.mini_batch
+    results = check(device, F, K)
+    print(f"# {name}, torch {torch.__version__}, forward launches: {args.launch}; Triton vs PyTorch core on")
+    print("# float32 (within 1e-3) and bf16 inputs (within 2e-2), max relative error:")
+    for what, result in results.items():
         print(f"#   {what}: {result}")
-    failed = any("FAIL" in r for r in checks.values())
+    failed = any("FAIL" in r for r in results.values())
     if failed:
         print("error: a Triton core does not match the PyTorch core; its rows below are timed anyway", file=sys.stderr)
-    H, F, K = args.heads, args.head_dim, args.mini_batch
     peak = peak_flops(name)
     flops_fwd = 2 * F * (3 * F + 2 * K) * H  # per token: K W, Q W, the update (F x F); Q K^T, M G (K x K)
     D = 4 * F  # TTT-MLP per token: 6 products with W1 or W2 (k, q, update; 2 F D each), G2 W2^T, 4 K x K ones

@@ -207,7 +207,9 @@ def ttt_linear(
     Returns:
         ``out [B, H, T, F]`` in ``q``'s dtype, and the :class:`TTTState` after the last token (float32,
         or float64 for float64 inputs). Any ``T`` works, and any split of a sequence into calls gives
-        the same outputs and final state as one call. Under autocast, everything runs in float32.
+        the same outputs and final state as one call. Under autocast the state and its sums stay in
+        float32; the PyTorch scan computes in float32, the Triton kernels' products of 16-bit inputs run
+        in TF32 (`fused.precision`).
     """
     return _run(
         dual.linear_partial,
