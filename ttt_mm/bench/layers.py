@@ -102,7 +102,7 @@ def measure(name: str, T: int, args: argparse.Namespace) -> dict:
     def step(inp):
         with autocast:  # the forward only, as mixed-precision training runs it
             y, _ = layer(inp)
-        if args.train:
+        if args.train:  # (into the warm-up's gradients: resident like the weights, out of the peak of a sequence)
             y.float().square().mean().backward()
 
     scratch = torch.ones(CACHE_FLUSH_BYTES // 4) if device == "cpu" else None  # resident before the baseline
