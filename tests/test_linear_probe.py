@@ -61,7 +61,8 @@ def test_a_class_in_fewer_groups_than_folds_is_said_to_be_missing_from_some_test
     with caplog.at_level(logging.WARNING, logger="ttt_mm.linear_probe.folds"):
         warn_of_classes_some_folds_miss(fold_of, y, groups, names)
     assert caplog.messages == [
-        "class 'other' (3 groups) is in 3 of the 5 test folds: a test fold without a class scores without it "
+        "class 'other' (3 groups) is in 3 of the 5 test folds: a test fold without a class "
+        "leaves it out of its macro-F1, or scores it 0 if predicted "
         "(folds=3 or fewer, or more groups, tests every class in every fold)"
     ]
     caplog.clear()
@@ -83,7 +84,8 @@ def test_a_class_of_fewer_clips_than_folds_is_said_to_be_missing_too_when_no_cli
     with caplog.at_level(logging.WARNING, logger="ttt_mm.linear_probe.folds"):
         run(_cfg(ckpt=ckpts["audio"], input=root, output=tmp_path / "out", folds=3, min_clips=2, baselines="[]"))
     assert caplog.messages == [
-        "class 'high' (2 clips) is in 2 of the 3 test folds: a test fold without a class scores without it "
+        "class 'high' (2 clips) is in 2 of the 3 test folds: a test fold without a class "
+        "leaves it out of its macro-F1, or scores it 0 if predicted "
         "(folds=2 or fewer, or more clips, tests every class in every fold)"
     ]
 

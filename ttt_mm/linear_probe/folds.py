@@ -67,7 +67,8 @@ def warn_of_classes_some_folds_miss(
     fold_of: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str], unit: str = "groups"
 ) -> None:
     """Warn of the classes that some test folds hold none of (their clips lie in fewer groups than there
-    are folds): those folds are scored without them, their macro-F1 averaged over the other classes.
+    are folds): such a fold's macro-F1 leaves the class out, or counts it as F1 0 where the probe predicts
+    it there (as scikit-learn's does).
     ``unit`` names a group in the warning ("clips" where every clip is its own)."""
     k = int(fold_of.max()) + 1
     short = []
@@ -77,8 +78,8 @@ def warn_of_classes_some_folds_miss(
             short.append((name, tested, held))
     if short:
         log.warning(
-            "%s: a test fold without a class scores without it (folds=%d or fewer, or more %s, tests every "
-            "class in every fold)",
+            "%s: a test fold without a class leaves it out of its macro-F1, or scores it 0 if predicted "
+            "(folds=%d or fewer, or more %s, tests every class in every fold)",
             "; ".join(
                 f"class {name!r} ({held} {unit}) is in {tested} of the {k} test folds" for name, tested, held in short
             ),
