@@ -679,6 +679,13 @@ def test_a_list_or_a_pattern_given_as_input_says_how_to_give_several_files(ckpts
     assert not (tmp_path / "out").exists()
 
 
+def test_a_dtype_embeddings_are_not_stored_in_is_said_as_other_choices_are(ckpts, folder, tmp_path):
+    """As `config_types` says a typed key's (``pool``); it printed a tuple: ``one of ('float16', 'float32')``."""
+    with pytest.raises(ConfigError, match=r"^dtype must be one of 'float16', 'float32'; got 'bfloat16'$"):
+        task.run(_cfg(ckpt=ckpts["audio"], input=folder, output=tmp_path / "out", dtype="bfloat16"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_inputs_that_list_no_files_and_paths_that_are_not_checkpoints(ckpts, folder, tmp_path):
     (tmp_path / "header.csv").write_text("path,start,end,label\n")
     (tmp_path / "empty.jsonl").write_text("")
