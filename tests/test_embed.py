@@ -1021,7 +1021,7 @@ def test_a_sweep_embeds_each_job_into_its_own_folder_and_goes_on_past_bad_files(
     assert [m[1] for line in said if (m := re.search(r"\[HYDRA\]\s+(#\d+) : ", line))] == ["#0", "#1"]
     assert any(line.endswith("Launching 2 jobs locally") for line in said)
     report = proc.stderr.rstrip().splitlines()[-3:]  # every failed job, not only the first Hydra raises
-    assert report[0] == "sweep: 2 job(s) of 2 failed:"
+    assert report[0] == "sweep: 2 job(s) of 2 ended in an error:"
     for job, name in enumerate(["audio", "audio_mamba"]):
         line = report[1 + job]
         assert line.startswith(f"  #{job} ") and f"ckpt={ckpts[name]} " in line

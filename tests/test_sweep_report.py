@@ -60,7 +60,7 @@ def test_every_failed_job_is_listed_with_the_first_line_of_its_error():
     _ended(report, 1, "model.lr=1e-3", None)
     _ended(report, 2, "model.lr=xyz", ValueError("model.lr must be a number; got 'xyz'"))
     assert report.lines() == [
-        "sweep: 2 job(s) of 3 failed:",
+        "sweep: 2 job(s) of 3 ended in an error:",
         "  #0 model.lr=abc: model.lr must be a number; got 'abc'",
         "  #2 model.lr=xyz: model.lr must be a number; got 'xyz'",
     ]
@@ -179,7 +179,7 @@ def test_a_config_error_said_in_its_job_is_listed_once_at_the_end_not_raised_aga
         report.on_multirun_end(_job(0))
     assert ended.value.code == 1
     assert capsys.readouterr().err.splitlines() == [
-        "sweep: 2 job(s) of 3 failed:",
+        "sweep: 2 job(s) of 3 ended in an error:",
         "  #0 seed=-1: seed must be a whole number",
         "  #1 seed=0: boom",
     ]

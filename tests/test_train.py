@@ -703,7 +703,7 @@ def test_a_config_error_in_a_sweep_fails_its_job_and_the_sweep_goes_on(tmp_path)
     assert "Trainer.fit" not in (tmp_path / "0" / "train.log").read_text()
     # Hydra raises only the first failure at the end: the sweep's own report lists every failed job
     assert done.stderr.rstrip().splitlines()[-3:] == [
-        "sweep: 2 job(s) of 3 failed:",
+        "sweep: 2 job(s) of 3 ended in an error:",
         f"  #0 data.batch_size=0 {' '.join(TINY[:2])} data.source.num_clips=8 trainer.max_steps=1: "
         "data.batch_size must be a whole number >= 1; got 0",
         f"  #2 data.batch_size=-1 {' '.join(TINY[:2])} data.source.num_clips=8 trainer.max_steps=1: "

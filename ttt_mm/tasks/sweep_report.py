@@ -257,7 +257,7 @@ class SweepReport(Callback):
         of = f" of {self.total}" if self.total else ""
         out = []
         if self.failed:
-            out.append(f"sweep: {len(self.failed)} job(s){of} failed:")
+            out.append(f"sweep: {len(self.failed)} job(s){of} ended in an error:")  # (one may have written much)
             out += [f"  #{num} {overrides}: {error}" for num, overrides, error in self.failed]
         if self.running is not None:
             num, overrides = self.running
