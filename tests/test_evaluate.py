@@ -731,11 +731,14 @@ def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_pa
     _, media, ckpts = folder
     args = [f"ckpt={ckpts[0]}", "data=av_folder", f"data.root={media}", f"output={tmp_path}", "window_seconds=4"]
     args += ["rollout_steps=2", "plot_clips=1", "device=cpu", "max_files=1", f"paths.output_dir={tmp_path}"]
-    with caplog.at_level(logging.INFO, logger="ttt_mm.eval.loop"):
+    with caplog.at_level(logging.INFO, logger="ttt_mm.eval.loop"), caplog.at_level(logging.INFO, "ttt_mm.tasks"):
         evaluate_task.report(run(compose_evaluate(*args)))
     assert (
         "  rollouts: none scored (each starts at a window's end and needs the next 2 steps" in capsys.readouterr().out
-    )
+    )  # ... and the start said they follow each window (what a short window costs: 15x on a track in 1 s ones)
+    assert [
+        m for m in caplog.messages if "windows of 4 s, a rollout of 2 steps after each (rollout_steps=0: none)" in m
+    ]
     assert not list(tmp_path.glob("rollout_*.png")) and not list(tmp_path.glob("spectrogram_*.png"))
     (line,) = [r.getMessage() for r in caplog.records if "no rollout figure" in r.getMessage()]
     assert line.startswith(str(media / "a.mp4")) and "end of each 4 s window" in line

@@ -304,11 +304,14 @@ def run(cfg: DictConfig) -> dict:
                 log.info("output %s held an earlier evaluation: %s", output, earlier)
         began = True
         skips = datamodule.skips
+        rolled = options.rollout_steps and any(model.predicts_next_step for _, model in models.values())
         log.info(
-            "evaluating %d model(s) on %d clip(s) in windows of %g s; output %s",
+            "evaluating %d model(s) on %d clip(s) in windows of %g s%s; output %s",
             len(models),
             len(clips),
             window,
+            # (what a short window costs: a rollout each, several times the scoring of a 1 s window)
+            f", a rollout of {options.rollout_steps} steps after each (rollout_steps=0: none)" if rolled else "",
             output,
         )
         result = evaluate(models, clips, datamodule.spec, window, options, skips, output)
