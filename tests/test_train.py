@@ -31,6 +31,7 @@ from ttt_mm.callbacks import ProgressBar
 from ttt_mm.data import ClipInfo
 from ttt_mm.data.clip_record import clip_record
 from ttt_mm.data.skiplist import SkipList
+from ttt_mm.data.synthetic import SyntheticClip
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
 from ttt_mm.tasks import command_keys, train_checks
@@ -959,6 +960,38 @@ def test_a_lact_chunk_that_fills_the_training_window_is_a_config_error(tmp_path,
         run(compose_train(tmp_path, lact))
     datamodule, model, _ = build(compose_train(tmp_path, [*lact[:-1], "model.backbone.mixer.chunk_size=63"]))
     train_checks.check_updates_learn(datamodule, model)  # one token after the chunk: it learns (slowly)
+
+
+def test_training_files_no_longer_than_a_lact_chunk_are_said(tmp_path, caplog):
+    """A file shorter than the window is read as a window of its length: with every file within one chunk
+    (sound effects under the default chunk's 5 s), training ran without a word and the step sizes never
+    learned; with most of them, they learned from the rest alone."""
+    lact = ["model=lact", "data.clip_seconds=9", "data.source.duration=6", "data.source.num_clips=8"]
+    with pytest.raises(
+        ConfigError,
+        match=r"^8 of the 8 training files last 8 s or less, no more than one of the LaCT chunks of 128 tokens, .*"
+        r"teach its step sizes nothing; e.g. model.backbone.mixer.chunk_size=24 \(with every file so",
+    ):
+        run(compose_train(tmp_path, [*lact, "data.val_fraction=0", "data.test_fraction=0"]))
+    assert not list(tmp_path.glob("checkpoints/*"))
+    datamodule, model, _ = build(compose_train(tmp_path, lact))
+    durations = [4.0, 6.0, 8.0, 8.25, 30.0]  # (8 s: 128 tokens, one chunk; 8.25 s: one step more)
+    datamodule.splits["train"] = [ClipInfo(SyntheticClip(0, i, d)) for i, d in enumerate(durations)]
+    caplog.clear()  # (the window is not whole chunks: said apart)
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train_checks"):
+        train_checks.check_files_hold_updates(datamodule, model)
+    (line,) = caplog.messages
+    assert (
+        line.startswith("3 of the 5 training files last 8 s or less")
+        and "e.g. model.backbone.mixer.chunk_size=" in line
+    )
+    caplog.clear()
+    datamodule.splits["train"] = datamodule.splits["train"][2:]  # (one of three: said nothing)
+    train_checks.check_files_hold_updates(datamodule, model)
+    datamodule.splits["train"] = [ClipInfo(SyntheticClip(0, 0, 30.0), start=25.0)]  # (a span's own length)
+    with pytest.raises(ConfigError, match=r"^1 of the 1 training files last 8 s or less"):
+        train_checks.check_files_hold_updates(datamodule, model)
+    assert not caplog.messages
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ from ttt_mm.tasks.run_folders import (
     later_last_checkpoint,
     later_step_checkpoints,
 )
-from ttt_mm.tasks.train_checks import check, check_parts, run_length
+from ttt_mm.tasks.train_checks import check, check_files_hold_updates, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 from ttt_mm.training.terminated_together import TerminatedTogether
 
@@ -132,6 +132,8 @@ def run(cfg: DictConfig) -> dict:
         raise
     except KeyboardInterrupt:  # (the run folder holds nothing of the run: it goes)
         raise Interrupted("nothing was trained (the data was being listed)", before_it_began=True) from None
+    if cfg.get("train", True):
+        check_files_hold_updates(datamodule, model)
     if cfg.get("test") and not datamodule.splits["test"]:  # (said now, not after the training)
         clips = datamodule.clips
         if all(c.split is not None for c in clips):  # (a manifest's split column: the fraction is not used)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from typing import NamedTuple
 
 import lightning as L
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 
 from ttt_mm.checkpoint import read_checkpoint, trained_eval_window, trained_files, trained_split
 from ttt_mm.data.datasets import MODALITIES, off_grid
+from ttt_mm.data.media import Media
 from ttt_mm.data.training_order import is_seed
 from ttt_mm.messages import first_line, first_of
 from ttt_mm.tasks.common import ConfigError, in_a_sweep
@@ -296,6 +298,41 @@ def check_updates_learn(datamodule, model) -> None:
         f"of {unit.tokens} tokens, whose update reaches only the tokens after it: the update's step sizes would "
         f"never learn; e.g. {smaller}{longer}"
     )
+
+
+def check_files_hold_updates(datamodule, model) -> None:
+    """`check_updates_learn` for the training files themselves, once they are listed: a file shorter than
+    the window is read as a window of its own length, and one that holds no more than one unit (LaCT's
+    chunk) teaches the update's step sizes nothing. Every file so: refused, as such a window is; more than
+    half of them: a warning (the step sizes learn from the others alone)."""
+    unit, tok = model.backbone.restart_unit, model.tokenizer
+    if unit is None or not unit.applied_after:
+        return
+    lengths = [s for c in datamodule.splits["train"] if (s := _known_seconds(c)) is not None]
+    short = [s for s in lengths if _window_tokens(s, tok) <= unit.tokens]
+    if not lengths or 2 * len(short) <= len(lengths):
+        return
+    typical = _window_tokens(min(statistics.median(lengths), datamodule.clip_seconds), tok)
+    window = _window_tokens(datamodule.clip_seconds, tok)
+    fits = _unit_sizes(window, tok, most=typical // 4) or _unit_sizes(window, tok, most=typical // 2)
+    seconds = tok.seconds_text(unit.tokens // tok.tokens_per_step)
+    text = (
+        f"{len(short)} of the {len(lengths)} training files last {seconds} s or less, no more than one of the "
+        f"{unit.name} of {unit.tokens} tokens, whose update reaches only the tokens after it: their windows teach "
+        f"its step sizes nothing"
+        + (f"; e.g. {MIXER_KEY}.{unit.argument}={max(fits)}" if fits else "; e.g. longer files")
+    )
+    if len(short) == len(lengths):
+        raise ConfigError(text + " (with every file so, they would never learn)")
+    log.warning(text)
+
+
+def _known_seconds(clip) -> float | None:
+    """How long a clip lasts, where it is known without reading its file (None: not known)."""
+    end = clip.end
+    if end is None:
+        end = clip.media.duration if isinstance(clip.media, Media) else clip.info.duration if clip.info else None
+    return None if end is None else end - clip.start
 
 
 def check_carried_windows(datamodule, model) -> None:
