@@ -21,7 +21,7 @@ from ttt_mm.data.datasets import MODALITIES, off_grid
 from ttt_mm.data.media import Media
 from ttt_mm.data.training_order import is_seed
 from ttt_mm.messages import first_line, first_of
-from ttt_mm.tasks.common import ConfigError, in_a_sweep
+from ttt_mm.tasks.common import ConfigError, in_a_sweep, process_rank
 from ttt_mm.tasks.config_types import check_config
 from ttt_mm.tasks.resume_advice import checkpoint_does_not_fit
 from ttt_mm.tasks.run_folders import run_of_checkpoint, stamped_run_folder
@@ -324,7 +324,8 @@ def check_files_hold_updates(datamodule, model) -> None:
     )
     if len(short) == len(lengths):
         raise ConfigError(text + " (with every file so, they would never learn)")
-    log.warning(text)
+    if process_rank() == 0:  # (every process lists the files)
+        log.warning(text)
 
 
 def _known_seconds(clip) -> float | None:
