@@ -129,7 +129,7 @@ def test_a_video_scored_is_as_long_as_the_file_not_its_frames_counted_whole(tmp_
     """A 1.16 s video read at 8 fps gives 10 frames, the last shown from 1.125 s: 1.25 s was said."""
     path = write_video(tmp_path / "a.mp4", seconds=1.16, fps=25, width=32, height=32, audio_rate=None)
     result = scores(tiny_model(stream="video"), iter_windows(str(path), 0.5, ReadSpec(("video",), size=32)))
-    assert result.duration == pytest.approx(1.16, abs=1e-6) and result.tokens == 5 * 4  # (five steps of 2 frames)
+    assert result.duration == 1.16 and result.tokens == 5 * 4  # (five steps of 2 frames; decord's float32 times)
 
 
 @pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])
