@@ -953,13 +953,17 @@ def test_a_lact_chunk_that_fills_the_training_window_is_a_config_error(tmp_path,
     lact = ["model=lact", "data.clip_seconds=4", f"data.stream={stream}", "trainer.max_steps=1"]
     with pytest.raises(
         ConfigError,
-        match=r"^data.clip_seconds=4 \(64 tokens\) holds no more than one of the LaCT chunks of 128 tokens, whose "
-        r"update reaches only the tokens after it: .* e.g. model.backbone.mixer.chunk_size=16 or "
-        r"data.clip_seconds=16 \(256 tokens: two LaCT chunks\)$",
+        match=r"^data.clip_seconds=4 \(64 tokens\) holds no more than one of the LaCT chunks of 128 tokens and the 4 "
+        r"predicted ahead, whose update reaches only the tokens after it: .* e.g. model.backbone.mixer.chunk_size=16 "
+        r"or data.clip_seconds=16 \(256 tokens: two LaCT chunks\)$",
     ):
         run(compose_train(tmp_path, lact))
-    datamodule, model, _ = build(compose_train(tmp_path, [*lact[:-1], "model.backbone.mixer.chunk_size=63"]))
-    train_checks.check_updates_learn(datamodule, model)  # one token after the chunk: it learns (slowly)
+    # the loss reaches the tokens after the chunk only where a target 4 tokens on (one step) is in the window
+    datamodule, model, _ = build(compose_train(tmp_path, [*lact[:-1], "model.backbone.mixer.chunk_size=60"]))
+    with pytest.raises(ConfigError, match=r"^data.clip_seconds=4 \(64 tokens\) holds no more than one of the LaCT"):
+        train_checks.check_updates_learn(datamodule, model)  # (one token after the chunk was said to teach)
+    datamodule, model, _ = build(compose_train(tmp_path, [*lact[:-1], "model.backbone.mixer.chunk_size=59"]))
+    train_checks.check_updates_learn(datamodule, model)  # the loss reaches one token after the chunk: it learns
 
 
 def test_training_files_no_longer_than_a_lact_chunk_are_said(tmp_path, caplog):
@@ -969,28 +973,33 @@ def test_training_files_no_longer_than_a_lact_chunk_are_said(tmp_path, caplog):
     lact = ["model=lact", "data.clip_seconds=9", "data.source.duration=6", "data.source.num_clips=8"]
     with pytest.raises(
         ConfigError,
-        match=r"^8 of the 8 training files last 8 s or less, no more than one of the LaCT chunks of 128 tokens, .*"
+        match=r"^8 of the 8 training files last under 8.5 s, no more than one of the LaCT chunks of 128 tokens and .*"
         r"teach its step sizes nothing; e.g. model.backbone.mixer.chunk_size=24 \(with every file so",
     ):
         run(compose_train(tmp_path, [*lact, "data.val_fraction=0", "data.test_fraction=0"]))
     assert not list(tmp_path.glob("checkpoints/*"))
     datamodule, model, _ = build(compose_train(tmp_path, lact))
-    durations = [4.0, 6.0, 8.0, 8.25, 30.0]  # (8 s: 128 tokens, one chunk; 8.25 s: one step more)
+    # (8 s: 128 tokens, one chunk; 8.25 s: one step more, the target of the chunk's last token; 8.5 s teaches)
+    durations = [4.0, 6.0, 8.0, 8.25, 8.5, 30.0, 30.0]
     datamodule.splits["train"] = [ClipInfo(SyntheticClip(0, i, d)) for i, d in enumerate(durations)]
     caplog.clear()  # (the window is not whole chunks: said apart)
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train_checks"):
         train_checks.check_files_hold_updates(datamodule, model)
     (line,) = caplog.messages
     assert (
-        line.startswith("3 of the 5 training files last 8 s or less")
+        line.startswith("4 of the 7 training files last under 8.5 s")
         and "e.g. model.backbone.mixer.chunk_size=" in line
     )
     caplog.clear()
-    datamodule.splits["train"] = datamodule.splits["train"][2:]  # (one of three: said nothing)
+    datamodule.splits["train"] = datamodule.splits["train"][3:]  # (one of four: said nothing)
     train_checks.check_files_hold_updates(datamodule, model)
-    datamodule.splits["train"] = [ClipInfo(SyntheticClip(0, 0, 30.0), start=25.0)]  # (a span's own length)
-    with pytest.raises(ConfigError, match=r"^1 of the 1 training files last 8 s or less"):
-        train_checks.check_files_hold_updates(datamodule, model)
+    for span in (  # the spans as training reads them: from a start; to a stated end past the file's, the file's
+        ClipInfo(SyntheticClip(0, 0, 30.0), start=25.0),
+        ClipInfo(SyntheticClip(0, 0, 6.0), end=30.0),
+    ):
+        datamodule.splits["train"] = [span]
+        with pytest.raises(ConfigError, match=r"^1 of the 1 training files last under 8.5 s"):
+            train_checks.check_files_hold_updates(datamodule, model)
     assert not caplog.messages
 
 

@@ -71,7 +71,7 @@ def test_the_check_measures_each_tensors_error_against_its_own_size(monkeypatch)
     assert kernels.check("cpu")["small state, spans"] == "2.00e-02 FAIL"
 
 
-def test_the_check_covers_the_timed_shape_and_bf16_inputs():
+def test_the_check_covers_the_timed_shape_and_bf16_inputs(monkeypatch):
     """It checked float32 inputs at F = 64, K = 16 only, whatever ``--head-dim`` and ``--mini-batch`` the
     rows were timed at, and every timed row runs on bf16 inputs (single-pass TF32 products)."""
     names = [what for what, _, _ in kernels.checks(F=32, K=32)]
@@ -79,6 +79,10 @@ def test_the_check_covers_the_timed_shape_and_bf16_inputs():
         f"{core} fwd+bwd, F=32, K=32, {dtype}" for dtype in ("float32", "bf16") for core in ("TTT-Linear", "TTT-MLP")
     ]
     assert len(kernels.checks(F=64, K=16)) == 6  # (TTT-MLP also at F = 32, the single-pass width)
+    lengths = []
+    monkeypatch.setattr(kernels, "checks", lambda F, K: [("records", lambda kernel, T, device: lengths.append(T), 1)])
+    kernels.check("cpu", F=32, K=64)  # (37 mini-batches and 5 tokens at the timed K: 3 weight checkpoints)
+    assert set(lengths) == {64 * 37 + 5}
 
 
 @pytest.mark.parametrize("core", ["TTT-Linear", "TTT-MLP"])

@@ -90,13 +90,14 @@ def _training(core, mlp: bool, dtype: torch.dtype, kernel: str, T: int, device: 
     return [out, *state.params, *(a.grad for a in args)]
 
 
-# T: 37 whole mini-batches in the kernel (3 weight checkpoints), 5 tokens after them in PyTorch (the
-# benchmark's lengths compile their own kernels, so one T is enough).
-CHECK_T = 16 * 37 + 5
+# T = K * CHECK_MINI_BATCHES + 5: 37 whole mini-batches in the kernel (3 weight checkpoints), 5 tokens
+# after them in PyTorch (the benchmark's lengths compile their own kernels, so one T is enough).
+CHECK_MINI_BATCHES = 37
 # largest relative error passed: float32 inputs multiply in three-pass TF32 (float32 accuracy); bf16 ones
 # in single-pass TF32, with bf16 outputs, gradients and gradient of the output (8 bits: up to 1.1e-2 in
 # Triton's interpreter, whose products are exact)
 TOLERANCES = {torch.float32: 1e-3, torch.bfloat16: 2e-2}
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bf16"}
 
 
 def checks(F: int = 64, K: int = 16) -> list[tuple[str, object, float]]:
@@ -106,22 +107,10 @@ def checks(F: int = 64, K: int = 16) -> list[tuple[str, object, float]]:
     rows' and mixed-precision training's)."""
     rows = []
     for dtype, tolerance in TOLERANCES.items():
-        name = {torch.float32: "float32", torch.bfloat16: "bf16"}[dtype]
-        rows.append(
-            (
-                f"TTT-Linear fwd+bwd, F={F}, K={K}, {name}",
-                partial(_training, ttt_linear, False, dtype, F=F, K=K),
-                tolerance,
-            )
-        )
-        for f in sorted({32, F}):
-            rows.append(
-                (
-                    f"TTT-MLP fwd+bwd, F={f}, K={K}, {name}",
-                    partial(_training, ttt_mlp, True, dtype, F=f, K=K),
-                    tolerance,
-                )
-            )
+        cases = [("TTT-Linear", ttt_linear, False, F)] + [("TTT-MLP", ttt_mlp, True, f) for f in sorted({32, F})]
+        for what, core, mlp, f in cases:
+            fn = partial(_training, core, mlp, dtype, F=f, K=K)
+            rows.append((f"{what} fwd+bwd, F={f}, K={K}, {DTYPE_NAMES[dtype]}", fn, tolerance))
     return rows
 
 
@@ -136,7 +125,7 @@ def check(device: str, F: int = 64, K: int = 16) -> dict[str, str]:
         for what, fn, tolerance in checks(F, K):
             try:
                 with forced_launch(launch):
-                    err = _compare(partial(fn, T=CHECK_T, device=device))
+                    err = _compare(partial(fn, T=K * CHECK_MINI_BATCHES + 5, device=device))
                 results[f"{what}, {launch}"] = f"{err:.2e}" + ("" if err <= tolerance else " FAIL")
             except Exception as exc:  # e.g. Triton's OutOfResources at compile time
                 results[f"{what}, {launch}"] = f"FAIL {type(exc).__name__}: {first_line(exc)}"
@@ -249,8 +238,9 @@ def _run(args) -> int:
     device, name = "cuda", torch.cuda.get_device_name()
     H, F, K = args.heads, args.head_dim, args.mini_batch
     results = check(device, F, K)
+    within = " and ".join(f"{DTYPE_NAMES[d]} inputs (within {t:g})" for d, t in TOLERANCES.items())
     print(f"# {name}, torch {torch.__version__}, forward launches: {args.launch}; Triton vs PyTorch core on")
-    print("# float32 (within 1e-3) and bf16 inputs (within 2e-2), max relative error:")
+    print(f"# {within}, max relative error:")
     for what, result in results.items():
         print(f"#   {what}: {result}")
     failed = any("FAIL" in r for r in results.values())

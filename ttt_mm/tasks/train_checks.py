@@ -6,6 +6,7 @@ the run, often at its first step or validation, possibly hours in; here it is on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import statistics
@@ -17,8 +18,8 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig
 
 from ttt_mm.checkpoint import read_checkpoint, trained_eval_window, trained_files, trained_split
-from ttt_mm.data.datasets import MODALITIES, off_grid
-from ttt_mm.data.media import Media
+from ttt_mm.data.datasets import MODALITIES, clip_span, off_grid
+from ttt_mm.data.decode import MediaError
 from ttt_mm.data.training_order import is_seed
 from ttt_mm.messages import first_line, first_of
 from ttt_mm.tasks.common import ConfigError, in_a_sweep, process_rank
@@ -282,11 +283,13 @@ def _restarts_rows(datamodule, model) -> bool:
 
 def check_updates_learn(datamodule, model) -> None:
     """A mixer whose update reaches only the tokens after its unit (LaCT's chunk) learns its step sizes
-    from a training window only when the window holds more than one unit: otherwise they would get
-    no gradient, silently (and DDP would stop at its second step on the unused parameters)."""
+    from a training window only when the loss reaches such a token: when the window holds more than
+    one unit plus the ``offset`` tokens the model predicts ahead (the last ``offset`` outputs have no
+    target). Otherwise they would get no gradient, silently (and DDP would stop at its second step on
+    the unused parameters)."""
     unit, tok = model.backbone.restart_unit, model.tokenizer
     tokens = _window_tokens(datamodule.clip_seconds, tok)
-    if unit is None or not unit.applied_after or tokens > unit.tokens:
+    if unit is None or not unit.applied_after or tokens - model.offset > unit.tokens:
         return
     # a quarter of the window, as conf/model/lact.yaml advises (three of four updates teach), else a half
     fits = _unit_sizes(tokens, tok, most=tokens // 4) or _unit_sizes(tokens, tok, most=tokens // 2)
@@ -295,45 +298,41 @@ def check_updates_learn(datamodule, model) -> None:
     longer = f"data.clip_seconds={tok.seconds_text(steps)} ({steps * tok.tokens_per_step} tokens: two {unit.name})"
     raise ConfigError(
         f"data.clip_seconds={datamodule.clip_seconds:g} ({tokens} tokens) holds no more than one of the {unit.name} "
-        f"of {unit.tokens} tokens, whose update reaches only the tokens after it: the update's step sizes would "
-        f"never learn; e.g. {smaller}{longer}"
+        f"of {unit.tokens} tokens and the {model.offset} predicted ahead, whose update reaches only the tokens after "
+        f"it: the update's step sizes would never learn; e.g. {smaller}{longer}"
     )
 
 
 def check_files_hold_updates(datamodule, model) -> None:
     """`check_updates_learn` for the training files themselves, once they are listed: a file shorter than
-    the window is read as a window of its own length, and one that holds no more than one unit (LaCT's
-    chunk) teaches the update's step sizes nothing. Every file so: refused, as such a window is; more than
-    half of them: a warning (the step sizes learn from the others alone)."""
+    the window is read as a window of its own length, and one whose loss reaches no token after its
+    first unit (LaCT's chunk) teaches the update's step sizes nothing. Every file so: refused, as such
+    a window is; more than half of them: a warning (the step sizes learn from the others alone)."""
     unit, tok = model.backbone.restart_unit, model.tokenizer
     if unit is None or not unit.applied_after:
         return
-    lengths = [s for c in datamodule.splits["train"] if (s := _known_seconds(c)) is not None]
-    short = [s for s in lengths if _window_tokens(s, tok) <= unit.tokens]
+    lengths = []
+    for clip in datamodule.splits["train"]:
+        with contextlib.suppress(MediaError):  # (listed, so readable: its span as training reads it)
+            start, end = clip_span(clip, datamodule.spec)
+            lengths.append(end - start)
+    short = [s for s in lengths if _window_tokens(s, tok) - model.offset <= unit.tokens]
     if not lengths or 2 * len(short) <= len(lengths):
         return
     typical = _window_tokens(min(statistics.median(lengths), datamodule.clip_seconds), tok)
     window = _window_tokens(datamodule.clip_seconds, tok)
     fits = _unit_sizes(window, tok, most=typical // 4) or _unit_sizes(window, tok, most=typical // 2)
-    seconds = tok.seconds_text(unit.tokens // tok.tokens_per_step)
+    teaching = tok.seconds_text((unit.tokens + model.offset) // tok.tokens_per_step + 1)  # (the first such length)
     text = (
-        f"{len(short)} of the {len(lengths)} training files last {seconds} s or less, no more than one of the "
-        f"{unit.name} of {unit.tokens} tokens, whose update reaches only the tokens after it: their windows teach "
-        f"its step sizes nothing"
+        f"{len(short)} of the {len(lengths)} training files last under {teaching} s, no more than one of the "
+        f"{unit.name} of {unit.tokens} tokens and the {model.offset} predicted ahead, whose update reaches only the "
+        f"tokens after it: their windows teach its step sizes nothing"
         + (f"; e.g. {MIXER_KEY}.{unit.argument}={max(fits)}" if fits else "; e.g. longer files")
     )
     if len(short) == len(lengths):
         raise ConfigError(text + " (with every file so, they would never learn)")
     if process_rank() == 0:  # (every process lists the files)
         log.warning(text)
-
-
-def _known_seconds(clip) -> float | None:
-    """How long a clip lasts, where it is known without reading its file (None: not known)."""
-    end = clip.end
-    if end is None:
-        end = clip.media.duration if isinstance(clip.media, Media) else clip.info.duration if clip.info else None
-    return None if end is None else end - clip.start
 
 
 def check_carried_windows(datamodule, model) -> None:
