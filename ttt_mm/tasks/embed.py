@@ -231,9 +231,7 @@ def _finished(stem: Path) -> dict | None:
 def build(cfg: DictConfig) -> tuple[Embedder, dict]:
     """The embedder and the sidecar fields shared by every input."""
     if cfg.dtype not in DTYPES:
-        raise ConfigError(
-            f"dtype must be one of {', '.join(map(repr, DTYPES))}; got {cfg.dtype!r}"
-        )  # (as the keys typed)
+        raise ConfigError(f"dtype must be one of {', '.join(map(repr, DTYPES))}; got {cfg.dtype!r}")
     try:
         tokenizer, backbone, hparams = load_parts(cfg.ckpt, bool(cfg.weights_only))
         weights = weights_hash(tokenizer, backbone)  # once per run, before the weights move to the device
