@@ -735,7 +735,7 @@ def test_a_clip_too_short_for_a_rollout_says_why_it_has_no_figure(folder, tmp_pa
         evaluate_task.report(run(compose_evaluate(*args)))
     assert (
         "  rollouts: none scored (each starts at a window's end and needs the next 2 steps" in capsys.readouterr().out
-    )  # ... and the start said they follow each window (what a short window costs: 15x on a track in 1 s ones)
+    )  # ... and the start said they follow each window (what short windows cost: a rollout each)
     assert [
         m for m in caplog.messages if "windows of 4 s, a rollout of 2 steps after each (rollout_steps=0: none)" in m
     ]
