@@ -857,6 +857,26 @@ def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_anothe
     )
 
 
+def test_a_span_held_out_of_a_file_the_run_trained_on_another_span_of_is_scored(folder, tmp_path, caplog):
+    """Spans of one file may sit in different splits (its first second trained on, its last held out):
+    every held-out span of a file the run trained on was left out, and with nothing else held out, the
+    evaluation was refused. A held-out span that overlaps a trained one is still left out."""
+    _, media, _ = folder
+    trained = [ClipInfo(str(media / "a.mp4"), start=0.0, end=1.0)]
+    ckpt = save(tiny_model(), tmp_path / "m.ckpt", split={"val_fraction": 0.0, "test_fraction": 1.0}, trained=trained)
+    manifest = tmp_path / "spans.csv"
+    manifest.write_text(f"path,start,end,split\n{media / 'a.mp4'},1.0,2.0,test\n{media / 'a.mp4'},0.5,1.5,test\n")
+    out = tmp_path / "out"
+    args = [f"ckpt={ckpt}", "data=manifest", f"data.root={manifest}", f"output={out}", f"paths.output_dir={out}"]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
+        run(compose_evaluate(*args, "split=test", "plots=false", "rollout_steps=0", "window_seconds=0.5"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [(f["path"], f["start"]) for f in metrics["files"]] == [(str(media / "a.mp4"), 1.0)]
+    assert metrics["settings"]["left_out_as_trained_on"] == 1 and "1 of its 2 clips" in caplog.text
+    run(compose_evaluate(*args, "split=all", "plots=false", "rollout_steps=0", "window_seconds=0.5"))
+    assert json.loads((out / "metrics.json").read_text())["settings"]["trained_on_scored"] == 1  # (0.5-1.5 alone)
+
+
 def test_the_files_a_run_read_under_a_relative_root_are_known_from_any_folder(tmp_path, monkeypatch):
     """Its record names them relative to the folder it started in: from another, none of its training
     files was recognised in a held-out split, and all were scored as held out."""

@@ -1280,6 +1280,22 @@ def test_a_test_only_run_scores_its_runs_test_split_and_leaves_out_files_it_trai
     assert tested["metrics"]["test/loss"] > 0
 
 
+def test_a_test_only_run_scores_the_held_out_span_of_a_file_its_run_trained_on(tmp_path, media_tree, caplog):
+    """A manifest may train on a recording's first seconds and test on its last, and test=true after the
+    fit scored them: tested alone, every span of a trained file was left out, and the run refused."""
+    video = media_tree["videos"] / "bounce" / "a.mp4"  # (3 s)
+    rows = f"path,start,end,split\n{video},0,2,train\n{video},2,3,test\n{video},1.5,2.5,test\n"
+    (tmp_path / "spans.csv").write_text(rows)
+    data = [*TINY, "data=manifest", f"data.root={tmp_path / 'spans.csv'}", "data.val_fraction=0"]
+    trained = run(compose_train(tmp_path / "a", [*data, "trainer.max_steps=1"]))
+    test_only = ["train=false", "test=true", f"ckpt_path={trained['last_ckpt']}"]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks"):
+        tested = run(compose_train(tmp_path / "b", [*data, *test_only]))
+    (line,) = [r.getMessage() for r in caplog.records if "trained on, left out" in r.getMessage()]
+    assert line.startswith("split=test: 1 of its 2 clips are of files the checkpoint's run trained on")  # (1.5-2.5)
+    assert tested["metrics"]["test/loss"] > 0
+
+
 def test_a_test_only_run_of_a_checkpoint_whose_run_held_out_no_test_files_says_so(tmp_path):
     """Its fractions replace data.*'s: the error said to raise data.test_fraction, which changed nothing."""
     fit = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2", "data.test_fraction=0"]

@@ -212,12 +212,13 @@ RECORDS = {"train": "training clips", "val": "validation clips"}
 """The data module's records of a split's clips in a checkpoint (`MediaDataModule.state_dict`)."""
 
 
-def trained_files(ckpt: dict, split: str = "train") -> set[str] | None:
+def trained_files(ckpt: dict, split: str = "train", spans: bool = False) -> set[str] | None:
     """The files the run that saved a checkpoint dict trained on (``split="val"``: validated on), as its
-    data config named them; None when it records none (a run of an older version, or one whose record
-    cannot be read)."""
+    data config named them, or with ``spans`` its clips' segment names (a span of a file ends
+    ``@start-end``); None when it records none (a run of an older version, or one whose record cannot
+    be read)."""
     record = (ckpt.get("MediaDataModule") or {}).get(RECORDS[split])
-    return recorded_files(record) if isinstance(record, bytes) else None
+    return recorded_files(record, spans) if isinstance(record, bytes) else None
 
 
 # ------------------------------------------------------------------------------------ old checkpoints

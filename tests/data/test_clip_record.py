@@ -2,8 +2,9 @@
 which files a run trained on."""
 
 import dataclasses
+import math
 
-from ttt_mm.data.clip_record import clip_changes, clip_record, recorded_files
+from ttt_mm.data.clip_record import clip_changes, clip_record, recorded_files, segment_span
 from ttt_mm.data.decode.probing import MediaInfo
 from ttt_mm.data.sources import ClipInfo
 
@@ -36,3 +37,12 @@ def test_the_files_a_record_lists_are_its_clips_files_without_their_spans():
     spans += [ClipInfo("/d/a.wav", start=1e-05, end=2.0), ClipInfo("/d/a.wav", start=0.0, end=1e16)]
     assert recorded_files(clip_record([*spans, clip("/d/c.wav")])) == {"/d/a.wav", "/d/b@2.wav", "/d/c.wav"}
     assert recorded_files(b"not a record") is None
+    # with spans: each clip's segment, read back as the span it names (exponents, a span to the end)
+    segments = recorded_files(clip_record(spans), spans=True)
+    assert sorted(segment_span(s) for s in segments) == [
+        ("/d/a.wav", 0.0, 12.5),
+        ("/d/a.wav", 0.0, 1e16),
+        ("/d/a.wav", 1e-05, 2.0),
+        ("/d/a.wav", 12.5, math.inf),
+        ("/d/b@2.wav", 0.0, math.inf),
+    ]

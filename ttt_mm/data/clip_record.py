@@ -8,6 +8,7 @@ Kept compressed (about 1.5 MB for 100,000 files: their names compress well, thei
 from __future__ import annotations
 
 import json
+import math
 import re
 import zlib
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from ttt_mm.messages import first_of
 NAMED = 3
 """Files named for each kind of change; the rest are counted."""
 
-_SPAN = re.compile(r"@[0-9.]+(?:e[+-]?[0-9]+)?-(?:end|[0-9.]+(?:e[+-]?[0-9]+)?)$")
+_SPAN = re.compile(r"@(?P<start>[0-9.]+(?:e[+-]?[0-9]+)?)-(?P<end>end|[0-9.]+(?:e[+-]?[0-9]+)?)$")
 """How `ClipInfo.segment` ends for a span of a file: ``@start-end``."""
 
 
@@ -41,11 +42,22 @@ def _read(record: bytes) -> dict | None:
     return saved if isinstance(saved, dict) else None
 
 
-def recorded_files(record: bytes) -> set[str] | None:
-    """The files whose clips ``record`` lists (a span's segment name without its ``@start-end``);
-    None where it cannot be read."""
+def recorded_files(record: bytes, spans: bool = False) -> set[str] | None:
+    """The files whose clips ``record`` lists (a span's segment name without its ``@start-end``), or
+    with ``spans`` the clips' segment names as they are (`segment_span` reads them); None where it
+    cannot be read."""
     saved = _read(record)
-    return None if saved is None else {_SPAN.sub("", segment) for segment in saved}
+    return None if saved is None else set(saved) if spans else {_SPAN.sub("", segment) for segment in saved}
+
+
+def segment_span(segment: str) -> tuple[str, float, float]:
+    """``(file, start, end)`` seconds of a segment name (`ClipInfo.segment`): ``a.ogg@12.5-30`` is
+    ``("a.ogg", 12.5, 30.0)``; a whole file's name, and a span to the file's end, end at infinity."""
+    match = _SPAN.search(segment)
+    if match is None:
+        return segment, 0.0, math.inf
+    end = math.inf if match["end"] == "end" else float(match["end"])
+    return segment[: match.start()], float(match["start"]), end
 
 
 def clip_changes(record: bytes, clips: Sequence[ClipInfo]) -> str | None:

@@ -56,12 +56,14 @@ log = module_logger(__name__, __spec__)
 
 
 class Trained(NamedTuple):
-    """What a checkpoint recorded of its run's data: the split fractions (`trained_split`) and the files it
-    trained and validated on (`trained_files`); None where it recorded none."""
+    """What a checkpoint recorded of its run's data: the split fractions (`trained_split`), the files it
+    trained and validated on (`trained_files`) and the segments it trained on (a span of a file ends
+    ``@start-end``: the file's other spans are held out); None where it recorded none."""
 
     split: dict[str, float] | None
     files: set[str] | None
     validated: set[str] | None = None
+    spans: set[str] | None = None
 
 
 def load_models(
@@ -96,7 +98,8 @@ def load_models(
             name, number = f"{base}_{number}", number + 1
         out[name] = (path, model)
         files, validated = (from_anywhere(trained_files(ckpt, split), path) for split in ("train", "val"))
-        trained[name] = Trained(trained_split(ckpt), files, validated)
+        spans = from_anywhere(trained_files(ckpt, spans=True), path)
+        trained[name] = Trained(trained_split(ckpt), files, validated, spans)
     return out, trained
 
 
@@ -287,10 +290,11 @@ def run(cfg: DictConfig) -> dict:
         # (the new list is opened and appended to in the block; a config error in it puts the earlier one back)
         with skip_list_set_aside(output) as had_skip_list:
             clips = select_clips(datamodule, str(cfg.split))
-            files = datamodule.trained_on if split in ("val", "test") else set()
-            clips, trained_on = held_out(clips, split, files, "evaluate with the data config the run trained on")
+            spans = set().union(*(t.spans for t in trained.values() if t.spans))  # (the training clips)
+            held = spans if split in ("val", "test") else set()
+            clips, trained_on = held_out(clips, split, held, "evaluate with the data config the run trained on")
             clips = clips[:max_files]
-            scored_trained = sum(of_training_files(clips, datamodule.trained_on)) if split == "all" else 0
+            scored_trained = sum(of_training_files(clips, spans)) if split == "all" else 0
             if scored_trained:
                 log.warning(
                     "split=all: %d of the %d clips are of files %s trained on, scored with the rest "

@@ -8,8 +8,10 @@ names them."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 
+from ttt_mm.data.clip_record import segment_span
 from ttt_mm.data.sources import ClipInfo
 from ttt_mm.data.synthetic import NAME_PREFIX
 from ttt_mm.messages import first_of, one_line
@@ -23,9 +25,9 @@ TRAINED_ON_NAMED = 5
 
 
 def from_anywhere(files: set[str] | None, ckpt_path: str | os.PathLike) -> set[str] | None:
-    """A checkpoint's training files (`ttt_mm.checkpoint.trained_files`) as paths that hold from any folder:
-    a relative one (its run's ``data.root`` was) joined to the folder its run started in, where known.
-    Synthetic clips' names are no paths: they stay as they are."""
+    """A checkpoint's training files or segments (`ttt_mm.checkpoint.trained_files`) as paths that hold
+    from any folder: a relative one (its run's ``data.root`` was) joined to the folder its run started
+    in, where known. Synthetic clips' names are no paths: they stay as they are."""
     relative = [f for f in files or () if not os.path.isabs(f) and not f.startswith(NAME_PREFIX)]
     started_in = run_started_in(ckpt_path) if relative else None
     if started_in is None:
@@ -34,9 +36,20 @@ def from_anywhere(files: set[str] | None, ckpt_path: str | os.PathLike) -> set[s
 
 
 def of_training_files(clips: list[ClipInfo], files: set[str] | None) -> list[bool]:
-    """Whether each clip is of the training ``files`` (a file reached through another link is the same)."""
-    seen = {os.path.realpath(f) for f in files or ()}
-    return [bool(seen) and os.path.realpath(c.name) in seen for c in clips]
+    """Whether each clip overlaps the training ``files`` (a file reached through another link is the
+    same): their names, or their clips' segment names (`trained_files` with ``spans``), whose spans
+    count alone, since spans of one file may sit in different splits (its first minutes trained on,
+    its last held out)."""
+    trained: dict[str, list[tuple[float, float]]] = {}
+    for entry in files or ():
+        name, start, end = segment_span(entry)
+        trained.setdefault(os.path.realpath(name), []).append((start, end))
+
+    def overlaps(clip: ClipInfo) -> bool:
+        end = math.inf if clip.end is None else clip.end
+        return any(a < end and clip.start < b for a, b in trained.get(os.path.realpath(clip.name), ()))
+
+    return [overlaps(c) for c in clips]
 
 
 def held_out(clips: list[ClipInfo], split: str, files: set[str] | None, remedy: str) -> tuple[list[ClipInfo], int]:

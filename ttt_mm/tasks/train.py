@@ -152,7 +152,8 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"test=true, but no clip of the {len(clips)} falls in the test split ({why})")
     if cfg.get("test") and tested_alone:  # (another split than the run's)
         remedy = "test it with the data settings it trained with"
-        datamodule.splits["test"], _ = held_out(datamodule.splits["test"], "test", datamodule.trained_on, remedy)
+        trained = from_anywhere(resumed.trained_spans, cfg.ckpt_path)  # (a trained file's other spans are held out)
+        datamodule.splits["test"], _ = held_out(datamodule.splits["test"], "test", trained, remedy)
         if resumed.eval_window not in (None, datamodule.eval_window_seconds):
             log.warning(
                 "test-only: test windows of %g s (data.%s), the checkpoint's run tested in %g s: test/* compares "

@@ -36,7 +36,8 @@ class Resumed(NamedTuple):
     """What a run resumes or tests from, read once from its checkpoint (its weights left in the file, not
     mapped for the run: it may be saved again under that name): its step, the shapes of its weights
     (`check_resume_fits`), the files its run trained and validated on (`trained_files`), the split
-    fractions it drew them with (`trained_split`) and the window it validated and tested in."""
+    fractions it drew them with (`trained_split`), the window it validated and tested in, and the
+    segments it trained on (a test split holds a trained file's other spans)."""
 
     step: int
     shapes: dict[str, tuple[int, ...]] | None
@@ -44,6 +45,7 @@ class Resumed(NamedTuple):
     validated: set[str] | None
     split: dict[str, float] | None
     eval_window: float | None
+    trained_spans: set[str] | None = None
 
 
 def check(cfg: DictConfig) -> Resumed | None:
@@ -75,6 +77,7 @@ def check(cfg: DictConfig) -> Resumed | None:
         trained_files(ckpt, "val"),
         trained_split(ckpt),
         trained_eval_window(ckpt),
+        trained_files(ckpt, spans=True),
     )
 
 
