@@ -674,6 +674,21 @@ def test_a_manifest_that_fixes_every_split_and_none_to_val_is_said_so(tmp_path, 
     ]
 
 
+def test_validation_on_the_training_files_is_not_said_to_be_never_trained_on(tmp_path):
+    """One file hashed, one whose split the manifest fixes: validation fell back to the training files, and
+    the summary went on that the validation split held a file "never trained on" (it compared the hashed
+    files alone with every training file)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        write_video(data / f"v{i}.mp4", seconds=1.0, fps=8, width=32, height=32, audio_rate=None)
+    (data / "manifest.csv").write_text("path,start,end,split\nv0.mp4,,,\nv1.mp4,0,0.5,train\nv1.mp4,0.5,1,test\n")
+    dm = MediaDataModule(ManifestSource(str(data / "manifest.csv")), modalities=["video"], size=32, clip_seconds=0.5)
+    dm.trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"))
+    dm.setup("fit")
+    assert dm.split_summary() == "2 files: 2 train, 2 val (the training files), 1 test (v1.mp4)"
+
+
 def test_a_manifest_whose_val_rows_cannot_be_used_says_so_rather_than_that_it_has_none(tmp_path, caplog):
     """Its one val row, of a file that cannot be read, was left out: the warning said that the split
     column put no file in val, and evaluate's split=val error named data.val_fraction, unused there."""

@@ -374,8 +374,9 @@ class MediaDataModule(L.LightningDataModule):
         more = ""
         for name, (called, remedy) in HELD_OUT.items():
             fraction = getattr(self, f"{name}_fraction")
-            held = {c.file_key for c in self.splits[name] if c.split is None}  # (hashed: a manifest's are its own)
-            if held and held != train and len(held) > 2 * fraction * files:  # (few files: the hash held out more)
+            # hashed there (a manifest's are its own), and not trained on (validation on the training files)
+            held = {c.file_key for c in self.splits[name] if c.split is None} - train
+            if held and len(held) > 2 * fraction * files:  # (few files: the hash held out more)
                 more += (
                     f"; the {called} split holds {len(held)} of the {files} (data.{name}_fraction={fraction:g}), "
                     f"never trained on: {remedy}"
