@@ -306,6 +306,14 @@ def test_a_split_or_classes_that_leave_no_clips_say_what_the_manifest_has(ckpts,
         r"val \(15 rows\)$",
     ):
         run(_cfg(ckpt=ckpts["audio"], input=manifest, split="test"))
+    rows[0]["split"] = ""  # (a row training hashes into a split: not the probe's)
+    manifest = _manifest(tmp_path / "m.csv", rows)
+    with pytest.raises(
+        ConfigError,
+        match=r"^split=test: .* train \(4 rows\), val \(15 rows\) \(1 rows name none: training hashes those, the "
+        r"probe leaves them out\)$",
+    ):
+        run(_cfg(ckpt=ckpts["audio"], input=manifest, split="test"))
     three = [
         {"path": str(p), "label": "abc"[i % 3], "split": "val" if i % 3 == 2 else "train"} for i, p in enumerate(wavs)
     ]
@@ -511,6 +519,24 @@ def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, 
     with pytest.raises(ConfigError, match=r"embeds none of the 20 clips of input=.*copies \(it holds .*\.wav, say"):
         run(_cfg(embeddings=tmp_path / "emb", input=copies, output=tmp_path / "d"))
     assert f"left out: {copies}" not in caplog.text
+
+
+def test_a_span_not_embedded_is_named_as_a_span(ckpts, tones, tmp_path):
+    """Left out of a probe of an embedding folder, it was named by its file alone, whose other spans were probed."""
+    rows = [{"path": str(p), "label": p.parent.name, "start": "", "end": ""} for p in sorted(tones.rglob("*.wav"))]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        embed = [
+            f"ckpt={ckpts['audio']}",
+            f"input={_manifest(tmp_path / 'list.csv', rows)}",
+            f"output={tmp_path / 'e'}",
+        ]
+        cfg = compose("embed", overrides=embed)
+    cfg.progress = False
+    embed_task.run(cfg)
+    first = rows[0]["path"]
+    more = _manifest(tmp_path / "more.csv", [*rows, {**rows[0], "start": "0", "end": "0.25"}])  # (not embedded)
+    probed = run(_cfg(embeddings=tmp_path / "e", input=more, output=tmp_path / "out", folds=2))["metrics"]
+    assert [s["path"] for s in probed["skipped"]] == [f"{first}@0-0.25"] and probed["files"] == 20
 
 
 def test_an_embedding_folder_from_two_checkpoints_is_refused(ckpts, tones, tmp_path, caplog):

@@ -279,8 +279,8 @@ def gather(clips: list[ClipInfo], ex: Extractors, rows: bool, progress: bool) ->
                         out.no_logmel[len(out.clips)] = exc.reason
                         found["logmel"] = None  # (each set's list stays aligned with the clips)
             except MediaError as exc:
-                out.skipped.append((clip.name, exc.reason))
-                log.warning("left out: %s: %s", one_line(clip.name), exc.reason)
+                out.skipped.append((clip.segment, exc.reason))  # (a span of a file: named as one)
+                log.warning("left out: %s: %s", one_line(clip.segment), exc.reason)
                 bar.set_postfix(skipped=len(out.skipped))
                 continue
             out.clips.append(clip)

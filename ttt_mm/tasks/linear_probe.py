@@ -117,11 +117,13 @@ def select(data: Labelled, cfg: DictConfig) -> Labelled:
         if not any(c.split for c in clips):
             raise ConfigError(f"split={cfg.split} needs a manifest with a 'split' column")
         present = Counter(c.split for c in clips if c.split)
+        unsplit = len(clips) - sum(present.values())
         clips = [c for c in clips if c.split == cfg.split]
         if not clips:
             has = ", ".join(f"{split} ({present[split]} rows)" for split in SPLITS if present[split])
             raise ConfigError(
                 f"split={cfg.split}: input={cfg.input} has no {cfg.split} rows; its split column names {has}"
+                + (f" ({unsplit} rows name none: training hashes those, the probe leaves them out)" if unsplit else "")
             )
     if classes := names_of(cfg.classes):
         unknown = sorted(set(classes) - set(data.names))
