@@ -833,7 +833,7 @@ def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_anothe
     assert [f["path"] for f in json.loads((out / "metrics.json").read_text())["files"]] == [str(media / "b.mp4")]
     assert json.loads((out / "metrics.json").read_text())["settings"]["left_out_as_trained_on"] == 2
     (line,) = [r.getMessage() for r in caplog.records if "trained on, left out" in r.getMessage()]
-    assert line.startswith("split=test: 2 of its 3 clips are of files the checkpoint's run trained on, left out: ")
+    assert line.startswith("split=test: 2 of its 3 clips overlap what the checkpoint's run trained on, left out: ")
     assert f"{media / 'a.mp4'}, {media / 'no_audio.mp4'} (" in line and result["output"] == str(out)
 
     # (max_files counts the clips evaluated: those left out come first here)
@@ -843,7 +843,7 @@ def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_anothe
     every = save(tiny_model(), tmp_path / "all.ckpt", split=split, trained=[*trained, ClipInfo(str(media / "b.mp4"))])
     (out / SKIP_LIST).write_text("old.mp4\tbad\n")  # (as an earlier evaluation that skipped a file left it)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(ConfigError, match="every clip of split 'test' is of a file the checkpoint's run trained on"):
+    with pytest.raises(ConfigError, match="every clip of split 'test' overlaps what the checkpoint's run trained on"):
         run(compose_evaluate(f"ckpt={every}", *args[1:], "split=test", "plots=false"))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # (its skip list was deleted)
 
@@ -852,7 +852,7 @@ def test_files_the_run_trained_on_are_left_out_of_a_held_out_split_listed_anothe
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.evaluate"):
         run(compose_evaluate(*args, "split=all", "plots=false", "rollout_steps=0", "window_seconds=0.5"))
     assert json.loads((out / "metrics.json").read_text())["settings"]["trained_on_scored"] == 2
-    assert "split=all: 2 of the 3 clips are of files the checkpoint's run trained on, scored with the rest" in (
+    assert "split=all: 2 of the 3 clips overlap what the checkpoint's run trained on, scored with the rest" in (
         caplog.text
     )
 
@@ -873,6 +873,7 @@ def test_a_span_held_out_of_a_file_the_run_trained_on_another_span_of_is_scored(
     metrics = json.loads((out / "metrics.json").read_text())
     assert [(f["path"], f["start"]) for f in metrics["files"]] == [(str(media / "a.mp4"), 1.0)]
     assert metrics["settings"]["left_out_as_trained_on"] == 1 and "1 of its 2 clips" in caplog.text
+    assert f"left out: {media / 'a.mp4'}@0.5-1.5 (" in caplog.text  # (named as a span: the other one is scored)
     run(compose_evaluate(*args, "split=all", "plots=false", "rollout_steps=0", "window_seconds=0.5"))
     assert json.loads((out / "metrics.json").read_text())["settings"]["trained_on_scored"] == 1  # (0.5-1.5 alone)
 

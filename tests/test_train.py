@@ -1292,7 +1292,7 @@ def test_a_test_only_run_scores_the_held_out_span_of_a_file_its_run_trained_on(t
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks"):
         tested = run(compose_train(tmp_path / "b", [*data, *test_only]))
     (line,) = [r.getMessage() for r in caplog.records if "trained on, left out" in r.getMessage()]
-    assert line.startswith("split=test: 1 of its 2 clips are of files the checkpoint's run trained on")  # (1.5-2.5)
+    assert line.startswith("split=test: 1 of its 2 clips overlap what the checkpoint's run trained on")  # (1.5-2.5)
     assert tested["metrics"]["test/loss"] > 0
 
 

@@ -297,7 +297,7 @@ def run(cfg: DictConfig) -> dict:
             scored_trained = sum(of_training_files(clips, spans)) if split == "all" else 0
             if scored_trained:
                 log.warning(
-                    "split=all: %d of the %d clips are of files %s trained on, scored with the rest "
+                    "split=all: %d of the %d clips overlap what %s trained on, scored with the rest "
                     "(split=val or split=test scores only what it held out)",
                     scored_trained,
                     len(clips),

@@ -40,10 +40,15 @@ def of_training_files(clips: list[ClipInfo], files: set[str] | None) -> list[boo
     same): their names, or their clips' segment names (`trained_files` with ``spans``), whose spans
     count alone, since spans of one file may sit in different splits (its first minutes trained on,
     its last held out)."""
-    trained: dict[str, list[tuple[float, float]]] = {}
-    for entry in files or ():
+    if not files:  # (no record: no path resolved, one by one on a network file system)
+        return [False] * len(clips)
+    by_name: dict[str, list[tuple[float, float]]] = {}
+    for entry in files:
         name, start, end = segment_span(entry)
-        trained.setdefault(os.path.realpath(name), []).append((start, end))
+        by_name.setdefault(name, []).append((start, end))
+    trained = {}
+    for name, spans in by_name.items():  # (a file's many spans: its path resolved once)
+        trained.setdefault(os.path.realpath(name), []).extend(spans)
 
     def overlaps(clip: ClipInfo) -> bool:
         end = math.inf if clip.end is None else clip.end
@@ -62,10 +67,10 @@ def held_out(clips: list[ClipInfo], split: str, files: set[str] | None, remedy: 
     left_out = [c for c, t in zip(clips, trained_on) if t]
     if not left_out:
         return clips, 0
-    names = list(dict.fromkeys(one_line(c.name) for c in left_out))
+    names = list(dict.fromkeys(one_line(c.segment) for c in left_out))  # (a span: the file's others may be kept)
     kept = [c for c, t in zip(clips, trained_on) if not t]
     log.warning(
-        "split=%s: %d of its %d clips are of files the checkpoint's run trained on, left out: %s (a file's split "
+        "split=%s: %d of its %d clips overlap what the checkpoint's run trained on, left out: %s (a file's split "
         "is drawn from its name as the data config lists it, relative to data.root for a folder, as written "
         "for a manifest, or from its manifest group's name, and from the split fractions: %s)",
         split,
@@ -75,5 +80,5 @@ def held_out(clips: list[ClipInfo], split: str, files: set[str] | None, remedy: 
         remedy,
     )
     if not kept:
-        raise ConfigError(f"every clip of split {split!r} is of a file the checkpoint's run trained on (see above)")
+        raise ConfigError(f"every clip of split {split!r} overlaps what the checkpoint's run trained on (see above)")
     return kept, len(left_out)
