@@ -278,6 +278,18 @@ def _unit_sizes(tokens: int, tok, most: int) -> list[int]:
     return [c for c in range(tok.tokens_per_step, most + 1, tok.tokens_per_step) if tokens % c == 0]
 
 
+def _teaches(tokens: int, unit, model) -> bool:
+    """Whether a window of ``tokens`` teaches the step sizes of a unit whose update reaches only the
+    tokens after it: the loss (no target for the last ``offset`` outputs) reaches such a token."""
+    return tokens - model.offset > unit.tokens
+
+
+def _suggested_units(window: int, tok, within: int) -> list[int]:
+    """Unit sizes that divide a window of ``window`` tokens, a quarter of ``within`` tokens at most, as
+    conf/model/lact.yaml advises (three of four updates teach), else a half."""
+    return _unit_sizes(window, tok, most=within // 4) or _unit_sizes(window, tok, most=within // 2)
+
+
 def _restarts_rows(datamodule, model) -> bool:
     """Whether single batch rows restart at window boundaries: a carried state in batches of several
     rows (a lone row that restarts takes a fresh state whole)."""
@@ -292,10 +304,9 @@ def check_updates_learn(datamodule, model) -> None:
     the unused parameters)."""
     unit, tok = model.backbone.restart_unit, model.tokenizer
     tokens = _window_tokens(datamodule.clip_seconds, tok)
-    if unit is None or not unit.applied_after or tokens - model.offset > unit.tokens:
+    if unit is None or not unit.applied_after or _teaches(tokens, unit, model):
         return
-    # a quarter of the window, as conf/model/lact.yaml advises (three of four updates teach), else a half
-    fits = _unit_sizes(tokens, tok, most=tokens // 4) or _unit_sizes(tokens, tok, most=tokens // 2)
+    fits = _suggested_units(tokens, tok, within=tokens)
     smaller = f"{MIXER_KEY}.{unit.argument}={max(fits)} or " if fits else ""
     steps = math.ceil(2 * unit.tokens / tok.tokens_per_step)  # a training window of two units
     longer = f"data.clip_seconds={tok.seconds_text(steps)} ({steps * tok.tokens_per_step} tokens: two {unit.name})"
@@ -319,12 +330,12 @@ def check_files_hold_updates(datamodule, model) -> None:
         with contextlib.suppress(MediaError):  # (listed, so readable: its span as training reads it)
             start, end = clip_span(clip, datamodule.spec)
             lengths.append(end - start)
-    short = [s for s in lengths if _window_tokens(s, tok) - model.offset <= unit.tokens]
+    short = [s for s in lengths if not _teaches(_window_tokens(s, tok), unit, model)]
     if not lengths or 2 * len(short) <= len(lengths):
         return
     typical = _window_tokens(min(statistics.median(lengths), datamodule.clip_seconds), tok)
     window = _window_tokens(datamodule.clip_seconds, tok)
-    fits = _unit_sizes(window, tok, most=typical // 4) or _unit_sizes(window, tok, most=typical // 2)
+    fits = _suggested_units(window, tok, within=typical)
     teaching = tok.seconds_text((unit.tokens + model.offset) // tok.tokens_per_step + 1)  # (the first such length)
     text = (
         f"{len(short)} of the {len(lengths)} training files last under {teaching} s, no more than one of the "
