@@ -693,20 +693,26 @@ def test_figures_go_to_the_first_clips_long_enough_to_roll_out(folder, tmp_path,
     assert [m for m in caplog.messages if m.startswith("figures: 1 clips had none to draw; no more clips")]
 
 
-def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(folder, tmp_path, capsys):
+def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(folder, tmp_path, capsys, caplog):
     """split=test ended with "skipped 2 file(s)", both of them rows of the training split, never to be scored.
-    Its summary's count is the split's, said so beside the log's count of every file left out."""
+    Its summary's count is the split's, said so. Its skip list and log line listed every split's files left
+    out, and the list was written to the run folder (paths.output_dir), not to output= beside the results."""
     _, media, ckpts = folder
     rows = f"path,split\n{media / 'a.mp4'},test\n{media / 'noise.mkv'},train\n{media / 'empty.mp4'},test\n"
     (tmp_path / "rows.csv").write_text(rows)
     args = [f"ckpt={ckpts[0]}", "data=manifest", f"data.root={tmp_path / 'rows.csv'}", f"paths.output_dir={tmp_path}"]
     args += ["plots=false", "rollout_steps=0", "window_seconds=0.5", "device=cpu"]
     for split, skipped in (("test", ["empty.mp4"]), ("all", ["empty.mp4", "noise.mkv"])):
-        result = run(compose_evaluate(*args, f"split={split}", f"output={tmp_path / split}"))
+        with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+            result = run(compose_evaluate(*args, f"split={split}", f"output={tmp_path / split}"))
         assert sorted(Path(s["path"]).name for s in result["skipped"]) == skipped, split
+        listed = (tmp_path / split / SKIP_LIST).read_text().splitlines()
+        assert sorted(Path(line.split("\t")[0]).name for line in listed) == skipped, split
+        of = " of the test split" if split == "test" else ""
+        assert f"skipping {len(skipped)} of {len(skipped) + 1} files{of} (" in caplog.text, split
+        caplog.clear()
         capsys.readouterr()
         report(result)
-        of = " of the test split" if split == "test" else ""
         assert f"\nskipped {len(skipped)} file(s){of}: " in capsys.readouterr().out
 
 

@@ -243,6 +243,8 @@ class MediaDataModule(L.LightningDataModule):
         self.trained_on: set[str] | None = None  # a checkpoint's training files, where its data is evaluated
         self.validated_on: set[str] | None = None  # and its validation files
         self._skipped_at_setup: set[str] = set()  # the skip list's names once `setup` had listed the data
+        # the split whose unusable files `setup` lists (an evaluation of one); None: every split's (a run reads all)
+        self.skip_list_split: str | None = None
         self._selection: Selection | None = None
         self._said: set[str] = set()  # the splits whose files' notes were said (`_say_how_read_once`)
 
@@ -264,8 +266,15 @@ class MediaDataModule(L.LightningDataModule):
         known_bad = {k: self.skips.reasons[k] for c in listed for k in (c.name, c.segment) if k in self.skips}
         selection = index_clips(listed, self.spec, self.index_cache, self.probe_jobs, self.probe_timeout, say=False)
         unit = "clips" if any(c.segment != c.name for c in listed) else "files"  # (a manifest's spans of files)
-        covers = Counter(c.segment if c.segment in selection.rejected else c.name for c in listed)
-        self.skips.add_many(selection.rejected, total=len(listed), unit=unit, covers=covers)
+        self._units = split_units(listed)  # (a manifest's group: its clips share a split)
+        split = self.skip_list_split
+        counted = listed if split is None else [c for c in listed if self._split_of(c) == split]
+        names = {k for c in counted for k in (c.name, c.segment)}  # (the list names a file, or a span of one)
+        covers = Counter(c.segment if c.segment in selection.rejected else c.name for c in counted)
+        rejected = {name: why for name, why in selection.rejected.items() if name in names}
+        self.skips.add_many(
+            rejected, total=len(counted), unit=unit if split is None else f"{unit} of the {split} split", covers=covers
+        )
         held = [r for c in listed if (r := known.get(c.segment) or known.get(c.name)) is not None]
         if held:  # (add_many says nothing of what the list held: a resumed run would not mention them)
             partly = sum(c.start < self.skips.readable_until(c) < math.inf for c in listed) if self.stream else 0
@@ -290,9 +299,8 @@ class MediaDataModule(L.LightningDataModule):
         usable = {c.segment for c in self.clips}
         self._left_out = [c for c in listed if c.segment not in usable]
         self.splits = {name: [] for name in SPLITS}
-        self._units = split_units(listed)  # (a manifest's group: its clips share a split)
         for clip in self.clips:
-            split = clip.split_of(self.val_fraction, self.test_fraction, self._units[clip.file_key])
+            split = self._split_of(clip)
             if split not in self.splits:
                 raise ValueError(f"clip {clip.name} has split {split!r}; expected one of {SPLITS}")
             self.splits[split].append(clip)
@@ -506,13 +514,12 @@ class MediaDataModule(L.LightningDataModule):
         """The files left out (`rejected`, with their reasons) that ``split`` would have held ("all": every one)."""
         if split == "all":
             return dict(self.rejected)
-        held = [
-            c
-            for c in self._left_out
-            if c.split_of(self.val_fraction, self.test_fraction, self._units[c.file_key]) == split
-        ]
+        held = [c for c in self._left_out if self._split_of(c) == split]
         names = {c.segment for c in held} | {c.name for c in held}  # (the list names a file, or a span of one)
         return {name: why for name, why in self.rejected.items() if name in names}
+
+    def _split_of(self, clip: ClipInfo) -> str:
+        return clip.split_of(self.val_fraction, self.test_fraction, self._units[clip.file_key])
 
     def failed_when_read(self) -> dict[str, list[str]]:
         """The files that failed when read since `setup` listed the data (in a loader worker, or here), by

@@ -274,12 +274,14 @@ def run(cfg: DictConfig) -> dict:
     if options.ssim_window < 1 or (video and options.ssim_window > size):
         allowed = f"from 1 to the frame size ({size} px)" if video else ">= 1"
         raise ConfigError(f"ssim_window must be a whole number {allowed}; got {options.ssim_window}")
-    # a skip list is a training run's memory across restarts: an evaluation reads every file afresh
-    datamodule = instantiate(cfg.data, **decoding, earlier_skips=False)
+    # a skip list is a training run's memory across restarts: an evaluation reads every file afresh, and
+    # lists the files it skipped beside its results (not in the run folder, where output= is elsewhere)
+    datamodule = instantiate(cfg.data, **decoding, earlier_skips=False, skip_list=str(output / SKIP_LIST))
     if "modalities" in decoding:  # (the files are read as the checkpoints were trained)
         datamodule.modalities_from = "the checkpoint" if len(models) == 1 else "each checkpoint"
     # said below of the clips evaluated, not of those held out or past max_files
     datamodule.says_how_read_on_setup = False
+    datamodule.skip_list_split = None if split == "all" else split  # (the other splits' files are not its to list)
     datamodule.trained_on = set().union(*(t.files for t in trained.values() if t.files))  # (split=val: its file)
     datamodule.validated_on = set().union(*(t.validated for t in trained.values() if t.validated))
     datamodule.cover_context(*(model.tokenizer for _, model in models.values()))
@@ -387,7 +389,7 @@ def report(out: dict) -> None:
                 "steps of its clip: shorter window_seconds, or rollout_steps=0)"
             )
     if out["skipped"]:
-        split = out.get("split", "all")  # (the log counted the files left out of every split)
+        split = out.get("split", "all")
         lines.append(
             f"skipped {len(out['skipped'])} file(s){'' if split == 'all' else f' of the {split} split'}: "
             + skips_named(out["skipped"], all_in=SKIP_LIST)
