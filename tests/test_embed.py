@@ -245,6 +245,17 @@ def test_the_window_an_error_suggests_is_taken():
     assert Embedder(*parts, window_seconds=suggested).window_seconds == pytest.approx(0.3, abs=0.03)
 
 
+def test_a_clip_of_one_step_is_read_whatever_second_it_starts_at(ckpts):
+    """A one-step clip from 0.3 s was refused: "only 0.04 s of audio in the clip (less than one token step,
+    0.04 s)", its end (0.3 + 640 / 16000) less its start a hair under the step (from 0.1 or 0.7 it passed)."""
+    embedder = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu")
+    step = embedder.tokenizer.seconds_per_step
+    for start in (0.0, 0.1, 0.3, 0.7, 1234.56):
+        assert embedder.embed_tensor(audio=0.1 * torch.randn(640), start=start).timestamps.shape == (1,), start
+    end = 0.3 + 640 / 16000
+    assert end - 0.3 < step  # (the rounding the test is about)
+
+
 def test_a_stream_opened_elsewhere_than_its_first_window_names_the_start_to_open_it_at(ckpts, files):
     """Windows of a span from 1.1 s pushed to ``stream()`` were refused with "start every span and window
     of one stream at a multiple of" the step: it is ``stream(start=1.1)`` that was missing."""

@@ -120,7 +120,7 @@ def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
             clip.segment, f"the clip starts at {clip.start:.10g} s, at or after the end of its {what} ({end:.3f} s)"
         )
     end = end if clip.end is None else min(end, clip.end)
-    if end - clip.start < spec.min_seconds:
+    if end - clip.start < spec.min_seconds - 1e-9:  # (a clip of exactly one step from 0.3 s: 0.04 s less a hair)
         seconds = max(0.0, end - clip.start)
         least = (
             f"{spec.min_seconds_set_by}={spec.min_seconds:g}"
