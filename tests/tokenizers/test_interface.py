@@ -144,3 +144,14 @@ def test_token_loss_uses_only_the_real_entries_of_each_token():
     assert token_loss(pred, target, widths, "mse").tolist() == [[2.5, 3.0]]
     # l1: (1 + 2) / 2 = 1.5 and 3 / 3 = 1
     assert token_loss(pred, target, widths, "l1").tolist() == [[1.5, 1.0]]
+
+
+def test_a_single_start_and_length_stand_for_every_row_of_a_batch(tokenizer):
+    """A hand-built batch of two rows with ``"start": 0.5`` failed: "shape '[2]' is invalid for input of size 1"."""
+    batch = batch_for(tokenizer)
+    lengths = {k: v[0].item() for k, v in batch.items() if k.endswith("_lengths")}
+    per_row = tokenizer(batch | {"start": torch.tensor([0.5, 0.5])})
+    single = tokenizer(batch | {"start": 0.5} | lengths)
+    torch.testing.assert_close(single.timestamps, per_row.timestamps)
+    torch.testing.assert_close(single.embeddings, per_row.embeddings)
+    assert lengths and (single.timestamps[:, 0] > 0.5 - 1e-9).all()

@@ -172,19 +172,24 @@ def token_loss(pred: Tensor, target: Tensor, widths: Tensor, kind: str = "mse") 
 
 
 def batch_start(batch: Mapping[str, Any], size: int, device: torch.device) -> Tensor:
-    """``batch["start"]`` as float64 ``[B]`` seconds (zeros when absent)."""
+    """``batch["start"]`` as float64 ``[B]`` seconds (zeros when absent; a single value: every row's)."""
     start = batch.get("start")
     if start is None:
         return torch.zeros(size, dtype=torch.float64, device=device)
-    return torch.as_tensor(start, dtype=torch.float64, device=device).reshape(size)
+    return _per_row(torch.as_tensor(start, dtype=torch.float64, device=device), size)
 
 
 def batch_lengths(batch: Mapping[str, Any], key: str, size: int, full: int, device: torch.device) -> Tensor:
-    """Valid lengths ``[B]`` from ``batch[key]`` (all ``full`` when absent)."""
+    """Valid lengths ``[B]`` from ``batch[key]`` (all ``full`` when absent; a single value: every row's)."""
     lengths = batch.get(key)
     if lengths is None:
         return torch.full((size,), full, dtype=torch.long, device=device)
-    return torch.as_tensor(lengths, device=device).long().reshape(size)
+    return _per_row(torch.as_tensor(lengths, device=device).long(), size)
+
+
+def _per_row(values: Tensor, size: int) -> Tensor:
+    """``values`` as ``[size]``: one per row, or one for all (a hand-built batch's ``"start": 0.5``)."""
+    return values.reshape(1).expand(size) if values.numel() == 1 else values.reshape(size)
 
 
 def check_rate(batch: Mapping[str, Any], key: str, expected: float, name: str) -> None:
