@@ -81,6 +81,9 @@ def test_a_model_moved_to_bfloat16_is_refused_with_the_way_back(tmp_path):
     with pytest.raises(ValueError, match=r"^HEAR embeds with float32 weights; this model's are torch.bfloat16: model"):
         hear.get_scene_embeddings(torch.zeros(1, 16000), half)
     assert hear.get_scene_embeddings(torch.zeros(1, 16000), half.float()).shape == (1, half.scene_embedding_size)
+    half.embedder.backbone.to(torch.bfloat16)  # (a part cast alone: its first weights, the tokenizer's, stay float32)
+    with pytest.raises(ValueError, match=r"^HEAR embeds with float32 weights; this model's are torch.bfloat16: model"):
+        hear.get_scene_embeddings(torch.zeros(1, 16000), half)
 
 
 def test_integer_audio_is_an_error_not_embedded_unscaled(model):

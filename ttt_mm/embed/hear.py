@@ -68,8 +68,9 @@ class HearModel(nn.Module):
                 f"({samples} samples = {samples / self.sample_rate * 1000:g} ms at {self.sample_rate} Hz){layout}"
             )
         weights = next(self.parameters())
-        if weights.dtype != torch.float32:  # (the audio and its log-mel frames are float32)
-            raise ValueError(f"HEAR embeds with float32 weights; this model's are {weights.dtype}: model.float()")
+        if other := sorted({str(p.dtype) for p in self.parameters()} - {str(torch.float32)}):
+            # (the audio and its log-mel frames are float32; a part cast to another type fails in a matmul)
+            raise ValueError(f"HEAR embeds with float32 weights; this model's are {', '.join(other)}: model.float()")
         self.embedder.device = weights.device  # follow .to(device)
         return self.embedder.embed_tensor(audio=audio)
 
