@@ -1,9 +1,11 @@
 """`BestCheckpoint`: its ranking follows a copied or moved run folder, and only a whole one."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ttt_mm.callbacks import BestCheckpoint
 from ttt_mm.callbacks.best_checkpoint import followed
@@ -81,6 +83,7 @@ def test_a_best_checkpoint_is_written_beside_its_final_name_and_renamed_into_pla
 
     class Trainer:
         is_global_zero, global_step, loggers = True, 7, []
+        strategy = SimpleNamespace(checkpoint_io=TorchCheckpointIO(), barrier=lambda name=None: None)
 
         def save_checkpoint(self, path, weights_only=False):
             Path(path).write_text("state")
