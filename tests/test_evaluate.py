@@ -716,6 +716,26 @@ def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(
         assert f"\nskipped {len(skipped)} file(s){of}: " in capsys.readouterr().out
 
 
+def test_an_evaluation_into_a_training_runs_folder_is_refused_before_its_skip_list_is_touched(folder, tmp_path):
+    """output=<a training run> replaced the run's skipped_media.tsv, which its resume reads, with the
+    evaluation's list (and deleted it where the evaluation skipped nothing)."""
+    args = [f"ckpt={folder[2][0]}", "data=av_folder", f"data.root={folder[1]}", "device=cpu", "plots=false"]
+    for run_folder, mark in (("stopped", ".hydra/config.yaml"), ("saved", "checkpoints/last.ckpt")):
+        run_dir = tmp_path / run_folder
+        (run_dir / mark).parent.mkdir(parents=True)
+        (run_dir / mark).write_text("trainer:\n  max_steps: 3\n")
+        (run_dir / SKIP_LIST).write_text("/data/bad.mp4\tempty file\n")
+        with pytest.raises(
+            ConfigError, match=rf"^output={run_dir} is a training run's folder: .*output={run_dir}/eval"
+        ):
+            run(compose_evaluate(*args, f"output={run_dir}", f"paths.output_dir={run_dir}"))
+        assert (run_dir / SKIP_LIST).read_text() == "/data/bad.mp4\tempty file\n"
+    (tmp_path / "evaluated" / ".hydra").mkdir(parents=True)  # (an evaluation's own run folder: written into again)
+    (tmp_path / "evaluated" / ".hydra" / "config.yaml").write_text("task_name: evaluate\n")
+    result = run(compose_evaluate(*args, f"output={tmp_path / 'evaluated'}", "max_files=1", "rollout_steps=0"))
+    assert result["models"]
+
+
 def test_an_evaluation_of_one_split_says_how_that_splits_files_are_read_only(folder, tmp_path, caplog):
     """split=test logged how every listed file is read, those of other splits too (here: a training file
     read with a silent track), as the index found them; now only the split's own. max_files=1 logged it

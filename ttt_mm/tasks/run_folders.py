@@ -71,6 +71,18 @@ SYNTHETIC_SOURCE = f"{SyntheticSource.__module__}.{SyntheticSource.__qualname__}
 """The data source of ``data=synthetic``, the embedded default: clips generated on the fly."""
 
 
+def training_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a training run's: it holds its checkpoints, or its ``.hydra`` record has a
+    trainer (a run stopped before its first save)."""
+    if (folder / "checkpoints").is_dir():
+        return True
+    try:
+        record = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    except Exception:  # (none, or a damaged one: not a run's record to go by)
+        return False
+    return _recorded(record, "trainer") is not None
+
+
 def run_record(ckpt_path: str | os.PathLike, name: str) -> DictConfig | ListConfig | None:
     """The file ``name`` (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``) of the ``.hydra`` record of
     the run that saved a checkpoint; None for a checkpoint kept outside its run folder, or a file that is
