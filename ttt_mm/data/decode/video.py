@@ -363,6 +363,7 @@ class _PyAVVideo:
         out = np.empty((len(ids), height, width, 3), dtype=np.uint8)
         filled = np.zeros(len(ids), dtype=bool)
         held = self.held
+        sought = None  # the time sought to, where this read seeks
         if held is not None and held[0] == first == self.position and held[1] == (width, height):
             out[0], filled[0] = held[2], True  # the last window's last picture: decoding goes on after it
         elif self._must_seek(index, first):
@@ -370,12 +371,31 @@ class _PyAVVideo:
                 if self.read_from:
                     self._open()
             else:
-                target = 0 if index.pts is None else int(index.pts[first])
-                self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+                sought = 0 if index.pts is None else int(index.pts[first])
+                self.container.seek(sought, stream=self.stream, backward=True, any_frame=False)
             self._restart()
             self.frames, self.read_from = _decoded(self.container.demux(self.stream)), True
+        self._decode_into(index, ids, out, filled)
+        if (~filled).mean() > MOST_STOOD_IN and sought is not None and (key := _key_before(index, sought)) is not None:
+            # a seek that landed on a damaged key frame loses its group of pictures whole; decoding on into
+            # the damage from the group before, as a window that started there does, conceals most of it,
+            # so that whether a window is read does not depend on where it starts
+            self.container.seek(key, stream=self.stream, backward=True, any_frame=False)
+            self._restart()
+            self.frames = _decoded(self.container.demux(self.stream))
+            filled[:] = False
+            self._decode_into(index, ids, out, filled)
+        if not filled.all():
+            self._stand_in(ids, out, filled)
+        self.held = (last, (width, height), out[-1].copy())
+        return out
+
+    def _decode_into(self, index: VideoIndex, ids: np.ndarray, out: np.ndarray, filled: np.ndarray) -> None:
+        """Decode on from where the decoder is up to frame ``ids[-1]``, putting frames ``ids`` into ``out``
+        (scaled to its size) and marking them in ``filled``."""
         slots = {int(i): k for k, i in enumerate(ids)}
         turns = index.quarter_turns  # frames are stored sideways, turned once scaled
+        height, width = out.shape[1:3]
         stored = (height, width) if turns % 2 else (width, height)
         for frame in self.frames if not filled.all() else ():
             i = self._id(index, frame)
@@ -386,12 +406,8 @@ class _PyAVVideo:
                 picture = frame.reformat(*stored, "rgb24", interpolation="BICUBIC").to_ndarray()
                 out[slots[i]] = np.rot90(picture, turns) if turns else picture
                 filled[slots[i]] = True
-            if i >= last:
+            if i >= ids[-1]:
                 break
-        if not filled.all():
-            self._stand_in(ids, out, filled)
-        self.held = (last, (width, height), out[-1].copy())
-        return out
 
     def _stand_in(self, ids: np.ndarray, out: np.ndarray, filled: np.ndarray) -> None:
         """Put in the place of each frame that did not come out (a packet the decoder refused) the
@@ -410,6 +426,15 @@ class _PyAVVideo:
         after = np.minimum.accumulate(np.where(filled, slots, len(ids))[::-1])[::-1]
         out[:] = out[np.where(before >= 0, before, after)]
         self.stood_in = ids[~filled]
+
+
+def _key_before(index: VideoIndex, pts: int) -> int | None:
+    """The time of the key frame before the one that a seek to ``pts`` lands on (None: there is none,
+    or the index lists no key frames)."""
+    if index.key_pts is None or index.pts is None:
+        return None
+    landed = np.searchsorted(index.key_pts, pts, side="right") - 1
+    return int(index.key_pts[landed - 1]) if landed >= 1 else None
 
 
 def _decoded(packets):
