@@ -20,6 +20,16 @@ def abort_on_boom(path: str) -> dict:
     return describe(path)
 
 
+def abort_on_growing(path: str) -> dict:
+    """`describe`, except that a file named ``*growing*`` grows (a copy still being written) and then the
+    decoder aborts."""
+    if "growing" in os.path.basename(path):
+        with open(path, "ab") as f:
+            f.write(bytes(1000))
+        os.abort()
+    return describe(path)
+
+
 def killed_or_failed(path: str) -> dict:
     """`describe`, except that the worker is killed from outside on ``*killed*`` (as the kernel's
     out-of-memory killer does) and runs out of file handles on ``*handles*`` (a process's error)."""

@@ -16,7 +16,15 @@ import time
 import types
 
 import pytest
-from faults import abort_on_boom, denied_on_locked, hang_on_slow, interrupted_after, killed_or_failed, stuck_on_stuck
+from faults import (
+    abort_on_boom,
+    abort_on_growing,
+    denied_on_locked,
+    hang_on_slow,
+    interrupted_after,
+    killed_or_failed,
+    stuck_on_stuck,
+)
 from mediafiles import tone, write_video, write_wav
 
 from ttt_mm.data import (
@@ -101,6 +109,14 @@ def test_a_second_run_probes_nothing_and_a_touched_file_again(folder, tmp_path):
     run3.cache.write_bytes(lines[0][:20] + b"\xff\xfe" + lines[0][20:] + b"".join(lines[1:]))  # a damaged byte
     fourth, run4 = index_files(files, tmp_path / "cache")
     assert (run4.probed, run4.cached) == (1, len(files) - 1) and fourth == third  # its line's file, probed again
+    # lines that parse but are no record of a file (one failed the run at the next save: os.stat(None))
+    lines = run4.cache.read_text().splitlines()
+    wrong = json.loads(lines[0]) | {"bytes": str(json.loads(lines[0])["bytes"])}
+    damaged = ['{"path": null}', "[1, 2]", json.dumps(wrong), *lines[1:]]
+    run4.cache.write_text("\n".join(damaged) + "\n")
+    fifth, run5 = index_files(files, tmp_path / "cache")
+    assert (run5.probed, run5.cached) == (1, len(files) - 1) and fifth == third
+    assert "null" not in run5.cache.read_text() and len(run5.cache.read_text().splitlines()) == len(files)
 
 
 def test_a_run_that_waits_for_another_indexing_the_same_files_says_so(folder, tmp_path, caplog):
@@ -262,6 +278,18 @@ def test_a_decoder_that_aborts_costs_its_file_not_the_caller(folder, tmp_path):
     assert all("error" not in records[str(folder / n)] for n in ("av.mp4", "video.mp4", "tone.wav"))
     _, again = index_files(files, tmp_path / "cache", task=abort_on_boom)
     assert again.probed == 0  # the crash is remembered: the file is never opened again
+
+
+def test_a_crash_is_remembered_for_the_version_of_the_file_the_probe_read(folder, tmp_path):
+    """A file that changed while its probe crashed (a copy still being written) was recorded under its size
+    after the crash, a version no probe read: its crash was held against it until the file changed again."""
+    growing = folder / "growing.wav"
+    shutil.copy(folder / "tone.wav", growing)
+    before = growing.stat().st_size
+    records, _ = index_files([growing], tmp_path / "cache", task=abort_on_growing)
+    assert records[str(growing)]["bytes"] == before and records[str(growing)]["error"].startswith("decoder crashed")
+    records, again = index_files([growing], tmp_path / "cache")  # (the copy done: its new version is probed)
+    assert again.probed == 1 and "error" not in records[str(growing)]
 
 
 def test_a_probe_killed_from_outside_or_failing_in_its_process_is_not_held_against_the_file(folder, tmp_path):

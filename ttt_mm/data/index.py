@@ -264,10 +264,29 @@ def _load(path: Path) -> dict[str, dict]:
     for number, line in enumerate(text.splitlines(), 1):
         try:
             record = json.loads(line)
+        except ValueError:
+            record = None
+        if _well_formed(record):
             records[record["path"]] = record
-        except (ValueError, KeyError, TypeError):
+        else:
             log.warning("%s: line %d is not an index record; that file will be probed again", path, number)
     return records
+
+
+_FIELD_TYPES = {"path": str, "bytes": int, "mtime_ns": int, "version": int, "hung_timeout": (int, float)}
+"""The types of the record fields the cache itself reads (the rest are `describe`'s, read by `MediaInfo`)."""
+
+
+def _well_formed(record) -> bool:
+    """Whether a cache line's record can be looked up and compared (a damaged line that still parses,
+    ``{"path": null}``, failed the run at the cache's next save)."""
+    if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+        return False
+    return all(
+        isinstance(record[k], kind) and not isinstance(record[k], bool)
+        for k, kind in _FIELD_TYPES.items()
+        if k in record
+    )
 
 
 def _save(path: Path, records: dict[str, dict]) -> None:
@@ -403,7 +422,9 @@ def index_files(
                 run.cache,
             )
             try:
-                progressed = _probe(todo, task, jobs or default_jobs(), timeout, run, probed, save, cached)
+                progressed = _probe(
+                    {p: stats[p] for p in todo}, task, jobs or default_jobs(), timeout, run, probed, save, cached
+                )
             except BaseException as exc:
                 saved = save()  # what was probed survives an interrupt or a failure
                 if not isinstance(exc, KeyboardInterrupt):
@@ -508,7 +529,7 @@ def _exists(record: dict) -> bool:
 
 
 def _probe(
-    paths: list[str],
+    paths: dict[str, os.stat_result],
     task: Callable,
     jobs: int,
     timeout: float,
@@ -517,31 +538,28 @@ def _probe(
     save: Callable[[], None],
     before: dict[str, dict],
 ) -> bool:
-    """Probe ``paths`` into ``out`` as results come, calling ``save`` every `SAVE_SECONDS` (a killed
-    run keeps what it had probed); True when it logged how far it was (a slow indexing). ``before``: the
-    cache's records, where a probe that died of something other than the file once is tried again."""
+    """Probe ``paths`` (each with its stat before the probe) into ``out`` as results come, calling
+    ``save`` every `SAVE_SECONDS` (a killed run keeps what it had probed); True when it logged how far it
+    was (a slow indexing). ``before``: the cache's records, where a probe that died of something other
+    than the file once is tried again."""
     last_log = last_save = time.monotonic()
     progressed = False
-    for path, result in IsolatedPool(task, jobs=jobs, timeout=timeout).map(paths):
+    for path, result in IsolatedPool(task, jobs=jobs, timeout=timeout).map(list(paths)):
         if isinstance(result, Failure):
             run.failures[path] = result.reason
-            try:
-                st = os.stat(path)
-            except OSError as exc:
-                result = {"path": path, "error": stat_reason(path, exc)}
-            else:
-                record = {"path": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "version": VERSION}
-                record |= {"verified": True, "error": result.reason}
-                if result.hung:  # remembered only until a run allows a probe more time
-                    record["error"] += " (a longer probe timeout tries it again)"
-                    record["hung_timeout"] = timeout
-                elif not result.files_doing:  # (a process's error, a kill from outside)
-                    if _probe_again(before.get(path), st):  # (the same again: the file's doing after all)
-                        record["error"] += " (the second run in a row: remembered until the file changes)"
-                    else:
-                        record["error"] += " (the next run probes it again)"
-                        record["probe_again"] = True
-                result = record
+            st = paths[path]  # (the version the probe read: a file that changed meanwhile is probed again)
+            record = {"path": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "version": VERSION}
+            record |= {"verified": True, "error": result.reason}
+            if result.hung:  # remembered only until a run allows a probe more time
+                record["error"] += " (a longer probe timeout tries it again)"
+                record["hung_timeout"] = timeout
+            elif not result.files_doing:  # (a process's error, a kill from outside)
+                if _probe_again(before.get(path), st):  # (the same again: the file's doing after all)
+                    record["error"] += " (the second run in a row: remembered until the file changes)"
+                else:
+                    record["error"] += " (the next run probes it again)"
+                    record["probe_again"] = True
+            result = record
         out[path] = result
         if time.monotonic() - last_log > PROGRESS_SECONDS and len(out) < len(paths):  # the last file: the caller logs
             log.info("probed %d of %d new or changed files so far", len(out), len(paths))
