@@ -235,3 +235,30 @@ def test_a_worker_stuck_in_a_file_ends_with_a_pool_killed_outright(tmp_path):
         pool.wait()
         with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
             os.kill(int(said.read_text()), 9)
+
+
+def test_a_killed_worker_that_does_not_exit_is_left_behind_not_waited_for(tmp_path, monkeypatch, caplog):
+    """A worker stuck in the kernel (a read from a hard-mounted network file system) outlives SIGKILL
+    until the read returns: stopping it waited without end, so the probe timeout hung the run."""
+
+    class Stuck:  # (a process that a kill does not end)
+        pid, killed, waited = 4242, False, None
+
+        def is_alive(self):
+            return True
+
+        def kill(self):
+            self.killed = True
+
+        def join(self, timeout=None):
+            self.waited = timeout
+
+    worker = object.__new__(isolation._Worker)
+    worker.conn, worker.process = open(os.devnull), Stuck()  # noqa: SIM115 (closed by stop)
+    worker.stderr_path = str(tmp_path / "worker.stderr")
+    Path(worker.stderr_path).write_text("")
+    monkeypatch.setattr(isolation, "STOP_WAIT_S", 0.01)
+    with caplog.at_level("WARNING", logger=isolation.__name__):
+        worker.stop()
+    assert worker.process.killed and worker.process.waited == 0.01 and not Path(worker.stderr_path).exists()
+    assert "a decoder worker (pid 4242) has not exited 0.01 s after it was killed" in caplog.text

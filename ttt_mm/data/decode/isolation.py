@@ -237,9 +237,21 @@ class _Worker:
         self.conn.close()
         if self.process.is_alive():
             self.process.kill()
-        self.process.join()
+        self.process.join(STOP_WAIT_S)
+        if self.process.is_alive():
+            log.warning(
+                "a decoder worker (pid %d) has not exited %g s after it was killed (a read stuck in the kernel: "
+                "a hung network file system?); going on without it",
+                self.process.pid,
+                STOP_WAIT_S,
+            )
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.stderr_path)
+
+
+STOP_WAIT_S = 10.0
+"""How long a killed worker is waited for: one stuck in the kernel (a read from a hung network file
+system) dies only once the read returns, and waiting for it would hang the run the timeout was for."""
 
 
 class IsolatedPool:
