@@ -221,8 +221,14 @@ def out_of_date(old: dict, expected: dict) -> str | None:
         if old.get(key) != expected[key] and not (key == "source" and _same_file(old.get(key), expected[key])):
             if key == "config_hash" and (named := changed_settings(old, expected)):
                 return f"other settings ({named})"
+            if key in _OF_EACH_FILE:  # (the reason of many files: one log line and one count for them all)
+                return meaning
             return f"{meaning} ({key} {old.get(key, 'not recorded')}, now {expected[key]})"
     return None
+
+
+_OF_EACH_FILE = {"source", "source_bytes", "source_mtime_ns", "span"}
+"""The `_MADE_FROM` fields whose values are each file's own: a reason that named them was said once per file."""
 
 
 def _same_file(old: str | None, now: str) -> bool:
