@@ -11,7 +11,9 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning
 import numpy as np
@@ -1241,3 +1243,15 @@ def test_the_spectrograms_colour_scale_holds_every_panel(tmp_path, monkeypatch):
     plot = {"truth": [quiet] * 2, "rollout": [loud] * 2, "onestep": [quiet] * 2, "last": quiet, "origin_seconds": 1.0}
     plots.spectrograms({"m": plot}, tmp_path / "s.png", "clip")
     assert scales == [(-20.0, 3.0)] * 3
+
+
+def test_a_clip_named_in_a_script_the_font_lacks_draws_its_figure_without_a_warning_a_glyph(tmp_path):
+    """A file called "地球.mp4" printed matplotlib's "Glyph 22320 ... missing from font(s)" four times, each
+    with its source line, in the middle of the evaluation's log."""
+    frames = {"video": torch.zeros(2, 3, 4, 4, dtype=torch.uint8)}
+    plot = {"truth": [frames], "rollout": [frames], "onestep": [frames], "last": frames, "origin_seconds": 1.0}
+    result = SimpleNamespace(plot=plot)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        made = plots.clip_figures({"m": result}, 1, "地球 ünï.mp4", tmp_path, {"video"})
+    assert made == {"video": str(tmp_path / "rollout_1.png")} and (tmp_path / "rollout_1.png").stat().st_size > 0
