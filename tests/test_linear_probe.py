@@ -505,11 +505,14 @@ def test_an_embedding_folder_probes_like_its_checkpoint(ckpts, tones, tmp_path, 
     skipped = {Path(s["path"]).name: s["reason"] for s in torn["skipped"]}
     assert torn["files"] == 18 and len(skipped) == 2, skipped
     assert "unreadable (ValueError" in skipped[npys[0].name.removesuffix(".npy")]
-    assert "not embedded" in skipped[sidecars[-1].name.removesuffix(".json")]
+    assert skipped[sidecars[-1].name.removesuffix(".json")].startswith(f"{sidecars[-1]}: unreadable sidecar (")
     assert f"{sidecars[-1]}: unreadable sidecar" in caplog.text
     capsys.readouterr()
-    report(probed)  # (a clip that is not embedded is no unreadable file: each says why, as it is)
+    report(probed)  # (each says why, as it is)
     assert "\nskipped 2 clip(s): " in capsys.readouterr().out
+    report(probed | {"metrics": torn | {"skipped": torn["skipped"] * 4}})  # (more than are named: where they all are)
+    assert "\nskipped 8 clip(s): " in (printed := capsys.readouterr().out)
+    assert " and 3 more (all in metrics.json)\n" in printed
     with pytest.raises(ConfigError, match="either ckpt"):
         run(_cfg(ckpt=ckpts["audio"], embeddings=tmp_path / "emb", input=manifest))
 

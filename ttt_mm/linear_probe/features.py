@@ -25,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ttt_mm.data import ClipInfo, MediaError, ReadSpec, decode, iter_windows
 from ttt_mm.embed import Embedder
-from ttt_mm.embed.files import changed_settings, load, read_sidecar, source_record
+from ttt_mm.embed.files import changed_settings, load, output_stem, read_sidecar, source_record
 from ttt_mm.embed.reducers import HopBins, Pool, mean_and_std
 from ttt_mm.linear_probe.classifier import Features
 from ttt_mm.messages import one_line
@@ -139,11 +139,13 @@ class EmbeddingFolder:
             raise ValueError(f"embeddings={root} is not a folder")
         self.stems: dict[tuple[str, float, float | None], Path] = {}  # (source, span start, span end) -> stem
         found = []
+        self.unreadable: dict[Path, str] = {}  # the outputs whose sidecars could not be read, with why, by stem
         for sidecar in sorted(self.root.rglob("*.json")):
             try:
                 meta = read_sidecar(sidecar.with_suffix(""))
             except ValueError as exc:
                 log.warning("left out: %s", exc)
+                self.unreadable[sidecar.with_suffix("")] = str(exc)
                 continue
             if meta is not None and "source" in meta and "config_hash" in meta:  # (else e.g. a metrics.json)
                 found.append((sidecar, meta))
@@ -193,6 +195,8 @@ class EmbeddingFolder:
     def __call__(self, clip: ClipInfo, rows: bool) -> FileFeatures:
         stem = self.stem_of(clip)
         if stem is None:
+            if (why := self.unreadable.get(output_stem(clip, self.root))) is not None:  # (where embed put it)
+                raise MediaError(clip.name, why)
             raise MediaError(clip.name, f"not embedded in {self.root} (run the embed task on the same input)")
         try:
             loaded = load(stem)

@@ -439,7 +439,7 @@ def report(out: dict) -> None:
     for note in m["left_out_before_reading"]:
         lines.append(f"left out: {note}")
     if m["skipped"]:
-        lines.append(f"skipped {len(m['skipped'])} clip(s): {skips_named(m['skipped'])}")
+        lines.append(f"skipped {len(m['skipped'])} clip(s): {skips_named(m['skipped'], all_in='metrics.json')}")
     lines.append(f"output: {out['output']} (metrics.json, folds.csv, files.csv)")
     print("\n".join(lines), flush=True)
 
