@@ -89,8 +89,8 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
             damaged = archive.testzip() if any(m.CRC for m in archive.infolist()) else None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {exc}") from None
-    if damaged is not None:
-        raise ValueError(f"checkpoint {path} is damaged: its part {damaged} fails its checksum")
+    if damaged is not None:  # (named without the archive's top folder: the file's name when saved, a temporary one)
+        raise ValueError(f"checkpoint {path} is damaged: its part {damaged.partition('/')[2]} fails its checksum")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except pickle.UnpicklingError as exc:
