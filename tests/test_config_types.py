@@ -224,7 +224,7 @@ def test_a_key_of_a_users_config_file_that_nothing_reads_is_said_to_change_nothi
         ("runs/${tag.a}", True),
         ("${..tag}", True),  # (relative)
         ("${oc.select:tag,x}", True),
-        ("${or_default:${tag},x}", True),
+        ("${results_dir:${tag},x}", True),
         ("${tags}", False),
         ("${tag-b}", False),
         ("${tag:%Y}", False),  # (a resolver of that name)

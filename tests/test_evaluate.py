@@ -720,22 +720,41 @@ def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(
 
 def test_an_evaluation_into_a_training_runs_folder_is_refused_before_its_skip_list_is_touched(folder, tmp_path):
     """output=<a training run> replaced the run's skipped_media.tsv, which its resume reads, with the
-    evaluation's list (and deleted it where the evaluation skipped nothing)."""
+    evaluation's list (and deleted it where the evaluation skipped nothing). A folder that only keeps
+    checkpoints, and an evaluation's own earlier folder, are no training run's."""
     args = [f"ckpt={folder[2][0]}", "data=av_folder", f"data.root={folder[1]}", "device=cpu", "plots=false"]
-    for run_folder, mark in (("stopped", ".hydra/config.yaml"), ("saved", "checkpoints/last.ckpt")):
-        run_dir = tmp_path / run_folder
-        (run_dir / mark).parent.mkdir(parents=True)
-        (run_dir / mark).write_text("trainer:\n  max_steps: 3\n")
-        (run_dir / SKIP_LIST).write_text("/data/bad.mp4\tempty file\n")
-        with pytest.raises(
-            ConfigError, match=rf"^output={run_dir} is a training run's folder: .*output={run_dir}/eval"
-        ):
-            run(compose_evaluate(*args, f"output={run_dir}", f"paths.output_dir={run_dir}"))
-        assert (run_dir / SKIP_LIST).read_text() == "/data/bad.mp4\tempty file\n"
-    (tmp_path / "evaluated" / ".hydra").mkdir(parents=True)  # (an evaluation's own run folder: written into again)
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("trainer:\n  max_steps: 3\n")
+    (run_dir / SKIP_LIST).write_text("/data/bad.mp4\tempty file\n")
+    with pytest.raises(ConfigError, match=rf"^output={run_dir} is a training run's folder: .*output={run_dir}/eval\)$"):
+        run(compose_evaluate(*args, f"output={run_dir}", f"paths.output_dir={run_dir}"))
+    assert (run_dir / SKIP_LIST).read_text() == "/data/bad.mp4\tempty file\n"
+    (tmp_path / "evaluated" / ".hydra").mkdir(parents=True)
     (tmp_path / "evaluated" / ".hydra" / "config.yaml").write_text("task_name: evaluate\n")
-    result = run(compose_evaluate(*args, f"output={tmp_path / 'evaluated'}", "max_files=1", "rollout_steps=0"))
-    assert result["models"]
+    (tmp_path / "kept" / "checkpoints").mkdir(parents=True)
+    for other in ("evaluated", "kept"):
+        result = run(compose_evaluate(*args, f"output={tmp_path / other}", "max_files=1", "rollout_steps=0"))
+        assert result["models"], other
+
+
+@pytest.mark.slow
+def test_the_commands_refuse_a_training_runs_folder_before_hydra_writes_there(tmp_path):
+    """Hydra's run folder is output=: evaluate and linear_probe wrote their own records over the run's
+    (.hydra/config.yaml, which a resume and evaluate read) before the command could refuse."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("trainer:\n  max_steps: 3\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for command, more in (("evaluate", []), ("linear_probe", [f"input={tmp_path}"]), ("evaluate", ["-m"])):
+        call = [sys.executable, "-m", f"ttt_mm.tasks.{command}", f"ckpt={tmp_path}/a.ckpt", f"output={run_dir}", *more]
+        proc = subprocess.run(call, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: output={run_dir} is a training run's folder"), (
+            command,
+            proc.stderr[-2000:],
+        )
+        assert sorted(p.name for p in run_dir.rglob("*")) == [".hydra", "config.yaml"]
+        assert (run_dir / ".hydra" / "config.yaml").read_text() == "trainer:\n  max_steps: 3\n"
 
 
 def test_an_evaluation_of_one_split_says_how_that_splits_files_are_read_only(folder, tmp_path, caplog):

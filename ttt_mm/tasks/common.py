@@ -22,7 +22,7 @@ from ttt_mm.data.index import IndexCacheError, IndexInterrupted
 from ttt_mm.processes.termination import forget_termination, terminated
 from ttt_mm.tasks.config_errors import ConfigError, config_error_message, interpolation_message
 from ttt_mm.tasks.job_logs import to_log_file
-from ttt_mm.tasks.run_folders import config_subdir_of, forget_refused_run, run_dir_of
+from ttt_mm.tasks.run_folders import config_subdir_of, forget_refused_run, results_dir, run_dir_of
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -106,11 +106,6 @@ def process_rank() -> int:
     return getattr(module.rank_zero_only, "rank", 0) if module is not None else 0
 
 
-def _or_default(value, default):
-    """``${or_default:${output},<folder>}``: a key's value, or ``default`` where it is null."""
-    return default if value is None else value
-
-
 def _eq(a, b) -> bool:
     """``${eq:${model.backbone.variant},mamba}``: one config value switching another on."""
     return a == b
@@ -119,5 +114,5 @@ def _eq(a, b) -> bool:
 OmegaConf.register_new_resolver("run_dir", run_dir_of, replace=True)
 OmegaConf.register_new_resolver("config_subdir", config_subdir_of, replace=True)
 OmegaConf.register_new_resolver("eq", _eq, replace=True)
-OmegaConf.register_new_resolver("or_default", _or_default, replace=True)
+OmegaConf.register_new_resolver("results_dir", results_dir, replace=True)
 OmegaConf.register_new_resolver("conf_dir", lambda: CONF_DIR, replace=True)  # (--help names it whole: run anywhere)

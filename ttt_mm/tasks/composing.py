@@ -23,6 +23,7 @@ from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
     InterpolationKeyError,
+    InterpolationResolutionError,
     InterpolationToMissingValueError,
     MissingMandatoryValue,
 )
@@ -33,6 +34,7 @@ from ttt_mm.tasks.command_lines import quoted_override
 from ttt_mm.tasks.common import CONF_DIR
 from ttt_mm.tasks.config_errors import interpolation_message
 from ttt_mm.tasks.overrides import sweep_on_command_line
+from ttt_mm.tasks.run_folders import FolderRefused
 from ttt_mm.tasks.starting import started
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -80,6 +82,9 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
                 ):
                     print(f"error: {composing_error_message(err)}", file=sys.stderr)
                     sys.exit(2)
+                if isinstance(err, InterpolationResolutionError) and (refused := _refused_folder(err)):
+                    print(f"error: {refused}", file=sys.stderr)  # (before Hydra wrote there)
+                    sys.exit(2)
                 if isinstance(err, OSError) and err.filename and not getattr(err, "raised_by_the_command", False):
                     print(f"error: {run_folder_message(err, config_name)}", file=sys.stderr)  # (Hydra's mkdir)
                     sys.exit(2)
@@ -100,6 +105,12 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
         return command
 
     return decorate
+
+
+def _refused_folder(err: InterpolationResolutionError) -> str | None:
+    """Why `results_dir` refused the folder that Hydra's run folder resolves to (None: another error)."""
+    said = str(err).splitlines()[0].partition(f"{FolderRefused.__name__} raised while resolving interpolation: ")
+    return said[2] or None
 
 
 def run_folder_message(err: OSError, config_name: str) -> str:

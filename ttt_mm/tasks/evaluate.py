@@ -49,7 +49,7 @@ from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.config_types import check_command_keys, check_types
 from ttt_mm.tasks.held_out import from_anywhere, held_out, of_training_files
 from ttt_mm.tasks.job_logs import module_logger
-from ttt_mm.tasks.run_folders import SYNTHETIC_SOURCE, trained_on_files, training_run_folder
+from ttt_mm.tasks.run_folders import SYNTHETIC_SOURCE, results_dir, trained_on_files
 from ttt_mm.tasks.train_checks import TOKENIZER_OF
 
 log = module_logger(__name__, __spec__)
@@ -249,13 +249,11 @@ def run(cfg: DictConfig) -> dict:
         )
     max_files = positive_count(cfg.get("max_files"), "max_files")  # (before the files are listed and probed)
     window = positive_seconds(cfg.get("window_seconds"), "window_seconds", "the data's validation window")
+    try:  # (said before Hydra writes there on the command line: `results_dir`)
+        results_dir(cfg.output, "")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     output = results_folder(cfg.output)
-    if cfg.output is not None and training_run_folder(output):
-        raise ConfigError(
-            f"output={output} is a training run's folder: its {SKIP_LIST} is the run's record of the files it "
-            f"left out, which a resume reads, and an evaluation writes its own there; give another folder "
-            f"(e.g. output={output / 'eval'})"
-        )
     models, trained = load_models(ckpts, names, str(cfg.device), bool(cfg.weights_only))
     split = str(cfg.split)
     try:  # decode as the checkpoints were trained, unless data.* says otherwise (then it must agree)

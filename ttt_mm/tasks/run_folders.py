@@ -72,15 +72,31 @@ SYNTHETIC_SOURCE = f"{SyntheticSource.__module__}.{SyntheticSource.__qualname__}
 
 
 def training_run_folder(folder: Path) -> bool:
-    """Whether ``folder`` is a training run's: it holds its checkpoints, or its ``.hydra`` record has a
-    trainer (a run stopped before its first save)."""
-    if (folder / "checkpoints").is_dir():
-        return True
+    """Whether ``folder`` is a training run's: its ``.hydra`` record has a trainer."""
     try:
         record = OmegaConf.load(folder / ".hydra" / "config.yaml")
     except Exception:  # (none, or a damaged one: not a run's record to go by)
         return False
     return _recorded(record, "trainer") is not None
+
+
+class FolderRefused(ValueError):
+    """A folder a command must not write to (`results_dir`), said as the command's error."""
+
+
+def results_dir(output: str | None, default: str) -> str:
+    """``${results_dir:${output},<folder>}``, the run folder of a command that writes its results to
+    ``output`` (evaluate, linear_probe): ``output``, or ``default`` where it is null. A training run's
+    folder is refused before Hydra writes there: its record of the command would replace the run's, which
+    a resume and evaluate read (and evaluate's skip list the run's)."""
+    if output is None:
+        return default
+    if training_run_folder(Path(output)):
+        raise FolderRefused(
+            f"output={output} is a training run's folder: this command's record (.hydra) and files would "
+            f"replace the run's own, which a resume reads; give another folder (e.g. output={Path(output) / 'eval'})"
+        )
+    return output
 
 
 def run_record(ckpt_path: str | os.PathLike, name: str) -> DictConfig | ListConfig | None:
