@@ -718,6 +718,15 @@ def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(
         assert f"\nskipped {len(skipped)} file(s){of}: " in capsys.readouterr().out
 
 
+def test_an_evaluation_of_one_split_of_files_none_of_which_can_be_used_says_so(folder, tmp_path):
+    """A KeyError: the reasons were looked up in the skip list, which lists the split's files only."""
+    _, media, ckpts = folder
+    (tmp_path / "rows.csv").write_text(f"path,split\n{media / 'empty.mp4'},test\n{media / 'noise.mkv'},train\n")
+    args = [f"ckpt={ckpts[0]}", "data=manifest", f"data.root={tmp_path / 'rows.csv'}", f"paths.output_dir={tmp_path}"]
+    with pytest.raises(ConfigError, match=r"^data: none of the 2 files can be used: .*; those of the test split are"):
+        run(compose_evaluate(*args, "split=test", f"output={tmp_path / 'out'}", "device=cpu"))
+
+
 def test_an_evaluation_into_a_training_runs_folder_is_refused_before_its_skip_list_is_touched(folder, tmp_path):
     """output=<a training run> replaced the run's skipped_media.tsv, which its resume reads, with the
     evaluation's list (and deleted it where the evaluation skipped nothing). A folder that only keeps

@@ -292,7 +292,10 @@ class MediaDataModule(L.LightningDataModule):
         # that a resumed run draws from the same list in the same order
         if self.skips.none_readable(selection.clips):  # (a stream reads a file up to where it failed)
             where = f"; each is listed with its reason in {self.skips.path}" if self.skips.path else ""
-            reasons = [self.skips.reasons.get(c.segment) or self.skips.reasons[c.name] for c in listed]
+            if self.skips.path and split is not None:  # (the other splits' files are not its to list)
+                where = f"; those of the {split} split are listed with their reasons in {self.skips.path}"
+            why = self.skips.reasons | self.rejected
+            reasons = [why.get(c.segment) or why[c.name] for c in listed]
             hint = missing_stream_hint(reasons, self.spec.modalities, self.modalities_from)
             raise ValueError(f"none of the {len(listed)} {unit} can be used: {count_reasons(reasons)}{hint}{where}")
         self.clips = selection.clips
