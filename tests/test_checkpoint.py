@@ -176,6 +176,13 @@ def test_a_checkpoint_with_damaged_weights_is_one_clear_error(tmp_path):
         assert part.startswith("data/") and "plain" in weights.filename
         with pytest.raises(ValueError, match=f"damaged.ckpt is damaged: its part {part} fails its checksum$"):
             load(tmp_path / "damaged.ckpt")
+    with zipfile.ZipFile(tmp_path / "flat.ckpt", "w") as archive:  # (a zip of no folder: its part named whole)
+        archive.writestr("weights.bin", bytes(range(200)))
+    data = bytearray((tmp_path / "flat.ckpt").read_bytes())
+    data[30 + len("weights.bin") + 100] ^= 0x40
+    (tmp_path / "flat.ckpt").write_bytes(data)
+    with pytest.raises(ValueError, match=r"flat.ckpt is damaged: its part weights.bin fails its checksum$"):
+        load_parts(tmp_path / "flat.ckpt")
 
 
 def _edited(tmp_path: pathlib.Path, name: str, edit) -> pathlib.Path:

@@ -90,7 +90,9 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict:
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {exc}") from None
     if damaged is not None:  # (named without the archive's top folder: the file's name when saved, a temporary one)
-        raise ValueError(f"checkpoint {path} is damaged: its part {damaged.partition('/')[2]} fails its checksum")
+        raise ValueError(
+            f"checkpoint {path} is damaged: its part {damaged.partition('/')[2] or damaged} fails its checksum"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except pickle.UnpicklingError as exc:

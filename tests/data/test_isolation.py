@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -258,7 +259,9 @@ def test_a_killed_worker_that_does_not_exit_is_left_behind_not_waited_for(tmp_pa
     worker.stderr_path = str(tmp_path / "worker.stderr")
     Path(worker.stderr_path).write_text("")
     monkeypatch.setattr(isolation, "STOP_WAIT_S", 0.01)
+    monkeypatch.setattr(multiprocessing.process, "_children", {worker.process})  # (joined as the process exits)
     with caplog.at_level("WARNING", logger=isolation.__name__):
         worker.stop()
     assert worker.process.killed and worker.process.waited == 0.01 and not Path(worker.stderr_path).exists()
+    assert worker.process not in multiprocessing.process._children
     assert "a decoder worker (pid 4242) has not exited 0.01 s after it was killed" in caplog.text

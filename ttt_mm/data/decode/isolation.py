@@ -245,6 +245,8 @@ class _Worker:
                 self.process.pid,
                 STOP_WAIT_S,
             )
+            # (multiprocessing joins the children it knows of, without a timeout, as the process exits)
+            getattr(multiprocessing.process, "_children", set()).discard(self.process)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.stderr_path)
 
