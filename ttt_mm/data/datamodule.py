@@ -267,13 +267,16 @@ class MediaDataModule(L.LightningDataModule):
         selection = index_clips(listed, self.spec, self.index_cache, self.probe_jobs, self.probe_timeout, say=False)
         unit = "clips" if any(c.segment != c.name for c in listed) else "files"  # (a manifest's spans of files)
         self._units = split_units(listed)  # (a manifest's group: its clips share a split)
-        split = self.skip_list_split
-        counted = listed if split is None else [c for c in listed if self._split_of(c) == split]
+        listing = self.skip_list_split
+        counted = listed if listing is None else [c for c in listed if self._split_of(c) == listing]
         names = {k for c in counted for k in (c.name, c.segment)}  # (the list names a file, or a span of one)
         covers = Counter(c.segment if c.segment in selection.rejected else c.name for c in counted)
         rejected = {name: why for name, why in selection.rejected.items() if name in names}
         self.skips.add_many(
-            rejected, total=len(counted), unit=unit if split is None else f"{unit} of the {split} split", covers=covers
+            rejected,
+            total=len(counted),
+            unit=unit if listing is None else f"{unit} of the {listing} split",
+            covers=covers,
         )
         held = [r for c in listed if (r := known.get(c.segment) or known.get(c.name)) is not None]
         if held:  # (add_many says nothing of what the list held: a resumed run would not mention them)
@@ -292,8 +295,8 @@ class MediaDataModule(L.LightningDataModule):
         # that a resumed run draws from the same list in the same order
         if self.skips.none_readable(selection.clips):  # (a stream reads a file up to where it failed)
             where = f"; each is listed with its reason in {self.skips.path}" if self.skips.path else ""
-            if self.skips.path and split is not None:  # (the other splits' files are not its to list)
-                where = f"; those of the {split} split are listed with their reasons in {self.skips.path}"
+            if self.skips.path and listing is not None:  # (the other splits' files are not its to list)
+                where = f"; those of the {listing} split are listed with their reasons in {self.skips.path}"
             why = self.skips.reasons | self.rejected
             reasons = [why.get(c.segment) or why[c.name] for c in listed]
             hint = missing_stream_hint(reasons, self.spec.modalities, self.modalities_from)
