@@ -330,6 +330,10 @@ def test_a_variable_rate_mp4_with_reordered_frames_is_not_said_to_lack_frames(tm
     index = video.video_index(str(path), "pyav")
     assert len(index.starts) == len(times) and index.gaps == 0.0
     assert describe(str(path))["n_frames"] == len(times) and "video_gaps" not in describe(str(path))
+    times = [sum((33, 200)[k % 2] for k in range(i)) for i in range(40)]  # (an edit list decord reads)
+    path = write_video(tmp_path / "vfr_decord.mp4", 4.66, audio_rate=None, times_ms=times, b_frames=True)
+    index = video.video_index(str(path), "decord")  # (its frame ends: the packets' lengths, in decoding order)
+    assert len(index.starts) == len(times) and index.gaps == 0.0
 
 
 def test_a_video_whose_last_frame_is_damaged_is_read_to_its_end(tmp_path):

@@ -11,6 +11,7 @@ for the next window (`FROM_START`: from the first frame, where seeks land on oth
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -123,6 +124,9 @@ def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
     shown = native.call(path, "opening the video", partial(_shown_seconds, path), open_timeout(st))
     if shown is not None and (stamps[0, 0] < -0.5 / fps or stamps[-1, 1] > shown + 1.5 / fps):
         raise MediaError(path, HIDDEN_BY_EDIT_LIST)
+    if gaps > 0:  # (its frames' ends are its packets' lengths in decoding order: with B-frames, false holes)
+        with contextlib.suppress(MediaError):
+            gaps = _pyav_index(path, st).gaps  # (which measures them between decoding times)
     return VideoIndex(starts, duration, fps, (int(width), int(height)), gaps=gaps)
 
 
