@@ -4,6 +4,7 @@ what decord cannot; soundfile and PyAV give the same samples."""
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -301,3 +302,26 @@ def test_a_decoder_error_with_a_blank_first_line_is_said_by_its_first_words(mess
     assert _pyav_reason(RuntimeError(message), "decoding frame 3") == f"decoding frame 3 failed: {said}"
     assert _pyav_reason(av.error.FFmpegError(1, message), "decoding frame 3").startswith("decoding frame 3 failed: ")
     assert said in _decord_reason(RuntimeError(message), "decoding frame 3")
+
+
+def test_a_video_of_pixels_that_are_not_square_is_read_at_the_shape_it_is_shown(tmp_path):
+    """Stored 64 x 64 with a sample aspect ratio of 2:1 (anamorphic DVD and broadcast video), it is shown
+    128 x 64; both backends read it squeezed, as stored, without a word."""
+    path = tmp_path / "anamorphic.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        picture = np.zeros((64, 64, 3), np.uint8)
+        picture[:, :16] = (255, 0, 0)  # (the left quarter: left of a shown 128 x 64 frame's central square)
+        for _ in range(8):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with pytest.raises(decode.MediaError, match=r"pixels that are not square \(sample aspect ratio 2:1\)"):
+        decode.video_timeline(path, "decord")
+    info = decode.probe(path, streams=("video",), verify=True)
+    assert info.video_backend == "pyav" and info.size == (128, 64)
+    frames = decode.read_video(path, 0.0, None, fps=8, size=32)
+    assert len(frames) == 8 and frames[:, 0].float().mean() < 20  # (no red in the central square)

@@ -99,6 +99,9 @@ HIDDEN_BY_EDIT_LIST = (
 )
 
 
+NOT_SQUARE = "pixels that are not square (sample aspect ratio {}), which decord scales as they are stored"
+
+
 def _shown_seconds(path: str) -> float | None:
     """The video's length as an MP4/QuickTime container shows it (after its edit list), or None."""
     with av_open(path) as container:
@@ -106,6 +109,17 @@ def _shown_seconds(path: str) -> float | None:
         if EDIT_LIST_FORMAT not in container.format.name.split(",") or stream is None or stream.duration is None:
             return None
         return float(stream.duration * stream.time_base)
+
+
+def _pixel_aspect(stream) -> float:
+    """How much wider a stored pixel is shown than it is high (its sample aspect ratio; 1 where unset)."""
+    ratio = stream.sample_aspect_ratio if stream is not None else None
+    return float(ratio) if ratio else 1.0
+
+
+def _stream_pixel_aspect(path: str) -> float:
+    with av_open(path) as container:
+        return _pixel_aspect(video_stream(container))
 
 
 def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
@@ -124,6 +138,9 @@ def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
     shown = native.call(path, "opening the video", partial(_shown_seconds, path), open_timeout(st))
     if shown is not None and (stamps[0, 0] < -0.5 / fps or stamps[-1, 1] > shown + 1.5 / fps):
         raise MediaError(path, HIDDEN_BY_EDIT_LIST)
+    aspect = native.call(path, "opening the video", partial(_stream_pixel_aspect, path), open_timeout(st))
+    if abs(aspect - 1.0) > 0.01:  # (PyAV's index scales frames to the shape they are shown at)
+        raise MediaError(path, NOT_SQUARE.format(f"{aspect:.4g}:1"))
     if gaps > 0:  # (its frames' ends are its packets' lengths in decoding order: with B-frames, false holes)
         with contextlib.suppress(MediaError):
             gaps = _pyav_index(path, st).gaps  # (which measures them between decoding times)
@@ -143,7 +160,10 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
             if stream is None:
                 raise MediaError(path, "no video stream")
             frame = next(_decoded(container.demux(stream)), None)
-            return None if frame is None else (frame.width, frame.height, _rotation(frame), frame.pts)
+            if frame is None:
+                return None
+            shown = max(1, round(frame.width * _pixel_aspect(stream)))  # (anamorphic video: its stored width, scaled)
+            return shown, frame.height, _rotation(frame), frame.pts
 
     zeros = zeroed_tail_bytes(path)
     data_end = st.st_size - zeros if zeros else math.inf  # (an unfinished download's)
