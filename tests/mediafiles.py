@@ -118,9 +118,17 @@ def write_video(
     return path
 
 
-def rotate_display(path: Path) -> Path:
-    """The MP4 with a display matrix that turns its video a quarter turn clockwise, as phones store
-    portrait video (frames kept landscape); the pictures themselves are left as they are."""
+DISPLAY_MATRICES = {  # (a, b, c, d) of an MP4 display matrix, 16.16 fixed point
+    "turn": (0, 1, -1, 0),  # a quarter turn clockwise, as phones store portrait video (frames kept landscape)
+    "hflip": (-1, 0, 0, 1),  # mirrored left to right
+    "vflip": (1, 0, 0, -1),  # mirrored top to bottom
+}
+
+
+def rotate_display(path: Path, kind: str = "turn") -> Path:
+    """The MP4 with a display matrix (`DISPLAY_MATRICES`) that shows its video turned or mirrored; the
+    pictures themselves are left as they are."""
+    a, b, c, d = (v << 16 for v in DISPLAY_MATRICES[kind])
     data = bytearray(path.read_bytes())
     at = data.find(b"tkhd")
     while at >= 0:
@@ -129,7 +137,7 @@ def rotate_display(path: Path) -> Path:
         width = struct.unpack(">I", data[matrix + 36 : matrix + 40])[0] >> 16
         if width:  # a video track (audio tracks have no size)
             height = struct.unpack(">I", data[matrix + 40 : matrix + 44])[0] >> 16
-            data[matrix : matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, height << 16, 0, 1 << 30)
+            data[matrix : matrix + 36] = struct.pack(">9i", a, b, 0, c, d, 0, height << 16, 0, 1 << 30)
         at = data.find(b"tkhd", at + 1)
     path.write_bytes(bytes(data))
     return path

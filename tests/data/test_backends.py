@@ -325,3 +325,28 @@ def test_a_video_of_pixels_that_are_not_square_is_read_at_the_shape_it_is_shown(
     assert info.video_backend == "pyav" and info.size == (128, 64)
     frames = decode.read_video(path, 0.0, None, fps=8, size=32)
     assert len(frames) == 8 and frames[:, 0].float().mean() < 20  # (no red in the central square)
+
+
+@pytest.mark.parametrize("kind,corner", [("hflip", (0, 1)), ("vflip", (1, 0))])
+def test_a_video_shown_mirrored_is_read_mirrored(tmp_path, kind, corner):
+    """A display matrix that mirrors the picture (a negative determinant) was read as a turn: mirrored
+    left to right came out turned half round, top to bottom not mirrored at all, by both backends."""
+    path = tmp_path / "marked.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        picture = np.zeros((64, 64, 3), np.uint8)
+        picture[:16, :16] = (255, 0, 0)  # (a mark in the top left corner as stored)
+        for _ in range(8):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    rotate_display(path, kind)
+    with pytest.raises(decode.MediaError, match="a display matrix that shows it mirrored, which decord does not"):
+        decode.video_timeline(path, "decord")
+    assert decode.probe(path, streams=("video",), verify=True).video_backend == "pyav"
+    red = decode.read_video(path, 0.0, 0.5, fps=8, size=32)[0, 0].float()
+    quarters = [[red[r * 16 : r * 16 + 16, c * 16 : c * 16 + 16].mean().item() for c in (0, 1)] for r in (0, 1)]
+    marked = quarters[corner[0]][corner[1]]  # (a quarter of it red: about 64)
+    assert marked > 40 and sum(map(sum, quarters)) - marked < 10, quarters

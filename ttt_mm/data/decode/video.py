@@ -53,9 +53,10 @@ class VideoIndex:
     size: tuple[int, int]  # native (width, height)
     pts: np.ndarray | None = None  # pyav: [n] int64 stream pts of each frame (None: timestamps broken)
     key_pts: np.ndarray | None = None  # pyav: sorted pts of the key frames
-    quarter_turns: int = 0  # pyav: counterclockwise quarter turns that show a frame upright (`_rotation`)
+    quarter_turns: int = 0  # pyav: counterclockwise quarter turns that show a frame upright (`_orientation`)
     first_decoded: int | None = None  # pyav: pts of the first frame a decode from the file's start gives
     gaps: float = 0.0  # seconds inside the video that no frame covers (`_gaps`)
+    mirrored: bool = False  # pyav: shown mirrored left to right, once turned (`_orientation`)
 
 
 _video_index: LRUCache[VideoIndex] = LRUCache(max_items=4096)
@@ -100,15 +101,7 @@ HIDDEN_BY_EDIT_LIST = (
 
 
 NOT_SQUARE = "pixels that are not square (sample aspect ratio {}), which decord scales as they are stored"
-
-
-def _shown_seconds(path: str) -> float | None:
-    """The video's length as an MP4/QuickTime container shows it (after its edit list), or None."""
-    with av_open(path) as container:
-        stream = video_stream(container)
-        if EDIT_LIST_FORMAT not in container.format.name.split(",") or stream is None or stream.duration is None:
-            return None
-        return float(stream.duration * stream.time_base)
+MIRRORED = "a display matrix that shows it mirrored, which decord does not"
 
 
 def _pixel_aspect(stream) -> float:
@@ -117,9 +110,18 @@ def _pixel_aspect(stream) -> float:
     return float(ratio) if ratio else 1.0
 
 
-def _stream_pixel_aspect(path: str) -> float:
+def _as_shown(path: str) -> tuple[float | None, float, bool]:
+    """What PyAV reads of how the video is shown, that decord does not: its length as an MP4/QuickTime
+    container shows it (after its edit list; None for another container), its pixel aspect
+    (`_pixel_aspect`), and whether it is shown mirrored (`_orientation`)."""
     with av_open(path) as container:
-        return _pixel_aspect(video_stream(container))
+        stream = video_stream(container)
+        if stream is None:
+            return None, 1.0, False
+        mp4 = EDIT_LIST_FORMAT in container.format.name.split(",")
+        shown = float(stream.duration * stream.time_base) if mp4 and stream.duration is not None else None
+        frame = next(_decoded(container.demux(stream)), None)
+        return shown, _pixel_aspect(stream), frame is not None and _orientation(frame)[1]
 
 
 def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
@@ -135,22 +137,37 @@ def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
     starts, duration, fps, gaps = _timeline(path, stamps[:, 0], stamps[:, 1], float(reader.get_avg_fps()))
     # decord lists the frames an MP4 edit list hides (before time 0, or past the shown length) but
     # decodes only the shown ones, so its frame k is another picture; PyAV leaves them out
-    shown = native.call(path, "opening the video", partial(_shown_seconds, path), open_timeout(st))
+    shown, aspect, mirrored = native.call(path, "decoding frame 0", partial(_as_shown, path), open_timeout(st))
     if shown is not None and (stamps[0, 0] < -0.5 / fps or stamps[-1, 1] > shown + 1.5 / fps):
         raise MediaError(path, HIDDEN_BY_EDIT_LIST)
-    aspect = native.call(path, "opening the video", partial(_stream_pixel_aspect, path), open_timeout(st))
-    if abs(aspect - 1.0) > 0.01:  # (PyAV's index scales frames to the shape they are shown at)
+    # (PyAV's index scales frames to the shape they are shown at, and mirrors them as shown)
+    if abs(aspect - 1.0) > 0.01:
         raise MediaError(path, NOT_SQUARE.format(f"{aspect:.4g}:1"))
+    if mirrored:
+        raise MediaError(path, MIRRORED)
     if gaps > 0:  # (its frames' ends are its packets' lengths in decoding order: with B-frames, false holes)
         with contextlib.suppress(MediaError):
             gaps = _pyav_index(path, st).gaps  # (which measures them between decoding times)
     return VideoIndex(starts, duration, fps, (int(width), int(height)), gaps=gaps)
 
 
-def _rotation(frame) -> int:
+def _orientation(frame) -> tuple[int, bool]:
     """Counterclockwise quarter turns (0-3) that the file's display matrix asks for (phone videos
-    store frames sideways and say so there); decord applies them itself."""
-    return round(getattr(frame, "rotation", 0) / 90) % 4
+    store frames sideways and say so there), and whether it then shows them mirrored left to right (a
+    matrix of negative determinant, as a front camera's may be; its turns are those of the matrix
+    unmirrored). decord applies the turns itself, but no mirroring."""
+    matrix = next((d for d in frame.side_data if getattr(d.type, "name", "") == "DISPLAYMATRIX"), None)
+    if matrix is None:
+        return 0, False
+    m = np.frombuffer(bytes(matrix), dtype="<i4")[:9] / 65536.0  # (a, b, u, c, d, v, x, y, w; 16.16 fixed point)
+    mirrored = bool(m[0] * m[4] - m[1] * m[3] < 0)
+    if mirrored:  # (FFmpeg's flip of the shown x axis: the first column negated)
+        m = m * np.array([-1, 1, 1, -1, 1, 1, -1, 1, 1])
+    across, down = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if not (across and down):  # (a degenerate matrix: nothing to go by)
+        return 0, False
+    degrees = -math.degrees(math.atan2(m[1] / down, m[0] / across))  # (as FFmpeg's av_display_rotation_get)
+    return round(degrees / 90) % 4, mirrored
 
 
 def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
@@ -163,7 +180,7 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
             if frame is None:
                 return None
             shown = max(1, round(frame.width * _pixel_aspect(stream)))  # (anamorphic video: its stored width, scaled)
-            return shown, frame.height, _rotation(frame), frame.pts
+            return shown, frame.height, *_orientation(frame), frame.pts
 
     zeros = zeroed_tail_bytes(path)
     data_end = st.st_size - zeros if zeros else math.inf  # (an unfinished download's)
@@ -189,12 +206,12 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
         raise MediaError(path, "video stream has no frames")
     if first is None:  # (a stream cut after its codec's parameters, which only its start held)
         raise NothingDecodes(path, NOTHING_DECODES.format(n=len(rows)))
-    width, height, turns, first_pts = first
+    width, height, turns, mirrored, first_pts = first
     size = (height, width) if turns % 2 else (width, height)  # as shown
     stamps = [pts if pts is not None else dts for pts, dts, _, _ in rows]
     if None in stamps or len(set(stamps)) != len(stamps):  # broken timestamps: frames are counted instead
         starts, duration, fps, _ = _timeline(path, np.full(len(rows), np.nan), np.full(len(rows), np.nan), fps)
-        return VideoIndex(starts, duration, fps, size, quarter_turns=turns)
+        return VideoIndex(starts, duration, fps, size, quarter_turns=turns, mirrored=mirrored)
     pts = np.array(stamps, dtype=np.int64)
     order = np.argsort(pts)
     pts = pts[order]
@@ -214,7 +231,7 @@ def _pyav_index(path: str, st: os.stat_result) -> VideoIndex:
         if (np.diff(decoded) > 0).all():
             gaps = _gaps(decoded * time_base, (decoded + in_decoding) * time_base, fps)
     key_pts = pts[keys] if keys.any() else pts[:1]
-    return VideoIndex(starts, duration, fps, size, pts, key_pts, turns, first_pts, gaps)
+    return VideoIndex(starts, duration, fps, size, pts, key_pts, turns, first_pts, gaps, mirrored)
 
 
 def _from_first_decoded(index: VideoIndex) -> VideoIndex:
@@ -428,7 +445,8 @@ class _PyAVVideo:
             self.position = i
             if i in slots:
                 picture = frame.reformat(*stored, "rgb24", interpolation="BICUBIC").to_ndarray()
-                out[slots[i]] = np.rot90(picture, turns) if turns else picture
+                picture = np.rot90(picture, turns) if turns else picture
+                out[slots[i]] = picture[:, ::-1] if index.mirrored else picture
                 filled[slots[i]] = True
             if i >= ids[-1]:
                 break
