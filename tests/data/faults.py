@@ -8,7 +8,7 @@ import os
 import signal
 import time
 
-from ttt_mm.data.decode import guard
+from ttt_mm.data.decode import guard, native
 from ttt_mm.data.index import VERSION, describe
 
 
@@ -17,6 +17,19 @@ def abort_on_boom(path: str) -> dict:
     if "boom" in os.path.basename(path):
         os.write(2, b"terminate called after throwing an instance of 'std::bad_alloc'\n")
         os.abort()
+    return describe(path)
+
+
+def abort_in_a_decoder_call(path: str) -> dict:
+    """`describe`, except that a file named ``*inside*`` aborts the process inside a decoder call, after
+    its last words on stderr (as decord's C++ ``terminate called ...``)."""
+    if "inside" in os.path.basename(path):
+
+        def abort():
+            os.write(2, b"terminate called after throwing an instance of 'dmlc::Error'\n")
+            os.abort()
+
+        native.call(path, "decoding frame 0", abort, 30.0)
     return describe(path)
 
 

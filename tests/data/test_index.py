@@ -17,6 +17,7 @@ import types
 
 import pytest
 from faults import (
+    abort_in_a_decoder_call,
     abort_on_boom,
     abort_on_growing,
     denied_on_locked,
@@ -278,6 +279,14 @@ def test_a_decoder_that_aborts_costs_its_file_not_the_caller(folder, tmp_path):
     assert all("error" not in records[str(folder / n)] for n in ("av.mp4", "video.mp4", "tone.wav"))
     _, again = index_files(files, tmp_path / "cache", task=abort_on_boom)
     assert again.probed == 0  # the crash is remembered: the file is never opened again
+
+
+def test_a_decoder_that_aborts_inside_its_call_leaves_its_last_words_in_the_reason(folder, tmp_path):
+    """Its stderr went to /dev/null while the call ran (the watchdog silences native chatter): the reason
+    was "decoder crashed: SIGABRT" alone, where a worker's stderr is a file read for them."""
+    shutil.copy(folder / "tone.wav", folder / "inside.wav")
+    records, _ = index_files([folder / "inside.wav"], tmp_path / "cache", task=abort_in_a_decoder_call)
+    assert records[str(folder / "inside.wav")]["error"].startswith("decoder crashed: SIGABRT (terminate called")
 
 
 def test_a_crash_is_remembered_for_the_version_of_the_file_the_probe_read(folder, tmp_path):

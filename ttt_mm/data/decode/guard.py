@@ -120,6 +120,14 @@ atexit.register(_free_native_readers)
 _stderr_lock = threading.Lock()
 _stderr_depth = 0
 _stderr_saved: int | None = None
+_stderr_kept = False  # (`keep_native_stderr`)
+
+
+def keep_native_stderr() -> None:
+    """Leave file descriptor 2 as it is while native decoders run (`native_stderr_silenced`): in a
+    process whose stderr is a file of its own, read for the last words of a decoder that aborts it."""
+    global _stderr_kept
+    _stderr_kept = True
 
 
 @contextmanager
@@ -131,6 +139,9 @@ def native_stderr_silenced() -> Iterator[None]:
     threads during the call are lost too, so keep the calls short. Re-entrant across threads.
     """
     global _stderr_depth, _stderr_saved
+    if _stderr_kept:
+        yield
+        return
     with _stderr_lock:
         if _stderr_depth == 0:
             try:

@@ -168,6 +168,7 @@ def _serve(conn: Connection, task: Callable, stderr_path: str, memory_bytes: int
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 2)
     os.close(fd)
+    guard.keep_native_stderr()  # (silenced while a decoder runs, its words before an abort were lost)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crashing decoder leaves no core file behind
     if memory_bytes is not None:
         with open("/proc/self/statm") as f:
@@ -227,8 +228,10 @@ class _Worker:
     def last_message(self) -> str:
         """The last line the worker printed to stderr (e.g. a C++ ``terminate called ...``)."""
         try:
-            with open(self.stderr_path, errors="replace") as f:
-                lines = [line.strip() for line in f.read()[-4000:].splitlines() if line.strip()]
+            with open(self.stderr_path, "rb") as f:  # (a decoder's warnings on a long damaged file: only the end)
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 4000))
+                text = f.read().decode(errors="replace")
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
         except OSError:
             return ""
         return lines[-1][:200] if lines else ""
