@@ -304,14 +304,12 @@ def test_a_decoder_error_with_a_blank_first_line_is_said_by_its_first_words(mess
     assert said in _decord_reason(RuntimeError(message), "decoding frame 3")
 
 
-def test_a_video_of_pixels_that_are_not_square_is_read_at_the_shape_it_is_shown(tmp_path):
-    """Stored 64 x 64 with a sample aspect ratio of 2:1 (anamorphic DVD and broadcast video), it is shown
-    128 x 64; both backends read it squeezed, as stored, without a word."""
-    path = tmp_path / "anamorphic.mp4"
+def _anamorphic(path, aspect: Fraction):
+    """64 x 64 stored, its left quarter red, with the sample aspect ratio ``aspect``."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=8)
         stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
-        stream.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        stream.codec_context.sample_aspect_ratio = aspect
         picture = np.zeros((64, 64, 3), np.uint8)
         picture[:, :16] = (255, 0, 0)  # (the left quarter: left of a shown 128 x 64 frame's central square)
         for _ in range(8):
@@ -319,12 +317,22 @@ def test_a_video_of_pixels_that_are_not_square_is_read_at_the_shape_it_is_shown(
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+    return path
+
+
+def test_a_video_of_pixels_that_are_not_square_is_read_at_the_shape_it_is_shown(tmp_path):
+    """Stored 64 x 64 with a sample aspect ratio of 2:1 (anamorphic DVD and broadcast video), it is shown
+    128 x 64; both backends read it squeezed, as stored, without a word. A ratio no video is shown with
+    (5:1 here; a stream's 65535:1 would scale a 1080p frame to 101,520 px wide) is not taken as one."""
+    path = _anamorphic(tmp_path / "anamorphic.mp4", Fraction(2, 1))
     with pytest.raises(decode.MediaError, match=r"pixels that are not square \(sample aspect ratio 2:1\)"):
         decode.video_timeline(path, "decord")
     info = decode.probe(path, streams=("video",), verify=True)
     assert info.video_backend == "pyav" and info.size == (128, 64)
     frames = decode.read_video(path, 0.0, None, fps=8, size=32)
     assert len(frames) == 8 and frames[:, 0].float().mean() < 20  # (no red in the central square)
+    bogus = decode.probe(_anamorphic(tmp_path / "bogus.mp4", Fraction(5, 1)), streams=("video",), verify=True)
+    assert (bogus.video_backend, bogus.size) == ("decord", (64, 64))
 
 
 @pytest.mark.parametrize("kind,corner", [("hflip", (0, 1)), ("vflip", (1, 0))])

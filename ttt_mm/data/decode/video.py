@@ -105,9 +105,15 @@ MIRRORED = "a display matrix that shows it mirrored, which decord does not"
 
 
 def _pixel_aspect(stream) -> float:
-    """How much wider a stored pixel is shown than it is high (its sample aspect ratio; 1 where unset)."""
-    ratio = stream.sample_aspect_ratio if stream is not None else None
-    return float(ratio) if ratio else 1.0
+    """How much wider a stored pixel is shown than it is high (its sample aspect ratio; 1 where unset,
+    and where it is not one a video is shown with: a stream's 65535:1 would scale every frame of a
+    1080p video to 101,520 x 224, over a gigabyte a window)."""
+    ratio = float(stream.sample_aspect_ratio or 0) if stream is not None else 0.0
+    return ratio if 1 / MOST_PIXEL_ASPECT <= ratio <= MOST_PIXEL_ASPECT else 1.0
+
+
+MOST_PIXEL_ASPECT = 4.0
+"""The widest (and, inverted, the narrowest) pixel taken as shown so: anamorphic video's run from 0.5 to 2."""
 
 
 def _as_shown(path: str) -> tuple[float | None, float, bool]:
@@ -147,7 +153,8 @@ def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
         raise MediaError(path, MIRRORED)
     if gaps > 0:  # (its frames' ends are its packets' lengths in decoding order: with B-frames, false holes)
         with contextlib.suppress(MediaError):
-            gaps = _pyav_index(path, st).gaps  # (which measures them between decoding times)
+            measured = video_index(path, "pyav")  # (which measures them between decoding times)
+            gaps = gaps if measured.pts is None else measured.gaps  # (its timestamps broken: decord's stand)
     return VideoIndex(starts, duration, fps, (int(width), int(height)), gaps=gaps)
 
 
