@@ -143,7 +143,7 @@ def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
     starts, duration, fps, gaps = _timeline(path, stamps[:, 0], stamps[:, 1], float(reader.get_avg_fps()))
     # decord lists the frames an MP4 edit list hides (before time 0, or past the shown length) but
     # decodes only the shown ones, so its frame k is another picture; PyAV leaves them out
-    shown, aspect, mirrored = native.call(path, "decoding frame 0", partial(_as_shown, path), open_timeout(st))
+    shown, aspect, mirrored = native.call(path, "opening the video", partial(_as_shown, path), open_timeout(st))
     if shown is not None and (stamps[0, 0] < -0.5 / fps or stamps[-1, 1] > shown + 1.5 / fps):
         raise MediaError(path, HIDDEN_BY_EDIT_LIST)
     # (PyAV's index scales frames to the shape they are shown at, and mirrors them as shown)
