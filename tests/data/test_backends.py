@@ -165,10 +165,24 @@ def test_several_channels_are_averaged_by_every_decoder(media):
 def test_sound_that_stops_long_before_the_picture_is_refused_and_one_that_nearly_lasts_is_kept(tmp_path):
     """A track that decodes to much less than the video: truncated, corrupt, or stopped early."""
     short = write_video(tmp_path / "short.mp4", seconds=3.0, fps=8, width=32, height=32, audio_seconds=0.9)
-    with pytest.raises(decode.MediaError, match=r"the audio track decodes to 0\.\d+ s but the video lasts 3\.00 s"):
+    with pytest.raises(decode.MediaError, match=r"the audio track decodes to 0\.\d+ s, but the video lasts 3\.00 s"):
         decode.probe(short)
     most = write_video(tmp_path / "most.mp4", seconds=3.0, fps=8, width=32, height=32, audio_seconds=2.0)
     assert decode.probe(most).audio_duration == pytest.approx(2.0, abs=0.1)
+
+
+def test_sound_that_starts_so_late_that_it_covers_under_half_the_picture_is_refused(tmp_path):
+    """2 s of sound from 4 s of a 6 s video passed as covering it (its end was compared, not what it
+    covers), and the 4 s of silence read before it were scored as the file's sound."""
+    late = write_video(
+        tmp_path / "late.mp4", seconds=6.0, fps=8, width=32, height=32, audio_delay=4.0, audio_seconds=2.0
+    )
+    with pytest.raises(decode.MediaError, match=r"decodes to 2\.\d+ s, from 3\.9\d s on, but the video lasts 6\.00 s"):
+        decode.probe(late)
+    kept = write_video(
+        tmp_path / "kept.mp4", seconds=6.0, fps=8, width=32, height=32, audio_delay=2.0, audio_seconds=4.0
+    )
+    assert decode.probe(kept).audio_late == pytest.approx(2.0, abs=0.1)  # (AAC priming: a little earlier)
 
 
 def test_sound_that_starts_after_the_first_frame_is_read_at_its_time(tmp_path):

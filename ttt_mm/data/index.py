@@ -79,6 +79,7 @@ RECORD_FIELDS = (
     "silent",
     "audio_stated",
     "audio_gaps",
+    "audio_late",
     "has_video",
     "video_backend",
     "video_duration",
@@ -148,6 +149,7 @@ def media_info(record: dict) -> MediaInfo:
         silent=record.get("silent") if audio else None,
         audio_stated=record.get("audio_stated") if audio else None,
         audio_gaps=record.get("audio_gaps") if audio else None,
+        audio_late=record.get("audio_late") if audio else None,
         zeroed_tail=record.get("zeroed_tail"),
         mtime_ns=record.get("mtime_ns"),
     )
@@ -163,6 +165,7 @@ def _stream_fields(info: MediaInfo, stream: str) -> dict:
             "silent": info.silent,
             "audio_stated": info.audio_stated,
             "audio_gaps": info.audio_gaps,
+            "audio_late": info.audio_late,
         }
     else:
         width, height = info.size or (None, None)

@@ -73,6 +73,7 @@ class MediaInfo:
     audio_stated: float | None = None  # the length the file states, when its audio decodes well short of it
     video_stated: float | None = None  # the same for the video (a file cut short: frames indexed but not there)
     audio_gaps: float | None = None  # seconds missing inside the audio (dropped packets, gaps), read as silence
+    audio_late: float | None = None  # seconds of the video before its sound starts, read as silence
     video_gaps: float | None = None  # seconds inside the video no frame covers: the picture before shows on
     zeroed_tail: int | None = None  # zero bytes that end the file (`ZEROED_TAIL_BYTES` or more): unfinished?
     mtime_ns: int | None = None  # the file's modification time when it was probed (None: not known)
@@ -299,6 +300,8 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
                     fields["audio_stated"] = stated  # read as far as it goes, and said so (`ttt_mm.data.index`)
                 if placement.gaps:
                     fields["audio_gaps"] = round(placement.gaps, 3)  # read as silence in place, and said so
+                if placement.moved > 0:  # (the silence before the sound: no cover of the video)
+                    fields["audio_late"] = round(placement.moved, 3)
             if not fields["audio_duration"] > 0:
                 raise MediaError(path, "the audio stream has no samples")
             if verify:
@@ -335,12 +338,15 @@ def _scan_audio(path: str, duration: float, rate: int, backend: str) -> bool:
 
 
 def check_audio_covers_video(info: MediaInfo) -> None:
-    """Raise if the audio track decodes to much less than the video (truncated or corrupt audio)."""
-    if info.has_audio and info.video_duration and info.audio_duration < 0.5 * info.video_duration:
+    """Raise if the audio track decodes to much less than the video (truncated or corrupt audio, or
+    sound that starts late: the silence read before it covers nothing)."""
+    late = info.audio_late or 0.0
+    if info.has_audio and info.video_duration and info.audio_duration - late < 0.5 * info.video_duration:
+        starts = f", from {late:.2f} s on" if late else ""
         raise MediaError(
             info.path,
-            f"the audio track decodes to {info.audio_duration:.2f} s but the video lasts "
-            f"{info.video_duration:.2f} s (a truncated or corrupt track, or one that stops early)",
+            f"the audio track decodes to {info.audio_duration - late:.2f} s{starts}, but the video lasts "
+            f"{info.video_duration:.2f} s (a truncated or corrupt track, or one that starts late or stops early)",
         )
 
 
