@@ -43,11 +43,15 @@ def _read(record: bytes) -> dict | None:
 
 
 def recorded_files(record: bytes, spans: bool = False) -> set[str] | None:
-    """The files whose clips ``record`` lists (a span's segment name without its ``@start-end``), or
-    with ``spans`` the clips' segment names as they are (`segment_span` reads them); None where it
-    cannot be read."""
+    """The files whose clips ``record`` lists (`files_of`), or with ``spans`` the clips' segment names as
+    they are (`segment_span` reads them); None where it cannot be read."""
     saved = _read(record)
-    return None if saved is None else set(saved) if spans else {_SPAN.sub("", segment) for segment in saved}
+    return None if saved is None else set(saved) if spans else files_of(set(saved))
+
+
+def files_of(segments: set[str] | None) -> set[str] | None:
+    """The files of segment names (`ClipInfo.segment`): a span's name without its ``@start-end``."""
+    return None if segments is None else {_SPAN.sub("", segment) for segment in segments}
 
 
 def segment_span(segment: str) -> tuple[str, float, float]:

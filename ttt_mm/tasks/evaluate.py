@@ -32,6 +32,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.checkpoint import model_of, read_checkpoint, resolve_device, trained_files, trained_split
 from ttt_mm.data import ClipInfo
+from ttt_mm.data.clip_record import files_of
 from ttt_mm.data.sources import SPLITS
 from ttt_mm.data.synthetic import NAME_PREFIX
 from ttt_mm.embed.files import weights_hash
@@ -97,9 +98,9 @@ def load_models(
         while name in out:  # the same mixer twice: ttt_linear, ttt_linear_2, ...
             name, number = f"{base}_{number}", number + 1
         out[name] = (path, model)
-        files, validated = (from_anywhere(trained_files(ckpt, split), path) for split in ("train", "val"))
-        spans = from_anywhere(trained_files(ckpt, spans=True), path)
-        trained[name] = Trained(trained_split(ckpt), files, validated, spans)
+        spans = from_anywhere(trained_files(ckpt, spans=True), path)  # (the record read once: its files from it)
+        validated = from_anywhere(trained_files(ckpt, "val"), path)
+        trained[name] = Trained(trained_split(ckpt), files_of(spans), validated, spans)
     return out, trained
 
 

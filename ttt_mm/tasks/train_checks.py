@@ -18,6 +18,7 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig
 
 from ttt_mm.checkpoint import read_checkpoint, trained_eval_window, trained_files, trained_split
+from ttt_mm.data.clip_record import files_of
 from ttt_mm.data.datasets import MODALITIES, clip_span, off_grid
 from ttt_mm.data.decode import MediaError
 from ttt_mm.data.training_order import is_seed
@@ -70,14 +71,15 @@ def check(cfg: DictConfig) -> Resumed | None:
     shapes = (
         {k: tuple(v.shape) for k, v in weights.items() if hasattr(v, "shape")} if isinstance(weights, dict) else None
     )
+    spans = trained_files(ckpt, spans=True)  # (the record read once: its files from it)
     return Resumed(
         ckpt.get("global_step", 0),
         shapes,
-        trained_files(ckpt),
+        files_of(spans),
         trained_files(ckpt, "val"),
         trained_split(ckpt),
         trained_eval_window(ckpt),
-        trained_files(ckpt, spans=True),
+        spans,
     )
 
 
