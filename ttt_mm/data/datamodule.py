@@ -267,13 +267,14 @@ class MediaDataModule(L.LightningDataModule):
         selection = index_clips(listed, self.spec, self.index_cache, self.probe_jobs, self.probe_timeout, say=False)
         unit = "clips" if any(c.segment != c.name for c in listed) else "files"  # (a manifest's spans of files)
         self._units = split_units(listed)  # (a manifest's group: its clips share a split)
+        self.rejected = known_bad | selection.rejected
+        usable = {c.segment for c in selection.clips}
+        self._left_out = [c for c in listed if c.segment not in usable]
         listing = self.skip_list_split
         counted = listed if listing is None else [c for c in listed if self._split_of(c) == listing]
-        names = {k for c in counted for k in (c.name, c.segment)}  # (the list names a file, or a span of one)
         covers = Counter(c.segment if c.segment in selection.rejected else c.name for c in counted)
-        rejected = {name: why for name, why in selection.rejected.items() if name in names}
-        self.skips.add_many(
-            rejected,
+        self.skips.add_many(  # (those it holds already are not added again)
+            self.rejected_in(listing or "all"),
             total=len(counted),
             unit=unit if listing is None else f"{unit} of the {listing} split",
             covers=covers,
@@ -290,7 +291,6 @@ class MediaDataModule(L.LightningDataModule):
                 count_reasons(held),
                 f"; {partly} of them streamed up to where they failed" if partly else "",
             )
-        self.rejected = known_bad | selection.rejected
         # files that failed in an earlier attempt of this run stay listed (the readers pass over them), so
         # that a resumed run draws from the same list in the same order
         if self.skips.none_readable(selection.clips):  # (a stream reads a file up to where it failed)
@@ -302,8 +302,6 @@ class MediaDataModule(L.LightningDataModule):
             hint = missing_stream_hint(reasons, self.spec.modalities, self.modalities_from)
             raise ValueError(f"none of the {len(listed)} {unit} can be used: {count_reasons(reasons)}{hint}{where}")
         self.clips = selection.clips
-        usable = {c.segment for c in self.clips}
-        self._left_out = [c for c in listed if c.segment not in usable]
         self.splits = {name: [] for name in SPLITS}
         for clip in self.clips:
             split = self._split_of(clip)
