@@ -163,7 +163,7 @@ def _orientation(frame) -> tuple[int, bool]:
     store frames sideways and say so there), and whether it then shows them mirrored left to right (a
     matrix of negative determinant, as a front camera's may be; its turns are those of the matrix
     unmirrored). decord applies the turns itself, but no mirroring."""
-    matrix = next((d for d in frame.side_data if getattr(d.type, "name", "") == "DISPLAYMATRIX"), None)
+    matrix = frame.side_data.get("DISPLAYMATRIX")  # (a mapping by type; PyAV 18 iterates it by its keys)
     if matrix is None:
         return 0, False
     m = np.frombuffer(bytes(matrix), dtype="<i4")[:9] / 65536.0  # (a, b, u, c, d, v, x, y, w; 16.16 fixed point)
