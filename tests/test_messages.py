@@ -128,6 +128,26 @@ def test_marks_left_by_a_former_holder_of_this_runs_pid_are_cleared():
     own.unlink()
 
 
+def test_marks_of_another_pid_namespace_are_left_alone(monkeypatch):
+    """Containers sharing /tmp number their processes from 1: a run in one removed the live marks of a
+    run in another (no such pid in its eyes), and two runs with the same pid read each other's."""
+    from ttt_mm.processes import alive
+
+    here = alive.scoped("ttt-mm-said")
+    assert here != "ttt-mm-said" and here.startswith("ttt-mm-said.ns")  # (Linux: this process's namespace)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    monkeypatch.setattr(alive, "_pid_namespace", lambda: "1")
+    theirs = Path(once._mark(gone.pid, "theirs").replace(here, alive.scoped("ttt-mm-said")))
+    assert theirs.name.startswith("ttt-mm-said.ns1-")
+    theirs.touch()
+    once.clear_stale()
+    assert theirs.exists()  # (its pid is gone here, not necessarily there)
+    monkeypatch.setattr(once, "_PREFIX", alive.scoped("ttt-mm-said"))  # (seen from that namespace)
+    once.clear_stale()
+    assert not theirs.exists()
+
+
 def test_a_files_bar_where_the_output_is_no_terminal_says_how_far_it_is_in_plain_lines(monkeypatch, caplog):
     """A linear probe piped to a file said nothing for minutes: tqdm's bar is off there."""
     from ttt_mm.messages import progress

@@ -134,7 +134,9 @@ def test_workers_open_their_own_decoders_and_share_the_skip_list(media, tmp_path
     dm2.setup("fit")
     assert len(dm2.splits["train"]) == 2  # known bad files are not listed again
     assert not stale.exists()
-    assert not list(stale.parent.glob(f"ttt-mm-reading-{os.getpid()}-*"))  # each worker's note went with its read
+    assert not list(
+        stale.parent.glob(os.path.basename(reading_notes._note(os.getpid(), "*")))
+    )  # each worker's note went with its read
 
 
 def test_a_reader_left_in_a_reference_cycle_is_never_freed_in_a_forked_child(media):

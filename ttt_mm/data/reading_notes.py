@@ -4,9 +4,10 @@ names the worker's pid, never the file.
 
 A worker writes a note before each read and removes it after (`reading`); the note of a worker that
 died is read back by its parent (`left_by`). Notes live in this machine's temporary folder, named by
-the parent's pid and the worker's, so that runs on one machine, or the nodes of one run sharing a
-run folder, never read each other's. A worker that its loader's shutdown stops mid-read leaves its
-note: notes whose parent is gone are removed when a data module sets up (`clear_stale`).
+the pid namespace, the parent's pid and the worker's, so that runs on one machine (containers sharing
+the folder too), or the nodes of one run sharing a run folder, never read each other's. A worker that
+its loader's shutdown stops mid-read leaves its note: notes whose parent is gone are removed when a
+data module sets up (`clear_stale`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from collections.abc import Iterator
 
 from torch.utils.data import get_worker_info
 
-from ttt_mm.processes.alive import remove_left_by_gone
+from ttt_mm.processes.alive import remove_left_by_gone, scoped
 
-_PREFIX = "ttt-mm-reading"
+_PREFIX = scoped("ttt-mm-reading")
 
 
 def _note(parent: int, worker: int | str) -> str:

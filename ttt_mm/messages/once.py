@@ -18,9 +18,9 @@ import multiprocessing
 import os
 import tempfile
 
-from ttt_mm.processes.alive import remove_left_by_gone
+from ttt_mm.processes.alive import remove_left_by_gone, scoped
 
-_PREFIX = "ttt-mm-said"
+_PREFIX = scoped("ttt-mm-said")
 
 
 def _mark(run: int | str, what: str) -> str:

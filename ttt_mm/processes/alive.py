@@ -21,6 +21,23 @@ _CLOCK_SLACK = 1.0
 """Seconds a file's time may lag the clock (filesystems stamp files from a coarser clock)."""
 
 
+def _pid_namespace() -> str:
+    """This process's pid namespace, as the kernel numbers it ('' where there is no ``/proc``)."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # e.g. 'pid:[4026531836]'
+    except OSError:
+        return ""
+    return "".join(c for c in link if c.isdigit())
+
+
+def scoped(prefix: str) -> str:
+    """``prefix`` for the files this process names by pids, tagged with its pid namespace: containers
+    that share a temporary folder each number their processes from 1, so their runs' pids collide, and
+    one container's processes are never running in another's eyes (`remove_left_by_gone`)."""
+    namespace = _pid_namespace()
+    return f"{prefix}.ns{namespace}" if namespace else prefix
+
+
 def running(pid: int) -> bool:
     """Whether process ``pid`` exists on this machine (another user's too)."""
     try:

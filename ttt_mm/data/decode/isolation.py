@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from ttt_mm.data.decode import guard
-from ttt_mm.processes.alive import end_with, remove_left_by_gone
+from ttt_mm.processes.alive import end_with, remove_left_by_gone, scoped
 from ttt_mm.processes.environment import environment, working_directory
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 PRELOAD = ["ttt_mm.data.decode"]
 """Imported once by the forkserver, so workers start with the decoders loaded."""
 WORKER_NAME = "ttt-mm-probe"
-STDERR_PREFIX = "ttt-mm-probe-stderr"
+STDERR_PREFIX = scoped("ttt-mm-probe-stderr")
 """Where each worker's stderr goes: ``<tmp>/<prefix>-<pid of the pool's process>-....stderr``."""
 READY = "ttt-mm-worker-ready"
 STARTUP_TIMEOUT = 120.0
