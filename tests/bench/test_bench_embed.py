@@ -80,3 +80,11 @@ def test_a_short_file_no_shorter_than_a_long_one_is_a_usage_error_before_anythin
     with pytest.raises(SystemExit) as ended:
         embed.main(["--audio-minutes", "0.25", "--short-minutes", "0.25"])
     assert ended.value.code == 2 and "--short-minutes must be shorter" in capsys.readouterr().err
+
+
+def test_a_short_file_named_as_a_long_one_is_a_usage_error(capsys):
+    """59.99999 and 60 minutes are both written as audio_60min.flac: the long row embedded the short
+    file again, and the memory ratio came out 1.0."""
+    with pytest.raises(SystemExit) as ended:
+        embed.main(["--audio-minutes", "60", "--video-minutes", "61", "--short-minutes", "59.99999"])
+    assert ended.value.code == 2 and "must differ from --audio-minutes" in capsys.readouterr().err

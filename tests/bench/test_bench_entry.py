@@ -113,6 +113,21 @@ def test_corrupts_time_per_file_counts_every_file_the_probe_read(tmp_path, monke
     )
 
 
+def test_a_corrupt_run_whose_probe_fails_reports_no_earlier_runs_records(tmp_path, monkeypatch, capsys):
+    """The variants' names repeat run to run: a probe that failed before writing its manifest had the
+    previous run's records counted as its own."""
+    from ttt_mm.bench import corrupt
+
+    (tmp_path / "a.wav").write_bytes(b"RIFF" + bytes(64))
+    out = tmp_path / "out"
+    paths = corrupt.write_variants([tmp_path / "a.wav"], out, 2, 0)
+    (out / "probe.jsonl").write_text("".join(json.dumps({"path": p.name}) + "\n" for p in paths))  # (the last run's)
+    monkeypatch.setattr(corrupt.subprocess, "run", lambda command, **_: subprocess.CompletedProcess(command, 1, "", ""))
+    corrupt.main([str(tmp_path / "a.wav"), "--out", str(out), "--count", "2"])
+    table = capsys.readouterr().out
+    assert "| exit status | 1 |" in table and "| files listed / written | 0 / 2 |" in table
+
+
 def test_corrupt_leaves_out_an_empty_source_and_says_so(tmp_path, capsys):
     """A 0-byte file among the sources stopped the command with a ValueError traceback."""
     from ttt_mm.bench import corrupt

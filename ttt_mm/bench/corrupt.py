@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_variants(sources, out, args.count, args.seed)
     print(f"wrote {len(paths)} variants of {len(sources)} files to {out}")
     manifest = out / "probe.jsonl"
+    manifest.unlink(missing_ok=True)  # (a probe that fails before writing must not report an earlier run's)
     with tempfile.TemporaryDirectory() as cache:
         command = [sys.executable, "-m", "ttt_mm.tasks.probe", str(out), "-o", str(manifest)]
         command += ["--index-cache", cache, "--jobs", str(args.jobs)]

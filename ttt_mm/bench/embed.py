@@ -160,6 +160,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.short_minutes >= min(args.audio_minutes, args.video_minutes):
         parser.error("--short-minutes must be shorter than --audio-minutes and --video-minutes (the memory ratio)")
+    if f"{args.short_minutes:g}" in (f"{args.audio_minutes:g}", f"{args.video_minutes:g}"):  # (the files' names)
+        parser.error("--short-minutes must differ from --audio-minutes and --video-minutes in 6 significant digits")
 
     with tempfile.TemporaryDirectory() as tmp:
         media = Path(args.keep or tmp)
