@@ -16,8 +16,9 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
+from ttt_mm.storage.atomic import write_csv
 from ttt_mm.tasks.common import SweepJobError
-from ttt_mm.tasks.sweep_report import SweepReport, sweep_jobs
+from ttt_mm.tasks.sweep_report import SweepReport, sweep_job_of, sweep_jobs
 
 SWEEP = os.path.abspath("sweep")
 """The sweep's folder in the commands of the jobs that did not run: they run from anywhere."""
@@ -547,3 +548,16 @@ def test_two_jobs_rerun_at_once_into_a_sweeps_folder_both_keep_their_rows(tmp_pa
         rerun.join(60)
     with open(tmp_path / "results.csv", newline="") as f:
         assert sorted(row["job"] for row in csv.DictReader(f)) == ["0", "1"]
+
+
+def test_a_run_folder_is_known_as_its_sweeps_job_by_the_row_that_names_it(tmp_path):
+    """What tells a resume outside the sweep that its results.csv row will not follow it."""
+    sweep = tmp_path / "sweep"
+    (sweep / "3").mkdir(parents=True)
+    (sweep / "7").mkdir()
+    write_csv(sweep / "results.csv", [{"job": 3, "run_dir": str(sweep / "3")}], ["job", "run_dir"])
+    assert sweep_job_of(sweep / "3") == (sweep, "3")
+    assert sweep_job_of(sweep / "7") is None and sweep_job_of(tmp_path) is None
+    moved = tmp_path / "moved"
+    sweep.rename(moved)  # (its rows still name the old folders: the job's number names the folder)
+    assert sweep_job_of(moved / "3") == (moved, "3")

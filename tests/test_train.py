@@ -34,6 +34,7 @@ from ttt_mm.data.skiplist import SkipList
 from ttt_mm.data.synthetic import SyntheticClip
 from ttt_mm.layers import LaCTLayer
 from ttt_mm.module import SequenceModel
+from ttt_mm.storage.atomic import write_csv
 from ttt_mm.tasks import command_keys, train_checks
 from ttt_mm.tasks import train as train_task
 from ttt_mm.tasks.common import ConfigError, Interrupted
@@ -254,12 +255,18 @@ def test_a_fresh_run_into_a_folder_with_checkpoints_says_it_writes_over_them(tmp
     last.ckpt and its results row without a word, its ranking beside the earlier run's best files."""
     folder = tmp_path / "checkpoints"
     folder.mkdir()
-    for name in ("last.ckpt", "step000200.ckpt"):
+    for name in ("last.ckpt", "step000001.ckpt", "step000200.ckpt"):
         (folder / name).write_bytes(b"an earlier run's")
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
-        run(compose_train(tmp_path, [*TINY, "trainer.max_steps=1"]))
-    said = f"{folder} holds checkpoints of an earlier run (last.ckpt, step000200.ckpt): this run starts afresh"
+        out = run(compose_train(tmp_path, [*TINY, "trainer.max_steps=1", "trainer.val_check_interval=1"]))
+    said = (
+        f"{folder} holds checkpoints of an earlier run (last.ckpt, step000001.ckpt, step000200.ckpt): this run starts"
+    )
     assert said in caplog.text and f"ckpt_path={folder / 'last.ckpt'}" in caplog.text
+    assert "others stay, outside its ranking of the best" in caplog.text
+    # its best replaced the earlier run's of that name (it was saved beside it as step000001-v1.ckpt)
+    assert out["best_ckpt"] == str(folder / "step000001.ckpt") and not list(folder.glob("*-v1.ckpt"))
+    assert (folder / "step000001.ckpt").read_bytes() != b"an earlier run's"
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
         run(compose_train(tmp_path / "new", [*TINY, "trainer.max_steps=1"]))
@@ -1363,6 +1370,25 @@ def test_a_resume_from_an_earlier_checkpoint_of_its_run_says_its_saves_replace_t
     assert f"whose {tmp_path / 'checkpoints' / 'last.ckpt'} was saved later (step 4): this run's saves" in said
     # a later best stayed on disk, outside the resumed run's ranking, and nothing named it
     assert "which holds checkpoints saved later (step000004.ckpt): they stay, outside this run's ranking" in held
+    assert "unless it saves a best of the same step, which replaces one" in held
+
+
+def test_a_sweeps_job_resumed_outside_the_sweep_says_its_results_row_stays(tmp_path, caplog):
+    """Resumed with ckpt_path= alone, a sweep's job went on in its folder, and the sweep's results.csv
+    kept naming its earlier best checkpoint, which the resume then removed."""
+    job = tmp_path / "sweep" / "0"
+    first = run(compose_train(job, [*TINY, "trainer.max_steps=1"]))
+    (job / ".hydra").mkdir()
+    (job / ".hydra" / "config.yaml").write_text("{}\n")  # (a run folder, as Hydra leaves one)
+    write_csv(
+        job.parent / "results.csv",
+        [{"job": 0, "run_dir": str(job), "best_ckpt": first["best_ckpt"]}],
+        ["job", "run_dir", "best_ckpt"],
+    )
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.tasks.train"):
+        run(compose_train(job, [*TINY, "trainer.max_steps=2", f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}"]))
+    said = f"resuming job 0 of the sweep in {job.parent} outside a sweep: its row in that sweep's results.csv stays"
+    assert said in caplog.text and "resume it as a sweep of one" in caplog.text
 
 
 def test_ctrl_c_between_fit_and_test_stops_the_processes_the_launcher_started(tmp_path, monkeypatch):

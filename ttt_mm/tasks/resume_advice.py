@@ -125,13 +125,14 @@ def _settings(overrides: list[str]) -> list[str]:
     return [o for o in overrides if override_key(o) not in ("ckpt_path", "train", "test")]
 
 
-def resume_this_run(last: str | os.PathLike | None) -> str:
+def resume_this_run(last: str | os.PathLike | None, sweep_job: tuple[os.PathLike, str] | None = None) -> str:
     """The command that resumes this run from ``last`` (`resume_command`; None: that runs it again from
-    its start); ``ckpt_path=<last>`` alone where the run was not started by a Hydra command."""
+    its start); ``ckpt_path=<last>`` alone where the run was not started by a Hydra command. Outside a
+    sweep, ``sweep_job`` (a sweep's folder and job: `sweep_job_of`) resumes it as that job."""
     if not HydraConfig.initialized():
         return f"ckpt_path={last}"
     hydra = HydraConfig.get()
-    job = (hydra.sweep.dir, hydra.sweep.subdir) if in_a_sweep() else None
+    job = (hydra.sweep.dir, hydra.sweep.subdir) if in_a_sweep() else sweep_job
     return resume_command(last, as_typed(hydra.overrides.task), sys.argv[0], job, config_flags(hydra))
 
 

@@ -151,6 +151,19 @@ def read_csv(path: Path) -> list[dict]:
         return []
 
 
+def sweep_job_of(run: Path | None) -> tuple[Path, str] | None:
+    """The sweep folder and job number of a run folder that a sweep's job made: a row of the
+    ``results.csv`` beside it names it, or names its job as the folder is named (the sweep's folder
+    moved since). None: no row does."""
+    if run is None:
+        return None
+    for row in read_csv(run.parent / RESULTS):
+        with contextlib.suppress(OSError, ValueError):
+            if (row.get("run_dir") and Path(row["run_dir"]).resolve() == run.resolve()) or row.get("job") == run.name:
+                return run.parent, str(row.get("job"))
+    return None
+
+
 def into_sweep_job(folder: str | os.PathLike, job: int | str) -> str:
     """``hydra.sweep.dir=<folder> hydra.sweep.subdir=<job>``: what runs a command as job ``job`` of the
     sweep in ``folder`` (its results join the sweep's), the folder absolute so that it runs from anywhere."""

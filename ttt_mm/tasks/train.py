@@ -24,7 +24,14 @@ from ttt_mm.module import Diverged
 from ttt_mm.processes.termination import sigterm_as_ctrl_c
 from ttt_mm.storage.atomic import remove_stale_temporaries
 from ttt_mm.tasks.command_keys import set_threads
-from ttt_mm.tasks.common import CONFIG_ERRORS, ConfigError, Interrupted, config_errors_end_the_command, process_rank
+from ttt_mm.tasks.common import (
+    CONFIG_ERRORS,
+    ConfigError,
+    Interrupted,
+    config_errors_end_the_command,
+    in_a_sweep,
+    process_rank,
+)
 from ttt_mm.tasks.composing import hydra_command
 from ttt_mm.tasks.held_out import from_anywhere, held_out
 from ttt_mm.tasks.job_logs import lightning_logs_to_file, quiet_lightning, to_log_file
@@ -40,7 +47,9 @@ from ttt_mm.tasks.run_folders import (
     forget_refused_resume,
     later_last_checkpoint,
     later_step_checkpoints,
+    run_of_checkpoint,
 )
+from ttt_mm.tasks.sweep_report import RESULTS, sweep_job_of
 from ttt_mm.tasks.train_checks import check, check_files_hold_updates, check_parts, run_length
 from ttt_mm.training.interrupts import first_process_marked, leave_ctrl_c_to_the_first_process, others_stopped_on_ctrl_c
 from ttt_mm.training.terminated_together import TerminatedTogether
@@ -99,9 +108,9 @@ def run(cfg: DictConfig) -> dict:
         log.info("removed %d unfinished checkpoint file(s) that a run killed while saving left in %s", gone, saves_to)
     if not resumed and cfg.get("train", True) and (earlier := earlier_checkpoints(saves_to)):
         log.warning(
-            "%s holds checkpoints of an earlier run (%s): this run starts afresh and its saves replace those of "
-            "the same names (to keep them, run elsewhere: hydra.run.dir=<folder>; to go on with that run "
-            "instead: %s)",
+            "%s holds checkpoints of an earlier run (%s): this run starts afresh, its saves replace those of "
+            "the same names, and the others stay, outside its ranking of the best (to keep them, run elsewhere: "
+            "hydra.run.dir=<folder>; to go on with that run instead: %s)",
             saves_to,
             ", ".join(p.name for p in earlier[:3]) + (", ..." if len(earlier) > 3 else ""),
             resume_this_run(os.path.join(saves_to, "last.ckpt")),
@@ -116,9 +125,20 @@ def run(cfg: DictConfig) -> dict:
     if resumed and cfg.get("train", True) and (after := later_step_checkpoints(cfg.ckpt_path, resumed.step)):
         log.warning(
             "resuming from step %d, in its run's folder, which holds checkpoints saved later (%s): they stay, "
-            "outside this run's ranking of the best (remove them, or keep them aside, if they are not wanted)",
+            "outside this run's ranking of the best, unless it saves a best of the same step, which replaces one "
+            "(remove them, or keep them aside, if they are not wanted)",
             resumed.step,
             ", ".join(p.name for p in after),
+        )
+    job = sweep_job_of(run_of_checkpoint(cfg.ckpt_path)) if resumed and not in_a_sweep() else None
+    if job and cfg.get("train", True):
+        log.warning(
+            "resuming job %s of the sweep in %s outside a sweep: its row in that sweep's %s stays as it was "
+            "(to have it updated, resume it as a sweep of one: %s)",
+            job[1],
+            job[0],
+            RESULTS,
+            resume_this_run(cfg.ckpt_path, job),
         )
     if resumed:  # (resumed or tested: validation keeps the file its run moved there, if it did)
         datamodule.trained_on = from_anywhere(resumed.trained, cfg.ckpt_path)
