@@ -243,6 +243,11 @@ def test_no_quoted_override_is_suggested_for_values_to_sweep(monkeypatch):
             "model=attn",
             f"could not find 'model/attn'; did you mean attention? (the options of 'model': {MODEL_OPTIONS})",
         ),
+        (  # (-m added at the end of a command line: argparse's "unrecognized arguments: model=attn")
+            "train",
+            ["debug=default", "-m", "model=attn"],
+            f"could not find 'model/attn'; did you mean attention? (the options of 'model': {MODEL_OPTIONS})",
+        ),
         (  # (a key of a config group without its group: the group's)
             "train",
             "max_steps=3",

@@ -561,3 +561,13 @@ def test_a_run_folder_is_known_as_its_sweeps_job_by_the_row_that_names_it(tmp_pa
     moved = tmp_path / "moved"
     sweep.rename(moved)  # (its rows still name the old folders: the job's number names the folder)
     assert sweep_job_of(moved / "3") == (moved, "3")
+
+
+def test_a_sweep_is_known_from_its_mode_set_as_an_override_too(monkeypatch):
+    """Started with hydra.mode=MULTIRUN, a sweep's mistakes were said as those of a single run."""
+    from ttt_mm.tasks.overrides import sweep_on_command_line
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "seed=0,1", "hydra.mode=MULTIRUN"])
+    assert sweep_on_command_line()
+    monkeypatch.setattr(sys, "argv", ["train.py", "seed=0"])
+    assert not sweep_on_command_line()

@@ -33,7 +33,7 @@ from ttt_mm.processes.environment import environment
 from ttt_mm.tasks.command_lines import quoted_override
 from ttt_mm.tasks.common import CONF_DIR
 from ttt_mm.tasks.config_errors import interpolation_message
-from ttt_mm.tasks.overrides import sweep_on_command_line
+from ttt_mm.tasks.overrides import sweep_flag_first, sweep_on_command_line
 from ttt_mm.tasks.run_folders import FolderRefused
 from ttt_mm.tasks.starting import started
 
@@ -70,6 +70,7 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
         def command(cfg: DictConfig | None = None):
             if cfg is not None:  # (called with a config: no composing)
                 return composed(cfg)
+            sys.argv[:] = sweep_flag_first(sys.argv)
             users = os.environ.get(FULL_ERROR) == "1" and os.environ.get(_FULL_ERROR_OURS) != "1"
             try:
                 with environment({FULL_ERROR: "1"} if users else {FULL_ERROR: "1", _FULL_ERROR_OURS: "1"}):

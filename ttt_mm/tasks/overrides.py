@@ -33,9 +33,21 @@ def top_key(override: str) -> str:
     return re.split(r"[./@]", override_key(override), maxsplit=1)[0]
 
 
+SWEEP_FLAGS = ("-m", "--multirun")
+
+
 def sweep_on_command_line() -> bool:
-    """Whether this command was started as a sweep (``-m``): what composing its configs cannot ask Hydra."""
-    return bool({"-m", "--multirun"} & set(sys.argv[1:]))
+    """Whether this command was started as a sweep (``-m``, or the mode set as an override): what
+    composing its configs cannot ask Hydra."""
+    return bool({*SWEEP_FLAGS, "hydra.mode=MULTIRUN"} & set(sys.argv[1:]))
+
+
+def sweep_flag_first(argv: list[str]) -> list[str]:
+    """``argv`` with ``-m`` moved before the overrides, where Hydra's parser takes its flags: added at the
+    end of a command line, it ended the command with argparse's "unrecognized arguments" for the
+    overrides after it (``-m`` takes no value, so where it stands changes nothing else)."""
+    flags = [a for a in argv[1:] if a in SWEEP_FLAGS]
+    return [argv[0], *flags, *(a for a in argv[1:] if a not in SWEEP_FLAGS)] if flags else argv
 
 
 def reads(text: str, key: str) -> bool:
