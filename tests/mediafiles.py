@@ -58,6 +58,7 @@ def write_video(
     audio_first: bool = False,
     audio_seconds: float | None = None,
     gop: int | None = None,
+    audio_streams: int = 1,
 ) -> Path:
     """H.264 (+ AAC) file by default. ``times_ms`` gives explicit frame times (variable frame rate, mkv).
 
@@ -68,7 +69,8 @@ def write_video(
     sound. ``muxer_options`` go to FFmpeg's muxer (e.g. a fragmented MP4); ``b_frames`` encodes
     H.264 with reordered frames, as cameras and most encoders do;
     ``audio_first`` lists the audio stream before the video; ``audio_seconds`` ends the sound early;
-    ``gop`` puts a key frame every that many frames (H.264), and only there.
+    ``gop`` puts a key frame every that many frames (H.264), and only there; ``audio_streams`` lists
+    the sound that many times (a film's dubs).
     """
     options = ({"movflags": "faststart"} if faststart else {}) | (muxer_options or {})
     out = av.open(str(path), "w", options=options)
@@ -86,6 +88,9 @@ def write_video(
     n = len(times_ms) if times_ms is not None else round(seconds * fps)
     if audio_rate:
         audio = audio or out.add_stream(audio_codec, rate=audio_rate, layout="stereo" if stereo else "mono")
+        dubs = [
+            out.add_stream(audio_codec, rate=audio_rate, layout=audio.layout.name) for _ in range(audio_streams - 1)
+        ]
         block, fmt = audio.codec_context.frame_size or 1024, audio.codec_context.format.name
         wave = tone(seconds if audio_seconds is None else audio_seconds, audio_rate)
         wave = np.pad(wave, (0, -len(wave) % block))  # whole frames: some encoders take no short last frame
@@ -107,10 +112,11 @@ def write_video(
         while audio is not None and samples < min(len(wave), (i + 1) * len(wave) // n):
             chunk = wave[samples : samples + block]
             pts = samples + round(max(0.0, audio_delay) * audio_rate)
-            for packet in audio.encode(_audio_frame(chunk, stereo, fmt, audio_rate, pts)):
-                out.mux(packet)
+            for stream in (audio, *dubs):
+                for packet in stream.encode(_audio_frame(chunk, stereo, fmt, audio_rate, pts)):
+                    out.mux(packet)
             samples += len(chunk)
-    for stream in (video, audio):
+    for stream in (video, audio, *(dubs if audio_rate else ())):
         if stream is not None:
             for packet in stream.encode():
                 out.mux(packet)

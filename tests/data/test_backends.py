@@ -289,6 +289,20 @@ def test_a_file_with_gaps_is_warned_about_once_however_many_of_its_spans_are_use
     assert len([r for r in caplog.records if "inside the audio is missing" in r.getMessage()]) == 1
 
 
+def test_files_with_more_than_one_audio_stream_are_said_once_and_read_from_the_first(tmp_path, caplog):
+    """A film's dubs or a commentary track: the first stream was read without a word of the others."""
+    dubbed = write_video(tmp_path / "dubbed.mkv", seconds=2.0, fps=8, width=32, height=32, audio_streams=3)
+    plain = write_video(tmp_path / "plain.mkv", seconds=2.0, fps=8, width=32, height=32)
+    assert decode.probe(dubbed).audio_streams == 3 and decode.probe(plain).audio_streams is None
+    clips = [ClipInfo(str(dubbed), 0.0, 1.0), ClipInfo(str(dubbed), 1.0), ClipInfo(str(plain))]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
+        index_clips(clips, ReadSpec(("audio", "video")), tmp_path / "cache")
+    (said,) = [r.getMessage() for r in caplog.records if "more than one audio stream" in r.getMessage()]
+    assert said.endswith(f": 1 (the first: {dubbed}, 3 streams)")
+    audio = decode.read_audio(dubbed, 0.0, 2.0, 16000)
+    assert torch.allclose(audio[800:-800], torch.from_numpy(tone(2.0, 16000))[800:-800], atol=0.05)
+
+
 def test_no_gap_is_counted_before_the_video_starts(tmp_path):
     """A fragmented MP4 with B-frames: its first AAC packet lies before the first frame, and the gap
     after it (cut off with it) was reported as missing audio for every such file."""

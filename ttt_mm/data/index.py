@@ -53,7 +53,7 @@ from ttt_mm.storage.locks import exclusive
 log = logging.getLogger(__name__)
 __getattr__ = moved_names(__name__, dict.fromkeys(("select", "Selection", "index_clips"), "ttt_mm.data.selection"))
 
-VERSION = 25
+VERSION = 26
 """Bump when what a probe finds changes (a new backend, a new check): older records are probed again."""
 
 STREAMS = ("audio", "video")
@@ -80,6 +80,7 @@ RECORD_FIELDS = (
     "audio_stated",
     "audio_gaps",
     "audio_late",
+    "audio_streams",
     "has_video",
     "video_backend",
     "video_duration",
@@ -150,6 +151,7 @@ def media_info(record: dict) -> MediaInfo:
         audio_stated=record.get("audio_stated") if audio else None,
         audio_gaps=record.get("audio_gaps") if audio else None,
         audio_late=record.get("audio_late") if audio else None,
+        audio_streams=record.get("audio_streams") if audio else None,
         zeroed_tail=record.get("zeroed_tail"),
         mtime_ns=record.get("mtime_ns"),
     )
@@ -166,6 +168,7 @@ def _stream_fields(info: MediaInfo, stream: str) -> dict:
             "audio_stated": info.audio_stated,
             "audio_gaps": info.audio_gaps,
             "audio_late": info.audio_late,
+            "audio_streams": info.audio_streams,
         }
     else:
         width, height = info.size or (None, None)

@@ -183,7 +183,8 @@ def say_how_read(selection: Selection, spec: ReadSpec, clips: Sequence[ClipInfo]
     decoder's reading): it is read as far as it goes; a warning per file whose audio has gaps read as
     silence, and per file read with both streams that end over `UNEVEN_END_S` apart (what is read stops
     where the first ends); one for the videos read from their start, and one per file with stretches of
-    video that no frame covers; one per file that ends in zero bytes (`decode.errors.ZEROED_TAIL_BYTES`).
+    video that no frame covers; one per file that ends in zero bytes (`decode.errors.ZEROED_TAIL_BYTES`);
+    one for the files with more than one audio stream (the first is read).
     """
     names = {c.name for c in clips}
     for name, info in {c.name: c.info for c in clips if c.info is not None and c.info.zeroed_tail}.items():
@@ -234,6 +235,14 @@ def say_how_read(selection: Selection, spec: ReadSpec, clips: Sequence[ClipInfo]
             )
         if "video" in spec.modalities:
             _warn_uneven_ends(clips)
+        tracks = {c.name: c.info.audio_streams for c in clips if c.info is not None and c.info.audio_streams}
+        if tracks:  # (one line: a film collection's every file may have its dubs)
+            log.warning(
+                "files with more than one audio stream, of which the first is read (another language, a "
+                "commentary?): %d (the first: %s, %d streams)",
+                len(tracks),
+                *next((one_line(name), n) for name, n in tracks.items()),
+            )
         gapped = {c.name: c.info for c in clips if c.info is not None and c.info.audio_gaps}
         for name, info in gapped.items():  # (once per file, however many of its spans are used)
             log.warning(

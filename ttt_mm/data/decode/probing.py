@@ -74,6 +74,7 @@ class MediaInfo:
     video_stated: float | None = None  # the same for the video (a file cut short: frames indexed but not there)
     audio_gaps: float | None = None  # seconds missing inside the audio (dropped packets, gaps), read as silence
     audio_late: float | None = None  # seconds of the video before its sound starts, read as silence
+    audio_streams: int | None = None  # audio streams in the file, where more than one: the first is read
     video_gaps: float | None = None  # seconds inside the video no frame covers: the picture before shows on
     zeroed_tail: int | None = None  # zero bytes that end the file (`ZEROED_TAIL_BYTES` or more): unfinished?
     mtime_ns: int | None = None  # the file's modification time when it was probed (None: not known)
@@ -110,6 +111,7 @@ class _Streams:
     video_seekable: bool = True  # False: an MPEG program or transport stream (`TIME_UNSEEKABLE_FORMATS`)
     empty: bool = False  # FFmpeg opens the container but finds no stream of any kind in it
     raw_format: str | None = None  # a container's file read as a raw video stream (`CONTAINER_SUFFIXES`)
+    audio_streams: int = 1  # audio streams in the container: the first is read
 
 
 def _streams_present(path: str) -> _Streams | None:
@@ -141,7 +143,15 @@ def _streams_present(path: str) -> _Streams | None:
                 # FFmpeg starts an Ogg stream at its first page it reads whole: damage before it moves the
                 # start, while the last page's position (start plus duration) is the stream's length
                 seconds += max(0.0, float(audio.start_time * audio.time_base))
-            return _Streams(True, video, rate or None, channels or None, audio_seconds=seconds, **of_video)
+            return _Streams(
+                True,
+                video,
+                rate or None,
+                channels or None,
+                audio_seconds=seconds,
+                audio_streams=len(container.streams.audio),
+                **of_video,
+            )
     except (av.error.FFmpegError, ValueError, MemoryError):
         return None
 
@@ -302,6 +312,8 @@ def _probe_audio(path: str, present: _Streams | None, verify: bool) -> dict:
                     fields["audio_gaps"] = round(placement.gaps, 3)  # read as silence in place, and said so
                 if placement.moved > 0:  # (the silence before the sound: no cover of the video)
                     fields["audio_late"] = round(placement.moved, 3)
+                if present is not None and present.audio_streams > 1:  # (a film's dubs, a commentary: said)
+                    fields["audio_streams"] = present.audio_streams
             if not fields["audio_duration"] > 0:
                 raise MediaError(path, "the audio stream has no samples")
             if verify:
