@@ -78,12 +78,12 @@ def test_the_summary_counts_usable_files_with_a_stream_that_is_not(tmp_path, cap
     assert "; 1 whose audio is digital silence), 0 not." in capsys.readouterr().err  # left out of audio-only runs
 
 
-def _probed_alone_and_beside_a_whole_file(path: Path, capsys) -> tuple[str, str]:
-    """What the probe says of ``path`` alone, then of its folder with a whole WAV beside it."""
+def _probed_alone_and_beside_a_whole_file(path: Path, capsys, alone: int = 0) -> tuple[str, str]:
+    """What the probe says of ``path`` alone (exiting ``alone``), then of its folder with a whole WAV beside it."""
     write_wav(path.parent / "whole.wav", tone(1.0, 16000), 16000)
     said = []
-    for target in (path, path.parent):
-        assert main([str(target), "--index-cache", str(path.parent.parent / "cache")]) == 0
+    for target, status in ((path, alone), (path.parent, 0)):
+        assert main([str(target), "--index-cache", str(path.parent.parent / "cache")]) == status
         said.append(capsys.readouterr().err)
     return said[0], said[1]
 
@@ -116,10 +116,11 @@ def test_a_file_too_short_for_training_is_said_to_be(tmp_path, capsys):
 
 def test_a_file_shorter_than_one_token_step_is_not_called_usable(tmp_path, capsys):
     """A 0.019 s sound was "usable ... unless data.min_seconds is lowered", and embed then refused it as
-    shorter than one token step: no setting of the default models reads it."""
+    shorter than one token step: no setting of the default models reads it (so the probe of it alone
+    fails, as of a file that cannot be used: it exited 0)."""
     (tmp_path / "data").mkdir()
     blip = write_wav(tmp_path / "data" / "blip.wav", tone(0.019, 16000), 16000)
-    alone, _ = _probed_alone_and_beside_a_whole_file(blip, capsys)
+    alone, _ = _probed_alone_and_beside_a_whole_file(blip, capsys, alone=1)
     assert alone.startswith(
         f"{blip}: too short for the default models, which read nothing shorter than one token step (0.04 s of "
         "audio, 0.25 s of video) (it is 0.019 s long, "

@@ -160,6 +160,7 @@ def index_and_list(args: argparse.Namespace) -> int:
         print(f"error: {target}: {bad[0]['error']}", file=sys.stderr)
         return 1
     partly = _stream_errors(records.values())
+    status = 0
     if single:
         (record,) = records.values()
         trained = usable(record, "video") or (usable(record, "audio") and not record.get("silent"))
@@ -168,6 +169,7 @@ def index_and_list(args: argparse.Namespace) -> int:
         if not any(usable(record, s) and _stream_seconds(record, s) >= step for s, step in least.items()):
             steps = ", ".join(f"{step:g} s of {s}" for s, step in least.items())
             usable_for = f"too short for the default models, which read nothing shorter than one token step ({steps})"
+            status = 1  # (as for a file no model reads: embed refuses it too)
         summary = f"{target}: {usable_for}" + (f" ({partly})" if partly else "")
     else:
         files = f"{len(records)} file{'s' if len(records) != 1 else ''}"
@@ -182,7 +184,7 @@ def index_and_list(args: argparse.Namespace) -> int:
         f"{summary}. {run.probed} probed, {run.cached} from the index cache {run.cache}, in {run.seconds:.1f} s{where}",
         file=sys.stderr,
     )
-    return 0
+    return status
 
 
 def _stream_seconds(record: dict, stream: str) -> float:
