@@ -303,6 +303,18 @@ def test_files_with_more_than_one_audio_stream_are_said_once_and_read_from_the_f
     assert torch.allclose(audio[800:-800], torch.from_numpy(tone(2.0, 16000))[800:-800], atol=0.05)
 
 
+def test_a_jump_shorter_than_a_frame_is_placed_but_not_said_to_be_missing():
+    """imageio's realshort.mp4: its second AAC frame starts 594 samples after the first one ends (no
+    packet of 1024 fits there), and every command warned that 0.012 s of its audio was missing."""
+    from ttt_mm.data.decode.audio import _placed
+
+    rate, times = 48000, [0, 1618, 2642, 3666 + 1024]  # (the last jump: a lost frame of 1024)
+    blocks = [np.full(1024, i + 1, np.float32) for i in range(4)]
+    samples, filled, shift = _placed(blocks, [t / rate for t in times], rate, None, 0.0)
+    assert (filled, shift, len(samples)) == (1024, 0, 4690 + 1024)  # (the lost frame's alone)
+    assert samples[1618] == 2 and not samples[1024:1618].any()  # (placed at its time all the same)
+
+
 def test_no_gap_is_counted_before_the_video_starts(tmp_path):
     """A fragmented MP4 with B-frames: its first AAC packet lies before the first frame, and the gap
     after it (cut off with it) was reported as missing audio for every such file."""
