@@ -96,14 +96,15 @@ def check_parts(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed:
 
 
 def check_resume_fits(cfg: DictConfig, model: torch.nn.Module, resumed: Resumed | None) -> None:
-    """A checkpoint to resume whose weights do not fit this run's model (another model's, or its own run's
-    given without the overrides that trained it) is refused first, with those overrides: what is said of
-    its step (`check_launch`) was this run's length against another run's."""
-    if resumed is None or resumed.shapes is None or not cfg.get("train", True):
+    """A checkpoint to resume, or to test alone, whose weights do not fit this run's model (another
+    model's, or its own run's given without the overrides that trained it) is refused first, with those
+    overrides: what is said of its step (`check_launch`) was this run's length against another run's,
+    and a test alone ended in torch's list of every weight name, after warnings about its test windows."""
+    if resumed is None or resumed.shapes is None or not (cfg.get("train", True) or cfg.get("test")):
         return
     here = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if differs := weights_differ(resumed.shapes, here):
-        raise checkpoint_does_not_fit(cfg.ckpt_path, differs, test_only=False)
+        raise checkpoint_does_not_fit(cfg.ckpt_path, differs, test_only=not cfg.get("train", True))
 
 
 def weights_differ(saved: dict[str, tuple[int, ...]], model: dict[str, tuple[int, ...]]) -> str | None:
