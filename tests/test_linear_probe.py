@@ -748,6 +748,28 @@ def test_videos_are_probed_and_the_log_mel_baseline_needs_their_sound(ckpts, tmp
     assert "logmel" in with_sound["results"] and not with_sound["unavailable"]
 
 
+def test_clips_whose_sound_is_digital_silence_are_said_to_be_read_as_it_is(ckpts, tmp_path, monkeypatch, caplog):
+    """embed says it of each such file; the probe read their silence into its features without a word."""
+    import mediafiles
+
+    root = tmp_path / "videos"
+    for cls in ("a", "mute"):
+        if cls == "mute":  # (its videos' sound: zeros)
+            monkeypatch.setattr(
+                mediafiles, "tone", lambda seconds, rate, *_: np.zeros(round(seconds * rate), np.float32)
+            )
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            write_video(root / cls / f"{i}.mp4", seconds=1.0, fps=8, width=64, height=48)
+    with caplog.at_level(logging.WARNING):
+        run(_cfg(ckpt=ckpts["video"], input=root, output=tmp_path / "out", folds=3))
+    assert "3 of the 6 clips have an audio track of digital silence, read as it is by log-mel (e.g. " in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        run(_cfg(ckpt=ckpts["video"], input=root, output=tmp_path / "out2", folds=3, baselines=["majority"]))
+    assert "digital silence" not in caplog.text  # (nothing reads the sound)
+
+
 def test_a_clip_whose_sound_alone_is_bad_keeps_its_model_features(ckpts, tmp_path, monkeypatch):
     """A video model's clip with a damaged audio track (here: one the log-mel reader refuses) was left
     out of every feature set, so the model's score depended on the baselines asked for; and clips of a

@@ -286,6 +286,23 @@ def l2_grid(value) -> tuple[float, ...]:
     return grid
 
 
+def _say_silent_tracks(clips: list[ClipInfo], modalities: tuple[str, ...], baselines: set[str]) -> None:
+    """One line for the clips whose audio track is digital silence, where the model or the log-mel
+    baseline reads it: their features are those of silence (embed says so of each file)."""
+    readers = [
+        who for who, reads in (("the model", "audio" in modalities), ("log-mel", "logmel" in baselines)) if reads
+    ]
+    silent = [c.name for c in clips if c.info is not None and c.info.silent]
+    if silent and readers:
+        log.warning(
+            "%d of the %d clips have an audio track of digital silence, read as it is by %s (e.g. %s)",
+            len(silent),
+            len(clips),
+            " and ".join(readers),
+            one_line(silent[0]),
+        )
+
+
 def _without_logmel(reasons: list[str], probed: int) -> str:
     """Why the log-mel baseline is left out: how many of the ``probed`` clips give it nothing, and why."""
     if all(r.startswith("no audio stream") for r in reasons):
@@ -346,6 +363,7 @@ def run(cfg: DictConfig) -> dict:
     dropped |= thinned | lonely
     labels = {c.label for c in clips}
     kept = [i for i, c in enumerate(got.clips) if c.label in labels]  # the features of `clips`, by index
+    _say_silent_tracks(clips, extractors.spec.modalities, baselines)
     if len(labels) < 2:
         hint = (
             "" if cfg.max_files is None else f" (max_files={cfg.max_files} clips in all, taken from each class in turn)"
