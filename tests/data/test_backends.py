@@ -313,6 +313,10 @@ def test_a_jump_shorter_than_a_frame_is_placed_but_not_said_to_be_missing():
     samples, filled, shift = _placed(blocks, [t / rate for t in times], rate, None, 0.0)
     assert (filled, shift, len(samples)) == (1024, 0, 4690 + 1024)  # (the lost frame's alone)
     assert samples[1618] == 2 and not samples[1024:1618].any()  # (placed at its time all the same)
+    # a lost frame's jump in ms timestamps (Matroska's) of 1024-sample frames at 44.1 kHz: 1005 samples
+    times = [round(i * 1024 / 44100, 3) for i in range(8) if i != 4]
+    _, filled, _ = _placed([np.ones(1024, np.float32) for _ in times], times, 44100, None, None)
+    assert 1000 < filled < 1050  # (counted: a jump a little short of the frame is a lost one)
 
 
 def test_no_gap_is_counted_before_the_video_starts(tmp_path):

@@ -289,9 +289,8 @@ def l2_grid(value) -> tuple[float, ...]:
 def _say_silent_tracks(clips: list[ClipInfo], modalities: tuple[str, ...], baselines: set[str]) -> None:
     """One line for the clips whose audio track is digital silence, where the model or the log-mel
     baseline reads it: their features are those of silence (embed says so of each file)."""
-    readers = [
-        who for who, reads in (("the model", "audio" in modalities), ("log-mel", "logmel" in baselines)) if reads
-    ]
+    model = "the model" + (" and its random-weights baseline" if "random_weights" in baselines else "")
+    readers = [who for who, reads in ((model, "audio" in modalities), ("log-mel", "logmel" in baselines)) if reads]
     silent = [c.name for c in clips if c.info is not None and c.info.silent]
     if silent and readers:
         log.warning(

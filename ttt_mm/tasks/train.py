@@ -125,8 +125,8 @@ def run(cfg: DictConfig) -> dict:
     if resumed and cfg.get("train", True) and (after := later_step_checkpoints(cfg.ckpt_path, resumed.step)):
         log.warning(
             "resuming from step %d, in its run's folder, which holds checkpoints saved later (%s): they stay, "
-            "outside this run's ranking of the best, unless it saves a best of the same step, which replaces one "
-            "(remove them, or keep them aside, if they are not wanted)",
+            "outside this run's ranking of the best, unless it saves a best of the same step, which replaces one, "
+            "to be removed in turn when its best moves on (remove them, or keep them aside, if they are not wanted)",
             resumed.step,
             ", ".join(p.name for p in after),
         )

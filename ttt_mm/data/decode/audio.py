@@ -401,10 +401,10 @@ def _placed(
 ) -> tuple[np.ndarray, int, int]:
     """The decoded frames ``blocks`` laid out on the file's timeline (`_frame_offsets`, shifted by
     where the audio starts against the video's start ``origin``), how many samples of silence were
-    put in between them there (not counting what lies before the timeline's start, nor a jump shorter
-    than the frame before it: no lost packet fits there, so it is an encoder's priming or the muxer's
-    rounding, placed but not said to be missing), and the shift in samples (< 0: that many samples
-    before the video's start were cut)."""
+    put in between them there (not counting what lies before the timeline's start, nor a jump clearly
+    shorter than the frame before it: no lost packet fits there, so it is an encoder's priming or the
+    muxer's rounding, placed but not said to be missing), and the shift in samples (< 0: that many
+    samples before the video's start were cut)."""
     lengths = [len(b) for b in blocks]
     offsets = _frame_offsets(times, lengths, rate, stated)
     if offsets is None:  # timestamps unusable: the frames follow each other, from time 0
@@ -414,7 +414,10 @@ def _placed(
     end = offsets[-1] + lengths[-1] if blocks else 0
     heard = sum(max(0, min(at + n, end) - max(at, -shift)) for at, n in zip(offsets, lengths))
     filled = max(0, end - max(0, -shift)) - heard
-    filled -= sum(max(0, b - max(a + n, -shift)) for a, n, b in zip(offsets, lengths, offsets[1:]) if 0 < b - a - n < n)
+    slack = max(1, rate // 500)  # (a lost frame's jump, its timestamps rounded to ms: a little short of its length)
+    filled -= sum(
+        max(0, b - max(a + n, -shift)) for a, n, b in zip(offsets, lengths, offsets[1:]) if 0 < b - a - n < n - slack
+    )
     lead = max(0, shift)  # silence before sound that starts after the picture
     samples = np.zeros(lead + end, np.float32)
     for block, at in zip(blocks, offsets):
