@@ -414,7 +414,7 @@ def _placed(
     end = offsets[-1] + lengths[-1] if blocks else 0
     heard = sum(max(0, min(at + n, end) - max(at, -shift)) for at, n in zip(offsets, lengths))
     filled = max(0, end - max(0, -shift)) - heard
-    slack = max(1, rate // 500)  # (a lost frame's jump, its timestamps rounded to ms: a little short of its length)
+    slack = _stamp_slack(rate)  # (a lost frame's jump, its timestamps rounded to ms: a little short of its length)
     filled -= sum(
         max(0, b - max(a + n, -shift)) for a, n, b in zip(offsets, lengths, offsets[1:]) if 0 < b - a - n < n - slack
     )
@@ -444,6 +444,12 @@ def _channel_mean(frame) -> np.ndarray:
     return frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1)
 
 
+def _stamp_slack(rate: int) -> int:
+    """Samples (2 ms) by which a frame's timestamp may miss where the frames before it end: rounding to
+    the container's unit (Matroska's milliseconds) and muxers' jitter, not sound missing or doubled."""
+    return max(1, rate // 500)
+
+
 def _frame_offsets(times: list, lengths: list[int], rate: int, stated: float | None = None) -> list[int] | None:
     """Where each decoded frame's samples start (from the first frame's), by its timestamp: a
     stretch the decoder dropped, or packets never sent (a lossy call recording, Opus's silence
@@ -457,7 +463,7 @@ def _frame_offsets(times: list, lengths: list[int], rate: int, stated: float | N
     if not lengths or times[0] is None or not rate:
         return None
     stamps = [None if t is None else round((t - times[0]) * rate) for t in times]
-    slack = max(1, rate // 500)
+    slack = _stamp_slack(rate)
     steps = [b - a - n for a, b, n in zip(stamps, stamps[1:], lengths) if a is not None and b is not None]
     if steps and sum(step < -slack for step in steps) > 0.1 * len(steps):
         return None
