@@ -23,8 +23,8 @@ from hydra import compose, initialize_config_dir
 from mediafiles import tone, write_video, write_wav
 from omegaconf import OmegaConf
 
-from ttt_mm.checkpoint import resolve_device
-from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SyntheticClip, iter_windows
+from ttt_mm.checkpoint import load_model, resolve_device
+from ttt_mm.data import ClipInfo, MediaError, ReadSpec, SkipList, SyntheticClip, iter_windows
 from ttt_mm.data.clip_record import clip_record
 from ttt_mm.data.media import TensorMedia
 from ttt_mm.eval import loop as evaluate_loop
@@ -132,6 +132,16 @@ def test_a_video_scored_is_as_long_as_the_file_not_its_frames_counted_whole(tmp_
     path = write_video(tmp_path / "a.mp4", seconds=1.16, fps=25, width=32, height=32, audio_rate=None)
     result = scores(tiny_model(stream="video"), iter_windows(str(path), 0.5, ReadSpec(("video",), size=32)))
     assert result.duration == 1.16 and result.tokens == 5 * 4  # (five steps of 2 frames; decord's float32 times)
+
+
+def test_a_clip_is_as_long_whatever_the_windows_it_is_read_in():
+    """A clip's last window too short for a step of tokens (0.05 s of 1.55 s, in windows of 0.5 s) was not
+    counted: 1.5 s, and 1.55 s read in one window."""
+    torch.manual_seed(0)
+    video = tiny_model(stream="video")  # (two frames a step at 8 fps: 0.25 s)
+    spec, clip = ReadSpec(("video",), size=32), SyntheticClip(0, 3, 1.55)
+    whole, windowed = (scores(video, iter_windows(clip, seconds, spec)) for seconds in (4.0, 0.5))
+    assert whole.duration == windowed.duration == 1.55 and whole.tokens == windowed.tokens
 
 
 @pytest.mark.parametrize("mixer", ["ttt_linear", "lact"])
@@ -244,7 +254,9 @@ def test_rollouts_leave_the_stream_unchanged(model, clip_windows):
     assert np.array_equal(plain.losses, rolled.losses)
     assert rolled.rollouts == 4  # after every window
     # origins at steps 2, 5, 8 are scored at all 3 horizons (the one at 11 runs past the clip)
-    assert rolled.horizon_counts[:, 0].tolist() == [3, 3, 3]
+    # their losses pool the tokens, as every mean does (each rollout's mean counted once gave a step with
+    # fewer scored tokens, an audio-visual clip's silent track, the weight of a whole one)
+    assert rolled.horizon_counts[:, 0].tolist() == [3 * STEP] * 3
     assert rolled.horizon_counts[:, 2].tolist() == [6, 6, 6]  # PSNR: 2 frames per step
     assert np.isfinite(rolled.horizon_sums).all()
     assert rolled.plot is not None and len(rolled.plot["rollout"]) == 3
@@ -259,7 +271,7 @@ def test_rollouts_leave_the_stream_unchanged(model, clip_windows):
 def test_a_rollout_longer_than_a_window_is_scored_at_every_horizon(model, clip_windows):
     """Windows of 3 steps and rollouts of 4: a rollout's last horizon falls in the window after next."""
     rolled = scores(model, clip_windows[0], rollout_steps=4)
-    assert rolled.horizon_counts[:, 0].tolist() == [3, 3, 3, 2]  # from steps 2, 5, 8 (past the end from 8 at 4)
+    assert rolled.horizon_counts[:, 0].tolist() == [3 * STEP] * 3 + [2 * STEP]  # from steps 2, 5, 8 (8 ends at 3)
 
 
 def test_rollout_fed_the_truth_is_teacher_forcing(model, clip_windows):
@@ -271,6 +283,8 @@ def test_rollout_fed_the_truth_is_teacher_forcing(model, clip_windows):
         out = rollout(model, state, tokens.targets[:, step4], tokens.target_stats[:, step4], steps=2)
     # horizon 2 was predicted from the fed-back true step 4: the one-pass prediction made at step 4
     assert torch.allclose(out[:, 1], pred[:, step4], atol=1e-4)
+    with pytest.raises(ValueError, match="at least one step; got 0"):  # (it returned one step, not none)
+        rollout(model, state, tokens.targets[:, step4], tokens.target_stats[:, step4], steps=0)
 
 
 def test_mismatched_data_fails_with_the_numbers(tmp_path, model):
@@ -693,6 +707,11 @@ def test_figures_go_to_the_first_clips_long_enough_to_roll_out(folder, tmp_path,
         run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=2", "plot_clips=1", "device=cpu"))
     assert not list(out.glob("rollout_*.png"))  # (given up on, and said: the figures went missing unsaid)
     assert [m for m in caplog.messages if m.startswith("figures: 1 clips had none to draw; no more clips")]
+    caplog.clear()  # without rollouts there is no figure to look for: the advice to evaluate longer clips was wrong
+    with caplog.at_level(logging.INFO, logger="ttt_mm.eval.loop"):
+        run(compose_evaluate(*args, "window_seconds=0.5", "rollout_steps=0", "plot_clips=1", "device=cpu"))
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("[")]  # (the clips were scored)
+    assert not [m for m in caplog.messages if m.startswith("figures:") or "no rollout figure" in m]
 
 
 def test_an_evaluation_of_one_split_lists_the_files_left_out_of_that_split_only(folder, tmp_path, capsys, caplog):
@@ -1115,6 +1134,20 @@ def test_a_video_read_with_a_silent_track_gets_its_frames_drawn_and_the_next_cli
         "spectrogram_2.png",
     ]
     assert f"{clips / '1_no_audio.mp4'}: no spectrogram: read with a silent track" in caplog.messages
+    # a clip whose probe is not known before it is read (info None) was taken to have sound: a
+    # spectrogram of the silence read in place of it was drawn, and took the clip's one figure
+    model = load_model(ckpts[0])
+    silent, sound = (ClipInfo(str(clips / name)) for name in ("1_no_audio.mp4", "2_sound.mp4"))
+    drawn = evaluate_loop.evaluate(
+        {"m": (str(ckpts[0]), model)},
+        [silent, sound],
+        ReadSpec(("audio", "video"), size=32, missing_audio="silence"),
+        0.5,
+        evaluate_loop.Options(2, 7, 0.1, 2, True, 1),
+        SkipList(),
+        tmp_path,
+    )["figures"]
+    assert sorted(os.path.basename(f) for f in drawn) == ["rollout_1.png", "spectrogram_2.png"]
 
 
 def test_a_window_typed_within_rounding_of_whole_steps_is_taken_as_them(folder, tmp_path):

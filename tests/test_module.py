@@ -205,7 +205,7 @@ def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored(caplog)
     """Every rank decides on the count summed over ranks, so all step or none do (the averaged
     gradients are the same on each)."""
     m = model("ttt_linear")
-    other_rank = torch.tensor([2.0, 4.0, 5.0, 5.0, 0.0])  # [loss, copy loss, scored, copied, not finite]
+    other_rank = torch.tensor([2.0, 4.0, 5.0, 5.0, 0.0, 0.0])  # [loss, copy, scored, copied, not finite, bad gradients]
     m._trainer = _ranks(other_rank)
     m.log = lambda *args, **kwargs: None
     for p in m.parameters():
@@ -226,7 +226,7 @@ def test_a_rank_that_scored_nothing_still_steps_when_another_rank_scored(caplog)
 def test_a_loss_that_is_not_finite_on_any_rank_ends_the_run_on_every_rank():
     """(so that no rank steps on NaN, and none waits for the others at the next step's collective)"""
     m = model("ttt_linear")
-    other_rank = torch.tensor([2.0, 4.0, 5.0, 5.0, 1.0])  # another rank's batch was not finite
+    other_rank = torch.tensor([2.0, 4.0, 5.0, 5.0, 1.0, 0.0])  # another rank's batch was not finite
     m._trainer = _ranks(other_rank, global_step=3)
     m.log = lambda *args, **kwargs: None
     m._unstepped = torch.tensor([3.0, 6.0, 7.0, 7.0, 0.0])
@@ -236,6 +236,27 @@ def test_a_loss_that_is_not_finite_on_any_rank_ends_the_run_on_every_rank():
     other_rank.zero_()
     m._unstepped = torch.tensor([3.0, 6.0, 7.0, 7.0, 0.0])
     m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))  # (all finite: it steps)
+
+
+def test_gradients_that_are_not_finite_end_the_run_though_the_loss_is():
+    """An overflow in the backward pass: the loss was finite, so the step went on; clipping turned the
+    gradients to NaN, the step every weight, and `last.ckpt` could keep them for a resume."""
+    m = model("ttt_linear")
+    m._trainer = _ranks(torch.zeros(6), global_step=4)
+    m.log = lambda *args, **kwargs: None
+    for p in m.parameters():
+        p.grad = torch.zeros_like(p)
+    next(m.parameters()).grad[0] = math.inf
+    m._unstepped = torch.tensor([3.0, 6.0, 7.0, 7.0, 0.0])
+    with pytest.raises(Diverged, match=r"^the training loss is finite but its gradients are not finite at step 4 "):
+        m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))
+    next(m.parameters()).grad.zero_()
+    m._unstepped = torch.tensor([3.0, 6.0, 7.0, 7.0, 0.0])
+    m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))  # (finite: it steps)
+    m._trainer.precision_plugin = SimpleNamespace(scaler=object())  # float16's loss scaling skips such steps
+    next(m.parameters()).grad[0] = math.nan
+    m._unstepped = torch.tensor([3.0, 6.0, 7.0, 7.0, 0.0])
+    m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))
 
 
 def test_the_copy_baseline_copies_the_same_slot_one_step_back_whatever_is_predicted():
@@ -280,7 +301,7 @@ def test_a_training_step_logs_the_loss_over_the_copy_baselines_and_counts_real_t
     batch["audio_lengths"][1] //= 2  # a shorter second row: padding, not tokens
     logged = {}
     m.log = lambda name, value, **kw: logged.setdefault(name, value)
-    m._trainer = _ranks(torch.zeros(5))
+    m._trainer = _ranks(torch.zeros(6))
     out = m.training_step(batch, 0)
     m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))  # (the step's mean, over its batches and ranks)
     tokens, pred, _ = m(batch)

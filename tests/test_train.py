@@ -1880,6 +1880,8 @@ def test_a_validation_whose_windows_score_no_token_ranks_no_checkpoint(tmp_path,
     ranked = torch.load(out["last_ckpt"], weights_only=False)["callbacks"]
     (kept,) = [state["best_k_models"] for key, state in ranked.items() if key.startswith("ModelCheckpoint")]
     assert [Path(p).name for p in kept] == ["step000002.ckpt"]
+    # nor did the summary show the first validation's scores as the last one's
+    assert out["unscored"] == ["val"] and not [k for k in out["metrics"] if k.startswith("val/")]
 
 
 def test_a_validation_file_that_fails_mid_run_is_named_in_the_summary(tmp_path, monkeypatch, capsys):

@@ -255,10 +255,21 @@ class SequenceModel(L.LightningModule):
         loss = s.loss / NOMINAL_TOKENS
         return {"loss": loss, "tokens": tokens.mask.sum().detach()}  # real tokens, for `callbacks.Throughput`
 
+    def _gradients_not_finite(self, params: list[Tensor]) -> Tensor:
+        """``[1.0]`` where a gradient holds an inf or a NaN, else ``[0.0]`` (not synchronised: one read of
+        the gradients, as clipping makes). Under float16's loss scaling such a step is expected: the scaler
+        skips it and scales down, so it is not counted."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads or getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is not None:
+            return torch.zeros(1)
+        norm = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False)
+        return (~torch.isfinite(norm)).double()[None]
+
     def on_before_optimizer_step(self, optimizer) -> None:
         """Once per optimizer step, on the sums of its batches over every rank (one collective):
-        - end the run where a batch's loss on any rank is not finite (`Diverged`: on every rank at once,
-          so none waits on the others), before the step spreads it to every weight;
+        - end the run where a batch's loss, or the step's gradients, on any rank are not finite (`Diverged`:
+          on every rank at once, so none waits on the others), before the step spreads it to every weight
+          (gradients clipped to a norm of inf are NaN) and a checkpoint keeps them;
         - leave out a step whose batches scored no token on any rank (a file's last few frames in each
           row): its gradients are all zero, yet AdamW would still move every weight, by its momentum and
           the decay (parameters without a gradient are what AdamW skips);
@@ -270,15 +281,19 @@ class SequenceModel(L.LightningModule):
         counts, self._unstepped = self._unstepped, None
         if counts is None:
             return
-        loss, copy, scored, copied, nonfinite = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
-        if nonfinite > 0:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        counts = torch.cat([counts, self._gradients_not_finite(params).to(counts)])
+        loss, copy, scored, copied, nonfinite, bad_gradients = self.trainer.strategy.reduce(
+            counts, reduce_op="sum"
+        ).tolist()
+        if nonfinite > 0 or bad_gradients > 0:
+            what = "training loss is" if nonfinite > 0 else "training loss is finite but its gradients are"
             raise Diverged(
-                f"the training loss is not finite at step {self.global_step} (the weights have diverged, most "
+                f"the {what} not finite at step {self.global_step} (the weights have diverged, most "
                 f"likely): lower model.lr (now {self.hparams.lr:g}) or lengthen model.warmup_steps (now "
                 f"{self.hparams.warmup_steps})"
             )
         self._epoch_of_step = self.current_epoch  # (`on_train_end`: a run ended by max_steps has moved on)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
         if scored > 0:
             scale = self.trainer.accumulate_grad_batches * self.trainer.world_size * NOMINAL_TOKENS / scored
             for p in params:

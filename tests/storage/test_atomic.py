@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ttt_mm.storage import atomic
-from ttt_mm.storage.atomic import replaced, replaced_with_sidecar, temporary_path, write_json, write_text
+from ttt_mm.storage.atomic import replaced, replaced_with_sidecar, signals_held, temporary_path, write_json, write_text
 
 
 def test_a_finished_block_replaces_the_file_and_a_failed_one_leaves_it_as_it_was(tmp_path):
@@ -111,6 +111,25 @@ def test_a_ctrl_c_while_a_file_and_its_sidecar_are_swapped_waits_until_both_are_
         tmp.write_text("half")
         raise RuntimeError("killed")
     assert rows.read_text() == "new rows" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npy"]
+
+
+def test_a_signal_held_through_a_block_that_fails_still_reaches_its_handler():
+    """The index cache's save, held against Ctrl-C and SIGTERM, failed on a full disk (OSError, caught
+    by its caller, which goes on): the signal that came meanwhile was dropped, and the run went on."""
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        with pytest.raises(OSError, match="disk full"), signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert received == []  # (held while the block runs)
+            raise OSError("disk full")
+        assert received == [signal.SIGTERM]
+        with pytest.raises(KeyboardInterrupt) as raised, signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            raise OSError("disk full")
+        assert isinstance(raised.value.__context__, OSError)  # (the block's error kept as the signal's context)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_a_sidecar_that_cannot_be_written_leaves_the_old_pair_whole(tmp_path):

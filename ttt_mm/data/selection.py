@@ -237,11 +237,13 @@ def say_how_read(selection: Selection, spec: ReadSpec, clips: Sequence[ClipInfo]
             _warn_uneven_ends(clips)
         tracks = {c.name: c.info.audio_streams for c in clips if c.info is not None and c.info.audio_streams}
         if tracks:  # (one line: a film collection's every file may have its dubs)
+            first, streams = next(iter(tracks.items()))
             log.warning(
                 "files with more than one audio stream, of which the first is read (another language, a "
                 "commentary?): %d (the first: %s, %d streams)",
                 len(tracks),
-                *next((one_line(name), n) for name, n in tracks.items()),
+                one_line(first),
+                streams,
             )
         gapped = {c.name: c.info for c in clips if c.info is not None and c.info.audio_gaps}
         for name, info in gapped.items():  # (once per file, however many of its spans are used)

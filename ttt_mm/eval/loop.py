@@ -16,6 +16,7 @@ from ttt_mm.eval import plots
 from ttt_mm.eval.report import MODALITY_NAMES, ModelReport
 from ttt_mm.eval.scoring import ClipScorer
 from ttt_mm.messages import one_line
+from ttt_mm.tokenizers import AUDIO
 
 if TYPE_CHECKING:
     from ttt_mm.module import SequenceModel
@@ -97,8 +98,9 @@ def evaluate(
         )
     files, skipped, figures, unplotted = [], [], [], 0  # unplotted: clips looked at for figures that got none
     listed: set[str] = set()  # the files `skipped` names whole
-    predicted = {MODALITY_NAMES[m] for report in reports.values() for m in report.ids.values() if m is not None}
-    left = dict.fromkeys(predicted, options.plot_clips if options.plots else 0)  # figures of each kind to draw
+    # (a figure shows a rollout: the kinds of the models that roll out; with none, no clip is looked at for one)
+    rolled = {MODALITY_NAMES[m] for r in reports.values() if r.rollout_steps for m in r.ids.values() if m is not None}
+    left = dict.fromkeys(rolled, options.plot_clips if options.plots else 0)  # figures of each kind to draw
     started = time.monotonic()
     for number, clip in enumerate(clips, 1):
         if skips.holds(clip):
@@ -141,8 +143,8 @@ def evaluate(
             for n, r in results.items()
         )
         drawn = {}
-        if keep_plot:
-            sound = clip.info is None or clip.info.has_audio is not False
+        if keep_plot:  # (sound: some audio token was scored; a silent track read in its place is not)
+            sound = any(bool((r.modality == AUDIO).any()) for r in results.values())
             kinds = {kind for kind, n in left.items() if n > 0 and (sound or kind != "audio")}
             drawn = plots.clip_figures(results, len(files), one_line(clip.segment), output, kinds)
         named = f"; figures {', '.join(os.path.basename(f) for f in drawn.values())}" if drawn else ""

@@ -43,6 +43,8 @@ def rollout(model, state: BackboneState, first: Tensor, stats: Tensor | None, st
             f"rollouts need next-step prediction (offset == tokens_per_step = {model.tokenizer.tokens_per_step}); "
             f"this model predicts {model.offset} token(s) ahead"
         )
+    if steps < 1:
+        raise ValueError(f"a rollout needs at least one step; got {steps}")
     preds = [first]
     for _ in range(steps - 1):
         emb = model.tokenizer.embed_targets(preds[-1], stats)

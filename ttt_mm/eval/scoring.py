@@ -169,6 +169,7 @@ class ClipScorer:
             raise ValueError(f"a window gave {n} tokens, not a whole number of steps of {self.P}")
         if self.start is None:
             self.start = float(torch.as_tensor(batch["start"]).reshape(-1)[0])
+        self.seconds += self._window_seconds(batch)  # (also of a window too short for a token: it was read)
         if n == 0:  # a clip's last window shorter than one step: no token to score
             return
         stats = tokens.target_stats
@@ -197,7 +198,6 @@ class ClipScorer:
         if self.audio:
             self._score_mel(media, tokens, valid)
         self._resolve(tokens, media, step0)
-        self.seconds += self._window_seconds(batch)
         self.real_tokens += int(tokens.mask.sum())
         self.seen += n
         if self.rollout_steps and bool(tokens.mask[0, -self.P :].all()):
@@ -285,9 +285,9 @@ class ClipScorer:
                 scored = tokens.scored[:, span]  # (a silent track read in place of sound is not)
                 guess = r.preds[:, h - 1]
                 widths = self.tokenizer.target_widths(modality)
-                row = {
-                    "loss_model": token_loss(guess, truth, widths, self.kind)[scored].mean(),
-                    "loss_copy": token_loss(r.targets, truth, widths, self.kind)[scored].mean(),
+                row = {  # (each scored token's: the horizon's mean pools the tokens, as every mean does)
+                    "loss_model": token_loss(guess, truth, widths, self.kind)[scored],
+                    "loss_copy": token_loss(r.targets, truth, widths, self.kind)[scored],
                 }
                 true_m = self._step_media(media["truth"], i)
                 model_m = self._step_media(invert(guess, r.stats), 0)

@@ -82,8 +82,9 @@ def replaced_with_sidecar(path: str | os.PathLike, sidecar: str | os.PathLike) -
 @contextmanager
 def signals_held() -> Iterator[None]:
     """Ctrl-C (SIGINT) or SIGTERM during the block takes effect when it ends (in the main thread, where
-    Python takes signals): each as the handler before it would have taken it, a default SIGTERM ending
-    the process. A signal whose handler Python cannot restore (one set from C) is not held."""
+    Python takes signals), whether it ended well or raised: each as the handler before it would have taken
+    it, a default SIGTERM ending the process (an error the block raised yields to the signal's, which
+    keeps it as its context). A signal whose handler Python cannot restore (one set from C) is not held."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -93,16 +94,16 @@ def signals_held() -> Iterator[None]:
         signal.signal(s, lambda *received: caught.append(received))
     try:
         yield
-    finally:
+    finally:  # (also where the block raised: a caller that goes on after a failed write must not lose a Ctrl-C)
         for s, handler in previous.items():
             signal.signal(s, handler)
-    for signum, frame in caught:
-        if callable(handler := previous[signum]):
-            handler(signum, frame)  # (Python's own SIGINT handler raises KeyboardInterrupt)
-        elif handler == signal.SIG_DFL and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        elif handler == signal.SIG_DFL:
-            signal.raise_signal(signum)  # (a default SIGTERM: the process ends, its files whole)
+        for signum, frame in caught:
+            if callable(handler := previous[signum]):
+                handler(signum, frame)  # (Python's own SIGINT handler raises KeyboardInterrupt)
+            elif handler == signal.SIG_DFL and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)  # (a default SIGTERM: the process ends, its files whole)
 
 
 def flush_to_disk(path: str | os.PathLike) -> None:

@@ -169,7 +169,7 @@ def index_and_list(args: argparse.Namespace) -> int:
         if not any(usable(record, s) and _stream_seconds(record, s) >= step for s, step in least.items()):
             steps = ", ".join(f"{step:g} s of {s}" for s, step in least.items())
             usable_for = f"too short for the default models, which read nothing shorter than one token step ({steps})"
-            status = 1  # (as for a file no model reads: embed refuses it too)
+            status = 1  # (as for a file the default models cannot read: embed refuses it with them too)
         summary = f"{target}: {usable_for}" + (f" ({partly})" if partly else "")
     else:
         files = f"{len(records)} file{'s' if len(records) != 1 else ''}"

@@ -200,6 +200,13 @@ def use_the_runs_split(cfg: DictConfig, split: dict[str, float] | None) -> None:
     log.info("test-only: the checkpoint's test files, as its run split them (%s)", ", ".join(changed))
 
 
+def latest_scores(logged: dict, unscored: set[str]) -> dict[str, float]:
+    """The metrics Lightning last logged, without those of the splits whose latest pass scored no token
+    (``unscored``): Lightning keeps an earlier validation's, which the summary showed as the last one's."""
+    stale = tuple(f"{split}/" for split in unscored)
+    return {k: float(v) for k, v in logged.items() if not (stale and k.startswith(stale))}
+
+
 def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed_step: int | None) -> dict:
     """The checked run: fits, tests, and says what it wrote (`run`)."""
     new_log_dirs = [d for lg in trainer.loggers if (d := lg.log_dir) and not os.path.exists(d)]
@@ -226,7 +233,7 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
             raise error from None
     interrupted = trainer.interrupted  # (a test run afterwards resets it)
     terminated = interrupted and trainer.received_sigterm  # (a scheduler's SIGTERM, not Ctrl-C)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = latest_scores(trainer.callback_metrics, model.unscored)
     # the best weights and last.ckpt come from separate callbacks (conf/callbacks/model_checkpoint.yaml)
     ranking = next((c for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), None)
     best = ranking.best_model_path if ranking else None
@@ -249,7 +256,7 @@ def fit_and_test(cfg: DictConfig, datamodule, model, trainer: L.Trainer, resumed
             for folder in new_log_dirs:  # (this attempt's empty log versions)
                 shutil.rmtree(folder, ignore_errors=True)
             raise checkpoint_does_not_fit(cfg.ckpt_path, _load_error(err), test_only=True) from None
-        metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics |= latest_scores(trainer.callback_metrics, model.unscored)
         tested = str(Path(tested).absolute()) if tested else None
     return {
         "metrics": metrics,
