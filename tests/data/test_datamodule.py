@@ -372,6 +372,11 @@ def test_a_streamed_run_says_once_that_it_trains_with_one_worker(caplog):
         "(which validation and testing use)"
     ]
     assert dm.val_dataloader().loader.num_workers == 3
+    timed = MediaDataModule(
+        SyntheticSource(num_clips=4, duration=4.0), size=32, stream=True, num_workers=1, timeout=7.0
+    )
+    timed.setup("fit")
+    assert timed.train_dataloader().loader.timeout == 7.0  # (data.timeout: a stream's hung read waited forever)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ttt_mm.data"):
         crops = MediaDataModule(SyntheticSource(num_clips=4, duration=4.0), size=32, clip_seconds=1.0, num_workers=3)

@@ -229,6 +229,9 @@ def test_repeated_manifest_rows_are_left_out_with_one_line_and_contradicting_one
         f"{manifest}: left out 2 repeated rows (the path, start and end of an earlier row; the first: line 4, "
         "./a.wav, repeats line 2)"
     ]
+    nan_group = tmp_path / "m.jsonl"  # (a JSON NaN, pandas' missing value, is no group: as a repeat, no conflict)
+    nan_group.write_text('{"path": "a.wav", "group": NaN}\n{"path": "a.wav"}\n')
+    assert [c.key for c in ManifestSource(str(nan_group)).clips()] == ["a.wav"]
     manifest.write_text("path,start,end,label\na.wav,0,2,dog\na.wav,0,2,cat\n")
     with pytest.raises(
         ValueError, match=r"m.csv, lines 2 and 3: the same clip \(a.wav from 0 to 2\) with different labels"

@@ -11,7 +11,7 @@ from ttt_mm.data import ClipInfo, ReadSpec, SyntheticClip, training_order
 from ttt_mm.data.datasets import SequentialWindows
 from ttt_mm.data.decode import MediaError, NotAsProbed
 from ttt_mm.data.media import TensorMedia
-from ttt_mm.data.skiplist import SkipList
+from ttt_mm.data.skiplist import SkipList, unusable_message
 from ttt_mm.data.training_order import ResumableSampler, StreamWindows
 
 SPEC = ReadSpec(sample_rate=8000, fps=8.0, size=32)
@@ -159,6 +159,38 @@ def test_a_stream_resumed_after_a_clip_failed_part_way_goes_on_with_the_data_it_
     assert SkipList(str(skip_list)).readable_until(listed[1]) == 3.0
     resumed = walk(str(skip_list), resume_at, 14 - resume_at)
     assert resumed == uninterrupted[resume_at:]
+
+
+@pytest.mark.parametrize("resume_at", [3, 8])
+def test_a_span_that_fails_part_way_leaves_the_files_other_spans_in_the_stream(resume_at, tmp_path, monkeypatch):
+    """A failure 2 s into a manifest's span [0, 4) was listed under the file's name: its span [4, 7) then
+    counted as failed too, never read again, and a resumed stream's fast-forward left it out of the
+    passes that had read it, landing elsewhere than the interrupted run."""
+    media = TensorMedia(samples=torch.zeros(8000 * 8), sample_rate=8000, name="f.wav")
+    spans = [ClipInfo(media, start=0.0, end=4.0), ClipInfo(media, start=4.0, end=7.0)]
+    spec = ReadSpec(modalities=("audio",), sample_rate=8000)
+    read = training_order.read_item
+
+    def read_item(clip, start, duration, spec):
+        if 2.0 <= start < 3.0:  # (a damaged stretch inside the first span)
+            raise MediaError(clip.name, "damaged stretch")
+        return read(clip, start, duration, spec)
+
+    monkeypatch.setattr(training_order, "read_item", read_item)
+
+    def walk(skip_list, start_step, steps):
+        stream = StreamWindows(spans, 1.0, 1, spec, seed=3, skip_list=skip_list, start_step=start_step)
+        return [float(b["start"][0]) for b in itertools.islice(stream, steps)]
+
+    skip_list = str(tmp_path / "skipped_media.tsv")
+    uninterrupted = walk(skip_list, 0, 16)
+    assert uninterrupted.count(4.0) > 1  # (the other span is read in every pass)
+    listed = SkipList(skip_list)
+    assert listed.read_to == {"f.wav@0-4": 2.0} and [listed.readable_until(c) for c in spans] == [2.0, math.inf]
+    assert walk(skip_list, resume_at, 16 - resume_at) == uninterrupted[resume_at:]
+    assert listed.holds(spans[0]) and not listed.holds(spans[1])
+    listed.add("f.wav@4-7", "too short")  # (the error when none is left names a span's reason, not "unknown")
+    assert unusable_message(spans, listed).startswith("none of the 2 clips can be read: 1 x damaged stretch, 1 x too ")
 
 
 def test_a_file_found_changed_mid_stream_is_listed_whole(tmp_path, monkeypatch):

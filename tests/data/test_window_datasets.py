@@ -14,6 +14,7 @@ from ttt_mm.data import (
     MediaError,
     ReadSpec,
     SequentialWindows,
+    SkipList,
     SyntheticClip,
     SyntheticSource,
     WindowDataset,
@@ -70,6 +71,22 @@ def test_evaluation_walks_files_in_order_whole(media):
     assert len(items[-1]["video"]) == 4 and len(items[-1]["audio"]) == 8000  # the last window is shorter
     with pytest.raises(ValueError, match="not a whole number of 1/fps"):
         SequentialWindows(clips, window_seconds=0.3, spec=SPEC)
+
+
+def test_a_process_whose_share_of_the_files_all_failed_evaluates_one_another_has(tmp_path, monkeypatch):
+    """Two processes, two files, the second listed: the second process had no batch, and under FSDP the
+    validation of every resumed run ended in "no evaluation batch of its own"."""
+    clips = [ClipInfo(SyntheticClip(0, i, 1.0)) for i in range(2)]
+    skips = SkipList(str(tmp_path / "skips.tsv"))
+    skips.add(clips[1].name, "damaged")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
+    for rank in (0, 1):
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None, rank=rank: rank)
+        walked = SequentialWindows(clips, window_seconds=1.0, spec=SPEC, skip_list=skips)
+        assert [item["path"] for item in walked] == [clips[0].name]  # (scored twice, as with fewer files than ranks)
+    skips.add(clips[0].name, "damaged")
+    assert list(SequentialWindows(clips, window_seconds=1.0, spec=SPEC, skip_list=skips)) == []  # (none left)
 
 
 def test_a_tail_too_short_to_read_a_sample_ends_the_walk_and_is_no_fault(tmp_path):

@@ -718,7 +718,12 @@ class MediaDataModule(L.LightningDataModule):
                 )
                 workers = min(self.num_workers, 1)  # (one worker at most: said once, in __init__)
                 return DataLoader(
-                    dataset, batch_size=None, num_workers=workers, **worker_options(workers), pin_memory=self.pin_memory
+                    dataset,
+                    batch_size=None,
+                    num_workers=workers,
+                    **worker_options(workers),
+                    pin_memory=self.pin_memory,
+                    timeout=self.timeout if workers > 0 else 0.0,
                 )
 
         else:

@@ -273,7 +273,7 @@ def walk(clip: ClipInfo, window_seconds: float, spec: ReadSpec) -> Iterator[dict
 
 class SequentialWindows(IterableDataset):
     """Evaluation: every clip in order, whole, as consecutive windows; ranks and workers take every n-th clip
-    (every rank at least one: with fewer clips than ranks, some are scored twice).
+    (every rank at least one it can read: with fewer such clips than ranks, some are scored twice).
 
     A file that fails is logged, recorded in the skip list and left (windows already yielded stay).
     """
@@ -297,6 +297,8 @@ class SequentialWindows(IterableDataset):
             # a clip another rank also does (scored twice: val/* leans towards it)
             rank = torch.distributed.get_rank()
             clips = clips[rank :: torch.distributed.get_world_size()] or [clips[rank % len(clips)]]
+            if self.skips.holds_all(clips) and (readable := [c for c in self.clips if not self.skips.holds(c)]):
+                clips = [readable[rank % len(readable)]]  # (its share failed before: the pass had no batch of its own)
         worker = get_worker_info()
         clips = clips if worker is None else clips[worker.id :: worker.num_workers]
         for clip in clips:

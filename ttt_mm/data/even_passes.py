@@ -37,7 +37,8 @@ class EvenPasses:
                 if last is None:
                     raise RuntimeError(
                         "this process has no evaluation batch of its own (its files failed) while others have: "
-                        "under FSDP it cannot take part in their forward passes"
+                        "under FSDP it cannot take part in their forward passes (they are listed now: resumed, "
+                        "the run gives such a process a file another reads)"
                     )
                 batch = {k: v for k, v in last.items() if k != "restarted"} | {"padding": True}
             else:

@@ -372,9 +372,13 @@ def _media_path(folder: Path, path: Path) -> Path:
 
 
 def _cell(column: str, value: object) -> str:
-    """A cell as compared between rows: empty and unlabelled are the same, a number and its text too,
-    and a label the class it names ("01" and 1)."""
-    if value is None or (column == "label" and _unlabelled(value)):
+    """A cell as compared between rows: empty, unlabelled and no group (`_group`) are the same, a number
+    and its text too, and a label the class it names ("01" and 1)."""
+    if (
+        value is None
+        or (column == "label" and _unlabelled(value))
+        or (column == "group" and not _group({column: value}))
+    ):
         return ""
     return _label_name(value) if column == "label" else str(value)
 

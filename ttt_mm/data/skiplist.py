@@ -105,16 +105,18 @@ class SkipList:
 
     def readable_until(self, clip) -> float:
         """The second of its file from which a clip is not read: ``inf`` for a clip not listed, ``-inf``
-        for one listed whole, else where a stream's read of the file failed part-way through."""
-        if clip.segment != clip.name and clip.segment in self:  # (a span listed on its own: all of it)
-            return -math.inf
-        if clip.name not in self:
-            return math.inf
-        return self.read_to.get(clip.name, -math.inf)
+        for one listed whole, else where a stream's read of the clip failed part-way through (its file's,
+        listed by its name, holds for each span of it; a span's, by `ClipInfo.segment`, for that span)."""
+        until = math.inf
+        for key in {clip.name, clip.segment}:
+            if key in self:
+                until = min(until, self.read_to.get(key, -math.inf))
+        return until
 
     def add(self, name: str, reason: str, read_to: float | None = None) -> bool:
-        """Record a bad file, and with ``read_to`` the second of it from which it fails (what comes
-        before was read); returns False (and logs nothing) if it was already known."""
+        """Record a bad file (or a span of one, by its `ClipInfo.segment`), and with ``read_to`` the
+        second of the file from which it fails (what comes before was read); returns False (and logs
+        nothing) if it was already known."""
         if not self._append({name: reason}, {} if read_to is None else {name: read_to}):
             return False
         where = f" (added to {self.path})" if self.path else ""
@@ -266,6 +268,6 @@ def missing_stream_hint(reasons: list[str], modalities: tuple[str, ...], chosen_
 
 def unusable_message(clips: Sequence, skips: SkipList) -> str:
     """The error when no clip is left: how many there were and why each kind failed."""
-    reasons = [skips.reasons.get(c.name, "unknown") for c in clips]
+    reasons = [skips.reasons.get(c.segment) or skips.reasons.get(c.name, "unknown") for c in clips]
     where = f" (each listed with its reason in {skips.path})" if skips.path else ""
     return f"none of the {len(clips)} clips can be read: {count_reasons(reasons)}{where}"

@@ -133,9 +133,10 @@ class StreamWindows(IterableDataset):
     Clips come from the seeded epoch orders, row ``r`` of rank ``k`` taking every ``B * world``-th.
     ``start_step`` batches are skipped by arithmetic over clip durations, without decoding (a clip
     that the index did not probe, ``ClipInfo.info`` None, is probed for its duration).
-    A clip whose window fails to read is logged and recorded in the skip list with that window's
-    start, and its row moves on to the next clip; in later passes the clip's windows before that
-    start are read again (`_row_windows`). One that fails before any window (`clip_span`: no such
+    A clip whose window fails to read is logged and recorded in the skip list (a span of a file by its
+    `ClipInfo.segment`: the file's other spans are read on) with that window's start, and its row moves
+    on to the next clip; in later passes the clip's windows before that start are read again
+    (`_row_windows`). One that fails before any window (`clip_span`: no such
     stream, too short) is listed whole, or its span alone.
     """
 
@@ -203,7 +204,8 @@ class StreamWindows(IterableDataset):
                             items.append(read_item(clip, start, duration, self.spec))
                     except MediaError as exc:  # the row goes on with the next clip, its state restarted
                         part = exc.path == clip.name and not isinstance(exc, NotAsProbed)  # (else all of it)
-                        self.skips.add(exc.path, exc.reason, read_to=start if part else None)
+                        # (part-way: this clip from there on; the file's other spans read on, as they did)
+                        self.skips.add(clip.segment if part else exc.path, exc.reason, read_to=start if part else None)
                         failed = True
                         continue
                     reset.append(first or failed)
