@@ -704,6 +704,29 @@ def test_reasons_are_counted_by_kind():
     assert count_reasons(frames[:1]) == "1 x 8 of the 8 video frames read from frame 32 to 39 do not decode: over half"
 
 
+def test_a_damaged_mp3_is_read_without_the_decoders_own_notes_on_stderr(tmp_path):
+    """libmpg123 printed "Note: Illegal Audio-MPEG-Header ... Trying to resync" for every window read
+    across the damage: lines of its own beside the one log line a bad file gets."""
+    path = tmp_path / "a.mp3"
+    sf.write(path, tone(20.0, 16000), 16000, format="MP3")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4000] = bytes(4000)
+    path.write_bytes(bytes(data))
+    script = (
+        "from ttt_mm.data import MediaError, ReadSpec, iter_windows\n"
+        "read = 0\n"
+        "try:\n"
+        f"    for _ in iter_windows({str(path)!r}, 2.0, ReadSpec(('audio',))):\n"
+        "        read += 1\n"
+        "except MediaError:\n"
+        "    pass\n"
+        "print(read)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and int(done.stdout) >= 6, done.stderr  # (read across the damage)
+    assert "Note:" not in done.stderr and "libmpg123" not in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("name", ["notes.flac", "notes.mp3", "notes.wav"])
 def test_a_text_file_named_as_audio_is_not_a_media_container(tmp_path, name):
     """FFmpeg picks a format from the name alone and reports an audio stream with no rate or channels;

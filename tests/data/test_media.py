@@ -35,6 +35,19 @@ def test_tensors_give_the_windows_of_the_clip_they_hold(start):
             assert a["audio_context"].abs().sum() == 0 < b["audio_context"].abs().sum()
 
 
+def test_tensors_that_begin_later_are_read_from_where_they_begin():
+    """Read from 0 s (`iter_windows`' default start), tensors that begin at 1 s gave their first frames
+    with silence, 1 s early, and the window at 1 s the same frames again."""
+    clip = SyntheticClip(0, 2, 3.0)
+    media = decoded(clip, 1.0, 2.0)
+    ours = list(iter_windows(media, 1.0, SPEC))
+    theirs = list(iter_windows(clip, 1.0, SPEC, start=1.0))
+    assert [float(w["start"]) for w in ours] == [1.0, 2.0]
+    assert all(torch.equal(a["video"], b["video"]) for a, b in zip(ours, theirs, strict=True))
+    with pytest.raises(ValueError, match="frames start at 1 s, after 0 s"):
+        media.video(0.0, 1.0, 8.0, 32)
+
+
 def test_tensors_end_with_their_shorter_stream_and_a_window_holds_every_frame_it_reaches():
     """As a file's clip does: where one stream ends the clip ends, and a window of 0.3 s at 8 fps
     reaches into a third frame (frames at 0, 0.125 and 0.25 s)."""

@@ -91,6 +91,24 @@ def test_video_window_is_cut_at_the_end(media):
             decode.read_audio(path, 0.0, 1.0, sample_rate=0)
 
 
+def test_decords_float32_frame_times_still_land_on_their_frames():
+    """decord's timestamps are float32: 10 min into a 25 fps video a start rounded up by 3e-5 s was passed
+    over (within 1e-6 s) for the frame before it, at 5 fps 8 frames of 20 off by one; and a last frame's
+    end rounded up counted one frame more."""
+    exact = np.arange(20000) / 25  # (800 s)
+    stamps = exact.astype(np.float32).astype(np.float64)
+    index = decode.video.VideoIndex(
+        stamps, stamps[-1] + 0.04, 25.0, (32, 32), slack=decode.video._float32_slack(stamps)
+    )
+    times = decode.video._times(index, 700.0, 4.0, 5.0)
+    assert decode.video._shown_at(index, times).tolist() == list(range(17500, 17600, 5))
+    short = (np.arange(498) / 30).astype(np.float32).astype(np.float64)  # 30 fps for 16.6 s
+    end = float(np.float32(16.6))
+    assert end > 16.6  # (rounded up: 83.000002 frames at 5 fps)
+    index = decode.video.VideoIndex(short, end, 30.0, (32, 32), slack=decode.video._float32_slack(short))
+    assert len(decode.video._times(index, 0.0, None, 5.0)) == 83
+
+
 def test_video_windows_decode_only_their_frames(media, monkeypatch):
     asked: list[list[int]] = []
     original = decord.VideoReader.get_batch

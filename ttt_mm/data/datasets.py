@@ -102,8 +102,10 @@ def reads_silence(info: MediaInfo, spec: ReadSpec) -> bool:
 
 def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
     """``(start, end)`` seconds of the clip where every requested stream has data."""
+    start = clip.start
     if isinstance(clip.media, Media):
         end, timed = clip.media.duration, spec.modalities
+        start = max(start, getattr(clip.media, "offset", 0.0))  # (`TensorMedia`'s streams begin there)
     else:
         info = _file_info(clip, spec)
         timed = []  # the streams the file has: its end is theirs (silence read for a missing sound has none)
@@ -115,20 +117,20 @@ def clip_span(clip: ClipInfo, spec: ReadSpec) -> tuple[float, float]:
                 raise MediaError(clip.media, f"no {modality} stream (the dataset reads {reads})")
         end = min(getattr(info, f"{modality}_duration") for modality in timed)
     what = " and ".join(timed)
-    if clip.start >= end:
+    if start >= end:
         raise MediaError(  # (this span's trouble, recorded under its own name: the file's other spans stay in)
-            clip.segment, f"the clip starts at {clip.start:.10g} s, at or after the end of its {what} ({end:.3f} s)"
+            clip.segment, f"the clip starts at {start:.10g} s, at or after the end of its {what} ({end:.3f} s)"
         )
     end = end if clip.end is None else min(end, clip.end)
-    if end - clip.start < spec.min_seconds - 1e-9:  # (a clip of exactly one step from 0.3 s: 0.04 s less a hair)
-        seconds = max(0.0, end - clip.start)
+    if end - start < spec.min_seconds - 1e-9:  # (a clip of exactly one step from 0.3 s: 0.04 s less a hair)
+        seconds = max(0.0, end - start)
         least = (
             f"{spec.min_seconds_set_by}={spec.min_seconds:g}"
             if spec.min_seconds_set_by.startswith("data.")
             else f"less than {spec.min_seconds_set_by}, {spec.min_seconds:g} s"
         )
         raise MediaError(clip.segment, f"only {seconds:.6g} s of {what} in the clip ({least})")
-    return clip.start, end
+    return start, end
 
 
 def read_item(clip: ClipInfo, start: float, duration: float, spec: ReadSpec) -> dict:
@@ -339,7 +341,10 @@ def iter_windows(
     Tokenizing the windows and joining the tokens gives the tokens of one pass over the whole span
     when ``window_seconds`` is a multiple of the tokenizer's ``seconds_per_step`` (0.04 s audio,
     0.25 s video and audio-visual at the defaults). A bad file raises `MediaError`. ``info`` is the
-    file's entry in the dataset index (`ClipInfo.info`): with it, the file is not probed again.
+    file's entry in the dataset index (`ClipInfo.info`): with it, the file is not probed again. Without
+    it the file is probed in this process, where a decoder can abort the process on some corrupt files
+    (decord's ``std::bad_alloc``): for files you do not trust, take ``info`` from `index_clips`, which
+    probes in worker processes, or read through ``Embedder.windows``, which does so itself.
     """
     _check_grid(window_seconds, spec)
     clip = ClipInfo(media, start=start, end=end, info=info)

@@ -85,5 +85,7 @@ class TensorMedia:
                 f"{self.name} holds frames {tuple(self.frames.shape[1:])} at {self.fps} fps, not (3, {size}, {size}) "
                 f"at {fps} fps"
             )
-        first = max(0, round((start - self.offset) * fps))
+        first = round((start - self.offset) * fps)
+        if first < 0:  # (frames from its first were given as if from ``start``: a window later gave them again)
+            raise ValueError(f"{self.name}'s frames start at {self.offset:g} s, after {start:g} s")
         return self.frames[first : first + max(0, math.ceil(duration * fps - 1e-6))]

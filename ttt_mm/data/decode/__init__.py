@@ -39,7 +39,7 @@ from ttt_mm.data.decode.errors import MediaError, NotAsProbed, stat_reason
 from ttt_mm.data.decode.probing import MediaInfo, check_audio_covers_video, chosen, probe
 from ttt_mm.data.decode.video import video_timeline
 
-VERSION = 8
+VERSION = 9
 """Bump when what a file decodes to changes (its timeline, channel mix, rotation, which backend reads
 it first): embeddings made by another version are made again (`ttt_mm.embed.files`)."""
 

@@ -182,7 +182,7 @@ def _sf_rows(path: str, lo: int, count: int, info) -> tuple[np.ndarray, int, Exc
     data = np.full((count, info.channels), np.nan, dtype=np.float32)
     lead = min(lo, round(OGG_SEEK_LEAD_S * info.samplerate)) if info.format == "OGG" else 0
     try:
-        with _sound_file(path) as f:
+        with native_stderr_silenced(), _sound_file(path) as f:  # (libmpg123 prints "Note: ..." on damage)
             if (landed := f.seek(lo - lead)) != lo - lead:
                 raise RuntimeError(f"a seek to sample {lo - lead} landed at {landed} (a damaged stream?)")
             if lead:

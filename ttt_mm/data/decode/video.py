@@ -57,6 +57,7 @@ class VideoIndex:
     first_decoded: int | None = None  # pyav: pts of the first frame a decode from the file's start gives
     gaps: float = 0.0  # seconds inside the video that no frame covers (`_gaps`)
     mirrored: bool = False  # pyav: shown mirrored left to right, once turned (`_orientation`)
+    slack: float = 0.0  # seconds by which a frame's times may be off, past 1e-6 (decord's: `_float32_slack`)
 
 
 _video_index: LRUCache[VideoIndex] = LRUCache(max_items=4096)
@@ -155,7 +156,15 @@ def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
         with contextlib.suppress(MediaError):
             measured = video_index(path, "pyav")  # (which measures them between decoding times)
             gaps = gaps if measured.pts is None else measured.gaps  # (its timestamps broken: decord's stand)
-    return VideoIndex(starts, duration, fps, (int(width), int(height)), gaps=gaps)
+    return VideoIndex(starts, duration, fps, (int(width), int(height)), gaps=gaps, slack=_float32_slack(stamps))
+
+
+def _float32_slack(stamps: np.ndarray) -> float:
+    """How far decord's timestamps (float32 seconds) may lie from the times they round: one float32 step
+    at the latest of them (6e-5 s at 10 min). Matched to within 1e-6 s instead, a frame whose start was
+    rounded up was passed over for the one before it (past about 30 s, at rates that land on frame
+    starts: 5 fps from a 25 fps video), and a last frame whose end was rounded up was counted again."""
+    return float(np.spacing(np.float32(np.abs(stamps).max(initial=0.0))))
 
 
 def _orientation(frame) -> tuple[int, bool]:
@@ -599,16 +608,20 @@ def read_frames(
 def _times(index: VideoIndex, start: float, duration: float | None, fps: float) -> np.ndarray:
     """The times of the frames `read_frames` gives: from ``start`` on, every ``1 / fps``, up to the video's end."""
     end = index.duration if duration is None else min(start + duration, index.duration)
-    return start + np.arange(max(0, math.ceil((end - start) * fps - 1e-6))) / fps
+    return start + np.arange(max(0, math.ceil((end - start - index.slack) * fps - 1e-6))) / fps
+
+
+def _shown_at(index: VideoIndex, times: np.ndarray) -> np.ndarray:
+    """The indexed frame on screen at each of ``times``: the last to start by then (or within its slack)."""
+    frame_ids = np.searchsorted(index.starts, times + 1e-6 + index.slack, side="right") - 1
+    return np.clip(frame_ids, 0, len(index.starts) - 1)  # never past the indexed end
 
 
 def _frames_at(path: str, index: VideoIndex, times: np.ndarray, size: int, backend: str) -> Tensor:
     """The frames on screen at ``times`` (`read_frames`): uint8 ``[T, 3, size, size]``."""
     if not len(times):
         return torch.empty(0, 3, size, size, dtype=torch.uint8)
-    frame_ids = np.searchsorted(index.starts, times + 1e-6, side="right") - 1
-    frame_ids = np.clip(frame_ids, 0, len(index.starts) - 1)  # never past the indexed end
-    unique, inverse = np.unique(frame_ids, return_inverse=True)
+    unique, inverse = np.unique(_shown_at(index, times), return_inverse=True)
     if max(index.size) > SLIVER_ASPECT * min(index.size) and min(index.size) < size:
         frames = _sliver_frames(path, index, unique, size, backend)
     else:
