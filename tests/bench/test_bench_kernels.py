@@ -125,6 +125,15 @@ def test_the_rows_timed_follow_the_lengths_given(argv, rows, monkeypatch):
     assert timed == rows
 
 
+def test_the_lact_row_takes_the_layer_benchmarks_shape(monkeypatch):
+    """Its fast-weight heads could not be set: a run of `bench layers --lact-fast-heads 8` had no
+    kernel-benchmark row to compare with."""
+    given = []
+    monkeypatch.setattr(kernels, "_run", lambda args: given.append(args) or 0)
+    assert kernels.main(["--lact-fast-heads", "8", "--lact-chunk", "1024", "--lact-window", "128"]) == 0
+    assert (given[0].lact_fast_heads, given[0].lact_chunk, given[0].lact_window) == (8, 1024, 128)
+
+
 @pytest.mark.parametrize(
     "argv,said",
     [

@@ -26,3 +26,10 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text}")
     return value
+
+
+def add_lact_arguments(p: argparse.ArgumentParser) -> None:
+    """The LaCT layer's shape, the same in every benchmark that times one (as released by default)."""
+    p.add_argument("--lact-chunk", type=positive_int, default=2048, help="LaCT tokens per fast-weight update")
+    p.add_argument("--lact-window", type=positive_int, default=256, help="LaCT attention window (tokens)")
+    p.add_argument("--lact-fast-heads", type=positive_int, default=4, help="LaCT fast-weight heads (4: as released)")

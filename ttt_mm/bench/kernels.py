@@ -13,8 +13,8 @@ short GPU session gets every number it can; the exit status is then 1.
 Then, in one run, for each length: the TTT-Linear and TTT-MLP cores, forward and forward+backward,
 each with ``kernel="triton"`` and ``kernel="torch"`` (the PyTorch core only up to ``--torch-max``
 tokens: it is slow), and the full TTT-Linear layer (projections included) against a causal SDPA
-attention layer and a LaCT layer (PyTorch ops, no fused kernels; chunk and window as in ``bench
-layers``) of the same width. Printed: tokens/s, peak memory above the inputs,
+attention layer and a LaCT layer (PyTorch ops, no fused kernels; chunk, window and fast-weight heads
+as in ``bench layers``) of the same width. Printed: tokens/s, peak memory above the inputs,
 and the fraction of the card's dense TF32 peak FLOP/s (the kernels' products run in TF32) that the
 core's matrix products represent
 (TTT-Linear ``2 F (3 F + 2 K)`` FLOPs per token and head forward, about 2.5x that backward;
@@ -37,7 +37,7 @@ from ..layers import AttentionLayer, LaCTLayer, TTTLayer
 from ..messages import first_line
 from ..ops import ttt_linear, ttt_mlp
 from ..ops.ttt import fused
-from .arguments import length_or_zero, positive_int
+from .arguments import add_lact_arguments, length_or_zero, positive_int
 
 # Dense TF32 tensor-core peak FLOP/s (no sparsity; half the bf16 peak) from the vendors' data sheets,
 # by device-name substring: the kernels multiply 16-bit inputs (what this benchmark times) in TF32
@@ -204,8 +204,7 @@ def main(argv: list[str]) -> int:
         help="longest T for the (slow) PyTorch core (0: leave it out)",
     )
     p.add_argument("--repeats", type=positive_int, default=3)
-    p.add_argument("--lact-chunk", type=positive_int, default=2048, help="LaCT tokens per fast-weight update")
-    p.add_argument("--lact-window", type=positive_int, default=256, help="LaCT attention window (tokens)")
+    add_lact_arguments(p)
     p.add_argument(
         "--quick",
         action="store_true",
@@ -286,7 +285,10 @@ def _run(args) -> int:
         for what, layer in (
             (f"TTT-Linear layer fwd ({layer_core(F, K, device)})", TTTLayer(dim, H, inner="linear", mini_batch_size=K)),
             ("attention layer fwd", AttentionLayer(dim, H)),
-            ("LaCT layer fwd", LaCTLayer(dim, H, chunk_size=args.lact_chunk, window=args.lact_window)),
+            (
+                "LaCT layer fwd",
+                LaCTLayer(dim, H, chunk_size=args.lact_chunk, window=args.lact_window, fast_heads=args.lact_fast_heads),
+            ),
         ):
             layer = layer.to(device)
             x = torch.randn(B, T, dim, device=device)

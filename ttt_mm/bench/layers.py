@@ -39,7 +39,7 @@ import time
 import torch
 
 from ..layers import AttentionLayer, LaCTLayer, TTTLayer
-from .arguments import positive_int
+from .arguments import add_lact_arguments, positive_int
 from .memory import reset_peak, resident_mib
 
 LAYERS = ("ttt_linear", "ttt_mlp", "attention", "lact")
@@ -161,9 +161,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dim", type=positive_int, default=512)
     p.add_argument("--heads", type=positive_int, default=8)
     p.add_argument("--mini-batch", type=positive_int, default=16)
-    p.add_argument("--lact-chunk", type=positive_int, default=2048, help="LaCT tokens per fast-weight update")
-    p.add_argument("--lact-window", type=positive_int, default=256, help="LaCT attention window (tokens)")
-    p.add_argument("--lact-fast-heads", type=positive_int, default=4, help="LaCT fast-weight heads (4: as released)")
+    add_lact_arguments(p)
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
