@@ -253,6 +253,8 @@ def test_gradients_that_are_not_finite_end_the_run_though_the_loss_is():
     next(m.parameters()).grad.zero_()
     m._unstepped = torch.tensor([3.0, 6.0, 7.0, 7.0, 0.0])
     m.on_before_optimizer_step(torch.optim.AdamW(m.parameters()))  # (finite: it steps)
+    half = [torch.full((100,), 1e4, dtype=torch.float16)]  # (finite, though their norm overflows float16)
+    assert m._gradients_not_finite([SimpleNamespace(grad=g) for g in half]).item() == 0.0
     m._trainer.precision_plugin = SimpleNamespace(scaler=object())  # float16's loss scaling skips such steps
     next(m.parameters()).grad[0] = math.nan
     m._unstepped = torch.tensor([3.0, 6.0, 7.0, 7.0, 0.0])

@@ -257,13 +257,13 @@ class SequenceModel(L.LightningModule):
 
     def _gradients_not_finite(self, params: list[Tensor]) -> Tensor:
         """``[1.0]`` where a gradient holds an inf or a NaN, else ``[0.0]`` (not synchronised: one read of
-        the gradients, as clipping makes). Under float16's loss scaling such a step is expected: the scaler
-        skips it and scales down, so it is not counted."""
+        the gradients, as clipping makes; each tensor on its own, as a norm of finite float16 gradients
+        can overflow). Under float16's loss scaling such a step is expected: the scaler skips it and
+        scales down, so it is not counted."""
         grads = [p.grad for p in params if p.grad is not None]
         if not grads or getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is not None:
             return torch.zeros(1)
-        norm = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False)
-        return (~torch.isfinite(norm)).double()[None]
+        return (~torch.stack([torch.isfinite(g).all() for g in grads]).all()).double()[None]
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Once per optimizer step, on the sums of its batches over every rank (one collective):

@@ -98,15 +98,17 @@ def test_decords_float32_frame_times_still_land_on_their_frames():
     exact = np.arange(20000) / 25  # (800 s)
     stamps = exact.astype(np.float32).astype(np.float64)
     index = decode.video.VideoIndex(
-        stamps, stamps[-1] + 0.04, 25.0, (32, 32), slack=decode.video._float32_slack(stamps)
+        stamps, stamps[-1] + 0.04, 25.0, (32, 32), slack=decode.video._float32_slack(stamps, stamps[-1] + 0.04)
     )
     times = decode.video._times(index, 700.0, 4.0, 5.0)
     assert decode.video._shown_at(index, times).tolist() == list(range(17500, 17600, 5))
     short = (np.arange(498) / 30).astype(np.float32).astype(np.float64)  # 30 fps for 16.6 s
     end = float(np.float32(16.6))
     assert end > 16.6  # (rounded up: 83.000002 frames at 5 fps)
-    index = decode.video.VideoIndex(short, end, 30.0, (32, 32), slack=decode.video._float32_slack(short))
+    index = decode.video.VideoIndex(short, end, 30.0, (32, 32), slack=decode.video._float32_slack(short, end))
     assert len(decode.video._times(index, 0.0, None, 5.0)) == 83
+    # a window's sliver at that end still reads the last frame: none made the window, and the file, fail
+    assert decode.video._times(index, 16.6, 0.5, 5.0).tolist() == [16.6]
 
 
 def test_video_windows_decode_only_their_frames(media, monkeypatch):

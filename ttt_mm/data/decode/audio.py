@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import NamedTuple
 
@@ -182,7 +182,8 @@ def _sf_rows(path: str, lo: int, count: int, info) -> tuple[np.ndarray, int, Exc
     data = np.full((count, info.channels), np.nan, dtype=np.float32)
     lead = min(lo, round(OGG_SEEK_LEAD_S * info.samplerate)) if info.format == "OGG" else 0
     try:
-        with native_stderr_silenced(), _sound_file(path) as f:  # (libmpg123 prints "Note: ..." on damage)
+        quiet = native_stderr_silenced() if info.format == "MP3" else nullcontext()
+        with quiet, _sound_file(path) as f:  # (libmpg123 prints "Note: ..." on damage)
             if (landed := f.seek(lo - lead)) != lo - lead:
                 raise RuntimeError(f"a seek to sample {lo - lead} landed at {landed} (a damaged stream?)")
             if lead:

@@ -156,15 +156,18 @@ def _decord_index(path: str, st: os.stat_result) -> VideoIndex:
         with contextlib.suppress(MediaError):
             measured = video_index(path, "pyav")  # (which measures them between decoding times)
             gaps = gaps if measured.pts is None else measured.gaps  # (its timestamps broken: decord's stand)
-    return VideoIndex(starts, duration, fps, (int(width), int(height)), gaps=gaps, slack=_float32_slack(stamps))
+    return VideoIndex(
+        starts, duration, fps, (int(width), int(height)), gaps=gaps, slack=_float32_slack(starts, duration)
+    )
 
 
-def _float32_slack(stamps: np.ndarray) -> float:
+def _float32_slack(starts: np.ndarray, end: float) -> float:
     """How far decord's timestamps (float32 seconds) may lie from the times they round: one float32 step
-    at the latest of them (6e-5 s at 10 min). Matched to within 1e-6 s instead, a frame whose start was
+    at the latest of the frames' starts and their end (6e-5 s at 10 min; not at a stop time decord
+    makes up, as for AVI frames: 3e10 s). Matched to within 1e-6 s instead, a frame whose start was
     rounded up was passed over for the one before it (past about 30 s, at rates that land on frame
     starts: 5 fps from a 25 fps video), and a last frame whose end was rounded up was counted again."""
-    return float(np.spacing(np.float32(np.abs(stamps).max(initial=0.0))))
+    return float(np.spacing(np.float32(max(abs(end), np.abs(starts).max(initial=0.0)))))
 
 
 def _orientation(frame) -> tuple[int, bool]:
@@ -606,9 +609,14 @@ def read_frames(
 
 
 def _times(index: VideoIndex, start: float, duration: float | None, fps: float) -> np.ndarray:
-    """The times of the frames `read_frames` gives: from ``start`` on, every ``1 / fps``, up to the video's end."""
+    """The times of the frames `read_frames` gives: from ``start`` on, every ``1 / fps``, up to the video's end
+    (a time within the index's slack of it is past it, but for a window's only one: a sliver of a window
+    at an end rounded up reads the last frame, as a window reaching into a frame does)."""
     end = index.duration if duration is None else min(start + duration, index.duration)
-    return start + np.arange(max(0, math.ceil((end - start - index.slack) * fps - 1e-6))) / fps
+    n = max(0, math.ceil((end - start) * fps - 1e-6))
+    if n > 1 and start + (n - 1) / fps > end - index.slack:
+        n -= 1
+    return start + np.arange(n) / fps
 
 
 def _shown_at(index: VideoIndex, times: np.ndarray) -> np.ndarray:
