@@ -94,6 +94,10 @@ class SkipList:
         """Whether a clip (a `ClipInfo`) is listed: its file, or this span of it (`ClipInfo.segment`)."""
         return clip.name in self or clip.segment in self
 
+    def reason(self, clip, default: str = "") -> str:
+        """Why a listed clip (`holds`) is: this span's own reason, else its file's; ``default`` where neither."""
+        return self.reasons.get(clip.segment) or self.reasons.get(clip.name, default)
+
     def holds_all(self, clips: Sequence) -> bool:
         """Whether every clip is listed (`holds`), so none is left to read whole; True for none."""
         return all(self.holds(c) for c in clips)
@@ -268,6 +272,6 @@ def missing_stream_hint(reasons: list[str], modalities: tuple[str, ...], chosen_
 
 def unusable_message(clips: Sequence, skips: SkipList) -> str:
     """The error when no clip is left: how many there were and why each kind failed."""
-    reasons = [skips.reasons.get(c.segment) or skips.reasons.get(c.name, "unknown") for c in clips]
+    reasons = [skips.reason(c, "unknown") for c in clips]
     where = f" (each listed with its reason in {skips.path})" if skips.path else ""
     return f"none of the {len(clips)} clips can be read: {count_reasons(reasons)}{where}"

@@ -106,7 +106,7 @@ def evaluate(
         if skips.holds(clip):
             if clip.name not in listed:  # (a file's every span after it failed: said once)
                 listed.add(clip.name)
-                reason = skips.reasons.get(clip.segment) or skips.reasons.get(clip.name, "")
+                reason = skips.reason(clip)
                 skipped.append({"path": clip.name, "reason": "in the skip list: " + reason})
             continue
         # the first clips that have figures of each kind, looked for among `UNPLOTTED_AT_MOST` more (each
