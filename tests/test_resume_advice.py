@@ -65,6 +65,8 @@ def test_the_resume_command_repeats_the_runs_overrides():
     assert resume_command("/run/last.ckpt", [], "/repo/ttt_mm/tasks/train.py") == (
         "python -m ttt_mm.tasks.train ckpt_path=/run/last.ckpt"
     )
+    in_a_clone = resume_command("/run/last.ckpt", [], "/my code/ttt_mm/train.py")  # (a clone named as the package)
+    assert in_a_clone == "python '/my code/ttt_mm/train.py' ckpt_path=/run/last.ckpt"
     said = resume_command("/s, 1/0/last.ckpt", ["seed=1"], "train.py", ("/s, 1", "0"))  # a sweep's job
     assert said == (
         "python train.py -m seed=1 \"hydra.sweep.dir='/s, 1'\" hydra.sweep.subdir=0 \"ckpt_path='/s, 1/0/last.ckpt'\""

@@ -155,9 +155,10 @@ def resume_command(
     its results join the sweep's ``results.csv`` from whichever folder it is run in. ``last`` None: the
     command that runs it again from its start."""
     kept = [o for o in overrides if override_key(o) != "ckpt_path"]
-    path = Path(script)
+    path = Path(script)  # (the module run with -m is ttt_mm/tasks/train.py; a clone may sit in a folder named ttt_mm)
+    module = path.parts[-3:] == ("ttt_mm", "tasks", "train.py")
     command = (
-        f"python {script}" if path.name == "train.py" and "ttt_mm" not in path.parts else "python -m ttt_mm.tasks.train"
+        f"python {shlex.quote(script)}" if path.name == "train.py" and not module else "python -m ttt_mm.tasks.train"
     )
     said = [*flags, *map(shlex.quote, kept)]
     if sweep_job is not None:
