@@ -155,6 +155,7 @@ def test_bf16_mixed_training_step_runs_and_gives_float32_gradients(mixer, varian
         ({"depth": 2.0}, "^depth must be a whole number; got 2.0$"),  # (range() refused it, later)
         ({"mlp_ratio": "4"}, "^mlp_ratio must be a number; got '4'$"),
         ({"mlp_ratio": -1.0}, "^mlp_ratio must be positive; got -1.0$"),  # (a negative tensor size, later)
+        ({"mlp_ratio": float("inf")}, "^mlp_ratio must be finite; got inf$"),
         ({"mlp_ratio": 0.01}, r"^mlp_ratio \(0.01\) leaves the MLP no hidden unit at dim 32$"),  # (trained without one)
     ],
 )

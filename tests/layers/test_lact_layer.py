@@ -326,6 +326,7 @@ def test_the_fast_weight_initial_values_and_qk_affine_are_exempt_from_weight_dec
         ({"chunk_size": 0}, "^chunk_size must be positive; got 0$"),
         ({"window": 0}, "^window must be positive; got 0$"),
         ({"base_lr": 0.0}, "^base_lr must be positive; got 0.0$"),
+        ({"base_lr": float("inf")}, "^base_lr must be finite; got inf$"),  # (every output NaN)
         ({"fast_heads": 0}, "fast_heads must be positive"),
     ],
 )

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ttt_mm.backbone import state_tensors
 from ttt_mm.layers import AttentionLayer, LaCTLayer, TTTLayer
+from ttt_mm.layers.conv import CausalDepthwiseConv
 from ttt_mm.ops.rope import apply_rope, rope_rotation
 from ttt_mm.ops.ttt.naive import linear_model, mlp_model, ttt_naive
 
@@ -341,3 +342,9 @@ def test_the_ops_kept_out_of_compilation_stay_under_the_recompile_limit_together
                     compiled(x)
     finally:
         torch._dynamo.reset()
+
+
+def test_a_convolution_without_taps_is_refused():
+    """A kernel of 0 carried a cache of -1 steps: its shape failed far from its cause."""
+    with pytest.raises(ValueError, match="^kernel_size must be positive; got 0$"):
+        CausalDepthwiseConv(8, 0)

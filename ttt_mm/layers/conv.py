@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ttt_mm.messages.arguments import check_count
+
 
 class CausalDepthwiseConv(nn.Module):
     """``y_t = sum_i w_{k-1-i} * x_{t-i} (+ bias)`` per channel, on ``[B, T, C]`` inputs (``k`` the kernel
@@ -17,6 +19,7 @@ class CausalDepthwiseConv(nn.Module):
 
     def __init__(self, dim: int, kernel_size: int = 4, bias: bool = True):
         super().__init__()
+        check_count(kernel_size=kernel_size)
         self.kernel_size = kernel_size
         self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, bias=bias)
 

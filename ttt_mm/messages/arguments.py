@@ -3,17 +3,20 @@ config error can name the key it came from (`ttt_mm.tasks.config_errors.config_e
 
 from __future__ import annotations
 
+import math
 import numbers
 
 
 def check_positive(**arguments: float) -> None:
-    """Rates and scales must be numbers above zero: zero divides by zero or makes nothing, a negative
+    """Rates and scales must be finite numbers above zero: zero divides by zero or makes nothing, a negative
     one fails far from its cause, and a string (``"2"``, a quoted override) fails in a comparison."""
     for name, value in arguments.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(f"{name} must be a number; got {value!r}")
         if not value > 0:
             raise ValueError(f"{name} must be positive; got {value}")
+        if not math.isfinite(value):  # (an infinite rate or size turns every output into NaN)
+            raise ValueError(f"{name} must be finite; got {value}")
 
 
 def check_count(**arguments: int) -> None:
