@@ -20,6 +20,7 @@ from ttt_mm.tasks import config_types
 from ttt_mm.tasks import embed as embed_task
 from ttt_mm.tasks import linear_probe as linear_probe_task
 from ttt_mm.tasks import train as train_task
+from ttt_mm.tasks.command_keys import results_folder, sweep_job_folder
 from ttt_mm.tasks.common import ConfigError
 from ttt_mm.tasks.config_types import _fits, check_arguments, check_command_keys, check_config
 
@@ -450,3 +451,17 @@ def test_a_variable_of_a_users_config_file_that_a_value_reads_is_left_alone(as_r
         check_command_keys(as_run("train", [f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine"]), "train")
         check_command_keys(as_run("evaluate", ["ckpt=a.ckpt"]), "evaluate")
     assert caplog.messages == []
+
+
+def test_a_sweep_jobs_results_go_to_the_folder_hydra_gives_the_job(tmp_path):
+    """A job run again alone into its sweep (``-m ... hydra.sweep.subdir=3``, as the sweep's report says)
+    is Hydra's job 0: its results went to ``output/0``, over job 0's."""
+    sweep = ["ckpt=a.ckpt", "hydra.mode=MULTIRUN", "hydra.job.num=0", f"hydra.sweep.dir={tmp_path}"]
+    try:
+        for subdir, folder in ((["hydra.sweep.subdir=3"], "3"), ([], "0")):  # (Hydra's default: the job's number)
+            with initialize_config_dir(str(CONF), version_base="1.3"):
+                HydraConfig.instance().set_config(compose("evaluate", [*sweep, *subdir], return_hydra_config=True))
+            assert sweep_job_folder(tmp_path / "out") == tmp_path / "out" / folder
+            assert results_folder(str(tmp_path / "out")) == tmp_path / "out" / folder
+    finally:
+        HydraConfig.instance().cfg = None

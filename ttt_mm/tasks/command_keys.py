@@ -88,10 +88,11 @@ def output_folder(path: str | Path) -> Path:
 
 
 def sweep_job_folder(output: str | Path) -> Path:
-    """``output``, or in a sweep (``-m``) ``output/<job number>`` (numbered as Hydra's sweep folders
-    are): a sweep's jobs run one after another in one process and would otherwise each overwrite
-    the results of the one before."""
-    return Path(output) / str(HydraConfig.get().job.num) if in_a_sweep() else Path(output)
+    """``output``, or in a sweep (``-m``) ``output/<job's folder>``, named as Hydra names the job's own
+    (``hydra.sweep.subdir``: its number, also where a job is run again alone into its sweep, which
+    Hydra numbers 0): a sweep's jobs run one after another in one process and would otherwise each
+    overwrite the results of the one before."""
+    return Path(output) / str(HydraConfig.get().sweep.subdir) if in_a_sweep() else Path(output)
 
 
 def results_folder(output: str | None) -> Path:
