@@ -465,3 +465,25 @@ def test_a_sweep_jobs_results_go_to_the_folder_hydra_gives_the_job(tmp_path):
             assert results_folder(str(tmp_path / "out")) == tmp_path / "out" / folder
     finally:
         HydraConfig.instance().cfg = None
+
+
+def test_an_output_given_as_a_number_is_refused_where_the_command_reads_it():
+    """embed reads ``output`` itself (no run folder is made from it): ``Path(2024)`` raised a TypeError."""
+    with pytest.raises(ConfigError, match=r"^output must be a path; got 2024 \(a folder or file named as a number"):
+        sweep_job_folder(2024)
+
+
+@pytest.mark.parametrize(("command", "given"), [("train", ["~seed"]), ("evaluate", ["ckpt=a", "~rollout_steps"])])
+def test_a_commands_own_key_removed_is_a_config_error(as_run, command, given):
+    """``~seed``: the command read the key it no longer had, with a traceback and status 1."""
+    removed = given[-1][1:]
+    with pytest.raises(ConfigError, match=f"^~{removed}: {removed} is one of this command's own keys"):
+        check_command_keys(as_run(command, given), command)
+
+
+def test_an_empty_list_of_checkpoints_to_evaluate_says_one_is_required():
+    """``ckpt=[]`` went on to read the data of no checkpoint: "data.modalities must be a list"."""
+    from ttt_mm.tasks.evaluate import run
+
+    with pytest.raises(ConfigError, match="^ckpt is required"):
+        run(composed("evaluate", ["ckpt=[]"]))

@@ -16,6 +16,7 @@ from omegaconf import ListConfig
 from ttt_mm.data.sources import MEDIA_EXTENSIONS
 from ttt_mm.messages import why_no_folder
 from ttt_mm.tasks.common import ConfigError, in_a_sweep
+from ttt_mm.tasks.run_folders import path_given
 
 
 def names_of(value) -> list[str] | None:
@@ -92,7 +93,8 @@ def sweep_job_folder(output: str | Path) -> Path:
     (``hydra.sweep.subdir``: its number, also where a job is run again alone into its sweep, which
     Hydra numbers 0): a sweep's jobs run one after another in one process and would otherwise each
     overwrite the results of the one before."""
-    return Path(output) / str(HydraConfig.get().sweep.subdir) if in_a_sweep() else Path(output)
+    folder = Path(path_given(output, "output"))
+    return folder / str(HydraConfig.get().sweep.subdir) if in_a_sweep() else folder
 
 
 def results_folder(output: str | None) -> Path:

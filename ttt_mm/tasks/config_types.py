@@ -146,6 +146,9 @@ def check_command_keys(cfg: DictConfig, command: str, kinds: dict[str, Any] | No
         if command != "train":  # (evaluate's tokenizer group is a placeholder: each checkpoint's own is used)
             own.discard("tokenizer")
         check_added_keys(cfg, own, known, overrides)
+        removed = [override_key(o) for o in overrides if o.startswith("~") and override_key(o) in shipped]
+        if (key := next((k for k in removed if k not in cfg and k not in ("defaults", "hydra")), None)) is not None:
+            raise ConfigError(f"~{key}: {key} is one of this command's own keys, which it reads: set it instead")
     for key, default in shipped.items():
         if key in ("defaults", "hydra") or key not in cfg or _unresolved(cfg, key):
             continue

@@ -223,7 +223,7 @@ def run(cfg: DictConfig) -> dict:
     """Evaluate the checkpoints in ``cfg.ckpt`` on the clips of ``cfg.data``; returns the metrics
     per model, the output paths and the skipped files."""
     check_command_keys(cfg, "evaluate")  # (the data keys once the checkpoints fill in their decoding)
-    if cfg.get("ckpt") in (None, ""):  # (``???``, unset, reads as None)
+    if cfg.get("ckpt") in (None, "") or cfg.ckpt == []:  # (``???``, unset, reads as None)
         raise ConfigError("ckpt is required: ckpt=<path> or ckpt=[a.ckpt,b.ckpt]")
     ckpts = [str(c) for c in cfg.ckpt] if isinstance(cfg.ckpt, (list, ListConfig)) else [str(cfg.ckpt)]
     names = names_of(cfg.get("names"))

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data.sources import SyntheticSource
+from ttt_mm.tasks.config_errors import ConfigError
 from ttt_mm.tasks.job_logs import log_files
 from ttt_mm.tasks.overrides import as_typed, given_keys, override_key
 
@@ -80,8 +81,19 @@ def training_run_folder(folder: Path) -> bool:
     return _recorded(record, "trainer") is not None
 
 
-class FolderRefused(ValueError):
-    """A folder a command must not write to (`results_dir`), said as the command's error."""
+class FolderRefused(ConfigError):
+    """A folder a command must not write to (`results_dir`), or a path key given no path
+    (`path_given`), said as the command's error (before Hydra makes a folder from it)."""
+
+
+def path_given(value, key: str) -> str | None:
+    """A path key's value (``output``, ``ckpt_path``): None, or a path. A number or a list is refused:
+    Hydra reads ``output=2024`` as a number, which the path code failed on with a traceback."""
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return None if value is None else os.fspath(value)
+    shown = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+    hint = f" (a folder or file named as a number: {key}=./{value})" if isinstance(value, (int, float)) else ""
+    raise FolderRefused(f"{key} must be a path; got {shown!r}{hint}")
 
 
 def results_dir(output: str | None, default: str) -> str:
@@ -89,7 +101,7 @@ def results_dir(output: str | None, default: str) -> str:
     ``output`` (evaluate, linear_probe): ``output``, or ``default`` where it is null. A training run's
     folder is refused before Hydra writes there: its record of the command would replace the run's, which
     a resume and evaluate read (and evaluate's skip list the run's)."""
-    if output is None:
+    if path_given(output, "output") is None:
         return default
     if training_run_folder(Path(output)):
         raise FolderRefused(
@@ -153,7 +165,7 @@ def _recorded(record, key: str):
 
 def run_dir_of(ckpt_path: str | None, default: str) -> str:
     """Resuming from ``<run>/checkpoints/<name>.ckpt`` continues in ``<run>``; otherwise ``default``."""
-    run = run_of_checkpoint(ckpt_path)
+    run = run_of_checkpoint(path_given(ckpt_path, "ckpt_path"))
     return default if run is None else str(run)
 
 
@@ -162,7 +174,7 @@ def config_subdir_of(ckpt_path: str | None, stamp: str, output_dir: str, train: 
     ``.hydra/resumed-<stamp>`` for a resume in the checkpoint's run (``tested-<stamp>`` for a test-only
     run of its checkpoint; a sweep's job resumed into its folder too), so that neither a resume nor a
     failed attempt overwrites the record of how the run was trained."""
-    run = run_of_checkpoint(ckpt_path)
+    run = run_of_checkpoint(path_given(ckpt_path, "ckpt_path"))
     in_place = run is not None and os.path.realpath(output_dir) == os.path.realpath(run)
     return f".hydra/{'resumed' if train else 'tested'}-{stamp}" if in_place else ".hydra"
 
