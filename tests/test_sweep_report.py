@@ -521,6 +521,23 @@ def test_an_old_sweeps_job_run_alone_after_another_sweep_is_not_put_in_its_table
     assert a.another_sweeps_folder() and a.whole_sweep() is None
 
 
+def test_a_sweep_that_names_its_job_folders_is_a_sweep_its_jobs_run_again_join(tmp_path):
+    """A sweep started with ``hydra.sweep.subdir='${hydra.job.num}_${seed}'`` (as `refuse_a_folder_per_job`
+    advises) was taken for a job run again alone: a job of it run again did not join its table."""
+    named = {"task": ["seed=range(3)"], "hydra": ["hydra.sweep.subdir=${hydra.job.num}_${seed}"]}
+    OmegaConf.save(
+        OmegaConf.create({"hydra": {"overrides": named, "sweeper": {"params": None}}}), tmp_path / "multirun-0.yaml"
+    )
+    alone = {"task": ["seed=2"], "hydra": ["hydra.sweep.subdir=2"]}  # (that job, run again as its report says)
+    OmegaConf.save(
+        OmegaConf.create({"hydra": {"overrides": alone, "sweeper": {"params": None}}}), tmp_path / "multirun-1.yaml"
+    )
+    again = _sweep(1, folder=tmp_path, overrides=("seed=1",))
+    _ended(again, 1, "seed=1", None, {"metrics": {"val/loss": 0.5}})
+    assert again.whole_sweep() == [["seed=0"], ["seed=1"], ["seed=2"]] and not again.another_sweeps_folder()
+    assert again.still_missing()[0].startswith("sweep: 2 jobs (#0, #2) of 3 still without a result in results.csv")
+
+
 def _report_one_job(folder, num: int, barrier) -> None:
     """A rerun of job ``num`` into ``folder``, reporting when the other rerun does."""
     report = _sweep(2, folder=folder)

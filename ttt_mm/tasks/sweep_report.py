@@ -305,15 +305,15 @@ class SweepReport(Callback):
         """The jobs of each earlier sweep started into this folder, oldest first, from the records of
         their commands that `keep_earlier_record` kept; None for one whose jobs are not known here (a
         sweeper's ``params``, a record that cannot be read). A job run again alone into its sweep (its
-        record sets ``hydra.sweep.subdir``) started no sweep of its own: left out. Read once, when the
-        report first asks (the records are set aside as the sweep starts)."""
+        record sets ``hydra.sweep.subdir`` to one folder's name) started no sweep of its own: left out.
+        Read once, when the report first asks (the records are set aside as the sweep starts)."""
         sweeps = []
         for record in sorted(self.folder.glob("multirun-*.yaml")) if self.folder is not None else ():
             try:
                 config = OmegaConf.load(record)
                 hydras = as_typed(OmegaConf.select(config, "hydra.overrides.hydra", default=None))
-                if any(override_key(o) == "hydra.sweep.subdir" for o in hydras):
-                    continue
+                if any(override_key(o) == "hydra.sweep.subdir" and "${" not in o for o in hydras):
+                    continue  # (a folder of its own for each job, ``${hydra.job.num}_...``: a sweep's)
                 jobs = None if config.hydra.sweeper.get("params") else sweep_jobs(as_typed(config.hydra.overrides.task))
             except Exception:  # (one that cannot be read: its jobs are not known)
                 jobs = None
