@@ -528,7 +528,7 @@ def test_an_audio_visual_sidecar_says_where_silence_stood_in_for_the_sound(ckpts
 
 
 def test_files_without_the_stream_the_model_reads_are_left_out_and_listed_not_failed(
-    ckpts, tmp_path, monkeypatch, capsys
+    ckpts, tmp_path, monkeypatch, capsys, caplog
 ):
     """A video model given a folder of mixed media called each sound file failed, twice over, and
     exited 1: a good file of another kind is no failure. Nothing embedded at all still is."""
@@ -538,7 +538,15 @@ def test_files_without_the_stream_the_model_reads_are_left_out_and_listed_not_fa
     write_wav(root / "song.wav", tone(1.3, 16000), 16000)
     (root / "empty.wav").write_bytes(b"")
     args = {"ckpt": ckpts["video"], "input": root, "output": tmp_path / "out", "window_seconds": 0.5}
-    summary = task.run(_cfg(**args))
+    heard = task.run(
+        _cfg(**args | {"ckpt": ckpts["audio"], "window_seconds": 0.48})
+    )  # (an audio model's outputs, in the same folder)
+    assert [Path(p).name for p in heard.written] == ["song.wav"]
+    with caplog.at_level(logging.WARNING, logger="ttt_mm"):
+        summary = task.run(_cfg(**args))
+    # its output goes (another model's), said once for all such files: they read fine, unlike a failed one
+    assert "removed the earlier outputs of 1 input(s) that lack a stream this model reads" in caplog.text
+    assert "which cannot be read now" not in caplog.text and not list((tmp_path / "out").glob("song*"))
     assert [Path(p).name for p in summary.written] == ["clip.mp4"]
     assert summary.lacking == [(str(root / "song.wav"), "no video stream (the model reads video)")]
     assert summary.failed == [(str(root / "empty.wav"), "empty file (0 bytes)")]

@@ -298,17 +298,27 @@ def run(cfg: DictConfig) -> Summary:
             "nothing was written (the inputs were being listed and probed)", before_it_began=True
         ) from None
     modalities = embedder.read_spec().modalities
+    unread = 0  # earlier outputs of files of another kind, removed: another model's, of a stream this one lacks
     for clip in clips:  # each span of a file left out whole is an output not made
         if not (reason := selection.reason_of(clip)):
             continue
-        if not single and reason_kind(reason) in {f"no {stream} stream" for stream in modalities}:
+        lacking = not single and reason_kind(reason) in {f"no {stream} stream" for stream in modalities}
+        if lacking:
             summary.lacking.append((clip.segment, reason))  # (a good file of another kind: said once, below)
         else:
             summary.failed.append((clip.segment, reason))
             if not single:
                 log.warning("failed: %s: %s", one_line(clip.segment), reason)
         if remove_outputs(output_stem(clip, output)):  # an earlier output describes what the file was
-            log.warning("removed the earlier output of %s, which cannot be read now", one_line(clip.segment))
+            if lacking:
+                unread += 1
+            else:
+                log.warning("removed the earlier output of %s, which cannot be read now", one_line(clip.segment))
+    if unread:
+        log.warning(
+            "removed the earlier outputs of %d input(s) that lack a stream this model reads: another model made them",
+            unread,
+        )
     if summary.lacking:
         log.warning(
             "left out %d of %d inputs, which lack a stream the model reads (%s): listed at the end; "
