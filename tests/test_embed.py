@@ -171,6 +171,20 @@ def test_a_stream_takes_its_windows_once_in_order_and_none_after_it_finished(ckp
     assert stream.clock.steps == [(0, 30)]
 
 
+def test_a_stream_refuses_a_window_whose_rows_are_not_equally_long(ckpts, files):
+    """Rows share one clock: a step padded in one row was dropped from every row, and the longer
+    input's rows went missing from its embedding and its pooled vector unsaid."""
+    embedder = Embedder.from_checkpoint(ckpts["audio"], window_seconds=0.4, device="cpu")
+    (window,) = embedder.windows(files["audio"], 0.0, 0.4)
+    both = {k: torch.cat([v, v]) if torch.is_tensor(v) and v.ndim else v for k, v in window.items()}
+    alone = embedder.stream().push(window)
+    torch.testing.assert_close(embedder.stream().push(both), torch.cat([alone, alone]))  # (equally long: as alone)
+    both["audio_mask"][1, 3200:] = False  # the second input ends halfway: padding after it
+    both["audio_lengths"][1] = 3200
+    with pytest.raises(ValueError, match="^the 2 rows of this window are not equally long"):
+        embedder.stream().push(both)
+
+
 def test_timestamps_match_the_media(ckpts, files):
     audio = Embedder.from_checkpoint(ckpts["audio"], device="cpu").embed_file(files["audio"])
     duration = decode.probe(files["audio"]).audio_duration  # 2.5 s

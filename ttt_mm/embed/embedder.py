@@ -279,7 +279,8 @@ class Embedder:
 
 
 class Stream:
-    """One input being embedded: `push` its window batches in order, then `finish`.
+    """One input being embedded: `push` its window batches in order, then `finish`. A batch of several
+    rows holds equally long inputs (one clock for all: a window whose rows end apart is refused).
 
     Each call returns the rows that became final, ``[B, n, D]`` float32 on the CPU (n may be 0);
     `clock` and `pooled` describe everything returned so far.
@@ -344,7 +345,13 @@ class Stream:
         B, N, D = h.shape
         self._end_step = round(first) + N // k
         self.batch_size = B
-        keep = tokens.mask.reshape(B, N // k, k).all(-1).all(0)  # [S] steps whose tokens are all real
+        real = tokens.mask.reshape(B, N // k, k).all(-1)  # [B, S] steps whose tokens are all real
+        if (real != real[:1]).any():  # (one clock for all rows: a longer row's steps would be dropped unsaid)
+            raise ValueError(
+                f"the {B} rows of this window are not equally long (padding in some rows where others have "
+                "sound or frames): a stream's rows share one clock; stream inputs of other lengths apart"
+            )
+        keep = real.all(0)  # [S] (the same in every row)
         steps = round(first) + keep.nonzero().squeeze(1).cpu()
         rows = h.reshape(B, N // k, k, D)[:, keep].reshape(B, -1, D).float().cpu()
         self.num_tokens += rows.shape[1]
