@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -206,6 +207,26 @@ def test_the_library_is_built_once_into_the_cache_without_leftovers(monkeypatch,
         build.library.cache_clear()
         assert build.library() is not None and built[0].stat().st_ino == inode  # reused, not rebuilt
         assert built[0].stat().st_mtime > time.time() - 3600
+    finally:
+        build.library.cache_clear()
+
+
+@needs_cc
+def test_a_cache_that_cannot_be_written_builds_for_the_process_alone(monkeypatch, tmp_path, caplog):
+    """The kernels were turned off (the OpenMP build and the plain one both failed to make the folder),
+    with a log line blaming OpenMP."""
+    (tmp_path / "a file").write_text("")
+    monkeypatch.setenv("TTT_MM_CACHE", str(tmp_path / "a file" / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    build.library.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger=build.__name__):
+            assert build.library() is not None
+        assert not any("without OpenMP" in r.message or "unavailable" in r.message for r in caplog.records)
+        assert any("cannot be written" in r.message for r in caplog.records)
+        (private,) = (tmp_path / "tmp").iterdir()  # (removed at exit)
+        assert [p.suffix for p in private.iterdir()] == [".so"]
     finally:
         build.library.cache_clear()
 

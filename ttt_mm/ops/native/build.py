@@ -11,6 +11,7 @@ logged once and the callers keep their PyTorch ops; ``TTT_MM_NATIVE=0`` turns th
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -106,8 +107,14 @@ def _compile(cc: str, extra: tuple[str, ...] = ()) -> tuple[Path, bool]:
         with contextlib.suppress(OSError):  # a read-only cache still loads
             os.utime(target)
         return target, True
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=BUILDING, dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=BUILDING, dir=target.parent))
+    except OSError as err:  # (a cache that cannot be written: built for this process alone, in a temporary folder)
+        log.info("ttt_mm: the kernel cache %s cannot be written (%s): building for this process", target.parent, err)
+        private = Path(tempfile.mkdtemp(prefix="ttt-mm-kernels-"))
+        atexit.register(shutil.rmtree, private, True)
+        target, work = private / target.name, Path(tempfile.mkdtemp(prefix=BUILDING, dir=private))
     try:
         objects = [work / f"{source.stem}.o" for source in SOURCES]
         for source, obj in zip(SOURCES, objects, strict=True):
