@@ -185,6 +185,19 @@ def test_a_stream_refuses_a_window_whose_rows_are_not_equally_long(ckpts, files)
         embedder.stream().push(both)
 
 
+def test_a_stream_takes_no_window_after_one_that_ended_inside_a_step(ckpts, files, tmp_path):
+    """The padding of an input's last step (an audio-visual step whose sound ends inside it) went into
+    the state, and a later window went on from it, its rows timed after a step that never became one."""
+    embedder = Embedder.from_checkpoint(ckpts["av"], window_seconds=0.5, device="cpu")
+    stream = embedder.stream()
+    for window in embedder.windows(files["av"], 0.0, 2.9):  # steps of 0.25 s: the last one partly padding
+        stream.push(window)
+    longer = write_video(tmp_path / "longer.mp4", seconds=4.0, fps=16, width=64, height=48, audio_rate=16000)
+    (after,) = embedder.windows(longer, 3.0, 3.5)  # (where the stream's steps go on: no overlap, on the grid)
+    with pytest.raises(ValueError, match=r"^the window before ended the input \(padding from 2.75 s into it\)"):
+        stream.push(after)
+
+
 def test_timestamps_match_the_media(ckpts, files):
     audio = Embedder.from_checkpoint(ckpts["audio"], device="cpu").embed_file(files["audio"])
     duration = decode.probe(files["audio"]).audio_duration  # 2.5 s

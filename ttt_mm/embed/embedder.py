@@ -280,7 +280,8 @@ class Embedder:
 
 class Stream:
     """One input being embedded: `push` its window batches in order, then `finish`. A batch of several
-    rows holds equally long inputs (one clock for all: a window whose rows end apart is refused).
+    rows holds equally long inputs (one clock for all: a window whose rows end apart is refused); a
+    window that ends inside a step (padded) is the input's last.
 
     Each call returns the rows that became final, ``[B, n, D]`` float32 on the CPU (n may be 0);
     `clock` and `pooled` describe everything returned so far.
@@ -295,6 +296,7 @@ class Stream:
         self._bins = None
         self._end_step = 0  # (where the last window ended, in steps from ``start``)
         self._finished = False
+        self._input_ended: float | None = None  # (seconds from ``start`` where a window's padding began)
         reads_both = {"audio", "video"} <= set(embedder.modalities)
         self.silent_track: bool | None = False if reads_both else None
         """Whether silence stood in for the sound of a video without usable sound (a batch's ``audio_silent``),
@@ -327,6 +329,11 @@ class Stream:
                 f"a window starts {window_start - self.start:.6f} s into the input (from the stream's start, "
                 f"{self.start:g} s), not a whole number of {e.seconds_per_step} s steps: {fix}"
             )
+        if self._input_ended is not None:  # (its state read padding; the steps after it would follow a gap)
+            raise ValueError(
+                f"the window before ended the input (padding from {self._input_ended:g} s into it): a window that "
+                "ends inside a step is an input's last; embed another input with a new Embedder.stream()"
+            )
         if round(first) < self._end_step:  # (the state has read past it: its rows would be wrong and out of order)
             raise ValueError(
                 f"a window starts {window_start - self.start:g} s into the input, before the end of the last one "
@@ -352,6 +359,8 @@ class Stream:
                 "sound or frames): a stream's rows share one clock; stream inputs of other lengths apart"
             )
         keep = real.all(0)  # [S] (the same in every row)
+        if len(keep) and not keep[-1]:  # padding: the input ended in this window
+            self._input_ended = (round(first) + int(keep.sum())) * e.seconds_per_step
         steps = round(first) + keep.nonzero().squeeze(1).cpu()
         rows = h.reshape(B, N // k, k, D)[:, keep].reshape(B, -1, D).float().cpu()
         self.num_tokens += rows.shape[1]
