@@ -364,9 +364,15 @@ def test_a_run_folder_that_cannot_be_made_is_one_error_line_and_status_2(
         (["train", "hydra.run.dir=${paths.log_dirr}/r"], "hydra.run.dir: ${paths.log_dirr} names no key"),
         (["evaluate", "ckpt=x.ckpt", "output=${paths.log_dirr}/e"], "hydra.run.dir: ${paths.log_dirr} names no key"),
         (["train", "-m", "seed=1,2", "hydra.sweep.dir=sw_${nokey}"], "hydra.sweep.dir: ${nokey} names no key"),
-        (["train", "ckpt_path=123"], "ckpt_path must be a path; got 123 (a folder or file named as a number: "),
+        (
+            ["train", "ckpt_path=123"],
+            "ckpt_path must be a path; got 123 (to give a path that reads as a number, quote it: ",
+        ),
         (["train", "ckpt_path=[a,b]"], "ckpt_path must be a path; got ['a', 'b']\n"),
-        (["evaluate", "ckpt=x.ckpt", "output=2024"], "output must be a path; got 2024 (a folder or file named "),
+        (
+            ["evaluate", "ckpt=x.ckpt", "output=2024"],
+            "output must be a path; got 2024 (to give a path that reads as a number, ",
+        ),
         (["linear_probe", "output=[a]"], "output must be a path; got ['a']\n"),
     ],
 )

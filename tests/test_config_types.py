@@ -469,7 +469,9 @@ def test_a_sweep_jobs_results_go_to_the_folder_hydra_gives_the_job(tmp_path):
 
 def test_an_output_given_as_a_number_is_refused_where_the_command_reads_it():
     """embed reads ``output`` itself (no run folder is made from it): ``Path(2024)`` raised a TypeError."""
-    with pytest.raises(ConfigError, match=r"^output must be a path; got 2024 \(a folder or file named as a number"):
+    with pytest.raises(
+        ConfigError, match=r"^output must be a path; got 2024 \(to give a path that reads as a number, quote it"
+    ):
         sweep_job_folder(2024)
 
 

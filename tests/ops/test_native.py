@@ -223,10 +223,10 @@ def test_a_cache_that_cannot_be_written_builds_for_the_process_alone(monkeypatch
     try:
         with caplog.at_level(logging.INFO, logger=build.__name__):
             assert build.library() is not None
-        assert not any("without OpenMP" in r.message or "unavailable" in r.message for r in caplog.records)
+        assert not any("unavailable" in r.message for r in caplog.records)
         assert any("cannot be written" in r.message for r in caplog.records)
-        (private,) = (tmp_path / "tmp").iterdir()  # (removed at exit)
-        assert [p.suffix for p in private.iterdir()] == [".so"]
+        built = [p.suffix for folder in (tmp_path / "tmp").iterdir() for p in folder.iterdir()]  # (removed at exit)
+        assert built == [".so"]  # (one folder per build tried: with OpenMP, else without; no leftovers)
     finally:
         build.library.cache_clear()
 

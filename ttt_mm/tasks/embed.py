@@ -298,7 +298,7 @@ def run(cfg: DictConfig) -> Summary:
             "nothing was written (the inputs were being listed and probed)", before_it_began=True
         ) from None
     modalities = embedder.read_spec().modalities
-    unread = 0  # earlier outputs of files of another kind, removed: another model's, of a stream this one lacks
+    unread = 0  # earlier outputs removed of files of another kind (good files: said once for all)
     for clip in clips:  # each span of a file left out whole is an output not made
         if not (reason := selection.reason_of(clip)):
             continue
@@ -315,10 +315,7 @@ def run(cfg: DictConfig) -> Summary:
             else:
                 log.warning("removed the earlier output of %s, which cannot be read now", one_line(clip.segment))
     if unread:
-        log.warning(
-            "removed the earlier outputs of %d input(s) that lack a stream this model reads: another model made them",
-            unread,
-        )
+        log.warning("removed the earlier outputs of %d input(s) that lack a stream this model reads", unread)
     if summary.lacking:
         log.warning(
             "left out %d of %d inputs, which lack a stream the model reads (%s): listed at the end; "

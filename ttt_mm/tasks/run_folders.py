@@ -92,7 +92,8 @@ def path_given(value, key: str) -> str | None:
     if value is None or isinstance(value, (str, os.PathLike)):
         return None if value is None else os.fspath(value)
     shown = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
-    hint = f" (a folder or file named as a number: {key}=./{value})" if isinstance(value, (int, float)) else ""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    hint = f" (to give a path that reads as a number, quote it: {key}=\"'<as typed>'\")" if number else ""
     raise FolderRefused(f"{key} must be a path; got {shown!r}{hint}")
 
 
