@@ -20,6 +20,11 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message says which key and why."""
 
 
+def quote_it(key: str, what: str = "name or path") -> str:
+    """The hint for a text value Hydra read as a number (``output=2024``): quoted, it stays text."""
+    return f" (to give a {what} that reads as a number, quote it: {key}=\"'<as typed>'\")"
+
+
 def config_error_message(err: BaseException, settings: dict | None = None) -> str:
     """The root cause of a (nested) instantiation error and the config key it came from, on one line:
     the node of ``settings`` (the command's config as given: plain containers, interpolations

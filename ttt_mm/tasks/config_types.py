@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ttt_mm.tasks.common import CONF_DIR, ConfigError, process_rank
 from ttt_mm.tasks.composing import TRAINING_GROUPS, closest_key, no_training_settings
+from ttt_mm.tasks.config_errors import quote_it
 from ttt_mm.tasks.overrides import as_typed, override_key, reads, top_key
 
 log = logging.getLogger(__name__)
@@ -146,9 +147,9 @@ def check_command_keys(cfg: DictConfig, command: str, kinds: dict[str, Any] | No
         if command != "train":  # (evaluate's tokenizer group is a placeholder: each checkpoint's own is used)
             own.discard("tokenizer")
         check_added_keys(cfg, own, known, overrides)
-        removed = [override_key(o) for o in overrides if o.startswith("~") and override_key(o) in shipped]
-        if (key := next((k for k in removed if k not in cfg and k not in ("defaults", "hydra")), None)) is not None:
-            raise ConfigError(f"~{key}: {key} is one of this command's own keys, which it reads: set it instead")
+        for key in (override_key(o) for o in overrides if o.startswith("~")):
+            if key in shipped and key not in ("defaults", "hydra") and key not in cfg:
+                raise ConfigError(f"~{key}: {key} is one of this command's own keys, which it reads: set it instead")
     for key, default in shipped.items():
         if key in ("defaults", "hydra") or key not in cfg or _unresolved(cfg, key):
             continue
@@ -276,7 +277,7 @@ def _message(name: str, hint, value) -> str:
         text += f" (a number with a decimal point or an exponent is not whole: write {int(value)})"
     elif isinstance(value, (int, float)) and not isinstance(value, bool) and _fits(str(value), hint):
         key = name.split(" ")[0]  # (without the interpolation it came from)
-        text += f" (to give a name or path that reads as a number, quote it: {key}=\"'<as typed>'\")"
+        text += quote_it(key)
     return text
 
 

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ttt_mm.data.sources import SyntheticSource
-from ttt_mm.tasks.config_errors import ConfigError
+from ttt_mm.tasks.config_errors import ConfigError, quote_it
 from ttt_mm.tasks.job_logs import log_files
 from ttt_mm.tasks.overrides import as_typed, given_keys, override_key
 
@@ -93,7 +93,7 @@ def path_given(value, key: str) -> str | None:
         return None if value is None else os.fspath(value)
     shown = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    hint = f" (to give a path that reads as a number, quote it: {key}=\"'<as typed>'\")" if number else ""
+    hint = quote_it(key, "path") if number else ""
     raise FolderRefused(f"{key} must be a path; got {shown!r}{hint}")
 
 
